@@ -1,0 +1,4 @@
+// Fuzzes wire::Decode<CallRequest>.
+#include "fuzz_decode.h"
+
+WEFT_DECODE_FUZZ_TARGET(CallRequest)

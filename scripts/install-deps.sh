@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what weft needs to build, test and benchmark, skipping what is already there.
+# Debian packages through apt-get, Python packages through pip. Safe to run repeatedly.
+set -euo pipefail
+
+debs=(cmake ninja-build g++ pkg-config make
+      libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+      libgtest-dev libgmock-dev libbenchmark-dev libnuma-dev
+      clang libclang-rt-14-dev python3 python3-pip iproute2)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: apt-get install ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+pys=(matplotlib)
+for p in "${pys[@]}"; do
+  python3 -c "import $p" 2>/dev/null || {
+    echo "install-deps: pip install $p"
+    python3 -m pip install -q "$p" || python3 -m pip install -q --break-system-packages "$p"
+  }
+done

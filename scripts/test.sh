@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The README's test command: installs, builds, and runs every test this machine can run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+
+scripts/install-deps.sh
+
+echo "== release build"
+make --no-print-directory build
+echo "== tests (release)"
+ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600
+
+echo "== sanitizer build (ASAN + UBSAN)"
+make --no-print-directory build-asan
+echo "== tests (ASAN + UBSAN)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900
+
+echo "== fuzz targets (brief)"
+scripts/fuzz.sh "${WEFT_FUZZ_SECONDS:-10}"
+
+echo "== GPU tests"
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "a GPU is present: run scripts/gpu-check.sh for the GPU tests"
+else
+  echo "SKIPPED: no GPU on this machine (GPU tests run through scripts/gpu-check.sh on a GPU machine)"
+fi
+echo "== all tests passed"

@@ -1,0 +1,254 @@
+#include "api/bm/pool.h"
+
+#include <unistd.h>
+
+#include <mutex>
+
+#include "api/bm/alloc_service.h"
+#include "base/log.h"
+#include "gva/segment_table.h"
+#include "mem/host_segment.h"
+#include "api/bm/pool_coordinator.h"
+#include "meta/coordinator_client.h"
+
+namespace weft::bm {
+
+struct Pool::Impl {
+  Config config;
+  gva::Layout layout;
+  MetricsRegistry metrics;
+  std::unique_ptr<mem::VaReservation> window;  // unified-VA mode only
+  std::unique_ptr<mem::HostSegment> own_segment;
+  std::unique_ptr<gva::SegmentTable> table;
+  std::unique_ptr<engine::Engine> engine;
+  // Present in the peer that hosts the coordinator (and the pool allocator).
+  std::unique_ptr<PoolCoordinator> coordinator;
+  std::unique_ptr<meta::CoordinatorClient> client;
+  uint32_t rank = 0;
+  bool left = false;
+  std::mutex leave_mu;
+
+  Deadline DefaultDeadline() const { return Deadline::After(Millis(config.deadline_ms)); }
+  void* FixedAddressFor(uint32_t r) const {
+    return window ? reinterpret_cast<void*>(layout.SliceBase(Medium::kHost, r)) : nullptr;
+  }
+  void AttachPeer(meta::SegmentDescriptor desc);
+};
+
+void Pool::Impl::AttachPeer(meta::SegmentDescriptor desc) {
+  auto seg = mem::HostSegment::Import(desc.fd, desc.size, FixedAddressFor(desc.rank));
+  if (!seg.ok()) {
+    WEFT_LOG_ERROR("cannot map the segment of rank {} ({}): {}", desc.rank, desc.peer_name, seg.status().ToString());
+    return;
+  }
+  std::shared_ptr<mem::HostSegment> owned = std::move(*seg);
+  Status s = table->Attach({Medium::kHost, desc.rank, 0}, owned->data(), desc.size, /*local=*/false, desc.peer_name,
+                           [owned]() mutable { owned.reset(); });
+  if (!s.ok()) WEFT_LOG_ERROR("cannot attach rank {}: {}", desc.rank, s.ToString());
+  else WEFT_LOG_INFO("rank {} ({}, pid {}) joined: {} bytes mapped", desc.rank, desc.peer_name, desc.pid, desc.size);
+}
+
+Pool::Pool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Pool::~Pool() { (void)Leave(); }
+
+Result<std::unique_ptr<Pool>> Pool::Join(const Config& config, JoinMode mode) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  if (config.log_level != "warn") log::SetLevel(config.log_level);
+  WEFT_ASSIGN_OR_RETURN(impl->layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
+  const gva::Layout& layout = impl->layout;
+
+  if (config.unified_va) {
+    auto window = mem::VaReservation::Reserve(layout.base(), layout.end() - layout.base());
+    if (window.ok()) {
+      impl->window = std::move(*window);
+    } else {
+      WEFT_LOG_WARN("unified VA is off, GVAs go through translation: {}", window.status().message());
+    }
+  }
+  WEFT_ASSIGN_OR_RETURN(impl->own_segment,
+                        mem::HostSegment::Create("weft-" + config.pool_name, config.rank_size, config.numa_node));
+  impl->table = std::make_unique<gva::SegmentTable>(layout);
+  engine::EngineOptions eopts;
+  eopts.threads = config.copy_threads;
+  eopts.split_bytes = config.split_bytes;
+  eopts.log_paths = config.log_paths;
+  if (eopts.log_paths && log::Get().level() > spdlog::level::info) log::SetLevel("info");
+  impl->engine = std::make_unique<engine::Engine>(eopts, *impl->table, impl->metrics);
+
+  const std::string socket = config.CoordinatorPath();
+  auto host = [&]() -> Status {
+    WEFT_ASSIGN_OR_RETURN(impl->coordinator, PoolCoordinator::Start(config));
+    return OkStatus();
+  };
+  if (mode == JoinMode::kHost) WEFT_RETURN_IF_ERROR(host());
+
+  Impl* raw = impl.get();
+  auto join = [&]() {
+    meta::JoinOptions jopts;
+    jopts.socket_path = socket;
+    jopts.pool_name = config.pool_name;
+    jopts.rank_size = config.rank_size;
+    jopts.peer_name = fmt::format("{}:{}", config.pool_name, getpid());
+    jopts.segment.peer_name = jopts.peer_name;
+    jopts.segment.pid = getpid();
+    jopts.segment.size = config.rank_size;
+    jopts.segment.access_key = raw->own_segment->access_key();
+    jopts.segment.permissions = raw->own_segment->permissions();
+    jopts.segment.fd = raw->own_segment->fd();
+    jopts.heartbeat_interval = Millis(config.heartbeat_ms);
+    jopts.deadline = raw->DefaultDeadline();
+    return meta::CoordinatorClient::Join(
+        jopts, [raw](meta::SegmentDescriptor d) { raw->AttachPeer(std::move(d)); },
+        [raw](uint32_t rank, bool clean) {
+          if (clean) WEFT_LOG_INFO("rank {} left the pool; copies to its memory now fail with PEER_DOWN", rank);
+          else WEFT_LOG_WARN("rank {} is down; copies to its memory now fail with PEER_DOWN", rank);
+          raw->table->Detach({Medium::kHost, rank, 0}, /*dead=*/!clean);
+        });
+  };
+  auto client = join();
+  if (!client.ok() && mode == JoinMode::kAuto && client.status().code() == Code::kUnavailable) {
+    Status hosted = host();
+    // Another peer may have won the race to host; joining it is as good.
+    if (!hosted.ok() && hosted.code() != Code::kAlreadyExists) return hosted;
+    client = join();
+  }
+  if (!client.ok()) return client.status().Annotate("joining pool '" + config.pool_name + "' at " + socket);
+  impl->client = std::move(*client);
+  impl->rank = impl->client->rank();
+
+  // Our own slice: the memfd mapping, or a second mapping of it at the GVA in unified-VA mode.
+  uint8_t* own = impl->own_segment->data();
+  std::function<void()> release = [] {};
+  if (impl->window) {
+    int fd = dup(impl->own_segment->fd());
+    auto fixed = mem::HostSegment::Import(fd, config.rank_size, impl->FixedAddressFor(impl->rank));
+    if (!fixed.ok()) return fixed.status().Annotate("mapping our slice at its GVA");
+    own = (*fixed)->data();
+    std::shared_ptr<mem::HostSegment> held = std::move(*fixed);
+    release = [held]() mutable { held.reset(); };
+  }
+  WEFT_RETURN_IF_ERROR(impl->table->Attach({Medium::kHost, impl->rank, 0}, own, config.rank_size, /*local=*/true,
+                                           "self", std::move(release)));
+  auto added = impl->client->Call(EncodeAddSlice(impl->rank, Medium::kHost, config.rank_size), impl->DefaultDeadline());
+  if (!added.ok()) return added.status().Annotate("registering our slice with the pool allocator");
+  return std::unique_ptr<Pool>(new Pool(std::move(impl)));
+}
+
+Status Pool::Leave() {
+  std::lock_guard lock(impl_->leave_mu);
+  if (impl_->left) return OkStatus();
+  impl_->left = true;
+  Status s = impl_->client ? impl_->client->Leave() : OkStatus();
+  impl_->client.reset();
+  impl_->coordinator.reset();
+  impl_->engine.reset();  // finishes queued copies before their memory goes away
+  impl_->table.reset();
+  impl_->own_segment.reset();
+  impl_->window.reset();
+  return s;
+}
+
+uint32_t Pool::rank() const { return impl_->rank; }
+uint64_t Pool::local_size() const { return impl_->config.rank_size; }
+const gva::Layout& Pool::layout() const { return impl_->layout; }
+bool Pool::unified_va() const { return impl_->window != nullptr; }
+bool Pool::hosts_coordinator() const { return impl_->coordinator != nullptr; }
+const Config& Pool::config() const { return impl_->config; }
+MetricsRegistry& Pool::metrics() { return impl_->metrics; }
+engine::Engine& Pool::engine() { return *impl_->engine; }
+
+#define WEFT_REQUIRE_JOINED()                                                              \
+  do {                                                                                     \
+    if (impl_->left) return Error(Code::kCancelled, "this peer has left the pool"); \
+  } while (0)
+
+Result<uint64_t> Pool::SliceAddress(uint32_t rank) const {
+  if (rank >= impl_->layout.max_ranks())
+    return Error(Code::kOutOfRange, "rank {} is past max_ranks {}", rank, impl_->layout.max_ranks());
+  return impl_->layout.SliceBase(Medium::kHost, rank);
+}
+
+Result<void*> Pool::LocalAddress(uint64_t gva, uint64_t len) const {
+  WEFT_REQUIRE_JOINED();
+  WEFT_ASSIGN_OR_RETURN(auto pin, impl_->table->Resolve(gva, len));
+  return static_cast<void*>(pin.ptr());
+}
+
+Result<uint32_t> Pool::RankOf(uint64_t gva) const {
+  auto loc = impl_->layout.Decode(gva);
+  if (!loc) return Error(Code::kInvalidAddress, "{:#x} is not a GVA of pool '{}'", gva, impl_->config.pool_name);
+  return loc->rank;
+}
+
+std::vector<uint32_t> Pool::LiveRanks() const {
+  std::vector<uint32_t> out;
+  if (impl_->left) return out;
+  for (uint32_t r = 0; r < impl_->layout.max_ranks(); ++r)
+    if (impl_->table->IsUp({Medium::kHost, r, 0})) out.push_back(r);
+  return out;
+}
+
+Result<uint64_t> Pool::Alloc(uint64_t size, Placement placement) {
+  WEFT_REQUIRE_JOINED();
+  if (size == 0) return Error(Code::kInvalidArgument, "cannot allocate 0 bytes");
+  WEFT_ASSIGN_OR_RETURN(auto reply, impl_->client->Call(EncodeAlloc(size, placement), impl_->DefaultDeadline()));
+  return DecodeAllocReply(reply);
+}
+
+Status Pool::Free(uint64_t gva) {
+  WEFT_REQUIRE_JOINED();
+  auto reply = impl_->client->Call(EncodeFree(gva), impl_->DefaultDeadline());
+  return reply.ok() ? OkStatus() : reply.status();
+}
+
+Status Pool::Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir) {
+  return Copy(dst, src, len, dir, impl_->DefaultDeadline());
+}
+
+Status Pool::Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir, Deadline deadline) {
+  WEFT_REQUIRE_JOINED();
+  return impl_->engine->Copy(dst, src, len, dir, deadline);
+}
+
+CopyHandle Pool::CopyAsync(uint64_t dst, uint64_t src, uint64_t len, Direction dir) {
+  CopyRequest r{dst, src, len};
+  return CopyBatchAsync({&r, 1}, dir);
+}
+
+std::vector<Status> Pool::CopyBatch(std::span<const CopyRequest> requests, Direction dir) {
+  if (impl_->left)
+    return std::vector<Status>(requests.size(), Error(Code::kCancelled, "this peer has left the pool"));
+  return impl_->engine->CopyBatch(requests, dir, impl_->DefaultDeadline());
+}
+
+CopyHandle Pool::CopyBatchAsync(std::span<const CopyRequest> requests, Direction dir) {
+  if (impl_->left) return CopyHandle();
+  return impl_->engine->CopyBatchAsync(requests, dir, impl_->DefaultDeadline());
+}
+
+Status Pool::Wait(const CopyHandle& handle, Deadline deadline) { return handle.Wait(deadline); }
+
+Result<engine::RouteInfo> Pool::Route(uint64_t dst, uint64_t src, uint64_t len, Direction dir) const {
+  WEFT_REQUIRE_JOINED();
+  return impl_->engine->Route(dst, src, len, dir);
+}
+
+Result<std::vector<uint32_t>> Pool::WaitForPeers(uint32_t count, Deadline deadline) {
+  WEFT_REQUIRE_JOINED();
+  return impl_->client->WaitForPeers(count, deadline);
+}
+
+Status Pool::Barrier(Deadline deadline) {
+  WEFT_REQUIRE_JOINED();
+  return impl_->client->Barrier(deadline);
+}
+
+Result<std::vector<std::pair<uint32_t, std::vector<uint8_t>>>> Pool::Allgather(std::span<const uint8_t> mine,
+                                                                              Deadline deadline) {
+  WEFT_REQUIRE_JOINED();
+  return impl_->client->Allgather(mine, deadline);
+}
+
+}  // namespace weft::bm

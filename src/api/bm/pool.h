@@ -1,0 +1,91 @@
+// The big-memory pool (BM): several processes pool part of their host DRAM behind one global
+// virtual address space and copy between local buffers and any pooled address.
+//
+//   auto pool = weft::bm::Pool::Join(config).value();   // create or join
+//   uint64_t gva = pool->Alloc(1 << 20, Placement::OnRank(2)).value();
+//   pool->Copy(gva, reinterpret_cast<uint64_t>(buf), 1 << 20);  // LH -> GH
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/config.h"
+#include "base/metrics.h"
+#include "base/result.h"
+#include "engine/engine.h"
+#include "gva/allocator.h"
+#include "gva/layout.h"
+
+namespace weft::bm {
+
+using engine::CopyHandle;
+using engine::CopyRequest;
+using engine::Direction;
+using gva::Medium;
+using gva::Placement;
+
+enum class JoinMode : uint8_t {
+  kAuto = 0,  // join the coordinator at config.coordinator; host one if none answers
+  kHost = 1,  // host the coordinator in this process (ALREADY_EXISTS if one answers)
+  kJoin = 2,  // join only (UNAVAILABLE if none answers)
+};
+
+class Pool {
+ public:
+  static Result<std::unique_ptr<Pool>> Join(const Config& config, JoinMode mode = JoinMode::kAuto);
+  ~Pool();  // leaves
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // Leaves the pool: the others are told, copies to this peer's memory fail with PEER_DOWN
+  // there. If this peer hosts the coordinator, the control plane ends with it.
+  Status Leave();
+
+  uint32_t rank() const;
+  uint64_t local_size() const;
+  const gva::Layout& layout() const;
+  bool unified_va() const;  // GVAs of same-node slices can be dereferenced directly
+  bool hosts_coordinator() const;
+
+  // First GVA of a rank's host slice.
+  Result<uint64_t> SliceAddress(uint32_t rank) const;
+  // Where a GVA is mapped in this process, for direct load/store; valid while its peer is up.
+  Result<void*> LocalAddress(uint64_t gva, uint64_t len = 1) const;
+  // The rank owning a GVA (INVALID_ADDRESS outside the pool).
+  Result<uint32_t> RankOf(uint64_t gva) const;
+  std::vector<uint32_t> LiveRanks() const;
+
+  Result<uint64_t> Alloc(uint64_t size, Placement placement = Placement::Local());
+  Status Free(uint64_t gva);
+
+  // dst and src are GVAs or local pointers cast to uint64_t (see CopyRequest).
+  Status Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir = Direction::kAuto);
+  Status Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir, Deadline deadline);
+  CopyHandle CopyAsync(uint64_t dst, uint64_t src, uint64_t len, Direction dir = Direction::kAuto);
+  std::vector<Status> CopyBatch(std::span<const CopyRequest> requests, Direction dir = Direction::kAuto);
+  CopyHandle CopyBatchAsync(std::span<const CopyRequest> requests, Direction dir = Direction::kAuto);
+  Status Wait(const CopyHandle& handle, Deadline deadline = Deadline::Never());
+  Result<engine::RouteInfo> Route(uint64_t dst, uint64_t src, uint64_t len,
+                                  Direction dir = Direction::kAuto) const;
+
+  // Control plane.
+  Result<std::vector<uint32_t>> WaitForPeers(uint32_t count, Deadline deadline);
+  Status Barrier(Deadline deadline);
+  Result<std::vector<std::pair<uint32_t, std::vector<uint8_t>>>> Allgather(std::span<const uint8_t> mine,
+                                                                          Deadline deadline);
+
+  const Config& config() const;
+  MetricsRegistry& metrics();
+  engine::Engine& engine();
+
+  struct Impl;
+
+ private:
+  explicit Pool(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace weft::bm

@@ -1,0 +1,28 @@
+// The coordinator of a pool together with the pool allocator it serves. Hosted inside the
+// first peer (Pool::Join) or alone by `weft meta`.
+#pragma once
+
+#include <memory>
+
+#include "base/config.h"
+#include "base/result.h"
+#include "gva/allocator.h"
+#include "meta/coordinator.h"
+
+namespace weft::bm {
+
+class PoolCoordinator {
+ public:
+  // ALREADY_EXISTS when a coordinator already answers on config.CoordinatorPath().
+  static Result<std::unique_ptr<PoolCoordinator>> Start(const Config& config);
+  const std::string& socket_path() const { return coordinator_->socket_path(); }
+  std::vector<meta::PeerSummary> Peers() const { return coordinator_->Peers(); }
+  Result<gva::SliceStats> Stats(uint32_t rank) const { return allocator_->Stats(rank, gva::Medium::kHost); }
+
+ private:
+  PoolCoordinator() = default;
+  std::unique_ptr<gva::Allocator> allocator_;          // outlives the coordinator that calls it
+  std::unique_ptr<meta::Coordinator> coordinator_;
+};
+
+}  // namespace weft::bm

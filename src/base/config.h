@@ -1,0 +1,61 @@
+// Typed configuration. Each key is read, lowest precedence first, from: its default, a JSON
+// config file, the environment variable WEFT_<KEY> (upper case), and explicit overrides passed
+// by the caller (command-line flags, API arguments). docs/config.md documents every key; a unit
+// test keeps it complete.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace weft {
+
+struct Config {
+  std::string pool_name = "weft";
+  uint64_t rank_size = 256ull << 20;
+  std::string coordinator;  // unix socket path; empty means /tmp/weft-<pool_name>.sock
+  int32_t numa_node = -1;
+  uint32_t max_ranks = 64;
+  uint64_t gva_base = 0x200000000000ull;
+  bool unified_va = false;
+  uint32_t copy_threads = 4;
+  uint64_t split_bytes = 8ull << 20;
+  uint32_t heartbeat_ms = 200;
+  uint32_t peer_timeout_ms = 2000;
+  uint32_t deadline_ms = 30000;
+  bool log_paths = false;
+  std::string log_level = "warn";
+
+  std::string CoordinatorPath() const;
+};
+
+struct ConfigKey {
+  std::string name;         // "rank_size"
+  std::string env;          // "WEFT_RANK_SIZE"
+  std::string type;         // "bytes", "int", "bool", "string"
+  std::string default_value;
+  std::string doc;
+};
+
+// Every key, in documentation order.
+const std::vector<ConfigKey>& ConfigKeys();
+
+// Sets one key from text ("64MiB", "true", "3"). INVALID_ARGUMENT names the key and the value.
+Status SetConfigValue(Config& config, const std::string& key, const std::string& value);
+
+// Builds a Config: defaults < file (JSON object; skipped when path is empty) < environment <
+// overrides. Unknown keys in the file or overrides are INVALID_ARGUMENT.
+Result<Config> LoadConfig(const std::string& file_path = "",
+                          const std::map<std::string, std::string>& overrides = {});
+
+// Parses sizes such as "4096", "64KiB", "1MiB", "2GiB", "1G".
+Result<uint64_t> ParseBytes(const std::string& text);
+std::string FormatBytes(uint64_t bytes);
+
+// Markdown table of ConfigKeys(), as in docs/config.md.
+std::string ConfigMarkdown();
+
+}  // namespace weft

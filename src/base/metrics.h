@@ -1,0 +1,74 @@
+// Metrics registry: counters, gauges and histograms, rendered in Prometheus text format.
+// One registry per pool or engine (no process-global registry); instruments are created once
+// and updated lock-free on hot paths.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace weft {
+
+class Counter {
+ public:
+  void Add(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
+  uint64_t value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> value_{0};
+};
+
+class Gauge {
+ public:
+  void Set(int64_t v) { value_.store(v, std::memory_order_relaxed); }
+  void Add(int64_t d) { value_.fetch_add(d, std::memory_order_relaxed); }
+  int64_t value() const { return value_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> value_{0};
+};
+
+// Power-of-two buckets: bucket i counts observations <= 2^i (in the histogram's unit).
+class Histogram {
+ public:
+  static constexpr int kBuckets = 48;
+  void Observe(uint64_t v);
+  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+  uint64_t sum() const { return sum_.load(std::memory_order_relaxed); }
+  uint64_t bucket(int i) const { return buckets_[i].load(std::memory_order_relaxed); }
+  // Upper bound of the bucket holding quantile q (0 < q <= 1); 0 when empty.
+  uint64_t Quantile(double q) const;
+
+ private:
+  std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> sum_{0};
+};
+
+class MetricsRegistry {
+ public:
+  // Returns the instrument with this name, creating it on first use. Names follow Prometheus
+  // rules (weft_copy_bytes_total); the pointer stays valid for the registry's life.
+  Counter* counter(const std::string& name, const std::string& help = "");
+  Gauge* gauge(const std::string& name, const std::string& help = "");
+  Histogram* histogram(const std::string& name, const std::string& help = "");
+
+  std::string PrometheusText() const;
+
+ private:
+  struct Entry {
+    std::string help;
+    std::unique_ptr<Counter> counter;
+    std::unique_ptr<Gauge> gauge;
+    std::unique_ptr<Histogram> histogram;
+  };
+  Entry& Find(const std::string& name, const std::string& help);
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> entries_;
+};
+
+}  // namespace weft

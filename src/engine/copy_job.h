@@ -1,0 +1,59 @@
+// A submitted copy or batch: its pieces, its per-entry results and its completion. Runners
+// (pool threads, and the caller of a synchronous copy) claim pieces until none is left.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/status.h"
+#include "gva/segment_table.h"
+#include "transport/transport.h"
+
+namespace weft::engine {
+
+struct Piece {
+  size_t entry;
+  transport::Transport* path;
+  transport::Endpoint dst;
+  transport::Endpoint src;
+  uint64_t len;
+};
+
+class CopyJob {
+ public:
+  CopyJob(size_t entries, Deadline deadline) : results_(entries), deadline_(deadline) {}
+
+  // Set-up, before the job is shared with runners.
+  void AddPiece(const Piece& p) { pieces_.push_back(p); }
+  void KeepPinned(gva::SegmentTable::Pin pin) { pins_.push_back(std::move(pin)); }
+  void Fail(size_t entry, Status s) { results_[entry] = std::move(s); }
+  size_t piece_count() const { return pieces_.size(); }
+
+  // Claims and copies pieces until none is left; the runner that finishes the last one
+  // completes the job. Safe to call from any number of threads.
+  void Run();
+
+  bool done() const { return done_.load(std::memory_order_acquire); }
+  // False on deadline (the job keeps running; results are then not final).
+  bool WaitUntil(Deadline deadline);
+  const std::vector<Status>& results() const { return results_; }  // final once done()
+
+ private:
+  void Finish();
+  std::vector<Piece> pieces_;
+  std::vector<gva::SegmentTable::Pin> pins_;
+  std::vector<Status> results_;
+  Deadline deadline_;
+  std::atomic<size_t> next_{0};
+  std::atomic<size_t> finished_{0};
+  std::atomic<bool> done_{false};
+  std::mutex mu_;  // guards results_ writes from runners, and the completion signal
+  std::condition_variable cv_;
+};
+
+}  // namespace weft::engine

@@ -1,0 +1,244 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "base/log.h"
+#include "transport/local/local_transport.h"
+#include "transport/shm/shm_transport.h"
+
+namespace weft::engine {
+
+using transport::EndKind;
+using transport::Endpoint;
+using transport::Locality;
+using transport::RouteKey;
+
+namespace {
+
+constexpr uint64_t kPieceAlign = 4096;
+
+EndKind WantedSrc(Direction d) {
+  return (d == Direction::kGH2LH || d == Direction::kGH2GH) ? EndKind::kGH : EndKind::kLH;
+}
+EndKind WantedDst(Direction d) {
+  return (d == Direction::kLH2GH || d == Direction::kGH2GH) ? EndKind::kGH : EndKind::kLH;
+}
+
+}  // namespace
+
+const char* DirectionName(Direction d) {
+  switch (d) {
+    case Direction::kAuto: return "AUTO";
+    case Direction::kLH2LH: return "LH2LH";
+    case Direction::kLH2GH: return "LH2GH";
+    case Direction::kGH2LH: return "GH2LH";
+    case Direction::kGH2GH: return "GH2GH";
+  }
+  return "?";
+}
+
+Result<Direction> ParseDirection(const std::string& text) {
+  std::string up;
+  for (char c : text) up += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (Direction d : {Direction::kAuto, Direction::kLH2LH, Direction::kLH2GH, Direction::kGH2LH, Direction::kGH2GH})
+    if (up == DirectionName(d)) return d;
+  return Error(Code::kInvalidArgument, "unknown direction '{}' (use AUTO, LH2LH, LH2GH, GH2LH or GH2GH)", text);
+}
+
+std::string RouteInfo::ToString() const {
+  return fmt::format("{} -> {} ({}) via {}: {}", transport::EndKindName(src_kind), transport::EndKindName(dst_kind),
+                     transport::LocalityName(locality), path, reason);
+}
+
+Status CopyHandle::Wait(Deadline deadline) const {
+  if (!job_) return Error(Code::kInvalidArgument, "waiting on an empty copy handle");
+  if (!job_->WaitUntil(deadline))
+    return Error(Code::kTimeout, "the copy did not complete before the deadline; it goes on, wait again or poll");
+  for (const Status& s : job_->results())
+    if (!s.ok()) return s;
+  return OkStatus();
+}
+
+std::optional<Status> CopyHandle::Poll() const {
+  if (!job_) return Error(Code::kInvalidArgument, "polling an empty copy handle");
+  if (!job_->done()) return std::nullopt;
+  return Wait(Deadline::Never());
+}
+
+std::vector<Status> CopyHandle::Results() const {
+  if (!job_ || !job_->done()) return {};
+  return job_->results();
+}
+
+struct Engine::Resolved {
+  RouteKey key;
+  gva::SegmentTable::Pin dst_pin;
+  gva::SegmentTable::Pin src_pin;
+  Endpoint dst;
+  Endpoint src;
+  transport::Transport* path = nullptr;
+};
+
+Engine::Engine(EngineOptions options, const gva::SegmentTable& table, MetricsRegistry& metrics)
+    : options_(options), table_(table), pool_(std::max(1u, options.threads - (options.threads > 1 ? 1 : 0))) {
+  if (options_.threads == 0) options_.threads = 1;
+  if (options_.split_bytes < kPieceAlign) options_.split_bytes = kPieceAlign;
+  transports_.push_back(std::make_unique<transport::LocalTransport>());
+  transports_.push_back(std::make_unique<transport::ShmTransport>());
+  copies_ = metrics.counter("weft_copies_total", "Copies submitted to the engine");
+  bytes_ = metrics.counter("weft_copy_bytes_total", "Bytes copied by the engine");
+  failures_ = metrics.counter("weft_copy_failures_total", "Copies that ended with an error");
+  latency_ns_ = metrics.histogram("weft_copy_latency_ns", "Latency of synchronous copies in nanoseconds");
+}
+
+Engine::~Engine() = default;
+
+transport::Transport* Engine::Choose(const RouteKey& key, uint64_t len) const {
+  transport::Transport* best = nullptr;
+  double best_cost = 0;
+  for (const auto& t : transports_) {
+    if (!t->Serves(key)) continue;
+    double c = t->CostNanos(key, len);
+    if (!best || c < best_cost) {
+      best = t.get();
+      best_cost = c;
+    }
+  }
+  return best;
+}
+
+Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir) const {
+  const gva::Layout& layout = table_.layout();
+  Resolved out;
+  bool remote = false;
+  auto resolve_end = [&](uint64_t addr, const char* which, EndKind& kind, Endpoint& ep,
+                         gva::SegmentTable::Pin& pin) -> Status {
+    if (addr == 0) return Error(Code::kInvalidArgument, "{} is a null pointer", which);
+    if (auto loc = layout.Decode(addr)) {
+      kind = loc->medium == gva::Medium::kHost ? EndKind::kGH : EndKind::kGD;
+      auto p = table_.Resolve(addr, r.len);
+      if (!p.ok()) return p.status().Annotate(which);
+      pin = std::move(*p);
+      ep = Endpoint{pin.ptr(), addr, loc->rank};
+      remote = remote || !pin.local();
+      return OkStatus();
+    }
+    if (r.len > UINT64_MAX - addr)
+      return Error(Code::kInvalidArgument, "{} {:#x} + {} bytes wraps around the address space", which, addr, r.len);
+    kind = EndKind::kLH;
+    ep = Endpoint{reinterpret_cast<uint8_t*>(addr), 0, 0};
+    return OkStatus();
+  };
+  WEFT_RETURN_IF_ERROR(resolve_end(r.dst, "dst", out.key.dst, out.dst, out.dst_pin));
+  WEFT_RETURN_IF_ERROR(resolve_end(r.src, "src", out.key.src, out.src, out.src_pin));
+  if (dir != Direction::kAuto && (out.key.src != WantedSrc(dir) || out.key.dst != WantedDst(dir)))
+    return Error(Code::kInvalidArgument, "direction {} was given but the addresses make it {}2{}", DirectionName(dir),
+                 transport::EndKindName(out.key.src), transport::EndKindName(out.key.dst));
+  out.key.locality = remote ? Locality::kSameNode : Locality::kSameProcess;
+  out.path = Choose(out.key, r.len);
+  if (!out.path)
+    return Error(Code::kNotSupported, "no path serves {} -> {} ({}) on this machine",
+                 transport::EndKindName(out.key.src), transport::EndKindName(out.key.dst),
+                 transport::LocalityName(out.key.locality));
+  if (options_.log_paths)
+    WEFT_LOG_INFO("copy {} B {:#x} ({}) -> {:#x} ({}) via {}", r.len, r.src, transport::EndKindName(out.key.src), r.dst,
+                  transport::EndKindName(out.key.dst), out.path->name());
+  return out;
+}
+
+Result<RouteInfo> Engine::Route(uint64_t dst, uint64_t src, uint64_t len, Direction dir) const {
+  auto r = Resolve(CopyRequest{dst, src, len}, dir);
+  if (!r.ok()) return r.status();
+  return RouteInfo{r->key.src, r->key.dst, r->key.locality, std::string(r->path->name()),
+                   std::string(r->path->Explain(r->key))};
+}
+
+std::shared_ptr<CopyJob> Engine::Plan(std::span<const CopyRequest> requests, Direction dir, Deadline deadline) {
+  auto job = std::make_shared<CopyJob>(requests.size(), deadline);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const CopyRequest& r = requests[i];
+    copies_->Add();
+    auto resolved = Resolve(r, dir);
+    if (!resolved.ok()) {
+      failures_->Add();
+      job->Fail(i, resolved.status());
+      continue;
+    }
+    bytes_->Add(r.len);
+    uint64_t pieces = r.len >= options_.split_bytes ? options_.threads : 1;
+    uint64_t chunk = (r.len / pieces + kPieceAlign - 1) / kPieceAlign * kPieceAlign;
+    if (chunk == 0) chunk = r.len;
+    for (uint64_t off = 0; off < r.len || (r.len == 0 && off == 0); off += chunk) {
+      uint64_t n = std::min(chunk, r.len - off);
+      Endpoint d = resolved->dst, s = resolved->src;
+      d.mapped += off;
+      d.gva = d.gva ? d.gva + off : 0;
+      s.mapped += off;
+      s.gva = s.gva ? s.gva + off : 0;
+      job->AddPiece(Piece{i, resolved->path, d, s, n});
+      if (r.len == 0) break;
+    }
+    job->KeepPinned(std::move(resolved->dst_pin));
+    job->KeepPinned(std::move(resolved->src_pin));
+  }
+  return job;
+}
+
+void Engine::Start(const std::shared_ptr<CopyJob>& job, bool caller_helps) {
+  size_t runners = std::min<size_t>(job->piece_count(), options_.threads);
+  if (runners == 0) {
+    job->Run();  // nothing to copy: completes at once
+    return;
+  }
+  size_t submitted = caller_helps ? runners - 1 : runners;
+  for (size_t i = 0; i < submitted; ++i) pool_.Submit([job] { job->Run(); });
+  if (caller_helps) job->Run();
+}
+
+Status Engine::Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir, Deadline deadline) {
+  const uint64_t t0 = NowNanos();
+  if (len < options_.split_bytes) {
+    // Small copies run inline on the caller's thread: no job, no queue, no allocation.
+    copies_->Add();
+    auto resolved = Resolve(CopyRequest{dst, src, len}, dir);
+    if (!resolved.ok()) {
+      failures_->Add();
+      return resolved.status();
+    }
+    if (deadline.expired()) {
+      failures_->Add();
+      return Error(Code::kTimeout, "the deadline passed before the copy started");
+    }
+    Status s = len ? resolved->path->Copy(resolved->dst, resolved->src, len) : OkStatus();
+    bytes_->Add(len);
+    latency_ns_->Observe(NowNanos() - t0);
+    return s;
+  }
+  CopyRequest r{dst, src, len};
+  auto job = Plan({&r, 1}, dir, deadline);
+  Start(job, /*caller_helps=*/true);
+  job->WaitUntil(Deadline::Never());  // the caller ran pieces itself; others are in flight
+  latency_ns_->Observe(NowNanos() - t0);
+  return job->results()[0];
+}
+
+CopyHandle Engine::CopyAsync(uint64_t dst, uint64_t src, uint64_t len, Direction dir, Deadline deadline) {
+  CopyRequest r{dst, src, len};
+  return CopyBatchAsync({&r, 1}, dir, deadline);
+}
+
+std::vector<Status> Engine::CopyBatch(std::span<const CopyRequest> requests, Direction dir, Deadline deadline) {
+  auto job = Plan(requests, dir, deadline);
+  Start(job, /*caller_helps=*/true);
+  job->WaitUntil(Deadline::Never());
+  return job->results();
+}
+
+CopyHandle Engine::CopyBatchAsync(std::span<const CopyRequest> requests, Direction dir, Deadline deadline) {
+  auto job = Plan(requests, dir, deadline);
+  Start(job, /*caller_helps=*/false);
+  return CopyHandle(job);
+}
+
+}  // namespace weft::engine

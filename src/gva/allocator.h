@@ -1,0 +1,75 @@
+// The pool allocator: global malloc/free over every rank's slice of the GVA space.
+// Thread-safe. Algorithm and the reasons for it: docs/allocator.md.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "base/result.h"
+#include "gva/layout.h"
+
+namespace weft::gva {
+
+struct Placement {
+  enum class Kind : uint8_t {
+    kLocal = 0,   // the caller's own slice
+    kRank = 1,    // the slice of `rank`
+    kSpread = 2,  // the live slice with the most free bytes (balances the pool)
+  };
+  Kind kind = Kind::kLocal;
+  uint32_t rank = 0;  // for kRank
+  Medium medium = Medium::kHost;
+
+  static Placement Local(Medium m = Medium::kHost) { return {Kind::kLocal, 0, m}; }
+  static Placement OnRank(uint32_t r, Medium m = Medium::kHost) { return {Kind::kRank, r, m}; }
+  static Placement Spread(Medium m = Medium::kHost) { return {Kind::kSpread, 0, m}; }
+};
+
+struct SliceStats {
+  uint64_t capacity = 0;
+  uint64_t used = 0;            // bytes in live allocations (after alignment)
+  uint64_t largest_free = 0;    // the largest single block that could be allocated now
+  uint64_t allocations = 0;     // live allocations
+  uint64_t free_blocks = 0;     // fragments in the free list
+};
+
+class Allocator {
+ public:
+  // alignment: every allocation starts at a multiple of it (power of two, >= 8).
+  explicit Allocator(Layout layout, uint64_t alignment = 64);
+  ~Allocator();
+  Allocator(const Allocator&) = delete;
+  Allocator& operator=(const Allocator&) = delete;
+
+  // A rank's slice becomes allocatable with `capacity` bytes (<= layout.rank_size()).
+  // ALREADY_EXISTS if added twice; OUT_OF_RANGE if the rank or capacity exceed the layout.
+  Status AddSlice(uint32_t rank, Medium medium, uint64_t capacity);
+  // The rank left or died: its slice and every allocation in it are forgotten. Later Free of
+  // such a GVA returns PEER_DOWN. No-op if unknown.
+  void RemoveSlice(uint32_t rank, Medium medium);
+
+  // size > 0. INVALID_ARGUMENT for size 0; PEER_DOWN/NOT_FOUND for a rank without a slice;
+  // POOL_FULL (message: requested size, largest free block, slice) when nothing fits.
+  Result<uint64_t> Alloc(uint64_t size, Placement placement, uint32_t caller_rank);
+  // INVALID_ADDRESS if gva is outside the pool or inside a live block but not its start;
+  // DOUBLE_FREE if it lies in free space; PEER_DOWN if its slice was removed.
+  Status Free(uint64_t gva);
+  // Size of the live allocation starting at gva (as requested, before alignment).
+  Result<uint64_t> AllocationSize(uint64_t gva) const;
+
+  Result<SliceStats> Stats(uint32_t rank, Medium medium) const;
+  const Layout& layout() const { return layout_; }
+
+ private:
+  struct Slice;
+  Layout layout_;
+  uint64_t alignment_;
+  mutable std::mutex mu_;
+  std::map<std::pair<uint32_t, Medium>, std::unique_ptr<Slice>> slices_;
+  std::map<std::pair<uint32_t, Medium>, bool> removed_;  // ranks that were removed (for PEER_DOWN)
+};
+
+}  // namespace weft::gva

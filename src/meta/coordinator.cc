@@ -1,0 +1,693 @@
+// The coordinator runs one epoll loop on its own thread. Nothing in the loop blocks on a peer:
+// every connection has an output queue flushed as the socket drains, so a peer that stops
+// reading cannot stall the others (it is dropped once its queue passes kMaxQueuedBytes).
+// Connections that die while the loop is busy are only marked; Reap() removes them after the
+// current event, so no container is changed under an iteration.
+#include "meta/coordinator.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <system_error>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "net/unix_socket.h"
+#include "wire/control.h"
+
+namespace weft::meta {
+
+namespace {
+
+constexpr uint64_t kListenId = 0;
+constexpr uint64_t kWakeId = 1;
+constexpr size_t kMaxQueuedBytes = 64u << 20;
+constexpr int kMaxReadsPerEvent = 16;  // fairness between busy connections
+
+struct OutFrame {
+  std::vector<uint8_t> bytes;
+  std::vector<net::UniqueFd> fds;
+  size_t offset = 0;
+};
+
+struct Conn {
+  uint64_t id = 0;
+  net::UniqueFd sock;
+  net::FrameReader reader;
+  std::deque<OutFrame> out;
+  size_t out_bytes = 0;
+  bool watching_out = false;
+  Clock::time_point last_seen;
+
+  bool dead = false;          // marked for Reap()
+  bool clean = false;         // left with a Leave frame
+  bool refused = false;       // join refused: only flush the JoinAck, then close
+  bool write_failed = false;  // the peer stopped reading; what it sent is still to be read
+  std::string dead_reason;
+
+  bool joined = false;
+  uint32_t rank = 0;
+  wire::PeerJoined desc;       // what others are told about this peer
+  net::UniqueFd memfd;         // the peer's segment, kept to pass to later joiners
+  bool in_barrier = false;
+  bool in_allgather = false;
+  std::vector<uint8_t> allgather_data;
+};
+
+}  // namespace
+
+struct Coordinator::Impl {
+  CoordinatorOptions opt;
+  ServiceHandler on_call;
+  PeerGoneHandler on_gone;
+
+  net::UniqueFd listen_sock;
+  net::UniqueFd epoll;
+  net::UniqueFd wake;
+  ino_t socket_inode = 0;
+  std::thread thread;
+  std::atomic<bool> stop{false};
+
+  // Loop-thread state.
+  uint64_t next_id = 2;
+  std::map<uint64_t, std::unique_ptr<Conn>> conns;
+  std::map<uint32_t, Conn*> peers;  // live, by rank
+  std::deque<uint64_t> reap;
+  std::deque<uint64_t> drain;  // write failed: read what the peer sent (a Leave?) before judging
+  uint64_t barrier_epoch = 1;
+  uint64_t allgather_epoch = 1;
+
+  mutable std::mutex summary_mu;
+  std::vector<PeerSummary> summary;
+
+  Status Init();
+  void Run();
+  void Shutdown();
+
+  void Accept();
+  void OnReadable(Conn& c, int max_reads = kMaxReadsPerEvent);
+  void OnFrame(Conn& c, net::ReceivedFrame frame);
+  Status OnJoin(Conn& c, net::ReceivedFrame& frame);
+  void OnBarrierEnter(Conn& c, uint64_t epoch);
+  void OnAllgatherEnter(Conn& c, wire::AllgatherEnter msg);
+  void OnCall(Conn& c, wire::CallRequest msg);
+
+  template <typename T>
+  void Send(Conn& c, const T& msg, std::vector<net::UniqueFd> fds = {});
+  void Flush(Conn& c);
+  void WatchOut(Conn& c, bool on);
+  void MarkDead(Conn& c, std::string reason, bool clean);
+  void Reap();
+  void Settle();
+  void CheckTimeouts();
+  int NextTimeoutMs() const;
+
+  void TryCompleteBarrier();
+  void FailBarrier(const std::string& why);
+  void TryCompleteAllgather();
+  void FailAllgather(const std::string& why);
+  void PublishSummary();
+  static std::string Who(const Conn& c);
+};
+
+std::string Coordinator::Impl::Who(const Conn& c) {
+  if (c.joined) return fmt::format("rank {} ('{}', pid {})", c.rank, c.desc.peer_name, c.desc.pid);
+  return fmt::format("connection {}", c.id);
+}
+
+Status Coordinator::Impl::Init() {
+  WEFT_ASSIGN_OR_RETURN(listen_sock, net::ListenUnix(opt.socket_path));
+  struct stat st {};
+  if (::stat(opt.socket_path.c_str(), &st) == 0) socket_inode = st.st_ino;
+  epoll = net::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll.valid()) return ErrnoStatus("epoll_create1", errno);
+  wake = net::UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wake.valid()) return ErrnoStatus("eventfd", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kListenId;
+  if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, listen_sock.get(), &ev) != 0) return ErrnoStatus("epoll_ctl", errno);
+  ev.data.u64 = kWakeId;
+  if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, wake.get(), &ev) != 0) return ErrnoStatus("epoll_ctl", errno);
+  return OkStatus();
+}
+
+void Coordinator::Impl::Run() {
+  epoll_event events[64];
+  while (!stop.load(std::memory_order_acquire)) {
+    int n = ::epoll_wait(epoll.get(), events, 64, NextTimeoutMs());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      WEFT_LOG_ERROR("coordinator '{}': epoll_wait failed: {}; stopping", opt.socket_path, std::strerror(errno));
+      break;
+    }
+    for (int i = 0; i < n; ++i) {
+      uint64_t id = events[i].data.u64;
+      if (id == kWakeId) {
+        uint64_t v;
+        [[maybe_unused]] ssize_t r = ::read(wake.get(), &v, sizeof v);
+        continue;
+      }
+      if (id == kListenId) {
+        Accept();
+        continue;
+      }
+      auto it = conns.find(id);
+      if (it == conns.end()) continue;  // closed earlier in this round
+      Conn& c = *it->second;
+      if (!c.dead && (events[i].events & EPOLLOUT)) Flush(c);
+      if (!c.dead && (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) OnReadable(c);
+      Settle();
+    }
+    CheckTimeouts();
+    Settle();
+  }
+  Shutdown();
+}
+
+void Coordinator::Impl::Shutdown() {
+  // Peers learn of the end from their sockets closing; no PeerGone is sent.
+  peers.clear();
+  conns.clear();
+  PublishSummary();
+}
+
+void Coordinator::Impl::Accept() {
+  for (;;) {
+    auto sock = net::AcceptUnix(listen_sock.get());
+    if (!sock.ok()) {
+      WEFT_LOG_WARN("coordinator '{}': {}", opt.socket_path, sock.status().ToString());
+      return;
+    }
+    if (!sock->valid()) return;
+    auto c = std::make_unique<Conn>();
+    c->id = next_id++;
+    c->sock = std::move(*sock);
+    c->last_seen = Clock::now();
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = c->id;
+    if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, c->sock.get(), &ev) != 0) {
+      WEFT_LOG_WARN("coordinator '{}': epoll_ctl: {}", opt.socket_path, std::strerror(errno));
+      continue;
+    }
+    conns.emplace(c->id, std::move(c));
+  }
+}
+
+void Coordinator::Impl::OnReadable(Conn& c, int max_reads) {
+  for (int i = 0; i < max_reads && !c.dead; ++i) {
+    auto state = c.reader.ReadOnce(c.sock.get());
+    if (!state.ok()) {
+      WEFT_LOG_WARN("coordinator: dropping {}: {}", Who(c), state.status().ToString());
+      MarkDead(c, state.status().ToString(), false);
+      return;
+    }
+    if (*state == net::FrameReader::ReadState::kWouldBlock) return;
+    // Frames that arrived before a close still count (a Leave right before the close).
+    for (;;) {
+      if (c.dead) return;
+      auto frame = c.reader.Next();
+      if (!frame.ok()) {
+        WEFT_LOG_WARN("coordinator: dropping {} after a malformed frame: {}", Who(c), frame.status().ToString());
+        MarkDead(c, frame.status().ToString(), false);
+        return;
+      }
+      if (!frame->has_value()) break;
+      OnFrame(c, std::move(**frame));
+    }
+    if (*state == net::FrameReader::ReadState::kClosed) {
+      if (c.reader.buffered() > 0) {
+        WEFT_LOG_WARN("coordinator: {} closed the connection in the middle of a frame", Who(c));
+      }
+      MarkDead(c, "closed the connection without leaving", false);
+      return;
+    }
+  }
+}
+
+void Coordinator::Impl::OnFrame(Conn& c, net::ReceivedFrame frame) {
+  c.last_seen = Clock::now();
+  if (c.refused) return;  // only the JoinAck is still owed
+  const wire::MessageType type = frame.header.type;
+  auto bad = [&](const Status& s) {
+    WEFT_LOG_WARN("coordinator: dropping {} after a malformed {} frame: {}", Who(c), wire::MessageTypeName(type),
+                  s.ToString());
+    MarkDead(c, s.ToString(), false);
+  };
+  if (!c.joined && type != wire::MessageType::kJoin) {
+    return bad(Error(Code::kProtocol, "the first frame must be Join"));
+  }
+  if (type != wire::MessageType::kJoin && !frame.fds.empty()) {
+    return bad(Error(Code::kProtocol, "{} descriptors attached to a frame that carries none", frame.fds.size()));
+  }
+  switch (type) {
+    case wire::MessageType::kJoin: {
+      if (c.joined) return bad(Error(Code::kProtocol, "Join on a connection that already joined"));
+      Status s = OnJoin(c, frame);
+      if (!s.ok()) bad(s);
+      return;
+    }
+    case wire::MessageType::kHeartbeat: {
+      auto m = wire::Decode<wire::Heartbeat>(frame.payload);
+      if (!m.ok()) bad(m.status());
+      return;
+    }
+    case wire::MessageType::kLeave: {
+      auto m = wire::Decode<wire::Leave>(frame.payload);
+      if (!m.ok()) return bad(m.status());
+      WEFT_LOG_INFO("coordinator: {} left", Who(c));
+      MarkDead(c, "left", true);
+      return;
+    }
+    case wire::MessageType::kBarrierEnter: {
+      auto m = wire::Decode<wire::BarrierEnter>(frame.payload);
+      if (!m.ok()) return bad(m.status());
+      OnBarrierEnter(c, m->epoch);
+      return;
+    }
+    case wire::MessageType::kAllgatherEnter: {
+      auto m = wire::Decode<wire::AllgatherEnter>(frame.payload);
+      if (!m.ok()) return bad(m.status());
+      OnAllgatherEnter(c, std::move(*m));
+      return;
+    }
+    case wire::MessageType::kCallRequest: {
+      auto m = wire::Decode<wire::CallRequest>(frame.payload);
+      if (!m.ok()) return bad(m.status());
+      OnCall(c, std::move(*m));
+      return;
+    }
+    default:
+      return bad(Error(Code::kProtocol, "a peer may not send {}", wire::MessageTypeName(type)));
+  }
+}
+
+Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
+  WEFT_ASSIGN_OR_RETURN(wire::Join join, wire::Decode<wire::Join>(frame.payload));
+  if (frame.fds.size() != (join.has_fd ? 1u : 0u)) {
+    return Error(Code::kProtocol, "Join says has_fd={} but {} descriptors came with it", join.has_fd,
+                 frame.fds.size());
+  }
+  wire::JoinAck ack;
+  ack.max_ranks = opt.max_ranks;
+  ack.rank_size = opt.rank_size;
+  ack.pool_name = opt.pool_name;
+  ack.peer_timeout_ms = static_cast<uint32_t>(opt.peer_timeout.count());
+
+  Status refusal;
+  if (join.pool_name != opt.pool_name) {
+    refusal = Error(Code::kMismatch, "peer '{}' asks for pool '{}' but this coordinator serves pool '{}'",
+                    join.peer_name, join.pool_name, opt.pool_name);
+  } else if (join.rank_size != opt.rank_size) {
+    refusal = Error(Code::kMismatch, "peer '{}' offers rank_size {} bytes but pool '{}' uses rank_size {} bytes",
+                    join.peer_name, join.rank_size, opt.pool_name, opt.rank_size);
+  } else if (join.segment_size > join.rank_size) {
+    refusal = Error(Code::kInvalidArgument, "peer '{}' offers a segment of {} bytes, more than rank_size {}",
+                    join.peer_name, join.segment_size, join.rank_size);
+  }
+  uint32_t rank = 0;
+  if (refusal.ok()) {
+    while (rank < opt.max_ranks && peers.count(rank) != 0) ++rank;  // lowest free rank first
+    if (rank >= opt.max_ranks) {
+      refusal = Error(Code::kPoolFull, "pool '{}' is full: all {} ranks are taken (raise max_ranks)", opt.pool_name,
+                      opt.max_ranks);
+    }
+  }
+  if (!refusal.ok()) {
+    WEFT_LOG_INFO("coordinator: refusing {}: {}", Who(c), refusal.ToString());
+    ack.status = wire::WireStatus::From(refusal);
+    c.refused = true;
+    Send(c, ack);
+    return OkStatus();
+  }
+
+  c.joined = true;
+  c.rank = rank;
+  if (join.has_fd) c.memfd = std::move(frame.fds[0]);
+  c.desc.rank = rank;
+  c.desc.peer_name = join.peer_name;
+  c.desc.pid = join.pid;
+  c.desc.size = join.segment_size;
+  c.desc.access_key = join.access_key;
+  c.desc.permissions = join.permissions;
+  c.desc.has_fd = join.has_fd;
+  peers[rank] = &c;
+  PublishSummary();
+  WEFT_LOG_INFO("coordinator: {} joined pool '{}'", Who(c), opt.pool_name);
+
+  ack.rank = rank;
+  ack.barrier_epoch = barrier_epoch;
+  ack.allgather_epoch = allgather_epoch;
+  Send(c, ack);
+  auto dup_of = [this](const Conn& p) {
+    std::vector<net::UniqueFd> fds;
+    if (p.memfd.valid()) {
+      auto d = p.memfd.Dup();
+      if (d.ok()) {
+        fds.push_back(std::move(*d));
+      } else {
+        WEFT_LOG_ERROR("coordinator: cannot pass the segment of {}: {}", Who(p), d.status().ToString());
+      }
+    }
+    return fds;
+  };
+  for (auto& [r, p] : peers) {
+    if (p == &c) continue;
+    wire::PeerJoined about = p->desc;
+    about.has_fd = p->memfd.valid();
+    auto fds = dup_of(*p);
+    if (about.has_fd && fds.empty()) about.has_fd = false;
+    Send(c, about, std::move(fds));
+  }
+  for (auto& [r, p] : peers) {
+    if (p == &c) continue;
+    wire::PeerJoined about = c.desc;
+    auto fds = dup_of(c);
+    if (about.has_fd && fds.empty()) about.has_fd = false;
+    Send(*p, about, std::move(fds));
+  }
+  return OkStatus();
+}
+
+// Epoch rule: a barrier epoch completes when every live peer has entered it. A peer that dies
+// (not one that leaves) fails the open epoch for everyone, entered or not; whoever enters a
+// failed epoch later is told PEER_DOWN at once. Newcomers start at the open epoch.
+void Coordinator::Impl::OnBarrierEnter(Conn& c, uint64_t epoch) {
+  if (epoch < barrier_epoch) {
+    Send(c, wire::BarrierDone{epoch, {Code::kPeerDown,
+                                      fmt::format("barrier epoch {} failed: a peer died before every peer entered",
+                                                  epoch)}});
+    return;
+  }
+  if (epoch > barrier_epoch) {
+    Send(c, wire::BarrierDone{epoch, {Code::kInvalidArgument,
+                                      fmt::format("barrier epoch {} is ahead of the pool's open epoch {}", epoch,
+                                                  barrier_epoch)}});
+    return;
+  }
+  c.in_barrier = true;
+  TryCompleteBarrier();
+}
+
+void Coordinator::Impl::TryCompleteBarrier() {
+  if (peers.empty()) return;
+  for (auto& [r, p] : peers) {
+    if (!p->in_barrier) return;
+  }
+  for (auto& [r, p] : peers) {
+    p->in_barrier = false;
+    Send(*p, wire::BarrierDone{barrier_epoch, {}});
+  }
+  ++barrier_epoch;
+}
+
+void Coordinator::Impl::FailBarrier(const std::string& why) {
+  for (auto& [r, p] : peers) {
+    if (!p->in_barrier) continue;
+    p->in_barrier = false;
+    Send(*p, wire::BarrierDone{barrier_epoch, {Code::kPeerDown, why}});
+  }
+  ++barrier_epoch;
+}
+
+void Coordinator::Impl::OnAllgatherEnter(Conn& c, wire::AllgatherEnter msg) {
+  if (msg.epoch < allgather_epoch) {
+    Send(c, wire::AllgatherDone{msg.epoch,
+                                {Code::kPeerDown,
+                                 fmt::format("allgather epoch {} failed: a peer died before every peer entered",
+                                             msg.epoch)},
+                                {}});
+    return;
+  }
+  if (msg.epoch > allgather_epoch) {
+    Send(c, wire::AllgatherDone{msg.epoch,
+                                {Code::kInvalidArgument,
+                                 fmt::format("allgather epoch {} is ahead of the pool's open epoch {}", msg.epoch,
+                                             allgather_epoch)},
+                                {}});
+    return;
+  }
+  c.in_allgather = true;
+  c.allgather_data = std::move(msg.data);
+  TryCompleteAllgather();
+}
+
+void Coordinator::Impl::TryCompleteAllgather() {
+  if (peers.empty()) return;
+  for (auto& [r, p] : peers) {
+    if (!p->in_allgather) return;
+  }
+  wire::AllgatherDone done;
+  done.epoch = allgather_epoch;
+  for (auto& [r, p] : peers) done.entries.push_back({r, std::move(p->allgather_data)});
+  auto frame = wire::EncodeFrame(done);
+  if (!frame.ok()) {
+    done.entries.clear();
+    done.status = {Code::kInvalidArgument,
+                   fmt::format("allgather epoch {}: the gathered data exceeds the frame limit of {} bytes",
+                               allgather_epoch, wire::kMaxFramePayload)};
+  }
+  for (auto& [r, p] : peers) {
+    p->in_allgather = false;
+    p->allgather_data.clear();
+    Send(*p, done);
+  }
+  ++allgather_epoch;
+}
+
+void Coordinator::Impl::FailAllgather(const std::string& why) {
+  for (auto& [r, p] : peers) {
+    if (!p->in_allgather) continue;
+    p->in_allgather = false;
+    p->allgather_data.clear();
+    Send(*p, wire::AllgatherDone{allgather_epoch, {Code::kPeerDown, why}, {}});
+  }
+  ++allgather_epoch;
+}
+
+void Coordinator::Impl::OnCall(Conn& c, wire::CallRequest msg) {
+  wire::CallReply reply;
+  reply.request_id = msg.request_id;
+  if (!on_call) {
+    reply.status = {Code::kNotSupported, "this coordinator has no service handler"};
+  } else {
+    Result<std::vector<uint8_t>> r = Status(Code::kInternal, "service handler did not run");
+    try {
+      r = on_call(c.rank, msg.payload);
+    } catch (const std::exception& e) {
+      r = Error(Code::kInternal, "service handler threw: {}", e.what());
+    } catch (...) {
+      r = Error(Code::kInternal, "service handler threw");
+    }
+    if (r.ok()) {
+      reply.payload = std::move(*r);
+    } else {
+      reply.status = wire::WireStatus::From(r.status());
+    }
+  }
+  if (reply.payload.size() + 64 + reply.status.message.size() > wire::kMaxFramePayload) {
+    reply.payload.clear();
+    reply.status = {Code::kInternal, "the service reply exceeds the frame limit"};
+  }
+  Send(c, reply);
+}
+
+template <typename T>
+void Coordinator::Impl::Send(Conn& c, const T& msg, std::vector<net::UniqueFd> fds) {
+  if (c.dead || c.write_failed) return;
+  auto bytes = wire::EncodeFrame(msg);
+  if (!bytes.ok()) {
+    WEFT_LOG_ERROR("coordinator: cannot encode {} for {}: {}", wire::MessageTypeName(T::kType), Who(c),
+                   bytes.status().ToString());
+    return;
+  }
+  c.out_bytes += bytes->size();
+  c.out.push_back({std::move(*bytes), std::move(fds), 0});
+  if (c.out_bytes > kMaxQueuedBytes) {
+    WEFT_LOG_WARN("coordinator: dropping {}: it stopped reading ({} bytes queued)", Who(c), c.out_bytes);
+    MarkDead(c, "stopped reading its connection", false);
+    return;
+  }
+  if (!c.watching_out) Flush(c);
+}
+
+void Coordinator::Impl::Flush(Conn& c) {
+  while (!c.out.empty() && !c.dead) {
+    OutFrame& f = c.out.front();
+    std::vector<int> raw;
+    if (f.offset == 0) {
+      for (auto& fd : f.fds) raw.push_back(fd.get());
+    }
+    auto n = net::SendSome(c.sock.get(), std::span<const uint8_t>(f.bytes).subspan(f.offset), raw);
+    if (!n.ok()) {
+      // A peer that sent Leave and closed at once looks like this too; Settle() reads on
+      // before deciding whether it left or died.
+      c.write_failed = true;
+      c.out.clear();
+      c.out_bytes = 0;
+      c.dead_reason = n.status().ToString();
+      drain.push_back(c.id);
+      return;
+    }
+    if (*n == 0) {
+      WatchOut(c, true);
+      return;
+    }
+    if (f.offset == 0) f.fds.clear();  // the kernel holds its own references now
+    f.offset += *n;
+    if (f.offset == f.bytes.size()) {
+      c.out_bytes -= f.bytes.size();
+      c.out.pop_front();
+    }
+  }
+  WatchOut(c, false);
+  if (c.refused && c.out.empty() && !c.dead) MarkDead(c, "join refused", false);
+}
+
+void Coordinator::Impl::WatchOut(Conn& c, bool on) {
+  if (c.watching_out == on || c.dead) return;
+  epoll_event ev{};
+  ev.events = static_cast<uint32_t>(EPOLLIN) | (on ? static_cast<uint32_t>(EPOLLOUT) : 0u);
+  ev.data.u64 = c.id;
+  if (::epoll_ctl(epoll.get(), EPOLL_CTL_MOD, c.sock.get(), &ev) == 0) c.watching_out = on;
+}
+
+void Coordinator::Impl::MarkDead(Conn& c, std::string reason, bool clean) {
+  if (c.dead) return;
+  c.dead = true;
+  c.clean = clean;
+  c.dead_reason = std::move(reason);
+  reap.push_back(c.id);
+}
+
+void Coordinator::Impl::Settle() {
+  while (!drain.empty() || !reap.empty()) {
+    while (!drain.empty()) {
+      uint64_t id = drain.front();
+      drain.pop_front();
+      auto it = conns.find(id);
+      if (it == conns.end() || it->second->dead) continue;
+      Conn& c = *it->second;
+      OnReadable(c, std::numeric_limits<int>::max());
+      if (!c.dead) MarkDead(c, "stopped reading: " + c.dead_reason, false);
+    }
+    Reap();  // may fail more writes (PeerGone), hence the loop
+  }
+}
+
+void Coordinator::Impl::Reap() {
+  while (!reap.empty()) {
+    uint64_t id = reap.front();
+    reap.pop_front();
+    auto it = conns.find(id);
+    if (it == conns.end()) continue;
+    std::unique_ptr<Conn> c = std::move(it->second);
+    conns.erase(it);
+    ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->sock.get(), nullptr);
+    if (!c->joined) continue;
+    const uint32_t rank = c->rank;
+    peers.erase(rank);
+    PublishSummary();
+    if (!c->clean) WEFT_LOG_WARN("coordinator: {} is down: {}", Who(*c), c->dead_reason);
+    for (auto& [r, p] : peers) Send(*p, wire::PeerGone{rank, c->clean});
+    if (c->clean) {
+      // The leaver no longer counts; the rest may now all be in.
+      TryCompleteBarrier();
+      TryCompleteAllgather();
+    } else {
+      std::string why = fmt::format("rank {} died ({})", rank, c->dead_reason);
+      FailBarrier(fmt::format("barrier epoch {} failed: {}", barrier_epoch, why));
+      FailAllgather(fmt::format("allgather epoch {} failed: {}", allgather_epoch, why));
+    }
+    if (on_gone) on_gone(rank, c->clean);
+  }
+}
+
+void Coordinator::Impl::CheckTimeouts() {
+  const auto now = Clock::now();
+  for (auto& [id, c] : conns) {
+    if (c->dead || now - c->last_seen <= opt.peer_timeout) continue;
+    auto ms = std::chrono::duration_cast<Millis>(now - c->last_seen).count();
+    std::string reason = c->joined ? fmt::format("no heartbeat for {} ms", ms)
+                                   : fmt::format("did not join within {} ms", ms);
+    MarkDead(*c, std::move(reason), false);
+  }
+}
+
+int Coordinator::Impl::NextTimeoutMs() const {
+  auto wait = Clock::duration(std::chrono::seconds(1));
+  const auto now = Clock::now();
+  for (const auto& [id, c] : conns) {
+    auto due = c->last_seen + opt.peer_timeout - now;
+    wait = std::min(wait, due);
+  }
+  auto ms = std::chrono::duration_cast<Millis>(wait).count() + 1;  // +1: past the deadline, not at it
+  return static_cast<int>(std::clamp<int64_t>(ms, 1, 1000));
+}
+
+void Coordinator::Impl::PublishSummary() {
+  std::vector<PeerSummary> s;
+  for (auto& [r, p] : peers) s.push_back({r, p->desc.peer_name, p->desc.pid, p->desc.size});
+  std::lock_guard lock(summary_mu);
+  summary = std::move(s);
+}
+
+Result<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions options, ServiceHandler on_call,
+                                                        PeerGoneHandler on_gone) {
+  if (options.max_ranks == 0) return Error(Code::kInvalidArgument, "max_ranks must be at least 1");
+  if (options.peer_timeout.count() <= 0) return Error(Code::kInvalidArgument, "peer_timeout must be positive");
+  if (options.pool_name.size() > wire::kMaxNameLength) {
+    return Error(Code::kInvalidArgument, "pool name is {} bytes; the limit is {}", options.pool_name.size(),
+                 wire::kMaxNameLength);
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->opt = std::move(options);
+  impl->on_call = std::move(on_call);
+  impl->on_gone = std::move(on_gone);
+  WEFT_RETURN_IF_ERROR(impl->Init().Annotate("starting the coordinator"));
+  Impl* raw = impl.get();
+  try {
+    impl->thread = std::thread([raw] { raw->Run(); });
+  } catch (const std::system_error& e) {
+    return Error(Code::kInternal, "cannot start the coordinator thread: {}", e.what());
+  }
+  return std::unique_ptr<Coordinator>(new Coordinator(std::move(impl)));
+}
+
+Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Coordinator::~Coordinator() {
+  if (!impl_) return;
+  impl_->stop.store(true, std::memory_order_release);
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t w = ::write(impl_->wake.get(), &one, sizeof one);
+  if (impl_->thread.joinable()) impl_->thread.join();
+  impl_->listen_sock.Reset();
+  // Another server may have taken the path since (after deciding ours was stale); leave its file.
+  struct stat st {};
+  if (::stat(impl_->opt.socket_path.c_str(), &st) == 0 && st.st_ino == impl_->socket_inode) {
+    ::unlink(impl_->opt.socket_path.c_str());
+  }
+}
+
+const std::string& Coordinator::socket_path() const { return impl_->opt.socket_path; }
+
+std::vector<PeerSummary> Coordinator::Peers() const {
+  std::lock_guard lock(impl_->summary_mu);
+  return impl_->summary;
+}
+
+}  // namespace weft::meta

@@ -1,0 +1,77 @@
+// A peer's connection to the coordinator of its pool.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/result.h"
+
+namespace weft::meta {
+
+// What a peer contributes; travels to every other peer of the pool.
+struct SegmentDescriptor {
+  uint32_t rank = 0;
+  std::string peer_name;
+  int32_t pid = 0;
+  uint64_t size = 0;         // bytes in the segment (== pool rank_size)
+  uint64_t access_key = 0;   // random; checked by remote transports
+  uint32_t permissions = 0;  // bit 0 read, bit 1 write
+  int fd = -1;               // memfd of the segment; received descriptors own a fresh fd
+                             // (the receiver closes it once mapped)
+};
+
+struct JoinOptions {
+  std::string socket_path;
+  std::string pool_name;
+  uint64_t rank_size = 0;
+  std::string peer_name;
+  SegmentDescriptor segment;  // rank is ignored; fd is sent, not consumed (the caller keeps it)
+  std::chrono::milliseconds heartbeat_interval{200};
+  Deadline deadline = Deadline::After(std::chrono::seconds(10));  // for connect + join
+};
+
+class CoordinatorClient {
+ public:
+  // Called on the client's receive thread for each peer already in the pool at join time and
+  // each that joins later (never for ourselves).
+  using OnPeerJoined = std::function<void(SegmentDescriptor)>;
+  // Called when a peer leaves (clean=true) or is declared down (clean=false).
+  using OnPeerGone = std::function<void(uint32_t rank, bool clean)>;
+
+  // UNAVAILABLE if no coordinator answers; MISMATCH for another pool name or rank_size;
+  // POOL_FULL when max_ranks peers are in; TIMEOUT past the deadline.
+  static Result<std::unique_ptr<CoordinatorClient>> Join(JoinOptions options, OnPeerJoined on_joined,
+                                                         OnPeerGone on_gone);
+  ~CoordinatorClient();  // leaves cleanly if still joined
+  CoordinatorClient(const CoordinatorClient&) = delete;
+  CoordinatorClient& operator=(const CoordinatorClient&) = delete;
+
+  uint32_t rank() const;
+  // Waits until at least `count` peers (ourselves included) are live; returns their ranks.
+  Result<std::vector<uint32_t>> WaitForPeers(uint32_t count, Deadline deadline);
+  // All live peers enter; PEER_DOWN if one of them dies first; TIMEOUT past the deadline.
+  Status Barrier(Deadline deadline);
+  // Every live peer contributes `mine`; result[i] is (rank, bytes) sorted by rank.
+  Result<std::vector<std::pair<uint32_t, std::vector<uint8_t>>>> Allgather(std::span<const uint8_t> mine,
+                                                                          Deadline deadline);
+  // A service call answered by the coordinator's ServiceHandler.
+  Result<std::vector<uint8_t>> Call(std::span<const uint8_t> request, Deadline deadline);
+  // Leaves the pool; the coordinator tells the others (clean). Idempotent.
+  Status Leave();
+  // False once the coordinator is gone (socket closed); calls then return UNAVAILABLE.
+  bool connected() const;
+
+  struct Impl;
+
+ private:
+  explicit CoordinatorClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace weft::meta

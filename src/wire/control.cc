@@ -1,0 +1,318 @@
+#include "wire/control.h"
+
+#include "wire/codec.h"
+
+namespace weft::wire {
+
+namespace {
+
+bool KnownType(uint16_t t) {
+  return t >= static_cast<uint16_t>(MessageType::kJoin) && t <= static_cast<uint16_t>(MessageType::kCallReply);
+}
+
+void PutStatus(Writer& w, const WireStatus& s) {
+  w.I32(static_cast<int32_t>(s.code));
+  w.String(s.message);
+}
+
+Status GetStatus(Reader& r, WireStatus& s) {
+  int32_t code = 0;
+  WEFT_RETURN_IF_ERROR(r.I32(code));
+  // Codes are stable and only ever appended; one this build does not know is a newer peer
+  // speaking the same version, which cannot happen, so it is malformed.
+  if (code < 0 || code > static_cast<int32_t>(Code::kInternal)) {
+    return Error(Code::kProtocol, "unknown status code {}", code);
+  }
+  s.code = static_cast<Code>(code);
+  return r.String(s.message, kMaxStatusMessage);
+}
+
+// Runs the field readers and then insists that nothing is left over.
+template <typename T, typename Fn>
+Result<T> DecodeWith(std::span<const uint8_t> payload, Fn&& read) {
+  Reader r(payload);
+  T m;
+  Status s = read(r, m);
+  if (s.ok()) s = r.ExpectEnd();
+  if (!s.ok()) return s.Annotate(MessageTypeName(T::kType));
+  return m;
+}
+
+}  // namespace
+
+std::string_view MessageTypeName(MessageType type) {
+  switch (type) {
+    case MessageType::kJoin: return "Join";
+    case MessageType::kJoinAck: return "JoinAck";
+    case MessageType::kPeerJoined: return "PeerJoined";
+    case MessageType::kPeerGone: return "PeerGone";
+    case MessageType::kHeartbeat: return "Heartbeat";
+    case MessageType::kLeave: return "Leave";
+    case MessageType::kBarrierEnter: return "BarrierEnter";
+    case MessageType::kBarrierDone: return "BarrierDone";
+    case MessageType::kAllgatherEnter: return "AllgatherEnter";
+    case MessageType::kAllgatherDone: return "AllgatherDone";
+    case MessageType::kCallRequest: return "CallRequest";
+    case MessageType::kCallReply: return "CallReply";
+  }
+  return "Unknown";
+}
+
+std::vector<uint8_t> EncodeFrameHeader(const FrameHeader& header) {
+  Writer w;
+  w.U32(kFrameMagic);
+  w.U16(header.version);
+  w.U16(static_cast<uint16_t>(header.type));
+  w.U32(header.payload_size);
+  return w.Take();
+}
+
+Result<FrameHeader> DecodeFrameHeader(std::span<const uint8_t> bytes) {
+  if (bytes.size() != kFrameHeaderSize) {
+    return Error(Code::kProtocol, "frame header is {} bytes, expected {}", bytes.size(), kFrameHeaderSize);
+  }
+  Reader r(bytes);
+  uint32_t magic = 0;
+  uint16_t version = 0, type = 0;
+  FrameHeader h;
+  WEFT_RETURN_IF_ERROR(r.U32(magic));
+  WEFT_RETURN_IF_ERROR(r.U16(version));
+  WEFT_RETURN_IF_ERROR(r.U16(type));
+  WEFT_RETURN_IF_ERROR(r.U32(h.payload_size));
+  if (magic != kFrameMagic) {
+    return Error(Code::kProtocol, "bad frame magic {:#010x} (expected {:#010x}): not a weft control stream", magic,
+                 kFrameMagic);
+  }
+  if (version != kControlVersion) {
+    return Error(Code::kProtocol, "control protocol version {} is not supported (this build speaks {})", version,
+                 kControlVersion);
+  }
+  if (!KnownType(type)) return Error(Code::kProtocol, "unknown control message type {}", type);
+  if (h.payload_size > kMaxFramePayload) {
+    return Error(Code::kProtocol, "frame payload of {} bytes exceeds the limit of {}", h.payload_size,
+                 kMaxFramePayload);
+  }
+  h.version = version;
+  h.type = static_cast<MessageType>(type);
+  return h;
+}
+
+Result<std::vector<uint8_t>> MakeFrame(MessageType type, std::span<const uint8_t> payload) {
+  if (payload.size() > kMaxFramePayload) {
+    return Error(Code::kInvalidArgument, "{} payload of {} bytes exceeds the frame limit of {}", MessageTypeName(type),
+                 payload.size(), kMaxFramePayload);
+  }
+  std::vector<uint8_t> frame =
+      EncodeFrameHeader({kControlVersion, type, static_cast<uint32_t>(payload.size())});
+  frame.insert(frame.end(), payload.begin(), payload.end());
+  return frame;
+}
+
+// ---- Join ----
+std::vector<uint8_t> Encode(const Join& m) {
+  Writer w;
+  w.String(m.pool_name);
+  w.U64(m.rank_size);
+  w.String(m.peer_name);
+  w.I32(m.pid);
+  w.U64(m.segment_size);
+  w.U64(m.access_key);
+  w.U32(m.permissions);
+  w.Bool(m.has_fd);
+  return w.Take();
+}
+template <>
+Result<Join> Decode<Join>(std::span<const uint8_t> payload) {
+  return DecodeWith<Join>(payload, [](Reader& r, Join& m) {
+    WEFT_RETURN_IF_ERROR(r.String(m.pool_name, kMaxNameLength));
+    WEFT_RETURN_IF_ERROR(r.U64(m.rank_size));
+    WEFT_RETURN_IF_ERROR(r.String(m.peer_name, kMaxNameLength));
+    WEFT_RETURN_IF_ERROR(r.I32(m.pid));
+    WEFT_RETURN_IF_ERROR(r.U64(m.segment_size));
+    WEFT_RETURN_IF_ERROR(r.U64(m.access_key));
+    WEFT_RETURN_IF_ERROR(r.U32(m.permissions));
+    return r.Bool(m.has_fd);
+  });
+}
+
+// ---- JoinAck ----
+std::vector<uint8_t> Encode(const JoinAck& m) {
+  Writer w;
+  PutStatus(w, m.status);
+  w.U32(m.rank);
+  w.U32(m.max_ranks);
+  w.U64(m.rank_size);
+  w.String(m.pool_name);
+  w.U32(m.peer_timeout_ms);
+  w.U64(m.barrier_epoch);
+  w.U64(m.allgather_epoch);
+  return w.Take();
+}
+template <>
+Result<JoinAck> Decode<JoinAck>(std::span<const uint8_t> payload) {
+  return DecodeWith<JoinAck>(payload, [](Reader& r, JoinAck& m) {
+    WEFT_RETURN_IF_ERROR(GetStatus(r, m.status));
+    WEFT_RETURN_IF_ERROR(r.U32(m.rank));
+    WEFT_RETURN_IF_ERROR(r.U32(m.max_ranks));
+    WEFT_RETURN_IF_ERROR(r.U64(m.rank_size));
+    WEFT_RETURN_IF_ERROR(r.String(m.pool_name, kMaxNameLength));
+    WEFT_RETURN_IF_ERROR(r.U32(m.peer_timeout_ms));
+    WEFT_RETURN_IF_ERROR(r.U64(m.barrier_epoch));
+    return r.U64(m.allgather_epoch);
+  });
+}
+
+// ---- PeerJoined ----
+std::vector<uint8_t> Encode(const PeerJoined& m) {
+  Writer w;
+  w.U32(m.rank);
+  w.String(m.peer_name);
+  w.I32(m.pid);
+  w.U64(m.size);
+  w.U64(m.access_key);
+  w.U32(m.permissions);
+  w.Bool(m.has_fd);
+  return w.Take();
+}
+template <>
+Result<PeerJoined> Decode<PeerJoined>(std::span<const uint8_t> payload) {
+  return DecodeWith<PeerJoined>(payload, [](Reader& r, PeerJoined& m) {
+    WEFT_RETURN_IF_ERROR(r.U32(m.rank));
+    WEFT_RETURN_IF_ERROR(r.String(m.peer_name, kMaxNameLength));
+    WEFT_RETURN_IF_ERROR(r.I32(m.pid));
+    WEFT_RETURN_IF_ERROR(r.U64(m.size));
+    WEFT_RETURN_IF_ERROR(r.U64(m.access_key));
+    WEFT_RETURN_IF_ERROR(r.U32(m.permissions));
+    return r.Bool(m.has_fd);
+  });
+}
+
+// ---- PeerGone ----
+std::vector<uint8_t> Encode(const PeerGone& m) {
+  Writer w;
+  w.U32(m.rank);
+  w.Bool(m.clean);
+  return w.Take();
+}
+template <>
+Result<PeerGone> Decode<PeerGone>(std::span<const uint8_t> payload) {
+  return DecodeWith<PeerGone>(payload, [](Reader& r, PeerGone& m) {
+    WEFT_RETURN_IF_ERROR(r.U32(m.rank));
+    return r.Bool(m.clean);
+  });
+}
+
+// ---- Heartbeat, Leave: no fields ----
+std::vector<uint8_t> Encode(const Heartbeat&) { return {}; }
+template <>
+Result<Heartbeat> Decode<Heartbeat>(std::span<const uint8_t> payload) {
+  return DecodeWith<Heartbeat>(payload, [](Reader&, Heartbeat&) { return OkStatus(); });
+}
+std::vector<uint8_t> Encode(const Leave&) { return {}; }
+template <>
+Result<Leave> Decode<Leave>(std::span<const uint8_t> payload) {
+  return DecodeWith<Leave>(payload, [](Reader&, Leave&) { return OkStatus(); });
+}
+
+// ---- Barrier ----
+std::vector<uint8_t> Encode(const BarrierEnter& m) {
+  Writer w;
+  w.U64(m.epoch);
+  return w.Take();
+}
+template <>
+Result<BarrierEnter> Decode<BarrierEnter>(std::span<const uint8_t> payload) {
+  return DecodeWith<BarrierEnter>(payload, [](Reader& r, BarrierEnter& m) { return r.U64(m.epoch); });
+}
+std::vector<uint8_t> Encode(const BarrierDone& m) {
+  Writer w;
+  w.U64(m.epoch);
+  PutStatus(w, m.status);
+  return w.Take();
+}
+template <>
+Result<BarrierDone> Decode<BarrierDone>(std::span<const uint8_t> payload) {
+  return DecodeWith<BarrierDone>(payload, [](Reader& r, BarrierDone& m) {
+    WEFT_RETURN_IF_ERROR(r.U64(m.epoch));
+    return GetStatus(r, m.status);
+  });
+}
+
+// ---- Allgather ----
+std::vector<uint8_t> Encode(const AllgatherEnter& m) {
+  Writer w;
+  w.U64(m.epoch);
+  w.Bytes(m.data);
+  return w.Take();
+}
+template <>
+Result<AllgatherEnter> Decode<AllgatherEnter>(std::span<const uint8_t> payload) {
+  return DecodeWith<AllgatherEnter>(payload, [](Reader& r, AllgatherEnter& m) {
+    WEFT_RETURN_IF_ERROR(r.U64(m.epoch));
+    return r.Bytes(m.data, kMaxFramePayload);
+  });
+}
+std::vector<uint8_t> Encode(const AllgatherDone& m) {
+  Writer w;
+  w.U64(m.epoch);
+  PutStatus(w, m.status);
+  w.U32(static_cast<uint32_t>(m.entries.size()));
+  for (const AllgatherEntry& e : m.entries) {
+    w.U32(e.rank);
+    w.Bytes(e.data);
+  }
+  return w.Take();
+}
+template <>
+Result<AllgatherDone> Decode<AllgatherDone>(std::span<const uint8_t> payload) {
+  return DecodeWith<AllgatherDone>(payload, [](Reader& r, AllgatherDone& m) {
+    WEFT_RETURN_IF_ERROR(r.U64(m.epoch));
+    WEFT_RETURN_IF_ERROR(GetStatus(r, m.status));
+    uint32_t n = 0;
+    WEFT_RETURN_IF_ERROR(r.Count(n, /*rank + length*/ 8, kMaxAllgatherEntries));
+    m.entries.reserve(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      AllgatherEntry e;
+      WEFT_RETURN_IF_ERROR(r.U32(e.rank));
+      if (!m.entries.empty() && e.rank <= m.entries.back().rank) {
+        return Error(Code::kProtocol, "allgather entries not strictly ascending by rank ({} after {})", e.rank,
+                     m.entries.back().rank);
+      }
+      WEFT_RETURN_IF_ERROR(r.Bytes(e.data, kMaxFramePayload));
+      m.entries.push_back(std::move(e));
+    }
+    return OkStatus();
+  });
+}
+
+// ---- Call ----
+std::vector<uint8_t> Encode(const CallRequest& m) {
+  Writer w;
+  w.U64(m.request_id);
+  w.Bytes(m.payload);
+  return w.Take();
+}
+template <>
+Result<CallRequest> Decode<CallRequest>(std::span<const uint8_t> payload) {
+  return DecodeWith<CallRequest>(payload, [](Reader& r, CallRequest& m) {
+    WEFT_RETURN_IF_ERROR(r.U64(m.request_id));
+    return r.Bytes(m.payload, kMaxFramePayload);
+  });
+}
+std::vector<uint8_t> Encode(const CallReply& m) {
+  Writer w;
+  w.U64(m.request_id);
+  PutStatus(w, m.status);
+  w.Bytes(m.payload);
+  return w.Take();
+}
+template <>
+Result<CallReply> Decode<CallReply>(std::span<const uint8_t> payload) {
+  return DecodeWith<CallReply>(payload, [](Reader& r, CallReply& m) {
+    WEFT_RETURN_IF_ERROR(r.U64(m.request_id));
+    WEFT_RETURN_IF_ERROR(GetStatus(r, m.status));
+    return r.Bytes(m.payload, kMaxFramePayload);
+  });
+}
+
+}  // namespace weft::wire

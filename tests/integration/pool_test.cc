@@ -1,0 +1,287 @@
+// Several peers as processes on this host, pooling memory through the embedded coordinator.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "api/bm/pool.h"
+#include "base/random.h"
+#include "integration/peer_process.h"
+
+namespace weft::bm {
+namespace {
+
+using testing::PeerProcesses;
+using testing::TestConfig;
+
+uint64_t Addr(const void* p) { return reinterpret_cast<uint64_t>(p); }
+Deadline Soon() { return Deadline::After(std::chrono::seconds(30)); }
+
+// Random copies between local buffers and the slices of other peers, from several threads.
+// Returns the number of failed checks.
+int RandomTraffic(Pool& pool, const std::vector<uint32_t>& ranks, int threads, int iterations) {
+  std::atomic<int> failures{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      uint64_t state = FreshSeed();
+      std::vector<uint8_t> src(4 << 20), back(4 << 20);
+      for (int i = 0; i < iterations; ++i) {
+        const uint32_t target = ranks[SplitMix64(state) % ranks.size()];
+        const uint64_t len = 1 + SplitMix64(state) % (SplitMix64(state) % 2 ? 4096 : src.size());
+        auto gva = pool.Alloc(len + 64, Placement::OnRank(target));
+        if (!gva.ok()) {
+          failures++;
+          fprintf(stderr, "alloc on %u: %s\n", target, gva.status().ToString().c_str());
+          continue;
+        }
+        const uint64_t off = SplitMix64(state) % 64;  // unaligned on purpose
+        const uint64_t seed = SplitMix64(state);
+        FillRandom(src.data(), len, seed);
+        std::memset(back.data(), 0xA5, len);
+        Status w = pool.Copy(*gva + off, Addr(src.data()), len, Direction::kLH2GH);
+        Status r = pool.Copy(Addr(back.data()), *gva + off, len, Direction::kGH2LH);
+        if (!w.ok() || !r.ok() || FirstMismatch(back.data(), len, seed)) {
+          failures++;
+          fprintf(stderr, "copy to rank %u failed: %s / %s\n", target, w.ToString().c_str(), r.ToString().c_str());
+        }
+        // GH -> GH between two other slices.
+        const uint32_t other = ranks[SplitMix64(state) % ranks.size()];
+        auto gva2 = pool.Alloc(len, Placement::OnRank(other));
+        if (gva2.ok()) {
+          std::memset(back.data(), 0x5A, len);
+          Status g = pool.Copy(*gva2, *gva + off, len, Direction::kGH2GH);
+          Status b = pool.Copy(Addr(back.data()), *gva2, len);
+          if (!g.ok() || !b.ok() || FirstMismatch(back.data(), len, seed)) failures++;
+          if (!pool.Free(*gva2).ok()) failures++;
+        } else {
+          failures++;
+        }
+        if (!pool.Free(*gva).ok()) failures++;
+        (void)t;
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  return failures.load();
+}
+
+// Every peer writes a seeded pattern into the next peer's memory; the owner checks the bytes
+// by direct load from its own slice. Returns failed checks.
+int CrossProcessCheck(Pool& pool, const std::vector<uint32_t>& ranks) {
+  const size_t me = std::find(ranks.begin(), ranks.end(), pool.rank()) - ranks.begin();
+  const uint32_t next = ranks[(me + 1) % ranks.size()];
+  const uint64_t len = 3 << 20, seed = FreshSeed();
+  auto gva = pool.Alloc(len, Placement::OnRank(next));
+  if (!gva.ok()) return 1;
+  std::vector<uint8_t> src(len);
+  FillRandom(src.data(), len, seed);
+  if (!pool.Copy(*gva, Addr(src.data()), len).ok()) return 1;
+  uint64_t note[3] = {*gva, seed, next};
+  auto all = pool.Allgather({reinterpret_cast<uint8_t*>(note), sizeof note}, Soon());
+  if (!all.ok() || all->size() != ranks.size()) return 1;
+  int failures = 0, checked = 0;
+  for (const auto& [from, bytes] : *all) {
+    uint64_t theirs[3];
+    std::memcpy(theirs, bytes.data(), sizeof theirs);
+    if (theirs[2] != pool.rank()) continue;
+    checked++;
+    auto where = pool.LocalAddress(theirs[0], len);
+    if (!where.ok() || FirstMismatch(*where, len, theirs[1])) failures++;
+  }
+  if (checked != 1) failures++;
+  if (!pool.Barrier(Soon()).ok()) failures++;
+  if (!pool.Free(*gva).ok()) failures++;
+  return failures;
+}
+
+int PeerBody(const Config& config, int peers) {
+  auto pool = Pool::Join(config, JoinMode::kJoin);
+  if (!pool.ok()) {
+    fprintf(stderr, "join: %s\n", pool.status().ToString().c_str());
+    return 10;
+  }
+  auto ranks = (*pool)->WaitForPeers(peers, Soon());
+  if (!ranks.ok() || !(*pool)->Barrier(Soon()).ok()) return 11;
+  int failures = RandomTraffic(**pool, *ranks, 3, 30);
+  failures += CrossProcessCheck(**pool, *ranks);
+  if (!(*pool)->Barrier(Soon()).ok()) failures++;
+  return failures ? 12 : 0;
+}
+
+TEST(Pool, FourPeersCopyRandomDataInEveryDirection) {
+  Config config = TestConfig("four");
+  PeerProcesses children(3, [&](int) { return PeerBody(config, 4); });
+  auto pool = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  children.Release();
+  auto ranks = (*pool)->WaitForPeers(4, Soon());
+  ASSERT_TRUE(ranks.ok()) << ranks.status().ToString();
+  ASSERT_EQ(ranks->size(), 4u);
+  ASSERT_TRUE((*pool)->Barrier(Soon()).ok());
+  EXPECT_EQ(RandomTraffic(**pool, *ranks, 3, 30), 0);
+  EXPECT_EQ(CrossProcessCheck(**pool, *ranks), 0);
+  EXPECT_TRUE((*pool)->Barrier(Soon()).ok());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(children.Wait(i), 0) << "peer " << i;
+  EXPECT_GT((*pool)->metrics().counter("weft_copy_bytes_total")->value(), 0u);
+}
+
+TEST(Pool, KilledPeerFailsCopiesWithPeerDownAndOthersKeepWorking) {
+  Config config = TestConfig("kill");
+  PeerProcesses children(2, [&](int i) -> int {
+    auto pool = Pool::Join(config, JoinMode::kJoin);
+    if (!pool.ok()) return 10;
+    if (!(*pool)->WaitForPeers(3, Soon()).ok() || !(*pool)->Barrier(Soon()).ok()) return 11;
+    // Child 0 is the victim and just waits to be killed; child 1 keeps copying to rank 0.
+    if (i == 0) {
+      std::this_thread::sleep_for(std::chrono::seconds(120));
+      return 0;
+    }
+    std::vector<uint8_t> buf(1 << 20);
+    uint64_t target = *(*pool)->SliceAddress(0);
+    for (int k = 0; k < 50; ++k)
+      if (!(*pool)->Copy(target, Addr(buf.data()), buf.size()).ok()) return 12;
+    // Once the victim is gone, copies to the host still work and a barrier of the two passes.
+    for (int k = 0; k < 3000 && (*pool)->LiveRanks().size() != 2; ++k)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if ((*pool)->LiveRanks().size() != 2) return 13;
+    for (int k = 0; k < 50; ++k)
+      if (!(*pool)->Copy(target, Addr(buf.data()), buf.size()).ok()) return 14;
+    Status barrier = (*pool)->Barrier(Soon());
+    if (!barrier.ok()) fprintf(stderr, "survivor barrier: %s\n", barrier.ToString().c_str());
+    return barrier.ok() ? 0 : 15;
+  });
+  auto pool = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  children.Release();
+  auto ranks = (*pool)->WaitForPeers(3, Soon());
+  ASSERT_TRUE(ranks.ok());
+  ASSERT_TRUE((*pool)->Barrier(Soon()).ok());
+  // Copy to both other peers from threads; child 0 is killed meanwhile.
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, down{0}, other{0};
+  std::vector<std::thread> copiers;
+  for (uint32_t r : *ranks) {
+    if (r == (*pool)->rank()) continue;
+    copiers.emplace_back([&, r] {
+      std::vector<uint8_t> buf(256 << 10);
+      uint64_t target = *(*pool)->SliceAddress(r);
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (!stop && std::chrono::steady_clock::now() < until) {
+        Status s = (*pool)->Copy(target, Addr(buf.data()), buf.size());
+        if (s.ok()) ok++;
+        else if (s.code() == Code::kPeerDown) down++;
+        else other++;
+      }
+    });
+  }
+  while (ok.load() < 20) std::this_thread::yield();
+  children.Kill(0);
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (down.load() == 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  stop = true;
+  for (auto& c : copiers) c.join();
+  EXPECT_GT(down.load(), 0) << "copies to the killed peer never failed with PEER_DOWN";
+  EXPECT_EQ(other.load(), 0);
+  // Exactly one rank is gone, and the survivor still answers.
+  auto live = (*pool)->LiveRanks();
+  EXPECT_EQ(live.size(), 2u);
+  Status barrier = (*pool)->Barrier(Soon());
+  EXPECT_TRUE(barrier.ok()) << barrier.ToString();
+  EXPECT_EQ(children.Wait(1), 0) << "the surviving peer failed";
+  EXPECT_EQ((*pool)->Alloc(64, Placement::OnRank(*std::find_if(ranks->begin(), ranks->end(), [&](uint32_t r) {
+              return std::find(live.begin(), live.end(), r) == live.end();
+            }))).status().code(),
+            Code::kPeerDown);
+}
+
+TEST(Pool, BadInputGetsSpecificErrors) {
+  Config config = TestConfig("bad", 4 << 20);
+  config.max_ranks = 2;
+  auto pool = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  Pool& p = **pool;
+  std::vector<uint8_t> buf(8 << 20);
+
+  // A full pool, then the same pool usable again after a free.
+  auto big = p.Alloc(4 << 20);
+  ASSERT_TRUE(big.ok()) << big.status().ToString();
+  auto full = p.Alloc(64);
+  EXPECT_EQ(full.status().code(), Code::kPoolFull);
+  EXPECT_NE(full.status().message().find("largest"), std::string::npos) << full.status().message();
+  ASSERT_TRUE(p.Free(*big).ok());
+  EXPECT_EQ(p.Free(*big).code(), Code::kDoubleFree);
+  EXPECT_EQ(p.Free(12345).code(), Code::kInvalidAddress);
+  EXPECT_EQ(p.Alloc(0).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(p.Alloc(64, Placement::OnRank(1)).status().code(), Code::kNotFound);
+
+  // Copies: past the slice, a rank no peer holds, null.
+  const uint64_t slice = *p.SliceAddress(p.rank());
+  EXPECT_EQ(p.Copy(slice + (4 << 20) - 8, Addr(buf.data()), 16).code(), Code::kOutOfRange);
+  EXPECT_EQ(p.Copy(Addr(buf.data()), *p.SliceAddress(1), 16).code(), Code::kInvalidAddress);
+  EXPECT_EQ(p.Copy(0, Addr(buf.data()), 16).code(), Code::kInvalidArgument);
+  EXPECT_EQ(p.RankOf(42).status().code(), Code::kInvalidAddress);
+  EXPECT_EQ(*p.RankOf(slice + 100), p.rank());
+
+  // Joining with another pool name or size on the same coordinator.
+  Config other_name = config;
+  other_name.pool_name = "someone-else";
+  other_name.coordinator = config.CoordinatorPath();
+  EXPECT_EQ(Pool::Join(other_name, JoinMode::kJoin).status().code(), Code::kMismatch);
+  Config other_size = config;
+  other_size.rank_size = 8 << 20;
+  EXPECT_EQ(Pool::Join(other_size, JoinMode::kJoin).status().code(), Code::kMismatch);
+  // A second coordinator on the same socket is refused; a join with nobody there is UNAVAILABLE.
+  EXPECT_EQ(Pool::Join(config, JoinMode::kHost).status().code(), Code::kAlreadyExists);
+  Config nobody = TestConfig("nobody", 4 << 20);
+  EXPECT_EQ(Pool::Join(nobody, JoinMode::kJoin).status().code(), Code::kUnavailable);
+
+  // max_ranks = 2: a second peer fits, a third is refused.
+  auto second = Pool::Join(config, JoinMode::kJoin);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(Pool::Join(config, JoinMode::kJoin).status().code(), Code::kPoolFull);
+  // The second peer leaves: copies to its memory fail with PEER_DOWN.
+  const uint64_t theirs = *p.SliceAddress((*second)->rank());
+  ASSERT_TRUE((*second)->Leave().ok());
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  Status s;
+  do {
+    s = p.Copy(theirs, Addr(buf.data()), 16);
+  } while (s.ok() && std::chrono::steady_clock::now() < until);
+  EXPECT_EQ(s.code(), Code::kPeerDown);
+  EXPECT_EQ((*second)->Copy(slice, Addr(buf.data()), 16).code(), Code::kCancelled);
+}
+
+TEST(Pool, UnifiedVaMakesGvasDereferenceable) {
+  Config config = TestConfig("uva", 4 << 20);
+  config.unified_va = true;
+  config.gva_base = 0x300000000000ull;  // away from other tests in this process
+  auto pool = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  if (!(*pool)->unified_va()) GTEST_SKIP() << "the VA window could not be reserved here";
+  auto gva = (*pool)->Alloc(4096);
+  ASSERT_TRUE(gva.ok());
+  std::vector<uint8_t> src(4096);
+  const uint64_t seed = FreshSeed();
+  FillRandom(src.data(), src.size(), seed);
+  ASSERT_TRUE((*pool)->Copy(*gva, Addr(src.data()), src.size()).ok());
+  EXPECT_FALSE(FirstMismatch(reinterpret_cast<void*>(*gva), 4096, seed).has_value());
+  EXPECT_EQ(*(*pool)->LocalAddress(*gva), reinterpret_cast<void*>(*gva));
+  // A second pool at the same base cannot have the window and falls back to translation.
+  Config second = TestConfig("uva2", 4 << 20);
+  second.unified_va = true;
+  second.gva_base = config.gva_base;
+  auto fallback = Pool::Join(second, JoinMode::kHost);
+  ASSERT_TRUE(fallback.ok());
+  EXPECT_FALSE((*fallback)->unified_va());
+  auto g2 = (*fallback)->Alloc(4096);
+  ASSERT_TRUE(g2.ok());
+  ASSERT_TRUE((*fallback)->Copy(*g2, Addr(src.data()), 4096).ok());
+  std::vector<uint8_t> back(4096);
+  ASSERT_TRUE((*fallback)->Copy(Addr(back.data()), *g2, 4096).ok());
+  EXPECT_EQ(back, src);
+}
+
+}  // namespace
+}  // namespace weft::bm

@@ -1,0 +1,142 @@
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "base/config.h"
+#include "base/metrics.h"
+#include "base/random.h"
+#include "base/result.h"
+
+namespace weft {
+namespace {
+
+TEST(Status, CodesHaveStableNames) {
+  EXPECT_EQ(CodeName(Code::kPeerDown), "PEER_DOWN");
+  EXPECT_EQ(CodeName(Code::kPoolFull), "POOL_FULL");
+  EXPECT_EQ(static_cast<int>(Code::kPeerDown), 6);  // part of the C API: never renumber
+  Status s = Error(Code::kOutOfRange, "offset {} past {}", 10, 5);
+  EXPECT_FALSE(s.ok());
+  EXPECT_EQ(s.ToString(), "OUT_OF_RANGE: offset 10 past 5");
+  EXPECT_EQ(s.Annotate("copy").message(), "copy: offset 10 past 5");
+  EXPECT_EQ(s.Annotate("copy").code(), Code::kOutOfRange);
+}
+
+Result<int> Half(int x) {
+  if (x % 2) return Error(Code::kInvalidArgument, "{} is odd", x);
+  return x / 2;
+}
+
+Result<int> Quarter(int x) {
+  WEFT_ASSIGN_OR_RETURN(int h, Half(x));
+  return Half(h);
+}
+
+TEST(Result, PropagatesErrors) {
+  EXPECT_EQ(*Quarter(8), 2);
+  auto r = Quarter(6);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(r.status().message(), "3 is odd");
+  Result<int> from_ok{Status::Ok()};  // misuse is caught, not UB
+  EXPECT_EQ(from_ok.status().code(), Code::kInternal);
+}
+
+TEST(Config, ParsesSizes) {
+  EXPECT_EQ(*ParseBytes("4096"), 4096u);
+  EXPECT_EQ(*ParseBytes("64KiB"), 64u << 10);
+  EXPECT_EQ(*ParseBytes("256MiB"), 256u << 20);
+  EXPECT_EQ(*ParseBytes("2G"), 2ull << 30);
+  EXPECT_EQ(ParseBytes("12XB").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(ParseBytes("").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(ParseBytes("99999999999999999999").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(ParseBytes("99999999999T").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(FormatBytes(64 << 20), "64MiB");
+  EXPECT_EQ(FormatBytes(1000), "1000B");
+}
+
+TEST(Config, LayersDefaultsFileEnvOverrides) {
+  char path[] = "/tmp/weft-config-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream f(path);
+    f << R"({"pool_name": "from-file", "rank_size": "32MiB", "copy_threads": 3, "unified_va": true})";
+  }
+  setenv("WEFT_COPY_THREADS", "5", 1);
+  setenv("WEFT_POOL_NAME", "from-env", 1);
+  auto c = LoadConfig(path, {{"pool_name", "from-arg"}});
+  unsetenv("WEFT_COPY_THREADS");
+  unsetenv("WEFT_POOL_NAME");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->pool_name, "from-arg");       // argument beats env and file
+  EXPECT_EQ(c->copy_threads, 5u);            // env beats file
+  EXPECT_EQ(c->rank_size, 32u << 20);        // file beats default
+  EXPECT_TRUE(c->unified_va);
+  EXPECT_EQ(c->heartbeat_ms, Config{}.heartbeat_ms);  // default stays
+  EXPECT_EQ(c->CoordinatorPath(), "/tmp/weft-from-arg.sock");
+  std::remove(path);
+}
+
+TEST(Config, RejectsBadInputWithTheKeyNamed) {
+  auto unknown = LoadConfig("", {{"no_such_key", "1"}});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(unknown.status().message().find("no_such_key"), std::string::npos);
+  auto bad = LoadConfig("", {{"copy_threads", "many"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("copy_threads"), std::string::npos);
+  EXPECT_EQ(LoadConfig("", {{"unified_va", "maybe"}}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(LoadConfig("/nonexistent/weft.json").status().code(), Code::kNotFound);
+  setenv("WEFT_RANK_SIZE", "lots", 1);
+  auto env = LoadConfig();
+  unsetenv("WEFT_RANK_SIZE");
+  ASSERT_FALSE(env.ok());
+  EXPECT_NE(env.status().message().find("WEFT_RANK_SIZE"), std::string::npos);
+}
+
+TEST(Config, EveryKeyIsDocumented) {
+  std::ifstream f(WEFT_SOURCE_DIR "/docs/config.md");
+  ASSERT_TRUE(f) << "docs/config.md is missing";
+  std::stringstream text;
+  text << f.rdbuf();
+  for (const auto& key : ConfigKeys()) {
+    EXPECT_NE(text.str().find("`" + key.name + "`"), std::string::npos) << key.name << " is not in docs/config.md";
+    EXPECT_NE(text.str().find(key.env), std::string::npos) << key.env << " is not in docs/config.md";
+  }
+}
+
+TEST(Metrics, CountsAndRendersPrometheusText) {
+  MetricsRegistry m;
+  m.counter("weft_test_total", "things")->Add(3);
+  m.counter("weft_test_total")->Add(2);
+  m.gauge("weft_test_gauge")->Set(-4);
+  auto* h = m.histogram("weft_test_ns");
+  for (uint64_t v : {1, 2, 3, 1000, 1000000}) h->Observe(v);
+  EXPECT_EQ(m.counter("weft_test_total")->value(), 5u);
+  EXPECT_EQ(h->count(), 5u);
+  EXPECT_EQ(h->sum(), 1001006u);
+  EXPECT_EQ(h->Quantile(0.5), 4u);         // 3 falls in the (2, 4] bucket
+  EXPECT_GE(h->Quantile(1.0), 1000000u);
+  std::string text = m.PrometheusText();
+  EXPECT_NE(text.find("# TYPE weft_test_total counter\nweft_test_total 5\n"), std::string::npos);
+  EXPECT_NE(text.find("weft_test_gauge -4"), std::string::npos);
+  EXPECT_NE(text.find("weft_test_ns_count 5"), std::string::npos);
+  EXPECT_NE(text.find("weft_test_ns_bucket{le=\"+Inf\"} 5"), std::string::npos);
+}
+
+TEST(Random, SameSeedSameBytesAndMismatchFound) {
+  std::vector<uint8_t> a(1001), b(1001);
+  FillRandom(a.data(), a.size(), 42);
+  FillRandom(b.data(), b.size(), 42);
+  EXPECT_EQ(a, b);
+  EXPECT_FALSE(FirstMismatch(a.data(), a.size(), 42).has_value());
+  a[1000] ^= 1;
+  EXPECT_EQ(FirstMismatch(a.data(), a.size(), 42), 1000u);
+  EXPECT_EQ(FirstMismatch(a.data(), a.size(), 43), 0u);
+}
+
+}  // namespace
+}  // namespace weft

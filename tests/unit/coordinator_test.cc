@@ -1,0 +1,697 @@
+// The coordinator and its clients in one process: real memfds travel between peers, and raw
+// sockets play the peers that crash, go silent or speak garbage.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "meta/coordinator.h"
+#include "meta/coordinator_client.h"
+#include "net/unix_socket.h"
+#include "wire/control.h"
+
+namespace weft::meta {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uint64_t kRankSize = 1u << 20;
+// Generous: these bound a hang, they do not measure anything.
+Deadline Long() { return Deadline::After(60s); }
+
+std::vector<uint8_t> RandomBytes(size_t n) {
+  static std::mt19937_64 rng(std::random_device{}());
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+uint64_t RandomU64() {
+  static std::mt19937_64 rng(std::random_device{}());
+  return rng();
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/weft-coord-XXXXXX";
+    const char* d = ::mkdtemp(tmpl);
+    EXPECT_NE(d, nullptr);
+    path_ = d ? d : "/tmp";
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A host segment as a peer would contribute it.
+struct Segment {
+  net::UniqueFd fd;
+  uint8_t* map = nullptr;
+  size_t size = 0;
+
+  explicit Segment(size_t n) : size(n) {
+    fd = net::UniqueFd(::memfd_create("weft-test-segment", MFD_CLOEXEC));
+    EXPECT_TRUE(fd.valid());
+    EXPECT_EQ(::ftruncate(fd.get(), static_cast<off_t>(n)), 0);
+    void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    EXPECT_NE(p, MAP_FAILED);
+    map = static_cast<uint8_t*>(p);
+  }
+  ~Segment() {
+    if (map) ::munmap(map, size);
+  }
+};
+
+// Blocks until pred() holds (checked whenever the peer's callbacks ran) or the deadline.
+struct Events {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<uint32_t, SegmentDescriptor> joined;  // owns the received fds
+  std::vector<std::pair<uint32_t, bool>> gone;
+
+  ~Events() {
+    for (auto& [r, d] : joined) {
+      if (d.fd >= 0) ::close(d.fd);
+    }
+  }
+  template <typename Pred>
+  bool WaitFor(Pred pred) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, 60s, [&] { return pred(); });
+  }
+};
+
+struct Peer {
+  std::unique_ptr<Segment> segment;
+  std::shared_ptr<Events> events = std::make_shared<Events>();
+  std::unique_ptr<CoordinatorClient> client;
+  uint64_t access_key = 0;
+};
+
+JoinOptions Options(const std::string& path, const std::string& name, int fd) {
+  JoinOptions o;
+  o.socket_path = path;
+  o.pool_name = "pool";
+  o.rank_size = kRankSize;
+  o.peer_name = name;
+  o.segment.peer_name = name;
+  o.segment.pid = static_cast<int32_t>(::getpid());
+  o.segment.size = kRankSize;
+  o.segment.access_key = RandomU64();
+  o.segment.permissions = 3;
+  o.segment.fd = fd;
+  o.heartbeat_interval = 50ms;
+  o.deadline = Long();
+  return o;
+}
+
+Result<std::unique_ptr<Peer>> JoinPeer(const std::string& path, const std::string& name,
+                                       std::function<void(JoinOptions&)> tweak = {}) {
+  auto p = std::make_unique<Peer>();
+  p->segment = std::make_unique<Segment>(kRankSize);
+  auto data = RandomBytes(kRankSize);
+  std::memcpy(p->segment->map, data.data(), data.size());
+  JoinOptions o = Options(path, name, p->segment->fd.get());
+  if (tweak) tweak(o);
+  p->access_key = o.segment.access_key;
+  std::shared_ptr<Events> ev = p->events;
+  auto client = CoordinatorClient::Join(
+      o,
+      [ev](SegmentDescriptor d) {
+        std::lock_guard lock(ev->mu);
+        auto& slot = ev->joined[d.rank];
+        if (slot.fd >= 0) ::close(slot.fd);
+        slot = std::move(d);
+        ev->cv.notify_all();
+      },
+      [ev](uint32_t rank, bool clean) {
+        std::lock_guard lock(ev->mu);
+        ev->gone.emplace_back(rank, clean);
+        ev->cv.notify_all();
+      });
+  if (!client.ok()) return client.status();
+  p->client = std::move(*client);
+  return p;
+}
+
+struct CoordinatorEvents {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::pair<uint32_t, bool>> gone;
+};
+
+Result<std::unique_ptr<Coordinator>> StartCoordinator(const std::string& path, CoordinatorEvents* events = nullptr,
+                                                      ServiceHandler handler = {}, uint32_t max_ranks = 64,
+                                                      std::chrono::milliseconds peer_timeout = 10s) {
+  CoordinatorOptions o;
+  o.socket_path = path;
+  o.pool_name = "pool";
+  o.rank_size = kRankSize;
+  o.max_ranks = max_ranks;
+  o.peer_timeout = peer_timeout;
+  PeerGoneHandler on_gone;
+  if (events) {
+    on_gone = [events](uint32_t rank, bool clean) {
+      std::lock_guard lock(events->mu);
+      events->gone.emplace_back(rank, clean);
+      events->cv.notify_all();
+    };
+  }
+  return Coordinator::Start(o, std::move(handler), std::move(on_gone));
+}
+
+bool HasGone(Events& ev, uint32_t rank, bool clean) {
+  return std::find(ev.gone.begin(), ev.gone.end(), std::make_pair(rank, clean)) != ev.gone.end();
+}
+
+// A peer speaking the protocol by hand, to crash, fall silent or misbehave at will.
+struct RawPeer {
+  net::UniqueFd sock;
+  net::FrameReader reader;
+  uint32_t rank = 0;
+  std::unique_ptr<Segment> segment;
+
+  static Result<RawPeer> Join(const std::string& path, const std::string& name) {
+    RawPeer p;
+    WEFT_ASSIGN_OR_RETURN(p.sock, net::ConnectUnix(path, Long()));
+    p.segment = std::make_unique<Segment>(kRankSize);
+    wire::Join j{"pool", kRankSize, name, static_cast<int32_t>(::getpid()), kRankSize, 1, 3, true};
+    int fd = p.segment->fd.get();
+    WEFT_RETURN_IF_ERROR(net::SendAll(p.sock.get(), *wire::EncodeFrame(j), std::span<const int>(&fd, 1), Long()));
+    WEFT_ASSIGN_OR_RETURN(net::ReceivedFrame f, p.NextFrame());
+    if (f.header.type != wire::MessageType::kJoinAck) return Error(Code::kProtocol, "expected JoinAck");
+    WEFT_ASSIGN_OR_RETURN(wire::JoinAck ack, wire::Decode<wire::JoinAck>(f.payload));
+    if (ack.status.code != Code::kOk) return ack.status.ToStatus();
+    p.rank = ack.rank;
+    return p;
+  }
+
+  Result<net::ReceivedFrame> NextFrame() {
+    for (;;) {
+      WEFT_ASSIGN_OR_RETURN(auto f, reader.Next());
+      if (f) return std::move(*f);
+      pollfd p{sock.get(), POLLIN, 0};
+      if (::poll(&p, 1, 60000) <= 0) return Error(Code::kTimeout, "nothing to read");
+      WEFT_ASSIGN_OR_RETURN(auto st, reader.ReadOnce(sock.get()));
+      if (st == net::FrameReader::ReadState::kClosed) return Error(Code::kUnavailable, "closed");
+    }
+  }
+
+  // True once the coordinator has closed our connection (reads everything it sent first).
+  bool WaitClosedByServer() {
+    for (;;) {
+      pollfd p{sock.get(), POLLIN, 0};
+      if (::poll(&p, 1, 60000) <= 0) return false;
+      char buf[4096];
+      ssize_t n = ::recv(sock.get(), buf, sizeof buf, MSG_DONTWAIT);
+      if (n == 0) return true;
+      if (n < 0 && errno != EAGAIN && errno != EINTR) return true;  // reset counts as closed
+    }
+  }
+};
+
+TEST(Coordinator, FourPeersExchangeWorkingSegments) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  std::vector<std::unique_ptr<Peer>> peers;
+  for (int i = 0; i < 4; ++i) {
+    auto p = JoinPeer(dir.File("c.sock"), "peer" + std::to_string(i));
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    peers.push_back(std::move(*p));
+  }
+  std::set<uint32_t> ranks;
+  for (auto& p : peers) ranks.insert(p->client->rank());
+  EXPECT_EQ(ranks, (std::set<uint32_t>{0, 1, 2, 3}));
+
+  std::map<uint32_t, size_t> index_of;
+  for (size_t i = 0; i < peers.size(); ++i) index_of[peers[i]->client->rank()] = i;
+  for (auto& p : peers) {
+    auto live = p->client->WaitForPeers(4, Long());
+    ASSERT_TRUE(live.ok()) << live.status().ToString();
+    EXPECT_EQ(*live, (std::vector<uint32_t>{0, 1, 2, 3}));
+    ASSERT_TRUE(p->events->WaitFor([&] { return p->events->joined.size() == 3; }));
+    std::lock_guard lock(p->events->mu);
+    EXPECT_EQ(p->events->joined.count(p->client->rank()), 0u) << "told about itself";
+    for (auto& [r, d] : p->events->joined) {
+      const size_t index = index_of.at(r);
+      Peer* owner = peers[index].get();
+      EXPECT_EQ(d.rank, r);
+      EXPECT_EQ(d.peer_name, "peer" + std::to_string(index));
+      EXPECT_EQ(d.pid, ::getpid());
+      EXPECT_EQ(d.size, kRankSize);
+      EXPECT_EQ(d.access_key, owner->access_key);
+      EXPECT_EQ(d.permissions, 3u);
+      ASSERT_GE(d.fd, 0);
+      // The received fd maps the owner's very bytes, both ways.
+      void* m = ::mmap(nullptr, kRankSize, PROT_READ | PROT_WRITE, MAP_SHARED, d.fd, 0);
+      ASSERT_NE(m, MAP_FAILED);
+      auto* bytes = static_cast<uint8_t*>(m);
+      EXPECT_EQ(std::memcmp(bytes, owner->segment->map, kRankSize), 0);
+      auto fresh = RandomBytes(4096);
+      size_t off = (RandomU64() % (kRankSize / 4096)) * 4096;
+      std::memcpy(bytes + off, fresh.data(), fresh.size());
+      EXPECT_EQ(std::memcmp(owner->segment->map + off, fresh.data(), fresh.size()), 0);
+      ::munmap(m, kRankSize);
+    }
+  }
+  auto summary = (*coord)->Peers();
+  ASSERT_EQ(summary.size(), 4u);
+  for (uint32_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(summary[i].rank, i);
+    EXPECT_EQ(summary[i].segment_size, kRankSize);
+  }
+}
+
+TEST(Coordinator, BarrierAndAllgatherAmongFour) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  std::vector<std::unique_ptr<Peer>> peers;
+  for (int i = 0; i < 4; ++i) {
+    auto p = JoinPeer(dir.File("c.sock"), "p" + std::to_string(i));
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    peers.push_back(std::move(*p));
+  }
+  for (auto& p : peers) ASSERT_TRUE(p->client->WaitForPeers(4, Long()).ok());
+
+  for (int round = 0; round < 5; ++round) {
+    std::vector<std::vector<uint8_t>> contrib(4);
+    for (auto& c : contrib) c = RandomBytes(1 + RandomU64() % 200);
+    std::vector<Status> barrier(4);
+    std::vector<Result<std::vector<std::pair<uint32_t, std::vector<uint8_t>>>>> gathered(
+        4, Status(Code::kInternal, "not run"));
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&, i] {
+        barrier[i] = peers[i]->client->Barrier(Long());
+        gathered[i] = peers[i]->client->Allgather(contrib[i], Long());
+      });
+    }
+    for (auto& t : threads) t.join();
+    std::vector<std::pair<uint32_t, std::vector<uint8_t>>> expect;
+    for (int i = 0; i < 4; ++i) expect.emplace_back(peers[i]->client->rank(), contrib[i]);
+    std::sort(expect.begin(), expect.end());
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_TRUE(barrier[i].ok()) << barrier[i].ToString();
+      ASSERT_TRUE(gathered[i].ok()) << gathered[i].status().ToString();
+      EXPECT_EQ(*gathered[i], expect);
+    }
+  }
+}
+
+TEST(Coordinator, CallsRoundTripThroughTheServiceHandler) {
+  TempDir dir;
+  ServiceHandler handler = [](uint32_t from, std::span<const uint8_t> req) -> Result<std::vector<uint8_t>> {
+    if (!req.empty() && req[0] == 0xEE) return Error(Code::kPoolFull, "no room for {} bytes", req.size());
+    std::vector<uint8_t> reply(req.rbegin(), req.rend());
+    reply.push_back(static_cast<uint8_t>(from));
+    return reply;
+  };
+  auto coord = StartCoordinator(dir.File("c.sock"), nullptr, handler);
+  ASSERT_TRUE(coord.ok());
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  auto b = JoinPeer(dir.File("c.sock"), "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+
+  auto req = RandomBytes(1000);
+  req[0] = 1;
+  auto reply = (*b)->client->Call(req, Long());
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  std::vector<uint8_t> expect(req.rbegin(), req.rend());
+  expect.push_back(static_cast<uint8_t>((*b)->client->rank()));
+  EXPECT_EQ(*reply, expect);
+
+  std::vector<uint8_t> refused = {0xEE, 1, 2};
+  auto err = (*a)->client->Call(refused, Long());
+  ASSERT_FALSE(err.ok());
+  EXPECT_EQ(err.status().code(), Code::kPoolFull);
+  EXPECT_NE(err.status().message().find("no room for 3 bytes"), std::string::npos);
+
+  // Many calls in flight at once from threads of one client; each gets its own reply.
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        auto r = RandomBytes(1 + RandomU64() % 64);
+        r[0] = 2;
+        auto got = (*a)->client->Call(r, Long());
+        std::vector<uint8_t> want(r.rbegin(), r.rend());
+        want.push_back(static_cast<uint8_t>((*a)->client->rank()));
+        if (got.ok() && *got == want) ++good;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(good.load(), 8 * 50);
+}
+
+TEST(Coordinator, MismatchedPoolNameOrRankSize) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  auto wrong_pool = JoinPeer(dir.File("c.sock"), "x", [](JoinOptions& o) { o.pool_name = "other"; });
+  ASSERT_FALSE(wrong_pool.ok());
+  EXPECT_EQ(wrong_pool.status().code(), Code::kMismatch);
+  EXPECT_NE(wrong_pool.status().message().find("'other'"), std::string::npos) << wrong_pool.status().ToString();
+  EXPECT_NE(wrong_pool.status().message().find("'pool'"), std::string::npos) << wrong_pool.status().ToString();
+
+  auto wrong_size = JoinPeer(dir.File("c.sock"), "y", [](JoinOptions& o) { o.rank_size = 2 * kRankSize; });
+  ASSERT_FALSE(wrong_size.ok());
+  EXPECT_EQ(wrong_size.status().code(), Code::kMismatch);
+  EXPECT_NE(wrong_size.status().message().find(std::to_string(2 * kRankSize)), std::string::npos);
+  EXPECT_NE(wrong_size.status().message().find(std::to_string(kRankSize)), std::string::npos);
+
+  // The refused joiners took no rank.
+  auto ok = JoinPeer(dir.File("c.sock"), "z");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ((*ok)->client->rank(), 0u);
+  EXPECT_EQ((*coord)->Peers().size(), 1u);
+}
+
+TEST(Coordinator, PoolFullAndLowestFreeRankReused) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"), nullptr, {}, /*max_ranks=*/2);
+  ASSERT_TRUE(coord.ok());
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  auto b = JoinPeer(dir.File("c.sock"), "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ((*a)->client->rank(), 0u);
+  EXPECT_EQ((*b)->client->rank(), 1u);
+  auto c = JoinPeer(dir.File("c.sock"), "c");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kPoolFull);
+
+  ASSERT_TRUE((*a)->client->Leave().ok());
+  ASSERT_TRUE((*b)->events->WaitFor([&] { return HasGone(*(*b)->events, 0, true); }));
+  auto d = JoinPeer(dir.File("c.sock"), "d");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ((*d)->client->rank(), 0u);
+}
+
+TEST(Coordinator, LeaveIsCleanAndIdempotent) {
+  TempDir dir;
+  CoordinatorEvents cev;
+  auto coord = StartCoordinator(dir.File("c.sock"), &cev);
+  ASSERT_TRUE(coord.ok());
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  auto b = JoinPeer(dir.File("c.sock"), "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  const uint32_t leaver = (*a)->client->rank();
+  ASSERT_TRUE((*a)->client->Leave().ok());
+  ASSERT_TRUE((*a)->client->Leave().ok());
+  EXPECT_FALSE((*a)->client->connected());
+  EXPECT_EQ((*a)->client->Call(std::vector<uint8_t>{1}, Long()).status().code(), Code::kUnavailable);
+  EXPECT_EQ((*a)->client->Barrier(Long()).code(), Code::kUnavailable);
+
+  ASSERT_TRUE((*b)->events->WaitFor([&] { return !(*b)->events->gone.empty(); }));
+  {
+    std::lock_guard lock((*b)->events->mu);
+    EXPECT_EQ((*b)->events->gone, (std::vector<std::pair<uint32_t, bool>>{{leaver, true}}));
+  }
+  std::unique_lock lock(cev.mu);
+  ASSERT_TRUE(cev.cv.wait_for(lock, 60s, [&] { return !cev.gone.empty(); }));
+  EXPECT_EQ(cev.gone, (std::vector<std::pair<uint32_t, bool>>{{leaver, true}}));
+  lock.unlock();
+  // A clean leave does not fail the next barrier of those who stay.
+  EXPECT_TRUE((*b)->client->Barrier(Long()).ok());
+}
+
+TEST(Coordinator, PeerThatClosesWithoutLeaveIsDownAndFailsTheBarrier) {
+  TempDir dir;
+  CoordinatorEvents cev;
+  auto coord = StartCoordinator(dir.File("c.sock"), &cev);
+  ASSERT_TRUE(coord.ok());
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  auto b = JoinPeer(dir.File("c.sock"), "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto raw = RawPeer::Join(dir.File("c.sock"), "crasher");
+  ASSERT_TRUE(raw.ok()) << raw.status().ToString();
+  const uint32_t dead = raw->rank;
+  for (auto* p : {a->get(), b->get()}) ASSERT_TRUE(p->client->WaitForPeers(3, Long()).ok());
+
+  // Both live peers wait in a barrier the crasher never enters; it dies instead.
+  Status sa, sb;
+  std::thread ta([&] { sa = (*a)->client->Barrier(Long()); });
+  std::thread tb([&] { sb = (*b)->client->Barrier(Long()); });
+  raw->sock.Reset();
+  ta.join();
+  tb.join();
+  EXPECT_EQ(sa.code(), Code::kPeerDown) << sa.ToString();
+  EXPECT_EQ(sb.code(), Code::kPeerDown) << sb.ToString();
+
+  for (auto* p : {a->get(), b->get()}) {
+    ASSERT_TRUE(p->events->WaitFor([&] { return HasGone(*p->events, dead, false); }));
+  }
+  {
+    std::unique_lock lock(cev.mu);
+    ASSERT_TRUE(cev.cv.wait_for(lock, 60s, [&] { return !cev.gone.empty(); }));
+    EXPECT_EQ(cev.gone, (std::vector<std::pair<uint32_t, bool>>{{dead, false}}));
+  }
+  // The survivors go on: the next barrier and a fresh allgather work.
+  std::thread tc([&] { sa = (*a)->client->Barrier(Long()); });
+  sb = (*b)->client->Barrier(Long());
+  tc.join();
+  EXPECT_TRUE(sa.ok()) << sa.ToString();
+  EXPECT_TRUE(sb.ok()) << sb.ToString();
+  EXPECT_EQ((*coord)->Peers().size(), 2u);
+}
+
+TEST(Coordinator, DeathBeforeAnyoneEntersFailsThatBarrierForAll) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  auto b = JoinPeer(dir.File("c.sock"), "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto raw = RawPeer::Join(dir.File("c.sock"), "crasher");
+  ASSERT_TRUE(raw.ok());
+  const uint32_t dead = raw->rank;
+  raw->sock.Reset();
+  for (auto* p : {a->get(), b->get()}) {
+    ASSERT_TRUE(p->events->WaitFor([&] { return HasGone(*p->events, dead, false); }));
+  }
+  Status sa, sb;
+  std::thread ta([&] { sa = (*a)->client->Barrier(Long()); });
+  sb = (*b)->client->Barrier(Long());
+  ta.join();
+  EXPECT_EQ(sa.code(), Code::kPeerDown);
+  EXPECT_EQ(sb.code(), Code::kPeerDown);
+  auto ga = std::async(std::launch::async, [&] { return (*a)->client->Allgather(std::vector<uint8_t>{1}, Long()); });
+  auto gb = (*b)->client->Allgather(std::vector<uint8_t>{2}, Long());
+  EXPECT_EQ(ga.get().status().code(), Code::kPeerDown);
+  EXPECT_EQ(gb.status().code(), Code::kPeerDown);
+}
+
+TEST(Coordinator, CoordinatorGoneMakesClientsUnavailable) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE((*a)->client->connected());
+  coord->reset();
+  EXPECT_FALSE(std::filesystem::exists(dir.File("c.sock")));
+  auto reply = (*a)->client->Call(std::vector<uint8_t>{1, 2, 3}, Long());
+  ASSERT_FALSE(reply.ok());
+  EXPECT_EQ(reply.status().code(), Code::kUnavailable) << reply.status().ToString();
+  for (int i = 0; i < 60000 && (*a)->client->connected(); ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_FALSE((*a)->client->connected());
+  EXPECT_EQ((*a)->client->Barrier(Long()).code(), Code::kUnavailable);
+}
+
+TEST(Coordinator, PendingCallFailsWhenTheCoordinatorGoes) {
+  // A hand-made server that accepts the join and never answers calls, then hangs up.
+  TempDir dir;
+  auto listener = net::ListenUnix(dir.File("s.sock"));
+  ASSERT_TRUE(listener.ok());
+  std::atomic<bool> hang_up{false};
+  std::thread server([&] {
+    pollfd p{listener->get(), POLLIN, 0};
+    ASSERT_GT(::poll(&p, 1, 60000), 0);
+    auto conn = net::AcceptUnix(listener->get());
+    ASSERT_TRUE(conn.ok() && conn->valid());
+    wire::JoinAck ack{{}, 0, 1, kRankSize, "pool", 10000, 1, 1};
+    ASSERT_TRUE(net::SendAll(conn->get(), *wire::EncodeFrame(ack), {}, Long()).ok());
+    while (!hang_up.load()) std::this_thread::sleep_for(1ms);
+  });
+  auto a = JoinPeer(dir.File("s.sock"), "a");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto pending = std::async(std::launch::async,
+                            [&] { return (*a)->client->Call(std::vector<uint8_t>{9}, Long()); });
+  std::this_thread::sleep_for(20ms);  // lets the call go out first; the test holds either way
+  hang_up = true;
+  server.join();
+  auto r = pending.get();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kUnavailable) << r.status().ToString();
+  EXPECT_FALSE((*a)->client->connected());
+}
+
+TEST(Coordinator, CallTimesOutWhenNoReplyComes) {
+  TempDir dir;
+  auto listener = net::ListenUnix(dir.File("s.sock"));
+  ASSERT_TRUE(listener.ok());
+  net::UniqueFd keep;
+  std::thread server([&] {
+    pollfd p{listener->get(), POLLIN, 0};
+    ASSERT_GT(::poll(&p, 1, 60000), 0);
+    auto conn = net::AcceptUnix(listener->get());
+    ASSERT_TRUE(conn.ok() && conn->valid());
+    wire::JoinAck ack{{}, 0, 1, kRankSize, "pool", 10000, 1, 1};
+    ASSERT_TRUE(net::SendAll(conn->get(), *wire::EncodeFrame(ack), {}, Long()).ok());
+    keep = std::move(*conn);
+  });
+  auto a = JoinPeer(dir.File("s.sock"), "a");
+  ASSERT_TRUE(a.ok());
+  server.join();
+  auto r = (*a)->client->Call(std::vector<uint8_t>{9}, Deadline::After(100ms));
+  EXPECT_EQ(r.status().code(), Code::kTimeout);
+  EXPECT_EQ((*a)->client->Barrier(Deadline::After(100ms)).code(), Code::kTimeout);
+  EXPECT_EQ((*a)->client->WaitForPeers(2, Deadline::After(100ms)).status().code(), Code::kTimeout);
+  EXPECT_TRUE((*a)->client->connected());
+  keep.Reset();
+}
+
+TEST(Coordinator, GarbageSenderIsDroppedOthersKeepWorking) {
+  TempDir dir;
+  ServiceHandler echo = [](uint32_t, std::span<const uint8_t> req) -> Result<std::vector<uint8_t>> {
+    return std::vector<uint8_t>(req.begin(), req.end());
+  };
+  auto coord = StartCoordinator(dir.File("c.sock"), nullptr, echo);
+  ASSERT_TRUE(coord.ok());
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  auto b = JoinPeer(dir.File("c.sock"), "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+
+  auto junk = net::ConnectUnix(dir.File("c.sock"), Long());
+  ASSERT_TRUE(junk.ok());
+  auto garbage = RandomBytes(4096);
+  garbage[0] = 'G';  // never the magic
+  ASSERT_TRUE(net::SendAll(junk->get(), garbage, {}, Long()).ok());
+  RawPeer observer;
+  observer.sock = std::move(*junk);
+  EXPECT_TRUE(observer.WaitClosedByServer());
+
+  // A joined peer that sends a malformed frame (good header, bad payload) is dropped as down.
+  auto raw = RawPeer::Join(dir.File("c.sock"), "babbler");
+  ASSERT_TRUE(raw.ok());
+  auto bad = wire::MakeFrame(wire::MessageType::kBarrierEnter, std::vector<uint8_t>{1, 2, 3});
+  ASSERT_TRUE(net::SendAll(raw->sock.get(), *bad, {}, Long()).ok());
+  EXPECT_TRUE(raw->WaitClosedByServer());
+  ASSERT_TRUE((*a)->events->WaitFor([&] { return HasGone(*(*a)->events, raw->rank, false); }));
+
+  auto msg = RandomBytes(100);
+  auto reply = (*a)->client->Call(msg, Long());
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  EXPECT_EQ(*reply, msg);
+  EXPECT_TRUE((*b)->client->Call(msg, Long()).ok());
+  EXPECT_EQ((*coord)->Peers().size(), 2u);
+}
+
+TEST(Coordinator, SilentPeerIsDeclaredDownAfterPeerTimeout) {
+  TempDir dir;
+  CoordinatorEvents cev;
+  // Live clients beat every 50 ms, far inside the timeout; the raw peer never beats.
+  auto coord = StartCoordinator(dir.File("c.sock"), &cev, {}, 64, 1500ms);
+  ASSERT_TRUE(coord.ok());
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  ASSERT_TRUE(a.ok());
+  auto raw = RawPeer::Join(dir.File("c.sock"), "silent");
+  ASSERT_TRUE(raw.ok());
+  ASSERT_TRUE((*a)->client->WaitForPeers(2, Long()).ok());
+  ASSERT_TRUE((*a)->events->WaitFor([&] { return HasGone(*(*a)->events, raw->rank, false); }));
+  EXPECT_TRUE(raw->WaitClosedByServer());
+  {
+    std::lock_guard lock(cev.mu);
+    EXPECT_EQ(cev.gone, (std::vector<std::pair<uint32_t, bool>>{{raw->rank, false}}));
+  }
+  // The heartbeating client was never in danger.
+  EXPECT_TRUE((*a)->client->connected());
+  ASSERT_EQ((*coord)->Peers().size(), 1u);
+  EXPECT_EQ((*coord)->Peers()[0].rank, (*a)->client->rank());
+}
+
+TEST(Coordinator, SocketFileRules) {
+  TempDir dir;
+  const std::string path = dir.File("c.sock");
+  // A socket file left behind by a dead server is replaced.
+  {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, path.c_str());
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ::close(fd);
+  }
+  auto first = StartCoordinator(path);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  // A live one is not.
+  auto second = StartCoordinator(path);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), Code::kAlreadyExists);
+  auto p = JoinPeer(path, "still-served");
+  EXPECT_TRUE(p.ok()) << p.status().ToString();
+  // Nor is a file that is not a socket.
+  const std::string plain = dir.File("plain");
+  { FILE* f = std::fopen(plain.c_str(), "w"); std::fclose(f); }
+  auto third = StartCoordinator(plain);
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.status().code(), Code::kAlreadyExists);
+  EXPECT_TRUE(std::filesystem::exists(plain));
+}
+
+TEST(Coordinator, JoinWithoutCoordinatorIsUnavailable) {
+  TempDir dir;
+  auto p = JoinPeer(dir.File("nobody.sock"), "a");
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.status().code(), Code::kUnavailable);
+}
+
+TEST(Coordinator, LateJoinerSeesEveryoneAndTakesPartInBarriers) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  auto b = JoinPeer(dir.File("c.sock"), "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int i = 0; i < 3; ++i) {
+    auto fa = std::async(std::launch::async, [&] { return (*a)->client->Barrier(Long()); });
+    EXPECT_TRUE((*b)->client->Barrier(Long()).ok());
+    EXPECT_TRUE(fa.get().ok());
+  }
+  auto c = JoinPeer(dir.File("c.sock"), "c");
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE((*c)->events->WaitFor([&] { return (*c)->events->joined.size() == 2; }));
+  auto fa = std::async(std::launch::async, [&] { return (*a)->client->Barrier(Long()); });
+  auto fb = std::async(std::launch::async, [&] { return (*b)->client->Barrier(Long()); });
+  EXPECT_TRUE((*c)->client->Barrier(Long()).ok());
+  EXPECT_TRUE(fa.get().ok());
+  EXPECT_TRUE(fb.get().ok());
+}
+
+}  // namespace
+}  // namespace weft::meta

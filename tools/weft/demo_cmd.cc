@@ -1,0 +1,410 @@
+// `weft demo`: starts N peers as processes on this machine, pools `size` bytes of each, allocates
+// across them, copies in every direction with fresh random data, verifies every byte, and prints
+// a table. Exits 0 only if every copy on every peer verified.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "api/bm/pool.h"
+#include "base/random.h"
+#include "tools/weft/cli_config.h"
+#include "tools/weft/commands.h"
+
+extern char** environ;
+
+namespace weft::tools {
+namespace {
+
+using bm::Pool;
+using gva::Placement;
+
+struct DemoResult {
+  std::string direction;
+  std::string path;
+  uint64_t bytes = 0;
+  double seconds = 0;
+  bool verified = false;
+  std::string error;
+};
+
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(DemoResult, direction, path, bytes, seconds, verified, error)
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(size_t n) : size(n) {
+    void* p = nullptr;
+    if (posix_memalign(&p, 4096, n ? n : 1) != 0) p = nullptr;
+    data.reset(static_cast<uint8_t*>(p));
+    if (data) std::memset(data.get(), 0, n);  // fault the pages in before timing
+  }
+  uint64_t addr() const { return reinterpret_cast<uint64_t>(data.get()); }
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, Free> data;
+  size_t size;
+};
+
+class PeerRun {
+ public:
+  PeerRun(Pool& pool, uint64_t block) : pool_(pool), block_(block), staging_(block), readback_(block) {}
+
+  // Fills src with fresh random data, poisons dst, copies (timed), reads dst back and compares.
+  void Step(const std::string& direction, uint64_t dst, uint64_t src, uint64_t n) {
+    DemoResult r;
+    r.direction = direction;
+    r.bytes = n;
+    auto route = pool_.Route(dst, src, n);
+    r.path = route.ok() ? route->path : "?";
+    const uint64_t seed = FreshSeed();
+    Status s = Prepare(dst, src, n, seed);
+    if (s.ok()) {
+      auto t0 = std::chrono::steady_clock::now();
+      s = pool_.Copy(dst, src, n);
+      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    if (s.ok()) s = Verify(dst, n, seed);
+    r.verified = s.ok();
+    r.error = s.ok() ? "" : s.ToString();
+    results_.push_back(std::move(r));
+  }
+
+  // Many small copies at scattered offsets in one batch (the KV-page case).
+  void BatchStep(const std::string& direction, uint64_t dst_base, uint64_t src_base, uint64_t page, uint32_t count) {
+    DemoResult r;
+    r.direction = direction;
+    r.bytes = page * count;
+    r.path = "batch";
+    const uint64_t seed = FreshSeed();
+    std::vector<bm::CopyRequest> reqs;
+    uint64_t state = seed;
+    // Scatter destination pages over the block: a random permutation of page slots.
+    std::vector<uint64_t> slots(block_ / page);
+    for (uint64_t i = 0; i < slots.size(); ++i) slots[i] = i;
+    for (uint64_t i = slots.size(); i > 1; --i) std::swap(slots[i - 1], slots[SplitMix64(state) % i]);
+    for (uint32_t i = 0; i < count; ++i) reqs.push_back({dst_base + slots[i] * page, src_base + i * page, page});
+    Status s = Prepare(dst_base, src_base, page * count, seed);
+    if (s.ok()) {
+      auto t0 = std::chrono::steady_clock::now();
+      for (const Status& e : pool_.CopyBatch(reqs))
+        if (s.ok() && !e.ok()) s = e;
+      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    if (s.ok()) {
+      // Gather the pages back in order and compare with the source bytes.
+      std::vector<bm::CopyRequest> back;
+      for (uint32_t i = 0; i < count; ++i) back.push_back({readback_.addr() + i * page, reqs[i].dst, page});
+      std::memset(readback_.data.get(), 0xA5, page * count);
+      for (const Status& e : pool_.CopyBatch(back))
+        if (s.ok() && !e.ok()) s = e;
+      if (s.ok() && FirstMismatch(readback_.data.get(), page * count, seed))
+        s = Error(Code::kInternal, "batch data differs after the copy");
+    }
+    r.verified = s.ok();
+    r.error = s.ok() ? "" : s.ToString();
+    results_.push_back(std::move(r));
+  }
+
+  void AsyncStep(const std::string& direction, uint64_t dst, uint64_t src, uint64_t n) {
+    DemoResult r;
+    r.direction = direction;
+    r.bytes = n;
+    r.path = "async";
+    const uint64_t seed = FreshSeed();
+    Status s = Prepare(dst, src, n, seed);
+    if (s.ok()) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto handle = pool_.CopyAsync(dst, src, n);
+      s = pool_.Wait(handle, Deadline::After(std::chrono::seconds(60)));
+      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    if (s.ok()) s = Verify(dst, n, seed);
+    r.verified = s.ok();
+    r.error = s.ok() ? "" : s.ToString();
+    results_.push_back(std::move(r));
+  }
+
+  void Record(DemoResult r) { results_.push_back(std::move(r)); }
+  std::vector<DemoResult>& results() { return results_; }
+
+ private:
+  bool IsGva(uint64_t a) const { return pool_.layout().Contains(a); }
+
+  Status Prepare(uint64_t dst, uint64_t src, uint64_t n, uint64_t seed) {
+    if (IsGva(src)) {
+      FillRandom(staging_.data.get(), n, seed);
+      WEFT_RETURN_IF_ERROR(pool_.Copy(src, staging_.addr(), n));
+    } else {
+      FillRandom(reinterpret_cast<void*>(src), n, seed);
+    }
+    if (IsGva(dst)) {
+      std::memset(staging_.data.get(), 0xA5, n);
+      return pool_.Copy(dst, staging_.addr(), n);
+    }
+    std::memset(reinterpret_cast<void*>(dst), 0xA5, n);
+    return OkStatus();
+  }
+
+  Status Verify(uint64_t dst, uint64_t n, uint64_t seed) {
+    const uint8_t* bytes = reinterpret_cast<const uint8_t*>(dst);
+    if (IsGva(dst)) {
+      std::memset(readback_.data.get(), 0x5A, n);
+      WEFT_RETURN_IF_ERROR(pool_.Copy(readback_.addr(), dst, n));
+      bytes = readback_.data.get();
+    }
+    if (auto bad = FirstMismatch(bytes, n, seed)) return Error(Code::kInternal, "byte {} differs after the copy", *bad);
+    return OkStatus();
+  }
+
+  Pool& pool_;
+  uint64_t block_;
+  AlignedBuffer staging_;
+  AlignedBuffer readback_;
+  std::vector<DemoResult> results_;
+};
+
+// The work every peer does; the results of all peers are gathered to the caller.
+Result<std::vector<std::pair<uint32_t, std::vector<DemoResult>>>> RunPeer(Pool& pool, uint32_t peers, uint64_t block) {
+  const auto deadline = [] { return Deadline::After(std::chrono::seconds(120)); };
+  WEFT_ASSIGN_OR_RETURN(auto ranks, pool.WaitForPeers(peers, deadline()));
+  std::sort(ranks.begin(), ranks.end());
+  const size_t me = std::find(ranks.begin(), ranks.end(), pool.rank()) - ranks.begin();
+  const uint32_t next = ranks[(me + 1) % ranks.size()];
+  const uint32_t next2 = ranks[(me + 2) % ranks.size()];
+  WEFT_RETURN_IF_ERROR(pool.Barrier(deadline()));
+
+  WEFT_ASSIGN_OR_RETURN(uint64_t own_a, pool.Alloc(block, Placement::Local()));
+  WEFT_ASSIGN_OR_RETURN(uint64_t own_b, pool.Alloc(block, Placement::Local()));
+  WEFT_ASSIGN_OR_RETURN(uint64_t remote, pool.Alloc(block, Placement::OnRank(next)));
+  AlignedBuffer a(block), b(block);
+  PeerRun run(pool, block);
+  run.Step("LH -> LH", b.addr(), a.addr(), block);
+  run.Step("LH -> GH own slice", own_a, a.addr(), block);
+  run.Step("GH own slice -> LH", b.addr(), own_a, block);
+  run.Step("LH -> GH other peer", remote, a.addr(), block);
+  run.Step("GH other peer -> LH", b.addr(), remote, block);
+  run.Step("GH own -> GH other peer", remote, own_a, block);
+  run.Step("GH other peer -> GH own", own_b, remote, block);
+  run.Step("GH own -> GH own", own_b, own_a, block);
+  run.BatchStep("batch 256 x 16KiB LH -> GH other", remote, a.addr(), 16 << 10,
+                static_cast<uint32_t>(std::min<uint64_t>(256, block / (16 << 10))));
+  run.AsyncStep("async GH other peer -> LH", b.addr(), remote, block);
+
+  // GH other -> GH other: the two ends belong to two other processes.
+  WEFT_ASSIGN_OR_RETURN(uint64_t remote2, pool.Alloc(block, Placement::OnRank(next2)));
+  if (next2 != pool.rank() && next2 != next) run.Step("GH other -> GH third peer", remote2, remote, block);
+
+  // Cross-process check: write a seeded pattern into the next peer's memory; it verifies the
+  // bytes by direct load from its own slice, with no copy of its own.
+  const uint64_t seed = FreshSeed();
+  FillRandom(a.data.get(), block, seed);
+  WEFT_RETURN_IF_ERROR(pool.Copy(remote, a.addr(), block));
+  nlohmann::json note = {{"gva", remote}, {"seed", seed}, {"to", next}};
+  std::string text = note.dump();
+  WEFT_ASSIGN_OR_RETURN(auto notes, pool.Allgather({reinterpret_cast<const uint8_t*>(text.data()), text.size()},
+                                                   deadline()));
+  for (const auto& [from, bytes] : notes) {
+    auto j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
+    if (j.is_discarded() || j["to"].get<uint32_t>() != pool.rank()) continue;
+    DemoResult r{fmt::format("written by rank {}, read here by load", from), "load", block, 0, false, ""};
+    auto where = pool.LocalAddress(j["gva"].get<uint64_t>(), block);
+    if (!where.ok()) r.error = where.status().ToString();
+    else if (auto bad = FirstMismatch(*where, block, j["seed"].get<uint64_t>())) r.error = fmt::format("byte {} differs", *bad);
+    else r.verified = true;
+    run.Record(std::move(r));
+  }
+
+  for (uint64_t g : {own_a, own_b, remote, remote2}) WEFT_RETURN_IF_ERROR(pool.Free(g));
+  std::string mine = nlohmann::json(run.results()).dump();
+  WEFT_ASSIGN_OR_RETURN(auto all, pool.Allgather({reinterpret_cast<const uint8_t*>(mine.data()), mine.size()},
+                                                 deadline()));
+  std::vector<std::pair<uint32_t, std::vector<DemoResult>>> out;
+  for (const auto& [rank, bytes] : all) {
+    auto j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
+    if (j.is_discarded()) return Error(Code::kProtocol, "rank {} sent unreadable results", rank);
+    out.emplace_back(rank, j.get<std::vector<DemoResult>>());
+  }
+  // Nobody leaves while another peer may still copy into its memory.
+  WEFT_RETURN_IF_ERROR(pool.Barrier(deadline()));
+  return out;
+}
+
+bool PrintTable(const std::vector<std::pair<uint32_t, std::vector<DemoResult>>>& all, uint32_t peers) {
+  struct Row {
+    std::string path;
+    uint64_t bytes = 0;
+    double gbps_sum = 0;
+    int runs = 0;
+    int verified = 0;
+    std::string error;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Row> rows;
+  for (const auto& [rank, results] : all) {
+    for (const auto& r : results) {
+      std::string key = r.direction.rfind("written by", 0) == 0 ? "written by another peer, read by load" : r.direction;
+      if (!rows.count(key)) order.push_back(key);
+      Row& row = rows[key];
+      row.path = r.path;
+      row.bytes = r.bytes;
+      if (r.seconds > 0) row.gbps_sum += static_cast<double>(r.bytes) / r.seconds / 1e9;
+      row.runs++;
+      row.verified += r.verified;
+      if (!r.verified && row.error.empty()) row.error = fmt::format("rank {}: {}", rank, r.error);
+    }
+  }
+  bool ok = true;
+  fmt::print("\n{:<40} {:>6} {:>10} {:>9} {:>9}\n", "direction", "path", "bytes", "GB/s", "verified");
+  fmt::print("{}\n", std::string(78, '-'));
+  for (const auto& key : order) {
+    const Row& row = rows[key];
+    std::string gbps = row.gbps_sum > 0 ? fmt::format("{:.2f}", row.gbps_sum / row.runs) : "-";
+    fmt::print("{:<40} {:>6} {:>10} {:>9} {:>5}/{:<3}\n", key, row.path, FormatBytes(row.bytes), gbps, row.verified,
+               row.runs);
+    if (row.verified != row.runs) {
+      ok = false;
+      fmt::print("  FAILED: {}\n", row.error);
+    }
+  }
+  fmt::print("\n{} peers; GB/s is the mean over peers; every byte of every copy compared.\n", peers);
+  return ok;
+}
+
+Config DemoConfig(const Config& base, const std::string& pool, const std::string& socket, uint64_t size) {
+  Config c = base;
+  c.pool_name = pool;
+  c.coordinator = socket;
+  c.rank_size = size;
+  return c;
+}
+
+}  // namespace
+
+void AddDemo(CLI::App& app, Runner* run) {
+  struct Options {
+    uint32_t peers = 4;
+    std::string size = "256MiB";
+    std::string block;
+    std::string pool;
+    std::string socket;
+    ConfigFlags flags;
+  };
+  auto o = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand("demo", "Start N peers on this machine, pool their memory, copy and verify");
+  cmd->add_option("--peers", o->peers, "Peers (processes) to start")->check(CLI::Range(2, 64));
+  cmd->add_option("--size", o->size, "Host memory each peer pools");
+  cmd->add_option("--block", o->block, "Bytes per copy (default: size/4, at most 64MiB)");
+  o->flags.Register(*cmd);
+
+  // The peers the demo starts run this hidden subcommand.
+  auto* peer = app.add_subcommand("demo-peer", "")->group("");
+  peer->add_option("--peers", o->peers)->required();
+  peer->add_option("--size", o->size)->required();
+  peer->add_option("--block", o->block)->required();
+  peer->add_option("--pool", o->pool)->required();
+  peer->add_option("--socket", o->socket)->required();
+
+  cmd->callback([=] {
+    *run = [=]() -> int {
+      auto base = o->flags.Load();
+      if (!base) return 2;
+      auto size = ParseBytes(o->size);
+      if (!size.ok()) {
+        fmt::print(stderr, "weft demo: --size: {}\n", size.status().message());
+        return 2;
+      }
+      uint64_t block = std::min<uint64_t>(64ull << 20, *size / 4 / 4096 * 4096);
+      if (!o->block.empty()) {
+        auto b = ParseBytes(o->block);
+        if (!b.ok() || *b == 0 || *b > *size / 4) {
+          fmt::print(stderr, "weft demo: --block must be a size of at most size/4\n");
+          return 2;
+        }
+        block = *b;
+      }
+      if (block < (64 << 10)) {
+        fmt::print(stderr, "weft demo: --size must be at least 256KiB\n");
+        return 2;
+      }
+      const std::string pool_name = fmt::format("demo-{}", getpid());
+      const std::string socket = fmt::format("/tmp/weft-{}.sock", pool_name);
+      auto pool = Pool::Join(DemoConfig(*base, pool_name, socket, *size), bm::JoinMode::kHost);
+      if (!pool.ok()) {
+        fmt::print(stderr, "weft demo: {}\n", pool.status().ToString());
+        return 1;
+      }
+      fmt::print("weft demo: pool '{}' of {} peers x {} (coordinator {}), {} per copy, unified VA {}\n", pool_name,
+                 o->peers, FormatBytes(*size), socket, FormatBytes(block), (*pool)->unified_va() ? "on" : "off");
+      std::vector<pid_t> children;
+      std::string self = "/proc/self/exe";
+      for (uint32_t i = 1; i < o->peers; ++i) {
+        std::vector<std::string> args = {"weft", "demo-peer", "--peers", std::to_string(o->peers), "--size",
+                                         std::to_string(*size), "--block", std::to_string(block), "--pool",
+                                         pool_name, "--socket", socket};
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        pid_t pid = 0;
+        if (posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
+          fmt::print(stderr, "weft demo: cannot start peer {}\n", i);
+          for (pid_t c : children) kill(c, SIGKILL);
+          return 1;
+        }
+        children.push_back(pid);
+      }
+      fmt::print("weft demo: started {} peer processes; copying...\n", children.size());
+      std::fflush(stdout);
+      auto all = RunPeer(**pool, o->peers, block);
+      bool ok = all.ok();
+      if (!ok) fmt::print(stderr, "weft demo: {}\n", all.status().ToString());
+      else ok = PrintTable(*all, o->peers);
+      for (pid_t c : children) {
+        int status = 0;
+        // Children finish once the final barrier passed; a stuck one is killed after 30 s.
+        for (int waited = 0; waitpid(c, &status, WNOHANG) == 0; ++waited) {
+          if (waited == 300) kill(c, SIGKILL);
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+          fmt::print(stderr, "weft demo: peer process {} failed (status {})\n", c, status);
+          ok = false;
+        }
+      }
+      (void)(*pool)->Leave();
+      fmt::print("weft demo: {}\n", ok ? "every direction verified" : "FAILED");
+      return ok ? 0 : 1;
+    };
+  });
+  peer->callback([=] {
+    *run = [=]() -> int {
+      auto base = LoadConfig();
+      auto size = ParseBytes(o->size);
+      auto block = ParseBytes(o->block);
+      if (!base.ok() || !size.ok() || !block.ok()) return 2;
+      auto pool = Pool::Join(DemoConfig(*base, o->pool, o->socket, *size), bm::JoinMode::kJoin);
+      if (!pool.ok()) {
+        fmt::print(stderr, "weft demo-peer: {}\n", pool.status().ToString());
+        return 1;
+      }
+      auto all = RunPeer(**pool, o->peers, *block);
+      if (!all.ok()) {
+        fmt::print(stderr, "weft demo-peer {}: {}\n", (*pool)->rank(), all.status().ToString());
+        return 1;
+      }
+      for (const auto& [rank, results] : *all)
+        for (const auto& r : results)
+          if (!r.verified) return 1;
+      return 0;
+    };
+  });
+}
+
+}  // namespace weft::tools

@@ -1,0 +1,17 @@
+// weft: one CLI for the fabric (demo, bench, meta, route, config).
+#include <cstdio>
+
+#include "tools/weft/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"weft: a memory fabric for GPU clusters"};
+  app.require_subcommand(1);
+  weft::tools::Runner run;
+  weft::tools::AddDemo(app, &run);
+  weft::tools::AddBench(app, &run);
+  weft::tools::AddMeta(app, &run);
+  weft::tools::AddRoute(app, &run);
+  weft::tools::AddConfig(app, &run);
+  CLI11_PARSE(app, argc, argv);
+  return run ? run() : 2;
+}

@@ -6,7 +6,7 @@ set -euo pipefail
 debs=(cmake ninja-build g++ pkg-config make
       libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
       libgtest-dev libgmock-dev libbenchmark-dev libnuma-dev
-      clang libclang-rt-14-dev python3 python3-pip iproute2)
+      clang libclang-rt-14-dev python3 python3-pip iproute2 etcd-server)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -352,7 +352,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   ack.barrier_epoch = barrier_epoch;
   ack.allgather_epoch = allgather_epoch;
   Send(c, ack);
-  auto dup_of = [this](const Conn& p) {
+  auto dup_of = [](const Conn& p) {
     std::vector<net::UniqueFd> fds;
     if (p.memfd.valid()) {
       auto d = p.memfd.Dup();
@@ -383,8 +383,9 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
 }
 
 // Epoch rule: a barrier epoch completes when every live peer has entered it. A peer that dies
-// (not one that leaves) fails the open epoch for everyone, entered or not; whoever enters a
-// failed epoch later is told PEER_DOWN at once. Newcomers start at the open epoch.
+// (not one that leaves) while others wait in the open epoch fails it for everyone, entered or
+// not; whoever enters a failed epoch later is told PEER_DOWN at once. A death while nobody waits
+// leaves the epoch open among the survivors. Newcomers start at the open epoch.
 void Coordinator::Impl::OnBarrierEnter(Conn& c, uint64_t epoch) {
   if (epoch < barrier_epoch) {
     Send(c, wire::BarrierDone{epoch, {Code::kPeerDown,
@@ -608,11 +609,28 @@ void Coordinator::Impl::Reap() {
       TryCompleteBarrier();
       TryCompleteAllgather();
     } else {
+      // A round that survivors are waiting in fails: they were waiting with the dead peer. A
+      // round nobody has entered yet is left open; it runs among the live peers.
       std::string why = fmt::format("rank {} died ({})", rank, c->dead_reason);
-      FailBarrier(fmt::format("barrier epoch {} failed: {}", barrier_epoch, why));
-      FailAllgather(fmt::format("allgather epoch {} failed: {}", allgather_epoch, why));
+      auto any = [this](bool Conn::*flag) {
+        for (auto& [r, p] : peers)
+          if ((*p).*flag) return true;
+        return false;
+      };
+      if (any(&Conn::in_barrier)) FailBarrier(fmt::format("barrier epoch {} failed: {}", barrier_epoch, why));
+      else TryCompleteBarrier();
+      if (any(&Conn::in_allgather)) FailAllgather(fmt::format("allgather epoch {} failed: {}", allgather_epoch, why));
+      else TryCompleteAllgather();
     }
-    if (on_gone) on_gone(rank, c->clean);
+    if (on_gone) {
+      try {
+        on_gone(rank, c->clean);
+      } catch (const std::exception& e) {
+        WEFT_LOG_ERROR("coordinator: PeerGoneHandler threw: {}", e.what());
+      } catch (...) {
+        WEFT_LOG_ERROR("coordinator: PeerGoneHandler threw");
+      }
+    }
   }
 }
 

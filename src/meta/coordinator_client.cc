@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -48,6 +49,18 @@ bool WaitUntil(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, 
   return true;
 }
 
+// A throwing callback must not take the receive thread (and with it the process) down.
+template <typename Fn>
+void Guarded(const char* what, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    WEFT_LOG_ERROR("{} callback threw: {}", what, e.what());
+  } catch (...) {
+    WEFT_LOG_ERROR("{} callback threw", what);
+  }
+}
+
 template <typename V>
 void Prune(std::map<uint64_t, V>& m) {
   while (m.size() > kKeptResults) m.erase(m.begin());
@@ -67,7 +80,11 @@ struct CoordinatorClient::Impl {
   std::thread thread;
   std::atomic<bool> stop{false};
 
-  std::timed_mutex send_mu;
+  // One sender at a time keeps frames whole; a flag under a mutex (not a timed_mutex) so a
+  // waiting sender honours its deadline.
+  std::mutex send_mu;
+  std::condition_variable send_cv;
+  bool sending = false;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -107,13 +124,22 @@ struct CoordinatorClient::Impl {
 template <typename T>
 Status CoordinatorClient::Impl::SendMsg(const T& msg, std::span<const int> fds, Deadline deadline) {
   WEFT_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, wire::EncodeFrame(msg));
-  std::unique_lock<std::timed_mutex> lock(send_mu, std::defer_lock);
-  if (deadline.never()) {
-    lock.lock();
-  } else if (!lock.try_lock_until(deadline.at())) {
-    return Error(Code::kTimeout, "sending {}: another send held the connection past the deadline",
-                 wire::MessageTypeName(T::kType));
+  {
+    std::unique_lock gate(send_mu);
+    if (!WaitUntil(send_cv, gate, deadline, [&] { return !sending; })) {
+      return Error(Code::kTimeout, "sending {}: another send held the connection past the deadline",
+                   wire::MessageTypeName(T::kType));
+    }
+    sending = true;
   }
+  struct Release {
+    Impl* impl;
+    ~Release() {
+      std::lock_guard gate(impl->send_mu);
+      impl->sending = false;
+      impl->send_cv.notify_one();
+    }
+  } release{this};
   {
     std::lock_guard state(mu);
     if (!connected) return NotConnected();
@@ -276,7 +302,7 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
       }
       if (on_joined) {
         d.fd = m.has_fd ? frame.fds[0].Release() : -1;
-        on_joined(std::move(d));
+        Guarded("OnPeerJoined", [&] { on_joined(std::move(d)); });
       }
       return OkStatus();
     }
@@ -287,7 +313,7 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
         live.erase(m.rank);
         cv.notify_all();
       }
-      if (on_gone) on_gone(m.rank, m.clean);
+      if (on_gone) Guarded("OnPeerGone", [&] { on_gone(m.rank, m.clean); });
       return OkStatus();
     }
     case wire::MessageType::kBarrierDone: {

@@ -18,7 +18,7 @@ namespace weft::wire {
 namespace {
 
 std::mt19937_64& Rng() {
-  static std::mt19937_64 rng(std::random_device{}());
+  thread_local std::mt19937_64 rng(std::random_device{}());
   return rng;
 }
 

@@ -1,0 +1,89 @@
+// The CLI end to end: `weft demo` starts real peer processes and must verify every direction;
+// `weft route` explains a path; `weft config` reports bad input.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <string>
+
+namespace {
+
+struct CommandRun {
+  int exit_code;
+  std::string output;
+};
+
+CommandRun RunCommand(const std::string& cmd) {
+  CommandRun r{-1, {}};
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+size_t Count(const std::string& text, const std::string& word) {
+  size_t n = 0;
+  for (size_t at = text.find(word); at != std::string::npos; at = text.find(word, at + 1)) ++n;
+  return n;
+}
+
+TEST(Cli, DemoVerifiesEveryDirectionAcrossFourPeers) {
+  CommandRun r = RunCommand(std::string(WEFT_BINARY) + " demo --peers 4 --size 16MiB");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("every direction verified"), std::string::npos) << r.output;
+  for (const char* direction : {"LH -> LH", "LH -> GH own slice", "GH own slice -> LH", "LH -> GH other peer",
+                                "GH other peer -> LH", "GH own -> GH other peer", "GH other -> GH third peer",
+                                "batch", "async", "written by another peer"})
+    EXPECT_NE(r.output.find(direction), std::string::npos) << direction << " missing:\n" << r.output;
+  EXPECT_EQ(Count(r.output, "4/4"), 12u) << r.output;
+  EXPECT_EQ(r.output.find("FAILED"), std::string::npos) << r.output;
+}
+
+TEST(Cli, DemoRefusesBadSizes) {
+  CommandRun r = RunCommand(std::string(WEFT_BINARY) + " demo --peers 2 --size lots");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--size"), std::string::npos) << r.output;
+}
+
+TEST(Cli, RouteExplainsThePathAndMetaServesPeers) {
+  const std::string pool = "cli-route-" + std::to_string(getpid());
+  const std::string flags = " --set pool_name=" + pool + " --set rank_size=4MiB";
+  FILE* meta = popen((std::string(WEFT_BINARY) + " meta" + flags + " 2>&1").c_str(), "r");
+  ASSERT_NE(meta, nullptr);
+  char line[512] = {};
+  ASSERT_NE(fgets(line, sizeof line, meta), nullptr);
+  EXPECT_NE(std::string(line).find("listening"), std::string::npos) << line;
+  // rank 0's slice (the route command joins as the only peer, so it is its own) from local memory.
+  CommandRun r = RunCommand(std::string(WEFT_BINARY) + " route 0x200000000000 local --len 4096" + flags);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("LH -> GH"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("via memcpy"), std::string::npos) << r.output;
+  CommandRun bad = RunCommand(std::string(WEFT_BINARY) + " route 0x200000000000 nowhere" + flags);
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  CommandRun logged = RunCommand("WEFT_LOG_PATHS=1 " + std::string(WEFT_BINARY) + " route 0x200000300000 local" + flags);
+  EXPECT_NE(logged.output.find("(LH) -> 0x200000300000 (GH) via memcpy"), std::string::npos) << logged.output;
+  // 2 KiB before the end of the 4 MiB slice, 4 KiB long.
+  CommandRun past = RunCommand(std::string(WEFT_BINARY) + " route 0x2000003ff800 local --len 4096" + flags);
+  EXPECT_EQ(past.exit_code, 1) << past.output;
+  EXPECT_NE(past.output.find("no route: OUT_OF_RANGE"), std::string::npos) << past.output;
+  std::system(("pkill -f 'weft meta --set pool_name=" + pool + "'").c_str());
+  pclose(meta);
+}
+
+TEST(Cli, ConfigNamesTheBadKey) {
+  CommandRun r = RunCommand(std::string(WEFT_BINARY) + " config");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("rank_size=256MiB"), std::string::npos) << r.output;
+  CommandRun bad = RunCommand("WEFT_COPY_THREADS=many " + std::string(WEFT_BINARY) + " config");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("WEFT_COPY_THREADS"), std::string::npos) << bad.output;
+}
+
+}  // namespace

@@ -343,6 +343,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   c.desc.size = join.segment_size;
   c.desc.access_key = join.access_key;
   c.desc.permissions = join.permissions;
+  c.desc.data_endpoint = join.data_endpoint;
   c.desc.has_fd = join.has_fd;
   peers[rank] = &c;
   PublishSummary();

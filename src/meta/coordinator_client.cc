@@ -176,6 +176,7 @@ Status CoordinatorClient::Impl::JoinPool(Deadline deadline) {
   join.segment_size = opt.segment.size;
   join.access_key = opt.segment.access_key;
   join.permissions = opt.segment.permissions;
+  join.data_endpoint = opt.segment.data_endpoint;
   join.has_fd = opt.segment.fd >= 0;
   std::vector<int> fds;
   if (join.has_fd) fds.push_back(opt.segment.fd);
@@ -295,6 +296,7 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
       d.size = m.size;
       d.access_key = m.access_key;
       d.permissions = m.permissions;
+      d.data_endpoint = m.data_endpoint;
       {
         std::lock_guard lock(mu);
         live.insert(m.rank);

@@ -22,6 +22,7 @@ struct SegmentDescriptor {
   uint64_t size = 0;         // bytes in the segment (== pool rank_size)
   uint64_t access_key = 0;   // random; checked by remote transports
   uint32_t permissions = 0;  // bit 0 read, bit 1 write
+  std::string data_endpoint; // host:port of the peer's TCP data server; empty when it has none
   int fd = -1;               // memfd of the segment; received descriptors own a fresh fd
                              // (the receiver closes it once mapped)
 };

@@ -118,6 +118,7 @@ std::vector<uint8_t> Encode(const Join& m) {
   w.U64(m.segment_size);
   w.U64(m.access_key);
   w.U32(m.permissions);
+  w.String(m.data_endpoint);
   w.Bool(m.has_fd);
   return w.Take();
 }
@@ -131,6 +132,7 @@ Result<Join> Decode<Join>(std::span<const uint8_t> payload) {
     WEFT_RETURN_IF_ERROR(r.U64(m.segment_size));
     WEFT_RETURN_IF_ERROR(r.U64(m.access_key));
     WEFT_RETURN_IF_ERROR(r.U32(m.permissions));
+    WEFT_RETURN_IF_ERROR(r.String(m.data_endpoint, kMaxNameLength));
     return r.Bool(m.has_fd);
   });
 }
@@ -171,6 +173,7 @@ std::vector<uint8_t> Encode(const PeerJoined& m) {
   w.U64(m.size);
   w.U64(m.access_key);
   w.U32(m.permissions);
+  w.String(m.data_endpoint);
   w.Bool(m.has_fd);
   return w.Take();
 }
@@ -183,6 +186,7 @@ Result<PeerJoined> Decode<PeerJoined>(std::span<const uint8_t> payload) {
     WEFT_RETURN_IF_ERROR(r.U64(m.size));
     WEFT_RETURN_IF_ERROR(r.U64(m.access_key));
     WEFT_RETURN_IF_ERROR(r.U32(m.permissions));
+    WEFT_RETURN_IF_ERROR(r.String(m.data_endpoint, kMaxNameLength));
     return r.Bool(m.has_fd);
   });
 }

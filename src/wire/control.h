@@ -76,6 +76,7 @@ struct Join {
   uint64_t segment_size = 0;
   uint64_t access_key = 0;
   uint32_t permissions = 0;
+  std::string data_endpoint;  // host:port of the peer's TCP data server; empty when it has none
   bool has_fd = false;
   bool operator==(const Join&) const = default;
 };
@@ -103,6 +104,7 @@ struct PeerJoined {
   uint64_t size = 0;
   uint64_t access_key = 0;
   uint32_t permissions = 0;
+  std::string data_endpoint;  // host:port of the peer's TCP data server; empty when it has none
   bool has_fd = false;
   bool operator==(const PeerJoined&) const = default;
 };

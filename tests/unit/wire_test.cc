@@ -116,7 +116,7 @@ TEST(Codec, BoolHasOneEncoding) {
 
 Join SampleJoin() {
   return {"pool-" + std::to_string(Rng()() % 1000), Rng()(), "host:1234", static_cast<int32_t>(Rng()()), Rng()(),
-          Rng()(), 3, true};
+          Rng()(), 3, "10.77.0.1:" + std::to_string(Rng()() % 65536), true};
 }
 JoinAck SampleJoinAck() {
   return {{Code::kOk, ""}, 5, 64, 1u << 20, "pool", 2000, Rng()(), Rng()()};
@@ -125,7 +125,7 @@ JoinAck SampleJoinAckError() {
   return {{Code::kMismatch, "pool 'a' vs 'b'"}, 0, 0, 0, "", 0, 0, 0};
 }
 PeerJoined SamplePeerJoined() {
-  return {static_cast<uint32_t>(Rng()()), "peer", 77, Rng()(), Rng()(), 1, false};
+  return {static_cast<uint32_t>(Rng()()), "peer", 77, Rng()(), Rng()(), 1, "", false};
 }
 PeerGone SamplePeerGone() { return {3, true}; }
 Heartbeat SampleHeartbeat() { return {}; }

@@ -6,7 +6,7 @@ set -euo pipefail
 debs=(cmake ninja-build g++ pkg-config make
       libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
       libgtest-dev libgmock-dev libbenchmark-dev libnuma-dev
-      clang libclang-rt-14-dev python3 python3-pip iproute2 etcd-server)
+      clang libclang-rt-14-dev python3 python3-pip python3-venv iproute2 etcd-server)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,9 +19,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-pys=(matplotlib)
-for p in "${pys[@]}"; do
-  python3 -c "import $p" 2>/dev/null || {
+# pip name, or "pip name:import name" where they differ.
+pys=(matplotlib nanobind scikit-build-core:scikit_build_core pytest numpy)
+for entry in "${pys[@]}"; do
+  p=${entry%%:*}
+  mod=${entry#*:}
+  python3 -c "import $mod" 2>/dev/null || {
     echo "install-deps: pip install $p"
     python3 -m pip install -q "$p" || python3 -m pip install -q --break-system-packages "$p"
   }

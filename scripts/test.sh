@@ -20,6 +20,14 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:ha
 echo "== fuzz targets (brief)"
 scripts/fuzz.sh "${WEFT_FUZZ_SECONDS:-10}"
 
+echo "== Python package (pip install . into build-py/venv) and tests/python"
+[ -x build-py/venv/bin/python ] || python3 -m venv build-py/venv
+build-py/venv/bin/pip install -q --disable-pip-version-check scikit-build-core nanobind pytest numpy
+# No build isolation: the build tools above have stable paths, so build-py/ rebuilds incrementally.
+CMAKE_BUILD_PARALLEL_LEVEL="$jobs" build-py/venv/bin/pip install -q --disable-pip-version-check \
+  --no-build-isolation --force-reinstall --no-deps .
+build-py/venv/bin/python -m pytest -q tests/python
+
 echo "== GPU tests"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "a GPU is present: run scripts/gpu-check.sh for the GPU tests"

@@ -124,6 +124,19 @@ const std::vector<KeyDef>& Defs() {
       Def("log_paths", "bool", "false", "Log the path chosen for every copy (also WEFT_LOG_PATHS=1).",
           BoolSetter(&Config::log_paths)),
       Def("log_level", "string", "warn", "trace, debug, info, warn, error or off.", StringSetter(&Config::log_level)),
+      Def("transport", "string", "auto",
+          "`auto`: same-node peers map each other's memory (path shm); `tcp`: every other peer is reached "
+          "through its TCP data server, so one host can exercise the cross-node path.",
+          StringSetter(&Config::transport)),
+      Def("data_address", "string", "127.0.0.1:0",
+          "host:port of this peer's TCP data server (port 0: any free port); the address other peers use.",
+          StringSetter(&Config::data_address)),
+      Def("cluster_secret", "string", "(empty)",
+          "Shared secret that peers prove with HMAC-SHA256 before any TCP access; required with transport=tcp. "
+          "Never logged.",
+          StringSetter(&Config::cluster_secret)),
+      Def("tcp_lanes", "int", "4", "TCP connections per peer pair; large copies are sliced and striped over them.",
+          IntSetter(&Config::tcp_lanes)),
   };
   return defs;
 }
@@ -178,6 +191,9 @@ Result<Config> LoadConfig(const std::string& file_path, const std::map<std::stri
   if (config.rank_size == 0) return Error(Code::kInvalidArgument, "rank_size must be positive");
   if (config.max_ranks == 0) return Error(Code::kInvalidArgument, "max_ranks must be positive");
   if (config.copy_threads == 0) config.copy_threads = 1;
+  if (config.transport != "auto" && config.transport != "tcp")
+    return Error(Code::kInvalidArgument, "transport must be auto or tcp, not '{}'", config.transport);
+  if (config.tcp_lanes == 0) return Error(Code::kInvalidArgument, "tcp_lanes must be positive");
   return config;
 }
 

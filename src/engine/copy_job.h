@@ -28,11 +28,13 @@ class CopyJob {
  public:
   CopyJob(size_t entries, Deadline deadline) : results_(entries), deadline_(deadline) {}
 
-  // Set-up, before the job is shared with runners.
-  void AddPiece(const Piece& p) { pieces_.push_back(p); }
+  // Set-up, before the job is shared with runners. Consecutive pieces on a path that batches
+  // (cuda) form one group, handed to the transport at once (one kernel launch for a KV batch);
+  // every other piece is a group of its own.
+  void AddPiece(const Piece& p);
   void KeepPinned(gva::SegmentTable::Pin pin) { pins_.push_back(std::move(pin)); }
   void Fail(size_t entry, Status s) { results_[entry] = std::move(s); }
-  size_t piece_count() const { return pieces_.size(); }
+  size_t piece_count() const { return groups_.size(); }  // units runners claim
 
   // Claims and copies pieces until none is left; the runner that finishes the last one
   // completes the job. Safe to call from any number of threads.
@@ -45,7 +47,14 @@ class CopyJob {
 
  private:
   void Finish();
+  void RunGroup(size_t g);
+  struct Group {
+    size_t begin;
+    size_t end;
+  };
+  static constexpr size_t kMaxGroup = 1 << 20;  // pieces per batched group
   std::vector<Piece> pieces_;
+  std::vector<Group> groups_;
   std::vector<gva::SegmentTable::Pin> pins_;
   std::vector<Status> results_;
   Deadline deadline_;

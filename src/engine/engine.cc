@@ -6,6 +6,9 @@
 #include "base/log.h"
 #include "transport/local/local_transport.h"
 #include "transport/shm/shm_transport.h"
+#if WEFT_HAVE_CUDA
+#include "transport/cuda/cuda_transport.h"
+#endif
 
 namespace weft::engine {
 
@@ -18,32 +21,47 @@ namespace {
 
 constexpr uint64_t kPieceAlign = 4096;
 
-EndKind WantedSrc(Direction d) {
-  return (d == Direction::kGH2LH || d == Direction::kGH2GH) ? EndKind::kGH : EndKind::kLH;
-}
-EndKind WantedDst(Direction d) {
-  return (d == Direction::kLH2GH || d == Direction::kGH2GH) ? EndKind::kGH : EndKind::kLH;
-}
+struct DirectionEnds {
+  const char* name;
+  EndKind src;
+  EndKind dst;
+};
+// Indexed by the Direction value.
+constexpr DirectionEnds kDirections[kDirectionCount] = {
+    {"AUTO", EndKind::kLH, EndKind::kLH},
+    {"LH2LH", EndKind::kLH, EndKind::kLH}, {"LH2GH", EndKind::kLH, EndKind::kGH},
+    {"GH2LH", EndKind::kGH, EndKind::kLH}, {"GH2GH", EndKind::kGH, EndKind::kGH},
+    {"LH2GD", EndKind::kLH, EndKind::kGD}, {"LD2GH", EndKind::kLD, EndKind::kGH},
+    {"LD2GD", EndKind::kLD, EndKind::kGD}, {"GH2GD", EndKind::kGH, EndKind::kGD},
+    {"GH2LD", EndKind::kGH, EndKind::kLD}, {"GD2GH", EndKind::kGD, EndKind::kGH},
+    {"GD2GD", EndKind::kGD, EndKind::kGD}, {"GD2LH", EndKind::kGD, EndKind::kLH},
+    {"GD2LD", EndKind::kGD, EndKind::kLD}, {"LH2LD", EndKind::kLH, EndKind::kLD},
+    {"LD2LH", EndKind::kLD, EndKind::kLH}, {"LD2LD", EndKind::kLD, EndKind::kLD},
+};
+
+EndKind WantedSrc(Direction d) { return kDirections[static_cast<int>(d)].src; }
+EndKind WantedDst(Direction d) { return kDirections[static_cast<int>(d)].dst; }
 
 }  // namespace
 
 const char* DirectionName(Direction d) {
-  switch (d) {
-    case Direction::kAuto: return "AUTO";
-    case Direction::kLH2LH: return "LH2LH";
-    case Direction::kLH2GH: return "LH2GH";
-    case Direction::kGH2LH: return "GH2LH";
-    case Direction::kGH2GH: return "GH2GH";
-  }
-  return "?";
+  const int i = static_cast<int>(d);
+  return i < kDirectionCount ? kDirections[i].name : "?";
+}
+
+Direction DirectionOf(EndKind src, EndKind dst) {
+  for (int i = 1; i < kDirectionCount; ++i)
+    if (kDirections[i].src == src && kDirections[i].dst == dst) return static_cast<Direction>(i);
+  return Direction::kAuto;  // unreachable: the table covers all sixteen pairs
 }
 
 Result<Direction> ParseDirection(const std::string& text) {
   std::string up;
   for (char c : text) up += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  for (Direction d : {Direction::kAuto, Direction::kLH2LH, Direction::kLH2GH, Direction::kGH2LH, Direction::kGH2GH})
-    if (up == DirectionName(d)) return d;
-  return Error(Code::kInvalidArgument, "unknown direction '{}' (use AUTO, LH2LH, LH2GH, GH2LH or GH2GH)", text);
+  for (int i = 0; i < kDirectionCount; ++i)
+    if (up == kDirections[i].name) return static_cast<Direction>(i);
+  return Error(Code::kInvalidArgument,
+               "unknown direction '{}' (use AUTO or SRC2DST with LH, LD, GH or GD on each side, e.g. GD2LH)", text);
 }
 
 std::string RouteInfo::ToString() const {
@@ -86,6 +104,14 @@ Engine::Engine(EngineOptions options, const gva::SegmentTable& table, MetricsReg
   if (options_.split_bytes < kPieceAlign) options_.split_bytes = kPieceAlign;
   transports_.push_back(std::make_unique<transport::LocalTransport>());
   transports_.push_back(std::make_unique<transport::ShmTransport>());
+#if WEFT_HAVE_CUDA
+  transport::cuda::CudaOptions cuda_options;
+  cuda_options.kernel_sms = options_.cuda_kernel_sms;
+  if (auto cuda = transport::cuda::CudaTransport::Create(cuda_options); cuda.ok())
+    transports_.push_back(std::move(*cuda));
+  else
+    WEFT_LOG_INFO("device paths off: {}", cuda.status().message());
+#endif
   copies_ = metrics.counter("weft_copies_total", "Copies submitted to the engine");
   bytes_ = metrics.counter("weft_copy_bytes_total", "Bytes copied by the engine");
   failures_ = metrics.counter("weft_copy_failures_total", "Copies that ended with an error");
@@ -93,6 +119,55 @@ Engine::Engine(EngineOptions options, const gva::SegmentTable& table, MetricsReg
 }
 
 Engine::~Engine() = default;
+
+transport::Transport* Engine::FindTransport(std::string_view name) const {
+  for (const auto& t : transports_)
+    if (t->name() == name) return t.get();
+  return nullptr;
+}
+
+Status Engine::RegisterHostMemory(void* ptr, uint64_t len) {
+  for (const auto& t : transports_) WEFT_RETURN_IF_ERROR(t->RegisterHost(ptr, len));
+  return OkStatus();
+}
+
+void Engine::UnregisterHostMemory(void* ptr) {
+  for (const auto& t : transports_) t->UnregisterHost(ptr);
+}
+
+Status Engine::CopyOnStream(uint64_t dst, uint64_t src, uint64_t len, void* stream, Direction dir) {
+  CopyRequest r{dst, src, len};
+  return CopyBatchOnStream({&r, 1}, stream, dir);
+}
+
+Status Engine::CopyBatchOnStream(std::span<const CopyRequest> requests, void* stream, Direction dir) {
+  // The pins live until the stream has passed the copies (the transport's release callback).
+  auto pins = std::make_shared<std::vector<gva::SegmentTable::Pin>>();
+  std::vector<transport::CopyItem> items;
+  transport::Transport* path = nullptr;
+  transport::ClassifyMemo memos[2];
+  for (size_t i = 0; i < requests.size(); ++i) {
+    copies_->Add();
+    auto resolved = Resolve(requests[i], dir, memos);
+    if (!resolved.ok()) {
+      failures_->Add();
+      return resolved.status().Annotate(fmt::format("copy {}", i));
+    }
+    if (path && resolved->path != path)
+      return Error(Code::kNotSupported, "copy {} takes path {} but the others take {}: one stream batch takes one path",
+                   i, resolved->path->name(), path->name());
+    path = resolved->path;
+    if (requests[i].len == 0) continue;
+    bytes_->Add(requests[i].len);
+    items.push_back(transport::CopyItem{resolved->dst, resolved->src, requests[i].len});
+    pins->push_back(std::move(resolved->dst_pin));
+    pins->push_back(std::move(resolved->src_pin));
+  }
+  if (items.empty()) return OkStatus();
+  Status s = path->Enqueue(items, stream, [pins]() mutable { pins->clear(); });
+  if (!s.ok()) failures_->Add();
+  return s;
+}
 
 transport::Transport* Engine::Choose(const RouteKey& key, uint64_t len) const {
   transport::Transport* best = nullptr;
@@ -108,12 +183,13 @@ transport::Transport* Engine::Choose(const RouteKey& key, uint64_t len) const {
   return best;
 }
 
-Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir) const {
+Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, transport::ClassifyMemo* memos) const {
   const gva::Layout& layout = table_.layout();
   Resolved out;
   bool remote = false;
+  bool other_node = false;  // an end that is not mapped here: only a network path reaches it
   auto resolve_end = [&](uint64_t addr, const char* which, EndKind& kind, Endpoint& ep,
-                         gva::SegmentTable::Pin& pin) -> Status {
+                         gva::SegmentTable::Pin& pin, transport::ClassifyMemo* memo) -> Status {
     if (addr == 0) return Error(Code::kInvalidArgument, "{} is a null pointer", which);
     if (auto loc = layout.Decode(addr)) {
       kind = loc->medium == gva::Medium::kHost ? EndKind::kGH : EndKind::kGD;
@@ -122,20 +198,31 @@ Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir) co
       pin = std::move(*p);
       ep = Endpoint{pin.ptr(), addr, loc->rank};
       remote = remote || !pin.local();
+      other_node = other_node || pin.ptr() == nullptr;
       return OkStatus();
     }
     if (r.len > UINT64_MAX - addr)
       return Error(Code::kInvalidArgument, "{} {:#x} + {} bytes wraps around the address space", which, addr, r.len);
     kind = EndKind::kLH;
     ep = Endpoint{reinterpret_cast<uint8_t*>(addr), 0, 0};
+    // Device memory behind a plain pointer is told apart by the transport that knows it (CUDA).
+    for (const auto& t : transports_) {
+      auto claim = t->ClassifyLocal(addr, r.len, memo);
+      if (!claim) continue;
+      if (!claim->ok()) return claim->status().Annotate(which);
+      kind = (*claim)->kind;
+      ep.device = (*claim)->device;
+      ep.host = (*claim)->host;
+      break;
+    }
     return OkStatus();
   };
-  WEFT_RETURN_IF_ERROR(resolve_end(r.dst, "dst", out.key.dst, out.dst, out.dst_pin));
-  WEFT_RETURN_IF_ERROR(resolve_end(r.src, "src", out.key.src, out.src, out.src_pin));
+  WEFT_RETURN_IF_ERROR(resolve_end(r.dst, "dst", out.key.dst, out.dst, out.dst_pin, memos ? &memos[0] : nullptr));
+  WEFT_RETURN_IF_ERROR(resolve_end(r.src, "src", out.key.src, out.src, out.src_pin, memos ? &memos[1] : nullptr));
   if (dir != Direction::kAuto && (out.key.src != WantedSrc(dir) || out.key.dst != WantedDst(dir)))
     return Error(Code::kInvalidArgument, "direction {} was given but the addresses make it {}2{}", DirectionName(dir),
                  transport::EndKindName(out.key.src), transport::EndKindName(out.key.dst));
-  out.key.locality = remote ? Locality::kSameNode : Locality::kSameProcess;
+  out.key.locality = other_node ? Locality::kRemoteNode : remote ? Locality::kSameNode : Locality::kSameProcess;
   out.path = Choose(out.key, r.len);
   if (!out.path)
     return Error(Code::kNotSupported, "no path serves {} -> {} ({}) on this machine",
@@ -156,17 +243,19 @@ Result<RouteInfo> Engine::Route(uint64_t dst, uint64_t src, uint64_t len, Direct
 
 std::shared_ptr<CopyJob> Engine::Plan(std::span<const CopyRequest> requests, Direction dir, Deadline deadline) {
   auto job = std::make_shared<CopyJob>(requests.size(), deadline);
+  transport::ClassifyMemo memos[2];  // KV batches touch the same two allocations again and again
   for (size_t i = 0; i < requests.size(); ++i) {
     const CopyRequest& r = requests[i];
     copies_->Add();
-    auto resolved = Resolve(r, dir);
+    auto resolved = Resolve(r, dir, memos);
     if (!resolved.ok()) {
       failures_->Add();
       job->Fail(i, resolved.status());
       continue;
     }
     bytes_->Add(r.len);
-    uint64_t pieces = r.len >= options_.split_bytes ? options_.threads : 1;
+    // A batching transport (cuda) spreads a large copy over its own streams: no split here.
+    uint64_t pieces = r.len >= options_.split_bytes && !resolved->path->batches() ? options_.threads : 1;
     uint64_t chunk = (r.len / pieces + kPieceAlign - 1) / kPieceAlign * kPieceAlign;
     if (chunk == 0) chunk = r.len;
     for (uint64_t off = 0; off < r.len || (r.len == 0 && off == 0); off += chunk) {
@@ -239,6 +328,11 @@ CopyHandle Engine::CopyBatchAsync(std::span<const CopyRequest> requests, Directi
   auto job = Plan(requests, dir, deadline);
   Start(job, /*caller_helps=*/false);
   return CopyHandle(job);
+}
+
+transport::Transport* Engine::AddTransport(std::unique_ptr<transport::Transport> transport) {
+  transports_.push_back(std::move(transport));
+  return transports_.back().get();
 }
 
 }  // namespace weft::engine

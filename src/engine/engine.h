@@ -19,10 +19,21 @@
 
 namespace weft::engine {
 
-// The direction a caller states, or kAuto to infer it from the addresses.
-enum class Direction : uint8_t { kAuto = 0, kLH2LH, kLH2GH, kGH2LH, kGH2GH };
+// The direction a caller states, or kAuto to infer it from the addresses. The twelve of
+// memfabric (LH/LD to and from GH/GD, and GH/GD among themselves), plus the four between local
+// pointers (LH2LH, LH2LD, LD2LH, LD2LD) that a memcpy-like call is also asked to do. Values are
+// stable (C API); new ones are appended.
+enum class Direction : uint8_t {
+  kAuto = 0,
+  kLH2LH, kLH2GH, kGH2LH, kGH2GH,  // host only (the first four, kept as they were)
+  kLH2GD, kLD2GH, kLD2GD, kGH2GD, kGH2LD, kGD2GH, kGD2GD, kGD2LH, kGD2LD,  // with device ends
+  kLH2LD, kLD2LH, kLD2LD,  // local pointers with a device end
+};
+inline constexpr int kDirectionCount = 17;
 const char* DirectionName(Direction d);
 Result<Direction> ParseDirection(const std::string& text);  // "GH2LH", "auto", ...
+// The explicit direction for a pair of end kinds.
+Direction DirectionOf(transport::EndKind src, transport::EndKind dst);
 
 struct CopyRequest {
   uint64_t dst;  // a GVA of the pool, or a local pointer cast to uint64_t
@@ -60,6 +71,7 @@ struct EngineOptions {
   uint32_t threads = 4;           // participants in a split copy
   uint64_t split_bytes = 8 << 20; // copies at least this large are split
   bool log_paths = false;
+  uint32_t cuda_kernel_sms = 0;   // SM budget of the CUDA copy kernel (0: all; needs green contexts)
 };
 
 class Engine {
@@ -80,11 +92,29 @@ class Engine {
   // The path a copy would take and why, without copying.
   Result<RouteInfo> Route(uint64_t dst, uint64_t src, uint64_t len, Direction dir = Direction::kAuto) const;
 
+  // Copies ordered on a caller's CUDA stream (a cudaStream_t of the GPU the copies run on): they
+  // are enqueued and the call returns; they complete in stream order with the caller's kernels.
+  // One status for the batch (the first error); NOT_SUPPORTED when a copy has no device end.
+  Status CopyOnStream(uint64_t dst, uint64_t src, uint64_t len, void* stream, Direction dir = Direction::kAuto);
+  Status CopyBatchOnStream(std::span<const CopyRequest> requests, void* stream, Direction dir = Direction::kAuto);
+
+  // Host memory that device copies touch often (pool slices, staging buffers): pinned for DMA by
+  // the transports that can (cudaHostRegister), so HBM <-> DRAM needs no staging. A no-op
+  // without a GPU. Unregister before unmapping it.
+  Status RegisterHostMemory(void* ptr, uint64_t len);
+  void UnregisterHostMemory(void* ptr);
+  // The transports in preference-free order, for tools and tests ("cuda" present iff a GPU is).
+  transport::Transport* FindTransport(std::string_view name) const;
+  // Adds a transport the owner configures itself (the pool's tcp path, which needs the peers'
+  // endpoints); call before the first copy. Returns it for the owner to keep configuring.
+  transport::Transport* AddTransport(std::unique_ptr<transport::Transport> transport);
+
   const EngineOptions& options() const { return options_; }
 
  private:
   struct Resolved;
-  Result<Resolved> Resolve(const CopyRequest& r, Direction dir) const;
+  // memos (two: dst, src), when given, live for one batch (see transport::ClassifyMemo).
+  Result<Resolved> Resolve(const CopyRequest& r, Direction dir, transport::ClassifyMemo* memos = nullptr) const;
   std::shared_ptr<CopyJob> Plan(std::span<const CopyRequest> requests, Direction dir, Deadline deadline);
   void Start(const std::shared_ptr<CopyJob>& job, bool caller_helps);
   transport::Transport* Choose(const transport::RouteKey& key, uint64_t len) const;

@@ -70,7 +70,7 @@ Result<SegmentTable::Pin> SegmentTable::Resolve(uint64_t gva, uint64_t len) cons
   if (loc->offset > s.size || len > s.size - loc->offset)
     return Error(Code::kOutOfRange, "[{:#x}, +{}) runs past the end of rank {}'s {} slice ({} bytes)", gva, len,
                  loc->rank, MediumName(loc->medium), s.size);
-  pin.ptr_ = s.base + loc->offset;
+  pin.ptr_ = s.base ? s.base + loc->offset : nullptr;  // null: reachable only over the network
   pin.local_ = s.local;
   return pin;
 }

@@ -24,7 +24,8 @@ class SegmentTable {
   SegmentTable(const SegmentTable&) = delete;
   SegmentTable& operator=(const SegmentTable&) = delete;
 
-  // A slice is reachable at `base` (size bytes). `release` runs once the slice is detached and
+  // A slice is reachable at `base` (size bytes); a null base means it is not mapped here and
+  // only a network transport reaches it (Pin::ptr() is then null). `release` runs once the slice is detached and
   // no copy uses it (it unmaps). ALREADY_EXISTS if the slot is attached.
   Status Attach(Location slot, uint8_t* base, uint64_t size, bool local, std::string peer_name,
                 std::function<void()> release);

@@ -3,9 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
 #include <string_view>
 
-#include "base/status.h"
+#include "base/result.h"
 
 namespace weft::transport {
 
@@ -31,6 +34,34 @@ struct Endpoint {
   uint8_t* mapped = nullptr;
   uint64_t gva = 0;
   uint32_t rank = 0;
+  int32_t device = -1;  // CUDA device of a device end when the engine knows it, else -1
+  uint8_t host = 0;     // for a local host end: a HostClass the engine learned in this call
+};
+
+// One copy of a batch handed to a transport at once.
+struct CopyItem {
+  Endpoint dst;
+  Endpoint src;
+  uint64_t len;
+};
+
+// How a transport may reach local host memory (learned by ClassifyLocal, used in the same call).
+enum HostClass : uint8_t { kHostUnknown = 0, kHostPageable = 1, kHostPinned = 2, kHostPinnedMapped = 3 };
+
+// What a transport found a local (non-GVA) pointer to be.
+struct LocalClass {
+  EndKind kind = EndKind::kLH;  // kLH or kLD
+  int32_t device = -1;          // the CUDA device for kLD, -1 for host memory
+  uint8_t host = kHostUnknown;  // a HostClass, for kLH
+};
+
+// What ClassifyLocal learned about the allocation around the last pointer, reused for the next
+// pointers of the same batch that fall in it. Lives for one call only: memory can be freed and
+// reused between calls, so nothing is kept longer.
+struct ClassifyMemo {
+  uint64_t base = 0;
+  uint64_t end = 0;  // empty range: nothing memoised
+  LocalClass cls;
 };
 
 class Transport {
@@ -45,6 +76,33 @@ class Transport {
   virtual Status Copy(const Endpoint& dst, const Endpoint& src, uint64_t len) = 0;
   // Why this path serves the key, for `weft route` ("both ends are mapped in this process").
   virtual std::string_view Explain(const RouteKey& key) const = 0;
+
+  // Copies a batch; results[i] is the outcome of items[i]. The default copies one item after
+  // the other; a transport that does better with the whole batch at once (one kernel launch
+  // for thousands of KV pages) says so in batches() and overrides this.
+  virtual bool batches() const { return false; }
+  virtual void CopyBatch(std::span<const CopyItem> items, std::span<Status> results) {
+    for (size_t i = 0; i < items.size(); ++i) results[i] = Copy(items[i].dst, items[i].src, items[i].len);
+  }
+
+  // A transport that knows a kind of local memory the CPU cannot tell apart (device memory
+  // behind a plain pointer) claims [addr, addr+len) here: a class, an error for a pointer it
+  // recognises but cannot use (freed, past its allocation), or nullopt to leave it alone.
+  // memo, when given, carries what the previous call of the same batch learned.
+  virtual std::optional<Result<LocalClass>> ClassifyLocal(uint64_t addr, uint64_t len, ClassifyMemo* memo) const {
+    return std::nullopt;
+  }
+
+  // Enqueues the items on a caller's stream (a cudaStream_t) and returns without waiting;
+  // `release` runs once the stream has passed them (the engine keeps its pins until then).
+  virtual Status Enqueue(std::span<const CopyItem> items, void* stream, std::function<void()> release) {
+    return Status(Code::kNotSupported, "this path cannot order copies on a caller's stream");
+  }
+
+  // Host memory that copies will touch often (pool slices): a transport that can make DMA to
+  // it faster (cudaHostRegister) does so. Unregister before the memory goes away.
+  virtual Status RegisterHost(void* ptr, uint64_t len) { return Status(); }
+  virtual void UnregisterHost(void* ptr) {}
 };
 
 }  // namespace weft::transport

@@ -126,6 +126,51 @@ TEST(Pool, FourPeersCopyRandomDataInEveryDirection) {
   EXPECT_GT((*pool)->metrics().counter("weft_copy_bytes_total")->value(), 0u);
 }
 
+// transport=tcp: the same traffic, but every other peer is reached through its TCP data server
+// (authenticated with the cluster secret), not through a shared mapping.
+TEST(Pool, FourPeersOverForcedTcp) {
+  Config config = TestConfig("tcp");
+  config.transport = "tcp";
+  config.cluster_secret = "test-secret-" + std::to_string(FreshSeed());
+  PeerProcesses children(3, [&](int) { return PeerBody(config, 4); });
+  auto pool = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  children.Release();
+  auto ranks = (*pool)->WaitForPeers(4, Soon());
+  ASSERT_TRUE(ranks.ok()) << ranks.status().ToString();
+  ASSERT_TRUE((*pool)->Barrier(Soon()).ok());
+  std::vector<uint8_t> buf(64);
+  const uint32_t other = (*ranks)[0] == (*pool)->rank() ? (*ranks)[1] : (*ranks)[0];
+  auto route = (*pool)->Route(*(*pool)->SliceAddress(other), Addr(buf.data()), buf.size());
+  ASSERT_TRUE(route.ok()) << route.status().ToString();
+  EXPECT_EQ(route->path, "tcp");
+  EXPECT_EQ(route->locality, transport::Locality::kRemoteNode);
+  EXPECT_EQ(RandomTraffic(**pool, *ranks, 3, 20), 0);
+  EXPECT_EQ(CrossProcessCheck(**pool, *ranks), 0);
+  EXPECT_TRUE((*pool)->Barrier(Soon()).ok());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(children.Wait(i), 0) << "peer " << i;
+}
+
+TEST(Pool, TcpNeedsTheSameSecret) {
+  Config config = TestConfig("tcp-secret", 4 << 20);
+  config.transport = "tcp";
+  EXPECT_EQ(Pool::Join(config, JoinMode::kHost).status().code(), Code::kUnauthenticated);  // no secret at all
+  config.cluster_secret = "right";
+  auto host = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(host.ok()) << host.status().ToString();
+  Config intruder = config;
+  intruder.cluster_secret = "wrong";
+  auto other = Pool::Join(intruder, JoinMode::kJoin);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();  // the coordinator is a local socket
+  std::vector<uint8_t> buf(4096, 7);
+  ASSERT_TRUE((*host)->WaitForPeers(2, Soon()).ok());
+  const uint64_t theirs = *(*host)->SliceAddress((*other)->rank());
+  // Both directions are refused: each data server rejects the other's proof.
+  EXPECT_EQ((*host)->Copy(theirs, Addr(buf.data()), buf.size()).code(), Code::kUnauthenticated);
+  EXPECT_EQ((*other)->Copy(Addr(buf.data()), *(*host)->SliceAddress((*host)->rank()), 16).code(),
+            Code::kUnauthenticated);
+}
+
 TEST(Pool, KilledPeerFailsCopiesWithPeerDownAndOthersKeepWorking) {
   Config config = TestConfig("kill");
   PeerProcesses children(2, [&](int i) -> int {

@@ -16,5 +16,7 @@ void AddMeta(CLI::App& app, Runner* run);
 void AddRoute(CLI::App& app, Runner* run);
 void AddConfig(CLI::App& app, Runner* run);
 void AddBench(CLI::App& app, Runner* run);
+void AddBenchGpu(CLI::App& app, Runner* run);  // bench_gpu_cmd.cc: device paths vs raw CUDA
+void AddBenchTcp(CLI::App& app, Runner* run);  // bench_tcp_cmd.cc: TCP data plane vs raw sockets
 
 }  // namespace weft::tools

@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
   weft::tools::AddMeta(app, &run);
   weft::tools::AddRoute(app, &run);
   weft::tools::AddConfig(app, &run);
+  weft::tools::AddBenchGpu(app, &run);
+  weft::tools::AddBenchTcp(app, &run);
   CLI11_PARSE(app, argc, argv);
   return run ? run() : 2;
 }

@@ -8,6 +8,10 @@
 #include "base/log.h"
 #include "gva/segment_table.h"
 #include "mem/host_segment.h"
+#include "net/tcp_socket.h"
+#include "transport/tcp/access_table.h"
+#include "transport/tcp/tcp_server.h"
+#include "transport/tcp/tcp_transport.h"
 #include "api/bm/pool_coordinator.h"
 #include "meta/coordinator_client.h"
 
@@ -21,6 +25,10 @@ struct Pool::Impl {
   std::unique_ptr<mem::HostSegment> own_segment;
   std::unique_ptr<gva::SegmentTable> table;
   std::unique_ptr<engine::Engine> engine;
+  // transport=tcp: our slice is served by a TCP data server, other peers are reached by tcp.
+  transport::tcp::AccessTable access;
+  std::unique_ptr<transport::tcp::TcpServer> data_server;
+  transport::tcp::TcpTransport* tcp = nullptr;  // owned by the engine
   // Present in the peer that hosts the coordinator (and the pool allocator).
   std::unique_ptr<PoolCoordinator> coordinator;
   std::unique_ptr<meta::CoordinatorClient> client;
@@ -28,14 +36,63 @@ struct Pool::Impl {
   bool left = false;
   std::mutex leave_mu;
 
+  // The table's releases (run when it is destroyed, after the engine) must not reach tcp.
+  ~Impl() { tcp = nullptr; }
+
   Deadline DefaultDeadline() const { return Deadline::After(Millis(config.deadline_ms)); }
   void* FixedAddressFor(uint32_t r) const {
     return window ? reinterpret_cast<void*>(layout.SliceBase(Medium::kHost, r)) : nullptr;
   }
   void AttachPeer(meta::SegmentDescriptor desc);
+  void AttachOverTcp(const meta::SegmentDescriptor& desc);
+  Status StartDataServer(uint8_t* own_base);
 };
 
+// The segment id our host slice has on our TCP data server.
+constexpr uint32_t kHostSliceSegment = 0;
+
+Status Pool::Impl::StartDataServer(uint8_t* own_base) {
+  WEFT_RETURN_IF_ERROR(access.Register({kHostSliceSegment, own_base, config.rank_size, own_segment->access_key(),
+                                        transport::tcp::kPermReadWrite}));
+  // ParseHostPort wants a real port; port 0 (any free one) is fine for a listener.
+  std::string address = config.data_address;
+  const bool any_port = address.size() > 2 && address.compare(address.size() - 2, 2, ":0") == 0;
+  if (any_port) address.replace(address.size() - 1, 1, "1");
+  WEFT_ASSIGN_OR_RETURN(auto where, net::ParseHostPort(address));
+  if (any_port) where.port = 0;
+  transport::tcp::TcpServerOptions sopts;
+  sopts.host = where.host;
+  sopts.port = where.port;
+  sopts.auth.cluster_secret = config.cluster_secret;
+  WEFT_ASSIGN_OR_RETURN(data_server, transport::tcp::TcpServer::Start(sopts, &access));
+  return OkStatus();
+}
+
+void Pool::Impl::AttachOverTcp(const meta::SegmentDescriptor& desc) {
+  auto where = net::ParseHostPort(desc.data_endpoint);
+  if (!where.ok()) {
+    WEFT_LOG_ERROR("rank {} ({}) cannot be reached over tcp: it has no data server ({}); "
+                   "every peer of the pool needs transport=tcp",
+                   desc.rank, desc.peer_name, desc.data_endpoint.empty() ? "none advertised" : desc.data_endpoint);
+    return;
+  }
+  tcp->AddPeer(desc.rank, {where->host, where->port, kHostSliceSegment, desc.access_key, desc.size});
+  const uint32_t rank = desc.rank;
+  // The release may run while the pool is torn down, after the engine (and tcp) are gone.
+  Status s = table->Attach({Medium::kHost, rank, 0}, /*base=*/nullptr, desc.size, /*local=*/false, desc.peer_name,
+                           [this, rank] {
+                             if (tcp) tcp->RemovePeer(rank);
+                           });
+  if (!s.ok()) WEFT_LOG_ERROR("cannot attach rank {}: {}", rank, s.ToString());
+  else WEFT_LOG_INFO("rank {} ({}) joined: reached over tcp at {}", rank, desc.peer_name, desc.data_endpoint);
+}
+
 void Pool::Impl::AttachPeer(meta::SegmentDescriptor desc) {
+  if (tcp) {
+    if (desc.fd >= 0) close(desc.fd);  // not mapped: the bytes travel over tcp
+    AttachOverTcp(desc);
+    return;
+  }
   auto seg = mem::HostSegment::Import(desc.fd, desc.size, FixedAddressFor(desc.rank));
   if (!seg.ok()) {
     WEFT_LOG_ERROR("cannot map the segment of rank {} ({}): {}", desc.rank, desc.peer_name, seg.status().ToString());
@@ -76,6 +133,19 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& config, JoinMode mode) {
   eopts.log_paths = config.log_paths;
   if (eopts.log_paths && log::Get().level() > spdlog::level::info) log::SetLevel("info");
   impl->engine = std::make_unique<engine::Engine>(eopts, *impl->table, impl->metrics);
+  if (config.transport == "tcp") {
+    if (config.cluster_secret.empty())
+      return Error(Code::kUnauthenticated,
+                   "transport=tcp needs a cluster secret: set WEFT_CLUSTER_SECRET (the same on every peer)");
+    transport::tcp::TcpTransportOptions topts;
+    topts.client.auth.cluster_secret = config.cluster_secret;
+    topts.client.lanes = static_cast<int>(config.tcp_lanes);
+    topts.copy_timeout_ms = static_cast<int>(config.deadline_ms);
+    impl->tcp = static_cast<transport::tcp::TcpTransport*>(
+        impl->engine->AddTransport(std::make_unique<transport::tcp::TcpTransport>(layout, topts)));
+    // The server must be up before we join: the others learn its address from our descriptor.
+    WEFT_RETURN_IF_ERROR(impl->StartDataServer(impl->own_segment->data()).Annotate("starting the TCP data server"));
+  }
 
   const std::string socket = config.CoordinatorPath();
   auto host = [&]() -> Status {
@@ -97,6 +167,7 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& config, JoinMode mode) {
     jopts.segment.access_key = raw->own_segment->access_key();
     jopts.segment.permissions = raw->own_segment->permissions();
     jopts.segment.fd = raw->own_segment->fd();
+    if (raw->data_server) jopts.segment.data_endpoint = raw->data_server->address().ToString();
     jopts.heartbeat_interval = Millis(config.heartbeat_ms);
     jopts.deadline = raw->DefaultDeadline();
     return meta::CoordinatorClient::Join(
@@ -143,6 +214,9 @@ Status Pool::Leave() {
   Status s = impl_->client ? impl_->client->Leave() : OkStatus();
   impl_->client.reset();
   impl_->coordinator.reset();
+  if (impl_->data_server) impl_->data_server->Stop();  // remote peers now get PEER_DOWN from us
+  impl_->data_server.reset();
+  impl_->tcp = nullptr;
   impl_->engine.reset();  // finishes queued copies before their memory goes away
   impl_->table.reset();
   impl_->own_segment.reset();

@@ -1,0 +1,212 @@
+/* weft C API: the big-memory pool (BM) from C (C11) or any language with a C FFI.
+ *
+ *   weft_config* cfg = weft_config_new();
+ *   weft_config_set(cfg, "pool_name", "kv");
+ *   weft_config_set(cfg, "rank_size", "1GiB");
+ *   weft_pool* pool = NULL;
+ *   if (weft_pool_join(cfg, WEFT_JOIN_AUTO, &pool) != WEFT_OK)
+ *     fprintf(stderr, "join: %s\n", weft_last_error());
+ *   weft_config_free(cfg);
+ *   uint64_t gva;
+ *   weft_alloc(pool, 1 << 20, WEFT_PLACE_RANK, 1, &gva);          // on rank 1
+ *   weft_copy(pool, gva, (uint64_t)(uintptr_t)buf, 1 << 20, WEFT_DIR_LH2GH);
+ *   weft_free(pool, gva);
+ *   weft_pool_free(pool);                                          // leaves the pool
+ *
+ * Conventions
+ * - Every function that can fail returns int: WEFT_OK (0) or a negative WEFT_E_* code. The
+ *   codes are weft::Code (src/base/status.h) negated; they are stable and never renumbered.
+ * - After a failure, weft_last_error() gives a message that says what went wrong and what to do
+ *   ("POOL_FULL: ..."). It is thread-local (the one piece of process state of this API: each
+ *   thread sees the message of its own last failed call) and stays until the next failed call on
+ *   the same thread; successful calls do not clear it. The pointer is valid until then.
+ * - A null handle, null output pointer or out-of-range enum value is WEFT_E_INVALID_ARGUMENT, never a
+ *   crash. The *_free functions accept NULL and do nothing.
+ * - No C++ exception crosses this boundary: one inside weft becomes WEFT_E_INTERNAL.
+ * - Addresses are uint64_t: a GVA of the pool, or a local pointer cast through uintptr_t.
+ * - Handles are not copied by the library and may be used from several threads at once, except
+ *   weft_pool_leave / weft_pool_free, which must not run concurrently with other calls on the same
+ *   pool, and weft_copy_free, which must not run concurrently with calls on the same copy.
+ * - No global state besides weft_last_error(): several pools may live in one process.
+ */
+#ifndef WEFT_WEFT_H_
+#define WEFT_WEFT_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+enum {
+  WEFT_OK = 0,
+  WEFT_E_INVALID_ARGUMENT = -1,   /* a null pointer, zero length where one is needed, a bad option */
+  WEFT_E_OUT_OF_RANGE = -2,       /* an address or length runs past a segment or the pool window */
+  WEFT_E_INVALID_ADDRESS = -3,    /* not a GVA of this pool, or not the start of an allocation */
+  WEFT_E_DOUBLE_FREE = -4,        /* freeing memory that is not allocated */
+  WEFT_E_POOL_FULL = -5,          /* no free block large enough */
+  WEFT_E_PEER_DOWN = -6,          /* the peer that owns the memory has left or died */
+  WEFT_E_TIMEOUT = -7,            /* the deadline passed before the operation completed */
+  WEFT_E_MISMATCH = -8,           /* joining a pool with another name or size */
+  WEFT_E_PROTOCOL = -9,           /* a malformed, truncated or oversized message */
+  WEFT_E_IO = -10,                /* a system call failed (errno in the message) */
+  WEFT_E_UNAVAILABLE = -11,       /* the coordinator or a service cannot be reached */
+  WEFT_E_NOT_SUPPORTED = -12,     /* the operation has no path on this machine */
+  WEFT_E_PERMISSION_DENIED = -13, /* wrong access key or permission */
+  WEFT_E_UNAUTHENTICATED = -14,   /* missing or wrong cluster secret */
+  WEFT_E_NOT_FOUND = -15,         /* a name or handle that is not known */
+  WEFT_E_ALREADY_EXISTS = -16,    /* a name or registration that is already taken */
+  WEFT_E_CANCELLED = -17,         /* the pool was left while the operation was pending, or before it */
+  WEFT_E_NOT_REGISTERED = -18,    /* local memory that is not registered */
+  WEFT_E_CUDA = -19,              /* a CUDA call failed (the CUDA error in the message) */
+  WEFT_E_INTERNAL = -20           /* a bug in weft: please report it */
+};
+
+/* Stable name of a code: "OK", "POOL_FULL", ...; "UNKNOWN" for a number that is not a code.
+ * The string is static. */
+const char* weft_error_string(int code);
+
+/* Message of the last failed call on this thread ("" if none yet). See Conventions. */
+const char* weft_last_error(void);
+
+/* ---- configuration ----------------------------------------------------------------------- */
+
+/* Keys and values as in docs/config.md ("pool_name", "rank_size" = "64MiB", ...). A pool's
+ * effective config is: defaults < WEFT_<KEY> environment variables < the keys set here. */
+typedef struct weft_config weft_config;
+
+weft_config* weft_config_new(void); /* NULL only when out of memory */
+/* Checks the key and the value now: WEFT_E_INVALID_ARGUMENT names an unknown key or a bad value.
+ * Setting a key again replaces its value. */
+int weft_config_set(weft_config* config, const char* key, const char* value);
+void weft_config_free(weft_config* config);
+
+/* ---- the pool (BM) ----------------------------------------------------------------------- */
+
+typedef struct weft_pool weft_pool;
+
+enum {
+  WEFT_JOIN_AUTO = 0, /* join the pool's coordinator; host one in this process if none answers */
+  WEFT_JOIN_HOST = 1, /* host the coordinator here (WEFT_E_ALREADY_EXISTS if one answers) */
+  WEFT_JOIN_JOIN = 2  /* join only (WEFT_E_UNAVAILABLE if none answers) */
+};
+
+/* Creates or joins the pool that config names; *out is set only on success. The config can be
+ * freed right after. WEFT_E_MISMATCH if the pool exists with another rank_size. */
+int weft_pool_join(const weft_config* config, int mode, weft_pool** out);
+/* Leaves the pool: the others are told, and later calls on this pool return WEFT_E_CANCELLED.
+ * If this peer hosts the coordinator, the pool's control plane ends with it. Idempotent. */
+int weft_pool_leave(weft_pool* pool);
+/* Leaves if needed and releases the handle. */
+void weft_pool_free(weft_pool* pool);
+
+/* This peer's rank; UINT32_MAX for a NULL pool. */
+uint32_t weft_pool_rank(const weft_pool* pool);
+/* Bytes this peer contributes (rank_size); 0 for a NULL pool. */
+uint64_t weft_pool_local_size(const weft_pool* pool);
+/* First GVA of a rank's host slice (WEFT_E_OUT_OF_RANGE past max_ranks). */
+int weft_pool_slice_address(const weft_pool* pool, uint32_t rank, uint64_t* out);
+/* The rank owning a GVA (WEFT_E_INVALID_ADDRESS outside the pool). */
+int weft_pool_rank_of(const weft_pool* pool, uint64_t gva, uint32_t* out);
+/* Where [gva, gva + len) is mapped in this process, for direct loads and stores (same node
+ * only); valid while its owner is up. */
+int weft_pool_local_address(const weft_pool* pool, uint64_t gva, uint64_t len, void** out);
+
+/* Waits until at least `count` peers (this one included) are in the pool. timeout_ms < 0:
+ * forever. WEFT_E_TIMEOUT past it. */
+int weft_pool_wait_for_peers(weft_pool* pool, uint32_t count, int64_t timeout_ms);
+/* Every live peer enters; WEFT_E_PEER_DOWN if one dies first; WEFT_E_TIMEOUT past the timeout
+ * (timeout_ms < 0: forever). */
+int weft_pool_barrier(weft_pool* pool, int64_t timeout_ms);
+
+/* ---- global malloc ----------------------------------------------------------------------- */
+
+enum {
+  WEFT_PLACE_LOCAL = 0,  /* this peer's slice */
+  WEFT_PLACE_RANK = 1,   /* the slice of `rank` */
+  WEFT_PLACE_SPREAD = 2  /* the live slice with the most free bytes */
+};
+
+/* Allocates size > 0 bytes of pooled host memory; *out_gva is its GVA. WEFT_E_POOL_FULL when no
+ * block is large enough (the message gives the largest free block), WEFT_E_PEER_DOWN or
+ * WEFT_E_NOT_FOUND for a rank that is not in the pool. `rank` is read for WEFT_PLACE_RANK only. */
+int weft_alloc(weft_pool* pool, uint64_t size, int placement, uint32_t rank, uint64_t* out_gva);
+/* WEFT_E_INVALID_ADDRESS if gva is not the start of an allocation, WEFT_E_DOUBLE_FREE if it is
+ * already free, WEFT_E_PEER_DOWN if its owner left. */
+int weft_free(weft_pool* pool, uint64_t gva);
+
+/* ---- copies ------------------------------------------------------------------------------ */
+
+/* The direction of a copy (L = local pointer, G = GVA; H = host, D = device); WEFT_DIR_AUTO infers
+ * it from the addresses. Same numbers as weft::engine::Direction; stable, new ones appended. */
+enum {
+  WEFT_DIR_AUTO = 0,
+  WEFT_DIR_LH2LH = 1,
+  WEFT_DIR_LH2GH = 2,
+  WEFT_DIR_GH2LH = 3,
+  WEFT_DIR_GH2GH = 4,
+  WEFT_DIR_LH2GD = 5,
+  WEFT_DIR_LD2GH = 6,
+  WEFT_DIR_LD2GD = 7,
+  WEFT_DIR_GH2GD = 8,
+  WEFT_DIR_GH2LD = 9,
+  WEFT_DIR_GD2GH = 10,
+  WEFT_DIR_GD2GD = 11,
+  WEFT_DIR_GD2LH = 12,
+  WEFT_DIR_GD2LD = 13,
+  WEFT_DIR_LH2LD = 14,
+  WEFT_DIR_LD2LH = 15,
+  WEFT_DIR_LD2LD = 16
+};
+
+typedef struct weft_copy_request {
+  uint64_t dst; /* a GVA, or a local pointer cast through uintptr_t */
+  uint64_t src;
+  uint64_t len;
+} weft_copy_request;
+
+/* Copies len bytes from src to dst and returns when they are there (or failed, or the
+ * configured deadline_ms passed: WEFT_E_TIMEOUT). */
+int weft_copy(weft_pool* pool, uint64_t dst, uint64_t src, uint64_t len, int direction);
+
+/* Copies n requests together. results (may be NULL) receives one code per request. Returns
+ * WEFT_OK if all succeeded, else the code of the first failed request (weft_last_error() names
+ * its index). */
+int weft_copy_batch(weft_pool* pool, const weft_copy_request* requests, size_t n, int direction, int* results);
+
+/* An asynchronous copy. The name weft_copy is the blocking call above (C has one namespace for
+ * functions and type names), so the handle type is weft_copy_handle. */
+typedef struct weft_copy_handle weft_copy_handle;
+
+/* Starts a copy and returns at once; errors found at submission (a bad address, a dead peer)
+ * are reported by wait/poll. The buffers must stay valid until the copy is done. */
+int weft_copy_async(weft_pool* pool, uint64_t dst, uint64_t src, uint64_t len, int direction,
+                    weft_copy_handle** out);
+/* Waits for the copy: WEFT_OK, its error, or WEFT_E_TIMEOUT if it is not done within
+ * timeout_ms (-1: forever; 0: do not wait). After a timeout the copy goes on; wait again. */
+int weft_copy_wait(weft_copy_handle* copy, int64_t timeout_ms);
+/* 1 while running, 0 when done and successful, a negative code when done and failed. */
+int weft_copy_poll(weft_copy_handle* copy);
+/* Releases the handle; a copy still running goes on to completion (keep its buffers valid). */
+void weft_copy_free(weft_copy_handle* copy);
+
+/* The path a copy would take and why ("LH -> GH (same node) via shm: ..."), without copying.
+ * Writes at most buf_size bytes including the terminating NUL into buf (buf may be NULL when
+ * buf_size is 0) and returns the length of the full text, like snprintf, or a negative code. */
+int weft_pool_route(weft_pool* pool, uint64_t dst, uint64_t src, uint64_t len, int direction, char* buf,
+                    size_t buf_size);
+
+/* ---- transfer engine (Trans) ------------------------------------------------------------- */
+/* Reserved for the transfer-engine functions (register memory, named segments, batch
+ * read/write, status, notifications): weft_trans_*. Added here by the Trans work. */
+
+/* ---- end of the transfer engine section -------------------------------------------------- */
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* WEFT_WEFT_H_ */

@@ -1,0 +1,110 @@
+#!/bin/bash
+# One call on a GPU machine: checks the bundle loads, runs tests/gpu and the GPU-relevant unit
+# tests, compute-sanitizer memcheck over the copy kernels once, the GPU benchmarks (and the NCCL
+# baseline when two GPUs are present), then prints a summary table last.
+#
+# Run from the repo root after scripts/gpu-bundle.sh built build-gpu/bundle here; with the device
+# tool: carry ["build-gpu/bundle"], command "scripts/gpu-check.sh" (logs go to $OUT).
+# Options: --quick (fewer benchmark sizes), --no-bench, --no-sanitizer.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUTDIR=${OUT:-/tmp/weft-gpu-check}
+mkdir -p "$OUTDIR"
+B=build-gpu/bundle
+export LD_LIBRARY_PATH="$PWD/$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+[ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"  # compute-sanitizer
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never multicast
+QUICK="" BENCH=1 SANITIZE=1
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=--quick ;;
+    --no-bench) BENCH=0 ;;
+    --no-sanitizer) SANITIZE=0 ;;
+  esac
+done
+
+SUMMARY=()
+TESTLOG="$OUTDIR/tests.log"
+: >"$TESTLOG"
+record() { SUMMARY+=("$(printf '%-28s %-6s %7s  %s' "$1" "$2" "$3" "$4")"); }
+
+# gtest counts from a log: "passed/failed/skipped".
+counts() {
+  local log=$1 p f s
+  p=$(grep -o '^\[  PASSED  \] [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
+  f=$(grep -o '^\[  FAILED  \] [0-9]* test' "$log" | tail -1 | grep -o '[0-9]*' | head -1)
+  s=$(grep -o '^\[  SKIPPED \] [0-9]* test' "$log" | tail -1 | grep -o '[0-9]*' | head -1)
+  echo "${p:-0} passed, ${f:-0} failed, ${s:-0} skipped"
+}
+
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", (b - a) / 1e9 }'; }
+
+run_test() {
+  local name=$1; shift
+  local log="$OUTDIR/.$name.log" t0 t1 rc
+  t0=$(date +%s%N)
+  timeout 900 "$B/bin/$name" "$@" >"$log" 2>&1
+  rc=$?
+  t1=$(date +%s%N)
+  { echo "===== $name $* (rc $rc)"; cat "$log"; } >>"$TESTLOG"
+  record "$name" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" "$(counts "$log")"
+  rm -f "$log"
+}
+
+{
+  echo "== machine"; uname -a; nvidia-smi || true
+  nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.mem,pcie.link.gen.current,pcie.link.width.current --format=csv || true
+  nvidia-smi topo -m 2>/dev/null || true
+  echo "== loader"
+  for f in "$B"/bin/*; do echo "-- $f"; ldd "$f"; done
+} >"$OUTDIR/machine.log" 2>&1
+GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+missing=$(grep -c "=> not found" "$OUTDIR/machine.log" || true)
+record "bundle loads" "$([ "$missing" = 0 ] && echo ok || echo FAIL)" "-" "$GPUS GPU(s); $missing missing libraries"
+
+run_test cuda_plan_test
+run_test engine_test
+run_test gva_test
+run_test cuda_copy_test
+run_test device_segment_ipc_test
+
+if [ $SANITIZE = 1 ]; then
+  if command -v compute-sanitizer >/dev/null; then
+    t0=$(date +%s%N)
+    timeout 600 compute-sanitizer --tool memcheck --leak-check no --error-exitcode 3 \
+      "$B/bin/cuda_copy_test" --gtest_filter='*KvBatchIsOneKernelLaunch*:*OrderedOnTheCallersStream*:*KvBatchUnderAnSmBudget*' \
+      >"$OUTDIR/sanitizer.log" 2>&1
+    rc=$?
+    t1=$(date +%s%N)
+    record "memcheck copy kernels" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" \
+      "$(grep -o 'ERROR SUMMARY: [0-9]* error[s]*' "$OUTDIR/sanitizer.log" | tail -1) $(counts "$OUTDIR/sanitizer.log")"
+  else
+    record "memcheck copy kernels" "skip" "-" "compute-sanitizer not on PATH"
+  fi
+fi
+
+if [ $BENCH = 1 ]; then
+  t0=$(date +%s%N)
+  timeout 600 "$B/bin/weft" bench-gpu $QUICK --json "$OUTDIR/bench_gpu.json" >"$OUTDIR/bench_gpu.log" 2>&1
+  rc=$?
+  t1=$(date +%s%N)
+  record "weft bench-gpu" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" \
+    "$(grep -c 'GB/s\| us ' "$OUTDIR/bench_gpu.log") rows"
+  if [ "$GPUS" -ge 2 ] && [ -f scripts/nccl_baseline.py ]; then
+    timeout 300 python3 scripts/nccl_baseline.py >>"$OUTDIR/bench_gpu.log" 2>&1
+    rc=$?
+    record "nccl baseline (2 GPUs)" "$([ $rc = 0 ] && echo ok || echo FAIL)" "-" "appended to bench_gpu.log"
+  fi
+fi
+
+{
+  echo
+  echo "== bench (weft vs baseline in the same run; ratio > 1: weft better)"
+  [ -f "$OUTDIR/bench_gpu.log" ] && grep -E '^(GPU|group|pcie|kv|latency|model|kv-16sm) ' "$OUTDIR/bench_gpu.log"
+  echo
+  echo "== summary ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), $GPUS GPU(s))"
+  printf '%-28s %-6s %7s  %s\n' step status time detail
+  for line in "${SUMMARY[@]}"; do echo "$line"; done
+} | tee "$OUTDIR/summary.txt"
+grep -q ' FAIL ' "$OUTDIR/summary.txt" && exit 1
+exit 0

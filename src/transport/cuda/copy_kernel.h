@@ -1,0 +1,20 @@
+// The batched copy kernel: one launch copies every descriptor of a batch (the KV-page case:
+// thousands of scattered pages in one launch instead of one cudaMemcpyAsync each).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "transport/cuda/copy_desc.h"
+
+namespace weft::transport::cuda {
+
+inline constexpr int kCopyKernelThreads = 256;
+inline constexpr int kCopyKernelBlocksPerSm = 8;  // 2048 threads per SM: full occupancy on Hopper
+
+// Enqueues the kernel over `count` descriptors already in device memory. Returns the launch
+// error (configuration errors only; faults surface at the next synchronisation).
+cudaError_t LaunchCopyKernel(const DeviceCopyDesc* descs, uint32_t count, uint32_t grid, cudaStream_t stream);
+
+}  // namespace weft::transport::cuda

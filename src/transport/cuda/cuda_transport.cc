@@ -1,0 +1,655 @@
+#include "transport/cuda/cuda_transport.h"
+
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "base/log.h"
+#include "mem/cuda/cuda_api.h"
+#include "transport/cuda/copy_kernel.h"
+
+namespace weft::transport::cuda {
+
+using mem::cuda::CudaStatus;
+using mem::cuda::DriverApi;
+
+namespace {
+
+// What one end of a copy is, as CUDA sees it now (nothing cached: memory can be freed and
+// reused between two copies).
+struct EndInfo {
+  bool device = false;   // HBM (or managed memory)
+  int dev = -1;          // its GPU
+  bool pinned = false;   // host memory the GPU can DMA (cudaHostRegister / cudaMallocHost)
+  bool mapped = false;   // host memory the SMs can address at the same pointer
+};
+
+// True when [p, p+len) starts and ends in memory this process may read: a cheap guard so that a
+// freed device pointer (which CUDA then reports as plain host memory) becomes an error value
+// instead of a fault in the driver's staging memcpy.
+bool Readable(const void* p, uint64_t len) {
+  char byte;
+  const uint8_t* ends[2] = {static_cast<const uint8_t*>(p), static_cast<const uint8_t*>(p) + (len ? len - 1 : 0)};
+  for (const uint8_t* at : ends) {
+    iovec local{&byte, 1};
+    iovec remote{const_cast<uint8_t*>(at), 1};
+    // EFAULT is the answer we look for; where the call itself is refused (seccomp), we cannot
+    // tell and let the copy go on.
+    if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != 1 && errno == EFAULT) return false;
+  }
+  return true;
+}
+
+struct Lane {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  bool green = false;
+  DeviceCopyDesc* host_desc = nullptr;  // pinned staging for descriptors
+  DeviceCopyDesc* dev_desc = nullptr;
+  size_t cap = 0;  // descriptors both buffers hold
+};
+
+struct DeviceState {
+  int sm_count = 0;
+  std::vector<bool> peer;  // peer[j]: this GPU's SMs can reach GPU j's cudaMalloc memory
+  std::mutex mu;
+  std::vector<Lane*> free_lanes, free_green;
+  std::vector<std::unique_ptr<Lane>> lanes;
+  bool green_tried = false;
+  bool green_broken = false;  // a launch on the green stream failed: run unrestricted
+  CUgreenCtx green = nullptr;
+  int green_sms = 0;
+};
+
+}  // namespace
+
+struct CudaTransport::Impl {
+  CudaOptions options;
+  std::shared_ptr<const DriverApi> api;
+  int devices = 0;
+  std::unique_ptr<DeviceState[]> dev;
+  std::atomic<uint64_t> ce_copies{0}, kernel_launches{0}, kernel_descs{0};
+  mutable std::atomic<bool> logged_staged{false}, logged_pageable{false}, logged_green{false};
+  std::mutex reg_mu;
+  std::unordered_map<void*, uint64_t> registered;  // host ranges this transport pinned
+
+  ~Impl() {
+    mem::cuda::DeviceGuard guard;
+    for (int d = 0; d < devices; ++d) {
+      cudaSetDevice(d);
+      for (auto& l : dev[d].lanes) {
+        cudaStreamSynchronize(l->stream);
+        cudaStreamDestroy(l->stream);
+        if (l->host_desc) cudaFreeHost(l->host_desc);
+        if (l->dev_desc) cudaFree(l->dev_desc);
+      }
+      if (dev[d].green) api->GreenCtxDestroy(dev[d].green);
+    }
+    std::lock_guard lock(reg_mu);
+    for (auto& [p, n] : registered) cudaHostUnregister(p);
+    (void)cudaGetLastError();
+  }
+
+  // What CUDA knows about p, in one driver call: kind, device, and the allocation's range.
+  struct PtrInfo {
+    EndInfo info;
+    uint64_t base = 0, end = 0;  // the allocation (or registration) around p; empty if unknown
+  };
+  PtrInfo Query(const uint8_t* p) const {
+    PtrInfo out;
+    unsigned int type = 0, managed = 0;
+    int ordinal = -1;
+    CUdeviceptr start = 0;
+    size_t size = 0;
+    void* devptr = nullptr;
+    CUpointer_attribute attrs[] = {CU_POINTER_ATTRIBUTE_MEMORY_TYPE, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                                   CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, CU_POINTER_ATTRIBUTE_RANGE_SIZE,
+                                   CU_POINTER_ATTRIBUTE_IS_MANAGED, CU_POINTER_ATTRIBUTE_DEVICE_POINTER};
+    void* data[] = {&type, &ordinal, &start, &size, &managed, &devptr};
+    // Memory CUDA does not know gets default (null) values and CUDA_SUCCESS.
+    if (api->PointerGetAttributes(6, attrs, data, reinterpret_cast<CUdeviceptr>(p)) != CUDA_SUCCESS) {
+      (void)cudaGetLastError();
+      return out;
+    }
+    if (type == CU_MEMORYTYPE_DEVICE || type == CU_MEMORYTYPE_UNIFIED || (managed & 0xff)) {
+      out.info.device = true;
+      out.info.dev = ordinal;
+    } else if (type == CU_MEMORYTYPE_HOST) {
+      out.info.pinned = true;
+      out.info.mapped = devptr == p;
+    }
+    if (size && (out.info.device || out.info.pinned)) {
+      out.base = static_cast<uint64_t>(start);
+      out.end = out.base + size;
+    }
+    return out;
+  }
+
+  // Device ends of plain pointers must lie within their allocation. VMM mappings (device
+  // segments, torch's expandable segments) may join several allocations into one range, so for
+  // them the range says nothing and the check is skipped.
+  Status CheckBounds(const PtrInfo& q, const uint8_t* p, uint64_t len, const char* which) const {
+    const uint64_t at = reinterpret_cast<uint64_t>(p);
+    if (!q.info.device || q.end <= q.base || len <= q.end - at) return OkStatus();
+    CUmemGenericAllocationHandle h = 0;
+    if (api->MemRetainAllocationHandle(&h, const_cast<uint8_t*>(p)) == CUDA_SUCCESS) {
+      api->MemRelease(h);
+      return OkStatus();
+    }
+    (void)cudaGetLastError();
+    return Error(Code::kOutOfRange, "{} {:#x} + {} bytes runs past its device allocation ({:#x}, {} bytes)", which, at,
+                 len, q.base, q.end - q.base);
+  }
+
+  static bool MemoHit(const ClassifyMemo* m, uint64_t addr, uint64_t len) {
+    return m && m->end > m->base && addr >= m->base && addr < m->end && len <= m->end - addr;
+  }
+
+  static EndInfo FromClass(const LocalClass& c) {
+    EndInfo e;
+    e.device = c.kind == EndKind::kLD;
+    e.dev = c.device;
+    e.pinned = c.host == kHostPinned || c.host == kHostPinnedMapped;
+    e.mapped = c.host == kHostPinnedMapped;
+    return e;
+  }
+
+  static LocalClass ToClass(const EndInfo& e) {
+    if (e.device) return LocalClass{EndKind::kLD, e.dev, kHostUnknown};
+    return LocalClass{EndKind::kLH, -1, e.mapped ? kHostPinnedMapped : e.pinned ? kHostPinned : kHostPageable};
+  }
+
+  // An end of a copy: what the engine learned in this call if it did, else what the batch's
+  // memo holds, else one query. Pageable host memory is probed (a freed device pointer looks
+  // like it to CUDA).
+  Result<EndInfo> Inspect(const Endpoint& ep, uint64_t len, const char* which, ClassifyMemo* memo) const {
+    EndInfo info;
+    const uint64_t addr = reinterpret_cast<uint64_t>(ep.mapped);
+    if (ep.device >= 0) {
+      info.device = true;
+      info.dev = ep.device;
+      return info;
+    }
+    if (ep.host != kHostUnknown) {
+      info = FromClass(LocalClass{EndKind::kLH, -1, ep.host});
+    } else if (MemoHit(memo, addr, len)) {
+      return FromClass(memo->cls);
+    } else {
+      PtrInfo q = Query(ep.mapped);
+      if (ep.gva == 0) WEFT_RETURN_IF_ERROR(CheckBounds(q, ep.mapped, len, which));
+      if (memo && q.end > q.base) *memo = ClassifyMemo{q.base, q.end, ToClass(q.info)};
+      info = q.info;
+    }
+    if (!info.device && !info.pinned && !Readable(ep.mapped, len))
+      return Error(Code::kNotRegistered,
+                   "{} {:#x} is neither host memory of this process nor device memory CUDA knows here "
+                   "(freed device memory, or a pointer of another process?)",
+                   which, addr);
+    return info;
+  }
+
+  // The link and the GPU that runs a copy; kernel_ok when that GPU's SMs can reach both ends.
+  // memos: two (dst, src) for the duration of one batch, or null.
+  Result<PlanItem> Classify(const CopyItem& it, ClassifyMemo* memos = nullptr) const {
+    WEFT_ASSIGN_OR_RETURN(EndInfo s, Inspect(it.src, it.len, "src", memos ? &memos[1] : nullptr));
+    WEFT_ASSIGN_OR_RETURN(EndInfo d, Inspect(it.dst, it.len, "dst", memos ? &memos[0] : nullptr));
+    PlanItem p{Link::kSameDevice, -1, false, it.len};
+    if (s.device && d.device) {
+      p.device = d.dev;
+      if (s.dev == d.dev) {
+        p.link = Link::kSameDevice;
+        p.kernel_ok = true;
+      } else if (CanReach(d.dev, s.dev, it.src.mapped)) {
+        p.link = Link::kPeerDevice;
+        p.kernel_ok = true;
+      } else if (dev[d.dev].peer[s.dev]) {
+        p.link = Link::kPeerDevice;  // the copy engine reaches it; the SMs may not (VMM access)
+      } else {
+        p.link = Link::kStaged;
+        if (!logged_staged.exchange(true))
+          WEFT_LOG_WARN("GPUs {} and {} have no peer access: copies between them stage through host memory", s.dev,
+                        d.dev);
+      }
+    } else if (d.device) {
+      p.device = d.dev;
+      p.link = s.pinned ? Link::kHostToDevice : Link::kStaged;
+      p.kernel_ok = s.mapped;
+    } else if (s.device) {
+      p.device = s.dev;
+      p.link = d.pinned ? Link::kDeviceToHost : Link::kStaged;
+      p.kernel_ok = d.mapped;
+    } else {
+      return Error(Code::kInvalidArgument, "neither end is device memory: the cuda path does not copy host to host");
+    }
+    if (p.link == Link::kStaged && !s.device != !d.device && !logged_pageable.exchange(true))
+      WEFT_LOG_WARN("copying between a GPU and host memory that is not registered with CUDA: the driver stages it "
+                    "(about 5x slower); register pool slices with Engine::RegisterHostMemory");
+    return p;
+  }
+
+  // Whether GPU `runner`'s SMs may access device memory at p that lives on another GPU.
+  bool CanReach(int runner, int home, const uint8_t* p) const {
+    CUmemLocation loc{};
+    loc.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    loc.id = runner;
+    unsigned long long flags = 0;
+    // VMM memory (device segments) carries its own access list; cudaMalloc memory follows peer
+    // access, which Create() enabled where the hardware allows.
+    if (api->MemGetAccess(&flags, &loc, reinterpret_cast<CUdeviceptr>(p)) == CUDA_SUCCESS)
+      return flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    (void)cudaGetLastError();
+    return dev[runner].peer[home];
+  }
+
+  Result<Lane*> Acquire(int device, bool want_green) {
+    DeviceState& ds = dev[device];
+    {
+      std::lock_guard lock(ds.mu);
+      auto& pool = want_green ? ds.free_green : ds.free_lanes;
+      if (!pool.empty()) {
+        Lane* l = pool.back();
+        pool.pop_back();
+        return l;
+      }
+    }
+    auto lane = std::make_unique<Lane>();
+    lane->device = device;
+    lane->green = want_green;
+    if (want_green) {
+      CUstream s = nullptr;
+      WEFT_RETURN_IF_ERROR(api->Check(api->GreenCtxStreamCreate(&s, ds.green, CU_STREAM_NON_BLOCKING, 0),
+                                      "cuGreenCtxStreamCreate"));
+      lane->stream = reinterpret_cast<cudaStream_t>(s);
+    } else {
+      WEFT_RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking), "cudaStreamCreate"));
+    }
+    std::lock_guard lock(ds.mu);
+    ds.lanes.push_back(std::move(lane));
+    return ds.lanes.back().get();
+  }
+
+  void Release(Lane* l) {
+    DeviceState& ds = dev[l->device];
+    std::lock_guard lock(ds.mu);
+    (l->green ? ds.free_green : ds.free_lanes).push_back(l);
+  }
+
+  Status Reserve(Lane* l, size_t descs) {
+    if (descs <= l->cap) return OkStatus();
+    size_t cap = std::max<size_t>(4096, l->cap);
+    while (cap < descs) cap *= 2;
+    if (l->host_desc) cudaFreeHost(l->host_desc);
+    if (l->dev_desc) cudaFree(l->dev_desc);
+    l->host_desc = nullptr;
+    l->dev_desc = nullptr;
+    l->cap = 0;
+    WEFT_RETURN_IF_ERROR(CudaStatus(cudaMallocHost(reinterpret_cast<void**>(&l->host_desc), cap * sizeof(DeviceCopyDesc)), "cudaMallocHost (copy descriptors)"));
+    Status s = CudaStatus(cudaMalloc(reinterpret_cast<void**>(&l->dev_desc), cap * sizeof(DeviceCopyDesc)), "cudaMalloc (copy descriptors)");
+    if (!s.ok()) {
+      cudaFreeHost(l->host_desc);
+      l->host_desc = nullptr;
+      return s;
+    }
+    l->cap = cap;
+    return OkStatus();
+  }
+
+  // Sets up the green context of a device the first time a kernel runs there with a budget.
+  void MaybeGreen(int device) {
+    DeviceState& ds = dev[device];
+    std::lock_guard lock(ds.mu);
+    if (ds.green_tried) return;
+    ds.green_tried = true;
+    if (options.kernel_sms == 0) return;
+    auto fail = [&](const Status& s) {
+      if (!logged_green.exchange(true))
+        WEFT_LOG_WARN("no SM budget for the copy kernel ({}): it runs on all SMs", s.ToString());
+    };
+    if (!api->has_green_contexts()) return fail(Error(Code::kNotSupported, "the driver has no green contexts"));
+    CUdevice cu = 0;
+    Status s = api->Check(api->DeviceGet(&cu, device), "cuDeviceGet");
+    CUdevResource all{}, part{}, rest{};
+    unsigned groups = 1;
+    if (s.ok()) s = api->Check(api->DeviceGetDevResource(cu, &all, CU_DEV_RESOURCE_TYPE_SM), "cuDeviceGetDevResource");
+    if (s.ok())
+      s = api->Check(api->DevSmResourceSplitByCount(&part, &groups, &all, &rest, 0, options.kernel_sms),
+                     "cuDevSmResourceSplitByCount");
+    if (s.ok() && groups < 1) s = Error(Code::kNotSupported, "the SM split gave no group");
+    CUdevResourceDesc desc = nullptr;
+    if (s.ok()) s = api->Check(api->DevResourceGenerateDesc(&desc, &part, 1), "cuDevResourceGenerateDesc");
+    CUgreenCtx g = nullptr;
+    if (s.ok()) s = api->Check(api->GreenCtxCreate(&g, desc, cu, CU_GREEN_CTX_DEFAULT_STREAM), "cuGreenCtxCreate");
+    if (!s.ok()) return fail(s);
+    ds.green = g;
+    ds.green_sms = static_cast<int>(part.sm.smCount);
+    WEFT_LOG_INFO("copy kernel on GPU {} held to {} SMs by a green context", device, ds.green_sms);
+  }
+
+  // Fills results for `idx` with s (only where still OK).
+  static void FailAll(std::span<Status> results, const std::vector<uint32_t>& idx, const Status& s) {
+    for (uint32_t i : idx)
+      if (results[i].ok()) results[i] = s;
+  }
+
+  // Packs a kernel group into `descs` (cleared first); returns the grid.
+  uint32_t Pack(const KernelGroup& g, std::span<const CopyItem> items, int sms, std::vector<DeviceCopyDesc>& descs) {
+    descs.clear();
+    const uint32_t chunk = ChooseChunk(g.bytes, g.items.size(), sms);
+    for (uint32_t i : g.items)
+      PackDescriptors(reinterpret_cast<uint64_t>(items[i].dst.mapped), reinterpret_cast<uint64_t>(items[i].src.mapped),
+                      items[i].len, chunk, descs);
+    return ChooseGrid(descs.size(), sms, kCopyKernelBlocksPerSm);
+  }
+};
+
+CudaTransport::CudaTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaTransport::~CudaTransport() = default;
+
+Result<std::unique_ptr<CudaTransport>> CudaTransport::Create(const CudaOptions& options) {
+  WEFT_ASSIGN_OR_RETURN(int n, mem::cuda::Probe());
+  WEFT_ASSIGN_OR_RETURN(auto api, mem::cuda::LoadDriverApi());
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->api = std::move(api);
+  impl->devices = n;
+  impl->dev = std::make_unique<DeviceState[]>(n);
+  mem::cuda::DeviceGuard guard;
+  for (int d = 0; d < n; ++d) {
+    DeviceState& ds = impl->dev[d];
+    WEFT_RETURN_IF_ERROR(CudaStatus(cudaDeviceGetAttribute(&ds.sm_count, cudaDevAttrMultiProcessorCount, d),
+                                    "cudaDeviceGetAttribute"));
+    ds.peer.assign(n, false);
+    ds.peer[d] = true;
+    WEFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(d), "cudaSetDevice"));
+    for (int j = 0; j < n; ++j) {
+      if (j == d) continue;
+      int can = 0;
+      if (cudaDeviceCanAccessPeer(&can, d, j) != cudaSuccess || !can) continue;
+      cudaError_t e = cudaDeviceEnablePeerAccess(j, 0);
+      ds.peer[j] = e == cudaSuccess || e == cudaErrorPeerAccessAlreadyEnabled;
+    }
+    (void)cudaGetLastError();  // AlreadyEnabled is not an error worth keeping
+  }
+  WEFT_LOG_INFO("cuda path: {} GPU(s), copy kernel SM budget {}", n, options.kernel_sms);
+  return std::unique_ptr<CudaTransport>(new CudaTransport(std::move(impl)));
+}
+
+bool CudaTransport::Serves(const RouteKey& key) const {
+  return (IsDevice(key.src) || IsDevice(key.dst)) && key.locality != Locality::kRemoteNode;
+}
+
+double CudaTransport::CostNanos(const RouteKey& key, uint64_t bytes) const {
+  Link link = IsDevice(key.src) && IsDevice(key.dst) ? Link::kSameDevice
+              : IsDevice(key.dst)                    ? Link::kHostToDevice
+                                                     : Link::kDeviceToHost;
+  return impl_->options.model.CopyEngineNanos(link, 1, bytes);
+}
+
+std::string_view CudaTransport::Explain(const RouteKey& key) const {
+  if (IsDevice(key.src) && IsDevice(key.dst))
+    return "both ends are GPU memory on this node: CUDA copy engine, or one copy-kernel launch for a batch of small pieces";
+  return "one end is GPU memory on this node: CUDA copy engine (DMA; the host end should be registered with CUDA)";
+}
+
+std::optional<Result<LocalClass>> CudaTransport::ClassifyLocal(uint64_t addr, uint64_t len, ClassifyMemo* memo) const {
+  if (Impl::MemoHit(memo, addr, len)) return Result<LocalClass>(memo->cls);
+  const auto* p = reinterpret_cast<const uint8_t*>(addr);
+  Impl::PtrInfo q = impl_->Query(p);
+  if (Status s = impl_->CheckBounds(q, p, len, "pointer"); !s.ok()) return Result<LocalClass>(s);
+  LocalClass c = Impl::ToClass(q.info);
+  if (memo && q.end > q.base) *memo = ClassifyMemo{q.base, q.end, c};
+  return Result<LocalClass>(c);
+}
+
+Status CudaTransport::Copy(const Endpoint& dst, const Endpoint& src, uint64_t len) {
+  if (len == 0) return OkStatus();
+  WEFT_ASSIGN_OR_RETURN(PlanItem p, impl_->Classify(CopyItem{dst, src, len}));
+  mem::cuda::DeviceGuard guard;
+  WEFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(p.device), "cudaSetDevice"));
+  WEFT_ASSIGN_OR_RETURN(Lane * lane, impl_->Acquire(p.device, false));
+  Status s = CudaStatus(cudaMemcpyAsync(dst.mapped, src.mapped, len, cudaMemcpyDefault, lane->stream), "cudaMemcpyAsync");
+  impl_->ce_copies.fetch_add(1, std::memory_order_relaxed);
+  Status sync = CudaStatus(cudaStreamSynchronize(lane->stream), "cudaStreamSynchronize");
+  impl_->Release(lane);
+  return s.ok() ? sync : s;
+}
+
+void CudaTransport::CopyBatch(std::span<const CopyItem> items, std::span<Status> results) {
+  Impl& im = *impl_;
+  mem::cuda::DeviceGuard guard;
+  std::vector<PlanItem> plan_items(items.size());
+  ClassifyMemo memos[2];
+  for (size_t i = 0; i < items.size(); ++i) {
+    results[i] = OkStatus();
+    if (items[i].len == 0) {
+      plan_items[i] = PlanItem{Link::kSameDevice, -1, false, 0};
+      continue;
+    }
+    auto p = im.Classify(items[i], memos);
+    if (!p.ok()) {
+      results[i] = p.status();
+      plan_items[i] = PlanItem{Link::kSameDevice, -1, false, 0};
+    } else {
+      plan_items[i] = *p;
+    }
+  }
+  BatchPlan plan = PlanBatch(plan_items, im.options.model);
+
+  struct Used {
+    Lane* lane;
+    std::vector<uint32_t> items;
+  };
+  std::vector<Used> used;
+  auto fail_used = [&](Used& u, const Status& s) { Impl::FailAll(results, u.items, s); };
+
+  // Kernel groups first: their launches overlap the copy-engine submissions that follow.
+  std::vector<DeviceCopyDesc> descs;
+  for (const KernelGroup& g : plan.kernel) {
+    Status s = CudaStatus(cudaSetDevice(g.device), "cudaSetDevice");
+    if (!s.ok()) {
+      Impl::FailAll(results, g.items, s);
+      continue;
+    }
+    im.MaybeGreen(g.device);
+    DeviceState& ds = im.dev[g.device];
+    bool green = ds.green != nullptr && !ds.green_broken;
+    for (;;) {
+      const int sms = green ? ds.green_sms : ds.sm_count;
+      auto lane = im.Acquire(g.device, green);
+      if (!lane.ok()) {
+        Impl::FailAll(results, g.items, lane.status());
+        break;
+      }
+      const uint32_t grid = im.Pack(g, items, sms, descs);
+      s = im.Reserve(*lane, descs.size());
+      if (s.ok()) {
+        std::memcpy((*lane)->host_desc, descs.data(), descs.size() * sizeof(DeviceCopyDesc));
+        s = CudaStatus(cudaMemcpyAsync((*lane)->dev_desc, (*lane)->host_desc, descs.size() * sizeof(DeviceCopyDesc),
+                                       cudaMemcpyHostToDevice, (*lane)->stream),
+                       "cudaMemcpyAsync (copy descriptors)");
+      }
+      if (s.ok())
+        s = CudaStatus(LaunchCopyKernel((*lane)->dev_desc, static_cast<uint32_t>(descs.size()), grid, (*lane)->stream),
+                       "copy kernel launch");
+      if (!s.ok() && green) {
+        // The descriptors were uploaded in stream order; wait for them before the lane is reused.
+        cudaStreamSynchronize((*lane)->stream);
+        (void)cudaGetLastError();
+        im.Release(*lane);
+        ds.green_broken = true;
+        if (!im.logged_green.exchange(true))
+          WEFT_LOG_WARN("the copy kernel cannot run in its green context ({}): it runs on all SMs", s.ToString());
+        green = false;
+        continue;
+      }
+      used.push_back(Used{*lane, g.items});
+      if (!s.ok()) {
+        fail_used(used.back(), s);
+        break;
+      }
+      im.kernel_launches.fetch_add(1, std::memory_order_relaxed);
+      im.kernel_descs.fetch_add(descs.size(), std::memory_order_relaxed);
+      break;
+    }
+  }
+
+  // Copy-engine items: spread over a few streams per GPU so several DMAs are in flight.
+  std::unordered_map<int, std::vector<size_t>> lanes_of;  // device -> indices into `used`
+  std::unordered_map<int, size_t> count_of;
+  const size_t per_dev = std::max<uint32_t>(1, im.options.streams_per_batch);
+  for (uint32_t i : plan.copy_engine) {
+    if (!results[i].ok() || plan_items[i].device < 0) continue;
+    const int d = plan_items[i].device;
+    auto& mine = lanes_of[d];
+    const size_t slot = count_of[d]++ % per_dev;
+    Status s = CudaStatus(cudaSetDevice(d), "cudaSetDevice");
+    if (s.ok() && slot >= mine.size()) {
+      auto lane = im.Acquire(d, false);
+      if (lane.ok()) {
+        used.push_back(Used{*lane, {}});
+        mine.push_back(used.size() - 1);
+      } else if (mine.empty()) {
+        s = lane.status();
+      }
+    }
+    if (!s.ok()) {
+      results[i] = s;
+      continue;
+    }
+    Used& u = used[mine[slot % mine.size()]];
+    u.items.push_back(i);
+    results[i] = CudaStatus(cudaMemcpyAsync(items[i].dst.mapped, items[i].src.mapped, items[i].len, cudaMemcpyDefault,
+                                            u.lane->stream),
+                            "cudaMemcpyAsync");
+    im.ce_copies.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  for (Used& u : used) {
+    cudaSetDevice(u.lane->device);
+    Status s = CudaStatus(cudaStreamSynchronize(u.lane->stream), "cudaStreamSynchronize");
+    if (!s.ok()) fail_used(u, s);
+    im.Release(u.lane);
+  }
+}
+
+Status CudaTransport::Enqueue(std::span<const CopyItem> items, void* stream_ptr, std::function<void()> release) {
+  Impl& im = *impl_;
+  mem::cuda::DeviceGuard guard;
+  auto stream = static_cast<cudaStream_t>(stream_ptr);
+  int sdev = -1;
+  if (stream == nullptr)
+    return Error(Code::kInvalidArgument, "no stream given: pass a cudaStream_t, or copy without one");
+  WEFT_RETURN_IF_ERROR(CudaStatus(cudaStreamGetDevice(stream, &sdev), "cudaStreamGetDevice (is this a live stream of this process?)"));
+  std::vector<PlanItem> plan_items(items.size());
+  ClassifyMemo memos[2];
+  for (size_t i = 0; i < items.size(); ++i) {
+    WEFT_ASSIGN_OR_RETURN(plan_items[i], im.Classify(items[i], memos));
+    if (plan_items[i].device != sdev)
+      return Error(Code::kInvalidArgument, "copy {}: the stream belongs to GPU {} but the copy runs on GPU {}; pass a "
+                   "stream of GPU {}", i, sdev, plan_items[i].device, plan_items[i].device);
+  }
+  WEFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(sdev), "cudaSetDevice"));
+  BatchPlan plan = PlanBatch(plan_items, im.options.model);
+  std::vector<DeviceCopyDesc> descs;
+  for (const KernelGroup& g : plan.kernel) {
+    const uint32_t grid = im.Pack(g, items, im.dev[sdev].sm_count, descs);
+    void* buf = nullptr;
+    const size_t bytes = descs.size() * sizeof(DeviceCopyDesc);
+    WEFT_RETURN_IF_ERROR(CudaStatus(cudaMallocAsync(&buf, bytes, stream), "cudaMallocAsync (copy descriptors)"));
+    // From pageable memory the runtime has consumed `descs` when this returns.
+    Status s = CudaStatus(cudaMemcpyAsync(buf, descs.data(), bytes, cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    if (s.ok())
+      s = CudaStatus(LaunchCopyKernel(static_cast<DeviceCopyDesc*>(buf), static_cast<uint32_t>(descs.size()), grid, stream),
+                     "copy kernel launch");
+    cudaFreeAsync(buf, stream);
+    WEFT_RETURN_IF_ERROR(s);
+    im.kernel_launches.fetch_add(1, std::memory_order_relaxed);
+    im.kernel_descs.fetch_add(descs.size(), std::memory_order_relaxed);
+  }
+  for (uint32_t i : plan.copy_engine) {
+    WEFT_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(items[i].dst.mapped, items[i].src.mapped, items[i].len,
+                                                    cudaMemcpyDefault, stream),
+                                    "cudaMemcpyAsync"));
+    im.ce_copies.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (release) {
+    auto* fn = new std::function<void()>(std::move(release));
+    cudaError_t e = cudaLaunchHostFunc(
+        stream,
+        [](void* p) {
+          auto* f = static_cast<std::function<void()>*>(p);
+          (*f)();
+          delete f;
+        },
+        fn);
+    if (e != cudaSuccess) {
+      // Wait here instead, so the pins are not dropped under running copies.
+      cudaStreamSynchronize(stream);
+      (*fn)();
+      delete fn;
+      return CudaStatus(e, "cudaLaunchHostFunc");
+    }
+  }
+  return OkStatus();
+}
+
+Status CudaTransport::RegisterHost(void* ptr, uint64_t len) {
+  if (!ptr || len == 0) return Error(Code::kInvalidArgument, "registering an empty host range");
+  mem::cuda::DeviceGuard guard;
+  cudaError_t e = cudaHostRegister(ptr, len, cudaHostRegisterPortable | cudaHostRegisterMapped);
+  if (e == cudaErrorHostMemoryAlreadyRegistered) {
+    (void)cudaGetLastError();
+    return OkStatus();  // someone else pinned it (torch, the user): theirs to unregister
+  }
+  WEFT_RETURN_IF_ERROR(CudaStatus(e, "cudaHostRegister"));
+  std::lock_guard lock(impl_->reg_mu);
+  impl_->registered[ptr] = len;
+  return OkStatus();
+}
+
+void CudaTransport::UnregisterHost(void* ptr) {
+  std::lock_guard lock(impl_->reg_mu);
+  auto it = impl_->registered.find(ptr);
+  if (it == impl_->registered.end()) return;
+  cudaHostUnregister(ptr);
+  (void)cudaGetLastError();
+  impl_->registered.erase(it);
+}
+
+int CudaTransport::device_count() const { return impl_->devices; }
+
+int CudaTransport::kernel_sms(int device) const {
+  if (device < 0 || device >= impl_->devices) return 0;
+  impl_->MaybeGreen(device);
+  const DeviceState& ds = impl_->dev[device];
+  return ds.green && !ds.green_broken ? ds.green_sms : ds.sm_count;
+}
+
+bool CudaTransport::green_context_active(int device) const {
+  if (device < 0 || device >= impl_->devices) return false;
+  impl_->MaybeGreen(device);
+  return impl_->dev[device].green != nullptr && !impl_->dev[device].green_broken;
+}
+
+CudaStats CudaTransport::stats() const {
+  return CudaStats{impl_->ce_copies.load(), impl_->kernel_launches.load(), impl_->kernel_descs.load()};
+}
+
+const CostModel& CudaTransport::model() const { return impl_->options.model; }
+
+Result<BatchPlan> CudaTransport::PlanFor(std::span<const CopyItem> items) const {
+  std::vector<PlanItem> p(items.size());
+  ClassifyMemo memos[2];
+  for (size_t i = 0; i < items.size(); ++i) {
+    WEFT_ASSIGN_OR_RETURN(p[i], impl_->Classify(items[i], memos));
+  }
+  return PlanBatch(p, impl_->options.model);
+}
+
+}  // namespace weft::transport::cuda

@@ -1,0 +1,73 @@
+// Path "cuda": every copy with a device end on this node — local device buffers (cudaMalloc'd
+// memory, torch tensors), this process's device segments and same-node peers' imported ones —
+// to and from host memory or other device memory. Two methods, chosen per batch by the cost
+// model in copy_plan.h:
+//   * the copy engine: cudaMemcpyAsync on weft's internal streams (several in flight, one per
+//     concurrent caller), for single copies, large pieces and host<->device transfers;
+//   * the copy kernel: one launch copies a whole batch of (dst, src, len) descriptors with
+//     16-byte accesses, for many small device pieces (KV pages), optionally held to an SM budget
+//     through a CUDA green context.
+// Without a GPU Create() fails with NOT_SUPPORTED and the engine goes on without this path.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/result.h"
+#include "transport/cuda/copy_plan.h"
+#include "transport/transport.h"
+
+namespace weft::transport::cuda {
+
+struct CudaOptions {
+  // SMs the copy kernel may use (0: all). Needs green contexts (CUDA 12.4+ driver); without them
+  // the kernel runs unrestricted and that is logged once.
+  uint32_t kernel_sms = 0;
+  // Internal copy-engine streams per GPU a batch spreads its copies over.
+  uint32_t streams_per_batch = 4;
+  CostModel model;
+};
+
+struct CudaStats {
+  uint64_t ce_copies = 0;        // cudaMemcpyAsync calls
+  uint64_t kernel_launches = 0;  // copy kernel launches
+  uint64_t kernel_descs = 0;     // descriptors copied by the kernel
+};
+
+class CudaTransport final : public Transport {
+ public:
+  // NOT_SUPPORTED with the reason when no GPU is usable.
+  static Result<std::unique_ptr<CudaTransport>> Create(const CudaOptions& options);
+  ~CudaTransport() override;
+
+  std::string_view name() const override { return "cuda"; }
+  bool Serves(const RouteKey& key) const override;
+  double CostNanos(const RouteKey& key, uint64_t bytes) const override;
+  Status Copy(const Endpoint& dst, const Endpoint& src, uint64_t len) override;
+  std::string_view Explain(const RouteKey& key) const override;
+  bool batches() const override { return true; }
+  void CopyBatch(std::span<const CopyItem> items, std::span<Status> results) override;
+  std::optional<Result<LocalClass>> ClassifyLocal(uint64_t addr, uint64_t len, ClassifyMemo* memo) const override;
+  Status Enqueue(std::span<const CopyItem> items, void* stream, std::function<void()> release) override;
+  Status RegisterHost(void* ptr, uint64_t len) override;
+  void UnregisterHost(void* ptr) override;
+
+  int device_count() const;
+  // SMs the copy kernel runs on for `device`: the green-context budget if one is in force.
+  int kernel_sms(int device) const;
+  bool green_context_active(int device) const;
+  CudaStats stats() const;
+  const CostModel& model() const;
+  // The plan a batch would get (for `weft route` and tests).
+  Result<BatchPlan> PlanFor(std::span<const CopyItem> items) const;
+
+  struct Impl;
+
+ private:
+  explicit CudaTransport(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace weft::transport::cuda

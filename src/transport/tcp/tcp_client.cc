@@ -1,0 +1,515 @@
+#include "transport/tcp/tcp_client.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+
+#include "base/log.h"
+
+namespace weft::transport::tcp {
+
+namespace {
+
+constexpr size_t kStageBytes = 64u << 10;
+constexpr size_t kMaxIov = 64;
+
+struct Slice {
+  size_t entry;
+  uint64_t offset;  // within the entry
+  uint64_t len;
+};
+
+struct SendItem {
+  wire::DataRequestBytes hdr;
+  const uint8_t* payload = nullptr;
+  uint64_t payload_len = 0;
+  uint64_t done = 0;
+  uint64_t total() const { return hdr.size() + payload_len; }
+};
+
+struct Pending {
+  size_t slice;
+  uint64_t id;
+};
+
+}  // namespace
+
+struct TcpClient::Lane {
+  std::timed_mutex mu;
+  net::UniqueFd fd;
+  uint64_t next_id = 1;
+  std::unique_ptr<uint8_t[]> stage{new uint8_t[kStageBytes]};
+};
+
+struct TcpClient::Peer {
+  PeerAddr addr;
+  std::string name;
+  std::vector<std::unique_ptr<Lane>> lanes;
+  std::atomic<uint32_t> rr{0};
+};
+
+namespace {
+
+// The state of one lane during one call.
+struct Active {
+  TcpClient::Lane* lane = nullptr;
+  bool alive = true;
+  std::deque<SendItem> out;
+  std::deque<Pending> inflight;
+  uint64_t inflight_bytes = 0;
+  bool have_header = false;
+  wire::DataResponse resp;
+  uint64_t got = 0;
+  size_t in_begin = 0, in_end = 0;
+  size_t staged() const { return in_end - in_begin; }
+};
+
+Deadline Sooner(Deadline a, Deadline b) { return a.at() < b.at() ? a : b; }
+
+// true if an idle connection is still good (no EOF, no error, no unexpected bytes waiting).
+bool IdleLaneHealthy(int fd) {
+  uint8_t b;
+  ssize_t n = ::recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+  return false;  // EOF, an error, or bytes nobody asked for
+}
+
+}  // namespace
+
+TcpClient::TcpClient(TcpClientOptions options) : options_(std::move(options)) {
+  if (options_.lanes < 1) options_.lanes = 1;
+  options_.slice_bytes = std::clamp<uint64_t>(options_.slice_bytes, 4096, wire::kMaxDataLength);
+  if (options_.max_inflight_per_lane < 1) options_.max_inflight_per_lane = 1;
+  if (options_.max_inflight_bytes_per_lane < options_.slice_bytes)
+    options_.max_inflight_bytes_per_lane = options_.slice_bytes;
+}
+
+TcpClient::~TcpClient() = default;
+
+std::shared_ptr<TcpClient::Peer> TcpClient::GetPeer(const PeerAddr& addr) {
+  std::lock_guard lock(mu_);
+  auto& p = peers_[addr];
+  if (!p) {
+    p = std::make_shared<Peer>();
+    p->addr = addr;
+    p->name = addr.ToString();
+    for (int i = 0; i < options_.lanes; ++i) p->lanes.push_back(std::make_unique<Lane>());
+  }
+  return p;
+}
+
+void TcpClient::Forget(const PeerAddr& addr) {
+  std::shared_ptr<Peer> p;
+  {
+    std::lock_guard lock(mu_);
+    auto it = peers_.find(addr);
+    if (it == peers_.end()) return;
+    p = it->second;
+    peers_.erase(it);
+  }
+  for (auto& l : p->lanes) {
+    if (l->mu.try_lock()) {
+      l->fd.Reset();
+      l->mu.unlock();
+    }
+  }
+}
+
+size_t TcpClient::ConnectedLanes(const PeerAddr& addr) {
+  std::shared_ptr<Peer> p;
+  {
+    std::lock_guard lock(mu_);
+    auto it = peers_.find(addr);
+    if (it == peers_.end()) return 0;
+    p = it->second;
+  }
+  size_t n = 0;
+  for (auto& l : p->lanes) {
+    std::lock_guard lock(l->mu);
+    if (l->fd.valid()) ++n;
+  }
+  return n;
+}
+
+TcpClientStats TcpClient::stats() const {
+  TcpClientStats s;
+  s.connects = connects_.load();
+  s.lane_resets = lane_resets_.load();
+  s.requests = requests_.load();
+  s.bytes_written = bytes_written_.load();
+  s.bytes_read = bytes_read_.load();
+  return s;
+}
+
+Status TcpClient::Write(const PeerAddr& peer, uint32_t segment_id, uint64_t access_key, uint64_t remote_offset,
+                        const void* src, uint64_t len, Deadline deadline) {
+  TcpRequest r{wire::DataOp::kWrite, segment_id, access_key, remote_offset, const_cast<void*>(src), len};
+  return Transfer(peer, {&r, 1}, deadline)[0];
+}
+
+Status TcpClient::Read(const PeerAddr& peer, uint32_t segment_id, uint64_t access_key, uint64_t remote_offset,
+                       void* dst, uint64_t len, Deadline deadline) {
+  TcpRequest r{wire::DataOp::kRead, segment_id, access_key, remote_offset, dst, len};
+  return Transfer(peer, {&r, 1}, deadline)[0];
+}
+
+std::vector<Status> TcpClient::WriteBatch(const PeerAddr& peer, std::span<const TcpRequest> requests,
+                                          Deadline deadline) {
+  std::vector<TcpRequest> w(requests.begin(), requests.end());
+  for (auto& r : w) r.op = wire::DataOp::kWrite;
+  return Transfer(peer, w, deadline);
+}
+
+std::vector<Status> TcpClient::ReadBatch(const PeerAddr& peer, std::span<const TcpRequest> requests,
+                                         Deadline deadline) {
+  std::vector<TcpRequest> w(requests.begin(), requests.end());
+  for (auto& r : w) r.op = wire::DataOp::kRead;
+  return Transfer(peer, w, deadline);
+}
+
+std::vector<Status> TcpClient::Transfer(const PeerAddr& peer_addr, std::span<const TcpRequest> requests,
+                                        Deadline deadline) {
+  std::vector<Status> results(requests.size());
+  std::vector<Slice> slices;
+  std::vector<uint64_t> slices_left(requests.size(), 0);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const TcpRequest& r = requests[i];
+    if (r.op != wire::DataOp::kRead && r.op != wire::DataOp::kWrite) {
+      results[i] = Error(Code::kInvalidArgument, "entry {}: unknown op", i);
+      continue;
+    }
+    if (r.len == 0) continue;
+    if (!r.local) {
+      results[i] = Error(Code::kInvalidArgument, "entry {}: null local buffer for {} bytes", i, r.len);
+      continue;
+    }
+    if (r.remote_offset > UINT64_MAX - r.len) {
+      results[i] = Error(Code::kOutOfRange, "entry {}: remote offset {} + {} bytes wraps around", i, r.remote_offset,
+                         r.len);
+      continue;
+    }
+    for (uint64_t off = 0; off < r.len; off += options_.slice_bytes) {
+      slices.push_back(Slice{i, off, std::min(options_.slice_bytes, r.len - off)});
+      ++slices_left[i];
+    }
+  }
+  if (slices.empty()) return results;
+
+  auto fail_entry = [&](size_t entry, const Status& s) {
+    if (results[entry].ok()) results[entry] = s;
+  };
+
+  std::shared_ptr<Peer> peer = GetPeer(peer_addr);
+  const std::string& name = peer->name;
+
+  // Take lanes: as many idle ones as there are slices (up to all), at least one.
+  std::vector<Lane*> held;
+  const size_t lane_count = peer->lanes.size();
+  const size_t want = std::min(lane_count, slices.size());
+  const uint32_t start = peer->rr.fetch_add(1);
+  for (size_t i = 0; i < lane_count && held.size() < want; ++i) {
+    Lane* l = peer->lanes[(start + i) % lane_count].get();
+    if (l->mu.try_lock()) held.push_back(l);
+  }
+  if (held.empty()) {
+    Lane* l = peer->lanes[start % lane_count].get();
+    bool got = deadline.never() ? (l->mu.lock(), true) : l->mu.try_lock_until(deadline.at());
+    if (!got) {
+      Status s = Error(Code::kTimeout, "all {} lanes to {} stayed busy until the deadline", lane_count, name);
+      for (const Slice& sl : slices) fail_entry(sl.entry, s);
+      return results;
+    }
+    held.push_back(l);
+  }
+  struct Unlock {
+    std::vector<Lane*>& held;
+    ~Unlock() {
+      for (Lane* l : held) l->mu.unlock();
+    }
+  } unlock{held};
+
+  // Connect (or reconnect) the lanes we hold.
+  std::vector<Active> active;
+  Status last_error;
+  for (Lane* l : held) {
+    if (l->fd.valid() && !IdleLaneHealthy(l->fd.get())) {
+      WEFT_LOG_DEBUG("tcp client: idle lane to {} went away; reconnecting", name);
+      l->fd.Reset();
+    }
+    if (!l->fd.valid()) {
+      if (!last_error.ok()) continue;  // another lane just failed to connect: don't wait twice
+      Deadline cd = Sooner(deadline, Deadline::After(Millis(options_.connect_timeout_ms)));
+      auto fd = net::ConnectTcp(peer_addr, cd, options_.tcp);
+      if (!fd.ok()) {
+        last_error = fd.status();
+        continue;
+      }
+      Status a = net::AuthenticateClient(fd->get(), options_.auth, cd, name);
+      if (!a.ok()) {
+        last_error = a;
+        continue;
+      }
+      l->fd = std::move(*fd);
+      l->next_id = 1;
+      connects_.fetch_add(1);
+    }
+    Active a;
+    a.lane = l;
+    active.push_back(std::move(a));
+  }
+  if (active.empty()) {
+    for (const Slice& sl : slices) fail_entry(sl.entry, last_error);
+    return results;
+  }
+
+  size_t next = 0;  // next slice to assign
+  size_t done = 0;  // slices finished (either way)
+  const size_t total = slices.size();
+  uint64_t bytes_done = 0, bytes_total = 0;
+  for (const Slice& s : slices) bytes_total += s.len;
+
+  auto finish_slice = [&](Active& a, const Status& s) {
+    const Pending p = a.inflight.front();
+    a.inflight.pop_front();
+    const Slice& sl = slices[p.slice];
+    a.inflight_bytes -= sl.len;
+    ++done;
+    if (!s.ok()) {
+      fail_entry(sl.entry, s);
+    } else {
+      bytes_done += sl.len;
+      if (requests[sl.entry].op == wire::DataOp::kWrite)
+        bytes_written_.fetch_add(sl.len);
+      else
+        bytes_read_.fetch_add(sl.len);
+    }
+  };
+  auto reset_lane = [&](Active& a, const Status& s) {
+    while (!a.inflight.empty()) finish_slice(a, s);
+    a.out.clear();
+    a.lane->fd.Reset();
+    a.alive = false;
+    lane_resets_.fetch_add(1);
+    last_error = s;
+  };
+
+  // Fills the stage to at least `need` bytes; false when the socket has no more right now.
+  auto fill = [&](Active& a, size_t need) -> Result<bool> {
+    if (a.staged() >= need) return true;
+    uint8_t* stage = a.lane->stage.get();
+    if (a.in_begin > 0) {
+      std::memmove(stage, stage + a.in_begin, a.staged());
+      a.in_end -= a.in_begin;
+      a.in_begin = 0;
+    }
+    while (a.in_end < need) {
+      iovec iov{stage + a.in_end, kStageBytes - a.in_end};
+      auto n = net::RecvvSome(a.lane->fd.get(), &iov, 1, name);
+      if (!n.ok()) return n.status();
+      if (*n == 0) return false;
+      a.in_end += *n;
+    }
+    return true;
+  };
+
+  // Takes what responses have arrived. Returns whether anything moved.
+  auto receive = [&](Active& a) -> Result<bool> {
+    bool moved = false;
+    uint8_t* stage = a.lane->stage.get();
+    while (!a.inflight.empty()) {
+      const Pending& f = a.inflight.front();
+      const Slice& sl = slices[f.slice];
+      const TcpRequest& rq = requests[sl.entry];
+      if (!a.have_header) {
+        WEFT_ASSIGN_OR_RETURN(bool ready, fill(a, wire::kDataResponseSize));
+        if (!ready) return moved;
+        moved = true;
+        WEFT_ASSIGN_OR_RETURN(wire::DataResponse resp,
+                              wire::DecodeDataResponse({stage + a.in_begin, wire::kDataResponseSize}));
+        if (resp.request_id != f.id || resp.op != rq.op)
+          return Error(Code::kProtocol, "response from {} is for request {} ({}), expected {} ({})", name,
+                       resp.request_id, wire::DataOpName(resp.op), f.id, wire::DataOpName(rq.op));
+        if (resp.status != Code::kOk) {
+          WEFT_ASSIGN_OR_RETURN(bool all, fill(a, wire::kDataResponseSize + resp.message_length));
+          if (!all) return moved;  // the header is decoded again once the text is in
+          std::string text(reinterpret_cast<const char*>(stage + a.in_begin + wire::kDataResponseSize),
+                           resp.message_length);
+          a.in_begin += wire::kDataResponseSize + resp.message_length;
+          finish_slice(a, Status(resp.status, fmt::format("{} {} bytes at offset {} of segment {} on {}: {}",
+                                                          wire::DataOpName(rq.op), sl.len,
+                                                          rq.remote_offset + sl.offset, rq.segment_id, name, text)));
+          continue;
+        }
+        if (rq.op == wire::DataOp::kRead && resp.length != sl.len)
+          return Error(Code::kProtocol, "READ response from {} carries {} bytes, asked for {}", name, resp.length,
+                       sl.len);
+        a.in_begin += wire::kDataResponseSize;
+        if (rq.op == wire::DataOp::kWrite) {
+          finish_slice(a, OkStatus());
+          continue;
+        }
+        a.have_header = true;
+        a.got = 0;
+      }
+      // READ payload: staged bytes first, then straight from the socket into the destination.
+      uint8_t* dst = static_cast<uint8_t*>(rq.local) + sl.offset + a.got;
+      uint64_t want_bytes = sl.len - a.got;
+      if (a.staged() > 0) {
+        size_t k = static_cast<size_t>(std::min<uint64_t>(want_bytes, a.staged()));
+        std::memcpy(dst, stage + a.in_begin, k);
+        a.in_begin += k;
+        a.got += k;
+        moved = true;
+      } else {
+        iovec iov{dst, static_cast<size_t>(want_bytes)};
+        WEFT_ASSIGN_OR_RETURN(size_t n, net::RecvvSome(a.lane->fd.get(), &iov, 1, name));
+        if (n == 0) return moved;
+        a.got += n;
+        moved = true;
+      }
+      if (a.got == sl.len) {
+        a.have_header = false;
+        finish_slice(a, OkStatus());
+      }
+    }
+    return moved;
+  };
+
+  auto send = [&](Active& a) -> Result<bool> {
+    bool moved = false;
+    while (!a.out.empty()) {
+      iovec iov[kMaxIov];
+      size_t n = 0;
+      for (auto it = a.out.begin(); it != a.out.end() && n + 2 <= kMaxIov; ++it) {
+        uint64_t skip = it->done;
+        if (skip < it->hdr.size()) {
+          iov[n++] = {it->hdr.data() + skip, it->hdr.size() - skip};
+          skip = 0;
+        } else {
+          skip -= it->hdr.size();
+        }
+        if (it->payload_len > skip) iov[n++] = {const_cast<uint8_t*>(it->payload) + skip, it->payload_len - skip};
+      }
+      WEFT_ASSIGN_OR_RETURN(size_t sent, net::SendvSome(a.lane->fd.get(), iov, n, name));
+      if (sent == 0) return moved;
+      moved = true;
+      while (sent > 0) {
+        SendItem& it = a.out.front();
+        uint64_t take = std::min<uint64_t>(sent, it.total() - it.done);
+        it.done += take;
+        sent -= take;
+        if (it.done == it.total()) a.out.pop_front();
+      }
+    }
+    return moved;
+  };
+
+  auto assign = [&](Active& a) {
+    while (next < total && a.inflight.size() < static_cast<size_t>(options_.max_inflight_per_lane) &&
+           (a.inflight_bytes == 0 || a.inflight_bytes + slices[next].len <= options_.max_inflight_bytes_per_lane)) {
+      const Slice& sl = slices[next];
+      const TcpRequest& rq = requests[sl.entry];
+      wire::DataRequest h;
+      h.op = rq.op;
+      h.request_id = a.lane->next_id++;
+      h.segment_id = rq.segment_id;
+      h.access_key = rq.access_key;
+      h.offset = rq.remote_offset + sl.offset;
+      h.length = sl.len;
+      SendItem item;
+      item.hdr = wire::EncodeDataRequest(h);
+      if (rq.op == wire::DataOp::kWrite) {
+        item.payload = static_cast<const uint8_t*>(rq.local) + sl.offset;
+        item.payload_len = sl.len;
+      }
+      a.out.push_back(item);
+      a.inflight.push_back(Pending{next, h.request_id});
+      a.inflight_bytes += sl.len;
+      requests_.fetch_add(1);
+      ++next;
+    }
+  };
+
+  std::vector<pollfd> pfds;
+  std::vector<Active*> polled;
+  while (done < total) {
+    bool progress = false;
+    size_t alive = 0;
+    for (Active& a : active) {
+      if (!a.alive) continue;
+      assign(a);
+      auto s = send(a);
+      if (!s.ok()) {
+        reset_lane(a, s.status());
+        continue;
+      }
+      progress |= *s;
+      auto r = receive(a);
+      if (!r.ok()) {
+        if (r.status().code() == Code::kProtocol)
+          WEFT_LOG_WARN("tcp client: closing a lane to {}: {}", name, r.status().ToString());
+        reset_lane(a, r.status());
+        continue;
+      }
+      progress |= *r;
+      ++alive;
+    }
+    if (done == total) break;
+    if (alive == 0) {
+      // Every lane failed: what was never sent fails with the last lane's error.
+      for (; next < total; ++next) {
+        fail_entry(slices[next].entry, last_error);
+        ++done;
+      }
+      break;
+    }
+    if (progress) continue;
+    pfds.clear();
+    polled.clear();
+    for (Active& a : active) {
+      if (!a.alive) continue;
+      short ev = 0;
+      if (!a.inflight.empty()) ev |= POLLIN;
+      if (!a.out.empty()) ev |= POLLOUT;
+      if (!ev) continue;
+      pfds.push_back({a.lane->fd.get(), ev, 0});
+      polled.push_back(&a);
+    }
+    if (pfds.empty()) continue;  // a lane has room for more slices
+    int rc = ::poll(pfds.data(), pfds.size(), deadline.left_ms_for_poll());
+    if (rc < 0 && errno != EINTR) {
+      Status s = ErrnoStatus("poll", errno);
+      for (Active* a : polled) reset_lane(*a, s);
+      continue;
+    }
+    if (rc == 0 && deadline.expired()) {
+      Status s = Error(Code::kTimeout,
+                       "transfer with {} did not complete before the deadline ({} of {} bytes done); the lanes that "
+                       "were waiting are closed",
+                       name, bytes_done, bytes_total);
+      for (Active& a : active)
+        if (a.alive && (!a.inflight.empty() || !a.out.empty())) reset_lane(a, s);
+      for (; next < total; ++next) {
+        fail_entry(slices[next].entry, s);
+        ++done;
+      }
+      break;
+    }
+  }
+  // A healthy lane ends a call with nothing outstanding; anything left over would desync it.
+  for (Active& a : active) {
+    if (a.alive && (a.staged() > 0 || !a.inflight.empty() || !a.out.empty() || a.have_header)) {
+      WEFT_LOG_WARN("tcp client: lane to {} has {} unexpected bytes after a call; closing it", name, a.staged());
+      a.lane->fd.Reset();
+      lane_resets_.fetch_add(1);
+    }
+  }
+  return results;
+}
+
+}  // namespace weft::transport::tcp

@@ -1,0 +1,114 @@
+// The initiator side of the TCP data plane: a pool of authenticated connections ("lanes") per
+// peer, slicing, striping, pipelining and coalescing of one-sided READ and WRITE requests.
+//
+// Threading: no threads of its own. A call takes up to `lanes` idle lanes of the peer for its
+// whole duration (each lane has a lock; a lane is used by one call at a time), and drives them
+// from the calling thread with non-blocking sockets and poll(2):
+//   * slicing: each request is cut into slices of at most slice_bytes;
+//   * striping: slices are pulled by whichever lane has room, so a large transfer spreads over
+//     every lane the call holds (and the server's progress threads serve them in parallel);
+//   * pipelining: a lane keeps up to max_inflight_per_lane requests / max_inflight_bytes_per_lane
+//     bytes outstanding before it needs a response;
+//   * coalescing: the headers and payloads of queued requests go out in one sendmsg (up to 64
+//     iovecs), and the server coalesces its responses the same way.
+// Concurrent calls to the same peer use different lanes; when every lane is busy a call waits for
+// one (until its deadline). Several threads calling at once is how a caller gets several CPUs
+// copying (the engine's worker threads do).
+//
+// Completion: a WRITE is OK only after the server acknowledged it, which it does once every byte
+// is in its segment. A READ is OK only after every byte is in the destination. Responses on a lane
+// come in request order and carry the request id; any mismatch is PROTOCOL and resets the lane.
+//
+// Failures: connection refused / reset / closed -> PEER_DOWN (at once, no retry loop); the call's
+// deadline passing -> TIMEOUT, and every lane that still had requests outstanding is closed, so a
+// late response can never be taken for the answer to a later request (lanes reconnect on next use).
+// A refused request (NOT_FOUND, PERMISSION_DENIED, OUT_OF_RANGE) fails only its own entry and the
+// lane stays up.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "net/auth.h"
+#include "net/tcp_socket.h"
+#include "wire/data.h"
+
+namespace weft::transport::tcp {
+
+using PeerAddr = net::HostPort;
+
+struct TcpClientOptions {
+  net::AuthOptions auth;                        // cluster secret (must match the server's)
+  int lanes = 4;                                // connections per peer
+  uint64_t slice_bytes = 1u << 20;              // requests larger than this are sliced (4 KiB .. 64 MiB)
+  int max_inflight_per_lane = 64;               // outstanding requests per lane
+  uint64_t max_inflight_bytes_per_lane = 8u << 20;  // outstanding payload bytes per lane
+  int connect_timeout_ms = 5000;                // connect + handshake, also bounded by the call's deadline
+  net::TcpOptions tcp;                          // NODELAY, socket buffers
+};
+
+// One entry of a batch: a READ from or a WRITE to [remote_offset, +len) of a remote segment.
+struct TcpRequest {
+  wire::DataOp op = wire::DataOp::kRead;
+  uint32_t segment_id = 0;
+  uint64_t access_key = 0;
+  uint64_t remote_offset = 0;
+  void* local = nullptr;  // READ: destination; WRITE: source (not modified)
+  uint64_t len = 0;
+};
+
+struct TcpClientStats {
+  uint64_t connects = 0;      // lanes connected and authenticated
+  uint64_t lane_resets = 0;   // lanes closed after an error or a timeout
+  uint64_t requests = 0;      // slices sent
+  uint64_t bytes_written = 0;
+  uint64_t bytes_read = 0;
+};
+
+class TcpClient {
+ public:
+  explicit TcpClient(TcpClientOptions options);
+  ~TcpClient();
+  TcpClient(const TcpClient&) = delete;
+  TcpClient& operator=(const TcpClient&) = delete;
+
+  // WRITE len bytes from src to the peer's segment; OK only once the peer acknowledged them.
+  Status Write(const PeerAddr& peer, uint32_t segment_id, uint64_t access_key, uint64_t remote_offset,
+               const void* src, uint64_t len, Deadline deadline);
+  // READ len bytes of the peer's segment into dst.
+  Status Read(const PeerAddr& peer, uint32_t segment_id, uint64_t access_key, uint64_t remote_offset, void* dst,
+              uint64_t len, Deadline deadline);
+  // Batches: one Status per entry, in order. Entries may mix READ and WRITE. Entries touching
+  // overlapping bytes have no defined order between them.
+  std::vector<Status> Transfer(const PeerAddr& peer, std::span<const TcpRequest> requests, Deadline deadline);
+  std::vector<Status> WriteBatch(const PeerAddr& peer, std::span<const TcpRequest> requests, Deadline deadline);
+  std::vector<Status> ReadBatch(const PeerAddr& peer, std::span<const TcpRequest> requests, Deadline deadline);
+
+  // Closes every idle lane to the peer and forgets it (lanes in use close when their call ends).
+  void Forget(const PeerAddr& peer);
+  // Lanes currently connected to the peer.
+  size_t ConnectedLanes(const PeerAddr& peer);
+
+  TcpClientStats stats() const;
+  const TcpClientOptions& options() const { return options_; }
+
+  struct Lane;  // internal
+  struct Peer;  // internal
+
+ private:
+  std::shared_ptr<Peer> GetPeer(const PeerAddr& peer);
+
+  TcpClientOptions options_;
+  std::mutex mu_;
+  std::map<PeerAddr, std::shared_ptr<Peer>> peers_;
+  std::atomic<uint64_t> connects_{0}, lane_resets_{0}, requests_{0}, bytes_written_{0}, bytes_read_{0};
+};
+
+}  // namespace weft::transport::tcp

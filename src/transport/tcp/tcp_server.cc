@@ -1,0 +1,567 @@
+#include "transport/tcp/tcp_server.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+
+#include "base/log.h"
+#include "wire/data.h"
+
+namespace weft::transport::tcp {
+
+namespace {
+
+constexpr size_t kStageBytes = 64u << 10;      // per-connection input staging buffer
+constexpr size_t kMaxOutItems = 1024;          // queued responses before we stop reading requests
+constexpr uint64_t kMaxOutBytes = 256ull << 20;  // likewise, in bytes (READ payloads are not copies)
+constexpr uint64_t kTurnBudget = 16ull << 20;  // bytes per connection per readiness event (fairness)
+constexpr size_t kMaxIov = 64;
+constexpr int kSweepMs = 250;
+
+}  // namespace
+
+struct TcpServer::Shared {
+  TcpServerOptions options;
+  SegmentAccess* access = nullptr;
+  std::atomic<bool> stop{false};
+  std::atomic<size_t> open{0};
+  std::atomic<uint64_t> accepted{0}, auth_failures{0}, protocol_errors{0}, reads{0}, writes{0}, refused{0},
+      bytes_read{0}, bytes_written{0};
+};
+
+namespace {
+
+struct Out {
+  std::vector<uint8_t> head;  // response header + error text, or handshake bytes
+  const uint8_t* payload = nullptr;
+  uint64_t payload_len = 0;
+  uint64_t done = 0;  // bytes of head + payload already sent
+  bool pinned = false;
+  uint32_t segment = 0;
+  uint64_t total() const { return head.size() + payload_len; }
+};
+
+enum class Phase { kHello, kProof, kServing };
+
+struct Conn {
+  net::UniqueFd fd;
+  std::string peer;
+  Phase phase = Phase::kHello;
+  std::unique_ptr<net::ServerHandshake> hs;
+  std::unique_ptr<uint8_t[]> stage{new uint8_t[kStageBytes]};
+  size_t in_begin = 0, in_end = 0;
+  // The WRITE whose payload is being received.
+  bool in_payload = false;
+  wire::DataRequest req;
+  uint8_t* target = nullptr;  // null while a refused payload is being drained
+  uint64_t left = 0;
+  bool pinned = false;
+  Status refusal;
+  // Responses waiting to be sent, in request order.
+  std::deque<Out> out;
+  uint64_t out_bytes = 0;
+  bool close_after_flush = false;
+  Clock::time_point last_progress = Clock::now();
+  uint32_t events = 0;
+  size_t staged() const { return in_end - in_begin; }
+  bool busy() const { return phase != Phase::kServing || in_payload || !out.empty() || staged() > 0; }
+};
+
+}  // namespace
+
+struct TcpServer::Worker {
+  std::shared_ptr<Shared> shared;
+  int index = 0;
+  net::UniqueFd epoll;
+  net::UniqueFd wake;        // eventfd
+  net::UniqueFd listen;      // worker 0 only
+  std::vector<Worker*> all;  // for dealing connections out (worker 0)
+  size_t next_worker = 0;
+  std::mutex incoming_mu;
+  std::vector<std::unique_ptr<Conn>> incoming;
+  std::unordered_map<Conn*, std::unique_ptr<Conn>> conns;
+
+  const TcpServerOptions& opts() const { return shared->options; }
+
+  void Wake() {
+    uint64_t one = 1;
+    ssize_t n = ::write(wake.get(), &one, sizeof one);
+    (void)n;
+  }
+
+  void Hand(std::unique_ptr<Conn> c) {
+    {
+      std::lock_guard lock(incoming_mu);
+      incoming.push_back(std::move(c));
+    }
+    Wake();
+  }
+
+  void Run() {
+    epoll_event evs[64];
+    auto next_sweep = Clock::now();
+    while (!shared->stop.load()) {
+      int n = ::epoll_wait(epoll.get(), evs, 64, kSweepMs);
+      if (n < 0 && errno != EINTR) {
+        WEFT_LOG_ERROR("tcp server: epoll_wait: {}", std::strerror(errno));
+        break;
+      }
+      for (int i = 0; i < n; ++i) {
+        void* p = evs[i].data.ptr;
+        if (p == &wake) {
+          uint64_t v;
+          ssize_t r = ::read(wake.get(), &v, sizeof v);
+          (void)r;
+          TakeIncoming();
+        } else if (p == &listen) {
+          AcceptAll();
+        } else {
+          auto* c = static_cast<Conn*>(p);
+          if (conns.count(c)) OnEvent(c, evs[i].events);
+        }
+      }
+      if (Clock::now() >= next_sweep) {
+        Sweep();
+        next_sweep = Clock::now() + Millis(kSweepMs);
+      }
+    }
+    // Stopping: close everything (clients see the connection reset: PEER_DOWN).
+    TakeIncoming();
+    std::vector<Conn*> all_conns;
+    for (auto& [p, c] : conns) all_conns.push_back(p);
+    for (Conn* c : all_conns) Close(c);
+  }
+
+  void TakeIncoming() {
+    std::vector<std::unique_ptr<Conn>> mine;
+    {
+      std::lock_guard lock(incoming_mu);
+      mine.swap(incoming);
+    }
+    for (auto& c : mine) {
+      Conn* p = c.get();
+      c->hs = std::make_unique<net::ServerHandshake>(&shared->options.auth);
+      c->last_progress = Clock::now();
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLRDHUP;
+      ev.data.ptr = p;
+      c->events = ev.events;
+      if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, c->fd.get(), &ev) != 0) {
+        WEFT_LOG_WARN("tcp server: cannot watch the connection from {}: {}", c->peer, std::strerror(errno));
+        shared->open.fetch_sub(1);
+        continue;
+      }
+      conns.emplace(p, std::move(c));
+    }
+  }
+
+  void AcceptAll() {
+    for (;;) {
+      std::string peer;
+      auto fd = net::AcceptTcp(listen.get(), opts().tcp, &peer);
+      if (!fd.ok()) {
+        WEFT_LOG_WARN("tcp server on port {}: accept: {}", shared->options.port, fd.status().ToString());
+        return;
+      }
+      if (!fd->valid()) return;
+      if (shared->open.load() >= opts().max_connections) {
+        WEFT_LOG_WARN("tcp server: refusing the connection from {}: {} connections are open (max_connections)", peer,
+                      shared->open.load());
+        continue;  // closed by UniqueFd
+      }
+      shared->accepted.fetch_add(1);
+      shared->open.fetch_add(1);
+      auto c = std::make_unique<Conn>();
+      c->fd = std::move(*fd);
+      c->peer = peer;
+      Worker* w = all[next_worker++ % all.size()];
+      if (w == this) {
+        {
+          std::lock_guard lock(incoming_mu);
+          incoming.push_back(std::move(c));
+        }
+        TakeIncoming();
+      } else {
+        w->Hand(std::move(c));
+      }
+    }
+  }
+
+  void Close(Conn* c) {
+    if (c->pinned) {
+      shared->access->Release(c->req.segment_id);
+      c->pinned = false;
+    }
+    for (Out& o : c->out)
+      if (o.pinned) shared->access->Release(o.segment);
+    c->out.clear();
+    ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
+    shared->open.fetch_sub(1);
+    conns.erase(c);  // closes the socket
+  }
+
+  void Drop(Conn* c, const Status& why, bool protocol_error = true) {
+    WEFT_LOG_WARN("tcp server: closing the connection from {}: {}", c->peer, why.ToString());
+    if (protocol_error) shared->protocol_errors.fetch_add(1);
+    Close(c);
+  }
+
+  void Sweep() {
+    auto now = Clock::now();
+    std::vector<std::pair<Conn*, Status>> stale;
+    for (auto& [p, c] : conns) {
+      if (!c->busy()) continue;
+      int limit = c->phase == Phase::kServing ? opts().stall_timeout_ms : opts().handshake_timeout_ms;
+      if (now - c->last_progress > Millis(limit)) {
+        stale.emplace_back(p, c->phase == Phase::kServing
+                                  ? Error(Code::kTimeout, "no progress for {} ms with a request or response pending",
+                                          limit)
+                                  : Error(Code::kTimeout, "the handshake did not finish within {} ms", limit));
+      }
+    }
+    for (auto& [p, s] : stale) Drop(p, s);
+  }
+
+  void SetEvents(Conn* c) {
+    // Not reading while the output is backed up: the client must take its responses first (a
+    // client that never does is closed by the stall sweep).
+    uint32_t want = 0;
+    bool out_full = c->out.size() >= kMaxOutItems || c->out_bytes >= kMaxOutBytes;
+    if (!out_full && !c->close_after_flush) want |= EPOLLIN | EPOLLRDHUP;
+    if (!c->out.empty()) want |= EPOLLOUT;
+    if (want == c->events) return;
+    epoll_event ev{};
+    ev.events = want;
+    ev.data.ptr = c;
+    if (::epoll_ctl(epoll.get(), EPOLL_CTL_MOD, c->fd.get(), &ev) == 0) c->events = want;
+  }
+
+  void OnEvent(Conn* c, uint32_t events) {
+    // Errors and hang-ups surface through the recv/send calls below.
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && (c->events & EPOLLIN || events & (EPOLLHUP | EPOLLERR))) {
+      if (!OnReadable(c)) return;  // closed
+    }
+    if (!Flush(c)) return;
+    SetEvents(c);
+  }
+
+  void Queue(Conn* c, Out o) {
+    c->out_bytes += o.total();
+    c->out.push_back(std::move(o));
+  }
+
+  void QueueResponse(Conn* c, const wire::DataRequest& r, const Status& s, const uint8_t* payload, bool pinned) {
+    wire::DataResponse resp;
+    resp.op = r.op;
+    resp.request_id = r.request_id;
+    resp.status = s.code();
+    std::string_view msg;
+    if (!s.ok()) {
+      msg = s.message();
+      if (msg.size() > wire::kMaxDataMessage) msg = msg.substr(0, wire::kMaxDataMessage);
+      resp.message_length = static_cast<uint32_t>(msg.size());
+      shared->refused.fetch_add(1);
+    } else if (r.op == wire::DataOp::kRead) {
+      resp.length = r.length;
+    }
+    auto hdr = wire::EncodeDataResponse(resp);
+    Out o;
+    o.head.reserve(hdr.size() + msg.size());
+    o.head.insert(o.head.end(), hdr.begin(), hdr.end());
+    o.head.insert(o.head.end(), msg.begin(), msg.end());
+    if (s.ok() && r.op == wire::DataOp::kRead) {
+      o.payload = payload;
+      o.payload_len = r.length;
+    }
+    o.pinned = pinned;
+    o.segment = r.segment_id;
+    Queue(c, std::move(o));
+  }
+
+  // Receives into [dst, dst+n): staged bytes first, then the socket. Returns bytes moved (0 on
+  // EAGAIN), or an error (PEER_DOWN for end of stream).
+  Result<size_t> Take(Conn* c, uint8_t* dst, uint64_t n) {
+    if (c->staged() > 0) {
+      size_t k = static_cast<size_t>(std::min<uint64_t>(n, c->staged()));
+      if (dst) std::memcpy(dst, c->stage.get() + c->in_begin, k);
+      c->in_begin += k;
+      return k;
+    }
+    if (!dst) {  // draining: the stage is the scratch space
+      iovec iov{c->stage.get(), static_cast<size_t>(std::min<uint64_t>(n, kStageBytes))};
+      return net::RecvvSome(c->fd.get(), &iov, 1, c->peer);
+    }
+    iovec iov{dst, static_cast<size_t>(n)};
+    return net::RecvvSome(c->fd.get(), &iov, 1, c->peer);
+  }
+
+  // Fills the stage so it holds at least `need` bytes if the socket has them. false on EAGAIN.
+  Result<bool> Fill(Conn* c, size_t need) {
+    if (c->staged() >= need) return true;
+    if (c->in_begin > 0) {
+      std::memmove(c->stage.get(), c->stage.get() + c->in_begin, c->staged());
+      c->in_end -= c->in_begin;
+      c->in_begin = 0;
+    }
+    while (c->in_end < need) {
+      iovec iov{c->stage.get() + c->in_end, kStageBytes - c->in_end};
+      auto n = net::RecvvSome(c->fd.get(), &iov, 1, c->peer);
+      if (!n.ok()) return n.status();
+      if (*n == 0) return false;
+      c->in_end += *n;
+      c->last_progress = Clock::now();
+    }
+    return true;
+  }
+
+  // Reads and serves what is there. false once the connection is closed.
+  bool OnReadable(Conn* c) {
+    uint64_t budget = kTurnBudget;
+    while (budget > 0 && !c->close_after_flush) {
+      if (c->out.size() >= kMaxOutItems || c->out_bytes >= kMaxOutBytes) return true;  // let the output drain
+      if (c->in_payload) {
+        uint64_t done_before = c->req.length - c->left;
+        auto n = Take(c, c->target ? c->target + done_before : nullptr, c->left);
+        if (!n.ok()) return EndOfStream(c, n.status());
+        if (*n == 0) return true;
+        c->left -= *n;
+        budget -= std::min<uint64_t>(budget, *n);
+        c->last_progress = Clock::now();
+        if (c->left == 0) FinishWrite(c);
+        continue;
+      }
+      if (c->phase == Phase::kHello || c->phase == Phase::kProof) {
+        size_t need = c->phase == Phase::kHello ? net::kAuthHelloSize : net::kAuthProofSize;
+        auto got = Fill(c, need);
+        if (!got.ok()) return EndOfStream(c, got.status());
+        if (!*got) return true;
+        std::span<const uint8_t> bytes(c->stage.get() + c->in_begin, need);
+        c->in_begin += need;
+        if (c->phase == Phase::kHello) {
+          auto sh = c->hs->OnHello(bytes);
+          if (!sh.ok()) {
+            shared->auth_failures.fetch_add(1);
+            Drop(c, sh.status());
+            return false;
+          }
+          Out o;
+          o.head.assign(sh->begin(), sh->end());
+          Queue(c, std::move(o));
+          c->phase = Phase::kProof;
+        } else {
+          Status verdict = c->hs->OnProof(bytes);
+          auto result = net::ServerHandshake::ResultBytes(verdict.ok() ? Code::kOk : Code::kUnauthenticated);
+          Out o;
+          o.head.assign(result.begin(), result.end());
+          Queue(c, std::move(o));
+          if (!verdict.ok()) {
+            shared->auth_failures.fetch_add(1);
+            WEFT_LOG_WARN("tcp server: closing the connection from {}: {}", c->peer, verdict.ToString());
+            c->close_after_flush = true;  // the result goes out first so the client knows why
+            return true;
+          }
+          c->hs.reset();
+          c->phase = Phase::kServing;
+        }
+        continue;
+      }
+      auto got = Fill(c, wire::kDataRequestSize);
+      if (!got.ok()) return EndOfStream(c, got.status());
+      if (!*got) return true;
+      auto req = wire::DecodeDataRequest({c->stage.get() + c->in_begin, wire::kDataRequestSize});
+      if (!req.ok()) {
+        Drop(c, req.status());
+        return false;
+      }
+      c->in_begin += wire::kDataRequestSize;
+      budget -= std::min<uint64_t>(budget, wire::kDataRequestSize);
+      Serve(c, *req);
+    }
+    return true;
+  }
+
+  // The socket reported an error or end of stream while reading.
+  bool EndOfStream(Conn* c, const Status& s) {
+    bool mid_frame = c->in_payload || c->staged() > 0 || c->phase != Phase::kServing;
+    if (mid_frame) {
+      Drop(c, s.Annotate(c->phase != Phase::kServing ? "during the handshake" : "in the middle of a frame"));
+    } else {
+      WEFT_LOG_DEBUG("tcp server: connection from {} closed: {}", c->peer, s.ToString());
+      Close(c);
+    }
+    return false;
+  }
+
+  void Serve(Conn* c, const wire::DataRequest& r) {
+    bool write = r.op == wire::DataOp::kWrite;
+    auto where = shared->access->Find(r.segment_id, r.access_key, r.offset, r.length, write);
+    if (!write) {
+      shared->reads.fetch_add(1);
+      if (!where.ok()) {
+        QueueResponse(c, r, where.status(), nullptr, false);
+        return;
+      }
+      shared->bytes_read.fetch_add(r.length);
+      QueueResponse(c, r, OkStatus(), *where, true);
+      return;
+    }
+    shared->writes.fetch_add(1);
+    c->req = r;
+    c->left = r.length;
+    c->in_payload = true;
+    if (where.ok()) {
+      c->target = *where;
+      c->pinned = true;
+      c->refusal = OkStatus();
+    } else {
+      c->target = nullptr;  // drain the payload, then answer with the refusal
+      c->pinned = false;
+      c->refusal = where.status();
+    }
+    if (c->left == 0) FinishWrite(c);
+  }
+
+  void FinishWrite(Conn* c) {
+    c->in_payload = false;
+    if (c->pinned) {
+      shared->access->Release(c->req.segment_id);
+      c->pinned = false;
+      shared->bytes_written.fetch_add(c->req.length);
+    }
+    QueueResponse(c, c->req, c->refusal, nullptr, false);
+    c->target = nullptr;
+  }
+
+  // Sends queued output. false once the connection is closed.
+  bool Flush(Conn* c) {
+    while (!c->out.empty()) {
+      iovec iov[kMaxIov];
+      size_t n = 0;
+      for (auto it = c->out.begin(); it != c->out.end() && n + 2 <= kMaxIov; ++it) {
+        uint64_t skip = it->done;
+        if (skip < it->head.size()) {
+          iov[n++] = {it->head.data() + skip, it->head.size() - skip};
+          skip = 0;
+        } else {
+          skip -= it->head.size();
+        }
+        if (it->payload_len > skip) iov[n++] = {const_cast<uint8_t*>(it->payload) + skip, it->payload_len - skip};
+      }
+      auto sent = net::SendvSome(c->fd.get(), iov, n, c->peer);
+      if (!sent.ok()) {
+        EndOfStreamOnSend(c, sent.status());
+        return false;
+      }
+      if (*sent == 0) return true;  // full; EPOLLOUT will call again
+      c->last_progress = Clock::now();
+      uint64_t left = *sent;
+      c->out_bytes -= left;
+      while (left > 0) {
+        Out& o = c->out.front();
+        uint64_t take = std::min(left, o.total() - o.done);
+        o.done += take;
+        left -= take;
+        if (o.done == o.total()) {
+          if (o.pinned) shared->access->Release(o.segment);
+          c->out.pop_front();
+        }
+      }
+    }
+    if (c->close_after_flush) {
+      Close(c);
+      return false;
+    }
+    return true;
+  }
+
+  void EndOfStreamOnSend(Conn* c, const Status& s) {
+    WEFT_LOG_DEBUG("tcp server: connection from {} closed while sending: {}", c->peer, s.ToString());
+    Close(c);
+  }
+};
+
+Result<std::unique_ptr<TcpServer>> TcpServer::Start(const TcpServerOptions& options, SegmentAccess* access) {
+  if (!access) return Error(Code::kInvalidArgument, "tcp server needs a SegmentAccess");
+  WEFT_RETURN_IF_ERROR(net::CheckAuthPolicy(options.auth));
+  std::unique_ptr<TcpServer> s(new TcpServer());
+  s->options_ = options;
+  if (s->options_.threads < 1) s->options_.threads = 1;
+  s->shared_ = std::make_shared<Shared>();
+  s->shared_->options = s->options_;
+  s->shared_->access = access;
+  auto listen = net::ListenTcp(options.host, options.port, 1024, options.tcp);
+  if (!listen.ok()) return listen.status().Annotate("tcp server");
+  WEFT_ASSIGN_OR_RETURN(s->port_, net::LocalPort(listen->get()));
+  s->shared_->options.port = s->port_;
+  for (int i = 0; i < s->options_.threads; ++i) {
+    auto w = std::make_unique<Worker>();
+    w->shared = s->shared_;
+    w->index = i;
+    int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return ErrnoStatus("epoll_create1", errno);
+    w->epoll.Reset(ep);
+    int ev = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ev < 0) return ErrnoStatus("eventfd", errno);
+    w->wake.Reset(ev);
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.ptr = &w->wake;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e) != 0) return ErrnoStatus("epoll_ctl(eventfd)", errno);
+    s->workers_.push_back(std::move(w));
+  }
+  Worker* w0 = s->workers_[0].get();
+  w0->listen = std::move(*listen);
+  epoll_event e{};
+  e.events = EPOLLIN;
+  e.data.ptr = &w0->listen;
+  if (::epoll_ctl(w0->epoll.get(), EPOLL_CTL_ADD, w0->listen.get(), &e) != 0)
+    return ErrnoStatus("epoll_ctl(listen)", errno);
+  for (auto& w : s->workers_) w0->all.push_back(w.get());
+  for (auto& w : s->workers_) s->threads_.emplace_back([p = w.get()] { p->Run(); });
+  WEFT_LOG_INFO("tcp server listening on {} with {} progress threads", s->address().ToString(), s->options_.threads);
+  return s;
+}
+
+TcpServer::~TcpServer() { Stop(); }
+
+void TcpServer::Stop() {
+  if (stopped_.exchange(true)) return;
+  if (!shared_) return;
+  shared_->stop.store(true);
+  for (auto& w : workers_) w->Wake();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  // Connections handed to a worker that had already exited.
+  for (auto& w : workers_) {
+    std::lock_guard lock(w->incoming_mu);
+    shared_->open.fetch_sub(w->incoming.size());
+    w->incoming.clear();
+  }
+  if (!workers_.empty()) workers_[0]->listen.Reset();
+}
+
+size_t TcpServer::connections() const { return shared_ ? shared_->open.load() : 0; }
+
+TcpServerStats TcpServer::stats() const {
+  TcpServerStats s;
+  if (!shared_) return s;
+  s.connections_accepted = shared_->accepted.load();
+  s.auth_failures = shared_->auth_failures.load();
+  s.protocol_errors = shared_->protocol_errors.load();
+  s.reads = shared_->reads.load();
+  s.writes = shared_->writes.load();
+  s.refused = shared_->refused.load();
+  s.bytes_read = shared_->bytes_read.load();
+  s.bytes_written = shared_->bytes_written.load();
+  return s;
+}
+
+}  // namespace weft::transport::tcp

@@ -1,0 +1,91 @@
+// The owner side of the TCP data plane: progress threads that serve one-sided READ and WRITE
+// requests (wire/data.h) into this process's segments without the application's help.
+//
+// Threads: `threads` workers, each with its own epoll set; worker 0 also accepts and deals new
+// connections out round-robin. Every connection is a non-blocking state machine:
+//   handshake (net/auth.h ServerHandshake) -> serving requests in order -> closed.
+// A WRITE's payload is received straight into segment memory (only bytes that arrived in the same
+// recv as the header, at most 64 KiB, go through the connection's staging buffer), and the ack
+// is queued only once every byte is in the segment. A READ is answered with sendmsg of
+// [response header, segment bytes]: no copy in user space. Responses to pipelined small
+// requests are coalesced into one sendmsg.
+//
+// Refusals: a well-formed request that is refused (NOT_FOUND, PERMISSION_DENIED, OUT_OF_RANGE)
+// gets an error response and the connection stays open; a refused WRITE's payload is received
+// and discarded first (it is at most wire::kMaxDataLength bytes), so the stream stays in sync and
+// the error response keeps its place in the response order. A malformed, truncated or oversized
+// frame, a failed handshake, or a connection that makes no progress for stall_timeout_ms while
+// a request or response is pending closes that connection (logged with the reason, never the
+// secret); the server goes on serving the others.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/result.h"
+#include "net/auth.h"
+#include "net/tcp_socket.h"
+#include "transport/tcp/access_table.h"
+
+namespace weft::transport::tcp {
+
+struct TcpServerOptions {
+  std::string host = "0.0.0.0";  // address to listen on
+  uint16_t port = 0;             // 0 = an ephemeral port (see TcpServer::port())
+  net::AuthOptions auth;         // cluster secret; an empty one is refused unless allowed
+  int threads = 2;               // progress threads (epoll loops)
+  net::TcpOptions tcp;           // NODELAY and buffer sizes of accepted sockets
+  int handshake_timeout_ms = 5000;  // a client must finish the handshake within this
+  int stall_timeout_ms = 30000;     // a pending request/response that makes no progress this long closes
+  size_t max_connections = 4096;
+};
+
+struct TcpServerStats {
+  uint64_t connections_accepted = 0;
+  uint64_t auth_failures = 0;
+  uint64_t protocol_errors = 0;  // connections closed for malformed frames or stalls
+  uint64_t reads = 0;
+  uint64_t writes = 0;
+  uint64_t refused = 0;  // requests answered with an error status
+  uint64_t bytes_read = 0;     // served to READ requests
+  uint64_t bytes_written = 0;  // received by WRITE requests
+};
+
+class TcpServer {
+ public:
+  // Listens and starts the progress threads. `access` must outlive the server.
+  // UNAUTHENTICATED when the auth options refuse an empty secret.
+  static Result<std::unique_ptr<TcpServer>> Start(const TcpServerOptions& options, SegmentAccess* access);
+  ~TcpServer();
+  TcpServer(const TcpServer&) = delete;
+  TcpServer& operator=(const TcpServer&) = delete;
+
+  // Stops accepting, closes every connection (clients see PEER_DOWN), releases every pinned
+  // segment and joins the threads. Idempotent.
+  void Stop();
+
+  uint16_t port() const { return port_; }
+  // host:port as given in the options, with the real port.
+  net::HostPort address() const { return {options_.host, port_}; }
+  size_t connections() const;
+  TcpServerStats stats() const;
+
+  struct Worker;  // internal
+  struct Shared;  // internal
+
+ private:
+  TcpServer() = default;
+
+  TcpServerOptions options_;
+  uint16_t port_ = 0;
+  std::shared_ptr<Shared> shared_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace weft::transport::tcp

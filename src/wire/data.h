@@ -1,0 +1,75 @@
+// Data-plane frames of the TCP transport (separate from the control frames of wire/control.h).
+// After the authentication handshake (net/auth.h) a connection carries requests from the client
+// and responses from the server, all little-endian, fixed-size headers:
+//
+// Request header, 48 bytes, followed by `length` payload bytes for WRITE (none for READ):
+//   magic u32 "WFTD"  version u16  op u8  flags u8  request_id u64  segment_id u32  reserved u32 (0)
+//   access_key u64  offset u64  length u64
+//
+// Response header, 32 bytes, followed by `message_length` bytes of error text (only when the
+// status is not OK) and then `length` payload bytes (READ with status OK: exactly the length
+// asked for; otherwise 0):
+//   magic u32 "WFTR"  version u16  op u8  flags u8  request_id u64  status i32
+//   message_length u32  length u64
+//
+// Decoders are bounds-checked and never trust a length: a length over kMaxDataLength, a message
+// over kMaxDataMessage, an unknown op, flag, status code or version, a non-zero reserved field,
+// or an inconsistent response (payload on an error, message on OK) is PROTOCOL. A receiver
+// treats PROTOCOL as fatal for the connection (the stream cannot be resynchronised).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "base/result.h"
+#include "base/status.h"
+
+namespace weft::wire {
+
+inline constexpr uint32_t kDataRequestMagic = 0x44544657;   // the bytes "WFTD"
+inline constexpr uint32_t kDataResponseMagic = 0x52544657;  // the bytes "WFTR"
+inline constexpr uint16_t kDataVersion = 1;
+inline constexpr size_t kDataRequestSize = 48;
+inline constexpr size_t kDataResponseSize = 32;
+inline constexpr uint64_t kMaxDataLength = 64ull << 20;  // per request (one slice)
+inline constexpr uint32_t kMaxDataMessage = 1024;        // error text in a response
+
+enum class DataOp : uint8_t { kRead = 1, kWrite = 2 };
+std::string_view DataOpName(DataOp op);
+
+struct DataRequest {
+  DataOp op = DataOp::kRead;
+  uint8_t flags = 0;  // none defined in version 1; must be 0
+  uint64_t request_id = 0;
+  uint32_t segment_id = 0;
+  uint64_t access_key = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const DataRequest&) const = default;
+};
+
+struct DataResponse {
+  DataOp op = DataOp::kRead;
+  uint8_t flags = 0;
+  uint64_t request_id = 0;
+  Code status = Code::kOk;
+  uint32_t message_length = 0;  // error text bytes that follow the header
+  uint64_t length = 0;          // payload bytes that follow the text
+  bool operator==(const DataResponse&) const = default;
+};
+
+using DataRequestBytes = std::array<uint8_t, kDataRequestSize>;
+using DataResponseBytes = std::array<uint8_t, kDataResponseSize>;
+
+// Encoding cannot fail; the caller keeps lengths within the limits (the decoder enforces them).
+DataRequestBytes EncodeDataRequest(const DataRequest& r);
+DataResponseBytes EncodeDataResponse(const DataResponse& r);
+
+// Exactly kDataRequestSize / kDataResponseSize bytes; PROTOCOL for anything malformed.
+Result<DataRequest> DecodeDataRequest(std::span<const uint8_t> bytes);
+Result<DataResponse> DecodeDataResponse(std::span<const uint8_t> bytes);
+
+}  // namespace weft::wire

@@ -1,0 +1,436 @@
+// The CUDA path through the engine, on one GPU (and across two where present): all sixteen
+// LH/LD/GH/GD directions with AUTO and explicit directions, random sizes from 1 B to 256 MiB
+// at unaligned offsets, batches of 1 to 100 000 descriptors through the copy kernel, copies
+// ordered on a caller's stream, concurrent callers, and bad input. Fresh random data for each
+// check, poisoned destinations (with guard bytes around them), every byte compared.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <thread>
+
+#include "engine/engine.h"
+#include "gva/segment_table.h"
+#include "mem/cuda/device_segment.h"
+#include "mem/host_segment.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "transport/cuda/cuda_transport.h"
+
+namespace weft {
+namespace {
+
+using engine::CopyRequest;
+using engine::Direction;
+using gputest::Addr;
+using gva::Medium;
+using transport::EndKind;
+
+constexpr uint64_t kSlice = 544ull << 20;  // two halves of 272 MiB: sources below, destinations above
+constexpr uint64_t kHalf = kSlice / 2;
+constexpr uint64_t kMaxLen = 256ull << 20;
+constexpr uint64_t kGuard = 64;  // poisoned bytes checked on each side of a destination
+
+class CudaCopyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WEFT_REQUIRE_GPU();
+    layout_ = *gva::Layout::Make(0x300000000000ull, kSlice, 4);
+    table_ = std::make_unique<gva::SegmentTable>(layout_);
+    engine::EngineOptions o;
+    o.threads = 4;
+    o.cuda_kernel_sms = kernel_sms_;
+    engine_ = std::make_unique<engine::Engine>(o, *table_, metrics_);
+    cuda_ = dynamic_cast<transport::cuda::CudaTransport*>(engine_->FindTransport("cuda"));
+    ASSERT_NE(cuda_, nullptr) << "a GPU is visible but the engine has no cuda path";
+
+    // Host slices: rank 0 is this process's memfd, rank 1 a same-node peer's (the same kind of
+    // memfd, imported through a dup of its fd), both registered with CUDA as a pool would.
+    for (uint32_t r = 0; r < 2; ++r) {
+      auto seg = mem::HostSegment::Create("weft-gpu-test", kSlice, -1);
+      ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+      std::shared_ptr<mem::HostSegment> mapped = std::move(*seg);
+      if (r == 1) {
+        auto imported = mem::HostSegment::Import(dup(mapped->fd()), kSlice);
+        ASSERT_TRUE(imported.ok()) << imported.status().ToString();
+        mapped = std::move(*imported);
+      }
+      ASSERT_TRUE(engine_->RegisterHostMemory(mapped->data(), kSlice).ok());
+      host_[r] = mapped->data();
+      engine::Engine* e = engine_.get();
+      ASSERT_TRUE(table_->Attach({Medium::kHost, r, 0}, mapped->data(), kSlice, r == 0, "rank" + std::to_string(r),
+                                 [mapped, e] { e->UnregisterHostMemory(mapped->data()); })
+                      .ok());
+    }
+    // Device slices: rank 0 this process's VMM segment, rank 1 another segment exported as a
+    // POSIX fd and imported again (what a same-node peer's slice looks like here).
+    for (uint32_t r = 0; r < 2; ++r) {
+      auto seg = mem::cuda::DeviceSegment::Create(0, kSlice);
+      ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+      std::shared_ptr<mem::cuda::DeviceSegment> mapped = std::move(*seg);
+      if (r == 1) {
+        auto fd = mapped->ExportFd();
+        ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+        auto imported = mem::cuda::DeviceSegment::Import(*fd, mapped->size(), 0);
+        ASSERT_TRUE(imported.ok()) << imported.status().ToString();
+        mapped = std::move(*imported);  // the creator's mapping goes; the import keeps the memory
+      }
+      dev_[r] = mapped->data();
+      ASSERT_TRUE(table_->Attach({Medium::kDevice, r, 0}, mapped->data(), kSlice, r == 0, "rank" + std::to_string(r),
+                                 [mapped] {})
+                      .ok());
+    }
+    local_dev_src_ = std::make_unique<gputest::DeviceBuffer>(kHalf);
+    local_dev_dst_ = std::make_unique<gputest::DeviceBuffer>(kHalf);
+    pinned_src_ = std::make_unique<gputest::PinnedBuffer>(kHalf);
+    pinned_dst_ = std::make_unique<gputest::PinnedBuffer>(kHalf);
+    ASSERT_NE(local_dev_src_->ptr, nullptr);
+    ASSERT_NE(local_dev_dst_->ptr, nullptr);
+    ASSERT_NE(pinned_src_->ptr, nullptr);
+    ASSERT_NE(pinned_dst_->ptr, nullptr);
+    pageable_src_.resize(kHalf);
+    pageable_dst_.resize(kHalf);
+  }
+
+  void TearDown() override {
+    table_.reset();  // its release callbacks unregister host slices through the engine
+    engine_.reset();
+    local_dev_src_.reset();
+    local_dev_dst_.reset();
+    pinned_src_.reset();
+    pinned_dst_.reset();
+    if (!NoGpu()) {
+      EXPECT_EQ(cudaGetLastError(), cudaSuccess) << "a CUDA error was left behind";
+    }
+  }
+
+  static bool NoGpu() { return gputest::NoGpuReason().has_value(); }
+
+  // An end of the given kind: the address for the engine and the bytes behind it. Sources lie
+  // in the lower half of a slice, destinations in the upper half, so they never overlap.
+  struct End {
+    uint64_t addr;
+    uint8_t* bytes;
+  };
+  End Pick(EndKind kind, bool dst, uint64_t off, uint32_t rank, bool pageable) {
+    const uint64_t at = (dst ? kHalf : 0) + off;
+    switch (kind) {
+      case EndKind::kLH: {
+        uint8_t* p = pageable ? (dst ? pageable_dst_.data() : pageable_src_.data())
+                              : (dst ? pinned_dst_->data() : pinned_src_->data());
+        return {Addr(p + off), p + off};
+      }
+      case EndKind::kLD: {
+        uint8_t* p = dst ? local_dev_dst_->data() : local_dev_src_->data();
+        return {Addr(p + off), p + off};
+      }
+      case EndKind::kGH: return {layout_.Encode({Medium::kHost, rank, at}), host_[rank] + at};
+      case EndKind::kGD: return {layout_.Encode({Medium::kDevice, rank, at}), dev_[rank] + at};
+    }
+    return {0, nullptr};
+  }
+
+  // One checked copy: random source bytes, poisoned destination with guards, every byte compared.
+  void CheckedCopy(EndKind sk, EndKind dk, uint64_t len, uint64_t src_off, uint64_t dst_off, uint64_t& state,
+                   Direction dir) {
+    const bool pageable = SplitMix64(state) % 4 == 0;
+    End s = Pick(sk, false, src_off, SplitMix64(state) % 2, pageable);
+    End d = Pick(dk, true, dst_off + kGuard, SplitMix64(state) % 2, pageable);
+    const uint64_t seed = SplitMix64(state);
+    gputest::Fill(s.bytes, len, seed);
+    gputest::Poison(d.bytes - kGuard, len + 2 * kGuard);
+    Status st = engine_->Copy(d.addr, s.addr, len, dir);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    auto bad = gputest::Mismatch(d.bytes, len, seed);
+    ASSERT_FALSE(bad.has_value()) << "first wrong byte at " << *bad;
+    ASSERT_TRUE(gputest::AllBytes(d.bytes - kGuard, kGuard)) << "bytes before the destination were written";
+    ASSERT_TRUE(gputest::AllBytes(d.bytes + len, kGuard)) << "bytes after the destination were written";
+  }
+
+  uint32_t kernel_sms_ = 0;
+  gva::Layout layout_;
+  MetricsRegistry metrics_;
+  std::unique_ptr<gva::SegmentTable> table_;
+  std::unique_ptr<engine::Engine> engine_;
+  transport::cuda::CudaTransport* cuda_ = nullptr;
+  uint8_t* host_[2] = {};
+  uint8_t* dev_[2] = {};
+  std::unique_ptr<gputest::DeviceBuffer> local_dev_src_, local_dev_dst_;
+  std::unique_ptr<gputest::PinnedBuffer> pinned_src_, pinned_dst_;
+  std::vector<uint8_t> pageable_src_, pageable_dst_;
+};
+
+const EndKind kKinds[] = {EndKind::kLH, EndKind::kLD, EndKind::kGH, EndKind::kGD};
+
+TEST_F(CudaCopyTest, EveryDirectionWithRandomSizesAndUnalignedOffsets) {
+  uint64_t state = FreshSeed();
+  SCOPED_TRACE(testing::Message() << "seed " << state);
+  for (EndKind sk : kKinds) {
+    for (EndKind dk : kKinds) {
+      const Direction explicit_dir = engine::DirectionOf(sk, dk);
+      SCOPED_TRACE(engine::DirectionName(explicit_dir));
+      for (int i = 0; i < 5; ++i) {
+        // Log-uniform sizes from 1 B up to 256 MiB (the largest once per direction).
+        uint64_t len = i == 4 ? kMaxLen : std::max<uint64_t>(1, uint64_t{1} << (SplitMix64(state) % 27)) +
+                                              SplitMix64(state) % 4096;
+        len = std::min(len, kMaxLen);
+        const uint64_t room = kHalf - kMaxLen - 2 * kGuard;
+        const uint64_t so = SplitMix64(state) % room, doff = SplitMix64(state) % room;
+        CheckedCopy(sk, dk, len, so, doff, state, i % 2 ? explicit_dir : Direction::kAuto);
+        if (HasFatalFailure()) return;
+      }
+    }
+  }
+}
+
+TEST_F(CudaCopyTest, AutoInfersDeviceKindsAndRoutesNameTheCudaPath) {
+  End ld = Pick(EndKind::kLD, false, 0, 0, false);
+  End gd = Pick(EndKind::kGD, true, 0, 1, false);
+  End lh = Pick(EndKind::kLH, true, 0, 0, true);
+  auto r = engine_->Route(gd.addr, ld.addr, 4096);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->src_kind, EndKind::kLD);
+  EXPECT_EQ(r->dst_kind, EndKind::kGD);
+  EXPECT_EQ(r->path, "cuda");
+  r = engine_->Route(lh.addr, ld.addr, 4096);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->dst_kind, EndKind::kLH);
+  EXPECT_EQ(r->path, "cuda");
+  // Host to host never takes the cuda path.
+  r = engine_->Route(Addr(pageable_dst_.data()), Addr(pageable_src_.data()), 4096);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->path, "cuda");
+  // A stated direction that the addresses contradict.
+  Status s = engine_->Copy(gd.addr, ld.addr, 16, Direction::kLH2GD);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+}
+
+// Batches of scattered pages: every size of batch up to 100 000 descriptors, random unaligned
+// page lengths and offsets, through the copy kernel where the cost model picks it.
+TEST_F(CudaCopyTest, BatchesOfOneToHundredThousandDescriptors) {
+  uint64_t state = FreshSeed();
+  SCOPED_TRACE(testing::Message() << "seed " << state);
+  for (size_t n : {size_t{1}, size_t{2}, size_t{17}, size_t{1000}, size_t{4096}, size_t{100000}}) {
+    SCOPED_TRACE(testing::Message() << n << " descriptors");
+    const int shape = static_cast<int>(SplitMix64(state) % 3);  // GD->GD, LD->LD, GD->LD
+    uint8_t* src = shape == 1 ? local_dev_src_->data() : dev_[0];
+    uint8_t* dst = shape == 0 ? dev_[1] + kHalf : local_dev_dst_->data();
+    const uint64_t src_base = shape == 1 ? Addr(src) : layout_.Encode({Medium::kDevice, 0, 0});
+    const uint64_t dst_base = shape == 0 ? layout_.Encode({Medium::kDevice, 1, kHalf}) : Addr(dst);
+    const uint64_t region = 128ull << 20;
+    const uint64_t max_len = std::min<uint64_t>(64 << 10, region / n);
+    const uint64_t seed = SplitMix64(state);
+    gputest::Fill(src, region, seed);
+    gputest::Poison(dst, region);
+    std::vector<uint8_t> src_host(region), expect(region, 0xA5);
+    FillRandom(src_host.data(), region, seed);
+    std::vector<CopyRequest> reqs;
+    uint64_t at = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t len = 1 + SplitMix64(state) % max_len;
+      const uint64_t gap = SplitMix64(state) % 16;
+      if (at + gap + len > region) break;
+      const uint64_t s = SplitMix64(state) % (region - len);
+      reqs.push_back({dst_base + at + gap, src_base + s, len});
+      std::memcpy(expect.data() + at + gap, src_host.data() + s, len);
+      at += gap + len;
+    }
+    // Shuffle so the destinations are scattered, not a running sequence.
+    for (size_t i = reqs.size(); i > 1; --i) std::swap(reqs[i - 1], reqs[SplitMix64(state) % i]);
+    auto results = engine_->CopyBatch(reqs);
+    ASSERT_EQ(results.size(), reqs.size());
+    for (size_t i = 0; i < results.size(); ++i) ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].ToString();
+    std::vector<uint8_t> got = gputest::Read(dst, region);
+    auto first = std::mismatch(got.begin(), got.end(), expect.begin());
+    ASSERT_TRUE(first.first == got.end()) << "first wrong byte at " << (first.first - got.begin());
+  }
+}
+
+TEST_F(CudaCopyTest, KvBatchIsOneKernelLaunch) {
+  uint64_t state = FreshSeed();
+  constexpr size_t kPages = 4096, kPage = 16 << 10;
+  const uint64_t seed = SplitMix64(state);
+  gputest::Fill(dev_[0], kPages * kPage, seed);
+  gputest::Poison(dev_[1] + kHalf, kPages * kPage);
+  std::vector<uint64_t> perm(kPages);
+  for (size_t i = 0; i < kPages; ++i) perm[i] = i;
+  for (size_t i = kPages; i > 1; --i) std::swap(perm[i - 1], perm[SplitMix64(state) % i]);
+  std::vector<CopyRequest> reqs;
+  for (size_t i = 0; i < kPages; ++i)
+    reqs.push_back({layout_.Encode({Medium::kDevice, 1, kHalf + perm[i] * kPage}),
+                    layout_.Encode({Medium::kDevice, 0, i * kPage}), kPage});
+  const auto before = cuda_->stats();
+  auto results = engine_->CopyBatch(reqs);
+  const auto after = cuda_->stats();
+  for (const Status& s : results) ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(after.kernel_launches - before.kernel_launches, 1u);
+  EXPECT_EQ(after.ce_copies - before.ce_copies, 0u);
+  std::vector<uint8_t> expect(kPages * kPage);
+  FillRandom(expect.data(), expect.size(), seed);
+  std::vector<uint8_t> got = gputest::Read(dev_[1] + kHalf, kPages * kPage);
+  for (size_t i = 0; i < kPages; ++i)
+    ASSERT_EQ(std::memcmp(got.data() + perm[i] * kPage, expect.data() + i * kPage, kPage), 0) << "page " << i;
+}
+
+TEST_F(CudaCopyTest, CopiesOrderedOnTheCallersStream) {
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  uint64_t state = FreshSeed();
+  constexpr size_t kPages = 512, kPage = 4096 + 3;
+  const uint64_t seed = SplitMix64(state);
+  uint8_t* src = local_dev_src_->data();
+  uint8_t* dst = local_dev_dst_->data();
+  gputest::Fill(src, kPages * kPage, seed);
+  gputest::Poison(dst, kPages * kPage);
+  // Stream order: a memset that the copies must follow, then the copies, then the read-back.
+  CUDA_OK(cudaMemsetAsync(dst, 0x22, kPages * kPage, stream));
+  std::vector<CopyRequest> reqs;
+  for (size_t i = 0; i < kPages; ++i) reqs.push_back({Addr(dst + i * kPage), Addr(src + i * kPage), kPage});
+  Status s = engine_->CopyBatchOnStream(reqs, stream);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  gputest::PinnedBuffer back(kPages * kPage);
+  CUDA_OK(cudaMemcpyAsync(back.data(), dst, kPages * kPage, cudaMemcpyDeviceToHost, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  ASSERT_FALSE(FirstMismatch(back.data(), kPages * kPage, seed).has_value());
+  // A single copy on the stream, device to pinned host.
+  gputest::Poison(pinned_dst_->data(), 1 << 20);
+  s = engine_->CopyOnStream(Addr(pinned_dst_->data()), Addr(src), 1 << 20, stream);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  CUDA_OK(cudaStreamSynchronize(stream));
+  ASSERT_FALSE(FirstMismatch(pinned_dst_->data(), 1 << 20, seed).has_value());
+  // Host-only copies have no stream path.
+  s = engine_->CopyOnStream(Addr(pageable_dst_.data()), Addr(pageable_src_.data()), 16, stream);
+  EXPECT_EQ(s.code(), Code::kNotSupported) << s.ToString();
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+TEST_F(CudaCopyTest, ConcurrentCallersOnSeveralStreams) {
+  const uint64_t base_seed = FreshSeed();
+  constexpr int kThreads = 4;
+  constexpr uint64_t kPart = 16 << 20;
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      uint64_t state = base_seed + t;
+      for (int iter = 0; iter < 20; ++iter) {
+        const uint64_t len = 1 + SplitMix64(state) % kPart;
+        const uint64_t seed = SplitMix64(state);
+        uint8_t* src = local_dev_src_->data() + t * kPart;
+        uint8_t* dst = pinned_dst_->data() + t * kPart;
+        gputest::Fill(src, len, seed);
+        std::memset(dst, 0xA5, len);
+        Status s = engine_->Copy(layout_.Encode({Medium::kDevice, 1, t * kPart}), Addr(src), len);  // LD -> GD
+        if (s.ok()) s = engine_->Copy(Addr(dst), layout_.Encode({Medium::kDevice, 1, t * kPart}), len);  // GD -> LH
+        if (!s.ok()) {
+          errors[t] = s.ToString();
+          return;
+        }
+        if (FirstMismatch(dst, len, seed)) {
+          errors[t] = "wrong bytes at iteration " + std::to_string(iter);
+          return;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_TRUE(errors[t].empty()) << "thread " << t << ": " << errors[t];
+}
+
+TEST_F(CudaCopyTest, BadInputGivesSpecificErrorsAndLeavesNoStickyError) {
+  // A length past the device allocation.
+  gputest::DeviceBuffer small(1 << 20);
+  Status s = engine_->Copy(Addr(pinned_dst_->data()), Addr(small.data()), 2 << 20);
+  EXPECT_EQ(s.code(), Code::kOutOfRange) << s.ToString();
+  // Freed device memory.
+  void* freed = nullptr;
+  CUDA_OK(cudaMalloc(&freed, 4 << 20));
+  CUDA_OK(cudaFree(freed));
+  s = engine_->Copy(Addr(local_dev_dst_->data()), Addr(freed), 4096);
+  EXPECT_TRUE(s.code() == Code::kNotRegistered || s.code() == Code::kInvalidArgument) << s.ToString();
+  // Past the end of a device slice of the pool.
+  s = engine_->Copy(Addr(local_dev_dst_->data()), layout_.Encode({Medium::kDevice, 0, kSlice - 10}), 100);
+  EXPECT_EQ(s.code(), Code::kOutOfRange) << s.ToString();
+  // A slot nobody holds.
+  s = engine_->Copy(Addr(local_dev_dst_->data()), layout_.Encode({Medium::kDevice, 3, 0}), 100);
+  EXPECT_EQ(s.code(), Code::kInvalidAddress) << s.ToString();
+  // Device memory exhausted.
+  auto huge = mem::cuda::DeviceSegment::Create(0, 1ull << 44);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), Code::kPoolFull) << huge.status().ToString();
+  // A device that does not exist.
+  auto nodev = mem::cuda::DeviceSegment::Create(gputest::DeviceCount() + 3, 1 << 20);
+  EXPECT_EQ(nodev.status().code(), Code::kInvalidArgument) << nodev.status().ToString();
+  // Importing more than was exported.
+  auto seg = mem::cuda::DeviceSegment::Create(0, 2 << 20);
+  ASSERT_TRUE(seg.ok());
+  auto fd = (*seg)->ExportFd();
+  ASSERT_TRUE(fd.ok());
+  auto over = mem::cuda::DeviceSegment::Import(*fd, 64 << 20, 0);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), Code::kOutOfRange) << over.status().ToString();
+  // A stream of another device.
+  if (gputest::DeviceCount() >= 2) {
+    cudaStream_t other;
+    CUDA_OK(cudaSetDevice(1));
+    CUDA_OK(cudaStreamCreate(&other));
+    CUDA_OK(cudaSetDevice(0));
+    s = engine_->CopyOnStream(Addr(local_dev_dst_->data()), Addr(local_dev_src_->data()), 4096, other);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+    CUDA_OK(cudaStreamDestroy(other));
+  }
+  // Nothing sticky: the runtime has no error pending and the next copy works.
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  uint64_t state = FreshSeed();
+  CheckedCopy(EndKind::kLD, EndKind::kGD, 12345, 7, 3, state, Direction::kAuto);
+}
+
+TEST_F(CudaCopyTest, TwoGpusPeerCopies) {
+  if (gputest::DeviceCount() < 2) GTEST_SKIP() << "one GPU: the two-GPU case needs nvidia-h200-x2";
+  gputest::DeviceBuffer other(64 << 20, 1);
+  cudaSetDevice(0);
+  uint64_t state = FreshSeed();
+  for (int i = 0; i < 8; ++i) {
+    const uint64_t len = 1 + SplitMix64(state) % (32 << 20);
+    const uint64_t seed = SplitMix64(state);
+    gputest::Fill(local_dev_src_->data(), len, seed);
+    gputest::Poison(other.data(), len);
+    ASSERT_TRUE(engine_->Copy(Addr(other.data()), Addr(local_dev_src_->data()), len).ok());  // LD(0) -> LD(1)
+    ASSERT_FALSE(gputest::Mismatch(other.data(), len, seed).has_value());
+    gputest::Poison(dev_[1] + kHalf, len);
+    ASSERT_TRUE(engine_->Copy(layout_.Encode({Medium::kDevice, 1, kHalf}), Addr(other.data()), len).ok());  // LD(1) -> GD(0)
+    ASSERT_FALSE(gputest::Mismatch(dev_[1] + kHalf, len, seed).has_value());
+  }
+}
+
+class CudaGreenTest : public CudaCopyTest {
+ protected:
+  void SetUp() override {
+    kernel_sms_ = 16;
+    CudaCopyTest::SetUp();
+  }
+};
+
+TEST_F(CudaGreenTest, KvBatchUnderAnSmBudget) {
+  uint64_t state = FreshSeed();
+  constexpr size_t kPages = 4096, kPage = 16 << 10;
+  const uint64_t seed = SplitMix64(state);
+  gputest::Fill(dev_[0], kPages * kPage, seed);
+  gputest::Poison(local_dev_dst_->data(), kPages * kPage);
+  std::vector<CopyRequest> reqs;
+  for (size_t i = 0; i < kPages; ++i)
+    reqs.push_back({Addr(local_dev_dst_->data() + (kPages - 1 - i) * kPage), layout_.Encode({Medium::kDevice, 0, i * kPage}),
+                    kPage});
+  for (const Status& s : engine_->CopyBatch(reqs)) ASSERT_TRUE(s.ok()) << s.ToString();
+  std::vector<uint8_t> expect(kPages * kPage);
+  FillRandom(expect.data(), expect.size(), seed);
+  std::vector<uint8_t> got = gputest::Read(local_dev_dst_->data(), kPages * kPage);
+  for (size_t i = 0; i < kPages; ++i)
+    ASSERT_EQ(std::memcmp(got.data() + (kPages - 1 - i) * kPage, expect.data() + i * kPage, kPage), 0) << "page " << i;
+  RecordProperty("green_context", cuda_->green_context_active(0) ? "on" : "off");
+  RecordProperty("kernel_sms", cuda_->kernel_sms(0));
+  std::printf("copy kernel SM budget: green context %s, %d SMs\n", cuda_->green_context_active(0) ? "on" : "off",
+              cuda_->kernel_sms(0));
+}
+
+}  // namespace
+}  // namespace weft

@@ -1,0 +1,637 @@
+// The TCP data plane on loopback, in one process: data frames, authentication, the server's
+// access checks, the client's slicing/striping/pipelining, failures (garbage, dead server,
+// stalled server) and the "tcp" transport. Fresh random data for every check, destinations
+// poisoned first, every byte compared.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "base/random.h"
+#include "net/auth.h"
+#include "net/tcp_socket.h"
+#include "transport/tcp/access_table.h"
+#include "transport/tcp/tcp_client.h"
+#include "transport/tcp/tcp_server.h"
+#include "transport/tcp/tcp_transport.h"
+#include "wire/data.h"
+
+namespace weft::transport::tcp {
+namespace {
+
+constexpr char kSecret[] = "unit-test-cluster-secret-7f3a";
+constexpr uint64_t kBigSize = (64ull << 20) + (1ull << 20);  // room for 64 MiB at an offset
+constexpr uint64_t kKey = 0x1234abcd5678ef90ull;
+constexpr uint64_t kRoKey = 0x0badc0ffee15600dull;
+constexpr uint32_t kSeg = 7;
+constexpr uint32_t kRoSeg = 9;
+constexpr uint64_t kRoSize = 4ull << 20;
+
+Deadline Soon(int ms = 20000) { return Deadline::After(Millis(ms)); }
+
+struct Buffer {
+  explicit Buffer(uint64_t n) : size(n), data(static_cast<uint8_t*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))) {}
+  ~Buffer() { std::free(data); }
+  uint64_t size;
+  uint8_t* data;
+};
+
+bool AllBytes(const uint8_t* p, uint64_t n, uint8_t v) {
+  for (uint64_t i = 0; i < n; ++i)
+    if (p[i] != v) return false;
+  return true;
+}
+
+class TcpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    big_ = std::make_unique<Buffer>(kBigSize);
+    ro_ = std::make_unique<Buffer>(kRoSize);
+    std::memset(big_->data, 0, kBigSize);
+    FillRandom(ro_->data, kRoSize, FreshSeed());
+    ASSERT_TRUE(table_.Register({kSeg, big_->data, kBigSize, kKey, kPermReadWrite}).ok());
+    ASSERT_TRUE(table_.Register({kRoSeg, ro_->data, kRoSize, kRoKey, kPermRead}).ok());
+    TcpServerOptions so;
+    so.host = "127.0.0.1";
+    so.auth.cluster_secret = kSecret;
+    so.threads = 2;
+    auto s = TcpServer::Start(so, &table_);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    server_ = std::move(*s);
+    peer_ = PeerAddr{"127.0.0.1", server_->port()};
+    client_ = MakeClient(kSecret);
+  }
+  void TearDown() override {
+    client_.reset();
+    if (server_) server_->Stop();
+    server_.reset();
+  }
+
+  std::unique_ptr<TcpClient> MakeClient(std::string secret, bool allow_empty = false, uint64_t slice = 1 << 20) {
+    TcpClientOptions o;
+    o.auth.cluster_secret = std::move(secret);
+    o.auth.allow_unauthenticated = allow_empty;
+    o.lanes = 4;
+    o.slice_bytes = slice;
+    return std::make_unique<TcpClient>(o);
+  }
+
+  // WRITE then READ of len bytes at off, checked byte for byte with poisoned guards.
+  void RoundTrip(TcpClient& c, uint64_t off, uint64_t len) {
+    SCOPED_TRACE(::testing::Message() << "len " << len << " off " << off);
+    const uint64_t seed = FreshSeed();
+    Buffer src(len);
+    FillRandom(src.data, len, seed);
+    // Poison the segment around and inside the target.
+    uint64_t lo = off >= 64 ? off - 64 : 0, hi = std::min(kBigSize, off + len + 64);
+    std::memset(big_->data + lo, 0xA5, hi - lo);
+    Status w = c.Write(peer_, kSeg, kKey, off, src.data, len, Soon());
+    ASSERT_TRUE(w.ok()) << w.ToString();
+    auto bad = FirstMismatch(big_->data + off, len, seed);
+    ASSERT_FALSE(bad.has_value()) << "segment byte " << *bad << " differs after WRITE";
+    ASSERT_TRUE(AllBytes(big_->data + lo, off - lo, 0xA5)) << "WRITE touched bytes before its range";
+    ASSERT_TRUE(AllBytes(big_->data + off + len, hi - off - len, 0xA5)) << "WRITE touched bytes after its range";
+
+    const uint64_t seed2 = FreshSeed();
+    FillRandom(big_->data + off, len, seed2);
+    Buffer dst(len + 64);
+    std::memset(dst.data, 0x5A, len + 64);
+    Status r = c.Read(peer_, kSeg, kKey, off, dst.data, len, Soon());
+    ASSERT_TRUE(r.ok()) << r.ToString();
+    bad = FirstMismatch(dst.data, len, seed2);
+    ASSERT_FALSE(bad.has_value()) << "READ byte " << *bad << " differs";
+    ASSERT_TRUE(AllBytes(dst.data + len, 64, 0x5A)) << "READ wrote past its destination";
+  }
+
+  AccessTable table_;
+  std::unique_ptr<Buffer> big_, ro_;
+  std::unique_ptr<TcpServer> server_;
+  std::unique_ptr<TcpClient> client_;
+  PeerAddr peer_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+TEST(DataFrameTest, RoundTripAndRejects) {
+  wire::DataRequest r{wire::DataOp::kWrite, 0, 42, 3, 0xfeedull, 123, 4096};
+  auto b = wire::EncodeDataRequest(r);
+  auto d = wire::DecodeDataRequest(b);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(*d, r);
+  auto bad = b;
+  bad[0] ^= 1;
+  EXPECT_EQ(wire::DecodeDataRequest(bad).status().code(), Code::kProtocol);  // magic
+  bad = b;
+  bad[6] = 9;
+  EXPECT_EQ(wire::DecodeDataRequest(bad).status().code(), Code::kProtocol);  // op
+  bad = b;
+  bad[20] = 1;
+  EXPECT_EQ(wire::DecodeDataRequest(bad).status().code(), Code::kProtocol);  // reserved
+  r.length = wire::kMaxDataLength + 1;
+  EXPECT_EQ(wire::DecodeDataRequest(wire::EncodeDataRequest(r)).status().code(), Code::kProtocol);
+  EXPECT_EQ(wire::DecodeDataRequest(std::span<const uint8_t>(b.data(), 47)).status().code(), Code::kProtocol);
+
+  wire::DataResponse resp{wire::DataOp::kRead, 0, 42, Code::kOk, 0, 4096};
+  auto rb = wire::EncodeDataResponse(resp);
+  auto rd = wire::DecodeDataResponse(rb);
+  ASSERT_TRUE(rd.ok());
+  EXPECT_EQ(*rd, resp);
+  resp.status = Code::kPermissionDenied;  // an error with a payload
+  EXPECT_EQ(wire::DecodeDataResponse(wire::EncodeDataResponse(resp)).status().code(), Code::kProtocol);
+  resp.length = 0;
+  resp.message_length = wire::kMaxDataMessage + 1;
+  EXPECT_EQ(wire::DecodeDataResponse(wire::EncodeDataResponse(resp)).status().code(), Code::kProtocol);
+  resp.message_length = 10;
+  EXPECT_TRUE(wire::DecodeDataResponse(wire::EncodeDataResponse(resp)).ok());
+  auto rbad = wire::EncodeDataResponse(resp);
+  rbad[16] = 0x7f;  // status code far out of range
+  EXPECT_EQ(wire::DecodeDataResponse(rbad).status().code(), Code::kProtocol);
+}
+
+TEST(HostPortTest, Parse) {
+  auto a = net::ParseHostPort("10.77.1.2:5000");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->host, "10.77.1.2");
+  EXPECT_EQ(a->port, 5000);
+  auto b = net::ParseHostPort("[::1]:80");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->host, "::1");
+  EXPECT_EQ(b->ToString(), "[::1]:80");
+  EXPECT_FALSE(net::ParseHostPort("nohost").ok());
+  EXPECT_FALSE(net::ParseHostPort("h:99999").ok());
+  EXPECT_FALSE(net::ParseHostPort("h:").ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transfers
+
+TEST_F(TcpTest, RandomSizesAndOffsets) {
+  std::mt19937_64 rng(FreshSeed());
+  std::vector<uint64_t> sizes = {1, 2, 7, 4095, 4096, 4097, 65536, (1 << 20) - 1, 1 << 20, (1 << 20) + 1,
+                                 3 << 20, (9 << 20) + 17, 64ull << 20};
+  for (int i = 0; i < 10; ++i) sizes.push_back(1 + rng() % (1ull << (1 + rng() % 25)));
+  for (uint64_t len : sizes) {
+    uint64_t off = rng() % (kBigSize - len + 1);
+    RoundTrip(*client_, off, len);
+    if (HasFatalFailure()) return;
+  }
+  EXPECT_GE(client_->stats().connects, 1u);
+}
+
+TEST_F(TcpTest, SmallSlicesAcrossManyLanes) {
+  auto c = MakeClient(kSecret, false, 4096);  // 5 MiB becomes 1280 slices over 4 lanes
+  RoundTrip(*c, 12345, (5 << 20) + 3);
+  EXPECT_EQ(c->ConnectedLanes(peer_), 4u);
+}
+
+TEST_F(TcpTest, BatchMixedWithOneRefusal) {
+  std::mt19937_64 rng(FreshSeed());
+  const int n = 200;
+  std::vector<std::unique_ptr<Buffer>> bufs;
+  std::vector<uint64_t> seeds;
+  std::vector<TcpRequest> reqs;
+  uint64_t next_off = 3;
+  for (int i = 0; i < n; ++i) {
+    uint64_t len = (i % 50 == 0) ? (3 << 20) + i : 1 + rng() % 8192;
+    uint64_t off = next_off;  // disjoint regions
+    next_off += len + 1 + rng() % 100;
+    bufs.push_back(std::make_unique<Buffer>(len));
+    seeds.push_back(FreshSeed());
+    TcpRequest r;
+    r.segment_id = kSeg;
+    r.access_key = kKey;
+    r.remote_offset = off;
+    r.local = bufs.back()->data;
+    r.len = len;
+    if (i % 2 == 0) {
+      r.op = wire::DataOp::kWrite;
+      FillRandom(bufs.back()->data, len, seeds.back());
+    } else {
+      r.op = wire::DataOp::kRead;
+      FillRandom(big_->data + off, len, seeds.back());
+      std::memset(bufs.back()->data, 0x5A, len);
+    }
+    reqs.push_back(r);
+  }
+  reqs[57].access_key = kKey ^ 1;  // one entry with a wrong key
+  auto st = client_->Transfer(peer_, reqs, Soon());
+  ASSERT_EQ(st.size(), reqs.size());
+  for (int i = 0; i < n; ++i) {
+    SCOPED_TRACE(i);
+    if (i == 57) {
+      EXPECT_EQ(st[i].code(), Code::kPermissionDenied) << st[i].ToString();
+      EXPECT_TRUE(AllBytes(bufs[i]->data, reqs[i].len, 0x5A));
+      continue;
+    }
+    ASSERT_TRUE(st[i].ok()) << st[i].ToString();
+    const uint8_t* got = reqs[i].op == wire::DataOp::kWrite ? big_->data + reqs[i].remote_offset : bufs[i]->data;
+    EXPECT_FALSE(FirstMismatch(got, reqs[i].len, seeds[i]).has_value());
+  }
+}
+
+TEST_F(TcpTest, ConcurrentThreads) {
+  const int threads = 6;
+  const uint64_t region = kBigSize / threads;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      std::mt19937_64 rng(FreshSeed());
+      for (int i = 0; i < 12; ++i) {
+        uint64_t len = 1 + rng() % std::min<uint64_t>(region, 3 << 20);
+        uint64_t off = t * region + rng() % (region - len + 1);
+        uint64_t seed = FreshSeed();
+        Buffer src(len), dst(len);
+        FillRandom(src.data, len, seed);
+        std::memset(dst.data, 0x5A, len);
+        Status w = client_->Write(peer_, kSeg, kKey, off, src.data, len, Soon(60000));
+        Status r = client_->Read(peer_, kSeg, kKey, off, dst.data, len, Soon(60000));
+        if (!w.ok() || !r.ok() || FirstMismatch(dst.data, len, seed).has_value()) {
+          ADD_FAILURE() << "thread " << t << " op " << i << ": " << w.ToString() << " / " << r.ToString();
+          failures++;
+          return;
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_LE(client_->ConnectedLanes(peer_), 4u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access checks
+
+TEST_F(TcpTest, RefusalsKeepTheConnection) {
+  std::vector<uint8_t> buf(1 << 20, 0x5A);
+  ASSERT_TRUE(client_->Read(peer_, kSeg, kKey, 0, buf.data(), 16, Soon()).ok());
+  size_t lanes = client_->ConnectedLanes(peer_);
+
+  Status s = client_->Read(peer_, kSeg, kKey + 1, 0, buf.data(), 16, Soon());
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
+  EXPECT_EQ(s.message().find("1234abcd"), std::string::npos) << "the key leaked into a message";
+  s = client_->Read(peer_, kSeg, kKey, kBigSize - 8, buf.data(), 16, Soon());
+  EXPECT_EQ(s.code(), Code::kOutOfRange) << s.ToString();
+  s = client_->Read(peer_, 12345, kKey, 0, buf.data(), 16, Soon());
+  EXPECT_EQ(s.code(), Code::kNotFound) << s.ToString();
+  s = client_->Read(peer_, kSeg, kKey, UINT64_MAX - 4, buf.data(), 4, Soon());
+  EXPECT_EQ(s.code(), Code::kOutOfRange) << s.ToString();
+
+  // A refused WRITE of 1 MiB + a bit: the payload is drained, nothing lands in the segment.
+  std::vector<uint8_t> before(ro_->data, ro_->data + kRoSize);
+  std::vector<uint8_t> big((1 << 20) + 100, 0x77);
+  s = client_->Write(peer_, kRoSeg, kRoKey, 0, big.data(), big.size(), Soon());
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
+  s = client_->Write(peer_, kSeg, kKey ^ 0xff, 0, big.data(), big.size(), Soon());
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s.ToString();
+  s = client_->Write(peer_, kSeg, kKey, kBigSize - 10, big.data(), 11, Soon());
+  EXPECT_EQ(s.code(), Code::kOutOfRange) << s.ToString();
+  EXPECT_TRUE(std::memcmp(before.data(), ro_->data, kRoSize) == 0);
+  // Reading the read-only segment works.
+  std::vector<uint8_t> got(kRoSize);
+  ASSERT_TRUE(client_->Read(peer_, kRoSeg, kRoKey, 0, got.data(), kRoSize, Soon()).ok());
+  EXPECT_TRUE(std::memcmp(got.data(), ro_->data, kRoSize) == 0);
+
+  // The stream stayed in sync and no lane was reset by the refusals.
+  EXPECT_EQ(client_->stats().lane_resets, 0u);
+  EXPECT_GE(client_->ConnectedLanes(peer_), lanes);
+  RoundTrip(*client_, 99, 70000);
+  EXPECT_EQ(server_->stats().protocol_errors, 0u);
+}
+
+TEST_F(TcpTest, UnregisterRefusesLaterRequests) {
+  std::vector<uint8_t> buf(64);
+  ASSERT_TRUE(client_->Read(peer_, kRoSeg, kRoKey, 0, buf.data(), 64, Soon()).ok());
+  ASSERT_TRUE(table_.Unregister(kRoSeg).ok());
+  EXPECT_EQ(client_->Read(peer_, kRoSeg, kRoKey, 0, buf.data(), 64, Soon()).code(), Code::kNotFound);
+  EXPECT_EQ(table_.Unregister(kRoSeg).code(), Code::kNotFound);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+
+TEST_F(TcpTest, WrongSecretIsRefusedAndOthersAreServed) {
+  auto bad = MakeClient("another-secret");
+  std::vector<uint8_t> buf(4096);
+  Status s = bad->Read(peer_, kSeg, kKey, 0, buf.data(), buf.size(), Soon());
+  EXPECT_EQ(s.code(), Code::kUnauthenticated) << s.ToString();
+  EXPECT_EQ(s.message().find(kSecret), std::string::npos);
+  EXPECT_EQ(s.message().find("another-secret"), std::string::npos);
+  EXPECT_EQ(bad->ConnectedLanes(peer_), 0u);
+
+  auto none = MakeClient("");
+  s = none->Read(peer_, kSeg, kKey, 0, buf.data(), buf.size(), Soon());
+  EXPECT_EQ(s.code(), Code::kUnauthenticated) << s.ToString();
+  EXPECT_NE(s.message().find("WEFT_CLUSTER_SECRET"), std::string::npos) << s.message();
+
+  auto none_allowed = MakeClient("", /*allow_empty=*/true);
+  s = none_allowed->Read(peer_, kSeg, kKey, 0, buf.data(), buf.size(), Soon());
+  EXPECT_EQ(s.code(), Code::kUnauthenticated) << s.ToString();
+
+  RoundTrip(*client_, 5, 100000);
+}
+
+TEST_F(TcpTest, ForgedProofIsRefusedByTheServer) {
+  // A client that skips checking the server and sends a made-up proof.
+  auto fd = net::ConnectTcp(peer_, Soon());
+  ASSERT_TRUE(fd.ok());
+  uint8_t hello[net::kAuthHelloSize] = {};
+  uint32_t magic = net::kAuthMagic;
+  std::memcpy(hello, &magic, 4);
+  hello[4] = net::kAuthVersion;
+  ASSERT_TRUE(net::SendAllTcp(fd->get(), hello, sizeof hello, Soon(), "server").ok());
+  uint8_t sh[net::kAuthServerHelloSize];
+  ASSERT_TRUE(net::RecvAllTcp(fd->get(), sh, sizeof sh, Soon(), "server").ok());
+  uint8_t proof[net::kAuthProofSize];
+  FillRandom(proof, sizeof proof, FreshSeed());
+  ASSERT_TRUE(net::SendAllTcp(fd->get(), proof, sizeof proof, Soon(), "server").ok());
+  uint8_t result[4];
+  ASSERT_TRUE(net::RecvAllTcp(fd->get(), result, 4, Soon(), "server").ok());
+  EXPECT_EQ(result[0], static_cast<uint8_t>(Code::kUnauthenticated));
+  // Then the server closes; a request sent anyway is never answered.
+  uint8_t b;
+  Status s = net::RecvAllTcp(fd->get(), &b, 1, Soon(), "server");
+  EXPECT_EQ(s.code(), Code::kPeerDown) << s.ToString();
+  EXPECT_GE(server_->stats().auth_failures, 1u);
+  RoundTrip(*client_, 0, 4096);
+}
+
+TEST(TcpAuthTest, EmptySecretPolicy) {
+  AccessTable table;
+  TcpServerOptions so;
+  so.host = "127.0.0.1";
+  auto refused = TcpServer::Start(so, &table);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), Code::kUnauthenticated);
+  EXPECT_NE(refused.status().message().find("WEFT_CLUSTER_SECRET"), std::string::npos);
+
+  so.auth.allow_unauthenticated = true;  // both sides explicitly without a secret
+  auto s = TcpServer::Start(so, &table);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  std::vector<uint8_t> mem(4096, 0x11);
+  ASSERT_TRUE(table.Register({1, mem.data(), mem.size(), 5, kPermReadWrite}).ok());
+  TcpClientOptions co;
+  co.auth.allow_unauthenticated = true;
+  TcpClient c(co);
+  std::vector<uint8_t> got(4096, 0);
+  Status r = c.Read({"127.0.0.1", (*s)->port()}, 1, 5, 0, got.data(), got.size(), Soon());
+  ASSERT_TRUE(r.ok()) << r.ToString();
+  EXPECT_EQ(got, mem);
+  TcpClientOptions co2;
+  co2.auth.cluster_secret = "has-one";
+  TcpClient c2(co2);
+  EXPECT_EQ(c2.Read({"127.0.0.1", (*s)->port()}, 1, 5, 0, got.data(), 16, Soon()).code(), Code::kUnauthenticated);
+}
+
+TEST(TcpAuthTest, MacsDependOnRoleSecretAndNonces) {
+  uint8_t a[32] = {1}, b[32] = {2};
+  auto m1 = net::AuthMac("s", 'C', a, b);
+  EXPECT_EQ(m1, net::AuthMac("s", 'C', a, b));
+  EXPECT_NE(m1, net::AuthMac("s", 'S', a, b));
+  EXPECT_NE(m1, net::AuthMac("t", 'C', a, b));
+  EXPECT_NE(m1, net::AuthMac("s", 'C', b, a));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile and broken peers
+
+// Waits until the server closes fd (recv returns 0 or an error). false on timeout.
+bool ClosedByServer(int fd, int ms = 10000) {
+  auto until = Deadline::After(Millis(ms));
+  uint8_t buf[4096];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int rc = ::poll(&p, 1, until.left_ms_for_poll());
+    if (rc <= 0) return false;
+    ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return true;
+  }
+}
+
+TEST_F(TcpTest, GarbageAndTruncatedFramesCloseOnlyThatConnection) {
+  std::mt19937_64 rng(FreshSeed());
+  net::AuthOptions auth{kSecret, false};
+  // 1. Garbage instead of a hello.
+  {
+    auto fd = net::ConnectTcp(peer_, Soon());
+    ASSERT_TRUE(fd.ok());
+    std::vector<uint8_t> junk(200);
+    FillRandom(junk.data(), junk.size(), rng());
+    ASSERT_TRUE(net::SendAllTcp(fd->get(), junk.data(), junk.size(), Soon(), "s").ok());
+    EXPECT_TRUE(ClosedByServer(fd->get()));
+  }
+  // 2. Authenticated, then garbage.
+  {
+    auto fd = net::ConnectTcp(peer_, Soon());
+    ASSERT_TRUE(fd.ok());
+    ASSERT_TRUE(net::AuthenticateClient(fd->get(), auth, Soon(), "s").ok());
+    std::vector<uint8_t> junk(4096);
+    FillRandom(junk.data(), junk.size(), rng());
+    ASSERT_TRUE(net::SendAllTcp(fd->get(), junk.data(), junk.size(), Soon(), "s").ok());
+    EXPECT_TRUE(ClosedByServer(fd->get()));
+  }
+  // 3. Authenticated, then an oversized request.
+  {
+    auto fd = net::ConnectTcp(peer_, Soon());
+    ASSERT_TRUE(fd.ok());
+    ASSERT_TRUE(net::AuthenticateClient(fd->get(), auth, Soon(), "s").ok());
+    wire::DataRequest r{wire::DataOp::kWrite, 0, 1, kSeg, kKey, 0, wire::kMaxDataLength + 1};
+    auto b = wire::EncodeDataRequest(r);
+    ASSERT_TRUE(net::SendAllTcp(fd->get(), b.data(), b.size(), Soon(), "s").ok());
+    EXPECT_TRUE(ClosedByServer(fd->get()));
+  }
+  // 4. Truncated frames: half a header, and a WRITE whose payload stops short, then close.
+  size_t errors_before = server_->stats().protocol_errors;
+  for (int variant = 0; variant < 2; ++variant) {
+    auto fd = net::ConnectTcp(peer_, Soon());
+    ASSERT_TRUE(fd.ok());
+    ASSERT_TRUE(net::AuthenticateClient(fd->get(), auth, Soon(), "s").ok());
+    wire::DataRequest r{wire::DataOp::kWrite, 0, 1, kSeg, kKey, 0, 1000};
+    auto b = wire::EncodeDataRequest(r);
+    std::vector<uint8_t> bytes(b.begin(), b.begin() + (variant == 0 ? 20 : b.size()));
+    if (variant == 1) bytes.resize(bytes.size() + 500, 0xEE);
+    ASSERT_TRUE(net::SendAllTcp(fd->get(), bytes.data(), bytes.size(), Soon(), "s").ok());
+  }
+  // 5. Meanwhile and afterwards, a good client is served.
+  RoundTrip(*client_, 777, 2 << 20);
+  for (int i = 0; i < 100 && server_->stats().protocol_errors < errors_before + 2; ++i)
+    std::this_thread::sleep_for(Millis(20));
+  EXPECT_GE(server_->stats().protocol_errors, errors_before + 2);
+  RoundTrip(*client_, 1, 1);
+}
+
+TEST_F(TcpTest, ServerStoppedMidTransfer) {
+  const uint64_t len = 64ull << 20;
+  Buffer src(len);
+  std::atomic<bool> stop_now{false};
+  Status last;
+  int ok_count = 0;
+  std::thread writer([&] {
+    for (int i = 0; i < 1000; ++i) {
+      uint64_t seed = FreshSeed();
+      FillRandom(src.data, 4096, seed);  // a fresh head each time; the rest stays
+      if (i == 1) stop_now = true;
+      Status s = client_->Write(peer_, kSeg, kKey, 0, src.data, len, Soon(20000));
+      if (!s.ok()) {
+        last = s;
+        return;
+      }
+      // OK means complete: the head we just wrote is in the segment.
+      if (FirstMismatch(big_->data, 4096, seed).has_value()) {
+        ADD_FAILURE() << "a WRITE returned OK but its bytes are not in the segment";
+        return;
+      }
+      ++ok_count;
+    }
+  });
+  while (!stop_now) std::this_thread::sleep_for(Millis(1));
+  std::this_thread::sleep_for(Millis(5));
+  server_->Stop();
+  writer.join();
+  EXPECT_TRUE(last.code() == Code::kPeerDown || last.code() == Code::kIo) << last.ToString();
+  std::vector<uint8_t> buf(16);
+  Status s = client_->Read(peer_, kSeg, kKey, 0, buf.data(), 16, Soon(20000));
+  EXPECT_EQ(s.code(), Code::kPeerDown) << s.ToString();
+}
+
+// A server that accepts and then never says a word.
+TEST(TcpDeadlineTest, SilentServerTimesOut) {
+  auto lfd = net::ListenTcp("127.0.0.1", 0);
+  ASSERT_TRUE(lfd.ok());
+  uint16_t port = *net::LocalPort(lfd->get());
+  TcpClientOptions o;
+  o.auth.cluster_secret = kSecret;
+  TcpClient c(o);
+  std::vector<uint8_t> buf(4096);
+  Status s = c.Read({"127.0.0.1", port}, 1, 1, 0, buf.data(), buf.size(), Deadline::After(Millis(300)));
+  EXPECT_EQ(s.code(), Code::kTimeout) << s.ToString();
+  // Nothing listening at all: PEER_DOWN, not a hang.
+  lfd->Reset();
+  s = c.Read({"127.0.0.1", port}, 1, 1, 0, buf.data(), buf.size(), Deadline::After(Millis(20000)));
+  EXPECT_EQ(s.code(), Code::kPeerDown) << s.ToString();
+}
+
+// A server that authenticates, then answers the very first request only after the client's
+// deadline has passed, with a correct-looking response. The client must time out, drop the
+// lane, and serve its next call on a new connection without mistaking the late response.
+TEST(TcpDeadlineTest, LateResponseIsNeverMistakenForANewOne) {
+  auto lfd = net::ListenTcp("127.0.0.1", 0);
+  ASSERT_TRUE(lfd.ok());
+  uint16_t port = *net::LocalPort(lfd->get());
+  net::AuthOptions auth{kSecret, false};
+  std::atomic<bool> done{false};
+  std::vector<uint8_t> mem(4096);
+  const uint64_t seed = FreshSeed();
+  FillRandom(mem.data(), mem.size(), seed);
+  std::thread server([&] {
+    int conn_index = 0;
+    std::vector<std::thread> handlers;
+    while (!done) {
+      auto fd = net::AcceptTcp(lfd->get());
+      if (!fd.ok() || !fd->valid()) {
+        std::this_thread::sleep_for(Millis(2));
+        continue;
+      }
+      int index = conn_index++;
+      handlers.emplace_back([&, index, f = std::make_shared<net::UniqueFd>(std::move(*fd))] {
+        if (!net::AuthenticateServer(f->get(), auth, Soon(), "c").ok()) return;
+        for (;;) {
+          uint8_t h[wire::kDataRequestSize];
+          if (!net::RecvAllTcp(f->get(), h, sizeof h, Soon(5000), "c").ok()) return;
+          auto r = wire::DecodeDataRequest(h);
+          if (!r.ok()) return;
+          if (index == 0) std::this_thread::sleep_for(Millis(600));  // late
+          wire::DataResponse resp{r->op, 0, r->request_id, Code::kOk, 0, r->length};
+          auto rb = wire::EncodeDataResponse(resp);
+          // The late answer carries different bytes, so a mix-up would show.
+          std::vector<uint8_t> payload(r->length, index == 0 ? 0xEE : 0);
+          if (index != 0) std::memcpy(payload.data(), mem.data(), std::min<size_t>(payload.size(), mem.size()));
+          if (!net::SendAllTcp(f->get(), rb.data(), rb.size(), Soon(), "c").ok()) return;
+          if (!net::SendAllTcp(f->get(), payload.data(), payload.size(), Soon(), "c").ok()) return;
+        }
+      });
+    }
+    for (auto& h : handlers) h.join();
+  });
+  TcpClientOptions o;
+  o.auth.cluster_secret = kSecret;
+  o.lanes = 1;
+  TcpClient c(o);
+  std::vector<uint8_t> got(4096, 0x5A);
+  Status s = c.Read({"127.0.0.1", port}, 1, 1, 0, got.data(), got.size(), Deadline::After(Millis(250)));
+  EXPECT_EQ(s.code(), Code::kTimeout) << s.ToString();
+  EXPECT_GE(c.stats().lane_resets, 1u);
+  std::this_thread::sleep_for(Millis(500));  // the late answer is sent now, to a closed lane
+  std::fill(got.begin(), got.end(), 0x5A);
+  s = c.Read({"127.0.0.1", port}, 1, 1, 0, got.data(), got.size(), Soon());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_FALSE(FirstMismatch(got.data(), got.size(), seed).has_value());
+  c.Forget({"127.0.0.1", port});  // closes the lane, so the fake server's handler ends
+  done = true;
+  server.join();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The transport
+
+TEST_F(TcpTest, TransportCopiesByGva) {
+  const uint64_t rank_size = 16ull << 20;
+  auto layout = gva::Layout::Make(0x300000000000ull, rank_size, 4);
+  ASSERT_TRUE(layout.ok());
+  TcpTransportOptions o;
+  o.client.auth.cluster_secret = kSecret;
+  TcpTransport t(*layout, o);
+  RouteKey remote{EndKind::kLH, EndKind::kGH, Locality::kRemoteNode};
+  EXPECT_TRUE(t.Serves(remote));
+  EXPECT_FALSE(t.Serves({EndKind::kLH, EndKind::kGH, Locality::kSameNode}));
+  EXPECT_FALSE(t.Serves({EndKind::kLD, EndKind::kGH, Locality::kRemoteNode}));
+  EXPECT_LT(t.CostNanos(remote, 4096), t.CostNanos(remote, 1 << 20));
+  t.AddPeer(2, TcpPeerInfo{"127.0.0.1", server_->port(), kSeg, kKey, rank_size});
+
+  const uint64_t len = (3 << 20) + 5, off = 4097;
+  const uint64_t gva = layout->Encode({gva::Medium::kHost, 2, off});
+  Buffer src(len), dst(len);
+  const uint64_t seed = FreshSeed();
+  FillRandom(src.data, len, seed);
+  Endpoint remote_end{nullptr, gva, 2};
+  Status s = t.Copy(remote_end, Endpoint{src.data, 0, 0}, len);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_FALSE(FirstMismatch(big_->data + off, len, seed).has_value());
+  std::memset(dst.data, 0x5A, len);
+  s = t.Copy(Endpoint{dst.data, 0, 0}, remote_end, len);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_FALSE(FirstMismatch(dst.data, len, seed).has_value());
+
+  // Batch: 64 pieces, half each way.
+  std::vector<CopyItem> items;
+  std::vector<Status> results(64);
+  std::vector<uint8_t> local(64 * 4096);
+  const uint64_t seed2 = FreshSeed();
+  FillRandom(local.data(), local.size(), seed2);
+  for (int i = 0; i < 64; ++i) {
+    Endpoint r{nullptr, layout->Encode({gva::Medium::kHost, 2, 8ull << 20 | (uint64_t)i * 4096}), 2};
+    items.push_back(CopyItem{r, Endpoint{local.data() + i * 4096, 0, 0}, 4096});
+  }
+  t.CopyBatch(items, results);
+  for (auto& r : results) ASSERT_TRUE(r.ok()) << r.ToString();
+  EXPECT_FALSE(FirstMismatch(big_->data + (8 << 20), 64 * 4096, seed2).has_value());
+
+  // Past the rank's size, an unknown rank, a removed rank.
+  EXPECT_EQ(t.Copy(Endpoint{nullptr, layout->Encode({gva::Medium::kHost, 2, rank_size - 10}), 2},
+                   Endpoint{src.data, 0, 0}, 20).code(), Code::kOutOfRange);
+  EXPECT_EQ(t.Copy(Endpoint{nullptr, layout->Encode({gva::Medium::kHost, 3, 0}), 3}, Endpoint{src.data, 0, 0}, 20)
+                .code(), Code::kNotFound);
+  t.RemovePeer(2);
+  EXPECT_EQ(t.Copy(remote_end, Endpoint{src.data, 0, 0}, len).code(), Code::kPeerDown);
+}
+
+}  // namespace
+}  // namespace weft::transport::tcp

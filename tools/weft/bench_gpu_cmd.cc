@@ -1,0 +1,393 @@
+// `weft bench-gpu`: the device directions of the engine, each against the raw CUDA baseline for
+// the same work measured in the same run:
+//   * LH/GH <-> LD over PCIe (8, 64, 256 MiB) against cudaMemcpyAsync from pinned memory;
+//   * KV batches (4096 pages of 16/64/256 KiB at scattered offsets, GD->GD and LD->LD) against
+//     one cudaMemcpyAsync per page, and against the large-copy bandwidth of the same bytes;
+//   * small-copy latency against cudaMemcpyAsync + stream synchronisation;
+//   * the KV batch with the copy kernel held to 16 SMs (green context), when available;
+//   * the cost model's inputs (copy-engine latency and submit time, kernel latency).
+// Prints a table and writes JSON (--json). Times are medians over --reps runs after warm-up;
+// each synchronous call is timed on the host clock (it returns after the GPU is done).
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tools/weft/commands.h"
+
+#if WEFT_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "base/clock.h"
+#include "base/random.h"
+#include "engine/engine.h"
+#include "gva/segment_table.h"
+#include "mem/cuda/cuda_api.h"
+#include "mem/cuda/device_segment.h"
+#include "transport/cuda/copy_kernel.h"
+#include "transport/cuda/cuda_transport.h"
+#endif
+
+namespace weft::tools {
+
+#if WEFT_HAVE_CUDA
+namespace {
+
+struct Row {
+  std::string group, name;
+  uint64_t bytes = 0;      // per operation
+  double weft = 0;         // GB/s, or µs for latency rows
+  double baseline = 0;
+  std::string unit;        // "GB/s" or "us"
+  std::string baseline_name;
+  std::string note;
+  double ratio() const {
+    if (weft <= 0 || baseline <= 0) return 0;
+    return unit == "us" ? baseline / weft : weft / baseline;  // > 1: weft is better
+  }
+};
+
+template <typename F>
+double MedianNanos(int warmup, int reps, F&& f) {
+  for (int i = 0; i < warmup; ++i) f();
+  std::vector<double> t;
+  t.reserve(reps);
+  for (int i = 0; i < reps; ++i) {
+    const uint64_t t0 = NowNanos();
+    f();
+    t.push_back(static_cast<double>(NowNanos() - t0));
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+double Gbps(uint64_t bytes, double ns) { return ns > 0 ? static_cast<double>(bytes) / ns : 0; }
+
+#define BENCH_CUDA(expr)                                                                   \
+  do {                                                                                     \
+    cudaError_t e_ = (expr);                                                               \
+    if (e_ != cudaSuccess) {                                                               \
+      fmt::print(stderr, "weft bench-gpu: {}: {}\n", #expr, cudaGetErrorName(e_));         \
+      return 1;                                                                            \
+    }                                                                                      \
+  } while (0)
+
+struct Bench {
+  int reps = 20;
+  bool quick = false;
+  std::vector<Row> rows;
+  bool failed = false;
+
+  void Add(Row r) {
+    fmt::print("{:<10} {:<34} {:>10.2f} {:>10.2f} {:<5} {:>6.3f}  {}\n", r.group, r.name, r.weft, r.baseline, r.unit,
+               r.ratio(), r.note);
+    std::fflush(stdout);
+    rows.push_back(std::move(r));
+  }
+  void Check(const Status& s, const char* what) {
+    if (!s.ok()) {
+      fmt::print(stderr, "weft bench-gpu: {}: {}\n", what, s.ToString());
+      failed = true;
+    }
+  }
+};
+
+int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
+  auto n = mem::cuda::Probe();
+  if (!n.ok()) {
+    fmt::print("weft bench-gpu: skipped: {}\n", n.status().message());
+    return 0;
+  }
+  Bench b;
+  b.reps = reps;
+  b.quick = quick;
+  cudaDeviceProp prop{};
+  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
+  fmt::print("GPU 0: {} ({} SMs), {} GPU(s) visible\n", prop.name, prop.multiProcessorCount, *n);
+
+  const uint64_t kBig = 256ull << 20;
+  const uint64_t kKvMax = 4096ull * (256 << 10);  // 1 GiB: the largest KV batch
+  const uint64_t slice = kKvMax * 2;
+
+  auto layout = *gva::Layout::Make(0x320000000000ull, slice, 4);
+  gva::SegmentTable table(layout);
+  MetricsRegistry metrics;
+  engine::EngineOptions eo;
+  eo.threads = 4;
+  engine::Engine engine(eo, table, metrics);
+  auto* cuda = dynamic_cast<transport::cuda::CudaTransport*>(engine.FindTransport("cuda"));
+  if (!cuda) {
+    fmt::print(stderr, "weft bench-gpu: the engine has no cuda path\n");
+    return 1;
+  }
+
+  // Pool slices: GH rank 0 (memfd-like host memory, registered), GD rank 0 (own) and rank 1
+  // (exported and imported again, as a same-node peer's).
+  std::vector<std::unique_ptr<mem::cuda::DeviceSegment>> dsegs;
+  for (uint32_t r = 0; r < 2; ++r) {
+    auto seg = mem::cuda::DeviceSegment::Create(0, slice);
+    if (!seg.ok()) {
+      fmt::print(stderr, "weft bench-gpu: {}\n", seg.status().ToString());
+      return 1;
+    }
+    if (r == 1) {
+      auto fd = (*seg)->ExportFd();
+      auto imported = fd.ok() ? mem::cuda::DeviceSegment::Import(*fd, (*seg)->size(), 0)
+                              : Result<std::unique_ptr<mem::cuda::DeviceSegment>>(fd.status());
+      if (!imported.ok()) {
+        fmt::print(stderr, "weft bench-gpu: import: {}\n", imported.status().ToString());
+        return 1;
+      }
+      seg = std::move(imported);
+    }
+    b.Check(table.Attach({gva::Medium::kDevice, r, 0}, (*seg)->data(), (*seg)->size(), r == 0, "rank", [] {}), "attach");
+    dsegs.push_back(std::move(*seg));
+  }
+  std::vector<uint8_t> gh(kBig);
+  FillRandom(gh.data(), gh.size(), FreshSeed());
+  b.Check(engine.RegisterHostMemory(gh.data(), gh.size()), "register host slice");
+  b.Check(table.Attach({gva::Medium::kHost, 0, 0}, gh.data(), gh.size(), true, "rank0", [] {}), "attach host");
+
+  void *pinned = nullptr, *ld = nullptr, *ld2 = nullptr;
+  BENCH_CUDA(cudaMallocHost(&pinned, kBig));
+  BENCH_CUDA(cudaMalloc(&ld, kKvMax * 2));
+  BENCH_CUDA(cudaMalloc(&ld2, kKvMax * 2));
+  FillRandom(pinned, kBig, FreshSeed());
+  BENCH_CUDA(cudaMemset(ld, 1, kKvMax * 2));
+  BENCH_CUDA(cudaMemset(ld2, 2, kKvMax * 2));
+  cudaStream_t stream;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  auto addr = [](const void* p) { return reinterpret_cast<uint64_t>(p); };
+  auto baseline_copy = [&](void* dst, const void* src, uint64_t len) {
+    cudaMemcpyAsync(dst, src, len, cudaMemcpyDefault, stream);
+    cudaStreamSynchronize(stream);
+  };
+
+  fmt::print("\n{:<10} {:<34} {:>10} {:>10} {:<5} {:>6}  {}\n", "group", "case", "weft", "baseline", "unit", "ratio",
+             "note");
+
+  // 1. PCIe: LH / GH <-> LD against cudaMemcpy from pinned memory.
+  for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, kBig}) {
+    if (quick && size == kBig) continue;
+    const int r = size >= kBig ? std::max(5, reps / 2) : reps;
+    const uint64_t gh_addr = layout.Encode({gva::Medium::kHost, 0, 0});
+    struct Case {
+      const char* name;
+      uint64_t dst, src;
+      void *bdst;
+      const void* bsrc;
+    } cases[] = {
+        {"LH->LD", addr(ld), addr(pinned), ld, pinned},
+        {"LD->LH", addr(pinned), addr(ld), pinned, ld},
+        {"GH->LD", addr(ld), gh_addr, ld, pinned},
+        {"LD->GH", gh_addr, addr(ld), pinned, ld},
+    };
+    for (const Case& c : cases) {
+      double base = MedianNanos(2, r, [&] { baseline_copy(c.bdst, c.bsrc, size); });
+      double ours = MedianNanos(2, r, [&] { b.Check(engine.Copy(c.dst, c.src, size), c.name); });
+      b.Add({"pcie", fmt::format("{} {} MiB", c.name, size >> 20), size, Gbps(size, ours), Gbps(size, base), "GB/s",
+             "cudaMemcpyAsync pinned", "copy engine"});
+    }
+  }
+
+  // 2. KV batches: 4096 scattered pages, GD->GD and LD->LD, against one cudaMemcpyAsync per page
+  // and against one large copy of the same bytes.
+  uint64_t state = FreshSeed();
+  auto kv = [&](engine::Engine& eng, const char* group, uint64_t page, bool gd, const std::string& note) {
+    constexpr size_t kPages = 4096;
+    const uint64_t total = kPages * page;
+    // Scattered: page i goes from a random slot of the source region to another random slot.
+    std::vector<uint64_t> sp(kPages), dp(kPages);
+    for (size_t i = 0; i < kPages; ++i) sp[i] = dp[i] = i;
+    for (size_t i = kPages; i > 1; --i) {
+      std::swap(sp[i - 1], sp[SplitMix64(state) % i]);
+      std::swap(dp[i - 1], dp[SplitMix64(state) % i]);
+    }
+    // Slots are spread over twice the bytes so pages are not adjacent.
+    std::vector<engine::CopyRequest> reqs(kPages);
+    std::vector<std::pair<uint8_t*, const uint8_t*>> raw(kPages);
+    uint8_t* src_base = gd ? dsegs[0]->data() : static_cast<uint8_t*>(ld);
+    uint8_t* dst_base = gd ? dsegs[1]->data() : static_cast<uint8_t*>(ld2);
+    for (size_t i = 0; i < kPages; ++i) {
+      const uint64_t so = sp[i] * 2 * page, doff = dp[i] * 2 * page;
+      reqs[i] = gd ? engine::CopyRequest{layout.Encode({gva::Medium::kDevice, 1, doff}),
+                                         layout.Encode({gva::Medium::kDevice, 0, so}), page}
+                   : engine::CopyRequest{addr(dst_base + doff), addr(src_base + so), page};
+      raw[i] = {dst_base + doff, src_base + so};
+    }
+    const int r = std::max(5, reps / 2);
+    double per_page = MedianNanos(1, r, [&] {
+      for (auto& [d, s] : raw) cudaMemcpyAsync(d, s, page, cudaMemcpyDeviceToDevice, stream);
+      cudaStreamSynchronize(stream);
+    });
+    double large = MedianNanos(2, r, [&] { baseline_copy(dst_base, src_base, total); });
+    double ours = MedianNanos(2, r, [&] {
+      for (const Status& s : eng.CopyBatch(reqs)) b.Check(s, "kv batch");
+    });
+    const std::string name = fmt::format("{} 4096x{}KiB", gd ? "GD->GD" : "LD->LD", page >> 10);
+    b.Add({group, name + " vs per-page", total, Gbps(total, ours), Gbps(total, per_page), "GB/s",
+           "cudaMemcpyAsync per page", note});
+    b.Add({group, name + " vs large copy", total, Gbps(total, ours), Gbps(total, large), "GB/s",
+           "one cudaMemcpyAsync", note});
+    if (&eng != &engine) return;
+    // Where the time goes: the transport alone (addresses resolved beforehand), and the kernel
+    // alone (descriptors in device memory, timed with events).
+    auto* t = dynamic_cast<transport::cuda::CudaTransport*>(eng.FindTransport("cuda"));
+    std::vector<transport::CopyItem> items(kPages);
+    for (size_t i = 0; i < kPages; ++i)
+      items[i] = transport::CopyItem{transport::Endpoint{raw[i].first}, transport::Endpoint{const_cast<uint8_t*>(raw[i].second)}, page};
+    std::vector<Status> st(kPages);
+    double tr = MedianNanos(2, r, [&] {
+      t->CopyBatch(items, st);
+      for (const Status& s : st) b.Check(s, "transport batch");
+    });
+    b.Add({group, name + " transport only", total, Gbps(total, tr), Gbps(total, large), "GB/s", "one cudaMemcpyAsync",
+           "CudaTransport::CopyBatch"});
+    std::vector<transport::cuda::DeviceCopyDesc> descs;
+    const uint32_t chunk = transport::cuda::ChooseChunk(total, kPages, prop.multiProcessorCount);
+    for (auto& [d, s] : raw) transport::cuda::PackDescriptors(addr(d), addr(s), page, chunk, descs);
+    void* ddesc = nullptr;
+    if (cudaMalloc(&ddesc, descs.size() * sizeof(descs[0])) != cudaSuccess) return;
+    cudaMemcpy(ddesc, descs.data(), descs.size() * sizeof(descs[0]), cudaMemcpyHostToDevice);
+    const uint32_t grid = transport::cuda::ChooseGrid(descs.size(), prop.multiProcessorCount,
+                                                      transport::cuda::kCopyKernelBlocksPerSm);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    std::vector<double> times;
+    for (int i = 0; i < r + 2; ++i) {
+      cudaEventRecord(e0, stream);
+      transport::cuda::LaunchCopyKernel(static_cast<transport::cuda::DeviceCopyDesc*>(ddesc),
+                                        static_cast<uint32_t>(descs.size()), grid, stream);
+      cudaEventRecord(e1, stream);
+      cudaEventSynchronize(e1);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      if (i >= 2) times.push_back(ms * 1e6);
+    }
+    std::sort(times.begin(), times.end());
+    b.Add({group, name + " kernel only", total, Gbps(total, times[times.size() / 2]), Gbps(total, large), "GB/s",
+           "one cudaMemcpyAsync", fmt::format("{} blocks, events", grid)});
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(ddesc);
+  };
+  for (uint64_t page : {uint64_t{16} << 10, uint64_t{64} << 10, uint64_t{256} << 10}) {
+    if (quick && page != (16 << 10)) continue;
+    kv(engine, "kv", page, true, "copy kernel");
+    kv(engine, "kv", page, false, "copy kernel");
+  }
+
+  // 3. Small-copy latency against cudaMemcpyAsync + synchronize.
+  for (uint64_t size : {uint64_t{8}, uint64_t{4096}, uint64_t{65536}}) {
+    const int r = std::max(50, reps * 10);
+    struct Case {
+      const char* name;
+      void* dst;
+      const void* src;
+    } cases[] = {{"LD->LD", ld2, ld}, {"LH->LD", ld, pinned}, {"LD->LH", pinned, ld}};
+    for (const Case& c : cases) {
+      double base = MedianNanos(10, r, [&] { baseline_copy(c.dst, c.src, size); });
+      double ours = MedianNanos(10, r, [&] { b.Check(engine.Copy(addr(c.dst), addr(c.src), size), c.name); });
+      b.Add({"latency", fmt::format("{} {} B", c.name, size), size, ours / 1000, base / 1000, "us",
+             "cudaMemcpyAsync+sync", "copy engine"});
+    }
+  }
+
+  // 4. The KV batch with the copy kernel held to 16 SMs.
+  {
+    engine::EngineOptions go = eo;
+    go.cuda_kernel_sms = 16;
+    engine::Engine green(go, table, metrics);
+    auto* gc = dynamic_cast<transport::cuda::CudaTransport*>(green.FindTransport("cuda"));
+    const bool on = gc && gc->green_context_active(0);
+    const std::string note = on ? fmt::format("green ctx, {} SMs", gc->kernel_sms(0)) : "green ctx unavailable: all SMs";
+    kv(green, "kv-16sm", 16 << 10, true, note);
+    if (!quick) kv(green, "kv-16sm", 256 << 10, true, note);
+  }
+
+  // 5. The cost model's inputs, for docs/gpu.md and CostModel's defaults.
+  {
+    const int r = std::max(100, reps * 10);
+    double ce_lat = MedianNanos(10, r, [&] { baseline_copy(ld2, ld, 16); });
+    constexpr int kSubmits = 256;
+    double submit = MedianNanos(2, 10, [&] {
+      for (int i = 0; i < kSubmits; ++i) cudaMemcpyAsync(static_cast<uint8_t*>(ld2) + i * 64, static_cast<uint8_t*>(ld) + i * 64, 16, cudaMemcpyDeviceToDevice, stream);
+      cudaStreamSynchronize(stream);
+    });
+    std::vector<engine::CopyRequest> two = {{addr(ld2), addr(ld), 16}, {addr(static_cast<uint8_t*>(ld2) + 4096), addr(static_cast<uint8_t*>(ld) + 4096), 16}};
+    const auto before = cuda->stats();
+    double kernel_lat = MedianNanos(10, r, [&] { (void)engine.CopyBatch(two); });
+    const auto after = cuda->stats();
+    b.Add({"model", "copy-engine latency (16 B)", 16, ce_lat / 1000, 0, "us", "", "CostModel::ce_latency_ns"});
+    b.Add({"model", "copy-engine submit (per copy)", 16, (submit - ce_lat) / (kSubmits - 1) / 1000, 0, "us", "",
+           "CostModel::ce_submit_ns"});
+    b.Add({"model", "2-copy batch (engine)", 32, kernel_lat / 1000, 0, "us", "",
+           after.kernel_launches > before.kernel_launches ? "copy kernel" : "copy engine"});
+    // The kernel's fixed cost: a transport whose model always picks the kernel.
+    transport::cuda::CudaOptions forced;
+    forced.model.kernel_latency_ns = 0;
+    forced.model.kernel_per_desc_ns = 0;
+    if (auto ft = transport::cuda::CudaTransport::Create(forced); ft.ok()) {
+      std::vector<transport::CopyItem> items = {
+          {transport::Endpoint{static_cast<uint8_t*>(ld2)}, transport::Endpoint{static_cast<uint8_t*>(ld)}, 16},
+          {transport::Endpoint{static_cast<uint8_t*>(ld2) + 4096}, transport::Endpoint{static_cast<uint8_t*>(ld) + 4096}, 16}};
+      std::vector<Status> st(2);
+      double k = MedianNanos(10, r, [&] { (*ft)->CopyBatch(items, st); });
+      b.Add({"model", "kernel batch latency (2x16 B)", 32, k / 1000, 0, "us", "",
+             (*ft)->stats().kernel_launches ? "CostModel::kernel_latency_ns" : "kernel not used?"});
+    }
+  }
+
+  if (!json_path.empty()) {
+    std::ofstream out(json_path);
+    out << "{\"gpu\": \"" << prop.name << "\", \"sms\": " << prop.multiProcessorCount << ", \"rows\": [\n";
+    for (size_t i = 0; i < b.rows.size(); ++i) {
+      const Row& r = b.rows[i];
+      out << fmt::format("  {{\"group\": \"{}\", \"case\": \"{}\", \"bytes\": {}, \"weft\": {:.4f}, \"baseline\": {:.4f}, "
+                         "\"unit\": \"{}\", \"ratio\": {:.4f}, \"baseline_is\": \"{}\", \"note\": \"{}\"}}{}\n",
+                         r.group, r.name, r.bytes, r.weft, r.baseline, r.unit, r.ratio(), r.baseline_name, r.note,
+                         i + 1 < b.rows.size() ? "," : "");
+    }
+    out << "]}\n";
+  }
+  table.Detach({gva::Medium::kHost, 0, 0}, false);
+  engine.UnregisterHostMemory(gh.data());
+  cudaStreamDestroy(stream);
+  cudaFree(ld);
+  cudaFree(ld2);
+  cudaFreeHost(pinned);
+  return b.failed ? 1 : 0;
+}
+
+}  // namespace
+#endif
+
+void AddBenchGpu(CLI::App& app, Runner* run) {
+  struct Options {
+    std::string json;
+    int reps = 20;
+    bool quick = false;
+  };
+  auto o = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand("bench-gpu", "Benchmark the device paths against raw CUDA (needs a GPU)");
+  cmd->add_option("--json", o->json, "Write the results as JSON to this file");
+  cmd->add_option("--reps", o->reps, "Timed repetitions per case (median reported)");
+  cmd->add_flag("--quick", o->quick, "Fewer sizes");
+  cmd->callback([=] {
+    *run = [=]() -> int {
+#if WEFT_HAVE_CUDA
+      return RunBenchGpu(o->json, std::max(3, o->reps), o->quick);
+#else
+      fmt::print("weft bench-gpu: this weft was built without CUDA (no nvcc at build time)\n");
+      return 0;
+#endif
+    };
+  });
+}
+
+}  // namespace weft::tools

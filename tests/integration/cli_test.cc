@@ -46,6 +46,23 @@ TEST(Cli, DemoVerifiesEveryDirectionAcrossFourPeers) {
   EXPECT_EQ(r.output.find("FAILED"), std::string::npos) << r.output;
 }
 
+// --nodes: peers on separate hosts (network namespaces when root, else loopback), reached only
+// over authenticated tcp.
+TEST(Cli, DemoAcrossThreeNodesGoesOverTcp) {
+  CommandRun r = RunCommand(std::string(WEFT_BINARY) + " demo --peers 4 --size 16MiB --nodes 3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("transport tcp"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("LH -> GH other peer                         tcp"), std::string::npos) << r.output;
+  EXPECT_EQ(Count(r.output, "4/4"), 12u) << r.output;
+  EXPECT_NE(r.output.find("every direction verified"), std::string::npos) << r.output;
+  if (geteuid() == 0) {
+    EXPECT_NE(r.output.find("network namespaces"), std::string::npos) << r.output;
+    // The demo removes the namespaces it made (named wd<pid>br and wd<pid>h<k>).
+    CommandRun left = RunCommand("ip netns list | grep -E '^wd[0-9]+(br|h[0-9]+)' || true");
+    EXPECT_EQ(left.output, "") << left.output;
+  }
+}
+
 TEST(Cli, DemoRefusesBadSizes) {
   CommandRun r = RunCommand(std::string(WEFT_BINARY) + " demo --peers 2 --size lots");
   EXPECT_EQ(r.exit_code, 2);

@@ -18,6 +18,7 @@
 #include "base/random.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
+#include "tools/weft/netns_topology.h"
 
 extern char** environ;
 
@@ -291,6 +292,7 @@ Config DemoConfig(const Config& base, const std::string& pool, const std::string
 void AddDemo(CLI::App& app, Runner* run) {
   struct Options {
     uint32_t peers = 4;
+    uint32_t nodes = 1;
     std::string size = "256MiB";
     std::string block;
     std::string pool;
@@ -302,6 +304,10 @@ void AddDemo(CLI::App& app, Runner* run) {
   cmd->add_option("--peers", o->peers, "Peers (processes) to start")->check(CLI::Range(2, 64));
   cmd->add_option("--size", o->size, "Host memory each peer pools");
   cmd->add_option("--block", o->block, "Bytes per copy (default: size/4, at most 64MiB)");
+  cmd->add_option("--nodes", o->nodes,
+                  "Spread the peers over K hosts: network namespaces joined by veth when root, else loopback; "
+                  "peers then reach each other only over tcp")
+      ->check(CLI::Range(1, 16));
   o->flags.Register(*cmd);
 
   // The peers the demo starts run this hidden subcommand.
@@ -336,24 +342,58 @@ void AddDemo(CLI::App& app, Runner* run) {
       }
       const std::string pool_name = fmt::format("demo-{}", getpid());
       const std::string socket = fmt::format("/tmp/weft-{}.sock", pool_name);
-      auto pool = Pool::Join(DemoConfig(*base, pool_name, socket, *size), bm::JoinMode::kHost);
+      Config config = DemoConfig(*base, pool_name, socket, *size);
+      // --nodes: every peer is reached over tcp, authenticated with a secret made for this run.
+      std::unique_ptr<NetnsTopology> topology;
+      std::vector<std::string> extra_env;
+      std::string where = "this host";
+      if (o->nodes > 1) {
+        config.transport = "tcp";
+        config.cluster_secret = fmt::format("{:016x}{:016x}", FreshSeed(), FreshSeed());
+        config.data_address = "127.0.0.1:0";
+        auto made = NetnsTopology::Create(static_cast<int>(o->nodes));
+        if (made.ok() && (*made)->Enter(1).ok()) {
+          topology = std::move(*made);
+          config.data_address = topology->Address(1) + ":0";
+          where = fmt::format("{} network namespaces joined by veth (10.79.0.1-{})", o->nodes, o->nodes);
+        } else {
+          where = fmt::format("loopback, same-node paths forbidden ({})",
+                              made.ok() ? "cannot enter the namespaces" : made.status().message());
+        }
+        extra_env = {"WEFT_TRANSPORT=tcp", "WEFT_CLUSTER_SECRET=" + config.cluster_secret};
+      }
+      auto pool = Pool::Join(config, bm::JoinMode::kHost);
       if (!pool.ok()) {
         fmt::print(stderr, "weft demo: {}\n", pool.status().ToString());
         return 1;
       }
       fmt::print("weft demo: pool '{}' of {} peers x {} (coordinator {}), {} per copy, unified VA {}\n", pool_name,
                  o->peers, FormatBytes(*size), socket, FormatBytes(block), (*pool)->unified_va() ? "on" : "off");
+      fmt::print("weft demo: peers on {}, transport {}\n", where, config.transport);
       std::vector<pid_t> children;
-      std::string self = "/proc/self/exe";
+      char self[4096] = {};
+      if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) std::strcpy(self, "/proc/self/exe");
       for (uint32_t i = 1; i < o->peers; ++i) {
-        std::vector<std::string> args = {"weft", "demo-peer", "--peers", std::to_string(o->peers), "--size",
-                                         std::to_string(*size), "--block", std::to_string(block), "--pool",
-                                         pool_name, "--socket", socket};
-        std::vector<char*> argv;
+        const int host = static_cast<int>(i % o->nodes) + 1;
+        std::vector<std::string> args;
+        if (topology) args = {"ip", "netns", "exec", topology->Namespace(host)};
+        for (std::string a : {std::string(self), std::string("demo-peer"), std::string("--peers"),
+                              std::to_string(o->peers), std::string("--size"), std::to_string(*size),
+                              std::string("--block"), std::to_string(block), std::string("--pool"), pool_name,
+                              std::string("--socket"), socket})
+          args.push_back(a);
+        std::vector<std::string> env;
+        for (char** e = environ; *e; ++e) env.emplace_back(*e);
+        for (const auto& e : extra_env) env.push_back(e);
+        if (o->nodes > 1)
+          env.push_back("WEFT_DATA_ADDRESS=" + (topology ? topology->Address(host) : std::string("127.0.0.1")) + ":0");
+        std::vector<char*> argv, envp;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
+        for (auto& e : env) envp.push_back(e.data());
+        envp.push_back(nullptr);
         pid_t pid = 0;
-        if (posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv.data(), environ) != 0) {
+        if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), envp.data()) != 0) {
           fmt::print(stderr, "weft demo: cannot start peer {}\n", i);
           for (pid_t c : children) kill(c, SIGKILL);
           return 1;

@@ -1,0 +1,30 @@
+// K hosts as network namespaces joined by veth pairs to a bridge (in a namespace of its own),
+// for `weft demo --nodes K`. Needs root and iproute2; removes everything it made on destruction.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace weft::tools {
+
+class NetnsTopology {
+ public:
+  // Hosts 1..k get addresses 10.79.0.1 .. 10.79.0.k inside their own namespaces only.
+  static Result<std::unique_ptr<NetnsTopology>> Create(int k);
+  ~NetnsTopology();
+
+  std::string Namespace(int host) const;   // host in 1..k
+  std::string Address(int host) const;     // "10.79.0.<host>"
+  // Moves the calling thread (and the threads it starts later) into the host's namespace.
+  Status Enter(int host) const;
+
+ private:
+  NetnsTopology() = default;
+  std::string tag_;
+  std::vector<std::string> created_;
+};
+
+}  // namespace weft::tools

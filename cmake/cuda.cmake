@@ -6,13 +6,18 @@
 # same binaries start on machines without a GPU or driver and simply skip the device paths.
 include(CheckLanguage)
 
+option(WEFT_ENABLE_CUDA "Build the CUDA paths when nvcc is found" ON)
 option(WEFT_GPU_BUNDLE "Link libstdc++/libgcc statically so binaries run on the GPU machine's image" OFF)
 
 # nvcc is usually not on PATH (/usr/local/cuda/bin); look there before giving up.
-if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
+if(NOT WEFT_ENABLE_CUDA)
+  set(CMAKE_CUDA_COMPILER "" CACHE FILEPATH "CUDA compiler" FORCE)
+elseif(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
   set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc CACHE FILEPATH "CUDA compiler")
 endif()
-check_language(CUDA)
+if(WEFT_ENABLE_CUDA)
+  check_language(CUDA)
+endif()
 
 set(WEFT_HAVE_CUDA 0)
 if(CMAKE_CUDA_COMPILER)

@@ -12,7 +12,7 @@ corpus=$build/fuzz-corpus
 artifacts=$build/fuzz-artifacts
 
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DWEFT_BUILD_FUZZ=ON -DWEFT_BUILD_TESTS=OFF >/dev/null
+  -DWEFT_BUILD_FUZZ=ON -DWEFT_BUILD_TESTS=OFF -DWEFT_ENABLE_CUDA=OFF >/dev/null
 ninja -C "$build" -j"${JOBS:-2}" weft_fuzz_all
 
 rm -rf "$corpus"

@@ -7,7 +7,8 @@
 // Method (docs/performance.md): every buffer is pre-faulted; every case is verified once (fresh
 // random source, poisoned destination, compare every byte) before it is timed; each case warms
 // up, calibrates an iteration count that takes at least min_time, then alternates weft and
-// memcpy repetitions and reports the median (best in the JSON). Latency is taken from many timed
+// memcpy repetitions (ABBA) and reports the median GB/s (best in the JSON) and the median of the
+// paired weft/memcpy ratios. Latency is taken from many timed
 // single copies (p50/p99). Any failed copy aborts the bench with exit 1: no figure is ever
 // reported for a failed or wrong copy.
 #include <fcntl.h>
@@ -673,7 +674,7 @@ int RunBench(const Options& o, bool reps_set, bool time_set, bool lat_set) {
   settings.timer_overhead_ns = TimerOverheadNs();
   settings.statistic = fmt::format(
       "median of {} repetitions (best in the JSON), each >= {:g} ms of back-to-back submissions after a warm-up; "
-      "weft and memcpy repetitions alternate",
+      "weft and memcpy repetitions alternate (ABBA order)",
       plan->reps, plan->min_s * 1e3);
   settings.baseline = fmt::format(
       "memcpy between two local 4KiB-aligned buffers of the same bytes, split like the engine (copies >= {} into "

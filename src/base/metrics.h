@@ -15,7 +15,8 @@ namespace weft {
 
 class Counter {
  public:
-  void Add(uint64_t n = 1) { value_.fetch_add(n, std::memory_order_relaxed); }
+  // Returns the value before the addition.
+  uint64_t Add(uint64_t n = 1) { return value_.fetch_add(n, std::memory_order_relaxed); }
   uint64_t value() const { return value_.load(std::memory_order_relaxed); }
 
  private:

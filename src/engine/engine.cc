@@ -78,6 +78,13 @@ Status CopyHandle::Wait(Deadline deadline) const {
   return OkStatus();
 }
 
+CopyHandle CopyHandle::Failed(size_t copies, const Status& status) {
+  auto job = std::make_shared<CopyJob>(copies, Deadline::Never());
+  for (size_t i = 0; i < copies; ++i) job->Fail(i, status);
+  job->Run();  // no pieces: completes at once
+  return CopyHandle(std::move(job));
+}
+
 std::optional<Status> CopyHandle::Poll() const {
   if (!job_) return Error(Code::kInvalidArgument, "polling an empty copy handle");
   if (!job_->done()) return std::nullopt;

@@ -54,6 +54,8 @@ class CopyHandle {
  public:
   CopyHandle() = default;
   explicit CopyHandle(std::shared_ptr<CopyJob> job) : job_(std::move(job)) {}
+  // A completed handle whose `copies` results are all `status` (for copies refused up front).
+  static CopyHandle Failed(size_t copies, const Status& status);
   // Completion of every copy in the handle: the first failure, OK, or TIMEOUT if not done by
   // the deadline (the copy then goes on; wait again or poll).
   Status Wait(Deadline deadline = Deadline::Never()) const;

@@ -296,6 +296,10 @@ TEST(Pool, BadInputGetsSpecificErrors) {
   } while (s.ok() && std::chrono::steady_clock::now() < until);
   EXPECT_EQ(s.code(), Code::kPeerDown);
   EXPECT_EQ((*second)->Copy(slice, Addr(buf.data()), 16).code(), Code::kCancelled);
+  auto late = (*second)->CopyAsync(slice, Addr(buf.data()), 16);
+  EXPECT_EQ(late.Wait(Soon()).code(), Code::kCancelled);
+  ASSERT_TRUE(late.Poll().has_value());
+  EXPECT_EQ(late.Poll()->code(), Code::kCancelled);
 }
 
 TEST(Pool, UnifiedVaMakesGvasDereferenceable) {

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <mutex>
 
 #include "api/bm/alloc_service.h"
@@ -33,7 +35,7 @@ struct Pool::Impl {
   std::unique_ptr<PoolCoordinator> coordinator;
   std::unique_ptr<meta::CoordinatorClient> client;
   uint32_t rank = 0;
-  bool left = false;
+  std::atomic<bool> left{false};  // read by copy calls on any thread
   std::mutex leave_mu;
 
   // The table's releases (run when it is destroyed, after the engine) must not reach tcp.
@@ -298,7 +300,8 @@ std::vector<Status> Pool::CopyBatch(std::span<const CopyRequest> requests, Direc
 }
 
 CopyHandle Pool::CopyBatchAsync(std::span<const CopyRequest> requests, Direction dir) {
-  if (impl_->left) return CopyHandle();
+  if (impl_->left)
+    return CopyHandle::Failed(std::max<size_t>(requests.size(), 1), Error(Code::kCancelled, "this peer has left the pool"));
   return impl_->engine->CopyBatchAsync(requests, dir, impl_->DefaultDeadline());
 }
 

@@ -1,0 +1,184 @@
+// The transfer engine (Trans): point-to-point one-sided READ and WRITE between registered
+// buffers of named peers, with the meaning of Mooncake's TransferEngine (DESIGN.md, api/trans).
+//
+//   TransferEngineOptions o;  o.local_name = "10.0.0.1"; o.metadata = "P2PHANDSHAKE";
+//   auto te = TransferEngine::Create(o).value();       // name() is "10.0.0.1:<rpc_port>"
+//   te->RegisterMemory(buf, len);                     // peers may now read and write buf
+//   SegmentHandle peer = te->OpenSegment("10.0.0.2:15123").value();
+//   auto results = te->Transfer({{Opcode::kWrite, buf, peer, remote_addr, len}});
+//
+// Model (the same as Mooncake's RAM segments):
+//  - Each engine owns one segment, named after the engine. Only registered buffers can be
+//    addressed; a remote address is the peer's virtual address (not an offset) and must lie
+//    inside one buffer the peer registered as remote-accessible. A local address must lie inside
+//    a buffer this engine registered (so the same program works when RDMA paths arrive, where
+//    registration is required).
+//  - Each registered buffer is a segment of the access table (transport/tcp/access_table.h) with
+//    its own random 64-bit access key; every remote request is checked for key, bounds and
+//    permission by the owner before memory is touched. The engine's descriptor (data endpoint,
+//    buffers with keys) is published in the directory at `<prefix>ram/<name>`. Keys are read by
+//    anybody who can read the directory, as RDMA rkeys are; data connections additionally need
+//    the cluster secret.
+//  - Directory modes: "P2PHANDSHAKE" / "p2p" (no directory: the engine serves its descriptor on
+//    its rpc port and its name becomes "<host>:<rpc_port>"), "embedded://h:p", "etcd://h:p" (also
+//    a bare "h:p", Mooncake's default scheme), "http://h:p/metadata" (Mooncake's HTTP metadata
+//    protocol: get/put/delete only). An unknown scheme is INVALID_ARGUMENT, never an abort.
+//  - Paths: "tcp" (transport/tcp, the owner's progress threads serve the requests). Any other
+//    protocol ("rdma", "nvlink", ...) is NOT_SUPPORTED by Create unless
+//    TransferEngineOptions::protocol_fallback names "tcp"; then the fallback is logged once.
+//
+// Batches: Submit validates and queues a batch and returns at once; worker threads carry it out
+// (requests to one peer share one TcpClient call, so they are sliced, striped over lanes and
+// pipelined together). Every request has its own result. A batch's deadline starts at Submit.
+// Wait blocks until every request finished or the deadline passed. FreeBatch of a batch that is
+// still running is BUSY. Batch ids are never reused and never pointers: an unknown id is
+// NOT_FOUND.
+//
+// Notifications: a batch submitted with a notification sends it to each target segment of the
+// batch after every request to that segment completed OK (so the data is in place before the
+// notification can be seen); if any of them failed, no notification is sent to that segment
+// and the batch's result says why. Received notifications queue up until TakeNotifications.
+//
+// Thread-safe: every method may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/metrics.h"
+#include "base/result.h"
+#include "net/auth.h"
+
+namespace weft::trans {
+
+// Mooncake's OPCODE_READ = 0, OPCODE_WRITE = 1.
+enum class Opcode : uint8_t { kRead = 0, kWrite = 1 };
+
+using SegmentHandle = uint64_t;  // from OpenSegment; never 0
+using BatchId = uint64_t;        // from Submit; never 0 (0 is Mooncake's "failed")
+
+struct TransferRequest {
+  Opcode op = Opcode::kRead;
+  void* local = nullptr;       // READ: destination, WRITE: source; inside a registered buffer
+  SegmentHandle target = 0;    // from OpenSegment
+  uint64_t remote_addr = 0;    // the peer's virtual address, inside a buffer it registered
+  uint64_t length = 0;         // > 0
+};
+
+struct Notification {
+  std::string name;     // chosen by the sender (Mooncake's TransferNotify.name)
+  std::string message;  // at most kMaxNotificationBytes together with the name
+};
+inline constexpr size_t kMaxNotificationBytes = 64u << 10;
+
+// A registered buffer as peers see it.
+struct BufferInfo {
+  uint64_t addr = 0;
+  uint64_t length = 0;
+  std::string location;  // "cpu:N", "cuda:N" or "*" as registered
+  bool remote_accessible = true;
+};
+
+enum class TransferState : uint8_t { kPending = 0, kCompleted = 1, kFailed = 2, kTimeout = 3 };
+
+struct BatchStatus {
+  std::vector<TransferState> states;  // one per request
+  std::vector<Status> results;        // one per request; OK while pending
+  bool done = false;                  // every request finished
+};
+
+struct TransferEngineOptions {
+  // The engine's name and the host peers reach it at. In p2p mode a bare host (or "host:port",
+  // where port is the rpc port wanted) becomes "<host>:<rpc_port>"; with a directory the name
+  // is used as given (Mooncake's local_server_name) and its host part is the advertised host.
+  std::string local_name = "127.0.0.1";
+  std::string metadata = "P2PHANDSHAKE";  // see the top of this file
+  std::string protocol = "tcp";
+  // When the protocol is not available: "" = Create fails NOT_SUPPORTED; "tcp" = use tcp and
+  // log why once. Env WEFT_PROTOCOL_FALLBACK sets it for programs that cannot pass it.
+  std::string protocol_fallback;
+  uint16_t rpc_port = 0;  // p2p: the descriptor endpoint's port (0: any free one)
+  std::string bind_host = "0.0.0.0";  // where the data and rpc endpoints listen
+  net::AuthOptions auth;              // the cluster secret every peer must share
+  int lanes = 4;                      // TCP connections per peer
+  int server_threads = 2;             // progress threads serving peers' requests
+  int worker_threads = 4;             // threads carrying out submitted batches
+  std::chrono::milliseconds transfer_timeout{30000};  // a batch's deadline when none is given
+  std::chrono::milliseconds metadata_timeout{5000};   // one directory call
+  std::chrono::milliseconds descriptor_lease{10000};  // directory entry lifetime while alive (0: none)
+  std::string metadata_prefix = "mooncake/";          // keys: <prefix>ram/<name>
+};
+
+class TransferEngine {
+ public:
+  // Starts the data server and the rpc endpoint and publishes the (empty) descriptor.
+  // INVALID_ARGUMENT: bad name or metadata URL; NOT_SUPPORTED: protocol (see above);
+  // UNAVAILABLE: directory unreachable or port taken; UNAUTHENTICATED: no secret and not allowed.
+  static Result<std::unique_ptr<TransferEngine>> Create(const TransferEngineOptions& options);
+  ~TransferEngine();  // waits for running batches, withdraws the descriptor, stops the servers
+  TransferEngine(const TransferEngine&) = delete;
+  TransferEngine& operator=(const TransferEngine&) = delete;
+
+  const std::string& name() const;
+  uint16_t rpc_port() const;   // p2p: the descriptor endpoint; otherwise the data port
+  uint16_t data_port() const;
+  const std::string& protocol() const;  // the path in use ("tcp")
+
+  // INVALID_ARGUMENT: null or zero length; ALREADY_EXISTS: overlaps a registered buffer;
+  // NOT_SUPPORTED: device memory (not served by the tcp path yet). Publishes the descriptor
+  // (UNAVAILABLE if the directory cannot be written; the buffer is then not registered).
+  Status RegisterMemory(void* addr, uint64_t length, const std::string& location = "*",
+                        bool remote_accessible = true);
+  // NOT_FOUND unless addr is the start of a registered buffer. Returns once no peer request
+  // uses the buffer any more, so it may be freed afterwards.
+  Status UnregisterMemory(void* addr);
+  std::vector<BufferInfo> LocalBuffers() const;  // by address
+
+  // Resolves a peer by name (fetches its descriptor). The same name gives the same handle.
+  // NOT_FOUND: no such peer in the directory; UNAVAILABLE: p2p peer unreachable.
+  Result<SegmentHandle> OpenSegment(const std::string& name);
+  Status CloseSegment(SegmentHandle handle);
+  // The peer's remote-accessible buffers, by address (descriptor fetched again when refresh).
+  Result<std::vector<BufferInfo>> RemoteBuffers(SegmentHandle handle, bool refresh = false);
+
+  // Queues a batch. INVALID_ARGUMENT: empty batch or a malformed request (zero length, null
+  // pointer, unknown handle, local address not registered); the batch is then not started.
+  // Remote addresses are checked when the batch runs (per-request INVALID_ADDRESS).
+  Result<BatchId> Submit(std::span<const TransferRequest> requests,
+                         std::optional<Notification> notify = std::nullopt,
+                         std::optional<Deadline> deadline = std::nullopt);
+  Result<BatchStatus> Poll(BatchId id) const;
+  // Blocks until the batch finished or `wait` passed (then TIMEOUT, batch still running).
+  Result<BatchStatus> Wait(BatchId id, Deadline wait = Deadline::Never());
+  // NOT_FOUND: unknown id; BUSY: still running (Mooncake's ERR_BATCH_BUSY).
+  Status FreeBatch(BatchId id);
+  // Submit + Wait + FreeBatch. One result per request; a rejected batch gives its error to all.
+  std::vector<Status> Transfer(std::span<const TransferRequest> requests,
+                               std::optional<Notification> notify = std::nullopt,
+                               std::optional<Deadline> deadline = std::nullopt);
+
+  // Sends a notification alone (after nothing). PEER_DOWN when the peer cannot be reached.
+  Status Notify(SegmentHandle target, const Notification& notification,
+                std::optional<Deadline> deadline = std::nullopt);
+  // Every notification received since the last call, in arrival order.
+  std::vector<Notification> TakeNotifications();
+  // OK when the named peer answers on its data endpoint (descriptor fetched, connection made,
+  // handshake passed); a specific error otherwise.
+  Status Probe(const std::string& name, std::optional<Deadline> deadline = std::nullopt);
+
+  MetricsRegistry& metrics();
+
+  struct Impl;
+
+ private:
+  explicit TransferEngine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace weft::trans

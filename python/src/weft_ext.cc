@@ -35,7 +35,7 @@ using weft::Code;
 using weft::Status;
 using weft::bm::Pool;
 
-constexpr int kLastCode = static_cast<int>(Code::kInternal);
+constexpr int kLastCode = static_cast<int>(weft::kLastCode);
 
 // Exception classes by code, registered once by __init__.py. Owned references that are never
 // released: they live as long as the interpreter and must not be decref'd after it ends.

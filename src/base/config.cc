@@ -5,8 +5,6 @@
 #include <fstream>
 #include <functional>
 
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
 
 namespace weft {
@@ -110,9 +108,10 @@ const std::vector<KeyDef>& Defs() {
           "For a `tcp://` coordinator: the host:port its host binds, when that differs from the address peers "
           "dial (e.g. `0.0.0.0:7000`).",
           StringSetter(&Config::coordinator_listen)),
-      Def("peer_name", "string", "(empty: <pool_name>:<pid>)",
+      Def("peer_name", "string", "(empty: <pool_name>:<pid>.<random>)",
           "This peer's name in the pool. A live peer's name is unique (a second one gets ALREADY_EXISTS); a peer "
-          "that restarts under the same name after it was declared gone gets its old rank back if it is free.",
+          "that restarts under the same name after it was declared gone gets its old rank back if it is free. "
+          "The default is new on every join, so without it a restart is a new peer (lowest free rank).",
           StringSetter(&Config::peer_name)),
       Def("numa_node", "int", "-1", "NUMA node to bind the contributed host memory to; -1 leaves placement to the kernel.",
           IntSetter(&Config::numa_node)),
@@ -165,10 +164,6 @@ const KeyDef* FindDef(const std::string& key) {
 
 std::string Config::CoordinatorPath() const {
   return coordinator.empty() ? "/tmp/weft-" + pool_name + ".sock" : coordinator;
-}
-
-std::string Config::PeerName() const {
-  return peer_name.empty() ? fmt::format("{}:{}", pool_name, ::getpid()) : peer_name;
 }
 
 const std::vector<ConfigKey>& ConfigKeys() {

@@ -8,6 +8,7 @@
 
 #include "api/bm/alloc_service.h"
 #include "base/log.h"
+#include "base/random.h"
 #include "gva/segment_table.h"
 #include "mem/host_segment.h"
 #include "net/control_stream.h"
@@ -194,7 +195,11 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
     jopts.cluster_secret = config.cluster_secret;
     jopts.pool_name = config.pool_name;
     jopts.rank_size = config.rank_size;
-    jopts.peer_name = config.PeerName();
+    // The default name is fresh per join (several pools may live in one process), so only an
+    // explicit peer_name makes a restart rejoin as the same peer.
+    jopts.peer_name = config.peer_name.empty()
+                          ? fmt::format("{}:{}.{:04x}", config.pool_name, getpid(), FreshSeed() & 0xffff)
+                          : config.peer_name;
     jopts.segment.peer_name = jopts.peer_name;
     jopts.segment.pid = getpid();
     jopts.segment.size = config.rank_size;

@@ -1,4 +1,5 @@
-"""weft: a memory fabric. This is the native Python API of the big-memory pool (BM).
+"""weft: a memory fabric. This is the native Python API of the big-memory pool (BM) and of the
+transfer engine (:class:`TransferEngine`, weft/trans.py; Mooncake's API is :mod:`weft.mooncake`).
 
     import weft
     with weft.Pool(pool_name="kv", rank_size="1GiB") as pool:   # host or join the pool
@@ -25,7 +26,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 from . import _weft
 
 __all__ = [
-    "Pool", "Copy", "Error", "error_for_code", "codes", "DIRECTIONS",
+    "Pool", "Copy", "TransferEngine", "MetadataServer", "BufferInfo", "BatchStatus", "Notification", "Error", "error_for_code", "codes", "DIRECTIONS",
     "InvalidArgument", "OutOfRange", "InvalidAddress", "DoubleFree", "PoolFull", "PeerDown",
     "Timeout", "Mismatch", "Protocol", "Io", "Unavailable", "NotSupported", "PermissionDenied",
     "Unauthenticated", "NotFound", "AlreadyExists", "Cancelled", "NotRegistered", "Cuda",
@@ -282,3 +283,7 @@ class Pool:
     def __repr__(self) -> str:
         state = f"rank {self.rank}" if self.joined else "not joined"
         return f"<weft.Pool {self.pool_name!r} {state}>"
+
+
+# The transfer engine (Trans): after the error classes, which its native calls raise.
+from .trans import BatchStatus, BufferInfo, MetadataServer, Notification, TransferEngine  # noqa: E402

@@ -62,7 +62,8 @@ enum {
   WEFT_E_CANCELLED = -17,         /* the pool was left while the operation was pending, or before it */
   WEFT_E_NOT_REGISTERED = -18,    /* local memory that is not registered */
   WEFT_E_CUDA = -19,              /* a CUDA call failed (the CUDA error in the message) */
-  WEFT_E_INTERNAL = -20           /* a bug in weft: please report it */
+  WEFT_E_INTERNAL = -20,          /* a bug in weft: please report it */
+  WEFT_E_BUSY = -21               /* still in use (a transfer batch still running) */
 };
 
 /* Stable name of a code: "OK", "POOL_FULL", ...; "UNKNOWN" for a number that is not a code.

@@ -24,7 +24,7 @@ namespace nb = nanobind;
 using weft::Code;
 using weft::Status;
 
-inline constexpr int kLastCode = static_cast<int>(Code::kInternal);
+inline constexpr int kLastCode = static_cast<int>(weft::kLastCode);
 
 // Exception classes by code, registered once by __init__.py. Owned references that are never
 // released: they live as long as the interpreter and must not be decref'd after it ends.

@@ -30,7 +30,7 @@ __all__ = [
     "InvalidArgument", "OutOfRange", "InvalidAddress", "DoubleFree", "PoolFull", "PeerDown",
     "Timeout", "Mismatch", "Protocol", "Io", "Unavailable", "NotSupported", "PermissionDenied",
     "Unauthenticated", "NotFound", "AlreadyExists", "Cancelled", "NotRegistered", "Cuda",
-    "Internal",
+    "Internal", "Busy",
 ]
 
 __version__ = "0.1.0"
@@ -92,11 +92,12 @@ Cancelled = _error_class("CANCELLED", "The pool was left while the operation was
 NotRegistered = _error_class("NOT_REGISTERED", "Local memory that is not registered.")
 Cuda = _error_class("CUDA", "A CUDA call failed (the CUDA error in the message).")
 Internal = _error_class("INTERNAL", "A bug in weft: please report it.")
+Busy = _error_class("BUSY", "The object is still in use (a batch that is still running).")
 
 _BY_CODE = {cls.code: cls for cls in (
     InvalidArgument, OutOfRange, InvalidAddress, DoubleFree, PoolFull, PeerDown, Timeout, Mismatch,
     Protocol, Io, Unavailable, NotSupported, PermissionDenied, Unauthenticated, NotFound,
-    AlreadyExists, Cancelled, NotRegistered, Cuda, Internal)}
+    AlreadyExists, Cancelled, NotRegistered, Cuda, Internal, Busy)}
 assert set(_BY_CODE) == set(codes.values()) - {0}, "an error code has no exception class"
 _weft._register_errors(Error, _BY_CODE)
 

@@ -27,6 +27,7 @@ std::string_view CodeName(Code code) {
     case Code::kNotRegistered: return "NOT_REGISTERED";
     case Code::kCuda: return "CUDA";
     case Code::kInternal: return "INTERNAL";
+    case Code::kBusy: return "BUSY";
   }
   return "UNKNOWN";
 }

@@ -33,7 +33,11 @@ enum class Code : int32_t {
   kNotRegistered = 18,    // local memory that is not registered
   kCuda = 19,             // a CUDA call failed (the CUDA error in the message)
   kInternal = 20,         // a bug in weft: please report it
+  kBusy = 21,             // the object is still in use (a batch still running)
 };
+// The highest code; decoders refuse anything above it. New codes are appended, never renumbered.
+inline constexpr Code kLastCode = Code::kBusy;
+
 
 // Stable, human-readable name of a code ("PEER_DOWN").
 std::string_view CodeName(Code code);

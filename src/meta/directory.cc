@@ -5,6 +5,7 @@
 #include "meta/embedded_directory.h"
 #include "meta/etcd_directory.h"
 #include "meta/memory_store.h"
+#include "meta/mooncake_http_directory.h"
 #include "meta/p2p_directory.h"
 
 namespace weft::meta {
@@ -68,6 +69,13 @@ Result<std::unique_ptr<Directory>> OpenDirectory(const std::string& url, Directo
     }
     return std::unique_ptr<Directory>(std::make_unique<EtcdDirectory>(std::move(eps), std::move(options)));
   }
+  if (auto rest = strip("http://")) {
+    size_t slash = rest->find('/');
+    std::string path = slash == std::string::npos ? "/metadata" : rest->substr(slash);
+    WEFT_ASSIGN_OR_RETURN(auto hp, endpoint(rest->substr(0, slash)));
+    return std::unique_ptr<Directory>(
+        std::make_unique<MooncakeHttpDirectory>(hp.first, hp.second, std::move(path), std::move(options)));
+  }
   if (url == "p2p" || url == "P2PHANDSHAKE" || url == "p2p://") {
     std::string bind = options.p2p_bind;
     WEFT_ASSIGN_OR_RETURN(auto p2p, P2PDirectory::Open(bind, std::move(options)));
@@ -78,8 +86,8 @@ Result<std::unique_ptr<Directory>> OpenDirectory(const std::string& url, Directo
     return std::unique_ptr<Directory>(std::move(p2p));
   }
   return Error(Code::kInvalidArgument,
-               "unknown directory URL '{}': use local, embedded://host:port, etcd://host:port[,host:port] or "
-               "p2p[://host:port]",
+               "unknown directory URL '{}': use local, embedded://host:port, etcd://host:port[,host:port], "
+               "http://host:port/metadata (Mooncake's metadata protocol) or p2p[://host:port]",
                url);
 }
 

@@ -17,7 +17,7 @@ using Op = DirectoryRequest::Op;
 namespace {
 
 Code CodeFromName(const std::string& name, Code fallback) {
-  for (int c = 0; c <= static_cast<int>(Code::kInternal); ++c) {
+  for (int c = 0; c <= static_cast<int>(kLastCode); ++c) {
     if (CodeName(static_cast<Code>(c)) == name) return static_cast<Code>(c);
   }
   return fallback;

@@ -20,7 +20,7 @@ Status GetStatus(Reader& r, WireStatus& s) {
   WEFT_RETURN_IF_ERROR(r.I32(code));
   // Codes are stable and only ever appended; one this build does not know is a newer peer
   // speaking the same version, which cannot happen, so it is malformed.
-  if (code < 0 || code > static_cast<int32_t>(Code::kInternal)) {
+  if (code < 0 || code > static_cast<int32_t>(kLastCode)) {
     return Error(Code::kProtocol, "unknown status code {}", code);
   }
   s.code = static_cast<Code>(code);

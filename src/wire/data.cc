@@ -1,5 +1,7 @@
 #include "wire/data.h"
 
+#include <cstring>
+
 #include "wire/codec.h"
 
 namespace weft::wire {
@@ -12,7 +14,8 @@ void Put(uint8_t*& p, T v) {
 }
 
 Status CheckOp(uint8_t op) {
-  if (op != static_cast<uint8_t>(DataOp::kRead) && op != static_cast<uint8_t>(DataOp::kWrite))
+  if (op != static_cast<uint8_t>(DataOp::kRead) && op != static_cast<uint8_t>(DataOp::kWrite) &&
+      op != static_cast<uint8_t>(DataOp::kNotify))
     return Error(Code::kProtocol, "unknown data op {}", op);
   return OkStatus();
 }
@@ -30,6 +33,7 @@ std::string_view DataOpName(DataOp op) {
   switch (op) {
     case DataOp::kRead: return "READ";
     case DataOp::kWrite: return "WRITE";
+    case DataOp::kNotify: return "NOTIFY";
   }
   return "?";
 }
@@ -93,6 +97,13 @@ Result<DataRequest> DecodeDataRequest(std::span<const uint8_t> bytes) {
   if (r.length > kMaxDataLength)
     return Error(Code::kProtocol, "data request of {} bytes exceeds the limit of {} per request", r.length,
                  kMaxDataLength);
+  if (r.op == DataOp::kNotify) {
+    if (r.segment_id != 0 || r.access_key != 0 || r.offset != 0)
+      return Error(Code::kProtocol, "a NOTIFY names segment {}, offset {} or a key: they must be 0", r.segment_id,
+                   r.offset);
+    if (r.length > kMaxNotifyPayload)
+      return Error(Code::kProtocol, "a NOTIFY of {} bytes exceeds the limit of {}", r.length, kMaxNotifyPayload);
+  }
   WEFT_RETURN_IF_ERROR(in.ExpectEnd());
   return r;
 }
@@ -118,7 +129,7 @@ Result<DataResponse> DecodeDataResponse(std::span<const uint8_t> bytes) {
   if (r.flags != 0) return Error(Code::kProtocol, "unknown data response flags {:#x}", r.flags);
   WEFT_RETURN_IF_ERROR(in.U64(r.request_id));
   WEFT_RETURN_IF_ERROR(in.I32(code));
-  if (code < 0 || code > static_cast<int32_t>(Code::kInternal))
+  if (code < 0 || code > static_cast<int32_t>(kLastCode))
     return Error(Code::kProtocol, "unknown status code {} in a data response", code);
   r.status = static_cast<Code>(code);
   WEFT_RETURN_IF_ERROR(in.U32(r.message_length));
@@ -132,10 +143,38 @@ Result<DataResponse> DecodeDataResponse(std::span<const uint8_t> bytes) {
     return Error(Code::kProtocol, "an OK data response carries {} bytes of error text", r.message_length);
   if (r.status != Code::kOk && r.length != 0)
     return Error(Code::kProtocol, "a failed data response carries {} payload bytes", r.length);
-  if (r.op == DataOp::kWrite && r.length != 0)
-    return Error(Code::kProtocol, "a WRITE response carries {} payload bytes", r.length);
+  if (r.op != DataOp::kRead && r.length != 0)
+    return Error(Code::kProtocol, "a {} response carries {} payload bytes", DataOpName(r.op), r.length);
   WEFT_RETURN_IF_ERROR(in.ExpectEnd());
   return r;
+}
+
+Result<std::vector<uint8_t>> EncodeNotification(std::string_view name, std::string_view message) {
+  uint64_t total = 4 + uint64_t{name.size()} + message.size();
+  if (total > kMaxNotifyPayload)
+    return Error(Code::kInvalidArgument, "a notification of {} bytes (name and message) exceeds the limit of {}",
+                 total - 4, kMaxNotifyPayload - 4);
+  std::vector<uint8_t> out(total);
+  uint8_t* p = out.data();
+  Put<uint32_t>(p, static_cast<uint32_t>(name.size()));
+  std::memcpy(p, name.data(), name.size());
+  std::memcpy(p + name.size(), message.data(), message.size());
+  return out;
+}
+
+Result<NotificationPayload> DecodeNotification(std::span<const uint8_t> bytes) {
+  if (bytes.size() > kMaxNotifyPayload)
+    return Error(Code::kProtocol, "a notification of {} bytes exceeds the limit of {}", bytes.size(),
+                 kMaxNotifyPayload);
+  Reader in(bytes);
+  uint32_t name_len = 0;
+  WEFT_RETURN_IF_ERROR(in.U32(name_len));
+  if (name_len > bytes.size() - 4)
+    return Error(Code::kProtocol, "a notification names {} name bytes but has only {}", name_len, bytes.size() - 4);
+  NotificationPayload n;
+  n.name.assign(reinterpret_cast<const char*>(bytes.data() + 4), name_len);
+  n.message.assign(reinterpret_cast<const char*>(bytes.data() + 4 + name_len), bytes.size() - 4 - name_len);
+  return n;
 }
 
 }  // namespace weft::wire

@@ -12,6 +12,11 @@
 //   magic u32 "WFTR"  version u16  op u8  flags u8  request_id u64  status i32
 //   message_length u32  length u64
 //
+// NOTIFY (op 3) carries a notification for the owner's application instead of touching memory:
+// segment_id, access_key and offset are 0, `length` (at most kMaxNotifyPayload) payload bytes
+// follow as for WRITE, encoded by EncodeNotification; its response is like a WRITE's. A NOTIFY
+// with no payload is a probe: answered OK, delivered to nobody.
+//
 // Decoders are bounds-checked and never trust a length: a length over kMaxDataLength, a message
 // over kMaxDataMessage, an unknown op, flag, status code or version, a non-zero reserved field,
 // or an inconsistent response (payload on an error, message on OK) is PROTOCOL. A receiver
@@ -22,7 +27,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/result.h"
 #include "base/status.h"
@@ -36,8 +43,9 @@ inline constexpr size_t kDataRequestSize = 48;
 inline constexpr size_t kDataResponseSize = 32;
 inline constexpr uint64_t kMaxDataLength = 64ull << 20;  // per request (one slice)
 inline constexpr uint32_t kMaxDataMessage = 1024;        // error text in a response
+inline constexpr uint64_t kMaxNotifyPayload = (64u << 10) + 4;  // a NOTIFY's payload
 
-enum class DataOp : uint8_t { kRead = 1, kWrite = 2 };
+enum class DataOp : uint8_t { kRead = 1, kWrite = 2, kNotify = 3 };
 std::string_view DataOpName(DataOp op);
 
 struct DataRequest {
@@ -71,5 +79,16 @@ DataResponseBytes EncodeDataResponse(const DataResponse& r);
 // Exactly kDataRequestSize / kDataResponseSize bytes; PROTOCOL for anything malformed.
 Result<DataRequest> DecodeDataRequest(std::span<const uint8_t> bytes);
 Result<DataResponse> DecodeDataResponse(std::span<const uint8_t> bytes);
+
+// The payload of a NOTIFY: name length u32, name bytes, message bytes (the rest).
+struct NotificationPayload {
+  std::string name;
+  std::string message;
+  bool operator==(const NotificationPayload&) const = default;
+};
+// INVALID_ARGUMENT when name and message do not fit in kMaxNotifyPayload.
+Result<std::vector<uint8_t>> EncodeNotification(std::string_view name, std::string_view message);
+// PROTOCOL for a payload shorter than 4 bytes, a name length past the end, or too many bytes.
+Result<NotificationPayload> DecodeNotification(std::span<const uint8_t> bytes);
 
 }  // namespace weft::wire

@@ -47,12 +47,13 @@ class CApiPool : public ::testing::Test {
 };
 
 TEST(CApi, CodesMatchStatusCodes) {
-  for (int c = 0; c <= static_cast<int>(weft::Code::kInternal); ++c)
+  for (int c = 0; c <= static_cast<int>(weft::kLastCode); ++c)
     EXPECT_EQ(weft_error_string(-c), weft::CodeName(static_cast<weft::Code>(c))) << c;
   EXPECT_STREQ(weft_error_string(WEFT_E_POOL_FULL), "POOL_FULL");
   EXPECT_STREQ(weft_error_string(WEFT_E_PEER_DOWN), "PEER_DOWN");
   EXPECT_STREQ(weft_error_string(3), "UNKNOWN");
-  EXPECT_STREQ(weft_error_string(-21), "UNKNOWN");
+  EXPECT_STREQ(weft_error_string(-21), "BUSY");
+  EXPECT_STREQ(weft_error_string(-22), "UNKNOWN");
   EXPECT_STREQ(weft_error_string(-2147483647 - 1), "UNKNOWN");
 }
 

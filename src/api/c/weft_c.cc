@@ -57,8 +57,9 @@ WEFT_C_CODE(WEFT_E_CANCELLED, kCancelled)
 WEFT_C_CODE(WEFT_E_NOT_REGISTERED, kNotRegistered)
 WEFT_C_CODE(WEFT_E_CUDA, kCuda)
 WEFT_C_CODE(WEFT_E_INTERNAL, kInternal)
+WEFT_C_CODE(WEFT_E_BUSY, kBusy)
 #undef WEFT_C_CODE
-constexpr int kLastCode = static_cast<int>(Code::kInternal);
+constexpr int kLastCode = static_cast<int>(weft::kLastCode);
 
 using weft::engine::Direction;
 #define WEFT_C_DIR(c_name, cpp_name) static_assert(c_name == static_cast<int>(Direction::cpp_name), #c_name);

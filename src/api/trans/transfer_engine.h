@@ -91,6 +91,9 @@ struct BatchStatus {
   std::vector<TransferState> states;  // one per request
   std::vector<Status> results;        // one per request; OK while pending
   bool done = false;                  // every request finished
+  // The notification's own outcome (OK when none was asked for or it was delivered; the data
+  // requests' failure when it was withheld because of one).
+  Status notification;
 };
 
 struct TransferEngineOptions {
@@ -104,6 +107,9 @@ struct TransferEngineOptions {
   // log why once. Env WEFT_PROTOCOL_FALLBACK sets it for programs that cannot pass it.
   std::string protocol_fallback;
   uint16_t rpc_port = 0;  // p2p: the descriptor endpoint's port (0: any free one)
+  // The address peers use for this engine's data server. Default: the host part of local_name
+  // (Mooncake's convention: the name is an IP or a resolvable host name, optionally with :port).
+  std::string advertise_host;
   std::string bind_host = "0.0.0.0";  // where the data and rpc endpoints listen
   net::AuthOptions auth;              // the cluster secret every peer must share
   int lanes = 4;                      // TCP connections per peer
@@ -147,9 +153,11 @@ class TransferEngine {
   // The peer's remote-accessible buffers, by address (descriptor fetched again when refresh).
   Result<std::vector<BufferInfo>> RemoteBuffers(SegmentHandle handle, bool refresh = false);
 
-  // Queues a batch. INVALID_ARGUMENT: empty batch or a malformed request (zero length, null
-  // pointer, unknown handle, local address not registered); the batch is then not started.
-  // Remote addresses are checked when the batch runs (per-request INVALID_ADDRESS).
+  // Queues a batch; nothing is started unless every request is well-formed:
+  // INVALID_ARGUMENT: empty batch, zero length, null pointer, a notification too large;
+  // NOT_FOUND: unknown segment handle; NOT_REGISTERED: local range not inside one registered
+  // buffer. Remote addresses are checked when the batch runs (per-request INVALID_ADDRESS,
+  // after fetching the peer's descriptor again in case it registered more since).
   Result<BatchId> Submit(std::span<const TransferRequest> requests,
                          std::optional<Notification> notify = std::nullopt,
                          std::optional<Deadline> deadline = std::nullopt);

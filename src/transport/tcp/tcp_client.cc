@@ -172,6 +172,11 @@ std::vector<Status> TcpClient::ReadBatch(const PeerAddr& peer, std::span<const T
   return Transfer(peer, w, deadline);
 }
 
+Status TcpClient::Notify(const PeerAddr& peer, std::span<const uint8_t> payload, Deadline deadline) {
+  TcpRequest r{wire::DataOp::kNotify, 0, 0, 0, const_cast<uint8_t*>(payload.data()), payload.size()};
+  return Transfer(peer, {&r, 1}, deadline)[0];
+}
+
 std::vector<Status> TcpClient::Transfer(const PeerAddr& peer_addr, std::span<const TcpRequest> requests,
                                         Deadline deadline) {
   std::vector<Status> results(requests.size());
@@ -179,6 +184,16 @@ std::vector<Status> TcpClient::Transfer(const PeerAddr& peer_addr, std::span<con
   std::vector<uint64_t> slices_left(requests.size(), 0);
   for (size_t i = 0; i < requests.size(); ++i) {
     const TcpRequest& r = requests[i];
+    if (r.op == wire::DataOp::kNotify) {  // never sliced; an empty one is a probe
+      if (r.len > wire::kMaxNotifyPayload || (r.len > 0 && !r.local)) {
+        results[i] = Error(Code::kInvalidArgument, "entry {}: a notification of {} bytes (limit {})", i, r.len,
+                           wire::kMaxNotifyPayload);
+        continue;
+      }
+      slices.push_back(Slice{i, 0, r.len});
+      ++slices_left[i];
+      continue;
+    }
     if (r.op != wire::DataOp::kRead && r.op != wire::DataOp::kWrite) {
       results[i] = Error(Code::kInvalidArgument, "entry {}: unknown op", i);
       continue;
@@ -283,7 +298,7 @@ std::vector<Status> TcpClient::Transfer(const PeerAddr& peer_addr, std::span<con
       fail_entry(sl.entry, s);
     } else {
       bytes_done += sl.len;
-      if (requests[sl.entry].op == wire::DataOp::kWrite)
+      if (requests[sl.entry].op != wire::DataOp::kRead)
         bytes_written_.fetch_add(sl.len);
       else
         bytes_read_.fetch_add(sl.len);
@@ -349,7 +364,7 @@ std::vector<Status> TcpClient::Transfer(const PeerAddr& peer_addr, std::span<con
           return Error(Code::kProtocol, "READ response from {} carries {} bytes, asked for {}", name, resp.length,
                        sl.len);
         a.in_begin += wire::kDataResponseSize;
-        if (rq.op == wire::DataOp::kWrite) {
+        if (rq.op != wire::DataOp::kRead) {
           finish_slice(a, OkStatus());
           continue;
         }
@@ -423,7 +438,7 @@ std::vector<Status> TcpClient::Transfer(const PeerAddr& peer_addr, std::span<con
       h.length = sl.len;
       SendItem item;
       item.hdr = wire::EncodeDataRequest(h);
-      if (rq.op == wire::DataOp::kWrite) {
+      if (rq.op != wire::DataOp::kRead) {
         item.payload = static_cast<const uint8_t*>(rq.local) + sl.offset;
         item.payload_len = sl.len;
       }

@@ -85,7 +85,11 @@ class TcpClient {
   // READ len bytes of the peer's segment into dst.
   Status Read(const PeerAddr& peer, uint32_t segment_id, uint64_t access_key, uint64_t remote_offset, void* dst,
               uint64_t len, Deadline deadline);
-  // Batches: one Status per entry, in order. Entries may mix READ and WRITE. Entries touching
+  // NOTIFY: hands an encoded notification (wire::EncodeNotification) to the peer's application;
+  // OK once the peer took it. An empty payload is a probe: OK when the peer answers.
+  Status Notify(const PeerAddr& peer, std::span<const uint8_t> payload, Deadline deadline);
+  // Batches: one Status per entry, in order. NOTIFY entries (segment, key and offset 0) go out
+  // after the entries before them on the same lane; use Notify after a batch for ordering. Entries may mix READ and WRITE. Entries touching
   // overlapping bytes have no defined order between them.
   std::vector<Status> Transfer(const PeerAddr& peer, std::span<const TcpRequest> requests, Deadline deadline);
   std::vector<Status> WriteBatch(const PeerAddr& peer, std::span<const TcpRequest> requests, Deadline deadline);

@@ -34,7 +34,7 @@ struct TcpServer::Shared {
   std::atomic<bool> stop{false};
   std::atomic<size_t> open{0};
   std::atomic<uint64_t> accepted{0}, auth_failures{0}, protocol_errors{0}, reads{0}, writes{0}, refused{0},
-      bytes_read{0}, bytes_written{0};
+      bytes_read{0}, bytes_written{0}, notifies{0};
 };
 
 namespace {
@@ -62,6 +62,7 @@ struct Conn {
   bool in_payload = false;
   wire::DataRequest req;
   uint8_t* target = nullptr;  // null while a refused payload is being drained
+  std::vector<uint8_t> notify;  // a NOTIFY's payload is received here
   uint64_t left = 0;
   bool pinned = false;
   Status refusal;
@@ -402,6 +403,7 @@ struct TcpServer::Worker {
 
   void Serve(Conn* c, const wire::DataRequest& r) {
     bool write = r.op == wire::DataOp::kWrite;
+    if (r.op == wire::DataOp::kNotify) return ServeNotify(c, r);
     auto where = shared->access->Find(r.segment_id, r.access_key, r.offset, r.length, write);
     if (!write) {
       shared->reads.fetch_add(1);
@@ -429,8 +431,35 @@ struct TcpServer::Worker {
     if (c->left == 0) FinishWrite(c);
   }
 
+  // A NOTIFY's payload is received into c->notify, then handed to the application (a probe, with
+  // no payload, only gets its answer).
+  void ServeNotify(Conn* c, const wire::DataRequest& r) {
+    shared->notifies.fetch_add(1);
+    c->req = r;
+    c->left = r.length;
+    c->in_payload = true;
+    c->notify.resize(r.length);
+    c->target = c->notify.data();
+    c->pinned = false;
+    c->refusal = OkStatus();
+    if (c->left == 0) FinishWrite(c);
+  }
+
+  Status Deliver(std::span<const uint8_t> payload) {
+    if (payload.empty()) return OkStatus();  // a probe
+    if (!opts().on_notify) return Error(Code::kNotSupported, "this peer takes no notifications");
+    auto n = wire::DecodeNotification(payload);
+    if (!n.ok()) return Status(Code::kInvalidArgument, n.status().message());
+    return opts().on_notify(std::move(n->name), std::move(n->message));
+  }
+
   void FinishWrite(Conn* c) {
     c->in_payload = false;
+    if (c->req.op == wire::DataOp::kNotify) {
+      c->refusal = Deliver(c->notify);
+      c->notify.clear();
+      c->notify.shrink_to_fit();
+    }
     if (c->pinned) {
       shared->access->Release(c->req.segment_id);
       c->pinned = false;
@@ -561,6 +590,7 @@ TcpServerStats TcpServer::stats() const {
   s.refused = shared_->refused.load();
   s.bytes_read = shared_->bytes_read.load();
   s.bytes_written = shared_->bytes_written.load();
+  s.notifies = shared_->notifies.load();
   return s;
 }
 

@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -42,6 +43,9 @@ struct TcpServerOptions {
   int handshake_timeout_ms = 5000;  // a client must finish the handshake within this
   int stall_timeout_ms = 30000;     // a pending request/response that makes no progress this long closes
   size_t max_connections = 4096;
+  // Called with each NOTIFY's (name, message) on a progress thread, after the payload arrived
+  // and before the sender is answered (keep it short). Unset: NOTIFY is refused NOT_SUPPORTED.
+  std::function<Status(std::string name, std::string message)> on_notify;
 };
 
 struct TcpServerStats {
@@ -53,6 +57,7 @@ struct TcpServerStats {
   uint64_t refused = 0;  // requests answered with an error status
   uint64_t bytes_read = 0;     // served to READ requests
   uint64_t bytes_written = 0;  // received by WRITE requests
+  uint64_t notifies = 0;       // NOTIFY requests (probes included)
 };
 
 class TcpServer {

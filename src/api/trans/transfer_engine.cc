@@ -1,0 +1,725 @@
+#include "api/trans/transfer_engine.h"
+
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "api/trans/segment_descriptor.h"
+#include "base/log.h"
+#include "base/random.h"
+#include "engine/worker_pool.h"
+#include "meta/directory.h"
+#include "meta/p2p_directory.h"
+#include "transport/tcp/access_table.h"
+#include "transport/tcp/tcp_client.h"
+#include "transport/tcp/tcp_server.h"
+#include "wire/data.h"
+
+namespace weft::trans {
+
+namespace {
+
+using transport::tcp::AccessTable;
+using transport::tcp::SegmentEntry;
+using transport::tcp::TcpClient;
+using transport::tcp::TcpRequest;
+using transport::tcp::TcpServer;
+
+bool IsP2P(const std::string& metadata) {
+  return metadata == "P2PHANDSHAKE" || metadata == "p2p" || metadata == "p2p://";
+}
+
+// Mooncake's metadata strings: a bare "host:port" is etcd (its default scheme); redis has no
+// backend here.
+Result<std::string> DirectoryUrl(const std::string& metadata) {
+  if (metadata.empty())
+    return Error(Code::kInvalidArgument, "no metadata server given: use P2PHANDSHAKE, etcd://host:port, "
+                                         "http://host:port/metadata or embedded://host:port");
+  if (metadata.rfind("redis://", 0) == 0)
+    return Error(Code::kNotSupported, "metadata server '{}': redis is not supported; use etcd://, http:// "
+                                      "(Mooncake's metadata protocol, e.g. `weft meta`) or P2PHANDSHAKE",
+                 metadata);
+  if (metadata.find("://") != std::string::npos || metadata == "local") return metadata;
+  return "etcd://" + metadata;
+}
+
+// "host" or "host:port" -> host (brackets removed).
+std::string HostPart(const std::string& name) {
+  auto hp = meta::ParseHostPort(name);
+  if (hp.ok()) return hp->first;
+  return name;
+}
+
+TransferState StateOf(const Status& s) {
+  if (s.ok()) return TransferState::kCompleted;
+  return s.code() == Code::kTimeout ? TransferState::kTimeout : TransferState::kFailed;
+}
+
+struct LocalBuffer {
+  uint64_t length = 0;
+  std::string location;
+  bool remote_accessible = true;
+  uint32_t segment_id = 0;
+  uint64_t access_key = 0;
+};
+
+struct RemoteSegment {
+  std::string name;
+  std::shared_ptr<const SegmentDescriptor> descriptor;
+};
+
+struct Batch {
+  std::vector<TransferRequest> requests;
+  std::optional<Notification> notify;
+  Deadline deadline = Deadline::Never();
+  Clock::time_point started = Clock::now();
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<TransferState> states;
+  std::vector<Status> results;
+  Status notification;
+  size_t groups_left = 0;
+  bool done = false;
+
+  BatchStatus Snapshot() {
+    BatchStatus s;
+    s.states = states;
+    s.results = results;
+    s.done = done;
+    s.notification = notification;
+    return s;
+  }
+};
+
+}  // namespace
+
+struct TransferEngine::Impl {
+  TransferEngineOptions options;
+  std::string name;
+  std::string host;  // advertised
+  std::string protocol = "tcp";
+  bool p2p = false;
+  uint16_t rpc_port = 0;
+
+  MetricsRegistry metrics;
+  Counter* batches_total = nullptr;
+  Counter* requests_failed = nullptr;
+  Counter* bytes_written = nullptr;
+  Counter* bytes_read = nullptr;
+  Counter* notifications_received = nullptr;
+  Histogram* batch_latency_ns = nullptr;
+
+  std::unique_ptr<meta::Directory> directory;
+  meta::LeaseId lease = 0;
+  AccessTable table;
+  std::unique_ptr<TcpServer> server;
+  std::unique_ptr<TcpClient> client;
+  std::unique_ptr<engine::WorkerPool> workers;
+
+  mutable std::mutex mu;  // buffers, segments, batches
+  std::map<uint64_t, LocalBuffer> buffers;  // by address
+  uint32_t next_segment_id = 1;
+  std::map<SegmentHandle, RemoteSegment> segments;
+  std::map<std::string, SegmentHandle> segment_by_name;
+  SegmentHandle next_handle = 1;
+  std::map<BatchId, std::shared_ptr<Batch>> batches;
+  BatchId next_batch = 1;
+  size_t running = 0;  // batches not done
+  std::condition_variable idle;
+  bool closing = false;
+
+  std::mutex notify_mu;
+  std::deque<Notification> received;
+
+  // Descriptor keep-alive.
+  std::thread keeper;
+  std::mutex keeper_mu;
+  std::condition_variable keeper_cv;
+  bool keeper_stop = false;
+
+  std::string DescriptorKey(const std::string& segment) const {
+    return options.metadata_prefix + "ram/" + segment;
+  }
+  // The key under which a peer's descriptor is fetched (p2p keys name their owner).
+  std::string RemoteKey(const std::string& segment) const {
+    return p2p ? segment + "/" + DescriptorKey(segment) : DescriptorKey(segment);
+  }
+  Deadline MetaDeadline() const { return Deadline::After(options.metadata_timeout); }
+
+  SegmentDescriptor LocalDescriptor() const {  // mu held
+    SegmentDescriptor d;
+    d.name = name;
+    d.protocol = protocol;
+    d.host = host;
+    d.data_port = server->port();
+    for (const auto& [addr, b] : buffers) {
+      if (!b.remote_accessible) continue;
+      d.buffers.push_back({addr, b.length, b.location, b.segment_id, b.access_key});
+    }
+    return d;
+  }
+
+  // Writes the descriptor (mu held, so that concurrent registrations publish in order).
+  Status Publish() {
+    std::string text = EncodeDescriptor(LocalDescriptor());
+    Status s = directory->Put(DescriptorKey(name), text, lease, MetaDeadline());
+    if (!s.ok()) return s.Annotate(fmt::format("publishing the descriptor of '{}' in {}", name, directory->Describe()));
+    return OkStatus();
+  }
+
+  void KeepDescriptorAlive() {
+    auto period = std::max<std::chrono::milliseconds>(options.descriptor_lease / 3, std::chrono::milliseconds(100));
+    std::unique_lock lk(keeper_mu);
+    while (!keeper_cv.wait_for(lk, period, [&] { return keeper_stop; })) {
+      lk.unlock();
+      Status s = directory->KeepAlive(lease, MetaDeadline());
+      if (s.code() == Code::kNotFound) {  // expired (e.g. the directory restarted): start over
+        auto fresh = directory->Grant(options.descriptor_lease, MetaDeadline());
+        if (fresh.ok()) {
+          std::lock_guard g(mu);
+          lease = *fresh;
+          s = Publish();
+        } else {
+          s = fresh.status();
+        }
+        if (s.ok()) WEFT_LOG_INFO("transfer engine '{}': descriptor lease renewed after it expired", name);
+      }
+      if (!s.ok()) WEFT_LOG_WARN("transfer engine '{}': keeping the descriptor alive: {}", name, s.ToString());
+      lk.lock();
+    }
+  }
+
+  Result<std::shared_ptr<const SegmentDescriptor>> Fetch(const std::string& segment) {
+    if (p2p) {
+      auto* p2pdir = static_cast<meta::P2PDirectory*>(directory.get());
+      p2pdir->Forget(RemoteKey(segment));
+    }
+    auto text = directory->Get(RemoteKey(segment), MetaDeadline());
+    if (!text.ok()) {
+      if (text.status().code() == Code::kNotFound)
+        return Error(Code::kNotFound, "no transfer engine named '{}' in {} (has it started and registered memory?)",
+                     segment, directory->Describe());
+      return text.status().Annotate(fmt::format("fetching the descriptor of '{}'", segment));
+    }
+    auto d = DecodeDescriptor(*text);
+    if (!d.ok()) return d.status().Annotate(fmt::format("descriptor of '{}'", segment));
+    if (d->protocol != "tcp")
+      return Error(Code::kNotSupported, "peer '{}' speaks protocol '{}', this engine speaks tcp", segment,
+                   d->protocol);
+    return std::make_shared<const SegmentDescriptor>(std::move(*d));
+  }
+
+  Result<std::shared_ptr<const SegmentDescriptor>> Descriptor(SegmentHandle h) const {
+    std::lock_guard g(mu);
+    auto it = segments.find(h);
+    if (it == segments.end()) return Error(Code::kNotFound, "segment handle {} is not open", h);
+    return it->second.descriptor;
+  }
+
+  // Fetches the descriptor of an open segment again; returns the new one.
+  Result<std::shared_ptr<const SegmentDescriptor>> Refresh(SegmentHandle h) {
+    std::string segment;
+    {
+      std::lock_guard g(mu);
+      auto it = segments.find(h);
+      if (it == segments.end()) return Error(Code::kNotFound, "segment handle {} is not open", h);
+      segment = it->second.name;
+    }
+    WEFT_ASSIGN_OR_RETURN(auto d, Fetch(segment));
+    std::lock_guard g(mu);
+    auto it = segments.find(h);
+    if (it != segments.end()) it->second.descriptor = d;
+    return d;
+  }
+
+  // Whether [p, p+len) lies inside one registered buffer (mu held).
+  bool LocalRegistered(const void* p, uint64_t len) const {
+    auto a = reinterpret_cast<uint64_t>(p);
+    auto it = buffers.upper_bound(a);
+    if (it == buffers.begin()) return false;
+    --it;
+    uint64_t off = a - it->first;
+    return off < it->second.length && len <= it->second.length - off;
+  }
+
+  // Carries out the requests of one batch to one peer (a worker thread).
+  void RunGroup(const std::shared_ptr<Batch>& b, SegmentHandle target, const std::vector<size_t>& idx) {
+    std::vector<Status> out(idx.size());
+    auto d = Descriptor(target);
+    if (!d.ok()) {
+      for (auto& s : out) s = d.status();
+    } else {
+      out = TransferTo(*d, target, b->requests, idx, b->deadline);
+    }
+    Status note;
+    bool all_ok = std::all_of(out.begin(), out.end(), [](const Status& s) { return s.ok(); });
+    if (b->notify) {
+      if (!all_ok) {
+        note = Error(Code::kCancelled, "notification '{}' withheld: a request of the batch failed", b->notify->name);
+      } else {
+        auto dd = Descriptor(target);
+        note = dd.ok() ? SendNotification(**dd, *b->notify, b->deadline) : dd.status();
+      }
+    }
+    std::lock_guard g(b->mu);
+    for (size_t k = 0; k < idx.size(); ++k) {
+      size_t i = idx[k];
+      b->results[i] = out[k];
+      b->states[i] = StateOf(out[k]);
+      if (!out[k].ok()) {
+        requests_failed->Add();
+      } else if (b->requests[i].op == Opcode::kWrite) {
+        bytes_written->Add(b->requests[i].length);
+      } else {
+        bytes_read->Add(b->requests[i].length);
+      }
+    }
+    if (!note.ok() && b->notification.ok()) b->notification = note;
+    if (--b->groups_left == 0) {
+      b->done = true;
+      batch_latency_ns->Observe(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - b->started).count()));
+      b->cv.notify_all();
+      std::lock_guard g2(mu);
+      if (--running == 0) idle.notify_all();
+    }
+  }
+
+  std::vector<Status> TransferTo(std::shared_ptr<const SegmentDescriptor> d, SegmentHandle target,
+                                 const std::vector<TransferRequest>& requests, const std::vector<size_t>& idx,
+                                 Deadline deadline) {
+    std::vector<Status> out(idx.size());
+    // Remote ranges must lie in a published buffer; a miss fetches the descriptor once more
+    // (the peer may have registered the buffer after we looked).
+    auto locate = [&](const SegmentDescriptor& desc, std::vector<TcpRequest>& reqs, std::vector<size_t>& which) {
+      reqs.clear();
+      which.clear();
+      bool missing = false;
+      for (size_t k = 0; k < idx.size(); ++k) {
+        const TransferRequest& r = requests[idx[k]];
+        const DescriptorBuffer* buf = desc.Find(r.remote_addr, r.length);
+        if (!buf) {
+          missing = true;
+          out[k] = Error(Code::kInvalidAddress,
+                         "remote range {:#x}+{} is not inside a buffer that '{}' registered as remote-accessible",
+                         r.remote_addr, r.length, desc.name);
+          continue;
+        }
+        out[k] = OkStatus();
+        reqs.push_back(TcpRequest{r.op == Opcode::kWrite ? wire::DataOp::kWrite : wire::DataOp::kRead,
+                                  buf->segment_id, buf->access_key, r.remote_addr - buf->addr, r.local, r.length});
+        which.push_back(k);
+      }
+      return missing;
+    };
+    std::vector<TcpRequest> reqs;
+    std::vector<size_t> which;
+    if (locate(*d, reqs, which)) {
+      auto fresh = Refresh(target);
+      if (fresh.ok()) {
+        d = *fresh;
+        locate(*d, reqs, which);
+      }
+    }
+    if (reqs.empty()) return out;
+    auto run = [&](const SegmentDescriptor& desc) {
+      auto res = client->Transfer({desc.host, desc.data_port}, reqs, deadline);
+      for (size_t j = 0; j < which.size(); ++j) out[which[j]] = res[j];
+    };
+    run(*d);
+    // A peer that restarted under its name listens elsewhere and has new keys: if every request
+    // failed because the peer was gone or refused the key, look it up again and retry once.
+    bool all_gone = std::all_of(which.begin(), which.end(), [&](size_t k) {
+      Code c = out[k].code();
+      return c == Code::kPeerDown || c == Code::kNotFound || c == Code::kPermissionDenied;
+    });
+    if (all_gone && !deadline.expired()) {
+      auto fresh = Refresh(target);
+      if (fresh.ok() && !(**fresh == *d)) {
+        WEFT_LOG_INFO("transfer engine '{}': peer '{}' changed its descriptor; retrying {} request(s)", name,
+                      (*fresh)->name, reqs.size());
+        d = *fresh;
+        locate(*d, reqs, which);
+        if (!reqs.empty()) run(*d);
+      }
+    }
+    return out;
+  }
+
+  Status SendNotification(const SegmentDescriptor& d, const Notification& n, Deadline deadline) {
+    WEFT_ASSIGN_OR_RETURN(auto payload, wire::EncodeNotification(n.name, n.message));
+    return client->Notify({d.host, d.data_port}, payload, deadline)
+        .Annotate(fmt::format("notifying '{}'", d.name));
+  }
+};
+
+TransferEngine::TransferEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEngineOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  Impl& m = *impl;
+  m.options = options;
+  if (options.local_name.empty())
+    return Error(Code::kInvalidArgument, "the transfer engine needs a local name (its host, or host:port)");
+  if (options.lanes < 1 || options.worker_threads < 1 || options.server_threads < 1)
+    return Error(Code::kInvalidArgument, "lanes, worker_threads and server_threads must be at least 1");
+
+  // The path. Only tcp exists today; another protocol is refused unless a fallback is named,
+  // so that asking for RDMA never silently gets TCP.
+  std::string fallback = options.protocol_fallback;
+  if (fallback.empty()) {
+    if (const char* env = std::getenv("WEFT_PROTOCOL_FALLBACK")) fallback = env;
+  }
+  if (options.protocol != "tcp") {
+    if (fallback != "tcp")
+      return Error(Code::kNotSupported,
+                   "protocol '{}' is not available in this weft build (it has: tcp); pass protocol 'tcp', or set "
+                   "WEFT_PROTOCOL_FALLBACK=tcp to use tcp in its place",
+                   options.protocol);
+    WEFT_LOG_WARN("transfer engine: protocol '{}' is not available; using tcp instead (WEFT_PROTOCOL_FALLBACK=tcp)",
+                  options.protocol);
+  }
+  WEFT_RETURN_IF_ERROR(net::CheckAuthPolicy(options.auth));
+
+  m.batches_total = m.metrics.counter("weft_trans_batches_total", "Batches submitted");
+  m.requests_failed = m.metrics.counter("weft_trans_requests_failed_total", "Requests that failed");
+  m.bytes_written = m.metrics.counter("weft_trans_bytes_written_total", "Bytes written to peers");
+  m.bytes_read = m.metrics.counter("weft_trans_bytes_read_total", "Bytes read from peers");
+  m.notifications_received = m.metrics.counter("weft_trans_notifications_received_total", "Notifications received");
+  m.batch_latency_ns = m.metrics.histogram("weft_trans_batch_latency_ns", "Submit to completion of a batch");
+
+  // Data server: serves peers' READ/WRITE/NOTIFY.
+  transport::tcp::TcpServerOptions so;
+  so.host = options.bind_host;
+  so.auth = options.auth;
+  so.threads = options.server_threads;
+  Impl* raw = &m;
+  so.on_notify = [raw](std::string n, std::string msg) {
+    raw->notifications_received->Add();
+    std::lock_guard g(raw->notify_mu);
+    raw->received.push_back(Notification{std::move(n), std::move(msg)});
+    return OkStatus();
+  };
+  WEFT_ASSIGN_OR_RETURN(m.server, TcpServer::Start(so, &m.table));
+
+  transport::tcp::TcpClientOptions co;
+  co.auth = options.auth;
+  co.lanes = options.lanes;
+  m.client = std::make_unique<TcpClient>(co);
+  m.workers = std::make_unique<engine::WorkerPool>(static_cast<unsigned>(options.worker_threads));
+
+  // Directory and name.
+  meta::DirectoryOptions dopts;
+  dopts.timeout = options.metadata_timeout;
+  m.p2p = IsP2P(options.metadata);
+  if (m.p2p) {
+    m.host = options.advertise_host.empty() ? HostPart(options.local_name) : options.advertise_host;
+    uint16_t want = options.rpc_port;
+    if (auto hp = meta::ParseHostPort(options.local_name); hp.ok() && want == 0) want = hp->second;
+    dopts.p2p_bind = fmt::format("{}:{}", options.bind_host, want);
+    WEFT_ASSIGN_OR_RETURN(auto p2p, meta::P2PDirectory::Open(dopts.p2p_bind, dopts));
+    auto hp = meta::ParseHostPort(p2p->PeerName());
+    if (!hp.ok()) return hp.status().Annotate("p2p endpoint");
+    m.rpc_port = hp->second;
+    m.name = fmt::format("{}:{}", m.host.find(':') != std::string::npos ? "[" + m.host + "]" : m.host, m.rpc_port);
+    m.directory = std::move(p2p);
+  } else {
+    WEFT_ASSIGN_OR_RETURN(std::string url, DirectoryUrl(options.metadata));
+    WEFT_ASSIGN_OR_RETURN(m.directory, meta::OpenDirectory(url, dopts));
+    m.name = options.local_name;
+    m.host = options.advertise_host.empty() ? HostPart(options.local_name) : options.advertise_host;
+    m.rpc_port = m.server->port();
+    if (options.descriptor_lease.count() > 0) {
+      auto lease = m.directory->Grant(options.descriptor_lease, m.MetaDeadline());
+      if (lease.ok()) {
+        m.lease = *lease;
+      } else if (lease.status().code() != Code::kNotSupported) {
+        return lease.status().Annotate("transfer engine: a lease for the descriptor");
+      }
+    }
+  }
+  {
+    std::lock_guard g(m.mu);
+    WEFT_RETURN_IF_ERROR(m.Publish());
+  }
+  if (m.lease != 0) m.keeper = std::thread([raw] { raw->KeepDescriptorAlive(); });
+  WEFT_LOG_INFO("transfer engine '{}' up: protocol tcp, data port {}, directory {}", m.name, m.server->port(),
+                m.directory->Describe());
+  return std::unique_ptr<TransferEngine>(new TransferEngine(std::move(impl)));
+}
+
+TransferEngine::~TransferEngine() {
+  Impl& m = *impl_;
+  {
+    std::unique_lock lk(m.mu);
+    m.closing = true;
+    m.idle.wait(lk, [&] { return m.running == 0; });  // every batch ends by its deadline
+  }
+  m.workers.reset();
+  if (m.keeper.joinable()) {
+    {
+      std::lock_guard g(m.keeper_mu);
+      m.keeper_stop = true;
+    }
+    m.keeper_cv.notify_all();
+    m.keeper.join();
+  }
+  if (m.directory) {
+    Status s = m.lease != 0 ? m.directory->Revoke(m.lease, m.MetaDeadline())
+                            : m.directory->Delete(m.DescriptorKey(m.name), m.MetaDeadline());
+    if (!s.ok() && s.code() != Code::kNotFound)
+      WEFT_LOG_WARN("transfer engine '{}': withdrawing the descriptor: {}", m.name, s.ToString());
+  }
+  if (m.server) m.server->Stop();
+}
+
+const std::string& TransferEngine::name() const { return impl_->name; }
+uint16_t TransferEngine::rpc_port() const { return impl_->rpc_port; }
+uint16_t TransferEngine::data_port() const { return impl_->server->port(); }
+const std::string& TransferEngine::protocol() const { return impl_->protocol; }
+MetricsRegistry& TransferEngine::metrics() { return impl_->metrics; }
+
+Status TransferEngine::RegisterMemory(void* addr, uint64_t length, const std::string& location,
+                                      bool remote_accessible) {
+  Impl& m = *impl_;
+  if (!addr || length == 0)
+    return Error(Code::kInvalidArgument, "register {}+{} bytes: a buffer needs an address and a length", addr,
+                 length);
+  auto a = reinterpret_cast<uint64_t>(addr);
+  if (a > UINT64_MAX - length) return Error(Code::kInvalidArgument, "register {}+{} wraps around", addr, length);
+  if (location.rfind("cuda", 0) == 0 || location.rfind("npu", 0) == 0 || location.rfind("musa", 0) == 0)
+    return Error(Code::kNotSupported,
+                 "register {} bytes at {} on '{}': the tcp path serves host memory only; stage device memory "
+                 "through a registered host buffer",
+                 length, addr, location);
+  std::lock_guard g(m.mu);
+  auto next = m.buffers.lower_bound(a);
+  if (next != m.buffers.end() && next->first < a + length)
+    return Error(Code::kAlreadyExists, "register {:#x}+{}: overlaps the buffer registered at {:#x}", a, length,
+                 next->first);
+  if (next != m.buffers.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second.length > a)
+      return Error(Code::kAlreadyExists, "register {:#x}+{}: overlaps the buffer registered at {:#x}", a, length,
+                   prev->first);
+  }
+  LocalBuffer b;
+  b.length = length;
+  b.location = location;
+  b.remote_accessible = remote_accessible;
+  b.segment_id = m.next_segment_id++;
+  uint64_t seed = FreshSeed();
+  b.access_key = SplitMix64(seed);
+  if (remote_accessible) {
+    WEFT_RETURN_IF_ERROR(m.table.Register(SegmentEntry{b.segment_id, static_cast<uint8_t*>(addr), length,
+                                                       b.access_key, transport::tcp::kPermReadWrite}));
+  }
+  m.buffers.emplace(a, b);
+  if (remote_accessible) {
+    Status s = m.Publish();
+    if (!s.ok()) {
+      m.buffers.erase(a);
+      (void)m.table.Unregister(b.segment_id);
+      return s;
+    }
+  }
+  return OkStatus();
+}
+
+Status TransferEngine::UnregisterMemory(void* addr) {
+  Impl& m = *impl_;
+  auto a = reinterpret_cast<uint64_t>(addr);
+  LocalBuffer b;
+  {
+    std::lock_guard g(m.mu);
+    auto it = m.buffers.find(a);
+    if (it == m.buffers.end())
+      return Error(Code::kNotFound, "unregister {}: no buffer was registered at this address", addr);
+    b = it->second;
+    m.buffers.erase(it);
+    if (b.remote_accessible) {
+      Status s = m.Publish();  // peers stop addressing it first
+      if (!s.ok()) WEFT_LOG_WARN("transfer engine '{}': {}", m.name, s.ToString());
+    }
+  }
+  // Waits for peer requests that are using the buffer; new ones are refused NOT_FOUND.
+  if (b.remote_accessible) return m.table.Unregister(b.segment_id);
+  return OkStatus();
+}
+
+std::vector<BufferInfo> TransferEngine::LocalBuffers() const {
+  std::lock_guard g(impl_->mu);
+  std::vector<BufferInfo> out;
+  for (const auto& [addr, b] : impl_->buffers) out.push_back({addr, b.length, b.location, b.remote_accessible});
+  return out;
+}
+
+Result<SegmentHandle> TransferEngine::OpenSegment(const std::string& segment) {
+  Impl& m = *impl_;
+  if (segment.empty()) return Error(Code::kInvalidArgument, "open segment: empty name");
+  if (m.p2p && !meta::ParseHostPort(segment).ok())
+    return Error(Code::kInvalidArgument,
+                 "open segment '{}': in P2PHANDSHAKE mode peers are named host:rpc_port (their get_rpc_port())",
+                 segment);
+  {
+    std::lock_guard g(m.mu);
+    auto it = m.segment_by_name.find(segment);
+    if (it != m.segment_by_name.end()) return it->second;
+  }
+  WEFT_ASSIGN_OR_RETURN(auto d, m.Fetch(segment));
+  std::lock_guard g(m.mu);
+  auto it = m.segment_by_name.find(segment);  // another thread may have opened it meanwhile
+  if (it != m.segment_by_name.end()) return it->second;
+  SegmentHandle h = m.next_handle++;
+  m.segments[h] = RemoteSegment{segment, std::move(d)};
+  m.segment_by_name[segment] = h;
+  return h;
+}
+
+Status TransferEngine::CloseSegment(SegmentHandle handle) {
+  Impl& m = *impl_;
+  std::lock_guard g(m.mu);
+  auto it = m.segments.find(handle);
+  if (it == m.segments.end()) return Error(Code::kNotFound, "close segment: handle {} is not open", handle);
+  m.segment_by_name.erase(it->second.name);
+  m.segments.erase(it);
+  return OkStatus();
+}
+
+Result<std::vector<BufferInfo>> TransferEngine::RemoteBuffers(SegmentHandle handle, bool refresh) {
+  auto d = refresh ? impl_->Refresh(handle) : impl_->Descriptor(handle);
+  if (!d.ok()) return d.status();
+  std::vector<BufferInfo> out;
+  for (const auto& b : (*d)->buffers) out.push_back({b.addr, b.length, b.location, true});
+  return out;
+}
+
+Result<BatchId> TransferEngine::Submit(std::span<const TransferRequest> requests, std::optional<Notification> notify,
+                                       std::optional<Deadline> deadline) {
+  Impl& m = *impl_;
+  if (requests.empty()) return Error(Code::kInvalidArgument, "submit: the batch has no requests");
+  if (notify && 4 + notify->name.size() + notify->message.size() > wire::kMaxNotifyPayload)
+    return Error(Code::kInvalidArgument, "submit: the notification is {} bytes, the limit is {}",
+                 notify->name.size() + notify->message.size(), kMaxNotificationBytes);
+  auto b = std::make_shared<Batch>();
+  b->requests.assign(requests.begin(), requests.end());
+  b->notify = std::move(notify);
+  b->deadline = deadline ? *deadline : Deadline::After(m.options.transfer_timeout);
+  b->states.assign(requests.size(), TransferState::kPending);
+  b->results.assign(requests.size(), OkStatus());
+  std::map<SegmentHandle, std::vector<size_t>> groups;
+  BatchId id = 0;
+  {
+    std::lock_guard g(m.mu);
+    if (m.closing) return Error(Code::kCancelled, "submit: the transfer engine is shutting down");
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const TransferRequest& r = requests[i];
+      if (r.length == 0) return Error(Code::kInvalidArgument, "request {}: zero length", i);
+      if (!r.local) return Error(Code::kInvalidArgument, "request {}: null local address", i);
+      if (r.op != Opcode::kRead && r.op != Opcode::kWrite)
+        return Error(Code::kInvalidArgument, "request {}: unknown opcode {}", i, static_cast<int>(r.op));
+      if (!m.segments.count(r.target))
+        return Error(Code::kNotFound, "request {}: segment handle {} is not open (OpenSegment first)", i, r.target);
+      if (!m.LocalRegistered(r.local, r.length))
+        return Error(Code::kNotRegistered,
+                     "request {}: local range {}+{} is not inside one registered buffer (RegisterMemory first)", i,
+                     r.local, r.length);
+      groups[r.target].push_back(i);
+    }
+    id = m.next_batch++;
+    b->groups_left = groups.size();
+    m.batches[id] = b;
+    ++m.running;
+  }
+  m.batches_total->Add();
+  for (auto& [target, idx] : groups) {
+    m.workers->Submit([&m, b, target = target, idx = std::move(idx)] { m.RunGroup(b, target, idx); });
+  }
+  return id;
+}
+
+Result<BatchStatus> TransferEngine::Poll(BatchId id) const {
+  std::shared_ptr<Batch> b;
+  {
+    std::lock_guard g(impl_->mu);
+    auto it = impl_->batches.find(id);
+    if (it == impl_->batches.end()) return Error(Code::kNotFound, "batch {} is not known (freed already?)", id);
+    b = it->second;
+  }
+  std::lock_guard g(b->mu);
+  return b->Snapshot();
+}
+
+Result<BatchStatus> TransferEngine::Wait(BatchId id, Deadline wait) {
+  std::shared_ptr<Batch> b;
+  {
+    std::lock_guard g(impl_->mu);
+    auto it = impl_->batches.find(id);
+    if (it == impl_->batches.end()) return Error(Code::kNotFound, "batch {} is not known (freed already?)", id);
+    b = it->second;
+  }
+  std::unique_lock lk(b->mu);
+  if (wait.never()) {
+    b->cv.wait(lk, [&] { return b->done; });
+  } else if (!b->cv.wait_until(lk, wait.at(), [&] { return b->done; })) {
+    return Error(Code::kTimeout, "batch {} is still running", id);
+  }
+  return b->Snapshot();
+}
+
+Status TransferEngine::FreeBatch(BatchId id) {
+  std::lock_guard g(impl_->mu);
+  auto it = impl_->batches.find(id);
+  if (it == impl_->batches.end()) return Error(Code::kNotFound, "batch {} is not known (freed already?)", id);
+  {
+    std::lock_guard g2(it->second->mu);
+    if (!it->second->done) return Error(Code::kBusy, "batch {} is still running; wait for it first", id);
+  }
+  impl_->batches.erase(it);
+  return OkStatus();
+}
+
+std::vector<Status> TransferEngine::Transfer(std::span<const TransferRequest> requests,
+                                             std::optional<Notification> notify, std::optional<Deadline> deadline) {
+  auto id = Submit(requests, std::move(notify), deadline);
+  if (!id.ok()) return std::vector<Status>(std::max<size_t>(requests.size(), 1), id.status());
+  auto st = Wait(*id);
+  (void)FreeBatch(*id);
+  if (!st.ok()) return std::vector<Status>(requests.size(), st.status());
+  std::vector<Status> out = std::move(st->results);
+  // A notification that could not be delivered fails the call (the data did arrive).
+  if (!st->notification.ok()) {
+    for (auto& s : out)
+      if (s.ok()) s = st->notification;
+  }
+  return out;
+}
+
+Status TransferEngine::Notify(SegmentHandle target, const Notification& notification,
+                              std::optional<Deadline> deadline) {
+  WEFT_ASSIGN_OR_RETURN(auto d, impl_->Descriptor(target));
+  return impl_->SendNotification(*d, notification,
+                                 deadline ? *deadline : Deadline::After(impl_->options.transfer_timeout));
+}
+
+std::vector<Notification> TransferEngine::TakeNotifications() {
+  std::lock_guard g(impl_->notify_mu);
+  std::vector<Notification> out(std::make_move_iterator(impl_->received.begin()),
+                                std::make_move_iterator(impl_->received.end()));
+  impl_->received.clear();
+  return out;
+}
+
+Status TransferEngine::Probe(const std::string& segment, std::optional<Deadline> deadline) {
+  Impl& m = *impl_;
+  if (m.p2p && !meta::ParseHostPort(segment).ok())
+    return Error(Code::kInvalidArgument, "probe '{}': in P2PHANDSHAKE mode peers are named host:rpc_port", segment);
+  WEFT_ASSIGN_OR_RETURN(auto d, m.Fetch(segment));
+  Deadline dl = deadline ? *deadline : Deadline::After(m.options.metadata_timeout);
+  return m.client->Notify({d->host, d->data_port}, {}, dl).Annotate(fmt::format("probing '{}'", segment));
+}
+
+}  // namespace weft::trans

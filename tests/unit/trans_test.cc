@@ -1,0 +1,493 @@
+// The transfer engine (api/trans) on loopback: engines in this process and in a forked child,
+// p2p and directory modes (weft's embedded server, Mooncake's HTTP metadata protocol), batches,
+// notifications, and every kind of bad input. Fresh random data, destinations poisoned, every
+// byte compared.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "api/trans/segment_descriptor.h"
+#include "api/trans/transfer_engine.h"
+#include "base/random.h"
+#include "meta/directory.h"
+#include "meta/directory_server.h"
+#include "net/tcp_socket.h"
+
+namespace weft::trans {
+namespace {
+
+constexpr char kSecret[] = "trans-test-secret-51c2";
+
+TransferEngineOptions Opts(std::string metadata = "P2PHANDSHAKE", std::string name = "127.0.0.1") {
+  TransferEngineOptions o;
+  o.local_name = std::move(name);
+  o.metadata = std::move(metadata);
+  o.bind_host = "127.0.0.1";
+  o.advertise_host = "127.0.0.1";
+  o.auth.cluster_secret = kSecret;
+  o.transfer_timeout = std::chrono::milliseconds(20000);
+  return o;
+}
+
+std::unique_ptr<TransferEngine> Make(const TransferEngineOptions& o) {
+  auto te = TransferEngine::Create(o);
+  EXPECT_TRUE(te.ok()) << te.status().ToString();
+  return te.ok() ? std::move(te).value() : nullptr;
+}
+
+struct Region {
+  explicit Region(size_t n, uint8_t poison = 0) : bytes(n, poison) {}
+  uint8_t* data() { return bytes.data(); }
+  uint64_t addr() { return reinterpret_cast<uint64_t>(bytes.data()); }
+  std::vector<uint8_t> bytes;
+};
+
+bool CheckRandom(const void* p, size_t n, uint64_t seed) { return !FirstMismatch(p, n, seed).has_value(); }
+
+void ExpectAllOk(const std::vector<Status>& results) {
+  for (size_t i = 0; i < results.size(); ++i) EXPECT_TRUE(results[i].ok()) << "request " << i << ": " << results[i].ToString();
+}
+
+// Two engines, A and B, each with a registered region; A opens B.
+class TransTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  static constexpr size_t kSize = 8u << 20;
+
+  void Start(const std::string& metadata_a, const std::string& metadata_b, const std::string& name_a,
+             const std::string& name_b) {
+    a_ = Make(Opts(metadata_a, name_a));
+    b_ = Make(Opts(metadata_b, name_b));
+    ASSERT_TRUE(a_ && b_);
+    ASSERT_TRUE(a_->RegisterMemory(mem_a_.data(), kSize, "cpu:0").ok());
+    ASSERT_TRUE(b_->RegisterMemory(mem_b_.data(), kSize, "cpu:0").ok());
+    auto h = a_->OpenSegment(b_->name());
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    hb_ = *h;
+  }
+
+  void SetUp() override {
+    std::string mode = GetParam();
+    if (mode == "p2p") {
+      Start("P2PHANDSHAKE", "P2PHANDSHAKE", "127.0.0.1", "127.0.0.1");
+      return;
+    }
+    meta::DirectoryServerOptions so;
+    auto server = meta::DirectoryServer::Start(so);
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(server).value();
+    std::string url = mode == "embedded" ? "embedded://" + server_->address()
+                                          : "http://" + server_->address() + "/metadata";
+    Start(url, url, "engine-a", "engine-b");
+  }
+
+  // Writes `len` fresh random bytes at A+off_a to B+off_b, reads them back into poisoned A
+  // memory and compares every byte (also on B's side).
+  void RoundTrip(uint64_t off_a, uint64_t off_b, uint64_t len) {
+    uint64_t seed = FreshSeed();
+    FillRandom(mem_a_.data() + off_a, len, seed);
+    std::memset(mem_b_.data() + off_b, 0xEE, len);
+    auto w = a_->Transfer({{{Opcode::kWrite, mem_a_.data() + off_a, hb_, mem_b_.addr() + off_b, len}}});
+    ExpectAllOk(w);
+    EXPECT_TRUE(CheckRandom(mem_b_.data() + off_b, len, seed)) << "WRITE of " << len << " bytes";
+    std::memset(mem_a_.data() + off_a, 0x5A, len);
+    auto r = a_->Transfer({{{Opcode::kRead, mem_a_.data() + off_a, hb_, mem_b_.addr() + off_b, len}}});
+    ExpectAllOk(r);
+    EXPECT_TRUE(CheckRandom(mem_a_.data() + off_a, len, seed)) << "READ of " << len << " bytes";
+  }
+
+  std::unique_ptr<meta::DirectoryServer> server_;
+  Region mem_a_{kSize}, mem_b_{kSize};
+  std::unique_ptr<TransferEngine> a_, b_;
+  SegmentHandle hb_ = 0;
+};
+
+TEST_P(TransTest, NamesFollowTheMode) {
+  if (GetParam() == "p2p") {
+    EXPECT_EQ(a_->name(), "127.0.0.1:" + std::to_string(a_->rpc_port()));
+    EXPECT_NE(a_->rpc_port(), 0);
+  } else {
+    EXPECT_EQ(a_->name(), "engine-a");
+  }
+  EXPECT_EQ(a_->protocol(), "tcp");
+  auto bufs = a_->RemoteBuffers(hb_);
+  ASSERT_TRUE(bufs.ok());
+  ASSERT_EQ(bufs->size(), 1u);
+  EXPECT_EQ((*bufs)[0].addr, mem_b_.addr());
+  EXPECT_EQ((*bufs)[0].length, kSize);
+  EXPECT_EQ((*bufs)[0].location, "cpu:0");
+  // The same name gives the same handle.
+  auto again = a_->OpenSegment(b_->name());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, hb_);
+}
+
+TEST_P(TransTest, WriteThenReadBackEverySize) {
+  for (uint64_t len : {1ull, 7ull, 4096ull, 65537ull, (3ull << 20) + 13})
+    RoundTrip(len % 4093, (len * 31) % 8191, len);
+}
+
+TEST_P(TransTest, BatchOfManyPagesSyncAndAsync) {
+  constexpr size_t kPages = 300, kPage = 16384;
+  uint64_t seed = FreshSeed();
+  FillRandom(mem_a_.data(), kPages * kPage, seed);
+  std::memset(mem_b_.data(), 0, kPages * kPage);
+  // Scattered destinations: page i goes to slot (i * 7) % kPages.
+  std::vector<TransferRequest> reqs;
+  for (size_t i = 0; i < kPages; ++i)
+    reqs.push_back({Opcode::kWrite, mem_a_.data() + i * kPage, hb_, mem_b_.addr() + ((i * 7) % kPages) * kPage, kPage});
+  auto id = a_->Submit(reqs);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_NE(*id, 0u);
+  auto st = a_->Wait(*id, Deadline::After(Millis(30000)));
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_TRUE(st->done);
+  ASSERT_EQ(st->states.size(), kPages);
+  for (size_t i = 0; i < kPages; ++i) {
+    EXPECT_EQ(st->states[i], TransferState::kCompleted) << i;
+    EXPECT_EQ(std::memcmp(mem_a_.data() + i * kPage, mem_b_.data() + ((i * 7) % kPages) * kPage, kPage), 0) << i;
+  }
+  auto polled = a_->Poll(*id);
+  ASSERT_TRUE(polled.ok());
+  EXPECT_TRUE(polled->done);
+  EXPECT_TRUE(a_->FreeBatch(*id).ok());
+  EXPECT_EQ(a_->FreeBatch(*id).code(), Code::kNotFound);
+  EXPECT_EQ(a_->Poll(*id).status().code(), Code::kNotFound);
+
+  // And back by reads into poisoned memory.
+  std::memset(mem_a_.data(), 0x77, kPages * kPage);
+  for (auto& r : reqs) r.op = Opcode::kRead;
+  ExpectAllOk(a_->Transfer(reqs));
+  EXPECT_TRUE(CheckRandom(mem_a_.data(), kPages * kPage, seed));
+}
+
+TEST_P(TransTest, NotificationArrivesAfterTheData) {
+  constexpr size_t kLen = 1u << 20;
+  uint64_t seed = FreshSeed();
+  FillRandom(mem_a_.data(), kLen, seed);
+  std::memset(mem_b_.data(), 0, kLen);
+  Notification n{"engine-a-tag", "kv layer 3 ready " + std::to_string(seed)};
+  ExpectAllOk(a_->Transfer({{{Opcode::kWrite, mem_a_.data(), hb_, mem_b_.addr(), kLen}}}, n));
+  // The notification is queued before the sender's call returns, and after the data landed.
+  auto got = b_->TakeNotifications();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].name, n.name);
+  EXPECT_EQ(got[0].message, n.message);
+  EXPECT_TRUE(CheckRandom(mem_b_.data(), kLen, seed));
+  EXPECT_TRUE(b_->TakeNotifications().empty());
+
+  // A notification alone, and a large one.
+  Notification big{"x", std::string(kMaxNotificationBytes - 1, 'q')};
+  EXPECT_TRUE(a_->Notify(hb_, big).ok());
+  got = b_->TakeNotifications();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].message, big.message);
+  Notification too_big{"x", std::string(kMaxNotificationBytes + 1, 'q')};
+  EXPECT_EQ(a_->Notify(hb_, too_big).code(), Code::kInvalidArgument);
+  EXPECT_EQ(a_->Submit({{{Opcode::kWrite, mem_a_.data(), hb_, mem_b_.addr(), 8}}}, too_big).status().code(),
+            Code::kInvalidArgument);
+}
+
+TEST_P(TransTest, NotificationIsWithheldWhenTheDataFails) {
+  Notification n{"a", "must not arrive"};
+  auto res = a_->Transfer({{{Opcode::kWrite, mem_a_.data(), hb_, mem_b_.addr() + kSize - 4, 8}}}, n);
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_EQ(res[0].code(), Code::kInvalidAddress) << res[0].ToString();
+  EXPECT_TRUE(b_->TakeNotifications().empty());
+}
+
+TEST_P(TransTest, BadInputGetsSpecificErrors) {
+  uint8_t* a = mem_a_.data();
+  uint64_t b = mem_b_.addr();
+  // Malformed batches are refused whole, before anything moves.
+  EXPECT_EQ(a_->Submit({}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(a_->Submit({{{Opcode::kWrite, a, hb_, b, 0}}}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(a_->Submit({{{Opcode::kWrite, nullptr, hb_, b, 8}}}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(a_->Submit({{{Opcode::kWrite, a, 9999, b, 8}}}).status().code(), Code::kNotFound);
+  Region unregistered(64);
+  EXPECT_EQ(a_->Submit({{{Opcode::kWrite, unregistered.data(), hb_, b, 8}}}).status().code(), Code::kNotRegistered);
+  // A local range running past its buffer is not registered either.
+  EXPECT_EQ(a_->Submit({{{Opcode::kRead, a + kSize - 4, hb_, b, 8}}}).status().code(), Code::kNotRegistered);
+  // Remote ranges outside B's buffers fail per request; the good one in the batch still moves.
+  uint64_t seed = FreshSeed();
+  FillRandom(a, 64, seed);
+  std::memset(mem_b_.data(), 0, 64);
+  auto res = a_->Transfer({{{Opcode::kWrite, a, hb_, b, 64},
+                            {Opcode::kWrite, a, hb_, b - 64, 64},
+                            {Opcode::kRead, a + 128, hb_, b + kSize, 1}}});
+  ASSERT_EQ(res.size(), 3u);
+  EXPECT_TRUE(res[0].ok()) << res[0].ToString();
+  EXPECT_EQ(res[1].code(), Code::kInvalidAddress);
+  EXPECT_EQ(res[2].code(), Code::kInvalidAddress);
+  EXPECT_TRUE(CheckRandom(mem_b_.data(), 64, seed));
+  // Registration errors.
+  EXPECT_EQ(a_->RegisterMemory(nullptr, 8).code(), Code::kInvalidArgument);
+  EXPECT_EQ(a_->RegisterMemory(a, 0).code(), Code::kInvalidArgument);
+  EXPECT_EQ(a_->RegisterMemory(a + 100, 8).code(), Code::kAlreadyExists);
+  EXPECT_EQ(a_->RegisterMemory(a - 4, 8).code(), Code::kAlreadyExists);
+  EXPECT_EQ(a_->RegisterMemory(unregistered.data(), 64, "cuda:0").code(), Code::kNotSupported);
+  EXPECT_EQ(a_->UnregisterMemory(unregistered.data()).code(), Code::kNotFound);
+  EXPECT_EQ(a_->UnregisterMemory(a + 1).code(), Code::kNotFound);
+  // Unknown peers and batches.
+  std::string unknown = GetParam() == "p2p" ? "127.0.0.1:1" : "nobody";
+  auto h = a_->OpenSegment(unknown);
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), GetParam() == "p2p" ? Code::kUnavailable : Code::kNotFound) << h.status().ToString();
+  EXPECT_EQ(a_->OpenSegment("").status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(a_->Poll(123456).status().code(), Code::kNotFound);
+  EXPECT_EQ(a_->Wait(123456).status().code(), Code::kNotFound);
+  EXPECT_EQ(a_->FreeBatch(123456).code(), Code::kNotFound);
+  EXPECT_EQ(a_->CloseSegment(123456).code(), Code::kNotFound);
+  // The engine still works after all that.
+  RoundTrip(0, 4096, 5000);
+}
+
+TEST_P(TransTest, BuffersRegisteredLaterAreFoundAndUnregisteredOnesRefused) {
+  Region later(1 << 16);
+  ASSERT_TRUE(b_->RegisterMemory(later.data(), later.bytes.size()).ok());
+  uint64_t seed = FreshSeed();
+  FillRandom(mem_a_.data(), 1000, seed);
+  // A's cached descriptor of B predates the buffer: the engine looks again.
+  ExpectAllOk(a_->Transfer({{{Opcode::kWrite, mem_a_.data(), hb_, later.addr() + 10, 1000}}}));
+  EXPECT_TRUE(CheckRandom(later.data() + 10, 1000, seed));
+  ASSERT_TRUE(b_->UnregisterMemory(later.data()).ok());
+  auto res = a_->Transfer({{{Opcode::kRead, mem_a_.data(), hb_, later.addr(), 8}}});
+  EXPECT_FALSE(res[0].ok());
+  EXPECT_TRUE(res[0].code() == Code::kNotFound || res[0].code() == Code::kInvalidAddress) << res[0].ToString();
+  auto bufs = a_->RemoteBuffers(hb_, /*refresh=*/true);
+  ASSERT_TRUE(bufs.ok());
+  EXPECT_EQ(bufs->size(), 1u);
+}
+
+TEST_P(TransTest, DeadPeerFailsWithoutHanging) {
+  b_.reset();
+  auto res = a_->Transfer({{{Opcode::kWrite, mem_a_.data(), hb_, mem_b_.addr(), 4096}}});
+  ASSERT_EQ(res.size(), 1u);
+  EXPECT_FALSE(res[0].ok());
+  EXPECT_TRUE(res[0].code() == Code::kPeerDown || res[0].code() == Code::kUnavailable ||
+              res[0].code() == Code::kNotFound)
+      << res[0].ToString();
+  EXPECT_FALSE(a_->Probe(GetParam() == "p2p" ? "127.0.0.1:1" : "engine-b").ok());
+}
+
+TEST_P(TransTest, ProbeAnswersForALivePeer) {
+  EXPECT_TRUE(a_->Probe(b_->name()).ok());
+  EXPECT_TRUE(b_->Probe(a_->name()).ok());
+  EXPECT_TRUE(b_->TakeNotifications().empty());  // a probe is not a notification
+}
+
+TEST_P(TransTest, ConcurrentCallersFromManyThreads) {
+  constexpr int kThreads = 6;
+  constexpr uint64_t kChunk = 256 << 10;
+  std::vector<uint64_t> seeds(kThreads);
+  for (auto& s : seeds) s = FreshSeed();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      uint8_t* src = mem_a_.data() + t * kChunk;
+      FillRandom(src, kChunk, seeds[t]);
+      ExpectAllOk(a_->Transfer({{{Opcode::kWrite, src, hb_, mem_b_.addr() + t * kChunk, kChunk}}}));
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_TRUE(CheckRandom(mem_b_.data() + t * kChunk, kChunk, seeds[t])) << t;
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, TransTest, ::testing::Values("p2p", "embedded", "mooncake_http"));
+
+TEST(TransEngine, RefusesWhatItCannotHonour) {
+  auto o = Opts();
+  o.protocol = "rdma";
+  auto te = TransferEngine::Create(o);
+  ASSERT_FALSE(te.ok());
+  EXPECT_EQ(te.status().code(), Code::kNotSupported);
+  EXPECT_NE(te.status().message().find("WEFT_PROTOCOL_FALLBACK"), std::string::npos);
+  o.protocol_fallback = "tcp";
+  te = TransferEngine::Create(o);
+  ASSERT_TRUE(te.ok()) << te.status().ToString();
+  EXPECT_EQ((*te)->protocol(), "tcp");
+
+  o = Opts("redis://127.0.0.1:6379", "x");
+  EXPECT_EQ(TransferEngine::Create(o).status().code(), Code::kNotSupported);
+  o = Opts("gopher://x:1", "x");
+  EXPECT_EQ(TransferEngine::Create(o).status().code(), Code::kInvalidArgument);
+  o = Opts();
+  o.auth.cluster_secret.clear();
+  EXPECT_EQ(TransferEngine::Create(o).status().code(), Code::kUnauthenticated);
+  o = Opts();
+  o.local_name.clear();
+  EXPECT_EQ(TransferEngine::Create(o).status().code(), Code::kInvalidArgument);
+  // An unreachable metadata server: UNAVAILABLE within the metadata timeout, not a hang.
+  o = Opts("http://127.0.0.1:1/metadata", "x");
+  o.metadata_timeout = std::chrono::milliseconds(2000);
+  EXPECT_EQ(TransferEngine::Create(o).status().code(), Code::kUnavailable);
+}
+
+TEST(TransEngine, WrongSecretIsRefused) {
+  auto a = Make(Opts());
+  auto o = Opts();
+  o.auth.cluster_secret = "another-secret";
+  auto b = Make(o);
+  ASSERT_TRUE(a && b);
+  Region ma(4096), mb(4096);
+  ASSERT_TRUE(a->RegisterMemory(ma.data(), 4096).ok());
+  ASSERT_TRUE(b->RegisterMemory(mb.data(), 4096).ok());
+  auto h = a->OpenSegment(b->name());  // the descriptor is public; the data needs the secret
+  ASSERT_TRUE(h.ok());
+  auto res = a->Transfer({{{Opcode::kWrite, ma.data(), *h, mb.addr(), 64}}});
+  EXPECT_EQ(res[0].code(), Code::kUnauthenticated) << res[0].ToString();
+  EXPECT_EQ(a->Probe(b->name()).code(), Code::kUnauthenticated);
+}
+
+TEST(TransEngine, ABatchOutlivingItsDeadlineTimesOutAndIsBusyUntilThen) {
+  // A "peer" whose descriptor points at a socket that accepts connections and never answers.
+  meta::DirectoryServerOptions so;
+  auto server = meta::DirectoryServer::Start(so);
+  ASSERT_TRUE(server.ok());
+  std::string url = "embedded://" + (*server)->address();
+  auto listener = net::ListenTcp("127.0.0.1", 0, 16);
+  ASSERT_TRUE(listener.ok()) << listener.status().ToString();
+  auto port = net::LocalPort(listener->get());
+  ASSERT_TRUE(port.ok());
+  SegmentDescriptor mute{"mute", "tcp", "127.0.0.1", *port, {{1 << 20, 4096, "cpu:0", 1, 42}}};
+  ASSERT_TRUE((*server)->store()->Put("mooncake/ram/mute", EncodeDescriptor(mute)).ok());
+
+  auto a = Make(Opts(url, "a"));
+  ASSERT_TRUE(a);
+  Region m(4096);
+  ASSERT_TRUE(a->RegisterMemory(m.data(), 4096).ok());
+  auto h = a->OpenSegment("mute");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  auto id = a->Submit({{{Opcode::kWrite, m.data(), *h, 1 << 20, 64}}}, std::nullopt, Deadline::After(Millis(1500)));
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(a->FreeBatch(*id).code(), Code::kBusy);  // the handshake cannot finish before 1.5 s
+  EXPECT_EQ(a->Wait(*id, Deadline::After(Millis(1))).status().code(), Code::kTimeout);
+  auto st = a->Wait(*id);  // returns once the batch's own deadline passed
+  ASSERT_TRUE(st.ok());
+  EXPECT_TRUE(st->done);
+  EXPECT_NE(st->states[0], TransferState::kCompleted);
+  EXPECT_FALSE(st->results[0].ok());
+  EXPECT_TRUE(a->FreeBatch(*id).ok());
+}
+
+TEST(TransEngine, PeerRestartedUnderItsNameIsFoundAgain) {
+  meta::DirectoryServerOptions so;
+  auto server = meta::DirectoryServer::Start(so);
+  ASSERT_TRUE(server.ok());
+  std::string url = "embedded://" + (*server)->address();
+  auto a = Make(Opts(url, "a"));
+  auto b = Make(Opts(url, "b"));
+  ASSERT_TRUE(a && b);
+  Region ma(1 << 16), mb(1 << 16);
+  ASSERT_TRUE(a->RegisterMemory(ma.data(), ma.bytes.size()).ok());
+  ASSERT_TRUE(b->RegisterMemory(mb.data(), mb.bytes.size()).ok());
+  auto h = a->OpenSegment("b");
+  ASSERT_TRUE(h.ok());
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, ma.data(), *h, mb.addr(), 100}}}));
+  // b restarts: new data port, new keys, same buffer address (as a restarted server process
+  // that allocates the same way would have).
+  b.reset();
+  b = Make(Opts(url, "b"));
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(b->RegisterMemory(mb.data(), mb.bytes.size()).ok());
+  uint64_t seed = FreshSeed();
+  FillRandom(ma.data(), 4096, seed);
+  std::memset(mb.data(), 0, 4096);
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, ma.data(), *h, mb.addr(), 4096}}}));
+  EXPECT_TRUE(CheckRandom(mb.data(), 4096, seed));
+}
+
+// A peer in another process (fork): p2p by name, write, read back, notifications.
+TEST(TransEngine, AcrossProcesses) {
+  int to_child[2], to_parent[2];
+  ASSERT_EQ(::pipe(to_child), 0);
+  ASSERT_EQ(::pipe(to_parent), 0);
+  constexpr size_t kLen = 4u << 20;
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(to_child[1]);
+    ::close(to_parent[0]);
+    auto te = TransferEngine::Create(Opts());
+    if (!te.ok()) ::_exit(2);
+    std::vector<uint8_t> mem(kLen, 0);
+    if (!(*te)->RegisterMemory(mem.data(), kLen).ok()) ::_exit(3);
+    std::string hello = (*te)->name() + " " + std::to_string(reinterpret_cast<uint64_t>(mem.data())) + "\n";
+    if (::write(to_parent[1], hello.data(), hello.size()) != static_cast<ssize_t>(hello.size())) ::_exit(4);
+    // Wait for the parent's notification, then report what arrived.
+    std::vector<Notification> got;
+    for (int i = 0; i < 3000 && got.empty(); ++i) {
+      got = (*te)->TakeNotifications();
+      if (got.empty()) ::usleep(10000);
+    }
+    std::string report = got.empty() ? "none\n" : got[0].message + "\n";
+    if (::write(to_parent[1], report.data(), report.size()) < 0) ::_exit(5);
+    char c;
+    (void)::read(to_child[0], &c, 1);  // until the parent is done reading
+    ::_exit(0);
+  }
+  ::close(to_child[0]);
+  ::close(to_parent[1]);
+  auto read_line = [&] {
+    std::string line;
+    char c;
+    while (::read(to_parent[0], &c, 1) == 1 && c != '\n') line += c;
+    return line;
+  };
+  std::string hello = read_line();
+  auto space = hello.find(' ');
+  ASSERT_NE(space, std::string::npos) << "child said '" << hello << "'";
+  std::string name = hello.substr(0, space);
+  uint64_t remote = std::stoull(hello.substr(space + 1));
+
+  auto a = Make(Opts());
+  ASSERT_TRUE(a);
+  Region mine(kLen);
+  ASSERT_TRUE(a->RegisterMemory(mine.data(), kLen).ok());
+  auto h = a->OpenSegment(name);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  uint64_t seed = FreshSeed();
+  FillRandom(mine.data(), kLen, seed);
+  std::string tag = "done-" + std::to_string(seed);
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, mine.data(), *h, remote, kLen}}}, Notification{"parent", tag}));
+  EXPECT_EQ(read_line(), tag);
+  std::memset(mine.data(), 0xAB, kLen);
+  ExpectAllOk(a->Transfer({{{Opcode::kRead, mine.data(), *h, remote, kLen}}}));
+  EXPECT_TRUE(CheckRandom(mine.data(), kLen, seed));
+  ::close(to_child[1]);  // the child exits
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // The child is gone: a transfer to it fails instead of hanging.
+  auto res = a->Transfer({{{Opcode::kRead, mine.data(), *h, remote, 64}}});
+  EXPECT_FALSE(res[0].ok());
+}
+
+TEST(SegmentDescriptor, RoundTripsAndRefusesMalformedText) {
+  SegmentDescriptor d{"n", "tcp", "10.0.0.1", 4242, {{4096, 100, "cpu:0", 1, 0xfedcba9876543210ull},
+                                                     {8192, 5, "*", 2, 7}}};
+  auto back = DecodeDescriptor(EncodeDescriptor(d));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, d);
+  EXPECT_EQ(d.Find(4096, 100), &d.buffers[0]);
+  EXPECT_EQ(d.Find(4100, 97), nullptr);
+  EXPECT_EQ(d.Find(8196, 1), &d.buffers[1]);
+  EXPECT_EQ(d.Find(0, 1), nullptr);
+  for (const char* bad : {"", "[]", "{}", R"({"name":"n","protocol":"tcp","host":"h","data_port":0,"buffers":[]})",
+                          R"({"name":"n","protocol":"tcp","host":"","data_port":1,"buffers":[]})",
+                          R"({"name":"n","protocol":"tcp","host":"h","data_port":1,"buffers":[],"x":1})",
+                          R"({"name":"n","protocol":"tcp","host":"h","data_port":1,"buffers":[{"addr":1,"length":0,"location":"","segment":1,"key":"0000000000000001"}]})",
+                          R"({"name":"n","protocol":"tcp","host":"h","data_port":1,"buffers":[{"addr":1,"length":1,"location":"","segment":1,"key":"01"}]})",
+                          R"({"name":"n","protocol":"tcp","host":"h","data_port":1,"buffers":[{"addr":10,"length":10,"location":"","segment":1,"key":"0000000000000001"},{"addr":15,"length":1,"location":"","segment":2,"key":"0000000000000001"}]})"}) {
+    auto r = DecodeDescriptor(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) EXPECT_EQ(r.status().code(), Code::kProtocol) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace weft::trans

@@ -59,6 +59,7 @@ TransferEngineOptions OptionsOf(const nb::dict& kwargs) {
       else if (key == "protocol_fallback") o.protocol_fallback = nb::cast<std::string>(v);
       else if (key == "rpc_port") o.rpc_port = nb::cast<uint16_t>(v);
       else if (key == "bind_host") o.bind_host = nb::cast<std::string>(v);
+      else if (key == "advertise_host") o.advertise_host = nb::cast<std::string>(v);
       else if (key == "cluster_secret") o.auth.cluster_secret = nb::cast<std::string>(v);
       else if (key == "allow_unauthenticated") o.auth.allow_unauthenticated = nb::cast<bool>(v);
       else if (key == "lanes") o.lanes = nb::cast<int>(v);
@@ -141,7 +142,8 @@ const char* StateName(weft::trans::TransferState s) {
   return "unknown";
 }
 
-// (states, results, done): states as text, results None or the typed exception per request.
+// (states, results, done, notification): states as text, results None or the typed exception
+// per request, notification None or why it was withheld.
 nb::tuple StatusTuple(const BatchStatus& st) {
   nb::list states, results;
   for (auto s : st.states) states.append(StateName(s));
@@ -149,7 +151,8 @@ nb::tuple StatusTuple(const BatchStatus& st) {
     if (st.results[i].ok()) results.append(nb::none());
     else results.append(MakeError(st.results[i].Annotate(fmt::format("request {} of {}", i, st.results.size()))));
   }
-  return nb::make_tuple(states, results, st.done);
+  nb::object notification = st.notification.ok() ? nb::none() : MakeError(st.notification);
+  return nb::make_tuple(states, results, st.done, notification);
 }
 
 // Results of a synchronous batch: None per OK request, the exception otherwise. With check, the

@@ -7,7 +7,7 @@ direction_count: int
 max_notification_bytes: int
 
 _BufferTuple = Tuple[int, int, str, bool]  # addr, length, location, remote_accessible
-_StatusTuple = Tuple[List[str], List[Optional[Exception]], bool]  # states, results, done
+_StatusTuple = Tuple[List[str], List[Optional[Exception]], bool, Optional[Exception]]  # states, results, done, notification
 _Notify = Union[None, Tuple[Union[str, bytes], Union[str, bytes]], Any]  # (name, msg) or .name/.msg
 
 class TransferEngine:

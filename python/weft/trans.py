@@ -50,11 +50,12 @@ class Notification(NamedTuple):
 class BatchStatus(NamedTuple):
     """The state of a submitted batch: per request "pending" / "completed" / "failed" /
     "timeout", and None or the :class:`weft.Error` of each; ``done`` once every request
-    finished."""
+    finished; ``notification`` None, or why the batch's notification was not delivered."""
 
     states: List[str]
     results: List[Optional[Exception]]
     done: bool
+    notification: Optional[Exception] = None
 
     @property
     def ok(self) -> bool:
@@ -75,7 +76,8 @@ class TransferEngine:
       "embedded://h:p", "etcd://h:p" or a bare "h:p" (etcd).
     - ``protocol``: "tcp"; any other is :class:`weft.NotSupported` unless ``protocol_fallback``
       is "tcp" (or env WEFT_PROTOCOL_FALLBACK=tcp), which uses tcp and logs why once.
-    - ``rpc_port`` (0: any free), ``bind_host``, ``lanes`` (TCP connections per peer),
+    - ``rpc_port`` (0: any free), ``bind_host``, ``advertise_host`` (the address peers use for
+      the data server; default the host part of ``local_name``), ``lanes`` (TCP connections per peer),
       ``server_threads``, ``worker_threads``, ``transfer_timeout_ms`` (a batch's deadline when
       none is given), ``metadata_timeout_ms``, ``descriptor_lease_ms``, ``metadata_prefix``.
     - ``cluster_secret``: every peer must share it (default: env WEFT_CLUSTER_SECRET). Without

@@ -139,15 +139,6 @@ def _transfer_timeout_base() -> float:
         return _DEFAULT_TIMEOUT_S
 
 
-def _numa_nodes() -> List[int]:
-    try:
-        names = os.listdir("/sys/devices/system/node")
-    except OSError:
-        return [0]
-    nodes = sorted(int(n[4:]) for n in names if n.startswith("node") and n[4:].isdigit())
-    return nodes or [0]
-
-
 class TransferEngine:
     """Mooncake's ``mooncake.engine.TransferEngine`` on weft (see the module doc)."""
 
@@ -414,9 +405,9 @@ class TransferEngine:
         return 0
 
     def get_local_topology(self, device_name: Optional[str] = None) -> str:
-        """Mooncake's priority matrix as JSON: ``{"cpu:N": [preferred NICs, other NICs]}`` per
-        NUMA node. The tcp path uses no NIC, so both lists are empty."""
-        return json.dumps({f"cpu:{n}": [[], []] for n in _numa_nodes()})
+        """Mooncake's priority matrix as JSON (``{"cpu:N": [preferred NICs, other NICs]}``). The
+        tcp path uses no NIC, so it is empty: "{}", as Mooncake's is on a host without RDMA NICs."""
+        return json.dumps({})
 
     # -- transfers --------------------------------------------------------------------------
 
@@ -435,8 +426,17 @@ class TransferEngine:
             logger.error("%s(%r): %d buffers, %d peer addresses, %d lengths: the lists must be as long", what,
                          target, len(buffers), len(peers), len(lengths))
             return -1
-        if not buffers:
-            return 0  # nothing to move
+        if 0 in lengths:
+            buffers, peers, lengths = _without_empty(buffers, peers, lengths)
+        if not buffers:  # nothing to move: success, as in Mooncake (a notification still goes)
+            if notify is None:
+                return 0
+            try:
+                te.notify(self._segment(te, target), notify.name, notify.msg, timeout=self._timeout_base)
+                return 0
+            except Exception as e:
+                logger.error("%s(%r): the notification: %s", what, target, e)
+                return -1
         timeout = self._timeout(lengths)
         for attempt in (0, 1):
             try:
@@ -509,6 +509,8 @@ class TransferEngine:
             logger.error("%s(%r): %d buffers, %d peer addresses, %d lengths: the lists must be as long", what,
                          target, len(buffers), len(peers), len(lengths))
             return 0
+        if 0 in lengths:
+            buffers, peers, lengths = _without_empty(buffers, peers, lengths)
         try:
             handle = self._segment(te, target)
             batch = te._native.submit_lists(opcode, handle, buffers, peers, lengths, None, self._timeout(lengths))
@@ -636,6 +638,14 @@ class TransferEngine:
                                     peer_buffer_addresses: Sequence[int], lengths: Sequence[int],
                                     stream_ptr: int = 0, transport_hint: str = "") -> None:
         self._no_cuda("batch_transfer_read_on_cuda")
+
+
+def _without_empty(buffers: Sequence[int], peers: Sequence[int],
+                   lengths: Sequence[int]) -> Tuple[List[int], List[int], List[int]]:
+    """The requests without those of length 0, which Mooncake completes at once without moving
+    anything (weft's engine refuses them as malformed)."""
+    keep = [i for i, n in enumerate(lengths) if n != 0]
+    return [buffers[i] for i in keep], [peers[i] for i in keep], [lengths[i] for i in keep]
 
 
 def _as_int(value: Any) -> int:

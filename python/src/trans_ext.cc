@@ -6,6 +6,7 @@
 // views held) for as long as the engine may touch them: a registered object until it is
 // unregistered, a batch's objects until the batch is freed. Every call that can block releases
 // the GIL; the bookkeeping maps are only touched with the GIL held, which is what guards them.
+// close() from one thread while another is blocked in the engine waits for that call to end.
 //
 // Also binds meta::DirectoryServer as weft.MetadataServer: a directory (and Mooncake's
 // /metadata HTTP protocol) in-process, for tests and for deployments without `weft meta`.
@@ -16,7 +17,10 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
 #include <map>
 #include <memory>
 #include <optional>
@@ -198,17 +202,22 @@ class PyTransferEngine {
   // The engine stops (waiting for its running batches) before the memory it may touch is let go.
   ~PyTransferEngine() { Close(); }
 
+  // New calls fail with CANCELLED from here on; calls of other threads that are blocked in the
+  // engine (GIL released) finish first (each is bounded by a deadline), then the engine goes.
   void Close() {
-    if (!engine_) return;
+    if (!engine_ || closing_) return;
+    closing_ = true;
     {
       nb::gil_scoped_release release;
+      std::unique_lock lock(mu_);
+      idle_.wait(lock, [&] { return inflight_.load() == 0; });
       engine_.reset();
     }
     batches_.clear();
     registered_.clear();
   }
 
-  bool closed() const { return !engine_; }
+  bool closed() const { return !engine_ || closing_; }
   const std::string& name() { return E().name(); }
   uint16_t rpc_port() { return E().rpc_port(); }
   uint16_t data_port() { return E().data_port(); }
@@ -220,6 +229,7 @@ class PyTransferEngine {
   uint64_t RegisterMemory(nb::handle memory, std::optional<uint64_t> length, const std::string& location,
                           bool remote_accessible) {
     TransferEngine& e = E();
+    Use use(this);
     MemPtr m = Resolve(memory, /*writable=*/false, "memory");
     uint64_t len = 0;
     if (length) {
@@ -244,6 +254,7 @@ class PyTransferEngine {
 
   void UnregisterMemory(nb::handle memory) {
     TransferEngine& e = E();
+    Use use(this);
     MemPtr m = Resolve(memory, false, "memory");
     const uint64_t addr = m->addr;
     m.reset();
@@ -264,6 +275,7 @@ class PyTransferEngine {
 
   SegmentHandle OpenSegment(const std::string& name) {
     TransferEngine& e = E();
+    Use use(this);
     weft::Result<SegmentHandle> r = Status(Code::kInternal, "not run");
     {
       nb::gil_scoped_release release;
@@ -275,6 +287,7 @@ class PyTransferEngine {
 
   void CloseSegment(SegmentHandle handle) {
     TransferEngine& e = E();
+    Use use(this);
     Status s;
     {
       nb::gil_scoped_release release;
@@ -286,6 +299,7 @@ class PyTransferEngine {
   std::vector<nb::tuple> RemoteBuffers(nb::handle target, bool refresh) {
     const SegmentHandle handle = TargetOf(target);
     TransferEngine& e = E();
+    Use use(this);
     weft::Result<std::vector<BufferInfo>> r = Status(Code::kInternal, "not run");
     {
       nb::gil_scoped_release release;
@@ -319,6 +333,7 @@ class PyTransferEngine {
 
   nb::tuple Wait(BatchId id, std::optional<double> timeout) {
     TransferEngine& e = E();
+    Use use(this);
     weft::Result<BatchStatus> r = Status(Code::kInternal, "not run");
     {
       nb::gil_scoped_release release;
@@ -349,6 +364,7 @@ class PyTransferEngine {
     std::optional<Notification> n = NotificationOf(notification);
     if (!n) RaiseCode(Code::kInvalidArgument, "notify needs a notification, not None");
     TransferEngine& e = E();
+    Use use(this);
     Status s;
     {
       nb::gil_scoped_release release;
@@ -368,6 +384,7 @@ class PyTransferEngine {
 
   void Probe(const std::string& name, std::optional<double> timeout) {
     TransferEngine& e = E();
+    Use use(this);
     Status s;
     {
       nb::gil_scoped_release release;
@@ -383,9 +400,27 @@ class PyTransferEngine {
   };
 
   TransferEngine& E() {
-    if (!engine_) RaiseCode(Code::kCancelled, "this TransferEngine is closed");
+    if (!engine_ || closing_) RaiseCode(Code::kCancelled, "this TransferEngine is closed");
     return *engine_;
   }
+
+  // Marks a call that uses the engine with the GIL released, so that Close() (another thread)
+  // does not destroy the engine under it. Made with the GIL held, after E().
+  class Use {
+   public:
+    explicit Use(PyTransferEngine* owner) : owner_(owner) { owner_->inflight_.fetch_add(1); }
+    ~Use() {
+      if (owner_->inflight_.fetch_sub(1) == 1) {
+        std::lock_guard lock(owner_->mu_);
+        owner_->idle_.notify_all();
+      }
+    }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+
+   private:
+    PyTransferEngine* owner_;
+  };
 
   SegmentHandle TargetOf(nb::handle target) {
     if (nb::isinstance<nb::str>(target)) return OpenSegment(nb::cast<std::string>(target));
@@ -468,6 +503,7 @@ class PyTransferEngine {
   BatchId SubmitBatch(Batch batch, nb::handle notify, std::optional<double> timeout) {
     std::optional<Notification> n = NotificationOf(notify);
     TransferEngine& e = E();
+    Use use(this);
     weft::Result<BatchId> r = Status(Code::kInternal, "not run");
     {
       nb::gil_scoped_release release;
@@ -481,6 +517,7 @@ class PyTransferEngine {
   nb::list RunBatch(Batch& batch, nb::handle notify, std::optional<double> timeout, bool check) {
     std::optional<Notification> n = NotificationOf(notify);
     TransferEngine& e = E();
+    Use use(this);
     std::vector<Status> statuses;
     {
       nb::gil_scoped_release release;
@@ -490,6 +527,10 @@ class PyTransferEngine {
   }
 
   std::unique_ptr<TransferEngine> engine_;
+  bool closing_ = false;  // GIL-guarded
+  std::atomic<int> inflight_{0};
+  std::mutex mu_;
+  std::condition_variable idle_;
   std::map<uint64_t, MemPtr> registered_;
   std::unordered_map<BatchId, std::vector<MemPtr>> batches_;
 };

@@ -302,3 +302,43 @@ def test_metadata_server_in_process_and_as_process():
         e.close()
     finally:
         meta.close()
+
+
+def test_close_while_another_thread_is_blocked():
+    import threading
+
+    e = open_engine()
+    peer = Peer(size=SIZE)
+    try:
+        local = bytearray(SIZE)
+        e.register_memory(local)
+        e.write(peer.name, peer.addr, local, 4096)
+        peer.pause()  # the transfer below blocks
+        outcome = {}
+
+        def blocked():
+            try:
+                e.transfer([("write", local, peer.name, peer.addr)] * 4)
+                outcome["result"] = "ok"
+            except weft.Error as err:
+                outcome["result"] = err
+
+        t = threading.Thread(target=blocked)
+        t.start()
+        time.sleep(0.2)  # let it block (if it has not, close simply finds no call to wait for)
+        assert t.is_alive()
+        closer = threading.Thread(target=e.close)
+        closer.start()
+        closer.join(timeout=0.5)
+        assert closer.is_alive()  # close waits for the blocked call instead of destroying the engine under it
+        assert e.closed
+        with pytest.raises(weft.Cancelled):
+            e.local_buffers()  # no new calls meanwhile
+        peer.kill()  # the blocked call fails, then close finishes
+        t.join(timeout=120)
+        closer.join(timeout=120)
+        assert not t.is_alive() and not closer.is_alive()
+        assert isinstance(outcome["result"], weft.Error)
+    finally:
+        peer.close()
+        e.close()

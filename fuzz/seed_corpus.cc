@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "wire/control.h"
+#include "wire/data.h"
 
 namespace {
 
@@ -62,6 +63,11 @@ int main(int argc, char** argv) {
   w.Message("call_request_fuzz", wire::CallRequest{99, {0xde, 0xad}}, &stream);
   w.Message("call_reply_fuzz", wire::CallReply{99, {}, {0xbe, 0xef}}, &stream);
   w.Message("call_reply_fuzz", wire::CallReply{100, {Code::kPoolFull, "no room"}, {}}, &stream);
+  if (auto n = wire::EncodeNotification("peer-a", "layer 7 done"); n.ok()) w.Put("notification_fuzz", *n);
+  std::string descriptor =
+      R"({"name":"10.0.0.1:15001","protocol":"tcp","host":"10.0.0.1","data_port":41000,"buffers":[)"
+      R"({"addr":140000000000,"length":1048576,"location":"cpu:0","segment":1,"key":"0123456789abcdef"}]})";
+  w.Put("trans_descriptor_fuzz", std::vector<uint8_t>(descriptor.begin(), descriptor.end()));
   // The reassembler's input also spends bytes on read sizes; the plain stream is still a start.
   w.Put("frame_reader_fuzz", stream);
   if (!w.ok) {

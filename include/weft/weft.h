@@ -201,8 +201,77 @@ int weft_pool_route(weft_pool* pool, uint64_t dst, uint64_t src, uint64_t len, i
                     size_t buf_size);
 
 /* ---- transfer engine (Trans) ------------------------------------------------------------- */
-/* Reserved for the transfer-engine functions (register memory, named segments, batch
- * read/write, status, notifications): weft_trans_*. Added here by the Trans work. */
+/* Point-to-point one-sided READ/WRITE between registered buffers of named peers, with the
+ * meaning of Mooncake's TransferEngine (docs/trans.md). A remote address is the peer's own
+ * virtual address inside a buffer it registered; a local address must lie inside a buffer this
+ * engine registered. */
+
+typedef struct weft_trans weft_trans;
+
+enum { WEFT_TRANS_READ = 0, WEFT_TRANS_WRITE = 1 }; /* Mooncake's OPCODE_READ / OPCODE_WRITE */
+
+/* Per-request states of a batch. */
+enum { WEFT_TRANS_PENDING = 0, WEFT_TRANS_COMPLETED = 1, WEFT_TRANS_FAILED = 2, WEFT_TRANS_TIMEOUT = 3 };
+
+typedef struct weft_trans_request {
+  int opcode;           /* WEFT_TRANS_READ (remote -> local) or WEFT_TRANS_WRITE (local -> remote) */
+  void* local;          /* inside a registered buffer of this engine */
+  uint64_t segment;     /* from weft_trans_open_segment */
+  uint64_t remote_addr; /* the peer's virtual address, inside a buffer it registered */
+  uint64_t length;      /* > 0 */
+} weft_trans_request;
+
+/* Starts an engine. local_name: its host (or host:port) in p2p mode, its unique name with a
+ * directory. metadata: "P2PHANDSHAKE", "etcd://h:p" (or a bare "h:p"), "http://h:p/metadata",
+ * "embedded://h:p". protocol: "tcp" (others are WEFT_E_NOT_SUPPORTED unless the environment sets
+ * WEFT_PROTOCOL_FALLBACK=tcp). config (may be NULL) supplies cluster_secret, tcp_lanes,
+ * copy_threads (threads carrying out batches) and deadline_ms (a batch's deadline). */
+int weft_trans_new(const char* local_name, const char* metadata, const char* protocol, const weft_config* config,
+                   weft_trans** out);
+/* Waits for running batches, withdraws the descriptor, stops serving. NULL is ignored. */
+void weft_trans_free(weft_trans* engine);
+/* The engine's name ("host:rpc_port" in p2p mode): like snprintf into buf; returns its length. */
+int weft_trans_name(const weft_trans* engine, char* buf, size_t buf_size);
+/* The rpc port (p2p: the descriptor endpoint; else the data port), or a negative code. */
+int weft_trans_rpc_port(const weft_trans* engine);
+
+/* location: "cpu:N", "*" (host memory); device memory is WEFT_E_NOT_SUPPORTED on the tcp path.
+ * WEFT_E_ALREADY_EXISTS for an overlap. */
+int weft_trans_register(weft_trans* engine, void* addr, uint64_t length, const char* location,
+                        int remote_accessible);
+/* addr must be the start of a registered buffer (else WEFT_E_NOT_FOUND); returns once no peer
+ * request uses it, so it may be freed then. */
+int weft_trans_unregister(weft_trans* engine, void* addr);
+
+/* Resolves a peer by name; the same name gives the same handle. WEFT_E_NOT_FOUND: unknown. */
+int weft_trans_open_segment(weft_trans* engine, const char* name, uint64_t* out_segment);
+int weft_trans_close_segment(weft_trans* engine, uint64_t segment);
+
+/* Queues n requests and returns at once with a batch id (never 0). notify_name/notify_msg (both
+ * NULL for none) are delivered to each target after its requests completed. Malformed requests
+ * refuse the whole batch (WEFT_E_INVALID_ARGUMENT, WEFT_E_NOT_FOUND, WEFT_E_NOT_REGISTERED). */
+int weft_trans_submit(weft_trans* engine, const weft_trans_request* requests, size_t n, const char* notify_name,
+                      const char* notify_msg, uint64_t* out_batch);
+/* Without blocking: 1 while running; when done WEFT_OK or the code of the first failed request.
+ * states/results (each may be NULL, else n entries, n = the batch's size) get WEFT_TRANS_* and
+ * codes per request. */
+int weft_trans_status(weft_trans* engine, uint64_t batch, int* states, int* results, size_t n);
+/* Blocks until the batch is done (or timeout_ms, -1 forever: then WEFT_E_TIMEOUT and the batch
+ * goes on); returns WEFT_OK or the first failure; results as for weft_trans_status. */
+int weft_trans_wait(weft_trans* engine, uint64_t batch, int64_t timeout_ms, int* results, size_t n);
+/* WEFT_E_BUSY while running, WEFT_E_NOT_FOUND for an unknown id. */
+int weft_trans_free_batch(weft_trans* engine, uint64_t batch);
+/* submit + wait + free: WEFT_OK or the first failure; results (may be NULL) gets n codes. */
+int weft_trans_transfer(weft_trans* engine, const weft_trans_request* requests, size_t n, int* results);
+
+/* Sends a notification alone. */
+int weft_trans_notify(weft_trans* engine, uint64_t segment, const char* name, const char* msg);
+/* Takes the oldest received notification: 1 and copies it (NUL-terminated, truncated to the
+ * buffers; *msg_len gets the full message length, which may contain NULs), or 0 when none. */
+int weft_trans_take_notification(weft_trans* engine, char* name, size_t name_size, char* msg, size_t msg_size,
+                                 size_t* msg_len);
+/* WEFT_OK when the named peer answers on its data endpoint. */
+int weft_trans_probe(weft_trans* engine, const char* name);
 
 /* ---- end of the transfer engine section -------------------------------------------------- */
 

@@ -100,8 +100,19 @@ const std::vector<KeyDef>& Defs() {
           "Host memory each peer contributes to the pool (its slice of the GVA space). All peers of a pool must agree.",
           BytesSetter(&Config::rank_size)),
       Def("coordinator", "string", "/tmp/weft-<pool_name>.sock",
-          "Unix socket of the pool's coordinator (hosted by the first peer or by `weft meta`).",
+          "Where the pool's coordinator is (hosted by the first peer or by `weft meta`): a unix socket path "
+          "(one machine; segments are mapped, path shm) or `tcp://host:port` (peers on many machines; needs "
+          "`cluster_secret`, and every peer then uses transport=tcp). A host of `tcp://host:0` takes any free port.",
           StringSetter(&Config::coordinator)),
+      Def("coordinator_listen", "string", "(empty: the host:port of `coordinator`)",
+          "For a `tcp://` coordinator: the host:port its host binds, when that differs from the address peers "
+          "dial (e.g. `0.0.0.0:7000`).",
+          StringSetter(&Config::coordinator_listen)),
+      Def("peer_name", "string", "(empty: <pool_name>:<pid>.<random>)",
+          "This peer's name in the pool. A live peer's name is unique (a second one gets ALREADY_EXISTS); a peer "
+          "that restarts under the same name after it was declared gone gets its old rank back if it is free. "
+          "The default is new on every join, so without it a restart is a new peer (lowest free rank).",
+          StringSetter(&Config::peer_name)),
       Def("numa_node", "int", "-1", "NUMA node to bind the contributed host memory to; -1 leaves placement to the kernel.",
           IntSetter(&Config::numa_node)),
       Def("max_ranks", "int", "64", "Most peers one pool can hold; sets the size of the GVA window.",
@@ -117,7 +128,9 @@ const std::vector<KeyDef>& Defs() {
           BytesSetter(&Config::split_bytes)),
       Def("heartbeat_ms", "int", "200", "Interval between a peer's heartbeats to the coordinator.",
           IntSetter(&Config::heartbeat_ms)),
-      Def("peer_timeout_ms", "int", "2000", "A peer silent for this long is declared down.",
+      Def("peer_timeout_ms", "int", "2000",
+          "A peer silent for this long is declared down (copies to it then fail PEER_DOWN). Over tcp it is also "
+          "the TCP_USER_TIMEOUT/keepalive bound of the coordinator connection, so half-open links are noticed.",
           IntSetter(&Config::peer_timeout_ms)),
       Def("deadline_ms", "int", "30000", "Default deadline of a copy, a join and a control call.",
           IntSetter(&Config::deadline_ms)),

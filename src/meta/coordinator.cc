@@ -7,10 +7,12 @@
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -24,6 +26,9 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "net/auth.h"
+#include "net/control_stream.h"
+#include "net/tcp_socket.h"
 #include "net/unix_socket.h"
 #include "wire/control.h"
 
@@ -35,6 +40,14 @@ constexpr uint64_t kListenId = 0;
 constexpr uint64_t kWakeId = 1;
 constexpr size_t kMaxQueuedBytes = 64u << 20;
 constexpr int kMaxReadsPerEvent = 16;  // fairness between busy connections
+// Connections beyond this many (joined or not) are closed at accept: a TCP port is reachable by
+// anyone on the network, and each connection costs buffers until it is timed out.
+constexpr size_t kMaxConnectionsSlack = 256;
+// Names of peers that were in the pool, kept so a restarted peer gets its rank back; bounded.
+constexpr size_t kMaxRememberedNamesSlack = 1024;
+
+// Where a tcp connection is in the cluster-secret handshake (unix connections start at kDone).
+enum class AuthStage { kDone, kHello, kProof, kRefused };
 
 struct OutFrame {
   std::vector<uint8_t> bytes;
@@ -45,6 +58,13 @@ struct OutFrame {
 struct Conn {
   uint64_t id = 0;
   net::UniqueFd sock;
+  bool tcp = false;
+  std::string remote;  // tcp: the peer's address, for logs
+  AuthStage auth = AuthStage::kDone;
+  std::unique_ptr<net::ServerHandshake> handshake;
+  std::array<uint8_t, net::kAuthHelloSize> auth_buf{};
+  size_t auth_have = 0;
+  std::string refuse_reason;
   net::FrameReader reader;
   std::deque<OutFrame> out;
   size_t out_bytes = 0;
@@ -73,6 +93,8 @@ struct Coordinator::Impl {
   ServiceHandler on_call;
   PeerGoneHandler on_gone;
 
+  net::ControlAddress address;
+  net::AuthOptions auth;
   net::UniqueFd listen_sock;
   net::UniqueFd epoll;
   net::UniqueFd wake;
@@ -88,6 +110,12 @@ struct Coordinator::Impl {
   std::deque<uint64_t> drain;  // write failed: read what the peer sent (a Leave?) before judging
   uint64_t barrier_epoch = 1;
   uint64_t allgather_epoch = 1;
+  struct Remembered {
+    uint32_t rank;
+    uint64_t seq;  // when it joined last; the oldest is forgotten first
+  };
+  std::map<std::string, Remembered> names;  // peer name -> the rank it had last
+  uint64_t name_seq = 0;
 
   mutable std::mutex summary_mu;
   std::vector<PeerSummary> summary;
@@ -98,6 +126,10 @@ struct Coordinator::Impl {
 
   void Accept();
   void OnReadable(Conn& c, int max_reads = kMaxReadsPerEvent);
+  void OnAuthReadable(Conn& c);
+  void SendBytes(Conn& c, std::vector<uint8_t> bytes);
+  uint32_t PickRank(const std::string& name) const;
+  void Remember(const std::string& name, uint32_t rank);
   void OnFrame(Conn& c, net::ReceivedFrame frame);
   Status OnJoin(Conn& c, net::ReceivedFrame& frame);
   void OnBarrierEnter(Conn& c, uint64_t epoch);
@@ -123,14 +155,34 @@ struct Coordinator::Impl {
 };
 
 std::string Coordinator::Impl::Who(const Conn& c) {
-  if (c.joined) return fmt::format("rank {} ('{}', pid {})", c.rank, c.desc.peer_name, c.desc.pid);
-  return fmt::format("connection {}", c.id);
+  std::string from = c.tcp ? fmt::format(" from {}", c.remote) : std::string();
+  if (c.joined) return fmt::format("rank {} ('{}', pid {}{})", c.rank, c.desc.peer_name, c.desc.pid, from);
+  return fmt::format("connection {}{}", c.id, from);
 }
 
 Status Coordinator::Impl::Init() {
-  WEFT_ASSIGN_OR_RETURN(listen_sock, net::ListenUnix(opt.socket_path));
-  struct stat st {};
-  if (::stat(opt.socket_path.c_str(), &st) == 0) socket_inode = st.st_ino;
+  WEFT_ASSIGN_OR_RETURN(address, net::ParseControlAddress(opt.socket_path));
+  if (address.tcp) {
+    auth.cluster_secret = opt.cluster_secret;
+    auth.allow_unauthenticated = opt.allow_unauthenticated;
+    WEFT_RETURN_IF_ERROR(net::CheckAuthPolicy(auth).Annotate("a tcp:// coordinator authenticates every peer"));
+    net::HostPort bind = address.where;
+    if (!opt.listen_address.empty()) {
+      WEFT_ASSIGN_OR_RETURN(auto listen, net::ParseControlAddress(std::string(net::kTcpScheme) + opt.listen_address));
+      bind = listen.where;
+    }
+    net::TcpOptions topts;
+    topts.socket_buffer_bytes = 0;
+    WEFT_ASSIGN_OR_RETURN(listen_sock, net::ListenTcp(bind.host, bind.port, 128, topts));
+    WEFT_ASSIGN_OR_RETURN(uint16_t port, net::LocalPort(listen_sock.get()));
+    // Peers join at the address's host and the port actually bound (the same unless port 0).
+    if (address.where.port == 0 || address.where.port != port) address.where.port = port;
+    opt.socket_path = address.ToString();
+  } else {
+    WEFT_ASSIGN_OR_RETURN(listen_sock, net::ListenUnix(opt.socket_path));
+    struct stat st {};
+    if (::stat(opt.socket_path.c_str(), &st) == 0) socket_inode = st.st_ino;
+  }
   epoll = net::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll.valid()) return ErrnoStatus("epoll_create1", errno);
   wake = net::UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
@@ -186,16 +238,32 @@ void Coordinator::Impl::Shutdown() {
 
 void Coordinator::Impl::Accept() {
   for (;;) {
-    auto sock = net::AcceptUnix(listen_sock.get());
+    std::string remote;
+    net::TcpOptions topts;
+    topts.socket_buffer_bytes = 0;
+    auto sock = address.tcp ? net::AcceptTcp(listen_sock.get(), topts, &remote) : net::AcceptUnix(listen_sock.get());
     if (!sock.ok()) {
       WEFT_LOG_WARN("coordinator '{}': {}", opt.socket_path, sock.status().ToString());
       return;
     }
     if (!sock->valid()) return;
+    if (conns.size() >= opt.max_ranks + kMaxConnectionsSlack) {
+      WEFT_LOG_WARN("coordinator '{}': refusing a connection{}: {} connections are open already", opt.socket_path,
+                    remote.empty() ? "" : " from " + remote, conns.size());
+      continue;  // closed by the UniqueFd
+    }
     auto c = std::make_unique<Conn>();
     c->id = next_id++;
     c->sock = std::move(*sock);
     c->last_seen = Clock::now();
+    if (address.tcp) {
+      c->tcp = true;
+      c->remote = std::move(remote);
+      c->auth = AuthStage::kHello;
+      c->handshake = std::make_unique<net::ServerHandshake>(&auth);
+      Status live = net::SetStreamLiveness(c->sock.get(), opt.peer_timeout);
+      if (!live.ok()) WEFT_LOG_WARN("coordinator: {}: {}", Who(*c), live.ToString());
+    }
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.u64 = c->id;
@@ -207,7 +275,72 @@ void Coordinator::Impl::Accept() {
   }
 }
 
+// Reads exactly the bytes of the handshake message due next (never more: what follows the proof
+// belongs to the frame stream) and answers it. Runs until the socket has nothing more to give.
+void Coordinator::Impl::OnAuthReadable(Conn& c) {
+  while (!c.dead && (c.auth == AuthStage::kHello || c.auth == AuthStage::kProof)) {
+    const size_t need = c.auth == AuthStage::kHello ? net::kAuthHelloSize : net::kAuthProofSize;
+    while (c.auth_have < need) {
+      ssize_t n = ::recv(c.sock.get(), c.auth_buf.data() + c.auth_have, need - c.auth_have, MSG_DONTWAIT);
+      if (n > 0) {
+        c.auth_have += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      std::string why = n == 0 ? std::string("closed the connection during the authentication handshake")
+                               : fmt::format("authentication handshake: {}", std::strerror(errno));
+      WEFT_LOG_WARN("coordinator: dropping {}: {}", Who(c), why);
+      MarkDead(c, why, false);
+      return;
+    }
+    c.last_seen = Clock::now();
+    std::span<const uint8_t> msg(c.auth_buf.data(), need);
+    c.auth_have = 0;
+    if (c.auth == AuthStage::kHello) {
+      auto hello = c.handshake->OnHello(msg);
+      if (!hello.ok()) {
+        WEFT_LOG_WARN("coordinator: dropping {}: {}", Who(c), hello.status().ToString());
+        MarkDead(c, hello.status().ToString(), false);
+        return;
+      }
+      c.auth = AuthStage::kProof;
+      SendBytes(c, std::vector<uint8_t>(hello->begin(), hello->end()));
+      continue;
+    }
+    Status verdict = c.handshake->OnProof(msg);
+    auto result = net::ServerHandshake::ResultBytes(verdict.ok() ? Code::kOk : Code::kUnauthenticated);
+    c.handshake.reset();
+    if (!verdict.ok()) {
+      // The Result still goes out, so the peer learns why; then the connection closes.
+      WEFT_LOG_WARN("coordinator: refusing {}: {}", Who(c), verdict.ToString());
+      c.auth = AuthStage::kRefused;
+      c.refused = true;
+      c.refuse_reason = "authentication failed";
+    } else {
+      c.auth = AuthStage::kDone;
+    }
+    SendBytes(c, std::vector<uint8_t>(result.begin(), result.end()));
+  }
+}
+
 void Coordinator::Impl::OnReadable(Conn& c, int max_reads) {
+  if (c.auth == AuthStage::kHello || c.auth == AuthStage::kProof) {
+    OnAuthReadable(c);
+    if (c.dead || c.auth != AuthStage::kDone) return;
+  }
+  if (c.auth == AuthStage::kRefused) {
+    // Only the Result is still owed; whatever the refused peer sends is dropped unread.
+    uint8_t scratch[4096];
+    for (;;) {
+      ssize_t n = ::recv(c.sock.get(), scratch, sizeof scratch, MSG_DONTWAIT);
+      if (n > 0) continue;
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      MarkDead(c, c.refuse_reason, false);
+      return;
+    }
+  }
   for (int i = 0; i < max_reads && !c.dead; ++i) {
     auto state = c.reader.ReadOnce(c.sock.get());
     if (!state.ok()) {
@@ -318,9 +451,20 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
     refusal = Error(Code::kInvalidArgument, "peer '{}' offers a segment of {} bytes, more than rank_size {}",
                     join.peer_name, join.segment_size, join.rank_size);
   }
+  if (refusal.ok() && !join.peer_name.empty()) {
+    for (auto& [r, p] : peers) {
+      if (p->desc.peer_name != join.peer_name) continue;
+      refusal = Error(Code::kAlreadyExists,
+                      "peer name '{}' is in use by rank {} (pid {}) of pool '{}': give this peer another "
+                      "peer_name (WEFT_PEER_NAME), or, if that peer is a previous incarnation of this one, "
+                      "retry once it has been declared gone (peer_timeout_ms = {})",
+                      join.peer_name, r, p->desc.pid, opt.pool_name, opt.peer_timeout.count());
+      break;
+    }
+  }
   uint32_t rank = 0;
   if (refusal.ok()) {
-    while (rank < opt.max_ranks && peers.count(rank) != 0) ++rank;  // lowest free rank first
+    rank = PickRank(join.peer_name);
     if (rank >= opt.max_ranks) {
       refusal = Error(Code::kPoolFull, "pool '{}' is full: all {} ranks are taken (raise max_ranks)", opt.pool_name,
                       opt.max_ranks);
@@ -336,6 +480,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
 
   c.joined = true;
   c.rank = rank;
+  if (!join.peer_name.empty()) Remember(join.peer_name, rank);
   if (join.has_fd) c.memfd = std::move(frame.fds[0]);
   c.desc.rank = rank;
   c.desc.peer_name = join.peer_name;
@@ -365,22 +510,52 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
     }
     return fds;
   };
+  // Descriptors never go to a tcp connection (the kernel refuses SCM_RIGHTS there); such peers
+  // reach each other's memory over the tcp data plane.
   for (auto& [r, p] : peers) {
     if (p == &c) continue;
     wire::PeerJoined about = p->desc;
-    about.has_fd = p->memfd.valid();
-    auto fds = dup_of(*p);
+    about.has_fd = p->memfd.valid() && !c.tcp;
+    auto fds = about.has_fd ? dup_of(*p) : std::vector<net::UniqueFd>();
     if (about.has_fd && fds.empty()) about.has_fd = false;
     Send(c, about, std::move(fds));
   }
   for (auto& [r, p] : peers) {
     if (p == &c) continue;
     wire::PeerJoined about = c.desc;
-    auto fds = dup_of(c);
+    about.has_fd = c.memfd.valid() && !p->tcp;
+    auto fds = about.has_fd ? dup_of(c) : std::vector<net::UniqueFd>();
     if (about.has_fd && fds.empty()) about.has_fd = false;
     Send(*p, about, std::move(fds));
   }
   return OkStatus();
+}
+
+// A peer that was here before under the same name gets its old rank back when that is free
+// (rejoin after a restart); everyone else gets the lowest free rank. max_ranks if none is free.
+uint32_t Coordinator::Impl::PickRank(const std::string& name) const {
+  if (!name.empty()) {
+    auto it = names.find(name);
+    if (it != names.end() && it->second.rank < opt.max_ranks && peers.count(it->second.rank) == 0) {
+      return it->second.rank;
+    }
+  }
+  uint32_t rank = 0;
+  while (rank < opt.max_ranks && peers.count(rank) != 0) ++rank;
+  return rank;
+}
+
+void Coordinator::Impl::Remember(const std::string& name, uint32_t rank) {
+  names[name] = {rank, ++name_seq};
+  if (names.size() <= opt.max_ranks + kMaxRememberedNamesSlack) return;
+  // Forget the peer that joined longest ago and is not live now.
+  auto oldest = names.end();
+  for (auto it = names.begin(); it != names.end(); ++it) {
+    auto live = peers.find(it->second.rank);
+    if (live != peers.end() && live->second->desc.peer_name == it->first) continue;
+    if (oldest == names.end() || it->second.seq < oldest->second.seq) oldest = it;
+  }
+  if (oldest != names.end()) names.erase(oldest);
 }
 
 // Epoch rule: a barrier epoch completes when every live peer has entered it. A peer that dies
@@ -507,6 +682,13 @@ void Coordinator::Impl::OnCall(Conn& c, wire::CallRequest msg) {
   Send(c, reply);
 }
 
+void Coordinator::Impl::SendBytes(Conn& c, std::vector<uint8_t> bytes) {
+  if (c.dead || c.write_failed) return;
+  c.out_bytes += bytes.size();
+  c.out.push_back({std::move(bytes), {}, 0});
+  if (!c.watching_out) Flush(c);
+}
+
 template <typename T>
 void Coordinator::Impl::Send(Conn& c, const T& msg, std::vector<net::UniqueFd> fds) {
   if (c.dead || c.write_failed) return;
@@ -556,7 +738,9 @@ void Coordinator::Impl::Flush(Conn& c) {
     }
   }
   WatchOut(c, false);
-  if (c.refused && c.out.empty() && !c.dead) MarkDead(c, "join refused", false);
+  if (c.refused && c.out.empty() && !c.dead) {
+    MarkDead(c, c.refuse_reason.empty() ? std::string("join refused") : c.refuse_reason, false);
+  }
 }
 
 void Coordinator::Impl::WatchOut(Conn& c, bool on) {
@@ -697,7 +881,7 @@ Coordinator::~Coordinator() {
   impl_->listen_sock.Reset();
   // Another server may have taken the path since (after deciding ours was stale); leave its file.
   struct stat st {};
-  if (::stat(impl_->opt.socket_path.c_str(), &st) == 0 && st.st_ino == impl_->socket_inode) {
+  if (!impl_->address.tcp && ::stat(impl_->opt.socket_path.c_str(), &st) == 0 && st.st_ino == impl_->socket_inode) {
     ::unlink(impl_->opt.socket_path.c_str());
   }
 }

@@ -1,8 +1,13 @@
-// The embedded coordinator of a one-node pool: a unix-socket server, run on a thread inside
-// one peer or alone as `weft meta`. It assigns ranks, passes each peer's segment descriptor and
-// memfd (SCM_RIGHTS) to every other peer, runs barriers and allgathers, forwards service calls
-// (the pool allocator) to a handler, and notices dead peers (closed socket or missed heartbeats)
-// and tells the others.
+// The coordinator of a pool: a server on a unix socket (one machine) or on TCP (peers on many
+// machines), run on a thread inside one peer or alone as `weft meta`. It assigns ranks (a peer
+// that rejoins under its peer name gets its old rank back when that is free), passes each peer's
+// segment descriptor (and, over unix, its memfd by SCM_RIGHTS) to every other peer, runs
+// barriers and allgathers, forwards service calls (the pool allocator) to a handler, and notices
+// dead peers (closed connection or missed heartbeats) and tells the others.
+//
+// Over TCP every connection first passes the cluster-secret handshake (net/auth.h), run as a
+// non-blocking state machine in the loop; no descriptors travel, so such peers reach each
+// other's memory over the TCP data plane only.
 #pragma once
 
 #include <chrono>
@@ -18,12 +23,20 @@
 namespace weft::meta {
 
 struct CoordinatorOptions {
-  std::string socket_path;         // filesystem path of the unix socket; an old file is replaced
-                                   // only when no server answers on it (else ALREADY_EXISTS)
+  std::string socket_path;         // a unix socket path (an old file is replaced only when no
+                                   // server answers on it, else ALREADY_EXISTS), or
+                                   // tcp://host:port (port 0: any free port; see address())
   std::string pool_name;           // joiners naming another pool get MISMATCH
   uint64_t rank_size = 0;          // joiners contributing another size get MISMATCH
   uint32_t max_ranks = 64;         // one more joiner gets POOL_FULL
   std::chrono::milliseconds peer_timeout{2000};  // no heartbeat for this long: the peer is down
+  // tcp only: where to bind ("host:port", port 0 allowed) when that is not the host:port of the
+  // tcp:// address itself (e.g. "0.0.0.0:7000" behind a name that resolves elsewhere).
+  std::string listen_address;
+  // tcp only: the secret joiners must prove; empty is refused (UNAUTHENTICATED) unless
+  // allow_unauthenticated is set.
+  std::string cluster_secret;
+  bool allow_unauthenticated = false;
 };
 
 // Handles a service call from a peer (runs on the coordinator thread; keep it short).
@@ -46,7 +59,9 @@ class Coordinator {
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
+  // The address peers join: the unix path, or tcp://host:port with the port actually bound.
   const std::string& socket_path() const;
+  const std::string& address() const { return socket_path(); }
   std::vector<PeerSummary> Peers() const;  // live peers, by rank
 
   struct Impl;

@@ -1,5 +1,6 @@
-// One receive thread per client reads the coordinator's frames, runs the peer callbacks,
-// completes waiters and sends the heartbeats (its poll timeout is the heartbeat timer).
+// One receive thread per client reads the coordinator's frames, runs the peer callbacks and
+// completes waiters; a heartbeat thread sends the heartbeats, so a callback that takes long (a
+// detach waits for in-flight copies) never makes this peer miss its heartbeats.
 // Any thread may send; a send mutex keeps frames whole on the stream. Waiters share one
 // condition variable: control traffic is light and this keeps every wait a plain predicate.
 #include "meta/coordinator_client.h"
@@ -23,6 +24,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "net/control_stream.h"
 #include "net/unix_socket.h"
 #include "wire/control.h"
 
@@ -78,7 +80,11 @@ struct CoordinatorClient::Impl {
   net::FrameReader reader;  // Join's, then the receive thread's alone
   uint32_t rank = 0;
   std::thread thread;
+  std::thread heartbeat_thread;
   std::atomic<bool> stop{false};
+  std::mutex stop_mu;  // wakes the heartbeat thread at once on stop
+  std::condition_variable stop_cv;
+  bool tcp = false;
 
   // One sender at a time keeps frames whole; a flag under a mutex (not a timed_mutex) so a
   // waiting sender honours its deadline.
@@ -103,6 +109,7 @@ struct CoordinatorClient::Impl {
 
   Status JoinPool(Deadline deadline);
   void Run();
+  void Heartbeats();
   Status DrainFrames();
   Status OnFrame(net::ReceivedFrame frame);
 
@@ -167,7 +174,10 @@ void CoordinatorClient::Impl::Disconnect(Status why) {
 }
 
 Status CoordinatorClient::Impl::JoinPool(Deadline deadline) {
-  WEFT_ASSIGN_OR_RETURN(sock, net::ConnectUnix(opt.socket_path, deadline));
+  WEFT_ASSIGN_OR_RETURN(net::ControlAddress address, net::ParseControlAddress(opt.socket_path));
+  tcp = address.tcp;
+  net::AuthOptions auth{opt.cluster_secret, opt.allow_unauthenticated};
+  WEFT_ASSIGN_OR_RETURN(sock, net::ConnectControl(address, auth, deadline));
   wire::Join join;
   join.pool_name = opt.pool_name;
   join.rank_size = opt.rank_size;
@@ -177,7 +187,7 @@ Status CoordinatorClient::Impl::JoinPool(Deadline deadline) {
   join.access_key = opt.segment.access_key;
   join.permissions = opt.segment.permissions;
   join.data_endpoint = opt.segment.data_endpoint;
-  join.has_fd = opt.segment.fd >= 0;
+  join.has_fd = opt.segment.fd >= 0 && !tcp;  // descriptors cannot cross tcp
   std::vector<int> fds;
   if (join.has_fd) fds.push_back(opt.segment.fd);
   WEFT_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, wire::EncodeFrame(join));
@@ -199,6 +209,12 @@ Status CoordinatorClient::Impl::JoinPool(Deadline deadline) {
       barrier_epoch = ack.barrier_epoch;
       allgather_epoch = ack.allgather_epoch;
       live.insert(rank);
+      if (tcp && ack.peer_timeout_ms > 0) {
+        // A coordinator that vanished without a FIN (link down, machine off) is noticed when our
+        // heartbeats stay unacknowledged for the pool's peer timeout.
+        Status live_opts = net::SetStreamLiveness(sock.get(), Millis(ack.peer_timeout_ms));
+        if (!live_opts.ok()) WEFT_LOG_WARN("coordinator connection: {}", live_opts.ToString());
+      }
       if (ack.peer_timeout_ms > 0 && opt.heartbeat_interval >= std::chrono::milliseconds(ack.peer_timeout_ms)) {
         WEFT_LOG_WARN("heartbeat interval {} ms is not below the coordinator's peer timeout {} ms; this peer may be "
                       "declared down",
@@ -222,25 +238,28 @@ Status CoordinatorClient::Impl::JoinPool(Deadline deadline) {
   }
 }
 
+void CoordinatorClient::Impl::Heartbeats() {
+  std::unique_lock lock(stop_mu);
+  for (;;) {
+    if (stop_cv.wait_for(lock, opt.heartbeat_interval, [&] { return stop.load(std::memory_order_acquire); })) return;
+    lock.unlock();
+    // A heartbeat that cannot go out within an interval is late anyway; skip it.
+    Status hb = SendMsg(wire::Heartbeat{}, {}, Deadline::After(opt.heartbeat_interval));
+    lock.lock();
+    if (!hb.ok() && hb.code() != Code::kTimeout) {
+      // SendMsg has dropped the connection; the receive thread sees the socket shut down.
+      WEFT_LOG_DEBUG("rank {}: heartbeat: {}", rank, hb.ToString());
+      return;
+    }
+  }
+}
+
 void CoordinatorClient::Impl::Run() {
   // Join may have read frames past the JoinAck already.
   Status s = DrainFrames();
-  auto next_heartbeat = Clock::now() + opt.heartbeat_interval;
   while (s.ok() && !stop.load(std::memory_order_acquire)) {
-    auto now = Clock::now();
-    if (now >= next_heartbeat) {
-      // A heartbeat that cannot go out within an interval is late anyway; skip it.
-      Status hb = SendMsg(wire::Heartbeat{}, {}, Deadline::After(opt.heartbeat_interval));
-      if (!hb.ok() && hb.code() != Code::kTimeout) {
-        s = hb;
-        break;
-      }
-      next_heartbeat = now + opt.heartbeat_interval;
-      continue;
-    }
-    auto wait_ms = std::chrono::duration_cast<Millis>(next_heartbeat - now).count() + 1;
     pollfd p[2] = {{sock.get(), POLLIN, 0}, {wake.get(), POLLIN, 0}};
-    int rc = ::poll(p, 2, static_cast<int>(std::min<int64_t>(wait_ms, 1000)));
+    int rc = ::poll(p, 2, 1000);
     if (rc < 0) {
       if (errno == EINTR) continue;
       s = ErrnoStatus("poll", errno);
@@ -366,7 +385,12 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
 }
 
 void CoordinatorClient::Impl::StopThread() {
-  stop.store(true, std::memory_order_release);
+  {
+    std::lock_guard lock(stop_mu);
+    stop.store(true, std::memory_order_release);
+  }
+  stop_cv.notify_all();
+  if (heartbeat_thread.joinable()) heartbeat_thread.join();
   uint64_t one = 1;
   [[maybe_unused]] ssize_t w = ::write(wake.get(), &one, sizeof one);
   // A callback on the receive thread may call Leave(); that thread cannot wait for itself.
@@ -395,6 +419,12 @@ Result<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Join(JoinOptions o
     impl->thread = std::thread([raw] { raw->Run(); });
   } catch (const std::system_error& e) {
     return Error(Code::kInternal, "cannot start the receive thread: {}", e.what());
+  }
+  try {
+    impl->heartbeat_thread = std::thread([raw] { raw->Heartbeats(); });
+  } catch (const std::system_error& e) {
+    impl->StopThread();
+    return Error(Code::kInternal, "cannot start the heartbeat thread: {}", e.what());
   }
   return std::unique_ptr<CoordinatorClient>(new CoordinatorClient(std::move(impl)));
 }

@@ -24,11 +24,14 @@ struct SegmentDescriptor {
   uint32_t permissions = 0;  // bit 0 read, bit 1 write
   std::string data_endpoint; // host:port of the peer's TCP data server; empty when it has none
   int fd = -1;               // memfd of the segment; received descriptors own a fresh fd
-                             // (the receiver closes it once mapped)
+                             // (the receiver closes it once mapped). Never over tcp: a peer that
+                             // joins a tcp:// coordinator sends none and receives none.
 };
 
 struct JoinOptions {
-  std::string socket_path;
+  std::string socket_path;    // unix socket path, or tcp://host:port
+  std::string cluster_secret; // tcp only: proven to the coordinator (net/auth.h); never sent
+  bool allow_unauthenticated = false;
   std::string pool_name;
   uint64_t rank_size = 0;
   std::string peer_name;
@@ -46,7 +49,10 @@ class CoordinatorClient {
   using OnPeerGone = std::function<void(uint32_t rank, bool clean)>;
 
   // UNAVAILABLE if no coordinator answers; MISMATCH for another pool name or rank_size;
-  // POOL_FULL when max_ranks peers are in; TIMEOUT past the deadline.
+  // POOL_FULL when max_ranks peers are in; ALREADY_EXISTS when a live peer has our peer_name;
+  // UNAUTHENTICATED (tcp) when the cluster secrets differ or we have none; TIMEOUT past the
+  // deadline. Heartbeats go out from a thread of their own, so a callback that blocks (a detach
+  // waiting for copies to drain) never makes this peer look dead.
   static Result<std::unique_ptr<CoordinatorClient>> Join(JoinOptions options, OnPeerJoined on_joined,
                                                          OnPeerGone on_gone);
   ~CoordinatorClient();  // leaves cleanly if still joined

@@ -176,12 +176,13 @@ static void check_error_strings(void) {
       {WEFT_E_NOT_REGISTERED, "NOT_REGISTERED"},
       {WEFT_E_CUDA, "CUDA"},
       {WEFT_E_INTERNAL, "INTERNAL"},
+      {WEFT_E_BUSY, "BUSY"},
   };
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     CHECK(strcmp(weft_error_string(names[i].code), names[i].name) == 0, "weft_error_string(%d) = %s, expected %s",
           names[i].code, weft_error_string(names[i].code), names[i].name);
   CHECK(strcmp(weft_error_string(1), "UNKNOWN") == 0, "weft_error_string(1) = %s", weft_error_string(1));
-  CHECK(strcmp(weft_error_string(-21), "UNKNOWN") == 0, "weft_error_string(-21) = %s", weft_error_string(-21));
+  CHECK(strcmp(weft_error_string(-22), "UNKNOWN") == 0, "weft_error_string(-22) = %s", weft_error_string(-22));
 }
 
 static void check_null_arguments(weft_pool* pool) {

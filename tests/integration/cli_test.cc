@@ -46,12 +46,14 @@ TEST(Cli, DemoVerifiesEveryDirectionAcrossFourPeers) {
   EXPECT_EQ(r.output.find("FAILED"), std::string::npos) << r.output;
 }
 
-// --nodes: peers on separate hosts (network namespaces when root, else loopback), reached only
-// over authenticated tcp.
+// --nodes: peers on separate hosts (network namespaces when root, else loopback), joined through
+// a tcp:// coordinator and reached only over authenticated tcp.
 TEST(Cli, DemoAcrossThreeNodesGoesOverTcp) {
   CommandRun r = RunCommand(std::string(WEFT_BINARY) + " demo --peers 4 --size 16MiB --nodes 3");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("transport tcp"), std::string::npos) << r.output;
+  // The coordinator is on tcp as well: the peers share no filesystem path.
+  EXPECT_NE(r.output.find("(coordinator tcp://"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("LH -> GH other peer                         tcp"), std::string::npos) << r.output;
   EXPECT_EQ(Count(r.output, "4/4"), 12u) << r.output;
   EXPECT_NE(r.output.find("every direction verified"), std::string::npos) << r.output;

@@ -6,6 +6,12 @@
 //
 // Needs root and `ip netns`; otherwise the tests skip with the reason, except on CI (CI=true)
 // where a missing capability is a failure.
+//
+// The membership tests run whole pools whose coordinator is on tcp (tcp://host:port): a host
+// peer and peer processes in three namespaces (or, without root, all on loopback so CI always
+// covers the tcp coordinator). A peer is killed (or its link taken down), the others must see it
+// gone and get PEER_DOWN for copies to it; a restart under the same peer_name must get the same
+// rank back, and fresh random data copied to it is compared byte for byte.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sched.h>
@@ -14,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -24,7 +31,9 @@
 #include <thread>
 #include <vector>
 
+#include "api/bm/pool.h"
 #include "base/random.h"
+#include "integration/peer_process.h"
 #include "transport/tcp/access_table.h"
 #include "transport/tcp/tcp_client.h"
 #include "transport/tcp/tcp_server.h"
@@ -346,6 +355,316 @@ TEST_F(NetnsTcpTest, ServerKilledMidTransfer) {
     Status s = c->Read(peer_, kSeg, kKey, 0, probe.data(), probe.size(), Deadline::After(Millis(10000)));
     EXPECT_TRUE(s.code() == Code::kPeerDown || s.code() == Code::kIo) << s.ToString();
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Membership over a tcp:// coordinator.
+
+Deadline Generous() { return Deadline::After(std::chrono::seconds(20)); }
+uint64_t Addr(const void* p) { return reinterpret_cast<uint64_t>(p); }
+
+// Waits until pred(LiveRanks()) holds or the deadline passes.
+template <typename Pred>
+bool WaitLive(bm::Pool& pool, Deadline deadline, Pred pred) {
+  while (!pred(pool.LiveRanks())) {
+    if (deadline.expired()) return false;
+    std::this_thread::sleep_for(Millis(10));
+  }
+  return true;
+}
+
+bool Has(const std::vector<uint32_t>& v, uint32_t r) { return std::find(v.begin(), v.end(), r) != v.end(); }
+
+// Every other live rank: fresh random bytes written into its slice and read back, every byte
+// compared. Returns the number of failures (printed).
+int AllToAll(bm::Pool& pool, const std::vector<uint32_t>& ranks) {
+  int failures = 0;
+  for (uint32_t r : ranks) {
+    if (r == pool.rank()) continue;
+    for (uint64_t len : {1ull, 4097ull, (3ull << 20) + 5}) {
+      auto gva = pool.Alloc(len + 64, gva::Placement::OnRank(r));
+      if (!gva.ok()) {
+        fprintf(stderr, "rank %u: alloc on %u: %s\n", pool.rank(), r, gva.status().ToString().c_str());
+        failures++;
+        continue;
+      }
+      std::vector<uint8_t> src(len), back(len, 0x5A);
+      const uint64_t seed = FreshSeed();
+      FillRandom(src.data(), len, seed);
+      const uint64_t at = *gva + seed % 64;  // unaligned on purpose
+      Status w = pool.Copy(at, Addr(src.data()), len);
+      Status b = pool.Copy(Addr(back.data()), at, len);
+      if (!w.ok() || !b.ok() || FirstMismatch(back.data(), len, seed)) {
+        fprintf(stderr, "rank %u -> %u (%llu bytes): %s / %s\n", pool.rank(), r, static_cast<unsigned long long>(len),
+                w.ToString().c_str(), b.ToString().c_str());
+        failures++;
+      }
+      if (!pool.Free(*gva).ok()) failures++;
+    }
+  }
+  return failures;
+}
+
+// What each process of the scenario is.
+enum class Role { kVictim, kSurvivor, kRestarted };
+
+struct Site {
+  std::function<bool()> enter;  // into this peer's "host" (namespace); true when there
+  std::string ip;               // its data-plane address
+};
+
+struct MembershipPlan {
+  std::string secret = "membership-" + std::to_string(FreshSeed());
+  Config base;
+  Site host, victim, survivor;
+  // How the victim vanishes: SIGKILL (its connections close), or `cut` (take its link down:
+  // half-open connections, noticed only by missed heartbeats) and then SIGKILL; `heal` undoes it.
+  std::function<bool()> cut, heal;
+};
+
+Config PeerConfig(const MembershipPlan& plan, const std::string& url, const Site& site, const std::string& name) {
+  Config c = plan.base;
+  c.coordinator = url;
+  c.cluster_secret = plan.secret;
+  c.data_address = site.ip + ":0";
+  c.peer_name = name;
+  c.transport = "auto";  // a tcp:// coordinator switches it to tcp
+  return c;
+}
+
+// Reads "url host_rank victim_rank" from the gate (written by the host once it knows them).
+bool ReadGate(int fd, std::string* url, int* host_rank, int* victim_rank) {
+  std::string text;
+  char ch;
+  while (::read(fd, &ch, 1) == 1 && ch != '\n') text.push_back(ch);
+  char buf[256] = {};
+  if (std::sscanf(text.c_str(), "%255s %d %d", buf, host_rank, victim_rank) != 3) return false;
+  *url = buf;
+  return true;
+}
+
+// The body of a forked peer process; returns its exit code (0 = every check passed).
+int MemberBody(const MembershipPlan& plan, Role role, int gate) {
+  std::string url;
+  int host_rank = -1, victim_rank = -1;
+  if (!ReadGate(gate, &url, &host_rank, &victim_rank)) return 2;
+  const Site& site = role == Role::kSurvivor ? plan.survivor : plan.victim;
+  if (!site.enter()) return 3;
+  const std::string name = role == Role::kSurvivor ? "beta" : "alpha";
+  Config config = PeerConfig(plan, url, site, name);
+  Result<std::unique_ptr<bm::Pool>> joined = Status(Code::kInternal, "not joined");
+  // A restart may come while the link is still settling; retry for a while.
+  for (auto until = Generous(); !until.expired(); std::this_thread::sleep_for(Millis(200))) {
+    joined = bm::Pool::Join(config, bm::JoinMode::kJoin);
+    if (joined.ok() || role != Role::kRestarted) break;
+  }
+  if (!joined.ok()) {
+    fprintf(stderr, "%s: join: %s\n", name.c_str(), joined.status().ToString().c_str());
+    return 10;
+  }
+  bm::Pool& pool = **joined;
+  auto route_ok = [&](uint32_t other) {
+    std::vector<uint8_t> b(64);
+    auto route = pool.Route(*pool.SliceAddress(other), Addr(b.data()), b.size());
+    return route.ok() && route->path == "tcp";
+  };
+  if (role == Role::kRestarted) {
+    if (static_cast<int>(pool.rank()) != victim_rank) {
+      fprintf(stderr, "alpha restarted as rank %u, not its old rank %d\n", pool.rank(), victim_rank);
+      return 11;
+    }
+    if (!WaitLive(pool, Generous(), [](const auto& v) { return v.size() == 3; })) return 12;
+    if (!pool.Barrier(Generous()).ok()) return 13;
+    if (!route_ok(static_cast<uint32_t>(host_rank))) return 14;
+    if (AllToAll(pool, pool.LiveRanks()) != 0) return 15;
+    return pool.Barrier(Generous()).ok() ? 0 : 16;
+  }
+  // Phase 1: three peers.
+  if (!WaitLive(pool, Generous(), [](const auto& v) { return v.size() == 3; })) return 20;
+  if (!pool.Barrier(Generous()).ok()) return 21;
+  if (!route_ok(static_cast<uint32_t>(host_rank))) return 22;
+  if (AllToAll(pool, pool.LiveRanks()) != 0) return 23;
+  if (!pool.Barrier(Generous()).ok()) return 24;
+  if (role == Role::kVictim) {
+    for (;;) ::pause();  // until killed
+  }
+  // Phase 2 (survivor): the victim is gone; copies to it fail PEER_DOWN.
+  std::vector<uint32_t> first = pool.LiveRanks();
+  uint32_t victim = UINT32_MAX;
+  for (uint32_t r : first)
+    if (r != pool.rank() && static_cast<int>(r) != host_rank) victim = r;
+  if (victim == UINT32_MAX) return 25;
+  if (!WaitLive(pool, Generous(), [&](const auto& v) { return !Has(v, victim); })) return 26;
+  std::vector<uint8_t> probe(4096);
+  Status down = pool.Copy(*pool.SliceAddress(victim), Addr(probe.data()), probe.size());
+  if (down.code() != Code::kPeerDown) {
+    fprintf(stderr, "beta: copy to the gone rank: %s\n", down.ToString().c_str());
+    return 27;
+  }
+  if (!pool.Barrier(Generous()).ok()) return 28;
+  // Phase 3: the victim is back under its name.
+  if (!WaitLive(pool, Generous(), [&](const auto& v) { return Has(v, victim) && v.size() == 3; })) return 29;
+  if (!pool.Barrier(Generous()).ok()) return 30;
+  if (AllToAll(pool, pool.LiveRanks()) != 0) return 31;
+  return pool.Barrier(Generous()).ok() ? 0 : 32;
+}
+
+// Forked peer processes, each waiting on a gate of its own; forked before the caller starts any
+// thread. Killed and reaped on destruction (pids are always > 0 here).
+class Members {
+ public:
+  Members(const MembershipPlan& plan, std::vector<Role> roles) {
+    for (Role role : roles) {
+      int fds[2];
+      if (::pipe(fds) != 0) return;
+      pid_t pid = ::fork();
+      if (pid == 0) {
+        ::close(fds[1]);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        _exit(MemberBody(plan, role, fds[0]));
+      }
+      ::close(fds[0]);
+      if (pid < 0) {
+        ::close(fds[1]);
+        return;
+      }
+      pids_.push_back(pid);
+      gates_.push_back(fds[1]);
+    }
+  }
+  ~Members() {
+    for (size_t i = 0; i < pids_.size(); ++i) Kill(i);
+    for (int g : gates_)
+      if (g >= 0) ::close(g);
+  }
+  bool ok(size_t n) const { return pids_.size() == n; }
+  void Open(size_t i, const std::string& message) {
+    std::string line = message + "\n";
+    if (::write(gates_[i], line.data(), line.size()) < 0) return;
+  }
+  void Kill(size_t i) {
+    if (pids_[i] > 0) {
+      ::kill(pids_[i], SIGKILL);
+      ::waitpid(pids_[i], nullptr, 0);
+      pids_[i] = -1;
+    }
+  }
+  // Exit status, or -1 (killed, or still running after `limit`).
+  int Wait(size_t i, std::chrono::seconds limit = std::chrono::seconds(120)) {
+    if (pids_[i] <= 0) return -1;
+    auto until = std::chrono::steady_clock::now() + limit;
+    int status = 0;
+    while (::waitpid(pids_[i], &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > until) {
+        Kill(i);
+        return -1;
+      }
+      std::this_thread::sleep_for(Millis(20));
+    }
+    pids_[i] = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+ private:
+  std::vector<pid_t> pids_;
+  std::vector<int> gates_;
+};
+
+// The host's side of the scenario (this process, which hosts the coordinator on tcp).
+void RunMembership(const MembershipPlan& plan) {
+  Members members(plan, {Role::kVictim, Role::kSurvivor, Role::kRestarted});
+  ASSERT_TRUE(members.ok(3)) << "fork failed";
+  ASSERT_TRUE(plan.host.enter()) << "cannot enter the host's namespace";
+  Config config = PeerConfig(plan, "tcp://" + plan.host.ip + ":0", plan.host, "host");
+  auto joined = bm::Pool::Join(config, bm::JoinMode::kHost);
+  ASSERT_TRUE(joined.ok()) << joined.status().ToString();
+  bm::Pool& pool = **joined;
+  const std::string url = pool.coordinator_address();
+  ASSERT_EQ(url.rfind("tcp://" + plan.host.ip + ":", 0), 0u) << url;
+  const std::string hello = url + " " + std::to_string(pool.rank());
+
+  // Phase 1: the victim joins first (so its rank is known), then the survivor.
+  members.Open(0, hello + " -1");
+  ASSERT_TRUE(WaitLive(pool, Generous(), [](const auto& v) { return v.size() == 2; }));
+  uint32_t victim = UINT32_MAX;
+  for (uint32_t r : pool.LiveRanks())
+    if (r != pool.rank()) victim = r;
+  members.Open(1, hello + " " + std::to_string(victim));
+  ASSERT_TRUE(WaitLive(pool, Generous(), [](const auto& v) { return v.size() == 3; }));
+  ASSERT_TRUE(pool.Barrier(Generous()).ok());
+  EXPECT_EQ(AllToAll(pool, pool.LiveRanks()), 0);
+
+  // A second live peer under a name in use is refused.
+  Config twin = PeerConfig(plan, url, plan.host, "beta");
+  auto dup = bm::Pool::Join(twin, bm::JoinMode::kJoin);
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(dup.status().code(), Code::kAlreadyExists) << dup.status().ToString();
+  ASSERT_TRUE(pool.Barrier(Generous()).ok());
+
+  // Phase 2: the victim vanishes.
+  if (plan.cut) {
+    ASSERT_TRUE(plan.cut()) << "cannot take the victim's link down";
+  } else {
+    members.Kill(0);
+  }
+  // Noticed before a generous deadline (the configured peer timeout is far shorter).
+  ASSERT_TRUE(WaitLive(pool, Generous(), [&](const auto& v) { return !Has(v, victim); }))
+      << "rank " << victim << " was not declared gone";
+  std::vector<uint8_t> probe(1 << 20);
+  EXPECT_EQ(pool.Copy(*pool.SliceAddress(victim), Addr(probe.data()), probe.size()).code(), Code::kPeerDown);
+  EXPECT_EQ(pool.Copy(Addr(probe.data()), *pool.SliceAddress(victim), probe.size()).code(), Code::kPeerDown);
+  members.Kill(0);
+  if (plan.heal) ASSERT_TRUE(plan.heal()) << "cannot bring the victim's link back";
+  ASSERT_TRUE(pool.Barrier(Generous()).ok());  // with the survivor
+
+  // Phase 3: the victim restarts under its name and gets its rank back.
+  members.Open(2, hello + " " + std::to_string(victim));
+  ASSERT_TRUE(WaitLive(pool, Deadline::After(std::chrono::seconds(40)),
+                       [&](const auto& v) { return Has(v, victim) && v.size() == 3; }));
+  ASSERT_TRUE(pool.Barrier(Generous()).ok());
+  EXPECT_EQ(AllToAll(pool, pool.LiveRanks()), 0);
+  EXPECT_TRUE(pool.Barrier(Generous()).ok());
+  EXPECT_EQ(members.Wait(1), 0) << "the survivor failed (its exit code names the check)";
+  EXPECT_EQ(members.Wait(2), 0) << "the restarted peer failed (its exit code names the check)";
+}
+
+MembershipPlan BasePlan(const std::string& name) {
+  MembershipPlan plan;
+  plan.base = weft::testing::TestConfig(name, 16 << 20);
+  plan.base.heartbeat_ms = 100;
+  plan.base.peer_timeout_ms = 1500;
+  return plan;
+}
+
+// Without root: every peer on loopback, but still only the tcp coordinator and tcp data plane.
+TEST(TcpCoordinatorLoopback, PeersJoinDieAndRejoinUnderTheirName) {
+  MembershipPlan plan = BasePlan("loop");
+  Site lo{[] { return true; }, "127.0.0.1"};
+  plan.host = plan.victim = plan.survivor = lo;
+  RunMembership(plan);
+}
+
+// Three namespaces joined by veth: no shared network, only the tcp coordinator. The victim's
+// link goes down (its connections become half-open), so only missed heartbeats reveal it.
+TEST_F(NetnsTcpTest, PoolAcrossNamespacesWithTcpCoordinatorSurvivesLinkLossAndRejoin) {
+  // The host's side runs on this thread inside ns1; back to our own namespace afterwards (also
+  // after a failed assertion) for the tests that follow.
+  struct Home {
+    int fd = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    ~Home() {
+      if (fd < 0) return;
+      if (::setns(fd, CLONE_NEWNET) != 0) ADD_FAILURE() << "cannot return to the original network namespace";
+      ::close(fd);
+    }
+  } home;
+  ASSERT_GE(home.fd, 0);
+  MembershipPlan plan = BasePlan("netns");
+  plan.host = {[this] { return EnterNetns(Ns(1)); }, Ip(1)};
+  plan.victim = {[this] { return EnterNetns(Ns(2)); }, Ip(2)};
+  plan.survivor = {[this] { return EnterNetns(Ns(3)); }, Ip(3)};
+  plan.cut = [this] { return Sh("ip -n " + Ns(2) + " link set " + If(2) + " down") == 0; };
+  plan.heal = [this] { return Sh("ip -n " + Ns(2) + " link set " + If(2) + " up") == 0; };
+  RunMembership(plan);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <vector>
@@ -156,6 +157,33 @@ TEST(DataFrameTest, RoundTripAndRejects) {
   EXPECT_EQ(wire::DecodeDataResponse(rbad).status().code(), Code::kProtocol);
 }
 
+TEST(DataFrameTest, NotifyFramesAndPayloads) {
+  wire::DataRequest r{wire::DataOp::kNotify, 0, 7, 0, 0, 0, 100};
+  auto d = wire::DecodeDataRequest(wire::EncodeDataRequest(r));
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(*d, r);
+  auto bad = r;
+  bad.segment_id = 3;  // a NOTIFY addresses no memory
+  EXPECT_EQ(wire::DecodeDataRequest(wire::EncodeDataRequest(bad)).status().code(), Code::kProtocol);
+  bad = r;
+  bad.length = wire::kMaxNotifyPayload + 1;
+  EXPECT_EQ(wire::DecodeDataRequest(wire::EncodeDataRequest(bad)).status().code(), Code::kProtocol);
+  wire::DataResponse resp{wire::DataOp::kNotify, 0, 7, Code::kOk, 0, 5};  // payload on a NOTIFY answer
+  EXPECT_EQ(wire::DecodeDataResponse(wire::EncodeDataResponse(resp)).status().code(), Code::kProtocol);
+
+  auto p = wire::EncodeNotification("name", std::string("msg\0with nul", 13));
+  ASSERT_TRUE(p.ok());
+  auto n = wire::DecodeNotification(*p);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->name, "name");
+  EXPECT_EQ(n->message, std::string("msg\0with nul", 13));
+  std::vector<uint8_t> truncated(p->begin(), p->begin() + 6);  // the name runs past the end
+  EXPECT_EQ(wire::DecodeNotification(truncated).status().code(), Code::kProtocol);
+  EXPECT_EQ(wire::DecodeNotification(std::vector<uint8_t>{1, 2}).status().code(), Code::kProtocol);
+  EXPECT_EQ(wire::EncodeNotification("", std::string(wire::kMaxNotifyPayload, 'x')).status().code(),
+            Code::kInvalidArgument);
+}
+
 TEST(HostPortTest, Parse) {
   auto a = net::ParseHostPort("10.77.1.2:5000");
   ASSERT_TRUE(a.ok());
@@ -269,6 +297,61 @@ TEST_F(TcpTest, ConcurrentThreads) {
 
 // ---------------------------------------------------------------------------------------------
 // Access checks
+
+TEST_F(TcpTest, NotifyWithoutAHandlerIsRefusedAndProbesAnswer) {
+  // The fixture's server takes no notifications: NOT_SUPPORTED, and the lane stays usable.
+  auto payload = wire::EncodeNotification("a", "b");
+  ASSERT_TRUE(payload.ok());
+  EXPECT_EQ(client_->Notify(peer_, *payload, Soon()).code(), Code::kNotSupported);
+  EXPECT_TRUE(client_->Notify(peer_, {}, Soon()).ok());  // a probe
+  RoundTrip(*client_, 100, 5000);
+}
+
+TEST(TcpNotifyTest, DeliveredInOrderAfterTheWritesBeforeThem) {
+  AccessTable table;
+  std::vector<uint8_t> mem(1 << 20, 0);
+  ASSERT_TRUE(table.Register({1, mem.data(), mem.size(), kKey, kPermReadWrite}).ok());
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::string>> got;
+  std::vector<bool> data_was_there;
+  const uint64_t seed = FreshSeed();
+  TcpServerOptions so;
+  so.host = "127.0.0.1";
+  so.auth.cluster_secret = kSecret;
+  so.on_notify = [&](std::string n, std::string m) {
+    std::lock_guard g(mu);
+    data_was_there.push_back(!FirstMismatch(mem.data(), mem.size(), seed).has_value());
+    got.emplace_back(std::move(n), std::move(m));
+    return OkStatus();
+  };
+  auto server = TcpServer::Start(so, &table);
+  ASSERT_TRUE(server.ok());
+  TcpClientOptions co;
+  co.auth.cluster_secret = kSecret;
+  TcpClient client(co);
+  PeerAddr peer{"127.0.0.1", (*server)->port()};
+  std::vector<uint8_t> src(mem.size());
+  FillRandom(src.data(), src.size(), seed);
+  ASSERT_TRUE(client.Write(peer, 1, kKey, 0, src.data(), src.size(), Soon()).ok());
+  for (int i = 0; i < 3; ++i) {
+    auto p = wire::EncodeNotification("n" + std::to_string(i), "m" + std::to_string(i));
+    ASSERT_TRUE(p.ok());
+    ASSERT_TRUE(client.Notify(peer, *p, Soon()).ok());
+  }
+  ASSERT_TRUE(client.Notify(peer, {}, Soon()).ok());  // a probe reaches no handler
+  std::lock_guard g(mu);
+  ASSERT_EQ(got.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(got[i].first, "n" + std::to_string(i));
+    EXPECT_EQ(got[i].second, "m" + std::to_string(i));
+    EXPECT_TRUE(data_was_there[i]);
+  }
+  // A malformed payload inside a well-formed frame is refused, not delivered.
+  std::vector<uint8_t> broken{9, 0, 0, 0, 'x'};
+  EXPECT_EQ(client.Notify(peer, broken, Soon()).code(), Code::kInvalidArgument);
+  EXPECT_EQ(got.size(), 3u);
+  (*server)->Stop();
+}
 
 TEST_F(TcpTest, RefusalsKeepTheConnection) {
   std::vector<uint8_t> buf(1 << 20, 0x5A);

@@ -18,5 +18,6 @@ void AddConfig(CLI::App& app, Runner* run);
 void AddBench(CLI::App& app, Runner* run);
 void AddBenchGpu(CLI::App& app, Runner* run);  // bench_gpu_cmd.cc: device paths vs raw CUDA
 void AddBenchTcp(CLI::App& app, Runner* run);  // bench_tcp_cmd.cc: TCP data plane vs raw sockets
+void AddTrans(CLI::App& app, Runner* run);     // trans_cmd.cc: trans-serve and bench-trans
 
 }  // namespace weft::tools

@@ -341,9 +341,11 @@ void AddDemo(CLI::App& app, Runner* run) {
         return 2;
       }
       const std::string pool_name = fmt::format("demo-{}", getpid());
-      const std::string socket = fmt::format("/tmp/weft-{}.sock", pool_name);
+      std::string socket = fmt::format("/tmp/weft-{}.sock", pool_name);
       Config config = DemoConfig(*base, pool_name, socket, *size);
-      // --nodes: every peer is reached over tcp, authenticated with a secret made for this run.
+      // --nodes: the coordinator is on tcp (hosted here, on host 1) and every peer is reached
+      // over tcp, all authenticated with a secret made for this run; nothing relies on a shared
+      // filesystem.
       std::unique_ptr<NetnsTopology> topology;
       std::vector<std::string> extra_env;
       std::string where = "this host";
@@ -352,9 +354,11 @@ void AddDemo(CLI::App& app, Runner* run) {
         config.cluster_secret = fmt::format("{:016x}{:016x}", FreshSeed(), FreshSeed());
         config.data_address = "127.0.0.1:0";
         auto made = NetnsTopology::Create(static_cast<int>(o->nodes));
+        config.coordinator = "tcp://127.0.0.1:0";
         if (made.ok() && (*made)->Enter(1).ok()) {
           topology = std::move(*made);
           config.data_address = topology->Address(1) + ":0";
+          config.coordinator = "tcp://" + topology->Address(1) + ":0";
           where = fmt::format("{} network namespaces joined by veth (10.79.0.1-{})", o->nodes, o->nodes);
         } else {
           where = fmt::format("loopback, same-node paths forbidden ({})",
@@ -367,6 +371,7 @@ void AddDemo(CLI::App& app, Runner* run) {
         fmt::print(stderr, "weft demo: {}\n", pool.status().ToString());
         return 1;
       }
+      socket = (*pool)->coordinator_address();  // with the port it took
       fmt::print("weft demo: pool '{}' of {} peers x {} (coordinator {}), {} per copy, unified VA {}\n", pool_name,
                  o->peers, FormatBytes(*size), socket, FormatBytes(block), (*pool)->unified_va() ? "on" : "off");
       fmt::print("weft demo: peers on {}, transport {}\n", where, config.transport);

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   weft::tools::AddConfig(app, &run);
   weft::tools::AddBenchGpu(app, &run);
   weft::tools::AddBenchTcp(app, &run);
+  weft::tools::AddTrans(app, &run);
   CLI11_PARSE(app, argc, argv);
   return run ? run() : 2;
 }

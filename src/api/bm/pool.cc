@@ -8,8 +8,10 @@
 
 #include "api/bm/alloc_service.h"
 #include "base/log.h"
+#include "base/random.h"
 #include "gva/segment_table.h"
 #include "mem/host_segment.h"
+#include "net/control_stream.h"
 #include "net/tcp_socket.h"
 #include "transport/tcp/access_table.h"
 #include "transport/tcp/tcp_server.h"
@@ -34,6 +36,7 @@ struct Pool::Impl {
   // Present in the peer that hosts the coordinator (and the pool allocator).
   std::unique_ptr<PoolCoordinator> coordinator;
   std::unique_ptr<meta::CoordinatorClient> client;
+  std::string coordinator_address;  // the one we joined (with the real port when we host on tcp)
   uint32_t rank = 0;
   std::atomic<bool> left{false};  // read by copy calls on any thread
   std::mutex leave_mu;
@@ -111,10 +114,38 @@ Pool::Pool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Pool::~Pool() { (void)Leave(); }
 
-Result<std::unique_ptr<Pool>> Pool::Join(const Config& config, JoinMode mode) {
+Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
   auto impl = std::make_unique<Impl>();
-  impl->config = config;
+  impl->config = given;
+  Config& config = impl->config;
   if (config.log_level != "warn") log::SetLevel(config.log_level);
+  WEFT_ASSIGN_OR_RETURN(net::ControlAddress control, net::ParseControlAddress(config.CoordinatorPath()));
+  if (control.tcp) {
+    // Peers of a tcp:// coordinator may be on other machines, and no memfd crosses tcp: their
+    // memory is reached over the tcp data plane, which the secret also protects.
+    if (config.cluster_secret.empty()) {
+      return Error(Code::kUnauthenticated,
+                   "coordinator {} is on tcp, which needs a cluster secret: set WEFT_CLUSTER_SECRET (config key "
+                   "cluster_secret) to the same value on every peer",
+                   control.ToString());
+    }
+    if (config.transport != "tcp") {
+      WEFT_LOG_INFO("transport {} -> tcp: the coordinator {} is on tcp, so no segment memfd can be passed and "
+                    "every other peer is reached over the tcp data plane",
+                    config.transport, control.ToString());
+      config.transport = "tcp";
+    }
+    auto data = net::ParseHostPort(config.data_address);
+    const bool loopback_data = data.ok() && (data->host == "127.0.0.1" || data->host == "localhost" ||
+                                            data->host == "::1");
+    const bool loopback_coord = control.where.host == "127.0.0.1" || control.where.host == "localhost" ||
+                                control.where.host == "::1";
+    if (loopback_data && !loopback_coord) {
+      WEFT_LOG_WARN("data_address {} is loopback but the coordinator {} is not: peers on other machines cannot "
+                    "reach this peer's memory; set data_address (WEFT_DATA_ADDRESS) to an address they can reach",
+                    config.data_address, control.ToString());
+    }
+  }
   WEFT_ASSIGN_OR_RETURN(impl->layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
   const gva::Layout& layout = impl->layout;
 
@@ -149,9 +180,10 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& config, JoinMode mode) {
     WEFT_RETURN_IF_ERROR(impl->StartDataServer(impl->own_segment->data()).Annotate("starting the TCP data server"));
   }
 
-  const std::string socket = config.CoordinatorPath();
+  std::string socket = config.CoordinatorPath();
   auto host = [&]() -> Status {
     WEFT_ASSIGN_OR_RETURN(impl->coordinator, PoolCoordinator::Start(config));
+    socket = impl->coordinator->socket_path();  // tcp port 0: the port it took
     return OkStatus();
   };
   if (mode == JoinMode::kHost) WEFT_RETURN_IF_ERROR(host());
@@ -160,15 +192,20 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& config, JoinMode mode) {
   auto join = [&]() {
     meta::JoinOptions jopts;
     jopts.socket_path = socket;
+    jopts.cluster_secret = config.cluster_secret;
     jopts.pool_name = config.pool_name;
     jopts.rank_size = config.rank_size;
-    jopts.peer_name = fmt::format("{}:{}", config.pool_name, getpid());
+    // The default name is fresh per join (several pools may live in one process), so only an
+    // explicit peer_name makes a restart rejoin as the same peer.
+    jopts.peer_name = config.peer_name.empty()
+                          ? fmt::format("{}:{}.{:04x}", config.pool_name, getpid(), FreshSeed() & 0xffff)
+                          : config.peer_name;
     jopts.segment.peer_name = jopts.peer_name;
     jopts.segment.pid = getpid();
     jopts.segment.size = config.rank_size;
     jopts.segment.access_key = raw->own_segment->access_key();
     jopts.segment.permissions = raw->own_segment->permissions();
-    jopts.segment.fd = raw->own_segment->fd();
+    jopts.segment.fd = control.tcp ? -1 : raw->own_segment->fd();
     if (raw->data_server) jopts.segment.data_endpoint = raw->data_server->address().ToString();
     jopts.heartbeat_interval = Millis(config.heartbeat_ms);
     jopts.deadline = raw->DefaultDeadline();
@@ -190,6 +227,7 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& config, JoinMode mode) {
   if (!client.ok()) return client.status().Annotate("joining pool '" + config.pool_name + "' at " + socket);
   impl->client = std::move(*client);
   impl->rank = impl->client->rank();
+  impl->coordinator_address = socket;
 
   // Our own slice: the memfd mapping, or a second mapping of it at the GVA in unified-VA mode.
   uint8_t* own = impl->own_segment->data();
@@ -231,6 +269,7 @@ uint64_t Pool::local_size() const { return impl_->config.rank_size; }
 const gva::Layout& Pool::layout() const { return impl_->layout; }
 bool Pool::unified_va() const { return impl_->window != nullptr; }
 bool Pool::hosts_coordinator() const { return impl_->coordinator != nullptr; }
+const std::string& Pool::coordinator_address() const { return impl_->coordinator_address; }
 const Config& Pool::config() const { return impl_->config; }
 MetricsRegistry& Pool::metrics() { return impl_->metrics; }
 engine::Engine& Pool::engine() { return *impl_->engine; }

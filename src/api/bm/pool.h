@@ -49,6 +49,9 @@ class Pool {
   const gva::Layout& layout() const;
   bool unified_va() const;  // GVAs of same-node slices can be dereferenced directly
   bool hosts_coordinator() const;
+  // The coordinator this peer joined: a unix path, or tcp://host:port (with the port actually
+  // bound when this peer hosts it on port 0); what other peers set as `coordinator`.
+  const std::string& coordinator_address() const;
 
   // First GVA of a rank's host slice.
   Result<uint64_t> SliceAddress(uint32_t rank) const;

@@ -10,8 +10,14 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
   std::unique_ptr<PoolCoordinator> pc(new PoolCoordinator());
   pc->allocator_ = std::make_unique<gva::Allocator>(layout);
   gva::Allocator* allocator = pc->allocator_.get();
-  meta::CoordinatorOptions options{config.CoordinatorPath(), config.pool_name, config.rank_size, config.max_ranks,
-                                   Millis(config.peer_timeout_ms)};
+  meta::CoordinatorOptions options;
+  options.socket_path = config.CoordinatorPath();
+  options.pool_name = config.pool_name;
+  options.rank_size = config.rank_size;
+  options.max_ranks = config.max_ranks;
+  options.peer_timeout = Millis(config.peer_timeout_ms);
+  options.listen_address = config.coordinator_listen;
+  options.cluster_secret = config.cluster_secret;
   WEFT_ASSIGN_OR_RETURN(
       pc->coordinator_,
       meta::Coordinator::Start(

@@ -13,8 +13,10 @@ namespace weft::bm {
 
 class PoolCoordinator {
  public:
-  // ALREADY_EXISTS when a coordinator already answers on config.CoordinatorPath().
+  // ALREADY_EXISTS when a coordinator already answers on config.CoordinatorPath() (unix) or its
+  // port is taken (tcp); UNAUTHENTICATED for a tcp:// coordinator without cluster_secret.
   static Result<std::unique_ptr<PoolCoordinator>> Start(const Config& config);
+  // Where peers join: the unix path, or tcp://host:port with the port actually bound.
   const std::string& socket_path() const { return coordinator_->socket_path(); }
   std::vector<meta::PeerSummary> Peers() const { return coordinator_->Peers(); }
   Result<gva::SliceStats> Stats(uint32_t rank) const { return allocator_->Stats(rank, gva::Medium::kHost); }

@@ -13,15 +13,12 @@
 #include <vector>
 
 #include "api/bm/pool.h"
+#include "api/c/c_guard.h"
 #include "base/config.h"
 #include "base/status.h"
 
 using weft::Code;
 using weft::Status;
-
-struct weft_config {
-  std::map<std::string, std::string> overrides;
-};
 
 struct weft_pool {
   std::unique_ptr<weft::bm::Pool> pool;
@@ -33,6 +30,8 @@ struct weft_copy_handle {
 };
 
 namespace {
+
+using namespace weft::c_api;
 
 // The codes are weft::Code negated; the header spells them out, so check they agree.
 #define WEFT_C_CODE(c_name, cpp_name) static_assert(c_name == -static_cast<int>(Code::cpp_name), #c_name);
@@ -90,71 +89,6 @@ static_assert(WEFT_JOIN_AUTO == static_cast<int>(weft::bm::JoinMode::kAuto));
 static_assert(WEFT_JOIN_HOST == static_cast<int>(weft::bm::JoinMode::kHost));
 static_assert(WEFT_JOIN_JOIN == static_cast<int>(weft::bm::JoinMode::kJoin));
 
-// The message of the last failed call on this thread. A fixed buffer: setting it never
-// allocates, so it cannot throw, and it needs no thread-exit destructor.
-thread_local char t_last_error[2048] = "";
-
-void SetLastError(const char* text) noexcept {
-  const size_t cap = sizeof t_last_error;
-  const size_t n = std::strlen(text);
-  if (n < cap) {
-    std::memcpy(t_last_error, text, n + 1);
-  } else {
-    std::memcpy(t_last_error, text, cap - 4);
-    std::memcpy(t_last_error + cap - 4, "...", 4);
-  }
-}
-
-int Fail(const Status& s) noexcept {
-  try {
-    SetLastError(s.ToString().c_str());
-  } catch (...) {
-    SetLastError(std::string(weft::CodeName(s.code())).c_str());
-  }
-  return -static_cast<int>(s.code());
-}
-
-int Fail(Code code, const char* message) noexcept {
-  char text[sizeof t_last_error];
-  std::snprintf(text, sizeof text, "%.*s: %s", static_cast<int>(weft::CodeName(code).size()),
-                weft::CodeName(code).data(), message);
-  SetLastError(text);
-  return -static_cast<int>(code);
-}
-
-int Report(const Status& s) noexcept { return s.ok() ? WEFT_OK : Fail(s); }
-
-// Runs f; an exception becomes WEFT_E_INTERNAL with its text.
-template <typename F>
-int Guard(const char* function, F&& f) noexcept {
-  try {
-    return f();
-  } catch (const std::bad_alloc&) {
-    char text[256];
-    std::snprintf(text, sizeof text, "%s: out of memory", function);
-    return Fail(Code::kInternal, text);
-  } catch (const std::exception& e) {
-    char text[1024];
-    std::snprintf(text, sizeof text, "%s: unexpected exception: %s", function, e.what());
-    return Fail(Code::kInternal, text);
-  } catch (...) {
-    char text[256];
-    std::snprintf(text, sizeof text, "%s: unexpected exception", function);
-    return Fail(Code::kInternal, text);
-  }
-}
-
-int NullArgument(const char* function, const char* argument) noexcept {
-  char text[256];
-  std::snprintf(text, sizeof text, "%s: %s is NULL", function, argument);
-  return Fail(Code::kInvalidArgument, text);
-}
-
-#define WEFT_C_REQUIRE(arg)                                  \
-  do {                                                       \
-    if ((arg) == nullptr) return NullArgument(__func__, #arg); \
-  } while (0)
-
 int CheckPool(const char* function, const weft_pool* pool) noexcept {
   if (pool == nullptr) return NullArgument(function, "pool");
   if (!pool->pool) return Fail(Code::kInternal, "the pool handle holds no pool");
@@ -183,10 +117,6 @@ int ParseDirection(const char* function, int direction, Direction* out) noexcept
     if (int rc_ = ParseDirection(__func__, direction, &out); rc_ != WEFT_OK) return rc_; \
   } while (0)
 
-weft::Deadline DeadlineOf(int64_t timeout_ms) {
-  if (timeout_ms < 0) return weft::Deadline::Never();
-  return weft::Deadline::After(std::chrono::milliseconds(timeout_ms));
-}
 
 }  // namespace
 

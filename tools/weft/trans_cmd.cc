@@ -1,0 +1,379 @@
+// `weft trans-serve` and `weft bench-trans`: the transfer engine (api/trans) from the command
+// line.
+//
+// trans-serve starts an engine, registers one buffer and prints
+//   READY <name> <buffer address> <buffer size>
+// then serves peers until its stdin closes. It prints every notification it receives as
+// NOTIFY <name> <message>; a notification "check <seed> <offset> <length>" makes it compare that
+// range of its buffer with FillRandom(seed) and print CHECK ok | CHECK bad <first bad offset>.
+// So another process (or another network namespace) can prove that its writes landed.
+//
+// bench-trans measures, between two processes, the C++ API's batch write/read of N pages and of
+// one large buffer (the "1000 x 16 KiB" and "64 MiB"): time per call, per request and
+// GB/s. Without --target it starts `weft trans-serve` as its peer itself. Every case is verified
+// first (fresh random bytes written with a check notification, read back into poisoned memory,
+// every byte compared); a wrong byte exits 1. --verify-only stops after the checks.
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "api/trans/transfer_engine.h"
+#include "base/random.h"
+#include "tools/weft/cli_config.h"
+#include "tools/weft/commands.h"
+
+namespace weft::tools {
+namespace {
+
+using trans::Notification;
+using trans::Opcode;
+using trans::TransferEngine;
+using trans::TransferEngineOptions;
+using trans::TransferRequest;
+
+struct EngineFlags {
+  std::string name = "127.0.0.1";
+  std::string metadata = "P2PHANDSHAKE";
+  std::string bind = "0.0.0.0";
+  std::string advertise;
+  std::string protocol = "tcp";
+};
+
+Result<std::unique_ptr<TransferEngine>> StartEngine(const EngineFlags& f, const Config& config) {
+  TransferEngineOptions o;
+  o.local_name = f.name;
+  o.metadata = f.metadata;
+  o.bind_host = f.bind;
+  o.advertise_host = f.advertise;
+  o.protocol = f.protocol;
+  o.auth.cluster_secret = config.cluster_secret;
+  o.lanes = static_cast<int>(config.tcp_lanes);
+  o.transfer_timeout = std::chrono::milliseconds(config.deadline_ms);
+  return TransferEngine::Create(o);
+}
+
+void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
+  cmd->add_option("--name", f->name, "This engine's host (p2p) or unique name (with a directory)");
+  cmd->add_option("--metadata", f->metadata, "P2PHANDSHAKE, etcd://h:p, http://h:p/metadata or embedded://h:p");
+  cmd->add_option("--bind", f->bind, "Address the data and rpc endpoints listen on");
+  cmd->add_option("--advertise", f->advertise, "Address peers reach this engine at (default: from --name)");
+  cmd->add_option("--protocol", f->protocol, "Transport protocol (tcp)");
+}
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(uint64_t n)
+      : size(n), data(static_cast<uint8_t*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))) {
+    if (data) std::memset(data, 0, n);  // pre-fault
+  }
+  ~AlignedBuffer() { std::free(data); }
+  uint64_t size;
+  uint8_t* data;
+};
+
+int Serve(const EngineFlags& flags, const Config& config, uint64_t size) {
+  auto engine = StartEngine(flags, config);
+  if (!engine.ok()) {
+    fmt::print(stderr, "weft trans-serve: {}\n", engine.status().ToString());
+    return 1;
+  }
+  AlignedBuffer buf(size);
+  if (!buf.data) return 1;
+  if (Status s = (*engine)->RegisterMemory(buf.data, size, "cpu:0"); !s.ok()) {
+    fmt::print(stderr, "weft trans-serve: {}\n", s.ToString());
+    return 1;
+  }
+  fmt::print("READY {} {} {}\n", (*engine)->name(), reinterpret_cast<uint64_t>(buf.data), size);
+  std::fflush(stdout);
+  while (true) {
+    for (const Notification& n : (*engine)->TakeNotifications()) {
+      fmt::print("NOTIFY {} {}\n", n.name, n.message);
+      std::istringstream in(n.message);
+      std::string word;
+      uint64_t seed = 0, off = 0, len = 0;
+      if (in >> word >> seed >> off >> len && word == "check") {
+        if (off > size || len > size - off) {
+          fmt::print("CHECK bad out-of-range\n");
+        } else if (auto bad = FirstMismatch(buf.data + off, len, seed)) {
+          fmt::print("CHECK bad {}\n", *bad);
+        } else {
+          fmt::print("CHECK ok\n");
+        }
+      }
+      std::fflush(stdout);
+    }
+    pollfd p{0, POLLIN, 0};
+    int r = ::poll(&p, 1, 5);
+    if (r > 0) {
+      char c[64];
+      if (::read(0, c, sizeof c) <= 0) break;  // stdin closed: the parent is done
+    }
+  }
+  return 0;
+}
+
+// A `weft trans-serve` child with pipes on its stdin and stdout.
+struct Child {
+  pid_t pid = -1;
+  int in = -1;   // its stdin
+  FILE* out = nullptr;  // its stdout
+
+  ~Child() {
+    if (in >= 0) ::close(in);
+    if (out) std::fclose(out);
+    if (pid > 0) {
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+    }
+  }
+  std::string Line() {
+    char buf[1024];
+    while (std::fgets(buf, sizeof buf, out)) {
+      std::string line(buf);
+      if (!line.empty() && line.back() == '\n') line.pop_back();
+      if (line.rfind("NOTIFY ", 0) == 0) continue;
+      return line;
+    }
+    return "";
+  }
+};
+
+Result<std::unique_ptr<Child>> SpawnServer(uint64_t size, const std::string& secret) {
+  int to_child[2], from_child[2];
+  if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) return Error(Code::kIo, "pipe: {}", std::strerror(errno));
+  std::string size_text = std::to_string(size);
+  pid_t pid = ::fork();
+  if (pid < 0) return Error(Code::kIo, "fork: {}", std::strerror(errno));
+  if (pid == 0) {
+    ::dup2(to_child[0], 0);
+    ::dup2(from_child[1], 1);
+    ::close(to_child[1]);
+    ::close(from_child[0]);
+    ::setenv("WEFT_CLUSTER_SECRET", secret.c_str(), 1);
+    ::execl("/proc/self/exe", "weft", "trans-serve", "--name", "127.0.0.1", "--bind", "127.0.0.1", "--size",
+            size_text.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(to_child[0]);
+  ::close(from_child[1]);
+  auto c = std::make_unique<Child>();
+  c->pid = pid;
+  c->in = to_child[1];
+  c->out = ::fdopen(from_child[0], "r");
+  return c;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct BenchFlags {
+  EngineFlags engine;
+  std::string target;
+  uint64_t remote_addr = 0;
+  uint64_t remote_size = 0;
+  std::string page = "16K";
+  uint64_t pages = 1000;
+  std::string large = "64M";
+  int rounds = 5;
+  bool verify_only = false;
+  std::string json;
+};
+
+int Bench(const BenchFlags& f, Config config) {
+  auto page = ParseBytes(f.page);
+  auto large = ParseBytes(f.large);
+  if (!page.ok() || !large.ok() || *page == 0 || *large == 0 || f.pages == 0) {
+    fmt::print(stderr, "weft bench-trans: bad --page, --pages or --large\n");
+    return 2;
+  }
+  const uint64_t need = std::max(*page * f.pages, *large);
+  std::unique_ptr<Child> child;
+  std::string target = f.target;
+  uint64_t remote = f.remote_addr;
+  if (target.empty()) {
+    if (config.cluster_secret.empty()) {  // a fresh secret shared with our own peer only
+      uint64_t s = FreshSeed();
+      config.cluster_secret = fmt::format("bench-{:016x}", SplitMix64(s));
+    }
+    auto c = SpawnServer(need, config.cluster_secret);
+    if (!c.ok()) {
+      fmt::print(stderr, "weft bench-trans: {}\n", c.status().ToString());
+      return 1;
+    }
+    child = std::move(*c);
+    std::istringstream ready(child->Line());
+    std::string word;
+    uint64_t size = 0;
+    if (!(ready >> word >> target >> remote >> size) || word != "READY" || size < need) {
+      fmt::print(stderr, "weft bench-trans: the trans-serve peer did not start\n");
+      return 1;
+    }
+  } else if (f.remote_size < need) {
+    fmt::print(stderr, "weft bench-trans: --remote-size {} is less than the {} bytes the cases need\n", f.remote_size,
+               need);
+    return 2;
+  }
+  auto engine = StartEngine(f.engine, config);
+  if (!engine.ok()) {
+    fmt::print(stderr, "weft bench-trans: {}\n", engine.status().ToString());
+    return 1;
+  }
+  TransferEngine& te = **engine;
+  AlignedBuffer local(need);
+  if (Status s = te.RegisterMemory(local.data, need, "cpu:0"); !s.ok()) {
+    fmt::print(stderr, "weft bench-trans: {}\n", s.ToString());
+    return 1;
+  }
+  auto seg = te.OpenSegment(target);
+  if (!seg.ok()) {
+    fmt::print(stderr, "weft bench-trans: {}\n", seg.status().ToString());
+    return 1;
+  }
+
+  struct Case {
+    std::string name;
+    std::vector<TransferRequest> writes, reads;
+    uint64_t bytes = 0;
+  };
+  std::vector<Case> cases(2);
+  cases[0].name = fmt::format("{}x{}", f.pages, f.page);
+  for (uint64_t i = 0; i < f.pages; ++i) {
+    cases[0].writes.push_back({Opcode::kWrite, local.data + i * *page, *seg, remote + i * *page, *page});
+    cases[0].reads.push_back({Opcode::kRead, local.data + i * *page, *seg, remote + i * *page, *page});
+  }
+  cases[0].bytes = f.pages * *page;
+  cases[1].name = fmt::format("1x{}", f.large);
+  cases[1].writes.push_back({Opcode::kWrite, local.data, *seg, remote, *large});
+  cases[1].reads.push_back({Opcode::kRead, local.data, *seg, remote, *large});
+  cases[1].bytes = *large;
+
+  auto all_ok = [](const std::vector<Status>& r) {
+    for (const auto& s : r)
+      if (!s.ok()) {
+        fmt::print(stderr, "weft bench-trans: {}\n", s.ToString());
+        return false;
+      }
+    return true;
+  };
+  // Verification: write fresh bytes with a check notification (the peer compares when it is
+  // told, i.e. after the data, and prints the verdict; our own child's is read here), then read
+  // them back into poisoned memory.
+  for (const Case& c : cases) {
+    uint64_t seed = FreshSeed();
+    FillRandom(local.data, c.bytes, seed);
+    Notification note{"bench-trans", fmt::format("check {} 0 {}", seed, c.bytes)};
+    if (!all_ok(te.Transfer(c.writes, note))) return 1;
+    if (child) {
+      std::string verdict = child->Line();
+      if (verdict != "CHECK ok") {
+        fmt::print(stderr, "weft bench-trans: {}: the peer found other bytes: {}\n", c.name, verdict);
+        return 1;
+      }
+    }
+    std::memset(local.data, 0xA5, c.bytes);
+    if (!all_ok(te.Transfer(c.reads))) return 1;
+    if (auto bad = FirstMismatch(local.data, c.bytes, seed)) {
+      fmt::print(stderr, "weft bench-trans: {}: byte {} read back differs\n", c.name, *bad);
+      return 1;
+    }
+    fmt::print("verified {}: {} bytes written and read back exactly\n", c.name, c.bytes);
+  }
+  if (f.verify_only) return 0;
+
+  nlohmann::json rows = nlohmann::json::array();
+  fmt::print("\nweft bench-trans: C++ TransferEngine::Transfer between two processes (tcp, {} lanes)\n",
+             config.tcp_lanes);
+  fmt::print("{:<14} {:<6} {:>12} {:>14} {:>10}\n", "case", "op", "ms/call", "us/request", "GB/s");
+  for (const Case& c : cases) {
+    for (bool write : {true, false}) {
+      const auto& reqs = write ? c.writes : c.reads;
+      std::vector<double> secs;
+      for (int r = 0; r < std::max(1, f.rounds); ++r) {
+        auto t0 = std::chrono::steady_clock::now();
+        if (!all_ok(te.Transfer(reqs))) return 1;
+        secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      double s = Median(secs);
+      double gbps = static_cast<double>(c.bytes) / s / 1e9;
+      fmt::print("{:<14} {:<6} {:>12.3f} {:>14.2f} {:>10.2f}\n", c.name, write ? "write" : "read", s * 1e3,
+                 s * 1e6 / static_cast<double>(reqs.size()), gbps);
+      rows.push_back({{"case", c.name},
+                      {"op", write ? "write" : "read"},
+                      {"requests", reqs.size()},
+                      {"bytes", c.bytes},
+                      {"seconds_median", s},
+                      {"gbps", gbps}});
+    }
+  }
+  if (!f.json.empty()) {
+    std::ofstream out(f.json);
+    out << nlohmann::json{{"tool", "weft bench-trans"}, {"rows", rows}}.dump(2) << "\n";
+    if (!out) {
+      fmt::print(stderr, "weft bench-trans: cannot write {}\n", f.json);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddTrans(CLI::App& app, Runner* run) {
+  {
+    auto flags = std::make_shared<EngineFlags>();
+    auto config = std::make_shared<ConfigFlags>();
+    auto size = std::make_shared<std::string>("64M");
+    auto* cmd = app.add_subcommand("trans-serve", "Run a transfer engine with one registered buffer (see bench-trans)");
+    AddEngineFlags(cmd, flags.get());
+    cmd->add_option("--size", *size, "Bytes of the registered buffer");
+    config->Register(*cmd);
+    cmd->callback([=] {
+      *run = [=]() -> int {
+        auto c = config->Load();
+        auto n = ParseBytes(*size);
+        if (!c || !n.ok() || *n == 0) return 2;
+        return Serve(*flags, *c, *n);
+      };
+    });
+  }
+  {
+    auto f = std::make_shared<BenchFlags>();
+    auto config = std::make_shared<ConfigFlags>();
+    auto* cmd = app.add_subcommand("bench-trans", "Transfer engine batches between two processes (C++ API)");
+    AddEngineFlags(cmd, &f->engine);
+    cmd->add_option("--target", f->target, "A running trans-serve peer (default: start one on loopback)");
+    cmd->add_option("--remote-addr", f->remote_addr, "Its buffer address (from its READY line)");
+    cmd->add_option("--remote-size", f->remote_size, "Its buffer size");
+    cmd->add_option("--page", f->page, "Page size of the batch case");
+    cmd->add_option("--pages", f->pages, "Pages in the batch case");
+    cmd->add_option("--large", f->large, "Size of the single-buffer case");
+    cmd->add_option("--rounds", f->rounds, "Timed calls per case (the median is printed)");
+    cmd->add_flag("--verify-only", f->verify_only, "Only check that the bytes arrive exactly");
+    cmd->add_option("--json", f->json, "Also write the rows as JSON to this file");
+    config->Register(*cmd);
+    cmd->callback([=] {
+      *run = [=]() -> int {
+        auto c = config->Load();
+        if (!c) return 2;
+        return Bench(*f, *c);
+      };
+    });
+  }
+}
+
+}  // namespace weft::tools

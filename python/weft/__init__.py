@@ -1,4 +1,5 @@
-"""weft: a memory fabric. This is the native Python API of the big-memory pool (BM).
+"""weft: a memory fabric. This is the native Python API of the big-memory pool (BM) and of the
+transfer engine (:class:`TransferEngine`, weft/trans.py; Mooncake's API is :mod:`weft.mooncake`).
 
     import weft
     with weft.Pool(pool_name="kv", rank_size="1GiB") as pool:   # host or join the pool
@@ -25,11 +26,11 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 from . import _weft
 
 __all__ = [
-    "Pool", "Copy", "Error", "error_for_code", "codes", "DIRECTIONS",
+    "Pool", "Copy", "TransferEngine", "MetadataServer", "BufferInfo", "BatchStatus", "Notification", "Error", "error_for_code", "codes", "DIRECTIONS",
     "InvalidArgument", "OutOfRange", "InvalidAddress", "DoubleFree", "PoolFull", "PeerDown",
     "Timeout", "Mismatch", "Protocol", "Io", "Unavailable", "NotSupported", "PermissionDenied",
     "Unauthenticated", "NotFound", "AlreadyExists", "Cancelled", "NotRegistered", "Cuda",
-    "Internal",
+    "Internal", "Busy",
 ]
 
 __version__ = "0.1.0"
@@ -91,11 +92,12 @@ Cancelled = _error_class("CANCELLED", "The pool was left while the operation was
 NotRegistered = _error_class("NOT_REGISTERED", "Local memory that is not registered.")
 Cuda = _error_class("CUDA", "A CUDA call failed (the CUDA error in the message).")
 Internal = _error_class("INTERNAL", "A bug in weft: please report it.")
+Busy = _error_class("BUSY", "The object is still in use (a batch that is still running).")
 
 _BY_CODE = {cls.code: cls for cls in (
     InvalidArgument, OutOfRange, InvalidAddress, DoubleFree, PoolFull, PeerDown, Timeout, Mismatch,
     Protocol, Io, Unavailable, NotSupported, PermissionDenied, Unauthenticated, NotFound,
-    AlreadyExists, Cancelled, NotRegistered, Cuda, Internal)}
+    AlreadyExists, Cancelled, NotRegistered, Cuda, Internal, Busy)}
 assert set(_BY_CODE) == set(codes.values()) - {0}, "an error code has no exception class"
 _weft._register_errors(Error, _BY_CODE)
 
@@ -282,3 +284,7 @@ class Pool:
     def __repr__(self) -> str:
         state = f"rank {self.rank}" if self.joined else "not joined"
         return f"<weft.Pool {self.pool_name!r} {state}>"
+
+
+# The transfer engine (Trans): after the error classes, which its native calls raise.
+from .trans import BatchStatus, BufferInfo, MetadataServer, Notification, TransferEngine  # noqa: E402

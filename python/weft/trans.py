@@ -1,0 +1,277 @@
+"""weft.TransferEngine: point-to-point one-sided READ and WRITE between registered buffers of
+named peers (the transfer engine, "Trans"; src/api/trans/transfer_engine.h).
+
+    import weft
+    te = weft.TransferEngine(local_name="10.0.0.1", metadata="P2PHANDSHAKE",
+                             cluster_secret="s3cret")          # or env WEFT_CLUSTER_SECRET
+    buf = np.zeros(1 << 20, np.uint8)
+    te.register_memory(buf)                                    # peers may now read/write buf
+    peer = te.open_segment("10.0.0.2:15123")
+    remote = te.remote_buffers(peer)[0].addr
+    te.transfer([("write", buf, peer, remote)])                # raises the first failure
+    batch = te.submit([("read", buf, peer, remote, 4096)], notify=("done", b"7"))
+    te.wait(batch); te.free_batch(batch)
+
+This is weft's native API: errors raise :class:`weft.Error` subclasses (one per stable code), and
+every blocking call releases the GIL. For Mooncake's int-returning API see :mod:`weft.mooncake`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from . import _weft
+
+Memory = Any  # an int address, or an object exposing its memory (see the weft module doc)
+Target = Union[int, str]  # a segment handle from open_segment(), or a segment name
+Request = Sequence[Any]  # (opcode, local, target, remote_addr[, length])
+
+READ = "read"
+WRITE = "write"
+
+
+class BufferInfo(NamedTuple):
+    """A registered buffer as peers see it."""
+
+    addr: int
+    length: int
+    location: str
+    remote_accessible: bool
+
+
+class Notification(NamedTuple):
+    """A notification received from a peer (name chosen by the sender, message bytes)."""
+
+    name: str
+    message: bytes
+
+
+class BatchStatus(NamedTuple):
+    """The state of a submitted batch: per request "pending" / "completed" / "failed" /
+    "timeout", and None or the :class:`weft.Error` of each; ``done`` once every request
+    finished; ``notification`` None, or why the batch's notification was not delivered."""
+
+    states: List[str]
+    results: List[Optional[Exception]]
+    done: bool
+    notification: Optional[Exception] = None
+
+    @property
+    def ok(self) -> bool:
+        """Done, and every request completed."""
+        return self.done and all(r is None for r in self.results)
+
+
+class TransferEngine:
+    """One peer of the transfer engine: owns the segment named :attr:`name`, serves peers' reads
+    and writes into its registered buffers, and reads and writes theirs.
+
+    Options (keywords; see src/api/trans/transfer_engine.h for the full meaning):
+
+    - ``local_name``: this engine's host ("10.0.0.1") or name; in p2p mode the name becomes
+      "<host>:<rpc_port>".
+    - ``metadata``: "P2PHANDSHAKE" (no directory, the default), "http://h:p/metadata" (Mooncake's
+      HTTP metadata protocol, e.g. :class:`weft.MetadataServer` or `weft meta`),
+      "embedded://h:p", "etcd://h:p" or a bare "h:p" (etcd).
+    - ``protocol``: "tcp"; any other is :class:`weft.NotSupported` unless ``protocol_fallback``
+      is "tcp" (or env WEFT_PROTOCOL_FALLBACK=tcp), which uses tcp and logs why once.
+    - ``rpc_port`` (0: any free), ``bind_host``, ``advertise_host`` (the address peers use for
+      the data server; default the host part of ``local_name``), ``lanes`` (TCP connections per peer),
+      ``server_threads``, ``worker_threads``, ``transfer_timeout_ms`` (a batch's deadline when
+      none is given), ``metadata_timeout_ms``, ``descriptor_lease_ms``, ``metadata_prefix``.
+    - ``cluster_secret``: every peer must share it (default: env WEFT_CLUSTER_SECRET). Without
+      one, :class:`weft.Unauthenticated` unless ``allow_unauthenticated=True``.
+
+    Closed by :meth:`close`, by leaving a ``with`` block, or when collected; closing waits for
+    running batches and withdraws the engine's descriptor.
+    """
+
+    def __init__(self, local_name: str = "127.0.0.1", metadata: str = "P2PHANDSHAKE", protocol: str = "tcp",
+                 *, cluster_secret: Optional[str] = None, allow_unauthenticated: bool = False,
+                 protocol_fallback: Optional[str] = None, **options: Any) -> None:
+        if cluster_secret is None:
+            cluster_secret = os.environ.get("WEFT_CLUSTER_SECRET", "")
+        if protocol_fallback is None:
+            protocol_fallback = os.environ.get("WEFT_PROTOCOL_FALLBACK", "")
+        opts = dict(options, local_name=local_name, metadata=metadata, protocol=protocol,
+                    cluster_secret=cluster_secret, allow_unauthenticated=allow_unauthenticated,
+                    protocol_fallback=protocol_fallback)
+        self._native = _weft.TransferEngine(opts)
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stops the engine (idempotent): waits for running batches, withdraws the descriptor,
+        releases every registered object. Later calls raise :class:`weft.Cancelled`."""
+        self._native.close()
+
+    def __enter__(self) -> "TransferEngine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._native.closed
+
+    @property
+    def name(self) -> str:
+        """This engine's segment name, which peers open ("host:rpc_port" in p2p mode)."""
+        return self._native.name
+
+    @property
+    def rpc_port(self) -> int:
+        """p2p: the descriptor endpoint's port (the name's port); otherwise the data port."""
+        return self._native.rpc_port
+
+    @property
+    def data_port(self) -> int:
+        return self._native.data_port
+
+    @property
+    def protocol(self) -> str:
+        """The path in use ("tcp")."""
+        return self._native.protocol
+
+    @property
+    def native_handle(self) -> int:
+        """The address of the C++ weft::trans::TransferEngine (for C++ extensions)."""
+        return self._native.native_handle
+
+    def metrics_text(self) -> str:
+        """The engine's metrics in Prometheus text format."""
+        return self._native.metrics_text()
+
+    # -- memory -----------------------------------------------------------------------------
+
+    def register_memory(self, memory: Memory, length: Optional[int] = None, location: str = "*",
+                        remote_accessible: bool = True) -> int:
+        """Registers memory (an int address with ``length``, or an object exposing its memory,
+        which is then kept alive until unregistered) and returns its address. Peers may read and
+        write it when ``remote_accessible``. :class:`weft.AlreadyExists` when it overlaps a
+        registered buffer; :class:`weft.NotSupported` for device memory (tcp path)."""
+        return self._native.register_memory(memory, length, location, remote_accessible)
+
+    def unregister_memory(self, memory: Memory) -> None:
+        """Unregisters the buffer starting at ``memory``'s address (:class:`weft.NotFound`
+        otherwise); returns once no peer request uses it."""
+        self._native.unregister_memory(memory)
+
+    def local_buffers(self) -> List[BufferInfo]:
+        """This engine's registered buffers, by address."""
+        return [BufferInfo(*b) for b in self._native.local_buffers()]
+
+    # -- peers ------------------------------------------------------------------------------
+
+    def open_segment(self, name: str) -> int:
+        """Resolves a peer by name and returns its segment handle (the same name gives the same
+        handle). :class:`weft.NotFound` / :class:`weft.Unavailable` when it cannot be found."""
+        return self._native.open_segment(name)
+
+    def close_segment(self, handle: int) -> None:
+        """Forgets a handle (its descriptor is fetched again by the next open_segment)."""
+        self._native.close_segment(handle)
+
+    def remote_buffers(self, target: Target, refresh: bool = False) -> List[BufferInfo]:
+        """The peer's remote-accessible buffers, by address (fetched again when ``refresh``)."""
+        return [BufferInfo(*b) for b in self._native.remote_buffers(target, refresh)]
+
+    def probe(self, name: str, timeout: Optional[float] = None) -> None:
+        """Returns when the named peer answers on its data endpoint; raises why otherwise."""
+        self._native.probe(name, timeout)
+
+    # -- transfers --------------------------------------------------------------------------
+
+    def submit(self, requests: Iterable[Request], notify: Optional[Tuple[str, Union[str, bytes]]] = None,
+               timeout: Optional[float] = None) -> int:
+        """Queues a batch and returns its id at once. A request is ``(opcode, local, target,
+        remote_addr[, length])``: opcode "read"/"write" (or 0/1), local an address inside a
+        registered buffer or a buffer object (then length defaults to its size; the object is
+        kept until :meth:`free_batch`), target a handle or a segment name. ``notify=(name,
+        message)`` is delivered to each target after its requests completed. ``timeout`` in
+        seconds is the batch's deadline (None: the engine's transfer_timeout_ms).
+        :class:`weft.InvalidArgument` for a malformed batch (nothing is started then)."""
+        return self._native.submit(requests, notify, timeout)
+
+    def poll(self, batch: int) -> BatchStatus:
+        """The batch's state now (:class:`weft.NotFound` for an unknown id)."""
+        return BatchStatus(*self._native.poll(batch))
+
+    def wait(self, batch: int, timeout: Optional[float] = None) -> BatchStatus:
+        """Blocks until the batch finished; :class:`weft.Timeout` if not within ``timeout``
+        seconds (None: until its deadline). Per-request failures are in the result."""
+        return BatchStatus(*self._native.wait(batch, timeout))
+
+    def free_batch(self, batch: int) -> None:
+        """Forgets a finished batch (releasing its buffer objects). Raises while it still runs
+        (BUSY) or for an unknown id (:class:`weft.NotFound`)."""
+        self._native.free_batch(batch)
+
+    def transfer(self, requests: Iterable[Request], notify: Optional[Tuple[str, Union[str, bytes]]] = None,
+                 timeout: Optional[float] = None, check: bool = True) -> List[Optional[Exception]]:
+        """Submit + wait + free: returns one result per request (None or the error). With
+        ``check`` (the default) a failure raises the first request's error, whose ``results``
+        attribute holds the whole list."""
+        return self._native.transfer(requests, notify, timeout, check)
+
+    def read(self, target: Target, remote_addr: int, local: Memory, length: Optional[int] = None) -> None:
+        """Reads into ``local`` (registered) from the peer's ``remote_addr``."""
+        self._native.transfer([(READ, local, target, remote_addr, length)], None, None, True)
+
+    def write(self, target: Target, remote_addr: int, local: Memory, length: Optional[int] = None) -> None:
+        """Writes ``local`` (registered) to the peer's ``remote_addr``."""
+        self._native.transfer([(WRITE, local, target, remote_addr, length)], None, None, True)
+
+    # -- notifications ----------------------------------------------------------------------
+
+    def notify(self, target: Target, name: str, message: Union[str, bytes] = b"",
+               timeout: Optional[float] = None) -> None:
+        """Sends a notification alone; :class:`weft.PeerDown` when the peer cannot be reached."""
+        self._native.notify(target, (name, message), timeout)
+
+    def take_notifications(self) -> List[Notification]:
+        """Every notification received since the last call, in arrival order."""
+        return [Notification(*n) for n in self._native.take_notifications()]
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<weft.TransferEngine closed>"
+        return f"<weft.TransferEngine {self.name!r} {self.protocol}>"
+
+
+class MetadataServer:
+    """A directory server in this process: weft's JSON API and Mooncake's HTTP metadata protocol
+    (``GET|PUT|DELETE /metadata?key=``) on one port, so engines can use
+    ``metadata=f"http://{server.address}/metadata"``. ``bind`` is "host:port" (port 0: any)."""
+
+    def __init__(self, bind: str = "127.0.0.1:0") -> None:
+        self._native = _weft.MetadataServer(bind)
+
+    @property
+    def host(self) -> str:
+        return self._native.host
+
+    @property
+    def port(self) -> int:
+        return self._native.port
+
+    @property
+    def address(self) -> str:
+        """host:port"""
+        return self._native.address
+
+    @property
+    def url(self) -> str:
+        """The metadata URL engines use (Mooncake's HTTP protocol)."""
+        return f"http://{self.address}/metadata"
+
+    def stop(self) -> None:
+        self._native.stop()
+
+    def __enter__(self) -> "MetadataServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

@@ -1,0 +1,344 @@
+"""weft.TransferEngine, weft's native Python API of the transfer engine: buffers of every kind,
+batches with per-request results, typed exceptions for bad input, notifications, probes, the
+metadata server; against a target process (tests/python/trans_peer.py) and in-process peers."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+import weft
+from trans_util import MetadataProcess, Peer, sha
+
+SIZE = 8 << 20
+
+
+@pytest.fixture(autouse=True)
+def no_env(monkeypatch):
+    for key in ("WEFT_CLUSTER_SECRET", "WEFT_PROTOCOL_FALLBACK", "MC_FORCE_TCP"):
+        monkeypatch.delenv(key, raising=False)
+
+
+def open_engine(**kw) -> weft.TransferEngine:
+    kw.setdefault("allow_unauthenticated", True)  # the target peer runs without a secret, as Mooncake does
+    kw.setdefault("local_name", "127.0.0.1")
+    kw.setdefault("metadata", "P2PHANDSHAKE")
+    return weft.TransferEngine(**kw)
+
+
+@pytest.fixture
+def peer():
+    p = Peer(size=SIZE)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def te():
+    e = open_engine()
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+class TorchLike:
+    """Duck-types torch.Tensor's memory methods over a numpy array."""
+
+    def __init__(self, arr):
+        self.arr = arr
+
+    def data_ptr(self):
+        return self.arr.ctypes.data
+
+    def numel(self):
+        return self.arr.size
+
+    def element_size(self):
+        return self.arr.itemsize
+
+    def is_contiguous(self):
+        return True
+
+
+def test_buffer_objects_round_trip(peer, te):
+    handle = te.open_segment(peer.name)
+    assert te.open_segment(peer.name) == handle  # the same name gives the same handle
+    [remote] = te.remote_buffers(handle)
+    assert (remote.addr, remote.length, remote.remote_accessible) == (peer.addr, SIZE, True)
+    assert te.remote_buffers(peer.name, refresh=True) == [remote]
+
+    rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
+    arr = rng.integers(0, 255, size=(1 << 20) + 3, dtype=np.uint8)
+    ba = bytearray(os.urandom(65537))
+    f32 = rng.standard_normal(4097).astype(np.float32)
+    torch_like = TorchLike(f32)
+    for obj in (arr, ba, torch_like):
+        addr = te.register_memory(obj)
+        assert addr in [b.addr for b in te.local_buffers()]
+    assert len(te.local_buffers()) == 3
+
+    peer.fill(0, SIZE, 0xA5)
+    results = te.transfer([("write", arr, handle, peer.addr),
+                           (weft.trans.WRITE, ba, peer.name, peer.addr + (2 << 20)),
+                           (1, torch_like, handle, peer.addr + (3 << 20), f32.nbytes)])
+    assert results == [None, None, None]
+    assert peer.sha(0, arr.nbytes) == sha(arr.tobytes())
+    assert peer.sha(2 << 20, len(ba)) == sha(bytes(ba))
+    assert peer.sha(3 << 20, f32.nbytes) == sha(f32.tobytes())
+
+    expect = (arr.copy(), bytes(ba), f32.copy())
+    arr[:] = 0xA5
+    ba[:] = b"\xa5" * len(ba)
+    f32[:] = 0
+    te.read(handle, peer.addr, arr)
+    te.read(peer.name, peer.addr + (2 << 20), ba)
+    te.read(handle, peer.addr + (3 << 20), torch_like)
+    assert np.array_equal(arr, expect[0]) and bytes(ba) == expect[1] and f32.tobytes() == expect[2].tobytes()
+    # A part of a registered buffer, by address.
+    te.write(handle, peer.addr + 7, arr.ctypes.data + 5, 1000)
+    assert peer.sha(7, 1000) == sha(arr.tobytes()[5:1005])
+
+    for obj in (arr, ba, torch_like):
+        te.unregister_memory(obj)
+    assert te.local_buffers() == []
+    with pytest.raises(weft.NotRegistered):
+        te.write(handle, peer.addr, arr)  # no longer registered
+
+
+def test_submit_poll_wait_free(peer, te):
+    local = np.frombuffer(os.urandom(4 << 20), dtype=np.uint8).copy()
+    te.register_memory(local)
+    peer.fill(0, SIZE, 0xA5)
+    piece = 64 << 10
+    reqs = [("write", local.ctypes.data + i * piece, peer.name, peer.addr + i * piece, piece) for i in range(64)]
+    batch = te.submit(reqs, notify=None, timeout=60)
+    assert batch != 0
+    status = te.wait(batch, timeout=120)
+    assert status.done and status.ok and status.states == ["completed"] * 64 and status.results == [None] * 64
+    assert te.poll(batch).done
+    te.free_batch(batch)
+    with pytest.raises(weft.NotFound):
+        te.poll(batch)
+    with pytest.raises(weft.NotFound):
+        te.free_batch(batch)
+    assert peer.sha(0, 4 << 20) == sha(local.tobytes())
+
+    # One bad request fails alone, with its own result.
+    reqs[7] = ("write", local.ctypes.data, peer.name, peer.addr + SIZE - 100, piece)  # runs past the peer's buffer
+    batch = te.submit(reqs)
+    status = te.wait(batch)
+    assert status.done and not status.ok
+    assert [i for i, r in enumerate(status.results) if r is not None] == [7]
+    assert isinstance(status.results[7], weft.Error) and status.states[7] == "failed"
+    assert "request 7" in str(status.results[7])
+    te.free_batch(batch)
+    with pytest.raises(weft.Error) as info:
+        te.transfer(reqs)
+    assert [i for i, r in enumerate(info.value.results) if r is not None] == [7]
+    results = te.transfer(reqs, check=False)
+    assert results[7] is not None and results.count(None) == 63
+
+
+def test_busy_batch_and_timeout(te):
+    peer = Peer(size=SIZE)
+    try:
+        local = bytearray(SIZE)
+        te.register_memory(local)
+        te.write(peer.name, peer.addr, local, 4096)
+        peer.pause()  # the batch below cannot finish while the target is stopped
+        batch = te.submit([("write", local, peer.name, peer.addr)] * 8, timeout=2.0)
+        with pytest.raises(weft.Error) as info:
+            te.free_batch(batch)  # still running
+        assert isinstance(info.value, weft.Busy) and info.value.name == "BUSY"
+        with pytest.raises(weft.Timeout):
+            te.wait(batch, timeout=0.05)
+        status = te.wait(batch)  # ends at the batch's own deadline
+        assert status.done and "timeout" in status.states
+        assert any(isinstance(r, weft.Timeout) for r in status.results)
+        te.free_batch(batch)
+    finally:
+        peer.close()
+
+
+def test_typed_errors(peer, te):
+    with pytest.raises(weft.InvalidArgument, match="no_such_option"):
+        open_engine(no_such_option=1)
+    with pytest.raises(weft.NotSupported):
+        open_engine(protocol="rdma")
+    e = open_engine(protocol="rdma", protocol_fallback="tcp")
+    assert e.protocol == "tcp"
+    e.close()
+    with pytest.raises(weft.Unauthenticated):
+        weft.TransferEngine("127.0.0.1")  # no secret, not allowed
+    with pytest.raises(weft.InvalidArgument):
+        open_engine(metadata="foo://bar")
+    e.close()  # idempotent
+    with pytest.raises(weft.Cancelled):
+        e.local_buffers()
+
+    local = bytearray(1 << 16)
+    addr = te.register_memory(local)
+    with pytest.raises(weft.AlreadyExists):
+        te.register_memory(addr + 10, 10)
+    with pytest.raises(weft.NotFound):
+        te.unregister_memory(addr + 10)
+    with pytest.raises(weft.InvalidArgument):
+        te.register_memory(0, 10)
+    with pytest.raises(weft.InvalidArgument):
+        te.register_memory(12345)  # an address needs a length
+    with pytest.raises(TypeError):
+        te.register_memory("text")
+    with pytest.raises((weft.NotFound, weft.Unavailable, weft.PeerDown)):
+        te.open_segment("127.0.0.1:1")
+    handle = te.open_segment(peer.name)
+    with pytest.raises(weft.InvalidArgument):
+        te.submit([])
+    with pytest.raises(weft.InvalidArgument):
+        te.submit([("write", addr, handle, peer.addr, 0)])  # zero length
+    with pytest.raises(weft.NotRegistered):
+        te.submit([("write", bytearray(64), handle, peer.addr)])
+    with pytest.raises(weft.NotFound):
+        te.submit([("write", addr, 987654, peer.addr, 8)])  # unknown handle
+    with pytest.raises(weft.InvalidArgument):
+        te.submit([("sideways", addr, handle, peer.addr, 8)])
+    with pytest.raises(weft.InvalidArgument):
+        te.submit([("write", addr, handle)])
+    with pytest.raises(weft.OutOfRange):
+        te.submit([("write", local, handle, peer.addr, len(local) + 1)])
+    with pytest.raises(weft.NotFound):
+        te.wait(987654321)
+    with pytest.raises(weft.InvalidAddress):
+        te.write(handle, peer.addr + SIZE, addr, 8)  # outside the peer's buffer
+    with pytest.raises(weft.InvalidArgument):
+        te.notify(handle, "n", b"x" * (weft._weft.max_notification_bytes + 1))
+    assert issubclass(weft.InvalidArgument, ValueError)
+
+
+def test_notifications_and_probe():
+    a, b = open_engine(), open_engine()
+    try:
+        local = bytearray(os.urandom(4096))
+        a.register_memory(local)
+        sink = bytearray(4096)
+        sink_addr = b.register_memory(sink)
+        a.notify(b.name, "alone", b"\x00\xffbinary")
+        a.transfer([("write", local, b.name, sink_addr)], notify=("after-data", "text"))
+        got = []
+        for _ in range(100000):
+            got += b.take_notifications()
+            if len(got) >= 2:
+                break
+            time.sleep(0.001)
+        assert got == [weft.Notification("alone", b"\x00\xffbinary"), weft.Notification("after-data", b"text")]
+        assert bytes(sink) == bytes(local)  # the data was in place before the notification was seen
+        assert b.take_notifications() == []
+        a.probe(b.name, timeout=10)
+        with pytest.raises(weft.Error):
+            a.probe("127.0.0.1:1", timeout=10)
+        with pytest.raises(weft.Error):
+            a.notify("127.0.0.1:1", "x")
+        # No notification when a request to that target failed.
+        with pytest.raises(weft.InvalidAddress):
+            a.transfer([("write", local, b.name, sink_addr + 4000)], notify=("never", ""))
+        a.notify(b.name, "marker")
+        got = []
+        for _ in range(100000):
+            got += b.take_notifications()
+            if got:
+                break
+            time.sleep(0.001)
+        assert [n.name for n in got] == ["marker"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_authentication_between_engines():
+    a = weft.TransferEngine("127.0.0.1", cluster_secret="one")
+    b = weft.TransferEngine("127.0.0.1", cluster_secret="one")
+    c = weft.TransferEngine("127.0.0.1", cluster_secret="two")
+    try:
+        local = bytearray(os.urandom(1000))
+        a.register_memory(local)
+        c.register_memory(bytearray(10))
+        sink = bytearray(1000)
+        sink_addr = b.register_memory(sink)
+        a.write(b.name, sink_addr, local)
+        assert sink == local
+        with pytest.raises(weft.Unauthenticated):
+            c.probe(b.name, timeout=10)
+    finally:
+        for e in (a, b, c):
+            e.close()
+
+
+def test_metadata_server_in_process_and_as_process():
+    with weft.MetadataServer() as server:
+        assert server.port > 0 and server.url == f"http://127.0.0.1:{server.port}/metadata"
+        a = open_engine(local_name="127.0.0.1:40001", metadata=server.url)
+        b = open_engine(local_name="127.0.0.1:40002", metadata=server.url)
+        try:
+            assert (a.name, b.name) == ("127.0.0.1:40001", "127.0.0.1:40002")
+            sink = np.zeros(1 << 20, np.uint8)
+            sink_addr = b.register_memory(sink)
+            src = np.frombuffer(os.urandom(1 << 20), np.uint8).copy()
+            a.register_memory(src)
+            a.write(b.name, sink_addr, src)
+            assert np.array_equal(sink, src)
+            with pytest.raises(weft.NotFound):
+                a.open_segment("127.0.0.1:40003")
+        finally:
+            a.close()
+            b.close()
+    meta = MetadataProcess()
+    try:
+        e = open_engine(local_name="127.0.0.1:40004", metadata=meta.url)
+        e.close()
+    finally:
+        meta.close()
+
+
+def test_close_while_another_thread_is_blocked():
+    import threading
+
+    e = open_engine()
+    peer = Peer(size=SIZE)
+    try:
+        local = bytearray(SIZE)
+        e.register_memory(local)
+        e.write(peer.name, peer.addr, local, 4096)
+        peer.pause()  # the transfer below blocks
+        outcome = {}
+
+        def blocked():
+            try:
+                e.transfer([("write", local, peer.name, peer.addr)] * 4)
+                outcome["result"] = "ok"
+            except weft.Error as err:
+                outcome["result"] = err
+
+        t = threading.Thread(target=blocked)
+        t.start()
+        time.sleep(0.2)  # let it block (if it has not, close simply finds no call to wait for)
+        assert t.is_alive()
+        closer = threading.Thread(target=e.close)
+        closer.start()
+        closer.join(timeout=0.5)
+        assert closer.is_alive()  # close waits for the blocked call instead of destroying the engine under it
+        assert e.closed
+        with pytest.raises(weft.Cancelled):
+            e.local_buffers()  # no new calls meanwhile
+        peer.kill()  # the blocked call fails, then close finishes
+        t.join(timeout=120)
+        closer.join(timeout=120)
+        assert not t.is_alive() and not closer.is_alive()
+        assert isinstance(outcome["result"], weft.Error)
+    finally:
+        peer.close()
+        e.close()

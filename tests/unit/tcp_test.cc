@@ -214,6 +214,78 @@ TEST_F(TcpTest, RandomSizesAndOffsets) {
   EXPECT_GE(client_->stats().connects, 1u);
 }
 
+// The same random batches through the caller-driven path (parallel_min_bytes 0) and through
+// the one-thread-per-lane path (requests cut at part boundaries): exact either way.
+TEST_F(TcpTest, RandomBatchesOnBothPaths) {
+  std::mt19937_64 rng(FreshSeed());
+  for (uint64_t parallel_min : {uint64_t{0}, uint64_t{4096}}) {
+    TcpClientOptions o;
+    o.auth.cluster_secret = kSecret;
+    o.lanes = 4;
+    o.slice_bytes = 64 << 10;
+    o.parallel_min_bytes = parallel_min;
+    TcpClient c(o);
+    for (int round = 0; round < 4; ++round) {
+      SCOPED_TRACE(::testing::Message() << "parallel_min " << parallel_min << " round " << round);
+      const int n = 1 + static_cast<int>(rng() % 40);
+      std::vector<TcpRequest> reqs;
+      std::vector<uint64_t> offs, lens;
+      uint64_t at = rng() % 4096, total = 0;
+      for (int i = 0; i < n; ++i) {
+        uint64_t len = 1 + rng() % (rng() % 4 == 0 ? (3u << 20) : 70000u);
+        offs.push_back(at);
+        lens.push_back(len);
+        at += len + rng() % 100;
+        total += len;
+      }
+      ASSERT_LT(at, kBigSize);
+      Buffer src(total), dst(total + 64);
+      const uint64_t seed = FreshSeed();
+      FillRandom(src.data, total, seed);
+      std::memset(big_->data, 0xC3, at + 64);
+      uint64_t pos = 0;
+      for (int i = 0; i < n; ++i) {
+        reqs.push_back({wire::DataOp::kWrite, kSeg, kKey, offs[i], src.data + pos, lens[i]});
+        pos += lens[i];
+      }
+      auto w = c.Transfer(peer_, reqs, Soon());
+      for (int i = 0; i < n; ++i) ASSERT_TRUE(w[i].ok()) << i << ": " << w[i].ToString();
+      pos = 0;
+      for (int i = 0; i < n; ++i) {
+        ASSERT_EQ(std::memcmp(big_->data + offs[i], src.data + pos, lens[i]), 0) << "WRITE entry " << i;
+        if (i + 1 < n) ASSERT_TRUE(AllBytes(big_->data + offs[i] + lens[i], offs[i + 1] - offs[i] - lens[i], 0xC3));
+        pos += lens[i];
+      }
+      std::memset(dst.data, 0x5A, total + 64);
+      pos = 0;
+      for (int i = 0; i < n; ++i) {
+        reqs[i].op = wire::DataOp::kRead;
+        reqs[i].local = dst.data + pos;
+        pos += lens[i];
+      }
+      auto r = c.Transfer(peer_, reqs, Soon());
+      for (int i = 0; i < n; ++i) ASSERT_TRUE(r[i].ok()) << i << ": " << r[i].ToString();
+      auto bad = FirstMismatch(dst.data, total, seed);
+      ASSERT_FALSE(bad.has_value()) << "READ byte " << *bad;
+      ASSERT_TRUE(AllBytes(dst.data + total, 64, 0x5A));
+    }
+  }
+}
+
+// A refusal in one part of a parallel call fails its own entry only.
+TEST_F(TcpTest, ParallelCallReportsEachEntry) {
+  Buffer src(8u << 20);
+  FillRandom(src.data, src.size, FreshSeed());
+  std::vector<TcpRequest> reqs{{wire::DataOp::kWrite, kSeg, kKey, 0, src.data, 4u << 20},
+                               {wire::DataOp::kWrite, kSeg, kKey + 1, 0, src.data, 1u << 20},
+                               {wire::DataOp::kWrite, kSeg, kKey, 5u << 20, src.data, 3u << 20}};
+  auto res = client_->Transfer(peer_, reqs, Soon());
+  EXPECT_TRUE(res[0].ok()) << res[0].ToString();
+  EXPECT_EQ(res[1].code(), Code::kPermissionDenied) << res[1].ToString();
+  EXPECT_TRUE(res[2].ok()) << res[2].ToString();
+  EXPECT_EQ(std::memcmp(big_->data + (5u << 20), src.data, 3u << 20), 0);
+}
+
 TEST_F(TcpTest, SmallSlicesAcrossManyLanes) {
   auto c = MakeClient(kSecret, false, 4096);  // 5 MiB becomes 1280 slices over 4 lanes
   RoundTrip(*c, 12345, (5 << 20) + 3);

@@ -252,7 +252,8 @@ std::string SizeText(uint64_t n) {
   return fmt::format("{} B", n);
 }
 
-int RunBench(int lanes, uint64_t slice, uint64_t min_size, uint64_t max_size, double seconds, int rounds,
+int RunBench(int lanes, uint64_t slice, uint64_t parallel_min, uint64_t min_size, uint64_t max_size, double seconds,
+             int rounds,
              int server_threads) {
   const uint64_t seg_size = max_size;
   AlignedBuf seg(seg_size), local(max_size);
@@ -273,6 +274,7 @@ int RunBench(int lanes, uint64_t slice, uint64_t min_size, uint64_t max_size, do
   co.auth.cluster_secret = secret;
   co.lanes = lanes;
   co.slice_bytes = slice;
+  co.parallel_min_bytes = parallel_min;
   TcpClient client(co);
 
   RawServer raw_server(max_size);
@@ -363,6 +365,7 @@ void AddBenchTcp(CLI::App& app, Runner* run) {
   struct Options {
     int lanes = 4;
     std::string slice = "1M";
+    std::string parallel_min = "2M";
     std::string min_size = "64K";
     std::string max_size = "64M";
     double seconds = 0.5;
@@ -373,6 +376,8 @@ void AddBenchTcp(CLI::App& app, Runner* run) {
   auto* cmd = app.add_subcommand("bench-tcp", "Bandwidth and latency of the TCP data plane against raw sockets");
   cmd->add_option("--lanes", o->lanes, "Connections per peer (weft) and for the raw baseline");
   cmd->add_option("--slice", o->slice, "Slice size of the weft client");
+  cmd->add_option("--parallel-min", o->parallel_min,
+                  "Calls of at least this size get one thread per lane (0: the caller drives every lane)");
   cmd->add_option("--min-size", o->min_size, "Smallest transfer (then x4 up to --max-size)");
   cmd->add_option("--max-size", o->max_size, "Largest transfer");
   cmd->add_option("--seconds", o->seconds, "Minimum time per measurement");
@@ -381,13 +386,14 @@ void AddBenchTcp(CLI::App& app, Runner* run) {
   cmd->callback([=] {
     *run = [=]() -> int {
       auto slice = ParseBytes(o->slice);
+      auto parallel_min = ParseBytes(o->parallel_min);
       auto lo = ParseBytes(o->min_size);
       auto hi = ParseBytes(o->max_size);
-      if (!slice.ok() || !lo.ok() || !hi.ok() || *lo == 0 || *hi < *lo || *hi > (1ull << 30)) {
+      if (!slice.ok() || !parallel_min.ok() || !lo.ok() || !hi.ok() || *lo == 0 || *hi < *lo || *hi > (1ull << 30)) {
         fmt::print(stderr, "weft bench-tcp: bad size option\n");
         return 2;
       }
-      return RunBench(std::max(1, o->lanes), *slice, *lo, *hi, o->seconds, std::max(1, o->rounds),
+      return RunBench(std::max(1, o->lanes), *slice, *parallel_min, *lo, *hi, o->seconds, std::max(1, o->rounds),
                       std::max(1, o->server_threads));
     };
   });

@@ -1,5 +1,7 @@
 #include "transport/tcp/tcp_client.h"
 
+#include <thread>
+
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -179,6 +181,67 @@ Status TcpClient::Notify(const PeerAddr& peer, std::span<const uint8_t> payload,
 
 std::vector<Status> TcpClient::Transfer(const PeerAddr& peer_addr, std::span<const TcpRequest> requests,
                                         Deadline deadline) {
+  // A large call is cut into one part per lane, each driven by its own thread on its own lane,
+  // so that several CPUs do the kernel's copies (one thread striping over every lane is no
+  // faster than one lane: docs/performance.md, TCP).
+  uint64_t total = 0;
+  bool plain = true;
+  for (const TcpRequest& r : requests) {
+    total += r.len;
+    plain = plain && (r.op == wire::DataOp::kRead || r.op == wire::DataOp::kWrite) && r.local &&
+            r.remote_offset <= UINT64_MAX - r.len;
+  }
+  const uint64_t parts = std::min<uint64_t>(options_.lanes, (total + options_.slice_bytes - 1) / options_.slice_bytes);
+  if (options_.parallel_min_bytes == 0 || total < options_.parallel_min_bytes || parts < 2 || !plain)
+    return TransferOnLanes(peer_addr, requests, deadline, options_.lanes);
+  return TransferInParallel(peer_addr, requests, deadline, parts, total);
+}
+
+std::vector<Status> TcpClient::TransferInParallel(const PeerAddr& peer_addr, std::span<const TcpRequest> requests,
+                                                  Deadline deadline, uint64_t parts, uint64_t total) {
+  // Part p gets the bytes [p * share, (p + 1) * share) of the concatenated requests, in whole
+  // slices; a request crossing a boundary is cut in two.
+  const uint64_t share = (total / parts + options_.slice_bytes - 1) / options_.slice_bytes * options_.slice_bytes;
+  std::vector<std::vector<TcpRequest>> pieces(parts);
+  std::vector<std::vector<size_t>> origin(parts);  // piece -> index of its request
+  uint64_t at = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const TcpRequest& r = requests[i];
+    uint64_t done = 0;
+    while (done < r.len) {
+      uint64_t part = std::min<uint64_t>(at / share, parts - 1);
+      uint64_t room = part == parts - 1 ? r.len - done : (part + 1) * share - at;
+      uint64_t take = std::min(room, r.len - done);
+      TcpRequest piece = r;
+      piece.remote_offset += done;
+      piece.local = static_cast<uint8_t*>(r.local) + done;
+      piece.len = take;
+      pieces[part].push_back(piece);
+      origin[part].push_back(i);
+      done += take;
+      at += take;
+    }
+  }
+  std::vector<std::vector<Status>> got(parts);
+  std::vector<std::thread> threads;
+  for (uint64_t p = 1; p < parts; ++p) {
+    if (pieces[p].empty()) continue;
+    threads.emplace_back([&, p] { got[p] = TransferOnLanes(peer_addr, pieces[p], deadline, 1); });
+  }
+  got[0] = TransferOnLanes(peer_addr, pieces[0], deadline, 1);
+  for (auto& t : threads) t.join();
+  std::vector<Status> results(requests.size());
+  for (uint64_t p = 0; p < parts; ++p) {
+    for (size_t k = 0; k < got[p].size(); ++k) {
+      Status& r = results[origin[p][k]];
+      if (r.ok() && !got[p][k].ok()) r = got[p][k];
+    }
+  }
+  return results;
+}
+
+std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::span<const TcpRequest> requests,
+                                               Deadline deadline, size_t max_lanes) {
   std::vector<Status> results(requests.size());
   std::vector<Slice> slices;
   std::vector<uint64_t> slices_left(requests.size(), 0);
@@ -225,7 +288,7 @@ std::vector<Status> TcpClient::Transfer(const PeerAddr& peer_addr, std::span<con
   // Take lanes: as many idle ones as there are slices (up to all), at least one.
   std::vector<Lane*> held;
   const size_t lane_count = peer->lanes.size();
-  const size_t want = std::min(lane_count, slices.size());
+  const size_t want = std::min({lane_count, slices.size(), std::max<size_t>(1, max_lanes)});
   const uint32_t start = peer->rr.fetch_add(1);
   for (size_t i = 0; i < lane_count && held.size() < want; ++i) {
     Lane* l = peer->lanes[(start + i) % lane_count].get();

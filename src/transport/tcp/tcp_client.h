@@ -1,9 +1,10 @@
 // The initiator side of the TCP data plane: a pool of authenticated connections ("lanes") per
 // peer, slicing, striping, pipelining and coalescing of one-sided READ and WRITE requests.
 //
-// Threading: no threads of its own. A call takes up to `lanes` idle lanes of the peer for its
-// whole duration (each lane has a lock; a lane is used by one call at a time), and drives them
-// from the calling thread with non-blocking sockets and poll(2):
+// Threading: a call takes up to `lanes` idle lanes of the peer for its whole duration (each lane
+// has a lock; a lane is used by one call at a time), and drives them from the calling thread
+// with non-blocking sockets and poll(2); only a call of at least parallel_min_bytes is cut into
+// one part per lane, the parts driven by short-lived threads (one lane each) and the caller:
 //   * slicing: each request is cut into slices of at most slice_bytes;
 //   * striping: slices are pulled by whichever lane has room, so a large transfer spreads over
 //     every lane the call holds (and the server's progress threads serve them in parallel);
@@ -51,6 +52,9 @@ struct TcpClientOptions {
   int max_inflight_per_lane = 64;               // outstanding requests per lane
   uint64_t max_inflight_bytes_per_lane = 8u << 20;  // outstanding payload bytes per lane
   int connect_timeout_ms = 5000;                // connect + handshake, also bounded by the call's deadline
+  // A call of at least this many bytes is cut into one part per lane, each part driven by its
+  // own thread on one lane (0: never; the calling thread then drives every lane it holds).
+  uint64_t parallel_min_bytes = 2u << 20;
   net::TcpOptions tcp;                          // NODELAY, socket buffers
 };
 
@@ -108,6 +112,11 @@ class TcpClient {
 
  private:
   std::shared_ptr<Peer> GetPeer(const PeerAddr& peer);
+  // The call driven by this thread over at most max_lanes lanes.
+  std::vector<Status> TransferOnLanes(const PeerAddr& peer, std::span<const TcpRequest> requests, Deadline deadline,
+                                      size_t max_lanes);
+  std::vector<Status> TransferInParallel(const PeerAddr& peer, std::span<const TcpRequest> requests,
+                                         Deadline deadline, uint64_t parts, uint64_t total);
 
   TcpClientOptions options_;
   std::mutex mu_;

@@ -20,28 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "c_check.h"
 #include "weft/weft.h"
 
 static const char* who = "parent";
 static int checks = 0;
 static int failures = 0;
 
-#define CHECK(cond, ...)                                               \
-  do {                                                                 \
-    checks++;                                                          \
-    if (!(cond)) {                                                     \
-      failures++;                                                      \
-      fprintf(stderr, "[%s] FAILED %s:%d: ", who, __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                                    \
-      fprintf(stderr, "\n  last error: %s\n", weft_last_error());      \
-    }                                                                  \
-  } while (0)
-
-#define EXPECT_CODE(expr, want)                                                               \
-  do {                                                                                        \
-    int rc_ = (expr);                                                                         \
-    CHECK(rc_ == (want), "%s returned %d (%s), expected %s", #expr, rc_, weft_error_string(rc_), #want); \
-  } while (0)
 
 enum { kLen = 3 << 20 };
 

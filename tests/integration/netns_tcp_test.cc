@@ -33,6 +33,7 @@
 
 #include "api/bm/pool.h"
 #include "base/random.h"
+#include "netns_hosts.h"
 #include "integration/peer_process.h"
 #include "transport/tcp/access_table.h"
 #include "transport/tcp/tcp_client.h"
@@ -46,36 +47,15 @@ constexpr uint32_t kSeg = 1;
 constexpr uint64_t kKey = 0x5eed5eed1234ull;
 constexpr uint64_t kSegSize = 96ull << 20;
 
-bool OnCi() {
-  const char* ci = std::getenv("CI");
-  return ci && (std::string(ci) == "true" || std::string(ci) == "1");
-}
-
-// Runs a shell command; returns its exit status and its output (stdout+stderr).
-int Sh(const std::string& cmd, std::string* out = nullptr) {
-  std::string full = cmd + " 2>&1";
-  FILE* f = ::popen(full.c_str(), "r");
-  if (!f) return -1;
-  std::string text;
-  char buf[512];
-  while (size_t n = std::fread(buf, 1, sizeof buf, f)) text.append(buf, n);
-  int rc = ::pclose(f);
-  if (out) *out = text;
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+using weft::testing::OnCi;
+using weft::testing::Sh;
 
 class NetnsTcpTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    tag_ = "wt" + std::to_string(::getpid() % 100000);
-    std::string why;
-    if (::geteuid() != 0) {
-      why = "needs root to create network namespaces";
-    } else if (!Build(&why)) {
-      why = "cannot build the namespace topology: " + why;
-    }
+    std::string why = hosts_.Build(3);
     if (!why.empty()) {
-      Cleanup();
+      hosts_.Cleanup();
       if (OnCi()) FAIL() << why;
       GTEST_SKIP() << why;
     }
@@ -86,42 +66,10 @@ class NetnsTcpTest : public ::testing::Test {
     Cleanup();
   }
 
-  std::string Ns(int i) const { return tag_ + (i == 0 ? std::string("br") : std::to_string(i)); }
-  std::string If(int i) const { return tag_ + "a" + std::to_string(i); }
-  std::string Ip(int i) const { return "10.77.1." + std::to_string(i); }
-
-  bool Run(const std::string& cmd, std::string* why) {
-    std::string out;
-    if (Sh(cmd, &out) == 0) return true;
-    *why = "`" + cmd + "` failed: " + out;
-    return false;
-  }
-
-  bool Build(std::string* why) {
-    for (int i = 0; i <= 3; ++i) {
-      if (!Run("ip netns add " + Ns(i), why)) return false;
-      created_.push_back(Ns(i));
-    }
-    if (!Run("ip -n " + Ns(0) + " link add br0 type bridge", why)) return false;
-    if (!Run("ip -n " + Ns(0) + " link set br0 up", why)) return false;
-    for (int i = 1; i <= 3; ++i) {
-      std::string peer = tag_ + "b" + std::to_string(i);
-      if (!Run("ip link add " + If(i) + " netns " + Ns(i) + " type veth peer name " + peer + " netns " + Ns(0), why))
-        return false;
-      if (!Run("ip -n " + Ns(0) + " link set " + peer + " master br0", why)) return false;
-      if (!Run("ip -n " + Ns(0) + " link set " + peer + " up", why)) return false;
-      if (!Run("ip -n " + Ns(i) + " addr add " + Ip(i) + "/24 dev " + If(i), why)) return false;
-      if (!Run("ip -n " + Ns(i) + " link set " + If(i) + " up", why)) return false;
-      if (!Run("ip -n " + Ns(i) + " link set lo up", why)) return false;
-    }
-    return true;
-  }
-
-  void Cleanup() {
-    // Deleting a namespace deletes the veth ends in it (and with them their peers).
-    for (auto it = created_.rbegin(); it != created_.rend(); ++it) Sh("ip netns del " + *it);
-    created_.clear();
-  }
+  std::string Ns(int i) const { return hosts_.Ns(i); }
+  std::string If(int i) const { return hosts_.If(i); }
+  std::string Ip(int i) const { return hosts_.Ip(i); }
+  void Cleanup() { hosts_.Cleanup(); }
 
   static bool EnterNetns(const std::string& ns) {
     std::string path = "/var/run/netns/" + ns;
@@ -209,8 +157,7 @@ class NetnsTcpTest : public ::testing::Test {
     for (int i = 0; i < 16; ++i) ASSERT_EQ(dst[len + i], 0x5A);
   }
 
-  std::string tag_;
-  std::vector<std::string> created_;
+  testing::NetnsHosts hosts_{"wt" + std::to_string(::getpid() % 100000), 77};
   pid_t server_pid_ = -1;
   PeerAddr peer_;
 };

@@ -401,6 +401,58 @@ TEST(TransEngine, PeerRestartedUnderItsNameIsFoundAgain) {
   EXPECT_TRUE(CheckRandom(mb.data(), 4096, seed));
 }
 
+// The directory restarts empty (embedded server on the same port): transfers between engines
+// that already know each other go on, and each engine puts its descriptor back once it notices
+// that its lease is gone, so a newcomer finds them again.
+TEST(TransEngine, DirectoryRestartLosesNothing) {
+  meta::DirectoryServerOptions so;
+  auto server = meta::DirectoryServer::Start(so);
+  ASSERT_TRUE(server.ok());
+  std::string address = (*server)->address();
+  std::string url = "embedded://" + address;
+  auto opts = [&](const std::string& name) {
+    auto o = Opts(url, name);
+    o.descriptor_lease = std::chrono::milliseconds(600);  // renewed every 200 ms
+    o.metadata_timeout = std::chrono::milliseconds(1000);
+    return o;
+  };
+  auto a = Make(opts("a"));
+  auto b = Make(opts("b"));
+  ASSERT_TRUE(a && b);
+  Region ma(1 << 16), mb(1 << 16);
+  ASSERT_TRUE(a->RegisterMemory(ma.data(), ma.bytes.size()).ok());
+  ASSERT_TRUE(b->RegisterMemory(mb.data(), mb.bytes.size()).ok());
+  auto h = a->OpenSegment("b");
+  ASSERT_TRUE(h.ok());
+
+  (*server)->Stop();
+  server->reset();
+  // The directory is down: known peers still work, unknown ones are UNAVAILABLE (not a hang).
+  uint64_t seed = FreshSeed();
+  FillRandom(ma.data(), 4096, seed);
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, ma.data(), *h, mb.addr(), 4096}}}));
+  EXPECT_TRUE(CheckRandom(mb.data(), 4096, seed));
+  EXPECT_EQ(a->OpenSegment("c").status().code(), Code::kUnavailable);
+
+  so.bind = address;  // back on the same address, with an empty store
+  auto again = meta::DirectoryServer::Start(so);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  auto c = Make(opts("c"));
+  ASSERT_TRUE(c);
+  Region mc(4096);
+  ASSERT_TRUE(c->RegisterMemory(mc.data(), mc.bytes.size()).ok());
+  Result<SegmentHandle> hb = Error(Code::kNotFound, "not yet");
+  for (int i = 0; i < 100 && !hb.ok(); ++i) {  // the keepers notice within a renewal period
+    hb = c->OpenSegment("b");
+    if (!hb.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+  seed = FreshSeed();
+  FillRandom(mc.data(), 4096, seed);
+  ExpectAllOk(c->Transfer({{{Opcode::kWrite, mc.data(), *hb, mb.addr() + 8192, 4096}}}));
+  EXPECT_TRUE(CheckRandom(mb.data() + 8192, 4096, seed));
+}
+
 // A peer in another process (fork): p2p by name, write, read back, notifications.
 TEST(TransEngine, AcrossProcesses) {
   int to_child[2], to_parent[2];

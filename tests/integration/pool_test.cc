@@ -302,6 +302,58 @@ TEST(Pool, BadInputGetsSpecificErrors) {
   EXPECT_EQ(late.Poll()->code(), Code::kCancelled);
 }
 
+// Leave while other threads copy (sync, batch, async) and wait in the coordinator: every call
+// ends with OK (and exact bytes) or CANCELLED, none touches a torn-down engine (the ASAN build
+// runs this too), and the waiter is woken with an error instead of waiting forever.
+TEST(Pool, LeaveWhileOtherThreadsAreCalling) {
+  Config config = TestConfig("leave-race", 8 << 20);
+  auto pool = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  Pool& p = **pool;
+  const uint64_t slice = *p.SliceAddress(p.rank());
+  std::atomic<int> ok{0}, cancelled{0}, other{0};
+  const Deadline give_up = Deadline::After(std::chrono::seconds(60));
+  auto tally = [&](const Status& s) {
+    if (s.ok()) ok++;
+    else if (s.code() == Code::kCancelled) cancelled++;
+    else other++;
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<uint8_t> src(64 << 10), dst(64 << 10);
+      const uint64_t at = slice + static_cast<uint64_t>(t) * (1 << 20);
+      // Each thread goes on until it has seen the pool left (or, if something is wrong, until
+      // the safety deadline; the counts below then fail the test).
+      for (bool seen_cancel = false; !seen_cancel && !give_up.expired();) {
+        uint64_t seed = FreshSeed();
+        FillRandom(src.data(), src.size(), seed);
+        Status w = t == 0   ? p.Copy(at, Addr(src.data()), src.size())
+                   : t == 1 ? p.CopyBatch({{CopyRequest{at, Addr(src.data()), src.size()}}})[0]
+                            : p.Wait(p.CopyAsync(at, Addr(src.data()), src.size()));
+        tally(w);
+        seen_cancel = w.code() == Code::kCancelled;
+        if (!w.ok()) continue;
+        Status r = p.Copy(Addr(dst.data()), at, dst.size());
+        tally(r);
+        seen_cancel = r.code() == Code::kCancelled;
+        if (r.ok()) EXPECT_FALSE(FirstMismatch(dst.data(), dst.size(), seed).has_value());
+      }
+    });
+  }
+  Status waited;
+  std::thread waiter([&] { waited = p.WaitForPeers(5, Deadline::Never()).status(); });
+  while (ok.load() < 6 && !give_up.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE(p.Leave().ok());
+  for (auto& th : threads) th.join();
+  waiter.join();
+  EXPECT_FALSE(waited.ok());
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_GE(cancelled.load(), 3);  // every thread saw it
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(p.Copy(slice, slice, 8).code(), Code::kCancelled);
+}
+
 TEST(Pool, UnifiedVaMakesGvasDereferenceable) {
   Config config = TestConfig("uva", 4 << 20);
   config.unified_va = true;

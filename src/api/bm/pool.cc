@@ -1,5 +1,7 @@
 #include "api/bm/pool.h"
 
+#include <shared_mutex>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,6 +42,10 @@ struct Pool::Impl {
   uint32_t rank = 0;
   std::atomic<bool> left{false};  // read by copy calls on any thread
   std::mutex leave_mu;
+  // Every API call holds it shared while it uses the engine, the table or the client; Leave
+  // takes it exclusively before tearing them down, so a call on another thread either finishes
+  // first or sees `left` and returns CANCELLED (never a freed engine).
+  mutable std::shared_mutex api_mu;
 
   // The table's releases (run when it is destroyed, after the engine) must not reach tcp.
   ~Impl() { tcp = nullptr; }
@@ -250,8 +256,11 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
 Status Pool::Leave() {
   std::lock_guard lock(impl_->leave_mu);
   if (impl_->left) return OkStatus();
-  impl_->left = true;
+  impl_->left = true;  // new calls return CANCELLED from here on
+  // Leaving the coordinator first wakes calls blocked in it (barrier, allgather, waits) with an
+  // error, so the exclusive lock below does not wait for their deadlines.
   Status s = impl_->client ? impl_->client->Leave() : OkStatus();
+  std::unique_lock gate(impl_->api_mu);  // calls in flight on other threads finish first
   impl_->client.reset();
   impl_->coordinator.reset();
   if (impl_->data_server) impl_->data_server->Stop();  // remote peers now get PEER_DOWN from us
@@ -274,10 +283,13 @@ const Config& Pool::config() const { return impl_->config; }
 MetricsRegistry& Pool::metrics() { return impl_->metrics; }
 engine::Engine& Pool::engine() { return *impl_->engine; }
 
-#define WEFT_REQUIRE_JOINED()                                                              \
-  do {                                                                                     \
-    if (impl_->left) return Error(Code::kCancelled, "this peer has left the pool"); \
-  } while (0)
+// Holds the API gate shared for the rest of the calling function. `left` is read before the
+// lock too, so that once Leave started no new call queues for the gate (a steady stream of
+// readers could otherwise keep Leave waiting).
+#define WEFT_REQUIRE_JOINED()                                                            \
+  if (impl_->left) return Error(Code::kCancelled, "this peer has left the pool");        \
+  std::shared_lock api_gate_(impl_->api_mu);                                             \
+  if (impl_->left) return Error(Code::kCancelled, "this peer has left the pool")
 
 Result<uint64_t> Pool::SliceAddress(uint32_t rank) const {
   if (rank >= impl_->layout.max_ranks())
@@ -299,6 +311,8 @@ Result<uint32_t> Pool::RankOf(uint64_t gva) const {
 
 std::vector<uint32_t> Pool::LiveRanks() const {
   std::vector<uint32_t> out;
+  if (impl_->left) return out;
+  std::shared_lock gate(impl_->api_mu);
   if (impl_->left) return out;
   for (uint32_t r = 0; r < impl_->layout.max_ranks(); ++r)
     if (impl_->table->IsUp({Medium::kHost, r, 0})) out.push_back(r);
@@ -333,14 +347,23 @@ CopyHandle Pool::CopyAsync(uint64_t dst, uint64_t src, uint64_t len, Direction d
 }
 
 std::vector<Status> Pool::CopyBatch(std::span<const CopyRequest> requests, Direction dir) {
-  if (impl_->left)
+  auto cancelled = [&] {
     return std::vector<Status>(requests.size(), Error(Code::kCancelled, "this peer has left the pool"));
+  };
+  if (impl_->left) return cancelled();
+  std::shared_lock gate(impl_->api_mu);
+  if (impl_->left) return cancelled();
   return impl_->engine->CopyBatch(requests, dir, impl_->DefaultDeadline());
 }
 
 CopyHandle Pool::CopyBatchAsync(std::span<const CopyRequest> requests, Direction dir) {
-  if (impl_->left)
-    return CopyHandle::Failed(std::max<size_t>(requests.size(), 1), Error(Code::kCancelled, "this peer has left the pool"));
+  auto cancelled = [&] {
+    return CopyHandle::Failed(std::max<size_t>(requests.size(), 1),
+                              Error(Code::kCancelled, "this peer has left the pool"));
+  };
+  if (impl_->left) return cancelled();
+  std::shared_lock gate(impl_->api_mu);
+  if (impl_->left) return cancelled();
   return impl_->engine->CopyBatchAsync(requests, dir, impl_->DefaultDeadline());
 }
 

@@ -41,7 +41,9 @@ class Pool {
   Pool& operator=(const Pool&) = delete;
 
   // Leaves the pool: the others are told, copies to this peer's memory fail with PEER_DOWN
-  // there. If this peer hosts the coordinator, the control plane ends with it.
+  // there. Safe while other threads are calling: calls in the coordinator (barrier, waits) are
+  // woken with an error, copies in flight finish first (bounded by their deadlines), later calls
+  // return CANCELLED. If this peer hosts the coordinator, the control plane ends with it.
   Status Leave();
 
   uint32_t rank() const;

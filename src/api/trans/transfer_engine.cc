@@ -349,6 +349,9 @@ struct TransferEngine::Impl {
     return out;
   }
 
+  Result<BatchId> Start(std::span<const TransferRequest> requests, std::optional<Notification> notify,
+                        std::optional<Deadline> deadline, bool run_one_here);
+
   Status SendNotification(const SegmentDescriptor& d, const Notification& n, Deadline deadline) {
     WEFT_ASSIGN_OR_RETURN(auto payload, wire::EncodeNotification(n.name, n.message));
     return client->Notify({d.host, d.data_port}, payload, deadline)
@@ -599,7 +602,16 @@ Result<std::vector<BufferInfo>> TransferEngine::RemoteBuffers(SegmentHandle hand
 
 Result<BatchId> TransferEngine::Submit(std::span<const TransferRequest> requests, std::optional<Notification> notify,
                                        std::optional<Deadline> deadline) {
-  Impl& m = *impl_;
+  return impl_->Start(requests, std::move(notify), deadline, /*run_one_here=*/false);
+}
+
+// Validates and records a batch, then hands its groups (one per target) to the workers. With
+// run_one_here the caller carries out one group itself: a synchronous Transfer to a single peer
+// then needs no thread hand-off at all (measured in docs/performance.md, bench-trans 1x4K).
+Result<BatchId> TransferEngine::Impl::Start(std::span<const TransferRequest> requests,
+                                            std::optional<Notification> notify, std::optional<Deadline> deadline,
+                                            bool run_one_here) {
+  Impl& m = *this;
   if (requests.empty()) return Error(Code::kInvalidArgument, "submit: the batch has no requests");
   if (notify && 4 + notify->name.size() + notify->message.size() > wire::kMaxNotifyPayload)
     return Error(Code::kInvalidArgument, "submit: the notification is {} bytes, the limit is {}",
@@ -635,9 +647,15 @@ Result<BatchId> TransferEngine::Submit(std::span<const TransferRequest> requests
     ++m.running;
   }
   m.batches_total->Add();
+  std::optional<std::pair<SegmentHandle, std::vector<size_t>>> here;
+  if (run_one_here) {
+    here.emplace(groups.begin()->first, std::move(groups.begin()->second));
+    groups.erase(groups.begin());
+  }
   for (auto& [target, idx] : groups) {
     m.workers->Submit([&m, b, target = target, idx = std::move(idx)] { m.RunGroup(b, target, idx); });
   }
+  if (here) m.RunGroup(b, here->first, here->second);
   return id;
 }
 
@@ -684,7 +702,7 @@ Status TransferEngine::FreeBatch(BatchId id) {
 
 std::vector<Status> TransferEngine::Transfer(std::span<const TransferRequest> requests,
                                              std::optional<Notification> notify, std::optional<Deadline> deadline) {
-  auto id = Submit(requests, std::move(notify), deadline);
+  auto id = impl_->Start(requests, std::move(notify), deadline, /*run_one_here=*/true);
   if (!id.ok()) return std::vector<Status>(std::max<size_t>(requests.size(), 1), id.status());
   auto st = Wait(*id);
   (void)FreeBatch(*id);

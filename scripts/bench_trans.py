@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
 """The Python transfer engine between two processes: weft.mooncake (Mooncake's API on weft)
-against weft's native Python API (weft.TransferEngine) in the same run, and optionally the real
-Mooncake wheel (its mooncake.engine, run by another interpreter) on the same work.
+against weft's native Python API (weft.TransferEngine), the real Mooncake wheel, and the C++ API
+alone, on the same work.
 
 Cases (all WRITE into a registered buffer of a second process, P2P handshake, tcp, loopback):
     1000 x 16 KiB   one batch_transfer_sync_write of 1000 requests
     1 x 64 MiB      one batch_transfer_sync_write of one request
     1 x 4 KiB       one transfer_sync_write (per-call overhead)
-Every case is verified once first (fresh random bytes, poisoned destination, read back and
-compared). Each figure is the median over --rounds rounds of >= --seconds seconds.
 
-    build-py/venv/bin/python scripts/bench_trans.py [--seconds 1] [--rounds 5]
+Every case is verified once per variant first (fresh random bytes, poisoned destination, read
+back and compared). The Python variants take turns call by call (in shuffled order) for
+--rounds x --seconds seconds per case; each figure is the median time per call. The weft
+variants share one target process; the real Mooncake (--mooncake-python: an interpreter with
+the wheel) runs in its own interpreter with its own target, driven call by call over a pipe and
+timing each call itself, so every variant sees the same load. "Python layer only" is
+weft.mooncake's own work per call (the native engine replaced by a stub). With --weft-cli,
+`weft bench-trans` (tools/weft/trans_cmd.cc: the C++ API, its own peer) runs before and after
+the Python cases; its figures are not interleaved with the others.
+
+    build-py/venv/bin/python scripts/bench_trans.py [--seconds 1] [--rounds 8] [--weft-cli PATH]
         [--mooncake-python /tmp/mcvenv/bin/python --mooncake-ld-path <libibverbs prefix>/lib...]
 
 The Mooncake wheel (mooncake-transfer-engine-non-cuda) links libibverbs even for tcp; see
@@ -218,9 +226,30 @@ def run_weft(seconds: float, rounds: int, real: "Optional[RealMooncake]") -> Dic
         child.wait(timeout=60)
 
 
+def run_cpp(cli: str, rounds: int) -> Dict[str, float]:
+    """The same writes through the C++ API alone: `weft bench-trans` (tools/weft/trans_cmd.cc, its
+    own peer process, every case verified first), median seconds per call by case."""
+    import tempfile
+
+    out: Dict[str, float] = {}
+    runs = [(["--rounds", str(max(rounds, 20))], {"1000x16K": "1000 x 16 KiB", "1x64M": "1 x 64 MiB"}),
+            (["--pages", "1", "--page", "4K", "--large", "4K", "--rounds", str(max(rounds, 2000))], {"1x4K": "1 x 4 KiB"})]
+    for args, names in runs:
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            r = subprocess.run([cli, "bench-trans", "--json", f.name] + args, capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                raise SystemExit(f"{cli} bench-trans failed: {r.stderr[-2000:]}")
+            rows = json.load(open(f.name))["rows"]
+        for row in rows:
+            if row["op"] == "write" and row["case"] in names:
+                out[names[row["case"]]] = row["seconds_median"]
+    return out
+
+
 IMPLS = ["weft.mooncake", "weft.TransferEngine.transfer", "weft native transfer_lists"]
 LAYER = "weft.mooncake Python layer only"
 MOONCAKE = "Mooncake (mooncake.engine)"
+CPP = "C++ weft bench-trans"
 
 
 class _Stub:
@@ -241,6 +270,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--mooncake-python", help="an interpreter with the real Mooncake wheel installed")
     ap.add_argument("--mooncake-ld-path", default="", help="LD_LIBRARY_PATH for it (libibverbs)")
+    ap.add_argument("--weft-cli", help="the weft CLI: run `weft bench-trans` (C++ API) before and after, "
+                                       "for the same writes without Python (not interleaved)")
     ap.add_argument("--json", help="write the figures to this file")
     a = ap.parse_args()
     if a.target:
@@ -250,12 +281,17 @@ def main() -> None:
         serve_real_mooncake()
         return
 
+    cpp_before = run_cpp(a.weft_cli, a.rounds) if a.weft_cli else None
     real = RealMooncake(a.mooncake_python, a.mooncake_ld_path) if a.mooncake_python else None
     try:
         results: Dict[str, Dict[str, float]] = run_weft(a.seconds, a.rounds, real)
     finally:
         if real:
             real.close()
+    if a.weft_cli:
+        cpp_after = run_cpp(a.weft_cli, a.rounds)
+        results[CPP + " (before)"] = cpp_before
+        results[CPP + " (after)"] = cpp_after
 
     print(f"\nPython transfer engine, loopback, tcp; median time per call over >= {a.rounds * a.seconds:g} s "
           f"of calls taking turns")
@@ -265,6 +301,8 @@ def main() -> None:
     for label, count, size in CASES:
         base = results["weft.TransferEngine.transfer"][label]
         for impl, figures in results.items():
+            if label not in figures:
+                continue
             t = figures[label]
             if impl == LAYER:  # no bytes move: its cost, as a share of the native call
                 print(f"{label:<14} | {impl:<30} | {t * 1e6:10.1f} | {'-':>7} | {t / base:8.3f}x")

@@ -96,6 +96,49 @@ TEST(Cli, RouteExplainsThePathAndMetaServesPeers) {
   pclose(meta);
 }
 
+// `weft meta --directory-only` as a Mooncake-style metadata server: a trans-serve peer publishes
+// its descriptor through http://.../metadata, and bench-trans finds it there by name and proves
+// that its bytes arrive exactly.
+TEST(Cli, MetaServesMooncakeMetadataForTransferEngines) {
+  const std::string tag = std::to_string(getpid());
+  FILE* meta = popen((std::string(WEFT_BINARY) + " meta --directory 127.0.0.1:0 --directory-only --set pool_name=cli-dir-" +
+                      tag + " 2>&1")
+                         .c_str(),
+                     "r");
+  ASSERT_NE(meta, nullptr);
+  char line[512] = {};
+  ASSERT_NE(fgets(line, sizeof line, meta), nullptr);
+  std::string text(line);
+  auto at = text.find("directory on ");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string address = text.substr(at + 13, text.find(' ', at + 13) - at - 13);
+  const std::string url = "http://" + address + "/metadata";
+  const std::string env = "WEFT_CLUSTER_SECRET=cli-meta-" + tag + " ";
+  FILE* serve = popen((env + WEFT_BINARY + " trans-serve --name serve-" + tag + " --metadata " + url +
+                       " --advertise 127.0.0.1 --bind 127.0.0.1 --size 8M 2>&1")
+                          .c_str(),
+                      "r");
+  ASSERT_NE(serve, nullptr);
+  ASSERT_NE(fgets(line, sizeof line, serve), nullptr);
+  std::string ready(line);
+  ASSERT_EQ(ready.rfind("READY serve-" + tag + " ", 0), 0u) << ready;
+  std::string addr = ready.substr(ready.find(' ', 6) + 1);
+  addr = addr.substr(0, addr.find(' '));
+  CommandRun r = RunCommand(env + WEFT_BINARY + " bench-trans --verify-only --name bench-" + tag + " --metadata " +
+                            url + " --advertise 127.0.0.1 --bind 127.0.0.1 --target serve-" + tag +
+                            " --remote-addr " + addr + " --remote-size 8388608 --pages 64 --page 16K --large 4M");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("verified 64x16K"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("verified 1x4M"), std::string::npos) << r.output;
+  // The descriptor is readable with Mooncake's protocol (any HTTP client).
+  CommandRun get = RunCommand("curl -s 'http://" + address + "/metadata?key=mooncake/ram/serve-" + tag + "'");
+  if (get.exit_code == 0) EXPECT_NE(get.output.find("\"data_port\""), std::string::npos) << get.output;
+  std::system(("pkill -f 'trans-serve --name serve-" + tag + "'").c_str());
+  std::system(("pkill -f 'pool_name=cli-dir-" + tag + "'").c_str());
+  pclose(serve);
+  pclose(meta);
+}
+
 TEST(Cli, ConfigNamesTheBadKey) {
   CommandRun r = RunCommand(std::string(WEFT_BINARY) + " config");
   EXPECT_EQ(r.exit_code, 0) << r.output;

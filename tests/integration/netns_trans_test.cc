@@ -49,7 +49,8 @@ class NetnsTransTest : public ::testing::Test {
       ::close(in[1]);  // else the server's stdin never reaches end of file
       ::close(out[0]);
       ::setenv("WEFT_CLUSTER_SECRET", kSecret, 1);
-      ::execlp("ip", "ip", "netns", "exec", ns.c_str(), WEFT_BINARY, "trans-serve", "--name", ip.c_str(), "--bind",
+      ::execlp("ip", "ip", "netns", "exec", ns.c_str(), WEFT_BINARY, "trans-serve", "--stdin-lifeline", "--name",
+               ip.c_str(), "--bind",
                ip.c_str(), "--size", kSize, static_cast<char*>(nullptr));
       ::_exit(127);
     }

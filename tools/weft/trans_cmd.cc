@@ -3,7 +3,8 @@
 //
 // trans-serve starts an engine, registers one buffer and prints
 //   READY <name> <buffer address> <buffer size>
-// then serves peers until its stdin closes. It prints every notification it receives as
+// then serves peers until it is killed, or with --stdin-lifeline until its stdin closes (so a
+// parent's exit ends it). It prints every notification it receives as
 // NOTIFY <name> <message>; a notification "check <seed> <offset> <length>" makes it compare that
 // range of its buffer with FillRandom(seed) and print CHECK ok | CHECK bad <first bad offset>.
 // So another process (or another network namespace) can prove that its writes landed.
@@ -84,7 +85,7 @@ struct AlignedBuffer {
   uint8_t* data;
 };
 
-int Serve(const EngineFlags& flags, const Config& config, uint64_t size) {
+int Serve(const EngineFlags& flags, const Config& config, uint64_t size, bool stdin_lifeline) {
   auto engine = StartEngine(flags, config);
   if (!engine.ok()) {
     fmt::print(stderr, "weft trans-serve: {}\n", engine.status().ToString());
@@ -116,7 +117,7 @@ int Serve(const EngineFlags& flags, const Config& config, uint64_t size) {
       std::fflush(stdout);
     }
     pollfd p{0, POLLIN, 0};
-    int r = ::poll(&p, 1, 5);
+    int r = ::poll(&p, stdin_lifeline ? 1 : 0, 5);
     if (r > 0) {
       char c[64];
       if (::read(0, c, sizeof c) <= 0) break;  // stdin closed: the parent is done
@@ -163,8 +164,8 @@ Result<std::unique_ptr<Child>> SpawnServer(uint64_t size, const std::string& sec
     ::close(to_child[1]);
     ::close(from_child[0]);
     ::setenv("WEFT_CLUSTER_SECRET", secret.c_str(), 1);
-    ::execl("/proc/self/exe", "weft", "trans-serve", "--name", "127.0.0.1", "--bind", "127.0.0.1", "--size",
-            size_text.c_str(), static_cast<char*>(nullptr));
+    ::execl("/proc/self/exe", "weft", "trans-serve", "--stdin-lifeline", "--name", "127.0.0.1", "--bind", "127.0.0.1",
+            "--size", size_text.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
   ::close(to_child[0]);
@@ -345,16 +346,18 @@ void AddTrans(CLI::App& app, Runner* run) {
     auto flags = std::make_shared<EngineFlags>();
     auto config = std::make_shared<ConfigFlags>();
     auto size = std::make_shared<std::string>("64M");
+    auto lifeline = std::make_shared<bool>(false);
     auto* cmd = app.add_subcommand("trans-serve", "Run a transfer engine with one registered buffer (see bench-trans)");
     AddEngineFlags(cmd, flags.get());
     cmd->add_option("--size", *size, "Bytes of the registered buffer");
+    cmd->add_flag("--stdin-lifeline", *lifeline, "Exit when stdin reaches end of file");
     config->Register(*cmd);
     cmd->callback([=] {
       *run = [=]() -> int {
         auto c = config->Load();
         auto n = ParseBytes(*size);
         if (!c || !n.ok() || *n == 0) return 2;
-        return Serve(*flags, *c, *n);
+        return Serve(*flags, *c, *n, *lifeline);
       };
     });
   }

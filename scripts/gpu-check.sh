@@ -67,6 +67,7 @@ run_test engine_test
 run_test gva_test
 run_test cuda_copy_test
 run_test device_segment_ipc_test
+run_test trans_device_test
 
 if [ $SANITIZE = 1 ]; then
   if command -v compute-sanitizer >/dev/null; then

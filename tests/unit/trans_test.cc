@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -451,6 +452,83 @@ TEST(TransEngine, DirectoryRestartLosesNothing) {
   FillRandom(mc.data(), 4096, seed);
   ExpectAllOk(c->Transfer({{{Opcode::kWrite, mc.data(), *hb, mb.addr() + 8192, 4096}}}));
   EXPECT_TRUE(CheckRandom(mb.data() + 8192, 4096, seed));
+}
+
+// Device buffers through the staging path, with a stand-in "device" (host memory that only the
+// supplied copy function may touch, counted): local device sources and destinations, remote
+// device segments served through the data server's staging, and a failing device copy.
+struct FakeDevice {
+  Region arena{4u << 20};
+  std::atomic<int> copies{0};
+  std::atomic<bool> fail{false};
+  TransferEngineOptions::DeviceMemory Ops() {
+    return {[this](const void* p) {
+              auto a = reinterpret_cast<uint64_t>(p);
+              return a >= arena.addr() && a < arena.addr() + arena.bytes.size();
+            },
+            [this](void* dst, const void* src, uint64_t len) -> Status {
+              if (fail) return Error(Code::kCuda, "injected device copy failure");
+              copies++;
+              std::memcpy(dst, src, len);
+              return OkStatus();
+            }};
+  }
+};
+
+TEST(TransEngine, DeviceBuffersAreStagedAtBothEnds) {
+  FakeDevice dev_a, dev_b;
+  auto oa = Opts();
+  oa.device = dev_a.Ops();
+  auto ob = Opts();
+  ob.device = dev_b.Ops();
+  auto a = Make(oa);
+  auto b = Make(ob);
+  ASSERT_TRUE(a && b);
+  Region host_a(1 << 20);
+  ASSERT_TRUE(a->RegisterMemory(host_a.data(), host_a.bytes.size()).ok());
+  ASSERT_TRUE(a->RegisterMemory(dev_a.arena.data(), dev_a.arena.bytes.size(), "cuda:0").ok());
+  ASSERT_TRUE(b->RegisterMemory(dev_b.arena.data(), dev_b.arena.bytes.size(), "*").ok());  // detected
+  EXPECT_EQ(a->RegisterMemory(Region(64).data(), 64, "cuda:0").code(), Code::kInvalidArgument);  // host memory
+  auto h = a->OpenSegment(b->name());
+  ASSERT_TRUE(h.ok());
+  constexpr uint64_t kLen = (1u << 20) + 333;
+  const uint64_t remote = dev_b.arena.addr() + 4096;
+
+  // Host -> remote device: the server stages it.
+  uint64_t seed = FreshSeed();
+  FillRandom(host_a.data(), 1 << 20, seed);
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, host_a.data(), *h, remote, 1 << 20}}}));
+  EXPECT_TRUE(CheckRandom(dev_b.arena.data() + 4096, 1 << 20, seed));
+  EXPECT_GT(dev_b.copies.load(), 0);
+  // Remote device -> local device: both ends stage.
+  std::memset(dev_a.arena.data(), 0xEE, kLen);
+  int before_a = dev_a.copies, before_b = dev_b.copies;
+  ExpectAllOk(a->Transfer({{{Opcode::kRead, dev_a.arena.data(), *h, remote, 1 << 20}}}));
+  EXPECT_TRUE(CheckRandom(dev_a.arena.data(), 1 << 20, seed));
+  EXPECT_GT(dev_a.copies.load(), before_a);
+  EXPECT_GT(dev_b.copies.load(), before_b);
+  // Local device -> remote device, unaligned length, after fresh bytes.
+  seed = FreshSeed();
+  FillRandom(dev_a.arena.data(), kLen, seed);
+  std::memset(dev_b.arena.data(), 0, 4096 + kLen);
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, dev_a.arena.data(), *h, remote, kLen}}}));
+  EXPECT_TRUE(CheckRandom(dev_b.arena.data() + 4096, kLen, seed));
+
+  // A failing device copy fails its request (at either end), never the process or a neighbour.
+  dev_a.fail = true;
+  FillRandom(host_a.data(), 4096, seed);
+  auto res = a->Transfer({{{Opcode::kWrite, dev_a.arena.data(), *h, remote, 4096},
+                           {Opcode::kWrite, host_a.data(), *h, remote + 8192, 4096}}});
+  EXPECT_EQ(res[0].code(), Code::kCuda) << res[0].ToString();
+  EXPECT_TRUE(res[1].ok()) << res[1].ToString();
+  dev_a.fail = false;
+  dev_b.fail = true;
+  res = a->Transfer({{{Opcode::kRead, host_a.data(), *h, remote, 4096}}});
+  EXPECT_EQ(res[0].code(), Code::kCuda) << res[0].ToString();
+  res = a->Transfer({{{Opcode::kWrite, host_a.data(), *h, remote, 4096}}});
+  EXPECT_EQ(res[0].code(), Code::kCuda) << res[0].ToString();
+  dev_b.fail = false;
+  ExpectAllOk(a->Transfer({{{Opcode::kRead, host_a.data(), *h, remote, 4096}}}));  // and it recovers
 }
 
 // A peer in another process (fork): p2p by name, write, read back, notifications.

@@ -174,6 +174,7 @@ Result<std::unique_ptr<Child>> SpawnServer(uint64_t size, const std::string& sec
   c->pid = pid;
   c->in = to_child[1];
   c->out = ::fdopen(from_child[0], "r");
+  if (!c->out) return Error(Code::kIo, "fdopen: {}", std::strerror(errno));
   return c;
 }
 
@@ -200,6 +201,10 @@ int Bench(const BenchFlags& f, Config config) {
   auto large = ParseBytes(f.large);
   if (!page.ok() || !large.ok() || *page == 0 || *large == 0 || f.pages == 0) {
     fmt::print(stderr, "weft bench-trans: bad --page, --pages or --large\n");
+    return 2;
+  }
+  if (*page > (1ull << 40) / f.pages) {
+    fmt::print(stderr, "weft bench-trans: --pages x --page is too large\n");
     return 2;
   }
   const uint64_t need = std::max(*page * f.pages, *large);

@@ -17,6 +17,9 @@
 #include "transport/tcp/tcp_client.h"
 #include "transport/tcp/tcp_server.h"
 #include "wire/data.h"
+#if WEFT_HAVE_CUDA
+#include "mem/cuda/host_device_copy.h"
+#endif
 
 namespace weft::trans {
 
@@ -62,6 +65,7 @@ struct LocalBuffer {
   uint64_t length = 0;
   std::string location;
   bool remote_accessible = true;
+  bool device = false;
   uint32_t segment_id = 0;
   uint64_t access_key = 0;
 };
@@ -103,6 +107,8 @@ struct TransferEngine::Impl {
   std::string protocol = "tcp";
   bool p2p = false;
   uint16_t rpc_port = 0;
+
+  TransferEngineOptions::DeviceMemory device;  // empty copy: no device memory here
 
   MetricsRegistry metrics;
   Counter* batches_total = nullptr;
@@ -235,6 +241,16 @@ struct TransferEngine::Impl {
     return d;
   }
 
+  // Whether p lies in a device buffer this engine registered.
+  bool LocalIsDevice(const void* p) const {
+    std::lock_guard g(mu);
+    auto a = reinterpret_cast<uint64_t>(p);
+    auto it = buffers.upper_bound(a);
+    if (it == buffers.begin()) return false;
+    --it;
+    return it->second.device && a - it->first < it->second.length;
+  }
+
   // Whether [p, p+len) lies inside one registered buffer (mu held).
   bool LocalRegistered(const void* p, uint64_t len) const {
     auto a = reinterpret_cast<uint64_t>(p);
@@ -317,6 +333,28 @@ struct TransferEngine::Impl {
     };
     std::vector<TcpRequest> reqs;
     std::vector<size_t> which;
+    // Local device buffers go through host staging: filled before a WRITE, emptied after a READ.
+    std::vector<std::vector<uint8_t>> staging(idx.size());
+    std::vector<bool> staged(idx.size(), false);
+    for (size_t k = 0; k < idx.size(); ++k) {
+      const TransferRequest& r = requests[idx[k]];
+      if (!device.copy || !LocalIsDevice(r.local)) continue;
+      staging[k].resize(r.length);
+      staged[k] = true;
+      if (r.op == Opcode::kWrite) out[k] = device.copy(staging[k].data(), r.local, r.length);
+    }
+    auto stage_requests = [&] {
+      for (size_t j = 0; j < which.size(); ++j)
+        if (staged[which[j]]) reqs[j].local = staging[which[j]].data();
+    };
+    auto drop_failed_staging = [&] {  // a failed device -> host copy fails its request up front
+      for (size_t j = which.size(); j-- > 0;) {
+        if (out[which[j]].ok()) continue;
+        reqs.erase(reqs.begin() + static_cast<std::ptrdiff_t>(j));
+        which.erase(which.begin() + static_cast<std::ptrdiff_t>(j));
+      }
+    };
+    std::vector<Status> staging_failures(out);
     if (locate(*d, reqs, which)) {
       auto fresh = Refresh(target);
       if (fresh.ok()) {
@@ -324,6 +362,11 @@ struct TransferEngine::Impl {
         locate(*d, reqs, which);
       }
     }
+    // locate() reset the statuses: put the staging failures back and leave those requests out.
+    for (size_t k = 0; k < idx.size(); ++k)
+      if (!staging_failures[k].ok()) out[k] = staging_failures[k];
+    drop_failed_staging();
+    stage_requests();
     if (reqs.empty()) return out;
     auto run = [&](const SegmentDescriptor& desc) {
       auto res = client->Transfer({desc.host, desc.data_port}, reqs, deadline);
@@ -343,8 +386,16 @@ struct TransferEngine::Impl {
                       (*fresh)->name, reqs.size());
         d = *fresh;
         locate(*d, reqs, which);
+        for (size_t k = 0; k < idx.size(); ++k)
+          if (!staging_failures[k].ok()) out[k] = staging_failures[k];
+        drop_failed_staging();
+        stage_requests();
         if (!reqs.empty()) run(*d);
       }
+    }
+    for (size_t k = 0; k < idx.size(); ++k) {
+      const TransferRequest& r = requests[idx[k]];
+      if (staged[k] && r.op == Opcode::kRead && out[k].ok()) out[k] = device.copy(r.local, staging[k].data(), r.length);
     }
     return out;
   }
@@ -394,8 +445,18 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEng
   m.notifications_received = m.metrics.counter("weft_trans_notifications_received_total", "Notifications received");
   m.batch_latency_ns = m.metrics.histogram("weft_trans_batch_latency_ns", "Submit to completion of a batch");
 
+  // Device memory: as given, else CUDA where this build and this machine have it.
+  m.device = options.device;
+#if WEFT_HAVE_CUDA
+  if (!m.device.copy && mem::cuda::DevicesPresent()) {
+    m.device.is_device = [](const void* p) { return mem::cuda::IsDevicePointer(p); };
+    m.device.copy = [](void* dst, const void* src, uint64_t len) { return mem::cuda::CopyHostDevice(dst, src, len); };
+  }
+#endif
+
   // Data server: serves peers' READ/WRITE/NOTIFY.
   transport::tcp::TcpServerOptions so;
+  so.device_copy = m.device.copy;
   so.host = options.bind_host;
   so.auth = options.auth;
   so.threads = options.server_threads;
@@ -493,11 +554,20 @@ Status TransferEngine::RegisterMemory(void* addr, uint64_t length, const std::st
                  length);
   auto a = reinterpret_cast<uint64_t>(addr);
   if (a > UINT64_MAX - length) return Error(Code::kInvalidArgument, "register {}+{} wraps around", addr, length);
-  if (location.rfind("cuda", 0) == 0 || location.rfind("npu", 0) == 0 || location.rfind("musa", 0) == 0)
+  if (location.rfind("npu", 0) == 0 || location.rfind("musa", 0) == 0)
+    return Error(Code::kNotSupported, "register {} bytes at {} on '{}': weft reaches CUDA devices only", length, addr,
+                 location);
+  const bool says_device = location.rfind("cuda", 0) == 0;
+  const bool is_device = m.device.is_device && m.device.is_device(addr);
+  if (says_device && !m.device.copy)
     return Error(Code::kNotSupported,
-                 "register {} bytes at {} on '{}': the tcp path serves host memory only; stage device memory "
-                 "through a registered host buffer",
+                 "register {} bytes at {} on '{}': no GPU is usable here (or this build has no CUDA); register "
+                 "host memory",
                  length, addr, location);
+  if (says_device && m.device.is_device && !is_device)
+    return Error(Code::kInvalidArgument, "register {} bytes at {} as '{}': the address is host memory", length, addr,
+                 location);
+  const bool device = says_device || is_device;
   std::lock_guard g(m.mu);
   auto next = m.buffers.lower_bound(a);
   if (next != m.buffers.end() && next->first < a + length)
@@ -513,12 +583,13 @@ Status TransferEngine::RegisterMemory(void* addr, uint64_t length, const std::st
   b.length = length;
   b.location = location;
   b.remote_accessible = remote_accessible;
+  b.device = device;
   b.segment_id = m.next_segment_id++;
   uint64_t seed = FreshSeed();
   b.access_key = SplitMix64(seed);
   if (remote_accessible) {
     WEFT_RETURN_IF_ERROR(m.table.Register(SegmentEntry{b.segment_id, static_cast<uint8_t*>(addr), length,
-                                                       b.access_key, transport::tcp::kPermReadWrite}));
+                                                       b.access_key, transport::tcp::kPermReadWrite, device}));
   }
   m.buffers.emplace(a, b);
   if (remote_accessible) {

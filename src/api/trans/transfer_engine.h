@@ -23,7 +23,8 @@
 //    its rpc port and its name becomes "<host>:<rpc_port>"), "embedded://h:p", "etcd://h:p" (also
 //    a bare "h:p", Mooncake's default scheme), "http://h:p/metadata" (Mooncake's HTTP metadata
 //    protocol: get/put/delete only). An unknown scheme is INVALID_ARGUMENT, never an abort.
-//  - Paths: "tcp" (transport/tcp, the owner's progress threads serve the requests). Any other
+//  - Paths: "tcp" (transport/tcp, the owner's progress threads serve the requests; device
+//    buffers are staged through host memory at both ends: see RegisterMemory). Any other
 //    protocol ("rdma", "nvlink", ...) is NOT_SUPPORTED by Create unless
 //    TransferEngineOptions::protocol_fallback names "tcp"; then the fallback is logged once.
 //
@@ -44,6 +45,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -119,6 +121,15 @@ struct TransferEngineOptions {
   std::chrono::milliseconds metadata_timeout{5000};   // one directory call
   std::chrono::milliseconds descriptor_lease{10000};  // directory entry lifetime while alive (0: none)
   std::string metadata_prefix = "mooncake/";          // keys: <prefix>ram/<name>
+  // How device memory is told apart and reached. Left empty, the engine uses CUDA where this
+  // build has it and a GPU is present (and then registers device buffers); tests supply their
+  // own. is_device classifies a buffer registered as "*"; copy moves bytes between host and
+  // device memory, either way.
+  struct DeviceMemory {
+    std::function<bool(const void*)> is_device;
+    std::function<Status(void* dst, const void* src, uint64_t len)> copy;
+  };
+  DeviceMemory device;
 };
 
 class TransferEngine {
@@ -136,9 +147,11 @@ class TransferEngine {
   uint16_t data_port() const;
   const std::string& protocol() const;  // the path in use ("tcp")
 
-  // INVALID_ARGUMENT: null or zero length; ALREADY_EXISTS: overlaps a registered buffer;
-  // NOT_SUPPORTED: device memory (not served by the tcp path yet). Publishes the descriptor
-  // (UNAVAILABLE if the directory cannot be written; the buffer is then not registered).
+  // INVALID_ARGUMENT: null or zero length, or "cuda:N" for host memory; ALREADY_EXISTS:
+  // overlaps a registered buffer; NOT_SUPPORTED: device memory without a GPU (or a CUDA build).
+  // Device buffers ("cuda:N", or "*" at a device address) are staged through host memory on the
+  // tcp path, at both ends. Publishes the descriptor (UNAVAILABLE if the directory cannot be
+  // written; the buffer is then not registered).
   Status RegisterMemory(void* addr, uint64_t length, const std::string& location = "*",
                         bool remote_accessible = true);
   // NOT_FOUND unless addr is the start of a registered buffer. Returns once no peer request

@@ -81,4 +81,10 @@ size_t AccessTable::size() const {
   return n;
 }
 
+bool AccessTable::IsDevice(uint32_t segment_id) {
+  std::shared_lock lock(mu_);
+  auto it = slots_.find(segment_id);
+  return it != slots_.end() && it->second->entry.device;
+}
+
 }  // namespace weft::transport::tcp

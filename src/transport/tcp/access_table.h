@@ -32,6 +32,9 @@ class SegmentAccess {
   // Called exactly once for every successful Find, after the server stopped touching the bytes
   // (the payload was sent or received, or the connection closed).
   virtual void Release(uint32_t segment_id) {}
+  // Whether the segment's memory is on a device (served through TcpServerOptions::device_copy).
+  // Asked only while the segment is pinned by a successful Find.
+  virtual bool IsDevice(uint32_t segment_id) { return false; }
 };
 
 struct SegmentEntry {
@@ -40,6 +43,7 @@ struct SegmentEntry {
   uint64_t size = 0;
   uint64_t access_key = 0;
   uint32_t permissions = kPermReadWrite;
+  bool device = false;  // base is device memory (see SegmentAccess::IsDevice)
 };
 
 // A thread-safe table of segments. Unregister waits until no request uses the segment any more
@@ -63,6 +67,7 @@ class AccessTable : public SegmentAccess {
   Result<uint8_t*> Find(uint32_t segment_id, uint64_t access_key, uint64_t offset, uint64_t len,
                         bool write) override;
   void Release(uint32_t segment_id) override;
+  bool IsDevice(uint32_t segment_id) override;
 
   size_t size() const;
 

@@ -46,6 +46,7 @@ struct Out {
   uint64_t done = 0;  // bytes of head + payload already sent
   bool pinned = false;
   uint32_t segment = 0;
+  std::vector<uint8_t> owned;  // a device segment's bytes, copied out for a READ (payload points here)
   uint64_t total() const { return head.size() + payload_len; }
 };
 
@@ -62,7 +63,8 @@ struct Conn {
   bool in_payload = false;
   wire::DataRequest req;
   uint8_t* target = nullptr;  // null while a refused payload is being drained
-  std::vector<uint8_t> notify;  // a NOTIFY's payload is received here
+  std::vector<uint8_t> notify;  // a NOTIFY's payload, or a WRITE for a device segment, is received here
+  uint8_t* device_target = nullptr;  // that WRITE's destination in device memory
   uint64_t left = 0;
   bool pinned = false;
   Status refusal;
@@ -259,7 +261,8 @@ struct TcpServer::Worker {
     c->out.push_back(std::move(o));
   }
 
-  void QueueResponse(Conn* c, const wire::DataRequest& r, const Status& s, const uint8_t* payload, bool pinned) {
+  void QueueResponse(Conn* c, const wire::DataRequest& r, const Status& s, const uint8_t* payload, bool pinned,
+                     std::vector<uint8_t> owned = {}) {
     wire::DataResponse resp;
     resp.op = r.op;
     resp.request_id = r.request_id;
@@ -284,6 +287,7 @@ struct TcpServer::Worker {
     }
     o.pinned = pinned;
     o.segment = r.segment_id;
+    o.owned = std::move(owned);  // the payload pointer stays valid: moving a vector keeps its buffer
     Queue(c, std::move(o));
   }
 
@@ -412,6 +416,7 @@ struct TcpServer::Worker {
         return;
       }
       shared->bytes_read.fetch_add(r.length);
+      if (shared->access->IsDevice(r.segment_id)) return ServeDeviceRead(c, r, *where);
       QueueResponse(c, r, OkStatus(), *where, true);
       return;
     }
@@ -419,7 +424,15 @@ struct TcpServer::Worker {
     c->req = r;
     c->left = r.length;
     c->in_payload = true;
-    if (where.ok()) {
+    if (where.ok() && shared->access->IsDevice(r.segment_id)) {
+      // Device memory cannot be recv'd into: the payload lands in host staging and is copied
+      // over before the WRITE is acknowledged (FinishWrite).
+      c->notify.resize(r.length);
+      c->target = c->notify.data();
+      c->device_target = *where;
+      c->pinned = true;
+      c->refusal = OkStatus();
+    } else if (where.ok()) {
       c->target = *where;
       c->pinned = true;
       c->refusal = OkStatus();
@@ -429,6 +442,22 @@ struct TcpServer::Worker {
       c->refusal = where.status();
     }
     if (c->left == 0) FinishWrite(c);
+  }
+
+  // A READ of device memory: copied into host memory owned by the response, then sent from there.
+  void ServeDeviceRead(Conn* c, const wire::DataRequest& r, const uint8_t* device) {
+    Status s = opts().device_copy ? OkStatus()
+                                  : Error(Code::kNotSupported, "segment {} is device memory and this server has no "
+                                                               "device copy", r.segment_id);
+    Out staged;
+    if (s.ok()) {
+      staged.owned.resize(r.length);
+      s = opts().device_copy(staged.owned.data(), device, r.length);
+    }
+    shared->access->Release(r.segment_id);
+    if (!s.ok()) return QueueResponse(c, r, s, nullptr, false);
+    const uint8_t* bytes = staged.owned.data();  // taken before the vector is moved into the response
+    QueueResponse(c, r, OkStatus(), bytes, false, std::move(staged.owned));
   }
 
   // A NOTIFY's payload is received into c->notify, then handed to the application (a probe, with
@@ -460,10 +489,18 @@ struct TcpServer::Worker {
       c->notify.clear();
       c->notify.shrink_to_fit();
     }
+    if (c->device_target) {
+      c->refusal = opts().device_copy ? opts().device_copy(c->device_target, c->notify.data(), c->req.length)
+                                      : Error(Code::kNotSupported, "segment {} is device memory and this server has "
+                                                                   "no device copy", c->req.segment_id);
+      c->device_target = nullptr;
+      c->notify.clear();
+      c->notify.shrink_to_fit();
+    }
     if (c->pinned) {
       shared->access->Release(c->req.segment_id);
       c->pinned = false;
-      shared->bytes_written.fetch_add(c->req.length);
+      if (c->refusal.ok()) shared->bytes_written.fetch_add(c->req.length);
     }
     QueueResponse(c, c->req, c->refusal, nullptr, false);
     c->target = nullptr;

@@ -46,6 +46,11 @@ struct TcpServerOptions {
   // Called with each NOTIFY's (name, message) on a progress thread, after the payload arrived
   // and before the sender is answered (keep it short). Unset: NOTIFY is refused NOT_SUPPORTED.
   std::function<Status(std::string name, std::string message)> on_notify;
+  // Copies len bytes between host and device memory (either way; cudaMemcpyDefault semantics),
+  // for segments whose SegmentAccess::IsDevice is true: their WRITEs are received into host
+  // staging and copied in before the acknowledgement, their READs copied out and sent from
+  // staging. Unset: requests for device segments are refused NOT_SUPPORTED.
+  std::function<Status(void* dst, const void* src, uint64_t len)> device_copy;
 };
 
 struct TcpServerStats {

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -296,6 +298,36 @@ TEST_P(TransTest, ConcurrentCallersFromManyThreads) {
   }
   for (auto& th : threads) th.join();
   for (int t = 0; t < kThreads; ++t) EXPECT_TRUE(CheckRandom(mem_b_.data() + t * kChunk, kChunk, seeds[t])) << t;
+}
+
+// FreeBatch (engine lock, then the batch's) racing the worker that finishes the batch (the
+// batch's lock, then the engine's) must not deadlock: spin FreeBatch on batches in flight.
+TEST_P(TransTest, FreeBatchWhileTheBatchFinishesDoesNotDeadlock) {
+  std::atomic<bool> finished{false};
+  std::thread watchdog([&] {
+    for (int i = 0; i < 1200 && !finished; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!finished) {
+      std::fprintf(stderr, "FreeBatch vs. batch completion deadlocked\n");
+      std::_Exit(1);
+    }
+  });
+  constexpr int kSpinners = 3;
+  std::vector<std::thread> spinners;
+  for (int t = 0; t < kSpinners; ++t) {
+    spinners.emplace_back([&, t] {
+      for (int i = 0; i < 400; ++i) {
+        auto id = a_->Submit({{{Opcode::kWrite, mem_a_.data() + t * 64, hb_, mem_b_.addr() + t * 64, 64}}});
+        ASSERT_TRUE(id.ok()) << id.status().ToString();
+        Status s;
+        while ((s = a_->FreeBatch(*id)).code() == Code::kBusy) {
+        }
+        EXPECT_TRUE(s.ok()) << s.ToString();
+      }
+    });
+  }
+  for (auto& th : spinners) th.join();
+  finished = true;
+  watchdog.join();
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, TransTest, ::testing::Values("p2p", "embedded", "mooncake_http"));

@@ -280,26 +280,33 @@ struct TransferEngine::Impl {
         note = dd.ok() ? SendNotification(**dd, *b->notify, b->deadline) : dd.status();
       }
     }
-    std::lock_guard g(b->mu);
-    for (size_t k = 0; k < idx.size(); ++k) {
-      size_t i = idx[k];
-      b->results[i] = out[k];
-      b->states[i] = StateOf(out[k]);
-      if (!out[k].ok()) {
-        requests_failed->Add();
-      } else if (b->requests[i].op == Opcode::kWrite) {
-        bytes_written->Add(b->requests[i].length);
-      } else {
-        bytes_read->Add(b->requests[i].length);
+    bool last = false;
+    {
+      std::lock_guard g(b->mu);
+      for (size_t k = 0; k < idx.size(); ++k) {
+        size_t i = idx[k];
+        b->results[i] = out[k];
+        b->states[i] = StateOf(out[k]);
+        if (!out[k].ok()) {
+          requests_failed->Add();
+        } else if (b->requests[i].op == Opcode::kWrite) {
+          bytes_written->Add(b->requests[i].length);
+        } else {
+          bytes_read->Add(b->requests[i].length);
+        }
+      }
+      if (!note.ok() && b->notification.ok()) b->notification = note;
+      if (--b->groups_left == 0) {
+        b->done = true;
+        batch_latency_ns->Observe(static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - b->started).count()));
+        b->cv.notify_all();
+        last = true;
       }
     }
-    if (!note.ok() && b->notification.ok()) b->notification = note;
-    if (--b->groups_left == 0) {
-      b->done = true;
-      batch_latency_ns->Observe(static_cast<uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - b->started).count()));
-      b->cv.notify_all();
-      std::lock_guard g2(mu);
+    // mu only after b->mu is released: FreeBatch takes mu, then b->mu (lock order mu -> b->mu).
+    if (last) {
+      std::lock_guard g(mu);
       if (--running == 0) idle.notify_all();
     }
   }

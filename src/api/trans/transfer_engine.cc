@@ -146,6 +146,12 @@ struct TransferEngine::Impl {
   std::condition_variable keeper_cv;
   bool keeper_stop = false;
 
+  // On Create's failure paths the data server is already serving: stop it before the members
+  // its on_notify callback uses (notify_mu, received: declared after server) are destroyed.
+  ~Impl() {
+    if (server) server->Stop();
+  }
+
   std::string DescriptorKey(const std::string& segment) const {
     return options.metadata_prefix + "ram/" + segment;
   }

@@ -35,22 +35,38 @@ __device__ __forceinline__ void CopyBytes(uint8_t* __restrict__ dst, const uint8
   for (uint32_t i = threadIdx.x; i < len; i += blockDim.x) dst[i] = src[i];
 }
 
+// The widest access both ends allow: 16 bytes when dst and src agree in alignment mod 16.
+__device__ __forceinline__ void CopyAny(uint64_t dst_addr, uint64_t src_addr, uint32_t len) {
+  auto* dst = reinterpret_cast<uint8_t*>(dst_addr);
+  const auto* src = reinterpret_cast<const uint8_t*>(src_addr);
+  const uint32_t mis = static_cast<uint32_t>((dst_addr ^ src_addr) & 15);
+  if (mis == 0) {
+    CopyAligned<uint4>(dst, src, len);
+  } else if ((mis & 7) == 0) {
+    CopyAligned<uint2>(dst, src, len);
+  } else if ((mis & 3) == 0) {
+    CopyAligned<uint32_t>(dst, src, len);
+  } else {
+    CopyBytes(dst, src, len);
+  }
+}
+
 __global__ void __launch_bounds__(kCopyKernelThreads) CopyKernel(const DeviceCopyDesc* __restrict__ descs, uint32_t count) {
   // Persistent grid: each block walks the descriptors with stride gridDim.x.
   for (uint32_t k = blockIdx.x; k < count; k += gridDim.x) {
     const DeviceCopyDesc desc = descs[k];
-    auto* dst = reinterpret_cast<uint8_t*>(desc.dst);
-    const auto* src = reinterpret_cast<const uint8_t*>(desc.src);
-    const uint32_t mis = static_cast<uint32_t>((desc.dst ^ desc.src) & 15);
-    if (mis == 0) {
-      CopyAligned<uint4>(dst, src, desc.len);
-    } else if ((mis & 7) == 0) {
-      CopyAligned<uint2>(dst, src, desc.len);
-    } else if ((mis & 3) == 0) {
-      CopyAligned<uint32_t>(dst, src, desc.len);
-    } else {
-      CopyBytes(dst, src, desc.len);
-    }
+    CopyAny(desc.dst, desc.src, desc.len);
+  }
+}
+
+// Addresses come from the page indices: no descriptor per page is built or uploaded, only the
+// two index lists (8 bytes a page). Every thread of a block reads the same two indices (one
+// broadcast load each).
+__global__ void __launch_bounds__(kCopyKernelThreads) PageKernel(const PageCopyParams p) {
+  for (uint64_t u = blockIdx.x; u < p.units; u += gridDim.x) {
+    const uint64_t page = PageOfUnit(p, u);
+    const PageUnit w = PageUnitAt(p, u, page, __ldg(p.dst_pages + page), __ldg(p.src_pages + page));
+    CopyAny(w.dst, w.src, w.len);
   }
 }
 
@@ -59,6 +75,12 @@ __global__ void __launch_bounds__(kCopyKernelThreads) CopyKernel(const DeviceCop
 cudaError_t LaunchCopyKernel(const DeviceCopyDesc* descs, uint32_t count, uint32_t grid, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   CopyKernel<<<grid, kCopyKernelThreads, 0, stream>>>(descs, count);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchPageKernel(const PageCopyParams& params, uint32_t grid, cudaStream_t stream) {
+  if (params.units == 0) return cudaSuccess;
+  PageKernel<<<grid, kCopyKernelThreads, 0, stream>>>(params);
   return cudaGetLastError();
 }
 

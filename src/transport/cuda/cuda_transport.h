@@ -6,7 +6,9 @@
 //     concurrent caller), for single copies, large pieces and host<->device transfers;
 //   * the copy kernel: one launch copies a whole batch of (dst, src, len) descriptors with
 //     16-byte accesses, for many small device pieces (KV pages), optionally held to an SM budget
-//     through a CUDA green context.
+//     through a CUDA green context;
+//   * the page kernel (CopyPages): a KV page batch given as base addresses and page indices, whose
+//     host cost is one scan of the indices and one upload of them, whatever the page count.
 // Without a GPU Create() fails with NOT_SUPPORTED and the engine goes on without this path.
 #pragma once
 
@@ -34,6 +36,7 @@ struct CudaStats {
   uint64_t ce_copies = 0;        // cudaMemcpyAsync calls
   uint64_t kernel_launches = 0;  // copy kernel launches
   uint64_t kernel_descs = 0;     // descriptors copied by the kernel
+  uint64_t kernel_pages = 0;     // pages copied by the page kernel (CopyPages)
 };
 
 class CudaTransport final : public Transport {
@@ -51,6 +54,8 @@ class CudaTransport final : public Transport {
   void CopyBatch(std::span<const CopyItem> items, std::span<Status> results) override;
   std::optional<Result<LocalClass>> ClassifyLocal(uint64_t addr, uint64_t len, ClassifyMemo* memo) const override;
   Status Enqueue(std::span<const CopyItem> items, void* stream, std::function<void()> release) override;
+  // The page kernel: both ends classified once, the index lists uploaded in one copy, one launch.
+  Status CopyPages(const PageCopy& pages, void* stream, std::function<void()> release) override;
   Status RegisterHost(void* ptr, uint64_t len) override;
   void UnregisterHost(void* ptr) override;
 

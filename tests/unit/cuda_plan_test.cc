@@ -88,7 +88,8 @@ TEST(ScanPagesTest, BadListsAreRefused) {
   auto over = engine::ScanPages(uint64_t{1} << 33, far, two);
   ASSERT_FALSE(over.ok());
   EXPECT_EQ(over.status().code(), Code::kOutOfRange) << over.status().ToString();
-  EXPECT_TRUE(engine::ScanPages(uint64_t{1} << 32, far, two).ok());  // exactly 2^64 - 2^32 + 2^32: fits
+  EXPECT_FALSE(engine::ScanPages(uint64_t{1} << 32, far, two).ok());  // 2^32 pages of 2^32 B: 2^64, one past
+  EXPECT_TRUE(engine::ScanPages((uint64_t{1} << 32) - 1, far, two).ok());  // 2^64 - 2^32: fits
 }
 
 // What CopyPages answers before any device work, on any machine: bad lists first; without a
@@ -149,8 +150,8 @@ TEST(PlanPagesTest, UnitsCoverEveryPageByteOnceAndKeepAlignment) {
     PageCopyParams p{reinterpret_cast<uint64_t>(dst.data()), reinterpret_cast<uint64_t>(src.data()), page, d.data(),
                      s.data(), pl.units, pl.chunk, pl.chunks_per_page};
     std::vector<uint32_t> writes(pages * page, 0);
-    for (uint64_t u = 0; u < p.units; ++u) {
-      const uint64_t pg = PageOfUnit(p, u);
+    for (uint32_t u = 0; u < p.units; ++u) {
+      const uint32_t pg = PageOfUnit(p, u);
       ASSERT_LT(pg, pages);
       const PageUnit w = PageUnitAt(p, u, pg, d[pg], s[pg]);
       ASSERT_GT(w.len, 0u);

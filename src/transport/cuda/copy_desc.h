@@ -35,7 +35,7 @@ struct PageCopyParams {
   uint64_t page_bytes;
   const uint32_t* dst_pages;
   const uint32_t* src_pages;
-  uint64_t units;            // pages × chunks_per_page
+  uint64_t units;            // pages × chunks_per_page (below 2^32)
   uint32_t chunk;            // bytes per unit: a multiple of 16, or the whole page
   uint32_t chunks_per_page;
 };
@@ -47,8 +47,12 @@ struct PageUnit {
   uint32_t len;
 };
 
-// The page (index into the lists) that unit u belongs to.
-WEFT_HOST_DEVICE inline uint64_t PageOfUnit(const PageCopyParams& p, uint64_t u) { return u / p.chunks_per_page; }
+// The page (index into the lists) that unit u belongs to. Units are counted in 32 bits (the
+// transport refuses batches of 2^32 units or more): a 64-bit division is a slow call on the GPU
+// that cost the kernel registers and spills.
+WEFT_HOST_DEVICE inline uint32_t PageOfUnit(const PageCopyParams& p, uint32_t u) {
+  return p.chunks_per_page == 1 ? u : u / p.chunks_per_page;
+}
 
 // Unit u of page `page`, given that page's destination and source indices.
 WEFT_HOST_DEVICE inline PageUnit PageUnitAt(const PageCopyParams& p, uint64_t u, uint64_t page, uint32_t dst_index,

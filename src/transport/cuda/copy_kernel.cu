@@ -60,13 +60,24 @@ __global__ void __launch_bounds__(kCopyKernelThreads) CopyKernel(const DeviceCop
 }
 
 // Addresses come from the page indices: no descriptor per page is built or uploaded, only the
-// two index lists (8 bytes a page). Every thread of a block reads the same two indices (one
-// broadcast load each).
-__global__ void __launch_bounds__(kCopyKernelThreads) PageKernel(const PageCopyParams p) {
-  for (uint64_t u = blockIdx.x; u < p.units; u += gridDim.x) {
-    const uint64_t page = PageOfUnit(p, u);
+// two index lists (8 bytes a page). Every thread of a block reads the unit's two indices (one
+// broadcast load each); 8 resident blocks per SM hide that latency behind each other's copies.
+// kVec16: every unit agrees with its source mod 16 (the usual KV case: 16-byte multiple pages,
+// bases agreeing mod 16), so only the 16-byte path is compiled in; otherwise each unit picks its
+// access width. The minimum of kCopyKernelBlocksPerSm blocks holds the kernel to 32 registers:
+// the persistent grid (ChooseGrid) assumes all its blocks are resident at once (at 40 registers,
+// seen without the bound, only 6 fit per SM and a quarter of the grid ran as a second wave).
+template <bool kVec16>
+__global__ void __launch_bounds__(kCopyKernelThreads, kCopyKernelBlocksPerSm) PageKernel(const PageCopyParams p) {
+  const uint32_t units = static_cast<uint32_t>(p.units);
+  for (uint32_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const uint32_t page = PageOfUnit(p, u);
     const PageUnit w = PageUnitAt(p, u, page, __ldg(p.dst_pages + page), __ldg(p.src_pages + page));
-    CopyAny(w.dst, w.src, w.len);
+    if (kVec16) {
+      CopyAligned<uint4>(reinterpret_cast<uint8_t*>(w.dst), reinterpret_cast<const uint8_t*>(w.src), w.len);
+    } else {
+      CopyAny(w.dst, w.src, w.len);
+    }
   }
 }
 
@@ -80,7 +91,14 @@ cudaError_t LaunchCopyKernel(const DeviceCopyDesc* descs, uint32_t count, uint32
 
 cudaError_t LaunchPageKernel(const PageCopyParams& params, uint32_t grid, cudaStream_t stream) {
   if (params.units == 0) return cudaSuccess;
-  PageKernel<<<grid, kCopyKernelThreads, 0, stream>>>(params);
+  // Unit starts advance by whole pages and chunks: with both multiples of 16 (or one unit per
+  // page), every unit has the bases' relative alignment.
+  const bool vec16 = ((params.dst_base ^ params.src_base) & 15) == 0 && params.page_bytes % 16 == 0 &&
+                     (params.chunk % 16 == 0 || params.chunks_per_page == 1);
+  if (vec16)
+    PageKernel<true><<<grid, kCopyKernelThreads, 0, stream>>>(params);
+  else
+    PageKernel<false><<<grid, kCopyKernelThreads, 0, stream>>>(params);
   return cudaGetLastError();
 }
 

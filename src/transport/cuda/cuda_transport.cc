@@ -219,6 +219,13 @@ struct CudaTransport::Impl {
       } else if (CanReach(d.dev, s.dev, it.src.mapped)) {
         p.link = Link::kPeerDevice;
         p.kernel_ok = true;
+      } else if (CanReach(s.dev, d.dev, it.dst.mapped)) {
+        // The destination's GPU may not touch the source (a device segment of this process grants
+        // access to its own GPU only), but the source's GPU may write the destination (a peer's
+        // imported segment grants this GPU access): push from there.
+        p.device = s.dev;
+        p.link = Link::kPeerDevice;
+        p.kernel_ok = true;
       } else if (dev[d.dev].peer[s.dev]) {
         p.link = Link::kPeerDevice;  // the copy engine reaches it; the SMs may not (VMM access)
       } else {
@@ -251,7 +258,15 @@ struct CudaTransport::Impl {
     loc.id = runner;
     unsigned long long flags = 0;
     // VMM memory (device segments) carries its own access list; cudaMalloc memory follows peer
-    // access, which Create() enabled where the hardware allows.
+    // access, which Create() enabled where the hardware allows. cuMemGetAccess answers for
+    // cudaMalloc memory too (seen on 2 × H200, driver 580: not read-write, though peer access
+    // was on), so only memory that has a VMM allocation handle is asked.
+    CUmemGenericAllocationHandle h = 0;
+    if (api->MemRetainAllocationHandle(&h, const_cast<uint8_t*>(p)) != CUDA_SUCCESS) {
+      (void)cudaGetLastError();
+      return dev[runner].peer[home];
+    }
+    api->MemRelease(h);
     if (api->MemGetAccess(&flags, &loc, reinterpret_cast<CUdeviceptr>(p)) == CUDA_SUCCESS)
       return flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
     (void)cudaGetLastError();
@@ -658,6 +673,9 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
   PageCopyParams params{reinterpret_cast<uint64_t>(pc.dst.mapped), reinterpret_cast<uint64_t>(pc.src.mapped),
                         pc.page_bytes, nullptr, nullptr, 0, 0, 0};
   const size_t idx_bytes = n * sizeof(uint32_t);
+  if (PlanPages(pc.page_bytes, n, 1, 1).units > UINT32_MAX)
+    return Error(Code::kInvalidArgument, "copy pages: {} pages of {} bytes make 2^32 kernel units or more; split the batch",
+                 n, pc.page_bytes);
   auto set_launch = [&](int sms) {
     const PageLaunch pl = PlanPages(pc.page_bytes, n, sms, kCopyKernelBlocksPerSm);
     params.chunk = pl.chunk;
@@ -709,11 +727,14 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
     if (s.ok()) {
       std::memcpy(lane->host_idx, pc.dst_pages.data(), idx_bytes);
       std::memcpy(lane->host_idx + n, pc.src_pages.data(), idx_bytes);
-      s = CudaStatus(cudaMemcpyAsync(lane->dev_idx, lane->host_idx, 2 * idx_bytes, cudaMemcpyHostToDevice, lane->stream),
-                     "cudaMemcpyAsync (page indices)");
+      if (!im.options.page_indices_mapped)
+        s = CudaStatus(cudaMemcpyAsync(lane->dev_idx, lane->host_idx, 2 * idx_bytes, cudaMemcpyHostToDevice, lane->stream),
+                       "cudaMemcpyAsync (page indices)");
     }
-    params.dst_pages = lane->dev_idx;
-    params.src_pages = lane->dev_idx + n;
+    // cudaMallocHost memory is mapped at the same address (unified addressing).
+    const uint32_t* idx = im.options.page_indices_mapped ? lane->host_idx : lane->dev_idx;
+    params.dst_pages = idx;
+    params.src_pages = idx + n;
     const uint32_t grid = set_launch(green ? ds.green_sms : ds.sm_count);
     if (s.ok()) s = CudaStatus(LaunchPageKernel(params, grid, lane->stream), "page kernel launch");
     if (s.ok()) count();

@@ -29,6 +29,10 @@ struct CudaOptions {
   uint32_t kernel_sms = 0;
   // Internal copy-engine streams per GPU a batch spreads its copies over.
   uint32_t streams_per_batch = 4;
+  // CopyPages without a stream: the page kernel reads the index lists straight from the lane's
+  // pinned (mapped) staging buffer over PCIe instead of after an upload. Off by default; `weft
+  // bench-gpu` measures both.
+  bool page_indices_mapped = false;
   CostModel model;
 };
 

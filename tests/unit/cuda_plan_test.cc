@@ -168,16 +168,18 @@ TEST(PlanPagesTest, UnitsCoverEveryPageByteOnceAndKeepAlignment) {
 }
 
 TEST(PlanPagesTest, KvShapesAndLimits) {
-  // 16 KiB pages: one unit each; 256 KiB pages: 8 units of 32 KiB each.
+  // KV pages up to 256 KiB: one unit each; 1 MiB pages: 4 units of 256 KiB; 32 KiB units when asked.
   PageLaunch a = PlanPages(16 << 10, 4096, 132, 8);
   EXPECT_EQ(a.chunk, 16u << 10);
   EXPECT_EQ(a.chunks_per_page, 1u);
   EXPECT_EQ(a.units, 4096u);
   EXPECT_EQ(a.grid, 132u * 8);
-  PageLaunch b = PlanPages(256 << 10, 4096, 132, 8);
+  EXPECT_EQ(PlanPages(256 << 10, 4096, 132, 8).chunks_per_page, 1u);
+  PageLaunch b = PlanPages(1 << 20, 4096, 132, 8);
   EXPECT_EQ(b.chunk, kPageChunkDefault);
-  EXPECT_EQ(b.chunks_per_page, 8u);
-  EXPECT_EQ(b.units, 4096u * 8);
+  EXPECT_EQ(b.chunks_per_page, 4u);
+  EXPECT_EQ(b.units, 4096u * 4);
+  EXPECT_EQ(PlanPages(256 << 10, 4096, 132, 8, 32 << 10).chunks_per_page, 8u);
   // Few units: no more blocks than units; an SM budget caps the grid.
   EXPECT_EQ(PlanPages(4096, 3, 132, 8).grid, 3u);
   EXPECT_EQ(PlanPages(4096, 100000, 16, 8).grid, 128u);

@@ -114,10 +114,14 @@ Engine::Engine(EngineOptions options, const gva::SegmentTable& table, MetricsReg
 #if WEFT_HAVE_CUDA
   transport::cuda::CudaOptions cuda_options;
   cuda_options.kernel_sms = options_.cuda_kernel_sms;
-  if (auto cuda = transport::cuda::CudaTransport::Create(cuda_options); cuda.ok())
+  if (auto cuda = transport::cuda::CudaTransport::Create(cuda_options); cuda.ok()) {
     transports_.push_back(std::move(*cuda));
-  else
-    WEFT_LOG_INFO("device paths off: {}", cuda.status().message());
+  } else {
+    no_device_reason_ = cuda.status().message();
+    WEFT_LOG_INFO("device paths off: {}", no_device_reason_);
+  }
+#else
+  no_device_reason_ = "this weft was built without CUDA (no nvcc at build time)";
 #endif
   copies_ = metrics.counter("weft_copies_total", "Copies submitted to the engine");
   bytes_ = metrics.counter("weft_copy_bytes_total", "Bytes copied by the engine");
@@ -190,17 +194,18 @@ transport::Transport* Engine::Choose(const RouteKey& key, uint64_t len) const {
   return best;
 }
 
-Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, transport::ClassifyMemo* memos) const {
+Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, transport::ClassifyMemo* memos,
+                                         std::optional<uint64_t> src_len) const {
   const gva::Layout& layout = table_.layout();
   Resolved out;
   bool remote = false;
   bool other_node = false;  // an end that is not mapped here: only a network path reaches it
-  auto resolve_end = [&](uint64_t addr, const char* which, EndKind& kind, Endpoint& ep,
+  auto resolve_end = [&](uint64_t addr, uint64_t len, const char* which, EndKind& kind, Endpoint& ep,
                          gva::SegmentTable::Pin& pin, transport::ClassifyMemo* memo) -> Status {
     if (addr == 0) return Error(Code::kInvalidArgument, "{} is a null pointer", which);
     if (auto loc = layout.Decode(addr)) {
       kind = loc->medium == gva::Medium::kHost ? EndKind::kGH : EndKind::kGD;
-      auto p = table_.Resolve(addr, r.len);
+      auto p = table_.Resolve(addr, len);
       if (!p.ok()) return p.status().Annotate(which);
       pin = std::move(*p);
       ep = Endpoint{pin.ptr(), addr, loc->rank};
@@ -208,13 +213,13 @@ Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, tr
       other_node = other_node || pin.ptr() == nullptr;
       return OkStatus();
     }
-    if (r.len > UINT64_MAX - addr)
-      return Error(Code::kInvalidArgument, "{} {:#x} + {} bytes wraps around the address space", which, addr, r.len);
+    if (len > UINT64_MAX - addr)
+      return Error(Code::kInvalidArgument, "{} {:#x} + {} bytes wraps around the address space", which, addr, len);
     kind = EndKind::kLH;
     ep = Endpoint{reinterpret_cast<uint8_t*>(addr), 0, 0};
     // Device memory behind a plain pointer is told apart by the transport that knows it (CUDA).
     for (const auto& t : transports_) {
-      auto claim = t->ClassifyLocal(addr, r.len, memo);
+      auto claim = t->ClassifyLocal(addr, len, memo);
       if (!claim) continue;
       if (!claim->ok()) return claim->status().Annotate(which);
       kind = (*claim)->kind;
@@ -224,8 +229,9 @@ Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, tr
     }
     return OkStatus();
   };
-  WEFT_RETURN_IF_ERROR(resolve_end(r.dst, "dst", out.key.dst, out.dst, out.dst_pin, memos ? &memos[0] : nullptr));
-  WEFT_RETURN_IF_ERROR(resolve_end(r.src, "src", out.key.src, out.src, out.src_pin, memos ? &memos[1] : nullptr));
+  WEFT_RETURN_IF_ERROR(resolve_end(r.dst, r.len, "dst", out.key.dst, out.dst, out.dst_pin, memos ? &memos[0] : nullptr));
+  WEFT_RETURN_IF_ERROR(resolve_end(r.src, src_len.value_or(r.len), "src", out.key.src, out.src, out.src_pin,
+                                   memos ? &memos[1] : nullptr));
   if (dir != Direction::kAuto && (out.key.src != WantedSrc(dir) || out.key.dst != WantedDst(dir)))
     return Error(Code::kInvalidArgument, "direction {} was given but the addresses make it {}2{}", DirectionName(dir),
                  transport::EndKindName(out.key.src), transport::EndKindName(out.key.dst));
@@ -239,6 +245,61 @@ Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, tr
     WEFT_LOG_INFO("copy {} B {:#x} ({}) -> {:#x} ({}) via {}", r.len, r.src, transport::EndKindName(out.key.src), r.dst,
                   transport::EndKindName(out.key.dst), out.path->name());
   return out;
+}
+
+Result<PageExtents> ScanPages(uint64_t page_bytes, std::span<const uint32_t> dst_pages,
+                              std::span<const uint32_t> src_pages) {
+  if (dst_pages.size() != src_pages.size())
+    return Error(Code::kInvalidArgument, "copy pages: {} destination pages but {} source pages; give one of each per page",
+                 dst_pages.size(), src_pages.size());
+  if (page_bytes == 0) return Error(Code::kInvalidArgument, "copy pages: the page size is zero");
+  if (dst_pages.empty()) return PageExtents{};
+  // Indices are unsigned: only the largest matters. Plain loops the compiler vectorises.
+  uint32_t dmax = 0, smax = 0;
+  for (uint32_t v : dst_pages) dmax = std::max(dmax, v);
+  for (uint32_t v : src_pages) smax = std::max(smax, v);
+  auto extent = [&](uint32_t max, const char* which) -> Result<uint64_t> {
+    const uint64_t pages = uint64_t{max} + 1;
+    if (page_bytes > UINT64_MAX / pages)
+      return Error(Code::kOutOfRange, "copy pages: {} page {} × {} bytes lies past any address", which, max, page_bytes);
+    return pages * page_bytes;
+  };
+  WEFT_ASSIGN_OR_RETURN(uint64_t d, extent(dmax, "destination"));
+  WEFT_ASSIGN_OR_RETURN(uint64_t s, extent(smax, "source"));
+  return PageExtents{d, s};
+}
+
+Status Engine::CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, std::span<const uint32_t> dst_pages,
+                         std::span<const uint32_t> src_pages, Direction dir, void* stream) {
+  WEFT_ASSIGN_OR_RETURN(PageExtents ext, ScanPages(page_bytes, dst_pages, src_pages));
+  if (!no_device_reason_.empty())
+    return Error(Code::kNotSupported, "copy pages runs on the CUDA page kernel and this process has no cuda path ({}); "
+                 "use CopyBatch", no_device_reason_);
+  if (dst_pages.empty()) return OkStatus();
+  copies_->Add(dst_pages.size());
+  // Both ends at once over the extents the indices reach: an index past an end's memory is
+  // OUT_OF_RANGE here, before anything is launched.
+  auto resolved = Resolve(CopyRequest{dst_base, src_base, ext.dst}, dir, nullptr, ext.src);
+  if (!resolved.ok()) {
+    failures_->Add();
+    return resolved.status().Annotate("copy pages");
+  }
+  transport::PageCopy pc{resolved->dst, resolved->src, page_bytes, ext.dst, ext.src, dst_pages, src_pages};
+  Status s;
+  if (stream) {
+    // The pins live until the stream has passed the copy.
+    auto pins = std::make_shared<std::pair<gva::SegmentTable::Pin, gva::SegmentTable::Pin>>(
+        std::move(resolved->dst_pin), std::move(resolved->src_pin));
+    s = resolved->path->CopyPages(pc, stream, [pins]() mutable { *pins = {}; });
+  } else {
+    s = resolved->path->CopyPages(pc, nullptr, nullptr);
+  }
+  if (!s.ok()) {
+    failures_->Add();
+    return s;
+  }
+  bytes_->Add(dst_pages.size() * page_bytes);
+  return s;
 }
 
 Result<RouteInfo> Engine::Route(uint64_t dst, uint64_t src, uint64_t len, Direction dir) const {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -40,6 +41,17 @@ struct CopyRequest {
   uint64_t src;
   uint64_t len;
 };
+
+// What one pass over a page batch's index lists gives (Engine::CopyPages): the bytes each end
+// must hold from its base, (largest index + 1) × page_bytes. INVALID_ARGUMENT for lists of
+// different lengths or a zero page size; OUT_OF_RANGE when an extent does not fit 64 bits.
+// Empty lists give zero extents.
+struct PageExtents {
+  uint64_t dst = 0;
+  uint64_t src = 0;
+};
+Result<PageExtents> ScanPages(uint64_t page_bytes, std::span<const uint32_t> dst_pages,
+                              std::span<const uint32_t> src_pages);
 
 struct RouteInfo {
   transport::EndKind src_kind;
@@ -100,6 +112,19 @@ class Engine {
   Status CopyOnStream(uint64_t dst, uint64_t src, uint64_t len, void* stream, Direction dir = Direction::kAuto);
   Status CopyBatchOnStream(std::span<const CopyRequest> requests, void* stream, Direction dir = Direction::kAuto);
 
+  // A KV page batch: page i goes from src_base + src_pages[i] × page_bytes to
+  // dst_base + dst_pages[i] × page_bytes (bases are GVAs or local pointers; both ends on the GPU
+  // or reachable by its SMs). The host cost does not grow with per-page work: one scan of the
+  // indices, both ends classified and bounds-checked once over the extent the largest index
+  // reaches, one upload of the indices, one kernel launch. One status for the whole batch:
+  // INVALID_ARGUMENT (list lengths differ, zero page size, a direction the bases contradict),
+  // OUT_OF_RANGE (an index past an end's memory; nothing is launched), NOT_SUPPORTED (no GPU, or an
+  // end the GPU's SMs cannot address: use CopyBatch). Destination pages must not overlap each
+  // other or the source pages. With a stream (a cudaStream_t of the copying GPU) the copy is
+  // enqueued there and the call returns; the index lists may be reused at once either way.
+  Status CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, std::span<const uint32_t> dst_pages,
+                   std::span<const uint32_t> src_pages, Direction dir = Direction::kAuto, void* stream = nullptr);
+
   // Host memory that device copies touch often (pool slices, staging buffers): pinned for DMA by
   // the transports that can (cudaHostRegister), so HBM <-> DRAM needs no staging. A no-op
   // without a GPU. Unregister before unmapping it.
@@ -116,7 +141,9 @@ class Engine {
  private:
   struct Resolved;
   // memos (two: dst, src), when given, live for one batch (see transport::ClassifyMemo).
-  Result<Resolved> Resolve(const CopyRequest& r, Direction dir, transport::ClassifyMemo* memos = nullptr) const;
+  // src_len, when given, is the source end's length where it differs from r.len (page batches).
+  Result<Resolved> Resolve(const CopyRequest& r, Direction dir, transport::ClassifyMemo* memos = nullptr,
+                           std::optional<uint64_t> src_len = std::nullopt) const;
   std::shared_ptr<CopyJob> Plan(std::span<const CopyRequest> requests, Direction dir, Deadline deadline);
   void Start(const std::shared_ptr<CopyJob>& job, bool caller_helps);
   transport::Transport* Choose(const transport::RouteKey& key, uint64_t len) const;
@@ -124,6 +151,7 @@ class Engine {
   EngineOptions options_;
   const gva::SegmentTable& table_;
   std::vector<std::unique_ptr<transport::Transport>> transports_;
+  std::string no_device_reason_;  // why the cuda path is absent (empty when it is present)
   WorkerPool pool_;
   Counter* copies_;
   Counter* bytes_;

@@ -45,6 +45,19 @@ struct CopyItem {
   uint64_t len;
 };
 
+// A page batch (Engine::CopyPages): page i goes from src + src_pages[i] × page_bytes to
+// dst + dst_pages[i] × page_bytes. The engine has checked that the lists have one length and
+// that [base, base + extent) of each end is valid and pinned.
+struct PageCopy {
+  Endpoint dst;
+  Endpoint src;
+  uint64_t page_bytes = 0;
+  uint64_t dst_extent = 0;  // (largest dst index + 1) × page_bytes
+  uint64_t src_extent = 0;
+  std::span<const uint32_t> dst_pages;
+  std::span<const uint32_t> src_pages;
+};
+
 // How a transport may reach local host memory (learned by ClassifyLocal, used in the same call).
 enum HostClass : uint8_t { kHostUnknown = 0, kHostPageable = 1, kHostPinned = 2, kHostPinnedMapped = 3 };
 
@@ -97,6 +110,13 @@ class Transport {
   // `release` runs once the stream has passed them (the engine keeps its pins until then).
   virtual Status Enqueue(std::span<const CopyItem> items, void* stream, std::function<void()> release) {
     return Status(Code::kNotSupported, "this path cannot order copies on a caller's stream");
+  }
+
+  // Copies a page batch as one unit of work with one result. With a stream (a cudaStream_t) it is
+  // enqueued there and `release` runs once the stream has passed it; without one it completes
+  // before returning (release unused). Only paths with a page kernel (cuda) do this.
+  virtual Status CopyPages(const PageCopy& pages, void* stream, std::function<void()> release) {
+    return Status(Code::kNotSupported, "this path has no page-batch copy");
   }
 
   // Host memory that copies will touch often (pool slices): a transport that can make DMA to

@@ -271,6 +271,143 @@ TEST_F(CudaCopyTest, KvBatchIsOneKernelLaunch) {
     ASSERT_EQ(std::memcmp(got.data() + perm[i] * kPage, expect.data() + i * kPage, kPage), 0) << "page " << i;
 }
 
+// Engine::CopyPages: scattered pages given as indices, one launch. Random permutations each way
+// (sources sometimes repeated), 1 to 100 000 pages of 16/64/256 KiB and odd sizes, GD and LD
+// ends; fresh random data, poisoned destination, every byte compared.
+struct PageCase {
+  uint64_t page;
+  size_t n;
+  int shape;  // 0: GD->GD (pool slices), 1: LD->LD, 2: GD->LD, 3: LD->GD
+};
+
+class CudaPagesTest : public CudaCopyTest {
+ protected:
+  // Runs one case; `stream` null for the synchronous call.
+  void RunCase(const PageCase& c, uint64_t& state, cudaStream_t stream = nullptr) {
+    SCOPED_TRACE(testing::Message() << c.n << " pages of " << c.page << " B, shape " << c.shape);
+    const uint64_t bytes = c.page * c.n;
+    const bool src_gd = c.shape == 0 || c.shape == 2, dst_gd = c.shape == 0 || c.shape == 3;
+    ASSERT_TRUE((!src_gd && !dst_gd) || bytes <= kHalf) << "case too large for a pool slice";
+    std::unique_ptr<gputest::DeviceBuffer> lsrc, ldst;
+    if (!src_gd) lsrc = std::make_unique<gputest::DeviceBuffer>(bytes);
+    if (!dst_gd) ldst = std::make_unique<gputest::DeviceBuffer>(bytes);
+    uint8_t* src = src_gd ? dev_[0] : lsrc->data();
+    uint8_t* dst = dst_gd ? dev_[1] + kHalf : ldst->data();
+    ASSERT_NE(src, nullptr);
+    ASSERT_NE(dst, nullptr);
+    const uint64_t src_base = src_gd ? layout_.Encode({Medium::kDevice, 0, 0}) : Addr(src);
+    const uint64_t dst_base = dst_gd ? layout_.Encode({Medium::kDevice, 1, kHalf}) : Addr(dst);
+    std::vector<uint32_t> d(c.n), sp(c.n);
+    for (uint32_t i = 0; i < c.n; ++i) d[i] = sp[i] = i;
+    for (size_t i = c.n; i > 1; --i) {
+      std::swap(d[i - 1], d[SplitMix64(state) % i]);
+      std::swap(sp[i - 1], sp[SplitMix64(state) % i]);
+    }
+    if (SplitMix64(state) % 2)  // some sources read twice: allowed (only destinations must not overlap)
+      for (size_t i = 0; i < c.n / 8; ++i) sp[SplitMix64(state) % c.n] = sp[SplitMix64(state) % c.n];
+    const uint64_t seed = SplitMix64(state);
+    gputest::Fill(src, bytes, seed);
+    gputest::Poison(dst, bytes);
+    std::vector<uint8_t> src_host(bytes), expect(bytes);
+    FillRandom(src_host.data(), bytes, seed);
+    for (size_t i = 0; i < c.n; ++i) std::memcpy(expect.data() + d[i] * c.page, src_host.data() + sp[i] * c.page, c.page);
+    const auto before = cuda_->stats();
+    Status st = engine_->CopyPages(dst_base, src_base, c.page, d, sp, Direction::kAuto, stream);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    // The caller may reuse its lists at once, synchronous or not.
+    std::fill(d.begin(), d.end(), 0u);
+    std::fill(sp.begin(), sp.end(), 0u);
+    if (stream) CUDA_OK(cudaStreamSynchronize(stream));
+    const auto after = cuda_->stats();
+    EXPECT_EQ(after.kernel_launches - before.kernel_launches, 1u);
+    EXPECT_EQ(after.kernel_pages - before.kernel_pages, c.n);
+    EXPECT_EQ(after.ce_copies - before.ce_copies, 0u);
+    std::vector<uint8_t> got = gputest::Read(dst, bytes);
+    auto first = std::mismatch(got.begin(), got.end(), expect.begin());
+    ASSERT_TRUE(first.first == got.end()) << "first wrong byte at " << (first.first - got.begin()) << " (page "
+                                          << (first.first - got.begin()) / c.page << ")";
+  }
+};
+
+TEST_F(CudaPagesTest, CopyPagesRandomPermutationsOneToHundredThousandPages) {
+  uint64_t state = FreshSeed();
+  SCOPED_TRACE(testing::Message() << "seed " << state);
+  const PageCase cases[] = {
+      {16 << 10, 1, 0},      {16 << 10, 2, 1},      {16 << 10, 17, 2},     {16 << 10, 4096, 0},
+      {16 << 10, 4096, 1},   {64 << 10, 4096, 0},   {64 << 10, 4096, 3},   {256 << 10, 4096, 1},
+      {256 << 10, 1000, 0},  {16 << 10, 100000, 1}, {4100, 5000, 1},       {4099, 777, 2},
+      {1, 100000, 1},        {(32 << 10) + 48, 300, 0},
+  };
+  for (const PageCase& c : cases) {
+    RunCase(c, state);
+    if (HasFatalFailure()) return;
+  }
+}
+
+TEST_F(CudaPagesTest, CopyPagesOnTheCallersStream) {
+  cudaStream_t stream;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  uint64_t state = FreshSeed();
+  SCOPED_TRACE(testing::Message() << "seed " << state);
+  RunCase({16 << 10, 512, 1}, state, stream);
+  RunCase({64 << 10, 300, 0}, state, stream);
+  // Stream order: a memset enqueued before the pages must not land after them.
+  constexpr size_t kPages = 256, kPage = 16 << 10;
+  const uint64_t seed = SplitMix64(state);
+  uint8_t* src = local_dev_src_->data();
+  uint8_t* dst = local_dev_dst_->data();
+  gputest::Fill(src, kPages * kPage, seed);
+  gputest::Poison(dst, kPages * kPage);
+  CUDA_OK(cudaMemsetAsync(dst, 0x22, kPages * kPage, stream));
+  std::vector<uint32_t> idx(kPages);
+  for (uint32_t i = 0; i < kPages; ++i) idx[i] = i;
+  Status s = engine_->CopyPages(Addr(dst), Addr(src), kPage, idx, idx, Direction::kLD2LD, stream);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  gputest::PinnedBuffer back(kPages * kPage);
+  CUDA_OK(cudaMemcpyAsync(back.data(), dst, kPages * kPage, cudaMemcpyDeviceToHost, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
+  ASSERT_FALSE(FirstMismatch(back.data(), kPages * kPage, seed).has_value());
+  CUDA_OK(cudaStreamDestroy(stream));
+}
+
+TEST_F(CudaPagesTest, CopyPagesRefusesBadInputBeforeLaunching) {
+  constexpr uint64_t kPage = 16 << 10;
+  constexpr size_t kPages = 64;
+  gputest::DeviceBuffer src(kPages * kPage), dst(kPages * kPage);
+  gputest::Poison(dst.data(), kPages * kPage);
+  std::vector<uint32_t> ok_idx(kPages), bad(kPages);
+  for (uint32_t i = 0; i < kPages; ++i) ok_idx[i] = bad[i] = i;
+  const auto before = cuda_->stats();
+  // A source page one past a cudaMalloc allocation.
+  bad[17] = kPages;
+  Status s = engine_->CopyPages(Addr(dst.data()), Addr(src.data()), kPage, ok_idx, bad);
+  EXPECT_EQ(s.code(), Code::kOutOfRange) << s.ToString();
+  // A destination page past a pool device slice.
+  std::vector<uint32_t> far = ok_idx;
+  far[3] = static_cast<uint32_t>(kSlice / kPage);
+  s = engine_->CopyPages(layout_.Encode({Medium::kDevice, 1, 0}), Addr(src.data()), kPage, far, ok_idx);
+  EXPECT_EQ(s.code(), Code::kOutOfRange) << s.ToString();
+  // Lists of different lengths, zero page size, a contradicted direction, a slot nobody holds.
+  s = engine_->CopyPages(Addr(dst.data()), Addr(src.data()), kPage, std::span(ok_idx).first(3), ok_idx);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+  s = engine_->CopyPages(Addr(dst.data()), Addr(src.data()), 0, ok_idx, ok_idx);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+  s = engine_->CopyPages(Addr(dst.data()), Addr(src.data()), kPage, ok_idx, ok_idx, Direction::kGD2GD);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+  s = engine_->CopyPages(layout_.Encode({Medium::kDevice, 3, 0}), Addr(src.data()), kPage, ok_idx, ok_idx);
+  EXPECT_EQ(s.code(), Code::kInvalidAddress) << s.ToString();
+  // Pageable host memory: the SMs cannot address it.
+  s = engine_->CopyPages(Addr(dst.data()), Addr(pageable_src_.data()), kPage, ok_idx, ok_idx);
+  EXPECT_EQ(s.code(), Code::kNotSupported) << s.ToString();
+  const auto after = cuda_->stats();
+  EXPECT_EQ(after.kernel_launches, before.kernel_launches) << "nothing may be launched for refused input";
+  EXPECT_TRUE(gputest::AllBytes(dst.data(), kPages * kPage)) << "a refused call wrote to the destination";
+  // Nothing sticky, and the next good call works.
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  uint64_t state = FreshSeed();
+  RunCase({16 << 10, 64, 1}, state);
+}
+
 TEST_F(CudaCopyTest, CopiesOrderedOnTheCallersStream) {
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
@@ -399,7 +536,22 @@ TEST_F(CudaCopyTest, TwoGpusPeerCopies) {
     gputest::Poison(dev_[1] + kHalf, len);
     ASSERT_TRUE(engine_->Copy(layout_.Encode({Medium::kDevice, 1, kHalf}), Addr(other.data()), len).ok());  // LD(1) -> GD(0)
     ASSERT_FALSE(gputest::Mismatch(dev_[1] + kHalf, len, seed).has_value());
-  }
+  }  // Pages read from the other GPU over the link by the page kernel on GPU 0 (LD(1) -> LD(0)).
+  constexpr uint64_t kPage = 16 << 10;
+  constexpr uint32_t kPages = 2048;
+  const uint64_t seed = SplitMix64(state);
+  gputest::Fill(other.data(), kPages * kPage, seed);
+  gputest::Poison(local_dev_dst_->data(), kPages * kPage);
+  std::vector<uint32_t> d(kPages), sp(kPages);
+  for (uint32_t i = 0; i < kPages; ++i) d[i] = sp[i] = i;
+  for (size_t i = kPages; i > 1; --i) std::swap(d[i - 1], d[SplitMix64(state) % i]);
+  Status s = engine_->CopyPages(Addr(local_dev_dst_->data()), Addr(other.data()), kPage, d, sp);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  std::vector<uint8_t> src_host(kPages * kPage);
+  FillRandom(src_host.data(), src_host.size(), seed);
+  std::vector<uint8_t> got = gputest::Read(local_dev_dst_->data(), kPages * kPage);
+  for (uint32_t i = 0; i < kPages; ++i)
+    ASSERT_EQ(std::memcmp(got.data() + d[i] * kPage, src_host.data() + sp[i] * kPage, kPage), 0) << "page " << i;
 }
 
 class CudaGreenTest : public CudaCopyTest {
@@ -424,6 +576,15 @@ TEST_F(CudaGreenTest, KvBatchUnderAnSmBudget) {
   std::vector<uint8_t> expect(kPages * kPage);
   FillRandom(expect.data(), expect.size(), seed);
   std::vector<uint8_t> got = gputest::Read(local_dev_dst_->data(), kPages * kPage);
+  for (size_t i = 0; i < kPages; ++i)
+    ASSERT_EQ(std::memcmp(got.data() + (kPages - 1 - i) * kPage, expect.data() + i * kPage, kPage), 0) << "page " << i;
+  // The page batch under the same budget.
+  std::vector<uint32_t> d(kPages), sp(kPages);
+  for (uint32_t i = 0; i < kPages; ++i) d[i] = kPages - 1 - i, sp[i] = i;
+  gputest::Poison(local_dev_dst_->data(), kPages * kPage);
+  Status ps = engine_->CopyPages(Addr(local_dev_dst_->data()), layout_.Encode({Medium::kDevice, 0, 0}), kPage, d, sp);
+  ASSERT_TRUE(ps.ok()) << ps.ToString();
+  got = gputest::Read(local_dev_dst_->data(), kPages * kPage);
   for (size_t i = 0; i < kPages; ++i)
     ASSERT_EQ(std::memcmp(got.data() + (kPages - 1 - i) * kPage, expect.data() + i * kPage, kPage), 0) << "page " << i;
   RecordProperty("green_context", cuda_->green_context_active(0) ? "on" : "off");

@@ -1,13 +1,17 @@
-// The CPU side of the CUDA paths: cost model, batch planner, descriptor packing, and the
-// sixteen explicit directions. Runs without a GPU (nvcc is needed to build weft_cuda, which CI
+// The CPU side of the CUDA paths: cost model, batch planner, descriptor packing, the page batch
+// (index scan, bounds, launch parameters, the page kernel's address arithmetic run on the host,
+// Engine::CopyPages' answers to bad input), and the sixteen explicit directions. Runs without a GPU (nvcc is needed to build weft_cuda, which CI
 // has; without it only the direction tests run).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "base/metrics.h"
 #include "base/random.h"
 #include "engine/engine.h"
+#include "gva/segment_table.h"
 #if WEFT_HAVE_CUDA
 #include "transport/cuda/copy_plan.h"
 #endif
@@ -45,8 +49,148 @@ TEST(DirectionTest, SixteenNamesRoundTripAndMapToTheirEnds) {
   EXPECT_EQ(bad.status().code(), Code::kInvalidArgument);
 }
 
+TEST(ScanPagesTest, ExtentsAreLargestIndexPlusOnePages) {
+  uint64_t state = FreshSeed();
+  SCOPED_TRACE(testing::Message() << "seed " << state);
+  for (size_t n : {size_t{1}, size_t{7}, size_t{4096}, size_t{100000}}) {
+    std::vector<uint32_t> d(n), s(n);
+    for (size_t i = 0; i < n; ++i) {
+      d[i] = static_cast<uint32_t>(SplitMix64(state) % (4 * n));
+      s[i] = static_cast<uint32_t>(SplitMix64(state) % (3 * n));
+    }
+    const uint64_t page = 1 + SplitMix64(state) % (1 << 20);
+    auto e = engine::ScanPages(page, d, s);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    EXPECT_EQ(e->dst, (uint64_t{*std::max_element(d.begin(), d.end())} + 1) * page);
+    EXPECT_EQ(e->src, (uint64_t{*std::max_element(s.begin(), s.end())} + 1) * page);
+  }
+  // Largest index anywhere in the list, including the last and the first element.
+  std::vector<uint32_t> d = {3, 1, 9}, s = {20, 0, 2};
+  EXPECT_EQ(engine::ScanPages(16, d, s)->dst, 160u);
+  EXPECT_EQ(engine::ScanPages(16, d, s)->src, 336u);
+  std::vector<uint32_t> none;
+  auto empty = engine::ScanPages(4096, none, none);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->dst, 0u);
+  EXPECT_EQ(empty->src, 0u);
+}
+
+TEST(ScanPagesTest, BadListsAreRefused) {
+  std::vector<uint32_t> two = {0, 1}, three = {0, 1, 2};
+  auto mismatch = engine::ScanPages(4096, two, three);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_EQ(mismatch.status().code(), Code::kInvalidArgument) << mismatch.status().ToString();
+  auto zero = engine::ScanPages(0, two, two);
+  ASSERT_FALSE(zero.ok());
+  EXPECT_EQ(zero.status().code(), Code::kInvalidArgument) << zero.status().ToString();
+  // (UINT32_MAX + 1) pages of 2^33 bytes: past 64 bits.
+  std::vector<uint32_t> far = {0, UINT32_MAX};
+  auto over = engine::ScanPages(uint64_t{1} << 33, far, two);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), Code::kOutOfRange) << over.status().ToString();
+  EXPECT_FALSE(engine::ScanPages(uint64_t{1} << 32, far, two).ok());  // 2^32 pages of 2^32 B: 2^64, one past
+  EXPECT_TRUE(engine::ScanPages((uint64_t{1} << 32) - 1, far, two).ok());  // 2^64 - 2^32: fits
+}
+
+// What CopyPages answers before any device work, on any machine: bad lists first; without a
+// GPU, NOT_SUPPORTED naming the reason; with one, NOT_SUPPORTED for pageable host ends.
+TEST(EnginePagesTest, BadInputAndNoGpu) {
+  auto layout = *gva::Layout::Make(0x310000000000ull, 1 << 20, 2);
+  gva::SegmentTable table(layout);
+  MetricsRegistry metrics;
+  engine::Engine eng(engine::EngineOptions{}, table, metrics);
+  std::vector<uint8_t> a(1 << 16), b(1 << 16);
+  const uint64_t da = reinterpret_cast<uint64_t>(a.data()), db = reinterpret_cast<uint64_t>(b.data());
+  std::vector<uint32_t> two = {0, 1}, three = {0, 1, 2};
+  EXPECT_EQ(eng.CopyPages(da, db, 4096, two, three).code(), Code::kInvalidArgument);
+  EXPECT_EQ(eng.CopyPages(da, db, 0, two, two).code(), Code::kInvalidArgument);
+  if (eng.FindTransport("cuda") == nullptr) {
+    Status s = eng.CopyPages(da, db, 4096, two, two);
+    EXPECT_EQ(s.code(), Code::kNotSupported) << s.ToString();
+    EXPECT_NE(s.message().find("cuda path"), std::string::npos) << s.ToString();
+  } else {
+    // Host ends: the page kernel does not take pageable host memory.
+    Status s = eng.CopyPages(da, db, 4096, two, two);
+    EXPECT_EQ(s.code(), Code::kNotSupported) << s.ToString();
+  }
+  // Empty lists: nothing to do, on any machine with a cuda path.
+  std::vector<uint32_t> none;
+  if (eng.FindTransport("cuda")) EXPECT_TRUE(eng.CopyPages(da, db, 4096, none, none).ok());
+}
+
 #if WEFT_HAVE_CUDA
 using namespace transport::cuda;
+
+TEST(PlanPagesTest, UnitsCoverEveryPageByteOnceAndKeepAlignment) {
+  uint64_t state = FreshSeed();
+  SCOPED_TRACE(testing::Message() << "seed " << state);
+  for (int iter = 0; iter < 40; ++iter) {
+    // Page sizes around the chunk boundary, odd ones and the KV sizes.
+    const uint64_t sizes[] = {1, 15, 16, 4096, 16 << 10, 32 << 10, (32 << 10) + 16, 64 << 10, 100000, 256 << 10};
+    const uint64_t page = iter < 10 ? sizes[iter] : 1 + SplitMix64(state) % (300 << 10);
+    const uint64_t pages = 1 + SplitMix64(state) % 64;
+    const uint32_t max_chunk = iter % 2 ? kPageChunkDefault : 16 + static_cast<uint32_t>(SplitMix64(state) % (64 << 10));
+    const PageLaunch pl = PlanPages(page, pages, 132, 8, max_chunk);
+    ASSERT_GT(pl.chunk, 0u);
+    ASSERT_EQ(pl.units, pages * pl.chunks_per_page);
+    ASSERT_GE(pl.grid, 1u);
+    ASSERT_LE(pl.grid, std::min<uint64_t>(pl.units, 132 * 8));
+    if (page > pl.chunk) ASSERT_EQ(pl.chunk % 16, 0u) << "a split page must keep 16-byte alignment";
+    // Scattered page indices (a permutation each way), the kernel's arithmetic run on the host.
+    std::vector<uint32_t> d(pages), s(pages);
+    for (uint32_t i = 0; i < pages; ++i) d[i] = s[i] = i;
+    for (size_t i = pages; i > 1; --i) {
+      std::swap(d[i - 1], d[SplitMix64(state) % i]);
+      std::swap(s[i - 1], s[SplitMix64(state) % i]);
+    }
+    const uint64_t seed = SplitMix64(state);
+    std::vector<uint8_t> src(pages * page), dst(pages * page, 0xA5), expect(pages * page);
+    FillRandom(src.data(), src.size(), seed);
+    for (uint64_t i = 0; i < pages; ++i) std::memcpy(expect.data() + d[i] * page, src.data() + s[i] * page, page);
+    PageCopyParams p{reinterpret_cast<uint64_t>(dst.data()), reinterpret_cast<uint64_t>(src.data()), page, d.data(),
+                     s.data(), pl.units, pl.chunk, pl.chunks_per_page};
+    std::vector<uint32_t> writes(pages * page, 0);
+    for (uint32_t u = 0; u < p.units; ++u) {
+      const uint32_t pg = PageOfUnit(p, u);
+      ASSERT_LT(pg, pages);
+      const PageUnit w = PageUnitAt(p, u, pg, d[pg], s[pg]);
+      ASSERT_GT(w.len, 0u);
+      ASSERT_LE(w.len, pl.chunk);
+      // A unit keeps the relative alignment of its page's ends (16-byte vectors stay usable).
+      ASSERT_EQ((w.dst - p.dst_base) % 16 == (w.src - p.src_base) % 16 || page % 16 != 0, true);
+      std::memcpy(reinterpret_cast<void*>(w.dst), reinterpret_cast<const void*>(w.src), w.len);
+      for (uint64_t k = 0; k < w.len; ++k) ++writes[w.dst - p.dst_base + k];
+    }
+    ASSERT_EQ(std::memcmp(dst.data(), expect.data(), dst.size()), 0) << "page " << page << " iteration " << iter;
+    ASSERT_TRUE(std::all_of(writes.begin(), writes.end(), [](uint32_t c) { return c == 1; }))
+        << "every destination byte written exactly once";
+  }
+}
+
+TEST(PlanPagesTest, KvShapesAndLimits) {
+  // KV pages up to 256 KiB: one unit each; 1 MiB pages: 4 units of 256 KiB; 32 KiB units when asked.
+  PageLaunch a = PlanPages(16 << 10, 4096, 132, 8);
+  EXPECT_EQ(a.chunk, 16u << 10);
+  EXPECT_EQ(a.chunks_per_page, 1u);
+  EXPECT_EQ(a.units, 4096u);
+  EXPECT_EQ(a.grid, 132u * 8);
+  EXPECT_EQ(PlanPages(256 << 10, 4096, 132, 8).chunks_per_page, 1u);
+  PageLaunch b = PlanPages(1 << 20, 4096, 132, 8);
+  EXPECT_EQ(b.chunk, kPageChunkDefault);
+  EXPECT_EQ(b.chunks_per_page, 4u);
+  EXPECT_EQ(b.units, 4096u * 4);
+  EXPECT_EQ(PlanPages(256 << 10, 4096, 132, 8, 32 << 10).chunks_per_page, 8u);
+  // Few units: no more blocks than units; an SM budget caps the grid.
+  EXPECT_EQ(PlanPages(4096, 3, 132, 8).grid, 3u);
+  EXPECT_EQ(PlanPages(4096, 100000, 16, 8).grid, 128u);
+  // Nothing to do.
+  EXPECT_EQ(PlanPages(0, 10, 132, 8).units, 0u);
+  EXPECT_EQ(PlanPages(4096, 0, 132, 8).units, 0u);
+  // Huge pages still give a unit count that fits 32 bits per page.
+  PageLaunch h = PlanPages(uint64_t{1} << 50, 1, 132, 8);
+  EXPECT_GE(uint64_t{h.chunk} * h.chunks_per_page, uint64_t{1} << 50);
+  EXPECT_EQ(h.chunk % 16, 0u);
+}
 
 TEST(CostModelTest, SingleCopiesTakeTheCopyEngineAndKvBatchesTheKernel) {
   CostModel m;

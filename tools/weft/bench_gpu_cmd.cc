@@ -4,7 +4,10 @@
 //   * KV batches (4096 pages of 16/64/256 KiB at scattered offsets, GD->GD and LD->LD) against
 //     one cudaMemcpyAsync per page, and against the large-copy bandwidth of the same bytes;
 //   * small-copy latency against cudaMemcpyAsync + stream synchronisation;
+//   * the same pages through Engine::CopyPages (bases + page indices, one launch), and the page
+//     kernel alone at several unit sizes;
 //   * the KV batch with the copy kernel held to 16 SMs (green context), when available;
+//   * with two GPUs: GD->GD across GPUs against cudaMemcpyPeerAsync, and a page batch over the link;
 //   * the cost model's inputs (copy-engine latency and submit time, kernel latency).
 // Prints a table and writes JSON (--json). Times are medians over --reps runs after warm-up;
 // each synchronous call is timed on the host clock (it returns after the GPU is done).
@@ -228,12 +231,75 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
     double ours = MedianNanos(2, r, [&] {
       for (const Status& s : eng.CopyBatch(reqs)) b.Check(s, "kv batch");
     });
+    // The same pages through the page-batch API: bases and indices (slot k is page 2k).
+    std::vector<uint32_t> di(kPages), si(kPages);
+    for (size_t i = 0; i < kPages; ++i) {
+      di[i] = static_cast<uint32_t>(dp[i] * 2);
+      si[i] = static_cast<uint32_t>(sp[i] * 2);
+    }
+    const uint64_t dbase = gd ? layout.Encode({gva::Medium::kDevice, 1, 0}) : addr(dst_base);
+    const uint64_t sbase = gd ? layout.Encode({gva::Medium::kDevice, 0, 0}) : addr(src_base);
+    double pages = MedianNanos(2, r, [&] { b.Check(eng.CopyPages(dbase, sbase, page, di, si), "copy pages"); });
     const std::string name = fmt::format("{} 4096x{}KiB", gd ? "GD->GD" : "LD->LD", page >> 10);
     b.Add({group, name + " vs per-page", total, Gbps(total, ours), Gbps(total, per_page), "GB/s",
-           "cudaMemcpyAsync per page", note});
+           "cudaMemcpyAsync per page", note + ", CopyBatch"});
     b.Add({group, name + " vs large copy", total, Gbps(total, ours), Gbps(total, large), "GB/s",
-           "one cudaMemcpyAsync", note});
+           "one cudaMemcpyAsync", note + ", CopyBatch"});
+    b.Add({group, name + " pages vs per-page", total, Gbps(total, pages), Gbps(total, per_page), "GB/s",
+           "cudaMemcpyAsync per page", "Engine::CopyPages"});
+    b.Add({group, name + " pages vs large", total, Gbps(total, pages), Gbps(total, large), "GB/s",
+           "one cudaMemcpyAsync", "Engine::CopyPages"});
     if (&eng != &engine) return;
+    // The transport's CopyPages alone (ends resolved beforehand), with the indices uploaded (the
+    // default) and read by the kernel from mapped pinned memory.
+    for (bool mapped : {false, true}) {
+      transport::cuda::CudaOptions co;
+      co.page_indices_mapped = mapped;
+      auto ct = transport::cuda::CudaTransport::Create(co);
+      if (!ct.ok()) break;
+      transport::PageCopy pc{transport::Endpoint{dst_base}, transport::Endpoint{src_base}, page,
+                             (uint64_t{2} * kPages) * page, (uint64_t{2} * kPages) * page, di, si};
+      double t = MedianNanos(2, r, [&] { b.Check((*ct)->CopyPages(pc, nullptr, nullptr), "transport pages"); });
+      b.Add({group, name + (mapped ? " pages mapped idx" : " pages transport"), total, Gbps(total, t), Gbps(total, large),
+             "GB/s", "one cudaMemcpyAsync", mapped ? "CudaTransport::CopyPages, indices read over PCIe" : "CudaTransport::CopyPages"});
+    }
+    // The page kernel alone (indices on the GPU, events), at several unit sizes: what the
+    // default (kPageChunkDefault) gives up against other choices.
+    {
+      std::vector<uint32_t> both(di);
+      both.insert(both.end(), si.begin(), si.end());
+      void* didx = nullptr;
+      if (cudaMalloc(&didx, both.size() * 4) != cudaSuccess) return;
+      cudaMemcpy(didx, both.data(), both.size() * 4, cudaMemcpyHostToDevice);
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      for (uint32_t chunk : {uint32_t{16} << 10, transport::cuda::kPageChunkDefault, uint32_t{64} << 10, uint32_t{256} << 10}) {
+        if (chunk > page && chunk != transport::cuda::kPageChunkDefault) continue;
+        const auto pl = transport::cuda::PlanPages(page, kPages, prop.multiProcessorCount,
+                                                   transport::cuda::kCopyKernelBlocksPerSm, chunk);
+        transport::cuda::PageCopyParams pp{addr(dst_base), addr(src_base), page, static_cast<const uint32_t*>(didx),
+                                           static_cast<const uint32_t*>(didx) + kPages, pl.units, pl.chunk,
+                                           pl.chunks_per_page};
+        std::vector<double> times;
+        for (int i = 0; i < r + 2; ++i) {
+          cudaEventRecord(e0, stream);
+          transport::cuda::LaunchPageKernel(pp, pl.grid, stream);
+          cudaEventRecord(e1, stream);
+          cudaEventSynchronize(e1);
+          float ms = 0;
+          cudaEventElapsedTime(&ms, e0, e1);
+          if (i >= 2) times.push_back(ms * 1e6);
+        }
+        std::sort(times.begin(), times.end());
+        b.Add({group, fmt::format("{} page kernel {}KiB units", name, pl.chunk >> 10), total,
+               Gbps(total, times[times.size() / 2]), Gbps(total, large), "GB/s", "one cudaMemcpyAsync",
+               fmt::format("{} blocks, events{}", pl.grid, chunk == transport::cuda::kPageChunkDefault ? ", default" : "")});
+      }
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      cudaFree(didx);
+    }
     // Where the time goes: the transport alone (addresses resolved beforehand), and the kernel
     // alone (descriptors in device memory, timed with events).
     auto* t = dynamic_cast<transport::cuda::CudaTransport*>(eng.FindTransport("cuda"));
@@ -277,9 +343,9 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
     cudaFree(ddesc);
   };
   for (uint64_t page : {uint64_t{16} << 10, uint64_t{64} << 10, uint64_t{256} << 10}) {
-    if (quick && page != (16 << 10)) continue;
+    // --quick keeps every page size for GD->GD (the KV case) and LD->LD at 16 KiB only.
     kv(engine, "kv", page, true, "copy kernel");
-    kv(engine, "kv", page, false, "copy kernel");
+    if (!quick || page == (16 << 10)) kv(engine, "kv", page, false, "copy kernel");
   }
 
   // 3. Small-copy latency against cudaMemcpyAsync + synchronize.
@@ -308,6 +374,75 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
     const std::string note = on ? fmt::format("green ctx, {} SMs", gc->kernel_sms(0)) : "green ctx unavailable: all SMs";
     kv(green, "kv-16sm", 16 << 10, true, note);
     if (!quick) kv(green, "kv-16sm", 256 << 10, true, note);
+  }
+
+  // 4b. Two GPUs: GD on GPU 1 (a device segment exported and imported again, as a same-node peer's
+  // slice is) to GD on GPU 0 over the link, against cudaMemcpyPeerAsync between cudaMalloc
+  // buffers; and a page batch read across the link by GPU 0's page kernel.
+  if (*n >= 2) {
+    int can = 0;
+    cudaDeviceCanAccessPeer(&can, 0, 1);
+    const uint64_t psize = 512ull << 20;
+    auto seg = mem::cuda::DeviceSegment::Create(1, psize);
+    std::unique_ptr<mem::cuda::DeviceSegment> peer_seg;
+    if (seg.ok()) {
+      auto fd = (*seg)->ExportFd();
+      auto imp = fd.ok() ? mem::cuda::DeviceSegment::Import(*fd, (*seg)->size(), 0)
+                         : Result<std::unique_ptr<mem::cuda::DeviceSegment>>(fd.status());
+      if (imp.ok()) peer_seg = std::move(*imp);
+      else b.Check(imp.status(), "import GPU 1 segment");
+    } else {
+      b.Check(seg.status(), "GPU 1 segment");
+    }
+    void* p1 = nullptr;
+    cudaSetDevice(1);
+    BENCH_CUDA(cudaMalloc(&p1, psize));
+    BENCH_CUDA(cudaMemset(p1, 3, psize));
+    cudaSetDevice(0);
+    if (peer_seg) {
+      BENCH_CUDA(cudaMemset(peer_seg->data(), 4, psize));
+      b.Check(table.Attach({gva::Medium::kDevice, 2, 0}, peer_seg->data(), peer_seg->size(), false, "rank2", [] {}),
+              "attach GPU 1 segment");
+      const uint64_t g2 = layout.Encode({gva::Medium::kDevice, 2, 0});
+      const uint64_t g0 = layout.Encode({gva::Medium::kDevice, 0, 0});
+      for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
+        const int r = std::max(5, reps / 2);
+        double base = MedianNanos(2, r, [&] {
+          cudaMemcpyPeerAsync(ld, 0, p1, 1, size, stream);
+          cudaStreamSynchronize(stream);
+        });
+        double ours = MedianNanos(2, r, [&] { b.Check(engine.Copy(g0, g2, size), "GD(1)->GD(0)"); });
+        b.Add({"nvlink", fmt::format("GD(1)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base), "GB/s",
+               "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
+        double back = MedianNanos(2, r, [&] {
+          cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
+          cudaStreamSynchronize(stream);
+        });
+        double ours_back = MedianNanos(2, r, [&] { b.Check(engine.Copy(g2, g0, size), "GD(0)->GD(1)"); });
+        b.Add({"nvlink", fmt::format("GD(0)->GD(1) {} MiB", size >> 20), size, Gbps(size, ours_back), Gbps(size, back),
+               "GB/s", "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
+      }
+      // 4096 pages of 64 KiB, GPU 1 -> GPU 0, scattered, through CopyPages (GPU 0's SMs read over
+      // the link), against one cudaMemcpyPeerAsync of the same bytes.
+      constexpr uint32_t kPages = 4096;
+      const uint64_t page = 64 << 10, total = kPages * page;
+      std::vector<uint32_t> di(kPages), si(kPages);
+      for (uint32_t i = 0; i < kPages; ++i) di[i] = si[i] = i;
+      for (size_t i = kPages; i > 1; --i) {
+        std::swap(di[i - 1], di[SplitMix64(state) % i]);
+        std::swap(si[i - 1], si[SplitMix64(state) % i]);
+      }
+      const int r = std::max(5, reps / 2);
+      double base = MedianNanos(2, r, [&] {
+        cudaMemcpyPeerAsync(ld, 0, p1, 1, total, stream);
+        cudaStreamSynchronize(stream);
+      });
+      double ours = MedianNanos(2, r, [&] { b.Check(engine.CopyPages(g0, g2, page, di, si), "pages GPU1->GPU0"); });
+      b.Add({"nvlink", "GD(1)->GD(0) pages 4096x64KiB", total, Gbps(total, ours), Gbps(total, base), "GB/s",
+             "cudaMemcpyPeerAsync (one copy)", "Engine::CopyPages"});
+      table.Detach({gva::Medium::kDevice, 2, 0}, false);
+    }
+    cudaFree(p1);
   }
 
   // 5. The cost model's inputs, for docs/gpu.md and CostModel's defaults.

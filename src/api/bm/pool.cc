@@ -367,6 +367,12 @@ CopyHandle Pool::CopyBatchAsync(std::span<const CopyRequest> requests, Direction
   return impl_->engine->CopyBatchAsync(requests, dir, impl_->DefaultDeadline());
 }
 
+Status Pool::CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, std::span<const uint32_t> dst_pages,
+                       std::span<const uint32_t> src_pages, Direction dir, void* stream) {
+  if (impl_->left) return Error(Code::kCancelled, "this peer has left the pool");
+  return impl_->engine->CopyPages(dst_base, src_base, page_bytes, dst_pages, src_pages, dir, stream);
+}
+
 Status Pool::Wait(const CopyHandle& handle, Deadline deadline) { return handle.Wait(deadline); }
 
 Result<engine::RouteInfo> Pool::Route(uint64_t dst, uint64_t src, uint64_t len, Direction dir) const {

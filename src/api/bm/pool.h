@@ -72,6 +72,10 @@ class Pool {
   CopyHandle CopyAsync(uint64_t dst, uint64_t src, uint64_t len, Direction dir = Direction::kAuto);
   std::vector<Status> CopyBatch(std::span<const CopyRequest> requests, Direction dir = Direction::kAuto);
   CopyHandle CopyBatchAsync(std::span<const CopyRequest> requests, Direction dir = Direction::kAuto);
+  // A KV page batch in one launch (Engine::CopyPages): page i from src_base + src_pages[i] ×
+  // page_bytes to dst_base + dst_pages[i] × page_bytes; one status; stream optional.
+  Status CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, std::span<const uint32_t> dst_pages,
+                   std::span<const uint32_t> src_pages, Direction dir = Direction::kAuto, void* stream = nullptr);
   Status Wait(const CopyHandle& handle, Deadline deadline = Deadline::Never());
   Result<engine::RouteInfo> Route(uint64_t dst, uint64_t src, uint64_t len,
                                   Direction dir = Direction::kAuto) const;

@@ -35,21 +35,48 @@ __device__ __forceinline__ void CopyBytes(uint8_t* __restrict__ dst, const uint8
   for (uint32_t i = threadIdx.x; i < len; i += blockDim.x) dst[i] = src[i];
 }
 
+// The widest access both ends allow: 16 bytes when dst and src agree in alignment mod 16.
+__device__ __forceinline__ void CopyAny(uint64_t dst_addr, uint64_t src_addr, uint32_t len) {
+  auto* dst = reinterpret_cast<uint8_t*>(dst_addr);
+  const auto* src = reinterpret_cast<const uint8_t*>(src_addr);
+  const uint32_t mis = static_cast<uint32_t>((dst_addr ^ src_addr) & 15);
+  if (mis == 0) {
+    CopyAligned<uint4>(dst, src, len);
+  } else if ((mis & 7) == 0) {
+    CopyAligned<uint2>(dst, src, len);
+  } else if ((mis & 3) == 0) {
+    CopyAligned<uint32_t>(dst, src, len);
+  } else {
+    CopyBytes(dst, src, len);
+  }
+}
+
 __global__ void __launch_bounds__(kCopyKernelThreads) CopyKernel(const DeviceCopyDesc* __restrict__ descs, uint32_t count) {
   // Persistent grid: each block walks the descriptors with stride gridDim.x.
   for (uint32_t k = blockIdx.x; k < count; k += gridDim.x) {
     const DeviceCopyDesc desc = descs[k];
-    auto* dst = reinterpret_cast<uint8_t*>(desc.dst);
-    const auto* src = reinterpret_cast<const uint8_t*>(desc.src);
-    const uint32_t mis = static_cast<uint32_t>((desc.dst ^ desc.src) & 15);
-    if (mis == 0) {
-      CopyAligned<uint4>(dst, src, desc.len);
-    } else if ((mis & 7) == 0) {
-      CopyAligned<uint2>(dst, src, desc.len);
-    } else if ((mis & 3) == 0) {
-      CopyAligned<uint32_t>(dst, src, desc.len);
+    CopyAny(desc.dst, desc.src, desc.len);
+  }
+}
+
+// Addresses come from the page indices: no descriptor per page is built or uploaded, only the
+// two index lists (8 bytes a page). Every thread of a block reads the unit's two indices (one
+// broadcast load each); 8 resident blocks per SM hide that latency behind each other's copies.
+// kVec16: every unit agrees with its source mod 16 (the usual KV case: 16-byte multiple pages,
+// bases agreeing mod 16), so only the 16-byte path is compiled in; otherwise each unit picks its
+// access width. The minimum of kCopyKernelBlocksPerSm blocks holds the kernel to 32 registers:
+// the persistent grid (ChooseGrid) assumes all its blocks are resident at once (at 40 registers,
+// seen without the bound, only 6 fit per SM and a quarter of the grid ran as a second wave).
+template <bool kVec16>
+__global__ void __launch_bounds__(kCopyKernelThreads, kCopyKernelBlocksPerSm) PageKernel(const PageCopyParams p) {
+  const uint32_t units = static_cast<uint32_t>(p.units);
+  for (uint32_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const uint32_t page = PageOfUnit(p, u);
+    const PageUnit w = PageUnitAt(p, u, page, __ldg(p.dst_pages + page), __ldg(p.src_pages + page));
+    if (kVec16) {
+      CopyAligned<uint4>(reinterpret_cast<uint8_t*>(w.dst), reinterpret_cast<const uint8_t*>(w.src), w.len);
     } else {
-      CopyBytes(dst, src, desc.len);
+      CopyAny(w.dst, w.src, w.len);
     }
   }
 }
@@ -59,6 +86,19 @@ __global__ void __launch_bounds__(kCopyKernelThreads) CopyKernel(const DeviceCop
 cudaError_t LaunchCopyKernel(const DeviceCopyDesc* descs, uint32_t count, uint32_t grid, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   CopyKernel<<<grid, kCopyKernelThreads, 0, stream>>>(descs, count);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchPageKernel(const PageCopyParams& params, uint32_t grid, cudaStream_t stream) {
+  if (params.units == 0) return cudaSuccess;
+  // Unit starts advance by whole pages and chunks: with both multiples of 16 (or one unit per
+  // page), every unit has the bases' relative alignment.
+  const bool vec16 = ((params.dst_base ^ params.src_base) & 15) == 0 && params.page_bytes % 16 == 0 &&
+                     (params.chunk % 16 == 0 || params.chunks_per_page == 1);
+  if (vec16)
+    PageKernel<true><<<grid, kCopyKernelThreads, 0, stream>>>(params);
+  else
+    PageKernel<false><<<grid, kCopyKernelThreads, 0, stream>>>(params);
   return cudaGetLastError();
 }
 

@@ -1,5 +1,6 @@
-// The batched copy kernel: one launch copies every descriptor of a batch (the KV-page case:
-// thousands of scattered pages in one launch instead of one cudaMemcpyAsync each).
+// The batched copy kernels: one launch copies every descriptor of a batch (the KV-page case:
+// thousands of scattered pages in one launch instead of one cudaMemcpyAsync each), or every page
+// of a page batch whose addresses it computes from page indices (Engine::CopyPages).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -16,5 +17,8 @@ inline constexpr int kCopyKernelBlocksPerSm = 8;  // 2048 threads per SM: full o
 // Enqueues the kernel over `count` descriptors already in device memory. Returns the launch
 // error (configuration errors only; faults surface at the next synchronisation).
 cudaError_t LaunchCopyKernel(const DeviceCopyDesc* descs, uint32_t count, uint32_t grid, cudaStream_t stream);
+
+// Enqueues the page kernel (index lists already in device memory). Same error contract.
+cudaError_t LaunchPageKernel(const PageCopyParams& params, uint32_t grid, cudaStream_t stream);
 
 }  // namespace weft::transport::cuda

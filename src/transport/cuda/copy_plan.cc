@@ -103,4 +103,19 @@ uint32_t ChooseGrid(uint64_t descs, int sms, int blocks_per_sm) {
   return static_cast<uint32_t>(std::max<uint64_t>(1, std::min(descs, cap)));
 }
 
+PageLaunch PlanPages(uint64_t page_bytes, uint64_t pages, int sms, int blocks_per_sm, uint32_t max_chunk) {
+  PageLaunch out;
+  if (page_bytes == 0 || pages == 0) return out;
+  uint64_t chunk = std::max<uint32_t>(16, max_chunk & ~15u);
+  // A unit count per page that fits 32 bits: only pages over 64 TiB need larger units.
+  const uint64_t min_chunk = (page_bytes + UINT32_MAX - 1) / UINT32_MAX;
+  if (chunk < min_chunk) chunk = (min_chunk + 15) & ~uint64_t{15};
+  if (page_bytes <= chunk) chunk = page_bytes;  // a page is one unit, of any length
+  out.chunk = static_cast<uint32_t>(std::min<uint64_t>(chunk, UINT32_MAX & ~15u));
+  out.chunks_per_page = static_cast<uint32_t>((page_bytes + out.chunk - 1) / out.chunk);
+  out.units = pages * out.chunks_per_page;
+  out.grid = ChooseGrid(out.units, sms, blocks_per_sm);
+  return out;
+}
+
 }  // namespace weft::transport::cuda

@@ -53,6 +53,9 @@ struct Lane {
   DeviceCopyDesc* host_desc = nullptr;  // pinned staging for descriptors
   DeviceCopyDesc* dev_desc = nullptr;
   size_t cap = 0;  // descriptors both buffers hold
+  uint32_t* host_idx = nullptr;  // pinned staging for page indices (CopyPages): dst list, then src
+  uint32_t* dev_idx = nullptr;
+  size_t idx_cap = 0;  // indices both buffers hold
 };
 
 struct DeviceState {
@@ -74,7 +77,7 @@ struct CudaTransport::Impl {
   std::shared_ptr<const DriverApi> api;
   int devices = 0;
   std::unique_ptr<DeviceState[]> dev;
-  std::atomic<uint64_t> ce_copies{0}, kernel_launches{0}, kernel_descs{0};
+  std::atomic<uint64_t> ce_copies{0}, kernel_launches{0}, kernel_descs{0}, kernel_pages{0};
   mutable std::atomic<bool> logged_staged{false}, logged_pageable{false}, logged_green{false};
   std::mutex reg_mu;
   std::unordered_map<void*, uint64_t> registered;  // host ranges this transport pinned
@@ -88,6 +91,8 @@ struct CudaTransport::Impl {
         cudaStreamDestroy(l->stream);
         if (l->host_desc) cudaFreeHost(l->host_desc);
         if (l->dev_desc) cudaFree(l->dev_desc);
+        if (l->host_idx) cudaFreeHost(l->host_idx);
+        if (l->dev_idx) cudaFree(l->dev_idx);
       }
       if (dev[d].green) api->GreenCtxDestroy(dev[d].green);
     }
@@ -197,8 +202,14 @@ struct CudaTransport::Impl {
   // The link and the GPU that runs a copy; kernel_ok when that GPU's SMs can reach both ends.
   // memos: two (dst, src) for the duration of one batch, or null.
   Result<PlanItem> Classify(const CopyItem& it, ClassifyMemo* memos = nullptr) const {
-    WEFT_ASSIGN_OR_RETURN(EndInfo s, Inspect(it.src, it.len, "src", memos ? &memos[1] : nullptr));
-    WEFT_ASSIGN_OR_RETURN(EndInfo d, Inspect(it.dst, it.len, "dst", memos ? &memos[0] : nullptr));
+    return Classify(it.dst, it.src, it.len, it.len, memos);
+  }
+  // The same with a length per end (a page batch spans different extents at each end).
+  Result<PlanItem> Classify(const Endpoint& dst, const Endpoint& src, uint64_t dst_len, uint64_t src_len,
+                            ClassifyMemo* memos = nullptr) const {
+    const CopyItem it{dst, src, std::max(dst_len, src_len)};
+    WEFT_ASSIGN_OR_RETURN(EndInfo s, Inspect(src, src_len, "src", memos ? &memos[1] : nullptr));
+    WEFT_ASSIGN_OR_RETURN(EndInfo d, Inspect(dst, dst_len, "dst", memos ? &memos[0] : nullptr));
     PlanItem p{Link::kSameDevice, -1, false, it.len};
     if (s.device && d.device) {
       p.device = d.dev;
@@ -206,6 +217,13 @@ struct CudaTransport::Impl {
         p.link = Link::kSameDevice;
         p.kernel_ok = true;
       } else if (CanReach(d.dev, s.dev, it.src.mapped)) {
+        p.link = Link::kPeerDevice;
+        p.kernel_ok = true;
+      } else if (CanReach(s.dev, d.dev, it.dst.mapped)) {
+        // The destination's GPU may not touch the source (a device segment of this process grants
+        // access to its own GPU only), but the source's GPU may write the destination (a peer's
+        // imported segment grants this GPU access): push from there.
+        p.device = s.dev;
         p.link = Link::kPeerDevice;
         p.kernel_ok = true;
       } else if (dev[d.dev].peer[s.dev]) {
@@ -240,7 +258,15 @@ struct CudaTransport::Impl {
     loc.id = runner;
     unsigned long long flags = 0;
     // VMM memory (device segments) carries its own access list; cudaMalloc memory follows peer
-    // access, which Create() enabled where the hardware allows.
+    // access, which Create() enabled where the hardware allows. cuMemGetAccess answers for
+    // cudaMalloc memory too (seen on 2 × H200, driver 580: not read-write, though peer access
+    // was on), so only memory that has a VMM allocation handle is asked.
+    CUmemGenericAllocationHandle h = 0;
+    if (api->MemRetainAllocationHandle(&h, const_cast<uint8_t*>(p)) != CUDA_SUCCESS) {
+      (void)cudaGetLastError();
+      return dev[runner].peer[home];
+    }
+    api->MemRelease(h);
     if (api->MemGetAccess(&flags, &loc, reinterpret_cast<CUdeviceptr>(p)) == CUDA_SUCCESS)
       return flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
     (void)cudaGetLastError();
@@ -278,6 +304,28 @@ struct CudaTransport::Impl {
     DeviceState& ds = dev[l->device];
     std::lock_guard lock(ds.mu);
     (l->green ? ds.free_green : ds.free_lanes).push_back(l);
+  }
+
+  // Index staging of a lane for `n` indices (both lists of a page batch), grown by doubling.
+  Status ReserveIndices(Lane* l, size_t n) {
+    if (n <= l->idx_cap) return OkStatus();
+    size_t cap = std::max<size_t>(8192, l->idx_cap);
+    while (cap < n) cap *= 2;
+    if (l->host_idx) cudaFreeHost(l->host_idx);
+    if (l->dev_idx) cudaFree(l->dev_idx);
+    l->host_idx = nullptr;
+    l->dev_idx = nullptr;
+    l->idx_cap = 0;
+    WEFT_RETURN_IF_ERROR(CudaStatus(cudaMallocHost(reinterpret_cast<void**>(&l->host_idx), cap * sizeof(uint32_t)),
+                                    "cudaMallocHost (page indices)"));
+    Status s = CudaStatus(cudaMalloc(reinterpret_cast<void**>(&l->dev_idx), cap * sizeof(uint32_t)), "cudaMalloc (page indices)");
+    if (!s.ok()) {
+      cudaFreeHost(l->host_idx);
+      l->host_idx = nullptr;
+      return s;
+    }
+    l->idx_cap = cap;
+    return OkStatus();
   }
 
   Status Reserve(Lane* l, size_t descs) {
@@ -538,6 +586,32 @@ void CudaTransport::CopyBatch(std::span<const CopyItem> items, std::span<Status>
   }
 }
 
+namespace {
+
+// Runs `release` once `stream` has passed the work enqueued so far.
+Status ReleaseAfter(cudaStream_t stream, std::function<void()> release) {
+  if (!release) return OkStatus();
+  auto* fn = new std::function<void()>(std::move(release));
+  cudaError_t e = cudaLaunchHostFunc(
+      stream,
+      [](void* p) {
+        auto* f = static_cast<std::function<void()>*>(p);
+        (*f)();
+        delete f;
+      },
+      fn);
+  if (e != cudaSuccess) {
+    // Wait here instead, so the pins are not dropped under running copies.
+    cudaStreamSynchronize(stream);
+    (*fn)();
+    delete fn;
+    return CudaStatus(e, "cudaLaunchHostFunc");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
 Status CudaTransport::Enqueue(std::span<const CopyItem> items, void* stream_ptr, std::function<void()> release) {
   Impl& im = *impl_;
   mem::cuda::DeviceGuard guard;
@@ -578,25 +652,104 @@ Status CudaTransport::Enqueue(std::span<const CopyItem> items, void* stream_ptr,
                                     "cudaMemcpyAsync"));
     im.ce_copies.fetch_add(1, std::memory_order_relaxed);
   }
-  if (release) {
-    auto* fn = new std::function<void()>(std::move(release));
-    cudaError_t e = cudaLaunchHostFunc(
-        stream,
-        [](void* p) {
-          auto* f = static_cast<std::function<void()>*>(p);
-          (*f)();
-          delete f;
-        },
-        fn);
-    if (e != cudaSuccess) {
-      // Wait here instead, so the pins are not dropped under running copies.
-      cudaStreamSynchronize(stream);
-      (*fn)();
-      delete fn;
-      return CudaStatus(e, "cudaLaunchHostFunc");
-    }
+  return ReleaseAfter(stream, std::move(release));
+}
+
+
+Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::function<void()> release) {
+  Impl& im = *impl_;
+  const size_t n = pc.dst_pages.size();
+  if (n == 0) return OkStatus();
+  if (pc.src_pages.size() != n)
+    return Error(Code::kInvalidArgument, "copy pages: {} destination and {} source pages", n, pc.src_pages.size());
+  // Both ends once, over the whole extent the indices reach: no per-page classification.
+  WEFT_ASSIGN_OR_RETURN(PlanItem p, im.Classify(pc.dst, pc.src, pc.dst_extent, pc.src_extent));
+  if (!p.kernel_ok)
+    return Error(Code::kNotSupported,
+                 "copy pages: the SMs of GPU {} cannot address both ends ({}); the page kernel needs device memory "
+                 "of that GPU or a peer with access, or mapped pinned host memory: copy these pages with CopyBatch",
+                 p.device, LinkName(p.link));
+  mem::cuda::DeviceGuard guard;
+  PageCopyParams params{reinterpret_cast<uint64_t>(pc.dst.mapped), reinterpret_cast<uint64_t>(pc.src.mapped),
+                        pc.page_bytes, nullptr, nullptr, 0, 0, 0};
+  const size_t idx_bytes = n * sizeof(uint32_t);
+  if (PlanPages(pc.page_bytes, n, 1, 1).units > UINT32_MAX)
+    return Error(Code::kInvalidArgument, "copy pages: {} pages of {} bytes make 2^32 kernel units or more; split the batch",
+                 n, pc.page_bytes);
+  auto set_launch = [&](int sms) {
+    const PageLaunch pl = PlanPages(pc.page_bytes, n, sms, kCopyKernelBlocksPerSm);
+    params.chunk = pl.chunk;
+    params.chunks_per_page = pl.chunks_per_page;
+    params.units = pl.units;
+    return pl.grid;
+  };
+  auto count = [&] {
+    im.kernel_launches.fetch_add(1, std::memory_order_relaxed);
+    im.kernel_pages.fetch_add(n, std::memory_order_relaxed);
+  };
+
+  if (stream_ptr) {
+    // Caller's stream: a device buffer from the stream-ordered allocator, filled from the caller's
+    // lists (pageable: the runtime has copied them when cudaMemcpyAsync returns), freed in order.
+    auto stream = static_cast<cudaStream_t>(stream_ptr);
+    int sdev = -1;
+    WEFT_RETURN_IF_ERROR(CudaStatus(cudaStreamGetDevice(stream, &sdev), "cudaStreamGetDevice (is this a live stream of this process?)"));
+    if (sdev != p.device)
+      return Error(Code::kInvalidArgument, "copy pages: the stream belongs to GPU {} but the pages are copied by GPU {}; "
+                   "pass a stream of GPU {}", sdev, p.device, p.device);
+    WEFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(sdev), "cudaSetDevice"));
+    std::vector<uint32_t> both(2 * n);
+    std::memcpy(both.data(), pc.dst_pages.data(), idx_bytes);
+    std::memcpy(both.data() + n, pc.src_pages.data(), idx_bytes);
+    void* buf = nullptr;
+    WEFT_RETURN_IF_ERROR(CudaStatus(cudaMallocAsync(&buf, 2 * idx_bytes, stream), "cudaMallocAsync (page indices)"));
+    Status s = CudaStatus(cudaMemcpyAsync(buf, both.data(), 2 * idx_bytes, cudaMemcpyHostToDevice, stream),
+                          "cudaMemcpyAsync (page indices)");
+    params.dst_pages = static_cast<const uint32_t*>(buf);
+    params.src_pages = params.dst_pages + n;
+    const uint32_t grid = set_launch(im.dev[sdev].sm_count);
+    if (s.ok()) s = CudaStatus(LaunchPageKernel(params, grid, stream), "page kernel launch");
+    cudaFreeAsync(buf, stream);
+    WEFT_RETURN_IF_ERROR(s);
+    count();
+    return ReleaseAfter(stream, std::move(release));
   }
-  return OkStatus();
+
+  // weft's own lane (in the green context when an SM budget is set): indices staged in the
+  // lane's pinned buffer, one upload, one launch, one synchronisation.
+  WEFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(p.device), "cudaSetDevice"));
+  im.MaybeGreen(p.device);
+  DeviceState& ds = im.dev[p.device];
+  bool green = ds.green != nullptr && !ds.green_broken;
+  for (;;) {
+    WEFT_ASSIGN_OR_RETURN(Lane * lane, im.Acquire(p.device, green));
+    Status s = im.ReserveIndices(lane, 2 * n);
+    if (s.ok()) {
+      std::memcpy(lane->host_idx, pc.dst_pages.data(), idx_bytes);
+      std::memcpy(lane->host_idx + n, pc.src_pages.data(), idx_bytes);
+      if (!im.options.page_indices_mapped)
+        s = CudaStatus(cudaMemcpyAsync(lane->dev_idx, lane->host_idx, 2 * idx_bytes, cudaMemcpyHostToDevice, lane->stream),
+                       "cudaMemcpyAsync (page indices)");
+    }
+    // cudaMallocHost memory is mapped at the same address (unified addressing).
+    const uint32_t* idx = im.options.page_indices_mapped ? lane->host_idx : lane->dev_idx;
+    params.dst_pages = idx;
+    params.src_pages = idx + n;
+    const uint32_t grid = set_launch(green ? ds.green_sms : ds.sm_count);
+    if (s.ok()) s = CudaStatus(LaunchPageKernel(params, grid, lane->stream), "page kernel launch");
+    if (s.ok()) count();
+    // Whatever was enqueued must finish before the lane (and its staging) is reused.
+    Status sync = CudaStatus(cudaStreamSynchronize(lane->stream), "cudaStreamSynchronize");
+    im.Release(lane);
+    if (!s.ok() && green) {
+      ds.green_broken = true;
+      if (!im.logged_green.exchange(true))
+        WEFT_LOG_WARN("the copy kernel cannot run in its green context ({}): it runs on all SMs", s.ToString());
+      green = false;
+      continue;
+    }
+    return s.ok() ? sync : s;
+  }
 }
 
 Status CudaTransport::RegisterHost(void* ptr, uint64_t len) {
@@ -638,7 +791,8 @@ bool CudaTransport::green_context_active(int device) const {
 }
 
 CudaStats CudaTransport::stats() const {
-  return CudaStats{impl_->ce_copies.load(), impl_->kernel_launches.load(), impl_->kernel_descs.load()};
+  return CudaStats{impl_->ce_copies.load(), impl_->kernel_launches.load(), impl_->kernel_descs.load(),
+                   impl_->kernel_pages.load()};
 }
 
 const CostModel& CudaTransport::model() const { return impl_->options.model; }

@@ -6,7 +6,9 @@
 //     concurrent caller), for single copies, large pieces and host<->device transfers;
 //   * the copy kernel: one launch copies a whole batch of (dst, src, len) descriptors with
 //     16-byte accesses, for many small device pieces (KV pages), optionally held to an SM budget
-//     through a CUDA green context.
+//     through a CUDA green context;
+//   * the page kernel (CopyPages): a KV page batch given as base addresses and page indices, whose
+//     host cost is one scan of the indices and one upload of them, whatever the page count.
 // Without a GPU Create() fails with NOT_SUPPORTED and the engine goes on without this path.
 #pragma once
 
@@ -27,6 +29,10 @@ struct CudaOptions {
   uint32_t kernel_sms = 0;
   // Internal copy-engine streams per GPU a batch spreads its copies over.
   uint32_t streams_per_batch = 4;
+  // CopyPages without a stream: the page kernel reads the index lists straight from the lane's
+  // pinned (mapped) staging buffer over PCIe instead of after an upload. Off by default; `weft
+  // bench-gpu` measures both.
+  bool page_indices_mapped = false;
   CostModel model;
 };
 
@@ -34,6 +40,7 @@ struct CudaStats {
   uint64_t ce_copies = 0;        // cudaMemcpyAsync calls
   uint64_t kernel_launches = 0;  // copy kernel launches
   uint64_t kernel_descs = 0;     // descriptors copied by the kernel
+  uint64_t kernel_pages = 0;     // pages copied by the page kernel (CopyPages)
 };
 
 class CudaTransport final : public Transport {
@@ -51,6 +58,8 @@ class CudaTransport final : public Transport {
   void CopyBatch(std::span<const CopyItem> items, std::span<Status> results) override;
   std::optional<Result<LocalClass>> ClassifyLocal(uint64_t addr, uint64_t len, ClassifyMemo* memo) const override;
   Status Enqueue(std::span<const CopyItem> items, void* stream, std::function<void()> release) override;
+  // The page kernel: both ends classified once, the index lists uploaded in one copy, one launch.
+  Status CopyPages(const PageCopy& pages, void* stream, std::function<void()> release) override;
   Status RegisterHost(void* ptr, uint64_t len) override;
   void UnregisterHost(void* ptr) override;
 

@@ -13,6 +13,9 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <fmt/format.h>
 
 #include "base/clock.h"
 #include "base/status.h"
@@ -205,6 +208,28 @@ inline uint64_t LengthOf(const Mem& dst, const Mem& src, std::optional<uint64_t>
   if (dst.size) return *dst.size;
   if (src.size) return *src.size;
   RaiseCode(Code::kInvalidArgument, "length is needed when both ends are addresses");
+}
+
+// Results of a synchronous batch: None per OK request, the exception otherwise. With check, the
+// first failure is raised with the whole list as its `results`.
+inline nb::list ResultList(const std::vector<Status>& statuses, bool check) {
+  nb::list results;
+  nb::object first;
+  for (size_t i = 0; i < statuses.size(); ++i) {
+    if (statuses[i].ok()) {
+      results.append(nb::none());
+    } else {
+      nb::object e = MakeError(statuses[i].Annotate(fmt::format("request {} of {}", i, statuses.size())));
+      if (!first.is_valid()) first = e;
+      results.append(e);
+    }
+  }
+  if (check && first.is_valid()) {
+    nb::setattr(first, "results", results);
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(first.ptr())), first.ptr());
+    throw nb::python_error();
+  }
+  return results;
 }
 
 }  // namespace weft::pyext

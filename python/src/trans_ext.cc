@@ -159,27 +159,6 @@ nb::tuple StatusTuple(const BatchStatus& st) {
   return nb::make_tuple(states, results, st.done, notification);
 }
 
-// Results of a synchronous batch: None per OK request, the exception otherwise. With check, the
-// first failure is raised with the whole list as its `results`.
-nb::list ResultList(const std::vector<Status>& statuses, bool check) {
-  nb::list results;
-  nb::object first;
-  for (size_t i = 0; i < statuses.size(); ++i) {
-    if (statuses[i].ok()) {
-      results.append(nb::none());
-    } else {
-      nb::object e = MakeError(statuses[i].Annotate(fmt::format("request {} of {}", i, statuses.size())));
-      if (!first.is_valid()) first = e;
-      results.append(e);
-    }
-  }
-  if (check && first.is_valid()) {
-    nb::setattr(first, "results", results);
-    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(first.ptr())), first.ptr());
-    throw nb::python_error();
-  }
-  return results;
-}
 
 std::optional<weft::Deadline> OptionalDeadline(std::optional<double> timeout_s) {
   if (!timeout_s) return std::nullopt;

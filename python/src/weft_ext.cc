@@ -155,23 +155,7 @@ class PyPool {
       nb::gil_scoped_release release;
       statuses = pool.CopyBatch(batch, dir);
     }
-    nb::list results;
-    nb::object first;
-    for (size_t i = 0; i < statuses.size(); ++i) {
-      if (statuses[i].ok()) {
-        results.append(nb::none());
-      } else {
-        nb::object e = MakeError(statuses[i].Annotate(fmt::format("request {} of {}", i, statuses.size())));
-        if (!first.is_valid()) first = e;
-        results.append(e);
-      }
-    }
-    if (check && first.is_valid()) {
-      nb::setattr(first, "results", results);
-      PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(first.ptr())), first.ptr());
-      throw nb::python_error();
-    }
-    return results;
+    return ResultList(statuses, check);
   }
 
   std::unique_ptr<PyCopy> CopyAsync(nb::handle self, nb::handle dst, nb::handle src, std::optional<uint64_t> length,

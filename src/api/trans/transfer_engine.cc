@@ -367,19 +367,24 @@ struct TransferEngine::Impl {
         which.erase(which.begin() + static_cast<std::ptrdiff_t>(j));
       }
     };
-    std::vector<Status> staging_failures(out);
-    if (locate(*d, reqs, which)) {
+    const std::vector<Status> staging_failures(out);
+    // locate() resets the statuses: put the staging failures back, leave those requests out and
+    // point the others' local ends at their staging.
+    auto relocate = [&](const SegmentDescriptor& desc) {
+      bool missing = locate(desc, reqs, which);
+      for (size_t k = 0; k < idx.size(); ++k)
+        if (!staging_failures[k].ok()) out[k] = staging_failures[k];
+      drop_failed_staging();
+      stage_requests();
+      return missing;
+    };
+    if (relocate(*d)) {
       auto fresh = Refresh(target);
       if (fresh.ok()) {
         d = *fresh;
-        locate(*d, reqs, which);
+        relocate(*d);
       }
     }
-    // locate() reset the statuses: put the staging failures back and leave those requests out.
-    for (size_t k = 0; k < idx.size(); ++k)
-      if (!staging_failures[k].ok()) out[k] = staging_failures[k];
-    drop_failed_staging();
-    stage_requests();
     if (reqs.empty()) return out;
     auto run = [&](const SegmentDescriptor& desc) {
       auto res = client->Transfer({desc.host, desc.data_port}, reqs, deadline);
@@ -398,11 +403,7 @@ struct TransferEngine::Impl {
         WEFT_LOG_INFO("transfer engine '{}': peer '{}' changed its descriptor; retrying {} request(s)", name,
                       (*fresh)->name, reqs.size());
         d = *fresh;
-        locate(*d, reqs, which);
-        for (size_t k = 0; k < idx.size(); ++k)
-          if (!staging_failures[k].ok()) out[k] = staging_failures[k];
-        drop_failed_staging();
-        stage_requests();
+        relocate(*d);
         if (!reqs.empty()) run(*d);
       }
     }

@@ -115,7 +115,9 @@ TEST(EnginePagesTest, BadInputAndNoGpu) {
   }
   // Empty lists: nothing to do, on any machine with a cuda path.
   std::vector<uint32_t> none;
-  if (eng.FindTransport("cuda")) EXPECT_TRUE(eng.CopyPages(da, db, 4096, none, none).ok());
+  if (eng.FindTransport("cuda")) {
+    EXPECT_TRUE(eng.CopyPages(da, db, 4096, none, none).ok());
+  }
 }
 
 #if WEFT_HAVE_CUDA
@@ -135,7 +137,9 @@ TEST(PlanPagesTest, UnitsCoverEveryPageByteOnceAndKeepAlignment) {
     ASSERT_EQ(pl.units, pages * pl.chunks_per_page);
     ASSERT_GE(pl.grid, 1u);
     ASSERT_LE(pl.grid, std::min<uint64_t>(pl.units, 132 * 8));
-    if (page > pl.chunk) ASSERT_EQ(pl.chunk % 16, 0u) << "a split page must keep 16-byte alignment";
+    if (page > pl.chunk) {
+      ASSERT_EQ(pl.chunk % 16, 0u) << "a split page must keep 16-byte alignment";
+    }
     // Scattered page indices (a permutation each way), the kernel's arithmetic run on the host.
     std::vector<uint32_t> d(pages), s(pages);
     for (uint32_t i = 0; i < pages; ++i) d[i] = s[i] = i;

@@ -253,7 +253,9 @@ TEST_F(TcpTest, RandomBatchesOnBothPaths) {
       pos = 0;
       for (int i = 0; i < n; ++i) {
         ASSERT_EQ(std::memcmp(big_->data + offs[i], src.data + pos, lens[i]), 0) << "WRITE entry " << i;
-        if (i + 1 < n) ASSERT_TRUE(AllBytes(big_->data + offs[i] + lens[i], offs[i + 1] - offs[i] - lens[i], 0xC3));
+        if (i + 1 < n) {
+          ASSERT_TRUE(AllBytes(big_->data + offs[i] + lens[i], offs[i + 1] - offs[i] - lens[i], 0xC3));
+        }
         pos += lens[i];
       }
       std::memset(dst.data, 0x5A, total + 64);

@@ -647,7 +647,9 @@ TEST(SegmentDescriptor, RoundTripsAndRefusesMalformedText) {
                           R"({"name":"n","protocol":"tcp","host":"h","data_port":1,"buffers":[{"addr":10,"length":10,"location":"","segment":1,"key":"0000000000000001"},{"addr":15,"length":1,"location":"","segment":2,"key":"0000000000000001"}]})"}) {
     auto r = DecodeDescriptor(bad);
     EXPECT_FALSE(r.ok()) << bad;
-    if (!r.ok()) EXPECT_EQ(r.status().code(), Code::kProtocol) << bad;
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), Code::kProtocol) << bad;
+    }
   }
 }
 

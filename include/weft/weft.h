@@ -235,7 +235,9 @@ int weft_trans_name(const weft_trans* engine, char* buf, size_t buf_size);
 /* The rpc port (p2p: the descriptor endpoint; else the data port), or a negative code. */
 int weft_trans_rpc_port(const weft_trans* engine);
 
-/* location: "cpu:N", "*" (host memory); device memory is WEFT_E_NOT_SUPPORTED on the tcp path.
+/* location: "cpu:N" or "*" (host memory, or device memory where CUDA reports the address as
+ * such), "cuda:N" (device memory, staged through host memory on the tcp path;
+ * WEFT_E_NOT_SUPPORTED without a usable GPU, WEFT_E_INVALID_ARGUMENT at a host address).
  * WEFT_E_ALREADY_EXISTS for an overlap. */
 int weft_trans_register(weft_trans* engine, void* addr, uint64_t length, const char* location,
                         int remote_accessible);

@@ -119,6 +119,9 @@ struct TransferEngine::Impl {
   Histogram* batch_latency_ns = nullptr;
 
   std::unique_ptr<meta::Directory> directory;
+  // Orders descriptor writes and guards `lease`. Held across the directory call, so never
+  // together with mu: registrations and batches do not wait for the directory.
+  std::mutex publish_mu;
   meta::LeaseId lease = 0;
   AccessTable table;
   std::unique_ptr<TcpServer> server;
@@ -174,9 +177,18 @@ struct TransferEngine::Impl {
     return d;
   }
 
-  // Writes the descriptor (mu held, so that concurrent registrations publish in order).
+  // Writes the descriptor as the buffers are now; the last write always holds the latest state,
+  // because the snapshot is taken under publish_mu.
   Status Publish() {
-    std::string text = EncodeDescriptor(LocalDescriptor());
+    std::lock_guard p(publish_mu);
+    return PublishLocked();
+  }
+  Status PublishLocked() {  // publish_mu held, mu not
+    std::string text;
+    {
+      std::lock_guard g(mu);
+      text = EncodeDescriptor(LocalDescriptor());
+    }
     Status s = directory->Put(DescriptorKey(name), text, lease, MetaDeadline());
     if (!s.ok()) return s.Annotate(fmt::format("publishing the descriptor of '{}' in {}", name, directory->Describe()));
     return OkStatus();
@@ -191,9 +203,9 @@ struct TransferEngine::Impl {
       if (s.code() == Code::kNotFound) {  // expired (e.g. the directory restarted): start over
         auto fresh = directory->Grant(options.descriptor_lease, MetaDeadline());
         if (fresh.ok()) {
-          std::lock_guard g(mu);
+          std::lock_guard p(publish_mu);
           lease = *fresh;
-          s = Publish();
+          s = PublishLocked();
         } else {
           s = fresh.status();
         }
@@ -321,14 +333,28 @@ struct TransferEngine::Impl {
                                  const std::vector<TransferRequest>& requests, const std::vector<size_t>& idx,
                                  Deadline deadline) {
     std::vector<Status> out(idx.size());
-    // Remote ranges must lie in a published buffer; a miss fetches the descriptor once more
-    // (the peer may have registered the buffer after we looked).
-    auto locate = [&](const SegmentDescriptor& desc, std::vector<TcpRequest>& reqs, std::vector<size_t>& which) {
+    // Local device buffers go through host staging: filled before a WRITE (a failed copy fails
+    // its request up front), emptied after a READ.
+    std::vector<std::vector<uint8_t>> staging(idx.size());
+    std::vector<Status> staged(idx.size());
+    for (size_t k = 0; k < idx.size(); ++k) {
+      const TransferRequest& r = requests[idx[k]];
+      if (!device.copy || !LocalIsDevice(r.local)) continue;
+      staging[k].resize(r.length);
+      if (r.op == Opcode::kWrite) staged[k] = device.copy(staging[k].data(), r.local, r.length);
+    }
+    // The tcp requests for a descriptor. Remote ranges must lie in a published buffer; a miss
+    // fetches the descriptor once more (the peer may have registered the buffer after we looked).
+    std::vector<TcpRequest> reqs;
+    std::vector<size_t> which;  // reqs[j] carries request idx[which[j]]
+    auto locate = [&](const SegmentDescriptor& desc) {
       reqs.clear();
       which.clear();
       bool missing = false;
       for (size_t k = 0; k < idx.size(); ++k) {
         const TransferRequest& r = requests[idx[k]];
+        out[k] = staged[k];
+        if (!out[k].ok()) continue;
         const DescriptorBuffer* buf = desc.Find(r.remote_addr, r.length);
         if (!buf) {
           missing = true;
@@ -337,52 +363,18 @@ struct TransferEngine::Impl {
                          r.remote_addr, r.length, desc.name);
           continue;
         }
-        out[k] = OkStatus();
+        void* local = staging[k].empty() ? r.local : staging[k].data();
         reqs.push_back(TcpRequest{r.op == Opcode::kWrite ? wire::DataOp::kWrite : wire::DataOp::kRead,
-                                  buf->segment_id, buf->access_key, r.remote_addr - buf->addr, r.local, r.length});
+                                  buf->segment_id, buf->access_key, r.remote_addr - buf->addr, local, r.length});
         which.push_back(k);
       }
       return missing;
     };
-    std::vector<TcpRequest> reqs;
-    std::vector<size_t> which;
-    // Local device buffers go through host staging: filled before a WRITE, emptied after a READ.
-    std::vector<std::vector<uint8_t>> staging(idx.size());
-    std::vector<bool> staged(idx.size(), false);
-    for (size_t k = 0; k < idx.size(); ++k) {
-      const TransferRequest& r = requests[idx[k]];
-      if (!device.copy || !LocalIsDevice(r.local)) continue;
-      staging[k].resize(r.length);
-      staged[k] = true;
-      if (r.op == Opcode::kWrite) out[k] = device.copy(staging[k].data(), r.local, r.length);
-    }
-    auto stage_requests = [&] {
-      for (size_t j = 0; j < which.size(); ++j)
-        if (staged[which[j]]) reqs[j].local = staging[which[j]].data();
-    };
-    auto drop_failed_staging = [&] {  // a failed device -> host copy fails its request up front
-      for (size_t j = which.size(); j-- > 0;) {
-        if (out[which[j]].ok()) continue;
-        reqs.erase(reqs.begin() + static_cast<std::ptrdiff_t>(j));
-        which.erase(which.begin() + static_cast<std::ptrdiff_t>(j));
-      }
-    };
-    const std::vector<Status> staging_failures(out);
-    // locate() resets the statuses: put the staging failures back, leave those requests out and
-    // point the others' local ends at their staging.
-    auto relocate = [&](const SegmentDescriptor& desc) {
-      bool missing = locate(desc, reqs, which);
-      for (size_t k = 0; k < idx.size(); ++k)
-        if (!staging_failures[k].ok()) out[k] = staging_failures[k];
-      drop_failed_staging();
-      stage_requests();
-      return missing;
-    };
-    if (relocate(*d)) {
+    if (locate(*d)) {
       auto fresh = Refresh(target);
       if (fresh.ok()) {
         d = *fresh;
-        relocate(*d);
+        locate(*d);
       }
     }
     if (reqs.empty()) return out;
@@ -403,13 +395,14 @@ struct TransferEngine::Impl {
         WEFT_LOG_INFO("transfer engine '{}': peer '{}' changed its descriptor; retrying {} request(s)", name,
                       (*fresh)->name, reqs.size());
         d = *fresh;
-        relocate(*d);
+        locate(*d);
         if (!reqs.empty()) run(*d);
       }
     }
     for (size_t k = 0; k < idx.size(); ++k) {
       const TransferRequest& r = requests[idx[k]];
-      if (staged[k] && r.op == Opcode::kRead && out[k].ok()) out[k] = device.copy(r.local, staging[k].data(), r.length);
+      if (!staging[k].empty() && r.op == Opcode::kRead && out[k].ok())
+        out[k] = device.copy(r.local, staging[k].data(), r.length);
     }
     return out;
   }
@@ -519,10 +512,7 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEng
       }
     }
   }
-  {
-    std::lock_guard g(m.mu);
-    WEFT_RETURN_IF_ERROR(m.Publish());
-  }
+  WEFT_RETURN_IF_ERROR(m.Publish());
   if (m.lease != 0) m.keeper = std::thread([raw] { raw->KeepDescriptorAlive(); });
   WEFT_LOG_INFO("transfer engine '{}' up: protocol tcp, data port {}, directory {}", m.name, m.server->port(),
                 m.directory->Describe());
@@ -582,39 +572,43 @@ Status TransferEngine::RegisterMemory(void* addr, uint64_t length, const std::st
     return Error(Code::kInvalidArgument, "register {} bytes at {} as '{}': the address is host memory", length, addr,
                  location);
   const bool device = says_device || is_device;
-  std::lock_guard g(m.mu);
-  auto next = m.buffers.lower_bound(a);
-  if (next != m.buffers.end() && next->first < a + length)
-    return Error(Code::kAlreadyExists, "register {:#x}+{}: overlaps the buffer registered at {:#x}", a, length,
-                 next->first);
-  if (next != m.buffers.begin()) {
-    auto prev = std::prev(next);
-    if (prev->first + prev->second.length > a)
-      return Error(Code::kAlreadyExists, "register {:#x}+{}: overlaps the buffer registered at {:#x}", a, length,
-                   prev->first);
-  }
   LocalBuffer b;
-  b.length = length;
-  b.location = location;
-  b.remote_accessible = remote_accessible;
-  b.device = device;
-  b.segment_id = m.next_segment_id++;
-  uint64_t seed = FreshSeed();
-  b.access_key = SplitMix64(seed);
-  if (remote_accessible) {
-    WEFT_RETURN_IF_ERROR(m.table.Register(SegmentEntry{b.segment_id, static_cast<uint8_t*>(addr), length,
-                                                       b.access_key, transport::tcp::kPermReadWrite, device}));
-  }
-  m.buffers.emplace(a, b);
-  if (remote_accessible) {
-    Status s = m.Publish();
-    if (!s.ok()) {
-      m.buffers.erase(a);
-      (void)m.table.Unregister(b.segment_id);
-      return s;
+  {
+    std::lock_guard g(m.mu);
+    auto next = m.buffers.lower_bound(a);
+    if (next != m.buffers.end() && next->first < a + length)
+      return Error(Code::kAlreadyExists, "register {:#x}+{}: overlaps the buffer registered at {:#x}", a, length,
+                   next->first);
+    if (next != m.buffers.begin()) {
+      auto prev = std::prev(next);
+      if (prev->first + prev->second.length > a)
+        return Error(Code::kAlreadyExists, "register {:#x}+{}: overlaps the buffer registered at {:#x}", a, length,
+                     prev->first);
     }
+    b.length = length;
+    b.location = location;
+    b.remote_accessible = remote_accessible;
+    b.device = device;
+    b.segment_id = m.next_segment_id++;
+    uint64_t seed = FreshSeed();
+    b.access_key = SplitMix64(seed);
+    if (remote_accessible) {
+      WEFT_RETURN_IF_ERROR(m.table.Register(SegmentEntry{b.segment_id, static_cast<uint8_t*>(addr), length,
+                                                         b.access_key, transport::tcp::kPermReadWrite, device}));
+    }
+    m.buffers.emplace(a, b);
   }
-  return OkStatus();
+  if (!remote_accessible) return OkStatus();
+  Status s = m.Publish();
+  if (!s.ok()) {  // not published: take the registration back (unless another thread already did)
+    {
+      std::lock_guard g(m.mu);
+      auto it = m.buffers.find(a);
+      if (it != m.buffers.end() && it->second.segment_id == b.segment_id) m.buffers.erase(it);
+    }
+    (void)m.table.Unregister(b.segment_id);
+  }
+  return s;
 }
 
 Status TransferEngine::UnregisterMemory(void* addr) {
@@ -628,14 +622,13 @@ Status TransferEngine::UnregisterMemory(void* addr) {
       return Error(Code::kNotFound, "unregister {}: no buffer was registered at this address", addr);
     b = it->second;
     m.buffers.erase(it);
-    if (b.remote_accessible) {
-      Status s = m.Publish();  // peers stop addressing it first
-      if (!s.ok()) WEFT_LOG_WARN("transfer engine '{}': {}", m.name, s.ToString());
-    }
   }
+  if (!b.remote_accessible) return OkStatus();
+  // Peers stop addressing it first. A failed write leaves a stale descriptor: requests for the
+  // buffer are then refused NOT_FOUND by the access table, never served.
+  if (Status s = m.Publish(); !s.ok()) WEFT_LOG_WARN("transfer engine '{}': {}", m.name, s.ToString());
   // Waits for peer requests that are using the buffer; new ones are refused NOT_FOUND.
-  if (b.remote_accessible) return m.table.Unregister(b.segment_id);
-  return OkStatus();
+  return m.table.Unregister(b.segment_id);
 }
 
 std::vector<BufferInfo> TransferEngine::LocalBuffers() const {

@@ -63,7 +63,7 @@ struct Conn {
   bool in_payload = false;
   wire::DataRequest req;
   uint8_t* target = nullptr;  // null while a refused payload is being drained
-  std::vector<uint8_t> notify;  // a NOTIFY's payload, or a WRITE for a device segment, is received here
+  std::vector<uint8_t> staging;  // a NOTIFY's payload, or a WRITE for a device segment, is received here
   uint8_t* device_target = nullptr;  // that WRITE's destination in device memory
   uint64_t left = 0;
   bool pinned = false;
@@ -427,8 +427,8 @@ struct TcpServer::Worker {
     if (where.ok() && shared->access->IsDevice(r.segment_id)) {
       // Device memory cannot be recv'd into: the payload lands in host staging and is copied
       // over before the WRITE is acknowledged (FinishWrite).
-      c->notify.resize(r.length);
-      c->target = c->notify.data();
+      c->staging.resize(r.length);
+      c->target = c->staging.data();
       c->device_target = *where;
       c->pinned = true;
       c->refusal = OkStatus();
@@ -460,15 +460,15 @@ struct TcpServer::Worker {
     QueueResponse(c, r, OkStatus(), bytes, false, std::move(staged.owned));
   }
 
-  // A NOTIFY's payload is received into c->notify, then handed to the application (a probe, with
+  // A NOTIFY's payload is received into c->staging, then handed to the application (a probe, with
   // no payload, only gets its answer).
   void ServeNotify(Conn* c, const wire::DataRequest& r) {
     shared->notifies.fetch_add(1);
     c->req = r;
     c->left = r.length;
     c->in_payload = true;
-    c->notify.resize(r.length);
-    c->target = c->notify.data();
+    c->staging.resize(r.length);
+    c->target = c->staging.data();
     c->pinned = false;
     c->refusal = OkStatus();
     if (c->left == 0) FinishWrite(c);
@@ -485,17 +485,17 @@ struct TcpServer::Worker {
   void FinishWrite(Conn* c) {
     c->in_payload = false;
     if (c->req.op == wire::DataOp::kNotify) {
-      c->refusal = Deliver(c->notify);
-      c->notify.clear();
-      c->notify.shrink_to_fit();
+      c->refusal = Deliver(c->staging);
+      c->staging.clear();
+      c->staging.shrink_to_fit();
     }
     if (c->device_target) {
-      c->refusal = opts().device_copy ? opts().device_copy(c->device_target, c->notify.data(), c->req.length)
+      c->refusal = opts().device_copy ? opts().device_copy(c->device_target, c->staging.data(), c->req.length)
                                       : Error(Code::kNotSupported, "segment {} is device memory and this server has "
                                                                    "no device copy", c->req.segment_id);
       c->device_target = nullptr;
-      c->notify.clear();
-      c->notify.shrink_to_fit();
+      c->staging.clear();
+      c->staging.shrink_to_fit();
     }
     if (c->pinned) {
       shared->access->Release(c->req.segment_id);

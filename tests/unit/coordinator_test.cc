@@ -165,15 +165,9 @@ struct CoordinatorEvents {
   std::vector<std::pair<uint32_t, bool>> gone;
 };
 
-Result<std::unique_ptr<Coordinator>> StartCoordinator(const std::string& path, CoordinatorEvents* events = nullptr,
-                                                      ServiceHandler handler = {}, uint32_t max_ranks = 64,
-                                                      std::chrono::milliseconds peer_timeout = 10s) {
-  CoordinatorOptions o;
-  o.socket_path = path;
-  o.pool_name = "pool";
-  o.rank_size = kRankSize;
-  o.max_ranks = max_ranks;
-  o.peer_timeout = peer_timeout;
+// Starts a coordinator whose departures are recorded in *events (when given).
+Result<std::unique_ptr<Coordinator>> StartRecording(CoordinatorOptions o, CoordinatorEvents* events,
+                                                    ServiceHandler handler) {
   PeerGoneHandler on_gone;
   if (events) {
     on_gone = [events](uint32_t rank, bool clean) {
@@ -183,6 +177,18 @@ Result<std::unique_ptr<Coordinator>> StartCoordinator(const std::string& path, C
     };
   }
   return Coordinator::Start(o, std::move(handler), std::move(on_gone));
+}
+
+Result<std::unique_ptr<Coordinator>> StartCoordinator(const std::string& path, CoordinatorEvents* events = nullptr,
+                                                      ServiceHandler handler = {}, uint32_t max_ranks = 64,
+                                                      std::chrono::milliseconds peer_timeout = 10s) {
+  CoordinatorOptions o;
+  o.socket_path = path;
+  o.pool_name = "pool";
+  o.rank_size = kRankSize;
+  o.max_ranks = max_ranks;
+  o.peer_timeout = peer_timeout;
+  return StartRecording(std::move(o), events, std::move(handler));
 }
 
 bool HasGone(Events& ev, uint32_t rank, bool clean) {
@@ -758,15 +764,7 @@ Result<std::unique_ptr<Coordinator>> StartTcpCoordinator(const std::string& secr
   o.rank_size = kRankSize;
   o.peer_timeout = peer_timeout;
   o.cluster_secret = secret;
-  PeerGoneHandler on_gone;
-  if (events) {
-    on_gone = [events](uint32_t rank, bool clean) {
-      std::lock_guard lock(events->mu);
-      events->gone.emplace_back(rank, clean);
-      events->cv.notify_all();
-    };
-  }
-  return Coordinator::Start(o, std::move(handler), std::move(on_gone));
+  return StartRecording(std::move(o), events, std::move(handler));
 }
 
 std::function<void(JoinOptions&)> WithSecret(std::string secret, std::string endpoint = "") {

@@ -175,8 +175,9 @@ int weft_trans_status(weft_trans* engine, uint64_t batch, int* states, int* resu
         results[i] = -static_cast<int>(st->results[i].code());
       return 1;
     }
-    if (!st->notification.ok()) return Fail(st->notification);
-    return FirstFailure(st->results, results, n);
+    int rc = FirstFailure(st->results, results, n);  // a request's failure first: it explains a withheld notification
+    if (rc == WEFT_OK && !st->notification.ok()) return Fail(st->notification);
+    return rc;
   });
 }
 

@@ -81,6 +81,7 @@ struct Conn {
   uint32_t rank = 0;
   wire::PeerJoined desc;       // what others are told about this peer
   net::UniqueFd memfd;         // the peer's segment, kept to pass to later joiners
+  net::UniqueFd device_fd;     // the peer's device slice (VMM fd), likewise
   bool in_barrier = false;
   bool in_allgather = false;
   std::vector<uint8_t> allgather_data;
@@ -428,11 +429,19 @@ void Coordinator::Impl::OnFrame(Conn& c, net::ReceivedFrame frame) {
   }
 }
 
+// A rank's share of each medium's GVA region: rank_size rounded up to 2 MiB (gva::Layout's
+// rank_stride; the meta layer sits below gva, hence the copy of the rule).
+static uint64_t SliceStride(uint64_t rank_size) {
+  constexpr uint64_t kAlign = 2ull << 20;
+  return rank_size > UINT64_MAX - kAlign ? rank_size : (rank_size + kAlign - 1) / kAlign * kAlign;
+}
+
 Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   WEFT_ASSIGN_OR_RETURN(wire::Join join, wire::Decode<wire::Join>(frame.payload));
-  if (frame.fds.size() != (join.has_fd ? 1u : 0u)) {
-    return Error(Code::kProtocol, "Join says has_fd={} but {} descriptors came with it", join.has_fd,
-                 frame.fds.size());
+  const size_t expected_fds = (join.has_fd ? 1u : 0u) + (join.device.has_fd ? 1u : 0u);
+  if (frame.fds.size() != expected_fds) {
+    return Error(Code::kProtocol, "Join says has_fd={} device.has_fd={} but {} descriptors came with it",
+                 join.has_fd, join.device.has_fd, frame.fds.size());
   }
   wire::JoinAck ack;
   ack.max_ranks = opt.max_ranks;
@@ -450,6 +459,11 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   } else if (join.segment_size > join.rank_size) {
     refusal = Error(Code::kInvalidArgument, "peer '{}' offers a segment of {} bytes, more than rank_size {}",
                     join.peer_name, join.segment_size, join.rank_size);
+  } else if (join.device.size > SliceStride(join.rank_size)) {
+    refusal = Error(Code::kInvalidArgument,
+                    "peer '{}' offers a device slice of {} bytes, more than the {} bytes a rank has in the "
+                    "device region (rank_size rounded up to 2 MiB): lower device_size or raise rank_size",
+                    join.peer_name, join.device.size, SliceStride(join.rank_size));
   }
   if (refusal.ok() && !join.peer_name.empty()) {
     for (auto& [r, p] : peers) {
@@ -482,6 +496,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   c.rank = rank;
   if (!join.peer_name.empty()) Remember(join.peer_name, rank);
   if (join.has_fd) c.memfd = std::move(frame.fds[0]);
+  if (join.device.has_fd) c.device_fd = std::move(frame.fds.back());
   c.desc.rank = rank;
   c.desc.peer_name = join.peer_name;
   c.desc.pid = join.pid;
@@ -490,6 +505,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   c.desc.permissions = join.permissions;
   c.desc.data_endpoint = join.data_endpoint;
   c.desc.has_fd = join.has_fd;
+  c.desc.device = join.device;
   peers[rank] = &c;
   PublishSummary();
   WEFT_LOG_INFO("coordinator: {} joined pool '{}'", Who(c), opt.pool_name);
@@ -498,34 +514,34 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   ack.barrier_epoch = barrier_epoch;
   ack.allgather_epoch = allgather_epoch;
   Send(c, ack);
-  auto dup_of = [](const Conn& p) {
+  // The frame's descriptors: the host memfd, then the device slice's fd, each only when the
+  // receiver is on a unix socket (the kernel refuses SCM_RIGHTS on tcp; such peers reach each
+  // other's memory over the tcp data plane) and the dup worked.
+  auto describe = [](const Conn& p, bool to_tcp) {
+    wire::PeerJoined about = p.desc;
     std::vector<net::UniqueFd> fds;
-    if (p.memfd.valid()) {
-      auto d = p.memfd.Dup();
-      if (d.ok()) {
-        fds.push_back(std::move(*d));
-      } else {
-        WEFT_LOG_ERROR("coordinator: cannot pass the segment of {}: {}", Who(p), d.status().ToString());
+    auto pass = [&](const net::UniqueFd& fd, const char* what) {
+      if (!fd.valid() || to_tcp) return false;
+      auto d = fd.Dup();
+      if (!d.ok()) {
+        WEFT_LOG_ERROR("coordinator: cannot pass the {} of {}: {}", what, Who(p), d.status().ToString());
+        return false;
       }
-    }
-    return fds;
+      fds.push_back(std::move(*d));
+      return true;
+    };
+    about.has_fd = pass(p.memfd, "segment");
+    about.device.has_fd = pass(p.device_fd, "device slice");
+    return std::make_pair(std::move(about), std::move(fds));
   };
-  // Descriptors never go to a tcp connection (the kernel refuses SCM_RIGHTS there); such peers
-  // reach each other's memory over the tcp data plane.
   for (auto& [r, p] : peers) {
     if (p == &c) continue;
-    wire::PeerJoined about = p->desc;
-    about.has_fd = p->memfd.valid() && !c.tcp;
-    auto fds = about.has_fd ? dup_of(*p) : std::vector<net::UniqueFd>();
-    if (about.has_fd && fds.empty()) about.has_fd = false;
+    auto [about, fds] = describe(*p, c.tcp);
     Send(c, about, std::move(fds));
   }
   for (auto& [r, p] : peers) {
     if (p == &c) continue;
-    wire::PeerJoined about = c.desc;
-    about.has_fd = c.memfd.valid() && !p->tcp;
-    auto fds = about.has_fd ? dup_of(c) : std::vector<net::UniqueFd>();
-    if (about.has_fd && fds.empty()) about.has_fd = false;
+    auto [about, fds] = describe(c, p->tcp);
     Send(*p, about, std::move(fds));
   }
   return OkStatus();

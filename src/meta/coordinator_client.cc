@@ -188,8 +188,13 @@ Status CoordinatorClient::Impl::JoinPool(Deadline deadline) {
   join.permissions = opt.segment.permissions;
   join.data_endpoint = opt.segment.data_endpoint;
   join.has_fd = opt.segment.fd >= 0 && !tcp;  // descriptors cannot cross tcp
+  join.device.size = opt.segment.device_size;
+  join.device.gpu = opt.segment.device_gpu;
+  join.device.access_key = opt.segment.device_access_key;
+  join.device.has_fd = opt.segment.device_fd >= 0 && opt.segment.device_size > 0 && !tcp;
   std::vector<int> fds;
   if (join.has_fd) fds.push_back(opt.segment.fd);
+  if (join.device.has_fd) fds.push_back(opt.segment.device_fd);
   WEFT_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, wire::EncodeFrame(join));
   Status s = net::SendAll(sock.get(), bytes, fds, deadline);
   if (!s.ok()) return s.Annotate("sending Join");
@@ -304,9 +309,9 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
   switch (type) {
     case wire::MessageType::kPeerJoined: {
       WEFT_ASSIGN_OR_RETURN(wire::PeerJoined m, wire::Decode<wire::PeerJoined>(frame.payload));
-      if (frame.fds.size() != (m.has_fd ? 1u : 0u)) {
-        return Error(Code::kProtocol, "PeerJoined says has_fd={} but {} descriptors came with it", m.has_fd,
-                     frame.fds.size());
+      if (frame.fds.size() != (m.has_fd ? 1u : 0u) + (m.device.has_fd ? 1u : 0u)) {
+        return Error(Code::kProtocol, "PeerJoined says has_fd={} device.has_fd={} but {} descriptors came with it",
+                     m.has_fd, m.device.has_fd, frame.fds.size());
       }
       SegmentDescriptor d;
       d.rank = m.rank;
@@ -316,6 +321,9 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
       d.access_key = m.access_key;
       d.permissions = m.permissions;
       d.data_endpoint = m.data_endpoint;
+      d.device_size = m.device.size;
+      d.device_gpu = m.device.gpu;
+      d.device_access_key = m.device.access_key;
       {
         std::lock_guard lock(mu);
         live.insert(m.rank);
@@ -323,6 +331,7 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
       }
       if (on_joined) {
         d.fd = m.has_fd ? frame.fds[0].Release() : -1;
+        d.device_fd = m.device.has_fd ? frame.fds.back().Release() : -1;
         Guarded("OnPeerJoined", [&] { on_joined(std::move(d)); });
       }
       return OkStatus();

@@ -26,6 +26,11 @@ struct SegmentDescriptor {
   int fd = -1;               // memfd of the segment; received descriptors own a fresh fd
                              // (the receiver closes it once mapped). Never over tcp: a peer that
                              // joins a tcp:// coordinator sends none and receives none.
+  // The peer's device slice (GPU memory, CUDA VMM); device_size 0: none.
+  uint64_t device_size = 0;
+  int32_t device_gpu = -1;        // the owner's GPU index
+  uint64_t device_access_key = 0; // segment 1 on the peer's TCP data server
+  int device_fd = -1;             // the VMM allocation's POSIX fd, like fd (same owner rules)
 };
 
 struct JoinOptions {

@@ -108,6 +108,24 @@ Result<std::vector<uint8_t>> MakeFrame(MessageType type, std::span<const uint8_t
   return frame;
 }
 
+// ---- DeviceSliceInfo (inside Join and PeerJoined) ----
+namespace {
+void PutDeviceSlice(Writer& w, const DeviceSliceInfo& d) {
+  w.U64(d.size);
+  w.I32(d.gpu);
+  w.U64(d.access_key);
+  w.Bool(d.has_fd);
+}
+Status GetDeviceSlice(Reader& r, DeviceSliceInfo& d) {
+  WEFT_RETURN_IF_ERROR(r.U64(d.size));
+  WEFT_RETURN_IF_ERROR(r.I32(d.gpu));
+  WEFT_RETURN_IF_ERROR(r.U64(d.access_key));
+  WEFT_RETURN_IF_ERROR(r.Bool(d.has_fd));
+  if (d.has_fd && d.size == 0) return Error(Code::kProtocol, "a device slice of 0 bytes comes with a descriptor");
+  return OkStatus();
+}
+}  // namespace
+
 // ---- Join ----
 std::vector<uint8_t> Encode(const Join& m) {
   Writer w;
@@ -120,6 +138,7 @@ std::vector<uint8_t> Encode(const Join& m) {
   w.U32(m.permissions);
   w.String(m.data_endpoint);
   w.Bool(m.has_fd);
+  PutDeviceSlice(w, m.device);
   return w.Take();
 }
 template <>
@@ -133,7 +152,8 @@ Result<Join> Decode<Join>(std::span<const uint8_t> payload) {
     WEFT_RETURN_IF_ERROR(r.U64(m.access_key));
     WEFT_RETURN_IF_ERROR(r.U32(m.permissions));
     WEFT_RETURN_IF_ERROR(r.String(m.data_endpoint, kMaxNameLength));
-    return r.Bool(m.has_fd);
+    WEFT_RETURN_IF_ERROR(r.Bool(m.has_fd));
+    return GetDeviceSlice(r, m.device);
   });
 }
 
@@ -175,6 +195,7 @@ std::vector<uint8_t> Encode(const PeerJoined& m) {
   w.U32(m.permissions);
   w.String(m.data_endpoint);
   w.Bool(m.has_fd);
+  PutDeviceSlice(w, m.device);
   return w.Take();
 }
 template <>
@@ -187,7 +208,8 @@ Result<PeerJoined> Decode<PeerJoined>(std::span<const uint8_t> payload) {
     WEFT_RETURN_IF_ERROR(r.U64(m.access_key));
     WEFT_RETURN_IF_ERROR(r.U32(m.permissions));
     WEFT_RETURN_IF_ERROR(r.String(m.data_endpoint, kMaxNameLength));
-    return r.Bool(m.has_fd);
+    WEFT_RETURN_IF_ERROR(r.Bool(m.has_fd));
+    return GetDeviceSlice(r, m.device);
   });
 }
 

@@ -23,7 +23,7 @@
 namespace weft::wire {
 
 inline constexpr uint32_t kFrameMagic = 0x54464557;  // the bytes "WEFT"
-inline constexpr uint16_t kControlVersion = 1;
+inline constexpr uint16_t kControlVersion = 2;  // 2: Join and PeerJoined carry a device slice
 inline constexpr size_t kFrameHeaderSize = 12;
 inline constexpr uint32_t kMaxFramePayload = 16u << 20;
 inline constexpr size_t kMaxNameLength = 1024;          // pool and peer names
@@ -66,7 +66,18 @@ struct WireStatus {
   bool operator==(const WireStatus&) const = default;
 };
 
-// peer -> coordinator, first frame of a connection; carries the segment memfd when has_fd.
+// A peer's device slice: GPU memory from the CUDA VMM API (size 0: the peer has none). Its
+// POSIX-fd handle travels only over a unix socket, after the host memfd, when has_fd.
+struct DeviceSliceInfo {
+  uint64_t size = 0;
+  int32_t gpu = -1;         // the owner's GPU index (for logs and `weft route`; importers map the fd)
+  uint64_t access_key = 0;  // key of the slice on the owner's TCP data server (segment 1)
+  bool has_fd = false;
+  bool operator==(const DeviceSliceInfo&) const = default;
+};
+
+// peer -> coordinator, first frame of a connection; carries the segment memfd when has_fd, and
+// then the device slice's fd when device.has_fd.
 struct Join {
   static constexpr MessageType kType = MessageType::kJoin;
   std::string pool_name;
@@ -78,6 +89,7 @@ struct Join {
   uint32_t permissions = 0;
   std::string data_endpoint;  // host:port of the peer's TCP data server; empty when it has none
   bool has_fd = false;
+  DeviceSliceInfo device;
   bool operator==(const Join&) const = default;
 };
 
@@ -95,7 +107,8 @@ struct JoinAck {
   bool operator==(const JoinAck&) const = default;
 };
 
-// coordinator -> peer: another peer's segment; carries its memfd when has_fd.
+// coordinator -> peer: another peer's segment; carries its memfd when has_fd, then its device
+// slice's fd when device.has_fd.
 struct PeerJoined {
   static constexpr MessageType kType = MessageType::kPeerJoined;
   uint32_t rank = 0;
@@ -106,6 +119,7 @@ struct PeerJoined {
   uint32_t permissions = 0;
   std::string data_endpoint;  // host:port of the peer's TCP data server; empty when it has none
   bool has_fd = false;
+  DeviceSliceInfo device;
   bool operator==(const PeerJoined&) const = default;
 };
 

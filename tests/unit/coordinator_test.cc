@@ -97,6 +97,7 @@ struct Events {
   ~Events() {
     for (auto& [r, d] : joined) {
       if (d.fd >= 0) ::close(d.fd);
+      if (d.device_fd >= 0) ::close(d.device_fd);
     }
   }
   template <typename Pred>
@@ -206,7 +207,7 @@ struct RawPeer {
     RawPeer p;
     WEFT_ASSIGN_OR_RETURN(p.sock, net::ConnectUnix(path, Long()));
     p.segment = std::make_unique<Segment>(kRankSize);
-    wire::Join j{"pool", kRankSize, name, static_cast<int32_t>(::getpid()), kRankSize, 1, 3, "", true};
+    wire::Join j{"pool", kRankSize, name, static_cast<int32_t>(::getpid()), kRankSize, 1, 3, "", true, {}};
     int fd = p.segment->fd.get();
     WEFT_RETURN_IF_ERROR(net::SendAll(p.sock.get(), *wire::EncodeFrame(j), std::span<const int>(&fd, 1), Long()));
     WEFT_ASSIGN_OR_RETURN(net::ReceivedFrame f, p.NextFrame());
@@ -399,6 +400,80 @@ TEST(Coordinator, MismatchedPoolNameOrRankSize) {
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ((*ok)->client->rank(), 0u);
   EXPECT_EQ((*coord)->Peers().size(), 1u);
+}
+
+// A device slice's fd travels after the host memfd to every same-node peer (the coordinator
+// treats it as opaque, so a memfd stands in for the VMM allocation here), with its size, GPU and
+// data-server key; a peer without one is described with none.
+TEST(Coordinator, DeviceSliceTravelsWithTheHostSegment) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  Segment device(kRankSize);
+  auto pattern = RandomBytes(kRankSize);
+  std::memcpy(device.map, pattern.data(), pattern.size());
+  const uint64_t device_key = RandomU64();
+  auto gpu = JoinPeer(dir.File("c.sock"), "gpu", [&](JoinOptions& o) {
+    o.segment.device_size = kRankSize;
+    o.segment.device_gpu = 3;
+    o.segment.device_access_key = device_key;
+    o.segment.device_fd = device.fd.get();
+  });
+  ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+  auto plain = JoinPeer(dir.File("c.sock"), "plain");
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  auto late = JoinPeer(dir.File("c.sock"), "late");
+  ASSERT_TRUE(late.ok()) << late.status().ToString();
+
+  const uint32_t gpu_rank = (*gpu)->client->rank();
+  for (Peer* p : {plain->get(), late->get()}) {
+    ASSERT_TRUE(p->events->WaitFor([&] { return p->events->joined.size() == 2; }));
+    std::lock_guard lock(p->events->mu);
+    for (auto& [r, d] : p->events->joined) {
+      if (r != gpu_rank) {
+        EXPECT_EQ(d.device_size, 0u);
+        EXPECT_EQ(d.device_fd, -1);
+        continue;
+      }
+      EXPECT_EQ(d.device_size, kRankSize);
+      EXPECT_EQ(d.device_gpu, 3);
+      EXPECT_EQ(d.device_access_key, device_key);
+      ASSERT_GE(d.fd, 0);
+      ASSERT_GE(d.device_fd, 0);
+      EXPECT_NE(d.fd, d.device_fd);
+      // The second descriptor is the device slice's, not the host segment's.
+      void* m = ::mmap(nullptr, kRankSize, PROT_READ, MAP_SHARED, d.device_fd, 0);
+      ASSERT_NE(m, MAP_FAILED);
+      EXPECT_EQ(std::memcmp(m, pattern.data(), kRankSize), 0);
+      ::munmap(m, kRankSize);
+    }
+  }
+  {
+    std::lock_guard lock((*gpu)->events->mu);
+    for (auto& [r, d] : (*gpu)->events->joined) EXPECT_EQ(d.device_fd, -1) << "rank " << r << " has no device slice";
+  }
+
+  // A device slice larger than a rank's share of the device region is refused with the reason.
+  auto too_big = JoinPeer(dir.File("c.sock"), "big", [&](JoinOptions& o) {
+    o.segment.device_size = 2 * kRankSize + (2u << 20);
+    o.segment.device_fd = device.fd.get();
+  });
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(too_big.status().message().find("device slice"), std::string::npos) << too_big.status().ToString();
+
+  // Saying a device descriptor comes but sending none is a protocol error: that connection closes.
+  auto raw = net::ConnectUnix(dir.File("c.sock"), Long());
+  ASSERT_TRUE(raw.ok());
+  Segment host(kRankSize);
+  wire::Join j{"pool", kRankSize, "liar", static_cast<int32_t>(::getpid()), kRankSize, 1, 3, "", true,
+               wire::DeviceSliceInfo{kRankSize, 0, 1, true}};
+  int fd = host.fd.get();
+  ASSERT_TRUE(net::SendAll(raw->get(), *wire::EncodeFrame(j), std::span<const int>(&fd, 1), Long()).ok());
+  RawPeer liar;
+  liar.sock = std::move(*raw);
+  EXPECT_TRUE(liar.WaitClosedByServer());
+  EXPECT_EQ((*coord)->Peers().size(), 3u);
 }
 
 TEST(Coordinator, PoolFullAndLowestFreeRankReused) {
@@ -784,7 +859,7 @@ Result<RawPeer> RawTcp(const std::string& address, const std::string& secret) {
 
 Result<RawPeer> RawTcpJoin(const std::string& address, const std::string& name, bool has_fd = false) {
   WEFT_ASSIGN_OR_RETURN(RawPeer p, RawTcp(address, kTcpSecret));
-  wire::Join j{"pool", kRankSize, name, static_cast<int32_t>(::getpid()), kRankSize, 1, 3, "127.0.0.1:9", has_fd};
+  wire::Join j{"pool", kRankSize, name, static_cast<int32_t>(::getpid()), kRankSize, 1, 3, "127.0.0.1:9", has_fd, {}};
   WEFT_RETURN_IF_ERROR(net::SendAll(p.sock.get(), *wire::EncodeFrame(j), {}, Long()));
   WEFT_ASSIGN_OR_RETURN(net::ReceivedFrame f, p.NextFrame());
   if (f.header.type != wire::MessageType::kJoinAck) return Error(Code::kProtocol, "expected JoinAck");

@@ -116,7 +116,8 @@ TEST(Codec, BoolHasOneEncoding) {
 
 Join SampleJoin() {
   return {"pool-" + std::to_string(Rng()() % 1000), Rng()(), "host:1234", static_cast<int32_t>(Rng()()), Rng()(),
-          Rng()(), 3, "10.77.0.1:" + std::to_string(Rng()() % 65536), true};
+          Rng()(), 3, "10.77.0.1:" + std::to_string(Rng()() % 65536), true,
+          DeviceSliceInfo{Rng()() | 1, static_cast<int32_t>(Rng()() % 8), Rng()(), true}};
 }
 JoinAck SampleJoinAck() {
   return {{Code::kOk, ""}, 5, 64, 1u << 20, "pool", 2000, Rng()(), Rng()()};
@@ -125,7 +126,8 @@ JoinAck SampleJoinAckError() {
   return {{Code::kMismatch, "pool 'a' vs 'b'"}, 0, 0, 0, "", 0, 0, 0};
 }
 PeerJoined SamplePeerJoined() {
-  return {static_cast<uint32_t>(Rng()()), "peer", 77, Rng()(), Rng()(), 1, "", false};
+  return {static_cast<uint32_t>(Rng()()), "peer", 77, Rng()(), Rng()(), 1, "", false,
+          DeviceSliceInfo{Rng()() | 1, 1, Rng()(), Rng()() % 2 == 0}};
 }
 PeerGone SamplePeerGone() { return {3, true}; }
 Heartbeat SampleHeartbeat() { return {}; }
@@ -151,7 +153,7 @@ template <typename T>
 std::vector<T> SamplesOf() {
   if constexpr (std::is_same_v<T, Join>) return {SampleJoin(), Join{}};
   if constexpr (std::is_same_v<T, JoinAck>) return {SampleJoinAck(), SampleJoinAckError()};
-  if constexpr (std::is_same_v<T, PeerJoined>) return {SamplePeerJoined()};
+  if constexpr (std::is_same_v<T, PeerJoined>) return {SamplePeerJoined(), PeerJoined{}};
   if constexpr (std::is_same_v<T, PeerGone>) return {SamplePeerGone(), PeerGone{}};
   if constexpr (std::is_same_v<T, Heartbeat>) return {SampleHeartbeat()};
   if constexpr (std::is_same_v<T, Leave>) return {SampleLeave()};
@@ -243,6 +245,13 @@ TEST(Messages, StrictValues) {
 
   AllgatherDone unsorted{1, {}, {{3, {}}, {3, {}}}};
   EXPECT_EQ(Decode<AllgatherDone>(Encode(unsorted)).status().code(), Code::kProtocol);
+
+  // A descriptor for a device slice of no bytes cannot be mapped: refused at decode.
+  PeerJoined empty_device{};
+  empty_device.device.has_fd = true;
+  auto decoded = Decode<PeerJoined>(Encode(empty_device));
+  EXPECT_EQ(decoded.status().code(), Code::kProtocol);
+  EXPECT_NE(decoded.status().message().find("device slice"), std::string::npos) << decoded.status().ToString();
 }
 
 TEST(FrameHeader, RejectsBadHeaders) {
@@ -256,14 +265,17 @@ TEST(FrameHeader, RejectsBadHeaders) {
   auto magic = good;
   magic[0] ^= 0xff;
   EXPECT_EQ(DecodeFrameHeader(magic).status().code(), Code::kProtocol);
-  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({2, MessageType::kJoin, 0})).status().code(), Code::kProtocol);
-  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({1, static_cast<MessageType>(0), 0})).status().code(),
+  constexpr uint16_t v = kControlVersion;
+  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({static_cast<uint16_t>(v + 1), MessageType::kJoin, 0})).status().code(), Code::kProtocol);
+  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({static_cast<uint16_t>(v - 1), MessageType::kJoin, 0})).status().code(), Code::kProtocol)
+      << "an older peer (without device slices) is refused, not misread";
+  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, static_cast<MessageType>(0), 0})).status().code(),
             Code::kProtocol);
-  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({1, static_cast<MessageType>(13), 0})).status().code(),
+  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, static_cast<MessageType>(13), 0})).status().code(),
             Code::kProtocol);
-  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({1, MessageType::kJoin, kMaxFramePayload + 1})).status().code(),
+  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, MessageType::kJoin, kMaxFramePayload + 1})).status().code(),
             Code::kProtocol);
-  EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader({1, MessageType::kJoin, kMaxFramePayload})).ok());
+  EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader({v, MessageType::kJoin, kMaxFramePayload})).ok());
   for (size_t n = 0; n < kFrameHeaderSize; ++n) {
     EXPECT_EQ(DecodeFrameHeader(std::span<const uint8_t>(good).first(n)).status().code(), Code::kProtocol);
   }

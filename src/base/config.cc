@@ -115,6 +115,16 @@ const std::vector<KeyDef>& Defs() {
           StringSetter(&Config::peer_name)),
       Def("numa_node", "int", "-1", "NUMA node to bind the contributed host memory to; -1 leaves placement to the kernel.",
           IntSetter(&Config::numa_node)),
+      Def("device_size", "bytes", "0",
+          "GPU memory (HBM) this peer contributes to the pool's device region: its device slice, CUDA VMM memory "
+          "that same-node peers map by fd. 0: none. At most rank_size rounded up to 2 MiB; needs a CUDA GPU.",
+          BytesSetter(&Config::device_size)),
+      Def("device", "int", "0", "The GPU that holds this peer's device slice and that it maps peers' slices for.",
+          IntSetter(&Config::device)),
+      Def("gpu_copy_sms", "int", "0",
+          "SMs the GPU copy kernels may use (0: all); held through a CUDA green context so that copies leave "
+          "the rest of the GPU to the application.",
+          IntSetter(&Config::gpu_copy_sms)),
       Def("max_ranks", "int", "64", "Most peers one pool can hold; sets the size of the GVA window.",
           IntSetter(&Config::max_ranks)),
       Def("gva_base", "int", "35184372088832 (0x200000000000)",

@@ -20,6 +20,9 @@ struct Config {
   std::string coordinator_listen;  // host:port a tcp:// coordinator binds; empty: the URL's own
   std::string peer_name;           // stable name for rejoining; empty: a fresh name per join
   int32_t numa_node = -1;
+  uint64_t device_size = 0;     // GPU memory contributed to the pool's device region; 0: none
+  int32_t device = 0;           // the GPU of the device slice, and the one this peer copies with
+  uint32_t gpu_copy_sms = 0;    // SM budget of the GPU copy kernels (0: all)
   uint32_t max_ranks = 64;
   uint64_t gva_base = 0x200000000000ull;
   bool unified_va = false;

@@ -70,7 +70,9 @@ inline void Poison(void* p, size_t n, uint8_t byte = 0xA5) {
 // A copy of [p, p+n) in host memory.
 inline std::vector<uint8_t> Read(const void* p, size_t n) {
   std::vector<uint8_t> out(n);
-  if (n) EXPECT_EQ(cudaMemcpy(out.data(), p, n, cudaMemcpyDefault), cudaSuccess);
+  if (n) {
+    EXPECT_EQ(cudaMemcpy(out.data(), p, n, cudaMemcpyDefault), cudaSuccess);
+  }
   return out;
 }
 

@@ -561,7 +561,9 @@ void RunMembership(const MembershipPlan& plan) {
   EXPECT_EQ(pool.Copy(*pool.SliceAddress(victim), Addr(probe.data()), probe.size()).code(), Code::kPeerDown);
   EXPECT_EQ(pool.Copy(Addr(probe.data()), *pool.SliceAddress(victim), probe.size()).code(), Code::kPeerDown);
   members.Kill(0);
-  if (plan.heal) ASSERT_TRUE(plan.heal()) << "cannot bring the victim's link back";
+  if (plan.heal) {
+    ASSERT_TRUE(plan.heal()) << "cannot bring the victim's link back";
+  }
   ASSERT_TRUE(pool.Barrier(Generous()).ok());  // with the survivor
 
   // Phase 3: the victim restarts under its name and gets its rank back.

@@ -1,9 +1,11 @@
 // Several peers as processes on this host, pooling memory through the embedded coordinator.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
+#include "api/bm/device_slice.h"
 #include "api/bm/pool.h"
 #include "base/random.h"
 #include "integration/peer_process.h"
@@ -302,6 +304,49 @@ TEST(Pool, BadInputGetsSpecificErrors) {
   EXPECT_EQ(late.Poll()->code(), Code::kCancelled);
 }
 
+// The device region without a GPU (CI): joining with a device slice is refused with the reason
+// and what to do, nothing is left behind (the same config without one joins at once), and the
+// region's addresses answer with specific errors. With a GPU the slice is created instead
+// (tests/gpu/pool_device_test covers its bytes).
+TEST(Pool, DeviceSliceNeedsAGpuAndFitsTheRegion) {
+  Config config = TestConfig("dev", 4 << 20);
+  config.device_size = 64ull << 20;  // more than rank_size rounded up to 2 MiB
+  auto too_big = Pool::Join(config, JoinMode::kHost);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(too_big.status().message().find("device_size"), std::string::npos) << too_big.status().ToString();
+
+  config.device_size = 2 << 20;
+  auto with_device = Pool::Join(config, JoinMode::kHost);
+  if (DeviceSlicesUsable().ok()) {
+    ASSERT_TRUE(with_device.ok()) << with_device.status().ToString();
+    EXPECT_EQ((*with_device)->device_size(), 2u << 20);
+    EXPECT_TRUE((*with_device)->HasSlice((*with_device)->rank(), Medium::kDevice));
+    return;
+  }
+  ASSERT_FALSE(with_device.ok());
+  EXPECT_EQ(with_device.status().code(), Code::kNotSupported);
+  EXPECT_NE(with_device.status().message().find("device_size=0"), std::string::npos)
+      << with_device.status().ToString();
+
+  config.device_size = 0;
+  auto pool = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  Pool& p = **pool;
+  EXPECT_EQ(p.device_size(), 0u);
+  EXPECT_TRUE(p.HasSlice(p.rank(), Medium::kHost));
+  EXPECT_FALSE(p.HasSlice(p.rank(), Medium::kDevice));
+  const uint64_t device_slice = *p.SliceAddress(p.rank(), Medium::kDevice);
+  EXPECT_EQ(device_slice, p.layout().SliceBase(Medium::kDevice, p.rank()));
+  EXPECT_NE(device_slice, *p.SliceAddress(p.rank()));
+  std::vector<uint8_t> buf(4096, 0x5a);
+  Status s = p.Copy(device_slice, Addr(buf.data()), buf.size());
+  EXPECT_EQ(s.code(), Code::kInvalidAddress);
+  EXPECT_NE(s.message().find("device slice"), std::string::npos) << s.ToString();
+  EXPECT_TRUE(std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0x5a; }));
+  EXPECT_FALSE(p.Alloc(4096, Placement::Local(Medium::kDevice)).ok());
+}
+
 // Leave while other threads copy (sync, batch, async) and wait in the coordinator: every call
 // ends with OK (and exact bytes) or CANCELLED, none touches a torn-down engine (the ASAN build
 // runs this too), and the waiter is woken with an error instead of waiting forever.
@@ -337,7 +382,9 @@ TEST(Pool, LeaveWhileOtherThreadsAreCalling) {
         Status r = p.Copy(Addr(dst.data()), at, dst.size());
         tally(r);
         seen_cancel = r.code() == Code::kCancelled;
-        if (r.ok()) EXPECT_FALSE(FirstMismatch(dst.data(), dst.size(), seed).has_value());
+        if (r.ok()) {
+          EXPECT_FALSE(FirstMismatch(dst.data(), dst.size(), seed).has_value());
+        }
       }
     });
   }

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "api/bm/alloc_service.h"
+#include "api/bm/device_slice.h"
 #include "base/log.h"
 #include "base/random.h"
 #include "gva/segment_table.h"
@@ -29,6 +30,7 @@ struct Pool::Impl {
   MetricsRegistry metrics;
   std::unique_ptr<mem::VaReservation> window;  // unified-VA mode only
   std::unique_ptr<mem::HostSegment> own_segment;
+  DeviceSlice own_device;  // this peer's device slice (config.device_size > 0)
   std::unique_ptr<gva::SegmentTable> table;
   std::unique_ptr<engine::Engine> engine;
   // transport=tcp: our slice is served by a TCP data server, other peers are reached by tcp.
@@ -56,7 +58,14 @@ struct Pool::Impl {
   }
   void AttachPeer(meta::SegmentDescriptor desc);
   void AttachOverTcp(const meta::SegmentDescriptor& desc);
+  void AttachPeerDevice(const meta::SegmentDescriptor& desc);
   Status StartDataServer(uint8_t* own_base);
+  Status CreateOwnDevice();
+  // Host memory mapped for the pool is registered with the GPU (cudaHostRegister) so that copies
+  // between it and HBM are DMA without staging; the release unregisters before the unmap. A
+  // no-op without a GPU; a failed registration is logged and copies are staged by the driver.
+  std::function<void()> RegisterWithGpu(void* ptr, uint64_t len, std::function<void()> release);
+  void OnPeerGone(uint32_t rank, bool clean);
 };
 
 // The segment id our host slice has on our TCP data server.
@@ -98,12 +107,80 @@ void Pool::Impl::AttachOverTcp(const meta::SegmentDescriptor& desc) {
   else WEFT_LOG_INFO("rank {} ({}) joined: reached over tcp at {}", rank, desc.peer_name, desc.data_endpoint);
 }
 
+std::function<void()> Pool::Impl::RegisterWithGpu(void* ptr, uint64_t len, std::function<void()> release) {
+  if (!engine || !engine->FindTransport("cuda")) return release;
+  Status s = engine->RegisterHostMemory(ptr, len);
+  if (!s.ok()) {
+    WEFT_LOG_WARN("host slice at {} ({} bytes) is not registered with the GPU, so copies between it and device "
+                  "memory are staged by the driver: {}",
+                  ptr, len, s.ToString());
+    return release;
+  }
+  // The engine may be gone by the time the table releases (Leave resets it first); its CUDA
+  // transport then unregistered everything itself.
+  return [this, ptr, release = std::move(release)] {
+    if (engine) engine->UnregisterHostMemory(ptr);
+    release();
+  };
+}
+
+Status Pool::Impl::CreateOwnDevice() {
+  if (config.device_size == 0) return OkStatus();
+  if (config.device_size > layout.rank_stride()) {
+    return Error(Code::kInvalidArgument,
+                 "device_size {} is more than a rank's share of the device region ({} bytes: rank_size rounded up "
+                 "to 2 MiB); lower device_size or raise rank_size",
+                 config.device_size, layout.rank_stride());
+  }
+  if (Status usable = DeviceSlicesUsable(); !usable.ok()) {
+    return Error(Code::kNotSupported, "device_size={} needs a CUDA GPU, but {}; set device_size=0 to join without a "
+                 "device slice", config.device_size, usable.message());
+  }
+  if (!engine->FindTransport("cuda")) {
+    return Error(Code::kNotSupported, "device_size={}: the engine has no cuda path (see the log for why), so the "
+                 "device slice could not be copied to; set device_size=0", config.device_size);
+  }
+  WEFT_ASSIGN_OR_RETURN(own_device, CreateDeviceSlice(config.device, config.device_size));
+  return OkStatus();
+}
+
+void Pool::Impl::AttachPeerDevice(const meta::SegmentDescriptor& desc) {
+  if (desc.device_size == 0) return;
+  const gva::Location slot{Medium::kDevice, desc.rank, 0};
+  if (desc.device_fd < 0) {
+    WEFT_LOG_INFO("rank {} ({}) has a device slice of {} bytes on GPU {} that this peer cannot map (no descriptor "
+                  "came: another node); copies to it fail",
+                  desc.rank, desc.peer_name, desc.device_size, desc.device_gpu);
+    return;
+  }
+  auto slice = ImportDeviceSlice(desc.device_fd, desc.device_size, config.device);
+  if (!slice.ok()) {
+    WEFT_LOG_WARN("cannot map the device slice of rank {} ({}, GPU {}): {}; copies to it fail", desc.rank,
+                  desc.peer_name, desc.device_gpu, slice.status().ToString());
+    return;
+  }
+  Status s = table->Attach(slot, slice->data, slice->size, /*local=*/false, desc.peer_name,
+                           [hold = slice->hold]() mutable { hold.reset(); });
+  if (!s.ok()) WEFT_LOG_ERROR("cannot attach the device slice of rank {}: {}", desc.rank, s.ToString());
+  else WEFT_LOG_INFO("rank {} ({}): device slice of {} bytes on GPU {} mapped", desc.rank, desc.peer_name,
+                     slice->size, slice->gpu);
+}
+
+void Pool::Impl::OnPeerGone(uint32_t rank, bool clean) {
+  if (clean) WEFT_LOG_INFO("rank {} left the pool; copies to its memory now fail with PEER_DOWN", rank);
+  else WEFT_LOG_WARN("rank {} is down; copies to its memory now fail with PEER_DOWN", rank);
+  table->Detach({Medium::kHost, rank, 0}, /*dead=*/!clean);
+  table->Detach({Medium::kDevice, rank, 0}, /*dead=*/!clean);
+}
+
 void Pool::Impl::AttachPeer(meta::SegmentDescriptor desc) {
   if (tcp) {
     if (desc.fd >= 0) close(desc.fd);  // not mapped: the bytes travel over tcp
+    if (desc.device_fd >= 0) close(desc.device_fd);
     AttachOverTcp(desc);
     return;
   }
+  AttachPeerDevice(desc);
   auto seg = mem::HostSegment::Import(desc.fd, desc.size, FixedAddressFor(desc.rank));
   if (!seg.ok()) {
     WEFT_LOG_ERROR("cannot map the segment of rank {} ({}): {}", desc.rank, desc.peer_name, seg.status().ToString());
@@ -111,7 +188,7 @@ void Pool::Impl::AttachPeer(meta::SegmentDescriptor desc) {
   }
   std::shared_ptr<mem::HostSegment> owned = std::move(*seg);
   Status s = table->Attach({Medium::kHost, desc.rank, 0}, owned->data(), desc.size, /*local=*/false, desc.peer_name,
-                           [owned]() mutable { owned.reset(); });
+                           RegisterWithGpu(owned->data(), desc.size, [owned]() mutable { owned.reset(); }));
   if (!s.ok()) WEFT_LOG_ERROR("cannot attach rank {}: {}", desc.rank, s.ToString());
   else WEFT_LOG_INFO("rank {} ({}, pid {}) joined: {} bytes mapped", desc.rank, desc.peer_name, desc.pid, desc.size);
 }
@@ -170,6 +247,7 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
   eopts.threads = config.copy_threads;
   eopts.split_bytes = config.split_bytes;
   eopts.log_paths = config.log_paths;
+  eopts.cuda_kernel_sms = config.gpu_copy_sms;
   if (eopts.log_paths && log::Get().level() > spdlog::level::info) log::SetLevel("info");
   impl->engine = std::make_unique<engine::Engine>(eopts, *impl->table, impl->metrics);
   if (config.transport == "tcp") {
@@ -184,6 +262,14 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
         impl->engine->AddTransport(std::make_unique<transport::tcp::TcpTransport>(layout, topts)));
     // The server must be up before we join: the others learn its address from our descriptor.
     WEFT_RETURN_IF_ERROR(impl->StartDataServer(impl->own_segment->data()).Annotate("starting the TCP data server"));
+  }
+
+  WEFT_RETURN_IF_ERROR(impl->CreateOwnDevice());
+  // Our device slice's fd for same-node peers (closed once the Join frame is sent).
+  net::UniqueFd device_fd;
+  if (impl->own_device.size > 0 && !control.tcp) {
+    WEFT_ASSIGN_OR_RETURN(int fd, ExportDeviceSlice(impl->own_device));
+    device_fd = net::UniqueFd(fd);
   }
 
   std::string socket = config.CoordinatorPath();
@@ -212,16 +298,15 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
     jopts.segment.access_key = raw->own_segment->access_key();
     jopts.segment.permissions = raw->own_segment->permissions();
     jopts.segment.fd = control.tcp ? -1 : raw->own_segment->fd();
+    jopts.segment.device_size = raw->own_device.size;
+    jopts.segment.device_gpu = raw->own_device.gpu;
+    jopts.segment.device_fd = device_fd.get();
     if (raw->data_server) jopts.segment.data_endpoint = raw->data_server->address().ToString();
     jopts.heartbeat_interval = Millis(config.heartbeat_ms);
     jopts.deadline = raw->DefaultDeadline();
     return meta::CoordinatorClient::Join(
         jopts, [raw](meta::SegmentDescriptor d) { raw->AttachPeer(std::move(d)); },
-        [raw](uint32_t rank, bool clean) {
-          if (clean) WEFT_LOG_INFO("rank {} left the pool; copies to its memory now fail with PEER_DOWN", rank);
-          else WEFT_LOG_WARN("rank {} is down; copies to its memory now fail with PEER_DOWN", rank);
-          raw->table->Detach({Medium::kHost, rank, 0}, /*dead=*/!clean);
-        });
+        [raw](uint32_t rank, bool clean) { raw->OnPeerGone(rank, clean); });
   };
   auto client = join();
   if (!client.ok() && mode == JoinMode::kAuto && client.status().code() == Code::kUnavailable) {
@@ -247,9 +332,18 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
     release = [held]() mutable { held.reset(); };
   }
   WEFT_RETURN_IF_ERROR(impl->table->Attach({Medium::kHost, impl->rank, 0}, own, config.rank_size, /*local=*/true,
-                                           "self", std::move(release)));
+                                           "self", impl->RegisterWithGpu(own, config.rank_size, std::move(release))));
   auto added = impl->client->Call(EncodeAddSlice(impl->rank, Medium::kHost, config.rank_size), impl->DefaultDeadline());
   if (!added.ok()) return added.status().Annotate("registering our slice with the pool allocator");
+  if (impl->own_device.size > 0) {
+    // The table holds the slice's mapping from here; own_device keeps it for a later export.
+    WEFT_RETURN_IF_ERROR(impl->table->Attach({Medium::kDevice, impl->rank, 0}, impl->own_device.data,
+                                             impl->own_device.size, /*local=*/true, "self",
+                                             [hold = impl->own_device.hold]() mutable { hold.reset(); }));
+    auto dev_added = impl->client->Call(EncodeAddSlice(impl->rank, Medium::kDevice, impl->own_device.size),
+                                        impl->DefaultDeadline());
+    if (!dev_added.ok()) return dev_added.status().Annotate("registering our device slice with the pool allocator");
+  }
   return std::unique_ptr<Pool>(new Pool(std::move(impl)));
 }
 
@@ -268,6 +362,7 @@ Status Pool::Leave() {
   impl_->tcp = nullptr;
   impl_->engine.reset();  // finishes queued copies before their memory goes away
   impl_->table.reset();
+  impl_->own_device = {};
   impl_->own_segment.reset();
   impl_->window.reset();
   return s;
@@ -291,10 +386,18 @@ engine::Engine& Pool::engine() { return *impl_->engine; }
   std::shared_lock api_gate_(impl_->api_mu);                                             \
   if (impl_->left) return Error(Code::kCancelled, "this peer has left the pool")
 
-Result<uint64_t> Pool::SliceAddress(uint32_t rank) const {
+Result<uint64_t> Pool::SliceAddress(uint32_t rank, Medium medium) const {
   if (rank >= impl_->layout.max_ranks())
     return Error(Code::kOutOfRange, "rank {} is past max_ranks {}", rank, impl_->layout.max_ranks());
-  return impl_->layout.SliceBase(Medium::kHost, rank);
+  return impl_->layout.SliceBase(medium, rank);
+}
+
+uint64_t Pool::device_size() const { return impl_->own_device.size; }
+
+bool Pool::HasSlice(uint32_t rank, Medium medium) const {
+  if (impl_->left) return false;
+  std::shared_lock gate(impl_->api_mu);
+  return !impl_->left && rank < impl_->layout.max_ranks() && impl_->table->IsUp({medium, rank, 0});
 }
 
 Result<void*> Pool::LocalAddress(uint64_t gva, uint64_t len) const {
@@ -369,7 +472,7 @@ CopyHandle Pool::CopyBatchAsync(std::span<const CopyRequest> requests, Direction
 
 Status Pool::CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, std::span<const uint32_t> dst_pages,
                        std::span<const uint32_t> src_pages, Direction dir, void* stream) {
-  if (impl_->left) return Error(Code::kCancelled, "this peer has left the pool");
+  WEFT_REQUIRE_JOINED();
   return impl_->engine->CopyPages(dst_base, src_base, page_bytes, dst_pages, src_pages, dir, stream);
 }
 

@@ -55,8 +55,13 @@ class Pool {
   // bound when this peer hosts it on port 0); what other peers set as `coordinator`.
   const std::string& coordinator_address() const;
 
-  // First GVA of a rank's host slice.
-  Result<uint64_t> SliceAddress(uint32_t rank) const;
+  // First GVA of a rank's slice of a medium (host: its DRAM, device: its GPU memory).
+  Result<uint64_t> SliceAddress(uint32_t rank, Medium medium = Medium::kHost) const;
+  // Bytes of this peer's device slice (config device_size; 0 without one).
+  uint64_t device_size() const;
+  // Whether a rank's slice of a medium is mapped here and up (a same-node peer's device slice is
+  // mapped only where a GPU is present).
+  bool HasSlice(uint32_t rank, Medium medium = Medium::kHost) const;
   // Where a GVA is mapped in this process, for direct load/store; valid while its peer is up.
   Result<void*> LocalAddress(uint64_t gva, uint64_t len = 1) const;
   // The rank owning a GVA (INVALID_ADDRESS outside the pool).

@@ -26,7 +26,10 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
             return ServeAllocator(*allocator, from, request);
           },
           // A peer that is gone takes its allocations with it.
-          [allocator](uint32_t rank, bool) { allocator->RemoveSlice(rank, gva::Medium::kHost); }));
+          [allocator](uint32_t rank, bool) {
+            allocator->RemoveSlice(rank, gva::Medium::kHost);
+            allocator->RemoveSlice(rank, gva::Medium::kDevice);
+          }));
   return pc;
 }
 

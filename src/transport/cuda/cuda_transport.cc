@@ -84,6 +84,10 @@ struct CudaTransport::Impl {
 
   ~Impl() {
     mem::cuda::DeviceGuard guard;
+    // Host ranges pinned through RegisterHost are ours to unpin: their owners may unmap them
+    // after the engine is gone (the pool does), which must not leave pinned pages behind.
+    for (auto& [ptr, len] : registered) cudaHostUnregister(ptr);
+    (void)cudaGetLastError();
     for (int d = 0; d < devices; ++d) {
       cudaSetDevice(d);
       for (auto& l : dev[d].lanes) {

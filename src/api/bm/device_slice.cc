@@ -1,0 +1,69 @@
+#include "api/bm/device_slice.h"
+
+#include <unistd.h>
+
+#if WEFT_HAVE_CUDA
+#include "mem/cuda/device_segment.h"
+#include "mem/cuda/host_device_copy.h"
+#endif
+
+namespace weft::bm {
+
+#if WEFT_HAVE_CUDA
+
+namespace {
+DeviceSlice Wrap(std::unique_ptr<mem::cuda::DeviceSegment> seg, uint64_t size) {
+  DeviceSlice s;
+  s.data = seg->data();
+  s.size = size;
+  s.gpu = seg->home_device();
+  s.hold = std::shared_ptr<mem::cuda::DeviceSegment>(std::move(seg));
+  return s;
+}
+}  // namespace
+
+Status DeviceSlicesUsable() {
+  if (!mem::cuda::DevicesPresent())
+    return Error(Code::kNotSupported, "no CUDA GPU is usable on this machine (cudaGetDeviceCount found none)");
+  return OkStatus();
+}
+
+Result<DeviceSlice> CreateDeviceSlice(int device, uint64_t size) {
+  WEFT_RETURN_IF_ERROR(DeviceSlicesUsable());
+  WEFT_ASSIGN_OR_RETURN(auto seg, mem::cuda::DeviceSegment::Create(device, size));
+  return Wrap(std::move(seg), size);
+}
+
+Result<int> ExportDeviceSlice(const DeviceSlice& slice) {
+  auto* seg = static_cast<mem::cuda::DeviceSegment*>(slice.hold.get());
+  if (!seg) return Error(Code::kInvalidArgument, "exporting a device slice that is not mapped");
+  return seg->ExportFd();
+}
+
+Result<DeviceSlice> ImportDeviceSlice(int fd, uint64_t size, int device) {
+  if (Status usable = DeviceSlicesUsable(); !usable.ok()) {
+    if (fd >= 0) ::close(fd);
+    return usable;
+  }
+  WEFT_ASSIGN_OR_RETURN(auto seg, mem::cuda::DeviceSegment::Import(fd, size, device));
+  return Wrap(std::move(seg), size);
+}
+
+#else  // !WEFT_HAVE_CUDA
+
+Status DeviceSlicesUsable() {
+  return Error(Code::kNotSupported, "this build of weft has no CUDA (nvcc was not found when it was built)");
+}
+
+Result<DeviceSlice> CreateDeviceSlice(int, uint64_t) { return DeviceSlicesUsable(); }
+
+Result<int> ExportDeviceSlice(const DeviceSlice&) { return DeviceSlicesUsable(); }
+
+Result<DeviceSlice> ImportDeviceSlice(int fd, uint64_t, int) {
+  if (fd >= 0) ::close(fd);
+  return DeviceSlicesUsable();
+}
+
+#endif
+
+}  // namespace weft::bm

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "api/bm/device_slice.h"
 #include "api/bm/pool.h"
 #include "base/random.h"
 #include "tools/weft/cli_config.h"
@@ -26,6 +27,7 @@ namespace weft::tools {
 namespace {
 
 using bm::Pool;
+using gva::Medium;
 using gva::Placement;
 
 struct DemoResult {
@@ -203,6 +205,28 @@ Result<std::vector<std::pair<uint32_t, std::vector<DemoResult>>>> RunPeer(Pool& 
   WEFT_ASSIGN_OR_RETURN(uint64_t remote2, pool.Alloc(block, Placement::OnRank(next2)));
   if (next2 != pool.rank() && next2 != next) run.Step("GH other -> GH third peer", remote2, remote, block);
 
+  // The device region (a GPU is present and the peers contributed device slices): the same
+  // checks between host memory and HBM, this peer's and the next one's (another process).
+  std::vector<uint64_t> device_blocks;
+  if (pool.device_size() > 0 && pool.HasSlice(next, Medium::kDevice)) {
+    WEFT_ASSIGN_OR_RETURN(uint64_t gd_a, pool.Alloc(block, Placement::Local(Medium::kDevice)));
+    WEFT_ASSIGN_OR_RETURN(uint64_t gd_b, pool.Alloc(block, Placement::Local(Medium::kDevice)));
+    WEFT_ASSIGN_OR_RETURN(uint64_t gd_remote, pool.Alloc(block, Placement::OnRank(next, Medium::kDevice)));
+    device_blocks = {gd_a, gd_b, gd_remote};
+    run.Step("LH -> GD own slice", gd_a, a.addr(), block);
+    run.Step("GD own slice -> LH", b.addr(), gd_a, block);
+    run.Step("LH -> GD other peer", gd_remote, a.addr(), block);
+    run.Step("GD other peer -> LH", b.addr(), gd_remote, block);
+    run.Step("GH own -> GD own", gd_a, own_a, block);
+    run.Step("GD own -> GH other peer", remote, gd_a, block);
+    run.Step("GH other peer -> GD other peer", gd_remote, remote, block);
+    run.Step("GD own -> GD own", gd_b, gd_a, block);
+    run.Step("GD own -> GD other peer", gd_remote, gd_a, block);
+    run.Step("GD other peer -> GD own", gd_b, gd_remote, block);
+    run.BatchStep("batch 256 x 16KiB GD own -> GD other", gd_remote, gd_a, 16 << 10,
+                  static_cast<uint32_t>(std::min<uint64_t>(256, block / (16 << 10))));
+  }
+
   // Cross-process check: write a seeded pattern into the next peer's memory; it verifies the
   // bytes by direct load from its own slice, with no copy of its own.
   const uint64_t seed = FreshSeed();
@@ -224,6 +248,7 @@ Result<std::vector<std::pair<uint32_t, std::vector<DemoResult>>>> RunPeer(Pool& 
   }
 
   for (uint64_t g : {own_a, own_b, remote, remote2}) WEFT_RETURN_IF_ERROR(pool.Free(g));
+  for (uint64_t g : device_blocks) WEFT_RETURN_IF_ERROR(pool.Free(g));
   std::string mine = nlohmann::json(run.results()).dump();
   WEFT_ASSIGN_OR_RETURN(auto all, pool.Allgather({reinterpret_cast<const uint8_t*>(mine.data()), mine.size()},
                                                  deadline()));
@@ -297,6 +322,7 @@ void AddDemo(CLI::App& app, Runner* run) {
     std::string block;
     std::string pool;
     std::string socket;
+    std::string device_size = "auto";
     ConfigFlags flags;
   };
   auto o = std::make_shared<Options>();
@@ -308,6 +334,9 @@ void AddDemo(CLI::App& app, Runner* run) {
                   "Spread the peers over K hosts: network namespaces joined by veth when root, else loopback; "
                   "peers then reach each other only over tcp")
       ->check(CLI::Range(1, 16));
+  cmd->add_option("--device-size", o->device_size,
+                  "GPU memory each peer pools in the device region (auto: as much as --size when a GPU is "
+                  "present and the peers are on this host; 0: none); peers go round-robin over the GPUs");
   o->flags.Register(*cmd);
 
   // The peers the demo starts run this hidden subcommand.
@@ -366,6 +395,20 @@ void AddDemo(CLI::App& app, Runner* run) {
         }
         extra_env = {"WEFT_TRANSPORT=tcp", "WEFT_CLUSTER_SECRET=" + config.cluster_secret};
       }
+      // Device slices: each peer on GPU (index mod GPUs), told through the environment.
+      const int gpus = bm::UsableGpuCount();
+      if (o->device_size == "auto") {
+        config.device_size = (gpus > 0 && o->nodes == 1) ? *size : 0;
+      } else {
+        auto d = ParseBytes(o->device_size);
+        if (!d.ok()) {
+          fmt::print(stderr, "weft demo: --device-size: {}\n", d.status().message());
+          return 2;
+        }
+        config.device_size = *d;
+      }
+      config.device = 0;
+      if (config.device_size > 0) extra_env.push_back("WEFT_DEVICE_SIZE=" + std::to_string(config.device_size));
       auto pool = Pool::Join(config, bm::JoinMode::kHost);
       if (!pool.ok()) {
         fmt::print(stderr, "weft demo: {}\n", pool.status().ToString());
@@ -375,6 +418,13 @@ void AddDemo(CLI::App& app, Runner* run) {
       fmt::print("weft demo: pool '{}' of {} peers x {} (coordinator {}), {} per copy, unified VA {}\n", pool_name,
                  o->peers, FormatBytes(*size), socket, FormatBytes(block), (*pool)->unified_va() ? "on" : "off");
       fmt::print("weft demo: peers on {}, transport {}\n", where, config.transport);
+      if (config.device_size > 0) {
+        fmt::print("weft demo: device slices of {} per peer on {} GPU(s) (round-robin)\n",
+                   FormatBytes(config.device_size), gpus);
+      } else {
+        fmt::print("weft demo: no device slices ({})\n",
+                   gpus == 0 ? bm::DeviceSlicesUsable().message() : "--device-size 0, or peers on several hosts");
+      }
       std::vector<pid_t> children;
       char self[4096] = {};
       if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) std::strcpy(self, "/proc/self/exe");
@@ -390,6 +440,7 @@ void AddDemo(CLI::App& app, Runner* run) {
         std::vector<std::string> env;
         for (char** e = environ; *e; ++e) env.emplace_back(*e);
         for (const auto& e : extra_env) env.push_back(e);
+        if (config.device_size > 0 && gpus > 0) env.push_back("WEFT_DEVICE=" + std::to_string(i % gpus));
         if (o->nodes > 1)
           env.push_back("WEFT_DATA_ADDRESS=" + (topology ? topology->Address(host) : std::string("127.0.0.1")) + ":0");
         std::vector<char*> argv, envp;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #if WEFT_HAVE_CUDA
+#include "mem/cuda/cuda_api.h"
 #include "mem/cuda/device_segment.h"
 #include "mem/cuda/host_device_copy.h"
 #endif
@@ -26,6 +27,11 @@ Status DeviceSlicesUsable() {
   if (!mem::cuda::DevicesPresent())
     return Error(Code::kNotSupported, "no CUDA GPU is usable on this machine (cudaGetDeviceCount found none)");
   return OkStatus();
+}
+
+int UsableGpuCount() {
+  auto n = mem::cuda::Probe();
+  return n.ok() ? *n : 0;
 }
 
 Result<DeviceSlice> CreateDeviceSlice(int device, uint64_t size) {
@@ -54,6 +60,8 @@ Result<DeviceSlice> ImportDeviceSlice(int fd, uint64_t size, int device) {
 Status DeviceSlicesUsable() {
   return Error(Code::kNotSupported, "this build of weft has no CUDA (nvcc was not found when it was built)");
 }
+
+int UsableGpuCount() { return 0; }
 
 Result<DeviceSlice> CreateDeviceSlice(int, uint64_t) { return DeviceSlicesUsable(); }
 

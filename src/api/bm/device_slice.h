@@ -21,6 +21,8 @@ struct DeviceSlice {
 
 // Why device slices cannot be used here, or OK when they can (a CUDA build and a GPU).
 Status DeviceSlicesUsable();
+// GPUs this process can use (0 when DeviceSlicesUsable() is not OK).
+int UsableGpuCount();
 
 // This peer's own slice: `size` bytes on GPU `device`. POOL_FULL when the GPU's memory is
 // exhausted, INVALID_ARGUMENT for a GPU that does not exist, NOT_SUPPORTED without a GPU.

@@ -110,6 +110,10 @@ uint32_t weft_pool_rank(const weft_pool* pool);
 uint64_t weft_pool_local_size(const weft_pool* pool);
 /* First GVA of a rank's host slice (WEFT_E_OUT_OF_RANGE past max_ranks). */
 int weft_pool_slice_address(const weft_pool* pool, uint32_t rank, uint64_t* out);
+/* First GVA of a rank's device slice (its GPU memory; config key device_size). */
+int weft_pool_device_slice_address(const weft_pool* pool, uint32_t rank, uint64_t* out);
+/* Bytes of GPU memory this peer contributes (device_size); 0 without a device slice. */
+uint64_t weft_pool_device_size(const weft_pool* pool);
 /* The rank owning a GVA (WEFT_E_INVALID_ADDRESS outside the pool). */
 int weft_pool_rank_of(const weft_pool* pool, uint64_t gva, uint32_t* out);
 /* Where [gva, gva + len) is mapped in this process, for direct loads and stores (same node
@@ -128,10 +132,11 @@ int weft_pool_barrier(weft_pool* pool, int64_t timeout_ms);
 enum {
   WEFT_PLACE_LOCAL = 0,  /* this peer's slice */
   WEFT_PLACE_RANK = 1,   /* the slice of `rank` */
-  WEFT_PLACE_SPREAD = 2  /* the live slice with the most free bytes */
+  WEFT_PLACE_SPREAD = 2, /* the live slice with the most free bytes */
+  WEFT_PLACE_DEVICE = 0x100 /* or'ed with one of the above: in the device region (GPU memory) */
 };
 
-/* Allocates size > 0 bytes of pooled host memory; *out_gva is its GVA. WEFT_E_POOL_FULL when no
+/* Allocates size > 0 bytes of pooled host memory (device memory with WEFT_PLACE_DEVICE); *out_gva is its GVA. WEFT_E_POOL_FULL when no
  * block is large enough (the message gives the largest free block), WEFT_E_PEER_DOWN or
  * WEFT_E_NOT_FOUND for a rank that is not in the pool. `rank` is read for WEFT_PLACE_RANK only. */
 int weft_alloc(weft_pool* pool, uint64_t size, int placement, uint32_t rank, uint64_t* out_gva);

@@ -81,15 +81,19 @@ class PyPool {
   std::vector<uint32_t> live_ranks() { return P().LiveRanks(); }
   bool hosts_coordinator() { return P().hosts_coordinator(); }
 
-  uint64_t SliceAddress(uint32_t rank) { return Value(P().SliceAddress(rank)); }
+  uint64_t SliceAddress(uint32_t rank, bool device) {
+    return Value(P().SliceAddress(rank, device ? weft::gva::Medium::kDevice : weft::gva::Medium::kHost));
+  }
+  uint64_t DeviceSize() { return P().device_size(); }
   uint32_t RankOf(uint64_t gva) { return Value(P().RankOf(gva)); }
 
-  uint64_t Alloc(uint64_t size, int placement, uint32_t rank) {
+  uint64_t Alloc(uint64_t size, int placement, uint32_t rank, bool device) {
     weft::gva::Placement where;
+    const auto medium = device ? weft::gva::Medium::kDevice : weft::gva::Medium::kHost;
     switch (placement) {
-      case 0: where = weft::gva::Placement::Local(); break;
-      case 1: where = weft::gva::Placement::OnRank(rank); break;
-      case 2: where = weft::gva::Placement::Spread(); break;
+      case 0: where = weft::gva::Placement::Local(medium); break;
+      case 1: where = weft::gva::Placement::OnRank(rank, medium); break;
+      case 2: where = weft::gva::Placement::Spread(medium); break;
       default: RaiseCode(Code::kInvalidArgument, "placement {} is not 0 (local), 1 (rank) or 2 (spread)", placement);
     }
     Pool& pool = P();
@@ -312,9 +316,10 @@ NB_MODULE(_weft, m) {
       .def_prop_ro("coordinator", [](PyPool& p) { return p.config().CoordinatorPath(); })
       .def_prop_ro("live_ranks", &PyPool::live_ranks)
       .def_prop_ro("hosts_coordinator", &PyPool::hosts_coordinator)
-      .def("slice_address", &PyPool::SliceAddress, "rank"_a)
+      .def("slice_address", &PyPool::SliceAddress, "rank"_a, "device"_a)
+      .def("device_size", &PyPool::DeviceSize)
       .def("rank_of", &PyPool::RankOf, "gva"_a)
-      .def("alloc", &PyPool::Alloc, "size"_a, "placement"_a, "rank"_a)
+      .def("alloc", &PyPool::Alloc, "size"_a, "placement"_a, "rank"_a, "device"_a)
       .def("free", &PyPool::Free, "gva"_a)
       .def("copy", &PyPool::Copy, "dst"_a, "src"_a, "length"_a.none(), "direction"_a)
       .def("copy_batch", &PyPool::CopyBatch, "requests"_a, "direction"_a, "check"_a)

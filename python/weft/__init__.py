@@ -111,6 +111,12 @@ _MODES = {"auto": 0, "host": 1, "join": 2}
 _PLACEMENTS = {"local": 0, "rank": 1, "spread": 2}
 
 
+def _device_medium(medium: str) -> bool:
+    if medium not in ("host", "device"):
+        raise InvalidArgument(f"medium {medium!r} is not 'host' or 'device'")
+    return medium == "device"
+
+
 def _config_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -223,9 +229,14 @@ class Pool:
 
     # -- addresses ----------------------------------------------------------------------------
 
-    def slice_address(self, rank: int) -> int:
-        """First GVA of a rank's host slice."""
-        return self._native.slice_address(rank)
+    def slice_address(self, rank: int, medium: str = "host") -> int:
+        """First GVA of a rank's slice: ``medium`` "host" (DRAM) or "device" (GPU memory)."""
+        return self._native.slice_address(rank, _device_medium(medium))
+
+    @property
+    def device_size(self) -> int:
+        """Bytes of GPU memory this peer contributes (config ``device_size``; 0: none)."""
+        return self._native.device_size()
 
     def rank_of(self, gva: int) -> int:
         """The rank owning a GVA (:class:`InvalidAddress` outside the pool)."""
@@ -233,13 +244,14 @@ class Pool:
 
     # -- global malloc ------------------------------------------------------------------------
 
-    def alloc(self, size: int, placement: str = "local", rank: int = 0) -> int:
+    def alloc(self, size: int, placement: str = "local", rank: int = 0, medium: str = "host") -> int:
         """Allocates ``size`` bytes of pooled memory and returns its GVA. ``placement``: "local"
-        (this peer), "rank" (the peer ``rank``) or "spread" (the slice with the most free bytes).
+        (this peer), "rank" (the peer ``rank``) or "spread" (the slice with the most free bytes);
+        ``medium``: "host" (DRAM) or "device" (the peers' device slices).
         :class:`PoolFull` when nothing fits."""
         if placement not in _PLACEMENTS:
             raise InvalidArgument(f"placement {placement!r} is not one of {sorted(_PLACEMENTS)}")
-        return self._native.alloc(size, _PLACEMENTS[placement], rank)
+        return self._native.alloc(size, _PLACEMENTS[placement], rank, _device_medium(medium))
 
     def free(self, gva: int) -> None:
         """Frees an allocation: :class:`InvalidAddress` if ``gva`` does not start one,

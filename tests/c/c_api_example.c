@@ -188,6 +188,18 @@ static void check_null_arguments(weft_pool* pool) {
   CHECK(weft_pool_local_size(NULL) == 0, "weft_pool_local_size(NULL)");
   EXPECT_CODE(weft_pool_slice_address(NULL, 0, &gva), WEFT_E_INVALID_ARGUMENT);
   EXPECT_CODE(weft_pool_slice_address(pool, 0, NULL), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_CODE(weft_pool_device_slice_address(NULL, 0, &gva), WEFT_E_INVALID_ARGUMENT);
+  CHECK(weft_pool_device_size(NULL) == 0, "weft_pool_device_size(NULL)");
+  {
+    /* No device slice here (device_size is 0): its region has addresses but no memory. */
+    uint64_t host_slice = 0, device_slice = 0;
+    EXPECT_OK(weft_pool_slice_address(pool, 0, &host_slice));
+    EXPECT_OK(weft_pool_device_slice_address(pool, 0, &device_slice));
+    CHECK(device_slice != host_slice, "the device region is its own part of the GVA space");
+    CHECK(weft_pool_device_size(pool) == 0, "no device slice was configured");
+    EXPECT_CODE(weft_alloc(pool, 64, WEFT_PLACE_LOCAL | WEFT_PLACE_DEVICE, 0, &gva), WEFT_E_NOT_FOUND);
+    EXPECT_CODE(weft_alloc(pool, 64, 0x200, 0, &gva), WEFT_E_INVALID_ARGUMENT);
+  }
   EXPECT_CODE(weft_pool_rank_of(NULL, 0, &rank), WEFT_E_INVALID_ARGUMENT);
   EXPECT_CODE(weft_pool_rank_of(pool, 0, NULL), WEFT_E_INVALID_ARGUMENT);
   EXPECT_CODE(weft_pool_local_address(pool, 0, 1, NULL), WEFT_E_INVALID_ARGUMENT);

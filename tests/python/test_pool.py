@@ -3,6 +3,7 @@ joins it), fresh random payloads copied into the other rank and back with every 
 batches, async copies, buffers of every kind, and typed exceptions for bad input."""
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -362,6 +363,23 @@ def test_join_errors(solo):
         weft.Pool(pool_name=name, mode="visit")
     with pytest.raises(weft.AlreadyExists):
         solo.join()  # already joined
+
+
+def test_device_region_without_a_device_slice(solo):
+    # device_size is 0 here: the region has addresses but no memory, and asking for a device
+    # slice on a machine without a GPU is refused with what to do.
+    assert solo.device_size == 0
+    assert solo.slice_address(solo.rank, medium="device") != solo.slice_address(solo.rank)
+    with pytest.raises(weft.NotFound, match="device"):
+        solo.alloc(4096, medium="device")
+    with pytest.raises(weft.InvalidArgument, match="medium"):
+        solo.alloc(4096, medium="hbm")
+    src = bytes(range(256)) * 16
+    with pytest.raises(weft.InvalidAddress, match="device slice"):
+        solo.copy(solo.slice_address(solo.rank, medium="device"), src)
+    if shutil.which("nvidia-smi") is None:
+        with pytest.raises(weft.NotSupported, match="device_size=0"):
+            weft.Pool(pool_name=unique_name("gpu"), rank_size="4MiB", device_size="2MiB", mode="host").join()
 
 
 def test_second_peer_in_this_process(solo):

@@ -210,6 +210,19 @@ int weft_pool_slice_address(const weft_pool* pool, uint32_t rank, uint64_t* out)
   });
 }
 
+int weft_pool_device_slice_address(const weft_pool* pool, uint32_t rank, uint64_t* out) {
+  WEFT_C_REQUIRE_POOL(pool);
+  WEFT_C_REQUIRE(out);
+  return Guard(__func__, [&]() -> int {
+    auto r = pool->pool->SliceAddress(rank, weft::gva::Medium::kDevice);
+    if (!r.ok()) return Fail(r.status());
+    *out = *r;
+    return WEFT_OK;
+  });
+}
+
+uint64_t weft_pool_device_size(const weft_pool* pool) { return pool && pool->pool ? pool->pool->device_size() : 0; }
+
 int weft_pool_rank_of(const weft_pool* pool, uint64_t gva, uint32_t* out) {
   WEFT_C_REQUIRE_POOL(pool);
   WEFT_C_REQUIRE(out);
@@ -249,10 +262,11 @@ int weft_alloc(weft_pool* pool, uint64_t size, int placement, uint32_t rank, uin
   WEFT_C_REQUIRE_POOL(pool);
   WEFT_C_REQUIRE(out_gva);
   weft::gva::Placement where;
-  switch (placement) {
-    case WEFT_PLACE_LOCAL: where = weft::gva::Placement::Local(); break;
-    case WEFT_PLACE_RANK: where = weft::gva::Placement::OnRank(rank); break;
-    case WEFT_PLACE_SPREAD: where = weft::gva::Placement::Spread(); break;
+  const auto medium = (placement & WEFT_PLACE_DEVICE) ? weft::gva::Medium::kDevice : weft::gva::Medium::kHost;
+  switch (placement & ~WEFT_PLACE_DEVICE) {
+    case WEFT_PLACE_LOCAL: where = weft::gva::Placement::Local(medium); break;
+    case WEFT_PLACE_RANK: where = weft::gva::Placement::OnRank(rank, medium); break;
+    case WEFT_PLACE_SPREAD: where = weft::gva::Placement::Spread(medium); break;
     default: {
       char text[128];
       std::snprintf(text, sizeof text, "weft_alloc: placement %d is not a WEFT_PLACE_* value", placement);

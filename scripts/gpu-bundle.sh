@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-gpu
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWEFT_GPU_BUNDLE=ON >/dev/null
-TARGETS=(weft cuda_copy_test device_segment_ipc_test trans_device_test cuda_plan_test engine_test gva_test)
+TARGETS=(weft cuda_copy_test device_segment_ipc_test pool_device_test trans_device_test cuda_plan_test engine_test gva_test)
 ninja -C "$BUILD" "${TARGETS[@]}"
 rm -rf "$BUILD/bundle"
 mkdir -p "$BUILD/bundle/bin" "$BUILD/bundle/lib"

@@ -67,7 +67,17 @@ run_test engine_test
 run_test gva_test
 run_test cuda_copy_test
 run_test device_segment_ipc_test
+run_test pool_device_test
 run_test trans_device_test
+
+# The main job with device slices: every peer's GD rows must be there and verified.
+t0=$(date +%s%N)
+timeout 300 "$B/bin/weft" demo --peers 3 --size 64MiB >"$OUTDIR/demo.log" 2>&1
+rc=$?
+t1=$(date +%s%N)
+gd_rows=$(grep -c 'GD.* 3/3' "$OUTDIR/demo.log" || true)
+record "weft demo (device slices)" "$([ $rc = 0 ] && [ "$gd_rows" -gt 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" \
+  "$gd_rows GD rows verified by 3 peers; $(tail -1 "$OUTDIR/demo.log")"
 
 if [ $SANITIZE = 1 ]; then
   if command -v compute-sanitizer >/dev/null; then

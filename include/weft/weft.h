@@ -183,6 +183,18 @@ int weft_copy(weft_pool* pool, uint64_t dst, uint64_t src, uint64_t len, int dir
  * its index). */
 int weft_copy_batch(weft_pool* pool, const weft_copy_request* requests, size_t n, int direction, int* results);
 
+/* A KV page batch in one GPU kernel launch: page i goes from src_base + src_pages[i] * page_bytes
+ * to dst_base + dst_pages[i] * page_bytes (bases are GVAs or local pointers; both ends device
+ * memory or host memory the GPU can address). One code for the whole batch; nothing is copied
+ * when it fails: WEFT_E_INVALID_ARGUMENT (page_bytes 0, NULL lists with count > 0),
+ * WEFT_E_OUT_OF_RANGE (an index past an end's memory), WEFT_E_NOT_SUPPORTED (no GPU here, or an
+ * end the GPU cannot address: use weft_copy_batch). cuda_stream: a cudaStream_t of the copying
+ * GPU to order the copy on (the call then returns once it is enqueued), or NULL to wait for it.
+ * Destination pages must not overlap. The lists may be reused as soon as the call returns. */
+int weft_copy_pages(weft_pool* pool, uint64_t dst_base, uint64_t src_base, uint64_t page_bytes,
+                    const uint32_t* dst_pages, const uint32_t* src_pages, size_t count, int direction,
+                    void* cuda_stream);
+
 /* An asynchronous copy. The name weft_copy is the blocking call above (C has one namespace for
  * functions and type names), so the handle type is weft_copy_handle. */
 typedef struct weft_copy_handle weft_copy_handle;

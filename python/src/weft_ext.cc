@@ -129,6 +129,33 @@ class PyPool {
     Check(st);
   }
 
+  void CopyPages(nb::handle dst_base, nb::handle src_base, uint64_t page_bytes, nb::iterable dst_pages,
+                 nb::iterable src_pages, nb::handle direction, std::optional<uintptr_t> stream) {
+    Pool& pool = P();
+    const auto dir = DirectionOf(direction);
+    MemPtr d = Resolve(dst_base, /*writable=*/true, "dst_base");
+    MemPtr s = Resolve(src_base, /*writable=*/false, "src_base");
+    auto indices = [](nb::iterable items, const char* what) {
+      std::vector<uint32_t> out;
+      for (nb::handle item : items) {
+        long long v = -1;
+        if (!nb::try_cast<long long>(item, v) || v < 0 || v > static_cast<long long>(UINT32_MAX))
+          RaiseCode(Code::kInvalidArgument, "{}[{}] is not a page index in 0..2^32-1", what, out.size());
+        out.push_back(static_cast<uint32_t>(v));
+      }
+      return out;
+    };
+    const std::vector<uint32_t> dst_idx = indices(dst_pages, "dst_pages");
+    const std::vector<uint32_t> src_idx = indices(src_pages, "src_pages");
+    Status st;
+    {
+      nb::gil_scoped_release release;
+      st = pool.CopyPages(d->addr, s->addr, page_bytes, dst_idx, src_idx, dir,
+                          reinterpret_cast<void*>(stream.value_or(0)));
+    }
+    Check(st);
+  }
+
   nb::list CopyBatch(nb::iterable requests, nb::handle direction, bool check) {
     Pool& pool = P();
     const auto dir = DirectionOf(direction);
@@ -323,6 +350,8 @@ NB_MODULE(_weft, m) {
       .def("free", &PyPool::Free, "gva"_a)
       .def("copy", &PyPool::Copy, "dst"_a, "src"_a, "length"_a.none(), "direction"_a)
       .def("copy_batch", &PyPool::CopyBatch, "requests"_a, "direction"_a, "check"_a)
+      .def("copy_pages", &PyPool::CopyPages, "dst_base"_a, "src_base"_a, "page_bytes"_a, "dst_pages"_a,
+           "src_pages"_a, "direction"_a, "stream"_a.none())
       .def(
           "copy_async",
           [](nb::pointer_and_handle<PyPool> self, nb::handle dst, nb::handle src, std::optional<uint64_t> length,

@@ -273,6 +273,16 @@ class Pool:
         first request's error, whose ``results`` attribute holds the whole list."""
         return self._native.copy_batch(requests, direction, check)
 
+    def copy_pages(self, dst_base: Memory, src_base: Memory, page_bytes: int, dst_pages: Iterable[int],
+                   src_pages: Iterable[int], direction: str = "auto", stream: Optional[int] = None) -> None:
+        """A KV page batch in one GPU kernel launch: page ``i`` goes from ``src_base +
+        src_pages[i] * page_bytes`` to ``dst_base + dst_pages[i] * page_bytes``. Bases are GVAs,
+        buffers or device tensors; both ends on the GPU (or host memory it can address).
+        ``stream``: a ``cudaStream_t`` as an int (e.g. ``torch.cuda.current_stream().cuda_stream``)
+        to enqueue on and return at once; None waits. :class:`NotSupported` without a GPU (use
+        :meth:`copy_batch`), :class:`OutOfRange` for an index past an end's memory."""
+        self._native.copy_pages(dst_base, src_base, page_bytes, dst_pages, src_pages, direction, stream)
+
     def copy_async(self, dst: Memory, src: Memory, length: Optional[int] = None,
                    direction: str = "auto") -> Copy:
         """Starts a copy and returns a :class:`Copy` at once; errors found at submission are

@@ -200,6 +200,25 @@ static void check_null_arguments(weft_pool* pool) {
     EXPECT_CODE(weft_alloc(pool, 64, WEFT_PLACE_LOCAL | WEFT_PLACE_DEVICE, 0, &gva), WEFT_E_NOT_FOUND);
     EXPECT_CODE(weft_alloc(pool, 64, 0x200, 0, &gva), WEFT_E_INVALID_ARGUMENT);
   }
+  {
+    /* Page batches: bad input first, then (no GPU in this test's machines) NOT_SUPPORTED with the
+     * advice to use weft_copy_batch. */
+    uint32_t dst_idx[2] = {0, 1}, src_idx[2] = {1, 0};
+    uint64_t host_slice = 0;
+    EXPECT_OK(weft_pool_slice_address(pool, 0, &host_slice));
+    EXPECT_CODE(weft_copy_pages(NULL, host_slice, host_slice, 64, dst_idx, src_idx, 2, WEFT_DIR_AUTO, NULL),
+                WEFT_E_INVALID_ARGUMENT);
+    EXPECT_CODE(weft_copy_pages(pool, host_slice, host_slice, 64, NULL, src_idx, 2, WEFT_DIR_AUTO, NULL),
+                WEFT_E_INVALID_ARGUMENT);
+    EXPECT_CODE(weft_copy_pages(pool, host_slice, host_slice, 0, dst_idx, src_idx, 2, WEFT_DIR_AUTO, NULL),
+                WEFT_E_INVALID_ARGUMENT);
+    EXPECT_CODE(weft_copy_pages(pool, host_slice, host_slice, 64, dst_idx, src_idx, 2, 999, NULL),
+                WEFT_E_INVALID_ARGUMENT);
+    int rc = weft_copy_pages(pool, host_slice + 4096, host_slice, 64, dst_idx, src_idx, 2, WEFT_DIR_AUTO, NULL);
+    CHECK(rc == WEFT_E_NOT_SUPPORTED || rc == WEFT_OK, "weft_copy_pages without a GPU: %d (%s)", rc,
+          weft_last_error());
+    if (rc == WEFT_E_NOT_SUPPORTED) CHECK(strstr(weft_last_error(), "CopyBatch") != NULL, "%s", weft_last_error());
+  }
   EXPECT_CODE(weft_pool_rank_of(NULL, 0, &rank), WEFT_E_INVALID_ARGUMENT);
   EXPECT_CODE(weft_pool_rank_of(pool, 0, NULL), WEFT_E_INVALID_ARGUMENT);
   EXPECT_CODE(weft_pool_local_address(pool, 0, 1, NULL), WEFT_E_INVALID_ARGUMENT);

@@ -377,7 +377,18 @@ def test_device_region_without_a_device_slice(solo):
     src = bytes(range(256)) * 16
     with pytest.raises(weft.InvalidAddress, match="device slice"):
         solo.copy(solo.slice_address(solo.rank, medium="device"), src)
+    # Page batches: bad indices are refused before anything runs; without a GPU the batch is
+    # NOT_SUPPORTED with the advice to use copy_batch.
+    base = solo.slice_address(solo.rank)
+    with pytest.raises(weft.InvalidArgument, match="dst_pages"):
+        solo.copy_pages(base + 4096, base, 64, [0, -1], [1, 0])
+    with pytest.raises(weft.InvalidArgument, match="src_pages"):
+        solo.copy_pages(base + 4096, base, 64, [0, 1], [1, "x"])
+    with pytest.raises(weft.InvalidArgument):
+        solo.copy_pages(base + 4096, base, 64, [0, 1], [1])
     if shutil.which("nvidia-smi") is None:
+        with pytest.raises(weft.NotSupported, match="CopyBatch"):
+            solo.copy_pages(base + 4096, base, 64, [0, 1], [1, 0])
         with pytest.raises(weft.NotSupported, match="device_size=0"):
             weft.Pool(pool_name=unique_name("gpu"), rank_size="4MiB", device_size="2MiB", mode="host").join()
 

@@ -292,6 +292,21 @@ int weft_copy(weft_pool* pool, uint64_t dst, uint64_t src, uint64_t len, int dir
   return Guard(__func__, [&]() -> int { return Report(pool->pool->Copy(dst, src, len, dir)); });
 }
 
+int weft_copy_pages(weft_pool* pool, uint64_t dst_base, uint64_t src_base, uint64_t page_bytes,
+                    const uint32_t* dst_pages, const uint32_t* src_pages, size_t count, int direction,
+                    void* cuda_stream) {
+  WEFT_C_REQUIRE_POOL(pool);
+  if (count > 0) {
+    WEFT_C_REQUIRE(dst_pages);
+    WEFT_C_REQUIRE(src_pages);
+  }
+  WEFT_C_DIRECTION(direction, dir);
+  return Guard(__func__, [&]() -> int {
+    return Report(pool->pool->CopyPages(dst_base, src_base, page_bytes, {dst_pages, count}, {src_pages, count}, dir,
+                                        cuda_stream));
+  });
+}
+
 int weft_copy_batch(weft_pool* pool, const weft_copy_request* requests, size_t n, int direction, int* results) {
   auto fill = [&](int rc) {
     if (results)

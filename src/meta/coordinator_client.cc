@@ -324,15 +324,17 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
       d.device_size = m.device.size;
       d.device_gpu = m.device.gpu;
       d.device_access_key = m.device.access_key;
-      {
-        std::lock_guard lock(mu);
-        live.insert(m.rank);
-        cv.notify_all();
-      }
+      // The owner maps the peer's memory first: a WaitForPeers that counts this peer must find
+      // its slices attached (mapping a device slice takes milliseconds).
       if (on_joined) {
         d.fd = m.has_fd ? frame.fds[0].Release() : -1;
         d.device_fd = m.device.has_fd ? frame.fds.back().Release() : -1;
         Guarded("OnPeerJoined", [&] { on_joined(std::move(d)); });
+      }
+      {
+        std::lock_guard lock(mu);
+        live.insert(m.rank);
+        cv.notify_all();
       }
       return OkStatus();
     }

@@ -476,6 +476,30 @@ TEST(Coordinator, DeviceSliceTravelsWithTheHostSegment) {
   EXPECT_EQ((*coord)->Peers().size(), 3u);
 }
 
+// WaitForPeers counts a peer only once the owner's join callback (which maps its memory) has
+// returned, so a caller that saw the peer can copy to it at once.
+TEST(Coordinator, WaitForPeersReturnsAfterThePeerIsAttached) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  Segment mine(kRankSize);
+  std::atomic<bool> attached{false};
+  auto slow = CoordinatorClient::Join(
+      Options(dir.File("c.sock"), "slow", mine.fd.get()),
+      [&](SegmentDescriptor d) {
+        if (d.fd >= 0) ::close(d.fd);
+        std::this_thread::sleep_for(300ms);  // as long as mapping a large device slice may take
+        attached = true;
+      },
+      [](uint32_t, bool) {});
+  ASSERT_TRUE(slow.ok()) << slow.status().ToString();
+  auto other = JoinPeer(dir.File("c.sock"), "other");
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  auto live = (*slow)->WaitForPeers(2, Long());
+  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  EXPECT_TRUE(attached.load()) << "WaitForPeers returned before the join callback finished";
+}
+
 TEST(Coordinator, PoolFullAndLowestFreeRankReused) {
   TempDir dir;
   auto coord = StartCoordinator(dir.File("c.sock"), nullptr, {}, /*max_ranks=*/2);

@@ -219,8 +219,24 @@ TEST(StagingPipeline, ManySmallRequestsArePackedAndMixedWithLargeOnes) {
   EXPECT_EQ(std::memcmp(remote.mem.data, want_rem.data(), at), 0);
   // Packed: 150 small WRITEs (2.3 MiB) fill 3 buffers, not 150 rounds.
   EXPECT_LT(pipe.stats().rounds, 20u);
-  EXPECT_GE(dev.copies - copies_before, reqs.size());
+  EXPECT_GE(dev.copies - copies_before, reqs.size());  // none adjacent to the next of its pass
   EXPECT_EQ(pipe.pool_stats().in_use, 0u);
+
+  // 256 pages adjacent on the device (a KV block): one copy per buffer, not one per page.
+  std::vector<StagedRequest> block;
+  remote.remote_off.clear();
+  for (uint64_t i = 0; i < 256; ++i) {
+    block.push_back({true, dev.arena.data + i * (16u << 10), 16u << 10});
+    remote.remote_off.push_back(i * (16u << 10));
+  }
+  const uint64_t seed = FreshSeed();
+  FillRandom(dev.arena.data, 4u << 20, seed);
+  std::memset(remote.mem.data, 0xEE, 4u << 20);
+  copies_before = dev.copies;
+  res = pipe.Run(block, remote.Net(block), Soon());
+  for (size_t i = 0; i < res.size(); ++i) ASSERT_TRUE(res[i].ok()) << i << ": " << res[i].ToString();
+  EXPECT_FALSE(FirstMismatch(remote.mem.data, 4u << 20, seed).has_value());
+  EXPECT_EQ(dev.copies - copies_before, 4u);  // 4 MiB in 1 MiB buffers
 }
 
 TEST(StagingPipeline, AFailedCopyFailsOnlyItsRequestInEitherDirection) {

@@ -211,12 +211,36 @@ void StagingPipeline::RunPass(std::span<const StagedRequest> requests, bool to_n
     std::lock_guard lk(mu);
     if (results[request].ok()) results[request] = s;
   };
+  auto copy_piece = [&](const StagedPiece& p, uint64_t len) {
+    uint8_t* dev = requests[p.request].device + p.offset;
+    return to_network ? ops_.copy(p.host, dev, len) : ops_.copy(dev, p.host, len);
+  };
   auto copy_fill = [&](size_t j) {
-    for (const StagedPiece& p : fills[j]) {
-      if (failed(p.request)) continue;  // an earlier piece failed: the rest is not worth moving
-      uint8_t* dev = requests[p.request].device + p.offset;
-      Status s = to_network ? ops_.copy(p.host, dev, p.len) : ops_.copy(dev, p.host, p.len);
-      if (!s.ok()) fail(p.request, s);
+    const auto& f = fills[j];
+    for (size_t i = 0; i < f.size();) {
+      if (failed(f[i].request)) {  // an earlier piece failed: the rest is not worth moving
+        ++i;
+        continue;
+      }
+      // Pieces adjacent both on the device and in the buffer (pages of a KV block, say) go in
+      // one copy: one call per page would cost more than the bytes on a GPU.
+      size_t k = i + 1;
+      uint64_t len = f[i].len;
+      while (k < f.size() && !failed(f[k].request) &&
+             requests[f[k].request].device + f[k].offset == requests[f[k - 1].request].device + f[k - 1].offset +
+                                                                f[k - 1].len &&
+             f[k].host == f[k - 1].host + f[k - 1].len) {
+        len += f[k].len;
+        ++k;
+      }
+      Status s = copy_piece(f[i], len);
+      if (!s.ok() && k - i == 1) fail(f[i].request, s);
+      if (!s.ok() && k - i > 1) {
+        // Which of them? Piece by piece, so that only the request whose bytes fail is failed.
+        for (size_t m = i; m < k; ++m)
+          if (Status one = copy_piece(f[m], f[m].len); !one.ok()) fail(f[m].request, one);
+      }
+      i = k;
     }
   };
   auto round = [&](size_t first, size_t count) {

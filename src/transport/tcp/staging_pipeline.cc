@@ -134,8 +134,9 @@ std::vector<Status> StagingPipeline::Run(std::span<const StagedRequest> requests
                                          Deadline deadline, StagingStats* stats) {
   std::vector<Status> results(requests.size());
   Status refuse = !invalid_.ok() ? invalid_
-                  : !ops_ ? Error(Code::kNotSupported, "device memory at a local end, and this process has no "
-                                                      "device copy (no usable GPU)")
+                  : !ops_ ? Error(Code::kNotSupported, "a local end is device memory and this tcp path was given "
+                                                      "no device copy (DeviceStagingOps; there is none without a "
+                                                      "usable GPU): copy it to host memory first")
                           : OkStatus();
   for (size_t i = 0; i < requests.size(); ++i) {
     if (!refuse.ok() && requests[i].len > 0) results[i] = refuse;

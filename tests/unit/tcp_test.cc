@@ -749,7 +749,9 @@ TEST_F(TcpTest, TransportCopiesByGva) {
   RouteKey remote{EndKind::kLH, EndKind::kGH, Locality::kRemoteNode};
   EXPECT_TRUE(t.Serves(remote));
   EXPECT_FALSE(t.Serves({EndKind::kLH, EndKind::kGH, Locality::kSameNode}));
-  EXPECT_FALSE(t.Serves({EndKind::kLD, EndKind::kGH, Locality::kRemoteNode}));
+  // Device ends across nodes are served (staged: tcp_staging_test.cc has those copies).
+  EXPECT_TRUE(t.Serves({EndKind::kLD, EndKind::kGH, Locality::kRemoteNode}));
+  EXPECT_TRUE(t.Serves({EndKind::kLH, EndKind::kGD, Locality::kRemoteNode}));
   EXPECT_LT(t.CostNanos(remote, 4096), t.CostNanos(remote, 1 << 20));
   t.AddPeer(2, TcpPeerInfo{"127.0.0.1", server_->port(), kSeg, kKey, rank_size});
 
@@ -786,6 +788,12 @@ TEST_F(TcpTest, TransportCopiesByGva) {
                    Endpoint{src.data, 0, 0}, 20).code(), Code::kOutOfRange);
   EXPECT_EQ(t.Copy(Endpoint{nullptr, layout->Encode({gva::Medium::kHost, 3, 0}), 3}, Endpoint{src.data, 0, 0}, 20)
                 .code(), Code::kNotFound);
+  // A device GVA of a rank whose device slice was never added; a local device end without a
+  // device copy (no GPU): specific errors, nothing moves.
+  EXPECT_EQ(t.Copy(Endpoint{nullptr, layout->Encode({gva::Medium::kDevice, 2, 0}), 2}, Endpoint{src.data, 0, 0}, 20)
+                .code(), Code::kNotFound);
+  Endpoint fake_ld{src.data, 0, 0, /*device=*/0};
+  EXPECT_EQ(t.Copy(remote_end, fake_ld, 20).code(), Code::kNotSupported);
   t.RemovePeer(2);
   EXPECT_EQ(t.Copy(remote_end, Endpoint{src.data, 0, 0}, len).code(), Code::kPeerDown);
 }

@@ -490,20 +490,39 @@ TEST(TransEngine, DirectoryRestartLosesNothing) {
 // supplied copy function may touch, counted): local device sources and destinations, remote
 // device segments served through the data server's staging, and a failing device copy.
 struct FakeDevice {
-  Region arena{4u << 20};
+  explicit FakeDevice(size_t n = 4u << 20) : arena(n) {}
+  Region arena;
   std::atomic<int> copies{0};
   std::atomic<bool> fail{false};
+  std::atomic<int64_t> fail_at{-1};  // an arena offset whose copy fails
+  std::atomic<int> bounce_allocs{0}, bounce_frees{0};
+  bool In(const void* p) {
+    auto a = reinterpret_cast<uint64_t>(p);
+    return a >= arena.addr() && a < arena.addr() + arena.bytes.size();
+  }
   TransferEngineOptions::DeviceMemory Ops() {
-    return {[this](const void* p) {
-              auto a = reinterpret_cast<uint64_t>(p);
-              return a >= arena.addr() && a < arena.addr() + arena.bytes.size();
-            },
-            [this](void* dst, const void* src, uint64_t len) -> Status {
-              if (fail) return Error(Code::kCuda, "injected device copy failure");
-              copies++;
-              std::memcpy(dst, src, len);
-              return OkStatus();
-            }};
+    TransferEngineOptions::DeviceMemory d;
+    d.is_device = [this](const void* p) { return In(p); };
+    d.copy = [this](void* dst, const void* src, uint64_t len) -> Status {
+      if (fail) return Error(Code::kCuda, "injected device copy failure");
+      const uint8_t* dev = static_cast<const uint8_t*>(In(dst) ? dst : src);
+      const int64_t f = fail_at;
+      const uint64_t off = reinterpret_cast<uint64_t>(dev) - arena.addr();
+      if (f >= 0 && static_cast<uint64_t>(f) >= off && static_cast<uint64_t>(f) < off + len)
+        return Error(Code::kCuda, "injected device copy failure at offset {}", f);
+      copies++;
+      std::memcpy(dst, src, len);
+      return OkStatus();
+    };
+    d.alloc_host = [this](uint64_t bytes) -> Result<void*> {
+      bounce_allocs++;
+      return std::malloc(bytes);
+    };
+    d.free_host = [this](void* p, uint64_t) {
+      bounce_frees++;
+      std::free(p);
+    };
+    return d;
   }
 };
 
@@ -561,6 +580,94 @@ TEST(TransEngine, DeviceBuffersAreStagedAtBothEnds) {
   EXPECT_EQ(res[0].code(), Code::kCuda) << res[0].ToString();
   dev_b.fail = false;
   ExpectAllOk(a->Transfer({{{Opcode::kRead, host_a.data(), *h, remote, 4096}}}));  // and it recovers
+}
+
+// Local device buffers through the staging pipeline (bounce buffers smaller than the requests,
+// so every large request takes many rounds): random unaligned sizes up to 64 MiB both ways, a
+// batch mixing host and device ends and both ops, a copy failing in the middle of a slice
+// failing its request only, the engine's buffers bounded and all returned.
+TEST(TransEngine, DeviceBuffersGoThroughTheStagingPipeline) {
+  constexpr uint64_t kMax = 64ull << 20;
+  FakeDevice dev_a(kMax + 8192);
+  auto oa = Opts();
+  oa.device = dev_a.Ops();
+  oa.staging_slice_bytes = 1u << 20;
+  oa.staging_buffers = 4;
+  oa.staging_max_buffers = 8;
+  auto a = Make(oa);
+  auto b = Make(Opts());
+  ASSERT_TRUE(a && b);
+  Region host_b(kMax + 8192), host_a(8u << 20);
+  ASSERT_TRUE(a->RegisterMemory(dev_a.arena.data(), dev_a.arena.bytes.size(), "cuda:0").ok());
+  ASSERT_TRUE(a->RegisterMemory(host_a.data(), host_a.bytes.size(), "cpu:0").ok());
+  ASSERT_TRUE(b->RegisterMemory(host_b.data(), host_b.bytes.size()).ok());
+  auto h = a->OpenSegment(b->name());
+  ASSERT_TRUE(h.ok());
+  uint64_t state = FreshSeed();
+  std::vector<uint64_t> sizes = {1, 4095, (1u << 20) + 1, (5u << 20) + 3, 1 + SplitMix64(state) % kMax, kMax};
+  for (uint64_t len : sizes) {
+    SCOPED_TRACE(::testing::Message() << len << " bytes");
+    const uint64_t off_a = SplitMix64(state) % 4096, off_b = SplitMix64(state) % 4096;
+    uint64_t seed = FreshSeed();
+    FillRandom(dev_a.arena.data() + off_a, len, seed);
+    std::memset(host_b.data() + off_b, 0xEE, len);
+    ExpectAllOk(a->Transfer({{{Opcode::kWrite, dev_a.arena.data() + off_a, *h, host_b.addr() + off_b, len}}}));
+    EXPECT_TRUE(CheckRandom(host_b.data() + off_b, len, seed)) << "WRITE from device";
+    seed = FreshSeed();
+    FillRandom(host_b.data() + off_b, len, seed);
+    std::memset(dev_a.arena.data() + off_a, 0x5A, len);
+    ExpectAllOk(a->Transfer({{{Opcode::kRead, dev_a.arena.data() + off_a, *h, host_b.addr() + off_b, len}}}));
+    EXPECT_TRUE(CheckRandom(dev_a.arena.data() + off_a, len, seed)) << "READ into device";
+  }
+  // One batch: device WRITE, host WRITE, device READ, host READ (disjoint ranges).
+  {
+    constexpr uint64_t kLen = (3u << 20) + 11;
+    const uint64_t s1 = FreshSeed(), s2 = FreshSeed(), s3 = FreshSeed(), s4 = FreshSeed();
+    FillRandom(dev_a.arena.data(), kLen, s1);
+    FillRandom(host_a.data(), kLen, s2);
+    FillRandom(host_b.data() + 2 * kLen, kLen, s3);
+    FillRandom(host_b.data() + 3 * kLen, kLen, s4);
+    std::memset(host_b.data(), 0xEE, 2 * kLen);
+    std::memset(dev_a.arena.data() + kLen, 0xEE, kLen);
+    std::memset(host_a.data() + kLen, 0xEE, kLen);
+    ExpectAllOk(a->Transfer({{{Opcode::kWrite, dev_a.arena.data(), *h, host_b.addr(), kLen},
+                              {Opcode::kWrite, host_a.data(), *h, host_b.addr() + kLen, kLen},
+                              {Opcode::kRead, dev_a.arena.data() + kLen, *h, host_b.addr() + 2 * kLen, kLen},
+                              {Opcode::kRead, host_a.data() + kLen, *h, host_b.addr() + 3 * kLen, kLen}}}));
+    EXPECT_TRUE(CheckRandom(host_b.data(), kLen, s1));
+    EXPECT_TRUE(CheckRandom(host_b.data() + kLen, kLen, s2));
+    EXPECT_TRUE(CheckRandom(dev_a.arena.data() + kLen, kLen, s3));
+    EXPECT_TRUE(CheckRandom(host_a.data() + kLen, kLen, s4));
+  }
+  // A copy failing in the middle of a slice of the second of three device WRITEs (and READs).
+  for (Opcode op : {Opcode::kWrite, Opcode::kRead}) {
+    constexpr uint64_t kLen = (4u << 20) + 5;
+    const uint64_t seed = FreshSeed();
+    FillRandom(op == Opcode::kWrite ? dev_a.arena.data() : host_b.data(), 3 * kLen, seed);
+    std::memset(op == Opcode::kWrite ? host_b.data() : dev_a.arena.data(), 0xEE, 3 * kLen);
+    dev_a.fail_at = static_cast<int64_t>(kLen + (2u << 20) + 999);
+    std::vector<TransferRequest> reqs;
+    for (uint64_t i = 0; i < 3; ++i)
+      reqs.push_back({op, dev_a.arena.data() + i * kLen, *h, host_b.addr() + i * kLen, kLen});
+    auto res = a->Transfer(reqs);
+    dev_a.fail_at = -1;
+    EXPECT_TRUE(res[0].ok()) << res[0].ToString();
+    EXPECT_EQ(res[1].code(), Code::kCuda) << res[1].ToString();
+    EXPECT_TRUE(res[2].ok()) << res[2].ToString();
+    std::vector<uint8_t> want(3 * kLen);
+    FillRandom(want.data(), want.size(), seed);
+    const uint8_t* got = op == Opcode::kWrite ? host_b.data() : dev_a.arena.data();
+    EXPECT_EQ(std::memcmp(got, want.data(), kLen), 0);
+    EXPECT_EQ(std::memcmp(got + 2 * kLen, want.data() + 2 * kLen, kLen), 0);
+  }
+  auto& m = a->metrics();
+  EXPECT_GT(m.counter("weft_trans_staged_bytes_total")->value(), 2 * kMax);
+  EXPECT_GT(m.counter("weft_trans_staging_rounds_total")->value(), 64u);  // 64 MiB in 1 MiB slices, 2 per round
+  EXPECT_EQ(m.gauge("weft_trans_staging_buffers_in_use")->value(), 0);
+  EXPECT_LE(dev_a.bounce_allocs.load(), 8);  // bounded by staging_max_buffers, whatever the sizes
+  EXPECT_GT(dev_a.bounce_allocs.load(), 0);
+  a.reset();
+  EXPECT_EQ(dev_a.bounce_frees.load(), dev_a.bounce_allocs.load());  // every buffer freed with the engine
 }
 
 // A peer in another process (fork): p2p by name, write, read back, notifications.

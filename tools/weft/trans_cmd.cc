@@ -14,6 +14,11 @@
 // GB/s. Without --target it starts `weft trans-serve` as its peer itself. Every case is verified
 // first (fresh random bytes written with a check notification, read back into poisoned memory,
 // every byte compared); a wrong byte exits 1. --verify-only stops after the checks.
+//
+// Device buffers: `--location cuda:N` times every case twice in the same run, once from a host
+// buffer and once from a device buffer (cudaMalloc on GPU N, staged over tcp through the
+// pipelined bounce buffers, docs/trans.md), and prints the device/host ratio;
+// `--remote-location cuda:N` puts the peer's buffer on its GPU N (staged by its data server).
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -24,7 +29,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -36,6 +43,9 @@
 #include "base/random.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
+#if WEFT_HAVE_CUDA
+#include "mem/cuda/host_device_copy.h"
+#endif
 
 namespace weft::tools {
 namespace {
@@ -54,8 +64,8 @@ struct EngineFlags {
   std::string protocol = "tcp";
 };
 
-Result<std::unique_ptr<TransferEngine>> StartEngine(const EngineFlags& f, const Config& config) {
-  TransferEngineOptions o;
+Result<std::unique_ptr<TransferEngine>> StartEngine(const EngineFlags& f, const Config& config,
+                                                    TransferEngineOptions o = {}) {
   o.local_name = f.name;
   o.metadata = f.metadata;
   o.bind_host = f.bind;
@@ -85,15 +95,105 @@ struct AlignedBuffer {
   uint8_t* data;
 };
 
-int Serve(const EngineFlags& flags, const Config& config, uint64_t size, bool stdin_lifeline) {
+// A buffer at a location given on the command line: "cpu" / "cpu:N" (host memory) or "cuda:N"
+// (device memory of GPU N, where this build has CUDA). Filling and checking a device buffer goes
+// through host memory.
+struct BenchBuffer {
+  std::string location = "cpu:0";
+  uint64_t size = 0;
+  uint8_t* data = nullptr;
+  bool device = false;
+  std::unique_ptr<AlignedBuffer> host;
+
+  static Result<std::unique_ptr<BenchBuffer>> Make(const std::string& location, uint64_t size) {
+    auto b = std::make_unique<BenchBuffer>();
+    b->size = size;
+    if (location.empty() || location == "cpu" || location.rfind("cpu:", 0) == 0) {
+      b->location = location.rfind("cpu:", 0) == 0 ? location : "cpu:0";
+      b->host = std::make_unique<AlignedBuffer>(size);
+      if (!b->host->data) return Error(Code::kPoolFull, "cannot allocate {} bytes of host memory", size);
+      b->data = b->host->data;
+      return b;
+    }
+    if (location.rfind("cuda:", 0) != 0)
+      return Error(Code::kInvalidArgument, "location '{}': use cpu, cpu:N or cuda:N", location);
+#if WEFT_HAVE_CUDA
+    int device = 0;
+    try {
+      device = std::stoi(location.substr(5));
+    } catch (...) {
+      return Error(Code::kInvalidArgument, "location '{}': cuda:N takes a GPU index", location);
+    }
+    if (!mem::cuda::DevicesPresent()) return Error(Code::kNotSupported, "location '{}': no usable GPU here", location);
+    WEFT_ASSIGN_OR_RETURN(void* p, mem::cuda::AllocDevice(device, size));
+    b->data = static_cast<uint8_t*>(p);
+    b->device = true;
+    b->location = location;
+    return b;
+#else
+    return Error(Code::kNotSupported, "location '{}': this weft build has no CUDA", location);
+#endif
+  }
+  ~BenchBuffer() {
+#if WEFT_HAVE_CUDA
+    if (device) mem::cuda::FreeDevice(data);
+#endif
+  }
+  // Device <-> host for the checks (len bytes at off).
+  Status ToDevice(uint64_t off, const uint8_t* from, uint64_t len) {
+#if WEFT_HAVE_CUDA
+    if (device) return mem::cuda::CopyHostDevice(data + off, from, len);
+#endif
+    std::memcpy(data + off, from, len);
+    return OkStatus();
+  }
+  Status FromDevice(uint64_t off, uint8_t* to, uint64_t len) const {
+#if WEFT_HAVE_CUDA
+    if (device) return mem::cuda::CopyHostDevice(to, data + off, len);
+#endif
+    std::memcpy(to, data + off, len);
+    return OkStatus();
+  }
+  Status Fill(uint64_t off, uint64_t len, uint64_t seed) {
+    if (!device) {
+      FillRandom(data + off, len, seed);
+      return OkStatus();
+    }
+    std::vector<uint8_t> tmp(len);
+    FillRandom(tmp.data(), len, seed);
+    return ToDevice(off, tmp.data(), len);
+  }
+  Status Poison(uint64_t len, uint8_t v) {
+    if (!device) {
+      std::memset(data, v, len);
+      return OkStatus();
+    }
+    std::vector<uint8_t> tmp(len, v);
+    return ToDevice(0, tmp.data(), len);
+  }
+  // The first byte of [off, off+len) that differs from FillRandom(seed), or nullopt.
+  Result<std::optional<size_t>> Mismatch(uint64_t off, uint64_t len, uint64_t seed) const {
+    if (!device) return FirstMismatch(data + off, len, seed);
+    std::vector<uint8_t> tmp(len);
+    WEFT_RETURN_IF_ERROR(FromDevice(off, tmp.data(), len));
+    return FirstMismatch(tmp.data(), len, seed);
+  }
+};
+
+int Serve(const EngineFlags& flags, const Config& config, uint64_t size, bool stdin_lifeline,
+          const std::string& location) {
   auto engine = StartEngine(flags, config);
   if (!engine.ok()) {
     fmt::print(stderr, "weft trans-serve: {}\n", engine.status().ToString());
     return 1;
   }
-  AlignedBuffer buf(size);
-  if (!buf.data) return 1;
-  if (Status s = (*engine)->RegisterMemory(buf.data, size, "cpu:0"); !s.ok()) {
+  auto made = BenchBuffer::Make(location, size);
+  if (!made.ok()) {
+    fmt::print(stderr, "weft trans-serve: {}\n", made.status().ToString());
+    return 1;
+  }
+  BenchBuffer& buf = **made;
+  if (Status s = (*engine)->RegisterMemory(buf.data, size, buf.location); !s.ok()) {
     fmt::print(stderr, "weft trans-serve: {}\n", s.ToString());
     return 1;
   }
@@ -108,8 +208,10 @@ int Serve(const EngineFlags& flags, const Config& config, uint64_t size, bool st
       if (in >> word >> seed >> off >> len && word == "check") {
         if (off > size || len > size - off) {
           fmt::print("CHECK bad out-of-range\n");
-        } else if (auto bad = FirstMismatch(buf.data + off, len, seed)) {
-          fmt::print("CHECK bad {}\n", *bad);
+        } else if (auto bad = buf.Mismatch(off, len, seed); !bad.ok()) {
+          fmt::print("CHECK bad {}\n", bad.status().ToString());
+        } else if (*bad) {
+          fmt::print("CHECK bad {}\n", **bad);
         } else {
           fmt::print("CHECK ok\n");
         }
@@ -152,7 +254,7 @@ struct Child {
   }
 };
 
-Result<std::unique_ptr<Child>> SpawnServer(uint64_t size, const std::string& secret) {
+Result<std::unique_ptr<Child>> SpawnServer(uint64_t size, const std::string& secret, const std::string& location) {
   int to_child[2], from_child[2];
   if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) return Error(Code::kIo, "pipe: {}", std::strerror(errno));
   std::string size_text = std::to_string(size);
@@ -165,7 +267,7 @@ Result<std::unique_ptr<Child>> SpawnServer(uint64_t size, const std::string& sec
     ::close(from_child[0]);
     ::setenv("WEFT_CLUSTER_SECRET", secret.c_str(), 1);
     ::execl("/proc/self/exe", "weft", "trans-serve", "--stdin-lifeline", "--name", "127.0.0.1", "--bind", "127.0.0.1",
-            "--size", size_text.c_str(), static_cast<char*>(nullptr));
+            "--size", size_text.c_str(), "--location", location.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
   ::close(to_child[0]);
@@ -194,6 +296,10 @@ struct BenchFlags {
   int rounds = 5;
   bool verify_only = false;
   std::string json;
+  std::string location = "cpu";         // cuda:N: also time every case from a device buffer
+  std::string remote_location = "cpu";  // the spawned peer's buffer
+  uint64_t staging_buffers = 4;         // TransferEngineOptions::staging_buffers (1: no overlap)
+  std::string staging_slice = "4M";
 };
 
 int Bench(const BenchFlags& f, Config config) {
@@ -216,7 +322,7 @@ int Bench(const BenchFlags& f, Config config) {
       uint64_t s = FreshSeed();
       config.cluster_secret = fmt::format("bench-{:016x}", SplitMix64(s));
     }
-    auto c = SpawnServer(need, config.cluster_secret);
+    auto c = SpawnServer(need, config.cluster_secret, f.remote_location);
     if (!c.ok()) {
       fmt::print(stderr, "weft bench-trans: {}\n", c.status().ToString());
       return 1;
@@ -234,16 +340,60 @@ int Bench(const BenchFlags& f, Config config) {
                need);
     return 2;
   }
-  auto engine = StartEngine(f.engine, config);
+  // --location standin: a stand-in "device" (host memory the engine is told is device memory,
+  // copied with memcpy on the staging path), so the pipeline's cost and overlap can be measured
+  // on a machine without a GPU.
+  TransferEngineOptions eo;
+  auto slice = ParseBytes(f.staging_slice);
+  if (!slice.ok()) {
+    fmt::print(stderr, "weft bench-trans: bad --staging-slice\n");
+    return 2;
+  }
+  eo.staging_slice_bytes = *slice;
+  eo.staging_buffers = f.staging_buffers;
+  eo.staging_max_buffers = std::max<uint64_t>(8, f.staging_buffers);
+  std::unique_ptr<BenchBuffer> standin;
+  if (f.location == "standin") {
+    auto b = BenchBuffer::Make("cpu:0", need);
+    if (!b.ok()) {
+      fmt::print(stderr, "weft bench-trans: {}\n", b.status().ToString());
+      return 1;
+    }
+    standin = std::move(*b);
+    standin->location = "standin";
+    const uint64_t lo = reinterpret_cast<uint64_t>(standin->data), hi = lo + need;
+    eo.device.is_device = [lo, hi](const void* p) {
+      auto a = reinterpret_cast<uint64_t>(p);
+      return a >= lo && a < hi;
+    };
+    eo.device.copy = [](void* dst, const void* src, uint64_t len) {
+      std::memcpy(dst, src, len);
+      return OkStatus();
+    };
+  }
+  auto engine = StartEngine(f.engine, config, eo);
   if (!engine.ok()) {
     fmt::print(stderr, "weft bench-trans: {}\n", engine.status().ToString());
     return 1;
   }
   TransferEngine& te = **engine;
-  AlignedBuffer local(need);
-  if (Status s = te.RegisterMemory(local.data, need, "cpu:0"); !s.ok()) {
-    fmt::print(stderr, "weft bench-trans: {}\n", s.ToString());
-    return 1;
+  // The local buffers: host memory always, and with --location cuda:N a device buffer as well,
+  // so both are timed in the same run against the same peer.
+  std::vector<std::unique_ptr<BenchBuffer>> locals;
+  for (const std::string& loc : {std::string("cpu:0"), f.location}) {
+    if (!locals.empty() && (loc.empty() || loc == "cpu" || loc.rfind("cpu:", 0) == 0)) break;
+    auto b = standin && !locals.empty() ? Result<std::unique_ptr<BenchBuffer>>(std::move(standin))
+                                        : BenchBuffer::Make(loc, need);
+    if (!b.ok()) {
+      fmt::print(stderr, "weft bench-trans: --location: {}\n", b.status().ToString());
+      return b.status().code() == Code::kInvalidArgument ? 2 : 1;
+    }
+    const std::string reg = (*b)->location == "standin" ? "cuda:0" : (*b)->location;
+    if (Status s = te.RegisterMemory((*b)->data, need, reg); !s.ok()) {
+      fmt::print(stderr, "weft bench-trans: {}\n", s.ToString());
+      return 1;
+    }
+    locals.push_back(std::move(*b));
   }
   auto seg = te.OpenSegment(target);
   if (!seg.ok()) {
@@ -253,24 +403,33 @@ int Bench(const BenchFlags& f, Config config) {
 
   struct Case {
     std::string name;
+    const BenchBuffer* local = nullptr;
     std::vector<TransferRequest> writes, reads;
     uint64_t bytes = 0;
   };
-  std::vector<Case> cases(3);
-  cases[0].name = fmt::format("{}x{}", f.pages, f.page);
-  for (uint64_t i = 0; i < f.pages; ++i) {
-    cases[0].writes.push_back({Opcode::kWrite, local.data + i * *page, *seg, remote + i * *page, *page});
-    cases[0].reads.push_back({Opcode::kRead, local.data + i * *page, *seg, remote + i * *page, *page});
+  std::vector<Case> cases;
+  for (const auto& lb : locals) {
+    uint8_t* base = lb->data;
+    Case pages, big, small;
+    pages.name = fmt::format("{}x{}", f.pages, f.page);
+    for (uint64_t i = 0; i < f.pages; ++i) {
+      pages.writes.push_back({Opcode::kWrite, base + i * *page, *seg, remote + i * *page, *page});
+      pages.reads.push_back({Opcode::kRead, base + i * *page, *seg, remote + i * *page, *page});
+    }
+    pages.bytes = f.pages * *page;
+    big.name = fmt::format("1x{}", f.large);
+    big.writes.push_back({Opcode::kWrite, base, *seg, remote, *large});
+    big.reads.push_back({Opcode::kRead, base, *seg, remote, *large});
+    big.bytes = *large;
+    small.name = "1x4K";  // the per-call overhead
+    small.writes.push_back({Opcode::kWrite, base, *seg, remote, 4096});
+    small.reads.push_back({Opcode::kRead, base, *seg, remote, 4096});
+    small.bytes = 4096;
+    for (Case* c : {&pages, &big, &small}) {
+      c->local = lb.get();
+      cases.push_back(std::move(*c));
+    }
   }
-  cases[0].bytes = f.pages * *page;
-  cases[1].name = fmt::format("1x{}", f.large);
-  cases[1].writes.push_back({Opcode::kWrite, local.data, *seg, remote, *large});
-  cases[1].reads.push_back({Opcode::kRead, local.data, *seg, remote, *large});
-  cases[1].bytes = *large;
-  cases[2].name = "1x4K";  // the per-call overhead
-  cases[2].writes.push_back({Opcode::kWrite, local.data, *seg, remote, 4096});
-  cases[2].reads.push_back({Opcode::kRead, local.data, *seg, remote, 4096});
-  cases[2].bytes = 4096;
 
   auto all_ok = [](const std::vector<Status>& r) {
     for (const auto& s : r)
@@ -280,35 +439,45 @@ int Bench(const BenchFlags& f, Config config) {
       }
     return true;
   };
+  auto ok = [](const Status& s) {
+    if (!s.ok()) fmt::print(stderr, "weft bench-trans: {}\n", s.ToString());
+    return s.ok();
+  };
   // Verification: write fresh bytes with a check notification (the peer compares when it is
   // told, i.e. after the data, and prints the verdict; our own child's is read here), then read
   // them back into poisoned memory.
   for (const Case& c : cases) {
+    BenchBuffer& lb = const_cast<BenchBuffer&>(*c.local);
     uint64_t seed = FreshSeed();
-    FillRandom(local.data, c.bytes, seed);
+    if (!ok(lb.Fill(0, c.bytes, seed))) return 1;
     Notification note{"bench-trans", fmt::format("check {} 0 {}", seed, c.bytes)};
     if (!all_ok(te.Transfer(c.writes, note))) return 1;
     if (child) {
       std::string verdict = child->Line();
       if (verdict != "CHECK ok") {
-        fmt::print(stderr, "weft bench-trans: {}: the peer found other bytes: {}\n", c.name, verdict);
+        fmt::print(stderr, "weft bench-trans: {} from {}: the peer found other bytes: {}\n", c.name, lb.location,
+                   verdict);
         return 1;
       }
     }
-    std::memset(local.data, 0xA5, c.bytes);
+    if (!ok(lb.Poison(c.bytes, 0xA5))) return 1;
     if (!all_ok(te.Transfer(c.reads))) return 1;
-    if (auto bad = FirstMismatch(local.data, c.bytes, seed)) {
-      fmt::print(stderr, "weft bench-trans: {}: byte {} read back differs\n", c.name, *bad);
+    auto bad = lb.Mismatch(0, c.bytes, seed);
+    if (!bad.ok() || *bad) {
+      fmt::print(stderr, "weft bench-trans: {} into {}: {}\n", c.name, lb.location,
+                 bad.ok() ? fmt::format("byte {} read back differs", **bad) : bad.status().ToString());
       return 1;
     }
-    fmt::print("verified {}: {} bytes written and read back exactly\n", c.name, c.bytes);
+    fmt::print("verified {} ({}): {} bytes written and read back exactly\n", c.name, lb.location, c.bytes);
   }
   if (f.verify_only) return 0;
 
   nlohmann::json rows = nlohmann::json::array();
-  fmt::print("\nweft bench-trans: C++ TransferEngine::Transfer between two processes (tcp, {} lanes)\n",
-             config.tcp_lanes);
-  fmt::print("{:<14} {:<6} {:>12} {:>14} {:>10}\n", "case", "op", "ms/call", "us/request", "GB/s");
+  fmt::print("\nweft bench-trans: C++ TransferEngine::Transfer between two processes (tcp, {} lanes, peer buffer {})\n",
+             config.tcp_lanes, f.target.empty() ? f.remote_location : "given");
+  fmt::print("{:<14} {:<8} {:<6} {:>12} {:>14} {:>10} {:>12}\n", "case", "local", "op", "ms/call", "us/request",
+             "GB/s", "vs host");
+  std::map<std::pair<std::string, bool>, double> host_gbps;  // (case, write) -> GB/s from host memory
   for (const Case& c : cases) {
     for (bool write : {true, false}) {
       const auto& reqs = write ? c.writes : c.reads;
@@ -323,14 +492,25 @@ int Bench(const BenchFlags& f, Config config) {
       }
       double s = Median(secs);
       double gbps = static_cast<double>(c.bytes) / s / 1e9;
-      fmt::print("{:<14} {:<6} {:>12.3f} {:>14.2f} {:>10.2f}\n", c.name, write ? "write" : "read", s * 1e3,
-                 s * 1e6 / static_cast<double>(reqs.size()), gbps);
-      rows.push_back({{"case", c.name},
-                      {"op", write ? "write" : "read"},
-                      {"requests", reqs.size()},
-                      {"bytes", c.bytes},
-                      {"seconds_median", s},
-                      {"gbps", gbps}});
+      std::string ratio = "";
+      double ratio_value = 0;
+      if (c.local->location.rfind("cpu", 0) == 0) {
+        host_gbps[{c.name, write}] = gbps;
+      } else if (auto it = host_gbps.find({c.name, write}); it != host_gbps.end() && it->second > 0) {
+        ratio_value = gbps / it->second;
+        ratio = fmt::format("{:.2f}x", ratio_value);
+      }
+      fmt::print("{:<14} {:<8} {:<6} {:>12.3f} {:>14.2f} {:>10.2f} {:>12}\n", c.name, c.local->location,
+                 write ? "write" : "read", s * 1e3, s * 1e6 / static_cast<double>(reqs.size()), gbps, ratio);
+      nlohmann::json row = {{"case", c.name},
+                            {"local", c.local->location},
+                            {"op", write ? "write" : "read"},
+                            {"requests", reqs.size()},
+                            {"bytes", c.bytes},
+                            {"seconds_median", s},
+                            {"gbps", gbps}};
+      if (ratio_value > 0) row["ratio_to_host"] = ratio_value;
+      rows.push_back(row);
     }
   }
   if (!f.json.empty()) {
@@ -352,17 +532,19 @@ void AddTrans(CLI::App& app, Runner* run) {
     auto config = std::make_shared<ConfigFlags>();
     auto size = std::make_shared<std::string>("64M");
     auto lifeline = std::make_shared<bool>(false);
+    auto location = std::make_shared<std::string>("cpu");
     auto* cmd = app.add_subcommand("trans-serve", "Run a transfer engine with one registered buffer (see bench-trans)");
     AddEngineFlags(cmd, flags.get());
     cmd->add_option("--size", *size, "Bytes of the registered buffer");
     cmd->add_flag("--stdin-lifeline", *lifeline, "Exit when stdin reaches end of file");
+    cmd->add_option("--location", *location, "Where the buffer lives: cpu or cuda:N (device memory of GPU N)");
     config->Register(*cmd);
     cmd->callback([=] {
       *run = [=]() -> int {
         auto c = config->Load();
         auto n = ParseBytes(*size);
         if (!c || !n.ok() || *n == 0) return 2;
-        return Serve(*flags, *c, *n, *lifeline);
+        return Serve(*flags, *c, *n, *lifeline, *location);
       };
     });
   }
@@ -380,6 +562,12 @@ void AddTrans(CLI::App& app, Runner* run) {
     cmd->add_option("--rounds", f->rounds, "Timed calls per case (the median is printed)");
     cmd->add_flag("--verify-only", f->verify_only, "Only check that the bytes arrive exactly");
     cmd->add_option("--json", f->json, "Also write the rows as JSON to this file");
+    cmd->add_option("--location", f->location,
+                    "cuda:N: time every case from a device buffer on GPU N too (the same run, ratio to host)");
+    cmd->add_option("--remote-location", f->remote_location, "The spawned peer's buffer: cpu or cuda:N");
+    cmd->add_option("--staging-buffers", f->staging_buffers,
+                    "Bounce buffers per staged group of device requests (1: the device copy never overlaps the network)");
+    cmd->add_option("--staging-slice", f->staging_slice, "Bytes per bounce buffer");
     config->Register(*cmd);
     cmd->callback([=] {
       *run = [=]() -> int {

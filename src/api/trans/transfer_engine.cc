@@ -16,6 +16,7 @@
 #include "transport/tcp/access_table.h"
 #include "transport/tcp/tcp_client.h"
 #include "transport/tcp/tcp_server.h"
+#include "transport/tcp/staging_pipeline.h"
 #include "wire/data.h"
 #if WEFT_HAVE_CUDA
 #include "mem/cuda/host_device_copy.h"
@@ -117,6 +118,10 @@ struct TransferEngine::Impl {
   Counter* bytes_read = nullptr;
   Counter* notifications_received = nullptr;
   Histogram* batch_latency_ns = nullptr;
+  Counter* staged_bytes = nullptr;
+  Counter* staging_rounds = nullptr;
+  Counter* staging_overlapped = nullptr;
+  Gauge* staging_in_use = nullptr;
 
   std::unique_ptr<meta::Directory> directory;
   // Orders descriptor writes and guards `lease`. Held across the directory call, so never
@@ -126,6 +131,7 @@ struct TransferEngine::Impl {
   AccessTable table;
   std::unique_ptr<TcpServer> server;
   std::unique_ptr<TcpClient> client;
+  std::unique_ptr<transport::tcp::StagingPipeline> staging;  // local device buffers' bounce buffers
   std::unique_ptr<engine::WorkerPool> workers;
 
   mutable std::mutex mu;  // buffers, segments, batches
@@ -333,28 +339,24 @@ struct TransferEngine::Impl {
                                  const std::vector<TransferRequest>& requests, const std::vector<size_t>& idx,
                                  Deadline deadline) {
     std::vector<Status> out(idx.size());
-    // Local device buffers go through host staging: filled before a WRITE (a failed copy fails
-    // its request up front), emptied after a READ.
-    std::vector<std::vector<uint8_t>> staging(idx.size());
-    std::vector<Status> staged(idx.size());
-    for (size_t k = 0; k < idx.size(); ++k) {
-      const TransferRequest& r = requests[idx[k]];
-      if (!device.copy || !LocalIsDevice(r.local)) continue;
-      staging[k].resize(r.length);
-      if (r.op == Opcode::kWrite) staged[k] = device.copy(staging[k].data(), r.local, r.length);
-    }
+    // Local device buffers go through the staging pipeline (bounce buffers, the device copy of
+    // one part overlapping the network transfer of another); host buffers go straight.
+    std::vector<uint8_t> on_device(idx.size(), 0);
+    if (device.copy)
+      for (size_t k = 0; k < idx.size(); ++k) on_device[k] = LocalIsDevice(requests[idx[k]].local);
     // The tcp requests for a descriptor. Remote ranges must lie in a published buffer; a miss
     // fetches the descriptor once more (the peer may have registered the buffer after we looked).
     std::vector<TcpRequest> reqs;
+    std::vector<uint8_t> reqs_on_device;
     std::vector<size_t> which;  // reqs[j] carries request idx[which[j]]
     auto locate = [&](const SegmentDescriptor& desc) {
       reqs.clear();
+      reqs_on_device.clear();
       which.clear();
       bool missing = false;
       for (size_t k = 0; k < idx.size(); ++k) {
         const TransferRequest& r = requests[idx[k]];
-        out[k] = staged[k];
-        if (!out[k].ok()) continue;
+        out[k] = OkStatus();
         const DescriptorBuffer* buf = desc.Find(r.remote_addr, r.length);
         if (!buf) {
           missing = true;
@@ -363,9 +365,9 @@ struct TransferEngine::Impl {
                          r.remote_addr, r.length, desc.name);
           continue;
         }
-        void* local = staging[k].empty() ? r.local : staging[k].data();
         reqs.push_back(TcpRequest{r.op == Opcode::kWrite ? wire::DataOp::kWrite : wire::DataOp::kRead,
-                                  buf->segment_id, buf->access_key, r.remote_addr - buf->addr, local, r.length});
+                                  buf->segment_id, buf->access_key, r.remote_addr - buf->addr, r.local, r.length});
+        reqs_on_device.push_back(on_device[k]);
         which.push_back(k);
       }
       return missing;
@@ -379,7 +381,14 @@ struct TransferEngine::Impl {
     }
     if (reqs.empty()) return out;
     auto run = [&](const SegmentDescriptor& desc) {
-      auto res = client->Transfer({desc.host, desc.data_port}, reqs, deadline);
+      transport::tcp::StagingStats st;
+      auto res = staging->Transfer(*client, {desc.host, desc.data_port}, reqs, reqs_on_device, deadline, &st);
+      if (st.bytes > 0) {
+        staged_bytes->Add(st.bytes);
+        staging_rounds->Add(st.rounds);
+        staging_overlapped->Add(st.overlapped_rounds);
+      }
+      if (st.runs > 0) staging_in_use->Set(static_cast<int64_t>(staging->pool_stats().in_use));
       for (size_t j = 0; j < which.size(); ++j) out[which[j]] = res[j];
     };
     run(*d);
@@ -398,11 +407,6 @@ struct TransferEngine::Impl {
         locate(*d);
         if (!reqs.empty()) run(*d);
       }
-    }
-    for (size_t k = 0; k < idx.size(); ++k) {
-      const TransferRequest& r = requests[idx[k]];
-      if (!staging[k].empty() && r.op == Opcode::kRead && out[k].ok())
-        out[k] = device.copy(r.local, staging[k].data(), r.length);
     }
     return out;
   }
@@ -451,19 +455,44 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEng
   m.bytes_read = m.metrics.counter("weft_trans_bytes_read_total", "Bytes read from peers");
   m.notifications_received = m.metrics.counter("weft_trans_notifications_received_total", "Notifications received");
   m.batch_latency_ns = m.metrics.histogram("weft_trans_batch_latency_ns", "Submit to completion of a batch");
+  m.staged_bytes = m.metrics.counter("weft_trans_staged_bytes_total", "Bytes of local device buffers staged");
+  m.staging_rounds = m.metrics.counter("weft_trans_staging_rounds_total", "Network rounds of device staging");
+  m.staging_overlapped = m.metrics.counter("weft_trans_staging_overlapped_rounds_total",
+                                           "Staging rounds during which a device copy of another round ran");
+  m.staging_in_use = m.metrics.gauge("weft_trans_staging_buffers_in_use",
+                                     "Bounce buffers held after the last staged group finished");
 
   // Device memory: as given, else CUDA where this build and this machine have it.
   m.device = options.device;
 #if WEFT_HAVE_CUDA
   if (!m.device.copy && mem::cuda::DevicesPresent()) {
+    // Copies on weft's own non-blocking streams, bounce buffers pinned (DMA without the driver's
+    // own staging). The copier lives as long as the functions holding it.
+    auto copier = std::make_shared<mem::cuda::HostDeviceCopier>();
     m.device.is_device = [](const void* p) { return mem::cuda::IsDevicePointer(p); };
-    m.device.copy = [](void* dst, const void* src, uint64_t len) { return mem::cuda::CopyHostDevice(dst, src, len); };
+    m.device.copy = [copier](void* dst, const void* src, uint64_t len) { return copier->Copy(dst, src, len); };
+    m.device.alloc_host = [](uint64_t bytes) { return mem::cuda::AllocPinnedHost(bytes); };
+    m.device.free_host = [](void* p, uint64_t) { mem::cuda::FreePinnedHost(p); };
   }
 #endif
+  transport::tcp::HostBufferAllocator bounce_alloc;
+  if (m.device.alloc_host && m.device.free_host) bounce_alloc = {m.device.alloc_host, m.device.free_host};
+  {
+    transport::tcp::StagingOptions st;
+    st.slice_bytes = options.staging_slice_bytes;
+    st.buffers = options.staging_buffers;
+    st.max_buffers = options.staging_max_buffers;
+    if (st.slice_bytes < 4096 || st.slice_bytes > (64ull << 20) || st.buffers < 1 || st.buffers > st.max_buffers)
+      return Error(Code::kInvalidArgument, "staging_slice_bytes must be 4 KiB .. 64 MiB and staging_buffers 1 .. "
+                   "staging_max_buffers (got {}, {}, {})", st.slice_bytes, st.buffers, st.max_buffers);
+    m.staging = std::make_unique<transport::tcp::StagingPipeline>(
+        st, transport::tcp::DeviceStagingOps{m.device.copy, bounce_alloc});
+  }
 
   // Data server: serves peers' READ/WRITE/NOTIFY.
   transport::tcp::TcpServerOptions so;
   so.device_copy = m.device.copy;
+  so.staging_alloc = bounce_alloc;
   so.host = options.bind_host;
   so.auth = options.auth;
   so.threads = options.server_threads;

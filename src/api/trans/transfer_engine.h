@@ -124,12 +124,24 @@ struct TransferEngineOptions {
   // How device memory is told apart and reached. Left empty, the engine uses CUDA where this
   // build has it and a GPU is present (and then registers device buffers); tests supply their
   // own. is_device classifies a buffer registered as "*"; copy moves bytes between host and
-  // device memory, either way.
+  // device memory, either way, synchronously (it runs on a staging thread while the network
+  // works on another part). alloc_host / free_host give the bounce buffers (CUDA: pinned
+  // memory); unset, plain host memory is used.
   struct DeviceMemory {
     std::function<bool(const void*)> is_device;
     std::function<Status(void* dst, const void* src, uint64_t len)> copy;
+    std::function<Result<void*>(uint64_t bytes)> alloc_host;
+    std::function<void(void* p, uint64_t bytes)> free_host;
   };
   DeviceMemory device;
+  // Staging of local device buffers (docs/trans.md): bounce buffers of staging_slice_bytes
+  // (4 KiB .. 64 MiB); a running group of requests holds staging_buffers of them (the network
+  // carries half while the device copy fills or drains the other half); the engine has at most
+  // staging_max_buffers (so at most staging_max_buffers × staging_slice_bytes of host memory,
+  // allocated on first use), and a group waits for buffers when others hold them.
+  uint64_t staging_slice_bytes = 4u << 20;
+  size_t staging_buffers = 4;
+  size_t staging_max_buffers = 8;
 };
 
 class TransferEngine {

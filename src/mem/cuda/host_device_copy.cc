@@ -1,5 +1,9 @@
 #include "mem/cuda/host_device_copy.h"
 
+#include <mutex>
+#include <utility>
+#include <vector>
+
 #include "mem/cuda/cuda_api.h"
 
 namespace weft::mem::cuda {
@@ -34,6 +38,80 @@ Status CopyHostDevice(void* dst, const void* src, uint64_t len) {
     if (cudaError_t e = cudaSetDevice(device); e != cudaSuccess) return CudaStatus(e, "selecting the device");
   }
   return CudaStatus(cudaMemcpy(dst, src, len, cudaMemcpyDefault), "copying between host and device memory");
+}
+
+}  // namespace weft::mem::cuda
+
+namespace weft::mem::cuda {
+
+Result<void*> AllocPinnedHost(uint64_t bytes) {
+  void* p = nullptr;
+  cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocPortable);
+  if (e != cudaSuccess) return CudaStatus(e, fmt::format("allocating {} bytes of pinned host memory", bytes));
+  return p;
+}
+
+void FreePinnedHost(void* p) {
+  if (p && cudaFreeHost(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
+Result<void*> AllocDevice(int device, uint64_t bytes) {
+  DeviceGuard guard;
+  if (cudaError_t e = cudaSetDevice(device); e != cudaSuccess) return CudaStatus(e, "selecting the device");
+  void* p = nullptr;
+  if (cudaError_t e = cudaMalloc(&p, bytes); e != cudaSuccess)
+    return CudaStatus(e, fmt::format("allocating {} bytes on device {}", bytes, device));
+  return p;
+}
+
+void FreeDevice(void* p) {
+  if (p && cudaFree(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
+struct HostDeviceCopier::Impl {
+  std::mutex mu;
+  std::vector<std::pair<int, cudaStream_t>> idle;  // (device, stream) not in use
+  std::vector<cudaStream_t> all;
+};
+
+HostDeviceCopier::HostDeviceCopier() : impl_(std::make_unique<Impl>()) {}
+
+HostDeviceCopier::~HostDeviceCopier() {
+  for (cudaStream_t s : impl_->all)
+    if (cudaStreamDestroy(s) != cudaSuccess) (void)cudaGetLastError();
+}
+
+Status HostDeviceCopier::Copy(void* dst, const void* src, uint64_t len) {
+  if (len == 0) return OkStatus();
+  DeviceGuard guard;
+  int device = DeviceOf(dst);
+  if (device < 0) device = DeviceOf(src);
+  if (device < 0) return CopyHostDevice(dst, src, len);  // no device end: let the runtime say what it is
+  if (cudaError_t e = cudaSetDevice(device); e != cudaSuccess) return CudaStatus(e, "selecting the device");
+  cudaStream_t stream = nullptr;
+  {
+    std::lock_guard lk(impl_->mu);
+    for (size_t i = 0; i < impl_->idle.size(); ++i) {
+      if (impl_->idle[i].first != device) continue;
+      stream = impl_->idle[i].second;
+      impl_->idle.erase(impl_->idle.begin() + static_cast<ptrdiff_t>(i));
+      break;
+    }
+  }
+  if (!stream) {
+    if (cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking); e != cudaSuccess)
+      return CudaStatus(e, "creating a copy stream");
+    std::lock_guard lk(impl_->mu);
+    impl_->all.push_back(stream);
+  }
+  Status s = CudaStatus(cudaMemcpyAsync(dst, src, len, cudaMemcpyDefault, stream),
+                        "copying between host and device memory");
+  Status synced = CudaStatus(cudaStreamSynchronize(stream), "waiting for a host/device copy");
+  {
+    std::lock_guard lk(impl_->mu);
+    impl_->idle.emplace_back(device, stream);
+  }
+  return s.ok() ? synced : s;
 }
 
 }  // namespace weft::mem::cuda

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "base/result.h"
 
@@ -17,5 +18,35 @@ bool IsDevicePointer(const void* p);
 // Copies len bytes either way (cudaMemcpyDefault), synchronously, on the device that owns the
 // device end; the calling thread's current device is restored. CUDA/INVALID_ARGUMENT on failure.
 Status CopyHostDevice(void* dst, const void* src, uint64_t len);
+
+// Pinned (page-locked, portable) host memory for bounce buffers: the copy engine DMAs straight
+// from and to it, where pageable memory is staged by the driver through its own pinned buffer.
+// POOL_FULL when pinned memory is exhausted, CUDA for other failures.
+Result<void*> AllocPinnedHost(uint64_t bytes);
+void FreePinnedHost(void* p);
+// Device memory of `device` (cudaMalloc), for tools and tests that need a device buffer without
+// CUDA headers. POOL_FULL when the device is out of memory, INVALID_ARGUMENT for a bad device.
+Result<void*> AllocDevice(int device, uint64_t bytes);
+void FreeDevice(void* p);
+
+// Host <-> device copies on streams of weft's own, created non-blocking: unlike cudaMemcpy (the
+// legacy default stream), they do not wait for, nor hold up, the application's work on other
+// streams of the device. One stream per concurrent caller and device, created on demand and kept
+// until the copier goes. Thread-safe.
+class HostDeviceCopier {
+ public:
+  HostDeviceCopier();
+  ~HostDeviceCopier();
+  HostDeviceCopier(const HostDeviceCopier&) = delete;
+  HostDeviceCopier& operator=(const HostDeviceCopier&) = delete;
+  // As CopyHostDevice: either way, synchronously (returns once the bytes are there); the calling
+  // thread's current device is restored; no CUDA error left behind.
+  Status Copy(void* dst, const void* src, uint64_t len);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace weft::mem::cuda

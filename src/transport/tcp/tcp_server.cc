@@ -34,7 +34,8 @@ struct TcpServer::Shared {
   std::atomic<bool> stop{false};
   std::atomic<size_t> open{0};
   std::atomic<uint64_t> accepted{0}, auth_failures{0}, protocol_errors{0}, reads{0}, writes{0}, refused{0},
-      bytes_read{0}, bytes_written{0}, notifies{0};
+      bytes_read{0}, bytes_written{0}, notifies{0}, device_staged{0}, device_unpooled{0};
+  std::unique_ptr<BouncePool> bounce;  // device requests' staging (only with a device_copy)
 };
 
 namespace {
@@ -47,6 +48,7 @@ struct Out {
   bool pinned = false;
   uint32_t segment = 0;
   std::vector<uint8_t> owned;  // a device segment's bytes, copied out for a READ (payload points here)
+  uint8_t* bounce = nullptr;   // or the pooled bounce buffer they were copied into
   uint64_t total() const { return head.size() + payload_len; }
 };
 
@@ -63,8 +65,14 @@ struct Conn {
   bool in_payload = false;
   wire::DataRequest req;
   uint8_t* target = nullptr;  // null while a refused payload is being drained
-  std::vector<uint8_t> staging;  // a NOTIFY's payload, or a WRITE for a device segment, is received here
-  uint8_t* device_target = nullptr;  // that WRITE's destination in device memory
+  std::vector<uint8_t> staging;  // a NOTIFY's payload (or a device WRITE's pieces, with no bounce buffer)
+  // A WRITE to device memory arrives in pieces of at most chunk_cap bytes in `target` (a pooled
+  // bounce buffer, or `staging`), each copied to device_target + chunk_base once full.
+  uint8_t* device_target = nullptr;
+  uint8_t* bounce = nullptr;  // the pooled buffer held for that WRITE
+  uint64_t chunk_base = 0;
+  uint64_t chunk_cap = 0;
+  bool flush_now = false;  // a device READ was queued: start sending it before copying the next
   uint64_t left = 0;
   bool pinned = false;
   Status refusal;
@@ -203,8 +211,12 @@ struct TcpServer::Worker {
       shared->access->Release(c->req.segment_id);
       c->pinned = false;
     }
-    for (Out& o : c->out)
+    if (c->bounce) shared->bounce->Release(c->bounce);
+    c->bounce = nullptr;
+    for (Out& o : c->out) {
       if (o.pinned) shared->access->Release(o.segment);
+      if (o.bounce) shared->bounce->Release(o.bounce);
+    }
     c->out.clear();
     ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
     shared->open.fetch_sub(1);
@@ -262,7 +274,7 @@ struct TcpServer::Worker {
   }
 
   void QueueResponse(Conn* c, const wire::DataRequest& r, const Status& s, const uint8_t* payload, bool pinned,
-                     std::vector<uint8_t> owned = {}) {
+                     std::vector<uint8_t> owned = {}, uint8_t* bounce = nullptr) {
     wire::DataResponse resp;
     resp.op = r.op;
     resp.request_id = r.request_id;
@@ -288,6 +300,7 @@ struct TcpServer::Worker {
     o.pinned = pinned;
     o.segment = r.segment_id;
     o.owned = std::move(owned);  // the payload pointer stays valid: moving a vector keeps its buffer
+    o.bounce = bounce;
     Queue(c, std::move(o));
   }
 
@@ -332,6 +345,10 @@ struct TcpServer::Worker {
     uint64_t budget = kTurnBudget;
     while (budget > 0 && !c->close_after_flush) {
       if (c->out.size() >= kMaxOutItems || c->out_bytes >= kMaxOutBytes) return true;  // let the output drain
+      if (c->in_payload && c->device_target) {
+        if (!ReceiveDevicePiece(c, budget)) return false;
+        continue;
+      }
       if (c->in_payload) {
         uint64_t done_before = c->req.length - c->left;
         auto n = Take(c, c->target ? c->target + done_before : nullptr, c->left);
@@ -389,7 +406,38 @@ struct TcpServer::Worker {
       c->in_begin += wire::kDataRequestSize;
       budget -= std::min<uint64_t>(budget, wire::kDataRequestSize);
       Serve(c, *req);
+      if (c->flush_now) {
+        // The kernel sends this READ's bytes while the next request's device copy runs.
+        c->flush_now = false;
+        if (!Flush(c)) return false;
+      }
     }
+    return true;
+  }
+
+  // Receives the next part of a device WRITE's payload into its piece buffer; a full piece (or
+  // the last) is copied to the device. A failed copy becomes the WRITE's answer, the rest of the
+  // payload is drained. false once the connection is closed (it stays open otherwise; true on
+  // EAGAIN too: the caller's loop then finds nothing more and returns).
+  bool ReceiveDevicePiece(Conn* c, uint64_t& budget) {
+    const uint64_t done = c->req.length - c->left;
+    const uint64_t in_piece = done - c->chunk_base;
+    const uint64_t want = std::min(c->left, c->chunk_cap - in_piece);
+    auto n = Take(c, c->refusal.ok() ? c->target + in_piece : nullptr, want);
+    if (!n.ok()) return EndOfStream(c, n.status());
+    if (*n == 0) {
+      budget = 0;  // EAGAIN: end this turn
+      return true;
+    }
+    c->left -= *n;
+    budget -= std::min<uint64_t>(budget, *n);
+    c->last_progress = Clock::now();
+    const uint64_t filled = in_piece + *n;
+    if (filled == c->chunk_cap || c->left == 0) {
+      if (c->refusal.ok()) c->refusal = opts().device_copy(c->device_target + c->chunk_base, c->target, filled);
+      c->chunk_base += filled;
+    }
+    if (c->left == 0) FinishWrite(c);
     return true;
   }
 
@@ -424,14 +472,29 @@ struct TcpServer::Worker {
     c->req = r;
     c->left = r.length;
     c->in_payload = true;
-    if (where.ok() && shared->access->IsDevice(r.segment_id)) {
-      // Device memory cannot be recv'd into: the payload lands in host staging and is copied
-      // over before the WRITE is acknowledged (FinishWrite).
-      c->staging.resize(r.length);
-      c->target = c->staging.data();
+    if (where.ok() && shared->access->IsDevice(r.segment_id) && !opts().device_copy) {
+      shared->access->Release(r.segment_id);
+      c->target = nullptr;  // drained, then refused
+      c->pinned = false;
+      c->refusal = Error(Code::kNotSupported, "segment {} is device memory and this server has no device copy",
+                         r.segment_id);
+    } else if (where.ok() && shared->access->IsDevice(r.segment_id)) {
+      // Device memory cannot be recv'd into: the payload lands in a host bounce buffer, piece by
+      // piece, each piece copied over as it fills (ReceiveDevicePiece); the ack follows the last.
       c->device_target = *where;
       c->pinned = true;
       c->refusal = OkStatus();
+      c->chunk_base = 0;
+      c->chunk_cap = std::min<uint64_t>(std::max<uint64_t>(r.length, 1), shared->bounce->buffer_bytes());
+      c->bounce = shared->bounce->TryAcquire();
+      if (c->bounce) {
+        shared->device_staged.fetch_add(1);
+        c->target = c->bounce;
+      } else {
+        shared->device_unpooled.fetch_add(1);
+        c->staging.resize(c->chunk_cap);
+        c->target = c->staging.data();
+      }
     } else if (where.ok()) {
       c->target = *where;
       c->pinned = true;
@@ -444,20 +507,32 @@ struct TcpServer::Worker {
     if (c->left == 0) FinishWrite(c);
   }
 
-  // A READ of device memory: copied into host memory owned by the response, then sent from there.
+  // A READ of device memory: copied into a bounce buffer (or, when it is larger than one or none
+  // is free, host memory of its own) owned by the response, then sent from there.
   void ServeDeviceRead(Conn* c, const wire::DataRequest& r, const uint8_t* device) {
-    Status s = opts().device_copy ? OkStatus()
-                                  : Error(Code::kNotSupported, "segment {} is device memory and this server has no "
-                                                               "device copy", r.segment_id);
-    Out staged;
-    if (s.ok()) {
-      staged.owned.resize(r.length);
-      s = opts().device_copy(staged.owned.data(), device, r.length);
+    if (!opts().device_copy) {
+      shared->access->Release(r.segment_id);
+      return QueueResponse(c, r, Error(Code::kNotSupported, "segment {} is device memory and this server has no "
+                                                            "device copy", r.segment_id),
+                           nullptr, false);
     }
+    uint8_t* bounce = r.length <= shared->bounce->buffer_bytes() ? shared->bounce->TryAcquire() : nullptr;
+    std::vector<uint8_t> owned;
+    if (bounce) {
+      shared->device_staged.fetch_add(1);
+    } else {
+      shared->device_unpooled.fetch_add(1);
+      owned.resize(r.length);
+    }
+    uint8_t* bytes = bounce ? bounce : owned.data();  // taken before the vector is moved into the response
+    Status s = opts().device_copy(bytes, device, r.length);
     shared->access->Release(r.segment_id);
-    if (!s.ok()) return QueueResponse(c, r, s, nullptr, false);
-    const uint8_t* bytes = staged.owned.data();  // taken before the vector is moved into the response
-    QueueResponse(c, r, OkStatus(), bytes, false, std::move(staged.owned));
+    if (!s.ok()) {
+      if (bounce) shared->bounce->Release(bounce);
+      return QueueResponse(c, r, s, nullptr, false);
+    }
+    QueueResponse(c, r, OkStatus(), bytes, false, std::move(owned), bounce);
+    c->flush_now = true;
   }
 
   // A NOTIFY's payload is received into c->staging, then handed to the application (a probe, with
@@ -489,11 +564,10 @@ struct TcpServer::Worker {
       c->staging.clear();
       c->staging.shrink_to_fit();
     }
-    if (c->device_target) {
-      c->refusal = opts().device_copy ? opts().device_copy(c->device_target, c->staging.data(), c->req.length)
-                                      : Error(Code::kNotSupported, "segment {} is device memory and this server has "
-                                                                   "no device copy", c->req.segment_id);
+    if (c->device_target) {  // every piece was copied in by ReceiveDevicePiece
       c->device_target = nullptr;
+      if (c->bounce) shared->bounce->Release(c->bounce);
+      c->bounce = nullptr;
       c->staging.clear();
       c->staging.shrink_to_fit();
     }
@@ -537,6 +611,7 @@ struct TcpServer::Worker {
         left -= take;
         if (o.done == o.total()) {
           if (o.pinned) shared->access->Release(o.segment);
+          if (o.bounce) shared->bounce->Release(o.bounce);
           c->out.pop_front();
         }
       }
@@ -563,6 +638,10 @@ Result<std::unique_ptr<TcpServer>> TcpServer::Start(const TcpServerOptions& opti
   s->shared_ = std::make_shared<Shared>();
   s->shared_->options = s->options_;
   s->shared_->access = access;
+  if (s->options_.device_staging_bytes == 0 || s->options_.device_staging_buffers == 0)
+    return Error(Code::kInvalidArgument, "device_staging_bytes and device_staging_buffers must be at least 1");
+  s->shared_->bounce = std::make_unique<BouncePool>(s->options_.device_staging_bytes,
+                                                    s->options_.device_staging_buffers, s->options_.staging_alloc);
   auto listen = net::ListenTcp(options.host, options.port, 1024, options.tcp);
   if (!listen.ok()) return listen.status().Annotate("tcp server");
   WEFT_ASSIGN_OR_RETURN(s->port_, net::LocalPort(listen->get()));
@@ -628,7 +707,11 @@ TcpServerStats TcpServer::stats() const {
   s.bytes_read = shared_->bytes_read.load();
   s.bytes_written = shared_->bytes_written.load();
   s.notifies = shared_->notifies.load();
+  s.device_staged = shared_->device_staged.load();
+  s.device_unpooled = shared_->device_unpooled.load();
   return s;
 }
+
+BouncePool::Stats TcpServer::staging_stats() const { return shared_ ? shared_->bounce->stats() : BouncePool::Stats{}; }
 
 }  // namespace weft::transport::tcp

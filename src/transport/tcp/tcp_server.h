@@ -31,6 +31,7 @@
 #include "net/auth.h"
 #include "net/tcp_socket.h"
 #include "transport/tcp/access_table.h"
+#include "transport/tcp/staging_pipeline.h"
 
 namespace weft::transport::tcp {
 
@@ -47,10 +48,19 @@ struct TcpServerOptions {
   // and before the sender is answered (keep it short). Unset: NOTIFY is refused NOT_SUPPORTED.
   std::function<Status(std::string name, std::string message)> on_notify;
   // Copies len bytes between host and device memory (either way; cudaMemcpyDefault semantics),
-  // for segments whose SegmentAccess::IsDevice is true: their WRITEs are received into host
-  // staging and copied in before the acknowledgement, their READs copied out and sent from
-  // staging. Unset: requests for device segments are refused NOT_SUPPORTED.
+  // for segments whose SegmentAccess::IsDevice is true: their WRITEs are received into a host
+  // bounce buffer and copied in (piece by piece for a WRITE larger than a buffer) before the
+  // acknowledgement, their READs copied out into a bounce buffer and sent from it. Unset:
+  // requests for device segments are refused NOT_SUPPORTED.
   std::function<Status(void* dst, const void* src, uint64_t len)> device_copy;
+  // The bounce buffers of device requests: at most device_staging_buffers of
+  // device_staging_bytes each, allocated on first use through staging_alloc (cudaHostAlloc where
+  // a GPU is present, so the copies are DMA from pinned memory; unset: plain memory) and reused.
+  // A READ larger than a buffer, or one that finds every buffer in use, is staged in memory of
+  // its own instead (TcpServerStats::device_unpooled).
+  HostBufferAllocator staging_alloc;
+  uint64_t device_staging_bytes = 1u << 20;  // the client's default slice: one READ per buffer
+  size_t device_staging_buffers = 32;        // a client's 4 lanes × 8 MiB in flight, in 1 MiB slices
 };
 
 struct TcpServerStats {
@@ -63,6 +73,8 @@ struct TcpServerStats {
   uint64_t bytes_read = 0;     // served to READ requests
   uint64_t bytes_written = 0;  // received by WRITE requests
   uint64_t notifies = 0;       // NOTIFY requests (probes included)
+  uint64_t device_staged = 0;    // device requests staged through a pooled bounce buffer
+  uint64_t device_unpooled = 0;  // device requests staged in memory of their own (see staging_alloc)
 };
 
 class TcpServer {
@@ -83,6 +95,8 @@ class TcpServer {
   net::HostPort address() const { return {options_.host, port_}; }
   size_t connections() const;
   TcpServerStats stats() const;
+  // The device bounce buffers (allocated, in use); all zero while no device request came.
+  BouncePool::Stats staging_stats() const;
 
   struct Worker;  // internal
   struct Shared;  // internal

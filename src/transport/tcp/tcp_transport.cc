@@ -1,36 +1,52 @@
 #include "transport/tcp/tcp_transport.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
 namespace weft::transport::tcp {
 
 TcpTransport::TcpTransport(gva::Layout layout, TcpTransportOptions options)
-    : layout_(layout), options_(std::move(options)), client_(options_.client) {}
+    : layout_(layout),
+      options_(std::move(options)),
+      client_(options_.client),
+      staging_(options_.staging, options_.device) {}
 
 TcpTransport::~TcpTransport() = default;
 
-void TcpTransport::AddPeer(uint32_t rank, const TcpPeerInfo& info) {
+void TcpTransport::AddPeerSlice(gva::Medium medium, uint32_t rank, const TcpPeerInfo& info) {
   std::lock_guard lock(mu_);
-  peers_[rank] = info;
+  peers_[{medium, rank}] = info;
   removed_.erase(rank);
 }
 
+void TcpTransport::AddPeer(uint32_t rank, const TcpPeerInfo& info) { AddPeerSlice(gva::Medium::kHost, rank, info); }
+
 void TcpTransport::RemovePeer(uint32_t rank) {
-  PeerAddr addr;
+  std::set<PeerAddr> addrs;
   {
     std::lock_guard lock(mu_);
-    auto it = peers_.find(rank);
-    if (it == peers_.end()) return;
-    addr = PeerAddr{it->second.host, it->second.port};
-    peers_.erase(it);
-    removed_.insert(rank);
+    for (gva::Medium m : {gva::Medium::kHost, gva::Medium::kDevice}) {
+      auto it = peers_.find({m, rank});
+      if (it == peers_.end()) continue;
+      addrs.insert(PeerAddr{it->second.host, it->second.port});
+      peers_.erase(it);
+      removed_.insert(rank);
+    }
   }
-  client_.Forget(addr);
+  for (const PeerAddr& a : addrs) client_.Forget(a);
 }
 
 bool TcpTransport::Serves(const RouteKey& key) const {
-  return key.locality == Locality::kRemoteNode && !IsDevice(key.src) && !IsDevice(key.dst);
+  // Device ends included: a remote one is staged by its owner's data server, a local one here.
+  return key.locality == Locality::kRemoteNode;
+}
+
+bool TcpTransport::IsLocalDevice(const Endpoint& e) const {
+  if (e.device >= 0) return true;
+  if (e.gva == 0) return false;
+  auto loc = layout_.Decode(e.gva);
+  return loc && loc->medium == gva::Medium::kDevice;
 }
 
 double TcpTransport::CostNanos(const RouteKey& key, uint64_t bytes) const {
@@ -38,6 +54,10 @@ double TcpTransport::CostNanos(const RouteKey& key, uint64_t bytes) const {
 }
 
 std::string_view TcpTransport::Explain(const RouteKey& key) const {
+  if (IsDevice(key.src) || IsDevice(key.dst))
+    return "an end is memory of a peer on another node, reached over TCP: one-sided READ/WRITE served by its "
+           "progress threads; device ends pass through host bounce buffers, the device copy of one part overlapping "
+           "the network transfer of another";
   return "the remote end is host memory of a peer reached over TCP: one-sided READ/WRITE served by its progress "
          "threads";
 }
@@ -50,19 +70,19 @@ bool TcpTransport::IsRemote(const Endpoint& e) const {
 Result<TcpTransport::Target> TcpTransport::Locate(const Endpoint& e, uint64_t len) const {
   auto loc = layout_.Decode(e.gva);
   if (!loc) return Error(Code::kInvalidAddress, "{:#x} is not a GVA of this pool", e.gva);
-  if (loc->medium != gva::Medium::kHost)
-    return Error(Code::kNotSupported, "{:#x} is device memory of rank {}; the tcp path carries host memory only", e.gva,
-                 loc->rank);
   std::lock_guard lock(mu_);
-  auto it = peers_.find(loc->rank);
+  auto it = peers_.find({loc->medium, loc->rank});
   if (it == peers_.end()) {
     if (removed_.count(loc->rank)) return Error(Code::kPeerDown, "rank {} has left the pool or is down", loc->rank);
+    if (loc->medium == gva::Medium::kDevice)
+      return Error(Code::kNotFound, "{:#x} is device memory of rank {}, and no tcp endpoint is known for that rank's "
+                   "device slice (it has none, or it was not added with AddPeerSlice)", e.gva, loc->rank);
     return Error(Code::kNotFound, "no tcp endpoint is known for rank {}", loc->rank);
   }
   const TcpPeerInfo& p = it->second;
   if (loc->offset > p.size || len > p.size - loc->offset)
-    return Error(Code::kOutOfRange, "[{:#x}, +{}) runs past the {} bytes rank {} serves over tcp", e.gva, len, p.size,
-                 loc->rank);
+    return Error(Code::kOutOfRange, "[{:#x}, +{}) runs past the {} bytes of rank {}'s {} slice served over tcp", e.gva,
+                 len, p.size, loc->rank, gva::MediumName(loc->medium));
   return Target{PeerAddr{p.host, p.port}, p, loc->offset};
 }
 
@@ -88,22 +108,35 @@ Status TcpTransport::Copy(const Endpoint& dst, const Endpoint& src, uint64_t len
     WEFT_ASSIGN_OR_RETURN(Target s, Locate(src, len));
     return Bounce(d, s, len, deadline);
   }
-  if (rd) {
-    WEFT_ASSIGN_OR_RETURN(Target d, Locate(dst, len));
-    return client_.Write(d.addr, d.info.segment_id, d.info.access_key, d.offset, src.mapped, len, deadline);
+  if (rd || rs) {
+    const Endpoint& remote = rd ? dst : src;
+    const Endpoint& local = rd ? src : dst;
+    WEFT_ASSIGN_OR_RETURN(Target t, Locate(remote, len));
+    TcpRequest r{rd ? wire::DataOp::kWrite : wire::DataOp::kRead, t.info.segment_id, t.info.access_key, t.offset,
+                 local.mapped, len};
+    if (!IsLocalDevice(local)) return client_.Transfer(t.addr, {&r, 1}, deadline)[0];
+    const uint8_t on_device = 1;
+    return staging_.Transfer(client_, t.addr, {&r, 1}, {&on_device, 1}, deadline)[0];
   }
-  if (rs) {
-    WEFT_ASSIGN_OR_RETURN(Target s, Locate(src, len));
-    return client_.Read(s.addr, s.info.segment_id, s.info.access_key, s.offset, dst.mapped, len, deadline);
+  // Both ends are local after all.
+  if (IsLocalDevice(dst) || IsLocalDevice(src)) {
+    if (!options_.device.copy)
+      return Error(Code::kNotSupported, "a device end in this process and the tcp path has no device copy");
+    return options_.device.copy(dst.mapped, src.mapped, len);
   }
-  std::memmove(dst.mapped, src.mapped, len);  // both ends are local after all
+  std::memmove(dst.mapped, src.mapped, len);
   return OkStatus();
 }
 
 void TcpTransport::CopyBatch(std::span<const CopyItem> items, std::span<Status> results) {
   Deadline deadline = Deadline::After(Millis(options_.copy_timeout_ms));
   // One Transfer per peer, so the items to one peer are pipelined and coalesced together.
-  std::map<PeerAddr, std::pair<std::vector<TcpRequest>, std::vector<size_t>>> groups;
+  struct Group {
+    std::vector<TcpRequest> reqs;
+    std::vector<uint8_t> on_device;  // the local end of reqs[k] is device memory (staged)
+    std::vector<size_t> items;
+  };
+  std::map<PeerAddr, Group> groups;
   for (size_t i = 0; i < items.size(); ++i) {
     const CopyItem& it = items[i];
     bool rd = IsRemote(it.dst), rs = IsRemote(it.src);
@@ -124,12 +157,15 @@ void TcpTransport::CopyBatch(std::span<const CopyItem> items, std::span<Status> 
     r.local = rd ? it.src.mapped : it.dst.mapped;
     r.len = it.len;
     auto& g = groups[t->addr];
-    g.first.push_back(r);
-    g.second.push_back(i);
+    g.reqs.push_back(r);
+    g.on_device.push_back(IsLocalDevice(rd ? it.src : it.dst));
+    g.items.push_back(i);
   }
   for (auto& [addr, g] : groups) {
-    auto st = client_.Transfer(addr, g.first, deadline);
-    for (size_t k = 0; k < st.size(); ++k) results[g.second[k]] = std::move(st[k]);
+    const bool any_device = std::any_of(g.on_device.begin(), g.on_device.end(), [](uint8_t d) { return d != 0; });
+    auto st = any_device ? staging_.Transfer(client_, addr, g.reqs, g.on_device, deadline)
+                         : client_.Transfer(addr, g.reqs, deadline);
+    for (size_t k = 0; k < st.size(); ++k) results[g.items[k]] = std::move(st[k]);
   }
 }
 

@@ -1,0 +1,404 @@
+#include "transport/tcp/staging_pipeline.h"
+
+#include <algorithm>
+#include <new>
+#include <thread>
+
+namespace weft::transport::tcp {
+
+namespace {
+
+constexpr std::align_val_t kPlainAlign{4096};
+
+// Waits on cv until pred holds or the deadline passes (false). A deadline of Never must not go
+// through wait_until(time_point::max()), which overflows in some standard libraries.
+template <class Pred>
+bool WaitFor(std::condition_variable& cv, std::unique_lock<std::mutex>& lk, Deadline deadline, Pred pred) {
+  if (deadline.never()) {
+    cv.wait(lk, pred);
+    return true;
+  }
+  return cv.wait_until(lk, deadline.at(), pred);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// BouncePool
+
+BouncePool::BouncePool(uint64_t buffer_bytes, size_t max_buffers, HostBufferAllocator alloc)
+    : buffer_bytes_(buffer_bytes), max_buffers_(max_buffers), alloc_(std::move(alloc)) {}
+
+BouncePool::~BouncePool() {
+  for (uint8_t* p : all_) {
+    if (alloc_.free) alloc_.free(p, buffer_bytes_);
+    else if (!alloc_.alloc) ::operator delete(p, kPlainAlign);
+  }
+}
+
+bool BouncePool::Ensure(size_t count, Status* error) {
+  while (free_.size() < count) {
+    void* p = nullptr;
+    if (alloc_.alloc) {
+      auto got = alloc_.alloc(buffer_bytes_);
+      if (!got.ok()) {
+        *error = got.status().Annotate(fmt::format("allocating a {}-byte staging buffer", buffer_bytes_));
+        return false;
+      }
+      p = *got;
+    } else {
+      p = ::operator new(buffer_bytes_, kPlainAlign, std::nothrow);
+      if (!p) {
+        *error = Error(Code::kPoolFull, "cannot allocate a {}-byte staging buffer: host memory exhausted",
+                       buffer_bytes_);
+        return false;
+      }
+    }
+    all_.push_back(static_cast<uint8_t*>(p));
+    free_.push_back(static_cast<uint8_t*>(p));
+  }
+  return true;
+}
+
+Result<std::vector<uint8_t*>> BouncePool::Acquire(size_t count, Deadline deadline) {
+  if (count == 0 || count > max_buffers_)
+    return Error(Code::kInvalidArgument, "{} staging buffers asked for; the pool holds 1 to {}", count, max_buffers_);
+  std::unique_lock lk(mu_);
+  // Enough when the free ones plus those not yet allocated cover the request.
+  auto enough = [&] { return free_.size() + (max_buffers_ - all_.size()) >= count; };
+  if (!WaitFor(freed_, lk, deadline, enough))
+    return Error(Code::kTimeout, "waited until the deadline for {} staging buffers ({} of {} in use by other "
+                 "transfers)", count, all_.size() - free_.size(), max_buffers_);
+  Status error;
+  if (!Ensure(count, &error)) return error;
+  std::vector<uint8_t*> out(free_.end() - static_cast<ptrdiff_t>(count), free_.end());
+  free_.resize(free_.size() - count);
+  acquired_ += count;
+  return out;
+}
+
+uint8_t* BouncePool::TryAcquire() {
+  std::lock_guard lk(mu_);
+  if (free_.empty() && all_.size() >= max_buffers_) return nullptr;
+  Status error;
+  if (!Ensure(1, &error)) return nullptr;
+  uint8_t* p = free_.back();
+  free_.pop_back();
+  ++acquired_;
+  return p;
+}
+
+void BouncePool::Release(std::span<uint8_t* const> buffers) {
+  {
+    std::lock_guard lk(mu_);
+    free_.insert(free_.end(), buffers.begin(), buffers.end());
+  }
+  freed_.notify_all();
+}
+
+BouncePool::Stats BouncePool::stats() const {
+  std::lock_guard lk(mu_);
+  return Stats{all_.size(), all_.size() - free_.size(), acquired_};
+}
+
+// ---------------------------------------------------------------------------------------------
+// StagingPipeline
+
+namespace {
+
+Status CheckOptions(const StagingOptions& o) {
+  if (o.slice_bytes < 4096 || o.slice_bytes > (64ull << 20))
+    return Error(Code::kInvalidArgument, "staging slice_bytes {} is outside 4 KiB .. 64 MiB", o.slice_bytes);
+  if (o.buffers < 1 || o.buffers > o.max_buffers)
+    return Error(Code::kInvalidArgument, "staging buffers {} must be 1 .. max_buffers ({})", o.buffers,
+                 o.max_buffers);
+  return OkStatus();
+}
+
+}  // namespace
+
+StagingPipeline::StagingPipeline(StagingOptions options, DeviceStagingOps ops)
+    : options_(options),
+      ops_(std::move(ops)),
+      invalid_(CheckOptions(options_)),
+      pool_(options_.slice_bytes, std::max<size_t>(options_.max_buffers, 1), ops_.host) {}
+
+StagingPipeline::~StagingPipeline() = default;
+
+StagingStats StagingPipeline::stats() const {
+  std::lock_guard lk(stats_mu_);
+  return stats_;
+}
+
+std::vector<Status> StagingPipeline::Run(std::span<const StagedRequest> requests, const NetworkRound& net,
+                                         Deadline deadline, StagingStats* stats) {
+  std::vector<Status> results(requests.size());
+  Status refuse = !invalid_.ok() ? invalid_
+                  : !ops_ ? Error(Code::kNotSupported, "a local end is device memory and this tcp path was given "
+                                                      "no device copy (DeviceStagingOps; there is none without a "
+                                                      "usable GPU): copy it to host memory first")
+                          : OkStatus();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (!refuse.ok() && requests[i].len > 0) results[i] = refuse;
+    else if (requests[i].len > 0 && !requests[i].device)
+      results[i] = Error(Code::kInvalidArgument, "staged request {} has no device pointer", i);
+  }
+  StagingStats local;
+  local.runs = 1;
+  if (refuse.ok()) {
+    RunPass(requests, /*to_network=*/true, net, deadline, results, local);
+    RunPass(requests, /*to_network=*/false, net, deadline, results, local);
+  }
+  auto add = [](StagingStats& to, const StagingStats& from) {
+    to.runs += from.runs;
+    to.rounds += from.rounds;
+    to.overlapped_rounds += from.overlapped_rounds;
+    to.pieces += from.pieces;
+    to.bytes += from.bytes;
+  };
+  if (stats) add(*stats, local);
+  std::lock_guard lk(stats_mu_);
+  add(stats_, local);
+  return results;
+}
+
+void StagingPipeline::RunPass(std::span<const StagedRequest> requests, bool to_network, const NetworkRound& net,
+                              Deadline deadline, std::vector<Status>& results, StagingStats& local) {
+  // Plan: the pass's bytes packed into fills of at most slice_bytes, in request order; fill j
+  // will use buffer j % nbuf. `host` holds the offset in the buffer until buffers are known.
+  const uint64_t cap = options_.slice_bytes;
+  std::vector<std::vector<StagedPiece>> fills;
+  uint64_t used = cap;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const StagedRequest& r = requests[i];
+    if (r.to_network != to_network || r.len == 0 || !results[i].ok()) continue;
+    for (uint64_t off = 0; off < r.len;) {
+      if (used == cap) {
+        fills.emplace_back();
+        used = 0;
+      }
+      uint64_t take = std::min(cap - used, r.len - off);
+      fills.back().push_back(StagedPiece{i, off, take, reinterpret_cast<uint8_t*>(used)});
+      used += take;
+      off += take;
+    }
+  }
+  if (fills.empty()) return;
+  const size_t F = fills.size();
+  const size_t nbuf = std::min(options_.buffers, F);
+  auto bufs = pool_.Acquire(nbuf, deadline);
+  if (!bufs.ok()) {
+    for (auto& f : fills)
+      for (auto& p : f) results[p.request] = bufs.status();
+    return;
+  }
+  for (size_t j = 0; j < F; ++j)
+    for (auto& p : fills[j]) p.host = (*bufs)[j % nbuf] + reinterpret_cast<uintptr_t>(p.host);
+  // A round carries up to half the buffers, so the copy always has the other half to work in.
+  const size_t round_cap = std::max<size_t>(1, nbuf / 2);
+
+  std::mutex mu;  // guards results and the counters below while the copy thread runs
+  std::condition_variable cv;
+  size_t started = 0;  // fills whose device copy has begun
+  size_t copied = 0;   // fills whose device copy is done (or skipped)
+  size_t netted = 0;  // fills whose network round is done
+  bool stop = false;
+
+  auto failed = [&](size_t request) {
+    std::lock_guard lk(mu);
+    return !results[request].ok();
+  };
+  auto fail = [&](size_t request, const Status& s) {
+    std::lock_guard lk(mu);
+    if (results[request].ok()) results[request] = s;
+  };
+  auto copy_piece = [&](const StagedPiece& p, uint64_t len) {
+    uint8_t* dev = requests[p.request].device + p.offset;
+    return to_network ? ops_.copy(p.host, dev, len) : ops_.copy(dev, p.host, len);
+  };
+  auto copy_fill = [&](size_t j) {
+    const auto& f = fills[j];
+    for (size_t i = 0; i < f.size();) {
+      if (failed(f[i].request)) {  // an earlier piece failed: the rest is not worth moving
+        ++i;
+        continue;
+      }
+      // Pieces adjacent both on the device and in the buffer (pages of a KV block, say) go in
+      // one copy: one call per page would cost more than the bytes on a GPU.
+      size_t k = i + 1;
+      uint64_t len = f[i].len;
+      while (k < f.size() && !failed(f[k].request) &&
+             requests[f[k].request].device + f[k].offset == requests[f[k - 1].request].device + f[k - 1].offset +
+                                                                f[k - 1].len &&
+             f[k].host == f[k - 1].host + f[k - 1].len) {
+        len += f[k].len;
+        ++k;
+      }
+      Status s = copy_piece(f[i], len);
+      if (!s.ok() && k - i == 1) fail(f[i].request, s);
+      if (!s.ok() && k - i > 1) {
+        // Which of them? Piece by piece, so that only the request whose bytes fail is failed.
+        for (size_t m = i; m < k; ++m)
+          if (Status one = copy_piece(f[m], f[m].len); !one.ok()) fail(f[m].request, one);
+      }
+      i = k;
+    }
+  };
+  auto round = [&](size_t first, size_t count) {
+    std::vector<StagedPiece> pieces;
+    for (size_t j = first; j < first + count; ++j)
+      for (const StagedPiece& p : fills[j])
+        if (!failed(p.request)) pieces.push_back(p);
+    if (pieces.empty()) return;
+    auto st = net(pieces);
+    for (size_t k = 0; k < pieces.size(); ++k) {
+      const Status& s = k < st.size() ? st[k] : Error(Code::kInternal, "the network round gave no result");
+      if (!s.ok()) fail(pieces[k].request, s);
+    }
+    local.pieces += pieces.size();
+    for (const auto& p : pieces) local.bytes += p.len;
+  };
+  auto time_out = [&](size_t from) {
+    std::lock_guard lk(mu);
+    for (size_t j = from; j < F; ++j)
+      for (const auto& p : fills[j])
+        if (results[p.request].ok())
+          results[p.request] = Error(Code::kTimeout, "the deadline passed while staging device memory");
+  };
+
+  if (F == 1) {
+    // One buffer's worth: nothing to overlap, no thread.
+    if (to_network) copy_fill(0);
+    round(0, 1);
+    if (!to_network) copy_fill(0);
+    ++local.rounds;
+  } else {
+    // One network round of fills [next, next + k), counted as overlapped when a device copy of
+    // other fills ran during it (one was running when it started, or one began meanwhile).
+    auto net_round = [&](size_t next, size_t k) {
+      size_t s0;
+      bool running;
+      {
+        std::lock_guard lk(mu);
+        s0 = started;
+        running = started > copied;
+      }
+      round(next, k);
+      {
+        std::lock_guard lk(mu);
+        ++local.rounds;
+        if (running || started > s0) ++local.overlapped_rounds;
+        netted = next + k;
+      }
+      cv.notify_all();
+    };
+    // The copy thread: fill j's copy begins once `may_copy(j)` holds (or it stops).
+    auto copy_loop = [&](auto may_copy) {
+      for (size_t j = 0; j < F; ++j) {
+        {
+          std::unique_lock lk(mu);
+          cv.wait(lk, [&] { return stop || may_copy(j); });
+          if (!may_copy(j)) return;  // stopped first
+          started = j + 1;
+        }
+        copy_fill(j);
+        {
+          std::lock_guard lk(mu);
+          copied = j + 1;
+        }
+        cv.notify_all();
+      }
+    };
+    std::thread copier;
+    if (to_network) {
+      // WRITE: fill j may be copied out once fill j - nbuf (the same buffer) has been sent; a
+      // round sends fills whose copy is done.
+      copier = std::thread([&] { copy_loop([&](size_t j) { return !stop && j < netted + nbuf; }); });
+      for (size_t next = 0; next < F;) {
+        size_t ready;
+        {
+          std::unique_lock lk(mu);
+          if (!WaitFor(cv, lk, deadline, [&] { return copied > next; })) {
+            lk.unlock();
+            time_out(next);
+            break;
+          }
+          ready = copied;
+        }
+        const size_t k = std::min(ready - next, round_cap);
+        net_round(next, k);
+        next += k;
+      }
+    } else {
+      // READ: fill j is copied in once its round was received (also after a stop: what arrived
+      // is delivered); a round receives into buffers whose previous fill was copied in.
+      copier = std::thread([&] { copy_loop([&](size_t j) { return netted > j; }); });
+      for (size_t next = 0; next < F;) {
+        size_t room;
+        {
+          std::unique_lock lk(mu);
+          if (!WaitFor(cv, lk, deadline, [&] { return next < copied + nbuf; })) {
+            lk.unlock();
+            time_out(next);
+            break;
+          }
+          room = copied + nbuf - next;
+        }
+        const size_t k = std::min({room, round_cap, F - next});
+        net_round(next, k);
+        next += k;
+      }
+    }
+    {
+      std::lock_guard lk(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    copier.join();  // a READ's copier first copies in every fill that was received
+  }
+  pool_.Release(*bufs);
+}
+
+std::vector<Status> StagingPipeline::Transfer(TcpClient& client, const PeerAddr& peer,
+                                              std::span<const TcpRequest> requests,
+                                              std::span<const uint8_t> device_local, Deadline deadline,
+                                              StagingStats* stats) {
+  std::vector<Status> results(requests.size());
+  std::vector<TcpRequest> plain;
+  std::vector<size_t> plain_idx, staged_idx;
+  std::vector<StagedRequest> staged;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const TcpRequest& r = requests[i];
+    const bool dev = i < device_local.size() && device_local[i] &&
+                     (r.op == wire::DataOp::kRead || r.op == wire::DataOp::kWrite);
+    if (!dev) {
+      plain.push_back(r);
+      plain_idx.push_back(i);
+      continue;
+    }
+    staged.push_back(StagedRequest{r.op == wire::DataOp::kWrite, static_cast<uint8_t*>(r.local), r.len});
+    staged_idx.push_back(i);
+  }
+  if (!plain.empty()) {
+    auto st = client.Transfer(peer, plain, deadline);
+    for (size_t k = 0; k < st.size(); ++k) results[plain_idx[k]] = std::move(st[k]);
+  }
+  if (staged.empty()) return results;
+  NetworkRound net = [&](std::span<const StagedPiece> pieces) {
+    std::vector<TcpRequest> reqs;
+    reqs.reserve(pieces.size());
+    for (const StagedPiece& p : pieces) {
+      TcpRequest r = requests[staged_idx[p.request]];
+      r.remote_offset += p.offset;
+      r.local = p.host;
+      r.len = p.len;
+      reqs.push_back(r);
+    }
+    return client.Transfer(peer, reqs, deadline);
+  };
+  auto st = Run(staged, net, deadline, stats);
+  for (size_t k = 0; k < st.size(); ++k) results[staged_idx[k]] = std::move(st[k]);
+  return results;
+}
+
+}  // namespace weft::transport::tcp

@@ -7,6 +7,7 @@
 // server with a stand-in device segment.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -284,22 +285,32 @@ TEST(StagingPipeline, DeviceToHostCopyOfTheNextSliceRunsWhileASliceIsOnTheNetwor
   constexpr uint64_t kLen = 12u << 20;
   std::mutex mu;
   std::condition_variable cv;
-  uint64_t first_round_end = 0;  // device bytes carried by round 0
-  bool later_copy_started = false;
+  uint64_t last_copy_start = 0;  // device offset of the latest copy begun (copies go in order)
+  bool any_copy = false;
+  bool round0_started = false;
+  // Round 0 carries fills 0 and 1 ([0, 2 MiB)). A copy of a later fill does not finish before
+  // round 0 has begun, so that, whatever the scheduling (one CPU included), the copy is in
+  // progress while round 0 is on the network; a pipeline that copied only between rounds would
+  // never start round 0 and fail the wait below.
   dev.on_copy = [&](uint64_t off, uint64_t, bool) {
-    std::lock_guard lk(mu);
-    if (first_round_end > 0 && off >= first_round_end) later_copy_started = true;
+    std::unique_lock lk(mu);
+    last_copy_start = std::max(last_copy_start, off);
+    any_copy = true;
     cv.notify_all();
+    if (off >= 2 * o.slice_bytes) cv.wait_for(lk, std::chrono::seconds(60), [&] { return round0_started; });
   };
   bool observed = false;
   remote.on_round = [&](size_t round, std::span<const StagedPiece> pieces) {
     if (round != 0) return;
     std::unique_lock lk(mu);
-    first_round_end = pieces.back().offset + pieces.back().len;
-    // Round 0 is "on the network" until the copy of a later slice has begun. Without overlap
-    // this never happens (the copy would wait for the round): the bound only keeps a broken
-    // pipeline from hanging the test, it measures nothing.
-    observed = cv.wait_for(lk, std::chrono::seconds(60), [&] { return later_copy_started; });
+    round0_started = true;
+    cv.notify_all();
+    const uint64_t first_round_end = pieces.back().offset + pieces.back().len;
+    // Round 0 is "on the network" until the copy of a later slice has begun (it may have begun
+    // already: the copy thread runs ahead). Without overlap this never happens (the copy would
+    // wait for the round): the bound only keeps a broken pipeline from hanging the test.
+    observed = cv.wait_for(lk, std::chrono::seconds(60),
+                           [&] { return any_copy && last_copy_start >= first_round_end; });
   };
   std::vector<StagedRequest> w = {{true, dev.arena.data, kLen}};
   remote.remote_off = {0};

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "base/result.h"
+#include "transport/tcp/staging_pipeline.h"
 
 namespace weft::bm {
 
@@ -31,6 +32,10 @@ Result<DeviceSlice> CreateDeviceSlice(int device, uint64_t size);
 // A new fd for the slice (POSIX-fd handle of its allocation) to pass to same-node peers; the
 // caller owns it. Only for slices made by CreateDeviceSlice.
 Result<int> ExportDeviceSlice(const DeviceSlice& slice);
+
+// How the tcp path reaches device memory here: host <-> device copies on weft's own streams and
+// pinned bounce buffers. Empty (no copy) without CUDA or a GPU: device ends are then refused.
+transport::tcp::DeviceStagingOps TcpDeviceStaging();
 
 // Maps a peer's slice from the fd it exported (taken over in every case), with access granted to
 // `device`, the GPU this process copies with, when it can reach the owner's GPU.

@@ -31,6 +31,8 @@ struct Pool::Impl {
   std::unique_ptr<mem::VaReservation> window;  // unified-VA mode only
   std::unique_ptr<mem::HostSegment> own_segment;
   DeviceSlice own_device;  // this peer's device slice (config.device_size > 0)
+  uint64_t own_device_key = 0;  // its key on our TCP data server
+  transport::tcp::DeviceStagingOps device_staging;  // how tcp reaches device memory here (empty: no GPU)
   std::unique_ptr<gva::SegmentTable> table;
   std::unique_ptr<engine::Engine> engine;
   // transport=tcp: our slice is served by a TCP data server, other peers are reached by tcp.
@@ -68,12 +70,18 @@ struct Pool::Impl {
   void OnPeerGone(uint32_t rank, bool clean);
 };
 
-// The segment id our host slice has on our TCP data server.
+// The segment ids of our slices on our TCP data server.
 constexpr uint32_t kHostSliceSegment = 0;
+constexpr uint32_t kDeviceSliceSegment = 1;
 
 Status Pool::Impl::StartDataServer(uint8_t* own_base) {
   WEFT_RETURN_IF_ERROR(access.Register({kHostSliceSegment, own_base, config.rank_size, own_segment->access_key(),
                                         transport::tcp::kPermReadWrite}));
+  if (own_device.size > 0) {
+    // Served through the server's bounce buffers: a socket cannot reach device memory.
+    WEFT_RETURN_IF_ERROR(access.Register({kDeviceSliceSegment, own_device.data, own_device.size, own_device_key,
+                                          transport::tcp::kPermReadWrite, /*device=*/true}));
+  }
   // ParseHostPort wants a real port; port 0 (any free one) is fine for a listener.
   std::string address = config.data_address;
   const bool any_port = address.size() > 2 && address.compare(address.size() - 2, 2, ":0") == 0;
@@ -84,6 +92,8 @@ Status Pool::Impl::StartDataServer(uint8_t* own_base) {
   sopts.host = where.host;
   sopts.port = where.port;
   sopts.auth.cluster_secret = config.cluster_secret;
+  sopts.device_copy = device_staging.copy;
+  sopts.staging_alloc = device_staging.host;
   WEFT_ASSIGN_OR_RETURN(data_server, transport::tcp::TcpServer::Start(sopts, &access));
   return OkStatus();
 }
@@ -98,6 +108,15 @@ void Pool::Impl::AttachOverTcp(const meta::SegmentDescriptor& desc) {
   }
   tcp->AddPeer(desc.rank, {where->host, where->port, kHostSliceSegment, desc.access_key, desc.size});
   const uint32_t rank = desc.rank;
+  if (desc.device_size > 0) {
+    // Its device slice is segment 1 of the same server; RemovePeer (the host slot's release)
+    // forgets both, so this slot's release has nothing to do.
+    tcp->AddPeerSlice(Medium::kDevice, rank,
+                      {where->host, where->port, kDeviceSliceSegment, desc.device_access_key, desc.device_size});
+    Status d = table->Attach({Medium::kDevice, rank, 0}, /*base=*/nullptr, desc.device_size, /*local=*/false,
+                             desc.peer_name, [] {});
+    if (!d.ok()) WEFT_LOG_ERROR("cannot attach the device slice of rank {}: {}", rank, d.ToString());
+  }
   // The release may run while the pool is torn down, after the engine (and tcp) are gone.
   Status s = table->Attach({Medium::kHost, rank, 0}, /*base=*/nullptr, desc.size, /*local=*/false, desc.peer_name,
                            [this, rank] {
@@ -141,6 +160,7 @@ Status Pool::Impl::CreateOwnDevice() {
                  "device slice could not be copied to; set device_size=0", config.device_size);
   }
   WEFT_ASSIGN_OR_RETURN(own_device, CreateDeviceSlice(config.device, config.device_size));
+  own_device_key = mem::RandomAccessKey();
   return OkStatus();
 }
 
@@ -250,6 +270,7 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
   eopts.cuda_kernel_sms = config.gpu_copy_sms;
   if (eopts.log_paths && log::Get().level() > spdlog::level::info) log::SetLevel("info");
   impl->engine = std::make_unique<engine::Engine>(eopts, *impl->table, impl->metrics);
+  WEFT_RETURN_IF_ERROR(impl->CreateOwnDevice());
   if (config.transport == "tcp") {
     if (config.cluster_secret.empty())
       return Error(Code::kUnauthenticated,
@@ -258,13 +279,14 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
     topts.client.auth.cluster_secret = config.cluster_secret;
     topts.client.lanes = static_cast<int>(config.tcp_lanes);
     topts.copy_timeout_ms = static_cast<int>(config.deadline_ms);
+    impl->device_staging = TcpDeviceStaging();
+    topts.device = impl->device_staging;
     impl->tcp = static_cast<transport::tcp::TcpTransport*>(
         impl->engine->AddTransport(std::make_unique<transport::tcp::TcpTransport>(layout, topts)));
     // The server must be up before we join: the others learn its address from our descriptor.
     WEFT_RETURN_IF_ERROR(impl->StartDataServer(impl->own_segment->data()).Annotate("starting the TCP data server"));
   }
 
-  WEFT_RETURN_IF_ERROR(impl->CreateOwnDevice());
   // Our device slice's fd for same-node peers (closed once the Join frame is sent).
   net::UniqueFd device_fd;
   if (impl->own_device.size > 0 && !control.tcp) {
@@ -301,6 +323,7 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
     jopts.segment.device_size = raw->own_device.size;
     jopts.segment.device_gpu = raw->own_device.gpu;
     jopts.segment.device_fd = device_fd.get();
+    jopts.segment.device_access_key = raw->own_device_key;
     if (raw->data_server) jopts.segment.data_endpoint = raw->data_server->address().ToString();
     jopts.heartbeat_interval = Millis(config.heartbeat_ms);
     jopts.deadline = raw->DefaultDeadline();

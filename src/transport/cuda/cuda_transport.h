@@ -33,6 +33,11 @@ struct CudaOptions {
   // pinned (mapped) staging buffer over PCIe instead of after an upload. Off by default; `weft
   // bench-gpu` measures both.
   bool page_indices_mapped = false;
+  // The page kernel's code (kLegacy: the kernel before the lean one, for `weft bench-gpu` to
+  // compare in one run) and grid: persistent (one wave of resident blocks looping over units,
+  // the default) or one block per unit.
+  PageKernelVariant page_kernel = PageKernelVariant::kLean;
+  bool page_grid_per_unit = false;
   CostModel model;
 };
 

@@ -75,6 +75,26 @@ double MedianNanos(int warmup, int reps, F&& f) {
   return t[t.size() / 2];
 }
 
+// Medians of a and b measured in alternation (a, b, a, b, ...), so that drift of the machine
+// (clocks, other tenants) touches both alike.
+template <typename A, typename B>
+std::pair<double, double> MedianPairNanos(int warmup, int reps, A&& a, B&& b) {
+  for (int i = 0; i < warmup; ++i) a(), b();
+  std::vector<double> ta, tb;
+  for (int i = 0; i < reps; ++i) {
+    uint64_t t0 = NowNanos();
+    a();
+    uint64_t t1 = NowNanos();
+    b();
+    uint64_t t2 = NowNanos();
+    ta.push_back(static_cast<double>(t1 - t0));
+    tb.push_back(static_cast<double>(t2 - t1));
+  }
+  std::sort(ta.begin(), ta.end());
+  std::sort(tb.begin(), tb.end());
+  return {ta[ta.size() / 2], tb[tb.size() / 2]};
+}
+
 double Gbps(uint64_t bytes, double ns) { return ns > 0 ? static_cast<double>(bytes) / ns : 0; }
 
 #define BENCH_CUDA(expr)                                                                   \
@@ -375,15 +395,17 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
     struct Variant {
       const char* name;
       transport::cuda::PageKernelVariant kernel;
-      bool per_unit;
-    } const variants[] = {{"lean", transport::cuda::PageKernelVariant::kLean, false},
-                          {"lean 1 block/unit", transport::cuda::PageKernelVariant::kLean, true},
-                          {"legacy", transport::cuda::PageKernelVariant::kLegacy, false}};
+      bool per_unit, inline_idx;
+    } const variants[] = {{"lean", transport::cuda::PageKernelVariant::kLean, true, false},
+                          {"lean persistent", transport::cuda::PageKernelVariant::kLean, false, false},
+                          {"lean inline idx", transport::cuda::PageKernelVariant::kLean, true, true},
+                          {"legacy", transport::cuda::PageKernelVariant::kLegacy, false, false}};
     const uint64_t extent = (uint64_t{2} * kPages) * page;
     for (const Variant& v : variants) {
       transport::cuda::CudaOptions co;
       co.page_kernel = v.kernel;
       co.page_grid_per_unit = v.per_unit;
+      co.page_indices_inline = v.inline_idx;
       auto ct = transport::cuda::CudaTransport::Create(co);
       if (!ct.ok()) break;
       transport::PageCopy pc{transport::Endpoint{dst_base}, transport::Endpoint{src_base}, page, extent, extent, di, si};
@@ -406,6 +428,7 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
       cudaEventCreate(&e0);
       cudaEventCreate(&e1);
       for (const Variant& v : variants) {
+        if (v.inline_idx) continue;  // its kernel alone is the lean kernel's
         transport::cuda::PageCopyParams pp{addr(dst_base), addr(src_base), page, static_cast<const uint32_t*>(didx),
                                            0, 0, 0, extent < (uint64_t{1} << 32)};
         const int per_sm = transport::cuda::PageKernelBlocksPerSm(v.kernel, pp.offsets32,
@@ -429,6 +452,16 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
         b.Add({group, fmt::format("{} page kernel {}", name, v.name), total, Gbps(total, times[times.size() / 2]),
                Gbps(total, large), "GB/s", "one cudaMemcpyAsync",
                fmt::format("{} blocks, {} resident/SM, {}KiB units, events", grid, per_sm, pl.chunk >> 10)});
+        if (&v != &variants[0]) continue;
+        // The default kernel launched and waited for on the host clock, indices already on the
+        // GPU: the fixed cost of launch and synchronisation without the upload.
+        double ls = MedianNanos(2, r, [&] {
+          transport::cuda::LaunchPageKernel(pp, grid, stream, v.kernel);
+          cudaStreamSynchronize(stream);
+        });
+        b.Add({group, fmt::format("{} page kernel+launch+sync", name), total, Gbps(total, ls), Gbps(total, large), "GB/s",
+               "one cudaMemcpyAsync", fmt::format("host clock; {:.1f} us vs {:.1f} us for the large copy", ls / 1000,
+                                                  large / 1000)});
       }
       cudaEventDestroy(e0);
       cudaEventDestroy(e1);
@@ -540,31 +573,47 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
       const uint64_t g2 = layout.Encode({gva::Medium::kDevice, 2, 0});
       const uint64_t g0 = layout.Encode({gva::Medium::kDevice, 0, 0});
       for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
-        const int r = std::max(5, reps / 2);
-        double base = MedianNanos(2, r, [&] {
-          cudaMemcpyPeerAsync(ld, 0, p1, 1, size, stream);
-          cudaStreamSynchronize(stream);
-        });
-        double ours = MedianNanos(2, r, [&] { b.Check(engine.Copy(g0, g2, size), "GD(1)->GD(0)"); });
+        // 8 MiB calls take ~30 µs: many alternated repetitions, so that 1 µs differences show.
+        const int r = size <= (8u << 20) ? 200 : std::max(5, reps / 2);
+        auto [base, ours] = MedianPairNanos(
+            5, r,
+            [&] {
+              cudaMemcpyPeerAsync(ld, 0, p1, 1, size, stream);
+              cudaStreamSynchronize(stream);
+            },
+            [&] { b.Check(engine.Copy(g0, g2, size), "GD(1)->GD(0)"); });
         b.Add({"nvlink", fmt::format("GD(1)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base), "GB/s",
                "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
         if (size == (uint64_t{8} << 20)) {
           // Where an 8 MiB call's time goes: the same bytes between the same two mappings by a
           // raw cudaMemcpyAsync (the driver's cost of VMM memory against cudaMalloc memory), and
           // the transport alone (the engine's resolution and pins left out).
-          double raw = MedianNanos(2, r, [&] { baseline_copy(dsegs[0]->data(), peer_seg->data(), size); });
+          double raw = MedianNanos(5, r, [&] { baseline_copy(dsegs[0]->data(), peer_seg->data(), size); });
           b.Add({"nvlink", "GD(1)->GD(0) 8 MiB raw on segments", size, Gbps(size, raw), Gbps(size, base), "GB/s",
                  "cudaMemcpyPeerAsync", "cudaMemcpyAsync between the two mappings"});
           transport::Endpoint d0{dsegs[0]->data()}, s2{peer_seg->data()};
-          double tr = MedianNanos(2, r, [&] { b.Check(cuda->Copy(d0, s2, size), "transport GD(1)->GD(0)"); });
+          double tr = MedianNanos(5, r, [&] { b.Check(cuda->Copy(d0, s2, size), "transport GD(1)->GD(0)"); });
+          // Just below the engine's split size (8 MiB): the inline path of Engine::Copy instead
+          // of a job, same link.
+          auto [base_m, ours_m] = MedianPairNanos(
+              5, r,
+              [&] {
+                cudaMemcpyPeerAsync(ld, 0, p1, 1, size - 4096, stream);
+                cudaStreamSynchronize(stream);
+              },
+              [&] { b.Check(engine.Copy(g0, g2, size - 4096), "GD(1)->GD(0) 8 MiB - 4 KiB"); });
+          b.Add({"nvlink", "GD(1)->GD(0) 8 MiB-4KiB", size - 4096, Gbps(size - 4096, ours_m), Gbps(size - 4096, base_m),
+                 "GB/s", "cudaMemcpyPeerAsync", "below EngineOptions::split_bytes: inline Engine::Copy"});
           b.Add({"nvlink", "GD(1)->GD(0) 8 MiB transport", size, Gbps(size, tr), Gbps(size, base), "GB/s",
                  "cudaMemcpyPeerAsync", "CudaTransport::Copy"});
         }
-        double back = MedianNanos(2, r, [&] {
-          cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
-          cudaStreamSynchronize(stream);
-        });
-        double ours_back = MedianNanos(2, r, [&] { b.Check(engine.Copy(g2, g0, size), "GD(0)->GD(1)"); });
+        auto [back, ours_back] = MedianPairNanos(
+            5, r,
+            [&] {
+              cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
+              cudaStreamSynchronize(stream);
+            },
+            [&] { b.Check(engine.Copy(g2, g0, size), "GD(0)->GD(1)"); });
         b.Add({"nvlink", fmt::format("GD(0)->GD(1) {} MiB", size >> 20), size, Gbps(size, ours_back), Gbps(size, back),
                "GB/s", "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
       }
@@ -600,19 +649,23 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
       const uint64_t g3 = layout.Encode({gva::Medium::kDevice, 3, 0});
       const uint64_t g0 = layout.Encode({gva::Medium::kDevice, 0, 0});
       for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
-        const int r = std::max(5, reps / 2);
-        double base = MedianNanos(2, r, [&] {
-          cudaMemcpyPeerAsync(ld, 0, p1, 1, size, stream);
-          cudaStreamSynchronize(stream);
-        });
-        double ours = MedianNanos(2, r, [&] { b.Check(engine.Copy(g0, g3, size), "GD(1, other process)->GD(0)"); });
+        const int r = size <= (8u << 20) ? 200 : std::max(5, reps / 2);
+        auto [base, ours] = MedianPairNanos(
+            5, r,
+            [&] {
+              cudaMemcpyPeerAsync(ld, 0, p1, 1, size, stream);
+              cudaStreamSynchronize(stream);
+            },
+            [&] { b.Check(engine.Copy(g0, g3, size), "GD(1, other process)->GD(0)"); });
         b.Add({"ipc", fmt::format("GD(1,proc 2)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base),
                "GB/s", "cudaMemcpyPeerAsync", "segment of another process, fd passed"});
-        double back = MedianNanos(2, r, [&] {
-          cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
-          cudaStreamSynchronize(stream);
-        });
-        double ours_back = MedianNanos(2, r, [&] { b.Check(engine.Copy(g3, g0, size), "GD(0)->GD(1, other process)"); });
+        auto [back, ours_back] = MedianPairNanos(
+            5, r,
+            [&] {
+              cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
+              cudaStreamSynchronize(stream);
+            },
+            [&] { b.Check(engine.Copy(g3, g0, size), "GD(0)->GD(1, other process)"); });
         b.Add({"ipc", fmt::format("GD(0)->GD(1,proc 2) {} MiB", size >> 20), size, Gbps(size, ours_back),
                Gbps(size, back), "GB/s", "cudaMemcpyPeerAsync", "segment of another process, fd passed"});
       }
@@ -701,6 +754,68 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
              "GEMM alone", fmt::format("GEMM {:.2f}x slower", gemm_with / gemm_alone)});
       b.Add({"gemm", fmt::format("KV during GEMM, {}", w.name), total, kv_with, Gbps(total, kv_alone), "GB/s",
              "same engine, no GEMM", "Engine::CopyPages 4096x16KiB GD->GD, back to back"});
+    }
+    // The budget as an application would use it: the GEMM on the SMs the copy kernel does not
+    // have (a green context over the rest of the split), the KV batches on their 16.
+    CUgreenCtx rest_ctx = nullptr;
+    cudaStream_t rest_stream = nullptr;
+    int rest_sms = 0;
+    if (auto api = mem::cuda::LoadDriverApi(); api.ok() && (*api)->has_green_contexts() && green_on) {
+      const auto& d = **api;
+      CUdevice cu = 0;
+      CUdevResource all{}, part{}, rest{};
+      unsigned groups = 1;
+      CUdevResourceDesc desc = nullptr;
+      CUstream cs = nullptr;
+      if (d.DeviceGet(&cu, 0) == CUDA_SUCCESS && d.DeviceGetDevResource(cu, &all, CU_DEV_RESOURCE_TYPE_SM) == CUDA_SUCCESS &&
+          d.DevSmResourceSplitByCount(&part, &groups, &all, &rest, 0, 16) == CUDA_SUCCESS &&
+          d.DevResourceGenerateDesc(&desc, &rest, 1) == CUDA_SUCCESS &&
+          d.GreenCtxCreate(&rest_ctx, desc, cu, CU_GREEN_CTX_DEFAULT_STREAM) == CUDA_SUCCESS &&
+          d.GreenCtxStreamCreate(&cs, rest_ctx, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS) {
+        rest_stream = reinterpret_cast<cudaStream_t>(cs);
+        rest_sms = static_cast<int>(rest.sm.smCount);
+      }
+      (void)cudaGetLastError();
+    }
+    if (rest_stream) {
+      auto rest_gemms = [&] {
+        cudaEventRecord(g0, rest_stream);
+        for (int i = 0; i < kGemms; ++i) LaunchBenchGemm(ga, gb, gc, kDim, kDim, kDim, rest_stream);
+        cudaEventRecord(g1, rest_stream);
+      };
+      std::vector<double> ra;
+      for (int i = 0; i < 4; ++i) {
+        rest_gemms();
+        cudaEventSynchronize(g1);
+        if (i >= 1) ra.push_back(gemm_us());
+      }
+      std::sort(ra.begin(), ra.end());
+      const double rest_alone = ra[ra.size() / 2];
+      b.Add({"gemm", fmt::format("GEMM on the other {} SMs alone", rest_sms), 0, rest_alone, gemm_alone, "us",
+             "GEMM alone, all SMs", "green context over the SMs the copy kernel does not use"});
+      const int r = std::max(5, reps / 2);
+      double kv_alone = MedianNanos(2, r, [&] { b.Check(budget.CopyPages(dbase, sbase, page, di, si), "kv alone"); });
+      std::vector<std::pair<double, double>> runs;
+      for (int i = 0; i < 3; ++i) {
+        rest_gemms();
+        uint64_t batches = 0;
+        const uint64_t t0 = NowNanos();
+        while (cudaEventQuery(g1) == cudaErrorNotReady) {
+          b.Check(budget.CopyPages(dbase, sbase, page, di, si), "kv during gemm");
+          ++batches;
+        }
+        const uint64_t t1 = NowNanos();
+        (void)cudaGetLastError();
+        runs.emplace_back(gemm_us(), Gbps(batches * total, static_cast<double>(t1 - t0)));
+      }
+      std::sort(runs.begin(), runs.end());
+      const auto [gemm_with, kv_with] = runs[runs.size() / 2];
+      b.Add({"gemm", fmt::format("GEMM({} SMs) with KV(16 SMs)", rest_sms), 0, gemm_with, rest_alone, "us",
+             "the same GEMM alone", fmt::format("GEMM {:.2f}x slower", gemm_with / rest_alone)});
+      b.Add({"gemm", "KV(16 SMs) during GEMM on the rest", total, kv_with, Gbps(total, kv_alone), "GB/s",
+             "same engine, no GEMM", "Engine::CopyPages 4096x16KiB GD->GD, back to back"});
+      cudaStreamDestroy(rest_stream);
+      (*mem::cuda::LoadDriverApi())->GreenCtxDestroy(rest_ctx);
     }
     cudaEventDestroy(g0);
     cudaEventDestroy(g1);

@@ -34,10 +34,15 @@ struct CudaOptions {
   // bench-gpu` measures both.
   bool page_indices_mapped = false;
   // The page kernel's code (kLegacy: the kernel before the lean one, for `weft bench-gpu` to
-  // compare in one run) and grid: persistent (one wave of resident blocks looping over units,
-  // the default) or one block per unit.
+  // compare in one run) and grid: one block per unit (the default: 1-3 % faster on an H200,
+  // docs/performance.md) or persistent (one wave of resident blocks looping over units).
   PageKernelVariant page_kernel = PageKernelVariant::kLean;
-  bool page_grid_per_unit = false;
+  bool page_grid_per_unit = true;
+  // CopyPages: batches that fit (up to 8160 pages with indices below 2^16, or 4080 pages) carry
+  // their indices in the kernel's parameters instead of an upload (lean kernel, KV alignment
+  // and offsets below 4 GiB only). Where the driver refuses the launch, the upload is used and
+  // that is logged once.
+  bool page_indices_inline = false;
   CostModel model;
 };
 

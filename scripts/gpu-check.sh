@@ -75,7 +75,7 @@ if [ $SANITIZE = 1 ]; then
     # Memory accesses of the kernels only: API calls that fail by design (the peer-access probe's
     # AlreadyEnabled, the VMM-handle probe on cudaMalloc memory) are not reported.
     timeout 600 compute-sanitizer --tool memcheck --leak-check no --report-api-errors no --error-exitcode 3 \
-      "$B/bin/cuda_copy_test" --gtest_filter='*KvBatchIsOneKernelLaunch*:*OrderedOnTheCallersStream*:*KvBatchUnderAnSmBudget*:*CopyPagesOnTheCallersStream*:*CopyPagesRefusesBadInput*' \
+      "$B/bin/cuda_copy_test" --gtest_filter='*KvBatchIsOneKernelLaunch*:*OrderedOnTheCallersStream*:*KvBatchUnderAnSmBudget*:*CopyPagesOnTheCallersStream*:*CopyPagesRefusesBadInput*:*EveryKernelVariant*' \
       >"$OUTDIR/sanitizer.log" 2>&1
     rc=$?
     t1=$(date +%s%N)

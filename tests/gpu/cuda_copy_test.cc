@@ -556,10 +556,9 @@ TEST_F(CudaCopyTest, TwoGpusPeerCopies) {
 }
 
 // Every page-kernel variant (the lean kernel with one block per unit and with a persistent grid,
-// the lean kernel with the indices in its parameters, the legacy kernel) and each of the lean
-// kernel's instantiations: 16-byte aligned units with 32-bit offsets (the KV case), unaligned
-// bases and odd page sizes (any access width), extents past 4 GiB (64-bit offsets), indices past
-// 2^16 (the wide parameter layout). Transport-level calls, every destination byte compared.
+// with its index pairs read from mapped pinned memory or uploaded, the legacy kernel) and each of
+// the lean kernel's instantiations: 16-byte aligned units with 32-bit offsets (the KV case),
+// unaligned bases and odd page sizes (any access width), extents past 4 GiB (64-bit offsets). Transport-level calls, every destination byte compared.
 TEST_F(CudaCopyTest, CopyPagesEveryKernelVariantAndOffsetWidth) {
   uint64_t state = FreshSeed();
   SCOPED_TRACE(testing::Message() << "seed " << state);
@@ -570,17 +569,17 @@ TEST_F(CudaCopyTest, CopyPagesEveryKernelVariantAndOffsetWidth) {
   struct Variant {
     const char* name;
     transport::cuda::PageKernelVariant kernel;
-    bool per_unit, inline_idx;
-  } const variants[] = {{"lean, 1 block/unit", transport::cuda::PageKernelVariant::kLean, true, false},
-                        {"lean, persistent", transport::cuda::PageKernelVariant::kLean, false, false},
-                        {"lean, indices inline", transport::cuda::PageKernelVariant::kLean, true, true},
+    bool per_unit, mapped;
+  } const variants[] = {{"lean, 1 block/unit, mapped indices", transport::cuda::PageKernelVariant::kLean, true, true},
+                        {"lean, persistent", transport::cuda::PageKernelVariant::kLean, false, true},
+                        {"lean, uploaded indices", transport::cuda::PageKernelVariant::kLean, true, false},
                         {"legacy", transport::cuda::PageKernelVariant::kLegacy, false, false}};
   for (const Variant& v : variants) {
     SCOPED_TRACE(v.name);
     transport::cuda::CudaOptions co;
     co.page_kernel = v.kernel;
     co.page_grid_per_unit = v.per_unit;
-    co.page_indices_inline = v.inline_idx;
+    co.page_indices_mapped = v.mapped;
     auto ct = transport::cuda::CudaTransport::Create(co);
     ASSERT_TRUE(ct.ok()) << ct.status().ToString();
     struct Shape {

@@ -395,23 +395,24 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
     struct Variant {
       const char* name;
       transport::cuda::PageKernelVariant kernel;
-      bool per_unit, inline_idx;
-    } const variants[] = {{"lean", transport::cuda::PageKernelVariant::kLean, true, false},
-                          {"lean persistent", transport::cuda::PageKernelVariant::kLean, false, false},
-                          {"lean inline idx", transport::cuda::PageKernelVariant::kLean, true, true},
+      bool per_unit, mapped;
+    } const variants[] = {{"lean", transport::cuda::PageKernelVariant::kLean, true, true},
+                          {"lean uploaded idx", transport::cuda::PageKernelVariant::kLean, true, false},
+                          {"lean persistent", transport::cuda::PageKernelVariant::kLean, false, true},
                           {"legacy", transport::cuda::PageKernelVariant::kLegacy, false, false}};
     const uint64_t extent = (uint64_t{2} * kPages) * page;
     for (const Variant& v : variants) {
       transport::cuda::CudaOptions co;
       co.page_kernel = v.kernel;
       co.page_grid_per_unit = v.per_unit;
-      co.page_indices_inline = v.inline_idx;
+      co.page_indices_mapped = v.mapped;
       auto ct = transport::cuda::CudaTransport::Create(co);
       if (!ct.ok()) break;
       transport::PageCopy pc{transport::Endpoint{dst_base}, transport::Endpoint{src_base}, page, extent, extent, di, si};
       double t = MedianNanos(2, r, [&] { b.Check((*ct)->CopyPages(pc, nullptr, nullptr), "transport pages"); });
       b.Add({group, fmt::format("{} pages transport {}", name, v.name), total, Gbps(total, t), Gbps(total, large),
-             "GB/s", "one cudaMemcpyAsync", fmt::format("CudaTransport::CopyPages, {} kernel", v.name)});
+             "GB/s", "one cudaMemcpyAsync",
+             fmt::format("CudaTransport::CopyPages, {}, indices {}", v.name, v.mapped ? "read from mapped pinned memory" : "uploaded")});
     }
     // The page kernel alone (index pairs on the GPU, events), same variants: the GPU time
     // without upload, launch submit and synchronisation.
@@ -428,7 +429,7 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
       cudaEventCreate(&e0);
       cudaEventCreate(&e1);
       for (const Variant& v : variants) {
-        if (v.inline_idx) continue;  // its kernel alone is the lean kernel's
+        if (!v.mapped && v.kernel == transport::cuda::PageKernelVariant::kLean) continue;  // same kernel as "lean"
         transport::cuda::PageCopyParams pp{addr(dst_base), addr(src_base), page, static_cast<const uint32_t*>(didx),
                                            0, 0, 0, extent < (uint64_t{1} << 32)};
         const int per_sm = transport::cuda::PageKernelBlocksPerSm(v.kernel, pp.offsets32,
@@ -616,6 +617,29 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
             [&] { b.Check(engine.Copy(g2, g0, size), "GD(0)->GD(1)"); });
         b.Add({"nvlink", fmt::format("GD(0)->GD(1) {} MiB", size >> 20), size, Gbps(size, ours_back), Gbps(size, back),
                "GB/s", "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
+        if (size == (uint64_t{8} << 20)) {
+          // The push direction split the same way: raw cudaMemcpyAsync between the two mappings
+          // on a stream of GPU 0 (the GPU weft runs it on), and the transport alone.
+          auto [back_r, raw] = MedianPairNanos(
+              5, r,
+              [&] {
+                cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
+                cudaStreamSynchronize(stream);
+              },
+              [&] { baseline_copy(peer_seg->data(), dsegs[0]->data(), size); });
+          b.Add({"nvlink", "GD(0)->GD(1) 8 MiB raw on segments", size, Gbps(size, raw), Gbps(size, back_r), "GB/s",
+                 "cudaMemcpyPeerAsync", "cudaMemcpyAsync between the two mappings"});
+          transport::Endpoint d2{peer_seg->data()}, s0{dsegs[0]->data()};
+          auto [back_t, tr] = MedianPairNanos(
+              5, r,
+              [&] {
+                cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
+                cudaStreamSynchronize(stream);
+              },
+              [&] { b.Check(cuda->Copy(d2, s0, size), "transport GD(0)->GD(1)"); });
+          b.Add({"nvlink", "GD(0)->GD(1) 8 MiB transport", size, Gbps(size, tr), Gbps(size, back_t), "GB/s",
+                 "cudaMemcpyPeerAsync", "CudaTransport::Copy"});
+        }
       }
       // 4096 pages of 64 KiB, GPU 1 -> GPU 0, scattered, through CopyPages (GPU 0's SMs read over
       // the link), against one cudaMemcpyPeerAsync of the same bytes.

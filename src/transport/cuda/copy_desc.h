@@ -48,25 +48,6 @@ struct PageCopyParams {
 // spills), kept so that `weft bench-gpu` measures both in one run.
 enum class PageKernelVariant : uint8_t { kLean = 0, kLegacy = 1 };
 
-// A page batch small enough to travel in the kernel's parameters (CUDA 12.1+ allows 32764 bytes
-// of them on Volta and later): no upload, the launch carries the indices. Narrow: both index
-// ranges below 2^16, one word per page (dst | src << 16); wide: two words per page.
-inline constexpr uint32_t kInlineWords = 8160;
-struct PageInlineParams {
-  PageCopyParams p;  // p.pairs unused
-  uint32_t narrow;
-  uint32_t words[kInlineWords];
-};
-static_assert(sizeof(PageInlineParams) <= 32764, "kernel parameters are limited to 32764 bytes");
-
-// Whether `pages` pages whose largest indices are below dst_pages / src_pages fit inline, and how.
-// Returns 0 (no), 1 (narrow) or 2 (wide).
-WEFT_HOST_DEVICE inline int InlineLayout(uint64_t pages, uint64_t dst_pages, uint64_t src_pages) {
-  if (pages <= kInlineWords && dst_pages <= 65536 && src_pages <= 65536) return 1;
-  if (pages <= kInlineWords / 2) return 2;
-  return 0;
-}
-
 // The bytes one unit of the page kernel copies.
 struct PageUnit {
   uint64_t dst;

@@ -123,31 +123,6 @@ __global__ void __launch_bounds__(kCopyKernelThreads, kAligned ? kCopyKernelBloc
   }
 }
 
-// The lean kernel with the index pairs in its parameters (PageInlineParams: no upload before the
-// launch). Only for the KV case, 32-bit offsets and 16-byte aligned units. __grid_constant__:
-// the indexed reads go to the parameter bank (broadcast constant loads) instead of a per-thread
-// copy of 32 KiB of parameters.
-template <bool kNarrow>
-__global__ void __launch_bounds__(kCopyKernelThreads, kCopyKernelBlocksPerSm)
-    PageKernelInline(const __grid_constant__ PageInlineParams q) {
-  const PageCopyParams& p = q.p;
-  const uint32_t units = p.units;
-  for (uint32_t u = blockIdx.x; u < units; u += gridDim.x) {
-    const uint32_t page = PageOfUnit(p, u);
-    uint32_t di, si;
-    if (kNarrow) {
-      const uint32_t w = q.words[page];
-      di = w & 0xffff;
-      si = w >> 16;
-    } else {
-      di = q.words[2 * page];
-      si = q.words[2 * page + 1];
-    }
-    const PageUnit w = PageUnitAt32(p, u, page, di, si);
-    CopyVec16(reinterpret_cast<uint8_t*>(w.dst), reinterpret_cast<const uint8_t*>(w.src), w.len);
-  }
-}
-
 template <typename K>
 int Resident(K kernel) {
   int n = 0;
@@ -199,15 +174,6 @@ cudaError_t LaunchPageKernel(const PageCopyParams& params, uint32_t grid, cudaSt
     else
       PageKernelLean<false, false><<<grid, kCopyKernelThreads, 0, stream>>>(params);
   }
-  return cudaGetLastError();
-}
-
-cudaError_t LaunchPageKernelInline(const PageInlineParams& params, uint32_t grid, cudaStream_t stream) {
-  if (params.p.units == 0) return cudaSuccess;
-  if (params.narrow)
-    PageKernelInline<true><<<grid, kCopyKernelThreads, 0, stream>>>(params);
-  else
-    PageKernelInline<false><<<grid, kCopyKernelThreads, 0, stream>>>(params);
   return cudaGetLastError();
 }
 

@@ -24,11 +24,6 @@ const char* PageKernelVariantName(PageKernelVariant v);
 cudaError_t LaunchPageKernel(const PageCopyParams& params, uint32_t grid, cudaStream_t stream,
                              PageKernelVariant variant = PageKernelVariant::kLean);
 
-// Enqueues the page kernel with the indices in its parameters. Only for launches with
-// params.p.offsets32 set and PageUnitsAligned(params.p); the caller checks. Same error contract
-// (a driver without large kernel parameters fails the launch: use the upload then).
-cudaError_t LaunchPageKernelInline(const PageInlineParams& params, uint32_t grid, cudaStream_t stream);
-
 // Whether every unit of the launch starts 16-byte aligned at both ends and is a multiple of 16
 // bytes long (the lean kernel's fast instantiation).
 bool PageUnitsAligned(const PageCopyParams& params);

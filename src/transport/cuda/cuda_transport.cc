@@ -85,7 +85,6 @@ struct CudaTransport::Impl {
   std::unique_ptr<DeviceState[]> dev;
   std::atomic<uint64_t> ce_copies{0}, kernel_launches{0}, kernel_descs{0}, kernel_pages{0};
   mutable std::atomic<bool> logged_staged{false}, logged_pageable{false}, logged_green{false};
-  std::atomic<bool> inline_broken{false};  // a launch with the indices in its parameters failed
   std::mutex reg_mu;
   std::unordered_map<void*, uint64_t> registered;  // host ranges this transport pinned
   mutable std::mutex reach_mu;
@@ -749,37 +748,6 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
     im.kernel_launches.fetch_add(1, std::memory_order_relaxed);
     im.kernel_pages.fetch_add(n, std::memory_order_relaxed);
   };
-  // Indices in the launch's parameters (no upload) when asked for and they fit; the caller sets
-  // the launch fields first. Returns false when the upload path must run instead.
-  const int layout = InlineLayout(n, pc.dst_extent / pc.page_bytes, pc.src_extent / pc.page_bytes);
-  auto try_inline = [&](const DeviceState& ds, int sms, cudaStream_t stream, Status& s) {
-    if (!im.options.page_indices_inline || variant != PageKernelVariant::kLean || layout == 0 ||
-        im.inline_broken.load(std::memory_order_relaxed))
-      return false;
-    const uint32_t grid = set_launch(ds, sms);
-    if (!params.offsets32 || !PageUnitsAligned(params)) return false;
-    auto q = std::make_unique<PageInlineParams>();
-    q->p = params;
-    q->narrow = layout == 1;
-    const uint32_t* d = pc.dst_pages.data();
-    const uint32_t* sp = pc.src_pages.data();
-    if (q->narrow) {
-      for (size_t i = 0; i < n; ++i) q->words[i] = d[i] | sp[i] << 16;
-    } else {
-      for (size_t i = 0; i < n; ++i) {
-        q->words[2 * i] = d[i];
-        q->words[2 * i + 1] = sp[i];
-      }
-    }
-    s = CudaStatus(LaunchPageKernelInline(*q, grid, stream), "page kernel launch (indices in parameters)");
-    if (s.ok()) return true;
-    im.inline_broken.store(true);
-    WEFT_LOG_WARN("copy pages: a launch with the page indices in its parameters failed ({}); they are uploaded "
-                  "from now on", s.ToString());
-    s = OkStatus();
-    return false;
-  };
-
   if (stream_ptr) {
     // Caller's stream: a device buffer from the stream-ordered allocator, filled from a pageable
     // copy of the pairs (the runtime has consumed it when cudaMemcpyAsync returns), freed in order.
@@ -790,11 +758,6 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
       return Error(Code::kInvalidArgument, "copy pages: the stream belongs to GPU {} but the pages are copied by GPU {}; "
                    "pass a stream of GPU {}", sdev, p.device, p.device);
     WEFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(sdev), "cudaSetDevice"));
-    Status is;
-    if (try_inline(im.dev[sdev], im.dev[sdev].sm_count, stream, is)) {
-      count();
-      return ReleaseAfter(stream, std::move(release));
-    }
     std::vector<uint32_t> pairs(2 * n);
     interleave(pairs.data());
     void* buf = nullptr;
@@ -810,8 +773,9 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
     return ReleaseAfter(stream, std::move(release));
   }
 
-  // weft's own lane (in the green context when an SM budget is set): pairs staged in the lane's
-  // pinned buffer, one upload, one launch, one synchronisation.
+  // weft's own lane (in the green context when an SM budget is set): pairs written to the lane's
+  // pinned buffer, which the kernel reads over PCIe (page_indices_mapped, the default) or which
+  // is uploaded first; one launch, one synchronisation.
   WEFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(p.device), "cudaSetDevice"));
   im.MaybeGreen(p.device);
   DeviceState& ds = im.dev[p.device];
@@ -819,14 +783,7 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
   for (;;) {
     WEFT_ASSIGN_OR_RETURN(Lane * lane, im.Acquire(p.device, green));
     const int sms = green ? ds.green_sms : ds.sm_count;
-    Status s;
-    if (try_inline(ds, sms, lane->stream, s)) {
-      count();
-      Status sync = CudaStatus(cudaStreamSynchronize(lane->stream), "cudaStreamSynchronize");
-      im.Release(lane);
-      return sync;
-    }
-    s = im.ReserveIndices(lane, 2 * n);
+    Status s = im.ReserveIndices(lane, 2 * n);
     if (s.ok()) {
       interleave(lane->host_idx);
       if (!im.options.page_indices_mapped)

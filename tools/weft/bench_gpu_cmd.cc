@@ -4,10 +4,15 @@
 //   * KV batches (4096 pages of 16/64/256 KiB at scattered offsets, GD->GD and LD->LD) against
 //     one cudaMemcpyAsync per page, and against the large-copy bandwidth of the same bytes;
 //   * small-copy latency against cudaMemcpyAsync + stream synchronisation;
-//   * the same pages through Engine::CopyPages (bases + page indices, one launch), and the page
-//     kernel alone at several unit sizes;
+//   * the same pages through Engine::CopyPages (bases + page indices, one launch), through the
+//     transport with each page-kernel variant (lean / legacy, one block per unit / persistent,
+//     indices mapped / uploaded), and the page kernel alone (events) and with launch + sync;
 //   * the KV batch with the copy kernel held to 16 SMs (green context), when available;
-//   * with two GPUs: GD->GD across GPUs against cudaMemcpyPeerAsync, and a page batch over the link;
+//   * with two GPUs: GD->GD across GPUs against cudaMemcpyPeerAsync (8 MiB split into the raw copy
+//     between the same mappings and the transport alone), a page batch over the link, and the
+//     same copies with the GPU 1 segment owned by a second process (forked at start, fd passed);
+//   * a compute-bound GEMM (bench_gemm.cu) alone and with KV batches copied meanwhile, with the
+//     copy kernel on all SMs, on 16, and on 16 with the GEMM on the other SMs;
 //   * the cost model's inputs (copy-engine latency and submit time, kernel latency).
 // Prints a table and writes JSON (--json). Times are medians over --reps runs after warm-up;
 // each synchronous call is timed on the host clock (it returns after the GPU is done).

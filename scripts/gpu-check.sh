@@ -85,7 +85,7 @@ if [ $SANITIZE = 1 ]; then
     # Memory accesses of the kernels only: API calls that fail by design (the peer-access probe's
     # AlreadyEnabled, the VMM-handle probe on cudaMalloc memory) are not reported.
     timeout 600 compute-sanitizer --tool memcheck --leak-check no --report-api-errors no --error-exitcode 3 \
-      "$B/bin/cuda_copy_test" --gtest_filter='*KvBatchIsOneKernelLaunch*:*OrderedOnTheCallersStream*:*KvBatchUnderAnSmBudget*:*CopyPagesOnTheCallersStream*:*CopyPagesRefusesBadInput*' \
+      "$B/bin/cuda_copy_test" --gtest_filter='*KvBatchIsOneKernelLaunch*:*OrderedOnTheCallersStream*:*KvBatchUnderAnSmBudget*:*CopyPagesOnTheCallersStream*:*CopyPagesRefusesBadInput*:*EveryKernelVariant*' \
       >"$OUTDIR/sanitizer.log" 2>&1
     rc=$?
     t1=$(date +%s%N)
@@ -117,7 +117,13 @@ for r in rows:
         print("%-28s %-6s %7s  %.3fx large copy, %.1fx per-page memcpy (CopyBatch %.3fx)" % (
             "pages " + name.replace("4096x", ""), "ok" if r["ratio"] >= 0.9 else "below", "-", r["ratio"],
             pp.get("ratio", 0), old.get("ratio", 0)))
-    if r["group"] == "nvlink":
+    if r["group"] == "kv" and " pages transport " in r["case"] or (r["group"] == "kv" and " page kernel " in r["case"]):
+        print("%-28s %-6s %7s  %.3fx large copy (%s)" % (
+            r["case"].replace("4096x", "").replace("pages transport", "tr")[:28], "-", "-", r["ratio"], r["note"][:60]))
+    if r["group"] == "gemm":
+        print("%-28s %-6s %7s  %.3f (%.0f vs %.0f %s) %s" % (
+            r["case"][:28], "-", "-", r["ratio"], r["weft"], r["baseline"], r["unit"], r["note"][:40]))
+    if r["group"] in ("nvlink", "ipc"):
         print("%-28s %-6s %7s  %.3fx %s (%.0f vs %.0f GB/s)" % (
             r["case"][:28], "ok" if r["ratio"] >= 0.97 else "below", "-", r["ratio"], r["baseline_is"], r["weft"], r["baseline"]))
 PY
@@ -133,7 +139,7 @@ fi
 {
   echo
   echo "== bench (weft vs baseline in the same run; ratio > 1: weft better)"
-  [ -f "$OUTDIR/bench_gpu.log" ] && grep -E '^(GPU|group|pcie|kv|latency|model|kv-16sm|nvlink|nccl[a-z-]*) ' "$OUTDIR/bench_gpu.log"
+  [ -f "$OUTDIR/bench_gpu.log" ] && grep -E '^(GPU|group|pcie|kv|latency|model|kv-16sm|nvlink|ipc|gemm|nccl[a-z-]*) ' "$OUTDIR/bench_gpu.log"
   echo
   echo "== summary ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), $GPUS GPU(s))"
   printf '%-28s %-6s %7s  %s\n' step status time detail

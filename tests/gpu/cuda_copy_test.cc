@@ -14,6 +14,7 @@
 #include "mem/cuda/device_segment.h"
 #include "mem/host_segment.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "transport/cuda/copy_kernel.h"
 #include "transport/cuda/cuda_transport.h"
 
 namespace weft {
@@ -552,6 +553,78 @@ TEST_F(CudaCopyTest, TwoGpusPeerCopies) {
   std::vector<uint8_t> got = gputest::Read(local_dev_dst_->data(), kPages * kPage);
   for (uint32_t i = 0; i < kPages; ++i)
     ASSERT_EQ(std::memcmp(got.data() + d[i] * kPage, src_host.data() + sp[i] * kPage, kPage), 0) << "page " << i;
+}
+
+// Every page-kernel variant (the lean kernel with one block per unit and with a persistent grid,
+// with its index pairs read from mapped pinned memory or uploaded, the legacy kernel) and each of
+// the lean kernel's instantiations: 16-byte aligned units with 32-bit offsets (the KV case),
+// unaligned bases and odd page sizes (any access width), extents past 4 GiB (64-bit offsets). Transport-level calls, every destination byte compared.
+TEST_F(CudaCopyTest, CopyPagesEveryKernelVariantAndOffsetWidth) {
+  uint64_t state = FreshSeed();
+  SCOPED_TRACE(testing::Message() << "seed " << state);
+  // One buffer of 4 GiB + 64 bytes: sources in its first pages, destinations far up.
+  constexpr uint64_t kBigBytes = (uint64_t{16384} + 256) * (256 << 10) + 64;
+  gputest::DeviceBuffer big(kBigBytes);
+  ASSERT_NE(big.ptr, nullptr) << "4 GiB of device memory";
+  struct Variant {
+    const char* name;
+    transport::cuda::PageKernelVariant kernel;
+    bool per_unit, mapped;
+  } const variants[] = {{"lean, 1 block/unit, mapped indices", transport::cuda::PageKernelVariant::kLean, true, true},
+                        {"lean, persistent", transport::cuda::PageKernelVariant::kLean, false, true},
+                        {"lean, uploaded indices", transport::cuda::PageKernelVariant::kLean, true, false},
+                        {"legacy", transport::cuda::PageKernelVariant::kLegacy, false, false}};
+  for (const Variant& v : variants) {
+    SCOPED_TRACE(v.name);
+    transport::cuda::CudaOptions co;
+    co.page_kernel = v.kernel;
+    co.page_grid_per_unit = v.per_unit;
+    co.page_indices_mapped = v.mapped;
+    auto ct = transport::cuda::CudaTransport::Create(co);
+    ASSERT_TRUE(ct.ok()) << ct.status().ToString();
+    struct Shape {
+      uint64_t page;
+      uint32_t pages;
+      uint64_t src_skew, dst_skew;  // bytes added to each base
+      uint32_t dst_first;           // added to every destination index; non-zero: both ends in `big`
+    } const shapes[] = {{16 << 10, 3000, 0, 0, 0},      {64 << 10, 1000, 0, 0, 0},      {16 << 10, 500, 4, 4, 0},
+                        {1000 + 3, 2000, 7, 1, 0},      {(1 << 20) + 16, 40, 16, 0, 0}, {256 << 10, 256, 0, 0, 16384},
+                        {256 << 10, 256, 8, 8, 16384}, {16 << 10, 2000, 0, 0, 70000}};
+    for (const Shape& sh : shapes) {
+      SCOPED_TRACE(testing::Message() << sh.pages << " pages of " << sh.page << " B, skew " << sh.src_skew << "/"
+                                      << sh.dst_skew << ", destination indices from " << sh.dst_first);
+      const uint64_t bytes = sh.page * sh.pages;
+      const bool in_big = sh.dst_first != 0;
+      uint8_t* src = (in_big ? big.data() : local_dev_src_->data()) + sh.src_skew;
+      uint8_t* dst = (in_big ? big.data() : local_dev_dst_->data()) + sh.dst_skew;
+      ASSERT_LE(bytes + 64, in_big ? uint64_t{sh.dst_first} * sh.page : kHalf);
+      ASSERT_LE((uint64_t{sh.dst_first} + sh.pages) * sh.page + sh.dst_skew, in_big ? kBigBytes : kHalf);
+      std::vector<uint32_t> d(sh.pages), sp(sh.pages);
+      for (uint32_t i = 0; i < sh.pages; ++i) d[i] = sp[i] = i;
+      for (size_t i = sh.pages; i > 1; --i) {
+        std::swap(d[i - 1], d[SplitMix64(state) % i]);
+        std::swap(sp[i - 1], sp[SplitMix64(state) % i]);
+      }
+      for (uint32_t& x : d) x += sh.dst_first;
+      const uint64_t seed = SplitMix64(state);
+      gputest::Fill(src, bytes, seed);
+      uint8_t* dst_region = dst + uint64_t{sh.dst_first} * sh.page;
+      gputest::Poison(dst_region, bytes);
+      uint32_t dmax = 0, smax = 0;
+      for (uint32_t i = 0; i < sh.pages; ++i) dmax = std::max(dmax, d[i]), smax = std::max(smax, sp[i]);
+      transport::PageCopy pc{transport::Endpoint{dst}, transport::Endpoint{src}, sh.page, (uint64_t{dmax} + 1) * sh.page,
+                             (uint64_t{smax} + 1) * sh.page, d, sp};
+      Status st = (*ct)->CopyPages(pc, nullptr, nullptr);
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      std::vector<uint8_t> src_host(bytes);
+      FillRandom(src_host.data(), bytes, seed);
+      std::vector<uint8_t> got = gputest::Read(dst_region, bytes);
+      for (uint32_t i = 0; i < sh.pages; ++i)
+        ASSERT_EQ(std::memcmp(got.data() + (d[i] - sh.dst_first) * sh.page, src_host.data() + sp[i] * sh.page, sh.page), 0)
+            << "page " << i;
+      EXPECT_EQ((*ct)->stats().kernel_launches, 0u + (&sh - shapes) + 1);
+    }
+  }
 }
 
 class CudaGreenTest : public CudaCopyTest {

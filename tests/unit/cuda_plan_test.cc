@@ -151,13 +151,23 @@ TEST(PlanPagesTest, UnitsCoverEveryPageByteOnceAndKeepAlignment) {
     std::vector<uint8_t> src(pages * page), dst(pages * page, 0xA5), expect(pages * page);
     FillRandom(src.data(), src.size(), seed);
     for (uint64_t i = 0; i < pages; ++i) std::memcpy(expect.data() + d[i] * page, src.data() + s[i] * page, page);
-    PageCopyParams p{reinterpret_cast<uint64_t>(dst.data()), reinterpret_cast<uint64_t>(src.data()), page, d.data(),
-                     s.data(), pl.units, pl.chunk, pl.chunks_per_page};
+    std::vector<uint32_t> pairs(2 * pages);
+    for (uint32_t i = 0; i < pages; ++i) {
+      pairs[2 * i] = d[i];
+      pairs[2 * i + 1] = s[i];
+    }
+    // Extents below 2^32 here: the kernel's 32-bit arithmetic must agree with the 64-bit one.
+    PageCopyParams p{reinterpret_cast<uint64_t>(dst.data()), reinterpret_cast<uint64_t>(src.data()), page, pairs.data(),
+                     static_cast<uint32_t>(pl.units), pl.chunk, pl.chunks_per_page, 1};
     std::vector<uint32_t> writes(pages * page, 0);
     for (uint32_t u = 0; u < p.units; ++u) {
       const uint32_t pg = PageOfUnit(p, u);
       ASSERT_LT(pg, pages);
-      const PageUnit w = PageUnitAt(p, u, pg, d[pg], s[pg]);
+      const PageUnit w = PageUnitAt(p, u, pg, pairs[2 * pg], pairs[2 * pg + 1]);
+      const PageUnit w32 = PageUnitAt32(p, u, pg, pairs[2 * pg], pairs[2 * pg + 1]);
+      ASSERT_EQ(w.dst, w32.dst);
+      ASSERT_EQ(w.src, w32.src);
+      ASSERT_EQ(w.len, w32.len);
       ASSERT_GT(w.len, 0u);
       ASSERT_LE(w.len, pl.chunk);
       // A unit keeps the relative alignment of its page's ends (16-byte vectors stay usable).
@@ -194,6 +204,28 @@ TEST(PlanPagesTest, KvShapesAndLimits) {
   PageLaunch h = PlanPages(uint64_t{1} << 50, 1, 132, 8);
   EXPECT_GE(uint64_t{h.chunk} * h.chunks_per_page, uint64_t{1} << 50);
   EXPECT_EQ(h.chunk % 16, 0u);
+}
+
+TEST(PlanPagesTest, ThirtyTwoBitOffsetsAgreeUpToTheirLimit) {
+  // The largest extents the transport gives the 32-bit kernel: just below 2^32 at each end.
+  // Addresses only (nothing is copied), checked against the 64-bit arithmetic.
+  const uint64_t dst_base = 0x7f0000000000ull, src_base = 0x7e0000000000ull;
+  for (uint64_t page : {uint64_t{16} << 10, uint64_t{256} << 10, uint64_t{1} << 20, uint64_t{100000}}) {
+    const uint32_t max_index = static_cast<uint32_t>(((uint64_t{1} << 32) - 1) / page - 1);
+    ASSERT_LT((uint64_t{max_index} + 1) * page, uint64_t{1} << 32);
+    const PageLaunch pl = PlanPages(page, 4, 132, 8);
+    const uint32_t pairs[8] = {max_index, 0, 0, max_index, max_index / 2, max_index - 1, 7, max_index};
+    PageCopyParams p{dst_base, src_base, page, pairs, static_cast<uint32_t>(pl.units), pl.chunk, pl.chunks_per_page, 1};
+    for (uint32_t u = 0; u < p.units; ++u) {
+      const uint32_t pg = PageOfUnit(p, u);
+      const PageUnit w = PageUnitAt(p, u, pg, pairs[2 * pg], pairs[2 * pg + 1]);
+      const PageUnit w32 = PageUnitAt32(p, u, pg, pairs[2 * pg], pairs[2 * pg + 1]);
+      EXPECT_EQ(w.dst, w32.dst) << page << " unit " << u;
+      EXPECT_EQ(w.src, w32.src) << page << " unit " << u;
+      EXPECT_EQ(w.len, w32.len) << page << " unit " << u;
+      EXPECT_LT(w.dst + w.len - dst_base, uint64_t{1} << 32);
+    }
+  }
 }
 
 TEST(CostModelTest, SingleCopiesTakeTheCopyEngineAndKvBatchesTheKernel) {

@@ -4,10 +4,15 @@
 //   * KV batches (4096 pages of 16/64/256 KiB at scattered offsets, GD->GD and LD->LD) against
 //     one cudaMemcpyAsync per page, and against the large-copy bandwidth of the same bytes;
 //   * small-copy latency against cudaMemcpyAsync + stream synchronisation;
-//   * the same pages through Engine::CopyPages (bases + page indices, one launch), and the page
-//     kernel alone at several unit sizes;
+//   * the same pages through Engine::CopyPages (bases + page indices, one launch), through the
+//     transport with each page-kernel variant (lean / legacy, one block per unit / persistent,
+//     indices mapped / uploaded), and the page kernel alone (events) and with launch + sync;
 //   * the KV batch with the copy kernel held to 16 SMs (green context), when available;
-//   * with two GPUs: GD->GD across GPUs against cudaMemcpyPeerAsync, and a page batch over the link;
+//   * with two GPUs: GD->GD across GPUs against cudaMemcpyPeerAsync (8 MiB split into the raw copy
+//     between the same mappings and the transport alone), a page batch over the link, and the
+//     same copies with the GPU 1 segment owned by a second process (forked at start, fd passed);
+//   * a compute-bound GEMM (bench_gemm.cu) alone and with KV batches copied meanwhile, with the
+//     copy kernel on all SMs, on 16, and on 16 with the GEMM on the other SMs;
 //   * the cost model's inputs (copy-engine latency and submit time, kernel latency).
 // Prints a table and writes JSON (--json). Times are medians over --reps runs after warm-up;
 // each synchronous call is timed on the host clock (it returns after the GPU is done).
@@ -33,6 +38,13 @@
 #include "mem/cuda/device_segment.h"
 #include "transport/cuda/copy_kernel.h"
 #include "transport/cuda/cuda_transport.h"
+#include "net/unix_socket.h"
+#include "tools/weft/bench_gemm.h"
+#include "wire/control.h"
+
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #endif
 
 namespace weft::tools {
@@ -68,6 +80,26 @@ double MedianNanos(int warmup, int reps, F&& f) {
   return t[t.size() / 2];
 }
 
+// Medians of a and b measured in alternation (a, b, a, b, ...), so that drift of the machine
+// (clocks, other tenants) touches both alike.
+template <typename A, typename B>
+std::pair<double, double> MedianPairNanos(int warmup, int reps, A&& a, B&& b) {
+  for (int i = 0; i < warmup; ++i) a(), b();
+  std::vector<double> ta, tb;
+  for (int i = 0; i < reps; ++i) {
+    uint64_t t0 = NowNanos();
+    a();
+    uint64_t t1 = NowNanos();
+    b();
+    uint64_t t2 = NowNanos();
+    ta.push_back(static_cast<double>(t1 - t0));
+    tb.push_back(static_cast<double>(t2 - t1));
+  }
+  std::sort(ta.begin(), ta.end());
+  std::sort(tb.begin(), tb.end());
+  return {ta[ta.size() / 2], tb[tb.size() / 2]};
+}
+
 double Gbps(uint64_t bytes, double ns) { return ns > 0 ? static_cast<double>(bytes) / ns : 0; }
 
 #define BENCH_CUDA(expr)                                                                   \
@@ -99,7 +131,119 @@ struct Bench {
   }
 };
 
+// A second process for the cross-process rows: it owns a device segment on a GPU the bench asks
+// for and passes its fd over a socketpair, as a same-node peer of a pool does. Forked before this
+// process makes any CUDA call (CUDA does not survive fork); it touches CUDA only when asked.
+Status SendText(int fd, const std::string& text, std::vector<int> fds = {}) {
+  std::vector<uint8_t> payload(text.begin(), text.end());
+  auto frame = wire::MakeFrame(wire::MessageType::kHeartbeat, payload);
+  if (!frame.ok()) return frame.status();
+  return net::SendAll(fd, *frame, fds, Deadline::After(std::chrono::seconds(60)));
+}
+
+Result<net::ReceivedFrame> RecvText(int fd, net::FrameReader& reader) {
+  for (;;) {
+    auto next = reader.Next();
+    if (!next.ok()) return next.status();
+    if (next->has_value()) return std::move(**next);
+    auto r = reader.ReadOnce(fd);
+    if (!r.ok()) return r.status();
+    if (*r == net::FrameReader::ReadState::kClosed) return Error(Code::kPeerDown, "the other process closed the socket");
+    if (*r == net::FrameReader::ReadState::kWouldBlock) usleep(1000);
+  }
+}
+
+std::string TextOf(const net::ReceivedFrame& f) { return std::string(f.payload.begin(), f.payload.end()); }
+
+// The helper's loop: "segment <device> <bytes>" -> "fd <bytes>" with the fd attached (or "none"
+// / "error ..."); "quit" or a closed socket ends it.
+int PeerHelperMain(int sock) {
+  net::FrameReader reader;
+  std::vector<std::unique_ptr<mem::cuda::DeviceSegment>> keep;
+  for (;;) {
+    auto msg = RecvText(sock, reader);
+    if (!msg.ok()) return 0;
+    const std::string text = TextOf(*msg);
+    int device = -1;
+    unsigned long long bytes = 0;
+    if (std::sscanf(text.c_str(), "segment %d %llu", &device, &bytes) != 2) return 0;
+    auto n = mem::cuda::Probe();
+    if (!n.ok() || device >= *n) {
+      (void)SendText(sock, "none");
+      continue;
+    }
+    auto seg = mem::cuda::DeviceSegment::Create(device, bytes);
+    if (!seg.ok()) {
+      (void)SendText(sock, "error " + seg.status().ToString());
+      continue;
+    }
+    cudaMemset((*seg)->data(), 5, (*seg)->size());
+    cudaDeviceSynchronize();
+    auto fd = (*seg)->ExportFd();
+    if (!fd.ok()) {
+      (void)SendText(sock, "error " + fd.status().ToString());
+      continue;
+    }
+    (void)SendText(sock, fmt::format("fd {}", (*seg)->size()), {*fd});
+    close(*fd);
+    keep.push_back(std::move(*seg));
+  }
+}
+
+struct PeerHelper {
+  pid_t pid = -1;
+  int sock = -1;
+  net::FrameReader reader;
+
+  static PeerHelper Start() {
+    PeerHelper h;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return h;
+    const pid_t pid = fork();
+    if (pid == 0) {
+      close(sv[0]);
+      _exit(PeerHelperMain(sv[1]));
+    }
+    close(sv[1]);
+    if (pid < 0) {
+      close(sv[0]);
+      return h;
+    }
+    h.pid = pid;
+    h.sock = sv[0];
+    return h;
+  }
+  // A segment of `bytes` on `device` owned by the helper, imported here for GPU `here`.
+  Result<std::unique_ptr<mem::cuda::DeviceSegment>> Segment(int device, uint64_t bytes, int here) {
+    if (pid <= 0) return Error(Code::kUnavailable, "no helper process");
+    WEFT_RETURN_IF_ERROR(SendText(sock, fmt::format("segment {} {}", device, bytes)));
+    WEFT_ASSIGN_OR_RETURN(net::ReceivedFrame f, RecvText(sock, reader));
+    unsigned long long size = 0;
+    if (std::sscanf(TextOf(f).c_str(), "fd %llu", &size) != 1 || f.fds.empty())
+      return Error(Code::kUnavailable, "helper process: {}", TextOf(f));
+    return mem::cuda::DeviceSegment::Import(f.fds[0].Release(), size, here);
+  }
+  ~PeerHelper() {
+    if (sock >= 0) {
+      (void)SendText(sock, "quit");
+      close(sock);
+    }
+    if (pid > 0) {
+      int status = 0;
+      waitpid(pid, &status, 0);
+    }
+  }
+  PeerHelper() = default;
+  PeerHelper(PeerHelper&& o) noexcept : pid(o.pid), sock(o.sock) {
+    o.pid = -1;
+    o.sock = -1;
+  }
+  PeerHelper& operator=(PeerHelper&&) = delete;
+};
+
 int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
+  // Before any CUDA call: a forked process must not inherit an initialised CUDA.
+  PeerHelper helper = PeerHelper::Start();
   auto n = mem::cuda::Probe();
   if (!n.ok()) {
     fmt::print("weft bench-gpu: skipped: {}\n", n.status().message());
@@ -250,41 +394,60 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
     b.Add({group, name + " pages vs large", total, Gbps(total, pages), Gbps(total, large), "GB/s",
            "one cudaMemcpyAsync", "Engine::CopyPages"});
     if (&eng != &engine) return;
-    // The transport's CopyPages alone (ends resolved beforehand), with the indices uploaded (the
-    // default) and read by the kernel from mapped pinned memory.
-    for (bool mapped : {false, true}) {
+    // The transport's CopyPages alone (ends resolved beforehand, as the engine hands them over),
+    // for each page-kernel variant and grid: the default (lean kernel, persistent grid), the lean
+    // kernel with one block per unit, and the kernel before it (legacy).
+    struct Variant {
+      const char* name;
+      transport::cuda::PageKernelVariant kernel;
+      bool per_unit, mapped;
+    } const variants[] = {{"lean", transport::cuda::PageKernelVariant::kLean, true, true},
+                          {"lean uploaded idx", transport::cuda::PageKernelVariant::kLean, true, false},
+                          {"lean persistent", transport::cuda::PageKernelVariant::kLean, false, true},
+                          {"legacy", transport::cuda::PageKernelVariant::kLegacy, false, false}};
+    const uint64_t extent = (uint64_t{2} * kPages) * page;
+    for (const Variant& v : variants) {
       transport::cuda::CudaOptions co;
-      co.page_indices_mapped = mapped;
+      co.page_kernel = v.kernel;
+      co.page_grid_per_unit = v.per_unit;
+      co.page_indices_mapped = v.mapped;
       auto ct = transport::cuda::CudaTransport::Create(co);
       if (!ct.ok()) break;
-      transport::PageCopy pc{transport::Endpoint{dst_base}, transport::Endpoint{src_base}, page,
-                             (uint64_t{2} * kPages) * page, (uint64_t{2} * kPages) * page, di, si};
+      transport::PageCopy pc{transport::Endpoint{dst_base}, transport::Endpoint{src_base}, page, extent, extent, di, si};
       double t = MedianNanos(2, r, [&] { b.Check((*ct)->CopyPages(pc, nullptr, nullptr), "transport pages"); });
-      b.Add({group, name + (mapped ? " pages mapped idx" : " pages transport"), total, Gbps(total, t), Gbps(total, large),
-             "GB/s", "one cudaMemcpyAsync", mapped ? "CudaTransport::CopyPages, indices read over PCIe" : "CudaTransport::CopyPages"});
+      b.Add({group, fmt::format("{} pages transport {}", name, v.name), total, Gbps(total, t), Gbps(total, large),
+             "GB/s", "one cudaMemcpyAsync",
+             fmt::format("CudaTransport::CopyPages, {}, indices {}", v.name, v.mapped ? "read from mapped pinned memory" : "uploaded")});
     }
-    // The page kernel alone (indices on the GPU, events), at several unit sizes: what the
-    // default (kPageChunkDefault) gives up against other choices.
+    // The page kernel alone (index pairs on the GPU, events), same variants: the GPU time
+    // without upload, launch submit and synchronisation.
     {
-      std::vector<uint32_t> both(di);
-      both.insert(both.end(), si.begin(), si.end());
+      std::vector<uint32_t> pairs(2 * kPages);
+      for (size_t i = 0; i < kPages; ++i) {
+        pairs[2 * i] = di[i];
+        pairs[2 * i + 1] = si[i];
+      }
       void* didx = nullptr;
-      if (cudaMalloc(&didx, both.size() * 4) != cudaSuccess) return;
-      cudaMemcpy(didx, both.data(), both.size() * 4, cudaMemcpyHostToDevice);
+      if (cudaMalloc(&didx, pairs.size() * 4) != cudaSuccess) return;
+      cudaMemcpy(didx, pairs.data(), pairs.size() * 4, cudaMemcpyHostToDevice);
       cudaEvent_t e0, e1;
       cudaEventCreate(&e0);
       cudaEventCreate(&e1);
-      for (uint32_t chunk : {uint32_t{16} << 10, transport::cuda::kPageChunkDefault, uint32_t{64} << 10, uint32_t{256} << 10}) {
-        if (chunk > page && chunk != transport::cuda::kPageChunkDefault) continue;
-        const auto pl = transport::cuda::PlanPages(page, kPages, prop.multiProcessorCount,
-                                                   transport::cuda::kCopyKernelBlocksPerSm, chunk);
+      for (const Variant& v : variants) {
+        if (!v.mapped && v.kernel == transport::cuda::PageKernelVariant::kLean) continue;  // same kernel as "lean"
         transport::cuda::PageCopyParams pp{addr(dst_base), addr(src_base), page, static_cast<const uint32_t*>(didx),
-                                           static_cast<const uint32_t*>(didx) + kPages, pl.units, pl.chunk,
-                                           pl.chunks_per_page};
+                                           0, 0, 0, extent < (uint64_t{1} << 32)};
+        const int per_sm = transport::cuda::PageKernelBlocksPerSm(v.kernel, pp.offsets32,
+                                                                  transport::cuda::PageUnitsAligned(pp));
+        const auto pl = transport::cuda::PlanPages(page, kPages, prop.multiProcessorCount, std::min(per_sm, 8));
+        pp.units = static_cast<uint32_t>(pl.units);
+        pp.chunk = pl.chunk;
+        pp.chunks_per_page = pl.chunks_per_page;
+        const uint32_t grid = v.per_unit ? pp.units : pl.grid;
         std::vector<double> times;
         for (int i = 0; i < r + 2; ++i) {
           cudaEventRecord(e0, stream);
-          transport::cuda::LaunchPageKernel(pp, pl.grid, stream);
+          transport::cuda::LaunchPageKernel(pp, grid, stream, v.kernel);
           cudaEventRecord(e1, stream);
           cudaEventSynchronize(e1);
           float ms = 0;
@@ -292,9 +455,19 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
           if (i >= 2) times.push_back(ms * 1e6);
         }
         std::sort(times.begin(), times.end());
-        b.Add({group, fmt::format("{} page kernel {}KiB units", name, pl.chunk >> 10), total,
-               Gbps(total, times[times.size() / 2]), Gbps(total, large), "GB/s", "one cudaMemcpyAsync",
-               fmt::format("{} blocks, events{}", pl.grid, chunk == transport::cuda::kPageChunkDefault ? ", default" : "")});
+        b.Add({group, fmt::format("{} page kernel {}", name, v.name), total, Gbps(total, times[times.size() / 2]),
+               Gbps(total, large), "GB/s", "one cudaMemcpyAsync",
+               fmt::format("{} blocks, {} resident/SM, {}KiB units, events", grid, per_sm, pl.chunk >> 10)});
+        if (&v != &variants[0]) continue;
+        // The default kernel launched and waited for on the host clock, indices already on the
+        // GPU: the fixed cost of launch and synchronisation without the upload.
+        double ls = MedianNanos(2, r, [&] {
+          transport::cuda::LaunchPageKernel(pp, grid, stream, v.kernel);
+          cudaStreamSynchronize(stream);
+        });
+        b.Add({group, fmt::format("{} page kernel+launch+sync", name), total, Gbps(total, ls), Gbps(total, large), "GB/s",
+               "one cudaMemcpyAsync", fmt::format("host clock; {:.1f} us vs {:.1f} us for the large copy", ls / 1000,
+                                                  large / 1000)});
       }
       cudaEventDestroy(e0);
       cudaEventDestroy(e1);
@@ -406,21 +579,72 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
       const uint64_t g2 = layout.Encode({gva::Medium::kDevice, 2, 0});
       const uint64_t g0 = layout.Encode({gva::Medium::kDevice, 0, 0});
       for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
-        const int r = std::max(5, reps / 2);
-        double base = MedianNanos(2, r, [&] {
-          cudaMemcpyPeerAsync(ld, 0, p1, 1, size, stream);
-          cudaStreamSynchronize(stream);
-        });
-        double ours = MedianNanos(2, r, [&] { b.Check(engine.Copy(g0, g2, size), "GD(1)->GD(0)"); });
+        // 8 MiB calls take ~30 µs: many alternated repetitions, so that 1 µs differences show.
+        const int r = size <= (8u << 20) ? 200 : std::max(5, reps / 2);
+        auto [base, ours] = MedianPairNanos(
+            5, r,
+            [&] {
+              cudaMemcpyPeerAsync(ld, 0, p1, 1, size, stream);
+              cudaStreamSynchronize(stream);
+            },
+            [&] { b.Check(engine.Copy(g0, g2, size), "GD(1)->GD(0)"); });
         b.Add({"nvlink", fmt::format("GD(1)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base), "GB/s",
                "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
-        double back = MedianNanos(2, r, [&] {
-          cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
-          cudaStreamSynchronize(stream);
-        });
-        double ours_back = MedianNanos(2, r, [&] { b.Check(engine.Copy(g2, g0, size), "GD(0)->GD(1)"); });
+        if (size == (uint64_t{8} << 20)) {
+          // Where an 8 MiB call's time goes: the same bytes between the same two mappings by a
+          // raw cudaMemcpyAsync (the driver's cost of VMM memory against cudaMalloc memory), and
+          // the transport alone (the engine's resolution and pins left out).
+          double raw = MedianNanos(5, r, [&] { baseline_copy(dsegs[0]->data(), peer_seg->data(), size); });
+          b.Add({"nvlink", "GD(1)->GD(0) 8 MiB raw on segments", size, Gbps(size, raw), Gbps(size, base), "GB/s",
+                 "cudaMemcpyPeerAsync", "cudaMemcpyAsync between the two mappings"});
+          transport::Endpoint d0{dsegs[0]->data()}, s2{peer_seg->data()};
+          double tr = MedianNanos(5, r, [&] { b.Check(cuda->Copy(d0, s2, size), "transport GD(1)->GD(0)"); });
+          // Just below the engine's split size (8 MiB): the inline path of Engine::Copy instead
+          // of a job, same link.
+          auto [base_m, ours_m] = MedianPairNanos(
+              5, r,
+              [&] {
+                cudaMemcpyPeerAsync(ld, 0, p1, 1, size - 4096, stream);
+                cudaStreamSynchronize(stream);
+              },
+              [&] { b.Check(engine.Copy(g0, g2, size - 4096), "GD(1)->GD(0) 8 MiB - 4 KiB"); });
+          b.Add({"nvlink", "GD(1)->GD(0) 8 MiB-4KiB", size - 4096, Gbps(size - 4096, ours_m), Gbps(size - 4096, base_m),
+                 "GB/s", "cudaMemcpyPeerAsync", "below EngineOptions::split_bytes: inline Engine::Copy"});
+          b.Add({"nvlink", "GD(1)->GD(0) 8 MiB transport", size, Gbps(size, tr), Gbps(size, base), "GB/s",
+                 "cudaMemcpyPeerAsync", "CudaTransport::Copy"});
+        }
+        auto [back, ours_back] = MedianPairNanos(
+            5, r,
+            [&] {
+              cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
+              cudaStreamSynchronize(stream);
+            },
+            [&] { b.Check(engine.Copy(g2, g0, size), "GD(0)->GD(1)"); });
         b.Add({"nvlink", fmt::format("GD(0)->GD(1) {} MiB", size >> 20), size, Gbps(size, ours_back), Gbps(size, back),
                "GB/s", "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
+        if (size == (uint64_t{8} << 20)) {
+          // The push direction split the same way: raw cudaMemcpyAsync between the two mappings
+          // on a stream of GPU 0 (the GPU weft runs it on), and the transport alone.
+          auto [back_r, raw] = MedianPairNanos(
+              5, r,
+              [&] {
+                cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
+                cudaStreamSynchronize(stream);
+              },
+              [&] { baseline_copy(peer_seg->data(), dsegs[0]->data(), size); });
+          b.Add({"nvlink", "GD(0)->GD(1) 8 MiB raw on segments", size, Gbps(size, raw), Gbps(size, back_r), "GB/s",
+                 "cudaMemcpyPeerAsync", "cudaMemcpyAsync between the two mappings"});
+          transport::Endpoint d2{peer_seg->data()}, s0{dsegs[0]->data()};
+          auto [back_t, tr] = MedianPairNanos(
+              5, r,
+              [&] {
+                cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
+                cudaStreamSynchronize(stream);
+              },
+              [&] { b.Check(cuda->Copy(d2, s0, size), "transport GD(0)->GD(1)"); });
+          b.Add({"nvlink", "GD(0)->GD(1) 8 MiB transport", size, Gbps(size, tr), Gbps(size, back_t), "GB/s",
+                 "cudaMemcpyPeerAsync", "CudaTransport::Copy"});
+        }
       }
       // 4096 pages of 64 KiB, GPU 1 -> GPU 0, scattered, through CopyPages (GPU 0's SMs read over
       // the link), against one cudaMemcpyPeerAsync of the same bytes.
@@ -442,7 +666,192 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
              "cudaMemcpyPeerAsync (one copy)", "Engine::CopyPages"});
       table.Detach({gva::Medium::kDevice, 2, 0}, false);
     }
+    // Two processes: GD on GPU 1 owned by the helper process (its device segment's fd passed
+    // over the socketpair and imported here), to and from GD on GPU 0 (this process's own
+    // segment), against cudaMemcpyPeerAsync between cudaMalloc buffers of this process.
+    auto other = helper.Segment(1, 256ull << 20, 0);
+    if (!other.ok()) {
+      b.Check(other.status(), "segment of the helper process");
+    } else {
+      b.Check(table.Attach({gva::Medium::kDevice, 3, 0}, (*other)->data(), (*other)->size(), false, "rank3", [] {}),
+              "attach the helper's segment");
+      const uint64_t g3 = layout.Encode({gva::Medium::kDevice, 3, 0});
+      const uint64_t g0 = layout.Encode({gva::Medium::kDevice, 0, 0});
+      for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
+        const int r = size <= (8u << 20) ? 200 : std::max(5, reps / 2);
+        auto [base, ours] = MedianPairNanos(
+            5, r,
+            [&] {
+              cudaMemcpyPeerAsync(ld, 0, p1, 1, size, stream);
+              cudaStreamSynchronize(stream);
+            },
+            [&] { b.Check(engine.Copy(g0, g3, size), "GD(1, other process)->GD(0)"); });
+        b.Add({"ipc", fmt::format("GD(1,proc 2)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base),
+               "GB/s", "cudaMemcpyPeerAsync", "segment of another process, fd passed"});
+        auto [back, ours_back] = MedianPairNanos(
+            5, r,
+            [&] {
+              cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
+              cudaStreamSynchronize(stream);
+            },
+            [&] { b.Check(engine.Copy(g3, g0, size), "GD(0)->GD(1, other process)"); });
+        b.Add({"ipc", fmt::format("GD(0)->GD(1,proc 2) {} MiB", size >> 20), size, Gbps(size, ours_back),
+               Gbps(size, back), "GB/s", "cudaMemcpyPeerAsync", "segment of another process, fd passed"});
+      }
+      table.Detach({gva::Medium::kDevice, 3, 0}, false);
+    }
     cudaFree(p1);
+  }
+
+  // 4c. A compute-bound GEMM alone, then with KV page batches (CopyPages, 4096 x 16 KiB GD->GD)
+  // copied over and over while it runs: by an engine whose copy kernel may use every SM, and by
+  // one held to 16 SMs. Reported: the GEMM's slowdown and the KV bandwidth during the GEMM
+  // against the same engine's KV bandwidth alone.
+  {
+    constexpr int kDim = 4096, kGemms = 3;
+    const size_t mat = size_t{kDim} * kDim * sizeof(float);
+    float *ga = nullptr, *gb = nullptr, *gc = nullptr;
+    BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&ga), mat));
+    BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&gb), mat));
+    BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&gc), mat));
+    BENCH_CUDA(cudaMemset(ga, 0x3c, mat));  // ~0.01 in every element
+    BENCH_CUDA(cudaMemset(gb, 0x3c, mat));
+    cudaStream_t gs;
+    BENCH_CUDA(cudaStreamCreateWithFlags(&gs, cudaStreamNonBlocking));
+    cudaEvent_t g0, g1;
+    cudaEventCreate(&g0);
+    cudaEventCreate(&g1);
+    auto gemms = [&] {
+      cudaEventRecord(g0, gs);
+      for (int i = 0; i < kGemms; ++i) LaunchBenchGemm(ga, gb, gc, kDim, kDim, kDim, gs);
+      cudaEventRecord(g1, gs);
+    };
+    auto gemm_us = [&] {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, g0, g1);
+      return ms * 1000.0;
+    };
+    std::vector<double> alone;
+    for (int i = 0; i < 5; ++i) {
+      gemms();
+      cudaEventSynchronize(g1);
+      if (i >= 1) alone.push_back(gemm_us());
+    }
+    std::sort(alone.begin(), alone.end());
+    const double gemm_alone = alone[alone.size() / 2];
+    const double tflops = 2.0 * kDim * kDim * double(kDim) * kGemms / (gemm_alone * 1e-6) / 1e12;
+    b.Add({"gemm", fmt::format("{}x GEMM {}^3 FP32 alone", kGemms, kDim), 0, gemm_alone, 0, "us", "",
+           fmt::format("{:.1f} TFLOP/s", tflops)});
+
+    constexpr size_t kPages = 4096;
+    const uint64_t page = 16 << 10, total = kPages * page;
+    std::vector<uint32_t> di(kPages), si(kPages);
+    for (uint32_t i = 0; i < kPages; ++i) di[i] = si[i] = 2 * i;
+    for (size_t i = kPages; i > 1; --i) {
+      std::swap(di[i - 1], di[SplitMix64(state) % i]);
+      std::swap(si[i - 1], si[SplitMix64(state) % i]);
+    }
+    const uint64_t dbase = layout.Encode({gva::Medium::kDevice, 1, 0}), sbase = layout.Encode({gva::Medium::kDevice, 0, 0});
+    engine::EngineOptions go = eo;
+    go.cuda_kernel_sms = 16;
+    engine::Engine budget(go, table, metrics);
+    auto* bc = dynamic_cast<transport::cuda::CudaTransport*>(budget.FindTransport("cuda"));
+    const bool green_on = bc && bc->green_context_active(0);
+    struct Who {
+      engine::Engine* eng;
+      std::string name;
+    } const whos[] = {{&engine, "all SMs"}, {&budget, green_on ? fmt::format("{} SMs", bc->kernel_sms(0)) : "16 SMs (no green ctx: all)"}};
+    for (const Who& w : whos) {
+      const int r = std::max(5, reps / 2);
+      double kv_alone = MedianNanos(2, r, [&] { b.Check(w.eng->CopyPages(dbase, sbase, page, di, si), "kv alone"); });
+      std::vector<std::pair<double, double>> runs;  // (GEMM µs, KV GB/s)
+      for (int i = 0; i < 3; ++i) {
+        gemms();
+        uint64_t batches = 0;
+        const uint64_t t0 = NowNanos();
+        while (cudaEventQuery(g1) == cudaErrorNotReady) {
+          b.Check(w.eng->CopyPages(dbase, sbase, page, di, si), "kv during gemm");
+          ++batches;
+        }
+        const uint64_t t1 = NowNanos();
+        (void)cudaGetLastError();
+        runs.emplace_back(gemm_us(), Gbps(batches * total, static_cast<double>(t1 - t0)));
+      }
+      std::sort(runs.begin(), runs.end());
+      const auto [gemm_with, kv_with] = runs[runs.size() / 2];
+      b.Add({"gemm", fmt::format("GEMM with KV, copy kernel {}", w.name), 0, gemm_with, gemm_alone, "us",
+             "GEMM alone", fmt::format("GEMM {:.2f}x slower", gemm_with / gemm_alone)});
+      b.Add({"gemm", fmt::format("KV during GEMM, {}", w.name), total, kv_with, Gbps(total, kv_alone), "GB/s",
+             "same engine, no GEMM", "Engine::CopyPages 4096x16KiB GD->GD, back to back"});
+    }
+    // The budget as an application would use it: the GEMM on the SMs the copy kernel does not
+    // have (a green context over the rest of the split), the KV batches on their 16.
+    CUgreenCtx rest_ctx = nullptr;
+    cudaStream_t rest_stream = nullptr;
+    int rest_sms = 0;
+    if (auto api = mem::cuda::LoadDriverApi(); api.ok() && (*api)->has_green_contexts() && green_on) {
+      const auto& d = **api;
+      CUdevice cu = 0;
+      CUdevResource all{}, part{}, rest{};
+      unsigned groups = 1;
+      CUdevResourceDesc desc = nullptr;
+      CUstream cs = nullptr;
+      if (d.DeviceGet(&cu, 0) == CUDA_SUCCESS && d.DeviceGetDevResource(cu, &all, CU_DEV_RESOURCE_TYPE_SM) == CUDA_SUCCESS &&
+          d.DevSmResourceSplitByCount(&part, &groups, &all, &rest, 0, 16) == CUDA_SUCCESS &&
+          d.DevResourceGenerateDesc(&desc, &rest, 1) == CUDA_SUCCESS &&
+          d.GreenCtxCreate(&rest_ctx, desc, cu, CU_GREEN_CTX_DEFAULT_STREAM) == CUDA_SUCCESS &&
+          d.GreenCtxStreamCreate(&cs, rest_ctx, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS) {
+        rest_stream = reinterpret_cast<cudaStream_t>(cs);
+        rest_sms = static_cast<int>(rest.sm.smCount);
+      }
+      (void)cudaGetLastError();
+    }
+    if (rest_stream) {
+      auto rest_gemms = [&] {
+        cudaEventRecord(g0, rest_stream);
+        for (int i = 0; i < kGemms; ++i) LaunchBenchGemm(ga, gb, gc, kDim, kDim, kDim, rest_stream);
+        cudaEventRecord(g1, rest_stream);
+      };
+      std::vector<double> ra;
+      for (int i = 0; i < 4; ++i) {
+        rest_gemms();
+        cudaEventSynchronize(g1);
+        if (i >= 1) ra.push_back(gemm_us());
+      }
+      std::sort(ra.begin(), ra.end());
+      const double rest_alone = ra[ra.size() / 2];
+      b.Add({"gemm", fmt::format("GEMM on the other {} SMs alone", rest_sms), 0, rest_alone, gemm_alone, "us",
+             "GEMM alone, all SMs", "green context over the SMs the copy kernel does not use"});
+      const int r = std::max(5, reps / 2);
+      double kv_alone = MedianNanos(2, r, [&] { b.Check(budget.CopyPages(dbase, sbase, page, di, si), "kv alone"); });
+      std::vector<std::pair<double, double>> runs;
+      for (int i = 0; i < 3; ++i) {
+        rest_gemms();
+        uint64_t batches = 0;
+        const uint64_t t0 = NowNanos();
+        while (cudaEventQuery(g1) == cudaErrorNotReady) {
+          b.Check(budget.CopyPages(dbase, sbase, page, di, si), "kv during gemm");
+          ++batches;
+        }
+        const uint64_t t1 = NowNanos();
+        (void)cudaGetLastError();
+        runs.emplace_back(gemm_us(), Gbps(batches * total, static_cast<double>(t1 - t0)));
+      }
+      std::sort(runs.begin(), runs.end());
+      const auto [gemm_with, kv_with] = runs[runs.size() / 2];
+      b.Add({"gemm", fmt::format("GEMM({} SMs) with KV(16 SMs)", rest_sms), 0, gemm_with, rest_alone, "us",
+             "the same GEMM alone", fmt::format("GEMM {:.2f}x slower", gemm_with / rest_alone)});
+      b.Add({"gemm", "KV(16 SMs) during GEMM on the rest", total, kv_with, Gbps(total, kv_alone), "GB/s",
+             "same engine, no GEMM", "Engine::CopyPages 4096x16KiB GD->GD, back to back"});
+      cudaStreamDestroy(rest_stream);
+      (*mem::cuda::LoadDriverApi())->GreenCtxDestroy(rest_ctx);
+    }
+    cudaEventDestroy(g0);
+    cudaEventDestroy(g1);
+    cudaStreamDestroy(gs);
+    cudaFree(ga);
+    cudaFree(gb);
+    cudaFree(gc);
   }
 
   // 5. The cost model's inputs, for docs/gpu.md and CostModel's defaults.

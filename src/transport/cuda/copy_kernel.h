@@ -18,7 +18,19 @@ inline constexpr int kCopyKernelBlocksPerSm = 8;  // 2048 threads per SM: full o
 // error (configuration errors only; faults surface at the next synchronisation).
 cudaError_t LaunchCopyKernel(const DeviceCopyDesc* descs, uint32_t count, uint32_t grid, cudaStream_t stream);
 
-// Enqueues the page kernel (index lists already in device memory). Same error contract.
-cudaError_t LaunchPageKernel(const PageCopyParams& params, uint32_t grid, cudaStream_t stream);
+const char* PageKernelVariantName(PageKernelVariant v);
+
+// Enqueues the page kernel (index pairs already in device memory). Same error contract.
+cudaError_t LaunchPageKernel(const PageCopyParams& params, uint32_t grid, cudaStream_t stream,
+                             PageKernelVariant variant = PageKernelVariant::kLean);
+
+// Whether every unit of the launch starts 16-byte aligned at both ends and is a multiple of 16
+// bytes long (the lean kernel's fast instantiation).
+bool PageUnitsAligned(const PageCopyParams& params);
+
+// Blocks of the page kernel instantiation that a launch with these properties uses, resident at
+// once on one SM of the current device: a persistent grid larger than sms × this would run its
+// last blocks as a second wave. 0 when CUDA cannot say. Ask once per device, not per call.
+int PageKernelBlocksPerSm(PageKernelVariant variant, bool offsets32, bool aligned);
 
 }  // namespace weft::transport::cuda

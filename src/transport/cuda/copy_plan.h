@@ -92,7 +92,9 @@ uint32_t ChooseGrid(uint64_t descs, int sms, int blocks_per_sm);
 // The launch of the page kernel for `pages` pages of `page_bytes` (Engine::CopyPages). Pages up
 // to max_chunk bytes are one unit each; longer pages are cut into units of max_chunk bytes (a
 // multiple of 16, so every unit keeps the page's alignment) so that several blocks share a page.
-// The grid is persistent (ChooseGrid). Pure arithmetic: O(1) in the number of pages.
+// `grid` is persistent (ChooseGrid over blocks_per_sm resident blocks); the transport launches one
+// block per unit instead unless CudaOptions::page_grid_per_unit is off. Pure arithmetic: O(1) in
+// the number of pages.
 // 256 KiB: measured on an H200 (bench-gpu, 4096 pages), whole 64 KiB pages ran the kernel at
 // 0.81x the large copy against 0.78x in 32 KiB units, whole 256 KiB pages at 0.87x against 0.78x.
 inline constexpr uint32_t kPageChunkDefault = 256 << 10;

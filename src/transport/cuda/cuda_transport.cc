@@ -28,6 +28,9 @@ struct EndInfo {
   int dev = -1;          // its GPU
   bool pinned = false;   // host memory the GPU can DMA (cudaHostRegister / cudaMallocHost)
   bool mapped = false;   // host memory the SMs can address at the same pointer
+  // CUDA's process-wide unique id of the allocation (never reused after a free), 0 if unknown:
+  // the key under which a reachability answer may be kept across calls.
+  uint64_t buffer_id = 0;
 };
 
 // True when [p, p+len) starts and ends in memory this process may read: a cheap guard so that a
@@ -68,6 +71,9 @@ struct DeviceState {
   bool green_broken = false;  // a launch on the green stream failed: run unrestricted
   CUgreenCtx green = nullptr;
   int green_sms = 0;
+  // Resident blocks per SM of each page-kernel instantiation [variant][offsets32][aligned]
+  // (asked once at Create: the persistent grid must fit in one wave).
+  int page_blocks[2][2][2] = {};
 };
 
 }  // namespace
@@ -81,6 +87,8 @@ struct CudaTransport::Impl {
   mutable std::atomic<bool> logged_staged{false}, logged_pageable{false}, logged_green{false};
   std::mutex reg_mu;
   std::unordered_map<void*, uint64_t> registered;  // host ranges this transport pinned
+  mutable std::mutex reach_mu;
+  mutable std::unordered_map<uint64_t, bool> reach;  // (buffer id, runner GPU) -> SMs may access
 
   ~Impl() {
     mem::cuda::DeviceGuard guard;
@@ -117,15 +125,24 @@ struct CudaTransport::Impl {
     CUdeviceptr start = 0;
     size_t size = 0;
     void* devptr = nullptr;
+    unsigned long long buffer_id = 0;
     CUpointer_attribute attrs[] = {CU_POINTER_ATTRIBUTE_MEMORY_TYPE, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
                                    CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, CU_POINTER_ATTRIBUTE_RANGE_SIZE,
-                                   CU_POINTER_ATTRIBUTE_IS_MANAGED, CU_POINTER_ATTRIBUTE_DEVICE_POINTER};
-    void* data[] = {&type, &ordinal, &start, &size, &managed, &devptr};
-    // Memory CUDA does not know gets default (null) values and CUDA_SUCCESS.
-    if (api->PointerGetAttributes(6, attrs, data, reinterpret_cast<CUdeviceptr>(p)) != CUDA_SUCCESS) {
+                                   CU_POINTER_ATTRIBUTE_IS_MANAGED, CU_POINTER_ATTRIBUTE_DEVICE_POINTER,
+                                   CU_POINTER_ATTRIBUTE_BUFFER_ID};
+    void* data[] = {&type, &ordinal, &start, &size, &managed, &devptr, &buffer_id};
+    // Memory CUDA does not know gets default (null) values and CUDA_SUCCESS. Should a driver
+    // refuse the buffer id for some memory, ask again without it (no reachability cache then).
+    const auto at = reinterpret_cast<CUdeviceptr>(p);
+    if (api->PointerGetAttributes(7, attrs, data, at) != CUDA_SUCCESS) {
       (void)cudaGetLastError();
-      return out;
+      buffer_id = 0;
+      if (api->PointerGetAttributes(6, attrs, data, at) != CUDA_SUCCESS) {
+        (void)cudaGetLastError();
+        return out;
+      }
     }
+    out.info.buffer_id = buffer_id;
     if (type == CU_MEMORYTYPE_DEVICE || type == CU_MEMORYTYPE_UNIFIED || (managed & 0xff)) {
       out.info.device = true;
       out.info.dev = ordinal;
@@ -220,10 +237,10 @@ struct CudaTransport::Impl {
       if (s.dev == d.dev) {
         p.link = Link::kSameDevice;
         p.kernel_ok = true;
-      } else if (CanReach(d.dev, s.dev, it.src.mapped)) {
+      } else if (CanReach(d.dev, s.dev, it.src.mapped, s.buffer_id)) {
         p.link = Link::kPeerDevice;
         p.kernel_ok = true;
-      } else if (CanReach(s.dev, d.dev, it.dst.mapped)) {
+      } else if (CanReach(s.dev, d.dev, it.dst.mapped, d.buffer_id)) {
         // The destination's GPU may not touch the source (a device segment of this process grants
         // access to its own GPU only), but the source's GPU may write the destination (a peer's
         // imported segment grants this GPU access): push from there.
@@ -256,7 +273,28 @@ struct CudaTransport::Impl {
   }
 
   // Whether GPU `runner`'s SMs may access device memory at p that lives on another GPU.
-  bool CanReach(int runner, int home, const uint8_t* p) const {
+  // buffer_id: CUDA's unique id of p's allocation (0: unknown), under which the answer is kept.
+  bool CanReach(int runner, int home, const uint8_t* p, uint64_t buffer_id) const {
+    // The answer for one allocation is kept under its buffer id: CUDA never reuses an id within
+    // a process, so a freed allocation's entry can never answer for memory allocated later at
+    // the same address (nothing is kept by address; docs/gpu.md). What it assumes: the access
+    // list of a VMM mapping does not change after weft first asks (weft's device segments set it
+    // once, when they are mapped). This saves three driver calls per copy between GPUs.
+    const uint64_t key = buffer_id ? buffer_id * 64 + static_cast<uint64_t>(runner & 63) : 0;
+    if (key) {
+      std::lock_guard lock(reach_mu);
+      if (auto it = reach.find(key); it != reach.end()) return it->second;
+    }
+    const bool ok = AskReach(runner, home, p);
+    if (key) {
+      std::lock_guard lock(reach_mu);
+      if (reach.size() >= 4096) reach.clear();  // allocations come and go: bound the memory
+      reach.emplace(key, ok);
+    }
+    return ok;
+  }
+
+  bool AskReach(int runner, int home, const uint8_t* p) const {
     CUmemLocation loc{};
     loc.type = CU_MEM_LOCATION_TYPE_DEVICE;
     loc.id = runner;
@@ -427,6 +465,12 @@ Result<std::unique_ptr<CudaTransport>> CudaTransport::Create(const CudaOptions& 
       ds.peer[j] = e == cudaSuccess || e == cudaErrorPeerAccessAlreadyEnabled;
     }
     (void)cudaGetLastError();  // AlreadyEnabled is not an error worth keeping
+    for (int v = 0; v < 2; ++v)
+      for (int o = 0; o < 2; ++o)
+        for (int a = 0; a < 2; ++a) {
+          const int b = PageKernelBlocksPerSm(static_cast<PageKernelVariant>(v), o, a);
+          ds.page_blocks[v][o][a] = b > 0 ? std::min(b, kCopyKernelBlocksPerSm) : kCopyKernelBlocksPerSm;
+        }
   }
   WEFT_LOG_INFO("cuda path: {} GPU(s), copy kernel SM budget {}", n, options.kernel_sms);
   return std::unique_ptr<CudaTransport>(new CudaTransport(std::move(impl)));
@@ -674,27 +718,43 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
                  "of that GPU or a peer with access, or mapped pinned host memory: copy these pages with CopyBatch",
                  p.device, LinkName(p.link));
   mem::cuda::DeviceGuard guard;
-  PageCopyParams params{reinterpret_cast<uint64_t>(pc.dst.mapped), reinterpret_cast<uint64_t>(pc.src.mapped),
-                        pc.page_bytes, nullptr, nullptr, 0, 0, 0};
-  const size_t idx_bytes = n * sizeof(uint32_t);
   if (PlanPages(pc.page_bytes, n, 1, 1).units > UINT32_MAX)
     return Error(Code::kInvalidArgument, "copy pages: {} pages of {} bytes make 2^32 kernel units or more; split the batch",
                  n, pc.page_bytes);
-  auto set_launch = [&](int sms) {
-    const PageLaunch pl = PlanPages(pc.page_bytes, n, sms, kCopyKernelBlocksPerSm);
+  PageCopyParams params{reinterpret_cast<uint64_t>(pc.dst.mapped), reinterpret_cast<uint64_t>(pc.src.mapped),
+                        pc.page_bytes, nullptr, 0, 0, 0, 0};
+  // Offsets in 32 bits when both extents stay below 2^32 (then so does every page offset).
+  params.offsets32 = pc.dst_extent < (uint64_t{1} << 32) && pc.src_extent < (uint64_t{1} << 32);
+  const PageKernelVariant variant = im.options.page_kernel;
+  const size_t pair_bytes = n * 2 * sizeof(uint32_t);
+  auto set_launch = [&](const DeviceState& ds, int sms) {
+    // Blocks per SM: what this instantiation keeps resident (a second wave would be a tail).
+    const int per_sm = ds.page_blocks[static_cast<int>(variant)][params.offsets32][PageUnitsAligned(params)];
+    const PageLaunch pl = PlanPages(pc.page_bytes, n, sms, per_sm);
     params.chunk = pl.chunk;
     params.chunks_per_page = pl.chunks_per_page;
-    params.units = pl.units;
+    params.units = static_cast<uint32_t>(pl.units);
+    // One block per unit instead of a persistent grid: the hardware hands out units as blocks
+    // finish (bench-gpu compares both; gridDim.x stops at 2^31 - 1).
+    if (im.options.page_grid_per_unit) return static_cast<uint32_t>(std::min<uint64_t>(pl.units, INT32_MAX));
     return pl.grid;
+  };
+  // The kernel reads (dst, src) pairs: one 8-byte load per unit.
+  auto interleave = [&](uint32_t* out) {
+    const uint32_t* d = pc.dst_pages.data();
+    const uint32_t* s = pc.src_pages.data();
+    for (size_t i = 0; i < n; ++i) {
+      out[2 * i] = d[i];
+      out[2 * i + 1] = s[i];
+    }
   };
   auto count = [&] {
     im.kernel_launches.fetch_add(1, std::memory_order_relaxed);
     im.kernel_pages.fetch_add(n, std::memory_order_relaxed);
   };
-
   if (stream_ptr) {
-    // Caller's stream: a device buffer from the stream-ordered allocator, filled from the caller's
-    // lists (pageable: the runtime has copied them when cudaMemcpyAsync returns), freed in order.
+    // Caller's stream: a device buffer from the stream-ordered allocator, filled from a pageable
+    // copy of the pairs (the runtime has consumed it when cudaMemcpyAsync returns), freed in order.
     auto stream = static_cast<cudaStream_t>(stream_ptr);
     int sdev = -1;
     WEFT_RETURN_IF_ERROR(CudaStatus(cudaStreamGetDevice(stream, &sdev), "cudaStreamGetDevice (is this a live stream of this process?)"));
@@ -702,45 +762,42 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
       return Error(Code::kInvalidArgument, "copy pages: the stream belongs to GPU {} but the pages are copied by GPU {}; "
                    "pass a stream of GPU {}", sdev, p.device, p.device);
     WEFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(sdev), "cudaSetDevice"));
-    std::vector<uint32_t> both(2 * n);
-    std::memcpy(both.data(), pc.dst_pages.data(), idx_bytes);
-    std::memcpy(both.data() + n, pc.src_pages.data(), idx_bytes);
+    std::vector<uint32_t> pairs(2 * n);
+    interleave(pairs.data());
     void* buf = nullptr;
-    WEFT_RETURN_IF_ERROR(CudaStatus(cudaMallocAsync(&buf, 2 * idx_bytes, stream), "cudaMallocAsync (page indices)"));
-    Status s = CudaStatus(cudaMemcpyAsync(buf, both.data(), 2 * idx_bytes, cudaMemcpyHostToDevice, stream),
+    WEFT_RETURN_IF_ERROR(CudaStatus(cudaMallocAsync(&buf, pair_bytes, stream), "cudaMallocAsync (page indices)"));
+    Status s = CudaStatus(cudaMemcpyAsync(buf, pairs.data(), pair_bytes, cudaMemcpyHostToDevice, stream),
                           "cudaMemcpyAsync (page indices)");
-    params.dst_pages = static_cast<const uint32_t*>(buf);
-    params.src_pages = params.dst_pages + n;
-    const uint32_t grid = set_launch(im.dev[sdev].sm_count);
-    if (s.ok()) s = CudaStatus(LaunchPageKernel(params, grid, stream), "page kernel launch");
+    params.pairs = static_cast<const uint32_t*>(buf);
+    const uint32_t grid = set_launch(im.dev[sdev], im.dev[sdev].sm_count);
+    if (s.ok()) s = CudaStatus(LaunchPageKernel(params, grid, stream, variant), "page kernel launch");
     cudaFreeAsync(buf, stream);
     WEFT_RETURN_IF_ERROR(s);
     count();
     return ReleaseAfter(stream, std::move(release));
   }
 
-  // weft's own lane (in the green context when an SM budget is set): indices staged in the
-  // lane's pinned buffer, one upload, one launch, one synchronisation.
+  // weft's own lane (in the green context when an SM budget is set): pairs written to the lane's
+  // pinned buffer, which the kernel reads over PCIe (page_indices_mapped, the default) or which
+  // is uploaded first; one launch, one synchronisation.
   WEFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(p.device), "cudaSetDevice"));
   im.MaybeGreen(p.device);
   DeviceState& ds = im.dev[p.device];
   bool green = ds.green != nullptr && !ds.green_broken;
   for (;;) {
     WEFT_ASSIGN_OR_RETURN(Lane * lane, im.Acquire(p.device, green));
+    const int sms = green ? ds.green_sms : ds.sm_count;
     Status s = im.ReserveIndices(lane, 2 * n);
     if (s.ok()) {
-      std::memcpy(lane->host_idx, pc.dst_pages.data(), idx_bytes);
-      std::memcpy(lane->host_idx + n, pc.src_pages.data(), idx_bytes);
+      interleave(lane->host_idx);
       if (!im.options.page_indices_mapped)
-        s = CudaStatus(cudaMemcpyAsync(lane->dev_idx, lane->host_idx, 2 * idx_bytes, cudaMemcpyHostToDevice, lane->stream),
+        s = CudaStatus(cudaMemcpyAsync(lane->dev_idx, lane->host_idx, pair_bytes, cudaMemcpyHostToDevice, lane->stream),
                        "cudaMemcpyAsync (page indices)");
     }
     // cudaMallocHost memory is mapped at the same address (unified addressing).
-    const uint32_t* idx = im.options.page_indices_mapped ? lane->host_idx : lane->dev_idx;
-    params.dst_pages = idx;
-    params.src_pages = idx + n;
-    const uint32_t grid = set_launch(green ? ds.green_sms : ds.sm_count);
-    if (s.ok()) s = CudaStatus(LaunchPageKernel(params, grid, lane->stream), "page kernel launch");
+    params.pairs = im.options.page_indices_mapped ? lane->host_idx : lane->dev_idx;
+    const uint32_t grid = set_launch(ds, sms);
+    if (s.ok()) s = CudaStatus(LaunchPageKernel(params, grid, lane->stream, variant), "page kernel launch");
     if (s.ok()) count();
     // Whatever was enqueued must finish before the lane (and its staging) is reused.
     Status sync = CudaStatus(cudaStreamSynchronize(lane->stream), "cudaStreamSynchronize");

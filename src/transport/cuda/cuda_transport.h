@@ -29,10 +29,16 @@ struct CudaOptions {
   uint32_t kernel_sms = 0;
   // Internal copy-engine streams per GPU a batch spreads its copies over.
   uint32_t streams_per_batch = 4;
-  // CopyPages without a stream: the page kernel reads the index lists straight from the lane's
-  // pinned (mapped) staging buffer over PCIe instead of after an upload. Off by default; `weft
-  // bench-gpu` measures both.
-  bool page_indices_mapped = false;
+  // CopyPages without a stream: the page kernel reads the index pairs straight from the lane's
+  // pinned (mapped) staging buffer over PCIe instead of after an upload (with one block per
+  // unit, each block reads its one pair while the SM's other blocks copy). `weft bench-gpu`
+  // measures both.
+  bool page_indices_mapped = true;
+  // The page kernel's code (kLegacy: the kernel before the lean one, for `weft bench-gpu` to
+  // compare in one run) and grid: one block per unit (the default: 1-3 % faster on an H200,
+  // docs/performance.md) or persistent (one wave of resident blocks looping over units).
+  PageKernelVariant page_kernel = PageKernelVariant::kLean;
+  bool page_grid_per_unit = true;
   CostModel model;
 };
 

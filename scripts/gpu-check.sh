@@ -129,6 +129,21 @@ for r in rows:
 PY
 )
   fi
+  # Device buffers over tcp (the transfer engine's pipelined staging) against host buffers in the
+  # same run, and `weft bench` (host directions, then the device ones where a GPU is).
+  t0=$(date +%s%N)
+  timeout 300 "$B/bin/weft" bench-trans --location cuda:0 --rounds 5 >>"$OUTDIR/bench_gpu.log" 2>&1
+  rc=$?
+  t1=$(date +%s%N)
+  while IFS= read -r line; do SUMMARY+=("$line"); done < <(grep -E '^[0-9]+x[0-9]+[KM] +cuda' "$OUTDIR/bench_gpu.log" |
+    awk '{printf "%-28s %-6s %7s  %s GB/s, %s a host buffer\n", "trans " $1 " " $3 " cuda", "-", "-", $6, $7}')
+  record "weft bench-trans cuda:0" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" "device vs host buffers over tcp"
+  t0=$(date +%s%N)
+  timeout 300 "$B/bin/weft" bench --quick --no-progress --max 16MiB >"$OUTDIR/bench.log" 2>&1
+  rc=$?
+  t1=$(date +%s%N)
+  record "weft bench --quick" "$([ $rc = 0 ] && grep -q 'device paths (' "$OUTDIR/bench.log" && echo ok || echo FAIL)" \
+    "$(secs "$t0" "$t1")" "host directions, then the device paths"
   if [ "$GPUS" -ge 2 ] && [ -f scripts/nccl_baseline.py ]; then
     timeout 300 python3 scripts/nccl_baseline.py >>"$OUTDIR/bench_gpu.log" 2>&1
     rc=$?

@@ -209,6 +209,8 @@ Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, tr
       if (!p.ok()) return p.status().Annotate(which);
       pin = std::move(*p);
       ep = Endpoint{pin.ptr(), addr, loc->rank};
+      ep.device = pin.device();  // a device slice's GPU, known at attach: no driver query
+      ep.mapping_id = pin.mapping_id();
       remote = remote || !pin.local();
       other_node = other_node || pin.ptr() == nullptr;
       return OkStatus();
@@ -354,32 +356,40 @@ void Engine::Start(const std::shared_ptr<CopyJob>& job, bool caller_helps) {
 }
 
 Status Engine::Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir, Deadline deadline) {
-  if (len < options_.split_bytes) {
-    // Small copies run inline on the caller's thread: no job, no queue, no allocation. Their
-    // latency is sampled (1 in 16): two clock reads cost as much as a 4 KiB memcpy here.
-    const bool sample = copies_->Add() % 16 == 0;
-    const uint64_t t0 = sample ? NowNanos() : 0;
-    auto resolved = Resolve(CopyRequest{dst, src, len}, dir);
-    if (!resolved.ok()) {
-      failures_->Add();
-      return resolved.status();
-    }
-    if (deadline.expired()) {
-      failures_->Add();
-      return Error(Code::kTimeout, "the deadline passed before the copy started");
-    }
-    Status s = len ? resolved->path->Copy(resolved->dst, resolved->src, len) : OkStatus();
-    bytes_->Add(len);
-    if (sample) latency_ns_->Observe(NowNanos() - t0);
-    return s;
+  // Copies run inline on the caller's thread (no job, no queue, no allocation) unless they are
+  // large copies on a CPU path, which are split over the copy threads. Latency is sampled for
+  // small copies (1 in 16): two clock reads cost as much as a 4 KiB memcpy here.
+  const bool large = len >= options_.split_bytes;
+  const bool sample = large || sample_tick_.fetch_add(1, std::memory_order_relaxed) % 16 == 0;
+  const uint64_t t0 = sample ? NowNanos() : 0;
+  auto resolved = Resolve(CopyRequest{dst, src, len}, dir);
+  if (!resolved.ok()) {
+    copies_->Add();
+    failures_->Add();
+    return resolved.status();
   }
-  const uint64_t t0 = NowNanos();
-  CopyRequest r{dst, src, len};
-  auto job = Plan({&r, 1}, dir, deadline);
-  Start(job, /*caller_helps=*/true);
-  job->WaitUntil(Deadline::Never());  // the caller ran pieces itself; others are in flight
-  latency_ns_->Observe(NowNanos() - t0);
-  return job->results()[0];
+  if (large && !resolved->path->batches()) {
+    // Split over the copy threads; Plan resolves again (nothing next to the copy) and counts it.
+    resolved = Error(Code::kInternal, "released");  // drop the pins before Plan takes its own
+    CopyRequest r{dst, src, len};
+    auto job = Plan({&r, 1}, dir, deadline);
+    Start(job, /*caller_helps=*/true);
+    job->WaitUntil(Deadline::Never());  // the caller ran pieces itself; others are in flight
+    latency_ns_->Observe(NowNanos() - t0);
+    return job->results()[0];
+  }
+  // A device or network path takes a large copy whole (it spreads it over its own streams or
+  // lanes): splitting it here would only add a job's set-up to its latency.
+  copies_->Add();
+  if (deadline.expired()) {
+    failures_->Add();
+    return Error(Code::kTimeout, "the deadline passed before the copy started");
+  }
+  Status s = len ? resolved->path->Copy(resolved->dst, resolved->src, len) : OkStatus();
+  if (s.ok()) bytes_->Add(len);
+  else failures_->Add();
+  if (sample) latency_ns_->Observe(NowNanos() - t0);
+  return s;
 }
 
 CopyHandle Engine::CopyAsync(uint64_t dst, uint64_t src, uint64_t len, Direction dir, Deadline deadline) {

@@ -4,6 +4,7 @@
 // log_paths every copy logs its path.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <span>
@@ -154,6 +155,7 @@ class Engine {
   std::string no_device_reason_;  // why the cuda path is absent (empty when it is present)
   WorkerPool pool_;
   Counter* copies_;
+  std::atomic<uint64_t> sample_tick_{0};  // picks the small copies whose latency is sampled
   Counter* bytes_;
   Counter* failures_;
   Histogram* latency_ns_;

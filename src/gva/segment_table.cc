@@ -17,7 +17,7 @@ SegmentTable::Slot& SegmentTable::slot(Location loc) const {
 }
 
 Status SegmentTable::Attach(Location loc, uint8_t* base, uint64_t size, bool local, std::string peer_name,
-                            std::function<void()> release) {
+                            std::function<void()> release, int device) {
   if (loc.rank >= layout_.max_ranks()) return Error(Code::kOutOfRange, "rank {} >= max_ranks {}", loc.rank, layout_.max_ranks());
   if (size > layout_.rank_stride())
     return Error(Code::kOutOfRange, "slice of {} bytes exceeds the rank stride {}", size, layout_.rank_stride());
@@ -28,6 +28,8 @@ Status SegmentTable::Attach(Location loc, uint8_t* base, uint64_t size, bool loc
   s.base = base;
   s.size = size;
   s.local = local;
+  s.device = device;
+  s.mapping_id = ++attaches_;
   s.peer_name = std::move(peer_name);
   s.release = std::move(release);
   s.state.store(kUp);  // publishes base/size to Resolve
@@ -72,6 +74,8 @@ Result<SegmentTable::Pin> SegmentTable::Resolve(uint64_t gva, uint64_t len) cons
                  loc->rank, MediumName(loc->medium), s.size);
   pin.ptr_ = s.base ? s.base + loc->offset : nullptr;  // null: reachable only over the network
   pin.local_ = s.local;
+  pin.device_ = s.device;
+  pin.mapping_id_ = s.mapping_id;
   return pin;
 }
 
@@ -91,6 +95,8 @@ SegmentTable::Pin& SegmentTable::Pin::operator=(Pin&& o) noexcept {
     counter_ = o.counter_;
     ptr_ = o.ptr_;
     local_ = o.local_;
+    device_ = o.device_;
+    mapping_id_ = o.mapping_id_;
     o.counter_ = nullptr;
   }
   return *this;

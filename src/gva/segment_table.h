@@ -26,9 +26,11 @@ class SegmentTable {
 
   // A slice is reachable at `base` (size bytes); a null base means it is not mapped here and
   // only a network transport reaches it (Pin::ptr() is then null). `release` runs once the slice is detached and
-  // no copy uses it (it unmaps). ALREADY_EXISTS if the slot is attached.
+  // no copy uses it (it unmaps). ALREADY_EXISTS if the slot is attached. `device`: the CUDA
+  // device whose memory backs a device slice mapped here (-1: unknown or host memory); copies
+  // then need not ask the driver what the memory is.
   Status Attach(Location slot, uint8_t* base, uint64_t size, bool local, std::string peer_name,
-                std::function<void()> release);
+                std::function<void()> release, int device = -1);
   // Marks the slot down (`dead` chooses the message later copies get), waits for pinned copies
   // to finish, then runs the release. No-op for an empty slot.
   void Detach(Location slot, bool dead);
@@ -36,17 +38,26 @@ class SegmentTable {
   class Pin {
    public:
     Pin() = default;
-    Pin(Pin&& o) noexcept : counter_(o.counter_), ptr_(o.ptr_), local_(o.local_) { o.counter_ = nullptr; }
+    Pin(Pin&& o) noexcept
+        : counter_(o.counter_), ptr_(o.ptr_), local_(o.local_), device_(o.device_), mapping_id_(o.mapping_id_) {
+      o.counter_ = nullptr;
+    }
     Pin& operator=(Pin&& o) noexcept;
     ~Pin();
     uint8_t* ptr() const { return ptr_; }
     bool local() const { return local_; }  // the slice is this process's own
+    int device() const { return device_; }  // CUDA device of a device slice, -1 if not known
+    // Unique per attach within this table (never reused): what a transport may key what it
+    // learned about the mapping by (it outlives no detach).
+    uint64_t mapping_id() const { return mapping_id_; }
 
    private:
     friend class SegmentTable;
     std::atomic<int64_t>* counter_ = nullptr;
     uint8_t* ptr_ = nullptr;
     bool local_ = false;
+    int device_ = -1;
+    uint64_t mapping_id_ = 0;
   };
 
   // The mapped address of [gva, gva+len). INVALID_ADDRESS outside the pool or in a slot no peer
@@ -65,6 +76,8 @@ class SegmentTable {
     uint8_t* base = nullptr;
     uint64_t size = 0;
     bool local = false;
+    int device = -1;
+    uint64_t mapping_id = 0;
     std::string peer_name;
     std::function<void()> release;
   };
@@ -72,6 +85,7 @@ class SegmentTable {
 
   Layout layout_;
   mutable std::mutex attach_mu_;  // serialises Attach/Detach; Resolve takes no lock
+  uint64_t attaches_ = 0;         // under attach_mu_: the last mapping id given
   std::unique_ptr<Slot[]> slots_;
 };
 

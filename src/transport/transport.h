@@ -36,6 +36,9 @@ struct Endpoint {
   uint32_t rank = 0;
   int32_t device = -1;  // CUDA device of a device end when the engine knows it, else -1
   uint8_t host = 0;     // for a local host end: a HostClass the engine learned in this call
+  // For a pool slice: its segment-table mapping id (unique per attach, never reused), under
+  // which a transport may keep what it learned about that mapping; 0 for plain pointers.
+  uint64_t mapping_id = 0;
 };
 
 // One copy of a batch handed to a transport at once.

@@ -13,6 +13,7 @@
 
 #include "gva/allocator.h"
 #include "gva/layout.h"
+#include "gva/segment_table.h"
 
 namespace weft::gva {
 namespace {
@@ -635,6 +636,38 @@ TEST_F(AllocatorThreads, ConcurrentAllocFree) {
     EXPECT_EQ(st->free_blocks, 1u);
     EXPECT_EQ(st->largest_free, kCapacity);
   }
+}
+
+// A device slice's GPU travels with every pin (copies then need no driver query), and each
+// attach gets a mapping id never given before, so nothing learned about a detached mapping can
+// answer for the next one at the same address.
+TEST(SegmentTable, PinsCarryTheSlicesDeviceAndAFreshMappingId) {
+  auto layout = Layout::Make(1ull << 40, 4 << 20, 4);
+  ASSERT_TRUE(layout.ok());
+  SegmentTable table(*layout);
+  std::vector<uint8_t> host(4 << 20), dev(4 << 20);
+  ASSERT_TRUE(table.Attach({Medium::kHost, 0, 0}, host.data(), host.size(), true, "h", [] {}).ok());
+  ASSERT_TRUE(table.Attach({Medium::kDevice, 1, 0}, dev.data(), dev.size(), false, "d", [] {}, 3).ok());
+  auto h = table.Resolve(layout->SliceBase(Medium::kHost, 0) + 10, 100);
+  auto d = table.Resolve(layout->SliceBase(Medium::kDevice, 1) + 10, 100);
+  ASSERT_TRUE(h.ok() && d.ok());
+  EXPECT_EQ(h->device(), -1);
+  EXPECT_EQ(d->device(), 3);
+  EXPECT_EQ(d->ptr(), dev.data() + 10);
+  const uint64_t first = d->mapping_id();
+  EXPECT_NE(first, 0u);
+  EXPECT_NE(first, h->mapping_id());
+  SegmentTable::Pin moved = std::move(*d);
+  EXPECT_EQ(moved.device(), 3);
+  EXPECT_EQ(moved.mapping_id(), first);
+  moved = SegmentTable::Pin();  // unpin, so the detach below does not wait
+
+  table.Detach({Medium::kDevice, 1, 0}, false);
+  ASSERT_TRUE(table.Attach({Medium::kDevice, 1, 0}, dev.data(), dev.size(), false, "d", [] {}, 0).ok());
+  auto again = table.Resolve(layout->SliceBase(Medium::kDevice, 1), 1);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->device(), 0);
+  EXPECT_NE(again->mapping_id(), first) << "a new attach at the same address reuses a mapping id";
 }
 
 }  // namespace

@@ -34,6 +34,7 @@
 
 #include <fmt/format.h>
 
+#include "api/bm/device_slice.h"
 #include "api/bm/pool.h"
 #include "base/random.h"
 #include "tools/weft/bench_report.h"
@@ -382,6 +383,7 @@ struct Options {
   std::string png;
   bool quick = false;
   bool no_progress = false;
+  bool no_gpu = false;
   int reps = 0;
   double min_time_ms = 0;
   uint64_t latency_iters = 0;
@@ -704,7 +706,25 @@ int RunBench(const Options& o, bool reps_set, bool time_set, bool lat_set) {
   progress.Finish();
   bench::PrintTable(rows, settings);
 
-  if (o.json.empty() && o.png.empty()) return 0;
+  // The device directions, where a GPU is: the same cases as `weft bench-gpu` (its own table,
+  // each row against raw CUDA in the same run; JSON next to this run's, as NAME.gpu.json).
+  int device_rc = 0;
+  if (o.no_gpu) {
+    fmt::print("\nweft bench: device paths skipped (--no-gpu)\n");
+  } else if (bm::UsableGpuCount() == 0) {
+    fmt::print("\nweft bench: device paths skipped: {}\n", bm::DeviceSlicesUsable().message());
+  } else {
+    fmt::print("\nweft bench: device paths (LH/GH/LD/GD directions, KV pages, NVLink) against raw CUDA\n");
+    std::fflush(stdout);
+    std::string gpu_json;
+    if (!o.json.empty()) {
+      const size_t dot = o.json.rfind(".json");
+      gpu_json = (dot == std::string::npos ? o.json : o.json.substr(0, dot)) + ".gpu.json";
+    }
+    device_rc = RunDeviceBench(gpu_json, o.quick ? 5 : 20, o.quick);
+  }
+
+  if (o.json.empty() && o.png.empty()) return device_rc;
   const nlohmann::json doc = bench::ToJson(machine, settings, rows);
   std::string json_path = o.json;
   bool temp_json = false;
@@ -726,7 +746,7 @@ int RunBench(const Options& o, bool reps_set, bool time_set, bool lat_set) {
   if (!temp_json) fmt::print("weft bench: results written to {}\n", json_path);
   if (!o.png.empty()) (void)bench::MakePng(json_path, o.png);  // a missing plotter is not a failure
   if (temp_json) std::remove(json_path.c_str());
-  return 0;
+  return device_rc;
 }
 
 // The hidden `weft bench-peer`: joins, then holds its slice until stdin closes.
@@ -788,6 +808,7 @@ void AddBench(CLI::App& app, Runner* run) {
   cmd->add_option("--png", o->png, "Plot bandwidth against block size to this PNG (python3 + matplotlib)");
   cmd->add_flag("--quick", o->quick, "A short run (few sizes, short repetitions) for smoke tests");
   cmd->add_flag("--no-progress", o->no_progress, "No progress on stderr");
+  cmd->add_flag("--no-gpu", o->no_gpu, "Leave out the device paths (run where a GPU is present)");
   o->flags.Register(*cmd);
 
   // The peer process the bench starts runs this hidden subcommand.

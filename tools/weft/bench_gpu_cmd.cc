@@ -291,7 +291,10 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
       }
       seg = std::move(imported);
     }
-    b.Check(table.Attach({gva::Medium::kDevice, r, 0}, (*seg)->data(), (*seg)->size(), r == 0, "rank", [] {}), "attach");
+    // As the pool attaches its device slices: with their GPU, so copies need no pointer query.
+    b.Check(table.Attach({gva::Medium::kDevice, r, 0}, (*seg)->data(), (*seg)->size(), r == 0, "rank", [] {},
+                         (*seg)->home_device()),
+            "attach");
     dsegs.push_back(std::move(*seg));
   }
   std::vector<uint8_t> gh(kBig);
@@ -574,7 +577,8 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
     cudaSetDevice(0);
     if (peer_seg) {
       BENCH_CUDA(cudaMemset(peer_seg->data(), 4, psize));
-      b.Check(table.Attach({gva::Medium::kDevice, 2, 0}, peer_seg->data(), peer_seg->size(), false, "rank2", [] {}),
+      b.Check(table.Attach({gva::Medium::kDevice, 2, 0}, peer_seg->data(), peer_seg->size(), false, "rank2", [] {},
+                           peer_seg->home_device()),
               "attach GPU 1 segment");
       const uint64_t g2 = layout.Encode({gva::Medium::kDevice, 2, 0});
       const uint64_t g0 = layout.Encode({gva::Medium::kDevice, 0, 0});
@@ -673,7 +677,8 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
     if (!other.ok()) {
       b.Check(other.status(), "segment of the helper process");
     } else {
-      b.Check(table.Attach({gva::Medium::kDevice, 3, 0}, (*other)->data(), (*other)->size(), false, "rank3", [] {}),
+      b.Check(table.Attach({gva::Medium::kDevice, 3, 0}, (*other)->data(), (*other)->size(), false, "rank3", [] {},
+                           (*other)->home_device()),
               "attach the helper's segment");
       const uint64_t g3 = layout.Encode({gva::Medium::kDevice, 3, 0});
       const uint64_t g0 = layout.Encode({gva::Medium::kDevice, 0, 0});
@@ -911,6 +916,18 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
 }  // namespace
 #endif
 
+int RunDeviceBench(const std::string& json_path, int reps, bool quick) {
+#if WEFT_HAVE_CUDA
+  return RunBenchGpu(json_path, std::max(3, reps), quick);
+#else
+  (void)json_path;
+  (void)reps;
+  (void)quick;
+  fmt::print("weft bench-gpu: this weft was built without CUDA (no nvcc at build time)\n");
+  return 0;
+#endif
+}
+
 void AddBenchGpu(CLI::App& app, Runner* run) {
   struct Options {
     std::string json;
@@ -923,14 +940,7 @@ void AddBenchGpu(CLI::App& app, Runner* run) {
   cmd->add_option("--reps", o->reps, "Timed repetitions per case (median reported)");
   cmd->add_flag("--quick", o->quick, "Fewer sizes");
   cmd->callback([=] {
-    *run = [=]() -> int {
-#if WEFT_HAVE_CUDA
-      return RunBenchGpu(o->json, std::max(3, o->reps), o->quick);
-#else
-      fmt::print("weft bench-gpu: this weft was built without CUDA (no nvcc at build time)\n");
-      return 0;
-#endif
-    };
+    *run = [=]() -> int { return RunDeviceBench(o->json, o->reps, o->quick); };
   });
 }
 

@@ -17,6 +17,8 @@ void AddRoute(CLI::App& app, Runner* run);
 void AddConfig(CLI::App& app, Runner* run);
 void AddBench(CLI::App& app, Runner* run);
 void AddBenchGpu(CLI::App& app, Runner* run);  // bench_gpu_cmd.cc: device paths vs raw CUDA
+// The device-path benchmark itself (`weft bench-gpu`; `weft bench` runs it too where a GPU is).
+int RunDeviceBench(const std::string& json_path, int reps, bool quick);
 void AddBenchTcp(CLI::App& app, Runner* run);  // bench_tcp_cmd.cc: TCP data plane vs raw sockets
 void AddTrans(CLI::App& app, Runner* run);     // trans_cmd.cc: trans-serve and bench-trans
 

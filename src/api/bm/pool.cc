@@ -180,7 +180,7 @@ void Pool::Impl::AttachPeerDevice(const meta::SegmentDescriptor& desc) {
     return;
   }
   Status s = table->Attach(slot, slice->data, slice->size, /*local=*/false, desc.peer_name,
-                           [hold = slice->hold]() mutable { hold.reset(); });
+                           [hold = slice->hold]() mutable { hold.reset(); }, slice->gpu);
   if (!s.ok()) WEFT_LOG_ERROR("cannot attach the device slice of rank {}: {}", desc.rank, s.ToString());
   else WEFT_LOG_INFO("rank {} ({}): device slice of {} bytes on GPU {} mapped", desc.rank, desc.peer_name,
                      slice->size, slice->gpu);
@@ -362,7 +362,8 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
     // The table holds the slice's mapping from here; own_device keeps it for a later export.
     WEFT_RETURN_IF_ERROR(impl->table->Attach({Medium::kDevice, impl->rank, 0}, impl->own_device.data,
                                              impl->own_device.size, /*local=*/true, "self",
-                                             [hold = impl->own_device.hold]() mutable { hold.reset(); }));
+                                             [hold = impl->own_device.hold]() mutable { hold.reset(); },
+                                             impl->own_device.gpu));
     auto dev_added = impl->client->Call(EncodeAddSlice(impl->rank, Medium::kDevice, impl->own_device.size),
                                         impl->DefaultDeadline());
     if (!dev_added.ok()) return dev_added.status().Annotate("registering our device slice with the pool allocator");

@@ -200,6 +200,9 @@ struct CudaTransport::Impl {
     if (ep.device >= 0) {
       info.device = true;
       info.dev = ep.device;
+      // A pool slice's mapping id keys reachability answers like CUDA's buffer ids do, in a
+      // range of its own (CUDA's ids are a small counter).
+      if (ep.mapping_id) info.buffer_id = (1ull << 56) | (ep.mapping_id & ((1ull << 56) - 1));
       return info;
     }
     if (ep.host != kHostUnknown) {

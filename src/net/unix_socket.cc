@@ -306,4 +306,23 @@ void FrameReader::Compact() {
   }
 }
 
+Status SendTextFrame(int fd, std::string_view text, std::span<const int> fds, Deadline deadline) {
+  const auto* bytes = reinterpret_cast<const uint8_t*>(text.data());
+  WEFT_ASSIGN_OR_RETURN(auto frame, wire::MakeFrame(wire::MessageType::kHeartbeat, {bytes, text.size()}));
+  return SendAll(fd, frame, fds, deadline);
+}
+
+Result<ReceivedFrame> ReceiveFrame(int fd, FrameReader& reader, Deadline deadline) {
+  for (;;) {
+    WEFT_ASSIGN_OR_RETURN(auto next, reader.Next());
+    if (next) return std::move(*next);
+    WEFT_ASSIGN_OR_RETURN(auto state, reader.ReadOnce(fd));
+    if (state == FrameReader::ReadState::kClosed) return Error(Code::kPeerDown, "the other process closed the socket");
+    if (state != FrameReader::ReadState::kWouldBlock) continue;
+    if (deadline.expired()) return Error(Code::kTimeout, "no frame came before the deadline");
+    pollfd p{fd, POLLIN, 0};
+    ::poll(&p, 1, 10);
+  }
+}
+
 }  // namespace weft::net

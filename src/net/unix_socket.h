@@ -17,6 +17,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/clock.h"
@@ -81,6 +82,15 @@ struct ReceivedFrame {
   std::vector<uint8_t> payload;
   std::vector<UniqueFd> fds;  // received with the frame (SCM_RIGHTS), owned now
 };
+
+class FrameReader;
+
+// A side channel between two processes of one tool or test (passing a device segment's fd with
+// a short text): the text goes as the payload of one control frame, the fds ride along.
+Status SendTextFrame(int fd, std::string_view text, std::span<const int> fds, Deadline deadline);
+// The next whole frame on a socket, waiting for it until the deadline (TIMEOUT); PEER_DOWN when
+// the other end closed first.
+Result<ReceivedFrame> ReceiveFrame(int fd, FrameReader& reader, Deadline deadline);
 
 // Reassembles frames from a stream. Bytes come from ReadOnce (a socket) or Feed (tests and
 // fuzzing). A bad header is reported as soon as its 12 bytes are in, before any payload is

@@ -40,22 +40,11 @@ constexpr int kSkip = 77;
   } while (0)
 
 Status SendMsg(int fd, const std::string& text, std::vector<int> fds = {}) {
-  std::vector<uint8_t> payload(text.begin(), text.end());
-  auto frame = wire::MakeFrame(wire::MessageType::kHeartbeat, payload);
-  if (!frame.ok()) return frame.status();
-  return net::SendAll(fd, *frame, fds, Deadline::After(std::chrono::seconds(60)));
+  return net::SendTextFrame(fd, text, fds, Deadline::After(std::chrono::seconds(60)));
 }
 
 Result<net::ReceivedFrame> RecvMsg(int fd, net::FrameReader& reader) {
-  for (;;) {
-    auto next = reader.Next();
-    if (!next.ok()) return next.status();
-    if (next->has_value()) return std::move(**next);
-    auto r = reader.ReadOnce(fd);
-    if (!r.ok()) return r.status();
-    if (*r == net::FrameReader::ReadState::kClosed) return Error(Code::kPeerDown, "the other peer closed the socket");
-    if (*r == net::FrameReader::ReadState::kWouldBlock) usleep(1000);
-  }
+  return net::ReceiveFrame(fd, reader, Deadline::After(std::chrono::seconds(60)));
 }
 
 std::string Text(const net::ReceivedFrame& f) { return std::string(f.payload.begin(), f.payload.end()); }

@@ -135,22 +135,11 @@ struct Bench {
 // for and passes its fd over a socketpair, as a same-node peer of a pool does. Forked before this
 // process makes any CUDA call (CUDA does not survive fork); it touches CUDA only when asked.
 Status SendText(int fd, const std::string& text, std::vector<int> fds = {}) {
-  std::vector<uint8_t> payload(text.begin(), text.end());
-  auto frame = wire::MakeFrame(wire::MessageType::kHeartbeat, payload);
-  if (!frame.ok()) return frame.status();
-  return net::SendAll(fd, *frame, fds, Deadline::After(std::chrono::seconds(60)));
+  return net::SendTextFrame(fd, text, fds, Deadline::After(std::chrono::seconds(60)));
 }
 
 Result<net::ReceivedFrame> RecvText(int fd, net::FrameReader& reader) {
-  for (;;) {
-    auto next = reader.Next();
-    if (!next.ok()) return next.status();
-    if (next->has_value()) return std::move(**next);
-    auto r = reader.ReadOnce(fd);
-    if (!r.ok()) return r.status();
-    if (*r == net::FrameReader::ReadState::kClosed) return Error(Code::kPeerDown, "the other process closed the socket");
-    if (*r == net::FrameReader::ReadState::kWouldBlock) usleep(1000);
-  }
+  return net::ReceiveFrame(fd, reader, Deadline::After(std::chrono::seconds(60)));
 }
 
 std::string TextOf(const net::ReceivedFrame& f) { return std::string(f.payload.begin(), f.payload.end()); }

@@ -102,10 +102,11 @@ int Peer(int index, int device, int gpus_needed, const std::string& pool, uint64
   PEER_CHECK(pool_.Copy(my_gh + 7, Addr(host.data()), kPart).ok(), "LH->GH");
   s = pool_.Copy(their_gd + (32ull << 20) + 1, my_gh + 7, kPart, Direction::kGH2GD);
   PEER_CHECK(s.ok(), "GH->GD: %s", s.ToString().c_str());
-  // Part 3: our GD -> their GH at offset 9 (our GD filled through LH -> GD first).
+  // Part 3: our GD -> their GH at offset 32 MiB + 9 (our GD filled through LH -> GD first). Not
+  // near offset 7 of their GH: the other peer uses that region as its part-2 source meanwhile.
   FillRandom(host.data(), kPart, SeedOf(seed, writer, 3));
   PEER_CHECK(pool_.Copy(my_gd + (48ull << 20), Addr(host.data()), kPart).ok(), "LH->own GD");
-  s = pool_.Copy(their_gh + 9, my_gd + (48ull << 20), kPart, Direction::kGD2GH);
+  s = pool_.Copy(their_gh + (32ull << 20) + 9, my_gd + (48ull << 20), kPart, Direction::kGD2GH);
   PEER_CHECK(s.ok(), "GD->GH: %s", s.ToString().c_str());
   PEER_CHECK(pool_.Barrier(Long()).ok(), "barrier 1");
 
@@ -124,7 +125,7 @@ int Peer(int index, int device, int gpus_needed, const std::string& pool, uint64
   PEER_CHECK(check(my_gd + 3, 0, "LH->GD part"), "part 0");
   PEER_CHECK(check(my_gd + (16ull << 20) + 5, 1, "LD->GD part"), "part 1");
   PEER_CHECK(check(my_gd + (32ull << 20) + 1, 2, "GH->GD part"), "part 2");
-  PEER_CHECK(check(my_gh + 9, 3, "GD->GH part"), "part 3");
+  PEER_CHECK(check(my_gh + (32ull << 20) + 9, 3, "GD->GH part"), "part 3");
 
   // A KV page batch from their device slice into ours: page i of ours <- page perm[i] of theirs.
   // Each peer first fills the page area of its own slice with its seed, then pulls.

@@ -587,6 +587,31 @@ Result<std::vector<Row>> RunPool(const Options& o, const Config& base, uint32_t 
   return rows;
 }
 
+// `weft bench-gpu` in a process of its own: this one has CUDA initialised by now (the pool's
+// engine), and the device bench forks a helper for its cross-process rows, which needs a parent
+// that has not touched CUDA. Its output goes to our stdout; the exit status is returned.
+int RunDeviceBenchProcess(const std::string& json_path, bool quick) {
+  std::vector<std::string> args = {"weft", "bench-gpu"};
+  if (quick) args.push_back("--quick");
+  if (!json_path.empty()) {
+    args.push_back("--json");
+    args.push_back(json_path);
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  pid_t pid = 0;
+  if (posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ) != 0) {
+    fmt::print(stderr, "weft bench: cannot start weft bench-gpu: {}\n", std::strerror(errno));
+    return 1;
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
 // Validates the options into a plan; prints the problem and returns nullopt on bad input.
 std::optional<Plan> MakePlan(const Options& o, const Config& base, bool reps_set, bool time_set, bool lat_set) {
   auto complain = [](const std::string& what) {
@@ -721,7 +746,7 @@ int RunBench(const Options& o, bool reps_set, bool time_set, bool lat_set) {
       const size_t dot = o.json.rfind(".json");
       gpu_json = (dot == std::string::npos ? o.json : o.json.substr(0, dot)) + ".gpu.json";
     }
-    device_rc = RunDeviceBench(gpu_json, o.quick ? 5 : 20, o.quick);
+    device_rc = RunDeviceBenchProcess(gpu_json, o.quick);
   }
 
   if (o.json.empty() && o.png.empty()) return device_rc;

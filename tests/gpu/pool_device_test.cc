@@ -1,8 +1,9 @@
 // Device slices in the pool: two processes join one pool, each contributing a device slice
 // (config device_size), on one GPU and on two. Every direction between a peer's local memory and
 // the other's slices (LH/LD -> GD, GH -> GD, GD -> GH), a KV page batch between the two device
-// slices, and a peer that leaves: each peer writes fresh random data into the other's memory,
-// and the owner compares every byte after a barrier.
+// slices, and a peer that leaves, through mapped memory and over the tcp data plane: each peer
+// writes fresh random data into the other's memory, and the owner compares every byte after a
+// barrier.
 //
 // CUDA must not be initialised before fork(), so the test process never calls CUDA: it forks the
 // two peers, and each probes for a GPU on its own (exit 77: no GPU or too few, skip).
@@ -45,7 +46,7 @@ Deadline Long() { return Deadline::After(std::chrono::seconds(60)); }
 // What peer `writer` writes into part `part` of the other peer's memory.
 uint64_t SeedOf(uint64_t base, int writer, int part) { return base * 131 + writer * 17 + part; }
 
-Config PeerConfig(const std::string& pool, int device) {
+Config PeerConfig(const std::string& pool, int device, bool tcp) {
   Config c;
   c.pool_name = pool;
   c.coordinator = "/tmp/weft-test-" + pool + ".sock";
@@ -55,17 +56,23 @@ Config PeerConfig(const std::string& pool, int device) {
   c.heartbeat_ms = 100;
   c.peer_timeout_ms = 3000;
   c.deadline_ms = 60000;
+  if (tcp) {
+    // Every other peer through its tcp data server, as across nodes: a device slice is segment 1
+    // there, staged through pinned bounce buffers at both ends.
+    c.transport = "tcp";
+    c.cluster_secret = "pool-device-test";
+  }
   return c;
 }
 
 // Peer `index` (0 hosts the coordinator) on GPU `device`. Returns 0, 1 (a check failed) or kSkip.
-int Peer(int index, int device, int gpus_needed, const std::string& pool, uint64_t seed) {
+int Peer(int index, int device, int gpus_needed, bool tcp, const std::string& pool, uint64_t seed) {
   if (auto why = gputest::NoGpuReason()) {
     std::fprintf(stderr, "peer %d: no CUDA GPU: %s\n", index, why->c_str());
     return kSkip;
   }
   if (gputest::DeviceCount() < gpus_needed) return kSkip;
-  const Config config = PeerConfig(pool, device);
+  const Config config = PeerConfig(pool, device, tcp);
   Result<std::unique_ptr<Pool>> joined = Error(Code::kUnavailable, "not tried");
   for (int attempt = 0; attempt < 600; ++attempt) {  // the host may not be up yet
     joined = Pool::Join(config, index == 0 ? JoinMode::kHost : JoinMode::kJoin);
@@ -138,8 +145,19 @@ int Peer(int index, int device, int gpus_needed, const std::string& pool, uint64
     dst_idx[i] = kPages + i;                 // the upper half of our page area
     src_idx[i] = (i * 7 + 3) % kPages;       // a permutation of theirs
   }
-  s = pool_.CopyPages(my_gd, their_gd, kPage, dst_idx, src_idx);
-  PEER_CHECK(s.ok(), "CopyPages: %s", s.ToString().c_str());
+  if (!tcp) {
+    s = pool_.CopyPages(my_gd, their_gd, kPage, dst_idx, src_idx);
+    PEER_CHECK(s.ok(), "CopyPages: %s", s.ToString().c_str());
+  } else {
+    // The page kernel cannot reach another node's memory: refused before anything runs, and the
+    // same pages go as one CopyBatch over tcp (READs of the remote device slice, staged).
+    s = pool_.CopyPages(my_gd, their_gd, kPage, dst_idx, src_idx);
+    PEER_CHECK(s.code() == Code::kNotSupported, "CopyPages over tcp: %s", s.ToString().c_str());
+    std::vector<CopyRequest> reqs;
+    for (uint32_t i = 0; i < kPages; ++i)
+      reqs.push_back({my_gd + uint64_t{dst_idx[i]} * kPage, their_gd + uint64_t{src_idx[i]} * kPage, kPage});
+    for (const Status& r : pool_.CopyBatch(reqs)) PEER_CHECK(r.ok(), "CopyBatch over tcp: %s", r.ToString().c_str());
+  }
   std::vector<uint8_t> theirs(pages.size());
   FillRandom(theirs.data(), theirs.size(), SeedOf(seed, reader_of, 4));
   std::vector<uint8_t> got(pages.size());
@@ -170,13 +188,14 @@ int Peer(int index, int device, int gpus_needed, const std::string& pool, uint64
   return 0;
 }
 
-void RunPair(int device_of_second, int* rc0, int* rc1) {
-  const std::string pool = "gpudev-" + std::to_string(getpid()) + "-" + std::to_string(device_of_second);
+void RunPair(int device_of_second, bool tcp, int* rc0, int* rc1) {
+  const std::string pool =
+      "gpudev-" + std::to_string(getpid()) + "-" + std::to_string(device_of_second) + (tcp ? "-tcp" : "");
   const uint64_t seed = FreshSeed();
   const pid_t first = fork();
-  if (first == 0) _exit(Peer(0, 0, device_of_second + 1, pool, seed));
+  if (first == 0) _exit(Peer(0, 0, device_of_second + 1, tcp, pool, seed));
   const pid_t second = fork();
-  if (second == 0) _exit(Peer(1, device_of_second, device_of_second + 1, pool, seed));
+  if (second == 0) _exit(Peer(1, device_of_second, device_of_second + 1, tcp, pool, seed));
   int status = 0;
   *rc1 = 1;
   if (second > 0) {
@@ -192,7 +211,7 @@ void RunPair(int device_of_second, int* rc0, int* rc1) {
 
 TEST(PoolDevice, TwoProcessesOneGpu) {
   int rc0 = 0, rc1 = 0;
-  RunPair(0, &rc0, &rc1);
+  RunPair(0, false, &rc0, &rc1);
   if (rc0 == kSkip && rc1 == kSkip) GTEST_SKIP() << "no CUDA GPU: the peers found none (see their stderr)";
   EXPECT_EQ(rc0, 0);
   EXPECT_EQ(rc1, 0);
@@ -200,8 +219,18 @@ TEST(PoolDevice, TwoProcessesOneGpu) {
 
 TEST(PoolDevice, TwoProcessesTwoGpus) {
   int rc0 = 0, rc1 = 0;
-  RunPair(1, &rc0, &rc1);
+  RunPair(1, false, &rc0, &rc1);
   if (rc0 == kSkip && rc1 == kSkip) GTEST_SKIP() << "no CUDA GPU or only one: the second peer needs GPU 1";
+  EXPECT_EQ(rc0, 0);
+  EXPECT_EQ(rc1, 0);
+}
+
+// The same over the tcp data plane (transport=tcp, as between nodes): device slices are served by
+// their owner's data server, local device ends staged through the pipeline.
+TEST(PoolDevice, TwoProcessesOverTcp) {
+  int rc0 = 0, rc1 = 0;
+  RunPair(0, true, &rc0, &rc1);
+  if (rc0 == kSkip && rc1 == kSkip) GTEST_SKIP() << "no CUDA GPU: the peers found none (see their stderr)";
   EXPECT_EQ(rc0, 0);
   EXPECT_EQ(rc1, 0);
 }

@@ -271,6 +271,42 @@ Result<PageExtents> ScanPages(uint64_t page_bytes, std::span<const uint32_t> dst
   return PageExtents{d, s};
 }
 
+Status Engine::CopyPagesDeviceIndexed(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes,
+                                      const uint32_t* device_pairs, size_t count, uint32_t max_dst_index,
+                                      uint32_t max_src_index, Direction dir) {
+  if (page_bytes == 0) return Error(Code::kInvalidArgument, "copy pages: the page size is zero");
+  if (count > 0 && device_pairs == nullptr)
+    return Error(Code::kInvalidArgument, "copy pages: {} index pairs at a null pointer", count);
+  auto extent = [&](uint32_t max, const char* which) -> Result<uint64_t> {
+    const uint64_t pages = uint64_t{max} + 1;
+    if (page_bytes > UINT64_MAX / pages)
+      return Error(Code::kOutOfRange, "copy pages: {} page {} × {} bytes lies past any address", which, max, page_bytes);
+    return pages * page_bytes;
+  };
+  WEFT_ASSIGN_OR_RETURN(uint64_t dst_extent, extent(max_dst_index, "destination"));
+  WEFT_ASSIGN_OR_RETURN(uint64_t src_extent, extent(max_src_index, "source"));
+  if (!no_device_reason_.empty())
+    return Error(Code::kNotSupported, "copy pages runs on the CUDA page kernel and this process has no cuda path ({}); "
+                 "use CopyBatch", no_device_reason_);
+  if (count == 0) return OkStatus();
+  copies_->Add(count);
+  auto resolved = Resolve(CopyRequest{dst_base, src_base, dst_extent}, dir, nullptr, src_extent);
+  if (!resolved.ok()) {
+    failures_->Add();
+    return resolved.status().Annotate("copy pages");
+  }
+  transport::PageCopy pc{resolved->dst, resolved->src, page_bytes, dst_extent, src_extent, {}, {}};
+  pc.device_pairs = device_pairs;
+  pc.count = count;
+  Status s = resolved->path->CopyPages(pc, nullptr, nullptr);
+  if (!s.ok()) {
+    failures_->Add();
+    return s;
+  }
+  bytes_->Add(count * page_bytes);
+  return s;
+}
+
 Status Engine::CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, std::span<const uint32_t> dst_pages,
                          std::span<const uint32_t> src_pages, Direction dir, void* stream) {
   WEFT_ASSIGN_OR_RETURN(PageExtents ext, ScanPages(page_bytes, dst_pages, src_pages));

@@ -125,6 +125,16 @@ class Engine {
   // enqueued there and the call returns; the index lists may be reused at once either way.
   Status CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, std::span<const uint32_t> dst_pages,
                    std::span<const uint32_t> src_pages, Direction dir = Direction::kAuto, void* stream = nullptr);
+  // The same with the indices already in device memory of the copying GPU (a block table kept
+  // on the GPU): `count` (dst, src) pairs of uint32, interleaved, 8-byte aligned. The host never
+  // reads them, so nothing is uploaded: the caller states the largest index of each end, both
+  // ends are bounds-checked over those extents as above, and the GPU checks every pair against
+  // them — a pair past them is not copied and the call returns OUT_OF_RANGE (the other pages are
+  // copied). INVALID_ARGUMENT when the pairs are not device memory the GPU can read; synchronous
+  // only (the check is reported when the call returns).
+  Status CopyPagesDeviceIndexed(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, const uint32_t* device_pairs,
+                                size_t count, uint32_t max_dst_index, uint32_t max_src_index,
+                                Direction dir = Direction::kAuto);
 
   // Host memory that device copies touch often (pool slices, staging buffers): pinned for DMA by
   // the transports that can (cudaHostRegister), so HBM <-> DRAM needs no staging. A no-op

@@ -59,6 +59,11 @@ struct PageCopy {
   uint64_t src_extent = 0;
   std::span<const uint32_t> dst_pages;
   std::span<const uint32_t> src_pages;
+  // Instead of the two lists: `count` (dst, src) index pairs already in device memory of the GPU
+  // that copies, which the host does not read; the extents above come from the caller's stated
+  // largest indices, and the GPU checks every pair against them.
+  const uint32_t* device_pairs = nullptr;
+  size_t count = 0;
 };
 
 // How a transport may reach local host memory (learned by ClassifyLocal, used in the same call).

@@ -409,6 +409,76 @@ TEST_F(CudaPagesTest, CopyPagesRefusesBadInputBeforeLaunching) {
   RunCase({16 << 10, 64, 1}, state);
 }
 
+// Index pairs kept on the GPU (a block table): a random permutation GD->GD, every byte compared;
+// a pair past the stated largest index is not copied and reported, the other pages are; pairs in
+// host memory, a null pointer, a stated extent past the slice and a stream are refused before
+// anything runs.
+TEST_F(CudaPagesTest, CopyPagesWithIndexPairsInDeviceMemory) {
+  constexpr uint64_t kPage = 16 << 10;
+  constexpr uint32_t kPages = 1024;
+  const uint64_t bytes = kPage * kPages;
+  uint64_t state = FreshSeed();
+  uint8_t* src = dev_[0];
+  uint8_t* dst = dev_[1] + kHalf;
+  const uint64_t src_base = layout_.Encode({Medium::kDevice, 0, 0});
+  const uint64_t dst_base = layout_.Encode({Medium::kDevice, 1, kHalf});
+  std::vector<uint32_t> d(kPages), sp(kPages);
+  for (uint32_t i = 0; i < kPages; ++i) d[i] = sp[i] = i;
+  for (size_t i = kPages; i > 1; --i) {
+    std::swap(d[i - 1], d[SplitMix64(state) % i]);
+    std::swap(sp[i - 1], sp[SplitMix64(state) % i]);
+  }
+  std::vector<uint32_t> pairs(2 * kPages);
+  for (uint32_t i = 0; i < kPages; ++i) {
+    pairs[2 * i] = d[i];
+    pairs[2 * i + 1] = sp[i];
+  }
+  gputest::DeviceBuffer on_gpu(pairs.size() * sizeof(uint32_t));
+  CUDA_OK(cudaMemcpy(on_gpu.data(), pairs.data(), pairs.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
+  const auto* dev_pairs = reinterpret_cast<const uint32_t*>(on_gpu.data());
+  const uint64_t seed = SplitMix64(state);
+  gputest::Fill(src, bytes, seed);
+  gputest::Poison(dst, bytes);
+  std::vector<uint8_t> src_host(bytes), expect(bytes);
+  FillRandom(src_host.data(), bytes, seed);
+  for (uint32_t i = 0; i < kPages; ++i) std::memcpy(expect.data() + d[i] * kPage, src_host.data() + sp[i] * kPage, kPage);
+
+  auto before = cuda_->stats();
+  Status st = engine_->CopyPagesDeviceIndexed(dst_base, src_base, kPage, dev_pairs, kPages, kPages - 1, kPages - 1);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(cuda_->stats().kernel_launches - before.kernel_launches, 1u);
+  EXPECT_TRUE(gputest::Read(dst, bytes) == expect) << "pages differ after a device-indexed copy";
+
+  // Pair 10 points one page past the stated largest destination index: only it is skipped.
+  gputest::Poison(dst, bytes);
+  pairs[20] = kPages;
+  CUDA_OK(cudaMemcpy(on_gpu.data(), pairs.data(), pairs.size() * sizeof(uint32_t), cudaMemcpyHostToDevice));
+  st = engine_->CopyPagesDeviceIndexed(dst_base, src_base, kPage, dev_pairs, kPages, kPages - 1, kPages - 1);
+  EXPECT_EQ(st.code(), Code::kOutOfRange) << st.ToString();
+  std::vector<uint8_t> got = gputest::Read(dst, bytes);
+  for (uint32_t i = 0; i < kPages; ++i) {
+    const uint8_t* page = got.data() + d[i] * kPage;
+    if (i == 10) {
+      EXPECT_TRUE(std::all_of(page, page + kPage, [](uint8_t b) { return b == 0xA5; })) << "the skipped page was written";
+    } else {
+      ASSERT_EQ(std::memcmp(page, expect.data() + d[i] * kPage, kPage), 0) << "pair " << i;
+    }
+  }
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+
+  // Refused before launching.
+  before = cuda_->stats();
+  st = engine_->CopyPagesDeviceIndexed(dst_base, src_base, kPage, pairs.data(), kPages, kPages - 1, kPages - 1);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument) << "pairs in host memory: " << st.ToString();
+  st = engine_->CopyPagesDeviceIndexed(dst_base, src_base, kPage, nullptr, kPages, kPages - 1, kPages - 1);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+  st = engine_->CopyPagesDeviceIndexed(dst_base, src_base, kPage, dev_pairs, kPages,
+                                       static_cast<uint32_t>(kHalf / kPage), kPages - 1);
+  EXPECT_EQ(st.code(), Code::kOutOfRange) << "stated extent past the slice: " << st.ToString();
+  EXPECT_EQ(cuda_->stats().kernel_launches, before.kernel_launches);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
 TEST_F(CudaCopyTest, CopiesOrderedOnTheCallersStream) {
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));

@@ -118,6 +118,19 @@ TEST(EnginePagesTest, BadInputAndNoGpu) {
   if (eng.FindTransport("cuda")) {
     EXPECT_TRUE(eng.CopyPages(da, db, 4096, none, none).ok());
   }
+
+  // Index pairs in device memory: a zero page size, a null pointer, an extent past 2^64 are
+  // refused on any machine; without a GPU the rest is NOT_SUPPORTED with the reason; pairs in
+  // host memory are never taken for device memory.
+  const uint32_t pairs[4] = {0, 1, 1, 0};
+  EXPECT_EQ(eng.CopyPagesDeviceIndexed(da, db, 0, pairs, 2, 1, 1).code(), Code::kInvalidArgument);
+  EXPECT_EQ(eng.CopyPagesDeviceIndexed(da, db, 4096, nullptr, 2, 1, 1).code(), Code::kInvalidArgument);
+  EXPECT_EQ(eng.CopyPagesDeviceIndexed(da, db, UINT64_MAX / 2, pairs, 2, 7, 1).code(), Code::kOutOfRange);
+  Status dev = eng.CopyPagesDeviceIndexed(da, db, 4096, pairs, 2, 1, 1);
+  EXPECT_EQ(dev.code(), Code::kNotSupported) << dev.ToString();
+  if (eng.FindTransport("cuda") == nullptr) {
+    EXPECT_NE(dev.message().find("cuda path"), std::string::npos) << dev.ToString();
+  }
 }
 
 #if WEFT_HAVE_CUDA
@@ -158,7 +171,7 @@ TEST(PlanPagesTest, UnitsCoverEveryPageByteOnceAndKeepAlignment) {
     }
     // Extents below 2^32 here: the kernel's 32-bit arithmetic must agree with the 64-bit one.
     PageCopyParams p{reinterpret_cast<uint64_t>(dst.data()), reinterpret_cast<uint64_t>(src.data()), page, pairs.data(),
-                     static_cast<uint32_t>(pl.units), pl.chunk, pl.chunks_per_page, 1};
+                     static_cast<uint32_t>(pl.units), pl.chunk, pl.chunks_per_page, 1, nullptr, 0, 0};
     std::vector<uint32_t> writes(pages * page, 0);
     for (uint32_t u = 0; u < p.units; ++u) {
       const uint32_t pg = PageOfUnit(p, u);
@@ -215,7 +228,8 @@ TEST(PlanPagesTest, ThirtyTwoBitOffsetsAgreeUpToTheirLimit) {
     ASSERT_LT((uint64_t{max_index} + 1) * page, uint64_t{1} << 32);
     const PageLaunch pl = PlanPages(page, 4, 132, 8);
     const uint32_t pairs[8] = {max_index, 0, 0, max_index, max_index / 2, max_index - 1, 7, max_index};
-    PageCopyParams p{dst_base, src_base, page, pairs, static_cast<uint32_t>(pl.units), pl.chunk, pl.chunks_per_page, 1};
+    PageCopyParams p{dst_base, src_base, page, pairs, static_cast<uint32_t>(pl.units), pl.chunk, pl.chunks_per_page, 1,
+                     nullptr, 0, 0};
     for (uint32_t u = 0; u < p.units; ++u) {
       const uint32_t pg = PageOfUnit(p, u);
       const PageUnit w = PageUnitAt(p, u, pg, pairs[2 * pg], pairs[2 * pg + 1]);

@@ -500,6 +500,14 @@ Status Pool::CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes
   return impl_->engine->CopyPages(dst_base, src_base, page_bytes, dst_pages, src_pages, dir, stream);
 }
 
+Status Pool::CopyPagesDeviceIndexed(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes,
+                                    const uint32_t* device_pairs, size_t count, uint32_t max_dst_index,
+                                    uint32_t max_src_index, Direction dir) {
+  WEFT_REQUIRE_JOINED();
+  return impl_->engine->CopyPagesDeviceIndexed(dst_base, src_base, page_bytes, device_pairs, count, max_dst_index,
+                                               max_src_index, dir);
+}
+
 Status Pool::Wait(const CopyHandle& handle, Deadline deadline) { return handle.Wait(deadline); }
 
 Result<engine::RouteInfo> Pool::Route(uint64_t dst, uint64_t src, uint64_t len, Direction dir) const {

@@ -81,6 +81,10 @@ class Pool {
   // page_bytes to dst_base + dst_pages[i] × page_bytes; one status; stream optional.
   Status CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, std::span<const uint32_t> dst_pages,
                    std::span<const uint32_t> src_pages, Direction dir = Direction::kAuto, void* stream = nullptr);
+  // The same with the (dst, src) index pairs already in device memory (Engine::CopyPagesDeviceIndexed).
+  Status CopyPagesDeviceIndexed(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, const uint32_t* device_pairs,
+                                size_t count, uint32_t max_dst_index, uint32_t max_src_index,
+                                Direction dir = Direction::kAuto);
   Status Wait(const CopyHandle& handle, Deadline deadline = Deadline::Never());
   Result<engine::RouteInfo> Route(uint64_t dst, uint64_t src, uint64_t len,
                                   Direction dir = Direction::kAuto) const;

@@ -41,6 +41,12 @@ struct PageCopyParams {
   // Both ends' extents ((largest index + 1) × page_bytes) are below 2^32: every offset fits
   // 32 bits, and the kernel's address arithmetic is done in 32 bits (fewer registers).
   uint32_t offsets32;
+  // Index pairs the host has not seen (already in device memory, CopyPagesDeviceIndexed): a
+  // pair past max_dst / max_src is not copied and sets *bad (mapped pinned memory) to 1. Null
+  // when the host scanned the indices itself (nothing to check on the GPU).
+  uint32_t* bad;
+  uint32_t max_dst;
+  uint32_t max_src;
 };
 
 // The page kernel's code. kLean is the default; kLegacy is the kernel before it (two 4-byte index

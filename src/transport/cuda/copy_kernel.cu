@@ -107,13 +107,19 @@ __device__ __forceinline__ void CopyVec16(uint8_t* __restrict__ dst, const uint8
 // latency behind each other's copies. The general instantiations (any alignment) are not held
 // to 8 blocks (the 64-bit one would spill); the persistent grid is sized from the occupancy CUDA
 // reports (PageKernelBlocksPerSm), so no block waits for a second wave.
-template <bool kOff32, bool kAligned>
+// kChecked: the pairs come from device memory the host never read, so each is checked against
+// the stated maxima (the same answer for every thread of the block: no divergence).
+template <bool kOff32, bool kAligned, bool kChecked = false>
 __global__ void __launch_bounds__(kCopyKernelThreads, kAligned ? kCopyKernelBlocksPerSm : 1) PageKernelLean(const PageCopyParams p) {
   const uint32_t units = p.units;
   const uint2* __restrict__ pairs = reinterpret_cast<const uint2*>(p.pairs);
   for (uint32_t u = blockIdx.x; u < units; u += gridDim.x) {
     const uint32_t page = PageOfUnit(p, u);
     const uint2 pair = __ldg(pairs + page);
+    if (kChecked && (pair.x > p.max_dst || pair.y > p.max_src)) {
+      if (threadIdx.x == 0) *reinterpret_cast<volatile uint32_t*>(p.bad) = 1;
+      continue;
+    }
     const PageUnit w = kOff32 ? PageUnitAt32(p, u, page, pair.x, pair.y) : PageUnitAt(p, u, page, pair.x, pair.y);
     if (kAligned) {
       CopyVec16(reinterpret_cast<uint8_t*>(w.dst), reinterpret_cast<const uint8_t*>(w.src), w.len);
@@ -163,6 +169,17 @@ cudaError_t LaunchPageKernel(const PageCopyParams& params, uint32_t grid, cudaSt
     return cudaGetLastError();
   }
   const bool aligned = PageUnitsAligned(params);
+  if (params.bad) {
+    if (params.offsets32 && aligned)
+      PageKernelLean<true, true, true><<<grid, kCopyKernelThreads, 0, stream>>>(params);
+    else if (params.offsets32)
+      PageKernelLean<true, false, true><<<grid, kCopyKernelThreads, 0, stream>>>(params);
+    else if (aligned)
+      PageKernelLean<false, true, true><<<grid, kCopyKernelThreads, 0, stream>>>(params);
+    else
+      PageKernelLean<false, false, true><<<grid, kCopyKernelThreads, 0, stream>>>(params);
+    return cudaGetLastError();
+  }
   if (params.offsets32) {
     if (aligned)
       PageKernelLean<true, true><<<grid, kCopyKernelThreads, 0, stream>>>(params);

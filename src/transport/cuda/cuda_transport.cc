@@ -709,10 +709,14 @@ Status CudaTransport::Enqueue(std::span<const CopyItem> items, void* stream_ptr,
 
 Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::function<void()> release) {
   Impl& im = *impl_;
-  const size_t n = pc.dst_pages.size();
+  const bool on_device = pc.device_pairs != nullptr;
+  const size_t n = on_device ? pc.count : pc.dst_pages.size();
   if (n == 0) return OkStatus();
-  if (pc.src_pages.size() != n)
+  if (!on_device && pc.src_pages.size() != n)
     return Error(Code::kInvalidArgument, "copy pages: {} destination and {} source pages", n, pc.src_pages.size());
+  if (on_device && stream_ptr)
+    return Error(Code::kNotSupported, "copy pages: index pairs in device memory are taken without a stream only (the "
+                 "check of the pairs is reported when the call returns); pass host lists to order it on a stream");
   // Both ends once, over the whole extent the indices reach: no per-page classification.
   WEFT_ASSIGN_OR_RETURN(PlanItem p, im.Classify(pc.dst, pc.src, pc.dst_extent, pc.src_extent));
   if (!p.kernel_ok)
@@ -725,7 +729,23 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
     return Error(Code::kInvalidArgument, "copy pages: {} pages of {} bytes make 2^32 kernel units or more; split the batch",
                  n, pc.page_bytes);
   PageCopyParams params{reinterpret_cast<uint64_t>(pc.dst.mapped), reinterpret_cast<uint64_t>(pc.src.mapped),
-                        pc.page_bytes, nullptr, 0, 0, 0, 0};
+                        pc.page_bytes, nullptr, 0, 0, 0, 0, nullptr, 0, 0};
+  if (on_device) {
+    // The pairs must be device memory the copying GPU can read, 8-byte aligned (one load a pair).
+    Impl::PtrInfo q = im.Query(reinterpret_cast<const uint8_t*>(pc.device_pairs));
+    if (!q.info.device || (q.info.dev != p.device && !im.dev[p.device].peer[q.info.dev]))
+      return Error(Code::kInvalidArgument, "copy pages: the index pairs at {} are not device memory GPU {} can read; "
+                   "pass a device buffer of that GPU (or host lists)",
+                   static_cast<const void*>(pc.device_pairs), p.device);
+    if (reinterpret_cast<uintptr_t>(pc.device_pairs) % 8 != 0)
+      return Error(Code::kInvalidArgument, "copy pages: the index pairs at {} are not 8-byte aligned",
+                   static_cast<const void*>(pc.device_pairs));
+    if (q.end > q.base && (reinterpret_cast<uint64_t>(pc.device_pairs) + n * 8 > q.end))
+      return Error(Code::kOutOfRange, "copy pages: {} index pairs run past the end of their device allocation", n);
+    params.pairs = pc.device_pairs;
+    params.max_dst = static_cast<uint32_t>(pc.dst_extent / pc.page_bytes - 1);
+    params.max_src = static_cast<uint32_t>(pc.src_extent / pc.page_bytes - 1);
+  }
   // Offsets in 32 bits when both extents stay below 2^32 (then so does every page offset).
   params.offsets32 = pc.dst_extent < (uint64_t{1} << 32) && pc.src_extent < (uint64_t{1} << 32);
   const PageKernelVariant variant = im.options.page_kernel;
@@ -790,21 +810,31 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
   for (;;) {
     WEFT_ASSIGN_OR_RETURN(Lane * lane, im.Acquire(p.device, green));
     const int sms = green ? ds.green_sms : ds.sm_count;
-    Status s = im.ReserveIndices(lane, 2 * n);
-    if (s.ok()) {
+    Status s = im.ReserveIndices(lane, on_device ? 2 : 2 * n);
+    if (s.ok() && on_device) {
+      // The lane's pinned words hold the kernel's "a pair was out of range" flag instead.
+      lane->host_idx[0] = 0;
+      params.bad = lane->host_idx;
+    } else if (s.ok()) {
       interleave(lane->host_idx);
       if (!im.options.page_indices_mapped)
         s = CudaStatus(cudaMemcpyAsync(lane->dev_idx, lane->host_idx, pair_bytes, cudaMemcpyHostToDevice, lane->stream),
                        "cudaMemcpyAsync (page indices)");
     }
     // cudaMallocHost memory is mapped at the same address (unified addressing).
-    params.pairs = im.options.page_indices_mapped ? lane->host_idx : lane->dev_idx;
+    if (!on_device) params.pairs = im.options.page_indices_mapped ? lane->host_idx : lane->dev_idx;
     const uint32_t grid = set_launch(ds, sms);
     if (s.ok()) s = CudaStatus(LaunchPageKernel(params, grid, lane->stream, variant), "page kernel launch");
     if (s.ok()) count();
     // Whatever was enqueued must finish before the lane (and its staging) is reused.
     Status sync = CudaStatus(cudaStreamSynchronize(lane->stream), "cudaStreamSynchronize");
+    const bool out_of_range = on_device && s.ok() && sync.ok() && *reinterpret_cast<volatile uint32_t*>(lane->host_idx);
     im.Release(lane);
+    if (out_of_range)
+      return Error(Code::kOutOfRange,
+                   "copy pages: an index pair in device memory is past the stated largest index (dst {}, src {}); "
+                   "its pages were not copied, the others were",
+                   params.max_dst, params.max_src);
     if (!s.ok() && green) {
       ds.green_broken = true;
       if (!im.logged_green.exchange(true))

@@ -249,6 +249,16 @@ Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, tr
   return out;
 }
 
+namespace {
+// Bytes from a base to the end of page `max` (the extent a copy of pages 0..max reaches).
+Result<uint64_t> PageExtent(uint64_t page_bytes, uint32_t max, const char* which) {
+  const uint64_t pages = uint64_t{max} + 1;
+  if (page_bytes > UINT64_MAX / pages)
+    return Error(Code::kOutOfRange, "copy pages: {} page {} × {} bytes lies past any address", which, max, page_bytes);
+  return pages * page_bytes;
+}
+}  // namespace
+
 Result<PageExtents> ScanPages(uint64_t page_bytes, std::span<const uint32_t> dst_pages,
                               std::span<const uint32_t> src_pages) {
   if (dst_pages.size() != src_pages.size())
@@ -260,14 +270,8 @@ Result<PageExtents> ScanPages(uint64_t page_bytes, std::span<const uint32_t> dst
   uint32_t dmax = 0, smax = 0;
   for (uint32_t v : dst_pages) dmax = std::max(dmax, v);
   for (uint32_t v : src_pages) smax = std::max(smax, v);
-  auto extent = [&](uint32_t max, const char* which) -> Result<uint64_t> {
-    const uint64_t pages = uint64_t{max} + 1;
-    if (page_bytes > UINT64_MAX / pages)
-      return Error(Code::kOutOfRange, "copy pages: {} page {} × {} bytes lies past any address", which, max, page_bytes);
-    return pages * page_bytes;
-  };
-  WEFT_ASSIGN_OR_RETURN(uint64_t d, extent(dmax, "destination"));
-  WEFT_ASSIGN_OR_RETURN(uint64_t s, extent(smax, "source"));
+  WEFT_ASSIGN_OR_RETURN(uint64_t d, PageExtent(page_bytes, dmax, "destination"));
+  WEFT_ASSIGN_OR_RETURN(uint64_t s, PageExtent(page_bytes, smax, "source"));
   return PageExtents{d, s};
 }
 
@@ -277,14 +281,8 @@ Status Engine::CopyPagesDeviceIndexed(uint64_t dst_base, uint64_t src_base, uint
   if (page_bytes == 0) return Error(Code::kInvalidArgument, "copy pages: the page size is zero");
   if (count > 0 && device_pairs == nullptr)
     return Error(Code::kInvalidArgument, "copy pages: {} index pairs at a null pointer", count);
-  auto extent = [&](uint32_t max, const char* which) -> Result<uint64_t> {
-    const uint64_t pages = uint64_t{max} + 1;
-    if (page_bytes > UINT64_MAX / pages)
-      return Error(Code::kOutOfRange, "copy pages: {} page {} × {} bytes lies past any address", which, max, page_bytes);
-    return pages * page_bytes;
-  };
-  WEFT_ASSIGN_OR_RETURN(uint64_t dst_extent, extent(max_dst_index, "destination"));
-  WEFT_ASSIGN_OR_RETURN(uint64_t src_extent, extent(max_src_index, "source"));
+  WEFT_ASSIGN_OR_RETURN(uint64_t dst_extent, PageExtent(page_bytes, max_dst_index, "destination"));
+  WEFT_ASSIGN_OR_RETURN(uint64_t src_extent, PageExtent(page_bytes, max_src_index, "source"));
   if (!no_device_reason_.empty())
     return Error(Code::kNotSupported, "copy pages runs on the CUDA page kernel and this process has no cuda path ({}); "
                  "use CopyBatch", no_device_reason_);

@@ -195,6 +195,15 @@ int weft_copy_pages(weft_pool* pool, uint64_t dst_base, uint64_t src_base, uint6
                     const uint32_t* dst_pages, const uint32_t* src_pages, size_t count, int direction,
                     void* cuda_stream);
 
+/* The same with the page indices already on the GPU (a block table kept in device memory):
+ * `count` interleaved (dst index, src index) uint32 pairs at `device_pairs` (device memory of the
+ * copying GPU, 8-byte aligned), which the host never reads. The caller states the largest index
+ * of each end; both ends are bounds-checked over those, and a pair past them is not copied
+ * (WEFT_E_OUT_OF_RANGE once the call returns; the other pages are copied). Synchronous. */
+int weft_copy_pages_device_indexed(weft_pool* pool, uint64_t dst_base, uint64_t src_base, uint64_t page_bytes,
+                                   const uint32_t* device_pairs, size_t count, uint32_t max_dst_index,
+                                   uint32_t max_src_index, int direction);
+
 /* An asynchronous copy. The name weft_copy is the blocking call above (C has one namespace for
  * functions and type names), so the handle type is weft_copy_handle. */
 typedef struct weft_copy_handle weft_copy_handle;

@@ -218,6 +218,15 @@ static void check_null_arguments(weft_pool* pool) {
     CHECK(rc == WEFT_E_NOT_SUPPORTED || rc == WEFT_OK, "weft_copy_pages without a GPU: %d (%s)", rc,
           weft_last_error());
     if (rc == WEFT_E_NOT_SUPPORTED) CHECK(strstr(weft_last_error(), "CopyBatch") != NULL, "%s", weft_last_error());
+    /* Index pairs on the GPU: the same refusals; host memory is never taken for device pairs. */
+    uint32_t pairs[4] = {0, 1, 1, 0};
+    EXPECT_CODE(weft_copy_pages_device_indexed(pool, host_slice + 4096, host_slice, 64, NULL, 2, 1, 1, WEFT_DIR_AUTO),
+                WEFT_E_INVALID_ARGUMENT);
+    EXPECT_CODE(weft_copy_pages_device_indexed(pool, host_slice + 4096, host_slice, 0, pairs, 2, 1, 1, WEFT_DIR_AUTO),
+                WEFT_E_INVALID_ARGUMENT);
+    rc = weft_copy_pages_device_indexed(pool, host_slice + 4096, host_slice, 64, pairs, 2, 1, 1, WEFT_DIR_AUTO);
+    CHECK(rc == WEFT_E_NOT_SUPPORTED || rc == WEFT_E_INVALID_ARGUMENT, "device pairs in host memory: %d (%s)", rc,
+          weft_last_error());
   }
   EXPECT_CODE(weft_pool_rank_of(NULL, 0, &rank), WEFT_E_INVALID_ARGUMENT);
   EXPECT_CODE(weft_pool_rank_of(pool, 0, NULL), WEFT_E_INVALID_ARGUMENT);

@@ -307,6 +307,18 @@ int weft_copy_pages(weft_pool* pool, uint64_t dst_base, uint64_t src_base, uint6
   });
 }
 
+int weft_copy_pages_device_indexed(weft_pool* pool, uint64_t dst_base, uint64_t src_base, uint64_t page_bytes,
+                                   const uint32_t* device_pairs, size_t count, uint32_t max_dst_index,
+                                   uint32_t max_src_index, int direction) {
+  WEFT_C_REQUIRE_POOL(pool);
+  if (count > 0) WEFT_C_REQUIRE(device_pairs);
+  WEFT_C_DIRECTION(direction, dir);
+  return Guard(__func__, [&]() -> int {
+    return Report(pool->pool->CopyPagesDeviceIndexed(dst_base, src_base, page_bytes, device_pairs, count,
+                                                     max_dst_index, max_src_index, dir));
+  });
+}
+
 int weft_copy_batch(weft_pool* pool, const weft_copy_request* requests, size_t n, int direction, int* results) {
   auto fill = [&](int rc) {
     if (results)

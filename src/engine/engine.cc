@@ -283,44 +283,43 @@ Status Engine::CopyPagesDeviceIndexed(uint64_t dst_base, uint64_t src_base, uint
     return Error(Code::kInvalidArgument, "copy pages: {} index pairs at a null pointer", count);
   WEFT_ASSIGN_OR_RETURN(uint64_t dst_extent, PageExtent(page_bytes, max_dst_index, "destination"));
   WEFT_ASSIGN_OR_RETURN(uint64_t src_extent, PageExtent(page_bytes, max_src_index, "source"));
-  if (!no_device_reason_.empty())
-    return Error(Code::kNotSupported, "copy pages runs on the CUDA page kernel and this process has no cuda path ({}); "
-                 "use CopyBatch", no_device_reason_);
-  if (count == 0) return OkStatus();
-  copies_->Add(count);
-  auto resolved = Resolve(CopyRequest{dst_base, src_base, dst_extent}, dir, nullptr, src_extent);
-  if (!resolved.ok()) {
-    failures_->Add();
-    return resolved.status().Annotate("copy pages");
-  }
-  transport::PageCopy pc{resolved->dst, resolved->src, page_bytes, dst_extent, src_extent, {}, {}};
+  transport::PageCopy pc;
+  pc.page_bytes = page_bytes;
+  pc.dst_extent = dst_extent;
+  pc.src_extent = src_extent;
   pc.device_pairs = device_pairs;
   pc.count = count;
-  Status s = resolved->path->CopyPages(pc, nullptr, nullptr);
-  if (!s.ok()) {
-    failures_->Add();
-    return s;
-  }
-  bytes_->Add(count * page_bytes);
-  return s;
+  return RunPages(dst_base, src_base, std::move(pc), dir, nullptr);
 }
 
 Status Engine::CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_bytes, std::span<const uint32_t> dst_pages,
                          std::span<const uint32_t> src_pages, Direction dir, void* stream) {
   WEFT_ASSIGN_OR_RETURN(PageExtents ext, ScanPages(page_bytes, dst_pages, src_pages));
+  transport::PageCopy pc;
+  pc.page_bytes = page_bytes;
+  pc.dst_extent = ext.dst;
+  pc.src_extent = ext.src;
+  pc.dst_pages = dst_pages;
+  pc.src_pages = src_pages;
+  pc.count = dst_pages.size();
+  return RunPages(dst_base, src_base, std::move(pc), dir, stream);
+}
+
+Status Engine::RunPages(uint64_t dst_base, uint64_t src_base, transport::PageCopy pc, Direction dir, void* stream) {
   if (!no_device_reason_.empty())
     return Error(Code::kNotSupported, "copy pages runs on the CUDA page kernel and this process has no cuda path ({}); "
                  "use CopyBatch", no_device_reason_);
-  if (dst_pages.empty()) return OkStatus();
-  copies_->Add(dst_pages.size());
+  if (pc.count == 0) return OkStatus();
+  copies_->Add(pc.count);
   // Both ends at once over the extents the indices reach: an index past an end's memory is
   // OUT_OF_RANGE here, before anything is launched.
-  auto resolved = Resolve(CopyRequest{dst_base, src_base, ext.dst}, dir, nullptr, ext.src);
+  auto resolved = Resolve(CopyRequest{dst_base, src_base, pc.dst_extent}, dir, nullptr, pc.src_extent);
   if (!resolved.ok()) {
     failures_->Add();
     return resolved.status().Annotate("copy pages");
   }
-  transport::PageCopy pc{resolved->dst, resolved->src, page_bytes, ext.dst, ext.src, dst_pages, src_pages};
+  pc.dst = resolved->dst;
+  pc.src = resolved->src;
   Status s;
   if (stream) {
     // The pins live until the stream has passed the copy.
@@ -334,7 +333,7 @@ Status Engine::CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_byt
     failures_->Add();
     return s;
   }
-  bytes_->Add(dst_pages.size() * page_bytes);
+  bytes_->Add(pc.count * pc.page_bytes);
   return s;
 }
 

@@ -153,6 +153,8 @@ class Engine {
   struct Resolved;
   // memos (two: dst, src), when given, live for one batch (see transport::ClassifyMemo).
   // src_len, when given, is the source end's length where it differs from r.len (page batches).
+  // Both page-batch calls after their own checks: resolve both ends over the extents, launch.
+  Status RunPages(uint64_t dst_base, uint64_t src_base, transport::PageCopy pc, Direction dir, void* stream);
   Result<Resolved> Resolve(const CopyRequest& r, Direction dir, transport::ClassifyMemo* memos = nullptr,
                            std::optional<uint64_t> src_len = std::nullopt) const;
   std::shared_ptr<CopyJob> Plan(std::span<const CopyRequest> requests, Direction dir, Deadline deadline);

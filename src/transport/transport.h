@@ -63,7 +63,7 @@ struct PageCopy {
   // that copies, which the host does not read; the extents above come from the caller's stated
   // largest indices, and the GPU checks every pair against them.
   const uint32_t* device_pairs = nullptr;
-  size_t count = 0;
+  size_t count = 0;  // pages in the batch (the engine sets it for lists too)
 };
 
 // How a transport may reach local host memory (learned by ClassifyLocal, used in the same call).

@@ -403,7 +403,8 @@ Status Engine::Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir, Dea
   }
   if (large && !resolved->path->batches()) {
     // Split over the copy threads; Plan resolves again (nothing next to the copy) and counts it.
-    resolved = Error(Code::kInternal, "released");  // drop the pins before Plan takes its own
+    resolved->dst_pin = {};  // Plan takes pins of its own
+    resolved->src_pin = {};
     CopyRequest r{dst, src, len};
     auto job = Plan({&r, 1}, dir, deadline);
     Start(job, /*caller_helps=*/true);

@@ -591,6 +591,18 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
     BENCH_CUDA(cudaMalloc(&p1, psize));
     BENCH_CUDA(cudaMemset(p1, 3, psize));
     cudaSetDevice(0);
+    // The baseline of every row below: cudaMemcpyPeerAsync of `bytes` between cudaMalloc buffers
+    // (GPU 1 -> GPU 0 when `pull`), alternated call by call with `ours`.
+    auto versus_peer = [&](uint64_t bytes, bool pull, int r, auto&& ours) {
+      return MedianPairNanos(
+          5, r,
+          [&] {
+            if (pull) cudaMemcpyPeerAsync(ld, 0, p1, 1, bytes, stream);
+            else cudaMemcpyPeerAsync(p1, 1, ld, 0, bytes, stream);
+            cudaStreamSynchronize(stream);
+          },
+          ours);
+    };
     if (peer_seg) {
       BENCH_CUDA(cudaMemset(peer_seg->data(), 4, psize));
       b.Check(table.Attach({gva::Medium::kDevice, 2, 0}, peer_seg->data(), peer_seg->size(), false, "rank2", [] {},
@@ -601,13 +613,7 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
       for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
         // 8 MiB calls take ~30 µs: many alternated repetitions, so that 1 µs differences show.
         const int r = size <= (8u << 20) ? 200 : std::max(5, reps / 2);
-        auto [base, ours] = MedianPairNanos(
-            5, r,
-            [&] {
-              cudaMemcpyPeerAsync(ld, 0, p1, 1, size, stream);
-              cudaStreamSynchronize(stream);
-            },
-            [&] { b.Check(engine.Copy(g0, g2, size), "GD(1)->GD(0)"); });
+        auto [base, ours] = versus_peer(size, true, r, [&] { b.Check(engine.Copy(g0, g2, size), "GD(1)->GD(0)"); });
         b.Add({"nvlink", fmt::format("GD(1)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base), "GB/s",
                "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
         if (size == (uint64_t{8} << 20)) {
@@ -621,46 +627,26 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
           double tr = MedianNanos(5, r, [&] { b.Check(cuda->Copy(d0, s2, size), "transport GD(1)->GD(0)"); });
           // Just below the engine's split size (8 MiB): the inline path of Engine::Copy instead
           // of a job, same link.
-          auto [base_m, ours_m] = MedianPairNanos(
-              5, r,
-              [&] {
-                cudaMemcpyPeerAsync(ld, 0, p1, 1, size - 4096, stream);
-                cudaStreamSynchronize(stream);
-              },
+          auto [base_m, ours_m] = versus_peer(size - 4096, true, r,
               [&] { b.Check(engine.Copy(g0, g2, size - 4096), "GD(1)->GD(0) 8 MiB - 4 KiB"); });
           b.Add({"nvlink", "GD(1)->GD(0) 8 MiB-4KiB", size - 4096, Gbps(size - 4096, ours_m), Gbps(size - 4096, base_m),
                  "GB/s", "cudaMemcpyPeerAsync", "below EngineOptions::split_bytes: inline Engine::Copy"});
           b.Add({"nvlink", "GD(1)->GD(0) 8 MiB transport", size, Gbps(size, tr), Gbps(size, base), "GB/s",
                  "cudaMemcpyPeerAsync", "CudaTransport::Copy"});
         }
-        auto [back, ours_back] = MedianPairNanos(
-            5, r,
-            [&] {
-              cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
-              cudaStreamSynchronize(stream);
-            },
+        auto [back, ours_back] = versus_peer(size, false, r,
             [&] { b.Check(engine.Copy(g2, g0, size), "GD(0)->GD(1)"); });
         b.Add({"nvlink", fmt::format("GD(0)->GD(1) {} MiB", size >> 20), size, Gbps(size, ours_back), Gbps(size, back),
                "GB/s", "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
         if (size == (uint64_t{8} << 20)) {
           // The push direction split the same way: raw cudaMemcpyAsync between the two mappings
           // on a stream of GPU 0 (the GPU weft runs it on), and the transport alone.
-          auto [back_r, raw] = MedianPairNanos(
-              5, r,
-              [&] {
-                cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
-                cudaStreamSynchronize(stream);
-              },
+          auto [back_r, raw] = versus_peer(size, false, r,
               [&] { baseline_copy(peer_seg->data(), dsegs[0]->data(), size); });
           b.Add({"nvlink", "GD(0)->GD(1) 8 MiB raw on segments", size, Gbps(size, raw), Gbps(size, back_r), "GB/s",
                  "cudaMemcpyPeerAsync", "cudaMemcpyAsync between the two mappings"});
           transport::Endpoint d2{peer_seg->data()}, s0{dsegs[0]->data()};
-          auto [back_t, tr] = MedianPairNanos(
-              5, r,
-              [&] {
-                cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
-                cudaStreamSynchronize(stream);
-              },
+          auto [back_t, tr] = versus_peer(size, false, r,
               [&] { b.Check(cuda->Copy(d2, s0, size), "transport GD(0)->GD(1)"); });
           b.Add({"nvlink", "GD(0)->GD(1) 8 MiB transport", size, Gbps(size, tr), Gbps(size, back_t), "GB/s",
                  "cudaMemcpyPeerAsync", "CudaTransport::Copy"});
@@ -700,21 +686,11 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
       const uint64_t g0 = layout.Encode({gva::Medium::kDevice, 0, 0});
       for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
         const int r = size <= (8u << 20) ? 200 : std::max(5, reps / 2);
-        auto [base, ours] = MedianPairNanos(
-            5, r,
-            [&] {
-              cudaMemcpyPeerAsync(ld, 0, p1, 1, size, stream);
-              cudaStreamSynchronize(stream);
-            },
+        auto [base, ours] = versus_peer(size, true, r,
             [&] { b.Check(engine.Copy(g0, g3, size), "GD(1, other process)->GD(0)"); });
         b.Add({"ipc", fmt::format("GD(1,proc 2)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base),
                "GB/s", "cudaMemcpyPeerAsync", "segment of another process, fd passed"});
-        auto [back, ours_back] = MedianPairNanos(
-            5, r,
-            [&] {
-              cudaMemcpyPeerAsync(p1, 1, ld, 0, size, stream);
-              cudaStreamSynchronize(stream);
-            },
+        auto [back, ours_back] = versus_peer(size, false, r,
             [&] { b.Check(engine.Copy(g3, g0, size), "GD(0)->GD(1, other process)"); });
         b.Add({"ipc", fmt::format("GD(0)->GD(1,proc 2) {} MiB", size >> 20), size, Gbps(size, ours_back),
                Gbps(size, back), "GB/s", "cudaMemcpyPeerAsync", "segment of another process, fd passed"});

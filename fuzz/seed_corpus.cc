@@ -65,9 +65,11 @@ int main(int argc, char** argv) {
   w.Message("call_reply_fuzz", wire::CallReply{100, {Code::kPoolFull, "no room"}, {}}, &stream);
   if (auto n = wire::EncodeNotification("peer-a", "layer 7 done"); n.ok()) w.Put("notification_fuzz", *n);
   std::string descriptor =
-      R"({"name":"10.0.0.1:15001","protocol":"tcp","host":"10.0.0.1","data_port":41000,"buffers":[)"
-      R"({"addr":140000000000,"length":1048576,"location":"cpu:0","segment":1,"key":"0123456789abcdef"}]})";
+      R"({"version":2,"name":"10.0.0.1:15001","transports":{"tcp":"AQgAAAAxMC4wLjAuMSiq"},"buffers":[)"
+      R"({"addr":140000000000,"length":1048576,"location":"cpu:0","blobs":{"tcp":"AQEAAADvzauJZ0UjAQ=="}}]})";
   w.Put("trans_descriptor_fuzz", std::vector<uint8_t>(descriptor.begin(), descriptor.end()));
+  // A transport blob: the target's first byte picks the decoder (tcp, shm, cma; endpoint or region).
+  w.Put("transport_blob_fuzz", std::vector<uint8_t>{0, 1, 8, 0, 0, 0, '1', '0', '.', '0', '.', '0', '.', '1', 0x28, 0xaa});
   // The reassembler's input also spends bytes on read sizes; the plain stream is still a start.
   w.Put("frame_reader_fuzz", stream);
   if (!w.ok) {

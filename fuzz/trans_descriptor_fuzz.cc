@@ -12,10 +12,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (d.status().code() != Code::kProtocol) __builtin_trap();
     return 0;
   }
-  if (d->data_port == 0 || d->host.empty()) __builtin_trap();
+  auto blobs_ok = [](const trans::BlobMap& m) {
+    if (m.size() > trans::kMaxTransportsPerMap) return false;
+    for (const auto& [name, bytes] : m)
+      if (name.empty() || name.size() > 32 || bytes.empty() || bytes.size() > trans::kMaxBlobBytes) return false;
+    return true;
+  };
+  if (!blobs_ok(d->endpoints)) __builtin_trap();
   for (size_t i = 0; i < d->buffers.size(); ++i) {
     const auto& b = d->buffers[i];
-    if (b.length == 0 || b.segment_id == 0) __builtin_trap();
+    if (b.length == 0 || !blobs_ok(b.blobs)) __builtin_trap();
     if (i > 0 && d->buffers[i - 1].addr + d->buffers[i - 1].length > b.addr) __builtin_trap();
     if (d->Find(b.addr, b.length) != &b) __builtin_trap();
   }

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -33,6 +34,8 @@ class CopyJob {
   // every other piece is a group of its own.
   void AddPiece(const Piece& p);
   void KeepPinned(gva::SegmentTable::Pin pin) { pins_.push_back(std::move(pin)); }
+  // Anything else the pieces' endpoints point into (a peer's imported regions) until the job ends.
+  void KeepAlive(std::shared_ptr<const void> keep) { keep_.push_back(std::move(keep)); }
   void Fail(size_t entry, Status s) { results_[entry] = std::move(s); }
   size_t piece_count() const { return groups_.size(); }  // units runners claim
 
@@ -56,6 +59,7 @@ class CopyJob {
   std::vector<Piece> pieces_;
   std::vector<Group> groups_;
   std::vector<gva::SegmentTable::Pin> pins_;
+  std::vector<std::shared_ptr<const void>> keep_;
   std::vector<Status> results_;
   Deadline deadline_;
   std::atomic<size_t> next_{0};

@@ -4,11 +4,7 @@
 #include <cctype>
 
 #include "base/log.h"
-#include "transport/local/local_transport.h"
-#include "transport/shm/shm_transport.h"
-#if WEFT_HAVE_CUDA
-#include "transport/cuda/cuda_transport.h"
-#endif
+#include "engine/builtin_transports.h"
 
 namespace weft::engine {
 
@@ -105,28 +101,46 @@ struct Engine::Resolved {
   transport::Transport* path = nullptr;
 };
 
+namespace {
+transport::TransportSet PoolTransports(const EngineOptions& options) {
+  transport::TransportContext context;
+  context.cuda_kernel_sms = options.cuda_kernel_sms;
+  auto set = BuiltinTransports().Create(options.transports, context);
+  if (set.ok()) return std::move(*set);
+  WEFT_LOG_WARN("engine transports '{}': {}; using all built-in ones", options.transports, set.status().ToString());
+  auto all = BuiltinTransports().Create("auto", context);
+  return std::move(*all);
+}
+}  // namespace
+
 Engine::Engine(EngineOptions options, const gva::SegmentTable& table, MetricsRegistry& metrics)
-    : options_(options), table_(table), pool_(std::max(1u, options.threads - (options.threads > 1 ? 1 : 0))) {
+    : Engine(options, &table, metrics, PoolTransports(options)) {}
+
+Engine::Engine(EngineOptions options, const gva::SegmentTable* table, MetricsRegistry& metrics,
+               transport::TransportSet transports)
+    : options_(options),
+      table_(table),
+      transports_(std::move(transports.transports)),
+      absent_(std::move(transports.absent)),
+      pool_(std::max(1u, options.threads - (options.threads > 1 ? 1 : 0))) {
   if (options_.threads == 0) options_.threads = 1;
   if (options_.split_bytes < kPieceAlign) options_.split_bytes = kPieceAlign;
-  transports_.push_back(std::make_unique<transport::LocalTransport>());
-  transports_.push_back(std::make_unique<transport::ShmTransport>());
-#if WEFT_HAVE_CUDA
-  transport::cuda::CudaOptions cuda_options;
-  cuda_options.kernel_sms = options_.cuda_kernel_sms;
-  if (auto cuda = transport::cuda::CudaTransport::Create(cuda_options); cuda.ok()) {
-    transports_.push_back(std::move(*cuda));
-  } else {
-    no_device_reason_ = cuda.status().message();
-    WEFT_LOG_INFO("device paths off: {}", no_device_reason_);
-  }
-#else
-  no_device_reason_ = "this weft was built without CUDA (no nvcc at build time)";
-#endif
+  if (auto it = absent_.find("cuda"); it != absent_.end()) WEFT_LOG_INFO("device paths off: {}", it->second);
   copies_ = metrics.counter("weft_copies_total", "Copies submitted to the engine");
   bytes_ = metrics.counter("weft_copy_bytes_total", "Bytes copied by the engine");
   failures_ = metrics.counter("weft_copy_failures_total", "Copies that ended with an error");
   latency_ns_ = metrics.histogram("weft_copy_latency_ns", "Latency of synchronous copies in nanoseconds (copies below split_bytes: 1 in 16 sampled)");
+}
+
+bool Engine::HasCapability(uint32_t caps) const {
+  for (const auto& t : transports_)
+    if ((t->capabilities() & caps) == caps) return true;
+  return false;
+}
+
+std::string Engine::AbsentReason(std::string_view name) const {
+  auto it = absent_.find(std::string(name));
+  return it == absent_.end() ? std::string() : it->second;
 }
 
 Engine::~Engine() = default;
@@ -196,7 +210,8 @@ transport::Transport* Engine::Choose(const RouteKey& key, uint64_t len) const {
 
 Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, transport::ClassifyMemo* memos,
                                          std::optional<uint64_t> src_len) const {
-  const gva::Layout& layout = table_.layout();
+  static const gva::Layout kNoPool{};
+  const gva::Layout& layout = table_ ? table_->layout() : kNoPool;
   Resolved out;
   bool remote = false;
   bool other_node = false;  // an end that is not mapped here: only a network path reaches it
@@ -205,7 +220,7 @@ Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, tr
     if (addr == 0) return Error(Code::kInvalidArgument, "{} is a null pointer", which);
     if (auto loc = layout.Decode(addr)) {
       kind = loc->medium == gva::Medium::kHost ? EndKind::kGH : EndKind::kGD;
-      auto p = table_.Resolve(addr, len);
+      auto p = table_->Resolve(addr, len);
       if (!p.ok()) return p.status().Annotate(which);
       pin = std::move(*p);
       ep = Endpoint{pin.ptr(), addr, loc->rank};
@@ -306,9 +321,9 @@ Status Engine::CopyPages(uint64_t dst_base, uint64_t src_base, uint64_t page_byt
 }
 
 Status Engine::RunPages(uint64_t dst_base, uint64_t src_base, transport::PageCopy pc, Direction dir, void* stream) {
-  if (!no_device_reason_.empty())
-    return Error(Code::kNotSupported, "copy pages runs on the CUDA page kernel and this process has no cuda path ({}); "
-                 "use CopyBatch", no_device_reason_);
+  if (!HasCapability(transport::kCapPageBatches))
+    return Error(Code::kNotSupported, "copy pages runs on a GPU page kernel and this process has no path with one "
+                 "({}); use CopyBatch", AbsentReason("cuda").empty() ? "none selected" : AbsentReason("cuda"));
   if (pc.count == 0) return OkStatus();
   copies_->Add(pc.count);
   // Both ends at once over the extents the indices reach: an index past an end's memory is
@@ -358,23 +373,28 @@ std::shared_ptr<CopyJob> Engine::Plan(std::span<const CopyRequest> requests, Dir
     }
     bytes_->Add(r.len);
     // A batching transport (cuda) spreads a large copy over its own streams: no split here.
-    uint64_t pieces = r.len >= options_.split_bytes && !resolved->path->batches() ? options_.threads : 1;
-    uint64_t chunk = (r.len / pieces + kPieceAlign - 1) / kPieceAlign * kPieceAlign;
-    if (chunk == 0) chunk = r.len;
-    for (uint64_t off = 0; off < r.len || (r.len == 0 && off == 0); off += chunk) {
-      uint64_t n = std::min(chunk, r.len - off);
-      Endpoint d = resolved->dst, s = resolved->src;
-      d.mapped += off;
-      d.gva = d.gva ? d.gva + off : 0;
-      s.mapped += off;
-      s.gva = s.gva ? s.gva + off : 0;
-      job->AddPiece(Piece{i, resolved->path, d, s, n});
-      if (r.len == 0) break;
-    }
+    AddPieces(*job, i, resolved->path, resolved->dst, resolved->src, r.len);
     job->KeepPinned(std::move(resolved->dst_pin));
     job->KeepPinned(std::move(resolved->src_pin));
   }
   return job;
+}
+
+void Engine::AddPieces(CopyJob& job, size_t entry, transport::Transport* path, const Endpoint& dst,
+                       const Endpoint& src, uint64_t len) const {
+  uint64_t pieces = len >= options_.split_bytes && !path->batches() ? options_.threads : 1;
+  uint64_t chunk = (len / pieces + kPieceAlign - 1) / kPieceAlign * kPieceAlign;
+  if (chunk == 0) chunk = len;
+  for (uint64_t off = 0; off < len || (len == 0 && off == 0); off += chunk) {
+    uint64_t n = std::min(chunk, len - off);
+    Endpoint d = dst, s = src;
+    d.mapped += off;
+    d.gva = d.gva ? d.gva + off : 0;
+    s.mapped += off;
+    s.gva = s.gva ? s.gva + off : 0;
+    job.AddPiece(Piece{entry, path, d, s, n});
+    if (len == 0) break;
+  }
 }
 
 void Engine::Start(const std::shared_ptr<CopyJob>& job, bool caller_helps) {

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -17,6 +19,7 @@
 #include "engine/copy_job.h"
 #include "engine/worker_pool.h"
 #include "gva/segment_table.h"
+#include "transport/registry.h"
 #include "transport/transport.h"
 
 namespace weft::engine {
@@ -82,16 +85,54 @@ class CopyHandle {
   std::shared_ptr<CopyJob> job_;
 };
 
+// ---- Remote ends: the region contract (transport/transport.h) ----
+// Blobs by transport name; names this engine does not have are kept and ignored.
+using Blobs = std::map<std::string, std::string>;
+
+// A region a peer advertises: its address range and, per transport, what reaches it.
+struct RegionAdvert {
+  uint64_t addr = 0;
+  uint64_t len = 0;
+  bool device = false;
+  Blobs blobs;
+};
+
+// What a peer advertises about itself (a transfer engine's segment descriptor).
+struct PeerAdvert {
+  std::string name;
+  Blobs endpoints;
+  std::vector<RegionAdvert> regions;  // sorted by addr, not overlapping
+};
+
+using PeerId = uint64_t;  // never 0
+
+// One one-sided op to a peer: READ copies remote -> local, WRITE local -> remote. `local` lies
+// in memory this process registered (the front end checks); local_device says it is on a GPU.
+struct RemoteRequest {
+  transport::RemoteOpKind kind = transport::RemoteOpKind::kRead;
+  uint8_t* local = nullptr;
+  bool local_device = false;
+  PeerId peer = 0;
+  uint64_t remote_addr = 0;
+  uint64_t len = 0;
+};
+
 struct EngineOptions {
   uint32_t threads = 4;           // participants in a split copy
   uint64_t split_bytes = 8 << 20; // copies at least this large are split
   bool log_paths = false;
   uint32_t cuda_kernel_sms = 0;   // SM budget of the CUDA copy kernel (0: all; needs green contexts)
+  std::string transports = "auto";  // registry preference (transport/registry.h), for the plain constructor
 };
 
 class Engine {
  public:
+  // The built-in transports that run without further settings (memcpy, shm, cuda), as the pool
+  // of `table` uses them.
   Engine(EngineOptions options, const gva::SegmentTable& table, MetricsRegistry& metrics);
+  // The given transports (from a registry); table may be null when no end is a GVA.
+  Engine(EngineOptions options, const gva::SegmentTable* table, MetricsRegistry& metrics,
+         transport::TransportSet transports);
   ~Engine();
 
   Status Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir = Direction::kAuto,
@@ -148,8 +189,45 @@ class Engine {
   transport::Transport* AddTransport(std::unique_ptr<transport::Transport> transport);
 
   const EngineOptions& options() const { return options_; }
+  // Whether a transport of this engine has all of `caps` (transport::Capability bits).
+  bool HasCapability(uint32_t caps) const;
+  // Why a selected transport is absent (empty if it is present or was not selected).
+  std::string AbsentReason(std::string_view name) const;
+
+  // ---- Remote ends (engine/remote.cc) ----
+  // Exports a local region through every transport that can (region.id is set here); the blobs
+  // to advertise. A transport that cannot export it is left out (its reason logged at debug).
+  Result<Blobs> ExportRegion(transport::LocalRegion region, uint64_t* id);
+  // Stops exporting; returns once no peer op uses it through any transport.
+  void WithdrawRegion(uint64_t id);
+  Blobs EndpointBlobs() const;
+  // The port a transport of this engine listens on for peers (tcp's data server), or 0.
+  uint16_t ListenPort() const;
+  // Connects to a peer through every transport whose endpoint blob it advertises and imports
+  // its regions. A blob that does not parse disables that transport for that peer only (the
+  // reason is kept and shown by routes); unknown transports are ignored.
+  Result<PeerId> AttachPeer(const PeerAdvert& advert);
+  // The peer advertised again: links and imports whose blobs did not change are kept.
+  Status UpdatePeer(PeerId peer, const PeerAdvert& advert);
+  void DetachPeer(PeerId peer);
+  // One result per request. Each op takes the cheapest transport that reaches its region (ops
+  // on regions mapped here are copied by the copy threads, large ones split); INVALID_ADDRESS
+  // when no advertised region holds the range, UNAVAILABLE (with every transport's reason) when
+  // no transport reaches it, NOT_FOUND for an unknown peer.
+  std::vector<Status> TransferRemote(std::span<const RemoteRequest> requests, Deadline deadline);
+  // The path an op would take and why, with the reasons cheaper transports were passed over.
+  Result<RouteInfo> RouteRemote(const RemoteRequest& request) const;
+  // A notification payload to the peer through a transport that carries them.
+  Status NotifyPeer(PeerId peer, std::span<const uint8_t> payload, Deadline deadline);
 
  private:
+  struct PeerState;
+  struct RemoteChoice;
+  std::shared_ptr<const PeerState> FindPeer(PeerId peer) const;
+  Result<std::shared_ptr<const PeerState>> BuildPeer(const PeerAdvert& advert, const PeerState* before) const;
+  Result<RemoteChoice> ChooseRemote(const PeerState& peer, const RemoteRequest& r) const;
+  void AddPieces(CopyJob& job, size_t entry, transport::Transport* path, const transport::Endpoint& dst,
+                 const transport::Endpoint& src, uint64_t len) const;
   struct Resolved;
   // memos (two: dst, src), when given, live for one batch (see transport::ClassifyMemo).
   // src_len, when given, is the source end's length where it differs from r.len (page batches).
@@ -162,9 +240,13 @@ class Engine {
   transport::Transport* Choose(const transport::RouteKey& key, uint64_t len) const;
 
   EngineOptions options_;
-  const gva::SegmentTable& table_;
+  const gva::SegmentTable* table_;
   std::vector<std::unique_ptr<transport::Transport>> transports_;
-  std::string no_device_reason_;  // why the cuda path is absent (empty when it is present)
+  std::map<std::string, std::string> absent_;  // selected transports that could not run here, and why
+  mutable std::mutex peers_mu_;
+  std::map<PeerId, std::shared_ptr<const PeerState>> peers_;
+  PeerId next_peer_ = 1;
+  uint64_t next_region_ = 1;  // under peers_mu_
   WorkerPool pool_;
   Counter* copies_;
   std::atomic<uint64_t> sample_tick_{0};  // picks the small copies whose latency is sampled

@@ -6,8 +6,11 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <memory>
+#include <string>
 #include <string_view>
 
+#include "base/clock.h"
 #include "base/result.h"
 
 namespace weft::transport {
@@ -85,10 +88,79 @@ struct ClassifyMemo {
   LocalClass cls;
 };
 
+// What a transport can do. The engine picks transports by these bits, never by name.
+enum Capability : uint32_t {
+  kCapHostMemory = 1u << 0,     // reaches host memory
+  kCapDeviceMemory = 1u << 1,   // reaches device memory
+  kCapSameProcess = 1u << 2,    // both ends in this process
+  kCapSameNode = 1u << 3,       // another process on this node
+  kCapRemoteNode = 1u << 4,     // another node
+  kCapRegions = 1u << 5,        // one-sided ops on registered regions of named peers (below)
+  kCapNotify = 1u << 6,         // delivers a peer's notifications (Notify)
+  kCapPageBatches = 1u << 7,    // CopyPages
+  kCapStreamOrdering = 1u << 8, // Enqueue on a caller's stream
+};
+
+// ---- The region contract: one-sided READ/WRITE between registered regions of peers ----
+//
+// A peer registers a region with every transport that can export it and advertises, per
+// transport, an opaque blob (what a peer needs to reach it: a key, a file reference, an rkey).
+// It also advertises each transport's endpoint blob (where it is: host:port, node and pid).
+// Blobs begin with their format's version byte; only the transport that wrote one reads it.
+
+// A region of this process's memory to export. fd/fd_offset: a shareable file backing it
+// (memfd), or -1: a transport that maps peers' memory needs one.
+struct LocalRegion {
+  uint64_t id = 0;  // unique within the engine, never reused
+  uint8_t* base = nullptr;
+  uint64_t len = 0;
+  bool device = false;
+  int32_t device_id = -1;
+  int fd = -1;
+  uint64_t fd_offset = 0;
+};
+
+// What a transport made of a peer's endpoint blob: its connection state for that peer.
+class PeerLink {
+ public:
+  virtual ~PeerLink() = default;
+};
+
+// What a transport made of a peer's region blob. `mapped` is where the region is reachable by
+// load/store in this process (then the engine copies through it with its own threads), or
+// null: only the transport's Post reaches it.
+class ImportedRegion {
+ public:
+  virtual ~ImportedRegion() = default;
+  // Around each op on a mapped region: Enter fails (NOT_FOUND) once the owner withdrew the
+  // region, and the owner's withdrawal waits for the ops between Enter and Exit, so nothing is
+  // written into memory its owner took back.
+  virtual Status Enter() const { return OkStatus(); }
+  virtual void Exit() const {}
+  uint64_t base = 0;  // the peer's address of the region
+  uint64_t len = 0;
+  uint8_t* mapped = nullptr;
+};
+
+enum class RemoteOpKind : uint8_t { kRead = 0, kWrite = 1 };
+
+// One one-sided op: READ copies peer -> local, WRITE local -> peer. The engine has checked that
+// [offset, offset+len) lies in the region and that local lies in a registered region.
+struct RemoteOp {
+  RemoteOpKind kind = RemoteOpKind::kRead;
+  uint8_t* local = nullptr;
+  bool local_device = false;
+  const PeerLink* peer = nullptr;
+  const ImportedRegion* region = nullptr;  // created by the same transport for the same peer
+  uint64_t offset = 0;
+  uint64_t len = 0;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
   virtual std::string_view name() const = 0;
+  virtual uint32_t capabilities() const = 0;
   virtual bool Serves(const RouteKey& key) const = 0;
   // Modelled cost in nanoseconds of copying `bytes` on this path (lower wins).
   virtual double CostNanos(const RouteKey& key, uint64_t bytes) const = 0;
@@ -131,6 +203,43 @@ class Transport {
   // it faster (cudaHostRegister) does so. Unregister before the memory goes away.
   virtual Status RegisterHost(void* ptr, uint64_t len) { return Status(); }
   virtual void UnregisterHost(void* ptr) {}
+
+  // ---- the region contract (kCapRegions) ----
+  // This process's endpoint blob; NOT_SUPPORTED for a transport without one.
+  virtual Result<std::string> EndpointBlob() const {
+    return Error(Code::kNotSupported, "path {} has no endpoint", name());
+  }
+  // The blob peers reach `region` with; NOT_SUPPORTED (with the reason) when this transport
+  // cannot export it (the region is then not advertised for this transport).
+  virtual Result<std::string> ExportRegion(const LocalRegion& region) {
+    return Error(Code::kNotSupported, "path {} exports no regions", name());
+  }
+  virtual void WithdrawRegion(uint64_t region_id) {}
+  // A peer's endpoint blob: PROTOCOL when it does not parse, UNAVAILABLE when this transport
+  // cannot reach that peer (another node, no permission), each with the reason.
+  virtual Result<std::unique_ptr<PeerLink>> Connect(std::string_view endpoint_blob) {
+    return Error(Code::kNotSupported, "path {} connects to no peers", name());
+  }
+  // A peer's region [base, base+len) with its blob.
+  virtual Result<std::unique_ptr<ImportedRegion>> ImportRegion(const PeerLink& peer, uint64_t base, uint64_t len,
+                                                               std::string_view blob) {
+    return Error(Code::kNotSupported, "path {} imports no regions", name());
+  }
+  // Carries out ops (all to one peer) and returns when each has its result (or the deadline
+  // passed: TIMEOUT for those not done). Ops on mapped regions never come here.
+  virtual void Post(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) {
+    for (auto& r : results) r = Error(Code::kNotSupported, "path {} posts no one-sided ops", name());
+  }
+  // Modelled cost of an op of `bytes` to a peer reached through `peer` (lower wins).
+  virtual double RemoteCostNanos(uint64_t bytes) const { return 1e12; }
+  // Why this path reaches the peer, for routes.
+  virtual std::string_view ExplainRemote() const { return "one-sided ops on registered regions"; }
+  // The port this transport listens on for peers (a data server), if it has one.
+  virtual std::optional<uint16_t> ListenPort() const { return std::nullopt; }
+  // kCapNotify: delivers a notification payload to the peer's notification handler.
+  virtual Status Notify(const PeerLink& peer, std::span<const uint8_t> payload, Deadline deadline) {
+    return Error(Code::kNotSupported, "path {} carries no notifications", name());
+  }
 };
 
 }  // namespace weft::transport

@@ -133,7 +133,7 @@ TEST(Cli, MetaServesMooncakeMetadataForTransferEngines) {
   // The descriptor is readable with Mooncake's protocol (any HTTP client).
   CommandRun get = RunCommand("curl -s 'http://" + address + "/metadata?key=mooncake/ram/serve-" + tag + "'");
   if (get.exit_code == 0) {
-    EXPECT_NE(get.output.find("\"data_port\""), std::string::npos) << get.output;
+    EXPECT_NE(get.output.find("\"transports\""), std::string::npos) << get.output;
   }
   std::system(("pkill -f 'trans-serve --name serve-" + tag + "'").c_str());
   std::system(("pkill -f 'pool_name=cli-dir-" + tag + "'").c_str());

@@ -20,9 +20,28 @@
 #include "meta/directory.h"
 #include "meta/directory_server.h"
 #include "net/tcp_socket.h"
+#include "wire/codec.h"
 
 namespace weft::trans {
 namespace {
+
+// The tcp transport's blobs (transport/tcp/tcp_regions.cc, format version 1), for descriptors
+// of peers that are not transfer engines.
+std::string TcpEndpointBlob(const std::string& host, uint16_t port) {
+  wire::Writer w;
+  w.U8(1);
+  w.String(host);
+  w.U16(port);
+  return std::string(w.buffer().begin(), w.buffer().end());
+}
+
+std::string TcpRegionBlob(uint32_t segment, uint64_t key) {
+  wire::Writer w;
+  w.U8(1);
+  w.U32(segment);
+  w.U64(key);
+  return std::string(w.buffer().begin(), w.buffer().end());
+}
 
 constexpr char kSecret[] = "trans-test-secret-51c2";
 
@@ -386,7 +405,8 @@ TEST(TransEngine, ABatchOutlivingItsDeadlineTimesOutAndIsBusyUntilThen) {
   ASSERT_TRUE(listener.ok()) << listener.status().ToString();
   auto port = net::LocalPort(listener->get());
   ASSERT_TRUE(port.ok());
-  SegmentDescriptor mute{"mute", "tcp", "127.0.0.1", *port, {{1 << 20, 4096, "cpu:0", 1, 42}}};
+  SegmentDescriptor mute{"mute", {{"tcp", TcpEndpointBlob("127.0.0.1", *port)}},
+                         {{1 << 20, 4096, "cpu:0", {{"tcp", TcpRegionBlob(1, 42)}}}}};
   ASSERT_TRUE((*server)->store()->Put("mooncake/ram/mute", EncodeDescriptor(mute)).ok());
 
   auto a = Make(Opts(url, "a"));
@@ -737,21 +757,31 @@ TEST(TransEngine, AcrossProcesses) {
 }
 
 TEST(SegmentDescriptor, RoundTripsAndRefusesMalformedText) {
-  SegmentDescriptor d{"n", "tcp", "10.0.0.1", 4242, {{4096, 100, "cpu:0", 1, 0xfedcba9876543210ull},
-                                                     {8192, 5, "*", 2, 7}}};
+  SegmentDescriptor d{"n",
+                      {{"tcp", TcpEndpointBlob("10.0.0.1", 4242)}, {"future-rdma", std::string("\x07\x00\xff", 3)}},
+                      {{4096, 100, "cpu:0", {{"tcp", TcpRegionBlob(1, 0xfedcba9876543210ull)}}},
+                       {8192, 5, "*", {}}}};
   auto back = DecodeDescriptor(EncodeDescriptor(d));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
-  EXPECT_EQ(*back, d);
+  EXPECT_EQ(*back, d);  // an unknown transport's blob survives as it was
   EXPECT_EQ(d.Find(4096, 100), &d.buffers[0]);
   EXPECT_EQ(d.Find(4100, 97), nullptr);
   EXPECT_EQ(d.Find(8196, 1), &d.buffers[1]);
   EXPECT_EQ(d.Find(0, 1), nullptr);
-  for (const char* bad : {"", "[]", "{}", R"({"name":"n","protocol":"tcp","host":"h","data_port":0,"buffers":[]})",
-                          R"({"name":"n","protocol":"tcp","host":"","data_port":1,"buffers":[]})",
-                          R"({"name":"n","protocol":"tcp","host":"h","data_port":1,"buffers":[],"x":1})",
-                          R"({"name":"n","protocol":"tcp","host":"h","data_port":1,"buffers":[{"addr":1,"length":0,"location":"","segment":1,"key":"0000000000000001"}]})",
-                          R"({"name":"n","protocol":"tcp","host":"h","data_port":1,"buffers":[{"addr":1,"length":1,"location":"","segment":1,"key":"01"}]})",
-                          R"({"name":"n","protocol":"tcp","host":"h","data_port":1,"buffers":[{"addr":10,"length":10,"location":"","segment":1,"key":"0000000000000001"},{"addr":15,"length":1,"location":"","segment":2,"key":"0000000000000001"}]})"}) {
+  const std::string head = R"({"version":2,"name":"n","transports":{"tcp":"AQ=="},)";
+  for (std::string bad : {std::string(""), std::string("[]"), std::string("{}"),
+                          std::string(R"({"version":1,"name":"n","transports":{},"buffers":[]})"),
+                          std::string(R"({"name":"n","transports":{},"buffers":[]})"),
+                          std::string(R"({"version":2,"name":"n","transports":{"TCP":"AQ=="},"buffers":[]})"),
+                          std::string(R"({"version":2,"name":"n","transports":{"tcp":"not base64"},"buffers":[]})"),
+                          std::string(R"({"version":2,"name":"n","transports":{"tcp":""},"buffers":[]})"),
+                          std::string(R"({"version":2,"name":"n","transports":{"tcp":1},"buffers":[]})"),
+                          std::string(R"({"version":2,"name":"n","transports":[],"buffers":[]})"),
+                          head + R"("buffers":[],"x":1})",
+                          head + R"("buffers":[{"addr":1,"length":0,"location":"","blobs":{}}]})",
+                          head + R"("buffers":[{"addr":1,"length":1,"location":"","blobs":{},"segment":1}]})",
+                          head + R"("buffers":[{"addr":1,"length":1,"location":""}]})",
+                          head + R"("buffers":[{"addr":10,"length":10,"location":"","blobs":{}},{"addr":15,"length":1,"location":"","blobs":{}}]})"}) {
     auto r = DecodeDescriptor(bad);
     EXPECT_FALSE(r.ok()) << bad;
     if (!r.ok()) {

@@ -1,9 +1,10 @@
 #include "api/trans/segment_descriptor.h"
 
 #include <algorithm>
-#include <charconv>
 
 #include <nlohmann/json.hpp>
+
+#include "meta/base64.h"
 
 namespace weft::trans {
 
@@ -20,16 +21,23 @@ const DescriptorBuffer* SegmentDescriptor::Find(uint64_t addr, uint64_t len) con
   return &*it;
 }
 
+namespace {
+
+json BlobsJson(const BlobMap& blobs) {
+  json j = json::object();
+  for (const auto& [name, bytes] : blobs) j[name] = meta::Base64Encode(bytes);
+  return j;
+}
+
+}  // namespace
+
 std::string EncodeDescriptor(const SegmentDescriptor& d) {
   json buffers = json::array();
   for (const auto& b : d.buffers) {
-    buffers.push_back({{"addr", b.addr},
-                       {"length", b.length},
-                       {"location", b.location},
-                       {"segment", b.segment_id},
-                       {"key", fmt::format("{:016x}", b.access_key)}});
+    buffers.push_back(
+        {{"addr", b.addr}, {"length", b.length}, {"location", b.location}, {"blobs", BlobsJson(b.blobs)}});
   }
-  json j = {{"name", d.name}, {"protocol", d.protocol}, {"host", d.host}, {"data_port", d.data_port},
+  json j = {{"version", kDescriptorVersion}, {"name", d.name}, {"transports", BlobsJson(d.endpoints)},
             {"buffers", std::move(buffers)}};
   return j.dump();
 }
@@ -58,6 +66,44 @@ Result<std::string> Str(const json& j, const char* key, std::string_view what) {
   return it->get<std::string>();
 }
 
+bool ValidTransportName(std::string_view name) {
+  if (name.empty() || name.size() > 32) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
+
+Result<BlobMap> Blobs(const json& j, const char* key, std::string_view what) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_object()) return Bad(fmt::format("{} lacks an object '{}'", what, key));
+  if (it->size() > kMaxTransportsPerMap)
+    return Bad(fmt::format("{} has {} transports, the limit is {}", what, it->size(), kMaxTransportsPerMap));
+  BlobMap out;
+  for (auto b = it->begin(); b != it->end(); ++b) {
+    if (!ValidTransportName(b.key())) return Bad(fmt::format("{} names a transport '{}'", what, b.key()));
+    if (!b->is_string()) return Bad(fmt::format("{}: the blob of '{}' is not a string", what, b.key()));
+    auto bytes = meta::Base64Decode(b->get<std::string>());
+    if (!bytes.ok()) return Bad(fmt::format("{}: the blob of '{}' is not base64", what, b.key()));
+    if (bytes->empty() || bytes->size() > kMaxBlobBytes)
+      return Bad(fmt::format("{}: the blob of '{}' has {} bytes (1..{})", what, b.key(), bytes->size(), kMaxBlobBytes));
+    out[b.key()] = std::move(*bytes);
+  }
+  return out;
+}
+
+Result<DescriptorBuffer> Buffer(const json& b) {
+  if (!b.is_object()) return Bad("a buffer is not an object");
+  WEFT_RETURN_IF_ERROR(OnlyKeys(b, {"addr", "length", "location", "blobs"}, "a buffer"));
+  DescriptorBuffer out;
+  WEFT_ASSIGN_OR_RETURN(out.addr, U64(b, "addr", "a buffer"));
+  WEFT_ASSIGN_OR_RETURN(out.length, U64(b, "length", "a buffer"));
+  WEFT_ASSIGN_OR_RETURN(out.location, Str(b, "location", "a buffer"));
+  WEFT_ASSIGN_OR_RETURN(out.blobs, Blobs(b, "blobs", "a buffer"));
+  if (out.length == 0) return Bad("a buffer of length 0");
+  if (out.addr > UINT64_MAX - out.length) return Bad("a buffer wraps around the address space");
+  return out;
+}
+
 }  // namespace
 
 Result<SegmentDescriptor> DecodeDescriptor(std::string_view text) {
@@ -65,35 +111,20 @@ Result<SegmentDescriptor> DecodeDescriptor(std::string_view text) {
     return Bad(fmt::format("{} bytes, the limit is {}", text.size(), kMaxDescriptorBytes));
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return Bad("not a JSON object");
-  WEFT_RETURN_IF_ERROR(OnlyKeys(j, {"name", "protocol", "host", "data_port", "buffers"}, "the descriptor"));
+  auto version = j.find("version");
+  if (version == j.end() || !version->is_number_unsigned() || version->get<uint64_t>() != kDescriptorVersion)
+    return Error(Code::kProtocol, "segment descriptor of another format version (this weft reads version {}): "
+                 "the peer runs an incompatible weft", kDescriptorVersion);
+  WEFT_RETURN_IF_ERROR(OnlyKeys(j, {"version", "name", "transports", "buffers"}, "the descriptor"));
   SegmentDescriptor d;
   WEFT_ASSIGN_OR_RETURN(d.name, Str(j, "name", "the descriptor"));
-  WEFT_ASSIGN_OR_RETURN(d.protocol, Str(j, "protocol", "the descriptor"));
-  WEFT_ASSIGN_OR_RETURN(d.host, Str(j, "host", "the descriptor"));
-  WEFT_ASSIGN_OR_RETURN(uint64_t port, U64(j, "data_port", "the descriptor"));
-  if (d.host.empty()) return Bad("empty host");
-  if (port == 0 || port > 65535) return Bad(fmt::format("data_port {} is not 1..65535", port));
-  d.data_port = static_cast<uint16_t>(port);
+  WEFT_ASSIGN_OR_RETURN(d.endpoints, Blobs(j, "transports", "the descriptor"));
   auto bufs = j.find("buffers");
   if (bufs == j.end() || !bufs->is_array()) return Bad("no 'buffers' array");
   if (bufs->size() > kMaxDescriptorBuffers)
     return Bad(fmt::format("{} buffers, the limit is {}", bufs->size(), kMaxDescriptorBuffers));
   for (const json& b : *bufs) {
-    if (!b.is_object()) return Bad("a buffer is not an object");
-    WEFT_RETURN_IF_ERROR(OnlyKeys(b, {"addr", "length", "location", "segment", "key"}, "a buffer"));
-    DescriptorBuffer out;
-    WEFT_ASSIGN_OR_RETURN(out.addr, U64(b, "addr", "a buffer"));
-    WEFT_ASSIGN_OR_RETURN(out.length, U64(b, "length", "a buffer"));
-    WEFT_ASSIGN_OR_RETURN(out.location, Str(b, "location", "a buffer"));
-    WEFT_ASSIGN_OR_RETURN(uint64_t seg, U64(b, "segment", "a buffer"));
-    WEFT_ASSIGN_OR_RETURN(std::string key, Str(b, "key", "a buffer"));
-    if (seg == 0 || seg > UINT32_MAX) return Bad(fmt::format("segment id {} is not 1..2^32-1", seg));
-    out.segment_id = static_cast<uint32_t>(seg);
-    auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), out.access_key, 16);
-    if (key.size() != 16 || ec != std::errc() || end != key.data() + key.size())
-      return Bad("a buffer's key is not 16 hex digits");
-    if (out.length == 0) return Bad("a buffer of length 0");
-    if (out.addr > UINT64_MAX - out.length) return Bad("a buffer wraps around the address space");
+    WEFT_ASSIGN_OR_RETURN(DescriptorBuffer out, Buffer(b));
     if (!d.buffers.empty()) {
       const auto& prev = d.buffers.back();
       if (out.addr < prev.addr + prev.length) return Bad("buffers are unsorted or overlap");

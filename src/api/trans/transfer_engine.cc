@@ -7,16 +7,22 @@
 #include <mutex>
 #include <thread>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "api/trans/segment_descriptor.h"
 #include "base/log.h"
-#include "base/random.h"
+#include "base/node_identity.h"
+#include "engine/builtin_transports.h"
+#include "engine/engine.h"
 #include "engine/worker_pool.h"
 #include "meta/directory.h"
 #include "meta/p2p_directory.h"
-#include "transport/tcp/access_table.h"
-#include "transport/tcp/tcp_client.h"
-#include "transport/tcp/tcp_server.h"
-#include "transport/tcp/staging_pipeline.h"
+#include "transport/tcp/tcp_transport.h"
 #include "wire/data.h"
 #if WEFT_HAVE_CUDA
 #include "mem/cuda/host_device_copy.h"
@@ -26,11 +32,8 @@ namespace weft::trans {
 
 namespace {
 
-using transport::tcp::AccessTable;
-using transport::tcp::SegmentEntry;
-using transport::tcp::TcpClient;
-using transport::tcp::TcpRequest;
-using transport::tcp::TcpServer;
+using engine::PeerId;
+using engine::RemoteRequest;
 
 bool IsP2P(const std::string& metadata) {
   return metadata == "P2PHANDSHAKE" || metadata == "p2p" || metadata == "p2p://";
@@ -67,14 +70,30 @@ struct LocalBuffer {
   std::string location;
   bool remote_accessible = true;
   bool device = false;
-  uint32_t segment_id = 0;
-  uint64_t access_key = 0;
+  uint64_t region_id = 0;  // the engine's export
+  BlobMap blobs;           // what peers reach it with, per transport
+};
+
+// A buffer from AllocateManagedBuffer: a memfd mapping peers on this node can map too.
+struct ManagedBuffer {
+  int fd = -1;
+  uint64_t length = 0;
 };
 
 struct RemoteSegment {
   std::string name;
   std::shared_ptr<const SegmentDescriptor> descriptor;
+  PeerId peer = 0;  // the engine's view of it
 };
+
+engine::PeerAdvert AdvertOf(const SegmentDescriptor& d) {
+  engine::PeerAdvert a;
+  a.name = d.name;
+  a.endpoints = d.endpoints;
+  for (const auto& b : d.buffers)
+    a.regions.push_back({b.addr, b.length, b.location.rfind("cuda", 0) == 0, b.blobs});
+  return a;
+}
 
 struct Batch {
   std::vector<TransferRequest> requests;
@@ -118,25 +137,18 @@ struct TransferEngine::Impl {
   Counter* bytes_read = nullptr;
   Counter* notifications_received = nullptr;
   Histogram* batch_latency_ns = nullptr;
-  Counter* staged_bytes = nullptr;
-  Counter* staging_rounds = nullptr;
-  Counter* staging_overlapped = nullptr;
-  Gauge* staging_in_use = nullptr;
 
   std::unique_ptr<meta::Directory> directory;
   // Orders descriptor writes and guards `lease`. Held across the directory call, so never
   // together with mu: registrations and batches do not wait for the directory.
   std::mutex publish_mu;
   meta::LeaseId lease = 0;
-  AccessTable table;
-  std::unique_ptr<TcpServer> server;
-  std::unique_ptr<TcpClient> client;
-  std::unique_ptr<transport::tcp::StagingPipeline> staging;  // local device buffers' bounce buffers
+  std::unique_ptr<engine::Engine> engine;  // every data path; its tcp transport serves peers
   std::unique_ptr<engine::WorkerPool> workers;
 
   mutable std::mutex mu;  // buffers, segments, batches
   std::map<uint64_t, LocalBuffer> buffers;  // by address
-  uint32_t next_segment_id = 1;
+  std::map<uint64_t, ManagedBuffer> managed;  // by address
   std::map<SegmentHandle, RemoteSegment> segments;
   std::map<std::string, SegmentHandle> segment_by_name;
   SegmentHandle next_handle = 1;
@@ -155,11 +167,9 @@ struct TransferEngine::Impl {
   std::condition_variable keeper_cv;
   bool keeper_stop = false;
 
-  // On Create's failure paths the data server is already serving: stop it before the members
-  // its on_notify callback uses (notify_mu, received: declared after server) are destroyed.
-  ~Impl() {
-    if (server) server->Stop();
-  }
+  // On Create's failure paths the data server is already serving: stop it (with the engine)
+  // before the members its on_notify callback uses (notify_mu, received) are destroyed.
+  ~Impl() { engine.reset(); }
 
   std::string DescriptorKey(const std::string& segment) const {
     return options.metadata_prefix + "ram/" + segment;
@@ -173,12 +183,10 @@ struct TransferEngine::Impl {
   SegmentDescriptor LocalDescriptor() const {  // mu held
     SegmentDescriptor d;
     d.name = name;
-    d.protocol = protocol;
-    d.host = host;
-    d.data_port = server->port();
+    d.endpoints = engine->EndpointBlobs();
     for (const auto& [addr, b] : buffers) {
       if (!b.remote_accessible) continue;
-      d.buffers.push_back({addr, b.length, b.location, b.segment_id, b.access_key});
+      d.buffers.push_back({addr, b.length, b.location, b.blobs});
     }
     return d;
   }
@@ -236,9 +244,6 @@ struct TransferEngine::Impl {
     }
     auto d = DecodeDescriptor(*text);
     if (!d.ok()) return d.status().Annotate(fmt::format("descriptor of '{}'", segment));
-    if (d->protocol != "tcp")
-      return Error(Code::kNotSupported, "peer '{}' speaks protocol '{}', this engine speaks tcp", segment,
-                   d->protocol);
     return std::make_shared<const SegmentDescriptor>(std::move(*d));
   }
 
@@ -259,10 +264,25 @@ struct TransferEngine::Impl {
       segment = it->second.name;
     }
     WEFT_ASSIGN_OR_RETURN(auto d, Fetch(segment));
-    std::lock_guard g(mu);
-    auto it = segments.find(h);
-    if (it != segments.end()) it->second.descriptor = d;
+    PeerId peer = 0;
+    {
+      std::lock_guard g(mu);
+      auto it = segments.find(h);
+      if (it == segments.end()) return Error(Code::kNotFound, "segment handle {} is not open", h);
+      it->second.descriptor = d;
+      peer = it->second.peer;
+    }
+    WEFT_RETURN_IF_ERROR(engine->UpdatePeer(peer, AdvertOf(*d)));
     return d;
+  }
+
+  // The managed buffer holding [a, a+len) (mu held), if any.
+  const std::pair<const uint64_t, ManagedBuffer>* ManagedAround(uint64_t a, uint64_t len) const {
+    auto it = managed.upper_bound(a);
+    if (it == managed.begin()) return nullptr;
+    --it;
+    uint64_t off = a - it->first;
+    return off < it->second.length && len <= it->second.length - off ? &*it : nullptr;
   }
 
   // Whether p lies in a device buffer this engine registered.
@@ -301,7 +321,7 @@ struct TransferEngine::Impl {
         note = Error(Code::kCancelled, "notification '{}' withheld: a request of the batch failed", b->notify->name);
       } else {
         auto dd = Descriptor(target);
-        note = dd.ok() ? SendNotification(**dd, *b->notify, b->deadline) : dd.status();
+        note = dd.ok() ? SendNotification(target, (*dd)->name, *b->notify, b->deadline) : dd.status();
       }
     }
     bool last = false;
@@ -335,77 +355,49 @@ struct TransferEngine::Impl {
     }
   }
 
+  PeerId PeerOf(SegmentHandle h) const {
+    std::lock_guard g(mu);
+    auto it = segments.find(h);
+    return it == segments.end() ? 0 : it->second.peer;
+  }
+
+  RemoteRequest ToRemote(const TransferRequest& r, PeerId peer) const {
+    return RemoteRequest{r.op == Opcode::kWrite ? transport::RemoteOpKind::kWrite : transport::RemoteOpKind::kRead,
+                         static_cast<uint8_t*>(r.local), LocalIsDevice(r.local), peer, r.remote_addr, r.length};
+  }
+
+  // The requests of one batch to one peer, through the engine. A remote range outside every
+  // buffer the peer advertised fetches its descriptor once more (it may have registered the
+  // buffer after we looked); a peer that restarted under its name (every request refused as
+  // gone) is looked up again and the requests retried once.
   std::vector<Status> TransferTo(std::shared_ptr<const SegmentDescriptor> d, SegmentHandle target,
                                  const std::vector<TransferRequest>& requests, const std::vector<size_t>& idx,
                                  Deadline deadline) {
     std::vector<Status> out(idx.size());
-    // Local device buffers go through the staging pipeline (bounce buffers, the device copy of
-    // one part overlapping the network transfer of another); host buffers go straight.
-    std::vector<uint8_t> on_device(idx.size(), 0);
-    if (device.copy)
-      for (size_t k = 0; k < idx.size(); ++k) on_device[k] = LocalIsDevice(requests[idx[k]].local);
-    // The tcp requests for a descriptor. Remote ranges must lie in a published buffer; a miss
-    // fetches the descriptor once more (the peer may have registered the buffer after we looked).
-    std::vector<TcpRequest> reqs;
-    std::vector<uint8_t> reqs_on_device;
-    std::vector<size_t> which;  // reqs[j] carries request idx[which[j]]
-    auto locate = [&](const SegmentDescriptor& desc) {
-      reqs.clear();
-      reqs_on_device.clear();
-      which.clear();
-      bool missing = false;
-      for (size_t k = 0; k < idx.size(); ++k) {
-        const TransferRequest& r = requests[idx[k]];
-        out[k] = OkStatus();
-        const DescriptorBuffer* buf = desc.Find(r.remote_addr, r.length);
-        if (!buf) {
-          missing = true;
-          out[k] = Error(Code::kInvalidAddress,
-                         "remote range {:#x}+{} is not inside a buffer that '{}' registered as remote-accessible",
-                         r.remote_addr, r.length, desc.name);
-          continue;
-        }
-        reqs.push_back(TcpRequest{r.op == Opcode::kWrite ? wire::DataOp::kWrite : wire::DataOp::kRead,
-                                  buf->segment_id, buf->access_key, r.remote_addr - buf->addr, r.local, r.length});
-        reqs_on_device.push_back(on_device[k]);
-        which.push_back(k);
-      }
-      return missing;
+    auto run = [&](const std::vector<size_t>& which) {
+      std::vector<RemoteRequest> reqs;
+      const PeerId peer = PeerOf(target);
+      for (size_t k : which) reqs.push_back(ToRemote(requests[idx[k]], peer));
+      auto got = engine->TransferRemote(reqs, deadline);
+      for (size_t j = 0; j < which.size(); ++j) out[which[j]] = std::move(got[j]);
     };
-    if (locate(*d)) {
-      auto fresh = Refresh(target);
-      if (fresh.ok()) {
-        d = *fresh;
-        locate(*d);
-      }
-    }
-    if (reqs.empty()) return out;
-    auto run = [&](const SegmentDescriptor& desc) {
-      transport::tcp::StagingStats st;
-      auto res = staging->Transfer(*client, {desc.host, desc.data_port}, reqs, reqs_on_device, deadline, &st);
-      if (st.bytes > 0) {
-        staged_bytes->Add(st.bytes);
-        staging_rounds->Add(st.rounds);
-        staging_overlapped->Add(st.overlapped_rounds);
-      }
-      if (st.runs > 0) staging_in_use->Set(static_cast<int64_t>(staging->pool_stats().in_use));
-      for (size_t j = 0; j < which.size(); ++j) out[which[j]] = res[j];
-    };
-    run(*d);
-    // A peer that restarted under its name listens elsewhere and has new keys: if every request
-    // failed because the peer was gone or refused the key, look it up again and retry once.
-    bool all_gone = std::all_of(which.begin(), which.end(), [&](size_t k) {
-      Code c = out[k].code();
+    std::vector<size_t> all(idx.size());
+    for (size_t k = 0; k < idx.size(); ++k) all[k] = k;
+    run(all);
+    std::vector<size_t> missing;
+    for (size_t k = 0; k < idx.size(); ++k)
+      if (out[k].code() == Code::kInvalidAddress) missing.push_back(k);
+    if (!missing.empty() && !deadline.expired() && Refresh(target).ok()) run(missing);
+    bool all_gone = std::all_of(out.begin(), out.end(), [&](const Status& s) {
+      Code c = s.code();
       return c == Code::kPeerDown || c == Code::kNotFound || c == Code::kPermissionDenied;
     });
     if (all_gone && !deadline.expired()) {
       auto fresh = Refresh(target);
       if (fresh.ok() && !(**fresh == *d)) {
         WEFT_LOG_INFO("transfer engine '{}': peer '{}' changed its descriptor; retrying {} request(s)", name,
-                      (*fresh)->name, reqs.size());
-        d = *fresh;
-        locate(*d);
-        if (!reqs.empty()) run(*d);
+                      (*fresh)->name, idx.size());
+        run(all);
       }
     }
     return out;
@@ -414,14 +406,122 @@ struct TransferEngine::Impl {
   Result<BatchId> Start(std::span<const TransferRequest> requests, std::optional<Notification> notify,
                         std::optional<Deadline> deadline, bool run_one_here);
 
-  Status SendNotification(const SegmentDescriptor& d, const Notification& n, Deadline deadline) {
+  Status SendNotification(SegmentHandle target, const std::string& peer_name, const Notification& n,
+                          Deadline deadline) {
     WEFT_ASSIGN_OR_RETURN(auto payload, wire::EncodeNotification(n.name, n.message));
-    return client->Notify({d.host, d.data_port}, payload, deadline)
-        .Annotate(fmt::format("notifying '{}'", d.name));
+    return engine->NotifyPeer(PeerOf(target), payload, deadline)
+        .Annotate(fmt::format("notifying '{}'", peer_name));
   }
+
+  Status CreateEngine(const transport::tcp::HostBufferAllocator& bounce_alloc);
+  Status StartDirectory();
 };
 
 TransferEngine::TransferEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+namespace {
+
+// The cross-node protocol: only tcp exists; another is refused unless a fallback is named, so
+// that asking for RDMA never silently gets TCP.
+Status CheckProtocol(const TransferEngineOptions& options) {
+  std::string fallback = options.protocol_fallback;
+  if (fallback.empty()) {
+    if (const char* env = std::getenv("WEFT_PROTOCOL_FALLBACK")) fallback = env;
+  }
+  if (options.protocol == "tcp") return OkStatus();
+  if (fallback != "tcp")
+    return Error(Code::kNotSupported,
+                 "protocol '{}' is not available in this weft build (it has: tcp); pass protocol 'tcp', or set "
+                 "WEFT_PROTOCOL_FALLBACK=tcp to use tcp in its place",
+                 options.protocol);
+  WEFT_LOG_WARN("transfer engine: protocol '{}' is not available; using tcp instead (WEFT_PROTOCOL_FALLBACK=tcp)",
+                options.protocol);
+  return OkStatus();
+}
+
+}  // namespace
+
+// The engine and its transports, from the registry: tcp serves this engine's buffers to peers
+// (and carries notifications), the same-node transports find peers on this node.
+Status TransferEngine::Impl::CreateEngine(const transport::tcp::HostBufferAllocator& bounce_alloc) {
+  transport::tcp::TcpTransportOptions tcp;
+  tcp.client.auth = options.auth;
+  tcp.client.lanes = options.lanes;
+  tcp.fixed_cost_ns = 25000;  // loopback or a LAN round trip
+  tcp.device = transport::tcp::DeviceStagingOps{device.copy, bounce_alloc};
+  tcp.staging.slice_bytes = options.staging_slice_bytes;
+  tcp.staging.buffers = options.staging_buffers;
+  tcp.staging.max_buffers = options.staging_max_buffers;
+  tcp.advertise_host = host;
+  tcp.metrics = &metrics;
+  transport::tcp::TcpServerOptions so;
+  so.device_copy = device.copy;
+  so.staging_alloc = bounce_alloc;
+  so.host = options.bind_host;
+  so.auth = options.auth;
+  so.threads = options.server_threads;
+  so.on_notify = [this](std::string n, std::string msg) {
+    notifications_received->Add();
+    std::lock_guard g(notify_mu);
+    received.push_back(Notification{std::move(n), std::move(msg)});
+    return OkStatus();
+  };
+  tcp.serve = so;
+
+  transport::TransportContext context;
+  context.node_id = NodeIdentity();
+  context.tcp = &tcp;
+  context.metrics = &metrics;
+  const transport::Registry builtin = engine::BuiltinTransports();
+  const transport::Registry& registry = options.registry ? *options.registry : builtin;
+  WEFT_ASSIGN_OR_RETURN(auto set, registry.Create(options.transports, context));
+  // tcp serves this engine's buffers and carries notifications: when it was asked for and cannot
+  // start (port taken, bad secret policy), that is the engine's failure, as it always was.
+  if (auto it = set.absent.find("tcp"); it != set.absent.end() && it->second.rfind("not ", 0) != 0)
+    return Error(Code::kUnavailable, "transfer engine: the tcp data server: {}", it->second);
+  if (set.transports.empty()) {
+    std::string why;
+    for (const auto& [t, reason] : set.absent) why += fmt::format("{}{}: {}", why.empty() ? "" : "; ", t, reason);
+    return Error(Code::kUnavailable, "transfer engine: none of the transports '{}' can run here ({})",
+                 options.transports, why);
+  }
+  engine::EngineOptions eo;
+  eo.threads = static_cast<uint32_t>(options.worker_threads);
+  eo.log_paths = std::getenv("WEFT_LOG_PATHS") && std::string(std::getenv("WEFT_LOG_PATHS")) == "1";
+  engine = std::make_unique<engine::Engine>(eo, nullptr, metrics, std::move(set));
+  return OkStatus();
+}
+
+// The directory and the engine's name; publishes the (empty) descriptor.
+Status TransferEngine::Impl::StartDirectory() {
+  meta::DirectoryOptions dopts;
+  dopts.timeout = options.metadata_timeout;
+  if (p2p) {
+    uint16_t want = options.rpc_port;
+    if (auto hp = meta::ParseHostPort(options.local_name); hp.ok() && want == 0) want = hp->second;
+    dopts.p2p_bind = fmt::format("{}:{}", options.bind_host, want);
+    WEFT_ASSIGN_OR_RETURN(auto p2pdir, meta::P2PDirectory::Open(dopts.p2p_bind, dopts));
+    auto hp = meta::ParseHostPort(p2pdir->PeerName());
+    if (!hp.ok()) return hp.status().Annotate("p2p endpoint");
+    rpc_port = hp->second;
+    name = fmt::format("{}:{}", host.find(':') != std::string::npos ? "[" + host + "]" : host, rpc_port);
+    directory = std::move(p2pdir);
+  } else {
+    WEFT_ASSIGN_OR_RETURN(std::string url, DirectoryUrl(options.metadata));
+    WEFT_ASSIGN_OR_RETURN(directory, meta::OpenDirectory(url, dopts));
+    name = options.local_name;
+    rpc_port = engine->ListenPort();
+    if (options.descriptor_lease.count() > 0) {
+      auto granted = directory->Grant(options.descriptor_lease, MetaDeadline());
+      if (granted.ok()) {
+        lease = *granted;
+      } else if (granted.status().code() != Code::kNotSupported) {
+        return granted.status().Annotate("transfer engine: a lease for the descriptor");
+      }
+    }
+  }
+  return Publish();
+}
 
 Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEngineOptions& options) {
   auto impl = std::make_unique<Impl>();
@@ -431,23 +531,13 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEng
     return Error(Code::kInvalidArgument, "the transfer engine needs a local name (its host, or host:port)");
   if (options.lanes < 1 || options.worker_threads < 1 || options.server_threads < 1)
     return Error(Code::kInvalidArgument, "lanes, worker_threads and server_threads must be at least 1");
-
-  // The path. Only tcp exists today; another protocol is refused unless a fallback is named,
-  // so that asking for RDMA never silently gets TCP.
-  std::string fallback = options.protocol_fallback;
-  if (fallback.empty()) {
-    if (const char* env = std::getenv("WEFT_PROTOCOL_FALLBACK")) fallback = env;
-  }
-  if (options.protocol != "tcp") {
-    if (fallback != "tcp")
-      return Error(Code::kNotSupported,
-                   "protocol '{}' is not available in this weft build (it has: tcp); pass protocol 'tcp', or set "
-                   "WEFT_PROTOCOL_FALLBACK=tcp to use tcp in its place",
-                   options.protocol);
-    WEFT_LOG_WARN("transfer engine: protocol '{}' is not available; using tcp instead (WEFT_PROTOCOL_FALLBACK=tcp)",
-                  options.protocol);
-  }
+  WEFT_RETURN_IF_ERROR(CheckProtocol(options));
   WEFT_RETURN_IF_ERROR(net::CheckAuthPolicy(options.auth));
+  if (options.staging_slice_bytes < 4096 || options.staging_slice_bytes > (64ull << 20) ||
+      options.staging_buffers < 1 || options.staging_buffers > options.staging_max_buffers)
+    return Error(Code::kInvalidArgument, "staging_slice_bytes must be 4 KiB .. 64 MiB and staging_buffers 1 .. "
+                 "staging_max_buffers (got {}, {}, {})", options.staging_slice_bytes, options.staging_buffers,
+                 options.staging_max_buffers);
 
   m.batches_total = m.metrics.counter("weft_trans_batches_total", "Batches submitted");
   m.requests_failed = m.metrics.counter("weft_trans_requests_failed_total", "Requests that failed");
@@ -455,12 +545,6 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEng
   m.bytes_read = m.metrics.counter("weft_trans_bytes_read_total", "Bytes read from peers");
   m.notifications_received = m.metrics.counter("weft_trans_notifications_received_total", "Notifications received");
   m.batch_latency_ns = m.metrics.histogram("weft_trans_batch_latency_ns", "Submit to completion of a batch");
-  m.staged_bytes = m.metrics.counter("weft_trans_staged_bytes_total", "Bytes of local device buffers staged");
-  m.staging_rounds = m.metrics.counter("weft_trans_staging_rounds_total", "Network rounds of device staging");
-  m.staging_overlapped = m.metrics.counter("weft_trans_staging_overlapped_rounds_total",
-                                           "Staging rounds during which a device copy of another round ran");
-  m.staging_in_use = m.metrics.gauge("weft_trans_staging_buffers_in_use",
-                                     "Bounce buffers held after the last staged group finished");
 
   // Device memory: as given, else CUDA where this build and this machine have it.
   m.device = options.device;
@@ -477,73 +561,17 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEng
 #endif
   transport::tcp::HostBufferAllocator bounce_alloc;
   if (m.device.alloc_host && m.device.free_host) bounce_alloc = {m.device.alloc_host, m.device.free_host};
-  {
-    transport::tcp::StagingOptions st;
-    st.slice_bytes = options.staging_slice_bytes;
-    st.buffers = options.staging_buffers;
-    st.max_buffers = options.staging_max_buffers;
-    if (st.slice_bytes < 4096 || st.slice_bytes > (64ull << 20) || st.buffers < 1 || st.buffers > st.max_buffers)
-      return Error(Code::kInvalidArgument, "staging_slice_bytes must be 4 KiB .. 64 MiB and staging_buffers 1 .. "
-                   "staging_max_buffers (got {}, {}, {})", st.slice_bytes, st.buffers, st.max_buffers);
-    m.staging = std::make_unique<transport::tcp::StagingPipeline>(
-        st, transport::tcp::DeviceStagingOps{m.device.copy, bounce_alloc});
-  }
 
-  // Data server: serves peers' READ/WRITE/NOTIFY.
-  transport::tcp::TcpServerOptions so;
-  so.device_copy = m.device.copy;
-  so.staging_alloc = bounce_alloc;
-  so.host = options.bind_host;
-  so.auth = options.auth;
-  so.threads = options.server_threads;
-  Impl* raw = &m;
-  so.on_notify = [raw](std::string n, std::string msg) {
-    raw->notifications_received->Add();
-    std::lock_guard g(raw->notify_mu);
-    raw->received.push_back(Notification{std::move(n), std::move(msg)});
-    return OkStatus();
-  };
-  WEFT_ASSIGN_OR_RETURN(m.server, TcpServer::Start(so, &m.table));
-
-  transport::tcp::TcpClientOptions co;
-  co.auth = options.auth;
-  co.lanes = options.lanes;
-  m.client = std::make_unique<TcpClient>(co);
-  m.workers = std::make_unique<engine::WorkerPool>(static_cast<unsigned>(options.worker_threads));
-
-  // Directory and name.
-  meta::DirectoryOptions dopts;
-  dopts.timeout = options.metadata_timeout;
   m.p2p = IsP2P(options.metadata);
-  if (m.p2p) {
-    m.host = options.advertise_host.empty() ? HostPart(options.local_name) : options.advertise_host;
-    uint16_t want = options.rpc_port;
-    if (auto hp = meta::ParseHostPort(options.local_name); hp.ok() && want == 0) want = hp->second;
-    dopts.p2p_bind = fmt::format("{}:{}", options.bind_host, want);
-    WEFT_ASSIGN_OR_RETURN(auto p2p, meta::P2PDirectory::Open(dopts.p2p_bind, dopts));
-    auto hp = meta::ParseHostPort(p2p->PeerName());
-    if (!hp.ok()) return hp.status().Annotate("p2p endpoint");
-    m.rpc_port = hp->second;
-    m.name = fmt::format("{}:{}", m.host.find(':') != std::string::npos ? "[" + m.host + "]" : m.host, m.rpc_port);
-    m.directory = std::move(p2p);
-  } else {
-    WEFT_ASSIGN_OR_RETURN(std::string url, DirectoryUrl(options.metadata));
-    WEFT_ASSIGN_OR_RETURN(m.directory, meta::OpenDirectory(url, dopts));
-    m.name = options.local_name;
-    m.host = options.advertise_host.empty() ? HostPart(options.local_name) : options.advertise_host;
-    m.rpc_port = m.server->port();
-    if (options.descriptor_lease.count() > 0) {
-      auto lease = m.directory->Grant(options.descriptor_lease, m.MetaDeadline());
-      if (lease.ok()) {
-        m.lease = *lease;
-      } else if (lease.status().code() != Code::kNotSupported) {
-        return lease.status().Annotate("transfer engine: a lease for the descriptor");
-      }
-    }
-  }
-  WEFT_RETURN_IF_ERROR(m.Publish());
+  m.host = options.advertise_host.empty() ? HostPart(options.local_name) : options.advertise_host;
+  WEFT_RETURN_IF_ERROR(m.CreateEngine(bounce_alloc));
+  m.workers = std::make_unique<engine::WorkerPool>(static_cast<unsigned>(options.worker_threads));
+  WEFT_RETURN_IF_ERROR(m.StartDirectory());
+  Impl* raw = &m;
   if (m.lease != 0) m.keeper = std::thread([raw] { raw->KeepDescriptorAlive(); });
-  WEFT_LOG_INFO("transfer engine '{}' up: protocol tcp, data port {}, directory {}", m.name, m.server->port(),
+  std::string paths;
+  for (const auto& [t, blob] : m.engine->EndpointBlobs()) paths += (paths.empty() ? "" : ", ") + t;
+  WEFT_LOG_INFO("transfer engine '{}' up: paths {}, data port {}, directory {}", m.name, paths, m.engine->ListenPort(),
                 m.directory->Describe());
   return std::unique_ptr<TransferEngine>(new TransferEngine(std::move(impl)));
 }
@@ -570,12 +598,16 @@ TransferEngine::~TransferEngine() {
     if (!s.ok() && s.code() != Code::kNotFound)
       WEFT_LOG_WARN("transfer engine '{}': withdrawing the descriptor: {}", m.name, s.ToString());
   }
-  if (m.server) m.server->Stop();
+  m.engine.reset();  // stops the data server
+  for (auto& [addr, mb] : m.managed) {
+    ::munmap(reinterpret_cast<void*>(addr), mb.length);
+    ::close(mb.fd);
+  }
 }
 
 const std::string& TransferEngine::name() const { return impl_->name; }
 uint16_t TransferEngine::rpc_port() const { return impl_->rpc_port; }
-uint16_t TransferEngine::data_port() const { return impl_->server->port(); }
+uint16_t TransferEngine::data_port() const { return impl_->engine->ListenPort(); }
 const std::string& TransferEngine::protocol() const { return impl_->protocol; }
 MetricsRegistry& TransferEngine::metrics() { return impl_->metrics; }
 
@@ -618,12 +650,13 @@ Status TransferEngine::RegisterMemory(void* addr, uint64_t length, const std::st
     b.location = location;
     b.remote_accessible = remote_accessible;
     b.device = device;
-    b.segment_id = m.next_segment_id++;
-    uint64_t seed = FreshSeed();
-    b.access_key = SplitMix64(seed);
     if (remote_accessible) {
-      WEFT_RETURN_IF_ERROR(m.table.Register(SegmentEntry{b.segment_id, static_cast<uint8_t*>(addr), length,
-                                                         b.access_key, transport::tcp::kPermReadWrite, device}));
+      transport::LocalRegion region{0, static_cast<uint8_t*>(addr), length, device, -1, -1, 0};
+      if (auto mb = m.ManagedAround(a, length)) {
+        region.fd = mb->second.fd;
+        region.fd_offset = a - mb->first;
+      }
+      WEFT_ASSIGN_OR_RETURN(b.blobs, m.engine->ExportRegion(region, &b.region_id));
     }
     m.buffers.emplace(a, b);
   }
@@ -633,9 +666,9 @@ Status TransferEngine::RegisterMemory(void* addr, uint64_t length, const std::st
     {
       std::lock_guard g(m.mu);
       auto it = m.buffers.find(a);
-      if (it != m.buffers.end() && it->second.segment_id == b.segment_id) m.buffers.erase(it);
+      if (it != m.buffers.end() && it->second.region_id == b.region_id) m.buffers.erase(it);
     }
-    (void)m.table.Unregister(b.segment_id);
+    m.engine->WithdrawRegion(b.region_id);
   }
   return s;
 }
@@ -657,7 +690,8 @@ Status TransferEngine::UnregisterMemory(void* addr) {
   // buffer are then refused NOT_FOUND by the access table, never served.
   if (Status s = m.Publish(); !s.ok()) WEFT_LOG_WARN("transfer engine '{}': {}", m.name, s.ToString());
   // Waits for peer requests that are using the buffer; new ones are refused NOT_FOUND.
-  return m.table.Unregister(b.segment_id);
+  m.engine->WithdrawRegion(b.region_id);
+  return OkStatus();
 }
 
 std::vector<BufferInfo> TransferEngine::LocalBuffers() const {
@@ -680,11 +714,15 @@ Result<SegmentHandle> TransferEngine::OpenSegment(const std::string& segment) {
     if (it != m.segment_by_name.end()) return it->second;
   }
   WEFT_ASSIGN_OR_RETURN(auto d, m.Fetch(segment));
+  WEFT_ASSIGN_OR_RETURN(PeerId peer, m.engine->AttachPeer(AdvertOf(*d)));
   std::lock_guard g(m.mu);
   auto it = m.segment_by_name.find(segment);  // another thread may have opened it meanwhile
-  if (it != m.segment_by_name.end()) return it->second;
+  if (it != m.segment_by_name.end()) {
+    m.engine->DetachPeer(peer);
+    return it->second;
+  }
   SegmentHandle h = m.next_handle++;
-  m.segments[h] = RemoteSegment{segment, std::move(d)};
+  m.segments[h] = RemoteSegment{segment, std::move(d), peer};
   m.segment_by_name[segment] = h;
   return h;
 }
@@ -695,6 +733,7 @@ Status TransferEngine::CloseSegment(SegmentHandle handle) {
   auto it = m.segments.find(handle);
   if (it == m.segments.end()) return Error(Code::kNotFound, "close segment: handle {} is not open", handle);
   m.segment_by_name.erase(it->second.name);
+  m.engine->DetachPeer(it->second.peer);  // batches in flight keep what they use
   m.segments.erase(it);
   return OkStatus();
 }
@@ -826,7 +865,7 @@ std::vector<Status> TransferEngine::Transfer(std::span<const TransferRequest> re
 Status TransferEngine::Notify(SegmentHandle target, const Notification& notification,
                               std::optional<Deadline> deadline) {
   WEFT_ASSIGN_OR_RETURN(auto d, impl_->Descriptor(target));
-  return impl_->SendNotification(*d, notification,
+  return impl_->SendNotification(target, d->name, notification,
                                  deadline ? *deadline : Deadline::After(impl_->options.transfer_timeout));
 }
 
@@ -844,7 +883,75 @@ Status TransferEngine::Probe(const std::string& segment, std::optional<Deadline>
     return Error(Code::kInvalidArgument, "probe '{}': in P2PHANDSHAKE mode peers are named host:rpc_port", segment);
   WEFT_ASSIGN_OR_RETURN(auto d, m.Fetch(segment));
   Deadline dl = deadline ? *deadline : Deadline::After(m.options.metadata_timeout);
-  return m.client->Notify({d->host, d->data_port}, {}, dl).Annotate(fmt::format("probing '{}'", segment));
+  // An empty notification: the peer answers it once the connection and handshake passed.
+  WEFT_ASSIGN_OR_RETURN(PeerId peer, m.engine->AttachPeer(AdvertOf(*d)));
+  Status s = m.engine->NotifyPeer(peer, {}, dl).Annotate(fmt::format("probing '{}'", segment));
+  m.engine->DetachPeer(peer);
+  return s;
+}
+
+Result<void*> TransferEngine::AllocateManagedBuffer(uint64_t length) {
+  Impl& m = *impl_;
+  if (length == 0) return Error(Code::kInvalidArgument, "allocate a managed buffer of 0 bytes");
+  int fd = ::memfd_create("weft-trans-buffer", MFD_CLOEXEC);
+  if (fd < 0) return Error(Code::kUnavailable, "memfd_create: {}", std::strerror(errno));
+  if (::ftruncate(fd, static_cast<off_t>(length)) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Error(Code::kUnavailable, "a managed buffer of {} bytes: {}", length, std::strerror(err));
+  }
+  void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (p == MAP_FAILED) {
+    int err = errno;
+    ::close(fd);
+    return Error(Code::kUnavailable, "mapping a managed buffer of {} bytes: {}", length, std::strerror(err));
+  }
+  {
+    std::lock_guard g(m.mu);
+    m.managed[reinterpret_cast<uint64_t>(p)] = ManagedBuffer{fd, length};
+  }
+  if (Status s = RegisterMemory(p, length, "cpu:0"); !s.ok()) {
+    {
+      std::lock_guard g(m.mu);
+      m.managed.erase(reinterpret_cast<uint64_t>(p));
+    }
+    ::munmap(p, length);
+    ::close(fd);
+    return s;
+  }
+  return p;
+}
+
+Status TransferEngine::FreeManagedBuffer(void* addr) {
+  Impl& m = *impl_;
+  ManagedBuffer mb;
+  {
+    std::lock_guard g(m.mu);
+    auto it = m.managed.find(reinterpret_cast<uint64_t>(addr));
+    if (it == m.managed.end())
+      return Error(Code::kNotFound, "free managed buffer {}: not allocated by AllocateManagedBuffer", addr);
+    mb = it->second;
+  }
+  Status s = UnregisterMemory(addr);
+  if (!s.ok() && s.code() != Code::kNotFound) return s;
+  {
+    std::lock_guard g(m.mu);
+    m.managed.erase(reinterpret_cast<uint64_t>(addr));
+  }
+  ::munmap(addr, mb.length);
+  ::close(mb.fd);
+  return OkStatus();
+}
+
+Result<std::string> TransferEngine::Route(const TransferRequest& request) {
+  Impl& m = *impl_;
+  PeerId peer = m.PeerOf(request.target);
+  if (peer == 0) return Error(Code::kNotFound, "segment handle {} is not open (OpenSegment first)", request.target);
+  auto route = m.engine->RouteRemote(m.ToRemote(request, peer));
+  if (!route.ok() && route.status().code() == Code::kInvalidAddress && m.Refresh(request.target).ok())
+    route = m.engine->RouteRemote(m.ToRemote(request, peer));
+  if (!route.ok()) return route.status();
+  return route->ToString();
 }
 
 }  // namespace weft::trans

@@ -13,20 +13,25 @@
 //    inside one buffer the peer registered as remote-accessible. A local address must lie inside
 //    a buffer this engine registered (so the same program works when RDMA paths arrive, where
 //    registration is required).
-//  - Each registered buffer is a segment of the access table (transport/tcp/access_table.h) with
-//    its own random 64-bit access key; every remote request is checked for key, bounds and
-//    permission by the owner before memory is touched. The engine's descriptor (data endpoint,
-//    buffers with keys) is published in the directory at `<prefix>ram/<name>`. Keys are read by
-//    anybody who can read the directory, as RDMA rkeys are; data connections additionally need
-//    the cluster secret.
+//  - Transfers run on the same engine as the pool (engine/engine.h, "Remote ends"). Each
+//    registered buffer is exported through every transport that can (tcp: a segment of the data
+//    server's access table with its own random key; shm: a memfd-backed buffer from
+//    AllocateManagedBuffer; cma: any host buffer of a process on the same node), and the
+//    descriptor published in the directory at `<prefix>ram/<name>` carries each transport's
+//    endpoint and per-buffer blobs (segment_descriptor.h). Keys are read by anybody who can read
+//    the directory, as RDMA rkeys are; tcp connections additionally need the cluster secret.
 //  - Directory modes: "P2PHANDSHAKE" / "p2p" (no directory: the engine serves its descriptor on
 //    its rpc port and its name becomes "<host>:<rpc_port>"), "embedded://h:p", "etcd://h:p" (also
 //    a bare "h:p", Mooncake's default scheme), "http://h:p/metadata" (Mooncake's HTTP metadata
 //    protocol: get/put/delete only). An unknown scheme is INVALID_ARGUMENT, never an abort.
-//  - Paths: "tcp" (transport/tcp, the owner's progress threads serve the requests; device
-//    buffers are staged through host memory at both ends: see RegisterMemory). Any other
-//    protocol ("rdma", "nvlink", ...) is NOT_SUPPORTED by Create unless
-//    TransferEngineOptions::protocol_fallback names "tcp"; then the fallback is logged once.
+//  - Paths: each request takes the cheapest transport that reaches the peer's buffer: shm (a
+//    peer on this node, managed buffer: load/store through a shared mapping, split over the
+//    copy threads), cma (a peer on this node, any host buffer: the kernel copies), tcp (any
+//    peer; device buffers staged through host memory at both ends). Route() and
+//    WEFT_LOG_PATHS=1 show the choice and why cheaper ones were passed over.
+//    TransferEngineOptions::transports narrows the set. `protocol` names the cross-node path:
+//    only "tcp" exists; another ("rdma", ...) is NOT_SUPPORTED by Create unless
+//    protocol_fallback names "tcp"; then the fallback is logged once.
 //
 // Batches: Submit validates and queues a batch and returns at once; worker threads carry it out
 // (requests to one peer share one TcpClient call, so they are sliced, striped over lanes and
@@ -56,6 +61,10 @@
 #include "base/metrics.h"
 #include "base/result.h"
 #include "net/auth.h"
+
+namespace weft::transport {
+class Registry;
+}
 
 namespace weft::trans {
 
@@ -105,6 +114,12 @@ struct TransferEngineOptions {
   std::string local_name = "127.0.0.1";
   std::string metadata = "P2PHANDSHAKE";  // see the top of this file
   std::string protocol = "tcp";
+  // The transports to use, from the registry: "auto" (all this build has) or names in order of
+  // preference ("shm,tcp"). An unknown name is NOT_SUPPORTED naming the ones there are.
+  std::string transports = "auto";
+  // Where the transports come from; null: this build's (engine/builtin_transports.h). A test or
+  // program may pass a registry with transports of its own.
+  const transport::Registry* registry = nullptr;
   // When the protocol is not available: "" = Create fails NOT_SUPPORTED; "tcp" = use tcp and
   // log why once. Env WEFT_PROTOCOL_FALLBACK sets it for programs that cannot pass it.
   std::string protocol_fallback;
@@ -170,6 +185,13 @@ class TransferEngine {
   // uses the buffer any more, so it may be freed afterwards.
   Status UnregisterMemory(void* addr);
   std::vector<BufferInfo> LocalBuffers() const;  // by address
+  // Host memory that peers on this node can map (a memfd), registered at once as "cpu:0": the
+  // fastest path for same-node peers (shm). UNAVAILABLE when the memory cannot be had.
+  Result<void*> AllocateManagedBuffer(uint64_t length);
+  // Unregisters and unmaps it. NOT_FOUND unless addr came from AllocateManagedBuffer.
+  Status FreeManagedBuffer(void* addr);
+  // The path a request would take and why (INVALID_ADDRESS, UNAVAILABLE as Submit's results).
+  Result<std::string> Route(const TransferRequest& request);
 
   // Resolves a peer by name (fetches its descriptor). The same name gives the same handle.
   // NOT_FOUND: no such peer in the directory; UNAVAILABLE: p2p peer unreachable.

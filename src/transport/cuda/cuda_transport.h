@@ -56,6 +56,9 @@ class CudaTransport final : public Transport {
   ~CudaTransport() override;
 
   std::string_view name() const override { return "cuda"; }
+  uint32_t capabilities() const override {
+    return kCapHostMemory | kCapDeviceMemory | kCapSameProcess | kCapSameNode | kCapPageBatches | kCapStreamOrdering;
+  }
   bool Serves(const RouteKey& key) const override;
   double CostNanos(const RouteKey& key, uint64_t bytes) const override;
   Status Copy(const Endpoint& dst, const Endpoint& src, uint64_t len) override;

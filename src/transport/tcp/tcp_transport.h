@@ -20,10 +20,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 
+#include "base/metrics.h"
 #include "gva/layout.h"
+#include "transport/tcp/access_table.h"
+#include "transport/tcp/tcp_server.h"
 #include "transport/tcp/staging_pipeline.h"
 #include "transport/tcp/tcp_client.h"
 #include "transport/transport.h"
@@ -48,11 +52,19 @@ struct TcpTransportOptions {
   // pinned memory, mem/cuda/host_device_copy.h). Unset: local device ends are NOT_SUPPORTED.
   DeviceStagingOps device;
   StagingOptions staging;               // bounce buffers of local device ends (bounded per transport)
+  // The region contract (transport.h): with `serve`, Create starts a data server for the regions
+  // this process exports (each one a segment of its access table with a fresh random key) and
+  // advertises it as advertise_host:port. Without it the transport only reaches peers.
+  std::optional<TcpServerOptions> serve;
+  std::string advertise_host = "127.0.0.1";
+  MetricsRegistry* metrics = nullptr;   // staging counters (weft_trans_staged_*), when given
 };
 
 class TcpTransport final : public Transport {
  public:
   TcpTransport(gva::Layout layout, TcpTransportOptions options);
+  // With options.serve: also starts the data server (UNAVAILABLE when its port is taken).
+  static Result<std::unique_ptr<TcpTransport>> Create(gva::Layout layout, TcpTransportOptions options);
   ~TcpTransport() override;
 
   // Adds or replaces the endpoint of a rank's slice of `medium` (its GVAs in that medium's region
@@ -65,6 +77,7 @@ class TcpTransport final : public Transport {
   void RemovePeer(uint32_t rank);
 
   std::string_view name() const override { return "tcp"; }
+  uint32_t capabilities() const override;
   // Any ends across nodes (Locality::kRemoteNode). A local device end needs options.device
   // (else the copy is NOT_SUPPORTED); a remote one, a device slice added with AddPeerSlice.
   bool Serves(const RouteKey& key) const override;
@@ -73,6 +86,21 @@ class TcpTransport final : public Transport {
   std::string_view Explain(const RouteKey& key) const override;
   bool batches() const override { return true; }
   void CopyBatch(std::span<const CopyItem> items, std::span<Status> results) override;
+
+  // The region contract: regions are segments of this transport's data server.
+  Result<std::string> EndpointBlob() const override;
+  Result<std::string> ExportRegion(const LocalRegion& region) override;
+  void WithdrawRegion(uint64_t region_id) override;
+  Result<std::unique_ptr<PeerLink>> Connect(std::string_view endpoint_blob) override;
+  Result<std::unique_ptr<ImportedRegion>> ImportRegion(const PeerLink& peer, uint64_t base, uint64_t len,
+                                                       std::string_view blob) override;
+  void Post(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) override;
+  double RemoteCostNanos(uint64_t bytes) const override;
+  std::string_view ExplainRemote() const override;
+  Status Notify(const PeerLink& peer, std::span<const uint8_t> payload, Deadline deadline) override;
+  std::optional<uint16_t> ListenPort() const override {
+    return server_ ? std::optional<uint16_t>(server_->port()) : std::nullopt;
+  }
 
   TcpClient& client() { return client_; }
   StagingPipeline& staging() { return staging_; }
@@ -98,6 +126,16 @@ class TcpTransport final : public Transport {
   mutable std::mutex mu_;
   std::map<std::pair<gva::Medium, uint32_t>, TcpPeerInfo> peers_;
   std::set<uint32_t> removed_;
+
+  // The region contract's data server (options.serve) and what it exports.
+  AccessTable table_;
+  std::unique_ptr<TcpServer> server_;
+  std::map<uint64_t, uint32_t> exported_;  // region id -> segment id (under mu_)
+  uint32_t next_segment_ = 1;
+  Counter* staged_bytes_ = nullptr;
+  Counter* staging_rounds_ = nullptr;
+  Counter* staging_overlapped_ = nullptr;
+  Gauge* staging_in_use_ = nullptr;
 };
 
 }  // namespace weft::transport::tcp

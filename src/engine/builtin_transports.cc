@@ -1,0 +1,89 @@
+#include "engine/builtin_transports.h"
+
+#include "transport/cma/cma_transport.h"
+#include "transport/local/local_transport.h"
+#include "transport/shm/shm_transport.h"
+#include "transport/tcp/tcp_transport.h"
+#if WEFT_HAVE_CUDA
+#include "transport/cuda/cuda_transport.h"
+#endif
+
+namespace weft::engine {
+
+namespace {
+
+using transport::RegistryEntry;
+using transport::Transport;
+using transport::TransportContext;
+using Made = Result<std::unique_ptr<Transport>>;
+
+RegistryEntry MemcpyEntry() {
+  return {"memcpy", transport::kCapHostMemory | transport::kCapSameProcess,
+          "both ends are host memory of this process", {},
+          [](const TransportContext&) -> Made { return Made(std::make_unique<transport::LocalTransport>()); }};
+}
+
+RegistryEntry ShmEntry() {
+  return {"shm", transport::kCapHostMemory | transport::kCapSameNode | transport::kCapRegions,
+          "another process's host memory on this node, mapped from its memfd (load/store)", {},
+          [](const TransportContext& c) -> Made { return Made(std::make_unique<transport::ShmTransport>(c.node_id)); }};
+}
+
+RegistryEntry CmaEntry() {
+  RegistryEntry e{"cma", transport::kCapHostMemory | transport::kCapSameNode | transport::kCapRegions,
+          "any registered host region of another process on this node, copied by the kernel (process_vm_readv); "
+          "named explicitly only: an owner cannot revoke a peer's access, so its buffers must outlive the peers' use",
+          {},
+          [](const TransportContext& c) -> Made {
+            if (c.node_id.empty()) return Error(Code::kNotSupported, "it serves registered regions only");
+            return Made(std::make_unique<transport::CmaTransport>(c.node_id));
+          }};
+  e.in_auto = false;
+  return e;
+}
+
+RegistryEntry TcpEntry() {
+  return {"tcp",
+          transport::kCapHostMemory | transport::kCapDeviceMemory | transport::kCapSameNode |
+              transport::kCapRemoteNode | transport::kCapRegions | transport::kCapNotify,
+          "one-sided READ/WRITE over TCP, served by the owner's data server (any node)",
+          {"data_address", "cluster_secret", "tcp_lanes"},
+          [](const TransportContext& c) -> Made {
+            if (!c.tcp) return Error(Code::kNotSupported, "no tcp settings were given (the pool wires its own)");
+            WEFT_ASSIGN_OR_RETURN(auto t, transport::tcp::TcpTransport::Create(gva::Layout{}, *c.tcp));
+            return std::unique_ptr<Transport>(std::move(t));
+          }};
+}
+
+#if WEFT_HAVE_CUDA
+RegistryEntry CudaEntry() {
+  return {"cuda",
+          transport::kCapHostMemory | transport::kCapDeviceMemory | transport::kCapSameProcess |
+              transport::kCapSameNode | transport::kCapPageBatches | transport::kCapStreamOrdering,
+          "copies with a device end on this node: copy engines and batched copy kernels",
+          {"device", "gpu_copy_sms"},
+          [](const TransportContext& c) -> Made {
+            transport::cuda::CudaOptions o;
+            o.kernel_sms = c.cuda_kernel_sms;
+            WEFT_ASSIGN_OR_RETURN(auto t, transport::cuda::CudaTransport::Create(o));
+            return std::unique_ptr<Transport>(std::move(t));
+          }};
+}
+#else
+RegistryEntry CudaEntry() {
+  return {"cuda", transport::kCapDeviceMemory, "copies with a device end (this build has no CUDA)", {},
+          [](const TransportContext&) -> Made {
+            return Error(Code::kNotSupported, "this weft was built without CUDA (no nvcc at build time)");
+          }};
+}
+#endif
+
+}  // namespace
+
+transport::Registry BuiltinTransports() {
+  transport::Registry r;
+  for (auto* make : {&MemcpyEntry, &ShmEntry, &CmaEntry, &TcpEntry, &CudaEntry}) (void)r.Add(make());
+  return r;
+}
+
+}  // namespace weft::engine

@@ -1,0 +1,332 @@
+// The engine's remote ends (engine.h, "Remote ends"): local regions exported through every
+// transport that can, peers attached from their advertised blobs, and one-sided ops routed to
+// the cheapest transport that reaches each region.
+#include <algorithm>
+
+#include "base/log.h"
+#include "engine/engine.h"
+
+namespace weft::engine {
+
+using transport::ImportedRegion;
+using transport::PeerLink;
+using transport::Transport;
+
+// A peer as this engine reaches it: per region-capable transport, a link or why there is none;
+// per region, the imports. Immutable once built: an update builds a new one and ops in flight
+// keep the old one (and its mappings) alive.
+struct Engine::PeerState {
+  struct Path {
+    Transport* transport = nullptr;
+    std::string endpoint_blob;
+    std::shared_ptr<PeerLink> link;  // null: not reachable this way
+    std::string reason;              // why not
+  };
+  struct Region {
+    uint64_t addr = 0;
+    uint64_t len = 0;
+    bool device = false;
+    std::vector<std::string> blobs;                      // per path ("" when not advertised)
+    std::vector<std::shared_ptr<ImportedRegion>> imports;  // per path, null when not imported
+    std::vector<std::string> reasons;                    // per path, why not imported
+  };
+  PeerId id = 0;
+  std::string name;
+  std::vector<Path> paths;
+  std::vector<Region> regions;  // sorted by addr
+
+  const Region* Find(uint64_t addr, uint64_t len) const {
+    auto it = std::upper_bound(regions.begin(), regions.end(), addr,
+                               [](uint64_t a, const Region& r) { return a < r.addr; });
+    if (it == regions.begin()) return nullptr;
+    --it;
+    uint64_t off = addr - it->addr;
+    if (off >= it->len || len > it->len - off) return nullptr;
+    return &*it;
+  }
+};
+
+struct Engine::RemoteChoice {
+  size_t path = 0;
+  const PeerState::Region* region = nullptr;
+  std::string passed_over;  // cheaper transports that could not take the op, and why
+};
+
+Result<Blobs> Engine::ExportRegion(transport::LocalRegion region, uint64_t* id) {
+  {
+    std::lock_guard lock(peers_mu_);
+    region.id = next_region_++;
+  }
+  *id = region.id;
+  Blobs blobs;
+  for (const auto& t : transports_) {
+    if (!(t->capabilities() & transport::kCapRegions)) continue;
+    auto blob = t->ExportRegion(region);
+    if (blob.ok()) {
+      blobs[std::string(t->name())] = std::move(*blob);
+    } else {
+      WEFT_LOG_DEBUG("region {:#x}+{} not exported through {}: {}", reinterpret_cast<uint64_t>(region.base),
+                     region.len, t->name(), blob.status().message());
+    }
+  }
+  if (blobs.empty()) {
+    WithdrawRegion(region.id);
+    return Error(Code::kNotSupported, "no transport of this engine can export the region ({} bytes{})", region.len,
+                 region.device ? ", device memory" : "");
+  }
+  return blobs;
+}
+
+void Engine::WithdrawRegion(uint64_t id) {
+  for (const auto& t : transports_)
+    if (t->capabilities() & transport::kCapRegions) t->WithdrawRegion(id);
+}
+
+Blobs Engine::EndpointBlobs() const {
+  Blobs out;
+  for (const auto& t : transports_) {
+    if (!(t->capabilities() & transport::kCapRegions)) continue;
+    if (auto b = t->EndpointBlob(); b.ok()) out[std::string(t->name())] = std::move(*b);
+  }
+  return out;
+}
+
+uint16_t Engine::ListenPort() const {
+  for (const auto& t : transports_)
+    if (auto p = t->ListenPort()) return *p;
+  return 0;
+}
+
+Result<std::shared_ptr<const Engine::PeerState>> Engine::BuildPeer(const PeerAdvert& advert,
+                                                                 const PeerState* before) const {
+  auto peer = std::make_shared<PeerState>();
+  peer->name = advert.name;
+  for (const auto& t : transports_) {
+    if (!(t->capabilities() & transport::kCapRegions)) continue;
+    PeerState::Path path;
+    path.transport = t.get();
+    auto it = advert.endpoints.find(std::string(t->name()));
+    if (it == advert.endpoints.end()) {
+      path.reason = "the peer does not advertise it";
+    } else {
+      path.endpoint_blob = it->second;
+      const PeerState::Path* old = nullptr;
+      if (before)
+        for (const auto& p : before->paths)
+          if (p.transport == t.get() && p.link && p.endpoint_blob == it->second) old = &p;
+      if (old) {
+        path.link = old->link;
+      } else if (auto link = t->Connect(it->second); link.ok()) {
+        path.link = std::move(*link);
+      } else {
+        path.reason = link.status().ToString();
+        if (link.status().code() == Code::kProtocol)
+          WEFT_LOG_WARN("peer '{}': path {} disabled for it: {}", advert.name, t->name(), path.reason);
+      }
+    }
+    peer->paths.push_back(std::move(path));
+  }
+  for (const RegionAdvert& ra : advert.regions) {
+    PeerState::Region region;
+    region.addr = ra.addr;
+    region.len = ra.len;
+    region.device = ra.device;
+    const PeerState::Region* old = before ? before->Find(ra.addr, ra.len) : nullptr;
+    if (old && (old->addr != ra.addr || old->len != ra.len)) old = nullptr;
+    for (size_t p = 0; p < peer->paths.size(); ++p) {
+      const auto& path = peer->paths[p];
+      auto blob = ra.blobs.find(std::string(path.transport->name()));
+      region.blobs.push_back(blob == ra.blobs.end() ? std::string() : blob->second);
+      region.imports.emplace_back();
+      region.reasons.emplace_back();
+      if (!path.link) {
+        region.reasons.back() = path.reason;
+        continue;
+      }
+      if (blob == ra.blobs.end()) {
+        region.reasons.back() = "the region is not advertised for it";
+        continue;
+      }
+      if (old && p < old->imports.size() && old->imports[p] && old->blobs[p] == blob->second &&
+          before->paths[p].link == path.link) {
+        region.imports.back() = old->imports[p];
+        continue;
+      }
+      auto imported = path.transport->ImportRegion(*path.link, ra.addr, ra.len, blob->second);
+      if (imported.ok()) {
+        region.imports.back() = std::move(*imported);
+      } else {
+        region.reasons.back() = imported.status().ToString();
+      }
+    }
+    peer->regions.push_back(std::move(region));
+  }
+  return std::shared_ptr<const PeerState>(std::move(peer));
+}
+
+Result<PeerId> Engine::AttachPeer(const PeerAdvert& advert) {
+  WEFT_ASSIGN_OR_RETURN(auto built, BuildPeer(advert, nullptr));
+  auto state = std::const_pointer_cast<PeerState>(built);
+  std::lock_guard lock(peers_mu_);
+  state->id = next_peer_++;
+  peers_[state->id] = state;
+  return state->id;
+}
+
+Status Engine::UpdatePeer(PeerId id, const PeerAdvert& advert) {
+  auto before = FindPeer(id);
+  if (!before) return Error(Code::kNotFound, "peer {} is not attached", id);
+  WEFT_ASSIGN_OR_RETURN(auto built, BuildPeer(advert, before.get()));
+  auto state = std::const_pointer_cast<PeerState>(built);
+  state->id = id;
+  std::lock_guard lock(peers_mu_);
+  if (peers_.count(id)) peers_[id] = state;
+  return OkStatus();
+}
+
+void Engine::DetachPeer(PeerId id) {
+  std::shared_ptr<const PeerState> gone;  // released outside the lock (unmaps)
+  std::lock_guard lock(peers_mu_);
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return;
+  gone = std::move(it->second);
+  peers_.erase(it);
+}
+
+std::shared_ptr<const Engine::PeerState> Engine::FindPeer(PeerId id) const {
+  std::lock_guard lock(peers_mu_);
+  auto it = peers_.find(id);
+  return it == peers_.end() ? nullptr : it->second;
+}
+
+Result<Engine::RemoteChoice> Engine::ChooseRemote(const PeerState& peer, const RemoteRequest& r) const {
+  RemoteChoice choice;
+  choice.region = peer.Find(r.remote_addr, r.len);
+  if (!choice.region)
+    return Error(Code::kInvalidAddress, "remote range {:#x}+{} is not inside a region that '{}' advertises",
+                 r.remote_addr, r.len, peer.name);
+  const bool device = r.local_device || choice.region->device;
+  std::vector<size_t> order(peer.paths.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return peer.paths[a].transport->RemoteCostNanos(r.len) < peer.paths[b].transport->RemoteCostNanos(r.len);
+  });
+  std::string reasons;
+  for (size_t p : order) {
+    Transport* t = peer.paths[p].transport;
+    std::string why;
+    if (device && !(t->capabilities() & transport::kCapDeviceMemory)) {
+      why = "it does not reach device memory";
+    } else if (!choice.region->imports[p]) {
+      why = choice.region->reasons[p];
+    } else if (device && choice.region->imports[p]->mapped) {
+      why = "the mapping is host memory only";
+    } else {
+      choice.path = p;
+      choice.passed_over = reasons;
+      return choice;
+    }
+    reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", t->name(), why);
+  }
+  for (const auto& [name, why] : absent_) reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", name, why);
+  return Error(Code::kUnavailable, "no transport reaches {:#x}+{} of '{}' ({})", r.remote_addr, r.len, peer.name,
+               reasons.empty() ? "this engine has no transport for remote regions" : reasons);
+}
+
+std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> requests, Deadline deadline) {
+  std::vector<Status> results(requests.size());
+  auto job = std::make_shared<CopyJob>(requests.size(), deadline);
+  // Posted ops grouped by (transport, peer): one Post each.
+  std::map<std::pair<Transport*, PeerId>, std::vector<size_t>> posted;
+  std::map<PeerId, std::shared_ptr<const PeerState>> peers;
+  std::vector<transport::RemoteOp> ops(requests.size());
+  std::vector<uint8_t> mapped(requests.size(), 0);
+  std::vector<const ImportedRegion*> entered;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const RemoteRequest& r = requests[i];
+    copies_->Add();
+    auto& peer = peers[r.peer];
+    if (!peer) peer = FindPeer(r.peer);
+    auto choice = peer ? ChooseRemote(*peer, r) : Result<RemoteChoice>(Error(Code::kNotFound, "peer {} is not attached", r.peer));
+    if (!choice.ok()) {
+      results[i] = choice.status();
+      job->Fail(i, choice.status());
+      continue;
+    }
+    Transport* t = peer->paths[choice->path].transport;
+    const auto& import = choice->region->imports[choice->path];
+    const uint64_t offset = r.remote_addr - choice->region->addr;
+    if (options_.log_paths)
+      WEFT_LOG_INFO("{} {} B {:#x} of '{}' via {}{}", r.kind == transport::RemoteOpKind::kRead ? "read" : "write",
+                    r.len, r.remote_addr, peer->name, t->name(),
+                    choice->passed_over.empty() ? "" : " (passed over: " + choice->passed_over + ")");
+    bytes_->Add(r.len);
+    if (import->mapped) {
+      // Counted in the owner's control page until the copy is done (a withdrawal waits for it).
+      if (Status in = import->Enter(); !in.ok()) {
+        results[i] = in;
+        job->Fail(i, in);
+        continue;
+      }
+      entered.push_back(import.get());
+      transport::Endpoint remote{import->mapped + offset}, local{r.local};
+      const bool read = r.kind == transport::RemoteOpKind::kRead;
+      AddPieces(*job, i, t, read ? local : remote, read ? remote : local, r.len);
+      mapped[i] = 1;
+      continue;
+    }
+    ops[i] = transport::RemoteOp{r.kind, r.local, r.local_device, peer->paths[choice->path].link.get(),
+                                 import.get(), offset, r.len};
+    posted[{t, r.peer}].push_back(i);
+  }
+  for (auto& [id, p] : peers)
+    if (p) job->KeepAlive(p);
+  // With nothing to post the caller copies too (no hand-off for a small op); else it posts.
+  Start(job, /*caller_helps=*/posted.empty());
+  for (auto& [key, idx] : posted) {
+    std::vector<transport::RemoteOp> group;
+    for (size_t i : idx) group.push_back(ops[i]);
+    std::vector<Status> got(group.size());
+    key.first->Post(group, got, deadline);
+    for (size_t k = 0; k < idx.size(); ++k) results[idx[k]] = std::move(got[k]);
+  }
+  job->WaitUntil(Deadline::Never());  // pieces check the deadline before they start
+  for (const ImportedRegion* region : entered) region->Exit();
+  const auto& copied = job->results();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (mapped[i]) results[i] = copied[i];
+    if (!results[i].ok()) failures_->Add();
+  }
+  return results;
+}
+
+Result<RouteInfo> Engine::RouteRemote(const RemoteRequest& r) const {
+  auto peer = FindPeer(r.peer);
+  if (!peer) return Error(Code::kNotFound, "peer {} is not attached", r.peer);
+  WEFT_ASSIGN_OR_RETURN(RemoteChoice choice, ChooseRemote(*peer, r));
+  Transport* t = peer->paths[choice.path].transport;
+  const auto local = r.local_device ? transport::EndKind::kLD : transport::EndKind::kLH;
+  const auto remote = choice.region->device ? transport::EndKind::kGD : transport::EndKind::kGH;
+  const bool read = r.kind == transport::RemoteOpKind::kRead;
+  RouteInfo info{read ? remote : local, read ? local : remote,
+                 (t->capabilities() & transport::kCapRemoteNode) ? transport::Locality::kRemoteNode
+                                                                  : transport::Locality::kSameNode,
+                 std::string(t->name()), std::string(t->ExplainRemote())};
+  if (!choice.passed_over.empty()) info.reason += " (passed over: " + choice.passed_over + ")";
+  return info;
+}
+
+Status Engine::NotifyPeer(PeerId id, std::span<const uint8_t> payload, Deadline deadline) {
+  auto peer = FindPeer(id);
+  if (!peer) return Error(Code::kNotFound, "peer {} is not attached", id);
+  std::string reasons;
+  for (const auto& path : peer->paths) {
+    if (!(path.transport->capabilities() & transport::kCapNotify)) continue;
+    if (path.link) return path.transport->Notify(*path.link, payload, deadline);
+    reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", path.transport->name(), path.reason);
+  }
+  return Error(Code::kUnavailable, "no transport carries notifications to '{}' ({})", peer->name,
+               reasons.empty() ? "none of this engine's transports carries them" : reasons);
+}
+
+}  // namespace weft::engine

@@ -1,0 +1,156 @@
+// The tcp transport's side of the region contract (transport.h): exported regions are segments
+// of its data server's access table, each with a random key; peers' regions are reached with
+// one-sided READ/WRITE through the client, local device memory staged through bounce buffers.
+#include <algorithm>
+
+#include "base/random.h"
+#include "transport/blob.h"
+#include "transport/tcp/tcp_transport.h"
+
+namespace weft::transport::tcp {
+
+namespace {
+
+constexpr uint8_t kBlobVersion = 1;
+
+struct TcpPeer final : PeerLink {
+  PeerAddr addr;
+};
+
+struct TcpRegion final : ImportedRegion {
+  uint32_t segment_id = 0;
+  uint64_t access_key = 0;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(gva::Layout layout, TcpTransportOptions options) {
+  auto t = std::make_unique<TcpTransport>(layout, std::move(options));
+  if (t->options_.serve) {
+    WEFT_ASSIGN_OR_RETURN(t->server_, TcpServer::Start(*t->options_.serve, &t->table_));
+  }
+  if (MetricsRegistry* m = t->options_.metrics) {
+    t->staged_bytes_ = m->counter("weft_trans_staged_bytes_total", "Bytes of local device buffers staged");
+    t->staging_rounds_ = m->counter("weft_trans_staging_rounds_total", "Network rounds of device staging");
+    t->staging_overlapped_ = m->counter("weft_trans_staging_overlapped_rounds_total",
+                                        "Staging rounds during which a device copy of another round ran");
+    t->staging_in_use_ = m->gauge("weft_trans_staging_buffers_in_use",
+                                  "Bounce buffers held after the last staged group finished");
+  }
+  return t;
+}
+
+uint32_t TcpTransport::capabilities() const {
+  uint32_t caps = kCapHostMemory | kCapRemoteNode | kCapSameNode | kCapRegions | kCapNotify;
+  if (options_.device.copy) caps |= kCapDeviceMemory;
+  return caps;
+}
+
+Result<std::string> TcpTransport::EndpointBlob() const {
+  if (!server_) return Error(Code::kNotSupported, "path tcp: this process runs no data server for regions");
+  auto w = BlobWriter(kBlobVersion);
+  w.String(options_.advertise_host);
+  w.U16(server_->port());
+  return BlobText(w);
+}
+
+Result<std::string> TcpTransport::ExportRegion(const LocalRegion& region) {
+  if (!server_) return Error(Code::kNotSupported, "path tcp: this process runs no data server for regions");
+  if (region.device && !(options_.serve->device_copy))
+    return Error(Code::kNotSupported, "path tcp: device memory needs a device copy (no GPU here)");
+  uint32_t segment = 0;
+  {
+    std::lock_guard lock(mu_);
+    segment = next_segment_++;
+  }
+  uint64_t seed = FreshSeed();
+  const uint64_t key = SplitMix64(seed);
+  WEFT_RETURN_IF_ERROR(table_.Register(SegmentEntry{segment, region.base, region.len, key, kPermReadWrite,
+                                                    region.device}));
+  {
+    std::lock_guard lock(mu_);
+    exported_[region.id] = segment;
+  }
+  auto w = BlobWriter(kBlobVersion);
+  w.U32(segment);
+  w.U64(key);
+  return BlobText(w);
+}
+
+void TcpTransport::WithdrawRegion(uint64_t region_id) {
+  uint32_t segment = 0;
+  {
+    std::lock_guard lock(mu_);
+    auto it = exported_.find(region_id);
+    if (it == exported_.end()) return;
+    segment = it->second;
+    exported_.erase(it);
+  }
+  // Waits for peer requests using the region; new ones are refused NOT_FOUND.
+  (void)table_.Unregister(segment);
+}
+
+Result<std::unique_ptr<PeerLink>> TcpTransport::Connect(std::string_view endpoint_blob) {
+  WEFT_ASSIGN_OR_RETURN(auto r, OpenBlob(endpoint_blob, kBlobVersion, "tcp", "endpoint"));
+  auto peer = std::make_unique<TcpPeer>();
+  Status s = r.String(peer->addr.host, 1024);
+  if (s.ok()) s = r.U16(peer->addr.port);
+  if (s.ok()) s = r.ExpectEnd();
+  if (!s.ok()) return BadBlob(s, "tcp", "endpoint");
+  if (peer->addr.host.empty() || peer->addr.port == 0)
+    return Error(Code::kProtocol, "endpoint blob of path tcp names no host or port 0");
+  return std::unique_ptr<PeerLink>(std::move(peer));
+}
+
+Result<std::unique_ptr<ImportedRegion>> TcpTransport::ImportRegion(const PeerLink&, uint64_t base, uint64_t len,
+                                                                   std::string_view blob) {
+  WEFT_ASSIGN_OR_RETURN(auto r, OpenBlob(blob, kBlobVersion, "tcp", "region"));
+  auto region = std::make_unique<TcpRegion>();
+  Status s = r.U32(region->segment_id);
+  if (s.ok()) s = r.U64(region->access_key);
+  if (s.ok()) s = r.ExpectEnd();
+  if (!s.ok()) return BadBlob(s, "tcp", "region");
+  if (region->segment_id == 0) return Error(Code::kProtocol, "region blob of path tcp has segment id 0");
+  region->base = base;
+  region->len = len;
+  return std::unique_ptr<ImportedRegion>(std::move(region));
+}
+
+void TcpTransport::Post(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) {
+  if (ops.empty()) return;
+  std::vector<TcpRequest> reqs;
+  std::vector<uint8_t> on_device;
+  reqs.reserve(ops.size());
+  on_device.reserve(ops.size());
+  for (const RemoteOp& op : ops) {
+    const auto& region = static_cast<const TcpRegion&>(*op.region);
+    reqs.push_back(TcpRequest{op.kind == RemoteOpKind::kWrite ? wire::DataOp::kWrite : wire::DataOp::kRead,
+                              region.segment_id, region.access_key, op.offset, op.local, op.len});
+    on_device.push_back(op.local_device);
+  }
+  const PeerAddr& addr = static_cast<const TcpPeer*>(ops[0].peer)->addr;
+  StagingStats st;
+  auto got = staging_.Transfer(client_, addr, reqs, on_device, deadline, &st);
+  std::copy(got.begin(), got.end(), results.begin());
+  if (staged_bytes_ && st.bytes > 0) {
+    staged_bytes_->Add(st.bytes);
+    staging_rounds_->Add(st.rounds);
+    staging_overlapped_->Add(st.overlapped_rounds);
+  }
+  if (staging_in_use_ && st.runs > 0) staging_in_use_->Set(static_cast<int64_t>(staging_.pool_stats().in_use));
+}
+
+double TcpTransport::RemoteCostNanos(uint64_t bytes) const {
+  return options_.fixed_cost_ns + static_cast<double>(bytes) / options_.bytes_per_ns;
+}
+
+std::string_view TcpTransport::ExplainRemote() const {
+  return "the peer's data server over TCP: one-sided READ/WRITE checked for key, bounds and permission by its "
+         "progress threads (local device memory staged through bounce buffers)";
+}
+
+Status TcpTransport::Notify(const PeerLink& peer, std::span<const uint8_t> payload, Deadline deadline) {
+  return client_.Notify(static_cast<const TcpPeer&>(peer).addr, payload, deadline);
+}
+
+}  // namespace weft::transport::tcp

@@ -230,6 +230,867 @@ struct PeerHelper {
   PeerHelper& operator=(PeerHelper&&) = delete;
 };
 
+constexpr uint64_t kBig = 256ull << 20;             // the largest PCIe copy
+constexpr uint64_t kKvMax = 4096ull * (256 << 10);  // 1 GiB: the largest KV batch
+constexpr uint64_t kSlice = kKvMax * 2;             // a rank's share: room for the largest batch's slots
+
+uint64_t Addr(const void* p) { return reinterpret_cast<uint64_t>(p); }
+
+// A device segment exported and imported again on GPU 0, as a same-node peer's slice is.
+Result<std::unique_ptr<mem::cuda::DeviceSegment>> Reimport(const mem::cuda::DeviceSegment& seg) {
+  auto fd = seg.ExportFd();
+  return fd.ok() ? mem::cuda::DeviceSegment::Import(*fd, seg.size(), 0)
+                 : Result<std::unique_ptr<mem::cuda::DeviceSegment>>(fd.status());
+}
+
+// What every section measures with: the engine under test over a table of pool slices (GH rank
+// 0, GD ranks 0 and 1), and the raw buffers of the baselines with their stream. The members are
+// declared in the order they are made, so the slices outlive the engine that copies between them.
+struct Rig {
+  Bench& b;
+  const cudaDeviceProp& prop;
+  gva::Layout layout;
+  gva::SegmentTable table;
+  MetricsRegistry metrics;
+  engine::EngineOptions eo;
+  engine::Engine engine;
+  transport::cuda::CudaTransport* cuda = nullptr;
+  std::vector<std::unique_ptr<mem::cuda::DeviceSegment>> dsegs;
+  std::vector<uint8_t> gh;
+  void *pinned = nullptr, *ld = nullptr, *ld2 = nullptr;
+  cudaStream_t stream = nullptr;
+  uint64_t state = 0;  // draws the scatter of the page batches
+
+  Rig(Bench& bench, const cudaDeviceProp& p)
+      : b(bench),
+        prop(p),
+        layout(*gva::Layout::Make(0x320000000000ull, kSlice, 4)),
+        table(layout),
+        eo(FourThreads()),
+        engine(eo, table, metrics) {}
+
+  static engine::EngineOptions FourThreads() {
+    engine::EngineOptions o;
+    o.threads = 4;
+    return o;
+  }
+
+  // The slices and the baselines' buffers; 1 (after a message) when one cannot be made.
+  int Setup() {
+    cuda = dynamic_cast<transport::cuda::CudaTransport*>(engine.FindTransport("cuda"));
+    if (!cuda) {
+      fmt::print(stderr, "weft bench-gpu: the engine has no cuda path\n");
+      return 1;
+    }
+    if (int rc = AttachDeviceSlices(); rc != 0) return rc;
+    gh.resize(kBig);
+    FillRandom(gh.data(), gh.size(), FreshSeed());
+    b.Check(engine.RegisterHostMemory(gh.data(), gh.size()), "register host slice");
+    b.Check(table.Attach({gva::Medium::kHost, 0, 0}, gh.data(), gh.size(), true, "rank0", [] {}), "attach host");
+
+    BENCH_CUDA(cudaMallocHost(&pinned, kBig));
+    BENCH_CUDA(cudaMalloc(&ld, kKvMax * 2));
+    BENCH_CUDA(cudaMalloc(&ld2, kKvMax * 2));
+    FillRandom(pinned, kBig, FreshSeed());
+    BENCH_CUDA(cudaMemset(ld, 1, kKvMax * 2));
+    BENCH_CUDA(cudaMemset(ld2, 2, kKvMax * 2));
+    BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    return 0;
+  }
+
+  // GD rank 0 (own) and rank 1 (exported and imported again, as a same-node peer's).
+  int AttachDeviceSlices() {
+    for (uint32_t r = 0; r < 2; ++r) {
+      auto seg = mem::cuda::DeviceSegment::Create(0, kSlice);
+      if (!seg.ok()) {
+        fmt::print(stderr, "weft bench-gpu: {}\n", seg.status().ToString());
+        return 1;
+      }
+      if (r == 1) {
+        auto imported = Reimport(**seg);
+        if (!imported.ok()) {
+          fmt::print(stderr, "weft bench-gpu: import: {}\n", imported.status().ToString());
+          return 1;
+        }
+        seg = std::move(imported);
+      }
+      // As the pool attaches its device slices: with their GPU, so copies need no pointer query.
+      b.Check(table.Attach({gva::Medium::kDevice, r, 0}, (*seg)->data(), (*seg)->size(), r == 0, "rank", [] {},
+                           (*seg)->home_device()),
+              "attach");
+      dsegs.push_back(std::move(*seg));
+    }
+    return 0;
+  }
+
+  // After the last section (an early error return leaves all this to the process's exit).
+  void Teardown() {
+    table.Detach({gva::Medium::kHost, 0, 0}, false);
+    engine.UnregisterHostMemory(gh.data());
+    cudaStreamDestroy(stream);
+    cudaFree(ld);
+    cudaFree(ld2);
+    cudaFreeHost(pinned);
+  }
+
+  void BaselineCopy(void* dst, const void* src, uint64_t len) const {
+    cudaMemcpyAsync(dst, src, len, cudaMemcpyDefault, stream);
+    cudaStreamSynchronize(stream);
+  }
+
+  uint64_t DeviceGva(uint32_t rank, uint64_t offset = 0) const {
+    return layout.Encode({gva::Medium::kDevice, rank, offset});
+  }
+};
+
+// Shuffles a and b, each with its own permutation, from one stream of draws taken alternately
+// (a's swap, then b's), as every page batch of the bench scatters its two index lists.
+template <typename T>
+void ShuffleBoth(std::vector<T>& a, std::vector<T>& b, uint64_t& state) {
+  for (size_t i = a.size(); i > 1; --i) {
+    std::swap(a[i - 1], a[SplitMix64(state) % i]);
+    std::swap(b[i - 1], b[SplitMix64(state) % i]);
+  }
+}
+
+// Median GPU time of `launch` on `stream` between two events, over `reps` runs after two
+// warm-up runs.
+template <typename F>
+double MedianEventNanos(cudaStream_t stream, cudaEvent_t e0, cudaEvent_t e1, int reps, F&& launch) {
+  std::vector<double> times;
+  for (int i = 0; i < reps + 2; ++i) {
+    cudaEventRecord(e0, stream);
+    launch();
+    cudaEventRecord(e1, stream);
+    cudaEventSynchronize(e1);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= 2) times.push_back(ms * 1e6);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+// 1. PCIe: LH / GH <-> LD against cudaMemcpy from pinned memory.
+void BenchPcie(Rig& rig) {
+  Bench& b = rig.b;
+  for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, kBig}) {
+    if (b.quick && size == kBig) continue;
+    const int r = size >= kBig ? std::max(5, b.reps / 2) : b.reps;
+    const uint64_t gh_addr = rig.layout.Encode({gva::Medium::kHost, 0, 0});
+    struct Case {
+      const char* name;
+      uint64_t dst, src;
+      void *bdst;
+      const void* bsrc;
+    } cases[] = {
+        {"LH->LD", Addr(rig.ld), Addr(rig.pinned), rig.ld, rig.pinned},
+        {"LD->LH", Addr(rig.pinned), Addr(rig.ld), rig.pinned, rig.ld},
+        {"GH->LD", Addr(rig.ld), gh_addr, rig.ld, rig.pinned},
+        {"LD->GH", gh_addr, Addr(rig.ld), rig.pinned, rig.ld},
+    };
+    for (const Case& c : cases) {
+      double base = MedianNanos(2, r, [&] { rig.BaselineCopy(c.bdst, c.bsrc, size); });
+      double ours = MedianNanos(2, r, [&] { b.Check(rig.engine.Copy(c.dst, c.src, size), c.name); });
+      b.Add({"pcie", fmt::format("{} {} MiB", c.name, size >> 20), size, Gbps(size, ours), Gbps(size, base), "GB/s",
+             "cudaMemcpyAsync pinned", "copy engine"});
+    }
+  }
+}
+
+// A KV batch: 4096 pages from scattered slots of a source region to scattered slots of a
+// destination region, GD rank 0 -> GD rank 1 or LD -> LD. Slots are spread over twice the bytes
+// so pages are not adjacent: slot k is page 2k.
+constexpr size_t kKvPages = 4096;
+
+struct KvBatch {
+  uint64_t page = 0, total = 0;
+  uint8_t *src_base = nullptr, *dst_base = nullptr;
+  std::vector<engine::CopyRequest> reqs;                 // for CopyBatch
+  std::vector<std::pair<uint8_t*, const uint8_t*>> raw;  // (dst, src) of each page, for the baselines
+  std::vector<uint32_t> di, si;                          // page indices, for CopyPages
+  uint64_t dbase = 0, sbase = 0;                         // their bases: GVAs for GD, pointers for LD
+  std::string name;                                      // "GD->GD 4096x16KiB"
+};
+
+KvBatch MakeKvBatch(Rig& rig, uint64_t page, bool gd) {
+  KvBatch k;
+  k.page = page;
+  k.total = kKvPages * page;
+  // Scattered: page i goes from a random slot of the source region to another random slot.
+  std::vector<uint64_t> sp(kKvPages), dp(kKvPages);
+  for (size_t i = 0; i < kKvPages; ++i) sp[i] = dp[i] = i;
+  ShuffleBoth(sp, dp, rig.state);
+  k.src_base = gd ? rig.dsegs[0]->data() : static_cast<uint8_t*>(rig.ld);
+  k.dst_base = gd ? rig.dsegs[1]->data() : static_cast<uint8_t*>(rig.ld2);
+  k.reqs.resize(kKvPages);
+  k.raw.resize(kKvPages);
+  for (size_t i = 0; i < kKvPages; ++i) {
+    const uint64_t so = sp[i] * 2 * page, doff = dp[i] * 2 * page;
+    k.reqs[i] = gd ? engine::CopyRequest{rig.DeviceGva(1, doff), rig.DeviceGva(0, so), page}
+                   : engine::CopyRequest{Addr(k.dst_base + doff), Addr(k.src_base + so), page};
+    k.raw[i] = {k.dst_base + doff, k.src_base + so};
+  }
+  k.di.resize(kKvPages);
+  k.si.resize(kKvPages);
+  for (size_t i = 0; i < kKvPages; ++i) {
+    k.di[i] = static_cast<uint32_t>(dp[i] * 2);
+    k.si[i] = static_cast<uint32_t>(sp[i] * 2);
+  }
+  k.dbase = gd ? rig.DeviceGva(1) : Addr(k.dst_base);
+  k.sbase = gd ? rig.DeviceGva(0) : Addr(k.src_base);
+  k.name = fmt::format("{} 4096x{}KiB", gd ? "GD->GD" : "LD->LD", page >> 10);
+  return k;
+}
+
+// The batch's (dst, src) index pairs one after the other, as they sit in device memory.
+std::vector<uint32_t> IndexPairs(const KvBatch& k) {
+  std::vector<uint32_t> pairs(2 * kKvPages);
+  for (size_t i = 0; i < kKvPages; ++i) {
+    pairs[2 * i] = k.di[i];
+    pairs[2 * i + 1] = k.si[i];
+  }
+  return pairs;
+}
+
+// The closer looks at a KV batch of the engine under test: each row is the batch's bytes
+// through one piece of the path, against one large copy of the same bytes.
+struct KvLook {
+  Rig& rig;
+  const char* group;
+  const KvBatch& k;
+  int r;         // timed repetitions
+  double large;  // ns of the large copy
+
+  void AddVersusLarge(const std::string& name, double ns, const std::string& note) const {
+    rig.b.Add({group, name, k.total, Gbps(k.total, ns), Gbps(k.total, large), "GB/s", "one cudaMemcpyAsync", note});
+  }
+};
+
+// The page kernel's variants and grids: the default (lean kernel, persistent grid), the lean
+// kernel with one block per unit, and the kernel before it (legacy).
+struct PageVariant {
+  const char* name;
+  transport::cuda::PageKernelVariant kernel;
+  bool per_unit, mapped;
+};
+constexpr PageVariant kPageVariants[] = {{"lean", transport::cuda::PageKernelVariant::kLean, true, true},
+                                         {"lean uploaded idx", transport::cuda::PageKernelVariant::kLean, true, false},
+                                         {"lean persistent", transport::cuda::PageKernelVariant::kLean, false, true},
+                                         {"legacy", transport::cuda::PageKernelVariant::kLegacy, false, false}};
+
+// The same pages with the (dst, src) pairs already in device memory (a block table kept on the
+// GPU): nothing to scan or upload, the GPU checks each pair against the stated maxima. false when
+// the pairs could not be put on the GPU: the batch's other closer looks are skipped then.
+bool BenchKvDeviceIndexed(const KvLook& l) {
+  Bench& b = l.rig.b;
+  const KvBatch& k = l.k;
+  const std::vector<uint32_t> pairs = IndexPairs(k);
+  const uint32_t max_d = *std::max_element(k.di.begin(), k.di.end());
+  const uint32_t max_s = *std::max_element(k.si.begin(), k.si.end());
+  void* dev_pairs = nullptr;
+  if (cudaMalloc(&dev_pairs, pairs.size() * sizeof(uint32_t)) != cudaSuccess ||
+      cudaMemcpy(dev_pairs, pairs.data(), pairs.size() * sizeof(uint32_t), cudaMemcpyHostToDevice) != cudaSuccess) {
+    b.Check(Error(Code::kCuda, "{}", cudaGetErrorString(cudaGetLastError())), "index pairs on the GPU");
+    if (dev_pairs) cudaFree(dev_pairs);
+    return false;
+  }
+  double dev_idx = MedianNanos(2, l.r, [&] {
+    b.Check(l.rig.engine.CopyPagesDeviceIndexed(k.dbase, k.sbase, k.page, static_cast<const uint32_t*>(dev_pairs),
+                                                kKvPages, max_d, max_s),
+            "copy pages, pairs on the GPU");
+  });
+  cudaFree(dev_pairs);
+  l.AddVersusLarge(k.name + " pages gpu idx vs large", dev_idx,
+                   "Engine::CopyPagesDeviceIndexed (pairs in device memory)");
+  return true;
+}
+
+// The transport's CopyPages alone (ends resolved beforehand, as the engine hands them over),
+// for each page-kernel variant and grid.
+void BenchKvTransportPages(const KvLook& l) {
+  const KvBatch& k = l.k;
+  const uint64_t extent = (uint64_t{2} * kKvPages) * k.page;
+  for (const PageVariant& v : kPageVariants) {
+    transport::cuda::CudaOptions co;
+    co.page_kernel = v.kernel;
+    co.page_grid_per_unit = v.per_unit;
+    co.page_indices_mapped = v.mapped;
+    auto ct = transport::cuda::CudaTransport::Create(co);
+    if (!ct.ok()) break;
+    transport::PageCopy pc{transport::Endpoint{k.dst_base}, transport::Endpoint{k.src_base}, k.page, extent, extent,
+                           k.di, k.si};
+    double t = MedianNanos(2, l.r, [&] { l.rig.b.Check((*ct)->CopyPages(pc, nullptr, nullptr), "transport pages"); });
+    l.AddVersusLarge(fmt::format("{} pages transport {}", k.name, v.name), t,
+                     fmt::format("CudaTransport::CopyPages, {}, indices {}", v.name,
+                                 v.mapped ? "read from mapped pinned memory" : "uploaded"));
+  }
+}
+
+// One variant of the page kernel launched by hand over index pairs already on the GPU (`didx`),
+// timed with events; for the default variant also with launch and synchronisation.
+void BenchPageKernelVariant(const KvLook& l, const PageVariant& v, const uint32_t* didx, cudaEvent_t e0,
+                            cudaEvent_t e1) {
+  const KvBatch& k = l.k;
+  cudaStream_t stream = l.rig.stream;
+  const uint64_t extent = (uint64_t{2} * kKvPages) * k.page;
+  transport::cuda::PageCopyParams pp{Addr(k.dst_base), Addr(k.src_base), k.page, didx, 0, 0, 0,
+                                     extent < (uint64_t{1} << 32), nullptr, 0, 0};
+  const int per_sm =
+      transport::cuda::PageKernelBlocksPerSm(v.kernel, pp.offsets32, transport::cuda::PageUnitsAligned(pp));
+  const auto pl = transport::cuda::PlanPages(k.page, kKvPages, l.rig.prop.multiProcessorCount, std::min(per_sm, 8));
+  pp.units = static_cast<uint32_t>(pl.units);
+  pp.chunk = pl.chunk;
+  pp.chunks_per_page = pl.chunks_per_page;
+  const uint32_t grid = v.per_unit ? pp.units : pl.grid;
+  double t =
+      MedianEventNanos(stream, e0, e1, l.r, [&] { transport::cuda::LaunchPageKernel(pp, grid, stream, v.kernel); });
+  l.AddVersusLarge(fmt::format("{} page kernel {}", k.name, v.name), t,
+                   fmt::format("{} blocks, {} resident/SM, {}KiB units, events", grid, per_sm, pl.chunk >> 10));
+  if (&v != &kPageVariants[0]) return;
+  // The default kernel launched and waited for on the host clock, indices already on the
+  // GPU: the fixed cost of launch and synchronisation without the upload.
+  double ls = MedianNanos(2, l.r, [&] {
+    transport::cuda::LaunchPageKernel(pp, grid, stream, v.kernel);
+    cudaStreamSynchronize(stream);
+  });
+  l.AddVersusLarge(fmt::format("{} page kernel+launch+sync", k.name), ls,
+                   fmt::format("host clock; {:.1f} us vs {:.1f} us for the large copy", ls / 1000, l.large / 1000));
+}
+
+// The page kernel alone (index pairs on the GPU, events), same variants: the GPU time
+// without upload, launch submit and synchronisation. false when the pairs found no device
+// memory: the batch's other closer looks are skipped then.
+bool BenchKvPageKernel(const KvLook& l) {
+  const std::vector<uint32_t> pairs = IndexPairs(l.k);
+  void* didx = nullptr;
+  if (cudaMalloc(&didx, pairs.size() * 4) != cudaSuccess) return false;
+  cudaMemcpy(didx, pairs.data(), pairs.size() * 4, cudaMemcpyHostToDevice);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  for (const PageVariant& v : kPageVariants) {
+    if (!v.mapped && v.kernel == transport::cuda::PageKernelVariant::kLean) continue;  // same kernel as "lean"
+    BenchPageKernelVariant(l, v, static_cast<const uint32_t*>(didx), e0, e1);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(didx);
+  return true;
+}
+
+// Where the time goes: the transport alone (addresses resolved beforehand).
+void BenchKvTransportOnly(const KvLook& l) {
+  const KvBatch& k = l.k;
+  std::vector<transport::CopyItem> items(kKvPages);
+  for (size_t i = 0; i < kKvPages; ++i)
+    items[i] = transport::CopyItem{transport::Endpoint{k.raw[i].first},
+                                   transport::Endpoint{const_cast<uint8_t*>(k.raw[i].second)}, k.page};
+  std::vector<Status> st(kKvPages);
+  double tr = MedianNanos(2, l.r, [&] {
+    l.rig.cuda->CopyBatch(items, st);
+    for (const Status& s : st) l.rig.b.Check(s, "transport batch");
+  });
+  l.AddVersusLarge(k.name + " transport only", tr, "CudaTransport::CopyBatch");
+}
+
+// And the copy kernel alone (descriptors in device memory, timed with events).
+void BenchKvCopyKernelOnly(const KvLook& l) {
+  const KvBatch& k = l.k;
+  const int sms = l.rig.prop.multiProcessorCount;
+  std::vector<transport::cuda::DeviceCopyDesc> descs;
+  const uint32_t chunk = transport::cuda::ChooseChunk(k.total, kKvPages, sms);
+  for (auto& [d, s] : k.raw) transport::cuda::PackDescriptors(Addr(d), Addr(s), k.page, chunk, descs);
+  void* ddesc = nullptr;
+  if (cudaMalloc(&ddesc, descs.size() * sizeof(descs[0])) != cudaSuccess) return;
+  cudaMemcpy(ddesc, descs.data(), descs.size() * sizeof(descs[0]), cudaMemcpyHostToDevice);
+  const uint32_t grid = transport::cuda::ChooseGrid(descs.size(), sms, transport::cuda::kCopyKernelBlocksPerSm);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  double t = MedianEventNanos(l.rig.stream, e0, e1, l.r, [&] {
+    transport::cuda::LaunchCopyKernel(static_cast<transport::cuda::DeviceCopyDesc*>(ddesc),
+                                      static_cast<uint32_t>(descs.size()), grid, l.rig.stream);
+  });
+  l.AddVersusLarge(k.name + " kernel only", t, fmt::format("{} blocks, events", grid));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(ddesc);
+}
+
+// One KV batch through `eng`'s CopyBatch and CopyPages, against one cudaMemcpyAsync per page and
+// against one large copy of the same bytes; then, for the engine under test, the closer looks.
+void BenchKv(Rig& rig, engine::Engine& eng, const char* group, uint64_t page, bool gd, const std::string& note) {
+  Bench& b = rig.b;
+  const KvBatch k = MakeKvBatch(rig, page, gd);
+  const uint64_t total = k.total;
+  const int r = std::max(5, b.reps / 2);
+  double per_page = MedianNanos(1, r, [&] {
+    for (auto& [d, s] : k.raw) cudaMemcpyAsync(d, s, page, cudaMemcpyDeviceToDevice, rig.stream);
+    cudaStreamSynchronize(rig.stream);
+  });
+  double large = MedianNanos(2, r, [&] { rig.BaselineCopy(k.dst_base, k.src_base, total); });
+  double ours = MedianNanos(2, r, [&] {
+    for (const Status& s : eng.CopyBatch(k.reqs)) b.Check(s, "kv batch");
+  });
+  // The same pages through the page-batch API: bases and indices.
+  double pages = MedianNanos(2, r, [&] { b.Check(eng.CopyPages(k.dbase, k.sbase, page, k.di, k.si), "copy pages"); });
+  b.Add({group, k.name + " vs per-page", total, Gbps(total, ours), Gbps(total, per_page), "GB/s",
+         "cudaMemcpyAsync per page", note + ", CopyBatch"});
+  b.Add({group, k.name + " vs large copy", total, Gbps(total, ours), Gbps(total, large), "GB/s",
+         "one cudaMemcpyAsync", note + ", CopyBatch"});
+  b.Add({group, k.name + " pages vs per-page", total, Gbps(total, pages), Gbps(total, per_page), "GB/s",
+         "cudaMemcpyAsync per page", "Engine::CopyPages"});
+  b.Add({group, k.name + " pages vs large", total, Gbps(total, pages), Gbps(total, large), "GB/s",
+         "one cudaMemcpyAsync", "Engine::CopyPages"});
+  if (&eng != &rig.engine) return;
+  const KvLook look{rig, group, k, r, large};
+  if (!BenchKvDeviceIndexed(look)) return;
+  BenchKvTransportPages(look);
+  if (!BenchKvPageKernel(look)) return;
+  BenchKvTransportOnly(look);
+  BenchKvCopyKernelOnly(look);
+}
+
+// 2. KV batches: 4096 scattered pages, GD->GD and LD->LD, against one cudaMemcpyAsync per page
+// and against one large copy of the same bytes.
+void BenchKvBatches(Rig& rig) {
+  for (uint64_t page : {uint64_t{16} << 10, uint64_t{64} << 10, uint64_t{256} << 10}) {
+    // --quick keeps every page size for GD->GD (the KV case) and LD->LD at 16 KiB only.
+    BenchKv(rig, rig.engine, "kv", page, true, "copy kernel");
+    if (!rig.b.quick || page == (16 << 10)) BenchKv(rig, rig.engine, "kv", page, false, "copy kernel");
+  }
+}
+
+// 3. Small-copy latency against cudaMemcpyAsync + synchronize.
+void BenchLatency(Rig& rig) {
+  Bench& b = rig.b;
+  for (uint64_t size : {uint64_t{8}, uint64_t{4096}, uint64_t{65536}}) {
+    const int r = std::max(50, b.reps * 10);
+    struct Case {
+      const char* name;
+      void* dst;
+      const void* src;
+    } cases[] = {{"LD->LD", rig.ld2, rig.ld}, {"LH->LD", rig.ld, rig.pinned}, {"LD->LH", rig.pinned, rig.ld}};
+    for (const Case& c : cases) {
+      double base = MedianNanos(10, r, [&] { rig.BaselineCopy(c.dst, c.src, size); });
+      double ours = MedianNanos(10, r, [&] { b.Check(rig.engine.Copy(Addr(c.dst), Addr(c.src), size), c.name); });
+      b.Add({"latency", fmt::format("{} {} B", c.name, size), size, ours / 1000, base / 1000, "us",
+             "cudaMemcpyAsync+sync", "copy engine"});
+    }
+  }
+}
+
+// 4. The KV batch with the copy kernel held to 16 SMs.
+void BenchKvOn16Sms(Rig& rig) {
+  engine::EngineOptions go = rig.eo;
+  go.cuda_kernel_sms = 16;
+  engine::Engine green(go, rig.table, rig.metrics);
+  auto* gc = dynamic_cast<transport::cuda::CudaTransport*>(green.FindTransport("cuda"));
+  const bool on = gc && gc->green_context_active(0);
+  const std::string note = on ? fmt::format("green ctx, {} SMs", gc->kernel_sms(0)) : "green ctx unavailable: all SMs";
+  BenchKv(rig, green, "kv-16sm", 16 << 10, true, note);
+  if (!rig.b.quick) BenchKv(rig, green, "kv-16sm", 256 << 10, true, note);
+}
+
+// The baseline of every two-GPU row: cudaMemcpyPeerAsync of `bytes` between cudaMalloc buffers
+// (p1 on GPU 1 -> ld on GPU 0 when `pull`), alternated call by call with `ours`.
+struct PeerBaseline {
+  Rig& rig;
+  void* p1;
+
+  template <typename F>
+  std::pair<double, double> Versus(uint64_t bytes, bool pull, int r, F&& ours) const {
+    return MedianPairNanos(
+        5, r,
+        [&] {
+          if (pull) cudaMemcpyPeerAsync(rig.ld, 0, p1, 1, bytes, rig.stream);
+          else cudaMemcpyPeerAsync(p1, 1, rig.ld, 0, bytes, rig.stream);
+          cudaStreamSynchronize(rig.stream);
+        },
+        ours);
+  }
+};
+
+// Where an 8 MiB pull's time goes: the same bytes between the same two mappings by a raw
+// cudaMemcpyAsync (the driver's cost of VMM memory against cudaMalloc memory), and the
+// transport alone (the engine's resolution and pins left out). `base`: the pull's baseline.
+void BenchNvlinkPullParts(Rig& rig, const PeerBaseline& peer, const mem::cuda::DeviceSegment& seg, int r,
+                          double base) {
+  Bench& b = rig.b;
+  const uint64_t size = uint64_t{8} << 20;
+  const uint64_t g2 = rig.DeviceGva(2), g0 = rig.DeviceGva(0);
+  double raw = MedianNanos(5, r, [&] { rig.BaselineCopy(rig.dsegs[0]->data(), seg.data(), size); });
+  b.Add({"nvlink", "GD(1)->GD(0) 8 MiB raw on segments", size, Gbps(size, raw), Gbps(size, base), "GB/s",
+         "cudaMemcpyPeerAsync", "cudaMemcpyAsync between the two mappings"});
+  transport::Endpoint d0{rig.dsegs[0]->data()}, s2{seg.data()};
+  double tr = MedianNanos(5, r, [&] { b.Check(rig.cuda->Copy(d0, s2, size), "transport GD(1)->GD(0)"); });
+  // Just below the engine's split size (8 MiB): the inline path of Engine::Copy instead
+  // of a job, same link.
+  auto [base_m, ours_m] = peer.Versus(size - 4096, true, r,
+      [&] { b.Check(rig.engine.Copy(g0, g2, size - 4096), "GD(1)->GD(0) 8 MiB - 4 KiB"); });
+  b.Add({"nvlink", "GD(1)->GD(0) 8 MiB-4KiB", size - 4096, Gbps(size - 4096, ours_m), Gbps(size - 4096, base_m),
+         "GB/s", "cudaMemcpyPeerAsync", "below EngineOptions::split_bytes: inline Engine::Copy"});
+  b.Add({"nvlink", "GD(1)->GD(0) 8 MiB transport", size, Gbps(size, tr), Gbps(size, base), "GB/s",
+         "cudaMemcpyPeerAsync", "CudaTransport::Copy"});
+}
+
+// The push direction split the same way: raw cudaMemcpyAsync between the two mappings
+// on a stream of GPU 0 (the GPU weft runs it on), and the transport alone.
+void BenchNvlinkPushParts(Rig& rig, const PeerBaseline& peer, const mem::cuda::DeviceSegment& seg, int r) {
+  Bench& b = rig.b;
+  const uint64_t size = uint64_t{8} << 20;
+  auto [back_r, raw] = peer.Versus(size, false, r,
+      [&] { rig.BaselineCopy(seg.data(), rig.dsegs[0]->data(), size); });
+  b.Add({"nvlink", "GD(0)->GD(1) 8 MiB raw on segments", size, Gbps(size, raw), Gbps(size, back_r), "GB/s",
+         "cudaMemcpyPeerAsync", "cudaMemcpyAsync between the two mappings"});
+  transport::Endpoint d2{seg.data()}, s0{rig.dsegs[0]->data()};
+  auto [back_t, tr] = peer.Versus(size, false, r,
+      [&] { b.Check(rig.cuda->Copy(d2, s0, size), "transport GD(0)->GD(1)"); });
+  b.Add({"nvlink", "GD(0)->GD(1) 8 MiB transport", size, Gbps(size, tr), Gbps(size, back_t), "GB/s",
+         "cudaMemcpyPeerAsync", "CudaTransport::Copy"});
+}
+
+// 4096 pages of 64 KiB, GPU 1 -> GPU 0, scattered, through CopyPages (GPU 0's SMs read over
+// the link), against one cudaMemcpyPeerAsync of the same bytes.
+void BenchNvlinkPages(Rig& rig, const PeerBaseline& peer) {
+  Bench& b = rig.b;
+  constexpr uint32_t kPages = 4096;
+  const uint64_t page = 64 << 10, total = kPages * page;
+  const uint64_t g2 = rig.DeviceGva(2), g0 = rig.DeviceGva(0);
+  std::vector<uint32_t> di(kPages), si(kPages);
+  for (uint32_t i = 0; i < kPages; ++i) di[i] = si[i] = i;
+  ShuffleBoth(di, si, rig.state);
+  const int r = std::max(5, b.reps / 2);
+  double base = MedianNanos(2, r, [&] {
+    cudaMemcpyPeerAsync(rig.ld, 0, peer.p1, 1, total, rig.stream);
+    cudaStreamSynchronize(rig.stream);
+  });
+  double ours = MedianNanos(2, r, [&] { b.Check(rig.engine.CopyPages(g0, g2, page, di, si), "pages GPU1->GPU0"); });
+  b.Add({"nvlink", "GD(1)->GD(0) pages 4096x64KiB", total, Gbps(total, ours), Gbps(total, base), "GB/s",
+         "cudaMemcpyPeerAsync (one copy)", "Engine::CopyPages"});
+}
+
+// GD on GPU 1 (`seg`, this process's) to and from GD on GPU 0 over the link, attached as rank 2
+// for the duration.
+void BenchNvlink(Rig& rig, const PeerBaseline& peer, const mem::cuda::DeviceSegment& seg, bool peer_access) {
+  Bench& b = rig.b;
+  b.Check(rig.table.Attach({gva::Medium::kDevice, 2, 0}, seg.data(), seg.size(), false, "rank2", [] {},
+                           seg.home_device()),
+          "attach GPU 1 segment");
+  const uint64_t g2 = rig.DeviceGva(2), g0 = rig.DeviceGva(0);
+  const char* access = peer_access ? "peer access" : "no peer access";
+  for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
+    // 8 MiB calls take ~30 µs: many alternated repetitions, so that 1 µs differences show.
+    const int r = size <= (8u << 20) ? 200 : std::max(5, b.reps / 2);
+    auto [base, ours] = peer.Versus(size, true, r, [&] { b.Check(rig.engine.Copy(g0, g2, size), "GD(1)->GD(0)"); });
+    b.Add({"nvlink", fmt::format("GD(1)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base), "GB/s",
+           "cudaMemcpyPeerAsync", access});
+    if (size == (uint64_t{8} << 20)) BenchNvlinkPullParts(rig, peer, seg, r, base);
+    auto [back, ours_back] = peer.Versus(size, false, r,
+        [&] { b.Check(rig.engine.Copy(g2, g0, size), "GD(0)->GD(1)"); });
+    b.Add({"nvlink", fmt::format("GD(0)->GD(1) {} MiB", size >> 20), size, Gbps(size, ours_back), Gbps(size, back),
+           "GB/s", "cudaMemcpyPeerAsync", access});
+    if (size == (uint64_t{8} << 20)) BenchNvlinkPushParts(rig, peer, seg, r);
+  }
+  BenchNvlinkPages(rig, peer);
+  rig.table.Detach({gva::Medium::kDevice, 2, 0}, false);
+}
+
+// Two processes: GD on GPU 1 owned by the helper process (`other`: its device segment's fd
+// passed over the socketpair and imported here), to and from GD on GPU 0 (this process's own
+// segment), against cudaMemcpyPeerAsync between cudaMalloc buffers of this process.
+void BenchTwoProcesses(Rig& rig, const PeerBaseline& peer,
+                       const Result<std::unique_ptr<mem::cuda::DeviceSegment>>& other) {
+  Bench& b = rig.b;
+  if (!other.ok()) {
+    b.Check(other.status(), "segment of the helper process");
+    return;
+  }
+  b.Check(rig.table.Attach({gva::Medium::kDevice, 3, 0}, (*other)->data(), (*other)->size(), false, "rank3", [] {},
+                           (*other)->home_device()),
+          "attach the helper's segment");
+  const uint64_t g3 = rig.DeviceGva(3), g0 = rig.DeviceGva(0);
+  for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
+    const int r = size <= (8u << 20) ? 200 : std::max(5, b.reps / 2);
+    auto [base, ours] = peer.Versus(size, true, r,
+        [&] { b.Check(rig.engine.Copy(g0, g3, size), "GD(1, other process)->GD(0)"); });
+    b.Add({"ipc", fmt::format("GD(1,proc 2)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base),
+           "GB/s", "cudaMemcpyPeerAsync", "segment of another process, fd passed"});
+    auto [back, ours_back] = peer.Versus(size, false, r,
+        [&] { b.Check(rig.engine.Copy(g3, g0, size), "GD(0)->GD(1, other process)"); });
+    b.Add({"ipc", fmt::format("GD(0)->GD(1,proc 2) {} MiB", size >> 20), size, Gbps(size, ours_back),
+           Gbps(size, back), "GB/s", "cudaMemcpyPeerAsync", "segment of another process, fd passed"});
+  }
+  rig.table.Detach({gva::Medium::kDevice, 3, 0}, false);
+}
+
+// 4b. Two GPUs: GD on GPU 1 (a device segment exported and imported again, as a same-node peer's
+// slice is) to GD on GPU 0 over the link, against cudaMemcpyPeerAsync between cudaMalloc
+// buffers; a page batch read across the link by GPU 0's page kernel; and the same copies with
+// the GPU 1 segment owned by a second process. 1 (after a message) when a CUDA call fails.
+int BenchTwoGpus(Rig& rig, PeerHelper& helper) {
+  int can = 0;
+  cudaDeviceCanAccessPeer(&can, 0, 1);
+  const uint64_t psize = 512ull << 20;
+  auto seg = mem::cuda::DeviceSegment::Create(1, psize);
+  std::unique_ptr<mem::cuda::DeviceSegment> peer_seg;
+  if (seg.ok()) {
+    auto imp = Reimport(**seg);
+    if (imp.ok()) peer_seg = std::move(*imp);
+    else rig.b.Check(imp.status(), "import GPU 1 segment");
+  } else {
+    rig.b.Check(seg.status(), "GPU 1 segment");
+  }
+  void* p1 = nullptr;
+  cudaSetDevice(1);
+  BENCH_CUDA(cudaMalloc(&p1, psize));
+  BENCH_CUDA(cudaMemset(p1, 3, psize));
+  cudaSetDevice(0);
+  const PeerBaseline peer{rig, p1};
+  if (peer_seg) {
+    BENCH_CUDA(cudaMemset(peer_seg->data(), 4, psize));
+    BenchNvlink(rig, peer, *peer_seg, can != 0);
+  }
+  auto other = helper.Segment(1, 256ull << 20, 0);
+  BenchTwoProcesses(rig, peer, other);
+  cudaFree(p1);
+  return 0;
+}
+
+// The compute of 4c: kGemms FP32 GEMMs of kDim^3 back to back, between events g0 and g1.
+struct Gemm {
+  static constexpr int kDim = 4096, kGemms = 3;
+  float *ga = nullptr, *gb = nullptr, *gc = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t g0 = nullptr, g1 = nullptr;
+
+  // 1 (after a message) when a buffer or the stream cannot be made.
+  int Create() {
+    const size_t mat = size_t{kDim} * kDim * sizeof(float);
+    BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&ga), mat));
+    BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&gb), mat));
+    BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&gc), mat));
+    BENCH_CUDA(cudaMemset(ga, 0x3c, mat));  // ~0.01 in every element
+    BENCH_CUDA(cudaMemset(gb, 0x3c, mat));
+    BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    cudaEventCreate(&g0);
+    cudaEventCreate(&g1);
+    return 0;
+  }
+  void Destroy() {
+    cudaEventDestroy(g0);
+    cudaEventDestroy(g1);
+    cudaStreamDestroy(stream);
+    cudaFree(ga);
+    cudaFree(gb);
+    cudaFree(gc);
+  }
+  void Launch(cudaStream_t s) {
+    cudaEventRecord(g0, s);
+    for (int i = 0; i < kGemms; ++i) LaunchBenchGemm(ga, gb, gc, kDim, kDim, kDim, s);
+    cudaEventRecord(g1, s);
+  }
+  // The last launch's time, once it is done.
+  double Micros() const {
+    float ms = 0;
+    cudaEventElapsedTime(&ms, g0, g1);
+    return ms * 1000.0;
+  }
+  // The median of `runs` launches on `s` alone, the first left out (warm-up).
+  double MedianAloneMicros(cudaStream_t s, int runs) {
+    std::vector<double> t;
+    for (int i = 0; i < runs; ++i) {
+      Launch(s);
+      cudaEventSynchronize(g1);
+      if (i >= 1) t.push_back(Micros());
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  }
+};
+
+// The KV page batch copied while the GEMM runs: 4096 x 16 KiB, GD rank 0 -> GD rank 1, scattered.
+struct GemmKv {
+  static constexpr size_t kPages = 4096;
+  uint64_t page = 16 << 10, total = kPages * page;
+  std::vector<uint32_t> di, si;
+  uint64_t dbase = 0, sbase = 0;
+};
+
+GemmKv MakeGemmKv(Rig& rig) {
+  GemmKv kv;
+  kv.di.resize(GemmKv::kPages);
+  kv.si.resize(GemmKv::kPages);
+  for (uint32_t i = 0; i < GemmKv::kPages; ++i) kv.di[i] = kv.si[i] = 2 * i;
+  ShuffleBoth(kv.di, kv.si, rig.state);
+  kv.dbase = rig.DeviceGva(1);
+  kv.sbase = rig.DeviceGva(0);
+  return kv;
+}
+
+// The batch on `eng` with no GEMM: what its bandwidth during the GEMM is held against.
+double KvAloneNanos(Rig& rig, engine::Engine& eng, const GemmKv& kv) {
+  const int r = std::max(5, rig.b.reps / 2);
+  return MedianNanos(2, r, [&] { rig.b.Check(eng.CopyPages(kv.dbase, kv.sbase, kv.page, kv.di, kv.si), "kv alone"); });
+}
+
+// The GEMM launched on `s`, and the batch copied by `eng` back to back until the GEMM is done;
+// of three such runs, the median (GEMM µs, KV GB/s).
+std::pair<double, double> GemmWithKv(Rig& rig, Gemm& g, cudaStream_t s, engine::Engine& eng, const GemmKv& kv) {
+  std::vector<std::pair<double, double>> runs;  // (GEMM µs, KV GB/s)
+  for (int i = 0; i < 3; ++i) {
+    g.Launch(s);
+    uint64_t batches = 0;
+    const uint64_t t0 = NowNanos();
+    while (cudaEventQuery(g.g1) == cudaErrorNotReady) {
+      rig.b.Check(eng.CopyPages(kv.dbase, kv.sbase, kv.page, kv.di, kv.si), "kv during gemm");
+      ++batches;
+    }
+    const uint64_t t1 = NowNanos();
+    (void)cudaGetLastError();
+    runs.emplace_back(g.Micros(), Gbps(batches * kv.total, static_cast<double>(t1 - t0)));
+  }
+  std::sort(runs.begin(), runs.end());
+  return runs[runs.size() / 2];
+}
+
+// The GEMM on all SMs with `eng`'s KV batches beside it (`who`: the SMs its copy kernel may use).
+void BenchGemmBesideKv(Rig& rig, Gemm& g, const GemmKv& kv, engine::Engine& eng, const std::string& who,
+                       double gemm_alone) {
+  Bench& b = rig.b;
+  double kv_alone = KvAloneNanos(rig, eng, kv);
+  const auto [gemm_with, kv_with] = GemmWithKv(rig, g, g.stream, eng, kv);
+  b.Add({"gemm", fmt::format("GEMM with KV, copy kernel {}", who), 0, gemm_with, gemm_alone, "us",
+         "GEMM alone", fmt::format("GEMM {:.2f}x slower", gemm_with / gemm_alone)});
+  b.Add({"gemm", fmt::format("KV during GEMM, {}", who), kv.total, kv_with, Gbps(kv.total, kv_alone), "GB/s",
+         "same engine, no GEMM", "Engine::CopyPages 4096x16KiB GD->GD, back to back"});
+}
+
+// A green context over the SMs of GPU 0 left over when 16 are split off, and a stream on it.
+struct RestOfSms {
+  CUgreenCtx ctx = nullptr;
+  cudaStream_t stream = nullptr;  // none where the driver or the split did not allow it
+  int sms = 0;
+};
+
+RestOfSms SplitOffRest(bool green_on) {
+  RestOfSms split;
+  if (auto api = mem::cuda::LoadDriverApi(); api.ok() && (*api)->has_green_contexts() && green_on) {
+    const auto& d = **api;
+    CUdevice cu = 0;
+    CUdevResource all{}, part{}, rest{};
+    unsigned groups = 1;
+    CUdevResourceDesc desc = nullptr;
+    CUstream cs = nullptr;
+    if (d.DeviceGet(&cu, 0) == CUDA_SUCCESS && d.DeviceGetDevResource(cu, &all, CU_DEV_RESOURCE_TYPE_SM) == CUDA_SUCCESS &&
+        d.DevSmResourceSplitByCount(&part, &groups, &all, &rest, 0, 16) == CUDA_SUCCESS &&
+        d.DevResourceGenerateDesc(&desc, &rest, 1) == CUDA_SUCCESS &&
+        d.GreenCtxCreate(&split.ctx, desc, cu, CU_GREEN_CTX_DEFAULT_STREAM) == CUDA_SUCCESS &&
+        d.GreenCtxStreamCreate(&cs, split.ctx, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS) {
+      split.stream = reinterpret_cast<cudaStream_t>(cs);
+      split.sms = static_cast<int>(rest.sm.smCount);
+    }
+    (void)cudaGetLastError();
+  }
+  return split;
+}
+
+// The budget as an application would use it: the GEMM on the SMs the copy kernel does not
+// have (a green context over the rest of the split), the KV batches on their 16 (`budget`).
+void BenchGemmOnRest(Rig& rig, Gemm& g, const GemmKv& kv, engine::Engine& budget, bool green_on,
+                     double gemm_alone) {
+  Bench& b = rig.b;
+  const RestOfSms rest = SplitOffRest(green_on);
+  if (!rest.stream) return;
+  const double rest_alone = g.MedianAloneMicros(rest.stream, 4);
+  b.Add({"gemm", fmt::format("GEMM on the other {} SMs alone", rest.sms), 0, rest_alone, gemm_alone, "us",
+         "GEMM alone, all SMs", "green context over the SMs the copy kernel does not use"});
+  double kv_alone = KvAloneNanos(rig, budget, kv);
+  const auto [gemm_with, kv_with] = GemmWithKv(rig, g, rest.stream, budget, kv);
+  b.Add({"gemm", fmt::format("GEMM({} SMs) with KV(16 SMs)", rest.sms), 0, gemm_with, rest_alone, "us",
+         "the same GEMM alone", fmt::format("GEMM {:.2f}x slower", gemm_with / rest_alone)});
+  b.Add({"gemm", "KV(16 SMs) during GEMM on the rest", kv.total, kv_with, Gbps(kv.total, kv_alone), "GB/s",
+         "same engine, no GEMM", "Engine::CopyPages 4096x16KiB GD->GD, back to back"});
+  cudaStreamDestroy(rest.stream);
+  (*mem::cuda::LoadDriverApi())->GreenCtxDestroy(rest.ctx);
+}
+
+// 4c. A compute-bound GEMM alone, then with KV page batches (CopyPages, 4096 x 16 KiB GD->GD)
+// copied over and over while it runs: by an engine whose copy kernel may use every SM, and by
+// one held to 16 SMs. Reported: the GEMM's slowdown and the KV bandwidth during the GEMM
+// against the same engine's KV bandwidth alone. 1 (after a message) when a CUDA call fails.
+int BenchGemm(Rig& rig) {
+  Gemm g;
+  if (int rc = g.Create(); rc != 0) return rc;
+  const double gemm_alone = g.MedianAloneMicros(g.stream, 5);
+  constexpr int kDim = Gemm::kDim, kGemms = Gemm::kGemms;
+  const double tflops = 2.0 * kDim * kDim * double(kDim) * kGemms / (gemm_alone * 1e-6) / 1e12;
+  rig.b.Add({"gemm", fmt::format("{}x GEMM {}^3 FP32 alone", kGemms, kDim), 0, gemm_alone, 0, "us", "",
+             fmt::format("{:.1f} TFLOP/s", tflops)});
+
+  const GemmKv kv = MakeGemmKv(rig);
+  engine::EngineOptions go = rig.eo;
+  go.cuda_kernel_sms = 16;
+  engine::Engine budget(go, rig.table, rig.metrics);
+  auto* bc = dynamic_cast<transport::cuda::CudaTransport*>(budget.FindTransport("cuda"));
+  const bool green_on = bc && bc->green_context_active(0);
+  BenchGemmBesideKv(rig, g, kv, rig.engine, "all SMs", gemm_alone);
+  BenchGemmBesideKv(rig, g, kv, budget,
+                    green_on ? fmt::format("{} SMs", bc->kernel_sms(0)) : "16 SMs (no green ctx: all)", gemm_alone);
+  BenchGemmOnRest(rig, g, kv, budget, green_on, gemm_alone);
+  g.Destroy();
+  return 0;
+}
+
+// 5. The cost model's inputs, for docs/gpu.md and CostModel's defaults.
+void BenchCostModel(Rig& rig) {
+  Bench& b = rig.b;
+  uint8_t* const ld = static_cast<uint8_t*>(rig.ld);
+  uint8_t* const ld2 = static_cast<uint8_t*>(rig.ld2);
+  const int r = std::max(100, b.reps * 10);
+  double ce_lat = MedianNanos(10, r, [&] { rig.BaselineCopy(ld2, ld, 16); });
+  constexpr int kSubmits = 256;
+  double submit = MedianNanos(2, 10, [&] {
+    for (int i = 0; i < kSubmits; ++i) cudaMemcpyAsync(ld2 + i * 64, ld + i * 64, 16, cudaMemcpyDeviceToDevice, rig.stream);
+    cudaStreamSynchronize(rig.stream);
+  });
+  std::vector<engine::CopyRequest> two = {{Addr(ld2), Addr(ld), 16}, {Addr(ld2 + 4096), Addr(ld + 4096), 16}};
+  const auto before = rig.cuda->stats();
+  double kernel_lat = MedianNanos(10, r, [&] { (void)rig.engine.CopyBatch(two); });
+  const auto after = rig.cuda->stats();
+  b.Add({"model", "copy-engine latency (16 B)", 16, ce_lat / 1000, 0, "us", "", "CostModel::ce_latency_ns"});
+  b.Add({"model", "copy-engine submit (per copy)", 16, (submit - ce_lat) / (kSubmits - 1) / 1000, 0, "us", "",
+         "CostModel::ce_submit_ns"});
+  b.Add({"model", "2-copy batch (engine)", 32, kernel_lat / 1000, 0, "us", "",
+         after.kernel_launches > before.kernel_launches ? "copy kernel" : "copy engine"});
+  // The kernel's fixed cost: a transport whose model always picks the kernel.
+  transport::cuda::CudaOptions forced;
+  forced.model.kernel_latency_ns = 0;
+  forced.model.kernel_per_desc_ns = 0;
+  if (auto ft = transport::cuda::CudaTransport::Create(forced); ft.ok()) {
+    std::vector<transport::CopyItem> items = {{transport::Endpoint{ld2}, transport::Endpoint{ld}, 16},
+                                              {transport::Endpoint{ld2 + 4096}, transport::Endpoint{ld + 4096}, 16}};
+    std::vector<Status> st(2);
+    double k = MedianNanos(10, r, [&] { (*ft)->CopyBatch(items, st); });
+    b.Add({"model", "kernel batch latency (2x16 B)", 32, k / 1000, 0, "us", "",
+           (*ft)->stats().kernel_launches ? "CostModel::kernel_latency_ns" : "kernel not used?"});
+  }
+}
+
+void WriteJson(const std::string& path, const cudaDeviceProp& prop, const std::vector<Row>& rows) {
+  std::ofstream out(path);
+  out << "{\"gpu\": \"" << prop.name << "\", \"sms\": " << prop.multiProcessorCount << ", \"rows\": [\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    out << fmt::format("  {{\"group\": \"{}\", \"case\": \"{}\", \"bytes\": {}, \"weft\": {:.4f}, \"baseline\": {:.4f}, "
+                       "\"unit\": \"{}\", \"ratio\": {:.4f}, \"baseline_is\": \"{}\", \"note\": \"{}\"}}{}\n",
+                       r.group, r.name, r.bytes, r.weft, r.baseline, r.unit, r.ratio(), r.baseline_name, r.note,
+                       i + 1 < rows.size() ? "," : "");
+  }
+  out << "]}\n";
+}
+
 int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
   // Before any CUDA call: a forked process must not inherit an initialised CUDA.
   PeerHelper helper = PeerHelper::Start();
@@ -245,663 +1106,23 @@ int RunBenchGpu(const std::string& json_path, int reps, bool quick) {
   BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
   fmt::print("GPU 0: {} ({} SMs), {} GPU(s) visible\n", prop.name, prop.multiProcessorCount, *n);
 
-  const uint64_t kBig = 256ull << 20;
-  const uint64_t kKvMax = 4096ull * (256 << 10);  // 1 GiB: the largest KV batch
-  const uint64_t slice = kKvMax * 2;
-
-  auto layout = *gva::Layout::Make(0x320000000000ull, slice, 4);
-  gva::SegmentTable table(layout);
-  MetricsRegistry metrics;
-  engine::EngineOptions eo;
-  eo.threads = 4;
-  engine::Engine engine(eo, table, metrics);
-  auto* cuda = dynamic_cast<transport::cuda::CudaTransport*>(engine.FindTransport("cuda"));
-  if (!cuda) {
-    fmt::print(stderr, "weft bench-gpu: the engine has no cuda path\n");
-    return 1;
-  }
-
-  // Pool slices: GH rank 0 (memfd-like host memory, registered), GD rank 0 (own) and rank 1
-  // (exported and imported again, as a same-node peer's).
-  std::vector<std::unique_ptr<mem::cuda::DeviceSegment>> dsegs;
-  for (uint32_t r = 0; r < 2; ++r) {
-    auto seg = mem::cuda::DeviceSegment::Create(0, slice);
-    if (!seg.ok()) {
-      fmt::print(stderr, "weft bench-gpu: {}\n", seg.status().ToString());
-      return 1;
-    }
-    if (r == 1) {
-      auto fd = (*seg)->ExportFd();
-      auto imported = fd.ok() ? mem::cuda::DeviceSegment::Import(*fd, (*seg)->size(), 0)
-                              : Result<std::unique_ptr<mem::cuda::DeviceSegment>>(fd.status());
-      if (!imported.ok()) {
-        fmt::print(stderr, "weft bench-gpu: import: {}\n", imported.status().ToString());
-        return 1;
-      }
-      seg = std::move(imported);
-    }
-    // As the pool attaches its device slices: with their GPU, so copies need no pointer query.
-    b.Check(table.Attach({gva::Medium::kDevice, r, 0}, (*seg)->data(), (*seg)->size(), r == 0, "rank", [] {},
-                         (*seg)->home_device()),
-            "attach");
-    dsegs.push_back(std::move(*seg));
-  }
-  std::vector<uint8_t> gh(kBig);
-  FillRandom(gh.data(), gh.size(), FreshSeed());
-  b.Check(engine.RegisterHostMemory(gh.data(), gh.size()), "register host slice");
-  b.Check(table.Attach({gva::Medium::kHost, 0, 0}, gh.data(), gh.size(), true, "rank0", [] {}), "attach host");
-
-  void *pinned = nullptr, *ld = nullptr, *ld2 = nullptr;
-  BENCH_CUDA(cudaMallocHost(&pinned, kBig));
-  BENCH_CUDA(cudaMalloc(&ld, kKvMax * 2));
-  BENCH_CUDA(cudaMalloc(&ld2, kKvMax * 2));
-  FillRandom(pinned, kBig, FreshSeed());
-  BENCH_CUDA(cudaMemset(ld, 1, kKvMax * 2));
-  BENCH_CUDA(cudaMemset(ld2, 2, kKvMax * 2));
-  cudaStream_t stream;
-  BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  auto addr = [](const void* p) { return reinterpret_cast<uint64_t>(p); };
-  auto baseline_copy = [&](void* dst, const void* src, uint64_t len) {
-    cudaMemcpyAsync(dst, src, len, cudaMemcpyDefault, stream);
-    cudaStreamSynchronize(stream);
-  };
-
+  Rig rig(b, prop);
+  if (int rc = rig.Setup(); rc != 0) return rc;
   fmt::print("\n{:<10} {:<34} {:>10} {:>10} {:<5} {:>6}  {}\n", "group", "case", "weft", "baseline", "unit", "ratio",
              "note");
-
-  // 1. PCIe: LH / GH <-> LD against cudaMemcpy from pinned memory.
-  for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, kBig}) {
-    if (quick && size == kBig) continue;
-    const int r = size >= kBig ? std::max(5, reps / 2) : reps;
-    const uint64_t gh_addr = layout.Encode({gva::Medium::kHost, 0, 0});
-    struct Case {
-      const char* name;
-      uint64_t dst, src;
-      void *bdst;
-      const void* bsrc;
-    } cases[] = {
-        {"LH->LD", addr(ld), addr(pinned), ld, pinned},
-        {"LD->LH", addr(pinned), addr(ld), pinned, ld},
-        {"GH->LD", addr(ld), gh_addr, ld, pinned},
-        {"LD->GH", gh_addr, addr(ld), pinned, ld},
-    };
-    for (const Case& c : cases) {
-      double base = MedianNanos(2, r, [&] { baseline_copy(c.bdst, c.bsrc, size); });
-      double ours = MedianNanos(2, r, [&] { b.Check(engine.Copy(c.dst, c.src, size), c.name); });
-      b.Add({"pcie", fmt::format("{} {} MiB", c.name, size >> 20), size, Gbps(size, ours), Gbps(size, base), "GB/s",
-             "cudaMemcpyAsync pinned", "copy engine"});
-    }
-  }
-
-  // 2. KV batches: 4096 scattered pages, GD->GD and LD->LD, against one cudaMemcpyAsync per page
-  // and against one large copy of the same bytes.
-  uint64_t state = FreshSeed();
-  auto kv = [&](engine::Engine& eng, const char* group, uint64_t page, bool gd, const std::string& note) {
-    constexpr size_t kPages = 4096;
-    const uint64_t total = kPages * page;
-    // Scattered: page i goes from a random slot of the source region to another random slot.
-    std::vector<uint64_t> sp(kPages), dp(kPages);
-    for (size_t i = 0; i < kPages; ++i) sp[i] = dp[i] = i;
-    for (size_t i = kPages; i > 1; --i) {
-      std::swap(sp[i - 1], sp[SplitMix64(state) % i]);
-      std::swap(dp[i - 1], dp[SplitMix64(state) % i]);
-    }
-    // Slots are spread over twice the bytes so pages are not adjacent.
-    std::vector<engine::CopyRequest> reqs(kPages);
-    std::vector<std::pair<uint8_t*, const uint8_t*>> raw(kPages);
-    uint8_t* src_base = gd ? dsegs[0]->data() : static_cast<uint8_t*>(ld);
-    uint8_t* dst_base = gd ? dsegs[1]->data() : static_cast<uint8_t*>(ld2);
-    for (size_t i = 0; i < kPages; ++i) {
-      const uint64_t so = sp[i] * 2 * page, doff = dp[i] * 2 * page;
-      reqs[i] = gd ? engine::CopyRequest{layout.Encode({gva::Medium::kDevice, 1, doff}),
-                                         layout.Encode({gva::Medium::kDevice, 0, so}), page}
-                   : engine::CopyRequest{addr(dst_base + doff), addr(src_base + so), page};
-      raw[i] = {dst_base + doff, src_base + so};
-    }
-    const int r = std::max(5, reps / 2);
-    double per_page = MedianNanos(1, r, [&] {
-      for (auto& [d, s] : raw) cudaMemcpyAsync(d, s, page, cudaMemcpyDeviceToDevice, stream);
-      cudaStreamSynchronize(stream);
-    });
-    double large = MedianNanos(2, r, [&] { baseline_copy(dst_base, src_base, total); });
-    double ours = MedianNanos(2, r, [&] {
-      for (const Status& s : eng.CopyBatch(reqs)) b.Check(s, "kv batch");
-    });
-    // The same pages through the page-batch API: bases and indices (slot k is page 2k).
-    std::vector<uint32_t> di(kPages), si(kPages);
-    for (size_t i = 0; i < kPages; ++i) {
-      di[i] = static_cast<uint32_t>(dp[i] * 2);
-      si[i] = static_cast<uint32_t>(sp[i] * 2);
-    }
-    const uint64_t dbase = gd ? layout.Encode({gva::Medium::kDevice, 1, 0}) : addr(dst_base);
-    const uint64_t sbase = gd ? layout.Encode({gva::Medium::kDevice, 0, 0}) : addr(src_base);
-    double pages = MedianNanos(2, r, [&] { b.Check(eng.CopyPages(dbase, sbase, page, di, si), "copy pages"); });
-    const std::string name = fmt::format("{} 4096x{}KiB", gd ? "GD->GD" : "LD->LD", page >> 10);
-    b.Add({group, name + " vs per-page", total, Gbps(total, ours), Gbps(total, per_page), "GB/s",
-           "cudaMemcpyAsync per page", note + ", CopyBatch"});
-    b.Add({group, name + " vs large copy", total, Gbps(total, ours), Gbps(total, large), "GB/s",
-           "one cudaMemcpyAsync", note + ", CopyBatch"});
-    b.Add({group, name + " pages vs per-page", total, Gbps(total, pages), Gbps(total, per_page), "GB/s",
-           "cudaMemcpyAsync per page", "Engine::CopyPages"});
-    b.Add({group, name + " pages vs large", total, Gbps(total, pages), Gbps(total, large), "GB/s",
-           "one cudaMemcpyAsync", "Engine::CopyPages"});
-    if (&eng != &engine) return;
-    {
-      // The same pages with the (dst, src) pairs already in device memory (a block table kept on
-      // the GPU): nothing to scan or upload, the GPU checks each pair against the stated maxima.
-      std::vector<uint32_t> pairs(2 * kPages);
-      uint32_t max_d = 0, max_s = 0;
-      for (size_t i = 0; i < kPages; ++i) {
-        pairs[2 * i] = di[i];
-        pairs[2 * i + 1] = si[i];
-        max_d = std::max(max_d, di[i]);
-        max_s = std::max(max_s, si[i]);
-      }
-      void* dev_pairs = nullptr;
-      if (cudaMalloc(&dev_pairs, pairs.size() * sizeof(uint32_t)) != cudaSuccess ||
-          cudaMemcpy(dev_pairs, pairs.data(), pairs.size() * sizeof(uint32_t), cudaMemcpyHostToDevice) != cudaSuccess) {
-        b.Check(Error(Code::kCuda, "{}", cudaGetErrorString(cudaGetLastError())), "index pairs on the GPU");
-        if (dev_pairs) cudaFree(dev_pairs);
-        return;
-      }
-      double dev_idx = MedianNanos(2, r, [&] {
-        b.Check(eng.CopyPagesDeviceIndexed(dbase, sbase, page, static_cast<const uint32_t*>(dev_pairs), kPages, max_d,
-                                           max_s),
-                "copy pages, pairs on the GPU");
-      });
-      cudaFree(dev_pairs);
-      b.Add({group, name + " pages gpu idx vs large", total, Gbps(total, dev_idx), Gbps(total, large), "GB/s",
-             "one cudaMemcpyAsync", "Engine::CopyPagesDeviceIndexed (pairs in device memory)"});
-    }
-    // The transport's CopyPages alone (ends resolved beforehand, as the engine hands them over),
-    // for each page-kernel variant and grid: the default (lean kernel, persistent grid), the lean
-    // kernel with one block per unit, and the kernel before it (legacy).
-    struct Variant {
-      const char* name;
-      transport::cuda::PageKernelVariant kernel;
-      bool per_unit, mapped;
-    } const variants[] = {{"lean", transport::cuda::PageKernelVariant::kLean, true, true},
-                          {"lean uploaded idx", transport::cuda::PageKernelVariant::kLean, true, false},
-                          {"lean persistent", transport::cuda::PageKernelVariant::kLean, false, true},
-                          {"legacy", transport::cuda::PageKernelVariant::kLegacy, false, false}};
-    const uint64_t extent = (uint64_t{2} * kPages) * page;
-    for (const Variant& v : variants) {
-      transport::cuda::CudaOptions co;
-      co.page_kernel = v.kernel;
-      co.page_grid_per_unit = v.per_unit;
-      co.page_indices_mapped = v.mapped;
-      auto ct = transport::cuda::CudaTransport::Create(co);
-      if (!ct.ok()) break;
-      transport::PageCopy pc{transport::Endpoint{dst_base}, transport::Endpoint{src_base}, page, extent, extent, di, si};
-      double t = MedianNanos(2, r, [&] { b.Check((*ct)->CopyPages(pc, nullptr, nullptr), "transport pages"); });
-      b.Add({group, fmt::format("{} pages transport {}", name, v.name), total, Gbps(total, t), Gbps(total, large),
-             "GB/s", "one cudaMemcpyAsync",
-             fmt::format("CudaTransport::CopyPages, {}, indices {}", v.name, v.mapped ? "read from mapped pinned memory" : "uploaded")});
-    }
-    // The page kernel alone (index pairs on the GPU, events), same variants: the GPU time
-    // without upload, launch submit and synchronisation.
-    {
-      std::vector<uint32_t> pairs(2 * kPages);
-      for (size_t i = 0; i < kPages; ++i) {
-        pairs[2 * i] = di[i];
-        pairs[2 * i + 1] = si[i];
-      }
-      void* didx = nullptr;
-      if (cudaMalloc(&didx, pairs.size() * 4) != cudaSuccess) return;
-      cudaMemcpy(didx, pairs.data(), pairs.size() * 4, cudaMemcpyHostToDevice);
-      cudaEvent_t e0, e1;
-      cudaEventCreate(&e0);
-      cudaEventCreate(&e1);
-      for (const Variant& v : variants) {
-        if (!v.mapped && v.kernel == transport::cuda::PageKernelVariant::kLean) continue;  // same kernel as "lean"
-        transport::cuda::PageCopyParams pp{addr(dst_base), addr(src_base), page, static_cast<const uint32_t*>(didx),
-                                           0, 0, 0, extent < (uint64_t{1} << 32), nullptr, 0, 0};
-        const int per_sm = transport::cuda::PageKernelBlocksPerSm(v.kernel, pp.offsets32,
-                                                                  transport::cuda::PageUnitsAligned(pp));
-        const auto pl = transport::cuda::PlanPages(page, kPages, prop.multiProcessorCount, std::min(per_sm, 8));
-        pp.units = static_cast<uint32_t>(pl.units);
-        pp.chunk = pl.chunk;
-        pp.chunks_per_page = pl.chunks_per_page;
-        const uint32_t grid = v.per_unit ? pp.units : pl.grid;
-        std::vector<double> times;
-        for (int i = 0; i < r + 2; ++i) {
-          cudaEventRecord(e0, stream);
-          transport::cuda::LaunchPageKernel(pp, grid, stream, v.kernel);
-          cudaEventRecord(e1, stream);
-          cudaEventSynchronize(e1);
-          float ms = 0;
-          cudaEventElapsedTime(&ms, e0, e1);
-          if (i >= 2) times.push_back(ms * 1e6);
-        }
-        std::sort(times.begin(), times.end());
-        b.Add({group, fmt::format("{} page kernel {}", name, v.name), total, Gbps(total, times[times.size() / 2]),
-               Gbps(total, large), "GB/s", "one cudaMemcpyAsync",
-               fmt::format("{} blocks, {} resident/SM, {}KiB units, events", grid, per_sm, pl.chunk >> 10)});
-        if (&v != &variants[0]) continue;
-        // The default kernel launched and waited for on the host clock, indices already on the
-        // GPU: the fixed cost of launch and synchronisation without the upload.
-        double ls = MedianNanos(2, r, [&] {
-          transport::cuda::LaunchPageKernel(pp, grid, stream, v.kernel);
-          cudaStreamSynchronize(stream);
-        });
-        b.Add({group, fmt::format("{} page kernel+launch+sync", name), total, Gbps(total, ls), Gbps(total, large), "GB/s",
-               "one cudaMemcpyAsync", fmt::format("host clock; {:.1f} us vs {:.1f} us for the large copy", ls / 1000,
-                                                  large / 1000)});
-      }
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1);
-      cudaFree(didx);
-    }
-    // Where the time goes: the transport alone (addresses resolved beforehand), and the kernel
-    // alone (descriptors in device memory, timed with events).
-    auto* t = dynamic_cast<transport::cuda::CudaTransport*>(eng.FindTransport("cuda"));
-    std::vector<transport::CopyItem> items(kPages);
-    for (size_t i = 0; i < kPages; ++i)
-      items[i] = transport::CopyItem{transport::Endpoint{raw[i].first}, transport::Endpoint{const_cast<uint8_t*>(raw[i].second)}, page};
-    std::vector<Status> st(kPages);
-    double tr = MedianNanos(2, r, [&] {
-      t->CopyBatch(items, st);
-      for (const Status& s : st) b.Check(s, "transport batch");
-    });
-    b.Add({group, name + " transport only", total, Gbps(total, tr), Gbps(total, large), "GB/s", "one cudaMemcpyAsync",
-           "CudaTransport::CopyBatch"});
-    std::vector<transport::cuda::DeviceCopyDesc> descs;
-    const uint32_t chunk = transport::cuda::ChooseChunk(total, kPages, prop.multiProcessorCount);
-    for (auto& [d, s] : raw) transport::cuda::PackDescriptors(addr(d), addr(s), page, chunk, descs);
-    void* ddesc = nullptr;
-    if (cudaMalloc(&ddesc, descs.size() * sizeof(descs[0])) != cudaSuccess) return;
-    cudaMemcpy(ddesc, descs.data(), descs.size() * sizeof(descs[0]), cudaMemcpyHostToDevice);
-    const uint32_t grid = transport::cuda::ChooseGrid(descs.size(), prop.multiProcessorCount,
-                                                      transport::cuda::kCopyKernelBlocksPerSm);
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
-    std::vector<double> times;
-    for (int i = 0; i < r + 2; ++i) {
-      cudaEventRecord(e0, stream);
-      transport::cuda::LaunchCopyKernel(static_cast<transport::cuda::DeviceCopyDesc*>(ddesc),
-                                        static_cast<uint32_t>(descs.size()), grid, stream);
-      cudaEventRecord(e1, stream);
-      cudaEventSynchronize(e1);
-      float ms = 0;
-      cudaEventElapsedTime(&ms, e0, e1);
-      if (i >= 2) times.push_back(ms * 1e6);
-    }
-    std::sort(times.begin(), times.end());
-    b.Add({group, name + " kernel only", total, Gbps(total, times[times.size() / 2]), Gbps(total, large), "GB/s",
-           "one cudaMemcpyAsync", fmt::format("{} blocks, events", grid)});
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    cudaFree(ddesc);
-  };
-  for (uint64_t page : {uint64_t{16} << 10, uint64_t{64} << 10, uint64_t{256} << 10}) {
-    // --quick keeps every page size for GD->GD (the KV case) and LD->LD at 16 KiB only.
-    kv(engine, "kv", page, true, "copy kernel");
-    if (!quick || page == (16 << 10)) kv(engine, "kv", page, false, "copy kernel");
-  }
-
-  // 3. Small-copy latency against cudaMemcpyAsync + synchronize.
-  for (uint64_t size : {uint64_t{8}, uint64_t{4096}, uint64_t{65536}}) {
-    const int r = std::max(50, reps * 10);
-    struct Case {
-      const char* name;
-      void* dst;
-      const void* src;
-    } cases[] = {{"LD->LD", ld2, ld}, {"LH->LD", ld, pinned}, {"LD->LH", pinned, ld}};
-    for (const Case& c : cases) {
-      double base = MedianNanos(10, r, [&] { baseline_copy(c.dst, c.src, size); });
-      double ours = MedianNanos(10, r, [&] { b.Check(engine.Copy(addr(c.dst), addr(c.src), size), c.name); });
-      b.Add({"latency", fmt::format("{} {} B", c.name, size), size, ours / 1000, base / 1000, "us",
-             "cudaMemcpyAsync+sync", "copy engine"});
-    }
-  }
-
-  // 4. The KV batch with the copy kernel held to 16 SMs.
-  {
-    engine::EngineOptions go = eo;
-    go.cuda_kernel_sms = 16;
-    engine::Engine green(go, table, metrics);
-    auto* gc = dynamic_cast<transport::cuda::CudaTransport*>(green.FindTransport("cuda"));
-    const bool on = gc && gc->green_context_active(0);
-    const std::string note = on ? fmt::format("green ctx, {} SMs", gc->kernel_sms(0)) : "green ctx unavailable: all SMs";
-    kv(green, "kv-16sm", 16 << 10, true, note);
-    if (!quick) kv(green, "kv-16sm", 256 << 10, true, note);
-  }
-
-  // 4b. Two GPUs: GD on GPU 1 (a device segment exported and imported again, as a same-node peer's
-  // slice is) to GD on GPU 0 over the link, against cudaMemcpyPeerAsync between cudaMalloc
-  // buffers; and a page batch read across the link by GPU 0's page kernel.
+  BenchPcie(rig);
+  rig.state = FreshSeed();
+  BenchKvBatches(rig);
+  BenchLatency(rig);
+  BenchKvOn16Sms(rig);
   if (*n >= 2) {
-    int can = 0;
-    cudaDeviceCanAccessPeer(&can, 0, 1);
-    const uint64_t psize = 512ull << 20;
-    auto seg = mem::cuda::DeviceSegment::Create(1, psize);
-    std::unique_ptr<mem::cuda::DeviceSegment> peer_seg;
-    if (seg.ok()) {
-      auto fd = (*seg)->ExportFd();
-      auto imp = fd.ok() ? mem::cuda::DeviceSegment::Import(*fd, (*seg)->size(), 0)
-                         : Result<std::unique_ptr<mem::cuda::DeviceSegment>>(fd.status());
-      if (imp.ok()) peer_seg = std::move(*imp);
-      else b.Check(imp.status(), "import GPU 1 segment");
-    } else {
-      b.Check(seg.status(), "GPU 1 segment");
-    }
-    void* p1 = nullptr;
-    cudaSetDevice(1);
-    BENCH_CUDA(cudaMalloc(&p1, psize));
-    BENCH_CUDA(cudaMemset(p1, 3, psize));
-    cudaSetDevice(0);
-    // The baseline of every row below: cudaMemcpyPeerAsync of `bytes` between cudaMalloc buffers
-    // (GPU 1 -> GPU 0 when `pull`), alternated call by call with `ours`.
-    auto versus_peer = [&](uint64_t bytes, bool pull, int r, auto&& ours) {
-      return MedianPairNanos(
-          5, r,
-          [&] {
-            if (pull) cudaMemcpyPeerAsync(ld, 0, p1, 1, bytes, stream);
-            else cudaMemcpyPeerAsync(p1, 1, ld, 0, bytes, stream);
-            cudaStreamSynchronize(stream);
-          },
-          ours);
-    };
-    if (peer_seg) {
-      BENCH_CUDA(cudaMemset(peer_seg->data(), 4, psize));
-      b.Check(table.Attach({gva::Medium::kDevice, 2, 0}, peer_seg->data(), peer_seg->size(), false, "rank2", [] {},
-                           peer_seg->home_device()),
-              "attach GPU 1 segment");
-      const uint64_t g2 = layout.Encode({gva::Medium::kDevice, 2, 0});
-      const uint64_t g0 = layout.Encode({gva::Medium::kDevice, 0, 0});
-      for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
-        // 8 MiB calls take ~30 µs: many alternated repetitions, so that 1 µs differences show.
-        const int r = size <= (8u << 20) ? 200 : std::max(5, reps / 2);
-        auto [base, ours] = versus_peer(size, true, r, [&] { b.Check(engine.Copy(g0, g2, size), "GD(1)->GD(0)"); });
-        b.Add({"nvlink", fmt::format("GD(1)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base), "GB/s",
-               "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
-        if (size == (uint64_t{8} << 20)) {
-          // Where an 8 MiB call's time goes: the same bytes between the same two mappings by a
-          // raw cudaMemcpyAsync (the driver's cost of VMM memory against cudaMalloc memory), and
-          // the transport alone (the engine's resolution and pins left out).
-          double raw = MedianNanos(5, r, [&] { baseline_copy(dsegs[0]->data(), peer_seg->data(), size); });
-          b.Add({"nvlink", "GD(1)->GD(0) 8 MiB raw on segments", size, Gbps(size, raw), Gbps(size, base), "GB/s",
-                 "cudaMemcpyPeerAsync", "cudaMemcpyAsync between the two mappings"});
-          transport::Endpoint d0{dsegs[0]->data()}, s2{peer_seg->data()};
-          double tr = MedianNanos(5, r, [&] { b.Check(cuda->Copy(d0, s2, size), "transport GD(1)->GD(0)"); });
-          // Just below the engine's split size (8 MiB): the inline path of Engine::Copy instead
-          // of a job, same link.
-          auto [base_m, ours_m] = versus_peer(size - 4096, true, r,
-              [&] { b.Check(engine.Copy(g0, g2, size - 4096), "GD(1)->GD(0) 8 MiB - 4 KiB"); });
-          b.Add({"nvlink", "GD(1)->GD(0) 8 MiB-4KiB", size - 4096, Gbps(size - 4096, ours_m), Gbps(size - 4096, base_m),
-                 "GB/s", "cudaMemcpyPeerAsync", "below EngineOptions::split_bytes: inline Engine::Copy"});
-          b.Add({"nvlink", "GD(1)->GD(0) 8 MiB transport", size, Gbps(size, tr), Gbps(size, base), "GB/s",
-                 "cudaMemcpyPeerAsync", "CudaTransport::Copy"});
-        }
-        auto [back, ours_back] = versus_peer(size, false, r,
-            [&] { b.Check(engine.Copy(g2, g0, size), "GD(0)->GD(1)"); });
-        b.Add({"nvlink", fmt::format("GD(0)->GD(1) {} MiB", size >> 20), size, Gbps(size, ours_back), Gbps(size, back),
-               "GB/s", "cudaMemcpyPeerAsync", can ? "peer access" : "no peer access"});
-        if (size == (uint64_t{8} << 20)) {
-          // The push direction split the same way: raw cudaMemcpyAsync between the two mappings
-          // on a stream of GPU 0 (the GPU weft runs it on), and the transport alone.
-          auto [back_r, raw] = versus_peer(size, false, r,
-              [&] { baseline_copy(peer_seg->data(), dsegs[0]->data(), size); });
-          b.Add({"nvlink", "GD(0)->GD(1) 8 MiB raw on segments", size, Gbps(size, raw), Gbps(size, back_r), "GB/s",
-                 "cudaMemcpyPeerAsync", "cudaMemcpyAsync between the two mappings"});
-          transport::Endpoint d2{peer_seg->data()}, s0{dsegs[0]->data()};
-          auto [back_t, tr] = versus_peer(size, false, r,
-              [&] { b.Check(cuda->Copy(d2, s0, size), "transport GD(0)->GD(1)"); });
-          b.Add({"nvlink", "GD(0)->GD(1) 8 MiB transport", size, Gbps(size, tr), Gbps(size, back_t), "GB/s",
-                 "cudaMemcpyPeerAsync", "CudaTransport::Copy"});
-        }
-      }
-      // 4096 pages of 64 KiB, GPU 1 -> GPU 0, scattered, through CopyPages (GPU 0's SMs read over
-      // the link), against one cudaMemcpyPeerAsync of the same bytes.
-      constexpr uint32_t kPages = 4096;
-      const uint64_t page = 64 << 10, total = kPages * page;
-      std::vector<uint32_t> di(kPages), si(kPages);
-      for (uint32_t i = 0; i < kPages; ++i) di[i] = si[i] = i;
-      for (size_t i = kPages; i > 1; --i) {
-        std::swap(di[i - 1], di[SplitMix64(state) % i]);
-        std::swap(si[i - 1], si[SplitMix64(state) % i]);
-      }
-      const int r = std::max(5, reps / 2);
-      double base = MedianNanos(2, r, [&] {
-        cudaMemcpyPeerAsync(ld, 0, p1, 1, total, stream);
-        cudaStreamSynchronize(stream);
-      });
-      double ours = MedianNanos(2, r, [&] { b.Check(engine.CopyPages(g0, g2, page, di, si), "pages GPU1->GPU0"); });
-      b.Add({"nvlink", "GD(1)->GD(0) pages 4096x64KiB", total, Gbps(total, ours), Gbps(total, base), "GB/s",
-             "cudaMemcpyPeerAsync (one copy)", "Engine::CopyPages"});
-      table.Detach({gva::Medium::kDevice, 2, 0}, false);
-    }
-    // Two processes: GD on GPU 1 owned by the helper process (its device segment's fd passed
-    // over the socketpair and imported here), to and from GD on GPU 0 (this process's own
-    // segment), against cudaMemcpyPeerAsync between cudaMalloc buffers of this process.
-    auto other = helper.Segment(1, 256ull << 20, 0);
-    if (!other.ok()) {
-      b.Check(other.status(), "segment of the helper process");
-    } else {
-      b.Check(table.Attach({gva::Medium::kDevice, 3, 0}, (*other)->data(), (*other)->size(), false, "rank3", [] {},
-                           (*other)->home_device()),
-              "attach the helper's segment");
-      const uint64_t g3 = layout.Encode({gva::Medium::kDevice, 3, 0});
-      const uint64_t g0 = layout.Encode({gva::Medium::kDevice, 0, 0});
-      for (uint64_t size : {uint64_t{8} << 20, uint64_t{64} << 20, uint64_t{256} << 20}) {
-        const int r = size <= (8u << 20) ? 200 : std::max(5, reps / 2);
-        auto [base, ours] = versus_peer(size, true, r,
-            [&] { b.Check(engine.Copy(g0, g3, size), "GD(1, other process)->GD(0)"); });
-        b.Add({"ipc", fmt::format("GD(1,proc 2)->GD(0) {} MiB", size >> 20), size, Gbps(size, ours), Gbps(size, base),
-               "GB/s", "cudaMemcpyPeerAsync", "segment of another process, fd passed"});
-        auto [back, ours_back] = versus_peer(size, false, r,
-            [&] { b.Check(engine.Copy(g3, g0, size), "GD(0)->GD(1, other process)"); });
-        b.Add({"ipc", fmt::format("GD(0)->GD(1,proc 2) {} MiB", size >> 20), size, Gbps(size, ours_back),
-               Gbps(size, back), "GB/s", "cudaMemcpyPeerAsync", "segment of another process, fd passed"});
-      }
-      table.Detach({gva::Medium::kDevice, 3, 0}, false);
-    }
-    cudaFree(p1);
+    if (int rc = BenchTwoGpus(rig, helper); rc != 0) return rc;
   }
+  if (int rc = BenchGemm(rig); rc != 0) return rc;
+  BenchCostModel(rig);
 
-  // 4c. A compute-bound GEMM alone, then with KV page batches (CopyPages, 4096 x 16 KiB GD->GD)
-  // copied over and over while it runs: by an engine whose copy kernel may use every SM, and by
-  // one held to 16 SMs. Reported: the GEMM's slowdown and the KV bandwidth during the GEMM
-  // against the same engine's KV bandwidth alone.
-  {
-    constexpr int kDim = 4096, kGemms = 3;
-    const size_t mat = size_t{kDim} * kDim * sizeof(float);
-    float *ga = nullptr, *gb = nullptr, *gc = nullptr;
-    BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&ga), mat));
-    BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&gb), mat));
-    BENCH_CUDA(cudaMalloc(reinterpret_cast<void**>(&gc), mat));
-    BENCH_CUDA(cudaMemset(ga, 0x3c, mat));  // ~0.01 in every element
-    BENCH_CUDA(cudaMemset(gb, 0x3c, mat));
-    cudaStream_t gs;
-    BENCH_CUDA(cudaStreamCreateWithFlags(&gs, cudaStreamNonBlocking));
-    cudaEvent_t g0, g1;
-    cudaEventCreate(&g0);
-    cudaEventCreate(&g1);
-    auto gemms = [&] {
-      cudaEventRecord(g0, gs);
-      for (int i = 0; i < kGemms; ++i) LaunchBenchGemm(ga, gb, gc, kDim, kDim, kDim, gs);
-      cudaEventRecord(g1, gs);
-    };
-    auto gemm_us = [&] {
-      float ms = 0;
-      cudaEventElapsedTime(&ms, g0, g1);
-      return ms * 1000.0;
-    };
-    std::vector<double> alone;
-    for (int i = 0; i < 5; ++i) {
-      gemms();
-      cudaEventSynchronize(g1);
-      if (i >= 1) alone.push_back(gemm_us());
-    }
-    std::sort(alone.begin(), alone.end());
-    const double gemm_alone = alone[alone.size() / 2];
-    const double tflops = 2.0 * kDim * kDim * double(kDim) * kGemms / (gemm_alone * 1e-6) / 1e12;
-    b.Add({"gemm", fmt::format("{}x GEMM {}^3 FP32 alone", kGemms, kDim), 0, gemm_alone, 0, "us", "",
-           fmt::format("{:.1f} TFLOP/s", tflops)});
-
-    constexpr size_t kPages = 4096;
-    const uint64_t page = 16 << 10, total = kPages * page;
-    std::vector<uint32_t> di(kPages), si(kPages);
-    for (uint32_t i = 0; i < kPages; ++i) di[i] = si[i] = 2 * i;
-    for (size_t i = kPages; i > 1; --i) {
-      std::swap(di[i - 1], di[SplitMix64(state) % i]);
-      std::swap(si[i - 1], si[SplitMix64(state) % i]);
-    }
-    const uint64_t dbase = layout.Encode({gva::Medium::kDevice, 1, 0}), sbase = layout.Encode({gva::Medium::kDevice, 0, 0});
-    engine::EngineOptions go = eo;
-    go.cuda_kernel_sms = 16;
-    engine::Engine budget(go, table, metrics);
-    auto* bc = dynamic_cast<transport::cuda::CudaTransport*>(budget.FindTransport("cuda"));
-    const bool green_on = bc && bc->green_context_active(0);
-    struct Who {
-      engine::Engine* eng;
-      std::string name;
-    } const whos[] = {{&engine, "all SMs"}, {&budget, green_on ? fmt::format("{} SMs", bc->kernel_sms(0)) : "16 SMs (no green ctx: all)"}};
-    for (const Who& w : whos) {
-      const int r = std::max(5, reps / 2);
-      double kv_alone = MedianNanos(2, r, [&] { b.Check(w.eng->CopyPages(dbase, sbase, page, di, si), "kv alone"); });
-      std::vector<std::pair<double, double>> runs;  // (GEMM µs, KV GB/s)
-      for (int i = 0; i < 3; ++i) {
-        gemms();
-        uint64_t batches = 0;
-        const uint64_t t0 = NowNanos();
-        while (cudaEventQuery(g1) == cudaErrorNotReady) {
-          b.Check(w.eng->CopyPages(dbase, sbase, page, di, si), "kv during gemm");
-          ++batches;
-        }
-        const uint64_t t1 = NowNanos();
-        (void)cudaGetLastError();
-        runs.emplace_back(gemm_us(), Gbps(batches * total, static_cast<double>(t1 - t0)));
-      }
-      std::sort(runs.begin(), runs.end());
-      const auto [gemm_with, kv_with] = runs[runs.size() / 2];
-      b.Add({"gemm", fmt::format("GEMM with KV, copy kernel {}", w.name), 0, gemm_with, gemm_alone, "us",
-             "GEMM alone", fmt::format("GEMM {:.2f}x slower", gemm_with / gemm_alone)});
-      b.Add({"gemm", fmt::format("KV during GEMM, {}", w.name), total, kv_with, Gbps(total, kv_alone), "GB/s",
-             "same engine, no GEMM", "Engine::CopyPages 4096x16KiB GD->GD, back to back"});
-    }
-    // The budget as an application would use it: the GEMM on the SMs the copy kernel does not
-    // have (a green context over the rest of the split), the KV batches on their 16.
-    CUgreenCtx rest_ctx = nullptr;
-    cudaStream_t rest_stream = nullptr;
-    int rest_sms = 0;
-    if (auto api = mem::cuda::LoadDriverApi(); api.ok() && (*api)->has_green_contexts() && green_on) {
-      const auto& d = **api;
-      CUdevice cu = 0;
-      CUdevResource all{}, part{}, rest{};
-      unsigned groups = 1;
-      CUdevResourceDesc desc = nullptr;
-      CUstream cs = nullptr;
-      if (d.DeviceGet(&cu, 0) == CUDA_SUCCESS && d.DeviceGetDevResource(cu, &all, CU_DEV_RESOURCE_TYPE_SM) == CUDA_SUCCESS &&
-          d.DevSmResourceSplitByCount(&part, &groups, &all, &rest, 0, 16) == CUDA_SUCCESS &&
-          d.DevResourceGenerateDesc(&desc, &rest, 1) == CUDA_SUCCESS &&
-          d.GreenCtxCreate(&rest_ctx, desc, cu, CU_GREEN_CTX_DEFAULT_STREAM) == CUDA_SUCCESS &&
-          d.GreenCtxStreamCreate(&cs, rest_ctx, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS) {
-        rest_stream = reinterpret_cast<cudaStream_t>(cs);
-        rest_sms = static_cast<int>(rest.sm.smCount);
-      }
-      (void)cudaGetLastError();
-    }
-    if (rest_stream) {
-      auto rest_gemms = [&] {
-        cudaEventRecord(g0, rest_stream);
-        for (int i = 0; i < kGemms; ++i) LaunchBenchGemm(ga, gb, gc, kDim, kDim, kDim, rest_stream);
-        cudaEventRecord(g1, rest_stream);
-      };
-      std::vector<double> ra;
-      for (int i = 0; i < 4; ++i) {
-        rest_gemms();
-        cudaEventSynchronize(g1);
-        if (i >= 1) ra.push_back(gemm_us());
-      }
-      std::sort(ra.begin(), ra.end());
-      const double rest_alone = ra[ra.size() / 2];
-      b.Add({"gemm", fmt::format("GEMM on the other {} SMs alone", rest_sms), 0, rest_alone, gemm_alone, "us",
-             "GEMM alone, all SMs", "green context over the SMs the copy kernel does not use"});
-      const int r = std::max(5, reps / 2);
-      double kv_alone = MedianNanos(2, r, [&] { b.Check(budget.CopyPages(dbase, sbase, page, di, si), "kv alone"); });
-      std::vector<std::pair<double, double>> runs;
-      for (int i = 0; i < 3; ++i) {
-        rest_gemms();
-        uint64_t batches = 0;
-        const uint64_t t0 = NowNanos();
-        while (cudaEventQuery(g1) == cudaErrorNotReady) {
-          b.Check(budget.CopyPages(dbase, sbase, page, di, si), "kv during gemm");
-          ++batches;
-        }
-        const uint64_t t1 = NowNanos();
-        (void)cudaGetLastError();
-        runs.emplace_back(gemm_us(), Gbps(batches * total, static_cast<double>(t1 - t0)));
-      }
-      std::sort(runs.begin(), runs.end());
-      const auto [gemm_with, kv_with] = runs[runs.size() / 2];
-      b.Add({"gemm", fmt::format("GEMM({} SMs) with KV(16 SMs)", rest_sms), 0, gemm_with, rest_alone, "us",
-             "the same GEMM alone", fmt::format("GEMM {:.2f}x slower", gemm_with / rest_alone)});
-      b.Add({"gemm", "KV(16 SMs) during GEMM on the rest", total, kv_with, Gbps(total, kv_alone), "GB/s",
-             "same engine, no GEMM", "Engine::CopyPages 4096x16KiB GD->GD, back to back"});
-      cudaStreamDestroy(rest_stream);
-      (*mem::cuda::LoadDriverApi())->GreenCtxDestroy(rest_ctx);
-    }
-    cudaEventDestroy(g0);
-    cudaEventDestroy(g1);
-    cudaStreamDestroy(gs);
-    cudaFree(ga);
-    cudaFree(gb);
-    cudaFree(gc);
-  }
-
-  // 5. The cost model's inputs, for docs/gpu.md and CostModel's defaults.
-  {
-    const int r = std::max(100, reps * 10);
-    double ce_lat = MedianNanos(10, r, [&] { baseline_copy(ld2, ld, 16); });
-    constexpr int kSubmits = 256;
-    double submit = MedianNanos(2, 10, [&] {
-      for (int i = 0; i < kSubmits; ++i) cudaMemcpyAsync(static_cast<uint8_t*>(ld2) + i * 64, static_cast<uint8_t*>(ld) + i * 64, 16, cudaMemcpyDeviceToDevice, stream);
-      cudaStreamSynchronize(stream);
-    });
-    std::vector<engine::CopyRequest> two = {{addr(ld2), addr(ld), 16}, {addr(static_cast<uint8_t*>(ld2) + 4096), addr(static_cast<uint8_t*>(ld) + 4096), 16}};
-    const auto before = cuda->stats();
-    double kernel_lat = MedianNanos(10, r, [&] { (void)engine.CopyBatch(two); });
-    const auto after = cuda->stats();
-    b.Add({"model", "copy-engine latency (16 B)", 16, ce_lat / 1000, 0, "us", "", "CostModel::ce_latency_ns"});
-    b.Add({"model", "copy-engine submit (per copy)", 16, (submit - ce_lat) / (kSubmits - 1) / 1000, 0, "us", "",
-           "CostModel::ce_submit_ns"});
-    b.Add({"model", "2-copy batch (engine)", 32, kernel_lat / 1000, 0, "us", "",
-           after.kernel_launches > before.kernel_launches ? "copy kernel" : "copy engine"});
-    // The kernel's fixed cost: a transport whose model always picks the kernel.
-    transport::cuda::CudaOptions forced;
-    forced.model.kernel_latency_ns = 0;
-    forced.model.kernel_per_desc_ns = 0;
-    if (auto ft = transport::cuda::CudaTransport::Create(forced); ft.ok()) {
-      std::vector<transport::CopyItem> items = {
-          {transport::Endpoint{static_cast<uint8_t*>(ld2)}, transport::Endpoint{static_cast<uint8_t*>(ld)}, 16},
-          {transport::Endpoint{static_cast<uint8_t*>(ld2) + 4096}, transport::Endpoint{static_cast<uint8_t*>(ld) + 4096}, 16}};
-      std::vector<Status> st(2);
-      double k = MedianNanos(10, r, [&] { (*ft)->CopyBatch(items, st); });
-      b.Add({"model", "kernel batch latency (2x16 B)", 32, k / 1000, 0, "us", "",
-             (*ft)->stats().kernel_launches ? "CostModel::kernel_latency_ns" : "kernel not used?"});
-    }
-  }
-
-  if (!json_path.empty()) {
-    std::ofstream out(json_path);
-    out << "{\"gpu\": \"" << prop.name << "\", \"sms\": " << prop.multiProcessorCount << ", \"rows\": [\n";
-    for (size_t i = 0; i < b.rows.size(); ++i) {
-      const Row& r = b.rows[i];
-      out << fmt::format("  {{\"group\": \"{}\", \"case\": \"{}\", \"bytes\": {}, \"weft\": {:.4f}, \"baseline\": {:.4f}, "
-                         "\"unit\": \"{}\", \"ratio\": {:.4f}, \"baseline_is\": \"{}\", \"note\": \"{}\"}}{}\n",
-                         r.group, r.name, r.bytes, r.weft, r.baseline, r.unit, r.ratio(), r.baseline_name, r.note,
-                         i + 1 < b.rows.size() ? "," : "");
-    }
-    out << "]}\n";
-  }
-  table.Detach({gva::Medium::kHost, 0, 0}, false);
-  engine.UnregisterHostMemory(gh.data());
-  cudaStreamDestroy(stream);
-  cudaFree(ld);
-  cudaFree(ld2);
-  cudaFreeHost(pinned);
+  if (!json_path.empty()) WriteJson(json_path, prop, b.rows);
+  rig.Teardown();
   return b.failed ? 1 : 0;
 }
 

@@ -68,6 +68,17 @@ struct Pool::Impl {
   // no-op without a GPU; a failed registration is logged and copies are staged by the driver.
   std::function<void()> RegisterWithGpu(void* ptr, uint64_t len, std::function<void()> release);
   void OnPeerGone(uint32_t rank, bool clean);
+
+  // The steps of Pool::Join, in order.
+  void ReserveUnifiedVa();
+  void CreateEngine();
+  Status StartTcpDataPlane();
+  Status JoinCoordinator(JoinMode mode, bool coordinator_on_tcp, int device_fd);
+  Result<std::string> HostCoordinator();
+  Result<std::unique_ptr<meta::CoordinatorClient>> JoinAt(const std::string& address, bool coordinator_on_tcp,
+                                                          int device_fd);
+  Status AttachOwnHostSlice();
+  Status AttachOwnDeviceSlice();
 };
 
 // The segment ids of our slices on our TCP data server.
@@ -217,75 +228,189 @@ Pool::Pool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Pool::~Pool() { (void)Leave(); }
 
-Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
-  auto impl = std::make_unique<Impl>();
-  impl->config = given;
-  Config& config = impl->config;
-  if (config.log_level != "warn") log::SetLevel(config.log_level);
-  WEFT_ASSIGN_OR_RETURN(net::ControlAddress control, net::ParseControlAddress(config.CoordinatorPath()));
-  if (control.tcp) {
-    // Peers of a tcp:// coordinator may be on other machines, and no memfd crosses tcp: their
-    // memory is reached over the tcp data plane, which the secret also protects.
-    if (config.cluster_secret.empty()) {
-      return Error(Code::kUnauthenticated,
-                   "coordinator {} is on tcp, which needs a cluster secret: set WEFT_CLUSTER_SECRET (config key "
-                   "cluster_secret) to the same value on every peer",
-                   control.ToString());
-    }
-    if (config.transport != "tcp") {
-      WEFT_LOG_INFO("transport {} -> tcp: the coordinator {} is on tcp, so no segment memfd can be passed and "
-                    "every other peer is reached over the tcp data plane",
-                    config.transport, control.ToString());
-      config.transport = "tcp";
-    }
-    auto data = net::ParseHostPort(config.data_address);
-    const bool loopback_data = data.ok() && (data->host == "127.0.0.1" || data->host == "localhost" ||
-                                            data->host == "::1");
-    const bool loopback_coord = control.where.host == "127.0.0.1" || control.where.host == "localhost" ||
-                                control.where.host == "::1";
-    if (loopback_data && !loopback_coord) {
-      WEFT_LOG_WARN("data_address {} is loopback but the coordinator {} is not: peers on other machines cannot "
-                    "reach this peer's memory; set data_address (WEFT_DATA_ADDRESS) to an address they can reach",
-                    config.data_address, control.ToString());
-    }
-  }
-  WEFT_ASSIGN_OR_RETURN(impl->layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
-  const gva::Layout& layout = impl->layout;
+namespace {
 
-  if (config.unified_va) {
-    auto window = mem::VaReservation::Reserve(layout.base(), layout.end() - layout.base());
-    if (window.ok()) {
-      impl->window = std::move(*window);
-    } else {
-      WEFT_LOG_WARN("unified VA is off, GVAs go through translation: {}", window.status().message());
-    }
+bool IsLoopback(const std::string& host) { return host == "127.0.0.1" || host == "localhost" || host == "::1"; }
+
+// Peers on other machines reach our memory at data_address: a loopback one serves none of them.
+void WarnIfDataAddressIsLoopbackOnly(const Config& config, const net::ControlAddress& control) {
+  auto data = net::ParseHostPort(config.data_address);
+  const bool loopback_data = data.ok() && IsLoopback(data->host);
+  const bool loopback_coord = IsLoopback(control.where.host);
+  if (loopback_data && !loopback_coord) {
+    WEFT_LOG_WARN("data_address {} is loopback but the coordinator {} is not: peers on other machines cannot "
+                  "reach this peer's memory; set data_address (WEFT_DATA_ADDRESS) to an address they can reach",
+                  config.data_address, control.ToString());
   }
-  WEFT_ASSIGN_OR_RETURN(impl->own_segment,
-                        mem::HostSegment::Create("weft-" + config.pool_name, config.rank_size, config.numa_node));
-  impl->table = std::make_unique<gva::SegmentTable>(layout);
+}
+
+// Peers of a tcp:// coordinator may be on other machines, and no memfd crosses tcp: their
+// memory is reached over the tcp data plane, which the secret also protects.
+Status FitConfigToTcpCoordinator(Config& config, const net::ControlAddress& control) {
+  if (config.cluster_secret.empty()) {
+    return Error(Code::kUnauthenticated,
+                 "coordinator {} is on tcp, which needs a cluster secret: set WEFT_CLUSTER_SECRET (config key "
+                 "cluster_secret) to the same value on every peer",
+                 control.ToString());
+  }
+  if (config.transport != "tcp") {
+    WEFT_LOG_INFO("transport {} -> tcp: the coordinator {} is on tcp, so no segment memfd can be passed and "
+                  "every other peer is reached over the tcp data plane",
+                  config.transport, control.ToString());
+    config.transport = "tcp";
+  }
+  WarnIfDataAddressIsLoopbackOnly(config, control);
+  return OkStatus();
+}
+
+}  // namespace
+
+void Pool::Impl::ReserveUnifiedVa() {
+  if (!config.unified_va) return;
+  auto reserved = mem::VaReservation::Reserve(layout.base(), layout.end() - layout.base());
+  if (reserved.ok()) {
+    window = std::move(*reserved);
+  } else {
+    WEFT_LOG_WARN("unified VA is off, GVAs go through translation: {}", reserved.status().message());
+  }
+}
+
+void Pool::Impl::CreateEngine() {
+  table = std::make_unique<gva::SegmentTable>(layout);
   engine::EngineOptions eopts;
   eopts.threads = config.copy_threads;
   eopts.split_bytes = config.split_bytes;
   eopts.log_paths = config.log_paths;
   eopts.cuda_kernel_sms = config.gpu_copy_sms;
   if (eopts.log_paths && log::Get().level() > spdlog::level::info) log::SetLevel("info");
-  impl->engine = std::make_unique<engine::Engine>(eopts, *impl->table, impl->metrics);
-  WEFT_RETURN_IF_ERROR(impl->CreateOwnDevice());
-  if (config.transport == "tcp") {
-    if (config.cluster_secret.empty())
-      return Error(Code::kUnauthenticated,
-                   "transport=tcp needs a cluster secret: set WEFT_CLUSTER_SECRET (the same on every peer)");
-    transport::tcp::TcpTransportOptions topts;
-    topts.client.auth.cluster_secret = config.cluster_secret;
-    topts.client.lanes = static_cast<int>(config.tcp_lanes);
-    topts.copy_timeout_ms = static_cast<int>(config.deadline_ms);
-    impl->device_staging = TcpDeviceStaging();
-    topts.device = impl->device_staging;
-    impl->tcp = static_cast<transport::tcp::TcpTransport*>(
-        impl->engine->AddTransport(std::make_unique<transport::tcp::TcpTransport>(layout, topts)));
-    // The server must be up before we join: the others learn its address from our descriptor.
-    WEFT_RETURN_IF_ERROR(impl->StartDataServer(impl->own_segment->data()).Annotate("starting the TCP data server"));
+  engine = std::make_unique<engine::Engine>(eopts, *table, metrics);
+}
+
+// transport=tcp: the engine reaches the other peers over tcp, and our slices are served by our
+// TCP data server.
+Status Pool::Impl::StartTcpDataPlane() {
+  if (config.cluster_secret.empty())
+    return Error(Code::kUnauthenticated,
+                 "transport=tcp needs a cluster secret: set WEFT_CLUSTER_SECRET (the same on every peer)");
+  transport::tcp::TcpTransportOptions topts;
+  topts.client.auth.cluster_secret = config.cluster_secret;
+  topts.client.lanes = static_cast<int>(config.tcp_lanes);
+  topts.copy_timeout_ms = static_cast<int>(config.deadline_ms);
+  device_staging = TcpDeviceStaging();
+  topts.device = device_staging;
+  tcp = static_cast<transport::tcp::TcpTransport*>(
+      engine->AddTransport(std::make_unique<transport::tcp::TcpTransport>(layout, topts)));
+  // The server must be up before we join: the others learn its address from our descriptor.
+  WEFT_RETURN_IF_ERROR(StartDataServer(own_segment->data()).Annotate("starting the TCP data server"));
+  return OkStatus();
+}
+
+// The coordinator in this process; its address (tcp port 0: with the port it took).
+Result<std::string> Pool::Impl::HostCoordinator() {
+  WEFT_ASSIGN_OR_RETURN(coordinator, PoolCoordinator::Start(config));
+  return coordinator->socket_path();
+}
+
+// Our Join frame to the coordinator at `address`: our descriptor (our slices, and how a peer
+// reaches them: memfds for a same-node coordinator, our data server on tcp).
+Result<std::unique_ptr<meta::CoordinatorClient>> Pool::Impl::JoinAt(const std::string& address,
+                                                                     bool coordinator_on_tcp, int device_fd) {
+  meta::JoinOptions jopts;
+  jopts.socket_path = address;
+  jopts.cluster_secret = config.cluster_secret;
+  jopts.pool_name = config.pool_name;
+  jopts.rank_size = config.rank_size;
+  // The default name is fresh per join (several pools may live in one process), so only an
+  // explicit peer_name makes a restart rejoin as the same peer.
+  jopts.peer_name = config.peer_name.empty()
+                        ? fmt::format("{}:{}.{:04x}", config.pool_name, getpid(), FreshSeed() & 0xffff)
+                        : config.peer_name;
+  jopts.segment.peer_name = jopts.peer_name;
+  jopts.segment.pid = getpid();
+  jopts.segment.size = config.rank_size;
+  jopts.segment.access_key = own_segment->access_key();
+  jopts.segment.permissions = own_segment->permissions();
+  jopts.segment.fd = coordinator_on_tcp ? -1 : own_segment->fd();
+  jopts.segment.device_size = own_device.size;
+  jopts.segment.device_gpu = own_device.gpu;
+  jopts.segment.device_fd = device_fd;
+  jopts.segment.device_access_key = own_device_key;
+  if (data_server) jopts.segment.data_endpoint = data_server->address().ToString();
+  jopts.heartbeat_interval = Millis(config.heartbeat_ms);
+  jopts.deadline = DefaultDeadline();
+  return meta::CoordinatorClient::Join(
+      jopts, [this](meta::SegmentDescriptor d) { AttachPeer(std::move(d)); },
+      [this](uint32_t rank, bool clean) { OnPeerGone(rank, clean); });
+}
+
+// Joins the coordinator at the configured address, hosting it first (kHost) or when none answers
+// (kAuto); sets client, rank and coordinator_address.
+Status Pool::Impl::JoinCoordinator(JoinMode mode, bool coordinator_on_tcp, int device_fd) {
+  std::string address = config.CoordinatorPath();
+  if (mode == JoinMode::kHost) {
+    WEFT_ASSIGN_OR_RETURN(address, HostCoordinator());
   }
+  auto joined = JoinAt(address, coordinator_on_tcp, device_fd);
+  if (!joined.ok() && mode == JoinMode::kAuto && joined.status().code() == Code::kUnavailable) {
+    auto hosted = HostCoordinator();
+    // Another peer may have won the race to host; joining it is as good.
+    if (hosted.ok()) address = *hosted;
+    else if (hosted.status().code() != Code::kAlreadyExists) return hosted.status();
+    joined = JoinAt(address, coordinator_on_tcp, device_fd);
+  }
+  if (!joined.ok()) return joined.status().Annotate("joining pool '" + config.pool_name + "' at " + address);
+  client = std::move(*joined);
+  rank = client->rank();
+  coordinator_address = address;
+  return OkStatus();
+}
+
+// Our own slice: the memfd mapping, or a second mapping of it at the GVA in unified-VA mode;
+// attached, then registered with the pool allocator.
+Status Pool::Impl::AttachOwnHostSlice() {
+  uint8_t* own = own_segment->data();
+  std::function<void()> release = [] {};
+  if (window) {
+    int fd = dup(own_segment->fd());
+    auto fixed = mem::HostSegment::Import(fd, config.rank_size, FixedAddressFor(rank));
+    if (!fixed.ok()) return fixed.status().Annotate("mapping our slice at its GVA");
+    own = (*fixed)->data();
+    std::shared_ptr<mem::HostSegment> held = std::move(*fixed);
+    release = [held]() mutable { held.reset(); };
+  }
+  WEFT_RETURN_IF_ERROR(table->Attach({Medium::kHost, rank, 0}, own, config.rank_size, /*local=*/true, "self",
+                                     RegisterWithGpu(own, config.rank_size, std::move(release))));
+  auto added = client->Call(EncodeAddSlice(rank, Medium::kHost, config.rank_size), DefaultDeadline());
+  if (!added.ok()) return added.status().Annotate("registering our slice with the pool allocator");
+  return OkStatus();
+}
+
+// Our device slice, if we have one: attached, then registered with the pool allocator.
+Status Pool::Impl::AttachOwnDeviceSlice() {
+  if (own_device.size == 0) return OkStatus();
+  // The table holds the slice's mapping from here; own_device keeps it for a later export.
+  WEFT_RETURN_IF_ERROR(table->Attach({Medium::kDevice, rank, 0}, own_device.data, own_device.size, /*local=*/true,
+                                     "self", [hold = own_device.hold]() mutable { hold.reset(); }, own_device.gpu));
+  auto added = client->Call(EncodeAddSlice(rank, Medium::kDevice, own_device.size), DefaultDeadline());
+  if (!added.ok()) return added.status().Annotate("registering our device slice with the pool allocator");
+  return OkStatus();
+}
+
+Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = given;
+  Config& config = impl->config;
+  if (config.log_level != "warn") log::SetLevel(config.log_level);
+  WEFT_ASSIGN_OR_RETURN(net::ControlAddress control, net::ParseControlAddress(config.CoordinatorPath()));
+  if (control.tcp) WEFT_RETURN_IF_ERROR(FitConfigToTcpCoordinator(config, control));
+  WEFT_ASSIGN_OR_RETURN(impl->layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
+
+  impl->ReserveUnifiedVa();
+  WEFT_ASSIGN_OR_RETURN(impl->own_segment,
+                        mem::HostSegment::Create("weft-" + config.pool_name, config.rank_size, config.numa_node));
+  impl->CreateEngine();
+  WEFT_RETURN_IF_ERROR(impl->CreateOwnDevice());
+  if (config.transport == "tcp") WEFT_RETURN_IF_ERROR(impl->StartTcpDataPlane());
 
   // Our device slice's fd for same-node peers (closed once the Join frame is sent).
   net::UniqueFd device_fd;
@@ -293,81 +418,10 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
     WEFT_ASSIGN_OR_RETURN(int fd, ExportDeviceSlice(impl->own_device));
     device_fd = net::UniqueFd(fd);
   }
+  WEFT_RETURN_IF_ERROR(impl->JoinCoordinator(mode, control.tcp, device_fd.get()));
 
-  std::string socket = config.CoordinatorPath();
-  auto host = [&]() -> Status {
-    WEFT_ASSIGN_OR_RETURN(impl->coordinator, PoolCoordinator::Start(config));
-    socket = impl->coordinator->socket_path();  // tcp port 0: the port it took
-    return OkStatus();
-  };
-  if (mode == JoinMode::kHost) WEFT_RETURN_IF_ERROR(host());
-
-  Impl* raw = impl.get();
-  auto join = [&]() {
-    meta::JoinOptions jopts;
-    jopts.socket_path = socket;
-    jopts.cluster_secret = config.cluster_secret;
-    jopts.pool_name = config.pool_name;
-    jopts.rank_size = config.rank_size;
-    // The default name is fresh per join (several pools may live in one process), so only an
-    // explicit peer_name makes a restart rejoin as the same peer.
-    jopts.peer_name = config.peer_name.empty()
-                          ? fmt::format("{}:{}.{:04x}", config.pool_name, getpid(), FreshSeed() & 0xffff)
-                          : config.peer_name;
-    jopts.segment.peer_name = jopts.peer_name;
-    jopts.segment.pid = getpid();
-    jopts.segment.size = config.rank_size;
-    jopts.segment.access_key = raw->own_segment->access_key();
-    jopts.segment.permissions = raw->own_segment->permissions();
-    jopts.segment.fd = control.tcp ? -1 : raw->own_segment->fd();
-    jopts.segment.device_size = raw->own_device.size;
-    jopts.segment.device_gpu = raw->own_device.gpu;
-    jopts.segment.device_fd = device_fd.get();
-    jopts.segment.device_access_key = raw->own_device_key;
-    if (raw->data_server) jopts.segment.data_endpoint = raw->data_server->address().ToString();
-    jopts.heartbeat_interval = Millis(config.heartbeat_ms);
-    jopts.deadline = raw->DefaultDeadline();
-    return meta::CoordinatorClient::Join(
-        jopts, [raw](meta::SegmentDescriptor d) { raw->AttachPeer(std::move(d)); },
-        [raw](uint32_t rank, bool clean) { raw->OnPeerGone(rank, clean); });
-  };
-  auto client = join();
-  if (!client.ok() && mode == JoinMode::kAuto && client.status().code() == Code::kUnavailable) {
-    Status hosted = host();
-    // Another peer may have won the race to host; joining it is as good.
-    if (!hosted.ok() && hosted.code() != Code::kAlreadyExists) return hosted;
-    client = join();
-  }
-  if (!client.ok()) return client.status().Annotate("joining pool '" + config.pool_name + "' at " + socket);
-  impl->client = std::move(*client);
-  impl->rank = impl->client->rank();
-  impl->coordinator_address = socket;
-
-  // Our own slice: the memfd mapping, or a second mapping of it at the GVA in unified-VA mode.
-  uint8_t* own = impl->own_segment->data();
-  std::function<void()> release = [] {};
-  if (impl->window) {
-    int fd = dup(impl->own_segment->fd());
-    auto fixed = mem::HostSegment::Import(fd, config.rank_size, impl->FixedAddressFor(impl->rank));
-    if (!fixed.ok()) return fixed.status().Annotate("mapping our slice at its GVA");
-    own = (*fixed)->data();
-    std::shared_ptr<mem::HostSegment> held = std::move(*fixed);
-    release = [held]() mutable { held.reset(); };
-  }
-  WEFT_RETURN_IF_ERROR(impl->table->Attach({Medium::kHost, impl->rank, 0}, own, config.rank_size, /*local=*/true,
-                                           "self", impl->RegisterWithGpu(own, config.rank_size, std::move(release))));
-  auto added = impl->client->Call(EncodeAddSlice(impl->rank, Medium::kHost, config.rank_size), impl->DefaultDeadline());
-  if (!added.ok()) return added.status().Annotate("registering our slice with the pool allocator");
-  if (impl->own_device.size > 0) {
-    // The table holds the slice's mapping from here; own_device keeps it for a later export.
-    WEFT_RETURN_IF_ERROR(impl->table->Attach({Medium::kDevice, impl->rank, 0}, impl->own_device.data,
-                                             impl->own_device.size, /*local=*/true, "self",
-                                             [hold = impl->own_device.hold]() mutable { hold.reset(); },
-                                             impl->own_device.gpu));
-    auto dev_added = impl->client->Call(EncodeAddSlice(impl->rank, Medium::kDevice, impl->own_device.size),
-                                        impl->DefaultDeadline());
-    if (!dev_added.ok()) return dev_added.status().Annotate("registering our device slice with the pool allocator");
-  }
+  WEFT_RETURN_IF_ERROR(impl->AttachOwnHostSlice());
+  WEFT_RETURN_IF_ERROR(impl->AttachOwnDeviceSlice());
   return std::unique_ptr<Pool>(new Pool(std::move(impl)));
 }
 

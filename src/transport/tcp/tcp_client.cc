@@ -240,11 +240,18 @@ std::vector<Status> TcpClient::TransferInParallel(const PeerAddr& peer_addr, std
   return results;
 }
 
-std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::span<const TcpRequest> requests,
-                                               Deadline deadline, size_t max_lanes) {
-  std::vector<Status> results(requests.size());
+namespace {
+
+// An entry keeps the first error of its slices.
+void FailEntry(std::vector<Status>& results, size_t entry, const Status& s) {
+  if (results[entry].ok()) results[entry] = s;
+}
+
+// Cuts the requests into slices of at most slice_bytes (a NOTIFY into one, empty ones into none);
+// an entry that cannot go out gets its error in `results` and no slice.
+std::vector<Slice> SliceRequests(std::span<const TcpRequest> requests, uint64_t slice_bytes,
+                                 std::vector<Status>& results) {
   std::vector<Slice> slices;
-  std::vector<uint64_t> slices_left(requests.size(), 0);
   for (size_t i = 0; i < requests.size(); ++i) {
     const TcpRequest& r = requests[i];
     if (r.op == wire::DataOp::kNotify) {  // never sliced; an empty one is a probe
@@ -254,7 +261,6 @@ std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::s
         continue;
       }
       slices.push_back(Slice{i, 0, r.len});
-      ++slices_left[i];
       continue;
     }
     if (r.op != wire::DataOp::kRead && r.op != wire::DataOp::kWrite) {
@@ -271,113 +277,215 @@ std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::s
                          r.len);
       continue;
     }
-    for (uint64_t off = 0; off < r.len; off += options_.slice_bytes) {
-      slices.push_back(Slice{i, off, std::min(options_.slice_bytes, r.len - off)});
-      ++slices_left[i];
-    }
+    for (uint64_t off = 0; off < r.len; off += slice_bytes)
+      slices.push_back(Slice{i, off, std::min(slice_bytes, r.len - off)});
   }
-  if (slices.empty()) return results;
+  return slices;
+}
 
-  auto fail_entry = [&](size_t entry, const Status& s) {
-    if (results[entry].ok()) results[entry] = s;
-  };
-
-  std::shared_ptr<Peer> peer = GetPeer(peer_addr);
-  const std::string& name = peer->name;
-
-  // Take lanes: as many idle ones as there are slices (up to all), at least one.
-  std::vector<Lane*> held;
-  const size_t lane_count = peer->lanes.size();
-  const size_t want = std::min({lane_count, slices.size(), std::max<size_t>(1, max_lanes)});
-  const uint32_t start = peer->rr.fetch_add(1);
+// Takes lanes of the peer for a call of `slices` slices: as many idle ones as there are slices
+// (up to all, and up to max_lanes), at least one: with none idle, it waits for one until the
+// deadline.
+Result<std::vector<TcpClient::Lane*>> TakeLanes(TcpClient::Peer& peer, size_t slices, size_t max_lanes,
+                                                Deadline deadline) {
+  std::vector<TcpClient::Lane*> held;
+  const size_t lane_count = peer.lanes.size();
+  const size_t want = std::min({lane_count, slices, std::max<size_t>(1, max_lanes)});
+  const uint32_t start = peer.rr.fetch_add(1);
   for (size_t i = 0; i < lane_count && held.size() < want; ++i) {
-    Lane* l = peer->lanes[(start + i) % lane_count].get();
+    TcpClient::Lane* l = peer.lanes[(start + i) % lane_count].get();
     if (l->mu.try_lock()) held.push_back(l);
   }
-  if (held.empty()) {
-    Lane* l = peer->lanes[start % lane_count].get();
-    bool got = deadline.never() ? (l->mu.lock(), true) : l->mu.try_lock_until(deadline.at());
-    if (!got) {
-      Status s = Error(Code::kTimeout, "all {} lanes to {} stayed busy until the deadline", lane_count, name);
-      for (const Slice& sl : slices) fail_entry(sl.entry, s);
-      return results;
-    }
-    held.push_back(l);
-  }
-  struct Unlock {
-    std::vector<Lane*>& held;
-    ~Unlock() {
-      for (Lane* l : held) l->mu.unlock();
-    }
-  } unlock{held};
+  if (!held.empty()) return held;
+  TcpClient::Lane* l = peer.lanes[start % lane_count].get();
+  bool got = deadline.never() ? (l->mu.lock(), true) : l->mu.try_lock_until(deadline.at());
+  if (!got) return Error(Code::kTimeout, "all {} lanes to {} stayed busy until the deadline", lane_count, peer.name);
+  held.push_back(l);
+  return held;
+}
 
-  // Connect (or reconnect) the lanes we hold.
-  std::vector<Active> active;
-  Status last_error;
-  for (Lane* l : held) {
-    if (l->fd.valid() && !IdleLaneHealthy(l->fd.get())) {
-      WEFT_LOG_DEBUG("tcp client: idle lane to {} went away; reconnecting", name);
-      l->fd.Reset();
+// Points `iov` at what is still unsent of the queued requests, as many as fit; returns how many
+// iovecs it filled.
+size_t GatherUnsent(std::deque<SendItem>& out, iovec (&iov)[kMaxIov]) {
+  size_t n = 0;
+  for (auto it = out.begin(); it != out.end() && n + 2 <= kMaxIov; ++it) {
+    uint64_t skip = it->done;
+    if (skip < it->hdr.size()) {
+      iov[n++] = {it->hdr.data() + skip, it->hdr.size() - skip};
+      skip = 0;
+    } else {
+      skip -= it->hdr.size();
     }
-    if (!l->fd.valid()) {
-      if (!last_error.ok()) continue;  // another lane just failed to connect: don't wait twice
-      Deadline cd = Sooner(deadline, Deadline::After(Millis(options_.connect_timeout_ms)));
-      auto fd = net::ConnectTcp(peer_addr, cd, options_.tcp);
-      if (!fd.ok()) {
-        last_error = fd.status();
-        continue;
+    if (it->payload_len > skip) iov[n++] = {const_cast<uint8_t*>(it->payload) + skip, it->payload_len - skip};
+  }
+  return n;
+}
+
+// Counts `sent` bytes off the front of the queue, dropping the requests that went out whole.
+void DropSent(std::deque<SendItem>& out, size_t sent) {
+  while (sent > 0) {
+    SendItem& it = out.front();
+    uint64_t take = std::min<uint64_t>(sent, it.total() - it.done);
+    it.done += take;
+    sent -= take;
+    if (it.done == it.total()) out.pop_front();
+  }
+}
+
+// What taking the response header of a lane's oldest request came to.
+enum class HeaderStep {
+  kNotIn,      // its bytes have not all arrived
+  kTextNotIn,  // a refusal whose text has not all arrived: the header is decoded again once it is in
+  kFinished,   // the slice is done (refused, or a WRITE or NOTIFY acknowledged)
+  kPayload,    // a READ's bytes follow
+};
+
+}  // namespace
+
+// One call driven by this thread over the lanes it holds: which slice goes out next, what each
+// lane has outstanding, and the entries' results.
+struct TcpClient::Call {
+  Call(TcpClient& client, const std::string& name, std::span<const TcpRequest> requests,
+       std::span<const Slice> slices, Deadline deadline, std::vector<Status>& results)
+      : client(client), name(name), requests(requests), slices(slices), deadline(deadline), results(results) {}
+
+  TcpClient& client;
+  const std::string& name;  // the peer's, for messages
+  std::span<const TcpRequest> requests;
+  std::span<const Slice> slices;
+  Deadline deadline;
+  std::vector<Status>& results;
+  std::vector<Active> active;  // the lanes that connected
+  Status last_error;           // why the last lane failed
+  size_t next = 0;             // next slice to assign
+  size_t done = 0;             // slices finished (either way)
+  uint64_t bytes_done = 0;
+  std::vector<pollfd> pfds;
+  std::vector<Active*> polled;
+
+  // A fresh connection on a lane that has none: connect and authenticate.
+  Status OpenLane(Lane& l, const PeerAddr& peer_addr) {
+    const TcpClientOptions& o = client.options_;
+    Deadline cd = Sooner(deadline, Deadline::After(Millis(o.connect_timeout_ms)));
+    WEFT_ASSIGN_OR_RETURN(net::UniqueFd fd, net::ConnectTcp(peer_addr, cd, o.tcp));
+    WEFT_RETURN_IF_ERROR(net::AuthenticateClient(fd.get(), o.auth, cd, name));
+    l.fd = std::move(fd);
+    l.next_id = 1;
+    client.connects_.fetch_add(1);
+    return OkStatus();
+  }
+
+  // Connects (or reconnects) the lanes we hold. false when none is up: every slice failed then.
+  bool ConnectLanes(const std::vector<Lane*>& held, const PeerAddr& peer_addr) {
+    for (Lane* l : held) {
+      if (l->fd.valid() && !IdleLaneHealthy(l->fd.get())) {
+        WEFT_LOG_DEBUG("tcp client: idle lane to {} went away; reconnecting", name);
+        l->fd.Reset();
       }
-      Status a = net::AuthenticateClient(fd->get(), options_.auth, cd, name);
-      if (!a.ok()) {
-        last_error = a;
-        continue;
+      if (!l->fd.valid()) {
+        if (!last_error.ok()) continue;  // another lane just failed to connect: don't wait twice
+        if (Status s = OpenLane(*l, peer_addr); !s.ok()) {
+          last_error = s;
+          continue;
+        }
       }
-      l->fd = std::move(*fd);
-      l->next_id = 1;
-      connects_.fetch_add(1);
+      Active a;
+      a.lane = l;
+      active.push_back(std::move(a));
     }
-    Active a;
-    a.lane = l;
-    active.push_back(std::move(a));
-  }
-  if (active.empty()) {
-    for (const Slice& sl : slices) fail_entry(sl.entry, last_error);
-    return results;
+    if (!active.empty()) return true;
+    for (const Slice& sl : slices) FailEntry(results, sl.entry, last_error);
+    return false;
   }
 
-  size_t next = 0;  // next slice to assign
-  size_t done = 0;  // slices finished (either way)
-  const size_t total = slices.size();
-  uint64_t bytes_done = 0, bytes_total = 0;
-  for (const Slice& s : slices) bytes_total += s.len;
-
-  auto finish_slice = [&](Active& a, const Status& s) {
+  // The lane's oldest request is answered (with `s`).
+  void FinishSlice(Active& a, const Status& s) {
     const Pending p = a.inflight.front();
     a.inflight.pop_front();
     const Slice& sl = slices[p.slice];
     a.inflight_bytes -= sl.len;
     ++done;
     if (!s.ok()) {
-      fail_entry(sl.entry, s);
+      FailEntry(results, sl.entry, s);
     } else {
       bytes_done += sl.len;
       if (requests[sl.entry].op != wire::DataOp::kRead)
-        bytes_written_.fetch_add(sl.len);
+        client.bytes_written_.fetch_add(sl.len);
       else
-        bytes_read_.fetch_add(sl.len);
+        client.bytes_read_.fetch_add(sl.len);
     }
-  };
-  auto reset_lane = [&](Active& a, const Status& s) {
-    while (!a.inflight.empty()) finish_slice(a, s);
+  }
+
+  // Fails what the lane has outstanding with `s` and closes it: a late response must never be
+  // taken for the answer to a later request (the lane reconnects on next use).
+  void ResetLane(Active& a, const Status& s) {
+    while (!a.inflight.empty()) FinishSlice(a, s);
     a.out.clear();
     a.lane->fd.Reset();
     a.alive = false;
-    lane_resets_.fetch_add(1);
+    client.lane_resets_.fetch_add(1);
     last_error = s;
-  };
+  }
+
+  // Fails the slices never handed to a lane with `s`.
+  void FailUnsent(const Status& s) {
+    for (; next < slices.size(); ++next) {
+      FailEntry(results, slices[next].entry, s);
+      ++done;
+    }
+  }
+
+  // The header (and for a WRITE or NOTIFY, the payload) of a slice's request.
+  SendItem RequestFor(const Slice& sl, uint64_t id) const {
+    const TcpRequest& rq = requests[sl.entry];
+    wire::DataRequest h;
+    h.op = rq.op;
+    h.request_id = id;
+    h.segment_id = rq.segment_id;
+    h.access_key = rq.access_key;
+    h.offset = rq.remote_offset + sl.offset;
+    h.length = sl.len;
+    SendItem item;
+    item.hdr = wire::EncodeDataRequest(h);
+    if (rq.op != wire::DataOp::kRead) {
+      item.payload = static_cast<const uint8_t*>(rq.local) + sl.offset;
+      item.payload_len = sl.len;
+    }
+    return item;
+  }
+
+  // Queues the next slices on the lane while it has room (requests and bytes in flight).
+  void Assign(Active& a) {
+    const TcpClientOptions& o = client.options_;
+    while (next < slices.size() && a.inflight.size() < static_cast<size_t>(o.max_inflight_per_lane) &&
+           (a.inflight_bytes == 0 || a.inflight_bytes + slices[next].len <= o.max_inflight_bytes_per_lane)) {
+      const Slice& sl = slices[next];
+      const uint64_t id = a.lane->next_id++;
+      a.out.push_back(RequestFor(sl, id));
+      a.inflight.push_back(Pending{next, id});
+      a.inflight_bytes += sl.len;
+      client.requests_.fetch_add(1);
+      ++next;
+    }
+  }
+
+  // Sends what the socket takes of the lane's queue, many requests per sendmsg. Returns whether
+  // anything went out.
+  Result<bool> Send(Active& a) {
+    bool moved = false;
+    while (!a.out.empty()) {
+      iovec iov[kMaxIov];
+      const size_t n = GatherUnsent(a.out, iov);
+      WEFT_ASSIGN_OR_RETURN(size_t sent, net::SendvSome(a.lane->fd.get(), iov, n, name));
+      if (sent == 0) return moved;
+      moved = true;
+      DropSent(a.out, sent);
+    }
+    return moved;
+  }
 
   // Fills the stage to at least `need` bytes; false when the socket has no more right now.
-  auto fill = [&](Active& a, size_t need) -> Result<bool> {
+  Result<bool> Fill(Active& a, size_t need) {
     if (a.staged() >= need) return true;
     uint8_t* stage = a.lane->stage.get();
     if (a.in_begin > 0) {
@@ -393,160 +501,132 @@ std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::s
       a.in_end += *n;
     }
     return true;
-  };
+  }
+
+  // Takes the response header of the lane's oldest request; a mismatch with the request is
+  // PROTOCOL.
+  Result<HeaderStep> TakeHeader(Active& a) {
+    const Pending& f = a.inflight.front();
+    const Slice& sl = slices[f.slice];
+    const TcpRequest& rq = requests[sl.entry];
+    uint8_t* stage = a.lane->stage.get();
+    WEFT_ASSIGN_OR_RETURN(bool ready, Fill(a, wire::kDataResponseSize));
+    if (!ready) return HeaderStep::kNotIn;
+    WEFT_ASSIGN_OR_RETURN(wire::DataResponse resp,
+                          wire::DecodeDataResponse({stage + a.in_begin, wire::kDataResponseSize}));
+    if (resp.request_id != f.id || resp.op != rq.op)
+      return Error(Code::kProtocol, "response from {} is for request {} ({}), expected {} ({})", name,
+                   resp.request_id, wire::DataOpName(resp.op), f.id, wire::DataOpName(rq.op));
+    if (resp.status != Code::kOk) {
+      WEFT_ASSIGN_OR_RETURN(bool all, Fill(a, wire::kDataResponseSize + resp.message_length));
+      if (!all) return HeaderStep::kTextNotIn;
+      std::string text(reinterpret_cast<const char*>(stage + a.in_begin + wire::kDataResponseSize),
+                       resp.message_length);
+      a.in_begin += wire::kDataResponseSize + resp.message_length;
+      FinishSlice(a, Status(resp.status, fmt::format("{} {} bytes at offset {} of segment {} on {}: {}",
+                                                     wire::DataOpName(rq.op), sl.len, rq.remote_offset + sl.offset,
+                                                     rq.segment_id, name, text)));
+      return HeaderStep::kFinished;
+    }
+    if (rq.op == wire::DataOp::kRead && resp.length != sl.len)
+      return Error(Code::kProtocol, "READ response from {} carries {} bytes, asked for {}", name, resp.length, sl.len);
+    a.in_begin += wire::kDataResponseSize;
+    if (rq.op != wire::DataOp::kRead) {
+      FinishSlice(a, OkStatus());
+      return HeaderStep::kFinished;
+    }
+    a.have_header = true;
+    a.got = 0;
+    return HeaderStep::kPayload;
+  }
+
+  // Takes what has arrived of the oldest READ's payload: staged bytes first, then straight from
+  // the socket into the destination. Returns whether any bytes came.
+  Result<bool> TakePayload(Active& a) {
+    const Slice& sl = slices[a.inflight.front().slice];
+    const TcpRequest& rq = requests[sl.entry];
+    uint8_t* dst = static_cast<uint8_t*>(rq.local) + sl.offset + a.got;
+    uint64_t want_bytes = sl.len - a.got;
+    if (a.staged() > 0) {
+      size_t k = static_cast<size_t>(std::min<uint64_t>(want_bytes, a.staged()));
+      std::memcpy(dst, a.lane->stage.get() + a.in_begin, k);
+      a.in_begin += k;
+      a.got += k;
+    } else {
+      iovec iov{dst, static_cast<size_t>(want_bytes)};
+      WEFT_ASSIGN_OR_RETURN(size_t n, net::RecvvSome(a.lane->fd.get(), &iov, 1, name));
+      if (n == 0) return false;
+      a.got += n;
+    }
+    if (a.got == sl.len) {
+      a.have_header = false;
+      FinishSlice(a, OkStatus());
+    }
+    return true;
+  }
 
   // Takes what responses have arrived. Returns whether anything moved.
-  auto receive = [&](Active& a) -> Result<bool> {
+  Result<bool> Receive(Active& a) {
     bool moved = false;
-    uint8_t* stage = a.lane->stage.get();
     while (!a.inflight.empty()) {
-      const Pending& f = a.inflight.front();
-      const Slice& sl = slices[f.slice];
-      const TcpRequest& rq = requests[sl.entry];
       if (!a.have_header) {
-        WEFT_ASSIGN_OR_RETURN(bool ready, fill(a, wire::kDataResponseSize));
-        if (!ready) return moved;
+        WEFT_ASSIGN_OR_RETURN(HeaderStep step, TakeHeader(a));
+        if (step == HeaderStep::kNotIn) return moved;
+        if (step == HeaderStep::kTextNotIn) return true;
         moved = true;
-        WEFT_ASSIGN_OR_RETURN(wire::DataResponse resp,
-                              wire::DecodeDataResponse({stage + a.in_begin, wire::kDataResponseSize}));
-        if (resp.request_id != f.id || resp.op != rq.op)
-          return Error(Code::kProtocol, "response from {} is for request {} ({}), expected {} ({})", name,
-                       resp.request_id, wire::DataOpName(resp.op), f.id, wire::DataOpName(rq.op));
-        if (resp.status != Code::kOk) {
-          WEFT_ASSIGN_OR_RETURN(bool all, fill(a, wire::kDataResponseSize + resp.message_length));
-          if (!all) return moved;  // the header is decoded again once the text is in
-          std::string text(reinterpret_cast<const char*>(stage + a.in_begin + wire::kDataResponseSize),
-                           resp.message_length);
-          a.in_begin += wire::kDataResponseSize + resp.message_length;
-          finish_slice(a, Status(resp.status, fmt::format("{} {} bytes at offset {} of segment {} on {}: {}",
-                                                          wire::DataOpName(rq.op), sl.len,
-                                                          rq.remote_offset + sl.offset, rq.segment_id, name, text)));
-          continue;
-        }
-        if (rq.op == wire::DataOp::kRead && resp.length != sl.len)
-          return Error(Code::kProtocol, "READ response from {} carries {} bytes, asked for {}", name, resp.length,
-                       sl.len);
-        a.in_begin += wire::kDataResponseSize;
-        if (rq.op != wire::DataOp::kRead) {
-          finish_slice(a, OkStatus());
-          continue;
-        }
-        a.have_header = true;
-        a.got = 0;
+        if (step == HeaderStep::kFinished) continue;
       }
-      // READ payload: staged bytes first, then straight from the socket into the destination.
-      uint8_t* dst = static_cast<uint8_t*>(rq.local) + sl.offset + a.got;
-      uint64_t want_bytes = sl.len - a.got;
-      if (a.staged() > 0) {
-        size_t k = static_cast<size_t>(std::min<uint64_t>(want_bytes, a.staged()));
-        std::memcpy(dst, stage + a.in_begin, k);
-        a.in_begin += k;
-        a.got += k;
-        moved = true;
-      } else {
-        iovec iov{dst, static_cast<size_t>(want_bytes)};
-        WEFT_ASSIGN_OR_RETURN(size_t n, net::RecvvSome(a.lane->fd.get(), &iov, 1, name));
-        if (n == 0) return moved;
-        a.got += n;
-        moved = true;
-      }
-      if (a.got == sl.len) {
-        a.have_header = false;
-        finish_slice(a, OkStatus());
-      }
-    }
-    return moved;
-  };
-
-  auto send = [&](Active& a) -> Result<bool> {
-    bool moved = false;
-    while (!a.out.empty()) {
-      iovec iov[kMaxIov];
-      size_t n = 0;
-      for (auto it = a.out.begin(); it != a.out.end() && n + 2 <= kMaxIov; ++it) {
-        uint64_t skip = it->done;
-        if (skip < it->hdr.size()) {
-          iov[n++] = {it->hdr.data() + skip, it->hdr.size() - skip};
-          skip = 0;
-        } else {
-          skip -= it->hdr.size();
-        }
-        if (it->payload_len > skip) iov[n++] = {const_cast<uint8_t*>(it->payload) + skip, it->payload_len - skip};
-      }
-      WEFT_ASSIGN_OR_RETURN(size_t sent, net::SendvSome(a.lane->fd.get(), iov, n, name));
-      if (sent == 0) return moved;
+      WEFT_ASSIGN_OR_RETURN(bool took, TakePayload(a));
+      if (!took) return moved;
       moved = true;
-      while (sent > 0) {
-        SendItem& it = a.out.front();
-        uint64_t take = std::min<uint64_t>(sent, it.total() - it.done);
-        it.done += take;
-        sent -= take;
-        if (it.done == it.total()) a.out.pop_front();
-      }
     }
     return moved;
-  };
+  }
 
-  auto assign = [&](Active& a) {
-    while (next < total && a.inflight.size() < static_cast<size_t>(options_.max_inflight_per_lane) &&
-           (a.inflight_bytes == 0 || a.inflight_bytes + slices[next].len <= options_.max_inflight_bytes_per_lane)) {
-      const Slice& sl = slices[next];
-      const TcpRequest& rq = requests[sl.entry];
-      wire::DataRequest h;
-      h.op = rq.op;
-      h.request_id = a.lane->next_id++;
-      h.segment_id = rq.segment_id;
-      h.access_key = rq.access_key;
-      h.offset = rq.remote_offset + sl.offset;
-      h.length = sl.len;
-      SendItem item;
-      item.hdr = wire::EncodeDataRequest(h);
-      if (rq.op != wire::DataOp::kRead) {
-        item.payload = static_cast<const uint8_t*>(rq.local) + sl.offset;
-        item.payload_len = sl.len;
-      }
-      a.out.push_back(item);
-      a.inflight.push_back(Pending{next, h.request_id});
-      a.inflight_bytes += sl.len;
-      requests_.fetch_add(1);
-      ++next;
-    }
-  };
-
-  std::vector<pollfd> pfds;
-  std::vector<Active*> polled;
-  while (done < total) {
+  // One pass over the live lanes: each is given slices, sends and takes responses; a lane that
+  // fails is reset. Returns whether anything moved; `alive` counts the lanes still up.
+  bool Pass(size_t& alive) {
     bool progress = false;
-    size_t alive = 0;
+    alive = 0;
     for (Active& a : active) {
       if (!a.alive) continue;
-      assign(a);
-      auto s = send(a);
+      Assign(a);
+      auto s = Send(a);
       if (!s.ok()) {
-        reset_lane(a, s.status());
+        ResetLane(a, s.status());
         continue;
       }
       progress |= *s;
-      auto r = receive(a);
+      auto r = Receive(a);
       if (!r.ok()) {
         if (r.status().code() == Code::kProtocol)
           WEFT_LOG_WARN("tcp client: closing a lane to {}: {}", name, r.status().ToString());
-        reset_lane(a, r.status());
+        ResetLane(a, r.status());
         continue;
       }
       progress |= *r;
       ++alive;
     }
-    if (done == total) break;
-    if (alive == 0) {
-      // Every lane failed: what was never sent fails with the last lane's error.
-      for (; next < total; ++next) {
-        fail_entry(slices[next].entry, last_error);
-        ++done;
-      }
-      break;
-    }
-    if (progress) continue;
+    return progress;
+  }
+
+  // The deadline passed: the lanes still waiting are closed (a late response must never be taken
+  // for the answer to a later request) and what was never sent fails.
+  void TimeOut() {
+    uint64_t bytes_total = 0;
+    for (const Slice& s : slices) bytes_total += s.len;
+    Status s = Error(Code::kTimeout,
+                     "transfer with {} did not complete before the deadline ({} of {} bytes done); the lanes that "
+                     "were waiting are closed",
+                     name, bytes_done, bytes_total);
+    for (Active& a : active)
+      if (a.alive && (!a.inflight.empty() || !a.out.empty())) ResetLane(a, s);
+    FailUnsent(s);
+  }
+
+  // Waits until a lane that waits for its socket can go on. false once the deadline passed (the
+  // call is over then).
+  bool WaitForSockets() {
     pfds.clear();
     polled.clear();
     for (Active& a : active) {
@@ -558,35 +638,71 @@ std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::s
       pfds.push_back({a.lane->fd.get(), ev, 0});
       polled.push_back(&a);
     }
-    if (pfds.empty()) continue;  // a lane has room for more slices
+    if (pfds.empty()) return true;  // a lane has room for more slices
     int rc = ::poll(pfds.data(), pfds.size(), deadline.left_ms_for_poll());
     if (rc < 0 && errno != EINTR) {
       Status s = ErrnoStatus("poll", errno);
-      for (Active* a : polled) reset_lane(*a, s);
-      continue;
+      for (Active* a : polled) ResetLane(*a, s);
+      return true;
     }
     if (rc == 0 && deadline.expired()) {
-      Status s = Error(Code::kTimeout,
-                       "transfer with {} did not complete before the deadline ({} of {} bytes done); the lanes that "
-                       "were waiting are closed",
-                       name, bytes_done, bytes_total);
-      for (Active& a : active)
-        if (a.alive && (!a.inflight.empty() || !a.out.empty())) reset_lane(a, s);
-      for (; next < total; ++next) {
-        fail_entry(slices[next].entry, s);
-        ++done;
+      TimeOut();
+      return false;
+    }
+    return true;
+  }
+
+  // Drives the lanes until every slice is finished, one way or the other.
+  void Run() {
+    while (done < slices.size()) {
+      size_t alive = 0;
+      const bool progress = Pass(alive);
+      if (done == slices.size()) break;
+      if (alive == 0) {
+        // Every lane failed: what was never sent fails with the last lane's error.
+        FailUnsent(last_error);
+        break;
       }
-      break;
+      if (progress) continue;
+      if (!WaitForSockets()) break;
     }
   }
+
   // A healthy lane ends a call with nothing outstanding; anything left over would desync it.
-  for (Active& a : active) {
-    if (a.alive && (a.staged() > 0 || !a.inflight.empty() || !a.out.empty() || a.have_header)) {
-      WEFT_LOG_WARN("tcp client: lane to {} has {} unexpected bytes after a call; closing it", name, a.staged());
-      a.lane->fd.Reset();
-      lane_resets_.fetch_add(1);
+  void CloseUnsettledLanes() {
+    for (Active& a : active) {
+      if (a.alive && (a.staged() > 0 || !a.inflight.empty() || !a.out.empty() || a.have_header)) {
+        WEFT_LOG_WARN("tcp client: lane to {} has {} unexpected bytes after a call; closing it", name, a.staged());
+        a.lane->fd.Reset();
+        client.lane_resets_.fetch_add(1);
+      }
     }
   }
+};
+
+std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::span<const TcpRequest> requests,
+                                               Deadline deadline, size_t max_lanes) {
+  std::vector<Status> results(requests.size());
+  const std::vector<Slice> slices = SliceRequests(requests, options_.slice_bytes, results);
+  if (slices.empty()) return results;
+
+  std::shared_ptr<Peer> peer = GetPeer(peer_addr);
+  auto held = TakeLanes(*peer, slices.size(), max_lanes, deadline);
+  if (!held.ok()) {
+    for (const Slice& sl : slices) FailEntry(results, sl.entry, held.status());
+    return results;
+  }
+  struct Unlock {
+    std::vector<Lane*>& held;
+    ~Unlock() {
+      for (Lane* l : held) l->mu.unlock();
+    }
+  } unlock{*held};
+
+  Call call(*this, peer->name, requests, slices, deadline, results);
+  if (!call.ConnectLanes(*held, peer_addr)) return results;
+  call.Run();
+  call.CloseUnsettledLanes();
   return results;
 }
 

@@ -111,6 +111,8 @@ class TcpClient {
   struct Peer;  // internal
 
  private:
+  struct Call;  // one call of TransferOnLanes: its slices and the lanes it drives
+
   std::shared_ptr<Peer> GetPeer(const PeerAddr& peer);
   // The call driven by this thread over at most max_lanes lanes.
   std::vector<Status> TransferOnLanes(const PeerAddr& peer, std::span<const TcpRequest> requests, Deadline deadline,

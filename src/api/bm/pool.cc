@@ -138,7 +138,7 @@ void Pool::Impl::AttachOverTcp(const meta::SegmentDescriptor& desc) {
 }
 
 std::function<void()> Pool::Impl::RegisterWithGpu(void* ptr, uint64_t len, std::function<void()> release) {
-  if (!engine || !engine->FindTransport("cuda")) return release;
+  if (!engine || !engine->HasCapability(transport::kCapDeviceMemory)) return release;
   Status s = engine->RegisterHostMemory(ptr, len);
   if (!s.ok()) {
     WEFT_LOG_WARN("host slice at {} ({} bytes) is not registered with the GPU, so copies between it and device "
@@ -166,7 +166,7 @@ Status Pool::Impl::CreateOwnDevice() {
     return Error(Code::kNotSupported, "device_size={} needs a CUDA GPU, but {}; set device_size=0 to join without a "
                  "device slice", config.device_size, usable.message());
   }
-  if (!engine->FindTransport("cuda")) {
+  if (!engine->HasCapability(transport::kCapDeviceMemory)) {
     return Error(Code::kNotSupported, "device_size={}: the engine has no cuda path (see the log for why), so the "
                  "device slice could not be copied to; set device_size=0", config.device_size);
   }

@@ -1,0 +1,376 @@
+// The transfer engine on the one engine: which transport each transfer takes, fallbacks and
+// their reasons, per-transport blobs (unknown and corrupt ones), revocation of mapped buffers,
+// and a transport added through the registry alone (this file is all it takes).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "api/trans/segment_descriptor.h"
+#include "api/trans/transfer_engine.h"
+#include "base/random.h"
+#include "engine/builtin_transports.h"
+#include "meta/directory_server.h"
+#include "transport/blob.h"
+
+namespace weft::trans {
+namespace {
+
+constexpr char kSecret[] = "trans-paths-test-secret";
+
+TransferEngineOptions Opts(std::string transports = "auto", std::string metadata = "P2PHANDSHAKE",
+                           std::string name = "127.0.0.1") {
+  TransferEngineOptions o;
+  o.local_name = std::move(name);
+  o.metadata = std::move(metadata);
+  o.bind_host = "127.0.0.1";
+  o.advertise_host = "127.0.0.1";
+  o.auth.cluster_secret = kSecret;
+  o.transports = std::move(transports);
+  o.transfer_timeout = std::chrono::milliseconds(20000);
+  return o;
+}
+
+std::unique_ptr<TransferEngine> Make(const TransferEngineOptions& o) {
+  auto te = TransferEngine::Create(o);
+  EXPECT_TRUE(te.ok()) << te.status().ToString();
+  return te.ok() ? std::move(te).value() : nullptr;
+}
+
+void ExpectAllOk(const std::vector<Status>& results) {
+  for (size_t i = 0; i < results.size(); ++i) EXPECT_TRUE(results[i].ok()) << "request " << i << ": " << results[i].ToString();
+}
+
+bool Same(const void* p, size_t n, uint64_t seed) { return !FirstMismatch(p, n, seed).has_value(); }
+
+// ---- Another process on this host: shm for managed buffers, tcp for the rest ----
+
+// The child: an engine with a managed buffer (or plain memory) of kLen bytes; it tells the parent
+// its name and the buffer's address, then reports the first notification's message.
+constexpr size_t kLen = 24u << 20;  // above split_bytes: a mapped copy is split over the threads
+
+[[noreturn]] void RunChild(int to_parent, int from_parent, bool managed) {
+  auto te = TransferEngine::Create(Opts());
+  if (!te.ok()) ::_exit(2);
+  std::vector<uint8_t> plain;
+  void* mem = nullptr;
+  if (managed) {
+    auto m = (*te)->AllocateManagedBuffer(kLen);
+    if (!m.ok()) ::_exit(3);
+    mem = *m;
+  } else {
+    plain.assign(kLen, 0);
+    mem = plain.data();
+    if (!(*te)->RegisterMemory(mem, kLen).ok()) ::_exit(3);
+  }
+  std::string hello = (*te)->name() + " " + std::to_string(reinterpret_cast<uint64_t>(mem)) + "\n";
+  if (::write(to_parent, hello.data(), hello.size()) != static_cast<ssize_t>(hello.size())) ::_exit(4);
+  std::vector<Notification> got;
+  for (int i = 0; i < 3000 && got.empty(); ++i) {
+    got = (*te)->TakeNotifications();
+    if (got.empty()) ::usleep(10000);
+  }
+  std::string report = got.empty() ? "none\n" : got[0].message + "\n";
+  if (::write(to_parent, report.data(), report.size()) < 0) ::_exit(5);
+  char c;
+  (void)::read(from_parent, &c, 1);
+  ::_exit(0);
+}
+
+class Child {
+ public:
+  explicit Child(bool managed) {
+    int to_child[2], to_parent[2];
+    EXPECT_EQ(::pipe(to_child), 0);
+    EXPECT_EQ(::pipe(to_parent), 0);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(to_child[1]);
+      ::close(to_parent[0]);
+      RunChild(to_parent[1], to_child[0], managed);
+    }
+    ::close(to_child[0]);
+    ::close(to_parent[1]);
+    out_ = to_child[1];
+    in_ = to_parent[0];
+    std::string hello = ReadLine();
+    auto space = hello.find(' ');
+    if (space == std::string::npos) return;
+    name = hello.substr(0, space);
+    addr = std::stoull(hello.substr(space + 1));
+  }
+  ~Child() {
+    ::close(out_);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    ::close(in_);
+  }
+  std::string ReadLine() {
+    std::string line;
+    char c;
+    while (::read(in_, &c, 1) == 1 && c != '\n') line += c;
+    return line;
+  }
+  std::string name;
+  uint64_t addr = 0;
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1, in_ = -1;
+};
+
+// Writes kLen random bytes with a notification, reads them back into a poisoned buffer.
+void WriteNotifyReadBack(TransferEngine& a, Child& child, SegmentHandle h, uint8_t* mine) {
+  uint64_t seed = FreshSeed();
+  FillRandom(mine, kLen, seed);
+  std::string tag = "written-" + std::to_string(seed);
+  ExpectAllOk(a.Transfer({{{Opcode::kWrite, mine, h, child.addr, kLen}}}, Notification{"parent", tag}));
+  EXPECT_EQ(child.ReadLine(), tag);  // the data was in place before the notification
+  std::memset(mine, 0xAB, kLen);
+  ExpectAllOk(a.Transfer({{{Opcode::kRead, mine, h, child.addr, kLen}}}));
+  EXPECT_TRUE(Same(mine, kLen, seed));
+  // A batch of small scattered pieces both ways.
+  std::vector<TransferRequest> batch;
+  FillRandom(mine, 1 << 20, seed + 1);
+  for (uint64_t i = 0; i < 64; ++i) batch.push_back({Opcode::kWrite, mine + i * 16384, h, child.addr + (63 - i) * 16384, 16384});
+  ExpectAllOk(a.Transfer(batch));
+  std::memset(mine + (2 << 20), 0xCD, 1 << 20);
+  batch.clear();
+  for (uint64_t i = 0; i < 64; ++i) batch.push_back({Opcode::kRead, mine + (2 << 20) + i * 16384, h, child.addr + (63 - i) * 16384, 16384});
+  ExpectAllOk(a.Transfer(batch));
+  EXPECT_EQ(std::memcmp(mine, mine + (2 << 20), 1 << 20), 0);
+}
+
+TEST(TransPaths, AnotherProcessOnThisHostIsReachedOverShm) {
+  Child child(/*managed=*/true);
+  ASSERT_FALSE(child.name.empty());
+  auto a = Make(Opts());
+  ASSERT_TRUE(a);
+  auto mine = a->AllocateManagedBuffer(kLen);
+  ASSERT_TRUE(mine.ok()) << mine.status().ToString();
+  auto h = a->OpenSegment(child.name);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  auto route = a->Route({Opcode::kWrite, *mine, *h, child.addr, kLen});
+  ASSERT_TRUE(route.ok()) << route.status().ToString();
+  EXPECT_NE(route->find("via shm"), std::string::npos) << *route;
+  WriteNotifyReadBack(*a, child, *h, static_cast<uint8_t*>(*mine));
+  EXPECT_TRUE(a->FreeManagedBuffer(*mine).ok());
+  EXPECT_EQ(a->FreeManagedBuffer(*mine).code(), Code::kNotFound);
+}
+
+TEST(TransPaths, PlainMemoryFallsBackToTcpAndSaysWhy) {
+  Child child(/*managed=*/false);
+  ASSERT_FALSE(child.name.empty());
+  auto a = Make(Opts());
+  ASSERT_TRUE(a);
+  std::vector<uint8_t> mine(kLen);
+  ASSERT_TRUE(a->RegisterMemory(mine.data(), kLen).ok());
+  auto h = a->OpenSegment(child.name);
+  ASSERT_TRUE(h.ok());
+  auto route = a->Route({Opcode::kRead, mine.data(), *h, child.addr, 4096});
+  ASSERT_TRUE(route.ok()) << route.status().ToString();
+  EXPECT_NE(route->find("via tcp"), std::string::npos) << *route;
+  EXPECT_NE(route->find("shm: the region is not advertised"), std::string::npos) << *route;
+  WriteNotifyReadBack(*a, child, *h, mine.data());
+}
+
+TEST(TransPaths, ShmLeftOutOfTheListFallsBackToTcp) {
+  Child child(/*managed=*/true);
+  ASSERT_FALSE(child.name.empty());
+  auto a = Make(Opts("tcp"));
+  ASSERT_TRUE(a);
+  std::vector<uint8_t> mine(kLen);
+  ASSERT_TRUE(a->RegisterMemory(mine.data(), kLen).ok());
+  auto h = a->OpenSegment(child.name);
+  ASSERT_TRUE(h.ok());
+  auto route = a->Route({Opcode::kWrite, mine.data(), *h, child.addr, 4096});
+  ASSERT_TRUE(route.ok());
+  EXPECT_NE(route->find("via tcp"), std::string::npos) << *route;
+  WriteNotifyReadBack(*a, child, *h, mine.data());
+}
+
+// ---- Bad input ----
+
+TEST(TransPaths, UnknownTransportNamesAreRefusedNamingTheOnesThereAre) {
+  auto te = TransferEngine::Create(Opts("rdma,tcp"));
+  ASSERT_FALSE(te.ok());
+  EXPECT_EQ(te.status().code(), Code::kNotSupported);
+  EXPECT_NE(te.status().message().find("shm"), std::string::npos) << te.status().ToString();
+  EXPECT_EQ(TransferEngine::Create(Opts("tcp,tcp")).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(TransferEngine::Create(Opts("tcp,")).status().code(), Code::kInvalidArgument);
+}
+
+TEST(TransPaths, APeerNoTransportReachesIsUnavailableWithEachReason) {
+  auto b = Make(Opts());
+  auto a = Make(Opts("shm"));  // shm only: b's plain memory is not advertised for it
+  ASSERT_TRUE(a && b);
+  std::vector<uint8_t> ma(4096), mb(4096);
+  // No transport of a's can export plain memory to peers: said so, and nothing is registered.
+  EXPECT_EQ(a->RegisterMemory(ma.data(), 4096).code(), Code::kNotSupported);
+  EXPECT_TRUE(a->LocalBuffers().empty());
+  ASSERT_TRUE(a->RegisterMemory(ma.data(), 4096, "cpu:0", /*remote_accessible=*/false).ok());
+  ASSERT_TRUE(b->RegisterMemory(mb.data(), 4096).ok());
+  auto h = a->OpenSegment(b->name());
+  ASSERT_TRUE(h.ok());
+  auto res = a->Transfer({{{Opcode::kWrite, ma.data(), *h, reinterpret_cast<uint64_t>(mb.data()), 64}}});
+  EXPECT_EQ(res[0].code(), Code::kUnavailable) << res[0].ToString();
+  EXPECT_NE(res[0].message().find("shm: the region is not advertised"), std::string::npos) << res[0].ToString();
+  EXPECT_NE(res[0].message().find("tcp: not selected"), std::string::npos) << res[0].ToString();
+  // Notifications need a transport that carries them.
+  EXPECT_EQ(a->Notify(*h, {"n", "m"}).code(), Code::kUnavailable);
+}
+
+TEST(TransPaths, AWithdrawnMappedBufferIsNeverWrittenAgain) {
+  auto a = Make(Opts());
+  auto b = Make(Opts());
+  ASSERT_TRUE(a && b);
+  auto ma = a->AllocateManagedBuffer(1 << 20);
+  auto mb = b->AllocateManagedBuffer(1 << 20);
+  ASSERT_TRUE(ma.ok() && mb.ok());
+  auto h = a->OpenSegment(b->name());
+  ASSERT_TRUE(h.ok());
+  const auto remote = reinterpret_cast<uint64_t>(*mb);
+  std::memset(*ma, 0x5A, 1 << 20);
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, *ma, *h, remote, 1 << 20}}}));
+  EXPECT_EQ(static_cast<uint8_t*>(*mb)[12345], 0x5A);
+  // b takes the buffer back but keeps the memory: a's mapping must not write into it.
+  ASSERT_TRUE(b->UnregisterMemory(*mb).ok());
+  std::memset(*mb, 0, 1 << 20);
+  auto res = a->Transfer({{{Opcode::kWrite, *ma, *h, remote, 1 << 20}}});
+  EXPECT_FALSE(res[0].ok());
+  EXPECT_TRUE(res[0].code() == Code::kNotFound || res[0].code() == Code::kInvalidAddress) << res[0].ToString();
+  EXPECT_EQ(static_cast<uint8_t*>(*mb)[12345], 0);
+  EXPECT_EQ(b->FreeManagedBuffer(*mb).code(), Code::kOk);
+}
+
+// A descriptor with a transport this build lacks and a corrupt shm blob: the peer is still
+// reached (tcp), shm is disabled for it alone, and the route says why.
+TEST(TransPaths, UnknownBlobsAreIgnoredAndACorruptOneDisablesOnlyItsTransport) {
+  meta::DirectoryServerOptions so;
+  auto server = meta::DirectoryServer::Start(so);
+  ASSERT_TRUE(server.ok());
+  const std::string url = "embedded://" + (*server)->address();
+  auto a = Make(Opts("auto", url, "a"));
+  auto b = Make(Opts("auto", url, "b"));
+  ASSERT_TRUE(a && b);
+  auto ma = a->AllocateManagedBuffer(1 << 16);
+  auto mb = b->AllocateManagedBuffer(1 << 16);
+  ASSERT_TRUE(ma.ok() && mb.ok());
+  auto text = (*server)->store()->Get("mooncake/ram/b");
+  ASSERT_TRUE(text.ok());
+  auto d = DecodeDescriptor(*text);
+  ASSERT_TRUE(d.ok());
+  ASSERT_TRUE(d->endpoints.count("shm") && d->endpoints.count("tcp"));
+  d->name = "mixed";
+  d->endpoints["future-rdma"] = std::string("\x09rkey", 5);
+  d->endpoints["shm"] = std::string("\x01\xff\xff", 3);  // version 1, then garbage
+  d->buffers[0].blobs["future-rdma"] = std::string("\x09", 1);
+  ASSERT_TRUE((*server)->store()->Put("mooncake/ram/mixed", EncodeDescriptor(*d)).ok());
+  auto h = a->OpenSegment("mixed");
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  const auto remote = reinterpret_cast<uint64_t>(*mb);
+  auto route = a->Route({Opcode::kWrite, *ma, *h, remote, 4096});
+  ASSERT_TRUE(route.ok()) << route.status().ToString();
+  EXPECT_NE(route->find("via tcp"), std::string::npos) << *route;
+  EXPECT_NE(route->find("shm: PROTOCOL"), std::string::npos) << *route;
+  uint64_t seed = FreshSeed();
+  FillRandom(*ma, 1 << 16, seed);
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, *ma, *h, remote, 1 << 16}}}));
+  EXPECT_TRUE(Same(*mb, 1 << 16, seed));
+  // The real b is still reached over shm.
+  auto hb = a->OpenSegment("b");
+  ASSERT_TRUE(hb.ok());
+  auto direct = a->Route({Opcode::kWrite, *ma, *hb, remote, 4096});
+  ASSERT_TRUE(direct.ok());
+  EXPECT_NE(direct->find("via shm"), std::string::npos) << *direct;
+}
+
+// ---- A transport added through the registry alone ----
+
+// "loop": reaches regions of engines in this very process by plain memcpy. Its blobs are the
+// pid (endpoint) and nothing (region); it is the whole of what a new transport has to write.
+class LoopTransport final : public transport::Transport {
+ public:
+  std::string_view name() const override { return "loop"; }
+  uint32_t capabilities() const override {
+    return transport::kCapHostMemory | transport::kCapSameProcess | transport::kCapRegions;
+  }
+  bool Serves(const transport::RouteKey&) const override { return false; }
+  double CostNanos(const transport::RouteKey&, uint64_t) const override { return 1e12; }
+  Status Copy(const transport::Endpoint&, const transport::Endpoint&, uint64_t) override {
+    return Error(Code::kNotSupported, "loop copies regions only");
+  }
+  std::string_view Explain(const transport::RouteKey&) const override { return "loop"; }
+  Result<std::string> EndpointBlob() const override { return std::to_string(::getpid()); }
+  Result<std::string> ExportRegion(const transport::LocalRegion& r) override { return std::string("r"); }
+  Result<std::unique_ptr<transport::PeerLink>> Connect(std::string_view blob) override {
+    if (blob != std::to_string(::getpid())) return Error(Code::kUnavailable, "loop: another process");
+    return std::make_unique<transport::PeerLink>();
+  }
+  Result<std::unique_ptr<transport::ImportedRegion>> ImportRegion(const transport::PeerLink&, uint64_t base,
+                                                                  uint64_t len, std::string_view blob) override {
+    if (blob != "r") return Error(Code::kProtocol, "loop: bad region blob");
+    auto r = std::make_unique<transport::ImportedRegion>();
+    r->base = base;
+    r->len = len;
+    return r;
+  }
+  void Post(std::span<const transport::RemoteOp> ops, std::span<Status> results, Deadline) override {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      auto* remote = reinterpret_cast<uint8_t*>(ops[i].region->base + ops[i].offset);
+      bool read = ops[i].kind == transport::RemoteOpKind::kRead;
+      std::memcpy(read ? ops[i].local : remote, read ? remote : ops[i].local, ops[i].len);
+      ++posted;
+    }
+  }
+  double RemoteCostNanos(uint64_t) const override { return 1; }
+  std::string_view ExplainRemote() const override { return "the test's loop transport"; }
+  static inline std::atomic<int> posted{0};
+};
+
+TEST(TransPaths, ATransportAddedThroughTheRegistryCarriesTransfers) {
+  transport::Registry registry = engine::BuiltinTransports();
+  ASSERT_TRUE(registry
+                  .Add({"loop", transport::kCapHostMemory | transport::kCapRegions, "test transport", {},
+                        [](const transport::TransportContext&) -> Result<std::unique_ptr<transport::Transport>> {
+                          return std::unique_ptr<transport::Transport>(std::make_unique<LoopTransport>());
+                        }})
+                  .ok());
+  EXPECT_EQ(registry.Add({"loop", 0, "", {}, registry.Find("loop")->create}).code(), Code::kAlreadyExists);
+  auto o = Opts("loop,tcp");
+  o.registry = &registry;
+  auto a = Make(o);
+  auto b = Make(o);
+  ASSERT_TRUE(a && b);
+  std::vector<uint8_t> ma(1 << 16), mb(1 << 16, 0xEE);
+  ASSERT_TRUE(a->RegisterMemory(ma.data(), ma.size()).ok());
+  ASSERT_TRUE(b->RegisterMemory(mb.data(), mb.size()).ok());
+  auto h = a->OpenSegment(b->name());
+  ASSERT_TRUE(h.ok());
+  const auto remote = reinterpret_cast<uint64_t>(mb.data());
+  auto route = a->Route({Opcode::kWrite, ma.data(), *h, remote, 4096});
+  ASSERT_TRUE(route.ok());
+  EXPECT_NE(route->find("via loop"), std::string::npos) << *route;
+  uint64_t seed = FreshSeed();
+  FillRandom(ma.data(), ma.size(), seed);
+  const int before = LoopTransport::posted.load();
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, ma.data(), *h, remote, ma.size()}}}));
+  EXPECT_TRUE(Same(mb.data(), mb.size(), seed));
+  EXPECT_EQ(LoopTransport::posted.load(), before + 1);
+  // Notifications still travel (tcp carries them).
+  ExpectAllOk(a->Transfer({{{Opcode::kRead, ma.data(), *h, remote, 64}}}, Notification{"x", "y"}));
+  std::vector<Notification> got;
+  for (int i = 0; i < 500 && got.empty(); ++i) {
+    got = b->TakeNotifications();
+    if (got.empty()) ::usleep(2000);
+  }
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].message, "y");
+}
+
+}  // namespace
+}  // namespace weft::trans

@@ -61,6 +61,7 @@ TransferEngineOptions OptionsOf(const nb::dict& kwargs) {
       else if (key == "metadata") o.metadata = nb::cast<std::string>(v);
       else if (key == "protocol") o.protocol = nb::cast<std::string>(v);
       else if (key == "protocol_fallback") o.protocol_fallback = nb::cast<std::string>(v);
+      else if (key == "transports") o.transports = nb::cast<std::string>(v);
       else if (key == "rpc_port") o.rpc_port = nb::cast<uint16_t>(v);
       else if (key == "bind_host") o.bind_host = nb::cast<std::string>(v);
       else if (key == "advertise_host") o.advertise_host = nb::cast<std::string>(v);
@@ -244,6 +245,43 @@ class PyTransferEngine {
     }
     Check(s);
     registered_.erase(addr);  // the engine no longer touches it: let the object go
+  }
+
+  uint64_t AllocateManagedBuffer(uint64_t length) {
+    TransferEngine& e = E();
+    Use use(this);
+    Result<void*> p = Error(Code::kInternal, "not run");
+    {
+      nb::gil_scoped_release release;
+      p = e.AllocateManagedBuffer(length);
+    }
+    Check(p.status());
+    return reinterpret_cast<uint64_t>(*p);
+  }
+
+  void FreeManagedBuffer(uint64_t addr) {
+    TransferEngine& e = E();
+    Use use(this);
+    Status s;
+    {
+      nb::gil_scoped_release release;
+      s = e.FreeManagedBuffer(reinterpret_cast<void*>(addr));
+    }
+    Check(s);
+  }
+
+  // The path one request (as given to transfer()) would take, and why.
+  std::string Route(nb::handle request) {
+    TransferEngine& e = E();
+    Use use(this);
+    Batch b = Parse(nb::make_tuple(request));
+    Result<std::string> r = Error(Code::kInternal, "not run");
+    {
+      nb::gil_scoped_release release;
+      r = e.Route(b.requests.at(0));
+    }
+    Check(r.status());
+    return *r;
   }
 
   std::vector<nb::tuple> LocalBuffers() {
@@ -558,6 +596,9 @@ void BindTrans(nb::module_& m) {
            "location"_a, "remote_accessible"_a)
       .def("unregister_memory", &PyTransferEngine::UnregisterMemory, "memory"_a)
       .def("local_buffers", &PyTransferEngine::LocalBuffers)
+      .def("allocate_managed_buffer", &PyTransferEngine::AllocateManagedBuffer, "length"_a)
+      .def("free_managed_buffer", &PyTransferEngine::FreeManagedBuffer, "addr"_a)
+      .def("route", &PyTransferEngine::Route, "request"_a)
       .def("open_segment", &PyTransferEngine::OpenSegment, "name"_a)
       .def("close_segment", &PyTransferEngine::CloseSegment, "handle"_a)
       .def("remote_buffers", &PyTransferEngine::RemoteBuffers, "target"_a, "refresh"_a)

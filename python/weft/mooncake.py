@@ -149,7 +149,7 @@ class TransferEngine:
         self._lock = threading.Lock()  # guards the maps below
         self._handles: Dict[str, int] = {}  # target name -> segment handle (Mooncake's handle_map_)
         self._batch_targets: Dict[int, str] = {}  # async batch -> target name, to evict on failure
-        self._managed: Dict[int, mmap.mmap] = {}  # allocate_managed_buffer: address -> mapping
+        self._managed: Dict[int, int] = {}  # allocate_managed_buffer: address -> size
         self._timeout_base = _DEFAULT_TIMEOUT_S
 
     # -- setup ------------------------------------------------------------------------------
@@ -232,9 +232,7 @@ class TransferEngine:
         with self._lock:
             self._handles.clear()
             self._batch_targets.clear()
-            managed, self._managed = self._managed, {}
-        for mm in managed.values():
-            mm.close()
+            self._managed = {}  # the engine unmapped them when it closed
 
     # -- memory -----------------------------------------------------------------------------
 
@@ -292,8 +290,8 @@ class TransferEngine:
         return rc
 
     def allocate_managed_buffer(self, length: int) -> int:
-        """Allocates ``length`` bytes of registered memory (an anonymous mapping, page-rounded)
-        and returns its address, or 0."""
+        """Allocates ``length`` bytes of registered host memory and returns its address, or 0.
+        The memory is shareable (a memfd): engines on this host reach it by mapping it (shm)."""
         te = self._engine("allocate_managed_buffer")
         if te is None:
             return 0
@@ -302,34 +300,29 @@ class TransferEngine:
             if n <= 0:
                 raise ValueError(f"length {n} must be positive")
             size = (n + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
-            mm = mmap.mmap(-1, size)
-            try:
-                addr = te.register_memory(mm, size, "*", True)
-            except BaseException:
-                mm.close()
-                raise
+            addr = te.allocate_managed_buffer(size)
         except Exception as e:
             logger.error("allocate_managed_buffer(%r): %s", length, e)
             return 0
         with self._lock:
-            self._managed[addr] = mm
+            self._managed[addr] = size
         return addr
 
     def free_managed_buffer(self, addr: int, length: int) -> int:
         """Unregisters and unmaps a buffer from :meth:`allocate_managed_buffer`. 0, or -1 when
         ``addr`` is not one."""
         with self._lock:
-            mm = self._managed.pop(addr, None)
-        if mm is None:
+            size = self._managed.pop(addr, None)
+        if size is None:
             logger.error("free_managed_buffer(%#x, %r): not a managed buffer", _as_int(addr), length)
             return -1
         te = self._te
         try:
             if te is not None:
-                te.unregister_memory(addr)
+                te.free_managed_buffer(addr)
         except Exception as e:
             logger.error("free_managed_buffer(%#x): %s", addr, e)
-        mm.close()
+            return -1
         return 0
 
     def write_bytes_to_buffer(self, dest_address: int, src: Any, length: int) -> int:

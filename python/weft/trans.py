@@ -76,6 +76,9 @@ class TransferEngine:
       "embedded://h:p", "etcd://h:p" or a bare "h:p" (etcd).
     - ``protocol``: "tcp"; any other is :class:`weft.NotSupported` unless ``protocol_fallback``
       is "tcp" (or env WEFT_PROTOCOL_FALLBACK=tcp), which uses tcp and logs why once.
+    - ``transports``: "auto" (every transport this build has: shm for peers on this host whose
+      buffers came from :meth:`allocate_managed_buffer`, tcp for the rest), or names in order of
+      preference ("tcp", "shm,tcp", "cma,tcp"); :meth:`route` shows the choice.
     - ``rpc_port`` (0: any free), ``bind_host``, ``advertise_host`` (the address peers use for
       the data server; default the host part of ``local_name``), ``lanes`` (TCP connections per peer),
       ``server_threads``, ``worker_threads``, ``transfer_timeout_ms`` (a batch's deadline when
@@ -158,6 +161,23 @@ class TransferEngine:
         """Unregisters the buffer starting at ``memory``'s address (:class:`weft.NotFound`
         otherwise); returns once no peer request uses it."""
         self._native.unregister_memory(memory)
+
+    def allocate_managed_buffer(self, length: int) -> int:
+        """Allocates and registers ``length`` bytes of host memory that peers on this host map
+        (a memfd: the shm path, no copy through the kernel or a socket) and returns its address.
+        Freed by :meth:`free_managed_buffer` or when the engine closes."""
+        return self._native.allocate_managed_buffer(length)
+
+    def free_managed_buffer(self, addr: int) -> None:
+        """Unregisters and unmaps a buffer from :meth:`allocate_managed_buffer`
+        (:class:`weft.NotFound` otherwise)."""
+        self._native.free_managed_buffer(addr)
+
+    def route(self, request: Request) -> str:
+        """The path one request (as given to :meth:`transfer`) would take and why, e.g.
+        ``"LH -> GH (same node) via shm: ..."``; cheaper paths passed over are named with the
+        reason."""
+        return self._native.route(request)
 
     def local_buffers(self) -> List[BufferInfo]:
         """This engine's registered buffers, by address."""

@@ -4,6 +4,7 @@ metadata server; against a target process (tests/python/trans_peer.py) and in-pr
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 
@@ -342,3 +343,52 @@ def test_close_while_another_thread_is_blocked():
     finally:
         peer.close()
         e.close()
+
+
+# ---- paths: managed buffers go over shm between engines on this host ------------------------
+
+
+def test_managed_buffers_take_shm_and_route_says_why():
+    a, b = open_engine(), open_engine()
+    try:
+        size = 3 << 20
+        ma, mb = a.allocate_managed_buffer(size), b.allocate_managed_buffer(size)
+        payload = os.urandom(size)
+        ctypes_buf = (ctypes.c_char * size).from_address(ma)
+        ctypes_buf[:] = payload
+        target = a.open_segment(b.name)
+        route = a.route((weft.trans.WRITE, ma, target, mb, size))
+        assert " via shm" in route, route
+        a.transfer([(weft.trans.WRITE, ma, target, mb, size)])
+        assert bytes((ctypes.c_char * size).from_address(mb)) == payload
+        ctypes_buf[:] = b"\x5a" * size  # poisoned before reading back
+        a.transfer([(weft.trans.READ, ma, target, mb, size)])
+        assert bytes(ctypes_buf) == payload
+        # Plain memory of b is reached over tcp, and the route says why shm was passed over.
+        plain = bytearray(4096)
+        plain_addr = b.register_memory(plain)
+        route = a.route((weft.trans.READ, ma, target, plain_addr, 4096))
+        assert " via tcp" in route and "shm: the region is not advertised" in route, route
+        a.free_managed_buffer(ma)
+        with pytest.raises(weft.NotFound):
+            a.free_managed_buffer(ma)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_transports_option():
+    with pytest.raises(weft.NotSupported, match="shm"):
+        open_engine(transports="rdma")
+    a, b = open_engine(transports="tcp"), open_engine()
+    try:
+        mb = b.allocate_managed_buffer(1 << 16)
+        src = bytearray(os.urandom(1 << 16))
+        a.register_memory(src)
+        target = a.open_segment(b.name)
+        assert " via tcp" in a.route((weft.trans.WRITE, src, target, mb, 1 << 16))
+        a.transfer([(weft.trans.WRITE, src, target, mb, 1 << 16)])
+        assert bytes((ctypes.c_char * (1 << 16)).from_address(mb)) == bytes(src)
+    finally:
+        a.close()
+        b.close()

@@ -34,6 +34,8 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -41,6 +43,7 @@
 
 #include "api/trans/transfer_engine.h"
 #include "base/random.h"
+#include "engine/worker_pool.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
 #if WEFT_HAVE_CUDA
@@ -62,6 +65,7 @@ struct EngineFlags {
   std::string bind = "0.0.0.0";
   std::string advertise;
   std::string protocol = "tcp";
+  std::string transports = "auto";
 };
 
 Result<std::unique_ptr<TransferEngine>> StartEngine(const EngineFlags& f, const Config& config,
@@ -71,6 +75,7 @@ Result<std::unique_ptr<TransferEngine>> StartEngine(const EngineFlags& f, const 
   o.bind_host = f.bind;
   o.advertise_host = f.advertise;
   o.protocol = f.protocol;
+  o.transports = f.transports;
   o.auth.cluster_secret = config.cluster_secret;
   o.lanes = static_cast<int>(config.tcp_lanes);
   o.transfer_timeout = std::chrono::milliseconds(config.deadline_ms);
@@ -83,6 +88,7 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--bind", f->bind, "Address the data and rpc endpoints listen on");
   cmd->add_option("--advertise", f->advertise, "Address peers reach this engine at (default: from --name)");
   cmd->add_option("--protocol", f->protocol, "Transport protocol (tcp)");
+  cmd->add_option("--transports", f->transports, "Transports to use: auto, or names in order (shm,tcp; cma)");
 }
 
 struct AlignedBuffer {
@@ -98,16 +104,29 @@ struct AlignedBuffer {
 // A buffer at a location given on the command line: "cpu" / "cpu:N" (host memory) or "cuda:N"
 // (device memory of GPU N, where this build has CUDA). Filling and checking a device buffer goes
 // through host memory.
+// "managed": host memory from the engine's AllocateManagedBuffer (a memfd, registered at once),
+// which peers on this host map (path shm).
 struct BenchBuffer {
   std::string location = "cpu:0";
   uint64_t size = 0;
   uint8_t* data = nullptr;
   bool device = false;
+  TransferEngine* managed_by = nullptr;  // set: allocated and registered by this engine
   std::unique_ptr<AlignedBuffer> host;
 
-  static Result<std::unique_ptr<BenchBuffer>> Make(const std::string& location, uint64_t size) {
+  static Result<std::unique_ptr<BenchBuffer>> Make(const std::string& location, uint64_t size,
+                                                   TransferEngine* engine = nullptr) {
     auto b = std::make_unique<BenchBuffer>();
     b->size = size;
+    if (location == "managed") {
+      if (!engine) return Error(Code::kInvalidArgument, "location 'managed' needs an engine");
+      WEFT_ASSIGN_OR_RETURN(void* p, engine->AllocateManagedBuffer(size));
+      b->data = static_cast<uint8_t*>(p);
+      b->managed_by = engine;
+      b->location = "managed";
+      std::memset(b->data, 0, size);
+      return b;
+    }
     if (location.empty() || location == "cpu" || location.rfind("cpu:", 0) == 0) {
       b->location = location.rfind("cpu:", 0) == 0 ? location : "cpu:0";
       b->host = std::make_unique<AlignedBuffer>(size);
@@ -116,7 +135,7 @@ struct BenchBuffer {
       return b;
     }
     if (location.rfind("cuda:", 0) != 0)
-      return Error(Code::kInvalidArgument, "location '{}': use cpu, cpu:N or cuda:N", location);
+      return Error(Code::kInvalidArgument, "location '{}': use cpu, cpu:N, managed or cuda:N", location);
 #if WEFT_HAVE_CUDA
     int device = 0;
     try {
@@ -135,6 +154,7 @@ struct BenchBuffer {
 #endif
   }
   ~BenchBuffer() {
+    if (managed_by) (void)managed_by->FreeManagedBuffer(data);
 #if WEFT_HAVE_CUDA
     if (device) mem::cuda::FreeDevice(data);
 #endif
@@ -187,13 +207,13 @@ int Serve(const EngineFlags& flags, const Config& config, uint64_t size, bool st
     fmt::print(stderr, "weft trans-serve: {}\n", engine.status().ToString());
     return 1;
   }
-  auto made = BenchBuffer::Make(location, size);
+  auto made = BenchBuffer::Make(location, size, engine->get());
   if (!made.ok()) {
     fmt::print(stderr, "weft trans-serve: {}\n", made.status().ToString());
     return 1;
   }
   BenchBuffer& buf = **made;
-  if (Status s = (*engine)->RegisterMemory(buf.data, size, buf.location); !s.ok()) {
+  if (Status s = buf.managed_by ? OkStatus() : (*engine)->RegisterMemory(buf.data, size, buf.location); !s.ok()) {
     fmt::print(stderr, "weft trans-serve: {}\n", s.ToString());
     return 1;
   }
@@ -296,223 +316,366 @@ struct BenchFlags {
   int rounds = 5;
   bool verify_only = false;
   std::string json;
-  std::string location = "cpu";         // cuda:N: also time every case from a device buffer
-  std::string remote_location = "cpu";  // the spawned peer's buffer
-  uint64_t staging_buffers = 4;         // TransferEngineOptions::staging_buffers (1: no overlap)
+  std::string location = "managed";         // cuda:N: also time every case from a device buffer
+  std::string remote_location = "managed";  // the spawned peer's buffer
+  std::string paths = "auto,tcp";           // one local engine per transport preference
+  uint64_t staging_buffers = 4;             // TransferEngineOptions::staging_buffers (1: no overlap)
   std::string staging_slice = "4M";
 };
 
-int Bench(const BenchFlags& f, Config config) {
-  auto page = ParseBytes(f.page);
-  auto large = ParseBytes(f.large);
-  if (!page.ok() || !large.ok() || *page == 0 || *large == 0 || f.pages == 0) {
-    fmt::print(stderr, "weft bench-trans: bad --page, --pages or --large\n");
-    return 2;
-  }
-  if (*page > (1ull << 40) / f.pages) {
-    fmt::print(stderr, "weft bench-trans: --pages x --page is too large\n");
-    return 2;
-  }
-  const uint64_t need = std::max(*page * f.pages, *large);
+struct BenchShape {
+  uint64_t page = 0;
+  uint64_t large = 0;
+  uint64_t need = 0;  // bytes each buffer must hold
+};
+
+// The peer: a `weft trans-serve` child on loopback, or the one --target names.
+struct PeerSide {
   std::unique_ptr<Child> child;
-  std::string target = f.target;
-  uint64_t remote = f.remote_addr;
-  if (target.empty()) {
-    if (config.cluster_secret.empty()) {  // a fresh secret shared with our own peer only
-      uint64_t s = FreshSeed();
-      config.cluster_secret = fmt::format("bench-{:016x}", SplitMix64(s));
-    }
-    auto c = SpawnServer(need, config.cluster_secret, f.remote_location);
-    if (!c.ok()) {
-      fmt::print(stderr, "weft bench-trans: {}\n", c.status().ToString());
-      return 1;
-    }
-    child = std::move(*c);
-    std::istringstream ready(child->Line());
-    std::string word;
-    uint64_t size = 0;
-    if (!(ready >> word >> target >> remote >> size) || word != "READY" || size < need) {
-      fmt::print(stderr, "weft bench-trans: the trans-serve peer did not start\n");
-      return 1;
-    }
-  } else if (f.remote_size < need) {
-    fmt::print(stderr, "weft bench-trans: --remote-size {} is less than the {} bytes the cases need\n", f.remote_size,
-               need);
-    return 2;
+  std::string target;
+  uint64_t remote = 0;
+};
+
+Result<PeerSide> StartPeer(const BenchFlags& f, Config& config, uint64_t need) {
+  PeerSide p;
+  p.target = f.target;
+  p.remote = f.remote_addr;
+  if (!p.target.empty()) {
+    if (f.remote_size < need)
+      return Error(Code::kInvalidArgument, "--remote-size {} is less than the {} bytes the cases need", f.remote_size,
+                   need);
+    return p;
   }
-  // --location standin: a stand-in "device" (host memory the engine is told is device memory,
-  // copied with memcpy on the staging path), so the pipeline's cost and overlap can be measured
-  // on a machine without a GPU.
+  if (config.cluster_secret.empty()) {  // a fresh secret shared with our own peer only
+    uint64_t s = FreshSeed();
+    config.cluster_secret = fmt::format("bench-{:016x}", SplitMix64(s));
+  }
+  WEFT_ASSIGN_OR_RETURN(p.child, SpawnServer(need, config.cluster_secret, f.remote_location));
+  std::istringstream ready(p.child->Line());
+  std::string word;
+  uint64_t size = 0;
+  if (!(ready >> word >> p.target >> p.remote >> size) || word != "READY" || size < need)
+    return Error(Code::kUnavailable, "the trans-serve peer did not start");
+  return p;
+}
+
+// One local engine (a transport preference) with its buffers: the --location one, and with
+// --location cuda:N or standin a host buffer as well, so both are timed against the same peer.
+struct LocalSide {
+  std::string paths;
+  std::unique_ptr<TransferEngine> engine;
+  std::vector<std::unique_ptr<BenchBuffer>> buffers;
+  trans::SegmentHandle segment = 0;
+};
+
+// --location standin: a stand-in "device" (host memory the engine is told is device memory,
+// copied with memcpy on the staging path), so the pipeline's cost and overlap can be measured
+// on a machine without a GPU.
+Result<std::unique_ptr<BenchBuffer>> MakeStandin(TransferEngineOptions& eo, uint64_t need) {
+  WEFT_ASSIGN_OR_RETURN(auto b, BenchBuffer::Make("cpu:0", need));
+  b->location = "standin";
+  const uint64_t lo = reinterpret_cast<uint64_t>(b->data), hi = lo + need;
+  eo.device.is_device = [lo, hi](const void* p) {
+    auto a = reinterpret_cast<uint64_t>(p);
+    return a >= lo && a < hi;
+  };
+  eo.device.copy = [](void* dst, const void* src, uint64_t len) {
+    std::memcpy(dst, src, len);
+    return OkStatus();
+  };
+  return b;
+}
+
+Result<LocalSide> MakeLocal(const BenchFlags& f, const Config& config, const std::string& paths, uint64_t need,
+                            const PeerSide& peer) {
   TransferEngineOptions eo;
-  auto slice = ParseBytes(f.staging_slice);
-  if (!slice.ok()) {
-    fmt::print(stderr, "weft bench-trans: bad --staging-slice\n");
-    return 2;
-  }
-  eo.staging_slice_bytes = *slice;
+  WEFT_ASSIGN_OR_RETURN(eo.staging_slice_bytes, ParseBytes(f.staging_slice));
   eo.staging_buffers = f.staging_buffers;
   eo.staging_max_buffers = std::max<uint64_t>(8, f.staging_buffers);
   std::unique_ptr<BenchBuffer> standin;
   if (f.location == "standin") {
-    auto b = BenchBuffer::Make("cpu:0", need);
-    if (!b.ok()) {
-      fmt::print(stderr, "weft bench-trans: {}\n", b.status().ToString());
-      return 1;
+    WEFT_ASSIGN_OR_RETURN(standin, MakeStandin(eo, need));
+  }
+  EngineFlags ef = f.engine;
+  ef.transports = paths;
+  LocalSide side;
+  side.paths = paths;
+  WEFT_ASSIGN_OR_RETURN(side.engine, StartEngine(ef, config, eo));
+  const bool device_row = standin || f.location.rfind("cuda", 0) == 0;
+  std::vector<std::string> locations = {device_row ? std::string("cpu:0") : f.location};
+  if (device_row) locations.push_back(f.location);
+  for (const std::string& loc : locations) {
+    std::unique_ptr<BenchBuffer> b;
+    if (loc == "standin") {
+      b = std::move(standin);
+    } else {
+      WEFT_ASSIGN_OR_RETURN(b, BenchBuffer::Make(loc, need, side.engine.get()));
     }
-    standin = std::move(*b);
-    standin->location = "standin";
-    const uint64_t lo = reinterpret_cast<uint64_t>(standin->data), hi = lo + need;
-    eo.device.is_device = [lo, hi](const void* p) {
-      auto a = reinterpret_cast<uint64_t>(p);
-      return a >= lo && a < hi;
-    };
-    eo.device.copy = [](void* dst, const void* src, uint64_t len) {
-      std::memcpy(dst, src, len);
-      return OkStatus();
-    };
+    const std::string reg = b->location == "standin" ? "cuda:0" : b->location;
+    if (!b->managed_by) WEFT_RETURN_IF_ERROR(side.engine->RegisterMemory(b->data, need, reg));
+    side.buffers.push_back(std::move(b));
   }
-  auto engine = StartEngine(f.engine, config, eo);
-  if (!engine.ok()) {
-    fmt::print(stderr, "weft bench-trans: {}\n", engine.status().ToString());
-    return 1;
-  }
-  TransferEngine& te = **engine;
-  // The local buffers: host memory always, and with --location cuda:N a device buffer as well,
-  // so both are timed in the same run against the same peer.
-  std::vector<std::unique_ptr<BenchBuffer>> locals;
-  for (const std::string& loc : {std::string("cpu:0"), f.location}) {
-    if (!locals.empty() && (loc.empty() || loc == "cpu" || loc.rfind("cpu:", 0) == 0)) break;
-    auto b = standin && !locals.empty() ? Result<std::unique_ptr<BenchBuffer>>(std::move(standin))
-                                        : BenchBuffer::Make(loc, need);
-    if (!b.ok()) {
-      fmt::print(stderr, "weft bench-trans: --location: {}\n", b.status().ToString());
-      return b.status().code() == Code::kInvalidArgument ? 2 : 1;
-    }
-    const std::string reg = (*b)->location == "standin" ? "cuda:0" : (*b)->location;
-    if (Status s = te.RegisterMemory((*b)->data, need, reg); !s.ok()) {
-      fmt::print(stderr, "weft bench-trans: {}\n", s.ToString());
-      return 1;
-    }
-    locals.push_back(std::move(*b));
-  }
-  auto seg = te.OpenSegment(target);
-  if (!seg.ok()) {
-    fmt::print(stderr, "weft bench-trans: {}\n", seg.status().ToString());
-    return 1;
-  }
+  WEFT_ASSIGN_OR_RETURN(side.segment, side.engine->OpenSegment(peer.target));
+  return side;
+}
 
-  struct Case {
-    std::string name;
-    const BenchBuffer* local = nullptr;
-    std::vector<TransferRequest> writes, reads;
-    uint64_t bytes = 0;
-  };
+struct Case {
+  std::string name;
+  std::string path;  // the transport the engine chose (Route)
+  const BenchBuffer* local = nullptr;
+  TransferEngine* engine = nullptr;
+  std::vector<TransferRequest> writes, reads;
+  uint64_t bytes = 0;
+  int threads = 1;  // the engine's copy threads that serve it (the memcpy baseline uses as many)
+};
+
+std::string PathOf(TransferEngine& te, const TransferRequest& r) {
+  auto route = te.Route(r);
+  if (!route.ok()) return "?";
+  auto via = route->find(" via ");
+  if (via == std::string::npos) return "?";
+  auto end = route->find(':', via);
+  return route->substr(via + 5, end == std::string::npos ? std::string::npos : end - via - 5);
+}
+
+std::vector<Case> MakeCases(const BenchFlags& f, const BenchShape& shape, LocalSide& side, uint64_t remote,
+                            int threads) {
   std::vector<Case> cases;
-  for (const auto& lb : locals) {
+  const trans::SegmentHandle seg = side.segment;
+  for (const auto& lb : side.buffers) {
     uint8_t* base = lb->data;
     Case pages, big, small;
     pages.name = fmt::format("{}x{}", f.pages, f.page);
     for (uint64_t i = 0; i < f.pages; ++i) {
-      pages.writes.push_back({Opcode::kWrite, base + i * *page, *seg, remote + i * *page, *page});
-      pages.reads.push_back({Opcode::kRead, base + i * *page, *seg, remote + i * *page, *page});
+      pages.writes.push_back({Opcode::kWrite, base + i * shape.page, seg, remote + i * shape.page, shape.page});
+      pages.reads.push_back({Opcode::kRead, base + i * shape.page, seg, remote + i * shape.page, shape.page});
     }
-    pages.bytes = f.pages * *page;
+    pages.bytes = f.pages * shape.page;
+    pages.threads = threads;
     big.name = fmt::format("1x{}", f.large);
-    big.writes.push_back({Opcode::kWrite, base, *seg, remote, *large});
-    big.reads.push_back({Opcode::kRead, base, *seg, remote, *large});
-    big.bytes = *large;
-    small.name = "1x4K";  // the per-call overhead
-    small.writes.push_back({Opcode::kWrite, base, *seg, remote, 4096});
-    small.reads.push_back({Opcode::kRead, base, *seg, remote, 4096});
+    big.writes.push_back({Opcode::kWrite, base, seg, remote, shape.large});
+    big.reads.push_back({Opcode::kRead, base, seg, remote, shape.large});
+    big.bytes = shape.large;
+    big.threads = threads;
+    small.name = "1x4K";  // the per-call overhead; runs on the calling thread
+    small.writes.push_back({Opcode::kWrite, base, seg, remote, 4096});
+    small.reads.push_back({Opcode::kRead, base, seg, remote, 4096});
     small.bytes = 4096;
     for (Case* c : {&pages, &big, &small}) {
       c->local = lb.get();
+      c->engine = side.engine.get();
+      c->path = PathOf(*side.engine, c->writes[0]);
       cases.push_back(std::move(*c));
     }
   }
+  return cases;
+}
 
-  auto all_ok = [](const std::vector<Status>& r) {
-    for (const auto& s : r)
-      if (!s.ok()) {
-        fmt::print(stderr, "weft bench-trans: {}\n", s.ToString());
-        return false;
-      }
-    return true;
-  };
-  auto ok = [](const Status& s) {
-    if (!s.ok()) fmt::print(stderr, "weft bench-trans: {}\n", s.ToString());
-    return s.ok();
-  };
-  // Verification: write fresh bytes with a check notification (the peer compares when it is
-  // told, i.e. after the data, and prints the verdict; our own child's is read here), then read
-  // them back into poisoned memory.
-  for (const Case& c : cases) {
-    BenchBuffer& lb = const_cast<BenchBuffer&>(*c.local);
-    uint64_t seed = FreshSeed();
-    if (!ok(lb.Fill(0, c.bytes, seed))) return 1;
-    Notification note{"bench-trans", fmt::format("check {} 0 {}", seed, c.bytes)};
-    if (!all_ok(te.Transfer(c.writes, note))) return 1;
-    if (child) {
-      std::string verdict = child->Line();
-      if (verdict != "CHECK ok") {
-        fmt::print(stderr, "weft bench-trans: {} from {}: the peer found other bytes: {}\n", c.name, lb.location,
-                   verdict);
-        return 1;
-      }
+bool AllOk(const std::vector<Status>& r) {
+  for (const auto& s : r)
+    if (!s.ok()) {
+      fmt::print(stderr, "weft bench-trans: {}\n", s.ToString());
+      return false;
     }
-    if (!ok(lb.Poison(c.bytes, 0xA5))) return 1;
-    if (!all_ok(te.Transfer(c.reads))) return 1;
-    auto bad = lb.Mismatch(0, c.bytes, seed);
-    if (!bad.ok() || *bad) {
-      fmt::print(stderr, "weft bench-trans: {} into {}: {}\n", c.name, lb.location,
-                 bad.ok() ? fmt::format("byte {} read back differs", **bad) : bad.status().ToString());
-      return 1;
+  return true;
+}
+
+bool Ok(const Status& s) {
+  if (!s.ok()) fmt::print(stderr, "weft bench-trans: {}\n", s.ToString());
+  return s.ok();
+}
+
+// Writes fresh bytes with a check notification (the peer compares when it is told, i.e. after
+// the data, and prints the verdict; our own child's is read here), then reads them back into
+// poisoned memory. False (and why, on stderr) at the first wrong byte.
+bool VerifyCase(const Case& c, Child* child) {
+  BenchBuffer& lb = const_cast<BenchBuffer&>(*c.local);
+  uint64_t seed = FreshSeed();
+  if (!Ok(lb.Fill(0, c.bytes, seed))) return false;
+  Notification note{"bench-trans", fmt::format("check {} 0 {}", seed, c.bytes)};
+  if (!AllOk(c.engine->Transfer(c.writes, note))) return false;
+  if (child) {
+    std::string verdict = child->Line();
+    if (verdict != "CHECK ok") {
+      fmt::print(stderr, "weft bench-trans: {} from {}: the peer found other bytes: {}\n", c.name, lb.location,
+                 verdict);
+      return false;
     }
-    fmt::print("verified {} ({}): {} bytes written and read back exactly\n", c.name, lb.location, c.bytes);
   }
-  if (f.verify_only) return 0;
+  if (!Ok(lb.Poison(c.bytes, 0xA5))) return false;
+  if (!AllOk(c.engine->Transfer(c.reads))) return false;
+  auto bad = lb.Mismatch(0, c.bytes, seed);
+  if (!bad.ok() || *bad) {
+    fmt::print(stderr, "weft bench-trans: {} into {}: {}\n", c.name, lb.location,
+               bad.ok() ? fmt::format("byte {} read back differs", **bad) : bad.status().ToString());
+    return false;
+  }
+  fmt::print("verified {} ({}, via {}): {} bytes written and read back exactly\n", c.name, lb.location, c.path,
+             c.bytes);
+  return true;
+}
 
-  nlohmann::json rows = nlohmann::json::array();
-  fmt::print("\nweft bench-trans: C++ TransferEngine::Transfer between two processes (tcp, {} lanes, peer buffer {})\n",
-             config.tcp_lanes, f.target.empty() ? f.remote_location : "given");
-  fmt::print("{:<14} {:<8} {:<6} {:>12} {:>14} {:>10} {:>12}\n", "case", "local", "op", "ms/call", "us/request",
-             "GB/s", "vs host");
-  std::map<std::pair<std::string, bool>, double> host_gbps;  // (case, write) -> GB/s from host memory
+// The baseline of a case: the same requests as plain memcpys between two buffers of this
+// process, shared out over the same number of threads as the engine's copy threads (one for the
+// single small request, which the engine runs on the calling thread).
+class MemcpyBaseline {
+ public:
+  MemcpyBaseline(uint64_t bytes, unsigned threads) : a_(bytes), b_(bytes), pool_(threads) {}
+
+  double Seconds(const Case& c, int rounds) {
+    const auto& reqs = c.writes;
+    const uint64_t base = reinterpret_cast<uint64_t>(c.local->data);
+    const unsigned threads = static_cast<unsigned>(std::max(1, c.threads));
+    const int calls = c.bytes < (1u << 20) && reqs.size() == 1 ? 200 : 1;
+    std::vector<double> secs;
+    for (int r = 0; r < std::max(1, rounds); ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      for (int k = 0; k < calls; ++k) Run(reqs, base, threads);
+      secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
+    }
+    return Median(secs);
+  }
+
+ private:
+  // Share i of the requests' bytes, in request order, as contiguous runs.
+  void CopyShare(const std::vector<TransferRequest>& reqs, uint64_t base, uint64_t from, uint64_t to) {
+    uint64_t at = 0;
+    for (const auto& r : reqs) {
+      const uint64_t lo = std::max(at, from), hi = std::min(at + r.length, to);
+      if (lo < hi) {
+        const uint64_t off = reinterpret_cast<uint64_t>(r.local) - base + (lo - at);
+        std::memcpy(b_.data + off, a_.data + off, hi - lo);
+      }
+      at += r.length;
+    }
+  }
+  void Run(const std::vector<TransferRequest>& reqs, uint64_t base, unsigned threads) {
+    uint64_t total = 0;
+    for (const auto& r : reqs) total += r.length;
+    if (threads == 1) return CopyShare(reqs, base, 0, total);
+    const uint64_t share = (total / threads + 4095) / 4096 * 4096;
+    std::atomic<unsigned> left{threads - 1};
+    for (unsigned t = 1; t < threads; ++t)
+      pool_.Submit([&, t] {
+        CopyShare(reqs, base, t * share, std::min(total, (t + 1) * share));
+        left.fetch_sub(1);
+      });
+    CopyShare(reqs, base, 0, std::min(total, share));
+    while (left.load() != 0) std::this_thread::yield();
+  }
+  AlignedBuffer a_, b_;
+  engine::WorkerPool pool_;
+};
+
+struct Timing {
+  double seconds = 0;
+  double gbps = 0;
+};
+
+Result<Timing> TimeTransfers(const Case& c, bool write, int rounds) {
+  const auto& reqs = write ? c.writes : c.reads;
+  // Small cases are repeated within a round so that one round takes a measurable time.
+  const int calls = c.bytes < (1u << 20) && reqs.size() == 1 ? 200 : 1;
+  std::vector<double> secs;
+  for (int r = 0; r < std::max(1, rounds); ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (int k = 0; k < calls; ++k)
+      if (!AllOk(c.engine->Transfer(reqs))) return Error(Code::kInternal, "a timed transfer failed");
+    secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
+  }
+  Timing t;
+  t.seconds = Median(secs);
+  t.gbps = static_cast<double>(c.bytes) / t.seconds / 1e9;
+  return t;
+}
+
+// Times every case both ways next to its memcpy baseline; prints a table row each and adds a
+// JSON row each. False when a transfer fails.
+bool TimeCases(const std::vector<Case>& cases, int rounds, MemcpyBaseline& baseline, nlohmann::json& rows) {
+  fmt::print("{:<12} {:<6} {:<8} {:<6} {:>10} {:>12} {:>9} {:>11} {:>9} {:>9}\n", "case", "path", "local", "op",
+             "ms/call", "us/request", "GB/s", "memcpy GB/s", "vs memcpy", "vs host");
+  std::map<std::tuple<std::string, std::string, bool>, double> host_gbps;  // (case, path, write) -> GB/s
   for (const Case& c : cases) {
+    const double base_s = baseline.Seconds(c, rounds);
+    const double base_gbps = static_cast<double>(c.bytes) / base_s / 1e9;
     for (bool write : {true, false}) {
+      auto t = TimeTransfers(c, write, rounds);
+      if (!t.ok()) return false;
       const auto& reqs = write ? c.writes : c.reads;
-      // Small cases are repeated within a round so that one round takes a measurable time.
-      const int calls = c.bytes < (1u << 20) && reqs.size() == 1 ? 200 : 1;
-      std::vector<double> secs;
-      for (int r = 0; r < std::max(1, f.rounds); ++r) {
-        auto t0 = std::chrono::steady_clock::now();
-        for (int k = 0; k < calls; ++k)
-          if (!all_ok(te.Transfer(reqs))) return 1;
-        secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
+      double vs_host = 0;
+      const bool host = c.local->location.rfind("cpu", 0) == 0 || c.local->location == "managed";
+      if (host) {
+        host_gbps[{c.name, c.path, write}] = t->gbps;
+      } else if (auto it = host_gbps.find({c.name, c.path, write}); it != host_gbps.end() && it->second > 0) {
+        vs_host = t->gbps / it->second;
       }
-      double s = Median(secs);
-      double gbps = static_cast<double>(c.bytes) / s / 1e9;
-      std::string ratio = "";
-      double ratio_value = 0;
-      if (c.local->location.rfind("cpu", 0) == 0) {
-        host_gbps[{c.name, write}] = gbps;
-      } else if (auto it = host_gbps.find({c.name, write}); it != host_gbps.end() && it->second > 0) {
-        ratio_value = gbps / it->second;
-        ratio = fmt::format("{:.2f}x", ratio_value);
-      }
-      fmt::print("{:<14} {:<8} {:<6} {:>12.3f} {:>14.2f} {:>10.2f} {:>12}\n", c.name, c.local->location,
-                 write ? "write" : "read", s * 1e3, s * 1e6 / static_cast<double>(reqs.size()), gbps, ratio);
-      nlohmann::json row = {{"case", c.name},
-                            {"local", c.local->location},
-                            {"op", write ? "write" : "read"},
-                            {"requests", reqs.size()},
-                            {"bytes", c.bytes},
-                            {"seconds_median", s},
-                            {"gbps", gbps}};
-      if (ratio_value > 0) row["ratio_to_host"] = ratio_value;
+      fmt::print("{:<12} {:<6} {:<8} {:<6} {:>10.3f} {:>12.2f} {:>9.2f} {:>11.2f} {:>8.2f}x {:>9}\n", c.name, c.path,
+                 c.local->location, write ? "write" : "read", t->seconds * 1e3,
+                 t->seconds * 1e6 / static_cast<double>(reqs.size()), t->gbps, base_gbps, t->gbps / base_gbps,
+                 vs_host > 0 ? fmt::format("{:.2f}x", vs_host) : "");
+      nlohmann::json row = {{"case", c.name},         {"path", c.path},          {"local", c.local->location},
+                            {"op", write ? "write" : "read"}, {"requests", reqs.size()}, {"bytes", c.bytes},
+                            {"threads", c.threads},   {"seconds_median", t->seconds}, {"gbps", t->gbps},
+                            {"memcpy_gbps", base_gbps}, {"ratio_to_memcpy", t->gbps / base_gbps}};
+      if (vs_host > 0) row["ratio_to_host"] = vs_host;
       rows.push_back(row);
     }
   }
+  return true;
+}
+
+Result<BenchShape> ShapeOf(const BenchFlags& f) {
+  auto page = ParseBytes(f.page);
+  auto large = ParseBytes(f.large);
+  if (!page.ok() || !large.ok() || *page == 0 || *large == 0 || f.pages == 0)
+    return Error(Code::kInvalidArgument, "bad --page, --pages or --large");
+  if (*page > (1ull << 40) / f.pages) return Error(Code::kInvalidArgument, "--pages x --page is too large");
+  return BenchShape{*page, *large, std::max(*page * f.pages, *large)};
+}
+
+std::vector<std::string> SplitPaths(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+int Bench(const BenchFlags& f, Config config) {
+  auto shape = ShapeOf(f);
+  if (!shape.ok()) {
+    fmt::print(stderr, "weft bench-trans: {}\n", shape.status().message());
+    return 2;
+  }
+  auto peer = StartPeer(f, config, shape->need);
+  if (!peer.ok()) {
+    fmt::print(stderr, "weft bench-trans: {}\n", peer.status().ToString());
+    return peer.status().code() == Code::kInvalidArgument ? 2 : 1;
+  }
+  // One local engine per preference in --paths ("auto,tcp": the best path, then tcp alone), each
+  // against the same peer buffer, so their rows compare within one run.
+  std::vector<LocalSide> sides;
+  std::vector<Case> cases;
+  const int threads = TransferEngineOptions{}.worker_threads;
+  for (const std::string& paths : SplitPaths(f.paths)) {
+    auto side = MakeLocal(f, config, paths, shape->need, *peer);
+    if (!side.ok()) {
+      fmt::print(stderr, "weft bench-trans: --paths {}: {}\n", paths, side.status().ToString());
+      return side.status().code() == Code::kInvalidArgument ? 2 : 1;
+    }
+    sides.push_back(std::move(*side));
+    for (auto& c : MakeCases(f, *shape, sides.back(), peer->remote, threads)) cases.push_back(std::move(c));
+  }
+  for (const Case& c : cases)
+    if (!VerifyCase(c, peer->child.get())) return 1;
+  if (f.verify_only) return 0;
+
+  nlohmann::json rows = nlohmann::json::array();
+  fmt::print("\nweft bench-trans: C++ TransferEngine::Transfer between two processes on this host ({} tcp lanes, "
+             "peer buffer {}, median of {} rounds; memcpy on {} thread(s) in the same run)\n",
+             config.tcp_lanes, f.target.empty() ? f.remote_location : "given", f.rounds, threads);
+  MemcpyBaseline baseline(shape->need, static_cast<unsigned>(threads));
+  if (!TimeCases(cases, f.rounds, baseline, rows)) return 1;
   if (!f.json.empty()) {
     std::ofstream out(f.json);
     out << nlohmann::json{{"tool", "weft bench-trans"}, {"rows", rows}}.dump(2) << "\n";
@@ -563,8 +726,10 @@ void AddTrans(CLI::App& app, Runner* run) {
     cmd->add_flag("--verify-only", f->verify_only, "Only check that the bytes arrive exactly");
     cmd->add_option("--json", f->json, "Also write the rows as JSON to this file");
     cmd->add_option("--location", f->location,
-                    "cuda:N: time every case from a device buffer on GPU N too (the same run, ratio to host)");
-    cmd->add_option("--remote-location", f->remote_location, "The spawned peer's buffer: cpu or cuda:N");
+                    "managed (shareable host memory), cpu, or cuda:N / standin: time every case from a device buffer "
+                    "too (the same run, ratio to host)");
+    cmd->add_option("--remote-location", f->remote_location, "The spawned peer's buffer: managed, cpu or cuda:N");
+    cmd->add_option("--paths", f->paths, "Transport preferences to time, one local engine each (default auto,tcp)");
     cmd->add_option("--staging-buffers", f->staging_buffers,
                     "Bounce buffers per staged group of device requests (1: the device copy never overlaps the network)");
     cmd->add_option("--staging-slice", f->staging_slice, "Bytes per bounce buffer");

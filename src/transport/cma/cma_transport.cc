@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <climits>
 #include <cstring>
 
 #include "transport/blob.h"
+#include "transport/node_endpoint.h"
 
 namespace weft::transport {
 
@@ -49,12 +49,7 @@ Status CmaTransport::Copy(const Endpoint&, const Endpoint&, uint64_t) {
   return Error(Code::kNotSupported, "path cma copies registered regions only");
 }
 
-Result<std::string> CmaTransport::EndpointBlob() const {
-  auto w = BlobWriter(kBlobVersion);
-  w.String(node_id_);
-  w.U32(static_cast<uint32_t>(::getpid()));
-  return BlobText(w);
-}
+Result<std::string> CmaTransport::EndpointBlob() const { return EncodeNodeEndpoint(node_id_); }
 
 Result<std::string> CmaTransport::ExportRegion(const LocalRegion& region) {
   if (region.device) return Error(Code::kNotSupported, "path cma reaches host memory only");
@@ -62,16 +57,7 @@ Result<std::string> CmaTransport::ExportRegion(const LocalRegion& region) {
 }
 
 Result<std::unique_ptr<PeerLink>> CmaTransport::Connect(std::string_view endpoint_blob) {
-  WEFT_ASSIGN_OR_RETURN(auto r, OpenBlob(endpoint_blob, kBlobVersion, "cma", "endpoint"));
-  std::string node;
-  uint32_t pid = 0;
-  Status s = r.String(node, 256);
-  if (s.ok()) s = r.U32(pid);
-  if (s.ok()) s = r.ExpectEnd();
-  if (!s.ok()) return BadBlob(s, "cma", "endpoint");
-  if (node != node_id_)
-    return Error(Code::kUnavailable, "path cma: the peer runs on another node ({}; this is {})", node, node_id_);
-  if (pid == 0 || pid > INT_MAX) return Error(Code::kProtocol, "endpoint blob of path cma has pid {}", pid);
+  WEFT_ASSIGN_OR_RETURN(uint32_t pid, DecodeNodeEndpoint(endpoint_blob, node_id_, "cma"));
   auto peer = std::make_unique<CmaPeer>();
   peer->pid = static_cast<pid_t>(pid);
   return std::unique_ptr<PeerLink>(std::move(peer));

@@ -5,9 +5,8 @@
 //    (TransferEngine::AllocateManagedBuffer) is exported as {fd number, inode}; a peer on the
 //    same node (base/node_identity.h) opens it through /proc/<pid>/fd/<n>, checks the inode and
 //    maps it. Regions not backed by a shareable file are not exported (cma or tcp reach them).
-//    Each exported region has a control page (a memfd of its own, mapped by the owner and its
-//    peers): peers count their ops in it and see the owner's withdrawal there, and
-//    WithdrawRegion waits for the ops in flight, so a withdrawn region is never written to.
+//    Each exported region has a control page (region_control.h), so a withdrawn region is never
+//    written through a stale mapping.
 #pragma once
 
 #include <map>
@@ -15,6 +14,7 @@
 #include <mutex>
 #include <string>
 
+#include "transport/region_control.h"
 #include "transport/transport.h"
 
 namespace weft::transport {
@@ -39,12 +39,10 @@ class ShmTransport final : public Transport {
   void WithdrawRegion(uint64_t region_id) override;
   ~ShmTransport() override;
 
-  struct Control;  // an exported region's control page
-
  private:
   std::string node_id_;
   std::mutex mu_;
-  std::map<uint64_t, std::unique_ptr<Control>> exported_;  // by region id
+  std::map<uint64_t, std::unique_ptr<OwnerControl>> exported_;  // control pages, by region id
 };
 
 }  // namespace weft::transport

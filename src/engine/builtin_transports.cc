@@ -65,6 +65,7 @@ RegistryEntry CudaEntry() {
           [](const TransportContext& c) -> Made {
             transport::cuda::CudaOptions o;
             o.kernel_sms = c.cuda_kernel_sms;
+            o.node_id = c.node_id;
             WEFT_ASSIGN_OR_RETURN(auto t, transport::cuda::CudaTransport::Create(o));
             return std::unique_ptr<Transport>(std::move(t));
           }};

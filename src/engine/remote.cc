@@ -219,8 +219,8 @@ Result<Engine::RemoteChoice> Engine::ChooseRemote(const PeerState& peer, const R
       why = "it does not reach device memory";
     } else if (!choice.region->imports[p]) {
       why = choice.region->reasons[p];
-    } else if (device && choice.region->imports[p]->mapped) {
-      why = "the mapping is host memory only";
+    } else if (device && choice.region->imports[p]->mapped && !(t->capabilities() & transport::kCapDeviceMemory)) {
+      why = "its mapping is host memory only";
     } else {
       choice.path = p;
       choice.passed_over = reasons;

@@ -47,6 +47,8 @@
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
 #if WEFT_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
 #include "mem/cuda/host_device_copy.h"
 #endif
 
@@ -402,7 +404,7 @@ Result<LocalSide> MakeLocal(const BenchFlags& f, const Config& config, const std
   side.paths = paths;
   WEFT_ASSIGN_OR_RETURN(side.engine, StartEngine(ef, config, eo));
   const bool device_row = standin || f.location.rfind("cuda", 0) == 0;
-  std::vector<std::string> locations = {device_row ? std::string("cpu:0") : f.location};
+  std::vector<std::string> locations = {device_row ? std::string("managed") : f.location};
   if (device_row) locations.push_back(f.location);
   for (const std::string& loc : locations) {
     std::unique_ptr<BenchBuffer> b;
@@ -567,6 +569,34 @@ class MemcpyBaseline {
   engine::WorkerPool pool_;
 };
 
+// The baseline of a device-to-device case between two processes: cudaMemcpyPeer of the same
+// bytes between two cudaMalloc buffers of this process on the same two GPUs. Nullopt where there
+// is no such case (host ends, page batches: a copy per page is no baseline) or no GPU.
+std::optional<double> PeerCopySeconds(const Case& c, const std::string& remote_location, bool write, int rounds) {
+#if WEFT_HAVE_CUDA
+  if (!c.local->device || c.writes.size() != 1 || remote_location.rfind("cuda:", 0) != 0) return std::nullopt;
+  const int local = std::stoi(c.local->location.substr(5)), remote = std::stoi(remote_location.substr(5));
+  auto a = mem::cuda::AllocDevice(local, c.bytes);
+  auto b = mem::cuda::AllocDevice(remote, c.bytes);
+  std::optional<double> out;
+  if (a.ok() && b.ok()) {
+    std::vector<double> secs;
+    for (int r = 0; r < std::max(1, rounds) + 1; ++r) {  // the first round warms the link up
+      auto t0 = std::chrono::steady_clock::now();
+      cudaError_t e = write ? cudaMemcpyPeer(*b, remote, *a, local, c.bytes) : cudaMemcpyPeer(*a, local, *b, remote, c.bytes);
+      if (e != cudaSuccess) break;
+      if (r > 0) secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    if (!secs.empty()) out = Median(secs);
+  }
+  if (a.ok()) mem::cuda::FreeDevice(*a);
+  if (b.ok()) mem::cuda::FreeDevice(*b);
+  return out;
+#else
+  return std::nullopt;
+#endif
+}
+
 struct Timing {
   double seconds = 0;
   double gbps = 0;
@@ -591,9 +621,10 @@ Result<Timing> TimeTransfers(const Case& c, bool write, int rounds) {
 
 // Times every case both ways next to its memcpy baseline; prints a table row each and adds a
 // JSON row each. False when a transfer fails.
-bool TimeCases(const std::vector<Case>& cases, int rounds, MemcpyBaseline& baseline, nlohmann::json& rows) {
-  fmt::print("{:<12} {:<6} {:<8} {:<6} {:>10} {:>12} {:>9} {:>11} {:>9} {:>9}\n", "case", "path", "local", "op",
-             "ms/call", "us/request", "GB/s", "memcpy GB/s", "vs memcpy", "vs host");
+bool TimeCases(const std::vector<Case>& cases, int rounds, MemcpyBaseline& baseline, const std::string& remote_location,
+               nlohmann::json& rows) {
+  fmt::print("{:<12} {:<6} {:<8} {:<6} {:>10} {:>12} {:>9} {:>11} {:>9} {:>9} {:>9}\n", "case", "path", "local", "op",
+             "ms/call", "us/request", "GB/s", "memcpy GB/s", "vs memcpy", "vs host", "vs peer");
   std::map<std::tuple<std::string, std::string, bool>, double> host_gbps;  // (case, path, write) -> GB/s
   for (const Case& c : cases) {
     const double base_s = baseline.Seconds(c, rounds);
@@ -609,15 +640,19 @@ bool TimeCases(const std::vector<Case>& cases, int rounds, MemcpyBaseline& basel
       } else if (auto it = host_gbps.find({c.name, c.path, write}); it != host_gbps.end() && it->second > 0) {
         vs_host = t->gbps / it->second;
       }
-      fmt::print("{:<12} {:<6} {:<8} {:<6} {:>10.3f} {:>12.2f} {:>9.2f} {:>11.2f} {:>8.2f}x {:>9}\n", c.name, c.path,
-                 c.local->location, write ? "write" : "read", t->seconds * 1e3,
+      // Device to device: cudaMemcpyPeer between the same two GPUs in one process.
+      const auto peer_s = PeerCopySeconds(c, remote_location, write, rounds);
+      const double vs_peer = peer_s ? *peer_s / t->seconds : 0;
+      fmt::print("{:<12} {:<6} {:<8} {:<6} {:>10.3f} {:>12.2f} {:>9.2f} {:>11.2f} {:>8.2f}x {:>9} {:>9}\n", c.name,
+                 c.path, c.local->location, write ? "write" : "read", t->seconds * 1e3,
                  t->seconds * 1e6 / static_cast<double>(reqs.size()), t->gbps, base_gbps, t->gbps / base_gbps,
-                 vs_host > 0 ? fmt::format("{:.2f}x", vs_host) : "");
+                 vs_host > 0 ? fmt::format("{:.2f}x", vs_host) : "", vs_peer > 0 ? fmt::format("{:.2f}x", vs_peer) : "");
       nlohmann::json row = {{"case", c.name},         {"path", c.path},          {"local", c.local->location},
                             {"op", write ? "write" : "read"}, {"requests", reqs.size()}, {"bytes", c.bytes},
                             {"threads", c.threads},   {"seconds_median", t->seconds}, {"gbps", t->gbps},
                             {"memcpy_gbps", base_gbps}, {"ratio_to_memcpy", t->gbps / base_gbps}};
       if (vs_host > 0) row["ratio_to_host"] = vs_host;
+      if (vs_peer > 0) row["ratio_to_memcpy_peer"] = vs_peer;
       rows.push_back(row);
     }
   }
@@ -675,7 +710,7 @@ int Bench(const BenchFlags& f, Config config) {
              "peer buffer {}, median of {} rounds; memcpy on {} thread(s) in the same run)\n",
              config.tcp_lanes, f.target.empty() ? f.remote_location : "given", f.rounds, threads);
   MemcpyBaseline baseline(shape->need, static_cast<unsigned>(threads));
-  if (!TimeCases(cases, f.rounds, baseline, rows)) return 1;
+  if (!TimeCases(cases, f.rounds, baseline, f.target.empty() ? f.remote_location : "", rows)) return 1;
   if (!f.json.empty()) {
     std::ofstream out(f.json);
     out << nlohmann::json{{"tool", "weft bench-trans"}, {"rows", rows}}.dump(2) << "\n";

@@ -1,5 +1,7 @@
 #include "transport/cuda/cuda_transport.h"
 
+#include "transport/cuda/ipc_regions.h"
+
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -81,6 +83,7 @@ struct DeviceState {
 struct CudaTransport::Impl {
   CudaOptions options;
   std::shared_ptr<const DriverApi> api;
+  std::unique_ptr<IpcRegions> ipc;  // with options.node_id
   int devices = 0;
   std::unique_ptr<DeviceState[]> dev;
   std::atomic<uint64_t> ce_copies{0}, kernel_launches{0}, kernel_descs{0}, kernel_pages{0};
@@ -444,12 +447,53 @@ struct CudaTransport::Impl {
 CudaTransport::CudaTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CudaTransport::~CudaTransport() = default;
 
+uint32_t CudaTransport::capabilities() const {
+  return kCapHostMemory | kCapDeviceMemory | kCapSameProcess | kCapSameNode | kCapPageBatches | kCapStreamOrdering |
+         (impl_->ipc ? kCapRegions : 0);
+}
+
+Result<std::string> CudaTransport::EndpointBlob() const {
+  if (!impl_->ipc) return Error(Code::kNotSupported, "path cuda: no node identity given");
+  return impl_->ipc->EndpointBlob();
+}
+
+Result<std::string> CudaTransport::ExportRegion(const LocalRegion& region) {
+  if (!impl_->ipc) return Error(Code::kNotSupported, "path cuda: no node identity given");
+  return impl_->ipc->Export(region);
+}
+
+void CudaTransport::WithdrawRegion(uint64_t region_id) {
+  if (impl_->ipc) impl_->ipc->Withdraw(region_id);
+}
+
+Result<std::unique_ptr<PeerLink>> CudaTransport::Connect(std::string_view endpoint_blob) {
+  if (!impl_->ipc) return Error(Code::kNotSupported, "path cuda: no node identity given");
+  return impl_->ipc->Connect(endpoint_blob);
+}
+
+Result<std::unique_ptr<ImportedRegion>> CudaTransport::ImportRegion(const PeerLink& peer, uint64_t base, uint64_t len,
+                                                                    std::string_view blob) {
+  if (!impl_->ipc) return Error(Code::kNotSupported, "path cuda: no node identity given");
+  return impl_->ipc->Import(peer, base, len, blob);
+}
+
+double CudaTransport::RemoteCostNanos(uint64_t bytes) const {
+  // A copy-engine copy between GPUs of a node: microseconds to start, tens of GB/s.
+  return 5000.0 + static_cast<double>(bytes) / 50.0;
+}
+
+std::string_view CudaTransport::ExplainRemote() const {
+  return "the peer's device buffer on this node, opened through CUDA IPC: the GPU copies it (NVLink or PCIe "
+         "peer-to-peer; host ends by DMA)";
+}
+
 Result<std::unique_ptr<CudaTransport>> CudaTransport::Create(const CudaOptions& options) {
   WEFT_ASSIGN_OR_RETURN(int n, mem::cuda::Probe());
   WEFT_ASSIGN_OR_RETURN(auto api, mem::cuda::LoadDriverApi());
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->api = std::move(api);
+  if (!options.node_id.empty()) impl->ipc = std::make_unique<IpcRegions>(impl->api, options.node_id);
   impl->devices = n;
   impl->dev = std::make_unique<DeviceState[]>(n);
   mem::cuda::DeviceGuard guard;

@@ -38,6 +38,9 @@ struct CudaOptions {
   // compare in one run) and grid: one block per unit (the default: 1-3 % faster on an H200,
   // docs/performance.md) or persistent (one wave of resident blocks looping over units).
   PageKernelVariant page_kernel = PageKernelVariant::kLean;
+  // This node's identity: set, device buffers are exported to and imported from processes on
+  // this node through CUDA IPC (the region contract, ipc_regions.h); empty (the pool), not.
+  std::string node_id;
   bool page_grid_per_unit = true;
   CostModel model;
 };
@@ -56,9 +59,7 @@ class CudaTransport final : public Transport {
   ~CudaTransport() override;
 
   std::string_view name() const override { return "cuda"; }
-  uint32_t capabilities() const override {
-    return kCapHostMemory | kCapDeviceMemory | kCapSameProcess | kCapSameNode | kCapPageBatches | kCapStreamOrdering;
-  }
+  uint32_t capabilities() const override;
   bool Serves(const RouteKey& key) const override;
   double CostNanos(const RouteKey& key, uint64_t bytes) const override;
   Status Copy(const Endpoint& dst, const Endpoint& src, uint64_t len) override;
@@ -71,6 +72,15 @@ class CudaTransport final : public Transport {
   Status CopyPages(const PageCopy& pages, void* stream, std::function<void()> release) override;
   Status RegisterHost(void* ptr, uint64_t len) override;
   void UnregisterHost(void* ptr) override;
+  // The region contract through CUDA IPC (ipc_regions.h), with CudaOptions::node_id.
+  Result<std::string> EndpointBlob() const override;
+  Result<std::string> ExportRegion(const LocalRegion& region) override;
+  void WithdrawRegion(uint64_t region_id) override;
+  Result<std::unique_ptr<PeerLink>> Connect(std::string_view endpoint_blob) override;
+  Result<std::unique_ptr<ImportedRegion>> ImportRegion(const PeerLink& peer, uint64_t base, uint64_t len,
+                                                       std::string_view blob) override;
+  double RemoteCostNanos(uint64_t bytes) const override;
+  std::string_view ExplainRemote() const override;
 
   int device_count() const;
   // SMs the copy kernel runs on for `device`: the green-context budget if one is in force.

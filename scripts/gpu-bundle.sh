@@ -4,12 +4,13 @@
 # build-gpu/bundle/lib the non-system shared libraries they load (spdlog, fmt, numa, ...).
 # libstdc++ and libgcc are linked statically (WEFT_GPU_BUNDLE=ON) so the binaries do not depend
 # on the GPU image's C++ runtime. Then, on the GPU machine, from the repo root:
-#   scripts/gpu-check.sh            (the device tool: carry ["build-gpu/bundle"])
+#   scripts/gpu-check.sh            (with build-gpu/bundle copied along)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-gpu
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWEFT_GPU_BUNDLE=ON >/dev/null
-TARGETS=(weft cuda_copy_test device_segment_ipc_test pool_device_test trans_device_test cuda_plan_test engine_test gva_test)
+TARGETS=(weft cuda_copy_test device_segment_ipc_test pool_device_test trans_device_test trans_ipc_test cuda_plan_test
+         engine_test gva_test)
 ninja -C "$BUILD" "${TARGETS[@]}"
 rm -rf "$BUILD/bundle"
 mkdir -p "$BUILD/bundle/bin" "$BUILD/bundle/lib"

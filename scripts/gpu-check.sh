@@ -3,8 +3,8 @@
 # tests, compute-sanitizer memcheck over the copy kernels once, the GPU benchmarks (and the NCCL
 # baseline when two GPUs are present), then prints a summary table last.
 #
-# Run from the repo root after scripts/gpu-bundle.sh built build-gpu/bundle here; with the device
-# tool: carry ["build-gpu/bundle"], command "scripts/gpu-check.sh" (logs go to $OUT).
+# Run from the repo root after scripts/gpu-bundle.sh built build-gpu/bundle and it was copied to the
+# GPU machine along with the checkout (logs go to $OUT).
 # Options: --quick (fewer benchmark sizes), --no-bench, --no-sanitizer.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +69,7 @@ run_test cuda_copy_test
 run_test device_segment_ipc_test
 run_test pool_device_test
 run_test trans_device_test
+run_test trans_ipc_test
 
 # The main job with device slices: every peer's GD rows must be there and verified.
 t0=$(date +%s%N)
@@ -129,15 +130,23 @@ for r in rows:
 PY
 )
   fi
-  # Device buffers over tcp (the transfer engine's pipelined staging) against host buffers in the
-  # same run, and `weft bench` (host directions, then the device ones where a GPU is).
+  # The transfer engine with device buffers, two processes on this host: device to device through
+  # CUDA IPC against cudaMemcpyPeer of the same bytes in one process (same run); then device
+  # buffers over tcp (the pipelined staging) against host buffers.
   t0=$(date +%s%N)
-  timeout 300 "$B/bin/weft" bench-trans --location cuda:0 --rounds 5 >>"$OUTDIR/bench_gpu.log" 2>&1
+  timeout 300 "$B/bin/weft" bench-trans --location cuda:0 --remote-location "cuda:$((GPUS >= 2 ? 1 : 0))" \
+    --paths auto --rounds 5 >>"$OUTDIR/bench_gpu.log" 2>&1
+  rc1=$?
+  timeout 300 "$B/bin/weft" bench-trans --location cuda:0 --remote-location cpu --paths tcp --rounds 5 \
+    >>"$OUTDIR/bench_gpu.log" 2>&1
   rc=$?
   t1=$(date +%s%N)
-  while IFS= read -r line; do SUMMARY+=("$line"); done < <(grep -E '^[0-9]+x[0-9]+[KM] +cuda' "$OUTDIR/bench_gpu.log" |
-    awk '{printf "%-28s %-6s %7s  %s GB/s, %s a host buffer\n", "trans " $1 " " $3 " cuda", "-", "-", $6, $7}')
-  record "weft bench-trans cuda:0" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" "device vs host buffers over tcp"
+  # Columns: case path local op ms us GB/s memcpy vs-memcpy [vs-host] [vs-peer].
+  while IFS= read -r line; do SUMMARY+=("$line"); done < <(grep -E '^[0-9]+x[0-9]+[KM] +[a-z]+ +cuda' "$OUTDIR/bench_gpu.log" |
+    awk '{ratio = ""; for (i = 10; i <= NF; i++) ratio = ratio " " $i;
+          printf "%-28s %-6s %7s  %s GB/s,%s (vs host / vs cudaMemcpyPeer)\n", "trans " $1 " " $4 " " $2, "-", "-", $7, ratio}')
+  record "weft bench-trans cuda:0" "$([ $rc = 0 ] && [ $rc1 = 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" \
+    "device buffers: cuda IPC vs cudaMemcpyPeer; tcp vs host buffers"
   t0=$(date +%s%N)
   timeout 300 "$B/bin/weft" bench --quick --no-progress --max 16MiB >"$OUTDIR/bench.log" 2>&1
   rc=$?

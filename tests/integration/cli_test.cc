@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdio>
+#include <sstream>
 #include <string>
 
 namespace {
@@ -139,6 +140,42 @@ TEST(Cli, MetaServesMooncakeMetadataForTransferEngines) {
   std::system(("pkill -f 'pool_name=cli-dir-" + tag + "'").c_str());
   pclose(serve);
   pclose(meta);
+}
+
+// A transfer engine peer on this host with a managed buffer: `weft trans-route` and the
+// bench-trans checks name the path each preference takes (shm, or tcp when it is the only one).
+TEST(Cli, TransRouteNamesTheSameHostPath) {
+  const std::string tag = std::to_string(getpid());
+  const std::string env = "WEFT_CLUSTER_SECRET=cli-route-" + tag + " ";
+  // A size of its own names this server's process for the pkill at the end.
+  const std::string size = std::to_string((4u << 20) + (getpid() % 4096) * 4096);
+  const std::string serve_args = "trans-serve --bind 127.0.0.1 --size " + size + " --location managed";
+  FILE* serve = popen((env + WEFT_BINARY + " " + serve_args + " --name 127.0.0.1 --advertise 127.0.0.1 2>&1").c_str(), "r");
+  ASSERT_NE(serve, nullptr);
+  char line[512] = {};
+  ASSERT_NE(fgets(line, sizeof line, serve), nullptr);
+  std::istringstream ready(line);
+  std::string word, name, addr;
+  ASSERT_TRUE(ready >> word >> name >> addr) << line;
+  ASSERT_EQ(word, "READY") << line;
+  CommandRun shm = RunCommand(env + WEFT_BINARY + " trans-route " + name + " " + addr + " --len 1M --bind 127.0.0.1");
+  EXPECT_EQ(shm.exit_code, 0) << shm.output;
+  EXPECT_NE(shm.output.find("write LH -> GH (same node) via shm"), std::string::npos) << shm.output;
+  EXPECT_NE(shm.output.find("read  GH -> LH (same node) via shm"), std::string::npos) << shm.output;
+  CommandRun tcp = RunCommand(env + WEFT_BINARY + " trans-route " + name + " " + addr +
+                              " --len 1M --bind 127.0.0.1 --transports tcp");
+  EXPECT_EQ(tcp.exit_code, 0) << tcp.output;
+  EXPECT_NE(tcp.output.find("via tcp"), std::string::npos) << tcp.output;
+  CommandRun bad = RunCommand(env + WEFT_BINARY + " trans-route " + name + " " + addr + " --transports rdma");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("NOT_SUPPORTED"), std::string::npos) << bad.output;
+  CommandRun bench = RunCommand(env + WEFT_BINARY + " bench-trans --verify-only --bind 127.0.0.1 --target " + name +
+                                " --remote-addr " + addr + " --remote-size " + size + " --pages 16 --page 16K --large 2M");
+  EXPECT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_NE(bench.output.find("verified 1x2M (managed, via shm)"), std::string::npos) << bench.output;
+  EXPECT_NE(bench.output.find("verified 1x2M (managed, via tcp)"), std::string::npos) << bench.output;
+  std::system(("pkill -f '" + serve_args + "'").c_str());
+  pclose(serve);
 }
 
 TEST(Cli, ConfigNamesTheBadKey) {

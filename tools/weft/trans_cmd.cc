@@ -722,9 +722,61 @@ int Bench(const BenchFlags& f, Config config) {
   return 0;
 }
 
+// `weft trans-route PEER REMOTE_ADDR`: an engine with a local buffer of --len bytes at
+// --location opens PEER and prints the path a write and a read of REMOTE_ADDR would take, and why.
+int TransRoute(const EngineFlags& flags, const Config& config, const std::string& peer, uint64_t remote, uint64_t len,
+               const std::string& location) {
+  auto engine = StartEngine(flags, config);
+  if (!engine.ok()) {
+    fmt::print(stderr, "weft trans-route: {}\n", engine.status().ToString());
+    return 1;
+  }
+  auto buf = BenchBuffer::Make(location, len, engine->get());
+  Status s = buf.ok() ? ((*buf)->managed_by ? OkStatus() : (*engine)->RegisterMemory((*buf)->data, len, (*buf)->location))
+                      : buf.status();
+  auto seg = s.ok() ? (*engine)->OpenSegment(peer) : Result<trans::SegmentHandle>(s);
+  if (!seg.ok()) {
+    fmt::print(stderr, "weft trans-route: {}\n", seg.status().ToString());
+    return seg.status().code() == Code::kInvalidArgument ? 2 : 1;
+  }
+  int rc = 0;
+  for (Opcode op : {Opcode::kWrite, Opcode::kRead}) {
+    auto route = (*engine)->Route({op, (*buf)->data, *seg, remote, len});
+    if (!route.ok()) rc = 1;
+    fmt::print("{:<5} {}\n", op == Opcode::kWrite ? "write" : "read", route.ok() ? *route : route.status().ToString());
+  }
+  return rc;
+}
+
 }  // namespace
 
 void AddTrans(CLI::App& app, Runner* run) {
+  {
+    struct Options {
+      EngineFlags engine;
+      std::string peer;
+      uint64_t remote = 0;
+      std::string len = "4096";
+      std::string location = "managed";
+    };
+    auto o = std::make_shared<Options>();
+    auto config = std::make_shared<ConfigFlags>();
+    auto* cmd = app.add_subcommand("trans-route", "Print the path a transfer to a peer's address would take, and why");
+    AddEngineFlags(cmd, &o->engine);
+    cmd->add_option("peer", o->peer, "The peer's name (host:rpc_port in P2PHANDSHAKE mode)")->required();
+    cmd->add_option("remote_addr", o->remote, "An address inside a buffer the peer registered")->required();
+    cmd->add_option("--len", o->len, "Bytes of the transfer");
+    cmd->add_option("--location", o->location, "This side's buffer: managed, cpu or cuda:N");
+    config->Register(*cmd);
+    cmd->callback([=] {
+      *run = [=]() -> int {
+        auto c = config->Load();
+        auto n = ParseBytes(o->len);
+        if (!c || !n.ok() || *n == 0) return 2;
+        return TransRoute(o->engine, *c, o->peer, o->remote, *n, o->location);
+      };
+    });
+  }
   {
     auto flags = std::make_shared<EngineFlags>();
     auto config = std::make_shared<ConfigFlags>();
@@ -735,7 +787,7 @@ void AddTrans(CLI::App& app, Runner* run) {
     AddEngineFlags(cmd, flags.get());
     cmd->add_option("--size", *size, "Bytes of the registered buffer");
     cmd->add_flag("--stdin-lifeline", *lifeline, "Exit when stdin reaches end of file");
-    cmd->add_option("--location", *location, "Where the buffer lives: cpu or cuda:N (device memory of GPU N)");
+    cmd->add_option("--location", *location, "Where the buffer lives: managed (shareable host memory), cpu or cuda:N");
     config->Register(*cmd);
     cmd->callback([=] {
       *run = [=]() -> int {

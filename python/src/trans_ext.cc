@@ -250,7 +250,7 @@ class PyTransferEngine {
   uint64_t AllocateManagedBuffer(uint64_t length) {
     TransferEngine& e = E();
     Use use(this);
-    Result<void*> p = Error(Code::kInternal, "not run");
+    weft::Result<void*> p = weft::Error(Code::kInternal, "not run");
     {
       nb::gil_scoped_release release;
       p = e.AllocateManagedBuffer(length);
@@ -274,8 +274,9 @@ class PyTransferEngine {
   std::string Route(nb::handle request) {
     TransferEngine& e = E();
     Use use(this);
-    Batch b = Parse(nb::make_tuple(request));
-    Result<std::string> r = Error(Code::kInternal, "not run");
+    nb::tuple one = nb::make_tuple(request);
+    Batch b = Parse(nb::borrow<nb::iterable>(one));
+    weft::Result<std::string> r = weft::Error(Code::kInternal, "not run");
     {
       nb::gil_scoped_release release;
       r = e.Route(b.requests.at(0));

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "api/bm/slice_blobs.h"
 #include "wire/control.h"
 #include "wire/data.h"
 
@@ -49,10 +50,18 @@ int main(int argc, char** argv) {
   }
   Writer w{argv[1]};
   std::vector<uint8_t> stream;
-  w.Message("join_fuzz", wire::Join{"pool", 1u << 20, "host:1", 42, 1u << 20, 0x1234, 3, "10.0.0.1:7000", true, {2u << 20, 0, 0x99, true}}, &stream);
+  // Joins as pool peers send them: a memfd (shm), a device slice (cuda), a data server (tcp), and
+  // a transport this build does not know.
+  const wire::TransportBlobs same_node = {{"shm", bm::EncodeShmBlob({0})},
+                                          {"cuda", bm::EncodeCudaBlob({1, 2u << 20, 0})},
+                                          {"future-rdma", std::string("\x01\x02rkey", 6)}};
+  const wire::TransportBlobs over_tcp = {{"tcp", bm::EncodeTcpBlob({"10.0.0.1:7000", 0x1234, 0x99})}};
+  w.Message("join_fuzz", wire::Join{"pool", 1u << 20, "host:1", 42, 1u << 20, 3, 2u << 20, 2, same_node}, &stream);
+  w.Message("join_fuzz", wire::Join{"pool", 1u << 20, "host:1", 42, 1u << 20, 3, 2u << 20, 0, over_tcp}, &stream);
   w.Message("join_ack_fuzz", wire::JoinAck{{}, 1, 64, 1u << 20, "pool", 2000, 1, 1}, &stream);
   w.Message("join_ack_fuzz", wire::JoinAck{{Code::kMismatch, "pool 'a' vs 'b'"}, 0, 0, 0, "", 0, 0, 0}, &stream);
-  w.Message("peer_joined_fuzz", wire::PeerJoined{2, "host:2", 43, 1u << 20, 0x5678, 3, "10.0.0.2:7000", true, {2u << 20, 1, 0x77, true}}, &stream);
+  w.Message("peer_joined_fuzz", wire::PeerJoined{2, "host:2", 43, 1u << 20, 3, 2u << 20, 2, same_node}, &stream);
+  w.Message("peer_joined_fuzz", wire::PeerJoined{2, "host:2", 43, 1u << 20, 3, 2u << 20, 0, over_tcp}, &stream);
   w.Message("peer_gone_fuzz", wire::PeerGone{2, false}, &stream);
   w.Message("heartbeat_fuzz", wire::Heartbeat{}, &stream);
   w.Message("leave_fuzz", wire::Leave{}, &stream);

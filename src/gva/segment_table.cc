@@ -36,12 +36,28 @@ Status SegmentTable::Attach(Location loc, uint8_t* base, uint64_t size, bool loc
   return OkStatus();
 }
 
+Status SegmentTable::MarkUnreachable(Location loc, std::string peer_name, std::string reason) {
+  if (loc.rank >= layout_.max_ranks()) return Error(Code::kOutOfRange, "rank {} >= max_ranks {}", loc.rank, layout_.max_ranks());
+  std::lock_guard lock(attach_mu_);
+  Slot& s = slot(loc);
+  if (s.state.load() == kUp)
+    return Error(Code::kAlreadyExists, "rank {} {} slice is already attached", loc.rank, MediumName(loc.medium));
+  s.peer_name = std::move(peer_name);
+  s.unreachable_reason = std::move(reason);
+  s.state.store(kUnreachable);
+  return OkStatus();
+}
+
 void SegmentTable::Detach(Location loc, bool dead) {
   if (loc.rank >= layout_.max_ranks()) return;
   std::function<void()> release;
   {
     std::lock_guard lock(attach_mu_);
     Slot& s = slot(loc);
+    if (s.state.load() == kUnreachable) {  // nothing mapped, nothing to release
+      s.state.store(dead ? kDead : kLeft);
+      return;
+    }
     if (s.state.load() != kUp) return;
     s.state.store(dead ? kDead : kLeft);
     // Copies that pinned the slot before the store above finish first; later ones see the state.
@@ -64,6 +80,8 @@ Result<SegmentTable::Pin> SegmentTable::Resolve(uint64_t gva, uint64_t len) cons
     case kEmpty:
       return Error(Code::kInvalidAddress, "GVA {:#x} is in the {} slice of rank {}, which no peer holds", gva,
                    MediumName(loc->medium), loc->rank);
+    case kUnreachable:
+      return UnreachableError(gva, *loc, std::move(pin));
     case kLeft:
       return Error(Code::kPeerDown, "GVA {:#x}: rank {} ({}) left the pool", gva, loc->rank, s.peer_name);
     default:
@@ -77,6 +95,18 @@ Result<SegmentTable::Pin> SegmentTable::Resolve(uint64_t gva, uint64_t len) cons
   pin.device_ = s.device;
   pin.mapping_id_ = s.mapping_id;
   return pin;
+}
+
+// The reason is a string a rejoin may replace, so it is read under attach_mu_, and the pin goes
+// first: Detach holds that mutex while it waits for pins to drain.
+Status SegmentTable::UnreachableError(uint64_t gva, const Location& loc, Pin pin) const {
+  pin = Pin();
+  std::lock_guard lock(attach_mu_);
+  const Slot& s = slot(loc);
+  if (s.state.load() != kUnreachable)  // changed meanwhile: the caller may retry
+    return Error(Code::kUnavailable, "GVA {:#x}: rank {} changed state during the copy", gva, loc.rank);
+  return Error(Code::kUnavailable, "GVA {:#x}: rank {} ({}) is in the pool but this peer cannot reach its {} slice: {}",
+               gva, loc.rank, s.peer_name, MediumName(loc.medium), s.unreachable_reason);
 }
 
 bool SegmentTable::IsUp(Location loc) const {

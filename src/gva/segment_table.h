@@ -31,6 +31,10 @@ class SegmentTable {
   // then need not ask the driver what the memory is.
   Status Attach(Location slot, uint8_t* base, uint64_t size, bool local, std::string peer_name,
                 std::function<void()> release, int device = -1);
+  // A peer holds the slot but this process has no way to reach it (no transport could use what
+  // the peer advertised): copies to it fail with UNAVAILABLE quoting `reason`. ALREADY_EXISTS if
+  // the slot is attached. Detach then turns it into a departed slot like any other.
+  Status MarkUnreachable(Location slot, std::string peer_name, std::string reason);
   // Marks the slot down (`dead` chooses the message later copies get), waits for pinned copies
   // to finish, then runs the release. No-op for an empty slot.
   void Detach(Location slot, bool dead);
@@ -61,15 +65,15 @@ class SegmentTable {
   };
 
   // The mapped address of [gva, gva+len). INVALID_ADDRESS outside the pool or in a slot no peer
-  // holds; PEER_DOWN for a slot whose peer left or died; OUT_OF_RANGE when the range runs past
-  // the slice.
+  // holds; PEER_DOWN for a slot whose peer left or died; UNAVAILABLE for one this process cannot
+  // reach (MarkUnreachable); OUT_OF_RANGE when the range runs past the slice.
   Result<Pin> Resolve(uint64_t gva, uint64_t len) const;
   bool IsUp(Location slot) const;
   std::string PeerName(Location slot) const;
   const Layout& layout() const { return layout_; }
 
  private:
-  enum State : int { kEmpty = 0, kUp = 1, kLeft = 2, kDead = 3 };
+  enum State : int { kEmpty = 0, kUp = 1, kLeft = 2, kDead = 3, kUnreachable = 4 };
   struct Slot {
     std::atomic<int> state{kEmpty};
     mutable std::atomic<int64_t> pins{0};
@@ -79,8 +83,10 @@ class SegmentTable {
     int device = -1;
     uint64_t mapping_id = 0;
     std::string peer_name;
+    std::string unreachable_reason;  // under attach_mu_
     std::function<void()> release;
   };
+  Status UnreachableError(uint64_t gva, const Location& loc, Pin pin) const;
   Slot& slot(Location loc) const;
 
   Layout layout_;

@@ -80,8 +80,7 @@ struct Conn {
   bool joined = false;
   uint32_t rank = 0;
   wire::PeerJoined desc;       // what others are told about this peer
-  net::UniqueFd memfd;         // the peer's segment, kept to pass to later joiners
-  net::UniqueFd device_fd;     // the peer's device slice (VMM fd), likewise
+  std::vector<net::UniqueFd> fds;  // what came with its Join, in order, kept to pass to later joiners
   bool in_barrier = false;
   bool in_allgather = false;
   std::vector<uint8_t> allgather_data;
@@ -133,6 +132,8 @@ struct Coordinator::Impl {
   void Remember(const std::string& name, uint32_t rank);
   void OnFrame(Conn& c, net::ReceivedFrame frame);
   Status OnJoin(Conn& c, net::ReceivedFrame& frame);
+  Status CheckJoin(const wire::Join& join, size_t fds_received, uint32_t* rank) const;
+  static std::pair<wire::PeerJoined, std::vector<net::UniqueFd>> Describe(const Conn& p, bool to_tcp);
   void OnBarrierEnter(Conn& c, uint64_t epoch);
   void OnAllgatherEnter(Conn& c, wire::AllgatherEnter msg);
   void OnCall(Conn& c, wire::CallRequest msg);
@@ -436,55 +437,59 @@ static uint64_t SliceStride(uint64_t rank_size) {
   return rank_size > UINT64_MAX - kAlign ? rank_size : (rank_size + kAlign - 1) / kAlign * kAlign;
 }
 
+// Why a decoded Join cannot be admitted (OK when it can): the pool's name and sizes, a name in
+// use, no rank left. Sets *rank when admitted.
+Status Coordinator::Impl::CheckJoin(const wire::Join& join, size_t fds_received, uint32_t* rank) const {
+  if (join.fd_count != fds_received) {
+    return Error(Code::kProtocol, "Join announces {} descriptors but {} came with it{}", join.fd_count, fds_received,
+                 fds_received == 0 && join.fd_count > 0 ? " (descriptors cannot cross a tcp connection)" : "");
+  }
+  if (join.pool_name != opt.pool_name) {
+    return Error(Code::kMismatch, "peer '{}' asks for pool '{}' but this coordinator serves pool '{}'",
+                 join.peer_name, join.pool_name, opt.pool_name);
+  }
+  if (join.rank_size != opt.rank_size) {
+    return Error(Code::kMismatch, "peer '{}' offers rank_size {} bytes but pool '{}' uses rank_size {} bytes",
+                 join.peer_name, join.rank_size, opt.pool_name, opt.rank_size);
+  }
+  if (join.segment_size > join.rank_size) {
+    return Error(Code::kInvalidArgument, "peer '{}' offers a segment of {} bytes, more than rank_size {}",
+                 join.peer_name, join.segment_size, join.rank_size);
+  }
+  if (join.device_size > SliceStride(join.rank_size)) {
+    return Error(Code::kInvalidArgument,
+                 "peer '{}' offers a device slice of {} bytes, more than the {} bytes a rank has in the "
+                 "device region (rank_size rounded up to 2 MiB): lower device_size or raise rank_size",
+                 join.peer_name, join.device_size, SliceStride(join.rank_size));
+  }
+  for (auto& [r, p] : peers) {
+    if (join.peer_name.empty() || p->desc.peer_name != join.peer_name) continue;
+    return Error(Code::kAlreadyExists,
+                 "peer name '{}' is in use by rank {} (pid {}) of pool '{}': give this peer another "
+                 "peer_name (WEFT_PEER_NAME), or, if that peer is a previous incarnation of this one, "
+                 "retry once it has been declared gone (peer_timeout_ms = {})",
+                 join.peer_name, r, p->desc.pid, opt.pool_name, opt.peer_timeout.count());
+  }
+  *rank = PickRank(join.peer_name);
+  if (*rank >= opt.max_ranks) {
+    return Error(Code::kPoolFull, "pool '{}' is full: all {} ranks are taken (raise max_ranks)", opt.pool_name,
+                 opt.max_ranks);
+  }
+  return OkStatus();
+}
+
 Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   WEFT_ASSIGN_OR_RETURN(wire::Join join, wire::Decode<wire::Join>(frame.payload));
-  const size_t expected_fds = (join.has_fd ? 1u : 0u) + (join.device.has_fd ? 1u : 0u);
-  if (frame.fds.size() != expected_fds) {
-    return Error(Code::kProtocol, "Join says has_fd={} device.has_fd={} but {} descriptors came with it",
-                 join.has_fd, join.device.has_fd, frame.fds.size());
-  }
   wire::JoinAck ack;
   ack.max_ranks = opt.max_ranks;
   ack.rank_size = opt.rank_size;
   ack.pool_name = opt.pool_name;
   ack.peer_timeout_ms = static_cast<uint32_t>(opt.peer_timeout.count());
 
-  Status refusal;
-  if (join.pool_name != opt.pool_name) {
-    refusal = Error(Code::kMismatch, "peer '{}' asks for pool '{}' but this coordinator serves pool '{}'",
-                    join.peer_name, join.pool_name, opt.pool_name);
-  } else if (join.rank_size != opt.rank_size) {
-    refusal = Error(Code::kMismatch, "peer '{}' offers rank_size {} bytes but pool '{}' uses rank_size {} bytes",
-                    join.peer_name, join.rank_size, opt.pool_name, opt.rank_size);
-  } else if (join.segment_size > join.rank_size) {
-    refusal = Error(Code::kInvalidArgument, "peer '{}' offers a segment of {} bytes, more than rank_size {}",
-                    join.peer_name, join.segment_size, join.rank_size);
-  } else if (join.device.size > SliceStride(join.rank_size)) {
-    refusal = Error(Code::kInvalidArgument,
-                    "peer '{}' offers a device slice of {} bytes, more than the {} bytes a rank has in the "
-                    "device region (rank_size rounded up to 2 MiB): lower device_size or raise rank_size",
-                    join.peer_name, join.device.size, SliceStride(join.rank_size));
-  }
-  if (refusal.ok() && !join.peer_name.empty()) {
-    for (auto& [r, p] : peers) {
-      if (p->desc.peer_name != join.peer_name) continue;
-      refusal = Error(Code::kAlreadyExists,
-                      "peer name '{}' is in use by rank {} (pid {}) of pool '{}': give this peer another "
-                      "peer_name (WEFT_PEER_NAME), or, if that peer is a previous incarnation of this one, "
-                      "retry once it has been declared gone (peer_timeout_ms = {})",
-                      join.peer_name, r, p->desc.pid, opt.pool_name, opt.peer_timeout.count());
-      break;
-    }
-  }
   uint32_t rank = 0;
-  if (refusal.ok()) {
-    rank = PickRank(join.peer_name);
-    if (rank >= opt.max_ranks) {
-      refusal = Error(Code::kPoolFull, "pool '{}' is full: all {} ranks are taken (raise max_ranks)", opt.pool_name,
-                      opt.max_ranks);
-    }
-  }
+  Status refusal = CheckJoin(join, frame.fds.size(), &rank);
   if (!refusal.ok()) {
+    // The frame's descriptors close with it: a refused peer leaves nothing behind.
     WEFT_LOG_INFO("coordinator: refusing {}: {}", Who(c), refusal.ToString());
     ack.status = wire::WireStatus::From(refusal);
     c.refused = true;
@@ -495,17 +500,15 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   c.joined = true;
   c.rank = rank;
   if (!join.peer_name.empty()) Remember(join.peer_name, rank);
-  if (join.has_fd) c.memfd = std::move(frame.fds[0]);
-  if (join.device.has_fd) c.device_fd = std::move(frame.fds.back());
+  c.fds = std::move(frame.fds);
   c.desc.rank = rank;
-  c.desc.peer_name = join.peer_name;
+  c.desc.peer_name = std::move(join.peer_name);
   c.desc.pid = join.pid;
   c.desc.size = join.segment_size;
-  c.desc.access_key = join.access_key;
   c.desc.permissions = join.permissions;
-  c.desc.data_endpoint = join.data_endpoint;
-  c.desc.has_fd = join.has_fd;
-  c.desc.device = join.device;
+  c.desc.device_size = join.device_size;
+  c.desc.fd_count = join.fd_count;
+  c.desc.transports = std::move(join.transports);
   peers[rank] = &c;
   PublishSummary();
   WEFT_LOG_INFO("coordinator: {} joined pool '{}'", Who(c), opt.pool_name);
@@ -514,37 +517,38 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   ack.barrier_epoch = barrier_epoch;
   ack.allgather_epoch = allgather_epoch;
   Send(c, ack);
-  // The frame's descriptors: the host memfd, then the device slice's fd, each only when the
-  // receiver is on a unix socket (the kernel refuses SCM_RIGHTS on tcp; such peers reach each
-  // other's memory over the tcp data plane) and the dup worked.
-  auto describe = [](const Conn& p, bool to_tcp) {
-    wire::PeerJoined about = p.desc;
-    std::vector<net::UniqueFd> fds;
-    auto pass = [&](const net::UniqueFd& fd, const char* what) {
-      if (!fd.valid() || to_tcp) return false;
-      auto d = fd.Dup();
-      if (!d.ok()) {
-        WEFT_LOG_ERROR("coordinator: cannot pass the {} of {}: {}", what, Who(p), d.status().ToString());
-        return false;
-      }
-      fds.push_back(std::move(*d));
-      return true;
-    };
-    about.has_fd = pass(p.memfd, "segment");
-    about.device.has_fd = pass(p.device_fd, "device slice");
-    return std::make_pair(std::move(about), std::move(fds));
-  };
   for (auto& [r, p] : peers) {
     if (p == &c) continue;
-    auto [about, fds] = describe(*p, c.tcp);
+    auto [about, fds] = Describe(*p, c.tcp);
     Send(c, about, std::move(fds));
   }
   for (auto& [r, p] : peers) {
     if (p == &c) continue;
-    auto [about, fds] = describe(c, p->tcp);
+    auto [about, fds] = Describe(c, p->tcp);
     Send(*p, about, std::move(fds));
   }
   return OkStatus();
+}
+
+// What a receiver is told about peer p: its descriptor and its descriptors, duplicated. Blobs
+// refer to descriptors by index, so they go all or none: none to a tcp receiver (the kernel
+// refuses SCM_RIGHTS there; such peers reach each other over the network) or when a dup fails
+// (the receiver then finds the indices out of range and does without those transports).
+std::pair<wire::PeerJoined, std::vector<net::UniqueFd>> Coordinator::Impl::Describe(const Conn& p, bool to_tcp) {
+  wire::PeerJoined about = p.desc;
+  std::vector<net::UniqueFd> fds;
+  for (const net::UniqueFd& fd : p.fds) {
+    if (to_tcp) break;
+    auto d = fd.Dup();
+    if (!d.ok()) {
+      WEFT_LOG_ERROR("coordinator: cannot pass the descriptors of {}: {}", Who(p), d.status().ToString());
+      fds.clear();
+      break;
+    }
+    fds.push_back(std::move(*d));
+  }
+  about.fd_count = static_cast<uint32_t>(fds.size());
+  return {std::move(about), std::move(fds)};
 }
 
 // A peer that was here before under the same name gets its old rank back when that is free

@@ -1,7 +1,8 @@
 // The coordinator of a pool: a server on a unix socket (one machine) or on TCP (peers on many
 // machines), run on a thread inside one peer or alone as `weft meta`. It assigns ranks (a peer
 // that rejoins under its peer name gets its old rank back when that is free), passes each peer's
-// segment descriptor (and, over unix, its memfd by SCM_RIGHTS) to every other peer, runs
+// segment descriptor (with its opaque transport blobs, and over unix the descriptors that came
+// with its Join, by SCM_RIGHTS) to every other peer without reading the blobs, runs
 // barriers and allgathers, forwards service calls (the pool allocator) to a handler, and notices
 // dead peers (closed connection or missed heartbeats) and tells the others.
 //

@@ -108,6 +108,7 @@ struct CoordinatorClient::Impl {
   std::map<uint64_t, std::optional<Result<std::vector<uint8_t>>>> calls;
 
   Status JoinPool(Deadline deadline);
+  Result<wire::Join> MakeJoin(bool over_tcp) const;
   void Run();
   void Heartbeats();
   Status DrainFrames();
@@ -173,30 +174,36 @@ void CoordinatorClient::Impl::Disconnect(Status why) {
   cv.notify_all();
 }
 
-Status CoordinatorClient::Impl::JoinPool(Deadline deadline) {
-  WEFT_ASSIGN_OR_RETURN(net::ControlAddress address, net::ParseControlAddress(opt.socket_path));
-  tcp = address.tcp;
-  net::AuthOptions auth{opt.cluster_secret, opt.allow_unauthenticated};
-  WEFT_ASSIGN_OR_RETURN(sock, net::ConnectControl(address, auth, deadline));
+// Our Join; checks locally what the coordinator would refuse as malformed.
+Result<wire::Join> CoordinatorClient::Impl::MakeJoin(bool over_tcp) const {
+  if (over_tcp && !opt.fds.empty())
+    return Error(Code::kInvalidArgument, "{} descriptors cannot be sent to a tcp:// coordinator", opt.fds.size());
+  if (opt.fds.size() > wire::kMaxFdsPerFrame)
+    return Error(Code::kInvalidArgument, "{} descriptors, a Join carries at most {}", opt.fds.size(),
+                 wire::kMaxFdsPerFrame);
+  if (Status blobs = wire::CheckTransportBlobs(opt.segment.transports); !blobs.ok())
+    return Status(Code::kInvalidArgument, blobs.message());
   wire::Join join;
   join.pool_name = opt.pool_name;
   join.rank_size = opt.rank_size;
   join.peer_name = opt.peer_name;
   join.pid = opt.segment.pid != 0 ? opt.segment.pid : static_cast<int32_t>(::getpid());
   join.segment_size = opt.segment.size;
-  join.access_key = opt.segment.access_key;
   join.permissions = opt.segment.permissions;
-  join.data_endpoint = opt.segment.data_endpoint;
-  join.has_fd = opt.segment.fd >= 0 && !tcp;  // descriptors cannot cross tcp
-  join.device.size = opt.segment.device_size;
-  join.device.gpu = opt.segment.device_gpu;
-  join.device.access_key = opt.segment.device_access_key;
-  join.device.has_fd = opt.segment.device_fd >= 0 && opt.segment.device_size > 0 && !tcp;
-  std::vector<int> fds;
-  if (join.has_fd) fds.push_back(opt.segment.fd);
-  if (join.device.has_fd) fds.push_back(opt.segment.device_fd);
+  join.device_size = opt.segment.device_size;
+  join.fd_count = static_cast<uint32_t>(opt.fds.size());
+  join.transports = opt.segment.transports;
+  return join;
+}
+
+Status CoordinatorClient::Impl::JoinPool(Deadline deadline) {
+  WEFT_ASSIGN_OR_RETURN(net::ControlAddress address, net::ParseControlAddress(opt.socket_path));
+  tcp = address.tcp;
+  net::AuthOptions auth{opt.cluster_secret, opt.allow_unauthenticated};
+  WEFT_ASSIGN_OR_RETURN(sock, net::ConnectControl(address, auth, deadline));
+  WEFT_ASSIGN_OR_RETURN(wire::Join join, MakeJoin(tcp));
   WEFT_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, wire::EncodeFrame(join));
-  Status s = net::SendAll(sock.get(), bytes, fds, deadline);
+  Status s = net::SendAll(sock.get(), bytes, opt.fds, deadline);
   if (!s.ok()) return s.Annotate("sending Join");
 
   for (;;) {
@@ -309,28 +316,21 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
   switch (type) {
     case wire::MessageType::kPeerJoined: {
       WEFT_ASSIGN_OR_RETURN(wire::PeerJoined m, wire::Decode<wire::PeerJoined>(frame.payload));
-      if (frame.fds.size() != (m.has_fd ? 1u : 0u) + (m.device.has_fd ? 1u : 0u)) {
-        return Error(Code::kProtocol, "PeerJoined says has_fd={} device.has_fd={} but {} descriptors came with it",
-                     m.has_fd, m.device.has_fd, frame.fds.size());
+      if (frame.fds.size() != m.fd_count) {
+        return Error(Code::kProtocol, "PeerJoined announces {} descriptors but {} came with it", m.fd_count,
+                     frame.fds.size());
       }
       SegmentDescriptor d;
       d.rank = m.rank;
       d.peer_name = std::move(m.peer_name);
       d.pid = m.pid;
       d.size = m.size;
-      d.access_key = m.access_key;
       d.permissions = m.permissions;
-      d.data_endpoint = m.data_endpoint;
-      d.device_size = m.device.size;
-      d.device_gpu = m.device.gpu;
-      d.device_access_key = m.device.access_key;
+      d.device_size = m.device_size;
+      d.transports = std::move(m.transports);
       // The owner maps the peer's memory first: a WaitForPeers that counts this peer must find
       // its slices attached (mapping a device slice takes milliseconds).
-      if (on_joined) {
-        d.fd = m.has_fd ? frame.fds[0].Release() : -1;
-        d.device_fd = m.device.has_fd ? frame.fds.back().Release() : -1;
-        Guarded("OnPeerJoined", [&] { on_joined(std::move(d)); });
-      }
+      if (on_joined) Guarded("OnPeerJoined", [&] { on_joined(std::move(d), std::move(frame.fds)); });
       {
         std::lock_guard lock(mu);
         live.insert(m.rank);

@@ -11,26 +11,22 @@
 
 #include "base/clock.h"
 #include "base/result.h"
+#include "net/unix_socket.h"
+#include "wire/control.h"
 
 namespace weft::meta {
 
-// What a peer contributes; travels to every other peer of the pool.
+// What a peer contributes; travels to every other peer of the pool. How a peer's memory is
+// reached (a memfd, a data server's address and key) is in its transport blobs, which this layer
+// carries without reading.
 struct SegmentDescriptor {
   uint32_t rank = 0;
   std::string peer_name;
   int32_t pid = 0;
   uint64_t size = 0;         // bytes in the segment (== pool rank_size)
-  uint64_t access_key = 0;   // random; checked by remote transports
   uint32_t permissions = 0;  // bit 0 read, bit 1 write
-  std::string data_endpoint; // host:port of the peer's TCP data server; empty when it has none
-  int fd = -1;               // memfd of the segment; received descriptors own a fresh fd
-                             // (the receiver closes it once mapped). Never over tcp: a peer that
-                             // joins a tcp:// coordinator sends none and receives none.
-  // The peer's device slice (GPU memory, CUDA VMM); device_size 0: none.
-  uint64_t device_size = 0;
-  int32_t device_gpu = -1;        // the owner's GPU index
-  uint64_t device_access_key = 0; // segment 1 on the peer's TCP data server
-  int device_fd = -1;             // the VMM allocation's POSIX fd, like fd (same owner rules)
+  uint64_t device_size = 0;  // bytes of the peer's device slice; 0: none
+  wire::TransportBlobs transports;  // {transport name -> opaque blob}
 };
 
 struct JoinOptions {
@@ -40,7 +36,11 @@ struct JoinOptions {
   std::string pool_name;
   uint64_t rank_size = 0;
   std::string peer_name;
-  SegmentDescriptor segment;  // rank is ignored; fd is sent, not consumed (the caller keeps it)
+  SegmentDescriptor segment;  // rank is ignored
+  // Sent with the Join in this order (the blobs refer to them by index); not consumed, the
+  // caller keeps them. Unix only: INVALID_ARGUMENT for a tcp:// coordinator, which no
+  // descriptor can reach.
+  std::vector<int> fds;
   std::chrono::milliseconds heartbeat_interval{200};
   Deadline deadline = Deadline::After(std::chrono::seconds(10));  // for connect + join
 };
@@ -48,12 +48,14 @@ struct JoinOptions {
 class CoordinatorClient {
  public:
   // Called on the client's receive thread for each peer already in the pool at join time and
-  // each that joins later (never for ourselves).
-  using OnPeerJoined = std::function<void(SegmentDescriptor)>;
+  // each that joins later (never for ourselves), with the descriptors that came with it (fresh
+  // ones, owned by the callee; empty over tcp).
+  using OnPeerJoined = std::function<void(SegmentDescriptor, std::vector<net::UniqueFd>)>;
   // Called when a peer leaves (clean=true) or is declared down (clean=false).
   using OnPeerGone = std::function<void(uint32_t rank, bool clean)>;
 
   // UNAVAILABLE if no coordinator answers; MISMATCH for another pool name or rank_size;
+  // INVALID_ARGUMENT for transport blobs past the limits of wire/control.h or descriptors for tcp;
   // POOL_FULL when max_ranks peers are in; ALREADY_EXISTS when a live peer has our peer_name;
   // UNAUTHENTICATED (tcp) when the cluster secrets differ or we have none; TIMEOUT past the
   // deadline. Heartbeats go out from a thread of their own, so a callback that blocks (a detach

@@ -9,10 +9,11 @@
 
 #include "base/result.h"
 #include "wire/codec.h"
+#include "wire/control.h"
 
 namespace weft::transport {
 
-inline constexpr size_t kMaxBlobBytes = 4096;
+inline constexpr size_t kMaxBlobBytes = wire::kMaxTransportBlobBytes;  // as the join and descriptors carry them
 
 inline wire::Writer BlobWriter(uint8_t version) {
   wire::Writer w;

@@ -1,5 +1,7 @@
 #include "wire/control.h"
 
+#include <algorithm>
+
 #include "wire/codec.h"
 
 namespace weft::wire {
@@ -108,21 +110,56 @@ Result<std::vector<uint8_t>> MakeFrame(MessageType type, std::span<const uint8_t
   return frame;
 }
 
-// ---- DeviceSliceInfo (inside Join and PeerJoined) ----
-namespace {
-void PutDeviceSlice(Writer& w, const DeviceSliceInfo& d) {
-  w.U64(d.size);
-  w.I32(d.gpu);
-  w.U64(d.access_key);
-  w.Bool(d.has_fd);
+// ---- Transport blobs and descriptor counts (inside Join and PeerJoined) ----
+bool ValidTransportName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxTransportNameLength) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
 }
-Status GetDeviceSlice(Reader& r, DeviceSliceInfo& d) {
-  WEFT_RETURN_IF_ERROR(r.U64(d.size));
-  WEFT_RETURN_IF_ERROR(r.I32(d.gpu));
-  WEFT_RETURN_IF_ERROR(r.U64(d.access_key));
-  WEFT_RETURN_IF_ERROR(r.Bool(d.has_fd));
-  if (d.has_fd && d.size == 0) return Error(Code::kProtocol, "a device slice of 0 bytes comes with a descriptor");
+
+Status CheckTransportBlobs(const TransportBlobs& blobs) {
+  if (blobs.size() > kMaxTransportBlobs)
+    return Error(Code::kProtocol, "{} transport blobs, the limit is {}", blobs.size(), kMaxTransportBlobs);
+  for (const auto& [name, blob] : blobs) {
+    if (!ValidTransportName(name))
+      return Error(Code::kProtocol, "transport name '{}' is not 1..{} of [a-z0-9_-]", name.substr(0, 64),
+                   kMaxTransportNameLength);
+    if (blob.empty() || blob.size() > kMaxTransportBlobBytes)
+      return Error(Code::kProtocol, "the blob of transport {} has {} bytes (1..{} expected)", name, blob.size(),
+                   kMaxTransportBlobBytes);
+  }
   return OkStatus();
+}
+
+namespace {
+void PutTransports(Writer& w, uint32_t fd_count, const TransportBlobs& blobs) {
+  w.U32(fd_count);
+  w.U32(static_cast<uint32_t>(blobs.size()));
+  for (const auto& [name, blob] : blobs) {
+    w.String(name);
+    w.String(blob);
+  }
+}
+
+// Names come strictly ascending (as a std::map writes them), so every map has one encoding and
+// no name is given twice.
+Status GetTransports(Reader& r, uint32_t& fd_count, TransportBlobs& blobs) {
+  WEFT_RETURN_IF_ERROR(r.U32(fd_count));
+  if (fd_count > kMaxFdsPerFrame)
+    return Error(Code::kProtocol, "{} descriptors announced, the limit is {}", fd_count, kMaxFdsPerFrame);
+  uint32_t n = 0;
+  WEFT_RETURN_IF_ERROR(r.Count(n, /*two lengths*/ 8, kMaxTransportBlobs).Annotate("transport blobs"));
+  std::string name, blob;
+  for (uint32_t i = 0; i < n; ++i) {
+    WEFT_RETURN_IF_ERROR(r.String(name, kMaxTransportNameLength));
+    WEFT_RETURN_IF_ERROR(r.String(blob, kMaxTransportBlobBytes));
+    if (!blobs.empty() && name <= blobs.rbegin()->first)
+      return Error(Code::kProtocol, "transport '{}' after '{}': names must be strictly ascending", name,
+                   blobs.rbegin()->first);
+    blobs.emplace_hint(blobs.end(), std::move(name), std::move(blob));
+  }
+  return CheckTransportBlobs(blobs);
 }
 }  // namespace
 
@@ -134,11 +171,9 @@ std::vector<uint8_t> Encode(const Join& m) {
   w.String(m.peer_name);
   w.I32(m.pid);
   w.U64(m.segment_size);
-  w.U64(m.access_key);
   w.U32(m.permissions);
-  w.String(m.data_endpoint);
-  w.Bool(m.has_fd);
-  PutDeviceSlice(w, m.device);
+  w.U64(m.device_size);
+  PutTransports(w, m.fd_count, m.transports);
   return w.Take();
 }
 template <>
@@ -149,11 +184,9 @@ Result<Join> Decode<Join>(std::span<const uint8_t> payload) {
     WEFT_RETURN_IF_ERROR(r.String(m.peer_name, kMaxNameLength));
     WEFT_RETURN_IF_ERROR(r.I32(m.pid));
     WEFT_RETURN_IF_ERROR(r.U64(m.segment_size));
-    WEFT_RETURN_IF_ERROR(r.U64(m.access_key));
     WEFT_RETURN_IF_ERROR(r.U32(m.permissions));
-    WEFT_RETURN_IF_ERROR(r.String(m.data_endpoint, kMaxNameLength));
-    WEFT_RETURN_IF_ERROR(r.Bool(m.has_fd));
-    return GetDeviceSlice(r, m.device);
+    WEFT_RETURN_IF_ERROR(r.U64(m.device_size));
+    return GetTransports(r, m.fd_count, m.transports);
   });
 }
 
@@ -191,11 +224,9 @@ std::vector<uint8_t> Encode(const PeerJoined& m) {
   w.String(m.peer_name);
   w.I32(m.pid);
   w.U64(m.size);
-  w.U64(m.access_key);
   w.U32(m.permissions);
-  w.String(m.data_endpoint);
-  w.Bool(m.has_fd);
-  PutDeviceSlice(w, m.device);
+  w.U64(m.device_size);
+  PutTransports(w, m.fd_count, m.transports);
   return w.Take();
 }
 template <>
@@ -205,11 +236,9 @@ Result<PeerJoined> Decode<PeerJoined>(std::span<const uint8_t> payload) {
     WEFT_RETURN_IF_ERROR(r.String(m.peer_name, kMaxNameLength));
     WEFT_RETURN_IF_ERROR(r.I32(m.pid));
     WEFT_RETURN_IF_ERROR(r.U64(m.size));
-    WEFT_RETURN_IF_ERROR(r.U64(m.access_key));
     WEFT_RETURN_IF_ERROR(r.U32(m.permissions));
-    WEFT_RETURN_IF_ERROR(r.String(m.data_endpoint, kMaxNameLength));
-    WEFT_RETURN_IF_ERROR(r.Bool(m.has_fd));
-    return GetDeviceSlice(r, m.device);
+    WEFT_RETURN_IF_ERROR(r.U64(m.device_size));
+    return GetTransports(r, m.fd_count, m.transports);
   });
 }
 

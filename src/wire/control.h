@@ -3,15 +3,16 @@
 // A frame is a 12-byte header followed by the payload, all little-endian:
 //   magic u32 ("WEFT")  version u16  type u16  payload_size u32
 // A receiver rejects another magic, an unknown version or type, or a payload over
-// kMaxFramePayload before it buffers the payload. File descriptors (segment memfds) do not
-// travel in the bytes: they ride as SCM_RIGHTS on the frame's first bytes (see net/unix_socket.h)
-// and a message says with has_fd whether one must be there.
+// kMaxFramePayload before it buffers the payload. File descriptors do not travel in the bytes:
+// they ride as SCM_RIGHTS on the frame's first bytes (see net/unix_socket.h) and a message says
+// with fd_count how many must be there.
 //
 // Each message is a struct with Encode() and Decode<T>(); every decoder is bounds-checked,
 // rejects trailing bytes and has a fuzz target under fuzz/.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
@@ -23,7 +24,9 @@
 namespace weft::wire {
 
 inline constexpr uint32_t kFrameMagic = 0x54464557;  // the bytes "WEFT"
-inline constexpr uint16_t kControlVersion = 2;  // 2: Join and PeerJoined carry a device slice
+// 2: Join and PeerJoined carry a device slice; 3: they carry opaque per-transport blobs instead
+// of transport fields.
+inline constexpr uint16_t kControlVersion = 3;
 inline constexpr size_t kFrameHeaderSize = 12;
 inline constexpr uint32_t kMaxFramePayload = 16u << 20;
 inline constexpr size_t kMaxNameLength = 1024;          // pool and peer names
@@ -66,18 +69,20 @@ struct WireStatus {
   bool operator==(const WireStatus&) const = default;
 };
 
-// A peer's device slice: GPU memory from the CUDA VMM API (size 0: the peer has none). Its
-// POSIX-fd handle travels only over a unix socket, after the host memfd, when has_fd.
-struct DeviceSliceInfo {
-  uint64_t size = 0;
-  int32_t gpu = -1;         // the owner's GPU index (for logs and `weft route`; importers map the fd)
-  uint64_t access_key = 0;  // key of the slice on the owner's TCP data server (segment 1)
-  bool has_fd = false;
-  bool operator==(const DeviceSliceInfo&) const = default;
-};
+// What a peer advertises per transport: {transport name -> blob}. The control plane carries
+// the blobs without reading them; only the pool's transports do (api/bm/slice_blobs.h). Names
+// are 1..kMaxTransportNameLength of [a-z0-9_-], blobs 1..kMaxTransportBlobBytes, at most
+// kMaxTransportBlobs entries: the decoders refuse anything else with PROTOCOL.
+using TransportBlobs = std::map<std::string, std::string>;
+inline constexpr size_t kMaxTransportBlobs = 32;
+inline constexpr size_t kMaxTransportNameLength = 32;
+inline constexpr size_t kMaxTransportBlobBytes = 4096;
+bool ValidTransportName(std::string_view name);
+// PROTOCOL naming the first entry that breaks the limits above.
+Status CheckTransportBlobs(const TransportBlobs& blobs);
 
-// peer -> coordinator, first frame of a connection; carries the segment memfd when has_fd, and
-// then the device slice's fd when device.has_fd.
+// peer -> coordinator, first frame of a connection; fd_count descriptors ride with it, in the
+// order its blobs refer to them.
 struct Join {
   static constexpr MessageType kType = MessageType::kJoin;
   std::string pool_name;
@@ -85,11 +90,10 @@ struct Join {
   std::string peer_name;
   int32_t pid = 0;
   uint64_t segment_size = 0;
-  uint64_t access_key = 0;
   uint32_t permissions = 0;
-  std::string data_endpoint;  // host:port of the peer's TCP data server; empty when it has none
-  bool has_fd = false;
-  DeviceSliceInfo device;
+  uint64_t device_size = 0;  // bytes of the peer's device slice, 0 for none (checked against a rank's share)
+  uint32_t fd_count = 0;     // at most kMaxFdsPerFrame
+  TransportBlobs transports;
   bool operator==(const Join&) const = default;
 };
 
@@ -107,19 +111,18 @@ struct JoinAck {
   bool operator==(const JoinAck&) const = default;
 };
 
-// coordinator -> peer: another peer's segment; carries its memfd when has_fd, then its device
-// slice's fd when device.has_fd.
+// coordinator -> peer: another peer's segment, with the blobs it joined with and fd_count
+// descriptors (its own, in its order; none when they could not be passed).
 struct PeerJoined {
   static constexpr MessageType kType = MessageType::kPeerJoined;
   uint32_t rank = 0;
   std::string peer_name;
   int32_t pid = 0;
   uint64_t size = 0;
-  uint64_t access_key = 0;
   uint32_t permissions = 0;
-  std::string data_endpoint;  // host:port of the peer's TCP data server; empty when it has none
-  bool has_fd = false;
-  DeviceSliceInfo device;
+  uint64_t device_size = 0;
+  uint32_t fd_count = 0;
+  TransportBlobs transports;
   bool operator==(const PeerJoined&) const = default;
 };
 

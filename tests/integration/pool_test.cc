@@ -7,8 +7,13 @@
 
 #include "api/bm/device_slice.h"
 #include "api/bm/pool.h"
+#include "api/bm/slice_blobs.h"
 #include "base/random.h"
 #include "integration/peer_process.h"
+#include "mem/host_segment.h"
+#include "meta/coordinator_client.h"
+#include "transport/tcp/access_table.h"
+#include "transport/tcp/tcp_server.h"
 
 namespace weft::bm {
 namespace {
@@ -345,6 +350,144 @@ TEST(Pool, DeviceSliceNeedsAGpuAndFitsTheRegion) {
   EXPECT_NE(s.message().find("device slice"), std::string::npos) << s.ToString();
   EXPECT_TRUE(std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0x5a; }));
   EXPECT_FALSE(p.Alloc(4096, Placement::Local(Medium::kDevice)).ok());
+}
+
+// ---- What a peer advertises in its transport blobs ----
+
+// A peer put together by hand from the pool's parts (a memfd slice, a TCP data server serving it
+// as segment 0, the coordinator client), so that its blobs can be what a pool peer of this build
+// never sends: a transport from the future, a corrupt blob.
+struct HandMadePeer {
+  std::unique_ptr<mem::HostSegment> segment;
+  transport::tcp::AccessTable access;
+  std::unique_ptr<transport::tcp::TcpServer> server;
+  std::unique_ptr<meta::CoordinatorClient> client;
+  uint32_t rank = 0;
+};
+
+Result<std::unique_ptr<HandMadePeer>> JoinByHand(const Config& config, const std::string& name,
+                                                 const std::function<void(wire::TransportBlobs&)>& edit) {
+  auto p = std::make_unique<HandMadePeer>();
+  WEFT_ASSIGN_OR_RETURN(p->segment, mem::HostSegment::Create("weft-" + name, config.rank_size, -1));
+  WEFT_RETURN_IF_ERROR(p->access.Register({0, p->segment->data(), config.rank_size, p->segment->access_key(),
+                                           transport::tcp::kPermReadWrite}));
+  transport::tcp::TcpServerOptions sopts;
+  sopts.host = "127.0.0.1";
+  sopts.auth.cluster_secret = config.cluster_secret;
+  WEFT_ASSIGN_OR_RETURN(p->server, transport::tcp::TcpServer::Start(sopts, &p->access));
+  OwnSlices own;
+  own.host_fd = p->segment->fd();
+  own.data_endpoint = p->server->address().ToString();
+  own.host_key = p->segment->access_key();
+  SliceAdvert advert = AdvertiseSlices(own);
+  edit(advert.blobs);
+  meta::JoinOptions jopts;
+  jopts.socket_path = config.CoordinatorPath();
+  jopts.pool_name = config.pool_name;
+  jopts.rank_size = config.rank_size;
+  jopts.peer_name = name;
+  jopts.segment.size = config.rank_size;
+  jopts.segment.permissions = 3;
+  jopts.segment.transports = std::move(advert.blobs);
+  jopts.fds = std::move(advert.fds);
+  jopts.heartbeat_interval = std::chrono::milliseconds(config.heartbeat_ms);
+  WEFT_ASSIGN_OR_RETURN(p->client, meta::CoordinatorClient::Join(
+                                       jopts, [](meta::SegmentDescriptor, std::vector<net::UniqueFd>) {},
+                                       [](uint32_t, bool) {}));
+  p->rank = p->client->rank();
+  return p;
+}
+
+// Writes a fresh pattern into `peer`'s slice through `pool` and reads it back both through the
+// pool and straight from the peer's memory. Returns the first failure.
+Status WriteAndCheck(Pool& pool, HandMadePeer& peer) {
+  const uint64_t len = 300000, off = 4096 + 7, seed = FreshSeed();
+  std::vector<uint8_t> src(len), back(len, 0);
+  FillRandom(src.data(), len, seed);
+  const uint64_t gva = *pool.SliceAddress(peer.rank) + off;
+  WEFT_RETURN_IF_ERROR(pool.Copy(gva, Addr(src.data()), len, Direction::kLH2GH, Soon()));
+  if (FirstMismatch(peer.segment->data() + off, len, seed))
+    return Error(Code::kInternal, "the peer's memory does not hold what was written");
+  WEFT_RETURN_IF_ERROR(pool.Copy(Addr(back.data()), gva, len, Direction::kGH2LH, Soon()));
+  if (back != src) return Error(Code::kInternal, "read back differs");
+  return OkStatus();
+}
+
+Config BlobTestConfig(const std::string& name) {
+  Config config = TestConfig(name, 4 << 20);
+  config.cluster_secret = "blob-test-" + std::to_string(FreshSeed());
+  return config;
+}
+
+// A peer advertising a transport this build does not know ("future-rdma") next to its usual ones
+// joins; the others skip that blob and reach it as before: mapped over shm (transport=auto) and
+// through its data server (transport=tcp).
+TEST(Pool, UnknownTransportBlobIsSkippedAndThePeerIsStillReached) {
+  Config config = BlobTestConfig("future");
+  auto host = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(host.ok()) << host.status().ToString();
+  Config tcp_config = config;
+  tcp_config.transport = "tcp";
+  auto tcp_peer = Pool::Join(tcp_config, JoinMode::kJoin);
+  ASSERT_TRUE(tcp_peer.ok()) << tcp_peer.status().ToString();
+  auto newer = JoinByHand(config, "newer", [](wire::TransportBlobs& blobs) {
+    blobs["future-rdma"] = std::string("\x05 a format this build has never seen", 38);
+  });
+  ASSERT_TRUE(newer.ok()) << newer.status().ToString();
+  for (Pool* pool : {host->get(), tcp_peer->get()}) {
+    ASSERT_TRUE(pool->WaitForPeers(3, Soon()).ok());
+    EXPECT_TRUE(pool->HasSlice((*newer)->rank));
+    Status s = WriteAndCheck(*pool, **newer);
+    EXPECT_TRUE(s.ok()) << "transport=" << pool->config().transport << ": " << s.ToString();
+  }
+  std::vector<uint8_t> buf(64);
+  auto shm_route = (*host)->Route(*(*host)->SliceAddress((*newer)->rank), Addr(buf.data()), buf.size());
+  ASSERT_TRUE(shm_route.ok()) << shm_route.status().ToString();
+  EXPECT_EQ(shm_route->locality, transport::Locality::kSameNode);
+  auto tcp_route = (*tcp_peer)->Route(*(*tcp_peer)->SliceAddress((*newer)->rank), Addr(buf.data()), buf.size());
+  ASSERT_TRUE(tcp_route.ok()) << tcp_route.status().ToString();
+  EXPECT_EQ(tcp_route->path, "tcp");
+}
+
+// A corrupt shm blob (or one naming a descriptor that did not come) disables shm for that peer
+// only: the others still join and reach each other, a transport=tcp peer reaches it through its
+// good tcp blob, and a transport=auto peer, which has no other path, gets UNAVAILABLE naming each
+// transport's reason, at once and without a hang.
+TEST(Pool, CorruptShmBlobDisablesShmForThatPeerOnly) {
+  Config config = BlobTestConfig("corrupt");
+  auto host = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(host.ok()) << host.status().ToString();
+  auto plain = Pool::Join(config, JoinMode::kJoin);
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  Config tcp_config = config;
+  tcp_config.transport = "tcp";
+  auto tcp_peer = Pool::Join(tcp_config, JoinMode::kJoin);
+  ASSERT_TRUE(tcp_peer.ok()) << tcp_peer.status().ToString();
+  auto corrupt = JoinByHand(config, "corrupt", [](wire::TransportBlobs& blobs) { blobs["shm"] = "\x07garbage"; });
+  ASSERT_TRUE(corrupt.ok()) << corrupt.status().ToString();
+  auto stray = JoinByHand(config, "stray", [](wire::TransportBlobs& blobs) { blobs["shm"] = EncodeShmBlob({3}); });
+  ASSERT_TRUE(stray.ok()) << stray.status().ToString();
+  for (Pool* pool : {host->get(), plain->get(), tcp_peer->get()}) ASSERT_TRUE(pool->WaitForPeers(5, Soon()).ok());
+
+  for (HandMadePeer* bad : {corrupt->get(), stray->get()}) {
+    Status over_tcp = WriteAndCheck(**tcp_peer, *bad);
+    EXPECT_TRUE(over_tcp.ok()) << over_tcp.ToString();
+    for (Pool* pool : {host->get(), plain->get()}) {
+      EXPECT_FALSE(pool->HasSlice(bad->rank));
+      const auto start = std::chrono::steady_clock::now();
+      Status s = WriteAndCheck(*pool, *bad);
+      EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+      EXPECT_EQ(s.code(), Code::kUnavailable) << s.ToString();
+      for (const char* part : {"shm: ", "PROTOCOL", "tcp: "})
+        EXPECT_NE(s.message().find(part), std::string::npos) << "'" << part << "' in " << s.ToString();
+    }
+  }
+  // Among themselves the pool peers are unaffected.
+  std::vector<uint8_t> buf(4096, 0x3c), back(4096, 0);
+  const uint64_t theirs = *(*host)->SliceAddress((*plain)->rank()) + 64;
+  ASSERT_TRUE((*host)->Copy(theirs, Addr(buf.data()), buf.size()).ok());
+  ASSERT_TRUE((*plain)->Copy(Addr(back.data()), theirs, back.size()).ok());
+  EXPECT_EQ(back, buf);
 }
 
 // Leave while other threads copy (sync, batch, async) and wait in the coordinator: every call

@@ -2,6 +2,7 @@
 // sockets play the peers that crash, go silent or speak garbage.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -91,15 +92,10 @@ struct Segment {
 struct Events {
   std::mutex mu;
   std::condition_variable cv;
-  std::map<uint32_t, SegmentDescriptor> joined;  // owns the received fds
+  std::map<uint32_t, SegmentDescriptor> joined;
+  std::map<uint32_t, std::vector<net::UniqueFd>> fds;  // what came with each, latest join
   std::vector<std::pair<uint32_t, bool>> gone;
 
-  ~Events() {
-    for (auto& [r, d] : joined) {
-      if (d.fd >= 0) ::close(d.fd);
-      if (d.device_fd >= 0) ::close(d.device_fd);
-    }
-  }
   template <typename Pred>
   bool WaitFor(Pred pred) {
     std::unique_lock lock(mu);
@@ -111,8 +107,15 @@ struct Peer {
   std::unique_ptr<Segment> segment;
   std::shared_ptr<Events> events = std::make_shared<Events>();
   std::unique_ptr<CoordinatorClient> client;
-  uint64_t access_key = 0;
+  wire::TransportBlobs blobs;  // what it advertised
 };
+
+// Blobs are opaque to the coordinator: a pool peer's names with bytes of our own, one of them
+// random so every peer's differ (as its access keys would).
+wire::TransportBlobs TestBlobs() {
+  auto key = RandomBytes(8);
+  return {{"shm", std::string("\x01\x00\x00\x00\x00", 5)}, {"tcp", std::string(key.begin(), key.end())}};
+}
 
 JoinOptions Options(const std::string& path, const std::string& name, int fd) {
   JoinOptions o;
@@ -123,9 +126,9 @@ JoinOptions Options(const std::string& path, const std::string& name, int fd) {
   o.segment.peer_name = name;
   o.segment.pid = static_cast<int32_t>(::getpid());
   o.segment.size = kRankSize;
-  o.segment.access_key = RandomU64();
   o.segment.permissions = 3;
-  o.segment.fd = fd;
+  o.segment.transports = TestBlobs();
+  o.fds = {fd};
   o.heartbeat_interval = 50ms;
   o.deadline = Long();
   return o;
@@ -139,15 +142,14 @@ Result<std::unique_ptr<Peer>> JoinPeer(const std::string& path, const std::strin
   std::memcpy(p->segment->map, data.data(), data.size());
   JoinOptions o = Options(path, name, p->segment->fd.get());
   if (tweak) tweak(o);
-  p->access_key = o.segment.access_key;
+  p->blobs = o.segment.transports;
   std::shared_ptr<Events> ev = p->events;
   auto client = CoordinatorClient::Join(
       o,
-      [ev](SegmentDescriptor d) {
+      [ev](SegmentDescriptor d, std::vector<net::UniqueFd> fds) {
         std::lock_guard lock(ev->mu);
-        auto& slot = ev->joined[d.rank];
-        if (slot.fd >= 0) ::close(slot.fd);
-        slot = std::move(d);
+        ev->fds[d.rank] = std::move(fds);
+        ev->joined[d.rank] = std::move(d);
         ev->cv.notify_all();
       },
       [ev](uint32_t rank, bool clean) {
@@ -207,7 +209,7 @@ struct RawPeer {
     RawPeer p;
     WEFT_ASSIGN_OR_RETURN(p.sock, net::ConnectUnix(path, Long()));
     p.segment = std::make_unique<Segment>(kRankSize);
-    wire::Join j{"pool", kRankSize, name, static_cast<int32_t>(::getpid()), kRankSize, 1, 3, "", true, {}};
+    wire::Join j{"pool", kRankSize, name, static_cast<int32_t>(::getpid()), kRankSize, 3, 0, 1, TestBlobs()};
     int fd = p.segment->fd.get();
     WEFT_RETURN_IF_ERROR(net::SendAll(p.sock.get(), *wire::EncodeFrame(j), std::span<const int>(&fd, 1), Long()));
     WEFT_ASSIGN_OR_RETURN(net::ReceivedFrame f, p.NextFrame());
@@ -272,11 +274,11 @@ TEST(Coordinator, FourPeersExchangeWorkingSegments) {
       EXPECT_EQ(d.peer_name, "peer" + std::to_string(index));
       EXPECT_EQ(d.pid, ::getpid());
       EXPECT_EQ(d.size, kRankSize);
-      EXPECT_EQ(d.access_key, owner->access_key);
+      EXPECT_EQ(d.transports, owner->blobs) << "the blobs travel unchanged";
       EXPECT_EQ(d.permissions, 3u);
-      ASSERT_GE(d.fd, 0);
+      ASSERT_EQ(p->events->fds[r].size(), 1u);
       // The received fd maps the owner's very bytes, both ways.
-      void* m = ::mmap(nullptr, kRankSize, PROT_READ | PROT_WRITE, MAP_SHARED, d.fd, 0);
+      void* m = ::mmap(nullptr, kRankSize, PROT_READ | PROT_WRITE, MAP_SHARED, p->events->fds[r][0].get(), 0);
       ASSERT_NE(m, MAP_FAILED);
       auto* bytes = static_cast<uint8_t*>(m);
       EXPECT_EQ(std::memcmp(bytes, owner->segment->map, kRankSize), 0);
@@ -402,9 +404,10 @@ TEST(Coordinator, MismatchedPoolNameOrRankSize) {
   EXPECT_EQ((*coord)->Peers().size(), 1u);
 }
 
-// A device slice's fd travels after the host memfd to every same-node peer (the coordinator
-// treats it as opaque, so a memfd stands in for the VMM allocation here), with its size, GPU and
-// data-server key; a peer without one is described with none.
+// A device slice's fd travels after the host memfd to every same-node peer, in the order the
+// peer sent them (the coordinator treats both as opaque, so a memfd stands in for the VMM
+// allocation here), with the device size and the blob that names it; a peer without one is
+// described with none.
 TEST(Coordinator, DeviceSliceTravelsWithTheHostSegment) {
   TempDir dir;
   auto coord = StartCoordinator(dir.File("c.sock"));
@@ -412,12 +415,11 @@ TEST(Coordinator, DeviceSliceTravelsWithTheHostSegment) {
   Segment device(kRankSize);
   auto pattern = RandomBytes(kRankSize);
   std::memcpy(device.map, pattern.data(), pattern.size());
-  const uint64_t device_key = RandomU64();
+  const std::string cuda_blob = "\x01 index 1, GPU 3";
   auto gpu = JoinPeer(dir.File("c.sock"), "gpu", [&](JoinOptions& o) {
     o.segment.device_size = kRankSize;
-    o.segment.device_gpu = 3;
-    o.segment.device_access_key = device_key;
-    o.segment.device_fd = device.fd.get();
+    o.segment.transports["cuda"] = cuda_blob;
+    o.fds.push_back(device.fd.get());
   });
   ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
   auto plain = JoinPeer(dir.File("c.sock"), "plain");
@@ -430,19 +432,19 @@ TEST(Coordinator, DeviceSliceTravelsWithTheHostSegment) {
     ASSERT_TRUE(p->events->WaitFor([&] { return p->events->joined.size() == 2; }));
     std::lock_guard lock(p->events->mu);
     for (auto& [r, d] : p->events->joined) {
+      const auto& fds = p->events->fds[r];
       if (r != gpu_rank) {
         EXPECT_EQ(d.device_size, 0u);
-        EXPECT_EQ(d.device_fd, -1);
+        EXPECT_EQ(d.transports.count("cuda"), 0u);
+        EXPECT_EQ(fds.size(), 1u);
         continue;
       }
       EXPECT_EQ(d.device_size, kRankSize);
-      EXPECT_EQ(d.device_gpu, 3);
-      EXPECT_EQ(d.device_access_key, device_key);
-      ASSERT_GE(d.fd, 0);
-      ASSERT_GE(d.device_fd, 0);
-      EXPECT_NE(d.fd, d.device_fd);
+      EXPECT_EQ(d.transports.at("cuda"), cuda_blob);
+      ASSERT_EQ(fds.size(), 2u);
+      EXPECT_NE(fds[0].get(), fds[1].get());
       // The second descriptor is the device slice's, not the host segment's.
-      void* m = ::mmap(nullptr, kRankSize, PROT_READ, MAP_SHARED, d.device_fd, 0);
+      void* m = ::mmap(nullptr, kRankSize, PROT_READ, MAP_SHARED, fds[1].get(), 0);
       ASSERT_NE(m, MAP_FAILED);
       EXPECT_EQ(std::memcmp(m, pattern.data(), kRankSize), 0);
       ::munmap(m, kRankSize);
@@ -450,30 +452,150 @@ TEST(Coordinator, DeviceSliceTravelsWithTheHostSegment) {
   }
   {
     std::lock_guard lock((*gpu)->events->mu);
-    for (auto& [r, d] : (*gpu)->events->joined) EXPECT_EQ(d.device_fd, -1) << "rank " << r << " has no device slice";
+    for (auto& [r, fds] : (*gpu)->events->fds) EXPECT_EQ(fds.size(), 1u) << "rank " << r << " has no device slice";
   }
 
   // A device slice larger than a rank's share of the device region is refused with the reason.
   auto too_big = JoinPeer(dir.File("c.sock"), "big", [&](JoinOptions& o) {
     o.segment.device_size = 2 * kRankSize + (2u << 20);
-    o.segment.device_fd = device.fd.get();
+    o.fds.push_back(device.fd.get());
   });
   ASSERT_FALSE(too_big.ok());
   EXPECT_EQ(too_big.status().code(), Code::kInvalidArgument);
   EXPECT_NE(too_big.status().message().find("device slice"), std::string::npos) << too_big.status().ToString();
 
-  // Saying a device descriptor comes but sending none is a protocol error: that connection closes.
+  // Announcing a device descriptor but sending none is a protocol error: refused, that connection closes.
   auto raw = net::ConnectUnix(dir.File("c.sock"), Long());
   ASSERT_TRUE(raw.ok());
   Segment host(kRankSize);
-  wire::Join j{"pool", kRankSize, "liar", static_cast<int32_t>(::getpid()), kRankSize, 1, 3, "", true,
-               wire::DeviceSliceInfo{kRankSize, 0, 1, true}};
+  wire::Join j{"pool", kRankSize, "liar", static_cast<int32_t>(::getpid()), kRankSize, 3, kRankSize, 2, TestBlobs()};
   int fd = host.fd.get();
   ASSERT_TRUE(net::SendAll(raw->get(), *wire::EncodeFrame(j), std::span<const int>(&fd, 1), Long()).ok());
   RawPeer liar;
   liar.sock = std::move(*raw);
+  auto ack = liar.NextFrame();
+  ASSERT_TRUE(ack.ok()) << ack.status().ToString();
+  auto refusal = wire::Decode<wire::JoinAck>(ack->payload);
+  ASSERT_TRUE(refusal.ok());
+  EXPECT_EQ(refusal->status.code, Code::kProtocol) << refusal->status.message;
   EXPECT_TRUE(liar.WaitClosedByServer());
   EXPECT_EQ((*coord)->Peers().size(), 3u);
+}
+
+// A Join whose fd_count differs from the descriptors that came with it is refused with PROTOCOL
+// (either way round), and the coordinator keeps none of them: the write end of a pipe sent with
+// it is closed once the refusal is out, so the read end sees end-of-file.
+TEST(Coordinator, FdCountThatDoesNotMatchTheDescriptorsIsRefused) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  auto member = JoinPeer(dir.File("c.sock"), "member");
+  ASSERT_TRUE(member.ok()) << member.status().ToString();
+  for (uint32_t announced : {0u, 2u, static_cast<uint32_t>(wire::kMaxFdsPerFrame)}) {
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+    net::UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+    auto raw = net::ConnectUnix(dir.File("c.sock"), Long());
+    ASSERT_TRUE(raw.ok());
+    wire::Join j{"pool", kRankSize, "miscounted", static_cast<int32_t>(::getpid()), kRankSize, 3, 0, announced,
+                 TestBlobs()};
+    const int sent = write_end.get();
+    ASSERT_TRUE(net::SendAll(raw->get(), *wire::EncodeFrame(j), std::span<const int>(&sent, 1), Long()).ok());
+    write_end.Reset();  // the coordinator's copy is now the only writer
+    RawPeer p;
+    p.sock = std::move(*raw);
+    auto ack = p.NextFrame();
+    ASSERT_TRUE(ack.ok()) << ack.status().ToString();
+    auto refusal = wire::Decode<wire::JoinAck>(ack->payload);
+    ASSERT_TRUE(refusal.ok());
+    EXPECT_EQ(refusal->status.code, Code::kProtocol) << "fd_count " << announced;
+    EXPECT_NE(refusal->status.message.find("descriptors"), std::string::npos) << refusal->status.message;
+    EXPECT_TRUE(p.WaitClosedByServer());
+    pollfd pfd{read_end.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&pfd, 1, 60000), 1) << "the coordinator still holds the refused peer's descriptor";
+    char c;
+    EXPECT_EQ(::read(read_end.get(), &c, 1), 0) << "end-of-file: no writer is left";
+  }
+  // The client refuses what the coordinator would: descriptors for a tcp coordinator are
+  // checked there, blobs past the limits here.
+  auto bad_blobs = JoinPeer(dir.File("c.sock"), "bad-blobs", [](JoinOptions& o) { o.segment.transports["RDMA"] = "x"; });
+  EXPECT_EQ(bad_blobs.status().code(), Code::kInvalidArgument) << bad_blobs.status().ToString();
+  EXPECT_EQ((*coord)->Peers().size(), 1u);
+  EXPECT_TRUE((*member)->client->connected());
+}
+
+// Transport names the coordinator has never heard of travel like any other: a newer peer's
+// "future-rdma" blob reaches every other peer byte for byte, next to its memfd, and a peer
+// joining later gets it too.
+TEST(Coordinator, UnknownTransportBlobIsForwarded) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  auto early = JoinPeer(dir.File("c.sock"), "early");
+  ASSERT_TRUE(early.ok());
+  auto rkey = RandomBytes(wire::kMaxTransportBlobBytes);
+  const std::string future_blob(rkey.begin(), rkey.end());
+  auto newer = JoinPeer(dir.File("c.sock"), "newer", [&](JoinOptions& o) {
+    o.segment.transports["future-rdma"] = future_blob;
+  });
+  ASSERT_TRUE(newer.ok()) << newer.status().ToString();
+  auto late = JoinPeer(dir.File("c.sock"), "late");
+  ASSERT_TRUE(late.ok());
+  const uint32_t rank = (*newer)->client->rank();
+  for (Peer* p : {early->get(), late->get()}) {
+    ASSERT_TRUE(p->events->WaitFor([&] { return p->events->joined.count(rank) == 1; }));
+    std::lock_guard lock(p->events->mu);
+    EXPECT_EQ(p->events->joined[rank].transports, (*newer)->blobs);
+    EXPECT_EQ(p->events->joined[rank].transports.at("future-rdma"), future_blob);
+    ASSERT_EQ(p->events->fds[rank].size(), 1u);
+    void* m = ::mmap(nullptr, kRankSize, PROT_READ, MAP_SHARED, p->events->fds[rank][0].get(), 0);
+    ASSERT_NE(m, MAP_FAILED);
+    EXPECT_EQ(std::memcmp(m, (*newer)->segment->map, kRankSize), 0);
+    ::munmap(m, kRankSize);
+  }
+}
+
+// A Join whose blobs break the limits does not decode: that connection is dropped (it is not a
+// pool peer of this version), the others are not disturbed.
+TEST(Coordinator, JoinWithBlobsPastTheLimitsIsDropped) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  auto member = JoinPeer(dir.File("c.sock"), "member");
+  ASSERT_TRUE(member.ok());
+  wire::TransportBlobs many;
+  for (size_t i = 0; i <= wire::kMaxTransportBlobs; ++i) many["t" + std::to_string(i)] = "x";
+  for (const wire::TransportBlobs& bad : {wire::TransportBlobs{{"Bad.Name", "x"}},
+                                          wire::TransportBlobs{{"tcp", std::string(wire::kMaxTransportBlobBytes + 1, 'x')}},
+                                          many}) {
+    auto raw = net::ConnectUnix(dir.File("c.sock"), Long());
+    ASSERT_TRUE(raw.ok());
+    wire::Join j{"pool", kRankSize, "overreacher", static_cast<int32_t>(::getpid()), kRankSize, 3, 0, 0, bad};
+    ASSERT_TRUE(net::SendAll(raw->get(), *wire::EncodeFrame(j), {}, Long()).ok());
+    RawPeer p;
+    p.sock = std::move(*raw);
+    EXPECT_TRUE(p.WaitClosedByServer());
+  }
+  EXPECT_EQ((*coord)->Peers().size(), 1u);
+  EXPECT_TRUE((*member)->client->Barrier(Long()).ok());
+}
+
+// A peer of control protocol v2 (transport fields in its Join) is refused, not misread: its
+// frame header's version is checked before anything else is read.
+TEST(Coordinator, OlderProtocolVersionIsRefused) {
+  TempDir dir;
+  auto coord = StartCoordinator(dir.File("c.sock"));
+  ASSERT_TRUE(coord.ok());
+  auto raw = net::ConnectUnix(dir.File("c.sock"), Long());
+  ASSERT_TRUE(raw.ok());
+  auto payload = wire::Encode(wire::Join{"pool", kRankSize, "old", 1, kRankSize, 3, 0, 0, {}});
+  auto frame = wire::EncodeFrameHeader({2, wire::MessageType::kJoin, static_cast<uint32_t>(payload.size())});
+  frame.insert(frame.end(), payload.begin(), payload.end());
+  ASSERT_TRUE(net::SendAll(raw->get(), frame, {}, Long()).ok());
+  RawPeer p;
+  p.sock = std::move(*raw);
+  EXPECT_TRUE(p.WaitClosedByServer());
+  EXPECT_TRUE((*coord)->Peers().empty());
 }
 
 // WaitForPeers counts a peer only once the owner's join callback (which maps its memory) has
@@ -486,8 +608,7 @@ TEST(Coordinator, WaitForPeersReturnsAfterThePeerIsAttached) {
   std::atomic<bool> attached{false};
   auto slow = CoordinatorClient::Join(
       Options(dir.File("c.sock"), "slow", mine.fd.get()),
-      [&](SegmentDescriptor d) {
-        if (d.fd >= 0) ::close(d.fd);
+      [&](SegmentDescriptor, std::vector<net::UniqueFd>) {
         std::this_thread::sleep_for(300ms);  // as long as mapping a large device slice may take
         attached = true;
       },
@@ -838,7 +959,7 @@ TEST(Coordinator, LivePeerNameIsTakenRestartedPeerGetsItsRankBack) {
   EXPECT_EQ((*again)->client->rank(), beta_rank);
   ASSERT_TRUE((*a)->events->WaitFor([&] {
     auto it = (*a)->events->joined.find(beta_rank);
-    return it != (*a)->events->joined.end() && it->second.access_key == (*again)->access_key;
+    return it != (*a)->events->joined.end() && it->second.transports == (*again)->blobs;
   }));
 
   // Its rank is given back only if free: here another peer took it while "beta" was away.
@@ -866,10 +987,14 @@ Result<std::unique_ptr<Coordinator>> StartTcpCoordinator(const std::string& secr
   return StartRecording(std::move(o), events, std::move(handler));
 }
 
+// No descriptor crosses tcp: such a peer advertises only its data server, here as a bare
+// "tcp" blob holding the endpoint (opaque to the coordinator either way).
 std::function<void(JoinOptions&)> WithSecret(std::string secret, std::string endpoint = "") {
   return [secret, endpoint](JoinOptions& o) {
     o.cluster_secret = secret;
-    o.segment.data_endpoint = endpoint;
+    o.fds.clear();
+    o.segment.transports.clear();
+    if (!endpoint.empty()) o.segment.transports["tcp"] = endpoint;
   };
 }
 
@@ -881,9 +1006,10 @@ Result<RawPeer> RawTcp(const std::string& address, const std::string& secret) {
   return p;
 }
 
-Result<RawPeer> RawTcpJoin(const std::string& address, const std::string& name, bool has_fd = false) {
+Result<RawPeer> RawTcpJoin(const std::string& address, const std::string& name, uint32_t fd_count = 0) {
   WEFT_ASSIGN_OR_RETURN(RawPeer p, RawTcp(address, kTcpSecret));
-  wire::Join j{"pool", kRankSize, name, static_cast<int32_t>(::getpid()), kRankSize, 1, 3, "127.0.0.1:9", has_fd, {}};
+  wire::Join j{"pool", kRankSize, name, static_cast<int32_t>(::getpid()), kRankSize, 3, 0, fd_count,
+               {{"tcp", "127.0.0.1:9"}}};
   WEFT_RETURN_IF_ERROR(net::SendAll(p.sock.get(), *wire::EncodeFrame(j), {}, Long()));
   WEFT_ASSIGN_OR_RETURN(net::ReceivedFrame f, p.NextFrame());
   if (f.header.type != wire::MessageType::kJoinAck) return Error(Code::kProtocol, "expected JoinAck");
@@ -915,8 +1041,8 @@ TEST(CoordinatorTcp, PeersJoinWithTheSecretAndExchangeDescriptorsWithoutFds) {
     ASSERT_TRUE(p->events->WaitFor([&] { return p->events->joined.size() == 2; }));
     std::lock_guard lock(p->events->mu);
     for (auto& [r, d] : p->events->joined) {
-      EXPECT_EQ(d.fd, -1) << "no descriptor crosses tcp";
-      EXPECT_EQ(d.data_endpoint.rfind("127.0.0.1:70", 0), 0u) << d.data_endpoint;
+      EXPECT_TRUE(p->events->fds[r].empty()) << "no descriptor crosses tcp";
+      EXPECT_EQ(d.transports.at("tcp").rfind("127.0.0.1:70", 0), 0u) << d.transports.at("tcp");
     }
   }
   std::vector<std::thread> threads;
@@ -1029,10 +1155,19 @@ TEST(CoordinatorTcp, MalformedInputClosesOnlyThatConnection) {
     ASSERT_TRUE(net::SendAll(raw->sock.get(), header, {}, Long()).ok());
     EXPECT_TRUE(raw->WaitClosedByServer());
   }
-  // A Join that claims a descriptor (none can cross tcp).
+  // A Join that claims a descriptor (none can cross tcp): refused as malformed.
   {
-    auto raw = RawTcpJoin(address, "fd-claimer", /*has_fd=*/true);
-    EXPECT_FALSE(raw.ok());
+    auto raw = RawTcpJoin(address, "fd-claimer", /*fd_count=*/1);
+    EXPECT_EQ(raw.status().code(), Code::kProtocol) << raw.status().ToString();
+  }
+  // The client does not even try.
+  {
+    Segment mine(kRankSize);
+    auto fd_sender = JoinPeer(address, "fd-sender", [&](JoinOptions& o) {
+      WithSecret(kTcpSecret)(o);
+      o.fds = {mine.fd.get()};
+    });
+    EXPECT_EQ(fd_sender.status().code(), Code::kInvalidArgument) << fd_sender.status().ToString();
   }
   // A joined peer that sends a malformed frame is dropped as down; the others are told.
   {
@@ -1071,7 +1206,8 @@ TEST(CoordinatorTcp, SilentPeerIsDownAndRestartRejoinsWithItsNewEndpoint) {
   EXPECT_EQ((*back)->client->rank(), rank);
   ASSERT_TRUE((*a)->events->WaitFor([&] {
     auto it = (*a)->events->joined.find(rank);
-    return it != (*a)->events->joined.end() && it->second.data_endpoint == "127.0.0.1:4242";
+    auto blob = it == (*a)->events->joined.end() ? nullptr : &it->second.transports;
+    return blob && blob->count("tcp") && blob->at("tcp") == "127.0.0.1:4242";
   }));
   EXPECT_TRUE((*a)->client->connected());
 }

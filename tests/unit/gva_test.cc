@@ -670,5 +670,35 @@ TEST(SegmentTable, PinsCarryTheSlicesDeviceAndAFreshMappingId) {
   EXPECT_NE(again->mapping_id(), first) << "a new attach at the same address reuses a mapping id";
 }
 
+// A peer in the pool that this process cannot reach: copies say so with the reason (not "no
+// peer holds it"), its departure turns that into PEER_DOWN, and a rejoin that can be reached
+// attaches over it.
+TEST(SegmentTable, UnreachableSliceSaysWhyUntilThePeerGoesOrIsAttached) {
+  auto layout = Layout::Make(1ull << 40, 4 << 20, 4);
+  ASSERT_TRUE(layout.ok());
+  SegmentTable table(*layout);
+  const Location slot{Medium::kHost, 2, 0};
+  const uint64_t gva = layout->SliceBase(Medium::kHost, 2) + 64;
+  ASSERT_TRUE(table.MarkUnreachable(slot, "far", "shm: its blob is malformed; tcp: not run here").ok());
+  EXPECT_FALSE(table.IsUp(slot));
+  auto r = table.Resolve(gva, 16);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kUnavailable);
+  EXPECT_NE(r.status().message().find("far"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("shm: its blob is malformed; tcp: not run here"), std::string::npos);
+
+  table.Detach(slot, /*dead=*/true);
+  EXPECT_EQ(table.Resolve(gva, 16).status().code(), Code::kPeerDown);
+
+  ASSERT_TRUE(table.MarkUnreachable(slot, "far", "again").ok());
+  std::vector<uint8_t> host(4 << 20);
+  ASSERT_TRUE(table.Attach(slot, host.data(), host.size(), false, "far", [] {}).ok());
+  auto pin = table.Resolve(gva, 16);
+  ASSERT_TRUE(pin.ok()) << pin.status().ToString();
+  EXPECT_EQ(pin->ptr(), host.data() + 64);
+  pin = SegmentTable::Pin();
+  EXPECT_EQ(table.MarkUnreachable(slot, "far", "late").code(), Code::kAlreadyExists);
+}
+
 }  // namespace
 }  // namespace weft::gva

@@ -114,10 +114,19 @@ TEST(Codec, BoolHasOneEncoding) {
 
 // ---- messages ----
 
+// Blobs are opaque here: random bytes under names a pool peer and a newer one would use.
+TransportBlobs SampleBlobs() {
+  auto blob = [](size_t n) {
+    auto b = RandomBytes(n);
+    return std::string(b.begin(), b.end());
+  };
+  return {{"cuda", blob(17)}, {"future-rdma", blob(1 + Rng()() % 100)}, {"shm", blob(5)},
+          {"tcp", blob(kMaxTransportBlobBytes)}};
+}
+
 Join SampleJoin() {
   return {"pool-" + std::to_string(Rng()() % 1000), Rng()(), "host:1234", static_cast<int32_t>(Rng()()), Rng()(),
-          Rng()(), 3, "10.77.0.1:" + std::to_string(Rng()() % 65536), true,
-          DeviceSliceInfo{Rng()() | 1, static_cast<int32_t>(Rng()() % 8), Rng()(), true}};
+          3, Rng()() | 1, static_cast<uint32_t>(Rng()() % (kMaxFdsPerFrame + 1)), SampleBlobs()};
 }
 JoinAck SampleJoinAck() {
   return {{Code::kOk, ""}, 5, 64, 1u << 20, "pool", 2000, Rng()(), Rng()()};
@@ -126,8 +135,7 @@ JoinAck SampleJoinAckError() {
   return {{Code::kMismatch, "pool 'a' vs 'b'"}, 0, 0, 0, "", 0, 0, 0};
 }
 PeerJoined SamplePeerJoined() {
-  return {static_cast<uint32_t>(Rng()()), "peer", 77, Rng()(), Rng()(), 1, "", false,
-          DeviceSliceInfo{Rng()() | 1, 1, Rng()(), Rng()() % 2 == 0}};
+  return {static_cast<uint32_t>(Rng()()), "peer", 77, Rng()(), 1, Rng()() | 1, 2, SampleBlobs()};
 }
 PeerGone SamplePeerGone() { return {3, true}; }
 Heartbeat SampleHeartbeat() { return {}; }
@@ -246,12 +254,68 @@ TEST(Messages, StrictValues) {
   AllgatherDone unsorted{1, {}, {{3, {}}, {3, {}}}};
   EXPECT_EQ(Decode<AllgatherDone>(Encode(unsorted)).status().code(), Code::kProtocol);
 
-  // A descriptor for a device slice of no bytes cannot be mapped: refused at decode.
-  PeerJoined empty_device{};
-  empty_device.device.has_fd = true;
-  auto decoded = Decode<PeerJoined>(Encode(empty_device));
+  // More descriptors than a frame can carry cannot be what came with it: refused at decode.
+  PeerJoined too_many_fds{};
+  too_many_fds.fd_count = kMaxFdsPerFrame + 1;
+  auto decoded = Decode<PeerJoined>(Encode(too_many_fds));
   EXPECT_EQ(decoded.status().code(), Code::kProtocol);
-  EXPECT_NE(decoded.status().message().find("device slice"), std::string::npos) << decoded.status().ToString();
+  EXPECT_NE(decoded.status().message().find("descriptors"), std::string::npos) << decoded.status().ToString();
+  Join join_fds{};
+  join_fds.fd_count = kMaxFdsPerFrame + 1;
+  EXPECT_EQ(Decode<Join>(Encode(join_fds)).status().code(), Code::kProtocol);
+
+  // Blob names come strictly ascending, so a map has one encoding and no name comes twice: the
+  // bytes of {"a", "b"} with the names swapped (or both "a") are refused.
+  Join two{};
+  two.transports = {{"a", "x"}, {"b", "y"}};
+  auto bytes = Encode(two);
+  ASSERT_TRUE(Decode<Join>(bytes).ok());
+  const size_t b_name = bytes.size() - 6;  // each entry: u32 1, name, u32 1, blob
+  const size_t a_name = b_name - 10;
+  ASSERT_EQ(bytes[a_name], 'a');
+  ASSERT_EQ(bytes[b_name], 'b');
+  auto twice = bytes;
+  twice[b_name] = 'a';
+  EXPECT_EQ(Decode<Join>(twice).status().code(), Code::kProtocol);
+  auto descending = bytes;
+  std::swap(descending[a_name], descending[b_name]);
+  EXPECT_EQ(Decode<Join>(descending).status().code(), Code::kProtocol);
+}
+
+// The limits on transport blobs, which the coordinator relies on when it passes them on unread:
+// names 1..32 of [a-z0-9_-], blobs 1..4096 bytes, at most 32 of them. Each is refused by both
+// decoders with PROTOCOL naming what is wrong, and by CheckTransportBlobs.
+TEST(Messages, TransportBlobLimits) {
+  auto refused = [](const TransportBlobs& blobs, std::string_view why) {
+    Join j{};
+    j.transports = blobs;
+    PeerJoined p{};
+    p.transports = blobs;
+    auto dj = Decode<Join>(Encode(j));
+    auto dp = Decode<PeerJoined>(Encode(p));
+    EXPECT_EQ(dj.status().code(), Code::kProtocol) << why;
+    EXPECT_EQ(dp.status().code(), Code::kProtocol) << why;
+    EXPECT_EQ(CheckTransportBlobs(blobs).code(), Code::kProtocol) << why;
+  };
+  auto accepted = [](const TransportBlobs& blobs, std::string_view why) {
+    Join j{};
+    j.transports = blobs;
+    auto dj = Decode<Join>(Encode(j));
+    ASSERT_TRUE(dj.ok()) << why << ": " << dj.status().ToString();
+    EXPECT_EQ(dj->transports, blobs);
+  };
+  for (const char* name : {"", "Shm", "tcp.v2", "rdma rc", "tcp/1", "\xff", "\x01tcp"})
+    refused({{name, "x"}}, std::string("name '") + name + "'");
+  refused({{std::string(kMaxTransportNameLength + 1, 'a'), "x"}}, "a name of 33 characters");
+  accepted({{std::string(kMaxTransportNameLength, 'a'), "x"}, {"0-9_z", "y"}}, "names at the limit");
+  refused({{"tcp", ""}}, "an empty blob");
+  refused({{"tcp", std::string(kMaxTransportBlobBytes + 1, 'x')}}, "a blob of 4097 bytes");
+  accepted({{"tcp", std::string(kMaxTransportBlobBytes, 'x')}}, "a blob of 4096 bytes");
+  TransportBlobs many;
+  for (size_t i = 0; i < kMaxTransportBlobs; ++i) many["t" + std::to_string(i)] = "x";
+  accepted(many, "32 blobs");
+  many["t32"] = "x";
+  refused(many, "33 blobs");
 }
 
 TEST(FrameHeader, RejectsBadHeaders) {
@@ -268,7 +332,8 @@ TEST(FrameHeader, RejectsBadHeaders) {
   constexpr uint16_t v = kControlVersion;
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({static_cast<uint16_t>(v + 1), MessageType::kJoin, 0})).status().code(), Code::kProtocol);
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({static_cast<uint16_t>(v - 1), MessageType::kJoin, 0})).status().code(), Code::kProtocol)
-      << "an older peer (without device slices) is refused, not misread";
+      << "an older peer (with transport fields instead of blobs) is refused, not misread";
+  static_assert(kControlVersion == 3, "a Join of v2 carried memfd/VMM/tcp fields: it must be refused above");
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, static_cast<MessageType>(0), 0})).status().code(),
             Code::kProtocol);
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, static_cast<MessageType>(13), 0})).status().code(),

@@ -10,6 +10,7 @@
 
 #include "api/bm/alloc_service.h"
 #include "api/bm/device_slice.h"
+#include "api/bm/slice_blobs.h"
 #include "base/log.h"
 #include "base/random.h"
 #include "gva/segment_table.h"
@@ -58,9 +59,17 @@ struct Pool::Impl {
   void* FixedAddressFor(uint32_t r) const {
     return window ? reinterpret_cast<void*>(layout.SliceBase(Medium::kHost, r)) : nullptr;
   }
-  void AttachPeer(meta::SegmentDescriptor desc);
-  void AttachOverTcp(const meta::SegmentDescriptor& desc);
-  void AttachPeerDevice(const meta::SegmentDescriptor& desc);
+  // A peer that joined: its slices attached by the transports its blobs allow (the descriptors
+  // that came with it are used or closed).
+  void AttachPeer(meta::SegmentDescriptor desc, std::vector<net::UniqueFd> fds);
+  void AttachOverTcp(const meta::SegmentDescriptor& desc, const Result<TcpSliceBlob>& blob);
+  void AttachDeviceOverTcp(const meta::SegmentDescriptor& desc, const net::HostPort& where, uint64_t device_key);
+  void AttachPeerHost(const meta::SegmentDescriptor& desc, const Result<ShmSliceBlob>& blob,
+                      std::vector<net::UniqueFd>& fds);
+  void AttachPeerDevice(const meta::SegmentDescriptor& desc, const Result<CudaSliceBlob>& blob,
+                        std::vector<net::UniqueFd>& fds);
+  void MarkUnreachable(const meta::SegmentDescriptor& desc, Medium medium, const std::string& why);
+  std::string ShmUnusable(const Status& why) const;
   Status StartDataServer(uint8_t* own_base);
   Status CreateOwnDevice();
   // Host memory mapped for the pool is registered with the GPU (cudaHostRegister) so that copies
@@ -77,6 +86,7 @@ struct Pool::Impl {
   Result<std::string> HostCoordinator();
   Result<std::unique_ptr<meta::CoordinatorClient>> JoinAt(const std::string& address, bool coordinator_on_tcp,
                                                           int device_fd);
+  OwnSlices OwnSlicesToAdvertise(bool coordinator_on_tcp, int device_fd) const;
   Status AttachOwnHostSlice();
   Status AttachOwnDeviceSlice();
 };
@@ -109,32 +119,57 @@ Status Pool::Impl::StartDataServer(uint8_t* own_base) {
   return OkStatus();
 }
 
-void Pool::Impl::AttachOverTcp(const meta::SegmentDescriptor& desc) {
-  auto where = net::ParseHostPort(desc.data_endpoint);
-  if (!where.ok()) {
-    WEFT_LOG_ERROR("rank {} ({}) cannot be reached over tcp: it has no data server ({}); "
-                   "every peer of the pool needs transport=tcp",
-                   desc.rank, desc.peer_name, desc.data_endpoint.empty() ? "none advertised" : desc.data_endpoint);
+// The peer's slices through its data server (transport=tcp): not mapped, the engine's tcp path
+// reaches them. Without a usable tcp blob the peer is in the pool but unreachable from here.
+void Pool::Impl::AttachOverTcp(const meta::SegmentDescriptor& desc, const Result<TcpSliceBlob>& blob) {
+  const uint32_t rank = desc.rank;
+  if (!blob.ok()) {
+    const std::string why = fmt::format(
+        "tcp: {} (every peer of the pool needs transport=tcp); shm: not used with transport=tcp",
+        blob.status().ToString());
+    MarkUnreachable(desc, Medium::kHost, why);
+    if (desc.device_size > 0) MarkUnreachable(desc, Medium::kDevice, why);
     return;
   }
-  tcp->AddPeer(desc.rank, {where->host, where->port, kHostSliceSegment, desc.access_key, desc.size});
-  const uint32_t rank = desc.rank;
-  if (desc.device_size > 0) {
-    // Its device slice is segment 1 of the same server; RemovePeer (the host slot's release)
-    // forgets both, so this slot's release has nothing to do.
-    tcp->AddPeerSlice(Medium::kDevice, rank,
-                      {where->host, where->port, kDeviceSliceSegment, desc.device_access_key, desc.device_size});
-    Status d = table->Attach({Medium::kDevice, rank, 0}, /*base=*/nullptr, desc.device_size, /*local=*/false,
-                             desc.peer_name, [] {});
-    if (!d.ok()) WEFT_LOG_ERROR("cannot attach the device slice of rank {}: {}", rank, d.ToString());
-  }
+  auto where = net::ParseHostPort(blob->endpoint);  // the decoder has checked it
+  tcp->AddPeer(rank, {where->host, where->port, kHostSliceSegment, blob->host_key, desc.size});
+  if (desc.device_size > 0) AttachDeviceOverTcp(desc, *where, blob->device_key);
   // The release may run while the pool is torn down, after the engine (and tcp) are gone.
   Status s = table->Attach({Medium::kHost, rank, 0}, /*base=*/nullptr, desc.size, /*local=*/false, desc.peer_name,
                            [this, rank] {
                              if (tcp) tcp->RemovePeer(rank);
                            });
   if (!s.ok()) WEFT_LOG_ERROR("cannot attach rank {}: {}", rank, s.ToString());
-  else WEFT_LOG_INFO("rank {} ({}) joined: reached over tcp at {}", rank, desc.peer_name, desc.data_endpoint);
+  else WEFT_LOG_INFO("rank {} ({}) joined: reached over tcp at {}", rank, desc.peer_name, blob->endpoint);
+}
+
+// A peer's device slice is segment 1 of its data server; RemovePeer (the host slot's release)
+// forgets both, so this slot's release has nothing to do.
+void Pool::Impl::AttachDeviceOverTcp(const meta::SegmentDescriptor& desc, const net::HostPort& where,
+                                     uint64_t device_key) {
+  if (device_key == 0) {
+    return MarkUnreachable(desc, Medium::kDevice, "tcp: the peer's tcp blob offers no device slice");
+  }
+  tcp->AddPeerSlice(Medium::kDevice, desc.rank,
+                    {where.host, where.port, kDeviceSliceSegment, device_key, desc.device_size});
+  Status d = table->Attach({Medium::kDevice, desc.rank, 0}, /*base=*/nullptr, desc.device_size, /*local=*/false,
+                           desc.peer_name, [] {});
+  if (!d.ok()) WEFT_LOG_ERROR("cannot attach the device slice of rank {}: {}", desc.rank, d.ToString());
+}
+
+// Copies to the slice then fail with UNAVAILABLE quoting `why`, instead of finding no peer there.
+void Pool::Impl::MarkUnreachable(const meta::SegmentDescriptor& desc, Medium medium, const std::string& why) {
+  WEFT_LOG_WARN("rank {} ({}) joined, but its {} slice cannot be reached from this peer: {}", desc.rank,
+                desc.peer_name, gva::MediumName(medium), why);
+  Status s = table->MarkUnreachable({medium, desc.rank, 0}, desc.peer_name, why);
+  if (!s.ok()) WEFT_LOG_ERROR("rank {}: {}", desc.rank, s.ToString());
+}
+
+// Why a host slice is not reached without shm: this peer has no other path to it.
+std::string Pool::Impl::ShmUnusable(const Status& why) const {
+  return fmt::format("shm: {}; tcp: this peer does not run the tcp path (transport={}; set transport=tcp on every "
+                     "peer to reach peers over their data servers)",
+                     why.ToString(), config.transport);
 }
 
 std::function<void()> Pool::Impl::RegisterWithGpu(void* ptr, uint64_t len, std::function<void()> release) {
@@ -175,26 +210,34 @@ Status Pool::Impl::CreateOwnDevice() {
   return OkStatus();
 }
 
-void Pool::Impl::AttachPeerDevice(const meta::SegmentDescriptor& desc) {
+// A same-node peer's device slice, mapped from the VMM fd its cuda blob names.
+void Pool::Impl::AttachPeerDevice(const meta::SegmentDescriptor& desc, const Result<CudaSliceBlob>& blob,
+                                  std::vector<net::UniqueFd>& fds) {
   if (desc.device_size == 0) return;
-  const gva::Location slot{Medium::kDevice, desc.rank, 0};
-  if (desc.device_fd < 0) {
-    WEFT_LOG_INFO("rank {} ({}) has a device slice of {} bytes on GPU {} that this peer cannot map (no descriptor "
-                  "came: another node); copies to it fail",
-                  desc.rank, desc.peer_name, desc.device_size, desc.device_gpu);
-    return;
-  }
-  auto slice = ImportDeviceSlice(desc.device_fd, desc.device_size, config.device);
+  if (!blob.ok()) return MarkUnreachable(desc, Medium::kDevice, fmt::format("cuda: {}", blob.status().ToString()));
+  auto slice = ImportDeviceSlice(fds[blob->fd_index].Release(), blob->size, config.device);
   if (!slice.ok()) {
-    WEFT_LOG_WARN("cannot map the device slice of rank {} ({}, GPU {}): {}; copies to it fail", desc.rank,
-                  desc.peer_name, desc.device_gpu, slice.status().ToString());
-    return;
+    return MarkUnreachable(desc, Medium::kDevice,
+                           fmt::format("cuda: cannot map its slice on GPU {}: {}", blob->gpu, slice.status().ToString()));
   }
-  Status s = table->Attach(slot, slice->data, slice->size, /*local=*/false, desc.peer_name,
+  Status s = table->Attach({Medium::kDevice, desc.rank, 0}, slice->data, slice->size, /*local=*/false, desc.peer_name,
                            [hold = slice->hold]() mutable { hold.reset(); }, slice->gpu);
   if (!s.ok()) WEFT_LOG_ERROR("cannot attach the device slice of rank {}: {}", desc.rank, s.ToString());
   else WEFT_LOG_INFO("rank {} ({}): device slice of {} bytes on GPU {} mapped", desc.rank, desc.peer_name,
                      slice->size, slice->gpu);
+}
+
+// A same-node peer's host slice, mapped from the memfd its shm blob names.
+void Pool::Impl::AttachPeerHost(const meta::SegmentDescriptor& desc, const Result<ShmSliceBlob>& blob,
+                                std::vector<net::UniqueFd>& fds) {
+  if (!blob.ok()) return MarkUnreachable(desc, Medium::kHost, ShmUnusable(blob.status()));
+  auto seg = mem::HostSegment::Import(fds[blob->fd_index].Release(), desc.size, FixedAddressFor(desc.rank));
+  if (!seg.ok()) return MarkUnreachable(desc, Medium::kHost, ShmUnusable(seg.status().Annotate("mapping its memfd")));
+  std::shared_ptr<mem::HostSegment> owned = std::move(*seg);
+  Status s = table->Attach({Medium::kHost, desc.rank, 0}, owned->data(), desc.size, /*local=*/false, desc.peer_name,
+                           RegisterWithGpu(owned->data(), desc.size, [owned]() mutable { owned.reset(); }));
+  if (!s.ok()) WEFT_LOG_ERROR("cannot attach rank {}: {}", desc.rank, s.ToString());
+  else WEFT_LOG_INFO("rank {} ({}, pid {}) joined: {} bytes mapped", desc.rank, desc.peer_name, desc.pid, desc.size);
 }
 
 void Pool::Impl::OnPeerGone(uint32_t rank, bool clean) {
@@ -204,24 +247,29 @@ void Pool::Impl::OnPeerGone(uint32_t rank, bool clean) {
   table->Detach({Medium::kDevice, rank, 0}, /*dead=*/!clean);
 }
 
-void Pool::Impl::AttachPeer(meta::SegmentDescriptor desc) {
-  if (tcp) {
-    if (desc.fd >= 0) close(desc.fd);  // not mapped: the bytes travel over tcp
-    if (desc.device_fd >= 0) close(desc.device_fd);
-    AttachOverTcp(desc);
-    return;
+namespace {
+// A malformed blob disables its transport for that peer only; names this build does not know
+// are a newer peer's transports and are skipped.
+void LogBlobsOf(const meta::SegmentDescriptor& desc, const PeerSliceBlobs& blobs) {
+  for (const Status* s : {&blobs.shm.status(), &blobs.cuda.status(), &blobs.tcp.status()}) {
+    if (s->code() == Code::kProtocol)
+      WEFT_LOG_WARN("rank {} ({}): {}; that path is not used for this peer", desc.rank, desc.peer_name, s->ToString());
   }
-  AttachPeerDevice(desc);
-  auto seg = mem::HostSegment::Import(desc.fd, desc.size, FixedAddressFor(desc.rank));
-  if (!seg.ok()) {
-    WEFT_LOG_ERROR("cannot map the segment of rank {} ({}): {}", desc.rank, desc.peer_name, seg.status().ToString());
-    return;
+  for (const auto& [name, blob] : desc.transports) {
+    if (name != kShmBlob && name != kCudaBlob && name != kTcpBlob)
+      WEFT_LOG_DEBUG("rank {} ({}) advertises transport {}, which this build does not have", desc.rank,
+                     desc.peer_name, name);
   }
-  std::shared_ptr<mem::HostSegment> owned = std::move(*seg);
-  Status s = table->Attach({Medium::kHost, desc.rank, 0}, owned->data(), desc.size, /*local=*/false, desc.peer_name,
-                           RegisterWithGpu(owned->data(), desc.size, [owned]() mutable { owned.reset(); }));
-  if (!s.ok()) WEFT_LOG_ERROR("cannot attach rank {}: {}", desc.rank, s.ToString());
-  else WEFT_LOG_INFO("rank {} ({}, pid {}) joined: {} bytes mapped", desc.rank, desc.peer_name, desc.pid, desc.size);
+}
+}  // namespace
+
+void Pool::Impl::AttachPeer(meta::SegmentDescriptor desc, std::vector<net::UniqueFd> fds) {
+  const PeerSliceBlobs blobs = ReadPeerSlices(desc.transports, fds.size(), desc.device_size);
+  LogBlobsOf(desc, blobs);
+  // Descriptors no transport takes over close when `fds` goes (with transport=tcp: all of them).
+  if (tcp) return AttachOverTcp(desc, blobs.tcp);
+  AttachPeerDevice(desc, blobs.cuda, fds);
+  AttachPeerHost(desc, blobs.shm, fds);
 }
 
 Pool::Pool(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -311,8 +359,8 @@ Result<std::string> Pool::Impl::HostCoordinator() {
   return coordinator->socket_path();
 }
 
-// Our Join frame to the coordinator at `address`: our descriptor (our slices, and how a peer
-// reaches them: memfds for a same-node coordinator, our data server on tcp).
+// Our Join frame to the coordinator at `address`: our descriptor (our slices, and in transport
+// blobs how a peer reaches them: memfds for a same-node coordinator, our data server on tcp).
 Result<std::unique_ptr<meta::CoordinatorClient>> Pool::Impl::JoinAt(const std::string& address,
                                                                      bool coordinator_on_tcp, int device_fd) {
   meta::JoinOptions jopts;
@@ -328,19 +376,35 @@ Result<std::unique_ptr<meta::CoordinatorClient>> Pool::Impl::JoinAt(const std::s
   jopts.segment.peer_name = jopts.peer_name;
   jopts.segment.pid = getpid();
   jopts.segment.size = config.rank_size;
-  jopts.segment.access_key = own_segment->access_key();
   jopts.segment.permissions = own_segment->permissions();
-  jopts.segment.fd = coordinator_on_tcp ? -1 : own_segment->fd();
   jopts.segment.device_size = own_device.size;
-  jopts.segment.device_gpu = own_device.gpu;
-  jopts.segment.device_fd = device_fd;
-  jopts.segment.device_access_key = own_device_key;
-  if (data_server) jopts.segment.data_endpoint = data_server->address().ToString();
+  SliceAdvert advert = AdvertiseSlices(OwnSlicesToAdvertise(coordinator_on_tcp, device_fd));
+  jopts.segment.transports = std::move(advert.blobs);
+  jopts.fds = std::move(advert.fds);
   jopts.heartbeat_interval = Millis(config.heartbeat_ms);
   jopts.deadline = DefaultDeadline();
   return meta::CoordinatorClient::Join(
-      jopts, [this](meta::SegmentDescriptor d) { AttachPeer(std::move(d)); },
+      jopts,
+      [this](meta::SegmentDescriptor d, std::vector<net::UniqueFd> fds) { AttachPeer(std::move(d), std::move(fds)); },
       [this](uint32_t rank, bool clean) { OnPeerGone(rank, clean); });
+}
+
+// Our slices and the ways to them that we can offer: descriptors only through a unix-socket
+// coordinator (no descriptor crosses tcp), our data server when we run one.
+OwnSlices Pool::Impl::OwnSlicesToAdvertise(bool coordinator_on_tcp, int device_fd) const {
+  OwnSlices own;
+  if (!coordinator_on_tcp) {
+    own.host_fd = own_segment->fd();
+    own.device_fd = device_fd;
+  }
+  own.device_size = own_device.size;
+  own.device_gpu = own_device.gpu;
+  if (data_server) {
+    own.data_endpoint = data_server->address().ToString();
+    own.host_key = own_segment->access_key();
+    own.device_key = own_device_key;
+  }
+  return own;
 }
 
 // Joins the coordinator at the configured address, hosting it first (kHost) or when none answers

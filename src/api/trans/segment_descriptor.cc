@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "meta/base64.h"
+#include "wire/control.h"
 
 namespace weft::trans {
 
@@ -66,13 +67,6 @@ Result<std::string> Str(const json& j, const char* key, std::string_view what) {
   return it->get<std::string>();
 }
 
-bool ValidTransportName(std::string_view name) {
-  if (name.empty() || name.size() > 32) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-  });
-}
-
 Result<BlobMap> Blobs(const json& j, const char* key, std::string_view what) {
   auto it = j.find(key);
   if (it == j.end() || !it->is_object()) return Bad(fmt::format("{} lacks an object '{}'", what, key));
@@ -80,7 +74,7 @@ Result<BlobMap> Blobs(const json& j, const char* key, std::string_view what) {
     return Bad(fmt::format("{} has {} transports, the limit is {}", what, it->size(), kMaxTransportsPerMap));
   BlobMap out;
   for (auto b = it->begin(); b != it->end(); ++b) {
-    if (!ValidTransportName(b.key())) return Bad(fmt::format("{} names a transport '{}'", what, b.key()));
+    if (!wire::ValidTransportName(b.key())) return Bad(fmt::format("{} names a transport '{}'", what, b.key()));
     if (!b->is_string()) return Bad(fmt::format("{}: the blob of '{}' is not a string", what, b.key()));
     auto bytes = meta::Base64Decode(b->get<std::string>());
     if (!bytes.ok()) return Bad(fmt::format("{}: the blob of '{}' is not base64", what, b.key()));

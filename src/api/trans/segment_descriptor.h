@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "wire/control.h"
 
 namespace weft::trans {
 
@@ -39,8 +40,9 @@ struct SegmentDescriptor {
 inline constexpr int kDescriptorVersion = 2;
 inline constexpr size_t kMaxDescriptorBytes = 4u << 20;
 inline constexpr size_t kMaxDescriptorBuffers = 65536;
-inline constexpr size_t kMaxTransportsPerMap = 32;
-inline constexpr size_t kMaxBlobBytes = 4096;
+// The same limits as the pool's join (wire/control.h), so one transport's blobs fit both.
+inline constexpr size_t kMaxTransportsPerMap = wire::kMaxTransportBlobs;
+inline constexpr size_t kMaxBlobBytes = wire::kMaxTransportBlobBytes;
 
 std::string EncodeDescriptor(const SegmentDescriptor& d);
 // PROTOCOL for anything but a well-formed descriptor: another version, missing or mistyped

@@ -584,6 +584,9 @@ std::optional<double> PeerCopySeconds(const Case& c, const std::string& remote_l
     for (int r = 0; r < std::max(1, rounds) + 1; ++r) {  // the first round warms the link up
       auto t0 = std::chrono::steady_clock::now();
       cudaError_t e = write ? cudaMemcpyPeer(*b, remote, *a, local, c.bytes) : cudaMemcpyPeer(*a, local, *b, remote, c.bytes);
+      // A device-to-device copy returns before it is done: wait on both GPUs.
+      for (int d : {local, remote})
+        if (e == cudaSuccess && (e = cudaSetDevice(d)) == cudaSuccess) e = cudaDeviceSynchronize();
       if (e != cudaSuccess) break;
       if (r > 0) secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }

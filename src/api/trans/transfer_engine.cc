@@ -598,6 +598,7 @@ TransferEngine::~TransferEngine() {
     if (!s.ok() && s.code() != Code::kNotFound)
       WEFT_LOG_WARN("transfer engine '{}': withdrawing the descriptor: {}", m.name, s.ToString());
   }
+  for (auto& [addr, mb] : m.managed) m.engine->UnregisterHostMemory(reinterpret_cast<void*>(addr));
   m.engine.reset();  // stops the data server
   for (auto& [addr, mb] : m.managed) {
     ::munmap(reinterpret_cast<void*>(addr), mb.length);
@@ -910,11 +911,16 @@ Result<void*> TransferEngine::AllocateManagedBuffer(uint64_t length) {
     std::lock_guard g(m.mu);
     m.managed[reinterpret_cast<uint64_t>(p)] = ManagedBuffer{fd, length};
   }
+  // Pinned for DMA where a transport can (cuda): copies between it and device memory then need
+  // no staging by the driver.
+  if (Status pin = m.engine->RegisterHostMemory(p, length); !pin.ok())
+    WEFT_LOG_INFO("transfer engine '{}': managed buffer not pinned for DMA: {}", m.name, pin.ToString());
   if (Status s = RegisterMemory(p, length, "cpu:0"); !s.ok()) {
     {
       std::lock_guard g(m.mu);
       m.managed.erase(reinterpret_cast<uint64_t>(p));
     }
+    m.engine->UnregisterHostMemory(p);
     ::munmap(p, length);
     ::close(fd);
     return s;
@@ -938,6 +944,7 @@ Status TransferEngine::FreeManagedBuffer(void* addr) {
     std::lock_guard g(m.mu);
     m.managed.erase(reinterpret_cast<uint64_t>(addr));
   }
+  m.engine->UnregisterHostMemory(addr);
   ::munmap(addr, mb.length);
   ::close(mb.fd);
   return OkStatus();

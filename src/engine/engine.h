@@ -17,7 +17,7 @@
 #include "base/metrics.h"
 #include "base/result.h"
 #include "engine/copy_job.h"
-#include "engine/worker_pool.h"
+#include "base/worker_pool.h"
 #include "gva/segment_table.h"
 #include "transport/registry.h"
 #include "transport/transport.h"

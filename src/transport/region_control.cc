@@ -96,6 +96,32 @@ void OwnerControl::Withdraw() {
   }
 }
 
+ExportedControls::~ExportedControls() {
+  std::map<uint64_t, std::unique_ptr<OwnerControl>> left;
+  {
+    std::lock_guard lock(mu_);
+    left.swap(controls_);
+  }
+  for (auto& [id, control] : left) control->Withdraw();
+}
+
+void ExportedControls::Add(uint64_t region_id, std::unique_ptr<OwnerControl> control) {
+  std::lock_guard lock(mu_);
+  controls_[region_id] = std::move(control);
+}
+
+void ExportedControls::Withdraw(uint64_t region_id) {
+  std::unique_ptr<OwnerControl> control;
+  {
+    std::lock_guard lock(mu_);
+    auto it = controls_.find(region_id);
+    if (it == controls_.end()) return;
+    control = std::move(it->second);
+    controls_.erase(it);
+  }
+  control->Withdraw();  // outside the lock: it waits for peers
+}
+
 Result<std::unique_ptr<PeerControl>> PeerControl::Open(uint32_t pid, wire::Reader& r, std::string_view transport) {
   int32_t fd = -1;
   uint64_t dev = 0, ino = 0;

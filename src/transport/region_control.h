@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "base/result.h"
@@ -29,6 +31,23 @@ class OwnerControl {
   OwnerControl() = default;
   int fd_ = -1;
   void* map_ = nullptr;
+};
+
+// The control pages of the regions one transport exported, by region id. Destroying it
+// withdraws every region left.
+class ExportedControls {
+ public:
+  ExportedControls() = default;
+  ~ExportedControls();
+  ExportedControls(const ExportedControls&) = delete;
+  ExportedControls& operator=(const ExportedControls&) = delete;
+  void Add(uint64_t region_id, std::unique_ptr<OwnerControl> control);
+  // Withdraws the region (OwnerControl::Withdraw); no-op for an unknown id.
+  void Withdraw(uint64_t region_id);
+
+ private:
+  std::mutex mu_;
+  std::map<uint64_t, std::unique_ptr<OwnerControl>> controls_;
 };
 
 // A peer's side: the owner's control page, mapped here.

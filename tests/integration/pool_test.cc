@@ -431,7 +431,7 @@ TEST(Pool, UnknownTransportBlobIsSkippedAndThePeerIsStillReached) {
   auto tcp_peer = Pool::Join(tcp_config, JoinMode::kJoin);
   ASSERT_TRUE(tcp_peer.ok()) << tcp_peer.status().ToString();
   auto newer = JoinByHand(config, "newer", [](wire::TransportBlobs& blobs) {
-    blobs["future-rdma"] = std::string("\x05 a format this build has never seen", 38);
+    blobs["future-rdma"] = std::string("\x05") + " a format this build has never seen";
   });
   ASSERT_TRUE(newer.ok()) << newer.status().ToString();
   for (Pool* pool : {host->get(), tcp_peer->get()}) {

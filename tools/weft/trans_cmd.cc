@@ -5,9 +5,10 @@
 //   READY <name> <buffer address> <buffer size>
 // then serves peers until it is killed, or with --stdin-lifeline until its stdin closes (so a
 // parent's exit ends it). It prints every notification it receives as
-// NOTIFY <name> <message>; a notification "check <seed> <offset> <length>" makes it compare that
-// range of its buffer with FillRandom(seed) and print CHECK ok | CHECK bad <first bad offset>.
-// So another process (or another network namespace) can prove that its writes landed.
+// NOTIFY <name> <message>; a notification "check <seed> <offset> <length> [<reply-to>]" makes it
+// compare that range of its buffer with FillRandom(seed), print CHECK ok | CHECK bad <first bad
+// offset>, and notify the engine named <reply-to> "<seed> <verdict>". So another process (or
+// another network namespace) can prove that its writes landed, before it writes there again.
 //
 // bench-trans measures, between two processes, the C++ API's batch write/read of N pages and of
 // one large buffer (the "1000 x 16 KiB" and "64 MiB"): time per call, per request and
@@ -43,7 +44,7 @@
 
 #include "api/trans/transfer_engine.h"
 #include "base/random.h"
-#include "engine/worker_pool.h"
+#include "base/worker_pool.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
 #if WEFT_HAVE_CUDA
@@ -60,6 +61,8 @@ using trans::Opcode;
 using trans::TransferEngine;
 using trans::TransferEngineOptions;
 using trans::TransferRequest;
+
+constexpr char kVerdictName[] = "bench-trans-verdict";  // the notification that answers a check
 
 struct EngineFlags {
   std::string name = "127.0.0.1";
@@ -202,6 +205,41 @@ struct BenchBuffer {
   }
 };
 
+// The verdict on a "check SEED OFF LEN" notification: whether [OFF, OFF+LEN) of the buffer holds
+// FillRandom(SEED).
+std::string Check(BenchBuffer& buf, uint64_t size, uint64_t seed, uint64_t off, uint64_t len) {
+  if (off > size || len > size - off) return "CHECK bad out-of-range";
+  auto bad = buf.Mismatch(off, len, seed);
+  if (!bad.ok()) return fmt::format("CHECK bad {}", bad.status().ToString());
+  if (*bad) return fmt::format("CHECK bad {}", **bad);
+  return "CHECK ok";
+}
+
+// Sends verdicts back to the engines that asked for them (a check names its sender), so a writer
+// on another host learns the verdict before it writes the same range again.
+class Replies {
+ public:
+  explicit Replies(TransferEngine& engine) : engine_(engine) {}
+
+  void Send(const std::string& to, const std::string& message) {
+    auto it = open_.find(to);
+    if (it == open_.end()) {
+      auto h = engine_.OpenSegment(to);
+      if (!h.ok()) {
+        fmt::print(stderr, "weft trans-serve: cannot answer '{}': {}\n", to, h.status().ToString());
+        return;
+      }
+      it = open_.emplace(to, *h).first;
+    }
+    Status s = engine_.Notify(it->second, {kVerdictName, message});
+    if (!s.ok()) fmt::print(stderr, "weft trans-serve: cannot answer '{}': {}\n", to, s.ToString());
+  }
+
+ private:
+  TransferEngine& engine_;
+  std::map<std::string, trans::SegmentHandle> open_;
+};
+
 int Serve(const EngineFlags& flags, const Config& config, uint64_t size, bool stdin_lifeline,
           const std::string& location) {
   auto engine = StartEngine(flags, config);
@@ -221,22 +259,17 @@ int Serve(const EngineFlags& flags, const Config& config, uint64_t size, bool st
   }
   fmt::print("READY {} {} {}\n", (*engine)->name(), reinterpret_cast<uint64_t>(buf.data), size);
   std::fflush(stdout);
+  Replies replies(**engine);
   while (true) {
     for (const Notification& n : (*engine)->TakeNotifications()) {
       fmt::print("NOTIFY {} {}\n", n.name, n.message);
       std::istringstream in(n.message);
-      std::string word;
+      std::string word, reply_to;
       uint64_t seed = 0, off = 0, len = 0;
       if (in >> word >> seed >> off >> len && word == "check") {
-        if (off > size || len > size - off) {
-          fmt::print("CHECK bad out-of-range\n");
-        } else if (auto bad = buf.Mismatch(off, len, seed); !bad.ok()) {
-          fmt::print("CHECK bad {}\n", bad.status().ToString());
-        } else if (*bad) {
-          fmt::print("CHECK bad {}\n", **bad);
-        } else {
-          fmt::print("CHECK ok\n");
-        }
+        std::string verdict = Check(buf, size, seed, off, len);
+        fmt::print("{}\n", verdict);
+        if (in >> reply_to) replies.Send(reply_to, fmt::format("{} {}", seed, verdict));
       }
       std::fflush(stdout);
     }
@@ -370,6 +403,14 @@ struct LocalSide {
   trans::SegmentHandle segment = 0;
 };
 
+std::vector<std::string> SplitPaths(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
 // --location standin: a stand-in "device" (host memory the engine is told is device memory,
 // copied with memcpy on the staging path), so the pipeline's cost and overlap can be measured
 // on a machine without a GPU.
@@ -400,6 +441,12 @@ Result<LocalSide> MakeLocal(const BenchFlags& f, const Config& config, const std
   }
   EngineFlags ef = f.engine;
   ef.transports = paths;
+  // Under a metadata server each engine publishes its descriptor under its name; the engines of
+  // the other preferences get names of their own (P2P names are host:port, unique already).
+  if (ef.metadata != "P2PHANDSHAKE" && paths != SplitPaths(f.paths).front()) {
+    ef.name += "-" + paths;
+    std::replace(ef.name.begin(), ef.name.end(), ',', '+');
+  }
   LocalSide side;
   side.paths = paths;
   WEFT_ASSIGN_OR_RETURN(side.engine, StartEngine(ef, config, eo));
@@ -487,22 +534,31 @@ bool Ok(const Status& s) {
   return s.ok();
 }
 
+// The peer's answer to check `seed` (trans-serve's verdict notification).
+Result<std::string> AwaitVerdict(TransferEngine& engine, uint64_t seed, Deadline deadline) {
+  const std::string prefix = fmt::format("{} ", seed);
+  while (!deadline.expired()) {
+    for (const Notification& n : engine.TakeNotifications())
+      if (n.name == kVerdictName && n.message.rfind(prefix, 0) == 0) return n.message.substr(prefix.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return Error(Code::kTimeout, "the peer did not answer check {} (is it a `weft trans-serve`?)", seed);
+}
+
 // Writes fresh bytes with a check notification (the peer compares when it is told, i.e. after
-// the data, and prints the verdict; our own child's is read here), then reads them back into
+// the data, and answers with its verdict, which we wait for), then reads them back into
 // poisoned memory. False (and why, on stderr) at the first wrong byte.
-bool VerifyCase(const Case& c, Child* child) {
+bool VerifyCase(const Case& c) {
   BenchBuffer& lb = const_cast<BenchBuffer&>(*c.local);
   uint64_t seed = FreshSeed();
   if (!Ok(lb.Fill(0, c.bytes, seed))) return false;
-  Notification note{"bench-trans", fmt::format("check {} 0 {}", seed, c.bytes)};
+  Notification note{"bench-trans", fmt::format("check {} 0 {} {}", seed, c.bytes, c.engine->name())};
   if (!AllOk(c.engine->Transfer(c.writes, note))) return false;
-  if (child) {
-    std::string verdict = child->Line();
-    if (verdict != "CHECK ok") {
-      fmt::print(stderr, "weft bench-trans: {} from {}: the peer found other bytes: {}\n", c.name, lb.location,
-                 verdict);
-      return false;
-    }
+  auto verdict = AwaitVerdict(*c.engine, seed, Deadline::After(std::chrono::seconds(60)));
+  if (!verdict.ok() || *verdict != "CHECK ok") {
+    fmt::print(stderr, "weft bench-trans: {} from {}: the peer found other bytes: {}\n", c.name, lb.location,
+               verdict.ok() ? *verdict : verdict.status().ToString());
+    return false;
   }
   if (!Ok(lb.Poison(c.bytes, 0xA5))) return false;
   if (!AllOk(c.engine->Transfer(c.reads))) return false;
@@ -566,7 +622,7 @@ class MemcpyBaseline {
     while (left.load() != 0) std::this_thread::yield();
   }
   AlignedBuffer a_, b_;
-  engine::WorkerPool pool_;
+  WorkerPool pool_;
 };
 
 // The baseline of a device-to-device case between two processes: cudaMemcpyPeer of the same
@@ -671,13 +727,6 @@ Result<BenchShape> ShapeOf(const BenchFlags& f) {
   return BenchShape{*page, *large, std::max(*page * f.pages, *large)};
 }
 
-std::vector<std::string> SplitPaths(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 int Bench(const BenchFlags& f, Config config) {
   auto shape = ShapeOf(f);
@@ -705,7 +754,7 @@ int Bench(const BenchFlags& f, Config config) {
     for (auto& c : MakeCases(f, *shape, sides.back(), peer->remote, threads)) cases.push_back(std::move(c));
   }
   for (const Case& c : cases)
-    if (!VerifyCase(c, peer->child.get())) return 1;
+    if (!VerifyCase(c)) return 1;
   if (f.verify_only) return 0;
 
   nlohmann::json rows = nlohmann::json::array();

@@ -19,7 +19,7 @@
 #include "base/node_identity.h"
 #include "engine/builtin_transports.h"
 #include "engine/engine.h"
-#include "engine/worker_pool.h"
+#include "base/worker_pool.h"
 #include "meta/directory.h"
 #include "meta/p2p_directory.h"
 #include "transport/tcp/tcp_transport.h"
@@ -144,7 +144,7 @@ struct TransferEngine::Impl {
   std::mutex publish_mu;
   meta::LeaseId lease = 0;
   std::unique_ptr<engine::Engine> engine;  // every data path; its tcp transport serves peers
-  std::unique_ptr<engine::WorkerPool> workers;
+  std::unique_ptr<WorkerPool> workers;
 
   mutable std::mutex mu;  // buffers, segments, batches
   std::map<uint64_t, LocalBuffer> buffers;  // by address
@@ -565,7 +565,7 @@ Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEng
   m.p2p = IsP2P(options.metadata);
   m.host = options.advertise_host.empty() ? HostPart(options.local_name) : options.advertise_host;
   WEFT_RETURN_IF_ERROR(m.CreateEngine(bounce_alloc));
-  m.workers = std::make_unique<engine::WorkerPool>(static_cast<unsigned>(options.worker_threads));
+  m.workers = std::make_unique<WorkerPool>(static_cast<unsigned>(options.worker_threads));
   WEFT_RETURN_IF_ERROR(m.StartDirectory());
   Impl* raw = &m;
   if (m.lease != 0) m.keeper = std::thread([raw] { raw->KeepDescriptorAlive(); });

@@ -33,14 +33,7 @@ struct IpcRegion final : ImportedRegion {
 IpcRegions::IpcRegions(std::shared_ptr<const mem::cuda::DriverApi> api, std::string node_id)
     : api_(std::move(api)), node_id_(std::move(node_id)) {}
 
-IpcRegions::~IpcRegions() {
-  std::map<uint64_t, std::unique_ptr<OwnerControl>> exported;
-  {
-    std::lock_guard lock(mu_);
-    exported.swap(exported_);
-  }
-  for (auto& [id, control] : exported) control->Withdraw();
-}
+IpcRegions::~IpcRegions() = default;
 
 Result<std::string> IpcRegions::EndpointBlob() const { return EncodeNodeEndpoint(node_id_); }
 
@@ -65,22 +58,11 @@ Result<std::string> IpcRegions::Export(const LocalRegion& region) {
   w.U64(alloc_size);
   w.Raw({reinterpret_cast<const uint8_t*>(&handle), sizeof handle});
   WEFT_RETURN_IF_ERROR(control->Describe(w));
-  std::lock_guard lock(mu_);
-  exported_[region.id] = std::move(control);
+  exported_.Add(region.id, std::move(control));
   return BlobText(w);
 }
 
-void IpcRegions::Withdraw(uint64_t region_id) {
-  std::unique_ptr<OwnerControl> control;
-  {
-    std::lock_guard lock(mu_);
-    auto it = exported_.find(region_id);
-    if (it == exported_.end()) return;
-    control = std::move(it->second);
-    exported_.erase(it);
-  }
-  control->Withdraw();
-}
+void IpcRegions::Withdraw(uint64_t region_id) { exported_.Withdraw(region_id); }
 
 Result<std::unique_ptr<PeerLink>> IpcRegions::Connect(std::string_view endpoint_blob) const {
   WEFT_ASSIGN_OR_RETURN(uint32_t pid, DecodeNodeEndpoint(endpoint_blob, node_id_, "cuda"));

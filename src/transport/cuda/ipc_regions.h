@@ -9,9 +9,7 @@
 // Internal to weft_cuda: includes the CUDA headers through cuda_api.h.
 #pragma once
 
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "mem/cuda/cuda_api.h"
@@ -35,8 +33,7 @@ class IpcRegions {
  private:
   std::shared_ptr<const mem::cuda::DriverApi> api_;
   std::string node_id_;
-  std::mutex mu_;
-  std::map<uint64_t, std::unique_ptr<OwnerControl>> exported_;  // control pages, by region id
+  ExportedControls exported_;
 };
 
 }  // namespace weft::transport::cuda

@@ -35,14 +35,7 @@ struct ShmRegion final : ImportedRegion {
 
 ShmTransport::ShmTransport(std::string node_id) : node_id_(std::move(node_id)) {}
 
-ShmTransport::~ShmTransport() {
-  std::map<uint64_t, std::unique_ptr<OwnerControl>> exported;
-  {
-    std::lock_guard lock(mu_);
-    exported.swap(exported_);
-  }
-  for (auto& [id, control] : exported) control->Withdraw();
-}
+ShmTransport::~ShmTransport() = default;
 
 uint32_t ShmTransport::capabilities() const {
   return kCapHostMemory | kCapSameNode | (node_id_.empty() ? 0 : kCapRegions);
@@ -86,22 +79,11 @@ Result<std::string> ShmTransport::ExportRegion(const LocalRegion& region) {
   w.U64(static_cast<uint64_t>(st.st_ino));
   w.U64(region.fd_offset);
   WEFT_RETURN_IF_ERROR(control->Describe(w));
-  std::lock_guard lock(mu_);
-  exported_[region.id] = std::move(control);
+  exported_.Add(region.id, std::move(control));
   return BlobText(w);
 }
 
-void ShmTransport::WithdrawRegion(uint64_t region_id) {
-  std::unique_ptr<OwnerControl> control;
-  {
-    std::lock_guard lock(mu_);
-    auto it = exported_.find(region_id);
-    if (it == exported_.end()) return;
-    control = std::move(it->second);
-    exported_.erase(it);
-  }
-  control->Withdraw();
-}
+void ShmTransport::WithdrawRegion(uint64_t region_id) { exported_.Withdraw(region_id); }
 
 Result<std::unique_ptr<PeerLink>> ShmTransport::Connect(std::string_view endpoint_blob) {
   WEFT_ASSIGN_OR_RETURN(uint32_t pid, DecodeNodeEndpoint(endpoint_blob, node_id_, "shm"));

@@ -9,9 +9,6 @@
 //    written through a stale mapping.
 #pragma once
 
-#include <map>
-#include <memory>
-#include <mutex>
 #include <string>
 
 #include "transport/region_control.h"
@@ -41,8 +38,7 @@ class ShmTransport final : public Transport {
 
  private:
   std::string node_id_;
-  std::mutex mu_;
-  std::map<uint64_t, std::unique_ptr<OwnerControl>> exported_;  // control pages, by region id
+  ExportedControls exported_;
 };
 
 }  // namespace weft::transport

@@ -7,6 +7,7 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <latch>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -89,6 +90,7 @@ TcpClient::TcpClient(TcpClientOptions options) : options_(std::move(options)) {
   if (options_.max_inflight_per_lane < 1) options_.max_inflight_per_lane = 1;
   if (options_.max_inflight_bytes_per_lane < options_.slice_bytes)
     options_.max_inflight_bytes_per_lane = options_.slice_bytes;
+  if (options_.lanes > 1) parallel_ = std::make_unique<WorkerPool>(static_cast<unsigned>(options_.lanes - 1));
 }
 
 TcpClient::~TcpClient() = default;
@@ -223,13 +225,16 @@ std::vector<Status> TcpClient::TransferInParallel(const PeerAddr& peer_addr, std
     }
   }
   std::vector<std::vector<Status>> got(parts);
-  std::vector<std::thread> threads;
+  // Parts 1.. on the client's threads (they wait for nothing but their own sockets), part 0 here.
+  std::latch done(static_cast<std::ptrdiff_t>(parts - 1));
   for (uint64_t p = 1; p < parts; ++p) {
-    if (pieces[p].empty()) continue;
-    threads.emplace_back([&, p] { got[p] = TransferOnLanes(peer_addr, pieces[p], deadline, 1); });
+    parallel_->Submit([&, p] {
+      if (!pieces[p].empty()) got[p] = TransferOnLanes(peer_addr, pieces[p], deadline, 1);
+      done.count_down();
+    });
   }
   got[0] = TransferOnLanes(peer_addr, pieces[0], deadline, 1);
-  for (auto& t : threads) t.join();
+  done.wait();
   std::vector<Status> results(requests.size());
   for (uint64_t p = 0; p < parts; ++p) {
     for (size_t k = 0; k < got[p].size(); ++k) {

@@ -37,6 +37,7 @@
 
 #include "base/clock.h"
 #include "base/result.h"
+#include "base/worker_pool.h"
 #include "net/auth.h"
 #include "net/tcp_socket.h"
 #include "wire/data.h"
@@ -124,6 +125,9 @@ class TcpClient {
   std::mutex mu_;
   std::map<PeerAddr, std::shared_ptr<Peer>> peers_;
   std::atomic<uint64_t> connects_{0}, lane_resets_{0}, requests_{0}, bytes_written_{0}, bytes_read_{0};
+  // The parts of a large call beyond the caller's own (TransferInParallel): lanes - 1 threads
+  // made once, not a thread per call. Declared last: it finishes its tasks before the rest goes.
+  std::unique_ptr<WorkerPool> parallel_;
 };
 
 }  // namespace weft::transport::tcp

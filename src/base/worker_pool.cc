@@ -1,6 +1,6 @@
-#include "engine/worker_pool.h"
+#include "base/worker_pool.h"
 
-namespace weft::engine {
+namespace weft {
 
 WorkerPool::WorkerPool(unsigned threads) {
   if (threads == 0) threads = 1;
@@ -38,4 +38,4 @@ void WorkerPool::Run() {
   }
 }
 
-}  // namespace weft::engine
+}  // namespace weft

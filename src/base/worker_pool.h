@@ -1,4 +1,5 @@
-// Fixed set of threads running queued tasks, for splitting large copies.
+// A fixed set of threads running queued tasks: the engine splits large copies over one, the
+// transfer engine runs batches on one. Shared by the layers, so it lives in base.
 #pragma once
 
 #include <condition_variable>
@@ -8,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-namespace weft::engine {
+namespace weft {
 
 class WorkerPool {
  public:
@@ -29,4 +30,4 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
-}  // namespace weft::engine
+}  // namespace weft

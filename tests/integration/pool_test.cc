@@ -276,6 +276,17 @@ TEST(Pool, BadInputGetsSpecificErrors) {
   EXPECT_EQ(p.RankOf(42).status().code(), Code::kInvalidAddress);
   EXPECT_EQ(*p.RankOf(slice + 100), p.rank());
 
+  // A transport this build lacks, and one the pool cannot use for its peers' slices.
+  Config no_such = config;
+  no_such.transport = "rdma-next";
+  auto lacking = Pool::Join(no_such, JoinMode::kJoin);
+  EXPECT_EQ(lacking.status().code(), Code::kNotSupported);
+  EXPECT_NE(lacking.status().message().find("shm"), std::string::npos) << lacking.status().message();
+  EXPECT_NE(lacking.status().message().find("tcp"), std::string::npos) << lacking.status().message();
+  Config engine_only = config;
+  engine_only.transport = "cma";
+  EXPECT_EQ(Pool::Join(engine_only, JoinMode::kJoin).status().code(), Code::kNotSupported);
+
   // Joining with another pool name or size on the same coordinator.
   Config other_name = config;
   other_name.pool_name = "someone-else";

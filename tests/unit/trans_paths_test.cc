@@ -6,11 +6,14 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "api/trans/segment_descriptor.h"
 #include "api/trans/transfer_engine.h"
+#include "base/config.h"
 #include "base/random.h"
 #include "engine/builtin_transports.h"
 #include "meta/directory_server.h"
@@ -370,6 +373,30 @@ TEST(TransPaths, ATransportAddedThroughTheRegistryCarriesTransfers) {
   }
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].message, "y");
+}
+
+}  // namespace
+}  // namespace weft::trans
+
+namespace weft::trans {
+namespace {
+
+// docs/config.md carries the registry's own table (regenerate with `weft config --markdown`), and
+// every config key a transport names is a real key.
+TEST(TransPaths, EveryTransportIsDocumentedWithRealConfigKeys) {
+  std::ifstream f(WEFT_SOURCE_DIR "/docs/config.md");
+  ASSERT_TRUE(f) << "docs/config.md is missing";
+  std::stringstream text;
+  text << f.rdbuf();
+  const transport::Registry registry = engine::BuiltinTransports();
+  EXPECT_NE(text.str().find(registry.Markdown()), std::string::npos)
+      << "docs/config.md is out of date: regenerate it with `weft config --markdown`";
+  for (const auto& e : registry.entries())
+    for (const auto& key : e.config_keys) {
+      bool known = false;
+      for (const auto& k : ConfigKeys()) known = known || k.name == key;
+      EXPECT_TRUE(known) << e.name << " names config key " << key << ", which does not exist";
+    }
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "base/config.h"
+#include "engine/builtin_transports.h"
 #include "tools/weft/commands.h"
 
 namespace weft::tools {
@@ -15,7 +16,7 @@ void AddConfig(CLI::App& app, Runner* run) {
   cmd->callback([=] {
     *run = [=] {
       if (*markdown) {
-        fmt::print("{}", ConfigMarkdown());
+        fmt::print("{}\n{}", ConfigMarkdown(), engine::BuiltinTransports().Markdown());
         return 0;
       }
       auto config = LoadConfig(*file);

@@ -13,6 +13,7 @@
 #include "api/bm/slice_blobs.h"
 #include "base/log.h"
 #include "base/random.h"
+#include "engine/builtin_transports.h"
 #include "gva/segment_table.h"
 #include "mem/host_segment.h"
 #include "net/control_stream.h"
@@ -311,6 +312,21 @@ Status FitConfigToTcpCoordinator(Config& config, const net::ControlAddress& cont
   return OkStatus();
 }
 
+// The pool's `transport=`: a name of the transport registry, of those that reach another
+// peer's slice (memcpy and cuda serve this process's own ends whatever it says). "shm" is "auto".
+Status CheckPoolTransport(Config& config) {
+  WEFT_ASSIGN_OR_RETURN(auto selected, engine::BuiltinTransports().Select(config.transport));
+  if (config.transport == "auto" || config.transport == "tcp") return OkStatus();
+  if (config.transport == "shm") {
+    config.transport = "auto";
+    return OkStatus();
+  }
+  return Error(Code::kNotSupported,
+               "transport={}: the pool reaches other peers' slices through shm (transport=auto, one node) or tcp; "
+               "{} serves the transfer engine only",
+               config.transport, selected.size() == 1 ? selected[0]->name : "a list");
+}
+
 }  // namespace
 
 void Pool::Impl::ReserveUnifiedVa() {
@@ -465,6 +481,7 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
   impl->config = given;
   Config& config = impl->config;
   if (config.log_level != "warn") log::SetLevel(config.log_level);
+  WEFT_RETURN_IF_ERROR(CheckPoolTransport(config));
   WEFT_ASSIGN_OR_RETURN(net::ControlAddress control, net::ParseControlAddress(config.CoordinatorPath()));
   if (control.tcp) WEFT_RETURN_IF_ERROR(FitConfigToTcpCoordinator(config, control));
   WEFT_ASSIGN_OR_RETURN(impl->layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));

@@ -12,7 +12,7 @@
 #include "integration/peer_process.h"
 #include "mem/host_segment.h"
 #include "meta/coordinator_client.h"
-#include "transport/tcp/access_table.h"
+#include "mem/access_table.h"
 #include "transport/tcp/tcp_server.h"
 
 namespace weft::bm {
@@ -370,7 +370,7 @@ TEST(Pool, DeviceSliceNeedsAGpuAndFitsTheRegion) {
 // never sends: a transport from the future, a corrupt blob.
 struct HandMadePeer {
   std::unique_ptr<mem::HostSegment> segment;
-  transport::tcp::AccessTable access;
+  mem::AccessTable access;
   std::unique_ptr<transport::tcp::TcpServer> server;
   std::unique_ptr<meta::CoordinatorClient> client;
   uint32_t rank = 0;
@@ -381,7 +381,7 @@ Result<std::unique_ptr<HandMadePeer>> JoinByHand(const Config& config, const std
   auto p = std::make_unique<HandMadePeer>();
   WEFT_ASSIGN_OR_RETURN(p->segment, mem::HostSegment::Create("weft-" + name, config.rank_size, -1));
   WEFT_RETURN_IF_ERROR(p->access.Register({0, p->segment->data(), config.rank_size, p->segment->access_key(),
-                                           transport::tcp::kPermReadWrite}));
+                                           mem::kReadWrite}));
   transport::tcp::TcpServerOptions sopts;
   sopts.host = "127.0.0.1";
   sopts.auth.cluster_secret = config.cluster_secret;

@@ -18,7 +18,7 @@
 #include "mem/host_segment.h"
 #include "net/control_stream.h"
 #include "net/tcp_socket.h"
-#include "transport/tcp/access_table.h"
+#include "mem/access_table.h"
 #include "transport/tcp/tcp_server.h"
 #include "transport/tcp/tcp_transport.h"
 #include "api/bm/pool_coordinator.h"
@@ -38,7 +38,7 @@ struct Pool::Impl {
   std::unique_ptr<gva::SegmentTable> table;
   std::unique_ptr<engine::Engine> engine;
   // transport=tcp: our slice is served by a TCP data server, other peers are reached by tcp.
-  transport::tcp::AccessTable access;
+  mem::AccessTable access;
   std::unique_ptr<transport::tcp::TcpServer> data_server;
   transport::tcp::TcpTransport* tcp = nullptr;  // owned by the engine
   // Present in the peer that hosts the coordinator (and the pool allocator).
@@ -98,11 +98,11 @@ constexpr uint32_t kDeviceSliceSegment = 1;
 
 Status Pool::Impl::StartDataServer(uint8_t* own_base) {
   WEFT_RETURN_IF_ERROR(access.Register({kHostSliceSegment, own_base, config.rank_size, own_segment->access_key(),
-                                        transport::tcp::kPermReadWrite}));
+                                        mem::kReadWrite}));
   if (own_device.size > 0) {
     // Served through the server's bounce buffers: a socket cannot reach device memory.
     WEFT_RETURN_IF_ERROR(access.Register({kDeviceSliceSegment, own_device.data, own_device.size, own_device_key,
-                                          transport::tcp::kPermReadWrite, /*device=*/true}));
+                                          mem::kReadWrite, /*device=*/true}));
   }
   // ParseHostPort wants a real port; port 0 (any free one) is fine for a listener.
   std::string address = config.data_address;

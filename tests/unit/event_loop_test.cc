@@ -78,15 +78,16 @@ class LoopThread {
 };
 
 TEST(EventLoop, ReadinessCallbackGetsItsOwnFd) {
-  LoopThread t;
   Pipe a, b;
   std::promise<std::pair<int, uint32_t>> fired;
   std::atomic<int> calls_a{0};
+  LoopThread t;  // last: stopped and joined before what its callbacks use goes
   ASSERT_TRUE(t.loop().Add(a.read.get(), EPOLLIN, [&](int, uint32_t) { ++calls_a; }).ok());
   ASSERT_TRUE(t.loop()
                   .Add(b.read.get(), EPOLLIN,
                        [&](int fd, uint32_t events) {
                          Pipe::Drain(fd);
+                         EXPECT_TRUE(t.loop().Remove(fd).ok());  // once is enough
                          fired.set_value({fd, events});
                        })
                   .ok());
@@ -101,9 +102,9 @@ TEST(EventLoop, ReadinessCallbackGetsItsOwnFd) {
 }
 
 TEST(EventLoop, ModifyChangesTheEventsWatched) {
-  LoopThread t;
   Pipe p;
   std::promise<uint32_t> fired;
+  LoopThread t;
   // The write end of an empty pipe is writable, never readable: nothing fires until EPOLLOUT.
   ASSERT_TRUE(t.loop()
                   .Add(p.write.get(), EPOLLIN,
@@ -120,9 +121,9 @@ TEST(EventLoop, ModifyChangesTheEventsWatched) {
 }
 
 TEST(EventLoop, RemovedFdGetsNoMoreCallbacks) {
-  LoopThread t;
   Pipe p;
   std::atomic<int> calls{0};
+  LoopThread t;
   ASSERT_TRUE(t.loop()
                   .Add(p.read.get(), EPOLLIN,
                        [&](int fd, uint32_t) {
@@ -148,9 +149,9 @@ TEST(EventLoop, RemovedFdGetsNoMoreCallbacks) {
 }
 
 TEST(EventLoop, PostFromAnotherThreadRunsOnTheLoopThread) {
+  std::promise<std::thread::id> ran_on;
   LoopThread t;
   t.Start();
-  std::promise<std::thread::id> ran_on;
   std::thread poster([&] { t.loop().Post([&] { ran_on.set_value(std::this_thread::get_id()); }); });
   poster.join();
   auto fut = ran_on.get_future();
@@ -159,9 +160,9 @@ TEST(EventLoop, PostFromAnotherThreadRunsOnTheLoopThread) {
 }
 
 TEST(EventLoop, PostedTasksRunInOrder) {
+  std::vector<int> order;  // touched on the loop thread only
   LoopThread t;
   t.Start();
-  std::vector<int> order;  // touched on the loop thread only
   for (int i = 0; i < 100; ++i) t.loop().Post([&order, i] { order.push_back(i); });
   t.OnLoop([] {});
   ASSERT_EQ(order.size(), 100u);
@@ -187,13 +188,13 @@ TEST(EventLoop, StopBeforeRunReturnsAtOnce) {
 }
 
 TEST(EventLoop, CallbackMayRemoveAndCloseItsOwnFdAndReuseTheNumber) {
-  LoopThread t;
   auto first = std::make_unique<Pipe>();
   Pipe other;
   std::atomic<int> first_calls{0}, other_calls{0};
   std::promise<int> reused_fired;
   Pipe* replacement = nullptr;
   std::unique_ptr<Pipe> replacement_owner;
+  LoopThread t;
   // Both fds are readable before Run starts, so their events come in the same round: whichever
   // fires first removes both; the other's event of that round must be dropped.
   auto remove_both = [&](int fd, uint32_t) {
@@ -237,8 +238,8 @@ TEST(EventLoop, CallbackMayRemoveAndCloseItsOwnFdAndReuseTheNumber) {
 }
 
 TEST(EventLoop, TicksHappenWithoutEventsAndMayStopTheLoop) {
-  LoopThread t;
   std::atomic<int> ticks{0};
+  LoopThread t;
   t.loop().SetTick([&] {
     if (++ticks == 5) t.loop().Stop();
     return std::chrono::milliseconds(1);
@@ -250,9 +251,9 @@ TEST(EventLoop, TicksHappenWithoutEventsAndMayStopTheLoop) {
 }
 
 TEST(EventLoop, TickRunsAgainAfterEvents) {
-  LoopThread t;
   Pipe p;
   std::atomic<int> ticks{0};
+  LoopThread t;
   // An hour's wait: only events bring the next tick.
   t.loop().SetTick([&] {
     ++ticks;

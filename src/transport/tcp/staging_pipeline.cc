@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <new>
-#include <thread>
 
 namespace weft::transport::tcp {
 
 namespace {
 
 constexpr std::align_val_t kPlainAlign{4096};
+// Threads that run the device copies of every pass of one pipeline. A pass's copies run one at a
+// time and never wait on the network, so concurrent passes share these threads without one
+// holding a thread while it waits for its own next round.
+constexpr unsigned kCopyThreads = 2;
 
 // Waits on cv until pred holds or the deadline passes (false). A deadline of Never must not go
 // through wait_until(time_point::max()), which overflows in some standard libraries.
@@ -124,6 +127,13 @@ StagingPipeline::StagingPipeline(StagingOptions options, DeviceStagingOps ops)
       pool_(options_.slice_bytes, std::max<size_t>(options_.max_buffers, 1), ops_.host) {}
 
 StagingPipeline::~StagingPipeline() = default;
+
+WorkerPool& StagingPipeline::copiers() {
+  // Created on first use: a pipeline that never stages more than one buffer's worth (every
+  // process without a GPU) starts no threads.
+  std::call_once(copiers_once_, [this] { copiers_ = std::make_unique<WorkerPool>(kCopyThreads); });
+  return *copiers_;
+}
 
 StagingStats StagingPipeline::stats() const {
   std::lock_guard lk(stats_mu_);
@@ -292,14 +302,24 @@ void StagingPipeline::RunPass(std::span<const StagedRequest> requests, bool to_n
       }
       cv.notify_all();
     };
-    // The copy thread: fill j's copy begins once `may_copy(j)` holds (or it stops).
-    auto copy_loop = [&](auto may_copy) {
-      for (size_t j = 0; j < F; ++j) {
+    // Fill j's copy may begin once may_copy(j) holds (mu held). WRITE: once fill j - nbuf (the
+    // same buffer) has been sent, and not after a stop. READ: once its round was received (also
+    // after a stop: what arrived is delivered).
+    auto may_copy = [&](size_t j) { return to_network ? !stop && j < netted + nbuf : netted > j; };
+    // Copies fills in order while may_copy allows, on a copier thread; it never waits, so when
+    // the next fill is not yet allowed it ends, and the network side posts it again (kick).
+    bool copy_posted = false;  // a copy task is queued or running
+    std::function<void()> copy_task = [&] {
+      for (;;) {
+        size_t j;
         {
-          std::unique_lock lk(mu);
-          cv.wait(lk, [&] { return stop || may_copy(j); });
-          if (!may_copy(j)) return;  // stopped first
-          started = j + 1;
+          std::lock_guard lk(mu);
+          if (started == F || !may_copy(started)) {
+            copy_posted = false;
+            cv.notify_all();  // under mu: RunPass may return (and free all of this) once it is released
+            return;
+          }
+          j = started++;
         }
         copy_fill(j);
         {
@@ -309,52 +329,39 @@ void StagingPipeline::RunPass(std::span<const StagedRequest> requests, bool to_n
         cv.notify_all();
       }
     };
-    std::thread copier;
-    if (to_network) {
-      // WRITE: fill j may be copied out once fill j - nbuf (the same buffer) has been sent; a
-      // round sends fills whose copy is done.
-      copier = std::thread([&] { copy_loop([&](size_t j) { return !stop && j < netted + nbuf; }); });
-      for (size_t next = 0; next < F;) {
-        size_t ready;
-        {
-          std::unique_lock lk(mu);
-          if (!WaitFor(cv, lk, deadline, [&] { return copied > next; })) {
-            lk.unlock();
-            time_out(next);
-            break;
-          }
-          ready = copied;
-        }
-        const size_t k = std::min(ready - next, round_cap);
-        net_round(next, k);
-        next += k;
-      }
-    } else {
-      // READ: fill j is copied in once its round was received (also after a stop: what arrived
-      // is delivered); a round receives into buffers whose previous fill was copied in.
-      copier = std::thread([&] { copy_loop([&](size_t j) { return netted > j; }); });
-      for (size_t next = 0; next < F;) {
-        size_t room;
-        {
-          std::unique_lock lk(mu);
-          if (!WaitFor(cv, lk, deadline, [&] { return next < copied + nbuf; })) {
-            lk.unlock();
-            time_out(next);
-            break;
-          }
-          room = copied + nbuf - next;
-        }
-        const size_t k = std::min({room, round_cap, F - next});
-        net_round(next, k);
-        next += k;
-      }
-    }
+    auto kick = [&] {  // mu held
+      if (copy_posted || started == F || !may_copy(started)) return;
+      copy_posted = true;
+      copiers().Submit(copy_task);
+    };
     {
       std::lock_guard lk(mu);
-      stop = true;
+      kick();
     }
-    cv.notify_all();
-    copier.join();  // a READ's copier first copies in every fill that was received
+    for (size_t next = 0; next < F;) {
+      size_t k;
+      {
+        std::unique_lock lk(mu);
+        // WRITE: a round sends fills whose copy is done. READ: a round receives into buffers
+        // whose previous fill was copied in.
+        auto ready = [&] { return to_network ? copied > next : next < copied + nbuf; };
+        if (!WaitFor(cv, lk, deadline, ready)) {
+          lk.unlock();
+          time_out(next);
+          break;
+        }
+        k = to_network ? std::min(copied - next, round_cap) : std::min({copied + nbuf - next, round_cap, F - next});
+      }
+      net_round(next, k);
+      std::lock_guard lk(mu);
+      kick();
+      next += k;
+    }
+    // Like a join: a READ's copier first copies in every fill that was received.
+    std::unique_lock lk(mu);
+    stop = true;
+    kick();
+    cv.wait(lk, [&] { return !copy_posted; });
   }
   pool_.Release(*bufs);
 }

@@ -98,7 +98,7 @@ struct Coordinator::Impl {
   std::thread thread;
 
   // Loop-thread state.
-  uint64_t next_id = 2;  // connection numbers in logs, as before
+  uint64_t next_id = 2;  // numbers connections in logs (from 2, as they always have been)
   std::map<uint64_t, std::unique_ptr<Conn>> conns;
   std::map<uint32_t, Conn*> peers;  // live, by rank
   std::deque<uint64_t> reap;

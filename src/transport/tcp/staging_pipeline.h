@@ -155,6 +155,7 @@ class StagingPipeline {
   StagingStats stats() const;
 
  private:
+  struct Pass;
   void RunPass(std::span<const StagedRequest> requests, bool to_network, const NetworkRound& net, Deadline deadline,
                std::vector<Status>& results, StagingStats& stats);
 

@@ -339,8 +339,9 @@ struct StagingPipeline::Pass {
   // mu held: posts the copy task unless it is queued or running already, or has nothing to do.
   void Kick() {
     if (copy_posted || started == fills.size() || !MayCopy(started)) return;
-    copy_posted = true;
+    // The task takes mu first, so it cannot see copy_posted before it is set below.
     pipeline.copiers().Submit([this] { CopyWhileAllowed(); });
+    copy_posted = true;  // after Submit: if that throws, no task is awaited
   }
 
   void CopyWhileAllowed() {

@@ -1,12 +1,10 @@
-// The coordinator runs one epoll loop on its own thread. Nothing in the loop blocks on a peer:
+// The coordinator runs one net::EventLoop on its own thread. Nothing in the loop blocks on a peer:
 // every connection has an output queue flushed as the socket drains, so a peer that stops
 // reading cannot stall the others (it is dropped once its queue passes kMaxQueuedBytes).
 // Connections that die while the loop is busy are only marked; Reap() removes them after the
 // current event, so no container is changed under an iteration.
 #include "meta/coordinator.h"
 
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,6 +26,7 @@
 #include "base/log.h"
 #include "net/auth.h"
 #include "net/control_stream.h"
+#include "net/event_loop.h"
 #include "net/tcp_socket.h"
 #include "net/unix_socket.h"
 #include "wire/control.h"
@@ -36,8 +35,6 @@ namespace weft::meta {
 
 namespace {
 
-constexpr uint64_t kListenId = 0;
-constexpr uint64_t kWakeId = 1;
 constexpr size_t kMaxQueuedBytes = 64u << 20;
 constexpr int kMaxReadsPerEvent = 16;  // fairness between busy connections
 // Connections beyond this many (joined or not) are closed at accept: a TCP port is reachable by
@@ -96,14 +93,12 @@ struct Coordinator::Impl {
   net::ControlAddress address;
   net::AuthOptions auth;
   net::UniqueFd listen_sock;
-  net::UniqueFd epoll;
-  net::UniqueFd wake;
+  std::unique_ptr<net::EventLoop> loop;
   ino_t socket_inode = 0;
   std::thread thread;
-  std::atomic<bool> stop{false};
 
   // Loop-thread state.
-  uint64_t next_id = 2;
+  uint64_t next_id = 2;  // numbers connections in logs (from 2, as they always have been)
   std::map<uint64_t, std::unique_ptr<Conn>> conns;
   std::map<uint32_t, Conn*> peers;  // live, by rank
   std::deque<uint64_t> reap;
@@ -125,6 +120,8 @@ struct Coordinator::Impl {
   void Shutdown();
 
   void Accept();
+  void OnConnEvent(uint64_t id, uint32_t events);
+  std::chrono::milliseconds Tick();
   void OnReadable(Conn& c, int max_reads = kMaxReadsPerEvent);
   void OnAuthReadable(Conn& c);
   void SendBytes(Conn& c, std::vector<uint8_t> bytes);
@@ -185,55 +182,41 @@ Status Coordinator::Impl::Init() {
     struct stat st {};
     if (::stat(opt.socket_path.c_str(), &st) == 0) socket_inode = st.st_ino;
   }
-  epoll = net::UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll.valid()) return ErrnoStatus("epoll_create1", errno);
-  wake = net::UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (!wake.valid()) return ErrnoStatus("eventfd", errno);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.u64 = kListenId;
-  if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, listen_sock.get(), &ev) != 0) return ErrnoStatus("epoll_ctl", errno);
-  ev.data.u64 = kWakeId;
-  if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, wake.get(), &ev) != 0) return ErrnoStatus("epoll_ctl", errno);
+  WEFT_ASSIGN_OR_RETURN(loop, net::EventLoop::Create());
+  WEFT_RETURN_IF_ERROR(loop->Add(listen_sock.get(), EPOLLIN, [this](int, uint32_t) { Accept(); }));
+  loop->SetTick([this] { return Tick(); });
   return OkStatus();
 }
 
 void Coordinator::Impl::Run() {
-  epoll_event events[64];
-  while (!stop.load(std::memory_order_acquire)) {
-    int n = ::epoll_wait(epoll.get(), events, 64, NextTimeoutMs());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      WEFT_LOG_ERROR("coordinator '{}': epoll_wait failed: {}; stopping", opt.socket_path, std::strerror(errno));
-      break;
-    }
-    for (int i = 0; i < n; ++i) {
-      uint64_t id = events[i].data.u64;
-      if (id == kWakeId) {
-        uint64_t v;
-        [[maybe_unused]] ssize_t r = ::read(wake.get(), &v, sizeof v);
-        continue;
-      }
-      if (id == kListenId) {
-        Accept();
-        continue;
-      }
-      auto it = conns.find(id);
-      if (it == conns.end()) continue;  // closed earlier in this round
-      Conn& c = *it->second;
-      if (!c.dead && (events[i].events & EPOLLOUT)) Flush(c);
-      if (!c.dead && (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) OnReadable(c);
-      Settle();
-    }
-    CheckTimeouts();
-    Settle();
-  }
+  Status ended = loop->Run();
+  if (!ended.ok()) WEFT_LOG_ERROR("coordinator '{}': {}; stopping", opt.socket_path, ended.ToString());
   Shutdown();
+}
+
+// Before every wait: heartbeats and join deadlines are checked, and the loop sleeps no longer
+// than until the next one is due.
+std::chrono::milliseconds Coordinator::Impl::Tick() {
+  CheckTimeouts();
+  Settle();
+  return Millis(NextTimeoutMs());
+}
+
+void Coordinator::Impl::OnConnEvent(uint64_t id, uint32_t events) {
+  auto it = conns.find(id);
+  if (it == conns.end()) return;
+  Conn& c = *it->second;
+  if (!c.dead && (events & EPOLLOUT)) Flush(c);
+  if (!c.dead && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) OnReadable(c);
+  Settle();
 }
 
 void Coordinator::Impl::Shutdown() {
   // Peers learn of the end from their sockets closing; no PeerGone is sent.
   peers.clear();
+  for (auto& [id, c] : conns) {
+    [[maybe_unused]] Status unwatched = loop->Remove(c->sock.get());
+  }
   conns.clear();
   PublishSummary();
 }
@@ -266,11 +249,10 @@ void Coordinator::Impl::Accept() {
       Status live = net::SetStreamLiveness(c->sock.get(), opt.peer_timeout);
       if (!live.ok()) WEFT_LOG_WARN("coordinator: {}: {}", Who(*c), live.ToString());
     }
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = c->id;
-    if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, c->sock.get(), &ev) != 0) {
-      WEFT_LOG_WARN("coordinator '{}': epoll_ctl: {}", opt.socket_path, std::strerror(errno));
+    Status watched =
+        loop->Add(c->sock.get(), EPOLLIN, [this, id = c->id](int, uint32_t events) { OnConnEvent(id, events); });
+    if (!watched.ok()) {
+      WEFT_LOG_WARN("coordinator '{}': {}", opt.socket_path, watched.ToString());
       continue;
     }
     conns.emplace(c->id, std::move(c));
@@ -765,10 +747,8 @@ void Coordinator::Impl::Flush(Conn& c) {
 
 void Coordinator::Impl::WatchOut(Conn& c, bool on) {
   if (c.watching_out == on || c.dead) return;
-  epoll_event ev{};
-  ev.events = static_cast<uint32_t>(EPOLLIN) | (on ? static_cast<uint32_t>(EPOLLOUT) : 0u);
-  ev.data.u64 = c.id;
-  if (::epoll_ctl(epoll.get(), EPOLL_CTL_MOD, c.sock.get(), &ev) == 0) c.watching_out = on;
+  const uint32_t events = static_cast<uint32_t>(EPOLLIN) | (on ? static_cast<uint32_t>(EPOLLOUT) : 0u);
+  if (loop->Modify(c.sock.get(), events).ok()) c.watching_out = on;
 }
 
 void Coordinator::Impl::MarkDead(Conn& c, std::string reason, bool clean) {
@@ -802,7 +782,7 @@ void Coordinator::Impl::Reap() {
     if (it == conns.end()) continue;
     std::unique_ptr<Conn> c = std::move(it->second);
     conns.erase(it);
-    ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->sock.get(), nullptr);
+    [[maybe_unused]] Status unwatched = loop->Remove(c->sock.get());
     if (!c->joined) continue;
     const uint32_t rank = c->rank;
     peers.erase(rank);
@@ -894,9 +874,7 @@ Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Coordinator::~Coordinator() {
   if (!impl_) return;
-  impl_->stop.store(true, std::memory_order_release);
-  uint64_t one = 1;
-  [[maybe_unused]] ssize_t w = ::write(impl_->wake.get(), &one, sizeof one);
+  impl_->loop->Stop();
   if (impl_->thread.joinable()) impl_->thread.join();
   impl_->listen_sock.Reset();
   // Another server may have taken the path since (after deciding ours was stale); leave its file.

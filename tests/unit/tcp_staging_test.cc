@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -353,6 +354,53 @@ TEST(StagingPipeline, HostToDeviceCopyOfASliceRunsWhileTheNextIsReceived) {
   ASSERT_TRUE(res[0].ok()) << res[0].ToString();
   EXPECT_TRUE(observed) << "the host->device copy of slice k did not start while slice k+1 was being received";
   EXPECT_FALSE(FirstMismatch(dev.arena.data, kLen, seed).has_value());
+}
+
+// The pipeline's copy threads are few and shared. Here more passes run at once than there are
+// copy threads, and none may start its third round before every pass has copied in its first
+// fill: a copy that held a copy thread while it waited for its own pass's next round would keep
+// the other passes' copies from running and never let them get there.
+TEST(StagingPipeline, MorePassesThanCopyThreadsNeverWaitOnEachOther) {
+  constexpr size_t kRuns = 6;
+  constexpr uint64_t kLen = 4u << 20;  // four 1 MiB fills, two buffers: round 2 needs fill 0 copied in
+  FakeDevice dev(kRuns * kLen);
+  StagingOptions o = SmallSlices();
+  o.buffers = 2;
+  o.max_buffers = 2 * kRuns;
+  StagingPipeline pipe(o, dev.Ops(nullptr, o.slice_bytes));
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t at_round2 = 0;
+  bool all_met = true;
+  std::vector<std::unique_ptr<FakeRemote>> remotes;
+  std::vector<std::vector<StagedRequest>> reqs(kRuns);
+  const uint64_t seed = FreshSeed();
+  for (size_t i = 0; i < kRuns; ++i) {
+    remotes.push_back(std::make_unique<FakeRemote>(kLen));
+    remotes[i]->remote_off = {0};
+    FillRandom(remotes[i]->mem.data, kLen, seed + i);
+    reqs[i] = {{false, dev.arena.data + i * kLen, kLen}};
+    remotes[i]->on_round = [&](size_t round, std::span<const StagedPiece>) {
+      if (round != 2) return;
+      std::unique_lock lk(mu);
+      ++at_round2;
+      cv.notify_all();
+      // Bounded, so that a pipeline with the bug fails here instead of hanging the test.
+      if (!cv.wait_for(lk, std::chrono::seconds(60), [&] { return at_round2 == kRuns; })) all_met = false;
+    };
+  }
+  std::memset(dev.arena.data, 0xEE, kRuns * kLen);
+  std::vector<std::vector<Status>> res(kRuns);
+  std::vector<std::thread> runs;
+  for (size_t i = 0; i < kRuns; ++i)
+    runs.emplace_back([&, i] { res[i] = pipe.Run(reqs[i], remotes[i]->Net(reqs[i]), Soon(120000)); });
+  for (auto& t : runs) t.join();
+  EXPECT_TRUE(all_met) << "a pass waited for another's copies: the copy threads were held";
+  for (size_t i = 0; i < kRuns; ++i) {
+    ASSERT_TRUE(res[i][0].ok()) << i << ": " << res[i][0].ToString();
+    EXPECT_FALSE(FirstMismatch(dev.arena.data + i * kLen, kLen, seed + i).has_value()) << i;
+  }
+  EXPECT_EQ(pipe.pool_stats().in_use, 0u);
 }
 
 TEST(StagingPipeline, NetworkFailureFailsItsRequestAndLeaksNothing) {

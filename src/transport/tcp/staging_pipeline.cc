@@ -2,13 +2,16 @@
 
 #include <algorithm>
 #include <new>
-#include <thread>
 
 namespace weft::transport::tcp {
 
 namespace {
 
 constexpr std::align_val_t kPlainAlign{4096};
+// Threads that run the device copies of every pass of one pipeline. A pass's copies run one at a
+// time and never wait on the network, so concurrent passes share these threads without one
+// holding a thread while it waits for its own next round.
+constexpr unsigned kCopyThreads = 2;
 
 // Waits on cv until pred holds or the deadline passes (false). A deadline of Never must not go
 // through wait_until(time_point::max()), which overflows in some standard libraries.
@@ -125,6 +128,13 @@ StagingPipeline::StagingPipeline(StagingOptions options, DeviceStagingOps ops)
 
 StagingPipeline::~StagingPipeline() = default;
 
+WorkerPool& StagingPipeline::copiers() {
+  // Created on first use: a pipeline that never stages more than one buffer's worth (every
+  // process without a GPU) starts no threads.
+  std::call_once(copiers_once_, [this] { copiers_ = std::make_unique<WorkerPool>(kCopyThreads); });
+  return *copiers_;
+}
+
 StagingStats StagingPipeline::stats() const {
   std::lock_guard lk(stats_mu_);
   return stats_;
@@ -162,200 +172,244 @@ std::vector<Status> StagingPipeline::Run(std::span<const StagedRequest> requests
   return results;
 }
 
-void StagingPipeline::RunPass(std::span<const StagedRequest> requests, bool to_network, const NetworkRound& net,
-                              Deadline deadline, std::vector<Status>& results, StagingStats& local) {
-  // Plan: the pass's bytes packed into fills of at most slice_bytes, in request order; fill j
-  // will use buffer j % nbuf. `host` holds the offset in the buffer until buffers are known.
-  const uint64_t cap = options_.slice_bytes;
-  std::vector<std::vector<StagedPiece>> fills;
-  uint64_t used = cap;
-  for (size_t i = 0; i < requests.size(); ++i) {
-    const StagedRequest& r = requests[i];
-    if (r.to_network != to_network || r.len == 0 || !results[i].ok()) continue;
-    for (uint64_t off = 0; off < r.len;) {
-      if (used == cap) {
-        fills.emplace_back();
-        used = 0;
-      }
-      uint64_t take = std::min(cap - used, r.len - off);
-      fills.back().push_back(StagedPiece{i, off, take, reinterpret_cast<uint8_t*>(used)});
-      used += take;
-      off += take;
-    }
-  }
-  if (fills.empty()) return;
-  const size_t F = fills.size();
-  const size_t nbuf = std::min(options_.buffers, F);
-  auto bufs = pool_.Acquire(nbuf, deadline);
-  if (!bufs.ok()) {
-    for (auto& f : fills)
-      for (auto& p : f) results[p.request] = bufs.status();
-    return;
-  }
-  for (size_t j = 0; j < F; ++j)
-    for (auto& p : fills[j]) p.host = (*bufs)[j % nbuf] + reinterpret_cast<uintptr_t>(p.host);
-  // A round carries up to half the buffers, so the copy always has the other half to work in.
-  const size_t round_cap = std::max<size_t>(1, nbuf / 2);
+// One pass (the WRITEs or the READs of a Run) over its bounce buffers. The network side runs on
+// the caller's thread; the device copies run in order, one at a time, as tasks on the pipeline's
+// copy threads. A copy task never waits: when the next fill may not be copied yet it ends, and
+// the network side posts it again once a round has made room (Kick).
+struct StagingPipeline::Pass {
+  Pass(std::span<const StagedRequest> requests_in, bool to_network_in, const NetworkRound& net_in,
+       Deadline deadline_in, StagingPipeline& pipeline_in, std::vector<Status>& results_in, StagingStats& local_in)
+      : requests(requests_in),
+        to_network(to_network_in),
+        net(net_in),
+        deadline(deadline_in),
+        pipeline(pipeline_in),
+        results(results_in),
+        local(local_in) {}
 
-  std::mutex mu;  // guards results and the counters below while the copy thread runs
+  std::span<const StagedRequest> requests;
+  bool to_network;
+  const NetworkRound& net;
+  Deadline deadline;
+  StagingPipeline& pipeline;  // its device copy, and its copy threads (made on first use)
+  std::vector<Status>& results;
+  StagingStats& local;
+  // Fill j: the pieces in buffer j % nbuf; `host` holds the offset in the buffer until buffers
+  // are known.
+  std::vector<std::vector<StagedPiece>> fills;
+  size_t nbuf = 0;
+  size_t round_cap = 0;
+
+  std::mutex mu;  // guards results and the counters below while a copy task runs
   std::condition_variable cv;
   size_t started = 0;  // fills whose device copy has begun
   size_t copied = 0;   // fills whose device copy is done (or skipped)
-  size_t netted = 0;  // fills whose network round is done
+  size_t netted = 0;   // fills whose network round is done
   bool stop = false;
+  bool copy_posted = false;  // a copy task is queued or running
 
-  auto failed = [&](size_t request) {
+  // The pass's bytes packed into fills of at most cap bytes, in request order.
+  void Plan(uint64_t cap) {
+    uint64_t used = cap;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      const StagedRequest& r = requests[i];
+      if (r.to_network != to_network || r.len == 0 || !results[i].ok()) continue;
+      for (uint64_t off = 0; off < r.len;) {
+        if (used == cap) {
+          fills.emplace_back();
+          used = 0;
+        }
+        uint64_t take = std::min(cap - used, r.len - off);
+        fills.back().push_back(StagedPiece{i, off, take, reinterpret_cast<uint8_t*>(used)});
+        used += take;
+        off += take;
+      }
+    }
+  }
+
+  void PlaceIn(const std::vector<uint8_t*>& bufs) {
+    nbuf = bufs.size();
+    for (size_t j = 0; j < fills.size(); ++j)
+      for (auto& p : fills[j]) p.host = bufs[j % nbuf] + reinterpret_cast<uintptr_t>(p.host);
+    // A round carries up to half the buffers, so the copy always has the other half to work in.
+    round_cap = std::max<size_t>(1, nbuf / 2);
+  }
+
+  bool Failed(size_t request) {
     std::lock_guard lk(mu);
     return !results[request].ok();
-  };
-  auto fail = [&](size_t request, const Status& s) {
+  }
+  void Fail(size_t request, const Status& s) {
     std::lock_guard lk(mu);
     if (results[request].ok()) results[request] = s;
-  };
-  auto copy_piece = [&](const StagedPiece& p, uint64_t len) {
+  }
+
+  Status CopyPiece(const StagedPiece& p, uint64_t len) {
     uint8_t* dev = requests[p.request].device + p.offset;
-    return to_network ? ops_.copy(p.host, dev, len) : ops_.copy(dev, p.host, len);
-  };
-  auto copy_fill = [&](size_t j) {
+    const auto& copy = pipeline.ops_.copy;
+    return to_network ? copy(p.host, dev, len) : copy(dev, p.host, len);
+  }
+
+  // Pieces adjacent both on the device and in the buffer (pages of a KV block, say) go in one
+  // copy: one call per page would cost more than the bytes on a GPU.
+  bool Adjacent(const StagedPiece& a, const StagedPiece& b) const {
+    return requests[b.request].device + b.offset == requests[a.request].device + a.offset + a.len &&
+           b.host == a.host + a.len;
+  }
+
+  void CopyFill(size_t j) {
     const auto& f = fills[j];
     for (size_t i = 0; i < f.size();) {
-      if (failed(f[i].request)) {  // an earlier piece failed: the rest is not worth moving
+      if (Failed(f[i].request)) {  // an earlier piece failed: the rest is not worth moving
         ++i;
         continue;
       }
-      // Pieces adjacent both on the device and in the buffer (pages of a KV block, say) go in
-      // one copy: one call per page would cost more than the bytes on a GPU.
       size_t k = i + 1;
       uint64_t len = f[i].len;
-      while (k < f.size() && !failed(f[k].request) &&
-             requests[f[k].request].device + f[k].offset == requests[f[k - 1].request].device + f[k - 1].offset +
-                                                                f[k - 1].len &&
-             f[k].host == f[k - 1].host + f[k - 1].len) {
-        len += f[k].len;
-        ++k;
-      }
-      Status s = copy_piece(f[i], len);
-      if (!s.ok() && k - i == 1) fail(f[i].request, s);
+      while (k < f.size() && !Failed(f[k].request) && Adjacent(f[k - 1], f[k])) len += f[k++].len;
+      Status s = CopyPiece(f[i], len);
+      if (!s.ok() && k - i == 1) Fail(f[i].request, s);
       if (!s.ok() && k - i > 1) {
         // Which of them? Piece by piece, so that only the request whose bytes fail is failed.
         for (size_t m = i; m < k; ++m)
-          if (Status one = copy_piece(f[m], f[m].len); !one.ok()) fail(f[m].request, one);
+          if (Status one = CopyPiece(f[m], f[m].len); !one.ok()) Fail(f[m].request, one);
       }
       i = k;
     }
-  };
-  auto round = [&](size_t first, size_t count) {
+  }
+
+  // Moves fills [first, first + count) over the network, but for pieces of failed requests.
+  void Round(size_t first, size_t count) {
     std::vector<StagedPiece> pieces;
     for (size_t j = first; j < first + count; ++j)
       for (const StagedPiece& p : fills[j])
-        if (!failed(p.request)) pieces.push_back(p);
+        if (!Failed(p.request)) pieces.push_back(p);
     if (pieces.empty()) return;
     auto st = net(pieces);
     for (size_t k = 0; k < pieces.size(); ++k) {
       const Status& s = k < st.size() ? st[k] : Error(Code::kInternal, "the network round gave no result");
-      if (!s.ok()) fail(pieces[k].request, s);
+      if (!s.ok()) Fail(pieces[k].request, s);
     }
     local.pieces += pieces.size();
     for (const auto& p : pieces) local.bytes += p.len;
-  };
-  auto time_out = [&](size_t from) {
+  }
+
+  void TimeOut(size_t from) {
     std::lock_guard lk(mu);
-    for (size_t j = from; j < F; ++j)
+    for (size_t j = from; j < fills.size(); ++j)
       for (const auto& p : fills[j])
         if (results[p.request].ok())
           results[p.request] = Error(Code::kTimeout, "the deadline passed while staging device memory");
-  };
+  }
 
-  if (F == 1) {
-    // One buffer's worth: nothing to overlap, no thread.
-    if (to_network) copy_fill(0);
-    round(0, 1);
-    if (!to_network) copy_fill(0);
+  // One buffer's worth: nothing to overlap, so no copy task.
+  void RunSingle() {
+    if (to_network) CopyFill(0);
+    Round(0, 1);
+    if (!to_network) CopyFill(0);
     ++local.rounds;
-  } else {
-    // One network round of fills [next, next + k), counted as overlapped when a device copy of
-    // other fills ran during it (one was running when it started, or one began meanwhile).
-    auto net_round = [&](size_t next, size_t k) {
-      size_t s0;
-      bool running;
-      {
-        std::lock_guard lk(mu);
-        s0 = started;
-        running = started > copied;
-      }
-      round(next, k);
-      {
-        std::lock_guard lk(mu);
-        ++local.rounds;
-        if (running || started > s0) ++local.overlapped_rounds;
-        netted = next + k;
-      }
-      cv.notify_all();
-    };
-    // The copy thread: fill j's copy begins once `may_copy(j)` holds (or it stops).
-    auto copy_loop = [&](auto may_copy) {
-      for (size_t j = 0; j < F; ++j) {
-        {
-          std::unique_lock lk(mu);
-          cv.wait(lk, [&] { return stop || may_copy(j); });
-          if (!may_copy(j)) return;  // stopped first
-          started = j + 1;
-        }
-        copy_fill(j);
-        {
-          std::lock_guard lk(mu);
-          copied = j + 1;
-        }
-        cv.notify_all();
-      }
-    };
-    std::thread copier;
-    if (to_network) {
-      // WRITE: fill j may be copied out once fill j - nbuf (the same buffer) has been sent; a
-      // round sends fills whose copy is done.
-      copier = std::thread([&] { copy_loop([&](size_t j) { return !stop && j < netted + nbuf; }); });
-      for (size_t next = 0; next < F;) {
-        size_t ready;
-        {
-          std::unique_lock lk(mu);
-          if (!WaitFor(cv, lk, deadline, [&] { return copied > next; })) {
-            lk.unlock();
-            time_out(next);
-            break;
-          }
-          ready = copied;
-        }
-        const size_t k = std::min(ready - next, round_cap);
-        net_round(next, k);
-        next += k;
-      }
-    } else {
-      // READ: fill j is copied in once its round was received (also after a stop: what arrived
-      // is delivered); a round receives into buffers whose previous fill was copied in.
-      copier = std::thread([&] { copy_loop([&](size_t j) { return netted > j; }); });
-      for (size_t next = 0; next < F;) {
-        size_t room;
-        {
-          std::unique_lock lk(mu);
-          if (!WaitFor(cv, lk, deadline, [&] { return next < copied + nbuf; })) {
-            lk.unlock();
-            time_out(next);
-            break;
-          }
-          room = copied + nbuf - next;
-        }
-        const size_t k = std::min({room, round_cap, F - next});
-        net_round(next, k);
-        next += k;
-      }
-    }
+  }
+
+  // A network round, counted as overlapped when a device copy of other fills ran during it (one
+  // was running when it started, or one began meanwhile).
+  void NetRound(size_t next, size_t k) {
+    size_t s0;
+    bool running;
     {
       std::lock_guard lk(mu);
-      stop = true;
+      s0 = started;
+      running = started > copied;
+    }
+    Round(next, k);
+    {
+      std::lock_guard lk(mu);
+      ++local.rounds;
+      if (running || started > s0) ++local.overlapped_rounds;
+      netted = next + k;
+      Kick();
     }
     cv.notify_all();
-    copier.join();  // a READ's copier first copies in every fill that was received
   }
+
+  // mu held. WRITE: fill j may be copied out once fill j - nbuf (the same buffer) has been
+  // sent, and not after a stop. READ: once its round was received (also after a stop: what
+  // arrived is delivered).
+  bool MayCopy(size_t j) const { return to_network ? !stop && j < netted + nbuf : netted > j; }
+
+  // mu held: posts the copy task unless it is queued or running already, or has nothing to do.
+  void Kick() {
+    if (copy_posted || started == fills.size() || !MayCopy(started)) return;
+    // The task takes mu first, so it cannot see copy_posted before it is set below.
+    pipeline.copiers().Submit([this] { CopyWhileAllowed(); });
+    copy_posted = true;  // after Submit: if that throws, no task is awaited
+  }
+
+  void CopyWhileAllowed() {
+    for (;;) {
+      size_t j;
+      {
+        std::lock_guard lk(mu);
+        if (started == fills.size() || !MayCopy(started)) {
+          copy_posted = false;
+          cv.notify_all();  // under mu: the pass may end (and free this) as soon as mu is released
+          return;
+        }
+        j = started++;
+      }
+      CopyFill(j);
+      {
+        std::lock_guard lk(mu);
+        copied = j + 1;
+      }
+      cv.notify_all();
+    }
+  }
+
+  // Rounds as buffers allow. WRITE: a round sends fills whose copy is done. READ: a round
+  // receives into buffers whose previous fill was copied in.
+  void RunOverlapped() {
+    const size_t F = fills.size();
+    {
+      std::lock_guard lk(mu);
+      Kick();
+    }
+    for (size_t next = 0; next < F;) {
+      size_t k;
+      {
+        std::unique_lock lk(mu);
+        auto ready = [&] { return to_network ? copied > next : next < copied + nbuf; };
+        if (!WaitFor(cv, lk, deadline, ready)) {
+          lk.unlock();
+          TimeOut(next);
+          break;
+        }
+        k = to_network ? std::min(copied - next, round_cap) : std::min({copied + nbuf - next, round_cap, F - next});
+      }
+      NetRound(next, k);
+      next += k;
+    }
+    // Like a join: a READ's copies first deliver every fill that was received.
+    std::unique_lock lk(mu);
+    stop = true;
+    Kick();
+    cv.wait(lk, [&] { return !copy_posted; });
+  }
+};
+
+void StagingPipeline::RunPass(std::span<const StagedRequest> requests, bool to_network, const NetworkRound& net,
+                              Deadline deadline, std::vector<Status>& results, StagingStats& local) {
+  Pass pass(requests, to_network, net, deadline, *this, results, local);
+  pass.Plan(options_.slice_bytes);
+  if (pass.fills.empty()) return;
+  auto bufs = pool_.Acquire(std::min(options_.buffers, pass.fills.size()), deadline);
+  if (!bufs.ok()) {
+    for (auto& f : pass.fills)
+      for (auto& p : f) results[p.request] = bufs.status();
+    return;
+  }
+  pass.PlaceIn(*bufs);
+  if (pass.fills.size() == 1) pass.RunSingle();
+  else pass.RunOverlapped();
   pool_.Release(*bufs);
 }
 

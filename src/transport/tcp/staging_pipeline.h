@@ -3,7 +3,8 @@
 // memory, and the copy between device and host of one part overlaps the network transfer of
 // another:
 //   WRITE (device -> network): while round k of bounce buffers is on the network, the
-//     device -> host copy of round k+1 runs on the pipeline's copy thread;
+//     device -> host copy of round k+1 runs on one of the pipeline's copy threads (a WorkerPool
+//     made on first use and kept: no thread is started per transfer);
 //   READ (network -> device): while round k+1 is being received, the host -> device copy of
 //     round k runs.
 // Memory is bounded: a BouncePool owns at most max_buffers buffers of slice_bytes each (pinned
@@ -20,12 +21,14 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <vector>
 
 #include "base/clock.h"
 #include "base/result.h"
+#include "base/worker_pool.h"
 #include "transport/tcp/tcp_client.h"
 
 namespace weft::transport::tcp {
@@ -37,8 +40,8 @@ struct HostBufferAllocator {
 };
 
 // How staging reaches device memory. `copy` moves len bytes between host and device memory,
-// either way (cudaMemcpyDefault semantics), synchronously; it may be called from the pipeline's
-// copy thread while the calling thread drives the network.
+// either way (cudaMemcpyDefault semantics), synchronously; it may be called from one of the
+// pipeline's copy threads while the calling thread drives the network.
 struct DeviceStagingOps {
   std::function<Status(void* dst, const void* src, uint64_t len)> copy;
   HostBufferAllocator host;
@@ -118,7 +121,7 @@ using NetworkRound = std::function<std::vector<Status>(std::span<const StagedPie
 struct StagingStats {
   uint64_t runs = 0;
   uint64_t rounds = 0;          // network rounds
-  uint64_t overlapped_rounds = 0;  // rounds during which the copy thread was busy with another round
+  uint64_t overlapped_rounds = 0;  // rounds during which a device copy of another round was running
   uint64_t pieces = 0;
   uint64_t bytes = 0;
 };
@@ -162,6 +165,9 @@ class StagingPipeline {
   BouncePool pool_;
   mutable std::mutex stats_mu_;
   StagingStats stats_;
+  WorkerPool& copiers();
+  std::once_flag copiers_once_;
+  std::unique_ptr<WorkerPool> copiers_;  // last: its threads finish before the members above go
 };
 
 }  // namespace weft::transport::tcp

@@ -1,7 +1,5 @@
 #include "transport/tcp/tcp_server.h"
 
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -13,6 +11,7 @@
 #include <unordered_map>
 
 #include "base/log.h"
+#include "net/event_loop.h"
 #include "wire/data.h"
 
 namespace weft::transport::tcp {
@@ -31,7 +30,6 @@ constexpr int kSweepMs = 250;
 struct TcpServer::Shared {
   TcpServerOptions options;
   SegmentAccess* access = nullptr;
-  std::atomic<bool> stop{false};
   std::atomic<size_t> open{0};
   std::atomic<uint64_t> accepted{0}, auth_failures{0}, protocol_errors{0}, reads{0}, writes{0}, refused{0},
       bytes_read{0}, bytes_written{0}, notifies{0}, device_staged{0}, device_unpooled{0};
@@ -91,59 +89,45 @@ struct Conn {
 struct TcpServer::Worker {
   std::shared_ptr<Shared> shared;
   int index = 0;
-  net::UniqueFd epoll;
-  net::UniqueFd wake;        // eventfd
+  std::unique_ptr<net::EventLoop> loop;
   net::UniqueFd listen;      // worker 0 only
   std::vector<Worker*> all;  // for dealing connections out (worker 0)
   size_t next_worker = 0;
+  // Connections dealt to this worker by worker 0, taken on this worker's loop thread.
   std::mutex incoming_mu;
   std::vector<std::unique_ptr<Conn>> incoming;
   std::unordered_map<Conn*, std::unique_ptr<Conn>> conns;
+  Clock::time_point next_sweep = Clock::now();
 
   const TcpServerOptions& opts() const { return shared->options; }
 
-  void Wake() {
-    uint64_t one = 1;
-    ssize_t n = ::write(wake.get(), &one, sizeof one);
-    (void)n;
-  }
-
+  // Called from worker 0's thread: the connection is watched once this worker's loop runs the
+  // posted TakeIncoming.
   void Hand(std::unique_ptr<Conn> c) {
     {
       std::lock_guard lock(incoming_mu);
       incoming.push_back(std::move(c));
     }
-    Wake();
+    loop->Post([this] { TakeIncoming(); });
+  }
+
+  Status WatchListener() {
+    return loop->Add(listen.get(), EPOLLIN, [this](int, uint32_t) { AcceptAll(); });
+  }
+
+  // The stall sweep runs every kSweepMs whatever the traffic.
+  std::chrono::milliseconds Tick() {
+    if (Clock::now() >= next_sweep) {
+      Sweep();
+      next_sweep = Clock::now() + Millis(kSweepMs);
+    }
+    return Millis(kSweepMs);
   }
 
   void Run() {
-    epoll_event evs[64];
-    auto next_sweep = Clock::now();
-    while (!shared->stop.load()) {
-      int n = ::epoll_wait(epoll.get(), evs, 64, kSweepMs);
-      if (n < 0 && errno != EINTR) {
-        WEFT_LOG_ERROR("tcp server: epoll_wait: {}", std::strerror(errno));
-        break;
-      }
-      for (int i = 0; i < n; ++i) {
-        void* p = evs[i].data.ptr;
-        if (p == &wake) {
-          uint64_t v;
-          ssize_t r = ::read(wake.get(), &v, sizeof v);
-          (void)r;
-          TakeIncoming();
-        } else if (p == &listen) {
-          AcceptAll();
-        } else {
-          auto* c = static_cast<Conn*>(p);
-          if (conns.count(c)) OnEvent(c, evs[i].events);
-        }
-      }
-      if (Clock::now() >= next_sweep) {
-        Sweep();
-        next_sweep = Clock::now() + Millis(kSweepMs);
-      }
-    }
+    loop->SetTick([this] { return Tick(); });
+    Status ended = loop->Run();
+    if (!ended.ok()) WEFT_LOG_ERROR("tcp server: {}", ended.ToString());
     // Stopping: close everything (clients see the connection reset: PEER_DOWN).
     TakeIncoming();
     std::vector<Conn*> all_conns;
@@ -161,12 +145,10 @@ struct TcpServer::Worker {
       Conn* p = c.get();
       c->hs = std::make_unique<net::ServerHandshake>(&shared->options.auth);
       c->last_progress = Clock::now();
-      epoll_event ev{};
-      ev.events = EPOLLIN | EPOLLRDHUP;
-      ev.data.ptr = p;
-      c->events = ev.events;
-      if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, c->fd.get(), &ev) != 0) {
-        WEFT_LOG_WARN("tcp server: cannot watch the connection from {}: {}", c->peer, std::strerror(errno));
+      c->events = EPOLLIN | EPOLLRDHUP;
+      Status watched = loop->Add(c->fd.get(), c->events, [this, p](int, uint32_t events) { OnEvent(p, events); });
+      if (!watched.ok()) {
+        WEFT_LOG_WARN("tcp server: cannot watch the connection from {}: {}", c->peer, watched.ToString());
         shared->open.fetch_sub(1);
         continue;
       }
@@ -199,7 +181,7 @@ struct TcpServer::Worker {
           std::lock_guard lock(incoming_mu);
           incoming.push_back(std::move(c));
         }
-        TakeIncoming();
+        TakeIncoming();  // on our own thread: no need to post
       } else {
         w->Hand(std::move(c));
       }
@@ -218,7 +200,7 @@ struct TcpServer::Worker {
       if (o.bounce) shared->bounce->Release(o.bounce);
     }
     c->out.clear();
-    ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
+    [[maybe_unused]] Status unwatched = loop->Remove(c->fd.get());  // NOT_FOUND only if never watched
     shared->open.fetch_sub(1);
     conns.erase(c);  // closes the socket
   }
@@ -253,10 +235,7 @@ struct TcpServer::Worker {
     if (!out_full && !c->close_after_flush) want |= EPOLLIN | EPOLLRDHUP;
     if (!c->out.empty()) want |= EPOLLOUT;
     if (want == c->events) return;
-    epoll_event ev{};
-    ev.events = want;
-    ev.data.ptr = c;
-    if (::epoll_ctl(epoll.get(), EPOLL_CTL_MOD, c->fd.get(), &ev) == 0) c->events = want;
+    if (loop->Modify(c->fd.get(), want).ok()) c->events = want;
   }
 
   void OnEvent(Conn* c, uint32_t events) {
@@ -650,25 +629,12 @@ Result<std::unique_ptr<TcpServer>> TcpServer::Start(const TcpServerOptions& opti
     auto w = std::make_unique<Worker>();
     w->shared = s->shared_;
     w->index = i;
-    int ep = ::epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0) return ErrnoStatus("epoll_create1", errno);
-    w->epoll.Reset(ep);
-    int ev = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (ev < 0) return ErrnoStatus("eventfd", errno);
-    w->wake.Reset(ev);
-    epoll_event e{};
-    e.events = EPOLLIN;
-    e.data.ptr = &w->wake;
-    if (::epoll_ctl(ep, EPOLL_CTL_ADD, ev, &e) != 0) return ErrnoStatus("epoll_ctl(eventfd)", errno);
+    WEFT_ASSIGN_OR_RETURN(w->loop, net::EventLoop::Create());
     s->workers_.push_back(std::move(w));
   }
   Worker* w0 = s->workers_[0].get();
   w0->listen = std::move(*listen);
-  epoll_event e{};
-  e.events = EPOLLIN;
-  e.data.ptr = &w0->listen;
-  if (::epoll_ctl(w0->epoll.get(), EPOLL_CTL_ADD, w0->listen.get(), &e) != 0)
-    return ErrnoStatus("epoll_ctl(listen)", errno);
+  WEFT_RETURN_IF_ERROR(w0->WatchListener().Annotate("tcp server"));
   for (auto& w : s->workers_) w0->all.push_back(w.get());
   for (auto& w : s->workers_) s->threads_.emplace_back([p = w.get()] { p->Run(); });
   WEFT_LOG_INFO("tcp server listening on {} with {} progress threads", s->address().ToString(), s->options_.threads);
@@ -680,8 +646,7 @@ TcpServer::~TcpServer() { Stop(); }
 void TcpServer::Stop() {
   if (stopped_.exchange(true)) return;
   if (!shared_) return;
-  shared_->stop.store(true);
-  for (auto& w : workers_) w->Wake();
+  for (auto& w : workers_) w->loop->Stop();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
   // Connections handed to a worker that had already exited.

@@ -1,8 +1,8 @@
 // The owner side of the TCP data plane: progress threads that serve one-sided READ and WRITE
 // requests (wire/data.h) into this process's segments without the application's help.
 //
-// Threads: `threads` workers, each with its own epoll set; worker 0 also accepts and deals new
-// connections out round-robin. Every connection is a non-blocking state machine:
+// Threads: `threads` workers, each running its own net::EventLoop (net/event_loop.h); worker 0
+// also accepts and deals new connections out round-robin (posted to the other loops). Every connection is a non-blocking state machine:
 //   handshake (net/auth.h ServerHandshake) -> serving requests in order -> closed.
 // A WRITE's payload is received straight into segment memory (only bytes that arrived in the same
 // recv as the header, at most 64 KiB, go through the connection's staging buffer), and the ack
@@ -44,7 +44,7 @@ struct TcpServerOptions {
   std::string host = "0.0.0.0";  // address to listen on
   uint16_t port = 0;             // 0 = an ephemeral port (see TcpServer::port())
   net::AuthOptions auth;         // cluster secret; an empty one is refused unless allowed
-  int threads = 2;               // progress threads (epoll loops)
+  int threads = 2;               // progress threads (event loops)
   net::TcpOptions tcp;           // NODELAY and buffer sizes of accepted sockets
   int handshake_timeout_ms = 5000;  // a client must finish the handshake within this
   int stall_timeout_ms = 30000;     // a pending request/response that makes no progress this long closes

@@ -6,11 +6,12 @@
 #include <optional>
 #include <string>
 
-#include "base/result.h"
+#include "base/status.h"
+#include <weft/copy.h>
 
 namespace weft::gva {
 
-enum class Medium : uint8_t { kHost = 0, kDevice = 1 };
+using weft::Medium;  // public (include/weft/copy.h)
 inline constexpr int kMediumCount = 2;
 const char* MediumName(Medium m);
 

@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "base/result.h"
+#include "base/status.h"
 
 namespace weft::meta {
 

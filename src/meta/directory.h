@@ -40,7 +40,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "base/result.h"
+#include "base/status.h"
 
 namespace weft::meta {
 

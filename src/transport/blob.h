@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "base/result.h"
+#include "base/status.h"
 #include "wire/codec.h"
 #include "wire/control.h"
 

@@ -18,7 +18,6 @@
 #include <string_view>
 #include <vector>
 
-#include "base/result.h"
 #include "base/status.h"
 
 namespace weft::wire {

@@ -1,7 +1,7 @@
 // `weft config`: prints the effective configuration, or the key reference as Markdown.
 #include <fmt/format.h>
 
-#include "base/config.h"
+#include <weft/config.h>
 #include "tools/weft/commands.h"
 
 namespace weft::tools {

@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "base/result.h"
+#include "base/status.h"
 #include "gva/allocator.h"
 
 namespace weft::bm {

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "base/result.h"
+#include "base/status.h"
 #include "wire/control.h"
 
 namespace weft::trans {

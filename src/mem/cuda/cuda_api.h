@@ -12,7 +12,7 @@
 #include <memory>
 #include <string_view>
 
-#include "base/result.h"
+#include "base/status.h"
 
 namespace weft::mem::cuda {
 

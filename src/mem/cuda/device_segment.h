@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "base/result.h"
+#include "base/status.h"
 
 namespace weft::mem::cuda {
 

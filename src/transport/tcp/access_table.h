@@ -12,7 +12,7 @@
 #include <shared_mutex>
 #include <unordered_map>
 
-#include "base/result.h"
+#include "base/status.h"
 
 namespace weft::transport::tcp {
 

@@ -27,7 +27,7 @@
 #include <thread>
 #include <vector>
 
-#include "base/result.h"
+#include "base/status.h"
 #include "net/auth.h"
 #include "net/tcp_socket.h"
 #include "transport/tcp/access_table.h"

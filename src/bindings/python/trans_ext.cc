@@ -29,7 +29,7 @@
 #include <utility>
 #include <vector>
 
-#include "api/trans/transfer_engine.h"
+#include <weft/transfer_engine.h>
 #include "ext_common.h"
 #include "meta/directory_server.h"
 
@@ -203,7 +203,7 @@ class PyTransferEngine {
   uint16_t data_port() { return E().data_port(); }
   const std::string& protocol() { return E().protocol(); }
   uint64_t native_handle() { return reinterpret_cast<uint64_t>(&E()); }
-  std::string metrics_text() { return E().metrics().PrometheusText(); }
+  std::string metrics_text() { return E().MetricsText(); }
 
   // Returns the registered address. An object is kept (with its buffer view) until unregistered.
   uint64_t RegisterMemory(nb::handle memory, std::optional<uint64_t> length, const std::string& location,

@@ -22,8 +22,8 @@
 #include <string>
 #include <vector>
 
-#include "api/bm/pool.h"
-#include "base/config.h"
+#include <weft/pool.h>
+#include <weft/config.h>
 #include "base/status.h"
 #include "engine/engine.h"
 #include "ext_common.h"

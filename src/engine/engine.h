@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <weft/copy.h>
+
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "base/status.h"
@@ -21,7 +23,6 @@
 #include "gva/segment_table.h"
 #include "transport/registry.h"
 #include "transport/transport.h"
-#include <weft/copy.h>
 
 namespace weft::engine {
 

@@ -6,8 +6,9 @@
 #include <optional>
 #include <string>
 
-#include "base/status.h"
 #include <weft/copy.h>
+
+#include "base/status.h"
 
 namespace weft::gva {
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "base/status.h"
+#include "base/result.h"
 #include "gva/layout.h"
 
 namespace weft::gva {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "base/status.h"
+#include "base/result.h"
 #include "net/unix_socket.h"
 #include "wire/control.h"
 

@@ -40,7 +40,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "base/status.h"
+#include "base/result.h"
 
 namespace weft::meta {
 

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "base/clock.h"
-#include "base/status.h"
+#include "base/result.h"
 #include "meta/directory.h"
 
 namespace httplib {

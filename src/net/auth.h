@@ -30,9 +30,10 @@
 #include <string>
 #include <string_view>
 
+#include <weft/auth.h>
+
 #include "base/clock.h"
 #include "base/status.h"
-#include <weft/auth.h>
 
 namespace weft::net {
 

@@ -13,7 +13,7 @@
 #include <string_view>
 
 #include "base/clock.h"
-#include "base/status.h"
+#include "base/result.h"
 #include "net/auth.h"
 #include "net/tcp_socket.h"
 #include "net/unix_socket.h"

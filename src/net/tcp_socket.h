@@ -20,7 +20,7 @@
 #include <string_view>
 
 #include "base/clock.h"
-#include "base/status.h"
+#include "base/result.h"
 #include "net/unix_socket.h"  // UniqueFd
 
 namespace weft::net {

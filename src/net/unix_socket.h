@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "base/status.h"
+#include "base/result.h"
 #include "wire/control.h"
 
 namespace weft::net {

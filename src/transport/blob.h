@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "base/status.h"
+#include "base/result.h"
 #include "wire/codec.h"
 #include "wire/control.h"
 

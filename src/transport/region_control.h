@@ -11,7 +11,7 @@
 #include <mutex>
 #include <string>
 
-#include "base/status.h"
+#include "base/result.h"
 #include "wire/codec.h"
 
 namespace weft::transport {

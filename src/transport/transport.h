@@ -10,9 +10,10 @@
 #include <string>
 #include <string_view>
 
+#include <weft/copy.h>
+
 #include "base/clock.h"
 #include "base/status.h"
-#include <weft/copy.h>
 
 namespace weft::transport {
 

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/result.h"
 #include "base/status.h"
 
 namespace weft::wire {

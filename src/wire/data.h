@@ -31,6 +31,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/result.h"
 #include "base/status.h"
 
 namespace weft::wire {

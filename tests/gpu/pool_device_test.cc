@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <weft/pool.h>
+
 #include "base/random.h"
 #include "tests/gpu/gpu_test_util.h"
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include <weft/transfer_engine.h>
+
 #include "api/trans/transfer_engine_internal.h"
 #include "tests/gpu/gpu_test_util.h"
 

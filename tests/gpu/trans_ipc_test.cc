@@ -16,6 +16,7 @@
 #include <string>
 
 #include <weft/transfer_engine.h>
+
 #include "base/random.h"
 #include "tests/gpu/gpu_test_util.h"
 

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include <weft/pool.h>
+
 #include "base/random.h"
 #include "netns_hosts.h"
 #include "integration/peer_process.h"

@@ -5,8 +5,9 @@
 #include <atomic>
 #include <thread>
 
-#include "api/bm/device_slice.h"
 #include <weft/pool.h>
+
+#include "api/bm/device_slice.h"
 #include "api/bm/pool_internal.h"
 #include "api/bm/slice_blobs.h"
 #include "base/random.h"

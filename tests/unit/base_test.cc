@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include <weft/config.h>
+
 #include "base/metrics.h"
 #include "base/random.h"
 #include "base/status.h"

@@ -9,8 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "api/trans/segment_descriptor.h"
 #include <weft/transfer_engine.h>
+
+#include "api/trans/segment_descriptor.h"
 #include "api/trans/transfer_engine_internal.h"
 #include "base/random.h"
 #include "engine/builtin_transports.h"

@@ -14,8 +14,9 @@
 #include <thread>
 #include <vector>
 
-#include "api/trans/segment_descriptor.h"
 #include <weft/transfer_engine.h>
+
+#include "api/trans/segment_descriptor.h"
 #include "api/trans/transfer_engine_internal.h"
 #include "base/random.h"
 #include "meta/directory.h"

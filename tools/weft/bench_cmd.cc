@@ -34,8 +34,9 @@
 
 #include <fmt/format.h>
 
-#include "api/bm/device_slice.h"
 #include <weft/pool.h>
+
+#include "api/bm/device_slice.h"
 #include "base/random.h"
 #include "tools/weft/bench_report.h"
 #include "tools/weft/cli_config.h"

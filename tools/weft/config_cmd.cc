@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <weft/config.h>
+
 #include "tools/weft/commands.h"
 
 namespace weft::tools {

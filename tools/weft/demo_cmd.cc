@@ -14,8 +14,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "api/bm/device_slice.h"
 #include <weft/pool.h>
+
+#include "api/bm/device_slice.h"
 #include "api/bm/pool_internal.h"
 #include "base/random.h"
 #include "tools/weft/cli_config.h"

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <weft/pool.h>
+
 #include "base/status.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"

@@ -43,6 +43,7 @@
 #include <nlohmann/json.hpp>
 
 #include <weft/transfer_engine.h>
+
 #include "base/status.h"
 #include "base/random.h"
 #include "base/worker_pool.h"

@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "base/status.h"
+#include "base/result.h"
 #include "gva/allocator.h"
 
 namespace weft::bm {

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "base/status.h"
+#include "base/result.h"
 #include "transport/tcp/staging_pipeline.h"
 
 namespace weft::bm {

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include <weft/config.h>
+
 #include "base/status.h"
 #include "gva/allocator.h"
 #include "meta/coordinator.h"

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "base/status.h"
+#include "base/result.h"
 #include "wire/control.h"
 
 namespace weft::trans {

@@ -12,10 +12,11 @@
 #include <string>
 #include <vector>
 
+#include <weft/config.h>
 #include <weft/pool.h>
+
 #include "engine/engine.h"
 #include "bindings/c/c_guard.h"
-#include <weft/config.h>
 #include "base/status.h"
 
 using weft::Code;

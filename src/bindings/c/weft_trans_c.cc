@@ -7,9 +7,10 @@
 #include <mutex>
 #include <vector>
 
-#include "bindings/c/c_guard.h"
-#include <weft/transfer_engine.h>
 #include <weft/config.h>
+#include <weft/transfer_engine.h>
+
+#include "bindings/c/c_guard.h"
 #include "weft/weft.h"
 
 using weft::Code;

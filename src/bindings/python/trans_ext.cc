@@ -1,4 +1,4 @@
-// weft._weft.TransferEngine: the transfer engine (src/api/trans/transfer_engine.h) for Python.
+// weft._weft.TransferEngine: the transfer engine (include/weft/transfer_engine.h) for Python.
 //
 // weft/trans.py wraps it as weft.TransferEngine (the native API, typed exceptions) and
 // weft/mooncake.py builds Mooncake's int-returning API on top of it. Memory is given as ints or
@@ -30,6 +30,7 @@
 #include <vector>
 
 #include <weft/transfer_engine.h>
+
 #include "ext_common.h"
 #include "meta/directory_server.h"
 

@@ -22,8 +22,9 @@
 #include <string>
 #include <vector>
 
-#include <weft/pool.h>
 #include <weft/config.h>
+#include <weft/pool.h>
+
 #include "base/status.h"
 #include "engine/engine.h"
 #include "ext_common.h"

@@ -12,7 +12,7 @@
 #include <memory>
 #include <string_view>
 
-#include "base/status.h"
+#include "base/result.h"
 
 namespace weft::mem::cuda {
 

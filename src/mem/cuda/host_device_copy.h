@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "base/status.h"
+#include "base/result.h"
 
 namespace weft::mem::cuda {
 

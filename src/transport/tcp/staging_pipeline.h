@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "base/status.h"
+#include "base/result.h"
 #include "transport/tcp/tcp_client.h"
 
 namespace weft::transport::tcp {

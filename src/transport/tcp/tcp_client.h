@@ -36,7 +36,7 @@
 #include <vector>
 
 #include "base/clock.h"
-#include "base/status.h"
+#include "base/result.h"
 #include "base/worker_pool.h"
 #include "net/auth.h"
 #include "net/tcp_socket.h"

@@ -33,7 +33,7 @@ struct Config {
   uint32_t deadline_ms = 30000;
   bool log_paths = false;
   std::string log_level = "warn";
-  std::string transport = "auto";        // "auto" or "tcp" (forces tcp between same-node peers)
+  std::string transport = "auto";        // "auto"/"shm", or "tcp" (forces tcp between same-node peers)
   std::string data_address = "127.0.0.1:0";
   std::string cluster_secret;            // never logged
   uint32_t tcp_lanes = 4;

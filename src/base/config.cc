@@ -150,8 +150,10 @@ const std::vector<KeyDef>& Defs() {
           BoolSetter(&Config::log_paths)),
       Def("log_level", "string", "warn", "trace, debug, info, warn, error or off.", StringSetter(&Config::log_level)),
       Def("transport", "string", "auto",
-          "`auto`: same-node peers map each other's memory (path shm); `tcp`: every other peer is reached "
-          "through its TCP data server, so one host can exercise the cross-node path.",
+          "How the pool reaches other peers' slices. `auto` or `shm`: same-node peers map each other's memory "
+          "(path shm); `tcp`: every other peer is reached through its TCP data server, so one host can exercise "
+          "the cross-node path. A name this build lacks is NOT_SUPPORTED, naming the transports it has (see "
+          "Transports below).",
           StringSetter(&Config::transport)),
       Def("data_address", "string", "127.0.0.1:0",
           "host:port of this peer's TCP data server (port 0: any free port); the address other peers use.",
@@ -216,8 +218,7 @@ Result<Config> LoadConfig(const std::string& file_path, const std::map<std::stri
   if (config.rank_size == 0) return Error(Code::kInvalidArgument, "rank_size must be positive");
   if (config.max_ranks == 0) return Error(Code::kInvalidArgument, "max_ranks must be positive");
   if (config.copy_threads == 0) config.copy_threads = 1;
-  if (config.transport != "auto" && config.transport != "tcp")
-    return Error(Code::kInvalidArgument, "transport must be auto or tcp, not '{}'", config.transport);
+  if (config.transport.empty()) return Error(Code::kInvalidArgument, "transport must not be empty (auto, shm or tcp)");
   if (config.tcp_lanes == 0) return Error(Code::kInvalidArgument, "tcp_lanes must be positive");
   return config;
 }

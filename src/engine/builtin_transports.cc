@@ -55,7 +55,8 @@ RegistryEntry TcpEntry() {
           }};
 }
 
-#if WEFT_HAVE_CUDA
+// The same row in every build (docs/config.md is generated from it); a build without CUDA
+// answers NOT_SUPPORTED when the entry is created.
 RegistryEntry CudaEntry() {
   return {"cuda",
           transport::kCapHostMemory | transport::kCapDeviceMemory | transport::kCapSameProcess |
@@ -63,21 +64,17 @@ RegistryEntry CudaEntry() {
           "copies with a device end on this node: copy engines and batched copy kernels",
           {"device", "gpu_copy_sms"},
           [](const TransportContext& c) -> Made {
+#if WEFT_HAVE_CUDA
             transport::cuda::CudaOptions o;
             o.kernel_sms = c.cuda_kernel_sms;
             o.node_id = c.node_id;
             WEFT_ASSIGN_OR_RETURN(auto t, transport::cuda::CudaTransport::Create(o));
             return std::unique_ptr<Transport>(std::move(t));
-          }};
-}
 #else
-RegistryEntry CudaEntry() {
-  return {"cuda", transport::kCapDeviceMemory, "copies with a device end (this build has no CUDA)", {},
-          [](const TransportContext&) -> Made {
             return Error(Code::kNotSupported, "this weft was built without CUDA (no nvcc at build time)");
+#endif
           }};
 }
-#endif
 
 }  // namespace
 

@@ -157,7 +157,12 @@ Status Engine::CopyBatchOnStream(std::span<const CopyRequest> requests, void* st
     pins->push_back(std::move(resolved->src_pin));
   }
   if (items.empty()) return OkStatus();
-  Status s = path->Enqueue(items, stream, [pins]() mutable { pins->clear(); });
+  transport::StreamOps* ops = path->stream_ops();
+  if (!ops || !(path->capabilities() & transport::kCapStreamOrdering)) {
+    failures_->Add();
+    return Error(Code::kNotSupported, "path {} cannot order copies on a caller's stream", path->name());
+  }
+  Status s = ops->Enqueue(items, stream, [pins]() mutable { pins->clear(); });
   if (!s.ok()) failures_->Add();
   return s;
 }
@@ -303,14 +308,19 @@ Status Engine::RunPages(uint64_t dst_base, uint64_t src_base, transport::PageCop
   }
   pc.dst = resolved->dst;
   pc.src = resolved->src;
+  transport::StreamOps* ops = resolved->path->stream_ops();
+  if (!ops || !(resolved->path->capabilities() & transport::kCapPageBatches)) {
+    failures_->Add();
+    return Error(Code::kNotSupported, "path {} has no page-batch copy; use CopyBatch", resolved->path->name());
+  }
   Status s;
   if (stream) {
     // The pins live until the stream has passed the copy.
     auto pins = std::make_shared<std::pair<gva::SegmentTable::Pin, gva::SegmentTable::Pin>>(
         std::move(resolved->dst_pin), std::move(resolved->src_pin));
-    s = resolved->path->CopyPages(pc, stream, [pins]() mutable { *pins = {}; });
+    s = ops->CopyPages(pc, stream, [pins]() mutable { *pins = {}; });
   } else {
-    s = resolved->path->CopyPages(pc, nullptr, nullptr);
+    s = ops->CopyPages(pc, nullptr, nullptr);
   }
   if (!s.ok()) {
     failures_->Add();

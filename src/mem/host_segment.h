@@ -5,11 +5,11 @@
 #include <memory>
 #include <string>
 
-#include "base/status.h"
+#include "base/result.h"
+#include "mem/permission.h"
 
 namespace weft::mem {
 
-enum Permission : uint32_t { kRead = 1u << 0, kWrite = 1u << 1, kReadWrite = kRead | kWrite };
 
 // A fresh random 64-bit key from getrandom(2); never 0.
 uint64_t RandomAccessKey();

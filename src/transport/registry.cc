@@ -1,5 +1,7 @@
 #include "transport/registry.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "base/log.h"
@@ -19,6 +21,35 @@ const RegistryEntry* Registry::Find(std::string_view name) const {
   for (const auto& e : entries_)
     if (e.name == name) return &e;
   return nullptr;
+}
+
+std::string CapabilityWords(uint32_t caps) {
+  static constexpr std::pair<uint32_t, const char*> kWords[] = {
+      {kCapHostMemory, "host memory"},     {kCapDeviceMemory, "device memory"},
+      {kCapSameProcess, "same process"},   {kCapSameNode, "same node"},
+      {kCapRemoteNode, "other nodes"},     {kCapRegions, "registered regions"},
+      {kCapNotify, "notifications"},       {kCapPageBatches, "page batches"},
+      {kCapStreamOrdering, "stream-ordered"}};
+  std::string out;
+  for (const auto& [bit, word] : kWords)
+    if (caps & bit) out += (out.empty() ? "" : ", ") + std::string(word);
+  return out;
+}
+
+std::string Registry::Markdown() const {
+  std::string out =
+      "## Transports\n\n"
+      "`transport=` (the pool) and the transfer engine's `transports` option pick from these paths by name, or "
+      "`auto`: every path marked so below, the engine's cost model choosing per copy. A name this build lacks is "
+      "NOT_SUPPORTED, naming the ones it has. Each path reads the config keys in its row.\n\n"
+      "| transport | in `auto` | serves | config keys | what it does |\n|---|---|---|---|---|\n";
+  for (const auto& e : entries_) {
+    std::string keys;
+    for (const auto& k : e.config_keys) keys += (keys.empty() ? "" : ", ") + ("`" + k + "`");
+    out += fmt::format("| `{}` | {} | {} | {} | {} |\n", e.name, e.in_auto ? "yes" : "no",
+                       CapabilityWords(e.capabilities), keys.empty() ? "-" : keys, e.summary);
+  }
+  return out;
 }
 
 std::string Registry::Names() const {

@@ -57,6 +57,9 @@ struct TransportSet {
   std::map<std::string, std::string> absent;           // name -> reason
 };
 
+// "host memory, device memory, same node, ..." for a capability set (docs, `weft route`).
+std::string CapabilityWords(uint32_t caps);
+
 class Registry {
  public:
   // ALREADY_EXISTS for a name taken; INVALID_ARGUMENT for an empty name or no factory.
@@ -64,6 +67,8 @@ class Registry {
   const RegistryEntry* Find(std::string_view name) const;
   const std::vector<RegistryEntry>& entries() const { return entries_; }
   std::string Names() const;  // "memcpy, shm, cma, tcp"
+  // The "Transports" section of docs/config.md (`weft config --markdown`): one row an entry.
+  std::string Markdown() const;
 
   // The entries a preference selects: "auto" (or empty) = those with in_auto, in registry order; otherwise a
   // comma-separated list of names in preference order. NOT_SUPPORTED names the transports this

@@ -98,8 +98,8 @@ enum Capability : uint32_t {
   kCapRemoteNode = 1u << 4,     // another node
   kCapRegions = 1u << 5,        // one-sided ops on registered regions of named peers (below)
   kCapNotify = 1u << 6,         // delivers a peer's notifications (Notify)
-  kCapPageBatches = 1u << 7,    // CopyPages
-  kCapStreamOrdering = 1u << 8, // Enqueue on a caller's stream
+  kCapPageBatches = 1u << 7,    // StreamOps::CopyPages
+  kCapStreamOrdering = 1u << 8, // StreamOps::Enqueue on a caller's stream
 };
 
 // ---- The region contract: one-sided READ/WRITE between registered regions of peers ----
@@ -157,6 +157,22 @@ struct RemoteOp {
   uint64_t len = 0;
 };
 
+// The operations only a path with its own device streams has (cuda): copies ordered on a
+// caller's stream, and a page batch as one unit of work. A transport that has them says so in
+// its capability bits and returns itself from Transport::stream_ops().
+class StreamOps {
+ public:
+  virtual ~StreamOps() = default;
+  // Enqueues the items on a caller's stream (a cudaStream_t) and returns without waiting;
+  // `release` runs once the stream has passed them (the engine keeps its pins until then).
+  // kCapStreamOrdering.
+  virtual Status Enqueue(std::span<const CopyItem> items, void* stream, std::function<void()> release) = 0;
+  // Copies a page batch as one unit of work with one result. With a stream (a cudaStream_t) it is
+  // enqueued there and `release` runs once the stream has passed it; without one it completes
+  // before returning (release unused). kCapPageBatches.
+  virtual Status CopyPages(const PageCopy& pages, void* stream, std::function<void()> release) = 0;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -187,18 +203,9 @@ class Transport {
     return std::nullopt;
   }
 
-  // Enqueues the items on a caller's stream (a cudaStream_t) and returns without waiting;
-  // `release` runs once the stream has passed them (the engine keeps its pins until then).
-  virtual Status Enqueue(std::span<const CopyItem> items, void* stream, std::function<void()> release) {
-    return Status(Code::kNotSupported, "this path cannot order copies on a caller's stream");
-  }
-
-  // Copies a page batch as one unit of work with one result. With a stream (a cudaStream_t) it is
-  // enqueued there and `release` runs once the stream has passed it; without one it completes
-  // before returning (release unused). Only paths with a page kernel (cuda) do this.
-  virtual Status CopyPages(const PageCopy& pages, void* stream, std::function<void()> release) {
-    return Status(Code::kNotSupported, "this path has no page-batch copy");
-  }
+  // The stream-ordered extension (kCapStreamOrdering, kCapPageBatches), or null for a path
+  // without one. The engine asks for it by capability, never by the path's name or type.
+  virtual StreamOps* stream_ops() { return nullptr; }
 
   // Host memory that copies will touch often (pool slices): a transport that can make DMA to
   // it faster (cudaHostRegister) does so. Unregister before the memory goes away.

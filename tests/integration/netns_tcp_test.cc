@@ -36,7 +36,7 @@
 #include "base/random.h"
 #include "netns_hosts.h"
 #include "integration/peer_process.h"
-#include "transport/tcp/access_table.h"
+#include "mem/access_table.h"
 #include "transport/tcp/tcp_client.h"
 #include "transport/tcp/tcp_server.h"
 
@@ -95,7 +95,7 @@ class NetnsTcpTest : public ::testing::Test {
       auto* mem = static_cast<uint8_t*>(std::aligned_alloc(4096, kSegSize));
       std::memset(mem, 0, kSegSize);
       AccessTable table;
-      if (!table.Register({kSeg, mem, kSegSize, kKey, kPermReadWrite}).ok()) _exit(4);
+      if (!table.Register({kSeg, mem, kSegSize, kKey, mem::kReadWrite}).ok()) _exit(4);
       TcpServerOptions o;
       o.host = Ip(1);
       o.auth.cluster_secret = kSecret;

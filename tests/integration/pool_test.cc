@@ -14,7 +14,7 @@
 #include "integration/peer_process.h"
 #include "mem/host_segment.h"
 #include "meta/coordinator_client.h"
-#include "transport/tcp/access_table.h"
+#include "mem/access_table.h"
 #include "transport/tcp/tcp_server.h"
 
 namespace weft::bm {
@@ -278,6 +278,17 @@ TEST(Pool, BadInputGetsSpecificErrors) {
   EXPECT_EQ(p.RankOf(42).status().code(), Code::kInvalidAddress);
   EXPECT_EQ(*p.RankOf(slice + 100), p.rank());
 
+  // A transport this build lacks, and one the pool cannot use for its peers' slices.
+  Config no_such = config;
+  no_such.transport = "rdma-next";
+  auto lacking = Pool::Join(no_such, JoinMode::kJoin);
+  EXPECT_EQ(lacking.status().code(), Code::kNotSupported);
+  EXPECT_NE(lacking.status().message().find("shm"), std::string::npos) << lacking.status().message();
+  EXPECT_NE(lacking.status().message().find("tcp"), std::string::npos) << lacking.status().message();
+  Config engine_only = config;
+  engine_only.transport = "cma";
+  EXPECT_EQ(Pool::Join(engine_only, JoinMode::kJoin).status().code(), Code::kNotSupported);
+
   // Joining with another pool name or size on the same coordinator.
   Config other_name = config;
   other_name.pool_name = "someone-else";
@@ -361,7 +372,7 @@ TEST(Pool, DeviceSliceNeedsAGpuAndFitsTheRegion) {
 // never sends: a transport from the future, a corrupt blob.
 struct HandMadePeer {
   std::unique_ptr<mem::HostSegment> segment;
-  transport::tcp::AccessTable access;
+  mem::AccessTable access;
   std::unique_ptr<transport::tcp::TcpServer> server;
   std::unique_ptr<meta::CoordinatorClient> client;
   uint32_t rank = 0;
@@ -372,7 +383,7 @@ Result<std::unique_ptr<HandMadePeer>> JoinByHand(const Config& config, const std
   auto p = std::make_unique<HandMadePeer>();
   WEFT_ASSIGN_OR_RETURN(p->segment, mem::HostSegment::Create("weft-" + name, config.rank_size, -1));
   WEFT_RETURN_IF_ERROR(p->access.Register({0, p->segment->data(), config.rank_size, p->segment->access_key(),
-                                           transport::tcp::kPermReadWrite}));
+                                           mem::kReadWrite}));
   transport::tcp::TcpServerOptions sopts;
   sopts.host = "127.0.0.1";
   sopts.auth.cluster_secret = config.cluster_secret;

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "base/random.h"
-#include "transport/tcp/access_table.h"
+#include "mem/access_table.h"
 #include "transport/tcp/staging_pipeline.h"
 #include "transport/tcp/tcp_client.h"
 #include "transport/tcp/tcp_server.h"
@@ -465,9 +465,9 @@ TEST(StagingPipeline, DeviceEndsAtBothSidesOverTcp) {
   AccessTable table;
   constexpr uint32_t kDevSeg = 3, kHostSeg = 4;
   constexpr uint64_t kKey = 0x5eed5eed5eed5eedull;
-  ASSERT_TRUE(table.Register({kDevSeg, server_dev.arena.data, server_dev.arena.size, kKey, kPermReadWrite, true}).ok());
+  ASSERT_TRUE(table.Register({kDevSeg, server_dev.arena.data, server_dev.arena.size, kKey, mem::kReadWrite, true}).ok());
   Buffer server_host(kMax + 8192);
-  ASSERT_TRUE(table.Register({kHostSeg, server_host.data, server_host.size, kKey, kPermReadWrite, false}).ok());
+  ASSERT_TRUE(table.Register({kHostSeg, server_host.data, server_host.size, kKey, mem::kReadWrite, false}).ok());
   TcpServerOptions so;
   so.host = "127.0.0.1";
   so.auth.cluster_secret = kSecret;
@@ -559,8 +559,8 @@ TEST(TcpTransportDevice, LocalAndRemoteDeviceEndsByGva) {
   Buffer remote_host(rank_size);
   AccessTable table;
   constexpr uint64_t kHostKey = 0x1111222233334444ull, kDevKey = 0x5555666677778888ull;
-  ASSERT_TRUE(table.Register({0, remote_host.data, rank_size, kHostKey, kPermReadWrite, false}).ok());
-  ASSERT_TRUE(table.Register({1, remote_dev.arena.data, rank_size, kDevKey, kPermReadWrite, true}).ok());
+  ASSERT_TRUE(table.Register({0, remote_host.data, rank_size, kHostKey, mem::kReadWrite, false}).ok());
+  ASSERT_TRUE(table.Register({1, remote_dev.arena.data, rank_size, kDevKey, mem::kReadWrite, true}).ok());
   TcpServerOptions so;
   so.host = "127.0.0.1";
   so.auth.cluster_secret = kSecret;

@@ -18,7 +18,7 @@
 #include "base/random.h"
 #include "net/auth.h"
 #include "net/tcp_socket.h"
-#include "transport/tcp/access_table.h"
+#include "mem/access_table.h"
 #include "transport/tcp/tcp_client.h"
 #include "transport/tcp/tcp_server.h"
 #include "transport/tcp/tcp_transport.h"
@@ -57,8 +57,8 @@ class TcpTest : public ::testing::Test {
     ro_ = std::make_unique<Buffer>(kRoSize);
     std::memset(big_->data, 0, kBigSize);
     FillRandom(ro_->data, kRoSize, FreshSeed());
-    ASSERT_TRUE(table_.Register({kSeg, big_->data, kBigSize, kKey, kPermReadWrite}).ok());
-    ASSERT_TRUE(table_.Register({kRoSeg, ro_->data, kRoSize, kRoKey, kPermRead}).ok());
+    ASSERT_TRUE(table_.Register({kSeg, big_->data, kBigSize, kKey, mem::kReadWrite}).ok());
+    ASSERT_TRUE(table_.Register({kRoSeg, ro_->data, kRoSize, kRoKey, mem::kRead}).ok());
     TcpServerOptions so;
     so.host = "127.0.0.1";
     so.auth.cluster_secret = kSecret;
@@ -384,7 +384,7 @@ TEST_F(TcpTest, NotifyWithoutAHandlerIsRefusedAndProbesAnswer) {
 TEST(TcpNotifyTest, DeliveredInOrderAfterTheWritesBeforeThem) {
   AccessTable table;
   std::vector<uint8_t> mem(1 << 20, 0);
-  ASSERT_TRUE(table.Register({1, mem.data(), mem.size(), kKey, kPermReadWrite}).ok());
+  ASSERT_TRUE(table.Register({1, mem.data(), mem.size(), kKey, mem::kReadWrite}).ok());
   std::mutex mu;
   std::vector<std::pair<std::string, std::string>> got;
   std::vector<bool> data_was_there;
@@ -534,7 +534,7 @@ TEST(TcpAuthTest, EmptySecretPolicy) {
   auto s = TcpServer::Start(so, &table);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   std::vector<uint8_t> mem(4096, 0x11);
-  ASSERT_TRUE(table.Register({1, mem.data(), mem.size(), 5, kPermReadWrite}).ok());
+  ASSERT_TRUE(table.Register({1, mem.data(), mem.size(), 5, mem::kReadWrite}).ok());
   TcpClientOptions co;
   co.auth.allow_unauthenticated = true;
   TcpClient c(co);

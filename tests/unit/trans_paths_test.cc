@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include <weft/config.h>
 #include <weft/transfer_engine.h>
 
 #include "api/trans/segment_descriptor.h"
@@ -372,6 +375,30 @@ TEST(TransPaths, ATransportAddedThroughTheRegistryCarriesTransfers) {
   }
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].message, "y");
+}
+
+}  // namespace
+}  // namespace weft::trans
+
+namespace weft::trans {
+namespace {
+
+// docs/config.md carries the registry's own table (regenerate with `weft config --markdown`), and
+// every config key a transport names is a real key.
+TEST(TransPaths, EveryTransportIsDocumentedWithRealConfigKeys) {
+  std::ifstream f(WEFT_SOURCE_DIR "/docs/config.md");
+  ASSERT_TRUE(f) << "docs/config.md is missing";
+  std::stringstream text;
+  text << f.rdbuf();
+  const transport::Registry registry = engine::BuiltinTransports();
+  EXPECT_NE(text.str().find(registry.Markdown()), std::string::npos)
+      << "docs/config.md is out of date: regenerate it with `weft config --markdown`";
+  for (const auto& e : registry.entries())
+    for (const auto& key : e.config_keys) {
+      bool known = false;
+      for (const auto& k : ConfigKeys()) known = known || k.name == key;
+      EXPECT_TRUE(known) << e.name << " names config key " << key << ", which does not exist";
+    }
 }
 
 }  // namespace

@@ -30,14 +30,14 @@
 #include "net/tcp_socket.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
-#include "transport/tcp/access_table.h"
+#include "mem/access_table.h"
 #include "transport/tcp/tcp_client.h"
 #include "transport/tcp/tcp_server.h"
 
 namespace weft::tools {
 namespace {
 
-using transport::tcp::AccessTable;
+using mem::AccessTable;
 using transport::tcp::PeerAddr;
 using transport::tcp::TcpClient;
 using transport::tcp::TcpClientOptions;
@@ -258,7 +258,7 @@ int RunBench(int lanes, uint64_t slice, uint64_t parallel_min, uint64_t min_size
   const uint64_t seg_size = max_size;
   AlignedBuf seg(seg_size), local(max_size);
   AccessTable table;
-  if (!table.Register({kSeg, seg.data, seg_size, kKey, transport::tcp::kPermReadWrite}).ok()) return 1;
+  if (!table.Register({kSeg, seg.data, seg_size, kKey, mem::kReadWrite}).ok()) return 1;
   std::string secret = fmt::format("bench-{:x}", FreshSeed());
   TcpServerOptions so;
   so.host = "127.0.0.1";

@@ -3,6 +3,7 @@
 
 #include <weft/config.h>
 
+#include "engine/builtin_transports.h"
 #include "tools/weft/commands.h"
 
 namespace weft::tools {
@@ -16,7 +17,7 @@ void AddConfig(CLI::App& app, Runner* run) {
   cmd->callback([=] {
     *run = [=] {
       if (*markdown) {
-        fmt::print("{}", ConfigMarkdown());
+        fmt::print("{}\n{}", ConfigMarkdown(), engine::BuiltinTransports().Markdown());
         return 0;
       }
       auto config = LoadConfig(*file);

@@ -15,11 +15,12 @@
 #include "api/bm/slice_blobs.h"
 #include "base/log.h"
 #include "base/random.h"
+#include "engine/builtin_transports.h"
 #include "gva/segment_table.h"
 #include "mem/host_segment.h"
 #include "net/control_stream.h"
 #include "net/tcp_socket.h"
-#include "transport/tcp/access_table.h"
+#include "mem/access_table.h"
 #include "transport/tcp/tcp_server.h"
 #include "transport/tcp/tcp_transport.h"
 #include "api/bm/pool_coordinator.h"
@@ -39,7 +40,7 @@ struct Pool::Impl {
   std::unique_ptr<gva::SegmentTable> table;
   std::unique_ptr<engine::Engine> engine;
   // transport=tcp: our slice is served by a TCP data server, other peers are reached by tcp.
-  transport::tcp::AccessTable access;
+  mem::AccessTable access;
   std::unique_ptr<transport::tcp::TcpServer> data_server;
   transport::tcp::TcpTransport* tcp = nullptr;  // owned by the engine
   // Present in the peer that hosts the coordinator (and the pool allocator).
@@ -99,11 +100,11 @@ constexpr uint32_t kDeviceSliceSegment = 1;
 
 Status Pool::Impl::StartDataServer(uint8_t* own_base) {
   WEFT_RETURN_IF_ERROR(access.Register({kHostSliceSegment, own_base, config.rank_size, own_segment->access_key(),
-                                        transport::tcp::kPermReadWrite}));
+                                        mem::kReadWrite}));
   if (own_device.size > 0) {
     // Served through the server's bounce buffers: a socket cannot reach device memory.
     WEFT_RETURN_IF_ERROR(access.Register({kDeviceSliceSegment, own_device.data, own_device.size, own_device_key,
-                                          transport::tcp::kPermReadWrite, /*device=*/true}));
+                                          mem::kReadWrite, /*device=*/true}));
   }
   // ParseHostPort wants a real port; port 0 (any free one) is fine for a listener.
   std::string address = config.data_address;
@@ -313,6 +314,21 @@ Status FitConfigToTcpCoordinator(Config& config, const net::ControlAddress& cont
   return OkStatus();
 }
 
+// The pool's `transport=`: a name of the transport registry, of those that reach another
+// peer's slice (memcpy and cuda serve this process's own ends whatever it says). "shm" is "auto".
+Status CheckPoolTransport(Config& config) {
+  WEFT_ASSIGN_OR_RETURN(auto selected, engine::BuiltinTransports().Select(config.transport));
+  if (config.transport == "auto" || config.transport == "tcp") return OkStatus();
+  if (config.transport == "shm") {
+    config.transport = "auto";
+    return OkStatus();
+  }
+  return Error(Code::kNotSupported,
+               "transport={}: the pool reaches other peers' slices through shm (transport=auto, one node) or tcp; "
+               "{} serves the transfer engine only",
+               config.transport, selected.size() == 1 ? selected[0]->name : "a list");
+}
+
 }  // namespace
 
 void Pool::Impl::ReserveUnifiedVa() {
@@ -467,6 +483,7 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
   impl->config = given;
   Config& config = impl->config;
   if (config.log_level != "warn") log::SetLevel(config.log_level);
+  WEFT_RETURN_IF_ERROR(CheckPoolTransport(config));
   WEFT_ASSIGN_OR_RETURN(net::ControlAddress control, net::ParseControlAddress(config.CoordinatorPath()));
   if (control.tcp) WEFT_RETURN_IF_ERROR(FitConfigToTcpCoordinator(config, control));
   WEFT_ASSIGN_OR_RETURN(impl->layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));

@@ -52,7 +52,7 @@ struct CudaStats {
   uint64_t kernel_pages = 0;     // pages copied by the page kernel (CopyPages)
 };
 
-class CudaTransport final : public Transport {
+class CudaTransport final : public Transport, public StreamOps {
  public:
   // NOT_SUPPORTED with the reason when no GPU is usable.
   static Result<std::unique_ptr<CudaTransport>> Create(const CudaOptions& options);
@@ -67,6 +67,7 @@ class CudaTransport final : public Transport {
   bool batches() const override { return true; }
   void CopyBatch(std::span<const CopyItem> items, std::span<Status> results) override;
   std::optional<Result<LocalClass>> ClassifyLocal(uint64_t addr, uint64_t len, ClassifyMemo* memo) const override;
+  StreamOps* stream_ops() override { return this; }
   Status Enqueue(std::span<const CopyItem> items, void* stream, std::function<void()> release) override;
   // The page kernel: both ends classified once, the index lists uploaded in one copy, one launch.
   Status CopyPages(const PageCopy& pages, void* stream, std::function<void()> release) override;

@@ -65,7 +65,7 @@ Result<std::string> TcpTransport::ExportRegion(const LocalRegion& region) {
   }
   uint64_t seed = FreshSeed();
   const uint64_t key = SplitMix64(seed);
-  WEFT_RETURN_IF_ERROR(table_.Register(SegmentEntry{segment, region.base, region.len, key, kPermReadWrite,
+  WEFT_RETURN_IF_ERROR(table_.Register(SegmentEntry{segment, region.base, region.len, key, mem::kReadWrite,
                                                     region.device}));
   {
     std::lock_guard lock(mu_);

@@ -29,11 +29,16 @@
 
 #include "base/status.h"
 #include "net/auth.h"
+#include "mem/access_table.h"
 #include "net/tcp_socket.h"
-#include "transport/tcp/access_table.h"
 #include "transport/tcp/staging_pipeline.h"
 
 namespace weft::transport::tcp {
+
+// The server checks every request against the owner's access table (mem/access_table.h).
+using mem::AccessTable;
+using mem::SegmentAccess;
+using mem::SegmentEntry;
 
 struct TcpServerOptions {
   std::string host = "0.0.0.0";  // address to listen on

@@ -26,7 +26,7 @@
 
 #include "base/metrics.h"
 #include "gva/layout.h"
-#include "transport/tcp/access_table.h"
+#include "mem/access_table.h"
 #include "transport/tcp/tcp_server.h"
 #include "transport/tcp/staging_pipeline.h"
 #include "transport/tcp/tcp_client.h"

@@ -12,11 +12,10 @@
 #include <shared_mutex>
 #include <unordered_map>
 
-#include "base/status.h"
+#include "base/result.h"
+#include "mem/permission.h"
 
-namespace weft::transport::tcp {
-
-enum Permission : uint32_t { kPermRead = 1, kPermWrite = 2, kPermReadWrite = 3 };
+namespace weft::mem {
 
 // What the server asks before it reads or writes segment memory. Implementations are called
 // from the server's progress threads concurrently.
@@ -42,7 +41,7 @@ struct SegmentEntry {
   uint8_t* base = nullptr;
   uint64_t size = 0;
   uint64_t access_key = 0;
-  uint32_t permissions = kPermReadWrite;
+  uint32_t permissions = kReadWrite;
   bool device = false;  // base is device memory (see SegmentAccess::IsDevice)
 };
 
@@ -84,4 +83,4 @@ class AccessTable : public SegmentAccess {
   std::condition_variable drained_;
 };
 
-}  // namespace weft::transport::tcp
+}  // namespace weft::mem

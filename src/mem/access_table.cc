@@ -1,6 +1,6 @@
-#include "transport/tcp/access_table.h"
+#include "mem/access_table.h"
 
-namespace weft::transport::tcp {
+namespace weft::mem {
 
 Status AccessTable::Register(const SegmentEntry& entry) {
   if (!entry.base && entry.size != 0) return Error(Code::kInvalidArgument, "segment {} has a null base", entry.id);
@@ -49,7 +49,7 @@ Result<uint8_t*> AccessTable::Find(uint32_t segment_id, uint64_t access_key, uin
   Slot& s = *it->second;
   if (access_key != s.entry.access_key)
     return Error(Code::kPermissionDenied, "wrong access key for segment {}", segment_id);
-  uint32_t need = write ? kPermWrite : kPermRead;
+  uint32_t need = write ? kWrite : kRead;
   if ((s.permissions.load() & need) == 0)
     return Error(Code::kPermissionDenied, "segment {} does not allow {}", segment_id, write ? "writes" : "reads");
   if (offset > s.entry.size || len > s.entry.size - offset)
@@ -87,4 +87,4 @@ bool AccessTable::IsDevice(uint32_t segment_id) {
   return it != slots_.end() && it->second->entry.device;
 }
 
-}  // namespace weft::transport::tcp
+}  // namespace weft::mem

@@ -15,7 +15,7 @@
  *
  * Conventions
  * - Every function that can fail returns int: WEFT_OK (0) or a negative WEFT_E_* code. The
- *   codes are weft::Code (src/base/status.h) negated; they are stable and never renumbered.
+ *   codes are weft::Code (include/weft/status.h) negated; they are stable and never renumbered.
  * - After a failure, weft_last_error() gives a message that says what went wrong and what to do
  *   ("POOL_FULL: ..."). It is thread-local (the one piece of process state of this API: each
  *   thread sees the message of its own last failed call) and stays until the next failed call on

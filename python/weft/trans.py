@@ -1,5 +1,5 @@
 """weft.TransferEngine: point-to-point one-sided READ and WRITE between registered buffers of
-named peers (the transfer engine, "Trans"; src/api/trans/transfer_engine.h).
+named peers (the transfer engine, "Trans"; include/weft/transfer_engine.h).
 
     import weft
     te = weft.TransferEngine(local_name="10.0.0.1", metadata="P2PHANDSHAKE",
@@ -67,7 +67,7 @@ class TransferEngine:
     """One peer of the transfer engine: owns the segment named :attr:`name`, serves peers' reads
     and writes into its registered buffers, and reads and writes theirs.
 
-    Options (keywords; see src/api/trans/transfer_engine.h for the full meaning):
+    Options (keywords; see include/weft/transfer_engine.h for the full meaning):
 
     - ``local_name``: this engine's host ("10.0.0.1") or name; in p2p mode the name becomes
       "<host>:<rpc_port>".

@@ -1,4 +1,6 @@
-#include "base/config.h"
+#include <weft/config.h>
+
+#include "base/status.h"
 
 #include <cctype>
 #include <cstdlib>

@@ -60,38 +60,6 @@ Result<Direction> ParseDirection(const std::string& text) {
                "unknown direction '{}' (use AUTO or SRC2DST with LH, LD, GH or GD on each side, e.g. GD2LH)", text);
 }
 
-std::string RouteInfo::ToString() const {
-  return fmt::format("{} -> {} ({}) via {}: {}", transport::EndKindName(src_kind), transport::EndKindName(dst_kind),
-                     transport::LocalityName(locality), path, reason);
-}
-
-Status CopyHandle::Wait(Deadline deadline) const {
-  if (!job_) return Error(Code::kInvalidArgument, "waiting on an empty copy handle");
-  if (!job_->WaitUntil(deadline))
-    return Error(Code::kTimeout, "the copy did not complete before the deadline; it goes on, wait again or poll");
-  for (const Status& s : job_->results())
-    if (!s.ok()) return s;
-  return OkStatus();
-}
-
-CopyHandle CopyHandle::Failed(size_t copies, const Status& status) {
-  auto job = std::make_shared<CopyJob>(copies, Deadline::Never());
-  for (size_t i = 0; i < copies; ++i) job->Fail(i, status);
-  job->Run();  // no pieces: completes at once
-  return CopyHandle(std::move(job));
-}
-
-std::optional<Status> CopyHandle::Poll() const {
-  if (!job_) return Error(Code::kInvalidArgument, "polling an empty copy handle");
-  if (!job_->done()) return std::nullopt;
-  return Wait(Deadline::Never());
-}
-
-std::vector<Status> CopyHandle::Results() const {
-  if (!job_ || !job_->done()) return {};
-  return job_->results();
-}
-
 struct Engine::Resolved {
   RouteKey key;
   gva::SegmentTable::Pin dst_pin;
@@ -480,3 +448,42 @@ transport::Transport* Engine::AddTransport(std::unique_ptr<transport::Transport>
 }
 
 }  // namespace weft::engine
+
+// The public copy types (include/weft/copy.h): their state is the engine's CopyJob.
+namespace weft {
+
+using engine::CopyJob;
+
+std::string RouteInfo::ToString() const {
+  return fmt::format("{} -> {} ({}) via {}: {}", transport::EndKindName(src_kind), transport::EndKindName(dst_kind),
+                     transport::LocalityName(locality), path, reason);
+}
+
+Status CopyHandle::Wait(Deadline deadline) const {
+  if (!job_) return Error(Code::kInvalidArgument, "waiting on an empty copy handle");
+  if (!job_->WaitUntil(deadline))
+    return Error(Code::kTimeout, "the copy did not complete before the deadline; it goes on, wait again or poll");
+  for (const Status& s : job_->results())
+    if (!s.ok()) return s;
+  return OkStatus();
+}
+
+CopyHandle CopyHandle::Failed(size_t copies, const Status& status) {
+  auto job = std::make_shared<CopyJob>(copies, Deadline::Never());
+  for (size_t i = 0; i < copies; ++i) job->Fail(i, status);
+  job->Run();  // no pieces: completes at once
+  return CopyHandle(std::move(job));
+}
+
+std::optional<Status> CopyHandle::Poll() const {
+  if (!job_) return Error(Code::kInvalidArgument, "polling an empty copy handle");
+  if (!job_->done()) return std::nullopt;
+  return Wait(Deadline::Never());
+}
+
+std::vector<Status> CopyHandle::Results() const {
+  if (!job_ || !job_->done()) return {};
+  return job_->results();
+}
+
+}  // namespace weft

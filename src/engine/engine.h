@@ -13,9 +13,11 @@
 #include <string>
 #include <vector>
 
+#include <weft/copy.h>
+
 #include "base/clock.h"
 #include "base/metrics.h"
-#include "base/result.h"
+#include "base/status.h"
 #include "engine/copy_job.h"
 #include "base/worker_pool.h"
 #include "gva/segment_table.h"
@@ -24,27 +26,16 @@
 
 namespace weft::engine {
 
-// The direction a caller states, or kAuto to infer it from the addresses. The twelve of
-// memfabric (LH/LD to and from GH/GD, and GH/GD among themselves), plus the four between local
-// pointers (LH2LH, LH2LD, LD2LH, LD2LD) that a memcpy-like call is also asked to do. Values are
-// stable (C API); new ones are appended.
-enum class Direction : uint8_t {
-  kAuto = 0,
-  kLH2LH, kLH2GH, kGH2LH, kGH2GH,  // host only (the first four, kept as they were)
-  kLH2GD, kLD2GH, kLD2GD, kGH2GD, kGH2LD, kGD2GH, kGD2GD, kGD2LH, kGD2LD,  // with device ends
-  kLH2LD, kLD2LH, kLD2LD,  // local pointers with a device end
-};
+// Direction, CopyRequest, RouteInfo and CopyHandle are public (include/weft/copy.h).
+using weft::CopyHandle;
+using weft::CopyRequest;
+using weft::Direction;
+using weft::RouteInfo;
 inline constexpr int kDirectionCount = 17;
 const char* DirectionName(Direction d);
 Result<Direction> ParseDirection(const std::string& text);  // "GH2LH", "auto", ...
 // The explicit direction for a pair of end kinds.
 Direction DirectionOf(transport::EndKind src, transport::EndKind dst);
-
-struct CopyRequest {
-  uint64_t dst;  // a GVA of the pool, or a local pointer cast to uint64_t
-  uint64_t src;
-  uint64_t len;
-};
 
 // What one pass over a page batch's index lists gives (Engine::CopyPages): the bytes each end
 // must hold from its base, (largest index + 1) × page_bytes. INVALID_ARGUMENT for lists of
@@ -56,34 +47,6 @@ struct PageExtents {
 };
 Result<PageExtents> ScanPages(uint64_t page_bytes, std::span<const uint32_t> dst_pages,
                               std::span<const uint32_t> src_pages);
-
-struct RouteInfo {
-  transport::EndKind src_kind;
-  transport::EndKind dst_kind;
-  transport::Locality locality;
-  std::string path;    // transport name
-  std::string reason;  // why that path
-  std::string ToString() const;
-};
-
-class CopyHandle {
- public:
-  CopyHandle() = default;
-  explicit CopyHandle(std::shared_ptr<CopyJob> job) : job_(std::move(job)) {}
-  // A completed handle whose `copies` results are all `status` (for copies refused up front).
-  static CopyHandle Failed(size_t copies, const Status& status);
-  // Completion of every copy in the handle: the first failure, OK, or TIMEOUT if not done by
-  // the deadline (the copy then goes on; wait again or poll).
-  Status Wait(Deadline deadline = Deadline::Never()) const;
-  // nullopt while running.
-  std::optional<Status> Poll() const;
-  // One result per copy, final once Poll() has a value.
-  std::vector<Status> Results() const;
-  bool valid() const { return job_ != nullptr; }
-
- private:
-  std::shared_ptr<CopyJob> job_;
-};
 
 // ---- Remote ends: the region contract (transport/transport.h) ----
 // Blobs by transport name; names this engine does not have are kept and ignored.

@@ -8,25 +8,12 @@
 #include <mutex>
 #include <vector>
 
-#include "base/result.h"
+#include "base/status.h"
 #include "gva/layout.h"
 
 namespace weft::gva {
 
-struct Placement {
-  enum class Kind : uint8_t {
-    kLocal = 0,   // the caller's own slice
-    kRank = 1,    // the slice of `rank`
-    kSpread = 2,  // the live slice with the most free bytes (balances the pool)
-  };
-  Kind kind = Kind::kLocal;
-  uint32_t rank = 0;  // for kRank
-  Medium medium = Medium::kHost;
-
-  static Placement Local(Medium m = Medium::kHost) { return {Kind::kLocal, 0, m}; }
-  static Placement OnRank(uint32_t r, Medium m = Medium::kHost) { return {Kind::kRank, r, m}; }
-  static Placement Spread(Medium m = Medium::kHost) { return {Kind::kSpread, 0, m}; }
-};
+using weft::Placement;  // public (include/weft/copy.h)
 
 struct SliceStats {
   uint64_t capacity = 0;

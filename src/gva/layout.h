@@ -6,11 +6,13 @@
 #include <optional>
 #include <string>
 
-#include "base/result.h"
+#include <weft/copy.h>
+
+#include "base/status.h"
 
 namespace weft::gva {
 
-enum class Medium : uint8_t { kHost = 0, kDevice = 1 };
+using weft::Medium;  // public (include/weft/copy.h)
 inline constexpr int kMediumCount = 2;
 const char* MediumName(Medium m);
 

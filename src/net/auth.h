@@ -30,15 +30,14 @@
 #include <string>
 #include <string_view>
 
+#include <weft/auth.h>
+
 #include "base/clock.h"
-#include "base/result.h"
+#include "base/status.h"
 
 namespace weft::net {
 
-struct AuthOptions {
-  std::string cluster_secret;          // never logged or put in a message
-  bool allow_unauthenticated = false;  // an empty secret is accepted only when this is set
-};
+using weft::AuthOptions;  // public (include/weft/auth.h): the transfer engine takes it
 
 inline constexpr uint32_t kAuthMagic = 0x41544657;  // the bytes "WFTA"
 inline constexpr uint16_t kAuthVersion = 1;

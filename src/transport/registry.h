@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "base/metrics.h"
-#include "base/result.h"
+#include "base/status.h"
 #include "transport/transport.h"
 
 namespace weft::transport {

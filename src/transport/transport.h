@@ -10,19 +10,20 @@
 #include <string>
 #include <string_view>
 
+#include <weft/copy.h>
+
 #include "base/clock.h"
-#include "base/result.h"
+#include "base/status.h"
 
 namespace weft::transport {
 
-// The four kinds of copy endpoint (DESIGN.md): local host/device pointer, global host/device.
-enum class EndKind : uint8_t { kLH = 0, kLD = 1, kGH = 2, kGD = 3 };
+// The four kinds of copy endpoint and the locality of a copy are public (include/weft/copy.h).
+using weft::EndKind;
+using weft::Locality;
 const char* EndKindName(EndKind k);
 inline bool IsGlobal(EndKind k) { return k == EndKind::kGH || k == EndKind::kGD; }
 inline bool IsDevice(EndKind k) { return k == EndKind::kLD || k == EndKind::kGD; }
 
-// Where the farther of the two ends lives, seen from the calling peer.
-enum class Locality : uint8_t { kSameProcess = 0, kSameNode = 1, kRemoteNode = 2 };
 const char* LocalityName(Locality l);
 
 struct RouteKey {

@@ -18,7 +18,8 @@
 #include <thread>
 #include <vector>
 
-#include "api/bm/pool.h"
+#include <weft/pool.h>
+
 #include "base/random.h"
 #include "tests/gpu/gpu_test_util.h"
 

@@ -6,7 +6,9 @@
 
 #include <cstdio>
 
-#include "api/trans/transfer_engine.h"
+#include <weft/transfer_engine.h>
+
+#include "api/trans/transfer_engine_internal.h"
 #include "tests/gpu/gpu_test_util.h"
 
 namespace weft::gputest {
@@ -137,16 +139,16 @@ TEST(TransDevice, SixtyFourMiBDeviceToDeviceThroughThePipeline) {
   for (auto& s : rb) ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_FALSE(Mismatch(pa, 64 * kPage, seed).has_value()) << "batch of device pages, there and back";
 
-  EXPECT_GT(a->metrics().counter("weft_trans_staged_bytes_total")->value(), 2 * kLen);
+  EXPECT_GT(trans::TransferEngineAccess::Metrics(*a).counter("weft_trans_staged_bytes_total")->value(), 2 * kLen);
   // How many rounds had a device copy running beside them: reported, not asserted (with real
   // devices it depends on scheduling; the CPU tests prove the overlap by ordering).
-  const uint64_t rounds = a->metrics().counter("weft_trans_staging_rounds_total")->value();
-  const uint64_t overlapped = a->metrics().counter("weft_trans_staging_overlapped_rounds_total")->value();
+  const uint64_t rounds = trans::TransferEngineAccess::Metrics(*a).counter("weft_trans_staging_rounds_total")->value();
+  const uint64_t overlapped = trans::TransferEngineAccess::Metrics(*a).counter("weft_trans_staging_overlapped_rounds_total")->value();
   std::printf("staging: %llu rounds, %llu overlapped with a device copy\n", static_cast<unsigned long long>(rounds),
               static_cast<unsigned long long>(overlapped));
   RecordProperty("staging_rounds", std::to_string(rounds));
   RecordProperty("staging_overlapped_rounds", std::to_string(overlapped));
-  EXPECT_EQ(a->metrics().gauge("weft_trans_staging_buffers_in_use")->value(), 0);
+  EXPECT_EQ(trans::TransferEngineAccess::Metrics(*a).gauge("weft_trans_staging_buffers_in_use")->value(), 0);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // no error left behind
 }
 

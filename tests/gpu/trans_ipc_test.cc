@@ -15,7 +15,8 @@
 #include <sstream>
 #include <string>
 
-#include "api/trans/transfer_engine.h"
+#include <weft/transfer_engine.h>
+
 #include "base/random.h"
 #include "tests/gpu/gpu_test_util.h"
 

@@ -31,7 +31,8 @@
 #include <thread>
 #include <vector>
 
-#include "api/bm/pool.h"
+#include <weft/pool.h>
+
 #include "base/random.h"
 #include "netns_hosts.h"
 #include "integration/peer_process.h"
@@ -329,7 +330,7 @@ int AllToAll(bm::Pool& pool, const std::vector<uint32_t>& ranks) {
   for (uint32_t r : ranks) {
     if (r == pool.rank()) continue;
     for (uint64_t len : {1ull, 4097ull, (3ull << 20) + 5}) {
-      auto gva = pool.Alloc(len + 64, gva::Placement::OnRank(r));
+      auto gva = pool.Alloc(len + 64, Placement::OnRank(r));
       if (!gva.ok()) {
         fprintf(stderr, "rank %u: alloc on %u: %s\n", pool.rank(), r, gva.status().ToString().c_str());
         failures++;

@@ -5,8 +5,10 @@
 #include <atomic>
 #include <thread>
 
+#include <weft/pool.h>
+
 #include "api/bm/device_slice.h"
-#include "api/bm/pool.h"
+#include "api/bm/pool_internal.h"
 #include "api/bm/slice_blobs.h"
 #include "base/random.h"
 #include "integration/peer_process.h"
@@ -130,7 +132,7 @@ TEST(Pool, FourPeersCopyRandomDataInEveryDirection) {
   EXPECT_EQ(CrossProcessCheck(**pool, *ranks), 0);
   EXPECT_TRUE((*pool)->Barrier(Soon()).ok());
   for (int i = 0; i < 3; ++i) EXPECT_EQ(children.Wait(i), 0) << "peer " << i;
-  EXPECT_GT((*pool)->metrics().counter("weft_copy_bytes_total")->value(), 0u);
+  EXPECT_GT(bm::PoolAccess::Metrics(**pool).counter("weft_copy_bytes_total")->value(), 0u);
 }
 
 // transport=tcp: the same traffic, but every other peer is reached through its TCP data server
@@ -353,7 +355,7 @@ TEST(Pool, DeviceSliceNeedsAGpuAndFitsTheRegion) {
   EXPECT_TRUE(p.HasSlice(p.rank(), Medium::kHost));
   EXPECT_FALSE(p.HasSlice(p.rank(), Medium::kDevice));
   const uint64_t device_slice = *p.SliceAddress(p.rank(), Medium::kDevice);
-  EXPECT_EQ(device_slice, p.layout().SliceBase(Medium::kDevice, p.rank()));
+  EXPECT_EQ(device_slice, bm::PoolAccess::Layout(p).SliceBase(Medium::kDevice, p.rank()));
   EXPECT_NE(device_slice, *p.SliceAddress(p.rank()));
   std::vector<uint8_t> buf(4096, 0x5a);
   Status s = p.Copy(device_slice, Addr(buf.data()), buf.size());

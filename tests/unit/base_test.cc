@@ -4,10 +4,11 @@
 #include <fstream>
 #include <sstream>
 
-#include "base/config.h"
+#include <weft/config.h>
+
 #include "base/metrics.h"
 #include "base/random.h"
-#include "base/result.h"
+#include "base/status.h"
 
 namespace weft {
 namespace {

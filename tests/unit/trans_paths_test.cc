@@ -11,9 +11,11 @@
 #include <string>
 #include <vector>
 
+#include <weft/config.h>
+#include <weft/transfer_engine.h>
+
 #include "api/trans/segment_descriptor.h"
-#include "api/trans/transfer_engine.h"
-#include "base/config.h"
+#include "api/trans/transfer_engine_internal.h"
 #include "base/random.h"
 #include "engine/builtin_transports.h"
 #include "meta/directory_server.h"
@@ -37,8 +39,9 @@ TransferEngineOptions Opts(std::string transports = "auto", std::string metadata
   return o;
 }
 
-std::unique_ptr<TransferEngine> Make(const TransferEngineOptions& o) {
-  auto te = TransferEngine::Create(o);
+// registry: transports of the test's own (null: this build's).
+std::unique_ptr<TransferEngine> Make(const TransferEngineOptions& o, const transport::Registry* registry = nullptr) {
+  auto te = TransferEngineAccess::Create(o, registry);
   EXPECT_TRUE(te.ok()) << te.status().ToString();
   return te.ok() ? std::move(te).value() : nullptr;
 }
@@ -345,9 +348,8 @@ TEST(TransPaths, ATransportAddedThroughTheRegistryCarriesTransfers) {
                   .ok());
   EXPECT_EQ(registry.Add({"loop", 0, "", {}, registry.Find("loop")->create}).code(), Code::kAlreadyExists);
   auto o = Opts("loop,tcp");
-  o.registry = &registry;
-  auto a = Make(o);
-  auto b = Make(o);
+  auto a = Make(o, &registry);
+  auto b = Make(o, &registry);
   ASSERT_TRUE(a && b);
   std::vector<uint8_t> ma(1 << 16), mb(1 << 16, 0xEE);
   ASSERT_TRUE(a->RegisterMemory(ma.data(), ma.size()).ok());

@@ -14,8 +14,10 @@
 #include <thread>
 #include <vector>
 
+#include <weft/transfer_engine.h>
+
 #include "api/trans/segment_descriptor.h"
-#include "api/trans/transfer_engine.h"
+#include "api/trans/transfer_engine_internal.h"
 #include "base/random.h"
 #include "meta/directory.h"
 #include "meta/directory_server.h"
@@ -680,7 +682,7 @@ TEST(TransEngine, DeviceBuffersGoThroughTheStagingPipeline) {
     EXPECT_EQ(std::memcmp(got, want.data(), kLen), 0);
     EXPECT_EQ(std::memcmp(got + 2 * kLen, want.data() + 2 * kLen, kLen), 0);
   }
-  auto& m = a->metrics();
+  auto& m = TransferEngineAccess::Metrics(*a);
   EXPECT_GT(m.counter("weft_trans_staged_bytes_total")->value(), 2 * kMax);
   EXPECT_GT(m.counter("weft_trans_staging_rounds_total")->value(), 64u);  // 64 MiB in 1 MiB slices, 2 per round
   EXPECT_EQ(m.gauge("weft_trans_staging_buffers_in_use")->value(), 0);

@@ -34,8 +34,9 @@
 
 #include <fmt/format.h>
 
+#include <weft/pool.h>
+
 #include "api/bm/device_slice.h"
-#include "api/bm/pool.h"
 #include "base/random.h"
 #include "tools/weft/bench_report.h"
 #include "tools/weft/cli_config.h"
@@ -49,7 +50,6 @@ namespace {
 using bench::Latency;
 using bench::Row;
 using bench::Settings;
-using engine::Direction;
 
 constexpr uint64_t kPieceAlign = 4096;  // the engine's piece alignment (src/engine/engine.cc)
 constexpr uint64_t kPage = 4096;
@@ -425,7 +425,7 @@ Result<Row> RunCase(bm::Pool& pool, MemcpyTeam& team, const Regions& reg, const 
   // so copies of a batch larger than the region rewrite the same bytes with the same bytes.
   const uint64_t slots = std::max<uint64_t>(1, plan.capacity / block);
   const uint64_t covered = std::min(batch, slots) * block;
-  std::vector<engine::CopyRequest> reqs;
+  std::vector<CopyRequest> reqs;
   std::vector<Piece> base_copies;
   for (uint64_t i = 0; i < batch; ++i) {
     const uint64_t off = (i % slots) * block;
@@ -546,13 +546,13 @@ Result<std::vector<Row>> RunPool(const Options& o, const Config& base, uint32_t 
   if (other == pool->rank()) return Error(Code::kInternal, "the bench peer did not join the pool");
 
   // One region of `capacity` bytes in each slice, 4 KiB aligned.
-  auto region = [&](gva::Placement where, const char* what) -> Result<std::pair<uint64_t, uint64_t>> {
+  auto region = [&](Placement where, const char* what) -> Result<std::pair<uint64_t, uint64_t>> {
     auto g = pool->Alloc(plan.capacity + kPage, where);
     if (!g.ok()) return g.status().Annotate(fmt::format("allocating {} in {} (raise --size)", FormatBytes(plan.capacity), what));
     return std::make_pair(*g, (*g + kPage - 1) / kPage * kPage);
   };
-  WEFT_ASSIGN_OR_RETURN(auto own, region(gva::Placement::Local(), "this peer's slice"));
-  WEFT_ASSIGN_OR_RETURN(auto rem, region(gva::Placement::OnRank(other), "the other peer's slice"));
+  WEFT_ASSIGN_OR_RETURN(auto own, region(Placement::Local(), "this peer's slice"));
+  WEFT_ASSIGN_OR_RETURN(auto rem, region(Placement::OnRank(other), "the other peer's slice"));
 
   Regions reg;
   reg.addr[kLocalA] = reinterpret_cast<uint64_t>(a.data.get());

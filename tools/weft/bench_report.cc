@@ -16,7 +16,7 @@
 
 #include <fmt/format.h>
 
-#include "base/config.h"
+#include <weft/config.h>
 
 extern char** environ;
 

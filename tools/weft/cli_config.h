@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "base/config.h"
+#include <weft/config.h>
 
 namespace weft::tools {
 

@@ -1,7 +1,8 @@
 // `weft config`: prints the effective configuration, or the key reference as Markdown.
 #include <fmt/format.h>
 
-#include "base/config.h"
+#include <weft/config.h>
+
 #include "engine/builtin_transports.h"
 #include "tools/weft/commands.h"
 

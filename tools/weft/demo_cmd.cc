@@ -14,8 +14,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <weft/pool.h>
+
 #include "api/bm/device_slice.h"
-#include "api/bm/pool.h"
+#include "api/bm/pool_internal.h"
 #include "base/random.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
@@ -27,8 +29,6 @@ namespace weft::tools {
 namespace {
 
 using bm::Pool;
-using gva::Medium;
-using gva::Placement;
 
 struct DemoResult {
   std::string direction;
@@ -139,7 +139,7 @@ class PeerRun {
   std::vector<DemoResult>& results() { return results_; }
 
  private:
-  bool IsGva(uint64_t a) const { return pool_.layout().Contains(a); }
+  bool IsGva(uint64_t a) const { return bm::PoolAccess::Layout(pool_).Contains(a); }
 
   Status Prepare(uint64_t dst, uint64_t src, uint64_t n, uint64_t seed) {
     if (IsGva(src)) {

@@ -4,7 +4,9 @@
 
 #include <vector>
 
-#include "api/bm/pool.h"
+#include <weft/pool.h>
+
+#include "base/status.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
 

@@ -42,7 +42,9 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "api/trans/transfer_engine.h"
+#include <weft/transfer_engine.h>
+
+#include "base/status.h"
 #include "base/random.h"
 #include "base/worker_pool.h"
 #include "tools/weft/cli_config.h"

@@ -1,4 +1,6 @@
-#include "api/bm/pool.h"
+#include <weft/pool.h>
+
+#include "api/bm/pool_internal.h"
 
 #include <shared_mutex>
 
@@ -529,13 +531,15 @@ Status Pool::Leave() {
 
 uint32_t Pool::rank() const { return impl_->rank; }
 uint64_t Pool::local_size() const { return impl_->config.rank_size; }
-const gva::Layout& Pool::layout() const { return impl_->layout; }
 bool Pool::unified_va() const { return impl_->window != nullptr; }
 bool Pool::hosts_coordinator() const { return impl_->coordinator != nullptr; }
 const std::string& Pool::coordinator_address() const { return impl_->coordinator_address; }
 const Config& Pool::config() const { return impl_->config; }
-MetricsRegistry& Pool::metrics() { return impl_->metrics; }
-engine::Engine& Pool::engine() { return *impl_->engine; }
+std::string Pool::MetricsText() { return impl_->metrics.PrometheusText(); }
+
+const gva::Layout& PoolAccess::Layout(const Pool& pool) { return pool.impl_->layout; }
+MetricsRegistry& PoolAccess::Metrics(Pool& pool) { return pool.impl_->metrics; }
+engine::Engine& PoolAccess::Engine(Pool& pool) { return *pool.impl_->engine; }
 
 // Holds the API gate shared for the rest of the calling function. `left` is read before the
 // lock too, so that once Leave started no new call queues for the gate (a steady stream of
@@ -645,7 +649,7 @@ Status Pool::CopyPagesDeviceIndexed(uint64_t dst_base, uint64_t src_base, uint64
 
 Status Pool::Wait(const CopyHandle& handle, Deadline deadline) { return handle.Wait(deadline); }
 
-Result<engine::RouteInfo> Pool::Route(uint64_t dst, uint64_t src, uint64_t len, Direction dir) const {
+Result<RouteInfo> Pool::Route(uint64_t dst, uint64_t src, uint64_t len, Direction dir) const {
   WEFT_REQUIRE_JOINED();
   return impl_->engine->Route(dst, src, len, dir);
 }

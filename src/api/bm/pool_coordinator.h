@@ -4,8 +4,9 @@
 
 #include <memory>
 
-#include "base/config.h"
-#include "base/result.h"
+#include <weft/config.h>
+
+#include "base/status.h"
 #include "gva/allocator.h"
 #include "meta/coordinator.h"
 

@@ -1,4 +1,6 @@
-#include "api/trans/transfer_engine.h"
+#include <weft/transfer_engine.h>
+
+#include "api/trans/transfer_engine_internal.h"
 
 #include <condition_variable>
 #include <cstdlib>
@@ -122,6 +124,7 @@ struct Batch {
 
 struct TransferEngine::Impl {
   TransferEngineOptions options;
+  const transport::Registry* registry = nullptr;  // null: this build's transports
   std::string name;
   std::string host;  // advertised
   std::string protocol = "tcp";
@@ -473,8 +476,8 @@ Status TransferEngine::Impl::CreateEngine(const transport::tcp::HostBufferAlloca
   context.tcp = &tcp;
   context.metrics = &metrics;
   const transport::Registry builtin = engine::BuiltinTransports();
-  const transport::Registry& registry = options.registry ? *options.registry : builtin;
-  WEFT_ASSIGN_OR_RETURN(auto set, registry.Create(options.transports, context));
+  const transport::Registry& chosen = registry ? *registry : builtin;
+  WEFT_ASSIGN_OR_RETURN(auto set, chosen.Create(options.transports, context));
   // tcp serves this engine's buffers and carries notifications: when it was asked for and cannot
   // start (port taken, bad secret policy), that is the engine's failure, as it always was.
   if (auto it = set.absent.find("tcp"); it != set.absent.end() && it->second.rfind("not ", 0) != 0)
@@ -524,9 +527,16 @@ Status TransferEngine::Impl::StartDirectory() {
 }
 
 Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEngineOptions& options) {
+  return TransferEngineAccess::Create(options, nullptr);
+}
+
+Result<std::unique_ptr<TransferEngine>> TransferEngineAccess::Create(const TransferEngineOptions& options,
+                                                                     const transport::Registry* registry) {
+  using Impl = TransferEngine::Impl;
   auto impl = std::make_unique<Impl>();
   Impl& m = *impl;
   m.options = options;
+  m.registry = registry;
   if (options.local_name.empty())
     return Error(Code::kInvalidArgument, "the transfer engine needs a local name (its host, or host:port)");
   if (options.lanes < 1 || options.worker_threads < 1 || options.server_threads < 1)
@@ -610,7 +620,9 @@ const std::string& TransferEngine::name() const { return impl_->name; }
 uint16_t TransferEngine::rpc_port() const { return impl_->rpc_port; }
 uint16_t TransferEngine::data_port() const { return impl_->engine->ListenPort(); }
 const std::string& TransferEngine::protocol() const { return impl_->protocol; }
-MetricsRegistry& TransferEngine::metrics() { return impl_->metrics; }
+std::string TransferEngine::MetricsText() { return impl_->metrics.PrometheusText(); }
+
+MetricsRegistry& TransferEngineAccess::Metrics(TransferEngine& engine) { return engine.impl_->metrics; }
 
 Status TransferEngine::RegisterMemory(void* addr, uint64_t length, const std::string& location,
                                       bool remote_accessible) {

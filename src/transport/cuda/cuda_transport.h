@@ -17,7 +17,7 @@
 #include <memory>
 #include <string>
 
-#include "base/result.h"
+#include "base/status.h"
 #include "transport/cuda/copy_plan.h"
 #include "transport/transport.h"
 

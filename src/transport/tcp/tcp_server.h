@@ -27,7 +27,7 @@
 #include <thread>
 #include <vector>
 
-#include "base/result.h"
+#include "base/status.h"
 #include "net/auth.h"
 #include "mem/access_table.h"
 #include "net/tcp_socket.h"

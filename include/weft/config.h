@@ -1,5 +1,5 @@
-// Typed configuration. Each key is read, lowest precedence first, from: its default, a JSON
-// config file, the environment variable WEFT_<KEY> (upper case), and explicit overrides passed
+// Typed configuration: what Pool::Join takes (public). Each key is read, lowest precedence
+// first, from: its default, a JSON config file, the environment variable WEFT_<KEY> (upper case), and explicit overrides passed
 // by the caller (command-line flags, API arguments). docs/config.md documents every key; a unit
 // test keeps it complete.
 #pragma once
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "base/result.h"
+#include <weft/status.h>
 
 namespace weft {
 

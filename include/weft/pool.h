@@ -1,6 +1,8 @@
 // The big-memory pool (BM): several processes pool part of their host DRAM behind one global
 // virtual address space and copy between local buffers and any pooled address.
 //
+// Public: includes only other headers of include/weft.
+//
 //   auto pool = weft::bm::Pool::Join(config).value();   // create or join
 //   uint64_t gva = pool->Alloc(1 << 20, Placement::OnRank(2)).value();
 //   pool->Copy(gva, reinterpret_cast<uint64_t>(buf), 1 << 20);  // LH -> GH
@@ -12,20 +14,21 @@
 #include <string>
 #include <vector>
 
-#include "base/config.h"
-#include "base/metrics.h"
-#include "base/result.h"
-#include "engine/engine.h"
-#include "gva/allocator.h"
-#include "gva/layout.h"
+#include <weft/config.h>
+#include <weft/copy.h>
+#include <weft/deadline.h>
+#include <weft/status.h>
 
 namespace weft::bm {
 
-using engine::CopyHandle;
-using engine::CopyRequest;
-using engine::Direction;
-using gva::Medium;
-using gva::Placement;
+using weft::CopyHandle;
+using weft::CopyRequest;
+using weft::Direction;
+using weft::Medium;
+using weft::Placement;
+using weft::RouteInfo;
+
+struct PoolAccess;  // internal (src/api/bm/pool_internal.h): the engine, layout and metrics
 
 enum class JoinMode : uint8_t {
   kAuto = 0,  // join the coordinator at config.coordinator; host one if none answers
@@ -48,7 +51,6 @@ class Pool {
 
   uint32_t rank() const;
   uint64_t local_size() const;
-  const gva::Layout& layout() const;
   bool unified_va() const;  // GVAs of same-node slices can be dereferenced directly
   bool hosts_coordinator() const;
   // The coordinator this peer joined: a unix path, or tcp://host:port (with the port actually
@@ -86,8 +88,8 @@ class Pool {
                                 size_t count, uint32_t max_dst_index, uint32_t max_src_index,
                                 Direction dir = Direction::kAuto);
   Status Wait(const CopyHandle& handle, Deadline deadline = Deadline::Never());
-  Result<engine::RouteInfo> Route(uint64_t dst, uint64_t src, uint64_t len,
-                                  Direction dir = Direction::kAuto) const;
+  Result<RouteInfo> Route(uint64_t dst, uint64_t src, uint64_t len,
+                           Direction dir = Direction::kAuto) const;
 
   // Control plane.
   Result<std::vector<uint32_t>> WaitForPeers(uint32_t count, Deadline deadline);
@@ -96,12 +98,12 @@ class Pool {
                                                                           Deadline deadline);
 
   const Config& config() const;
-  MetricsRegistry& metrics();
-  engine::Engine& engine();
-
-  struct Impl;
+  // This peer's counters and histograms in the Prometheus text format.
+  std::string MetricsText();
 
  private:
+  struct Impl;
+  friend struct PoolAccess;
   explicit Pool(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -1,4 +1,4 @@
-// weft._weft.TransferEngine: the transfer engine (src/api/trans/transfer_engine.h) for Python.
+// weft._weft.TransferEngine: the transfer engine (include/weft/transfer_engine.h) for Python.
 //
 // weft/trans.py wraps it as weft.TransferEngine (the native API, typed exceptions) and
 // weft/mooncake.py builds Mooncake's int-returning API on top of it. Memory is given as ints or
@@ -29,7 +29,8 @@
 #include <utility>
 #include <vector>
 
-#include "api/trans/transfer_engine.h"
+#include <weft/transfer_engine.h>
+
 #include "ext_common.h"
 #include "meta/directory_server.h"
 
@@ -203,7 +204,7 @@ class PyTransferEngine {
   uint16_t data_port() { return E().data_port(); }
   const std::string& protocol() { return E().protocol(); }
   uint64_t native_handle() { return reinterpret_cast<uint64_t>(&E()); }
-  std::string metrics_text() { return E().metrics().PrometheusText(); }
+  std::string metrics_text() { return E().MetricsText(); }
 
   // Returns the registered address. An object is kept (with its buffer view) until unregistered.
   uint64_t RegisterMemory(nb::handle memory, std::optional<uint64_t> length, const std::string& location,

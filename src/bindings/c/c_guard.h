@@ -1,4 +1,4 @@
-// What every C API entry point shares (internal to src/api/c): the thread-local last error,
+// What every C API entry point shares (internal to src/bindings/c): the thread-local last error,
 // Status -> negative code, and Guard, which keeps C++ exceptions from crossing into C.
 #pragma once
 

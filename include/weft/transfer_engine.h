@@ -1,5 +1,6 @@
 // The transfer engine (Trans): point-to-point one-sided READ and WRITE between registered
 // buffers of named peers, with the meaning of Mooncake's TransferEngine (DESIGN.md, api/trans).
+// Public: includes only other headers of include/weft.
 //
 //   TransferEngineOptions o;  o.local_name = "10.0.0.1"; o.metadata = "P2PHANDSHAKE";
 //   auto te = TransferEngine::Create(o).value();       // name() is "10.0.0.1:<rpc_port>"
@@ -57,16 +58,15 @@
 #include <string>
 #include <vector>
 
-#include "base/clock.h"
-#include "base/metrics.h"
-#include "base/result.h"
-#include "net/auth.h"
-
-namespace weft::transport {
-class Registry;
-}
+#include <weft/auth.h>
+#include <weft/deadline.h>
+#include <weft/status.h>
 
 namespace weft::trans {
+
+// Internal (src/api/trans/transfer_engine_internal.h): an engine over a transport registry of a
+// test's own, and the metrics registry.
+struct TransferEngineAccess;
 
 // Mooncake's OPCODE_READ = 0, OPCODE_WRITE = 1.
 enum class Opcode : uint8_t { kRead = 0, kWrite = 1 };
@@ -117,9 +117,6 @@ struct TransferEngineOptions {
   // The transports to use, from the registry: "auto" (all this build has) or names in order of
   // preference ("shm,tcp"). An unknown name is NOT_SUPPORTED naming the ones there are.
   std::string transports = "auto";
-  // Where the transports come from; null: this build's (engine/builtin_transports.h). A test or
-  // program may pass a registry with transports of its own.
-  const transport::Registry* registry = nullptr;
   // When the protocol is not available: "" = Create fails NOT_SUPPORTED; "tcp" = use tcp and
   // log why once. Env WEFT_PROTOCOL_FALLBACK sets it for programs that cannot pass it.
   std::string protocol_fallback;
@@ -128,7 +125,7 @@ struct TransferEngineOptions {
   // (Mooncake's convention: the name is an IP or a resolvable host name, optionally with :port).
   std::string advertise_host;
   std::string bind_host = "0.0.0.0";  // where the data and rpc endpoints listen
-  net::AuthOptions auth;              // the cluster secret every peer must share
+  AuthOptions auth;                   // the cluster secret every peer must share
   int lanes = 4;                      // TCP connections per peer
   int server_threads = 2;             // progress threads serving peers' requests
   int worker_threads = 4;             // threads carrying out submitted batches
@@ -227,11 +224,12 @@ class TransferEngine {
   // handshake passed); a specific error otherwise.
   Status Probe(const std::string& name, std::optional<Deadline> deadline = std::nullopt);
 
-  MetricsRegistry& metrics();
-
-  struct Impl;
+  // This engine's counters and histograms in the Prometheus text format.
+  std::string MetricsText();
 
  private:
+  struct Impl;
+  friend struct TransferEngineAccess;
   explicit TransferEngine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -22,8 +22,9 @@
 #include <string>
 #include <vector>
 
-#include "api/bm/pool.h"
-#include "base/config.h"
+#include <weft/config.h>
+#include <weft/pool.h>
+
 #include "base/status.h"
 #include "engine/engine.h"
 #include "ext_common.h"
@@ -82,18 +83,18 @@ class PyPool {
   bool hosts_coordinator() { return P().hosts_coordinator(); }
 
   uint64_t SliceAddress(uint32_t rank, bool device) {
-    return Value(P().SliceAddress(rank, device ? weft::gva::Medium::kDevice : weft::gva::Medium::kHost));
+    return Value(P().SliceAddress(rank, device ? weft::Medium::kDevice : weft::Medium::kHost));
   }
   uint64_t DeviceSize() { return P().device_size(); }
   uint32_t RankOf(uint64_t gva) { return Value(P().RankOf(gva)); }
 
   uint64_t Alloc(uint64_t size, int placement, uint32_t rank, bool device) {
-    weft::gva::Placement where;
-    const auto medium = device ? weft::gva::Medium::kDevice : weft::gva::Medium::kHost;
+    weft::Placement where;
+    const auto medium = device ? weft::Medium::kDevice : weft::Medium::kHost;
     switch (placement) {
-      case 0: where = weft::gva::Placement::Local(medium); break;
-      case 1: where = weft::gva::Placement::OnRank(rank, medium); break;
-      case 2: where = weft::gva::Placement::Spread(medium); break;
+      case 0: where = weft::Placement::Local(medium); break;
+      case 1: where = weft::Placement::OnRank(rank, medium); break;
+      case 2: where = weft::Placement::Spread(medium); break;
       default: RaiseCode(Code::kInvalidArgument, "placement {} is not 0 (local), 1 (rank) or 2 (spread)", placement);
     }
     Pool& pool = P();

@@ -7,9 +7,10 @@
 #include <mutex>
 #include <vector>
 
-#include "api/c/c_guard.h"
-#include "api/trans/transfer_engine.h"
-#include "base/config.h"
+#include <weft/config.h>
+#include <weft/transfer_engine.h>
+
+#include "bindings/c/c_guard.h"
 #include "weft/weft.h"
 
 using weft::Code;

@@ -12,9 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "api/bm/pool.h"
-#include "api/c/c_guard.h"
-#include "base/config.h"
+#include <weft/config.h>
+#include <weft/pool.h>
+
+#include "engine/engine.h"
+#include "bindings/c/c_guard.h"
 #include "base/status.h"
 
 using weft::Code;
@@ -26,7 +28,7 @@ struct weft_pool {
 };
 
 struct weft_copy_handle {
-  weft::engine::CopyHandle handle;
+  weft::CopyHandle handle;
 };
 
 namespace {
@@ -59,8 +61,8 @@ WEFT_C_CODE(WEFT_E_INTERNAL, kInternal)
 WEFT_C_CODE(WEFT_E_BUSY, kBusy)
 #undef WEFT_C_CODE
 constexpr int kLastCode = static_cast<int>(weft::kLastCode);
+using weft::Direction;
 
-using weft::engine::Direction;
 #define WEFT_C_DIR(c_name, cpp_name) static_assert(c_name == static_cast<int>(Direction::cpp_name), #c_name);
 WEFT_C_DIR(WEFT_DIR_AUTO, kAuto)
 WEFT_C_DIR(WEFT_DIR_LH2LH, kLH2LH)
@@ -82,9 +84,9 @@ WEFT_C_DIR(WEFT_DIR_LD2LD, kLD2LD)
 #undef WEFT_C_DIR
 static_assert(WEFT_DIR_LD2LD + 1 == weft::engine::kDirectionCount, "a direction was added to the engine: add it to weft.h");
 
-static_assert(WEFT_PLACE_LOCAL == static_cast<int>(weft::gva::Placement::Kind::kLocal));
-static_assert(WEFT_PLACE_RANK == static_cast<int>(weft::gva::Placement::Kind::kRank));
-static_assert(WEFT_PLACE_SPREAD == static_cast<int>(weft::gva::Placement::Kind::kSpread));
+static_assert(WEFT_PLACE_LOCAL == static_cast<int>(weft::Placement::Kind::kLocal));
+static_assert(WEFT_PLACE_RANK == static_cast<int>(weft::Placement::Kind::kRank));
+static_assert(WEFT_PLACE_SPREAD == static_cast<int>(weft::Placement::Kind::kSpread));
 static_assert(WEFT_JOIN_AUTO == static_cast<int>(weft::bm::JoinMode::kAuto));
 static_assert(WEFT_JOIN_HOST == static_cast<int>(weft::bm::JoinMode::kHost));
 static_assert(WEFT_JOIN_JOIN == static_cast<int>(weft::bm::JoinMode::kJoin));
@@ -214,7 +216,7 @@ int weft_pool_device_slice_address(const weft_pool* pool, uint32_t rank, uint64_
   WEFT_C_REQUIRE_POOL(pool);
   WEFT_C_REQUIRE(out);
   return Guard(__func__, [&]() -> int {
-    auto r = pool->pool->SliceAddress(rank, weft::gva::Medium::kDevice);
+    auto r = pool->pool->SliceAddress(rank, weft::Medium::kDevice);
     if (!r.ok()) return Fail(r.status());
     *out = *r;
     return WEFT_OK;
@@ -261,12 +263,12 @@ int weft_pool_barrier(weft_pool* pool, int64_t timeout_ms) {
 int weft_alloc(weft_pool* pool, uint64_t size, int placement, uint32_t rank, uint64_t* out_gva) {
   WEFT_C_REQUIRE_POOL(pool);
   WEFT_C_REQUIRE(out_gva);
-  weft::gva::Placement where;
-  const auto medium = (placement & WEFT_PLACE_DEVICE) ? weft::gva::Medium::kDevice : weft::gva::Medium::kHost;
+  weft::Placement where;
+  const auto medium = (placement & WEFT_PLACE_DEVICE) ? weft::Medium::kDevice : weft::Medium::kHost;
   switch (placement & ~WEFT_PLACE_DEVICE) {
-    case WEFT_PLACE_LOCAL: where = weft::gva::Placement::Local(medium); break;
-    case WEFT_PLACE_RANK: where = weft::gva::Placement::OnRank(rank, medium); break;
-    case WEFT_PLACE_SPREAD: where = weft::gva::Placement::Spread(medium); break;
+    case WEFT_PLACE_LOCAL: where = weft::Placement::Local(medium); break;
+    case WEFT_PLACE_RANK: where = weft::Placement::OnRank(rank, medium); break;
+    case WEFT_PLACE_SPREAD: where = weft::Placement::Spread(medium); break;
     default: {
       char text[128];
       std::snprintf(text, sizeof text, "weft_alloc: placement %d is not a WEFT_PLACE_* value", placement);
@@ -331,7 +333,7 @@ int weft_copy_batch(weft_pool* pool, const weft_copy_request* requests, size_t n
   if (int rc = ParseDirection(__func__, direction, &dir); rc != WEFT_OK) return fill(rc);
   if (n == 0) return WEFT_OK;
   return Guard(__func__, [&]() -> int {
-    std::vector<weft::engine::CopyRequest> batch(n);
+    std::vector<weft::CopyRequest> batch(n);
     for (size_t i = 0; i < n; ++i) batch[i] = {requests[i].dst, requests[i].src, requests[i].len};
     std::vector<Status> statuses = pool->pool->CopyBatch(batch, dir);
     if (statuses.size() != n) return fill(Fail(Code::kInternal, "weft_copy_batch: the engine lost results"));

@@ -1,0 +1,19 @@
+// The inside of a Pool for weft's own tools and tests: the copy engine, the GVA layout and the
+// metrics registry are internal types, so the public header (include/weft/pool.h) names none.
+#pragma once
+
+#include <weft/pool.h>
+
+#include "base/metrics.h"
+#include "engine/engine.h"
+#include "gva/layout.h"
+
+namespace weft::bm {
+
+struct PoolAccess {
+  static const gva::Layout& Layout(const Pool& pool);
+  static MetricsRegistry& Metrics(Pool& pool);
+  static engine::Engine& Engine(Pool& pool);
+};
+
+}  // namespace weft::bm

@@ -317,7 +317,8 @@ Status FitConfigToTcpCoordinator(Config& config, const net::ControlAddress& cont
 // The pool's `transport=`: a name of the transport registry, of those that reach another
 // peer's slice (memcpy and cuda serve this process's own ends whatever it says). "shm" is "auto".
 Status CheckPoolTransport(Config& config) {
-  WEFT_ASSIGN_OR_RETURN(auto selected, engine::BuiltinTransports().Select(config.transport));
+  const transport::Registry registry = engine::BuiltinTransports();  // `selected` points into it
+  WEFT_ASSIGN_OR_RETURN(auto selected, registry.Select(config.transport));
   if (config.transport == "auto" || config.transport == "tcp") return OkStatus();
   if (config.transport == "shm") {
     config.transport = "auto";

@@ -313,7 +313,9 @@ static void check_batch(weft_pool* pool, uint32_t peer_rank) {
   free(back);
 }
 
-static void check_async(weft_pool* pool, uint32_t peer_rank) {
+/* Returns a buffer that an async copy still running may read: free it only after the pool has
+ * left (leaving finishes the queued copies). */
+static uint8_t* check_async(weft_pool* pool, uint32_t peer_rank) {
   const size_t len = (8u << 20) + 11;
   uint64_t gva = 0;
   EXPECT_OK(weft_alloc(pool, len, WEFT_PLACE_RANK, peer_rank, &gva));
@@ -323,7 +325,7 @@ static void check_async(weft_pool* pool, uint32_t peer_rank) {
     CHECK(0, "async setup");
     free(src);
     free(back);
-    return;
+    return NULL;
   }
   fill_random(src, len);
   memset(back, 0xA5, len);
@@ -356,14 +358,15 @@ static void check_async(weft_pool* pool, uint32_t peer_rank) {
     CHECK(weft_copy_poll(bad) == rc, "poll agrees with wait");
     weft_copy_free(bad);
   }
-  /* An async copy freed before it is waited for goes on; its buffers are still valid here. */
+  /* An async copy freed before it is waited for goes on; its source must stay valid until the
+   * pool has left, so the caller frees it then. */
   weft_copy_handle* dropped = NULL;
   EXPECT_OK(weft_copy_async(pool, gva, addr(src), len, WEFT_DIR_AUTO, &dropped));
   weft_copy_free(dropped);
   EXPECT_OK(weft_copy(pool, addr(back), gva, 16, WEFT_DIR_AUTO)); /* the engine still serves */
   EXPECT_OK(weft_free(pool, gva));
-  free(src);
   free(back);
+  return src;
 }
 
 static void check_errors(weft_pool* pool, const char* pool_name, uint32_t peer_rank) {
@@ -434,6 +437,7 @@ static int run_host(const char* pool_name, pid_t child, int release_fd, int repo
   if (rc == WEFT_OK && read(report_fd, &peer_rank, 1) != 1) peer_rank = 0xFF;
   CHECK(peer_rank != 0xFF, "the peer joined");
 
+  uint8_t* outlives_pool = NULL;
   if (rc == WEFT_OK && peer_rank != 0xFF) {
     CHECK(weft_pool_local_size(pool) == kRankSize, "local size %" PRIu64, weft_pool_local_size(pool));
     CHECK(weft_pool_rank(pool) != peer_rank, "distinct ranks");
@@ -477,7 +481,7 @@ static int run_host(const char* pool_name, pid_t child, int release_fd, int repo
     EXPECT_OK(weft_free(pool, spread));
 
     check_batch(pool, peer_rank);
-    check_async(pool, peer_rank);
+    outlives_pool = check_async(pool, peer_rank);
     check_errors(pool, pool_name, peer_rank);
 
     /* Keep one allocation in the peer's memory for after it has left. */
@@ -517,6 +521,7 @@ static int run_host(const char* pool_name, pid_t child, int release_fd, int repo
     EXPECT_OK(weft_pool_leave(pool));
   }
   weft_pool_free(pool);
+  free(outlives_pool);
   if (child > 0) {
     int status = 0;
     while (waitpid(child, &status, 0) < 0 && errno == EINTR) {

@@ -26,9 +26,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::DecodeRoundTrip<wire::PeerJoined>(data, size);
   auto m = wire::Decode<wire::PeerJoined>({data, size});
   if (!m.ok()) return 0;
-  bm::PeerSliceBlobs read = bm::ReadPeerSlices(m->transports, m->fd_count, m->device_size);
+  // A pool peer on transport=tcp reads the "tcp" path blob; any other path name reads the same.
+  bm::PeerSliceBlobs read = bm::ReadPeerSlices(m->transports, m->fd_count, m->device_size, "tcp");
   CheckBlob(read.shm, m->transports, bm::kShmBlob, bm::EncodeShmBlob);
-  CheckBlob(read.tcp, m->transports, bm::kTcpBlob, bm::EncodeTcpBlob);
+  CheckBlob(read.path, m->transports, "tcp", bm::EncodePathBlob);
   // A cuda blob for another size than the join's reads but is refused: only check the format.
   auto cuda = m->transports.find(std::string(bm::kCudaBlob));
   if (cuda != m->transports.end()) {

@@ -50,12 +50,15 @@ int main(int argc, char** argv) {
   }
   Writer w{argv[1]};
   std::vector<uint8_t> stream;
-  // Joins as pool peers send them: a memfd (shm), a device slice (cuda), a data server (tcp), and
+  // Joins as pool peers send them: a memfd (shm), a device slice (cuda), a network path (tcp's
+  // endpoint and region blobs, nested), and
   // a transport this build does not know.
   const wire::TransportBlobs same_node = {{"shm", bm::EncodeShmBlob({0})},
                                           {"cuda", bm::EncodeCudaBlob({1, 2u << 20, 0})},
                                           {"future-rdma", std::string("\x01\x02rkey", 6)}};
-  const wire::TransportBlobs over_tcp = {{"tcp", bm::EncodeTcpBlob({"10.0.0.1:7000", 0x1234, 0x99})}};
+  const wire::TransportBlobs over_tcp = {
+      {"tcp", bm::EncodePathBlob({std::string("\x01\x08" "10.0.0.1" "\x58\x1b", 12), std::string("\x01\x01\0\0\0", 5),
+                                  std::string("\x01\x02\0\0\0", 5)})}};
   w.Message("join_fuzz", wire::Join{"pool", 1u << 20, "host:1", 42, 1u << 20, 3, 2u << 20, 2, same_node}, &stream);
   w.Message("join_fuzz", wire::Join{"pool", 1u << 20, "host:1", 42, 1u << 20, 3, 2u << 20, 0, over_tcp}, &stream);
   w.Message("join_ack_fuzz", wire::JoinAck{{}, 1, 64, 1u << 20, "pool", 2000, 1, 1}, &stream);

@@ -5,6 +5,7 @@
 
 #include "base/log.h"
 #include "engine/builtin_transports.h"
+#include "engine/peer_slices.h"
 
 namespace weft::engine {
 
@@ -93,6 +94,7 @@ Engine::Engine(EngineOptions options, const gva::SegmentTable* table, MetricsReg
       pool_(std::max(1u, options.threads - (options.threads > 1 ? 1 : 0))) {
   if (options_.threads == 0) options_.threads = 1;
   if (options_.split_bytes < kPieceAlign) options_.split_bytes = kPieceAlign;
+  if (table_) peer_path_ = std::make_unique<PeerSlicePath>(*this, options_.remote_timeout_ms);
   if (auto it = absent_.find("cuda"); it != absent_.end()) WEFT_LOG_INFO("device paths off: {}", it->second);
   copies_ = metrics.counter("weft_copies_total", "Copies submitted to the engine");
   bytes_ = metrics.counter("weft_copy_bytes_total", "Bytes copied by the engine");
@@ -168,6 +170,8 @@ Status Engine::CopyBatchOnStream(std::span<const CopyRequest> requests, void* st
 }
 
 transport::Transport* Engine::Choose(const RouteKey& key, uint64_t len) const {
+  // A slice not mapped here is reached through the peer's advertised regions, whatever else is.
+  if (key.locality == Locality::kRemoteNode && peer_path_) return peer_path_.get();
   transport::Transport* best = nullptr;
   double best_cost = 0;
   for (const auto& t : transports_) {
@@ -199,6 +203,7 @@ Result<Engine::Resolved> Engine::Resolve(const CopyRequest& r, Direction dir, tr
       ep = Endpoint{pin.ptr(), addr, loc->rank};
       ep.device = pin.device();  // a device slice's GPU, known at attach: no driver query
       ep.mapping_id = pin.mapping_id();
+      ep.peer = pin.remote_peer();
       remote = remote || !pin.local();
       other_node = other_node || pin.ptr() == nullptr;
       return OkStatus();
@@ -333,8 +338,15 @@ Status Engine::RunPages(uint64_t dst_base, uint64_t src_base, transport::PageCop
 Result<RouteInfo> Engine::Route(uint64_t dst, uint64_t src, uint64_t len, Direction dir) const {
   auto r = Resolve(CopyRequest{dst, src, len}, dir);
   if (!r.ok()) return r.status();
-  return RouteInfo{r->key.src, r->key.dst, r->key.locality, std::string(r->path->name()),
-                   std::string(r->path->Explain(r->key))};
+  RouteInfo info{r->key.src, r->key.dst, r->key.locality, std::string(r->path->name()),
+                 std::string(r->path->Explain(r->key))};
+  if (r->path != peer_path_.get() || !peer_path_) return info;
+  // Named by the transport the remote op takes.
+  WEFT_ASSIGN_OR_RETURN(RouteInfo via, RouteRemote(RemoteRequestOf(r->dst, r->src, len)));
+  info.path = via.path;
+  info.reason = via.reason;
+  if (r->dst.peer && r->src.peer) info.reason += " (both ends remote: bounced through this process)";
+  return info;
 }
 
 std::shared_ptr<CopyJob> Engine::Plan(std::span<const CopyRequest> requests, Direction dir, Deadline deadline) {

@@ -26,6 +26,8 @@
 
 namespace weft::engine {
 
+class PeerSlicePath;
+
 // Direction, CopyRequest, RouteInfo and CopyHandle are public (include/weft/copy.h).
 using weft::CopyHandle;
 using weft::CopyRequest;
@@ -86,6 +88,7 @@ struct EngineOptions {
   bool log_paths = false;
   uint32_t cuda_kernel_sms = 0;   // SM budget of the CUDA copy kernel (0: all; needs green contexts)
   std::string transports = "auto";  // registry preference (transport/registry.h), for the plain constructor
+  int64_t remote_timeout_ms = 30000;  // bounds a copy to a pool slice that is not mapped here
 };
 
 class Engine {
@@ -161,6 +164,8 @@ class Engine {
   // Exports a local region through every transport that can (region.id is set here); the blobs
   // to advertise. A transport that cannot export it is left out (its reason logged at debug).
   Result<Blobs> ExportRegion(transport::LocalRegion region, uint64_t* id);
+  // The same through one transport only: its blob, or its reason when it cannot export it.
+  Result<std::string> ExportRegionThrough(std::string_view transport, transport::LocalRegion region, uint64_t* id);
   // Stops exporting; returns once no peer op uses it through any transport.
   void WithdrawRegion(uint64_t id);
   Blobs EndpointBlobs() const;
@@ -180,6 +185,8 @@ class Engine {
   std::vector<Status> TransferRemote(std::span<const RemoteRequest> requests, Deadline deadline);
   // The path an op would take and why, with the reasons cheaper transports were passed over.
   Result<RouteInfo> RouteRemote(const RemoteRequest& request) const;
+  // The remote op a copy with an unmapped slice end becomes (its source when both are remote).
+  static RemoteRequest RemoteRequestOf(const transport::Endpoint& dst, const transport::Endpoint& src, uint64_t len);
   // A notification payload to the peer through a transport that carries them.
   Status NotifyPeer(PeerId peer, std::span<const uint8_t> payload, Deadline deadline);
 
@@ -205,6 +212,8 @@ class Engine {
   EngineOptions options_;
   const gva::SegmentTable* table_;
   std::vector<std::unique_ptr<transport::Transport>> transports_;
+  // Copies with a pool slice that is not mapped here (engine/peer_slices.h); with a table only.
+  std::unique_ptr<PeerSlicePath> peer_path_;
   std::map<std::string, std::string> absent_;  // selected transports that could not run here, and why
   mutable std::mutex peers_mu_;
   std::map<PeerId, std::shared_ptr<const PeerState>> peers_;

@@ -77,6 +77,18 @@ Result<Blobs> Engine::ExportRegion(transport::LocalRegion region, uint64_t* id) 
   return blobs;
 }
 
+Result<std::string> Engine::ExportRegionThrough(std::string_view name, transport::LocalRegion region, uint64_t* id) {
+  Transport* t = FindTransport(name);
+  if (!t || !(t->capabilities() & transport::kCapRegions))
+    return Error(Code::kNotSupported, "this engine has no transport {} with regions", name);
+  {
+    std::lock_guard lock(peers_mu_);
+    region.id = next_region_++;
+  }
+  *id = region.id;
+  return t->ExportRegion(region);
+}
+
 void Engine::WithdrawRegion(uint64_t id) {
   for (const auto& t : transports_)
     if (t->capabilities() & transport::kCapRegions) t->WithdrawRegion(id);
@@ -205,7 +217,6 @@ Result<Engine::RemoteChoice> Engine::ChooseRemote(const PeerState& peer, const R
   if (!choice.region)
     return Error(Code::kInvalidAddress, "remote range {:#x}+{} is not inside a region that '{}' advertises",
                  r.remote_addr, r.len, peer.name);
-  const bool device = r.local_device || choice.region->device;
   std::vector<size_t> order(peer.paths.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
@@ -215,11 +226,14 @@ Result<Engine::RemoteChoice> Engine::ChooseRemote(const PeerState& peer, const R
   for (size_t p : order) {
     Transport* t = peer.paths[p].transport;
     std::string why;
-    if (device && !(t->capabilities() & transport::kCapDeviceMemory)) {
-      why = "it does not reach device memory";
+    // A remote device region is the owner's to serve (it exported it only where it can); local
+    // device memory and a mapped device region need the transport to copy device memory here.
+    const bool mapped_device = choice.region->device && choice.region->imports[p] && choice.region->imports[p]->mapped;
+    if (r.local_device && !(t->capabilities() & transport::kCapDeviceMemory)) {
+      why = "it does not reach device memory here";
     } else if (!choice.region->imports[p]) {
       why = choice.region->reasons[p];
-    } else if (device && choice.region->imports[p]->mapped && !(t->capabilities() & transport::kCapDeviceMemory)) {
+    } else if (mapped_device && !(t->capabilities() & transport::kCapDeviceMemory)) {
       why = "its mapping is host memory only";
     } else {
       choice.path = p;
@@ -298,6 +312,14 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
     if (!results[i].ok()) failures_->Add();
   }
   return results;
+}
+
+RemoteRequest Engine::RemoteRequestOf(const transport::Endpoint& dst, const transport::Endpoint& src, uint64_t len) {
+  const bool read = src.peer != 0;
+  const transport::Endpoint& local = read ? dst : src;
+  const transport::Endpoint& remote = read ? src : dst;
+  return RemoteRequest{read ? transport::RemoteOpKind::kRead : transport::RemoteOpKind::kWrite, local.mapped,
+                       local.device >= 0, remote.peer, remote.gva, len};
 }
 
 Result<RouteInfo> Engine::RouteRemote(const RemoteRequest& r) const {

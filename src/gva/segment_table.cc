@@ -18,6 +18,17 @@ SegmentTable::Slot& SegmentTable::slot(Location loc) const {
 
 Status SegmentTable::Attach(Location loc, uint8_t* base, uint64_t size, bool local, std::string peer_name,
                             std::function<void()> release, int device) {
+  return AttachSlot(loc, base, size, local, std::move(peer_name), std::move(release), device, 0);
+}
+
+Status SegmentTable::AttachRemote(Location loc, uint64_t size, std::string peer_name, uint64_t remote_peer,
+                                  std::function<void()> release) {
+  if (remote_peer == 0) return Error(Code::kInvalidArgument, "a remote slice needs the engine's peer id");
+  return AttachSlot(loc, nullptr, size, /*local=*/false, std::move(peer_name), std::move(release), -1, remote_peer);
+}
+
+Status SegmentTable::AttachSlot(Location loc, uint8_t* base, uint64_t size, bool local, std::string peer_name,
+                                std::function<void()> release, int device, uint64_t remote_peer) {
   if (loc.rank >= layout_.max_ranks()) return Error(Code::kOutOfRange, "rank {} >= max_ranks {}", loc.rank, layout_.max_ranks());
   if (size > layout_.rank_stride())
     return Error(Code::kOutOfRange, "slice of {} bytes exceeds the rank stride {}", size, layout_.rank_stride());
@@ -30,9 +41,10 @@ Status SegmentTable::Attach(Location loc, uint8_t* base, uint64_t size, bool loc
   s.local = local;
   s.device = device;
   s.mapping_id = ++attaches_;
+  s.remote_peer = remote_peer;
   s.peer_name = std::move(peer_name);
   s.release = std::move(release);
-  s.state.store(kUp);  // publishes base/size to Resolve
+  s.state.store(kUp);  // publishes the fields above to Resolve
   return OkStatus();
 }
 
@@ -94,6 +106,7 @@ Result<SegmentTable::Pin> SegmentTable::Resolve(uint64_t gva, uint64_t len) cons
   pin.local_ = s.local;
   pin.device_ = s.device;
   pin.mapping_id_ = s.mapping_id;
+  pin.remote_peer_ = s.remote_peer;
   return pin;
 }
 
@@ -127,6 +140,7 @@ SegmentTable::Pin& SegmentTable::Pin::operator=(Pin&& o) noexcept {
     local_ = o.local_;
     device_ = o.device_;
     mapping_id_ = o.mapping_id_;
+    remote_peer_ = o.remote_peer_;
     o.counter_ = nullptr;
   }
   return *this;

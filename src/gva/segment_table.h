@@ -31,6 +31,11 @@ class SegmentTable {
   // then need not ask the driver what the memory is.
   Status Attach(Location slot, uint8_t* base, uint64_t size, bool local, std::string peer_name,
                 std::function<void()> release, int device = -1);
+  // A slice not mapped here, reached through the copy engine's remote ends: `remote_peer` is the
+  // engine's id of the peer (engine::PeerId), whose advertised region starts at the slice's
+  // GVA. Pins of it have a null ptr() and this remote_peer().
+  Status AttachRemote(Location slot, uint64_t size, std::string peer_name, uint64_t remote_peer,
+                      std::function<void()> release);
   // A peer holds the slot but this process has no way to reach it (no transport could use what
   // the peer advertised): copies to it fail with UNAVAILABLE quoting `reason`. ALREADY_EXISTS if
   // the slot is attached. Detach then turns it into a departed slot like any other.
@@ -43,7 +48,8 @@ class SegmentTable {
    public:
     Pin() = default;
     Pin(Pin&& o) noexcept
-        : counter_(o.counter_), ptr_(o.ptr_), local_(o.local_), device_(o.device_), mapping_id_(o.mapping_id_) {
+        : counter_(o.counter_), ptr_(o.ptr_), local_(o.local_), device_(o.device_), mapping_id_(o.mapping_id_),
+          remote_peer_(o.remote_peer_) {
       o.counter_ = nullptr;
     }
     Pin& operator=(Pin&& o) noexcept;
@@ -54,6 +60,8 @@ class SegmentTable {
     // Unique per attach within this table (never reused): what a transport may key what it
     // learned about the mapping by (it outlives no detach).
     uint64_t mapping_id() const { return mapping_id_; }
+    // For a slice attached with AttachRemote: the engine's peer id that reaches it; else 0.
+    uint64_t remote_peer() const { return remote_peer_; }
 
    private:
     friend class SegmentTable;
@@ -62,6 +70,7 @@ class SegmentTable {
     bool local_ = false;
     int device_ = -1;
     uint64_t mapping_id_ = 0;
+    uint64_t remote_peer_ = 0;
   };
 
   // The mapped address of [gva, gva+len). INVALID_ADDRESS outside the pool or in a slot no peer
@@ -82,10 +91,13 @@ class SegmentTable {
     bool local = false;
     int device = -1;
     uint64_t mapping_id = 0;
+    uint64_t remote_peer = 0;
     std::string peer_name;
     std::string unreachable_reason;  // under attach_mu_
     std::function<void()> release;
   };
+  Status AttachSlot(Location slot, uint8_t* base, uint64_t size, bool local, std::string peer_name,
+                    std::function<void()> release, int device, uint64_t remote_peer);
   Status UnreachableError(uint64_t gva, const Location& loc, Pin pin) const;
   Slot& slot(Location loc) const;
 

@@ -43,6 +43,9 @@ struct Endpoint {
   // For a pool slice: its segment-table mapping id (unique per attach, never reused), under
   // which a transport may keep what it learned about that mapping; 0 for plain pointers.
   uint64_t mapping_id = 0;
+  // For a pool slice not mapped here: the copy engine's id of the peer whose advertised region
+  // holds it (gva is then that region's address); 0 for ends mapped here.
+  uint64_t peer = 0;
 };
 
 // One copy of a batch handed to a transport at once.

@@ -13,9 +13,9 @@
 #include "base/random.h"
 #include "integration/peer_process.h"
 #include "mem/host_segment.h"
+#include "support/loop_transport.h"
 #include "meta/coordinator_client.h"
-#include "mem/access_table.h"
-#include "transport/tcp/tcp_server.h"
+#include "transport/tcp/tcp_transport.h"
 
 namespace weft::bm {
 namespace {
@@ -158,6 +158,72 @@ TEST(Pool, FourPeersOverForcedTcp) {
   EXPECT_EQ(CrossProcessCheck(**pool, *ranks), 0);
   EXPECT_TRUE((*pool)->Barrier(Soon()).ok());
   for (int i = 0; i < 3; ++i) EXPECT_EQ(children.Wait(i), 0) << "peer " << i;
+}
+
+// A transport added through the registry alone (tests/support/loop_transport.h) carries a pool's
+// copies: transport=loop reaches every other peer through its regions, with no edit to the pool,
+// the engine or the wire. Three peers in this process: writes, reads, a copy between two other
+// peers' slices (bounced here), bounds and a departed peer.
+TEST(Pool, ATransportAddedThroughTheRegistryReachesPeers) {
+  Config config = TestConfig("loop", 8 << 20);
+  config.transport = "loop";
+  const transport::Registry registry = testing::RegistryWithLoop();
+  std::vector<std::unique_ptr<Pool>> pools;
+  for (JoinMode mode : {JoinMode::kHost, JoinMode::kJoin, JoinMode::kJoin}) {
+    auto p = PoolAccess::Join(config, mode, registry);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    pools.push_back(std::move(*p));
+  }
+  for (auto& p : pools) ASSERT_TRUE(p->WaitForPeers(3, Soon()).ok());
+  Pool& a = *pools[0];
+  const uint64_t len = (1 << 20) + 13, off = 4097;
+  for (size_t t = 1; t < pools.size(); ++t) {
+    Pool& target = *pools[t];
+    const uint64_t gva = *a.SliceAddress(target.rank()) + off;
+    auto route = a.Route(gva, Addr(&len), 8);
+    ASSERT_TRUE(route.ok()) << route.status().ToString();
+    EXPECT_EQ(route->path, "loop") << route->ToString();
+    EXPECT_EQ(route->locality, transport::Locality::kRemoteNode);
+    auto* theirs = static_cast<uint8_t*>(*target.LocalAddress(gva, len));
+    const uint64_t seed = FreshSeed();
+    std::vector<uint8_t> src(len), back(len, 0x5a);
+    FillRandom(src.data(), len, seed);
+    std::memset(theirs, 0xEE, len);
+    const int posted = testing::LoopTransport::posted.load();
+    ASSERT_TRUE(a.Copy(gva, Addr(src.data()), len, Direction::kLH2GH, Soon()).ok());
+    EXPECT_FALSE(FirstMismatch(theirs, len, seed).has_value());
+    ASSERT_TRUE(a.Copy(Addr(back.data()), gva, len, Direction::kAuto, Soon()).ok());
+    EXPECT_EQ(back, src);
+    EXPECT_GT(testing::LoopTransport::posted.load(), posted);
+    // Into our own slice from theirs: a READ into memory mapped here.
+    const uint64_t mine = *a.SliceAddress(a.rank()) + off;
+    std::memset(*a.LocalAddress(mine, len), 0, len);
+    ASSERT_TRUE(a.Copy(mine, gva, len, Direction::kAuto, Soon()).ok());
+    EXPECT_FALSE(FirstMismatch(static_cast<uint8_t*>(*a.LocalAddress(mine, len)), len, seed).has_value());
+    // Bounds are checked before anything moves.
+    const uint64_t end = *a.SliceAddress(target.rank()) + config.rank_size;
+    EXPECT_EQ(a.Copy(end - 8, Addr(src.data()), 16).code(), Code::kOutOfRange);
+  }
+  // Between the slices of two other peers: bounced through this one.
+  const uint64_t from = *a.SliceAddress(pools[1]->rank()) + off, to = *a.SliceAddress(pools[2]->rank()) + 3 * off;
+  auto route = a.Route(to, from, len);
+  ASSERT_TRUE(route.ok()) << route.status().ToString();
+  EXPECT_NE(route->reason.find("bounced"), std::string::npos) << route->ToString();
+  const uint64_t seed = FreshSeed();
+  FillRandom(static_cast<uint8_t*>(*pools[1]->LocalAddress(from, len)), len, seed);
+  ASSERT_TRUE(a.Copy(to, from, len).ok());
+  EXPECT_FALSE(FirstMismatch(static_cast<uint8_t*>(*pools[2]->LocalAddress(to, len)), len, seed).has_value());
+  // A peer that left: PEER_DOWN (the notice is asynchronous).
+  const uint64_t gone = *a.SliceAddress(pools[2]->rank());
+  ASSERT_TRUE(pools[2]->Leave().ok());
+  Status s;
+  std::vector<uint8_t> buf(64);
+  for (int i = 0; i < 500; ++i) {
+    s = a.Copy(gone, Addr(buf.data()), buf.size());
+    if (s.code() == Code::kPeerDown) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(s.code(), Code::kPeerDown) << s.ToString();
 }
 
 TEST(Pool, TcpNeedsTheSameSecret) {
@@ -367,13 +433,12 @@ TEST(Pool, DeviceSliceNeedsAGpuAndFitsTheRegion) {
 
 // ---- What a peer advertises in its transport blobs ----
 
-// A peer put together by hand from the pool's parts (a memfd slice, a TCP data server serving it
-// as segment 0, the coordinator client), so that its blobs can be what a pool peer of this build
-// never sends: a transport from the future, a corrupt blob.
+// A peer put together by hand from the pool's parts (a memfd slice, a tcp transport exporting it
+// as a region of its data server, the coordinator client), so that its blobs can be what a pool
+// peer of this build never sends: a transport from the future, a corrupt blob.
 struct HandMadePeer {
   std::unique_ptr<mem::HostSegment> segment;
-  mem::AccessTable access;
-  std::unique_ptr<transport::tcp::TcpServer> server;
+  std::unique_ptr<transport::tcp::TcpTransport> tcp;
   std::unique_ptr<meta::CoordinatorClient> client;
   uint32_t rank = 0;
 };
@@ -382,16 +447,16 @@ Result<std::unique_ptr<HandMadePeer>> JoinByHand(const Config& config, const std
                                                  const std::function<void(wire::TransportBlobs&)>& edit) {
   auto p = std::make_unique<HandMadePeer>();
   WEFT_ASSIGN_OR_RETURN(p->segment, mem::HostSegment::Create("weft-" + name, config.rank_size, -1));
-  WEFT_RETURN_IF_ERROR(p->access.Register({0, p->segment->data(), config.rank_size, p->segment->access_key(),
-                                           mem::kReadWrite}));
-  transport::tcp::TcpServerOptions sopts;
-  sopts.host = "127.0.0.1";
-  sopts.auth.cluster_secret = config.cluster_secret;
-  WEFT_ASSIGN_OR_RETURN(p->server, transport::tcp::TcpServer::Start(sopts, &p->access));
+  transport::tcp::TcpTransportOptions topts;
+  topts.serve = transport::tcp::TcpServerOptions{};
+  topts.serve->host = "127.0.0.1";
+  topts.serve->auth.cluster_secret = config.cluster_secret;
+  WEFT_ASSIGN_OR_RETURN(p->tcp, transport::tcp::TcpTransport::Create(gva::Layout{}, topts));
   OwnSlices own;
   own.host_fd = p->segment->fd();
-  own.data_endpoint = p->server->address().ToString();
-  own.host_key = p->segment->access_key();
+  WEFT_ASSIGN_OR_RETURN(own.paths["tcp"].endpoint, p->tcp->EndpointBlob());
+  WEFT_ASSIGN_OR_RETURN(own.paths["tcp"].host_region,
+                        p->tcp->ExportRegion({1, p->segment->data(), config.rank_size, false, -1, -1, 0}));
   SliceAdvert advert = AdvertiseSlices(own);
   edit(advert.blobs);
   meta::JoinOptions jopts;
@@ -491,7 +556,7 @@ TEST(Pool, CorruptShmBlobDisablesShmForThatPeerOnly) {
       Status s = WriteAndCheck(*pool, *bad);
       EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
       EXPECT_EQ(s.code(), Code::kUnavailable) << s.ToString();
-      for (const char* part : {"shm: ", "PROTOCOL", "tcp: "})
+      for (const char* part : {"shm: ", "PROTOCOL", "transport=tcp"})
         EXPECT_NE(s.message().find(part), std::string::npos) << "'" << part << "' in " << s.ToString();
     }
   }

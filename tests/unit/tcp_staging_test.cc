@@ -698,6 +698,221 @@ TEST(TcpTransportDevice, LocalAndRemoteDeviceEndsByGva) {
   EXPECT_EQ(t.Copy(remotes[0].ep, locals[1].ep, 20).code(), Code::kPeerDown);
 }
 
+// The region contract (transport.h) with device ends, which replaces the GVA mode above: one
+// transport serves a host region and a stand-in device region (its data server stages the device
+// one through bounce buffers from its staging_alloc, with the owner's device copy); another, whose
+// local device memory is a second stand-in, connects, imports both and posts. Every combination
+// of a local host or device end with a remote host or device region, both ways; a batch mixing
+// all four in one Post; refusals.
+TEST(TcpTransportDevice, LocalAndRemoteDeviceEndsThroughRegions) {
+  const uint64_t region_size = 24ull << 20;
+  FakeDevice remote_dev(region_size), local_dev(region_size);
+  Buffer remote_host(region_size), local_host(region_size);
+  CountingAlloc server_alloc, client_alloc;
+  auto all_bytes = [](const uint8_t* p, uint64_t n, uint8_t v) {
+    return std::all_of(p, p + n, [v](uint8_t b) { return b == v; });
+  };
+
+  TcpTransportOptions oo;
+  oo.client.auth.cluster_secret = kSecret;
+  TcpServerOptions so;
+  so.host = "127.0.0.1";
+  so.auth.cluster_secret = kSecret;
+  so.device_copy = remote_dev.Ops(nullptr, 0).copy;
+  so.staging_alloc = server_alloc.Get();
+  oo.serve = so;
+  auto owner = TcpTransport::Create(gva::Layout{}, oo);
+  ASSERT_TRUE(owner.ok()) << owner.status().ToString();
+  auto endpoint = (*owner)->EndpointBlob();
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
+  constexpr uint64_t kHostRegion = 1, kDevRegion = 2;
+  auto host_blob = (*owner)->ExportRegion(LocalRegion{kHostRegion, remote_host.data, region_size});
+  ASSERT_TRUE(host_blob.ok()) << host_blob.status().ToString();
+  auto dev_blob = (*owner)->ExportRegion(LocalRegion{kDevRegion, remote_dev.arena.data, region_size, true, 0});
+  ASSERT_TRUE(dev_blob.ok()) << dev_blob.status().ToString();
+
+  TcpTransportOptions io;
+  io.client.auth.cluster_secret = kSecret;
+  io.staging = SmallSlices();  // 1 MiB bounce buffers: an op of several MiB takes many rounds
+  io.device = local_dev.Ops(&client_alloc, io.staging.slice_bytes);
+  auto initiator = TcpTransport::Create(gva::Layout{}, io);
+  ASSERT_TRUE(initiator.ok()) << initiator.status().ToString();
+  TcpTransport& t = **initiator;
+  EXPECT_NE(t.capabilities() & kCapDeviceMemory, 0u);
+  auto peer = t.Connect(*endpoint);
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  auto host_region = t.ImportRegion(**peer, reinterpret_cast<uint64_t>(remote_host.data), region_size, *host_blob);
+  ASSERT_TRUE(host_region.ok()) << host_region.status().ToString();
+  auto dev_region = t.ImportRegion(**peer, reinterpret_cast<uint64_t>(remote_dev.arena.data), region_size, *dev_blob);
+  ASSERT_TRUE(dev_region.ok()) << dev_region.status().ToString();
+  auto post = [&](TcpTransport& via, RemoteOpKind kind, uint8_t* local, bool local_device, const PeerLink& p,
+                  const ImportedRegion& r, uint64_t offset, uint64_t len) {
+    RemoteOp op{kind, local, local_device, &p, &r, offset, len};
+    std::vector<Status> res(1);
+    via.Post({&op, 1}, res, Soon());
+    return res[0];
+  };
+
+  struct Local {
+    const char* name;
+    uint8_t* base;
+    bool device;
+  };
+  struct Remote {
+    const char* name;
+    const ImportedRegion* region;
+    uint8_t* base;
+  };
+  const Local locals[] = {{"local host", local_host.data, false}, {"local device", local_dev.arena.data, true}};
+  const Remote remotes[] = {{"remote host region", host_region->get(), remote_host.data},
+                            {"remote device region", dev_region->get(), remote_dev.arena.data}};
+  const uint64_t len = (5u << 20) + 321, local_off = 8191, remote_off = 4097;
+  // The stand-in devices are host memory, so right bytes alone would not show that a device end
+  // went through its device copy: their byte counts do.
+  auto check_device_copies = [&](const Local& l, const Remote& r, uint64_t local_before, uint64_t remote_before) {
+    if (l.device) EXPECT_GE(local_dev.bytes.load() - local_before, len) << "the local device end was not staged";
+    else EXPECT_EQ(local_dev.bytes.load(), local_before) << "a local host end went through the device copy";
+    if (r.base == remote_dev.arena.data) EXPECT_GE(remote_dev.bytes.load() - remote_before, len);
+    else EXPECT_EQ(remote_dev.bytes.load(), remote_before);
+  };
+  for (const Local& l : locals) {
+    for (const Remote& r : remotes) {
+      SCOPED_TRACE(::testing::Message() << l.name << " <-> " << r.name);
+      uint8_t* mine = l.base + local_off;
+      uint8_t* theirs = r.base + remote_off;
+      uint64_t seed = FreshSeed();
+      FillRandom(mine, len, seed);
+      std::memset(theirs - 64, 0xEE, len + 128);
+      uint64_t local_before = local_dev.bytes, remote_before = remote_dev.bytes;
+      Status s = post(t, RemoteOpKind::kWrite, mine, l.device, **peer, *r.region, remote_off, len);
+      ASSERT_TRUE(s.ok()) << s.ToString();
+      EXPECT_FALSE(FirstMismatch(theirs, len, seed).has_value()) << "WRITE";
+      EXPECT_TRUE(all_bytes(theirs - 64, 64, 0xEE) && all_bytes(theirs + len, 64, 0xEE)) << "WRITE outside its range";
+      check_device_copies(l, r, local_before, remote_before);
+      seed = FreshSeed();
+      FillRandom(theirs, len, seed);
+      std::memset(mine - 64, 0x5A, len + 128);
+      local_before = local_dev.bytes;
+      remote_before = remote_dev.bytes;
+      s = post(t, RemoteOpKind::kRead, mine, l.device, **peer, *r.region, remote_off, len);
+      ASSERT_TRUE(s.ok()) << s.ToString();
+      EXPECT_FALSE(FirstMismatch(mine, len, seed).has_value()) << "READ";
+      EXPECT_TRUE(all_bytes(mine - 64, 64, 0x5A) && all_bytes(mine + len, 64, 0x5A)) << "READ outside its range";
+      check_device_copies(l, r, local_before, remote_before);
+    }
+  }
+
+  // 64 ops in one Post: every (local end, remote region, READ/WRITE) in turn, odd lengths, some
+  // larger than a bounce buffer; disjoint ranges (one offset for both ends of an op).
+  {
+    std::vector<RemoteOp> ops;
+    std::vector<uint64_t> seeds;
+    std::vector<uint8_t*> dsts;
+    uint64_t at = 17;
+    for (int i = 0; i < 64; ++i) {
+      const Local& l = locals[i % 2];
+      const Remote& r = remotes[(i / 2) % 2];
+      const bool write = (i / 4) % 2 == 0;
+      const uint64_t n = i % 16 == 0 ? (2u << 20) + 2 * i + 1 : 65536 + 2 * i + 1;
+      seeds.push_back(FreshSeed());
+      FillRandom(write ? l.base + at : r.base + at, n, seeds.back());
+      dsts.push_back(write ? r.base + at : l.base + at);
+      std::memset(dsts.back(), 0xEE, n);
+      ops.push_back(RemoteOp{write ? RemoteOpKind::kWrite : RemoteOpKind::kRead, l.base + at, l.device, peer->get(),
+                             r.region, at, n});
+      at += n + 13;
+    }
+    ASSERT_LT(at, region_size);
+    std::vector<Status> results(ops.size());
+    t.Post(ops, results, Soon());
+    for (size_t i = 0; i < ops.size(); ++i) {
+      SCOPED_TRACE(::testing::Message() << "op " << i << ": " << locals[i % 2].name << ", " << remotes[(i / 2) % 2].name
+                                        << (ops[i].kind == RemoteOpKind::kWrite ? ", WRITE" : ", READ"));
+      ASSERT_TRUE(results[i].ok()) << results[i].ToString();
+      EXPECT_FALSE(FirstMismatch(dsts[i], ops[i].len, seeds[i]).has_value());
+    }
+  }
+  EXPECT_GT(t.staging().stats().bytes, 0u);
+  EXPECT_EQ(t.staging().pool_stats().in_use, 0u);
+  EXPECT_LE(t.staging().pool_stats().allocated, io.staging.max_buffers);
+  EXPECT_EQ(client_alloc.allocs, t.staging().pool_stats().allocated);  // through the injected allocator
+  EXPECT_GT(server_alloc.allocs, 0u);  // the owner staged device requests in buffers of its staging_alloc
+  EXPECT_EQ(local_dev.wrong_ends.load(), 0u);
+  EXPECT_EQ(remote_dev.wrong_ends.load(), 0u);
+
+  // Past the device region's end: OUT_OF_RANGE from the owner's access table, from either local end;
+  // nothing moves.
+  std::memset(remote_dev.arena.data + region_size - 64, 0xEE, 64);
+  for (const Local& l : locals) {
+    SCOPED_TRACE(l.name);
+    std::memset(l.base, 0x5A, 64);
+    EXPECT_EQ(post(t, RemoteOpKind::kWrite, l.base, l.device, **peer, **dev_region, region_size - 10, 20).code(),
+              Code::kOutOfRange);
+    EXPECT_EQ(post(t, RemoteOpKind::kRead, l.base, l.device, **peer, **dev_region, region_size - 10, 20).code(),
+              Code::kOutOfRange);
+    EXPECT_TRUE(all_bytes(l.base, 64, 0x5A));
+  }
+  EXPECT_TRUE(all_bytes(remote_dev.arena.data + region_size - 64, 64, 0xEE));
+
+  // A transport with no device copy (no GPU): a local device end is NOT_SUPPORTED and nothing
+  // moves; its host ends still reach the device region (staged by the owner).
+  {
+    TcpTransportOptions plain_options;
+    plain_options.client.auth.cluster_secret = kSecret;
+    auto plain = TcpTransport::Create(gva::Layout{}, plain_options);
+    ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+    EXPECT_EQ((*plain)->capabilities() & kCapDeviceMemory, 0u);
+    auto p = (*plain)->Connect(*endpoint);
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    auto r = (*plain)->ImportRegion(**p, reinterpret_cast<uint64_t>(remote_dev.arena.data), region_size, *dev_blob);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    std::memset(remote_dev.arena.data, 0xEE, 4096);
+    EXPECT_EQ(post(**plain, RemoteOpKind::kWrite, local_dev.arena.data, true, **p, **r, 0, 4096).code(),
+              Code::kNotSupported);
+    EXPECT_EQ(post(**plain, RemoteOpKind::kRead, local_dev.arena.data, true, **p, **r, 0, 4096).code(),
+              Code::kNotSupported);
+    EXPECT_TRUE(all_bytes(remote_dev.arena.data, 4096, 0xEE));
+    EXPECT_TRUE(all_bytes(local_dev.arena.data, 64, 0x5A));
+    const uint64_t seed = FreshSeed();
+    FillRandom(local_host.data, 4096, seed);
+    Status s = post(**plain, RemoteOpKind::kWrite, local_host.data, false, **p, **r, 0, 4096);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_FALSE(FirstMismatch(remote_dev.arena.data, 4096, seed).has_value());
+  }
+
+  // The device region withdrawn by its owner: NOT_FOUND from either local end, its memory
+  // untouched; the host region is still served.
+  (*owner)->WithdrawRegion(kDevRegion);
+  std::memset(remote_dev.arena.data, 0xEE, 4096);
+  for (const Local& l : locals) {
+    SCOPED_TRACE(l.name);
+    EXPECT_EQ(post(t, RemoteOpKind::kWrite, l.base, l.device, **peer, **dev_region, 0, 4096).code(), Code::kNotFound);
+    std::memset(l.base, 0x5A, 4096);
+    EXPECT_EQ(post(t, RemoteOpKind::kRead, l.base, l.device, **peer, **dev_region, 0, 4096).code(), Code::kNotFound);
+    EXPECT_TRUE(all_bytes(l.base, 4096, 0x5A));
+  }
+  EXPECT_TRUE(all_bytes(remote_dev.arena.data, 4096, 0xEE));
+  {
+    const uint64_t seed = FreshSeed();
+    FillRandom(local_dev.arena.data, 1u << 20, seed);
+    Status s = post(t, RemoteOpKind::kWrite, local_dev.arena.data, true, **peer, **host_region, 0, 1u << 20);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_FALSE(FirstMismatch(remote_host.data, 1u << 20, seed).has_value());
+  }
+  EXPECT_EQ(t.staging().pool_stats().in_use, 0u);
+  EXPECT_EQ(local_dev.wrong_ends.load(), 0u);
+  EXPECT_EQ(remote_dev.wrong_ends.load(), 0u);
+
+  // The owner gone: PEER_DOWN from either local end; its bounce buffers went back to its allocator.
+  owner->reset();
+  EXPECT_EQ(post(t, RemoteOpKind::kWrite, local_host.data, false, **peer, **host_region, 0, 64).code(),
+            Code::kPeerDown);
+  EXPECT_EQ(post(t, RemoteOpKind::kWrite, local_dev.arena.data, true, **peer, **host_region, 0, 64).code(),
+            Code::kPeerDown);
+  EXPECT_TRUE(server_alloc.live.empty());
+  EXPECT_EQ(t.staging().pool_stats().in_use, 0u);
+}
+
 TEST(BouncePool, AcquireWaitsUntilTheDeadlineAndTryAcquireNeverWaits) {
   CountingAlloc alloc;
   {

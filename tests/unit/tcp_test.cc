@@ -798,5 +798,169 @@ TEST_F(TcpTest, TransportCopiesByGva) {
   EXPECT_EQ(t.Copy(remote_end, Endpoint{src.data, 0, 0}, len).code(), Code::kPeerDown);
 }
 
+// The region contract (transport.h), which replaces the GVA mode above: one transport runs a data
+// server and exports regions of this process, another connects to its endpoint blob, imports the
+// region blobs and posts one-sided ops. Local ends are host memory here (tcp_staging_test.cc has
+// device ends).
+TEST_F(TcpTest, TransportPostsReadsAndWritesToRegions) {
+  TcpTransportOptions oo;
+  oo.client.auth.cluster_secret = kSecret;
+  TcpServerOptions so;
+  so.host = "127.0.0.1";
+  so.auth.cluster_secret = kSecret;
+  so.threads = 2;
+  oo.serve = so;
+  auto owner = TcpTransport::Create(gva::Layout{}, oo);
+  ASSERT_TRUE(owner.ok()) << owner.status().ToString();
+  EXPECT_NE((*owner)->capabilities() & kCapRegions, 0u);
+  EXPECT_EQ((*owner)->capabilities() & kCapDeviceMemory, 0u);  // no device copy given
+  ASSERT_TRUE((*owner)->ListenPort().has_value());
+  auto endpoint = (*owner)->EndpointBlob();
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
+  // The fixture's memory, exported again under keys of the owner's own table.
+  constexpr uint64_t kRegion = 1, kOther = 2;
+  auto blob = (*owner)->ExportRegion(LocalRegion{kRegion, big_->data, kBigSize});
+  ASSERT_TRUE(blob.ok()) << blob.status().ToString();
+  auto other_blob = (*owner)->ExportRegion(LocalRegion{kOther, ro_->data, kRoSize});
+  ASSERT_TRUE(other_blob.ok()) << other_blob.status().ToString();
+  // A device region needs a device copy at the serving side.
+  EXPECT_EQ((*owner)->ExportRegion(LocalRegion{3, ro_->data, 4096, /*device=*/true, 0}).status().code(),
+            Code::kNotSupported);
+
+  TcpTransportOptions io;
+  io.client.auth.cluster_secret = kSecret;
+  auto initiator = TcpTransport::Create(gva::Layout{}, io);
+  ASSERT_TRUE(initiator.ok()) << initiator.status().ToString();
+  TcpTransport& t = **initiator;
+  // Without `serve` it reaches peers and exports nothing.
+  EXPECT_EQ(t.EndpointBlob().status().code(), Code::kNotSupported);
+  EXPECT_EQ(t.ExportRegion(LocalRegion{1, ro_->data, 4096}).status().code(), Code::kNotSupported);
+  EXPECT_FALSE(t.ListenPort().has_value());
+  EXPECT_LT(t.RemoteCostNanos(4096), t.RemoteCostNanos(1 << 20));
+  // Blobs that do not parse (empty, cut short, another format version) are PROTOCOL.
+  EXPECT_EQ(t.Connect("").status().code(), Code::kProtocol);
+  EXPECT_EQ(t.Connect(endpoint->substr(0, endpoint->size() - 1)).status().code(), Code::kProtocol);
+  std::string other_version = *endpoint;
+  other_version[0] ^= 0x40;
+  EXPECT_EQ(t.Connect(other_version).status().code(), Code::kProtocol);
+  auto peer = t.Connect(*endpoint);
+  ASSERT_TRUE(peer.ok()) << peer.status().ToString();
+  EXPECT_EQ(t.ImportRegion(**peer, 0, kBigSize, blob->substr(0, blob->size() - 1)).status().code(), Code::kProtocol);
+  auto region = t.ImportRegion(**peer, reinterpret_cast<uint64_t>(big_->data), kBigSize, *blob);
+  ASSERT_TRUE(region.ok()) << region.status().ToString();
+  auto other = t.ImportRegion(**peer, reinterpret_cast<uint64_t>(ro_->data), kRoSize, *other_blob);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  EXPECT_EQ((*region)->mapped, nullptr);  // only Post reaches it
+  auto post = [&](RemoteOpKind kind, uint8_t* local, const ImportedRegion& r, uint64_t offset, uint64_t len,
+                  bool local_device = false) {
+    RemoteOp op{kind, local, local_device, peer->get(), &r, offset, len};
+    std::vector<Status> res(1);
+    t.Post({&op, 1}, res, Soon());
+    return res[0];
+  };
+
+  // WRITE then READ at an odd offset, with poisoned guards on both sides.
+  const uint64_t len = (5u << 20) + 321, off = 8191;
+  Buffer src(len), dst(len + 64);
+  uint64_t seed = FreshSeed();
+  FillRandom(src.data, len, seed);
+  std::memset(big_->data + off - 64, 0xA5, len + 128);
+  Status s = post(RemoteOpKind::kWrite, src.data, **region, off, len);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  auto bad = FirstMismatch(big_->data + off, len, seed);
+  EXPECT_FALSE(bad.has_value()) << "region byte " << *bad << " differs after WRITE";
+  EXPECT_TRUE(AllBytes(big_->data + off - 64, 64, 0xA5)) << "WRITE touched bytes before its range";
+  EXPECT_TRUE(AllBytes(big_->data + off + len, 64, 0xA5)) << "WRITE touched bytes after its range";
+  seed = FreshSeed();
+  FillRandom(big_->data + off, len, seed);
+  std::memset(dst.data, 0x5A, len + 64);
+  s = post(RemoteOpKind::kRead, dst.data, **region, off, len);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  bad = FirstMismatch(dst.data, len, seed);
+  EXPECT_FALSE(bad.has_value()) << "READ byte " << *bad << " differs";
+  EXPECT_TRUE(AllBytes(dst.data + len, 64, 0x5A)) << "READ wrote past its destination";
+
+  // 64 ops in one Post: READs and WRITEs alternating, odd lengths (some over a client slice),
+  // disjoint ranges with poisoned gaps between them.
+  {
+    std::mt19937_64 rng(FreshSeed());
+    std::vector<uint64_t> offs, lens, seeds;
+    uint64_t at = 1 + rng() % 4096, total = 0;
+    for (int i = 0; i < 64; ++i) {
+      const uint64_t n = i % 16 == 0 ? (1u << 20) + 1 + rng() % 65536 : 1 + rng() % 70000;
+      offs.push_back(at);
+      lens.push_back(n);
+      seeds.push_back(FreshSeed());
+      at += n + 1 + rng() % 100;
+      total += n;
+    }
+    ASSERT_LT(at, kBigSize);
+    Buffer local(total);
+    std::memset(big_->data, 0xC3, at + 64);
+    std::vector<RemoteOp> ops;
+    uint64_t pos = 0;
+    for (int i = 0; i < 64; ++i) {
+      const bool write = i % 2 == 0;
+      if (write) FillRandom(local.data + pos, lens[i], seeds[i]);
+      else {
+        FillRandom(big_->data + offs[i], lens[i], seeds[i]);
+        std::memset(local.data + pos, 0x5A, lens[i]);
+      }
+      ops.push_back(RemoteOp{write ? RemoteOpKind::kWrite : RemoteOpKind::kRead, local.data + pos, false, peer->get(),
+                             region->get(), offs[i], lens[i]});
+      pos += lens[i];
+    }
+    std::vector<Status> results(ops.size());
+    t.Post(ops, results, Soon());
+    pos = 0;
+    for (int i = 0; i < 64; ++i) {
+      SCOPED_TRACE(::testing::Message() << "op " << i << (i % 2 == 0 ? " WRITE" : " READ"));
+      ASSERT_TRUE(results[i].ok()) << results[i].ToString();
+      const uint8_t* got = i % 2 == 0 ? big_->data + offs[i] : local.data + pos;
+      EXPECT_FALSE(FirstMismatch(got, lens[i], seeds[i]).has_value());
+      const uint64_t gap_end = i + 1 < 64 ? offs[i + 1] : at + 64;
+      EXPECT_TRUE(AllBytes(big_->data + offs[i] + lens[i], gap_end - offs[i] - lens[i], 0xC3)) << "gap touched";
+      pos += lens[i];
+    }
+  }
+
+  // Past the region's end: the owner's access table refuses it OUT_OF_RANGE, nothing moves.
+  std::memset(big_->data + kBigSize - 64, 0xA5, 64);
+  std::memset(dst.data, 0x5A, 64);
+  EXPECT_EQ(post(RemoteOpKind::kWrite, src.data, **region, kBigSize - 10, 20).code(), Code::kOutOfRange);
+  EXPECT_EQ(post(RemoteOpKind::kRead, dst.data, **region, kBigSize - 10, 20).code(), Code::kOutOfRange);
+  EXPECT_EQ(post(RemoteOpKind::kRead, dst.data, **region, kBigSize + 1, 1).code(), Code::kOutOfRange);
+  EXPECT_TRUE(AllBytes(big_->data + kBigSize - 64, 64, 0xA5));
+  EXPECT_TRUE(AllBytes(dst.data, 64, 0x5A));
+  // A local device end and no device copy here (no GPU): NOT_SUPPORTED, nothing moves.
+  std::memset(big_->data, 0xA5, 64);
+  EXPECT_EQ(post(RemoteOpKind::kWrite, src.data, **region, 0, 64, /*local_device=*/true).code(), Code::kNotSupported);
+  EXPECT_EQ(post(RemoteOpKind::kRead, dst.data, **region, 0, 64, /*local_device=*/true).code(), Code::kNotSupported);
+  EXPECT_TRUE(AllBytes(big_->data, 64, 0xA5));
+  EXPECT_TRUE(AllBytes(dst.data, 64, 0x5A));
+
+  // Withdrawn by its owner: the region's segment is gone from the access table (NOT_FOUND), its
+  // memory untouched; the other region is still served. Withdrawing again, or an unknown id, is a no-op.
+  (*owner)->WithdrawRegion(kRegion);
+  EXPECT_EQ(post(RemoteOpKind::kWrite, src.data, **region, 0, 64).code(), Code::kNotFound);
+  EXPECT_EQ(post(RemoteOpKind::kRead, dst.data, **region, 0, 64).code(), Code::kNotFound);
+  EXPECT_TRUE(AllBytes(big_->data, 64, 0xA5));
+  EXPECT_TRUE(AllBytes(dst.data, 64, 0x5A));
+  (*owner)->WithdrawRegion(kRegion);
+  (*owner)->WithdrawRegion(999);
+  seed = FreshSeed();
+  FillRandom(src.data, kRoSize, seed);
+  ASSERT_TRUE(post(RemoteOpKind::kWrite, src.data, **other, 0, kRoSize).ok());
+  std::memset(dst.data, 0x5A, kRoSize);
+  s = post(RemoteOpKind::kRead, dst.data, **other, 0, kRoSize);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_FALSE(FirstMismatch(ro_->data, kRoSize, seed).has_value());
+  EXPECT_FALSE(FirstMismatch(dst.data, kRoSize, seed).has_value());
+
+  // The owner gone (its data server stopped): PEER_DOWN, not a hang.
+  owner->reset();
+  EXPECT_EQ(post(RemoteOpKind::kRead, dst.data, **other, 0, 64).code(), Code::kPeerDown);
+}
+
 }  // namespace
 }  // namespace weft::transport::tcp

@@ -18,6 +18,7 @@
 #include "api/trans/transfer_engine_internal.h"
 #include "base/random.h"
 #include "engine/builtin_transports.h"
+#include "support/loop_transport.h"
 #include "meta/directory_server.h"
 #include "transport/blob.h"
 
@@ -295,57 +296,13 @@ TEST(TransPaths, UnknownBlobsAreIgnoredAndACorruptOneDisablesOnlyItsTransport) {
   EXPECT_NE(direct->find("via shm"), std::string::npos) << *direct;
 }
 
-// ---- A transport added through the registry alone ----
+// ---- A transport added through the registry alone (tests/support/loop_transport.h) ----
 
-// "loop": reaches regions of engines in this very process by plain memcpy. Its blobs are the
-// pid (endpoint) and nothing (region); it is the whole of what a new transport has to write.
-class LoopTransport final : public transport::Transport {
- public:
-  std::string_view name() const override { return "loop"; }
-  uint32_t capabilities() const override {
-    return transport::kCapHostMemory | transport::kCapSameProcess | transport::kCapRegions;
-  }
-  bool Serves(const transport::RouteKey&) const override { return false; }
-  double CostNanos(const transport::RouteKey&, uint64_t) const override { return 1e12; }
-  Status Copy(const transport::Endpoint&, const transport::Endpoint&, uint64_t) override {
-    return Error(Code::kNotSupported, "loop copies regions only");
-  }
-  std::string_view Explain(const transport::RouteKey&) const override { return "loop"; }
-  Result<std::string> EndpointBlob() const override { return std::to_string(::getpid()); }
-  Result<std::string> ExportRegion(const transport::LocalRegion& r) override { return std::string("r"); }
-  Result<std::unique_ptr<transport::PeerLink>> Connect(std::string_view blob) override {
-    if (blob != std::to_string(::getpid())) return Error(Code::kUnavailable, "loop: another process");
-    return std::make_unique<transport::PeerLink>();
-  }
-  Result<std::unique_ptr<transport::ImportedRegion>> ImportRegion(const transport::PeerLink&, uint64_t base,
-                                                                  uint64_t len, std::string_view blob) override {
-    if (blob != "r") return Error(Code::kProtocol, "loop: bad region blob");
-    auto r = std::make_unique<transport::ImportedRegion>();
-    r->base = base;
-    r->len = len;
-    return r;
-  }
-  void Post(std::span<const transport::RemoteOp> ops, std::span<Status> results, Deadline) override {
-    for (size_t i = 0; i < ops.size(); ++i) {
-      auto* remote = reinterpret_cast<uint8_t*>(ops[i].region->base + ops[i].offset);
-      bool read = ops[i].kind == transport::RemoteOpKind::kRead;
-      std::memcpy(read ? ops[i].local : remote, read ? remote : ops[i].local, ops[i].len);
-      ++posted;
-    }
-  }
-  double RemoteCostNanos(uint64_t) const override { return 1; }
-  std::string_view ExplainRemote() const override { return "the test's loop transport"; }
-  static inline std::atomic<int> posted{0};
-};
+using testing::LoopTransport;
 
 TEST(TransPaths, ATransportAddedThroughTheRegistryCarriesTransfers) {
-  transport::Registry registry = engine::BuiltinTransports();
-  ASSERT_TRUE(registry
-                  .Add({"loop", transport::kCapHostMemory | transport::kCapRegions, "test transport", {},
-                        [](const transport::TransportContext&) -> Result<std::unique_ptr<transport::Transport>> {
-                          return std::unique_ptr<transport::Transport>(std::make_unique<LoopTransport>());
-                        }})
-                  .ok());
+  transport::Registry registry = testing::RegistryWithLoop();
+  ASSERT_NE(registry.Find("loop"), nullptr);
   EXPECT_EQ(registry.Add({"loop", 0, "", {}, registry.Find("loop")->create}).code(), Code::kAlreadyExists);
   auto o = Opts("loop,tcp");
   auto a = Make(o, &registry);

@@ -19,9 +19,8 @@
 #include "gva/segment_table.h"
 #include "mem/host_segment.h"
 #include "net/control_stream.h"
+#include "base/node_identity.h"
 #include "net/tcp_socket.h"
-#include "mem/access_table.h"
-#include "transport/tcp/tcp_server.h"
 #include "transport/tcp/tcp_transport.h"
 #include "api/bm/pool_coordinator.h"
 #include "meta/coordinator_client.h"
@@ -35,14 +34,13 @@ struct Pool::Impl {
   std::unique_ptr<mem::VaReservation> window;  // unified-VA mode only
   std::unique_ptr<mem::HostSegment> own_segment;
   DeviceSlice own_device;  // this peer's device slice (config.device_size > 0)
-  uint64_t own_device_key = 0;  // its key on our TCP data server
-  transport::tcp::DeviceStagingOps device_staging;  // how tcp reaches device memory here (empty: no GPU)
   std::unique_ptr<gva::SegmentTable> table;
   std::unique_ptr<engine::Engine> engine;
-  // transport=tcp: our slice is served by a TCP data server, other peers are reached by tcp.
-  mem::AccessTable access;
-  std::unique_ptr<transport::tcp::TcpServer> data_server;
-  transport::tcp::TcpTransport* tcp = nullptr;  // owned by the engine
+  // The transport that reaches the peers this process does not map (transport=tcp, or any other
+  // registry transport with regions), or empty: same-node peers are mapped over shm. Our slices
+  // are exported through it, and its blobs are what we advertise for them.
+  std::string network;
+  PathSliceBlob own_path;
   // Present in the peer that hosts the coordinator (and the pool allocator).
   std::unique_ptr<PoolCoordinator> coordinator;
   std::unique_ptr<meta::CoordinatorClient> client;
@@ -55,9 +53,6 @@ struct Pool::Impl {
   // first or sees `left` and returns CANCELLED (never a freed engine).
   mutable std::shared_mutex api_mu;
 
-  // The table's releases (run when it is destroyed, after the engine) must not reach tcp.
-  ~Impl() { tcp = nullptr; }
-
   Deadline DefaultDeadline() const { return Deadline::After(Millis(config.deadline_ms)); }
   void* FixedAddressFor(uint32_t r) const {
     return window ? reinterpret_cast<void*>(layout.SliceBase(Medium::kHost, r)) : nullptr;
@@ -65,15 +60,14 @@ struct Pool::Impl {
   // A peer that joined: its slices attached by the transports its blobs allow (the descriptors
   // that came with it are used or closed).
   void AttachPeer(meta::SegmentDescriptor desc, std::vector<net::UniqueFd> fds);
-  void AttachOverTcp(const meta::SegmentDescriptor& desc, const Result<TcpSliceBlob>& blob);
-  void AttachDeviceOverTcp(const meta::SegmentDescriptor& desc, const net::HostPort& where, uint64_t device_key);
+  void AttachThroughPath(const meta::SegmentDescriptor& desc, const Result<PathSliceBlob>& blob);
+  void AttachRemoteSlices(const meta::SegmentDescriptor& desc, const PathSliceBlob& blob, engine::PeerId id);
   void AttachPeerHost(const meta::SegmentDescriptor& desc, const Result<ShmSliceBlob>& blob,
                       std::vector<net::UniqueFd>& fds);
   void AttachPeerDevice(const meta::SegmentDescriptor& desc, const Result<CudaSliceBlob>& blob,
                         std::vector<net::UniqueFd>& fds);
   void MarkUnreachable(const meta::SegmentDescriptor& desc, Medium medium, const std::string& why);
   std::string ShmUnusable(const Status& why) const;
-  Status StartDataServer(uint8_t* own_base);
   Status CreateOwnDevice();
   // Host memory mapped for the pool is registered with the GPU (cudaHostRegister) so that copies
   // between it and HBM are DMA without staging; the release unregisters before the unmap. A
@@ -83,8 +77,8 @@ struct Pool::Impl {
 
   // The steps of Pool::Join, in order.
   void ReserveUnifiedVa();
-  void CreateEngine();
-  Status StartTcpDataPlane();
+  Status CreateEngine(const transport::Registry& registry);
+  Status ExportOwnSlices();
   Status JoinCoordinator(JoinMode mode, bool coordinator_on_tcp, int device_fd);
   Result<std::string> HostCoordinator();
   Result<std::unique_ptr<meta::CoordinatorClient>> JoinAt(const std::string& address, bool coordinator_on_tcp,
@@ -94,70 +88,51 @@ struct Pool::Impl {
   Status AttachOwnDeviceSlice();
 };
 
-// The segment ids of our slices on our TCP data server.
-constexpr uint32_t kHostSliceSegment = 0;
-constexpr uint32_t kDeviceSliceSegment = 1;
-
-Status Pool::Impl::StartDataServer(uint8_t* own_base) {
-  WEFT_RETURN_IF_ERROR(access.Register({kHostSliceSegment, own_base, config.rank_size, own_segment->access_key(),
-                                        mem::kReadWrite}));
-  if (own_device.size > 0) {
-    // Served through the server's bounce buffers: a socket cannot reach device memory.
-    WEFT_RETURN_IF_ERROR(access.Register({kDeviceSliceSegment, own_device.data, own_device.size, own_device_key,
-                                          mem::kReadWrite, /*device=*/true}));
-  }
-  // ParseHostPort wants a real port; port 0 (any free one) is fine for a listener.
-  std::string address = config.data_address;
-  const bool any_port = address.size() > 2 && address.compare(address.size() - 2, 2, ":0") == 0;
-  if (any_port) address.replace(address.size() - 1, 1, "1");
-  WEFT_ASSIGN_OR_RETURN(auto where, net::ParseHostPort(address));
-  if (any_port) where.port = 0;
-  transport::tcp::TcpServerOptions sopts;
-  sopts.host = where.host;
-  sopts.port = where.port;
-  sopts.auth.cluster_secret = config.cluster_secret;
-  sopts.device_copy = device_staging.copy;
-  sopts.staging_alloc = device_staging.host;
-  WEFT_ASSIGN_OR_RETURN(data_server, transport::tcp::TcpServer::Start(sopts, &access));
-  return OkStatus();
-}
-
-// The peer's slices through its data server (transport=tcp): not mapped, the engine's tcp path
-// reaches them. Without a usable tcp blob the peer is in the pool but unreachable from here.
-void Pool::Impl::AttachOverTcp(const meta::SegmentDescriptor& desc, const Result<TcpSliceBlob>& blob) {
-  const uint32_t rank = desc.rank;
+// A peer we do not map (transport=tcp or another network path): its slices are regions of it,
+// at their GVAs, reached through the engine's remote ends. Without a usable blob the peer is in
+// the pool but unreachable from here.
+void Pool::Impl::AttachThroughPath(const meta::SegmentDescriptor& desc, const Result<PathSliceBlob>& blob) {
   if (!blob.ok()) {
-    const std::string why = fmt::format(
-        "tcp: {} (every peer of the pool needs transport=tcp); shm: not used with transport=tcp",
-        blob.status().ToString());
+    const std::string why = fmt::format("{}: {} (every peer of the pool needs transport={}); shm: not used with "
+                                        "transport={}", network, blob.status().ToString(), network, network);
     MarkUnreachable(desc, Medium::kHost, why);
     if (desc.device_size > 0) MarkUnreachable(desc, Medium::kDevice, why);
     return;
   }
-  auto where = net::ParseHostPort(blob->endpoint);  // the decoder has checked it
-  tcp->AddPeer(rank, {where->host, where->port, kHostSliceSegment, blob->host_key, desc.size});
-  if (desc.device_size > 0) AttachDeviceOverTcp(desc, *where, blob->device_key);
-  // The release may run while the pool is torn down, after the engine (and tcp) are gone.
-  Status s = table->Attach({Medium::kHost, rank, 0}, /*base=*/nullptr, desc.size, /*local=*/false, desc.peer_name,
-                           [this, rank] {
-                             if (tcp) tcp->RemovePeer(rank);
-                           });
-  if (!s.ok()) WEFT_LOG_ERROR("cannot attach rank {}: {}", rank, s.ToString());
-  else WEFT_LOG_INFO("rank {} ({}) joined: reached over tcp at {}", rank, desc.peer_name, blob->endpoint);
+  engine::PeerAdvert advert{desc.peer_name, {{network, blob->endpoint}}, {}};
+  advert.regions.push_back({layout.SliceBase(Medium::kHost, desc.rank), desc.size, false, {{network, blob->host_region}}});
+  if (desc.device_size > 0 && !blob->device_region.empty()) {
+    advert.regions.push_back(
+        {layout.SliceBase(Medium::kDevice, desc.rank), desc.device_size, true, {{network, blob->device_region}}});
+  }
+  std::sort(advert.regions.begin(), advert.regions.end(), [](const auto& a, const auto& b) { return a.addr < b.addr; });
+  auto id = engine->AttachPeer(advert);
+  if (!id.ok()) {
+    MarkUnreachable(desc, Medium::kHost, fmt::format("{}: {}", network, id.status().ToString()));
+    return;
+  }
+  AttachRemoteSlices(desc, *blob, *id);
 }
 
-// A peer's device slice is segment 1 of its data server; RemovePeer (the host slot's release)
-// forgets both, so this slot's release has nothing to do.
-void Pool::Impl::AttachDeviceOverTcp(const meta::SegmentDescriptor& desc, const net::HostPort& where,
-                                     uint64_t device_key) {
-  if (device_key == 0) {
-    return MarkUnreachable(desc, Medium::kDevice, "tcp: the peer's tcp blob offers no device slice");
+// The host slot's release detaches the peer from the engine (both slices go with it); the engine
+// may be gone by then (Leave resets it before the table).
+void Pool::Impl::AttachRemoteSlices(const meta::SegmentDescriptor& desc, const PathSliceBlob& blob,
+                                    engine::PeerId id) {
+  const uint32_t rank = desc.rank;
+  Status s = table->AttachRemote({Medium::kHost, rank, 0}, desc.size, desc.peer_name, id, [this, id] {
+    if (engine) engine->DetachPeer(id);
+  });
+  if (!s.ok()) {
+    WEFT_LOG_ERROR("cannot attach rank {}: {}", rank, s.ToString());
+    engine->DetachPeer(id);
+    return;
   }
-  tcp->AddPeerSlice(Medium::kDevice, desc.rank,
-                    {where.host, where.port, kDeviceSliceSegment, device_key, desc.device_size});
-  Status d = table->Attach({Medium::kDevice, desc.rank, 0}, /*base=*/nullptr, desc.device_size, /*local=*/false,
-                           desc.peer_name, [] {});
-  if (!d.ok()) WEFT_LOG_ERROR("cannot attach the device slice of rank {}: {}", desc.rank, d.ToString());
+  WEFT_LOG_INFO("rank {} ({}) joined: reached over {}", rank, desc.peer_name, network);
+  if (desc.device_size == 0) return;
+  if (blob.device_region.empty())
+    return MarkUnreachable(desc, Medium::kDevice, fmt::format("{}: the peer's blob offers no device slice", network));
+  Status d = table->AttachRemote({Medium::kDevice, rank, 0}, desc.device_size, desc.peer_name, id, [] {});
+  if (!d.ok()) WEFT_LOG_ERROR("cannot attach the device slice of rank {}: {}", rank, d.ToString());
 }
 
 // Copies to the slice then fail with UNAVAILABLE quoting `why`, instead of finding no peer there.
@@ -170,8 +145,8 @@ void Pool::Impl::MarkUnreachable(const meta::SegmentDescriptor& desc, Medium med
 
 // Why a host slice is not reached without shm: this peer has no other path to it.
 std::string Pool::Impl::ShmUnusable(const Status& why) const {
-  return fmt::format("shm: {}; tcp: this peer does not run the tcp path (transport={}; set transport=tcp on every "
-                     "peer to reach peers over their data servers)",
+  return fmt::format("shm: {}; no other path: this peer maps same-node slices only (transport={}; set "
+                     "transport=tcp on every peer to reach peers over their data servers)",
                      why.ToString(), config.transport);
 }
 
@@ -209,7 +184,6 @@ Status Pool::Impl::CreateOwnDevice() {
                  "device slice could not be copied to; set device_size=0", config.device_size);
   }
   WEFT_ASSIGN_OR_RETURN(own_device, CreateDeviceSlice(config.device, config.device_size));
-  own_device_key = mem::RandomAccessKey();
   return OkStatus();
 }
 
@@ -253,24 +227,24 @@ void Pool::Impl::OnPeerGone(uint32_t rank, bool clean) {
 namespace {
 // A malformed blob disables its transport for that peer only; names this build does not know
 // are a newer peer's transports and are skipped.
-void LogBlobsOf(const meta::SegmentDescriptor& desc, const PeerSliceBlobs& blobs) {
-  for (const Status* s : {&blobs.shm.status(), &blobs.cuda.status(), &blobs.tcp.status()}) {
+void LogBlobsOf(const meta::SegmentDescriptor& desc, const PeerSliceBlobs& blobs, const std::string& network) {
+  for (const Status* s : {&blobs.shm.status(), &blobs.cuda.status(), &blobs.path.status()}) {
     if (s->code() == Code::kProtocol)
       WEFT_LOG_WARN("rank {} ({}): {}; that path is not used for this peer", desc.rank, desc.peer_name, s->ToString());
   }
   for (const auto& [name, blob] : desc.transports) {
-    if (name != kShmBlob && name != kCudaBlob && name != kTcpBlob)
-      WEFT_LOG_DEBUG("rank {} ({}) advertises transport {}, which this build does not have", desc.rank,
+    if (name != kShmBlob && name != kCudaBlob && name != network)
+      WEFT_LOG_DEBUG("rank {} ({}) advertises transport {}, which this peer does not use", desc.rank,
                      desc.peer_name, name);
   }
 }
 }  // namespace
 
 void Pool::Impl::AttachPeer(meta::SegmentDescriptor desc, std::vector<net::UniqueFd> fds) {
-  const PeerSliceBlobs blobs = ReadPeerSlices(desc.transports, fds.size(), desc.device_size);
-  LogBlobsOf(desc, blobs);
-  // Descriptors no transport takes over close when `fds` goes (with transport=tcp: all of them).
-  if (tcp) return AttachOverTcp(desc, blobs.tcp);
+  const PeerSliceBlobs blobs = ReadPeerSlices(desc.transports, fds.size(), desc.device_size, network);
+  LogBlobsOf(desc, blobs, network);
+  // Descriptors no transport takes over close when `fds` goes (with a network path: all of them).
+  if (!network.empty()) return AttachThroughPath(desc, blobs.path);
   AttachPeerDevice(desc, blobs.cuda, fds);
   AttachPeerHost(desc, blobs.shm, fds);
 }
@@ -304,7 +278,7 @@ Status FitConfigToTcpCoordinator(Config& config, const net::ControlAddress& cont
                  "cluster_secret) to the same value on every peer",
                  control.ToString());
   }
-  if (config.transport != "tcp") {
+  if (config.transport == "auto" || config.transport == "shm") {
     WEFT_LOG_INFO("transport {} -> tcp: the coordinator {} is on tcp, so no segment memfd can be passed and "
                   "every other peer is reached over the tcp data plane",
                   config.transport, control.ToString());
@@ -314,20 +288,64 @@ Status FitConfigToTcpCoordinator(Config& config, const net::ControlAddress& cont
   return OkStatus();
 }
 
-// The pool's `transport=`: a name of the transport registry, of those that reach another
-// peer's slice (memcpy and cuda serve this process's own ends whatever it says). "shm" is "auto".
-Status CheckPoolTransport(Config& config) {
-  const transport::Registry registry = engine::BuiltinTransports();  // `selected` points into it
+// The registry's transports a pool can reach other peers through ("tcp").
+std::string NetworkPathNames(const transport::Registry& registry) {
+  std::string out;
+  for (const auto& e : registry.entries())
+    if ((e.capabilities & transport::kCapRegions) && e.in_auto && e.name != kShmBlob && e.name != kCudaBlob)
+      out += (out.empty() ? "" : ", ") + e.name;
+  return out;
+}
+
+// The pool's `transport=`: "auto" (or "shm"): same-node peers' slices are mapped; or one name of
+// the registry with regions (tcp, ...): every other peer is reached through it. memcpy and cuda
+// serve this process's own ends whatever it says. Returns the network path's name ("" for none).
+Result<std::string> CheckPoolTransport(Config& config, const transport::Registry& registry) {
   WEFT_ASSIGN_OR_RETURN(auto selected, registry.Select(config.transport));
-  if (config.transport == "auto" || config.transport == "tcp") return OkStatus();
-  if (config.transport == "shm") {
+  if (config.transport == "auto" || config.transport == "shm") {
     config.transport = "auto";
-    return OkStatus();
+    return std::string();
   }
-  return Error(Code::kNotSupported,
-               "transport={}: the pool reaches other peers' slices through shm (transport=auto, one node) or tcp; "
-               "{} serves the transfer engine only",
-               config.transport, selected.size() == 1 ? selected[0]->name : "a list");
+  if (selected.size() != 1 || !(selected[0]->capabilities & transport::kCapRegions) ||
+      selected[0]->name == kCudaBlob || selected[0]->name == kShmBlob) {
+    return Error(Code::kNotSupported,
+                 "transport={}: the pool maps same-node peers' slices (transport=auto) or reaches every other peer "
+                 "through one transport with remote regions ({})",
+                 config.transport, NetworkPathNames(registry));
+  }
+  // A path named explicitly only has a caveat; cma's is that an owner cannot revoke access, and
+  // a pool slice is unmapped when its peer leaves while the others may still write to it.
+  if (!selected[0]->in_auto) {
+    return Error(Code::kNotSupported, "transport={}: {}; pool slices need a path whose owner can withdraw them",
+                 config.transport, selected[0]->summary);
+  }
+  if ((selected[0]->capabilities & transport::kCapRemoteNode) && config.cluster_secret.empty()) {
+    return Error(Code::kUnauthenticated, "transport={} reaches peers on other nodes, so it needs a cluster secret: "
+                 "set WEFT_CLUSTER_SECRET (the same on every peer)", config.transport);
+  }
+  return selected[0]->name;
+}
+
+// The tcp transport as the pool runs it: our slices served by a data server at data_address.
+Result<transport::tcp::TcpTransportOptions> PoolTcpOptions(const Config& config) {
+  // ParseHostPort wants a real port; port 0 (any free one) is fine for a listener.
+  std::string address = config.data_address;
+  const bool any_port = address.size() > 2 && address.compare(address.size() - 2, 2, ":0") == 0;
+  if (any_port) address.replace(address.size() - 1, 1, "1");
+  WEFT_ASSIGN_OR_RETURN(auto where, net::ParseHostPort(address));
+  transport::tcp::TcpTransportOptions t;
+  t.client.auth.cluster_secret = config.cluster_secret;
+  t.client.lanes = static_cast<int>(config.tcp_lanes);
+  t.device = TcpDeviceStaging();
+  t.advertise_host = where.host;
+  transport::tcp::TcpServerOptions so;
+  so.host = where.host;
+  so.port = any_port ? 0 : where.port;
+  so.auth.cluster_secret = config.cluster_secret;
+  so.device_copy = t.device.copy;  // a socket cannot reach device memory: the server stages it
+  so.staging_alloc = t.device.host;
+  t.serve = so;
+  return t;
 }
 
 }  // namespace
@@ -342,33 +360,50 @@ void Pool::Impl::ReserveUnifiedVa() {
   }
 }
 
-void Pool::Impl::CreateEngine() {
+Status Pool::Impl::CreateEngine(const transport::Registry& registry) {
   table = std::make_unique<gva::SegmentTable>(layout);
   engine::EngineOptions eopts;
   eopts.threads = config.copy_threads;
   eopts.split_bytes = config.split_bytes;
   eopts.log_paths = config.log_paths;
   eopts.cuda_kernel_sms = config.gpu_copy_sms;
+  eopts.remote_timeout_ms = static_cast<int64_t>(config.deadline_ms);
   if (eopts.log_paths && log::Get().level() > spdlog::level::info) log::SetLevel("info");
-  engine = std::make_unique<engine::Engine>(eopts, *table, metrics);
+  if (network.empty()) {
+    engine = std::make_unique<engine::Engine>(eopts, *table, metrics);
+    return OkStatus();
+  }
+  WEFT_ASSIGN_OR_RETURN(auto tcp, PoolTcpOptions(config));
+  tcp.metrics = &metrics;
+  transport::TransportContext context;
+  context.node_id = NodeIdentity();
+  context.cuda_kernel_sms = config.gpu_copy_sms;
+  context.tcp = &tcp;
+  context.metrics = &metrics;
+  WEFT_ASSIGN_OR_RETURN(auto set, registry.Create("memcpy,cuda," + network, context));
+  if (auto it = set.absent.find(network); it != set.absent.end())
+    return Error(Code::kUnavailable, "transport={} cannot run here: {}", network, it->second);
+  engine = std::make_unique<engine::Engine>(eopts, table.get(), metrics, std::move(set));
+  return OkStatus();
 }
 
-// transport=tcp: the engine reaches the other peers over tcp, and our slices are served by our
-// TCP data server.
-Status Pool::Impl::StartTcpDataPlane() {
-  if (config.cluster_secret.empty())
-    return Error(Code::kUnauthenticated,
-                 "transport=tcp needs a cluster secret: set WEFT_CLUSTER_SECRET (the same on every peer)");
-  transport::tcp::TcpTransportOptions topts;
-  topts.client.auth.cluster_secret = config.cluster_secret;
-  topts.client.lanes = static_cast<int>(config.tcp_lanes);
-  topts.copy_timeout_ms = static_cast<int>(config.deadline_ms);
-  device_staging = TcpDeviceStaging();
-  topts.device = device_staging;
-  tcp = static_cast<transport::tcp::TcpTransport*>(
-      engine->AddTransport(std::make_unique<transport::tcp::TcpTransport>(layout, topts)));
-  // The server must be up before we join: the others learn its address from our descriptor.
-  WEFT_RETURN_IF_ERROR(StartDataServer(own_segment->data()).Annotate("starting the TCP data server"));
+// With a network path: our slices exported through it (tcp: segments of its data server), and
+// the blobs the others reach them by. Before we join: they learn them from our descriptor.
+Status Pool::Impl::ExportOwnSlices() {
+  if (network.empty()) return OkStatus();
+  auto endpoint = engine->EndpointBlobs();
+  if (!endpoint.count(network))
+    return Error(Code::kUnavailable, "transport={} gives no endpoint for peers to reach this one", network);
+  own_path.endpoint = endpoint[network];
+  uint64_t id = 0;
+  transport::LocalRegion host{0, own_segment->data(), config.rank_size, false, -1, own_segment->fd(), 0};
+  WEFT_ASSIGN_OR_RETURN(own_path.host_region, engine->ExportRegionThrough(network, host, &id));
+  if (own_device.size > 0) {
+    transport::LocalRegion device{0, own_device.data, own_device.size, true, own_device.gpu, -1, 0};
+    auto blob = engine->ExportRegionThrough(network, device, &id);
+    if (blob.ok()) own_path.device_region = std::move(*blob);
+    else WEFT_LOG_WARN("our device slice is not reachable over {}: {}", network, blob.status().ToString());
+  }
   return OkStatus();
 }
 
@@ -379,7 +414,7 @@ Result<std::string> Pool::Impl::HostCoordinator() {
 }
 
 // Our Join frame to the coordinator at `address`: our descriptor (our slices, and in transport
-// blobs how a peer reaches them: memfds for a same-node coordinator, our data server on tcp).
+// blobs how a peer reaches them: memfds for a same-node coordinator, our network path's blobs).
 Result<std::unique_ptr<meta::CoordinatorClient>> Pool::Impl::JoinAt(const std::string& address,
                                                                      bool coordinator_on_tcp, int device_fd) {
   meta::JoinOptions jopts;
@@ -409,7 +444,7 @@ Result<std::unique_ptr<meta::CoordinatorClient>> Pool::Impl::JoinAt(const std::s
 }
 
 // Our slices and the ways to them that we can offer: descriptors only through a unix-socket
-// coordinator (no descriptor crosses tcp), our data server when we run one.
+// coordinator (no descriptor crosses tcp), our network path's blobs when we run one.
 OwnSlices Pool::Impl::OwnSlicesToAdvertise(bool coordinator_on_tcp, int device_fd) const {
   OwnSlices own;
   if (!coordinator_on_tcp) {
@@ -418,11 +453,7 @@ OwnSlices Pool::Impl::OwnSlicesToAdvertise(bool coordinator_on_tcp, int device_f
   }
   own.device_size = own_device.size;
   own.device_gpu = own_device.gpu;
-  if (data_server) {
-    own.data_endpoint = data_server->address().ToString();
-    own.host_key = own_segment->access_key();
-    own.device_key = own_device_key;
-  }
+  if (!network.empty()) own.paths[network] = own_path;
   return own;
 }
 
@@ -480,21 +511,26 @@ Status Pool::Impl::AttachOwnDeviceSlice() {
 }
 
 Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
-  auto impl = std::make_unique<Impl>();
+  return PoolAccess::Join(given, mode, engine::BuiltinTransports());
+}
+
+Result<std::unique_ptr<Pool>> PoolAccess::Join(const Config& given, JoinMode mode,
+                                               const transport::Registry& registry) {
+  auto impl = std::make_unique<Pool::Impl>();
   impl->config = given;
   Config& config = impl->config;
   if (config.log_level != "warn") log::SetLevel(config.log_level);
-  WEFT_RETURN_IF_ERROR(CheckPoolTransport(config));
   WEFT_ASSIGN_OR_RETURN(net::ControlAddress control, net::ParseControlAddress(config.CoordinatorPath()));
   if (control.tcp) WEFT_RETURN_IF_ERROR(FitConfigToTcpCoordinator(config, control));
+  WEFT_ASSIGN_OR_RETURN(impl->network, CheckPoolTransport(config, registry));
   WEFT_ASSIGN_OR_RETURN(impl->layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
 
   impl->ReserveUnifiedVa();
   WEFT_ASSIGN_OR_RETURN(impl->own_segment,
                         mem::HostSegment::Create("weft-" + config.pool_name, config.rank_size, config.numa_node));
-  impl->CreateEngine();
+  WEFT_RETURN_IF_ERROR(impl->CreateEngine(registry));
   WEFT_RETURN_IF_ERROR(impl->CreateOwnDevice());
-  if (config.transport == "tcp") WEFT_RETURN_IF_ERROR(impl->StartTcpDataPlane());
+  WEFT_RETURN_IF_ERROR(impl->ExportOwnSlices().Annotate("exporting our slices over " + impl->network));
 
   // Our device slice's fd for same-node peers (closed once the Join frame is sent).
   net::UniqueFd device_fd;
@@ -506,7 +542,7 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
 
   WEFT_RETURN_IF_ERROR(impl->AttachOwnHostSlice());
   WEFT_RETURN_IF_ERROR(impl->AttachOwnDeviceSlice());
-  return std::unique_ptr<Pool>(new Pool(std::move(impl)));
+  return std::unique_ptr<Pool>(new Pool(std::move(impl)));  // PoolAccess is a friend
 }
 
 Status Pool::Leave() {
@@ -519,10 +555,9 @@ Status Pool::Leave() {
   std::unique_lock gate(impl_->api_mu);  // calls in flight on other threads finish first
   impl_->client.reset();
   impl_->coordinator.reset();
-  if (impl_->data_server) impl_->data_server->Stop();  // remote peers now get PEER_DOWN from us
-  impl_->data_server.reset();
-  impl_->tcp = nullptr;
-  impl_->engine.reset();  // finishes queued copies before their memory goes away
+  // Finishes queued copies before their memory goes away, and stops serving our slices (peers
+  // then get PEER_DOWN from us).
+  impl_->engine.reset();
   impl_->table.reset();
   impl_->own_device = {};
   impl_->own_segment.reset();

@@ -7,6 +7,7 @@
 #include "base/metrics.h"
 #include "engine/engine.h"
 #include "gva/layout.h"
+#include "transport/registry.h"
 
 namespace weft::bm {
 
@@ -14,6 +15,9 @@ struct PoolAccess {
   static const gva::Layout& Layout(const Pool& pool);
   static MetricsRegistry& Metrics(Pool& pool);
   static engine::Engine& Engine(Pool& pool);
+  // Pool::Join with the transports of `registry` (a test's own transport next to the built-in
+  // ones): `transport=` may name any entry with remote regions.
+  static Result<std::unique_ptr<Pool>> Join(const Config& config, JoinMode mode, const transport::Registry& registry);
 };
 
 }  // namespace weft::bm

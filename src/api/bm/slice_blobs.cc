@@ -1,6 +1,5 @@
 #include "api/bm/slice_blobs.h"
 
-#include "net/tcp_socket.h"
 #include "transport/blob.h"
 
 namespace weft::bm {
@@ -8,8 +7,8 @@ namespace weft::bm {
 namespace {
 
 constexpr uint8_t kBlobVersion = 1;
+constexpr uint8_t kPathBlobVersion = 2;  // 1 was tcp's own fields, before paths were opaque
 constexpr std::string_view kWhat = "pool slice";
-constexpr size_t kMaxEndpointLength = 1024;
 
 Status CheckFdIndex(uint32_t index, size_t fd_count, std::string_view transport) {
   if (index < fd_count) return OkStatus();
@@ -19,8 +18,8 @@ Status CheckFdIndex(uint32_t index, size_t fd_count, std::string_view transport)
 
 // Reads a whole blob with `read`, turning a short or long one into PROTOCOL naming the transport.
 template <typename T, typename Fn>
-Result<T> ReadBlob(std::string_view blob, std::string_view transport, Fn&& read) {
-  WEFT_ASSIGN_OR_RETURN(wire::Reader r, transport::OpenBlob(blob, kBlobVersion, transport, kWhat));
+Result<T> ReadBlob(std::string_view blob, std::string_view transport, Fn&& read, uint8_t version = kBlobVersion) {
+  WEFT_ASSIGN_OR_RETURN(wire::Reader r, transport::OpenBlob(blob, version, transport, kWhat));
   T out;
   Status s = read(r, out);
   if (s.ok()) s = r.ExpectEnd();
@@ -49,11 +48,11 @@ std::string EncodeCudaBlob(const CudaSliceBlob& b) {
   return transport::BlobText(w);
 }
 
-std::string EncodeTcpBlob(const TcpSliceBlob& b) {
-  wire::Writer w = transport::BlobWriter(kBlobVersion);
+std::string EncodePathBlob(const PathSliceBlob& b) {
+  wire::Writer w = transport::BlobWriter(kPathBlobVersion);
   w.String(b.endpoint);
-  w.U64(b.host_key);
-  w.U64(b.device_key);
+  w.String(b.host_region);
+  w.String(b.device_region);
   return transport::BlobText(w);
 }
 
@@ -77,14 +76,16 @@ Result<CudaSliceBlob> DecodeCudaBlob(std::string_view blob, size_t fd_count) {
   return b;
 }
 
-Result<TcpSliceBlob> DecodeTcpBlob(std::string_view blob) {
-  WEFT_ASSIGN_OR_RETURN(auto b, ReadBlob<TcpSliceBlob>(blob, kTcpBlob, [](wire::Reader& r, TcpSliceBlob& out) {
-                          WEFT_RETURN_IF_ERROR(r.String(out.endpoint, kMaxEndpointLength));
-                          WEFT_RETURN_IF_ERROR(r.U64(out.host_key));
-                          return r.U64(out.device_key);
-                        }));
-  if (auto where = net::ParseHostPort(b.endpoint); !where.ok())
-    return transport::BadBlob(where.status(), kTcpBlob, kWhat);
+Result<PathSliceBlob> DecodePathBlob(std::string_view blob, std::string_view transport) {
+  // The nested blobs are the transport's; the outer one never exceeds kMaxBlobBytes.
+  auto read = [](wire::Reader& r, PathSliceBlob& out) {
+    WEFT_RETURN_IF_ERROR(r.String(out.endpoint, transport::kMaxBlobBytes));
+    WEFT_RETURN_IF_ERROR(r.String(out.host_region, transport::kMaxBlobBytes));
+    return r.String(out.device_region, transport::kMaxBlobBytes);
+  };
+  WEFT_ASSIGN_OR_RETURN(auto b, ReadBlob<PathSliceBlob>(blob, transport, read, kPathBlobVersion));
+  if (b.endpoint.empty() || b.host_region.empty())
+    return Error(Code::kProtocol, "{} blob of path {} has no endpoint or no host region", kWhat, transport);
   return b;
 }
 
@@ -99,24 +100,22 @@ SliceAdvert AdvertiseSlices(const OwnSlices& own) {
     out.blobs[std::string(kCudaBlob)] = EncodeCudaBlob({next_index(), own.device_size, own.device_gpu});
     out.fds.push_back(own.device_fd);
   }
-  if (!own.data_endpoint.empty()) {
-    out.blobs[std::string(kTcpBlob)] =
-        EncodeTcpBlob({own.data_endpoint, own.host_key, own.device_size > 0 ? own.device_key : 0});
-  }
+  for (const auto& [name, path] : own.paths) out.blobs[name] = EncodePathBlob(path);
   return out;
 }
 
-PeerSliceBlobs ReadPeerSlices(const wire::TransportBlobs& blobs, size_t fd_count, uint64_t device_size) {
+PeerSliceBlobs ReadPeerSlices(const wire::TransportBlobs& blobs, size_t fd_count, uint64_t device_size,
+                              std::string_view path) {
   auto find = [&](std::string_view name) -> const std::string* {
     auto it = blobs.find(std::string(name));
     return it == blobs.end() ? nullptr : &it->second;
   };
   const std::string* shm = find(kShmBlob);
   const std::string* cuda = find(kCudaBlob);
-  const std::string* tcp = find(kTcpBlob);
+  const std::string* net = path.empty() ? nullptr : find(path);
   PeerSliceBlobs out{shm ? DecodeShmBlob(*shm, fd_count) : NotAdvertised<ShmSliceBlob>(kShmBlob),
                      cuda ? DecodeCudaBlob(*cuda, fd_count) : NotAdvertised<CudaSliceBlob>(kCudaBlob),
-                     tcp ? DecodeTcpBlob(*tcp) : NotAdvertised<TcpSliceBlob>(kTcpBlob)};
+                     net ? DecodePathBlob(*net, path) : NotAdvertised<PathSliceBlob>(path)};
   if (out.cuda.ok() && out.cuda->size != device_size) {
     out.cuda = Error(Code::kProtocol, "{} blob of path {} describes {} bytes but the peer joined with a device "
                      "slice of {}", kWhat, kCudaBlob, out.cuda->size, device_size);

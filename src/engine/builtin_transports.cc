@@ -49,8 +49,8 @@ RegistryEntry TcpEntry() {
           "one-sided READ/WRITE over TCP, served by the owner's data server (any node)",
           {"data_address", "cluster_secret", "tcp_lanes"},
           [](const TransportContext& c) -> Made {
-            if (!c.tcp) return Error(Code::kNotSupported, "no tcp settings were given (the pool wires its own)");
-            WEFT_ASSIGN_OR_RETURN(auto t, transport::tcp::TcpTransport::Create(gva::Layout{}, *c.tcp));
+            if (!c.tcp) return Error(Code::kNotSupported, "no tcp settings were given (the front end passes them in the transport context)");
+            WEFT_ASSIGN_OR_RETURN(auto t, transport::tcp::TcpTransport::Create(*c.tcp));
             return std::unique_ptr<Transport>(std::move(t));
           }};
 }

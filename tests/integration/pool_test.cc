@@ -451,7 +451,7 @@ Result<std::unique_ptr<HandMadePeer>> JoinByHand(const Config& config, const std
   topts.serve = transport::tcp::TcpServerOptions{};
   topts.serve->host = "127.0.0.1";
   topts.serve->auth.cluster_secret = config.cluster_secret;
-  WEFT_ASSIGN_OR_RETURN(p->tcp, transport::tcp::TcpTransport::Create(gva::Layout{}, topts));
+  WEFT_ASSIGN_OR_RETURN(p->tcp, transport::tcp::TcpTransport::Create(topts));
   OwnSlices own;
   own.host_fd = p->segment->fd();
   WEFT_ASSIGN_OR_RETURN(own.paths["tcp"].endpoint, p->tcp->EndpointBlob());

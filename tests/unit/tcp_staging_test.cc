@@ -595,110 +595,7 @@ TEST(StagingPipeline, DeviceEndsAtBothSidesOverTcp) {
   EXPECT_EQ(server_alloc.allocs, (*server)->staging_stats().allocated);
 }
 
-// The pool's tcp path with device ends: rank 2's data server holds its host slice (segment 0)
-// and a stand-in device slice (segment 1, device = true); this process is rank 1 with its own
-// stand-in device memory (an LD pointer and a GD slice). Every combination of a local host or
-// device end with a remote host or device slice, both ways, plus remote -> remote and a batch.
-TEST(TcpTransportDevice, LocalAndRemoteDeviceEndsByGva) {
-  const uint64_t rank_size = 24ull << 20;
-  auto layout = gva::Layout::Make(0x300000000000ull, rank_size, 4);
-  ASSERT_TRUE(layout.ok());
-  FakeDevice remote_dev(rank_size), local_dev(2 * rank_size);
-  Buffer remote_host(rank_size);
-  AccessTable table;
-  constexpr uint64_t kHostKey = 0x1111222233334444ull, kDevKey = 0x5555666677778888ull;
-  ASSERT_TRUE(table.Register({0, remote_host.data, rank_size, kHostKey, mem::kReadWrite, false}).ok());
-  ASSERT_TRUE(table.Register({1, remote_dev.arena.data, rank_size, kDevKey, mem::kReadWrite, true}).ok());
-  TcpServerOptions so;
-  so.host = "127.0.0.1";
-  so.auth.cluster_secret = kSecret;
-  so.device_copy = remote_dev.Ops(nullptr, 0).copy;
-  auto server = TcpServer::Start(so, &table);
-  ASSERT_TRUE(server.ok()) << server.status().ToString();
-
-  TcpTransportOptions o;
-  o.client.auth.cluster_secret = kSecret;
-  o.self_rank = 1;
-  o.device = local_dev.Ops(nullptr, 0);
-  o.staging.slice_bytes = 1u << 20;
-  TcpTransport t(*layout, o);
-  t.AddPeer(2, TcpPeerInfo{"127.0.0.1", (*server)->port(), 0, kHostKey, rank_size});
-  t.AddPeerSlice(gva::Medium::kDevice, 2, TcpPeerInfo{"127.0.0.1", (*server)->port(), 1, kDevKey, rank_size});
-
-  Buffer local_host(rank_size);
-  uint8_t* ld = local_dev.arena.data;               // an LD pointer (the engine says device 0)
-  uint8_t* gd_mem = local_dev.arena.data + rank_size;  // this rank's own GD slice, mapped here
-  struct End {
-    const char* name;
-    Endpoint ep;
-    uint8_t* bytes;
-  };
-  const uint64_t len = (5u << 20) + 321, off = 8191;
-  const End locals[] = {
-      {"LH", Endpoint{local_host.data + off, 0, 0}, local_host.data + off},
-      {"LD", Endpoint{ld + off, 0, 0, /*device=*/0}, ld + off},
-      {"local GD", Endpoint{gd_mem + off, layout->Encode({gva::Medium::kDevice, 1, off}), 1}, gd_mem + off},
-  };
-  const End remotes[] = {
-      {"remote GH", Endpoint{nullptr, layout->Encode({gva::Medium::kHost, 2, off}), 2}, remote_host.data + off},
-      {"remote GD", Endpoint{nullptr, layout->Encode({gva::Medium::kDevice, 2, off}), 2}, remote_dev.arena.data + off},
-  };
-  for (const End& l : locals) {
-    for (const End& r : remotes) {
-      SCOPED_TRACE(::testing::Message() << l.name << " <-> " << r.name);
-      uint64_t seed = FreshSeed();
-      FillRandom(l.bytes, len, seed);
-      std::memset(r.bytes, 0xEE, len);
-      Status s = t.Copy(r.ep, l.ep, len);
-      ASSERT_TRUE(s.ok()) << s.ToString();
-      EXPECT_FALSE(FirstMismatch(r.bytes, len, seed).has_value()) << "WRITE";
-      std::memset(l.bytes, 0x5A, len);
-      s = t.Copy(l.ep, r.ep, len);
-      ASSERT_TRUE(s.ok()) << s.ToString();
-      EXPECT_FALSE(FirstMismatch(l.bytes, len, seed).has_value()) << "READ";
-    }
-  }
-  // Remote device -> remote host (bounced through this process).
-  {
-    const uint64_t seed = FreshSeed();
-    FillRandom(remote_dev.arena.data, 3u << 20, seed);
-    std::memset(remote_host.data + (16u << 20), 0, 3u << 20);
-    Status s = t.Copy(Endpoint{nullptr, layout->Encode({gva::Medium::kHost, 2, 16u << 20}), 2},
-                      Endpoint{nullptr, layout->Encode({gva::Medium::kDevice, 2, 0}), 2}, 3u << 20);
-    ASSERT_TRUE(s.ok()) << s.ToString();
-    EXPECT_FALSE(FirstMismatch(remote_host.data + (16u << 20), 3u << 20, seed).has_value());
-  }
-  // A batch: 32 pieces from LD and 32 from LH, to the remote device slice.
-  {
-    std::vector<CopyItem> items;
-    const uint64_t seed = FreshSeed();
-    FillRandom(ld, 32 * 65536, seed);
-    FillRandom(local_host.data, 32 * 65536, seed);
-    std::memset(remote_dev.arena.data, 0xEE, 64 * 65536);
-    for (int i = 0; i < 32; ++i) {
-      items.push_back({Endpoint{nullptr, layout->Encode({gva::Medium::kDevice, 2, uint64_t(i) * 65536}), 2},
-                       Endpoint{ld + i * 65536, 0, 0, 0}, 65536});
-      items.push_back({Endpoint{nullptr, layout->Encode({gva::Medium::kDevice, 2, uint64_t(32 + i) * 65536}), 2},
-                       Endpoint{local_host.data + i * 65536, 0, 0}, 65536});
-    }
-    std::vector<Status> results(items.size());
-    t.CopyBatch(items, results);
-    for (auto& r : results) ASSERT_TRUE(r.ok()) << r.ToString();
-    EXPECT_FALSE(FirstMismatch(remote_dev.arena.data, 32 * 65536, seed).has_value());
-    EXPECT_FALSE(FirstMismatch(remote_dev.arena.data + 32 * 65536, 32 * 65536, seed).has_value());
-  }
-  EXPECT_GT(t.staging().stats().bytes, 0u);
-  EXPECT_EQ(t.staging().pool_stats().in_use, 0u);
-  EXPECT_EQ(local_dev.wrong_ends.load(), 0u);
-  // Past the device slice; then the rank goes: both slices are PEER_DOWN.
-  EXPECT_EQ(t.Copy(Endpoint{nullptr, layout->Encode({gva::Medium::kDevice, 2, rank_size - 10}), 2},
-                   Endpoint{local_host.data, 0, 0}, 20).code(), Code::kOutOfRange);
-  t.RemovePeer(2);
-  EXPECT_EQ(t.Copy(remotes[1].ep, locals[0].ep, 20).code(), Code::kPeerDown);
-  EXPECT_EQ(t.Copy(remotes[0].ep, locals[1].ep, 20).code(), Code::kPeerDown);
-}
-
-// The region contract (transport.h) with device ends, which replaces the GVA mode above: one
+// The region contract (transport.h) with device ends: one
 // transport serves a host region and a stand-in device region (its data server stages the device
 // one through bounce buffers from its staging_alloc, with the owner's device copy); another, whose
 // local device memory is a second stand-in, connects, imports both and posts. Every combination
@@ -721,7 +618,7 @@ TEST(TcpTransportDevice, LocalAndRemoteDeviceEndsThroughRegions) {
   so.device_copy = remote_dev.Ops(nullptr, 0).copy;
   so.staging_alloc = server_alloc.Get();
   oo.serve = so;
-  auto owner = TcpTransport::Create(gva::Layout{}, oo);
+  auto owner = TcpTransport::Create(oo);
   ASSERT_TRUE(owner.ok()) << owner.status().ToString();
   auto endpoint = (*owner)->EndpointBlob();
   ASSERT_TRUE(endpoint.ok()) << endpoint.status().ToString();
@@ -735,7 +632,7 @@ TEST(TcpTransportDevice, LocalAndRemoteDeviceEndsThroughRegions) {
   io.client.auth.cluster_secret = kSecret;
   io.staging = SmallSlices();  // 1 MiB bounce buffers: an op of several MiB takes many rounds
   io.device = local_dev.Ops(&client_alloc, io.staging.slice_bytes);
-  auto initiator = TcpTransport::Create(gva::Layout{}, io);
+  auto initiator = TcpTransport::Create(io);
   ASSERT_TRUE(initiator.ok()) << initiator.status().ToString();
   TcpTransport& t = **initiator;
   EXPECT_NE(t.capabilities() & kCapDeviceMemory, 0u);
@@ -859,7 +756,7 @@ TEST(TcpTransportDevice, LocalAndRemoteDeviceEndsThroughRegions) {
   {
     TcpTransportOptions plain_options;
     plain_options.client.auth.cluster_secret = kSecret;
-    auto plain = TcpTransport::Create(gva::Layout{}, plain_options);
+    auto plain = TcpTransport::Create(plain_options);
     ASSERT_TRUE(plain.ok()) << plain.status().ToString();
     EXPECT_EQ((*plain)->capabilities() & kCapDeviceMemory, 0u);
     auto p = (*plain)->Connect(*endpoint);

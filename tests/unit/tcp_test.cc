@@ -739,66 +739,7 @@ TEST(TcpDeadlineTest, LateResponseIsNeverMistakenForANewOne) {
 // ---------------------------------------------------------------------------------------------
 // The transport
 
-TEST_F(TcpTest, TransportCopiesByGva) {
-  const uint64_t rank_size = 16ull << 20;
-  auto layout = gva::Layout::Make(0x300000000000ull, rank_size, 4);
-  ASSERT_TRUE(layout.ok());
-  TcpTransportOptions o;
-  o.client.auth.cluster_secret = kSecret;
-  TcpTransport t(*layout, o);
-  RouteKey remote{EndKind::kLH, EndKind::kGH, Locality::kRemoteNode};
-  EXPECT_TRUE(t.Serves(remote));
-  EXPECT_FALSE(t.Serves({EndKind::kLH, EndKind::kGH, Locality::kSameNode}));
-  // Device ends across nodes are served (staged: tcp_staging_test.cc has those copies).
-  EXPECT_TRUE(t.Serves({EndKind::kLD, EndKind::kGH, Locality::kRemoteNode}));
-  EXPECT_TRUE(t.Serves({EndKind::kLH, EndKind::kGD, Locality::kRemoteNode}));
-  EXPECT_LT(t.CostNanos(remote, 4096), t.CostNanos(remote, 1 << 20));
-  t.AddPeer(2, TcpPeerInfo{"127.0.0.1", server_->port(), kSeg, kKey, rank_size});
-
-  const uint64_t len = (3 << 20) + 5, off = 4097;
-  const uint64_t gva = layout->Encode({gva::Medium::kHost, 2, off});
-  Buffer src(len), dst(len);
-  const uint64_t seed = FreshSeed();
-  FillRandom(src.data, len, seed);
-  Endpoint remote_end{nullptr, gva, 2};
-  Status s = t.Copy(remote_end, Endpoint{src.data, 0, 0}, len);
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  EXPECT_FALSE(FirstMismatch(big_->data + off, len, seed).has_value());
-  std::memset(dst.data, 0x5A, len);
-  s = t.Copy(Endpoint{dst.data, 0, 0}, remote_end, len);
-  ASSERT_TRUE(s.ok()) << s.ToString();
-  EXPECT_FALSE(FirstMismatch(dst.data, len, seed).has_value());
-
-  // Batch: 64 pieces, half each way.
-  std::vector<CopyItem> items;
-  std::vector<Status> results(64);
-  std::vector<uint8_t> local(64 * 4096);
-  const uint64_t seed2 = FreshSeed();
-  FillRandom(local.data(), local.size(), seed2);
-  for (int i = 0; i < 64; ++i) {
-    Endpoint r{nullptr, layout->Encode({gva::Medium::kHost, 2, 8ull << 20 | (uint64_t)i * 4096}), 2};
-    items.push_back(CopyItem{r, Endpoint{local.data() + i * 4096, 0, 0}, 4096});
-  }
-  t.CopyBatch(items, results);
-  for (auto& r : results) ASSERT_TRUE(r.ok()) << r.ToString();
-  EXPECT_FALSE(FirstMismatch(big_->data + (8 << 20), 64 * 4096, seed2).has_value());
-
-  // Past the rank's size, an unknown rank, a removed rank.
-  EXPECT_EQ(t.Copy(Endpoint{nullptr, layout->Encode({gva::Medium::kHost, 2, rank_size - 10}), 2},
-                   Endpoint{src.data, 0, 0}, 20).code(), Code::kOutOfRange);
-  EXPECT_EQ(t.Copy(Endpoint{nullptr, layout->Encode({gva::Medium::kHost, 3, 0}), 3}, Endpoint{src.data, 0, 0}, 20)
-                .code(), Code::kNotFound);
-  // A device GVA of a rank whose device slice was never added; a local device end without a
-  // device copy (no GPU): specific errors, nothing moves.
-  EXPECT_EQ(t.Copy(Endpoint{nullptr, layout->Encode({gva::Medium::kDevice, 2, 0}), 2}, Endpoint{src.data, 0, 0}, 20)
-                .code(), Code::kNotFound);
-  Endpoint fake_ld{src.data, 0, 0, /*device=*/0};
-  EXPECT_EQ(t.Copy(remote_end, fake_ld, 20).code(), Code::kNotSupported);
-  t.RemovePeer(2);
-  EXPECT_EQ(t.Copy(remote_end, Endpoint{src.data, 0, 0}, len).code(), Code::kPeerDown);
-}
-
-// The region contract (transport.h), which replaces the GVA mode above: one transport runs a data
+// The region contract (transport.h): one transport runs a data
 // server and exports regions of this process, another connects to its endpoint blob, imports the
 // region blobs and posts one-sided ops. Local ends are host memory here (tcp_staging_test.cc has
 // device ends).
@@ -810,7 +751,7 @@ TEST_F(TcpTest, TransportPostsReadsAndWritesToRegions) {
   so.auth.cluster_secret = kSecret;
   so.threads = 2;
   oo.serve = so;
-  auto owner = TcpTransport::Create(gva::Layout{}, oo);
+  auto owner = TcpTransport::Create(oo);
   ASSERT_TRUE(owner.ok()) << owner.status().ToString();
   EXPECT_NE((*owner)->capabilities() & kCapRegions, 0u);
   EXPECT_EQ((*owner)->capabilities() & kCapDeviceMemory, 0u);  // no device copy given
@@ -829,7 +770,7 @@ TEST_F(TcpTest, TransportPostsReadsAndWritesToRegions) {
 
   TcpTransportOptions io;
   io.client.auth.cluster_secret = kSecret;
-  auto initiator = TcpTransport::Create(gva::Layout{}, io);
+  auto initiator = TcpTransport::Create(io);
   ASSERT_TRUE(initiator.ok()) << initiator.status().ToString();
   TcpTransport& t = **initiator;
   // Without `serve` it reaches peers and exports nothing.

@@ -24,8 +24,8 @@ struct TcpRegion final : ImportedRegion {
 
 }  // namespace
 
-Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(gva::Layout layout, TcpTransportOptions options) {
-  auto t = std::make_unique<TcpTransport>(layout, std::move(options));
+Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions options) {
+  auto t = std::make_unique<TcpTransport>(std::move(options));
   if (t->options_.serve) {
     WEFT_ASSIGN_OR_RETURN(t->server_, TcpServer::Start(*t->options_.serve, &t->table_));
   }
@@ -61,6 +61,9 @@ Result<std::string> TcpTransport::ExportRegion(const LocalRegion& region) {
   uint32_t segment = 0;
   {
     std::lock_guard lock(mu_);
+    // A second export under one id would leave the first segment served after the withdrawal.
+    if (exported_.count(region.id))
+      return Error(Code::kAlreadyExists, "path tcp: region {} is exported already", region.id);
     segment = next_segment_++;
   }
   uint64_t seed = FreshSeed();

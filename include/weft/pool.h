@@ -61,10 +61,11 @@ class Pool {
   Result<uint64_t> SliceAddress(uint32_t rank, Medium medium = Medium::kHost) const;
   // Bytes of this peer's device slice (config device_size; 0 without one).
   uint64_t device_size() const;
-  // Whether a rank's slice of a medium is mapped here and up (a same-node peer's device slice is
-  // mapped only where a GPU is present).
+  // Whether a rank's slice of a medium is reachable from here and up: mapped, or reached over the
+  // network path (a same-node peer's device slice is mapped only where a GPU is present).
   bool HasSlice(uint32_t rank, Medium medium = Medium::kHost) const;
   // Where a GVA is mapped in this process, for direct load/store; valid while its peer is up.
+  // NOT_SUPPORTED for a slice reached over a network path (transport=tcp): copy instead.
   Result<void*> LocalAddress(uint64_t gva, uint64_t len = 1) const;
   // The rank owning a GVA (INVALID_ADDRESS outside the pool).
   Result<uint32_t> RankOf(uint64_t gva) const;

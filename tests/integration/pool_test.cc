@@ -184,6 +184,7 @@ TEST(Pool, ATransportAddedThroughTheRegistryReachesPeers) {
     ASSERT_TRUE(route.ok()) << route.status().ToString();
     EXPECT_EQ(route->path, "loop") << route->ToString();
     EXPECT_EQ(route->locality, transport::Locality::kRemoteNode);
+    EXPECT_EQ(a.LocalAddress(gva, len).status().code(), Code::kNotSupported);  // not mapped here
     auto* theirs = static_cast<uint8_t*>(*target.LocalAddress(gva, len));
     const uint64_t seed = FreshSeed();
     std::vector<uint8_t> src(len), back(len, 0x5a);

@@ -562,7 +562,10 @@ Result<std::vector<Row>> RunPool(const Options& o, const Config& base, uint32_t 
   reg.addr[kOwnSlice] = own.second;
   reg.addr[kOtherSlice] = rem.second;
   for (Region r : {kOwnSlice, kOtherSlice}) {
-    WEFT_ASSIGN_OR_RETURN(void* p, pool->LocalAddress(reg.addr[r], plan.capacity));
+    auto mapped = pool->LocalAddress(reg.addr[r], plan.capacity);
+    if (!mapped.ok())  // it checks every copy through the mapping
+      return mapped.status().Annotate("weft bench measures slices mapped here (bench-trans and bench-tcp measure tcp)");
+    void* p = *mapped;
     reg.ptr[r] = static_cast<uint8_t*>(p);
     std::memset(p, 0, plan.capacity);  // pre-fault the shared pages in this process
   }

@@ -602,6 +602,9 @@ bool Pool::HasSlice(uint32_t rank, Medium medium) const {
 Result<void*> Pool::LocalAddress(uint64_t gva, uint64_t len) const {
   WEFT_REQUIRE_JOINED();
   WEFT_ASSIGN_OR_RETURN(auto pin, impl_->table->Resolve(gva, len));
+  if (!pin.ptr())
+    return Error(Code::kNotSupported, "GVA {:#x} is in a slice this process does not map (it reaches it over {}): "
+                 "copy to and from it instead of loading and storing", gva, impl_->network);
   return static_cast<void*>(pin.ptr());
 }
 

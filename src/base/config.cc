@@ -151,9 +151,10 @@ const std::vector<KeyDef>& Defs() {
       Def("log_level", "string", "warn", "trace, debug, info, warn, error or off.", StringSetter(&Config::log_level)),
       Def("transport", "string", "auto",
           "How the pool reaches other peers' slices. `auto` or `shm`: same-node peers map each other's memory "
-          "(path shm); `tcp`: every other peer is reached through its TCP data server, so one host can exercise "
-          "the cross-node path. A name this build lacks is NOT_SUPPORTED, naming the transports it has (see "
-          "Transports below).",
+          "(path shm); `tcp` (or another transport with remote regions, see Transports below): every other "
+          "peer's slices are regions of it reached through that transport; with tcp, through its TCP data "
+          "server, so one host can exercise the cross-node path. A name this build lacks is NOT_SUPPORTED, "
+          "naming the transports it has.",
           StringSetter(&Config::transport)),
       Def("data_address", "string", "127.0.0.1:0",
           "host:port of this peer's TCP data server (port 0: any free port); the address other peers use.",

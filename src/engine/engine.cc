@@ -454,11 +454,6 @@ CopyHandle Engine::CopyBatchAsync(std::span<const CopyRequest> requests, Directi
   return CopyHandle(job);
 }
 
-transport::Transport* Engine::AddTransport(std::unique_ptr<transport::Transport> transport) {
-  transports_.push_back(std::move(transport));
-  return transports_.back().get();
-}
-
 }  // namespace weft::engine
 
 // The public copy types (include/weft/copy.h): their state is the engine's CopyJob.

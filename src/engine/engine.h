@@ -150,9 +150,6 @@ class Engine {
   void UnregisterHostMemory(void* ptr);
   // The transports in preference-free order, for tools and tests ("cuda" present iff a GPU is).
   transport::Transport* FindTransport(std::string_view name) const;
-  // Adds a transport the owner configures itself (the pool's tcp path, which needs the peers'
-  // endpoints); call before the first copy. Returns it for the owner to keep configuring.
-  transport::Transport* AddTransport(std::unique_ptr<transport::Transport> transport);
 
   const EngineOptions& options() const { return options_; }
   // Whether a transport of this engine has all of `caps` (transport::Capability bits).

@@ -1,4 +1,4 @@
-// The staging pipeline (transport/tcp/staging_pipeline.h) with a stand-in device: host memory
+// The staging pipeline (transport/staging/staging_pipeline.h) with a stand-in device: host memory
 // that only the injected copy may touch (it checks that one end is in the "device" arena and the
 // other in a bounce buffer from the injected allocator), counted, and able to fail on a chosen
 // byte. Random sizes (1 B .. 64 MiB, unaligned), fresh random data, poisoned destinations, every
@@ -20,7 +20,7 @@
 
 #include "base/random.h"
 #include "mem/access_table.h"
-#include "transport/tcp/staging_pipeline.h"
+#include "transport/tcp/tcp_staging.h"
 #include "transport/tcp/tcp_client.h"
 #include "transport/tcp/tcp_server.h"
 #include "transport/tcp/tcp_transport.h"
@@ -545,12 +545,12 @@ TEST(StagingPipeline, DeviceEndsAtBothSidesOverTcp) {
     std::memset(server_dev.arena.data + off_r, 0xEE, len);
     TcpRequest w{wire::DataOp::kWrite, kDevSeg, kKey, off_r, client_dev.arena.data + off_l, len};
     const uint8_t on_dev = 1;
-    auto res = pipe.Transfer(client, peer, {&w, 1}, {&on_dev, 1}, Soon());
+    auto res = StagedTransfer(pipe, client, peer, {&w, 1}, {&on_dev, 1}, Soon());
     ASSERT_TRUE(res[0].ok()) << res[0].ToString();
     EXPECT_FALSE(FirstMismatch(server_dev.arena.data + off_r, len, seed).has_value()) << "device WRITE";
     std::memset(client_dev.arena.data + off_l, 0x5A, len);
     TcpRequest r{wire::DataOp::kRead, kDevSeg, kKey, off_r, client_dev.arena.data + off_l, len};
-    res = pipe.Transfer(client, peer, {&r, 1}, {&on_dev, 1}, Soon());
+    res = StagedTransfer(pipe, client, peer, {&r, 1}, {&on_dev, 1}, Soon());
     ASSERT_TRUE(res[0].ok()) << res[0].ToString();
     EXPECT_FALSE(FirstMismatch(client_dev.arena.data + off_l, len, seed).has_value()) << "device READ";
     // A mixed batch: host -> remote host and local device -> remote host in one call.
@@ -562,7 +562,7 @@ TEST(StagingPipeline, DeviceEndsAtBothSidesOverTcp) {
       TcpRequest both[2] = {{wire::DataOp::kWrite, kHostSeg, kKey, 0, host.data, len},
                             {wire::DataOp::kWrite, kHostSeg, kKey, len + off_r, client_dev.arena.data + off_l, len}};
       const uint8_t flags[2] = {0, 1};
-      res = pipe.Transfer(client, peer, both, flags, Soon());
+      res = StagedTransfer(pipe, client, peer, both, flags, Soon());
       ASSERT_TRUE(res[0].ok() && res[1].ok()) << res[0].ToString() << " / " << res[1].ToString();
       EXPECT_FALSE(FirstMismatch(server_host.data, len, seed).has_value());
       EXPECT_FALSE(FirstMismatch(server_host.data + len + off_r, len, seed).has_value());
@@ -577,7 +577,7 @@ TEST(StagingPipeline, DeviceEndsAtBothSidesOverTcp) {
     TcpRequest two[2] = {{wire::DataOp::kWrite, kDevSeg, kKey, 0, client_dev.arena.data, len},
                          {wire::DataOp::kWrite, kDevSeg, kKey, len, client_dev.arena.data + len, len}};
     const uint8_t flags[2] = {1, 1};
-    auto res = pipe.Transfer(client, peer, two, flags, Soon());
+    auto res = StagedTransfer(pipe, client, peer, two, flags, Soon());
     server_dev.fail_at = -1;
     EXPECT_TRUE(res[0].ok()) << res[0].ToString();
     EXPECT_EQ(res[1].code(), Code::kCuda) << res[1].ToString();

@@ -46,10 +46,10 @@ Result<int> ExportDeviceSlice(const DeviceSlice& slice) {
   return seg->ExportFd();
 }
 
-transport::tcp::DeviceStagingOps TcpDeviceStaging() {
+transport::DeviceStagingOps TcpDeviceStaging() {
   if (!mem::cuda::DevicesPresent()) return {};
   auto copier = std::make_shared<mem::cuda::HostDeviceCopier>();
-  transport::tcp::DeviceStagingOps ops;
+  transport::DeviceStagingOps ops;
   ops.copy = [copier](void* dst, const void* src, uint64_t len) { return copier->Copy(dst, src, len); };
   ops.host.alloc = [](uint64_t bytes) { return mem::cuda::AllocPinnedHost(bytes); };
   ops.host.free = [](void* p, uint64_t) { mem::cuda::FreePinnedHost(p); };
@@ -77,7 +77,7 @@ Result<DeviceSlice> CreateDeviceSlice(int, uint64_t) { return DeviceSlicesUsable
 
 Result<int> ExportDeviceSlice(const DeviceSlice&) { return DeviceSlicesUsable(); }
 
-transport::tcp::DeviceStagingOps TcpDeviceStaging() { return {}; }
+transport::DeviceStagingOps TcpDeviceStaging() { return {}; }
 
 Result<DeviceSlice> ImportDeviceSlice(int fd, uint64_t, int) {
   if (fd >= 0) ::close(fd);

@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "base/result.h"
-#include "transport/tcp/staging_pipeline.h"
+#include "transport/staging/staging_pipeline.h"
 
 namespace weft::bm {
 
@@ -35,7 +35,7 @@ Result<int> ExportDeviceSlice(const DeviceSlice& slice);
 
 // How the tcp path reaches device memory here: host <-> device copies on weft's own streams and
 // pinned bounce buffers. Empty (no copy) without CUDA or a GPU: device ends are then refused.
-transport::tcp::DeviceStagingOps TcpDeviceStaging();
+transport::DeviceStagingOps TcpDeviceStaging();
 
 // Maps a peer's slice from the fd it exported (taken over in every case), with access granted to
 // `device`, the GPU this process copies with, when it can reach the owner's GPU.

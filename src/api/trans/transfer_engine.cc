@@ -416,7 +416,7 @@ struct TransferEngine::Impl {
         .Annotate(fmt::format("notifying '{}'", peer_name));
   }
 
-  Status CreateEngine(const transport::tcp::HostBufferAllocator& bounce_alloc);
+  Status CreateEngine(const transport::HostBufferAllocator& bounce_alloc);
   Status StartDirectory();
 };
 
@@ -446,12 +446,12 @@ Status CheckProtocol(const TransferEngineOptions& options) {
 
 // The engine and its transports, from the registry: tcp serves this engine's buffers to peers
 // (and carries notifications), the same-node transports find peers on this node.
-Status TransferEngine::Impl::CreateEngine(const transport::tcp::HostBufferAllocator& bounce_alloc) {
+Status TransferEngine::Impl::CreateEngine(const transport::HostBufferAllocator& bounce_alloc) {
   transport::tcp::TcpTransportOptions tcp;
   tcp.client.auth = options.auth;
   tcp.client.lanes = options.lanes;
   tcp.fixed_cost_ns = 25000;  // loopback or a LAN round trip
-  tcp.device = transport::tcp::DeviceStagingOps{device.copy, bounce_alloc};
+  tcp.device = transport::DeviceStagingOps{device.copy, bounce_alloc};
   tcp.staging.slice_bytes = options.staging_slice_bytes;
   tcp.staging.buffers = options.staging_buffers;
   tcp.staging.max_buffers = options.staging_max_buffers;
@@ -569,7 +569,7 @@ Result<std::unique_ptr<TransferEngine>> TransferEngineAccess::Create(const Trans
     m.device.free_host = [](void* p, uint64_t) { mem::cuda::FreePinnedHost(p); };
   }
 #endif
-  transport::tcp::HostBufferAllocator bounce_alloc;
+  transport::HostBufferAllocator bounce_alloc;
   if (m.device.alloc_host && m.device.free_host) bounce_alloc = {m.device.alloc_host, m.device.free_host};
 
   m.p2p = IsP2P(options.metadata);

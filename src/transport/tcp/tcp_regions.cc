@@ -133,7 +133,7 @@ void TcpTransport::Post(std::span<const RemoteOp> ops, std::span<Status> results
   }
   const PeerAddr& addr = static_cast<const TcpPeer*>(ops[0].peer)->addr;
   StagingStats st;
-  auto got = staging_.Transfer(client_, addr, reqs, on_device, deadline, &st);
+  auto got = StagedTransfer(staging_, client_, addr, reqs, on_device, deadline, &st);
   std::copy(got.begin(), got.end(), results.begin());
   if (staged_bytes_ && st.bytes > 0) {
     staged_bytes_->Add(st.bytes);

@@ -31,7 +31,7 @@
 #include "net/auth.h"
 #include "mem/access_table.h"
 #include "net/tcp_socket.h"
-#include "transport/tcp/staging_pipeline.h"
+#include "transport/staging/staging_pipeline.h"
 
 namespace weft::transport::tcp {
 

@@ -6,7 +6,7 @@
 //
 // Device memory: a device region is served by its owner's data server, which stages it through
 // its bounce buffers (TcpServerOptions::device_copy). A local device end of an op is staged here
-// through a StagingPipeline (staging_pipeline.h): its device copy of one part overlaps the
+// through a StagingPipeline (transport/staging/staging_pipeline.h): its device copy of one part overlaps the
 // network transfer of another. That needs TcpTransportOptions::device; without it (no GPU) an op
 // with a local device end is NOT_SUPPORTED and nothing else changes.
 #pragma once
@@ -21,7 +21,7 @@
 #include "base/metrics.h"
 #include "mem/access_table.h"
 #include "transport/tcp/tcp_server.h"
-#include "transport/tcp/staging_pipeline.h"
+#include "transport/tcp/tcp_staging.h"
 #include "transport/tcp/tcp_client.h"
 #include "transport/transport.h"
 

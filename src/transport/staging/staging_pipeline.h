@@ -1,7 +1,8 @@
-// Pipelined staging of device memory through host bounce buffers, for the tcp path: a socket
-// cannot send from or receive into GPU memory, so the bytes of a device end pass through host
-// memory, and the copy between device and host of one part overlaps the network transfer of
-// another:
+// Pipelined staging of device memory through host bounce buffers, for a network path that cannot
+// reach GPU memory itself (tcp: a socket cannot send from or receive into it): the bytes of a
+// device end pass through host memory, and the copy between device and host of one part overlaps
+// the network transfer of another. The network side is a callback (NetworkRound), so any
+// transport that stages shares this (tcp's is transport/tcp/tcp_staging.h):
 //   WRITE (device -> network): while round k of bounce buffers is on the network, the
 //     device -> host copy of round k+1 runs on one of the pipeline's copy threads (a WorkerPool
 //     made on first use and kept: no thread is started per transfer);
@@ -29,9 +30,8 @@
 #include "base/clock.h"
 #include "base/result.h"
 #include "base/worker_pool.h"
-#include "transport/tcp/tcp_client.h"
 
-namespace weft::transport::tcp {
+namespace weft::transport {
 
 // Host memory for bounce buffers. Unset: plain (pageable) memory from operator new.
 struct HostBufferAllocator {
@@ -143,12 +143,6 @@ class StagingPipeline {
   std::vector<Status> Run(std::span<const StagedRequest> requests, const NetworkRound& net, Deadline deadline,
                           StagingStats* stats = nullptr);
 
-  // The tcp case: requests[i].local is device memory where device_local[i] is non-zero and host
-  // memory otherwise. Host requests go out in one client call; device ones through Run.
-  std::vector<Status> Transfer(TcpClient& client, const PeerAddr& peer, std::span<const TcpRequest> requests,
-                               std::span<const uint8_t> device_local, Deadline deadline,
-                               StagingStats* stats = nullptr);
-
   const DeviceStagingOps& ops() const { return ops_; }
   const StagingOptions& options() const { return options_; }
   BouncePool::Stats pool_stats() const { return pool_.stats(); }
@@ -170,4 +164,4 @@ class StagingPipeline {
   std::unique_ptr<WorkerPool> copiers_;  // last: its threads finish before the members above go
 };
 
-}  // namespace weft::transport::tcp
+}  // namespace weft::transport

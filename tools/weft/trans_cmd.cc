@@ -588,10 +588,10 @@ class MemcpyBaseline {
     const unsigned threads = static_cast<unsigned>(std::max(1, c.threads));
     const int calls = c.bytes < (1u << 20) && reqs.size() == 1 ? 200 : 1;
     std::vector<double> secs;
-    for (int r = 0; r < std::max(1, rounds); ++r) {
+    for (int r = -1; r < std::max(1, rounds); ++r) {  // round -1 warms up, untimed (as the transfers)
       auto t0 = std::chrono::steady_clock::now();
       for (int k = 0; k < calls; ++k) Run(reqs, base, threads);
-      secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
+      if (r >= 0) secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
     }
     return Median(secs);
   }
@@ -668,11 +668,13 @@ Result<Timing> TimeTransfers(const Case& c, bool write, int rounds) {
   // Small cases are repeated within a round so that one round takes a measurable time.
   const int calls = c.bytes < (1u << 20) && reqs.size() == 1 ? 200 : 1;
   std::vector<double> secs;
-  for (int r = 0; r < std::max(1, rounds); ++r) {
+  // Round -1 warms up, untimed: the first case of a run otherwise carries the engine's and the
+  // peer's first-use costs (threads waking, pages first touched in this process's mapping).
+  for (int r = -1; r < std::max(1, rounds); ++r) {
     auto t0 = std::chrono::steady_clock::now();
     for (int k = 0; k < calls; ++k)
       if (!AllOk(c.engine->Transfer(reqs))) return Error(Code::kInternal, "a timed transfer failed");
-    secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
+    if (r >= 0) secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
   }
   Timing t;
   t.seconds = Median(secs);

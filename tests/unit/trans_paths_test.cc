@@ -19,6 +19,9 @@
 #include "base/random.h"
 #include "engine/builtin_transports.h"
 #include "support/loop_transport.h"
+#if WEFT_HAVE_UCX
+#include "transport/ucx/ucx_transport.h"
+#endif
 #include "meta/directory_server.h"
 #include "transport/blob.h"
 
@@ -333,6 +336,55 @@ TEST(TransPaths, ATransportAddedThroughTheRegistryCarriesTransfers) {
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].message, "y");
 }
+
+#if WEFT_HAVE_UCX
+// Named, ucx carries two engines' transfers (tcp still carries the notifications): a large write
+// and read and a batch of 1000 scattered pages, every byte compared; the route says ucx.
+TEST(TransPaths, UcxCarriesTransfersWhenNamed) {
+  if (auto probe = transport::ucx::UcxTransport::Create({"tcp", ""}); !probe.ok())
+    GTEST_SKIP() << "no UCX here: " << probe.status().ToString();
+  ::setenv("UCX_TLS", "tcp", 1);  // the engines' ucx transports read UCX's own environment
+  auto o = Opts("ucx,tcp");
+  auto a = Make(o);
+  auto b = Make(o);
+  ::unsetenv("UCX_TLS");
+  ASSERT_TRUE(a && b);
+  const size_t len = 8u << 20;
+  std::vector<uint8_t> ma(len), mb(len, 0xEE), back(len, 0x5A);
+  ASSERT_TRUE(a->RegisterMemory(ma.data(), len).ok());
+  ASSERT_TRUE(a->RegisterMemory(back.data(), len).ok());
+  ASSERT_TRUE(b->RegisterMemory(mb.data(), len).ok());
+  auto h = a->OpenSegment(b->name());
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  const auto remote = reinterpret_cast<uint64_t>(mb.data());
+  auto route = a->Route({Opcode::kWrite, ma.data(), *h, remote, len});
+  ASSERT_TRUE(route.ok()) << route.status().ToString();
+  EXPECT_NE(route->find("via ucx"), std::string::npos) << *route;
+  const uint64_t seed = FreshSeed();
+  FillRandom(ma.data(), len, seed);
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, ma.data(), *h, remote, len}}}));
+  EXPECT_TRUE(Same(mb.data(), len, seed));
+  ExpectAllOk(a->Transfer({{{Opcode::kRead, back.data(), *h, remote, len}}}, Notification{"ucx", "done"}));
+  EXPECT_EQ(back, ma);
+  // 1000 scattered 4 KiB pages each way.
+  std::vector<TransferRequest> pages;
+  FillRandom(ma.data(), len, seed + 1);
+  for (size_t i = 0; i < 1000; ++i) {
+    const uint64_t at = ((i * 7919) % (len / 4096)) * 4096;
+    pages.push_back({Opcode::kWrite, ma.data() + at, *h, remote + at, 4096});
+  }
+  ExpectAllOk(a->Transfer(pages));
+  for (const auto& p : pages)
+    ASSERT_EQ(std::memcmp(mb.data() + (p.remote_addr - remote), p.local, 4096), 0) << "page at " << p.remote_addr - remote;
+  std::vector<Notification> got;
+  for (int i = 0; i < 500 && got.empty(); ++i) {
+    got = b->TakeNotifications();
+    if (got.empty()) ::usleep(2000);
+  }
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].message, "done");
+}
+#endif
 
 }  // namespace
 }  // namespace weft::trans

@@ -1,0 +1,278 @@
+// The ucx transport's region contract (ucx_transport.h). Peers and regions made here keep the
+// worker alive and take its mutex for every UCX call they make, their destructors included.
+#include "transport/ucx/ucx_transport.h"
+
+#include <vector>
+
+#include "transport/blob.h"
+#include "transport/ucx/ucx_worker.h"
+
+namespace weft::transport::ucx {
+
+namespace {
+
+constexpr uint8_t kBlobVersion = 1;
+constexpr std::string_view kPath = "ucx";
+constexpr auto kCloseWait = std::chrono::seconds(5);  // a forced close completes promptly
+
+using Worker = UcxTransport::Worker;
+
+// Waits (mu held, progressing) until `request` is no longer in progress or `until` passes;
+// returns its status (UCS_INPROGRESS on timeout) and frees it unless still in progress.
+ucs_status_t WaitRequest(Worker& w, void* request, Deadline until) {
+  if (request == nullptr) return UCS_OK;
+  if (UCS_PTR_IS_ERR(request)) return UCS_PTR_STATUS(request);
+  ucs_status_t s;
+  while ((s = w.lib->request_check_status(request)) == UCS_INPROGRESS && !until.expired()) w.lib->worker_progress(w.worker);
+  if (s != UCS_INPROGRESS) w.lib->request_free(request);
+  return s;
+}
+
+// A peer: its worker address and, once used, the endpoint to it. State under w->mu.
+struct UcxPeer final : PeerLink {
+  std::shared_ptr<Worker> w;
+  std::string address;
+  mutable ucp_ep_h ep = nullptr;
+  mutable ucs_status_t failure = UCS_OK;  // set by UCX's error callback (inside progress)
+  mutable uint64_t generation = 0;        // bumped per endpoint: rkeys of an older one are stale
+
+  ~UcxPeer() override {
+    std::lock_guard lock(w->mu);
+    Close();
+  }
+
+  static void OnError(void* arg, ucp_ep_h, ucs_status_t status) { static_cast<const UcxPeer*>(arg)->failure = status; }
+
+  // mu held: an endpoint that has not failed.
+  Status Ensure() const {
+    if (ep && failure == UCS_OK) return OkStatus();
+    Close();
+    ucp_ep_params_t p{};
+    p.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                   UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    p.address = reinterpret_cast<const ucp_address_t*>(address.data());
+    p.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+    p.err_handler.cb = &UcxPeer::OnError;
+    p.err_handler.arg = const_cast<UcxPeer*>(this);
+    failure = UCS_OK;
+    if (ucs_status_t s = w->lib->ep_create(w->worker, &p, &ep); s != UCS_OK) {
+      ep = nullptr;
+      return w->Failed(s, "connecting to the peer");
+    }
+    ++generation;
+    return OkStatus();
+  }
+
+  // mu held: closes the endpoint by force (its requests complete with an error).
+  void Close() const {
+    if (!ep) return;
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    (void)WaitRequest(*w, w->lib->ep_close_nbx(ep, &p), Deadline::After(kCloseWait));
+    ep = nullptr;
+  }
+};
+
+// A peer's region: its address there and its packed rkey, unpacked for the peer's endpoint.
+struct UcxRegion final : ImportedRegion {
+  std::shared_ptr<Worker> w;
+  uint64_t remote_addr = 0;
+  std::string packed;
+  mutable ucp_rkey_h rkey = nullptr;
+  mutable uint64_t generation = 0;  // the endpoint generation rkey was unpacked for
+
+  ~UcxRegion() override {
+    std::lock_guard lock(w->mu);
+    Drop();
+  }
+  void Drop() const {
+    if (rkey) w->lib->rkey_destroy(rkey);
+    rkey = nullptr;
+  }
+  // mu held, peer's endpoint ready.
+  Status Unpacked(const UcxPeer& peer) const {
+    if (rkey && generation == peer.generation) return OkStatus();
+    Drop();
+    if (ucs_status_t s = w->lib->ep_rkey_unpack(peer.ep, packed.data(), &rkey); s != UCS_OK) {
+      rkey = nullptr;
+      return Error(Code::kProtocol, "ucx: the peer's rkey does not unpack: {}", w->lib->Describe(s));
+    }
+    generation = peer.generation;
+    return OkStatus();
+  }
+};
+
+Result<wire::Reader> Open(std::string_view blob, std::string_view what) {
+  return OpenBlob(blob, kBlobVersion, kPath, what);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOptions& options) {
+  WEFT_ASSIGN_OR_RETURN(auto lib, UcpLibrary::Load());
+  WEFT_ASSIGN_OR_RETURN(auto worker, Worker::Create(std::move(lib), options));
+  return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(worker)));
+}
+
+UcxTransport::UcxTransport(std::shared_ptr<Worker> worker) : worker_(std::move(worker)) {}
+
+UcxTransport::~UcxTransport() {
+  std::lock_guard lock(worker_->mu);
+  for (auto& [id, memh] : worker_->exported) worker_->lib->mem_unmap(worker_->context, memh);
+  worker_->exported.clear();
+}
+
+Status UcxTransport::Copy(const Endpoint&, const Endpoint&, uint64_t) {
+  return Error(Code::kNotSupported, "path ucx carries one-sided ops on a peer's regions only (Post)");
+}
+
+std::string UcxTransport::LibraryDescription() const {
+  return fmt::format("{} {}", worker_->lib->path, worker_->lib->version);
+}
+
+Result<std::string> UcxTransport::EndpointBlob() const {
+  auto w = BlobWriter(kBlobVersion);
+  w.String(worker_->address);
+  if (w.size() > kMaxBlobBytes)
+    return Error(Code::kNotSupported, "ucx: this worker's address has {} bytes, more than a blob carries ({}); "
+                 "narrow UCX_TLS / UCX_NET_DEVICES", worker_->address.size(), kMaxBlobBytes);
+  return BlobText(w);
+}
+
+Result<std::string> UcxTransport::ExportRegion(const LocalRegion& region) {
+  if (region.device) return Error(Code::kNotSupported, "path ucx: device memory is not supported by this version");
+  if (region.base == nullptr || region.len == 0)
+    return Error(Code::kInvalidArgument, "path ucx: an empty region cannot be exported");
+  std::lock_guard lock(worker_->mu);
+  const UcpLibrary& ucp = *worker_->lib;
+  if (worker_->exported.count(region.id))
+    return Error(Code::kAlreadyExists, "path ucx: region {} is exported already", region.id);
+  ucp_mem_map_params_t p{};
+  p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+  p.address = region.base;
+  p.length = region.len;
+  ucp_mem_h memh = nullptr;
+  if (ucs_status_t s = ucp.mem_map(worker_->context, &p, &memh); s != UCS_OK)
+    return worker_->Failed(s, "registering the region (ucp_mem_map)");
+  void* packed = nullptr;
+  size_t size = 0;
+  if (ucs_status_t s = ucp.rkey_pack(worker_->context, memh, &packed, &size); s != UCS_OK) {
+    ucp.mem_unmap(worker_->context, memh);
+    return worker_->Failed(s, "packing the region's rkey");
+  }
+  auto w = BlobWriter(kBlobVersion);
+  w.U64(reinterpret_cast<uint64_t>(region.base));
+  w.String(std::string_view(static_cast<const char*>(packed), size));
+  ucp.rkey_buffer_release(packed);
+  if (w.size() > kMaxBlobBytes) {
+    ucp.mem_unmap(worker_->context, memh);
+    return Error(Code::kNotSupported, "ucx: the region's rkey has {} bytes, more than a blob carries", size);
+  }
+  worker_->exported[region.id] = memh;
+  return BlobText(w);
+}
+
+void UcxTransport::WithdrawRegion(uint64_t region_id) {
+  std::lock_guard lock(worker_->mu);
+  auto it = worker_->exported.find(region_id);
+  if (it == worker_->exported.end()) return;
+  worker_->lib->mem_unmap(worker_->context, it->second);
+  worker_->exported.erase(it);
+}
+
+Result<std::unique_ptr<PeerLink>> UcxTransport::Connect(std::string_view endpoint_blob) {
+  WEFT_ASSIGN_OR_RETURN(auto r, Open(endpoint_blob, "endpoint"));
+  auto peer = std::make_unique<UcxPeer>();
+  peer->w = worker_;
+  Status s = r.String(peer->address, kMaxBlobBytes);
+  if (s.ok()) s = r.ExpectEnd();
+  if (!s.ok()) return BadBlob(s, kPath, "endpoint");
+  if (peer->address.empty()) return Error(Code::kProtocol, "endpoint blob of path ucx has an empty worker address");
+  return std::unique_ptr<PeerLink>(std::move(peer));
+}
+
+Result<std::unique_ptr<ImportedRegion>> UcxTransport::ImportRegion(const PeerLink&, uint64_t base, uint64_t len,
+                                                                   std::string_view blob) {
+  WEFT_ASSIGN_OR_RETURN(auto r, Open(blob, "region"));
+  auto region = std::make_unique<UcxRegion>();
+  region->w = worker_;
+  Status s = r.U64(region->remote_addr);
+  if (s.ok()) s = r.String(region->packed, kMaxBlobBytes);
+  if (s.ok()) s = r.ExpectEnd();
+  if (!s.ok()) return BadBlob(s, kPath, "region");
+  if (region->packed.empty() || region->remote_addr == 0)
+    return Error(Code::kProtocol, "region blob of path ucx has no rkey or a null address");
+  region->base = base;
+  region->len = len;
+  return std::unique_ptr<ImportedRegion>(std::move(region));
+}
+
+void UcxTransport::Post(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) {
+  if (ops.empty()) return;
+  const auto& peer = static_cast<const UcxPeer&>(*ops[0].peer);
+  Worker& w = *worker_;
+  std::lock_guard lock(w.mu);
+  if (Status ready = peer.Ensure(); !ready.ok()) {
+    for (auto& r : results) r = ready;
+    w.DrainAndArm();
+    return;
+  }
+  // Issue every op, then one flush: it completes once every op before it is complete at the peer.
+  std::vector<void*> requests(ops.size(), nullptr);
+  std::vector<uint8_t> issued(ops.size(), 0);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const RemoteOp& op = ops[i];
+    if (op.local_device) {
+      results[i] = Error(Code::kNotSupported, "path ucx: device memory is not supported by this version");
+      continue;
+    }
+    const auto& region = static_cast<const UcxRegion&>(*op.region);
+    if (Status rk = region.Unpacked(peer); !rk.ok()) {
+      results[i] = rk;
+      continue;
+    }
+    ucp_request_param_t p{};
+    const uint64_t remote = region.remote_addr + op.offset;
+    void* req = op.kind == RemoteOpKind::kWrite ? w.lib->put_nbx(peer.ep, op.local, op.len, remote, region.rkey, &p)
+                                                : w.lib->get_nbx(peer.ep, op.local, op.len, remote, region.rkey, &p);
+    if (UCS_PTR_IS_ERR(req)) {
+      results[i] = w.Failed(UCS_PTR_STATUS(req), op.kind == RemoteOpKind::kWrite ? "put" : "get");
+      continue;
+    }
+    requests[i] = req;
+    issued[i] = 1;
+  }
+  ucp_request_param_t fp{};
+  const ucs_status_t flushed = WaitRequest(w, w.lib->ep_flush_nbx(peer.ep, &fp), deadline);
+  const bool timed_out = flushed == UCS_INPROGRESS;
+  // On the deadline (or a failed peer) nothing may land in local memory after we return: the
+  // forced close completes every request still in flight.
+  if (timed_out || peer.failure != UCS_OK) peer.Close();
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (!issued[i]) continue;
+    const ucs_status_t s = WaitRequest(w, requests[i], Deadline::After(kCloseWait));
+    if (timed_out) {
+      results[i] = Error(Code::kTimeout, "ucx: the op did not complete before the deadline; the endpoint to the "
+                         "peer was closed and is made again on the next op");
+    } else if (s != UCS_OK) {
+      results[i] = w.Failed(s, ops[i].kind == RemoteOpKind::kWrite ? "put" : "get");
+    } else if (flushed != UCS_OK) {
+      results[i] = w.Failed(flushed, "flushing the ops to the peer");
+    } else {
+      results[i] = OkStatus();
+    }
+  }
+  w.DrainAndArm();
+}
+
+double UcxTransport::RemoteCostNanos(uint64_t bytes) const {
+  return 5000 + static_cast<double>(bytes) / 5.0;  // a few µs and a few GB/s: cheaper than tcp
+}
+
+std::string_view UcxTransport::ExplainRemote() const {
+  return "UCX one-sided put/get on the peer's registered region (the transports UCX_TLS allows: RDMA, shared "
+         "memory, tcp), one flush per batch";
+}
+
+}  // namespace weft::transport::ucx

@@ -1,0 +1,42 @@
+// The UCP context and worker of one ucx transport, and the thread that progresses it. Every
+// call into the worker (and into endpoints, rkeys and memory handles made from it) is made with
+// `mu` held; whoever progresses last re-arms the worker's event fd before letting go, so the
+// progress thread wakes for the next event (a target's side of software RMA runs there).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "base/result.h"
+#include "net/event_loop.h"
+#include "transport/ucx/ucp_library.h"
+#include "transport/ucx/ucx_transport.h"
+
+namespace weft::transport::ucx {
+
+struct UcxTransport::Worker {
+  std::shared_ptr<const UcpLibrary> lib;
+  ucp_context_h context = nullptr;
+  ucp_worker_h worker = nullptr;
+  std::string address;  // this worker's packed address
+  std::mutex mu;
+  std::map<uint64_t, ucp_mem_h> exported;  // region id -> its registration (under mu)
+  std::unique_ptr<net::EventLoop> loop;
+  std::thread progress_thread;
+
+  static Result<std::shared_ptr<Worker>> Create(std::shared_ptr<const UcpLibrary> lib, const UcxOptions& options);
+  ~Worker();  // stops the progress thread, then destroys the worker and the context
+
+  // mu held: progresses until the worker has nothing more to do, then arms its event fd.
+  void DrainAndArm();
+  // An error of UCX as a weft status: a peer's failure is PEER_DOWN, the rest IO, naming `what`.
+  Status Failed(ucs_status_t status, std::string_view what) const;
+
+ private:
+  Status StartProgressThread();
+};
+
+}  // namespace weft::transport::ucx

@@ -34,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   static transport::ShmTransport shm("fuzz-node");
   static transport::CmaTransport cma("fuzz-node");
-  static transport::tcp::TcpTransport tcp(gva::Layout{}, transport::tcp::TcpTransportOptions{});
+  static transport::tcp::TcpTransport tcp(transport::tcp::TcpTransportOptions{});
   transport::Transport* which[] = {&tcp, &shm, &cma};
   transport::Transport* t = which[(data[0] >> 1) % 3];
   const bool region = data[0] & 1;

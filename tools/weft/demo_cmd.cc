@@ -7,9 +7,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <memory>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -312,20 +316,249 @@ Config DemoConfig(const Config& base, const std::string& pool, const std::string
   return c;
 }
 
+// The flags of `weft demo` and of the hidden `demo-peer` its peers run (one set serves both).
+struct DemoOptions {
+  uint32_t peers = 4;
+  uint32_t nodes = 1;
+  std::string size = "256MiB";
+  std::string block;
+  std::string pool;
+  std::string socket;
+  std::string device_size = "auto";
+  ConfigFlags flags;
+};
+
+struct DemoSizes {
+  uint64_t size = 0;   // host memory each peer pools
+  uint64_t block = 0;  // bytes per copy
+};
+
+// --size and --block (default block: a quarter of size in whole pages, at most 64MiB). On bad
+// input prints why and returns nullopt: the caller exits 2.
+std::optional<DemoSizes> ParseDemoSizes(const std::string& size_flag, const std::string& block_flag) {
+  auto size = ParseBytes(size_flag);
+  if (!size.ok()) {
+    fmt::print(stderr, "weft demo: --size: {}\n", size.status().message());
+    return std::nullopt;
+  }
+  uint64_t block = std::min<uint64_t>(64ull << 20, *size / 4 / 4096 * 4096);
+  if (!block_flag.empty()) {
+    auto b = ParseBytes(block_flag);
+    if (!b.ok() || *b == 0 || *b > *size / 4) {
+      fmt::print(stderr, "weft demo: --block must be a size of at most size/4\n");
+      return std::nullopt;
+    }
+    block = *b;
+  }
+  // Worded for --size because the block is size/4 unless --block was given.
+  if (block < (64 << 10)) {
+    fmt::print(stderr, "weft demo: --size must be at least 256KiB\n");
+    return std::nullopt;
+  }
+  return DemoSizes{*size, block};
+}
+
+// The hosts the peers are spread over, and what every peer must be told to reach the others.
+struct PeerHosts {
+  uint32_t nodes = 1;
+  std::unique_ptr<NetnsTopology> topology;  // set when the hosts are network namespaces
+  std::string where = "this host";          // for the banner
+  std::vector<std::string> env;             // added to each peer's environment
+};
+
+// With nodes > 1, points config at tcp: the coordinator is hosted here (on host 1) and every peer
+// is reached over tcp, all authenticated with a secret made for this run, so nothing relies on a
+// shared filesystem. When the namespaces cannot be made or entered (e.g. without root), all the
+// peers use loopback instead.
+PeerHosts PlacePeers(uint32_t nodes, Config& config) {
+  PeerHosts hosts;
+  hosts.nodes = nodes;
+  if (nodes <= 1) return hosts;
+  config.transport = "tcp";
+  config.cluster_secret = fmt::format("{:016x}{:016x}", FreshSeed(), FreshSeed());
+  config.data_address = "127.0.0.1:0";
+  auto made = NetnsTopology::Create(static_cast<int>(nodes));
+  config.coordinator = "tcp://127.0.0.1:0";
+  if (made.ok() && (*made)->Enter(1).ok()) {
+    hosts.topology = std::move(*made);
+    config.data_address = hosts.topology->Address(1) + ":0";
+    config.coordinator = "tcp://" + hosts.topology->Address(1) + ":0";
+    hosts.where = fmt::format("{} network namespaces joined by veth (10.79.0.1-{})", nodes, nodes);
+  } else {
+    hosts.where = fmt::format("loopback, same-node paths forbidden ({})",
+                              made.ok() ? "cannot enter the namespaces" : made.status().message());
+  }
+  hosts.env = {"WEFT_TRANSPORT=tcp", "WEFT_CLUSTER_SECRET=" + config.cluster_secret};
+  return hosts;
+}
+
+// Bytes of GPU memory each peer pools. "auto" pools as much as the host slice, but only with a
+// GPU and all peers on this host. On a bad size prints why and returns nullopt (exit 2).
+std::optional<uint64_t> DeviceSliceSize(const std::string& flag, uint64_t size, uint32_t nodes, int gpus) {
+  if (flag == "auto") return (gpus > 0 && nodes == 1) ? size : 0;
+  auto d = ParseBytes(flag);
+  if (!d.ok()) {
+    fmt::print(stderr, "weft demo: --device-size: {}\n", d.status().message());
+    return std::nullopt;
+  }
+  return *d;
+}
+
+void PrintDemoSetup(const Pool& pool, const Config& config, const PeerHosts& hosts, uint32_t peers,
+                    uint64_t block, int gpus) {
+  fmt::print("weft demo: pool '{}' of {} peers x {} (coordinator {}), {} per copy, unified VA {}\n",
+             config.pool_name, peers, FormatBytes(config.rank_size), pool.coordinator_address(),
+             FormatBytes(block), pool.unified_va() ? "on" : "off");
+  fmt::print("weft demo: peers on {}, transport {}\n", hosts.where, config.transport);
+  if (config.device_size > 0) {
+    fmt::print("weft demo: device slices of {} per peer on {} GPU(s) (round-robin)\n",
+               FormatBytes(config.device_size), gpus);
+  } else {
+    fmt::print("weft demo: no device slices ({})\n",
+               gpus == 0 ? bm::DeviceSlicesUsable().message() : "--device-size 0, or peers on several hosts");
+  }
+}
+
+// The `demo-peer` command line, the same for every peer. It names this binary by its resolved path:
+// under `ip netns exec` a literal /proc/self/exe would name `ip` itself.
+std::vector<std::string> PeerCommand(uint32_t peers, const DemoSizes& sizes, const std::string& pool,
+                                     const std::string& socket) {
+  char self[4096] = {};
+  if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) std::strcpy(self, "/proc/self/exe");
+  return {self, "demo-peer", "--peers", std::to_string(peers), "--size", std::to_string(sizes.size),
+          "--block", std::to_string(sizes.block), "--pool", pool, "--socket", socket};
+}
+
+// Peer i's environment: ours, what every peer is told, its GPU (device_gpus 0: no device
+// slices), and with several hosts the address its data plane binds on its own host.
+std::vector<std::string> PeerEnv(uint32_t i, int host, const PeerHosts& hosts, int device_gpus) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.emplace_back(*e);
+  env.insert(env.end(), hosts.env.begin(), hosts.env.end());
+  if (device_gpus > 0) env.push_back("WEFT_DEVICE=" + std::to_string(i % device_gpus));
+  if (hosts.nodes > 1) {
+    const std::string address = hosts.topology ? hosts.topology->Address(host) : std::string("127.0.0.1");
+    env.push_back("WEFT_DATA_ADDRESS=" + address + ":0");
+  }
+  return env;
+}
+
+// posix_spawnp with argv and envp made from strings; nullopt when the process cannot start.
+std::optional<pid_t> Spawn(std::vector<std::string> args, std::vector<std::string> env) {
+  std::vector<char*> argv, envp;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = 0;
+  if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), envp.data()) != 0) return std::nullopt;
+  return pid;
+}
+
+// Starts peers 1..peers-1 (this process is the first peer), peer i on host i mod nodes + 1. If one
+// cannot start, reports it, kills those already started and returns nullopt.
+std::optional<std::vector<pid_t>> StartPeers(const std::vector<std::string>& command, const PeerHosts& hosts,
+                                             uint32_t peers, int device_gpus) {
+  std::vector<pid_t> children;
+  for (uint32_t i = 1; i < peers; ++i) {
+    const int host = static_cast<int>(i % hosts.nodes) + 1;
+    std::vector<std::string> args;
+    if (hosts.topology) args = {"ip", "netns", "exec", hosts.topology->Namespace(host)};
+    args.insert(args.end(), command.begin(), command.end());
+    auto pid = Spawn(std::move(args), PeerEnv(i, host, hosts, device_gpus));
+    if (!pid) {
+      fmt::print(stderr, "weft demo: cannot start peer {}\n", i);
+      for (pid_t c : children) kill(c, SIGKILL);
+      return std::nullopt;
+    }
+    children.push_back(*pid);
+  }
+  return children;
+}
+
+// Reaps the peer processes; false (each reported) if any did not exit 0.
+bool WaitForPeerProcesses(const std::vector<pid_t>& children) {
+  bool ok = true;
+  for (pid_t c : children) {
+    int status = 0;
+    // Children finish once the final barrier passed; a stuck one is killed after 30 s.
+    for (int waited = 0; waitpid(c, &status, WNOHANG) == 0; ++waited) {
+      if (waited == 300) kill(c, SIGKILL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      fmt::print(stderr, "weft demo: peer process {} failed (status {})\n", c, status);
+      ok = false;
+    }
+  }
+  return ok;
+}
+
+// `weft demo`: hosts the pool and the first peer here, starts the others, prints the table.
+int RunDemo(const DemoOptions& o) {
+  auto base = o.flags.Load();
+  if (!base) return 2;
+  auto sizes = ParseDemoSizes(o.size, o.block);
+  if (!sizes) return 2;
+  const std::string pool_name = fmt::format("demo-{}", getpid());
+  Config config = DemoConfig(*base, pool_name, fmt::format("/tmp/weft-{}.sock", pool_name), sizes->size);
+  // Declared before the pool so that the namespaces outlive it.
+  PeerHosts hosts = PlacePeers(o.nodes, config);
+  // Device slices: each peer on GPU (index mod GPUs), told through the environment.
+  const int gpus = bm::UsableGpuCount();
+  auto device_size = DeviceSliceSize(o.device_size, sizes->size, o.nodes, gpus);
+  if (!device_size) return 2;
+  config.device_size = *device_size;
+  config.device = 0;
+  if (config.device_size > 0) hosts.env.push_back("WEFT_DEVICE_SIZE=" + std::to_string(config.device_size));
+  auto pool = Pool::Join(config, bm::JoinMode::kHost);
+  if (!pool.ok()) {
+    fmt::print(stderr, "weft demo: {}\n", pool.status().ToString());
+    return 1;
+  }
+  PrintDemoSetup(**pool, config, hosts, o.peers, sizes->block, gpus);
+  // The peers get the coordinator address with the port it took.
+  auto children = StartPeers(PeerCommand(o.peers, *sizes, pool_name, (*pool)->coordinator_address()), hosts,
+                             o.peers, config.device_size > 0 ? gpus : 0);
+  if (!children) return 1;
+  fmt::print("weft demo: started {} peer processes; copying...\n", children->size());
+  std::fflush(stdout);
+  auto all = RunPeer(**pool, o.peers, sizes->block);
+  bool ok = all.ok();
+  if (!ok) fmt::print(stderr, "weft demo: {}\n", all.status().ToString());
+  else ok = PrintTable(*all, o.peers);
+  if (!WaitForPeerProcesses(*children)) ok = false;
+  (void)(*pool)->Leave();
+  fmt::print("weft demo: {}\n", ok ? "every direction verified" : "FAILED");
+  return ok ? 0 : 1;
+}
+
+// `weft demo-peer`: one of the peers `weft demo` started; exits 0 only if all of its copies verified.
+int RunDemoPeer(const DemoOptions& o) {
+  auto base = LoadConfig();
+  auto size = ParseBytes(o.size);
+  auto block = ParseBytes(o.block);
+  if (!base.ok() || !size.ok() || !block.ok()) return 2;
+  auto pool = Pool::Join(DemoConfig(*base, o.pool, o.socket, *size), bm::JoinMode::kJoin);
+  if (!pool.ok()) {
+    fmt::print(stderr, "weft demo-peer: {}\n", pool.status().ToString());
+    return 1;
+  }
+  auto all = RunPeer(**pool, o.peers, *block);
+  if (!all.ok()) {
+    fmt::print(stderr, "weft demo-peer {}: {}\n", (*pool)->rank(), all.status().ToString());
+    return 1;
+  }
+  for (const auto& [rank, results] : *all)
+    for (const auto& r : results)
+      if (!r.verified) return 1;
+  return 0;
+}
+
 }  // namespace
 
 void AddDemo(CLI::App& app, Runner* run) {
-  struct Options {
-    uint32_t peers = 4;
-    uint32_t nodes = 1;
-    std::string size = "256MiB";
-    std::string block;
-    std::string pool;
-    std::string socket;
-    std::string device_size = "auto";
-    ConfigFlags flags;
-  };
-  auto o = std::make_shared<Options>();
+  auto o = std::make_shared<DemoOptions>();
   auto* cmd = app.add_subcommand("demo", "Start N peers on this machine, pool their memory, copy and verify");
   cmd->add_option("--peers", o->peers, "Peers (processes) to start")->check(CLI::Range(2, 64));
   cmd->add_option("--size", o->size, "Host memory each peer pools");
@@ -347,160 +580,8 @@ void AddDemo(CLI::App& app, Runner* run) {
   peer->add_option("--pool", o->pool)->required();
   peer->add_option("--socket", o->socket)->required();
 
-  cmd->callback([=] {
-    *run = [=]() -> int {
-      auto base = o->flags.Load();
-      if (!base) return 2;
-      auto size = ParseBytes(o->size);
-      if (!size.ok()) {
-        fmt::print(stderr, "weft demo: --size: {}\n", size.status().message());
-        return 2;
-      }
-      uint64_t block = std::min<uint64_t>(64ull << 20, *size / 4 / 4096 * 4096);
-      if (!o->block.empty()) {
-        auto b = ParseBytes(o->block);
-        if (!b.ok() || *b == 0 || *b > *size / 4) {
-          fmt::print(stderr, "weft demo: --block must be a size of at most size/4\n");
-          return 2;
-        }
-        block = *b;
-      }
-      if (block < (64 << 10)) {
-        fmt::print(stderr, "weft demo: --size must be at least 256KiB\n");
-        return 2;
-      }
-      const std::string pool_name = fmt::format("demo-{}", getpid());
-      std::string socket = fmt::format("/tmp/weft-{}.sock", pool_name);
-      Config config = DemoConfig(*base, pool_name, socket, *size);
-      // --nodes: the coordinator is on tcp (hosted here, on host 1) and every peer is reached
-      // over tcp, all authenticated with a secret made for this run; nothing relies on a shared
-      // filesystem.
-      std::unique_ptr<NetnsTopology> topology;
-      std::vector<std::string> extra_env;
-      std::string where = "this host";
-      if (o->nodes > 1) {
-        config.transport = "tcp";
-        config.cluster_secret = fmt::format("{:016x}{:016x}", FreshSeed(), FreshSeed());
-        config.data_address = "127.0.0.1:0";
-        auto made = NetnsTopology::Create(static_cast<int>(o->nodes));
-        config.coordinator = "tcp://127.0.0.1:0";
-        if (made.ok() && (*made)->Enter(1).ok()) {
-          topology = std::move(*made);
-          config.data_address = topology->Address(1) + ":0";
-          config.coordinator = "tcp://" + topology->Address(1) + ":0";
-          where = fmt::format("{} network namespaces joined by veth (10.79.0.1-{})", o->nodes, o->nodes);
-        } else {
-          where = fmt::format("loopback, same-node paths forbidden ({})",
-                              made.ok() ? "cannot enter the namespaces" : made.status().message());
-        }
-        extra_env = {"WEFT_TRANSPORT=tcp", "WEFT_CLUSTER_SECRET=" + config.cluster_secret};
-      }
-      // Device slices: each peer on GPU (index mod GPUs), told through the environment.
-      const int gpus = bm::UsableGpuCount();
-      if (o->device_size == "auto") {
-        config.device_size = (gpus > 0 && o->nodes == 1) ? *size : 0;
-      } else {
-        auto d = ParseBytes(o->device_size);
-        if (!d.ok()) {
-          fmt::print(stderr, "weft demo: --device-size: {}\n", d.status().message());
-          return 2;
-        }
-        config.device_size = *d;
-      }
-      config.device = 0;
-      if (config.device_size > 0) extra_env.push_back("WEFT_DEVICE_SIZE=" + std::to_string(config.device_size));
-      auto pool = Pool::Join(config, bm::JoinMode::kHost);
-      if (!pool.ok()) {
-        fmt::print(stderr, "weft demo: {}\n", pool.status().ToString());
-        return 1;
-      }
-      socket = (*pool)->coordinator_address();  // with the port it took
-      fmt::print("weft demo: pool '{}' of {} peers x {} (coordinator {}), {} per copy, unified VA {}\n", pool_name,
-                 o->peers, FormatBytes(*size), socket, FormatBytes(block), (*pool)->unified_va() ? "on" : "off");
-      fmt::print("weft demo: peers on {}, transport {}\n", where, config.transport);
-      if (config.device_size > 0) {
-        fmt::print("weft demo: device slices of {} per peer on {} GPU(s) (round-robin)\n",
-                   FormatBytes(config.device_size), gpus);
-      } else {
-        fmt::print("weft demo: no device slices ({})\n",
-                   gpus == 0 ? bm::DeviceSlicesUsable().message() : "--device-size 0, or peers on several hosts");
-      }
-      std::vector<pid_t> children;
-      char self[4096] = {};
-      if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) std::strcpy(self, "/proc/self/exe");
-      for (uint32_t i = 1; i < o->peers; ++i) {
-        const int host = static_cast<int>(i % o->nodes) + 1;
-        std::vector<std::string> args;
-        if (topology) args = {"ip", "netns", "exec", topology->Namespace(host)};
-        for (std::string a : {std::string(self), std::string("demo-peer"), std::string("--peers"),
-                              std::to_string(o->peers), std::string("--size"), std::to_string(*size),
-                              std::string("--block"), std::to_string(block), std::string("--pool"), pool_name,
-                              std::string("--socket"), socket})
-          args.push_back(a);
-        std::vector<std::string> env;
-        for (char** e = environ; *e; ++e) env.emplace_back(*e);
-        for (const auto& e : extra_env) env.push_back(e);
-        if (config.device_size > 0 && gpus > 0) env.push_back("WEFT_DEVICE=" + std::to_string(i % gpus));
-        if (o->nodes > 1)
-          env.push_back("WEFT_DATA_ADDRESS=" + (topology ? topology->Address(host) : std::string("127.0.0.1")) + ":0");
-        std::vector<char*> argv, envp;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        for (auto& e : env) envp.push_back(e.data());
-        envp.push_back(nullptr);
-        pid_t pid = 0;
-        if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), envp.data()) != 0) {
-          fmt::print(stderr, "weft demo: cannot start peer {}\n", i);
-          for (pid_t c : children) kill(c, SIGKILL);
-          return 1;
-        }
-        children.push_back(pid);
-      }
-      fmt::print("weft demo: started {} peer processes; copying...\n", children.size());
-      std::fflush(stdout);
-      auto all = RunPeer(**pool, o->peers, block);
-      bool ok = all.ok();
-      if (!ok) fmt::print(stderr, "weft demo: {}\n", all.status().ToString());
-      else ok = PrintTable(*all, o->peers);
-      for (pid_t c : children) {
-        int status = 0;
-        // Children finish once the final barrier passed; a stuck one is killed after 30 s.
-        for (int waited = 0; waitpid(c, &status, WNOHANG) == 0; ++waited) {
-          if (waited == 300) kill(c, SIGKILL);
-          std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        }
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-          fmt::print(stderr, "weft demo: peer process {} failed (status {})\n", c, status);
-          ok = false;
-        }
-      }
-      (void)(*pool)->Leave();
-      fmt::print("weft demo: {}\n", ok ? "every direction verified" : "FAILED");
-      return ok ? 0 : 1;
-    };
-  });
-  peer->callback([=] {
-    *run = [=]() -> int {
-      auto base = LoadConfig();
-      auto size = ParseBytes(o->size);
-      auto block = ParseBytes(o->block);
-      if (!base.ok() || !size.ok() || !block.ok()) return 2;
-      auto pool = Pool::Join(DemoConfig(*base, o->pool, o->socket, *size), bm::JoinMode::kJoin);
-      if (!pool.ok()) {
-        fmt::print(stderr, "weft demo-peer: {}\n", pool.status().ToString());
-        return 1;
-      }
-      auto all = RunPeer(**pool, o->peers, *block);
-      if (!all.ok()) {
-        fmt::print(stderr, "weft demo-peer {}: {}\n", (*pool)->rank(), all.status().ToString());
-        return 1;
-      }
-      for (const auto& [rank, results] : *all)
-        for (const auto& r : results)
-          if (!r.verified) return 1;
-      return 0;
-    };
-  });
+  cmd->callback([=] { *run = [=] { return RunDemo(*o); }; });
+  peer->callback([=] { *run = [=] { return RunDemoPeer(*o); }; });
 }
 
 }  // namespace weft::tools

@@ -42,6 +42,7 @@ RegistryEntry CmaEntry() {
             return Made(std::make_unique<transport::CmaTransport>(c.node_id));
           }};
   e.in_auto = false;
+  e.pool_slices = false;
   return e;
 }
 

@@ -44,6 +44,9 @@ struct RegistryEntry {
   std::function<Result<std::unique_ptr<Transport>>(const TransportContext&)> create;
   // Whether "auto" selects it; an entry with a caveat (cma: no revocation) is named explicitly.
   bool in_auto = true;
+  // Whether a pool may reach its peers' slices through it: a slice is unmapped when its peer
+  // leaves, so the owner must be able to withdraw access (cma cannot).
+  bool pool_slices = true;
 };
 
 // The transports a front end got, and why each other selected one is absent.

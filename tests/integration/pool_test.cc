@@ -14,6 +14,9 @@
 #include "integration/peer_process.h"
 #include "mem/host_segment.h"
 #include "support/loop_transport.h"
+#if WEFT_HAVE_UCX
+#include "transport/ucx/ucx_transport.h"
+#endif
 #include "meta/coordinator_client.h"
 #include "transport/tcp/tcp_transport.h"
 
@@ -164,10 +167,9 @@ TEST(Pool, FourPeersOverForcedTcp) {
 // copies: transport=loop reaches every other peer through its regions, with no edit to the pool,
 // the engine or the wire. Three peers in this process: writes, reads, a copy between two other
 // peers' slices (bounced here), bounds and a departed peer.
-TEST(Pool, ATransportAddedThroughTheRegistryReachesPeers) {
-  Config config = TestConfig("loop", 8 << 20);
-  config.transport = "loop";
-  const transport::Registry registry = testing::RegistryWithLoop();
+// Three pools of this process on one network path: writes, reads, a copy into our own slice, a
+// copy between two other peers' slices (bounced here), bounds, and a peer that left.
+void CheckPoolOverNetworkPath(const Config& config, const transport::Registry& registry) {
   std::vector<std::unique_ptr<Pool>> pools;
   for (JoinMode mode : {JoinMode::kHost, JoinMode::kJoin, JoinMode::kJoin}) {
     auto p = PoolAccess::Join(config, mode, registry);
@@ -182,7 +184,7 @@ TEST(Pool, ATransportAddedThroughTheRegistryReachesPeers) {
     const uint64_t gva = *a.SliceAddress(target.rank()) + off;
     auto route = a.Route(gva, Addr(&len), 8);
     ASSERT_TRUE(route.ok()) << route.status().ToString();
-    EXPECT_EQ(route->path, "loop") << route->ToString();
+    EXPECT_EQ(route->path, config.transport) << route->ToString();
     EXPECT_EQ(route->locality, transport::Locality::kRemoteNode);
     EXPECT_EQ(a.LocalAddress(gva, len).status().code(), Code::kNotSupported);  // not mapped here
     auto* theirs = static_cast<uint8_t*>(*target.LocalAddress(gva, len));
@@ -190,12 +192,10 @@ TEST(Pool, ATransportAddedThroughTheRegistryReachesPeers) {
     std::vector<uint8_t> src(len), back(len, 0x5a);
     FillRandom(src.data(), len, seed);
     std::memset(theirs, 0xEE, len);
-    const int posted = testing::LoopTransport::posted.load();
     ASSERT_TRUE(a.Copy(gva, Addr(src.data()), len, Direction::kLH2GH, Soon()).ok());
     EXPECT_FALSE(FirstMismatch(theirs, len, seed).has_value());
     ASSERT_TRUE(a.Copy(Addr(back.data()), gva, len, Direction::kAuto, Soon()).ok());
     EXPECT_EQ(back, src);
-    EXPECT_GT(testing::LoopTransport::posted.load(), posted);
     // Into our own slice from theirs: a READ into memory mapped here.
     const uint64_t mine = *a.SliceAddress(a.rank()) + off;
     std::memset(*a.LocalAddress(mine, len), 0, len);
@@ -226,6 +226,28 @@ TEST(Pool, ATransportAddedThroughTheRegistryReachesPeers) {
   }
   EXPECT_EQ(s.code(), Code::kPeerDown) << s.ToString();
 }
+
+TEST(Pool, ATransportAddedThroughTheRegistryReachesPeers) {
+  Config config = TestConfig("loop", 8 << 20);
+  config.transport = "loop";
+  const int posted = testing::LoopTransport::posted.load();
+  CheckPoolOverNetworkPath(config, testing::RegistryWithLoop());
+  EXPECT_GT(testing::LoopTransport::posted.load(), posted);  // the copies went through its Post
+}
+
+#if WEFT_HAVE_UCX
+// transport=ucx, over UCX's tcp transport here.
+TEST(Pool, PeersAreReachedOverUcx) {
+  if (auto probe = transport::ucx::UcxTransport::Create({"tcp", ""}); !probe.ok())
+    GTEST_SKIP() << "no UCX here: " << probe.status().ToString();
+  Config config = TestConfig("ucx", 8 << 20);
+  config.transport = "ucx";
+  config.cluster_secret = "ucx-test-" + std::to_string(FreshSeed());
+  ::setenv("UCX_TLS", "tcp", 1);  // read by each pool's ucx transport as it starts
+  CheckPoolOverNetworkPath(config, engine::BuiltinTransports());
+  ::unsetenv("UCX_TLS");
+}
+#endif
 
 TEST(Pool, TcpNeedsTheSameSecret) {
   Config config = TestConfig("tcp-secret", 4 << 20);

@@ -292,7 +292,7 @@ Status FitConfigToTcpCoordinator(Config& config, const net::ControlAddress& cont
 std::string NetworkPathNames(const transport::Registry& registry) {
   std::string out;
   for (const auto& e : registry.entries())
-    if ((e.capabilities & transport::kCapRegions) && e.in_auto && e.name != kShmBlob && e.name != kCudaBlob)
+    if ((e.capabilities & transport::kCapRegions) && e.pool_slices && e.name != kShmBlob && e.name != kCudaBlob)
       out += (out.empty() ? "" : ", ") + e.name;
   return out;
 }
@@ -313,9 +313,9 @@ Result<std::string> CheckPoolTransport(Config& config, const transport::Registry
                  "through one transport with remote regions ({})",
                  config.transport, NetworkPathNames(registry));
   }
-  // A path named explicitly only has a caveat; cma's is that an owner cannot revoke access, and
-  // a pool slice is unmapped when its peer leaves while the others may still write to it.
-  if (!selected[0]->in_auto) {
+  // cma: an owner cannot revoke access, and a pool slice is unmapped when its peer leaves while
+  // the others may still write to it.
+  if (!selected[0]->pool_slices) {
     return Error(Code::kNotSupported, "transport={}: {}; pool slices need a path whose owner can withdraw them",
                  config.transport, selected[0]->summary);
   }

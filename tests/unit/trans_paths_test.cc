@@ -360,6 +360,7 @@ TEST(TransPaths, UcxCarriesTransfersWhenNamed) {
   auto route = a->Route({Opcode::kWrite, ma.data(), *h, remote, len});
   ASSERT_TRUE(route.ok()) << route.status().ToString();
   EXPECT_NE(route->find("via ucx"), std::string::npos) << *route;
+  EXPECT_NE(route->find("UCX 1."), std::string::npos) << "the route names the loaded UCX: " << *route;
   const uint64_t seed = FreshSeed();
   FillRandom(ma.data(), len, seed);
   ExpectAllOk(a->Transfer({{{Opcode::kWrite, ma.data(), *h, remote, len}}}));

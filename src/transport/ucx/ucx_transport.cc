@@ -115,7 +115,11 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOptions& opt
   return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(worker)));
 }
 
-UcxTransport::UcxTransport(std::shared_ptr<Worker> worker) : worker_(std::move(worker)) {}
+UcxTransport::UcxTransport(std::shared_ptr<Worker> worker)
+    : worker_(std::move(worker)),
+      explain_(fmt::format("UCX {} ({}): one-sided put/get on the peer's registered region over the transports "
+                           "UCX_TLS allows (RDMA, shared memory, tcp), one flush per batch",
+                           worker_->lib->version, worker_->lib->path)) {}
 
 UcxTransport::~UcxTransport() {
   std::lock_guard lock(worker_->mu);
@@ -125,10 +129,6 @@ UcxTransport::~UcxTransport() {
 
 Status UcxTransport::Copy(const Endpoint&, const Endpoint&, uint64_t) {
   return Error(Code::kNotSupported, "path ucx carries one-sided ops on a peer's regions only (Post)");
-}
-
-std::string UcxTransport::LibraryDescription() const {
-  return fmt::format("{} {}", worker_->lib->path, worker_->lib->version);
 }
 
 Result<std::string> UcxTransport::EndpointBlob() const {
@@ -270,9 +270,6 @@ double UcxTransport::RemoteCostNanos(uint64_t bytes) const {
   return 5000 + static_cast<double>(bytes) / 5.0;  // a few µs and a few GB/s: cheaper than tcp
 }
 
-std::string_view UcxTransport::ExplainRemote() const {
-  return "UCX one-sided put/get on the peer's registered region (the transports UCX_TLS allows: RDMA, shared "
-         "memory, tcp), one flush per batch";
-}
+std::string_view UcxTransport::ExplainRemote() const { return explain_; }
 
 }  // namespace weft::transport::ucx

@@ -54,14 +54,12 @@ class UcxTransport final : public Transport {
   double RemoteCostNanos(uint64_t bytes) const override;
   std::string_view ExplainRemote() const override;
 
-  // The loaded library and its version, for routes and `weft route` ("libucp.so.0 1.13.1").
-  std::string LibraryDescription() const;
-
   struct Worker;  // the UCP context and worker, shared with the peers and regions made from them
 
  private:
   explicit UcxTransport(std::shared_ptr<Worker> worker);
   std::shared_ptr<Worker> worker_;
+  std::string explain_;  // names the loaded library and its version, for routes
 };
 
 }  // namespace weft::transport::ucx

@@ -31,8 +31,11 @@
 //    peer; device buffers staged through host memory at both ends). Route() and
 //    WEFT_LOG_PATHS=1 show the choice and why cheaper ones were passed over.
 //    TransferEngineOptions::transports narrows the set. `protocol` names the cross-node path:
-//    only "tcp" exists; another ("rdma", ...) is NOT_SUPPORTED by Create unless
-//    protocol_fallback names "tcp"; then the fallback is logged once.
+//    "tcp", or "rdma" (also "ucx"): the ucx transport joins the set (docs/ucx.md) and, cheaper
+//    than tcp, carries the transfers it can reach, tcp still carrying notifications. Where ucx
+//    cannot run (no UCX library), "rdma" is NOT_SUPPORTED by Create with the reason, unless
+//    protocol_fallback names "tcp"; then the fallback is logged once. Other names are refused
+//    the same way.
 //
 // Batches: Submit validates and queues a batch and returns at once; worker threads carry it out
 // (requests to one peer share one TcpClient call, so they are sliced, striped over lanes and
@@ -117,6 +120,9 @@ struct TransferEngineOptions {
   // The transports to use, from the registry: "auto" (all this build has) or names in order of
   // preference ("shm,tcp"). An unknown name is NOT_SUPPORTED naming the ones there are.
   std::string transports = "auto";
+  // Mooncake's device_name for protocol "rdma": the NICs to use ("mlx5_0,mlx5_1"), given to UCX
+  // as UCX_NET_DEVICES (a name without a port also as port 1: "mlx5_0:1"). Empty: UCX chooses.
+  std::string device_name;
   // When the protocol is not available: "" = Create fails NOT_SUPPORTED; "tcp" = use tcp and
   // log why once. Env WEFT_PROTOCOL_FALLBACK sets it for programs that cannot pass it.
   std::string protocol_fallback;

@@ -21,9 +21,11 @@ kills the process.
 
 What weft does differently (docs/api.md, "Mooncake compatibility"):
 
-- Protocols: "tcp" (also "" and anything when MC_FORCE_TCP=1). Another protocol ("rdma", ...)
-  makes initialize return -1 with the reason logged, unless WEFT_PROTOCOL_FALLBACK=tcp, which
-  uses tcp and logs the fallback. ``device_name`` is accepted and ignored (tcp uses no NIC filter).
+- Protocols: "tcp" (also "" and anything when MC_FORCE_TCP=1), and "rdma", which runs on weft's
+  ucx transport (UCX found at run time: InfiniBand and RoCE where the cluster's UCX has them;
+  docs/ucx.md); ``device_name`` ("mlx5_0,mlx5_1") then selects the NICs (UCX_NET_DEVICES).
+  Where UCX cannot run, or for another protocol, initialize returns -1 with the reason logged,
+  unless WEFT_PROTOCOL_FALLBACK=tcp, which uses tcp and logs the fallback.
 - Authentication: peers prove a shared cluster secret (env WEFT_CLUSTER_SECRET) before any data
   moves. Mooncake has no authentication, so without the variable this module runs
   unauthenticated (no worse than Mooncake) and logs a warning once per engine saying how to turn
@@ -177,7 +179,7 @@ class TransferEngine:
         if _truthy(os.environ.get("MC_FORCE_TCP")) and proto != "tcp":
             logger.info("initialize: MC_FORCE_TCP is set: protocol %r -> tcp", proto)
             proto = "tcp"
-        if device_name:
+        if device_name and proto == "tcp":
             logger.debug("initialize: device_name %r ignored: the tcp path uses no NIC filter", device_name)
         secret = os.environ.get("WEFT_CLUSTER_SECRET", "")
         if not secret:
@@ -188,7 +190,8 @@ class TransferEngine:
         self._timeout_base = _transfer_timeout_base()
         try:
             self._te = _WeftEngine(local_name=local_hostname, metadata=metadata_server or "P2PHANDSHAKE",
-                                   protocol=proto, cluster_secret=secret, allow_unauthenticated=not secret,
+                                   protocol=proto, device_name=device_name or "",
+                                   cluster_secret=secret, allow_unauthenticated=not secret,
                                    protocol_fallback=os.environ.get("WEFT_PROTOCOL_FALLBACK", ""),
                                    transfer_timeout_ms=int(self._timeout_base * 1000))
         except Error as e:

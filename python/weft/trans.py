@@ -74,8 +74,10 @@ class TransferEngine:
     - ``metadata``: "P2PHANDSHAKE" (no directory, the default), "http://h:p/metadata" (Mooncake's
       HTTP metadata protocol, e.g. :class:`weft.MetadataServer` or `weft meta`),
       "embedded://h:p", "etcd://h:p" or a bare "h:p" (etcd).
-    - ``protocol``: "tcp"; any other is :class:`weft.NotSupported` unless ``protocol_fallback``
-      is "tcp" (or env WEFT_PROTOCOL_FALLBACK=tcp), which uses tcp and logs why once.
+    - ``protocol``: "tcp", or "rdma": the ucx transport (docs/ucx.md) joins ``transports``, with
+      ``device_name`` ("mlx5_0,mlx5_1": UCX_NET_DEVICES) choosing the NICs. Where UCX cannot run,
+      or for another protocol, :class:`weft.NotSupported` unless ``protocol_fallback`` is "tcp"
+      (or env WEFT_PROTOCOL_FALLBACK=tcp), which uses tcp and logs why once.
     - ``transports``: "auto" (every transport this build has: shm for peers on this host whose
       buffers came from :meth:`allocate_managed_buffer`, tcp for the rest), or names in order of
       preference ("tcp", "shm,tcp", "cma,tcp"); :meth:`route` shows the choice.

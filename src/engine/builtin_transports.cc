@@ -89,9 +89,9 @@ RegistryEntry UcxEntry() {
                   "one-sided put/get through UCX (InfiniBand, RoCE, shared memory, tcp: what UCX_TLS allows); "
                   "the library is found at run time (WEFT_UCX_LIBRARY, else libucp.so.0)",
                   {},
-                  [](const TransportContext&) -> Made {
+                  [](const TransportContext& c) -> Made {
 #if WEFT_HAVE_UCX
-                    WEFT_ASSIGN_OR_RETURN(auto t, transport::ucx::UcxTransport::Create({}));
+                    WEFT_ASSIGN_OR_RETURN(auto t, transport::ucx::UcxTransport::Create(c.ucx ? *c.ucx : transport::ucx::UcxOptions{}));
                     return std::unique_ptr<Transport>(std::move(t));
 #else
                     return Error(Code::kNotSupported, "this weft was built without UCX's headers (libucx-dev)");

@@ -22,6 +22,9 @@ namespace weft::transport {
 namespace tcp {
 struct TcpTransportOptions;
 }
+namespace ucx {
+struct UcxOptions;
+}
 
 // What factories may use. A field a factory needs and does not find makes it NOT_SUPPORTED
 // with a reason, never a crash.
@@ -32,6 +35,8 @@ struct TransportContext {
   // The tcp transport's settings (client lanes, auth, its data server for exported regions,
   // device staging); null: the tcp entry is skipped.
   const tcp::TcpTransportOptions* tcp = nullptr;
+  // The ucx transport's overrides of UCX's environment (UCX_TLS, UCX_NET_DEVICES); null: none.
+  const ucx::UcxOptions* ucx = nullptr;
   MetricsRegistry* metrics = nullptr;
 };
 

@@ -171,10 +171,16 @@ def test_typed_errors(peer, te):
     with pytest.raises(weft.InvalidArgument, match="no_such_option"):
         open_engine(no_such_option=1)
     with pytest.raises(weft.NotSupported):
-        open_engine(protocol="rdma")
-    e = open_engine(protocol="rdma", protocol_fallback="tcp")
-    assert e.protocol == "tcp"
-    e.close()
+        open_engine(protocol="nvlink")
+    os.environ["WEFT_UCX_LIBRARY"] = "/nonexistent/libucp.so.0"  # rdma cannot run here
+    try:
+        with pytest.raises(weft.NotSupported, match="ucx"):
+            open_engine(protocol="rdma")
+        e = open_engine(protocol="rdma", protocol_fallback="tcp")
+        assert e.protocol == "tcp"
+        e.close()
+    finally:
+        del os.environ["WEFT_UCX_LIBRARY"]
     with pytest.raises(weft.Unauthenticated):
         weft.TransferEngine("127.0.0.1")  # no secret, not allowed
     with pytest.raises(weft.InvalidArgument):
@@ -255,6 +261,38 @@ def test_notifications_and_probe():
                 break
             time.sleep(0.001)
         assert [n.name for n in got] == ["marker"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_rdma_protocol_runs_on_ucx(monkeypatch):
+    monkeypatch.setenv("UCX_TLS", "tcp")  # what UCX may use on this machine
+    try:
+        a = open_engine(protocol="rdma")
+    except weft.NotSupported as e:
+        pytest.skip(f"no UCX here: {e}")
+    b = open_engine(protocol="rdma")
+    try:
+        assert a.protocol == "rdma" and b.protocol == "rdma"
+        local = bytearray(os.urandom(1 << 20))
+        back = bytearray(len(local))
+        a.register_memory(local)
+        a.register_memory(back)
+        sink = bytearray(len(local))
+        sink_addr = b.register_memory(sink)
+        assert "via ucx" in a.route(("write", local, b.name, sink_addr))
+        a.transfer([("write", local, b.name, sink_addr)], notify=("rdma", "done"))
+        assert bytes(sink) == bytes(local)
+        a.transfer([("read", back, b.name, sink_addr)])
+        assert bytes(back) == bytes(local)
+        got = []
+        for _ in range(100000):
+            got += b.take_notifications()
+            if got:
+                break
+            time.sleep(0.001)
+        assert [n.name for n in got] == ["rdma"]  # tcp still carries notifications
     finally:
         a.close()
         b.close()

@@ -338,17 +338,22 @@ TEST(TransPaths, ATransportAddedThroughTheRegistryCarriesTransfers) {
 }
 
 #if WEFT_HAVE_UCX
-// Named, ucx carries two engines' transfers (tcp still carries the notifications): a large write
-// and read and a batch of 1000 scattered pages, every byte compared; the route says ucx.
+// Named (or through protocol "rdma"), ucx carries two engines' transfers (tcp still carries the
+// notifications): a large write and read and a batch of 1000 scattered pages, every byte
+// compared; the route says ucx.
 TEST(TransPaths, UcxCarriesTransfersWhenNamed) {
   if (auto probe = transport::ucx::UcxTransport::Create({"tcp", ""}); !probe.ok())
     GTEST_SKIP() << "no UCX here: " << probe.status().ToString();
   ::setenv("UCX_TLS", "tcp", 1);  // the engines' ucx transports read UCX's own environment
   auto o = Opts("ucx,tcp");
   auto a = Make(o);
+  o = Opts();  // the other one asks for Mooncake's protocol "rdma", on the loopback interface
+  o.protocol = "rdma";
+  o.device_name = "lo";
   auto b = Make(o);
   ::unsetenv("UCX_TLS");
   ASSERT_TRUE(a && b);
+  EXPECT_EQ(b->protocol(), "rdma");
   const size_t len = 8u << 20;
   std::vector<uint8_t> ma(len), mb(len, 0xEE), back(len, 0x5A);
   ASSERT_TRUE(a->RegisterMemory(ma.data(), len).ok());

@@ -355,13 +355,20 @@ INSTANTIATE_TEST_SUITE_P(Modes, TransTest, ::testing::Values("p2p", "embedded", 
 
 TEST(TransEngine, RefusesWhatItCannotHonour) {
   auto o = Opts();
+  o.protocol = "nvlink";  // no such protocol
+  EXPECT_EQ(TransferEngine::Create(o).status().code(), Code::kNotSupported);
+  // rdma where UCX cannot run (an explicit library that is not there): refused with the reason,
+  // or tcp when the fallback is named.
+  ::setenv("WEFT_UCX_LIBRARY", "/nonexistent/libucp.so.0", 1);
   o.protocol = "rdma";
   auto te = TransferEngine::Create(o);
   ASSERT_FALSE(te.ok());
   EXPECT_EQ(te.status().code(), Code::kNotSupported);
   EXPECT_NE(te.status().message().find("WEFT_PROTOCOL_FALLBACK"), std::string::npos);
+  EXPECT_NE(te.status().message().find("ucx"), std::string::npos) << te.status().ToString();
   o.protocol_fallback = "tcp";
   te = TransferEngine::Create(o);
+  ::unsetenv("WEFT_UCX_LIBRARY");
   ASSERT_TRUE(te.ok()) << te.status().ToString();
   EXPECT_EQ((*te)->protocol(), "tcp");
 

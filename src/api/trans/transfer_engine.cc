@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include <fcntl.h>
@@ -19,6 +20,9 @@
 #include "api/trans/segment_descriptor.h"
 #include "base/log.h"
 #include "base/node_identity.h"
+#if WEFT_HAVE_UCX
+#include "transport/ucx/ucx_transport.h"
+#endif
 #include "engine/builtin_transports.h"
 #include "engine/engine.h"
 #include "base/worker_pool.h"
@@ -417,6 +421,8 @@ struct TransferEngine::Impl {
   }
 
   Status CreateEngine(const transport::HostBufferAllocator& bounce_alloc);
+  // protocol rdma: ucx must be there, or the fallback is taken (logged); sets `protocol`.
+  Status SettleProtocol(const transport::TransportSet& set);
   Status StartDirectory();
 };
 
@@ -424,22 +430,53 @@ TransferEngine::TransferEngine(std::unique_ptr<Impl> impl) : impl_(std::move(imp
 
 namespace {
 
-// The cross-node protocol: only tcp exists; another is refused unless a fallback is named, so
-// that asking for RDMA never silently gets TCP.
+bool IsRdma(const std::string& protocol) { return protocol == "rdma" || protocol == "ucx"; }
+
+std::string ProtocolFallback(const TransferEngineOptions& options) {
+  if (!options.protocol_fallback.empty()) return options.protocol_fallback;
+  const char* env = std::getenv("WEFT_PROTOCOL_FALLBACK");
+  return env ? env : "";
+}
+
+// The cross-node protocol: tcp, or rdma through the ucx transport; another is refused unless a
+// fallback is named, so that asking for RDMA never silently gets TCP.
 Status CheckProtocol(const TransferEngineOptions& options) {
-  std::string fallback = options.protocol_fallback;
-  if (fallback.empty()) {
-    if (const char* env = std::getenv("WEFT_PROTOCOL_FALLBACK")) fallback = env;
-  }
-  if (options.protocol == "tcp") return OkStatus();
-  if (fallback != "tcp")
+  if (options.protocol == "tcp" || IsRdma(options.protocol)) return OkStatus();
+  if (ProtocolFallback(options) != "tcp")
     return Error(Code::kNotSupported,
-                 "protocol '{}' is not available in this weft build (it has: tcp); pass protocol 'tcp', or set "
+                 "protocol '{}' is not available (weft has tcp and rdma); pass one of them, or set "
                  "WEFT_PROTOCOL_FALLBACK=tcp to use tcp in its place",
                  options.protocol);
   WEFT_LOG_WARN("transfer engine: protocol '{}' is not available; using tcp instead (WEFT_PROTOCOL_FALLBACK=tcp)",
                 options.protocol);
   return OkStatus();
+}
+
+// Mooncake's device_name ("mlx5_0,mlx5_1") as UCX_NET_DEVICES. UCX names an RDMA device with its
+// port ("mlx5_0:1") and a network interface without ("eth0"), so a name without a port is given
+// both ways; UCX uses the form that exists.
+std::string NetDevices(const std::string& device_name) {
+  std::string out, item;
+  std::stringstream in(device_name);
+  while (std::getline(in, item, ',')) {
+    if (item.empty()) continue;
+    out += (out.empty() ? "" : ",") + item;
+    if (item.find(':') == std::string::npos) out += "," + item + ":1";
+  }
+  return out;
+}
+
+// The registry preference: protocol rdma adds ucx to what was asked for.
+std::string TransportPreference(const TransferEngineOptions& options, const transport::Registry& registry) {
+  if (!IsRdma(options.protocol)) return options.transports;
+  std::string names = options.transports;
+  if (names == "auto" || names.empty()) {
+    names.clear();
+    for (const auto& e : registry.entries())
+      if (e.in_auto) names += (names.empty() ? "" : ",") + e.name;
+  }
+  if (("," + names + ",").find(",ucx,") == std::string::npos) names += ",ucx";
+  return names;
 }
 
 }  // namespace
@@ -471,13 +508,21 @@ Status TransferEngine::Impl::CreateEngine(const transport::HostBufferAllocator& 
   };
   tcp.serve = so;
 
+#if WEFT_HAVE_UCX
+  transport::ucx::UcxOptions ucx;
+  ucx.net_devices = NetDevices(options.device_name);
+#endif
   transport::TransportContext context;
   context.node_id = NodeIdentity();
   context.tcp = &tcp;
+#if WEFT_HAVE_UCX
+  context.ucx = &ucx;
+#endif
   context.metrics = &metrics;
   const transport::Registry builtin = engine::BuiltinTransports();
   const transport::Registry& chosen = registry ? *registry : builtin;
-  WEFT_ASSIGN_OR_RETURN(auto set, chosen.Create(options.transports, context));
+  WEFT_ASSIGN_OR_RETURN(auto set, chosen.Create(TransportPreference(options, chosen), context));
+  WEFT_RETURN_IF_ERROR(SettleProtocol(set));
   // tcp serves this engine's buffers and carries notifications: when it was asked for and cannot
   // start (port taken, bad secret policy), that is the engine's failure, as it always was.
   if (auto it = set.absent.find("tcp"); it != set.absent.end() && it->second.rfind("not ", 0) != 0)
@@ -492,6 +537,22 @@ Status TransferEngine::Impl::CreateEngine(const transport::HostBufferAllocator& 
   eo.threads = static_cast<uint32_t>(options.worker_threads);
   eo.log_paths = std::getenv("WEFT_LOG_PATHS") && std::string(std::getenv("WEFT_LOG_PATHS")) == "1";
   engine = std::make_unique<engine::Engine>(eo, nullptr, metrics, std::move(set));
+  return OkStatus();
+}
+
+Status TransferEngine::Impl::SettleProtocol(const transport::TransportSet& set) {
+  protocol = "tcp";
+  if (!IsRdma(options.protocol)) return OkStatus();
+  auto absent = set.absent.find("ucx");
+  if (absent == set.absent.end()) {
+    protocol = "rdma";
+    return OkStatus();
+  }
+  if (ProtocolFallback(options) != "tcp")
+    return Error(Code::kNotSupported, "protocol '{}' runs on the ucx transport, which cannot run here: {}; set "
+                 "WEFT_PROTOCOL_FALLBACK=tcp to use tcp in its place", options.protocol, absent->second);
+  WEFT_LOG_WARN("transfer engine: protocol '{}' needs ucx, which cannot run here ({}); using tcp instead "
+                "(WEFT_PROTOCOL_FALLBACK=tcp)", options.protocol, absent->second);
   return OkStatus();
 }
 

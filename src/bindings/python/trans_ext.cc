@@ -62,6 +62,7 @@ TransferEngineOptions OptionsOf(const nb::dict& kwargs) {
       else if (key == "metadata") o.metadata = nb::cast<std::string>(v);
       else if (key == "protocol") o.protocol = nb::cast<std::string>(v);
       else if (key == "protocol_fallback") o.protocol_fallback = nb::cast<std::string>(v);
+      else if (key == "device_name") o.device_name = nb::cast<std::string>(v);
       else if (key == "transports") o.transports = nb::cast<std::string>(v);
       else if (key == "rpc_port") o.rpc_port = nb::cast<uint16_t>(v);
       else if (key == "bind_host") o.bind_host = nb::cast<std::string>(v);

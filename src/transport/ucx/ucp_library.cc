@@ -16,11 +16,11 @@ void Resolve(void* handle, const char* name, Fn& fn, std::string& missing) {
   if (!fn) missing += (missing.empty() ? "" : ", ") + std::string(name);
 }
 
+// An explicit WEFT_UCX_LIBRARY is the only place tried: asking for one UCX never silently
+// gets another.
 std::vector<std::string> Candidates() {
-  std::vector<std::string> out;
-  if (const char* env = std::getenv("WEFT_UCX_LIBRARY"); env && *env) out.emplace_back(env);
-  out.emplace_back("libucp.so.0");
-  return out;
+  if (const char* env = std::getenv("WEFT_UCX_LIBRARY"); env && *env) return {env};
+  return {"libucp.so.0"};
 }
 
 }  // namespace

@@ -4,9 +4,9 @@
 // InfiniBand and CUDA, PyPI's libucx-cu13, Debian's), or without any (the transport is then
 // absent and says why).
 //
-// Where it is looked for, first found wins:
-//   1. WEFT_UCX_LIBRARY: a path to libucp.so (or a name the dynamic loader resolves);
-//   2. libucp.so.0 through the dynamic loader's search (LD_LIBRARY_PATH, the cache, RUNPATH).
+// Where it is looked for: WEFT_UCX_LIBRARY (a path to libucp.so, or a name the dynamic loader
+// resolves) and only there when it is set; else libucp.so.0 through the dynamic loader's search
+// (LD_LIBRARY_PATH, the cache, RUNPATH).
 // libucp loads its own libucs/libuct and transport modules from where it lies.
 #pragma once
 

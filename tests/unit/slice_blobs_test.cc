@@ -12,7 +12,7 @@ namespace {
 TEST(SliceBlobs, RoundTrip) {
   ShmSliceBlob shm{1};
   CudaSliceBlob cuda{0, 2u << 20, 3};
-  PathSliceBlob path{"\x01endpoint", "\x01host region", "\x01device region"};
+  PathSliceBlob path{"\x01" "endpoint", "\x01" "host region", "\x01" "device region"};
   auto s = DecodeShmBlob(EncodeShmBlob(shm), 2);
   auto c = DecodeCudaBlob(EncodeCudaBlob(cuda), 1);
   auto p = DecodePathBlob(EncodePathBlob(path), "tcp");

@@ -30,6 +30,17 @@ def open_engine(**kw) -> weft.TransferEngine:
     return weft.TransferEngine(**kw)
 
 
+def await_notifications(engine: weft.TransferEngine, count: int = 1) -> list:
+    """The notifications that arrived once `count` have (or all there are after 100 s)."""
+    got = []
+    for _ in range(100000):
+        got += engine.take_notifications()
+        if len(got) >= count:
+            break
+        time.sleep(0.001)
+    return got
+
+
 @pytest.fixture
 def peer():
     p = Peer(size=SIZE)
@@ -236,12 +247,7 @@ def test_notifications_and_probe():
         sink_addr = b.register_memory(sink)
         a.notify(b.name, "alone", b"\x00\xffbinary")
         a.transfer([("write", local, b.name, sink_addr)], notify=("after-data", "text"))
-        got = []
-        for _ in range(100000):
-            got += b.take_notifications()
-            if len(got) >= 2:
-                break
-            time.sleep(0.001)
+        got = await_notifications(b, 2)
         assert got == [weft.Notification("alone", b"\x00\xffbinary"), weft.Notification("after-data", b"text")]
         assert bytes(sink) == bytes(local)  # the data was in place before the notification was seen
         assert b.take_notifications() == []
@@ -254,12 +260,7 @@ def test_notifications_and_probe():
         with pytest.raises(weft.InvalidAddress):
             a.transfer([("write", local, b.name, sink_addr + 4000)], notify=("never", ""))
         a.notify(b.name, "marker")
-        got = []
-        for _ in range(100000):
-            got += b.take_notifications()
-            if got:
-                break
-            time.sleep(0.001)
+        got = await_notifications(b)
         assert [n.name for n in got] == ["marker"]
     finally:
         a.close()
@@ -286,12 +287,7 @@ def test_rdma_protocol_runs_on_ucx(monkeypatch):
         assert bytes(sink) == bytes(local)
         a.transfer([("read", back, b.name, sink_addr)])
         assert bytes(back) == bytes(local)
-        got = []
-        for _ in range(100000):
-            got += b.take_notifications()
-            if got:
-                break
-            time.sleep(0.001)
+        got = await_notifications(b)
         assert [n.name for n in got] == ["rdma"]  # tcp still carries notifications
     finally:
         a.close()

@@ -56,6 +56,16 @@ void ExpectAllOk(const std::vector<Status>& results) {
 
 bool Same(const void* p, size_t n, uint64_t seed) { return !FirstMismatch(p, n, seed).has_value(); }
 
+// What has arrived once anything has (or nothing after about a second).
+std::vector<Notification> AwaitNotifications(TransferEngine& te) {
+  std::vector<Notification> got;
+  for (int i = 0; i < 500 && got.empty(); ++i) {
+    got = te.TakeNotifications();
+    if (got.empty()) ::usleep(2000);
+  }
+  return got;
+}
+
 // ---- Another process on this host: shm for managed buffers, tcp for the rest ----
 
 // The child: an engine with a managed buffer (or plain memory) of kLen bytes; it tells the parent
@@ -328,11 +338,7 @@ TEST(TransPaths, ATransportAddedThroughTheRegistryCarriesTransfers) {
   EXPECT_EQ(LoopTransport::posted.load(), before + 1);
   // Notifications still travel (tcp carries them).
   ExpectAllOk(a->Transfer({{{Opcode::kRead, ma.data(), *h, remote, 64}}}, Notification{"x", "y"}));
-  std::vector<Notification> got;
-  for (int i = 0; i < 500 && got.empty(); ++i) {
-    got = b->TakeNotifications();
-    if (got.empty()) ::usleep(2000);
-  }
+  std::vector<Notification> got = AwaitNotifications(*b);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].message, "y");
 }
@@ -382,11 +388,7 @@ TEST(TransPaths, UcxCarriesTransfersWhenNamed) {
   ExpectAllOk(a->Transfer(pages));
   for (const auto& p : pages)
     ASSERT_EQ(std::memcmp(mb.data() + (p.remote_addr - remote), p.local, 4096), 0) << "page at " << p.remote_addr - remote;
-  std::vector<Notification> got;
-  for (int i = 0; i < 500 && got.empty(); ++i) {
-    got = b->TakeNotifications();
-    if (got.empty()) ::usleep(2000);
-  }
+  std::vector<Notification> got = AwaitNotifications(*b);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].message, "done");
 }

@@ -179,7 +179,7 @@ int main(void) {
   EXPECT_CODE(weft_trans_probe(engine, peer), WEFT_OK);
   EXPECT_CODE(weft_trans_take_notification(engine, NULL, 0, NULL, 0, NULL), 0);
   weft_trans* refused = NULL;
-  EXPECT_CODE(weft_trans_new("127.0.0.1", "P2PHANDSHAKE", "rdma", NULL, &refused), WEFT_E_NOT_SUPPORTED);
+  EXPECT_CODE(weft_trans_new("127.0.0.1", "P2PHANDSHAKE", "nvlink", NULL, &refused), WEFT_E_NOT_SUPPORTED);
   CHECK(refused == NULL, "an engine was returned for a refused protocol");
 
   close(down[1]); /* the child exits */

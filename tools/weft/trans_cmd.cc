@@ -311,7 +311,8 @@ struct Child {
   }
 };
 
-Result<std::unique_ptr<Child>> SpawnServer(uint64_t size, const std::string& secret, const std::string& location) {
+Result<std::unique_ptr<Child>> SpawnServer(uint64_t size, const std::string& secret, const std::string& location,
+                                          const std::string& transports) {
   int to_child[2], from_child[2];
   if (::pipe(to_child) != 0 || ::pipe(from_child) != 0) return Error(Code::kIo, "pipe: {}", std::strerror(errno));
   std::string size_text = std::to_string(size);
@@ -324,7 +325,8 @@ Result<std::unique_ptr<Child>> SpawnServer(uint64_t size, const std::string& sec
     ::close(from_child[0]);
     ::setenv("WEFT_CLUSTER_SECRET", secret.c_str(), 1);
     ::execl("/proc/self/exe", "weft", "trans-serve", "--stdin-lifeline", "--name", "127.0.0.1", "--bind", "127.0.0.1",
-            "--size", size_text.c_str(), "--location", location.c_str(), static_cast<char*>(nullptr));
+            "--size", size_text.c_str(), "--location", location.c_str(), "--transports", transports.c_str(),
+            static_cast<char*>(nullptr));
     ::_exit(127);
   }
   ::close(to_child[0]);
@@ -356,6 +358,7 @@ struct BenchFlags {
   std::string location = "managed";         // cuda:N: also time every case from a device buffer
   std::string remote_location = "managed";  // the spawned peer's buffer
   std::string paths = "auto,tcp";           // one local engine per transport preference
+  std::string peer_transports = "auto";     // the spawned trans-serve's transports
   uint64_t staging_buffers = 4;             // TransferEngineOptions::staging_buffers (1: no overlap)
   std::string staging_slice = "4M";
 };
@@ -387,7 +390,7 @@ Result<PeerSide> StartPeer(const BenchFlags& f, Config& config, uint64_t need) {
     uint64_t s = FreshSeed();
     config.cluster_secret = fmt::format("bench-{:016x}", SplitMix64(s));
   }
-  WEFT_ASSIGN_OR_RETURN(p.child, SpawnServer(need, config.cluster_secret, f.remote_location));
+  WEFT_ASSIGN_OR_RETURN(p.child, SpawnServer(need, config.cluster_secret, f.remote_location, f.peer_transports));
   std::istringstream ready(p.child->Line());
   std::string word;
   uint64_t size = 0;
@@ -405,11 +408,15 @@ struct LocalSide {
   trans::SegmentHandle segment = 0;
 };
 
+// --paths: preferences separated by ',', the names of one preference joined by '+' ("ucx+tcp,tcp":
+// an engine with ucx then tcp, and one with tcp alone).
 std::vector<std::string> SplitPaths(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream in(text);
-  for (std::string item; std::getline(in, item, ',');)
+  for (std::string item; std::getline(in, item, ',');) {
+    std::replace(item.begin(), item.end(), '+', ',');
     if (!item.empty()) out.push_back(item);
+  }
   return out;
 }
 
@@ -872,7 +879,11 @@ void AddTrans(CLI::App& app, Runner* run) {
                     "managed (shareable host memory), cpu, or cuda:N / standin: time every case from a device buffer "
                     "too (the same run, ratio to host)");
     cmd->add_option("--remote-location", f->remote_location, "The spawned peer's buffer: managed, cpu or cuda:N");
-    cmd->add_option("--paths", f->paths, "Transport preferences to time, one local engine each (default auto,tcp)");
+    cmd->add_option("--paths", f->paths,
+                    "Transport preferences to time, one local engine each, ',' between them and '+' within one "
+                    "(default auto,tcp; e.g. ucx+tcp,tcp)");
+    cmd->add_option("--peer-transports", f->peer_transports,
+                    "Transports of the trans-serve peer this bench starts (default auto; e.g. ucx,tcp)");
     cmd->add_option("--staging-buffers", f->staging_buffers,
                     "Bounce buffers per staged group of device requests (1: the device copy never overlaps the network)");
     cmd->add_option("--staging-slice", f->staging_slice, "Bytes per bounce buffer");

@@ -13,6 +13,9 @@
 #include <string>
 
 #include "netns_hosts.h"
+#if WEFT_HAVE_UCX
+#include "transport/ucx/ucx_transport.h"
+#endif
 
 namespace weft {
 namespace {
@@ -36,7 +39,8 @@ class NetnsTransTest : public ::testing::Test {
   }
   void TearDown() override { StopServer(); }
 
-  void StartServer() {
+  // transports: the server's ("auto", or "ucx,tcp" with UCX_TLS=tcp for ucx over its tcp).
+  void StartServer(const std::string& transports = "auto") {
     int in[2], out[2];
     ASSERT_EQ(::pipe(in), 0);
     ASSERT_EQ(::pipe(out), 0);
@@ -49,9 +53,10 @@ class NetnsTransTest : public ::testing::Test {
       ::close(in[1]);  // else the server's stdin never reaches end of file
       ::close(out[0]);
       ::setenv("WEFT_CLUSTER_SECRET", kSecret, 1);
+      ::setenv("UCX_TLS", "tcp", 1);  // what ucx may use between namespaces here (read only by ucx)
       ::execlp("ip", "ip", "netns", "exec", ns.c_str(), WEFT_BINARY, "trans-serve", "--stdin-lifeline", "--name",
-               ip.c_str(), "--bind",
-               ip.c_str(), "--size", kSize, static_cast<char*>(nullptr));
+               ip.c_str(), "--bind", ip.c_str(), "--size", kSize, "--transports", transports.c_str(),
+               static_cast<char*>(nullptr));
       ::_exit(127);
     }
     ::close(in[0]);
@@ -89,7 +94,7 @@ class NetnsTransTest : public ::testing::Test {
 
   // bench-trans from host h against the server; its exit code and output.
   int Client(int h, const std::string& extra, std::string* out, const std::string& secret = kSecret) {
-    std::string cmd = "WEFT_CLUSTER_SECRET=" + secret + " " +
+    std::string cmd = "WEFT_CLUSTER_SECRET=" + secret + " UCX_TLS=tcp " +
                       hosts_.In(h, std::string(WEFT_BINARY) + " bench-trans --verify-only --name " + hosts_.Ip(h) +
                                        " --bind " + hosts_.Ip(h) + " --target " + name_ + " --remote-addr " +
                                        std::to_string(addr_) + " --remote-size " + std::to_string(size_) +
@@ -153,6 +158,48 @@ TEST_F(NetnsTransTest, KilledServerIsAnErrorNotAHang) {
   std::string out;
   EXPECT_NE(Client(2, "--set deadline_ms=3000", &out), 0) << out;
 }
+
+#if WEFT_HAVE_UCX
+bool UcxRunsHere(std::string* why) {
+  auto probe = transport::ucx::UcxTransport::Create({"tcp", ""});
+  if (!probe.ok()) *why = probe.status().ToString();
+  return probe.ok();
+}
+
+// Over ucx (UCX's tcp between the namespaces): the same exact writes and reads from two hosts,
+// the server's check after each notification (tcp carries those), and the route names ucx.
+TEST_F(NetnsTransTest, WritesAndReadsOverUcxAreExact) {
+  std::string why;
+  if (!UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
+  StopServer();
+  StartServer("ucx,tcp");
+  for (int h : {2, 3}) {
+    std::string out;
+    ASSERT_EQ(Client(h, "--paths ucx+tcp", &out), 0) << out;
+    EXPECT_NE(out.find("verified 256x16K (managed, via ucx)"), std::string::npos) << out;
+    EXPECT_NE(out.find("verified 1x16M (managed, via ucx)"), std::string::npos) << out;
+    int verified = 0;
+    for (size_t at = out.find("verified "); at != std::string::npos; at = out.find("verified ", at + 1)) ++verified;
+    EXPECT_GE(verified, 3) << out;
+    for (int k = 0; k < verified; ++k) EXPECT_EQ(Line(), "CHECK ok") << "host " << h << ", case " << k;
+  }
+}
+
+// A killed server: the client's ucx ops fail (PEER_DOWN or its deadline), never hang.
+TEST_F(NetnsTransTest, KilledServerOverUcxIsAnErrorNotAHang) {
+  std::string why;
+  if (!UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
+  StopServer();
+  StartServer("ucx,tcp");
+  ASSERT_GT(pid_, 0);
+  ASSERT_EQ(::kill(pid_, SIGKILL), 0);
+  int status;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  std::string out;
+  EXPECT_NE(Client(2, "--paths ucx+tcp --set deadline_ms=3000", &out), 0) << out;
+}
+#endif
 
 }  // namespace
 }  // namespace weft

@@ -30,7 +30,10 @@ Result<std::shared_ptr<const UcpLibrary>> UcpLibrary::Load() {
   for (const std::string& path : Candidates()) {
     // RTLD_LOCAL: UCX's symbols stay out of the global namespace (a second UCX in the process,
     // say torch's, is not disturbed); dlsym on the handle still finds libucs's through it.
-    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    // RTLD_NODELETE: UCX is never unloaded. Its memory hooks (libucm) patch mmap and friends for
+    // the whole process and its async thread outlives the last context; unloading it left the
+    // process calling into unmapped code at exit.
+    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!handle) {
       const char* why = dlerror();
       tried += fmt::format("{}{}: {}", tried.empty() ? "" : "; ", path, why ? why : "not found");

@@ -59,10 +59,7 @@ Status UcxTransport::Worker::StartProgressThread() {
   if (ucs_status_t s = lib->worker_get_efd(worker, &efd); s != UCS_OK)
     return Error(Code::kIo, "ucx: ucp_worker_get_efd: {}", lib->Describe(s));
   WEFT_ASSIGN_OR_RETURN(loop, net::EventLoop::Create());
-  WEFT_RETURN_IF_ERROR(loop->Add(efd, EPOLLIN, [this](int, uint32_t) {
-    std::lock_guard lock(mu);
-    DrainAndArm();
-  }));
+  WEFT_RETURN_IF_ERROR(loop->Add(efd, EPOLLIN, [this](int, uint32_t) { ProgressAWhile(); }));
   // A safety tick: an event consumed by another thread's progress between its last arm and ours
   // is picked up within this time instead of waiting for the next one.
   loop->SetTick([this] {
@@ -77,6 +74,20 @@ Status UcxTransport::Worker::StartProgressThread() {
     if (Status s = loop->Run(); !s.ok()) WEFT_LOG_ERROR("ucx progress thread: {}", s.ToString());
   });
   return OkStatus();
+}
+
+void UcxTransport::Worker::ProgressAWhile() {
+  // An event usually has followers (the rest of a put, the flush that completes it): polling a
+  // short window answers them without another wake-up through the event fd. The mutex is taken
+  // per poll, so the transport's own callers are not shut out meanwhile.
+  constexpr auto kWindow = std::chrono::microseconds(50);
+  auto until = std::chrono::steady_clock::now() + kWindow;
+  while (std::chrono::steady_clock::now() < until) {
+    std::lock_guard lock(mu);
+    if (lib->worker_progress(worker) != 0) until = std::chrono::steady_clock::now() + kWindow;
+  }
+  std::lock_guard lock(mu);
+  DrainAndArm();
 }
 
 void UcxTransport::Worker::DrainAndArm() {

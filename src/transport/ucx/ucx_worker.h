@@ -32,6 +32,9 @@ struct UcxTransport::Worker {
 
   // mu held: progresses until the worker has nothing more to do, then arms its event fd.
   void DrainAndArm();
+  // The progress thread's answer to an event (takes mu itself): polls for a short window, then
+  // drains and arms.
+  void ProgressAWhile();
   // An error of UCX as a weft status: a peer's failure is PEER_DOWN, the rest IO, naming `what`.
   Status Failed(ucs_status_t status, std::string_view what) const;
 

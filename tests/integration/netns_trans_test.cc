@@ -102,6 +102,22 @@ class NetnsTransTest : public ::testing::Test {
     return Sh(cmd, out);
   }
 
+  // From hosts 2 and 3: every case verified (the client's rows name `path`), and the server
+  // compared the bytes when the notification arrived, i.e. after the data: one verdict per
+  // verified case (the client waited for each before it wrote again).
+  void ExpectExactFromTwoHosts(const std::string& extra, const std::string& path) {
+    for (int h : {2, 3}) {
+      std::string out;
+      ASSERT_EQ(Client(h, extra, &out), 0) << out;
+      EXPECT_NE(out.find("verified 256x16K (managed, via " + path + ")"), std::string::npos) << out;
+      EXPECT_NE(out.find("verified 1x16M (managed, via " + path + ")"), std::string::npos) << out;
+      int verified = 0;
+      for (size_t at = out.find("verified "); at != std::string::npos; at = out.find("verified ", at + 1)) ++verified;
+      EXPECT_GE(verified, 3) << out;
+      for (int k = 0; k < verified; ++k) EXPECT_EQ(Line(), "CHECK ok") << "host " << h << ", case " << k;
+    }
+  }
+
   NetnsHosts hosts_{"wx" + std::to_string(::getpid() % 100000), 78};
   pid_t pid_ = -1;
   int to_server_ = -1;
@@ -112,18 +128,7 @@ class NetnsTransTest : public ::testing::Test {
 
 TEST_F(NetnsTransTest, WritesAndReadsAcrossHostsAreExact) {
   EXPECT_EQ(name_, hosts_.Ip(1) + ":" + name_.substr(name_.rfind(':') + 1));
-  for (int h : {2, 3}) {
-    std::string out;
-    ASSERT_EQ(Client(h, "", &out), 0) << out;
-    EXPECT_NE(out.find("verified 256x16K"), std::string::npos) << out;
-    EXPECT_NE(out.find("verified 1x16M"), std::string::npos) << out;
-    // The server compared the bytes when the notification arrived, i.e. after the data: one
-    // verdict per verified case (the client waited for each before it wrote again).
-    int verified = 0;
-    for (size_t at = out.find("verified "); at != std::string::npos; at = out.find("verified ", at + 1)) ++verified;
-    EXPECT_GE(verified, 3) << out;
-    for (int k = 0; k < verified; ++k) EXPECT_EQ(Line(), "CHECK ok") << "host " << h << ", case " << k;
-  }
+  ExpectExactFromTwoHosts("", "tcp");
 }
 
 TEST_F(NetnsTransTest, WrongSecretIsRefused) {
@@ -173,16 +178,7 @@ TEST_F(NetnsTransTest, WritesAndReadsOverUcxAreExact) {
   if (!UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
   StopServer();
   StartServer("ucx,tcp");
-  for (int h : {2, 3}) {
-    std::string out;
-    ASSERT_EQ(Client(h, "--paths ucx+tcp", &out), 0) << out;
-    EXPECT_NE(out.find("verified 256x16K (managed, via ucx)"), std::string::npos) << out;
-    EXPECT_NE(out.find("verified 1x16M (managed, via ucx)"), std::string::npos) << out;
-    int verified = 0;
-    for (size_t at = out.find("verified "); at != std::string::npos; at = out.find("verified ", at + 1)) ++verified;
-    EXPECT_GE(verified, 3) << out;
-    for (int k = 0; k < verified; ++k) EXPECT_EQ(Line(), "CHECK ok") << "host " << h << ", case " << k;
-  }
+  ExpectExactFromTwoHosts("--paths ucx+tcp", "ucx");
 }
 
 // A killed server: the client's ucx ops fail (PEER_DOWN or its deadline), never hang.

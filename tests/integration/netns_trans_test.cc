@@ -118,6 +118,16 @@ class NetnsTransTest : public ::testing::Test {
     }
   }
 
+  // SIGKILLs the server (`ip netns exec` execs it in place, so pid_ is the server itself, and
+  // only ours: other test processes run servers with the same address in their own namespaces).
+  void KillServer() {
+    ASSERT_GT(pid_, 0);
+    ASSERT_EQ(::kill(pid_, SIGKILL), 0);
+    int status;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
   NetnsHosts hosts_{"wx" + std::to_string(::getpid() % 100000), 78};
   pid_t pid_ = -1;
   int to_server_ = -1;
@@ -153,13 +163,7 @@ TEST_F(NetnsTransTest, CutLinkFailsWithinTheDeadlineThenRecovers) {
 }
 
 TEST_F(NetnsTransTest, KilledServerIsAnErrorNotAHang) {
-  ASSERT_GT(pid_, 0);
-  // `ip netns exec` execs the server in place, so pid_ is the server itself (and only ours:
-  // other test processes run servers with the same address in their own namespaces).
-  ASSERT_EQ(::kill(pid_, SIGKILL), 0);
-  int status;
-  ::waitpid(pid_, &status, 0);
-  pid_ = -1;
+  KillServer();
   std::string out;
   EXPECT_NE(Client(2, "--set deadline_ms=3000", &out), 0) << out;
 }
@@ -187,11 +191,7 @@ TEST_F(NetnsTransTest, KilledServerOverUcxIsAnErrorNotAHang) {
   if (!UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
   StopServer();
   StartServer("ucx,tcp");
-  ASSERT_GT(pid_, 0);
-  ASSERT_EQ(::kill(pid_, SIGKILL), 0);
-  int status;
-  ::waitpid(pid_, &status, 0);
-  pid_ = -1;
+  KillServer();
   std::string out;
   EXPECT_NE(Client(2, "--paths ucx+tcp --set deadline_ms=3000", &out), 0) << out;
 }

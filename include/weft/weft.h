@@ -249,9 +249,10 @@ typedef struct weft_trans_request {
 
 /* Starts an engine. local_name: its host (or host:port) in p2p mode, its unique name with a
  * directory. metadata: "P2PHANDSHAKE", "etcd://h:p" (or a bare "h:p"), "http://h:p/metadata",
- * "embedded://h:p". protocol: "tcp" (others are WEFT_E_NOT_SUPPORTED unless the environment sets
- * WEFT_PROTOCOL_FALLBACK=tcp). config (may be NULL) supplies cluster_secret, tcp_lanes,
- * copy_threads (threads carrying out batches) and deadline_ms (a batch's deadline). */
+ * "embedded://h:p". protocol: "tcp", or "rdma" (the ucx transport, docs/ucx.md; the NICs from
+ * UCX_NET_DEVICES). Where UCX cannot run, and for other protocols, WEFT_E_NOT_SUPPORTED unless the
+ * environment sets WEFT_PROTOCOL_FALLBACK=tcp. config (may be NULL) supplies cluster_secret,
+ * tcp_lanes, copy_threads (threads carrying out batches) and deadline_ms (a batch's deadline). */
 int weft_trans_new(const char* local_name, const char* metadata, const char* protocol, const weft_config* config,
                    weft_trans** out);
 /* Waits for running batches, withdraws the descriptor, stops serving. NULL is ignored. */

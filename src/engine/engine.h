@@ -191,6 +191,7 @@ class Engine {
   struct PeerState;
   struct RemoteChoice;
   std::shared_ptr<const PeerState> FindPeer(PeerId peer) const;
+  uint64_t NextRegionId();  // unique within the engine, never reused
   Result<std::shared_ptr<const PeerState>> BuildPeer(const PeerAdvert& advert, const PeerState* before) const;
   Result<RemoteChoice> ChooseRemote(const PeerState& peer, const RemoteRequest& r) const;
   void AddPieces(CopyJob& job, size_t entry, transport::Transport* path, const transport::Endpoint& dst,

@@ -52,12 +52,13 @@ struct Engine::RemoteChoice {
   std::string passed_over;  // cheaper transports that could not take the op, and why
 };
 
+uint64_t Engine::NextRegionId() {
+  std::lock_guard lock(peers_mu_);
+  return next_region_++;
+}
+
 Result<Blobs> Engine::ExportRegion(transport::LocalRegion region, uint64_t* id) {
-  {
-    std::lock_guard lock(peers_mu_);
-    region.id = next_region_++;
-  }
-  *id = region.id;
+  *id = region.id = NextRegionId();
   Blobs blobs;
   for (const auto& t : transports_) {
     if (!(t->capabilities() & transport::kCapRegions)) continue;
@@ -81,11 +82,7 @@ Result<std::string> Engine::ExportRegionThrough(std::string_view name, transport
   Transport* t = FindTransport(name);
   if (!t || !(t->capabilities() & transport::kCapRegions))
     return Error(Code::kNotSupported, "this engine has no transport {} with regions", name);
-  {
-    std::lock_guard lock(peers_mu_);
-    region.id = next_region_++;
-  }
-  *id = region.id;
+  *id = region.id = NextRegionId();
   return t->ExportRegion(region);
 }
 

@@ -108,7 +108,9 @@ void Pool::Impl::AttachThroughPath(const meta::SegmentDescriptor& desc, const Re
   std::sort(advert.regions.begin(), advert.regions.end(), [](const auto& a, const auto& b) { return a.addr < b.addr; });
   auto id = engine->AttachPeer(advert);
   if (!id.ok()) {
-    MarkUnreachable(desc, Medium::kHost, fmt::format("{}: {}", network, id.status().ToString()));
+    const std::string why = fmt::format("{}: {}", network, id.status().ToString());
+    MarkUnreachable(desc, Medium::kHost, why);
+    if (desc.device_size > 0) MarkUnreachable(desc, Medium::kDevice, why);
     return;
   }
   AttachRemoteSlices(desc, *blob, *id);

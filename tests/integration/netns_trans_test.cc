@@ -13,9 +13,7 @@
 #include <string>
 
 #include "netns_hosts.h"
-#if WEFT_HAVE_UCX
-#include "transport/ucx/ucx_transport.h"
-#endif
+#include "support/ucx_probe.h"
 
 namespace weft {
 namespace {
@@ -169,11 +167,7 @@ TEST_F(NetnsTransTest, KilledServerIsAnErrorNotAHang) {
 }
 
 #if WEFT_HAVE_UCX
-bool UcxRunsHere(std::string* why) {
-  auto probe = transport::ucx::UcxTransport::Create({"tcp", ""});
-  if (!probe.ok()) *why = probe.status().ToString();
-  return probe.ok();
-}
+using testing::UcxRunsHere;
 
 // Over ucx (UCX's tcp between the namespaces): the same exact writes and reads from two hosts,
 // the server's check after each notification (tcp carries those), and the route names ucx.

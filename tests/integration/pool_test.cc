@@ -14,6 +14,7 @@
 #include "integration/peer_process.h"
 #include "mem/host_segment.h"
 #include "support/loop_transport.h"
+#include "support/ucx_probe.h"
 #if WEFT_HAVE_UCX
 #include "transport/ucx/ucx_transport.h"
 #endif
@@ -238,8 +239,7 @@ TEST(Pool, ATransportAddedThroughTheRegistryReachesPeers) {
 #if WEFT_HAVE_UCX
 // transport=ucx, over UCX's tcp transport here.
 TEST(Pool, PeersAreReachedOverUcx) {
-  if (auto probe = transport::ucx::UcxTransport::Create({"tcp", ""}); !probe.ok())
-    GTEST_SKIP() << "no UCX here: " << probe.status().ToString();
+  if (std::string why; !testing::UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
   Config config = TestConfig("ucx", 8 << 20);
   config.transport = "ucx";
   config.cluster_secret = "ucx-test-" + std::to_string(FreshSeed());

@@ -20,6 +20,7 @@
 #include "base/random.h"
 #include "engine/builtin_transports.h"
 #include "support/loop_transport.h"
+#include "support/ucx_probe.h"
 #if WEFT_HAVE_UCX
 #include "transport/ucx/ucx_transport.h"
 #endif
@@ -349,8 +350,7 @@ TEST(TransPaths, ATransportAddedThroughTheRegistryCarriesTransfers) {
 // notifications): a large write and read and a batch of 1000 scattered pages, every byte
 // compared; the route says ucx.
 TEST(TransPaths, UcxCarriesTransfersWhenNamed) {
-  if (auto probe = transport::ucx::UcxTransport::Create({"tcp", ""}); !probe.ok())
-    GTEST_SKIP() << "no UCX here: " << probe.status().ToString();
+  if (std::string why; !testing::UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
   ::setenv("UCX_TLS", "tcp", 1);  // the engines' ucx transports read UCX's own environment
   auto o = Opts("ucx,tcp");
   auto a = Make(o);

@@ -22,6 +22,9 @@
 #include "base/node_identity.h"
 #include "net/tcp_socket.h"
 #include "transport/tcp/tcp_transport.h"
+#if WEFT_HAVE_UCX
+#include "transport/ucx/ucx_transport.h"
+#endif
 #include "api/bm/pool_coordinator.h"
 #include "meta/coordinator_client.h"
 
@@ -381,6 +384,11 @@ Status Pool::Impl::CreateEngine(const transport::Registry& registry) {
   context.node_id = NodeIdentity();
   context.cuda_kernel_sms = config.gpu_copy_sms;
   context.tcp = &tcp;
+#if WEFT_HAVE_UCX
+  transport::ucx::UcxOptions ucx;
+  ucx.device = tcp.device;  // local device ends staged as on tcp, when the loaded UCX has no CUDA
+  context.ucx = &ucx;
+#endif
   context.metrics = &metrics;
   WEFT_ASSIGN_OR_RETURN(auto set, registry.Create("memcpy,cuda," + network, context));
   if (auto it = set.absent.find(network); it != set.absent.end())

@@ -511,6 +511,8 @@ Status TransferEngine::Impl::CreateEngine(const transport::HostBufferAllocator& 
 #if WEFT_HAVE_UCX
   transport::ucx::UcxOptions ucx;
   ucx.net_devices = NetDevices(options.device_name);
+  ucx.device = tcp.device;  // used when the loaded UCX has no CUDA memory support
+  ucx.staging = tcp.staging;
 #endif
   transport::TransportContext context;
   context.node_id = NodeIdentity();

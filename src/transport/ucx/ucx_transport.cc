@@ -2,6 +2,7 @@
 // worker alive and take its mutex for every UCX call they make, their destructors included.
 #include "transport/ucx/ucx_transport.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "transport/blob.h"
@@ -112,14 +113,36 @@ Result<wire::Reader> Open(std::string_view blob, std::string_view what) {
 Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOptions& options) {
   WEFT_ASSIGN_OR_RETURN(auto lib, UcpLibrary::Load());
   WEFT_ASSIGN_OR_RETURN(auto worker, Worker::Create(std::move(lib), options));
-  return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(worker)));
+  return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(worker), options));
 }
 
-UcxTransport::UcxTransport(std::shared_ptr<Worker> worker)
-    : worker_(std::move(worker)),
-      explain_(fmt::format("UCX {} ({}): one-sided put/get on the peer's registered region over the transports "
-                           "UCX_TLS allows (RDMA, shared memory, tcp), one flush per batch",
-                           worker_->lib->version, worker_->lib->path)) {}
+namespace {
+
+std::string_view DevicePath(bool direct, bool staged) {
+  if (direct) return "device memory given to UCX directly (this UCX supports CUDA memory)";
+  if (staged) return "device memory staged through host bounce buffers (this UCX has no CUDA memory support)";
+  return "no device memory (this UCX has no CUDA memory support)";
+}
+
+}  // namespace
+
+UcxTransport::UcxTransport(std::shared_ptr<Worker> worker, const UcxOptions& options) : worker_(std::move(worker)) {
+  if (!worker_->cuda_memory && options.device)
+    staging_ = std::make_unique<StagingPipeline>(options.staging, options.device);
+  explain_ = fmt::format("UCX {} ({}): one-sided put/get on the peer's registered region over the transports "
+                         "UCX_TLS allows (RDMA, shared memory, tcp), one flush per batch; {}",
+                         worker_->lib->version, worker_->lib->path, DevicePath(worker_->cuda_memory, staging_ != nullptr));
+}
+
+uint32_t UcxTransport::capabilities() const {
+  uint32_t caps = kCapHostMemory | kCapSameNode | kCapRemoteNode | kCapRegions;
+  if (worker_->cuda_memory || staging_) caps |= kCapDeviceMemory;
+  return caps;
+}
+
+bool UcxTransport::device_direct() const { return worker_->cuda_memory; }
+
+StagingStats UcxTransport::staging_stats() const { return staging_ ? staging_->stats() : StagingStats{}; }
 
 UcxTransport::~UcxTransport() {
   std::lock_guard lock(worker_->mu);
@@ -141,7 +164,9 @@ Result<std::string> UcxTransport::EndpointBlob() const {
 }
 
 Result<std::string> UcxTransport::ExportRegion(const LocalRegion& region) {
-  if (region.device) return Error(Code::kNotSupported, "path ucx: device memory is not supported by this version");
+  if (region.device && !worker_->cuda_memory)
+    return Error(Code::kNotSupported, "path ucx: the loaded UCX ({}) has no CUDA memory support, so device regions "
+                 "are not exported through it (peers reach them over a path that stages)", worker_->lib->path);
   if (region.base == nullptr || region.len == 0)
     return Error(Code::kInvalidArgument, "path ucx: an empty region cannot be exported");
   std::lock_guard lock(worker_->mu);
@@ -152,6 +177,10 @@ Result<std::string> UcxTransport::ExportRegion(const LocalRegion& region) {
   p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
   p.address = region.base;
   p.length = region.len;
+  if (region.device) {
+    p.field_mask |= UCP_MEM_MAP_PARAM_FIELD_MEMORY_TYPE;
+    p.memory_type = UCS_MEMORY_TYPE_CUDA;
+  }
   ucp_mem_h memh = nullptr;
   if (ucs_status_t s = ucp.mem_map(worker_->context, &p, &memh); s != UCS_OK)
     return worker_->Failed(s, "registering the region (ucp_mem_map)");
@@ -210,6 +239,53 @@ Result<std::unique_ptr<ImportedRegion>> UcxTransport::ImportRegion(const PeerLin
 
 void UcxTransport::Post(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) {
   if (ops.empty()) return;
+  auto staged = [&](const RemoteOp& op) { return op.local_device && !worker_->cuda_memory; };
+  const size_t n_staged = std::count_if(ops.begin(), ops.end(), staged);
+  if (n_staged == 0) return PostDirect(ops, results, deadline);
+  if (n_staged == ops.size()) return PostStaged(ops, results, deadline);
+  // A mixed batch: the host ends in one flush, then the device ends through the bounce buffers.
+  std::vector<RemoteOp> parts[2];
+  std::vector<size_t> index[2];
+  for (size_t i = 0; i < ops.size(); ++i) {
+    parts[staged(ops[i])].push_back(ops[i]);
+    index[staged(ops[i])].push_back(i);
+  }
+  for (int k = 0; k < 2; ++k) {
+    std::vector<Status> got(parts[k].size());
+    k == 0 ? PostDirect(parts[k], got, deadline) : PostStaged(parts[k], got, deadline);
+    for (size_t j = 0; j < got.size(); ++j) results[index[k][j]] = std::move(got[j]);
+  }
+}
+
+void UcxTransport::PostStaged(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) {
+  if (!staging_) {
+    for (auto& r : results)
+      r = Error(Code::kNotSupported, "path ucx: the loaded UCX ({}) has no CUDA memory support and this engine "
+                "gave it no device staging", worker_->lib->path);
+    return;
+  }
+  std::vector<StagedRequest> requests(ops.size());
+  for (size_t i = 0; i < ops.size(); ++i)
+    requests[i] = StagedRequest{ops[i].kind == RemoteOpKind::kWrite, static_cast<uint8_t*>(ops[i].local), ops[i].len};
+  // One network round: each piece is its op moved to the bounce buffer, at its offset.
+  NetworkRound net = [&](std::span<const StagedPiece> pieces) {
+    std::vector<RemoteOp> round(pieces.size());
+    for (size_t k = 0; k < pieces.size(); ++k) {
+      round[k] = ops[pieces[k].request];
+      round[k].local = pieces[k].host;
+      round[k].local_device = false;
+      round[k].offset += pieces[k].offset;
+      round[k].len = pieces[k].len;
+    }
+    std::vector<Status> got(round.size());
+    PostDirect(round, got, deadline);
+    return got;
+  };
+  auto got = staging_->Run(requests, net, deadline);
+  for (size_t i = 0; i < got.size(); ++i) results[i] = std::move(got[i]);
+}
+
+void UcxTransport::PostDirect(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) {
   const auto& peer = static_cast<const UcxPeer&>(*ops[0].peer);
   Worker& w = *worker_;
   std::lock_guard lock(w.mu);
@@ -223,16 +299,16 @@ void UcxTransport::Post(std::span<const RemoteOp> ops, std::span<Status> results
   std::vector<uint8_t> issued(ops.size(), 0);
   for (size_t i = 0; i < ops.size(); ++i) {
     const RemoteOp& op = ops[i];
-    if (op.local_device) {
-      results[i] = Error(Code::kNotSupported, "path ucx: device memory is not supported by this version");
-      continue;
-    }
     const auto& region = static_cast<const UcxRegion&>(*op.region);
     if (Status rk = region.Unpacked(peer); !rk.ok()) {
       results[i] = rk;
       continue;
     }
     ucp_request_param_t p{};
+    if (op.local_device) {  // only when UCX moves CUDA memory (Post sends the others to staging)
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+      p.memory_type = UCS_MEMORY_TYPE_CUDA;
+    }
     const uint64_t remote = region.remote_addr + op.offset;
     void* req = op.kind == RemoteOpKind::kWrite ? w.lib->put_nbx(peer.ep, op.local, op.len, remote, region.rkey, &p)
                                                 : w.lib->get_nbx(peer.ep, op.local, op.len, remote, region.rkey, &p);

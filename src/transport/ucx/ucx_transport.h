@@ -13,13 +13,18 @@
 // One worker per transport (per engine); a progress thread waits on the worker's event fd in an
 // EventLoop and progresses it, which software RMA (tcp, shared memory emulation) needs at the
 // target. Every worker call is made under the worker's mutex (UCS_THREAD_MODE_SERIALIZED).
-// Host memory only for now: device memory needs a UCX with CUDA (ucp_context_query's memory
-// types), which this version does not ask for yet.
+// Device memory: when the loaded UCX supports CUDA memory (ucp_context_query's memory types: a
+// cluster's HPC-X, PyPI's libucx-cu13), device regions are registered with UCX and device ends
+// are given to put/get directly (GPUDirect RDMA where the NIC and driver allow, else UCX's own
+// staging). Otherwise a local device end goes through host bounce buffers (StagingPipeline, as on
+// tcp) and device regions are not exported through ucx (peers reach them over tcp, whose server
+// stages). Routes say which.
 #pragma once
 
 #include <memory>
 #include <string>
 
+#include "transport/staging/staging_pipeline.h"
 #include "transport/transport.h"
 
 namespace weft::transport::ucx {
@@ -29,6 +34,10 @@ struct UcxOptions {
   // defaults): the UCX_TLS and UCX_NET_DEVICES values.
   std::string tls;
   std::string net_devices;
+  // How a local device end is copied to and from host memory when the loaded UCX has no CUDA
+  // support (unset: such ends are NOT_SUPPORTED), and the bounce buffers it uses.
+  DeviceStagingOps device;
+  StagingOptions staging;
 };
 
 class UcxTransport final : public Transport {
@@ -38,7 +47,7 @@ class UcxTransport final : public Transport {
   ~UcxTransport() override;
 
   std::string_view name() const override { return "ucx"; }
-  uint32_t capabilities() const override { return kCapHostMemory | kCapSameNode | kCapRemoteNode | kCapRegions; }
+  uint32_t capabilities() const override;
   bool Serves(const RouteKey&) const override { return false; }  // regions only
   double CostNanos(const RouteKey&, uint64_t bytes) const override { return RemoteCostNanos(bytes); }
   Status Copy(const Endpoint&, const Endpoint&, uint64_t) override;
@@ -56,10 +65,21 @@ class UcxTransport final : public Transport {
 
   struct Worker;  // the UCP context and worker, shared with the peers and regions made from them
 
+  // Whether the loaded UCX registers and moves CUDA memory itself.
+  bool device_direct() const;
+  // Counts of the device ends carried through bounce buffers (tests, benchmarks).
+  StagingStats staging_stats() const;
+
  private:
-  explicit UcxTransport(std::shared_ptr<Worker> worker);
+  UcxTransport(std::shared_ptr<Worker> worker, const UcxOptions& options);
+  // Issues the ops (host ends, or device ends UCX takes directly) and one flush.
+  void PostDirect(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline);
+  // Ops with a local device end that UCX cannot reach: through the staging pipeline's bounce buffers.
+  void PostStaged(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline);
+
   std::shared_ptr<Worker> worker_;
-  std::string explain_;  // names the loaded library and its version, for routes
+  std::unique_ptr<StagingPipeline> staging_;  // only when UCX lacks CUDA and staging ops were given
+  std::string explain_;  // names the loaded library, its version and the device path, for routes
 };
 
 }  // namespace weft::transport::ucx

@@ -39,6 +39,13 @@ Result<std::shared_ptr<UcxTransport::Worker>> UcxTransport::Worker::Create(std::
   WEFT_RETURN_IF_ERROR(applied);
   if (s != UCS_OK) return Error(Code::kIo, "ucx: ucp_init: {}", ucp.Describe(s));
 
+  // Which memory this UCX moves: a build with CUDA whose cuda modules loaded (a driver is here)
+  // lists CUDA; Debian's, or any on a machine without a GPU driver, does not.
+  ucp_context_attr_t attr{};
+  attr.field_mask = UCP_ATTR_FIELD_MEMORY_TYPES;
+  if (ucp.context_query(w->context, &attr) == UCS_OK)
+    w->cuda_memory = (attr.memory_types & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) != 0;
+
   ucp_worker_params_t wp{};
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
   wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // our mutex serialises every call

@@ -22,6 +22,7 @@ struct UcxTransport::Worker {
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
   std::string address;  // this worker's packed address
+  bool cuda_memory = false;  // the context registers and moves CUDA memory (ucp_context_query)
   std::mutex mu;
   std::map<uint64_t, ucp_mem_h> exported;  // region id -> its registration (under mu)
   std::unique_ptr<net::EventLoop> loop;

@@ -27,6 +27,29 @@ for f in "$BUILD"/bundle/bin/*; do
     if ! [[ "$name" =~ $system ]] && [ -f "$path" ]; then cp -L "$path" "$BUILD/bundle/lib/$name"; fi
   done
 done
-strip --strip-unneeded "$BUILD"/bundle/lib/* 2>/dev/null || true
+# UCX for the ucx transport's device tests: Debian's (no CUDA: device ends are staged) in lib/,
+# where libucp.so.0 is found by default, and PyPI's libucx-cu13 (CUDA: device memory given to UCX)
+# in ucx-cuda/, chosen with WEFT_UCX_LIBRARY. Either is skipped, with a note, when not available.
+for l in libucp.so.0 libucs.so.0 libuct.so.0 libucm.so.0; do
+  f=$(ldconfig -p | awk -v l="$l" '$1 == l {print $NF; exit}')
+  if [ -n "$f" ]; then cp -L "$f" "$BUILD/bundle/lib/$l"; else echo "gpu-bundle: no $l here (Debian UCX left out)"; fi
+done
+WHEEL_DIR="$BUILD/ucx-wheel"
+if [ ! -d "$WHEEL_DIR/libucx/lib" ]; then
+  rm -rf "$WHEEL_DIR" && mkdir -p "$WHEEL_DIR"
+  if timeout 300 pip download --quiet --no-deps libucx-cu13 -d "$WHEEL_DIR" >/dev/null 2>&1; then
+    (cd "$WHEEL_DIR" && python3 -m zipfile -e ./*.whl . >/dev/null)
+  else
+    echo "gpu-bundle: libucx-cu13 could not be downloaded (the CUDA UCX case will skip)"
+  fi
+fi
+if [ -d "$WHEEL_DIR/libucx/lib" ]; then
+  mkdir -p "$BUILD/bundle/ucx-cuda/ucx"
+  for l in libucp.so.0 libucs.so.0 libuct.so.0 libucm.so.0 libucs_signal.so.0; do
+    cp -L "$WHEEL_DIR/libucx/lib/$l" "$BUILD/bundle/ucx-cuda/$l"
+  done
+  cp -L "$WHEEL_DIR"/libucx/lib/ucx/lib{uct_cuda,ucm_cuda}.so.0 "$BUILD/bundle/ucx-cuda/ucx/"
+fi
+strip --strip-unneeded "$BUILD"/bundle/lib/* "$BUILD"/bundle/ucx-cuda/*.so.* "$BUILD"/bundle/ucx-cuda/ucx/* 2>/dev/null || true
 echo "bundle: $(du -sh "$BUILD/bundle" | cut -f1)"
-ls -la "$BUILD/bundle/bin" "$BUILD/bundle/lib"
+ls -la "$BUILD/bundle/bin" "$BUILD/bundle/lib"; ls -la "$BUILD/bundle/ucx-cuda" 2>/dev/null || true

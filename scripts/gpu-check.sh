@@ -39,15 +39,18 @@ counts() {
 
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fs", (b - a) / 1e9 }'; }
 
-run_test() {
-  local name=$1; shift
-  local log="$OUTDIR/.$name.log" t0 t1 rc
+run_test() { run_labelled "$1" "$@"; }
+
+# run_labelled LABEL BINARY ARGS...: one summary row named LABEL.
+run_labelled() {
+  local label=$1 name=$2; shift 2
+  local log="$OUTDIR/.$label.log" t0 t1 rc
   t0=$(date +%s%N)
   timeout 900 "$B/bin/$name" "$@" >"$log" 2>&1
   rc=$?
   t1=$(date +%s%N)
-  { echo "===== $name $* (rc $rc)"; cat "$log"; } >>"$TESTLOG"
-  record "$name" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" "$(counts "$log")"
+  { echo "===== $label: $name $* (rc $rc)"; cat "$log"; } >>"$TESTLOG"
+  record "$label" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" "$(counts "$log")"
   rm -f "$log"
 }
 
@@ -69,6 +72,13 @@ run_test cuda_copy_test
 run_test device_segment_ipc_test
 run_test pool_device_test
 run_test trans_device_test
+# The ucx transport's device path with a UCX that has CUDA (PyPI's libucx-cu13, when bundled).
+if [ -f "$B/ucx-cuda/libucp.so.0" ]; then
+  WEFT_UCX_LIBRARY="$PWD/$B/ucx-cuda/libucp.so.0" run_labelled "trans_device_test ucx-cuda" trans_device_test \
+    --gtest_filter='*Ucx*'
+else
+  record "trans_device_test ucx-cuda" "skip" "-" "libucx-cu13 was not bundled"
+fi
 run_test trans_ipc_test
 
 # The main job with device slices: every peer's GD rows must be there and verified.

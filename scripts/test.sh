@@ -23,6 +23,9 @@ scripts/fuzz.sh "${WEFT_FUZZ_SECONDS:-10}"
 echo "== Python package (pip install . into build-py/venv) and tests/python"
 [ -x build-py/venv/bin/python ] || python3 -m venv build-py/venv
 build-py/venv/bin/pip install -q --disable-pip-version-check scikit-build-core nanobind pytest numpy
+# PyPI's UCX (with CUDA, no InfiniBand): the ucx transport must also run on it (test_trans.py).
+build-py/venv/bin/pip install -q --disable-pip-version-check libucx-cu13 ||
+  echo "test.sh: libucx-cu13 could not be installed; its test will say so and skip"
 # No build isolation: the build tools above have stable paths, so build-py/ rebuilds incrementally.
 CMAKE_BUILD_PARALLEL_LEVEL="$jobs" build-py/venv/bin/pip install -q --disable-pip-version-check \
   --no-build-isolation --force-reinstall --no-deps .

@@ -21,9 +21,10 @@ GIL. See docs/api.md.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
-from . import _weft
+from . import _ucx, _weft
 
 __all__ = [
     "Pool", "Copy", "TransferEngine", "MetadataServer", "BufferInfo", "BatchStatus", "Notification", "Error", "error_for_code", "codes", "DIRECTIONS",
@@ -170,6 +171,8 @@ class Pool:
         if rank_size is not None:
             overrides["rank_size"] = _config_text(rank_size)
         self._mode = mode
+        if _ucx.wants_ucx(transport=overrides.get("transport", os.environ.get("WEFT_TRANSPORT", ""))):
+            _ucx.prepare()
         self._native = _weft.Pool(overrides)
 
     # -- membership ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
-from . import _weft
+from . import _ucx, _weft
 
 Memory = Any  # an int address, or an object exposing its memory (see the weft module doc)
 Target = Union[int, str]  # a segment handle from open_segment(), or a segment name
@@ -99,6 +99,8 @@ class TransferEngine:
             cluster_secret = os.environ.get("WEFT_CLUSTER_SECRET", "")
         if protocol_fallback is None:
             protocol_fallback = os.environ.get("WEFT_PROTOCOL_FALLBACK", "")
+        if _ucx.wants_ucx(protocol, str(options.get("transports", ""))):
+            _ucx.prepare()
         opts = dict(options, local_name=local_name, metadata=metadata, protocol=protocol,
                     cluster_secret=cluster_secret, allow_unauthenticated=allow_unauthenticated,
                     protocol_fallback=protocol_fallback)

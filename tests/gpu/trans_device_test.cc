@@ -17,8 +17,9 @@ namespace {
 using trans::Opcode;
 using trans::TransferEngine;
 
-std::unique_ptr<TransferEngine> Engine() {
+std::unique_ptr<TransferEngine> Engine(const std::string& transports = "auto") {
   trans::TransferEngineOptions o;
+  o.transports = transports;
   o.local_name = "127.0.0.1";
   o.bind_host = "127.0.0.1";
   o.auth.cluster_secret = "gpu-trans-test";
@@ -150,6 +151,58 @@ TEST(TransDevice, SixtyFourMiBDeviceToDeviceThroughThePipeline) {
   RecordProperty("staging_overlapped_rounds", std::to_string(overlapped));
   EXPECT_EQ(trans::TransferEngineAccess::Metrics(*a).gauge("weft_trans_staging_buffers_in_use")->value(), 0);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // no error left behind
+}
+
+// Over ucx (engines with transports "ucx,tcp"; UCX_TLS=tcp,cuda_copy): with a UCX that supports
+// CUDA memory (WEFT_UCX_LIBRARY at a CUDA build) device ends are given to UCX directly; with one
+// that does not, the local device end is staged through bounce buffers and remote device
+// buffers are reached over tcp (not exported through ucx). Either way every byte arrives and
+// the route says which. Skips where no UCX loads.
+TEST(TransDevice, OverUcxDeviceEndsAreExact) {
+  WEFT_REQUIRE_GPU();
+  ::setenv("UCX_TLS", "tcp,cuda_copy", 1);
+  auto a = Engine("ucx,tcp");
+  auto b = Engine("ucx,tcp");
+  ::unsetenv("UCX_TLS");
+  ASSERT_TRUE(a && b);
+  constexpr size_t kSize = 40u << 20;
+  DeviceBuffer dev_a(kSize), dev_b(kSize);
+  ASSERT_TRUE(dev_a.ptr && dev_b.ptr);
+  std::vector<uint8_t> host_b(kSize);
+  ASSERT_TRUE(a->RegisterMemory(dev_a.ptr, kSize, "cuda:0").ok());
+  ASSERT_TRUE(b->RegisterMemory(dev_b.ptr, kSize, "cuda:0").ok());
+  ASSERT_TRUE(b->RegisterMemory(host_b.data(), kSize, "cpu:0").ok());
+  auto h = a->OpenSegment(b->name());
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  auto* pa = static_cast<uint8_t*>(dev_a.ptr);
+  auto to_host = a->Route({Opcode::kWrite, pa, *h, Addr(host_b.data()), 4096});
+  ASSERT_TRUE(to_host.ok()) << to_host.status().ToString();
+  if (to_host->find("via ucx") == std::string::npos) GTEST_SKIP() << "ucx does not run here: " << *to_host;
+  const bool direct = to_host->find("given to UCX directly") != std::string::npos;
+  std::printf("[ ucx route ] device -> remote host: %s\n", to_host->c_str());
+  auto to_dev = a->Route({Opcode::kWrite, pa, *h, Addr(dev_b.ptr), 4096});
+  ASSERT_TRUE(to_dev.ok()) << to_dev.status().ToString();
+  std::printf("[ ucx route ] device -> remote device: %s\n", to_dev->c_str());
+  EXPECT_NE(to_dev->find(direct ? "via ucx" : "via tcp"), std::string::npos) << *to_dev;
+
+  uint64_t state = FreshSeed();
+  for (uint8_t* remote : {host_b.data(), static_cast<uint8_t*>(dev_b.ptr)}) {
+    for (size_t len : {size_t{1}, size_t{4099}, size_t{(1u << 20) + 17}, size_t{(33u << 20) + 5}}) {
+      SCOPED_TRACE(::testing::Message() << (remote == host_b.data() ? "remote host " : "remote device ") << len);
+      const size_t off_l = SplitMix64(state) % 4096, off_r = SplitMix64(state) % 4096;
+      const uint64_t seed = FreshSeed();
+      Fill(pa + off_l, len, seed);
+      Poison(remote + off_r, len);
+      auto w = a->Transfer({{{Opcode::kWrite, pa + off_l, *h, Addr(remote + off_r), len}}});
+      ASSERT_TRUE(w[0].ok()) << w[0].ToString();
+      EXPECT_FALSE(Mismatch(remote + off_r, len, seed).has_value()) << "WRITE";
+      Poison(pa + off_l, len, 0x5A);
+      auto r = a->Transfer({{{Opcode::kRead, pa + off_l, *h, Addr(remote + off_r), len}}});
+      ASSERT_TRUE(r[0].ok()) << r[0].ToString();
+      EXPECT_FALSE(Mismatch(pa + off_l, len, seed).has_value()) << "READ";
+    }
+  }
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
 }  // namespace

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -292,6 +294,59 @@ def test_rdma_protocol_runs_on_ucx(monkeypatch):
     finally:
         a.close()
         b.close()
+
+
+# PyPI's UCX wheel (libucx-cu13: UCX with CUDA, no InfiniBand) as the UCX found when the dynamic
+# loader has none: weft._ucx loads it and points the engine at it. A fresh process, since a
+# process holds one UCX; the loader's own libucp is hidden from weft._ucx by its probe argument.
+_WHEEL_UCX_SCRIPT = r"""
+import os, sys
+import weft
+from weft import _ucx
+print(_ucx.prepare(loader_finds=lambda: False))
+a = weft.TransferEngine("127.0.0.1", protocol="rdma", cluster_secret="wheel")
+b = weft.TransferEngine("127.0.0.1", protocol="rdma", cluster_secret="wheel")
+local = bytearray(os.urandom(3 << 20)); back = bytearray(len(local)); sink = bytearray(len(local))
+a.register_memory(local); a.register_memory(back)
+sink_addr = b.register_memory(sink)
+print(a.route(("write", local, b.name, sink_addr)))
+a.transfer([("write", local, b.name, sink_addr)])
+a.transfer([("read", back, b.name, sink_addr)])
+assert bytes(sink) == bytes(local) and bytes(back) == bytes(local), "bytes differ"
+a.close(); b.close()
+print("EXACT")
+"""
+
+
+def test_ucx_wheel_is_used_when_the_loader_has_no_libucp():
+    try:
+        import libucx  # noqa: F401
+    except ImportError:
+        pytest.skip("the libucx-cu13 wheel is not installed (scripts/test.sh installs it)")
+    env = dict(os.environ, UCX_TLS="tcp")
+    env.pop("WEFT_UCX_LIBRARY", None)
+    run = subprocess.run([sys.executable, "-c", _WHEEL_UCX_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("libucx wheel: ") and lines[0].endswith("libucx/lib/libucp.so.0"), lines
+    assert "via ucx" in lines[1] and "libucx/lib/libucp.so.0" in lines[1], lines[1]
+    assert lines[-1] == "EXACT"
+
+
+def test_ucx_library_choice_order(monkeypatch):
+    from weft import _ucx
+    monkeypatch.setenv("WEFT_UCX_LIBRARY", "/opt/hpcx/ucx/lib/libucp.so.0")
+    assert _ucx.prepare(lambda: True, lambda: "/wheel/libucp.so.0") == "WEFT_UCX_LIBRARY=/opt/hpcx/ucx/lib/libucp.so.0"
+    monkeypatch.delenv("WEFT_UCX_LIBRARY")
+    assert _ucx.prepare(lambda: True, lambda: "/wheel/libucp.so.0") == "libucp.so.0 (dynamic loader)"
+    assert "WEFT_UCX_LIBRARY" not in os.environ
+    assert _ucx.prepare(lambda: False, lambda: None).startswith("none found")
+    assert "WEFT_UCX_LIBRARY" not in os.environ
+    assert _ucx.prepare(lambda: False, lambda: "/wheel/libucp.so.0") == "libucx wheel: /wheel/libucp.so.0"
+    assert os.environ["WEFT_UCX_LIBRARY"] == "/wheel/libucp.so.0"
+    assert _ucx.wants_ucx(protocol="rdma") and _ucx.wants_ucx(transports="ucx,tcp") and _ucx.wants_ucx(transport="ucx")
+    assert not _ucx.wants_ucx(protocol="tcp", transports="auto") and not _ucx.wants_ucx(transport="tcp")
 
 
 def test_authentication_between_engines():

@@ -1,5 +1,7 @@
 #include "engine/builtin_transports.h"
 
+#include <filesystem>
+
 #include "transport/cma/cma_transport.h"
 #include "transport/local/local_transport.h"
 #include "transport/shm/shm_transport.h"
@@ -80,9 +82,17 @@ RegistryEntry CudaEntry() {
           }};
 }
 
+// Whether this machine has an RDMA NIC (InfiniBand or RoCE): the kernel lists it under
+// /sys/class/infiniband. Only then does "auto" start UCX (which patches the process's memory
+// calls and starts threads); its cost model then ranks it by the resources UCX found.
+bool RdmaNicPresent() {
+  std::error_code ec;
+  std::filesystem::directory_iterator it("/sys/class/infiniband", ec);
+  return !ec && it != std::filesystem::directory_iterator();
+}
+
 // The same row in every build; a build without UCX's headers, or a machine without the library,
-// answers NOT_SUPPORTED with the reason. Named explicitly only until its cost model is measured
-// against tcp on real networks (docs/ucx.md).
+// answers NOT_SUPPORTED with the reason.
 RegistryEntry UcxEntry() {
   RegistryEntry e{"ucx", transport::kCapHostMemory | transport::kCapSameNode | transport::kCapRemoteNode |
                              transport::kCapRegions,
@@ -97,7 +107,8 @@ RegistryEntry UcxEntry() {
                     return Error(Code::kNotSupported, "this weft was built without UCX's headers (libucx-dev)");
 #endif
                   }};
-  e.in_auto = false;
+  e.auto_here = RdmaNicPresent;
+  e.auto_where = "an RDMA NIC is present";
   return e;
 }
 

@@ -46,7 +46,8 @@ std::string Registry::Markdown() const {
   for (const auto& e : entries_) {
     std::string keys;
     for (const auto& k : e.config_keys) keys += (keys.empty() ? "" : ", ") + ("`" + k + "`");
-    out += fmt::format("| `{}` | {} | {} | {} | {} |\n", e.name, e.in_auto ? "yes" : "no",
+    const std::string in_auto = !e.in_auto ? "no" : e.auto_here ? "where " + e.auto_where : "yes";
+    out += fmt::format("| `{}` | {} | {} | {} | {} |\n", e.name, in_auto,
                        CapabilityWords(e.capabilities), keys.empty() ? "-" : keys, e.summary);
   }
   return out;
@@ -62,7 +63,7 @@ Result<std::vector<const RegistryEntry*>> Registry::Select(std::string_view pref
   std::vector<const RegistryEntry*> out;
   if (preference.empty() || preference == "auto") {
     for (const auto& e : entries_)
-      if (e.in_auto) out.push_back(&e);
+      if (e.in_auto && (!e.auto_here || e.auto_here())) out.push_back(&e);
     return out;
   }
   size_t pos = 0;

@@ -49,6 +49,10 @@ struct RegistryEntry {
   std::function<Result<std::unique_ptr<Transport>>(const TransportContext&)> create;
   // Whether "auto" selects it; an entry with a caveat (cma: no revocation) is named explicitly.
   bool in_auto = true;
+  // When set, "auto" selects the entry only where this cheap probe (no library loaded, nothing
+  // started) says the machine has what makes it worth starting; auto_where says what, for docs.
+  std::function<bool()> auto_here = nullptr;
+  std::string auto_where = {};
   // Whether a pool may reach its peers' slices through it: a slice is unmapped when its peer
   // leaves, so the owner must be able to withdraw access (cma cannot).
   bool pool_slices = true;

@@ -4,8 +4,10 @@
 // has no UCX headers or this machine no UCX library.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include "base/random.h"
@@ -13,7 +15,9 @@
 #include "transport/registry.h"
 
 #if WEFT_HAVE_UCX
+#include "transport/tcp/tcp_transport.h"
 #include "transport/ucx/ucx_transport.h"
+#include "transport/ucx/ucx_worker.h"
 #endif
 
 namespace weft::transport {
@@ -21,12 +25,23 @@ namespace {
 
 Deadline Soon() { return Deadline::After(std::chrono::seconds(20)); }
 
-// Without UCX the entry is there and says why it is absent; with it, it is created.
+// Without UCX the entry is there and says why it is absent; with it, it is created. "auto"
+// starts it only where an RDMA NIC is present (this machine lists none under
+// /sys/class/infiniband, so the probe says no and auto leaves it out).
 TEST(Ucx, RegistryEntrySaysWhyItIsAbsentOrCreatesIt) {
   const Registry registry = engine::BuiltinTransports();
   const RegistryEntry* e = registry.Find("ucx");
   ASSERT_NE(e, nullptr);
-  EXPECT_FALSE(e->in_auto);
+  EXPECT_TRUE(e->in_auto);
+  ASSERT_TRUE(e->auto_here != nullptr);
+  EXPECT_EQ(e->auto_where, "an RDMA NIC is present");
+  std::error_code ec;
+  const bool nic = std::filesystem::directory_iterator("/sys/class/infiniband", ec) != std::filesystem::directory_iterator();
+  EXPECT_EQ(e->auto_here(), !ec && nic);
+  auto chosen = registry.Select("auto");
+  ASSERT_TRUE(chosen.ok()) << chosen.status().ToString();
+  const bool ucx_in_auto = std::any_of(chosen->begin(), chosen->end(), [](auto* c) { return c->name == "ucx"; });
+  EXPECT_EQ(ucx_in_auto, e->auto_here());
   auto made = e->create(TransportContext{});
   if (!made.ok()) {
     EXPECT_EQ(made.status().code(), Code::kNotSupported) << made.status().ToString();
@@ -37,8 +52,59 @@ TEST(Ucx, RegistryEntrySaysWhyItIsAbsentOrCreatesIt) {
   EXPECT_TRUE((*made)->capabilities() & kCapRegions);
 }
 
+// An entry's auto_here probe decides whether "auto" takes it; naming it works either way, and
+// the docs' table says where auto takes it.
+TEST(Ucx, AutoTakesAnEntryOnlyWhereItsProbeSaysSo) {
+  for (bool here : {false, true}) {
+    Registry registry = engine::BuiltinTransports();
+    RegistryEntry probe{"probe", kCapHostMemory | kCapRemoteNode | kCapRegions, "a test entry", {},
+                        [](const TransportContext&) -> Result<std::unique_ptr<Transport>> {
+                          return Error(Code::kNotSupported, "never created");
+                        }};
+    probe.auto_here = [here] { return here; };
+    probe.auto_where = "the probe says so";
+    ASSERT_TRUE(registry.Add(std::move(probe)).ok());
+    auto chosen = registry.Select("auto");
+    ASSERT_TRUE(chosen.ok());
+    EXPECT_EQ(std::any_of(chosen->begin(), chosen->end(), [](auto* c) { return c->name == "probe"; }), here);
+    auto named = registry.Select("probe");
+    ASSERT_TRUE(named.ok());
+    ASSERT_EQ(named->size(), 1u);
+    EXPECT_NE(registry.Markdown().find("| `probe` | where the probe says so |"), std::string::npos);
+  }
+}
+
+// The RDMA resources are read from ucp_context_print_info's text: rc, dc, ud and srd
+// transports count; tcp, shared memory and CUDA ones do not.
+TEST(Ucx, RdmaResourcesAreReadFromUcxsResourceList) {
+#if WEFT_HAVE_UCX
+  const char* with_nic =
+      "#\n# UCP context\n#\n#     md 0  :  self\n#     md 1  :  tcp\n#     md 2  :  mlx5_0\n"
+      "#   resource 0  :  md 0  dev 0  flags -- self/memory\n"
+      "#   resource 1  :  md 1  dev 1  flags -- tcp/eth0\n"
+      "#   resource 2  :  md 2  dev 2  flags -- rc_verbs/mlx5_0:1\n"
+      "#   resource 3  :  md 2  dev 2  flags -- rc_mlx5/mlx5_0:1\n"
+      "#   resource 4  :  md 2  dev 2  flags -- dc_mlx5/mlx5_0:1\n"
+      "#   resource 5  :  md 2  dev 2  flags -- ud_verbs/mlx5_0:1\n"
+      "#   resource 6  :  md 3  dev 3  flags -- cuda_copy/cuda\n";
+  EXPECT_EQ(ucx::RdmaResources(with_nic), "rc_verbs/mlx5_0:1, rc_mlx5/mlx5_0:1, dc_mlx5/mlx5_0:1, ud_verbs/mlx5_0:1");
+  const char* without =
+      "#   resource 0  :  md 0  dev 0  flags -- self/memory\n"
+      "#   resource 1  :  md 1  dev 1  flags -- tcp/lo\n"
+      "#   resource 2  :  md 2  dev 2  flags -- posix/memory\n"
+      "#   resource 3  :  md 3  dev 3  flags -- cma/memory\n";
+  EXPECT_EQ(ucx::RdmaResources(without), "");
+  EXPECT_EQ(ucx::RdmaResources(""), "");
+  EXPECT_EQ(ucx::RdmaResources("#   resource 1  :  garbage without a name"), "");
+#else
+  GTEST_SKIP() << "this weft was built without UCX's headers (libucx-dev)";
+#endif
+}
+
 #if WEFT_HAVE_UCX
 
+using tcp::TcpTransport;
+using tcp::TcpTransportOptions;
 using ucx::UcxOptions;
 using ucx::UcxTransport;
 
@@ -231,6 +297,32 @@ TEST_P(UcxPairTest, DeviceEndsAreStagedWhenUcxHasNoCuda) {
   EXPECT_GT(device_copies.load(), after_write);
   auto* t = static_cast<UcxTransport*>(p_.peer.get());
   EXPECT_EQ(t->staging_stats().bytes, 2 * len);
+}
+
+// Without an RDMA resource UCX reaches other nodes over its own tcp, which measured well below
+// weft's: unless the user named ucx, the cost model must then rank it after tcp at every size,
+// so that it carries only what tcp cannot. Named, or with an RDMA resource, it ranks ahead.
+TEST(Ucx, TheCostModelRanksUcxByItsRdmaResourcesUnlessNamed) {
+  std::string why;
+  auto chosen = MakeOrSkip("tcp", &why);
+  if (chosen == nullptr) GTEST_SKIP() << "ucx is absent here: " << why;
+  UcxOptions o;
+  o.named = true;
+  auto named = MakeOrSkip("tcp", &why, o);
+  ASSERT_NE(named, nullptr) << why;
+  auto tcp = TcpTransport::Create(TcpTransportOptions{});
+  ASSERT_TRUE(tcp.ok()) << tcp.status().ToString();
+  const bool rdma = !chosen->rdma_resources().empty();
+  for (uint64_t bytes : {uint64_t{8}, uint64_t{4096}, uint64_t{1} << 20, uint64_t{64} << 20}) {
+    SCOPED_TRACE(bytes);
+    const double tcp_cost = (*tcp)->RemoteCostNanos(bytes);
+    EXPECT_LT(named->RemoteCostNanos(bytes), tcp_cost);
+    EXPECT_EQ(chosen->RemoteCostNanos(bytes) < tcp_cost, rdma);
+  }
+  EXPECT_NE(chosen->ExplainRemote().find(rdma ? "over RDMA (" : "ranked behind weft's tcp"), std::string::npos)
+      << chosen->ExplainRemote();
+  EXPECT_NE(named->ExplainRemote().find(rdma ? "over RDMA (" : "named, so ranked ahead"), std::string::npos)
+      << named->ExplainRemote();
 }
 
 // tcp alone, and whatever UCX picks by itself here (with peer failure handling, which UCX 1.13's

@@ -387,6 +387,7 @@ Status Pool::Impl::CreateEngine(const transport::Registry& registry) {
 #if WEFT_HAVE_UCX
   transport::ucx::UcxOptions ucx;
   ucx.device = tcp.device;  // local device ends staged as on tcp, when the loaded UCX has no CUDA
+  ucx.named = network == "ucx";
   context.ucx = &ucx;
 #endif
   context.metrics = &metrics;

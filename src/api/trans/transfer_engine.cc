@@ -472,8 +472,9 @@ std::string TransportPreference(const TransferEngineOptions& options, const tran
   std::string names = options.transports;
   if (names == "auto" || names.empty()) {
     names.clear();
-    for (const auto& e : registry.entries())
-      if (e.in_auto) names += (names.empty() ? "" : ",") + e.name;
+    auto chosen = registry.Select("auto");
+    for (const auto* e : chosen.ok() ? *chosen : std::vector<const transport::RegistryEntry*>{})
+      names += (names.empty() ? "" : ",") + e->name;
   }
   if (("," + names + ",").find(",ucx,") == std::string::npos) names += ",ucx";
   return names;
@@ -513,6 +514,7 @@ Status TransferEngine::Impl::CreateEngine(const transport::HostBufferAllocator& 
   ucx.net_devices = NetDevices(options.device_name);
   ucx.device = tcp.device;  // used when the loaded UCX has no CUDA memory support
   ucx.staging = tcp.staging;
+  ucx.named = IsRdma(options.protocol) || ("," + options.transports + ",").find(",ucx,") != std::string::npos;
 #endif
   transport::TransportContext context;
   context.node_id = NodeIdentity();

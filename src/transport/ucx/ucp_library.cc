@@ -50,6 +50,7 @@ Result<std::shared_ptr<const UcpLibrary>> UcpLibrary::Load() {
     Resolve(handle, "ucp_init_version", lib->init_version, missing);
     Resolve(handle, "ucp_cleanup", lib->cleanup, missing);
     Resolve(handle, "ucp_context_query", lib->context_query, missing);
+    Resolve(handle, "ucp_context_print_info", lib->context_print_info, missing);
     Resolve(handle, "ucp_worker_create", lib->worker_create, missing);
     Resolve(handle, "ucp_worker_destroy", lib->worker_destroy, missing);
     Resolve(handle, "ucp_worker_get_address", lib->worker_get_address, missing);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "base/log.h"
 #include "transport/blob.h"
 #include "transport/ucx/ucx_worker.h"
 
@@ -118,29 +119,53 @@ Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOptions& opt
 
 namespace {
 
-std::string_view DevicePath(bool direct, bool staged) {
+std::string_view DevicePath(bool direct, bool cuda_memory, bool staged) {
   if (direct) return "device memory given to UCX directly (this UCX supports CUDA memory)";
+  if (staged && cuda_memory)
+    return "device memory staged through host bounce buffers (this UCX reports CUDA memory support but failed to "
+           "register device memory; the log has its error)";
   if (staged) return "device memory staged through host bounce buffers (this UCX has no CUDA memory support)";
   return "no device memory (this UCX has no CUDA memory support)";
 }
 
 }  // namespace
 
-UcxTransport::UcxTransport(std::shared_ptr<Worker> worker, const UcxOptions& options) : worker_(std::move(worker)) {
-  if (!worker_->cuda_memory && options.device)
-    staging_ = std::make_unique<StagingPipeline>(options.staging, options.device);
-  explain_ = fmt::format("UCX {} ({}): one-sided put/get on the peer's registered region over the transports "
-                         "UCX_TLS allows (RDMA, shared memory, tcp), one flush per batch; {}",
-                         worker_->lib->version, worker_->lib->path, DevicePath(worker_->cuda_memory, staging_ != nullptr));
+UcxTransport::UcxTransport(std::shared_ptr<Worker> worker, const UcxOptions& options)
+    : worker_(std::move(worker)),
+      device_direct_(worker_->cuda_memory),
+      ahead_of_tcp_(options.named || !worker_->rdma_resources.empty()) {
+  // Staging stands by even where UCX claims CUDA support: a registration it then refuses turns
+  // the device ends over to the bounce buffers (DeviceRegistrationFailed).
+  if (options.device) staging_ = std::make_unique<StagingPipeline>(options.staging, options.device);
+  const std::string& rdma = worker_->rdma_resources;
+  const std::string over = !rdma.empty() ? "RDMA (" + rdma + ")"
+                           : options.named ? std::string("UCX's tcp or shared memory (no RDMA resource; named, so "
+                                                         "ranked ahead of weft's tcp)")
+                                           : std::string("UCX's tcp or shared memory (no RDMA resource: ranked "
+                                                         "behind weft's tcp)");
+  for (bool direct : {true, false}) {
+    explain_[direct] = fmt::format(
+        "UCX {} ({}): one-sided put/get on the peer's registered region, one flush per batch, over {}; {}",
+        worker_->lib->version, worker_->lib->path, over,
+        DevicePath(direct && worker_->cuda_memory, worker_->cuda_memory, staging_ != nullptr));
+  }
 }
 
 uint32_t UcxTransport::capabilities() const {
   uint32_t caps = kCapHostMemory | kCapSameNode | kCapRemoteNode | kCapRegions;
-  if (worker_->cuda_memory || staging_) caps |= kCapDeviceMemory;
+  if (device_direct() || staging_) caps |= kCapDeviceMemory;
   return caps;
 }
 
-bool UcxTransport::device_direct() const { return worker_->cuda_memory; }
+bool UcxTransport::device_direct() const { return device_direct_.load(std::memory_order_acquire); }
+
+Status UcxTransport::DeviceRegistrationFailed(const Status& failed) {
+  if (device_direct_.exchange(false))
+    WEFT_LOG_WARN("ucx: {}; device ends are staged through host bounce buffers from now on and device "
+             "regions are not exported through ucx", failed.message());
+  return Error(Code::kNotSupported, "path ucx: {} (peers reach this region over a path that stages)",
+               failed.message());
+}
 
 StagingStats UcxTransport::staging_stats() const { return staging_ ? staging_->stats() : StagingStats{}; }
 
@@ -164,7 +189,7 @@ Result<std::string> UcxTransport::EndpointBlob() const {
 }
 
 Result<std::string> UcxTransport::ExportRegion(const LocalRegion& region) {
-  if (region.device && !worker_->cuda_memory)
+  if (region.device && !device_direct())
     return Error(Code::kNotSupported, "path ucx: the loaded UCX ({}) has no CUDA memory support, so device regions "
                  "are not exported through it (peers reach them over a path that stages)", worker_->lib->path);
   if (region.base == nullptr || region.len == 0)
@@ -183,7 +208,7 @@ Result<std::string> UcxTransport::ExportRegion(const LocalRegion& region) {
   }
   ucp_mem_h memh = nullptr;
   if (ucs_status_t s = ucp.mem_map(worker_->context, &p, &memh); s != UCS_OK)
-    return worker_->Failed(s, "registering the region (ucp_mem_map)");
+    return region.device ? DeviceRegistrationFailed(worker_->Failed(s, "registering device memory (ucp_mem_map)")) : worker_->Failed(s, "registering the region (ucp_mem_map)");
   void* packed = nullptr;
   size_t size = 0;
   if (ucs_status_t s = ucp.rkey_pack(worker_->context, memh, &packed, &size); s != UCS_OK) {
@@ -239,7 +264,8 @@ Result<std::unique_ptr<ImportedRegion>> UcxTransport::ImportRegion(const PeerLin
 
 void UcxTransport::Post(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) {
   if (ops.empty()) return;
-  auto staged = [&](const RemoteOp& op) { return op.local_device && !worker_->cuda_memory; };
+  const bool direct = device_direct();
+  auto staged = [&](const RemoteOp& op) { return op.local_device && !direct; };
   const size_t n_staged = std::count_if(ops.begin(), ops.end(), staged);
   if (n_staged == 0) return PostDirect(ops, results, deadline);
   if (n_staged == ops.size()) return PostStaged(ops, results, deadline);
@@ -343,9 +369,15 @@ void UcxTransport::PostDirect(std::span<const RemoteOp> ops, std::span<Status> r
 }
 
 double UcxTransport::RemoteCostNanos(uint64_t bytes) const {
-  return 5000 + static_cast<double>(bytes) / 5.0;  // a few µs and a few GB/s: cheaper than tcp
+  // Ahead: a few µs and tens of GB/s, below tcp's model (25-50 µs + 1.2 GB/s). Behind: UCX's own
+  // tcp measured 0.33-0.8x of weft's on loopback (docs/performance.md), so it carries only what
+  // tcp cannot.
+  if (ahead_of_tcp_) return 3000 + static_cast<double>(bytes) / 20.0;
+  return 60000 + static_cast<double>(bytes) / 0.5;
 }
 
-std::string_view UcxTransport::ExplainRemote() const { return explain_; }
+const std::string& UcxTransport::rdma_resources() const { return worker_->rdma_resources; }
+
+std::string_view UcxTransport::ExplainRemote() const { return explain_[device_direct()]; }
 
 }  // namespace weft::transport::ucx

@@ -21,6 +21,7 @@
 // stages). Routes say which.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -38,6 +39,10 @@ struct UcxOptions {
   // support (unset: such ends are NOT_SUPPORTED), and the bounce buffers it uses.
   DeviceStagingOps device;
   StagingOptions staging;
+  // The user named ucx (a transports list, protocol rdma, transport=ucx): it then ranks ahead of
+  // tcp wherever both reach a region. Chosen by "auto" (an RDMA NIC is present) it ranks by the
+  // resources UCX found: ahead of tcp with an RDMA one, behind it with only UCX's tcp.
+  bool named = false;
 };
 
 class UcxTransport final : public Transport {
@@ -65,8 +70,12 @@ class UcxTransport final : public Transport {
 
   struct Worker;  // the UCP context and worker, shared with the peers and regions made from them
 
-  // Whether the loaded UCX registers and moves CUDA memory itself.
+  // Whether device ends go to UCX itself: it reports CUDA memory support and has not refused to
+  // register device memory (after a refusal they are staged).
   bool device_direct() const;
+  // The RDMA resources UCX found ("rc_mlx5/mlx5_0:1, ..."); empty where it has only tcp and
+  // shared memory. Unless named, the cost model ranks ucx ahead of tcp only with one.
+  const std::string& rdma_resources() const;
   // Counts of the device ends carried through bounce buffers (tests, benchmarks).
   StagingStats staging_stats() const;
 
@@ -77,9 +86,15 @@ class UcxTransport final : public Transport {
   // Ops with a local device end that UCX cannot reach: through the staging pipeline's bounce buffers.
   void PostStaged(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline);
 
+  // A device region UCX would not register: logs it once, stages device ends from now on, and
+  // answers NOT_SUPPORTED so that peers reach the region over another path.
+  Status DeviceRegistrationFailed(const Status& failed);
+
   std::shared_ptr<Worker> worker_;
-  std::unique_ptr<StagingPipeline> staging_;  // only when UCX lacks CUDA and staging ops were given
-  std::string explain_;  // names the loaded library, its version and the device path, for routes
+  std::atomic<bool> device_direct_;
+  const bool ahead_of_tcp_;  // named by the user, or UCX has an RDMA resource
+  std::unique_ptr<StagingPipeline> staging_;  // only when the engine gave staging ops
+  std::string explain_[2];  // for routes, by device_direct(): the library, its version and the device path
 };
 
 }  // namespace weft::transport::ucx

@@ -2,6 +2,10 @@
 
 #include <sys/epoll.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
 #include "base/log.h"
 
 namespace weft::transport::ucx {
@@ -19,7 +23,43 @@ Status ApplyOptions(const UcpLibrary& lib, ucp_config_t* config, const UcxOption
   return OkStatus();
 }
 
+// ucp_context_print_info's text (UCX has no query for its resources).
+std::string PrintInfo(const UcpLibrary& lib, ucp_context_h context) {
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* f = ::open_memstream(&text, &size);
+  if (!f) return "";
+  lib.context_print_info(context, f);
+  std::fclose(f);
+  std::string out(text, size);
+  std::free(text);
+  return out;
+}
+
 }  // namespace
+
+std::string RdmaResources(std::string_view print_info) {
+  // Lines such as "#      resource 7  :  md 5  dev 4  flags -- rc_mlx5/mlx5_0:1".
+  std::string out;
+  size_t pos = 0;
+  while (pos < print_info.size()) {
+    size_t end = std::min(print_info.find('\n', pos), print_info.size());
+    std::string_view line = print_info.substr(pos, end - pos);
+    pos = end + 1;
+    if (line.find("resource") == std::string_view::npos) continue;
+    size_t at = line.rfind(' ');
+    if (at == std::string_view::npos) continue;
+    std::string_view name = line.substr(at + 1);  // "tl/device"
+    for (std::string_view rdma : {"rc", "dc", "ud", "srd"}) {
+      if (name.substr(0, rdma.size()) == rdma && name.size() > rdma.size() &&
+          (name[rdma.size()] == '_' || name[rdma.size()] == '/')) {
+        out += (out.empty() ? "" : ", ") + std::string(name);
+        break;
+      }
+    }
+  }
+  return out;
+}
 
 Result<std::shared_ptr<UcxTransport::Worker>> UcxTransport::Worker::Create(std::shared_ptr<const UcpLibrary> lib,
                                                                            const UcxOptions& options) {
@@ -45,6 +85,7 @@ Result<std::shared_ptr<UcxTransport::Worker>> UcxTransport::Worker::Create(std::
   attr.field_mask = UCP_ATTR_FIELD_MEMORY_TYPES;
   if (ucp.context_query(w->context, &attr) == UCS_OK)
     w->cuda_memory = (attr.memory_types & UCS_BIT(UCS_MEMORY_TYPE_CUDA)) != 0;
+  w->rdma_resources = RdmaResources(PrintInfo(ucp, w->context));
 
   ucp_worker_params_t wp{};
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <map>
+#include <string_view>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,12 +18,18 @@
 
 namespace weft::transport::ucx {
 
+// The RDMA resources ("rc_mlx5/mlx5_0:1") named in ucp_context_print_info's text, comma-separated.
+std::string RdmaResources(std::string_view print_info);
+
 struct UcxTransport::Worker {
   std::shared_ptr<const UcpLibrary> lib;
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
   std::string address;  // this worker's packed address
   bool cuda_memory = false;  // the context registers and moves CUDA memory (ucp_context_query)
+  // The RDMA transports (rc, dc, ud, srd) among the context's resources, "rc_mlx5/mlx5_0:1, ..."; empty: none
+  // (then UCX reaches other nodes over its tcp, which the cost model ranks below weft's own tcp).
+  std::string rdma_resources;
   std::mutex mu;
   std::map<uint64_t, ucp_mem_h> exported;  // region id -> its registration (under mu)
   std::unique_ptr<net::EventLoop> loop;

@@ -6,12 +6,13 @@
 //    checked to be ucx); synchronous TransferEngine::Transfer of one request, the client's
 //    registered buffer to or from the server engine's registered buffer, repeated;
 //  - ucx_perftest: a server (`ucx_perftest -p PORT`) and a client (`ucx_perftest 127.0.0.1 -p
-//    PORT -t TEST -s SIZE -n N -w N/10 -v`) as subprocesses, its final CSV line parsed. N is
-//    chosen from this round's weft-ucx figure so that the case takes about --seconds;
+//    PORT -t TEST -s SIZE -n N -w N/10 -O 1 -v`) as subprocesses, its final CSV line parsed. N is
+//    chosen from its own pace (an untimed probe first) so that the case takes about --seconds;
 //  - weft-tcp: the same as weft-ucx with transports "tcp".
-// Bandwidth rows: put = `ucp_put_bw`, get = `ucp_get`; GB/s is 1e9 bytes/s (ucx_perftest's
-// "MB/s" is 2^20 bytes/s and is converted). ucx_perftest keeps its default window of operations
-// in flight; a weft call is one operation and its completion at a time.
+// Bandwidth rows: put = `ucp_put_bw`, get = `ucp_get`, both with -O 1 (--perftest-window): one
+// op in flight, as a weft call, which is one op and its completion at the peer (ucp_put_bw's own
+// default of 32 puts in flight collapses to ~0.03 GB/s at 64 MiB over UCX 1.13's tcp). GB/s is
+// 1e9 bytes/s (ucx_perftest's "MB/s" is 2^20 bytes/s and is converted).
 // Latency rows (one call of a small size, p50): put = `ucp_put_lat`, which reports half a
 // ping-pong round trip, shown doubled, since a weft put returns once the peer confirmed it (a
 // round trip); get = `ucp_get -O 1` (one get at a time: a full round trip, as a weft read).
@@ -509,6 +510,7 @@ struct Row {
   std::vector<std::string> perftest_errors;
   std::string perftest_command;
   std::vector<uint64_t> perftest_iters;
+  std::optional<double> perftest_pace;  // seconds per ucx_perftest iteration, last seen
   uint64_t ucx_calls = 0, tcp_calls = 0;
   double ucx_mean_us = 0, tcp_mean_us = 0;
 
@@ -539,6 +541,7 @@ struct BenchOptions {
   std::string json;
   std::string perftest = "ucx_perftest";
   double perftest_timeout = 60;
+  int perftest_window = 1;  // ucx_perftest -O for the bandwidth rows
 };
 
 Result<std::vector<uint64_t>> ParseSizes(const std::string& text, const char* what) {
@@ -559,7 +562,7 @@ std::string Cell(double v, bool latency) {
   return fmt::format("{:.2f} GB/s", v);
 }
 
-void PrintTable(const std::vector<Row>& rows, int rounds) {
+void PrintTable(const std::vector<Row>& rows, int rounds, int window) {
   fmt::print("\n{:<8} {:<8} {:>20} {:>12} {:>14} {:>12} {:>8}\n", "size", "op", "ucx_perftest", "weft-ucx",
              "ucx/perftest", "weft-tcp", "ucx/tcp");
   fmt::print("{}\n", std::string(88, '-'));
@@ -577,14 +580,14 @@ void PrintTable(const std::vector<Row>& rows, int rounds) {
                r.RatioUcxTcp());
   }
   fmt::print(
-      "\nmedian of {} round(s) per cell. bw: GB/s = 1e9 B/s (ucx_perftest's MB/s, 2^20 B/s, converted); "
-      "ucx_perftest\n"
-      "  ucp_put_bw / ucp_get keep their default window of ops in flight, a weft call is one op and its completion.\n"
+      "\nmedian of {} round(s) per cell. bw: GB/s = 1e9 B/s (ucx_perftest's MB/s, 2^20 B/s, converted). A weft\n"
+      "  call is one op and its completion at the peer; ucp_put_bw / ucp_get ran with -O {} op(s) in flight\n"
+      "  (ucp_put_bw completes an op locally and waits for the peer at the end only).\n"
       "lat: p50 time of one op and its completion. put: ucp_put_lat reports half a ping-pong round trip, shown\n"
       "  doubled (2x) as one round trip, which a weft put is (it returns once the peer confirmed); get: ucp_get -O 1\n"
       "  (one get at a time, a round trip) against a weft read.\n"
       "ratios: bw weft-ucx/perftest and ucx/tcp; lat perftest/weft-ucx and tcp/ucx: above 1, weft-ucx is faster.\n",
-      rounds);
+      rounds, window);
   std::vector<std::string> notes;
   for (const Row& r : rows)
     for (const auto& e : r.perftest_errors) {
@@ -611,8 +614,12 @@ nlohmann::json RowJson(const Row& r) {
   auto ratio = r.RatioUcxPerftest();
   std::string compared;
   if (!r.c.latency)
-    compared = "GB/s of back-to-back ops of one size; ucx_perftest keeps its default window in flight, a weft "
-               "call is synchronous";
+    compared = r.c.op == Opcode::kWrite
+                   ? "GB/s of back-to-back puts of one size: ucp_put_bw with -O perftest_window in flight (an op "
+                     "completes locally; it waits for the peer at the end only); a weft write call waits for the "
+                     "peer each time"
+                   : "GB/s of back-to-back gets of one size: ucp_get with -O perftest_window in flight; a weft read "
+                     "call, one at a time";
   else if (r.c.op == Opcode::kWrite)
     compared = "p50 microseconds of one round trip: 2 x ucp_put_lat's p50 (it reports half a ping-pong), a weft "
                "write call (returns once the peer confirmed)";
@@ -659,11 +666,13 @@ int RunBench(BenchOptions o) {
   }
   auto sizes = ParseSizes(o.sizes, "--sizes");
   auto lat_sizes = ParseSizes(o.latency_sizes, "--latency-sizes");
-  if (!sizes.ok() || !lat_sizes.ok() || o.rounds < 1 || o.seconds <= 0 || o.perftest_timeout <= 0 || o.tls.empty()) {
+  if (!sizes.ok() || !lat_sizes.ok() || o.rounds < 1 || o.seconds <= 0 || o.perftest_timeout <= 0 || o.tls.empty() ||
+      o.perftest_window < 1) {
     fmt::print(stderr, "weft bench-ucx: {}\n",
                !sizes.ok()       ? sizes.status().message()
                : !lat_sizes.ok() ? lat_sizes.status().message()
-                                 : "--rounds, --seconds, --perftest-timeout must be positive and --tls not empty");
+                                 : "--rounds, --seconds, --perftest-timeout, --perftest-window must be positive and "
+                                   "--tls not empty");
     return 2;
   }
   if (sizes->empty() && lat_sizes->empty()) {
@@ -753,21 +762,45 @@ int RunBench(BenchOptions o) {
       if (!perftest_missing.empty()) {
         if (round == 0) r.perftest_errors.push_back(perftest_missing);
       } else {
-        // As many iterations as take about --seconds at weft-ucx's pace.
-        const double per_op_s =
-            c.latency ? u->value * 1e-6 : static_cast<double>(c.size) / std::max(u->value * 1e9, 1.0);
-        const uint64_t iters = static_cast<uint64_t>(
-            std::clamp(o.seconds / std::max(per_op_s, 1e-7), c.latency ? 1000.0 : 8.0, 1e6));
-        std::vector<std::string> args = {"-t", c.PerftestTest(), "-s", std::to_string(c.size), "-n",
-                                         std::to_string(iters), "-w", std::to_string(std::max<uint64_t>(1, iters / 10))};
-        if (c.latency && c.op == Opcode::kRead) {
-          args.push_back("-O");
-          args.push_back("1");
+        // ucx_perftest runs a fixed number of iterations: as many as take about --seconds at its
+        // own pace, measured by a short untimed probe in the first round (sized from weft-ucx's
+        // pace) and by the previous round after that. Its pace can be far from weft's (ucp_get
+        // -O 1 over tcp takes ~1 ms a get here), so weft's alone would make a case run minutes.
+        const double min_iters = c.latency ? 500.0 : 8.0;
+        auto iterations = [&](double per_op_s, double floor) {
+          return static_cast<uint64_t>(std::clamp(o.seconds / std::max(per_op_s, 1e-7), floor, 1e6));
+        };
+        auto run_perftest = [&](uint64_t iters) {
+          std::vector<std::string> args = {"-t", c.PerftestTest(), "-s", std::to_string(c.size), "-n",
+                                           std::to_string(iters), "-w",
+                                           std::to_string(std::max<uint64_t>(1, iters / 10))};
+          // One op in flight, as a weft call, unless --perftest-window says otherwise for
+          // bandwidth (ucp_put_bw's own default is 32; ucp_get's is 1). Not for ucp_put_lat: a
+          // ping-pong.
+          if (!c.latency || c.op == Opcode::kRead) {
+            args.push_back("-O");
+            args.push_back(std::to_string(c.latency ? 1 : o.perftest_window));
+          }
+          return RunPerftest(perftest, args, o.perftest_timeout);
+        };
+        // Seconds per iteration of a result line (a ping-pong iteration is reported halved).
+        auto pace = [&](const PerftestLine& l) {
+          if (!c.latency) return static_cast<double>(c.size) / std::max(l.overall_mbps * 1048576.0, 1.0);
+          return l.overall_us * 1e-6 * (c.op == Opcode::kWrite ? 2 : 1);
+        };
+        if (!r.perftest_pace) {
+          const double weft_per_op =
+              c.latency ? u->value * 1e-6 : static_cast<double>(c.size) / std::max(u->value * 1e9, 1.0);
+          PerftestRun probe = run_perftest(std::max<uint64_t>(iterations(weft_per_op, 0) / 20, c.latency ? 200 : 4));
+          if (probe.line) r.perftest_pace = pace(*probe.line);
+          else r.perftest_pace = weft_per_op;  // the real run below reports what went wrong
         }
-        PerftestRun run = RunPerftest(perftest, args, o.perftest_timeout);
+        const uint64_t iters = iterations(*r.perftest_pace, min_iters);
+        PerftestRun run = run_perftest(iters);
         r.perftest_command = run.command;
         if (run.line) {
           const PerftestLine& l = *run.line;
+          r.perftest_pace = pace(l);
           const double v = !c.latency ? l.overall_mbps * 1048576.0 / 1e9 : c.op == Opcode::kWrite ? 2 * l.p50_us : l.p50_us;
           if (v > 0) {
             r.perftest_reps.push_back(v);
@@ -797,7 +830,7 @@ int RunBench(BenchOptions o) {
     }
   }
 
-  PrintTable(rows, o.rounds);
+  PrintTable(rows, o.rounds, o.perftest_window);
   bool complete = true;
   for (const Row& r : rows)
     if (!r.Perftest()) complete = false;
@@ -832,6 +865,7 @@ int RunBench(BenchOptions o) {
                        {"seconds_per_measurement", o.seconds},
                        {"quick", o.quick},
                        {"perftest_timeout_s", o.perftest_timeout},
+                       {"perftest_window", o.perftest_window},
                        {"statistic", "median over rounds; latency: p50 of single timed calls per round"},
                        {"gbps", "1e9 bytes per second"},
                        {"weft_ucx_route", (*ucx)->route},
@@ -869,6 +903,9 @@ void AddBenchUcx(CLI::App& app, Runner* run) {
   cmd->add_option("--json", o->json, "Also write the rows and machine facts as JSON to this file");
   cmd->add_option("--perftest", o->perftest, "The ucx_perftest to run (a path, or a name looked up in PATH)");
   cmd->add_option("--perftest-timeout", o->perftest_timeout, "Seconds one ucx_perftest case may take (then killed)");
+  cmd->add_option("--perftest-window", o->perftest_window,
+                  "ucx_perftest -O of the bandwidth rows: ops in flight (default 1, as a weft call; its own "
+                  "default is 32 for ucp_put_bw, 1 for ucp_get)");
   cmd->callback([=] {
     *run = [=]() -> int { return RunBench(*o); };
   });

@@ -72,6 +72,21 @@ using trans::TransferEngineOptions;
 using trans::TransferRequest;
 using SteadyClock = std::chrono::steady_clock;
 
+struct BenchOptions {
+  std::string tls = "tcp";
+  std::string net_devices;
+  std::string sizes = "64K,1M,4M,64M";
+  std::string latency_sizes = "8,64,4K";
+  double seconds = 0.5;
+  int rounds = 3;
+  bool quick = false;
+  std::string json;
+  std::string perftest = "ucx_perftest";
+  double perftest_timeout = 60;
+  int perftest_window = 1;  // ucx_perftest -O for the bandwidth rows
+};
+
+#if WEFT_HAVE_UCX
 constexpr int kExitPartial = 3;  // every weft figure is there, some ucx_perftest ones are not
 constexpr uint64_t kTail = 4096;  // poisoned bytes past the end of every verified transfer
 
@@ -116,9 +131,9 @@ std::string FindExecutable(const std::string& name) {
   return "";
 }
 
-// A child process with stdout and stderr into one pipe and stdin from /dev/null. It gets
-// SIGKILL when this process dies (PR_SET_PDEATHSIG) and when the object is destroyed, so no
-// path leaves one behind.
+// A child process with stdout and stderr into one pipe and stdin from /dev/null, in a process
+// group of its own. It gets SIGKILL when this process dies (PR_SET_PDEATHSIG), and its group
+// when the object is destroyed before it exited, so no path leaves one behind.
 class Child {
  public:
   static Result<std::unique_ptr<Child>> Start(const std::vector<std::string>& argv) {
@@ -136,6 +151,7 @@ class Child {
       return ErrnoStatus("fork", err);
     }
     if (pid == 0) {  // async-signal-safe calls only from here on
+      ::setpgid(0, 0);  // its own process group, so that Kill reaches anything it starts too
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(127);
       const int devnull = ::open("/dev/null", O_RDONLY);
@@ -151,6 +167,7 @@ class Child {
       ::_exit(127);
     }
     ::close(p[1]);
+    ::setpgid(pid, pid);  // as the child does, whichever runs first
     auto c = std::unique_ptr<Child>(new Child);
     c->pid_ = pid;
     c->fd_ = p[0];
@@ -197,6 +214,7 @@ class Child {
 
   void Kill() {
     if (pid_ <= 0) return;
+    ::kill(-pid_, SIGKILL);  // the group: the child and whatever it started
     ::kill(pid_, SIGKILL);
     int status = 0;
     while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
@@ -328,13 +346,15 @@ PerftestRun RunPerftest(const std::string& exe, const std::vector<std::string>& 
       run.error = "starting the server: " + server.status().ToString();
       return run;
     }
-    const Deadline ready = Deadline(std::min(deadline.at(), SteadyClock::now() + std::chrono::seconds(10)));
+    const auto started = SteadyClock::now();
+    const Deadline ready = Deadline(std::min(deadline.at(), started + std::chrono::seconds(10)));
     if (!(*server)->ReadUntil([&] { return Listening(*port); }, ready)) {
       auto st = (*server)->Wait(Deadline::After(std::chrono::milliseconds(200)));
       run.error = st ? fmt::format("the server exited before listening ({}): {}",
                                    WIFEXITED(*st) ? WEXITSTATUS(*st) : 128 + WTERMSIG(*st),
                                    LastLine((*server)->output()))
-                     : "the server did not start listening within 10 s";
+                     : fmt::format("the server did not start listening within {:.1f} s",
+                                   std::chrono::duration<double>(ready.at() - started).count());
       if (attempt == 0 && !deadline.expired() &&
           (*server)->output().find("in use") != std::string::npos)  // the port was taken meanwhile
         continue;
@@ -530,20 +550,6 @@ struct Row {
   double RatioUcxTcp() const { return Speed(Ucx(), Tcp(), c.latency); }
 };
 
-struct BenchOptions {
-  std::string tls = "tcp";
-  std::string net_devices;
-  std::string sizes = "64K,1M,4M,64M";
-  std::string latency_sizes = "8,64,4K";
-  double seconds = 0.5;
-  int rounds = 3;
-  bool quick = false;
-  std::string json;
-  std::string perftest = "ucx_perftest";
-  double perftest_timeout = 60;
-  int perftest_window = 1;  // ucx_perftest -O for the bandwidth rows
-};
-
 Result<std::vector<uint64_t>> ParseSizes(const std::string& text, const char* what) {
   std::vector<uint64_t> out;
   std::istringstream in(text);
@@ -651,6 +657,8 @@ nlohmann::json RowJson(const Row& r) {
           {"verified", true}};
 }
 
+#endif  // WEFT_HAVE_UCX
+
 int RunBench(BenchOptions o) {
 #if !WEFT_HAVE_UCX
   (void)o;
@@ -731,6 +739,7 @@ int RunBench(BenchOptions o) {
     fmt::print(stderr, "weft bench-ucx: note: ucx_perftest runs UCX {}, weft UCX {}\n", perftest_version,
                (*lib)->version);
 
+  int failures_in_a_row = 0;  // of ucx_perftest runs
   std::vector<Row> rows;
   for (bool latency : {false, true})
     for (Opcode op : {Opcode::kWrite, Opcode::kRead})
@@ -760,7 +769,9 @@ int RunBench(BenchOptions o) {
 
       std::string perftest_text = "-";
       if (!perftest_missing.empty()) {
-        if (round == 0) r.perftest_errors.push_back(perftest_missing);
+        if (r.perftest_errors.empty() || r.perftest_errors.back() != perftest_missing)
+          r.perftest_errors.push_back(perftest_missing);
+        perftest_text = perftest_missing;
       } else {
         // ucx_perftest runs a fixed number of iterations: as many as take about --seconds at its
         // own pace, measured by a short untimed probe in the first round (sized from weft-ucx's
@@ -788,15 +799,27 @@ int RunBench(BenchOptions o) {
           if (!c.latency) return static_cast<double>(c.size) / std::max(l.overall_mbps * 1048576.0, 1.0);
           return l.overall_us * 1e-6 * (c.op == Opcode::kWrite ? 2 : 1);
         };
+        std::string probe_error;
         if (!r.perftest_pace) {
           const double weft_per_op =
               c.latency ? u->value * 1e-6 : static_cast<double>(c.size) / std::max(u->value * 1e9, 1.0);
           PerftestRun probe = run_perftest(std::max<uint64_t>(iterations(weft_per_op, 0) / 20, c.latency ? 200 : 4));
           if (probe.line) r.perftest_pace = pace(*probe.line);
-          else r.perftest_pace = weft_per_op;  // the real run below reports what went wrong
+          probe_error = probe.error;
         }
-        const uint64_t iters = iterations(*r.perftest_pace, min_iters);
-        PerftestRun run = run_perftest(iters);
+        PerftestRun run;
+        uint64_t iters = 0;
+        if (r.perftest_pace) {
+          iters = iterations(*r.perftest_pace, min_iters);
+          run = run_perftest(iters);
+        } else {
+          run.error = "(probe run) " + probe_error;
+        }
+        // A tool that keeps failing is not run again in this bench: its failures may each take
+        // --perftest-timeout.
+        failures_in_a_row = run.line ? 0 : failures_in_a_row + 1;
+        if (failures_in_a_row >= 2)
+          perftest_missing = fmt::format("skipped after two failures in a row (the last: {})", run.error);
         r.perftest_command = run.command;
         if (run.line) {
           const PerftestLine& l = *run.line;

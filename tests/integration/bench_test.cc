@@ -1,11 +1,15 @@
 // `weft bench` end to end: the quick run exits 0 and writes JSON with a verified row, a positive
 // bandwidth and a memcpy baseline for every direction; a missing matplotlib costs only the PNG;
-// bad input fails with a message and writes nothing. Asserts behaviour, never a speed.
+// bad input fails with a message and writes nothing. `weft bench-ucx --quick`: every row verified
+// with all three columns and positive ratios, the machine facts in the JSON; without
+// ucx_perftest the weft columns still run and the exit status says partial. Asserts behaviour,
+// never a speed.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -141,6 +145,92 @@ TEST_F(BenchTest, BadInputFailsWithAMessageAndWritesNothing) {
   ShellResult block = Shell(std::string(WEFT_BINARY) + " bench --quick --min 1000 --json " + json_path);
   EXPECT_NE(block.status, 0) << block.output;
   EXPECT_FALSE(Exists(json_path));
+}
+
+// The ucx bench needs UCX (the weft build's headers and the library) and ucx-utils' ucx_perftest;
+// scripts/install-deps.sh installs both, so CI runs these.
+std::string UcxSkipReason(const ShellResult& r) {
+  if (r.status == 2 && (r.output.find("without UCX") != std::string::npos ||
+                        r.output.find("no UCX library") != std::string::npos))
+    return "no UCX here: " + r.output;
+  return "";
+}
+
+TEST_F(BenchTest, UcxQuickRunComparesWeftWithUcxPerftest) {
+  if (Shell("command -v ucx_perftest").status != 0)
+    GTEST_SKIP() << "ucx_perftest is not installed (apt-get install ucx-utils, or scripts/install-deps.sh)";
+  const std::string json_path = dir_ + "/ucx.json";
+  ShellResult r = Shell(std::string(WEFT_BINARY) +
+                        " bench-ucx --quick --sizes 64K,1M --latency-sizes 8,4K --json " + json_path);
+  if (std::string why = UcxSkipReason(r); !why.empty()) GTEST_SKIP() << why;
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("ucx_perftest"), std::string::npos) << r.output;  // the table
+  EXPECT_NE(r.output.find("verified: every case"), std::string::npos) << r.output;
+
+  std::ifstream in(json_path);
+  ASSERT_TRUE(in) << "no JSON at " << json_path;
+  auto doc = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded());
+  EXPECT_EQ(doc["tool"], "weft bench-ucx");
+  EXPECT_TRUE(doc["complete"].get<bool>());
+  EXPECT_EQ(doc["exit_code"].get<int>(), 0);
+  const auto& m = doc["machine"];
+  EXPECT_FALSE(m["cpu_model"].get<std::string>().empty());
+  EXPECT_GT(m["nproc"].get<int>(), 0);
+  EXPECT_EQ(m["ucx_version"].get<std::string>().rfind("1.", 0), 0u) << m.dump();
+  EXPECT_EQ(m["ucx_tls"], "tcp");
+  EXPECT_FALSE(m["perftest_path"].get<std::string>().empty());
+  EXPECT_NE(doc["settings"]["weft_ucx_route"].get<std::string>().find("via ucx"), std::string::npos);
+
+  ASSERT_TRUE(doc["rows"].is_array());
+  std::set<std::string> seen;
+  for (const auto& row : doc["rows"]) {
+    SCOPED_TRACE(row.dump());
+    const std::string kind = row["kind"].get<std::string>(), op = row["op"].get<std::string>();
+    seen.insert(kind + " " + op + " " + std::to_string(row["size"].get<uint64_t>()));
+    EXPECT_EQ(row["unit"], kind == "latency" ? "us" : "GB/s");
+    EXPECT_TRUE(row["verified"].get<bool>());
+    EXPECT_TRUE(row["perftest_error"].is_null());
+    EXPECT_EQ(row["perftest_test"], op == "put" ? (kind == "latency" ? "ucp_put_lat" : "ucp_put_bw") : "ucp_get");
+    for (const char* key : {"perftest", "weft_ucx", "weft_tcp", "ratio_ucx_perftest", "ratio_ucx_tcp"}) {
+      ASSERT_TRUE(row[key].is_number()) << key;
+      EXPECT_GT(row[key].get<double>(), 0) << key;
+      EXPECT_TRUE(std::isfinite(row[key].get<double>())) << key;
+    }
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{"bandwidth put 65536", "bandwidth put 1048576", "bandwidth get 65536",
+                                         "bandwidth get 1048576", "latency put 8", "latency put 4096",
+                                         "latency get 8", "latency get 4096"}));
+}
+
+TEST_F(BenchTest, UcxWithoutPerftestStillRunsWeftAndSaysPartial) {
+  const std::string json_path = dir_ + "/ucx.json";
+  ShellResult r = Shell(std::string(WEFT_BINARY) + " bench-ucx --quick --sizes 64K --latency-sizes 8 --perftest " +
+                        dir_ + "/no-such-ucx_perftest --json " + json_path);
+  if (std::string why = UcxSkipReason(r); !why.empty()) GTEST_SKIP() << why;
+  ASSERT_EQ(r.status, 3) << r.output;
+  EXPECT_NE(r.output.find("not found"), std::string::npos) << r.output;
+  std::ifstream in(json_path);
+  auto doc = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded());
+  EXPECT_FALSE(doc["complete"].get<bool>());
+  ASSERT_EQ(doc["rows"].size(), 4u);
+  for (const auto& row : doc["rows"]) {
+    SCOPED_TRACE(row.dump());
+    EXPECT_TRUE(row["perftest"].is_null());
+    EXPECT_TRUE(row["ratio_ucx_perftest"].is_null());
+    EXPECT_NE(row["perftest_error"].get<std::string>().find("not found"), std::string::npos);
+    EXPECT_GT(row["weft_ucx"].get<double>(), 0);
+    EXPECT_GT(row["weft_tcp"].get<double>(), 0);
+    EXPECT_GT(row["ratio_ucx_tcp"].get<double>(), 0);
+    EXPECT_TRUE(row["verified"].get<bool>());
+  }
+}
+
+TEST_F(BenchTest, UcxBadOptionsExit2) {
+  ShellResult r = Shell(std::string(WEFT_BINARY) + " bench-ucx --quick --sizes 4 --json " + dir_ + "/x.json");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_FALSE(Exists(dir_ + "/x.json"));
 }
 
 }  // namespace

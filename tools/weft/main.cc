@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   weft::tools::AddBenchGpu(app, &run);
   weft::tools::AddBenchTcp(app, &run);
   weft::tools::AddTrans(app, &run);
+  weft::tools::AddBenchUcx(app, &run);
   CLI11_PARSE(app, argc, argv);
   return run ? run() : 2;
 }

@@ -480,6 +480,74 @@ TEST(TransPaths, UcxRefusesFreedAndUnregisteredMemoryBeforePosting) {
   EXPECT_TRUE(Same(mb.data(), len, seed + 2));
 }
 
+// A peer that goes away and comes back under its name (the same rpc port, its buffer at the same
+// address, but a new ucx worker address and new rkeys): the ops to the gone one fail PEER_DOWN
+// within the deadline, and the first transfer after the restart reaches the new one (the engine
+// fetches the new descriptor and imports its endpoint and rkeys by itself), every byte exact.
+// (tests/integration/netns_trans_test.cc does the same with processes in network namespaces.)
+TEST(TransPaths, UcxReachesAPeerRestartedUnderItsName) {
+  if (auto probe = transport::ucx::UcxTransport::Create({"tcp", ""}); !probe.ok())
+    GTEST_SKIP() << "no UCX here: " << probe.status().ToString();
+  ::setenv("UCX_TLS", "tcp", 1);
+  auto a = Make(Opts("ucx,tcp"));
+  auto b = Make(Opts("ucx,tcp"));
+  ASSERT_TRUE(a && b);
+  const size_t len = 4u << 20;
+  std::vector<uint8_t> ma(len), mb(len, 0xEE);
+  ASSERT_TRUE(a->RegisterMemory(ma.data(), len).ok());
+  ASSERT_TRUE(b->RegisterMemory(mb.data(), len).ok());
+  const std::string name = b->name();
+  auto h = a->OpenSegment(name);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  const auto remote = reinterpret_cast<uint64_t>(mb.data());
+  // 1000 scattered 4 KiB pages, written then read back into poisoned memory.
+  auto round_trip = [&](uint64_t seed) {
+    std::vector<TransferRequest> writes, reads;
+    for (size_t i = 0; i < 1000; ++i) {
+      const uint64_t at = ((i * 7919) % (len / 4096)) * 4096;
+      writes.push_back({Opcode::kWrite, ma.data() + at, *h, remote + at, 4096});
+      reads.push_back({Opcode::kRead, ma.data() + at, *h, remote + at, 4096});
+    }
+    FillRandom(ma.data(), len, seed);
+    for (const Status& s : a->Transfer(writes, std::nullopt, Deadline::After(std::chrono::seconds(5))))
+      if (!s.ok()) return s;
+    for (const auto& w : writes)
+      if (std::memcmp(mb.data() + (w.remote_addr - remote), w.local, 4096) != 0)
+        return Status(Code::kInternal, "a page differs at the peer");
+    std::memset(ma.data(), 0x5A, len);
+    for (const Status& s : a->Transfer(reads, std::nullopt, Deadline::After(std::chrono::seconds(5))))
+      if (!s.ok()) return s;
+    std::vector<uint8_t> want(len);
+    FillRandom(want.data(), len, seed);
+    for (const auto& r : reads)
+      if (std::memcmp(want.data() + (r.remote_addr - remote), r.local, 4096) != 0)
+        return Status(Code::kInternal, "a page read back differs");
+    return OkStatus();
+  };
+  ASSERT_TRUE(round_trip(FreshSeed()).ok());
+  auto route = a->Route({Opcode::kWrite, ma.data(), *h, remote, 4096});
+  ASSERT_TRUE(route.ok()) << route.status().ToString();
+  EXPECT_NE(route->find("via ucx"), std::string::npos) << *route;
+
+  b.reset();  // gone: its worker, its data server, its descriptor endpoint
+  Status down = round_trip(FreshSeed());
+  EXPECT_EQ(down.code(), Code::kPeerDown) << down.ToString();
+
+  auto again = Opts("ucx,tcp");
+  again.local_name = name;  // host:port: the same rpc port, so the same name
+  b = Make(again);
+  ::unsetenv("UCX_TLS");
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->name(), name);
+  std::fill(mb.begin(), mb.end(), 0xEE);
+  ASSERT_TRUE(b->RegisterMemory(mb.data(), len).ok());
+  Status back = round_trip(FreshSeed());
+  EXPECT_TRUE(back.ok()) << back.ToString();
+  route = a->Route({Opcode::kWrite, ma.data(), *h, remote, 4096});
+  ASSERT_TRUE(route.ok()) << route.status().ToString();
+  EXPECT_NE(route->find("via ucx"), std::string::npos) << *route;
+}
+
 // KNOWN BUG (disabled until fixed): UnregisterMemory promises that the buffer may be freed once
 // it returns, but a peer that still holds the buffer's ucx rkey (it has not fetched the owner's
 // new descriptor) writes into it anyway: UCX's software RMA over tcp does not check rkeys at the

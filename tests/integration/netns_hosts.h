@@ -4,12 +4,16 @@
 // by the destructor. Needs root and iproute2.
 #pragma once
 
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace weft::testing {
@@ -30,6 +34,116 @@ inline int Sh(const std::string& cmd, std::string* out = nullptr) {
   if (out) *out = text;
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
+
+// A process started with its stdout and stderr in one pipe that the test reads line by line with
+// a time limit, so that a process that hangs fails the test instead of hanging it. Killed (by
+// its own pid, never a group) and reaped on destruction.
+class Spawned {
+ public:
+  // argv[0] is looked up in PATH; env: "NAME=value" entries added to ours.
+  Spawned(const std::vector<std::string>& argv, const std::vector<std::string>& env = {}) {
+    // Made before the fork: the child only execs.
+    std::vector<std::string> vars(env);
+    for (char** e = environ; *e; ++e) {
+      const std::string var(*e);
+      bool overridden = false;
+      for (const auto& mine : env) {
+        const std::string name = mine.substr(0, mine.find('=') + 1);  // "NAME="
+        overridden = overridden || var.rfind(name, 0) == 0;
+      }
+      if (!overridden) vars.push_back(var);
+    }
+    std::vector<char*> args, envp;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    for (const auto& v : vars) envp.push_back(const_cast<char*>(v.c_str()));
+    envp.push_back(nullptr);
+    int out[2];
+    if (argv.empty() || ::pipe(out) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(out[1], 1);
+      ::dup2(out[1], 2);
+      ::close(out[0]);
+      ::close(out[1]);
+      ::execvpe(args[0], args.data(), envp.data());
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    fd_ = pid_ > 0 ? out[0] : -1;
+    if (pid_ <= 0) ::close(out[0]);
+  }
+  ~Spawned() {
+    Kill();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Spawned(const Spawned&) = delete;
+  Spawned& operator=(const Spawned&) = delete;
+
+  bool started() const { return fd_ >= 0; }
+  pid_t pid() const { return pid_; }
+  // Everything it printed so far.
+  const std::string& output() const { return text_; }
+
+  // Reads until a line containing `what` arrives (returns it), or end of output or `limit`
+  // (returns "").
+  std::string WaitFor(const std::string& what, std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      for (size_t end; (end = text_.find('\n', scanned_)) != std::string::npos;) {
+        std::string line = text_.substr(scanned_, end - scanned_);
+        scanned_ = end + 1;
+        if (line.find(what) != std::string::npos) return line;
+      }
+      if (!ReadSome(until)) return "";
+    }
+  }
+  // Its exit status once it exited (its output read to the end), or -1 after `limit` (then it is
+  // killed) or on a signal.
+  int Wait(std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (ReadSome(until)) {
+    }
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > until) {
+        Kill();
+        return -1;
+      }
+      ::usleep(10000);
+    }
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  void Kill() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+  }
+
+ private:
+  // Appends what arrives before `until`; false at end of output or on the time limit.
+  bool ReadSome(std::chrono::steady_clock::time_point until) {
+    if (fd_ < 0) return false;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    char buf[4096];
+    ssize_t n = ::read(fd_, buf, sizeof buf);
+    if (n <= 0) return false;
+    text_.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::string text_;
+  size_t scanned_ = 0;
+};
 
 class NetnsHosts {
  public:

@@ -2,15 +2,19 @@
 // `weft trans-serve` runs in host 1, `weft bench-trans --target` in host 2 and 3. Bytes must
 // arrive exactly (the server checks them when the writer's notification says so, and the writer
 // reads them back); a wrong secret, a cut link and a killed server each give an error, never a
-// hang. Skips without root, except on CI (CI=true) where that is a failure.
+// hang, and over ucx a server killed mid-stream and restarted under its name is reached again by
+// the same client engine. Skips without root, except on CI (CI=true) where that is a failure.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "netns_hosts.h"
 #include "support/ucx_probe.h"
@@ -37,12 +41,14 @@ class NetnsTransTest : public ::testing::Test {
   }
   void TearDown() override { StopServer(); }
 
-  // transports: the server's ("auto", or "ucx,tcp" with UCX_TLS=tcp for ucx over its tcp).
-  void StartServer(const std::string& transports = "auto") {
+  // transports: the server's ("auto", or "ucx,tcp" with UCX_TLS=tcp for ucx over its tcp);
+  // name: its --name (its host, or host:port to take that rpc port and so that name again).
+  void StartServer(const std::string& transports = "auto", std::string name = "") {
     int in[2], out[2];
     ASSERT_EQ(::pipe(in), 0);
     ASSERT_EQ(::pipe(out), 0);
     std::string ns = hosts_.Ns(1), ip = hosts_.Ip(1);
+    if (name.empty()) name = ip;
     pid_ = ::fork();
     ASSERT_GE(pid_, 0);
     if (pid_ == 0) {
@@ -53,7 +59,7 @@ class NetnsTransTest : public ::testing::Test {
       ::setenv("WEFT_CLUSTER_SECRET", kSecret, 1);
       ::setenv("UCX_TLS", "tcp", 1);  // what ucx may use between namespaces here (read only by ucx)
       ::execlp("ip", "ip", "netns", "exec", ns.c_str(), WEFT_BINARY, "trans-serve", "--stdin-lifeline", "--name",
-               ip.c_str(), "--bind", ip.c_str(), "--size", kSize, "--transports", transports.c_str(),
+               name.c_str(), "--bind", ip.c_str(), "--size", kSize, "--transports", transports.c_str(),
                static_cast<char*>(nullptr));
       ::_exit(127);
     }
@@ -90,24 +96,31 @@ class NetnsTransTest : public ::testing::Test {
     return "";
   }
 
+  // The bench-trans command line from host h against the server: a batch case of `pages` 16 KiB
+  // pages, a large case of 16 MiB, and `extra`.
+  std::string ClientCommand(int h, const std::string& extra, const std::string& secret = kSecret,
+                            int pages = 256) const {
+    return "WEFT_CLUSTER_SECRET=" + secret + " UCX_TLS=tcp " +
+           hosts_.In(h, std::string(WEFT_BINARY) + " bench-trans --verify-only --name " + hosts_.Ip(h) + " --bind " +
+                            hosts_.Ip(h) + " --target " + name_ + " --remote-addr " + std::to_string(addr_) +
+                            " --remote-size " + std::to_string(size_) + " --pages " + std::to_string(pages) +
+                            " --page 16K --large 16M " + extra);
+  }
   // bench-trans from host h against the server; its exit code and output.
-  int Client(int h, const std::string& extra, std::string* out, const std::string& secret = kSecret) {
-    std::string cmd = "WEFT_CLUSTER_SECRET=" + secret + " UCX_TLS=tcp " +
-                      hosts_.In(h, std::string(WEFT_BINARY) + " bench-trans --verify-only --name " + hosts_.Ip(h) +
-                                       " --bind " + hosts_.Ip(h) + " --target " + name_ + " --remote-addr " +
-                                       std::to_string(addr_) + " --remote-size " + std::to_string(size_) +
-                                       " --pages 256 --page 16K --large 16M " + extra);
-    return Sh(cmd, out);
+  int Client(int h, const std::string& extra, std::string* out, const std::string& secret = kSecret, int pages = 256) {
+    return Sh(ClientCommand(h, extra, secret, pages), out);
   }
 
   // From hosts 2 and 3: every case verified (the client's rows name `path`), and the server
   // compared the bytes when the notification arrived, i.e. after the data: one verdict per
-  // verified case (the client waited for each before it wrote again).
-  void ExpectExactFromTwoHosts(const std::string& extra, const std::string& path) {
+  // verified case (the client waited for each before it wrote again). pages: 16 KiB pages in the
+  // batch case.
+  void ExpectExactFromTwoHosts(const std::string& extra, const std::string& path, int pages = 256) {
     for (int h : {2, 3}) {
       std::string out;
-      ASSERT_EQ(Client(h, extra, &out), 0) << out;
-      EXPECT_NE(out.find("verified 256x16K (managed, via " + path + ")"), std::string::npos) << out;
+      ASSERT_EQ(Client(h, extra, &out, kSecret, pages), 0) << out;
+      EXPECT_NE(out.find("verified " + std::to_string(pages) + "x16K (managed, via " + path + ")"), std::string::npos)
+          << out;
       EXPECT_NE(out.find("verified 1x16M (managed, via " + path + ")"), std::string::npos) << out;
       int verified = 0;
       for (size_t at = out.find("verified "); at != std::string::npos; at = out.find("verified ", at + 1)) ++verified;
@@ -170,13 +183,70 @@ TEST_F(NetnsTransTest, KilledServerIsAnErrorNotAHang) {
 using testing::UcxRunsHere;
 
 // Over ucx (UCX's tcp between the namespaces): the same exact writes and reads from two hosts,
-// the server's check after each notification (tcp carries those), and the route names ucx.
+// a batch of 1000 scattered 16 KiB pages among them (issued in a shuffled order), the server's
+// check after each notification (tcp carries those), and the route names ucx.
 TEST_F(NetnsTransTest, WritesAndReadsOverUcxAreExact) {
   std::string why;
   if (!UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
   StopServer();
   StartServer("ucx,tcp");
-  ExpectExactFromTwoHosts("--paths ucx+tcp", "ucx");
+  ExpectExactFromTwoHosts("--paths ucx+tcp --scatter", "ucx", 1000);
+}
+
+// A server killed while two clients stream batches of 1000 scattered 8 KiB pages to it over ucx,
+// each into its own part of the server's buffer (every byte compared each round): both clients'
+// ops fail with PEER_DOWN, never hang. The client without --recover exits 1 naming it; the other
+// keeps its engine and, once the server is restarted under the same name, finds it again (its new
+// descriptor: a new worker address, new rkeys, a buffer elsewhere) and writes and reads it
+// exactly, which the new server checks.
+TEST_F(NetnsTransTest, PeerKilledMidStreamOverUcxFailsThenTheSameEngineReachesItsRestart) {
+  using std::chrono::seconds;
+  std::string why;
+  if (!UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
+  StopServer();
+  StartServer("ucx,tcp");
+  if (HasFatalFailure()) return;
+  const std::string name = name_;
+  auto client = [&](int h, const std::string& extra) {
+    std::vector<std::string> argv = {"ip", "netns", "exec", hosts_.Ns(h), WEFT_BINARY, "bench-trans", "--verify-only",
+                                     "--name", hosts_.Ip(h), "--bind", hosts_.Ip(h), "--target", name,
+                                     "--remote-addr", std::to_string(addr_), "--remote-size", std::to_string(size_),
+                                     "--pages", "1000", "--page", "8K", "--large", "8M", "--scatter", "--paths",
+                                     "ucx+tcp", "--set", "deadline_ms=3000", "--stream", "120"};
+    std::istringstream more(extra);
+    for (std::string word; more >> word;) argv.push_back(word);
+    return std::make_unique<testing::Spawned>(
+        argv, std::vector<std::string>{std::string("WEFT_CLUSTER_SECRET=") + kSecret, "UCX_TLS=tcp"});
+  };
+  auto quits = client(2, "--remote-offset 0");
+  auto recovers = client(3, "--remote-offset 12M --recover 30");
+  ASSERT_TRUE(quits->started() && recovers->started());
+  for (auto* c : {quits.get(), recovers.get()})
+    ASSERT_NE(c->WaitFor("STREAMING", seconds(30)), "") << "the client never streamed: " << c->output();
+  EXPECT_NE(quits->output().find("STREAMING 1000x8K via ucx"), std::string::npos) << quits->output();
+  for (int k = 0; k < 6; ++k) EXPECT_EQ(Line(), "CHECK ok") << "case " << k << " of the first checks";
+  KillServer();
+  StopServer();  // its pipes
+  // Failures within the clients' 3 s deadline; 20 s is the test's bound on a hang.
+  EXPECT_EQ(quits->Wait(seconds(20)), 1) << quits->output();
+  EXPECT_NE(quits->output().find("STREAM FAILED PEER_DOWN"), std::string::npos) << quits->output();
+  const std::string failed = recovers->WaitFor("STREAM FAILED", seconds(20));
+  EXPECT_NE(failed.find("PEER_DOWN"), std::string::npos) << recovers->output();
+  // Restarted under the same name (the same rpc port).
+  StartServer("ucx,tcp", name);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(name_, name);
+  EXPECT_EQ(recovers->Wait(seconds(30)), 0) << recovers->output();
+  const std::string& out = recovers->output();
+  EXPECT_NE(out.find("RECOVERED: '" + name + "' answers again, its buffer at " + std::to_string(addr_)),
+            std::string::npos)
+      << out;
+  const size_t after = out.find("RECOVERED");
+  for (const char* row : {"verified 1000x8K (managed, via ucx)", "verified 1x8M (managed, via ucx)",
+                          "verified 1x4K (managed, via ucx)"}) {
+    EXPECT_NE(out.find(row, after == std::string::npos ? 0 : after), std::string::npos) << row << "\n" << out;
+    EXPECT_EQ(Line(), "CHECK ok") << row;  // the new server compared the bytes itself
+  }
 }
 
 // A killed server: the client's ucx ops fail (PEER_DOWN or its deadline), never hang.

@@ -1,6 +1,8 @@
 // `weft demo`: starts N peers as processes on this machine, pools `size` bytes of each, allocates
 // across them, copies in every direction with fresh random data, verifies every byte, and prints
-// a table. Exits 0 only if every copy on every peer verified.
+// a table. Exits 0 only if every copy on every peer verified. Its peers run the hidden
+// `weft demo-peer`, which a test may also start itself (one per network namespace under
+// `ip netns exec`, joined to a `weft meta` coordinator; --report prints the table there too).
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -89,7 +91,6 @@ class PeerRun {
     DemoResult r;
     r.direction = direction;
     r.bytes = page * count;
-    r.path = "batch";
     const uint64_t seed = FreshSeed();
     std::vector<bm::CopyRequest> reqs;
     uint64_t state = seed;
@@ -98,6 +99,8 @@ class PeerRun {
     for (uint64_t i = 0; i < slots.size(); ++i) slots[i] = i;
     for (uint64_t i = slots.size(); i > 1; --i) std::swap(slots[i - 1], slots[SplitMix64(state) % i]);
     for (uint32_t i = 0; i < count; ++i) reqs.push_back({dst_base + slots[i] * page, src_base + i * page, page});
+    auto route = pool_.Route(reqs[0].dst, reqs[0].src, page);  // every page has the same two ends
+    r.path = route.ok() ? route->path : "?";
     Status s = Prepare(dst_base, src_base, page * count, seed);
     if (s.ok()) {
       auto t0 = std::chrono::steady_clock::now();
@@ -178,8 +181,10 @@ class PeerRun {
   std::vector<DemoResult> results_;
 };
 
-// The work every peer does; the results of all peers are gathered to the caller.
-Result<std::vector<std::pair<uint32_t, std::vector<DemoResult>>>> RunPeer(Pool& pool, uint32_t peers, uint64_t block) {
+// The work every peer does; the results of all peers are gathered to the caller. batch_pages:
+// 16 KiB pages in each batch step (at most what a block holds).
+Result<std::vector<std::pair<uint32_t, std::vector<DemoResult>>>> RunPeer(Pool& pool, uint32_t peers, uint64_t block,
+                                                                          uint32_t batch_pages) {
   const auto deadline = [] { return Deadline::After(std::chrono::seconds(120)); };
   WEFT_ASSIGN_OR_RETURN(auto ranks, pool.WaitForPeers(peers, deadline()));
   std::sort(ranks.begin(), ranks.end());
@@ -201,8 +206,8 @@ Result<std::vector<std::pair<uint32_t, std::vector<DemoResult>>>> RunPeer(Pool& 
   run.Step("GH own -> GH other peer", remote, own_a, block);
   run.Step("GH other peer -> GH own", own_b, remote, block);
   run.Step("GH own -> GH own", own_b, own_a, block);
-  run.BatchStep("batch 256 x 16KiB LH -> GH other", remote, a.addr(), 16 << 10,
-                static_cast<uint32_t>(std::min<uint64_t>(256, block / (16 << 10))));
+  const auto pages = static_cast<uint32_t>(std::min<uint64_t>(batch_pages, block / (16 << 10)));
+  run.BatchStep(fmt::format("batch {} x 16KiB LH -> GH other", pages), remote, a.addr(), 16 << 10, pages);
   run.AsyncStep("async GH other peer -> LH", b.addr(), remote, block);
 
   // GH other -> GH other: the two ends belong to two other processes.
@@ -227,8 +232,7 @@ Result<std::vector<std::pair<uint32_t, std::vector<DemoResult>>>> RunPeer(Pool& 
     run.Step("GD own -> GD own", gd_b, gd_a, block);
     run.Step("GD own -> GD other peer", gd_remote, gd_a, block);
     run.Step("GD other peer -> GD own", gd_b, gd_remote, block);
-    run.BatchStep("batch 256 x 16KiB GD own -> GD other", gd_remote, gd_a, 16 << 10,
-                  static_cast<uint32_t>(std::min<uint64_t>(256, block / (16 << 10))));
+    run.BatchStep(fmt::format("batch {} x 16KiB GD own -> GD other", pages), gd_remote, gd_a, 16 << 10, pages);
   }
 
   // Cross-process check: write a seeded pattern into the next peer's memory; it verifies the
@@ -320,6 +324,8 @@ Config DemoConfig(const Config& base, const std::string& pool, const std::string
 struct DemoOptions {
   uint32_t peers = 4;
   uint32_t nodes = 1;
+  uint32_t batch_pages = 256;  // 16 KiB pages per batch step
+  bool report = false;         // demo-peer: print the table too
   std::string size = "256MiB";
   std::string block;
   std::string pool;
@@ -422,11 +428,12 @@ void PrintDemoSetup(const Pool& pool, const Config& config, const PeerHosts& hos
 // The `demo-peer` command line, the same for every peer. It names this binary by its resolved path:
 // under `ip netns exec` a literal /proc/self/exe would name `ip` itself.
 std::vector<std::string> PeerCommand(uint32_t peers, const DemoSizes& sizes, const std::string& pool,
-                                     const std::string& socket) {
+                                     const std::string& socket, uint32_t batch_pages) {
   char self[4096] = {};
   if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) std::strcpy(self, "/proc/self/exe");
   return {self, "demo-peer", "--peers", std::to_string(peers), "--size", std::to_string(sizes.size),
-          "--block", std::to_string(sizes.block), "--pool", pool, "--socket", socket};
+          "--block", std::to_string(sizes.block), "--pool", pool, "--socket", socket,
+          "--batch-pages", std::to_string(batch_pages)};
 }
 
 // Peer i's environment: ours, what every peer is told, its GPU (device_gpus 0: no device
@@ -518,12 +525,13 @@ int RunDemo(const DemoOptions& o) {
   }
   PrintDemoSetup(**pool, config, hosts, o.peers, sizes->block, gpus);
   // The peers get the coordinator address with the port it took.
-  auto children = StartPeers(PeerCommand(o.peers, *sizes, pool_name, (*pool)->coordinator_address()), hosts,
-                             o.peers, config.device_size > 0 ? gpus : 0);
+  auto children =
+      StartPeers(PeerCommand(o.peers, *sizes, pool_name, (*pool)->coordinator_address(), o.batch_pages), hosts,
+                 o.peers, config.device_size > 0 ? gpus : 0);
   if (!children) return 1;
   fmt::print("weft demo: started {} peer processes; copying...\n", children->size());
   std::fflush(stdout);
-  auto all = RunPeer(**pool, o.peers, sizes->block);
+  auto all = RunPeer(**pool, o.peers, sizes->block, o.batch_pages);
   bool ok = all.ok();
   if (!ok) fmt::print(stderr, "weft demo: {}\n", all.status().ToString());
   else ok = PrintTable(*all, o.peers);
@@ -544,10 +552,16 @@ int RunDemoPeer(const DemoOptions& o) {
     fmt::print(stderr, "weft demo-peer: {}\n", pool.status().ToString());
     return 1;
   }
-  auto all = RunPeer(**pool, o.peers, *block);
+  auto all = RunPeer(**pool, o.peers, *block, o.batch_pages);
   if (!all.ok()) {
     fmt::print(stderr, "weft demo-peer {}: {}\n", (*pool)->rank(), all.status().ToString());
     return 1;
+  }
+  if (o.report) {
+    fmt::print("weft demo-peer: rank {} of pool '{}', transport {}\n", (*pool)->rank(), o.pool,
+               (*pool)->config().transport);
+    if (!PrintTable(*all, o.peers)) return 1;
+    std::fflush(stdout);
   }
   for (const auto& [rank, results] : *all)
     for (const auto& r : results)
@@ -567,6 +581,8 @@ void AddDemo(CLI::App& app, Runner* run) {
                   "Spread the peers over K hosts: network namespaces joined by veth when root, else loopback; "
                   "peers then reach each other only over tcp")
       ->check(CLI::Range(1, 16));
+  cmd->add_option("--batch-pages", o->batch_pages, "16 KiB pages per batch step (scattered; at most a block's worth)")
+      ->check(CLI::Range(1u, 1u << 20));
   cmd->add_option("--device-size", o->device_size,
                   "GPU memory each peer pools in the device region (auto: as much as --size when a GPU is "
                   "present and the peers are on this host; 0: none); peers go round-robin over the GPUs");
@@ -579,6 +595,10 @@ void AddDemo(CLI::App& app, Runner* run) {
   peer->add_option("--block", o->block)->required();
   peer->add_option("--pool", o->pool)->required();
   peer->add_option("--socket", o->socket)->required();
+  peer->add_option("--batch-pages", o->batch_pages)->check(CLI::Range(1u, 1u << 20));
+  // Print the gathered table as `weft demo` does (for a pool whose peers a test starts itself,
+  // e.g. one per network namespace under `ip netns exec`, with `weft meta` as coordinator).
+  peer->add_flag("--report", o->report);
 
   cmd->callback([=] { *run = [=] { return RunDemo(*o); }; });
   peer->callback([=] { *run = [=] { return RunDemoPeer(*o); }; });

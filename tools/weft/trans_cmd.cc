@@ -14,7 +14,16 @@
 // one large buffer (the issue's "1000 x 16 KiB" and "64 MiB"): time per call, per request and
 // GB/s. Without --target it starts `weft trans-serve` as its peer itself. Every case is verified
 // first (fresh random bytes written with a check notification, read back into poisoned memory,
-// every byte compared); a wrong byte exits 1. --verify-only stops after the checks.
+// every byte compared); a wrong byte exits 1. --verify-only stops after the checks. --scatter
+// issues the pages of the batch case in a shuffled order (each page at the same offset on both
+// ends, so no two neighbouring requests are adjacent in memory).
+//
+// A peer that fails (tests of a killed peer): --stream SECONDS then writes and reads back the
+// page batch again and again (fresh bytes, every byte compared; "STREAMING" once the first one
+// passed) and exits 1 at the first failure, printing "STREAM FAILED <error>". With --recover
+// SECONDS the same engine instead looks the peer up again until it answers under the same name
+// (its new descriptor, the buffer it registered now), prints "RECOVERED", and exits by the
+// checks run again against that buffer.
 //
 // Device buffers: `--location cuda:N` times every case twice in the same run, once from a host
 // buffer and once from a device buffer (cudaMalloc on GPU N, staged over tcp through the
@@ -349,6 +358,7 @@ struct BenchFlags {
   std::string target;
   uint64_t remote_addr = 0;
   uint64_t remote_size = 0;
+  std::string remote_offset = "0";  // the cases use the peer's buffer from here on
   std::string page = "16K";
   uint64_t pages = 1000;
   std::string large = "64M";
@@ -361,12 +371,16 @@ struct BenchFlags {
   std::string peer_transports = "auto";     // the spawned trans-serve's transports
   uint64_t staging_buffers = 4;             // TransferEngineOptions::staging_buffers (1: no overlap)
   std::string staging_slice = "4M";
+  bool scatter = false;      // the batch case's pages in a shuffled order
+  double stream_seconds = 0;   // after the checks: the page batch again and again (see the top)
+  double recover_seconds = 0;  // after a failed stream: find the peer again and check again
 };
 
 struct BenchShape {
   uint64_t page = 0;
   uint64_t large = 0;
-  uint64_t need = 0;  // bytes each buffer must hold
+  uint64_t need = 0;    // bytes each buffer must hold
+  uint64_t offset = 0;  // --remote-offset: where the cases begin in the peer's buffer
 };
 
 // The peer: a `weft trans-serve` child on loopback, or the one --target names.
@@ -376,10 +390,12 @@ struct PeerSide {
   uint64_t remote = 0;
 };
 
-Result<PeerSide> StartPeer(const BenchFlags& f, Config& config, uint64_t need) {
+// need: bytes of the peer's buffer the cases use (from --remote-offset on, which p.remote points at).
+Result<PeerSide> StartPeer(const BenchFlags& f, Config& config, uint64_t need, uint64_t offset) {
   PeerSide p;
   p.target = f.target;
-  p.remote = f.remote_addr;
+  p.remote = f.remote_addr + offset;
+  need += offset;
   if (!p.target.empty()) {
     if (f.remote_size < need)
       return Error(Code::kInvalidArgument, "--remote-size {} is less than the {} bytes the cases need", f.remote_size,
@@ -396,6 +412,7 @@ Result<PeerSide> StartPeer(const BenchFlags& f, Config& config, uint64_t need) {
   uint64_t size = 0;
   if (!(ready >> word >> p.target >> p.remote >> size) || word != "READY" || size < need)
     return Error(Code::kUnavailable, "the trans-serve peer did not start");
+  p.remote += offset;
   return p;
 }
 
@@ -484,6 +501,7 @@ struct Case {
   TransferEngine* engine = nullptr;
   std::vector<TransferRequest> writes, reads;
   uint64_t bytes = 0;
+  uint64_t remote_offset = 0;  // where the case begins in the peer's buffer (its check names it)
   int threads = 1;  // the engine's copy threads that serve it (the memcpy baseline uses as many)
 };
 
@@ -504,9 +522,16 @@ std::vector<Case> MakeCases(const BenchFlags& f, const BenchShape& shape, LocalS
     uint8_t* base = lb->data;
     Case pages, big, small;
     pages.name = fmt::format("{}x{}", f.pages, f.page);
+    // --scatter: a random permutation of the page slots (the same on both ends).
+    std::vector<uint64_t> slot(f.pages);
+    for (uint64_t i = 0; i < f.pages; ++i) slot[i] = i;
+    uint64_t state = FreshSeed();
+    if (f.scatter)
+      for (uint64_t i = f.pages; i > 1; --i) std::swap(slot[i - 1], slot[SplitMix64(state) % i]);
     for (uint64_t i = 0; i < f.pages; ++i) {
-      pages.writes.push_back({Opcode::kWrite, base + i * shape.page, seg, remote + i * shape.page, shape.page});
-      pages.reads.push_back({Opcode::kRead, base + i * shape.page, seg, remote + i * shape.page, shape.page});
+      const uint64_t at = slot[i] * shape.page;
+      pages.writes.push_back({Opcode::kWrite, base + at, seg, remote + at, shape.page});
+      pages.reads.push_back({Opcode::kRead, base + at, seg, remote + at, shape.page});
     }
     pages.bytes = f.pages * shape.page;
     pages.threads = threads;
@@ -520,6 +545,7 @@ std::vector<Case> MakeCases(const BenchFlags& f, const BenchShape& shape, LocalS
     small.reads.push_back({Opcode::kRead, base, seg, remote, 4096});
     small.bytes = 4096;
     for (Case* c : {&pages, &big, &small}) {
+      c->remote_offset = shape.offset;
       c->local = lb.get();
       c->engine = side.engine.get();
       c->path = PathOf(*side.engine, c->writes[0]);
@@ -561,7 +587,8 @@ bool VerifyCase(const Case& c) {
   BenchBuffer& lb = const_cast<BenchBuffer&>(*c.local);
   uint64_t seed = FreshSeed();
   if (!Ok(lb.Fill(0, c.bytes, seed))) return false;
-  Notification note{"bench-trans", fmt::format("check {} 0 {} {}", seed, c.bytes, c.engine->name())};
+  Notification note{"bench-trans",
+                    fmt::format("check {} {} {} {}", seed, c.remote_offset, c.bytes, c.engine->name())};
   if (!AllOk(c.engine->Transfer(c.writes, note))) return false;
   auto verdict = AwaitVerdict(*c.engine, seed, Deadline::After(std::chrono::seconds(60)));
   if (!verdict.ok() || *verdict != "CHECK ok") {
@@ -580,6 +607,39 @@ bool VerifyCase(const Case& c) {
   fmt::print("verified {} ({}, via {}): {} bytes written and read back exactly\n", c.name, lb.location, c.path,
              c.bytes);
   return true;
+}
+
+// One round of --stream: fresh bytes written (no notification: a peer that dies meanwhile shows
+// in the ops' own results), read back into poisoned memory, every byte compared. The first
+// request's error, or the first wrong byte.
+Status StreamOnce(const Case& c) {
+  BenchBuffer& lb = const_cast<BenchBuffer&>(*c.local);
+  const uint64_t seed = FreshSeed();
+  WEFT_RETURN_IF_ERROR(lb.Fill(0, c.bytes, seed));
+  for (const Status& s : c.engine->Transfer(c.writes))
+    if (!s.ok()) return s.Annotate("writing");
+  WEFT_RETURN_IF_ERROR(lb.Poison(c.bytes, 0xA5));
+  for (const Status& s : c.engine->Transfer(c.reads))
+    if (!s.ok()) return s.Annotate("reading back");
+  WEFT_ASSIGN_OR_RETURN(auto bad, lb.Mismatch(0, c.bytes, seed));
+  if (bad) return Error(Code::kInternal, "{}: byte {} read back differs", c.name, *bad);
+  return OkStatus();
+}
+
+// --stream: the first case (the page batch of the first engine) until `seconds` passed or it
+// fails; the failure.
+Status Stream(const Case& c, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  uint64_t rounds = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    WEFT_RETURN_IF_ERROR(StreamOnce(c));
+    if (rounds++ == 0) {
+      fmt::print("STREAMING {} via {}\n", c.name, c.path);
+      std::fflush(stdout);
+    }
+  }
+  fmt::print("STREAMED {} rounds\n", rounds);
+  return OkStatus();
 }
 
 // The baseline of a case: the same requests as plain memcpys between two buffers of this
@@ -732,12 +792,39 @@ bool TimeCases(const std::vector<Case>& cases, int rounds, MemcpyBaseline& basel
 Result<BenchShape> ShapeOf(const BenchFlags& f) {
   auto page = ParseBytes(f.page);
   auto large = ParseBytes(f.large);
-  if (!page.ok() || !large.ok() || *page == 0 || *large == 0 || f.pages == 0)
-    return Error(Code::kInvalidArgument, "bad --page, --pages or --large");
+  auto offset = ParseBytes(f.remote_offset);
+  if (!page.ok() || !large.ok() || !offset.ok() || *page == 0 || *large == 0 || f.pages == 0)
+    return Error(Code::kInvalidArgument, "bad --page, --pages, --large or --remote-offset");
   if (*page > (1ull << 40) / f.pages) return Error(Code::kInvalidArgument, "--pages x --page is too large");
-  return BenchShape{*page, *large, std::max(*page * f.pages, *large)};
+  return BenchShape{*page, *large, std::max(*page * f.pages, *large), *offset};
 }
 
+// --stream, then with --recover: the same engine (the same segment handle) finds the peer again
+// once it answers under its name with a buffer large enough, and every case is checked again
+// against that buffer (the one it registered now: a restarted peer's lies elsewhere).
+int StreamAndRecover(const BenchFlags& f, const BenchShape& shape, LocalSide& side, const Case& first, int threads) {
+  Status failed = Stream(first, f.stream_seconds);
+  if (failed.ok()) return 0;
+  fmt::print("STREAM FAILED {}\n", failed.ToString());
+  std::fflush(stdout);
+  if (f.recover_seconds <= 0) return 1;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(f.recover_seconds);
+  for (;;) {
+    auto buffers = side.engine->RemoteBuffers(side.segment, /*refresh=*/true);
+    if (buffers.ok() && !buffers->empty() && buffers->front().length >= shape.offset + shape.need) {
+      fmt::print("RECOVERED: '{}' answers again, its buffer at {}\n", f.target, buffers->front().addr);
+      std::fflush(stdout);
+      for (const Case& c : MakeCases(f, shape, side, buffers->front().addr + shape.offset, threads))
+        if (!VerifyCase(c)) return 1;
+      return 0;
+    }
+    if (std::chrono::steady_clock::now() >= until) {
+      fmt::print("NOT RECOVERED: {}\n", buffers.ok() ? "no buffer large enough" : buffers.status().ToString());
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
 
 int Bench(const BenchFlags& f, Config config) {
   auto shape = ShapeOf(f);
@@ -745,7 +832,7 @@ int Bench(const BenchFlags& f, Config config) {
     fmt::print(stderr, "weft bench-trans: {}\n", shape.status().message());
     return 2;
   }
-  auto peer = StartPeer(f, config, shape->need);
+  auto peer = StartPeer(f, config, shape->need, shape->offset);
   if (!peer.ok()) {
     fmt::print(stderr, "weft bench-trans: {}\n", peer.status().ToString());
     return peer.status().code() == Code::kInvalidArgument ? 2 : 1;
@@ -766,6 +853,7 @@ int Bench(const BenchFlags& f, Config config) {
   }
   for (const Case& c : cases)
     if (!VerifyCase(c)) return 1;
+  if (f.stream_seconds > 0) return StreamAndRecover(f, *shape, sides.front(), cases.front(), threads);
   if (f.verify_only) return 0;
 
   nlohmann::json rows = nlohmann::json::array();
@@ -869,6 +957,8 @@ void AddTrans(CLI::App& app, Runner* run) {
     cmd->add_option("--target", f->target, "A running trans-serve peer (default: start one on loopback)");
     cmd->add_option("--remote-addr", f->remote_addr, "Its buffer address (from its READY line)");
     cmd->add_option("--remote-size", f->remote_size, "Its buffer size");
+    cmd->add_option("--remote-offset", f->remote_offset,
+                    "Use the peer's buffer from this offset on (clients of one trans-serve at once, each its own part)");
     cmd->add_option("--page", f->page, "Page size of the batch case");
     cmd->add_option("--pages", f->pages, "Pages in the batch case");
     cmd->add_option("--large", f->large, "Size of the single-buffer case");
@@ -887,6 +977,13 @@ void AddTrans(CLI::App& app, Runner* run) {
     cmd->add_option("--staging-buffers", f->staging_buffers,
                     "Bounce buffers per staged group of device requests (1: the device copy never overlaps the network)");
     cmd->add_option("--staging-slice", f->staging_slice, "Bytes per bounce buffer");
+    cmd->add_flag("--scatter", f->scatter, "Issue the batch case's pages in a shuffled order");
+    cmd->add_option("--stream", f->stream_seconds,
+                    "After the checks, write and read back the page batch for this many seconds; exit 1 at the "
+                    "first failure (a test kills the peer meanwhile)");
+    cmd->add_option("--recover", f->recover_seconds,
+                    "After a failed --stream, look the peer up again for this many seconds (a restart under the "
+                    "same name) and check every case again against the buffer it registered now");
     config->Register(*cmd);
     cmd->callback([=] {
       *run = [=]() -> int {

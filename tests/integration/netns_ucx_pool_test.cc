@@ -16,9 +16,7 @@
 
 #include "base/random.h"
 #include "netns_hosts.h"
-#if WEFT_HAVE_UCX
-#include "transport/ucx/ucx_transport.h"
-#endif
+#include "support/ucx_probe.h"
 
 namespace weft {
 namespace {
@@ -27,7 +25,6 @@ using std::chrono::seconds;
 using testing::NetnsHosts;
 using testing::Spawned;
 
-#if WEFT_HAVE_UCX
 // The row of `direction` in a demo table: its path and its "verified" column ("3/3").
 struct Row {
   std::string path, verified;
@@ -44,8 +41,7 @@ Row FindRow(const std::string& table, const std::string& direction) {
 }
 
 TEST(NetnsUcxPool, PeersInThreeNamespacesCopyExactlyOverUcx) {
-  if (auto probe = transport::ucx::UcxTransport::Create({"tcp", ""}); !probe.ok())
-    GTEST_SKIP() << "no UCX here: " << probe.status().ToString();
+  if (std::string why; !testing::UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
   NetnsHosts hosts("wu" + std::to_string(::getpid() % 100000), 80);
   if (std::string why = hosts.Build(3); !why.empty()) {
     hosts.Cleanup();
@@ -93,9 +89,6 @@ TEST(NetnsUcxPool, PeersInThreeNamespacesCopyExactlyOverUcx) {
     EXPECT_EQ(out.find("FAILED"), std::string::npos) << out;
   }
 }
-#else
-TEST(NetnsUcxPool, PeersInThreeNamespacesCopyExactlyOverUcx) { GTEST_SKIP() << "this weft was built without UCX"; }
-#endif
 
 }  // namespace
 }  // namespace weft

@@ -413,8 +413,7 @@ TEST(TransPaths, UcxCarriesTransfersWhenNamed) {
 // (NOT_REGISTERED at Submit), and a remote buffer the peer unregistered after we had used it
 // through its rkey, once the peer's new descriptor is known here (INVALID_ADDRESS).
 TEST(TransPaths, UcxRefusesFreedAndUnregisteredMemoryBeforePosting) {
-  if (auto probe = transport::ucx::UcxTransport::Create({"tcp", ""}); !probe.ok())
-    GTEST_SKIP() << "no UCX here: " << probe.status().ToString();
+  if (std::string why; !testing::UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
   ::setenv("UCX_TLS", "tcp", 1);
   auto a = Make(Opts("ucx,tcp"));
   auto b = Make(Opts("ucx,tcp"));
@@ -486,8 +485,7 @@ TEST(TransPaths, UcxRefusesFreedAndUnregisteredMemoryBeforePosting) {
 // fetches the new descriptor and imports its endpoint and rkeys by itself), every byte exact.
 // (tests/integration/netns_trans_test.cc does the same with processes in network namespaces.)
 TEST(TransPaths, UcxReachesAPeerRestartedUnderItsName) {
-  if (auto probe = transport::ucx::UcxTransport::Create({"tcp", ""}); !probe.ok())
-    GTEST_SKIP() << "no UCX here: " << probe.status().ToString();
+  if (std::string why; !testing::UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
   ::setenv("UCX_TLS", "tcp", 1);
   auto a = Make(Opts("ucx,tcp"));
   auto b = Make(Opts("ucx,tcp"));
@@ -556,8 +554,7 @@ TEST(TransPaths, UcxReachesAPeerRestartedUnderItsName) {
 // the owner's withdrawal to reach the writer before UnregisterMemory returns (RDMA hardware does
 // this through the rkey; over tcp a protocol of weft's own would be needed).
 TEST(TransPaths, DISABLED_UcxNeverWritesThroughTheRkeyOfAnUnregisteredBuffer) {
-  if (auto probe = transport::ucx::UcxTransport::Create({"tcp", ""}); !probe.ok())
-    GTEST_SKIP() << "no UCX here: " << probe.status().ToString();
+  if (std::string why; !testing::UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
   ::setenv("UCX_TLS", "tcp", 1);
   auto a = Make(Opts("ucx,tcp"));
   auto b = Make(Opts("ucx,tcp"));

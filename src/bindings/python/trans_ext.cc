@@ -33,6 +33,9 @@
 
 #include "ext_common.h"
 #include "meta/directory_server.h"
+#if WEFT_HAVE_CUDA
+#include "mem/cuda/host_device_copy.h"  // no CUDA headers: the extension needs none
+#endif
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -582,6 +585,38 @@ class PyMetadataServer {
   std::unique_ptr<weft::meta::DirectoryServer> server_;
 };
 
+// Device memory questions for weft/trans.py and weft/mooncake.py, answered by the core's CUDA
+// layer (the driver reached through the runtime, never linked): Python code never imports torch
+// or a CUDA binding to learn what an address is.
+#if WEFT_HAVE_CUDA
+Status CudaUsable() { return weft::mem::cuda::DevicesUsable(); }
+int CudaPointerDevice(uint64_t addr) { return weft::mem::cuda::DeviceOfPointer(reinterpret_cast<const void*>(addr)); }
+Status CudaStreamSynchronize(uint64_t stream) { return weft::mem::cuda::SynchronizeStream(stream); }
+#else
+Status CudaUsable() {
+  return Status(Code::kNotSupported,
+                "this build of weft has no CUDA (it was built without the CUDA toolkit): install a CUDA build of "
+                "the weft package to use GPU memory");
+}
+int CudaPointerDevice(uint64_t) { return -1; }
+Status CudaStreamSynchronize(uint64_t) { return CudaUsable(); }
+#endif
+
+// (usable, why not): the reason is "" when a GPU is usable.
+nb::tuple CudaStatusTuple() {
+  const Status s = CudaUsable();
+  return nb::make_tuple(s.ok(), s.ok() ? std::string() : s.message());
+}
+
+void CudaSynchronize(uint64_t stream) {
+  Status s;
+  {
+    nb::gil_scoped_release release;  // the stream may hold long work
+    s = CudaStreamSynchronize(stream);
+  }
+  Check(s);
+}
+
 }  // namespace
 
 void BindTrans(nb::module_& m) {
@@ -626,4 +661,8 @@ void BindTrans(nb::module_& m) {
       .def_prop_ro("address", &PyMetadataServer::address);
 
   m.attr("max_notification_bytes") = weft::trans::kMaxNotificationBytes;
+  // Named apart from the CUDA helpers of the pool's side (cuda_*): these serve the transfer engine.
+  m.def("device_status", &CudaStatusTuple);
+  m.def("pointer_device", &CudaPointerDevice, "addr"_a);
+  m.def("stream_synchronize", &CudaSynchronize, "stream"_a);
 }

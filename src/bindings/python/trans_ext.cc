@@ -32,10 +32,8 @@
 #include <weft/transfer_engine.h>
 
 #include "ext_common.h"
+#include "api/trans/device_query.h"
 #include "meta/directory_server.h"
-#if WEFT_HAVE_CUDA
-#include "mem/cuda/host_device_copy.h"  // no CUDA headers: the extension needs none
-#endif
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -586,21 +584,11 @@ class PyMetadataServer {
 };
 
 // Device memory questions for weft/trans.py and weft/mooncake.py, answered by the core's CUDA
-// layer (the driver reached through the runtime, never linked): Python code never imports torch
-// or a CUDA binding to learn what an address is.
-#if WEFT_HAVE_CUDA
-Status CudaUsable() { return weft::mem::cuda::DevicesUsable(); }
-int CudaPointerDevice(uint64_t addr) { return weft::mem::cuda::DeviceOfPointer(reinterpret_cast<const void*>(addr)); }
-Status CudaStreamSynchronize(uint64_t stream) { return weft::mem::cuda::SynchronizeStream(stream); }
-#else
-Status CudaUsable() {
-  return Status(Code::kNotSupported,
-                "this build of weft has no CUDA (it was built without the CUDA toolkit): install a CUDA build of "
-                "the weft package to use GPU memory");
-}
-int CudaPointerDevice(uint64_t) { return -1; }
-Status CudaStreamSynchronize(uint64_t) { return CudaUsable(); }
-#endif
+// layer (api/trans/device_query.h: the driver reached through the runtime, never linked), so
+// Python code never imports torch or a CUDA binding to learn what an address is.
+Status CudaUsable() { return weft::trans::DevicesUsable(); }
+int CudaPointerDevice(uint64_t addr) { return weft::trans::DeviceOfPointer(reinterpret_cast<const void*>(addr)); }
+Status CudaStreamSynchronize(uint64_t stream) { return weft::trans::SynchronizeStream(stream); }
 
 // (usable, why not): the reason is "" when a GPU is usable.
 nb::tuple CudaStatusTuple() {

@@ -155,10 +155,11 @@ def location_for(memory: Any, location: Optional[str]) -> str:
     where = "a CUDA device" if device == _DEVICE_UNKNOWN else f"cuda:{device}"
     require_device(f"register device memory ({type(memory).__name__} on {where})")
     if not _is_any(location):
-        if not says_device:
+        named = str(location)
+        if not says_device or (device != _DEVICE_UNKNOWN and named not in ("cuda", f"cuda:{device}")):
             raise InvalidArgument(f"register memory: the {type(memory).__name__} is on {where} but location is "
-                                  f"{location!r}: pass location='*' (or 'cuda:N')")
-        return str(location)
+                                  f"{location!r}: pass location='*' (or {where!r})")
+        return named
     if device == _DEVICE_UNKNOWN:
         return "cuda"  # a device buffer; the core checks the address is one
     return f"cuda:{device}"

@@ -116,6 +116,9 @@ def test_device_objects_get_their_location():
         assert trans.location_for(FakeCudaTensor(host, index=None), "*") == "cuda"  # the core checks it
     for obj in (FakeCudaTensor(host), DLPackOnly(host, (2, 0)), CudaArrayInterface(host.ctypes.data, 64)):
         expect_no_gpu_or(weft.InvalidArgument, lambda: trans.location_for(obj, "cpu:0"), "location")
+    expect_no_gpu_or(weft.InvalidArgument, lambda: trans.location_for(FakeCudaTensor(host), "cuda:1"), "cuda:0")
+    if GPU:
+        assert trans.location_for(FakeCudaTensor(host, index=2), "cuda:2") == "cuda:2"
     with pytest.raises(weft.NotSupported, match="'mps'"):
         trans.location_for(FakeCudaTensor(host, "mps"), "*")
     with pytest.raises(weft.NotSupported, match="DLPack device type 10"):  # ROCm

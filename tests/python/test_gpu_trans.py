@@ -145,6 +145,46 @@ def mooncake_engine():
     return te
 
 
+class _CAI:
+    def __init__(self, addr: int, nbytes: int):
+        self.__cuda_array_interface__ = {"data": (addr, False), "shape": (nbytes,), "typestr": "|u1",
+                                         "strides": None, "version": 3}
+
+
+class _DLPack:
+    def __init__(self, t):
+        self.t = t
+
+    def __dlpack__(self, *args, **kwargs):
+        return self.t.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.t.__dlpack_device__()
+
+
+def test_device_objects_register_as_their_device():
+    """Each kind of device object in one process: the location comes from the object (or the
+    driver), and host memory behind a device claim is refused."""
+    dev = torch.cuda.current_device()
+    with weft.TransferEngine("127.0.0.1", allow_unauthenticated=True) as te:
+        block = torch.empty(4 << 20, dtype=torch.uint8, device="cuda")
+        views = [block[:1 << 20], _CAI(block[1 << 20:].data_ptr(), 1 << 20), _DLPack(block[2 << 20:3 << 20])]
+        for obj in views:
+            addr = te.register_memory(obj)
+            assert [b.location for b in te.local_buffers() if b.addr == addr] == [f"cuda:{dev}"], obj
+        addr = te.register_memory(block[3 << 20:].data_ptr(), 1 << 20)  # an int with "*"
+        assert [b.location for b in te.local_buffers() if b.addr == addr] == [f"cuda:{dev}"]
+        assert trans.pointer_device(block.data_ptr()) == dev
+        host = torch.zeros(4096, dtype=torch.uint8).numpy()
+        with pytest.raises(weft.InvalidArgument, match="host memory"):
+            te.register_memory(_CAI(host.ctypes.data, 4096))
+        with pytest.raises(weft.InvalidArgument, match="location"):
+            te.register_memory(torch.empty(4096, dtype=torch.uint8, device="cuda"), location="cpu:0")
+        pinned = torch.empty(4096, dtype=torch.uint8).pin_memory()
+        te.register_memory(_DLPack(pinned))  # kDLCUDAHost: host memory
+        assert [b.location for b in te.local_buffers() if b.addr == pinned.data_ptr()] == ["*"]
+
+
 def test_mooncake_device_buffers_both_directions(peers):
     peer = peers("mooncake")
     assert peer.location == "cuda:0"  # detected from the address, as Mooncake does

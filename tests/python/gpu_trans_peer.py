@@ -1,7 +1,7 @@
 """The target peer of tests/python/test_gpu_trans.py, run as its own process (a GPU machine, torch
 with CUDA):
 
-    python gpu_trans_peer.py --api mooncake|weft --size N [--offset K] [--transports tcp]
+    python gpu_trans_peer.py --api mooncake|weft --size N [--offset K] [--transports tcp] [--split]
 
 Allocates a torch CUDA tensor of K + N bytes and registers its last N bytes (a slice that starts
 K bytes into the allocation, as torch's caching allocator hands out), filled with 0x5A, with
@@ -47,23 +47,33 @@ class Buffer:
         return hashlib.sha256(self.t[off:off + n].cpu().numpy().tobytes()).hexdigest()
 
 
+def pieces(a, buf: Buffer):
+    """The tensors registered: the whole buffer, or (--split) its two halves, two registrations
+    in one cudaMalloc block that a peer maps through the same IPC handle."""
+    if not a.split:
+        return [buf.t]
+    half = buf.t.numel() // 2
+    return [buf.t[:half], buf.t[half:]]
+
+
 def register(a, te, buf: Buffer) -> str:
     """Registers the buffer; returns its location as the engine recorded it, or raises."""
-    if a.api == "mooncake":
-        if te.register_memory(buf.addr, buf.t.numel()) != 0:
-            raise RuntimeError("register_memory returned an error (see the log)")
-        engine = te.get_engine()
-    else:
-        te.register_memory(buf.t)
-        engine = te
+    for t in pieces(a, buf):
+        if a.api == "mooncake":
+            if te.register_memory(t.data_ptr(), t.numel()) != 0:
+                raise RuntimeError("register_memory returned an error (see the log)")
+        else:
+            te.register_memory(t)
+    engine = te.get_engine() if a.api == "mooncake" else te
     return next(b.location for b in engine.local_buffers() if b.addr == buf.addr)
 
 
 def unregister(a, te, buf: Buffer) -> None:
-    if a.api == "mooncake":
-        assert te.unregister_memory(buf.addr) == 0
-    else:
-        te.unregister_memory(buf.addr)
+    for t in pieces(a, buf):
+        if a.api == "mooncake":
+            assert te.unregister_memory(t.data_ptr()) == 0
+        else:
+            te.unregister_memory(t.data_ptr())
 
 
 def main() -> int:
@@ -72,6 +82,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=8 << 20)
     ap.add_argument("--offset", type=int, default=0)
     ap.add_argument("--transports", default="auto")
+    ap.add_argument("--split", action="store_true", help="register the buffer as two halves")
     a = ap.parse_args()
 
     if a.api == "mooncake":

@@ -43,9 +43,11 @@ def short_timeouts(monkeypatch):
 
 
 class GpuPeer(Process):
-    def __init__(self, api: str, transports: str = "auto", size: int = SIZE, offset: int = OFFSET):
+    def __init__(self, api: str, transports: str = "auto", size: int = SIZE, offset: int = OFFSET,
+                 split: bool = False):
         super().__init__([sys.executable, PEER, "--api", api, "--size", str(size), "--offset", str(offset),
-                          "--transports", transports], env=env_without_secret({"MC_TRANSFER_TIMEOUT": "5"}))
+                          "--transports", transports] + (["--split"] if split else []),
+                         env=env_without_secret({"MC_TRANSFER_TIMEOUT": "5"}))
         line = self.readline()
         assert line.startswith("ready "), f"the GPU peer did not start: {line!r} {self.stderr()}"
         _, self.name, addr, n, self.location = line.split()
@@ -221,6 +223,31 @@ def test_mooncake_device_buffers_both_directions(peers):
         assert remote_sha == peer.sha(0, SIZE)  # a read leaves the peer as it was
         assert expect_bytes(0xA5, SIZE, [(d, got[d:d + n]) for _, d, n in pairs]) == hashlib.sha256(got).hexdigest()
         assert te.unregister_memory(local.data_ptr()) == 0
+    finally:
+        te.close()
+
+
+def test_two_registrations_in_one_allocation(peers):
+    """The peer registers the two halves of one cudaMalloc block apart (one IPC handle, two
+    offsets): one batch writes into both, every byte of the peer's buffer compared."""
+    peer = peers("mooncake", split=True)
+    half = SIZE // 2
+    te = mooncake_engine()
+    try:
+        local = torch.empty(SIZE, dtype=torch.uint8, device="cuda")
+        assert te.register_memory(local.data_ptr(), SIZE) == 0
+        local.copy_(random_bytes(SIZE))
+        torch.cuda.synchronize()
+        host = local.cpu().numpy().tobytes()
+        blocks = [(off, n) for off, n in scattered(32, half, 4)] + [(half + off, n) for off, n in scattered(32, half, 5)]
+        rc = te.batch_transfer_sync_write(peer.name, [local.data_ptr() + off for off, _ in blocks],
+                                          [peer.addr + off for off, _ in blocks], [n for _, n in blocks])
+        assert rc == 0
+        written = expect_bytes(0x5A, SIZE, [(off, host[off:off + n]) for off, n in blocks])
+        assert peer.sha(0, SIZE) == written
+        # A range across the two registrations lies in no one buffer: refused, nothing written.
+        assert te.transfer_sync_write(peer.name, local.data_ptr(), peer.addr + half - 8, 16) < 0
+        assert peer.sha(0, SIZE) == written
     finally:
         te.close()
 

@@ -179,8 +179,10 @@ class TransferEngine {
 
   // INVALID_ARGUMENT: null or zero length, or "cuda:N" for host memory; ALREADY_EXISTS:
   // overlaps a registered buffer; NOT_SUPPORTED: device memory without a GPU (or a CUDA build).
-  // Device buffers ("cuda:N", or "*" at a device address) are staged through host memory on the
-  // tcp path, at both ends. Publishes the descriptor (UNAVAILABLE if the directory cannot be
+  // Device buffers ("cuda:N", or "*" at a device address, then recorded and advertised as
+  // "cuda:N") are staged through host memory on the tcp path, at both ends; a device buffer may
+  // be a slice of its allocation (same-host peers map the allocation by CUDA IPC and address the
+  // slice). Publishes the descriptor (UNAVAILABLE if the directory cannot be
   // written; the buffer is then not registered).
   Status RegisterMemory(void* addr, uint64_t length, const std::string& location = "*",
                         bool remote_accessible = true);

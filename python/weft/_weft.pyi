@@ -60,4 +60,9 @@ class MetadataServer:
     @property
     def address(self) -> str: ...
 
+# Device memory, answered by the core's CUDA layer (weft.trans wraps them).
+def device_status() -> Tuple[bool, str]: ...  # (usable, why not)
+def pointer_device(addr: int) -> int: ...  # the CUDA device of the memory at addr, or -1
+def stream_synchronize(stream: int) -> None: ...  # waits for a cudaStream_t's queued work
+
 def __getattr__(name: str) -> Any: ...

@@ -16,8 +16,12 @@ returned as Mooncake's ints: 0 on success, -1 for a failure or an invalid argume
 mismatched list lengths), -3 for an address that is not registered, -4 for a batch that is still
 busy, -7 for a registration that overlaps another; batch ids are 0 on failure;
 ``transfer_check_status`` gives 1 done / 0 pending / -1 failed / -2 timed out. Only the
-``*_on_cuda`` methods raise (RuntimeError: this build has no CUDA path), where Mooncake raises or
-kills the process.
+``*_on_cuda`` methods raise (RuntimeError, TypeError for a bad stream), as Mooncake's do.
+
+Device memory: ``register_memory`` / ``batch_register_memory`` take device addresses (a torch
+CUDA tensor's ``data_ptr()``) as Mooncake does: with location "*" the core asks the driver
+(cudaPointerGetAttributes) and registers the buffer as "cuda:N". Where no GPU is usable (or this
+build has no CUDA) that registration returns -1 and logs why.
 
 What weft does differently (docs/api.md, "Mooncake compatibility"):
 
@@ -31,6 +35,10 @@ What weft does differently (docs/api.md, "Mooncake compatibility"):
   unauthenticated (no worse than Mooncake) and logs a warning once per engine saying how to turn
   it on. Every remote access is checked against the registered buffers either way.
 - Remote addresses outside a registered buffer fail that request (-1) instead of touching memory.
+- ``*_on_cuda``: the transfer starts after the work queued on the stream and work queued after
+  the call sees the data, as in Mooncake; but weft waits for the stream and returns once the
+  transfer is done (the calling thread blocks, GIL released) instead of enqueuing a host
+  function, and a failed transfer raises RuntimeError instead of ending the process.
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import Error
+from . import Error, _weft
+from . import trans as _trans
 from .trans import TransferEngine as _WeftEngine
 
 logger = logging.getLogger("weft.mooncake")
@@ -414,14 +423,24 @@ class TransferEngine:
             return self._timeout_base  # the native call reports the bad item
 
     def _sync(self, what: str, target: str, opcode: Any, buffers: Sequence[int], peers: Sequence[int],
-              lengths: Sequence[int], notify: Optional[TransferNotify]) -> int:
-        te = self._engine(what)
+              lengths: Sequence[int], notify: Optional[TransferNotify], why: Optional[List[str]] = None) -> int:
+        """Runs a batch to completion: 0 or Mooncake's negative code, the failure logged and,
+        with ``why``, its text appended there (for the *_on_cuda methods, which raise it)."""
+
+        def fail(rc: int, fmt: str, *args: Any) -> int:
+            logger.error(fmt, *args)
+            if why is not None:
+                why.append(fmt % args)
+            return rc
+
+        te = self._engine(what)  # logs when it is not initialized
         if te is None:
+            if why is not None:
+                why.append(f"{what}: the TransferEngine is not initialized (call initialize first)")
             return -1
         if not (len(buffers) == len(peers) == len(lengths)):
-            logger.error("%s(%r): %d buffers, %d peer addresses, %d lengths: the lists must be as long", what,
-                         target, len(buffers), len(peers), len(lengths))
-            return -1
+            return fail(-1, "%s(%r): %d buffers, %d peer addresses, %d lengths: the lists must be as long", what,
+                        target, len(buffers), len(peers), len(lengths))
         if 0 in lengths:
             buffers, peers, lengths = _without_empty(buffers, peers, lengths)
         if not buffers:  # nothing to move: success, as in Mooncake (a notification still goes)
@@ -431,8 +450,7 @@ class TransferEngine:
                 te.notify(self._segment(te, target), notify.name, notify.msg, timeout=self._timeout_base)
                 return 0
             except Exception as e:
-                logger.error("%s(%r): the notification: %s", what, target, e)
-                return -1
+                return fail(-1, "%s(%r): the notification: %s", what, target, e)
         timeout = self._timeout(lengths)
         for attempt in (0, 1):
             try:
@@ -442,11 +460,9 @@ class TransferEngine:
                 if attempt == 0 and e.name in _STALE_SEGMENT and target in self._handles:
                     self._evict(te, target)
                     continue
-                logger.error("%s(%r, %d requests): %s", what, target, len(buffers), e)
-                return _code(e)
+                return fail(_code(e), "%s(%r, %d requests): %s", what, target, len(buffers), e)
             except Exception as e:  # TypeError / OverflowError for bad arguments
-                logger.error("%s(%r): %s", what, target, e)
-                return -1
+                return fail(-1, "%s(%r): %s", what, target, e)
             if results.count(None) == len(results):
                 return 0
             failed = [r for r in results if r is not None]
@@ -455,8 +471,8 @@ class TransferEngine:
                 logger.info("%s(%r): %s; reopening the segment and retrying once", what, target, first)
                 self._evict(te, target)
                 continue
-            logger.error("%s(%r): %d of %d requests failed; first: %s", what, target, len(failed), len(results), first)
-            return _code(first)
+            return fail(_code(first), "%s(%r): %d of %d requests failed; first: %s", what, target, len(failed),
+                        len(results), first)
         return -1
 
     def transfer_sync_write(self, target_hostname: str, buffer: int, peer_buffer_address: int, length: int,
@@ -610,30 +626,63 @@ class TransferEngine:
             return []
         return [TransferNotify(n.name, n.message.decode("utf-8", "surrogateescape")) for n in got]
 
-    # -- CUDA stream-ordered variants: no CUDA path in this build -----------------------------
+    # -- CUDA stream-ordered variants ----------------------------------------------------------
+    #
+    # Mooncake enqueues the batch as a host function on the stream (cudaLaunchHostFunc): it starts
+    # once the work queued before it has run, later work on the stream waits for it, and the call
+    # returns at once; a failed transfer then ends the process (_exit(1)). weft keeps the order
+    # and not the kill: it waits for the stream (cudaStreamSynchronize, GIL released), runs the
+    # batch, and returns once the bytes are in place, so work queued on the stream after the call
+    # sees them. The calling thread blocks for the transfer (as the sync methods do) instead of
+    # the stream; failures raise RuntimeError with the reason. docs/trans.md says the same.
 
-    def _no_cuda(self, what: str) -> None:
-        raise RuntimeError(
-            f"{what}: weft.mooncake has no CUDA path in this build (SUPPORT_CUDA is False): synchronize the "
-            f"stream and use the transfer_sync_* / batch_transfer_sync_* methods on host memory instead")
+    def _on_cuda(self, what: str, target: str, opcode: int, buffers: Sequence[int], peers: Sequence[int],
+                 lengths: Sequence[int], stream_ptr: Any) -> None:
+        if self._te is None:
+            raise RuntimeError(f"{what}: the TransferEngine is not initialized (call initialize first)")
+        stream = _trans.stream_handle(stream_ptr)  # TypeError / InvalidArgument (a ValueError)
+        if not (len(buffers) == len(peers) == len(lengths)):
+            raise RuntimeError(f"{what}: {len(buffers)} buffers, {len(peers)} peer addresses and {len(lengths)} "
+                               f"lengths: the lists must be as long")
+        ok, why_not = _trans.device_status()
+        if not ok:
+            raise RuntimeError(f"{what}: no CUDA stream can be ordered with here: {why_not}. Use "
+                               f"batch_transfer_sync_write/read after synchronizing the stream yourself")
+        try:
+            _weft.stream_synchronize(stream)
+        except Error as e:
+            raise RuntimeError(f"{what}: waiting for the work queued on stream {stream:#x}: {e}") from e
+        why: List[str] = []
+        rc = self._sync(what, target, opcode, buffers, peers, lengths, None, why)
+        if rc != 0:
+            raise RuntimeError(f"{what}: the transfer failed ({rc}): {why[-1] if why else 'see the weft.mooncake log'}")
 
     def transfer_write_on_cuda(self, target_hostname: str, buffer: int, peer_buffer_address: int, length: int,
                                stream_ptr: int = 0, transport_hint: str = "") -> None:
-        self._no_cuda("transfer_write_on_cuda")
+        """Writes [buffer, +length) to the peer after the work queued on ``stream_ptr`` (a
+        cudaStream_t as an int, or a torch.cuda.Stream); returns once it is written. RuntimeError
+        on failure."""
+        self._on_cuda("transfer_write_on_cuda", target_hostname, 1, (buffer,), (peer_buffer_address,), (length,),
+                      stream_ptr)
 
     def transfer_read_on_cuda(self, target_hostname: str, buffer: int, peer_buffer_address: int, length: int,
                               stream_ptr: int = 0, transport_hint: str = "") -> None:
-        self._no_cuda("transfer_read_on_cuda")
+        """Reads the peer's range into [buffer, +length) after the work queued on ``stream_ptr``;
+        returns once it is read, so work queued on the stream afterwards sees it."""
+        self._on_cuda("transfer_read_on_cuda", target_hostname, 0, (buffer,), (peer_buffer_address,), (length,),
+                      stream_ptr)
 
     def batch_transfer_write_on_cuda(self, target_hostname: str, buffers: Sequence[int],
                                      peer_buffer_addresses: Sequence[int], lengths: Sequence[int],
                                      stream_ptr: int = 0, transport_hint: str = "") -> None:
-        self._no_cuda("batch_transfer_write_on_cuda")
+        self._on_cuda("batch_transfer_write_on_cuda", target_hostname, 1, buffers, peer_buffer_addresses, lengths,
+                      stream_ptr)
 
     def batch_transfer_read_on_cuda(self, target_hostname: str, buffers: Sequence[int],
                                     peer_buffer_addresses: Sequence[int], lengths: Sequence[int],
                                     stream_ptr: int = 0, transport_hint: str = "") -> None:
-        self._no_cuda("batch_transfer_read_on_cuda")
+        self._on_cuda("batch_transfer_read_on_cuda", target_hostname, 0, buffers, peer_buffer_addresses, lengths,
+                      stream_ptr)
 
 
 def _without_empty(buffers: Sequence[int], peers: Sequence[int],

@@ -14,6 +14,13 @@ named peers (the transfer engine, "Trans"; include/weft/transfer_engine.h).
 
 This is weft's native API: errors raise :class:`weft.Error` subclasses (one per stable code), and
 every blocking call releases the GIL. For Mooncake's int-returning API see :mod:`weft.mooncake`.
+
+Device memory (docs/trans.md, "Device memory from Python"): :meth:`TransferEngine.register_memory`
+takes a torch CUDA tensor, an object with ``__cuda_array_interface__`` or a DLPack tensor on a CUDA
+device (its location "cuda:N" is taken from the object), or an int address with
+``location="cuda:N"`` (or "*": the core asks the driver what the address is). weft never imports
+torch. Where no GPU is usable, registering device memory raises :class:`weft.NotSupported` with
+the reason (:func:`device_status`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import _ucx, _weft
+from . import InvalidArgument, NotSupported
 
 Memory = Any  # an int address, or an object exposing its memory (see the weft module doc)
 Target = Union[int, str]  # a segment handle from open_segment(), or a segment name
@@ -29,6 +37,132 @@ Request = Sequence[Any]  # (opcode, local, target, remote_addr[, length])
 
 READ = "read"
 WRITE = "write"
+
+
+# DLPack device types (dlpack.h): where __dlpack_device__() says the memory is.
+_DL_CPU, _DL_CUDA, _DL_CUDA_HOST, _DL_CUDA_MANAGED = 1, 2, 3, 13
+_DEVICE_UNKNOWN = -1  # on a CUDA device whose ordinal the object does not say
+
+
+def device_status() -> Tuple[bool, str]:
+    """(True, "") when this build of weft has CUDA and a GPU is usable in this process, else
+    (False, why not): the build has no CUDA, no driver, no device, a driver older than the
+    runtime. Asked of the core (the CUDA runtime weft links), never of torch."""
+    ok, why = _weft.device_status()
+    return bool(ok), str(why)
+
+
+def require_device(what: str) -> None:
+    """Raises :class:`weft.NotSupported` naming ``what`` and why no GPU is usable, if none is."""
+    ok, why = device_status()
+    if not ok:
+        raise NotSupported(f"{what}: no GPU is usable here: {why}")
+
+
+def pointer_device(addr: int) -> int:
+    """The CUDA device that the memory at ``addr`` belongs to, or -1 (host memory, an unknown
+    address, or no usable GPU). cudaPointerGetAttributes through the core."""
+    return int(_weft.pointer_device(int(addr)))
+
+
+def stream_handle(stream: Any) -> int:
+    """A CUDA stream as the integer cudaStream_t: None or 0 (the legacy default stream), an int,
+    an object with ``cuda_stream`` (torch.cuda.Stream) or ``__cuda_stream__()`` (the CUDA
+    Python stream protocol). TypeError for anything else, :class:`weft.InvalidArgument` for a
+    negative number."""
+    if stream is None:
+        return 0
+    value: Any = stream
+    if isinstance(stream, bool):
+        raise TypeError("stream: a bool is not a CUDA stream")
+    if not isinstance(stream, int):
+        if hasattr(stream, "cuda_stream"):
+            value = stream.cuda_stream
+        elif hasattr(stream, "__cuda_stream__"):
+            proto = stream.__cuda_stream__()
+            value = proto[1] if isinstance(proto, tuple) and len(proto) == 2 else proto
+        else:
+            raise TypeError(f"stream must be a cudaStream_t as an int or an object with a cuda_stream attribute "
+                            f"(torch.cuda.Stream), not {type(stream).__name__}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"stream: {type(stream).__name__}'s stream handle is {type(value).__name__}, not an int")
+    if value < 0 or value >= 1 << 64:
+        raise InvalidArgument(f"stream {value} is not a cudaStream_t (it must be a non-negative 64-bit value)")
+    return int(value)
+
+
+def _cai_address(iface: Any) -> int:
+    try:
+        return int(iface["data"][0])
+    except (TypeError, KeyError, IndexError, ValueError) as e:
+        raise InvalidArgument(f"memory: the __cuda_array_interface__ has no data pointer: {e}") from None
+
+
+def _memory_device(memory: Any) -> Optional[int]:
+    """Where an object's memory is: None for host memory (and for ints, which say nothing), a
+    device ordinal, or _DEVICE_UNKNOWN for a CUDA device the object does not number. Checked in
+    the order the native side resolves objects (ext_common.h: Resolve)."""
+    if isinstance(memory, (bool, int)):
+        return None
+    try:
+        memoryview(memory).release()
+        return None  # the buffer protocol: host memory
+    except TypeError:
+        pass
+    if all(hasattr(memory, a) for a in ("data_ptr", "element_size", "numel")):  # torch.Tensor and look-alikes
+        device = getattr(memory, "device", None)
+        kind = getattr(device, "type", device)
+        if kind is None or kind == "cpu":
+            return None
+        if kind != "cuda":
+            raise NotSupported(f"memory on device {kind!r}: weft reaches CUDA devices and host memory only")
+        index = getattr(device, "index", None)
+        return _DEVICE_UNKNOWN if index is None else int(index)
+    if hasattr(memory, "__cuda_array_interface__"):
+        d = pointer_device(_cai_address(memory.__cuda_array_interface__))
+        return d if d >= 0 else _DEVICE_UNKNOWN  # the core then checks that it is device memory
+    if hasattr(memory, "__array_interface__"):
+        return None
+    if hasattr(memory, "__dlpack_device__"):
+        kind, index = memory.__dlpack_device__()
+        kind = int(kind)
+        if kind in (_DL_CPU, _DL_CUDA_HOST):  # pinned host memory is host memory
+            return None
+        if kind in (_DL_CUDA, _DL_CUDA_MANAGED):
+            return int(index)
+        raise NotSupported(f"memory on DLPack device type {kind}: weft reaches CUDA devices and host memory only")
+    return None  # the native side names what it cannot use
+
+
+def _is_any(location: Optional[str]) -> bool:
+    return location is None or location in ("", "*")
+
+
+def location_for(memory: Any, location: Optional[str]) -> str:
+    """The location to register ``memory`` with: "*" resolved to "cuda:N" for device memory (from
+    the object, or from the driver for an int address), a given location checked against the
+    object's device. Raises :class:`weft.NotSupported` for device memory where no GPU is usable."""
+    device = _memory_device(memory)
+    says_device = not _is_any(location) and str(location).startswith("cuda")
+    if device is None:
+        if says_device:
+            require_device(f"register memory as {location!r}")
+            return str(location)
+        if _is_any(location) and isinstance(memory, int) and not isinstance(memory, bool):
+            d = pointer_device(memory)  # -1 without a GPU: the address is taken as host memory
+            return f"cuda:{d}" if d >= 0 else "*"
+        return "*" if _is_any(location) else str(location)
+    where = "a CUDA device" if device == _DEVICE_UNKNOWN else f"cuda:{device}"
+    require_device(f"register device memory ({type(memory).__name__} on {where})")
+    if not _is_any(location):
+        named = str(location)
+        if not says_device or (device != _DEVICE_UNKNOWN and named not in ("cuda", f"cuda:{device}")):
+            raise InvalidArgument(f"register memory: the {type(memory).__name__} is on {where} but location is "
+                                  f"{location!r}: pass location='*' (or {where!r})")
+        return named
+    if device == _DEVICE_UNKNOWN:
+        return "cuda"  # a device buffer; the core checks the address is one
+    return f"cuda:{device}"
 
 
 class BufferInfo(NamedTuple):
@@ -157,8 +291,19 @@ class TransferEngine:
                         remote_accessible: bool = True) -> int:
         """Registers memory (an int address with ``length``, or an object exposing its memory,
         which is then kept alive until unregistered) and returns its address. Peers may read and
-        write it when ``remote_accessible``. :class:`weft.AlreadyExists` when it overlaps a
-        registered buffer; :class:`weft.NotSupported` for device memory (tcp path)."""
+        write it when ``remote_accessible``.
+
+        Device memory: a torch CUDA tensor, a ``__cuda_array_interface__`` object or a DLPack
+        tensor on a CUDA device is registered as "cuda:N" (its own device) when ``location`` is
+        "*"; an int address is asked of the driver (``location="cuda:N"`` says it outright).
+        Memory from torch's caching allocator is a slice of a larger cudaMalloc block: peers on
+        this host map the whole block by CUDA IPC and address the slice inside it.
+
+        :class:`weft.AlreadyExists` when it overlaps a registered buffer;
+        :class:`weft.NotSupported` for device memory where no GPU is usable (the reason says
+        why); :class:`weft.InvalidArgument` when ``location`` contradicts the object's device or
+        names a device for host memory."""
+        location = location_for(memory, location)
         return self._native.register_memory(memory, length, location, remote_accessible)
 
     def unregister_memory(self, memory: Memory) -> None:

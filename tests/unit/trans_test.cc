@@ -571,6 +571,14 @@ TEST(TransEngine, DeviceBuffersAreStagedAtBothEnds) {
   EXPECT_EQ(a->RegisterMemory(Region(64).data(), 64, "cuda:0").code(), Code::kInvalidArgument);  // host memory
   auto h = a->OpenSegment(b->name());
   ASSERT_TRUE(h.ok());
+  // "*" at a device address is recorded (and advertised) as device memory; the stand-in device
+  // has no ordinal, so plain "cuda".
+  ASSERT_EQ(b->LocalBuffers().size(), 1u);
+  EXPECT_EQ(b->LocalBuffers()[0].location, "cuda");
+  auto seen = a->RemoteBuffers(*h);
+  ASSERT_TRUE(seen.ok());
+  ASSERT_EQ(seen->size(), 1u);
+  EXPECT_EQ((*seen)[0].location, "cuda");
   constexpr uint64_t kLen = (1u << 20) + 333;
   const uint64_t remote = dev_b.arena.addr() + 4096;
 

@@ -17,6 +17,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "api/trans/device_query.h"
 #include "api/trans/segment_descriptor.h"
 #include "base/log.h"
 #include "base/node_identity.h"
@@ -711,6 +712,14 @@ Status TransferEngine::RegisterMemory(void* addr, uint64_t length, const std::st
     return Error(Code::kInvalidArgument, "register {} bytes at {} as '{}': the address is host memory", length, addr,
                  location);
   const bool device = says_device || is_device;
+  // "*" at a device address is recorded as the device it is, as Mooncake records "cuda:N": peers
+  // learn from the descriptor's location that the buffer is device memory (their route and
+  // mapping choices depend on it), and LocalBuffers says what was found.
+  std::string recorded = location;
+  if (device && !says_device) {
+    const int ordinal = DeviceOfPointer(addr);
+    recorded = ordinal >= 0 ? fmt::format("cuda:{}", ordinal) : "cuda";
+  }
   LocalBuffer b;
   {
     std::lock_guard g(m.mu);
@@ -725,7 +734,7 @@ Status TransferEngine::RegisterMemory(void* addr, uint64_t length, const std::st
                      prev->first);
     }
     b.length = length;
-    b.location = location;
+    b.location = recorded;
     b.remote_accessible = remote_accessible;
     b.device = device;
     if (remote_accessible) {

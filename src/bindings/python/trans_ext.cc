@@ -32,6 +32,7 @@
 #include <weft/transfer_engine.h>
 
 #include "ext_common.h"
+#include "api/trans/device_query.h"
 #include "meta/directory_server.h"
 
 namespace nb = nanobind;
@@ -582,6 +583,28 @@ class PyMetadataServer {
   std::unique_ptr<weft::meta::DirectoryServer> server_;
 };
 
+// Device memory questions for weft/trans.py and weft/mooncake.py, answered by the core's CUDA
+// layer (api/trans/device_query.h: the driver reached through the runtime, never linked), so
+// Python code never imports torch or a CUDA binding to learn what an address is.
+Status CudaUsable() { return weft::trans::DevicesUsable(); }
+int CudaPointerDevice(uint64_t addr) { return weft::trans::DeviceOfPointer(reinterpret_cast<const void*>(addr)); }
+Status CudaStreamSynchronize(uint64_t stream) { return weft::trans::SynchronizeStream(stream); }
+
+// (usable, why not): the reason is "" when a GPU is usable.
+nb::tuple CudaStatusTuple() {
+  const Status s = CudaUsable();
+  return nb::make_tuple(s.ok(), s.ok() ? std::string() : s.message());
+}
+
+void CudaSynchronize(uint64_t stream) {
+  Status s;
+  {
+    nb::gil_scoped_release release;  // the stream may hold long work
+    s = CudaStreamSynchronize(stream);
+  }
+  Check(s);
+}
+
 }  // namespace
 
 void BindTrans(nb::module_& m) {
@@ -626,4 +649,8 @@ void BindTrans(nb::module_& m) {
       .def_prop_ro("address", &PyMetadataServer::address);
 
   m.attr("max_notification_bytes") = weft::trans::kMaxNotificationBytes;
+  // Named apart from the CUDA helpers of the pool's side (cuda_*): these serve the transfer engine.
+  m.def("device_status", &CudaStatusTuple);
+  m.def("pointer_device", &CudaPointerDevice, "addr"_a);
+  m.def("stream_synchronize", &CudaSynchronize, "stream"_a);
 }

@@ -29,6 +29,16 @@ int DeviceOf(const void* p) {
 
 bool IsDevicePointer(const void* p) { return DevicesPresent() && DeviceOf(p) >= 0; }
 
+int DeviceOfPointer(const void* p) { return DevicesPresent() ? DeviceOf(p) : -1; }
+
+Status DevicesUsable() { return Probe().status(); }
+
+Status SynchronizeStream(uint64_t stream) {
+  if (Status s = DevicesUsable(); !s.ok()) return s;
+  return CudaStatus(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)),
+                    fmt::format("waiting for the work queued on stream {:#x}", stream));
+}
+
 Status CopyHostDevice(void* dst, const void* src, uint64_t len) {
   if (len == 0) return OkStatus();
   DeviceGuard guard;

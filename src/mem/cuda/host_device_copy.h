@@ -12,9 +12,20 @@ namespace weft::mem::cuda {
 
 // Whether a GPU is usable in this process (the runtime initialised, at least one device).
 bool DevicesPresent();
+// OK when a GPU is usable; otherwise NOT_SUPPORTED saying why not (no driver, no device, driver
+// older than the runtime). For front ends that must explain a refusal (the Python binding).
+Status DevicesUsable();
 // Whether p points into device memory (cudaMalloc'd, VMM-mapped or managed-on-device); false for
 // host memory, unknown pointers and when there is no GPU. Leaves no CUDA error behind.
 bool IsDevicePointer(const void* p);
+// The ordinal of the device that p's memory belongs to, or -1 as IsDevicePointer is false. Lets a
+// caller name the location ("cuda:N") of a bare address, as Mooncake does for "*".
+int DeviceOfPointer(const void* p);
+// Waits until the work queued on `stream` (a cudaStream_t as an integer; 0 is the legacy default
+// stream of the calling thread's current device) has completed. CUDA when the runtime refuses the
+// stream (a destroyed or foreign handle may also crash the driver: the caller owns that contract,
+// as with any cudaStream_t).
+Status SynchronizeStream(uint64_t stream);
 // Copies len bytes either way (cudaMemcpyDefault), synchronously, on the device that owns the
 // device end; the calling thread's current device is restored. CUDA/INVALID_ARGUMENT on failure.
 Status CopyHostDevice(void* dst, const void* src, uint64_t len);

@@ -2,6 +2,9 @@
 // transport that can, peers attached from their advertised blobs, and one-sided ops routed to
 // the cheapest transport that reaches each region.
 #include <algorithm>
+#include <map>
+#include <set>
+#include <span>
 
 #include "base/log.h"
 #include "engine/engine.h"
@@ -244,6 +247,21 @@ Result<Engine::RemoteChoice> Engine::ChooseRemote(const PeerState& peer, const R
                reasons.empty() ? "this engine has no transport for remote regions" : reasons);
 }
 
+namespace {
+
+// The mapped regions whose owner's process exited, each with its PEER_DOWN (asked once a region).
+std::map<const ImportedRegion*, Status> DeadOwners(std::span<const ImportedRegion* const> regions) {
+  std::map<const ImportedRegion*, Status> gone;
+  std::set<const ImportedRegion*> asked;
+  for (const ImportedRegion* region : regions) {
+    if (!region || !asked.insert(region).second) continue;
+    if (Status alive = region->OwnerAlive(); !alive.ok()) gone.emplace(region, std::move(alive));
+  }
+  return gone;
+}
+
+}  // namespace
+
 std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> requests, Deadline deadline) {
   std::vector<Status> results(requests.size());
   auto job = std::make_shared<CopyJob>(requests.size(), deadline);
@@ -251,8 +269,8 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
   std::map<std::pair<Transport*, PeerId>, std::vector<size_t>> posted;
   std::map<PeerId, std::shared_ptr<const PeerState>> peers;
   std::vector<transport::RemoteOp> ops(requests.size());
-  std::vector<uint8_t> mapped(requests.size(), 0);
-  std::vector<const ImportedRegion*> entered;
+  // The mapped region each op copies to or from (Enter done; Exit after the copies); null: posted.
+  std::vector<const ImportedRegion*> mapped(requests.size(), nullptr);
   for (size_t i = 0; i < requests.size(); ++i) {
     const RemoteRequest& r = requests[i];
     copies_->Add();
@@ -279,11 +297,10 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
         job->Fail(i, in);
         continue;
       }
-      entered.push_back(import.get());
       transport::Endpoint remote{import->mapped + offset}, local{r.local};
       const bool read = r.kind == transport::RemoteOpKind::kRead;
       AddPieces(*job, i, t, read ? local : remote, read ? remote : local, r.len);
-      mapped[i] = 1;
+      mapped[i] = import.get();
       continue;
     }
     ops[i] = transport::RemoteOp{r.kind, r.local, r.local_device, peer->paths[choice->path].link.get(),
@@ -302,10 +319,14 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
     for (size_t k = 0; k < idx.size(); ++k) results[idx[k]] = std::move(got[k]);
   }
   job->WaitUntil(Deadline::Never());  // pieces check the deadline before they start
-  for (const ImportedRegion* region : entered) region->Exit();
+  for (const ImportedRegion* region : mapped)
+    if (region) region->Exit();
   const auto& copied = job->results();
+  const auto gone = DeadOwners(mapped);
   for (size_t i = 0; i < requests.size(); ++i) {
     if (mapped[i]) results[i] = copied[i];
+    if (mapped[i] && results[i].ok())
+      if (auto it = gone.find(mapped[i]); it != gone.end()) results[i] = it->second;
     if (!results[i].ok()) failures_->Add();
   }
   return results;

@@ -1,6 +1,9 @@
 #include "transport/region_control.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -136,11 +139,29 @@ Result<std::unique_ptr<PeerControl>> PeerControl::Open(uint32_t pid, wire::Reade
   int err = errno;
   ::close(local);
   if (!c->map_) return Error(Code::kUnavailable, "path {}: mapping a control page: {}", transport, std::strerror(err));
+  c->pid_ = pid;
+#ifdef SYS_pidfd_open
+  c->pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0));
+#endif
   return c;
 }
 
 PeerControl::~PeerControl() {
   if (map_) ::munmap(map_, kPageBytes);
+  if (pidfd_ >= 0) ::close(pidfd_);
+}
+
+Status PeerControl::OwnerAlive() const {
+  bool exited = false;
+  if (pidfd_ >= 0) {
+    pollfd p{pidfd_, POLLIN, 0};
+    exited = ::poll(&p, 1, 0) > 0;
+  } else {
+    exited = ::kill(static_cast<pid_t>(pid_), 0) != 0 && errno == ESRCH;  // no pidfd: pid reuse is possible
+  }
+  if (!exited) return OkStatus();
+  return Error(Code::kPeerDown, "the peer's process {} exited; the memory it shared went with it (reach it again "
+               "once it restarts)", pid_);
 }
 
 Status PeerControl::Enter() const {

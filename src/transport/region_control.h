@@ -59,10 +59,16 @@ class PeerControl {
   // NOT_FOUND once the owner withdrew the region; otherwise the op is counted until Exit.
   Status Enter() const;
   void Exit() const;
+  // PEER_DOWN once the owner's process has exited. A killed owner withdraws nothing, and the
+  // mapping outlives it (the memory is kept for us), so a copy into it would "succeed" into memory
+  // nobody will read: the engine asks this after each batch's mapped copies.
+  Status OwnerAlive() const;
 
  private:
   PeerControl() = default;
   void* map_ = nullptr;
+  uint32_t pid_ = 0;
+  int pidfd_ = -1;  // readable once the owner exited (pidfd_open); -1 where the kernel has none
 };
 
 // Opens a peer's file by its fd number (/proc/<pid>/fd/<n>) and checks it is the file the blob

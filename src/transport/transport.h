@@ -141,6 +141,9 @@ class ImportedRegion {
   // written into memory its owner took back.
   virtual Status Enter() const { return OkStatus(); }
   virtual void Exit() const {}
+  // For a mapped region: PEER_DOWN once the owner's process is gone (a killed owner withdraws
+  // nothing, and copies into its mapping would still "succeed"). Asked after each batch.
+  virtual Status OwnerAlive() const { return OkStatus(); }
   uint64_t base = 0;  // the peer's address of the region
   uint64_t len = 0;
   uint8_t* mapped = nullptr;

@@ -773,6 +773,57 @@ TEST(TransEngine, AcrossProcesses) {
   EXPECT_FALSE(res[0].ok());
 }
 
+// A peer on this node killed (SIGKILL: it withdraws nothing) after we mapped its buffer: the
+// mapping outlives it, so a copy into it would "succeed" into memory nobody reads. Every op of a
+// batch that touches it is PEER_DOWN instead, never OK.
+TEST(TransEngine, AKilledPeerOnThisNodeIsPeerDownNotASuccess) {
+  int to_parent[2];
+  ASSERT_EQ(::pipe(to_parent), 0);
+  constexpr size_t kLen = 1u << 20;
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(to_parent[0]);
+    auto te = TransferEngine::Create(Opts());
+    if (!te.ok()) ::_exit(2);
+    auto mem = (*te)->AllocateManagedBuffer(kLen);  // memfd-backed: peers on this node map it (shm)
+    if (!mem.ok()) ::_exit(3);
+    std::string hello = (*te)->name() + " " + std::to_string(reinterpret_cast<uint64_t>(*mem)) + "\n";
+    if (::write(to_parent[1], hello.data(), hello.size()) != static_cast<ssize_t>(hello.size())) ::_exit(4);
+    for (;;) ::pause();  // until killed
+  }
+  ::close(to_parent[1]);
+  std::string hello;
+  for (char c; ::read(to_parent[0], &c, 1) == 1 && c != '\n';) hello += c;
+  ::close(to_parent[0]);
+  const auto space = hello.find(' ');
+  ASSERT_NE(space, std::string::npos) << "child said '" << hello << "'";
+  const uint64_t remote = std::stoull(hello.substr(space + 1));
+  auto a = Make(Opts());
+  ASSERT_TRUE(a);
+  Region mine(kLen);
+  ASSERT_TRUE(a->RegisterMemory(mine.data(), kLen).ok());
+  auto h = a->OpenSegment(hello.substr(0, space));
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  FillRandom(mine.data(), kLen, FreshSeed());
+  auto route = a->Route({Opcode::kWrite, mine.data(), *h, remote, kLen});
+  ASSERT_TRUE(route.ok()) << route.status().ToString();
+  EXPECT_NE(route->find("via shm"), std::string::npos) << *route;  // the mapped path is the one under test
+  ExpectAllOk(a->Transfer({{{Opcode::kWrite, mine.data(), *h, remote, kLen}}}));
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  std::vector<TransferRequest> batch;
+  for (size_t off = 0; off < kLen; off += 64 << 10) batch.push_back({Opcode::kWrite, mine.data() + off, *h, remote + off, 64 << 10});
+  auto res = a->Transfer(batch);
+  ASSERT_EQ(res.size(), batch.size());
+  for (const Status& s : res) {
+    EXPECT_FALSE(s.ok()) << "a write to a killed peer reported success";
+    EXPECT_TRUE(s.code() == Code::kPeerDown || s.code() == Code::kUnavailable) << s.ToString();
+  }
+  std::printf("after the kill: %s\n", res[0].ToString().c_str());
+}
+
 TEST(SegmentDescriptor, RoundTripsAndRefusesMalformedText) {
   SegmentDescriptor d{"n",
                       {{"tcp", TcpEndpointBlob("10.0.0.1", 4242)}, {"future-rdma", std::string("\x07\x00\xff", 3)}},

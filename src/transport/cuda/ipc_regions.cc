@@ -26,6 +26,7 @@ struct IpcRegion final : ImportedRegion {
   }
   Status Enter() const override { return control->Enter(); }
   void Exit() const override { control->Exit(); }
+  Status OwnerAlive() const override { return control->OwnerAlive(); }
 };
 
 }  // namespace

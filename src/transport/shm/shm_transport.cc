@@ -29,6 +29,7 @@ struct ShmRegion final : ImportedRegion {
   }
   Status Enter() const override { return control->Enter(); }
   void Exit() const override { control->Exit(); }
+  Status OwnerAlive() const override { return control->OwnerAlive(); }
 };
 
 }  // namespace

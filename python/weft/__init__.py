@@ -277,14 +277,29 @@ class Pool:
         return self._native.copy_batch(requests, direction, check)
 
     def copy_pages(self, dst_base: Memory, src_base: Memory, page_bytes: int, dst_pages: Iterable[int],
-                   src_pages: Iterable[int], direction: str = "auto", stream: Optional[int] = None) -> None:
+                   src_pages: Iterable[int], direction: str = "auto", stream: Any = None) -> None:
         """A KV page batch in one GPU kernel launch: page ``i`` goes from ``src_base +
         src_pages[i] * page_bytes`` to ``dst_base + dst_pages[i] * page_bytes``. Bases are GVAs,
         buffers or device tensors; both ends on the GPU (or host memory it can address).
-        ``stream``: a ``cudaStream_t`` as an int (e.g. ``torch.cuda.current_stream().cuda_stream``)
-        to enqueue on and return at once; None waits. :class:`NotSupported` without a GPU (use
-        :meth:`copy_batch`), :class:`OutOfRange` for an index past an end's memory."""
-        self._native.copy_pages(dst_base, src_base, page_bytes, dst_pages, src_pages, direction, stream)
+        ``stream``: a ``cudaStream_t`` as an int, or an object with ``cuda_stream`` (e.g.
+        ``torch.cuda.current_stream()``), to enqueue on and return at once; None waits.
+        :class:`NotSupported` without a GPU (use :meth:`copy_batch`), :class:`OutOfRange` for an
+        index past an end's memory."""
+        from .trans import stream_handle
+        handle = None if stream is None else stream_handle(stream)
+        self._native.copy_pages(dst_base, src_base, page_bytes, dst_pages, src_pages, direction, handle)
+
+    def copy_pages_device_indexed(self, dst_base: Memory, src_base: Memory, page_bytes: int, pairs: Any,
+                                  max_dst_index: int, max_src_index: int, direction: str = "auto") -> None:
+        """:meth:`copy_pages` with the index pairs already on the GPU: ``pairs`` is a device
+        tensor (``__cuda_array_interface__`` or DLPack) of uint32 holding (dst, src) page pairs
+        one after the other, e.g. ``torch.stack([dst, src], 1).to(torch.int32).cuda()``. The
+        kernel checks every index against ``max_dst_index`` / ``max_src_index`` (the last page
+        each end holds): a pair past them is not copied and the call raises :class:`OutOfRange`
+        (the other pages are copied). The pairs must be 8-byte aligned.
+        Returns once the pages are copied."""
+        self._native.copy_pages_device_indexed(dst_base, src_base, page_bytes, pairs, max_dst_index, max_src_index,
+                                               direction)
 
     def copy_async(self, dst: Memory, src: Memory, length: Optional[int] = None,
                    direction: str = "auto") -> Copy:

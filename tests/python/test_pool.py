@@ -393,6 +393,32 @@ def test_device_region_without_a_device_slice(solo):
             weft.Pool(pool_name=unique_name("gpu"), rank_size="4MiB", device_size="2MiB", mode="host").join()
 
 
+def test_page_batch_streams_and_device_indexed_pairs(solo):
+    # Streams: an int or an object with cuda_stream, as torch gives them; anything else is a
+    # TypeError before anything runs. Device-indexed pairs: a whole number of uint32 pairs.
+    base = solo.slice_address(solo.rank)
+
+    class Stream:
+        cuda_stream = 0
+
+    with pytest.raises(TypeError, match="stream"):
+        solo.copy_pages(base + 4096, base, 64, [0], [1], stream="s")
+    with pytest.raises(weft.InvalidArgument, match="stream"):
+        solo.copy_pages(base + 4096, base, 64, [0], [1], stream=-1)
+    pairs = np.array([[0, 1], [1, 0]], dtype=np.uint32)
+    with pytest.raises(weft.InvalidArgument, match="pairs"):
+        solo.copy_pages_device_indexed(base + 4096, base, 64, np.zeros(6, dtype=np.uint8), 1, 1)
+    with pytest.raises(weft.InvalidArgument, match="bare address"):
+        solo.copy_pages_device_indexed(base + 4096, base, 64, 12345, 1, 1)
+    if weft.cuda_available() if hasattr(weft, "cuda_available") else shutil.which("nvidia-smi") is not None:
+        return  # the GPU machine runs these for real (tests/gpu)
+    with pytest.raises(weft.NotSupported):
+        solo.copy_pages(base + 4096, base, 64, [0, 1], [1, 0], stream=Stream())
+    # Host pairs are refused: the kernel reads them on the GPU.
+    with pytest.raises((weft.NotSupported, weft.InvalidArgument)):
+        solo.copy_pages_device_indexed(base + 4096, base, 64, pairs, 1, 1)
+
+
 def test_second_peer_in_this_process(solo):
     other = weft.Pool(pool_name=solo.pool_name, rank_size="8MiB", mode="auto")
     with other:

@@ -157,6 +157,30 @@ class PyPool {
     Check(st);
   }
 
+  // The pairs are already in device memory (a tensor of uint32 (dst, src) pairs): no host list
+  // to upload, so the launch is all that runs on the caller's thread.
+  void CopyPagesDeviceIndexed(nb::handle dst_base, nb::handle src_base, uint64_t page_bytes, nb::handle pairs,
+                              uint32_t max_dst_index, uint32_t max_src_index, nb::handle direction) {
+    Pool& pool = P();
+    const auto dir = DirectionOf(direction);
+    MemPtr d = Resolve(dst_base, /*writable=*/true, "dst_base");
+    MemPtr s = Resolve(src_base, /*writable=*/false, "src_base");
+    MemPtr p = Resolve(pairs, /*writable=*/false, "pairs");
+    if (!p->size)
+      RaiseCode(Code::kInvalidArgument, "pairs: give a device tensor (or an object with a size) of uint32 (dst, src) "
+                "pairs, not a bare address");
+    if (*p->size % (2 * sizeof(uint32_t)) != 0)
+      RaiseCode(Code::kInvalidArgument, "pairs: {} bytes is not a whole number of uint32 (dst, src) pairs", *p->size);
+    const size_t count = *p->size / (2 * sizeof(uint32_t));
+    Status st;
+    {
+      nb::gil_scoped_release release;
+      st = pool.CopyPagesDeviceIndexed(d->addr, s->addr, page_bytes, reinterpret_cast<const uint32_t*>(p->addr), count,
+                                       max_dst_index, max_src_index, dir);
+    }
+    Check(st);
+  }
+
   nb::list CopyBatch(nb::iterable requests, nb::handle direction, bool check) {
     Pool& pool = P();
     const auto dir = DirectionOf(direction);
@@ -353,6 +377,8 @@ NB_MODULE(_weft, m) {
       .def("copy_batch", &PyPool::CopyBatch, "requests"_a, "direction"_a, "check"_a)
       .def("copy_pages", &PyPool::CopyPages, "dst_base"_a, "src_base"_a, "page_bytes"_a, "dst_pages"_a,
            "src_pages"_a, "direction"_a, "stream"_a.none())
+      .def("copy_pages_device_indexed", &PyPool::CopyPagesDeviceIndexed, "dst_base"_a, "src_base"_a, "page_bytes"_a,
+           "pairs"_a, "max_dst_index"_a, "max_src_index"_a, "direction"_a)
       .def(
           "copy_async",
           [](nb::pointer_and_handle<PyPool> self, nb::handle dst, nb::handle src, std::optional<uint64_t> length,

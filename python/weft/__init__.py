@@ -21,7 +21,7 @@ GIL. See docs/api.md.
 GPU memory: the package is built with CUDA where nvcc was found (sm_80, sm_90, sm_100 and PTX) and
 imports anywhere. :func:`cuda_available` is True when a GPU is usable here; :func:`cuda_status`
 says why or why not: "available: 2 CUDA GPUs", "not built: ...", "no driver: ...", "no GPU: ...".
-Device calls without one raise :class:`NotSupported` with the same reason.
+Without one, a Pool with ``device_size`` > 0 raises :class:`NotSupported` with that reason.
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ CudaAvailability ProbeCuda() {
 
 CudaAvailability ProbeCuda() {
   return {CudaState::kNotBuilt, 0,
-          "this weft was built without CUDA (nvcc was not found at build time); rebuild it where nvcc is on "
-          "PATH or at /usr/local/cuda/bin to use device memory"};
+          "this weft was built without CUDA (no nvcc at build time, or WEFT_ENABLE_CUDA=OFF); rebuild it "
+          "where nvcc is on PATH or at /usr/local/cuda/bin to use device memory"};
 }
 
 #endif

@@ -59,7 +59,7 @@ run_labelled() {
   nvidia-smi --query-gpu=index,name,driver_version,memory.total,clocks.sm,clocks.mem,pcie.link.gen.current,pcie.link.width.current --format=csv || true
   nvidia-smi topo -m 2>/dev/null || true
   echo "== loader"
-  for f in "$B"/bin/*; do echo "-- $f"; ldd "$f"; done
+  for f in "$B"/bin/* "$B"/python/weft/_weft*.so; do [ -f "$f" ] && { echo "-- $f"; ldd "$f"; }; done
 } >"$OUTDIR/machine.log" 2>&1
 GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 missing=$(grep -c "=> not found" "$OUTDIR/machine.log" || true)
@@ -80,6 +80,38 @@ else
   record "trans_device_test ucx-cuda" "skip" "-" "libucx-cu13 was not bundled"
 fi
 run_test trans_ipc_test
+
+# The Python package (bundle/python: CPython 3.12, with CUDA): it must see this machine's GPUs;
+# then tests/python/test_cuda_package.py (which expects "available" where nvidia-smi lists GPUs) and
+# the Python GPU tests (tests/python/test_gpu*.py, where there are any), if pytest is installed.
+if [ -d "$B/python/weft" ]; then
+  t0=$(date +%s%N)
+  PYTHONPATH="$PWD/$B/python" timeout 300 python3 -c 'import weft, weft.mooncake; from weft import _weft
+print(weft.cuda_available(), weft.cuda_status(), "| archs", _weft.cuda_architectures, "| SUPPORT_CUDA", weft.mooncake.SUPPORT_CUDA)' \
+    >"$OUTDIR/python.log" 2>&1
+  rc=$?
+  t1=$(date +%s%N)
+  { echo "===== python import (rc $rc)"; cat "$OUTDIR/python.log"; } >>"$TESTLOG"
+  record "python import weft" "$([ $rc = 0 ] && grep -q '^True available' "$OUTDIR/python.log" && echo ok || echo FAIL)" \
+    "$(secs "$t0" "$t1")" "$(tail -1 "$OUTDIR/python.log" | cut -c1-100)"
+  gpu_tests=(tests/python/test_cuda_package.py)
+  for f in tests/python/test_gpu*.py; do [ -f "$f" ] && gpu_tests+=("$f"); done
+  if ! python3 -m pytest --version >/dev/null 2>&1; then
+    record "python GPU tests" "skip" "-" "pytest is not installed for python3 (pip install pytest)"
+  else
+    t0=$(date +%s%N)
+    PYTHONPATH="$PWD/$B/python" timeout 900 python3 -m pytest -q -rs "${gpu_tests[@]}" >"$OUTDIR/python_gpu.log" 2>&1
+    rc=$?
+    t1=$(date +%s%N)
+    { echo "===== python GPU tests (rc $rc)"; cat "$OUTDIR/python_gpu.log"; } >>"$TESTLOG"
+    # A GPU machine where every Python GPU test skips has found no GPU: that is a failure here.
+    record "python GPU tests" "$([ $rc = 0 ] && grep -qE '[0-9]+ passed' "$OUTDIR/python_gpu.log" && echo ok || echo FAIL)" \
+      "$(secs "$t0" "$t1")" \
+      "$(grep -E '[0-9]+ (passed|failed|skipped|error)' "$OUTDIR/python_gpu.log" | tail -1 | tr -d '=' | sed 's/^ *//')"
+  fi
+else
+  record "python import weft" "FAIL" "-" "the bundle has no python/weft: rebuild it with scripts/gpu-bundle.sh"
+fi
 
 # The main job with device slices: every peer's GD rows must be there and verified.
 t0=$(date +%s%N)

@@ -29,6 +29,7 @@ build-py/venv/bin/pip install -q --disable-pip-version-check libucx-cu13 ||
 # No build isolation: the build tools above have stable paths, so build-py/ rebuilds incrementally.
 CMAKE_BUILD_PARALLEL_LEVEL="$jobs" build-py/venv/bin/pip install -q --disable-pip-version-check \
   --no-build-isolation --force-reinstall --no-deps .
+build-py/venv/bin/python -c 'import weft; print("weft.cuda_status():", weft.cuda_status())'  # with CUDA where nvcc is
 build-py/venv/bin/python -m pytest -q tests/python
 
 echo "== GPU tests"

@@ -17,6 +17,11 @@ torch tensors (``data_ptr()``, without importing torch), objects with
 contiguous; a destination must be writable. Errors raise :class:`weft.Error` subclasses, one per
 stable code (:class:`PoolFull`, :class:`PeerDown`, ...). Every call that can block releases the
 GIL. See docs/api.md.
+
+GPU memory: the package is built with CUDA where nvcc was found (sm_80, sm_90, sm_100 and PTX) and
+imports anywhere. :func:`cuda_available` is True when a GPU is usable here; :func:`cuda_status`
+says why or why not: "available: 2 CUDA GPUs", "not built: ...", "no driver: ...", "no GPU: ...".
+Without one, a Pool with ``device_size`` > 0 raises :class:`NotSupported` with that reason.
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ import os
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _ucx, _weft
+from ._weft import cuda_available, cuda_status
 
 __all__ = [
     "Pool", "Copy", "TransferEngine", "MetadataServer", "BufferInfo", "BatchStatus", "Notification", "Error", "error_for_code", "codes", "DIRECTIONS",
     "InvalidArgument", "OutOfRange", "InvalidAddress", "DoubleFree", "PoolFull", "PeerDown",
     "Timeout", "Mismatch", "Protocol", "Io", "Unavailable", "NotSupported", "PermissionDenied",
     "Unauthenticated", "NotFound", "AlreadyExists", "Cancelled", "NotRegistered", "Cuda",
-    "Internal", "Busy",
+    "Internal", "Busy", "cuda_available", "cuda_status",
 ]
 
 __version__ = "0.1.0"

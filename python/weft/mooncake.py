@@ -64,9 +64,12 @@ __all__ = [
     "SUPPORT_HIP", "SUPPORT_MNNVL", "SUPPORT_MUSA", "SUPPORT_INTRA_NVLINK",
 ]
 
-# What this build can do. The Python package is built without CUDA (pyproject.toml) and the
-# transfer engine's only path is tcp over host memory, so every one of these is False.
-SUPPORT_CUDA = False
+# What this build can do. SUPPORT_CUDA: the package has CUDA (built where nvcc was found) and a
+# GPU is usable here, as weft.cuda_available() says (weft.cuda_status(): why not). Asked once, at
+# import, as Mooncake's constant is fixed; the probe initialises CUDA, so import this module after
+# any fork whose child uses CUDA. The others: no such paths in weft, so False.
+from . import cuda_available as _cuda_available  # noqa: E402
+SUPPORT_CUDA = bool(_cuda_available())
 SUPPORT_EFA = False
 SUPPORT_HIP = False
 SUPPORT_MNNVL = False

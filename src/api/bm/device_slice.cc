@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include "api/cuda_availability.h"
+
 #if WEFT_HAVE_CUDA
 #include "mem/cuda/cuda_api.h"
 #include "mem/cuda/device_segment.h"
@@ -9,6 +11,13 @@
 #endif
 
 namespace weft::bm {
+
+Status DeviceSlicesUsable() {
+  // The probe names the cause (no driver, no GPU visible) so the caller's message says what to fix.
+  if (CudaAvailability cuda = ProbeCuda(); !cuda.available())
+    return Error(Code::kNotSupported, "no CUDA GPU is usable here ({})", cuda.ToString());
+  return OkStatus();
+}
 
 #if WEFT_HAVE_CUDA
 
@@ -22,12 +31,6 @@ DeviceSlice Wrap(std::unique_ptr<mem::cuda::DeviceSegment> seg, uint64_t size) {
   return s;
 }
 }  // namespace
-
-Status DeviceSlicesUsable() {
-  if (!mem::cuda::DevicesPresent())
-    return Error(Code::kNotSupported, "no CUDA GPU is usable on this machine (cudaGetDeviceCount found none)");
-  return OkStatus();
-}
 
 int UsableGpuCount() {
   auto n = mem::cuda::Probe();
@@ -66,10 +69,6 @@ Result<DeviceSlice> ImportDeviceSlice(int fd, uint64_t size, int device) {
 }
 
 #else  // !WEFT_HAVE_CUDA
-
-Status DeviceSlicesUsable() {
-  return Error(Code::kNotSupported, "this build of weft has no CUDA (nvcc was not found when it was built)");
-}
 
 int UsableGpuCount() { return 0; }
 

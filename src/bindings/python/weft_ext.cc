@@ -33,6 +33,7 @@ namespace nb = nanobind;
 using namespace nb::literals;
 
 void BindTrans(nb::module_& m);  // trans_ext.cc: TransferEngine, MetadataServer
+void BindCuda(nb::module_& m);   // cuda_ext.cc: cuda_available, cuda_status
 
 namespace {
 
@@ -389,4 +390,5 @@ NB_MODULE(_weft, m) {
       .def("wait_for_peers", &PyPool::WaitForPeers, "count"_a, "timeout"_a.none());
 
   BindTrans(m);
+  BindCuda(m);
 }

@@ -31,10 +31,8 @@ bool IsDevicePointer(const void* p) { return DevicesPresent() && DeviceOf(p) >= 
 
 int DeviceOfPointer(const void* p) { return DevicesPresent() ? DeviceOf(p) : -1; }
 
-Status DevicesUsable() { return Probe().status(); }
-
 Status SynchronizeStream(uint64_t stream) {
-  if (Status s = DevicesUsable(); !s.ok()) return s;
+  if (auto n = Probe(); !n.ok()) return n.status();
   return CudaStatus(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)),
                     fmt::format("waiting for the work queued on stream {:#x}", stream));
 }

@@ -12,9 +12,6 @@ namespace weft::mem::cuda {
 
 // Whether a GPU is usable in this process (the runtime initialised, at least one device).
 bool DevicesPresent();
-// OK when a GPU is usable; otherwise NOT_SUPPORTED saying why not (no driver, no device, driver
-// older than the runtime). For front ends that must explain a refusal (the Python binding).
-Status DevicesUsable();
 // Whether p points into device memory (cudaMalloc'd, VMM-mapped or managed-on-device); false for
 // host memory, unknown pointers and when there is no GPU. Leaves no CUDA error behind.
 bool IsDevicePointer(const void* p);

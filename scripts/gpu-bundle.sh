@@ -75,13 +75,17 @@ if [ ! -d "$WHEEL_DIR/libucx/lib" ]; then
   fi
 fi
 if [ -d "$WHEEL_DIR/libucx/lib" ]; then
-  mkdir -p "$BUILD/bundle/ucx-cuda/ucx"
+  # The wheel's own layout: its CUDA modules find the CUDA runtime it carries through
+  # $ORIGIN/../../../libucx_cu13.libs, as in a pip install.
+  U="$BUILD/bundle/ucx-cuda"
+  rm -rf "$U" && mkdir -p "$U/libucx/lib/ucx" "$U/libucx_cu13.libs"
   for l in libucp.so.0 libucs.so.0 libuct.so.0 libucm.so.0 libucs_signal.so.0; do
-    cp -L "$WHEEL_DIR/libucx/lib/$l" "$BUILD/bundle/ucx-cuda/$l"
+    cp -L "$WHEEL_DIR/libucx/lib/$l" "$U/libucx/lib/$l"
   done
-  cp -L "$WHEEL_DIR"/libucx/lib/ucx/lib{uct_cuda,ucm_cuda}.so.0 "$BUILD/bundle/ucx-cuda/ucx/"
+  cp -L "$WHEEL_DIR"/libucx/lib/ucx/lib{uct_cuda,ucm_cuda}.so.0 "$U/libucx/lib/ucx/"
+  cp -L "$WHEEL_DIR"/libucx_cu13.libs/libcudart-*.so* "$U/libucx_cu13.libs/"
 fi
-strip --strip-unneeded "$BUILD"/bundle/lib/* "$BUILD"/bundle/ucx-cuda/*.so.* "$BUILD"/bundle/ucx-cuda/ucx/* 2>/dev/null || true
+strip --strip-unneeded "$BUILD"/bundle/lib/* "$BUILD"/bundle/ucx-cuda/libucx/lib/*.so.* "$BUILD"/bundle/ucx-cuda/libucx/lib/ucx/* 2>/dev/null || true
 echo "bundle: $(du -sh "$BUILD/bundle" | cut -f1)"
 ls -la "$BUILD/bundle/bin" "$BUILD/bundle/lib"; ls -la "$BUILD/bundle/ucx-cuda" "$BUILD/bundle/python/weft" 2>/dev/null || true
 # The bundle travels to the GPU machine with the checkout, which must stay under 64 MiB in all.

@@ -73,8 +73,8 @@ run_test device_segment_ipc_test
 run_test pool_device_test
 run_test trans_device_test
 # The ucx transport's device path with a UCX that has CUDA (PyPI's libucx-cu13, when bundled).
-if [ -f "$B/ucx-cuda/libucp.so.0" ]; then
-  WEFT_UCX_LIBRARY="$PWD/$B/ucx-cuda/libucp.so.0" run_labelled "trans_device_test ucx-cuda" trans_device_test \
+if [ -f "$B/ucx-cuda/libucx/lib/libucp.so.0" ]; then
+  WEFT_UCX_LIBRARY="$PWD/$B/ucx-cuda/libucx/lib/libucp.so.0" run_labelled "trans_device_test ucx-cuda" trans_device_test \
     --gtest_filter='*Ucx*'
 else
   record "trans_device_test ucx-cuda" "skip" "-" "libucx-cu13 was not bundled"

@@ -100,7 +100,7 @@ print(weft.cuda_available(), weft.cuda_status(), "| archs", _weft.cuda_architect
     record "python GPU tests" "skip" "-" "pytest is not installed for python3 (pip install pytest)"
   else
     t0=$(date +%s%N)
-    PYTHONPATH="$PWD/$B/python" timeout 900 python3 -m pytest -q -rs "${gpu_tests[@]}" >"$OUTDIR/python_gpu.log" 2>&1
+    PYTHONPATH="$PWD/$B/python" timeout 300 python3 -m pytest -q -rs "${gpu_tests[@]}" >"$OUTDIR/python_gpu.log" 2>&1
     rc=$?
     t1=$(date +%s%N)
     { echo "===== python GPU tests (rc $rc)"; cat "$OUTDIR/python_gpu.log"; } >>"$TESTLOG"

@@ -408,16 +408,22 @@ TEST(TransPaths, UcxCarriesTransfersWhenNamed) {
   EXPECT_TRUE(std::all_of(mb.end() - 32, mb.end(), [](uint8_t v) { return v == 0xEE; }));
 }
 
+// Two engines of this process over ucx (UCX's tcp), with tcp beside it for notifications.
+std::pair<std::unique_ptr<TransferEngine>, std::unique_ptr<TransferEngine>> UcxEnginePair() {
+  ::setenv("UCX_TLS", "tcp", 1);
+  auto a = Make(Opts("ucx,tcp"));
+  auto b = Make(Opts("ucx,tcp"));
+  ::unsetenv("UCX_TLS");
+  return {std::move(a), std::move(b)};
+}
+
 // Memory taken back is refused over ucx before anything is posted, as on the other paths, with
 // nothing written at the peer: a local buffer registered, used, unregistered and freed
 // (NOT_REGISTERED at Submit), and a remote buffer the peer unregistered after we had used it
 // through its rkey, once the peer's new descriptor is known here (INVALID_ADDRESS).
 TEST(TransPaths, UcxRefusesFreedAndUnregisteredMemoryBeforePosting) {
   if (std::string why; !testing::UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
-  ::setenv("UCX_TLS", "tcp", 1);
-  auto a = Make(Opts("ucx,tcp"));
-  auto b = Make(Opts("ucx,tcp"));
-  ::unsetenv("UCX_TLS");
+  auto [a, b] = UcxEnginePair();
   ASSERT_TRUE(a && b);
   const size_t len = 1u << 20;
   std::vector<uint8_t> ma(len), mb(len, 0xEE), gone(len, 0xEE);
@@ -555,10 +561,7 @@ TEST(TransPaths, UcxReachesAPeerRestartedUnderItsName) {
 // this through the rkey; over tcp a protocol of weft's own would be needed).
 TEST(TransPaths, DISABLED_UcxNeverWritesThroughTheRkeyOfAnUnregisteredBuffer) {
   if (std::string why; !testing::UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
-  ::setenv("UCX_TLS", "tcp", 1);
-  auto a = Make(Opts("ucx,tcp"));
-  auto b = Make(Opts("ucx,tcp"));
-  ::unsetenv("UCX_TLS");
+  auto [a, b] = UcxEnginePair();
   ASSERT_TRUE(a && b);
   const size_t len = 1u << 20;
   std::vector<uint8_t> ma(len, 0x5A), gone(len, 0xEE);

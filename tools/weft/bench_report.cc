@@ -168,10 +168,9 @@ void PrintTable(const std::vector<Row>& rows, const Settings& s) {
   std::fflush(stdout);
 }
 
-nlohmann::json ToJson(const MachineInfo& m, const Settings& s, const std::vector<Row>& rows) {
-  using nlohmann::json;
-  json doc;
-  doc["tool"] = "weft bench";
+nlohmann::json RunJson(std::string_view tool, const MachineInfo& m) {
+  nlohmann::json doc;
+  doc["tool"] = tool;
   doc["weft_version"] = m.weft_version;
   doc["command"] = m.command_line;
   doc["argv"] = m.argv;
@@ -185,8 +184,14 @@ nlohmann::json ToJson(const MachineInfo& m, const Settings& s, const std::vector
                     {"numa_nodes", m.numa_nodes},
                     {"transparent_hugepage", m.thp},
                     {"transparent_hugepage_shmem", m.thp_shmem},
-                    {"load_average_at_start", {m.load_before[0], m.load_before[1], m.load_before[2]}},
-                    {"gpu", "none used (host paths only)"}};
+                    {"load_average_at_start", {m.load_before[0], m.load_before[1], m.load_before[2]}}};
+  return doc;
+}
+
+nlohmann::json ToJson(const MachineInfo& m, const Settings& s, const std::vector<Row>& rows) {
+  using nlohmann::json;
+  json doc = RunJson("weft bench", m);
+  doc["machine"]["gpu"] = "none used (host paths only)";
   doc["settings"] = {{"blocks", s.blocks},
                      {"batches", s.batches},
                      {"threads", s.threads},

@@ -81,6 +81,9 @@ void PrintHeader(const MachineInfo& machine, const Settings& settings);
 void PrintTable(const std::vector<Row>& rows, const Settings& settings);
 
 nlohmann::json ToJson(const MachineInfo& machine, const Settings& settings, const std::vector<Row>& rows);
+// The fields every benchmark's JSON starts with: the tool, weft's version, the command line,
+// the start time and the machine (doc["machine"] takes a tool's own fields after).
+nlohmann::json RunJson(std::string_view tool, const MachineInfo& machine);
 Status WriteJson(const std::string& path, const nlohmann::json& doc);
 
 // Runs `python3 scripts/plot_bench.py JSON PNG`. A missing python3, matplotlib or script is

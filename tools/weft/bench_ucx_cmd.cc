@@ -863,25 +863,13 @@ int RunBench(BenchOptions o) {
 
   if (!o.json.empty()) {
     using nlohmann::json;
-    json doc;
-    doc["tool"] = "weft bench-ucx";
-    doc["weft_version"] = machine.weft_version;
-    doc["command"] = machine.command_line;
-    doc["argv"] = machine.argv;
-    doc["started_utc"] = machine.started_utc;
-    doc["machine"] = {{"cpu_model", machine.cpu_model},
-                      {"nproc", machine.nproc},
-                      {"online_cpus", machine.online_cpus},
-                      {"kernel", machine.kernel},
-                      {"hostname", machine.hostname},
-                      {"memory_bytes", machine.memory_bytes},
-                      {"load_average_at_start", {machine.load_before[0], machine.load_before[1], machine.load_before[2]}},
-                      {"ucx_version", (*lib)->version},
-                      {"ucx_library", (*lib)->path},
-                      {"ucx_tls", o.tls},
-                      {"ucx_net_devices", net_devices},
-                      {"perftest_path", perftest},
-                      {"perftest_ucx_version", perftest_version}};
+    json doc = RunJson("weft bench-ucx", machine);
+    doc["machine"].update(json{{"ucx_version", (*lib)->version},
+                               {"ucx_library", (*lib)->path},
+                               {"ucx_tls", o.tls},
+                               {"ucx_net_devices", net_devices},
+                               {"perftest_path", perftest},
+                               {"perftest_ucx_version", perftest_version}});
     doc["settings"] = {{"sizes", *sizes},
                        {"latency_sizes", *lat_sizes},
                        {"rounds", o.rounds},

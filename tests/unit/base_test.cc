@@ -9,6 +9,13 @@
 #include "base/metrics.h"
 #include "base/random.h"
 #include "base/status.h"
+#include "base/worker_pool.h"
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <system_error>
 
 namespace weft {
 namespace {
@@ -159,6 +166,42 @@ TEST(Config, EveryKeyIsDocumented) {
   // The table itself, ranges included.
   EXPECT_NE(text.str().find(ConfigMarkdown()), std::string::npos)
       << "docs/config.md is out of date: regenerate it with `weft config --markdown`";
+}
+
+// A thread that cannot start (here: no address space left for its stack) makes the constructor
+// throw std::system_error, which a caller (the C API's Guard) turns into an error. It used to
+// terminate the process: the threads already started were left joinable. In a child process,
+// under an address-space limit a little above what it uses.
+TEST(WorkerPool, AThreadThatCannotStartIsAnExceptionNotTermination) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "an address-space limit does not combine with ASAN's shadow memory";
+#else
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    long pages = 0;
+    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%ld", &pages) != 1) pages = 0;
+      std::fclose(f);
+    }
+    if (pages == 0) _exit(4);
+    const rlim_t limit = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE)) + (64u << 20);
+    const rlimit rl{limit, limit};
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(5);
+    try {
+      WorkerPool pool(100000);
+      _exit(2);  // every thread started: the limit did not bite
+    } catch (const std::system_error&) {
+      _exit(0);
+    } catch (...) {
+      _exit(3);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child was killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the limit did not bite, 3: another exception, 4/5: setup";
+#endif
 }
 
 TEST(Metrics, CountsAndRendersPrometheusText) {

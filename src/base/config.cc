@@ -111,6 +111,8 @@ Setter IntSetter(Int Config::*field) {
       if (!v.empty() && v[0] == '-') {
         auto r = ParseUnsigned(v.substr(1));
         if (!r.ok()) return r.status();
+        if (*r > static_cast<uint64_t>(std::numeric_limits<Int>::max()))  // no wrap-around into range
+          return Error(Code::kInvalidArgument, "'{}' is too small", v);
         c.*field = -static_cast<Int>(*r);
         return OkStatus();
       }
@@ -287,7 +289,12 @@ Status SetConfigValue(Config& config, const std::string& key, const std::string&
   Config next = config;  // a value out of range leaves config as it was
   Status s = def->set(next, value);
   if (s.ok()) s = def->check(next);
-  if (!s.ok()) return Error(Code::kInvalidArgument, "config key '{}': {}", key, s.message());
+  if (!s.ok()) {
+    // Every refusal names the range, also for text that does not parse ("many", "1e9999").
+    const bool has_range = s.message().find("(valid: ") != std::string::npos;
+    return Error(Code::kInvalidArgument, "config key '{}': {}{}", key, s.message(),
+                 has_range ? std::string() : fmt::format(" (valid: {})", def->key.range));
+  }
   config = std::move(next);
   return OkStatus();
 }

@@ -116,7 +116,8 @@ TEST(Config, ValuesOutOfRangeAreRefusedWithTheKeyAndRange) {
   for (const Case& c : {Case{"copy_threads", "100000", "0..256"}, Case{"tcp_lanes", "0", "1..64"},
                         Case{"tcp_lanes", "100000", "1..64"}, Case{"max_ranks", "0", "1..65536"},
                         Case{"max_ranks", "4000000000", "1..65536"}, Case{"heartbeat_ms", "0", "1..3600000"},
-                        Case{"numa_node", "-2", "-1..1023"}, Case{"rank_size", "2TiB", "1B..1TiB"},
+                        Case{"numa_node", "-2", "-1..1023"}, Case{"numa_node", "-4294967295", "-1..1023"},
+                        Case{"copy_threads", "99999999999999999999999", "0..256"}, Case{"unified_va", "maybe", "true, false"}, Case{"rank_size", "2TiB", "1B..1TiB"},
                         Case{"log_level", "loud", "trace, debug, info, warn, error, off"},
                         Case{"pool_name", "", "1..64 characters"}, Case{"pool_name", "a/b", "no '/'"}}) {
     auto r = LoadConfig("", {{c.key, c.value}});

@@ -62,7 +62,7 @@ Range OneOf(std::string Config::*field, std::vector<std::string> values) {
   return Range{text, [field, values, text](const Config& c) -> Status {
                  for (const auto& v : values)
                    if (c.*field == v) return OkStatus();
-                 return Error(Code::kInvalidArgument, "'{}' is not one of: {}", c.*field, text);
+                 return Error(Code::kInvalidArgument, "'{}' is not one of the values (valid: {})", c.*field, text);
                }};
 }
 

@@ -47,13 +47,19 @@ struct ConfigKey {
   std::string type;         // "bytes", "int", "bool", "string"
   std::string default_value;
   std::string doc;
+  std::string range;        // the values it takes ("1..256", "trace, debug, ..."); others are INVALID_ARGUMENT
 };
 
 // Every key, in documentation order.
 const std::vector<ConfigKey>& ConfigKeys();
 
-// Sets one key from text ("64MiB", "true", "3"). INVALID_ARGUMENT names the key and the value.
+// Sets one key from text ("64MiB", "true", "3"). INVALID_ARGUMENT names the key, the value and,
+// for a value out of range, the range; config is then left as it was.
 Status SetConfigValue(Config& config, const std::string& key, const std::string& value);
+
+// Every key's value within its range (ConfigKey::range). INVALID_ARGUMENT names the first key
+// out of range and its range. LoadConfig and Pool::Join check it.
+Status CheckConfig(const Config& config);
 
 // Builds a Config: defaults < file (JSON object; skipped when path is empty) < environment <
 // overrides. Unknown keys in the file or overrides are INVALID_ARGUMENT.

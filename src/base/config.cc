@@ -4,6 +4,9 @@
 
 #include <cctype>
 #include <cstdlib>
+#include <filesystem>
+#include <limits>
+#include <type_traits>
 #include <fstream>
 #include <functional>
 
@@ -14,10 +17,74 @@ namespace {
 
 using Setter = std::function<Status(Config&, const std::string&)>;
 
+// The range of a key: checks a value already set in a Config (so it serves both a value
+// parsed from text and a Config built directly in C++) and describes it for docs/config.md.
+using Checker = std::function<Status(const Config&)>;
+
+struct Range {
+  std::string text;  // "1..256", "trace, debug, ...": the docs' range column and the error
+  Checker check;     // OK or the reason (without the key: the caller names it)
+};
+
 struct KeyDef {
   ConfigKey key;
   Setter set;
+  Checker check;
 };
+
+template <typename Int>
+Range IntRange(Int Config::*field, int64_t lo, uint64_t hi, std::string note = "") {
+  std::string text = fmt::format("{}..{}{}", lo, hi, note);
+  return Range{text, [field, lo, hi, text](const Config& c) -> Status {
+                 const Int v = c.*field;
+                 const bool low = std::is_signed_v<Int> ? static_cast<int64_t>(v) < lo
+                                                        : static_cast<uint64_t>(v) < static_cast<uint64_t>(lo);
+                 const bool high = !(std::is_signed_v<Int> && static_cast<int64_t>(v) < 0) && static_cast<uint64_t>(v) > hi;
+                 if (low || high) return Error(Code::kInvalidArgument, "{} is out of range (valid: {})", v, text);
+                 return OkStatus();
+               }};
+}
+
+Range BytesRange(uint64_t Config::*field, uint64_t lo, uint64_t hi, std::string note = "") {
+  std::string text = fmt::format("{}..{}{}", FormatBytes(lo), FormatBytes(hi), note);
+  return Range{text, [field, lo, hi, text](const Config& c) -> Status {
+                 const uint64_t v = c.*field;
+                 if (v < lo || v > hi)
+                   return Error(Code::kInvalidArgument, "{} ({} bytes) is out of range (valid: {})", FormatBytes(v), v,
+                                text);
+                 return OkStatus();
+               }};
+}
+
+Range OneOf(std::string Config::*field, std::vector<std::string> values) {
+  std::string text;
+  for (const auto& v : values) text += (text.empty() ? "" : ", ") + v;
+  return Range{text, [field, values, text](const Config& c) -> Status {
+                 for (const auto& v : values)
+                   if (c.*field == v) return OkStatus();
+                 return Error(Code::kInvalidArgument, "'{}' is not one of the values (valid: {})", c.*field, text);
+               }};
+}
+
+// A string of at most max_len bytes (at least min_len), without NUL bytes or any of `banned`.
+Range TextRange(std::string Config::*field, size_t min_len, size_t max_len, std::string banned = "") {
+  std::string text = min_len > 0 ? fmt::format("{}..{} characters", min_len, max_len)
+                                 : fmt::format("at most {} characters", max_len);
+  if (!banned.empty()) text += fmt::format(", no '{}'", banned);
+  return Range{text, [field, min_len, max_len, banned, text](const Config& c) -> Status {
+                 const std::string& v = c.*field;
+                 if (v.size() < min_len || v.size() > max_len)
+                   return Error(Code::kInvalidArgument, "a value of {} characters is out of range (valid: {})", v.size(),
+                                text);
+                 if (v.find('\0') != std::string::npos || v.find_first_of(banned) != std::string::npos)
+                   return Error(Code::kInvalidArgument, "'{}' holds a character that is not allowed (valid: {})", v, text);
+                 return OkStatus();
+               }};
+}
+
+Range AnyBool() {
+  return Range{"true, false", [](const Config&) { return OkStatus(); }};
+}
 
 Result<uint64_t> ParseUnsigned(const std::string& text) {
   if (text.empty()) return Error(Code::kInvalidArgument, "empty number");
@@ -44,6 +111,8 @@ Setter IntSetter(Int Config::*field) {
       if (!v.empty() && v[0] == '-') {
         auto r = ParseUnsigned(v.substr(1));
         if (!r.ok()) return r.status();
+        if (*r > static_cast<uint64_t>(std::numeric_limits<Int>::max()))  // no wrap-around into range
+          return Error(Code::kInvalidArgument, "'{}' is too small", v);
         c.*field = -static_cast<Int>(*r);
         return OkStatus();
       }
@@ -88,83 +157,107 @@ std::string EnvName(const std::string& key) {
   return env;
 }
 
-KeyDef Def(std::string name, std::string type, std::string def, std::string doc, Setter set) {
+KeyDef Def(std::string name, std::string type, std::string def, std::string doc, Setter set, Range range) {
   std::string env = EnvName(name);
-  return KeyDef{ConfigKey{std::move(name), std::move(env), std::move(type), std::move(def), std::move(doc)},
-                std::move(set)};
+  return KeyDef{ConfigKey{std::move(name), std::move(env), std::move(type), std::move(def), std::move(doc),
+                          std::move(range.text)},
+                std::move(set), std::move(range.check)};
 }
 
 const std::vector<KeyDef>& Defs() {
   static const std::vector<KeyDef> defs = {
       Def("pool_name", "string", "weft", "Name of the pool to create or join; peers with another name are refused.",
-          StringSetter(&Config::pool_name)),
+          StringSetter(&Config::pool_name),
+          TextRange(&Config::pool_name, 1, 64, "/")),
       Def("rank_size", "bytes", "256MiB",
           "Host memory each peer contributes to the pool (its slice of the GVA space). All peers of a pool must agree.",
-          BytesSetter(&Config::rank_size)),
+          BytesSetter(&Config::rank_size),
+          BytesRange(&Config::rank_size, 1, 1ull << 40)),
       Def("coordinator", "string", "/tmp/weft-<pool_name>.sock",
           "Where the pool's coordinator is (hosted by the first peer or by `weft meta`): a unix socket path "
           "(one machine; segments are mapped, path shm) or `tcp://host:port` (peers on many machines; needs "
           "`cluster_secret`, and every peer then uses transport=tcp). A host of `tcp://host:0` takes any free port.",
-          StringSetter(&Config::coordinator)),
+          StringSetter(&Config::coordinator),
+          TextRange(&Config::coordinator, 0, 4096)),
       Def("coordinator_listen", "string", "(empty: the host:port of `coordinator`)",
           "For a `tcp://` coordinator: the host:port its host binds, when that differs from the address peers "
           "dial (e.g. `0.0.0.0:7000`).",
-          StringSetter(&Config::coordinator_listen)),
+          StringSetter(&Config::coordinator_listen),
+          TextRange(&Config::coordinator_listen, 0, 4096)),
       Def("peer_name", "string", "(empty: <pool_name>:<pid>.<random>)",
           "This peer's name in the pool. A live peer's name is unique (a second one gets ALREADY_EXISTS); a peer "
           "that restarts under the same name after it was declared gone gets its old rank back if it is free. "
           "The default is new on every join, so without it a restart is a new peer (lowest free rank).",
-          StringSetter(&Config::peer_name)),
+          StringSetter(&Config::peer_name),
+          TextRange(&Config::peer_name, 0, 255)),
       Def("numa_node", "int", "-1", "NUMA node to bind the contributed host memory to; -1 leaves placement to the kernel.",
-          IntSetter(&Config::numa_node)),
+          IntSetter(&Config::numa_node),
+          IntRange(&Config::numa_node, -1, 1023)),
       Def("device_size", "bytes", "0",
           "GPU memory (HBM) this peer contributes to the pool's device region: its device slice, CUDA VMM memory "
           "that same-node peers map by fd. 0: none. At most rank_size rounded up to 2 MiB; needs a CUDA GPU.",
-          BytesSetter(&Config::device_size)),
+          BytesSetter(&Config::device_size),
+          BytesRange(&Config::device_size, 0, 1ull << 40)),
       Def("device", "int", "0", "The GPU that holds this peer's device slice and that it maps peers' slices for.",
-          IntSetter(&Config::device)),
+          IntSetter(&Config::device),
+          IntRange(&Config::device, 0, 1023)),
       Def("gpu_copy_sms", "int", "0",
           "SMs the GPU copy kernels may use (0: all); held through a CUDA green context so that copies leave "
           "the rest of the GPU to the application.",
-          IntSetter(&Config::gpu_copy_sms)),
+          IntSetter(&Config::gpu_copy_sms),
+          IntRange(&Config::gpu_copy_sms, 0, 65535)),
       Def("max_ranks", "int", "64", "Most peers one pool can hold; sets the size of the GVA window.",
-          IntSetter(&Config::max_ranks)),
+          IntSetter(&Config::max_ranks),
+          IntRange(&Config::max_ranks, 1, 65536)),
       Def("gva_base", "int", "35184372088832 (0x200000000000)",
           "First GVA of the pool; also the address at which unified-VA mode maps the pool.",
-          IntSetter(&Config::gva_base)),
+          IntSetter(&Config::gva_base),
+          IntRange(&Config::gva_base, 4096, (1ull << 47) - 1, " (below 2^47)")),
       Def("unified_va", "bool", "false",
           "Map the pool at its GVAs so GVA pointers can be dereferenced; falls back to translation when the window is taken.",
-          BoolSetter(&Config::unified_va)),
-      Def("copy_threads", "int", "4", "Worker threads that split large copies.", IntSetter(&Config::copy_threads)),
+          BoolSetter(&Config::unified_va),
+          AnyBool()),
+      Def("copy_threads", "int", "4", "Worker threads that split large copies.", IntSetter(&Config::copy_threads),
+          IntRange(&Config::copy_threads, 0, 256, " (0: 1)")),
       Def("split_bytes", "bytes", "8MiB", "Copies at least this large are split across the copy threads.",
-          BytesSetter(&Config::split_bytes)),
+          BytesSetter(&Config::split_bytes),
+          BytesRange(&Config::split_bytes, 1, 1ull << 40)),
       Def("heartbeat_ms", "int", "200", "Interval between a peer's heartbeats to the coordinator.",
-          IntSetter(&Config::heartbeat_ms)),
+          IntSetter(&Config::heartbeat_ms),
+          IntRange(&Config::heartbeat_ms, 1, 3600000)),
       Def("peer_timeout_ms", "int", "2000",
           "A peer silent for this long is declared down (copies to it then fail PEER_DOWN). Over tcp it is also "
           "the TCP_USER_TIMEOUT/keepalive bound of the coordinator connection, so half-open links are noticed.",
-          IntSetter(&Config::peer_timeout_ms)),
+          IntSetter(&Config::peer_timeout_ms),
+          IntRange(&Config::peer_timeout_ms, 1, 86400000)),
       Def("deadline_ms", "int", "30000", "Default deadline of a copy, a join and a control call.",
-          IntSetter(&Config::deadline_ms)),
+          IntSetter(&Config::deadline_ms),
+          IntRange(&Config::deadline_ms, 0, 86400000)),
       Def("log_paths", "bool", "false", "Log the path chosen for every copy (also WEFT_LOG_PATHS=1).",
-          BoolSetter(&Config::log_paths)),
-      Def("log_level", "string", "warn", "trace, debug, info, warn, error or off.", StringSetter(&Config::log_level)),
+          BoolSetter(&Config::log_paths),
+          AnyBool()),
+      Def("log_level", "string", "warn", "trace, debug, info, warn, error or off.", StringSetter(&Config::log_level),
+          OneOf(&Config::log_level, {"trace", "debug", "info", "warn", "error", "off"})),
       Def("transport", "string", "auto",
           "How the pool reaches other peers' slices. `auto` or `shm`: same-node peers map each other's memory "
           "(path shm); `tcp` (or another transport with remote regions, see Transports below): every other "
           "peer's slices are regions of it reached through that transport; with tcp, through its TCP data "
           "server, so one host can exercise the cross-node path. A name this build lacks is NOT_SUPPORTED, "
           "naming the transports it has.",
-          StringSetter(&Config::transport)),
+          StringSetter(&Config::transport),
+          TextRange(&Config::transport, 1, 64)),
       Def("data_address", "string", "127.0.0.1:0",
           "host:port of this peer's TCP data server (port 0: any free port); the address other peers use.",
-          StringSetter(&Config::data_address)),
+          StringSetter(&Config::data_address),
+          TextRange(&Config::data_address, 0, 4096)),
       Def("cluster_secret", "string", "(empty)",
           "Shared secret that peers prove with HMAC-SHA256 before any TCP access; required with transport=tcp. "
           "Never logged.",
-          StringSetter(&Config::cluster_secret)),
+          StringSetter(&Config::cluster_secret),
+          TextRange(&Config::cluster_secret, 0, 4096)),
       Def("tcp_lanes", "int", "4", "TCP connections per peer pair; large copies are sliced and striped over them.",
-          IntSetter(&Config::tcp_lanes)),
+          IntSetter(&Config::tcp_lanes),
+          IntRange(&Config::tcp_lanes, 1, 64)),
   };
   return defs;
 }
@@ -193,17 +286,47 @@ const std::vector<ConfigKey>& ConfigKeys() {
 Status SetConfigValue(Config& config, const std::string& key, const std::string& value) {
   const KeyDef* def = FindDef(key);
   if (!def) return Error(Code::kInvalidArgument, "unknown config key '{}' (see docs/config.md)", key);
-  Status s = def->set(config, value);
-  if (!s.ok()) return Error(Code::kInvalidArgument, "config key '{}': {}", key, s.message());
+  Config next = config;  // a value out of range leaves config as it was
+  Status s = def->set(next, value);
+  if (s.ok()) s = def->check(next);
+  if (!s.ok()) {
+    // Every refusal names the range, also for text that does not parse ("many", "1e9999").
+    const bool has_range = s.message().find("(valid: ") != std::string::npos;
+    return Error(Code::kInvalidArgument, "config key '{}': {}{}", key, s.message(),
+                 has_range ? std::string() : fmt::format(" (valid: {})", def->key.range));
+  }
+  config = std::move(next);
+  return OkStatus();
+}
+
+Status CheckConfig(const Config& config) {
+  for (const auto& d : Defs()) {
+    Status s = d.check(config);
+    if (!s.ok()) return Error(Code::kInvalidArgument, "config key '{}': {}", d.key.name, s.message());
+  }
   return OkStatus();
 }
 
 Result<Config> LoadConfig(const std::string& file_path, const std::map<std::string, std::string>& overrides) {
   Config config;
   if (!file_path.empty()) {
+    std::error_code ec;
+    const auto kind = std::filesystem::status(file_path, ec).type();
+    if (kind == std::filesystem::file_type::not_found)
+      return Error(Code::kNotFound, "config file '{}' does not exist (give the path of a JSON file)", file_path);
+    if (kind == std::filesystem::file_type::directory)
+      return Error(Code::kInvalidArgument, "config file '{}' is a directory (give the path of a JSON file)", file_path);
+    if (!ec && kind != std::filesystem::file_type::regular && kind != std::filesystem::file_type::symlink)
+      return Error(Code::kInvalidArgument, "config file '{}' is not a regular file (give the path of a JSON file)",
+                   file_path);
     std::ifstream in(file_path);
     if (!in) return Error(Code::kNotFound, "config file '{}' cannot be opened", file_path);
-    nlohmann::json doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    nlohmann::json doc;
+    try {  // a read error (EIO, EISDIR on a path that became a directory) throws std::ios_failure
+      doc = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    } catch (const std::exception& e) {
+      return Error(Code::kIo, "config file '{}' cannot be read: {}", file_path, e.what());
+    }
     if (doc.is_discarded() || !doc.is_object())
       return Error(Code::kInvalidArgument, "config file '{}' is not a JSON object", file_path);
     for (auto& [key, value] : doc.items()) {
@@ -216,6 +339,7 @@ Result<Config> LoadConfig(const std::string& file_path, const std::map<std::stri
       WEFT_RETURN_IF_ERROR(SetConfigValue(config, d.key.name, env).Annotate(d.key.env));
   }
   for (const auto& [key, value] : overrides) WEFT_RETURN_IF_ERROR(SetConfigValue(config, key, value));
+  WEFT_RETURN_IF_ERROR(CheckConfig(config));
   if (config.rank_size == 0) return Error(Code::kInvalidArgument, "rank_size must be positive");
   if (config.max_ranks == 0) return Error(Code::kInvalidArgument, "max_ranks must be positive");
   if (config.copy_threads == 0) config.copy_threads = 1;
@@ -252,9 +376,10 @@ std::string FormatBytes(uint64_t bytes) {
 }
 
 std::string ConfigMarkdown() {
-  std::string out = "| key | environment | type | default | meaning |\n|---|---|---|---|---|\n";
+  std::string out = "| key | environment | type | default | range | meaning |\n|---|---|---|---|---|---|\n";
   for (const auto& k : ConfigKeys())
-    out += fmt::format("| `{}` | `{}` | {} | `{}` | {} |\n", k.name, k.env, k.type, k.default_value, k.doc);
+    out += fmt::format("| `{}` | `{}` | {} | `{}` | {} | {} |\n", k.name, k.env, k.type, k.default_value, k.range,
+                       k.doc);
   return out;
 }
 

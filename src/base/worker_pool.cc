@@ -4,7 +4,21 @@ namespace weft {
 
 WorkerPool::WorkerPool(unsigned threads) {
   if (threads == 0) threads = 1;
-  for (unsigned i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+  threads_.reserve(threads);
+  try {
+    for (unsigned i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+  } catch (...) {
+    // A thread that cannot be started (std::system_error: EAGAIN) must not leave the started
+    // ones joinable: destroying a joinable std::thread terminates the process. Stop and join
+    // them, then let the caller see the exception.
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+    throw;
+  }
 }
 
 WorkerPool::~WorkerPool() {

@@ -93,6 +93,13 @@ TEST(Cli, RouteExplainsThePathAndMetaServesPeers) {
   CommandRun past = RunCommand(std::string(WEFT_BINARY) + " route 0x2000003ff800 local --len 4096" + flags);
   EXPECT_EQ(past.exit_code, 1) << past.output;
   EXPECT_NE(past.output.find("no route: OUT_OF_RANGE"), std::string::npos) << past.output;
+  // --len is only a number to route: 1 TiB used to be allocated (bad_alloc, abort) as "local".
+  CommandRun huge = RunCommand(std::string(WEFT_BINARY) + " route local local --len 1TiB" + flags);
+  EXPECT_EQ(huge.exit_code, 0) << huge.output;
+  EXPECT_NE(huge.output.find("LH -> LH"), std::string::npos) << huge.output;
+  CommandRun huge_gva = RunCommand(std::string(WEFT_BINARY) + " route 0x200000000000 local --len 1TiB" + flags);
+  EXPECT_EQ(huge_gva.exit_code, 1) << huge_gva.output;
+  EXPECT_NE(huge_gva.output.find("no route: OUT_OF_RANGE"), std::string::npos) << huge_gva.output;
   std::system(("pkill -f 'weft meta --set pool_name=" + pool + "'").c_str());
   pclose(meta);
 }
@@ -185,6 +192,45 @@ TEST(Cli, ConfigNamesTheBadKey) {
   CommandRun bad = RunCommand("WEFT_COPY_THREADS=many " + std::string(WEFT_BINARY) + " config");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.output.find("WEFT_COPY_THREADS"), std::string::npos) << bad.output;
+}
+
+// Bad input is refused with a message saying why, never silently changed or ignored.
+TEST(Cli, BadFlagsAndConfigValuesAreRefusedWithWhy) {
+  const std::string weft = WEFT_BINARY;
+  CommandRun size = RunCommand(weft + " trans-serve --size -1");
+  EXPECT_EQ(size.exit_code, 2) << size.output;
+  EXPECT_NE(size.output.find("--size"), std::string::npos) << size.output;
+  CommandRun zero = RunCommand(weft + " trans-serve --size 0");
+  EXPECT_EQ(zero.exit_code, 2) << zero.output;
+  EXPECT_NE(zero.output.find("at least 1 byte"), std::string::npos) << zero.output;
+
+  CommandRun level = RunCommand("WEFT_LOG_LEVEL=loud " + weft + " config");
+  EXPECT_EQ(level.exit_code, 1) << level.output;
+  EXPECT_NE(level.output.find("log_level"), std::string::npos) << level.output;
+  EXPECT_NE(level.output.find("trace, debug, info, warn, error, off"), std::string::npos) << level.output;
+  CommandRun threads = RunCommand("WEFT_COPY_THREADS=100000 " + weft + " config");
+  EXPECT_EQ(threads.exit_code, 1) << threads.output;
+  EXPECT_NE(threads.output.find("0..256"), std::string::npos) << threads.output;
+
+  CommandRun dir = RunCommand(weft + " config --file /tmp");
+  EXPECT_EQ(dir.exit_code, 1) << dir.output;
+  EXPECT_NE(dir.output.find("is a directory"), std::string::npos) << dir.output;
+  CommandRun dir_flag = RunCommand(weft + " route local local --config /tmp");
+  EXPECT_EQ(dir_flag.exit_code, 2) << dir_flag.output;
+  EXPECT_NE(dir_flag.output.find("is a directory"), std::string::npos) << dir_flag.output;
+
+  CommandRun lanes = RunCommand(weft + " bench-tcp --lanes 0");
+  EXPECT_EQ(lanes.exit_code, 2) << lanes.output;
+  EXPECT_NE(lanes.output.find("--lanes 0 is out of range (1..64)"), std::string::npos) << lanes.output;
+}
+
+// pool_name names the demo's pool (it used to be replaced by demo-<pid> without a word).
+TEST(Cli, DemoHonoursPoolName) {
+  const std::string pool = "cli-demo-" + std::to_string(getpid());
+  CommandRun r = RunCommand(std::string(WEFT_BINARY) + " demo --peers 2 --size 16MiB --set pool_name=" + pool);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("pool '" + pool + "'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("every direction verified"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -472,3 +472,50 @@ def test_module_tables():
     assert weft.codes["OK"] == 0 and weft.codes["INTERNAL"] == 20
     assert weft.DIRECTIONS[:4] == ("AUTO", "LH2LH", "LH2GH", "GH2LH")
     assert len(weft.DIRECTIONS) == 17
+
+
+# ---- ints that are neither GVAs nor local memory -----------------------------------------------
+
+# Runs in a child process: before the fix, the first copy dereferenced the wild int and killed the
+# interpreter (SIGSEGV), which must fail this test rather than end pytest.
+WILD_INT_SCRIPT = r"""
+import sys
+import numpy as np
+import weft
+
+with weft.Pool(pool_name=sys.argv[1], rank_size="8MiB", mode="host") as pool:
+    gva = pool.alloc(4096)
+    buf = bytearray(b"x" * 4096)
+    arr = np.zeros(4096, dtype=np.uint8)
+    cases = [
+        ("past the window as dst", lambda: pool.copy(gva + (1 << 40), buf)),
+        ("past the window as src", lambda: pool.copy(buf, gva + (1 << 40))),
+        ("in a batch", lambda: pool.copy_batch([(gva, gva + (1 << 40), 4096)])),
+        ("async", lambda: pool.copy_async(gva + (1 << 40), buf).wait()),
+        ("a local range running off its mapping", lambda: pool.copy(gva, arr.ctypes.data, 1 << 40)),
+    ]
+    for what, call in cases:
+        try:
+            call()
+            print("ACCEPTED", what, flush=True)
+        except weft.InvalidAddress as e:
+            assert "neither inside the window" in str(e) and "pass the buffer" in str(e), str(e)
+            print("REFUSED", what, flush=True)
+    # What is right still works: a GVA, and an int that is a mapped local pointer.
+    pool.copy(gva, buf)
+    back = np.zeros(4096, dtype=np.uint8)
+    pool.copy(back.ctypes.data, gva, 4096)
+    assert bytes(back) == bytes(buf)
+    pool.free(gva)
+print("DONE", flush=True)
+"""
+
+
+def test_a_wild_int_is_invalid_address_not_a_crash():
+    proc = subprocess.run([sys.executable, "-c", WILD_INT_SCRIPT, unique_name("wild")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, f"the child died ({proc.returncode}): {proc.stdout}\n{proc.stderr}"
+    lines = proc.stdout.splitlines()
+    assert [line for line in lines if line.startswith("ACCEPTED")] == [], proc.stdout
+    assert sum(line.startswith("REFUSED") for line in lines) == 5, proc.stdout
+    assert lines[-1] == "DONE", proc.stdout

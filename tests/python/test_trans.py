@@ -481,3 +481,39 @@ def test_transports_option():
     finally:
         a.close()
         b.close()
+
+
+# Runs in a child process, so that a wild int that were dereferenced would fail this test rather
+# than kill pytest: the engine checks an int local address against registered memory.
+WILD_LOCAL_SCRIPT = r"""
+import weft
+
+a = weft.TransferEngine("127.0.0.1", metadata="P2PHANDSHAKE", allow_unauthenticated=True)
+b = weft.TransferEngine("127.0.0.1", metadata="P2PHANDSHAKE", allow_unauthenticated=True)
+local = bytearray(4096)
+a.register_memory(local)
+sink = bytearray(4096)
+sink_addr = b.register_memory(sink)
+handle = a.open_segment(b.name)
+for op in ("write", "read"):
+    for wild in (0x200000000000 + (1 << 40), 0x7F0000001000, 0x1000):
+        try:
+            a.transfer([(op, wild, handle, sink_addr, 8)])
+            print("ACCEPTED", op, hex(wild), flush=True)
+        except (weft.NotRegistered, weft.InvalidAddress) as e:
+            print("REFUSED", op, hex(wild), type(e).__name__, flush=True)
+a.transfer([("write", local, handle, sink_addr)])  # a registered buffer still works
+a.close()
+b.close()
+print("DONE", flush=True)
+"""
+
+
+def test_a_wild_int_local_address_is_refused_not_dereferenced():
+    proc = subprocess.run([sys.executable, "-c", WILD_LOCAL_SCRIPT], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "WEFT_CLUSTER_SECRET"})
+    assert proc.returncode == 0, f"the child died ({proc.returncode}): {proc.stdout}\n{proc.stderr}"
+    lines = proc.stdout.splitlines()
+    assert [line for line in lines if line.startswith("ACCEPTED")] == [], proc.stdout
+    assert sum(line.startswith("REFUSED") for line in lines) == 6, proc.stdout
+    assert lines[-1] == "DONE", proc.stdout

@@ -9,6 +9,13 @@
 #include "base/metrics.h"
 #include "base/random.h"
 #include "base/status.h"
+#include "base/worker_pool.h"
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <system_error>
 
 namespace weft {
 namespace {
@@ -98,6 +105,56 @@ TEST(Config, RejectsBadInputWithTheKeyNamed) {
   EXPECT_NE(env.status().message().find("WEFT_RANK_SIZE"), std::string::npos);
 }
 
+// Every key has a range; a value outside it is INVALID_ARGUMENT naming the key and the range
+// (copy_threads=100000 used to start 100000 threads and terminate the process).
+TEST(Config, ValuesOutOfRangeAreRefusedWithTheKeyAndRange) {
+  struct Case {
+    const char* key;
+    const char* value;
+    const char* range;
+  };
+  for (const Case& c : {Case{"copy_threads", "100000", "0..256"}, Case{"tcp_lanes", "0", "1..64"},
+                        Case{"tcp_lanes", "100000", "1..64"}, Case{"max_ranks", "0", "1..65536"},
+                        Case{"max_ranks", "4000000000", "1..65536"}, Case{"heartbeat_ms", "0", "1..3600000"},
+                        Case{"numa_node", "-2", "-1..1023"}, Case{"numa_node", "-4294967295", "-1..1023"},
+                        Case{"copy_threads", "99999999999999999999999", "0..256"}, Case{"unified_va", "maybe", "true, false"}, Case{"rank_size", "2TiB", "1B..1TiB"},
+                        Case{"log_level", "loud", "trace, debug, info, warn, error, off"},
+                        Case{"pool_name", "", "1..64 characters"}, Case{"pool_name", "a/b", "no '/'"}}) {
+    auto r = LoadConfig("", {{c.key, c.value}});
+    ASSERT_FALSE(r.ok()) << c.key << "=" << c.value << " was accepted";
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << r.status().ToString();
+    EXPECT_NE(r.status().message().find(c.key), std::string::npos) << r.status().ToString();
+    EXPECT_NE(r.status().message().find(c.range), std::string::npos) << r.status().ToString();
+    Config config;
+    EXPECT_EQ(SetConfigValue(config, c.key, c.value).code(), Code::kInvalidArgument) << c.key << "=" << c.value;
+  }
+  // The bounds themselves are in range; a refused value leaves the config as it was.
+  Config config;
+  EXPECT_TRUE(SetConfigValue(config, "copy_threads", "256").ok());
+  EXPECT_FALSE(SetConfigValue(config, "copy_threads", "257").ok());
+  EXPECT_EQ(config.copy_threads, 256u);
+  for (const char* level : {"trace", "debug", "info", "warn", "error", "off"})
+    EXPECT_TRUE(SetConfigValue(config, "log_level", level).ok()) << level;
+  // A Config built in C++ is checked too (Pool::Join calls CheckConfig).
+  Config direct;
+  direct.copy_threads = 100000;
+  Status s = CheckConfig(direct);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("copy_threads"), std::string::npos) << s.ToString();
+  EXPECT_TRUE(CheckConfig(Config{}).ok()) << CheckConfig(Config{}).ToString();
+  // Every key documents its range.
+  for (const auto& key : ConfigKeys()) EXPECT_FALSE(key.range.empty()) << key.name;
+}
+
+// A config path that is a directory is refused with a reason, not std::ios_failure.
+TEST(Config, ADirectoryAsConfigFileIsRefused) {
+  auto r = LoadConfig("/tmp");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("is a directory"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("/tmp"), std::string::npos) << r.status().ToString();
+}
+
 TEST(Config, EveryKeyIsDocumented) {
   std::ifstream f(WEFT_SOURCE_DIR "/docs/config.md");
   ASSERT_TRUE(f) << "docs/config.md is missing";
@@ -107,6 +164,45 @@ TEST(Config, EveryKeyIsDocumented) {
     EXPECT_NE(text.str().find("`" + key.name + "`"), std::string::npos) << key.name << " is not in docs/config.md";
     EXPECT_NE(text.str().find(key.env), std::string::npos) << key.env << " is not in docs/config.md";
   }
+  // The table itself, ranges included.
+  EXPECT_NE(text.str().find(ConfigMarkdown()), std::string::npos)
+      << "docs/config.md is out of date: regenerate it with `weft config --markdown`";
+}
+
+// A thread that cannot start (here: no address space left for its stack) makes the constructor
+// throw std::system_error, which a caller (the C API's Guard) turns into an error. It used to
+// terminate the process: the threads already started were left joinable. In a child process,
+// under an address-space limit a little above what it uses.
+TEST(WorkerPool, AThreadThatCannotStartIsAnExceptionNotTermination) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "an address-space limit does not combine with ASAN's shadow memory";
+#else
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    long pages = 0;
+    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%ld", &pages) != 1) pages = 0;
+      std::fclose(f);
+    }
+    if (pages == 0) _exit(4);
+    const rlim_t limit = static_cast<rlim_t>(pages) * static_cast<rlim_t>(sysconf(_SC_PAGESIZE)) + (64u << 20);
+    const rlimit rl{limit, limit};
+    if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(5);
+    try {
+      WorkerPool pool(100000);
+      _exit(2);  // every thread started: the limit did not bite
+    } catch (const std::system_error&) {
+      _exit(0);
+    } catch (...) {
+      _exit(3);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child was killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the limit did not bite, 3: another exception, 4/5: setup";
+#endif
 }
 
 TEST(Metrics, CountsAndRendersPrometheusText) {

@@ -110,6 +110,30 @@ TEST(CApi, ConfigOverridesEnvironment) {
   unsetenv("WEFT_POOL_NAME");
 }
 
+// copy_threads=100000 used to terminate the host process in weft_pool_join (a thread that could
+// not start left joinable std::threads behind). Every key has a range: the value is refused by
+// weft_config_set, and by weft_pool_join when it comes from the environment.
+TEST(CApi, ConfigValuesOutOfRangeAreErrorsNotAborts) {
+  ConfigPtr cfg;
+  EXPECT_EQ(weft_config_set(cfg.c, "copy_threads", "100000"), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(weft_last_error()).find("copy_threads"), std::string::npos) << weft_last_error();
+  EXPECT_NE(std::string(weft_last_error()).find("0..256"), std::string::npos) << weft_last_error();
+  EXPECT_EQ(weft_config_set(cfg.c, "log_level", "loud"), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(weft_last_error()).find("trace, debug, info, warn, error, off"), std::string::npos)
+      << weft_last_error();
+  const std::string name = UniqueName("range");
+  ASSERT_EQ(weft_config_set(cfg.c, "pool_name", name.c_str()), WEFT_OK);
+  ASSERT_EQ(weft_config_set(cfg.c, "rank_size", "1MiB"), WEFT_OK);
+  setenv("WEFT_COPY_THREADS", "100000", 1);
+  weft_pool* pool = nullptr;
+  const int rc = weft_pool_join(cfg.c, WEFT_JOIN_HOST, &pool);
+  unsetenv("WEFT_COPY_THREADS");
+  EXPECT_EQ(rc, WEFT_E_INVALID_ARGUMENT) << weft_last_error();
+  EXPECT_NE(std::string(weft_last_error()).find("copy_threads"), std::string::npos) << weft_last_error();
+  EXPECT_EQ(pool, nullptr);
+  weft_pool_free(pool);
+}
+
 TEST(CApi, JoinErrors) {
   ConfigPtr cfg;
   const std::string name = UniqueName("nobody");

@@ -374,7 +374,7 @@ void AddBenchTcp(CLI::App& app, Runner* run) {
   };
   auto o = std::make_shared<Options>();
   auto* cmd = app.add_subcommand("bench-tcp", "Bandwidth and latency of the TCP data plane against raw sockets");
-  cmd->add_option("--lanes", o->lanes, "Connections per peer (weft) and for the raw baseline");
+  cmd->add_option("--lanes", o->lanes, "Connections per peer (weft) and for the raw baseline (1..64)");
   cmd->add_option("--slice", o->slice, "Slice size of the weft client");
   cmd->add_option("--parallel-min", o->parallel_min,
                   "Calls of at least this size get one thread per lane (0: the caller drives every lane)");
@@ -393,8 +393,19 @@ void AddBenchTcp(CLI::App& app, Runner* run) {
         fmt::print(stderr, "weft bench-tcp: bad size option\n");
         return 2;
       }
-      return RunBench(std::max(1, o->lanes), *slice, *parallel_min, *lo, *hi, o->seconds, std::max(1, o->rounds),
-                      std::max(1, o->server_threads));
+      // Counts out of range are refused, never quietly changed into others.
+      struct Count {
+        const char* flag;
+        int value, lo, hi;
+      };
+      for (const Count& c : {Count{"--lanes", o->lanes, 1, 64}, Count{"--rounds", o->rounds, 1, 1000},
+                             Count{"--server-threads", o->server_threads, 1, 256}}) {
+        if (c.value < c.lo || c.value > c.hi) {
+          fmt::print(stderr, "weft bench-tcp: {} {} is out of range ({}..{})\n", c.flag, c.value, c.lo, c.hi);
+          return 2;
+        }
+      }
+      return RunBench(o->lanes, *slice, *parallel_min, *lo, *hi, o->seconds, o->rounds, o->server_threads);
     };
   });
 }

@@ -507,7 +507,10 @@ int RunDemo(const DemoOptions& o) {
   if (!base) return 2;
   auto sizes = ParseDemoSizes(o.size, o.block);
   if (!sizes) return 2;
-  const std::string pool_name = fmt::format("demo-{}", getpid());
+  // pool_name (--set pool_name=..., WEFT_POOL_NAME or the config file) names the demo's pool;
+  // left at its default, each run gets a fresh one so that demos never meet.
+  const std::string pool_name =
+      base->pool_name != Config{}.pool_name ? base->pool_name : fmt::format("demo-{}", getpid());
   Config config = DemoConfig(*base, pool_name, fmt::format("/tmp/weft-{}.sock", pool_name), sizes->size);
   // Declared before the pool so that the namespaces outlive it.
   PeerHosts hosts = PlacePeers(o.nodes, config);

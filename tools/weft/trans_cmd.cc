@@ -942,9 +942,14 @@ void AddTrans(CLI::App& app, Runner* run) {
     config->Register(*cmd);
     cmd->callback([=] {
       *run = [=]() -> int {
-        auto c = config->Load();
+        auto c = config->Load();  // prints why on failure
+        if (!c) return 2;
         auto n = ParseBytes(*size);
-        if (!c || !n.ok() || *n == 0) return 2;
+        if (!n.ok() || *n == 0) {
+          fmt::print(stderr, "weft trans-serve: --size: {}\n",
+                     n.ok() ? std::string("the buffer must hold at least 1 byte (try 64MiB)") : n.status().message());
+          return 2;
+        }
         return Serve(*flags, *c, *n, *lifeline, *location);
       };
     });

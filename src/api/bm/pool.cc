@@ -26,6 +26,7 @@
 #include "transport/ucx/ucx_transport.h"
 #endif
 #include "api/bm/pool_coordinator.h"
+#include "gva/live_windows.h"
 #include "meta/coordinator_client.h"
 
 namespace weft::bm {
@@ -33,6 +34,7 @@ namespace weft::bm {
 struct Pool::Impl {
   Config config;
   gva::Layout layout;
+  gva::LiveWindows::Claim window_claim;  // lets the Python binding tell our GVAs from local pointers
   MetricsRegistry metrics;
   std::unique_ptr<mem::VaReservation> window;  // unified-VA mode only
   std::unique_ptr<mem::HostSegment> own_segment;
@@ -527,6 +529,7 @@ Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
 
 Result<std::unique_ptr<Pool>> PoolAccess::Join(const Config& given, JoinMode mode,
                                                const transport::Registry& registry) {
+  WEFT_RETURN_IF_ERROR(CheckConfig(given));  // a Config built in C++ gets the ranges LoadConfig checks
   auto impl = std::make_unique<Pool::Impl>();
   impl->config = given;
   Config& config = impl->config;
@@ -535,6 +538,7 @@ Result<std::unique_ptr<Pool>> PoolAccess::Join(const Config& given, JoinMode mod
   if (control.tcp) WEFT_RETURN_IF_ERROR(FitConfigToTcpCoordinator(config, control));
   WEFT_ASSIGN_OR_RETURN(impl->network, CheckPoolTransport(config, registry));
   WEFT_ASSIGN_OR_RETURN(impl->layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
+  impl->window_claim = gva::LiveWindows::Claim(impl->layout.base(), impl->layout.end());
 
   impl->ReserveUnifiedVa();
   WEFT_ASSIGN_OR_RETURN(impl->own_segment,

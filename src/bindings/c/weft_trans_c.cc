@@ -108,14 +108,16 @@ void weft_trans_free(weft_trans* engine) {
 int weft_trans_name(const weft_trans* engine, char* buf, size_t buf_size) {
   WEFT_C_REQUIRE_ENGINE(engine);
   if (buf == nullptr && buf_size != 0) return NullArgument(__func__, "buf");
-  const std::string& name = engine->engine->name();
-  if (buf_size > 0) std::snprintf(buf, buf_size, "%s", name.c_str());
-  return static_cast<int>(name.size());
+  return Guard(__func__, [&]() -> int {
+    const std::string& name = engine->engine->name();
+    if (buf_size > 0) std::snprintf(buf, buf_size, "%s", name.c_str());
+    return static_cast<int>(name.size());
+  });
 }
 
 int weft_trans_rpc_port(const weft_trans* engine) {
   WEFT_C_REQUIRE_ENGINE(engine);
-  return engine->engine->rpc_port();
+  return Guard(__func__, [&]() -> int { return engine->engine->rpc_port(); });
 }
 
 int weft_trans_register(weft_trans* engine, void* addr, uint64_t length, const char* location,

@@ -20,6 +20,7 @@
 #include "base/clock.h"
 #include "base/status.h"
 #include "engine/engine.h"
+#include "bindings/python/local_memory.h"
 
 namespace weft::pyext {
 
@@ -94,6 +95,7 @@ struct Mem {
   bool has_view = false;
   nb::object keep;
   std::optional<nb::ndarray<nb::c_contig>> tensor;
+  bool local_int = false;  // an int that is no GVA: a local pointer, proven mapped before use
 
   Mem() = default;
   Mem(const Mem&) = delete;
@@ -139,6 +141,16 @@ inline void FromArrayInterface(Mem& m, nb::handle iface, bool writable, const ch
   m.size = n;
 }
 
+// An int that is not a GVA is used as a local pointer only when [addr, addr + len) is mapped
+// in this process; otherwise INVALID_ADDRESS, never a dereference of a wild pointer.
+inline void CheckLocalInt(const Mem& m, uint64_t len, const char* what) {
+  if (!m.local_int || RangeIsMapped(m.addr, len)) return;
+  RaiseCode(Code::kInvalidAddress,
+            "{}: the int {:#x} (+{} bytes) is neither inside the window of a pool of this process (a GVA) nor "
+            "mapped local memory; pass the buffer or tensor itself instead of an address",
+            what, m.addr, len);
+}
+
 // `what` names the argument in messages ("dst"); a destination must be writable.
 inline MemPtr Resolve(nb::handle obj, bool writable, const char* what) {
   auto m = std::make_unique<Mem>();
@@ -146,6 +158,10 @@ inline MemPtr Resolve(nb::handle obj, bool writable, const char* what) {
   if (PyBool_Check(o)) throw nb::type_error(fmt::format("{}: a bool is not an address", what).c_str());
   if (PyLong_Check(o)) {
     m->addr = ToU64(obj, what);
+    // An int is a GVA or a local pointer. One outside every pool's window is a local pointer,
+    // which the Pool's copies (LengthOf) prove mapped once the length is known. The transfer
+    // engine checks its ints against registered memory instead. 0 is left to the engine (null).
+    m->local_int = m->addr != 0 && !IsPoolGva(m->addr);
     return m;
   }
   if (PyObject_CheckBuffer(o)) {
@@ -192,9 +208,17 @@ inline MemPtr Resolve(nb::handle obj, bool writable, const char* what) {
                            .c_str());
 }
 
-// The length of a copy: the given one (checked against the sizes that are known), else the
-// size of the end(s) that have one.
+// The length of a Pool copy: the given one (checked against the sizes that are known), else the
+// size of the end(s) that have one. An end given as an int that is no GVA must be mapped local
+// memory for that length (INVALID_ADDRESS otherwise).
+inline uint64_t LengthOfEnds(const Mem& dst, const Mem& src, std::optional<uint64_t> length);
 inline uint64_t LengthOf(const Mem& dst, const Mem& src, std::optional<uint64_t> length) {
+  const uint64_t len = LengthOfEnds(dst, src, length);
+  CheckLocalInt(dst, len, "dst");
+  CheckLocalInt(src, len, "src");
+  return len;
+}
+inline uint64_t LengthOfEnds(const Mem& dst, const Mem& src, std::optional<uint64_t> length) {
   if (length) {
     if (dst.size && *length > *dst.size)
       RaiseCode(Code::kOutOfRange, "length {} is larger than the destination ({} bytes)", *length, *dst.size);

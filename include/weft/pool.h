@@ -61,6 +61,8 @@ class Pool {
   Result<uint64_t> SliceAddress(uint32_t rank, Medium medium = Medium::kHost) const;
   // Bytes of this peer's device slice (config device_size; 0 without one).
   uint64_t device_size() const;
+  // Whether addr lies in this pool's GVA window (then it is a GVA, never a local pointer).
+  bool InWindow(uint64_t addr) const;
   // Whether a rank's slice of a medium is reachable from here and up: mapped, or reached over the
   // network path (a same-node peer's device slice is mapped only where a GPU is present).
   bool HasSlice(uint32_t rank, Medium medium = Medium::kHost) const;

@@ -499,7 +499,7 @@ with weft.Pool(pool_name=sys.argv[1], rank_size="8MiB", mode="host") as pool:
             call()
             print("ACCEPTED", what, flush=True)
         except weft.InvalidAddress as e:
-            assert "neither inside the window" in str(e) and "pass the buffer" in str(e), str(e)
+            assert "neither inside this pool's window" in str(e) and "pass the buffer" in str(e), str(e)
             print("REFUSED", what, flush=True)
     # What is right still works: a GVA, and an int that is a mapped local pointer.
     pool.copy(gva, buf)

@@ -26,7 +26,6 @@
 #include "transport/ucx/ucx_transport.h"
 #endif
 #include "api/bm/pool_coordinator.h"
-#include "gva/live_windows.h"
 #include "meta/coordinator_client.h"
 
 namespace weft::bm {
@@ -34,7 +33,6 @@ namespace weft::bm {
 struct Pool::Impl {
   Config config;
   gva::Layout layout;
-  gva::LiveWindows::Claim window_claim;  // lets the Python binding tell our GVAs from local pointers
   MetricsRegistry metrics;
   std::unique_ptr<mem::VaReservation> window;  // unified-VA mode only
   std::unique_ptr<mem::HostSegment> own_segment;
@@ -538,7 +536,6 @@ Result<std::unique_ptr<Pool>> PoolAccess::Join(const Config& given, JoinMode mod
   if (control.tcp) WEFT_RETURN_IF_ERROR(FitConfigToTcpCoordinator(config, control));
   WEFT_ASSIGN_OR_RETURN(impl->network, CheckPoolTransport(config, registry));
   WEFT_ASSIGN_OR_RETURN(impl->layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
-  impl->window_claim = gva::LiveWindows::Claim(impl->layout.base(), impl->layout.end());
 
   impl->ReserveUnifiedVa();
   WEFT_ASSIGN_OR_RETURN(impl->own_segment,
@@ -607,6 +604,8 @@ Result<uint64_t> Pool::SliceAddress(uint32_t rank, Medium medium) const {
 }
 
 uint64_t Pool::device_size() const { return impl_->own_device.size; }
+
+bool Pool::InWindow(uint64_t addr) const { return addr >= impl_->layout.base() && addr < impl_->layout.end(); }
 
 bool Pool::HasSlice(uint32_t rank, Medium medium) const {
   if (impl_->left) return false;

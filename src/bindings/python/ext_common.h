@@ -20,6 +20,7 @@
 #include "base/clock.h"
 #include "base/status.h"
 #include "engine/engine.h"
+#include "weft/pool.h"
 #include "bindings/python/local_memory.h"
 
 namespace weft::pyext {
@@ -27,6 +28,7 @@ namespace weft::pyext {
 namespace nb = nanobind;
 using weft::Code;
 using weft::Status;
+using weft::bm::Pool;
 
 inline constexpr int kLastCode = static_cast<int>(weft::kLastCode);
 
@@ -143,11 +145,11 @@ inline void FromArrayInterface(Mem& m, nb::handle iface, bool writable, const ch
 
 // An int that is not a GVA is used as a local pointer only when [addr, addr + len) is mapped
 // in this process; otherwise INVALID_ADDRESS, never a dereference of a wild pointer.
-inline void CheckLocalInt(const Mem& m, uint64_t len, const char* what) {
-  if (!m.local_int || RangeIsMapped(m.addr, len)) return;
+inline void CheckLocalInt(const Pool& pool, const Mem& m, uint64_t len, const char* what) {
+  if (!m.local_int || pool.InWindow(m.addr) || RangeIsMapped(m.addr, len)) return;
   RaiseCode(Code::kInvalidAddress,
-            "{}: the int {:#x} (+{} bytes) is neither inside the window of a pool of this process (a GVA) nor "
-            "mapped local memory; pass the buffer or tensor itself instead of an address",
+            "{}: the int {:#x} (+{} bytes) is neither inside this pool's window (a GVA) nor mapped local memory; "
+            "pass the buffer or tensor itself instead of an address",
             what, m.addr, len);
 }
 
@@ -158,10 +160,10 @@ inline MemPtr Resolve(nb::handle obj, bool writable, const char* what) {
   if (PyBool_Check(o)) throw nb::type_error(fmt::format("{}: a bool is not an address", what).c_str());
   if (PyLong_Check(o)) {
     m->addr = ToU64(obj, what);
-    // An int is a GVA or a local pointer. One outside every pool's window is a local pointer,
+    // An int is a GVA or a local pointer. One outside the pool's window is a local pointer,
     // which the Pool's copies (LengthOf) prove mapped once the length is known. The transfer
     // engine checks its ints against registered memory instead. 0 is left to the engine (null).
-    m->local_int = m->addr != 0 && !IsPoolGva(m->addr);
+    m->local_int = m->addr != 0;
     return m;
   }
   if (PyObject_CheckBuffer(o)) {
@@ -212,10 +214,10 @@ inline MemPtr Resolve(nb::handle obj, bool writable, const char* what) {
 // size of the end(s) that have one. An end given as an int that is no GVA must be mapped local
 // memory for that length (INVALID_ADDRESS otherwise).
 inline uint64_t LengthOfEnds(const Mem& dst, const Mem& src, std::optional<uint64_t> length);
-inline uint64_t LengthOf(const Mem& dst, const Mem& src, std::optional<uint64_t> length) {
+inline uint64_t LengthOf(const Pool& pool, const Mem& dst, const Mem& src, std::optional<uint64_t> length) {
   const uint64_t len = LengthOfEnds(dst, src, length);
-  CheckLocalInt(dst, len, "dst");
-  CheckLocalInt(src, len, "src");
+  CheckLocalInt(pool, dst, len, "dst");
+  CheckLocalInt(pool, src, len, "src");
   return len;
 }
 inline uint64_t LengthOfEnds(const Mem& dst, const Mem& src, std::optional<uint64_t> length) {

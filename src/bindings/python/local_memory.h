@@ -10,7 +10,6 @@
 #include <cerrno>
 #include <cstdint>
 
-#include "gva/live_windows.h"
 
 namespace weft::pyext {
 
@@ -29,8 +28,5 @@ inline bool RangeIsMapped(uint64_t addr, uint64_t len) {
   return errno != ENOMEM;
 }
 
-// Whether an int address is taken as a GVA (inside the window of a pool of this process; the
-// engine checks it) rather than a local pointer.
-inline bool IsPoolGva(uint64_t addr) { return gva::LiveWindows::Contains(addr); }
 
 }  // namespace weft::pyext

@@ -6,6 +6,7 @@
 // (addresses, GVAs) or as objects that expose their memory (buffer protocol, torch-like
 // data_ptr(), __cuda_array_interface__, __array_interface__, DLPack), and releases the GIL in
 // every call that can block.
+#include <algorithm>
 #include <Python.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
@@ -122,13 +123,20 @@ class PyPool {
     const auto dir = DirectionOf(direction);
     MemPtr d = Resolve(dst, /*writable=*/true, "dst");
     MemPtr s = Resolve(src, /*writable=*/false, "src");
-    const uint64_t len = LengthOf(*d, *s, length);
+    const uint64_t len = LengthOf(P(), *d, *s, length);
     Status st;
     {
       nb::gil_scoped_release release;
       st = pool.Copy(d->addr, s->addr, len, dir);
     }
     Check(st);
+  }
+
+  // The bytes from a page batch's base to the end of its last page (what an int base must map).
+  static uint64_t PagesExtent(const std::vector<uint32_t>& pages, uint64_t page_bytes) {
+    const uint64_t last = pages.empty() ? 0 : *std::max_element(pages.begin(), pages.end());
+    uint64_t extent = 0;
+    return __builtin_mul_overflow(last + 1, page_bytes, &extent) ? UINT64_MAX : extent;
   }
 
   void CopyPages(nb::handle dst_base, nb::handle src_base, uint64_t page_bytes, nb::iterable dst_pages,
@@ -149,6 +157,8 @@ class PyPool {
     };
     const std::vector<uint32_t> dst_idx = indices(dst_pages, "dst_pages");
     const std::vector<uint32_t> src_idx = indices(src_pages, "src_pages");
+    CheckLocalInt(pool, *d, PagesExtent(dst_idx, page_bytes), "dst_base");
+    CheckLocalInt(pool, *s, PagesExtent(src_idx, page_bytes), "src_base");
     Status st;
     {
       nb::gil_scoped_release release;
@@ -173,6 +183,8 @@ class PyPool {
     if (*p->size % (2 * sizeof(uint32_t)) != 0)
       RaiseCode(Code::kInvalidArgument, "pairs: {} bytes is not a whole number of uint32 (dst, src) pairs", *p->size);
     const size_t count = *p->size / (2 * sizeof(uint32_t));
+    CheckLocalInt(pool, *d, PagesExtent({max_dst_index}, page_bytes), "dst_base");
+    CheckLocalInt(pool, *s, PagesExtent({max_src_index}, page_bytes), "src_base");
     Status st;
     {
       nb::gil_scoped_release release;
@@ -201,7 +213,7 @@ class PyPool {
       MemPtr s = Resolve(t[1], false, "src");
       std::optional<uint64_t> length;
       if (t.size() == 3 && !t[2].is_none()) length = ToU64(t[2], "length");
-      const uint64_t len = LengthOf(*d, *s, length);
+      const uint64_t len = LengthOf(P(), *d, *s, length);
       batch.push_back({d->addr, s->addr, len});
       keep.push_back(std::move(d));
       keep.push_back(std::move(s));
@@ -223,7 +235,7 @@ class PyPool {
     const auto dir = DirectionOf(direction);
     MemPtr d = Resolve(dst, false, "dst");
     MemPtr s = Resolve(src, false, "src");
-    const uint64_t len = LengthOf(*d, *s, length);
+    const uint64_t len = LengthOf(P(), *d, *s, length);
     return Value(pool.Route(d->addr, s->addr, len, dir)).ToString();
   }
 
@@ -307,7 +319,7 @@ std::unique_ptr<PyCopy> PyPool::CopyAsync(nb::handle self, nb::handle dst, nb::h
   const auto dir = DirectionOf(direction);
   MemPtr d = Resolve(dst, true, "dst");
   MemPtr s = Resolve(src, false, "src");
-  const uint64_t len = LengthOf(*d, *s, length);
+  const uint64_t len = LengthOf(P(), *d, *s, length);
   weft::engine::CopyHandle handle = pool.CopyAsync(d->addr, s->addr, len, dir);
   if (!handle.valid()) RaiseCode(Code::kCancelled, "this peer has left the pool");
   return std::make_unique<PyCopy>(std::move(handle), std::move(d), std::move(s), nb::borrow(self));

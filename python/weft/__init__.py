@@ -14,8 +14,8 @@ Memory is given as ints (local addresses and GVAs) or as objects that expose the
 bytes/bytearray/memoryview/array.array and anything with the buffer protocol, numpy arrays,
 torch tensors (``data_ptr()``, without importing torch), objects with
 ``__cuda_array_interface__`` or ``__array_interface__``, and DLPack tensors. They must be
-contiguous; a destination must be writable. An int inside the window of a pool of this process
-is a GVA (the pool checks it); any other int is a local pointer, which the Pool's copies use only
+contiguous; a destination must be writable. An int inside the pool's window is a GVA (the pool
+checks it); any other int is a local pointer, which the Pool's copies use only
 when the whole range is mapped in this process (else :class:`InvalidAddress`: pass the buffer
 itself). Errors raise :class:`weft.Error` subclasses, one per
 stable code (:class:`PoolFull`, :class:`PeerDown`, ...). Every call that can block releases the

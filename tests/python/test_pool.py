@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import weft
+from fake_tensors import TorchLike
 
 RANK_SIZE = 32 << 20
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pool_peer.py")
@@ -225,26 +226,6 @@ def test_peer_down_after_the_peer_leaves(peers):
 
 
 # ---- buffers ---------------------------------------------------------------------------------
-
-
-class TorchLike:
-    """Duck-types the torch.Tensor memory methods over a numpy array."""
-
-    def __init__(self, arr, contiguous=True):
-        self.arr = arr
-        self.contiguous = contiguous
-
-    def data_ptr(self):
-        return self.arr.ctypes.data
-
-    def numel(self):
-        return self.arr.size
-
-    def element_size(self):
-        return self.arr.itemsize
-
-    def is_contiguous(self):
-        return self.contiguous
 
 
 class ArrayInterfaceOnly:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import weft
+from fake_tensors import TorchLike
 from trans_util import MetadataProcess, Peer, sha
 
 SIZE = 8 << 20
@@ -59,25 +60,6 @@ def te():
         yield e
     finally:
         e.close()
-
-
-class TorchLike:
-    """Duck-types torch.Tensor's memory methods over a numpy array."""
-
-    def __init__(self, arr):
-        self.arr = arr
-
-    def data_ptr(self):
-        return self.arr.ctypes.data
-
-    def numel(self):
-        return self.arr.size
-
-    def element_size(self):
-        return self.arr.itemsize
-
-    def is_contiguous(self):
-        return True
 
 
 def test_buffer_objects_round_trip(peer, te):

@@ -18,6 +18,7 @@ import pytest
 import weft
 import weft.mooncake as mc
 from weft import trans
+from fake_tensors import FakeCudaTensor
 
 GPU, WHY_NOT = trans.device_status()
 
@@ -35,27 +36,6 @@ def te():
         yield e
     finally:
         e.close()
-
-
-class FakeCudaTensor:
-    """torch.Tensor's memory methods with a CUDA device, over host memory: what torch gives for
-    a CUDA tensor, minus the GPU."""
-
-    def __init__(self, arr: np.ndarray, device_type: str = "cuda", index=0):
-        self.arr = arr
-        self.device = types.SimpleNamespace(type=device_type, index=index)
-
-    def data_ptr(self):
-        return self.arr.ctypes.data
-
-    def numel(self):
-        return self.arr.size
-
-    def element_size(self):
-        return self.arr.itemsize
-
-    def is_contiguous(self):
-        return True
 
 
 class CudaArrayInterface:

@@ -53,7 +53,7 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import Error, _weft
+from . import Error, NotSupported, _weft
 from . import trans as _trans
 from .trans import TransferEngine as _WeftEngine
 
@@ -647,12 +647,11 @@ class TransferEngine:
         if not (len(buffers) == len(peers) == len(lengths)):
             raise RuntimeError(f"{what}: {len(buffers)} buffers, {len(peers)} peer addresses and {len(lengths)} "
                                f"lengths: the lists must be as long")
-        ok, why_not = _trans.device_status()
-        if not ok:
-            raise RuntimeError(f"{what}: no CUDA stream can be ordered with here: {why_not}. Use "
-                               f"batch_transfer_sync_write/read after synchronizing the stream yourself")
         try:
-            _weft.stream_synchronize(stream)
+            _weft.stream_synchronize(stream)  # NotSupported, with the reason, where no GPU is usable
+        except NotSupported as e:
+            raise RuntimeError(f"{what}: no CUDA stream can be ordered with here: {e}. Use "
+                               f"batch_transfer_sync_write/read after synchronizing the stream yourself") from e
         except Error as e:
             raise RuntimeError(f"{what}: waiting for the work queued on stream {stream:#x}: {e}") from e
         why: List[str] = []

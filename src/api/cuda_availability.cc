@@ -24,6 +24,12 @@ std::string CudaAvailability::ToString() const { return fmt::format("{}: {}", Cu
 
 bool CudaBuilt() { return WEFT_HAVE_CUDA != 0; }
 
+Status CudaUsable() {
+  const CudaAvailability cuda = ProbeCuda();
+  if (cuda.available()) return OkStatus();
+  return Error(Code::kNotSupported, "no CUDA GPU is usable here ({})", cuda.ToString());
+}
+
 #if WEFT_HAVE_CUDA
 
 namespace {

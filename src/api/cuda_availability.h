@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "base/status.h"
+
 namespace weft {
 
 enum class CudaState {
@@ -29,6 +31,10 @@ struct CudaAvailability {
 // Asks the CUDA runtime (initialising it on the first call; never aborts, never links libcuda).
 // Not cached here: the runtime keeps its own answer for the life of the process.
 CudaAvailability ProbeCuda();
+
+// OK where a GPU is usable; else NOT_SUPPORTED "no CUDA GPU is usable here (<ToString()>)", the
+// one refusal every front end gives for device memory.
+Status CudaUsable();
 
 // Whether this build has CUDA code; touches no driver (safe before fork, at import).
 bool CudaBuilt();

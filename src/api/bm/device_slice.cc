@@ -12,12 +12,7 @@
 
 namespace weft::bm {
 
-Status DeviceSlicesUsable() {
-  // The probe names the cause (no driver, no GPU visible) so the caller's message says what to fix.
-  if (CudaAvailability cuda = ProbeCuda(); !cuda.available())
-    return Error(Code::kNotSupported, "no CUDA GPU is usable here ({})", cuda.ToString());
-  return OkStatus();
-}
+Status DeviceSlicesUsable() { return CudaUsable(); }
 
 #if WEFT_HAVE_CUDA
 

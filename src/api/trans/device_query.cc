@@ -10,12 +10,7 @@ namespace weft::trans {
 
 // One answer for "is a GPU usable, and if not why" across the front ends: the same probe as
 // weft.cuda_status() and the pool's device slices.
-Status DevicesUsable() {
-  const CudaAvailability cuda = ProbeCuda();
-  if (cuda.available()) return OkStatus();
-  return Error(Code::kNotSupported, "no usable CUDA GPU ({}): device memory cannot be registered here",
-               cuda.ToString());
-}
+Status DevicesUsable() { return CudaUsable(); }
 
 #if WEFT_HAVE_CUDA
 int DeviceOfPointer(const void* p) { return mem::cuda::DeviceOfPointer(p); }

@@ -49,6 +49,7 @@ class NetnsTransTest : public ::testing::Test {
     ASSERT_EQ(::pipe(out), 0);
     std::string ns = hosts_.Ns(1), ip = hosts_.Ip(1);
     if (name.empty()) name = ip;
+    std::string asan_options = testing::UcxChildAsanOptions();  // made before the fork
     pid_ = ::fork();
     ASSERT_GE(pid_, 0);
     if (pid_ == 0) {
@@ -58,6 +59,7 @@ class NetnsTransTest : public ::testing::Test {
       ::close(out[0]);
       ::setenv("WEFT_CLUSTER_SECRET", kSecret, 1);
       ::setenv("UCX_TLS", "tcp", 1);  // what ucx may use between namespaces here (read only by ucx)
+      if (transports.find("ucx") != std::string::npos) ::putenv(asan_options.data());
       ::execlp("ip", "ip", "netns", "exec", ns.c_str(), WEFT_BINARY, "trans-serve", "--stdin-lifeline", "--name",
                name.c_str(), "--bind", ip.c_str(), "--size", kSize, "--transports", transports.c_str(),
                static_cast<char*>(nullptr));
@@ -100,12 +102,7 @@ class NetnsTransTest : public ::testing::Test {
   // pages, a large case of 16 MiB, and `extra`.
   std::string ClientCommand(int h, const std::string& extra, const std::string& secret = kSecret,
                             int pages = 256) const {
-    // A client that runs UCX: LeakSanitizer's exit-time tracer now and then crashes (signal 11) in a
-    // process that ran UCX's threads, which fails the client after its work is verified. Leaks of
-    // the ucx transport are still checked in-process (ucx_test, trans_paths_test under ASAN).
-    const std::string lsan = extra.find("ucx") == std::string::npos
-                                 ? ""
-                                 : "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 ";
+    const std::string lsan = extra.find("ucx") == std::string::npos ? "" : testing::UcxChildAsanOptions() + " ";
     return lsan + "WEFT_CLUSTER_SECRET=" + secret + " UCX_TLS=tcp " +
            hosts_.In(h, std::string(WEFT_BINARY) + " bench-trans --verify-only --name " + hosts_.Ip(h) + " --bind " +
                             hosts_.Ip(h) + " --target " + name_ + " --remote-addr " + std::to_string(addr_) +
@@ -222,7 +219,8 @@ TEST_F(NetnsTransTest, PeerKilledMidStreamOverUcxFailsThenTheSameEngineReachesIt
     std::istringstream more(extra);
     for (std::string word; more >> word;) argv.push_back(word);
     return std::make_unique<testing::Spawned>(
-        argv, std::vector<std::string>{std::string("WEFT_CLUSTER_SECRET=") + kSecret, "UCX_TLS=tcp"});
+        argv, std::vector<std::string>{std::string("WEFT_CLUSTER_SECRET=") + kSecret, "UCX_TLS=tcp",
+                                       testing::UcxChildAsanOptions()});
   };
   auto quits = client(2, "--remote-offset 0");
   auto recovers = client(3, "--remote-offset 12M --recover 30");

@@ -50,7 +50,8 @@ TEST(NetnsUcxPool, PeersInThreeNamespacesCopyExactlyOverUcx) {
   }
   const std::string secret = "netns-ucx-pool-" + std::to_string(FreshSeed());
   const std::string pool = "ucxpool" + std::to_string(::getpid());
-  const std::vector<std::string> env = {"WEFT_CLUSTER_SECRET=" + secret, "UCX_TLS=tcp"};
+  const std::vector<std::string> env = {"WEFT_CLUSTER_SECRET=" + secret, "UCX_TLS=tcp",
+                                        testing::UcxChildAsanOptions()};
   Spawned meta({"ip", "netns", "exec", hosts.Ns(1), WEFT_BINARY, "meta", "--set", "pool_name=" + pool, "--set",
                 "coordinator=tcp://" + hosts.Ip(1) + ":0", "--set", "rank_size=64MiB"},
                env);

@@ -4,6 +4,9 @@
 #include "tools/weft/commands.h"
 
 int main(int argc, char** argv) {
+  // Line by line even into a pipe: progress reaches whoever reads it (a test, a log collector) as
+  // it happens, and what was printed survives a process that dies without flushing.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   CLI::App app{"weft: a memory fabric for GPU clusters"};
   app.require_subcommand(1);
   weft::tools::Runner run;

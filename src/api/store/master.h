@@ -1,0 +1,95 @@
+// The store's master: key -> object (size, replicas in the pool, state, lease, pins). It holds
+// metadata only; the bytes move between clients and slices through the engine. It allocates
+// replicas from the pool allocator it shares with the pool's coordinator, which hosts it (the
+// first peer of the pool, `weft meta` or `weft store-master`). Thread-safe.
+//
+// Object life: PutStart allocates the replicas and records a pending object that readers do not
+// see; the writer copies the value in and calls PutEnd (the object becomes visible) or PutRevoke
+// (the replicas are freed). A pending put that is neither ended nor revoked within put_timeout is
+// revoked by the master. Get and Exists grant a lease of lease_ttl: a leased object is neither
+// removed (BUSY unless forced) nor evicted, and memory of an object removed or replaced while
+// leased is parked until the lease ends, so that a reader still copying never sees it reused.
+//
+// Eviction: when a put would take the fill of the pool above high_watermark, or finds no room,
+// unleased objects are evicted approximately least recently used first (soft-pinned ones after
+// all others, hard-pinned never) until the fill is at most high_watermark - eviction_ratio or
+// the put fits. POOL_FULL when nothing more can go.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/store/types.h"
+#include "base/result.h"
+#include "gva/allocator.h"
+
+namespace weft::store {
+
+using Clock = std::function<std::chrono::steady_clock::time_point()>;
+
+// What a reader needs: the object's size, where its replicas are, and how long its lease holds
+// from the moment the master answered (the reader treats a copy that ends later as unsafe).
+struct ObjectView {
+  uint64_t size = 0;
+  std::vector<Replica> replicas;
+  std::chrono::milliseconds lease{0};
+};
+
+class Master {
+ public:
+  // `allocator` outlives the master. `clock`: steady_clock::now unless a test passes its own.
+  Master(gva::Allocator& allocator, MasterOptions options, Clock clock = nullptr);
+  ~Master();
+  Master(const Master&) = delete;
+  Master& operator=(const Master&) = delete;
+
+  // Starts a put of `size` bytes under `key` for the peer of rank `writer`: allocates
+  // place.replicas replicas on distinct live slices (fewer when fewer peers have room; at least
+  // one), the first on place.preferred_rank or else the writer's own slice when it has room.
+  // INVALID_ARGUMENT: empty key, key over kMaxKeyBytes, size 0, replicas outside
+  // 1..kMaxReplicas, size larger than any slice. ALREADY_EXISTS: the key exists (complete or
+  // pending) and !upsert, or a put of it is pending (upsert too). POOL_FULL: no room even
+  // after eviction. With upsert an existing complete object stays readable until PutEnd
+  // replaces it.
+  Result<std::vector<Replica>> PutStart(uint32_t writer, std::string_view key, uint64_t size,
+                                        const PlaceOptions& place, bool upsert);
+  // NOT_FOUND when no put of `key` by `writer` is pending (never started, already ended,
+  // revoked, or timed out).
+  Status PutEnd(uint32_t writer, std::string_view key);
+  Status PutRevoke(uint32_t writer, std::string_view key);
+
+  // A complete object, with a fresh lease. NOT_FOUND for a missing or still-pending key.
+  Result<ObjectView> Get(std::string_view key);
+  // Whether a complete object exists; grants a lease when it does.
+  bool Exists(std::string_view key);
+  // NOT_FOUND; BUSY when leased and !force.
+  Status Remove(std::string_view key, bool force);
+  // Removes every complete object whose key matches (std::regex ECMAScript, whole key); leased
+  // ones are skipped unless force. Returns how many went. INVALID_ARGUMENT for a bad regex.
+  Result<uint64_t> RemoveByRegex(std::string_view pattern, bool force);
+  uint64_t RemoveAll(bool force);
+
+  // The peer of `rank` left or died: replicas in its slice are forgotten (the allocator drops
+  // the slice itself), objects left without a replica are gone, its pending puts are revoked.
+  // Nothing of any other peer is touched. Call before Allocator::RemoveSlice.
+  void DropRank(uint32_t rank);
+
+  // Revokes timed-out puts and frees parked memory whose leases ended. Every call above does
+  // this first; the host may also call it on a timer.
+  void Expire();
+
+  MasterStats Stats() const;
+
+ private:
+  struct Object;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace weft::store

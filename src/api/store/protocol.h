@@ -1,0 +1,80 @@
+// The store's service calls: what a client sends the master through the pool's coordinator
+// (CoordinatorClient::Call) and what comes back. Every call is a batch of keys (a single-key
+// call is a batch of one), answered with one result per key in order.
+//
+// Layout (wire/codec.h, little-endian): u8 kStoreService, u8 version, u8 op, then the op's body.
+// The first byte tells a store call from an allocator call (whose first byte is its version, 1)
+// on the one service handler of the coordinator. Decoders refuse anything malformed, truncated,
+// over the limits of api/store/types.h or with trailing bytes with PROTOCOL.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "api/store/master.h"
+#include "api/store/types.h"
+#include "base/result.h"
+
+namespace weft::store {
+
+inline constexpr uint8_t kStoreService = 0x53;  // 'S'
+
+enum class StoreOp : uint8_t {
+  kPutStart = 1,     // keys, sizes, place, upsert   -> KeyResult{status, replicas}
+  kPutEnd = 2,       // keys                         -> KeyResult{status}
+  kPutRevoke = 3,    // keys                         -> KeyResult{status}
+  kGet = 4,          // keys                         -> KeyResult{status, size, replicas, lease_ms}
+  kExists = 5,       // keys                         -> KeyResult{status, exists}
+  kRemove = 6,       // keys, force                  -> KeyResult{status}
+  kRemoveRegex = 7,  // pattern, force               -> count
+  kRemoveAll = 8,    // force                        -> count
+  kStats = 9,        //                              -> MasterStats
+};
+
+struct StoreRequest {
+  StoreOp op = StoreOp::kGet;
+  std::vector<std::string> keys;   // the per-key ops (1..kMaxBatch keys of 1..kMaxKeyBytes bytes)
+  std::vector<uint64_t> sizes;     // kPutStart: one per key
+  PlaceOptions place;              // kPutStart
+  bool upsert = false;             // kPutStart
+  bool force = false;              // kRemove, kRemoveRegex, kRemoveAll
+  std::string pattern;             // kRemoveRegex (at most kMaxKeyBytes)
+};
+
+// The answer for one key.
+struct KeyResult {
+  Status status;                   // its code and message travel
+  uint64_t size = 0;               // kGet
+  std::vector<Replica> replicas;   // kPutStart, kGet (at most kMaxReplicas)
+  uint32_t lease_ms = 0;           // kGet
+  bool exists = false;             // kExists
+};
+
+bool IsStoreCall(std::span<const uint8_t> request);
+
+std::vector<uint8_t> EncodePutStart(std::span<const std::string> keys, std::span<const uint64_t> sizes,
+                                    const PlaceOptions& place, bool upsert);
+// kPutEnd, kPutRevoke, kGet, kExists, kRemove (force only for kRemove).
+std::vector<uint8_t> EncodeKeysCall(StoreOp op, std::span<const std::string> keys, bool force = false);
+std::vector<uint8_t> EncodeRemoveRegex(std::string_view pattern, bool force);
+std::vector<uint8_t> EncodeRemoveAll(bool force);
+std::vector<uint8_t> EncodeStatsCall();
+Result<StoreRequest> DecodeStoreRequest(std::span<const uint8_t> bytes);
+
+std::vector<uint8_t> EncodeKeyResults(std::span<const KeyResult> results);
+// PROTOCOL also when the reply holds another number of results than `expected`.
+Result<std::vector<KeyResult>> DecodeKeyResults(std::span<const uint8_t> bytes, size_t expected);
+std::vector<uint8_t> EncodeCount(uint64_t count);
+Result<uint64_t> DecodeCount(std::span<const uint8_t> bytes);
+std::vector<uint8_t> EncodeStats(const MasterStats& stats);
+Result<MasterStats> DecodeStats(std::span<const uint8_t> bytes);
+
+// The coordinator's handler for store calls: decodes, applies to the master (on behalf of the
+// peer of `from_rank`), encodes the reply. A malformed request is PROTOCOL (the call fails);
+// per-key failures travel inside the reply.
+Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std::span<const uint8_t> request);
+
+}  // namespace weft::store

@@ -1,0 +1,45 @@
+// What the store's master, its wire protocol and its clients share: how an object is laid out
+// in the pool, how it is to be placed, and the master's tunables. docs/store.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <weft/store.h>
+
+namespace weft::store {
+
+// Limits checked by the master and by the decoders (wire lengths are never trusted).
+inline constexpr size_t kMaxKeyBytes = 4096;
+inline constexpr uint32_t kMaxReplicas = 8;
+inline constexpr uint32_t kMaxBatch = 4096;  // keys in one service call
+
+// One copy of an object: `size` bytes at `gva` in the slice of `rank`.
+struct Replica {
+  uint32_t rank = 0;
+  uint64_t gva = 0;
+};
+
+// The master's tunables (Mooncake's master flags, in weft's units).
+struct MasterOptions {
+  std::chrono::milliseconds lease_ttl{10000};            // granted by get and exists
+  double high_watermark = 0.90;                          // eviction starts above this fill
+  double eviction_ratio = 0.05;                          // ... and frees this share of capacity
+  std::chrono::milliseconds put_timeout{30000};          // a put never ended is revoked after this
+  std::chrono::milliseconds soft_pin_ttl{30 * 60 * 1000};
+};
+
+// What the master holds now (weft store stats, metrics).
+struct MasterStats {
+  uint64_t objects = 0;          // complete objects
+  uint64_t pending_puts = 0;     // started, not yet ended
+  uint64_t bytes = 0;            // bytes of complete objects, replicas counted once each
+  uint64_t capacity = 0;         // host bytes of every slice the master allocates in
+  uint64_t used = 0;             // of which allocated (the store's and anyone else's)
+  uint64_t evicted = 0;          // objects evicted since start
+  uint64_t parked_bytes = 0;     // memory of removed objects still leased to readers
+};
+
+}  // namespace weft::store

@@ -17,14 +17,14 @@ struct KeyHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
+}  // namespace
+
 Status CheckKey(std::string_view key) {
   if (key.empty()) return Error(Code::kInvalidArgument, "an empty key names no object");
   if (key.size() > kMaxKeyBytes)
     return Error(Code::kInvalidArgument, "key of {} bytes: keys are at most {} bytes", key.size(), kMaxKeyBytes);
   return OkStatus();
 }
-
-}  // namespace
 
 struct Master::Object {
   uint64_t size = 0;

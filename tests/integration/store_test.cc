@@ -222,6 +222,8 @@ int ReadEverything(const Config& config, uint64_t seed, Flags& flags) {
   check.Code(store.Put("empty", {}), Code::kInvalidArgument, "an empty value");
   std::vector<uint8_t> huge(config.rank_size + 1);
   check.Code(store.Put("huge", huge), Code::kInvalidArgument, "a value larger than any slice");
+  check.Code(store.Put("nine", v, {.replicas = 9}), Code::kInvalidArgument, "nine replicas");
+  check.Code(store.Put("none", v, {.replicas = 0}), Code::kInvalidArgument, "no replica");
   check.That(store.Health().ok(), "health");
   auto all = store.RemoveAll(true);
   check.That(all.ok() && *all == 8, "remove_all took obj/0,1,2,4,5, up, parts and zc: " +

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   weft::tools::AddBenchTcp(app, &run);
   weft::tools::AddTrans(app, &run);
   weft::tools::AddBenchUcx(app, &run);
+  weft::tools::AddBenchStore(app, &run);
   CLI11_PARSE(app, argc, argv);
   return run ? run() : 2;
 }

@@ -119,6 +119,10 @@ std::vector<Status> Store::Impl::Put(std::span<const std::string> keys, const st
                                      const PlaceOptions& place, bool upsert) {
   std::vector<Status> out(keys.size());
   if (keys.empty()) return out;
+  if (place.replicas < 1 || place.replicas > kMaxReplicas) {  // before the encoder, which would say PROTOCOL
+    return std::vector<Status>(
+        keys.size(), Error(Code::kInvalidArgument, "{} replicas asked for: 1..{} are allowed", place.replicas, kMaxReplicas));
+  }
   std::vector<uint64_t> sizes;
   for (const PutItem& item : items) sizes.push_back(item.size);
   auto started = Call(EncodePutStart(keys, sizes, place, upsert), keys.size());

@@ -27,6 +27,9 @@ namespace {
 
 using namespace weft::c_api;
 
+// Keys are checked here only for NULL: an empty or over-long key is the store's to refuse, so the
+// C and C++ APIs word those errors the same.
+
 int CheckStore(const char* function, const weft_store* store) noexcept {
   if (store == nullptr) return NullArgument(function, "store");
   if (!store->store) return Fail(Code::kInternal, "the store handle holds no store");
@@ -37,10 +40,6 @@ int CheckStore(const char* function, const weft_store* store) noexcept {
   do {                                                                       \
     if (int rc_ = CheckStore(__func__, store); rc_ != WEFT_OK) return rc_;   \
   } while (0)
-
-// The key's own checks (empty, over 4096 bytes) are the store's: only NULL is refused here, so
-// the C and C++ APIs word those errors the same.
-#define WEFT_C_REQUIRE_KEY(key) WEFT_C_REQUIRE(key)
 
 weft::store::PlaceOptions PlaceOf(const weft_store_place* place) {
   weft::store::PlaceOptions options;
@@ -72,7 +71,7 @@ int RefuseBatch(int rc, T* results, size_t n) noexcept {
   return rc;
 }
 
-// The keys of a batch as the C++ API takes them; false (and an INVALID_ARGUMENT) on a NULL key.
+// The keys of a batch as the C++ API takes them; INVALID_ARGUMENT naming the first NULL key.
 int CopyKeys(const char* function, const char* const* keys, size_t n, std::vector<std::string>* out) {
   out->reserve(n);
   for (size_t i = 0; i < n; ++i) {
@@ -88,8 +87,9 @@ int CopyKeys(const char* function, const char* const* keys, size_t n, std::vecto
 
 int PutOne(const char* function, weft_store* store, const char* key, const void* value, uint64_t size,
            const weft_store_place* place, bool upsert) noexcept {
-  WEFT_C_REQUIRE_STORE(store);
-  WEFT_C_REQUIRE_KEY(key);
+  // The checks name the public function (the macros would say PutOne).
+  if (int rc = CheckStore(function, store); rc != WEFT_OK) return rc;
+  if (key == nullptr) return NullArgument(function, "key");
   if (value == nullptr) return NullArgument(function, "value");
   return Guard(function, [&]() -> int {
     const std::span bytes(static_cast<const uint8_t*>(value), size);
@@ -153,7 +153,7 @@ int weft_store_upsert(weft_store* store, const char* key, const void* value, uin
 int weft_store_put_from(weft_store* store, const char* key, const void* buffer, uint64_t size,
                         const weft_store_place* place, int upsert) {
   WEFT_C_REQUIRE_STORE(store);
-  WEFT_C_REQUIRE_KEY(key);
+  WEFT_C_REQUIRE(key);
   WEFT_C_REQUIRE(buffer);
   return Guard(__func__, [&]() -> int {
     return Report(store->store->PutFrom(key, buffer, size, PlaceOf(place), upsert != 0));
@@ -162,7 +162,7 @@ int weft_store_put_from(weft_store* store, const char* key, const void* buffer, 
 
 int64_t weft_store_get_into(weft_store* store, const char* key, void* buffer, uint64_t size) {
   WEFT_C_REQUIRE_STORE(store);
-  WEFT_C_REQUIRE_KEY(key);
+  WEFT_C_REQUIRE(key);
   WEFT_C_REQUIRE(buffer);
   int64_t bytes = 0;
   const int rc = Guard(__func__, [&]() -> int {
@@ -176,7 +176,7 @@ int64_t weft_store_get_into(weft_store* store, const char* key, void* buffer, ui
 
 int weft_store_get_size(weft_store* store, const char* key, uint64_t* out_size) {
   WEFT_C_REQUIRE_STORE(store);
-  WEFT_C_REQUIRE_KEY(key);
+  WEFT_C_REQUIRE(key);
   WEFT_C_REQUIRE(out_size);
   return Guard(__func__, [&]() -> int {
     auto r = store->store->Size(key);
@@ -188,7 +188,7 @@ int weft_store_get_size(weft_store* store, const char* key, uint64_t* out_size) 
 
 int weft_store_exists(weft_store* store, const char* key) {
   WEFT_C_REQUIRE_STORE(store);
-  WEFT_C_REQUIRE_KEY(key);
+  WEFT_C_REQUIRE(key);
   return Guard(__func__, [&]() -> int {
     auto r = store->store->Exists(key);
     if (!r.ok()) return Fail(r.status());
@@ -198,7 +198,7 @@ int weft_store_exists(weft_store* store, const char* key) {
 
 int weft_store_remove(weft_store* store, const char* key, int force) {
   WEFT_C_REQUIRE_STORE(store);
-  WEFT_C_REQUIRE_KEY(key);
+  WEFT_C_REQUIRE(key);
   return Guard(__func__, [&]() -> int { return Report(store->store->Remove(key, force != 0)); });
 }
 

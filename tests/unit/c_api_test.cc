@@ -423,6 +423,10 @@ TEST_F(CApiStoreHosted, BadArgumentsOnALiveStore) {
   EXPECT_EQ(weft_store_put(store_, "k", buf, 0, nullptr), WEFT_E_INVALID_ARGUMENT);
   const weft_store_place none = {0, 0, 0, -1};
   EXPECT_EQ(weft_store_put(store_, "k", buf, 1, &none), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(weft_last_error()).find("replicas"), std::string::npos) << weft_last_error();
+  const weft_store_place nine = {9, 0, 0, -1};
+  EXPECT_EQ(weft_store_upsert(store_, "k", buf, 1, &nine), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_put_from(store_, "k", buf, 1, &nine, 0), WEFT_E_INVALID_ARGUMENT);
   EXPECT_EQ(weft_store_put_from(store_, "k", nullptr, 1, nullptr, 0), WEFT_E_INVALID_ARGUMENT);
   EXPECT_EQ(weft_store_put_from(store_, "k", buf, sizeof buf, nullptr, 0), WEFT_E_NOT_REGISTERED);
   EXPECT_EQ(weft_store_get_into(store_, nullptr, buf, sizeof buf), WEFT_E_INVALID_ARGUMENT);
@@ -448,6 +452,10 @@ TEST_F(CApiStoreHosted, BadArgumentsOnALiveStore) {
   EXPECT_NE(std::string(weft_last_error()).find("keys[1]"), std::string::npos) << weft_last_error();
   for (int r : results) EXPECT_EQ(r, WEFT_E_INVALID_ARGUMENT);
   EXPECT_EQ(weft_store_put_batch(store_, nullptr, values, sizes, 3, nullptr, 0, results), WEFT_E_INVALID_ARGUMENT);
+  results[0] = 7;
+  const char* good_keys[3] = {"b0", "b1", "b2"};
+  EXPECT_EQ(weft_store_put_batch(store_, good_keys, values, sizes, 3, &nine, 0, results), WEFT_E_INVALID_ARGUMENT);
+  for (int r : results) EXPECT_EQ(r, WEFT_E_INVALID_ARGUMENT);
   const void* null_value[3] = {buf, nullptr, buf};
   keys[1] = "b1";
   EXPECT_EQ(weft_store_put_batch(store_, keys, null_value, sizes, 3, nullptr, 0, results), WEFT_E_INVALID_ARGUMENT);

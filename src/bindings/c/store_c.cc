@@ -12,6 +12,7 @@
 #include <weft/config.h>
 #include <weft/store.h>
 
+#include "api/store/types.h"
 #include "base/status.h"
 #include "bindings/c/c_guard.h"
 #include "weft/weft.h"
@@ -40,6 +41,16 @@ int CheckStore(const char* function, const weft_store* store) noexcept {
   do {                                                                       \
     if (int rc_ = CheckStore(__func__, store); rc_ != WEFT_OK) return rc_;   \
   } while (0)
+
+// The wire codec refuses a replica count outside 1..kMaxReplicas as a malformed message
+// (PROTOCOL); from C it is the caller's argument, so it is refused here, where it can be named.
+int CheckPlace(const char* function, const weft_store_place* place) noexcept {
+  if (place == nullptr || (place->replicas >= 1 && place->replicas <= weft::store::kMaxReplicas)) return WEFT_OK;
+  char text[256];
+  std::snprintf(text, sizeof text, "%s: place->replicas is %u: 1..%u are allowed", function, place->replicas,
+                weft::store::kMaxReplicas);
+  return Fail(Code::kInvalidArgument, text);
+}
 
 weft::store::PlaceOptions PlaceOf(const weft_store_place* place) {
   weft::store::PlaceOptions options;
@@ -91,6 +102,7 @@ int PutOne(const char* function, weft_store* store, const char* key, const void*
   if (int rc = CheckStore(function, store); rc != WEFT_OK) return rc;
   if (key == nullptr) return NullArgument(function, "key");
   if (value == nullptr) return NullArgument(function, "value");
+  if (int rc = CheckPlace(function, place); rc != WEFT_OK) return rc;
   return Guard(function, [&]() -> int {
     const std::span bytes(static_cast<const uint8_t*>(value), size);
     weft::store::Store& s = *store->store;
@@ -155,6 +167,7 @@ int weft_store_put_from(weft_store* store, const char* key, const void* buffer, 
   WEFT_C_REQUIRE_STORE(store);
   WEFT_C_REQUIRE(key);
   WEFT_C_REQUIRE(buffer);
+  if (int rc = CheckPlace(__func__, place); rc != WEFT_OK) return rc;
   return Guard(__func__, [&]() -> int {
     return Report(store->store->PutFrom(key, buffer, size, PlaceOf(place), upsert != 0));
   });
@@ -233,6 +246,7 @@ int weft_store_put_batch(weft_store* store, const char* const* keys, const void*
   if (keys == nullptr) return RefuseBatch(NullArgument(__func__, "keys"), results, n);
   if (values == nullptr) return RefuseBatch(NullArgument(__func__, "values"), results, n);
   if (sizes == nullptr) return RefuseBatch(NullArgument(__func__, "sizes"), results, n);
+  if (int rc = CheckPlace(__func__, place); rc != WEFT_OK) return RefuseBatch(rc, results, n);
   for (size_t i = 0; i < n; ++i) {
     if (values[i] != nullptr || sizes[i] == 0) continue;
     char text[256];

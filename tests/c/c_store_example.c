@@ -381,7 +381,9 @@ static pid_t fork_client(int (*body)(const char*, const char*, int, int), const 
   for (int i = 0; i < 4; i++)
     if (all_fds[i] != send_fd && all_fds[i] != receive_fd) close(all_fds[i]);
   alarm(240); /* a hung client fails the test instead of hanging it */
-  _exit(body(pool_name, coordinator, send_fd, receive_fd));
+  const int rc = body(pool_name, coordinator, send_fd, receive_fd);
+  fflush(stdout); /* _exit does not flush, and stdout is a pipe under ctest */
+  _exit(rc);
 }
 
 int main(void) {

@@ -304,6 +304,109 @@ int weft_trans_probe(weft_trans* engine, const char* name);
 
 /* ---- end of the transfer engine section -------------------------------------------------- */
 
+/* ---- the KV store ------------------------------------------------------------------------ */
+/* Objects (a key and its bytes) kept in the pool's memory, written once by one peer and read by
+ * any, with leases, replicas and eviction: include/weft/store.h from C (docs/store.md). A store
+ * is also a peer of its pool and contributes rank_size of memory to it; the pool's coordinator
+ * (the first peer, `weft meta` or `weft store-master`) hosts the store's master.
+ *
+ *   weft_store* store = NULL;
+ *   weft_store_open(cfg, WEFT_JOIN_JOIN, &store);        // a `weft store-master` runs the pool
+ *   weft_store_put(store, "layer0/block7", bytes, n, NULL);
+ *   weft_store_register_buffer(store, buf, cap);         // once, for the zero-copy calls
+ *   int64_t got = weft_store_get_into(store, "layer0/block7", buf, cap);  // bytes, or a code
+ *   weft_store_close(store);
+ *
+ * Keys are NUL-terminated strings of 1..4096 bytes (the terminator not counted); a NULL, empty
+ * or longer key is WEFT_E_INVALID_ARGUMENT. Every call may also fail with WEFT_E_UNAVAILABLE
+ * (the master does not answer), WEFT_E_TIMEOUT (deadline_ms passed) or WEFT_E_PEER_DOWN (the
+ * peer holding the only replica has gone). */
+
+typedef struct weft_store weft_store;
+
+/* How a put places its object. A NULL place means the defaults: one replica, no pin, the
+ * writer's own slice first. Start from WEFT_STORE_PLACE_DEFAULT to set only some fields. */
+typedef struct weft_store_place {
+  uint32_t replicas;      /* copies on distinct peers, best effort: 1..8 (else INVALID_ARGUMENT) */
+  int soft_pin;           /* nonzero: evicted only after every unpinned object */
+  int hard_pin;           /* nonzero: never evicted; removed only by a remove */
+  int32_t preferred_rank; /* the first replica's peer; -1: the writer's own slice first */
+} weft_store_place;
+
+#define WEFT_STORE_PLACE_DEFAULT {1, 0, 0, -1}
+
+/* Joins the pool that config names and its store, as weft_pool_join does (mode: WEFT_JOIN_*;
+ * WEFT_JOIN_AUTO hosts the coordinator and the master here when none answers). *out is set only
+ * on success; the config can be freed right after. WEFT_E_UNAVAILABLE: WEFT_JOIN_JOIN and no
+ * coordinator answers; WEFT_E_MISMATCH: the pool exists with another rank_size. */
+int weft_store_open(const weft_config* config, int mode, weft_store** out);
+/* Leaves the pool and releases the handle, whatever the result: objects whose only replicas
+ * were in this peer's memory are gone. Returns the leave's code; NULL is WEFT_OK. Must not run
+ * concurrently with other calls on the same store. */
+int weft_store_close(weft_store* store);
+
+/* Writes size > 0 bytes at value under key unless the key exists: WEFT_E_ALREADY_EXISTS then,
+ * and the stored value stays. WEFT_E_INVALID_ARGUMENT: a bad key, NULL value, size 0, a value
+ * larger than any slice, a bad place. WEFT_E_POOL_FULL: no room even after evicting every
+ * object that may go. place may be NULL (defaults). */
+int weft_store_put(weft_store* store, const char* key, const void* value, uint64_t size,
+                   const weft_store_place* place);
+/* The same, overwriting an existing value (readers holding a lease keep reading the old one). */
+int weft_store_upsert(weft_store* store, const char* key, const void* value, uint64_t size,
+                      const weft_store_place* place);
+/* Zero-copy put from inside a registered buffer (weft_store_register_buffer):
+ * WEFT_E_NOT_REGISTERED when no registration covers [buffer, buffer + size). upsert: nonzero
+ * overwrites an existing value; else as weft_store_put. */
+int weft_store_put_from(weft_store* store, const char* key, const void* buffer, uint64_t size,
+                        const weft_store_place* place, int upsert);
+
+/* Copies the value of key into [buffer, buffer + size), which must lie inside a registered
+ * buffer; returns the value's size in bytes (>= 1), or a negative code:
+ * WEFT_E_NOT_FOUND (missing, or a put of it has not ended), WEFT_E_NOT_REGISTERED (the buffer
+ * is not registered), WEFT_E_INVALID_ARGUMENT (the buffer is smaller than the value: nothing is
+ * written), WEFT_E_TIMEOUT (the copy outlived the read lease: the bytes may be torn, read
+ * again). */
+int64_t weft_store_get_into(weft_store* store, const char* key, void* buffer, uint64_t size);
+/* The value's size in *out_size. WEFT_E_NOT_FOUND when missing. */
+int weft_store_get_size(weft_store* store, const char* key, uint64_t* out_size);
+/* 1 when key exists (and grants a read lease), 0 when not, or a negative code. */
+int weft_store_exists(weft_store* store, const char* key);
+
+/* Removes key: WEFT_E_NOT_FOUND when missing, WEFT_E_BUSY while a reader holds a lease, unless
+ * force is nonzero. */
+int weft_store_remove(weft_store* store, const char* key, int force);
+/* Removes every key matching pattern (ECMAScript syntax, searched anywhere in the key: anchor
+ * with ^ and $); out_removed (may be NULL) gets how many went. WEFT_E_INVALID_ARGUMENT for a
+ * pattern that does not compile or is over 4096 bytes. Leased objects stay unless force. */
+int weft_store_remove_by_regex(weft_store* store, const char* pattern, int force, uint64_t* out_removed);
+/* Removes every object (leased ones only with force); out_removed (may be NULL) as above. */
+int weft_store_remove_all(weft_store* store, int force, uint64_t* out_removed);
+
+/* Local memory the zero-copy calls (put_from, get_into) may use. WEFT_E_INVALID_ARGUMENT for
+ * NULL, size 0 or an overlap with a registered buffer. Unregister: buffer must be the start of a
+ * registration (else WEFT_E_NOT_REGISTERED). */
+int weft_store_register_buffer(weft_store* store, void* buffer, uint64_t size);
+int weft_store_unregister_buffer(weft_store* store, void* buffer);
+
+/* Puts n objects together: keys[i] gets sizes[i] bytes from values[i] (plain memory, no
+ * registration needed); the master is asked once. results (may be NULL, else n entries) gets
+ * one code per key, as weft_store_put (or weft_store_upsert when upsert is nonzero) would return.
+ * Returns WEFT_OK when all succeeded, else the code of the first failed key (weft_last_error()
+ * names its index). NULL keys, values or sizes with n > 0, a NULL key, or a NULL value of
+ * nonzero size refuse the whole batch with WEFT_E_INVALID_ARGUMENT in every result. */
+int weft_store_put_batch(weft_store* store, const char* const* keys, const void* const* values,
+                         const uint64_t* sizes, size_t n, const weft_store_place* place, int upsert,
+                         int* results);
+/* Reads n objects together: keys[i] into [buffers[i], buffers[i] + sizes[i]) (registered, as for
+ * weft_store_get_into). results (n entries, required when n > 0) gets one entry per key: the
+ * value's size, or a negative code as weft_store_get_into returns. Returns WEFT_OK when all
+ * succeeded, else the code of the first failed key. NULL arrays with n > 0, or a NULL key, refuse
+ * the whole batch with WEFT_E_INVALID_ARGUMENT in every result. */
+int weft_store_get_into_batch(weft_store* store, const char* const* keys, void* const* buffers,
+                              const uint64_t* sizes, size_t n, int64_t* results);
+
+/* ---- end of the KV store section --------------------------------------------------------- */
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

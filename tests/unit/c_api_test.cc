@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -315,3 +316,156 @@ TEST_F(CApiPool, SecondPeerMismatchAndLeave) {
 }
 
 }  // namespace
+
+// ---- the store (the KV store section of weft.h) ----
+
+// Opening with bad arguments, and join-only where nobody serves the coordinator: codes, a
+// message, and *out left alone.
+TEST(CApiStore, OpenErrors) {
+  ConfigPtr cfg;
+  const std::string name = UniqueName("store-nobody");
+  ASSERT_EQ(weft_config_set(cfg.c, "pool_name", name.c_str()), WEFT_OK);
+  ASSERT_EQ(weft_config_set(cfg.c, "coordinator", ("/tmp/weft-" + name + ".sock").c_str()), WEFT_OK);
+  ASSERT_EQ(weft_config_set(cfg.c, "rank_size", "1MiB"), WEFT_OK);
+  ASSERT_EQ(weft_config_set(cfg.c, "deadline_ms", "2000"), WEFT_OK);
+  weft_store* store = nullptr;
+  EXPECT_EQ(weft_store_open(nullptr, WEFT_JOIN_JOIN, &store), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(weft_last_error()).find("config"), std::string::npos) << weft_last_error();
+  EXPECT_EQ(weft_store_open(cfg.c, WEFT_JOIN_JOIN, nullptr), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_open(cfg.c, 3, &store), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_open(cfg.c, -1, &store), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_open(cfg.c, WEFT_JOIN_JOIN, &store), WEFT_E_UNAVAILABLE) << weft_last_error();
+  EXPECT_EQ(store, nullptr);
+  EXPECT_EQ(weft_store_close(nullptr), WEFT_OK);
+}
+
+// Every call on a NULL store is INVALID_ARGUMENT naming the store; batches say so in every result.
+TEST(CApiStore, NullStore) {
+  char buf[16] = {};
+  uint64_t n = 0;
+  auto names_store = [] { return std::string(weft_last_error()).find("store is NULL") != std::string::npos; };
+  EXPECT_EQ(weft_store_put(nullptr, "k", buf, 1, nullptr), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_TRUE(names_store()) << weft_last_error();
+  EXPECT_EQ(weft_store_upsert(nullptr, "k", buf, 1, nullptr), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_put_from(nullptr, "k", buf, 1, nullptr, 0), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_get_into(nullptr, "k", buf, sizeof buf), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_get_size(nullptr, "k", &n), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_exists(nullptr, "k"), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_remove(nullptr, "k", 1), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_remove_by_regex(nullptr, ".*", 1, &n), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_remove_all(nullptr, 1, &n), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_register_buffer(nullptr, buf, sizeof buf), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_unregister_buffer(nullptr, buf), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_TRUE(names_store()) << weft_last_error();
+  const char* keys[2] = {"a", "b"};
+  const void* values[2] = {buf, buf};
+  void* buffers[2] = {buf, buf + 8};
+  const uint64_t sizes[2] = {8, 8};
+  int put_results[2] = {1, 1};
+  EXPECT_EQ(weft_store_put_batch(nullptr, keys, values, sizes, 2, nullptr, 0, put_results), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(put_results[0], WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(put_results[1], WEFT_E_INVALID_ARGUMENT);
+  int64_t get_results[2] = {1, 1};
+  EXPECT_EQ(weft_store_get_into_batch(nullptr, keys, buffers, sizes, 2, get_results), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(get_results[0], WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(get_results[1], WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_get_into_batch(nullptr, keys, buffers, sizes, 2, nullptr), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(weft_last_error()).find("results"), std::string::npos) << weft_last_error();
+}
+
+// A store hosted in this process (it is its own master): the calls work, and bad arguments on a
+// live store are refused with their own message before anything is sent.
+class CApiStoreHosted : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string name = UniqueName("store");
+    ConfigPtr cfg;
+    ASSERT_EQ(weft_config_set(cfg.c, "pool_name", name.c_str()), WEFT_OK);
+    ASSERT_EQ(weft_config_set(cfg.c, "rank_size", "8MiB"), WEFT_OK);
+    ASSERT_EQ(weft_store_open(cfg.c, WEFT_JOIN_HOST, &store_), WEFT_OK) << weft_last_error();
+  }
+  void TearDown() override { EXPECT_EQ(weft_store_close(store_), WEFT_OK) << weft_last_error(); }
+  weft_store* store_ = nullptr;
+};
+
+TEST_F(CApiStoreHosted, RoundTripAndCodes) {
+  std::vector<uint8_t> value(5000), area(8192, 0xA5);
+  weft::FillRandom(value.data(), value.size(), weft::FreshSeed());
+  const weft_store_place pinned = {1, 0, 1, -1};
+  ASSERT_EQ(weft_store_put(store_, "k", value.data(), value.size(), &pinned), WEFT_OK) << weft_last_error();
+  EXPECT_EQ(weft_store_put(store_, "k", value.data(), value.size(), nullptr), WEFT_E_ALREADY_EXISTS);
+  ASSERT_EQ(weft_store_register_buffer(store_, area.data(), area.size()), WEFT_OK) << weft_last_error();
+  EXPECT_EQ(weft_store_get_into(store_, "k", area.data(), area.size()), 5000);
+  EXPECT_TRUE(std::equal(value.begin(), value.end(), area.begin()));
+  EXPECT_EQ(area[5000], 0xA5);
+  EXPECT_EQ(weft_store_get_into(store_, "k", area.data(), 4999), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_get_into(store_, "nope", area.data(), area.size()), WEFT_E_NOT_FOUND);
+  uint64_t size = 0;
+  EXPECT_EQ(weft_store_get_size(store_, "k", &size), WEFT_OK);
+  EXPECT_EQ(size, 5000u);
+  EXPECT_EQ(weft_store_exists(store_, "k"), 1);
+  EXPECT_EQ(weft_store_exists(store_, "nope"), 0);
+  uint64_t removed = 99;
+  EXPECT_EQ(weft_store_remove_all(store_, 1, &removed), WEFT_OK) << weft_last_error();
+  EXPECT_EQ(removed, 1u);
+  EXPECT_EQ(weft_store_unregister_buffer(store_, area.data()), WEFT_OK);
+}
+
+TEST_F(CApiStoreHosted, BadArgumentsOnALiveStore) {
+  char buf[64] = {};
+  uint64_t n = 0;
+  EXPECT_EQ(weft_store_put(store_, nullptr, buf, 1, nullptr), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(weft_last_error()).find("key is NULL"), std::string::npos) << weft_last_error();
+  EXPECT_EQ(weft_store_put(store_, "", buf, 1, nullptr), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_put(store_, std::string(4097, 'k').c_str(), buf, 1, nullptr), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_put(store_, "k", nullptr, 1, nullptr), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(weft_last_error()).find("value is NULL"), std::string::npos) << weft_last_error();
+  EXPECT_EQ(weft_store_put(store_, "k", buf, 0, nullptr), WEFT_E_INVALID_ARGUMENT);
+  const weft_store_place none = {0, 0, 0, -1};
+  EXPECT_EQ(weft_store_put(store_, "k", buf, 1, &none), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(weft_last_error()).find("replicas"), std::string::npos) << weft_last_error();
+  const weft_store_place nine = {9, 0, 0, -1};
+  EXPECT_EQ(weft_store_upsert(store_, "k", buf, 1, &nine), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_put_from(store_, "k", buf, 1, &nine, 0), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_put_from(store_, "k", nullptr, 1, nullptr, 0), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_put_from(store_, "k", buf, sizeof buf, nullptr, 0), WEFT_E_NOT_REGISTERED);
+  EXPECT_EQ(weft_store_get_into(store_, nullptr, buf, sizeof buf), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_get_into(store_, "k", nullptr, sizeof buf), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_get_size(store_, "k", nullptr), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_exists(store_, nullptr), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_remove(store_, nullptr, 0), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_remove(store_, "k", 0), WEFT_E_NOT_FOUND);
+  EXPECT_EQ(weft_store_remove_by_regex(store_, nullptr, 0, &n), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_remove_by_regex(store_, "(", 0, &n), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_remove_by_regex(store_, "x", 0, nullptr), WEFT_OK);  // the count is optional
+  EXPECT_EQ(weft_store_register_buffer(store_, nullptr, 8), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_register_buffer(store_, buf, 0), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_unregister_buffer(store_, buf), WEFT_E_NOT_REGISTERED);
+  EXPECT_EQ(weft_store_exists(store_, "k"), 0);  // nothing above was stored
+
+  // Batches: NULL arrays or a NULL key refuse all; a bad key alone fails alone.
+  const char* keys[3] = {"b0", nullptr, "b2"};
+  const void* values[3] = {buf, buf, buf};
+  const uint64_t sizes[3] = {8, 8, 8};
+  int results[3] = {7, 7, 7};
+  EXPECT_EQ(weft_store_put_batch(store_, keys, values, sizes, 3, nullptr, 0, results), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(weft_last_error()).find("keys[1]"), std::string::npos) << weft_last_error();
+  for (int r : results) EXPECT_EQ(r, WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_put_batch(store_, nullptr, values, sizes, 3, nullptr, 0, results), WEFT_E_INVALID_ARGUMENT);
+  results[0] = 7;
+  const char* good_keys[3] = {"b0", "b1", "b2"};
+  EXPECT_EQ(weft_store_put_batch(store_, good_keys, values, sizes, 3, &nine, 0, results), WEFT_E_INVALID_ARGUMENT);
+  for (int r : results) EXPECT_EQ(r, WEFT_E_INVALID_ARGUMENT);
+  const void* null_value[3] = {buf, nullptr, buf};
+  keys[1] = "b1";
+  EXPECT_EQ(weft_store_put_batch(store_, keys, null_value, sizes, 3, nullptr, 0, results), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(weft_store_exists(store_, "b0"), 0);
+  keys[1] = "";
+  EXPECT_EQ(weft_store_put_batch(store_, keys, values, sizes, 3, nullptr, 0, results), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(weft_last_error()).find("key 1 of 3"), std::string::npos) << weft_last_error();
+  EXPECT_EQ(results[0], WEFT_OK);
+  EXPECT_EQ(results[1], WEFT_E_INVALID_ARGUMENT);
+  EXPECT_EQ(results[2], WEFT_OK);
+  EXPECT_EQ(weft_store_put_batch(store_, nullptr, nullptr, nullptr, 0, nullptr, 0, nullptr), WEFT_OK);
+  EXPECT_EQ(weft_store_get_into_batch(store_, nullptr, nullptr, nullptr, 0, nullptr), WEFT_OK);
+}

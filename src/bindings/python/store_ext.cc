@@ -112,6 +112,8 @@ class PyStore {
     store_ = std::shared_ptr<Store>(std::move(*opened));
     rank_ = store_->pool().rank();
   }
+  PyStore(const PyStore&) = delete;
+  PyStore& operator=(const PyStore&) = delete;
   ~PyStore() {
     // The registered objects' views are released with the GIL held (the destructor has it),
     // after the native store is gone and can no longer write into them.

@@ -11,6 +11,7 @@
 // from one thread while another is inside a call never frees the object under that call.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/map.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
 #include <map>

@@ -37,6 +37,12 @@ struct Config {
   std::string data_address = "127.0.0.1:0";
   std::string cluster_secret;            // never logged
   uint32_t tcp_lanes = 4;
+  // The store's master (hosted with the coordinator): docs/store.md.
+  uint32_t store_lease_ttl_ms = 10000;
+  uint32_t store_high_watermark_pct = 90;
+  uint32_t store_eviction_pct = 5;
+  uint32_t store_put_timeout_ms = 30000;
+  uint32_t store_soft_pin_ttl_ms = 30 * 60 * 1000;
 
   std::string CoordinatorPath() const;
 };

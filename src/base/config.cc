@@ -258,6 +258,28 @@ const std::vector<KeyDef>& Defs() {
       Def("tcp_lanes", "int", "4", "TCP connections per peer pair; large copies are sliced and striped over them.",
           IntSetter(&Config::tcp_lanes),
           IntRange(&Config::tcp_lanes, 1, 64)),
+      Def("store_lease_ttl_ms", "int", "10000",
+          "The store's read lease: an object read (get, exists) is neither removed nor evicted for this long, "
+          "and a zero-copy read that takes longer fails with TIMEOUT. Read by the master's host.",
+          IntSetter(&Config::store_lease_ttl_ms),
+          IntRange(&Config::store_lease_ttl_ms, 1, 86400000)),
+      Def("store_high_watermark_pct", "int", "90",
+          "The store evicts when a put would fill the pool above this percentage of its capacity.",
+          IntSetter(&Config::store_high_watermark_pct),
+          IntRange(&Config::store_high_watermark_pct, 1, 100)),
+      Def("store_eviction_pct", "int", "5",
+          "How far below the high watermark an eviction brings the pool, in percent of its capacity.",
+          IntSetter(&Config::store_eviction_pct),
+          IntRange(&Config::store_eviction_pct, 0, 100)),
+      Def("store_put_timeout_ms", "int", "30000",
+          "A store put that is started but neither ended nor revoked within this time is revoked by the master "
+          "(a writer that hung).",
+          IntSetter(&Config::store_put_timeout_ms),
+          IntRange(&Config::store_put_timeout_ms, 1, 86400000)),
+      Def("store_soft_pin_ttl_ms", "int", "1800000",
+          "How long a soft pin keeps an object behind every unpinned one in the eviction order.",
+          IntSetter(&Config::store_soft_pin_ttl_ms),
+          IntRange(&Config::store_soft_pin_ttl_ms, 1, 86400000)),
   };
   return defs;
 }

@@ -262,6 +262,25 @@ Result<uint64_t> Allocator::AllocationSize(uint64_t gva) const {
   return slice->live.at(offset).requested;
 }
 
+std::vector<std::pair<uint32_t, SliceStats>> Allocator::Slices(Medium medium) const {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<uint32_t, SliceStats>> out;
+  for (const auto& [key, slice] : slices_) {
+    if (key.second == medium) out.emplace_back(key.first, StatsOf(*slice));
+  }
+  return out;
+}
+
+SliceStats Allocator::StatsOf(const Slice& s) {
+  SliceStats st;
+  st.capacity = s.capacity;
+  st.used = s.used;
+  st.largest_free = s.LargestFree();
+  st.allocations = s.live.size();
+  st.free_blocks = s.free_by_offset.size();
+  return st;
+}
+
 Result<SliceStats> Allocator::Stats(uint32_t rank, Medium medium) const {
   std::lock_guard lock(mu_);
   auto it = slices_.find({rank, medium});
@@ -272,14 +291,7 @@ Result<SliceStats> Allocator::Stats(uint32_t rank, Medium medium) const {
     return Error(Code::kNotFound, "rank {} has no {} slice in this pool", rank,
                  ValidMedium(medium) ? MediumName(medium) : "?");
   }
-  const Slice& s = *it->second;
-  SliceStats st;
-  st.capacity = s.capacity;
-  st.used = s.used;
-  st.largest_free = s.LargestFree();
-  st.allocations = s.live.size();
-  st.free_blocks = s.free_by_offset.size();
-  return st;
+  return StatsOf(*it->second);
 }
 
 }  // namespace weft::gva

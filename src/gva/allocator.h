@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "base/status.h"
@@ -48,10 +49,13 @@ class Allocator {
   Result<uint64_t> AllocationSize(uint64_t gva) const;
 
   Result<SliceStats> Stats(uint32_t rank, Medium medium) const;
+  // Every live slice of `medium`, by rank.
+  std::vector<std::pair<uint32_t, SliceStats>> Slices(Medium medium) const;
   const Layout& layout() const { return layout_; }
 
  private:
   struct Slice;
+  static SliceStats StatsOf(const Slice& slice);
   Layout layout_;
   uint64_t alignment_;
   mutable std::mutex mu_;

@@ -13,6 +13,7 @@ using Runner = std::function<int()>;
 // Each adds a subcommand and sets *run when it is chosen.
 void AddDemo(CLI::App& app, Runner* run);
 void AddMeta(CLI::App& app, Runner* run);
+void AddStoreMaster(CLI::App& app, Runner* run);  // meta_cmd.cc: the coordinator as the store's master
 void AddRoute(CLI::App& app, Runner* run);
 void AddConfig(CLI::App& app, Runner* run);
 void AddBench(CLI::App& app, Runner* run);

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   weft::tools::AddDemo(app, &run);
   weft::tools::AddBench(app, &run);
   weft::tools::AddMeta(app, &run);
+  weft::tools::AddStoreMaster(app, &run);
   weft::tools::AddRoute(app, &run);
   weft::tools::AddConfig(app, &run);
   weft::tools::AddBenchGpu(app, &run);

@@ -1,4 +1,5 @@
-// `weft meta`: runs a pool's coordinator (and pool allocator) alone, and/or a directory server
+// `weft meta` and `weft store-master`: run a pool's coordinator (with the pool allocator and the
+// store's master) alone, and/or a directory server
 // (--directory: weft's directory API for embedded://host:port clients, and Mooncake's HTTP
 // metadata protocol at /metadata for http://host:port/metadata clients), until SIGINT or SIGTERM.
 #include <csignal>
@@ -12,6 +13,53 @@
 
 namespace weft::tools {
 
+namespace {
+
+// Runs the coordinator of `config`'s pool (with its allocator and the store's master) and/or a
+// directory server until SIGINT or SIGTERM. `name` prefixes what it prints.
+int ServeUntilSignal(const std::string& name, const Config& config, const std::string& directory, bool directory_only) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before threads start, so they inherit it
+  if (directory_only && directory.empty()) {
+    fmt::print(stderr, "{}: --directory-only needs --directory host:port\n", name);
+    return 2;
+  }
+  std::unique_ptr<meta::DirectoryServer> dir;
+  if (!directory.empty()) {
+    meta::DirectoryServerOptions so;
+    so.bind = directory;
+    auto started = meta::DirectoryServer::Start(so);
+    if (!started.ok()) {
+      fmt::print(stderr, "{}: {}\n", name, started.status().ToString());
+      return 1;
+    }
+    dir = std::move(*started);
+    fmt::print("{}: directory on {} (embedded://{}, Mooncake metadata http://{}/metadata)\n", name, dir->address(),
+               dir->address(), dir->address());
+  }
+  std::unique_ptr<bm::PoolCoordinator> coordinator;
+  if (!directory_only) {
+    auto started = bm::PoolCoordinator::Start(config);
+    if (!started.ok()) {
+      fmt::print(stderr, "{}: {}\n", name, started.status().ToString());
+      return 1;
+    }
+    coordinator = std::move(*started);
+    fmt::print("{}: pool '{}' ({} per rank) listening on {}\n", name, config.pool_name, FormatBytes(config.rank_size),
+               coordinator->socket_path());
+  }
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&set, &sig);
+  fmt::print("{}: stopping on signal {}\n", name, sig);
+  return 0;
+}
+
+}  // namespace
+
 void AddMeta(CLI::App& app, Runner* run) {
   auto* cmd = app.add_subcommand("meta", "Run the coordinator of a pool alone (peers join it), and/or a directory");
   auto flags = std::make_shared<ConfigFlags>();
@@ -24,45 +72,25 @@ void AddMeta(CLI::App& app, Runner* run) {
   cmd->callback([=] {
     *run = [=] {
       auto config = flags->Load();
-      if (!config) return 2;
-      sigset_t set;
-      sigemptyset(&set);
-      sigaddset(&set, SIGINT);
-      sigaddset(&set, SIGTERM);
-      pthread_sigmask(SIG_BLOCK, &set, nullptr);  // before threads start, so they inherit it
-      if (*directory_only && directory->empty()) {
-        fmt::print(stderr, "weft meta: --directory-only needs --directory host:port\n");
-        return 2;
-      }
-      std::unique_ptr<meta::DirectoryServer> dir;
-      if (!directory->empty()) {
-        meta::DirectoryServerOptions so;
-        so.bind = *directory;
-        auto started = meta::DirectoryServer::Start(so);
-        if (!started.ok()) {
-          fmt::print(stderr, "weft meta: {}\n", started.status().ToString());
-          return 1;
-        }
-        dir = std::move(*started);
-        fmt::print("weft meta: directory on {} (embedded://{}, Mooncake metadata http://{}/metadata)\n",
-                   dir->address(), dir->address(), dir->address());
-      }
-      std::unique_ptr<bm::PoolCoordinator> coordinator;
-      if (!*directory_only) {
-        auto started = bm::PoolCoordinator::Start(*config);
-        if (!started.ok()) {
-          fmt::print(stderr, "weft meta: {}\n", started.status().ToString());
-          return 1;
-        }
-        coordinator = std::move(*started);
-        fmt::print("weft meta: pool '{}' ({} per rank) listening on {}\n", config->pool_name,
-                   FormatBytes(config->rank_size), coordinator->socket_path());
-      }
-      std::fflush(stdout);
-      int sig = 0;
-      sigwait(&set, &sig);
-      fmt::print("weft meta: stopping on signal {}\n", sig);
-      return 0;
+      return config ? ServeUntilSignal("weft meta", *config, *directory, *directory_only) : 2;
+    };
+  });
+}
+
+void AddStoreMaster(CLI::App& app, Runner* run) {
+  auto* cmd = app.add_subcommand(
+      "store-master",
+      "Run the store's master alone: the coordinator of the pool whose peers are the store's clients (store_* keys "
+      "tune it; docs/store.md)");
+  auto flags = std::make_shared<ConfigFlags>();
+  auto directory = std::make_shared<std::string>();
+  flags->Register(*cmd);
+  cmd->add_option("--directory", *directory,
+                  "Also serve a directory on host:port (Mooncake's http://host:port/metadata for transfer engines)");
+  cmd->callback([=] {
+    *run = [=] {
+      auto config = flags->Load();
+      return config ? ServeUntilSignal("weft store-master", *config, *directory, false) : 2;
     };
   });
 }

@@ -588,6 +588,7 @@ std::string Pool::MetricsText() { return impl_->metrics.PrometheusText(); }
 const gva::Layout& PoolAccess::Layout(const Pool& pool) { return pool.impl_->layout; }
 MetricsRegistry& PoolAccess::Metrics(Pool& pool) { return pool.impl_->metrics; }
 engine::Engine& PoolAccess::Engine(Pool& pool) { return *pool.impl_->engine; }
+Deadline PoolAccess::DefaultDeadline(const Pool& pool) { return pool.impl_->DefaultDeadline(); }
 
 // Holds the API gate shared for the rest of the calling function. `left` is read before the
 // lock too, so that once Leave started no new call queues for the gate (a steady stream of
@@ -596,6 +597,12 @@ engine::Engine& PoolAccess::Engine(Pool& pool) { return *pool.impl_->engine; }
   if (impl_->left) return Error(Code::kCancelled, "this peer has left the pool");        \
   std::shared_lock api_gate_(impl_->api_mu);                                             \
   if (impl_->left) return Error(Code::kCancelled, "this peer has left the pool")
+
+Result<std::vector<uint8_t>> PoolAccess::Call(Pool& pool, std::span<const uint8_t> request) {
+  Pool::Impl* impl_ = pool.impl_.get();  // the name WEFT_REQUIRE_JOINED reads
+  WEFT_REQUIRE_JOINED();
+  return impl_->client->Call(request, impl_->DefaultDeadline());
+}
 
 Result<uint64_t> Pool::SliceAddress(uint32_t rank, Medium medium) const {
   if (rank >= impl_->layout.max_ranks())

@@ -1,5 +1,6 @@
-// The coordinator of a pool together with the pool allocator it serves. Hosted inside the
-// first peer (Pool::Join) or alone by `weft meta`.
+// The coordinator of a pool together with the services it hosts: the pool allocator and the
+// store's master, which allocates its objects from the same allocator. Hosted inside the first
+// peer (Pool::Join) or alone by `weft meta` / `weft store-master`.
 #pragma once
 
 #include <memory>
@@ -7,6 +8,7 @@
 #include <weft/config.h>
 
 #include "base/status.h"
+#include "api/store/master.h"
 #include "gva/allocator.h"
 #include "meta/coordinator.h"
 
@@ -21,10 +23,12 @@ class PoolCoordinator {
   const std::string& socket_path() const { return coordinator_->socket_path(); }
   std::vector<meta::PeerSummary> Peers() const { return coordinator_->Peers(); }
   Result<gva::SliceStats> Stats(uint32_t rank) const { return allocator_->Stats(rank, gva::Medium::kHost); }
+  store::MasterStats StoreStats() const { return master_->Stats(); }
 
  private:
   PoolCoordinator() = default;
   std::unique_ptr<gva::Allocator> allocator_;          // outlives the coordinator that calls it
+  std::unique_ptr<store::Master> master_;              // likewise
   std::unique_ptr<meta::Coordinator> coordinator_;
 };
 

@@ -15,6 +15,11 @@ struct PoolAccess {
   static const gva::Layout& Layout(const Pool& pool);
   static MetricsRegistry& Metrics(Pool& pool);
   static engine::Engine& Engine(Pool& pool);
+  // A service call to the pool's coordinator (the store's master calls ride on it), under the
+  // pool's default deadline (deadline_ms). UNAVAILABLE once the coordinator is gone.
+  static Result<std::vector<uint8_t>> Call(Pool& pool, std::span<const uint8_t> request);
+  // The pool's default deadline from now (deadline_ms).
+  static Deadline DefaultDeadline(const Pool& pool);
   // Pool::Join with the transports of `registry` (a test's own transport next to the built-in
   // ones): `transport=` may name any entry with remote regions.
   static Result<std::unique_ptr<Pool>> Join(const Config& config, JoinMode mode, const transport::Registry& registry);

@@ -33,6 +33,10 @@ namespace weft::store {
 
 using Clock = std::function<std::chrono::steady_clock::time_point()>;
 
+// INVALID_ARGUMENT for an empty key or one over kMaxKeyBytes (clients check before asking, so
+// that a bad key fails alone instead of failing its batch's call with PROTOCOL).
+Status CheckKey(std::string_view key);
+
 // What a reader needs: the object's size, where its replicas are, and how long its lease holds
 // from the moment the master answered (the reader treats a copy that ends later as unsafe).
 struct ObjectView {

@@ -1,0 +1,77 @@
+// ServeStore (api/store/protocol.h): a store call applied to the master, one result per key.
+#include "api/store/protocol.h"
+
+namespace weft::store {
+namespace {
+
+KeyResult StatusOnly(Status s) {
+  KeyResult r;
+  r.status = std::move(s);
+  return r;
+}
+
+std::vector<KeyResult> ServeKeys(Master& master, uint32_t from_rank, const StoreRequest& req) {
+  std::vector<KeyResult> out;
+  out.reserve(req.keys.size());
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    const std::string& key = req.keys[i];
+    switch (req.op) {
+      case StoreOp::kPutStart: {
+        auto replicas = master.PutStart(from_rank, key, req.sizes[i], req.place, req.upsert);
+        KeyResult r = StatusOnly(replicas.status());
+        if (replicas.ok()) r.replicas = std::move(*replicas);
+        out.push_back(std::move(r));
+        break;
+      }
+      case StoreOp::kPutEnd:
+        out.push_back(StatusOnly(master.PutEnd(from_rank, key)));
+        break;
+      case StoreOp::kPutRevoke:
+        out.push_back(StatusOnly(master.PutRevoke(from_rank, key)));
+        break;
+      case StoreOp::kGet: {
+        auto view = master.Get(key);
+        KeyResult r = StatusOnly(view.status());
+        if (view.ok()) {
+          r.size = view->size;
+          r.replicas = std::move(view->replicas);
+          r.lease_ms = static_cast<uint32_t>(view->lease.count());
+        }
+        out.push_back(std::move(r));
+        break;
+      }
+      case StoreOp::kExists: {
+        KeyResult r;
+        r.exists = master.Exists(key);
+        out.push_back(std::move(r));
+        break;
+      }
+      case StoreOp::kRemove:
+        out.push_back(StatusOnly(master.Remove(key, req.force)));
+        break;
+      default:
+        out.push_back(StatusOnly(Error(Code::kInternal, "store op {} is not a per-key op", static_cast<int>(req.op))));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std::span<const uint8_t> request) {
+  WEFT_ASSIGN_OR_RETURN(StoreRequest req, DecodeStoreRequest(request));
+  switch (req.op) {
+    case StoreOp::kRemoveRegex: {
+      WEFT_ASSIGN_OR_RETURN(uint64_t n, master.RemoveByRegex(req.pattern, req.force));
+      return EncodeCount(n);
+    }
+    case StoreOp::kRemoveAll:
+      return EncodeCount(master.RemoveAll(req.force));
+    case StoreOp::kStats:
+      return EncodeStats(master.Stats());
+    default:
+      return EncodeKeyResults(ServeKeys(master, from_rank, req));
+  }
+}
+
+}  // namespace weft::store

@@ -1,0 +1,394 @@
+// The store's client (include/weft/store.h): asks the master where objects are (service calls
+// through the pool's coordinator) and moves their bytes itself through the pool's engine, so a
+// same-node replica is one memcpy through the mapped slice and a remote one goes over tcp/ucx.
+#include <weft/store.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <mutex>
+
+#include "api/bm/pool_internal.h"
+#include "api/store/protocol.h"
+#include "base/status.h"
+
+namespace weft::store {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+uint64_t Addr(const void* p) { return reinterpret_cast<uint64_t>(p); }
+
+// A batch's entry: the parts of one value, laid end to end in the object.
+struct PutItem {
+  std::vector<Span> parts;
+  uint64_t size = 0;
+};
+
+// The status of every copy that served one key, folded: the first failure wins.
+void Fold(Status& into, const Status& s) {
+  if (into.ok() && !s.ok()) into = s;
+}
+
+// Runs `run` on the keys that may be sent (CheckKey) and answers the others with their error, so
+// a bad key fails alone. `run` gets the indices of the valid keys and returns one result each.
+template <typename R, typename Run>
+std::vector<R> ForValidKeys(std::span<const std::string> keys, Run run) {
+  std::vector<R> out;
+  out.reserve(keys.size());
+  std::vector<size_t> valid;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    Status s = CheckKey(keys[i]);
+    if (keys.size() > kMaxBatch) s = Error(Code::kInvalidArgument, "{} keys in one batch: at most {}", keys.size(), kMaxBatch);
+    if (s.ok()) valid.push_back(i);
+    out.push_back(R(s.ok() ? Error(Code::kInternal, "not run") : s));
+  }
+  if (valid.empty()) return out;
+  std::vector<R> ran = run(valid);
+  for (size_t j = 0; j < valid.size(); ++j) out[valid[j]] = std::move(ran[j]);
+  return out;
+}
+
+template <typename T>
+std::vector<T> Pick(std::span<const T> all, const std::vector<size_t>& at) {
+  std::vector<T> out;
+  out.reserve(at.size());
+  for (size_t i : at) out.push_back(all[i]);
+  return out;
+}
+
+}  // namespace
+
+struct Store::Impl {
+  std::unique_ptr<bm::Pool> pool;
+  std::mutex mu;
+  std::map<uint64_t, uint64_t> registered;  // start -> size, non-overlapping
+
+  Result<std::vector<KeyResult>> Call(const std::vector<uint8_t>& request, size_t keys) {
+    WEFT_ASSIGN_OR_RETURN(auto reply, bm::PoolAccess::Call(*pool, request));
+    return DecodeKeyResults(reply, keys);
+  }
+
+  Status CheckRegistered(uint64_t addr, uint64_t size) {
+    std::lock_guard lock(mu);
+    auto it = registered.upper_bound(addr);
+    if (it != registered.begin()) {
+      --it;
+      if (addr >= it->first && addr + size <= it->first + it->second) return OkStatus();
+    }
+    return Error(Code::kNotRegistered,
+                 "buffer {:#x}+{} is not inside a registered buffer: call RegisterBuffer (register_buffer) first",
+                 addr, size);
+  }
+
+  // The replicas to read, best first: one in this peer's own slice, then the others in order.
+  std::vector<Replica> ReadOrder(std::vector<Replica> replicas) const {
+    const uint32_t me = pool->rank();
+    std::stable_partition(replicas.begin(), replicas.end(), [me](const Replica& r) { return r.rank == me; });
+    return replicas;
+  }
+
+  std::vector<Status> Put(std::span<const std::string> keys, const std::vector<PutItem>& items,
+                          const PlaceOptions& place, bool upsert);
+  std::vector<Result<uint64_t>> GetInto(std::span<const std::string> keys, std::span<const Buffer> buffers,
+                                        bool check_registered);
+};
+
+std::vector<Status> Store::Impl::Put(std::span<const std::string> keys, const std::vector<PutItem>& items,
+                                     const PlaceOptions& place, bool upsert) {
+  std::vector<Status> out(keys.size());
+  if (keys.empty()) return out;
+  std::vector<uint64_t> sizes;
+  for (const PutItem& item : items) sizes.push_back(item.size);
+  auto started = Call(EncodePutStart(keys, sizes, place, upsert), keys.size());
+  if (!started.ok()) return std::vector<Status>(keys.size(), started.status());
+  // Every part into every replica, all in one batch; `owner[i]` is the key of request i.
+  std::vector<CopyRequest> copies;
+  std::vector<size_t> owner;
+  for (size_t k = 0; k < keys.size(); ++k) {
+    out[k] = (*started)[k].status;
+    if (!out[k].ok()) continue;
+    for (const Replica& r : (*started)[k].replicas) {
+      uint64_t offset = 0;
+      for (const Span& part : items[k].parts) {
+        if (part.size == 0) continue;
+        copies.push_back({r.gva + offset, Addr(part.data), part.size});
+        owner.push_back(k);
+        offset += part.size;
+      }
+    }
+  }
+  const std::vector<Status> copied = pool->CopyBatch(copies);
+  for (size_t i = 0; i < copied.size(); ++i) Fold(out[owner[i]], copied[i].ok() ? OkStatus() : copied[i].Annotate("writing the value"));
+  // End the puts whose bytes all landed; revoke the others (their memory goes back).
+  std::vector<std::string> end_keys, revoke_keys;
+  std::vector<size_t> end_at;
+  for (size_t k = 0; k < keys.size(); ++k) {
+    if (!(*started)[k].status.ok()) continue;
+    if (out[k].ok()) {
+      end_keys.push_back(keys[k]);
+      end_at.push_back(k);
+    } else {
+      revoke_keys.push_back(keys[k]);
+    }
+  }
+  if (!revoke_keys.empty()) (void)Call(EncodeKeysCall(StoreOp::kPutRevoke, revoke_keys), revoke_keys.size());
+  if (end_keys.empty()) return out;
+  auto ended = Call(EncodeKeysCall(StoreOp::kPutEnd, end_keys), end_keys.size());
+  for (size_t i = 0; i < end_at.size(); ++i) out[end_at[i]] = ended.ok() ? (*ended)[i].status : ended.status();
+  return out;
+}
+
+std::vector<Result<uint64_t>> Store::Impl::GetInto(std::span<const std::string> keys, std::span<const Buffer> buffers,
+                                                   bool check_registered) {
+  std::vector<Result<uint64_t>> out(keys.size(), Error(Code::kInternal, "not read"));
+  // Unregistered destinations fail alone; the master is asked only for the others.
+  std::vector<std::string> asked;
+  std::vector<size_t> asked_at;
+  for (size_t k = 0; k < keys.size(); ++k) {
+    Status s = check_registered ? CheckRegistered(Addr(buffers[k].data), buffers[k].size) : OkStatus();
+    if (!buffers[k].data) s = Error(Code::kInvalidArgument, "a null buffer for '{}'", keys[k]);
+    if (s.ok()) {
+      asked.push_back(keys[k]);
+      asked_at.push_back(k);
+    } else {
+      out[k] = s;
+    }
+  }
+  if (asked.empty()) return out;
+  const auto leased_at = SteadyClock::now();  // before the master grants the leases
+  auto found = Call(EncodeKeysCall(StoreOp::kGet, asked), asked.size());
+  if (!found.ok()) {
+    for (size_t k : asked_at) out[k] = found.status();
+    return out;
+  }
+  std::vector<CopyRequest> copies;
+  std::vector<size_t> copy_at;  // index into asked
+  for (size_t i = 0; i < asked.size(); ++i) {
+    const KeyResult& r = (*found)[i];
+    const Buffer& b = buffers[asked_at[i]];
+    if (!r.status.ok()) {
+      out[asked_at[i]] = r.status;
+    } else if (r.replicas.empty()) {
+      out[asked_at[i]] = Error(Code::kProtocol, "the master listed no replica of '{}'", asked[i]);
+    } else if (b.size < r.size) {
+      out[asked_at[i]] = Error(Code::kInvalidArgument, "'{}' holds {} bytes; the buffer has room for {} (nothing was written)",
+                               asked[i], r.size, b.size);
+    } else {
+      copies.push_back({Addr(b.data), ReadOrder(r.replicas)[0].gva, r.size});
+      copy_at.push_back(i);
+    }
+  }
+  std::vector<Status> copied = pool->CopyBatch(copies);
+  for (size_t c = 0; c < copies.size(); ++c) {
+    const size_t i = copy_at[c];
+    // A replica that failed (its peer died): the others, one by one.
+    const std::vector<Replica> order = ReadOrder((*found)[i].replicas);
+    for (size_t alt = 1; !copied[c].ok() && alt < order.size(); ++alt)
+      copied[c] = pool->Copy(copies[c].dst, order[alt].gva, copies[c].len);
+    const auto lease = std::chrono::milliseconds((*found)[i].lease_ms);
+    if (!copied[c].ok()) {
+      out[asked_at[i]] = copied[c].Annotate("reading '" + asked[i] + "'");
+    } else if (SteadyClock::now() - leased_at >= lease) {
+      out[asked_at[i]] = Error(Code::kTimeout,
+                               "reading '{}' took longer than its {} ms lease: the object may have been replaced "
+                               "meanwhile, so the bytes are not trusted; read it again",
+                               asked[i], lease.count());
+    } else {
+      out[asked_at[i]] = copies[c].len;
+    }
+  }
+  return out;
+}
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() { (void)Close(); }
+
+Result<std::unique_ptr<Store>> Store::Open(const Config& config, bm::JoinMode mode) {
+  auto impl = std::make_unique<Impl>();
+  WEFT_ASSIGN_OR_RETURN(impl->pool, bm::Pool::Join(config, mode));
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+Status Store::Put(std::string_view key, std::span<const uint8_t> value, const PlaceOptions& place) {
+  const Span part{value.data(), value.size()};
+  return PutParts(key, {&part, 1}, place, false);
+}
+
+Status Store::Upsert(std::string_view key, std::span<const uint8_t> value, const PlaceOptions& place) {
+  const Span part{value.data(), value.size()};
+  return PutParts(key, {&part, 1}, place, true);
+}
+
+Status Store::PutParts(std::string_view key, std::span<const Span> parts, const PlaceOptions& place, bool upsert) {
+  PutItem item{{parts.begin(), parts.end()}, 0};
+  for (const Span& p : parts) {
+    if (p.size && !p.data) return Error(Code::kInvalidArgument, "a null part of {} bytes for '{}'", p.size, key);
+    item.size += p.size;
+  }
+  const std::string k(key);
+  WEFT_RETURN_IF_ERROR(CheckKey(k));
+  return impl_->Put({&k, 1}, {item}, place, upsert)[0];
+}
+
+std::vector<Status> Store::PutBatch(std::span<const std::string> keys, std::span<const Span> values,
+                                    const PlaceOptions& place, bool upsert) {
+  if (keys.size() != values.size())
+    return std::vector<Status>(keys.size(), Error(Code::kInvalidArgument, "{} keys but {} values", keys.size(), values.size()));
+  return ForValidKeys<Status>(keys, [&](const std::vector<size_t>& at) {
+    std::vector<PutItem> items;
+    for (size_t i : at) items.push_back({{values[i]}, values[i].size});
+    return impl_->Put(Pick(keys, at), items, place, upsert);
+  });
+}
+
+Status Store::PutFrom(std::string_view key, const void* buffer, uint64_t size, const PlaceOptions& place, bool upsert) {
+  const std::string k(key);
+  const Span span{buffer, size};
+  return PutFromBatch({&k, 1}, {&span, 1}, place, upsert)[0];
+}
+
+std::vector<Status> Store::PutFromBatch(std::span<const std::string> keys, std::span<const Span> buffers,
+                                        const PlaceOptions& place, bool upsert) {
+  if (keys.size() != buffers.size())
+    return std::vector<Status>(keys.size(), Error(Code::kInvalidArgument, "{} keys but {} buffers", keys.size(), buffers.size()));
+  return ForValidKeys<Status>(keys, [&](const std::vector<size_t>& valid) {
+    std::vector<Status> out(valid.size());
+    std::vector<std::string> ok_keys;
+    std::vector<PutItem> items;
+    std::vector<size_t> at;
+    for (size_t j = 0; j < valid.size(); ++j) {
+      const Span& b = buffers[valid[j]];
+      out[j] = impl_->CheckRegistered(Addr(b.data), b.size);
+      if (!out[j].ok()) continue;
+      ok_keys.push_back(keys[valid[j]]);
+      items.push_back({{b}, b.size});
+      at.push_back(j);
+    }
+    const std::vector<Status> put = impl_->Put(ok_keys, items, place, upsert);
+    for (size_t i = 0; i < at.size(); ++i) out[at[i]] = put[i];
+    return out;
+  });
+}
+
+Result<std::vector<uint8_t>> Store::Get(std::string_view key) {
+  const std::string k(key);
+  WEFT_RETURN_IF_ERROR(CheckKey(k));
+  auto found = impl_->Call(EncodeKeysCall(StoreOp::kGet, {&k, 1}), 1);
+  if (!found.ok()) return found.status();
+  if (!(*found)[0].status.ok()) return (*found)[0].status;
+  // Sized from the master's answer; read through the zero-copy path (which asks again, so that
+  // the lease is measured from the read's own request).
+  std::vector<uint8_t> value((*found)[0].size);
+  const Buffer b{value.data(), value.size()};
+  auto n = impl_->GetInto({&k, 1}, {&b, 1}, false)[0];
+  if (!n.ok()) return n.status();
+  value.resize(*n);
+  return value;
+}
+
+Result<uint64_t> Store::GetInto(std::string_view key, void* buffer, uint64_t size) {
+  const std::string k(key);
+  const Buffer b{buffer, size};
+  return GetIntoBatch({&k, 1}, {&b, 1})[0];
+}
+
+std::vector<Result<uint64_t>> Store::GetIntoBatch(std::span<const std::string> keys, std::span<const Buffer> buffers) {
+  if (keys.size() != buffers.size())
+    return std::vector<Result<uint64_t>>(keys.size(),
+                                         Error(Code::kInvalidArgument, "{} keys but {} buffers", keys.size(), buffers.size()));
+  return ForValidKeys<Result<uint64_t>>(keys, [&](const std::vector<size_t>& at) {
+    return impl_->GetInto(Pick(keys, at), Pick(buffers, at), true);
+  });
+}
+
+Status Store::RegisterBuffer(void* buffer, uint64_t size) {
+  if (!buffer || size == 0) return Error(Code::kInvalidArgument, "register a non-null buffer of at least one byte");
+  const uint64_t start = Addr(buffer);
+  std::lock_guard lock(impl_->mu);
+  auto next = impl_->registered.lower_bound(start);
+  const bool overlaps_next = next != impl_->registered.end() && next->first < start + size;
+  const bool overlaps_prev = next != impl_->registered.begin() && std::prev(next)->first + std::prev(next)->second > start;
+  if (overlaps_next || overlaps_prev)
+    return Error(Code::kInvalidArgument, "buffer {:#x}+{} overlaps a registered buffer: unregister that first", start, size);
+  impl_->registered.emplace(start, size);
+  return OkStatus();
+}
+
+Status Store::UnregisterBuffer(void* buffer) {
+  std::lock_guard lock(impl_->mu);
+  if (impl_->registered.erase(Addr(buffer)) == 0)
+    return Error(Code::kNotRegistered, "no registered buffer starts at {:#x}", Addr(buffer));
+  return OkStatus();
+}
+
+Result<bool> Store::Exists(std::string_view key) {
+  const std::string k(key);
+  auto r = ExistsBatch({&k, 1})[0];
+  return r;
+}
+
+std::vector<Result<bool>> Store::ExistsBatch(std::span<const std::string> keys) {
+  return ForValidKeys<Result<bool>>(keys, [&](const std::vector<size_t>& at) {
+    const std::vector<std::string> asked = Pick(keys, at);
+    auto found = impl_->Call(EncodeKeysCall(StoreOp::kExists, asked), asked.size());
+    std::vector<Result<bool>> out;
+    for (size_t k = 0; k < asked.size(); ++k) {
+      if (!found.ok()) {
+        out.push_back(found.status());
+      } else if (!(*found)[k].status.ok()) {
+        out.push_back((*found)[k].status);
+      } else {
+        out.push_back((*found)[k].exists);
+      }
+    }
+    return out;
+  });
+}
+
+Result<uint64_t> Store::Size(std::string_view key) {
+  const std::string k(key);
+  WEFT_RETURN_IF_ERROR(CheckKey(k));
+  WEFT_ASSIGN_OR_RETURN(auto found, impl_->Call(EncodeKeysCall(StoreOp::kGet, {&k, 1}), 1));
+  if (!found[0].status.ok()) return found[0].status;
+  return found[0].size;
+}
+
+Status Store::Remove(std::string_view key, bool force) {
+  const std::string k(key);
+  return RemoveBatch({&k, 1}, force)[0];
+}
+
+std::vector<Status> Store::RemoveBatch(std::span<const std::string> keys, bool force) {
+  return ForValidKeys<Status>(keys, [&](const std::vector<size_t>& at) {
+    const std::vector<std::string> asked = Pick(keys, at);
+    auto removed = impl_->Call(EncodeKeysCall(StoreOp::kRemove, asked, force), asked.size());
+    std::vector<Status> out;
+    for (size_t k = 0; k < asked.size(); ++k) out.push_back(removed.ok() ? (*removed)[k].status : removed.status());
+    return out;
+  });
+}
+
+Result<uint64_t> Store::RemoveByRegex(std::string_view pattern, bool force) {
+  if (pattern.size() > kMaxKeyBytes)
+    return Error(Code::kInvalidArgument, "a pattern of {} bytes: at most {}", pattern.size(), kMaxKeyBytes);
+  WEFT_ASSIGN_OR_RETURN(auto reply, bm::PoolAccess::Call(*impl_->pool, EncodeRemoveRegex(pattern, force)));
+  return DecodeCount(reply);
+}
+
+Result<uint64_t> Store::RemoveAll(bool force) {
+  WEFT_ASSIGN_OR_RETURN(auto reply, bm::PoolAccess::Call(*impl_->pool, EncodeRemoveAll(force)));
+  return DecodeCount(reply);
+}
+
+Status Store::Health() {
+  auto reply = bm::PoolAccess::Call(*impl_->pool, EncodeStatsCall());
+  if (!reply.ok()) return reply.status().Annotate("the store's master does not answer");
+  return DecodeStats(*reply).status();
+}
+
+Status Store::Close() { return impl_->pool->Leave(); }
+
+bm::Pool& Store::pool() { return *impl_->pool; }
+
+}  // namespace weft::store

@@ -1,0 +1,319 @@
+// The store across processes: `weft store-master` hosts the master, and clients forked from this
+// test write and read through every call of include/weft/store.h. Every value is fresh random
+// data, every destination is poisoned first and every byte is compared.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include <weft/store.h>
+
+#include "base/random.h"
+#include "integration/netns_hosts.h"
+#include "integration/peer_process.h"
+
+namespace weft::store {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::PeerProcesses;
+using testing::Spawned;
+
+constexpr uint8_t kPoison = 0xA5;
+
+// Flags that forked children raise and wait for (a shared anonymous page, made before the fork).
+class Flags {
+ public:
+  Flags() {
+    void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    flags_ = p == MAP_FAILED ? nullptr : new (p) std::atomic<int>[64]();
+  }
+  ~Flags() {
+    if (flags_) ::munmap(flags_, 4096);
+  }
+  void Raise(int i) { flags_[i].store(1); }
+  // True once flag i is raised; false after `limit`.
+  bool Wait(int i, milliseconds limit = milliseconds(60000)) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!flags_[i].load()) {
+      if (std::chrono::steady_clock::now() > until) return false;
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return true;
+  }
+
+ private:
+  std::atomic<int>* flags_ = nullptr;
+};
+
+// What a child checks: each failed check is printed and counted; the child exits with the count.
+class Checks {
+ public:
+  explicit Checks(const char* who) : who_(who) {}
+  bool That(bool ok, const std::string& what) {
+    if (!ok) {
+      std::fprintf(stderr, "[%s] FAILED: %s\n", who_, what.c_str());
+      ++failures_;
+    }
+    return ok;
+  }
+  bool Code(const Status& s, weft::Code want, const std::string& what) {
+    return That(s.code() == want, what + ": wanted " + std::string(CodeName(want)) + ", got " + s.ToString());
+  }
+  int failures() const { return failures_ > 100 ? 100 : failures_; }
+
+ private:
+  const char* who_;
+  int failures_ = 0;
+};
+
+std::vector<uint8_t> Value(uint64_t size, uint64_t seed) {
+  std::vector<uint8_t> v(size);
+  FillRandom(v.data(), size, seed);
+  return v;
+}
+
+// The master as its own process, on a unix socket of this test.
+class StoreTest : public ::testing::Test {
+ protected:
+  void StartMaster(const Config& config, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {WEFT_BINARY, "store-master", "--set", "pool_name=" + config.pool_name,
+                                     "--set", "coordinator=" + config.coordinator, "--set",
+                                     "rank_size=" + std::to_string(config.rank_size), "--set",
+                                     "peer_timeout_ms=" + std::to_string(config.peer_timeout_ms)};
+    for (auto& e : extra) argv.push_back(std::move(e));
+    master_ = std::make_unique<Spawned>(argv);
+    ASSERT_TRUE(master_->started());
+    ASSERT_NE(master_->WaitFor("listening on", seconds(20)), "") << master_->output();
+  }
+  Config ClientConfig(const std::string& name, uint64_t rank_size = 32 << 20) {
+    Config c = testing::TestConfig(name, rank_size);
+    c.peer_timeout_ms = 800;
+    return c;
+  }
+  std::unique_ptr<Spawned> master_;
+};
+
+// The writer's side of EveryCallCarriesExactBytes: keys and values derived from `seed`.
+int WriteEverything(const Config& config, uint64_t seed, Flags& flags) {
+  Checks check("writer");
+  auto opened = Store::Open(config, bm::JoinMode::kJoin);
+  if (!check.That(opened.ok(), "open: " + opened.status().ToString())) return 1;
+  Store& store = **opened;
+  const uint64_t sizes[] = {1, 100, 4096, 65536 + 3, 1 << 20, 3 << 20};
+  for (int i = 0; i < 6; ++i) {
+    const auto v = Value(sizes[i], seed + i);
+    check.That(store.Put("obj/" + std::to_string(i), v).ok(), "put obj/" + std::to_string(i));
+  }
+  // Put-if-absent keeps the first value; upsert replaces it.
+  check.Code(store.Put("obj/0", Value(7, seed + 100)), Code::kAlreadyExists, "second put of obj/0");
+  check.That(store.Put("up", Value(5000, seed + 200)).ok(), "put up");
+  check.That(store.Upsert("up", Value(9000, seed + 201)).ok(), "upsert up");
+  // Three parts, laid end to end.
+  const auto a = Value(1000, seed + 300), b = Value(1, seed + 301), c = Value(70000, seed + 302);
+  const Span parts[] = {{a.data(), a.size()}, {b.data(), b.size()}, {c.data(), c.size()}};
+  check.That(store.PutParts("parts", parts).ok(), "put_parts");
+  // A batch of 64 x 16 KiB.
+  std::vector<std::string> keys;
+  std::vector<std::vector<uint8_t>> values;
+  std::vector<Span> spans;
+  for (int i = 0; i < 64; ++i) {
+    keys.push_back("batch/" + std::to_string(i));
+    values.push_back(Value(16 << 10, seed + 400 + i));
+  }
+  for (auto& v : values) spans.push_back({v.data(), v.size()});
+  for (const Status& s : store.PutBatch(keys, spans)) check.That(s.ok(), "put_batch: " + s.ToString());
+  // Zero-copy from a registered buffer.
+  auto zc = Value(256 << 10, seed + 500);
+  check.That(store.RegisterBuffer(zc.data(), zc.size()).ok(), "register");
+  check.That(store.PutFrom("zc", zc.data(), zc.size()).ok(), "put_from");
+  auto loose = Value(100, seed + 501);
+  check.Code(store.PutFrom("loose", loose.data(), loose.size()), Code::kNotRegistered, "put_from unregistered");
+  flags.Raise(0);  // written
+  check.That(flags.Wait(1), "the reader finished");
+  check.That(store.Close().ok(), "close");
+  return check.failures();
+}
+
+int ReadEverything(const Config& config, uint64_t seed, Flags& flags) {
+  Checks check("reader");
+  auto opened = Store::Open(config, bm::JoinMode::kJoin);
+  if (!check.That(opened.ok(), "open: " + opened.status().ToString())) return 1;
+  Store& store = **opened;
+  if (!check.That(flags.Wait(0), "the writer finished")) return check.failures();
+  const uint64_t sizes[] = {1, 100, 4096, 65536 + 3, 1 << 20, 3 << 20};
+  for (int i = 0; i < 6; ++i) {
+    auto got = store.Get("obj/" + std::to_string(i));
+    check.That(got.ok() && *got == Value(sizes[i], seed + i), "get obj/" + std::to_string(i) + " exact");
+  }
+  auto up = store.Get("up");
+  check.That(up.ok() && *up == Value(9000, seed + 201), "upsert's value");
+  auto parts = store.Get("parts");
+  std::vector<uint8_t> want = Value(1000, seed + 300);
+  for (auto& more : {Value(1, seed + 301), Value(70000, seed + 302)}) want.insert(want.end(), more.begin(), more.end());
+  check.That(parts.ok() && *parts == want, "put_parts laid end to end");
+  check.Code(store.Get("missing").status(), Code::kNotFound, "get of a missing key");
+  check.Code(store.Get("loose").status(), Code::kNotFound, "the refused put_from left nothing");
+
+  // Zero-copy reads: a batch with a miss in the middle, into poisoned registered buffers.
+  std::vector<uint8_t> area(70 * (17 << 10), kPoison);
+  check.That(store.RegisterBuffer(area.data(), area.size()).ok(), "register");
+  std::vector<std::string> keys;
+  std::vector<Buffer> buffers;
+  for (int i = 0; i < 65; ++i) {
+    keys.push_back(i == 32 ? "batch/missing" : "batch/" + std::to_string(i < 32 ? i : i - 1));
+    buffers.push_back({area.data() + i * (17 << 10), 17 << 10});
+  }
+  auto got = store.GetIntoBatch(keys, buffers);
+  for (int i = 0; i < 65; ++i) {
+    const auto* p = static_cast<const uint8_t*>(buffers[i].data);
+    if (i == 32) {
+      check.Code(got[i].status(), Code::kNotFound, "the miss in the middle");
+      check.That(std::all_of(p, p + (17 << 10), [](uint8_t x) { return x == kPoison; }), "a miss writes nothing");
+      continue;
+    }
+    const int n = i < 32 ? i : i - 1;
+    check.That(got[i].ok() && *got[i] == (16u << 10), "batch_get_into size " + std::to_string(n));
+    check.That(!FirstMismatch(p, 16 << 10, seed + 400 + n).has_value(), "batch_get_into bytes " + std::to_string(n));
+    check.That(std::all_of(p + (16 << 10), p + (17 << 10), [](uint8_t x) { return x == kPoison; }),
+               "nothing past the value " + std::to_string(n));
+  }
+  auto zc = store.GetInto("zc", area.data(), 256 << 10);
+  check.That(zc.ok() && *zc == (256u << 10) && !FirstMismatch(area.data(), 256 << 10, seed + 500).has_value(),
+             "get_into of the put_from value");
+  // Bad destinations: nothing written, a specific error each.
+  std::fill(area.begin(), area.end(), kPoison);
+  check.Code(store.GetInto("zc", area.data(), 1000).status(), Code::kInvalidArgument, "a buffer smaller than the value");
+  check.That(area[0] == kPoison && area[999] == kPoison, "the small buffer was not written");
+  std::vector<uint8_t> loose(300 << 10);
+  check.Code(store.GetInto("zc", loose.data(), loose.size()).status(), Code::kNotRegistered, "an unregistered buffer");
+
+  // Exists, size, remove, leases.
+  check.That(store.Exists("obj/3").value_or(false), "exists");
+  check.That(!store.Exists("nope").value_or(true), "exists of a missing key");
+  check.That(store.Size("obj/4").value_or(0) == (1u << 20), "size");
+  check.Code(store.Size("nope").status(), Code::kNotFound, "size of a missing key");
+  check.Code(store.Remove("obj/3"), Code::kBusy, "remove of a leased object");
+  check.That(store.Remove("obj/3", true).ok(), "forced remove");
+  check.Code(store.Get("obj/3").status(), Code::kNotFound, "a removed object");
+  auto removed = store.RemoveByRegex("^batch/", true);
+  check.That(removed.ok() && *removed == 64, "remove_by_regex took the 64 batch objects");
+  check.Code(store.RemoveByRegex("(", true).status(), Code::kInvalidArgument, "a regex that does not compile");
+  // Bad input.
+  const auto v = Value(10, seed);
+  check.Code(store.Put("", v), Code::kInvalidArgument, "an empty key");
+  check.Code(store.Put(std::string(5000, 'k'), v), Code::kInvalidArgument, "a key over 4096 bytes");
+  check.Code(store.Put("empty", {}), Code::kInvalidArgument, "an empty value");
+  std::vector<uint8_t> huge(config.rank_size + 1);
+  check.Code(store.Put("huge", huge), Code::kInvalidArgument, "a value larger than any slice");
+  check.That(store.Health().ok(), "health");
+  auto all = store.RemoveAll(true);
+  check.That(all.ok() && *all == 8, "remove_all took obj/0,1,2,4,5, up, parts and zc: " +
+                                        std::to_string(all.value_or(0)));
+  flags.Raise(1);
+  return check.failures();
+}
+
+// Over each way a client reaches another's memory: mapped (shm) and the tcp data plane.
+class StoreCalls : public StoreTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(StoreCalls, EveryCallCarriesExactBytesBetweenTwoClients) {
+  Config config = ClientConfig(std::string("store-calls-") + GetParam());
+  config.transport = GetParam();
+  config.cluster_secret = "store-test-" + std::to_string(FreshSeed());
+  StartMaster(config);
+  if (HasFatalFailure()) return;
+  const uint64_t seed = FreshSeed();
+  Flags flags;
+  PeerProcesses clients(2, [&](int i) {
+    return i == 0 ? WriteEverything(config, seed, flags) : ReadEverything(config, seed, flags);
+  });
+  clients.Release();
+  EXPECT_EQ(clients.Wait(0), 0) << "the writer's checks (stderr above)";
+  EXPECT_EQ(clients.Wait(1), 0) << "the reader's checks (stderr above)";
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, StoreCalls, ::testing::Values("auto", "tcp"));
+
+// A client SIGKILLed: its objects (in its own memory) are reported gone once the pool declares
+// it down; the other client's objects are untouched and exact.
+TEST_F(StoreTest, AKilledClientsObjectsGoAndNothingElse) {
+  const Config config = ClientConfig("store-kill");
+  StartMaster(config);
+  if (HasFatalFailure()) return;
+  const uint64_t seed = FreshSeed();
+  Flags flags;
+  PeerProcesses clients(2, [&](int i) {
+    Checks check(i == 0 ? "doomed" : "survivor");
+    auto store = Store::Open(config, bm::JoinMode::kJoin);
+    if (!check.That(store.ok(), "open: " + store.status().ToString())) return 1;
+    for (int k = 0; k < 20; ++k) {
+      const std::string key = (i == 0 ? "doomed/" : "kept/") + std::to_string(k);
+      check.That((*store)->Put(key, Value(8192 + k, seed + i * 100 + k)).ok(), "put " + key);
+    }
+    flags.Raise(i);
+    if (i == 0) {
+      std::this_thread::sleep_for(seconds(120));  // until killed
+      return 1;
+    }
+    check.That(flags.Wait(2), "the doomed client was killed");
+    // Gone within the pool's peer timeout (0.8 s); 30 s bounds a hang.
+    const auto until = std::chrono::steady_clock::now() + seconds(30);
+    bool gone = false;
+    while (!gone && std::chrono::steady_clock::now() < until) {
+      auto e = (*store)->Exists("doomed/0");
+      gone = e.ok() && !*e;
+      if (!gone) std::this_thread::sleep_for(milliseconds(50));
+    }
+    check.That(gone, "the killed client's objects are reported gone");
+    for (int k = 0; k < 20; ++k) {
+      check.Code((*store)->Get("doomed/" + std::to_string(k)).status(), Code::kNotFound, "doomed/" + std::to_string(k));
+      auto got = (*store)->Get("kept/" + std::to_string(k));
+      check.That(got.ok() && *got == Value(8192 + k, seed + 100 + k), "kept/" + std::to_string(k) + " exact");
+    }
+    return check.failures();
+  });
+  clients.Release();
+  Flags& f = flags;
+  ASSERT_TRUE(f.Wait(0) && f.Wait(1));
+  clients.Kill(0);
+  f.Raise(2);
+  EXPECT_EQ(clients.Wait(1), 0) << "the survivor's checks (stderr above)";
+}
+
+// Filling a small store far past its capacity keeps puts working by evicting unleased objects;
+// a leased object stays; with everything hard-pinned a put is POOL_FULL, never a crash.
+TEST_F(StoreTest, FillingPastCapacityEvictsAndAFullStoreSaysSo) {
+  const Config config = ClientConfig("store-fill", 8 << 20);
+  StartMaster(config);
+  if (HasFatalFailure()) return;
+  const uint64_t seed = FreshSeed();
+  PeerProcesses client(1, [&](int) {
+    Checks check("filler");
+    auto store = Store::Open(config, bm::JoinMode::kJoin);
+    if (!check.That(store.ok(), "open: " + store.status().ToString())) return 1;
+    Store& s = **store;
+    check.That(s.Put("leased", Value(1 << 20, seed)).ok(), "put leased");
+    check.That(s.Get("leased").ok(), "get leased");  // the lease (10 s) outlasts the fill below
+    for (int i = 0; i < 40; ++i) check.That(s.Put("v" + std::to_string(i), Value(1 << 20, seed + 1 + i)).ok(), "put v" + std::to_string(i));
+    auto last = s.Get("v39");
+    check.That(last.ok() && *last == Value(1 << 20, seed + 40), "the newest value exact");
+    check.Code(s.Get("v0").status(), Code::kNotFound, "the oldest was evicted");
+    auto leased = s.Get("leased");
+    check.That(leased.ok() && *leased == Value(1 << 20, seed), "the leased value stayed, exact");
+    // Hard-pinned until nothing can go.
+    Status full;
+    for (int i = 0; i < 20 && full.ok(); ++i) full = s.Put("pin" + std::to_string(i), Value(1 << 20, seed), {.hard_pin = true});
+    check.Code(full, Code::kPoolFull, "a store of hard-pinned and leased objects");
+    check.That(s.Health().ok(), "the master still answers");
+    return check.failures();
+  });
+  client.Release();
+  EXPECT_EQ(client.Wait(0), 0) << "the filler's checks (stderr above)";
+}
+
+}  // namespace
+}  // namespace weft::store

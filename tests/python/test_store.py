@@ -494,25 +494,31 @@ def test_mooncake_master_translation():
     args = mooncake_master.translate(
         ["--rpc_port=50052", "--rpc_address", "10.0.0.9", "--default_kv_lease_ttl=500",
          "--eviction_high_watermark_ratio=0.95", "--eviction_ratio", "0.1", "--client_ttl=20",
-         "--enable_http_metadata_server", "--http_metadata_server_port=8080", "--metrics_port=9003",
+         "--enable_http_metadata_server", "--http_metadata_server_port=8081", "--metrics_port=9003",
          "--enable_ha=true", "--ha_backend_connstring=h1:2379;h2:2379", "--max_kv_soft_pin_ttl=5", "--bogus", "7",
          "--set", "rank_size=1GiB"],
         warn=warnings.append, note=notes.append)
-    assert sets(args) == ["coordinator=tcp://10.0.0.9:50052", "store_lease_ttl_ms=500", "store_high_watermark_pct=95",
-                          "store_eviction_pct=10", "peer_timeout_ms=20000", "rank_size=1GiB"]
+    assert args[-2:] == ["--directory", "10.0.0.9:8081"]  # Mooncake's HTTP metadata, served by weft's directory
+    assert sets(args[:-2]) == ["coordinator=tcp://10.0.0.9:50052", "store_lease_ttl_ms=500",
+                               "store_high_watermark_pct=95", "store_eviction_pct=10", "peer_timeout_ms=20000",
+                               "rank_size=1GiB"]
     noted = " ".join(notes)
-    for flag in ("enable_ha", "ha_backend_connstring", "enable_http_metadata_server", "http_metadata_server_port",
-                 "metrics_port"):
+    for flag in ("enable_ha", "ha_backend_connstring", "metrics_port"):
         assert f"--{flag}" in noted
-    assert all("not supported" in n for n in notes)
+    assert len(notes) == 3 and all("not supported" in n for n in notes)
     assert any("max_kv_soft_pin_ttl" in w for w in warnings) and any("bogus" in w for w in warnings)
+    assert mooncake_master.translate(["--enable_http_metadata_server=1"])[-2:] == ["--directory", "0.0.0.0:8080"]
+    warnings.clear()
+    assert "--directory" not in mooncake_master.translate(["--http_metadata_server_port=9"], warn=warnings.append)
+    assert any("http_metadata_server_port" in w for w in warnings)
     assert sets(mooncake_master.translate(["--port", "6000"])) == ["coordinator=tcp://0.0.0.0:6000"]
     assert sets(mooncake_master.translate(["-port=6001", "--rpc_address=::1"])) == ["coordinator=tcp://[::1]:6001"]
     notes.clear()
-    mooncake_master.translate(["--noenable_ha", "--enable_http_metadata_server=false"], note=notes.append)
-    assert notes == []
+    args = mooncake_master.translate(["--noenable_ha", "--enable_http_metadata_server=false"], note=notes.append)
+    assert notes == [] and "--directory" not in args
     for bad in (["--rpc_port=0"], ["--rpc_port=x"], ["--eviction_ratio=1.5"], ["--client_ttl=-1"],
-                ["--default_kv_lease_ttl"], ["--enable_ha=maybe"]):
+                ["--default_kv_lease_ttl"], ["--enable_ha=maybe"],
+                ["--enable_http_metadata_server", "--http_metadata_server_port=70000"]):
         with pytest.raises(ValueError):
             mooncake_master.translate(bad)
 

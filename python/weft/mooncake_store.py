@@ -479,11 +479,17 @@ class MooncakeDistributedStore:
     def _batch_list(self, what: str, keys: Sequence[Any], others: List[Sequence[Any]],
                     fn: Callable[[Store], List[Any]], convert: Callable[[Any], int], failed: Optional[int] = None) -> List[int]:
         """One int per key. A failure of the whole call (mismatched lengths, not set up) gives
-        every key that call's code, as Mooncake fills its result list."""
+        every key that call's code, as Mooncake fills its result list; keys that are no list at
+        all give an empty one."""
         try:
             keys = list(keys)
-            if any(len(other) != len(keys) for other in others):
-                raise _Mismatched(f"{len(keys)} keys but lists of {[len(o) for o in others]}")
+        except TypeError as e:
+            _log_failure(what, e)
+            return []
+        try:
+            lengths = [len(other) for other in others]
+            if any(n != len(keys) for n in lengths):
+                raise _Mismatched(f"{len(keys)} keys but lists of {lengths}")
             results = fn(self._open())
         except _NotSetUp:
             logger.warning("%s: the store is not set up (call setup() first)", what)

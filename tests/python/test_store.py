@@ -397,6 +397,32 @@ def test_a_tcp_master_that_does_not_answer_is_rpc_fail(monkeypatch):
     assert mc.health_check() == 1
 
 
+def test_error_codes_and_no_call_raises(pair):
+    expected = {weft.PoolFull: -200, weft.InvalidArgument: -600, weft.NotRegistered: -600, weft.OutOfRange: -600,
+                weft.InvalidAddress: -600, weft.Mismatch: -600, weft.NotFound: -704, weft.AlreadyExists: -705,
+                weft.Busy: -706, weft.Timeout: -900, weft.PeerDown: -800, weft.Io: -800, weft.Unavailable: -900,
+                weft.Internal: -1, weft.Protocol: -1, weft.Cancelled: -1}
+    for cls, code in expected.items():
+        assert mcs.error_code(cls("x")) == code, cls
+    # TIMEOUT of a zero-copy read: the copy outlived its lease.
+    assert mcs.error_code(weft.Timeout("x"), reading=True) == mcs.ERR_LEASE_EXPIRED == -707
+    assert mcs.error_code(weft.NotFound("x"), reading=True) == -704
+    assert mcs.error_code(TypeError("x")) == -600 and mcs.error_code(RuntimeError("x")) == -1
+    # Arguments of the wrong type are codes too, never exceptions.
+    mc = pair.mc
+    assert mc.put(123, b"x") == -600
+    assert mc.put("k-bad-value", object()) == -600
+    assert mc.get(None) == b""
+    assert mc.get_into("k", "not a buffer", 10) == -600
+    assert mc.is_exist(3.5) == -1
+    assert mc.batch_get_into(None, [], []) == []
+    assert mc.batch_put_from(["a"], None, [1]) == [-600]
+    assert mc.batch_is_exist(7) == []
+    assert mc.put_batch(None, None) == 0  # nothing to put, as for an empty batch
+    assert mc.register_buffer(object(), 10) == -600
+    assert mc.remove_by_regex(None) == -600
+
+
 # ---- setup's configuration (no store needed) -------------------------------------------------
 
 
@@ -599,6 +625,13 @@ def test_mooncake_master_runs_weft_store_master(tmp_path, monkeypatch):
 
 
 # ---- the shim --------------------------------------------------------------------------------
+
+
+def test_shim_declares_the_mooncake_master_command():
+    with open(os.path.join(SHIM, "pyproject.toml")) as f:
+        text = f.read()
+    assert 'mooncake_master = "weft.mooncake_master:main"' in text
+    assert callable(mooncake_master.main)
 
 
 def test_shim_exports_the_store():

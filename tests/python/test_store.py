@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -580,6 +581,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_gil_released_while_the_master_is_stopped(mc, master):
+    """A call blocked on a master that does not answer lets other Python threads run, and ends
+    as Mooncake's "master unreachable" (health_check 2)."""
+    master.send_signal(signal.SIGSTOP)
+    try:
+        started, outcome = threading.Event(), {}
+
+        def blocked():
+            started.set()
+            outcome["health"] = mc.health_check()
+
+        t = threading.Thread(target=blocked)
+        t.start()
+        started.wait()
+        total = sum(range(200000))  # runs while the other thread waits inside weft
+        still_waiting = t.is_alive()
+        t.join()
+        assert total > 0 and still_waiting and outcome["health"] == 2
+    finally:
+        master.send_signal(signal.SIGCONT)
+
+
 def test_mooncake_master_runs_weft_store_master(tmp_path, monkeypatch):
     """mooncake_master execs a real `weft store-master` (WEFT_BIN or `weft` on PATH; pip builds
     only the extension, so the CLI comes from the C++ build); two clients reach it over tcp."""
@@ -589,10 +612,11 @@ def test_mooncake_master_runs_weft_store_master(tmp_path, monkeypatch):
     port = free_port()
     monkeypatch.setenv("WEFT_CLUSTER_SECRET", "store-" + uuid.uuid4().hex)
     monkeypatch.setenv("WEFT_BIN", weft_bin)
+    monkeypatch.setenv("WEFT_DEADLINE_MS", "3000")  # a call to a stopped master gives up after this
     master = subprocess.Popen(
         [sys.executable, "-m", "weft.mooncake_master", f"--rpc_port={port}", "--rpc_address=127.0.0.1",
          "--default_kv_lease_ttl=60000", "--eviction_high_watermark_ratio=0.9", "--eviction_ratio=0.05",
-         "--client_ttl=5", "--metrics_port=9003", "--set", f"rank_size={SEGMENT}"],
+         "--client_ttl=60", "--metrics_port=9003", "--set", f"rank_size={SEGMENT}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # The master is up once a client can set up against it (bounded wait, nothing timed).
@@ -615,6 +639,8 @@ def test_mooncake_master_runs_weft_store_master(tmp_path, monkeypatch):
             mine = keys_for("tcp-here", 2)
             assert pair.mc.put_batch(mine, values[:2]) == 0
             assert pair.peer_checks(mine, values[:2]) == ["ok", "ok"]
+            check_gil_released_while_the_master_is_stopped(pair.mc, master)
+            assert pair.mc.health_check() == 0 and pair.mc.get(mine[0]) == values[0]
         finally:
             pair.close()
     finally:

@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
   place.replicas = 2;
   place.preferred_rank = 1;
   w.Put("store_request_fuzz", store::EncodePutStart(keys, std::vector<uint64_t>{4096, 1}, place, true));
-  for (auto op : {store::StoreOp::kPutEnd, store::StoreOp::kPutRevoke, store::StoreOp::kGet, store::StoreOp::kExists})
+  for (auto op : {store::StoreOp::kPutEnd, store::StoreOp::kPutEndOnDisk, store::StoreOp::kPutRevoke,
+                  store::StoreOp::kGet, store::StoreOp::kExists})
     w.Put("store_request_fuzz", store::EncodeKeysCall(op, keys));
   w.Put("store_request_fuzz", store::EncodeKeysCall(store::StoreOp::kRemove, keys, true));
   w.Put("store_request_fuzz", store::EncodeRemoveRegex("layer0/.*", false));

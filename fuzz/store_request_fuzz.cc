@@ -13,7 +13,7 @@ using namespace weft::store;
 std::vector<uint8_t> Reencode(const StoreRequest& req) {
   switch (req.op) {
     case StoreOp::kPutStart:
-      return EncodePutStart(req.keys, req.sizes, req.place, req.upsert);
+      return EncodePutStart(req.keys, req.sizes, req.place, req.upsert, req.promote_id);
     case StoreOp::kRemoveRegex:
       return EncodeRemoveRegex(req.pattern, req.force);
     case StoreOp::kRemoveAll:

@@ -43,6 +43,8 @@ struct Config {
   uint32_t store_eviction_pct = 5;
   uint32_t store_put_timeout_ms = 30000;
   uint32_t store_soft_pin_ttl_ms = 30 * 60 * 1000;
+  std::string store_ssd_path;             // a store client's SSD tier; empty: none
+  uint64_t store_ssd_capacity = 16ull << 30;
 
   std::string CoordinatorPath() const;
 };

@@ -45,6 +45,18 @@ struct Buffer {
   uint64_t size = 0;
 };
 
+// What the store's master holds now.
+struct StoreStats {
+  uint64_t objects = 0;          // complete objects in memory
+  uint64_t pending_puts = 0;     // started, not yet ended
+  uint64_t bytes = 0;            // bytes of the objects in memory, each replica counted
+  uint64_t capacity = 0;         // host bytes of every slice of the pool
+  uint64_t used = 0;             // of which allocated (the store's and anyone else's)
+  uint64_t evicted = 0;          // objects evicted from memory since the master started
+  uint64_t parked_bytes = 0;     // memory of removed objects still leased to readers
+  uint64_t on_disk = 0;          // evicted objects whose writer keeps them in its SSD tier
+};
+
 class Store {
  public:
   // Joins the pool of `config` (hosting its coordinator and the master when none answers, as
@@ -98,6 +110,7 @@ class Store {
 
   // OK while the master answers; UNAVAILABLE otherwise.
   Status Health();
+  Result<StoreStats> Stats();
   // Leaves the pool: objects whose only replicas were in this peer's memory are gone.
   Status Close();
 

@@ -280,6 +280,16 @@ const std::vector<KeyDef>& Defs() {
           "How long a soft pin keeps an object behind every unpinned one in the eviction order.",
           IntSetter(&Config::store_soft_pin_ttl_ms),
           IntRange(&Config::store_soft_pin_ttl_ms, 1, 86400000)),
+      Def("store_ssd_path", "string", "(empty: no SSD tier)",
+          "A store client's SSD tier: a local directory where it keeps a copy of every value it writes, so that "
+          "objects evicted from memory are still served to it (and promoted back). Files of an earlier run there "
+          "are deleted when the client opens.",
+          StringSetter(&Config::store_ssd_path),
+          TextRange(&Config::store_ssd_path, 0, 4096)),
+      Def("store_ssd_capacity", "bytes", "16GiB",
+          "Most bytes the SSD tier's files may take; the oldest files go first to make room.",
+          BytesSetter(&Config::store_ssd_capacity),
+          BytesRange(&Config::store_ssd_capacity, 1, 1ull << 50)),
   };
   return defs;
 }

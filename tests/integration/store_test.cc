@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include <weft/store.h>
@@ -313,6 +315,68 @@ TEST_F(StoreTest, FillingPastCapacityEvictsAndAFullStoreSaysSo) {
   });
   client.Release();
   EXPECT_EQ(client.Wait(0), 0) << "the filler's checks (stderr above)";
+}
+
+// The SSD tier: a client with store_ssd_path fills a small store far past its memory; the
+// evicted objects are served from its disk exactly and promoted back into memory; another client
+// does not see them (they are on the writer's disk only); a corrupted file is refused, never
+// served.
+TEST_F(StoreTest, EvictedObjectsAreServedFromTheWritersDiskAndPromotedBack) {
+  const Config base = ClientConfig("store-ssd", 8 << 20);
+  StartMaster(base);
+  if (HasFatalFailure()) return;
+  const std::string dir = "/tmp/weft-store-ssd-" + std::to_string(::getpid());
+  const uint64_t seed = FreshSeed();
+  Flags flags;
+  PeerProcesses clients(2, [&](int i) {
+    Checks check(i == 0 ? "ssd writer" : "other");
+    Config config = base;
+    if (i == 0) config.store_ssd_path = dir;
+    auto store = Store::Open(config, bm::JoinMode::kJoin);
+    if (!check.That(store.ok(), "open: " + store.status().ToString())) return 1;
+    Store& s = **store;
+    if (i == 1) {  // holds no SSD tier: sees objects evicted to the writer's disk as missing
+      check.That(flags.Wait(0), "the writer filled the store");
+      check.Code(s.Get("v0").status(), Code::kNotFound, "an object on another client's disk");
+      flags.Raise(1);
+      return check.failures();
+    }
+    // 16 MiB of slices (this client's and the other's); 40 x 1 MiB evicts the oldest.
+    check.That(flags.Wait(3), "the other client joined");
+    for (int k = 0; k < 40; ++k) check.That(s.Put("v" + std::to_string(k), Value(1 << 20, seed + k)).ok(), "put");
+    auto stats = s.Stats();
+    check.That(stats.ok() && stats->on_disk > 0, "objects went to disk: " + std::to_string(stats.value_or({}).on_disk));
+    flags.Raise(0);
+    check.That(flags.Wait(1), "the other client looked");
+    auto v0 = s.Get("v0");
+    check.That(v0.ok() && *v0 == Value(1 << 20, seed), "v0 from disk, exact: " + v0.status().ToString());
+    // Corrupt every file: an object still on disk is refused, never served; v0, promoted back
+    // into memory by the read above, is read from there.
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+      std::fstream f(entry.path(), std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(-10, std::ios::end);
+      f.put('\x5a');
+    }
+    auto again = s.Get("v0");
+    check.That(again.ok() && *again == Value(1 << 20, seed), "v0 from memory after its promotion, exact");
+    int refused = 0;
+    for (int k = 1; k < 40; ++k) {
+      auto got = s.Get("v" + std::to_string(k));
+      if (got.ok()) {
+        check.That(*got == Value(1 << 20, seed + k), "v" + std::to_string(k) + " exact");
+      } else {
+        refused += got.status().code() == Code::kIo;
+        check.Code(got.status(), Code::kIo, "a corrupted file");
+      }
+    }
+    check.That(refused > 0, "some objects were on disk and refused");
+    std::filesystem::remove_all(dir);
+    return check.failures();
+  });
+  clients.Release();
+  flags.Raise(3);
+  EXPECT_EQ(clients.Wait(0), 0) << "the writer's checks (stderr above)";
+  EXPECT_EQ(clients.Wait(1), 0) << "the other client's checks (stderr above)";
 }
 
 }  // namespace

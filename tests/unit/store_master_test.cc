@@ -37,15 +37,15 @@ class StoreMaster : public ::testing::Test {
 TEST_F(StoreMaster, APutIsInvisibleUntilItEndsAndThenReadable) {
   auto replicas = master_->PutStart(2, "k", 1000, {}, false);
   ASSERT_TRUE(replicas.ok()) << replicas.status().ToString();
-  ASSERT_EQ(replicas->size(), 1u);
-  EXPECT_EQ((*replicas)[0].rank, 2u) << "the writer's own slice first";
+  ASSERT_EQ(replicas->replicas.size(), 1u);
+  EXPECT_EQ(replicas->replicas[0].rank, 2u) << "the writer's own slice first";
   EXPECT_EQ(master_->Get("k").status().code(), Code::kNotFound);
   EXPECT_FALSE(master_->Exists("k"));
   ASSERT_TRUE(master_->PutEnd(2, "k").ok());
   auto view = master_->Get("k");
   ASSERT_TRUE(view.ok());
   EXPECT_EQ(view->size, 1000u);
-  EXPECT_EQ(view->replicas[0].gva, (*replicas)[0].gva);
+  EXPECT_EQ(view->replicas[0].gva, replicas->replicas[0].gva);
   EXPECT_EQ(view->lease, milliseconds(10000));
   EXPECT_EQ(master_->PutEnd(2, "k").code(), Code::kNotFound) << "ended twice";
 }
@@ -61,7 +61,7 @@ TEST_F(StoreMaster, PutKeepsTheFirstValueAndUpsertReplacesIt) {
   EXPECT_EQ(master_->Get("k")->replicas[0].gva, first);
   ASSERT_TRUE(master_->PutEnd(0, "k").ok());
   EXPECT_EQ(master_->Get("k")->size, 300u);
-  EXPECT_EQ(master_->Get("k")->replicas[0].gva, (*next)[0].gva);
+  EXPECT_EQ(master_->Get("k")->replicas[0].gva, next->replicas[0].gva);
 }
 
 TEST_F(StoreMaster, ASecondPutOfAPendingKeyIsRefused) {
@@ -104,15 +104,15 @@ TEST_F(StoreMaster, ReplicasGoToDistinctPeersAsFarAsThereArePeers) {
   auto three = master_->PutStart(1, "three", 1000, {.replicas = 3}, false);
   ASSERT_TRUE(three.ok());
   std::set<uint32_t> ranks;
-  for (const Replica& r : *three) ranks.insert(r.rank);
+  for (const Replica& r : three->replicas) ranks.insert(r.rank);
   EXPECT_EQ(ranks.size(), 3u);
-  EXPECT_EQ((*three)[0].rank, 1u);
+  EXPECT_EQ(three->replicas[0].rank, 1u);
   auto eight = master_->PutStart(1, "eight", 1000, {.replicas = 8}, false);
   ASSERT_TRUE(eight.ok());
-  EXPECT_EQ(eight->size(), 4u) << "best effort: four peers, four replicas";
+  EXPECT_EQ(eight->replicas.size(), 4u) << "best effort: four peers, four replicas";
   auto preferred = master_->PutStart(1, "there", 1000, {.preferred_rank = 3}, false);
   ASSERT_TRUE(preferred.ok());
-  EXPECT_EQ((*preferred)[0].rank, 3u);
+  EXPECT_EQ(preferred->replicas[0].rank, 3u);
 }
 
 TEST_F(StoreMaster, ALeaseHoldsOffRemovalUntilItEnds) {
@@ -228,6 +228,72 @@ TEST_F(StoreMaster, ADeadPeerTakesOnlyItsReplicasAndItsPendingPuts) {
     for (const Replica& r : view->replicas) on_rank2 += r.rank == 2;
   }
   EXPECT_EQ(allocator_.Stats(2, gva::Medium::kHost)->allocations, on_rank2);
+}
+
+// The SSD tier's side in the master: an object ended with a copy on its writer's disk stays
+// known when evicted (no replicas, the disk's rank), is promoted back by that writer, and goes
+// with the writer.
+TEST_F(StoreMaster, AnEvictedObjectKeptOnDiskStaysKnownAndIsPromotedBack) {
+  const uint64_t size = 256 << 10;
+  auto placed = master_->PutStart(1, "disk", size, {.preferred_rank = 0}, false);
+  ASSERT_TRUE(placed.ok());
+  ASSERT_TRUE(master_->PutEnd(1, "disk", true).ok());
+  Advance(milliseconds(1));
+  for (int i = 0; i < 20; ++i) {  // 5 MiB into 4 MiB of slices: "disk" is the oldest
+    ASSERT_TRUE(Put("o" + std::to_string(i), size).ok()) << i;
+    Advance(milliseconds(1));
+  }
+  auto view = master_->Get("disk");
+  ASSERT_TRUE(view.ok()) << "evicted, but its writer keeps it on disk";
+  EXPECT_TRUE(view->replicas.empty());
+  EXPECT_EQ(view->disk_rank, 1);
+  EXPECT_EQ(view->id, placed->id);
+  EXPECT_EQ(master_->Stats().on_disk, 1u);
+  // Promotion: only of that id, once.
+  EXPECT_EQ(master_->PutStart(1, "disk", 0, {}, false, placed->id + 1000).status().code(), Code::kNotFound);
+  Advance(milliseconds(10000));  // the lease of the Get above ends, so that the fill can evict
+  auto promoted = master_->PutStart(1, "disk", 0, {}, false, placed->id);
+  ASSERT_TRUE(promoted.ok()) << promoted.status().ToString();
+  EXPECT_EQ(promoted->id, placed->id);
+  EXPECT_TRUE(master_->Get("disk")->replicas.empty()) << "readers see it on disk until the promotion ends";
+  ASSERT_TRUE(master_->PutEnd(1, "disk").ok());
+  view = master_->Get("disk");
+  ASSERT_EQ(view->replicas.size(), 1u);
+  EXPECT_EQ(view->replicas[0].gva, promoted->replicas[0].gva);
+  EXPECT_EQ(view->disk_rank, 1);
+  EXPECT_EQ(master_->PutStart(1, "disk", 0, {}, false, placed->id).status().code(), Code::kNotFound)
+      << "already in memory";
+}
+
+TEST_F(StoreMaster, APromotionOfAnObjectRemovedMeanwhileFreesItsMemory) {
+  auto placed = master_->PutStart(1, "disk", 1000, {}, false);
+  ASSERT_TRUE(placed.ok());
+  const uint64_t id = placed->id;
+  ASSERT_TRUE(master_->PutEnd(1, "disk", true).ok());
+  for (int i = 0; i < 80; ++i) {  // past the pool's capacity: "disk", the oldest, is evicted
+    Advance(milliseconds(1));
+    ASSERT_TRUE(Put("o" + std::to_string(i), 64 << 10, 1).ok());
+  }
+  ASSERT_TRUE(master_->Get("disk")->replicas.empty());
+  Advance(milliseconds(10000));
+  auto promoted = master_->PutStart(1, "disk", 0, {}, false, id);
+  ASSERT_TRUE(promoted.ok()) << promoted.status().ToString();
+  ASSERT_TRUE(master_->Remove("disk", true).ok());
+  EXPECT_EQ(master_->PutEnd(1, "disk").code(), Code::kNotFound);
+  EXPECT_FALSE(allocator_.AllocationSize(promoted->replicas[0].gva).ok()) << "the promotion's memory went back";
+}
+
+TEST_F(StoreMaster, ObjectsOnTheDiskOfADeadPeerGoWithIt) {
+  ASSERT_TRUE(master_->PutStart(2, "disk", 1000, {.preferred_rank = 0}, false).ok());
+  ASSERT_TRUE(master_->PutEnd(2, "disk", true).ok());
+  master_->DropRank(2);
+  allocator_.RemoveSlice(2, gva::Medium::kHost);
+  auto view = master_->Get("disk");
+  ASSERT_TRUE(view.ok()) << "its replica on rank 0 stays";
+  EXPECT_EQ(view->disk_rank, -1);
+  master_->DropRank(0);
+  allocator_.RemoveSlice(0, gva::Medium::kHost);
+  EXPECT_EQ(master_->Get("disk").status().code(), Code::kNotFound);
 }
 
 TEST_F(StoreMaster, StatsCountObjectsAndBytes) {

@@ -16,7 +16,7 @@ constexpr size_t kMaxMessageBytes = 4096;  // what protocol.cc allows for error 
 std::vector<uint8_t> Reencode(const StoreRequest& req) {
   switch (req.op) {
     case StoreOp::kPutStart:
-      return EncodePutStart(req.keys, req.sizes, req.place, req.upsert);
+      return EncodePutStart(req.keys, req.sizes, req.place, req.upsert, req.promote_id);
     case StoreOp::kRemoveRegex:
       return EncodeRemoveRegex(req.pattern, req.force);
     case StoreOp::kRemoveAll:
@@ -56,6 +56,8 @@ class Random {
     for (auto& replica : r.replicas) replica = {static_cast<uint32_t>(U64()), U64()};
     r.lease_ms = static_cast<uint32_t>(U64());
     r.exists = Bool();
+    r.id = U64();
+    r.disk_rank = Bool() ? -1 : static_cast<int32_t>(Below(1u << 31));
     return r;
   }
 
@@ -82,8 +84,9 @@ std::vector<std::vector<uint8_t>> SampleRequests(Random& rnd) {
   auto keys = rnd.Keys();
   std::vector<uint64_t> sizes(keys.size());
   for (auto& s : sizes) s = rnd.U64();
-  return {EncodePutStart(keys, sizes, rnd.Place(), rnd.Bool()),
+  return {EncodePutStart(keys, sizes, rnd.Place(), rnd.Bool(), rnd.U64()),
           EncodeKeysCall(StoreOp::kPutEnd, keys),
+          EncodeKeysCall(StoreOp::kPutEndOnDisk, keys),
           EncodeKeysCall(StoreOp::kPutRevoke, keys),
           EncodeKeysCall(StoreOp::kGet, keys),
           EncodeKeysCall(StoreOp::kExists, keys),
@@ -101,7 +104,8 @@ TEST(StoreProtocol, PutStartRoundTrips) {
     for (auto& s : sizes) s = rnd.U64();
     PlaceOptions place = rnd.Place();
     bool upsert = rnd.Bool();
-    auto req = DecodeStoreRequest(EncodePutStart(keys, sizes, place, upsert));
+    const uint64_t promote = rnd.U64();
+    auto req = DecodeStoreRequest(EncodePutStart(keys, sizes, place, upsert, promote));
     ASSERT_TRUE(req.ok()) << req.status().ToString();
     EXPECT_EQ(req->op, StoreOp::kPutStart);
     EXPECT_EQ(req->keys, keys);
@@ -111,12 +115,14 @@ TEST(StoreProtocol, PutStartRoundTrips) {
     EXPECT_EQ(req->place.hard_pin, place.hard_pin);
     EXPECT_EQ(req->place.preferred_rank, place.preferred_rank);
     EXPECT_EQ(req->upsert, upsert);
+    EXPECT_EQ(req->promote_id, promote);
   }
 }
 
 TEST(StoreProtocol, KeyCallsRoundTrip) {
   Random rnd(2);
-  for (StoreOp op : {StoreOp::kPutEnd, StoreOp::kPutRevoke, StoreOp::kGet, StoreOp::kExists, StoreOp::kRemove}) {
+  for (StoreOp op : {StoreOp::kPutEnd, StoreOp::kPutEndOnDisk, StoreOp::kPutRevoke, StoreOp::kGet, StoreOp::kExists,
+                     StoreOp::kRemove}) {
     for (int i = 0; i < 20; ++i) {
       auto keys = rnd.Keys();
       bool force = op == StoreOp::kRemove && rnd.Bool();
@@ -182,6 +188,8 @@ TEST(StoreProtocol, KeyResultsRoundTrip) {
       }
       EXPECT_EQ(b.lease_ms, a.lease_ms);
       EXPECT_EQ(b.exists, a.exists);
+      EXPECT_EQ(b.id, a.id);
+      EXPECT_EQ(b.disk_rank, a.disk_rank);
     }
     EXPECT_EQ(EncodeKeyResults(*back), bytes);
   }
@@ -194,7 +202,7 @@ TEST(StoreProtocol, CountAndStatsRoundTrip) {
     auto count = DecodeCount(EncodeCount(n));
     ASSERT_TRUE(count.ok());
     EXPECT_EQ(*count, n);
-    MasterStats s{rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64()};
+    MasterStats s{rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64()};
     auto back = DecodeStats(EncodeStats(s));
     ASSERT_TRUE(back.ok());
     EXPECT_EQ(back->objects, s.objects);
@@ -204,6 +212,7 @@ TEST(StoreProtocol, CountAndStatsRoundTrip) {
     EXPECT_EQ(back->used, s.used);
     EXPECT_EQ(back->evicted, s.evicted);
     EXPECT_EQ(back->parked_bytes, s.parked_bytes);
+    EXPECT_EQ(back->on_disk, s.on_disk);
   }
 }
 
@@ -219,7 +228,7 @@ TEST(StoreProtocol, TruncatedOrLongerRepliesAreProtocolErrors) {
   results[1].replicas = {{1, 2}, {3, 4}};
   auto bytes = EncodeKeyResults(results);
   auto count = EncodeCount(42);
-  auto stats = EncodeStats({1, 2, 3, 4, 5, 6, 7});
+  auto stats = EncodeStats({1, 2, 3, 4, 5, 6, 7, 8});
   for (size_t cut = 0; cut < bytes.size(); ++cut) {
     ExpectProtocol(DecodeKeyResults({bytes.data(), cut}, results.size()).status(), "results cut");
   }
@@ -242,7 +251,7 @@ TEST(StoreProtocol, HeaderIsChecked) {
   auto other_version = msg;
   other_version[1] = 2;
   ExpectProtocol(DecodeStoreRequest(other_version).status(), "version");
-  for (uint8_t op : {0, 10, 255}) {
+  for (uint8_t op : {0, 11, 255}) {
     auto bad_op = msg;
     bad_op[2] = op;
     ExpectProtocol(DecodeStoreRequest(bad_op).status(), "op " + std::to_string(op));
@@ -285,17 +294,19 @@ TEST(StoreProtocol, PutStartLimitsAreProtocolErrors) {
 }
 
 TEST(StoreProtocol, BooleansOtherThanZeroOrOneAreProtocolErrors) {
-  // The booleans end these calls: force, or upsert after the place options.
+  // The booleans end these calls (force), or come just before PutStart's u64 promote id.
   const std::vector<std::string> keys{"k"};
-  for (auto msg : {EncodeRemoveAll(true), EncodeRemoveRegex("a.*", true), EncodeKeysCall(StoreOp::kRemove, keys, true),
-                   EncodePutStart(keys, std::vector<uint64_t>{8}, {}, true)}) {
+  for (auto msg : {EncodeRemoveAll(true), EncodeRemoveRegex("a.*", true), EncodeKeysCall(StoreOp::kRemove, keys, true)}) {
     msg.back() = 2;
     ExpectProtocol(DecodeStoreRequest(msg).status(), "bool 2");
   }
+  auto put = EncodePutStart(keys, std::vector<uint64_t>{8}, {}, true);
+  put[put.size() - 9] = 2;
+  ExpectProtocol(DecodeStoreRequest(put).status(), "upsert 2");
   KeyResult r;
   r.exists = true;
   auto bytes = EncodeKeyResults(std::vector<KeyResult>{r});
-  bytes.back() = 2;
+  bytes[bytes.size() - 13] = 2;  // exists, before the u64 id and the i32 disk rank
   ExpectProtocol(DecodeKeyResults(bytes, 1).status(), "exists 2");
 }
 

@@ -35,6 +35,9 @@ struct Master::Object {
   TimePoint last_access{};
   bool hard_pin = false;
   TimePoint soft_pin_until{};   // in the past when not soft-pinned
+  uint64_t id = 0;              // unique per put (promotions keep it)
+  int32_t disk_rank = -1;       // the writer keeping a copy on its disk; -1: none
+  bool promote = false;         // pending only: brings an on-disk object back into memory
 };
 
 struct Master::Impl {
@@ -50,6 +53,7 @@ struct Master::Impl {
   };
   std::vector<Parked> parked;  // memory of retired objects that readers may still be copying
   uint64_t evicted = 0;
+  uint64_t next_id = 1;
 
   Impl(gva::Allocator& a, MasterOptions o, Clock c) : allocator(a), options(o), clock(std::move(c)) {}
 
@@ -62,6 +66,7 @@ struct Master::Impl {
 
   // An object leaves the store: its memory is freed now, or once its lease ends.
   void Retire(Object& object, TimePoint now) {
+    if (object.replicas.empty()) return;  // on disk only: no memory
     if (object.lease_until > now) {
       parked.push_back({std::move(object.replicas), object.lease_until});
     } else {
@@ -108,7 +113,7 @@ struct Master::Impl {
     };
     std::vector<Candidate> candidates;
     for (const auto& [key, o] : objects) {
-      if (o.hard_pin || o.lease_until > now) continue;
+      if (o.hard_pin || o.lease_until > now || o.replicas.empty()) continue;
       candidates.push_back({o.soft_pin_until > now, o.last_access, &key});
     }
     std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
@@ -120,11 +125,24 @@ struct Master::Impl {
     return order;
   }
 
+  // Unleased: its memory is freed at once. Kept, on disk only, when its writer has a copy.
+  // The replicas of a promotion go to the object, if it is still the one on disk.
+  Status EndPromotion(Object& promoted, std::string_view key, TimePoint now) {
+    auto it = objects.find(key);
+    if (it == objects.end() || it->second.id != promoted.id || !it->second.replicas.empty()) {
+      FreeReplicas(promoted.replicas);
+      return Error(Code::kNotFound, "'{}' was removed or replaced while it was promoted", key);
+    }
+    it->second.replicas = std::move(promoted.replicas);
+    it->second.last_access = now;
+    return OkStatus();
+  }
+
   void Evict(const std::string& key, TimePoint now) {
     auto it = objects.find(key);
     if (it == objects.end()) return;
-    Retire(it->second, now);  // unleased: freed at once
-    objects.erase(it);
+    Retire(it->second, now);
+    if (it->second.disk_rank < 0) objects.erase(it);
     ++evicted;
   }
 
@@ -194,9 +212,10 @@ Master::Master(gva::Allocator& allocator, MasterOptions options, Clock clock)
 
 Master::~Master() = default;
 
-Result<std::vector<Replica>> Master::PutStart(uint32_t writer, std::string_view key, uint64_t size,
-                                              const PlaceOptions& place, bool upsert) {
+Result<Placed> Master::PutStart(uint32_t writer, std::string_view key, uint64_t size, const PlaceOptions& place,
+                                bool upsert, uint64_t promote_id) {
   WEFT_RETURN_IF_ERROR(CheckKey(key));
+  if (promote_id != 0) return Promote(writer, key, place, promote_id);
   if (size == 0) return Error(Code::kInvalidArgument, "an empty value cannot be stored (key '{}')", key);
   if (place.replicas < 1 || place.replicas > kMaxReplicas)
     return Error(Code::kInvalidArgument, "{} replicas asked for: 1..{} are allowed", place.replicas, kMaxReplicas);
@@ -229,11 +248,35 @@ Result<std::vector<Replica>> Master::PutStart(uint32_t writer, std::string_view 
   object.last_access = now;
   object.hard_pin = place.hard_pin;
   if (place.soft_pin) object.soft_pin_until = now + m.options.soft_pin_ttl;
+  object.id = m.next_id++;
+  const uint64_t id = object.id;
   m.pending.emplace(std::string(key), std::move(object));
-  return replicas;
+  return Placed{replicas, id};
 }
 
-Status Master::PutEnd(uint32_t writer, std::string_view key) {
+Result<Placed> Master::Promote(uint32_t writer, std::string_view key, const PlaceOptions& place, uint64_t id) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  const TimePoint now = m.Now();
+  m.ExpireLocked(now);
+  auto it = m.objects.find(key);
+  if (it == m.objects.end() || it->second.id != id || !it->second.replicas.empty())
+    return Error(Code::kNotFound, "'{}' is not on disk under id {} (removed, replaced or already in memory)", key, id);
+  if (m.pending.count(key)) return Error(Code::kAlreadyExists, "a put of '{}' is in progress", key);
+  const uint64_t size = it->second.size;
+  m.EvictForWatermark(size, now);
+  WEFT_ASSIGN_OR_RETURN(Replica head, m.PlaceFirst(size, writer, writer, now));
+  Object pending = it->second;  // pins, disk copy and id as they are
+  pending.replicas = {head};
+  pending.writer = writer;
+  pending.started = now;
+  pending.promote = true;
+  (void)place;  // a promotion restores one replica, in the promoting writer's slice first
+  m.pending.emplace(std::string(key), std::move(pending));
+  return Placed{{head}, id};
+}
+
+Status Master::PutEnd(uint32_t writer, std::string_view key, bool on_disk) {
   Impl& m = *impl_;
   std::lock_guard lock(m.mu);
   const TimePoint now = m.Now();
@@ -243,6 +286,8 @@ Status Master::PutEnd(uint32_t writer, std::string_view key) {
     return Error(Code::kNotFound, "no put of '{}' by this peer is pending (timed out, revoked or lost a replica)", key);
   auto node = m.pending.extract(it);
   node.mapped().last_access = now;
+  if (node.mapped().promote) return m.EndPromotion(node.mapped(), key, now);
+  node.mapped().disk_rank = on_disk ? static_cast<int32_t>(writer) : -1;
   if (auto old = m.objects.find(key); old != m.objects.end()) {  // an upsert replaces the value
     m.Retire(old->second, now);
     m.objects.erase(old);
@@ -274,7 +319,7 @@ Result<ObjectView> Master::Get(std::string_view key) {
   Object& o = it->second;
   o.lease_until = std::max(o.lease_until, now + m.options.lease_ttl);
   o.last_access = now;
-  return ObjectView{o.size, o.replicas, m.options.lease_ttl};
+  return ObjectView{o.size, o.replicas, m.options.lease_ttl, o.id, o.disk_rank};
 }
 
 bool Master::Exists(std::string_view key) {
@@ -338,8 +383,10 @@ void Master::DropRank(uint32_t rank) {
   std::lock_guard lock(m.mu);
   auto on_rank = [rank](const Replica& r) { return r.rank == rank; };
   for (auto it = m.objects.begin(); it != m.objects.end();) {
-    std::erase_if(it->second.replicas, on_rank);  // that memory went with the slice
-    it = it->second.replicas.empty() ? m.objects.erase(it) : std::next(it);
+    Object& o = it->second;
+    std::erase_if(o.replicas, on_rank);  // that memory went with the slice, its disk copy with the peer
+    if (o.disk_rank == static_cast<int32_t>(rank)) o.disk_rank = -1;
+    it = o.replicas.empty() && o.disk_rank < 0 ? m.objects.erase(it) : std::next(it);
   }
   // A pending put by the dead peer, or one that lost a replica, is revoked: a put that ended
   // with a replica missing would be visible and unreadable there.
@@ -366,9 +413,11 @@ MasterStats Master::Stats() const {
   const Impl& m = *impl_;
   std::lock_guard lock(m.mu);
   MasterStats st;
-  st.objects = m.objects.size();
   st.pending_puts = m.pending.size();
-  for (const auto& [key, o] : m.objects) st.bytes += o.size * o.replicas.size();
+  for (const auto& [key, o] : m.objects) {
+    st.bytes += o.size * o.replicas.size();
+    (o.replicas.empty() ? st.on_disk : st.objects) += 1;
+  }
   const Impl::Fill fill = m.PoolFill();
   st.capacity = fill.capacity;
   st.used = fill.used;

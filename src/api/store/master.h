@@ -13,7 +13,9 @@
 // Eviction: when a put would take the fill of the pool above high_watermark, or finds no room,
 // unleased objects are evicted approximately least recently used first (soft-pinned ones after
 // all others, hard-pinned never) until the fill is at most high_watermark - eviction_ratio or
-// the put fits. POOL_FULL when nothing more can go.
+// the put fits. POOL_FULL when nothing more can go. An evicted object whose writer keeps it on
+// its disk (PutEnd on_disk) stays known, without replicas; its writer serves it from there and
+// may promote it back into memory (PutStart with promote_id).
 #pragma once
 
 #include <chrono>
@@ -41,8 +43,16 @@ Status CheckKey(std::string_view key);
 // from the moment the master answered (the reader treats a copy that ends later as unsafe).
 struct ObjectView {
   uint64_t size = 0;
-  std::vector<Replica> replicas;
+  std::vector<Replica> replicas;     // empty: evicted from memory, on the disk of disk_rank only
   std::chrono::milliseconds lease{0};
+  uint64_t id = 0;                   // unique per put; names the object's file in the SSD tier
+  int32_t disk_rank = -1;            // the writer that keeps a copy on its disk; -1: none
+};
+
+// Where a started put goes: its replicas and the object's id.
+struct Placed {
+  std::vector<Replica> replicas;
+  uint64_t id = 0;
 };
 
 class Master {
@@ -61,11 +71,16 @@ class Master {
   // pending) and !upsert, or a put of it is pending (upsert too). POOL_FULL: no room even
   // after eviction. With upsert an existing complete object stays readable until PutEnd
   // replaces it.
-  Result<std::vector<Replica>> PutStart(uint32_t writer, std::string_view key, uint64_t size,
-                                        const PlaceOptions& place, bool upsert);
+  //
+  // promote_id != 0 brings an object that was evicted to its writer's disk back into memory:
+  // the object must still be on disk under that id (NOT_FOUND otherwise); `size` and `upsert`
+  // are then ignored, and PutEnd gives the object its replicas again.
+  Result<Placed> PutStart(uint32_t writer, std::string_view key, uint64_t size, const PlaceOptions& place,
+                          bool upsert, uint64_t promote_id = 0);
   // NOT_FOUND when no put of `key` by `writer` is pending (never started, already ended,
-  // revoked, or timed out).
-  Status PutEnd(uint32_t writer, std::string_view key);
+  // revoked, or timed out), or when a promoted object changed meanwhile. `on_disk`: the writer
+  // also keeps the value on its disk (SSD tier), so eviction keeps the object, on disk only.
+  Status PutEnd(uint32_t writer, std::string_view key, bool on_disk = false);
   Status PutRevoke(uint32_t writer, std::string_view key);
 
   // A complete object, with a fresh lease. NOT_FOUND for a missing or still-pending key.
@@ -91,6 +106,8 @@ class Master {
   MasterStats Stats() const;
 
  private:
+  Result<Placed> Promote(uint32_t writer, std::string_view key, const PlaceOptions& place, uint64_t id);
+
   struct Object;
   struct Impl;
   std::unique_ptr<Impl> impl_;

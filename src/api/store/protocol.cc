@@ -21,7 +21,7 @@ constexpr size_t kMaxMessageBytes = 4096;
 // result a code, an empty message, size, replica count, lease and exists.
 constexpr size_t kMinKeyBytes = 4 + 1;
 constexpr size_t kReplicaBytes = 4 + 8;
-constexpr size_t kMinResultBytes = 4 + 4 + 8 + 4 + 4 + 1;
+constexpr size_t kMinResultBytes = 4 + 4 + 8 + 4 + 4 + 1 + 8 + 4;
 
 wire::Writer Start(StoreOp op) {
   wire::Writer w;
@@ -73,7 +73,8 @@ Status ReadPutStart(wire::Reader& r, StoreRequest& req) {
   req.sizes.resize(n);
   for (auto& size : req.sizes) WEFT_RETURN_IF_ERROR(r.U64(size));
   WEFT_RETURN_IF_ERROR(ReadPlace(r, req.place));
-  return r.Bool(req.upsert);
+  WEFT_RETURN_IF_ERROR(r.Bool(req.upsert));
+  return r.U64(req.promote_id);
 }
 
 // The body of `op`, after the header.
@@ -82,6 +83,7 @@ Status ReadBody(wire::Reader& r, StoreOp op, StoreRequest& req) {
     case StoreOp::kPutStart:
       return ReadPutStart(r, req);
     case StoreOp::kPutEnd:
+    case StoreOp::kPutEndOnDisk:
     case StoreOp::kPutRevoke:
     case StoreOp::kGet:
     case StoreOp::kExists:
@@ -126,6 +128,8 @@ void WriteResult(wire::Writer& w, const KeyResult& result) {
   }
   w.U32(result.lease_ms);
   w.Bool(result.exists);
+  w.U64(result.id);
+  w.I32(result.disk_rank);
 }
 
 Status ReadResult(wire::Reader& r, KeyResult& result) {
@@ -139,13 +143,17 @@ Status ReadResult(wire::Reader& r, KeyResult& result) {
     WEFT_RETURN_IF_ERROR(r.U64(replica.gva));
   }
   WEFT_RETURN_IF_ERROR(r.U32(result.lease_ms));
-  return r.Bool(result.exists);
+  WEFT_RETURN_IF_ERROR(r.Bool(result.exists));
+  WEFT_RETURN_IF_ERROR(r.U64(result.id));
+  WEFT_RETURN_IF_ERROR(r.I32(result.disk_rank));
+  if (result.disk_rank < -1) return Error(Code::kProtocol, "disk rank {}", result.disk_rank);
+  return OkStatus();
 }
 
 // MasterStats field by field, in declaration order, for both directions.
 template <typename Stats, typename F>
 void ForEachStat(Stats& s, F&& f) {
-  for (auto* field : {&s.objects, &s.pending_puts, &s.bytes, &s.capacity, &s.used, &s.evicted, &s.parked_bytes}) {
+  for (auto* field : {&s.objects, &s.pending_puts, &s.bytes, &s.capacity, &s.used, &s.evicted, &s.parked_bytes, &s.on_disk}) {
     f(*field);
   }
 }
@@ -155,13 +163,14 @@ void ForEachStat(Stats& s, F&& f) {
 bool IsStoreCall(std::span<const uint8_t> request) { return !request.empty() && request[0] == kStoreService; }
 
 std::vector<uint8_t> EncodePutStart(std::span<const std::string> keys, std::span<const uint64_t> sizes,
-                                    const PlaceOptions& place, bool upsert) {
+                                    const PlaceOptions& place, bool upsert, uint64_t promote_id) {
   auto w = Start(StoreOp::kPutStart);
   WriteKeys(w, keys);
   w.U32(static_cast<uint32_t>(sizes.size()));
   for (uint64_t size : sizes) w.U64(size);
   WritePlace(w, place);
   w.Bool(upsert);
+  w.U64(promote_id);
   return w.Take();
 }
 

@@ -32,6 +32,7 @@ enum class StoreOp : uint8_t {
   kRemoveRegex = 7,  // pattern, force               -> count
   kRemoveAll = 8,    // force                        -> count
   kStats = 9,        //                              -> MasterStats
+  kPutEndOnDisk = 10,  // keys: ended, and the writer also holds a copy on its disk (SSD tier)
 };
 
 struct StoreRequest {
@@ -40,6 +41,7 @@ struct StoreRequest {
   std::vector<uint64_t> sizes;     // kPutStart: one per key
   PlaceOptions place;              // kPutStart
   bool upsert = false;             // kPutStart
+  uint64_t promote_id = 0;         // kPutStart: bring the on-disk object of this id back into memory
   bool force = false;              // kRemove, kRemoveRegex, kRemoveAll
   std::string pattern;             // kRemoveRegex (at most kMaxKeyBytes)
 };
@@ -51,13 +53,15 @@ struct KeyResult {
   std::vector<Replica> replicas;   // kPutStart, kGet (at most kMaxReplicas)
   uint32_t lease_ms = 0;           // kGet
   bool exists = false;             // kExists
+  uint64_t id = 0;                 // kPutStart, kGet: the object's id (names its SSD file)
+  int32_t disk_rank = -1;          // kGet: the peer whose disk holds a copy; -1: none
 };
 
 bool IsStoreCall(std::span<const uint8_t> request);
 
 std::vector<uint8_t> EncodePutStart(std::span<const std::string> keys, std::span<const uint64_t> sizes,
-                                    const PlaceOptions& place, bool upsert);
-// kPutEnd, kPutRevoke, kGet, kExists, kRemove (force only for kRemove).
+                                    const PlaceOptions& place, bool upsert, uint64_t promote_id = 0);
+// kPutEnd, kPutEndOnDisk, kPutRevoke, kGet, kExists, kRemove (force only for kRemove).
 std::vector<uint8_t> EncodeKeysCall(StoreOp op, std::span<const std::string> keys, bool force = false);
 std::vector<uint8_t> EncodeRemoveRegex(std::string_view pattern, bool force);
 std::vector<uint8_t> EncodeRemoveAll(bool force);

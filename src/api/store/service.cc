@@ -4,9 +4,13 @@
 namespace weft::store {
 namespace {
 
+// Per-key error text is cut to this, so that a reply of kMaxBatch results (with their replica
+// lists) stays well inside one control frame (16 MiB).
+constexpr size_t kMaxKeyMessage = 1024;
+
 KeyResult StatusOnly(Status s) {
   KeyResult r;
-  r.status = std::move(s);
+  r.status = s.message().size() > kMaxKeyMessage ? Status(s.code(), s.message().substr(0, kMaxKeyMessage)) : std::move(s);
   return r;
 }
 
@@ -17,14 +21,18 @@ std::vector<KeyResult> ServeKeys(Master& master, uint32_t from_rank, const Store
     const std::string& key = req.keys[i];
     switch (req.op) {
       case StoreOp::kPutStart: {
-        auto replicas = master.PutStart(from_rank, key, req.sizes[i], req.place, req.upsert);
-        KeyResult r = StatusOnly(replicas.status());
-        if (replicas.ok()) r.replicas = std::move(*replicas);
+        auto placed = master.PutStart(from_rank, key, req.sizes[i], req.place, req.upsert, req.promote_id);
+        KeyResult r = StatusOnly(placed.status());
+        if (placed.ok()) {
+          r.replicas = std::move(placed->replicas);
+          r.id = placed->id;
+        }
         out.push_back(std::move(r));
         break;
       }
       case StoreOp::kPutEnd:
-        out.push_back(StatusOnly(master.PutEnd(from_rank, key)));
+      case StoreOp::kPutEndOnDisk:
+        out.push_back(StatusOnly(master.PutEnd(from_rank, key, req.op == StoreOp::kPutEndOnDisk)));
         break;
       case StoreOp::kPutRevoke:
         out.push_back(StatusOnly(master.PutRevoke(from_rank, key)));
@@ -36,6 +44,8 @@ std::vector<KeyResult> ServeKeys(Master& master, uint32_t from_rank, const Store
           r.size = view->size;
           r.replicas = std::move(view->replicas);
           r.lease_ms = static_cast<uint32_t>(view->lease.count());
+          r.id = view->id;
+          r.disk_rank = view->disk_rank;
         }
         out.push_back(std::move(r));
         break;

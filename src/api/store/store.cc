@@ -10,6 +10,8 @@
 
 #include "api/bm/pool_internal.h"
 #include "api/store/protocol.h"
+#include "api/store/ssd_tier.h"
+#include "base/log.h"
 #include "base/status.h"
 
 namespace weft::store {
@@ -61,6 +63,8 @@ std::vector<T> Pick(std::span<const T> all, const std::vector<size_t>& at) {
 
 struct Store::Impl {
   std::unique_ptr<bm::Pool> pool;
+  std::unique_ptr<SsdTier> ssd;             // store_ssd_path; null: none
+  std::atomic<bool> ssd_failed_once{false};
   std::mutex mu;
   std::map<uint64_t, uint64_t> registered;  // start -> size, non-overlapping
 
@@ -90,6 +94,17 @@ struct Store::Impl {
 
   std::vector<Status> Put(std::span<const std::string> keys, const std::vector<PutItem>& items,
                           const PlaceOptions& place, bool upsert);
+  // How a started put finishes: its bytes did not all land, they did, they did and the SSD tier
+  // holds a copy too.
+  enum class Finish { kNone, kRevoke, kEnd, kEndOnDisk };
+  // Ends or revokes the started puts of `keys`; fills out[k] for the ended ones.
+  void EndPuts(std::span<const std::string> keys, const std::vector<Finish>& finish, std::vector<Status>& out);
+  // Writes a value to the SSD tier; false (logged once) when it cannot.
+  bool KeepOnDisk(uint64_t id, const std::string& key, const PutItem& item);
+  // An object evicted from memory: read from this client's SSD tier (when it is the writer that
+  // kept it) into the buffer, and promoted back into memory, best effort.
+  Result<uint64_t> ReadFromDisk(const std::string& key, const KeyResult& found, const Buffer& buffer);
+  void Promote(const std::string& key, uint64_t id, const Buffer& value);
   std::vector<Result<uint64_t>> GetInto(std::span<const std::string> keys, std::span<const Buffer> buffers,
                                         bool check_registered);
 };
@@ -120,23 +135,68 @@ std::vector<Status> Store::Impl::Put(std::span<const std::string> keys, const st
   }
   const std::vector<Status> copied = pool->CopyBatch(copies);
   for (size_t i = 0; i < copied.size(); ++i) Fold(out[owner[i]], copied[i].ok() ? OkStatus() : copied[i].Annotate("writing the value"));
-  // End the puts whose bytes all landed; revoke the others (their memory goes back).
-  std::vector<std::string> end_keys, revoke_keys;
-  std::vector<size_t> end_at;
+  std::vector<Finish> finish(keys.size(), Finish::kNone);
   for (size_t k = 0; k < keys.size(); ++k) {
     if (!(*started)[k].status.ok()) continue;
-    if (out[k].ok()) {
-      end_keys.push_back(keys[k]);
-      end_at.push_back(k);
+    if (!out[k].ok()) {
+      finish[k] = Finish::kRevoke;
     } else {
-      revoke_keys.push_back(keys[k]);
+      const bool on_disk = ssd && KeepOnDisk((*started)[k].id, keys[k], items[k]);
+      finish[k] = on_disk ? Finish::kEndOnDisk : Finish::kEnd;
     }
   }
-  if (!revoke_keys.empty()) (void)Call(EncodeKeysCall(StoreOp::kPutRevoke, revoke_keys), revoke_keys.size());
-  if (end_keys.empty()) return out;
-  auto ended = Call(EncodeKeysCall(StoreOp::kPutEnd, end_keys), end_keys.size());
-  for (size_t i = 0; i < end_at.size(); ++i) out[end_at[i]] = ended.ok() ? (*ended)[i].status : ended.status();
+  EndPuts(keys, finish, out);
   return out;
+}
+
+void Store::Impl::EndPuts(std::span<const std::string> keys, const std::vector<Finish>& finish,
+                          std::vector<Status>& out) {
+  // One call per kind at most: revoke (their memory goes back; out keeps the copy's error), end,
+  // end with a copy on disk.
+  for (Finish kind : {Finish::kRevoke, Finish::kEnd, Finish::kEndOnDisk}) {
+    std::vector<std::string> group;
+    std::vector<size_t> at;
+    for (size_t k = 0; k < keys.size(); ++k) {
+      if (finish[k] != kind) continue;
+      group.push_back(keys[k]);
+      at.push_back(k);
+    }
+    if (group.empty()) continue;
+    if (kind == Finish::kRevoke) {
+      (void)Call(EncodeKeysCall(StoreOp::kPutRevoke, group), group.size());
+      continue;
+    }
+    const StoreOp op = kind == Finish::kEndOnDisk ? StoreOp::kPutEndOnDisk : StoreOp::kPutEnd;
+    auto ended = Call(EncodeKeysCall(op, group), group.size());
+    for (size_t i = 0; i < at.size(); ++i) out[at[i]] = ended.ok() ? (*ended)[i].status : ended.status();
+  }
+}
+
+bool Store::Impl::KeepOnDisk(uint64_t id, const std::string& key, const PutItem& item) {
+  Status s = ssd->Write(id, key, item.parts);
+  if (!s.ok() && !ssd_failed_once.exchange(true))
+    WEFT_LOG_WARN("store: the SSD tier in {} refused a value ({}); such objects are not kept on disk", ssd->dir(),
+                  s.ToString());
+  return s.ok();
+}
+
+Result<uint64_t> Store::Impl::ReadFromDisk(const std::string& key, const KeyResult& found, const Buffer& buffer) {
+  if (!ssd || found.disk_rank != static_cast<int32_t>(pool->rank()))
+    return Error(Code::kNotFound, "'{}' was evicted from memory; only its writer (rank {}) keeps it, on its disk", key,
+                 found.disk_rank);
+  WEFT_RETURN_IF_ERROR(ssd->Read(found.id, key, buffer.data, found.size));
+  Promote(key, found.id, {buffer.data, found.size});
+  return found.size;
+}
+
+void Store::Impl::Promote(const std::string& key, uint64_t id, const Buffer& value) {
+  const std::string keys[] = {key};
+  const uint64_t sizes[] = {value.size};
+  auto started = Call(EncodePutStart(keys, sizes, {}, false, id), 1);
+  if (!started.ok() || !(*started)[0].status.ok()) return;  // still on disk: served from there next time
+  Status copied = pool->Copy((*started)[0].replicas[0].gva, Addr(value.data), value.size);
+  const StoreOp op = copied.ok() ? StoreOp::kPutEnd : StoreOp::kPutRevoke;
+  (void)Call(EncodeKeysCall(op, keys), 1);
 }
 
 std::vector<Result<uint64_t>> Store::Impl::GetInto(std::span<const std::string> keys, std::span<const Buffer> buffers,
@@ -169,11 +229,11 @@ std::vector<Result<uint64_t>> Store::Impl::GetInto(std::span<const std::string> 
     const Buffer& b = buffers[asked_at[i]];
     if (!r.status.ok()) {
       out[asked_at[i]] = r.status;
-    } else if (r.replicas.empty()) {
-      out[asked_at[i]] = Error(Code::kProtocol, "the master listed no replica of '{}'", asked[i]);
     } else if (b.size < r.size) {
       out[asked_at[i]] = Error(Code::kInvalidArgument, "'{}' holds {} bytes; the buffer has room for {} (nothing was written)",
                                asked[i], r.size, b.size);
+    } else if (r.replicas.empty()) {
+      out[asked_at[i]] = ReadFromDisk(asked[i], r, b);
     } else {
       copies.push_back({Addr(b.data), ReadOrder(r.replicas)[0].gva, r.size});
       copy_at.push_back(i);
@@ -206,6 +266,9 @@ Store::~Store() { (void)Close(); }
 
 Result<std::unique_ptr<Store>> Store::Open(const Config& config, bm::JoinMode mode) {
   auto impl = std::make_unique<Impl>();
+  if (!config.store_ssd_path.empty()) {
+    WEFT_ASSIGN_OR_RETURN(impl->ssd, SsdTier::Open(config.store_ssd_path, config.store_ssd_capacity));
+  }
   WEFT_ASSIGN_OR_RETURN(impl->pool, bm::Pool::Join(config, mode));
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
@@ -385,6 +448,11 @@ Status Store::Health() {
   auto reply = bm::PoolAccess::Call(*impl_->pool, EncodeStatsCall());
   if (!reply.ok()) return reply.status().Annotate("the store's master does not answer");
   return DecodeStats(*reply).status();
+}
+
+Result<StoreStats> Store::Stats() {
+  WEFT_ASSIGN_OR_RETURN(auto reply, bm::PoolAccess::Call(*impl_->pool, EncodeStatsCall()));
+  return DecodeStats(reply);
 }
 
 Status Store::Close() { return impl_->pool->Leave(); }

@@ -31,15 +31,7 @@ struct MasterOptions {
   std::chrono::milliseconds soft_pin_ttl{30 * 60 * 1000};
 };
 
-// What the master holds now (weft store stats, metrics).
-struct MasterStats {
-  uint64_t objects = 0;          // complete objects
-  uint64_t pending_puts = 0;     // started, not yet ended
-  uint64_t bytes = 0;            // bytes of complete objects, replicas counted once each
-  uint64_t capacity = 0;         // host bytes of every slice the master allocates in
-  uint64_t used = 0;             // of which allocated (the store's and anyone else's)
-  uint64_t evicted = 0;          // objects evicted since start
-  uint64_t parked_bytes = 0;     // memory of removed objects still leased to readers
-};
+// What the master holds now (weft store stats, metrics): the public StoreStats.
+using MasterStats = StoreStats;
 
 }  // namespace weft::store

@@ -31,10 +31,12 @@ How ``setup`` maps onto weft's configuration (docs/api.md, "weft.mooncake_store"
 - ``protocol``: "rdma" runs on weft's ucx transport (``rdma_devices`` sets UCX_NET_DEVICES
   unless it is set); "tcp" is weft's tcp transport for a tcp master, and same-node shared memory
   for a unix-path master (no network to cross).
+- ``enable_ssd_offload`` with ``ssd_offload_path``: weft's SSD tier in that directory
+  (``store_ssd_path``: the client keeps a copy of each value it writes, served after the
+  object is evicted from memory); without a path, a warning and memory only.
 - Ignored: ``metadata_server`` (the coordinator is the metadata service), ``local_buffer_size``
   (weft copies straight into the caller's memory, no staging buffer), ``engine``,
-  ``tenant_id``, ``enable_client_http_server``, ``client_http_port``. ``enable_ssd_offload`` is
-  not supported (a warning, then in-memory only).
+  ``tenant_id``, ``enable_client_http_server``, ``client_http_port``.
 - A tcp master needs weft's cluster secret (env WEFT_CLUSTER_SECRET) on every peer.
 """
 
@@ -142,9 +144,10 @@ def _unix_path(master: str) -> Optional[str]:
 
 
 def weft_settings(local_hostname: str, global_segment_size: Union[int, str], protocol: str, rdma_devices: str,
-                  master_server_addr: str) -> Tuple[Dict[str, str], str]:
+                  master_server_addr: str, ssd_offload_path: str = "") -> Tuple[Dict[str, str], str]:
     """weft's config overrides and join mode for Mooncake's setup arguments (the mapping in the
-    module doc). ValueError for what weft cannot serve."""
+    module doc; ``ssd_offload_path`` only when SSD offload is enabled). ValueError for what weft
+    cannot serve."""
     master = master_server_addr.strip()
     if re.match(r"^(etcd|redis|k8s)://", master):
         raise ValueError(f"master {master!r}: HA masters (etcd/redis/k8s) are not supported by weft; give ip:port")
@@ -171,6 +174,8 @@ def weft_settings(local_hostname: str, global_segment_size: Union[int, str], pro
     host, _ = _split_host_port((local_hostname or "").strip())
     if host:
         settings["data_address"] = f"[{host}]:0" if ":" in host else f"{host}:0"
+    if ssd_offload_path:
+        settings["store_ssd_path"] = ssd_offload_path
     return settings, mode
 
 
@@ -189,6 +194,7 @@ def _config_from_dict(config: Mapping[str, Any]) -> Dict[str, str]:
         "master_server_addr": master,
         "tenant_id": text.get("tenant_id", "default"),
         "enable_ssd_offload": text.get("enable_ssd_offload", "false"),
+        "ssd_offload_path": text.get("ssd_offload_path", ""),
     }
 
 
@@ -201,6 +207,7 @@ _ENV_KEYS = {  # setup's dict keys by environment variable (Mooncake's Python co
     "MOONCAKE_DEVICE": "device_name",
     "MOONCAKE_TENANT_ID": "tenant_id",
     "MOONCAKE_OFFLOAD_ENABLED": "enable_ssd_offload",
+    "MOONCAKE_OFFLOAD_PATH": "ssd_offload_path",  # weft's addition: where the SSD tier lives
 }
 
 
@@ -288,10 +295,11 @@ class MooncakeDistributedStore:
         success; -600 for arguments weft cannot serve, -900 when the master does not answer."""
         if isinstance(local_hostname, Mapping):
             c = _config_from_dict(local_hostname)
+            ssd_path = c["ssd_offload_path"] if _is_true(c["enable_ssd_offload"]) else ""
             return self._setup(c["local_hostname"], c["global_segment_size"], c["protocol"], c["rdma_devices"],
-                               c["master_server_addr"], _is_true(c["enable_ssd_offload"]))
+                               c["master_server_addr"], _is_true(c["enable_ssd_offload"]), ssd_path)
         return self._setup(str(local_hostname), global_segment_size, protocol, rdma_devices, master_server_addr,
-                           enable_ssd_offload)
+                           enable_ssd_offload, ssd_offload_path if enable_ssd_offload else "")
 
     def setup_from_env(self, environ: Optional[Mapping[str, str]] = None) -> int:
         """setup from ``MOONCAKE_CONFIG_PATH`` or the ``MOONCAKE_*`` variables
@@ -304,14 +312,15 @@ class MooncakeDistributedStore:
         return self.setup(config)
 
     def _setup(self, local_hostname: str, segment_size: Union[int, str], protocol: str, rdma_devices: str,
-               master: str, ssd_offload: bool) -> int:
+               master: str, ssd_offload: bool, ssd_path: str) -> int:
         if self._store is not None:
             logger.warning("setup: this store is already set up (close() it first)")
             return ERR_INVALID_PARAMS
-        if ssd_offload:
-            logger.warning("setup: SSD offload is not supported by weft; objects stay in memory")
+        if ssd_offload and not ssd_path:
+            logger.warning("setup: SSD offload needs ssd_offload_path (weft's SSD tier directory); objects stay "
+                           "in memory only")
         try:
-            settings, mode = weft_settings(local_hostname, segment_size, protocol, rdma_devices, master)
+            settings, mode = weft_settings(local_hostname, segment_size, protocol, rdma_devices, master, ssd_path)
         except ValueError as e:
             logger.warning("setup: %s", e)
             return ERR_INVALID_PARAMS

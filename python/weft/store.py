@@ -23,14 +23,29 @@ Every call releases the GIL while it works. docs/api.md, "The KV store".
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Union
 
 from . import Error, InvalidArgument, _config_text, _MODES, _ucx, _weft
 
-__all__ = ["Store", "Key", "Memory"]
+__all__ = ["Store", "StoreStats", "Key", "Memory"]
 
 Key = Union[str, bytes]
 Memory = Any  # an object exposing its memory, or an int address (zero-copy calls)
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """What the store's master holds now (:meth:`Store.stats`)."""
+
+    objects: int        # complete objects in memory
+    pending_puts: int   # started, not yet ended
+    bytes: int          # bytes of the objects in memory, each replica counted
+    capacity: int       # host bytes of every slice of the pool
+    used: int           # of which allocated (the store's and anyone else's)
+    evicted: int        # objects evicted from memory since the master started
+    parked_bytes: int   # memory of removed objects still leased to readers
+    on_disk: int        # evicted objects whose writer keeps them in its SSD tier
 
 
 def _place(replicas: int, soft_pin: bool, hard_pin: bool, preferred_rank: int) -> dict:
@@ -90,6 +105,10 @@ class Store:
     def health(self) -> None:
         """Returns while the master answers; :class:`weft.Unavailable` otherwise."""
         self._native.health()
+
+    def stats(self) -> StoreStats:
+        """What the master holds now: objects, bytes, the pool's capacity and use, evictions."""
+        return StoreStats(**self._native.stats())
 
     # -- writes -------------------------------------------------------------------------------
 

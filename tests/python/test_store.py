@@ -378,6 +378,9 @@ def test_health_and_life(tmp_path):
     assert mc.setup("127.0.0.1", "P2PHANDSHAKE", 8 << 20, 16 << 20, "tcp", "", master) == -600
     value = os.urandom(1234)
     assert mc.put("solo", value) == 0 and mc.get("solo") == value
+    stats = mc.weft_store.stats()
+    assert stats.objects == 1 and stats.bytes == len(value) and stats.capacity >= 8 << 20
+    assert stats.used >= len(value) and stats.pending_puts == 0
     assert mc.close() == 0
     assert mc.health_check() == 1
     assert mc.get("solo") == b""
@@ -388,6 +391,24 @@ def test_health_and_life(tmp_path):
     assert store.closed
     with pytest.raises(weft.Cancelled):
         store.get("bytes-key")
+
+
+def test_ssd_offload_is_weft_ssd_tier(tmp_path):
+    ssd = tmp_path / "ssd"
+    mc = MooncakeDistributedStore()
+    assert mc.setup({"master_server_addr": str(tmp_path / "ssd.sock"), "global_segment_size": "8MB",
+                     "enable_ssd_offload": True, "ssd_offload_path": str(ssd)}) == 0
+    try:
+        value = os.urandom(20000)
+        assert mc.put("on-disk-too", value) == 0 and mc.get("on-disk-too") == value
+        assert ssd.is_dir() and any(ssd.iterdir()), "the writer keeps no copy in its SSD tier"
+    finally:
+        assert mc.close() == 0
+    # Enabled without a path: memory only (a warning), as before.
+    mc = MooncakeDistributedStore()
+    assert mc.setup(str("127.0.0.1"), "P2PHANDSHAKE", "8MB", "16MB", "tcp", "", str(tmp_path / "mem.sock"),
+                    enable_ssd_offload=True) == 0
+    assert mc.close() == 0
 
 
 def test_a_tcp_master_that_does_not_answer_is_rpc_fail(monkeypatch):
@@ -453,6 +474,8 @@ def test_setup_mapping():
     assert settings["coordinator"] == "/tmp/a.sock" and "transport" not in settings
     assert settings["data_address"] == "[::1]:0"
     assert mcs.weft_settings("h", "8MB", "tcp", "", "tcp://h:7")[0]["coordinator"] == "tcp://h:7"
+    assert mcs.weft_settings("h", "8MB", "tcp", "", "h:7", "/ssd/kv")[0]["store_ssd_path"] == "/ssd/kv"
+    assert "store_ssd_path" not in mcs.weft_settings("h", "8MB", "tcp", "", "h:7")[0]
     for master in ("etcd://a:2379;b:2379", "redis://r:6379", "k8s://ns/lease", "nohost", "h:port"):
         with pytest.raises(ValueError):
             mcs.weft_settings("h", "8MB", "tcp", "", master)
@@ -472,6 +495,8 @@ def test_setup_dict_defaults():
     assert mcs._config_from_dict({})["global_segment_size"] == str(16 << 20)
     assert mcs._config_from_dict({"master_server_address": "m:1"})["master_server_addr"] == "m:1"
     assert mcs._config_from_dict({"device_name": "mlx5_1"})["rdma_devices"] == "mlx5_1"
+    c = mcs._config_from_dict({"enable_ssd_offload": True, "ssd_offload_path": "/ssd"})
+    assert c["enable_ssd_offload"] == "True" and c["ssd_offload_path"] == "/ssd"
 
 
 def test_load_config_from_env(tmp_path):

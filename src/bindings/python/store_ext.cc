@@ -367,6 +367,26 @@ class PyStore {
     Check(s);
   }
 
+  nb::dict Stats() {
+    auto store = S();
+    weft::Result<weft::store::StoreStats> r = Status(Code::kInternal, "not run");
+    {
+      nb::gil_scoped_release release;
+      r = store->Stats();
+    }
+    if (!r.ok()) Raise(r.status());
+    nb::dict d;
+    d["objects"] = r->objects;
+    d["pending_puts"] = r->pending_puts;
+    d["bytes"] = r->bytes;
+    d["capacity"] = r->capacity;
+    d["used"] = r->used;
+    d["evicted"] = r->evicted;
+    d["parked_bytes"] = r->parked_bytes;
+    d["on_disk"] = r->on_disk;
+    return d;
+  }
+
   // Idempotent. The registered objects are let go only after the store has closed.
   void Close() {
     std::shared_ptr<Store> store = std::move(store_);
@@ -459,6 +479,7 @@ void BindStore(nb::module_& m) {
       .def("remove_by_regex", &PyStore::RemoveByRegex, "pattern"_a, "force"_a)
       .def("remove_all", &PyStore::RemoveAll, "force"_a)
       .def("health", &PyStore::Health)
+      .def("stats", &PyStore::Stats)
       .def("close", &PyStore::Close)
       .def_prop_ro("closed", &PyStore::closed)
       .def_prop_ro("rank", &PyStore::rank);

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -81,6 +82,13 @@ class Store {
 
   // A copy of the value. NOT_FOUND when missing (or a put of it has not ended).
   Result<std::vector<uint8_t>> Get(std::string_view key);
+  // Reads the value into memory that `destination(size)` hands out once its size is known (one
+  // master call; for callers that make their own result object, such as Python's bytes); returns
+  // the size. destination returning null fails the read with INVALID_ARGUMENT.
+  Result<uint64_t> GetWith(std::string_view key, const std::function<void*(uint64_t size)>& destination);
+  // The same for many keys (one master call, one batch of copies): destination(i, size) for key i.
+  std::vector<Result<uint64_t>> GetBatchWith(std::span<const std::string> keys,
+                                             const std::function<void*(size_t index, uint64_t size)>& destination);
   // Copies the value into a registered buffer (one copy, no staging); returns its size.
   // NOT_REGISTERED for a buffer no RegisterBuffer covers; INVALID_ARGUMENT when the buffer is
   // smaller than the value (nothing is written); TIMEOUT when the copy outlived the read lease

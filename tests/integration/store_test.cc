@@ -193,6 +193,17 @@ int ReadEverything(const Config& config, uint64_t seed, Flags& flags) {
   std::vector<uint8_t> loose(300 << 10);
   check.Code(store.GetInto("zc", loose.data(), loose.size()).status(), Code::kNotRegistered, "an unregistered buffer");
 
+  // Into memory handed out once the size is known (one master call for the batch).
+  std::vector<std::vector<uint8_t>> with(3);
+  const std::vector<std::string> with_keys = {"obj/5", "nope", "up"};
+  auto sized = store.GetBatchWith(with_keys, [&](size_t i, uint64_t size) {
+    with[i].assign(size, kPoison);
+    return static_cast<void*>(with[i].data());
+  });
+  check.That(sized[0].ok() && with[0] == Value(3 << 20, seed + 5), "get_batch_with obj/5");
+  check.Code(sized[1].status(), Code::kNotFound, "get_batch_with a miss");
+  check.That(with[1].empty(), "no memory asked for a miss");
+  check.That(sized[2].ok() && with[2] == Value(9000, seed + 201), "get_batch_with up");
   // Exists, size, remove, leases.
   check.That(store.Exists("obj/3").value_or(false), "exists");
   check.That(!store.Exists("nope").value_or(true), "exists of a missing key");

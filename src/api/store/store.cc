@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
 
@@ -105,8 +106,13 @@ struct Store::Impl {
   // kept it) into the buffer, and promoted back into memory, best effort.
   Result<uint64_t> ReadFromDisk(const std::string& key, const KeyResult& found, const Buffer& buffer);
   void Promote(const std::string& key, uint64_t id, const Buffer& value);
-  std::vector<Result<uint64_t>> GetInto(std::span<const std::string> keys, std::span<const Buffer> buffers,
-                                        bool check_registered);
+  // Where key i's value (of `size` bytes) is to be read to.
+  using Destination = std::function<Result<Buffer>(size_t i, uint64_t size)>;
+  // One master call for every key, then one batch of copies from the replicas (the reader's own
+  // first, the others when a copy fails), each checked against its lease.
+  std::vector<Result<uint64_t>> Read(std::span<const std::string> keys, const Destination& destination);
+  // Read into registered buffers (an unregistered one fails alone, unasked).
+  std::vector<Result<uint64_t>> GetInto(std::span<const std::string> keys, std::span<const Buffer> buffers);
 };
 
 std::vector<Status> Store::Impl::Put(std::span<const std::string> keys, const std::vector<PutItem>& items,
@@ -199,43 +205,30 @@ void Store::Impl::Promote(const std::string& key, uint64_t id, const Buffer& val
   (void)Call(EncodeKeysCall(op, keys), 1);
 }
 
-std::vector<Result<uint64_t>> Store::Impl::GetInto(std::span<const std::string> keys, std::span<const Buffer> buffers,
-                                                   bool check_registered) {
+std::vector<Result<uint64_t>> Store::Impl::Read(std::span<const std::string> keys, const Destination& destination) {
   std::vector<Result<uint64_t>> out(keys.size(), Error(Code::kInternal, "not read"));
-  // Unregistered destinations fail alone; the master is asked only for the others.
-  std::vector<std::string> asked;
-  std::vector<size_t> asked_at;
-  for (size_t k = 0; k < keys.size(); ++k) {
-    Status s = check_registered ? CheckRegistered(Addr(buffers[k].data), buffers[k].size) : OkStatus();
-    if (!buffers[k].data) s = Error(Code::kInvalidArgument, "a null buffer for '{}'", keys[k]);
-    if (s.ok()) {
-      asked.push_back(keys[k]);
-      asked_at.push_back(k);
-    } else {
-      out[k] = s;
-    }
-  }
-  if (asked.empty()) return out;
+  if (keys.empty()) return out;
   const auto leased_at = SteadyClock::now();  // before the master grants the leases
-  auto found = Call(EncodeKeysCall(StoreOp::kGet, asked), asked.size());
-  if (!found.ok()) {
-    for (size_t k : asked_at) out[k] = found.status();
-    return out;
-  }
+  auto found = Call(EncodeKeysCall(StoreOp::kGet, keys), keys.size());
+  if (!found.ok()) return std::vector<Result<uint64_t>>(keys.size(), found.status());
   std::vector<CopyRequest> copies;
-  std::vector<size_t> copy_at;  // index into asked
-  for (size_t i = 0; i < asked.size(); ++i) {
+  std::vector<size_t> copy_at;  // the key of each copy
+  for (size_t i = 0; i < keys.size(); ++i) {
     const KeyResult& r = (*found)[i];
-    const Buffer& b = buffers[asked_at[i]];
     if (!r.status.ok()) {
-      out[asked_at[i]] = r.status;
-    } else if (b.size < r.size) {
-      out[asked_at[i]] = Error(Code::kInvalidArgument, "'{}' holds {} bytes; the buffer has room for {} (nothing was written)",
-                               asked[i], r.size, b.size);
+      out[i] = r.status;
+      continue;
+    }
+    auto b = destination(i, r.size);
+    if (!b.ok()) {
+      out[i] = b.status();
+    } else if (b->size < r.size) {
+      out[i] = Error(Code::kInvalidArgument, "'{}' holds {} bytes; the buffer has room for {} (nothing was written)",
+                     keys[i], r.size, b->size);
     } else if (r.replicas.empty()) {
-      out[asked_at[i]] = ReadFromDisk(asked[i], r, b);
+      out[i] = ReadFromDisk(keys[i], r, *b);
     } else {
-      copies.push_back({Addr(b.data), ReadOrder(r.replicas)[0].gva, r.size});
+      copies.push_back({Addr(b->data), ReadOrder(r.replicas)[0].gva, r.size});
       copy_at.push_back(i);
     }
   }
@@ -248,16 +241,36 @@ std::vector<Result<uint64_t>> Store::Impl::GetInto(std::span<const std::string> 
       copied[c] = pool->Copy(copies[c].dst, order[alt].gva, copies[c].len);
     const auto lease = std::chrono::milliseconds((*found)[i].lease_ms);
     if (!copied[c].ok()) {
-      out[asked_at[i]] = copied[c].Annotate("reading '" + asked[i] + "'");
+      out[i] = copied[c].Annotate("reading '" + keys[i] + "'");
     } else if (SteadyClock::now() - leased_at >= lease) {
-      out[asked_at[i]] = Error(Code::kTimeout,
-                               "reading '{}' took longer than its {} ms lease: the object may have been replaced "
-                               "meanwhile, so the bytes are not trusted; read it again",
-                               asked[i], lease.count());
+      out[i] = Error(Code::kTimeout,
+                     "reading '{}' took longer than its {} ms lease: the object may have been replaced meanwhile, so "
+                     "the bytes are not trusted; read it again",
+                     keys[i], lease.count());
     } else {
-      out[asked_at[i]] = copies[c].len;
+      out[i] = copies[c].len;
     }
   }
+  return out;
+}
+
+std::vector<Result<uint64_t>> Store::Impl::GetInto(std::span<const std::string> keys, std::span<const Buffer> buffers) {
+  std::vector<Result<uint64_t>> out(keys.size(), Error(Code::kInternal, "not read"));
+  // Unregistered destinations fail alone; the master is asked only for the others.
+  std::vector<std::string> asked;
+  std::vector<size_t> asked_at;
+  for (size_t k = 0; k < keys.size(); ++k) {
+    Status s = buffers[k].data ? CheckRegistered(Addr(buffers[k].data), buffers[k].size)
+                               : Error(Code::kInvalidArgument, "a null buffer for '{}'", keys[k]);
+    if (s.ok()) {
+      asked.push_back(keys[k]);
+      asked_at.push_back(k);
+    } else {
+      out[k] = s;
+    }
+  }
+  auto read = Read(asked, [&](size_t i, uint64_t) -> Result<Buffer> { return buffers[asked_at[i]]; });
+  for (size_t i = 0; i < asked.size(); ++i) out[asked_at[i]] = std::move(read[i]);
   return out;
 }
 
@@ -335,19 +348,28 @@ std::vector<Status> Store::PutFromBatch(std::span<const std::string> keys, std::
 }
 
 Result<std::vector<uint8_t>> Store::Get(std::string_view key) {
-  const std::string k(key);
-  WEFT_RETURN_IF_ERROR(CheckKey(k));
-  auto found = impl_->Call(EncodeKeysCall(StoreOp::kGet, {&k, 1}), 1);
-  if (!found.ok()) return found.status();
-  if (!(*found)[0].status.ok()) return (*found)[0].status;
-  // Sized from the master's answer; read through the zero-copy path (which asks again, so that
-  // the lease is measured from the read's own request).
-  std::vector<uint8_t> value((*found)[0].size);
-  const Buffer b{value.data(), value.size()};
-  auto n = impl_->GetInto({&k, 1}, {&b, 1}, false)[0];
-  if (!n.ok()) return n.status();
-  value.resize(*n);
+  std::vector<uint8_t> value;
+  WEFT_RETURN_IF_ERROR(GetWith(key, [&](uint64_t size) {
+                         value.resize(size);
+                         return static_cast<void*>(value.data());
+                       }).status());
   return value;
+}
+
+Result<uint64_t> Store::GetWith(std::string_view key, const std::function<void*(uint64_t size)>& destination) {
+  const std::string k(key);
+  return GetBatchWith({&k, 1}, [&](size_t, uint64_t size) { return destination(size); })[0];
+}
+
+std::vector<Result<uint64_t>> Store::GetBatchWith(std::span<const std::string> keys,
+                                                  const std::function<void*(size_t index, uint64_t size)>& destination) {
+  return ForValidKeys<Result<uint64_t>>(keys, [&](const std::vector<size_t>& at) {
+    return impl_->Read(Pick(keys, at), [&](size_t i, uint64_t size) -> Result<Buffer> {
+      void* p = destination(at[i], size);
+      if (!p && size > 0) return Error(Code::kInvalidArgument, "no memory for the {} bytes of '{}'", size, keys[at[i]]);
+      return Buffer{p, size};
+    });
+  });
 }
 
 Result<uint64_t> Store::GetInto(std::string_view key, void* buffer, uint64_t size) {
@@ -361,7 +383,7 @@ std::vector<Result<uint64_t>> Store::GetIntoBatch(std::span<const std::string> k
     return std::vector<Result<uint64_t>>(keys.size(),
                                          Error(Code::kInvalidArgument, "{} keys but {} buffers", keys.size(), buffers.size()));
   return ForValidKeys<Result<uint64_t>>(keys, [&](const std::vector<size_t>& at) {
-    return impl_->GetInto(Pick(keys, at), Pick(buffers, at), true);
+    return impl_->GetInto(Pick(keys, at), Pick(buffers, at));
   });
 }
 

@@ -412,7 +412,20 @@ class MooncakeDistributedStore:
         return self._call("get", lambda: self._open().get(key), lambda v: v, failed=b"")
 
     def get_batch(self, keys: Sequence[str]) -> List[bytes]:
-        return [self.get(key) for key in keys]
+        """One entry per key: its value, or b"" on a miss or failure (one master call)."""
+        try:
+            keys = list(keys)
+            results = self._open().get_batch(keys)
+        except _NotSetUp:
+            logger.warning("get_batch: the store is not set up (call setup() first)")
+            return [b""] * len(keys) if isinstance(keys, list) else []
+        except Exception as e:  # never raise, as Mooncake's calls do not
+            _log_failure("get_batch", e)
+            return [b""] * len(keys) if isinstance(keys, list) else []
+        for i, r in enumerate(results):
+            if isinstance(r, BaseException):
+                _log_failure(f"get_batch[{i}]", r)
+        return [b"" if isinstance(r, BaseException) else r for r in results]
 
     def get_into(self, key: str, buffer_ptr: Any, size: int) -> int:
         """Bytes read into a registered buffer, or a negative code (-600 for an unregistered

@@ -157,6 +157,11 @@ class Store:
         """A copy of the value; :class:`weft.NotFound` when missing (or its put has not ended)."""
         return self._native.get(key)
 
+    def get_batch(self, keys: Sequence[Key]) -> List[Union[bytes, Error]]:
+        """Copies of many values, one master round trip: one entry per key, its bytes or its
+        :class:`weft.Error`."""
+        return self._native.get_batch(list(keys))
+
     def get_into(self, key: Key, buffer: Memory, size: Optional[int] = None) -> int:
         """Copies the value into a registered buffer (one copy) and returns its size.
         :class:`weft.NotRegistered` for a buffer no registration covers;

@@ -127,6 +127,7 @@ def read_every_way(mc, keys, values):
     """Reads every key through each read call of both APIs; every byte compared."""
     store = mc.weft_store
     assert mc.get_batch(keys) == values
+    assert store.get_batch(keys) == values
     assert mc.batch_is_exist(keys) == [1] * len(keys)
     sizes = [len(v) for v in values]
     arena = poisoned(sum(sizes) + 64 * len(keys))
@@ -258,6 +259,8 @@ def test_batch_with_a_miss_in_the_middle(pair):
     assert pair.peer_writes("mc", "put", [keys[0], keys[2]], [values[0], values[2]]) == [0, 0]
     assert mc.batch_is_exist(keys) == [1, 0, 1]
     assert mc.get_batch(keys) == [values[0], b"", values[2]]
+    got = store.get_batch(keys)
+    assert got[0] == values[0] and isinstance(got[1], weft.NotFound) and got[2] == values[2]
     bufs = [poisoned(len(v)) for v in values]
     for b in bufs:
         store.register_buffer(b)
@@ -435,6 +438,7 @@ def test_error_codes_and_no_call_raises(pair):
     assert mc.put(123, b"x") == -600
     assert mc.put("k-bad-value", object()) == -600
     assert mc.get(None) == b""
+    assert mc.get_batch(None) == [] and mc.get_batch(["", "k" * 5000]) == [b"", b""]
     assert mc.get_into("k", "not a buffer", 10) == -600
     assert mc.is_exist(3.5) == -1
     assert mc.batch_get_into(None, [], []) == []

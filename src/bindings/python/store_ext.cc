@@ -84,6 +84,19 @@ std::optional<uint64_t> SizeAt(nb::handle sizes, size_t i) {
   return ToU64(item, "sizes");
 }
 
+// A bytes object of `size` bytes made from a thread without the GIL (the store's destination
+// callback); returns where its bytes go, or null (the read then fails) when Python has no memory.
+void* NewBytes(nb::object& slot, uint64_t size) {
+  nb::gil_scoped_acquire acquire;
+  PyObject* bytes = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(size));
+  if (!bytes) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  slot = nb::steal(bytes);
+  return PyBytes_AS_STRING(bytes);
+}
+
 void CheckSameLength(size_t keys, size_t other, const char* what) {
   if (keys != other) RaiseCode(Code::kInvalidArgument, "{} keys but {} {}", keys, other, what);
 }
@@ -174,16 +187,39 @@ class PyStore {
     return ResultList(statuses, /*check=*/false);
   }
 
-  nb::bytes Get(nb::handle key) {
+  // The value is read straight into a new bytes object, allocated (GIL taken back for it) once
+  // the master has told its size: one copy, no staging vector.
+  nb::object Get(nb::handle key) {
     auto store = S();
     const std::string k = KeyOf(key);
-    weft::Result<std::vector<uint8_t>> r = Status(Code::kInternal, "not run");
+    nb::object value;
+    weft::Result<uint64_t> r = Status(Code::kInternal, "not run");
     {
       nb::gil_scoped_release release;
-      r = store->Get(k);
+      r = store->GetWith(k, [&](uint64_t size) { return NewBytes(value, size); });
     }
     if (!r.ok()) Raise(r.status());
-    return nb::bytes(reinterpret_cast<const char*>(r->data()), r->size());
+    return value;
+  }
+
+  // One entry per key: its bytes, or the exception of its Status.
+  nb::list GetBatch(nb::iterable keys) {
+    auto store = S();
+    const std::vector<std::string> ks = KeysOf(keys);
+    std::vector<nb::object> values(ks.size());
+    std::vector<weft::Result<uint64_t>> results;
+    {
+      nb::gil_scoped_release release;
+      results = store->GetBatchWith(ks, [&](size_t i, uint64_t size) {
+        return i < values.size() ? NewBytes(values[i], size) : nullptr;
+      });
+    }
+    nb::list out;
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (results[i].ok() && values[i].is_valid()) out.append(values[i]);
+      else out.append(MakeError(results[i].ok() ? Status(Code::kInternal, "no destination was asked for") : results[i].status()));
+    }
+    return out;
   }
 
   uint64_t GetInto(nb::handle key, nb::handle buffer, std::optional<uint64_t> size) {
@@ -450,6 +486,7 @@ void BindStore(nb::module_& m) {
           },
           "keys"_a, "values"_a, "replicas"_a, "soft_pin"_a, "hard_pin"_a, "preferred_rank"_a, "upsert"_a)
       .def("get", &PyStore::Get, "key"_a)
+      .def("get_batch", &PyStore::GetBatch, "keys"_a)
       .def("get_into", &PyStore::GetInto, "key"_a, "buffer"_a, "size"_a.none())
       .def("batch_get_into", &PyStore::GetIntoBatch, "keys"_a, "buffers"_a, "sizes"_a.none())
       .def(

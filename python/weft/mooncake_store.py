@@ -405,6 +405,15 @@ class MooncakeDistributedStore:
                                 lambda s: s.batch_put_from(keys, buffer_ptrs, sizes, upsert=True, **_place(config)),
                                 lambda r: _put_code(r, absent_ok=False))
 
+    def batch_put_from_multi_buffers(self, keys: Sequence[str], all_buffer_ptrs: Sequence[Sequence[Any]],
+                                     all_sizes: Sequence[Sequence[int]],
+                                     config: Optional[ReplicateConfig] = None) -> List[int]:
+        """Each key's value from its registered buffers laid end to end: one int per key."""
+        return self._per_key("batch_put_from_multi_buffers", keys, all_buffer_ptrs, all_sizes,
+                             lambda s, k, p, n: _put_code(_run_put("batch_put_from_multi_buffers",
+                                                                   lambda st: st.put_from_parts(k, p, n, **_place(config)),
+                                                                   s)))
+
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes:
@@ -437,6 +446,14 @@ class MooncakeDistributedStore:
         return self._batch_list("batch_get_into", keys, [buffer_ptrs, sizes],
                                 lambda s: s.batch_get_into(keys, buffer_ptrs, sizes),
                                 lambda r: error_code(r, reading=True) if isinstance(r, BaseException) else int(r))
+
+    def batch_get_into_multi_buffers(self, keys: Sequence[str], all_buffer_ptrs: Sequence[Sequence[Any]],
+                                     all_sizes: Sequence[Sequence[int]], prefer_same_node: bool = True) -> List[int]:
+        """Each key's value spread over its registered buffers in order: bytes read per key, or a
+        negative code. ``prefer_same_node`` is accepted and ignored (weft reads the replica its
+        routing prefers)."""
+        return self._per_key("batch_get_into_multi_buffers", keys, all_buffer_ptrs, all_sizes,
+                             lambda s, k, p, n: int(s.get_into_parts(k, p, n)), reading=True)
 
     def is_exist(self, key: str) -> int:
         """1 stored, 0 missing, -1 when it cannot be told."""
@@ -524,6 +541,24 @@ class MooncakeDistributedStore:
             if isinstance(r, BaseException):
                 _log_failure(f"{what}[{i}]", r)
         return [convert(r) for r in results]
+
+    def _per_key(self, what: str, keys: Sequence[Any], all_ptrs: Sequence[Any], all_sizes: Sequence[Any],
+                 call: Callable[[Store, Any, Any, Any], int], reading: bool = False) -> List[int]:
+        """``call(store, key, ptrs, sizes)`` for each key, its error as that key's code."""
+        try:
+            keys, all_ptrs, all_sizes = list(keys), list(all_ptrs), list(all_sizes)
+        except TypeError as e:
+            _log_failure(what, e)
+            return []
+        if not len(keys) == len(all_ptrs) == len(all_sizes):
+            logger.warning("%s: %d keys but %d buffer lists and %d size lists", what, len(keys), len(all_ptrs),
+                           len(all_sizes))
+            return [ERR_INVALID_PARAMS] * len(keys)
+        codes = []
+        for i, (key, ptrs, sizes) in enumerate(zip(keys, all_ptrs, all_sizes)):
+            codes.append(self._call(f"{what}[{i}]", lambda: call(self._open(), key, ptrs, sizes), int,
+                                    reading=reading))
+        return codes
 
     def _batch_code(self, what: str, keys: Sequence[Any], values: Sequence[Any],
                     fn: Callable[[Store], List[Any]]) -> int:

@@ -151,6 +151,15 @@ class Store:
         return self._native.batch_put_from(list(keys), list(buffers), None if sizes is None else list(sizes),
                                            upsert=upsert, **_place(replicas, soft_pin, hard_pin, preferred_rank))
 
+    def put_from_parts(self, key: Key, buffers: Sequence[Memory], sizes: Optional[Sequence[int]] = None, *,
+                       upsert: bool = False, replicas: int = 1, soft_pin: bool = False, hard_pin: bool = False,
+                       preferred_rank: int = -1) -> None:
+        """One object from several registered buffers laid end to end (ints with ``sizes``, or
+        objects); :class:`weft.NotRegistered` for a buffer no :meth:`register_buffer` made here
+        covers."""
+        self._native.put_from_parts(key, list(buffers), None if sizes is None else list(sizes), upsert=upsert,
+                                    **_place(replicas, soft_pin, hard_pin, preferred_rank))
+
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, key: Key) -> bytes:
@@ -173,6 +182,12 @@ class Store:
                        sizes: Optional[Sequence[int]] = None) -> List[Union[int, Error]]:
         """:meth:`get_into` for many keys: one entry per key, its size or its :class:`weft.Error`."""
         return self._native.batch_get_into(list(keys), list(buffers), None if sizes is None else list(sizes))
+
+    def get_into_parts(self, key: Key, buffers: Sequence[Memory], sizes: Optional[Sequence[int]] = None) -> int:
+        """The value spread over several registered buffers in order; returns its size.
+        :class:`weft.InvalidArgument` (nothing written) when they hold less than the value. The
+        value is staged once on the way (the store reads into one contiguous destination)."""
+        return self._native.get_into_parts(key, list(buffers), None if sizes is None else list(sizes))
 
     def exists(self, key: Key) -> bool:
         """Whether a complete object is stored (a read lease is granted when it is)."""

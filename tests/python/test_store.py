@@ -336,6 +336,65 @@ def test_zero_copy_buffers_and_bad_arguments(pair):
     assert mc.batch_put_from([key], [1, 2], [1]) == [-600]
 
 
+def test_multi_buffer_calls(pair):
+    """vLLM's store connector: each key's value from / into several registered buffers."""
+    mc, store = pair.mc, pair.store
+    keys = keys_for("multi", 3)
+    piece_sizes = [[1000, 1, 4096], [65537], [7, 7, 7, 7]]
+    arena = poisoned(sum(map(sum, piece_sizes)) + 64 * 8)
+    assert mc.register_buffer(arena.ctypes.data, arena.nbytes) == 0
+    try:
+        base, offset, all_ptrs = arena.ctypes.data, 0, []
+        for sizes in piece_sizes:
+            ptrs = []
+            for n in sizes:
+                ptrs.append(base + offset)
+                offset += n + 64
+            all_ptrs.append(ptrs)
+        values = [os.urandom(sum(sizes)) for sizes in piece_sizes]
+        for ptrs, sizes, value in zip(all_ptrs, piece_sizes, values):
+            done = 0
+            for p, n in zip(ptrs, sizes):
+                arena[p - base:p - base + n] = np.frombuffer(value[done:done + n], dtype=np.uint8)
+                done += n
+        assert mc.batch_put_from_multi_buffers(keys, all_ptrs, piece_sizes) == [0, 0, 0]
+        assert pair.peer_checks(keys, values) == ["ok"] * 3
+
+        # The peer's values, spread over poisoned pieces; one key missing in the middle.
+        theirs = keys_for("multi-theirs", 3)
+        their_values = [os.urandom(sum(sizes)) for sizes in piece_sizes]
+        assert pair.peer_writes("mc", "put", [theirs[0], theirs[2]], [their_values[0], their_values[2]]) == [0, 0]
+        arena[:] = POISON
+        assert mc.batch_get_into_multi_buffers(theirs, all_ptrs, piece_sizes) == [len(their_values[0]), -704,
+                                                                                 len(their_values[2])]
+        for i in (0, 2):
+            done = 0
+            for p, n in zip(all_ptrs[i], piece_sizes[i]):
+                assert arena[p - base:p - base + n].tobytes() == their_values[i][done:done + n]
+                assert (arena[p - base + n:p - base + n + 64] == POISON).all()
+                done += n
+        assert all((arena[p - base:p - base + n] == POISON).all() for p, n in zip(all_ptrs[1], piece_sizes[1]))
+
+        # Pieces too small: -600 and nothing written; unregistered pieces: -600.
+        arena[:] = POISON
+        short = [[n for n in sizes[:-1]] + [sizes[-1] - 1] for sizes in piece_sizes]
+        assert mc.batch_get_into_multi_buffers(keys, all_ptrs, short) == [-600, -600, -600]
+        assert (arena == POISON).all()
+        stray = poisoned(70000)
+        assert mc.batch_get_into_multi_buffers(keys[1:2], [[stray.ctypes.data]], [[stray.nbytes]]) == [-600]
+        assert mc.batch_put_from_multi_buffers(keys_for("multi-stray", 1), [[stray.ctypes.data]], [[10]]) == [-600]
+        with pytest.raises(weft.NotRegistered):
+            store.get_into_parts(keys[1], [stray])
+        assert (stray == POISON).all()
+        assert mc.batch_get_into_multi_buffers(keys, all_ptrs, piece_sizes[:2]) == [-600, -600, -600]
+        # Objects as pieces, through weft's API.
+        pieces = [arena[:10], arena[100:100 + len(values[1]) - 10]]
+        assert store.get_into_parts(keys[1], pieces) == len(values[1])
+        assert pieces[0].tobytes() + pieces[1].tobytes() == values[1]
+    finally:
+        assert mc.unregister_buffer(arena.ctypes.data) == 0
+
+
 def test_leases_removal_and_regex(pair):
     mc, store = pair.mc, pair.store
     prefix = unique("rm")

@@ -14,6 +14,8 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
@@ -287,6 +289,51 @@ class PyStore {
     return ResultList(statuses, /*check=*/false);
   }
 
+  // One object from several registered buffers laid end to end (Mooncake's multi-buffer puts).
+  void PutFromParts(nb::handle key, nb::sequence buffers, nb::handle sizes, const PlaceOptions& place, bool upsert) {
+    auto store = S();
+    const std::string k = KeyOf(key);
+    std::vector<MemPtr> keep = RegisteredParts(buffers, sizes, /*writable=*/false);
+    std::vector<weft::store::Span> spans;
+    for (const MemPtr& m : keep) spans.push_back({reinterpret_cast<const void*>(m->addr), *m->size});
+    Status s;
+    {
+      nb::gil_scoped_release release;
+      s = store->PutParts(k, spans, place, upsert);
+    }
+    Check(s);
+  }
+
+  // The value spread over several registered buffers in order (Mooncake's multi-buffer gets).
+  // The store reads into one contiguous destination, so the value is staged once and then
+  // copied out: INVALID_ARGUMENT (nothing written) when the buffers hold less than the value.
+  uint64_t GetIntoParts(nb::handle key, nb::sequence buffers, nb::handle sizes) {
+    auto store = S();
+    const std::string k = KeyOf(key);
+    std::vector<MemPtr> parts = RegisteredParts(buffers, sizes, /*writable=*/true);
+    uint64_t room = 0;
+    for (const MemPtr& m : parts) room += *m->size;
+    std::vector<uint8_t> staged;
+    std::optional<uint64_t> too_large;  // the value's size when the buffers cannot hold it
+    weft::Result<uint64_t> r = Status(Code::kInternal, "not run");
+    {
+      nb::gil_scoped_release release;
+      r = store->GetWith(k, [&](uint64_t size) -> void* {
+        if (size > room) {
+          too_large = size;
+          return nullptr;
+        }
+        staged.resize(size);
+        return staged.data();
+      });
+      if (r.ok()) Scatter(staged, parts);
+    }
+    if (too_large)
+      RaiseCode(Code::kInvalidArgument, "the buffers hold {} bytes, less than the {} of the value", room, *too_large);
+    if (!r.ok()) Raise(r.status());
+    return *r;
+  }
+
   // Returns the registered address (the key for unregister_buffer).
   uint64_t RegisterBuffer(nb::handle buffer, std::optional<uint64_t> size) {
     auto store = S();
@@ -438,9 +485,40 @@ class PyStore {
   }
 
   bool closed() const { return !store_; }
+
   uint32_t rank() const { return rank_; }
 
  private:
+  // Buffers (ints with sizes, or objects) that registrations made here cover: NOT_REGISTERED
+  // otherwise, so that an int is never used as a pointer into memory nobody vouched for.
+  std::vector<MemPtr> RegisteredParts(nb::sequence buffers, nb::handle sizes, bool writable) {
+    if (!sizes.is_none()) CheckSameLength(nb::len(buffers), nb::len(sizes), "sizes");
+    std::vector<MemPtr> parts;
+    for (size_t i = 0; i < nb::len(buffers); ++i) {
+      parts.push_back(BufferOf(buffers[i], SizeAt(sizes, i), writable, "buffers"));
+      if (!Covered(parts.back()->addr, *parts.back()->size))
+        RaiseCode(Code::kNotRegistered, "buffers[{}] ({:#x}, {} bytes) is not inside a registered buffer", i,
+                  parts.back()->addr, *parts.back()->size);
+    }
+    return parts;
+  }
+
+  bool Covered(uint64_t addr, uint64_t size) const {
+    auto it = registered_.upper_bound(addr);
+    if (it == registered_.begin()) return false;
+    --it;
+    return addr + size >= addr && addr + size <= it->first + *it->second->size;
+  }
+
+  static void Scatter(const std::vector<uint8_t>& value, const std::vector<MemPtr>& parts) {
+    uint64_t done = 0;
+    for (const MemPtr& m : parts) {
+      const uint64_t n = std::min<uint64_t>(*m->size, value.size() - done);
+      std::memcpy(reinterpret_cast<void*>(m->addr), value.data() + done, n);
+      done += n;
+    }
+  }
+
   std::shared_ptr<Store> S() const {
     if (!store_) RaiseCode(Code::kCancelled, "the store is closed");
     return store_;
@@ -506,6 +584,15 @@ void BindStore(nb::module_& m) {
           },
           "keys"_a, "buffers"_a, "sizes"_a.none(), "replicas"_a, "soft_pin"_a, "hard_pin"_a, "preferred_rank"_a,
           "upsert"_a)
+      .def(
+          "put_from_parts",
+          [](PyStore& s, nb::handle key, nb::sequence buffers, nb::handle sizes, uint32_t replicas, bool soft_pin,
+             bool hard_pin, int32_t preferred_rank, bool upsert) {
+            s.PutFromParts(key, buffers, sizes, PlaceOf(replicas, soft_pin, hard_pin, preferred_rank), upsert);
+          },
+          "key"_a, "buffers"_a, "sizes"_a.none(), "replicas"_a, "soft_pin"_a, "hard_pin"_a, "preferred_rank"_a,
+          "upsert"_a)
+      .def("get_into_parts", &PyStore::GetIntoParts, "key"_a, "buffers"_a, "sizes"_a.none())
       .def("register_buffer", &PyStore::RegisterBuffer, "buffer"_a, "size"_a.none())
       .def("unregister_buffer", &PyStore::UnregisterBuffer, "buffer"_a)
       .def("exists", &PyStore::Exists, "key"_a)

@@ -718,10 +718,10 @@ SHIM_FILES: Dict[str, str] = {
 from weft.mooncake import *  # noqa: F401,F403
 from weft.mooncake import __all__  # noqa: F401
 ''',
-    "mooncake/store.py": '''"""`mooncake.store` on weft: MooncakeDistributedStore and ReplicateConfig from weft.mooncake_store."""
-from weft.mooncake_store import MooncakeDistributedStore, ReplicateConfig  # noqa: F401
+    "mooncake/store.py": '''"""`mooncake.store` on weft: its names come from weft.mooncake_store (see weft's docs/api.md)."""
+from weft.mooncake_store import BufferHandle, MooncakeDistributedStore, ReplicateConfig  # noqa: F401
 
-__all__ = ["MooncakeDistributedStore", "ReplicateConfig"]
+__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "BufferHandle"]
 ''',
 }
 

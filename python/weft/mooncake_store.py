@@ -42,6 +42,7 @@ How ``setup`` maps onto weft's configuration (docs/api.md, "weft.mooncake_store"
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -53,7 +54,8 @@ from .store import Store
 
 logger = logging.getLogger("weft.mooncake_store")
 
-__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "load_config_from_env", "parse_size", "weft_settings"]
+__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "BufferHandle", "load_config_from_env", "parse_size",
+           "weft_settings"]
 
 # Mooncake's ErrorCode values (mooncake-store/include/types.h) that these calls return.
 OK = 0
@@ -270,6 +272,20 @@ class ReplicateConfig:
                 f"with_hard_pin={self.with_hard_pin}, preferred_segment={self.preferred_segment!r})")
 
 
+class BufferHandle(bytearray):
+    """A value read by ``get_buffer`` (Mooncake's ``BufferHandle``): its memory through the
+    buffer protocol, ``ptr()`` (the address) and ``size()``. weft's copy of the value, owned by
+    this object (Mooncake hands out a slice of its client buffer instead)."""
+
+    def ptr(self) -> int:
+        if not self:
+            return 0
+        return ctypes.addressof((ctypes.c_char * len(self)).from_buffer(self))
+
+    def size(self) -> int:
+        return len(self)
+
+
 def _is_true(text: Any) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "on")
 
@@ -435,6 +451,14 @@ class MooncakeDistributedStore:
             if isinstance(r, BaseException):
                 _log_failure(f"get_batch[{i}]", r)
         return [b"" if isinstance(r, BaseException) else r for r in results]
+
+    def get_buffer(self, key: str) -> Optional[BufferHandle]:
+        """The value in a :class:`BufferHandle`, or None on a miss or failure."""
+        value = self.get(key)
+        return BufferHandle(value) if value else None
+
+    def batch_get_buffer(self, keys: Sequence[str]) -> List[Optional[BufferHandle]]:
+        return [BufferHandle(v) if v else None for v in self.get_batch(keys)]
 
     def get_into(self, key: str, buffer_ptr: Any, size: int) -> int:
         """Bytes read into a registered buffer, or a negative code (-600 for an unregistered

@@ -4,6 +4,7 @@ hosts it); tests/python/store_peer.py joins and writes or reads on request. Ever
 random data and every byte read is compared, destinations poisoned first. Also the argument
 translation of mooncake_master and setup's dict/env parsing, which need no store."""
 
+import ctypes
 import json
 import os
 import shutil
@@ -259,6 +260,11 @@ def test_batch_with_a_miss_in_the_middle(pair):
     assert pair.peer_writes("mc", "put", [keys[0], keys[2]], [values[0], values[2]]) == [0, 0]
     assert mc.batch_is_exist(keys) == [1, 0, 1]
     assert mc.get_batch(keys) == [values[0], b"", values[2]]
+    handles = mc.batch_get_buffer(keys)
+    assert handles[1] is None and mc.get_buffer(keys[1]) is None
+    for handle, value in ((handles[0], values[0]), (handles[2], values[2]), (mc.get_buffer(keys[0]), values[0])):
+        assert handle.size() == len(value) and bytes(handle) == value and memoryview(handle).nbytes == len(value)
+        assert ctypes.string_at(handle.ptr(), handle.size()) == value
     got = store.get_batch(keys)
     assert got[0] == values[0] and isinstance(got[1], weft.NotFound) and got[2] == values[2]
     bufs = [poisoned(len(v)) for v in values]
@@ -751,7 +757,7 @@ def test_shim_declares_the_mooncake_master_command():
 def test_shim_exports_the_store():
     code = ("import mooncake.store as s, weft.mooncake_store as w; "
             "assert s.MooncakeDistributedStore is w.MooncakeDistributedStore; "
-            "assert s.ReplicateConfig is w.ReplicateConfig; print('ok')")
+            "assert s.ReplicateConfig is w.ReplicateConfig and s.BufferHandle is w.BufferHandle; print('ok')")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(SHIM), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr

@@ -30,7 +30,8 @@ build-py/venv/bin/pip install -q --disable-pip-version-check libucx-cu13 ||
 CMAKE_BUILD_PARALLEL_LEVEL="$jobs" build-py/venv/bin/pip install -q --disable-pip-version-check \
   --no-build-isolation --force-reinstall --no-deps .
 build-py/venv/bin/python -c 'import weft; print("weft.cuda_status():", weft.cuda_status())'  # with CUDA where nvcc is
-build-py/venv/bin/python -m pytest -q tests/python
+# WEFT_BIN: the release build's CLI, which test_store.py's mooncake_master test runs as the master.
+WEFT_BIN="$PWD/build/weft" build-py/venv/bin/python -m pytest -q -rs tests/python
 
 echo "== GPU tests"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then

@@ -1,5 +1,6 @@
 """weft: a memory fabric. This is the native Python API of the big-memory pool (BM) and of the
 transfer engine (:class:`TransferEngine`, weft/trans.py; Mooncake's API is :mod:`weft.mooncake`).
+The KV-cache store is :mod:`weft.store` (Mooncake's store API: :mod:`weft.mooncake_store`).
 
     import weft
     with weft.Pool(pool_name="kv", rank_size="1GiB") as pool:   # host or join the pool

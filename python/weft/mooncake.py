@@ -709,13 +709,19 @@ def _as_int(value: Any) -> int:
 SHIM_FILES: Dict[str, str] = {
     "mooncake/__init__.py": '''"""weft's stand-in for Mooncake's `mooncake` package (weft-mooncake-shim).
 
-Only `mooncake.engine` is provided: Mooncake's Python TransferEngine API on weft's transfer
-engine (weft.mooncake). See weft's docs/api.md, "Mooncake compatibility".
+`mooncake.engine` is Mooncake's Python TransferEngine API on weft's transfer engine
+(weft.mooncake); `mooncake.store` is Mooncake's MooncakeDistributedStore on weft's KV store
+(weft.mooncake_store). See weft's docs/api.md, "Mooncake compatibility".
 """
 ''',
     "mooncake/engine.py": '''"""`mooncake.engine` on weft: every name comes from weft.mooncake (see weft's docs/api.md)."""
 from weft.mooncake import *  # noqa: F401,F403
 from weft.mooncake import __all__  # noqa: F401
+''',
+    "mooncake/store.py": '''"""`mooncake.store` on weft: its names come from weft.mooncake_store (see weft's docs/api.md)."""
+from weft.mooncake_store import BufferHandle, MooncakeDistributedStore, ReplicateConfig  # noqa: F401
+
+__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "BufferHandle"]
 ''',
 }
 
@@ -759,7 +765,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m weft.mooncake",
                                  description="Mooncake compatibility of weft (docs/api.md)")
     ap.add_argument("--install-shim", action="store_true",
-                    help="install the package `mooncake` (only mooncake.engine) that resolves to weft.mooncake")
+                    help="install the package `mooncake` (mooncake.engine, mooncake.store) that resolves to weft")
     ap.add_argument("--target", help="install into this folder instead of site-packages")
     a = ap.parse_args(argv)
     if a.install_shim:

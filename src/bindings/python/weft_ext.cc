@@ -1,11 +1,11 @@
 // weft._weft: the native module behind the `weft` package (python/weft/__init__.py wraps it).
 //
-// This file binds bm::Pool; trans_ext.cc binds the transfer engine; ext_common.h holds what they
-// share. It binds bm::Pool directly (nanobind), turns every non-OK Status into the typed exception
-// that __init__.py registers for its code (weft.PoolFull, ...), accepts memory as ints
-// (addresses, GVAs) or as objects that expose their memory (buffer protocol, torch-like
-// data_ptr(), __cuda_array_interface__, __array_interface__, DLPack), and releases the GIL in
-// every call that can block.
+// This file binds bm::Pool; trans_ext.cc binds the transfer engine, store_ext.cc the KV store;
+// ext_common.h holds what they share. It binds bm::Pool directly (nanobind), turns every non-OK
+// Status into the typed exception that __init__.py registers for its code (weft.PoolFull, ...),
+// accepts memory as ints (addresses, GVAs) or as objects that expose their memory (buffer
+// protocol, torch-like data_ptr(), __cuda_array_interface__, __array_interface__, DLPack), and
+// releases the GIL in every call that can block.
 #include <algorithm>
 #include <Python.h>
 #include <nanobind/nanobind.h>
@@ -35,6 +35,7 @@ using namespace nb::literals;
 
 void BindTrans(nb::module_& m);  // trans_ext.cc: TransferEngine, MetadataServer
 void BindCuda(nb::module_& m);   // cuda_ext.cc: cuda_available, cuda_status
+void BindStore(nb::module_& m);  // store_ext.cc: Store
 
 namespace {
 
@@ -403,4 +404,5 @@ NB_MODULE(_weft, m) {
 
   BindTrans(m);
   BindCuda(m);
+  BindStore(m);
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "api/bm/slice_blobs.h"
+#include "api/store/protocol.h"
 #include "wire/control.h"
 #include "wire/data.h"
 
@@ -82,6 +83,32 @@ int main(int argc, char** argv) {
   w.Put("trans_descriptor_fuzz", std::vector<uint8_t>(descriptor.begin(), descriptor.end()));
   // A transport blob: the target's first byte picks the decoder (tcp, shm, cma; endpoint or region).
   w.Put("transport_blob_fuzz", std::vector<uint8_t>{0, 1, 8, 0, 0, 0, '1', '0', '.', '0', '.', '0', '.', '1', 0x28, 0xaa});
+  // Store calls, one of each op; store replies behind the byte that picks their decoder.
+  const std::vector<std::string> keys = {"layer0/block7", "k"};
+  store::PlaceOptions place;
+  place.replicas = 2;
+  place.preferred_rank = 1;
+  w.Put("store_request_fuzz", store::EncodePutStart(keys, std::vector<uint64_t>{4096, 1}, place, true));
+  for (auto op : {store::StoreOp::kPutEnd, store::StoreOp::kPutRevoke, store::StoreOp::kGet, store::StoreOp::kExists})
+    w.Put("store_request_fuzz", store::EncodeKeysCall(op, keys));
+  w.Put("store_request_fuzz", store::EncodeKeysCall(store::StoreOp::kRemove, keys, true));
+  w.Put("store_request_fuzz", store::EncodeRemoveRegex("layer0/.*", false));
+  w.Put("store_request_fuzz", store::EncodeRemoveAll(true));
+  w.Put("store_request_fuzz", store::EncodeStatsCall());
+  auto reply = [&](uint8_t decoder, std::vector<uint8_t> bytes) {
+    bytes.insert(bytes.begin(), decoder);
+    w.Put("store_reply_fuzz", bytes);
+  };
+  store::KeyResult found;
+  found.size = 4096;
+  found.replicas = {{0, 0x200000001000ull}, {1, 0x200100000000ull}};
+  found.lease_ms = 10000;
+  found.exists = true;
+  store::KeyResult busy;
+  busy.status = Status(Code::kBusy, "leased");
+  reply(0, store::EncodeKeyResults(std::vector<store::KeyResult>{found, busy}));
+  reply(1, store::EncodeCount(3));
+  reply(2, store::EncodeStats({5, 1, 20480, 1u << 30, 1u << 20, 2, 4096}));
   // The reassembler's input also spends bytes on read sizes; the plain stream is still a start.
   w.Put("frame_reader_fuzz", stream);
   if (!w.ok) {

@@ -8,12 +8,13 @@ booleans) are translated into ``weft store-master --set key=value`` overrides:
 - ``--default_kv_lease_ttl`` (ms): ``store_lease_ttl_ms``;
 - ``--eviction_high_watermark_ratio`` (0..1): ``store_high_watermark_pct`` (integer percent);
 - ``--eviction_ratio`` (0..1): ``store_eviction_pct`` (integer percent);
-- ``--client_ttl`` (s): ``peer_timeout_ms`` (a client silent that long is dropped).
+- ``--client_ttl`` (s): ``peer_timeout_ms`` (a client silent that long is dropped);
+- ``--enable_http_metadata_server`` with ``--http_metadata_server_port`` (8080): ``--directory
+  <rpc_address>:<port>``, weft's directory, which serves Mooncake's HTTP metadata protocol.
 
 Only flags given are translated; the rest keep weft's defaults, which equal Mooncake's.
-``--enable_ha``, ``--ha_backend_connstring``, ``--enable_http_metadata_server``,
-``--http_metadata_server_port`` and ``--metrics_port`` have no weft equivalent yet: a note says
-so and they are ignored. Other flags are warned about and ignored. weft's own overrides pass
+``--enable_ha``, ``--ha_backend_connstring`` and ``--metrics_port`` have no weft equivalent
+yet: a note says so and they are ignored. Other flags are warned about and ignored. weft's own overrides pass
 through as ``--set key=value`` (e.g. ``--set rank_size=1GiB``, which must match the clients'
 global_segment_size). The ``weft`` executable is ``$WEFT_BIN`` or ``weft`` on PATH.
 """
@@ -34,11 +35,10 @@ _BOOL_FLAGS = ("enable_ha", "enable_http_metadata_server")
 _NOT_YET = {
     "enable_ha": "master HA (weft's coordinator is a single process)",
     "ha_backend_connstring": "master HA backends (etcd/redis/k8s)",
-    "enable_http_metadata_server": "the embedded HTTP metadata server (run `weft meta --directory host:port`)",
-    "http_metadata_server_port": "the embedded HTTP metadata server (run `weft meta --directory host:port`)",
     "metrics_port": "the Prometheus/admin HTTP endpoint",
 }
 DEFAULT_PORT = 50051
+DEFAULT_HTTP_METADATA_PORT = 8080
 DEFAULT_ADDRESS = "0.0.0.0"
 _TRUE = ("", "1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -129,7 +129,20 @@ def translate(argv: List[str], warn: Callable[[str], None] = lambda message: Non
     args = ["store-master"]
     for item in sets:
         args += ["--set", item]
-    return args
+    return args + _directory(flags, host, warn)
+
+
+def _directory(flags: Dict[str, str], host: str, warn: Callable[[str], None]) -> List[str]:
+    """Mooncake's embedded HTTP metadata server as weft's directory (same protocol), on the
+    master's address."""
+    port = flags.get("http_metadata_server_port", str(DEFAULT_HTTP_METADATA_PORT))
+    if flags.get("enable_http_metadata_server") != "true":
+        if "http_metadata_server_port" in flags:
+            warn("--http_metadata_server_port is ignored without --enable_http_metadata_server")
+        return []
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--http_metadata_server_port={port}: not in 1..65535")
+    return ["--directory", f"{host}:{port}"]
 
 
 def weft_executable() -> Optional[str]:

@@ -6,8 +6,12 @@ translation of mooncake_master and setup's dict/env parsing, which need no store
 
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import numpy as np
@@ -38,9 +42,9 @@ def fresh_rng() -> np.random.Generator:
 class StorePair:
     """This process's MooncakeDistributedStore (hosting the master) and a peer process's."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, master=None):
         self.tmp = tmp_path
-        self.master = str(tmp_path / "master.sock")
+        self.master = master or str(tmp_path / "master.sock")
         self.mc = MooncakeDistributedStore()
         code = self.mc.setup({"local_hostname": "127.0.0.1", "global_segment_size": str(SEGMENT),
                               "master_server_addr": self.master, "protocol": "tcp"})
@@ -494,25 +498,31 @@ def test_mooncake_master_translation():
     args = mooncake_master.translate(
         ["--rpc_port=50052", "--rpc_address", "10.0.0.9", "--default_kv_lease_ttl=500",
          "--eviction_high_watermark_ratio=0.95", "--eviction_ratio", "0.1", "--client_ttl=20",
-         "--enable_http_metadata_server", "--http_metadata_server_port=8080", "--metrics_port=9003",
+         "--enable_http_metadata_server", "--http_metadata_server_port=8081", "--metrics_port=9003",
          "--enable_ha=true", "--ha_backend_connstring=h1:2379;h2:2379", "--max_kv_soft_pin_ttl=5", "--bogus", "7",
          "--set", "rank_size=1GiB"],
         warn=warnings.append, note=notes.append)
-    assert sets(args) == ["coordinator=tcp://10.0.0.9:50052", "store_lease_ttl_ms=500", "store_high_watermark_pct=95",
-                          "store_eviction_pct=10", "peer_timeout_ms=20000", "rank_size=1GiB"]
+    assert args[-2:] == ["--directory", "10.0.0.9:8081"]  # Mooncake's HTTP metadata, served by weft's directory
+    assert sets(args[:-2]) == ["coordinator=tcp://10.0.0.9:50052", "store_lease_ttl_ms=500",
+                               "store_high_watermark_pct=95", "store_eviction_pct=10", "peer_timeout_ms=20000",
+                               "rank_size=1GiB"]
     noted = " ".join(notes)
-    for flag in ("enable_ha", "ha_backend_connstring", "enable_http_metadata_server", "http_metadata_server_port",
-                 "metrics_port"):
+    for flag in ("enable_ha", "ha_backend_connstring", "metrics_port"):
         assert f"--{flag}" in noted
-    assert all("not supported" in n for n in notes)
+    assert len(notes) == 3 and all("not supported" in n for n in notes)
     assert any("max_kv_soft_pin_ttl" in w for w in warnings) and any("bogus" in w for w in warnings)
+    assert mooncake_master.translate(["--enable_http_metadata_server=1"])[-2:] == ["--directory", "0.0.0.0:8080"]
+    warnings.clear()
+    assert "--directory" not in mooncake_master.translate(["--http_metadata_server_port=9"], warn=warnings.append)
+    assert any("http_metadata_server_port" in w for w in warnings)
     assert sets(mooncake_master.translate(["--port", "6000"])) == ["coordinator=tcp://0.0.0.0:6000"]
     assert sets(mooncake_master.translate(["-port=6001", "--rpc_address=::1"])) == ["coordinator=tcp://[::1]:6001"]
     notes.clear()
-    mooncake_master.translate(["--noenable_ha", "--enable_http_metadata_server=false"], note=notes.append)
-    assert notes == []
+    args = mooncake_master.translate(["--noenable_ha", "--enable_http_metadata_server=false"], note=notes.append)
+    assert notes == [] and "--directory" not in args
     for bad in (["--rpc_port=0"], ["--rpc_port=x"], ["--eviction_ratio=1.5"], ["--client_ttl=-1"],
-                ["--default_kv_lease_ttl"], ["--enable_ha=maybe"]):
+                ["--default_kv_lease_ttl"], ["--enable_ha=maybe"],
+                ["--enable_http_metadata_server", "--http_metadata_server_port=70000"]):
         with pytest.raises(ValueError):
             mooncake_master.translate(bad)
 
@@ -536,6 +546,56 @@ def test_mooncake_master_main_execs_weft(tmp_path, monkeypatch):
     out = subprocess.run([sys.executable, "-m", "weft.mooncake_master", "--eviction_ratio=2"], capture_output=True,
                          text=True, env=env, timeout=60)
     assert out.returncode == 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mooncake_master_runs_weft_store_master(tmp_path, monkeypatch):
+    """mooncake_master execs a real `weft store-master` (WEFT_BIN or `weft` on PATH; pip builds
+    only the extension, so the CLI comes from the C++ build); two clients reach it over tcp."""
+    weft_bin = os.environ.get("WEFT_BIN") or shutil.which("weft")
+    if not weft_bin:
+        pytest.skip("no weft CLI: set WEFT_BIN to the C++ build's weft (cmake --build build) to run this test")
+    port = free_port()
+    monkeypatch.setenv("WEFT_CLUSTER_SECRET", "store-" + uuid.uuid4().hex)
+    monkeypatch.setenv("WEFT_BIN", weft_bin)
+    master = subprocess.Popen(
+        [sys.executable, "-m", "weft.mooncake_master", f"--rpc_port={port}", "--rpc_address=127.0.0.1",
+         "--default_kv_lease_ttl=60000", "--eviction_high_watermark_ratio=0.9", "--eviction_ratio=0.05",
+         "--client_ttl=5", "--metrics_port=9003", "--set", f"rank_size={SEGMENT}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # The master is up once a client can set up against it (bounded wait, nothing timed).
+        address = f"127.0.0.1:{port}"
+        probe = MooncakeDistributedStore()
+        for _ in range(300):
+            assert master.poll() is None, f"the master exited: {master.communicate()}"
+            if probe.setup("127.0.0.1", "P2PHANDSHAKE", SEGMENT, 16 << 20, "tcp", "", address) == 0:
+                break
+            time.sleep(0.1)
+        assert probe.health_check() == 0, "the master never answered"
+        assert probe.close() == 0
+        pair = StorePair(tmp_path, master=address)
+        try:
+            keys = keys_for("tcp", len(SIZES))
+            values = random_values(SIZES)
+            assert pair.peer_writes("mc", "batch_put_from", keys, values) == [0] * len(keys)
+            read_every_way(pair.mc, keys, values)
+            assert pair.mc.remove(keys[0]) == -706  # leased by the reads above (60 s)
+            mine = keys_for("tcp-here", 2)
+            assert pair.mc.put_batch(mine, values[:2]) == 0
+            assert pair.peer_checks(mine, values[:2]) == ["ok", "ok"]
+        finally:
+            pair.close()
+    finally:
+        master.send_signal(signal.SIGTERM)
+        out, err = master.communicate(timeout=60)
+    assert "store-master" in err and "--set store_lease_ttl_ms=60000" in err
+    assert "--metrics_port" in err and "not supported" in err
 
 
 # ---- the shim --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@
 #include <weft/config.h>
 #include <weft/store.h>
 
+#include "api/store/types.h"
 #include "ext_common.h"
 
 namespace nb = nanobind;
@@ -394,7 +395,11 @@ class PyStore {
   std::map<uint64_t, MemPtr> registered_;  // by address: what keeps registered objects alive
 };
 
+// Checked here too: the client's encoder refuses a count out of range as a PROTOCOL error,
+// which would read as a broken wire rather than a bad argument.
 PlaceOptions PlaceOf(uint32_t replicas, bool soft_pin, bool hard_pin, int32_t preferred_rank) {
+  if (replicas < 1 || replicas > weft::store::kMaxReplicas)
+    RaiseCode(Code::kInvalidArgument, "replicas {} is not in 1..{}", replicas, weft::store::kMaxReplicas);
   return PlaceOptions{replicas, soft_pin, hard_pin, preferred_rank};
 }
 

@@ -1,0 +1,54 @@
+// Fuzzes the decoders of the store's replies: arbitrary bytes either fail with PROTOCOL or
+// decode to a reply whose encoding is exactly those bytes. The first byte picks the decoder;
+// key results are expected in the number their own count says, and refused in any other.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "api/store/protocol.h"
+
+namespace {
+
+using namespace weft;
+using namespace weft::store;
+
+template <typename T>
+void Check(const Result<T>& decoded, std::span<const uint8_t> bytes, std::vector<uint8_t> (*encode)(const T&)) {
+  if (!decoded.ok()) {
+    if (decoded.status().code() != Code::kProtocol) __builtin_trap();
+    return;
+  }
+  if (encode(*decoded) != std::vector<uint8_t>(bytes.begin(), bytes.end())) __builtin_trap();
+}
+
+std::vector<uint8_t> EncodeResults(const std::vector<KeyResult>& r) { return EncodeKeyResults(r); }
+std::vector<uint8_t> EncodeOneCount(const uint64_t& n) { return EncodeCount(n); }
+
+// The count a key-results reply starts with (little-endian u32), 0 when too short to hold one.
+size_t LeadingCount(std::span<const uint8_t> bytes) {
+  if (bytes.size() < 4) return 0;
+  return bytes[0] | bytes[1] << 8 | bytes[2] << 16 | static_cast<size_t>(bytes[3]) << 24;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  std::span<const uint8_t> bytes(data + 1, size - 1);
+  switch (data[0] % 3) {
+    case 0: {
+      size_t expected = LeadingCount(bytes);
+      Check(DecodeKeyResults(bytes, expected), bytes, EncodeResults);
+      if (DecodeKeyResults(bytes, expected + 1).ok()) __builtin_trap();
+      break;
+    }
+    case 1:
+      Check(DecodeCount(bytes), bytes, EncodeOneCount);
+      break;
+    default:
+      Check(DecodeStats(bytes), bytes, EncodeStats);
+      break;
+  }
+  return 0;
+}

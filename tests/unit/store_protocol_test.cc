@@ -1,0 +1,348 @@
+// The store's service-call codec: round trips with random contents, and every way a message
+// can be malformed refused with PROTOCOL.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "api/bm/alloc_service.h"
+#include "api/store/protocol.h"
+
+namespace weft::store {
+namespace {
+
+constexpr size_t kMaxMessageBytes = 4096;  // what protocol.cc allows for error text
+
+// The encoding of a decoded request, by its op: decode then this must give the same bytes.
+std::vector<uint8_t> Reencode(const StoreRequest& req) {
+  switch (req.op) {
+    case StoreOp::kPutStart:
+      return EncodePutStart(req.keys, req.sizes, req.place, req.upsert);
+    case StoreOp::kRemoveRegex:
+      return EncodeRemoveRegex(req.pattern, req.force);
+    case StoreOp::kRemoveAll:
+      return EncodeRemoveAll(req.force);
+    case StoreOp::kStats:
+      return EncodeStatsCall();
+    default:
+      return EncodeKeysCall(req.op, req.keys, req.force);
+  }
+}
+
+class Random {
+ public:
+  explicit Random(uint32_t seed) : gen_(seed) {}
+
+  uint64_t U64() { return gen_(); }
+  uint32_t Below(uint32_t n) { return static_cast<uint32_t>(gen_() % n); }
+  bool Bool() { return Below(2) == 1; }
+  std::string Bytes(size_t min, size_t max) {
+    std::string s(min + Below(static_cast<uint32_t>(max - min + 1)), '\0');
+    for (auto& c : s) c = static_cast<char>(Below(256));
+    return s;
+  }
+  std::vector<std::string> Keys() {
+    std::vector<std::string> keys(1 + Below(20));
+    for (auto& key : keys) key = Bytes(1, Below(8) == 0 ? kMaxKeyBytes : 40);
+    return keys;
+  }
+  PlaceOptions Place() {
+    return {1 + Below(kMaxReplicas), Bool(), Bool(), static_cast<int32_t>(U64())};
+  }
+  KeyResult OneResult() {
+    KeyResult r;
+    r.status = Status(static_cast<Code>(Below(static_cast<uint32_t>(kLastCode) + 1)), Bytes(0, 60));
+    r.size = U64();
+    r.replicas.resize(Below(kMaxReplicas + 1));
+    for (auto& replica : r.replicas) replica = {static_cast<uint32_t>(U64()), U64()};
+    r.lease_ms = static_cast<uint32_t>(U64());
+    r.exists = Bool();
+    return r;
+  }
+
+ private:
+  std::mt19937_64 gen_;
+};
+
+void ExpectProtocol(const Status& status, const std::string& what) {
+  EXPECT_EQ(status.code(), Code::kProtocol) << what << ": " << status.ToString();
+}
+
+// Every strict prefix of a valid request fails, and so does one more byte.
+void ExpectRequestStrict(const std::vector<uint8_t>& msg) {
+  ASSERT_TRUE(DecodeStoreRequest(msg).ok());
+  for (size_t cut = 0; cut < msg.size(); ++cut) {
+    ExpectProtocol(DecodeStoreRequest({msg.data(), cut}).status(), "cut at " + std::to_string(cut));
+  }
+  auto longer = msg;
+  longer.push_back(0);
+  ExpectProtocol(DecodeStoreRequest(longer).status(), "trailing byte");
+}
+
+std::vector<std::vector<uint8_t>> SampleRequests(Random& rnd) {
+  auto keys = rnd.Keys();
+  std::vector<uint64_t> sizes(keys.size());
+  for (auto& s : sizes) s = rnd.U64();
+  return {EncodePutStart(keys, sizes, rnd.Place(), rnd.Bool()),
+          EncodeKeysCall(StoreOp::kPutEnd, keys),
+          EncodeKeysCall(StoreOp::kPutRevoke, keys),
+          EncodeKeysCall(StoreOp::kGet, keys),
+          EncodeKeysCall(StoreOp::kExists, keys),
+          EncodeKeysCall(StoreOp::kRemove, keys, rnd.Bool()),
+          EncodeRemoveRegex(rnd.Bytes(0, 30), rnd.Bool()),
+          EncodeRemoveAll(rnd.Bool()),
+          EncodeStatsCall()};
+}
+
+TEST(StoreProtocol, PutStartRoundTrips) {
+  Random rnd(1);
+  for (int i = 0; i < 50; ++i) {
+    auto keys = rnd.Keys();
+    std::vector<uint64_t> sizes(keys.size());
+    for (auto& s : sizes) s = rnd.U64();
+    PlaceOptions place = rnd.Place();
+    bool upsert = rnd.Bool();
+    auto req = DecodeStoreRequest(EncodePutStart(keys, sizes, place, upsert));
+    ASSERT_TRUE(req.ok()) << req.status().ToString();
+    EXPECT_EQ(req->op, StoreOp::kPutStart);
+    EXPECT_EQ(req->keys, keys);
+    EXPECT_EQ(req->sizes, sizes);
+    EXPECT_EQ(req->place.replicas, place.replicas);
+    EXPECT_EQ(req->place.soft_pin, place.soft_pin);
+    EXPECT_EQ(req->place.hard_pin, place.hard_pin);
+    EXPECT_EQ(req->place.preferred_rank, place.preferred_rank);
+    EXPECT_EQ(req->upsert, upsert);
+  }
+}
+
+TEST(StoreProtocol, KeyCallsRoundTrip) {
+  Random rnd(2);
+  for (StoreOp op : {StoreOp::kPutEnd, StoreOp::kPutRevoke, StoreOp::kGet, StoreOp::kExists, StoreOp::kRemove}) {
+    for (int i = 0; i < 20; ++i) {
+      auto keys = rnd.Keys();
+      bool force = op == StoreOp::kRemove && rnd.Bool();
+      auto req = DecodeStoreRequest(EncodeKeysCall(op, keys, force));
+      ASSERT_TRUE(req.ok()) << req.status().ToString();
+      EXPECT_EQ(req->op, op);
+      EXPECT_EQ(req->keys, keys);
+      EXPECT_EQ(req->force, force);
+    }
+  }
+}
+
+TEST(StoreProtocol, PoolWideCallsRoundTrip) {
+  Random rnd(3);
+  for (int i = 0; i < 20; ++i) {
+    std::string pattern = rnd.Bytes(0, i == 0 ? kMaxKeyBytes : 50);
+    bool force = rnd.Bool();
+    auto regex = DecodeStoreRequest(EncodeRemoveRegex(pattern, force));
+    ASSERT_TRUE(regex.ok()) << regex.status().ToString();
+    EXPECT_EQ(regex->op, StoreOp::kRemoveRegex);
+    EXPECT_EQ(regex->pattern, pattern);
+    EXPECT_EQ(regex->force, force);
+    auto all = DecodeStoreRequest(EncodeRemoveAll(force));
+    ASSERT_TRUE(all.ok());
+    EXPECT_EQ(all->op, StoreOp::kRemoveAll);
+    EXPECT_EQ(all->force, force);
+  }
+  auto stats = DecodeStoreRequest(EncodeStatsCall());
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->op, StoreOp::kStats);
+}
+
+TEST(StoreProtocol, DecodedRequestsReencodeToTheSameBytes) {
+  Random rnd(4);
+  for (int i = 0; i < 10; ++i) {
+    for (const auto& msg : SampleRequests(rnd)) {
+      auto req = DecodeStoreRequest(msg);
+      ASSERT_TRUE(req.ok()) << req.status().ToString();
+      EXPECT_EQ(Reencode(*req), msg);
+    }
+  }
+}
+
+TEST(StoreProtocol, KeyResultsRoundTrip) {
+  Random rnd(5);
+  for (int i = 0; i < 30; ++i) {
+    std::vector<KeyResult> results(rnd.Below(30));
+    for (auto& r : results) r = rnd.OneResult();
+    auto bytes = EncodeKeyResults(results);
+    auto back = DecodeKeyResults(bytes, results.size());
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    ASSERT_EQ(back->size(), results.size());
+    for (size_t k = 0; k < results.size(); ++k) {
+      const KeyResult& a = results[k];
+      const KeyResult& b = (*back)[k];
+      EXPECT_EQ(b.status.code(), a.status.code());
+      EXPECT_EQ(b.status.message(), a.status.message());
+      EXPECT_EQ(b.size, a.size);
+      ASSERT_EQ(b.replicas.size(), a.replicas.size());
+      for (size_t j = 0; j < a.replicas.size(); ++j) {
+        EXPECT_EQ(b.replicas[j].rank, a.replicas[j].rank);
+        EXPECT_EQ(b.replicas[j].gva, a.replicas[j].gva);
+      }
+      EXPECT_EQ(b.lease_ms, a.lease_ms);
+      EXPECT_EQ(b.exists, a.exists);
+    }
+    EXPECT_EQ(EncodeKeyResults(*back), bytes);
+  }
+}
+
+TEST(StoreProtocol, CountAndStatsRoundTrip) {
+  Random rnd(6);
+  for (int i = 0; i < 20; ++i) {
+    uint64_t n = rnd.U64();
+    auto count = DecodeCount(EncodeCount(n));
+    ASSERT_TRUE(count.ok());
+    EXPECT_EQ(*count, n);
+    MasterStats s{rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64()};
+    auto back = DecodeStats(EncodeStats(s));
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(back->objects, s.objects);
+    EXPECT_EQ(back->pending_puts, s.pending_puts);
+    EXPECT_EQ(back->bytes, s.bytes);
+    EXPECT_EQ(back->capacity, s.capacity);
+    EXPECT_EQ(back->used, s.used);
+    EXPECT_EQ(back->evicted, s.evicted);
+    EXPECT_EQ(back->parked_bytes, s.parked_bytes);
+  }
+}
+
+TEST(StoreProtocol, TruncatedOrLongerRequestsAreProtocolErrors) {
+  Random rnd(7);
+  for (const auto& msg : SampleRequests(rnd)) ExpectRequestStrict(msg);
+}
+
+TEST(StoreProtocol, TruncatedOrLongerRepliesAreProtocolErrors) {
+  Random rnd(8);
+  std::vector<KeyResult> results(3);
+  for (auto& r : results) r = rnd.OneResult();
+  results[1].replicas = {{1, 2}, {3, 4}};
+  auto bytes = EncodeKeyResults(results);
+  auto count = EncodeCount(42);
+  auto stats = EncodeStats({1, 2, 3, 4, 5, 6, 7});
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {
+    ExpectProtocol(DecodeKeyResults({bytes.data(), cut}, results.size()).status(), "results cut");
+  }
+  for (size_t cut = 0; cut < count.size(); ++cut) ExpectProtocol(DecodeCount({count.data(), cut}).status(), "count cut");
+  for (size_t cut = 0; cut < stats.size(); ++cut) ExpectProtocol(DecodeStats({stats.data(), cut}).status(), "stats cut");
+  bytes.push_back(0);
+  count.push_back(0);
+  stats.push_back(0);
+  ExpectProtocol(DecodeKeyResults(bytes, results.size()).status(), "results + 1");
+  ExpectProtocol(DecodeCount(count).status(), "count + 1");
+  ExpectProtocol(DecodeStats(stats).status(), "stats + 1");
+}
+
+TEST(StoreProtocol, HeaderIsChecked) {
+  auto msg = EncodeStatsCall();
+  ASSERT_EQ(msg.size(), 3u);
+  auto other_service = msg;
+  other_service[0] = 1;
+  ExpectProtocol(DecodeStoreRequest(other_service).status(), "service");
+  auto other_version = msg;
+  other_version[1] = 2;
+  ExpectProtocol(DecodeStoreRequest(other_version).status(), "version");
+  for (uint8_t op : {0, 10, 255}) {
+    auto bad_op = msg;
+    bad_op[2] = op;
+    ExpectProtocol(DecodeStoreRequest(bad_op).status(), "op " + std::to_string(op));
+  }
+}
+
+TEST(StoreProtocol, KeyLimitsAreProtocolErrors) {
+  const std::vector<std::string> none;
+  ExpectProtocol(DecodeStoreRequest(EncodeKeysCall(StoreOp::kGet, none)).status(), "no keys");
+  ExpectProtocol(DecodeStoreRequest(EncodePutStart(none, {}, {}, false)).status(), "put of no keys");
+  std::vector<std::string> many(kMaxBatch + 1, "k");
+  ExpectProtocol(DecodeStoreRequest(EncodeKeysCall(StoreOp::kExists, many)).status(), "too many keys");
+  many.pop_back();
+  EXPECT_TRUE(DecodeStoreRequest(EncodeKeysCall(StoreOp::kExists, many)).ok());
+  ExpectProtocol(DecodeStoreRequest(EncodeKeysCall(StoreOp::kGet, std::vector<std::string>{"a", ""})).status(),
+                 "empty key");
+  std::vector<std::string> longest{std::string(kMaxKeyBytes, 'x')};
+  EXPECT_TRUE(DecodeStoreRequest(EncodeKeysCall(StoreOp::kRemove, longest, true)).ok());
+  longest[0].push_back('x');
+  ExpectProtocol(DecodeStoreRequest(EncodeKeysCall(StoreOp::kRemove, longest, true)).status(), "long key");
+  ExpectProtocol(DecodeStoreRequest(EncodeRemoveRegex(longest[0], false)).status(), "long pattern");
+}
+
+TEST(StoreProtocol, PutStartLimitsAreProtocolErrors) {
+  const std::vector<std::string> keys{"a", "b"};
+  ExpectProtocol(DecodeStoreRequest(EncodePutStart(keys, std::vector<uint64_t>{1}, {}, false)).status(),
+                 "fewer sizes");
+  ExpectProtocol(DecodeStoreRequest(EncodePutStart(keys, std::vector<uint64_t>{1, 2, 3}, {}, false)).status(),
+                 "more sizes");
+  const std::vector<uint64_t> sizes{1, 2};
+  for (uint32_t replicas : {0u, kMaxReplicas + 1}) {
+    PlaceOptions place;
+    place.replicas = replicas;
+    ExpectProtocol(DecodeStoreRequest(EncodePutStart(keys, sizes, place, false)).status(),
+                   std::to_string(replicas) + " replicas");
+  }
+  PlaceOptions most;
+  most.replicas = kMaxReplicas;
+  EXPECT_TRUE(DecodeStoreRequest(EncodePutStart(keys, sizes, most, false)).ok());
+}
+
+TEST(StoreProtocol, BooleansOtherThanZeroOrOneAreProtocolErrors) {
+  // The booleans end these calls: force, or upsert after the place options.
+  const std::vector<std::string> keys{"k"};
+  for (auto msg : {EncodeRemoveAll(true), EncodeRemoveRegex("a.*", true), EncodeKeysCall(StoreOp::kRemove, keys, true),
+                   EncodePutStart(keys, std::vector<uint64_t>{8}, {}, true)}) {
+    msg.back() = 2;
+    ExpectProtocol(DecodeStoreRequest(msg).status(), "bool 2");
+  }
+  KeyResult r;
+  r.exists = true;
+  auto bytes = EncodeKeyResults(std::vector<KeyResult>{r});
+  bytes.back() = 2;
+  ExpectProtocol(DecodeKeyResults(bytes, 1).status(), "exists 2");
+}
+
+TEST(StoreProtocol, ResultLimitsAreProtocolErrors) {
+  KeyResult r;
+  r.replicas.resize(kMaxReplicas);
+  EXPECT_TRUE(DecodeKeyResults(EncodeKeyResults(std::vector<KeyResult>{r}), 1).ok());
+  r.replicas.resize(kMaxReplicas + 1);
+  ExpectProtocol(DecodeKeyResults(EncodeKeyResults(std::vector<KeyResult>{r}), 1).status(), "replicas");
+
+  KeyResult last;
+  last.status = Status(kLastCode, "busy");
+  auto bytes = EncodeKeyResults(std::vector<KeyResult>{last});
+  EXPECT_TRUE(DecodeKeyResults(bytes, 1).ok());
+  bytes[4] = static_cast<uint8_t>(static_cast<uint32_t>(kLastCode) + 1);  // the code follows the count
+  ExpectProtocol(DecodeKeyResults(bytes, 1).status(), "unknown code");
+
+  std::vector<KeyResult> two(2);
+  auto pair = EncodeKeyResults(two);
+  EXPECT_TRUE(DecodeKeyResults(pair, 2).ok());
+  ExpectProtocol(DecodeKeyResults(pair, 1).status(), "fewer expected");
+  ExpectProtocol(DecodeKeyResults(pair, 3).status(), "more expected");
+}
+
+TEST(StoreProtocol, LongMessagesAreCutByTheEncoderAndRefusedByTheDecoder) {
+  KeyResult r;
+  r.status = Status(Code::kInternal, std::string(kMaxMessageBytes + 100, 'm'));
+  auto back = DecodeKeyResults(EncodeKeyResults(std::vector<KeyResult>{r}), 1);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ((*back)[0].status.message(), std::string(kMaxMessageBytes, 'm'));
+
+  // A hand-made reply whose message is one byte over the limit.
+  r.status = Status(Code::kInternal, std::string(kMaxMessageBytes, 'm'));
+  auto bytes = EncodeKeyResults(std::vector<KeyResult>{r});
+  bytes[8] = static_cast<uint8_t>((kMaxMessageBytes + 1) & 0xff);  // the message length follows count and code
+  bytes[9] = static_cast<uint8_t>((kMaxMessageBytes + 1) >> 8);
+  bytes.insert(bytes.begin() + 12, 'm');
+  ExpectProtocol(DecodeKeyResults(bytes, 1).status(), "long message");
+}
+
+TEST(StoreProtocol, TellsStoreCallsFromAllocatorCalls) {
+  Random rnd(9);
+  for (const auto& msg : SampleRequests(rnd)) EXPECT_TRUE(IsStoreCall(msg));
+  EXPECT_FALSE(IsStoreCall(bm::EncodeAlloc(4096, gva::Placement::Local())));
+  EXPECT_FALSE(IsStoreCall(bm::EncodeFree(1)));
+  EXPECT_FALSE(IsStoreCall({}));
+}
+
+}  // namespace
+}  // namespace weft::store

@@ -495,8 +495,12 @@ def main() -> None:
                              f"redis-server, or leave redis out with --variants")
         if subprocess.run([a.redis_python, "-c", "import redis"], capture_output=True).returncode != 0:
             raise SystemExit(f"bench_store: {a.redis_python} cannot import redis (redis-py): pip install redis")
-    if any(v.startswith("weft") for v in wanted) and not os.access(a.weft_cli, os.X_OK):
-        raise SystemExit(f"bench_store: no weft CLI at {a.weft_cli} (--weft-cli)")
+    if any(v.startswith("weft") for v in wanted):
+        if not os.access(a.weft_cli, os.X_OK):
+            raise SystemExit(f"bench_store: no weft CLI at {a.weft_cli} (--weft-cli)")
+        if subprocess.run([a.weft_python, "-c", "import weft.mooncake_store"], capture_output=True).returncode != 0:
+            raise SystemExit(f"bench_store: {a.weft_python} cannot import weft.mooncake_store (--weft-python; "
+                             f"pip install . builds it)")
 
     all_cases = cases()
     if a.cases:
@@ -527,7 +531,7 @@ def main() -> None:
             for v, keys in held:
                 v.holder.ask(op="remove", zc=False, keys=keys, sizes=[case["size"]] * len(keys))
             results[case["name"]] = {n: {"seconds": t, "calls": c} for n, (t, c) in figures.items()}
-            print("  " + case["name"].ljust(26) + "  ".join(f"{NAMES[n]} {fmt_us(t)} us" for n, (t, _) in figures.items()),
+            print("  " + case["name"].ljust(28) + "  ".join(f"{NAMES[n]} {fmt_us(t)} us" for n, (t, _) in figures.items()),
                   file=sys.stderr, flush=True)
     finally:
         for v in variants.values():

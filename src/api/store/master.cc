@@ -164,7 +164,8 @@ struct Master::Impl {
   // none is named) for the first replica, then by free bytes; never a rank already holding one.
   std::vector<uint32_t> RankOrder(uint32_t first, bool is_first, const std::vector<Replica>& taken) const {
     std::vector<std::pair<uint64_t, uint32_t>> by_free;  // (free bytes, rank)
-    for (const auto& [rank, stats] : allocator.Slices(gva::Medium::kHost)) {
+    for (const auto& [slice_rank, stats] : allocator.Slices(gva::Medium::kHost)) {
+      const uint32_t rank = slice_rank;  // a lambda may not capture a structured binding (before C++20's fix in clang 16)
       const bool used = std::any_of(taken.begin(), taken.end(), [&](const Replica& r) { return r.rank == rank; });
       if (!used) by_free.emplace_back(stats.capacity - stats.used, rank);
     }

@@ -160,6 +160,10 @@ struct TransferEngineOptions {
   uint64_t staging_slice_bytes = 4u << 20;
   size_t staging_buffers = 4;
   size_t staging_max_buffers = 8;
+  // Notifications received and not yet taken (TakeNotifications) are kept up to this many; one
+  // more is refused, and its sender's call fails with BUSY (backpressure, nothing dropped
+  // silently). At least 1.
+  size_t max_queued_notifications = 65536;
 };
 
 class TransferEngine {
@@ -223,7 +227,8 @@ class TransferEngine {
                                std::optional<Notification> notify = std::nullopt,
                                std::optional<Deadline> deadline = std::nullopt);
 
-  // Sends a notification alone (after nothing). PEER_DOWN when the peer cannot be reached.
+  // Sends a notification alone (after nothing). PEER_DOWN when the peer cannot be reached; BUSY
+  // when the peer's queue of untaken notifications is full.
   Status Notify(SegmentHandle target, const Notification& notification,
                 std::optional<Deadline> deadline = std::nullopt);
   // Every notification received since the last call, in arrival order.

@@ -369,6 +369,9 @@ void DirectoryServer::Impl::Install() {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
+  // Replies are small writes after the headers: without TCP_NODELAY a client that reuses its
+  // connection waits out Nagle against its delayed ack (some 40 ms a request).
+  server.set_tcp_nodelay(true);
   server.set_payload_max_length(options.max_body);
   int threads = std::max(2, options.threads);
   server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };

@@ -216,6 +216,28 @@ TEST_P(TransTest, NotificationArrivesAfterTheData) {
             Code::kInvalidArgument);
 }
 
+// The queue of untaken notifications is bounded: one more is refused with BUSY at its sender
+// (nothing dropped silently), and taking them makes room again.
+TEST(TransNotifications, AFullQueueRefusesTheSenderWithBusyUntilTaken) {
+  TransferEngineOptions ob = Opts();
+  ob.max_queued_notifications = 3;
+  auto a = Make(Opts());
+  auto b = Make(ob);
+  ASSERT_TRUE(a && b);
+  auto hb = a->OpenSegment(b->name());
+  ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a->Notify(*hb, {"n", std::to_string(i)}).ok()) << i;
+  Status full = a->Notify(*hb, {"n", "3"});
+  EXPECT_EQ(full.code(), Code::kBusy) << full.ToString();
+  auto got = b->TakeNotifications();
+  ASSERT_EQ(got.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(got[i].message, std::to_string(i));
+  EXPECT_TRUE(a->Notify(*hb, {"n", "4"}).ok());
+  got = b->TakeNotifications();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].message, "4");
+}
+
 TEST_P(TransTest, NotificationIsWithheldWhenTheDataFails) {
   Notification n{"a", "must not arrive"};
   auto res = a_->Transfer({{{Opcode::kWrite, mem_a_.data(), hb_, mem_b_.addr() + kSize - 4, 8}}}, n);

@@ -144,6 +144,7 @@ struct TransferEngine::Impl {
   Counter* bytes_written = nullptr;
   Counter* bytes_read = nullptr;
   Counter* notifications_received = nullptr;
+  Counter* notifications_refused = nullptr;
   Histogram* batch_latency_ns = nullptr;
 
   std::unique_ptr<meta::Directory> directory;
@@ -503,8 +504,15 @@ Status TransferEngine::Impl::CreateEngine(const transport::HostBufferAllocator& 
   so.auth = options.auth;
   so.threads = options.server_threads;
   so.on_notify = [this](std::string n, std::string msg) {
-    notifications_received->Add();
     std::lock_guard g(notify_mu);
+    if (received.size() >= std::max<size_t>(1, options.max_queued_notifications)) {
+      notifications_refused->Add();
+      return Error(Code::kBusy,
+                   "the receiver holds {} notifications it has not taken yet (max_queued_notifications): it must "
+                   "take them (TakeNotifications, get_notifies) before more are accepted",
+                   received.size());
+    }
+    notifications_received->Add();
     received.push_back(Notification{std::move(n), std::move(msg)});
     return OkStatus();
   };
@@ -620,6 +628,8 @@ Result<std::unique_ptr<TransferEngine>> TransferEngineAccess::Create(const Trans
   m.bytes_written = m.metrics.counter("weft_trans_bytes_written_total", "Bytes written to peers");
   m.bytes_read = m.metrics.counter("weft_trans_bytes_read_total", "Bytes read from peers");
   m.notifications_received = m.metrics.counter("weft_trans_notifications_received_total", "Notifications received");
+  m.notifications_refused = m.metrics.counter("weft_trans_notifications_refused_total",
+                                              "Notifications refused because the untaken queue was full");
   m.batch_latency_ns = m.metrics.histogram("weft_trans_batch_latency_ns", "Submit to completion of a batch");
 
   // Device memory: as given, else CUDA where this build and this machine have it.

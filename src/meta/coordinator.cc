@@ -40,6 +40,10 @@ constexpr int kMaxReadsPerEvent = 16;  // fairness between busy connections
 // Connections beyond this many (joined or not) are closed at accept: a TCP port is reachable by
 // anyone on the network, and each connection costs buffers until it is timed out.
 constexpr size_t kMaxConnectionsSlack = 256;
+// The largest frame a connection may send before it joined: a Join with every blob at its limit
+// (32 blobs of 4 KiB, names and strings) fits with room to spare, and a stranger cannot make the
+// coordinator buffer a 16 MiB frame per connection.
+constexpr uint32_t kMaxPreJoinFrame = 256u << 10;
 // Names of peers that were in the pool, kept so a restarted peer gets its rank back; bounded.
 constexpr size_t kMaxRememberedNamesSlack = 1024;
 
@@ -240,6 +244,7 @@ void Coordinator::Impl::Accept() {
     auto c = std::make_unique<Conn>();
     c->id = next_id++;
     c->sock = std::move(*sock);
+    c->reader.set_max_payload(kMaxPreJoinFrame);
     c->last_seen = Clock::now();
     if (address.tcp) {
       c->tcp = true;
@@ -480,6 +485,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   }
 
   c.joined = true;
+  c.reader.set_max_payload(wire::kMaxFramePayload);  // admitted: service calls may be large
   c.rank = rank;
   if (!join.peer_name.empty()) Remember(join.peer_name, rank);
   c.fds = std::move(frame.fds);

@@ -264,6 +264,11 @@ Result<std::optional<ReceivedFrame>> FrameReader::Next() {
       error_ = h.status();
       return error_;
     }
+    if (h->payload_size > max_payload_) {
+      error_ = Error(Code::kProtocol, "a {} frame of {} bytes where at most {} are accepted now",
+                     wire::MessageTypeName(h->type), h->payload_size, max_payload_);
+      return error_;
+    }
     header_ = *h;
   }
   size_t total = wire::kFrameHeaderSize + header_->payload_size;

@@ -111,6 +111,10 @@ class FrameReader {
   Result<std::optional<ReceivedFrame>> Next();
 
   size_t buffered() const { return buf_.size() - start_; }
+  // Frames declaring a larger payload are PROTOCOL as soon as their header is in (default and
+  // ceiling: wire::kMaxFramePayload). A server lowers it for connections it has not admitted yet,
+  // so that a stranger cannot make it buffer a large frame.
+  void set_max_payload(uint32_t bytes) { max_payload_ = bytes; }
 
  private:
   struct FdBatch {
@@ -125,6 +129,7 @@ class FrameReader {
   size_t start_ = 0;        // index in buf_ of the first unconsumed byte
   uint64_t consumed_ = 0;   // stream offset of buf_[start_]
   std::optional<wire::FrameHeader> header_;  // of the frame being reassembled
+  uint32_t max_payload_ = wire::kMaxFramePayload;
   std::deque<FdBatch> fd_batches_;
   Status error_;
 };

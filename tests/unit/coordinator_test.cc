@@ -848,6 +848,31 @@ TEST(Coordinator, GarbageSenderIsDroppedOthersKeepWorking) {
   EXPECT_EQ((*coord)->Peers().size(), 2u);
 }
 
+// A connection that has not joined may not announce a large frame: it is dropped as soon as the
+// header is in, before the coordinator buffers any of it. Once joined, large service calls work.
+TEST(Coordinator, AStrangersLargeFrameIsRefusedAtItsHeader) {
+  TempDir dir;
+  ServiceHandler echo = [](uint32_t, std::span<const uint8_t> req) -> Result<std::vector<uint8_t>> {
+    return std::vector<uint8_t>(req.begin(), req.end());
+  };
+  auto coord = StartCoordinator(dir.File("c.sock"), nullptr, echo);
+  ASSERT_TRUE(coord.ok());
+  auto stranger = net::ConnectUnix(dir.File("c.sock"), Long());
+  ASSERT_TRUE(stranger.ok());
+  const auto header = wire::EncodeFrameHeader({wire::kControlVersion, wire::MessageType::kJoin, 16u << 20});
+  ASSERT_TRUE(net::SendAll(stranger->get(), header, {}, Long()).ok());
+  RawPeer observer;
+  observer.sock = std::move(*stranger);
+  EXPECT_TRUE(observer.WaitClosedByServer()) << "closed with 16 MiB announced and none of it sent";
+
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  ASSERT_TRUE(a.ok());
+  auto big = RandomBytes(1u << 20);
+  auto reply = (*a)->client->Call(big, Long());
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  EXPECT_EQ(*reply, big);
+}
+
 TEST(Coordinator, SilentPeerIsDeclaredDownAfterPeerTimeout) {
   TempDir dir;
   CoordinatorEvents cev;

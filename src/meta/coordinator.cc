@@ -89,8 +89,7 @@ struct Conn {
 struct CoordinatorMetrics {
   explicit CoordinatorMetrics(MetricsRegistry& m)
       : joins(m.counter("weft_coordinator_joins_total", "Peers admitted to the pool")),
-        join_refusals(m.counter("weft_coordinator_join_refusals_total",
-                                "Joins refused (pool name or sizes mismatch, pool full, name in use, bad descriptors)")),
+        registry(m),
         connections_refused(m.counter("weft_coordinator_connections_refused_total",
                                       "Connections closed on accept: too many open already")),
         peers_left(m.counter("weft_coordinator_peers_left_total", "Peers that left cleanly")),
@@ -100,18 +99,26 @@ struct CoordinatorMetrics {
                                     "Peers declared down for sending no heartbeat within peer_timeout_ms")),
         heartbeats(m.counter("weft_coordinator_heartbeats_total", "Heartbeats received")),
         calls(m.counter("weft_coordinator_service_calls_total", "Service calls (allocator, store) handled")),
-        call_errors(m.counter("weft_coordinator_service_call_errors_total", "Service calls that answered an error")),
         peers_up(m.gauge("weft_coordinator_peers_up", "Peers in the pool now")),
         connections(m.gauge("weft_coordinator_connections", "Connections open now (joined or not)")) {}
+  // Refused joins and service calls that answered an error, by the error's code (a series is
+  // made on the first error of its code; errors are rare, so the registry's lock is no cost).
+  void JoinRefused(Code code) { ByCode("weft_coordinator_join_refusals_total", "Joins refused, by code", code)->Add(); }
+  void CallFailed(Code code) {
+    ByCode("weft_coordinator_service_call_errors_total", "Service calls answered with an error, by code", code)->Add();
+  }
+  Counter* ByCode(std::string_view family, const char* help, Code code) {
+    return registry.counter(fmt::format("{}{{code=\"{}\"}}", family, CodeName(code)), help);
+  }
+
   Counter* joins;
-  Counter* join_refusals;
+  MetricsRegistry& registry;
   Counter* connections_refused;
   Counter* peers_left;
   Counter* peers_down;
   Counter* heartbeats_missed;
   Counter* heartbeats;
   Counter* calls;
-  Counter* call_errors;
   Gauge* peers_up;
   Gauge* connections;
 };
@@ -511,7 +518,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
     WEFT_LOG_INFO("coordinator: refusing {}: {}", Who(c), refusal.ToString());
     ack.status = wire::WireStatus::From(refusal);
     c.refused = true;
-    m->join_refusals->Add();
+    m->JoinRefused(refusal.code());
     Send(c, ack);
     return OkStatus();
   }
@@ -713,7 +720,7 @@ void Coordinator::Impl::OnCall(Conn& c, wire::CallRequest msg) {
     if (r.ok()) {
       reply.payload = std::move(*r);
     } else {
-      m->call_errors->Add();
+      m->CallFailed(r.status().code());
       reply.status = wire::WireStatus::From(r.status());
     }
   }

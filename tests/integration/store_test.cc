@@ -439,6 +439,7 @@ TEST_F(StoreTest, TheMasterServesItsMetrics) {
   }
   ASSERT_TRUE((*store)->Remove("m/0").ok());
   bytes -= 1000;
+  EXPECT_EQ((*store)->Put("m/1", Value(10, seed)).code(), Code::kAlreadyExists);
 
   text = Scrape(address);
   EXPECT_EQ(MetricValue(text, "weft_store_objects"), 4) << text;
@@ -451,6 +452,9 @@ TEST_F(StoreTest, TheMasterServesItsMetrics) {
   EXPECT_EQ(MetricValue(text, "weft_coordinator_peers_up"), 1) << text;
   EXPECT_EQ(MetricValue(text, "weft_coordinator_joins_total"), 1) << text;
   EXPECT_GE(MetricValue(text, "weft_coordinator_service_calls_total").value_or(0), 6) << text;  // a call per put at least, and the remove
+  EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"put_start\"}"), 6) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"remove\"}"), 1) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_key_errors_total{op=\"put_start\",code=\"ALREADY_EXISTS\"}"), 1) << text;
 
   const std::string peer = (*store)->pool().metrics_address();
   ASSERT_NE(peer, "");

@@ -44,8 +44,8 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
       meta::Coordinator::Start(
           options,
           // One handler, two services: a store call says so in its first byte.
-          [allocator, master](uint32_t from, std::span<const uint8_t> request) {
-            if (store::IsStoreCall(request)) return store::ServeStore(*master, from, request);
+          [allocator, master, metrics = pc->metrics_](uint32_t from, std::span<const uint8_t> request) {
+            if (store::IsStoreCall(request)) return store::ServeStore(*master, from, request, metrics);
             return ServeAllocator(*allocator, from, request);
           },
           // A peer that is gone takes its allocations with it, and the store its objects there.

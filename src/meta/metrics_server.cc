@@ -138,7 +138,8 @@ void MetricsServer::Impl::Run() {
     fds.push_back({listen.get(), POLLIN, 0});
     for (const Conn& c : conns) fds.push_back({c.fd.get(), static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
     int r = ::poll(fds.data(), fds.size(), PollTimeoutMs());
-    if (r < 0 && errno != EINTR) {
+    if (r < 0) {
+      if (errno == EINTR) continue;  // revents are not to be trusted then
       WEFT_LOG_ERROR("metrics server {}:{}: poll: {}", host, port, std::strerror(errno));
       return;
     }

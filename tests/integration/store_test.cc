@@ -460,6 +460,10 @@ TEST_F(StoreTest, TheMasterServesItsMetrics) {
   ASSERT_NE(peer, "");
   const std::string mine = Scrape(peer);
   EXPECT_TRUE(MetricValue(mine, "weft_copies_total").has_value()) << mine;
+  // Its puts copied into the pool: by path and by the kinds of their ends (local host to pool host).
+  EXPECT_NE(mine.find("# TYPE weft_copy_path_bytes_total counter\nweft_copy_path_bytes_total{path=\""),
+            std::string::npos) << mine;
+  EXPECT_NE(mine.find(",dir=\"LH2GH\"}"), std::string::npos) << mine;
   EXPECT_FALSE(MetricValue(mine, "weft_store_objects").has_value()) << "only the master's scrape has the store's";
 
   ASSERT_TRUE((*store)->Close().ok());

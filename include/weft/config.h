@@ -33,6 +33,7 @@ struct Config {
   uint32_t deadline_ms = 30000;
   bool log_paths = false;
   std::string log_level = "warn";
+  std::string metrics_address;           // host:port serving GET /metrics (Prometheus); empty: off
   std::string transport = "auto";        // "auto"/"shm", or "tcp" (forces tcp between same-node peers)
   std::string data_address = "127.0.0.1:0";
   std::string cluster_secret;            // never logged

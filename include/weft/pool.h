@@ -56,6 +56,9 @@ class Pool {
   // The coordinator this peer joined: a unix path, or tcp://host:port (with the port actually
   // bound when this peer hosts it on port 0); what other peers set as `coordinator`.
   const std::string& coordinator_address() const;
+  // Where this peer serves GET /metrics (config metrics_address, with the port actually bound
+  // for port 0); empty when it serves none.
+  const std::string& metrics_address() const;
 
   // First GVA of a rank's slice of a medium (host: its DRAM, device: its GPU memory).
   Result<uint64_t> SliceAddress(uint32_t rank, Medium medium = Medium::kHost) const;

@@ -238,6 +238,13 @@ const std::vector<KeyDef>& Defs() {
           AnyBool()),
       Def("log_level", "string", "warn", "trace, debug, info, warn, error or off.", StringSetter(&Config::log_level),
           OneOf(&Config::log_level, {"trace", "debug", "info", "warn", "error", "off"})),
+      Def("metrics_address", "string", "(empty: off)",
+          "host:port where this process serves its metrics in Prometheus text at `GET /metrics` (`weft meta`, "
+          "`weft store-master`, `weft trans-serve`, and a pool peer that sets it); port 0 takes any free port, "
+          "which the process reports. Binds only the host given: use `0.0.0.0:9464` to be scraped from "
+          "elsewhere. docs/ops.md lists the metrics.",
+          StringSetter(&Config::metrics_address),
+          TextRange(&Config::metrics_address, 0, 4096)),
       Def("transport", "string", "auto",
           "How the pool reaches other peers' slices. `auto` or `shm`: same-node peers map each other's memory "
           "(path shm); `tcp` (or another transport with remote regions, see Transports below): every other "

@@ -1,7 +1,10 @@
 #include "base/metrics.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
+#include <string_view>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -56,13 +59,37 @@ Histogram* MetricsRegistry::histogram(const std::string& name, const std::string
   return e.histogram.get();
 }
 
+namespace {
+
+// A name may carry labels: "weft_x_total{code=\"POOL_FULL\"}" is one series of the family
+// weft_x_total (counters and gauges; histograms add their own le label and take none).
+std::string_view Family(const std::string& name) { return std::string_view(name).substr(0, name.find('{')); }
+
+}  // namespace
+
 std::string MetricsRegistry::PrometheusText() const {
   std::lock_guard lock(mu_);
+  // The series of a family must be contiguous under one HELP and TYPE, and the map's order alone
+  // would put "x_total_bytes" between "x_total" and "x_total{...}".
+  std::vector<const std::pair<const std::string, Entry>*> order;
+  for (const auto& kv : entries_) order.push_back(&kv);
+  std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) { return Family(a->first) < Family(b->first); });
   std::string out;
-  for (const auto& [name, e] : entries_) {
-    if (!e.help.empty()) out += fmt::format("# HELP {} {}\n", name, e.help);
-    if (e.counter) out += fmt::format("# TYPE {} counter\n{} {}\n", name, name, e.counter->value());
-    if (e.gauge) out += fmt::format("# TYPE {} gauge\n{} {}\n", name, name, e.gauge->value());
+  std::string_view last;
+  for (const auto* kv : order) {
+    const auto& [name, e] = *kv;
+    const std::string_view family = Family(name);
+    const bool first = family != last;
+    last = family;
+    if (first && !e.help.empty()) out += fmt::format("# HELP {} {}\n", family, e.help);
+    if (e.counter) {
+      if (first) out += fmt::format("# TYPE {} counter\n", family);
+      out += fmt::format("{} {}\n", name, e.counter->value());
+    }
+    if (e.gauge) {
+      if (first) out += fmt::format("# TYPE {} gauge\n", family);
+      out += fmt::format("{} {}\n", name, e.gauge->value());
+    }
     if (e.histogram) {
       out += fmt::format("# TYPE {} histogram\n", name);
       uint64_t cumulative = 0;

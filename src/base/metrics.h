@@ -53,7 +53,10 @@ class Histogram {
 class MetricsRegistry {
  public:
   // Returns the instrument with this name, creating it on first use. Names follow Prometheus
-  // rules (weft_copy_bytes_total); the pointer stays valid for the registry's life.
+  // rules (weft_copy_bytes_total); the pointer stays valid for the registry's life. A counter's
+  // or gauge's name may carry labels, weft_x_total{code="POOL_FULL"}: one series of the family
+  // weft_x_total, rendered with the family's other series under one HELP and TYPE. Each call
+  // takes the registry's lock: look a series up once, not on every event.
   Counter* counter(const std::string& name, const std::string& help = "");
   Gauge* gauge(const std::string& name, const std::string& help = "");
   Histogram* histogram(const std::string& name, const std::string& help = "");

@@ -70,6 +70,43 @@ struct Engine::Resolved {
   transport::Transport* path = nullptr;
 };
 
+// A series per (path, source kind, destination kind) that has carried a copy: made on first use
+// (the registry's lock, once), then found lock-free. Most of the 16 kinds never occur on a
+// path, so making them all up front would fill the scrape with zeros.
+struct Engine::PathMetrics {
+  struct Series {
+    std::atomic<Counter*> copies{nullptr};
+    std::atomic<Counter*> bytes{nullptr};
+  };
+  MetricsRegistry& registry;
+  std::vector<const transport::Transport*> paths;  // the engine's transports, then the peer path
+  std::unique_ptr<Series[]> series;                // paths.size() x 16
+
+  Series& Find(const transport::Transport* path, const transport::RouteKey& key) {
+    size_t slot = 0;
+    while (slot + 1 < paths.size() && paths[slot] != path) ++slot;  // unknown: the last slot's
+    Series& s = series[slot * 16 + static_cast<size_t>(key.src) * 4 + static_cast<size_t>(key.dst)];
+    if (s.bytes.load(std::memory_order_acquire) == nullptr) {
+      const std::string labels = fmt::format("{{path=\"{}\",dir=\"{}2{}\"}}", path ? path->name() : "?",
+                                             transport::EndKindName(key.src), transport::EndKindName(key.dst));
+      s.copies.store(registry.counter("weft_copy_path_copies_total" + labels,
+                                      "Copies by path and by the kinds of their ends (dir: source2destination)"),
+                     std::memory_order_release);
+      s.bytes.store(registry.counter("weft_copy_path_bytes_total" + labels,
+                                     "Bytes by path and by the kinds of their ends (dir: source2destination)"),
+                    std::memory_order_release);
+    }
+    return s;
+  }
+};
+
+void Engine::CountPath(const transport::Transport* path, const transport::RouteKey& key, uint64_t copies,
+                       uint64_t bytes) {
+  PathMetrics::Series& s = path_metrics_->Find(path, key);
+  s.copies.load(std::memory_order_acquire)->Add(copies);
+  s.bytes.load(std::memory_order_acquire)->Add(bytes);
+}
+
 namespace {
 transport::TransportSet PoolTransports(const EngineOptions& options) {
   transport::TransportContext context;
@@ -96,6 +133,10 @@ Engine::Engine(EngineOptions options, const gva::SegmentTable* table, MetricsReg
   if (options_.split_bytes < kPieceAlign) options_.split_bytes = kPieceAlign;
   if (table_) peer_path_ = std::make_unique<PeerSlicePath>(*this, options_.remote_timeout_ms);
   if (auto it = absent_.find("cuda"); it != absent_.end()) WEFT_LOG_INFO("device paths off: {}", it->second);
+  path_metrics_ = std::make_unique<PathMetrics>(PathMetrics{metrics, {}, nullptr});
+  for (const auto& t : transports_) path_metrics_->paths.push_back(t.get());
+  path_metrics_->paths.push_back(peer_path_.get());
+  path_metrics_->series = std::make_unique<PathMetrics::Series[]>(path_metrics_->paths.size() * 16);
   copies_ = metrics.counter("weft_copies_total", "Copies submitted to the engine");
   bytes_ = metrics.counter("weft_copy_bytes_total", "Bytes copied by the engine");
   failures_ = metrics.counter("weft_copy_failures_total", "Copies that ended with an error");
@@ -154,6 +195,7 @@ Status Engine::CopyBatchOnStream(std::span<const CopyRequest> requests, void* st
     path = resolved->path;
     if (requests[i].len == 0) continue;
     bytes_->Add(requests[i].len);
+    CountPath(path, resolved->key, 1, requests[i].len);
     items.push_back(transport::CopyItem{resolved->dst, resolved->src, requests[i].len});
     pins->push_back(std::move(resolved->dst_pin));
     pins->push_back(std::move(resolved->src_pin));
@@ -332,6 +374,7 @@ Status Engine::RunPages(uint64_t dst_base, uint64_t src_base, transport::PageCop
     return s;
   }
   bytes_->Add(pc.count * pc.page_bytes);
+  CountPath(resolved->path, resolved->key, pc.count, pc.count * pc.page_bytes);
   return s;
 }
 
@@ -362,6 +405,7 @@ std::shared_ptr<CopyJob> Engine::Plan(std::span<const CopyRequest> requests, Dir
       continue;
     }
     bytes_->Add(r.len);
+    CountPath(resolved->path, resolved->key, 1, r.len);
     // A batching transport (cuda) spreads a large copy over its own streams: no split here.
     AddPieces(*job, i, resolved->path, resolved->dst, resolved->src, r.len);
     job->KeepPinned(std::move(resolved->dst_pin));
@@ -430,8 +474,12 @@ Status Engine::Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir, Dea
     return Error(Code::kTimeout, "the deadline passed before the copy started");
   }
   Status s = len ? resolved->path->Copy(resolved->dst, resolved->src, len) : OkStatus();
-  if (s.ok()) bytes_->Add(len);
-  else failures_->Add();
+  if (s.ok()) {
+    bytes_->Add(len);
+    CountPath(resolved->path, resolved->key, 1, len);
+  } else {
+    failures_->Add();
+  }
   if (sample) latency_ns_->Observe(NowNanos() - t0);
   return s;
 }

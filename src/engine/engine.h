@@ -223,6 +223,10 @@ class Engine {
   Counter* bytes_;
   Counter* failures_;
   Histogram* latency_ns_;
+  // Copies and bytes by path and by the kinds of their ends (weft_copy_path_*; docs/ops.md).
+  struct PathMetrics;
+  std::unique_ptr<PathMetrics> path_metrics_;
+  void CountPath(const transport::Transport* path, const transport::RouteKey& key, uint64_t copies, uint64_t bytes);
 };
 
 }  // namespace weft::engine

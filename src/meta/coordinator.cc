@@ -89,10 +89,50 @@ struct Conn {
 
 }  // namespace
 
+// The coordinator's instruments (docs/ops.md), updated on the loop thread.
+struct CoordinatorMetrics {
+  explicit CoordinatorMetrics(MetricsRegistry& m)
+      : joins(m.counter("weft_coordinator_joins_total", "Peers admitted to the pool")),
+        registry(m),
+        connections_refused(m.counter("weft_coordinator_connections_refused_total",
+                                      "Connections closed on accept: too many open already")),
+        peers_left(m.counter("weft_coordinator_peers_left_total", "Peers that left cleanly")),
+        peers_down(m.counter("weft_coordinator_peers_down_total",
+                             "Peers declared down (connection lost, protocol error or missed heartbeats)")),
+        heartbeats_missed(m.counter("weft_coordinator_heartbeat_timeouts_total",
+                                    "Peers declared down for sending no heartbeat within peer_timeout_ms")),
+        heartbeats(m.counter("weft_coordinator_heartbeats_total", "Heartbeats received")),
+        calls(m.counter("weft_coordinator_service_calls_total", "Service calls (allocator, store) handled")),
+        peers_up(m.gauge("weft_coordinator_peers_up", "Peers in the pool now")),
+        connections(m.gauge("weft_coordinator_connections", "Connections open now (joined or not)")) {}
+  // Refused joins and service calls that answered an error, by the error's code (a series is
+  // made on the first error of its code; errors are rare, so the registry's lock is no cost).
+  void JoinRefused(Code code) { ByCode("weft_coordinator_join_refusals_total", "Joins refused, by code", code)->Add(); }
+  void CallFailed(Code code) {
+    ByCode("weft_coordinator_service_call_errors_total", "Service calls answered with an error, by code", code)->Add();
+  }
+  Counter* ByCode(std::string_view family, const char* help, Code code) {
+    return registry.counter(fmt::format("{}{{code=\"{}\"}}", family, CodeName(code)), help);
+  }
+
+  Counter* joins;
+  MetricsRegistry& registry;
+  Counter* connections_refused;
+  Counter* peers_left;
+  Counter* peers_down;
+  Counter* heartbeats_missed;
+  Counter* heartbeats;
+  Counter* calls;
+  Gauge* peers_up;
+  Gauge* connections;
+};
+
 struct Coordinator::Impl {
   CoordinatorOptions opt;
   ServiceHandler on_call;
   PeerGoneHandler on_gone;
+  MetricsRegistry own_metrics;  // when opt.metrics is null
+  std::unique_ptr<CoordinatorMetrics> m;
 
   net::ControlAddress address;
   net::AuthOptions auth;
@@ -239,6 +279,7 @@ void Coordinator::Impl::Accept() {
     if (conns.size() >= opt.max_ranks + kMaxConnectionsSlack) {
       WEFT_LOG_WARN("coordinator '{}': refusing a connection{}: {} connections are open already", opt.socket_path,
                     remote.empty() ? "" : " from " + remote, conns.size());
+      m->connections_refused->Add();
       continue;  // closed by the UniqueFd
     }
     auto c = std::make_unique<Conn>();
@@ -261,6 +302,7 @@ void Coordinator::Impl::Accept() {
       continue;
     }
     conns.emplace(c->id, std::move(c));
+    m->connections->Set(static_cast<int64_t>(conns.size()));
   }
 }
 
@@ -383,8 +425,9 @@ void Coordinator::Impl::OnFrame(Conn& c, net::ReceivedFrame frame) {
       return;
     }
     case wire::MessageType::kHeartbeat: {
-      auto m = wire::Decode<wire::Heartbeat>(frame.payload);
-      if (!m.ok()) bad(m.status());
+      auto hb = wire::Decode<wire::Heartbeat>(frame.payload);
+      if (!hb.ok()) return bad(hb.status());
+      this->m->heartbeats->Add();
       return;
     }
     case wire::MessageType::kLeave: {
@@ -480,6 +523,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
     WEFT_LOG_INFO("coordinator: refusing {}: {}", Who(c), refusal.ToString());
     ack.status = wire::WireStatus::From(refusal);
     c.refused = true;
+    m->JoinRefused(refusal.code());
     Send(c, ack);
     return OkStatus();
   }
@@ -498,6 +542,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   c.desc.fd_count = join.fd_count;
   c.desc.transports = std::move(join.transports);
   peers[rank] = &c;
+  m->joins->Add();
   PublishSummary();
   WEFT_LOG_INFO("coordinator: {} joined pool '{}'", Who(c), opt.pool_name);
 
@@ -677,9 +722,11 @@ void Coordinator::Impl::OnCall(Conn& c, wire::CallRequest msg) {
     } catch (...) {
       r = Error(Code::kInternal, "service handler threw");
     }
+    m->calls->Add();
     if (r.ok()) {
       reply.payload = std::move(*r);
     } else {
+      m->CallFailed(r.status().code());
       reply.status = wire::WireStatus::From(r.status());
     }
   }
@@ -788,8 +835,10 @@ void Coordinator::Impl::Reap() {
     if (it == conns.end()) continue;
     std::unique_ptr<Conn> c = std::move(it->second);
     conns.erase(it);
+    m->connections->Set(static_cast<int64_t>(conns.size()));
     [[maybe_unused]] Status unwatched = loop->Remove(c->sock.get());
     if (!c->joined) continue;
+    (c->clean ? m->peers_left : m->peers_down)->Add();
     const uint32_t rank = c->rank;
     peers.erase(rank);
     PublishSummary();
@@ -832,6 +881,7 @@ void Coordinator::Impl::CheckTimeouts() {
     auto ms = std::chrono::duration_cast<Millis>(now - c->last_seen).count();
     std::string reason = c->joined ? fmt::format("no heartbeat for {} ms", ms)
                                    : fmt::format("did not join within {} ms", ms);
+    if (c->joined) m->heartbeats_missed->Add();
     MarkDead(*c, std::move(reason), false);
   }
 }
@@ -848,6 +898,7 @@ int Coordinator::Impl::NextTimeoutMs() const {
 }
 
 void Coordinator::Impl::PublishSummary() {
+  m->peers_up->Set(static_cast<int64_t>(peers.size()));
   std::vector<PeerSummary> s;
   for (auto& [r, p] : peers) s.push_back({r, p->desc.peer_name, p->desc.pid, p->desc.size});
   std::lock_guard lock(summary_mu);
@@ -866,6 +917,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions optio
   impl->opt = std::move(options);
   impl->on_call = std::move(on_call);
   impl->on_gone = std::move(on_gone);
+  impl->m = std::make_unique<CoordinatorMetrics>(impl->opt.metrics ? *impl->opt.metrics : impl->own_metrics);
   WEFT_RETURN_IF_ERROR(impl->Init().Annotate("starting the coordinator"));
   Impl* raw = impl.get();
   try {

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "base/metrics.h"
 #include "base/result.h"
 
 namespace weft::meta {
@@ -38,6 +39,8 @@ struct CoordinatorOptions {
   // allow_unauthenticated is set.
   std::string cluster_secret;
   bool allow_unauthenticated = false;
+  // Where its counters go (weft_coordinator_*, docs/ops.md); a private registry when null.
+  MetricsRegistry* metrics = nullptr;
 };
 
 // Handles a service call from a peer (runs on the coordinator thread; keep it short).

@@ -1,6 +1,7 @@
 // The CLI end to end: `weft demo` starts real peer processes and must verify every direction;
 // `weft route` explains a path; `weft config` reports bad input.
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +10,8 @@
 #include <cstdio>
 #include <sstream>
 #include <string>
+
+#include "integration/netns_hosts.h"
 
 namespace {
 
@@ -183,6 +186,28 @@ TEST(Cli, TransRouteNamesTheSameHostPath) {
   EXPECT_NE(bench.output.find("verified 1x2M (managed, via tcp)"), std::string::npos) << bench.output;
   std::system(("pkill -f '" + serve_args + "'").c_str());
   pclose(serve);
+}
+
+// `weft trans-serve` with metrics_address serves its engine's registry, and says where on
+// stderr (its stdout is the READY protocol).
+TEST(Cli, TransServeServesItsMetrics) {
+  const std::string tag = std::to_string(getpid());
+  weft::testing::Spawned serve({WEFT_BINARY, "trans-serve", "--bind", "127.0.0.1", "--name", "127.0.0.1", "--size", "1M",
+                          "--set", "metrics_address=127.0.0.1:0"},
+                         {"WEFT_CLUSTER_SECRET=cli-metrics-" + tag});
+  ASSERT_TRUE(serve.started());
+  const std::string line = serve.WaitFor("metrics on http://", std::chrono::seconds(30));
+  ASSERT_NE(line, "") << serve.output();
+  const auto from = line.find("http://") + 7;
+  const std::string address = line.substr(from, line.find("/metrics") - from);
+  const auto colon = address.rfind(':');
+  httplib::Client client(address.substr(0, colon), std::stoi(address.substr(colon + 1)));
+  client.set_read_timeout(std::chrono::seconds(10));
+  auto r = client.Get("/metrics");
+  ASSERT_TRUE(r) << address;
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find("\nweft_trans_batches_total 0\n"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("# TYPE weft_trans_batch_latency_ns histogram\n"), std::string::npos) << r->body;
 }
 
 TEST(Cli, ConfigNamesTheBadKey) {

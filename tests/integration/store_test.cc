@@ -2,12 +2,14 @@
 // test write and read through every call of include/weft/store.h. Every value is fresh random
 // data, every destination is poisoned first and every byte is compared.
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <sys/mman.h>
 
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include <weft/store.h>
@@ -390,6 +392,89 @@ TEST_F(StoreTest, EvictedObjectsAreServedFromTheWritersDiskAndPromotedBack) {
   flags.Raise(3);
   EXPECT_EQ(clients.Wait(0), 0) << "the writer's checks (stderr above)";
   EXPECT_EQ(clients.Wait(1), 0) << "the other client's checks (stderr above)";
+}
+
+// GET /metrics of a value (a line "name value"); nullopt when the name is not there.
+std::optional<int64_t> MetricValue(const std::string& text, const std::string& name) {
+  const std::string head = "\n" + name + " ";
+  auto at = ("\n" + text).find(head);
+  if (at == std::string::npos) return std::nullopt;
+  return std::stoll(text.substr(at + head.size() - 1));
+}
+
+std::string Scrape(const std::string& address) {
+  auto colon = address.rfind(':');
+  httplib::Client client(address.substr(0, colon), std::stoi(address.substr(colon + 1)));
+  client.set_read_timeout(std::chrono::seconds(10));
+  auto r = client.Get("/metrics");
+  if (!r || r->status != 200) return "";
+  return r->body;
+}
+
+// `weft store-master --set metrics_address=127.0.0.1:0` says where it serves its metrics, and a
+// scrape there shows the store's objects as a client puts and removes them; the client, a pool
+// peer with a metrics_address of its own, serves its pool's registry.
+TEST_F(StoreTest, TheMasterServesItsMetrics) {
+  Config config = ClientConfig("store-metrics");
+  StartMaster(config, {"--set", "metrics_address=127.0.0.1:0"});
+  if (HasFatalFailure()) return;
+  const std::string line = master_->WaitFor("metrics on http://", seconds(20));
+  ASSERT_NE(line, "") << master_->output();
+  const auto from = line.find("http://") + 7;
+  const std::string address = line.substr(from, line.find("/metrics") - from);
+
+  std::string text = Scrape(address);
+  ASSERT_NE(text, "") << "scraping " << address;
+  EXPECT_EQ(MetricValue(text, "weft_store_objects"), 0) << text;
+  EXPECT_EQ(MetricValue(text, "weft_coordinator_peers_up"), 0) << text;
+
+  config.metrics_address = "127.0.0.1:0";
+  auto store = Store::Open(config, bm::JoinMode::kJoin);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  const uint64_t seed = FreshSeed();
+  uint64_t bytes = 0;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE((*store)->Put("m/" + std::to_string(i), Value(1000 + i, seed + i)).ok());
+    bytes += 1000 + i;
+  }
+  ASSERT_TRUE((*store)->Remove("m/0").ok());
+  bytes -= 1000;
+  EXPECT_EQ((*store)->Put("m/1", Value(10, seed)).code(), Code::kAlreadyExists);
+
+  text = Scrape(address);
+  EXPECT_EQ(MetricValue(text, "weft_store_objects"), 4) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_bytes"), static_cast<int64_t>(bytes)) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_pending_puts"), 0) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_on_disk_objects"), 0) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_capacity_bytes"), static_cast<int64_t>(config.rank_size)) << text;
+  EXPECT_GE(MetricValue(text, "weft_store_used_bytes").value_or(0), static_cast<int64_t>(bytes)) << text;
+  EXPECT_EQ(MetricValue(text, "weft_alloc_host_capacity_bytes"), static_cast<int64_t>(config.rank_size)) << text;
+  EXPECT_EQ(MetricValue(text, "weft_coordinator_peers_up"), 1) << text;
+  EXPECT_EQ(MetricValue(text, "weft_coordinator_joins_total"), 1) << text;
+  EXPECT_GE(MetricValue(text, "weft_coordinator_service_calls_total").value_or(0), 6) << text;  // a call per put at least, and the remove
+  EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"put_start\"}"), 6) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"remove\"}"), 1) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_key_errors_total{op=\"put_start\",code=\"ALREADY_EXISTS\"}"), 1) << text;
+
+  const std::string peer = (*store)->pool().metrics_address();
+  ASSERT_NE(peer, "");
+  const std::string mine = Scrape(peer);
+  EXPECT_TRUE(MetricValue(mine, "weft_copies_total").has_value()) << mine;
+  // Its puts copied into the pool: by path and by the kinds of their ends (local host to pool host).
+  EXPECT_NE(mine.find("# TYPE weft_copy_path_bytes_total counter\nweft_copy_path_bytes_total{path=\""),
+            std::string::npos) << mine;
+  EXPECT_NE(mine.find(",dir=\"LH2GH\"}"), std::string::npos) << mine;
+  EXPECT_FALSE(MetricValue(mine, "weft_store_objects").has_value()) << "only the master's scrape has the store's";
+
+  ASSERT_TRUE((*store)->Close().ok());
+  const auto until = std::chrono::steady_clock::now() + seconds(30);
+  while (MetricValue(Scrape(address), "weft_coordinator_peers_left_total") != 1 &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  text = Scrape(address);
+  EXPECT_EQ(MetricValue(text, "weft_coordinator_peers_left_total"), 1) << text;
+  EXPECT_EQ(MetricValue(text, "weft_coordinator_peers_up"), 0) << text;
 }
 
 }  // namespace

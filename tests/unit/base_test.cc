@@ -224,6 +224,19 @@ TEST(Metrics, CountsAndRendersPrometheusText) {
   EXPECT_NE(text.find("weft_test_ns_bucket{le=\"+Inf\"} 5"), std::string::npos);
 }
 
+// Labelled series of one family render together under one HELP and TYPE, even where another
+// name sorts between them.
+TEST(Metrics, LabelledSeriesShareTheirFamilysHeader) {
+  MetricsRegistry m;
+  m.counter("weft_x_total{code=\"POOL_FULL\"}", "errors by code")->Add(2);
+  m.counter("weft_x_total_bytes", "bytes")->Add(9);
+  m.counter("weft_x_total{code=\"NOT_FOUND\"}", "errors by code")->Add(1);
+  EXPECT_EQ(m.PrometheusText(),
+            "# HELP weft_x_total errors by code\n# TYPE weft_x_total counter\n"
+            "weft_x_total{code=\"NOT_FOUND\"} 1\nweft_x_total{code=\"POOL_FULL\"} 2\n"
+            "# HELP weft_x_total_bytes bytes\n# TYPE weft_x_total_bytes counter\nweft_x_total_bytes 9\n");
+}
+
 TEST(Random, SameSeedSameBytesAndMismatchFound) {
   std::vector<uint8_t> a(1001), b(1001);
   FillRandom(a.data(), a.size(), 42);

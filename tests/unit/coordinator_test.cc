@@ -381,6 +381,42 @@ TEST(Coordinator, CallsRoundTripThroughTheServiceHandler) {
   EXPECT_EQ(good.load(), 8 * 50);
 }
 
+// The coordinator's counters (docs/ops.md) follow joins, refusals, heartbeats, a silent peer
+// declared down and a clean leave.
+TEST(Coordinator, CountsWhatHappensToItsPeers) {
+  TempDir dir;
+  MetricsRegistry metrics;
+  CoordinatorOptions o;
+  o.socket_path = dir.File("c.sock");
+  o.pool_name = "pool";
+  o.rank_size = kRankSize;
+  o.peer_timeout = 1500ms;
+  o.metrics = &metrics;
+  auto coord = StartRecording(o, nullptr, {});
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  auto value = [&](const char* name) { return metrics.counter(name)->value(); };
+  ASSERT_FALSE(JoinPeer(o.socket_path, "x", [](JoinOptions& j) { j.pool_name = "other"; }).ok());
+  auto a = JoinPeer(o.socket_path, "a");
+  ASSERT_TRUE(a.ok());
+  auto raw = RawPeer::Join(o.socket_path, "silent");
+  ASSERT_TRUE(raw.ok());
+  ASSERT_TRUE((*a)->events->WaitFor([&] { return HasGone(*(*a)->events, raw->rank, false); }));
+  EXPECT_EQ(value("weft_coordinator_joins_total"), 2u);
+  EXPECT_EQ(value("weft_coordinator_join_refusals_total{code=\"MISMATCH\"}"), 1u);
+  EXPECT_EQ(value("weft_coordinator_peers_down_total"), 1u);
+  EXPECT_EQ(value("weft_coordinator_heartbeat_timeouts_total"), 1u);
+  EXPECT_GT(value("weft_coordinator_heartbeats_total"), 0u);  // a beats every 50 ms
+  EXPECT_EQ(metrics.gauge("weft_coordinator_peers_up")->value(), 1);
+
+  ASSERT_TRUE((*a)->client->Leave().ok());
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  while (value("weft_coordinator_peers_left_total") == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(value("weft_coordinator_peers_left_total"), 1u);
+  EXPECT_EQ(metrics.gauge("weft_coordinator_peers_up")->value(), 0);
+}
+
 TEST(Coordinator, MismatchedPoolNameOrRankSize) {
   TempDir dir;
   auto coord = StartCoordinator(dir.File("c.sock"));

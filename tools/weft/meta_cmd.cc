@@ -8,12 +8,23 @@
 
 #include "api/bm/pool_coordinator.h"
 #include "meta/directory_server.h"
+#include "meta/metrics_server.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
 
 namespace weft::tools {
 
 namespace {
+
+// Serves the coordinator's metrics (its counters, the store's and the allocator's gauges), or,
+// with no coordinator (--directory-only), an empty registry.
+Result<std::unique_ptr<meta::MetricsServer>> StartMetrics(const std::string& address,
+                                                         bm::PoolCoordinator* coordinator) {
+  meta::MetricsServerOptions o;
+  o.bind = address;
+  if (coordinator == nullptr) return meta::MetricsServer::Start(o, [] { return std::string(); });
+  return meta::MetricsServer::Start(o, [coordinator] { return coordinator->MetricsText(); });
+}
 
 // Runs the coordinator of `config`'s pool (with its allocator and the store's master) and/or a
 // directory server until SIGINT or SIGTERM. `name` prefixes what it prints.
@@ -50,6 +61,16 @@ int ServeUntilSignal(const std::string& name, const Config& config, const std::s
     coordinator = std::move(*started);
     fmt::print("{}: pool '{}' ({} per rank) listening on {}\n", name, config.pool_name, FormatBytes(config.rank_size),
                coordinator->socket_path());
+  }
+  std::unique_ptr<meta::MetricsServer> metrics;
+  if (!config.metrics_address.empty()) {
+    auto started = StartMetrics(config.metrics_address, coordinator.get());
+    if (!started.ok()) {
+      fmt::print(stderr, "{}: {}\n", name, started.status().ToString());
+      return 1;
+    }
+    metrics = std::move(*started);
+    fmt::print("{}: metrics on http://{}/metrics\n", name, metrics->address());
   }
   std::fflush(stdout);
   int sig = 0;

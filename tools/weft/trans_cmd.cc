@@ -53,9 +53,11 @@
 
 #include <weft/transfer_engine.h>
 
+#include "api/trans/transfer_engine_internal.h"
 #include "base/status.h"
 #include "base/random.h"
 #include "base/worker_pool.h"
+#include "meta/metrics_server.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
 #if WEFT_HAVE_CUDA
@@ -267,6 +269,19 @@ int Serve(const EngineFlags& flags, const Config& config, uint64_t size, bool st
   if (Status s = buf.managed_by ? OkStatus() : (*engine)->RegisterMemory(buf.data, size, buf.location); !s.ok()) {
     fmt::print(stderr, "weft trans-serve: {}\n", s.ToString());
     return 1;
+  }
+  // The engine's registry at metrics_address; on stderr, so stdout stays the READY protocol.
+  std::unique_ptr<meta::MetricsServer> metrics;
+  if (!config.metrics_address.empty()) {
+    MetricsRegistry& registry = trans::TransferEngineAccess::Metrics(**engine);
+    auto started = meta::MetricsServer::Start({.bind = config.metrics_address},
+                                              [&registry] { return registry.PrometheusText(); });
+    if (!started.ok()) {
+      fmt::print(stderr, "weft trans-serve: {}\n", started.status().ToString());
+      return 1;
+    }
+    metrics = std::move(*started);
+    fmt::print(stderr, "weft trans-serve: metrics on http://{}/metrics\n", metrics->address());
   }
   fmt::print("READY {} {} {}\n", (*engine)->name(), reinterpret_cast<uint64_t>(buf.data), size);
   std::fflush(stdout);

@@ -27,6 +27,7 @@
 #endif
 #include "api/bm/pool_coordinator.h"
 #include "meta/coordinator_client.h"
+#include "meta/metrics_server.h"
 
 namespace weft::bm {
 
@@ -55,6 +56,14 @@ struct Pool::Impl {
   // takes it exclusively before tearing them down, so a call on another thread either finishes
   // first or sees `left` and returns CANCELLED (never a freed engine).
   mutable std::shared_mutex api_mu;
+  // Serves ScrapeText() at config.metrics_address; declared last so it stops first.
+  std::unique_ptr<meta::MetricsServer> metrics_server;
+  std::string metrics_address;
+
+  // What a scrape gets: the pool's registry, with the store's and allocator's gauges when this
+  // peer hosts the coordinator (whose counters go to the same registry).
+  std::string ScrapeText() { return coordinator ? coordinator->MetricsText() : metrics.PrometheusText(); }
+  Status ServeMetrics();
 
   Deadline DefaultDeadline() const { return Deadline::After(Millis(config.deadline_ms)); }
   void* FixedAddressFor(uint32_t r) const {
@@ -420,7 +429,7 @@ Status Pool::Impl::ExportOwnSlices() {
 
 // The coordinator in this process; its address (tcp port 0: with the port it took).
 Result<std::string> Pool::Impl::HostCoordinator() {
-  WEFT_ASSIGN_OR_RETURN(coordinator, PoolCoordinator::Start(config));
+  WEFT_ASSIGN_OR_RETURN(coordinator, PoolCoordinator::Start(config, &metrics));
   return coordinator->socket_path();
 }
 
@@ -554,13 +563,27 @@ Result<std::unique_ptr<Pool>> PoolAccess::Join(const Config& given, JoinMode mod
 
   WEFT_RETURN_IF_ERROR(impl->AttachOwnHostSlice());
   WEFT_RETURN_IF_ERROR(impl->AttachOwnDeviceSlice());
+  WEFT_RETURN_IF_ERROR(impl->ServeMetrics());
   return std::unique_ptr<Pool>(new Pool(std::move(impl)));  // PoolAccess is a friend
+}
+
+// Starts the metrics server when config.metrics_address asks for one. The server's thread reads
+// the registry and the coordinator; Leave stops it before either goes away.
+Status Pool::Impl::ServeMetrics() {
+  if (config.metrics_address.empty()) return OkStatus();
+  meta::MetricsServerOptions o;
+  o.bind = config.metrics_address;
+  WEFT_ASSIGN_OR_RETURN(metrics_server, meta::MetricsServer::Start(o, [this] { return ScrapeText(); }));
+  metrics_address = metrics_server->address();
+  WEFT_LOG_INFO("pool '{}' rank {}: metrics on http://{}/metrics", config.pool_name, rank, metrics_address);
+  return OkStatus();
 }
 
 Status Pool::Leave() {
   std::lock_guard lock(impl_->leave_mu);
   if (impl_->left) return OkStatus();
   impl_->left = true;  // new calls return CANCELLED from here on
+  if (impl_->metrics_server) impl_->metrics_server->Stop();
   // Leaving the coordinator first wakes calls blocked in it (barrier, allgather, waits) with an
   // error, so the exclusive lock below does not wait for their deadlines.
   Status s = impl_->client ? impl_->client->Leave() : OkStatus();
@@ -582,6 +605,7 @@ uint64_t Pool::local_size() const { return impl_->config.rank_size; }
 bool Pool::unified_va() const { return impl_->window != nullptr; }
 bool Pool::hosts_coordinator() const { return impl_->coordinator != nullptr; }
 const std::string& Pool::coordinator_address() const { return impl_->coordinator_address; }
+const std::string& Pool::metrics_address() const { return impl_->metrics_address; }
 const Config& Pool::config() const { return impl_->config; }
 std::string Pool::MetricsText() { return impl_->metrics.PrometheusText(); }
 

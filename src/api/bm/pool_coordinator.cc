@@ -4,6 +4,9 @@
 #include "api/store/protocol.h"
 #include "base/clock.h"
 
+#include <algorithm>
+#include <mutex>
+
 namespace weft::bm {
 namespace {
 
@@ -19,9 +22,10 @@ store::MasterOptions StoreOptions(const Config& config) {
 
 }  // namespace
 
-Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& config) {
+Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& config, MetricsRegistry* metrics) {
   WEFT_ASSIGN_OR_RETURN(auto layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
   std::unique_ptr<PoolCoordinator> pc(new PoolCoordinator());
+  if (metrics != nullptr) pc->metrics_ = metrics;
   pc->allocator_ = std::make_unique<gva::Allocator>(layout);
   gva::Allocator* allocator = pc->allocator_.get();
   pc->master_ = std::make_unique<store::Master>(*allocator, StoreOptions(config));
@@ -34,13 +38,14 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
   options.peer_timeout = Millis(config.peer_timeout_ms);
   options.listen_address = config.coordinator_listen;
   options.cluster_secret = config.cluster_secret;
+  options.metrics = pc->metrics_;
   WEFT_ASSIGN_OR_RETURN(
       pc->coordinator_,
       meta::Coordinator::Start(
           options,
           // One handler, two services: a store call says so in its first byte.
-          [allocator, master](uint32_t from, std::span<const uint8_t> request) {
-            if (store::IsStoreCall(request)) return store::ServeStore(*master, from, request);
+          [allocator, master, metrics = pc->metrics_](uint32_t from, std::span<const uint8_t> request) {
+            if (store::IsStoreCall(request)) return store::ServeStore(*master, from, request, metrics);
             return ServeAllocator(*allocator, from, request);
           },
           // A peer that is gone takes its allocations with it, and the store its objects there.
@@ -50,6 +55,59 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
             allocator->RemoveSlice(rank, gva::Medium::kDevice);
           }));
   return pc;
+}
+
+gva::SliceStats PoolCoordinator::AllocatorStats(gva::Medium medium) const {
+  gva::SliceStats sum;
+  for (const auto& [rank, s] : allocator_->Slices(medium)) {
+    sum.capacity += s.capacity;
+    sum.used += s.used;
+    sum.allocations += s.allocations;
+    sum.free_blocks += s.free_blocks;
+    sum.largest_free = std::max(sum.largest_free, s.largest_free);
+  }
+  return sum;
+}
+
+namespace {
+
+void SetGauge(MetricsRegistry& m, const std::string& name, const char* help, uint64_t v) {
+  m.gauge(name, help)->Set(static_cast<int64_t>(v));
+}
+
+void ExportSlices(MetricsRegistry& m, const std::string& medium, const gva::SliceStats& s) {
+  const std::string p = "weft_alloc_" + medium;
+  SetGauge(m, p + "_capacity_bytes", "Bytes of this medium's slices of every live peer", s.capacity);
+  SetGauge(m, p + "_used_bytes", "Of which allocated (after alignment)", s.used);
+  SetGauge(m, p + "_allocations", "Live allocations in this medium's slices", s.allocations);
+  SetGauge(m, p + "_free_blocks", "Fragments in the free lists of this medium's slices", s.free_blocks);
+  SetGauge(m, p + "_largest_free_bytes", "The largest block one allocation could get now", s.largest_free);
+}
+
+}  // namespace
+
+// Gauges read when scraped rather than kept up to date on every put: the master and the
+// allocator already count, under their own locks, and a scrape is rare next to a put.
+void PoolCoordinator::RefreshMetrics() {
+  MetricsRegistry& m = *metrics_;
+  const store::MasterStats st = master_->Stats();
+  SetGauge(m, "weft_store_objects", "Complete objects in memory", st.objects);
+  SetGauge(m, "weft_store_on_disk_objects", "Objects evicted from memory, kept on their writer's SSD tier", st.on_disk);
+  SetGauge(m, "weft_store_pending_puts", "Puts started and not yet ended or revoked", st.pending_puts);
+  SetGauge(m, "weft_store_bytes", "Bytes of the objects in memory, each replica counted", st.bytes);
+  SetGauge(m, "weft_store_capacity_bytes", "Host bytes of every slice of the pool", st.capacity);
+  SetGauge(m, "weft_store_used_bytes", "Of which allocated (the store's and anyone else's)", st.used);
+  SetGauge(m, "weft_store_parked_bytes", "Memory of removed objects still leased to readers", st.parked_bytes);
+  Counter* evicted = m.counter("weft_store_evicted_total", "Objects evicted from memory since the master started");
+  if (st.evicted > evicted->value()) evicted->Add(st.evicted - evicted->value());
+  ExportSlices(m, "host", AllocatorStats(gva::Medium::kHost));
+  ExportSlices(m, "device", AllocatorStats(gva::Medium::kDevice));
+}
+
+std::string PoolCoordinator::MetricsText() {
+  std::lock_guard lock(refresh_mu_);  // two scrapes at once must not both add to the counter
+  RefreshMetrics();
+  return metrics_->PrometheusText();
 }
 
 }  // namespace weft::bm

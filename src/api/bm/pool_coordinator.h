@@ -4,9 +4,12 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
+#include <string>
 
 #include <weft/config.h>
 
+#include "base/metrics.h"
 #include "base/status.h"
 #include "api/store/master.h"
 #include "gva/allocator.h"
@@ -18,15 +21,26 @@ class PoolCoordinator {
  public:
   // ALREADY_EXISTS when a coordinator already answers on config.CoordinatorPath() (unix) or its
   // port is taken (tcp); UNAUTHENTICATED for a tcp:// coordinator without cluster_secret.
-  static Result<std::unique_ptr<PoolCoordinator>> Start(const Config& config);
+  // metrics: where the coordinator's counters go and what MetricsText() renders (the hosting
+  // pool's registry); a registry of its own when null.
+  static Result<std::unique_ptr<PoolCoordinator>> Start(const Config& config, MetricsRegistry* metrics = nullptr);
   // Where peers join: the unix path, or tcp://host:port with the port actually bound.
   const std::string& socket_path() const { return coordinator_->socket_path(); }
   std::vector<meta::PeerSummary> Peers() const { return coordinator_->Peers(); }
   Result<gva::SliceStats> Stats(uint32_t rank) const { return allocator_->Stats(rank, gva::Medium::kHost); }
   store::MasterStats StoreStats() const { return master_->Stats(); }
+  // Host and device slices of every live peer, summed.
+  gva::SliceStats AllocatorStats(gva::Medium medium) const;
+  // Reads the store's and the allocator's figures into their gauges (weft_store_*, weft_alloc_*;
+  // docs/ops.md), then renders the registry: what a scrape serves. Thread-safe.
+  std::string MetricsText();
 
  private:
   PoolCoordinator() = default;
+  void RefreshMetrics();
+  MetricsRegistry own_metrics_;  // when Start was given none
+  MetricsRegistry* metrics_ = &own_metrics_;
+  std::mutex refresh_mu_;
   std::unique_ptr<gva::Allocator> allocator_;          // outlives the coordinator that calls it
   std::unique_ptr<store::Master> master_;              // likewise
   std::unique_ptr<meta::Coordinator> coordinator_;

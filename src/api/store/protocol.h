@@ -16,6 +16,7 @@
 
 #include "api/store/master.h"
 #include "api/store/types.h"
+#include "base/metrics.h"
 #include "base/result.h"
 
 namespace weft::store {
@@ -78,7 +79,9 @@ Result<MasterStats> DecodeStats(std::span<const uint8_t> bytes);
 
 // The coordinator's handler for store calls: decodes, applies to the master (on behalf of the
 // peer of `from_rank`), encodes the reply. A malformed request is PROTOCOL (the call fails);
-// per-key failures travel inside the reply.
-Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std::span<const uint8_t> request);
+// per-key failures travel inside the reply. metrics (optional): counts the keys of each op and
+// their failures by code (weft_store_keys_total, weft_store_key_errors_total; docs/ops.md).
+Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std::span<const uint8_t> request,
+                                        MetricsRegistry* metrics = nullptr);
 
 }  // namespace weft::store

@@ -1,6 +1,10 @@
 // ServeStore (api/store/protocol.h): a store call applied to the master, one result per key.
 #include "api/store/protocol.h"
 
+#include <map>
+
+#include <fmt/format.h>
+
 namespace weft::store {
 namespace {
 
@@ -66,10 +70,47 @@ std::vector<KeyResult> ServeKeys(Master& master, uint32_t from_rank, const Store
   return out;
 }
 
+std::string_view OpName(StoreOp op) {
+  switch (op) {
+    case StoreOp::kPutStart: return "put_start";
+    case StoreOp::kPutEnd: return "put_end";
+    case StoreOp::kPutRevoke: return "put_revoke";
+    case StoreOp::kGet: return "get";
+    case StoreOp::kExists: return "exists";
+    case StoreOp::kRemove: return "remove";
+    case StoreOp::kRemoveRegex: return "remove_regex";
+    case StoreOp::kRemoveAll: return "remove_all";
+    case StoreOp::kStats: return "stats";
+    case StoreOp::kPutEndOnDisk: return "put_end_on_disk";
+  }
+  return "unknown";
+}
+
+// One lookup per call and per distinct error code, not per key: a batch is up to kMaxBatch keys.
+void CountKeys(MetricsRegistry& m, StoreOp op, const std::vector<KeyResult>& results) {
+  const std::string_view name = OpName(op);
+  m.counter(fmt::format("weft_store_keys_total{{op=\"{}\"}}", name), "Keys the master served, by op")
+      ->Add(results.size());
+  std::map<Code, uint64_t> errors;
+  for (const KeyResult& r : results) {
+    if (!r.status.ok()) ++errors[r.status.code()];
+  }
+  for (const auto& [code, n] : errors) {
+    m.counter(fmt::format("weft_store_key_errors_total{{op=\"{}\",code=\"{}\"}}", name, CodeName(code)),
+              "Keys the master answered with an error, by op and code")
+        ->Add(n);
+  }
+}
+
 }  // namespace
 
-Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std::span<const uint8_t> request) {
+Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std::span<const uint8_t> request,
+                                        MetricsRegistry* metrics) {
   WEFT_ASSIGN_OR_RETURN(StoreRequest req, DecodeStoreRequest(request));
+  if (metrics != nullptr && (req.op == StoreOp::kRemoveRegex || req.op == StoreOp::kRemoveAll || req.op == StoreOp::kStats)) {
+    metrics->counter(fmt::format("weft_store_calls_total{{op=\"{}\"}}", OpName(req.op)),
+                     "Whole-store calls the master served, by op")->Add();
+  }
   switch (req.op) {
     case StoreOp::kRemoveRegex: {
       WEFT_ASSIGN_OR_RETURN(uint64_t n, master.RemoveByRegex(req.pattern, req.force));
@@ -79,8 +120,11 @@ Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std:
       return EncodeCount(master.RemoveAll(req.force));
     case StoreOp::kStats:
       return EncodeStats(master.Stats());
-    default:
-      return EncodeKeyResults(ServeKeys(master, from_rank, req));
+    default: {
+      std::vector<KeyResult> results = ServeKeys(master, from_rank, req);
+      if (metrics != nullptr) CountKeys(*metrics, req.op, results);
+      return EncodeKeyResults(results);
+    }
   }
 }
 

@@ -404,10 +404,12 @@ TEST(Pool, FrozenPeerFailsTcpCopiesInFlightAndDoesNotStallTheControlThread) {
   const uint32_t victim = (*ranks)[0] == p.rank() ? (*ranks)[1] : (*ranks)[0];
   ASSERT_TRUE(CopySucceedsWithin(p, victim, std::chrono::seconds(10))) << "the victim's slice never attached";
 
-  ::kill(children.pid(0), SIGSTOP);
-  // Far more than the sockets buffer: the copy stays in flight until something ends it.
+  // Far more than the sockets buffer: the copy stays in flight until something ends it. A first
+  // one connects every lane, so the frozen peer's copy is stuck on sockets, not in a handshake.
   std::vector<uint8_t> big(48 << 20, 1);
   const uint64_t target = *p.SliceAddress(victim);
+  ASSERT_TRUE(p.Copy(target, Addr(big.data()), big.size()).ok());
+  ::kill(children.pid(0), SIGSTOP);
   std::promise<Status> copied;
   auto copy_result = copied.get_future();
   std::thread copier([&] { copied.set_value(p.Copy(target, Addr(big.data()), big.size())); });
@@ -417,7 +419,6 @@ TEST(Pool, FrozenPeerFailsTcpCopiesInFlightAndDoesNotStallTheControlThread) {
   const bool ended = copy_result.wait_for(std::chrono::seconds(15)) == std::future_status::ready;
   EXPECT_TRUE(ended) << "the copy to the frozen peer still waits (for its 30 s deadline?)";
   // The newcomer's join got through the control thread and its slice is reached.
-  std::vector<uint32_t> others;
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   uint32_t newcomer = UINT32_MAX;
   while (newcomer == UINT32_MAX && std::chrono::steady_clock::now() < until) {

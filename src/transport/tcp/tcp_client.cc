@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <set>
 
 #include "base/log.h"
 
@@ -63,6 +64,10 @@ struct TcpClient::Peer {
   std::atomic<bool> down{false};
   Status down_why;
   net::UniqueFd wake;
+  // Sockets in their handshake (a frozen peer never answers it): Abort shuts them down so the
+  // handshake fails at once. Under connecting_mu, which Abort holds while it does so.
+  std::mutex connecting_mu;
+  std::set<int> connecting;
 
   Status DownStatus() const { return down.load() ? down_why : OkStatus(); }
 };
@@ -144,6 +149,10 @@ void TcpClient::Abort(const PeerAddr& addr, const Status& why) {
   if (p->wake.valid()) {
     const uint64_t one = 1;
     (void)!::write(p->wake.get(), &one, sizeof(one));
+  }
+  {
+    std::lock_guard lock(p->connecting_mu);
+    for (int fd : p->connecting) ::shutdown(fd, SHUT_RDWR);
   }
   // Idle lanes close here; lanes in use close when their call sees `down`.
   for (auto& l : p->lanes) {
@@ -386,13 +395,13 @@ enum class HeaderStep {
 // One call driven by this thread over the lanes it holds: which slice goes out next, what each
 // lane has outstanding, and the entries' results.
 struct TcpClient::Call {
-  Call(TcpClient& client, const Peer& peer, std::span<const TcpRequest> requests, std::span<const Slice> slices,
+  Call(TcpClient& client, Peer& peer, std::span<const TcpRequest> requests, std::span<const Slice> slices,
        Deadline deadline, std::vector<Status>& results)
       : client(client), peer(peer), name(peer.name), requests(requests), slices(slices), deadline(deadline),
         results(results) {}
 
   TcpClient& client;
-  const Peer& peer;
+  Peer& peer;
   const std::string& name;  // the peer's, for messages
   std::span<const TcpRequest> requests;
   std::span<const Slice> slices;
@@ -411,11 +420,27 @@ struct TcpClient::Call {
     const TcpClientOptions& o = client.options_;
     Deadline cd = Sooner(deadline, Deadline::After(Millis(o.connect_timeout_ms)));
     WEFT_ASSIGN_OR_RETURN(net::UniqueFd fd, net::ConnectTcp(peer_addr, cd, o.tcp));
-    WEFT_RETURN_IF_ERROR(net::AuthenticateClient(fd.get(), o.auth, cd, name));
+    WEFT_RETURN_IF_ERROR(Authenticate(fd.get(), cd));
     l.fd = std::move(fd);
     l.next_id = 1;
     client.connects_.fetch_add(1);
     return OkStatus();
+  }
+
+  // The handshake, in the peer's `connecting` set so that an Abort cuts it short.
+  Status Authenticate(int fd, Deadline cd) {
+    {
+      std::lock_guard lock(peer.connecting_mu);
+      if (Status down = peer.DownStatus(); !down.ok()) return down;
+      peer.connecting.insert(fd);
+    }
+    Status s = net::AuthenticateClient(fd, client.options_.auth, cd, name);
+    {
+      std::lock_guard lock(peer.connecting_mu);
+      peer.connecting.erase(fd);
+    }
+    if (Status down = peer.DownStatus(); !down.ok()) return down;
+    return s;
   }
 
   // Connects (or reconnects) the lanes we hold. false when none is up: every slice failed then.

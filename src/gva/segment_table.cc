@@ -74,14 +74,15 @@ void SegmentTable::Detach(Location loc, bool dead) {
     // Copies that resolved the incarnation before this keep it (and its memory) until they end;
     // later ones find no mapping and see the state.
     gone = s.mapping.exchange(nullptr);
-    s.detached = gone;
+    s.last_released = gone ? gone->released : nullptr;
   }
 }
 
 bool SegmentTable::Draining(Location loc) const {
   if (loc.rank >= layout_.max_ranks()) return false;
   std::lock_guard lock(attach_mu_);
-  return !slot(loc).detached.expired();
+  const auto& released = slot(loc).last_released;
+  return released && !released->load();
 }
 
 Result<SegmentTable::Pin> SegmentTable::Resolve(uint64_t gva, uint64_t len) const {

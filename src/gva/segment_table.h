@@ -48,8 +48,8 @@ class SegmentTable {
   // waiting: the release runs here if no copy pins the slice, else when the last pin goes (on
   // that copy's thread). No-op for an empty slot.
   void Detach(Location slot, bool dead);
-  // Whether a detached incarnation of the slot is still pinned by a copy (its release has not
-  // run yet): memory at its address is still in use.
+  // Whether the slot's last detached incarnation has not finished its release (a copy still
+  // pins it, or the unmap is under way): memory at its address is still in use.
   bool Draining(Location slot) const;
 
   class Pin {
@@ -96,15 +96,19 @@ class SegmentTable {
     uint64_t mapping_id = 0;
     uint64_t remote_peer = 0;
     std::function<void()> release;
+    // Set once the release has returned (not when the last pin went: the unmap may still be
+    // under way then, and a new mapping at the same address must not race it).
+    std::shared_ptr<std::atomic<bool>> released = std::make_shared<std::atomic<bool>>(false);
     ~Mapping() {
       if (release) release();
+      released->store(true);
     }
   };
   struct Slot {
     std::atomic<int> state{kEmpty};
     // The incarnation copies resolve to; null unless up. Resolve loads it without a lock.
     std::atomic<std::shared_ptr<const Mapping>> mapping;
-    std::weak_ptr<const Mapping> detached;  // under attach_mu_: the last incarnation taken down
+    std::shared_ptr<const std::atomic<bool>> last_released;  // under attach_mu_: of the last detached
     std::string peer_name;                  // under attach_mu_
     std::string unreachable_reason;         // under attach_mu_
   };

@@ -795,5 +795,31 @@ TEST(SegmentTable, ReattachWhileAnOldPinIsHeldKeepsTheIncarnationsApart) {
   EXPECT_EQ(old_released.load(), 1);
 }
 
+// A rejoin may map its new slice at the old one's address (unified VA) only once the old
+// release has returned, not merely once its last pin went: the unmap may still be running.
+TEST(SegmentTable, DrainingLastsUntilTheReleaseHasReturned) {
+  auto layout = Layout::Make(1ull << 40, 4 << 20, 4);
+  ASSERT_TRUE(layout.ok());
+  SegmentTable table(*layout);
+  std::vector<uint8_t> mem(4 << 20);
+  const Location slot{Medium::kHost, 3, 0};
+  std::promise<void> entered, finish;
+  auto finish_now = finish.get_future();
+  ASSERT_TRUE(table.Attach(slot, mem.data(), mem.size(), false, "d", [&] {
+    entered.set_value();
+    finish_now.wait();
+  }).ok());
+  auto pin = table.Resolve(layout->SliceBase(Medium::kHost, 3), 8);
+  ASSERT_TRUE(pin.ok());
+  table.Detach(slot, /*dead=*/true);
+  EXPECT_TRUE(table.Draining(slot));
+  std::thread last_copy([&] { *pin = SegmentTable::Pin(); });  // runs the release
+  entered.get_future().wait();
+  EXPECT_TRUE(table.Draining(slot)) << "the release is still running";
+  finish.set_value();
+  last_copy.join();
+  EXPECT_FALSE(table.Draining(slot));
+}
+
 }  // namespace
 }  // namespace weft::gva

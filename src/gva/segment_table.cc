@@ -1,6 +1,5 @@
 #include "gva/segment_table.h"
 
-
 namespace weft::gva {
 
 SegmentTable::SegmentTable(Layout layout)

@@ -175,6 +175,10 @@ class Engine {
   // The peer advertised again: links and imports whose blobs did not change are kept.
   Status UpdatePeer(PeerId peer, const PeerAdvert& advert);
   void DetachPeer(PeerId peer);
+  // The peer is known to be down (the pool's liveness said so): its transports fail the ops in
+  // flight to it and later ones with `why` at once (Transport::PeerDown), rather than letting
+  // them wait on a peer that will never answer. Returns without waiting for them.
+  void FailPeer(PeerId peer, const Status& why);
   // One result per request. Each op takes the cheapest transport that reaches its region (ops
   // on regions mapped here are copied by the copy threads, large ones split); INVALID_ADDRESS
   // when no advertised region holds the range, UNAVAILABLE (with every transport's reason) when

@@ -205,6 +205,13 @@ void Engine::DetachPeer(PeerId id) {
   peers_.erase(it);
 }
 
+void Engine::FailPeer(PeerId id, const Status& why) {
+  auto peer = FindPeer(id);
+  if (!peer) return;
+  for (const auto& path : peer->paths)
+    if (path.link) path.transport->PeerDown(*path.link, why);
+}
+
 std::shared_ptr<const Engine::PeerState> Engine::FindPeer(PeerId id) const {
   std::lock_guard lock(peers_mu_);
   auto it = peers_.find(id);

@@ -1,7 +1,5 @@
 #include "gva/segment_table.h"
 
-#include <thread>
-
 namespace weft::gva {
 
 SegmentTable::SegmentTable(Layout layout)
@@ -36,15 +34,18 @@ Status SegmentTable::AttachSlot(Location loc, uint8_t* base, uint64_t size, bool
   Slot& s = slot(loc);
   if (s.state.load() == kUp)
     return Error(Code::kAlreadyExists, "rank {} {} slice is already attached", loc.rank, MediumName(loc.medium));
-  s.base = base;
-  s.size = size;
-  s.local = local;
-  s.device = device;
-  s.mapping_id = ++attaches_;
-  s.remote_peer = remote_peer;
+  auto m = std::make_shared<Mapping>();
+  m->base = base;
+  m->size = size;
+  m->local = local;
+  m->device = device;
+  m->mapping_id = ++attaches_;
+  m->remote_peer = remote_peer;
+  m->release = std::move(release);
   s.peer_name = std::move(peer_name);
-  s.release = std::move(release);
-  s.state.store(kUp);  // publishes the fields above to Resolve
+  // A previous incarnation still pinned keeps its own Mapping: its release is not this one's.
+  s.mapping.store(std::move(m));
+  s.state.store(kUp);
   return OkStatus();
 }
 
@@ -62,64 +63,65 @@ Status SegmentTable::MarkUnreachable(Location loc, std::string peer_name, std::s
 
 void SegmentTable::Detach(Location loc, bool dead) {
   if (loc.rank >= layout_.max_ranks()) return;
-  std::function<void()> release;
+  std::shared_ptr<const Mapping> gone;  // dropped outside the lock: the release may run here
   {
     std::lock_guard lock(attach_mu_);
     Slot& s = slot(loc);
-    if (s.state.load() == kUnreachable) {  // nothing mapped, nothing to release
-      s.state.store(dead ? kDead : kLeft);
-      return;
-    }
-    if (s.state.load() != kUp) return;
+    const int state = s.state.load();
+    if (state != kUp && state != kUnreachable) return;
     s.state.store(dead ? kDead : kLeft);
-    // Copies that pinned the slot before the store above finish first; later ones see the state.
-    while (s.pins.load() != 0) std::this_thread::yield();
-    release = std::move(s.release);
-    s.release = nullptr;
+    // Copies that resolved the incarnation before this keep it (and its memory) until they end;
+    // later ones find no mapping and see the state.
+    gone = s.mapping.exchange(nullptr);
+    s.last_released = gone ? gone->released : nullptr;
   }
-  if (release) release();
+}
+
+bool SegmentTable::Draining(Location loc) const {
+  if (loc.rank >= layout_.max_ranks()) return false;
+  std::lock_guard lock(attach_mu_);
+  const auto& released = slot(loc).last_released;
+  return released && !released->load();
 }
 
 Result<SegmentTable::Pin> SegmentTable::Resolve(uint64_t gva, uint64_t len) const {
   auto loc = layout_.Decode(gva);
   if (!loc) return Error(Code::kInvalidAddress, "{:#x} is not a GVA of this pool", gva);
-  Slot& s = slot(*loc);
-  s.pins.fetch_add(1);
-  Pin pin;
-  pin.counter_ = &s.pins;  // from here the pin releases itself on every return
-  switch (s.state.load()) {
-    case kUp: break;
-    case kEmpty:
-      return Error(Code::kInvalidAddress, "GVA {:#x} is in the {} slice of rank {}, which no peer holds", gva,
-                   MediumName(loc->medium), loc->rank);
-    case kUnreachable:
-      return UnreachableError(gva, *loc, std::move(pin));
-    case kLeft:
-      return Error(Code::kPeerDown, "GVA {:#x}: rank {} ({}) left the pool", gva, loc->rank, s.peer_name);
-    default:
-      return Error(Code::kPeerDown, "GVA {:#x}: rank {} ({}) died; its memory is gone", gva, loc->rank, s.peer_name);
-  }
-  if (loc->offset > s.size || len > s.size - loc->offset)
+  std::shared_ptr<const Mapping> m = slot(*loc).mapping.load();
+  if (!m) return NotUpError(gva, *loc);
+  if (loc->offset > m->size || len > m->size - loc->offset)
     return Error(Code::kOutOfRange, "[{:#x}, +{}) runs past the end of rank {}'s {} slice ({} bytes)", gva, len,
-                 loc->rank, MediumName(loc->medium), s.size);
-  pin.ptr_ = s.base ? s.base + loc->offset : nullptr;  // null: reachable only over the network
-  pin.local_ = s.local;
-  pin.device_ = s.device;
-  pin.mapping_id_ = s.mapping_id;
-  pin.remote_peer_ = s.remote_peer;
+                 loc->rank, MediumName(loc->medium), m->size);
+  Pin pin;
+  pin.ptr_ = m->base ? m->base + loc->offset : nullptr;  // null: reachable only over the network
+  pin.local_ = m->local;
+  pin.device_ = m->device;
+  pin.mapping_id_ = m->mapping_id;
+  pin.remote_peer_ = m->remote_peer;
+  pin.hold_ = std::move(m);
   return pin;
 }
 
-// The reason is a string a rejoin may replace, so it is read under attach_mu_, and the pin goes
-// first: Detach holds that mutex while it waits for pins to drain.
-Status SegmentTable::UnreachableError(uint64_t gva, const Location& loc, Pin pin) const {
-  pin = Pin();
+// Why a slot has no incarnation to pin. The names and reasons are strings a rejoin may replace,
+// so they are read under attach_mu_ (which no one holds for long: Detach does not wait).
+Status SegmentTable::NotUpError(uint64_t gva, const Location& loc) const {
   std::lock_guard lock(attach_mu_);
   const Slot& s = slot(loc);
-  if (s.state.load() != kUnreachable)  // changed meanwhile: the caller may retry
-    return Error(Code::kUnavailable, "GVA {:#x}: rank {} changed state during the copy", gva, loc.rank);
-  return Error(Code::kUnavailable, "GVA {:#x}: rank {} ({}) is in the pool but this peer cannot reach its {} slice: {}",
-               gva, loc.rank, s.peer_name, MediumName(loc.medium), s.unreachable_reason);
+  switch (s.state.load()) {
+    case kUp:  // attached meanwhile: the caller may retry
+      return Error(Code::kUnavailable, "GVA {:#x}: rank {} changed state during the copy", gva, loc.rank);
+    case kEmpty:
+      return Error(Code::kInvalidAddress, "GVA {:#x} is in the {} slice of rank {}, which no peer holds", gva,
+                   MediumName(loc.medium), loc.rank);
+    case kUnreachable:
+      return Error(Code::kUnavailable,
+                   "GVA {:#x}: rank {} ({}) is in the pool but this peer cannot reach its {} slice: {}", gva,
+                   loc.rank, s.peer_name, MediumName(loc.medium), s.unreachable_reason);
+    case kLeft:
+      return Error(Code::kPeerDown, "GVA {:#x}: rank {} ({}) left the pool", gva, loc.rank, s.peer_name);
+    default:
+      return Error(Code::kPeerDown, "GVA {:#x}: rank {} ({}) died; its memory is gone", gva, loc.rank, s.peer_name);
+  }
 }
 
 bool SegmentTable::IsUp(Location loc) const {
@@ -130,24 +132,6 @@ std::string SegmentTable::PeerName(Location loc) const {
   if (loc.rank >= layout_.max_ranks()) return {};
   std::lock_guard lock(attach_mu_);
   return slot(loc).peer_name;
-}
-
-SegmentTable::Pin& SegmentTable::Pin::operator=(Pin&& o) noexcept {
-  if (this != &o) {
-    if (counter_) counter_->fetch_sub(1);
-    counter_ = o.counter_;
-    ptr_ = o.ptr_;
-    local_ = o.local_;
-    device_ = o.device_;
-    mapping_id_ = o.mapping_id_;
-    remote_peer_ = o.remote_peer_;
-    o.counter_ = nullptr;
-  }
-  return *this;
-}
-
-SegmentTable::Pin::~Pin() {
-  if (counter_) counter_->fetch_sub(1);
 }
 
 }  // namespace weft::gva

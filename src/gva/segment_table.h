@@ -1,6 +1,10 @@
-// Translation of GVAs to mapped local addresses: one slot per (medium, rank). A copy pins the
-// slots it touches; a peer going down is detached only after its pins drain, so no copy ever
-// reads memory that is being unmapped, and copies started after the detach fail with PEER_DOWN.
+// Translation of GVAs to mapped local addresses: one slot per (medium, rank). Each attach is an
+// incarnation of its slot (a Mapping), and a copy pins the incarnation it resolved. Detaching a
+// peer marks the slot down and returns at once: the control thread that does it must never wait
+// for a copy (one stuck on a dead peer's socket would stall every control message). The
+// incarnation's release (the unmap) runs when its last pin goes, so no copy ever reads memory
+// being unmapped; copies resolved after the detach fail with PEER_DOWN, and a peer rejoining
+// under the rank gets a new incarnation that the old pins never touch.
 #pragma once
 
 #include <array>
@@ -40,20 +44,19 @@ class SegmentTable {
   // the peer advertised): copies to it fail with UNAVAILABLE quoting `reason`. ALREADY_EXISTS if
   // the slot is attached. Detach then turns it into a departed slot like any other.
   Status MarkUnreachable(Location slot, std::string peer_name, std::string reason);
-  // Marks the slot down (`dead` chooses the message later copies get), waits for pinned copies
-  // to finish, then runs the release. No-op for an empty slot.
+  // Marks the slot down (`dead` chooses the message later copies get) and returns without
+  // waiting: the release runs here if no copy pins the slice, else when the last pin goes (on
+  // that copy's thread). No-op for an empty slot.
   void Detach(Location slot, bool dead);
+  // Whether the slot's last detached incarnation has not finished its release (a copy still
+  // pins it, or the unmap is under way): memory at its address is still in use.
+  bool Draining(Location slot) const;
 
   class Pin {
    public:
     Pin() = default;
-    Pin(Pin&& o) noexcept
-        : counter_(o.counter_), ptr_(o.ptr_), local_(o.local_), device_(o.device_), mapping_id_(o.mapping_id_),
-          remote_peer_(o.remote_peer_) {
-      o.counter_ = nullptr;
-    }
-    Pin& operator=(Pin&& o) noexcept;
-    ~Pin();
+    Pin(Pin&& o) noexcept = default;
+    Pin& operator=(Pin&& o) noexcept = default;
     uint8_t* ptr() const { return ptr_; }
     bool local() const { return local_; }  // the slice is this process's own
     int device() const { return device_; }  // CUDA device of a device slice, -1 if not known
@@ -65,7 +68,7 @@ class SegmentTable {
 
    private:
     friend class SegmentTable;
-    std::atomic<int64_t>* counter_ = nullptr;
+    std::shared_ptr<const void> hold_;  // the incarnation: its release waits for this
     uint8_t* ptr_ = nullptr;
     bool local_ = false;
     int device_ = -1;
@@ -83,22 +86,35 @@ class SegmentTable {
 
  private:
   enum State : int { kEmpty = 0, kUp = 1, kLeft = 2, kDead = 3, kUnreachable = 4 };
-  struct Slot {
-    std::atomic<int> state{kEmpty};
-    mutable std::atomic<int64_t> pins{0};
+  // One attach of a slot. Immutable once published; shared by the slot (while up) and the pins
+  // taken of it, and its destructor is the release: it runs once, after the last of them.
+  struct Mapping {
     uint8_t* base = nullptr;
     uint64_t size = 0;
     bool local = false;
     int device = -1;
     uint64_t mapping_id = 0;
     uint64_t remote_peer = 0;
-    std::string peer_name;
-    std::string unreachable_reason;  // under attach_mu_
     std::function<void()> release;
+    // Set once the release has returned (not when the last pin went: the unmap may still be
+    // under way then, and a new mapping at the same address must not race it).
+    std::shared_ptr<std::atomic<bool>> released = std::make_shared<std::atomic<bool>>(false);
+    ~Mapping() {
+      if (release) release();
+      released->store(true);
+    }
+  };
+  struct Slot {
+    std::atomic<int> state{kEmpty};
+    // The incarnation copies resolve to; null unless up. Resolve loads it without a lock.
+    std::atomic<std::shared_ptr<const Mapping>> mapping;
+    std::shared_ptr<const std::atomic<bool>> last_released;  // under attach_mu_: of the last detached
+    std::string peer_name;                  // under attach_mu_
+    std::string unreachable_reason;         // under attach_mu_
   };
   Status AttachSlot(Location slot, uint8_t* base, uint64_t size, bool local, std::string peer_name,
                     std::function<void()> release, int device, uint64_t remote_peer);
-  Status UnreachableError(uint64_t gva, const Location& loc, Pin pin) const;
+  Status NotUpError(uint64_t gva, const Location& loc) const;
   Slot& slot(Location loc) const;
 
   Layout layout_;

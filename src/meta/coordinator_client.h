@@ -58,8 +58,9 @@ class CoordinatorClient {
   // INVALID_ARGUMENT for transport blobs past the limits of wire/control.h or descriptors for tcp;
   // POOL_FULL when max_ranks peers are in; ALREADY_EXISTS when a live peer has our peer_name;
   // UNAUTHENTICATED (tcp) when the cluster secrets differ or we have none; TIMEOUT past the
-  // deadline. Heartbeats go out from a thread of their own, so a callback that blocks (a detach
-  // waiting for copies to drain) never makes this peer look dead.
+  // deadline. Heartbeats go out from a thread of their own, so a slow callback never makes this
+  // peer look dead; callbacks still must not wait for copies (every control message queues
+  // behind them), which is why the pool's detach does not.
   static Result<std::unique_ptr<CoordinatorClient>> Join(JoinOptions options, OnPeerJoined on_joined,
                                                          OnPeerGone on_gone);
   ~CoordinatorClient();  // leaves cleanly if still joined

@@ -234,6 +234,10 @@ class Transport {
   virtual Result<std::unique_ptr<PeerLink>> Connect(std::string_view endpoint_blob) {
     return Error(Code::kNotSupported, "path {} connects to no peers", name());
   }
+  // The peer's owner declared it down (its liveness timed out): ops to it in flight through
+  // `peer` and later ones fail with `why` (PEER_DOWN) at once, not at their deadlines; a frozen
+  // peer's connections never fail by themselves. Until the peer is connected again (Connect).
+  virtual void PeerDown(const PeerLink& peer, const Status& why) {}
   // A peer's region [base, base+len) with its blob.
   virtual Result<std::unique_ptr<ImportedRegion>> ImportRegion(const PeerLink& peer, uint64_t base, uint64_t len,
                                                                std::string_view blob) {

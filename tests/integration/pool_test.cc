@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <future>
 #include <thread>
 
 #include <weft/pool.h>
@@ -337,6 +338,115 @@ TEST(Pool, KilledPeerFailsCopiesWithPeerDownAndOthersKeepWorking) {
               return std::find(live.begin(), live.end(), r) == live.end();
             }))).status().code(),
             Code::kPeerDown);
+}
+
+// Issue 15: a tcp copy in flight to a peer that froze (SIGSTOP: its data server never answers
+// and its sockets never close) must not stall the control thread that declares the peer down,
+// and must itself fail with PEER_DOWN once the pool says so, not wait out its 30 s deadline.
+// Meanwhile another peer's join and leave are seen at once.
+bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+bool WaitForFile(const std::string& path, std::chrono::seconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!Exists(path) && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return Exists(path);
+}
+
+void Touch(const std::string& path) {
+  if (FILE* f = ::fopen(path.c_str(), "w")) ::fclose(f);
+}
+
+// Copies 4 KiB to the slice of `rank` until one succeeds (true) or `limit` passes.
+bool CopySucceedsWithin(Pool& pool, uint32_t rank, std::chrono::seconds limit) {
+  std::vector<uint8_t> buf(4096, 7);
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    auto at = pool.SliceAddress(rank);
+    if (at.ok() && pool.Copy(*at, Addr(buf.data()), buf.size()).ok()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+TEST(Pool, FrozenPeerFailsTcpCopiesInFlightAndDoesNotStallTheControlThread) {
+  Config config = TestConfig("frozen");
+  config.transport = "tcp";
+  config.cluster_secret = "test-secret-" + std::to_string(FreshSeed());
+  config.peer_timeout_ms = 500;
+  config.deadline_ms = 30000;
+  const std::string join_marker = "/tmp/weft-test-" + config.pool_name + ".join";
+  const std::string leave_marker = "/tmp/weft-test-" + config.pool_name + ".leave";
+  struct Cleanup {
+    std::vector<std::string> paths;
+    ~Cleanup() {
+      for (const auto& p : paths) ::unlink(p.c_str());
+    }
+  } cleanup{{join_marker, leave_marker}};
+  // Child 0 is frozen; child 1 joins only once that happened, and leaves when told.
+  PeerProcesses children(2, [&](int i) -> int {
+    if (i == 1 && !WaitForFile(join_marker, std::chrono::seconds(60))) return 20;
+    auto pool = Pool::Join(config, JoinMode::kJoin);
+    if (!pool.ok()) return 10;
+    if (i == 0) {
+      std::this_thread::sleep_for(std::chrono::seconds(120));
+      return 0;
+    }
+    if (!WaitForFile(leave_marker, std::chrono::seconds(60))) return 21;
+    return (*pool)->Leave().ok() ? 0 : 22;
+  });
+  auto pool = Pool::Join(config, JoinMode::kHost);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  Pool& p = **pool;
+  children.Release();
+  auto ranks = p.WaitForPeers(2, Soon());
+  ASSERT_TRUE(ranks.ok()) << ranks.status().ToString();
+  const uint32_t victim = (*ranks)[0] == p.rank() ? (*ranks)[1] : (*ranks)[0];
+  ASSERT_TRUE(CopySucceedsWithin(p, victim, std::chrono::seconds(10))) << "the victim's slice never attached";
+
+  // Far more than the sockets buffer: the copy stays in flight until something ends it. A first
+  // one connects every lane, so the frozen peer's copy is stuck on sockets, not in a handshake.
+  std::vector<uint8_t> big(48 << 20, 1);
+  const uint64_t target = *p.SliceAddress(victim);
+  ASSERT_TRUE(p.Copy(target, Addr(big.data()), big.size()).ok());
+  ::kill(children.pid(0), SIGSTOP);
+  std::promise<Status> copied;
+  auto copy_result = copied.get_future();
+  std::thread copier([&] { copied.set_value(p.Copy(target, Addr(big.data()), big.size())); });
+  Touch(join_marker);
+
+  // The pool declares the victim down after 0.5 s; the copy must end then, far from its 30 s.
+  const bool ended = copy_result.wait_for(std::chrono::seconds(15)) == std::future_status::ready;
+  EXPECT_TRUE(ended) << "the copy to the frozen peer still waits (for its 30 s deadline?)";
+  // The newcomer's join got through the control thread and its slice is reached.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  uint32_t newcomer = UINT32_MAX;
+  while (newcomer == UINT32_MAX && std::chrono::steady_clock::now() < until) {
+    for (uint32_t r : p.LiveRanks())
+      if (r != p.rank() && r != victim) newcomer = r;
+    if (newcomer == UINT32_MAX) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_NE(newcomer, UINT32_MAX) << "the newcomer never showed up";
+  EXPECT_TRUE(CopySucceedsWithin(p, newcomer, std::chrono::seconds(10)))
+      << "the newcomer's join was not handled while a copy to the frozen peer was in flight";
+  copier.join();
+  Status s = copy_result.get();
+  EXPECT_EQ(s.code(), Code::kPeerDown) << s.ToString();
+  EXPECT_NE(s.message().find("declared down"), std::string::npos) << s.ToString();
+  EXPECT_EQ(p.Copy(target, Addr(big.data()), 4096).code(), Code::kPeerDown);
+
+  // Its leave is seen too: copies to it fail with PEER_DOWN.
+  Touch(leave_marker);
+  EXPECT_EQ(children.Wait(1, std::chrono::seconds(30)), 0) << "the newcomer failed";
+  std::vector<uint8_t> small(4096);
+  Status after = OkStatus();
+  for (int k = 0; k < 500; ++k) {
+    after = p.Copy(*p.SliceAddress(newcomer), Addr(small.data()), small.size());
+    if (after.code() == Code::kPeerDown) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(after.code(), Code::kPeerDown) << after.ToString();
+  children.Kill(0);  // SIGKILL ends a stopped process too
 }
 
 TEST(Pool, BadInputGetsSpecificErrors) {

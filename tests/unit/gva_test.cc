@@ -2,6 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <functional>
+#include <future>
 #include <atomic>
 #include <cstdint>
 #include <limits>
@@ -698,6 +701,124 @@ TEST(SegmentTable, UnreachableSliceSaysWhyUntilThePeerGoesOrIsAttached) {
   EXPECT_EQ(pin->ptr(), host.data() + 64);
   pin = SegmentTable::Pin();
   EXPECT_EQ(table.MarkUnreachable(slot, "far", "late").code(), Code::kAlreadyExists);
+}
+
+
+// Runs `detach` on a thread of its own; true if it returned within a generous bound. If not (the
+// old Detach spun until the pins drained), `unpin` lets it finish, so the test fails instead of
+// hanging.
+bool ReturnsWhilePinned(const std::function<void()>& detach, const std::function<void()>& unpin) {
+  std::promise<void> returned;
+  auto done = returned.get_future();
+  std::thread t([&] {
+    detach();
+    returned.set_value();
+  });
+  const bool in_time = done.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+  if (!in_time) unpin();
+  t.join();
+  return in_time;
+}
+
+// Issue 15: Detach runs on the coordinator client's only thread, so it must not wait for a copy
+// (one stuck on a dead peer would stall every control message). The slice's release waits for
+// the copies instead: it runs exactly once, when the last pin goes.
+TEST(SegmentTable, DetachReturnsWhilePinnedAndTheLastPinReleasesOnce) {
+  auto layout = Layout::Make(1ull << 40, 4 << 20, 4);
+  ASSERT_TRUE(layout.ok());
+  std::vector<uint8_t> host(4 << 20);
+  std::atomic<int> releases{0};
+  const Location slot{Medium::kHost, 1, 0};
+  const uint64_t gva = layout->SliceBase(Medium::kHost, 1) + 64;
+  {
+    SegmentTable table(*layout);
+    ASSERT_TRUE(table.Attach(slot, host.data(), host.size(), false, "b", [&] { ++releases; }).ok());
+    auto first = table.Resolve(gva, 16);
+    auto second = table.Resolve(gva, 16);
+    ASSERT_TRUE(first.ok() && second.ok());
+
+    ASSERT_TRUE(ReturnsWhilePinned([&] { table.Detach(slot, /*dead=*/true); },
+                                   [&] { *first = SegmentTable::Pin(), *second = SegmentTable::Pin(); }))
+        << "Detach waited for the copies that pin the slice";
+    EXPECT_EQ(releases.load(), 0) << "released while copies still use the memory";
+    EXPECT_FALSE(table.IsUp(slot));
+    EXPECT_TRUE(table.Draining(slot));
+    EXPECT_EQ(table.Resolve(gva, 16).status().code(), Code::kPeerDown);
+    EXPECT_EQ(first->ptr(), host.data() + 64);  // the pinned copy still has its memory
+
+    *first = SegmentTable::Pin();
+    EXPECT_EQ(releases.load(), 0);
+    table.Detach(slot, /*dead=*/true);  // a second detach neither releases nor waits
+    EXPECT_EQ(releases.load(), 0);
+    *second = SegmentTable::Pin();
+    EXPECT_EQ(releases.load(), 1);
+    EXPECT_FALSE(table.Draining(slot));
+    table.Detach(slot, /*dead=*/false);
+  }
+  EXPECT_EQ(releases.load(), 1) << "the release ran more than once";
+}
+
+// A peer rejoining under its rank while a copy still pins its old slice: the new attach is a
+// new incarnation; the old pin's release is the old slice's, and the new slice stays up.
+TEST(SegmentTable, ReattachWhileAnOldPinIsHeldKeepsTheIncarnationsApart) {
+  auto layout = Layout::Make(1ull << 40, 4 << 20, 4);
+  ASSERT_TRUE(layout.ok());
+  SegmentTable table(*layout);
+  std::vector<uint8_t> old_mem(4 << 20), new_mem(4 << 20);
+  std::atomic<int> old_released{0}, new_released{0};
+  const Location slot{Medium::kHost, 2, 0};
+  const uint64_t gva = layout->SliceBase(Medium::kHost, 2) + 8;
+  ASSERT_TRUE(table.Attach(slot, old_mem.data(), old_mem.size(), false, "c", [&] { ++old_released; }).ok());
+  auto old_pin = table.Resolve(gva, 8);
+  ASSERT_TRUE(old_pin.ok());
+  const uint64_t old_id = old_pin->mapping_id();
+  ASSERT_TRUE(ReturnsWhilePinned([&] { table.Detach(slot, /*dead=*/true); }, [&] { *old_pin = SegmentTable::Pin(); }));
+
+  ASSERT_TRUE(table.Attach(slot, new_mem.data(), new_mem.size(), false, "c", [&] { ++new_released; }).ok());
+  EXPECT_TRUE(table.IsUp(slot));
+  EXPECT_TRUE(table.Draining(slot)) << "the old incarnation is still pinned";
+  auto new_pin = table.Resolve(gva, 8);
+  ASSERT_TRUE(new_pin.ok()) << new_pin.status().ToString();
+  EXPECT_EQ(new_pin->ptr(), new_mem.data() + 8);
+  EXPECT_NE(new_pin->mapping_id(), old_id);
+  EXPECT_EQ(old_pin->ptr(), old_mem.data() + 8);
+
+  *old_pin = SegmentTable::Pin();
+  EXPECT_EQ(old_released.load(), 1);
+  EXPECT_EQ(new_released.load(), 0) << "the old pin released the new incarnation";
+  EXPECT_FALSE(table.Draining(slot));
+  ASSERT_TRUE(table.Resolve(gva, 8).ok());
+
+  *new_pin = SegmentTable::Pin();
+  table.Detach(slot, /*dead=*/false);  // nothing pinned: the release runs before Detach returns
+  EXPECT_EQ(new_released.load(), 1);
+  EXPECT_EQ(old_released.load(), 1);
+}
+
+// A rejoin may map its new slice at the old one's address (unified VA) only once the old
+// release has returned, not merely once its last pin went: the unmap may still be running.
+TEST(SegmentTable, DrainingLastsUntilTheReleaseHasReturned) {
+  auto layout = Layout::Make(1ull << 40, 4 << 20, 4);
+  ASSERT_TRUE(layout.ok());
+  SegmentTable table(*layout);
+  std::vector<uint8_t> mem(4 << 20);
+  const Location slot{Medium::kHost, 3, 0};
+  std::promise<void> entered, finish;
+  auto finish_now = finish.get_future();
+  ASSERT_TRUE(table.Attach(slot, mem.data(), mem.size(), false, "d", [&] {
+    entered.set_value();
+    finish_now.wait();
+  }).ok());
+  auto pin = table.Resolve(layout->SliceBase(Medium::kHost, 3), 8);
+  ASSERT_TRUE(pin.ok());
+  table.Detach(slot, /*dead=*/true);
+  EXPECT_TRUE(table.Draining(slot));
+  std::thread last_copy([&] { *pin = SegmentTable::Pin(); });  // runs the release
+  entered.get_future().wait();
+  EXPECT_TRUE(table.Draining(slot)) << "the release is still running";
+  finish.set_value();
+  last_copy.join();
+  EXPECT_FALSE(table.Draining(slot));
 }
 
 }  // namespace

@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
+#include <future>
+#include <optional>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -901,6 +904,80 @@ TEST_F(TcpTest, TransportPostsReadsAndWritesToRegions) {
   // The owner gone (its data server stopped): PEER_DOWN, not a hang.
   owner->reset();
   EXPECT_EQ(post(RemoteOpKind::kRead, dst.data, **other, 0, 64).code(), Code::kPeerDown);
+}
+
+}  // namespace
+}  // namespace weft::transport::tcp
+
+namespace weft::transport::tcp {
+namespace {
+
+// Runs `call` on a thread, declares the peer down after `after`, and returns what the call
+// returned, or nullopt if it still ran 10 s later (it would have waited for its 30 s deadline).
+std::optional<Status> AbortedCall(TcpClient& c, const PeerAddr& peer, const std::function<Status()>& call,
+                                  std::chrono::milliseconds after) {
+  std::promise<Status> result;
+  auto got = result.get_future();
+  std::thread t([&] { result.set_value(call()); });
+  std::this_thread::sleep_for(after);
+  c.Abort(peer, Error(Code::kPeerDown, "{} was declared down by the test", peer.ToString()));
+  const bool ended = got.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  t.join();  // once it ended or, on failure, at its deadline
+  if (!ended) return std::nullopt;
+  return got.get();
+}
+
+// Issue 15: a peer that froze answers no handshake; declaring it down ends the call at once.
+TEST(TcpAbortTest, PeerDeclaredDownEndsAHandshakeAndLaterCallsUntilRevived) {
+  auto lfd = net::ListenTcp("127.0.0.1", 0);  // accepts nothing: connects complete, nothing answers
+  ASSERT_TRUE(lfd.ok());
+  const PeerAddr peer{"127.0.0.1", *net::LocalPort(lfd->get())};
+  TcpClientOptions o;
+  o.auth.cluster_secret = kSecret;
+  o.connect_timeout_ms = 30000;
+  TcpClient c(o);
+  std::vector<uint8_t> buf(4096);
+  auto read = [&](Deadline d) { return c.Read(peer, 1, 1, 0, buf.data(), buf.size(), d); };
+  auto s = AbortedCall(c, peer, [&] { return read(Deadline::After(Millis(30000))); }, Millis(200));
+  ASSERT_TRUE(s.has_value()) << "the handshake waited out its deadline";
+  EXPECT_EQ(s->code(), Code::kPeerDown) << s->ToString();
+  EXPECT_NE(s->message().find("declared down by the test"), std::string::npos) << s->ToString();
+  Status later = read(Deadline::After(Millis(30000)));
+  EXPECT_EQ(later.code(), Code::kPeerDown) << later.ToString();
+  c.Revive(peer);  // a peer rejoined at that address: it is tried again
+  EXPECT_EQ(read(Deadline::After(Millis(300))).code(), Code::kTimeout);
+}
+
+// The issue's case: lanes up and a large WRITE in flight to a peer that stops answering.
+TEST(TcpAbortTest, PeerDeclaredDownEndsTransfersInFlight) {
+  auto lfd = net::ListenTcp("127.0.0.1", 0);
+  ASSERT_TRUE(lfd.ok());
+  const PeerAddr peer{"127.0.0.1", *net::LocalPort(lfd->get())};
+  net::AuthOptions auth{kSecret, false};
+  std::atomic<bool> done{false};
+  std::thread server([&] {  // authenticates every lane, then never reads or answers again
+    std::vector<net::UniqueFd> conns;
+    while (!done) {
+      auto fd = net::AcceptTcp(lfd->get());
+      if (!fd.ok() || !fd->valid()) {
+        std::this_thread::sleep_for(Millis(2));
+        continue;
+      }
+      if (net::AuthenticateServer(fd->get(), auth, Soon(), "c").ok()) conns.push_back(std::move(*fd));
+    }
+  });
+  TcpClientOptions o;
+  o.auth.cluster_secret = kSecret;
+  TcpClient c(o);
+  std::vector<uint8_t> big(64 << 20, 3);
+  auto s = AbortedCall(
+      c, peer, [&] { return c.Write(peer, 1, 1, 0, big.data(), big.size(), Deadline::After(Millis(30000))); },
+      Millis(500));
+  done = true;
+  server.join();
+  ASSERT_TRUE(s.has_value()) << "the transfer waited out its deadline";
+  EXPECT_EQ(s->code(), Code::kPeerDown) << s->ToString();
+  EXPECT_NE(s->message().find("declared down by the test"), std::string::npos) << s->ToString();
 }
 
 }  // namespace

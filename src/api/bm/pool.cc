@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <mutex>
 
 #include "api/bm/alloc_service.h"
@@ -50,6 +51,10 @@ struct Pool::Impl {
   std::unique_ptr<meta::CoordinatorClient> client;
   std::string coordinator_address;  // the one we joined (with the real port when we host on tcp)
   uint32_t rank = 0;
+  // The engine's peer of each rank reached over `network`, so that a rank declared down can be
+  // failed in the engine (its copies in flight end with PEER_DOWN) before its pins drain.
+  std::mutex remote_mu;
+  std::map<uint32_t, engine::PeerId> remote_ids;  // under remote_mu
   std::atomic<bool> left{false};  // read by copy calls on any thread
   std::mutex leave_mu;
   // Every API call holds it shared while it uses the engine, the table or the client; Leave
@@ -86,6 +91,7 @@ struct Pool::Impl {
   // no-op without a GPU; a failed registration is logged and copies are staged by the driver.
   std::function<void()> RegisterWithGpu(void* ptr, uint64_t len, std::function<void()> release);
   void OnPeerGone(uint32_t rank, bool clean);
+  void FailCopiesTo(uint32_t rank, const std::string& peer_name);
 
   // The steps of Pool::Join, in order.
   void ReserveUnifiedVa();
@@ -140,6 +146,10 @@ void Pool::Impl::AttachRemoteSlices(const meta::SegmentDescriptor& desc, const P
     WEFT_LOG_ERROR("cannot attach rank {}: {}", rank, s.ToString());
     engine->DetachPeer(id);
     return;
+  }
+  {
+    std::lock_guard lock(remote_mu);
+    remote_ids[rank] = id;
   }
   WEFT_LOG_INFO("rank {} ({}) joined: reached over {}", rank, desc.peer_name, network);
   if (desc.device_size == 0) return;
@@ -222,7 +232,16 @@ void Pool::Impl::AttachPeerDevice(const meta::SegmentDescriptor& desc, const Res
 void Pool::Impl::AttachPeerHost(const meta::SegmentDescriptor& desc, const Result<ShmSliceBlob>& blob,
                                 std::vector<net::UniqueFd>& fds) {
   if (!blob.ok()) return MarkUnreachable(desc, Medium::kHost, ShmUnusable(blob.status()));
-  auto seg = mem::HostSegment::Import(fds[blob->fd_index].Release(), desc.size, FixedAddressFor(desc.rank));
+  // The rank's previous incarnation may still be mapped at the fixed address for a copy in
+  // flight (Detach does not wait for it); mapping over it would let its release unmap ours.
+  void* at = FixedAddressFor(desc.rank);
+  if (at && table->Draining({Medium::kHost, desc.rank, 0})) {
+    WEFT_LOG_WARN("rank {} ({}) rejoined while a copy still uses its previous slice: mapped outside the unified "
+                  "window this time (copies through the pool work; its GVAs are not addresses here)",
+                  desc.rank, desc.peer_name);
+    at = nullptr;
+  }
+  auto seg = mem::HostSegment::Import(fds[blob->fd_index].Release(), desc.size, at);
   if (!seg.ok()) return MarkUnreachable(desc, Medium::kHost, ShmUnusable(seg.status().Annotate("mapping its memfd")));
   std::shared_ptr<mem::HostSegment> owned = std::move(*seg);
   Status s = table->Attach({Medium::kHost, desc.rank, 0}, owned->data(), desc.size, /*local=*/false, desc.peer_name,
@@ -234,8 +253,27 @@ void Pool::Impl::AttachPeerHost(const meta::SegmentDescriptor& desc, const Resul
 void Pool::Impl::OnPeerGone(uint32_t rank, bool clean) {
   if (clean) WEFT_LOG_INFO("rank {} left the pool; copies to its memory now fail with PEER_DOWN", rank);
   else WEFT_LOG_WARN("rank {} is down; copies to its memory now fail with PEER_DOWN", rank);
+  const std::string name = table->PeerName({Medium::kHost, rank, 0});
+  // Neither waits for copies in flight: this is the coordinator client's only thread.
   table->Detach({Medium::kHost, rank, 0}, /*dead=*/!clean);
   table->Detach({Medium::kDevice, rank, 0}, /*dead=*/!clean);
+  if (!clean) FailCopiesTo(rank, name);
+  std::lock_guard lock(remote_mu);
+  remote_ids.erase(rank);
+}
+
+// A dead peer's copies in flight over the network would wait out their deadlines (a frozen
+// peer's sockets never close); failing them lets their pins, and so the slice, go now.
+void Pool::Impl::FailCopiesTo(uint32_t rank, const std::string& peer_name) {
+  engine::PeerId id = 0;
+  {
+    std::lock_guard lock(remote_mu);
+    auto it = remote_ids.find(rank);
+    if (it == remote_ids.end()) return;
+    id = it->second;
+  }
+  engine->FailPeer(id, Error(Code::kPeerDown, "rank {} ({}) was declared down by the pool during the copy", rank,
+                             peer_name));
 }
 
 namespace {

@@ -2,7 +2,10 @@
 
 #include <thread>
 
+#include <unistd.h>
+
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -11,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <set>
 
 #include "base/log.h"
 
@@ -54,6 +58,18 @@ struct TcpClient::Peer {
   std::string name;
   std::vector<std::unique_ptr<Lane>> lanes;
   std::atomic<uint32_t> rr{0};
+  // Abort: `down` is set after `down_why`, and `wake` (an eventfd every call polls with its
+  // sockets) turns readable, so a call blocked on a frozen peer's sockets returns at once.
+  std::atomic<bool> aborting{false};  // the first Abort writes down_why
+  std::atomic<bool> down{false};
+  Status down_why;
+  net::UniqueFd wake;
+  // Sockets in their handshake (a frozen peer never answers it): Abort shuts them down so the
+  // handshake fails at once. Under connecting_mu, which Abort holds while it does so.
+  std::mutex connecting_mu;
+  std::set<int> connecting;
+
+  Status DownStatus() const { return down.load() ? down_why : OkStatus(); }
 };
 
 namespace {
@@ -102,6 +118,7 @@ std::shared_ptr<TcpClient::Peer> TcpClient::GetPeer(const PeerAddr& addr) {
     p = std::make_shared<Peer>();
     p->addr = addr;
     p->name = addr.ToString();
+    p->wake = net::UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     for (int i = 0; i < options_.lanes; ++i) p->lanes.push_back(std::make_unique<Lane>());
   }
   return p;
@@ -122,6 +139,34 @@ void TcpClient::Forget(const PeerAddr& addr) {
       l->mu.unlock();
     }
   }
+}
+
+void TcpClient::Abort(const PeerAddr& addr, const Status& why) {
+  std::shared_ptr<Peer> p = GetPeer(addr);
+  if (p->aborting.exchange(true)) return;
+  p->down_why = why;
+  p->down.store(true);
+  if (p->wake.valid()) {
+    const uint64_t one = 1;
+    (void)!::write(p->wake.get(), &one, sizeof(one));
+  }
+  {
+    std::lock_guard lock(p->connecting_mu);
+    for (int fd : p->connecting) ::shutdown(fd, SHUT_RDWR);
+  }
+  // Idle lanes close here; lanes in use close when their call sees `down`.
+  for (auto& l : p->lanes) {
+    if (l->mu.try_lock()) {
+      l->fd.Reset();
+      l->mu.unlock();
+    }
+  }
+}
+
+void TcpClient::Revive(const PeerAddr& addr) {
+  std::lock_guard lock(mu_);
+  auto it = peers_.find(addr);
+  if (it != peers_.end() && it->second->down.load()) peers_.erase(it);  // calls holding it still see it down
 }
 
 size_t TcpClient::ConnectedLanes(const PeerAddr& addr) {
@@ -350,11 +395,13 @@ enum class HeaderStep {
 // One call driven by this thread over the lanes it holds: which slice goes out next, what each
 // lane has outstanding, and the entries' results.
 struct TcpClient::Call {
-  Call(TcpClient& client, const std::string& name, std::span<const TcpRequest> requests,
-       std::span<const Slice> slices, Deadline deadline, std::vector<Status>& results)
-      : client(client), name(name), requests(requests), slices(slices), deadline(deadline), results(results) {}
+  Call(TcpClient& client, Peer& peer, std::span<const TcpRequest> requests, std::span<const Slice> slices,
+       Deadline deadline, std::vector<Status>& results)
+      : client(client), peer(peer), name(peer.name), requests(requests), slices(slices), deadline(deadline),
+        results(results) {}
 
   TcpClient& client;
+  Peer& peer;
   const std::string& name;  // the peer's, for messages
   std::span<const TcpRequest> requests;
   std::span<const Slice> slices;
@@ -373,11 +420,27 @@ struct TcpClient::Call {
     const TcpClientOptions& o = client.options_;
     Deadline cd = Sooner(deadline, Deadline::After(Millis(o.connect_timeout_ms)));
     WEFT_ASSIGN_OR_RETURN(net::UniqueFd fd, net::ConnectTcp(peer_addr, cd, o.tcp));
-    WEFT_RETURN_IF_ERROR(net::AuthenticateClient(fd.get(), o.auth, cd, name));
+    WEFT_RETURN_IF_ERROR(Authenticate(fd.get(), cd));
     l.fd = std::move(fd);
     l.next_id = 1;
     client.connects_.fetch_add(1);
     return OkStatus();
+  }
+
+  // The handshake, in the peer's `connecting` set so that an Abort cuts it short.
+  Status Authenticate(int fd, Deadline cd) {
+    {
+      std::lock_guard lock(peer.connecting_mu);
+      if (Status down = peer.DownStatus(); !down.ok()) return down;
+      peer.connecting.insert(fd);
+    }
+    Status s = net::AuthenticateClient(fd, client.options_.auth, cd, name);
+    {
+      std::lock_guard lock(peer.connecting_mu);
+      peer.connecting.erase(fd);
+    }
+    if (Status down = peer.DownStatus(); !down.ok()) return down;
+    return s;
   }
 
   // Connects (or reconnects) the lanes we hold. false when none is up: every slice failed then.
@@ -644,6 +707,7 @@ struct TcpClient::Call {
       polled.push_back(&a);
     }
     if (pfds.empty()) return true;  // a lane has room for more slices
+    if (peer.wake.valid()) pfds.push_back({peer.wake.get(), POLLIN, 0});  // Abort wakes us
     int rc = ::poll(pfds.data(), pfds.size(), deadline.left_ms_for_poll());
     if (rc < 0 && errno != EINTR) {
       Status s = ErrnoStatus("poll", errno);
@@ -657,9 +721,21 @@ struct TcpClient::Call {
     return true;
   }
 
+  // The peer was declared down: what is outstanding fails with its status and the lanes close
+  // (nobody will answer on them).
+  void Abandon(const Status& why) {
+    for (Active& a : active)
+      if (a.alive) ResetLane(a, why);
+    FailUnsent(why);
+  }
+
   // Drives the lanes until every slice is finished, one way or the other.
   void Run() {
     while (done < slices.size()) {
+      if (Status down = peer.DownStatus(); !down.ok()) {
+        Abandon(down);
+        break;
+      }
       size_t alive = 0;
       const bool progress = Pass(alive);
       if (done == slices.size()) break;
@@ -704,7 +780,11 @@ std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::s
     }
   } unlock{*held};
 
-  Call call(*this, peer->name, requests, slices, deadline, results);
+  if (Status down = peer->DownStatus(); !down.ok()) {
+    for (const Slice& sl : slices) FailEntry(results, sl.entry, down);
+    return results;
+  }
+  Call call(*this, *peer, requests, slices, deadline, results);
   if (!call.ConnectLanes(*held, peer_addr)) return results;
   call.Run();
   call.CloseUnsettledLanes();

@@ -20,7 +20,9 @@
 // is in its segment. A READ is OK only after every byte is in the destination. Responses on a lane
 // come in request order and carry the request id; any mismatch is PROTOCOL and resets the lane.
 //
-// Failures: connection refused / reset / closed -> PEER_DOWN (at once, no retry loop); the call's
+// Failures: connection refused / reset / closed -> PEER_DOWN (at once, no retry loop); a peer
+// declared down by the caller (Abort) -> its status at once, for calls in flight (they wake from
+// poll) and later ones, since a frozen peer's sockets never close by themselves; the call's
 // deadline passing -> TIMEOUT, and every lane that still had requests outstanding is closed, so a
 // late response can never be taken for the answer to a later request (lanes reconnect on next use).
 // A refused request (NOT_FOUND, PERMISSION_DENIED, OUT_OF_RANGE) fails only its own entry and the
@@ -102,6 +104,12 @@ class TcpClient {
 
   // Closes every idle lane to the peer and forgets it (lanes in use close when their call ends).
   void Forget(const PeerAddr& peer);
+  // The peer is down (its owner's liveness says so): calls to it in flight and later ones fail
+  // with `why` (PEER_DOWN naming the peer, say) instead of waiting out their deadlines on lanes
+  // nobody answers, and its lanes close. Lasts until Revive.
+  void Abort(const PeerAddr& peer, const Status& why);
+  // The address is a peer again (one that rejoined there): forgets an Abort of it.
+  void Revive(const PeerAddr& peer);
   // Lanes currently connected to the peer.
   size_t ConnectedLanes(const PeerAddr& peer);
 

@@ -102,7 +102,12 @@ Result<std::unique_ptr<PeerLink>> TcpTransport::Connect(std::string_view endpoin
   if (!s.ok()) return BadBlob(s, "tcp", "endpoint");
   if (peer->addr.host.empty() || peer->addr.port == 0)
     return Error(Code::kProtocol, "endpoint blob of path tcp names no host or port 0");
+  client_.Revive(peer->addr);  // a peer that rejoined at an address declared down before
   return std::unique_ptr<PeerLink>(std::move(peer));
+}
+
+void TcpTransport::PeerDown(const PeerLink& peer, const Status& why) {
+  client_.Abort(static_cast<const TcpPeer&>(peer).addr, why);
 }
 
 Result<std::unique_ptr<ImportedRegion>> TcpTransport::ImportRegion(const PeerLink&, uint64_t base, uint64_t len,

@@ -63,6 +63,7 @@ class TcpTransport final : public Transport {
   Result<std::string> ExportRegion(const LocalRegion& region) override;
   void WithdrawRegion(uint64_t region_id) override;
   Result<std::unique_ptr<PeerLink>> Connect(std::string_view endpoint_blob) override;
+  void PeerDown(const PeerLink& peer, const Status& why) override;
   Result<std::unique_ptr<ImportedRegion>> ImportRegion(const PeerLink& peer, uint64_t base, uint64_t len,
                                                        std::string_view blob) override;
   void Post(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) override;

@@ -6,26 +6,7 @@
 
 #include "api/store/protocol.h"
 
-namespace {
-
 using namespace weft::store;
-
-std::vector<uint8_t> Reencode(const StoreRequest& req) {
-  switch (req.op) {
-    case StoreOp::kPutStart:
-      return EncodePutStart(req.keys, req.sizes, req.place, req.upsert, req.promote_id);
-    case StoreOp::kRemoveRegex:
-      return EncodeRemoveRegex(req.pattern, req.force);
-    case StoreOp::kRemoveAll:
-      return EncodeRemoveAll(req.force);
-    case StoreOp::kStats:
-      return EncodeStatsCall();
-    default:
-      return EncodeKeysCall(req.op, req.keys, req.force);
-  }
-}
-
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto request = DecodeStoreRequest({data, size});
@@ -34,6 +15,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   if (!IsStoreCall({data, size})) __builtin_trap();
-  if (Reencode(*request) != std::vector<uint8_t>(data, data + size)) __builtin_trap();
+  if (EncodeStoreRequest(*request) != std::vector<uint8_t>(data, data + size)) __builtin_trap();
   return 0;
 }

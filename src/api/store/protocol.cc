@@ -197,6 +197,22 @@ std::vector<uint8_t> EncodeRemoveAll(bool force) {
 
 std::vector<uint8_t> EncodeStatsCall() { return Start(StoreOp::kStats).Take(); }
 
+std::vector<uint8_t> EncodeStoreRequest(const StoreRequest& req) {
+  switch (req.op) {
+    case StoreOp::kPutStart:
+      return EncodePutStart(req.keys, req.sizes, req.place, req.upsert, req.promote_id);
+    case StoreOp::kRemoveRegex:
+      return EncodeRemoveRegex(req.pattern, req.force);
+    case StoreOp::kRemoveAll:
+      return EncodeRemoveAll(req.force);
+    case StoreOp::kStats:
+      return EncodeStatsCall();
+    default:
+      return EncodeKeysCall(req.op, req.keys, req.force);
+  }
+}
+
+
 Result<StoreRequest> DecodeStoreRequest(std::span<const uint8_t> bytes) {
   wire::Reader r(bytes);
   uint8_t service = 0, version = 0, op = 0;

@@ -68,6 +68,8 @@ std::vector<uint8_t> EncodeRemoveRegex(std::string_view pattern, bool force);
 std::vector<uint8_t> EncodeRemoveAll(bool force);
 std::vector<uint8_t> EncodeStatsCall();
 Result<StoreRequest> DecodeStoreRequest(std::span<const uint8_t> bytes);
+// The encoding of a request, by its op (the inverse of DecodeStoreRequest).
+std::vector<uint8_t> EncodeStoreRequest(const StoreRequest& req);
 
 std::vector<uint8_t> EncodeKeyResults(std::span<const KeyResult> results);
 // PROTOCOL also when the reply holds another number of results than `expected`.

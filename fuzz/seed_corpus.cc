@@ -96,6 +96,7 @@ int main(int argc, char** argv) {
   w.Put("store_request_fuzz", store::EncodeRemoveRegex("layer0/.*", false));
   w.Put("store_request_fuzz", store::EncodeRemoveAll(true));
   w.Put("store_request_fuzz", store::EncodeStatsCall());
+  w.Put("store_request_fuzz", store::EncodePingCall());
   auto reply = [&](uint8_t decoder, std::vector<uint8_t> bytes) {
     bytes.insert(bytes.begin(), decoder);
     w.Put("store_reply_fuzz", bytes);

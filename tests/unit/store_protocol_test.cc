@@ -78,7 +78,8 @@ std::vector<std::vector<uint8_t>> SampleRequests(Random& rnd) {
           EncodeKeysCall(StoreOp::kRemove, keys, rnd.Bool()),
           EncodeRemoveRegex(rnd.Bytes(0, 30), rnd.Bool()),
           EncodeRemoveAll(rnd.Bool()),
-          EncodeStatsCall()};
+          EncodeStatsCall(),
+          EncodePingCall()};
 }
 
 TEST(StoreProtocol, PutStartRoundTrips) {
@@ -138,6 +139,9 @@ TEST(StoreProtocol, PoolWideCallsRoundTrip) {
   auto stats = DecodeStoreRequest(EncodeStatsCall());
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->op, StoreOp::kStats);
+  auto ping = DecodeStoreRequest(EncodePingCall());
+  ASSERT_TRUE(ping.ok());
+  EXPECT_EQ(ping->op, StoreOp::kPing);
 }
 
 TEST(StoreProtocol, DecodedRequestsReencodeToTheSameBytes) {
@@ -236,7 +240,7 @@ TEST(StoreProtocol, HeaderIsChecked) {
   auto other_version = msg;
   other_version[1] = 2;
   ExpectProtocol(DecodeStoreRequest(other_version).status(), "version");
-  for (uint8_t op : {0, 11, 255}) {
+  for (uint8_t op : {0, 12, 255}) {
     auto bad_op = msg;
     bad_op[2] = op;
     ExpectProtocol(DecodeStoreRequest(bad_op).status(), "op " + std::to_string(op));

@@ -97,6 +97,7 @@ Status ReadBody(wire::Reader& r, StoreOp op, StoreRequest& req) {
     case StoreOp::kRemoveAll:
       return r.Bool(req.force);
     case StoreOp::kStats:
+    case StoreOp::kPing:
       return OkStatus();
   }
   return Error(Code::kProtocol, "unknown store operation {}", static_cast<unsigned>(op));
@@ -196,6 +197,7 @@ std::vector<uint8_t> EncodeRemoveAll(bool force) {
 }
 
 std::vector<uint8_t> EncodeStatsCall() { return Start(StoreOp::kStats).Take(); }
+std::vector<uint8_t> EncodePingCall() { return Start(StoreOp::kPing).Take(); }
 
 std::vector<uint8_t> EncodeStoreRequest(const StoreRequest& req) {
   switch (req.op) {
@@ -207,6 +209,8 @@ std::vector<uint8_t> EncodeStoreRequest(const StoreRequest& req) {
       return EncodeRemoveAll(req.force);
     case StoreOp::kStats:
       return EncodeStatsCall();
+    case StoreOp::kPing:
+      return EncodePingCall();
     default:
       return EncodeKeysCall(req.op, req.keys, req.force);
   }

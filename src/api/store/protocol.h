@@ -34,6 +34,7 @@ enum class StoreOp : uint8_t {
   kRemoveAll = 8,    // force                        -> count
   kStats = 9,        //                              -> MasterStats
   kPutEndOnDisk = 10,  // keys: ended, and the writer also holds a copy on its disk (SSD tier)
+  kPing = 11,          //                            -> count 0 (the master answers; no work)
 };
 
 struct StoreRequest {
@@ -67,6 +68,7 @@ std::vector<uint8_t> EncodeKeysCall(StoreOp op, std::span<const std::string> key
 std::vector<uint8_t> EncodeRemoveRegex(std::string_view pattern, bool force);
 std::vector<uint8_t> EncodeRemoveAll(bool force);
 std::vector<uint8_t> EncodeStatsCall();
+std::vector<uint8_t> EncodePingCall();
 Result<StoreRequest> DecodeStoreRequest(std::span<const uint8_t> bytes);
 // The encoding of a request, by its op (the inverse of DecodeStoreRequest).
 std::vector<uint8_t> EncodeStoreRequest(const StoreRequest& req);

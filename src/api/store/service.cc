@@ -82,6 +82,7 @@ std::string_view OpName(StoreOp op) {
     case StoreOp::kRemoveAll: return "remove_all";
     case StoreOp::kStats: return "stats";
     case StoreOp::kPutEndOnDisk: return "put_end_on_disk";
+    case StoreOp::kPing: return "ping";
   }
   return "unknown";
 }
@@ -107,7 +108,8 @@ void CountKeys(MetricsRegistry& m, StoreOp op, const std::vector<KeyResult>& res
 Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std::span<const uint8_t> request,
                                         MetricsRegistry* metrics) {
   WEFT_ASSIGN_OR_RETURN(StoreRequest req, DecodeStoreRequest(request));
-  if (metrics != nullptr && (req.op == StoreOp::kRemoveRegex || req.op == StoreOp::kRemoveAll || req.op == StoreOp::kStats)) {
+  if (metrics != nullptr && (req.op == StoreOp::kRemoveRegex || req.op == StoreOp::kRemoveAll || req.op == StoreOp::kStats ||
+                             req.op == StoreOp::kPing)) {
     metrics->counter(fmt::format("weft_store_calls_total{{op=\"{}\"}}", OpName(req.op)),
                      "Whole-store calls the master served, by op")->Add();
   }
@@ -120,6 +122,8 @@ Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std:
       return EncodeCount(master.RemoveAll(req.force));
     case StoreOp::kStats:
       return EncodeStats(master.Stats());
+    case StoreOp::kPing:  // Health: the master answers, and walks nothing (Stats walks every object)
+      return EncodeCount(0);
     default: {
       std::vector<KeyResult> results = ServeKeys(master, from_rank, req);
       if (metrics != nullptr) CountKeys(*metrics, req.op, results);

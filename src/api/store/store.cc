@@ -239,10 +239,11 @@ std::vector<Result<uint64_t>> Store::Impl::Read(std::span<const std::string> key
   std::vector<Status> copied = pool->CopyBatch(copies);
   for (size_t c = 0; c < copies.size(); ++c) {
     const size_t i = copy_at[c];
-    // A replica that failed (its peer died): the others, one by one.
-    const std::vector<Replica> order = ReadOrder((*found)[i].replicas);
-    for (size_t alt = 1; !copied[c].ok() && alt < order.size(); ++alt)
-      copied[c] = pool->Copy(copies[c].dst, order[alt].gva, copies[c].len);
+    if (!copied[c].ok()) {  // a replica that failed (its peer died): the others, one by one
+      const std::vector<Replica> order = ReadOrder((*found)[i].replicas);
+      for (size_t alt = 1; !copied[c].ok() && alt < order.size(); ++alt)
+        copied[c] = pool->Copy(copies[c].dst, order[alt].gva, copies[c].len);
+    }
     const auto lease = std::chrono::milliseconds((*found)[i].lease_ms);
     if (!copied[c].ok()) {
       out[i] = copied[c].Annotate("reading '" + keys[i] + "'");
@@ -471,9 +472,9 @@ Result<uint64_t> Store::RemoveAll(bool force) {
 }
 
 Status Store::Health() {
-  auto reply = bm::PoolAccess::Call(*impl_->pool, EncodeStatsCall());
+  auto reply = bm::PoolAccess::Call(*impl_->pool, EncodePingCall());
   if (!reply.ok()) return reply.status().Annotate("the store's master does not answer");
-  return DecodeStats(*reply).status();
+  return DecodeCount(*reply).status();
 }
 
 Result<StoreStats> Store::Stats() {

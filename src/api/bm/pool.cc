@@ -652,6 +652,10 @@ MetricsRegistry& PoolAccess::Metrics(Pool& pool) { return pool.impl_->metrics; }
 engine::Engine& PoolAccess::Engine(Pool& pool) { return *pool.impl_->engine; }
 Deadline PoolAccess::DefaultDeadline(const Pool& pool) { return pool.impl_->DefaultDeadline(); }
 
+Result<gva::SegmentTable::Pin> PoolAccess::PinRange(const Pool& pool, uint64_t gva, uint64_t len) {
+  return pool.impl_->table->Resolve(gva, len);
+}
+
 // Holds the API gate shared for the rest of the calling function. `left` is read before the
 // lock too, so that once Leave started no new call queues for the gate (a steady stream of
 // readers could otherwise keep Leave waiting).

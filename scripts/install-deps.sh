@@ -10,7 +10,7 @@ bench=0
 
 debs=(cmake ninja-build g++ pkg-config make
       libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
-      libgtest-dev libgmock-dev libbenchmark-dev libnuma-dev libucx-dev ucx-utils libxxhash-dev
+      libgtest-dev libgmock-dev libbenchmark-dev libnuma-dev libucx-dev ucx-utils libxxhash-dev libgloo-dev
       clang libclang-rt-14-dev python3 python3-pip python3-venv iproute2 etcd-server)
 ((bench)) && debs+=(redis-server)
 missing=()

@@ -22,7 +22,8 @@ void AddBenchGpu(CLI::App& app, Runner* run);  // bench_gpu_cmd.cc: device paths
 int RunDeviceBench(const std::string& json_path, int reps, bool quick);
 void AddBenchTcp(CLI::App& app, Runner* run);  // bench_tcp_cmd.cc: TCP data plane vs raw sockets
 void AddTrans(CLI::App& app, Runner* run);     // trans_cmd.cc: trans-serve and bench-trans
-void AddBenchUcx(CLI::App& app, Runner* run);
-void AddBenchStore(CLI::App& app, Runner* run);  // bench_store_cmd.cc: the C++ store API vs memcpy  // bench_ucx_cmd.cc: weft over ucx vs ucx_perftest and tcp
+void AddBenchUcx(CLI::App& app, Runner* run);  // bench_ucx_cmd.cc: weft over ucx vs ucx_perftest and tcp
+void AddBenchStore(CLI::App& app, Runner* run);  // bench_store_cmd.cc: the C++ store API vs memcpy
+void AddBenchColl(CLI::App& app, Runner* run);   // bench_coll_cmd.cc: symm collectives vs gloo
 
 }  // namespace weft::tools

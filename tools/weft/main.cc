@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   weft::tools::AddTrans(app, &run);
   weft::tools::AddBenchUcx(app, &run);
   weft::tools::AddBenchStore(app, &run);
+  weft::tools::AddBenchColl(app, &run);
   CLI11_PARSE(app, argc, argv);
   return run ? run() : 2;
 }

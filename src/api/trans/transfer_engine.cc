@@ -28,6 +28,7 @@
 #include "engine/engine.h"
 #include "base/worker_pool.h"
 #include "meta/directory.h"
+#include "meta/http_call.h"
 #include "meta/p2p_directory.h"
 #include "transport/tcp/tcp_transport.h"
 #include "wire/data.h"
@@ -576,8 +577,17 @@ Status TransferEngine::Impl::StartDirectory() {
   if (p2p) {
     uint16_t want = options.rpc_port;
     if (auto hp = meta::ParseHostPort(options.local_name); hp.ok() && want == 0) want = hp->second;
-    dopts.p2p_bind = fmt::format("{}:{}", options.bind_host, want);
-    WEFT_ASSIGN_OR_RETURN(auto p2pdir, meta::P2PDirectory::Open(dopts.p2p_bind, dopts));
+    // Peers reach the endpoint at the advertised host, so that is all it listens on unless the
+    // user asks for more: it is plain HTTP without the cluster secret.
+    const std::string& rpc_host = options.rpc_bind_host.empty() ? host : options.rpc_bind_host;
+    dopts.p2p_bind = meta::HttpTarget{rpc_host, want}.Address();
+    auto opened = meta::P2PDirectory::Open(dopts.p2p_bind, dopts);
+    if (!opened.ok()) {
+      return opened.status().Annotate(
+          "the p2p descriptor endpoint listens on the advertised host; set rpc_bind_host (\"0.0.0.0\" for every "
+          "interface) when that is not an address of this machine");
+    }
+    auto p2pdir = std::move(opened).value();
     auto hp = meta::ParseHostPort(p2pdir->PeerName());
     if (!hp.ok()) return hp.status().Annotate("p2p endpoint");
     rpc_port = hp->second;

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/metrics.h"
 #include "base/result.h"
 
 namespace weft::meta {
@@ -57,6 +58,9 @@ struct DirectoryOptions {
   // p2p only: a value fetched from a peer is reused for this long, then fetched again; a fetch
   // that fails drops the cached value (the peer may have restarted with new descriptors).
   std::chrono::milliseconds p2p_cache_ttl{30000};
+  // p2p only: where the endpoint counts what it refuses (weft_http_refused_total{server="p2p"});
+  // not owned, may be null.
+  MetricsRegistry* p2p_metrics = nullptr;
 };
 
 struct WatchEvent {

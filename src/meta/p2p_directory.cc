@@ -62,6 +62,7 @@ Result<std::unique_ptr<P2PDirectory>> P2PDirectory::Open(const std::string& bind
   DirectoryServerOptions so;
   so.bind = bind;
   so.http.name = "p2p";
+  so.http.metrics = options.p2p_metrics;
   auto server = DirectoryServer::Start(so, impl->local);
   if (!server.ok()) return server.status().Annotate("p2p directory endpoint");
   impl->server = std::move(server).value();

@@ -574,6 +574,7 @@ Status TransferEngine::Impl::SettleProtocol(const transport::TransportSet& set) 
 Status TransferEngine::Impl::StartDirectory() {
   meta::DirectoryOptions dopts;
   dopts.timeout = options.metadata_timeout;
+  dopts.p2p_metrics = &metrics;
   if (p2p) {
     uint16_t want = options.rpc_port;
     if (auto hp = meta::ParseHostPort(options.local_name); hp.ok() && want == 0) want = hp->second;

@@ -40,11 +40,12 @@ enum class Refusal {
   kBodyTooLarge,    // 413
   kBadRequest,      // 400, 417, 505
   kUnsupported,     // 501: Transfer-Encoding
+  kBusy,            // 503: max_pending_body_bytes reached
   kCount
 };
 constexpr std::array<const char*, static_cast<size_t>(Refusal::kCount)> kRefusalNames = {
     "connections",     "client_connections", "header_timeout", "body_timeout", "write_timeout",
-    "header_too_large", "body_too_large",    "bad_request",    "unsupported",
+    "header_too_large", "body_too_large",    "bad_request",    "unsupported",  "busy",
 };
 
 Refusal RefusalOfStatus(int status) {
@@ -79,6 +80,7 @@ struct Conn {
   size_t sent = 0;
   bool close_after_write = false;
   size_t lingered = 0;
+  uint64_t reserved = 0;  // of Impl::pending_body_bytes, for this request's body
   HttpParked parked;
   uint32_t interest = 0;
 };
@@ -95,6 +97,7 @@ struct HttpServer::Impl {
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns;
   std::unordered_map<std::string, size_t> per_client;
   uint64_t next_id = 1;
+  uint64_t pending_body_bytes = 0;  // reserved by requests between head and written answer
   MetricsRegistry own_metrics;  // when options.metrics is null: counted, never shown
   std::array<Counter*, static_cast<size_t>(Refusal::kCount)> refused{};
   Counter* requests = nullptr;
@@ -122,6 +125,10 @@ struct HttpServer::Impl {
   void Write(Conn& c);
   void AfterWrite(Conn& c);
   void SetInterest(Conn& c, uint32_t events);
+  void Release(Conn& c) {
+    pending_body_bytes -= c.reserved;
+    c.reserved = 0;
+  }
   void Destroy(uint64_t id);
   void Expire(Conn& c);
   std::chrono::milliseconds Tick();
@@ -275,8 +282,14 @@ bool HttpServer::Impl::StepHead(Conn& c, Clock::time_point now) {
     if (c.peer_closed) c.dead = true;  // it will never be complete
     return false;
   }
-  c.request = std::move(p.request);
   c.in.erase(0, p.head_bytes);
+  if (pending_body_bytes + p.request.content_length > options.max_pending_body_bytes) {
+    Refuse(c, Refusal::kBusy, 503, "too many request bodies in flight; retry later");
+    return false;
+  }
+  c.reserved = p.request.content_length;
+  pending_body_bytes += c.reserved;
+  c.request = std::move(p.request);
   c.phase = Phase::kBody;
   const uint64_t rate = std::max<uint64_t>(1, options.min_body_rate);
   c.deadline = now + options.body_timeout +
@@ -354,6 +367,7 @@ void HttpServer::Impl::AfterWrite(Conn& c) {
   c.out.clear();
   c.out.shrink_to_fit();
   c.request = HttpRequest{};
+  Release(c);
   if (c.close_after_write) {
     ::shutdown(c.fd.get(), SHUT_WR);
     c.phase = Phase::kLinger;
@@ -378,6 +392,7 @@ void HttpServer::Impl::Destroy(uint64_t id) {
   if (it == conns.end()) return;
   std::unique_ptr<Conn> c = std::move(it->second);
   conns.erase(it);
+  Release(*c);
   (void)loop->Remove(c->fd.get());
   auto pc = per_client.find(c->client_address);
   if (pc != per_client.end() && --pc->second == 0) per_client.erase(pc);

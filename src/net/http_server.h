@@ -12,7 +12,7 @@
 //  - the reply written within write_timeout; an idle keep-alive connection is closed after
 //    idle_timeout;
 //  - at most max_connections at once, max_connections_per_client from one address: extra ones
-//    are answered 503 and closed.
+//    are answered 503 and closed; bodies in flight all together within max_pending_body_bytes.
 // Bodies are read only by Content-Length (net/http_message.h: chunked bodies get 501).
 // Refusals and timeouts are counted in `metrics` as weft_http_refused_total{server,reason}.
 #pragma once
@@ -38,6 +38,10 @@ struct HttpServerOptions {
   std::chrono::milliseconds header_timeout{5000};
   std::chrono::milliseconds body_timeout{10000};
   uint64_t min_body_rate = 1u << 20;  // bytes/s: a body of n bytes has body_timeout + n/rate
+  // The bodies of all requests in flight together (each counted from its head until its answer
+  // is written): past it a request is answered 503, so many connections cannot add up to
+  // max_connections * max_body of memory.
+  uint64_t max_pending_body_bytes = 256u << 20;
   std::chrono::milliseconds write_timeout{10000};
   std::chrono::milliseconds idle_timeout{30000};
   size_t max_connections = 1024;

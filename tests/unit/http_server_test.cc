@@ -252,6 +252,37 @@ TEST(HttpServerTest, ConnectionCapsPerClientAndInTotal) {
   EXPECT_TRUE(served);
 }
 
+// Bodies in flight are bounded all together: a head whose body would pass the budget is
+// answered 503, a smaller one within it is served, and the budget frees once a body is done.
+TEST(HttpServerTest, BodiesInFlightShareOneBudget) {
+  MetricsRegistry registry;
+  DirectoryServerOptions o;
+  o.http.max_pending_body_bytes = 1000;
+  o.http.metrics = &registry;
+  auto server = StartDirectory(o);
+  ASSERT_NE(server, nullptr);
+  auto holder = Connect(server->port());  // declares 800 bytes and sends none of them yet
+  SendAll(holder.get(), "PUT /metadata?key=held HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n");
+  std::this_thread::sleep_for(200ms);  // its head is read
+  auto over = Connect(server->port());
+  SendAll(over.get(), "PUT /metadata?key=over HTTP/1.1\r\nHost: x\r\nContent-Length: 800\r\n\r\n");
+  EXPECT_EQ(StatusOf(ReadUntilClose(over.get(), 10s)), 503);
+  EXPECT_EQ(Refused(registry, "directory", "busy"), 1u);
+  auto c = ClientOf(*server);
+  auto r = c.Put("/metadata?key=small", std::string(100, 's'), "text/plain");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200);
+  SendAll(holder.get(), std::string(800, 'h'));  // done: its 800 bytes are free again
+  timeval tv{10, 0};
+  ::setsockopt(holder.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[512];
+  ASSERT_GT(::recv(holder.get(), buf, sizeof buf, 0), 0);
+  EXPECT_EQ(StatusOf(std::string(buf, 12)), 200);
+  r = c.Put("/metadata?key=again", std::string(800, 'a'), "text/plain");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200);
+}
+
 // Garbage, an oversized head, a chunked body and an unknown HTTP version are refused with the
 // right status, and the server goes on serving.
 TEST(HttpServerTest, MalformedRequestsAreRefusedAndServingGoesOn) {

@@ -161,7 +161,8 @@ void HttpServer::Impl::OnAccept() {
       RefuseConnection(std::move(*sock), Refusal::kConnections);
       continue;
     }
-    if (per_client[address] >= options.max_connections_per_client) {
+    auto from_client = per_client.find(address);
+    if (from_client != per_client.end() && from_client->second >= options.max_connections_per_client) {
       RefuseConnection(std::move(*sock), Refusal::kClientConnections);
       continue;
     }

@@ -2,6 +2,8 @@
 
 #include "api/trans/transfer_engine_internal.h"
 
+#include <arpa/inet.h>
+
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -570,6 +572,28 @@ Status TransferEngine::Impl::SettleProtocol(const transport::TransportSet& set) 
   return OkStatus();
 }
 
+namespace {
+
+// Where the p2p descriptor endpoint listens. Peers reach it at the advertised host, so that is all
+// it listens on unless the user asks for more: it is plain HTTP without the cluster secret. A
+// host *name* is the exception: on many distributions the machine's own name resolves to
+// 127.0.1.1 locally while peers resolve it to the real address, so binding it would lock peers
+// out; every interface then, as before, with a warning that says how to narrow it.
+std::string RpcBindHost(const std::string& asked, const std::string& advertised) {
+  if (!asked.empty()) return asked;
+  if (advertised == "localhost") return advertised;  // loopback by name: nothing to widen
+  in6_addr scratch;
+  if (::inet_pton(AF_INET, advertised.c_str(), &scratch) == 1 || ::inet_pton(AF_INET6, advertised.c_str(), &scratch) == 1) {
+    return advertised;
+  }
+  WEFT_LOG_WARN("transfer engine: the advertised host '{}' is a name, not an address, so the p2p descriptor "
+                "endpoint listens on every interface; set advertise_host to this machine's address, or "
+                "rpc_bind_host, to narrow it", advertised);
+  return "0.0.0.0";
+}
+
+}  // namespace
+
 // The directory and the engine's name; publishes the (empty) descriptor.
 Status TransferEngine::Impl::StartDirectory() {
   meta::DirectoryOptions dopts;
@@ -578,9 +602,7 @@ Status TransferEngine::Impl::StartDirectory() {
   if (p2p) {
     uint16_t want = options.rpc_port;
     if (auto hp = meta::ParseHostPort(options.local_name); hp.ok() && want == 0) want = hp->second;
-    // Peers reach the endpoint at the advertised host, so that is all it listens on unless the
-    // user asks for more: it is plain HTTP without the cluster secret.
-    const std::string& rpc_host = options.rpc_bind_host.empty() ? host : options.rpc_bind_host;
+    const std::string rpc_host = RpcBindHost(options.rpc_bind_host, host);
     dopts.p2p_bind = meta::HttpTarget{rpc_host, want}.Address();
     auto opened = meta::P2PDirectory::Open(dopts.p2p_bind, dopts);
     if (!opened.ok()) {

@@ -385,6 +385,8 @@ Result<std::unique_ptr<DirectoryServer>> DirectoryServer::Start(DirectoryServerO
   if (!started.ok()) return started.status().Annotate("directory server");
   p->http = std::move(*started);
   p->listener = p->store->AddRevisionListener([p] { p->OnRevision(); });
+  // A watch parked before the listener was there may have missed a revision: look once more.
+  p->http->Post([p] { p->AnswerParked(); });
   return std::unique_ptr<DirectoryServer>(new DirectoryServer(std::move(impl)));
 }
 

@@ -111,6 +111,13 @@ int main(int argc, char** argv) {
   reply(0, store::EncodeKeyResults(std::vector<store::KeyResult>{found, busy}));
   reply(1, store::EncodeCount(3));
   reply(2, store::EncodeStats({5, 1, 20480, 1u << 30, 1u << 20, 2, 4096}));
+  // HTTP heads as the directory's clients send them (first byte: the limits, 0x03 = 512 bytes).
+  for (std::string head : {std::string("GET /metadata?key=mooncake%2Fram%2Fa HTTP/1.1\r\nHost: h\r\n\r\n"),
+                           std::string("POST /v1/kv/put HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n{}"),
+                           std::string("PUT /metadata?key=k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")}) {
+    head.insert(head.begin(), '\x03');
+    w.Put("http_head_fuzz", std::vector<uint8_t>(head.begin(), head.end()));
+  }
   // The reassembler's input also spends bytes on read sizes; the plain stream is still a start.
   w.Put("frame_reader_fuzz", stream);
   if (!w.ok) {

@@ -130,7 +130,10 @@ struct TransferEngineOptions {
   // The address peers use for this engine's data server. Default: the host part of local_name
   // (Mooncake's convention: the name is an IP or a resolvable host name, optionally with :port).
   std::string advertise_host;
-  std::string bind_host = "0.0.0.0";  // where the data and rpc endpoints listen
+  std::string bind_host = "0.0.0.0";  // where the data endpoint listens (it authenticates peers)
+  // p2p: where the descriptor endpoint (plain HTTP, no secret) listens. "" = the advertised host
+  // only, the one address peers use; "0.0.0.0" or "::" = every interface, when asked for.
+  std::string rpc_bind_host;
   AuthOptions auth;                   // the cluster secret every peer must share
   int lanes = 4;                      // TCP connections per peer
   int server_threads = 2;             // progress threads serving peers' requests

@@ -215,7 +215,9 @@ class TransferEngine:
     - ``transports``: "auto" (every transport this build has: shm for peers on this host whose
       buffers came from :meth:`allocate_managed_buffer`, tcp for the rest), or names in order of
       preference ("tcp", "shm,tcp", "cma,tcp"); :meth:`route` shows the choice.
-    - ``rpc_port`` (0: any free), ``bind_host``, ``advertise_host`` (the address peers use for
+    - ``rpc_port`` (0: any free), ``bind_host`` (the data server's, default every interface),
+      ``rpc_bind_host`` (p2p's descriptor endpoint, plain HTTP: default only the advertised host;
+      "0.0.0.0" for every interface), ``advertise_host`` (the address peers use for
       the data server; default the host part of ``local_name``), ``lanes`` (TCP connections per peer),
       ``server_threads``, ``worker_threads``, ``transfer_timeout_ms`` (a batch's deadline when
       none is given), ``metadata_timeout_ms``, ``descriptor_lease_ms``, ``metadata_prefix``.

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/metrics.h"
 #include "base/result.h"
 
 namespace weft::meta {
@@ -50,12 +51,16 @@ using LeaseId = int64_t;
 struct DirectoryOptions {
   // The deadline of a call that names none.
   std::chrono::milliseconds timeout{5000};
-  // p2p only: where this peer serves its own keys when the URL is plain "p2p". The default
-  // reaches other hosts; tests pass "p2p://127.0.0.1:0".
-  std::string p2p_bind = "0.0.0.0:0";
+  // p2p only: where this peer serves its own keys when the URL is plain "p2p". Loopback by
+  // default: the endpoint is plain HTTP, so reaching other hosts is asked for by naming an
+  // address of this machine ("p2p://10.0.0.5:0"; its host is also the peer's name).
+  std::string p2p_bind = "127.0.0.1:0";
   // p2p only: a value fetched from a peer is reused for this long, then fetched again; a fetch
   // that fails drops the cached value (the peer may have restarted with new descriptors).
   std::chrono::milliseconds p2p_cache_ttl{30000};
+  // p2p only: where the endpoint counts what it refuses (weft_http_refused_total{server="p2p"});
+  // not owned, may be null.
+  MetricsRegistry* p2p_metrics = nullptr;
 };
 
 struct WatchEvent {

@@ -1,13 +1,9 @@
 #include "meta/directory_server.h"
 
-#include <httplib.h>
-
-#include <sys/socket.h>
-
 #include <limits>
+#include <map>
 #include <mutex>
 #include <set>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -97,16 +93,31 @@ int HttpStatusOf(Code code) {
   }
 }
 
-void ReplyError(httplib::Response& res, const Status& s) {
-  res.status = HttpStatusOf(s.code());
+net::HttpResponse ErrorReply(const Status& s) {
   json body = {{"code", std::string(CodeName(s.code()))}, {"error", s.message()}};
-  res.set_content(body.dump(), "application/json");
+  return {HttpStatusOf(s.code()), "application/json", body.dump()};
 }
 
-void ReplyJson(httplib::Response& res, const json& body) {
-  res.status = 200;
-  res.set_content(body.dump(), "application/json");
+net::HttpResponse JsonReply(const json& body) { return {200, "application/json", body.dump()}; }
+
+net::HttpResponse TextReply(int status, std::string text) { return {status, "text/plain", std::move(text)}; }
+
+net::HttpResponse WatchReply(const MemoryStore::EventBatch& batch) {
+  json events = json::array();
+  for (const auto& e : batch.events) {
+    events.push_back({{"type", e.event.kind == WatchEvent::Kind::kPut ? "put" : "delete"},
+                      {"key", Base64Encode(e.event.key)},
+                      {"value", Base64Encode(e.event.value)},
+                      {"revision", e.revision}});
+  }
+  return JsonReply({{"instance", batch.instance},
+                    {"revision", batch.revision},
+                    {"compacted", batch.compacted},
+                    {"events", std::move(events)}});
 }
+
+// The store never blocks, so its calls need no real deadline.
+Deadline StoreDeadline() { return Deadline::After(std::chrono::seconds(1)); }
 
 }  // namespace
 
@@ -203,178 +214,156 @@ std::string EncodeDirectoryRequest(const DirectoryRequest& r) {
 struct DirectoryServer::Impl {
   DirectoryServerOptions options;
   std::shared_ptr<MemoryStore> store;
-  httplib::Server server;
-  std::string host;
-  uint16_t port = 0;
-  std::thread thread;
-  std::atomic<bool> listening_done{false};
-  std::atomic<bool> stopping{false};
+  std::unique_ptr<net::HttpServer> http;
+  uint64_t listener = 0;
+  std::atomic<bool> wake_posted{false};
   std::mutex stop_mu;
   bool stopped = false;
 
-  void Serve(const DirectoryRequest& r, httplib::Response& res);
-  void Install();
+  // Watches waiting for an event, by ticket; touched only on the loop's thread.
+  struct ParkedWatch {
+    std::string prefix;
+    int64_t since;
+  };
+  std::map<net::HttpTicket, ParkedWatch> parked;
+
+  net::HttpOutcome Route(const net::HttpRequest& request, net::HttpTicket ticket);
+  net::HttpOutcome ServeApi(const net::HttpRequest& request, net::HttpTicket ticket);
+  net::HttpResponse Serve(const DirectoryRequest& r);
+  net::HttpOutcome Watch(const DirectoryRequest& r, net::HttpTicket ticket);
+  net::HttpResponse ServeMooncake(const net::HttpRequest& request);
+  MemoryStore::EventBatch Poll(const std::string& prefix, int64_t since);
+  void OnRevision();
+  void AnswerParked();
 };
 
-void DirectoryServer::Impl::Serve(const DirectoryRequest& r, httplib::Response& res) {
-  // The store never blocks, so its calls need no real deadline.
-  auto d = Deadline::After(std::chrono::seconds(1));
-  auto fail = [&](const Status& s) { ReplyError(res, s); };
+net::HttpOutcome DirectoryServer::Impl::Route(const net::HttpRequest& request, net::HttpTicket ticket) {
+  if (request.path.starts_with("/v1/")) return ServeApi(request, ticket);
+  if (request.path == "/metadata") return ServeMooncake(request);
+  return TextReply(404, "no such endpoint: " + request.path);
+}
+
+net::HttpOutcome DirectoryServer::Impl::ServeApi(const net::HttpRequest& request, net::HttpTicket ticket) {
+  auto r = DecodeDirectoryRequest(request.method, request.path, request.body);
+  if (!r.ok()) {
+    net::HttpResponse reply = ErrorReply(r.status());
+    if (r.status().code() == Code::kInvalidArgument) reply.status = 405;  // wrong method
+    return reply;
+  }
+  if (r->op == Op::kWatch) return Watch(*r, ticket);
+  return Serve(*r);
+}
+
+net::HttpResponse DirectoryServer::Impl::Serve(const DirectoryRequest& r) {
+  auto d = StoreDeadline();
   switch (r.op) {
     case Op::kGet: {
       auto v = store->Get(r.key, d);
-      if (!v.ok()) return fail(v.status());
-      return ReplyJson(res, {{"value", Base64Encode(*v)}});
+      if (!v.ok()) return ErrorReply(v.status());
+      return JsonReply({{"value", Base64Encode(*v)}});
     }
     case Op::kPut: {
       Status s = store->Put(r.key, r.value, r.lease, d);
-      if (!s.ok()) return fail(s);
-      return ReplyJson(res, json::object());
+      return s.ok() ? JsonReply(json::object()) : ErrorReply(s);
     }
     case Op::kPutIfAbsent: {
       auto created = store->PutIfAbsent(r.key, r.value, r.lease, d);
-      if (!created.ok()) return fail(created.status());
-      return ReplyJson(res, {{"created", *created}});
+      if (!created.ok()) return ErrorReply(created.status());
+      return JsonReply({{"created", *created}});
     }
     case Op::kDelete: {
       Status s = store->Delete(r.key, d);
-      if (!s.ok()) return fail(s);
-      return ReplyJson(res, json::object());
+      return s.ok() ? JsonReply(json::object()) : ErrorReply(s);
     }
     case Op::kList: {
       auto kvs = store->List(r.prefix, d);
-      if (!kvs.ok()) return fail(kvs.status());
+      if (!kvs.ok()) return ErrorReply(kvs.status());
       json arr = json::array();
-      for (const auto& [k, v] : *kvs) arr.push_back({{"key", Base64Encode(k)}, {"value", Base64Encode(v)}});
-      return ReplyJson(res, {{"kvs", std::move(arr)}});
+      for (const auto& kv : *kvs) arr.push_back({{"key", Base64Encode(kv.first)}, {"value", Base64Encode(kv.second)}});
+      return JsonReply({{"kvs", std::move(arr)}});
     }
     case Op::kGrant: {
       auto id = store->Grant(std::chrono::milliseconds(r.ttl_ms), d);
-      if (!id.ok()) return fail(id.status());
-      return ReplyJson(res, {{"lease", *id}});
+      if (!id.ok()) return ErrorReply(id.status());
+      return JsonReply({{"lease", *id}});
     }
     case Op::kKeepAlive: {
       Status s = store->KeepAlive(r.lease, d);
-      if (!s.ok()) return fail(s);
-      return ReplyJson(res, json::object());
+      return s.ok() ? JsonReply(json::object()) : ErrorReply(s);
     }
     case Op::kRevoke: {
       Status s = store->Revoke(r.lease, d);
-      if (!s.ok()) return fail(s);
-      return ReplyJson(res, json::object());
+      return s.ok() ? JsonReply(json::object()) : ErrorReply(s);
     }
-    case Op::kWatch: {
-      auto batch = store->EventsSince(r.since, r.prefix, Deadline::After(std::chrono::milliseconds(r.wait_ms)),
-                                      &stopping);
-      json events = json::array();
-      for (const auto& e : batch.events) {
-        events.push_back({{"type", e.event.kind == WatchEvent::Kind::kPut ? "put" : "delete"},
-                          {"key", Base64Encode(e.event.key)},
-                          {"value", Base64Encode(e.event.value)},
-                          {"revision", e.revision}});
-      }
-      return ReplyJson(res, {{"instance", batch.instance},
-                             {"revision", batch.revision},
-                             {"compacted", batch.compacted},
-                             {"events", events}});
-    }
+    case Op::kWatch: break;  // Watch()
+  }
+  return ErrorReply(Error(Code::kInternal, "op {} is not served here", DirectoryRequestPath(r.op)));
+}
+
+// What the store has for a watch now, without waiting.
+MemoryStore::EventBatch DirectoryServer::Impl::Poll(const std::string& prefix, int64_t since) {
+  return store->EventsSince(since, prefix, Deadline(Clock::now()), nullptr);
+}
+
+// A watch with nothing to tell yet is parked: its connection waits, holding no thread, until
+// the store reports a revision with an event under its prefix (OnRevision) or wait_ms passes.
+net::HttpOutcome DirectoryServer::Impl::Watch(const DirectoryRequest& r, net::HttpTicket ticket) {
+  auto batch = Poll(r.prefix, r.since);
+  if (!batch.events.empty() || batch.compacted || r.since < 0 || r.wait_ms == 0) return WatchReply(batch);
+  // Nothing under the prefix up to batch.revision: later polls need only look after it.
+  parked[ticket] = ParkedWatch{r.prefix, batch.revision};
+  net::HttpParked p;
+  p.until = Clock::now() + std::chrono::milliseconds(r.wait_ms);
+  p.on_timeout = [this, ticket] {
+    auto node = parked.extract(ticket);
+    if (node.empty()) return WatchReply(Poll("", store->revision()));
+    return WatchReply(Poll(node.mapped().prefix, node.mapped().since));
+  };
+  p.on_drop = [this, ticket] { parked.erase(ticket); };
+  return p;
+}
+
+// Any thread, the store's lock held: one wake-up of the loop per burst of revisions.
+void DirectoryServer::Impl::OnRevision() {
+  if (wake_posted.exchange(true)) return;
+  http->Post([this] {
+    wake_posted = false;
+    AnswerParked();
+  });
+}
+
+void DirectoryServer::Impl::AnswerParked() {
+  std::vector<std::pair<net::HttpTicket, MemoryStore::EventBatch>> ready;
+  for (const auto& entry : parked) {
+    auto batch = Poll(entry.second.prefix, entry.second.since);
+    if (!batch.events.empty() || batch.compacted) ready.emplace_back(entry.first, std::move(batch));
+  }
+  for (auto& answer : ready) {
+    parked.erase(answer.first);
+    http->Answer(answer.first, WatchReply(answer.second));
   }
 }
 
-void DirectoryServer::Impl::Install() {
-  auto api = [this](const httplib::Request& req, httplib::Response& res) {
-    auto r = DecodeDirectoryRequest(req.method, req.path, req.body);
-    if (!r.ok()) {
-      ReplyError(res, r.status());
-      if (r.status().code() == Code::kInvalidArgument) res.status = 405;  // wrong method
-      return;
-    }
-    Serve(*r, res);
-  };
-  server.Post(R"(/v1/.*)", api);
-  server.Get(R"(/v1/.*)", api);
-  server.Put(R"(/v1/.*)", api);
-  server.Delete(R"(/v1/.*)", api);
-
-  // Mooncake's HTTP metadata protocol: the raw value is the body; the answers are those of its
-  // reference servers (example/http-metadata-server, mooncake_http_metadata_server).
-  auto key_of = [](const httplib::Request& req, httplib::Response& res) -> std::optional<std::string> {
-    if (!req.has_param("key")) {
-      res.status = 400;
-      res.set_content("missing key", "text/plain");
-      return std::nullopt;
-    }
-    return req.get_param_value("key");
-  };
-  auto d = [] { return Deadline::After(std::chrono::seconds(1)); };
-  server.Get("/metadata", [this, key_of, d](const httplib::Request& req, httplib::Response& res) {
-    auto key = key_of(req, res);
-    if (!key) return;
-    auto v = store->Get(*key, d());
-    if (!v.ok()) {
-      res.status = 404;
-      res.set_content("metadata not found", "text/plain");
-      return;
-    }
-    res.status = 200;
-    res.set_content(*v, "application/json");
-  });
-  server.Put("/metadata", [this, key_of, d](const httplib::Request& req, httplib::Response& res) {
-    auto key = key_of(req, res);
-    if (!key) return;
-    Status s = store->Put(*key, req.body, 0, d());
-    if (!s.ok()) return ReplyError(res, s);
-    res.status = 200;
-    res.set_content("metadata updated", "text/plain");
-  });
-  server.Delete("/metadata", [this, key_of, d](const httplib::Request& req, httplib::Response& res) {
-    auto key = key_of(req, res);
-    if (!key) return;
-    Status s = store->Delete(*key, d());
-    if (!s.ok()) {
-      res.status = 404;
-      res.set_content("metadata not found", "text/plain");
-      return;
-    }
-    res.status = 200;
-    res.set_content("metadata deleted", "text/plain");
-  });
-
-  // Errors that httplib produces itself (no route 404, oversized body 413, unparsable request
-  // 400) get a reason in the body.
-  server.set_error_handler(httplib::Server::HandlerWithResponse(
-      [](const httplib::Request& req, httplib::Response& res) -> httplib::Server::HandlerResponse {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string why = res.status == 413   ? "request body too large"
-                      : res.status == 404 ? "no such endpoint: " + req.path
-                                          : "bad request";
-    res.set_content(why, "text/plain");
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  server.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "unknown exception";
-    try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    res.status = 500;
-    res.set_content("internal error: " + what, "text/plain");
-  });
-  // httplib's default also sets SO_REUSEPORT, which would let a second server bind the same
-  // port and silently split the clients between two stores. SO_REUSEADDR alone still allows a
-  // restart on the same port right away.
-  server.set_socket_options([](int sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  });
-  // Replies are small writes after the headers: without TCP_NODELAY a client that reuses its
-  // connection waits out Nagle against its delayed ack (some 40 ms a request).
-  server.set_tcp_nodelay(true);
-  server.set_payload_max_length(options.max_body);
-  int threads = std::max(2, options.threads);
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+// Mooncake's HTTP metadata protocol: the raw value is the body; the answers are those of its
+// reference servers (example/http-metadata-server, mooncake_http_metadata_server).
+net::HttpResponse DirectoryServer::Impl::ServeMooncake(const net::HttpRequest& request) {
+  const std::string& method = request.method;
+  if (method != "GET" && method != "HEAD" && method != "PUT" && method != "DELETE") {
+    return TextReply(405, "GET, PUT or DELETE /metadata?key=K");
+  }
+  auto key = request.QueryParam("key");
+  if (!key) return TextReply(400, "missing key");
+  if (method == "PUT") {
+    Status s = store->Put(*key, request.body, 0, StoreDeadline());
+    return s.ok() ? TextReply(200, "metadata updated") : ErrorReply(s);
+  }
+  if (method == "DELETE") {
+    Status s = store->Delete(*key, StoreDeadline());
+    return s.ok() ? TextReply(200, "metadata deleted") : TextReply(404, "metadata not found");
+  }
+  auto v = store->Get(*key, StoreDeadline());
+  if (!v.ok()) return TextReply(404, "metadata not found");
+  return {200, "application/json", std::move(*v)};
 }
 
 DirectoryServer::DirectoryServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -383,37 +372,21 @@ DirectoryServer::~DirectoryServer() { Stop(); }
 
 Result<std::unique_ptr<DirectoryServer>> DirectoryServer::Start(DirectoryServerOptions options,
                                                                 std::shared_ptr<MemoryStore> store) {
-  WEFT_ASSIGN_OR_RETURN(auto hp, ParseHostPort(options.bind));
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->store = store ? std::move(store) : std::make_shared<MemoryStore>();
-  impl->host = hp.first;
+  net::HttpServerOptions http = impl->options.http;
+  http.bind = impl->options.bind;
+  http.max_body = impl->options.max_body;
+  if (http.name == "http") http.name = "directory";
   Impl* p = impl.get();
-  try {
-    p->Install();
-    int port = hp.second;
-    if (port == 0) {
-      port = p->server.bind_to_any_port(p->host);
-      if (port <= 0) return Error(Code::kUnavailable, "directory server: cannot bind {}:0", p->host);
-    } else if (!p->server.bind_to_port(p->host, port)) {
-      return Error(Code::kUnavailable, "directory server: cannot bind {}:{} (in use?)", p->host, port);
-    }
-    p->port = static_cast<uint16_t>(port);
-    p->thread = std::thread([p] {
-      p->server.listen_after_bind();
-      p->listening_done = true;
-    });
-  } catch (const std::exception& e) {
-    return Error(Code::kInternal, "directory server: {}", e.what());
-  }
-  // Stop() must find the accept loop running, or httplib's stop() would do nothing and the
-  // join would wait forever; the socket already listens, so this is quick.
-  while (!p->server.is_running() && !p->listening_done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  if (p->listening_done) {
-    p->thread.join();
-    return Error(Code::kUnavailable, "directory server on {}:{} stopped at once", p->host, p->port);
-  }
-  WEFT_LOG_INFO("directory server listening on {}:{}", p->host, p->port);
+  auto started = net::HttpServer::Start(
+      std::move(http), [p](const net::HttpRequest& request, net::HttpTicket ticket) { return p->Route(request, ticket); });
+  if (!started.ok()) return started.status().Annotate("directory server");
+  p->http = std::move(*started);
+  p->listener = p->store->AddRevisionListener([p] { p->OnRevision(); });
+  // A watch parked before the listener was there may have missed a revision: look once more.
+  p->http->Post([p] { p->AnswerParked(); });
   return std::unique_ptr<DirectoryServer>(new DirectoryServer(std::move(impl)));
 }
 
@@ -421,15 +394,14 @@ void DirectoryServer::Stop() {
   std::lock_guard lk(impl_->stop_mu);
   if (impl_->stopped) return;
   impl_->stopped = true;
-  impl_->stopping = true;
-  impl_->store->WakeWaiters();
-  impl_->server.stop();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  // No wake-ups after this; then the loop ends and parked watches are dropped with it.
+  impl_->store->RemoveRevisionListener(impl_->listener);
+  impl_->http->Stop();
 }
 
-const std::string& DirectoryServer::host() const { return impl_->host; }
-uint16_t DirectoryServer::port() const { return impl_->port; }
-std::string DirectoryServer::address() const { return HttpTarget{impl_->host, impl_->port}.Address(); }
+const std::string& DirectoryServer::host() const { return impl_->http->host(); }
+uint16_t DirectoryServer::port() const { return impl_->http->port(); }
+std::string DirectoryServer::address() const { return HttpTarget{host(), port()}.Address(); }
 const std::shared_ptr<MemoryStore>& DirectoryServer::store() const { return impl_->store; }
 
 }  // namespace weft::meta

@@ -1,5 +1,5 @@
-// DirectoryServer: serves a MemoryStore over HTTP/JSON (cpp-httplib), for `weft meta` and for a
-// peer that hosts the directory of its pool. Two APIs on one port (docs/directory.md):
+// DirectoryServer: serves a MemoryStore over HTTP/JSON (net::HttpServer: one event loop, one
+// thread), for `weft meta` and for a peer that hosts the directory of its pool. Two APIs on one port (docs/directory.md):
 //
 //  - weft's own:   POST /v1/kv/{get,put,put_if_absent,delete,list}, /v1/lease/{grant,keepalive,
 //                  revoke}, /v1/watch (long-poll by revision); JSON bodies, keys and values in
@@ -8,8 +8,10 @@
 //                  Mooncake's reference metadata servers do (200, 404 "metadata not found",
 //                  400 for a missing key), so Mooncake deployments can point at weft.
 //
-// Malformed requests get 400 (413 for a body over max_body) with a reason, and the server goes
-// on serving.
+// Malformed requests get 400 (413 for a body over max_body, whatever its content type) with a
+// reason, and the server goes on serving. Handlers run on the server's loop thread (the store
+// never blocks); a watch with nothing to tell yet is parked until an event or its wait_ms,
+// holding no thread. Connection limits and timeouts: net/http_server.h, docs/directory.md.
 #pragma once
 
 #include <atomic>
@@ -20,6 +22,7 @@
 #include <string_view>
 
 #include "meta/memory_store.h"
+#include "net/http_server.h"
 
 namespace weft::meta {
 
@@ -55,7 +58,9 @@ std::string EncodeDirectoryRequest(const DirectoryRequest& request);
 struct DirectoryServerOptions {
   std::string bind = "127.0.0.1:0";  // host:port; port 0 picks a free one (see port())
   size_t max_body = kMaxDirectoryBody;
-  int threads = 16;  // each waiting watch holds one for up to its wait_ms
+  // Timeouts, connection caps and the metrics registry (net/http_server.h); its bind and
+  // max_body are the two above, its name (the metrics' server label) "directory" by default.
+  net::HttpServerOptions http;
 };
 
 class DirectoryServer {
@@ -68,7 +73,7 @@ class DirectoryServer {
   DirectoryServer(const DirectoryServer&) = delete;
   DirectoryServer& operator=(const DirectoryServer&) = delete;
 
-  // Stops accepting, ends waiting watches, joins the thread. Idempotent.
+  // Stops accepting, closes every connection (waiting watches too), joins the thread. Idempotent.
   void Stop();
 
   const std::string& host() const;

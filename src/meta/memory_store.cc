@@ -48,6 +48,7 @@ void MemoryStore::RecordLocked(WatchEvent::Kind kind, const std::string& key, co
   history_.push_back(std::move(ev));
   if (history_.size() > kHistory) history_.pop_front();
   events_cv_.notify_all();
+  for (const auto& entry : revision_listeners_) entry.second();
 }
 
 void MemoryStore::EraseLocked(std::map<std::string, Entry>::iterator it) {
@@ -252,6 +253,18 @@ MemoryStore::EventBatch MemoryStore::EventsSince(int64_t since, const std::strin
     auto cap = Clock::now() + std::chrono::milliseconds(100);
     events_cv_.wait_until(lk, std::min(until.at(), cap));
   }
+}
+
+uint64_t MemoryStore::AddRevisionListener(std::function<void()> listener) {
+  std::lock_guard lk(mu_);
+  uint64_t id = next_revision_listener_++;
+  revision_listeners_.emplace(id, std::move(listener));
+  return id;
+}
+
+void MemoryStore::RemoveRevisionListener(uint64_t id) {
+  std::lock_guard lk(mu_);
+  revision_listeners_.erase(id);
 }
 
 void MemoryStore::WakeWaiters() {

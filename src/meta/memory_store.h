@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,6 +49,12 @@ class MemoryStore : public Directory {
   EventBatch EventsSince(int64_t since, const std::string& prefix, Deadline until, const std::atomic<bool>* stop);
   // Wakes EventsSince waiters so they look at their stop flag now.
   void WakeWaiters();
+  // For a server that parks its watches instead of blocking a thread in EventsSince: `listener`
+  // runs after every new revision, on the thread that made it and with the store's lock held,
+  // so it must be quick and must not call the store (DirectoryServer posts to its loop). After
+  // RemoveRevisionListener returns it never runs again.
+  uint64_t AddRevisionListener(std::function<void()> listener);
+  void RemoveRevisionListener(uint64_t id);
 
   // How many events the store keeps for EventsSince.
   static constexpr size_t kHistory = 1 << 16;
@@ -101,6 +108,8 @@ class MemoryStore : public Directory {
   std::map<uint64_t, Watcher> watchers_;
   uint64_t next_watcher_ = 1;
   uint64_t delivering_ = 0;  // the watcher whose callback runs now, 0 for none
+  std::map<uint64_t, std::function<void()>> revision_listeners_;
+  uint64_t next_revision_listener_ = 1;
   bool stop_ = false;
   // Watch handles hold a weak reference: a handle that outlives the store cancels nothing.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);

@@ -1,11 +1,10 @@
 // MetricsServer: serves GET /metrics in Prometheus text (metrics_address; docs/ops.md) for a
 // long-running process: `weft meta`, `weft store-master`, `weft trans-serve`, a pool peer.
 //
-// One thread runs a poll loop over non-blocking sockets. Every connection has one deadline for
-// its whole life (request read and reply written), not a timeout per read: a client that
-// trickles a byte a second would otherwise keep a worker for as long as it likes. So slow or
-// stuck clients cost a slot each until their deadline, never a scrape of anyone else. Each
-// connection carries one request (Connection: close): scrapers open one per scrape anyway.
+// It runs on net::HttpServer (one event loop, one thread): a request head must be complete
+// within connection_deadline of its first byte however slowly it trickles, the reply written
+// within it too, so slow or stuck clients cost a slot each until their deadline, never a scrape
+// of anyone else.
 #pragma once
 
 #include <chrono>
@@ -15,6 +14,7 @@
 #include <string>
 
 #include "base/result.h"
+#include "net/http_message.h"
 
 namespace weft::meta {
 
@@ -23,8 +23,8 @@ using MetricsSource = std::function<std::string()>;
 
 struct MetricsServerOptions {
   std::string bind;  // host:port (required: no default to 0.0.0.0); port 0 picks a free one
-  std::chrono::milliseconds connection_deadline{5000};  // read the request and write the reply in this
-  size_t max_connections = 64;  // more at once are closed on accept
+  std::chrono::milliseconds connection_deadline{5000};  // read the request head, write the reply
+  size_t max_connections = 64;  // more at once are answered 503 and closed
 };
 
 class MetricsServer {
@@ -49,9 +49,13 @@ class MetricsServer {
   std::unique_ptr<Impl> impl_;
 };
 
+// The answer to one parsed request: 200 with the source's text for GET (or HEAD) /metrics, 404
+// for another path, 405 for another method.
+net::HttpResponse MetricsResponse(const net::HttpRequest& request, const MetricsSource& source);
+
 // The reply to one request, head included ("HTTP/1.1 200 OK\r\n..."): 200 with the source's
 // text for GET (or HEAD) /metrics, 404 for another path, 405 for another method, 400 for a
-// request line that does not parse. Pure, for tests.
+// request line that does not parse. Pure, for tests: it parses the head as the server does.
 std::string MetricsReply(std::string_view request_head, const MetricsSource& source);
 
 }  // namespace weft::meta

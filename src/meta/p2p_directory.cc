@@ -61,7 +61,8 @@ Result<std::unique_ptr<P2PDirectory>> P2PDirectory::Open(const std::string& bind
   impl->local = std::make_shared<MemoryStore>(options);
   DirectoryServerOptions so;
   so.bind = bind;
-  so.threads = 4;  // only GET /metadata from peers; no long-polls
+  so.http.name = "p2p";
+  so.http.metrics = options.p2p_metrics;
   auto server = DirectoryServer::Start(so, impl->local);
   if (!server.ok()) return server.status().Annotate("p2p directory endpoint");
   impl->server = std::move(server).value();

@@ -86,7 +86,9 @@ std::string HostPort::ToString() const {
   return fmt::format("{}:{}", host, port);
 }
 
-Result<HostPort> ParseHostPort(std::string_view text) {
+namespace {
+
+Result<HostPort> ParseAddress(std::string_view text, bool allow_port_zero) {
   HostPort hp;
   std::string_view port_text;
   if (!text.empty() && text.front() == '[') {
@@ -107,10 +109,18 @@ Result<HostPort> ParseHostPort(std::string_view text) {
     if (c < '0' || c > '9') return Error(Code::kInvalidArgument, "bad port in '{}'", text);
     port = port * 10 + static_cast<uint32_t>(c - '0');
   }
-  if (port == 0 || port > 65535) return Error(Code::kInvalidArgument, "port out of range in '{}'", text);
+  if ((port == 0 && !allow_port_zero) || port > 65535) {
+    return Error(Code::kInvalidArgument, "port out of range in '{}'", text);
+  }
   hp.port = static_cast<uint16_t>(port);
   return hp;
 }
+
+}  // namespace
+
+Result<HostPort> ParseHostPort(std::string_view text) { return ParseAddress(text, false); }
+
+Result<HostPort> ParseBindAddress(std::string_view text) { return ParseAddress(text, true); }
 
 Status SocketError(std::string_view what, std::string_view peer, int err) {
   if (IsPeerGone(err)) {

@@ -35,6 +35,8 @@ struct HostPort {
 
 // "host:port" or "[v6addr]:port" -> HostPort. INVALID_ARGUMENT for anything else.
 Result<HostPort> ParseHostPort(std::string_view text);
+// The same for an address to listen on, where port 0 means "any free one".
+Result<HostPort> ParseBindAddress(std::string_view text);
 
 struct TcpOptions {
   int socket_buffer_bytes = 4 << 20;  // SO_SNDBUF and SO_RCVBUF (the kernel caps them at wmem/rmem_max)

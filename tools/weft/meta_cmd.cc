@@ -16,14 +16,17 @@ namespace weft::tools {
 
 namespace {
 
-// Serves the coordinator's metrics (its counters, the store's and the allocator's gauges), or,
-// with no coordinator (--directory-only), an empty registry.
+// Serves the coordinator's metrics (its counters, the store's and the allocator's gauges), if
+// there is one (not with --directory-only), and the directory server's (`directory`).
 Result<std::unique_ptr<meta::MetricsServer>> StartMetrics(const std::string& address,
-                                                         bm::PoolCoordinator* coordinator) {
+                                                         bm::PoolCoordinator* coordinator,
+                                                         const MetricsRegistry* directory) {
   meta::MetricsServerOptions o;
   o.bind = address;
-  if (coordinator == nullptr) return meta::MetricsServer::Start(o, [] { return std::string(); });
-  return meta::MetricsServer::Start(o, [coordinator] { return coordinator->MetricsText(); });
+  return meta::MetricsServer::Start(o, [coordinator, directory] {
+    std::string text = coordinator != nullptr ? coordinator->MetricsText() : std::string();
+    return text + directory->PrometheusText();
+  });
 }
 
 // Runs the coordinator of `config`'s pool (with its allocator and the store's master) and/or a
@@ -38,10 +41,12 @@ int ServeUntilSignal(const std::string& name, const Config& config, const std::s
     fmt::print(stderr, "{}: --directory-only needs --directory host:port\n", name);
     return 2;
   }
+  MetricsRegistry directory_metrics;  // the directory server's refusals and timeouts
   std::unique_ptr<meta::DirectoryServer> dir;
   if (!directory.empty()) {
     meta::DirectoryServerOptions so;
     so.bind = directory;
+    so.http.metrics = &directory_metrics;
     auto started = meta::DirectoryServer::Start(so);
     if (!started.ok()) {
       fmt::print(stderr, "{}: {}\n", name, started.status().ToString());
@@ -64,7 +69,7 @@ int ServeUntilSignal(const std::string& name, const Config& config, const std::s
   }
   std::unique_ptr<meta::MetricsServer> metrics;
   if (!config.metrics_address.empty()) {
-    auto started = StartMetrics(config.metrics_address, coordinator.get());
+    auto started = StartMetrics(config.metrics_address, coordinator.get(), &directory_metrics);
     if (!started.ok()) {
       fmt::print(stderr, "{}: {}\n", name, started.status().ToString());
       return 1;

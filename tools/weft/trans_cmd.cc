@@ -81,6 +81,7 @@ struct EngineFlags {
   std::string name = "127.0.0.1";
   std::string metadata = "P2PHANDSHAKE";
   std::string bind = "0.0.0.0";
+  std::string rpc_bind;  // "": the advertised host only
   std::string advertise;
   std::string protocol = "tcp";
   std::string transports = "auto";
@@ -91,6 +92,7 @@ Result<std::unique_ptr<TransferEngine>> StartEngine(const EngineFlags& f, const 
   o.local_name = f.name;
   o.metadata = f.metadata;
   o.bind_host = f.bind;
+  o.rpc_bind_host = f.rpc_bind;
   o.advertise_host = f.advertise;
   o.protocol = f.protocol;
   o.transports = f.transports;
@@ -103,7 +105,10 @@ Result<std::unique_ptr<TransferEngine>> StartEngine(const EngineFlags& f, const 
 void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--name", f->name, "This engine's host (p2p) or unique name (with a directory)");
   cmd->add_option("--metadata", f->metadata, "P2PHANDSHAKE, etcd://h:p, http://h:p/metadata or embedded://h:p");
-  cmd->add_option("--bind", f->bind, "Address the data and rpc endpoints listen on");
+  cmd->add_option("--bind", f->bind, "Address the data endpoint listens on");
+  cmd->add_option("--rpc-bind", f->rpc_bind,
+                  "Address the p2p descriptor endpoint (plain HTTP) listens on (default: the advertised host only; "
+                  "0.0.0.0: every interface)");
   cmd->add_option("--advertise", f->advertise, "Address peers reach this engine at (default: from --name)");
   cmd->add_option("--protocol", f->protocol, "Transport protocol (tcp)");
   cmd->add_option("--transports", f->transports, "Transports to use: auto, or names in order (shm,tcp; cma)");

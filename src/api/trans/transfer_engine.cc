@@ -2,6 +2,8 @@
 
 #include "api/trans/transfer_engine_internal.h"
 
+#include <arpa/inet.h>
+
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
@@ -28,6 +30,7 @@
 #include "engine/engine.h"
 #include "base/worker_pool.h"
 #include "meta/directory.h"
+#include "meta/http_call.h"
 #include "meta/p2p_directory.h"
 #include "transport/tcp/tcp_transport.h"
 #include "wire/data.h"
@@ -569,15 +572,45 @@ Status TransferEngine::Impl::SettleProtocol(const transport::TransportSet& set) 
   return OkStatus();
 }
 
+namespace {
+
+// Where the p2p descriptor endpoint listens. Peers reach it at the advertised host, so that is all
+// it listens on unless the user asks for more: it is plain HTTP without the cluster secret. A
+// host *name* is the exception: on many distributions the machine's own name resolves to
+// 127.0.1.1 locally while peers resolve it to the real address, so binding it would lock peers
+// out; every interface then, as before, with a warning that says how to narrow it.
+std::string RpcBindHost(const std::string& asked, const std::string& advertised) {
+  if (!asked.empty()) return asked;
+  if (advertised == "localhost") return advertised;  // loopback by name: nothing to widen
+  in6_addr scratch;
+  if (::inet_pton(AF_INET, advertised.c_str(), &scratch) == 1 || ::inet_pton(AF_INET6, advertised.c_str(), &scratch) == 1) {
+    return advertised;
+  }
+  WEFT_LOG_WARN("transfer engine: the advertised host '{}' is a name, not an address, so the p2p descriptor "
+                "endpoint listens on every interface; set advertise_host to this machine's address, or "
+                "rpc_bind_host, to narrow it", advertised);
+  return "0.0.0.0";
+}
+
+}  // namespace
+
 // The directory and the engine's name; publishes the (empty) descriptor.
 Status TransferEngine::Impl::StartDirectory() {
   meta::DirectoryOptions dopts;
   dopts.timeout = options.metadata_timeout;
+  dopts.p2p_metrics = &metrics;
   if (p2p) {
     uint16_t want = options.rpc_port;
     if (auto hp = meta::ParseHostPort(options.local_name); hp.ok() && want == 0) want = hp->second;
-    dopts.p2p_bind = fmt::format("{}:{}", options.bind_host, want);
-    WEFT_ASSIGN_OR_RETURN(auto p2pdir, meta::P2PDirectory::Open(dopts.p2p_bind, dopts));
+    const std::string rpc_host = RpcBindHost(options.rpc_bind_host, host);
+    dopts.p2p_bind = meta::HttpTarget{rpc_host, want}.Address();
+    auto opened = meta::P2PDirectory::Open(dopts.p2p_bind, dopts);
+    if (!opened.ok()) {
+      return opened.status().Annotate(
+          "the p2p descriptor endpoint listens on the advertised host; set rpc_bind_host (\"0.0.0.0\" for every "
+          "interface) when that is not an address of this machine");
+    }
+    auto p2pdir = std::move(opened).value();
     auto hp = meta::ParseHostPort(p2pdir->PeerName());
     if (!hp.ok()) return hp.status().Annotate("p2p endpoint");
     rpc_port = hp->second;

@@ -67,6 +67,7 @@ TransferEngineOptions OptionsOf(const nb::dict& kwargs) {
       else if (key == "transports") o.transports = nb::cast<std::string>(v);
       else if (key == "rpc_port") o.rpc_port = nb::cast<uint16_t>(v);
       else if (key == "bind_host") o.bind_host = nb::cast<std::string>(v);
+      else if (key == "rpc_bind_host") o.rpc_bind_host = nb::cast<std::string>(v);
       else if (key == "advertise_host") o.advertise_host = nb::cast<std::string>(v);
       else if (key == "cluster_secret") o.auth.cluster_secret = nb::cast<std::string>(v);
       else if (key == "allow_unauthenticated") o.auth.allow_unauthenticated = nb::cast<bool>(v);

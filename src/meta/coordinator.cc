@@ -321,6 +321,10 @@ void Coordinator::Impl::Shutdown() {
 
 void Coordinator::Impl::Accept() {
   for (int i = 0; i < kMaxAcceptsPerEvent; ++i) {
+    if (!MakeRoomForStranger()) {
+      WatchListener(false);  // the next ones wait in the kernel's backlog until a place is free
+      break;
+    }
     std::string remote;
     net::TcpOptions topts;
     topts.socket_buffer_bytes = 0;
@@ -333,10 +337,6 @@ void Coordinator::Impl::Accept() {
     }
     if (!sock->valid()) break;
     if (!AdmitConnection(std::move(*sock), std::move(remote))) break;
-    if (!MakeRoomForStranger()) {
-      WatchListener(false);  // the next ones wait in the kernel's backlog until a place is free
-      break;
-    }
   }
   m->pre_join->Set(static_cast<int64_t>(PreJoinCount()));
   Settle();  // reaps the strangers closed to make room

@@ -489,6 +489,9 @@ TEST(Pool, FrozenCoordinatorFailsControlCallsFastAndCopiesGoOn) {
   ASSERT_TRUE(CopySucceedsWithin(**a, b_rank, std::chrono::seconds(10)));
 
   ::kill(host.pid(0), SIGSTOP);
+  int wait_status = 0;  // the signal is asynchronous: wait until the child has stopped
+  ASSERT_EQ(::waitpid(host.pid(0), &wait_status, WUNTRACED), host.pid(0));
+  ASSERT_TRUE(WIFSTOPPED(wait_status));
   const auto stopped = std::chrono::steady_clock::now();
   auto in_flight = (*a)->Alloc(4096, Placement::Local());
   const auto first = std::chrono::steady_clock::now() - stopped;

@@ -312,6 +312,10 @@ void CoordinatorClient::Impl::CheckAnswers() {
     return;
   }
   if (unreachable || now - first_unanswered <= answer_timeout) return;
+  // Bytes waiting unread mean an answer came and the receive thread has not read it yet (this
+  // process was stopped or starved itself): not the coordinator's silence.
+  pollfd waiting{sock.get(), POLLIN, 0};
+  if (::poll(&waiting, 1, 0) > 0) return;
   unreachable = true;
   WEFT_LOG_WARN("rank {}: {}", rank, Unreachable().message());
   cv.notify_all();

@@ -20,6 +20,7 @@ void DecodeAs(const net::ReceivedFrame& f) {
     case wire::MessageType::kPeerJoined: (void)wire::Decode<wire::PeerJoined>(p); break;
     case wire::MessageType::kPeerGone: (void)wire::Decode<wire::PeerGone>(p); break;
     case wire::MessageType::kHeartbeat: (void)wire::Decode<wire::Heartbeat>(p); break;
+    case wire::MessageType::kHeartbeatAck: (void)wire::Decode<wire::HeartbeatAck>(p); break;
     case wire::MessageType::kLeave: (void)wire::Decode<wire::Leave>(p); break;
     case wire::MessageType::kBarrierEnter: (void)wire::Decode<wire::BarrierEnter>(p); break;
     case wire::MessageType::kBarrierDone: (void)wire::Decode<wire::BarrierDone>(p); break;

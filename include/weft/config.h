@@ -30,6 +30,9 @@ struct Config {
   uint64_t split_bytes = 8ull << 20;
   uint32_t heartbeat_ms = 200;
   uint32_t peer_timeout_ms = 2000;
+  // The coordinator's bounds on connections that have not joined yet (docs/ops.md).
+  uint32_t coordinator_join_timeout_ms = 2000;
+  uint32_t coordinator_max_pre_join = 64;
   uint32_t deadline_ms = 30000;
   bool log_paths = false;
   std::string log_level = "warn";

@@ -227,9 +227,23 @@ const std::vector<KeyDef>& Defs() {
           IntRange(&Config::heartbeat_ms, 1, 3600000)),
       Def("peer_timeout_ms", "int", "2000",
           "A peer silent for this long is declared down (copies to it then fail PEER_DOWN). Over tcp it is also "
-          "the TCP_USER_TIMEOUT/keepalive bound of the coordinator connection, so half-open links are noticed.",
+          "the TCP_USER_TIMEOUT/keepalive bound of the coordinator connection, so half-open links are noticed. "
+          "The other way round, a coordinator that answers no heartbeat for this long is unreachable to its "
+          "peers: their control calls fail with UNAVAILABLE until it answers again (the coordinator's value "
+          "counts).",
           IntSetter(&Config::peer_timeout_ms),
           IntRange(&Config::peer_timeout_ms, 1, 86400000)),
+      Def("coordinator_join_timeout_ms", "int", "2000",
+          "Read by the coordinator's host: a connection must join within this long of being accepted (over tcp, "
+          "the cluster-secret handshake included), else it is closed (docs/ops.md).",
+          IntSetter(&Config::coordinator_join_timeout_ms),
+          IntRange(&Config::coordinator_join_timeout_ms, 1, 600000)),
+      Def("coordinator_max_pre_join", "int", "64",
+          "Read by the coordinator's host: connections that have not joined yet, at most, apart from joined peers. "
+          "When full, a new connection closes the oldest of them (once it had 100 ms to join) instead of being "
+          "refused, so a flood of idle connections cannot lock peers out (docs/ops.md).",
+          IntSetter(&Config::coordinator_max_pre_join),
+          IntRange(&Config::coordinator_max_pre_join, 1, 65536)),
       Def("deadline_ms", "int", "30000", "Default deadline of a copy, a join and a control call.",
           IntSetter(&Config::deadline_ms),
           IntRange(&Config::deadline_ms, 0, 86400000)),

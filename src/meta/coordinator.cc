@@ -3,6 +3,18 @@
 // reading cannot stall the others (it is dropped once its queue passes kMaxQueuedBytes).
 // Connections that die while the loop is busy are only marked; Reap() removes them after the
 // current event, so no container is changed under an iteration.
+//
+// Connections that have not joined (strangers) are bounded apart from peers: at most
+// max_pre_join of them, each with join_timeout to join. When a new one would pass the budget,
+// the oldest stranger is closed instead of the newcomer being refused. Refusing the newcomer
+// lets whoever holds the budget keep it (an attacker reopening silent connections locked every
+// joiner out). A stranger is closed only once it had kStrangerGrace to send its Join, and what it
+// sent is read first, so a Join that has arrived is admitted, not closed; while every stranger is
+// younger than that, the coordinator stops accepting for a moment and the kernel's backlog keeps
+// the newcomers in order. A joiner thus waits its turn behind a flood, then has the grace to
+// join, which it needs only microseconds of. Joined peers are never closed to make room.
+// Everything a stranger can trigger is logged through a RateLimitedLog, so a flood cannot fill
+// the disk either.
 #include "meta/coordinator.h"
 
 #include <sys/socket.h>
@@ -37,9 +49,15 @@ namespace {
 
 constexpr size_t kMaxQueuedBytes = 64u << 20;
 constexpr int kMaxReadsPerEvent = 16;  // fairness between busy connections
-// Connections beyond this many (joined or not) are closed at accept: a TCP port is reachable by
-// anyone on the network, and each connection costs buffers until it is timed out.
-constexpr size_t kMaxConnectionsSlack = 256;
+// Accepts per readiness event of the listening socket: a flood of connects waits its turn
+// behind the connections already open (level-triggered, the rest are accepted next round).
+constexpr int kMaxAcceptsPerEvent = 32;
+// How long a stranger keeps its place before a newcomer may take it (at most half of
+// join_timeout): a Join sent right after connecting has arrived long before.
+constexpr auto kStrangerGrace = std::chrono::milliseconds(100);
+// What one call site that strangers can trigger may log: 10 lines per 10 s, then a count.
+constexpr uint32_t kStrangerLogLines = 10;
+constexpr auto kStrangerLogInterval = std::chrono::seconds(10);
 // The largest frame a connection may send before it joined: a Join with every blob at its limit
 // (32 blobs of 4 KiB, names and strings) fits with room to spare, and a stranger cannot make the
 // coordinator buffer a 16 MiB frame per connection.
@@ -71,6 +89,7 @@ struct Conn {
   size_t out_bytes = 0;
   bool watching_out = false;
   Clock::time_point last_seen;
+  Clock::time_point accepted_at;  // a stranger must join within join_timeout of this
 
   bool dead = false;          // marked for Reap()
   bool clean = false;         // left with a Leave frame
@@ -94,8 +113,9 @@ struct CoordinatorMetrics {
   explicit CoordinatorMetrics(MetricsRegistry& m)
       : joins(m.counter("weft_coordinator_joins_total", "Peers admitted to the pool")),
         registry(m),
-        connections_refused(m.counter("weft_coordinator_connections_refused_total",
-                                      "Connections closed on accept: too many open already")),
+        evicted(Refused("pre_join_full")),
+        join_timeouts(Refused("join_timeout")),
+        accept_errors(Refused("accept_error")),
         peers_left(m.counter("weft_coordinator_peers_left_total", "Peers that left cleanly")),
         peers_down(m.counter("weft_coordinator_peers_down_total",
                              "Peers declared down (connection lost, protocol error or missed heartbeats)")),
@@ -104,7 +124,9 @@ struct CoordinatorMetrics {
         heartbeats(m.counter("weft_coordinator_heartbeats_total", "Heartbeats received")),
         calls(m.counter("weft_coordinator_service_calls_total", "Service calls (allocator, store) handled")),
         peers_up(m.gauge("weft_coordinator_peers_up", "Peers in the pool now")),
-        connections(m.gauge("weft_coordinator_connections", "Connections open now (joined or not)")) {}
+        connections(m.gauge("weft_coordinator_connections", "Connections open now (joined or not)")),
+        pre_join(m.gauge("weft_coordinator_pre_join_connections",
+                         "Connections open now that have not joined (handshakes, refused joins)")) {}
   // Refused joins and service calls that answered an error, by the error's code (a series is
   // made on the first error of its code; errors are rare, so the registry's lock is no cost).
   void JoinRefused(Code code) { ByCode("weft_coordinator_join_refusals_total", "Joins refused, by code", code)->Add(); }
@@ -114,10 +136,16 @@ struct CoordinatorMetrics {
   Counter* ByCode(std::string_view family, const char* help, Code code) {
     return registry.counter(fmt::format("{}{{code=\"{}\"}}", family, CodeName(code)), help);
   }
+  Counter* Refused(std::string_view reason) {
+    return registry.counter(fmt::format("weft_coordinator_connections_refused_total{{reason=\"{}\"}}", reason),
+                            "Connections closed before they joined, by reason");
+  }
 
   Counter* joins;
   MetricsRegistry& registry;
-  Counter* connections_refused;
+  Counter* evicted;        // the oldest stranger, closed to make room for a new connection
+  Counter* join_timeouts;  // strangers that did not join within join_timeout
+  Counter* accept_errors;  // accept() failed (out of descriptors...)
   Counter* peers_left;
   Counter* peers_down;
   Counter* heartbeats_missed;
@@ -125,6 +153,7 @@ struct CoordinatorMetrics {
   Counter* calls;
   Gauge* peers_up;
   Gauge* connections;
+  Gauge* pre_join;
 };
 
 struct Coordinator::Impl {
@@ -159,11 +188,32 @@ struct Coordinator::Impl {
   mutable std::mutex summary_mu;
   std::vector<PeerSummary> summary;
 
+  bool accepting = true;  // false: the listening socket is unwatched until resume_accepting_at
+  Clock::time_point resume_accepting_at;
+
+  // One per call site that strangers can trigger at will (see the top of this file).
+  log::RateLimitedLog eviction_log{"coordinator: closing pre-join connections", spdlog::level::warn,
+                                   kStrangerLogLines, kStrangerLogInterval};
+  log::RateLimitedLog accept_log{"coordinator: accept", spdlog::level::warn, kStrangerLogLines, kStrangerLogInterval};
+  log::RateLimitedLog stranger_log{"coordinator: dropping connections that had not joined", spdlog::level::warn,
+                                   kStrangerLogLines, kStrangerLogInterval};
+
   Status Init();
   void Run();
   void Shutdown();
 
   void Accept();
+  bool AdmitConnection(net::UniqueFd sock, std::string remote);
+  size_t PreJoinCount() const;
+  bool MakeRoomForStranger();
+  void WatchListener(bool on);
+  Clock::duration StrangerGrace() const { return std::min<Clock::duration>(kStrangerGrace, opt.join_timeout / 2); }
+  // A warning about c: rate-limited while c has not joined (anyone can cause those).
+  template <typename... Args>
+  void WarnAbout(const Conn& c, spdlog::format_string_t<Args...> format, Args&&... args) {
+    if (c.joined) WEFT_LOG_WARN(format, std::forward<Args>(args)...);
+    else stranger_log(format, std::forward<Args>(args)...);
+  }
   void OnConnEvent(uint64_t id, uint32_t events);
   std::chrono::milliseconds Tick();
   void OnReadable(Conn& c, int max_reads = kMaxReadsPerEvent);
@@ -243,6 +293,10 @@ void Coordinator::Impl::Run() {
 std::chrono::milliseconds Coordinator::Impl::Tick() {
   CheckTimeouts();
   Settle();
+  if (!accepting && Clock::now() >= resume_accepting_at) WatchListener(true);
+  eviction_log.Flush();
+  accept_log.Flush();
+  stranger_log.Flush();
   return Millis(NextTimeoutMs());
 }
 
@@ -266,48 +320,94 @@ void Coordinator::Impl::Shutdown() {
 }
 
 void Coordinator::Impl::Accept() {
-  for (;;) {
+  for (int i = 0; i < kMaxAcceptsPerEvent; ++i) {
+    if (!MakeRoomForStranger()) {
+      WatchListener(false);  // the next ones wait in the kernel's backlog until a place is free
+      break;
+    }
     std::string remote;
     net::TcpOptions topts;
     topts.socket_buffer_bytes = 0;
     auto sock = address.tcp ? net::AcceptTcp(listen_sock.get(), topts, &remote) : net::AcceptUnix(listen_sock.get());
     if (!sock.ok()) {
-      WEFT_LOG_WARN("coordinator '{}': {}", opt.socket_path, sock.status().ToString());
-      return;
+      // Out of descriptors, typically: the connection stays queued and is retried next round.
+      m->accept_errors->Add();
+      accept_log("coordinator '{}': {}", opt.socket_path, sock.status().ToString());
+      break;
     }
-    if (!sock->valid()) return;
-    if (conns.size() >= opt.max_ranks + kMaxConnectionsSlack) {
-      WEFT_LOG_WARN("coordinator '{}': refusing a connection{}: {} connections are open already", opt.socket_path,
-                    remote.empty() ? "" : " from " + remote, conns.size());
-      m->connections_refused->Add();
-      continue;  // closed by the UniqueFd
-    }
-    auto c = std::make_unique<Conn>();
-    c->id = next_id++;
-    c->sock = std::move(*sock);
-    c->reader.set_max_payload(kMaxPreJoinFrame);
-    c->last_seen = Clock::now();
-    if (address.tcp) {
-      c->tcp = true;
-      c->remote = std::move(remote);
-      c->auth = AuthStage::kHello;
-      c->handshake = std::make_unique<net::ServerHandshake>(&auth);
-      Status live = net::SetStreamLiveness(c->sock.get(), opt.peer_timeout);
-      if (!live.ok()) WEFT_LOG_WARN("coordinator: {}: {}", Who(*c), live.ToString());
-    }
-    Status watched =
-        loop->Add(c->sock.get(), EPOLLIN, [this, id = c->id](int, uint32_t events) { OnConnEvent(id, events); });
-    if (!watched.ok()) {
-      WEFT_LOG_WARN("coordinator '{}': {}", opt.socket_path, watched.ToString());
-      continue;
-    }
-    conns.emplace(c->id, std::move(c));
-    m->connections->Set(static_cast<int64_t>(conns.size()));
+    if (!sock->valid()) break;
+    if (!AdmitConnection(std::move(*sock), std::move(remote))) break;
   }
+  m->pre_join->Set(static_cast<int64_t>(PreJoinCount()));
+  Settle();  // reaps the strangers closed to make room
 }
 
-// Reads exactly the bytes of the handshake message due next (never more: what follows the proof
-// belongs to the frame stream) and answers it. Runs until the socket has nothing more to give.
+// Registers an accepted connection with the loop; false (logged) if the loop refuses it.
+bool Coordinator::Impl::AdmitConnection(net::UniqueFd sock, std::string remote) {
+  auto c = std::make_unique<Conn>();
+  c->id = next_id++;
+  c->sock = std::move(sock);
+  c->reader.set_max_payload(kMaxPreJoinFrame);
+  c->last_seen = c->accepted_at = Clock::now();
+  if (address.tcp) {
+    c->tcp = true;
+    c->remote = std::move(remote);
+    c->auth = AuthStage::kHello;
+    c->handshake = std::make_unique<net::ServerHandshake>(&auth);
+    Status live = net::SetStreamLiveness(c->sock.get(), opt.peer_timeout);
+    if (!live.ok()) accept_log("coordinator: {}: {}", Who(*c), live.ToString());
+  }
+  Status watched =
+      loop->Add(c->sock.get(), EPOLLIN, [this, id = c->id](int, uint32_t events) { OnConnEvent(id, events); });
+  if (!watched.ok()) {
+    m->accept_errors->Add();
+    accept_log("coordinator '{}': {}", opt.socket_path, watched.ToString());
+    return false;
+  }
+  conns.emplace(c->id, std::move(c));
+  m->connections->Set(static_cast<int64_t>(conns.size()));
+  return true;
+}
+
+size_t Coordinator::Impl::PreJoinCount() const {
+  size_t n = 0;
+  for (const auto& [id, c] : conns) n += (!c->joined && !c->dead) ? 1 : 0;
+  return n;
+}
+
+// Closes the oldest strangers until a new connection fits in max_pre_join. Each is read first:
+// one whose Join (or handshake step) already arrived moves on instead of being closed. False
+// when no stranger has had its grace yet (resume_accepting_at then says when one will have).
+bool Coordinator::Impl::MakeRoomForStranger() {
+  while (PreJoinCount() >= opt.max_pre_join) {
+    Conn* oldest = nullptr;
+    for (auto& [id, c] : conns) {  // ordered by id, i.e. by accept
+      if (c->joined || c->dead) continue;
+      oldest = c.get();
+      break;
+    }
+    if (oldest == nullptr) return true;
+    OnReadable(*oldest);
+    if (oldest->joined || oldest->dead) continue;
+    if (Clock::now() - oldest->accepted_at < StrangerGrace()) {
+      resume_accepting_at = oldest->accepted_at + StrangerGrace();
+      return false;
+    }
+    auto age = std::chrono::duration_cast<Millis>(Clock::now() - oldest->accepted_at).count();
+    eviction_log("coordinator '{}': closing {} (not joined after {} ms): {} connections that have not joined are "
+                 "open, the limit (max_pre_join); a flood of connections, or peers too slow to join?",
+                 opt.socket_path, Who(*oldest), age, opt.max_pre_join);
+    m->evicted->Add();
+    MarkDead(*oldest, "closed to make room: too many connections had not joined", false);
+  }
+  return true;
+}
+
+void Coordinator::Impl::WatchListener(bool on) {
+  if (accepting == on) return;
+  if (loop->Modify(listen_sock.get(), on ? static_cast<uint32_t>(EPOLLIN) : 0u).ok()) accepting = on;
+}
+
 void Coordinator::Impl::OnAuthReadable(Conn& c) {
   while (!c.dead && (c.auth == AuthStage::kHello || c.auth == AuthStage::kProof)) {
     const size_t need = c.auth == AuthStage::kHello ? net::kAuthHelloSize : net::kAuthProofSize;
@@ -321,7 +421,7 @@ void Coordinator::Impl::OnAuthReadable(Conn& c) {
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
       std::string why = n == 0 ? std::string("closed the connection during the authentication handshake")
                                : fmt::format("authentication handshake: {}", std::strerror(errno));
-      WEFT_LOG_WARN("coordinator: dropping {}: {}", Who(c), why);
+      WarnAbout(c, "coordinator: dropping {}: {}", Who(c), why);
       MarkDead(c, why, false);
       return;
     }
@@ -331,7 +431,7 @@ void Coordinator::Impl::OnAuthReadable(Conn& c) {
     if (c.auth == AuthStage::kHello) {
       auto hello = c.handshake->OnHello(msg);
       if (!hello.ok()) {
-        WEFT_LOG_WARN("coordinator: dropping {}: {}", Who(c), hello.status().ToString());
+        WarnAbout(c, "coordinator: dropping {}: {}", Who(c), hello.status().ToString());
         MarkDead(c, hello.status().ToString(), false);
         return;
       }
@@ -344,7 +444,7 @@ void Coordinator::Impl::OnAuthReadable(Conn& c) {
     c.handshake.reset();
     if (!verdict.ok()) {
       // The Result still goes out, so the peer learns why; then the connection closes.
-      WEFT_LOG_WARN("coordinator: refusing {}: {}", Who(c), verdict.ToString());
+      WarnAbout(c, "coordinator: refusing {}: {}", Who(c), verdict.ToString());
       c.auth = AuthStage::kRefused;
       c.refused = true;
       c.refuse_reason = "authentication failed";
@@ -375,7 +475,7 @@ void Coordinator::Impl::OnReadable(Conn& c, int max_reads) {
   for (int i = 0; i < max_reads && !c.dead; ++i) {
     auto state = c.reader.ReadOnce(c.sock.get());
     if (!state.ok()) {
-      WEFT_LOG_WARN("coordinator: dropping {}: {}", Who(c), state.status().ToString());
+      WarnAbout(c, "coordinator: dropping {}: {}", Who(c), state.status().ToString());
       MarkDead(c, state.status().ToString(), false);
       return;
     }
@@ -385,7 +485,7 @@ void Coordinator::Impl::OnReadable(Conn& c, int max_reads) {
       if (c.dead) return;
       auto frame = c.reader.Next();
       if (!frame.ok()) {
-        WEFT_LOG_WARN("coordinator: dropping {} after a malformed frame: {}", Who(c), frame.status().ToString());
+        WarnAbout(c, "coordinator: dropping {} after a malformed frame: {}", Who(c), frame.status().ToString());
         MarkDead(c, frame.status().ToString(), false);
         return;
       }
@@ -394,7 +494,7 @@ void Coordinator::Impl::OnReadable(Conn& c, int max_reads) {
     }
     if (*state == net::FrameReader::ReadState::kClosed) {
       if (c.reader.buffered() > 0) {
-        WEFT_LOG_WARN("coordinator: {} closed the connection in the middle of a frame", Who(c));
+        WarnAbout(c, "coordinator: {} closed the connection in the middle of a frame", Who(c));
       }
       MarkDead(c, "closed the connection without leaving", false);
       return;
@@ -407,7 +507,7 @@ void Coordinator::Impl::OnFrame(Conn& c, net::ReceivedFrame frame) {
   if (c.refused) return;  // only the JoinAck is still owed
   const wire::MessageType type = frame.header.type;
   auto bad = [&](const Status& s) {
-    WEFT_LOG_WARN("coordinator: dropping {} after a malformed {} frame: {}", Who(c), wire::MessageTypeName(type),
+    WarnAbout(c, "coordinator: dropping {} after a malformed {} frame: {}", Who(c), wire::MessageTypeName(type),
                   s.ToString());
     MarkDead(c, s.ToString(), false);
   };
@@ -428,6 +528,8 @@ void Coordinator::Impl::OnFrame(Conn& c, net::ReceivedFrame frame) {
       auto hb = wire::Decode<wire::Heartbeat>(frame.payload);
       if (!hb.ok()) return bad(hb.status());
       this->m->heartbeats->Add();
+      // The answer tells the peer that this coordinator is alive (not merely its socket).
+      Send(c, wire::HeartbeatAck{});
       return;
     }
     case wire::MessageType::kLeave: {
@@ -874,24 +976,37 @@ void Coordinator::Impl::Reap() {
   }
 }
 
+// A peer must be heard from every peer_timeout, a stranger must join within join_timeout of its
+// accept. Before a peer is declared silent, what its socket holds is read: after this process was
+// stopped (SIGSTOP, a debugger) or starved, the heartbeats are there, unread, and the peer is
+// not to blame.
 void Coordinator::Impl::CheckTimeouts() {
   const auto now = Clock::now();
   for (auto& [id, c] : conns) {
-    if (c->dead || now - c->last_seen <= opt.peer_timeout) continue;
+    if (c->dead || !c->joined) continue;
+    if (now - c->last_seen <= opt.peer_timeout) continue;
+    OnReadable(*c);
+    if (c->dead || Clock::now() - c->last_seen <= opt.peer_timeout) continue;
     auto ms = std::chrono::duration_cast<Millis>(now - c->last_seen).count();
-    std::string reason = c->joined ? fmt::format("no heartbeat for {} ms", ms)
-                                   : fmt::format("did not join within {} ms", ms);
-    if (c->joined) m->heartbeats_missed->Add();
-    MarkDead(*c, std::move(reason), false);
+    m->heartbeats_missed->Add();
+    MarkDead(*c, fmt::format("no heartbeat for {} ms", ms), false);
   }
+  for (auto& [id, c] : conns) {
+    if (c->dead || c->joined || now - c->accepted_at <= opt.join_timeout) continue;
+    auto ms = std::chrono::duration_cast<Millis>(now - c->accepted_at).count();
+    m->join_timeouts->Add();
+    MarkDead(*c, fmt::format("did not join within {} ms", ms), false);
+  }
+  m->pre_join->Set(static_cast<int64_t>(PreJoinCount()));
 }
 
 int Coordinator::Impl::NextTimeoutMs() const {
   auto wait = Clock::duration(std::chrono::seconds(1));
   const auto now = Clock::now();
+  if (!accepting) wait = std::min(wait, resume_accepting_at - now);
   for (const auto& [id, c] : conns) {
-    auto due = c->last_seen + opt.peer_timeout - now;
-    wait = std::min(wait, due);
+    auto due = c->joined ? c->last_seen + opt.peer_timeout : c->accepted_at + opt.join_timeout;
+    wait = std::min(wait, due - now);
   }
   auto ms = std::chrono::duration_cast<Millis>(wait).count() + 1;  // +1: past the deadline, not at it
   return static_cast<int>(std::clamp<int64_t>(ms, 1, 1000));
@@ -909,6 +1024,8 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions optio
                                                         PeerGoneHandler on_gone) {
   if (options.max_ranks == 0) return Error(Code::kInvalidArgument, "max_ranks must be at least 1");
   if (options.peer_timeout.count() <= 0) return Error(Code::kInvalidArgument, "peer_timeout must be positive");
+  if (options.join_timeout.count() <= 0) return Error(Code::kInvalidArgument, "join_timeout must be positive");
+  if (options.max_pre_join == 0) return Error(Code::kInvalidArgument, "max_pre_join must be at least 1");
   if (options.pool_name.size() > wire::kMaxNameLength) {
     return Error(Code::kInvalidArgument, "pool name is {} bytes; the limit is {}", options.pool_name.size(),
                  wire::kMaxNameLength);

@@ -32,6 +32,13 @@ struct CoordinatorOptions {
   uint64_t rank_size = 0;          // joiners contributing another size get MISMATCH
   uint32_t max_ranks = 64;         // one more joiner gets POOL_FULL
   std::chrono::milliseconds peer_timeout{2000};  // no heartbeat for this long: the peer is down
+  // Connections that have not joined yet (tcp: nor passed the secret handshake) must do so
+  // within join_timeout, and at most max_pre_join of them are open at once. When that budget is
+  // full, a new connection closes the oldest pre-join one rather than being refused: a flood of
+  // silent connections then cannot lock peers out, since a peer that sends its Join promptly is
+  // never the oldest for long (docs/ops.md). Joined peers are never closed to make room.
+  std::chrono::milliseconds join_timeout{2000};
+  uint32_t max_pre_join = 64;
   // tcp only: where to bind ("host:port", port 0 allowed) when that is not the host:port of the
   // tcp:// address itself (e.g. "0.0.0.0:7000" behind a name that resolves elsewhere).
   std::string listen_address;

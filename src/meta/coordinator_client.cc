@@ -3,6 +3,13 @@
 // detach waits for in-flight copies) never makes this peer miss its heartbeats.
 // Any thread may send; a send mutex keeps frames whole on the stream. Waiters share one
 // condition variable: control traffic is light and this keeps every wait a plain predicate.
+//
+// The coordinator answers every heartbeat. A coordinator that is frozen (SIGSTOP, a debugger,
+// swapped out) or cut off without a reset keeps its socket open, so only silence tells: when
+// a heartbeat has gone unanswered for the pool's peer timeout, the heartbeat thread marks the
+// coordinator unreachable. Control calls waiting then fail with UNAVAILABLE and new ones fail at
+// once, instead of each waiting out its deadline; the next frame from the coordinator clears the
+// mark. Nothing on the data path asks the coordinator, so copies between live peers go on.
 #include "meta/coordinator_client.h"
 
 #include <poll.h>
@@ -97,6 +104,12 @@ struct CoordinatorClient::Impl {
   bool connected = true;
   bool left = false;
   Status down;  // why connected turned false
+  // The coordinator's liveness as heartbeats tell it: a heartbeat sent at first_unanswered has
+  // had no frame in reply yet (awaiting); past answer_timeout (0: never) it is unreachable.
+  Millis answer_timeout{0};
+  bool awaiting = false;
+  Clock::time_point first_unanswered;
+  bool unreachable = false;
   std::set<uint32_t> live;
   uint64_t barrier_epoch = 0;
   bool barrier_entered = false;
@@ -126,6 +139,25 @@ struct CoordinatorClient::Impl {
                   fmt::format("not connected to the coordinator at '{}': {}", opt.socket_path,
                               left ? "this peer left the pool" : down.message()));
   }
+  Status Unreachable() const {
+    return Status(Code::kUnavailable,
+                  fmt::format("the coordinator at '{}' stopped answering: no reply to heartbeats for {} ms (the "
+                              "pool's peer_timeout_ms). Is its process stopped or overloaded, or the network to it "
+                              "down? Control calls fail at once until it answers again; copies between live peers "
+                              "still work",
+                              opt.socket_path, answer_timeout.count()));
+  }
+  // What a new call gets when it cannot go out now; OK when it can. Under mu.
+  Status CannotCall() const {
+    if (!connected) return NotConnected();
+    if (unreachable) return Unreachable();
+    return OkStatus();
+  }
+  // What a waiter gets when it stops waiting early (connection gone or coordinator silent).
+  Status Interrupted() const { return connected ? Unreachable() : PendingStatus(); }
+  bool Interrupting() const { return !connected || unreachable; }
+  void Heard();
+  void CheckAnswers();
   void StopThread();
 };
 
@@ -221,6 +253,7 @@ Status CoordinatorClient::Impl::JoinPool(Deadline deadline) {
       barrier_epoch = ack.barrier_epoch;
       allgather_epoch = ack.allgather_epoch;
       live.insert(rank);
+      answer_timeout = Millis(ack.peer_timeout_ms);
       if (tcp && ack.peer_timeout_ms > 0) {
         // A coordinator that vanished without a FIN (link down, machine off) is noticed when our
         // heartbeats stay unacknowledged for the pool's peer timeout.
@@ -255,6 +288,7 @@ void CoordinatorClient::Impl::Heartbeats() {
   for (;;) {
     if (stop_cv.wait_for(lock, opt.heartbeat_interval, [&] { return stop.load(std::memory_order_acquire); })) return;
     lock.unlock();
+    CheckAnswers();
     // A heartbeat that cannot go out within an interval is late anyway; skip it.
     Status hb = SendMsg(wire::Heartbeat{}, {}, Deadline::After(opt.heartbeat_interval));
     lock.lock();
@@ -264,6 +298,37 @@ void CoordinatorClient::Impl::Heartbeats() {
       return;
     }
   }
+}
+
+// Marks a heartbeat as waiting for an answer, and the coordinator unreachable once the oldest
+// unanswered one is older than answer_timeout.
+void CoordinatorClient::Impl::CheckAnswers() {
+  const auto now = Clock::now();
+  std::lock_guard lock(mu);
+  if (answer_timeout.count() <= 0 || !connected) return;
+  if (!awaiting) {
+    awaiting = true;
+    first_unanswered = now;
+    return;
+  }
+  if (unreachable || now - first_unanswered <= answer_timeout) return;
+  // Bytes waiting unread mean an answer came and the receive thread has not read it yet (this
+  // process was stopped or starved itself): not the coordinator's silence.
+  pollfd waiting{sock.get(), POLLIN, 0};
+  if (::poll(&waiting, 1, 0) > 0) return;
+  unreachable = true;
+  WEFT_LOG_WARN("rank {}: {}", rank, Unreachable().message());
+  cv.notify_all();
+}
+
+// Any frame from the coordinator answers the heartbeats sent so far.
+void CoordinatorClient::Impl::Heard() {
+  std::lock_guard lock(mu);
+  awaiting = false;
+  if (!unreachable) return;
+  unreachable = false;
+  WEFT_LOG_WARN("rank {}: the coordinator at '{}' answers again", rank, opt.socket_path);
+  cv.notify_all();
 }
 
 void CoordinatorClient::Impl::Run() {
@@ -308,6 +373,7 @@ Status CoordinatorClient::Impl::DrainFrames() {
 }
 
 Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
+  Heard();
   const wire::MessageType type = frame.header.type;
   if (type != wire::MessageType::kPeerJoined && !frame.fds.empty()) {
     return Error(Code::kProtocol, "{} descriptors attached to a {} frame", frame.fds.size(),
@@ -377,6 +443,8 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
       cv.notify_all();
       return OkStatus();
     }
+    case wire::MessageType::kHeartbeatAck:
+      return wire::Decode<wire::HeartbeatAck>(frame.payload).status();
     case wire::MessageType::kCallReply: {
       WEFT_ASSIGN_OR_RETURN(wire::CallReply m, wire::Decode<wire::CallReply>(frame.payload));
       std::lock_guard lock(mu);
@@ -456,19 +524,24 @@ bool CoordinatorClient::connected() const {
   return impl_->connected;
 }
 
+bool CoordinatorClient::reachable() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->connected && !impl_->unreachable;
+}
+
 Result<std::vector<uint32_t>> CoordinatorClient::WaitForPeers(uint32_t count, Deadline deadline) {
   Impl& m = *impl_;
   std::unique_lock lock(m.mu);
-  WaitUntil(m.cv, lock, deadline, [&] { return !m.connected || m.live.size() >= count; });
+  WaitUntil(m.cv, lock, deadline, [&] { return m.Interrupting() || m.live.size() >= count; });
   if (m.live.size() >= count && m.connected) return std::vector<uint32_t>(m.live.begin(), m.live.end());
-  if (!m.connected) return m.PendingStatus();
+  if (m.Interrupting()) return m.Interrupted();
   return Error(Code::kTimeout, "only {} of {} peers joined before the deadline", m.live.size(), count);
 }
 
 Status CoordinatorClient::Barrier(Deadline deadline) {
   Impl& m = *impl_;
   std::unique_lock lock(m.mu);
-  if (!m.connected) return m.NotConnected();
+  WEFT_RETURN_IF_ERROR(m.CannotCall());
   const uint64_t epoch = m.barrier_epoch;
   if (!m.barrier_entered) {
     // Entered once per epoch: after a timeout the next Barrier waits on the same epoch again.
@@ -481,9 +554,9 @@ Status CoordinatorClient::Barrier(Deadline deadline) {
       return s.Annotate(fmt::format("barrier epoch {}", epoch));
     }
   }
-  WaitUntil(m.cv, lock, deadline, [&] { return !m.connected || m.barrier_results.count(epoch) != 0; });
+  WaitUntil(m.cv, lock, deadline, [&] { return m.Interrupting() || m.barrier_results.count(epoch) != 0; });
   if (auto it = m.barrier_results.find(epoch); it != m.barrier_results.end()) return it->second;
-  if (!m.connected) return m.PendingStatus();
+  if (m.Interrupting()) return m.Interrupted();
   return Error(Code::kTimeout, "barrier epoch {}: not every live peer entered before the deadline", epoch);
 }
 
@@ -495,7 +568,7 @@ Result<std::vector<std::pair<uint32_t, std::vector<uint8_t>>>> CoordinatorClient
                  mine.size(), wire::kMaxFramePayload);
   }
   std::unique_lock lock(m.mu);
-  if (!m.connected) return m.NotConnected();
+  WEFT_RETURN_IF_ERROR(m.CannotCall());
   const uint64_t epoch = m.allgather_epoch;
   if (!m.allgather_entered) {
     m.allgather_entered = true;
@@ -508,9 +581,9 @@ Result<std::vector<std::pair<uint32_t, std::vector<uint8_t>>>> CoordinatorClient
       return s.Annotate(fmt::format("allgather epoch {}", epoch));
     }
   }
-  WaitUntil(m.cv, lock, deadline, [&] { return !m.connected || m.allgather_results.count(epoch) != 0; });
+  WaitUntil(m.cv, lock, deadline, [&] { return m.Interrupting() || m.allgather_results.count(epoch) != 0; });
   if (auto it = m.allgather_results.find(epoch); it != m.allgather_results.end()) return it->second;
-  if (!m.connected) return m.PendingStatus();
+  if (m.Interrupting()) return m.Interrupted();
   return Error(Code::kTimeout, "allgather epoch {}: not every live peer entered before the deadline", epoch);
 }
 
@@ -523,7 +596,7 @@ Result<std::vector<uint8_t>> CoordinatorClient::Call(std::span<const uint8_t> re
   uint64_t id;
   {
     std::lock_guard lock(m.mu);
-    if (!m.connected) return m.NotConnected();
+    WEFT_RETURN_IF_ERROR(m.CannotCall());
     id = m.next_call_id++;
     m.calls.emplace(id, std::nullopt);
   }
@@ -534,10 +607,10 @@ Result<std::vector<uint8_t>> CoordinatorClient::Call(std::span<const uint8_t> re
     m.calls.erase(id);
     return s.Annotate("service call");
   }
-  WaitUntil(m.cv, lock, deadline, [&] { return !m.connected || m.calls[id].has_value(); });
+  WaitUntil(m.cv, lock, deadline, [&] { return m.Interrupting() || m.calls[id].has_value(); });
   auto node = m.calls.extract(id);
   if (node.mapped().has_value()) return std::move(*node.mapped());
-  if (!m.connected) return m.PendingStatus();
+  if (m.Interrupting()) return m.Interrupted();
   return Error(Code::kTimeout, "service call {}: no reply before the deadline", id);
 }
 

@@ -81,6 +81,10 @@ class CoordinatorClient {
   Status Leave();
   // False once the coordinator is gone (socket closed); calls then return UNAVAILABLE.
   bool connected() const;
+  // Connected and answering: false while heartbeats have gone unanswered for the pool's peer
+  // timeout (a frozen or unreachable coordinator). Control calls then fail with UNAVAILABLE at
+  // once, and those waiting fail too; it turns true again by itself when the coordinator answers.
+  bool reachable() const;
 
   struct Impl;
 

@@ -9,7 +9,7 @@ namespace weft::wire {
 namespace {
 
 bool KnownType(uint16_t t) {
-  return t >= static_cast<uint16_t>(MessageType::kJoin) && t <= static_cast<uint16_t>(MessageType::kCallReply);
+  return t >= static_cast<uint16_t>(MessageType::kJoin) && t <= static_cast<uint16_t>(MessageType::kHeartbeatAck);
 }
 
 void PutStatus(Writer& w, const WireStatus& s) {
@@ -56,6 +56,7 @@ std::string_view MessageTypeName(MessageType type) {
     case MessageType::kAllgatherDone: return "AllgatherDone";
     case MessageType::kCallRequest: return "CallRequest";
     case MessageType::kCallReply: return "CallReply";
+    case MessageType::kHeartbeatAck: return "HeartbeatAck";
   }
   return "Unknown";
 }
@@ -257,11 +258,16 @@ Result<PeerGone> Decode<PeerGone>(std::span<const uint8_t> payload) {
   });
 }
 
-// ---- Heartbeat, Leave: no fields ----
+// ---- Heartbeat, HeartbeatAck, Leave: no fields ----
 std::vector<uint8_t> Encode(const Heartbeat&) { return {}; }
 template <>
 Result<Heartbeat> Decode<Heartbeat>(std::span<const uint8_t> payload) {
   return DecodeWith<Heartbeat>(payload, [](Reader&, Heartbeat&) { return OkStatus(); });
+}
+std::vector<uint8_t> Encode(const HeartbeatAck&) { return {}; }
+template <>
+Result<HeartbeatAck> Decode<HeartbeatAck>(std::span<const uint8_t> payload) {
+  return DecodeWith<HeartbeatAck>(payload, [](Reader&, HeartbeatAck&) { return OkStatus(); });
 }
 std::vector<uint8_t> Encode(const Leave&) { return {}; }
 template <>

@@ -25,8 +25,8 @@ namespace weft::wire {
 
 inline constexpr uint32_t kFrameMagic = 0x54464557;  // the bytes "WEFT"
 // 2: Join and PeerJoined carry a device slice; 3: they carry opaque per-transport blobs instead
-// of transport fields.
-inline constexpr uint16_t kControlVersion = 3;
+// of transport fields; 4: the coordinator answers every Heartbeat with a HeartbeatAck.
+inline constexpr uint16_t kControlVersion = 4;
 inline constexpr size_t kFrameHeaderSize = 12;
 inline constexpr uint32_t kMaxFramePayload = 16u << 20;
 inline constexpr size_t kMaxNameLength = 1024;          // pool and peer names
@@ -47,6 +47,7 @@ enum class MessageType : uint16_t {
   kAllgatherDone = 10,
   kCallRequest = 11,
   kCallReply = 12,
+  kHeartbeatAck = 13,
 };
 std::string_view MessageTypeName(MessageType type);
 
@@ -140,6 +141,14 @@ struct Heartbeat {
   bool operator==(const Heartbeat&) const = default;
 };
 
+// coordinator -> peer: the answer to each Heartbeat. A peer whose heartbeats stay unanswered
+// for the pool's peer timeout treats the coordinator as unreachable (a frozen or overloaded
+// coordinator keeps its sockets open, so nothing else would tell).
+struct HeartbeatAck {
+  static constexpr MessageType kType = MessageType::kHeartbeatAck;
+  bool operator==(const HeartbeatAck&) const = default;
+};
+
 // peer -> coordinator: leaving cleanly; the coordinator then closes the connection.
 struct Leave {
   static constexpr MessageType kType = MessageType::kLeave;
@@ -202,6 +211,7 @@ std::vector<uint8_t> Encode(const JoinAck& m);
 std::vector<uint8_t> Encode(const PeerJoined& m);
 std::vector<uint8_t> Encode(const PeerGone& m);
 std::vector<uint8_t> Encode(const Heartbeat& m);
+std::vector<uint8_t> Encode(const HeartbeatAck& m);
 std::vector<uint8_t> Encode(const Leave& m);
 std::vector<uint8_t> Encode(const BarrierEnter& m);
 std::vector<uint8_t> Encode(const BarrierDone& m);
@@ -218,6 +228,7 @@ template <> Result<JoinAck> Decode<JoinAck>(std::span<const uint8_t> payload);
 template <> Result<PeerJoined> Decode<PeerJoined>(std::span<const uint8_t> payload);
 template <> Result<PeerGone> Decode<PeerGone>(std::span<const uint8_t> payload);
 template <> Result<Heartbeat> Decode<Heartbeat>(std::span<const uint8_t> payload);
+template <> Result<HeartbeatAck> Decode<HeartbeatAck>(std::span<const uint8_t> payload);
 template <> Result<Leave> Decode<Leave>(std::span<const uint8_t> payload);
 template <> Result<BarrierEnter> Decode<BarrierEnter>(std::span<const uint8_t> payload);
 template <> Result<BarrierDone> Decode<BarrierDone>(std::span<const uint8_t> payload);

@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
+#include <functional>
+#include <signal.h>
 #include <cstdio>
 #include <sstream>
 #include <string>
@@ -256,6 +259,77 @@ TEST(Cli, DemoHonoursPoolName) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("pool '" + pool + "'"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("every direction verified"), std::string::npos) << r.output;
+}
+
+// A peer process that dies before joining is noticed at once (it used to cost the demo its 120 s
+// join wait), and the demo says how it ended and quotes its stderr. The peers read WEFT_* from
+// the environment they inherit while --set binds only the demo itself, so a bad WEFT_TRANSPORT
+// makes every peer exit (status 1: its Pool::Join refuses the transport) while the demo runs.
+TEST(Cli, DemoReportsAPeerThatDiesBeforeJoining) {
+  const auto started = std::chrono::steady_clock::now();
+  CommandRun r = RunCommand("WEFT_TRANSPORT=bogus " + std::string(WEFT_BINARY) +
+                            " demo --peers 3 --size 16MiB --set transport=auto");
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("before joining the pool"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("exited with status 1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("bogus"), std::string::npos) << "the peer's own error is quoted:\n" << r.output;
+  EXPECT_LT(took, std::chrono::seconds(30)) << "the demo waited for the join deadline";
+}
+
+// Starts `weft demo` with `args`, waits until its peers are started, sends it SIGTERM and
+// returns its exit status (its output in *output).
+int TerminateDemo(const std::vector<std::string>& args, std::string* output, pid_t* demo_pid = nullptr,
+                  const std::function<void()>& before_signal = {}) {
+  std::vector<std::string> argv = {WEFT_BINARY, "demo"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  weft::testing::Spawned demo(argv);
+  if (!demo.started()) return -2;
+  if (demo_pid) *demo_pid = demo.pid();
+  if (demo.WaitFor("peer processes", std::chrono::seconds(60)).empty()) {
+    *output = demo.output();
+    return -3;
+  }
+  if (before_signal) before_signal();
+  ::kill(demo.pid(), SIGTERM);
+  const int status = demo.Wait(std::chrono::seconds(60));
+  *output = demo.output();
+  return status;
+}
+
+// SIGTERM kills the peer processes, removes the coordinator's socket and exits non-zero.
+TEST(Cli, TerminatedDemoLeavesNoSocketOrPeers) {
+  const std::string pool = "cli-term-" + std::to_string(getpid());
+  const std::string socket = "/tmp/weft-" + pool + ".sock";
+  std::string output;
+  bool socket_was_there = false;
+  const int status = TerminateDemo({"--peers", "3", "--size", "64MiB", "--set", "pool_name=" + pool}, &output,
+                                   nullptr, [&] { socket_was_there = ::access(socket.c_str(), F_OK) == 0; });
+  EXPECT_TRUE(socket_was_there) << output;
+  EXPECT_EQ(status, 128 + SIGTERM) << output;
+  EXPECT_NE(access(socket.c_str(), F_OK), 0) << socket << " is left behind:\n" << output;
+  // No peer process of this pool is left ("[d]" keeps the shell running pgrep from matching).
+  CommandRun left = RunCommand("pgrep -f '[d]emo-peer .*--pool " + pool + "' || true");
+  EXPECT_EQ(left.output, "") << left.output;
+}
+
+// With --nodes, the namespaces it made go too (only where the demo can make them: as root).
+TEST(Cli, TerminatedDemoAcrossNodesRemovesItsNamespaces) {
+  if (geteuid() != 0) GTEST_SKIP() << "making network namespaces needs root; the demo would use loopback";
+  std::string output;
+  pid_t demo_pid = 0;
+  std::string during;
+  const int status = TerminateDemo({"--peers", "3", "--size", "64MiB", "--nodes", "3"}, &output, &demo_pid, [&] {
+    CommandRun made = RunCommand("ip netns list | grep -E '^wd" + std::to_string(demo_pid % 100000) + "(br|h[0-9]+)' || true");
+    during = made.output;
+  });
+  if (output.find("network namespaces") == std::string::npos) {
+    GTEST_SKIP() << "the demo could not make network namespaces here (it fell back to loopback):\n" << output;
+  }
+  EXPECT_NE(during, "") << "no namespace of the demo was seen while it ran:\n" << output;
+  EXPECT_EQ(status, 128 + SIGTERM) << output;
+  CommandRun left = RunCommand("ip netns list | grep -E '^wd" + std::to_string(demo_pid % 100000) + "(br|h[0-9]+)' || true");
+  EXPECT_EQ(left.output, "") << "namespaces left behind:\n" << left.output << output;
 }
 
 }  // namespace

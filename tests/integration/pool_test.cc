@@ -9,6 +9,7 @@
 #include <weft/pool.h>
 
 #include "api/bm/device_slice.h"
+#include "api/bm/pool_coordinator.h"
 #include "api/bm/pool_internal.h"
 #include "api/bm/slice_blobs.h"
 #include "base/random.h"
@@ -447,6 +448,86 @@ TEST(Pool, FrozenPeerFailsTcpCopiesInFlightAndDoesNotStallTheControlThread) {
   }
   EXPECT_EQ(after.code(), Code::kPeerDown) << after.ToString();
   children.Kill(0);  // SIGKILL ends a stopped process too
+}
+
+// Joins the pool whose coordinator another process is starting (retries while none answers).
+Result<std::unique_ptr<Pool>> JoinOnceUp(const Config& config) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    auto pool = Pool::Join(config, JoinMode::kJoin);
+    if (pool.ok() || pool.status().code() != Code::kUnavailable || std::chrono::steady_clock::now() > until) {
+      return pool;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+// Issue 15: a frozen coordinator (SIGSTOP) used to cost every control call its whole deadline
+// (30 s), since its sockets stay open. It lives in a child process here; the two peers in this
+// process find that it stopped answering their heartbeats, so a call in flight and the next ones
+// fail with UNAVAILABLE within about peer_timeout_ms, copies between the peers go on, and once it
+// runs again control calls work again by themselves.
+TEST(Pool, FrozenCoordinatorFailsControlCallsFastAndCopiesGoOn) {
+  Config config = TestConfig("frozen-coordinator");
+  config.heartbeat_ms = 100;
+  config.peer_timeout_ms = 1000;
+  config.deadline_ms = 30000;
+  PeerProcesses host(1, [&](int) -> int {
+    auto coordinator = PoolCoordinator::Start(config);
+    if (!coordinator.ok()) return 10;
+    std::this_thread::sleep_for(std::chrono::seconds(300));
+    return 0;
+  });
+  host.Release();
+  auto a = JoinOnceUp(config);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto b = JoinOnceUp(config);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  ASSERT_TRUE((*a)->WaitForPeers(2, Soon()).ok());
+  ASSERT_TRUE((*b)->WaitForPeers(2, Soon()).ok());
+  const uint32_t b_rank = (*b)->rank();
+  ASSERT_TRUE(CopySucceedsWithin(**a, b_rank, std::chrono::seconds(10)));
+
+  ::kill(host.pid(0), SIGSTOP);
+  int wait_status = 0;  // the signal is asynchronous: wait until the child has stopped
+  ASSERT_EQ(::waitpid(host.pid(0), &wait_status, WUNTRACED), host.pid(0));
+  ASSERT_TRUE(WIFSTOPPED(wait_status));
+  const auto stopped = std::chrono::steady_clock::now();
+  auto in_flight = (*a)->Alloc(4096, Placement::Local());
+  const auto first = std::chrono::steady_clock::now() - stopped;
+  ASSERT_FALSE(in_flight.ok());
+  EXPECT_EQ(in_flight.status().code(), Code::kUnavailable) << in_flight.status().ToString();
+  EXPECT_NE(in_flight.status().message().find("stopped answering"), std::string::npos)
+      << in_flight.status().ToString();
+  EXPECT_LT(first, std::chrono::seconds(10)) << "the call waited for its deadline";
+  // Later calls fail at once, barriers and frees too.
+  const auto again = std::chrono::steady_clock::now();
+  EXPECT_EQ((*b)->Alloc(4096, Placement::Local()).status().code(), Code::kUnavailable);
+  EXPECT_EQ((*b)->Barrier(Soon()).code(), Code::kUnavailable);
+  EXPECT_LT(std::chrono::steady_clock::now() - again, std::chrono::seconds(10));
+  // The data path never asks the coordinator.
+  std::vector<uint8_t> out(1 << 20), back(1 << 20);
+  const uint64_t seed = FreshSeed();
+  FillRandom(out.data(), out.size(), seed);
+  auto target = (*a)->SliceAddress(b_rank);
+  ASSERT_TRUE(target.ok());
+  ASSERT_TRUE((*a)->Copy(*target, Addr(out.data()), out.size()).ok());
+  ASSERT_TRUE((*b)->Copy(Addr(back.data()), *target, back.size()).ok());
+  EXPECT_FALSE(FirstMismatch(back.data(), back.size(), seed).has_value());
+
+  ::kill(host.pid(0), SIGCONT);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto gva = (*a)->Alloc(4096, Placement::OnRank(b_rank));
+  while (!gva.ok() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    gva = (*a)->Alloc(4096, Placement::OnRank(b_rank));
+  }
+  ASSERT_TRUE(gva.ok()) << "control calls did not recover: " << gva.status().ToString();
+  EXPECT_TRUE((*a)->Free(*gva).ok());
+  // The coordinator read the heartbeats that waited in its sockets: nobody was declared down.
+  auto live = (*a)->LiveRanks();
+  EXPECT_NE(std::find(live.begin(), live.end(), b_rank), live.end());
+  EXPECT_TRUE((*a)->Copy(*target, Addr(out.data()), 4096).ok());
 }
 
 TEST(Pool, BadInputGetsSpecificErrors) {

@@ -6,6 +6,9 @@
 
 #include <weft/config.h>
 
+#include <spdlog/sinks/ostream_sink.h>
+
+#include "base/log.h"
 #include "base/metrics.h"
 #include "base/random.h"
 #include "base/status.h"
@@ -15,7 +18,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <system_error>
+#include <thread>
 
 namespace weft {
 namespace {
@@ -235,6 +241,31 @@ TEST(Metrics, LabelledSeriesShareTheirFamilysHeader) {
             "# HELP weft_x_total errors by code\n# TYPE weft_x_total counter\n"
             "weft_x_total{code=\"NOT_FOUND\"} 1\nweft_x_total{code=\"POOL_FULL\"} 2\n"
             "# HELP weft_x_total_bytes bytes\n# TYPE weft_x_total_bytes counter\nweft_x_total_bytes 9\n");
+}
+
+// A call site behind a RateLimitedLog writes at most its lines per interval; the rest are
+// counted and reported in one line when the interval is over.
+TEST(Log, RateLimitedLogWritesAtMostItsLinesThenACount) {
+  std::ostringstream out;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out);
+  auto& sinks = log::Get().sinks();
+  sinks.push_back(sink);
+  log::RateLimitedLog limited("test site", spdlog::level::warn, 3, std::chrono::milliseconds(200));
+  for (int i = 0; i < 100; ++i) limited("flood line {}", i);
+  EXPECT_EQ(limited.written(), 3u);
+  EXPECT_EQ(limited.suppressed(), 97u);
+  limited.Flush();  // the interval is not over: nothing yet
+  EXPECT_EQ(out.str().find("suppressed"), std::string::npos) << out.str();
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  limited.Flush();
+  limited("after the interval");
+  sinks.erase(std::remove(sinks.begin(), sinks.end(), sink), sinks.end());
+  const std::string text = out.str();
+  EXPECT_NE(text.find("flood line 2"), std::string::npos) << text;
+  EXPECT_EQ(text.find("flood line 3"), std::string::npos) << text;
+  EXPECT_NE(text.find("test site: 97 similar messages suppressed"), std::string::npos) << text;
+  EXPECT_NE(text.find("after the interval"), std::string::npos) << text;
+  EXPECT_EQ(limited.written(), 5u);  // 3, the count, and the one after
 }
 
 TEST(Random, SameSeedSameBytesAndMismatchFound) {

@@ -22,6 +22,9 @@
 #include <set>
 #include <thread>
 
+#include <spdlog/sinks/base_sink.h>
+
+#include "base/log.h"
 #include "meta/coordinator.h"
 #include "meta/coordinator_client.h"
 #include "net/auth.h"
@@ -1032,6 +1035,113 @@ TEST(Coordinator, LivePeerNameIsTakenRestartedPeerGetsItsRankBack) {
   auto late = JoinPeer(path, "beta");
   ASSERT_TRUE(late.ok()) << late.status().ToString();
   EXPECT_NE((*late)->client->rank(), beta_rank);
+}
+
+// Counts the lines written at warning level or above while it is attached to the "weft" logger.
+class WarningCounter {
+ public:
+  WarningCounter() : sink_(std::make_shared<Sink>()) { log::Get().sinks().push_back(sink_); }
+  ~WarningCounter() {
+    auto& sinks = log::Get().sinks();
+    sinks.erase(std::remove(sinks.begin(), sinks.end(), sink_), sinks.end());
+  }
+  uint64_t lines() const { return sink_->lines.load(); }
+
+ private:
+  struct Sink : spdlog::sinks::base_sink<std::mutex> {
+    std::atomic<uint64_t> lines{0};
+    void sink_it_(const spdlog::details::log_msg& msg) override {
+      if (msg.level >= spdlog::level::warn) lines.fetch_add(1);
+    }
+    void flush_() override {}
+  };
+  std::shared_ptr<Sink> sink_;
+};
+
+// Keeps up to `hold` connections to the coordinator open without a word, and opens a new one
+// whenever the coordinator closes one: a stranger flooding the port.
+class Flood {
+ public:
+  Flood(std::string path, size_t hold) : thread_([this, path, hold] { Run(path, hold); }) {}
+  ~Flood() {
+    stop_ = true;
+    thread_.join();
+  }
+  uint64_t opened() const { return opened_.load(); }
+
+ private:
+  void Run(const std::string& path, size_t hold) {
+    std::vector<net::UniqueFd> held;
+    while (!stop_) {
+      std::erase_if(held, [](const net::UniqueFd& fd) {
+        pollfd p{fd.get(), POLLIN, 0};
+        return ::poll(&p, 1, 0) > 0;  // closed by the coordinator (it never sends a stranger data)
+      });
+      while (held.size() < hold && !stop_) {
+        auto s = net::ConnectUnix(path, Deadline::After(1s));
+        if (!s.ok()) break;
+        held.push_back(std::move(*s));
+        opened_.fetch_add(1);
+      }
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> opened_{0};
+  std::thread thread_;
+};
+
+// Issue 15, defect 4: a flood of silent connections used to fill the connection cap, so that no
+// peer could join while the attacker reopened what was closed, and every refusal logged a line.
+// Now the oldest stranger makes room for the newcomer: all 23 peers join, none of them is ever
+// closed for a stranger, the closures are counted, and the log stays bounded.
+TEST(Coordinator, ConnectionFloodDoesNotLockPeersOutAndLogsBoundedly) {
+  TempDir dir;
+  WarningCounter warnings;
+  MetricsRegistry metrics;
+  CoordinatorOptions o;
+  o.socket_path = dir.File("c.sock");
+  o.pool_name = "pool";
+  o.rank_size = kRankSize;
+  o.peer_timeout = 10s;
+  o.max_pre_join = 16;
+  o.metrics = &metrics;
+  auto coord = StartRecording(o, nullptr, {});
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  const auto started = std::chrono::steady_clock::now();
+  Counter* evicted = metrics.counter("weft_coordinator_connections_refused_total{reason=\"pre_join_full\"}");
+  std::vector<std::unique_ptr<Peer>> peers;
+  {
+    Flood flood(o.socket_path, 4 * o.max_pre_join);
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    while (evicted->value() < 200 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+    ASSERT_GE(evicted->value(), 200u) << "the flood did not fill the pre-join budget";
+    std::vector<std::future<Result<std::unique_ptr<Peer>>>> joins;
+    for (int i = 0; i < 23; ++i) {
+      joins.push_back(std::async(std::launch::async, [path = o.socket_path, i] {
+        return JoinPeer(path, "peer" + std::to_string(i));
+      }));
+    }
+    for (int i = 0; i < 23; ++i) {
+      auto p = joins[i].get();
+      ASSERT_TRUE(p.ok()) << "peer " << i << ": " << p.status().ToString();
+      peers.push_back(std::move(*p));
+    }
+    const uint64_t evicted_while_joining = evicted->value();
+    while (evicted->value() < evicted_while_joining + 200 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(5ms);
+    }
+    EXPECT_GT(flood.opened(), 400u);
+  }
+  EXPECT_EQ((*coord)->Peers().size(), 23u) << "joined peers are never closed to make room";
+  for (auto& p : peers) EXPECT_TRUE(p->client->connected());
+  EXPECT_GT(evicted->value(), 400u);
+  // At most 10 lines per 10 s for each of the coordinator's three stranger call sites, plus one
+  // "suppressed" line per interval each; the flood itself closed hundreds of connections.
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started);
+  const uint64_t intervals = static_cast<uint64_t>(seconds.count()) / 10 + 2;
+  EXPECT_LE(warnings.lines(), 3 * 11 * intervals) << "the flood's log is bounded";
+  EXPECT_LT(warnings.lines(), evicted->value() / 4);
 }
 
 constexpr char kTcpSecret[] = "coordinator-test-secret-7f3a";

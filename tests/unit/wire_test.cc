@@ -153,8 +153,8 @@ CallReply SampleCallReplyError() { return {Rng()(), {Code::kPoolFull, "no room"}
 template <typename T>
 class MessageTest : public ::testing::Test {};
 
-using Samples = ::testing::Types<Join, JoinAck, PeerJoined, PeerGone, Heartbeat, Leave, BarrierEnter, BarrierDone,
-                                 AllgatherEnter, AllgatherDone, CallRequest, CallReply>;
+using Samples = ::testing::Types<Join, JoinAck, PeerJoined, PeerGone, Heartbeat, HeartbeatAck, Leave, BarrierEnter,
+                                 BarrierDone, AllgatherEnter, AllgatherDone, CallRequest, CallReply>;
 TYPED_TEST_SUITE(MessageTest, Samples);
 
 template <typename T>
@@ -164,6 +164,7 @@ std::vector<T> SamplesOf() {
   if constexpr (std::is_same_v<T, PeerJoined>) return {SamplePeerJoined(), PeerJoined{}};
   if constexpr (std::is_same_v<T, PeerGone>) return {SamplePeerGone(), PeerGone{}};
   if constexpr (std::is_same_v<T, Heartbeat>) return {SampleHeartbeat()};
+  if constexpr (std::is_same_v<T, HeartbeatAck>) return {HeartbeatAck{}};
   if constexpr (std::is_same_v<T, Leave>) return {SampleLeave()};
   if constexpr (std::is_same_v<T, BarrierEnter>) return {SampleBarrierEnter()};
   if constexpr (std::is_same_v<T, BarrierDone>) return {SampleBarrierDone(), BarrierDone{}};
@@ -333,11 +334,14 @@ TEST(FrameHeader, RejectsBadHeaders) {
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({static_cast<uint16_t>(v + 1), MessageType::kJoin, 0})).status().code(), Code::kProtocol);
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({static_cast<uint16_t>(v - 1), MessageType::kJoin, 0})).status().code(), Code::kProtocol)
       << "an older peer (with transport fields instead of blobs) is refused, not misread";
-  static_assert(kControlVersion == 3, "a Join of v2 carried memfd/VMM/tcp fields: it must be refused above");
+  static_assert(kControlVersion == 4,
+                "a v3 coordinator never answers heartbeats, a Join of v2 carried memfd/VMM/tcp fields: both are "
+                "refused above");
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, static_cast<MessageType>(0), 0})).status().code(),
             Code::kProtocol);
-  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, static_cast<MessageType>(13), 0})).status().code(),
+  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, static_cast<MessageType>(14), 0})).status().code(),
             Code::kProtocol);
+  EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader({v, MessageType::kHeartbeatAck, 0})).ok());
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, MessageType::kJoin, kMaxFramePayload + 1})).status().code(),
             Code::kProtocol);
   EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader({v, MessageType::kJoin, kMaxFramePayload})).ok());

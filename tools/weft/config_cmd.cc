@@ -27,11 +27,12 @@ void AddConfig(CLI::App& app, Runner* run) {
       }
       fmt::print("pool_name={}\nrank_size={}\ncoordinator={}\nnuma_node={}\nmax_ranks={}\ngva_base={:#x}\n"
                  "unified_va={}\ncopy_threads={}\nsplit_bytes={}\nheartbeat_ms={}\npeer_timeout_ms={}\n"
-                 "deadline_ms={}\nlog_paths={}\nlog_level={}\ntransport={}\ndata_address={}\n"
+                 "coordinator_join_timeout_ms={}\ncoordinator_max_pre_join={}\ndeadline_ms={}\nlog_paths={}\nlog_level={}\ntransport={}\ndata_address={}\n"
                  "cluster_secret={}\ntcp_lanes={}\n",
                  config->pool_name, FormatBytes(config->rank_size), config->CoordinatorPath(), config->numa_node,
                  config->max_ranks, config->gva_base, config->unified_va, config->copy_threads,
-                 FormatBytes(config->split_bytes), config->heartbeat_ms, config->peer_timeout_ms, config->deadline_ms,
+                 FormatBytes(config->split_bytes), config->heartbeat_ms, config->peer_timeout_ms,
+                 config->coordinator_join_timeout_ms, config->coordinator_max_pre_join, config->deadline_ms,
                  config->log_paths, config->log_level, config->transport, config->data_address,
                  config->cluster_secret.empty() ? "(not set)" : "(set, not shown)", config->tcp_lanes);
       return 0;

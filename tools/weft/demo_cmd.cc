@@ -3,15 +3,19 @@
 // a table. Exits 0 only if every copy on every peer verified. Its peers run the hidden
 // `weft demo-peer`, which a test may also start itself (one per network namespace under
 // `ip netns exec`, joined to a `weft meta` coordinator; --report prints the table there too).
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -25,6 +29,7 @@
 #include "api/bm/device_slice.h"
 #include "api/bm/pool_internal.h"
 #include "base/random.h"
+#include "net/unix_socket.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
 #include "tools/weft/netns_topology.h"
@@ -450,52 +455,191 @@ std::vector<std::string> PeerEnv(uint32_t i, int host, const PeerHosts& hosts, i
   return env;
 }
 
-// posix_spawnp with argv and envp made from strings; nullopt when the process cannot start.
-std::optional<pid_t> Spawn(std::vector<std::string> args, std::vector<std::string> env) {
+// A peer process the demo started. Its stderr goes to a memfd, so that the demo can quote the
+// tail when the peer fails (and pass it on when the peer ends).
+struct PeerProcess {
+  uint32_t index = 0;
+  pid_t pid = -1;
+  net::UniqueFd stderr_fd;
+  std::optional<int> status;  // waitpid status, once reaped
+
+  // Reaps it if it has ended; true once it has.
+  bool Ended() {
+    if (status) return true;
+    int st = 0;
+    const pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == 0 || (r < 0 && errno == EINTR)) return false;
+    status = r == pid ? st : -1;  // -1: reaped elsewhere, how it ended is unknown
+    return true;
+  }
+  bool Succeeded() const { return status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0; }
+  std::string HowItEnded() const {
+    if (!status) return "is still running";
+    if (WIFEXITED(*status)) return fmt::format("exited with status {}", WEXITSTATUS(*status));
+    if (WIFSIGNALED(*status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(*status), strsignal(WTERMSIG(*status)));
+    return fmt::format("ended with wait status {}", *status);
+  }
+  // The last `max` bytes it wrote to stderr.
+  std::string StderrTail(size_t max = 2048) const {
+    const off_t size = lseek(stderr_fd.get(), 0, SEEK_END);
+    if (size <= 0) return {};
+    const off_t from = size > static_cast<off_t>(max) ? size - static_cast<off_t>(max) : 0;
+    std::string tail(static_cast<size_t>(size - from), '\0');
+    const ssize_t n = pread(stderr_fd.get(), tail.data(), tail.size(), from);
+    tail.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return tail;
+  }
+};
+
+// posix_spawnp with argv and envp made from strings, stderr into a fresh memfd; nullopt when the
+// process cannot start.
+std::optional<PeerProcess> Spawn(uint32_t index, std::vector<std::string> args, std::vector<std::string> env) {
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  pid_t pid = 0;
-  if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), envp.data()) != 0) return std::nullopt;
-  return pid;
+  PeerProcess p;
+  p.index = index;
+  p.stderr_fd = net::UniqueFd(memfd_create(fmt::format("weft-demo-peer{}-stderr", index).c_str(), MFD_CLOEXEC));
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (p.stderr_fd.valid()) posix_spawn_file_actions_adddup2(&actions, p.stderr_fd.get(), STDERR_FILENO);
+  const int rc = posix_spawnp(&p.pid, argv[0], &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return std::nullopt;
+  return p;
 }
+
+// What the demo made that must not outlive it, for the signal thread to remove.
+struct DemoLeftovers {
+  std::mutex mu;
+  std::vector<pid_t> children;
+  std::string socket_path;  // a unix coordinator's; empty for tcp
+  NetnsTopology* topology = nullptr;
+
+  void KillChildren() {
+    std::lock_guard lock(mu);
+    for (pid_t c : children) kill(c, SIGKILL);
+    for (pid_t c : children) waitpid(c, nullptr, 0);
+    children.clear();
+  }
+  void Remove() {
+    KillChildren();
+    std::lock_guard lock(mu);
+    if (!socket_path.empty()) unlink(socket_path.c_str());
+    if (topology) topology->Remove();
+  }
+};
+
+// SIGINT and SIGTERM end the demo wherever its main thread is (waiting for a join, copying): a
+// thread of its own takes them, kills the peer processes, removes the socket and the namespaces
+// and exits 128 + the signal. Construct it before any other thread starts, so that every thread
+// inherits the blocked signals and only this one takes them.
+class DemoInterrupts {
+ public:
+  explicit DemoInterrupts(DemoLeftovers& leftovers) : leftovers_(leftovers) {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set_, &old_);
+    thread_ = std::thread([this] { Watch(); });
+  }
+  ~DemoInterrupts() {
+    stop_ = true;
+    thread_.join();
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  void Watch() {
+    const timespec tick{0, 100 * 1000 * 1000};
+    while (!stop_) {
+      const int sig = sigtimedwait(&set_, nullptr, &tick);
+      if (sig <= 0) continue;
+      fmt::print(stderr, "weft demo: {}: killing the peer processes and removing what the demo made\n",
+                 strsignal(sig));
+      leftovers_.Remove();
+      std::fflush(stdout);
+      _exit(128 + sig);
+    }
+  }
+  DemoLeftovers& leftovers_;
+  sigset_t set_{}, old_{};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
 
 // Starts peers 1..peers-1 (this process is the first peer), peer i on host i mod nodes + 1. If one
 // cannot start, reports it, kills those already started and returns nullopt.
-std::optional<std::vector<pid_t>> StartPeers(const std::vector<std::string>& command, const PeerHosts& hosts,
-                                             uint32_t peers, int device_gpus) {
-  std::vector<pid_t> children;
+std::optional<std::vector<PeerProcess>> StartPeers(const std::vector<std::string>& command, const PeerHosts& hosts,
+                                                   uint32_t peers, int device_gpus, DemoLeftovers& leftovers) {
+  std::vector<PeerProcess> children;
   for (uint32_t i = 1; i < peers; ++i) {
     const int host = static_cast<int>(i % hosts.nodes) + 1;
     std::vector<std::string> args;
     if (hosts.topology) args = {"ip", "netns", "exec", hosts.topology->Namespace(host)};
     args.insert(args.end(), command.begin(), command.end());
-    auto pid = Spawn(std::move(args), PeerEnv(i, host, hosts, device_gpus));
-    if (!pid) {
+    auto child = Spawn(i, std::move(args), PeerEnv(i, host, hosts, device_gpus));
+    if (!child) {
       fmt::print(stderr, "weft demo: cannot start peer {}\n", i);
-      for (pid_t c : children) kill(c, SIGKILL);
+      leftovers.KillChildren();
       return std::nullopt;
     }
-    children.push_back(*pid);
+    {
+      std::lock_guard lock(leftovers.mu);
+      leftovers.children.push_back(child->pid);
+    }
+    children.push_back(std::move(*child));
   }
   return children;
 }
 
-// Reaps the peer processes; false (each reported) if any did not exit 0.
-bool WaitForPeerProcesses(const std::vector<pid_t>& children) {
+std::string Indented(const std::string& text) {
+  std::string out = "  | ";
+  for (char ch : text) out += ch == '\n' ? std::string("\n  | ") : std::string(1, ch);
+  while (out.size() >= 4 && out.compare(out.size() - 4, 4, "  | ") == 0) out.resize(out.size() - 4);
+  if (!out.empty() && out.back() != '\n') out += '\n';
+  return out;
+}
+
+// Waits until `peers` peers have joined, watching the peer processes meanwhile: one that ends
+// before that fails the wait within about a second, quoting how it ended and its stderr.
+Status WaitForJoins(Pool& pool, std::vector<PeerProcess>& children, uint32_t peers) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  for (;;) {
+    auto joined = pool.WaitForPeers(peers, Deadline::After(std::chrono::milliseconds(200)));
+    if (joined.ok()) return OkStatus();
+    if (joined.status().code() != Code::kTimeout) return joined.status();
+    for (PeerProcess& c : children) {
+      if (!c.Ended()) continue;
+      std::string tail = c.StderrTail();
+      return Error(Code::kUnavailable, "peer process {} (pid {}) {} before joining the pool{}", c.index, c.pid,
+                   c.HowItEnded(), tail.empty() ? std::string(" (nothing on its stderr)") : "; its stderr:\n" + Indented(tail));
+    }
+    if (std::chrono::steady_clock::now() > until) {
+      return Error(Code::kTimeout, "only {} of {} peers joined within 120 s; the peer processes are still running",
+                   pool.LiveRanks().size(), peers);
+    }
+  }
+}
+
+// Reaps the peer processes; false (each reported, with its stderr) if any did not exit 0.
+bool WaitForPeerProcesses(std::vector<PeerProcess>& children) {
   bool ok = true;
-  for (pid_t c : children) {
-    int status = 0;
+  for (PeerProcess& c : children) {
     // Children finish once the final barrier passed; a stuck one is killed after 30 s.
-    for (int waited = 0; waitpid(c, &status, WNOHANG) == 0; ++waited) {
-      if (waited == 300) kill(c, SIGKILL);
+    for (int waited = 0; !c.Ended(); ++waited) {
+      if (waited == 300) kill(c.pid, SIGKILL);
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      fmt::print(stderr, "weft demo: peer process {} failed (status {})\n", c, status);
+    const std::string tail = c.StderrTail();
+    if (!c.Succeeded()) {
+      fmt::print(stderr, "weft demo: peer process {} (pid {}) {}{}", c.index, c.pid, c.HowItEnded(),
+                 tail.empty() ? std::string("\n") : "; its stderr:\n" + Indented(tail));
       ok = false;
+    } else if (!tail.empty()) {
+      fmt::print(stderr, "weft demo: peer process {} wrote on stderr:\n{}", c.index, Indented(tail));
     }
   }
   return ok;
@@ -512,8 +656,23 @@ int RunDemo(const DemoOptions& o) {
   const std::string pool_name =
       base->pool_name != Config{}.pool_name ? base->pool_name : fmt::format("demo-{}", getpid());
   Config config = DemoConfig(*base, pool_name, fmt::format("/tmp/weft-{}.sock", pool_name), sizes->size);
+  DemoLeftovers leftovers;
+  DemoInterrupts interrupts(leftovers);  // before any other thread starts
   // Declared before the pool so that the namespaces outlive it.
   PeerHosts hosts = PlacePeers(o.nodes, config);
+  {
+    std::lock_guard lock(leftovers.mu);
+    leftovers.topology = hosts.topology.get();
+    if (config.coordinator.rfind("tcp://", 0) != 0) leftovers.socket_path = config.coordinator;
+  }
+  // The signal thread must not reach the namespaces once they are gone with `hosts`.
+  struct ForgetTopology {
+    DemoLeftovers& leftovers;
+    ~ForgetTopology() {
+      std::lock_guard lock(leftovers.mu);
+      leftovers.topology = nullptr;
+    }
+  } forget_topology{leftovers};
   // Device slices: each peer on GPU (index mod GPUs), told through the environment.
   const int gpus = bm::UsableGpuCount();
   auto device_size = DeviceSliceSize(o.device_size, sizes->size, o.nodes, gpus);
@@ -530,15 +689,32 @@ int RunDemo(const DemoOptions& o) {
   // The peers get the coordinator address with the port it took.
   auto children =
       StartPeers(PeerCommand(o.peers, *sizes, pool_name, (*pool)->coordinator_address(), o.batch_pages), hosts,
-                 o.peers, config.device_size > 0 ? gpus : 0);
+                 o.peers, config.device_size > 0 ? gpus : 0, leftovers);
   if (!children) return 1;
   fmt::print("weft demo: started {} peer processes; copying...\n", children->size());
   std::fflush(stdout);
+  if (Status joined = WaitForJoins(**pool, *children, o.peers); !joined.ok()) {
+    fmt::print(stderr, "weft demo: {}\n", joined.ToString());
+    for (PeerProcess& c : *children) {
+      if (!c.Ended()) kill(c.pid, SIGKILL);
+    }
+    (void)WaitForPeerProcesses(*children);
+    {
+      std::lock_guard lock(leftovers.mu);
+      leftovers.children.clear();
+    }
+    fmt::print("weft demo: FAILED\n");
+    return 1;
+  }
   auto all = RunPeer(**pool, o.peers, sizes->block, o.batch_pages);
   bool ok = all.ok();
   if (!ok) fmt::print(stderr, "weft demo: {}\n", all.status().ToString());
   else ok = PrintTable(*all, o.peers);
   if (!WaitForPeerProcesses(*children)) ok = false;
+  {
+    std::lock_guard lock(leftovers.mu);
+    leftovers.children.clear();  // reaped: their pids may be reused
+  }
   (void)(*pool)->Leave();
   fmt::print("weft demo: {}\n", ok ? "every direction verified" : "FAILED");
   return ok ? 0 : 1;
@@ -549,7 +725,11 @@ int RunDemoPeer(const DemoOptions& o) {
   auto base = LoadConfig();
   auto size = ParseBytes(o.size);
   auto block = ParseBytes(o.block);
-  if (!base.ok() || !size.ok() || !block.ok()) return 2;
+  for (const Status& s : {base.status(), size.status(), block.status()}) {
+    if (s.ok()) continue;
+    fmt::print(stderr, "weft demo-peer: {}\n", s.ToString());
+    return 2;
+  }
   auto pool = Pool::Join(DemoConfig(*base, o.pool, o.socket, *size), bm::JoinMode::kJoin);
   if (!pool.ok()) {
     fmt::print(stderr, "weft demo-peer: {}\n", pool.status().ToString());

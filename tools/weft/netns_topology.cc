@@ -50,9 +50,16 @@ Result<std::unique_ptr<NetnsTopology>> NetnsTopology::Create(int k) {
   return t;
 }
 
-NetnsTopology::~NetnsTopology() {
+NetnsTopology::~NetnsTopology() { Remove(); }
+
+void NetnsTopology::Remove() {
+  std::vector<std::string> made;
+  {
+    std::lock_guard lock(mu_);
+    made.swap(created_);
+  }
   // Deleting a namespace deletes the veth ends in it, and with them their peers.
-  for (auto it = created_.rbegin(); it != created_.rend(); ++it) (void)Run("ip netns del " + *it);
+  for (auto it = made.rbegin(); it != made.rend(); ++it) (void)Run("ip netns del " + *it);
 }
 
 std::string NetnsTopology::Namespace(int host) const { return fmt::format("{}h{}", tag_, host); }

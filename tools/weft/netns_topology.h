@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,11 @@ class NetnsTopology {
  public:
   // Hosts 1..k get addresses 10.79.0.1 .. 10.79.0.k inside their own namespaces only.
   static Result<std::unique_ptr<NetnsTopology>> Create(int k);
-  ~NetnsTopology();
+  ~NetnsTopology();  // Remove()
+
+  // Deletes every namespace it made; idempotent and safe from another thread (an interrupted
+  // demo cleans up from its signal thread while the main thread may be anywhere).
+  void Remove();
 
   std::string Namespace(int host) const;   // host in 1..k
   std::string Address(int host) const;     // "10.79.0.<host>"
@@ -24,6 +29,7 @@ class NetnsTopology {
  private:
   NetnsTopology() = default;
   std::string tag_;
+  std::mutex mu_;  // guards created_ for Remove()
   std::vector<std::string> created_;
 };
 

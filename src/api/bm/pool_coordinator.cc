@@ -36,6 +36,8 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
   options.rank_size = config.rank_size;
   options.max_ranks = config.max_ranks;
   options.peer_timeout = Millis(config.peer_timeout_ms);
+  options.join_timeout = Millis(config.coordinator_join_timeout_ms);
+  options.max_pre_join = config.coordinator_max_pre_join;
   options.listen_address = config.coordinator_listen;
   options.cluster_secret = config.cluster_secret;
   options.metrics = pc->metrics_;

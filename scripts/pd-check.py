@@ -110,8 +110,8 @@ def decode(a, seed, device_index, conn):
     te.close()
 
 
-def prefill_request(a, te, session, bases, cache, src, dst):
-    """One request: every layer's blocks in one batch_transfer_sync_write."""
+def request_lists(a, cache, bases, src, dst):
+    """The address lists of one request, every layer's blocks, as a connector builds them."""
     bb = block_bytes(a)
     buffers, peers = [], []
     for layer, t in enumerate(cache):
@@ -119,7 +119,7 @@ def prefill_request(a, te, session, bases, cache, src, dst):
         for s, d in zip(src, dst):
             buffers.append(base + s * bb)
             peers.append(bases[layer] + d * bb)
-    return te.batch_transfer_sync_write(session, buffers, peers, [bb] * len(buffers))
+    return buffers, peers, [bb] * len(buffers)
 
 
 def prefill(a, seed, device_index, conn, results):
@@ -134,7 +134,7 @@ def prefill(a, seed, device_index, conn, results):
     if te.batch_register_memory([t.data_ptr() for t in cache], [t.numel() * 2 for t in cache]) != 0:
         raise RuntimeError("prefill: batch_register_memory of the KV cache failed")
     peer = conn.recv()
-    times, bad = [], 0
+    times, calls, bad = [], [], 0
     for r in range(3 + a.requests):
         src, dst = request_plan(a, seed, r)
         data = request_data(a, seed, r, dev)
@@ -143,7 +143,9 @@ def prefill(a, seed, device_index, conn, results):
             t.view(torch.int16).index_copy_(0, idx, data[layer])
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        rc = prefill_request(a, te, peer["session"], peer["bases"], cache, src, dst)
+        buffers, peers, lengths = request_lists(a, cache, peer["bases"], src, dst)
+        t1 = time.perf_counter()
+        rc = te.batch_transfer_sync_write(peer["session"], buffers, peers, lengths)
         elapsed = time.perf_counter() - t0
         if rc != 0:
             raise RuntimeError(f"request {r}: batch_transfer_sync_write returned {rc}")
@@ -151,9 +153,10 @@ def prefill(a, seed, device_index, conn, results):
         bad = conn.recv()["mismatched_elements"]
         if r >= 3:
             times.append(elapsed)
+            calls.append(elapsed - (t1 - t0))
     conn.send("done")
     te.close()
-    results.put({"times": times, "mismatched_elements": bad})
+    results.put({"times": times, "calls": calls, "mismatched_elements": bad})
 
 
 def median(xs):
@@ -267,7 +270,9 @@ def main(argv=None):
     t_weft = median(weft_run["times"])
     t_peer = memcpy_peer_baseline(a, "cuda:0", "cuda:1" if gpus == 2 else "cuda:0")
     t_nccl = run_nccl(ctx, a, seed) if gpus == 2 else None
+    t_call = median(weft_run["calls"])
     rows = [("weft.mooncake batch_transfer_sync_write", t_weft, None),
+            ("  of which the call (lists built)", t_call, None),
             ("cudaMemcpyPeer, one large copy", t_peer, t_peer / t_weft)]
     if t_nccl is not None:
         rows.append(("torch: gather + NCCL send/recv + scatter", t_nccl, t_nccl / t_weft))
@@ -281,7 +286,7 @@ def main(argv=None):
         with open(a.json, "w") as f:
             json.dump({"gpus": gpus, "device": torch.cuda.get_device_name(0), "bytes_per_request": per_request,
                        "blocks_per_request": a.layers * a.blocks_per_request, "block_bytes": block_bytes(a),
-                       "weft_s": t_weft, "memcpy_peer_s": t_peer, "nccl_s": t_nccl, "exact": ok,
+                       "weft_s": t_weft, "weft_call_s": t_call, "memcpy_peer_s": t_peer, "nccl_s": t_nccl, "exact": ok,
                        "seed": seed}, f, indent=1)
     return 0 if ok else 1
 

@@ -68,7 +68,15 @@ struct CollectivePlan {
   std::string algorithm;            // "one-shot", "reduce-scatter+allgather", "direct", ...
   uint64_t steps = 0;               // rounds of at most slot_bytes per peer
   std::vector<std::string> paths;   // per team rank: "self", "mapped", or "copy engine"
+  // What it runs instead when every rank's buffers lie in its heap (Malloc): "" when the same.
+  std::string heap_algorithm;
   std::string ToString() const;
+};
+
+// What a team's collectives ran so far on this rank.
+struct TeamStats {
+  uint64_t collectives = 0;  // the eight collectives' calls (barriers, Malloc, Free not counted)
+  uint64_t heap_path = 0;    // of which read the peers' heaps in place
 };
 
 class Team {
@@ -122,6 +130,9 @@ class Team {
   // The eight collectives on this rank's local host buffers. Counts are in elements; `count`
   // is what each rank contributes or receives per rank. send may equal recv (in place) where
   // the shapes allow it (broadcast, allreduce, reduce, allgather with send at recv + rank×count).
+  // Above the one-shot limit, when every rank's buffers that the others read lie in its heap
+  // (Malloc, Local) and every peer is mapped, the ranks read each other's buffers in place:
+  // two or three rounds whatever the size, each byte copied once (Plan's heap_algorithm).
   Status Broadcast(void* buf, uint64_t count, DType dtype, uint32_t root, OptDeadline deadline = std::nullopt);
   Status Scatter(const void* send, void* recv, uint64_t count, DType dtype, uint32_t root,
                  OptDeadline deadline = std::nullopt);  // send: size×count at root
@@ -140,6 +151,7 @@ class Team {
 
   // What an allreduce (or another collective by name) of `bytes` per rank would run.
   CollectivePlan Plan(std::string_view collective, uint64_t bytes) const;
+  TeamStats stats() const;
 
   struct Impl;
 

@@ -158,9 +158,43 @@ bool SameBytes(const void* got, const void* want, uint64_t len, const char* what
 constexpr DType kDtypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kI32, DType::kI64};
 constexpr ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin, ReduceOp::kProd};
 
+// Where a check's buffers live: this process's memory, or (heap set) a region of the team's
+// heap that every check reuses from its start, so that the collectives read the peers' heaps
+// in place (heap_collectives.h). Every rank takes the same buffers in the same order.
+struct Scratch {
+  uint8_t* heap = nullptr;
+  uint64_t heap_len = 0;
+  uint64_t used = 0;
+  std::vector<std::vector<uint8_t>> own;
+
+  void Reset() {
+    used = 0;
+    own.clear();
+  }
+  std::span<uint8_t> Buf(uint64_t len, uint8_t fill) {
+    uint8_t* p;
+    if (heap) {
+      if (used + len > heap_len) abort();  // the test asks for more than it set aside
+      p = heap + used;
+      used += (len + 63) / 64 * 64;
+    } else {
+      own.emplace_back(len);
+      p = own.back().data();
+    }
+    std::memset(p, fill, len);
+    return {p, len};
+  }
+  std::span<uint8_t> Copy(const std::vector<uint8_t>& from) {
+    auto b = Buf(from.size(), 0);
+    std::memcpy(b.data(), from.data(), from.size());
+    return b;
+  }
+};
+
 struct Checker {
   Team& team;
   uint64_t seed;
+  Scratch scratch = {};
   uint32_t n() const { return team.size(); }
   uint32_t me() const { return team.rank(); }
   std::vector<std::vector<uint8_t>> All(DType d, uint64_t count, uint64_t salt) const {
@@ -170,8 +204,9 @@ struct Checker {
   }
 
   int AllReduce(DType d, ReduceOp op, uint64_t count, bool in_place, uint64_t salt) {
+    scratch.Reset();
     auto in = All(d, count, salt);
-    std::vector<uint8_t> out(in[me()].size(), 0xA5), send = in[me()];
+    auto out = scratch.Buf(in[me()].size(), 0xA5), send = scratch.Copy(in[me()]);
     void* recv = in_place ? send.data() : out.data();
     Status s = team.AllReduce(send.data(), recv, count, d, op, Soon());
     FAIL_IF(!s.ok(), "allreduce: %s", s.ToString().c_str());
@@ -183,9 +218,10 @@ struct Checker {
   }
 
   int Reduce(DType d, ReduceOp op, uint64_t count, uint32_t root, uint64_t salt) {
+    scratch.Reset();
     auto in = All(d, count, salt);
-    std::vector<uint8_t> out(in[me()].size(), 0xA5);
-    Status s = team.Reduce(in[me()].data(), out.data(), count, d, op, root, Soon());
+    auto out = scratch.Buf(in[me()].size(), 0xA5), send = scratch.Copy(in[me()]);
+    Status s = team.Reduce(send.data(), out.data(), count, d, op, root, Soon());
     FAIL_IF(!s.ok(), "reduce: %s", s.ToString().c_str());
     if (me() != root) return 0;
     auto want = Reference(d, op, in, 0, count);
@@ -194,10 +230,11 @@ struct Checker {
   }
 
   int ReduceScatter(DType d, ReduceOp op, uint64_t count, uint64_t salt) {
+    scratch.Reset();
     auto in = All(d, count * n(), salt);
     size_t es = DTypeSize(d);
-    std::vector<uint8_t> out(count * es + 1, 0xA5);
-    Status s = team.ReduceScatter(in[me()].data(), out.data(), count, d, op, Soon());
+    auto out = scratch.Buf(count * es + 1, 0xA5), send = scratch.Copy(in[me()]);
+    Status s = team.ReduceScatter(send.data(), out.data(), count, d, op, Soon());
     FAIL_IF(!s.ok(), "reduce_scatter: %s", s.ToString().c_str());
     auto want = Reference(d, op, in, uint64_t{me()} * count, count);
     FAIL_IF(!SameBytes(out.data(), want.data(), want.size(), "reduce_scatter"), "count %lu", (unsigned long)count);
@@ -207,12 +244,13 @@ struct Checker {
 
   int Movement(DType d, uint64_t count, uint32_t root, uint64_t salt) {
     size_t es = DTypeSize(d), block = count * es;
+    scratch.Reset();
     auto in = All(d, count * n(), salt);  // rank r's send buffer: n blocks
     auto block_of = [&](uint32_t r, uint32_t b) { return in[r].data() + b * block; };
-    std::vector<uint8_t> out(n() * block + 1, 0xA5);
+    auto out = scratch.Buf(n() * block + 1, 0xA5), send = scratch.Copy(in[me()]);
 
     // broadcast: the root's first block everywhere
-    std::vector<uint8_t> buf(block + 1, 0xA5);
+    auto buf = scratch.Buf(block + 1, 0xA5);
     std::memcpy(buf.data(), block_of(me(), 0), block);
     Status s = team.Broadcast(buf.data(), count, d, root, Soon());
     FAIL_IF(!s.ok() || !SameBytes(buf.data(), block_of(root, 0), block, "broadcast"), "broadcast %s",
@@ -221,19 +259,19 @@ struct Checker {
 
     // scatter: block r of the root's buffer to rank r
     std::fill(buf.begin(), buf.end(), 0xA5);
-    s = team.Scatter(in[me()].data(), buf.data(), count, d, root, Soon());
+    s = team.Scatter(send.data(), buf.data(), count, d, root, Soon());
     FAIL_IF(!s.ok() || !SameBytes(buf.data(), block_of(root, me()), block, "scatter"), "scatter %s",
             s.ToString().c_str());
 
     // gather: every rank's block 0 at the root, in rank order
-    s = team.Gather(in[me()].data(), out.data(), count, d, root, Soon());
+    s = team.Gather(send.data(), out.data(), count, d, root, Soon());
     FAIL_IF(!s.ok(), "gather %s", s.ToString().c_str());
     if (me() == root)
       for (uint32_t r = 0; r < n(); ++r) FAIL_IF(!SameBytes(out.data() + r * block, block_of(r, 0), block, "gather"), "from %u", r);
 
     // allgather, out of place and in place
     std::fill(out.begin(), out.end(), 0xA5);
-    s = team.AllGather(in[me()].data(), out.data(), count, d, Soon());
+    s = team.AllGather(send.data(), out.data(), count, d, Soon());
     FAIL_IF(!s.ok(), "allgather %s", s.ToString().c_str());
     for (uint32_t r = 0; r < n(); ++r) FAIL_IF(!SameBytes(out.data() + r * block, block_of(r, 0), block, "allgather"), "from %u", r);
     std::fill(out.begin(), out.end(), 0xA5);
@@ -245,10 +283,10 @@ struct Checker {
 
     // alltoall: block b of rank r lands as block r of rank b; then in place
     std::fill(out.begin(), out.end(), 0xA5);
-    s = team.AllToAll(in[me()].data(), out.data(), count, d, Soon());
+    s = team.AllToAll(send.data(), out.data(), count, d, Soon());
     FAIL_IF(!s.ok(), "alltoall %s", s.ToString().c_str());
     for (uint32_t r = 0; r < n(); ++r) FAIL_IF(!SameBytes(out.data() + r * block, block_of(r, me()), block, "alltoall"), "from %u", r);
-    std::vector<uint8_t> inplace = in[me()];
+    auto inplace = scratch.Copy(in[me()]);
     s = team.AllToAll(inplace.data(), inplace.data(), count, d, Soon());
     FAIL_IF(!s.ok(), "alltoall in place %s", s.ToString().c_str());
     for (uint32_t r = 0; r < n(); ++r) FAIL_IF(!SameBytes(inplace.data() + r * block, block_of(r, me()), block, "alltoall in place"), "from %u", r);
@@ -317,6 +355,59 @@ TEST(Symm, TeamsOfTwoToEightProcesses) {
     });
     EXPECT_EQ(failed, 0) << ranks << " ranks, seed " << seed;
   }
+}
+
+// The same calls on buffers in the team's heap: above the one-shot limit the ranks read each
+// other's heaps in place (heap_collectives.h). Rank 0 with its buffers outside the heap makes
+// every rank take the channel's path instead, with the same results.
+int HeapCollectives(Pool& pool, uint64_t seed, bool rank0_private) {
+  TeamOptions o = SmallSteps();
+  o.heap_bytes = 4 << 20;
+  auto team = Team::Create(pool, o, Soon());
+  FAIL_IF(!team.ok(), "create: %s", team.status().ToString().c_str());
+  Team& t = **team;
+  auto region = t.Malloc(3 << 20, Soon());
+  FAIL_IF(!region.ok(), "malloc: %s", region.status().ToString().c_str());
+  CollectivePlan plan = t.Plan("allreduce", 1 << 20);
+  FAIL_IF(plan.heap_algorithm.empty(), "plan %s", plan.ToString().c_str());
+  Checker c{t, seed};
+  if (!(rank0_private && t.rank() == 0)) c.scratch = Scratch{static_cast<uint8_t*>(t.Local(*region)), 3 << 20};
+  int failures = 0;
+  uint64_t salt = 0;
+  for (uint64_t count : {uint64_t{7}, uint64_t{1001}, uint64_t{6000}}) {
+    for (DType d : kDtypes) {
+      for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax}) {
+        failures += c.AllReduce(d, op, count, false, ++salt);
+        failures += c.AllReduce(d, op, count, true, ++salt);
+        failures += c.Reduce(d, op, count, static_cast<uint32_t>(salt % c.n()), ++salt);
+        failures += c.ReduceScatter(d, op, count, ++salt);
+      }
+      failures += c.Movement(d, count, static_cast<uint32_t>(salt % c.n()), ++salt);
+      if (failures) return failures;
+    }
+  }
+  // One more allreduce above the one-shot limit: on the heap path only when every rank's
+  // buffers are in its heap (the checks above, whose roots vary, may take it either way).
+  TeamStats before = t.stats();
+  failures += c.AllReduce(DType::kF32, ReduceOp::kSum, 6000, false, ++salt);
+  TeamStats after = t.stats();
+  FAIL_IF(after.collectives != before.collectives + 1, "stats count %lu collectives, not %lu",
+          (unsigned long)after.collectives, (unsigned long)before.collectives + 1);
+  FAIL_IF(after.heap_path - before.heap_path != (rank0_private ? 0u : 1u), "the allreduce %s the heap path",
+          rank0_private ? "took" : "did not take");
+  return failures;
+}
+
+TEST(Symm, CollectivesOnHeapBuffersReadThePeersInPlace) {
+  uint64_t seed = FreshSeed();
+  EXPECT_EQ(RunRanks(4, TestConfig("symm-heap"), [&](Pool& pool) { return HeapCollectives(pool, seed, false); }), 0)
+      << "seed " << seed;
+}
+
+TEST(Symm, OneRankWithPrivateBuffersKeepsEveryRankOnTheChannel) {
+  uint64_t seed = FreshSeed();
+  EXPECT_EQ(RunRanks(3, TestConfig("symm-mixed"), [&](Pool& pool) { return HeapCollectives(pool, seed, true); }), 0)
+      << "seed " << seed;
 }
 
 // The same calls with every peer reached through the pool's copy engine (transport=tcp): the

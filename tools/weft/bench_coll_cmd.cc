@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <span>
 #include <vector>
 
 #include <fmt/format.h>
@@ -48,6 +49,7 @@ struct Options {
   int rounds = 3;
   std::string slot = "256K";
   bool gloo = true;
+  bool heap = true;
   std::string json;
 };
 
@@ -90,21 +92,32 @@ std::optional<float> Expected(const std::string& c, uint32_t me, uint32_t n, uin
   return Pattern(static_cast<uint32_t>(i / count), me * count + i % count);  // alltoall
 }
 
+// A case's send and recv buffers on this rank: in this process's memory, or (heap set) at the
+// start of the team's heap, where the collectives read each other's buffers in place.
 struct Buffers {
-  std::vector<float> send, recv;
+  std::span<float> send, recv;
+  std::vector<float> own;
 };
 
-Buffers Shape(const std::string& c, uint32_t me, uint32_t n, uint64_t count) {
+Buffers Shape(const std::string& c, uint32_t me, uint32_t n, uint64_t count, float* heap) {
   bool wide_send = c == "scatter" || c == "reduce_scatter" || c == "alltoall";
   bool wide_recv = c == "allgather" || c == "gather" || c == "alltoall";
-  Buffers b{std::vector<float>(wide_send ? n * count : count), std::vector<float>(wide_recv ? n * count : count)};
-  for (uint64_t i = 0; i < b.send.size(); ++i) b.send[i] = Pattern(me, i);
+  const uint64_t ns = wide_send ? n * count : count, nr = wide_recv ? n * count : count;
+  Buffers b;
+  float* base = heap;
+  if (!base) {
+    b.own.resize(ns + nr);
+    base = b.own.data();
+  }
+  b.send = {base, ns};
+  b.recv = {base + (ns + 15) / 16 * 16, nr};  // 64-byte aligned
+  for (uint64_t i = 0; i < ns; ++i) b.send[i] = Pattern(me, i);
   return b;
 }
 
-Status Verify(Team& t, const std::string& c, uint64_t count) {
+Status Verify(Team& t, const std::string& c, uint64_t count, float* heap) {
   const uint32_t me = t.rank(), n = t.size();
-  Buffers b = Shape(c, me, n, count);
+  Buffers b = Shape(c, me, n, count, heap);
   std::fill(b.recv.begin(), b.recv.end(), -1.0f);
   if (c == "broadcast")
     for (uint64_t i = 0; i < count; ++i) b.recv[i] = Pattern(me, i);
@@ -112,8 +125,8 @@ Status Verify(Team& t, const std::string& c, uint64_t count) {
   for (uint64_t i = 0; i < b.recv.size(); ++i) {
     auto want = Expected(c, me, n, count, i);
     if (want && b.recv[i] != *want)
-      return Error(Code::kInternal, "{} of {} elements: rank {} element {} is {}, not {}", c, count, me, i, b.recv[i],
-                   *want);
+      return Error(Code::kInternal, "{} of {} elements{}: rank {} element {} is {}, not {}", c, count,
+                   heap ? " (heap buffers)" : "", me, i, b.recv[i], *want);
   }
   return OkStatus();
 }
@@ -150,21 +163,30 @@ Result<double> Measure(Team& t, const Options& o, const std::function<Status()>&
 struct Row {
   std::string collective;
   uint64_t bytes = 0, count = 0;
-  double weft_us = 0, gloo_us = 0;  // 0: not measured
+  double weft_us = 0, heap_us = 0, gloo_us = 0;  // 0: not measured
   std::string algorithm;
 };
 
-Result<Row> Case(Team& t, coll::GlooBaseline* gloo, const Options& o, const std::string& c, uint64_t bytes) {
+// heap: the team's heap (a case's buffers at its start), or null for private buffers only.
+Result<Row> Case(Team& t, coll::GlooBaseline* gloo, const Options& o, const std::string& c, uint64_t bytes,
+                 float* heap) {
   const uint32_t n = t.size();
   Row row;
   row.collective = c;
   row.bytes = bytes;
   row.count = std::max<uint64_t>(1, bytes / 4 / (PerRankCount(c) ? n : 1));
-  WEFT_RETURN_IF_ERROR(Verify(t, c, row.count));
-  Buffers b = Shape(c, t.rank(), n, row.count);
+  WEFT_RETURN_IF_ERROR(Verify(t, c, row.count, nullptr));
+  Buffers b = Shape(c, t.rank(), n, row.count, nullptr);
   row.algorithm = t.Plan(c, row.count * 4).algorithm;
   WEFT_ASSIGN_OR_RETURN(row.weft_us, Measure(t, o, [&] { return t.Barrier(); },
                                              [&] { return CallWeft(t, c, b.send.data(), b.recv.data(), row.count); }));
+  if (heap) {
+    WEFT_RETURN_IF_ERROR(Verify(t, c, row.count, heap));
+    Buffers h = Shape(c, t.rank(), n, row.count, heap);
+    WEFT_ASSIGN_OR_RETURN(row.heap_us, Measure(t, o, [&] { return t.Barrier(); }, [&] {
+      return CallWeft(t, c, h.send.data(), h.recv.data(), row.count);
+    }));
+  }
   if (gloo && gloo->Supports(c)) {
     WEFT_ASSIGN_OR_RETURN(row.gloo_us, Measure(t, o, [&] { return gloo->Barrier(); },
                                                [&] { return gloo->Run(c, b.send.data(), b.recv.data(), row.count); }));
@@ -174,18 +196,26 @@ Result<Row> Case(Team& t, coll::GlooBaseline* gloo, const Options& o, const std:
 
 void PrintRow(const Row& r, uint32_t n) {
   auto busbw = [&](double us) { return us > 0 ? r.bytes / (us * 1e3) * BusFactor(r.collective, n) : 0.0; };
-  std::string gloo = r.gloo_us > 0 ? fmt::format("{:>10.1f} {:>9.2f} {:>9.2f}", r.gloo_us, busbw(r.gloo_us),
-                                                 r.gloo_us / r.weft_us)
-                                   : fmt::format("{:>10} {:>9} {:>9}", "-", "-", "-");
-  fmt::print("{:<15} {:>8} {:>10.1f} {:>9.2f} {} {:<26}\n", r.collective, FormatBytes(r.bytes), r.weft_us,
-             busbw(r.weft_us), gloo, r.algorithm);
+  std::string heap = r.heap_us > 0 ? fmt::format("{:>10.1f} {:>9.2f}", r.heap_us, busbw(r.heap_us))
+                                   : fmt::format("{:>10} {:>9}", "-", "-");
+  std::string gloo = r.gloo_us > 0 ? fmt::format("{:>10.1f} {:>9.2f} {:>9.2f} {:>9}", r.gloo_us, busbw(r.gloo_us),
+                                                 r.gloo_us / r.weft_us,
+                                                 r.heap_us > 0 ? fmt::format("{:.2f}", r.gloo_us / r.heap_us) : "-")
+                                   : fmt::format("{:>10} {:>9} {:>9} {:>9}", "-", "-", "-", "-");
+  fmt::print("{:<15} {:>8} {:>10.1f} {:>9.2f} {} {} {:<26}\n", r.collective, FormatBytes(r.bytes), r.weft_us,
+             busbw(r.weft_us), heap, gloo, r.algorithm);
 }
 
 nlohmann::json RowJson(const Row& r, uint32_t n) {
   auto busbw = [&](double us) { return us > 0 ? r.bytes / (us * 1e3) * BusFactor(r.collective, n) : 0.0; };
   nlohmann::json j = {{"collective", r.collective}, {"bytes", r.bytes}, {"count", r.count},
                       {"weft_us", r.weft_us}, {"weft_busbw_gbps", busbw(r.weft_us)}, {"algorithm", r.algorithm}};
+  if (r.heap_us > 0) {
+    j["weft_heap_us"] = r.heap_us;
+    j["weft_heap_busbw_gbps"] = busbw(r.heap_us);
+  }
   if (r.gloo_us > 0) {
+    if (r.heap_us > 0) j["ratio_gloo_over_weft_heap"] = r.gloo_us / r.heap_us;
     j["gloo_us"] = r.gloo_us;
     j["gloo_busbw_gbps"] = busbw(r.gloo_us);
     j["ratio_gloo_over_weft"] = r.gloo_us / r.weft_us;
@@ -198,6 +228,7 @@ struct Plan {
   Config config;
   std::vector<uint64_t> sizes;
   std::string rendezvous;  // gloo's
+  uint64_t heap_bytes = 1 << 20;
 };
 
 // Rank 0 prints and writes the JSON; every rank runs every case.
@@ -220,7 +251,7 @@ int RankMain(const Plan& p, uint32_t index, int go_read, int go_write) {
     return 1;
   }
   symm::TeamOptions to;
-  to.heap_bytes = 1 << 20;
+  to.heap_bytes = p.heap_bytes;
   to.slot_bytes = *ParseBytes(p.o.slot);
   auto team = Team::Create(**pool, to);
   if (!team.ok()) {
@@ -240,8 +271,9 @@ int RankMain(const Plan& p, uint32_t index, int go_read, int go_write) {
     fmt::print("weft bench-coll: {} ranks (processes) of one pool on this host, f32; baseline: {}\n", t.size(), gloo_note);
     fmt::print("figures: median of {} rounds of the slowest rank's mean time per call (>= {} s per round)\n",
                p.o.rounds, p.o.seconds);
-    fmt::print("{:<15} {:>8} {:>10} {:>9} {:>10} {:>9} {:>9} {:<26}\n", "collective", "bytes", "weft us",
-               "busbw", "gloo us", "busbw", "gloo/weft", "weft algorithm");
+    fmt::print("weft: the caller's own buffers; weft heap: buffers in the team's heap (Malloc), read in place\n");
+    fmt::print("{:<15} {:>8} {:>10} {:>9} {:>10} {:>9} {:>10} {:>9} {:>9} {:>9} {:<26}\n", "collective", "bytes",
+               "weft us", "busbw", "heap us", "busbw", "gloo us", "busbw", "gloo/weft", "gloo/heap", "weft algorithm");
   }
   nlohmann::json json = bench::RunJson("bench-coll", bench::ReadMachineInfo());
   json["ranks"] = t.size();
@@ -250,7 +282,7 @@ int RankMain(const Plan& p, uint32_t index, int go_read, int go_write) {
   for (uint64_t bytes : p.sizes) {
     for (const std::string& c : p.o.collectives) {
       if (lead) fmt::print(stderr, "weft bench-coll: {} {} ...\n", c, FormatBytes(bytes));
-      auto row = Case(t, gloo.get(), p.o, c, bytes);
+      auto row = Case(t, gloo.get(), p.o, c, bytes, p.o.heap ? static_cast<float*>(t.Local(0)) : nullptr);
       if (!row.ok()) {
         fmt::print(stderr, "weft bench-coll: rank {}: {} {}: {}\n", t.rank(), c, FormatBytes(bytes),
                    row.status().ToString());
@@ -298,7 +330,10 @@ int Run(const Options& o, const ConfigFlags& flags) {
   p.config = *config;
   p.config.pool_name = fmt::format("bench-coll-{}", getpid());
   p.config.coordinator = fmt::format("/tmp/weft-{}.sock", p.config.pool_name);
-  p.config.rank_size = std::max<uint64_t>(p.config.rank_size, (2 << 20) + 2 * o.ranks * (*slot + 64) + (1 << 20));
+  // A case's send and recv, each at most its size, at the heap's start (Shape).
+  if (o.heap) p.heap_bytes = 2 * *std::max_element(p.sizes.begin(), p.sizes.end()) + 4096;
+  p.config.rank_size =
+      std::max<uint64_t>(p.config.rank_size, p.heap_bytes + 2 * o.ranks * (*slot + 64) + (2 << 20));
   p.rendezvous = fmt::format("/tmp/weft-{}-gloo", p.config.pool_name);
   std::filesystem::remove_all(p.rendezvous);
   std::filesystem::create_directories(p.rendezvous);
@@ -343,6 +378,7 @@ void AddBenchColl(CLI::App& app, Runner* run) {
   cmd->add_option("--rounds", o->rounds, "Rounds per case; the median is reported (default 3)")->check(CLI::Range(1, 100));
   cmd->add_option("--slot", o->slot, "The team's slot_bytes: bytes per message and step (default 256K)");
   cmd->add_flag("!--no-gloo", o->gloo, "Leave out the gloo baseline");
+  cmd->add_flag("!--no-heap", o->heap, "Leave out the cases on buffers in the team's heap");
   cmd->add_option("--json", o->json, "Also write the figures to this JSON file");
   cmd->callback([=] { *run = [=] { return Run(*o, *flags); }; });
 }

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "api/symm/heap_collectives.h"
 #include "api/symm/reduce.h"
 #include "api/symm/team_impl.h"
 #include "base/status.h"
@@ -53,6 +54,7 @@ Status Refuse(Impl& t, OpDesc d, const Status& why, Deadline deadline) {
 
 Result<Call> Prepare(Impl& t, Kind kind, uint64_t count, DType dtype, ReduceOp op, uint32_t root, bool reduces,
                      std::initializer_list<const void*> buffers, Deadline deadline) {
+  ++t.stats.collectives;
   Call c;
   c.desc = OpDesc{static_cast<uint8_t>(kind), static_cast<uint8_t>(dtype),
                   static_cast<uint8_t>(reduces ? op : ReduceOp::kSum), 0, root, count};
@@ -141,14 +143,19 @@ Status Team::AllReduce(const void* send, void* recv, uint64_t count, DType dtype
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kAllReduce, count, dtype, op, 0, true, {send, recv}, dl));
-  if (count * c.es <= t.one_shot_max_bytes || t.size() == 1) return OneShotAllReduce(t, c, send, recv, op, dl);
-  return TwoPhaseAllReduce(t, c, send, recv, op, dl);
+  if (!TriesHeapPath(t, count * c.es)) return OneShotAllReduce(t, c, send, recv, op, dl);
+  WEFT_ASSIGN_OR_RETURN(bool done, HeapAllReduce(t, c.desc, send, recv, c.es, dl));
+  return done ? OkStatus() : TwoPhaseAllReduce(t, c, send, recv, op, dl);
 }
 
 Status Team::Broadcast(void* buf, uint64_t count, DType dtype, uint32_t root, OptDeadline deadline) {
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kBroadcast, count, dtype, {}, root, false, {buf}, dl));
+  if (TriesHeapPath(t, count * c.es)) {
+    WEFT_ASSIGN_OR_RETURN(bool done, HeapBroadcast(t, c.desc, buf, c.es, dl));
+    if (done) return OkStatus();
+  }
   for (uint64_t s = 0; s < c.steps; ++s) {
     Step st = StepOf(c, s);
     WEFT_RETURN_IF_ERROR(t.Round(c.desc, dl, [&] {
@@ -166,6 +173,10 @@ Status Team::Scatter(const void* send, void* recv, uint64_t count, DType dtype, 
   Deadline dl = t.DeadlineOf(deadline);
   const void* root_send = impl_->me == root ? send : recv;  // only the root's send is read
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kScatter, count, dtype, {}, root, false, {root_send, recv}, dl));
+  if (TriesHeapPath(t, t.size() * count * c.es)) {
+    WEFT_ASSIGN_OR_RETURN(bool done, HeapScatter(t, c.desc, send, recv, c.es, dl));
+    if (done) return OkStatus();
+  }
   for (uint64_t s = 0; s < c.steps; ++s) {
     Step st = StepOf(c, s);
     WEFT_RETURN_IF_ERROR(t.Round(c.desc, dl, [&] {
@@ -183,6 +194,10 @@ Status Team::Gather(const void* send, void* recv, uint64_t count, DType dtype, u
   Deadline dl = t.DeadlineOf(deadline);
   const void* root_recv = impl_->me == root ? recv : send;  // only the root's recv is written
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kGather, count, dtype, {}, root, false, {send, root_recv}, dl));
+  if (TriesHeapPath(t, t.size() * count * c.es)) {
+    WEFT_ASSIGN_OR_RETURN(bool done, HeapGather(t, c.desc, send, recv, c.es, dl));
+    if (done) return OkStatus();
+  }
   for (uint64_t s = 0; s < c.steps; ++s) {
     Step st = StepOf(c, s);
     const uint8_t* mine = At(send, st.first, c.es);
@@ -200,6 +215,10 @@ Status Team::AllGather(const void* send, void* recv, uint64_t count, DType dtype
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kAllGather, count, dtype, {}, 0, false, {send, recv}, dl));
+  if (TriesHeapPath(t, t.size() * count * c.es)) {
+    WEFT_ASSIGN_OR_RETURN(bool done, HeapAllGather(t, c.desc, send, recv, c.es, dl));
+    if (done) return OkStatus();
+  }
   for (uint64_t s = 0; s < c.steps; ++s) {
     Step st = StepOf(c, s);
     const uint8_t* mine = At(send, st.first, c.es);
@@ -218,6 +237,10 @@ Status Team::Reduce(const void* send, void* recv, uint64_t count, DType dtype, R
   Deadline dl = t.DeadlineOf(deadline);
   const void* root_recv = impl_->me == root ? recv : send;
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kReduce, count, dtype, op, root, true, {send, root_recv}, dl));
+  if (TriesHeapPath(t, count * c.es)) {
+    WEFT_ASSIGN_OR_RETURN(bool done, HeapReduce(t, c.desc, send, recv, c.es, dl));
+    if (done) return OkStatus();
+  }
   for (uint64_t s = 0; s < c.steps; ++s) {
     Step st = StepOf(c, s);
     const uint8_t* mine = At(send, st.first, c.es);
@@ -234,6 +257,10 @@ Status Team::ReduceScatter(const void* send, void* recv, uint64_t count, DType d
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kReduceScatter, count, dtype, op, 0, true, {send, recv}, dl));
+  if (TriesHeapPath(t, t.size() * count * c.es)) {
+    WEFT_ASSIGN_OR_RETURN(bool done, HeapReduceScatter(t, c.desc, send, recv, c.es, dl));
+    if (done) return OkStatus();
+  }
   for (uint64_t s = 0; s < c.steps; ++s) {
     Step st = StepOf(c, s);
     WEFT_RETURN_IF_ERROR(t.Round(c.desc, dl, [&] {
@@ -249,6 +276,10 @@ Status Team::AllToAll(const void* send, void* recv, uint64_t count, DType dtype,
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kAllToAll, count, dtype, {}, 0, false, {send, recv}, dl));
+  if (TriesHeapPath(t, t.size() * count * c.es)) {
+    WEFT_ASSIGN_OR_RETURN(bool done, HeapAllToAll(t, c.desc, send, recv, c.es, dl));
+    if (done) return OkStatus();
+  }
   for (uint64_t s = 0; s < c.steps; ++s) {
     Step st = StepOf(c, s);
     WEFT_RETURN_IF_ERROR(t.Round(c.desc, dl, [&] {
@@ -280,15 +311,24 @@ CollectivePlan Team::Plan(std::string_view collective, uint64_t bytes) const {
     plan.algorithm = collective == "allreduce" ? "one-shot" : "direct";
   }
   plan.steps = std::max<uint64_t>(1, (bytes + per_step - 1) / per_step) * (two_phase ? 2 : 1);
-  for (uint32_t m = 0; m < t.size(); ++m)
+  bool all_mapped = true;
+  for (uint32_t m = 0; m < t.size(); ++m) {
     plan.paths.push_back(m == t.me ? "self" : t.channel->mapped(m) ? "mapped" : "copy engine");
+    all_mapped = all_mapped && (m == t.me || t.channel->mapped(m));
+  }
+  if (all_mapped && TriesHeapPath(t, bytes))
+    plan.heap_algorithm = collective == "allreduce" ? "heap: reduce own piece in place, gather (3 rounds)"
+                                                    : "heap: read peers in place (2 rounds)";
   return plan;
 }
+
+TeamStats Team::stats() const { return impl_->stats; }
 
 std::string CollectivePlan::ToString() const {
   std::string p;
   for (size_t m = 0; m < paths.size(); ++m) p += fmt::format("{}{}: {}", m ? ", " : "", m, paths[m]);
-  return fmt::format("{} in {} round(s); peers: {}", algorithm, steps, p);
+  return fmt::format("{} in {} round(s){}; peers: {}", algorithm, steps,
+                     heap_algorithm.empty() ? "" : "; with heap buffers: " + heap_algorithm, p);
 }
 
 }  // namespace weft::symm

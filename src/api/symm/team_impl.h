@@ -25,6 +25,7 @@ struct Team::Impl {
   uint32_t timeout_ms = 60000;
   std::vector<std::vector<uint8_t>> contexts;
   std::unique_ptr<Channel> channel;
+  TeamStats stats;
   // Set once a round failed half-way (a peer died, a deadline passed): the members' rounds are
   // out of step, so every later call returns this.
   Status broken;

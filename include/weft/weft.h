@@ -407,6 +407,149 @@ int weft_store_get_into_batch(weft_store* store, const char* const* keys, void* 
 
 /* ---- end of the KV store section --------------------------------------------------------- */
 
+/* ---- symmetric memory (symm) ------------------------------------------------------------- */
+/* Teams of pool peers with a symmetric heap, one-sided puts and gets, and the eight collectives:
+ * include/weft/symm.h from C (docs/api.md, "Symmetric memory"). Every peer of the pool calls
+ * weft_team_create together; an offset into the heap names the same object on every rank.
+ *
+ *   weft_team* team = NULL;
+ *   weft_team_options opts = WEFT_TEAM_OPTIONS_DEFAULT;
+ *   opts.heap_bytes = 64 << 20;
+ *   weft_team_create(pool, &opts, &team);                               // on every peer
+ *   weft_team_allreduce(team, grad, grad, n, WEFT_DTYPE_F32, WEFT_REDUCE_SUM, 0);   // in place
+ *   weft_team_free(team);                                               // before weft_pool_free
+ *
+ * - Collectives (and create, split, malloc, free, barrier) are called by every rank of the team
+ *   in the same order. A rank that passes another count, dtype, op or root, or calls another
+ *   collective, gets WEFT_E_MISMATCH, and so do the others; a rank whose own arguments are bad
+ *   (a NULL buffer with count > 0, a root or dtype out of range) gets WEFT_E_INVALID_ARGUMENT and
+ *   the others WEFT_E_MISMATCH at once. After a mismatch the team goes on.
+ * - A rank that dies makes the others' calls return WEFT_E_PEER_DOWN; a deadline that passes
+ *   returns WEFT_E_TIMEOUT. After either, the team is unusable (every call repeats the error):
+ *   free it and create a new one.
+ * - timeout_ms > 0 bounds the call; 0 or negative means the team's default
+ *   (weft_team_options.timeout_ms). There is no "forever": a rank that never calls must not
+ *   hang the others.
+ * - Counts are in elements of the dtype; buffers are this process's host memory.
+ * - A team is used by one thread at a time. Free every team (sub-teams too) before leaving or
+ *   freeing its pool. */
+
+typedef struct weft_team weft_team;
+
+/* Element types and reductions; the numbers are weft::symm::DType and ReduceOp (stable). bf16
+ * and f16 reduce in f32 and round to nearest even; integer sums and products wrap. */
+enum {
+  WEFT_DTYPE_F32 = 0,
+  WEFT_DTYPE_BF16 = 1,
+  WEFT_DTYPE_F16 = 2,
+  WEFT_DTYPE_I32 = 3,
+  WEFT_DTYPE_I64 = 4,
+  WEFT_DTYPE_U8 = 5
+};
+enum { WEFT_REDUCE_SUM = 0, WEFT_REDUCE_MAX = 1, WEFT_REDUCE_MIN = 2, WEFT_REDUCE_PROD = 3 };
+/* Comparisons of weft_symm_wait_until, and how weft_symm_put_signal updates the signal word. */
+enum { WEFT_CMP_EQ = 0, WEFT_CMP_NE = 1, WEFT_CMP_GT = 2, WEFT_CMP_GE = 3, WEFT_CMP_LT = 4, WEFT_CMP_LE = 5 };
+enum { WEFT_SIGNAL_SET = 0, WEFT_SIGNAL_ADD = 1 };
+
+/* Bytes of one element of dtype; 0 for a value that is not a WEFT_DTYPE_*. */
+size_t weft_dtype_size(int dtype);
+
+/* weft::symm::TeamOptions. Start from WEFT_TEAM_OPTIONS_DEFAULT to set only some fields. */
+typedef struct weft_team_options {
+  uint64_t heap_bytes;         /* the symmetric heap each rank contributes (malloc's space) */
+  uint64_t slot_bytes;         /* bytes per peer and step of a collective: a multiple of 64 */
+  uint64_t one_shot_max_bytes; /* larger allreduces reduce-scatter then allgather; 0: 64 KiB */
+  uint32_t timeout_ms;         /* the default deadline of every collective call (and of create) */
+  const void* user_context;    /* bytes given to every rank (weft_team_user_context); may be NULL */
+  size_t user_context_len;
+} weft_team_options;
+
+#define WEFT_TEAM_OPTIONS_DEFAULT {16u << 20, 256u << 10, 0, 60000, NULL, 0}
+
+/* Collective over every live peer of the pool, each with the same heap_bytes and slot_bytes
+ * (WEFT_E_MISMATCH on every peer otherwise). options NULL: the defaults. Team ranks follow pool
+ * ranks in order. *out is set only on success. */
+int weft_team_create(weft_pool* pool, const weft_team_options* options, weft_team** out);
+/* Frees this rank's part of the team (its heap, for the team create made; sub-teams share it):
+ * call it on every rank after the team's last collective. NULL is ignored. */
+void weft_team_free(weft_team* team);
+
+/* This rank in the team, and the team's size; UINT32_MAX and 0 for a NULL team. */
+uint32_t weft_team_rank(const weft_team* team);
+uint32_t weft_team_size(const weft_team* team);
+/* Bytes of the symmetric heap; 0 for a NULL team. */
+uint64_t weft_team_heap_bytes(const weft_team* team);
+/* The pool rank of a team rank (WEFT_E_INVALID_ARGUMENT past the team's size). */
+int weft_team_pool_rank(const weft_team* team, uint32_t team_rank, uint32_t* out);
+/* Rank team_rank's user_context: *out points at it (valid while the team lives), *out_len is
+ * its length. */
+int weft_team_user_context(const weft_team* team, uint32_t team_rank, const void** out, size_t* out_len);
+
+/* A sub-team of the n team ranks listed (each once; their order gives the new ranks).
+ * Collective over this team: every rank passes the same list. Members get the sub-team in
+ * *out, the others NULL (and WEFT_OK). The sub-team shares this team's heap (malloc and free on
+ * the team create made); free it before its parent. */
+int weft_team_split(weft_team* team, const uint32_t* ranks, size_t n, int64_t timeout_ms, weft_team** out);
+
+/* Symmetric allocation, collective: every rank asks for the same size (WEFT_E_MISMATCH
+ * otherwise) and gets the same heap offset in *out_offset. WEFT_E_POOL_FULL when the heap has no
+ * such block; WEFT_E_NOT_SUPPORTED on a sub-team. */
+int weft_symm_malloc(weft_team* team, uint64_t bytes, int64_t timeout_ms, uint64_t* out_offset);
+/* Collective; WEFT_E_INVALID_ADDRESS for an offset that starts no block. */
+int weft_symm_free(weft_team* team, uint64_t offset, int64_t timeout_ms);
+/* This rank's address of a heap offset (WEFT_E_OUT_OF_RANGE past the heap). */
+int weft_symm_local(const weft_team* team, uint64_t offset, void** out);
+/* A peer's heap at offset, mapped here for loads and stores: WEFT_E_NOT_SUPPORTED for a peer on
+ * another node (use put and get). */
+int weft_symm_peer_address(const weft_team* team, uint32_t team_rank, uint64_t offset, void** out);
+
+/* One-sided: complete in both memories when they return. WEFT_E_INVALID_ARGUMENT for a rank
+ * outside the team, WEFT_E_OUT_OF_RANGE for a range past the heap. */
+int weft_symm_put(weft_team* team, uint32_t team_rank, uint64_t dst_offset, const void* src, uint64_t len);
+int weft_symm_get(weft_team* team, void* dst, uint32_t team_rank, uint64_t src_offset, uint64_t len);
+/* A put, then the 8-byte signal word at sig_offset (8-byte aligned) of the same peer set to or
+ * increased by value (signal_op: WEFT_SIGNAL_*) once the data is visible there. An add is
+ * atomic; to a peer on another node it is WEFT_E_NOT_SUPPORTED. */
+int weft_symm_put_signal(weft_team* team, uint32_t team_rank, uint64_t dst_offset, const void* src, uint64_t len,
+                         uint64_t sig_offset, uint64_t value, int signal_op);
+/* Waits until this rank's signal word at sig_offset compares true (cmp: WEFT_CMP_*) with value:
+ * `word cmp value`. WEFT_E_TIMEOUT past the timeout. */
+int weft_symm_wait_until(weft_team* team, uint64_t sig_offset, int cmp, uint64_t value, int64_t timeout_ms);
+/* This rank's signal word at sig_offset (8-byte aligned, inside the heap). */
+int weft_symm_signal_value(const weft_team* team, uint64_t sig_offset, uint64_t* out);
+/* Ordering only (puts and gets are complete when they return); WEFT_OK unless team is NULL. */
+int weft_symm_fence(weft_team* team);
+int weft_symm_quiet(weft_team* team);
+/* Every rank of the team enters. */
+int weft_team_barrier(weft_team* team, int64_t timeout_ms);
+
+/* The eight collectives on host buffers. count is what each rank contributes or receives per
+ * rank; buffers of size × count elements are marked. send may equal recv for broadcast,
+ * allreduce, reduce, alltoall, and allgather with send at recv + rank × count. */
+int weft_team_broadcast(weft_team* team, void* buf, uint64_t count, int dtype, uint32_t root, int64_t timeout_ms);
+/* send: size × count at the root (ignored elsewhere; may be NULL there). */
+int weft_team_scatter(weft_team* team, const void* send, void* recv, uint64_t count, int dtype, uint32_t root,
+                      int64_t timeout_ms);
+/* recv: size × count at the root (ignored elsewhere; may be NULL there). */
+int weft_team_gather(weft_team* team, const void* send, void* recv, uint64_t count, int dtype, uint32_t root,
+                     int64_t timeout_ms);
+/* recv: size × count, rank r's block at r × count. */
+int weft_team_allgather(weft_team* team, const void* send, void* recv, uint64_t count, int dtype,
+                        int64_t timeout_ms);
+/* recv: the reduction at the root (ignored elsewhere). */
+int weft_team_reduce(weft_team* team, const void* send, void* recv, uint64_t count, int dtype, int op,
+                     uint32_t root, int64_t timeout_ms);
+/* send: size × count; recv: block `rank` of the reduction. */
+int weft_team_reduce_scatter(weft_team* team, const void* send, void* recv, uint64_t count, int dtype, int op,
+                             int64_t timeout_ms);
+int weft_team_allreduce(weft_team* team, const void* send, void* recv, uint64_t count, int dtype, int op,
+                        int64_t timeout_ms);
+/* send and recv: size × count; block b of rank r lands as block r of rank b. */
+int weft_team_alltoall(weft_team* team, const void* send, void* recv, uint64_t count, int dtype,
+                       int64_t timeout_ms);
+
+/* ---- end of the symmetric memory section ------------------------------------------------- */
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -1,6 +1,7 @@
 """weft: a memory fabric. This is the native Python API of the big-memory pool (BM) and of the
 transfer engine (:class:`TransferEngine`, weft/trans.py; Mooncake's API is :mod:`weft.mooncake`).
-The KV-cache store is :mod:`weft.store` (Mooncake's store API: :mod:`weft.mooncake_store`).
+The KV-cache store is :mod:`weft.store` (Mooncake's store API: :mod:`weft.mooncake_store`);
+symmetric memory and collectives over a pool's peers are :mod:`weft.symm`.
 
     import weft
     with weft.Pool(pool_name="kv", rank_size="1GiB") as pool:   # host or join the pool

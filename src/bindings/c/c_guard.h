@@ -7,15 +7,23 @@
 #include <cstring>
 #include <exception>
 #include <map>
+#include <memory>
 #include <new>
 #include <string>
 
 #include "base/clock.h"
 #include "base/status.h"
+#include "weft/pool.h"
 #include "weft/weft.h"
 
 struct weft_config {
   std::map<std::string, std::string> overrides;
+};
+
+// Here rather than in weft_c.cc because symm_c.cc builds teams on a pool handle.
+struct weft_pool {
+  std::unique_ptr<weft::bm::Pool> pool;
+  bool left = false;
 };
 
 namespace weft::c_api {

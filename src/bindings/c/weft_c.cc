@@ -22,11 +22,6 @@
 using weft::Code;
 using weft::Status;
 
-struct weft_pool {
-  std::unique_ptr<weft::bm::Pool> pool;
-  bool left = false;
-};
-
 struct weft_copy_handle {
   weft::CopyHandle handle;
 };

@@ -258,4 +258,8 @@ inline nb::list ResultList(const std::vector<Status>& statuses, bool check) {
   return results;
 }
 
+// The joined bm::Pool behind a native weft._weft.Pool (weft_ext.cc); INVALID_ARGUMENT when it
+// has not joined, TypeError for another object.
+std::shared_ptr<Pool> JoinedPool(nb::handle native_pool);
+
 }  // namespace weft::pyext

@@ -36,6 +36,7 @@ using namespace nb::literals;
 void BindTrans(nb::module_& m);  // trans_ext.cc: TransferEngine, MetadataServer
 void BindCuda(nb::module_& m);   // cuda_ext.cc: cuda_available, cuda_status
 void BindStore(nb::module_& m);  // store_ext.cc: Store
+void BindSymm(nb::module_& m);   // symm_ext.cc: Team, SymmBuffer
 
 namespace {
 
@@ -69,6 +70,14 @@ class PyPool {
 
   void Leave() {
     if (!pool_) return;
+    // Leaving unmaps this peer's slice, where the symmetric heaps of its teams live: while a
+    // Team (or a SymmBuffer, which holds one) is alive, its views would read unmapped memory.
+    // A team that is only garbage (held by the cycle of an exception's traceback, say) is
+    // collected first.
+    if (pool_.use_count() > 1) nb::module_::import_("gc").attr("collect")();
+    if (pool_.use_count() > 1)
+      RaiseCode(Code::kBusy, "a weft.symm Team made on this pool (or a SymmBuffer of one) is still alive: drop it "
+                "before leaving (the pool then leaves when the last one goes)");
     left_ = true;
     Status s;
     {
@@ -266,6 +275,13 @@ class PyPool {
     return *pool_;
   }
 
+  // Shared with the symm Teams made on it (symm_ext.cc), which must not outlive it: a Team keeps
+  // the Pool it was made on even after a rejoin replaced it here.
+  std::shared_ptr<Pool> SharedPool() {
+    P();
+    return pool_;
+  }
+
  private:
   template <typename T>
   static T Value(weft::Result<T> r) {
@@ -274,7 +290,7 @@ class PyPool {
   }
 
   weft::Config config_;
-  std::unique_ptr<Pool> pool_;
+  std::shared_ptr<Pool> pool_;
   bool left_ = false;
 };
 
@@ -327,6 +343,13 @@ std::unique_ptr<PyCopy> PyPool::CopyAsync(nb::handle self, nb::handle dst, nb::h
 }
 
 }  // namespace
+
+std::shared_ptr<weft::bm::Pool> weft::pyext::JoinedPool(nb::handle native_pool) {
+  PyPool* pool = nullptr;
+  if (!nb::try_cast<PyPool*>(native_pool, pool) || pool == nullptr)
+    throw nb::type_error("expected a weft.Pool");
+  return pool->SharedPool();
+}
 
 NB_MODULE(_weft, m) {
   m.doc() = "weft native module; use the `weft` package";
@@ -405,4 +428,5 @@ NB_MODULE(_weft, m) {
   BindTrans(m);
   BindCuda(m);
   BindStore(m);
+  BindSymm(m);
 }

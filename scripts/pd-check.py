@@ -155,8 +155,16 @@ def prefill(a, seed, device_index, conn, results):
             times.append(elapsed)
             calls.append(elapsed - (t1 - t0))
     conn.send("done")
+    paths = path_counters(te._te.metrics_text())
     te.close()
-    results.put({"times": times, "calls": calls, "mismatched_elements": bad})
+    results.put({"times": times, "calls": calls, "mismatched_elements": bad, "paths": paths})
+
+
+def path_counters(metrics_text):
+    """The prefiller's counters that say which path carried the bytes (copies by path and end
+    kinds, kernel launches and copy-engine copies on the GPU)."""
+    keep = ("weft_copy_path_", "weft_cuda_")
+    return [line for line in metrics_text.splitlines() if line.startswith(keep)]
 
 
 def median(xs):
@@ -282,12 +290,15 @@ def main(argv=None):
     ok = weft_run["mismatched_elements"] == 0
     print(f"bytes: {'every byte matched' if ok else str(weft_run['mismatched_elements']) + ' elements differ'} "
           f"({a.requests + 3} requests, untouched blocks still poison)")
+    print(f"paths of the prefiller ({a.requests + 3} requests):")
+    for line in weft_run["paths"]:
+        print(f"  {line}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"gpus": gpus, "device": torch.cuda.get_device_name(0), "bytes_per_request": per_request,
                        "blocks_per_request": a.layers * a.blocks_per_request, "block_bytes": block_bytes(a),
                        "weft_s": t_weft, "weft_call_s": t_call, "memcpy_peer_s": t_peer, "nccl_s": t_nccl, "exact": ok,
-                       "seed": seed}, f, indent=1)
+                       "seed": seed, "paths": weft_run["paths"]}, f, indent=1)
     return 0 if ok else 1
 
 

@@ -74,6 +74,7 @@ RegistryEntry CudaEntry() {
             transport::cuda::CudaOptions o;
             o.kernel_sms = c.cuda_kernel_sms;
             o.node_id = c.node_id;
+            o.metrics = c.metrics;
             WEFT_ASSIGN_OR_RETURN(auto t, transport::cuda::CudaTransport::Create(o));
             return std::unique_ptr<Transport>(std::move(t));
 #else

@@ -108,9 +108,10 @@ void Engine::CountPath(const transport::Transport* path, const transport::RouteK
 }
 
 namespace {
-transport::TransportSet PoolTransports(const EngineOptions& options) {
+transport::TransportSet PoolTransports(const EngineOptions& options, MetricsRegistry& metrics) {
   transport::TransportContext context;
   context.cuda_kernel_sms = options.cuda_kernel_sms;
+  context.metrics = &metrics;
   auto set = BuiltinTransports().Create(options.transports, context);
   if (set.ok()) return std::move(*set);
   WEFT_LOG_WARN("engine transports '{}': {}; using all built-in ones", options.transports, set.status().ToString());
@@ -120,7 +121,7 @@ transport::TransportSet PoolTransports(const EngineOptions& options) {
 }  // namespace
 
 Engine::Engine(EngineOptions options, const gva::SegmentTable& table, MetricsRegistry& metrics)
-    : Engine(options, &table, metrics, PoolTransports(options)) {}
+    : Engine(options, &table, metrics, PoolTransports(options, metrics)) {}
 
 Engine::Engine(EngineOptions options, const gva::SegmentTable* table, MetricsRegistry& metrics,
                transport::TransportSet transports)

@@ -267,6 +267,14 @@ std::map<const ImportedRegion*, Status> DeadOwners(std::span<const ImportedRegio
   return gone;
 }
 
+// The kinds of a remote op's ends, as the path counters label them (source2destination).
+transport::RouteKey RemoteKey(const RemoteRequest& r, bool remote_device) {
+  const auto local = r.local_device ? transport::EndKind::kLD : transport::EndKind::kLH;
+  const auto remote = remote_device ? transport::EndKind::kGD : transport::EndKind::kGH;
+  const bool read = r.kind == transport::RemoteOpKind::kRead;
+  return transport::RouteKey{read ? remote : local, read ? local : remote, transport::Locality::kSameNode};
+}
+
 }  // namespace
 
 std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> requests, Deadline deadline) {
@@ -297,6 +305,7 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
                     r.len, r.remote_addr, peer->name, t->name(),
                     choice->passed_over.empty() ? "" : " (passed over: " + choice->passed_over + ")");
     bytes_->Add(r.len);
+    CountPath(t, RemoteKey(r, choice->region->device), 1, r.len);
     if (import->mapped) {
       // Counted in the owner's control page until the copy is done (a withdrawal waits for it).
       if (Status in = import->Enter(); !in.ok()) {

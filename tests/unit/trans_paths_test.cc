@@ -168,6 +168,15 @@ void WriteNotifyReadBack(TransferEngine& a, Child& child, SegmentHandle h, uint8
   EXPECT_EQ(std::memcmp(mine, mine + (2 << 20), 1 << 20), 0);
 }
 
+// The path counters of `te` after one WriteNotifyReadBack over `path`: 65 writes, 65 reads.
+void ExpectPathCounted(TransferEngine& te, const std::string& path) {
+  const std::string text = TransferEngineAccess::Metrics(te).PrometheusText();
+  for (const char* dir : {"LH2GH", "GH2LH"}) {
+    const std::string series = "weft_copy_path_copies_total{path=\"" + path + "\",dir=\"" + dir + "\"} 65\n";
+    EXPECT_NE(text.find(series), std::string::npos) << series << " not in\n" << text;
+  }
+}
+
 TEST(TransPaths, AnotherProcessOnThisHostIsReachedOverShm) {
   Child child(/*managed=*/true);
   ASSERT_FALSE(child.name.empty());
@@ -181,6 +190,7 @@ TEST(TransPaths, AnotherProcessOnThisHostIsReachedOverShm) {
   ASSERT_TRUE(route.ok()) << route.status().ToString();
   EXPECT_NE(route->find("via shm"), std::string::npos) << *route;
   WriteNotifyReadBack(*a, child, *h, static_cast<uint8_t*>(*mine));
+  ExpectPathCounted(*a, "shm");
   EXPECT_TRUE(a->FreeManagedBuffer(*mine).ok());
   EXPECT_EQ(a->FreeManagedBuffer(*mine).code(), Code::kNotFound);
 }
@@ -199,6 +209,7 @@ TEST(TransPaths, PlainMemoryFallsBackToTcpAndSaysWhy) {
   EXPECT_NE(route->find("via tcp"), std::string::npos) << *route;
   EXPECT_NE(route->find("shm: the region is not advertised"), std::string::npos) << *route;
   WriteNotifyReadBack(*a, child, *h, mine.data());
+  ExpectPathCounted(*a, "tcp");
 }
 
 TEST(TransPaths, ShmLeftOutOfTheListFallsBackToTcp) {

@@ -86,7 +86,12 @@ struct CudaTransport::Impl {
   std::unique_ptr<IpcRegions> ipc;  // with options.node_id
   int devices = 0;
   std::unique_ptr<DeviceState[]> dev;
-  std::atomic<uint64_t> ce_copies{0}, kernel_launches{0}, kernel_descs{0}, kernel_pages{0};
+  // In the engine's metrics registry when one is given (CudaOptions::metrics), else kept here.
+  Counter own_counters[4];
+  Counter* ce_copies = &own_counters[0];
+  Counter* kernel_launches = &own_counters[1];
+  Counter* kernel_descs = &own_counters[2];
+  Counter* kernel_pages = &own_counters[3];
   mutable std::atomic<bool> logged_staged{false}, logged_pageable{false}, logged_green{false};
   std::mutex reg_mu;
   std::unordered_map<void*, uint64_t> registered;  // host ranges this transport pinned
@@ -496,6 +501,13 @@ Result<std::unique_ptr<CudaTransport>> CudaTransport::Create(const CudaOptions& 
   if (!options.node_id.empty()) impl->ipc = std::make_unique<IpcRegions>(impl->api, options.node_id);
   impl->devices = n;
   impl->dev = std::make_unique<DeviceState[]>(n);
+  if (options.metrics) {
+    MetricsRegistry& m = *options.metrics;
+    impl->ce_copies = m.counter("weft_cuda_copy_engine_copies_total", "Copies handed to a GPU copy engine (cudaMemcpyAsync)");
+    impl->kernel_launches = m.counter("weft_cuda_kernel_launches_total", "Launches of the batched copy and page kernels");
+    impl->kernel_descs = m.counter("weft_cuda_kernel_descriptors_total", "Copy descriptors the batched copy kernel moved");
+    impl->kernel_pages = m.counter("weft_cuda_kernel_pages_total", "Pages the page kernel moved");
+  }
   mem::cuda::DeviceGuard guard;
   for (int d = 0; d < n; ++d) {
     DeviceState& ds = impl->dev[d];
@@ -557,7 +569,7 @@ Status CudaTransport::Copy(const Endpoint& dst, const Endpoint& src, uint64_t le
   WEFT_RETURN_IF_ERROR(CudaStatus(cudaSetDevice(p.device), "cudaSetDevice"));
   WEFT_ASSIGN_OR_RETURN(Lane * lane, impl_->Acquire(p.device, false));
   Status s = CudaStatus(cudaMemcpyAsync(dst.mapped, src.mapped, len, cudaMemcpyDefault, lane->stream), "cudaMemcpyAsync");
-  impl_->ce_copies.fetch_add(1, std::memory_order_relaxed);
+  impl_->ce_copies->Add(1);
   Status sync = CudaStatus(cudaStreamSynchronize(lane->stream), "cudaStreamSynchronize");
   impl_->Release(lane);
   return s.ok() ? sync : s;
@@ -636,8 +648,8 @@ void CudaTransport::CopyBatch(std::span<const CopyItem> items, std::span<Status>
         fail_used(used.back(), s);
         break;
       }
-      im.kernel_launches.fetch_add(1, std::memory_order_relaxed);
-      im.kernel_descs.fetch_add(descs.size(), std::memory_order_relaxed);
+      im.kernel_launches->Add(1);
+      im.kernel_descs->Add(descs.size());
       break;
     }
   }
@@ -670,7 +682,7 @@ void CudaTransport::CopyBatch(std::span<const CopyItem> items, std::span<Status>
     results[i] = CudaStatus(cudaMemcpyAsync(items[i].dst.mapped, items[i].src.mapped, items[i].len, cudaMemcpyDefault,
                                             u.lane->stream),
                             "cudaMemcpyAsync");
-    im.ce_copies.fetch_add(1, std::memory_order_relaxed);
+    im.ce_copies->Add(1);
   }
 
   for (Used& u : used) {
@@ -738,14 +750,14 @@ Status CudaTransport::Enqueue(std::span<const CopyItem> items, void* stream_ptr,
                      "copy kernel launch");
     cudaFreeAsync(buf, stream);
     WEFT_RETURN_IF_ERROR(s);
-    im.kernel_launches.fetch_add(1, std::memory_order_relaxed);
-    im.kernel_descs.fetch_add(descs.size(), std::memory_order_relaxed);
+    im.kernel_launches->Add(1);
+    im.kernel_descs->Add(descs.size());
   }
   for (uint32_t i : plan.copy_engine) {
     WEFT_RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(items[i].dst.mapped, items[i].src.mapped, items[i].len,
                                                     cudaMemcpyDefault, stream),
                                     "cudaMemcpyAsync"));
-    im.ce_copies.fetch_add(1, std::memory_order_relaxed);
+    im.ce_copies->Add(1);
   }
   return ReleaseAfter(stream, std::move(release));
 }
@@ -816,8 +828,8 @@ Status CudaTransport::CopyPages(const PageCopy& pc, void* stream_ptr, std::funct
     }
   };
   auto count = [&] {
-    im.kernel_launches.fetch_add(1, std::memory_order_relaxed);
-    im.kernel_pages.fetch_add(n, std::memory_order_relaxed);
+    im.kernel_launches->Add(1);
+    im.kernel_pages->Add(n);
   };
   if (stream_ptr) {
     // Caller's stream: a device buffer from the stream-ordered allocator, filled from a pageable
@@ -929,8 +941,8 @@ bool CudaTransport::green_context_active(int device) const {
 }
 
 CudaStats CudaTransport::stats() const {
-  return CudaStats{impl_->ce_copies.load(), impl_->kernel_launches.load(), impl_->kernel_descs.load(),
-                   impl_->kernel_pages.load()};
+  return CudaStats{impl_->ce_copies->value(), impl_->kernel_launches->value(), impl_->kernel_descs->value(),
+                   impl_->kernel_pages->value()};
 }
 
 const CostModel& CudaTransport::model() const { return impl_->options.model; }

@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 
+#include "base/metrics.h"
 #include "base/status.h"
 #include "transport/cuda/copy_plan.h"
 #include "transport/transport.h"
@@ -43,6 +44,8 @@ struct CudaOptions {
   std::string node_id;
   bool page_grid_per_unit = true;
   CostModel model;
+  // Where the kernel and copy-engine counters go (weft_cuda_*); null: kept by the transport.
+  MetricsRegistry* metrics = nullptr;
 };
 
 struct CudaStats {

@@ -370,9 +370,9 @@ bool CopySucceedsWithin(Pool& pool, uint32_t rank, std::chrono::seconds limit) {
   return false;
 }
 
-TEST(Pool, FrozenPeerFailsTcpCopiesInFlightAndDoesNotStallTheControlThread) {
-  Config config = TestConfig("frozen");
-  config.transport = "tcp";
+void CheckFrozenPeerFailsCopiesInFlight(const std::string& transport) {
+  Config config = TestConfig("frozen-" + transport);
+  config.transport = transport;
   config.cluster_secret = "test-secret-" + std::to_string(FreshSeed());
   config.peer_timeout_ms = 500;
   config.deadline_ms = 30000;
@@ -449,6 +449,20 @@ TEST(Pool, FrozenPeerFailsTcpCopiesInFlightAndDoesNotStallTheControlThread) {
   EXPECT_EQ(after.code(), Code::kPeerDown) << after.ToString();
   children.Kill(0);  // SIGKILL ends a stopped process too
 }
+
+TEST(Pool, FrozenPeerFailsTcpCopiesInFlightAndDoesNotStallTheControlThread) {
+  CheckFrozenPeerFailsCopiesInFlight("tcp");
+}
+
+#if WEFT_HAVE_UCX
+// The same over ucx (UCX's own tcp here): the forced close of the endpoint ends the flush.
+TEST(Pool, FrozenPeerFailsUcxCopiesInFlightAndDoesNotStallTheControlThread) {
+  if (std::string why; !testing::UcxRunsHere(&why)) GTEST_SKIP() << "no UCX here: " << why;
+  ::setenv("UCX_TLS", "tcp", 1);  // read by each pool's ucx transport as it starts
+  CheckFrozenPeerFailsCopiesInFlight("ucx");
+  ::unsetenv("UCX_TLS");
+}
+#endif
 
 // Joins the pool whose coordinator another process is starting (retries while none answers).
 Result<std::unique_ptr<Pool>> JoinOnceUp(const Config& config) {

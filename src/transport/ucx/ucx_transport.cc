@@ -3,6 +3,8 @@
 #include "transport/ucx/ucx_transport.h"
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <vector>
 
 #include "base/log.h"
@@ -19,13 +21,16 @@ constexpr auto kCloseWait = std::chrono::seconds(5);  // a forced close complete
 
 using Worker = UcxTransport::Worker;
 
-// Waits (mu held, progressing) until `request` is no longer in progress or `until` passes;
-// returns its status (UCS_INPROGRESS on timeout) and frees it unless still in progress.
-ucs_status_t WaitRequest(Worker& w, void* request, Deadline until) {
+// Waits (mu held, progressing) until `request` is no longer in progress, `until` passes or
+// `abandon` turns true; returns its status (UCS_INPROGRESS when it stopped early) and frees it
+// unless still in progress.
+ucs_status_t WaitRequest(Worker& w, void* request, Deadline until, const std::atomic<bool>* abandon = nullptr) {
   if (request == nullptr) return UCS_OK;
   if (UCS_PTR_IS_ERR(request)) return UCS_PTR_STATUS(request);
   ucs_status_t s;
-  while ((s = w.lib->request_check_status(request)) == UCS_INPROGRESS && !until.expired()) w.lib->worker_progress(w.worker);
+  while ((s = w.lib->request_check_status(request)) == UCS_INPROGRESS && !until.expired() &&
+         !(abandon && abandon->load(std::memory_order_acquire)))
+    w.lib->worker_progress(w.worker);
   if (s != UCS_INPROGRESS) w.lib->request_free(request);
   return s;
 }
@@ -37,6 +42,23 @@ struct UcxPeer final : PeerLink {
   mutable ucp_ep_h ep = nullptr;
   mutable ucs_status_t failure = UCS_OK;  // set by UCX's error callback (inside progress)
   mutable uint64_t generation = 0;        // bumped per endpoint: rkeys of an older one are stale
+  // Set by PeerDown (the pool declared the peer dead; any thread, without mu): an op waiting on
+  // the peer stops, and this link fails every op from then on (a rejoined peer gets a new link).
+  mutable std::atomic<bool> declared_down{false};
+  mutable std::mutex down_mu;
+  mutable Status down_why;  // under down_mu
+
+  void DeclareDown(const Status& why) const {
+    {
+      std::lock_guard lock(down_mu);
+      down_why = why;
+    }
+    declared_down.store(true, std::memory_order_release);
+  }
+  Status DownStatus() const {
+    std::lock_guard lock(down_mu);
+    return Error(Code::kPeerDown, "ucx: the peer was declared down by the pool during the op: {}", down_why.message());
+  }
 
   ~UcxPeer() override {
     std::lock_guard lock(w->mu);
@@ -47,6 +69,10 @@ struct UcxPeer final : PeerLink {
 
   // mu held: an endpoint that has not failed.
   Status Ensure() const {
+    if (declared_down.load(std::memory_order_acquire)) {
+      Close();
+      return DownStatus();
+    }
     if (ep && failure == UCS_OK) return OkStatus();
     Close();
     ucp_ep_params_t p{};
@@ -173,6 +199,10 @@ UcxTransport::~UcxTransport() {
   std::lock_guard lock(worker_->mu);
   for (auto& [id, memh] : worker_->exported) worker_->lib->mem_unmap(worker_->context, memh);
   worker_->exported.clear();
+}
+
+void UcxTransport::PeerDown(const PeerLink& peer, const Status& why) {
+  static_cast<const UcxPeer&>(peer).DeclareDown(why);
 }
 
 Status UcxTransport::Copy(const Endpoint&, const Endpoint&, uint64_t) {
@@ -346,15 +376,20 @@ void UcxTransport::PostDirect(std::span<const RemoteOp> ops, std::span<Status> r
     issued[i] = 1;
   }
   ucp_request_param_t fp{};
-  const ucs_status_t flushed = WaitRequest(w, w.lib->ep_flush_nbx(peer.ep, &fp), deadline);
-  const bool timed_out = flushed == UCS_INPROGRESS;
-  // On the deadline (or a failed peer) nothing may land in local memory after we return: the
-  // forced close completes every request still in flight.
-  if (timed_out || peer.failure != UCS_OK) peer.Close();
+  void* flush = w.lib->ep_flush_nbx(peer.ep, &fp);
+  const ucs_status_t flushed = WaitRequest(w, flush, deadline, &peer.declared_down);
+  const bool abandoned = flushed == UCS_INPROGRESS && peer.declared_down.load(std::memory_order_acquire);
+  const bool timed_out = flushed == UCS_INPROGRESS && !abandoned;
+  // On the deadline, a failed peer or one declared down, nothing may land in local memory after
+  // we return: the forced close completes every request still in flight (the flush too).
+  if (flushed == UCS_INPROGRESS || peer.failure != UCS_OK) peer.Close();
+  if (flushed == UCS_INPROGRESS) (void)WaitRequest(w, flush, Deadline::After(kCloseWait));  // ended by the close; freed
   for (size_t i = 0; i < ops.size(); ++i) {
     if (!issued[i]) continue;
     const ucs_status_t s = WaitRequest(w, requests[i], Deadline::After(kCloseWait));
-    if (timed_out) {
+    if (abandoned) {
+      results[i] = peer.DownStatus();
+    } else if (timed_out) {
       results[i] = Error(Code::kTimeout, "ucx: the op did not complete before the deadline; the endpoint to the "
                          "peer was closed and is made again on the next op");
     } else if (s != UCS_OK) {

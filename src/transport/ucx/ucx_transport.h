@@ -65,6 +65,9 @@ class UcxTransport final : public Transport {
   Result<std::unique_ptr<ImportedRegion>> ImportRegion(const PeerLink& peer, uint64_t base, uint64_t len,
                                                        std::string_view blob) override;
   void Post(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) override;
+  // Ops waiting on the peer stop and fail PEER_DOWN with `why`, and so does every later op on
+  // this link (its endpoint closed by force).
+  void PeerDown(const PeerLink& peer, const Status& why) override;
   double RemoteCostNanos(uint64_t bytes) const override;
   std::string_view ExplainRemote() const override;
 

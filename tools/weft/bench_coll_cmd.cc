@@ -51,6 +51,11 @@ struct Options {
   bool gloo = true;
   bool heap = true;
   std::string json;
+  // --join: this process is one rank of the pool its config names (started elsewhere, e.g. one
+  // per network namespace); it checks every case, times nothing, and has no gloo.
+  bool join = false;
+  // Shifts the values every rank contributes; the same on every rank (0 with --join: fixed).
+  uint64_t seed = 0;
 };
 
 // How a collective's size maps to its per-rank count and its bus bandwidth.
@@ -61,7 +66,10 @@ double BusFactor(const std::string& c, uint32_t n) {
   return static_cast<double>(n - 1) / n;
 }
 
-float Pattern(uint32_t rank, uint64_t index) { return static_cast<float>((rank + 1) * 3 + index % 11); }
+// Small integers, so that f32 sums are exact whatever the order; salt (the seed) shifts them.
+float Pattern(uint32_t rank, uint64_t index, uint64_t salt) {
+  return static_cast<float>((rank + 1) * 3 + (index + salt) % 11);
+}
 
 // One collective call on f32 buffers, shaped per kCollectives (root 0).
 Status CallWeft(Team& t, const std::string& c, const float* send, float* recv, uint64_t count) {
@@ -76,20 +84,22 @@ Status CallWeft(Team& t, const std::string& c, const float* send, float* recv, u
 }
 
 // What recv[i] must hold after the call on this rank (nullopt: not written here).
-std::optional<float> Expected(const std::string& c, uint32_t me, uint32_t n, uint64_t count, uint64_t i) {
+std::optional<float> Expected(const std::string& c, uint32_t me, uint32_t n, uint64_t count, uint64_t i,
+                              uint64_t salt) {
+  auto pattern = [salt](uint32_t rank, uint64_t index) { return Pattern(rank, index, salt); };
   auto sum_over_ranks = [&](uint64_t index) {
     float s = 0;
-    for (uint32_t r = 0; r < n; ++r) s += Pattern(r, index);
+    for (uint32_t r = 0; r < n; ++r) s += pattern(r, index);
     return s;
   };
   if (c == "allreduce") return sum_over_ranks(i);
   if (c == "reduce") return me == 0 ? std::optional<float>(sum_over_ranks(i)) : std::nullopt;
-  if (c == "broadcast") return Pattern(0, i);
-  if (c == "allgather" || (c == "gather" && me == 0)) return Pattern(static_cast<uint32_t>(i / count), i % count);
+  if (c == "broadcast") return pattern(0, i);
+  if (c == "allgather" || (c == "gather" && me == 0)) return pattern(static_cast<uint32_t>(i / count), i % count);
   if (c == "gather") return std::nullopt;
-  if (c == "scatter") return Pattern(0, me * count + i);
+  if (c == "scatter") return pattern(0, me * count + i);
   if (c == "reduce_scatter") return sum_over_ranks(me * count + i);
-  return Pattern(static_cast<uint32_t>(i / count), me * count + i % count);  // alltoall
+  return pattern(static_cast<uint32_t>(i / count), me * count + i % count);  // alltoall
 }
 
 // A case's send and recv buffers on this rank: in this process's memory, or (heap set) at the
@@ -99,31 +109,31 @@ struct Buffers {
   std::vector<float> own;
 };
 
-Buffers Shape(const std::string& c, uint32_t me, uint32_t n, uint64_t count, float* heap) {
+Buffers Shape(const std::string& c, uint32_t me, uint32_t n, uint64_t count, float* heap, uint64_t salt) {
   bool wide_send = c == "scatter" || c == "reduce_scatter" || c == "alltoall";
   bool wide_recv = c == "allgather" || c == "gather" || c == "alltoall";
   const uint64_t ns = wide_send ? n * count : count, nr = wide_recv ? n * count : count;
   Buffers b;
   float* base = heap;
   if (!base) {
-    b.own.resize(ns + nr);
+    b.own.resize((ns + 15) / 16 * 16 + nr);  // recv starts 64-byte aligned after send
     base = b.own.data();
   }
   b.send = {base, ns};
   b.recv = {base + (ns + 15) / 16 * 16, nr};  // 64-byte aligned
-  for (uint64_t i = 0; i < ns; ++i) b.send[i] = Pattern(me, i);
+  for (uint64_t i = 0; i < ns; ++i) b.send[i] = Pattern(me, i, salt);
   return b;
 }
 
-Status Verify(Team& t, const std::string& c, uint64_t count, float* heap) {
+Status Verify(Team& t, const std::string& c, uint64_t count, float* heap, uint64_t salt) {
   const uint32_t me = t.rank(), n = t.size();
-  Buffers b = Shape(c, me, n, count, heap);
+  Buffers b = Shape(c, me, n, count, heap, salt);
   std::fill(b.recv.begin(), b.recv.end(), -1.0f);
   if (c == "broadcast")
-    for (uint64_t i = 0; i < count; ++i) b.recv[i] = Pattern(me, i);
+    for (uint64_t i = 0; i < count; ++i) b.recv[i] = Pattern(me, i, salt);
   WEFT_RETURN_IF_ERROR(CallWeft(t, c, b.send.data(), b.recv.data(), count));
   for (uint64_t i = 0; i < b.recv.size(); ++i) {
-    auto want = Expected(c, me, n, count, i);
+    auto want = Expected(c, me, n, count, i, salt);
     if (want && b.recv[i] != *want)
       return Error(Code::kInternal, "{} of {} elements{}: rank {} element {} is {}, not {}", c, count,
                    heap ? " (heap buffers)" : "", me, i, b.recv[i], *want);
@@ -167,6 +177,11 @@ struct Row {
   std::string algorithm;
 };
 
+// Elements per rank of a case of `bytes` (its largest buffer on a rank).
+uint64_t CountOf(const std::string& c, uint64_t bytes, uint32_t n) {
+  return std::max<uint64_t>(1, bytes / 4 / (PerRankCount(c) ? n : 1));
+}
+
 // heap: the team's heap (a case's buffers at its start), or null for private buffers only.
 Result<Row> Case(Team& t, coll::GlooBaseline* gloo, const Options& o, const std::string& c, uint64_t bytes,
                  float* heap) {
@@ -174,15 +189,15 @@ Result<Row> Case(Team& t, coll::GlooBaseline* gloo, const Options& o, const std:
   Row row;
   row.collective = c;
   row.bytes = bytes;
-  row.count = std::max<uint64_t>(1, bytes / 4 / (PerRankCount(c) ? n : 1));
-  WEFT_RETURN_IF_ERROR(Verify(t, c, row.count, nullptr));
-  Buffers b = Shape(c, t.rank(), n, row.count, nullptr);
+  row.count = CountOf(c, bytes, n);
+  WEFT_RETURN_IF_ERROR(Verify(t, c, row.count, nullptr, o.seed));
+  Buffers b = Shape(c, t.rank(), n, row.count, nullptr, o.seed);
   row.algorithm = t.Plan(c, row.count * 4).algorithm;
   WEFT_ASSIGN_OR_RETURN(row.weft_us, Measure(t, o, [&] { return t.Barrier(); },
                                              [&] { return CallWeft(t, c, b.send.data(), b.recv.data(), row.count); }));
   if (heap) {
-    WEFT_RETURN_IF_ERROR(Verify(t, c, row.count, heap));
-    Buffers h = Shape(c, t.rank(), n, row.count, heap);
+    WEFT_RETURN_IF_ERROR(Verify(t, c, row.count, heap, o.seed));
+    Buffers h = Shape(c, t.rank(), n, row.count, heap, o.seed);
     WEFT_ASSIGN_OR_RETURN(row.heap_us, Measure(t, o, [&] { return t.Barrier(); }, [&] {
       return CallWeft(t, c, h.send.data(), h.recv.data(), row.count);
     }));
@@ -301,39 +316,103 @@ int RankMain(const Plan& p, uint32_t index, int go_read, int go_write) {
   return t.Barrier().ok() ? 0 : 1;
 }
 
-// Forks the ranks (before any thread exists here) and waits for them; a failed rank takes the
-// others down with it.
-int Run(const Options& o, const ConfigFlags& flags) {
-  Plan p{o, {}, {}, {}};
-  auto config = flags.Load();
-  if (!config) return 2;
+// The sizes, collectives and slot of the command line, checked; false (after saying why) when bad.
+bool CheckArguments(const Options& o, std::vector<uint64_t>& sizes, uint64_t& slot_bytes) {
   for (const auto& s : o.sizes) {
     auto b = ParseBytes(s);
     if (!b.ok() || *b < 4 || *b > (uint64_t{1} << 32)) {
       fmt::print(stderr, "weft bench-coll: size '{}' is not from 4 bytes to 4 GiB\n", s);
-      return 2;
+      return false;
     }
-    p.sizes.push_back(*b);
+    sizes.push_back(*b);
   }
   for (const auto& c : o.collectives) {
     if (std::find(kCollectives.begin(), kCollectives.end(), c) == kCollectives.end()) {
       fmt::print(stderr, "weft bench-coll: unknown collective '{}' (one of allreduce allgather reduce_scatter "
                  "broadcast reduce gather scatter alltoall)\n", c);
-      return 2;
+      return false;
     }
   }
   auto slot = ParseBytes(o.slot);
   if (!slot.ok() || *slot < 64 || *slot % 64 != 0 || *slot > (64u << 20)) {
     fmt::print(stderr, "weft bench-coll: --slot must be a multiple of 64 bytes up to 64M\n");
+    return false;
+  }
+  slot_bytes = *slot;
+  return !sizes.empty();
+}
+
+// The heap a team needs for the cases (their send and recv at its start), and the slice for
+// heap and channel.
+uint64_t HeapBytes(const std::vector<uint64_t>& sizes) { return 2 * *std::max_element(sizes.begin(), sizes.end()) + 4096; }
+uint64_t SliceBytes(uint64_t heap, int ranks, uint64_t slot) { return heap + 2 * ranks * (slot + 64) + (2 << 20); }
+
+// Every case on private and heap buffers, checked element by element; nothing timed.
+Status VerifyAll(Team& t, const Options& o, const std::vector<uint64_t>& sizes) {
+  for (uint64_t bytes : sizes) {
+    for (const std::string& c : o.collectives) {
+      const uint64_t count = CountOf(c, bytes, t.size());
+      WEFT_RETURN_IF_ERROR(Verify(t, c, count, nullptr, o.seed).Annotate("private buffers"));
+      WEFT_RETURN_IF_ERROR(Verify(t, c, count, static_cast<float*>(t.Local(0)), o.seed).Annotate("heap buffers"));
+    }
+  }
+  return OkStatus();
+}
+
+// --join: one rank of a pool that other processes (other hosts) join too.
+int RunJoined(const Options& o, const ConfigFlags& flags) {
+  auto config = flags.Load();
+  if (!config) return 2;
+  std::vector<uint64_t> sizes;
+  uint64_t slot = 0;
+  if (!CheckArguments(o, sizes, slot)) return 2;
+  const uint64_t heap = HeapBytes(sizes), need = SliceBytes(heap, o.ranks, slot);
+  if (config->rank_size < need) {
+    fmt::print(stderr, "weft bench-coll: rank_size {} is too small for these sizes; every peer of the pool needs "
+               "rank_size >= {} (--set rank_size=...)\n", FormatBytes(config->rank_size), FormatBytes(need));
     return 2;
   }
+  auto pool = bm::Pool::Join(*config, bm::JoinMode::kJoin);
+  if (!pool.ok()) {
+    fmt::print(stderr, "weft bench-coll: joining the pool: {}\n", pool.status().ToString());
+    return 1;
+  }
+  auto fail = [&](const Status& s) {
+    fmt::print(stderr, "weft bench-coll: rank {}: {}\n", (*pool)->rank(), s.ToString());
+    return 1;
+  };
+  if (auto peers = (*pool)->WaitForPeers(o.ranks, Deadline::After(std::chrono::seconds(60))); !peers.ok())
+    return fail(peers.status());
+  symm::TeamOptions to;
+  to.heap_bytes = heap;
+  to.slot_bytes = slot;
+  auto team = Team::Create(**pool, to);
+  if (!team.ok()) return fail(team.status());
+  Team& t = **team;
+  if (Status s = VerifyAll(t, o, sizes); !s.ok()) return fail(s);
+  if (Status s = t.Barrier(); !s.ok()) return fail(s);
+  const auto plan = t.Plan("allreduce", sizes.back());
+  fmt::print("weft bench-coll: rank {} of {}: {} cases exact on private and heap buffers (seed {}); {}\n", t.rank(),
+             t.size(), sizes.size() * o.collectives.size(), o.seed, plan.ToString());
+  return 0;
+}
+
+// Forks the ranks (before any thread exists here) and waits for them; a failed rank takes the
+// others down with it.
+int Run(const Options& given, const ConfigFlags& flags) {
+  if (given.join) return RunJoined(given, flags);
+  Options o = given;
+  if (o.seed == 0) o.seed = static_cast<uint64_t>(Clock::now().time_since_epoch().count()) % 1000003 + 1;
+  Plan p{o, {}, {}, {}};
+  auto config = flags.Load();
+  if (!config) return 2;
+  uint64_t slot = 0;
+  if (!CheckArguments(o, p.sizes, slot)) return 2;
   p.config = *config;
   p.config.pool_name = fmt::format("bench-coll-{}", getpid());
   p.config.coordinator = fmt::format("/tmp/weft-{}.sock", p.config.pool_name);
-  // A case's send and recv, each at most its size, at the heap's start (Shape).
-  if (o.heap) p.heap_bytes = 2 * *std::max_element(p.sizes.begin(), p.sizes.end()) + 4096;
-  p.config.rank_size =
-      std::max<uint64_t>(p.config.rank_size, p.heap_bytes + 2 * o.ranks * (*slot + 64) + (2 << 20));
+  if (o.heap) p.heap_bytes = HeapBytes(p.sizes);
+  p.config.rank_size = std::max<uint64_t>(p.config.rank_size, SliceBytes(p.heap_bytes, o.ranks, slot));
   p.rendezvous = fmt::format("/tmp/weft-{}-gloo", p.config.pool_name);
   std::filesystem::remove_all(p.rendezvous);
   std::filesystem::create_directories(p.rendezvous);
@@ -380,6 +459,11 @@ void AddBenchColl(CLI::App& app, Runner* run) {
   cmd->add_flag("!--no-gloo", o->gloo, "Leave out the gloo baseline");
   cmd->add_flag("!--no-heap", o->heap, "Leave out the cases on buffers in the team's heap");
   cmd->add_option("--json", o->json, "Also write the figures to this JSON file");
+  cmd->add_flag("--join", o->join,
+                "Be one rank of the pool the config names (its coordinator started elsewhere, e.g. `weft meta`): "
+                "wait for --ranks peers, check every case on private and heap buffers, time nothing");
+  cmd->add_option("--seed", o->seed, "Shifts every rank's values (the same on every rank; default: fresh, or 0 "
+                  "with --join)");
   cmd->callback([=] { *run = [=] { return Run(*o, *flags); }; });
 }
 

@@ -273,7 +273,7 @@ const std::vector<KeyDef>& Defs() {
           TextRange(&Config::data_address, 0, 4096)),
       Def("cluster_secret", "string", "(empty)",
           "Shared secret that peers prove with HMAC-SHA256 before any TCP access; required with transport=tcp. "
-          "Never logged.",
+          "A directory served by `weft meta --directory` with it takes writes only with its proof. Never logged.",
           StringSetter(&Config::cluster_secret),
           TextRange(&Config::cluster_secret, 0, 4096)),
       Def("tcp_lanes", "int", "4", "TCP connections per peer pair; large copies are sliced and striped over them.",

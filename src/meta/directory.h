@@ -20,7 +20,10 @@
 //  - List(prefix) returns every (key, value) whose key starts with prefix, sorted by key.
 //  - PutIfAbsent is an atomic create: of many concurrent callers exactly one gets true.
 //  - A key put with a lease is deleted when the lease expires or is revoked (watchers see a
-//    delete event). Putting a key again with another lease (or none) moves it to that lease.
+//    delete event). Putting a key again with another lease (or none) moves it to that lease,
+//    except on the embedded server (embedded://, http:// to weft): there a key held under a
+//    lease is changed or deleted only by a request that names that lease (PERMISSION_DENIED
+//    otherwise), so only its owner can touch it. Lease ids are unguessable there.
 //  - Watch delivers the events after the Watch call returns, on a backend thread, in the order
 //    they happened (so in order per key).
 //
@@ -61,6 +64,10 @@ struct DirectoryOptions {
   // p2p only: where the endpoint counts what it refuses (weft_http_refused_total{server="p2p"});
   // not owned, may be null.
   MetricsRegistry* p2p_metrics = nullptr;
+  // embedded:// and http:// only: the cluster secret, proven (never sent) on every request that
+  // changes the directory, as a server started with a secret requires (meta/directory_auth.h).
+  // Empty: requests go unsigned, which only a server without a secret accepts. Never logged.
+  std::string cluster_secret;
 };
 
 struct WatchEvent {
@@ -118,7 +125,10 @@ class Directory {
   Status Put(const std::string& key, const std::string& value, LeaseId lease = 0, OptDeadline d = {}) {
     return DoPut(key, value, lease, Pick(d));
   }
-  Status Delete(const std::string& key, OptDeadline d = {}) { return DoDelete(key, Pick(d)); }
+  Status Delete(const std::string& key, OptDeadline d = {}) { return DoDelete(key, 0, Pick(d)); }
+  // Deletes a key the caller holds under `lease`: the embedded server refuses a delete of a
+  // leased key that does not name its lease; other backends ignore the lease.
+  Status Delete(const std::string& key, LeaseId lease, OptDeadline d = {}) { return DoDelete(key, lease, Pick(d)); }
   Result<KeyValues> List(const std::string& prefix, OptDeadline d = {}) { return DoList(prefix, Pick(d)); }
   // true: this call created the key; false: it existed (and is left unchanged).
   Result<bool> PutIfAbsent(const std::string& key, const std::string& value, LeaseId lease = 0,
@@ -144,7 +154,7 @@ class Directory {
  protected:
   virtual Result<std::string> DoGet(const std::string& key, Deadline d) = 0;
   virtual Status DoPut(const std::string& key, const std::string& value, LeaseId lease, Deadline d) = 0;
-  virtual Status DoDelete(const std::string& key, Deadline d) = 0;
+  virtual Status DoDelete(const std::string& key, LeaseId lease, Deadline d) = 0;
   virtual Result<KeyValues> DoList(const std::string& prefix, Deadline d) = 0;
   virtual Result<bool> DoPutIfAbsent(const std::string& key, const std::string& value, LeaseId lease,
                                      Deadline d) = 0;

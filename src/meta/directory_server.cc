@@ -9,6 +9,7 @@
 
 #include "base/log.h"
 #include "meta/base64.h"
+#include "meta/directory_auth.h"
 #include "meta/http_call.h"
 
 namespace weft::meta {
@@ -33,8 +34,8 @@ constexpr OpInfo kOps[] = {
 // The fields each op takes; anything else in the body is an error.
 std::set<std::string> AllowedFields(Op op) {
   switch (op) {
-    case Op::kGet:
-    case Op::kDelete: return {"key"};
+    case Op::kGet: return {"key"};
+    case Op::kDelete: return {"key", "lease"};
     case Op::kPut:
     case Op::kPutIfAbsent: return {"key", "value", "lease"};
     case Op::kList: return {"prefix"};
@@ -85,6 +86,9 @@ constexpr int64_t kMaxTtlMs = 7LL * 24 * 3600 * 1000;  // a week; anything longe
 int HttpStatusOf(Code code) {
   switch (code) {
     case Code::kNotFound: return 404;
+    case Code::kUnauthenticated: return 401;
+    case Code::kPermissionDenied: return 403;
+    case Code::kBusy: return 503;
     case Code::kInvalidArgument:
     case Code::kProtocol: return 400;
     case Code::kTimeout: return 504;
@@ -152,9 +156,13 @@ Result<DirectoryRequest> DecodeDirectoryRequest(std::string_view method, std::st
   DirectoryRequest r;
   r.op = info->op;
   switch (r.op) {
-    case Op::kGet:
+    case Op::kGet: {
+      WEFT_ASSIGN_OR_RETURN(r.key, B64Field(j, "key", path));
+      break;
+    }
     case Op::kDelete: {
       WEFT_ASSIGN_OR_RETURN(r.key, B64Field(j, "key", path));
+      WEFT_ASSIGN_OR_RETURN(r.lease, IntField(j, "lease", path, 0, kMaxLease, 0));
       break;
     }
     case Op::kPut:
@@ -187,11 +195,29 @@ Result<DirectoryRequest> DecodeDirectoryRequest(std::string_view method, std::st
   return r;
 }
 
+bool DirectoryOpMutates(Op op) {
+  switch (op) {
+    case Op::kPut:
+    case Op::kPutIfAbsent:
+    case Op::kDelete:
+    case Op::kGrant:
+    case Op::kKeepAlive:
+    case Op::kRevoke: return true;
+    case Op::kGet:
+    case Op::kList:
+    case Op::kWatch: return false;
+  }
+  return true;
+}
+
 std::string EncodeDirectoryRequest(const DirectoryRequest& r) {
   json j = json::object();
   switch (r.op) {
-    case Op::kGet:
-    case Op::kDelete: j["key"] = Base64Encode(r.key); break;
+    case Op::kGet: j["key"] = Base64Encode(r.key); break;
+    case Op::kDelete:
+      j["key"] = Base64Encode(r.key);
+      j["lease"] = r.lease;
+      break;
     case Op::kPut:
     case Op::kPutIfAbsent:
       j["key"] = Base64Encode(r.key);
@@ -214,6 +240,7 @@ std::string EncodeDirectoryRequest(const DirectoryRequest& r) {
 struct DirectoryServer::Impl {
   DirectoryServerOptions options;
   std::shared_ptr<MemoryStore> store;
+  std::unique_ptr<DirectoryAuthenticator> auth;  // null: no cluster secret
   std::unique_ptr<net::HttpServer> http;
   uint64_t listener = 0;
   std::atomic<bool> wake_posted{false};
@@ -232,6 +259,7 @@ struct DirectoryServer::Impl {
   net::HttpResponse Serve(const DirectoryRequest& r);
   net::HttpOutcome Watch(const DirectoryRequest& r, net::HttpTicket ticket);
   net::HttpResponse ServeMooncake(const net::HttpRequest& request);
+  Status MayWrite(const net::HttpRequest& request, std::string_view key);
   MemoryStore::EventBatch Poll(const std::string& prefix, int64_t since);
   void OnRevision();
   void AnswerParked();
@@ -251,7 +279,23 @@ net::HttpOutcome DirectoryServer::Impl::ServeApi(const net::HttpRequest& request
     return reply;
   }
   if (r->op == Op::kWatch) return Watch(*r, ticket);
+  if (DirectoryOpMutates(r->op)) {
+    if (Status s = MayWrite(request, r->key); !s.ok()) return ErrorReply(s);
+  }
   return Serve(*r);
+}
+
+// Whether a request that changes the directory may go on: not on a read-only endpoint, and
+// with a cluster secret only with its proof. Which keys it may touch is the store's check.
+Status DirectoryServer::Impl::MayWrite(const net::HttpRequest& request, std::string_view key) {
+  if (options.read_only) {
+    return Error(Code::kPermissionDenied,
+                 "{} {}: this endpoint serves reads only (a p2p peer's keys are written by the peer itself)",
+                 request.method, request.path);
+  }
+  if (!auth) return OkStatus();
+  return auth->Check(request.Header(kDirectoryAuthHeader),
+                     SignedRequest{request.method, request.path, key, request.body});
 }
 
 net::HttpResponse DirectoryServer::Impl::Serve(const DirectoryRequest& r) {
@@ -263,7 +307,7 @@ net::HttpResponse DirectoryServer::Impl::Serve(const DirectoryRequest& r) {
       return JsonReply({{"value", Base64Encode(*v)}});
     }
     case Op::kPut: {
-      Status s = store->Put(r.key, r.value, r.lease, d);
+      Status s = store->PutAsOwner(r.key, r.value, r.lease);
       return s.ok() ? JsonReply(json::object()) : ErrorReply(s);
     }
     case Op::kPutIfAbsent: {
@@ -272,7 +316,7 @@ net::HttpResponse DirectoryServer::Impl::Serve(const DirectoryRequest& r) {
       return JsonReply({{"created", *created}});
     }
     case Op::kDelete: {
-      Status s = store->Delete(r.key, d);
+      Status s = store->DeleteAsOwner(r.key, r.lease);
       return s.ok() ? JsonReply(json::object()) : ErrorReply(s);
     }
     case Op::kList: {
@@ -353,13 +397,18 @@ net::HttpResponse DirectoryServer::Impl::ServeMooncake(const net::HttpRequest& r
   }
   auto key = request.QueryParam("key");
   if (!key) return TextReply(400, "missing key");
+  if (method == "PUT" || method == "DELETE") {
+    // Mooncake's protocol names no lease, so its writes reach only keys under none.
+    if (Status s = MayWrite(request, *key); !s.ok()) return TextReply(HttpStatusOf(s.code()), s.message());
+  }
   if (method == "PUT") {
-    Status s = store->Put(*key, request.body, 0, StoreDeadline());
-    return s.ok() ? TextReply(200, "metadata updated") : ErrorReply(s);
+    Status s = store->PutAsOwner(*key, request.body, 0);
+    return s.ok() ? TextReply(200, "metadata updated") : TextReply(HttpStatusOf(s.code()), s.message());
   }
   if (method == "DELETE") {
-    Status s = store->Delete(*key, StoreDeadline());
-    return s.ok() ? TextReply(200, "metadata deleted") : TextReply(404, "metadata not found");
+    Status s = store->DeleteAsOwner(*key, 0);
+    if (s.code() == Code::kNotFound) return TextReply(404, "metadata not found");
+    return s.ok() ? TextReply(200, "metadata deleted") : TextReply(HttpStatusOf(s.code()), s.message());
   }
   auto v = store->Get(*key, StoreDeadline());
   if (!v.ok()) return TextReply(404, "metadata not found");
@@ -375,6 +424,9 @@ Result<std::unique_ptr<DirectoryServer>> DirectoryServer::Start(DirectoryServerO
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->store = store ? std::move(store) : std::make_shared<MemoryStore>();
+  if (!impl->options.cluster_secret.empty()) {
+    impl->auth = std::make_unique<DirectoryAuthenticator>(impl->options.cluster_secret, impl->options.auth_max_skew);
+  }
   net::HttpServerOptions http = impl->options.http;
   http.bind = impl->options.bind;
   http.max_body = impl->options.max_body;

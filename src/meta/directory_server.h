@@ -8,6 +8,10 @@
 //                  Mooncake's reference metadata servers do (200, 404 "metadata not found",
 //                  400 for a missing key), so Mooncake deployments can point at weft.
 //
+// Who may write (docs/directory.md, "Who may write"): with a cluster secret, only a request that
+// proves it (401 otherwise); whatever the secret, a key held under a lease only by a request
+// that names the lease (403 otherwise), Mooncake's lease-less PUT/DELETE included.
+//
 // Malformed requests get 400 (413 for a body over max_body, whatever its content type) with a
 // reason, and the server goes on serving. Handlers run on the server's loop thread (the store
 // never blocks); a watch with nothing to tell yet is parked until an event or its wait_ms,
@@ -33,7 +37,7 @@ struct DirectoryRequest {
   std::string key;      // get, put, put_if_absent, delete
   std::string value;    // put, put_if_absent
   std::string prefix;   // list, watch
-  LeaseId lease = 0;    // put, put_if_absent (0: none), keepalive, revoke
+  LeaseId lease = 0;    // put, put_if_absent, delete (0: none), keepalive, revoke
   int64_t ttl_ms = 0;   // grant: > 0
   int64_t since = -1;   // watch: events after this revision; -1: only tell the current revision
   int64_t wait_ms = 0;  // watch: how long to wait for an event, 0..kMaxWatchWaitMs
@@ -54,10 +58,22 @@ Result<DirectoryRequest> DecodeDirectoryRequest(std::string_view method, std::st
                                                 std::string_view body);
 // The body EmbeddedDirectory sends (POST to DirectoryRequestPath(request.op)).
 std::string EncodeDirectoryRequest(const DirectoryRequest& request);
+// Whether an op changes the directory (put, put_if_absent, delete, the lease calls): those are
+// the ones a server with a cluster secret wants proven (meta/directory_auth.h).
+bool DirectoryOpMutates(DirectoryRequest::Op op);
 
 struct DirectoryServerOptions {
   std::string bind = "127.0.0.1:0";  // host:port; port 0 picks a free one (see port())
   size_t max_body = kMaxDirectoryBody;
+  // When set, every request that changes the directory (the JSON API's put, put_if_absent,
+  // delete and lease calls; Mooncake's PUT and DELETE) must prove it (X-Weft-Auth, see
+  // meta/directory_auth.h): 401 otherwise. Reads stay open. Never logged.
+  std::string cluster_secret;
+  // How far a proof's timestamp may be from this server's clock (also how long its nonce is
+  // remembered to refuse a replay).
+  std::chrono::milliseconds auth_max_skew{60000};
+  // Serve reads only (a p2p peer's endpoint: its owner writes in-process); writes get 403.
+  bool read_only = false;
   // Timeouts, connection caps and the metrics registry (net/http_server.h); its bind and
   // max_body are the two above, its name (the metrics' server label) "directory" by default.
   net::HttpServerOptions http;

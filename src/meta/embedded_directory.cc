@@ -6,6 +6,7 @@
 
 #include "base/log.h"
 #include "meta/base64.h"
+#include "meta/directory_auth.h"
 #include "meta/directory_server.h"
 #include "meta/http_call.h"
 
@@ -35,7 +36,11 @@ Result<json> ParseJson(const std::string& body, const std::string& address) {
 Result<json> Interpret(const HttpReply& reply, const std::string& address) {
   if (reply.status == 200) return ParseJson(reply.body, address);
   json j = json::parse(reply.body, nullptr, false);
-  Code fallback = reply.status == 404 ? Code::kNotFound : reply.status == 400 ? Code::kInvalidArgument : Code::kUnavailable;
+  Code fallback = reply.status == 404   ? Code::kNotFound
+                  : reply.status == 400 ? Code::kInvalidArgument
+                  : reply.status == 401 ? Code::kUnauthenticated
+                  : reply.status == 403 ? Code::kPermissionDenied
+                                        : Code::kUnavailable;
   if (!j.is_discarded() && j.is_object() && j.contains("code") && j["code"].is_string() && j.contains("error") &&
       j["error"].is_string()) {
     return Status(CodeFromName(j["code"].get<std::string>(), fallback), j["error"].get<std::string>());
@@ -54,10 +59,17 @@ Result<std::string> B64(const json& j, const char* name, const std::string& addr
 
 struct EmbeddedDirectory::Impl {
   HttpTarget target;
+  std::string secret;  // empty: writes go unsigned
 
   Result<json> Call(const DirectoryRequest& r, Deadline d) {
-    WEFT_ASSIGN_OR_RETURN(HttpReply reply, HttpCall(target, "POST", std::string(DirectoryRequestPath(r.op)),
-                                                    EncodeDirectoryRequest(r), d, "directory"));
+    const std::string path(DirectoryRequestPath(r.op));
+    const std::string body = EncodeDirectoryRequest(r);
+    HttpHeaders headers;
+    if (!secret.empty() && DirectoryOpMutates(r.op)) {
+      WEFT_ASSIGN_OR_RETURN(std::string proof, SignDirectoryRequest(secret, SignedRequest{"POST", path, r.key, body}));
+      headers.emplace_back(std::string(kDirectoryAuthHeader), std::move(proof));
+    }
+    WEFT_ASSIGN_OR_RETURN(HttpReply reply, HttpCall(target, "POST", path, body, d, "directory", headers));
     return Interpret(reply, target.Address());
   }
 };
@@ -65,6 +77,7 @@ struct EmbeddedDirectory::Impl {
 EmbeddedDirectory::EmbeddedDirectory(std::string host, uint16_t port, DirectoryOptions options)
     : Directory(std::move(options)), impl_(std::make_unique<Impl>()) {
   impl_->target = HttpTarget{std::move(host), port};
+  impl_->secret = this->options().cluster_secret;
 }
 
 EmbeddedDirectory::~EmbeddedDirectory() = default;
@@ -88,10 +101,11 @@ Status EmbeddedDirectory::DoPut(const std::string& key, const std::string& value
   return impl_->Call(r, d).status();
 }
 
-Status EmbeddedDirectory::DoDelete(const std::string& key, Deadline d) {
+Status EmbeddedDirectory::DoDelete(const std::string& key, LeaseId lease, Deadline d) {
   DirectoryRequest r;
   r.op = Op::kDelete;
   r.key = key;
+  r.lease = lease;
   return impl_->Call(r, d).status();
 }
 

@@ -26,7 +26,7 @@ class EtcdDirectory : public Directory {
  protected:
   Result<std::string> DoGet(const std::string& key, Deadline d) override;
   Status DoPut(const std::string& key, const std::string& value, LeaseId lease, Deadline d) override;
-  Status DoDelete(const std::string& key, Deadline d) override;
+  Status DoDelete(const std::string& key, LeaseId lease, Deadline d) override;
   Result<KeyValues> DoList(const std::string& prefix, Deadline d) override;
   Result<bool> DoPutIfAbsent(const std::string& key, const std::string& value, LeaseId lease, Deadline d) override;
   Result<LeaseId> DoGrant(std::chrono::milliseconds ttl, Deadline d) override;

@@ -33,7 +33,8 @@ Status HttpFailure(int error, const HttpTarget& target, Deadline deadline, const
 }
 
 Result<HttpReply> HttpCall(const HttpTarget& target, const std::string& method, const std::string& path,
-                           const std::string& body, Deadline deadline, const char* what) {
+                           const std::string& body, Deadline deadline, const char* what,
+                           const HttpHeaders& headers) {
   if (deadline.expired()) {
     return Error(Code::kTimeout, "{} at {}: the deadline passed before the request was sent", what,
                  target.Address());
@@ -45,6 +46,7 @@ Result<HttpReply> HttpCall(const HttpTarget& target, const std::string& method, 
     httplib::Request req;
     req.method = method;
     req.path = path;
+    for (const auto& [name, value] : headers) req.set_header(name, value);
     if (method == "POST" || method == "PUT") {
       req.body = body;
       req.set_header("Content-Type", method == "POST" ? "application/json" : "application/octet-stream");

@@ -11,6 +11,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/result.h"
@@ -33,10 +35,13 @@ struct HttpTarget {
   std::string Address() const;  // "host:port", brackets around IPv6 literals
 };
 
+using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
+
 // method is "GET", "POST", "PUT" or "DELETE". Each phase (connect, send, receive) is bounded by
-// the time left to the deadline.
+// the time left to the deadline. `headers` are sent as given (an X-Weft-Auth proof).
 Result<HttpReply> HttpCall(const HttpTarget& target, const std::string& method, const std::string& path,
-                           const std::string& body, Deadline deadline, const char* what);
+                           const std::string& body, Deadline deadline, const char* what,
+                           const HttpHeaders& headers = {});
 
 // Applies the deadline to a client's connect/read/write timeouts (at least 1 ms).
 void SetClientDeadline(httplib::Client& client, Deadline deadline);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "base/random.h"
+#include "meta/directory_auth.h"
 
 namespace weft::meta {
 
@@ -16,7 +17,6 @@ bool HasPrefix(const std::string& key, const std::string& prefix) {
 
 MemoryStore::MemoryStore(DirectoryOptions options)
     : Directory(std::move(options)),
-      lease_seed_(FreshSeed()),
       instance_(FreshSeed() >> 11),  // 53 bits: exact in any JSON reader
       worker_([this] { Worker(); }) {}
 
@@ -109,11 +109,37 @@ Status MemoryStore::DoPut(const std::string& key, const std::string& value, Leas
   return PutLocked(key, value, lease);
 }
 
-Status MemoryStore::DoDelete(const std::string& key, Deadline) {
+// In-process callers are trusted: the lease is checked only for remote writers (DeleteAsOwner).
+Status MemoryStore::DoDelete(const std::string& key, LeaseId, Deadline) {
   std::lock_guard lk(mu_);
   ExpireLocked(Clock::now());
   auto it = kv_.find(key);
   if (it == kv_.end()) return Error(Code::kNotFound, "key '{}' is not in the directory", key);
+  EraseLocked(it);
+  return OkStatus();
+}
+
+Status MemoryStore::CheckOwnerLocked(const std::string& key, LeaseId lease, const char* what) const {
+  auto it = kv_.find(key);
+  if (it == kv_.end() || it->second.lease == 0 || it->second.lease == lease) return OkStatus();
+  return Error(Code::kPermissionDenied,
+               "cannot {} key '{}': it is held under a live lease {}; only the lease's holder may change it",
+               what, key, lease == 0 ? "and the request names none" : "that the request does not name");
+}
+
+Status MemoryStore::PutAsOwner(const std::string& key, const std::string& value, LeaseId lease) {
+  std::lock_guard lk(mu_);
+  ExpireLocked(Clock::now());
+  WEFT_RETURN_IF_ERROR(CheckOwnerLocked(key, lease, "put"));
+  return PutLocked(key, value, lease);
+}
+
+Status MemoryStore::DeleteAsOwner(const std::string& key, LeaseId lease) {
+  std::lock_guard lk(mu_);
+  ExpireLocked(Clock::now());
+  auto it = kv_.find(key);
+  if (it == kv_.end()) return Error(Code::kNotFound, "key '{}' is not in the directory", key);
+  WEFT_RETURN_IF_ERROR(CheckOwnerLocked(key, lease, "delete"));
   EraseLocked(it);
   return OkStatus();
 }
@@ -139,11 +165,13 @@ Result<bool> MemoryStore::DoPutIfAbsent(const std::string& key, const std::strin
 Result<LeaseId> MemoryStore::DoGrant(std::chrono::milliseconds ttl, Deadline) {
   if (ttl.count() <= 0) return Error(Code::kInvalidArgument, "lease ttl must be positive, got {} ms", ttl.count());
   std::lock_guard lk(mu_);
-  // Random ids, not a counter: a client that kept a lease id across a server restart must not
-  // find it naming someone else's new lease.
+  // Random ids from the OS, not a counter or a seeded generator: a client that kept a lease id
+  // across a server restart must not find it naming someone else's new lease, and on the
+  // embedded server a lease id is what proves ownership of its keys, so no one may derive
+  // another's id from the ids they were given.
   LeaseId id = 0;
   while (id == 0 || leases_.count(id) != 0) {
-    id = static_cast<LeaseId>(SplitMix64(lease_seed_) & 0x7fffffffffffffffull);
+    WEFT_ASSIGN_OR_RETURN(id, UnguessableId());
   }
   leases_[id] = Lease{ttl, Clock::now() + ttl, {}};
   work_cv_.notify_one();  // the worker may need to wake earlier

@@ -56,13 +56,20 @@ class MemoryStore : public Directory {
   uint64_t AddRevisionListener(std::function<void()> listener);
   void RemoveRevisionListener(uint64_t id);
 
+  // --- for DirectoryServer: writes by a remote client, who owns nothing it cannot prove ---
+  // As Put / Delete, but a key held under a lease is changed or deleted only when `lease` names
+  // that lease: PERMISSION_DENIED otherwise (the message does not tell the lease). Keys under no
+  // lease are anyone's. Checked and done under one lock, so no write slips in between.
+  Status PutAsOwner(const std::string& key, const std::string& value, LeaseId lease);
+  Status DeleteAsOwner(const std::string& key, LeaseId lease);
+
   // How many events the store keeps for EventsSince.
   static constexpr size_t kHistory = 1 << 16;
 
  protected:
   Result<std::string> DoGet(const std::string& key, Deadline d) override;
   Status DoPut(const std::string& key, const std::string& value, LeaseId lease, Deadline d) override;
-  Status DoDelete(const std::string& key, Deadline d) override;
+  Status DoDelete(const std::string& key, LeaseId lease, Deadline d) override;
   Result<KeyValues> DoList(const std::string& prefix, Deadline d) override;
   Result<bool> DoPutIfAbsent(const std::string& key, const std::string& value, LeaseId lease, Deadline d) override;
   Result<LeaseId> DoGrant(std::chrono::milliseconds ttl, Deadline d) override;
@@ -88,6 +95,7 @@ class MemoryStore : public Directory {
 
   // All *Locked helpers need mu_ held.
   Status PutLocked(const std::string& key, const std::string& value, LeaseId lease);
+  Status CheckOwnerLocked(const std::string& key, LeaseId lease, const char* what) const;
   void EraseLocked(std::map<std::string, Entry>::iterator it);
   void RecordLocked(WatchEvent::Kind kind, const std::string& key, const std::string& value);
   void ExpireLocked(Clock::time_point now);
@@ -100,7 +108,6 @@ class MemoryStore : public Directory {
   std::condition_variable idle_cv_;    // CancelWatch: the worker finished a callback
   std::map<std::string, Entry> kv_;
   std::map<LeaseId, Lease> leases_;
-  uint64_t lease_seed_;
   const uint64_t instance_;
   int64_t revision_ = 0;
   std::deque<RevEvent> history_;

@@ -63,6 +63,7 @@ Result<std::unique_ptr<P2PDirectory>> P2PDirectory::Open(const std::string& bind
   so.bind = bind;
   so.http.name = "p2p";
   so.http.metrics = options.p2p_metrics;
+  so.read_only = true;  // the owner writes its keys in-process; no one else may
   auto server = DirectoryServer::Start(so, impl->local);
   if (!server.ok()) return server.status().Annotate("p2p directory endpoint");
   impl->server = std::move(server).value();
@@ -125,14 +126,14 @@ Status P2PDirectory::DoPut(const std::string& key, const std::string& value, Lea
   return impl_->local->Put(route.key, value, 0, d);
 }
 
-Status P2PDirectory::DoDelete(const std::string& key, Deadline d) {
+Status P2PDirectory::DoDelete(const std::string& key, LeaseId lease, Deadline d) {
   auto route = impl_->Resolve(key);
   if (route.owner) {
     return Error(Code::kNotSupported,
                  "p2p: key '{}' belongs to peer {}:{}; only its owner can delete it (Forget drops a cached copy)",
                  key, route.owner->first, route.owner->second);
   }
-  return impl_->local->Delete(route.key, d);
+  return impl_->local->Delete(route.key, lease, d);
 }
 
 Result<KeyValues> P2PDirectory::DoList(const std::string&, Deadline) { return NoSharedDirectory("List"); }

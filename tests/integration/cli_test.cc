@@ -155,6 +155,69 @@ TEST(Cli, MetaServesMooncakeMetadataForTransferEngines) {
   pclose(meta);
 }
 
+// `weft meta --directory` with a cluster secret: a trans-serve peer with the secret publishes its
+// descriptor; a client without it can read the descriptor but neither replace nor delete it
+// (401), and the peer is still found by name afterwards.
+TEST(Cli, MetaDirectoryWithASecretRefusesStrangersWrites) {
+  const std::string tag = std::to_string(getpid());
+  const std::string env = "WEFT_CLUSTER_SECRET=cli-dirauth-" + tag + " ";
+  // Each process prints its pid first ("echo $$; exec"), so the test stops exactly what it started.
+  FILE* meta = popen(("echo $$; exec env " + env + WEFT_BINARY + " meta --directory 127.0.0.1:0 --directory-only "
+                      "--set pool_name=cli-dirauth-" + tag + " 2>&1")
+                         .c_str(),
+                     "r");
+  ASSERT_NE(meta, nullptr);
+  char line[512] = {};
+  ASSERT_NE(fgets(line, sizeof line, meta), nullptr);
+  const pid_t meta_pid = static_cast<pid_t>(std::stol(line));
+  ASSERT_NE(fgets(line, sizeof line, meta), nullptr);
+  std::string text(line);
+  auto at = text.find("directory on ");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::string address = text.substr(at + 13, text.find(' ', at + 13) - at - 13);
+  ASSERT_NE(fgets(line, sizeof line, meta), nullptr);
+  EXPECT_NE(std::string(line).find("directory writes require the cluster secret"), std::string::npos) << line;
+  const std::string url = "embedded://" + address;
+  FILE* serve = popen(("echo $$; exec env " + env + WEFT_BINARY + " trans-serve --name serve-" + tag + " --metadata " +
+                       url + " --advertise 127.0.0.1 --bind 127.0.0.1 --size 8M 2>&1")
+                          .c_str(),
+                      "r");
+  ASSERT_NE(serve, nullptr);
+  ASSERT_NE(fgets(line, sizeof line, serve), nullptr);
+  const pid_t serve_pid = static_cast<pid_t>(std::stol(line));
+  ASSERT_NE(fgets(line, sizeof line, serve), nullptr);
+  std::string ready(line);
+  ASSERT_EQ(ready.rfind("READY serve-" + tag + " ", 0), 0u) << ready;
+  std::string addr = ready.substr(ready.find(' ', 6) + 1);
+  addr = addr.substr(0, addr.find(' '));
+
+  auto colon = address.rfind(':');
+  httplib::Client c(address.substr(0, colon), std::stoi(address.substr(colon + 1)));
+  c.set_read_timeout(std::chrono::seconds(10));
+  const std::string path = "/metadata?key=mooncake/ram/serve-" + tag;
+  auto before = c.Get(path);
+  ASSERT_TRUE(before);
+  ASSERT_EQ(before->status, 200);
+  auto del = c.Delete(path);
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 401) << del->body;
+  auto put = c.Put(path, "forged", "application/json");
+  ASSERT_TRUE(put);
+  EXPECT_EQ(put->status, 401) << put->body;
+  auto after = c.Get(path);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200);
+  EXPECT_EQ(after->body, before->body);
+  CommandRun r = RunCommand(env + WEFT_BINARY + " bench-trans --verify-only --name bench-" + tag + " --metadata " +
+                            url + " --advertise 127.0.0.1 --bind 127.0.0.1 --target serve-" + tag +
+                            " --remote-addr " + addr + " --remote-size 8388608 --pages 16 --page 16K --large 1M");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  if (serve_pid > 0) kill(serve_pid, SIGTERM);
+  if (meta_pid > 0) kill(meta_pid, SIGTERM);
+  pclose(serve);
+  pclose(meta);
+}
+
 // A transfer engine peer on this host with a managed buffer: `weft trans-route` and the
 // bench-trans checks name the path each preference takes (shm, or tcp when it is the only one).
 TEST(Cli, TransRouteNamesTheSameHostPath) {

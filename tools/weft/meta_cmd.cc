@@ -47,6 +47,7 @@ int ServeUntilSignal(const std::string& name, const Config& config, const std::s
     meta::DirectoryServerOptions so;
     so.bind = directory;
     so.http.metrics = &directory_metrics;
+    so.cluster_secret = config.cluster_secret;
     auto started = meta::DirectoryServer::Start(so);
     if (!started.ok()) {
       fmt::print(stderr, "{}: {}\n", name, started.status().ToString());
@@ -55,6 +56,14 @@ int ServeUntilSignal(const std::string& name, const Config& config, const std::s
     dir = std::move(*started);
     fmt::print("{}: directory on {} (embedded://{}, Mooncake metadata http://{}/metadata)\n", name, dir->address(),
                dir->address(), dir->address());
+    // What protects the records, said at start so that an open directory is a choice, not a surprise.
+    if (config.cluster_secret.empty()) {
+      fmt::print("{}: directory writes are not authenticated (no cluster secret): anyone who reaches it may write "
+                 "keys under no lease; set WEFT_CLUSTER_SECRET to require it\n",
+                 name);
+    } else {
+      fmt::print("{}: directory writes require the cluster secret; reads stay open\n", name);
+    }
   }
   std::unique_ptr<bm::PoolCoordinator> coordinator;
   if (!directory_only) {

@@ -151,10 +151,11 @@ struct TransferEngine::Impl {
   Histogram* batch_latency_ns = nullptr;
 
   std::unique_ptr<meta::Directory> directory;
-  // Orders descriptor writes and guards `lease`. Held across the directory call, so never
-  // together with mu: registrations and batches do not wait for the directory.
+  // Orders descriptor writes and guards `lease` and `published`. Held across the directory call,
+  // so never together with mu: registrations and batches do not wait for the directory.
   std::mutex publish_mu;
   meta::LeaseId lease = 0;
+  std::string published;  // the descriptor as last written: what the directory should hold
   std::unique_ptr<engine::Engine> engine;  // every data path; its tcp transport serves peers
   std::unique_ptr<WorkerPool> workers;
 
@@ -217,27 +218,84 @@ struct TransferEngine::Impl {
     }
     Status s = directory->Put(DescriptorKey(name), text, lease, MetaDeadline());
     if (!s.ok()) return s.Annotate(fmt::format("publishing the descriptor of '{}' in {}", name, directory->Describe()));
+    published = std::move(text);
     return OkStatus();
   }
 
+  // The first publish. On the embedded server a record held under a live lease of another
+  // engine is refused (PERMISSION_DENIED): this name's previous process may have died with its
+  // lease still running, so wait for that lease to run out (at most a lease's length) before
+  // concluding that another live engine has this name.
+  Status PublishFirst() {
+    Status s = Publish();
+    const auto patience = std::max(options.descriptor_lease, std::chrono::milliseconds(1000)) + options.metadata_timeout;
+    const auto until = Clock::now() + patience;
+    if (s.code() == Code::kPermissionDenied) {
+      WEFT_LOG_INFO("transfer engine '{}': the directory holds this name under another lease (a previous process "
+                    "of it?); waiting up to {} ms for that lease to expire",
+                    name, patience.count());
+    }
+    while (s.code() == Code::kPermissionDenied && Clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (lease != 0) {  // our own lease must outlive the wait (the keeper starts after it)
+        Status kept = directory->KeepAlive(lease, MetaDeadline());
+        if (kept.code() == Code::kNotFound) {
+          auto fresh = directory->Grant(options.descriptor_lease, MetaDeadline());
+          if (!fresh.ok()) return fresh.status().Annotate("transfer engine: a lease for the descriptor");
+          std::lock_guard p(publish_mu);
+          lease = *fresh;
+        }
+      }
+      s = Publish();
+    }
+    if (s.code() == Code::kPermissionDenied) {
+      return s.Annotate(fmt::format("another live transfer engine holds the name '{}' in {}", name,
+                                    directory->Describe()));
+    }
+    return s;
+  }
+
+  std::chrono::milliseconds KeeperPeriod() const {
+    if (options.descriptor_lease.count() <= 0) return std::chrono::milliseconds(3000);
+    return std::max<std::chrono::milliseconds>(options.descriptor_lease / 3, std::chrono::milliseconds(100));
+  }
+
+  // Renews the lease; when it is gone (e.g. the directory restarted) takes a new one and
+  // publishes again.
+  Status RenewLease() {
+    Status s = directory->KeepAlive(lease, MetaDeadline());
+    if (s.code() != Code::kNotFound) return s;
+    auto fresh = directory->Grant(options.descriptor_lease, MetaDeadline());
+    if (!fresh.ok()) return fresh.status();
+    std::lock_guard p(publish_mu);
+    lease = *fresh;
+    s = PublishLocked();
+    if (s.ok()) WEFT_LOG_INFO("transfer engine '{}': descriptor lease renewed after it expired", name);
+    return s;
+  }
+
+  // Reads the record back and writes it again when it is not ours: someone deleted or replaced
+  // it (an etcd client, a process sharing the store, a holder of the secret on a key under no
+  // lease). Peers that open this segment would otherwise find no descriptor, or a stranger's.
+  Status ReassertDescriptor() {
+    std::lock_guard p(publish_mu);  // no publish of ours between the read and the compare
+    auto stored = directory->Get(DescriptorKey(name), MetaDeadline());
+    if (stored.ok() && *stored == published) return OkStatus();
+    if (!stored.ok() && stored.status().code() != Code::kNotFound) return stored.status();
+    WEFT_LOG_WARN("transfer engine '{}': its descriptor in {} was {} by someone else; publishing it again", name,
+                  directory->Describe(), stored.ok() ? "replaced" : "deleted");
+    return PublishLocked();
+  }
+
   void KeepDescriptorAlive() {
-    auto period = std::max<std::chrono::milliseconds>(options.descriptor_lease / 3, std::chrono::milliseconds(100));
+    const auto period = KeeperPeriod();
     std::unique_lock lk(keeper_mu);
     while (!keeper_cv.wait_for(lk, period, [&] { return keeper_stop; })) {
       lk.unlock();
-      Status s = directory->KeepAlive(lease, MetaDeadline());
-      if (s.code() == Code::kNotFound) {  // expired (e.g. the directory restarted): start over
-        auto fresh = directory->Grant(options.descriptor_lease, MetaDeadline());
-        if (fresh.ok()) {
-          std::lock_guard p(publish_mu);
-          lease = *fresh;
-          s = PublishLocked();
-        } else {
-          s = fresh.status();
-        }
-        if (s.ok()) WEFT_LOG_INFO("transfer engine '{}': descriptor lease renewed after it expired", name);
-      }
+      Status s = lease != 0 ? RenewLease() : OkStatus();
       if (!s.ok()) WEFT_LOG_WARN("transfer engine '{}': keeping the descriptor alive: {}", name, s.ToString());
+      if (s.ok()) s = ReassertDescriptor();
+      if (!s.ok()) WEFT_LOG_WARN("transfer engine '{}': checking its descriptor: {}", name, s.ToString());
       lk.lock();
     }
   }
@@ -599,6 +657,7 @@ Status TransferEngine::Impl::StartDirectory() {
   meta::DirectoryOptions dopts;
   dopts.timeout = options.metadata_timeout;
   dopts.p2p_metrics = &metrics;
+  dopts.cluster_secret = options.auth.cluster_secret;  // proves our writes to a directory that wants it
   if (p2p) {
     uint16_t want = options.rpc_port;
     if (auto hp = meta::ParseHostPort(options.local_name); hp.ok() && want == 0) want = hp->second;
@@ -630,7 +689,7 @@ Status TransferEngine::Impl::StartDirectory() {
       }
     }
   }
-  return Publish();
+  return PublishFirst();
 }
 
 Result<std::unique_ptr<TransferEngine>> TransferEngine::Create(const TransferEngineOptions& options) {
@@ -687,7 +746,8 @@ Result<std::unique_ptr<TransferEngine>> TransferEngineAccess::Create(const Trans
   m.workers = std::make_unique<WorkerPool>(static_cast<unsigned>(options.worker_threads));
   WEFT_RETURN_IF_ERROR(m.StartDirectory());
   Impl* raw = &m;
-  if (m.lease != 0) m.keeper = std::thread([raw] { raw->KeepDescriptorAlive(); });
+  // p2p keeps its record in-process, behind a read-only endpoint: nothing to keep or check.
+  if (!m.p2p) m.keeper = std::thread([raw] { raw->KeepDescriptorAlive(); });
   std::string paths;
   for (const auto& [t, blob] : m.engine->EndpointBlobs()) paths += (paths.empty() ? "" : ", ") + t;
   WEFT_LOG_INFO("transfer engine '{}' up: paths {}, data port {}, directory {}", m.name, paths, m.engine->ListenPort(),

@@ -76,6 +76,28 @@ int main(int argc, char** argv) {
   w.Message("call_request_fuzz", wire::CallRequest{99, {0xde, 0xad}}, &stream);
   w.Message("call_reply_fuzz", wire::CallReply{99, {}, {0xbe, 0xef}}, &stream);
   w.Message("call_reply_fuzz", wire::CallReply{100, {Code::kPoolFull, "no room"}, {}}, &stream);
+  w.Message("status_request_fuzz", wire::StatusRequest{0, wire::kMaxStatusPeersPerReply}, &stream);
+  w.Message("status_request_fuzz", wire::StatusRequest{256, 1}, &stream);
+  {
+    wire::StatusReply s;
+    s.pool_name = "pool";
+    s.rank_size = 1u << 20;
+    s.max_ranks = 64;
+    s.peer_timeout_ms = 2000;
+    s.coordinator_host = "node1";
+    s.peers_up = 1;
+    s.peers_down = 1;
+    s.host_usage = {1u << 20, 4096, 1};
+    s.peers.push_back({0, "a", wire::PeerState::kUp, 42, "", 12, 3000, 1u << 20, 2u << 20, {1u << 20, 4096, 1},
+                       {2u << 20, 0, 0}, {"cuda", "shm", "tcp"}, ""});
+    s.peers.push_back({3, "b", wire::PeerState::kDown, 43, "10.0.0.2", 900, 5000, 1u << 20, 0, {}, {}, {"tcp"},
+                       "no heartbeat for 2001 ms"});
+    s.more = true;
+    s.next_rank = 4;
+    s.events.push_back({900, 1700000000000ull, Code::kPeerDown, "rank 3 ('b', pid 43) is down"});
+    w.Message("status_reply_fuzz", s, &stream);
+    w.Message("status_reply_fuzz", wire::StatusReply{{Code::kProtocol, "max_peers 0 is not 1..256"}}, &stream);
+  }
   if (auto n = wire::EncodeNotification("peer-a", "layer 7 done"); n.ok()) w.Put("notification_fuzz", *n);
   std::string descriptor =
       R"({"version":2,"name":"10.0.0.1:15001","transports":{"tcp":"AQgAAAAxMC4wLjAuMSiq"},"buffers":[)"

@@ -15,6 +15,12 @@
 // join, which it needs only microseconds of. Joined peers are never closed to make room.
 // Everything a stranger can trigger is logged through a RateLimitedLog, so a flood cannot fill
 // the disk either.
+//
+// A status request (`weft status`) comes from a stranger too, and stays one: it is answered from
+// the loop's own state and the connection is closed after the last page, so it counts against
+// the same budget as joiners and can never take a rank. Departed peers are remembered per rank
+// (bounded by max_ranks) and refusals and deaths in a small ring, so the reply can say who went
+// and why.
 #include "meta/coordinator.h"
 
 #include <sys/socket.h>
@@ -94,10 +100,13 @@ struct Conn {
   bool dead = false;          // marked for Reap()
   bool clean = false;         // left with a Leave frame
   bool refused = false;       // join refused: only flush the JoinAck, then close
+  bool status_only = false;   // asked for the pool's status: may ask again, never join
+  bool closing = false;       // answered its last status page: flush, then close
   bool write_failed = false;  // the peer stopped reading; what it sent is still to be read
   std::string dead_reason;
 
   bool joined = false;
+  Clock::time_point joined_at;
   uint32_t rank = 0;
   wire::PeerJoined desc;       // what others are told about this peer
   std::vector<net::UniqueFd> fds;  // what came with its Join, in order, kept to pass to later joiners
@@ -122,6 +131,8 @@ struct CoordinatorMetrics {
         heartbeats_missed(m.counter("weft_coordinator_heartbeat_timeouts_total",
                                     "Peers declared down for sending no heartbeat within peer_timeout_ms")),
         heartbeats(m.counter("weft_coordinator_heartbeats_total", "Heartbeats received")),
+        status_requests(m.counter("weft_coordinator_status_requests_total",
+                                  "Status requests answered (weft status), each page counted")),
         calls(m.counter("weft_coordinator_service_calls_total", "Service calls (allocator, store) handled")),
         peers_up(m.gauge("weft_coordinator_peers_up", "Peers in the pool now")),
         connections(m.gauge("weft_coordinator_connections", "Connections open now (joined or not)")),
@@ -150,6 +161,7 @@ struct CoordinatorMetrics {
   Counter* peers_down;
   Counter* heartbeats_missed;
   Counter* heartbeats;
+  Counter* status_requests;
   Counter* calls;
   Gauge* peers_up;
   Gauge* connections;
@@ -184,6 +196,25 @@ struct Coordinator::Impl {
   };
   std::map<std::string, Remembered> names;  // peer name -> the rank it had last
   uint64_t name_seq = 0;
+
+  // For status replies: the last peer of each rank that is not live now, the recent errors, and
+  // the figures the metrics registry keeps only by code.
+  struct Departed {
+    wire::StatusPeer row;  // its times are filled in when a reply is built
+    Clock::time_point joined_at;
+    Clock::time_point gone_at;
+  };
+  std::map<uint32_t, Departed> departed;
+  struct Event {
+    Clock::time_point at;
+    uint64_t unix_ms;
+    Code code;
+    std::string text;
+  };
+  std::deque<Event> events;  // at most wire::kMaxStatusEvents, oldest first
+  uint64_t join_refusals = 0;
+  Clock::time_point started_at = Clock::now();
+  std::string host_name;
 
   mutable std::mutex summary_mu;
   std::vector<PeerSummary> summary;
@@ -228,6 +259,13 @@ struct Coordinator::Impl {
   void OnBarrierEnter(Conn& c, uint64_t epoch);
   void OnAllgatherEnter(Conn& c, wire::AllgatherEnter msg);
   void OnCall(Conn& c, wire::CallRequest msg);
+  void OnStatusRequest(Conn& c, const net::ReceivedFrame& frame);
+  wire::StatusReply BuildStatus(const wire::StatusRequest& request) const;
+  wire::StatusPeer LiveRow(const Conn& p, Clock::time_point now) const;
+  void AddPoolTotals(wire::StatusReply& reply) const;
+  RankUsage UsageOf(uint32_t rank) const;
+  void RememberDeparted(const Conn& gone);
+  void RecordEvent(Code code, std::string text);
 
   template <typename T>
   void Send(Conn& c, const T& msg, std::vector<net::UniqueFd> fds = {});
@@ -276,6 +314,8 @@ Status Coordinator::Impl::Init() {
     struct stat st {};
     if (::stat(opt.socket_path.c_str(), &st) == 0) socket_inode = st.st_ino;
   }
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) == 0) host_name = host;
   WEFT_ASSIGN_OR_RETURN(loop, net::EventLoop::Create());
   WEFT_RETURN_IF_ERROR(loop->Add(listen_sock.get(), EPOLLIN, [this](int, uint32_t) { Accept(); }));
   loop->SetTick([this] { return Tick(); });
@@ -422,6 +462,12 @@ void Coordinator::Impl::OnAuthReadable(Conn& c) {
       std::string why = n == 0 ? std::string("closed the connection during the authentication handshake")
                                : fmt::format("authentication handshake: {}", std::strerror(errno));
       WarnAbout(c, "coordinator: dropping {}: {}", Who(c), why);
+      // Past our hello the client has checked our proof: one that leaves now most likely holds
+      // another cluster secret (it refuses us before sending its own proof).
+      if (c.auth == AuthStage::kProof) {
+        RecordEvent(Code::kUnauthenticated,
+                    fmt::format("{} {} after the coordinator's proof (another cluster secret?)", Who(c), why));
+      }
       MarkDead(c, why, false);
       return;
     }
@@ -445,6 +491,7 @@ void Coordinator::Impl::OnAuthReadable(Conn& c) {
     if (!verdict.ok()) {
       // The Result still goes out, so the peer learns why; then the connection closes.
       WarnAbout(c, "coordinator: refusing {}: {}", Who(c), verdict.ToString());
+      RecordEvent(Code::kUnauthenticated, fmt::format("refused {}: {}", Who(c), verdict.message()));
       c.auth = AuthStage::kRefused;
       c.refused = true;
       c.refuse_reason = "authentication failed";
@@ -504,18 +551,21 @@ void Coordinator::Impl::OnReadable(Conn& c, int max_reads) {
 
 void Coordinator::Impl::OnFrame(Conn& c, net::ReceivedFrame frame) {
   c.last_seen = Clock::now();
-  if (c.refused) return;  // only the JoinAck is still owed
+  if (c.refused || c.closing) return;  // only the JoinAck (the last status page) is still owed
   const wire::MessageType type = frame.header.type;
   auto bad = [&](const Status& s) {
     WarnAbout(c, "coordinator: dropping {} after a malformed {} frame: {}", Who(c), wire::MessageTypeName(type),
                   s.ToString());
     MarkDead(c, s.ToString(), false);
   };
-  if (!c.joined && type != wire::MessageType::kJoin) {
-    return bad(Error(Code::kProtocol, "the first frame must be Join"));
-  }
   if (type != wire::MessageType::kJoin && !frame.fds.empty()) {
     return bad(Error(Code::kProtocol, "{} descriptors attached to a frame that carries none", frame.fds.size()));
+  }
+  // Status connections are never members: they may ask again (the next page), nothing else.
+  if (type == wire::MessageType::kStatusRequest && !c.joined) return OnStatusRequest(c, frame);
+  if (c.status_only) return bad(Error(Code::kProtocol, "a status connection may only ask for status"));
+  if (!c.joined && type != wire::MessageType::kJoin) {
+    return bad(Error(Code::kProtocol, "the first frame must be Join or StatusRequest"));
   }
   switch (type) {
     case wire::MessageType::kJoin: {
@@ -626,11 +676,15 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
     ack.status = wire::WireStatus::From(refusal);
     c.refused = true;
     m->JoinRefused(refusal.code());
+    ++join_refusals;
+    RecordEvent(refusal.code(), fmt::format("refused {}: {}", Who(c), refusal.message()));
     Send(c, ack);
     return OkStatus();
   }
 
   c.joined = true;
+  c.joined_at = Clock::now();
+  departed.erase(rank);
   c.reader.set_max_payload(wire::kMaxFramePayload);  // admitted: service calls may be large
   c.rank = rank;
   if (!join.peer_name.empty()) Remember(join.peer_name, rank);
@@ -839,6 +893,157 @@ void Coordinator::Impl::OnCall(Conn& c, wire::CallRequest msg) {
   Send(c, reply);
 }
 
+namespace {
+
+uint64_t MsSince(Clock::time_point then, Clock::time_point now) {
+  return now > then ? static_cast<uint64_t>(std::chrono::duration_cast<Millis>(now - then).count()) : 0;
+}
+
+// At most max bytes of text (status rows are bounded so that every page fits a frame).
+std::string Clip(std::string_view text, size_t max) { return std::string(text.substr(0, max)); }
+
+// "10.0.0.7:41234" -> "10.0.0.7"; "[::1]:41234" -> "::1": a peer's node, not its ephemeral port.
+std::string HostOf(const std::string& remote) {
+  std::string host = remote;
+  auto colon = host.rfind(':');
+  if (colon != std::string::npos && host.find(':') == colon) host.resize(colon);
+  else if (!host.empty() && host.front() == '[' && host.find("]:") != std::string::npos)
+    host = host.substr(1, host.find("]:") - 1);
+  return Clip(host, wire::kMaxStatusHost);
+}
+
+std::vector<std::string> TransportNames(const wire::TransportBlobs& blobs) {
+  std::vector<std::string> names;
+  for (const auto& [name, blob] : blobs) names.push_back(name);
+  return names;
+}
+
+}  // namespace
+
+void Coordinator::Impl::RecordEvent(Code code, std::string text) {
+  const auto wall = std::chrono::system_clock::now().time_since_epoch();
+  events.push_back({Clock::now(), static_cast<uint64_t>(std::chrono::duration_cast<Millis>(wall).count()), code,
+                    Clip(text, wire::kMaxStatusText)});
+  while (events.size() > wire::kMaxStatusEvents) events.pop_front();
+}
+
+RankUsage Coordinator::Impl::UsageOf(uint32_t rank) const {
+  if (!opt.usage) return {};
+  try {
+    return opt.usage(rank);
+  } catch (...) {
+    return {};  // a status row without usage is better than a coordinator thread gone
+  }
+}
+
+wire::StatusPeer Coordinator::Impl::LiveRow(const Conn& p, Clock::time_point now) const {
+  wire::StatusPeer row;
+  row.rank = p.rank;
+  row.peer_name = p.desc.peer_name;
+  row.state = wire::PeerState::kUp;
+  row.pid = p.desc.pid;
+  row.host = p.tcp ? HostOf(p.remote) : std::string();
+  row.last_heard_ms = MsSince(p.last_seen, now);
+  row.in_pool_ms = MsSince(p.joined_at, now);
+  row.segment_size = p.desc.size;
+  row.device_size = p.desc.device_size;
+  RankUsage usage = UsageOf(p.rank);
+  row.host_usage = usage.host;
+  row.device_usage = usage.device;
+  row.transports = TransportNames(p.desc.transports);
+  return row;
+}
+
+// The row a rank keeps once its peer is gone: what it was, without its (now freed) usage.
+void Coordinator::Impl::RememberDeparted(const Conn& gone) {
+  Departed d;
+  d.row = LiveRow(gone, Clock::now());
+  d.row.state = gone.clean ? wire::PeerState::kLeft : wire::PeerState::kDown;
+  d.row.host_usage = {};
+  d.row.device_usage = {};
+  d.row.reason = gone.clean ? std::string() : Clip(gone.dead_reason, wire::kMaxStatusText);
+  d.joined_at = gone.joined_at;
+  d.gone_at = Clock::now();
+  departed[gone.rank] = std::move(d);
+}
+
+void Coordinator::Impl::AddPoolTotals(wire::StatusReply& reply) const {
+  auto add = [](wire::StatusUsage& sum, const wire::StatusUsage& u) {
+    sum.capacity += u.capacity;
+    sum.used += u.used;
+    sum.allocations += u.allocations;
+  };
+  for (const auto& [r, p] : peers) {
+    RankUsage u = UsageOf(r);
+    add(reply.host_usage, u.host);
+    add(reply.device_usage, u.device);
+  }
+  reply.peers_up = static_cast<uint32_t>(peers.size());
+  for (const auto& [r, d] : departed) (d.row.state == wire::PeerState::kDown ? reply.peers_down : reply.peers_left)++;
+  reply.joins_total = m->joins->value();
+  reply.join_refusals_total = join_refusals;
+  reply.peers_down_total = m->peers_down->value();
+  reply.peers_left_total = m->peers_left->value();
+  reply.heartbeats_total = m->heartbeats->value();
+  reply.connections = static_cast<uint32_t>(conns.size());
+}
+
+// One page: rows of live and departed ranks from request.first_rank on, ascending (a rank is
+// in one of the two maps at most: a join erases the rank's departed row).
+wire::StatusReply Coordinator::Impl::BuildStatus(const wire::StatusRequest& request) const {
+  const auto now = Clock::now();
+  wire::StatusReply reply;
+  reply.pool_name = opt.pool_name;
+  reply.rank_size = opt.rank_size;
+  reply.max_ranks = opt.max_ranks;
+  reply.peer_timeout_ms = static_cast<uint32_t>(opt.peer_timeout.count());
+  reply.coordinator_host = Clip(host_name, wire::kMaxStatusHost);
+  reply.uptime_ms = MsSince(started_at, now);
+  AddPoolTotals(reply);
+  auto live = peers.lower_bound(request.first_rank);
+  auto gone = departed.lower_bound(request.first_rank);
+  while (live != peers.end() || gone != departed.end()) {
+    const bool take_live = gone == departed.end() || (live != peers.end() && live->first < gone->first);
+    const uint32_t rank = take_live ? live->first : gone->first;
+    if (reply.peers.size() == request.max_peers) {
+      reply.more = true;
+      reply.next_rank = rank;
+      break;
+    }
+    if (take_live) {
+      reply.peers.push_back(LiveRow(*live->second, now));
+      ++live;
+    } else {
+      wire::StatusPeer row = gone->second.row;
+      row.last_heard_ms = MsSince(gone->second.gone_at, now);
+      row.in_pool_ms = MsSince(gone->second.joined_at, gone->second.gone_at);
+      reply.peers.push_back(std::move(row));
+      ++gone;
+    }
+  }
+  for (const Event& e : events) reply.events.push_back({MsSince(e.at, now), e.unix_ms, e.code, e.text});
+  return reply;
+}
+
+// A stranger asking for status stays a stranger (same budget, same join_timeout): it gets its
+// page, and after the last page (or a refusal) the connection closes once flushed.
+void Coordinator::Impl::OnStatusRequest(Conn& c, const net::ReceivedFrame& frame) {
+  c.status_only = true;
+  auto request = wire::Decode<wire::StatusRequest>(frame.payload);
+  if (!request.ok()) {
+    WarnAbout(c, "coordinator: refusing a status request from {}: {}", Who(c), request.status().ToString());
+    wire::StatusReply refusal;
+    refusal.status = wire::WireStatus::From(request.status());
+    c.closing = true;
+    Send(c, refusal);
+    return;
+  }
+  m->status_requests->Add();
+  wire::StatusReply reply = BuildStatus(*request);
+  c.closing = !reply.more;
+  Send(c, reply);
+}
+
 void Coordinator::Impl::SendBytes(Conn& c, std::vector<uint8_t> bytes) {
   if (c.dead || c.write_failed) return;
   c.out_bytes += bytes.size();
@@ -895,7 +1100,9 @@ void Coordinator::Impl::Flush(Conn& c) {
     }
   }
   WatchOut(c, false);
-  if (c.refused && c.out.empty() && !c.dead) {
+  if (c.closing && c.out.empty() && !c.dead) {
+    MarkDead(c, "status answered", false);
+  } else if (c.refused && c.out.empty() && !c.dead) {
     MarkDead(c, c.refuse_reason.empty() ? std::string("join refused") : c.refuse_reason, false);
   }
 }
@@ -944,7 +1151,11 @@ void Coordinator::Impl::Reap() {
     const uint32_t rank = c->rank;
     peers.erase(rank);
     PublishSummary();
-    if (!c->clean) WEFT_LOG_WARN("coordinator: {} is down: {}", Who(*c), c->dead_reason);
+    RememberDeparted(*c);
+    if (!c->clean) {
+      WEFT_LOG_WARN("coordinator: {} is down: {}", Who(*c), c->dead_reason);
+      RecordEvent(Code::kPeerDown, fmt::format("{} is down: {}", Who(*c), c->dead_reason));
+    }
     for (auto& [r, p] : peers) Send(*p, wire::PeerGone{rank, c->clean});
     if (c->clean) {
       // The leaver no longer counts; the rest may now all be in.

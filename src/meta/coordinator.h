@@ -4,7 +4,9 @@
 // segment descriptor (with its opaque transport blobs, and over unix the descriptors that came
 // with its Join, by SCM_RIGHTS) to every other peer without reading the blobs, runs
 // barriers and allgathers, forwards service calls (the pool allocator) to a handler, and notices
-// dead peers (closed connection or missed heartbeats) and tells the others.
+// dead peers (closed connection or missed heartbeats) and tells the others. It also answers
+// status requests (`weft status`) from connections that never join: who is in the pool, who went
+// and why, and its recent refusals.
 //
 // Over TCP every connection first passes the cluster-secret handshake (net/auth.h), run as a
 // non-blocking state machine in the loop; no descriptors travel, so such peers reach each
@@ -21,8 +23,17 @@
 
 #include "base/metrics.h"
 #include "base/result.h"
+#include "wire/control.h"
 
 namespace weft::meta {
+
+// What the pool allocator holds in one rank's slices, for `weft status` (wire::StatusReply).
+struct RankUsage {
+  wire::StatusUsage host;
+  wire::StatusUsage device;
+};
+// Asked on the coordinator thread for each live rank when a status request comes; keep it short.
+using UsageProvider = std::function<RankUsage(uint32_t rank)>;
 
 struct CoordinatorOptions {
   std::string socket_path;         // a unix socket path (an old file is replaced only when no
@@ -48,6 +59,8 @@ struct CoordinatorOptions {
   bool allow_unauthenticated = false;
   // Where its counters go (weft_coordinator_*, docs/ops.md); a private registry when null.
   MetricsRegistry* metrics = nullptr;
+  // Allocator usage per rank for status replies; rows show zeros when null.
+  UsageProvider usage;
 };
 
 // Handles a service call from a peer (runs on the coordinator thread; keep it short).

@@ -9,7 +9,7 @@ namespace weft::wire {
 namespace {
 
 bool KnownType(uint16_t t) {
-  return t >= static_cast<uint16_t>(MessageType::kJoin) && t <= static_cast<uint16_t>(MessageType::kHeartbeatAck);
+  return t >= static_cast<uint16_t>(MessageType::kJoin) && t <= static_cast<uint16_t>(MessageType::kStatusReply);
 }
 
 void PutStatus(Writer& w, const WireStatus& s) {
@@ -57,6 +57,8 @@ std::string_view MessageTypeName(MessageType type) {
     case MessageType::kCallRequest: return "CallRequest";
     case MessageType::kCallReply: return "CallReply";
     case MessageType::kHeartbeatAck: return "HeartbeatAck";
+    case MessageType::kStatusRequest: return "StatusRequest";
+    case MessageType::kStatusReply: return "StatusReply";
   }
   return "Unknown";
 }
@@ -373,6 +375,212 @@ Result<CallReply> Decode<CallReply>(std::span<const uint8_t> payload) {
     WEFT_RETURN_IF_ERROR(r.U64(m.request_id));
     WEFT_RETURN_IF_ERROR(GetStatus(r, m.status));
     return r.Bytes(m.payload, kMaxFramePayload);
+  });
+}
+
+// ---- Status ----
+std::string_view PeerStateName(PeerState state) {
+  switch (state) {
+    case PeerState::kUp: return "up";
+    case PeerState::kDown: return "down";
+    case PeerState::kLeft: return "left";
+  }
+  return "unknown";
+}
+
+std::vector<uint8_t> Encode(const StatusRequest& m) {
+  Writer w;
+  w.U32(m.first_rank);
+  w.U32(m.max_peers);
+  return w.Take();
+}
+template <>
+Result<StatusRequest> Decode<StatusRequest>(std::span<const uint8_t> payload) {
+  return DecodeWith<StatusRequest>(payload, [](Reader& r, StatusRequest& m) {
+    WEFT_RETURN_IF_ERROR(r.U32(m.first_rank));
+    WEFT_RETURN_IF_ERROR(r.U32(m.max_peers));
+    if (m.max_peers == 0 || m.max_peers > kMaxStatusPeersPerReply)
+      return Error(Code::kProtocol, "max_peers {} is not 1..{}", m.max_peers, kMaxStatusPeersPerReply);
+    return OkStatus();
+  });
+}
+
+namespace {
+
+void PutUsage(Writer& w, const StatusUsage& u) {
+  w.U64(u.capacity);
+  w.U64(u.used);
+  w.U64(u.allocations);
+}
+
+Status GetUsage(Reader& r, StatusUsage& u) {
+  WEFT_RETURN_IF_ERROR(r.U64(u.capacity));
+  WEFT_RETURN_IF_ERROR(r.U64(u.used));
+  return r.U64(u.allocations);
+}
+
+// A code that travels in a status row: any code weft knows (as GetStatus checks it).
+Status GetCode(Reader& r, Code& out) {
+  int32_t code = 0;
+  WEFT_RETURN_IF_ERROR(r.I32(code));
+  if (code < 0 || code > static_cast<int32_t>(kLastCode)) return Error(Code::kProtocol, "unknown status code {}", code);
+  out = static_cast<Code>(code);
+  return OkStatus();
+}
+
+void PutPeer(Writer& w, const StatusPeer& p) {
+  w.U32(p.rank);
+  w.String(p.peer_name);
+  w.U8(static_cast<uint8_t>(p.state));
+  w.I32(p.pid);
+  w.String(p.host);
+  w.U64(p.last_heard_ms);
+  w.U64(p.in_pool_ms);
+  w.U64(p.segment_size);
+  w.U64(p.device_size);
+  PutUsage(w, p.host_usage);
+  PutUsage(w, p.device_usage);
+  w.U32(static_cast<uint32_t>(p.transports.size()));
+  for (const std::string& t : p.transports) w.String(t);
+  w.String(p.reason);
+}
+
+// Transport names as the blob maps allow them, strictly ascending (one encoding per row).
+Status GetTransportNames(Reader& r, std::vector<std::string>& names) {
+  uint32_t n = 0;
+  WEFT_RETURN_IF_ERROR(r.Count(n, /*length*/ 4, kMaxTransportBlobs).Annotate("transport names"));
+  names.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    std::string name;
+    WEFT_RETURN_IF_ERROR(r.String(name, kMaxTransportNameLength));
+    if (!ValidTransportName(name))
+      return Error(Code::kProtocol, "transport name '{}' is not 1..{} of [a-z0-9_-]", name, kMaxTransportNameLength);
+    if (!names.empty() && name <= names.back())
+      return Error(Code::kProtocol, "transport '{}' after '{}': names must be strictly ascending", name, names.back());
+    names.push_back(std::move(name));
+  }
+  return OkStatus();
+}
+
+Status GetPeer(Reader& r, StatusPeer& p) {
+  WEFT_RETURN_IF_ERROR(r.U32(p.rank));
+  WEFT_RETURN_IF_ERROR(r.String(p.peer_name, kMaxNameLength));
+  uint8_t state = 0;
+  WEFT_RETURN_IF_ERROR(r.U8(state));
+  if (state < static_cast<uint8_t>(PeerState::kUp) || state > static_cast<uint8_t>(PeerState::kLeft))
+    return Error(Code::kProtocol, "unknown peer state {}", state);
+  p.state = static_cast<PeerState>(state);
+  WEFT_RETURN_IF_ERROR(r.I32(p.pid));
+  WEFT_RETURN_IF_ERROR(r.String(p.host, kMaxStatusHost));
+  WEFT_RETURN_IF_ERROR(r.U64(p.last_heard_ms));
+  WEFT_RETURN_IF_ERROR(r.U64(p.in_pool_ms));
+  WEFT_RETURN_IF_ERROR(r.U64(p.segment_size));
+  WEFT_RETURN_IF_ERROR(r.U64(p.device_size));
+  WEFT_RETURN_IF_ERROR(GetUsage(r, p.host_usage));
+  WEFT_RETURN_IF_ERROR(GetUsage(r, p.device_usage));
+  WEFT_RETURN_IF_ERROR(GetTransportNames(r, p.transports));
+  return r.String(p.reason, kMaxStatusText);
+}
+
+}  // namespace
+
+std::vector<uint8_t> Encode(const StatusReply& m) {
+  Writer w;
+  PutStatus(w, m.status);
+  w.String(m.pool_name);
+  w.U64(m.rank_size);
+  w.U32(m.max_ranks);
+  w.U32(m.peer_timeout_ms);
+  w.String(m.coordinator_host);
+  w.U64(m.uptime_ms);
+  w.U32(m.peers_up);
+  w.U32(m.peers_down);
+  w.U32(m.peers_left);
+  w.U64(m.joins_total);
+  w.U64(m.join_refusals_total);
+  w.U64(m.peers_down_total);
+  w.U64(m.peers_left_total);
+  w.U64(m.heartbeats_total);
+  w.U32(m.connections);
+  PutUsage(w, m.host_usage);
+  PutUsage(w, m.device_usage);
+  w.U32(static_cast<uint32_t>(m.peers.size()));
+  for (const StatusPeer& p : m.peers) PutPeer(w, p);
+  w.Bool(m.more);
+  w.U32(m.next_rank);
+  w.U32(static_cast<uint32_t>(m.events.size()));
+  for (const StatusEvent& e : m.events) {
+    w.U64(e.age_ms);
+    w.U64(e.unix_ms);
+    w.I32(static_cast<int32_t>(e.code));
+    w.String(e.text);
+  }
+  return w.Take();
+}
+
+namespace {
+
+// The smallest a row can be on the wire: what Count() checks a claimed count against.
+constexpr size_t kMinStatusPeerBytes = 4 + 4 + 1 + 4 + 4 + 8 * 4 + 24 * 2 + 4 + 4;
+constexpr size_t kMinStatusEventBytes = 8 + 8 + 4 + 4;
+
+Status GetPeers(Reader& r, std::vector<StatusPeer>& peers) {
+  uint32_t n = 0;
+  WEFT_RETURN_IF_ERROR(r.Count(n, kMinStatusPeerBytes, kMaxStatusPeersPerReply).Annotate("status rows"));
+  peers.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    StatusPeer p;
+    WEFT_RETURN_IF_ERROR(GetPeer(r, p));
+    if (!peers.empty() && p.rank <= peers.back().rank)
+      return Error(Code::kProtocol, "status rows not strictly ascending by rank ({} after {})", p.rank,
+                   peers.back().rank);
+    peers.push_back(std::move(p));
+  }
+  return OkStatus();
+}
+
+Status GetEvents(Reader& r, std::vector<StatusEvent>& events) {
+  uint32_t n = 0;
+  WEFT_RETURN_IF_ERROR(r.Count(n, kMinStatusEventBytes, kMaxStatusEvents).Annotate("status events"));
+  events.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    StatusEvent e;
+    WEFT_RETURN_IF_ERROR(r.U64(e.age_ms));
+    WEFT_RETURN_IF_ERROR(r.U64(e.unix_ms));
+    WEFT_RETURN_IF_ERROR(GetCode(r, e.code));
+    WEFT_RETURN_IF_ERROR(r.String(e.text, kMaxStatusText));
+    events.push_back(std::move(e));
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+template <>
+Result<StatusReply> Decode<StatusReply>(std::span<const uint8_t> payload) {
+  return DecodeWith<StatusReply>(payload, [](Reader& r, StatusReply& m) {
+    WEFT_RETURN_IF_ERROR(GetStatus(r, m.status));
+    WEFT_RETURN_IF_ERROR(r.String(m.pool_name, kMaxNameLength));
+    WEFT_RETURN_IF_ERROR(r.U64(m.rank_size));
+    WEFT_RETURN_IF_ERROR(r.U32(m.max_ranks));
+    WEFT_RETURN_IF_ERROR(r.U32(m.peer_timeout_ms));
+    WEFT_RETURN_IF_ERROR(r.String(m.coordinator_host, kMaxStatusHost));
+    WEFT_RETURN_IF_ERROR(r.U64(m.uptime_ms));
+    WEFT_RETURN_IF_ERROR(r.U32(m.peers_up));
+    WEFT_RETURN_IF_ERROR(r.U32(m.peers_down));
+    WEFT_RETURN_IF_ERROR(r.U32(m.peers_left));
+    WEFT_RETURN_IF_ERROR(r.U64(m.joins_total));
+    WEFT_RETURN_IF_ERROR(r.U64(m.join_refusals_total));
+    WEFT_RETURN_IF_ERROR(r.U64(m.peers_down_total));
+    WEFT_RETURN_IF_ERROR(r.U64(m.peers_left_total));
+    WEFT_RETURN_IF_ERROR(r.U64(m.heartbeats_total));
+    WEFT_RETURN_IF_ERROR(r.U32(m.connections));
+    WEFT_RETURN_IF_ERROR(GetUsage(r, m.host_usage));
+    WEFT_RETURN_IF_ERROR(GetUsage(r, m.device_usage));
+    WEFT_RETURN_IF_ERROR(GetPeers(r, m.peers));
+    WEFT_RETURN_IF_ERROR(r.Bool(m.more));
+    WEFT_RETURN_IF_ERROR(r.U32(m.next_rank));
+    return GetEvents(r, m.events);
   });
 }
 

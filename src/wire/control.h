@@ -25,8 +25,9 @@ namespace weft::wire {
 
 inline constexpr uint32_t kFrameMagic = 0x54464557;  // the bytes "WEFT"
 // 2: Join and PeerJoined carry a device slice; 3: they carry opaque per-transport blobs instead
-// of transport fields; 4: the coordinator answers every Heartbeat with a HeartbeatAck.
-inline constexpr uint16_t kControlVersion = 4;
+// of transport fields; 4: the coordinator answers every Heartbeat with a HeartbeatAck; 5: a
+// connection may ask for the pool's status (StatusRequest/StatusReply) instead of joining.
+inline constexpr uint16_t kControlVersion = 5;
 inline constexpr size_t kFrameHeaderSize = 12;
 inline constexpr uint32_t kMaxFramePayload = 16u << 20;
 inline constexpr size_t kMaxNameLength = 1024;          // pool and peer names
@@ -48,6 +49,8 @@ enum class MessageType : uint16_t {
   kCallRequest = 11,
   kCallReply = 12,
   kHeartbeatAck = 13,
+  kStatusRequest = 14,
+  kStatusReply = 15,
 };
 std::string_view MessageTypeName(MessageType type);
 
@@ -206,6 +209,84 @@ struct CallReply {
   bool operator==(const CallReply&) const = default;
 };
 
+// ---- Pool status (`weft status`) ----
+// A connection that has not joined may send StatusRequest instead of Join (and, for the next
+// page, again); it never becomes a member. The coordinator answers each with a StatusReply and
+// closes the connection after the last page. Replies are paged so that every page fits a frame
+// whatever the names and paths: at most kMaxStatusPeersPerReply rows, each bounded below.
+inline constexpr uint32_t kMaxStatusPeersPerReply = 256;
+inline constexpr uint32_t kMaxStatusEvents = 32;    // the coordinator's ring of recent errors
+inline constexpr size_t kMaxStatusText = 512;       // an event's text, a down peer's reason
+inline constexpr size_t kMaxStatusHost = 256;       // where a peer connected from
+
+struct StatusRequest {
+  static constexpr MessageType kType = MessageType::kStatusRequest;
+  uint32_t first_rank = 0;                          // rows for ranks >= first_rank
+  uint32_t max_peers = kMaxStatusPeersPerReply;     // 1..kMaxStatusPeersPerReply (else refused)
+  bool operator==(const StatusRequest&) const = default;
+};
+
+enum class PeerState : uint8_t { kUp = 1, kDown = 2, kLeft = 3 };
+std::string_view PeerStateName(PeerState state);  // "up", "down", "left"
+
+// Allocator figures of one medium (bytes; allocations is a count).
+struct StatusUsage {
+  uint64_t capacity = 0;
+  uint64_t used = 0;
+  uint64_t allocations = 0;
+  bool operator==(const StatusUsage&) const = default;
+};
+
+// One rank as the coordinator knows it: its live peer, or the last one that held it (down/left).
+struct StatusPeer {
+  uint32_t rank = 0;
+  std::string peer_name;  // at most kMaxNameLength
+  PeerState state = PeerState::kUp;
+  int32_t pid = 0;
+  std::string host;        // tcp: the address it connected from; empty: the coordinator's node (unix)
+  uint64_t last_heard_ms = 0;  // up: since its last frame; down/left: since it went
+  uint64_t in_pool_ms = 0;     // how long it has been a member (down/left: how long it was)
+  uint64_t segment_size = 0;   // host slice bytes
+  uint64_t device_size = 0;    // device slice bytes, 0: none
+  StatusUsage host_usage;      // the pool allocator's figures for its slices (0 once gone)
+  StatusUsage device_usage;
+  std::vector<std::string> transports;  // the blobs it advertised (its paths): valid names, ascending, at most kMaxTransportBlobs
+  std::string reason;          // down: why (at most kMaxStatusText)
+  bool operator==(const StatusPeer&) const = default;
+};
+
+// A refusal or a peer declared down, as the coordinator remembers it.
+struct StatusEvent {
+  uint64_t age_ms = 0;   // how long ago (the coordinator's monotonic clock)
+  uint64_t unix_ms = 0;  // when (its wall clock)
+  Code code = Code::kOk;
+  std::string text;      // at most kMaxStatusText
+  bool operator==(const StatusEvent&) const = default;
+};
+
+struct StatusReply {
+  static constexpr MessageType kType = MessageType::kStatusReply;
+  WireStatus status;  // not OK: the request was refused, nothing else is meaningful
+  std::string pool_name;
+  uint64_t rank_size = 0;
+  uint32_t max_ranks = 0;
+  uint32_t peer_timeout_ms = 0;
+  std::string coordinator_host;  // the coordinator's host name (at most kMaxStatusHost)
+  uint64_t uptime_ms = 0;
+  // Pool-wide, the same on every page.
+  uint32_t peers_up = 0, peers_down = 0, peers_left = 0;  // ranks in each state now
+  uint64_t joins_total = 0, join_refusals_total = 0, peers_down_total = 0, peers_left_total = 0;
+  uint64_t heartbeats_total = 0;
+  uint32_t connections = 0;   // open now, members or not (this one included)
+  StatusUsage host_usage;     // live peers' slices, summed
+  StatusUsage device_usage;
+  std::vector<StatusPeer> peers;  // strictly ascending by rank
+  bool more = false;              // rows past these exist: ask again from next_rank
+  uint32_t next_rank = 0;
+  std::vector<StatusEvent> events;  // oldest first, at most kMaxStatusEvents
+  bool operator==(const StatusReply&) const = default;
+};
+
 std::vector<uint8_t> Encode(const Join& m);
 std::vector<uint8_t> Encode(const JoinAck& m);
 std::vector<uint8_t> Encode(const PeerJoined& m);
@@ -219,6 +300,8 @@ std::vector<uint8_t> Encode(const AllgatherEnter& m);
 std::vector<uint8_t> Encode(const AllgatherDone& m);
 std::vector<uint8_t> Encode(const CallRequest& m);
 std::vector<uint8_t> Encode(const CallReply& m);
+std::vector<uint8_t> Encode(const StatusRequest& m);
+std::vector<uint8_t> Encode(const StatusReply& m);
 
 // Decodes a payload (without the frame header).
 template <typename T>
@@ -236,6 +319,8 @@ template <> Result<AllgatherEnter> Decode<AllgatherEnter>(std::span<const uint8_
 template <> Result<AllgatherDone> Decode<AllgatherDone>(std::span<const uint8_t> payload);
 template <> Result<CallRequest> Decode<CallRequest>(std::span<const uint8_t> payload);
 template <> Result<CallReply> Decode<CallReply>(std::span<const uint8_t> payload);
+template <> Result<StatusRequest> Decode<StatusRequest>(std::span<const uint8_t> payload);
+template <> Result<StatusReply> Decode<StatusReply>(std::span<const uint8_t> payload);
 
 // Header + payload, ready to send. INVALID_ARGUMENT if the payload exceeds kMaxFramePayload.
 Result<std::vector<uint8_t>> MakeFrame(MessageType type, std::span<const uint8_t> payload);

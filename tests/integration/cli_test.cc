@@ -1,5 +1,6 @@
 // The CLI end to end: `weft demo` starts real peer processes and must verify every direction;
-// `weft route` explains a path; `weft config` reports bad input.
+// `weft route` explains a path; `weft config` reports bad input; `weft status` shows a pool of
+// peer processes without joining it.
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -11,10 +12,15 @@
 #include <functional>
 #include <signal.h>
 #include <cstdio>
+#include <set>
 #include <sstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+#include <weft/pool.h>
+
 #include "integration/netns_hosts.h"
+#include "integration/peer_process.h"
 
 namespace {
 
@@ -393,6 +399,173 @@ TEST(Cli, TerminatedDemoAcrossNodesRemovesItsNamespaces) {
   EXPECT_EQ(status, 128 + SIGTERM) << output;
   CommandRun left = RunCommand("ip netns list | grep -E '^wd" + std::to_string(demo_pid % 100000) + "(br|h[0-9]+)' || true");
   EXPECT_EQ(left.output, "") << "namespaces left behind:\n" << left.output << output;
+}
+
+
+// ---- weft status ----
+
+// stdout alone (a JSON document must not be mixed with log lines), and the exit status.
+CommandRun RunStdout(const std::string& cmd) {
+  CommandRun r{-1, {}};
+  FILE* p = popen((cmd + " 2>/dev/null").c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+const nlohmann::json* PeerNamed(const nlohmann::json& status, const std::string& name) {
+  for (const auto& p : status["peers"])
+    if (p["name"] == name) return &p;
+  return nullptr;
+}
+
+// Runs `weft status --json` until pred holds on what it prints (bounded); the last document.
+nlohmann::json StatusWhen(const std::string& flags, const std::function<bool(const nlohmann::json&)>& pred) {
+  nlohmann::json last;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until) {
+    CommandRun r = RunStdout(std::string(WEFT_BINARY) + " status --json" + flags);
+    if (r.exit_code == 0) {
+      last = nlohmann::json::parse(r.output, nullptr, false);
+      if (!last.is_discarded() && pred(last)) return last;
+    }
+    usleep(100 * 1000);
+  }
+  return last;
+}
+
+// Three peer processes join a pool served by `weft meta`; one allocates. `weft status` lists
+// every rank by name with its usage, without taking a rank itself, and shows a killed peer down.
+TEST(Cli, StatusShowsPeersTheirUsageAndADeath) {
+  weft::Config config = weft::testing::TestConfig("cli-status", 16u << 20);
+  // Forked before this process starts any thread; each waits for Release().
+  weft::testing::PeerProcesses peers(3, [&](int i) {
+    weft::Config c = config;
+    c.peer_name = "status-peer-" + std::to_string(i);
+    auto pool = weft::bm::Pool::Join(c, weft::bm::JoinMode::kJoin);
+    if (!pool.ok()) {
+      fprintf(stderr, "%s: %s\n", c.peer_name.c_str(), pool.status().ToString().c_str());
+      return 1;
+    }
+    if (i == 0 && !(*pool)->Alloc(3u << 20).ok()) return 2;
+    for (;;) pause();  // until killed
+  });
+  const std::string flags = " --set pool_name=" + config.pool_name + " --set rank_size=16MiB --set coordinator=" +
+                            config.coordinator + " --set peer_timeout_ms=1500";
+  weft::testing::Spawned meta({WEFT_BINARY, "meta", "--set", "pool_name=" + config.pool_name, "--set",
+                               "rank_size=16MiB", "--set", "coordinator=" + config.coordinator, "--set",
+                               "peer_timeout_ms=1500"});
+  ASSERT_NE(meta.WaitFor("listening", std::chrono::seconds(30)), "") << meta.output();
+  peers.Release();
+
+  nlohmann::json s = StatusWhen(flags, [](const nlohmann::json& j) {
+    const nlohmann::json* first = PeerNamed(j, "status-peer-0");
+    return j["peers_up"] == 3 && first && (*first)["host_usage"]["allocations"] == 1;
+  });
+  ASSERT_EQ(s["peers_up"], 3) << s.dump(2);
+  EXPECT_EQ(s["pool"], config.pool_name);
+  EXPECT_EQ(s["coordinator"], config.coordinator);
+  EXPECT_EQ(s["rank_size"], 16u << 20);
+  ASSERT_EQ(s["peers"].size(), 3u) << "status itself took no rank";
+  std::set<int> ranks;
+  for (int i = 0; i < 3; ++i) {
+    const nlohmann::json* p = PeerNamed(s, "status-peer-" + std::to_string(i));
+    ASSERT_NE(p, nullptr) << i << s.dump(2);
+    EXPECT_EQ((*p)["state"], "up");
+    EXPECT_EQ((*p)["pid"], peers.pid(i));
+    EXPECT_EQ((*p)["host_slice"], 16u << 20);
+    EXPECT_EQ((*p)["host_usage"]["capacity"], 16u << 20);
+    EXPECT_FALSE((*p)["paths"].empty()) << "a peer advertises how it is reached";
+    ranks.insert((*p)["rank"].get<int>());
+  }
+  EXPECT_EQ(ranks, (std::set<int>{0, 1, 2}));
+  const nlohmann::json& allocating = *PeerNamed(s, "status-peer-0");
+  EXPECT_GE(allocating["host_usage"]["used"].get<uint64_t>(), 3u << 20);
+  EXPECT_EQ(PeerNamed(s, "status-peer-1")->at("host_usage")["used"], 0);
+  EXPECT_GE(s["usage"]["host"]["used"].get<uint64_t>(), 3u << 20);
+  EXPECT_EQ(s["usage"]["host"]["capacity"], 3 * (16u << 20));
+
+  // The table shows the same, columns aligned under their headers.
+  CommandRun table = RunCommand(std::string(WEFT_BINARY) + " status" + flags);
+  ASSERT_EQ(table.exit_code, 0) << table.output;
+  for (const char* what : {"RANK", "HOST USED", "PATHS", "status-peer-2", "3 up, 0 down", "recent errors: none"})
+    EXPECT_NE(table.output.find(what), std::string::npos) << what << " missing:\n" << table.output;
+  std::istringstream lines(table.output);
+  std::string line, header;
+  size_t rows = 0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("RANK", 0) == 0) header = line;
+    if (header.empty() || line.find("status-peer-") == std::string::npos) continue;
+    ++rows;
+    const size_t state_col = header.find("STATE");
+    EXPECT_EQ(line.substr(state_col, 2), "up") << header << "\n" << line;
+  }
+  EXPECT_EQ(rows, 3u) << table.output;
+
+  // A killed peer is down (within the peer timeout), and the coordinator says why.
+  peers.Kill(1);
+  s = StatusWhen(flags, [](const nlohmann::json& j) {
+    const nlohmann::json* p = PeerNamed(j, "status-peer-1");
+    return p && (*p)["state"] == "down";
+  });
+  const nlohmann::json* dead = PeerNamed(s, "status-peer-1");
+  ASSERT_NE(dead, nullptr) << s.dump(2);
+  EXPECT_EQ((*dead)["state"], "down") << s.dump(2);
+  EXPECT_FALSE((*dead)["reason"].get<std::string>().empty());
+  EXPECT_EQ(s["peers_up"], 2);
+  EXPECT_EQ(s["peers_down"], 1);
+  ASSERT_FALSE(s["errors"].empty());
+  EXPECT_EQ(s["errors"].back()["code"], "PEER_DOWN");
+  EXPECT_NE(s["errors"].back()["message"].get<std::string>().find("status-peer-1"), std::string::npos);
+
+  // --watch with --count: that many documents, one per line, then it stops by itself.
+  CommandRun watched = RunStdout(std::string(WEFT_BINARY) + " status --json --watch 0.1 --count 3" + flags);
+  EXPECT_EQ(watched.exit_code, 0);
+  std::istringstream docs(watched.output);
+  size_t n = 0;
+  while (std::getline(docs, line)) {
+    auto doc = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(doc.is_discarded()) << line;
+    EXPECT_EQ(doc["peers_down"], 1);
+    ++n;
+  }
+  EXPECT_EQ(n, 3u) << watched.output;
+}
+
+// A tcp:// coordinator wants the cluster secret from status as from any peer; a wrong one, or
+// no coordinator at all, is one line and exit status 1, within the timeout.
+TEST(Cli, StatusRefusesAWrongSecretAndReportsAMissingCoordinator) {
+  const std::string pool = "cli-status-tcp-" + std::to_string(getpid());
+  weft::testing::Spawned meta({WEFT_BINARY, "meta", "--set", "pool_name=" + pool, "--set", "rank_size=4MiB", "--set",
+                               "coordinator=tcp://127.0.0.1:0"},
+                              {"WEFT_CLUSTER_SECRET=cli-status-secret"});
+  const std::string listening = meta.WaitFor("listening on tcp://", std::chrono::seconds(30));
+  ASSERT_NE(listening, "") << meta.output();
+  const std::string address = listening.substr(listening.find("tcp://"));
+  const std::string flags = " --set pool_name=" + pool + " --set coordinator=" + address;
+
+  CommandRun wrong = RunCommand("WEFT_CLUSTER_SECRET=not-it " + std::string(WEFT_BINARY) + " status" + flags);
+  EXPECT_EQ(wrong.exit_code, 1) << wrong.output;
+  EXPECT_NE(wrong.output.find("UNAUTHENTICATED"), std::string::npos) << wrong.output;
+  EXPECT_EQ(Count(wrong.output, "\n"), 1u) << "one line:\n" << wrong.output;
+
+  CommandRun right = RunCommand("WEFT_CLUSTER_SECRET=cli-status-secret " + std::string(WEFT_BINARY) + " status" + flags);
+  EXPECT_EQ(right.exit_code, 0) << right.output;
+  EXPECT_NE(right.output.find("(no peer has joined)"), std::string::npos) << right.output;
+  EXPECT_NE(right.output.find("UNAUTHENTICATED"), std::string::npos) << "the refusal is among the recent errors\n"
+                                                                   << right.output;
+
+  const auto started = std::chrono::steady_clock::now();
+  CommandRun missing = RunCommand(std::string(WEFT_BINARY) + " status --timeout 2 --set pool_name=" + pool +
+                                  " --set coordinator=/tmp/weft-no-such-" + pool + ".sock");
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_NE(missing.output.find("UNAVAILABLE"), std::string::npos) << missing.output;
+  EXPECT_EQ(Count(missing.output, "\n"), 1u) << missing.output;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(10));
 }
 
 }  // namespace

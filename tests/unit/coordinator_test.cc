@@ -27,6 +27,7 @@
 #include "base/log.h"
 #include "meta/coordinator.h"
 #include "meta/coordinator_client.h"
+#include "meta/status_client.h"
 #include "net/auth.h"
 #include "net/control_stream.h"
 #include "net/tcp_socket.h"
@@ -1401,6 +1402,282 @@ TEST(CoordinatorTcp, AddressesParse) {
   // Port 0 can be listened on, never joined.
   auto join = net::ConnectControl(*net::ParseControlAddress("tcp://127.0.0.1:0"), {kTcpSecret, false}, Long());
   EXPECT_EQ(join.status().code(), Code::kUnavailable);
+}
+
+
+// ---- Status requests (`weft status`) ----
+
+StatusQuery Query(const std::string& address, uint32_t page_size = wire::kMaxStatusPeersPerReply,
+                  std::string secret = "") {
+  StatusQuery q;
+  q.address = address;
+  q.auth.cluster_secret = std::move(secret);
+  q.deadline = Long();
+  q.page_size = page_size;
+  return q;
+}
+
+const wire::StatusPeer* RowOf(const wire::StatusReply& s, uint32_t rank) {
+  for (const auto& p : s.peers)
+    if (p.rank == rank) return &p;
+  return nullptr;
+}
+
+// Asks until pred(reply) holds; bounded (the coordinator notices a death within milliseconds).
+Result<wire::StatusReply> StatusWhen(const std::string& address, std::function<bool(const wire::StatusReply&)> pred) {
+  auto until = std::chrono::steady_clock::now() + 30s;
+  for (;;) {
+    WEFT_ASSIGN_OR_RETURN(wire::StatusReply s, QueryPoolStatus(Query(address)));
+    if (pred(s)) return s;
+    if (std::chrono::steady_clock::now() > until) return Error(Code::kTimeout, "the status never matched");
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+// Fake allocator figures, different per rank, so each row can be told apart.
+RankUsage FakeUsage(uint32_t rank) { return {{kRankSize, 4096u * (rank + 1), rank + 1u}, {}}; }
+
+TEST(CoordinatorStatus, ListsEveryPeerWithoutJoining) {
+  TempDir dir;
+  const std::string path = dir.File("c.sock");
+  CoordinatorOptions o;
+  o.socket_path = path;
+  o.pool_name = "pool";
+  o.rank_size = kRankSize;
+  o.peer_timeout = 10s;
+  o.usage = FakeUsage;
+  auto coord = Coordinator::Start(o, {}, {});
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  auto a = JoinPeer(path, "a");
+  auto b = JoinPeer(path, "b");
+  auto c = RawPeer::Join(path, "c");
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  ASSERT_TRUE((*a)->client->WaitForPeers(3, Long()).ok());
+
+  auto s = QueryPoolStatus(Query(path));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->pool_name, "pool");
+  EXPECT_EQ(s->rank_size, kRankSize);
+  EXPECT_EQ(s->max_ranks, 64u);
+  EXPECT_EQ(s->peer_timeout_ms, 10000u);
+  EXPECT_FALSE(s->coordinator_host.empty());
+  EXPECT_FALSE(s->more);
+  ASSERT_EQ(s->peers.size(), 3u);
+  EXPECT_EQ(s->peers_up, 3u);
+  EXPECT_EQ(s->joins_total, 3u);
+  const std::map<uint32_t, std::string> names = {
+      {(*a)->client->rank(), "a"}, {(*b)->client->rank(), "b"}, {c->rank, "c"}};
+  for (const auto& [rank, name] : names) {
+    const wire::StatusPeer* row = RowOf(*s, rank);
+    ASSERT_NE(row, nullptr) << rank;
+    EXPECT_EQ(row->peer_name, name);
+    EXPECT_EQ(row->state, wire::PeerState::kUp);
+    EXPECT_EQ(row->pid, ::getpid());
+    EXPECT_EQ(row->host, "") << "a unix peer runs on the coordinator's node";
+    EXPECT_EQ(row->segment_size, kRankSize);
+    EXPECT_EQ(row->transports, (std::vector<std::string>{"shm", "tcp"})) << "its paths, without their blobs";
+    EXPECT_EQ(row->host_usage, FakeUsage(rank).host);
+    EXPECT_LT(row->last_heard_ms, 10000u);
+  }
+  EXPECT_EQ(s->host_usage.used, 4096u * (1 + 2 + 3)) << "ranks 0, 1, 2 summed";
+  EXPECT_EQ(s->host_usage.allocations, 6u);
+
+  // The status connection was never a member: no rank taken, nobody told of it.
+  EXPECT_EQ((*coord)->Peers().size(), 3u);
+  {
+    std::lock_guard lock((*a)->events->mu);
+    EXPECT_EQ((*a)->events->joined.size(), 2u);
+  }
+  auto d = JoinPeer(path, "d");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ((*d)->client->rank(), 3u) << "the lowest free rank: status took none";
+
+  // A refusal, a death and a clean leave show up.
+  auto refused = JoinPeer(path, "e", [](JoinOptions& jo) { jo.pool_name = "other"; });
+  EXPECT_EQ(refused.status().code(), Code::kMismatch);
+  const uint32_t c_rank = c->rank, b_rank = (*b)->client->rank();
+  c->sock.Reset();
+  ASSERT_TRUE((*b)->client->Leave().ok());
+  auto after = StatusWhen(path, [&](const wire::StatusReply& r) {
+    auto* cr = RowOf(r, c_rank);
+    auto* br = RowOf(r, b_rank);
+    return cr && cr->state == wire::PeerState::kDown && br && br->state == wire::PeerState::kLeft;
+  });
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  const wire::StatusPeer* down = RowOf(*after, c_rank);
+  EXPECT_EQ(down->peer_name, "c");
+  EXPECT_NE(down->reason.find("closed the connection"), std::string::npos) << down->reason;
+  EXPECT_EQ(down->host_usage, wire::StatusUsage{}) << "a gone peer's allocations went with it";
+  EXPECT_EQ(RowOf(*after, b_rank)->reason, "");
+  EXPECT_EQ(after->peers_up, 2u);
+  EXPECT_EQ(after->peers_down, 1u);
+  EXPECT_EQ(after->peers_left, 1u);
+  EXPECT_EQ(after->join_refusals_total, 1u);
+  ASSERT_EQ(after->events.size(), 2u);
+  EXPECT_EQ(after->events[0].code, Code::kMismatch);
+  EXPECT_NE(after->events[0].text.find("other"), std::string::npos) << after->events[0].text;
+  EXPECT_EQ(after->events[1].code, Code::kPeerDown);
+  EXPECT_NE(after->events[1].text.find("'c'"), std::string::npos) << after->events[1].text;
+  EXPECT_GT(after->events[1].unix_ms, 1600000000000ull);
+
+  // The rank of a departed peer is taken again: its row is the newcomer's.
+  auto f = JoinPeer(path, "f");
+  ASSERT_TRUE(f.ok());
+  auto again = QueryPoolStatus(Query(path));
+  ASSERT_TRUE(again.ok());
+  const wire::StatusPeer* reused = RowOf(*again, (*f)->client->rank());
+  ASSERT_NE(reused, nullptr);
+  EXPECT_EQ(reused->peer_name, "f");
+  EXPECT_EQ(reused->state, wire::PeerState::kUp);
+}
+
+// Pages: every row comes once, in rank order, whatever the page size.
+TEST(CoordinatorStatus, ManyPeersArePaged) {
+  TempDir dir;
+  const std::string path = dir.File("c.sock");
+  auto coord = StartCoordinator(path);
+  ASSERT_TRUE(coord.ok());
+  std::vector<RawPeer> raws;
+  for (int i = 0; i < 20; ++i) {
+    auto r = RawPeer::Join(path, "raw" + std::to_string(i));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    raws.push_back(std::move(*r));
+  }
+  raws[5].sock.Reset();  // a down row in the middle of a page
+  ASSERT_TRUE(StatusWhen(path, [](const wire::StatusReply& r) { return r.peers_down == 1; }).ok());
+  for (uint32_t page : {1u, 7u, 20u, wire::kMaxStatusPeersPerReply}) {
+    auto s = QueryPoolStatus(Query(path, page));
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    ASSERT_EQ(s->peers.size(), 20u) << "page size " << page;
+    for (uint32_t r = 0; r < 20; ++r) {
+      EXPECT_EQ(s->peers[r].rank, r);
+      EXPECT_EQ(s->peers[r].peer_name, "raw" + std::to_string(r));
+      EXPECT_EQ(s->peers[r].state, r == 5 ? wire::PeerState::kDown : wire::PeerState::kUp);
+    }
+    EXPECT_FALSE(s->more);
+  }
+  EXPECT_EQ((*coord)->Peers().size(), 19u);
+}
+
+// Bad status requests are refused, each on its own connection, and the pool does not notice.
+TEST(CoordinatorStatus, GarbageStatusRequestsAreRefusedWithoutHarm) {
+  TempDir dir;
+  const std::string path = dir.File("c.sock");
+  ServiceHandler echo = [](uint32_t, std::span<const uint8_t> req) -> Result<std::vector<uint8_t>> {
+    return std::vector<uint8_t>(req.begin(), req.end());
+  };
+  auto coord = StartCoordinator(path, nullptr, echo);
+  ASSERT_TRUE(coord.ok());
+  auto a = JoinPeer(path, "a");
+  auto b = JoinPeer(path, "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+
+  // A malformed request (a short payload, max_peers 0 or past the limit) gets a refusal, then the
+  // connection closes.
+  auto refusal_for = [&](std::vector<uint8_t> payload) -> Result<wire::StatusReply> {
+    WEFT_ASSIGN_OR_RETURN(auto sock, net::ConnectUnix(path, Long()));
+    RawPeer raw;
+    raw.sock = std::move(sock);
+    WEFT_ASSIGN_OR_RETURN(auto frame, wire::MakeFrame(wire::MessageType::kStatusRequest, payload));
+    WEFT_RETURN_IF_ERROR(net::SendAll(raw.sock.get(), frame, {}, Long()));
+    WEFT_ASSIGN_OR_RETURN(net::ReceivedFrame f, raw.NextFrame());
+    if (f.header.type != wire::MessageType::kStatusReply) return Error(Code::kInternal, "not a StatusReply");
+    WEFT_ASSIGN_OR_RETURN(wire::StatusReply reply, wire::Decode<wire::StatusReply>(f.payload));
+    if (!raw.WaitClosedByServer()) return Error(Code::kInternal, "left open");
+    return reply;
+  };
+  for (auto payload : {std::vector<uint8_t>{1, 2, 3}, wire::Encode(wire::StatusRequest{0, 0}),
+                       wire::Encode(wire::StatusRequest{0, wire::kMaxStatusPeersPerReply + 1}),
+                       RandomBytes(4096)}) {
+    auto r = refusal_for(payload);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->status.code, Code::kProtocol) << r->status.message;
+    EXPECT_TRUE(r->peers.empty());
+  }
+
+  // An oversized request is dropped at its header, before any of it is buffered.
+  {
+    auto sock = net::ConnectUnix(path, Long());
+    ASSERT_TRUE(sock.ok());
+    const auto header =
+        wire::EncodeFrameHeader({wire::kControlVersion, wire::MessageType::kStatusRequest, 16u << 20});
+    ASSERT_TRUE(net::SendAll(sock->get(), header, {}, Long()).ok());
+    RawPeer observer;
+    observer.sock = std::move(*sock);
+    EXPECT_TRUE(observer.WaitClosedByServer());
+  }
+  // A status connection cannot turn into a member afterwards, nor send anything else.
+  {
+    auto sock = net::ConnectUnix(path, Long());
+    ASSERT_TRUE(sock.ok());
+    RawPeer raw;
+    raw.sock = std::move(*sock);
+    ASSERT_TRUE(net::SendAll(raw.sock.get(), *wire::EncodeFrame(wire::StatusRequest{0, 1}), {}, Long()).ok());
+    auto page = raw.NextFrame();
+    ASSERT_TRUE(page.ok()) << page.status().ToString();
+    auto reply = wire::Decode<wire::StatusReply>(page->payload);
+    ASSERT_TRUE(reply.ok());
+    EXPECT_TRUE(reply->more) << "two peers, one row per page";
+    wire::Join j{"pool", kRankSize, "sneaky", 1, kRankSize, 3, 0, 0, {}};
+    ASSERT_TRUE(net::SendAll(raw.sock.get(), *wire::EncodeFrame(j), {}, Long()).ok());
+    EXPECT_TRUE(raw.WaitClosedByServer());
+  }
+  // The peers never noticed: no one joined or went, calls go on, and status still answers.
+  EXPECT_EQ((*coord)->Peers().size(), 2u);
+  {
+    std::lock_guard lock((*a)->events->mu);
+    EXPECT_EQ((*a)->events->joined.size(), 1u);
+    EXPECT_TRUE((*a)->events->gone.empty());
+  }
+  auto msg = RandomBytes(100);
+  auto echoed = (*a)->client->Call(msg, Long());
+  ASSERT_TRUE(echoed.ok()) << echoed.status().ToString();
+  EXPECT_EQ(*echoed, msg);
+  auto s = QueryPoolStatus(Query(path));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->peers.size(), 2u);
+  EXPECT_EQ(s->peers_down, 0u);
+}
+
+// Over tcp, status needs the cluster secret like a join does; the refusal is remembered.
+TEST(CoordinatorStatus, TcpNeedsTheSecret) {
+  auto coord = StartTcpCoordinator(kTcpSecret);
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  const std::string address = (*coord)->address();
+  auto a = JoinPeer(address, "a", WithSecret(kTcpSecret, "127.0.0.1:7000"));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+
+  auto wrong = QueryPoolStatus(Query(address, wire::kMaxStatusPeersPerReply, "not-the-secret"));
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), Code::kUnauthenticated) << wrong.status().ToString();
+  auto none = QueryPoolStatus(Query(address));
+  EXPECT_EQ(none.status().code(), Code::kUnauthenticated) << none.status().ToString();
+
+  auto s = QueryPoolStatus(Query(address, wire::kMaxStatusPeersPerReply, kTcpSecret));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_EQ(s->peers.size(), 1u);
+  EXPECT_EQ(s->peers[0].peer_name, "a");
+  EXPECT_EQ(s->peers[0].host, "127.0.0.1") << "where it connected from, without the port";
+  EXPECT_EQ(s->peers[0].transports, std::vector<std::string>{"tcp"});
+  ASSERT_FALSE(s->events.empty());
+  EXPECT_EQ(s->events.back().code, Code::kUnauthenticated);
+  EXPECT_EQ((*coord)->Peers().size(), 1u);
+}
+
+// No coordinator, or one that never answers: a clear error within the deadline, not a hang.
+TEST(CoordinatorStatus, UnreachableOrSilentCoordinatorFailsByTheDeadline) {
+  TempDir dir;
+  auto missing = QueryPoolStatus(Query(dir.File("nobody.sock")));
+  EXPECT_EQ(missing.status().code(), Code::kUnavailable) << missing.status().ToString();
+
+  auto silent = net::ListenUnix(dir.File("silent.sock"));  // accepts (backlog), never reads
+  ASSERT_TRUE(silent.ok()) << silent.status().ToString();
+  StatusQuery q = Query(dir.File("silent.sock"));
+  q.deadline = Deadline::After(300ms);
+  const auto started = std::chrono::steady_clock::now();
+  auto r = QueryPoolStatus(q);
+  EXPECT_EQ(r.status().code(), Code::kTimeout) << r.status().ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 #include <random>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "net/unix_socket.h"
 #include "wire/codec.h"
 #include "wire/control.h"
@@ -149,12 +151,45 @@ AllgatherDone SampleAllgatherDone() {
 CallRequest SampleCallRequest() { return {Rng()(), RandomBytes(40)}; }
 CallReply SampleCallReply() { return {Rng()(), {}, RandomBytes(40)}; }
 CallReply SampleCallReplyError() { return {Rng()(), {Code::kPoolFull, "no room"}, {}}; }
+StatusPeer SampleStatusPeer(uint32_t rank, PeerState state) {
+  return {rank, "peer-" + std::to_string(rank), state, static_cast<int32_t>(Rng()()), state == PeerState::kUp ? "" : "10.0.0.9",
+          Rng()(), Rng()(), Rng()(), Rng()(), {Rng()(), Rng()(), Rng()()}, {Rng()(), 0, 0}, {"cuda", "shm", "tcp"},
+          state == PeerState::kDown ? "no heartbeat for 2001 ms" : ""};
+}
+StatusReply SampleStatusReply() {
+  StatusReply s;
+  s.pool_name = "pool";
+  s.rank_size = 1u << 20;
+  s.max_ranks = 64;
+  s.peer_timeout_ms = 2000;
+  s.coordinator_host = "node1";
+  s.uptime_ms = Rng()();
+  s.peers_up = 2;
+  s.peers_down = 1;
+  s.peers_left = 1;
+  s.joins_total = 5;
+  s.join_refusals_total = 1;
+  s.peers_down_total = 1;
+  s.peers_left_total = 1;
+  s.heartbeats_total = Rng()();
+  s.connections = 3;
+  s.host_usage = {Rng()(), Rng()(), 7};
+  s.device_usage = {Rng()(), 0, 0};
+  s.peers = {SampleStatusPeer(0, PeerState::kUp), SampleStatusPeer(2, PeerState::kDown),
+             SampleStatusPeer(3, PeerState::kLeft), SampleStatusPeer(9, PeerState::kUp)};
+  s.more = true;
+  s.next_rank = 10;
+  s.events = {{5, 1700000000000ull, Code::kMismatch, "refused connection 7: pool 'a' vs 'b'"},
+              {1, 1700000000004ull, Code::kPeerDown, "rank 2 is down"}};
+  return s;
+}
 
 template <typename T>
 class MessageTest : public ::testing::Test {};
 
 using Samples = ::testing::Types<Join, JoinAck, PeerJoined, PeerGone, Heartbeat, HeartbeatAck, Leave, BarrierEnter,
-                                 BarrierDone, AllgatherEnter, AllgatherDone, CallRequest, CallReply>;
+                                 BarrierDone, AllgatherEnter, AllgatherDone, CallRequest, CallReply, StatusRequest,
+                                 StatusReply>;
 TYPED_TEST_SUITE(MessageTest, Samples);
 
 template <typename T>
@@ -172,6 +207,9 @@ std::vector<T> SamplesOf() {
   if constexpr (std::is_same_v<T, AllgatherDone>) return {SampleAllgatherDone(), AllgatherDone{}};
   if constexpr (std::is_same_v<T, CallRequest>) return {SampleCallRequest()};
   if constexpr (std::is_same_v<T, CallReply>) return {SampleCallReply(), SampleCallReplyError()};
+  if constexpr (std::is_same_v<T, StatusRequest>) return {StatusRequest{}, StatusRequest{77, 1}};
+  if constexpr (std::is_same_v<T, StatusReply>)
+    return {SampleStatusReply(), StatusReply{{Code::kProtocol, "max_peers 0 is not 1..256"}}};
 }
 
 TYPED_TEST(MessageTest, RoundTrips) {
@@ -283,6 +321,87 @@ TEST(Messages, StrictValues) {
   EXPECT_EQ(Decode<Join>(descending).status().code(), Code::kProtocol);
 }
 
+// Status messages are read by `weft status` from whatever answers, and StatusRequest by the
+// coordinator from any stranger: every bound is checked.
+TEST(Messages, StatusLimits) {
+  EXPECT_EQ(Decode<StatusRequest>(Encode(StatusRequest{0, 0})).status().code(), Code::kProtocol);
+  EXPECT_EQ(Decode<StatusRequest>(Encode(StatusRequest{0, kMaxStatusPeersPerReply + 1})).status().code(),
+            Code::kProtocol);
+  EXPECT_TRUE(Decode<StatusRequest>(Encode(StatusRequest{0, kMaxStatusPeersPerReply})).ok());
+
+  auto refused = [](const StatusReply& m, std::string_view why) {
+    auto r = Decode<StatusReply>(Encode(m));
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_EQ(r.status().code(), Code::kProtocol) << why;
+  };
+  StatusReply unsorted = SampleStatusReply();
+  unsorted.peers[1].rank = 0;
+  refused(unsorted, "rows not ascending by rank");
+  StatusReply bad_path = SampleStatusReply();
+  bad_path.peers[0].transports = {"Tcp"};
+  refused(bad_path, "a path name outside [a-z0-9_-]");
+  StatusReply paths_twice = SampleStatusReply();
+  paths_twice.peers[0].transports = {"tcp", "tcp"};
+  refused(paths_twice, "a path named twice");
+  StatusReply long_reason = SampleStatusReply();
+  long_reason.peers[1].reason.assign(kMaxStatusText + 1, 'x');
+  refused(long_reason, "a reason past kMaxStatusText");
+  StatusReply long_host = SampleStatusReply();
+  long_host.peers[1].host.assign(kMaxStatusHost + 1, 'x');
+  refused(long_host, "a host past kMaxStatusHost");
+  StatusReply many_events = SampleStatusReply();
+  many_events.events.resize(kMaxStatusEvents + 1);
+  refused(many_events, "more events than the ring holds");
+  StatusReply bad_event_code = SampleStatusReply();
+  bad_event_code.events[0].code = static_cast<Code>(999);
+  refused(bad_event_code, "an unknown code in an event");
+  StatusReply too_many = SampleStatusReply();
+  too_many.peers.clear();
+  for (uint32_t r = 0; r <= kMaxStatusPeersPerReply; ++r) too_many.peers.push_back(SampleStatusPeer(r, PeerState::kUp));
+  refused(too_many, "more rows than a page holds");
+  too_many.peers.pop_back();
+  EXPECT_TRUE(Decode<StatusReply>(Encode(too_many)).ok());
+
+  // A peer's state byte is one of up, down, left. In a reply whose one row has empty strings,
+  // it is followed by the row's pid, host, four u64s, two usages, path count and reason, then
+  // the reply's more, next_rank and event count.
+  StatusReply one;
+  one.peers = {StatusPeer{}};
+  auto bytes = Encode(one);
+  const size_t state_at = bytes.size() - 1 - (4 + 4 + 8 * 4 + 24 * 2 + 4 + 4) - (1 + 4 + 4);
+  ASSERT_EQ(bytes[state_at], static_cast<uint8_t>(PeerState::kUp));
+  for (uint8_t bad : {0, 4, 255}) {
+    auto b = bytes;
+    b[state_at] = bad;
+    EXPECT_EQ(Decode<StatusReply>(b).status().code(), Code::kProtocol) << int(bad);
+  }
+}
+
+// A page at every limit (names of kMaxNameLength, every path, the longest host and reason, the
+// full ring of events) still fits one frame, so paging by kMaxStatusPeersPerReply serves any pool.
+TEST(Messages, AFullStatusPageFitsAFrame) {
+  StatusReply page;
+  page.pool_name.assign(kMaxNameLength, 'p');
+  page.coordinator_host.assign(kMaxStatusHost, 'h');
+  std::vector<std::string> paths;
+  for (size_t i = 0; i < kMaxTransportBlobs; ++i) paths.push_back(fmt::format("{:0>32}", i));
+  for (uint32_t r = 0; r < kMaxStatusPeersPerReply; ++r) {
+    StatusPeer p = SampleStatusPeer(r, PeerState::kDown);
+    p.peer_name.assign(kMaxNameLength, 'n');
+    p.host.assign(kMaxStatusHost, 'h');
+    p.reason.assign(kMaxStatusText, 'r');
+    p.transports = paths;
+    page.peers.push_back(std::move(p));
+  }
+  for (uint32_t i = 0; i < kMaxStatusEvents; ++i) page.events.push_back({i, i, Code::kPeerDown, std::string(kMaxStatusText, 'e')});
+  auto frame = EncodeFrame(page);
+  ASSERT_TRUE(frame.ok()) << frame.status().ToString();
+  EXPECT_LT(frame->size(), kMaxFramePayload / 4) << "room to spare";
+  auto back = Decode<StatusReply>(std::span<const uint8_t>(*frame).subspan(kFrameHeaderSize));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(*back == page);
+}
+
 // The limits on transport blobs, which the coordinator relies on when it passes them on unread:
 // names 1..32 of [a-z0-9_-], blobs 1..4096 bytes, at most 32 of them. Each is refused by both
 // decoders with PROTOCOL naming what is wrong, and by CheckTransportBlobs.
@@ -334,14 +453,16 @@ TEST(FrameHeader, RejectsBadHeaders) {
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({static_cast<uint16_t>(v + 1), MessageType::kJoin, 0})).status().code(), Code::kProtocol);
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({static_cast<uint16_t>(v - 1), MessageType::kJoin, 0})).status().code(), Code::kProtocol)
       << "an older peer (with transport fields instead of blobs) is refused, not misread";
-  static_assert(kControlVersion == 4,
-                "a v3 coordinator never answers heartbeats, a Join of v2 carried memfd/VMM/tcp fields: both are "
-                "refused above");
+  static_assert(kControlVersion == 5,
+                "a v4 coordinator does not answer status requests, a v3 one never answers heartbeats, a Join of v2 "
+                "carried memfd/VMM/tcp fields: all are refused above");
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, static_cast<MessageType>(0), 0})).status().code(),
             Code::kProtocol);
-  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, static_cast<MessageType>(14), 0})).status().code(),
+  EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, static_cast<MessageType>(16), 0})).status().code(),
             Code::kProtocol);
   EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader({v, MessageType::kHeartbeatAck, 0})).ok());
+  EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader({v, MessageType::kStatusRequest, 0})).ok());
+  EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader({v, MessageType::kStatusReply, 0})).ok());
   EXPECT_EQ(DecodeFrameHeader(EncodeFrameHeader({v, MessageType::kJoin, kMaxFramePayload + 1})).status().code(),
             Code::kProtocol);
   EXPECT_TRUE(DecodeFrameHeader(EncodeFrameHeader({v, MessageType::kJoin, kMaxFramePayload})).ok());

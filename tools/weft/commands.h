@@ -15,6 +15,7 @@ void AddDemo(CLI::App& app, Runner* run);
 void AddMeta(CLI::App& app, Runner* run);
 void AddStoreMaster(CLI::App& app, Runner* run);  // meta_cmd.cc: the coordinator as the store's master
 void AddRoute(CLI::App& app, Runner* run);
+void AddStatus(CLI::App& app, Runner* run);  // status_cmd.cc: a pool's live view from its coordinator
 void AddConfig(CLI::App& app, Runner* run);
 void AddBench(CLI::App& app, Runner* run);
 void AddBenchGpu(CLI::App& app, Runner* run);  // bench_gpu_cmd.cc: device paths vs raw CUDA

@@ -1,4 +1,4 @@
-// weft: one CLI for the fabric (demo, bench, meta, route, config).
+// weft: one CLI for the fabric (demo, bench, meta, status, route, config).
 #include <cstdio>
 
 #include "tools/weft/commands.h"
@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   weft::tools::AddMeta(app, &run);
   weft::tools::AddStoreMaster(app, &run);
   weft::tools::AddRoute(app, &run);
+  weft::tools::AddStatus(app, &run);
   weft::tools::AddConfig(app, &run);
   weft::tools::AddBenchGpu(app, &run);
   weft::tools::AddBenchTcp(app, &run);

@@ -20,6 +20,13 @@ store::MasterOptions StoreOptions(const Config& config) {
   return o;
 }
 
+// One rank's slice of one medium as `weft status` shows it; zeros when it has none.
+wire::StatusUsage UsageOf(const gva::Allocator& allocator, uint32_t rank, gva::Medium medium) {
+  auto stats = allocator.Stats(rank, medium);
+  if (!stats.ok()) return {};
+  return {stats->capacity, stats->used, stats->allocations};
+}
+
 }  // namespace
 
 Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& config, MetricsRegistry* metrics) {
@@ -41,6 +48,10 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
   options.listen_address = config.coordinator_listen;
   options.cluster_secret = config.cluster_secret;
   options.metrics = pc->metrics_;
+  options.usage = [allocator](uint32_t rank) {
+    return meta::RankUsage{UsageOf(*allocator, rank, gva::Medium::kHost),
+                           UsageOf(*allocator, rank, gva::Medium::kDevice)};
+  };
   WEFT_ASSIGN_OR_RETURN(
       pc->coordinator_,
       meta::Coordinator::Start(

@@ -28,6 +28,8 @@ void DecodeAs(const net::ReceivedFrame& f) {
     case wire::MessageType::kAllgatherDone: (void)wire::Decode<wire::AllgatherDone>(p); break;
     case wire::MessageType::kCallRequest: (void)wire::Decode<wire::CallRequest>(p); break;
     case wire::MessageType::kCallReply: (void)wire::Decode<wire::CallReply>(p); break;
+    case wire::MessageType::kStatusRequest: (void)wire::Decode<wire::StatusRequest>(p); break;
+    case wire::MessageType::kStatusReply: (void)wire::Decode<wire::StatusReply>(p); break;
   }
 }
 

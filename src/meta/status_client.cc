@@ -61,6 +61,11 @@ Result<wire::StatusReply> QueryPoolStatus(const StatusQuery& query) {
                  wire::kMaxStatusPeersPerReply);
   }
   WEFT_ASSIGN_OR_RETURN(net::ControlAddress address, net::ParseControlAddress(query.address));
+  // Said here, before ConnectControl would say it of "joining": status does not join.
+  if (address.tcp) {
+    WEFT_RETURN_IF_ERROR(net::CheckAuthPolicy(query.auth).Annotate(
+        fmt::format("asking the coordinator at {} for status", query.address)));
+  }
   WEFT_ASSIGN_OR_RETURN(net::UniqueFd sock, net::ConnectControl(address, query.auth, query.deadline));
   net::FrameReader reader;
   WEFT_ASSIGN_OR_RETURN(wire::StatusReply all, AskPage(sock.get(), reader, query, 0));

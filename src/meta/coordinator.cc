@@ -261,6 +261,7 @@ struct Coordinator::Impl {
   void OnCall(Conn& c, wire::CallRequest msg);
   void OnStatusRequest(Conn& c, const net::ReceivedFrame& frame);
   wire::StatusReply BuildStatus(const wire::StatusRequest& request) const;
+  static wire::StatusPeer DescribeRow(const Conn& p, Clock::time_point now);
   wire::StatusPeer LiveRow(const Conn& p, Clock::time_point now) const;
   void AddPoolTotals(wire::StatusReply& reply) const;
   RankUsage UsageOf(uint32_t rank) const;
@@ -936,7 +937,8 @@ RankUsage Coordinator::Impl::UsageOf(uint32_t rank) const {
   }
 }
 
-wire::StatusPeer Coordinator::Impl::LiveRow(const Conn& p, Clock::time_point now) const {
+// What a peer is, apart from its usage (which only a live peer has).
+wire::StatusPeer Coordinator::Impl::DescribeRow(const Conn& p, Clock::time_point now) {
   wire::StatusPeer row;
   row.rank = p.rank;
   row.peer_name = p.desc.peer_name;
@@ -947,20 +949,24 @@ wire::StatusPeer Coordinator::Impl::LiveRow(const Conn& p, Clock::time_point now
   row.in_pool_ms = MsSince(p.joined_at, now);
   row.segment_size = p.desc.size;
   row.device_size = p.desc.device_size;
-  RankUsage usage = UsageOf(p.rank);
-  row.host_usage = usage.host;
-  row.device_usage = usage.device;
   row.transports = TransportNames(p.desc.transports);
   return row;
 }
 
-// The row a rank keeps once its peer is gone: what it was, without its (now freed) usage.
+wire::StatusPeer Coordinator::Impl::LiveRow(const Conn& p, Clock::time_point now) const {
+  wire::StatusPeer row = DescribeRow(p, now);
+  RankUsage usage = UsageOf(p.rank);
+  row.host_usage = usage.host;
+  row.device_usage = usage.device;
+  return row;
+}
+
+// The row a rank keeps once its peer is gone: what it was, without usage (its allocations go
+// with it).
 void Coordinator::Impl::RememberDeparted(const Conn& gone) {
   Departed d;
-  d.row = LiveRow(gone, Clock::now());
+  d.row = DescribeRow(gone, Clock::now());
   d.row.state = gone.clean ? wire::PeerState::kLeft : wire::PeerState::kDown;
-  d.row.host_usage = {};
-  d.row.device_usage = {};
   d.row.reason = gone.clean ? std::string() : Clip(gone.dead_reason, wire::kMaxStatusText);
   d.joined_at = gone.joined_at;
   d.gone_at = Clock::now();

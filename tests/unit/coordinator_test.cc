@@ -1664,6 +1664,40 @@ TEST(CoordinatorStatus, TcpNeedsTheSecret) {
   EXPECT_EQ((*coord)->Peers().size(), 1u);
 }
 
+// A pool of 1000 peers (raw tcp joiners: no descriptors to pile up, no heartbeats needed within
+// the long timeout) is read whole, in pages of at most kMaxStatusPeersPerReply rows.
+TEST(CoordinatorStatus, AThousandPeersAreReadInPages) {
+  CoordinatorOptions o;
+  o.socket_path = "tcp://127.0.0.1:0";
+  o.pool_name = "pool";
+  o.rank_size = kRankSize;
+  o.max_ranks = 1000;
+  o.peer_timeout = 120s;
+  o.cluster_secret = kTcpSecret;
+  MetricsRegistry metrics;
+  o.metrics = &metrics;
+  auto coord = Coordinator::Start(o, {}, {});
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  const std::string address = (*coord)->address();
+  std::vector<RawPeer> raws;
+  for (int i = 0; i < 1000; ++i) {
+    auto r = RawTcpJoin(address, "p" + std::to_string(i));
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status().ToString();
+    raws.push_back(std::move(*r));
+  }
+  auto s = QueryPoolStatus(Query(address, wire::kMaxStatusPeersPerReply, kTcpSecret));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_EQ(s->peers.size(), 1000u);
+  for (uint32_t r = 0; r < 1000; ++r) {
+    EXPECT_EQ(s->peers[r].rank, r);
+    EXPECT_EQ(s->peers[r].peer_name, "p" + std::to_string(r));
+  }
+  EXPECT_EQ(s->peers_up, 1000u);
+  EXPECT_EQ(metrics.counter("weft_coordinator_status_requests_total")->value(), 4u) << "256 + 256 + 256 + 232";
+  EXPECT_EQ((*coord)->Peers().size(), 1000u);
+  coord->reset();  // first: 1000 peers closing one by one would each be announced to the rest
+}
+
 // No coordinator, or one that never answers: a clear error within the deadline, not a hang.
 TEST(CoordinatorStatus, UnreachableOrSilentCoordinatorFailsByTheDeadline) {
   TempDir dir;

@@ -29,9 +29,10 @@ struct CommandRun {
   std::string output;
 };
 
-CommandRun RunCommand(const std::string& cmd) {
+// Runs `cmd` through the shell; `stderr_to` is where its stderr goes ("&1": into the output).
+CommandRun RunShell(const std::string& cmd, const std::string& stderr_to) {
   CommandRun r{-1, {}};
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  FILE* p = popen((cmd + " 2>" + stderr_to).c_str(), "r");
   if (!p) return r;
   std::array<char, 4096> buf;
   size_t n;
@@ -40,6 +41,8 @@ CommandRun RunCommand(const std::string& cmd) {
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
+
+CommandRun RunCommand(const std::string& cmd) { return RunShell(cmd, "&1"); }
 
 size_t Count(const std::string& text, const std::string& word) {
   size_t n = 0;
@@ -405,17 +408,7 @@ TEST(Cli, TerminatedDemoAcrossNodesRemovesItsNamespaces) {
 // ---- weft status ----
 
 // stdout alone (a JSON document must not be mixed with log lines), and the exit status.
-CommandRun RunStdout(const std::string& cmd) {
-  CommandRun r{-1, {}};
-  FILE* p = popen((cmd + " 2>/dev/null").c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+CommandRun RunStdout(const std::string& cmd) { return RunShell(cmd, "/dev/null"); }
 
 const nlohmann::json* PeerNamed(const nlohmann::json& status, const std::string& name) {
   for (const auto& p : status["peers"])

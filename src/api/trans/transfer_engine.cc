@@ -292,10 +292,11 @@ struct TransferEngine::Impl {
     std::unique_lock lk(keeper_mu);
     while (!keeper_cv.wait_for(lk, period, [&] { return keeper_stop; })) {
       lk.unlock();
-      Status s = lease != 0 ? RenewLease() : OkStatus();
-      if (!s.ok()) WEFT_LOG_WARN("transfer engine '{}': keeping the descriptor alive: {}", name, s.ToString());
-      if (s.ok()) s = ReassertDescriptor();
-      if (!s.ok()) WEFT_LOG_WARN("transfer engine '{}': checking its descriptor: {}", name, s.ToString());
+      if (Status s = lease != 0 ? RenewLease() : OkStatus(); !s.ok()) {
+        WEFT_LOG_WARN("transfer engine '{}': keeping the descriptor alive: {}", name, s.ToString());
+      } else if (s = ReassertDescriptor(); !s.ok()) {
+        WEFT_LOG_WARN("transfer engine '{}': checking its descriptor: {}", name, s.ToString());
+      }
       lk.lock();
     }
   }

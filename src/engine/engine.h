@@ -197,7 +197,9 @@ class Engine {
   std::shared_ptr<const PeerState> FindPeer(PeerId peer) const;
   uint64_t NextRegionId();  // unique within the engine, never reused
   Result<std::shared_ptr<const PeerState>> BuildPeer(const PeerAdvert& advert, const PeerState* before) const;
-  Result<RemoteChoice> ChooseRemote(const PeerState& peer, const RemoteRequest& r) const;
+  // The cheapest path that carries r; with explain, passed_over names the cheaper ones that
+  // could not (a failure always says why).
+  Result<RemoteChoice> ChooseRemote(const PeerState& peer, const RemoteRequest& r, bool explain) const;
   void AddPieces(CopyJob& job, size_t entry, transport::Transport* path, const transport::Endpoint& dst,
                  const transport::Endpoint& src, uint64_t len) const;
   struct Resolved;

@@ -2,6 +2,7 @@
 // transport that can, peers attached from their advertised blobs, and one-sided ops routed to
 // the cheapest transport that reaches each region.
 #include <algorithm>
+#include <array>
 #include <map>
 #include <set>
 #include <span>
@@ -218,37 +219,49 @@ std::shared_ptr<const Engine::PeerState> Engine::FindPeer(PeerId id) const {
   return it == peers_.end() ? nullptr : it->second;
 }
 
-Result<Engine::RemoteChoice> Engine::ChooseRemote(const PeerState& peer, const RemoteRequest& r) const {
+Result<Engine::RemoteChoice> Engine::ChooseRemote(const PeerState& peer, const RemoteRequest& r,
+                                                  bool explain) const {
   RemoteChoice choice;
   choice.region = peer.Find(r.remote_addr, r.len);
   if (!choice.region)
     return Error(Code::kInvalidAddress, "remote range {:#x}+{} is not inside a region that '{}' advertises",
                  r.remote_addr, r.len, peer.name);
-  std::vector<size_t> order(peer.paths.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return peer.paths[a].transport->RemoteCostNanos(r.len) < peer.paths[b].transport->RemoteCostNanos(r.len);
-  });
-  std::string reasons;
-  for (size_t p : order) {
-    Transport* t = peer.paths[p].transport;
-    std::string why;
+  // The paths, cheapest first for this length (a handful: sorted in place, nothing allocated).
+  constexpr size_t kMaxPaths = 16;
+  std::array<std::pair<double, size_t>, kMaxPaths> order;
+  const size_t n = std::min(peer.paths.size(), kMaxPaths);
+  for (size_t i = 0; i < n; ++i) order[i] = {peer.paths[i].transport->RemoteCostNanos(r.len), i};
+  std::stable_sort(order.begin(), order.begin() + n,
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  // Why path p cannot carry r, or nullptr when it can ("" for the region's own reason). Static
+  // strings only: this runs for every op of a batch.
+  auto refuses = [&](size_t p) -> const char* {
+    const Transport* t = peer.paths[p].transport;
+    const auto& import = choice.region->imports[p];
     // A remote device region is the owner's to serve (it exported it only where it can); local
     // device memory and a mapped device region need the transport to copy device memory here.
-    const bool mapped_device = choice.region->device && choice.region->imports[p] && choice.region->imports[p]->mapped;
-    if (r.local_device && !(t->capabilities() & transport::kCapDeviceMemory)) {
-      why = "it does not reach device memory here";
-    } else if (!choice.region->imports[p]) {
-      why = choice.region->reasons[p];
-    } else if (mapped_device && !(t->capabilities() & transport::kCapDeviceMemory)) {
-      why = "its mapping is host memory only";
-    } else {
+    const bool device_here = t->capabilities() & transport::kCapDeviceMemory;
+    if (r.local_device && !device_here) return "it does not reach device memory here";
+    if (!import) return "";
+    if (choice.region->device && import->mapped && !device_here) return "its mapping is host memory only";
+    return nullptr;
+  };
+  std::string reasons;  // filled only to explain (a route, a logged path) or to fail
+  auto note = [&](size_t p, const char* why) {
+    reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", peer.paths[p].transport->name(),
+                           *why ? why : choice.region->reasons[p]);
+  };
+  for (size_t k = 0; k < n; ++k) {
+    const size_t p = order[k].second;
+    const char* why = refuses(p);
+    if (!why) {
       choice.path = p;
-      choice.passed_over = reasons;
+      choice.passed_over = std::move(reasons);
       return choice;
     }
-    reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", t->name(), why);
+    if (explain) note(p, why);
   }
+  if (!explain) return ChooseRemote(peer, r, /*explain=*/true);  // fails again, saying why
   for (const auto& [name, why] : absent_) reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", name, why);
   return Error(Code::kUnavailable, "no transport reaches {:#x}+{} of '{}' ({})", r.remote_addr, r.len, peer.name,
                reasons.empty() ? "this engine has no transport for remote regions" : reasons);
@@ -291,7 +304,7 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
     copies_->Add();
     auto& peer = peers[r.peer];
     if (!peer) peer = FindPeer(r.peer);
-    auto choice = peer ? ChooseRemote(*peer, r) : Result<RemoteChoice>(Error(Code::kNotFound, "peer {} is not attached", r.peer));
+    auto choice = peer ? ChooseRemote(*peer, r, options_.log_paths) : Result<RemoteChoice>(Error(Code::kNotFound, "peer {} is not attached", r.peer));
     if (!choice.ok()) {
       results[i] = choice.status();
       job->Fail(i, choice.status());
@@ -359,7 +372,7 @@ RemoteRequest Engine::RemoteRequestOf(const transport::Endpoint& dst, const tran
 Result<RouteInfo> Engine::RouteRemote(const RemoteRequest& r) const {
   auto peer = FindPeer(r.peer);
   if (!peer) return Error(Code::kNotFound, "peer {} is not attached", r.peer);
-  WEFT_ASSIGN_OR_RETURN(RemoteChoice choice, ChooseRemote(*peer, r));
+  WEFT_ASSIGN_OR_RETURN(RemoteChoice choice, ChooseRemote(*peer, r, /*explain=*/true));
   Transport* t = peer->paths[choice.path].transport;
   const auto local = r.local_device ? transport::EndKind::kLD : transport::EndKind::kLH;
   const auto remote = choice.region->device ? transport::EndKind::kGD : transport::EndKind::kGH;

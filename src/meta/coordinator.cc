@@ -220,6 +220,7 @@ struct Coordinator::Impl {
   std::vector<PeerSummary> summary;
 
   bool accepting = true;  // false: the listening socket is unwatched until resume_accepting_at
+  Clock::time_point next_scan;  // when CheckTimeouts runs next (Tick)
   Clock::time_point resume_accepting_at;
 
   // One per call site that strangers can trigger at will (see the top of this file).
@@ -277,6 +278,9 @@ struct Coordinator::Impl {
   void Settle();
   void CheckTimeouts();
   int NextTimeoutMs() const;
+  Clock::duration ScanPeriod() const {
+    return std::clamp<Clock::duration>(std::min(opt.peer_timeout, opt.join_timeout) / 10, Millis(1), Millis(100));
+  }
 
   void TryCompleteBarrier();
   void FailBarrier(const std::string& why);
@@ -329,10 +333,15 @@ void Coordinator::Impl::Run() {
   Shutdown();
 }
 
-// Before every wait: heartbeats and join deadlines are checked, and the loop sleeps no longer
-// than until the next one is due.
+// Before every wait. Heartbeat and join deadlines are checked once a scan period, not at every
+// wake-up: the check walks every connection, and with a thousand peers a scan per heartbeat
+// made each heartbeat cost the coordinator ~0.1 ms (weft bench-coordinator, docs/scale.md). A
+// deadline is thus seen up to one period (a tenth of the shorter timeout, at most 100 ms) late.
 std::chrono::milliseconds Coordinator::Impl::Tick() {
-  CheckTimeouts();
+  if (const auto now = Clock::now(); now >= next_scan) {
+    CheckTimeouts();
+    next_scan = now + ScanPeriod();
+  }
   Settle();
   if (!accepting && Clock::now() >= resume_accepting_at) WatchListener(true);
   eviction_log.Flush();
@@ -1218,13 +1227,9 @@ void Coordinator::Impl::CheckTimeouts() {
 }
 
 int Coordinator::Impl::NextTimeoutMs() const {
-  auto wait = Clock::duration(std::chrono::seconds(1));
   const auto now = Clock::now();
+  auto wait = next_scan - now;
   if (!accepting) wait = std::min(wait, resume_accepting_at - now);
-  for (const auto& [id, c] : conns) {
-    auto due = c->joined ? c->last_seen + opt.peer_timeout : c->accepted_at + opt.join_timeout;
-    wait = std::min(wait, due - now);
-  }
   auto ms = std::chrono::duration_cast<Millis>(wait).count() + 1;  // +1: past the deadline, not at it
   return static_cast<int>(std::clamp<int64_t>(ms, 1, 1000));
 }

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <signal.h>
 #include <cstdio>
@@ -283,6 +284,26 @@ TEST(Cli, TransServeServesItsMetrics) {
   EXPECT_EQ(r->status, 200);
   EXPECT_NE(r->body.find("\nweft_trans_batches_total 0\n"), std::string::npos) << r->body;
   EXPECT_NE(r->body.find("# TYPE weft_trans_batch_latency_ns histogram\n"), std::string::npos) << r->body;
+}
+
+// The coordinator benchmark checks what it measures: every join announced both ways, every
+// heartbeat counted and answered; its JSON says so.
+TEST(Cli, BenchCoordinatorAccountsForEveryJoinAndHeartbeat) {
+  const std::string json = "/tmp/weft-bench-coordinator-" + std::to_string(::getpid()) + ".json";
+  CommandRun r = RunCommand(std::string(WEFT_BINARY) + " bench-coordinator --peers 40 --heartbeat-ms 50 --seconds 1 " +
+                            "--json " + json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("heartbeat round trip"), std::string::npos) << r.output;
+  std::ifstream in(json);
+  ASSERT_TRUE(in) << "no " << json;
+  const auto j = nlohmann::json::parse(in);
+  std::remove(json.c_str());
+  EXPECT_EQ(j["peers"], 40);
+  EXPECT_EQ(j["announcements"], 40 * 39);
+  EXPECT_GT(j["heartbeats_sent"].get<uint64_t>(), 0u);
+  EXPECT_EQ(j["heartbeats_answered"], j["heartbeats_sent"]);
+  EXPECT_EQ(j["heartbeats_counted"], j["heartbeats_sent"]);
+  EXPECT_GT(j["join_us"]["p50"].get<double>(), 0.0);
 }
 
 TEST(Cli, ConfigNamesTheBadKey) {

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   weft::tools::AddBenchUcx(app, &run);
   weft::tools::AddBenchStore(app, &run);
   weft::tools::AddBenchColl(app, &run);
+  weft::tools::AddBenchCoordinator(app, &run);
   CLI11_PARSE(app, argc, argv);
   return run ? run() : 2;
 }

@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/byte_buffer.h"
 #include "base/clock.h"
 #include "base/result.h"
 #include "wire/control.h"
@@ -125,7 +126,7 @@ class FrameReader {
 
   void Compact();
 
-  std::vector<uint8_t> buf_;
+  ByteBuffer buf_;  // grown by a read chunk before each recvmsg: not zeroed first
   size_t start_ = 0;        // index in buf_ of the first unconsumed byte
   uint64_t consumed_ = 0;   // stream offset of buf_[start_]
   std::optional<wire::FrameHeader> header_;  // of the frame being reassembled

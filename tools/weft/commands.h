@@ -26,5 +26,6 @@ void AddTrans(CLI::App& app, Runner* run);     // trans_cmd.cc: trans-serve and 
 void AddBenchUcx(CLI::App& app, Runner* run);  // bench_ucx_cmd.cc: weft over ucx vs ucx_perftest and tcp
 void AddBenchStore(CLI::App& app, Runner* run);  // bench_store_cmd.cc: the C++ store API vs memcpy
 void AddBenchColl(CLI::App& app, Runner* run);   // bench_coll_cmd.cc: symm collectives vs gloo
+void AddSoak(CLI::App& app, Runner* run);        // soak_cmd.cc: verified copies under chaos
 
 }  // namespace weft::tools

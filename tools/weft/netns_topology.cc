@@ -62,6 +62,10 @@ void NetnsTopology::Remove() {
   for (auto it = made.rbegin(); it != made.rend(); ++it) (void)Run("ip netns del " + *it);
 }
 
+Status NetnsTopology::SetLink(int host, bool up) const {
+  return Run(fmt::format("ip -n {}br link set {}p{} {}", tag_, tag_, host, up ? "up" : "down"));
+}
+
 std::string NetnsTopology::Namespace(int host) const { return fmt::format("{}h{}", tag_, host); }
 std::string NetnsTopology::Address(int host) const { return fmt::format("10.79.0.{}", host); }
 

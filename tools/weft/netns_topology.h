@@ -25,6 +25,9 @@ class NetnsTopology {
   std::string Address(int host) const;     // "10.79.0.<host>"
   // Moves the calling thread (and the threads it starts later) into the host's namespace.
   Status Enter(int host) const;
+  // Takes the host's link to the bridge down or back up (its bridge-side veth end, so the host
+  // sees nothing but silence: connections go half-open, as when a cable is pulled).
+  Status SetLink(int host, bool up) const;
 
  private:
   NetnsTopology() = default;

@@ -13,8 +13,10 @@ namespace weft::tools {
 
 class NetnsTopology {
  public:
-  // Hosts 1..k get addresses 10.79.0.1 .. 10.79.0.k inside their own namespaces only.
-  static Result<std::unique_ptr<NetnsTopology>> Create(int k);
+  // Hosts 1..k get addresses 10.79.0.1 .. 10.79.0.k inside their own namespaces only. The
+  // namespaces are named <prefix><pid>br and <prefix><pid>h<host>, so that a tool's can be told
+  // from another's (`weft demo`: wd, `weft soak`: ws).
+  static Result<std::unique_ptr<NetnsTopology>> Create(int k, const std::string& prefix = "wd");
   ~NetnsTopology();  // Remove()
 
   // Deletes every namespace it made; idempotent and safe from another thread (an interrupted

@@ -63,6 +63,10 @@ struct BoardHeader {
   uint64_t max_op = 0;        // largest single copy
   uint32_t deadline_ms = 0;   // every op's deadline
   std::atomic<uint32_t> phase{0};  // 0 run, 1 stop working (finish the op, go idle), 2 leave
+  // The soak's own check of itself (hidden --inject-defect): the driver's first worker corrupts
+  // one destination byte after a successful copy, or sleeps defect_sleep_ms inside one op, once.
+  uint32_t defect = 0;  // 0 none, 1 mismatch, 2 hang
+  uint32_t defect_sleep_ms = 0;
   // Bumped by the driver before it kills or restarts the peer holding a rank: a worker whose op
   // saw the epoch of an end change cannot tell old bytes from new ones (its peer's memory is
   // fresh), and counts the op inconclusive rather than mismatched.

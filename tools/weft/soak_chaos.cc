@@ -77,10 +77,12 @@ void Chaos::Run(const std::atomic<bool>& stop) {
     return;
   }
   const uint32_t kinds = topology_ ? 3 : 2;  // a link of its own only in a namespace
+  uint32_t turn = 0;
   while (!stop) {
     SleepFor(o_.interval_ms / 2 + Next() % (o_.interval_ms + 1), stop);
     if (stop) break;
-    const auto fault = static_cast<Fault>(Next() % kinds);
+    // Each kind in turn, so that even a short run injects every kind; the victim is random.
+    const auto fault = static_cast<Fault>(turn++ % kinds);
     const auto slot = static_cast<uint32_t>(1 + Next() % (board_.header.slots - 1));
     Inject(fault, slot);
   }

@@ -46,7 +46,8 @@ struct SoakOptions {
   uint32_t hang_margin_ms = 10000;
   double recovery_s = 30;
   double progress_s = 10;
-  uint32_t slot = 0;  // soak-peer
+  std::string defect;  // hidden: mismatch, hang
+  uint32_t slot = 0;   // soak-peer
 };
 
 bool UcxHere() {
@@ -99,6 +100,13 @@ std::optional<SoakSettings> Settings(const SoakOptions& o, size_t phases) {
   s.recovery_ms = static_cast<uint32_t>(o.recovery_s * 1000);
   s.progress_s = o.progress_s;
   s.log_dir = fmt::format("/tmp/weft-soak-{}", getpid());
+  if (!o.defect.empty()) {
+    if (o.defect != "mismatch" && o.defect != "hang") {
+      fmt::print(stderr, "weft soak: --inject-defect is mismatch or hang\n");
+      return std::nullopt;
+    }
+    s.defect = o.defect == "mismatch" ? 1 : 2;
+  }
   return s;
 }
 
@@ -195,6 +203,8 @@ void AddSoak(CLI::App& app, Runner* run) {
   cmd->add_option("--hang-margin-ms", o->hang_margin_ms, "An op busy past deadline + this is a hang");
   cmd->add_option("--recovery", o->recovery_s, "Seconds a fault has to be answered in");
   cmd->add_option("--progress", o->progress_s, "Seconds between progress lines (0: none)");
+  // The tests' proof that the soak sees what it is for: one corrupted byte, one stuck op.
+  cmd->add_option("--inject-defect", o->defect)->group("");
 
   auto* peer = app.add_subcommand("soak-peer", "")->group("");
   peer->add_option("--slot", o->slot)->required();

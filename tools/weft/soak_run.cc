@@ -138,7 +138,7 @@ Network PlaceNetwork(const SoakSettings& s, const std::string& transport, Config
     n.where = "loopback (ucx: the driver cannot enter a namespace with UCX seeing its interfaces)";
     return n;
   }
-  auto made = NetnsTopology::Create(static_cast<int>(s.peers));
+  auto made = NetnsTopology::Create(static_cast<int>(s.peers), "ws");
   Status entered = made.ok() ? (*made)->Enter(1) : made.status();
   if (!entered.ok()) {
     n.where = fmt::format("loopback (no network namespaces: {})", entered.message());
@@ -216,6 +216,8 @@ PhaseResult RunPhase(const SoakSettings& s, const std::string& transport, SoakLe
     r.setup_error = bm.status().ToString();
     return r;
   }
+  bm->board().header.defect = s.defect;
+  bm->board().header.defect_sleep_ms = s.deadline_ms + s.hang_margin_ms + 1000;
   Config c = PhaseConfig(s, transport, bm->board().header);
   Network net = PlaceNetwork(s, transport, c);
   r.where = net.where;
@@ -278,7 +280,18 @@ PhaseResult RunPhase(const SoakSettings& s, const std::string& transport, SoakLe
   return r;
 }
 
+// A peer whose driver died (it is the driver's child, under `ip netns exec` too) would wait for
+// the leave signal forever: it ends itself instead.
+void EndWithDriver() {
+  const pid_t driver = getppid();
+  std::thread([driver] {
+    while (getppid() == driver) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    _exit(3);
+  }).detach();
+}
+
 int RunSoakPeer(uint32_t slot, uint64_t seed) {
+  EndWithDriver();
   auto bm = BoardMapping::Map(kBoardFd);
   if (!bm.ok()) {
     fmt::print(stderr, "weft soak-peer {}: {}\n", slot, bm.status().ToString());

@@ -29,6 +29,7 @@ struct SoakSettings {
   uint32_t peer_timeout_ms = 2000;
   double progress_s = 10;
   std::string log_dir;  // peers' logs
+  uint32_t defect = 0;  // hidden --inject-defect: 1 mismatch, 2 hang (BoardHeader::defect)
 };
 
 struct PhaseResult {

@@ -204,6 +204,21 @@ class Worker {
     rec_.note_seq.fetch_add(1);
   }
 
+  // The soak checking itself: a byte the fabric did not write, or an op that does not return.
+  void InjectDefect(const std::vector<Req>& reqs) {
+    if (h_.defect == 2) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(h_.defect_sleep_ms));
+      defect_done_ = true;
+      return;
+    }
+    for (const Req& q : reqs) {
+      if (!q.dst.local) continue;
+      dst_.at(q.off)[q.len / 2] ^= 0xFF;
+      defect_done_ = true;
+      return;
+    }
+  }
+
   // One op, start to end; false if it failed (the caller backs off).
   bool OneOp() {
     std::vector<uint32_t> live = pool_.LiveRanks();
@@ -220,6 +235,7 @@ class Worker {
       SetStage(Stage::kCopy);
       s = Execute(kind, reqs);
     }
+    if (s.ok() && h_.defect != 0 && !defect_done_ && slot_ == 0 && thread_ == 0) InjectDefect(reqs);
     SetStage(Stage::kVerify);
     uint64_t bytes = 0;
     bool differs = false;
@@ -258,6 +274,7 @@ class Worker {
   WorkerRecord& rec_;
   const uint32_t slot_, thread_;
   uint64_t rng_;
+  bool defect_done_ = false;
   Buffer src_, dst_, staging_, poison_, readback_;
 };
 

@@ -24,7 +24,7 @@ struct CommandRun {
   std::string output;
 };
 
-CommandRun Run(const std::string& cmd) {
+CommandRun Shell(const std::string& cmd) {
   CommandRun r;
   FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   if (!p) return r;
@@ -45,7 +45,7 @@ struct Soak {
 Soak RunSoak(const std::string& args) {
   const std::string json = "/tmp/weft-soak-test-" + std::to_string(::getpid()) + ".json";
   Soak s;
-  s.run = Run(std::string(WEFT_BINARY) + " soak " + args + " --json " + json);
+  s.run = Shell(std::string(WEFT_BINARY) + " soak " + args + " --json " + json);
   std::ifstream in(json);
   if (in) s.report = nlohmann::json::parse(in, nullptr, false);
   std::remove(json.c_str());
@@ -81,7 +81,9 @@ TEST(Soak, ShmAndTcpUnderChaosKeepEveryByteAndAnswerEveryFault) {
     EXPECT_GT(f["injected"]["kill+restart"].get<uint64_t>(), 0u) << t << ": " << s.run.output;
     EXPECT_GT(f["injected"]["freeze"].get<uint64_t>(), 0u) << t << ": " << s.run.output;
     const bool cut = t == "tcp" && p["where"].get<std::string>().find("network namespaces") != std::string::npos;
-    if (cut) EXPECT_GT(f["injected"]["link-down"].get<uint64_t>(), 0u) << s.run.output;
+    if (cut) {
+      EXPECT_GT(f["injected"]["link-down"].get<uint64_t>(), 0u) << s.run.output;
+    }
     EXPECT_EQ(Sum(f["answered"]), Sum(f["injected"])) << t << ": " << s.run.output;
     EXPECT_EQ(f["unanswered"].get<uint64_t>(), 0u) << t << ": " << s.run.output;
     EXPECT_EQ(f["crashes"].get<uint64_t>(), 0u) << t << ": " << s.run.output;
@@ -93,7 +95,7 @@ TEST(Soak, ShmAndTcpUnderChaosKeepEveryByteAndAnswerEveryFault) {
   EXPECT_NE(s.run.output.find("weft soak: PASSED"), std::string::npos) << s.run.output;
   if (root) {
     // The soak removes the namespaces it made (ws<pid>br, ws<pid>h<k>).
-    CommandRun left = Run("ip netns list | grep -E '^ws[0-9]+(br|h[0-9]+)' || true");
+    CommandRun left = Shell("ip netns list | grep -E '^ws[0-9]+(br|h[0-9]+)' || true");
     EXPECT_EQ(left.output, "") << left.output;
   }
 }
@@ -123,8 +125,8 @@ TEST(Soak, AnOpPastItsDeadlineIsAHangAndFailsTheRun) {
 }
 
 TEST(Soak, BadOptionsAreRefusedWithStatus2) {
-  EXPECT_EQ(Run(std::string(WEFT_BINARY) + " soak --transports shm,rdma --seconds 1").exit_code, 2);
-  EXPECT_EQ(Run(std::string(WEFT_BINARY) + " soak --max-op 1 --seconds 1").exit_code, 2);
+  EXPECT_EQ(Shell(std::string(WEFT_BINARY) + " soak --transports shm,rdma --seconds 1").exit_code, 2);
+  EXPECT_EQ(Shell(std::string(WEFT_BINARY) + " soak --max-op 1 --seconds 1").exit_code, 2);
 }
 
 }  // namespace

@@ -178,6 +178,13 @@ int RunSoak(const SoakOptions& o) {
     }
   }
   if (ok) (void)!system(fmt::format("rm -rf '{}'", s->log_dir).c_str());  // kept for a failed run
+  for (const PhaseResult& p : phases) {
+    if (!p.driver_stuck) continue;
+    // A thread of ours is stuck in the pool it left behind: no orderly exit past it.
+    fmt::print("weft soak: a worker of this process never returned; exiting without waiting for it\n");
+    std::fflush(stdout);
+    _exit(1);
+  }
   return ok ? 0 : 1;
 }
 

@@ -193,9 +193,12 @@ static void Drive(const SoakSettings& s, const std::string& transport, bm::Pool&
   stop_chaos = true;
   chaos_thread.join();  // after the last fault was answered
   board.header.phase.store(1);
-  for (auto& w : workers) w.join();
   WaitIdle(board, s.deadline_ms + s.hang_margin_ms + 2000);
   watchdog.Scan();
+  // A worker of ours still in its op by now is a hang (counted above) that may never return:
+  // it is left behind rather than waited for, so that the report still comes out.
+  for (uint32_t t = 0; t < s.threads; ++t) r.driver_stuck |= board.slot[0].workers[t].busy_since_ns.load() != 0;
+  for (auto& w : workers) r.driver_stuck ? w.detach() : w.join();
   stop_watch = true;
   watch.join();
   r.seconds = elapsed();
@@ -276,6 +279,10 @@ PhaseResult RunPhase(const SoakSettings& s, const std::string& transport, SoakLe
   progress(fmt::format("weft soak [{}]: {} peers x {} threads on {}, coordinator {}; running {:.0f} s", transport,
                        s.peers, s.threads, r.where, (*pool)->coordinator_address(), s.seconds));
   Drive(s, transport, **pool, *bm, peers, topo, r, progress);
+  if (r.driver_stuck) {
+    (void)pool->release();  // a stuck worker still uses it; the process ends after the report
+    return r;
+  }
   (void)(*pool)->Leave();
   return r;
 }

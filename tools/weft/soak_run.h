@@ -42,6 +42,7 @@ struct PhaseResult {
   std::vector<std::string> mismatch_notes;
   std::vector<std::string> end_problems;  // peers that did not leave cleanly at the end
   std::string setup_error;                // the phase could not run
+  bool driver_stuck = false;              // a worker of the driver never returned (a hang)
   bool ok() const;
 };
 

@@ -60,7 +60,7 @@ uint64_t Sum(const nlohmann::json& counts) {
 
 TEST(Soak, ShmAndTcpUnderChaosKeepEveryByteAndAnswerEveryFault) {
   const bool root = geteuid() == 0;
-  Soak s = RunSoak(std::string("--transports shm,tcp --seconds 40 --peers 3 --threads 2 --chaos-interval 2 "
+  Soak s = RunSoak(std::string("--transports shm,tcp --seconds 40 --peers 3 --threads 2 --chaos-interval 1.5 "
                                "--progress 10") + (root ? " --netns" : ""));
   ASSERT_FALSE(s.report.is_discarded()) << s.run.output;
   ASSERT_TRUE(s.report.contains("phases")) << s.run.output;

@@ -120,6 +120,38 @@ std::vector<std::string> MismatchNotes(const Board& board) {
   return out;
 }
 
+// How a slot's peer is started: its argv (under `ip netns exec` in a namespace of its own) and
+// its environment, which carries the pool's config.
+struct PeerLaunch {
+  std::vector<std::string> common;  // CommonEnv
+  std::string self;                 // this binary
+  const NetnsTopology* topology;    // null: no namespaces
+  std::string transport;
+  uint64_t seed;
+
+  std::vector<std::string> Command(uint32_t slot) const {
+    std::vector<std::string> args;
+    if (topology) args = {"ip", "netns", "exec", topology->Namespace(static_cast<int>(slot) + 1)};
+    for (std::string a : {self, std::string("soak-peer"), std::string("--slot"), std::to_string(slot),
+                          std::string("--seed"), std::to_string(seed ^ (slot * 0x5851f42dull))})
+      args.push_back(a);
+    return args;
+  }
+  std::vector<std::string> Env(uint32_t slot) const {
+    std::vector<std::string> mine = common;
+    mine.push_back(fmt::format("WEFT_PEER_NAME=soak-{}", slot));
+    const std::string host = topology ? topology->Address(static_cast<int>(slot) + 1) : "127.0.0.1";
+    if (transport != "shm") mine.push_back("WEFT_DATA_ADDRESS=" + host + ":0");
+    return PeerEnv(mine);
+  }
+};
+
+void MarkJoined(SlotRecord& rec, uint32_t rank) {
+  rec.rank.store(static_cast<int32_t>(rank));
+  rec.joins.fetch_add(1);
+  rec.state.store(static_cast<uint32_t>(SlotState::kJoined));
+}
+
 struct Network {
   std::unique_ptr<NetnsTopology> topology;
   std::string where = "this host";
@@ -243,28 +275,11 @@ PhaseResult RunPhase(const SoakSettings& s, const std::string& transport, SoakLe
     return r;
   }
   Board& board = bm->board();
-  board.slot[0].rank.store(static_cast<int32_t>((*pool)->rank()));
-  board.slot[0].incarnation.store(1);
-  board.slot[0].joins.store(1);
-  board.slot[0].state.store(static_cast<uint32_t>(SlotState::kJoined));
-  const std::vector<std::string> common = CommonEnv(c, (*pool)->coordinator_address());
-  const std::string self = SelfPath();
-  const NetnsTopology* topo = net.topology.get();
-  auto command = [&, topo](uint32_t slot) {
-    std::vector<std::string> args;
-    if (topo) args = {"ip", "netns", "exec", topo->Namespace(static_cast<int>(slot) + 1)};
-    for (std::string a : {self, std::string("soak-peer"), std::string("--slot"), std::to_string(slot),
-                          std::string("--seed"), std::to_string(s.seed ^ (slot * 0x5851f42dull))})
-      args.push_back(a);
-    return args;
-  };
-  auto env = [&, topo](uint32_t slot) {
-    std::vector<std::string> mine = common;
-    mine.push_back(fmt::format("WEFT_PEER_NAME=soak-{}", slot));
-    if (transport != "shm")
-      mine.push_back("WEFT_DATA_ADDRESS=" + (topo ? topo->Address(static_cast<int>(slot) + 1) : "127.0.0.1") + ":0");
-    return PeerEnv(mine);
-  };
+  MarkJoined(board.slot[0], (*pool)->rank());
+  const PeerLaunch launch{CommonEnv(c, (*pool)->coordinator_address()), SelfPath(), net.topology.get(), transport,
+                          s.seed};
+  auto command = [&launch](uint32_t slot) { return launch.Command(slot); };
+  auto env = [&launch](uint32_t slot) { return launch.Env(slot); };
   PeerSet peers(board, bm->fd(), s.log_dir, command, env, leftovers.children);
   for (uint32_t slot = 1; slot < s.peers; ++slot) {
     if (Status st = peers.Start(slot); !st.ok()) {
@@ -278,7 +293,7 @@ PhaseResult RunPhase(const SoakSettings& s, const std::string& transport, SoakLe
   }
   progress(fmt::format("weft soak [{}]: {} peers x {} threads on {}, coordinator {}; running {:.0f} s", transport,
                        s.peers, s.threads, r.where, (*pool)->coordinator_address(), s.seconds));
-  Drive(s, transport, **pool, *bm, peers, topo, r, progress);
+  Drive(s, transport, **pool, *bm, peers, net.topology.get(), r, progress);
   if (r.driver_stuck) {
     (void)pool->release();  // a stuck worker still uses it; the process ends after the report
     return r;
@@ -319,9 +334,7 @@ int RunSoakPeer(uint32_t slot, uint64_t seed) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   if (!pool.ok()) return 1;
-  rec.rank.store(static_cast<int32_t>((*pool)->rank()));
-  rec.joins.fetch_add(1);
-  rec.state.store(static_cast<uint32_t>(SlotState::kJoined));
+  MarkJoined(rec, (*pool)->rank());
   const uint64_t incarnation = rec.incarnation.load();
   std::vector<std::thread> workers;
   for (uint32_t t = 0; t < board.header.threads; ++t)

@@ -177,7 +177,8 @@ int RunSoak(const SoakOptions& o) {
       return 1;
     }
   }
-  if (ok) (void)!system(fmt::format("rm -rf '{}'", s->log_dir).c_str());  // kept for a failed run
+  // Kept for a failed run, unless the failure was the one asked for.
+  if (ok || s->defect != 0) (void)!system(fmt::format("rm -rf '{}'", s->log_dir).c_str());
   for (const PhaseResult& p : phases) {
     if (!p.driver_stuck) continue;
     // A thread of ours is stuck in the pool it left behind: no orderly exit past it.

@@ -27,5 +27,6 @@ void AddBenchUcx(CLI::App& app, Runner* run);  // bench_ucx_cmd.cc: weft over uc
 void AddBenchStore(CLI::App& app, Runner* run);  // bench_store_cmd.cc: the C++ store API vs memcpy
 void AddBenchColl(CLI::App& app, Runner* run);   // bench_coll_cmd.cc: symm collectives vs gloo
 void AddBenchCoordinator(CLI::App& app, Runner* run);  // bench_coord_cmd.cc: the coordinator under many peers
+void AddSoak(CLI::App& app, Runner* run);        // soak_cmd.cc: verified copies under chaos
 
 }  // namespace weft::tools

@@ -1,4 +1,4 @@
-// weft: one CLI for the fabric (demo, bench, meta, status, route, config).
+// weft: one CLI for the fabric (demo, bench, meta, status, route, config, soak).
 #include <cstdio>
 
 #include "tools/weft/commands.h"
@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   weft::tools::AddBenchStore(app, &run);
   weft::tools::AddBenchColl(app, &run);
   weft::tools::AddBenchCoordinator(app, &run);
+  weft::tools::AddSoak(app, &run);
   CLI11_PARSE(app, argc, argv);
   return run ? run() : 2;
 }

@@ -25,10 +25,10 @@ Status Run(const std::string& cmd) {
 
 }  // namespace
 
-Result<std::unique_ptr<NetnsTopology>> NetnsTopology::Create(int k) {
+Result<std::unique_ptr<NetnsTopology>> NetnsTopology::Create(int k, const std::string& prefix) {
   if (geteuid() != 0) return Error(Code::kPermissionDenied, "network namespaces need root");
   std::unique_ptr<NetnsTopology> t(new NetnsTopology());
-  t->tag_ = fmt::format("wd{}", getpid() % 100000);
+  t->tag_ = fmt::format("{}{}", prefix, getpid() % 100000);
   const std::string bridge_ns = t->tag_ + "br";
   WEFT_RETURN_IF_ERROR(Run("ip netns add " + bridge_ns));
   t->created_.push_back(bridge_ns);
@@ -60,6 +60,10 @@ void NetnsTopology::Remove() {
   }
   // Deleting a namespace deletes the veth ends in it, and with them their peers.
   for (auto it = made.rbegin(); it != made.rend(); ++it) (void)Run("ip netns del " + *it);
+}
+
+Status NetnsTopology::SetLink(int host, bool up) const {
+  return Run(fmt::format("ip -n {}br link set {}p{} {}", tag_, tag_, host, up ? "up" : "down"));
 }
 
 std::string NetnsTopology::Namespace(int host) const { return fmt::format("{}h{}", tag_, host); }

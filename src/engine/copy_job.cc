@@ -69,6 +69,7 @@ void CopyJob::Run() {
 void CopyJob::Finish() {
   // Unpin before waking waiters so a peer's detach does not wait on finished copies.
   pins_.clear();
+  if (failures_) failures_->CountAll(results_);  // final: every group has ended
   {
     std::lock_guard lock(mu_);
     done_.store(true, std::memory_order_release);

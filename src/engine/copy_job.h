@@ -12,6 +12,7 @@
 
 #include "base/clock.h"
 #include "base/status.h"
+#include "engine/copy_failures.h"
 #include "gva/segment_table.h"
 #include "transport/transport.h"
 
@@ -37,6 +38,8 @@ class CopyJob {
   // Anything else the pieces' endpoints point into (a peer's imported regions) until the job ends.
   void KeepAlive(std::shared_ptr<const void> keep) { keep_.push_back(std::move(keep)); }
   void Fail(size_t entry, Status s) { results_[entry] = std::move(s); }
+  // Where the job's failed entries are counted when it completes (the engine's; may be null).
+  void CountFailuresIn(CopyFailures* failures) { failures_ = failures; }
   size_t piece_count() const { return groups_.size(); }  // units runners claim
 
   // Claims and copies pieces until none is left; the runner that finishes the last one
@@ -61,6 +64,7 @@ class CopyJob {
   std::vector<gva::SegmentTable::Pin> pins_;
   std::vector<std::shared_ptr<const void>> keep_;
   std::vector<Status> results_;
+  CopyFailures* failures_ = nullptr;
   Deadline deadline_;
   std::atomic<size_t> next_{0};
   std::atomic<size_t> finished_{0};

@@ -140,7 +140,7 @@ Engine::Engine(EngineOptions options, const gva::SegmentTable* table, MetricsReg
   path_metrics_->series = std::make_unique<PathMetrics::Series[]>(path_metrics_->paths.size() * 16);
   copies_ = metrics.counter("weft_copies_total", "Copies submitted to the engine");
   bytes_ = metrics.counter("weft_copy_bytes_total", "Bytes copied by the engine");
-  failures_ = metrics.counter("weft_copy_failures_total", "Copies that ended with an error");
+  failures_ = std::make_unique<CopyFailures>(metrics);
   latency_ns_ = metrics.histogram("weft_copy_latency_ns", "Latency of synchronous copies in nanoseconds (copies below split_bytes: 1 in 16 sampled)");
 }
 
@@ -187,8 +187,7 @@ Status Engine::CopyBatchOnStream(std::span<const CopyRequest> requests, void* st
     copies_->Add();
     auto resolved = Resolve(requests[i], dir, memos);
     if (!resolved.ok()) {
-      failures_->Add();
-      return resolved.status().Annotate(fmt::format("copy {}", i));
+      return Failed(resolved.status().Annotate(fmt::format("copy {}", i)));
     }
     if (path && resolved->path != path)
       return Error(Code::kNotSupported, "copy {} takes path {} but the others take {}: one stream batch takes one path",
@@ -204,12 +203,10 @@ Status Engine::CopyBatchOnStream(std::span<const CopyRequest> requests, void* st
   if (items.empty()) return OkStatus();
   transport::StreamOps* ops = path->stream_ops();
   if (!ops || !(path->capabilities() & transport::kCapStreamOrdering)) {
-    failures_->Add();
-    return Error(Code::kNotSupported, "path {} cannot order copies on a caller's stream", path->name());
+    return Failed(Error(Code::kNotSupported, "path {} cannot order copies on a caller's stream", path->name()));
   }
   Status s = ops->Enqueue(items, stream, [pins]() mutable { pins->clear(); });
-  if (!s.ok()) failures_->Add();
-  return s;
+  return Failed(std::move(s));
 }
 
 transport::Transport* Engine::Choose(const RouteKey& key, uint64_t len) const {
@@ -351,15 +348,14 @@ Status Engine::RunPages(uint64_t dst_base, uint64_t src_base, transport::PageCop
   // OUT_OF_RANGE here, before anything is launched.
   auto resolved = Resolve(CopyRequest{dst_base, src_base, pc.dst_extent}, dir, nullptr, pc.src_extent);
   if (!resolved.ok()) {
-    failures_->Add();
-    return resolved.status().Annotate("copy pages");
+    return Failed(resolved.status().Annotate("copy pages"));
   }
   pc.dst = resolved->dst;
   pc.src = resolved->src;
   transport::StreamOps* ops = resolved->path->stream_ops();
   if (!ops || !(resolved->path->capabilities() & transport::kCapPageBatches)) {
-    failures_->Add();
-    return Error(Code::kNotSupported, "path {} has no page-batch copy; use CopyBatch", resolved->path->name());
+    return Failed(
+        Error(Code::kNotSupported, "path {} has no page-batch copy; use CopyBatch", resolved->path->name()));
   }
   Status s;
   if (stream) {
@@ -370,10 +366,7 @@ Status Engine::RunPages(uint64_t dst_base, uint64_t src_base, transport::PageCop
   } else {
     s = ops->CopyPages(pc, nullptr, nullptr);
   }
-  if (!s.ok()) {
-    failures_->Add();
-    return s;
-  }
+  if (!s.ok()) return Failed(std::move(s));
   bytes_->Add(pc.count * pc.page_bytes);
   CountPath(resolved->path, resolved->key, pc.count, pc.count * pc.page_bytes);
   return s;
@@ -395,13 +388,13 @@ Result<RouteInfo> Engine::Route(uint64_t dst, uint64_t src, uint64_t len, Direct
 
 std::shared_ptr<CopyJob> Engine::Plan(std::span<const CopyRequest> requests, Direction dir, Deadline deadline) {
   auto job = std::make_shared<CopyJob>(requests.size(), deadline);
+  job->CountFailuresIn(failures_.get());
   transport::ClassifyMemo memos[2];  // KV batches touch the same two allocations again and again
   for (size_t i = 0; i < requests.size(); ++i) {
     const CopyRequest& r = requests[i];
     copies_->Add();
     auto resolved = Resolve(r, dir, memos);
-    if (!resolved.ok()) {
-      failures_->Add();
+    if (!resolved.ok()) {  // counted with the job's other failures when it completes
       job->Fail(i, resolved.status());
       continue;
     }
@@ -453,8 +446,7 @@ Status Engine::Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir, Dea
   auto resolved = Resolve(CopyRequest{dst, src, len}, dir);
   if (!resolved.ok()) {
     copies_->Add();
-    failures_->Add();
-    return resolved.status();
+    return Failed(resolved.status());
   }
   if (large && !resolved->path->batches()) {
     // Split over the copy threads; Plan resolves again (nothing next to the copy) and counts it.
@@ -471,15 +463,14 @@ Status Engine::Copy(uint64_t dst, uint64_t src, uint64_t len, Direction dir, Dea
   // lanes): splitting it here would only add a job's set-up to its latency.
   copies_->Add();
   if (deadline.expired()) {
-    failures_->Add();
-    return Error(Code::kTimeout, "the deadline passed before the copy started");
+    return Failed(Error(Code::kTimeout, "the deadline passed before the copy started"));
   }
   Status s = len ? resolved->path->Copy(resolved->dst, resolved->src, len) : OkStatus();
   if (s.ok()) {
     bytes_->Add(len);
     CountPath(resolved->path, resolved->key, 1, len);
   } else {
-    failures_->Add();
+    failures_->Count(s);
   }
   if (sample) latency_ns_->Observe(NowNanos() - t0);
   return s;

@@ -19,6 +19,7 @@
 #include "base/metrics.h"
 #include "base/status.h"
 #include "engine/copy_job.h"
+#include "engine/copy_failures.h"
 #include "base/worker_pool.h"
 #include "gva/segment_table.h"
 #include "transport/registry.h"
@@ -227,7 +228,11 @@ class Engine {
   Counter* copies_;
   std::atomic<uint64_t> sample_tick_{0};  // picks the small copies whose latency is sampled
   Counter* bytes_;
-  Counter* failures_;
+  std::unique_ptr<CopyFailures> failures_;
+  Status Failed(Status s) {  // counts s (an error) and returns it
+    failures_->Count(s);
+    return s;
+  }  // by code too (weft_copy_errors_total)
   Histogram* latency_ns_;
   // Copies and bytes by path and by the kinds of their ends (weft_copy_path_*; docs/ops.md).
   struct PathMetrics;

@@ -356,7 +356,7 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
     if (mapped[i]) results[i] = copied[i];
     if (mapped[i] && results[i].ok())
       if (auto it = gone.find(mapped[i]); it != gone.end()) results[i] = it->second;
-    if (!results[i].ok()) failures_->Add();
+    failures_->Count(results[i]);
   }
   return results;
 }

@@ -106,7 +106,30 @@ TEST_F(EngineTest, BadInputGetsSpecificErrors) {
   // Nothing was written by the failed calls.
   std::vector<uint8_t> zeros(16, 0);
   EXPECT_EQ(std::memcmp(Mapped(1, 0), zeros.data(), 16), 0);
-  EXPECT_GE(metrics_.counter("weft_copy_failures_total")->value(), 7u);
+  EXPECT_EQ(metrics_.counter("weft_copy_failures_total")->value(), 9u);
+  // By code as well: what kind of failure is rising.
+  auto errors = [&](const char* code) {
+    return metrics_.counter(std::string("weft_copy_errors_total{code=\"") + code + "\"}")->value();
+  };
+  EXPECT_EQ(errors("INVALID_ARGUMENT"), 5u);
+  EXPECT_EQ(errors("OUT_OF_RANGE"), 2u);
+  EXPECT_EQ(errors("INVALID_ADDRESS"), 1u);
+  EXPECT_EQ(errors("TIMEOUT"), 1u);
+}
+
+// A batch's failed entries are counted when the batch completes, each under its code, and only
+// its failed ones.
+TEST_F(EngineTest, BatchFailuresAreCountedByCode) {
+  std::vector<uint8_t> buf(4096);
+  const uint64_t b = Addr(buf.data());
+  std::vector<CopyRequest> reqs = {{Gva(1, 0), b, 64}, {Gva(5, 0), b, 64}, {Gva(1, kSlice - 8), b, 16},
+                                   {b, Gva(1, 0), 64}};
+  auto results = engine_->CopyBatch(reqs);
+  ASSERT_EQ(results.size(), 4u);
+  EXPECT_TRUE(results[0].ok() && results[3].ok());
+  EXPECT_EQ(metrics_.counter("weft_copy_failures_total")->value(), 2u);
+  EXPECT_EQ(metrics_.counter("weft_copy_errors_total{code=\"INVALID_ADDRESS\"}")->value(), 1u);
+  EXPECT_EQ(metrics_.counter("weft_copy_errors_total{code=\"OUT_OF_RANGE\"}")->value(), 1u);
 }
 
 TEST_F(EngineTest, BatchReportsOneResultPerCopy) {

@@ -493,6 +493,16 @@ TEST_F(StoreTest, EvictedObjectsAreServedFromTheWritersDiskAndPromotedBack) {
     check.That(stats.ok() && stats->on_disk > 0, "objects went to disk: " + std::to_string(stats.value_or({}).on_disk));
     flags.Raise(0);
     check.That(flags.Wait(1), "the other client looked");
+    // v0, the oldest, is on this client's disk only: so described, and no ranged read of it.
+    auto described = s.Describe("v0");
+    check.That(described.ok() && described->replicas.empty() && described->disk_rank == static_cast<int32_t>(s.pool().rank()),
+               "v0 described as on this client's disk only");
+    std::vector<uint8_t> part(4096, kPoison);
+    check.That(s.RegisterBuffer(part.data(), part.size()).ok(), "register");
+    const std::vector<std::string> v0_key = {"v0"};
+    check.Code(s.GetRanges(v0_key, std::vector<RangeRead>{{0, 0, part.size(), part.data()}})[0].status(),
+               Code::kNotSupported, "a range of an object on disk only");
+    check.That(std::all_of(part.begin(), part.end(), [](uint8_t b) { return b == kPoison; }), "nothing was written");
     auto v0 = s.Get("v0");
     check.That(v0.ok() && *v0 == Value(1 << 20, seed), "v0 from disk, exact: " + v0.status().ToString());
     // Corrupt every file: an object still on disk is refused, never served; v0, promoted back

@@ -615,8 +615,27 @@ def test_ssd_offload_is_weft_ssd_tier(tmp_path):
                      "enable_ssd_offload": True, "ssd_offload_path": str(ssd)}) == 0
     try:
         value = os.urandom(20000)
-        assert mc.put("on-disk-too", value) == 0 and mc.get("on-disk-too") == value
+        assert mc.put("on-disk-too", value) == 0
         assert ssd.is_dir() and any(ssd.iterdir()), "the writer keeps no copy in its SSD tier"
+        # Described: its memory copy, then the writer's disk copy (a local-disk replica).
+        rank = mc.weft_store.rank
+        memory, disk = mc.get_replica_desc("on-disk-too")
+        assert memory.is_memory_replica() and not disk.is_memory_replica() and disk.is_local_disk_replica()
+        d = disk.get_local_disk_descriptor()
+        assert (d.client_id, d.object_size, d.transport_endpoint) == (rank, len(value), f"rank:{rank}")
+        with pytest.raises(RuntimeError):
+            disk.get_memory_descriptor()
+        # Evicted by a fill (it was never read, so no lease holds it): on disk only, which a
+        # ranged read cannot use (-1) and a get serves.
+        for i in range(12):
+            assert mc.put(f"fill/{i}", os.urandom(1 << 20)) == 0
+        [disk] = mc.get_replica_desc("on-disk-too")
+        assert disk.is_local_disk_replica()
+        buf = np.full(64, POISON, dtype=np.uint8)
+        assert mc.register_buffer(buf.ctypes.data, buf.nbytes) == 0
+        assert mc.get_into_ranges([buf.ctypes.data], [["on-disk-too"]], [[[0]]], [[[0]]], [[[64]]]) == [[[-1]]]
+        assert (buf == POISON).all()
+        assert mc.get("on-disk-too") == value
     finally:
         assert mc.close() == 0
     # Enabled without a path: memory only (a warning), as before.

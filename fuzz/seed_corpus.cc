@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
   place.preferred_rank = 1;
   w.Put("store_request_fuzz", store::EncodePutStart(keys, std::vector<uint64_t>{4096, 1}, place, true));
   for (auto op : {store::StoreOp::kPutEnd, store::StoreOp::kPutEndOnDisk, store::StoreOp::kPutRevoke,
-                  store::StoreOp::kGet, store::StoreOp::kExists})
+                  store::StoreOp::kGet, store::StoreOp::kExists, store::StoreOp::kDescribe})
     w.Put("store_request_fuzz", store::EncodeKeysCall(op, keys));
   w.Put("store_request_fuzz", store::EncodeKeysCall(store::StoreOp::kRemove, keys, true));
   w.Put("store_request_fuzz", store::EncodeRemoveRegex("layer0/.*", false));
@@ -133,6 +133,14 @@ int main(int argc, char** argv) {
   reply(0, store::EncodeKeyResults(std::vector<store::KeyResult>{found, busy}));
   reply(1, store::EncodeCount(3));
   reply(2, store::EncodeStats({5, 1, 20480, 1u << 30, 1u << 20, 2, 4096}));
+  store::KeyResult described = found;  // a describe's answer: no lease, no exists, a disk copy too
+  described.lease_ms = 0;
+  described.exists = false;
+  described.id = 9;
+  described.disk_rank = 1;
+  store::KeyResult missing;
+  missing.status = Status(Code::kNotFound, "no object 'k'");
+  reply(3, store::EncodeKeyResults(std::vector<store::KeyResult>{described, missing}));
   // HTTP heads as the directory's clients send them (first byte: the limits, 0x03 = 512 bytes).
   for (std::string head : {std::string("GET /metadata?key=mooncake%2Fram%2Fa HTTP/1.1\r\nHost: h\r\n\r\n"),
                            std::string("POST /v1/kv/put HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n{}"),

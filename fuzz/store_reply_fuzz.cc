@@ -1,6 +1,8 @@
 // Fuzzes the decoders of the store's replies: arbitrary bytes either fail with PROTOCOL or
 // decode to a reply whose encoding is exactly those bytes. The first byte picks the decoder;
-// key results are expected in the number their own count says, and refused in any other.
+// key results are expected in the number their own count says, and refused in any other. A
+// describe reply the describe decoder takes is also one the key-result decoder takes, and each
+// of its results says only what a describe can (found somewhere, or failed with no place).
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -36,7 +38,7 @@ size_t LeadingCount(std::span<const uint8_t> bytes) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   std::span<const uint8_t> bytes(data + 1, size - 1);
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0: {
       size_t expected = LeadingCount(bytes);
       Check(DecodeKeyResults(bytes, expected), bytes, EncodeResults);
@@ -46,6 +48,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 1:
       Check(DecodeCount(bytes), bytes, EncodeOneCount);
       break;
+    case 3: {
+      const size_t expected = LeadingCount(bytes);
+      auto described = DecodeDescribeResults(bytes, expected);
+      Check(described, bytes, EncodeResults);
+      if (!described.ok()) break;
+      if (!DecodeKeyResults(bytes, expected).ok()) __builtin_trap();
+      for (const KeyResult& r : *described) {
+        if (r.lease_ms != 0 || r.exists) __builtin_trap();
+        if (r.status.ok() ? r.replicas.empty() && r.disk_rank < 0 : !r.replicas.empty() || r.disk_rank != -1)
+          __builtin_trap();
+      }
+      break;
+    }
     default:
       Check(DecodeStats(bytes), bytes, EncodeStats);
       break;

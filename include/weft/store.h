@@ -46,6 +46,28 @@ struct Buffer {
   uint64_t size = 0;
 };
 
+// Where one copy of an object is in memory: `size` bytes (the whole value, contiguous) at `gva`,
+// in the slice of peer `rank`. A pool address: Pool::Copy reads it (while the object lives).
+struct ReplicaDesc {
+  uint32_t rank = 0;
+  uint64_t gva = 0;
+};
+// Where an object is (Mooncake's replica descriptors): its memory copies and its disk copy.
+struct ObjectDesc {
+  uint64_t size = 0;
+  std::vector<ReplicaDesc> replicas;  // in memory; empty when evicted to its writer's disk only
+  int32_t disk_rank = -1;             // the writer keeping a copy in its SSD tier; -1: none
+};
+
+// One piece of a ranged read (GetRanges): `size` bytes from `offset` in the value of keys[key],
+// copied to `dst`, which lies inside a registered buffer.
+struct RangeRead {
+  size_t key = 0;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+  void* dst = nullptr;
+};
+
 // What the store's master holds now.
 struct StoreStats {
   uint64_t objects = 0;          // complete objects in memory
@@ -105,6 +127,20 @@ class Store {
   // registered buffer; UnregisterBuffer: NOT_REGISTERED when `buffer` starts no registration.
   Status RegisterBuffer(void* buffer, uint64_t size);
   Status UnregisterBuffer(void* buffer);
+
+  // Ranges of values into registered buffers: one master call for the distinct keys, one batch
+  // of copies. One result per range, its size or: NOT_FOUND (the key), NOT_REGISTERED (dst not
+  // inside a registered buffer), OUT_OF_RANGE (past the end of the value), INVALID_ARGUMENT (a
+  // bad key, a key index past `keys`, a null dst), NOT_SUPPORTED (the object is on its writer's
+  // disk only: Get it, which brings it back into memory), TIMEOUT (the copy outlived the lease).
+  // A failed range writes nothing of its own; the others are done.
+  std::vector<Result<uint64_t>> GetRanges(std::span<const std::string> keys, std::span<const RangeRead> ranges);
+
+  // Where objects are: no lease is granted and the read does not count as an access (it moves
+  // nothing in the eviction order), so the places may go stale at once; Get to copy the bytes.
+  // NOT_FOUND for a missing key (or a put not yet ended); INVALID_ARGUMENT for a bad key, alone.
+  Result<ObjectDesc> Describe(std::string_view key);
+  std::vector<Result<ObjectDesc>> DescribeBatch(std::span<const std::string> keys);
 
   Result<bool> Exists(std::string_view key);           // grants a read lease when true
   std::vector<Result<bool>> ExistsBatch(std::span<const std::string> keys);

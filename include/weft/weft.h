@@ -405,6 +405,20 @@ int weft_store_put_batch(weft_store* store, const char* const* keys, const void*
 int weft_store_get_into_batch(weft_store* store, const char* const* keys, void* const* buffers,
                               const uint64_t* sizes, size_t n, int64_t* results);
 
+/* One copy of an object in memory: the whole value, at pool address gva in the slice of rank. */
+typedef struct weft_store_replica {
+  uint32_t rank;
+  uint64_t gva;
+} weft_store_replica;
+
+/* Where key's object is, without a lease and without counting as an access (the answer may go
+ * stale at once): *out_size its size; its memory replicas into replicas, at most capacity of
+ * them (replicas may be NULL when capacity is 0); *out_count how many it has (more than capacity:
+ * call again with room); *out_disk_rank (may be NULL) the rank whose SSD tier keeps a copy, or -1.
+ * WEFT_E_NOT_FOUND when missing (or a put of it has not ended). */
+int weft_store_describe(weft_store* store, const char* key, uint64_t* out_size, weft_store_replica* replicas,
+                        size_t capacity, size_t* out_count, int32_t* out_disk_rank);
+
 /* ---- end of the KV store section --------------------------------------------------------- */
 
 /* ---- symmetric memory (symm) ------------------------------------------------------------- */

@@ -719,9 +719,12 @@ from weft.mooncake import *  # noqa: F401,F403
 from weft.mooncake import __all__  # noqa: F401
 ''',
     "mooncake/store.py": '''"""`mooncake.store` on weft: its names come from weft.mooncake_store (see weft's docs/api.md)."""
-from weft.mooncake_store import BufferHandle, MooncakeDistributedStore, ReplicateConfig  # noqa: F401
+from weft.mooncake_store import (BufferHandle, Descriptor, DiskDescriptor, LocalDiskDescriptor,  # noqa: F401
+                                 MemoryDescriptor, MooncakeDistributedStore, ReplicaDescriptor, ReplicaStatus,
+                                 ReplicateConfig)
 
-__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "BufferHandle"]
+__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "BufferHandle", "ReplicaDescriptor", "ReplicaStatus",
+           "MemoryDescriptor", "Descriptor", "DiskDescriptor", "LocalDiskDescriptor"]
 ''',
 }
 

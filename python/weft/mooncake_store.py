@@ -49,13 +49,16 @@ import os
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import Error
+from . import Error, mooncake_ranges
+from .mooncake_replica import (Descriptor, DiskDescriptor, LocalDiskDescriptor, MemoryDescriptor,  # noqa: F401
+                               ReplicaDescriptor, ReplicaStatus, replica_descriptors)
 from .store import Store
 
 logger = logging.getLogger("weft.mooncake_store")
 
-__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "BufferHandle", "load_config_from_env", "parse_size",
-           "weft_settings"]
+__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "BufferHandle", "ReplicaDescriptor", "ReplicaStatus",
+           "MemoryDescriptor", "Descriptor", "DiskDescriptor", "LocalDiskDescriptor", "load_config_from_env",
+           "parse_size", "weft_settings"]
 
 # Mooncake's ErrorCode values (mooncake-store/include/types.h) that these calls return.
 OK = 0
@@ -430,6 +433,18 @@ class MooncakeDistributedStore:
                                                                    lambda st: st.put_from_parts(k, p, n, **_place(config)),
                                                                    s)))
 
+    def put_from_with_metadata(self, key: str, buffer_ptr: Any, metadata_buffer_ptr: Any, size: int,
+                               metadata_size: int, config: Optional[ReplicateConfig] = None) -> int:
+        """One object of ``metadata_size`` bytes from the metadata buffer followed by ``size``
+        bytes from the data buffer, both registered (zero-copy). Either part may be empty, not
+        both: -600 then (weft stores no empty value; Mooncake returns 0 and stores nothing)."""
+        parts = [(p, n) for p, n in ((metadata_buffer_ptr, metadata_size), (buffer_ptr, size)) if n != 0]
+        if not parts:
+            logger.warning("put_from_with_metadata: '%s' has neither metadata nor data", key)
+            return ERR_INVALID_PARAMS
+        ptrs, sizes = [p for p, _ in parts], [n for _, n in parts]
+        return self._write("put_from_with_metadata", lambda s: s.put_from_parts(key, ptrs, sizes, **_place(config)))
+
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes:
@@ -478,6 +493,61 @@ class MooncakeDistributedStore:
         routing prefers)."""
         return self._per_key("batch_get_into_multi_buffers", keys, all_buffer_ptrs, all_sizes,
                              lambda s, k, p, n: int(s.get_into_parts(k, p, n)), reading=True)
+
+    def get_into_ranges(self, buffer_ptrs: Sequence[Any], all_keys: Sequence[Sequence[str]],
+                        all_dst_offsets: Sequence[Sequence[Sequence[int]]],
+                        all_src_offsets: Sequence[Sequence[Sequence[int]]],
+                        all_sizes: Sequence[Sequence[Sequence[int]]]) -> List[List[List[int]]]:
+        """Byte ranges of values into registered buffers, one master call for the distinct keys:
+        ``results[i][j][k]``, the bytes of fragment k of key j into buffer i, or a negative code
+        (-600 for a malformed shape, an unregistered destination or a range past the value's
+        end; -704 for a missing key). weft.mooncake_ranges describes the shapes."""
+        try:
+            p = mooncake_ranges.plan(buffer_ptrs, all_keys, all_dst_offsets, all_src_offsets, all_sizes,
+                                     ERR_INVALID_PARAMS)
+        except TypeError as e:
+            _log_failure("get_into_ranges", e)
+            return []
+        if not p.ranges:
+            return p.results
+        try:
+            answers = self._open().get_ranges(p.keys, p.ranges)
+        except _NotSetUp:
+            logger.warning("get_into_ranges: the store is not set up (call setup() first)")
+            answers = [_NotSetUp()] * len(p.ranges)
+        except Exception as e:  # never raise, as Mooncake's calls do not
+            _log_failure("get_into_ranges", e)
+            answers = [e] * len(p.ranges)
+        for n, answer in enumerate(answers):
+            if isinstance(answer, BaseException) and not isinstance(answer, _NotSetUp):
+                _log_failure(f"get_into_ranges[{p.at[n]}]", answer)
+        return mooncake_ranges.fill(p, answers, _range_code)
+
+    def get_replica_desc(self, key: str) -> List[ReplicaDescriptor]:
+        """Where the object's replicas are (weft.mooncake_replica says what each field holds);
+        [] for a missing key and on any failure, as Mooncake answers. No lease is taken."""
+        return self._call("get_replica_desc", lambda: replica_descriptors(self._open().describe(key)), lambda d: d,
+                          failed=[])
+
+    def batch_get_replica_desc(self, keys: Sequence[str]) -> Dict[str, List[ReplicaDescriptor]]:
+        """{key: descriptors} for the keys found; a missing or bad key, or one that failed, is
+        left out (Mooncake's map), and a failure of the whole call gives {}."""
+        try:
+            keys = list(keys)
+            results = self._open().batch_describe(keys)
+        except _NotSetUp:
+            logger.warning("batch_get_replica_desc: the store is not set up (call setup() first)")
+            return {}
+        except Exception as e:  # never raise, as Mooncake's calls do not
+            _log_failure("batch_get_replica_desc", e)
+            return {}
+        found = {}
+        for key, r in zip(keys, results):
+            if isinstance(r, BaseException):
+                _log_failure(f"batch_get_replica_desc[{key!r}]", r)
+            else:
+                found[key] = replica_descriptors(r)
+        return found
 
     def is_exist(self, key: str) -> int:
         """1 stored, 0 missing, -1 when it cannot be told."""
@@ -620,6 +690,13 @@ def _put_code(result: Optional[BaseException], absent_ok: bool = True) -> int:
     if result is None or (absent_ok and getattr(result, "name", "") == "ALREADY_EXISTS"):
         return OK
     return error_code(result)
+
+
+def _range_code(answer: Any) -> int:
+    """A ranged read's result: its byte count, or Mooncake's code of its error."""
+    if isinstance(answer, _NotSetUp):
+        return ERR_INTERNAL
+    return error_code(answer, reading=True) if isinstance(answer, BaseException) else int(answer)
 
 
 def _log_failure(what: str, err: BaseException) -> None:

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from . import Error, InvalidArgument, _config_text, _MODES, _ucx, _weft
 
-__all__ = ["Store", "StoreStats", "Key", "Memory"]
+__all__ = ["Store", "StoreStats", "ReplicaDesc", "ObjectDesc", "Key", "Memory"]
 
 Key = Union[str, bytes]
 Memory = Any  # an object exposing its memory, or an int address (zero-copy calls)
@@ -46,6 +46,32 @@ class StoreStats:
     evicted: int        # objects evicted from memory since the master started
     parked_bytes: int   # memory of removed objects still leased to readers
     on_disk: int        # evicted objects whose writer keeps them in its SSD tier
+
+
+@dataclass(frozen=True)
+class ReplicaDesc:
+    """One copy of an object in memory: the whole value, contiguous, at pool address ``gva`` in
+    the slice of peer ``rank``. ``path``: the transport a copy from this peer to there takes
+    ("memcpy" for memory mapped here, "shm", "cma", "tcp", "ucx"; "" when there is none, e.g. the
+    peer has gone)."""
+
+    rank: int
+    gva: int
+    path: str
+
+
+@dataclass(frozen=True)
+class ObjectDesc:
+    """Where an object is (:meth:`Store.describe`)."""
+
+    size: int                          # bytes of the value
+    replicas: Tuple[ReplicaDesc, ...]  # its copies in memory; empty when on its writer's disk only
+    disk_rank: int                     # the writer keeping a copy in its SSD tier; -1: none
+
+
+def _desc(native: Tuple[int, List[Tuple[int, int, str]], int]) -> ObjectDesc:
+    size, replicas, disk_rank = native
+    return ObjectDesc(size, tuple(ReplicaDesc(*r) for r in replicas), disk_rank)
 
 
 def _place(replicas: int, soft_pin: bool, hard_pin: bool, preferred_rank: int) -> dict:
@@ -188,6 +214,29 @@ class Store:
         :class:`weft.InvalidArgument` (nothing written) when they hold less than the value. The
         value is staged once on the way (the store reads into one contiguous destination)."""
         return self._native.get_into_parts(key, list(buffers), None if sizes is None else list(sizes))
+
+    def get_ranges(self, keys: Sequence[Key],
+                   ranges: Sequence[Tuple[int, int, int, Memory]]) -> List[Union[int, Error]]:
+        """Parts of values into registered buffers, one master round trip for the distinct keys.
+        Each range is ``(key_index, offset, size, dst)``: ``size`` bytes from ``offset`` in the
+        value of ``keys[key_index]`` to ``dst`` (an int address or a writable object inside a
+        registered buffer). One entry per range, its size or its :class:`weft.Error`:
+        :class:`weft.NotFound`, :class:`weft.NotRegistered`, :class:`weft.OutOfRange` (past the
+        value's end), :class:`weft.InvalidArgument` (bad key or key index),
+        :class:`weft.NotSupported` (the object is on its writer's disk only: :meth:`get` it)."""
+        ranges = list(ranges)
+        return self._native.get_ranges(list(keys), [r[0] for r in ranges], [r[1] for r in ranges],
+                                       [r[2] for r in ranges], [r[3] for r in ranges])
+
+    def describe(self, key: Key) -> ObjectDesc:
+        """Where the object is: its size, its copies in memory, its writer's disk copy.
+        :class:`weft.NotFound` when missing. No lease is granted and the object's place in the
+        eviction order does not move, so the answer may go stale at once."""
+        return _desc(self._native.describe(key))
+
+    def batch_describe(self, keys: Sequence[Key]) -> List[Union[ObjectDesc, Error]]:
+        """:meth:`describe` for many keys, one master round trip: one entry per key."""
+        return [r if isinstance(r, Error) else _desc(r) for r in self._native.batch_describe(list(keys))]
 
     def exists(self, key: Key) -> bool:
         """Whether a complete object is stored (a read lease is granted when it is)."""

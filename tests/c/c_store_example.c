@@ -261,6 +261,24 @@ static void read_errors(weft_store* store, uint8_t* area) {
   EXPECT_CODE(weft_store_exists(store, "obj/2"), 1);
 }
 
+/* Where obj/1 is: one replica of its size, no disk copy; the count also without room for it. */
+static void describe(weft_store* store) {
+  weft_store_replica replicas[2] = {{7, 7}, {7, 7}};
+  uint64_t size = 0;
+  size_t count = 0;
+  int32_t disk_rank = 7;
+  EXPECT_OK(weft_store_describe(store, "obj/1", &size, replicas, 2, &count, &disk_rank));
+  CHECK(size == kSizes[1] && count == 1 && disk_rank == -1, "describe obj/1: size %" PRIu64 ", %zu replicas, disk %d",
+        size, count, (int)disk_rank);
+  CHECK(replicas[0].gva != 0 && replicas[1].rank == 7 && replicas[1].gva == 7, "describe filled one replica only");
+  count = 0;
+  EXPECT_OK(weft_store_describe(store, "obj/1", &size, NULL, 0, &count, NULL));
+  CHECK(count == 1, "describe without room counts the replicas: %zu", count);
+  EXPECT_CODE(weft_store_describe(store, "missing", &size, replicas, 2, &count, NULL), WEFT_E_NOT_FOUND);
+  EXPECT_CODE(weft_store_describe(store, "", &size, replicas, 2, &count, NULL), WEFT_E_INVALID_ARGUMENT);
+  EXPECT_CODE(weft_store_describe(store, "obj/1", &size, NULL, 2, &count, NULL), WEFT_E_INVALID_ARGUMENT);
+}
+
 static void bad_arguments(weft_store* store, uint8_t* area) {
   char long_key[4098];
   memset(long_key, 'k', sizeof long_key - 1);
@@ -311,6 +329,7 @@ static int run_reader(const char* pool_name, const char* coordinator, int read_f
     read_objects(store, area);
     read_batch(store, area);
     read_errors(store, area);
+    describe(store);
     bad_arguments(store, area);
     removes(store);
     EXPECT_OK(weft_store_unregister_buffer(store, area));

@@ -5,6 +5,7 @@
 #include <httplib.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -39,6 +40,9 @@ class Flags {
     if (flags_) ::munmap(flags_, 4096);
   }
   void Raise(int i) { flags_[i].store(1); }
+  // A number one process leaves for another (a rank), beside the flags.
+  void Set(int i, int value) { flags_[i].store(value); }
+  int Get(int i) const { return flags_[i].load(); }
   // True once flag i is raised; false after `limit`.
   bool Wait(int i, milliseconds limit = milliseconds(60000)) {
     const auto until = std::chrono::steady_clock::now() + limit;
@@ -255,6 +259,132 @@ TEST_P(StoreCalls, EveryCallCarriesExactBytesBetweenTwoClients) {
 
 INSTANTIATE_TEST_SUITE_P(Transports, StoreCalls, ::testing::Values("auto", "tcp"));
 
+// Where objects are, and parts of them: a writer puts values with one and two replicas; the
+// other client describes them, reads every replica's bytes straight from the pool at the GVA the
+// descriptor names and compares each byte with what was put; reads ranges of them into a
+// registered buffer (the rest of which stays poisoned); and finds missing, bad and removed keys
+// reported as such. A describe takes no lease: the reader removes a described object unforced.
+int WriteDescribed(const Config& config, uint64_t seed, Flags& flags) {
+  Checks check("writer");
+  auto opened = Store::Open(config, bm::JoinMode::kJoin);
+  if (!check.That(opened.ok(), "open: " + opened.status().ToString())) return 1;
+  Store& store = **opened;
+  flags.Set(10, static_cast<int>(store.pool().rank()));
+  check.That(flags.Wait(2), "the reader joined");  // so that a second replica has a peer to go to
+  check.That(store.Put("one", Value(300000 + 7, seed)).ok(), "put one");
+  check.That(store.Put("two", Value(1 << 20, seed + 1), {.replicas = 2}).ok(), "put two");
+  check.That(store.Put("gone", Value(5000, seed + 2)).ok(), "put gone");
+  flags.Raise(0);
+  check.That(flags.Wait(1), "the reader finished");
+  check.That(store.Close().ok(), "close");
+  return check.failures();
+}
+
+// Every replica of `key` as described, read through the pool and compared byte by byte.
+void CheckReplicas(Checks& check, Store& store, const std::string& key, const Result<ObjectDesc>& desc,
+                   uint64_t size, uint64_t seed, size_t replicas, uint32_t writer) {
+  if (!check.That(desc.ok(), "describe " + key + ": " + desc.status().ToString())) return;
+  check.That(desc->size == size, key + " size " + std::to_string(desc->size));
+  check.That(desc->disk_rank == -1, key + " has no disk copy");
+  if (!check.That(desc->replicas.size() == replicas, key + " replicas: " + std::to_string(desc->replicas.size())))
+    return;
+  check.That(desc->replicas[0].rank == writer, key + ": the first replica in the writer's slice");
+  if (replicas == 2) check.That(desc->replicas[0].rank != desc->replicas[1].rank, key + " on two peers");
+  for (const ReplicaDesc& r : desc->replicas) {
+    const std::string what = key + " replica on rank " + std::to_string(r.rank);
+    check.That(store.pool().RankOf(r.gva).value_or(~0u) == r.rank, what + ": the GVA is in that rank's slice");
+    std::vector<uint8_t> bytes(size, kPoison);
+    check.That(store.pool().Copy(reinterpret_cast<uint64_t>(bytes.data()), r.gva, size).ok(), what + " read");
+    const auto bad = FirstMismatch(bytes.data(), size, seed);
+    check.That(!bad.has_value(), what + ": byte " + std::to_string(bad.value_or(0)) + " differs");
+  }
+}
+
+int ReadDescribed(const Config& config, uint64_t seed, Flags& flags) {
+  Checks check("reader");
+  auto opened = Store::Open(config, bm::JoinMode::kJoin);
+  if (!check.That(opened.ok(), "open: " + opened.status().ToString())) return 1;
+  Store& store = **opened;
+  flags.Raise(2);
+  if (!check.That(flags.Wait(0), "the writer finished")) return check.failures();
+  const auto writer = static_cast<uint32_t>(flags.Get(10));
+  CheckReplicas(check, store, "one", store.Describe("one"), 300000 + 7, seed, 1, writer);
+  // A batch: found, missing, bad (alone), found.
+  const std::vector<std::string> keys = {"two", "missing", "", "one"};
+  auto batch = store.DescribeBatch(keys);
+  if (check.That(batch.size() == 4, "one result per key")) {
+    CheckReplicas(check, store, "two", batch[0], 1 << 20, seed + 1, 2, writer);
+    check.Code(batch[1].status(), Code::kNotFound, "describe of a missing key");
+    check.Code(batch[2].status(), Code::kInvalidArgument, "describe of an empty key");
+    CheckReplicas(check, store, "one", batch[3], 300000 + 7, seed, 1, writer);
+  }
+  check.Code(store.Describe(std::string(5000, 'k')).status(), Code::kInvalidArgument, "a key over 4096 bytes");
+
+  // Ranges into a poisoned registered area: two of "two", one of "one", plus failures.
+  std::vector<uint8_t> area(1 << 20, kPoison);
+  check.That(store.RegisterBuffer(area.data(), area.size()).ok(), "register");
+  std::vector<uint8_t> loose(4096);
+  const std::vector<std::string> rkeys = {"two", "one", "missing"};
+  const std::vector<RangeRead> ranges = {
+      {0, 0, 4096, area.data()},                          // the head of "two"
+      {0, (1 << 20) - 1000, 1000, area.data() + 8192},    // its tail
+      {1, 123457, 65536, area.data() + 16384},            // from the middle of "one"
+      {1, 300000, 8, area.data() + 100000},               // past the end of "one" (300007 bytes)
+      {2, 0, 16, area.data() + 200000},                   // a missing key
+      {0, 0, 16, loose.data()},                           // an unregistered destination
+      {7, 0, 16, area.data() + 300000},                   // a key index past the keys
+      {1, 300007, 0, area.data() + 400000},               // nothing, at the very end
+  };
+  auto got = store.GetRanges(rkeys, ranges);
+  if (check.That(got.size() == ranges.size(), "one result per range")) {
+    const auto two = Value(1 << 20, seed + 1);
+    const auto one = Value(300000 + 7, seed);
+    check.That(got[0].value_or(0) == 4096 && std::equal(two.begin(), two.begin() + 4096, area.data()), "head of two");
+    check.That(got[1].value_or(0) == 1000 && std::equal(two.end() - 1000, two.end(), area.data() + 8192), "tail of two");
+    check.That(got[2].value_or(0) == 65536 && std::equal(one.begin() + 123457, one.begin() + 123457 + 65536,
+                                                         area.data() + 16384), "middle of one");
+    check.Code(got[3].status(), Code::kOutOfRange, "a range past the value");
+    check.Code(got[4].status(), Code::kNotFound, "a range of a missing key");
+    check.Code(got[5].status(), Code::kNotRegistered, "an unregistered destination");
+    check.Code(got[6].status(), Code::kInvalidArgument, "a key index past the keys");
+    check.That(got[7].ok() && *got[7] == 0, "an empty range at the end");
+    // Nothing but the three good ranges was written.
+    size_t written = 0;
+    for (uint8_t b : area) written += b != kPoison;
+    size_t could = 0;  // random bytes that happen to equal the poison
+    for (size_t i = 0; i < 4096; ++i) could += two[i] == kPoison;
+    for (size_t i = 0; i < 1000; ++i) could += two[two.size() - 1000 + i] == kPoison;
+    for (size_t i = 0; i < 65536; ++i) could += one[123457 + i] == kPoison;
+    check.That(written == 4096 + 1000 + 65536 - could, "only the good ranges wrote: " + std::to_string(written));
+  }
+
+  // Removed keys, and no lease: "gone" was described (and never read), so it goes unforced.
+  check.That(store.Describe("gone").ok(), "describe gone");
+  check.That(store.Remove("gone").ok(), "an unforced remove after a describe");
+  check.Code(store.Describe("gone").status(), Code::kNotFound, "describe of a removed key");
+  const std::vector<std::string> removed = {"gone"};
+  check.Code(store.GetRanges(removed, std::vector<RangeRead>{{0, 0, 16, area.data()}})[0].status(), Code::kNotFound,
+             "a range of a removed key");
+  flags.Raise(1);
+  return check.failures();
+}
+
+TEST_P(StoreCalls, DescriptorsNameWhereTheBytesAreAndRangesReadThem) {
+  Config config = ClientConfig(std::string("store-desc-") + GetParam());
+  config.transport = GetParam();
+  config.cluster_secret = "store-test-" + std::to_string(FreshSeed());
+  StartMaster(config);
+  if (HasFatalFailure()) return;
+  const uint64_t seed = FreshSeed();
+  Flags flags;
+  PeerProcesses clients(2, [&](int i) {
+    return i == 0 ? WriteDescribed(config, seed, flags) : ReadDescribed(config, seed, flags);
+  });
+  clients.Release();
+  EXPECT_EQ(clients.Wait(0), 0) << "the writer's checks (stderr above)";
+  EXPECT_EQ(clients.Wait(1), 0) << "the reader's checks (stderr above)";
+}
+
 // A client SIGKILLed: its objects (in its own memory) are reported gone once the pool declares
 // it down; the other client's objects are untouched and exact.
 TEST_F(StoreTest, AKilledClientsObjectsGoAndNothingElse) {
@@ -363,6 +493,16 @@ TEST_F(StoreTest, EvictedObjectsAreServedFromTheWritersDiskAndPromotedBack) {
     check.That(stats.ok() && stats->on_disk > 0, "objects went to disk: " + std::to_string(stats.value_or({}).on_disk));
     flags.Raise(0);
     check.That(flags.Wait(1), "the other client looked");
+    // v0, the oldest, is on this client's disk only: so described, and no ranged read of it.
+    auto described = s.Describe("v0");
+    check.That(described.ok() && described->replicas.empty() && described->disk_rank == static_cast<int32_t>(s.pool().rank()),
+               "v0 described as on this client's disk only");
+    std::vector<uint8_t> part(4096, kPoison);
+    check.That(s.RegisterBuffer(part.data(), part.size()).ok(), "register");
+    const std::vector<std::string> v0_key = {"v0"};
+    check.Code(s.GetRanges(v0_key, std::vector<RangeRead>{{0, 0, part.size(), part.data()}})[0].status(),
+               Code::kNotSupported, "a range of an object on disk only");
+    check.That(std::all_of(part.begin(), part.end(), [](uint8_t b) { return b == kPoison; }), "nothing was written");
     auto v0 = s.Get("v0");
     check.That(v0.ok() && *v0 == Value(1 << 20, seed), "v0 from disk, exact: " + v0.status().ToString());
     // Corrupt every file: an object still on disk is refused, never served; v0, promoted back

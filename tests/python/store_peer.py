@@ -12,6 +12,9 @@ Requests:
   {"op": "write", "api": "mc"|"weft", "call": NAME, "keys": [...], "files": [...]}
       -> {"result": ...}: the Mooncake call's int / list of ints, or for weft the error names
          (None per stored key)
+  {"op": "describe", "keys": [...]}
+      -> {"result": {key: [[transport_endpoint, buffer_address, size], ...]}}: batch_get_replica_desc's
+         memory replicas of the keys it found
   {"op": "check", "keys": [...], "files": [...]}
       -> {"result": [...]}: per key "ok" when get, get_into, batch_get_into and weft's get all
          gave every byte of its file, else what differed
@@ -74,6 +77,8 @@ class Peer:
             return [getattr(mc, call)(k, p, n) for k, p, n in zip(keys, ptrs, sizes)]
         if call in ("batch_put_from", "batch_upsert_from"):
             return getattr(mc, call)(keys, ptrs, sizes)
+        if call == "put_from_with_metadata":  # the first third of each value as its metadata
+            return [mc.put_from_with_metadata(k, p + n // 3, p, n - n // 3, n // 3) for k, p, n in zip(keys, ptrs, sizes)]
         raise ValueError(f"unknown call {call}")
 
     def write_weft(self, call, keys, values):
@@ -147,6 +152,12 @@ class Peer:
             return self.write_weft(request["call"], request["keys"], values)
         if op == "check":
             return self.check(request["keys"], request["files"])
+        if op == "describe":
+            found = self.mc.batch_get_replica_desc(request["keys"])
+            return {key: [[d.get_memory_descriptor().buffer_descriptor.transport_endpoint,
+                           d.get_memory_descriptor().buffer_descriptor.buffer_address,
+                           d.get_memory_descriptor().buffer_descriptor.size] for d in descs if d.is_memory_replica()]
+                    for key, descs in found.items()}
         raise ValueError(f"unknown op {op}")
 
 

@@ -121,7 +121,7 @@ def poisoned(n, extra=0):
 # ---- the peer writes, this process reads through every call ----------------------------------
 
 MC_WRITES = ["put", "upsert", "put_parts", "upsert_parts", "put_batch", "upsert_batch", "put_from", "upsert_from",
-             "batch_put_from", "batch_upsert_from"]
+             "batch_put_from", "batch_upsert_from", "put_from_with_metadata"]
 
 
 def read_every_way(mc, keys, values):
@@ -401,6 +401,153 @@ def test_multi_buffer_calls(pair):
         assert mc.unregister_buffer(arena.ctypes.data) == 0
 
 
+# ---- replica descriptors, ranged reads, put with metadata -------------------------------------
+
+
+def memory_places(descs):
+    """[(transport_endpoint, buffer_address, size)] of the memory replicas, checked for shape."""
+    places = []
+    for d in descs:
+        assert d.status == mcs.ReplicaStatus.COMPLETE and d.status.name == "COMPLETE"
+        assert d.is_memory_replica() and not d.is_disk_replica() and not d.is_local_disk_replica()
+        b = d.get_memory_descriptor().buffer_descriptor
+        assert d.get_memory_descriptor().buffer_descriptors == [b]
+        places.append((b.transport_endpoint, b.buffer_address, b.size))
+    return places
+
+
+def test_replica_descriptors_name_each_copy(pair):
+    mc, store = pair.mc, pair.store
+    keys = keys_for("desc", 2)
+    values = random_values([70001, 4096])
+    assert pair.peer_writes("mc", "put", keys[:1], values[:1]) == [0]
+    assert mc.put(keys[1], values[1], ReplicateConfig(replica_num=2)) == 0
+    one, two = mc.get_replica_desc(keys[0]), mc.get_replica_desc(keys[1])
+    [(endpoint, address, size)] = memory_places(one)
+    assert endpoint == f"rank:{pair.peer_rank}" and size == len(values[0])
+    assert one[0].get_memory_descriptor().buffer_descriptor.protocol != ""
+    with pytest.raises(RuntimeError):
+        one[0].get_disk_descriptor()
+    places = memory_places(two)
+    assert [p[0] for p in places] == [f"rank:{store.rank}", f"rank:{pair.peer_rank}"]  # the writer's own first
+    assert all(p[2] == len(values[1]) for p in places) and places[0][1] != places[1][1]
+    # weft's typed view and the peer's Mooncake view name the same places.
+    desc = store.describe(keys[0])
+    assert (desc.size, desc.disk_rank) == (len(values[0]), -1)
+    assert [(r.rank, r.gva) for r in desc.replicas] == [(pair.peer_rank, address)]
+    assert pair.ask(op="describe", keys=keys) == {keys[0]: [list(p) for p in memory_places(one)],
+                                                  keys[1]: [list(p) for p in places]}
+    # A describe takes no lease (keys[0] was only ever described, never read): an unforced
+    # remove works right after it; then it is gone. A read leases keys[1]: that one is BUSY.
+    assert mc.remove(keys[0]) == 0
+    assert mc.get_replica_desc(keys[0]) == []
+    with pytest.raises(weft.NotFound):
+        store.describe(keys[0])
+    assert mc.get(keys[1]) == values[1]
+    assert mc.remove(keys[1]) == mcs.ERR_OBJECT_HAS_LEASE
+    assert mc.remove(keys[1], force=True) == 0
+
+
+def test_batch_get_replica_desc_leaves_out_missing_and_bad_keys(pair):
+    mc, store = pair.mc, pair.store
+    keys = keys_for("desc-batch", 3)
+    values = random_values([100, 200, 300])
+    assert pair.peer_writes("mc", "put_batch", keys, values) == 0
+    missing = keys_for("desc-missing", 1)[0]
+    asked = [keys[0], missing, "", keys[1], "k" * 5000, keys[2]]
+    found = mc.batch_get_replica_desc(asked)
+    assert isinstance(found, dict) and sorted(found) == sorted(keys)
+    for key, value in zip(keys, values):
+        [(endpoint, _, size)] = memory_places(found[key])
+        assert (endpoint, size) == (f"rank:{pair.peer_rank}", len(value))
+    typed = store.batch_describe(asked)
+    assert isinstance(typed[1], weft.NotFound)
+    assert isinstance(typed[2], weft.InvalidArgument) and isinstance(typed[4], weft.InvalidArgument)
+    assert [d.size for d in (typed[0], typed[3], typed[5])] == [100, 200, 300]
+    assert mc.get_replica_desc(missing) == [] and mc.get_replica_desc("") == []
+    assert mc.batch_get_replica_desc([]) == {} and mc.batch_get_replica_desc(None) == {}
+    assert mc.batch_remove(keys) == [0, 0, 0]
+    assert mc.batch_get_replica_desc(keys) == {}
+
+
+def test_get_into_ranges(pair):
+    mc, store = pair.mc, pair.store
+    keys = keys_for("ranges", 2)
+    values = random_values([40000, 333])
+    assert pair.peer_writes("mc", "put_batch", keys, values) == 0
+    bufs = [poisoned(1 << 16), poisoned(1 << 12)]
+    for b in bufs:
+        assert mc.register_buffer(b.ctypes.data, b.nbytes) == 0
+    loose = poisoned(64)
+    missing = keys_for("ranges-missing", 1)[0]
+    try:
+        ptrs = [b.ctypes.data for b in bufs]
+        results = mc.get_into_ranges(
+            ptrs,
+            [[keys[0], keys[1], missing], [keys[1], keys[0]]],
+            [[[0, 30000], [25000], [35000]], [[0], [1000]]],
+            [[[5, 39000], [0], [0]], [[300], [39990]]],
+            [[[20000, 1000], [333], [8]], [[33], [10]]],
+        )
+        assert results == [[[20000, 1000], [333], [-704]], [[33], [10]]]
+        want0 = poisoned(1 << 16)
+        want0[0:20000] = np.frombuffer(values[0][5:20005], np.uint8)
+        want0[30000:31000] = np.frombuffer(values[0][39000:40000], np.uint8)
+        want0[25000:25333] = np.frombuffer(values[1], np.uint8)
+        want1 = poisoned(1 << 12)
+        want1[0:33] = np.frombuffer(values[1][300:333], np.uint8)
+        want1[1000:1010] = np.frombuffer(values[0][39990:40000], np.uint8)
+        assert (bufs[0] == want0).all() and (bufs[1] == want1).all()
+        # Failures, each alone: past the value's end, an unregistered destination, a negative
+        # offset, a key whose fragment lists differ, a buffer whose key list is short.
+        bufs[0][:] = POISON
+        results = mc.get_into_ranges(
+            [ptrs[0], loose.ctypes.data, ptrs[1]],
+            [[keys[1], keys[0], keys[0]], [keys[0]], [keys[0], keys[1]]],
+            [[[0], [0, 10], [50]], [[0]], [[0], [0]]],
+            [[[300], [-1, 0], [0, 1]], [[0]], [[0], [0]]],
+            [[[34], [4, 4], [1]], [[8]], [[8]]],
+        )
+        assert results == [[[-600], [-600, 4], [-600]], [[-600]], [[-600], [-600]]]
+        assert bytes(bufs[0][10:14]) == values[0][:4] and (bufs[0][:10] == POISON).all()
+        assert (bufs[0][14:] == POISON).all() and (loose == POISON).all()
+        # Top-level lists of other lengths: every entry -600, in all_keys' shape.
+        assert mc.get_into_ranges(ptrs, [[keys[0]]], [[[0]]], [[[0]]], [[[8]]]) == [[[-600]]]
+        assert mc.get_into_ranges([], [], [], [], []) == []
+        # weft's typed call names each failure.
+        got = store.get_ranges([keys[0], missing], [(0, 100, 64, ptrs[1]), (1, 0, 8, ptrs[1]), (0, 39999, 2, ptrs[1]),
+                                                    (0, 0, 8, loose.ctypes.data), (5, 0, 8, ptrs[1])])
+        assert got[0] == 64 and bytes(bufs[1][:64]) == values[0][100:164]
+        assert isinstance(got[1], weft.NotFound) and isinstance(got[2], weft.OutOfRange)
+        assert isinstance(got[3], weft.NotRegistered) and isinstance(got[4], weft.InvalidArgument)
+    finally:
+        for b in bufs:
+            assert mc.unregister_buffer(b.ctypes.data) == 0
+    mc.batch_remove(keys, force=True)
+
+
+def test_put_from_with_metadata(pair):
+    mc = pair.mc
+    keys = keys_for("meta", 4)
+    meta, data = random_values([304, 50000])
+    arena = np.frombuffer(meta + data, dtype=np.uint8).copy()
+    assert mc.register_buffer(arena.ctypes.data, arena.nbytes) == 0
+    try:
+        m, d = arena.ctypes.data, arena.ctypes.data + len(meta)
+        assert mc.put_from_with_metadata(keys[0], d, m, len(data), len(meta)) == 0
+        assert mc.put_from_with_metadata(keys[1], d, m, len(data), 0) == 0
+        assert mc.put_from_with_metadata(keys[2], d, m, 0, len(meta), ReplicateConfig(replica_num=2)) == 0
+        assert mc.put_from_with_metadata(keys[3], d, m, 0, 0) == mcs.ERR_INVALID_PARAMS
+        assert mc.put_from_with_metadata(keys[3], poisoned(8).ctypes.data, m, 8, 8) == mcs.ERR_INVALID_PARAMS
+        assert mc.put_from_with_metadata(keys[0], m, d, 10, 10) == 0  # put-if-absent: the first value stays
+    finally:
+        assert mc.unregister_buffer(arena.ctypes.data) == 0
+    assert pair.peer_checks(keys[:3], [meta + data, data, meta]) == ["ok"] * 3
+    assert mc.is_exist(keys[3]) == 0
+    assert len(mc.get_replica_desc(keys[2])) == 2
+    mc.batch_remove(keys[:3], force=True)
+
+
 def test_leases_removal_and_regex(pair):
     mc, store = pair.mc, pair.store
     prefix = unique("rm")
@@ -468,8 +615,27 @@ def test_ssd_offload_is_weft_ssd_tier(tmp_path):
                      "enable_ssd_offload": True, "ssd_offload_path": str(ssd)}) == 0
     try:
         value = os.urandom(20000)
-        assert mc.put("on-disk-too", value) == 0 and mc.get("on-disk-too") == value
+        assert mc.put("on-disk-too", value) == 0
         assert ssd.is_dir() and any(ssd.iterdir()), "the writer keeps no copy in its SSD tier"
+        # Described: its memory copy, then the writer's disk copy (a local-disk replica).
+        rank = mc.weft_store.rank
+        memory, disk = mc.get_replica_desc("on-disk-too")
+        assert memory.is_memory_replica() and not disk.is_memory_replica() and disk.is_local_disk_replica()
+        d = disk.get_local_disk_descriptor()
+        assert (d.client_id, d.object_size, d.transport_endpoint) == (rank, len(value), f"rank:{rank}")
+        with pytest.raises(RuntimeError):
+            disk.get_memory_descriptor()
+        # Evicted by a fill (it was never read, so no lease holds it): on disk only, which a
+        # ranged read cannot use (-1) and a get serves.
+        for i in range(12):
+            assert mc.put(f"fill/{i}", os.urandom(1 << 20)) == 0
+        [disk] = mc.get_replica_desc("on-disk-too")
+        assert disk.is_local_disk_replica()
+        buf = np.full(64, POISON, dtype=np.uint8)
+        assert mc.register_buffer(buf.ctypes.data, buf.nbytes) == 0
+        assert mc.get_into_ranges([buf.ctypes.data], [["on-disk-too"]], [[[0]]], [[[0]]], [[[64]]]) == [[[-1]]]
+        assert (buf == POISON).all()
+        assert mc.get("on-disk-too") == value
     finally:
         assert mc.close() == 0
     # Enabled without a path: memory only (a warning), as before.
@@ -757,7 +923,9 @@ def test_shim_declares_the_mooncake_master_command():
 def test_shim_exports_the_store():
     code = ("import mooncake.store as s, weft.mooncake_store as w; "
             "assert s.MooncakeDistributedStore is w.MooncakeDistributedStore; "
-            "assert s.ReplicateConfig is w.ReplicateConfig and s.BufferHandle is w.BufferHandle; print('ok')")
+            "assert s.ReplicateConfig is w.ReplicateConfig and s.BufferHandle is w.BufferHandle; "
+            "assert s.ReplicaDescriptor is w.ReplicaDescriptor and s.ReplicaStatus.COMPLETE.name == 'COMPLETE'; "
+            "print('ok')")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(SHIM), os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr

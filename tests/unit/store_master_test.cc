@@ -151,6 +151,53 @@ TEST_F(StoreMaster, AnUpsertOfALeasedObjectParksTheOldValue) {
   EXPECT_EQ(master_->Get("k")->size, 200u);
 }
 
+// Describe says where an object is as Get does, but takes no lease (a remove right after it
+// needs no force) and is no access (the eviction order is as if it never happened).
+TEST_F(StoreMaster, DescribeNamesTheReplicasWithoutALeaseOrAnAccess) {
+  ASSERT_TRUE(Put("two", 1000, 1, {.replicas = 2}).ok());
+  auto desc = master_->Describe("two");
+  ASSERT_TRUE(desc.ok()) << desc.status().ToString();
+  EXPECT_EQ(desc->lease, milliseconds(0));
+  auto view = master_->Get("two");
+  ASSERT_TRUE(view.ok());
+  EXPECT_EQ(desc->size, 1000u);
+  EXPECT_EQ(desc->id, view->id);
+  EXPECT_EQ(desc->disk_rank, -1);
+  ASSERT_EQ(desc->replicas.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(desc->replicas[i].rank, view->replicas[i].rank);
+    EXPECT_EQ(desc->replicas[i].gva, view->replicas[i].gva);
+  }
+  Advance(milliseconds(10000));  // the Get's lease ends
+  ASSERT_TRUE(master_->Describe("two").ok());
+  EXPECT_TRUE(master_->Remove("two", false).ok()) << "a describe holds no lease";
+  EXPECT_EQ(master_->Describe("two").status().code(), Code::kNotFound);
+  EXPECT_EQ(master_->Describe("").status().code(), Code::kInvalidArgument);
+  ASSERT_TRUE(master_->PutStart(0, "pending", 10, {}, false).ok());
+  EXPECT_EQ(master_->Describe("pending").status().code(), Code::kNotFound) << "a put not yet ended";
+
+  // "old" is described after "new" and eight more were put: were that an access, "old" would
+  // be the most recently used and outlive the first eviction round (a few objects); it goes
+  // no later than "new" does.
+  const uint64_t size = 64 << 10;
+  ASSERT_TRUE(Put("old", size).ok());
+  Advance(milliseconds(1));
+  ASSERT_TRUE(Put("new", size).ok());
+  for (int i = 0; i < 8; ++i) {
+    Advance(milliseconds(1));
+    ASSERT_TRUE(Put("between" + std::to_string(i), size).ok());
+  }
+  Advance(milliseconds(1));
+  ASSERT_TRUE(master_->Describe("old").ok());
+  Advance(milliseconds(1));
+  for (int i = 0; i < 80 && master_->Describe("new").ok(); ++i) {
+    ASSERT_TRUE(Put("fill" + std::to_string(i), size).ok()) << i;
+    Advance(milliseconds(1));
+  }
+  EXPECT_EQ(master_->Describe("new").status().code(), Code::kNotFound) << "the fill evicted";
+  EXPECT_EQ(master_->Describe("old").status().code(), Code::kNotFound) << "the older one went no later";
+}
+
 TEST_F(StoreMaster, RemoveByRegexAndRemoveAllSkipLeasedObjectsUnlessForced) {
   for (const char* key : {"a/1", "a/2", "b/1"}) ASSERT_TRUE(Put(key, 10).ok());
   ASSERT_TRUE(master_->Get("a/2").ok());

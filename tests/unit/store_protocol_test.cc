@@ -33,6 +33,20 @@ class Random {
   PlaceOptions Place() {
     return {1 + Below(kMaxReplicas), Bool(), Bool(), static_cast<int32_t>(U64())};
   }
+  // A result a describe may give: found (in memory, on a disk or both) or not.
+  KeyResult OneDescribed() {
+    KeyResult r;
+    if (Below(4) == 0) {
+      r.status = Status(Code::kNotFound, Bytes(0, 60));
+      return r;
+    }
+    r.size = U64();
+    r.replicas.resize(Below(kMaxReplicas + 1));
+    for (auto& replica : r.replicas) replica = {static_cast<uint32_t>(U64()), U64()};
+    r.id = U64();
+    r.disk_rank = r.replicas.empty() || Bool() ? static_cast<int32_t>(Below(1u << 31)) : -1;
+    return r;
+  }
   KeyResult OneResult() {
     KeyResult r;
     r.status = Status(static_cast<Code>(Below(static_cast<uint32_t>(kLastCode) + 1)), Bytes(0, 60));
@@ -75,6 +89,7 @@ std::vector<std::vector<uint8_t>> SampleRequests(Random& rnd) {
           EncodeKeysCall(StoreOp::kPutRevoke, keys),
           EncodeKeysCall(StoreOp::kGet, keys),
           EncodeKeysCall(StoreOp::kExists, keys),
+          EncodeKeysCall(StoreOp::kDescribe, keys),
           EncodeKeysCall(StoreOp::kRemove, keys, rnd.Bool()),
           EncodeRemoveRegex(rnd.Bytes(0, 30), rnd.Bool()),
           EncodeRemoveAll(rnd.Bool()),
@@ -108,7 +123,7 @@ TEST(StoreProtocol, PutStartRoundTrips) {
 TEST(StoreProtocol, KeyCallsRoundTrip) {
   Random rnd(2);
   for (StoreOp op : {StoreOp::kPutEnd, StoreOp::kPutEndOnDisk, StoreOp::kPutRevoke, StoreOp::kGet, StoreOp::kExists,
-                     StoreOp::kRemove}) {
+                     StoreOp::kRemove, StoreOp::kDescribe}) {
     for (int i = 0; i < 20; ++i) {
       auto keys = rnd.Keys();
       bool force = op == StoreOp::kRemove && rnd.Bool();
@@ -184,6 +199,77 @@ TEST(StoreProtocol, KeyResultsRoundTrip) {
   }
 }
 
+TEST(StoreProtocol, DescribeResultsRoundTrip) {
+  Random rnd(10);
+  for (int i = 0; i < 30; ++i) {
+    std::vector<KeyResult> results(1 + rnd.Below(30));
+    for (auto& r : results) r = rnd.OneDescribed();
+    auto bytes = EncodeKeyResults(results);
+    auto back = DecodeDescribeResults(bytes, results.size());
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    ASSERT_EQ(back->size(), results.size());
+    for (size_t k = 0; k < results.size(); ++k) {
+      const KeyResult& a = results[k];
+      const KeyResult& b = (*back)[k];
+      EXPECT_EQ(b.status.code(), a.status.code());
+      EXPECT_EQ(b.status.message(), a.status.message());
+      EXPECT_EQ(b.size, a.size);
+      ASSERT_EQ(b.replicas.size(), a.replicas.size());
+      for (size_t j = 0; j < a.replicas.size(); ++j) {
+        EXPECT_EQ(b.replicas[j].rank, a.replicas[j].rank);
+        EXPECT_EQ(b.replicas[j].gva, a.replicas[j].gva);
+      }
+      EXPECT_EQ(b.id, a.id);
+      EXPECT_EQ(b.disk_rank, a.disk_rank);
+    }
+    EXPECT_EQ(EncodeKeyResults(*back), bytes);
+    for (size_t cut = 0; cut < bytes.size(); ++cut)
+      ExpectProtocol(DecodeDescribeResults({bytes.data(), cut}, results.size()).status(), "describe cut");
+    bytes.push_back(0);
+    ExpectProtocol(DecodeDescribeResults(bytes, results.size()).status(), "describe + 1");
+  }
+}
+
+// Replies a describe cannot give: valid key results otherwise, refused only by the describe's
+// decoder, each alone in a batch of good results.
+TEST(StoreProtocol, DescribeResultsThatCannotBeAreProtocolErrors) {
+  KeyResult found;
+  found.size = 100;
+  found.replicas = {{1, 0x1000}};
+  found.id = 7;
+  KeyResult missing;
+  missing.status = Status(Code::kNotFound, "no object 'k'");
+  std::vector<std::pair<std::string, KeyResult>> bad;
+  KeyResult r = found;
+  r.lease_ms = 10000;
+  bad.emplace_back("a lease", r);
+  r = found;
+  r.exists = true;
+  bad.emplace_back("an exists flag", r);
+  r = found;
+  r.replicas.clear();
+  bad.emplace_back("found nowhere", r);
+  for (auto field : {0, 1, 2, 3}) {
+    r = missing;
+    if (field == 0) r.size = 1;
+    if (field == 1) r.replicas = {{0, 1}};
+    if (field == 2) r.id = 1;
+    if (field == 3) r.disk_rank = 0;
+    bad.emplace_back("a failed result with a place (" + std::to_string(field) + ")", r);
+  }
+  for (const auto& [what, result] : bad) {
+    const std::vector<KeyResult> batch{found, result, missing};
+    auto bytes = EncodeKeyResults(batch);
+    ASSERT_TRUE(DecodeKeyResults(bytes, 3).ok()) << what << ": a valid key result";
+    ExpectProtocol(DecodeDescribeResults(bytes, 3).status(), what);
+  }
+  KeyResult on_disk = found;
+  on_disk.replicas.clear();
+  on_disk.disk_rank = 2;
+  EXPECT_TRUE(DecodeDescribeResults(EncodeKeyResults(std::vector<KeyResult>{found, on_disk, missing}), 3).ok());
+  ExpectProtocol(DecodeDescribeResults(EncodeKeyResults(std::vector<KeyResult>{found}), 2).status(), "fewer results");
+}
+
 TEST(StoreProtocol, CountAndStatsRoundTrip) {
   Random rnd(6);
   for (int i = 0; i < 20; ++i) {
@@ -240,7 +326,7 @@ TEST(StoreProtocol, HeaderIsChecked) {
   auto other_version = msg;
   other_version[1] = 2;
   ExpectProtocol(DecodeStoreRequest(other_version).status(), "version");
-  for (uint8_t op : {0, 12, 255}) {
+  for (uint8_t op : {0, 13, 255}) {
     auto bad_op = msg;
     bad_op[2] = op;
     ExpectProtocol(DecodeStoreRequest(bad_op).status(), "op " + std::to_string(op));

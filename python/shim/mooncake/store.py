@@ -1,4 +1,7 @@
 """`mooncake.store` on weft: its names come from weft.mooncake_store (see weft's docs/api.md)."""
-from weft.mooncake_store import BufferHandle, MooncakeDistributedStore, ReplicateConfig  # noqa: F401
+from weft.mooncake_store import (BufferHandle, Descriptor, DiskDescriptor, LocalDiskDescriptor,  # noqa: F401
+                                 MemoryDescriptor, MooncakeDistributedStore, ReplicaDescriptor, ReplicaStatus,
+                                 ReplicateConfig)
 
-__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "BufferHandle"]
+__all__ = ["MooncakeDistributedStore", "ReplicateConfig", "BufferHandle", "ReplicaDescriptor", "ReplicaStatus",
+           "MemoryDescriptor", "Descriptor", "DiskDescriptor", "LocalDiskDescriptor"]

@@ -323,6 +323,17 @@ Result<ObjectView> Master::Get(std::string_view key) {
   return ObjectView{o.size, o.replicas, m.options.lease_ttl, o.id, o.disk_rank};
 }
 
+Result<ObjectView> Master::Describe(std::string_view key) {
+  WEFT_RETURN_IF_ERROR(CheckKey(key));
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  m.ExpireLocked(m.Now());
+  auto it = m.objects.find(key);
+  if (it == m.objects.end()) return Error(Code::kNotFound, "no object '{}'", key);
+  const Object& o = it->second;
+  return ObjectView{o.size, o.replicas, std::chrono::milliseconds(0), o.id, o.disk_rank};
+}
+
 bool Master::Exists(std::string_view key) {
   Impl& m = *impl_;
   std::lock_guard lock(m.mu);

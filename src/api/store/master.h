@@ -85,6 +85,9 @@ class Master {
 
   // A complete object, with a fresh lease. NOT_FOUND for a missing or still-pending key.
   Result<ObjectView> Get(std::string_view key);
+  // Where a complete object is, without a lease and without counting as an access (eviction
+  // order stays as it was): for placement queries, which copy no bytes. NOT_FOUND as Get.
+  Result<ObjectView> Describe(std::string_view key);
   // Whether a complete object exists; grants a lease when it does.
   bool Exists(std::string_view key);
   // NOT_FOUND; BUSY when leased and !force.

@@ -87,6 +87,7 @@ Status ReadBody(wire::Reader& r, StoreOp op, StoreRequest& req) {
     case StoreOp::kPutRevoke:
     case StoreOp::kGet:
     case StoreOp::kExists:
+    case StoreOp::kDescribe:
       return ReadKeys(r, req.keys);
     case StoreOp::kRemove:
       WEFT_RETURN_IF_ERROR(ReadKeys(r, req.keys));
@@ -148,6 +149,19 @@ Status ReadResult(wire::Reader& r, KeyResult& result) {
   WEFT_RETURN_IF_ERROR(r.U64(result.id));
   WEFT_RETURN_IF_ERROR(r.I32(result.disk_rank));
   if (result.disk_rank < -1) return Error(Code::kProtocol, "disk rank {}", result.disk_rank);
+  return OkStatus();
+}
+
+// What a describe result may say: the master grants no lease and answers no `exists`; an
+// object it found is in memory or on a disk; a key it did not find has no size, place or id.
+Status CheckDescribed(const KeyResult& r) {
+  if (r.lease_ms != 0 || r.exists) return Error(Code::kProtocol, "a lease or an exists flag in a describe result");
+  if (r.status.ok()) {
+    if (r.replicas.empty() && r.disk_rank < 0) return Error(Code::kProtocol, "a found object with no replica and no disk");
+    return OkStatus();
+  }
+  if (r.size != 0 || !r.replicas.empty() || r.id != 0 || r.disk_rank != -1)
+    return Error(Code::kProtocol, "a failed describe result with a size, replicas, an id or a disk");
   return OkStatus();
 }
 
@@ -249,6 +263,15 @@ Result<std::vector<KeyResult>> DecodeKeyResults(std::span<const uint8_t> bytes, 
   std::vector<KeyResult> results(n);
   for (auto& result : results) WEFT_RETURN_IF_ERROR(ReadResult(r, result));
   WEFT_RETURN_IF_ERROR(r.ExpectEnd());
+  return results;
+}
+
+Result<std::vector<KeyResult>> DecodeDescribeResults(std::span<const uint8_t> bytes, size_t expected) {
+  WEFT_ASSIGN_OR_RETURN(std::vector<KeyResult> results, DecodeKeyResults(bytes, expected));
+  for (size_t i = 0; i < results.size(); ++i) {
+    Status s = CheckDescribed(results[i]);
+    if (!s.ok()) return Error(Code::kProtocol, "describe result {}: {}", i, s.message());
+  }
   return results;
 }
 

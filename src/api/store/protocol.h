@@ -35,6 +35,7 @@ enum class StoreOp : uint8_t {
   kStats = 9,        //                              -> MasterStats
   kPutEndOnDisk = 10,  // keys: ended, and the writer also holds a copy on its disk (SSD tier)
   kPing = 11,          //                            -> count 0 (the master answers; no work)
+  kDescribe = 12,      // keys -> KeyResult{status, size, replicas, id, disk_rank}: no lease, not an access
 };
 
 struct StoreRequest {
@@ -55,15 +56,15 @@ struct KeyResult {
   std::vector<Replica> replicas;   // kPutStart, kGet (at most kMaxReplicas)
   uint32_t lease_ms = 0;           // kGet
   bool exists = false;             // kExists
-  uint64_t id = 0;                 // kPutStart, kGet: the object's id (names its SSD file)
-  int32_t disk_rank = -1;          // kGet: the peer whose disk holds a copy; -1: none
+  uint64_t id = 0;                 // kPutStart, kGet, kDescribe: the object's id (names its SSD file)
+  int32_t disk_rank = -1;          // kGet, kDescribe: the peer whose disk holds a copy; -1: none
 };
 
 bool IsStoreCall(std::span<const uint8_t> request);
 
 std::vector<uint8_t> EncodePutStart(std::span<const std::string> keys, std::span<const uint64_t> sizes,
                                     const PlaceOptions& place, bool upsert, uint64_t promote_id = 0);
-// kPutEnd, kPutEndOnDisk, kPutRevoke, kGet, kExists, kRemove (force only for kRemove).
+// kPutEnd, kPutEndOnDisk, kPutRevoke, kGet, kExists, kRemove, kDescribe (force only for kRemove).
 std::vector<uint8_t> EncodeKeysCall(StoreOp op, std::span<const std::string> keys, bool force = false);
 std::vector<uint8_t> EncodeRemoveRegex(std::string_view pattern, bool force);
 std::vector<uint8_t> EncodeRemoveAll(bool force);
@@ -76,6 +77,10 @@ std::vector<uint8_t> EncodeStoreRequest(const StoreRequest& req);
 std::vector<uint8_t> EncodeKeyResults(std::span<const KeyResult> results);
 // PROTOCOL also when the reply holds another number of results than `expected`.
 Result<std::vector<KeyResult>> DecodeKeyResults(std::span<const uint8_t> bytes, size_t expected);
+// The reply to kDescribe: key results that also say nothing a describe cannot mean (PROTOCOL
+// otherwise): no lease and no `exists`; a found object lives somewhere (a replica, or a disk);
+// a failed one names no place, size or id.
+Result<std::vector<KeyResult>> DecodeDescribeResults(std::span<const uint8_t> bytes, size_t expected);
 std::vector<uint8_t> EncodeCount(uint64_t count);
 Result<uint64_t> DecodeCount(std::span<const uint8_t> bytes);
 std::vector<uint8_t> EncodeStats(const MasterStats& stats);

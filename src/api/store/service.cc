@@ -18,6 +18,19 @@ KeyResult StatusOnly(Status s) {
   return r;
 }
 
+// Get's and Describe's answer: where the object is (Describe's view holds no lease: 0 ms).
+KeyResult ViewResult(Result<ObjectView> view) {
+  KeyResult r = StatusOnly(view.status());
+  if (view.ok()) {
+    r.size = view->size;
+    r.replicas = std::move(view->replicas);
+    r.lease_ms = static_cast<uint32_t>(view->lease.count());
+    r.id = view->id;
+    r.disk_rank = view->disk_rank;
+  }
+  return r;
+}
+
 std::vector<KeyResult> ServeKeys(Master& master, uint32_t from_rank, const StoreRequest& req) {
   std::vector<KeyResult> out;
   out.reserve(req.keys.size());
@@ -41,19 +54,12 @@ std::vector<KeyResult> ServeKeys(Master& master, uint32_t from_rank, const Store
       case StoreOp::kPutRevoke:
         out.push_back(StatusOnly(master.PutRevoke(from_rank, key)));
         break;
-      case StoreOp::kGet: {
-        auto view = master.Get(key);
-        KeyResult r = StatusOnly(view.status());
-        if (view.ok()) {
-          r.size = view->size;
-          r.replicas = std::move(view->replicas);
-          r.lease_ms = static_cast<uint32_t>(view->lease.count());
-          r.id = view->id;
-          r.disk_rank = view->disk_rank;
-        }
-        out.push_back(std::move(r));
+      case StoreOp::kGet:
+        out.push_back(ViewResult(master.Get(key)));
         break;
-      }
+      case StoreOp::kDescribe:
+        out.push_back(ViewResult(master.Describe(key)));
+        break;
       case StoreOp::kExists: {
         KeyResult r;
         r.exists = master.Exists(key);
@@ -83,6 +89,7 @@ std::string_view OpName(StoreOp op) {
     case StoreOp::kStats: return "stats";
     case StoreOp::kPutEndOnDisk: return "put_end_on_disk";
     case StoreOp::kPing: return "ping";
+    case StoreOp::kDescribe: return "describe";
   }
   return "unknown";
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -113,6 +114,22 @@ struct Store::Impl {
   std::vector<Result<uint64_t>> Read(std::span<const std::string> keys, const Destination& destination);
   // Read into registered buffers (an unregistered one fails alone, unasked).
   std::vector<Result<uint64_t>> GetInto(std::span<const std::string> keys, std::span<const Buffer> buffers);
+  // One copy out of an object found by a get: `len` bytes from `offset` in its value to `dst`.
+  struct PlannedRead {
+    uint64_t dst = 0;
+    uint64_t offset = 0;
+    uint64_t len = 0;
+    const KeyResult* found = nullptr;
+    const std::string* key = nullptr;
+  };
+  // Runs the reads in one batch (the reader's own replica first, the others in turn when a copy
+  // fails), each checked against the lease granted at `leased_at`: one status per read.
+  std::vector<Status> RunReads(const std::vector<PlannedRead>& reads, SteadyClock::time_point leased_at);
+  std::vector<Result<ObjectDesc>> Describe(std::span<const std::string> keys);
+  // GetRanges after the key checks: `asked` holds the distinct valid keys, ranges[i] reads
+  // asked[slot[i]] (ranges whose slot is npos already failed in out).
+  void ReadRanges(const std::vector<std::string>& asked, const std::vector<size_t>& slot,
+                  std::span<const RangeRead> ranges, std::vector<Result<uint64_t>>& out);
 };
 
 std::vector<Status> Store::Impl::Put(std::span<const std::string> keys, const std::vector<PutItem>& items,
@@ -215,8 +232,8 @@ std::vector<Result<uint64_t>> Store::Impl::Read(std::span<const std::string> key
   const auto leased_at = SteadyClock::now();  // before the master grants the leases
   auto found = Call(EncodeKeysCall(StoreOp::kGet, keys), keys.size());
   if (!found.ok()) return std::vector<Result<uint64_t>>(keys.size(), found.status());
-  std::vector<CopyRequest> copies;
-  std::vector<size_t> copy_at;  // the key of each copy
+  std::vector<PlannedRead> reads;
+  std::vector<size_t> read_at;  // the key of each read
   for (size_t i = 0; i < keys.size(); ++i) {
     const KeyResult& r = (*found)[i];
     if (!r.status.ok()) {
@@ -232,31 +249,95 @@ std::vector<Result<uint64_t>> Store::Impl::Read(std::span<const std::string> key
     } else if (r.replicas.empty()) {
       out[i] = ReadFromDisk(keys[i], r, *b);
     } else {
-      copies.push_back({Addr(b->data), ReadOrder(r.replicas)[0].gva, r.size});
-      copy_at.push_back(i);
+      reads.push_back({Addr(b->data), 0, r.size, &r, &keys[i]});
+      read_at.push_back(i);
     }
   }
-  std::vector<Status> copied = pool->CopyBatch(copies);
-  for (size_t c = 0; c < copies.size(); ++c) {
-    const size_t i = copy_at[c];
-    if (!copied[c].ok()) {  // a replica that failed (its peer died): the others, one by one
-      const std::vector<Replica> order = ReadOrder((*found)[i].replicas);
-      for (size_t alt = 1; !copied[c].ok() && alt < order.size(); ++alt)
-        copied[c] = pool->Copy(copies[c].dst, order[alt].gva, copies[c].len);
-    }
-    const auto lease = std::chrono::milliseconds((*found)[i].lease_ms);
-    if (!copied[c].ok()) {
-      out[i] = copied[c].Annotate("reading '" + keys[i] + "'");
-    } else if (SteadyClock::now() - leased_at >= lease) {
-      out[i] = Error(Code::kTimeout,
-                     "reading '{}' took longer than its {} ms lease: the object may have been replaced meanwhile, so "
-                     "the bytes are not trusted; read it again",
-                     keys[i], lease.count());
-    } else {
-      out[i] = copies[c].len;
-    }
+  const std::vector<Status> done = RunReads(reads, leased_at);
+  for (size_t c = 0; c < reads.size(); ++c) {
+    out[read_at[c]] = done[c].ok() ? Result<uint64_t>(reads[c].len) : Result<uint64_t>(done[c]);
   }
   return out;
+}
+
+std::vector<Status> Store::Impl::RunReads(const std::vector<PlannedRead>& reads, SteadyClock::time_point leased_at) {
+  std::vector<CopyRequest> copies;
+  copies.reserve(reads.size());
+  for (const PlannedRead& r : reads) copies.push_back({r.dst, ReadOrder(r.found->replicas)[0].gva + r.offset, r.len});
+  std::vector<Status> copied = pool->CopyBatch(copies);
+  for (size_t c = 0; c < copies.size(); ++c) {
+    const PlannedRead& r = reads[c];
+    if (!copied[c].ok()) {  // a replica that failed (its peer died): the others, one by one
+      const std::vector<Replica> order = ReadOrder(r.found->replicas);
+      for (size_t alt = 1; !copied[c].ok() && alt < order.size(); ++alt)
+        copied[c] = pool->Copy(r.dst, order[alt].gva + r.offset, r.len);
+    }
+    const auto lease = std::chrono::milliseconds(r.found->lease_ms);
+    if (!copied[c].ok()) {
+      copied[c] = copied[c].Annotate("reading '" + *r.key + "'");
+    } else if (SteadyClock::now() - leased_at >= lease) {
+      copied[c] = Error(Code::kTimeout,
+                        "reading '{}' took longer than its {} ms lease: the object may have been replaced meanwhile, "
+                        "so the bytes are not trusted; read it again",
+                        *r.key, lease.count());
+    }
+  }
+  return copied;
+}
+
+std::vector<Result<ObjectDesc>> Store::Impl::Describe(std::span<const std::string> keys) {
+  auto reply = bm::PoolAccess::Call(*pool, EncodeKeysCall(StoreOp::kDescribe, keys));
+  Result<std::vector<KeyResult>> found =
+      reply.ok() ? DecodeDescribeResults(*reply, keys.size()) : Result<std::vector<KeyResult>>(reply.status());
+  std::vector<Result<ObjectDesc>> out;
+  out.reserve(keys.size());
+  for (size_t k = 0; k < keys.size(); ++k) {
+    if (!found.ok() || !(*found)[k].status.ok()) {
+      out.push_back(found.ok() ? (*found)[k].status : found.status());
+      continue;
+    }
+    const KeyResult& r = (*found)[k];
+    ObjectDesc desc{r.size, {}, r.disk_rank};
+    for (const Replica& replica : r.replicas) desc.replicas.push_back({replica.rank, replica.gva});
+    out.push_back(std::move(desc));
+  }
+  return out;
+}
+
+void Store::Impl::ReadRanges(const std::vector<std::string>& asked, const std::vector<size_t>& slot,
+                             std::span<const RangeRead> ranges, std::vector<Result<uint64_t>>& out) {
+  const auto leased_at = SteadyClock::now();  // before the master grants the leases
+  auto found = Call(EncodeKeysCall(StoreOp::kGet, asked), asked.size());
+  std::vector<PlannedRead> reads;
+  std::vector<size_t> read_at;  // the range of each read
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    if (slot[i] == SIZE_MAX) continue;
+    const RangeRead& range = ranges[i];
+    const std::string& key = asked[slot[i]];
+    if (!found.ok() || !(*found)[slot[i]].status.ok()) {
+      out[i] = found.ok() ? (*found)[slot[i]].status : found.status();
+      continue;
+    }
+    const KeyResult& r = (*found)[slot[i]];
+    if (range.offset > r.size || range.size > r.size - range.offset) {
+      out[i] = Error(Code::kOutOfRange, "bytes {}..{} of '{}': the value holds {}", range.offset,
+                     range.offset + range.size, key, r.size);
+    } else if (r.replicas.empty()) {
+      out[i] = Error(Code::kNotSupported,
+                     "'{}' is on its writer's disk only: ranges are read from memory; get it whole (which brings it "
+                     "back into memory)",
+                     key);
+    } else if (range.size == 0) {
+      out[i] = uint64_t{0};
+    } else {
+      reads.push_back({Addr(range.dst), range.offset, range.size, &r, &key});
+      read_at.push_back(i);
+    }
+  }
+  const std::vector<Status> done = RunReads(reads, leased_at);
+  for (size_t c = 0; c < reads.size(); ++c) {
+    out[read_at[c]] = done[c].ok() ? Result<uint64_t>(reads[c].len) : Result<uint64_t>(done[c]);
+  }
 }
 
 std::vector<Result<uint64_t>> Store::Impl::GetInto(std::span<const std::string> keys, std::span<const Buffer> buffers) {
@@ -390,6 +471,44 @@ std::vector<Result<uint64_t>> Store::GetIntoBatch(std::span<const std::string> k
   return ForValidKeys<Result<uint64_t>>(keys, [&](const std::vector<size_t>& at) {
     return impl_->GetInto(Pick(keys, at), Pick(buffers, at));
   });
+}
+
+std::vector<Result<uint64_t>> Store::GetRanges(std::span<const std::string> keys, std::span<const RangeRead> ranges) {
+  std::vector<Result<uint64_t>> out(ranges.size(), Error(Code::kInternal, "not read"));
+  // What needs no master is checked here, so that a bad range fails alone; the master is asked
+  // once for each distinct key that a good range reads.
+  std::vector<std::string> asked;
+  std::map<size_t, size_t> slot_of_key;  // index in keys -> index in asked
+  std::vector<size_t> slot(ranges.size(), SIZE_MAX);
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    const RangeRead& r = ranges[i];
+    Status s = r.key < keys.size() ? CheckKey(keys[r.key])
+                                   : Error(Code::kInvalidArgument, "range {} reads key {} of {}", i, r.key, keys.size());
+    if (s.ok() && !r.dst) s = Error(Code::kInvalidArgument, "range {} has a null destination", i);
+    if (s.ok() && r.size > 0) s = impl_->CheckRegistered(Addr(r.dst), r.size);
+    if (!s.ok()) {
+      out[i] = s;
+      continue;
+    }
+    auto [it, added] = slot_of_key.emplace(r.key, asked.size());
+    if (added) asked.push_back(keys[r.key]);
+    slot[i] = it->second;
+  }
+  if (asked.size() > kMaxBatch) {
+    return std::vector<Result<uint64_t>>(
+        ranges.size(), Error(Code::kInvalidArgument, "{} distinct keys in one ranged read: at most {}", asked.size(), kMaxBatch));
+  }
+  if (!asked.empty()) impl_->ReadRanges(asked, slot, ranges, out);
+  return out;
+}
+
+Result<ObjectDesc> Store::Describe(std::string_view key) {
+  const std::string k(key);
+  return DescribeBatch({&k, 1})[0];
+}
+
+std::vector<Result<ObjectDesc>> Store::DescribeBatch(std::span<const std::string> keys) {
+  return ForValidKeys<Result<ObjectDesc>>(keys, [&](const std::vector<size_t>& at) { return impl_->Describe(Pick(keys, at)); });
 }
 
 Status Store::RegisterBuffer(void* buffer, uint64_t size) {

@@ -298,4 +298,22 @@ int weft_store_get_into_batch(weft_store* store, const char* const* keys, void* 
   return filled ? rc : RefuseBatch<int64_t>(rc, results, n);
 }
 
+int weft_store_describe(weft_store* store, const char* key, uint64_t* out_size, weft_store_replica* replicas,
+                        size_t capacity, size_t* out_count, int32_t* out_disk_rank) {
+  WEFT_C_REQUIRE_STORE(store);
+  WEFT_C_REQUIRE(key);
+  WEFT_C_REQUIRE(out_size);
+  WEFT_C_REQUIRE(out_count);
+  if (capacity > 0 && replicas == nullptr) return NullArgument(__func__, "replicas");
+  return Guard(__func__, [&]() -> int {
+    auto r = store->store->Describe(key);
+    if (!r.ok()) return Fail(r.status());
+    *out_size = r->size;
+    *out_count = r->replicas.size();
+    for (size_t i = 0; i < r->replicas.size() && i < capacity; ++i) replicas[i] = {r->replicas[i].rank, r->replicas[i].gva};
+    if (out_disk_rank) *out_disk_rank = r->disk_rank;
+    return WEFT_OK;
+  });
+}
+
 }  // extern "C"

@@ -361,6 +361,72 @@ class PyStore {
     registered_.erase(addr);  // only now may the object's memory go
   }
 
+  // (size, [(rank, gva, path), ...], disk_rank): path is the transport a copy from this peer
+  // would take ("" when the engine finds none, e.g. the peer is gone), for Mooncake's protocol.
+  nb::tuple Describe(nb::handle key) {
+    auto store = S();
+    const std::string k = KeyOf(key);
+    weft::Result<weft::store::ObjectDesc> r = Status(Code::kInternal, "not run");
+    std::vector<std::string> paths;
+    {
+      nb::gil_scoped_release release;
+      r = store->Describe(k);
+      if (r.ok()) paths = PathsTo(*store, *r);
+    }
+    if (!r.ok()) Raise(r.status());
+    return DescTuple(*r, paths);
+  }
+
+  // One entry per key: Describe's tuple, or the exception of its Status.
+  nb::list DescribeBatch(nb::iterable keys) {
+    auto store = S();
+    const std::vector<std::string> ks = KeysOf(keys);
+    std::vector<weft::Result<weft::store::ObjectDesc>> results;
+    std::vector<std::vector<std::string>> paths(ks.size());
+    {
+      nb::gil_scoped_release release;
+      results = store->DescribeBatch(ks);
+      for (size_t i = 0; i < results.size(); ++i)
+        if (results[i].ok()) paths[i] = PathsTo(*store, *results[i]);
+    }
+    nb::list out;
+    for (size_t i = 0; i < results.size(); ++i) {
+      if (results[i].ok()) out.append(DescTuple(*results[i], paths[i]));
+      else out.append(MakeError(results[i].status()));
+    }
+    return out;
+  }
+
+  // Ranged reads: range i copies sizes[i] bytes from offsets[i] in keys[key_index[i]] to
+  // dsts[i] (an int address, or a writable object); one entry per range, its size or the
+  // exception of its Status.
+  nb::list GetRanges(nb::iterable keys, nb::sequence key_index, nb::sequence offsets, nb::sequence sizes,
+                     nb::sequence dsts) {
+    auto store = S();
+    const std::vector<std::string> ks = KeysOf(keys);
+    const size_t n = nb::len(key_index);
+    if (nb::len(offsets) != n || nb::len(sizes) != n || nb::len(dsts) != n)
+      RaiseCode(Code::kInvalidArgument, "{} key indices, {} offsets, {} sizes and {} destinations", n,
+                nb::len(offsets), nb::len(sizes), nb::len(dsts));
+    std::vector<weft::store::RangeRead> ranges(n);
+    std::vector<MemPtr> keep;  // each destination's buffer view, held until the copies end
+    for (size_t i = 0; i < n; ++i) {
+      const uint64_t size = ToU64(sizes[i], "sizes");
+      keep.push_back(Resolve(dsts[i], /*writable=*/true, "dsts"));
+      const MemPtr& dst = keep.back();
+      if (dst->size && size > *dst->size)
+        RaiseCode(Code::kInvalidArgument, "dsts[{}]: {} bytes do not fit its {}", i, size, *dst->size);
+      ranges[i] = {static_cast<size_t>(ToU64(key_index[i], "key_index")), ToU64(offsets[i], "offsets"), size,
+                   reinterpret_cast<void*>(dst->addr)};
+    }
+    std::vector<weft::Result<uint64_t>> results;
+    {
+      nb::gil_scoped_release release;
+      results = store->GetRanges(ks, ranges);
+    }
+    return ResultsOf(results, [](uint64_t got) { return nb::int_(got); });
+  }
+
   bool Exists(nb::handle key) {
     auto store = S();
     const std::string k = KeyOf(key);
@@ -503,6 +569,23 @@ class PyStore {
     return parts;
   }
 
+  static std::vector<std::string> PathsTo(Store& store, const weft::store::ObjectDesc& desc) {
+    std::vector<std::string> paths;
+    uint8_t probe = 0;  // a local end for the route question; nothing is copied
+    for (const auto& replica : desc.replicas) {
+      auto route = store.pool().Route(reinterpret_cast<uint64_t>(&probe), replica.gva, 1);
+      paths.push_back(route.ok() ? route->path : "");
+    }
+    return paths;
+  }
+
+  static nb::tuple DescTuple(const weft::store::ObjectDesc& desc, const std::vector<std::string>& paths) {
+    nb::list replicas;
+    for (size_t i = 0; i < desc.replicas.size(); ++i)
+      replicas.append(nb::make_tuple(desc.replicas[i].rank, desc.replicas[i].gva, paths[i]));
+    return nb::make_tuple(desc.size, replicas, desc.disk_rank);
+  }
+
   bool Covered(uint64_t addr, uint64_t size) const {
     auto it = registered_.upper_bound(addr);
     if (it == registered_.begin()) return false;
@@ -595,6 +678,9 @@ void BindStore(nb::module_& m) {
       .def("get_into_parts", &PyStore::GetIntoParts, "key"_a, "buffers"_a, "sizes"_a.none())
       .def("register_buffer", &PyStore::RegisterBuffer, "buffer"_a, "size"_a.none())
       .def("unregister_buffer", &PyStore::UnregisterBuffer, "buffer"_a)
+      .def("describe", &PyStore::Describe, "key"_a)
+      .def("batch_describe", &PyStore::DescribeBatch, "keys"_a)
+      .def("get_ranges", &PyStore::GetRanges, "keys"_a, "key_index"_a, "offsets"_a, "sizes"_a, "dsts"_a)
       .def("exists", &PyStore::Exists, "key"_a)
       .def("batch_exists", &PyStore::ExistsBatch, "keys"_a)
       .def("size", &PyStore::Size, "key"_a)

@@ -396,9 +396,16 @@ TEST(Cli, TerminatedDemoLeavesNoSocketOrPeers) {
   const std::string socket = "/tmp/weft-" + pool + ".sock";
   std::string output;
   bool socket_was_there = false;
+  std::string peer_masks;  // the peers' blocked signals: none, so that a plain kill ends a peer
   const int status = TerminateDemo({"--peers", "3", "--size", "64MiB", "--set", "pool_name=" + pool}, &output,
-                                   nullptr, [&] { socket_was_there = ::access(socket.c_str(), F_OK) == 0; });
+                                   nullptr, [&] {
+                                     socket_was_there = ::access(socket.c_str(), F_OK) == 0;
+                                     peer_masks = RunCommand("for p in $(pgrep -f '[d]emo-peer .*--pool " + pool +
+                                                             "'); do grep SigBlk /proc/$p/status; done").output;
+                                   });
   EXPECT_TRUE(socket_was_there) << output;
+  EXPECT_EQ(Count(peer_masks, "SigBlk:"), 2u) << peer_masks;
+  EXPECT_EQ(Count(peer_masks, "SigBlk:\t0000000000000000"), 2u) << peer_masks;
   EXPECT_EQ(status, 128 + SIGTERM) << output;
   EXPECT_NE(access(socket.c_str(), F_OK), 0) << socket << " is left behind:\n" << output;
   // No peer process of this pool is left ("[d]" keeps the shell running pgrep from matching).

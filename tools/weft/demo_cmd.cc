@@ -32,6 +32,7 @@
 #include "net/unix_socket.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
+#include "tools/weft/interrupts.h"
 #include "tools/weft/netns_topology.h"
 
 extern char** environ;
@@ -505,7 +506,16 @@ std::optional<PeerProcess> Spawn(uint32_t index, std::vector<std::string> args, 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   if (p.stderr_fd.valid()) posix_spawn_file_actions_adddup2(&actions, p.stderr_fd.get(), STDERR_FILENO);
-  const int rc = posix_spawnp(&p.pid, argv[0], &actions, nullptr, argv.data(), envp.data());
+  // The demo blocks SIGINT and SIGTERM in all its threads (Interrupts takes them); a peer must
+  // not inherit that, or a plain kill would not end it.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  const int rc = posix_spawnp(&p.pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) return std::nullopt;
   return p;
@@ -530,44 +540,6 @@ struct DemoLeftovers {
     if (!socket_path.empty()) unlink(socket_path.c_str());
     if (topology) topology->Remove();
   }
-};
-
-// SIGINT and SIGTERM end the demo wherever its main thread is (waiting for a join, copying): a
-// thread of its own takes them, kills the peer processes, removes the socket and the namespaces
-// and exits 128 + the signal. Construct it before any other thread starts, so that every thread
-// inherits the blocked signals and only this one takes them.
-class DemoInterrupts {
- public:
-  explicit DemoInterrupts(DemoLeftovers& leftovers) : leftovers_(leftovers) {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set_, &old_);
-    thread_ = std::thread([this] { Watch(); });
-  }
-  ~DemoInterrupts() {
-    stop_ = true;
-    thread_.join();
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-
- private:
-  void Watch() {
-    const timespec tick{0, 100 * 1000 * 1000};
-    while (!stop_) {
-      const int sig = sigtimedwait(&set_, nullptr, &tick);
-      if (sig <= 0) continue;
-      fmt::print(stderr, "weft demo: {}: killing the peer processes and removing what the demo made\n",
-                 strsignal(sig));
-      leftovers_.Remove();
-      std::fflush(stdout);
-      _exit(128 + sig);
-    }
-  }
-  DemoLeftovers& leftovers_;
-  sigset_t set_{}, old_{};
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
 };
 
 // Starts peers 1..peers-1 (this process is the first peer), peer i on host i mod nodes + 1. If one
@@ -657,7 +629,9 @@ int RunDemo(const DemoOptions& o) {
       base->pool_name != Config{}.pool_name ? base->pool_name : fmt::format("demo-{}", getpid());
   Config config = DemoConfig(*base, pool_name, fmt::format("/tmp/weft-{}.sock", pool_name), sizes->size);
   DemoLeftovers leftovers;
-  DemoInterrupts interrupts(leftovers);  // before any other thread starts
+  // Before any other thread starts (tools/weft/interrupts.h).
+  Interrupts interrupts("weft demo", "killing the peer processes and removing what the demo made",
+                        [&leftovers] { leftovers.Remove(); });
   // Declared before the pool so that the namespaces outlive it.
   PeerHosts hosts = PlacePeers(o.nodes, config);
   {

@@ -18,6 +18,7 @@
 
 #include "base/random.h"
 #include "tools/weft/commands.h"
+#include "tools/weft/interrupts.h"
 #include "tools/weft/soak_report.h"
 #include "tools/weft/soak_run.h"
 
@@ -110,41 +111,6 @@ std::optional<SoakSettings> Settings(const SoakOptions& o, size_t phases) {
   return s;
 }
 
-// SIGINT/SIGTERM: kill the peers, remove the namespaces and the socket, exit 128 + signal.
-// Constructed before any other thread starts, so that only its thread takes them.
-class Interrupts {
- public:
-  explicit Interrupts(soak::SoakLeftovers& l) : leftovers_(l) {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set_, &old_);
-    thread_ = std::thread([this] { Watch(); });
-  }
-  ~Interrupts() {
-    stop_ = true;
-    thread_.join();
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-  }
-
- private:
-  void Watch() {
-    const timespec tick{0, 100 * 1000 * 1000};
-    while (!stop_) {
-      const int sig = sigtimedwait(&set_, nullptr, &tick);
-      if (sig <= 0) continue;
-      fmt::print(stderr, "weft soak: {}: killing the peers and removing what the soak made\n", strsignal(sig));
-      leftovers_.Remove();
-      std::fflush(stdout);
-      _exit(128 + sig);
-    }
-  }
-  soak::SoakLeftovers& leftovers_;
-  sigset_t set_{}, old_{};
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
-
 int RunSoak(const SoakOptions& o) {
   auto transports = Transports(o.transports);
   if (!transports) return 2;
@@ -159,7 +125,8 @@ int RunSoak(const SoakOptions& o) {
   fmt::print("weft soak: transports {}, {:.0f} s each, seed {}, chaos every ~{:.1f} s, peer logs in {}\n",
              fmt::join(*transports, ","), s->seconds, s->seed, o.chaos_interval_s, s->log_dir);
   soak::SoakLeftovers leftovers;
-  Interrupts interrupts(leftovers);
+  Interrupts interrupts("weft soak", "killing the peers and removing what the soak made",
+                        [&leftovers] { leftovers.Remove(); });
   std::vector<PhaseResult> phases;
   for (const std::string& t : *transports) {
     // A thread per phase: it may enter a network namespace, which stays with it.

@@ -506,14 +506,8 @@ std::optional<PeerProcess> Spawn(uint32_t index, std::vector<std::string> args, 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   if (p.stderr_fd.valid()) posix_spawn_file_actions_adddup2(&actions, p.stderr_fd.get(), STDERR_FILENO);
-  // The demo blocks SIGINT and SIGTERM in all its threads (Interrupts takes them); a peer must
-  // not inherit that, or a plain kill would not end it.
   posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  NoBlockedSignals(&attr);  // the run blocks SIGINT/SIGTERM (Interrupts); the peer must not
   const int rc = posix_spawnp(&p.pid, argv[0], &actions, &attr, argv.data(), envp.data());
   posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);

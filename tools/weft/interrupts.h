@@ -7,6 +7,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <spawn.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -21,6 +22,17 @@
 #include <fmt/format.h>
 
 namespace weft::tools {
+
+// Spawn attributes that start a child with no blocked signals (a run under Interrupts blocks
+// SIGINT and SIGTERM in every thread, and a child would inherit that: a plain kill would not end
+// it). Initialises *attr; the caller destroys it (posix_spawnattr_destroy).
+inline void NoBlockedSignals(posix_spawnattr_t* attr) {
+  posix_spawnattr_init(attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(attr, &none);
+  posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK);
+}
 
 class Interrupts {
  public:

@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "tools/weft/interrupts.h"
+
 namespace weft::tools::soak {
 
 void ChildRegistry::Add(pid_t p) {
@@ -80,14 +82,8 @@ Status PeerSet::Start(uint32_t slot) {
   }
   // dup2 onto another number clears close-on-exec there: the peer inherits the board.
   posix_spawn_file_actions_adddup2(&actions, board_fd_, kBoardFd);
-  // The driver blocks SIGINT and SIGTERM in all its threads (one thread takes them); a peer
-  // must not inherit that, or SIGTERM would not end it.
   posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  NoBlockedSignals(&attr);  // the run blocks SIGINT/SIGTERM (Interrupts); the peer must not
   pid_t pid = -1;
   const int rc = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
   posix_spawnattr_destroy(&attr);

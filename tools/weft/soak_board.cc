@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <new>
+#include <numeric>
 
 namespace weft::tools::soak {
 namespace {
@@ -98,16 +99,8 @@ uint64_t RegionOffset(const BoardHeader& h, uint32_t slot, uint32_t thread) {
 uint64_t ProbeOffset(const BoardHeader& h) { return static_cast<uint64_t>(h.slots) * h.threads * h.region_bytes; }
 uint64_t SliceBytes(const BoardHeader& h) { return ProbeOffset(h) + h.region_bytes; }
 
-uint64_t Totals::all_ops() const {
-  uint64_t n = 0;
-  for (uint64_t v : ops) n += v;
-  return n;
-}
-uint64_t Totals::all_errors() const {
-  uint64_t n = 0;
-  for (uint64_t v : errors) n += v;
-  return n;
-}
+uint64_t Totals::all_ops() const { return std::accumulate(std::begin(ops), std::end(ops), uint64_t{0}); }
+uint64_t Totals::all_errors() const { return std::accumulate(std::begin(errors), std::end(errors), uint64_t{0}); }
 
 Totals Sum(const Board& board) {
   Totals t;

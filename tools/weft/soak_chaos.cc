@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <numeric>
 #include <thread>
 
 #include <fmt/format.h>
@@ -41,16 +42,8 @@ const char* FaultName(Fault f) {
   }
 }
 
-uint64_t ChaosReport::all_injected() const {
-  uint64_t n = 0;
-  for (uint64_t v : injected) n += v;
-  return n;
-}
-uint64_t ChaosReport::all_answered() const {
-  uint64_t n = 0;
-  for (uint64_t v : answered) n += v;
-  return n;
-}
+uint64_t ChaosReport::all_injected() const { return std::accumulate(std::begin(injected), std::end(injected), uint64_t{0}); }
+uint64_t ChaosReport::all_answered() const { return std::accumulate(std::begin(answered), std::end(answered), uint64_t{0}); }
 
 Chaos::Chaos(bm::Pool& pool, Board& board, PeerSet& peers, const NetnsTopology* topology, ChaosOptions options)
     : pool_(pool), board_(board), peers_(peers), topology_(topology), o_(options), rng_(options.seed) {}

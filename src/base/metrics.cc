@@ -67,7 +67,24 @@ std::string_view Family(const std::string& name) { return std::string_view(name)
 
 }  // namespace
 
+MetricsRegistry::ScrapeHook MetricsRegistry::OnScrape(std::function<void()> refresh) {
+  uint64_t id;
+  {
+    std::lock_guard lock(hooks_mu_);
+    id = next_hook_++;
+    hooks_.emplace(id, std::move(refresh));
+  }
+  return ScrapeHook(nullptr, [this, id](void*) {
+    std::lock_guard lock(hooks_mu_);
+    hooks_.erase(id);
+  });
+}
+
 std::string MetricsRegistry::PrometheusText() const {
+  {
+    std::lock_guard hooks(hooks_mu_);
+    for (const auto& [id, refresh] : hooks_) refresh();
+  }
   std::lock_guard lock(mu_);
   // The series of a family must be contiguous under one HELP and TYPE, and the map's order alone
   // would put "x_total_bytes" between "x_total" and "x_total{...}".

@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,8 @@ class Counter {
   // Returns the value before the addition.
   uint64_t Add(uint64_t n = 1) { return value_.fetch_add(n, std::memory_order_relaxed); }
   uint64_t value() const { return value_.load(std::memory_order_relaxed); }
+  // For a series that mirrors a total kept elsewhere (set by a scrape hook, MetricsRegistry::OnScrape).
+  void SetTotal(uint64_t v) { value_.store(v, std::memory_order_relaxed); }
 
  private:
   std::atomic<uint64_t> value_{0};
@@ -61,6 +64,15 @@ class MetricsRegistry {
   Gauge* gauge(const std::string& name, const std::string& help = "");
   Histogram* histogram(const std::string& name, const std::string& help = "");
 
+  // Runs `refresh` at the start of every PrometheusText, so that a source which keeps counts of
+  // its own (a data server's statistics) sets its series when they are read instead of on every
+  // event. Hooks run one at a time, outside the registry's lock (they may look series up). The
+  // hook stays until the returned handle goes; once its destructor returns, `refresh` is not
+  // running and never runs again, so destroy the handle before what `refresh` reads. The
+  // registry must outlive the handle.
+  using ScrapeHook = std::shared_ptr<void>;
+  [[nodiscard]] ScrapeHook OnScrape(std::function<void()> refresh);
+
   std::string PrometheusText() const;
 
  private:
@@ -73,6 +85,9 @@ class MetricsRegistry {
   Entry& Find(const std::string& name, const std::string& help);
   mutable std::mutex mu_;
   std::map<std::string, Entry> entries_;
+  mutable std::mutex hooks_mu_;  // held while hooks run, so a handle's destructor waits for them
+  std::map<uint64_t, std::function<void()>> hooks_;
+  uint64_t next_hook_ = 0;
 };
 
 }  // namespace weft

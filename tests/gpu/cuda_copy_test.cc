@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "gva/segment_table.h"
 #include "mem/cuda/device_segment.h"
+#include "mem/cuda/host_device_copy.h"
 #include "mem/host_segment.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "transport/cuda/copy_kernel.h"
@@ -734,6 +735,32 @@ TEST_F(CudaGreenTest, KvBatchUnderAnSmBudget) {
   RecordProperty("kernel_sms", cuda_->kernel_sms(0));
   std::printf("copy kernel SM budget: green context %s, %d SMs\n", cuda_->green_context_active(0) ? "on" : "off",
               cuda_->kernel_sms(0));
+}
+
+// CopyHostDevice is synchronous: once it returns, a copy on another (non-blocking) stream sees
+// the bytes. From pageable memory cudaMemcpy alone returns before its DMA lands, and the staged
+// tcp path, which reads the device on weft's own streams, sent old bytes of a 4 KiB buffer that
+// had just been filled this way (the bench's "CHECK bad 0").
+TEST(HostDeviceCopy, BytesHaveLandedWhenCopyHostDeviceReturns) {
+  WEFT_REQUIRE_GPU();
+  constexpr size_t kBig = 1u << 20, kSmall = 4096;
+  gputest::DeviceBuffer dev(kBig);
+  ASSERT_NE(dev.data(), nullptr);
+  mem::cuda::HostDeviceCopier copier;
+  uint64_t state = 0x5eed0001;
+  std::vector<uint8_t> big(kBig), small(kSmall), back(kSmall);
+  for (int round = 0; round < 500; ++round) {
+    // A large copy first (the bench's order), then a small one that the driver stages.
+    FillRandom(big.data(), kBig, SplitMix64(state));
+    ASSERT_TRUE(mem::cuda::CopyHostDevice(dev.data(), big.data(), kBig).ok());
+    const uint64_t seed = SplitMix64(state);
+    FillRandom(small.data(), kSmall, seed);
+    ASSERT_TRUE(mem::cuda::CopyHostDevice(dev.data(), small.data(), kSmall).ok());
+    std::fill(back.begin(), back.end(), 0xA5);
+    Status s = copier.Copy(back.data(), dev.data(), kSmall);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    ASSERT_EQ(FirstMismatch(back.data(), kSmall, seed), std::nullopt) << "round " << round;
+  }
 }
 
 }  // namespace

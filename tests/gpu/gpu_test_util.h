@@ -49,6 +49,9 @@ inline void Fill(void* p, size_t n, uint64_t seed) {
     std::vector<uint8_t> tmp(n);
     FillRandom(tmp.data(), n, seed);
     ASSERT_EQ(cudaMemcpy(p, tmp.data(), n, cudaMemcpyDefault), cudaSuccess);
+    // From pageable memory cudaMemcpy may return before the DMA lands; weft copies on streams
+    // that do not wait for the legacy stream, so the bytes must be there first.
+    ASSERT_EQ(cudaStreamSynchronize(cudaStreamLegacy), cudaSuccess);
   } else {
     (void)cudaGetLastError();
     FillRandom(p, n, seed);

@@ -243,6 +243,27 @@ TEST(Metrics, LabelledSeriesShareTheirFamilysHeader) {
             "# HELP weft_x_total_bytes bytes\n# TYPE weft_x_total_bytes counter\nweft_x_total_bytes 9\n");
 }
 
+// A scrape hook sets its series each time the registry is rendered, and never runs once its
+// handle is gone.
+TEST(Metrics, ScrapeHooksRunAtEachRenderingUntilTheirHandleGoes) {
+  MetricsRegistry m;
+  uint64_t source = 7;
+  int runs = 0;
+  Counter* mirrored = m.counter("weft_mirror_total", "a total kept elsewhere");
+  auto hook = m.OnScrape([&] {
+    ++runs;
+    mirrored->SetTotal(source);
+  });
+  EXPECT_NE(m.PrometheusText().find("weft_mirror_total 7\n"), std::string::npos);
+  source = 12;
+  EXPECT_NE(m.PrometheusText().find("weft_mirror_total 12\n"), std::string::npos);
+  EXPECT_EQ(runs, 2);
+  hook.reset();
+  source = 99;
+  EXPECT_NE(m.PrometheusText().find("weft_mirror_total 12\n"), std::string::npos);
+  EXPECT_EQ(runs, 2);
+}
+
 // A call site behind a RateLimitedLog writes at most its lines per interval; the rest are
 // counted and reported in one line when the interval is over.
 TEST(Log, RateLimitedLogWritesAtMostItsLinesThenACount) {

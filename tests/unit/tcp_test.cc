@@ -291,6 +291,47 @@ TEST_F(TcpTest, ParallelCallReportsEachEntry) {
   EXPECT_EQ(std::memcmp(big_->data + (5u << 20), src.data, 3u << 20), 0);
 }
 
+// Lanes unused for idle_close_ms close (a process that once talked to many peers keeps no socket
+// to each), by the explicit call and by the next call to any peer; a closed lane reconnects on
+// its next use and the bytes still arrive.
+TEST_F(TcpTest, IdleLanesCloseAndReconnectOnNextUse) {
+  TcpClientOptions o;
+  o.auth.cluster_secret = kSecret;
+  o.lanes = 4;
+  o.idle_close_ms = 200;
+  TcpClient c(o);
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(c, 4096, 5u << 20));  // 5 MiB: every lane of the peer is used
+  const size_t lanes = c.ConnectedLanes(peer_);
+  ASSERT_GE(lanes, 1u);
+  EXPECT_EQ(c.CloseIdleLanes(), 0u) << "lanes used just now are not idle";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(c.CloseIdleLanes(), lanes);
+  EXPECT_EQ(c.ConnectedLanes(peer_), 0u);
+  EXPECT_EQ(c.stats().open_lanes, 0u);
+  const Deadline until = Soon(10000);
+  while (server_->connections() != 0 && !until.expired()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(server_->connections(), 0u) << "the server still holds the closed lanes";
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(c, 0, 64u << 10));  // reconnects
+  EXPECT_GE(c.ConnectedLanes(peer_), 1u);
+
+  // The next call to another peer closes the lanes to this one once they are idle.
+  TcpServerOptions so;
+  so.host = "127.0.0.1";
+  so.auth.cluster_secret = kSecret;
+  auto other = TcpServer::Start(so, &table_);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const uint64_t closes_before = c.stats().idle_closes;
+  std::vector<uint8_t> dst(4096);
+  FillRandom(big_->data, 4096, 77);
+  ASSERT_TRUE(c.Read(PeerAddr{"127.0.0.1", (*other)->port()}, kSeg, kKey, 0, dst.data(), 4096, Soon()).ok());
+  EXPECT_FALSE(FirstMismatch(dst.data(), 4096, 77).has_value());
+  EXPECT_EQ(c.ConnectedLanes(peer_), 0u);
+  EXPECT_GT(c.stats().idle_closes, closes_before);
+  EXPECT_EQ(c.stats().open_lanes, c.ConnectedLanes(PeerAddr{"127.0.0.1", (*other)->port()}));
+  (*other)->Stop();
+}
+
 TEST_F(TcpTest, SmallSlicesAcrossManyLanes) {
   auto c = MakeClient(kSecret, false, 4096);  // 5 MiB becomes 1280 slices over 4 lanes
   RoundTrip(*c, 12345, (5 << 20) + 3);

@@ -148,6 +148,8 @@ struct TransferEngine::Impl {
   Counter* bytes_read = nullptr;
   Counter* notifications_received = nullptr;
   Counter* notifications_refused = nullptr;
+  Gauge* notifications_queued = nullptr;  // received and not yet taken
+  Gauge* batches_running = nullptr;
   Histogram* batch_latency_ns = nullptr;
 
   std::unique_ptr<meta::Directory> directory;
@@ -422,7 +424,8 @@ struct TransferEngine::Impl {
     // mu only after b->mu is released: FreeBatch takes mu, then b->mu (lock order mu -> b->mu).
     if (last) {
       std::lock_guard g(mu);
-      if (--running == 0) idle.notify_all();
+      batches_running->Set(static_cast<int64_t>(--running));
+      if (running == 0) idle.notify_all();
     }
   }
 
@@ -576,6 +579,7 @@ Status TransferEngine::Impl::CreateEngine(const transport::HostBufferAllocator& 
     }
     notifications_received->Add();
     received.push_back(Notification{std::move(n), std::move(msg)});
+    notifications_queued->Set(static_cast<int64_t>(received.size()));
     return OkStatus();
   };
   tcp.serve = so;
@@ -723,6 +727,9 @@ Result<std::unique_ptr<TransferEngine>> TransferEngineAccess::Create(const Trans
   m.notifications_received = m.metrics.counter("weft_trans_notifications_received_total", "Notifications received");
   m.notifications_refused = m.metrics.counter("weft_trans_notifications_refused_total",
                                               "Notifications refused because the untaken queue was full");
+  m.notifications_queued = m.metrics.gauge("weft_trans_notifications_queued",
+                                           "Notifications received and not yet taken (TakeNotifications, get_notifies)");
+  m.batches_running = m.metrics.gauge("weft_trans_batches_running", "Batches submitted and not yet done");
   m.batch_latency_ns = m.metrics.histogram("weft_trans_batch_latency_ns", "Submit to completion of a batch");
 
   // Device memory: as given, else CUDA where this build and this machine have it.
@@ -981,7 +988,7 @@ Result<BatchId> TransferEngine::Impl::Start(std::span<const TransferRequest> req
     id = m.next_batch++;
     b->groups_left = groups.size();
     m.batches[id] = b;
-    ++m.running;
+    m.batches_running->Set(static_cast<int64_t>(++m.running));
   }
   m.batches_total->Add();
   std::optional<std::pair<SegmentHandle, std::vector<size_t>>> here;
@@ -1065,6 +1072,7 @@ std::vector<Notification> TransferEngine::TakeNotifications() {
   std::vector<Notification> out(std::make_move_iterator(impl_->received.begin()),
                                 std::make_move_iterator(impl_->received.end()));
   impl_->received.clear();
+  impl_->notifications_queued->Set(0);
   return out;
 }
 

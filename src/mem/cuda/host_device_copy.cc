@@ -45,7 +45,13 @@ Status CopyHostDevice(void* dst, const void* src, uint64_t len) {
   if (device >= 0) {
     if (cudaError_t e = cudaSetDevice(device); e != cudaSuccess) return CudaStatus(e, "selecting the device");
   }
-  return CudaStatus(cudaMemcpy(dst, src, len, cudaMemcpyDefault), "copying between host and device memory");
+  WEFT_RETURN_IF_ERROR(
+      CudaStatus(cudaMemcpy(dst, src, len, cudaMemcpyDefault), "copying between host and device memory"));
+  // From pageable host memory, cudaMemcpy returns once the bytes are in the driver's staging
+  // buffer, before the DMA into the device has landed (CUDA's "API synchronization behavior").
+  // A later read of that device memory on a non-blocking stream (weft's own copy streams) does
+  // not wait for that DMA and may see the old bytes: wait for it here, as "synchronously" says.
+  return CudaStatus(cudaStreamSynchronize(cudaStreamLegacy), "waiting for a host-to-device copy to land");
 }
 
 }  // namespace weft::mem::cuda

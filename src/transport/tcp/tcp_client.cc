@@ -47,8 +47,24 @@ struct Pending {
 }  // namespace
 
 struct TcpClient::Lane {
+  explicit Lane(std::atomic<int64_t>& open) : open_lanes(open) {}
+  ~Lane() { Close(); }
+  // Every connection a lane holds is counted in open_lanes (TcpClientStats::open_lanes).
+  void Adopt(net::UniqueFd connected) {
+    Close();
+    fd = std::move(connected);
+    open_lanes.fetch_add(1);
+  }
+  void Close() {
+    if (!fd.valid()) return;
+    fd.Reset();
+    open_lanes.fetch_sub(1);
+  }
+
+  std::atomic<int64_t>& open_lanes;
   std::timed_mutex mu;
   net::UniqueFd fd;
+  Clock::time_point last_used = Clock::now();  // when a call last released it (under mu)
   uint64_t next_id = 1;
   std::unique_ptr<uint8_t[]> stage{new uint8_t[kStageBytes]};
 };
@@ -119,7 +135,7 @@ std::shared_ptr<TcpClient::Peer> TcpClient::GetPeer(const PeerAddr& addr) {
     p->addr = addr;
     p->name = addr.ToString();
     p->wake = net::UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-    for (int i = 0; i < options_.lanes; ++i) p->lanes.push_back(std::make_unique<Lane>());
+    for (int i = 0; i < options_.lanes; ++i) p->lanes.push_back(std::make_unique<Lane>(open_lanes_));
   }
   return p;
 }
@@ -135,7 +151,7 @@ void TcpClient::Forget(const PeerAddr& addr) {
   }
   for (auto& l : p->lanes) {
     if (l->mu.try_lock()) {
-      l->fd.Reset();
+      l->Close();
       l->mu.unlock();
     }
   }
@@ -157,7 +173,7 @@ void TcpClient::Abort(const PeerAddr& addr, const Status& why) {
   // Idle lanes close here; lanes in use close when their call sees `down`.
   for (auto& l : p->lanes) {
     if (l->mu.try_lock()) {
-      l->fd.Reset();
+      l->Close();
       l->mu.unlock();
     }
   }
@@ -185,6 +201,29 @@ size_t TcpClient::ConnectedLanes(const PeerAddr& addr) {
   return n;
 }
 
+size_t TcpClient::CloseIdleLanes() {
+  if (options_.idle_close_ms <= 0) return 0;
+  std::vector<std::shared_ptr<Peer>> peers;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [addr, p] : peers_) peers.push_back(p);
+  }
+  const auto unused_since = Clock::now() - Millis(options_.idle_close_ms);
+  size_t closed = 0;
+  for (const auto& p : peers) {
+    for (auto& l : p->lanes) {
+      if (!l->mu.try_lock()) continue;  // in use
+      if (l->fd.valid() && l->last_used <= unused_since) {
+        l->Close();
+        ++closed;
+      }
+      l->mu.unlock();
+    }
+  }
+  idle_closes_.fetch_add(closed);
+  return closed;
+}
+
 TcpClientStats TcpClient::stats() const {
   TcpClientStats s;
   s.connects = connects_.load();
@@ -192,6 +231,8 @@ TcpClientStats TcpClient::stats() const {
   s.requests = requests_.load();
   s.bytes_written = bytes_written_.load();
   s.bytes_read = bytes_read_.load();
+  s.open_lanes = static_cast<uint64_t>(std::max<int64_t>(0, open_lanes_.load()));
+  s.idle_closes = idle_closes_.load();
   return s;
 }
 
@@ -421,7 +462,7 @@ struct TcpClient::Call {
     Deadline cd = Sooner(deadline, Deadline::After(Millis(o.connect_timeout_ms)));
     WEFT_ASSIGN_OR_RETURN(net::UniqueFd fd, net::ConnectTcp(peer_addr, cd, o.tcp));
     WEFT_RETURN_IF_ERROR(Authenticate(fd.get(), cd));
-    l.fd = std::move(fd);
+    l.Adopt(std::move(fd));
     l.next_id = 1;
     client.connects_.fetch_add(1);
     return OkStatus();
@@ -448,7 +489,7 @@ struct TcpClient::Call {
     for (Lane* l : held) {
       if (l->fd.valid() && !IdleLaneHealthy(l->fd.get())) {
         WEFT_LOG_DEBUG("tcp client: idle lane to {} went away; reconnecting", name);
-        l->fd.Reset();
+        l->Close();
       }
       if (!l->fd.valid()) {
         if (!last_error.ok()) continue;  // another lane just failed to connect: don't wait twice
@@ -489,7 +530,7 @@ struct TcpClient::Call {
   void ResetLane(Active& a, const Status& s) {
     while (!a.inflight.empty()) FinishSlice(a, s);
     a.out.clear();
-    a.lane->fd.Reset();
+    a.lane->Close();
     a.alive = false;
     client.lane_resets_.fetch_add(1);
     last_error = s;
@@ -754,7 +795,7 @@ struct TcpClient::Call {
     for (Active& a : active) {
       if (a.alive && (a.staged() > 0 || !a.inflight.empty() || !a.out.empty() || a.have_header)) {
         WEFT_LOG_WARN("tcp client: lane to {} has {} unexpected bytes after a call; closing it", name, a.staged());
-        a.lane->fd.Reset();
+        a.lane->Close();
         client.lane_resets_.fetch_add(1);
       }
     }
@@ -767,6 +808,13 @@ std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::s
   const std::vector<Slice> slices = SliceRequests(requests, options_.slice_bytes, results);
   if (slices.empty()) return results;
 
+  if (options_.idle_close_ms > 0) {
+    const int64_t now = Clock::now().time_since_epoch().count();
+    int64_t due = next_idle_check_ns_.load(std::memory_order_relaxed);
+    const int64_t period = std::chrono::duration_cast<Clock::duration>(Millis(options_.idle_close_ms) / 4).count();
+    // One caller runs the check per period; the others go on.
+    if (now >= due && next_idle_check_ns_.compare_exchange_strong(due, now + period)) CloseIdleLanes();
+  }
   std::shared_ptr<Peer> peer = GetPeer(peer_addr);
   auto held = TakeLanes(*peer, slices.size(), max_lanes, deadline);
   if (!held.ok()) {
@@ -776,7 +824,11 @@ std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::s
   struct Unlock {
     std::vector<Lane*>& held;
     ~Unlock() {
-      for (Lane* l : held) l->mu.unlock();
+      const auto now = Clock::now();
+      for (Lane* l : held) {
+        l->last_used = now;
+        l->mu.unlock();
+      }
     }
   } unlock{*held};
 

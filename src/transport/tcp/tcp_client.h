@@ -58,6 +58,10 @@ struct TcpClientOptions {
   // A call of at least this many bytes is cut into one part per lane, each part driven by its
   // own thread on one lane (0: never; the calling thread then drives every lane it holds).
   uint64_t parallel_min_bytes = 2u << 20;
+  // A lane unused this long is closed, so a process that once talked to many peers does not keep
+  // a socket to each: checked at most every quarter of it, when a call to any peer starts (the
+  // client has no thread of its own). It reconnects on its next use. 0: lanes stay open.
+  int idle_close_ms = 120000;
   net::TcpOptions tcp;                          // NODELAY, socket buffers
 };
 
@@ -77,6 +81,8 @@ struct TcpClientStats {
   uint64_t requests = 0;      // slices sent
   uint64_t bytes_written = 0;
   uint64_t bytes_read = 0;
+  uint64_t open_lanes = 0;    // connections open now, to every peer
+  uint64_t idle_closes = 0;   // lanes closed for being unused idle_close_ms
 };
 
 class TcpClient {
@@ -112,6 +118,9 @@ class TcpClient {
   void Revive(const PeerAddr& peer);
   // Lanes currently connected to the peer.
   size_t ConnectedLanes(const PeerAddr& peer);
+  // Closes every lane not in use that has been unused for idle_close_ms (none when it is 0);
+  // returns how many. Calls do this themselves, at most every idle_close_ms / 4.
+  size_t CloseIdleLanes();
 
   TcpClientStats stats() const;
   const TcpClientOptions& options() const { return options_; }
@@ -130,9 +139,12 @@ class TcpClient {
                                          Deadline deadline, uint64_t parts, uint64_t total);
 
   TcpClientOptions options_;
+  std::atomic<int64_t> open_lanes_{0};  // before peers_: their lanes count themselves out as they go
   std::mutex mu_;
   std::map<PeerAddr, std::shared_ptr<Peer>> peers_;
-  std::atomic<uint64_t> connects_{0}, lane_resets_{0}, requests_{0}, bytes_written_{0}, bytes_read_{0};
+  std::atomic<uint64_t> connects_{0}, lane_resets_{0}, requests_{0}, bytes_written_{0}, bytes_read_{0},
+      idle_closes_{0};
+  std::atomic<int64_t> next_idle_check_ns_{0};  // steady clock: when a call next runs CloseIdleLanes
   // The parts of a large call beyond the caller's own (TransferInParallel): lanes - 1 threads
   // made once, not a thread per call. Declared last: it finishes its tasks before the rest goes.
   std::unique_ptr<WorkerPool> parallel_;

@@ -22,6 +22,67 @@ struct TcpRegion final : ImportedRegion {
   uint64_t access_key = 0;
 };
 
+// Sets the tcp client's and data server's series from their statistics (they count with atomics
+// of their own on the data path); `server` is null where this process serves no regions.
+std::function<void()> TcpScrapeHook(MetricsRegistry& m, TcpClient& client, TcpServer* server) {
+  struct Client {
+    Gauge* lanes;
+    Counter *connects, *resets, *idle_closes, *requests, *written, *read;
+  } c{m.gauge("weft_tcp_client_lanes_open", "Connections (lanes) open to peers' data servers"),
+      m.counter("weft_tcp_client_connects_total", "Lanes connected and authenticated"),
+      m.counter("weft_tcp_client_lane_resets_total", "Lanes closed after an error or a timeout"),
+      m.counter("weft_tcp_client_idle_closes_total", "Lanes closed for being unused (idle_close_ms)"),
+      m.counter("weft_tcp_client_requests_total", "Request slices sent"),
+      m.counter("weft_tcp_client_bytes_total{dir=\"write\"}", "Payload bytes moved by this process's requests"),
+      m.counter("weft_tcp_client_bytes_total{dir=\"read\"}")};
+  struct Server {
+    Gauge *connections, *bounce_in_use;
+    Counter *accepted, *auth_failures, *protocol_errors, *reads, *writes, *notifies, *refused, *read, *written,
+        *staged, *unpooled;
+  } s{};
+  if (server) {
+    s = Server{m.gauge("weft_tcp_server_connections", "Connections open to this process's data server"),
+               m.gauge("weft_tcp_server_device_buffers_in_use", "Device bounce buffers held by requests in flight"),
+               m.counter("weft_tcp_server_connections_accepted_total", "Connections accepted"),
+               m.counter("weft_tcp_server_auth_failures_total", "Connections that failed the handshake"),
+               m.counter("weft_tcp_server_protocol_errors_total", "Connections closed for malformed frames or stalls"),
+               m.counter("weft_tcp_server_requests_total{op=\"read\"}", "Requests served, by operation"),
+               m.counter("weft_tcp_server_requests_total{op=\"write\"}"),
+               m.counter("weft_tcp_server_requests_total{op=\"notify\"}"),
+               m.counter("weft_tcp_server_refused_total", "Requests answered with an error status"),
+               m.counter("weft_tcp_server_bytes_total{dir=\"read\"}", "Payload bytes served to peers' requests"),
+               m.counter("weft_tcp_server_bytes_total{dir=\"write\"}"),
+               m.counter("weft_tcp_server_device_requests_total{buffer=\"pooled\"}",
+                         "Requests for device memory, by where they were staged"),
+               m.counter("weft_tcp_server_device_requests_total{buffer=\"own\"}")};
+  }
+  return [c, s, &client, server] {
+    const TcpClientStats cs = client.stats();
+    c.lanes->Set(static_cast<int64_t>(cs.open_lanes));
+    c.connects->SetTotal(cs.connects);
+    c.resets->SetTotal(cs.lane_resets);
+    c.idle_closes->SetTotal(cs.idle_closes);
+    c.requests->SetTotal(cs.requests);
+    c.written->SetTotal(cs.bytes_written);
+    c.read->SetTotal(cs.bytes_read);
+    if (!server) return;
+    const TcpServerStats ss = server->stats();
+    s.connections->Set(static_cast<int64_t>(server->connections()));
+    s.bounce_in_use->Set(static_cast<int64_t>(server->staging_stats().in_use));
+    s.accepted->SetTotal(ss.connections_accepted);
+    s.auth_failures->SetTotal(ss.auth_failures);
+    s.protocol_errors->SetTotal(ss.protocol_errors);
+    s.reads->SetTotal(ss.reads);
+    s.writes->SetTotal(ss.writes);
+    s.notifies->SetTotal(ss.notifies);
+    s.refused->SetTotal(ss.refused);
+    s.read->SetTotal(ss.bytes_read);
+    s.written->SetTotal(ss.bytes_written);
+    s.staged->SetTotal(ss.device_staged);
+    s.unpooled->SetTotal(ss.device_unpooled);
+  };
+}
+
 }  // namespace
 
 Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions options) {
@@ -36,6 +97,7 @@ Result<std::unique_ptr<TcpTransport>> TcpTransport::Create(TcpTransportOptions o
                                         "Staging rounds during which a device copy of another round ran");
     t->staging_in_use_ = m->gauge("weft_trans_staging_buffers_in_use",
                                   "Bounce buffers held after the last staged group finished");
+    t->scrape_hook_ = m->OnScrape(TcpScrapeHook(*m, t->client_, t->server_.get()));
   }
   return t;
 }

@@ -40,7 +40,9 @@ struct TcpTransportOptions {
   // advertises it as advertise_host:port. Without it the transport only reaches peers.
   std::optional<TcpServerOptions> serve;
   std::string advertise_host = "127.0.0.1";
-  MetricsRegistry* metrics = nullptr;   // staging counters (weft_trans_staged_*), when given
+  // When given: staging counters (weft_trans_staged_*) and the client's and data server's
+  // connections, requests, bytes and refusals (weft_tcp_client_*, weft_tcp_server_*; docs/ops.md).
+  MetricsRegistry* metrics = nullptr;
 };
 
 class TcpTransport final : public Transport {
@@ -92,6 +94,9 @@ class TcpTransport final : public Transport {
   Counter* staging_rounds_ = nullptr;
   Counter* staging_overlapped_ = nullptr;
   Gauge* staging_in_use_ = nullptr;
+  // The client's and data server's statistics, published when the metrics are read. Last: it
+  // goes first, before the client and server it reads.
+  MetricsRegistry::ScrapeHook scrape_hook_;
 };
 
 }  // namespace weft::transport::tcp

@@ -15,6 +15,14 @@ namespace weft::store {
 inline constexpr size_t kMaxKeyBytes = 4096;
 inline constexpr uint32_t kMaxReplicas = 8;
 inline constexpr uint32_t kMaxBatch = 4096;  // keys in one service call
+// Inline puts (kPutInline): a value of at most kMaxInlineValueBytes travels in the put request
+// itself, and the values of one such call sum to at most kMaxInlineCallBytes. The master writes
+// at most kInlineWriteBudget bytes (every replica counted) of one call itself, so that one call
+// holds the coordinator thread, which serves every peer, for a bounded memcpy (~0.1 ms); the
+// keys past the budget are placed and left to their writer to copy, as after kPutStart.
+inline constexpr uint64_t kMaxInlineValueBytes = 64 << 10;
+inline constexpr uint64_t kMaxInlineCallBytes = 1 << 20;
+inline constexpr uint64_t kInlineWriteBudget = 1 << 20;
 
 // One copy of an object: `size` bytes at `gva` in the slice of `rank`.
 struct Replica {

@@ -426,16 +426,28 @@ int HostAndWriteInline(const Config& config, uint64_t seed, Flags& flags) {
   std::vector<std::string> keys;
   std::vector<std::vector<uint8_t>> values;
   std::vector<Span> spans;
-  for (int i = 0; i < 16; ++i) {
+  for (int i = 0; i < 6; ++i) {
     keys.push_back("batch/" + std::to_string(i));
     values.push_back(Value(4096 + i, seed + 10 + i));
   }
   for (auto& v : values) spans.push_back({v.data(), v.size()});
   calls = InlineCalls(store);
   for (const Status& s : store.PutBatch(keys, spans)) check.That(s.ok(), "put_batch: " + s.ToString());
-  check.That(InlineCalls(store) == calls + 16, "the batch went inline");
+  check.That(InlineCalls(store) == calls + 6, "the batch went inline (24 KiB in all)");
+  // A batch of small values over kMaxInlineCallBytes in all: two calls.
+  std::vector<std::string> big_keys;
+  std::vector<std::vector<uint8_t>> big_values;
+  std::vector<Span> big_spans;
+  for (uint64_t i = 0; i <= kMaxInlineCallBytes / 4096; ++i) {
+    big_keys.push_back("bigbatch/" + std::to_string(i));
+    big_values.push_back(Value(4096, seed + 100 + i));
+  }
+  for (auto& v : big_values) big_spans.push_back({v.data(), v.size()});
+  calls = InlineCalls(store);
+  for (const Status& s : store.PutBatch(big_keys, big_spans)) check.That(s.ok(), "put_batch big: " + s.ToString());
+  check.That(InlineCalls(store) == calls, "a batch over the call limit went the two-call way");
   // Parts laid end to end; upsert replaces, put-if-absent keeps.
-  const auto a = Value(1000, seed + 30), b = Value(1, seed + 31), c = Value(20000, seed + 32);
+  const auto a = Value(1000, seed + 30), b = Value(1, seed + 31), c = Value(10000, seed + 32);
   const Span parts[] = {{a.data(), a.size()}, {b.data(), b.size()}, {c.data(), c.size()}};
   check.That(store.PutParts("parts", parts).ok(), "put_parts");
   check.That(store.Put("up", Value(5000, seed + 40)).ok(), "put up");
@@ -520,13 +532,15 @@ int ReadInline(const Config& config, uint64_t seed, Flags& flags) {
                             {"at", Value(kMaxInlineValueBytes, seed + 1)},
                             {"over", Value(kMaxInlineValueBytes + 1, seed + 2)},
                             {"up", Value(9000, seed + 41)}};
-  for (int i = 0; i < 16; ++i) want.push_back({"batch/" + std::to_string(i), Value(4096 + i, seed + 10 + i)});
+  for (int i = 0; i < 6; ++i) want.push_back({"batch/" + std::to_string(i), Value(4096 + i, seed + 10 + i)});
+  for (uint64_t i = 0; i <= kMaxInlineCallBytes / 4096; ++i)
+    want.push_back({"bigbatch/" + std::to_string(i), Value(4096, seed + 100 + i)});
   std::vector<uint8_t> parts = Value(1000, seed + 30);
   for (uint8_t x : Value(1, seed + 31)) parts.push_back(x);
-  for (uint8_t x : Value(20000, seed + 32)) parts.push_back(x);
+  for (uint8_t x : Value(10000, seed + 32)) parts.push_back(x);
   want.push_back({"parts", parts});
   // Get, then get_into a poisoned registered buffer one byte larger than the value.
-  std::vector<uint8_t> area(kMaxInlineValueBytes + 2, kPoison);
+  std::vector<uint8_t> area(64 << 10, kPoison);
   check.That(store.RegisterBuffer(area.data(), area.size()).ok(), "register");
   for (const Want& w : want) {
     auto got = store.Get(w.key);

@@ -119,8 +119,8 @@ void PoolCoordinator::RefreshMetrics() {
                                    "Small puts the master wrote and ended itself: one round trip for the writer");
   if (st.inline_puts > inline_puts->value()) inline_puts->Add(st.inline_puts - inline_puts->value());
   Counter* deferred = m.counter("weft_store_inline_deferred_total",
-                                "Small puts the master placed but left to their writer to copy (slice not mapped "
-                                "here, over its write budget, or no pool handle)");
+                                "Small puts the master placed but left to their writer to copy (a slice not mapped "
+                                "in its process, or no pool handle)");
   if (st.inline_deferred > deferred->value()) deferred->Add(st.inline_deferred - deferred->value());
   ExportSlices(m, "host", AllocatorStats(gva::Medium::kHost));
   ExportSlices(m, "device", AllocatorStats(gva::Medium::kDevice));

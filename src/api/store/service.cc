@@ -35,18 +35,13 @@ std::vector<KeyResult> ServeKeys(Master& master, uint32_t from_rank, const Store
                                  const ReplicaWriter& write) {
   std::vector<KeyResult> out;
   out.reserve(req.keys.size());
-  // What the master still writes itself in this call (kPutInline), every replica counted: the
-  // coordinator thread serves every peer, so one call holds it for a bounded memcpy.
-  uint64_t budget = kInlineWriteBudget;
   for (size_t i = 0; i < req.keys.size(); ++i) {
     const std::string& key = req.keys[i];
     switch (req.op) {
       case StoreOp::kPutInline: {
-        const std::vector<uint8_t>& value = req.values[i];
-        const uint64_t cost = value.size() * req.place.replicas;  // at most: fewer replicas may be placed
-        const bool within = write && cost <= budget;
-        if (within) budget -= cost;
-        auto put = master.PutInline(from_rank, key, value, req.place, req.upsert, within ? write : ReplicaWriter{});
+        // The decoder bounds the values (kMaxInlineCallBytes a call), and so the memcpy this
+        // holds the coordinator thread for.
+        auto put = master.PutInline(from_rank, key, req.values[i], req.place, req.upsert, write);
         KeyResult r = StatusOnly(put.status());
         if (put.ok()) {
           r.replicas = std::move(put->placed.replicas);

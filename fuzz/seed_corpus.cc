@@ -111,6 +111,10 @@ int main(int argc, char** argv) {
   place.replicas = 2;
   place.preferred_rank = 1;
   w.Put("store_request_fuzz", store::EncodePutStart(keys, std::vector<uint64_t>{4096, 1}, place, true));
+  const std::vector<uint8_t> small(300, 0x5a), tiny{1, 2, 3};
+  const std::vector<std::vector<store::Span>> inline_values{{{small.data(), small.size()}, {tiny.data(), 1}},
+                                                            {{tiny.data(), tiny.size()}}};
+  w.Put("store_request_fuzz", store::EncodePutInline(keys, inline_values, place, false));
   for (auto op : {store::StoreOp::kPutEnd, store::StoreOp::kPutEndOnDisk, store::StoreOp::kPutRevoke,
                   store::StoreOp::kGet, store::StoreOp::kExists, store::StoreOp::kDescribe})
     w.Put("store_request_fuzz", store::EncodeKeysCall(op, keys));
@@ -141,6 +145,19 @@ int main(int argc, char** argv) {
   store::KeyResult missing;
   missing.status = Status(Code::kNotFound, "no object 'k'");
   reply(3, store::EncodeKeyResults(std::vector<store::KeyResult>{described, missing}));
+  store::KeyResult written;  // an inline put's answers: written and ended, placed for the writer, refused
+  written.replicas = {{0, 0x200000001000ull}};
+  written.id = 12;
+  written.exists = true;
+  store::KeyResult placed = written;
+  placed.exists = false;
+  placed.replicas.push_back({1, 0x200100000000ull});
+  store::KeyResult exists;
+  exists.status = Status(Code::kAlreadyExists, "'k' exists (upsert replaces it)");
+  reply(4, store::EncodeKeyResults(std::vector<store::KeyResult>{written, placed, exists}));
+  std::vector<uint8_t> old_stats = store::EncodeStats({5, 1, 20480, 1u << 30, 1u << 20, 2, 4096, 1});
+  old_stats.resize(8 * sizeof(uint64_t));  // a master older than inline puts
+  reply(2, old_stats);
   // HTTP heads as the directory's clients send them (first byte: the limits, 0x03 = 512 bytes).
   for (std::string head : {std::string("GET /metadata?key=mooncake%2Fram%2Fa HTTP/1.1\r\nHost: h\r\n\r\n"),
                            std::string("POST /v1/kv/put HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n{}"),

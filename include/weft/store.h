@@ -78,6 +78,8 @@ struct StoreStats {
   uint64_t evicted = 0;          // objects evicted from memory since the master started
   uint64_t parked_bytes = 0;     // memory of removed objects still leased to readers
   uint64_t on_disk = 0;          // evicted objects whose writer keeps them in its SSD tier
+  uint64_t inline_puts = 0;      // small puts the master wrote and ended itself (one round trip)
+  uint64_t inline_deferred = 0;  // small puts it placed but left to their writer to copy and end
 };
 
 class Store {

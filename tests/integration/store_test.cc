@@ -15,6 +15,7 @@
 
 #include <weft/store.h>
 
+#include "api/store/types.h"
 #include "base/random.h"
 #include "integration/netns_hosts.h"
 #include "integration/peer_process.h"
@@ -385,6 +386,239 @@ TEST_P(StoreCalls, DescriptorsNameWhereTheBytesAreAndRangesReadThem) {
   EXPECT_EQ(clients.Wait(1), 0) << "the reader's checks (stderr above)";
 }
 
+// Inline puts (one master call): the first client hosts the pool's coordinator and so the
+// master, which writes small values into the slices its process maps (its own; the other
+// client's over shm) and ends the put before it answers. Over tcp the other client's slice is
+// not mapped there, so the master places those replicas and leaves the copy to the writer. Every
+// value put one way is read back by the other process, every byte compared; values at and one
+// byte past kMaxInlineValueBytes take the inline and the two-call path (Stats counts inline
+// calls); failed puts return their specific code and leave no object, pending put or memory.
+uint64_t InlineCalls(Store& store) {
+  auto st = store.Stats();
+  return st.ok() ? st->inline_puts + st->inline_deferred : ~0ull;
+}
+
+int HostAndWriteInline(const Config& config, uint64_t seed, Flags& flags) {
+  Checks check("host");
+  auto opened = Store::Open(config, bm::JoinMode::kHost);
+  if (!check.That(opened.ok(), "open: " + opened.status().ToString())) return 1;
+  Store& store = **opened;
+  check.That(store.pool().hosts_coordinator(), "this client hosts the master");
+  flags.Set(10, static_cast<int>(store.pool().rank()));
+  flags.Raise(5);  // hosting
+  check.That(flags.Wait(2), "the reader joined");
+  // Replicas of one copy go to the writer's own slice, which the master maps in both transports.
+  auto before = store.Stats();
+  check.That(store.Put("small", Value(4096, seed)).ok(), "put small");
+  auto after = store.Stats();
+  if (check.That(before.ok() && after.ok(), "stats")) {
+    check.That(after->inline_puts == before->inline_puts + 1, "the 4 KiB put was written by the master");
+    check.That(after->pending_puts == 0, "nothing pending after an inline put");
+  }
+  // At the threshold: inline; one byte over: two calls (no inline call counted).
+  uint64_t calls = InlineCalls(store);
+  check.That(store.Put("at", Value(kMaxInlineValueBytes, seed + 1)).ok(), "put at the threshold");
+  check.That(InlineCalls(store) == calls + 1, "a value of exactly kMaxInlineValueBytes went inline");
+  calls = InlineCalls(store);
+  check.That(store.Put("over", Value(kMaxInlineValueBytes + 1, seed + 2)).ok(), "put one byte over");
+  check.That(InlineCalls(store) == calls, "a value one byte over went the two-call way");
+  // A batch of small values: one inline call for all of them.
+  std::vector<std::string> keys;
+  std::vector<std::vector<uint8_t>> values;
+  std::vector<Span> spans;
+  for (int i = 0; i < 6; ++i) {
+    keys.push_back("batch/" + std::to_string(i));
+    values.push_back(Value(4096 + i, seed + 10 + i));
+  }
+  for (auto& v : values) spans.push_back({v.data(), v.size()});
+  calls = InlineCalls(store);
+  for (const Status& s : store.PutBatch(keys, spans)) check.That(s.ok(), "put_batch: " + s.ToString());
+  check.That(InlineCalls(store) == calls + 6, "the batch went inline (24 KiB in all)");
+  // A batch of small values over kMaxInlineCallBytes in all: two calls.
+  std::vector<std::string> big_keys;
+  std::vector<std::vector<uint8_t>> big_values;
+  std::vector<Span> big_spans;
+  for (uint64_t i = 0; i <= kMaxInlineCallBytes / 4096; ++i) {
+    big_keys.push_back("bigbatch/" + std::to_string(i));
+    big_values.push_back(Value(4096, seed + 100 + i));
+  }
+  for (auto& v : big_values) big_spans.push_back({v.data(), v.size()});
+  calls = InlineCalls(store);
+  for (const Status& s : store.PutBatch(big_keys, big_spans)) check.That(s.ok(), "put_batch big: " + s.ToString());
+  check.That(InlineCalls(store) == calls, "a batch over the call limit went the two-call way");
+  // Parts laid end to end; upsert replaces, put-if-absent keeps.
+  const auto a = Value(1000, seed + 30), b = Value(1, seed + 31), c = Value(10000, seed + 32);
+  const Span parts[] = {{a.data(), a.size()}, {b.data(), b.size()}, {c.data(), c.size()}};
+  check.That(store.PutParts("parts", parts).ok(), "put_parts");
+  check.That(store.Put("up", Value(5000, seed + 40)).ok(), "put up");
+  check.That(store.Upsert("up", Value(9000, seed + 41)).ok(), "upsert up");
+  // Failures: their own codes, and nothing left behind.
+  const auto held = store.Stats();
+  check.Code(store.Put("up", Value(100, seed + 42)), Code::kAlreadyExists, "a second put of up");
+  check.Code(store.Put("bad", Value(100, seed + 43), {.replicas = 0}), Code::kInvalidArgument, "0 replicas");
+  check.Code(store.Put("bad", Value(100, seed + 43), {.replicas = kMaxReplicas + 1}), Code::kInvalidArgument,
+             "9 replicas");
+  check.Code(store.Put("bad", std::span<const uint8_t>()), Code::kInvalidArgument, "an empty value");
+  check.Code(store.Put("", Value(100, seed + 43)), Code::kInvalidArgument, "an empty key");
+  const auto left = store.Stats();
+  if (check.That(held.ok() && left.ok(), "stats")) {
+    check.That(left->objects == held->objects, "failed puts added no object");
+    check.That(left->pending_puts == 0, "failed puts left nothing pending");
+    check.That(left->used == held->used, "failed puts allocated nothing");
+  }
+  check.Code(store.Get("bad").status(), Code::kNotFound, "a failed put is not visible");
+  flags.Raise(0);  // written
+  // The reader's replicated value: in both slices, every byte.
+  if (check.That(flags.Wait(3), "the reader put rep")) {
+    const auto rep = Value(8192, seed + 50);
+    auto got = store.Get("rep");
+    check.That(got.ok() && *got == rep, "get rep exact");
+    auto desc = store.Describe("rep");
+    if (check.That(desc.ok() && desc->replicas.size() == 2, "rep has two replicas")) {
+      for (const ReplicaDesc& r : desc->replicas) {
+        std::vector<uint8_t> bytes(rep.size(), kPoison);
+        check.That(store.pool().Copy(reinterpret_cast<uint64_t>(bytes.data()), r.gva, bytes.size()).ok(), "read replica");
+        check.That(bytes == rep, "rep's replica on rank " + std::to_string(r.rank) + " exact");
+      }
+    }
+  }
+  // A pool of hard-pinned objects only (the reader reads nothing more): an inline put is
+  // POOL_FULL and leaves nothing.
+  check.That(store.RemoveAll(true).ok(), "remove all");
+  // The memory of values read lately stays parked until their leases end (store_lease_ttl_ms)
+  // and a call that changes something lets it go (Stats only looks).
+  for (int t = 0; t < 1000; ++t) {
+    (void)store.Exists("nothing");
+    auto st = store.Stats();
+    if (st.ok() && st->parked_bytes == 0) break;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  Status full;
+  int pins = 0;
+  for (uint64_t size : {uint64_t{1} << 20, kMaxInlineValueBytes, uint64_t{4096}}) {
+    full = OkStatus();
+    for (int i = 0; i < 10000 && full.ok(); ++i, ++pins)
+      full = store.Put("pin/" + std::to_string(pins), Value(size, seed + pins), {.hard_pin = true});
+  }
+  check.Code(full, Code::kPoolFull, "a pool of hard-pinned objects");
+  const auto pinned = store.Stats();
+  check.Code(store.Put("late", Value(4096, seed + 60)), Code::kPoolFull, "an inline put into a full pool");
+  const auto after_full = store.Stats();
+  if (check.That(pinned.ok() && after_full.ok(), "stats")) {
+    check.That(after_full->used == pinned->used, "a full pool's failed inline put allocated nothing");
+    check.That(after_full->pending_puts == 0, "and left nothing pending");
+    check.That(after_full->objects == pinned->objects, "and added no object");
+  }
+  check.That(store.Health().ok(), "the master still answers");
+  flags.Raise(4);
+  check.That(flags.Wait(1), "the reader closed");  // this process hosts the master
+  check.That(store.Close().ok(), "close");
+  return check.failures();
+}
+
+int ReadInline(const Config& config, uint64_t seed, Flags& flags) {
+  Checks check("reader");
+  if (!check.That(flags.Wait(5), "the host is up")) return check.failures();
+  auto opened = Store::Open(config, bm::JoinMode::kJoin);
+  if (!check.That(opened.ok(), "open: " + opened.status().ToString())) return 1;
+  Store& store = **opened;
+  flags.Raise(2);
+  if (!check.That(flags.Wait(0), "the host finished writing")) return check.failures();
+  struct Want {
+    std::string key;
+    std::vector<uint8_t> value;
+  };
+  std::vector<Want> want = {{"small", Value(4096, seed)},
+                            {"at", Value(kMaxInlineValueBytes, seed + 1)},
+                            {"over", Value(kMaxInlineValueBytes + 1, seed + 2)},
+                            {"up", Value(9000, seed + 41)}};
+  for (int i = 0; i < 6; ++i) want.push_back({"batch/" + std::to_string(i), Value(4096 + i, seed + 10 + i)});
+  for (uint64_t i = 0; i <= kMaxInlineCallBytes / 4096; ++i)
+    want.push_back({"bigbatch/" + std::to_string(i), Value(4096, seed + 100 + i)});
+  std::vector<uint8_t> parts = Value(1000, seed + 30);
+  for (uint8_t x : Value(1, seed + 31)) parts.push_back(x);
+  for (uint8_t x : Value(10000, seed + 32)) parts.push_back(x);
+  want.push_back({"parts", parts});
+  // Get, then get_into a poisoned registered buffer one byte larger than the value.
+  std::vector<uint8_t> area(64 << 10, kPoison);
+  check.That(store.RegisterBuffer(area.data(), area.size()).ok(), "register");
+  for (const Want& w : want) {
+    auto got = store.Get(w.key);
+    check.That(got.ok() && *got == w.value, "get " + w.key + " exact");
+    std::fill(area.begin(), area.end(), kPoison);
+    auto n = store.GetInto(w.key, area.data(), w.value.size() + 1);
+    check.That(n.ok() && *n == w.value.size() && std::equal(w.value.begin(), w.value.end(), area.begin()) &&
+                   area[w.value.size()] == kPoison,
+               "get_into " + w.key + " exact, nothing past it");
+  }
+  check.Code(store.Get("bad").status(), Code::kNotFound, "the failed put left nothing");
+  // A replicated inline put from this client: one replica in its own slice, one in the host's.
+  // The hosting peer maps this client's slice over shm (auto) and writes both replicas itself;
+  // over tcp it does not map it and leaves the put to this client.
+  const auto before = store.Stats();
+  check.That(store.Put("rep", Value(8192, seed + 50), {.replicas = 2}).ok(), "put rep");
+  const auto after = store.Stats();
+  if (check.That(before.ok() && after.ok(), "stats")) {
+    const bool tcp = config.transport == "tcp";
+    check.That(after->inline_puts == before->inline_puts + (tcp ? 0 : 1), "rep written by the master (shm)");
+    check.That(after->inline_deferred == before->inline_deferred + (tcp ? 1 : 0), "rep left to this client (tcp)");
+    check.That(after->pending_puts == 0, "nothing pending after rep");
+  }
+  flags.Raise(3);
+  check.That(flags.Wait(4), "the host read rep and filled the pool");
+  check.That(store.Close().ok(), "close");
+  flags.Raise(1);
+  return check.failures();
+}
+
+TEST_P(StoreCalls, InlinePutsAreReadBackExactlyByAnotherProcessAndFailuresLeaveNothing) {
+  Config config = ClientConfig(std::string("store-inline-") + GetParam(), 8 << 20);
+  config.store_lease_ttl_ms = 2000;  // so that the pool-full check waits little for parked memory
+  config.transport = GetParam();
+  config.cluster_secret = "store-test-" + std::to_string(FreshSeed());
+  const uint64_t seed = FreshSeed();
+  Flags flags;
+  PeerProcesses clients(2, [&](int i) {
+    return i == 0 ? HostAndWriteInline(config, seed, flags) : ReadInline(config, seed, flags);
+  });
+  clients.Release();
+  EXPECT_EQ(clients.Wait(0), 0) << "the host's checks (stderr above)";
+  EXPECT_EQ(clients.Wait(1), 0) << "the reader's checks (stderr above)";
+}
+
+// A master running alone (`weft store-master`) has no pool handle: it places inline puts and
+// leaves every copy to the writer, which ends them (two calls, as before inline puts).
+TEST_F(StoreTest, AMasterAloneLeavesInlinePutsToTheirWriters) {
+  const Config config = ClientConfig("store-inline-alone");
+  StartMaster(config);
+  if (HasFatalFailure()) return;
+  const uint64_t seed = FreshSeed();
+  Flags flags;
+  PeerProcesses clients(2, [&](int i) {
+    Checks check(i == 0 ? "writer" : "reader");
+    auto store = Store::Open(config, bm::JoinMode::kJoin);
+    if (!check.That(store.ok(), "open: " + store.status().ToString())) return 1;
+    Store& s = **store;
+    if (i == 0) {
+      check.That(s.Put("k", Value(4096, seed)).ok(), "put");
+      auto st = s.Stats();
+      check.That(st.ok() && st->inline_puts == 0 && st->inline_deferred == 1 && st->pending_puts == 0,
+                 "placed by the master, written and ended by the writer");
+      flags.Raise(0);
+      check.That(flags.Wait(1), "the reader read");  // the value lives in this client's slice
+      return check.failures();
+    }
+    if (!check.That(flags.Wait(0), "the writer put")) return check.failures();
+    auto got = s.Get("k");
+    check.That(got.ok() && *got == Value(4096, seed), "get exact");
+    flags.Raise(1);
+    return check.failures();
+  });
+  clients.Release();
+  EXPECT_EQ(clients.Wait(0), 0) << "the writer's checks (stderr above)";
+  EXPECT_EQ(clients.Wait(1), 0) << "the reader's checks (stderr above)";
+}
+
 // A client SIGKILLed: its objects (in its own memory) are reported gone once the pool declares
 // it down; the other client's objects are untouched and exact.
 TEST_F(StoreTest, AKilledClientsObjectsGoAndNothingElse) {
@@ -592,9 +826,13 @@ TEST_F(StoreTest, TheMasterServesItsMetrics) {
   EXPECT_EQ(MetricValue(text, "weft_coordinator_peers_up"), 1) << text;
   EXPECT_EQ(MetricValue(text, "weft_coordinator_joins_total"), 1) << text;
   EXPECT_GE(MetricValue(text, "weft_coordinator_service_calls_total").value_or(0), 6) << text;  // a call per put at least, and the remove
-  EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"put_start\"}"), 6) << text;
+  // Small values travel inline; a master alone places them and leaves the copies to the writer.
+  EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"put_inline\"}"), 6) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"put_end\"}"), 5) << text;
   EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"remove\"}"), 1) << text;
-  EXPECT_EQ(MetricValue(text, "weft_store_key_errors_total{op=\"put_start\",code=\"ALREADY_EXISTS\"}"), 1) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_key_errors_total{op=\"put_inline\",code=\"ALREADY_EXISTS\"}"), 1) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_inline_puts_total"), 0) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_inline_deferred_total"), 5) << text;
 
   const std::string peer = (*store)->pool().metrics_address();
   ASSERT_NE(peer, "");

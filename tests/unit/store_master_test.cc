@@ -1,6 +1,7 @@
 // The store's master on its own: an allocator over a few slices and a clock the test moves.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 #include <string>
 
@@ -352,6 +353,130 @@ TEST_F(StoreMaster, StatsCountObjectsAndBytes) {
   EXPECT_EQ(st.bytes, 2000u);
   EXPECT_EQ(st.capacity, 4 * kSlice);
   EXPECT_GE(st.used, 2010u);
+}
+
+// Inline puts: the master places the value, writes it through the host's ReplicaWriter (here a
+// map standing in for the slices) and ends the put before it answers.
+class StoreMasterInline : public StoreMaster {
+ protected:
+  ReplicaWriter Writer() {
+    return [this](const Replica& r, std::span<const uint8_t> value) {
+      ++writes_;
+      memory_[r.gva].assign(value.begin(), value.end());
+      return OkStatus();
+    };
+  }
+  static std::vector<uint8_t> Bytes(size_t n, uint8_t seed) {
+    std::vector<uint8_t> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>(seed + i * 7);
+    return v;
+  }
+  uint64_t Used() {
+    uint64_t used = 0;
+    for (const auto& [rank, stats] : allocator_.Slices(gva::Medium::kHost)) used += stats.used;
+    return used;
+  }
+  std::map<uint64_t, std::vector<uint8_t>> memory_;
+  int writes_ = 0;
+};
+
+TEST_F(StoreMasterInline, AWrittenPutIsCompleteAndVisibleWhenTheMasterAnswers) {
+  const auto value = Bytes(3000, 1);
+  auto put = master_->PutInline(1, "k", value, {.replicas = 2}, false, Writer());
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_TRUE(put->complete);
+  ASSERT_EQ(put->placed.replicas.size(), 2u);
+  EXPECT_EQ(put->placed.replicas[0].rank, 1u) << "the writer's own slice first, as PutStart";
+  auto view = master_->Get("k");
+  ASSERT_TRUE(view.ok()) << "visible without a PutEnd from the writer";
+  EXPECT_EQ(view->size, value.size());
+  for (const Replica& r : view->replicas) EXPECT_EQ(memory_[r.gva], value) << "replica on rank " << r.rank;
+  EXPECT_EQ(master_->PutEnd(1, "k").code(), Code::kNotFound) << "nothing left pending";
+  const MasterStats st = master_->Stats();
+  EXPECT_EQ(st.inline_puts, 1u);
+  EXPECT_EQ(st.inline_deferred, 0u);
+  EXPECT_EQ(st.pending_puts, 0u);
+}
+
+TEST_F(StoreMasterInline, WithoutAWriterThePutIsLeftPendingToItsWriter) {
+  const auto value = Bytes(100, 2);
+  auto put = master_->PutInline(0, "k", value, {}, false, {});
+  ASSERT_TRUE(put.ok());
+  EXPECT_FALSE(put->complete);
+  EXPECT_EQ(master_->Get("k").status().code(), Code::kNotFound) << "pending: readers do not see it";
+  EXPECT_EQ(master_->Stats().inline_deferred, 1u);
+  EXPECT_EQ(master_->PutEnd(1, "k").code(), Code::kNotFound) << "only its writer ends it";
+  ASSERT_TRUE(master_->PutEnd(0, "k").ok());
+  EXPECT_EQ(master_->Get("k")->size, 100u);
+}
+
+TEST_F(StoreMasterInline, AFailedReplicaWriteLeavesThePutToItsWriterWhoMayRevokeIt) {
+  int calls = 0;
+  ReplicaWriter second_fails = [&](const Replica&, std::span<const uint8_t>) {
+    return ++calls == 2 ? Error(Code::kNotSupported, "not mapped here") : OkStatus();
+  };
+  auto put = master_->PutInline(0, "k", Bytes(500, 3), {.replicas = 3}, false, second_fails);
+  ASSERT_TRUE(put.ok());
+  EXPECT_FALSE(put->complete);
+  EXPECT_EQ(put->placed.replicas.size(), 3u);
+  EXPECT_EQ(master_->Get("k").status().code(), Code::kNotFound);
+  ASSERT_TRUE(master_->PutRevoke(0, "k").ok());
+  EXPECT_EQ(Used(), 0u) << "a revoked put frees every replica";
+}
+
+TEST_F(StoreMasterInline, BadPutsFailAsPutStartDoesAndLeaveNothing) {
+  const auto value = Bytes(64, 4);
+  EXPECT_EQ(master_->PutInline(0, "", value, {}, false, Writer()).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(master_->PutInline(0, std::string(kMaxKeyBytes + 1, 'k'), value, {}, false, Writer()).status().code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(master_->PutInline(0, "k", {}, {}, false, Writer()).status().code(), Code::kInvalidArgument);
+  for (uint32_t replicas : {0u, kMaxReplicas + 1})
+    EXPECT_EQ(master_->PutInline(0, "k", value, {.replicas = replicas}, false, Writer()).status().code(),
+              Code::kInvalidArgument);
+  EXPECT_EQ(writes_, 0);
+  EXPECT_EQ(Used(), 0u);
+  // Put-if-absent keeps the first value; upsert replaces it.
+  ASSERT_TRUE(master_->PutInline(0, "k", value, {}, false, Writer()).ok());
+  const uint64_t first = master_->Get("k")->replicas[0].gva;
+  const uint64_t used = Used();
+  EXPECT_EQ(master_->PutInline(0, "k", Bytes(64, 5), {}, false, Writer()).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(Used(), used) << "a refused put allocates nothing";
+  EXPECT_EQ(memory_[first], value) << "and writes nothing";
+  auto up = master_->PutInline(0, "k", Bytes(80, 6), {}, true, Writer());
+  ASSERT_TRUE(up.ok());
+  EXPECT_TRUE(up->complete);
+  EXPECT_EQ(master_->Get("k")->size, 80u);
+  EXPECT_EQ(memory_[master_->Get("k")->replicas[0].gva], Bytes(80, 6));
+  // A pending put of the key (started the two-call way) refuses an inline one, upsert too.
+  ASSERT_TRUE(master_->PutStart(1, "p", 10, {}, false).ok());
+  EXPECT_EQ(master_->PutInline(2, "p", value, {}, true, Writer()).status().code(), Code::kAlreadyExists);
+}
+
+TEST_F(StoreMasterInline, AFullPoolIsPoolFullAndLeavesNothing) {
+  // Every slice hard-pinned full: nothing may be evicted.
+  for (uint32_t r = 0; r < 4; ++r)
+    ASSERT_TRUE(Put("pin" + std::to_string(r), kSlice, r, {.hard_pin = true}).ok());
+  const uint64_t used = Used();
+  auto put = master_->PutInline(0, "k", Bytes(100, 7), {}, false, Writer());
+  EXPECT_EQ(put.status().code(), Code::kPoolFull);
+  EXPECT_EQ(Used(), used);
+  EXPECT_EQ(writes_, 0);
+  EXPECT_EQ(master_->Stats().pending_puts, 0u);
+}
+
+TEST_F(StoreMasterInline, AReplicasPeerDyingDuringTheWriteFailsThePutAndFreesTheRest) {
+  ReplicaWriter dies = [&](const Replica& r, std::span<const uint8_t>) {
+    if (r.rank == 3) {  // the second replica's peer dies while the master writes the first
+      master_->DropRank(3);
+      allocator_.RemoveSlice(3, gva::Medium::kHost);
+    }
+    return OkStatus();
+  };
+  auto put = master_->PutInline(0, "k", Bytes(100, 8), {.replicas = 2, .preferred_rank = 3}, false, dies);
+  EXPECT_EQ(put.status().code(), Code::kNotFound) << put.status().ToString();
+  EXPECT_EQ(master_->Get("k").status().code(), Code::kNotFound);
+  EXPECT_EQ(Used(), 0u) << "the surviving replica's memory went back";
+  EXPECT_EQ(master_->Stats().pending_puts, 0u);
 }
 
 }  // namespace

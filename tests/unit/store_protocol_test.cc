@@ -60,9 +60,49 @@ class Random {
     return r;
   }
 
+  // One value per key for an inline put, each of one to three parts (some empty); the values
+  // live in the Random (the spans point into them) until the next call.
+  std::vector<std::vector<Span>> InlineValues(size_t keys) {
+    held_.clear();
+    held_.reserve(keys * 3);
+    std::vector<std::vector<Span>> values(keys);
+    for (auto& parts : values) {
+      const size_t n = 1 + Below(3);
+      for (size_t p = 0; p < n; ++p) {
+        held_.push_back(Bytes(0, Below(8) == 0 ? 4000 : 50));
+        parts.push_back({held_.back().data(), held_.back().size()});
+      }
+    }
+    return values;
+  }
+  // A result an inline put may give: written and ended, placed for its writer, or failed.
+  KeyResult OneInline() {
+    KeyResult r;
+    if (Below(4) == 0) {
+      r.status = Status(Code::kAlreadyExists, Bytes(0, 60));
+      return r;
+    }
+    r.replicas.resize(1 + Below(kMaxReplicas));
+    for (auto& replica : r.replicas) replica = {static_cast<uint32_t>(U64()), U64()};
+    r.id = U64();
+    r.exists = Bool();
+    return r;
+  }
+
  private:
   std::mt19937_64 gen_;
+  std::vector<std::string> held_;
 };
+
+// The bytes of an inline value's parts, laid end to end.
+std::vector<uint8_t> Joined(const std::vector<Span>& parts) {
+  std::vector<uint8_t> out;
+  for (const Span& p : parts) {
+    const auto* b = static_cast<const uint8_t*>(p.data);
+    out.insert(out.end(), b, b + p.size);
+  }
+  return out;
+}
 
 void ExpectProtocol(const Status& status, const std::string& what) {
   EXPECT_EQ(status.code(), Code::kProtocol) << what << ": " << status.ToString();
@@ -84,6 +124,7 @@ std::vector<std::vector<uint8_t>> SampleRequests(Random& rnd) {
   std::vector<uint64_t> sizes(keys.size());
   for (auto& s : sizes) s = rnd.U64();
   return {EncodePutStart(keys, sizes, rnd.Place(), rnd.Bool(), rnd.U64()),
+          EncodePutInline(keys, rnd.InlineValues(keys.size()), rnd.Place(), rnd.Bool()),
           EncodeKeysCall(StoreOp::kPutEnd, keys),
           EncodeKeysCall(StoreOp::kPutEndOnDisk, keys),
           EncodeKeysCall(StoreOp::kPutRevoke, keys),
@@ -118,6 +159,135 @@ TEST(StoreProtocol, PutStartRoundTrips) {
     EXPECT_EQ(req->upsert, upsert);
     EXPECT_EQ(req->promote_id, promote);
   }
+}
+
+TEST(StoreProtocol, PutInlineRoundTrips) {
+  Random rnd(11);
+  for (int i = 0; i < 50; ++i) {
+    auto keys = rnd.Keys();
+    auto values = rnd.InlineValues(keys.size());
+    PlaceOptions place = rnd.Place();
+    bool upsert = rnd.Bool();
+    auto req = DecodeStoreRequest(EncodePutInline(keys, values, place, upsert));
+    ASSERT_TRUE(req.ok()) << req.status().ToString();
+    EXPECT_EQ(req->op, StoreOp::kPutInline);
+    EXPECT_EQ(req->keys, keys);
+    ASSERT_EQ(req->values.size(), keys.size());
+    for (size_t k = 0; k < keys.size(); ++k) EXPECT_EQ(req->values[k], Joined(values[k])) << "value " << k;
+    EXPECT_EQ(req->place.replicas, place.replicas);
+    EXPECT_EQ(req->place.soft_pin, place.soft_pin);
+    EXPECT_EQ(req->place.hard_pin, place.hard_pin);
+    EXPECT_EQ(req->place.preferred_rank, place.preferred_rank);
+    EXPECT_EQ(req->upsert, upsert);
+  }
+}
+
+// Lengths the encoder would never write, built by hand: the decoder trusts none of them.
+TEST(StoreProtocol, MalformedInlinePutsAreProtocolErrors) {
+  const std::vector<std::string> keys{"a", "b"};
+  std::vector<uint8_t> one(10, 1), two(20, 2);
+  const std::vector<std::vector<Span>> values{{{one.data(), one.size()}}, {{two.data(), two.size()}}};
+  const auto good = EncodePutInline(keys, values, {}, false);
+  ExpectRequestStrict(good);  // every truncation, and a trailing byte
+  // Header (3), keys: count (4) + 2 x (length 4 + 1 byte), then the value count at offset 17.
+  const size_t values_at = 3 + 4 + 2 * 5;
+  auto patch_u32 = [](std::vector<uint8_t> msg, size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) msg[at + i] = static_cast<uint8_t>(v >> (8 * i));
+    return msg;
+  };
+  ExpectProtocol(DecodeStoreRequest(patch_u32(good, values_at, 1)).status(), "fewer values than keys");
+  ExpectProtocol(DecodeStoreRequest(patch_u32(good, values_at, 3)).status(), "more values than keys");
+  ExpectProtocol(DecodeStoreRequest(patch_u32(good, values_at, 0xffffffffu)).status(), "a huge value count");
+  const size_t first_len = values_at + 4;
+  ExpectProtocol(DecodeStoreRequest(patch_u32(good, first_len, 11)).status(), "a length one past the value");
+  ExpectProtocol(DecodeStoreRequest(patch_u32(good, first_len, 9)).status(), "a length one short of the value");
+  ExpectProtocol(DecodeStoreRequest(patch_u32(good, first_len, 0xffffffffu)).status(), "a huge length");
+  ExpectProtocol(DecodeStoreRequest(patch_u32(good, first_len, kMaxInlineValueBytes + 1)).status(),
+                 "a length over the inline limit");
+  // Values at the limits: each at most kMaxInlineValueBytes, all at most kMaxInlineCallBytes.
+  std::vector<uint8_t> largest(kMaxInlineValueBytes, 7);
+  const std::vector<std::string> one_key{"k"};
+  auto just = [](const std::vector<uint8_t>& v) { return std::vector<std::vector<Span>>{{Span{v.data(), v.size()}}}; };
+  EXPECT_TRUE(DecodeStoreRequest(EncodePutInline(one_key, just(largest), {}, false)).ok());
+  largest.push_back(7);
+  ExpectProtocol(DecodeStoreRequest(EncodePutInline(one_key, just(largest), {}, false)).status(),
+                 "a value one byte over the inline limit");
+  largest.pop_back();
+  const size_t fit = kMaxInlineCallBytes / kMaxInlineValueBytes;
+  std::vector<std::string> many;
+  std::vector<std::vector<Span>> full;
+  for (size_t i = 0; i < fit; ++i) {
+    many.push_back("k" + std::to_string(i));
+    full.push_back({{largest.data(), largest.size()}});
+  }
+  EXPECT_TRUE(DecodeStoreRequest(EncodePutInline(many, full, {}, false)).ok()) << "exactly the call limit";
+  uint8_t extra = 1;
+  many.push_back("over");
+  full.push_back({{&extra, 1}});
+  ExpectProtocol(DecodeStoreRequest(EncodePutInline(many, full, {}, false)).status(), "one byte over the call limit");
+  // An empty value decodes: the master answers it INVALID_ARGUMENT, as an empty PutStart.
+  EXPECT_TRUE(DecodeStoreRequest(EncodePutInline(one_key, std::vector<std::vector<Span>>(1), {}, false)).ok());
+  ExpectProtocol(DecodeStoreRequest(EncodePutInline(std::vector<std::string>{}, {}, {}, false)).status(), "no keys");
+  for (uint32_t replicas : {0u, kMaxReplicas + 1}) {
+    PlaceOptions place;
+    place.replicas = replicas;
+    ExpectProtocol(DecodeStoreRequest(EncodePutInline(keys, values, place, false)).status(),
+                   std::to_string(replicas) + " replicas");
+  }
+  auto bad_bool = good;
+  bad_bool.back() = 2;
+  ExpectProtocol(DecodeStoreRequest(bad_bool).status(), "upsert 2");
+}
+
+TEST(StoreProtocol, InlinePutResultsRoundTripAndImpossibleOnesAreProtocolErrors) {
+  Random rnd(12);
+  for (int i = 0; i < 30; ++i) {
+    std::vector<KeyResult> results(1 + rnd.Below(20));
+    for (auto& r : results) r = rnd.OneInline();
+    auto bytes = EncodeKeyResults(results);
+    auto back = DecodePutInlineResults(bytes, results.size());
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    for (size_t k = 0; k < results.size(); ++k) {
+      EXPECT_EQ((*back)[k].status.code(), results[k].status.code());
+      EXPECT_EQ((*back)[k].exists, results[k].exists);
+      EXPECT_EQ((*back)[k].id, results[k].id);
+      EXPECT_EQ((*back)[k].replicas.size(), results[k].replicas.size());
+    }
+    EXPECT_EQ(EncodeKeyResults(*back), bytes);
+  }
+  KeyResult placed;
+  placed.replicas = {{1, 0x1000}};
+  placed.exists = true;
+  ASSERT_TRUE(DecodePutInlineResults(EncodeKeyResults(std::vector<KeyResult>{placed}), 1).ok());
+  auto refused = [](KeyResult r, const std::string& what) {
+    ExpectProtocol(DecodePutInlineResults(EncodeKeyResults(std::vector<KeyResult>{r}), 1).status(), what);
+  };
+  KeyResult r = placed;
+  r.replicas.clear();
+  refused(r, "placed on no replica");
+  r = placed;
+  r.lease_ms = 5;
+  refused(r, "a lease");
+  r = placed;
+  r.size = 4096;
+  refused(r, "a size");
+  r = placed;
+  r.disk_rank = 0;
+  refused(r, "a disk");
+  KeyResult failed;
+  failed.status = Status(Code::kPoolFull, "full");
+  ASSERT_TRUE(DecodePutInlineResults(EncodeKeyResults(std::vector<KeyResult>{failed}), 1).ok());
+  r = failed;
+  r.exists = true;
+  refused(r, "failed yet complete");
+  r = failed;
+  r.replicas = {{0, 1}};
+  refused(r, "failed with a replica");
+  r = failed;
+  r.id = 3;
+  refused(r, "failed with an id");
+  ExpectProtocol(DecodePutInlineResults(EncodeKeyResults(std::vector<KeyResult>{placed}), 2).status(),
+                 "fewer results than keys");
 }
 
 TEST(StoreProtocol, KeyCallsRoundTrip) {
@@ -277,7 +447,8 @@ TEST(StoreProtocol, CountAndStatsRoundTrip) {
     auto count = DecodeCount(EncodeCount(n));
     ASSERT_TRUE(count.ok());
     EXPECT_EQ(*count, n);
-    MasterStats s{rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64()};
+    MasterStats s{rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(),
+                  rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64(), rnd.U64()};
     auto back = DecodeStats(EncodeStats(s));
     ASSERT_TRUE(back.ok());
     EXPECT_EQ(back->objects, s.objects);
@@ -288,7 +459,20 @@ TEST(StoreProtocol, CountAndStatsRoundTrip) {
     EXPECT_EQ(back->evicted, s.evicted);
     EXPECT_EQ(back->parked_bytes, s.parked_bytes);
     EXPECT_EQ(back->on_disk, s.on_disk);
+    EXPECT_EQ(back->inline_puts, s.inline_puts);
+    EXPECT_EQ(back->inline_deferred, s.inline_deferred);
   }
+}
+
+// A master older than inline puts answers eight figures; they decode, with no inline puts.
+TEST(StoreProtocol, StatsOfAnOlderMasterDecode) {
+  auto stats = EncodeStats({1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+  ASSERT_EQ(stats.size(), 10 * sizeof(uint64_t));
+  auto old = DecodeStats({stats.data(), 8 * sizeof(uint64_t)});
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_EQ(old->on_disk, 8u);
+  EXPECT_EQ(old->inline_puts, 0u);
+  EXPECT_EQ(old->inline_deferred, 0u);
 }
 
 TEST(StoreProtocol, TruncatedOrLongerRequestsAreProtocolErrors) {
@@ -303,12 +487,15 @@ TEST(StoreProtocol, TruncatedOrLongerRepliesAreProtocolErrors) {
   results[1].replicas = {{1, 2}, {3, 4}};
   auto bytes = EncodeKeyResults(results);
   auto count = EncodeCount(42);
-  auto stats = EncodeStats({1, 2, 3, 4, 5, 6, 7, 8});
+  auto stats = EncodeStats({1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
   for (size_t cut = 0; cut < bytes.size(); ++cut) {
     ExpectProtocol(DecodeKeyResults({bytes.data(), cut}, results.size()).status(), "results cut");
   }
   for (size_t cut = 0; cut < count.size(); ++cut) ExpectProtocol(DecodeCount({count.data(), cut}).status(), "count cut");
-  for (size_t cut = 0; cut < stats.size(); ++cut) ExpectProtocol(DecodeStats({stats.data(), cut}).status(), "stats cut");
+  for (size_t cut = 0; cut < stats.size(); ++cut) {
+    if (cut == 8 * sizeof(uint64_t)) continue;  // an older master's reply (StatsOfAnOlderMasterDecode)
+    ExpectProtocol(DecodeStats({stats.data(), cut}).status(), "stats cut at " + std::to_string(cut));
+  }
   bytes.push_back(0);
   count.push_back(0);
   stats.push_back(0);
@@ -326,7 +513,7 @@ TEST(StoreProtocol, HeaderIsChecked) {
   auto other_version = msg;
   other_version[1] = 2;
   ExpectProtocol(DecodeStoreRequest(other_version).status(), "version");
-  for (uint8_t op : {0, 13, 255}) {
+  for (uint8_t op : {0, 14, 255}) {
     auto bad_op = msg;
     bad_op[2] = op;
     ExpectProtocol(DecodeStoreRequest(bad_op).status(), "op " + std::to_string(op));

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <mutex>
 
@@ -465,9 +466,20 @@ Status Pool::Impl::ExportOwnSlices() {
   return OkStatus();
 }
 
-// The coordinator in this process; its address (tcp port 0: with the port it took).
+// The coordinator in this process; its address (tcp port 0: with the port it took). Its store
+// master writes small values (inline puts) into the slices this process maps with one memcpy on
+// the coordinator thread; a slice reached only over the network is left to the put's writer, so
+// that thread never waits on a socket. The table outlives the coordinator (Leave and ~Impl).
 Result<std::string> Pool::Impl::HostCoordinator() {
-  WEFT_ASSIGN_OR_RETURN(coordinator, PoolCoordinator::Start(config, &metrics));
+  gva::SegmentTable* slices = table.get();
+  store::ReplicaWriter write = [slices](const store::Replica& replica, std::span<const uint8_t> value) -> Status {
+    WEFT_ASSIGN_OR_RETURN(gva::SegmentTable::Pin pin, slices->Resolve(replica.gva, value.size()));
+    if (pin.ptr() == nullptr || pin.device() >= 0)
+      return Error(Code::kNotSupported, "rank {}'s slice is not host memory mapped here", replica.rank);
+    std::memcpy(pin.ptr(), value.data(), value.size());
+    return OkStatus();
+  };
+  WEFT_ASSIGN_OR_RETURN(coordinator, PoolCoordinator::Start(config, &metrics, std::move(write)));
   return coordinator->socket_path();
 }
 

@@ -29,7 +29,8 @@ wire::StatusUsage UsageOf(const gva::Allocator& allocator, uint32_t rank, gva::M
 
 }  // namespace
 
-Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& config, MetricsRegistry* metrics) {
+Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& config, MetricsRegistry* metrics,
+                                                                store::ReplicaWriter write) {
   WEFT_ASSIGN_OR_RETURN(auto layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
   std::unique_ptr<PoolCoordinator> pc(new PoolCoordinator());
   if (metrics != nullptr) pc->metrics_ = metrics;
@@ -57,8 +58,9 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
       meta::Coordinator::Start(
           options,
           // One handler, two services: a store call says so in its first byte.
-          [allocator, master, metrics = pc->metrics_](uint32_t from, std::span<const uint8_t> request) {
-            if (store::IsStoreCall(request)) return store::ServeStore(*master, from, request, metrics);
+          [allocator, master, metrics = pc->metrics_, write = std::move(write)](uint32_t from,
+                                                                                std::span<const uint8_t> request) {
+            if (store::IsStoreCall(request)) return store::ServeStore(*master, from, request, metrics, write);
             return ServeAllocator(*allocator, from, request);
           },
           // A peer that is gone takes its allocations with it, and the store its objects there.
@@ -113,6 +115,13 @@ void PoolCoordinator::RefreshMetrics() {
   SetGauge(m, "weft_store_parked_bytes", "Memory of removed objects still leased to readers", st.parked_bytes);
   Counter* evicted = m.counter("weft_store_evicted_total", "Objects evicted from memory since the master started");
   if (st.evicted > evicted->value()) evicted->Add(st.evicted - evicted->value());
+  Counter* inline_puts = m.counter("weft_store_inline_puts_total",
+                                   "Small puts the master wrote and ended itself: one round trip for the writer");
+  if (st.inline_puts > inline_puts->value()) inline_puts->Add(st.inline_puts - inline_puts->value());
+  Counter* deferred = m.counter("weft_store_inline_deferred_total",
+                                "Small puts the master placed but left to their writer to copy (a slice not mapped "
+                                "in its process, or no pool handle)");
+  if (st.inline_deferred > deferred->value()) deferred->Add(st.inline_deferred - deferred->value());
   ExportSlices(m, "host", AllocatorStats(gva::Medium::kHost));
   ExportSlices(m, "device", AllocatorStats(gva::Medium::kDevice));
 }

@@ -23,7 +23,12 @@ class PoolCoordinator {
   // port is taken (tcp); UNAUTHENTICATED for a tcp:// coordinator without cluster_secret.
   // metrics: where the coordinator's counters go and what MetricsText() renders (the hosting
   // pool's registry); a registry of its own when null.
-  static Result<std::unique_ptr<PoolCoordinator>> Start(const Config& config, MetricsRegistry* metrics = nullptr);
+  // write: how the store's master writes small values itself (kPutInline) into the slices this
+  // process maps (the hosting peer passes one; a coordinator alone has none, and its store's
+  // inline puts are then copied by their writers). It runs on the coordinator thread and must
+  // stay valid as long as the coordinator.
+  static Result<std::unique_ptr<PoolCoordinator>> Start(const Config& config, MetricsRegistry* metrics = nullptr,
+                                                        store::ReplicaWriter write = {});
   // Where peers join: the unix path, or tcp://host:port with the port actually bound.
   const std::string& socket_path() const { return coordinator_->socket_path(); }
   std::vector<meta::PeerSummary> Peers() const { return coordinator_->Peers(); }

@@ -54,6 +54,8 @@ struct Master::Impl {
   std::vector<Parked> parked;  // memory of retired objects that readers may still be copying
   uint64_t evicted = 0;
   uint64_t next_id = 1;
+  uint64_t inline_puts = 0;      // under mu
+  uint64_t inline_deferred = 0;  // under mu
 
   Impl(gva::Allocator& a, MasterOptions o, Clock c) : allocator(a), options(o), clock(std::move(c)) {}
 
@@ -309,6 +311,22 @@ Status Master::PutRevoke(uint32_t writer, std::string_view key) {
   return OkStatus();
 }
 
+Result<InlinePut> Master::PutInline(uint32_t writer, std::string_view key, std::span<const uint8_t> value,
+                                    const PlaceOptions& place, bool upsert, const ReplicaWriter& write) {
+  WEFT_ASSIGN_OR_RETURN(Placed placed, PutStart(writer, key, value.size(), place, upsert));
+  bool written = static_cast<bool>(write);
+  for (size_t i = 0; written && i < placed.replicas.size(); ++i) written = write(placed.replicas[i], value).ok();
+  if (!written) {
+    std::lock_guard lock(impl_->mu);
+    ++impl_->inline_deferred;
+    return InlinePut{std::move(placed), false};
+  }
+  WEFT_RETURN_IF_ERROR(PutEnd(writer, key));
+  std::lock_guard lock(impl_->mu);
+  ++impl_->inline_puts;
+  return InlinePut{std::move(placed), true};
+}
+
 Result<ObjectView> Master::Get(std::string_view key) {
   WEFT_RETURN_IF_ERROR(CheckKey(key));
   Impl& m = *impl_;
@@ -434,6 +452,8 @@ MasterStats Master::Stats() const {
   st.capacity = fill.capacity;
   st.used = fill.used;
   st.evicted = m.evicted;
+  st.inline_puts = m.inline_puts;
+  st.inline_deferred = m.inline_deferred;
   for (const auto& p : m.parked) {
     for (const Replica& r : p.replicas) {
       auto size = m.allocator.AllocationSize(r.gva);

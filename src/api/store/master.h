@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,6 +56,17 @@ struct Placed {
   uint64_t id = 0;
 };
 
+// Writes a value into one replica from the master's own process (the peer hosting the
+// coordinator maps its same-host peers' slices). Any error leaves that put to its writer.
+using ReplicaWriter = std::function<Status(const Replica& replica, std::span<const uint8_t> value)>;
+
+// What an inline put did: written and ended (complete), or placed and pending, for its writer to
+// copy into `placed` and end (or revoke), exactly as after PutStart.
+struct InlinePut {
+  Placed placed;
+  bool complete = false;
+};
+
 class Master {
  public:
   // `allocator` outlives the master. `clock`: steady_clock::now unless a test passes its own.
@@ -82,6 +94,14 @@ class Master {
   // also keeps the value on its disk (SSD tier), so eviction keeps the object, on disk only.
   Status PutEnd(uint32_t writer, std::string_view key, bool on_disk = false);
   Status PutRevoke(uint32_t writer, std::string_view key);
+
+  // A put whose bytes came with the request: PutStart (every check and error as there), then
+  // `write` copies the value into each replica (outside the master's lock) and PutEnd makes it
+  // visible, all before the writer hears back. When `write` is empty or fails for a replica the
+  // put stays pending and its writer copies and ends it (complete = false). An error of PutEnd
+  // (the put was revoked meanwhile: a replica's peer died) is returned; nothing is left behind.
+  Result<InlinePut> PutInline(uint32_t writer, std::string_view key, std::span<const uint8_t> value,
+                              const PlaceOptions& place, bool upsert, const ReplicaWriter& write);
 
   // A complete object, with a fresh lease. NOT_FOUND for a missing or still-pending key.
   Result<ObjectView> Get(std::string_view key);

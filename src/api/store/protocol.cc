@@ -77,11 +77,32 @@ Status ReadPutStart(wire::Reader& r, StoreRequest& req) {
   return r.U64(req.promote_id);
 }
 
+// kPutInline: keys, one value per key (u32 length and the bytes), place, upsert. A value of 0
+// bytes decodes (the master answers it INVALID_ARGUMENT, as it does an empty PutStart).
+Status ReadPutInline(wire::Reader& r, StoreRequest& req) {
+  WEFT_RETURN_IF_ERROR(ReadKeys(r, req.keys));
+  uint32_t n = 0;
+  WEFT_RETURN_IF_ERROR(r.Count(n, sizeof(uint32_t), kMaxBatch));
+  if (n != req.keys.size()) return Error(Code::kProtocol, "{} values for {} keys", n, req.keys.size());
+  req.values.resize(n);
+  uint64_t total = 0;
+  for (auto& value : req.values) {
+    WEFT_RETURN_IF_ERROR(r.Bytes(value, kMaxInlineValueBytes));
+    total += value.size();
+    if (total > kMaxInlineCallBytes)
+      return Error(Code::kProtocol, "inline values of more than {} bytes in one call", kMaxInlineCallBytes);
+  }
+  WEFT_RETURN_IF_ERROR(ReadPlace(r, req.place));
+  return r.Bool(req.upsert);
+}
+
 // The body of `op`, after the header.
 Status ReadBody(wire::Reader& r, StoreOp op, StoreRequest& req) {
   switch (op) {
     case StoreOp::kPutStart:
       return ReadPutStart(r, req);
+    case StoreOp::kPutInline:
+      return ReadPutInline(r, req);
     case StoreOp::kPutEnd:
     case StoreOp::kPutEndOnDisk:
     case StoreOp::kPutRevoke:
@@ -165,10 +186,27 @@ Status CheckDescribed(const KeyResult& r) {
   return OkStatus();
 }
 
-// MasterStats field by field, in declaration order, for both directions.
+// What an inline put's result may say: no lease, size, exists-as-found or disk; placed (OK) on
+// 1..kMaxReplicas replicas; failed with no replica, id or completion.
+Status CheckInlinePut(const KeyResult& r) {
+  if (r.lease_ms != 0 || r.size != 0 || r.disk_rank != -1)
+    return Error(Code::kProtocol, "a lease, a size or a disk in an inline put's result");
+  if (r.status.ok()) {
+    if (r.replicas.empty()) return Error(Code::kProtocol, "an inline put placed on no replica");
+    return OkStatus();
+  }
+  if (!r.replicas.empty() || r.id != 0 || r.exists)
+    return Error(Code::kProtocol, "a failed inline put with replicas, an id or a completion");
+  return OkStatus();
+}
+
+// MasterStats field by field, in declaration order, for both directions. The fields after
+// kStatsV1Fields came with inline puts; a master older than them sends only the first ones.
+constexpr size_t kStatsV1Fields = 8;
 template <typename Stats, typename F>
 void ForEachStat(Stats& s, F&& f) {
-  for (auto* field : {&s.objects, &s.pending_puts, &s.bytes, &s.capacity, &s.used, &s.evicted, &s.parked_bytes, &s.on_disk}) {
+  for (auto* field : {&s.objects, &s.pending_puts, &s.bytes, &s.capacity, &s.used, &s.evicted, &s.parked_bytes,
+                      &s.on_disk, &s.inline_puts, &s.inline_deferred}) {
     f(*field);
   }
 }
@@ -186,6 +224,24 @@ std::vector<uint8_t> EncodePutStart(std::span<const std::string> keys, std::span
   WritePlace(w, place);
   w.Bool(upsert);
   w.U64(promote_id);
+  return w.Take();
+}
+
+std::vector<uint8_t> EncodePutInline(std::span<const std::string> keys, std::span<const std::vector<Span>> values,
+                                     const PlaceOptions& place, bool upsert) {
+  auto w = Start(StoreOp::kPutInline);
+  WriteKeys(w, keys);
+  w.U32(static_cast<uint32_t>(values.size()));
+  for (const std::vector<Span>& parts : values) {
+    uint64_t size = 0;
+    for (const Span& part : parts) size += part.size;
+    w.U32(static_cast<uint32_t>(size));
+    for (const Span& part : parts) {
+      if (part.size > 0) w.Raw({static_cast<const uint8_t*>(part.data), part.size});
+    }
+  }
+  WritePlace(w, place);
+  w.Bool(upsert);
   return w.Take();
 }
 
@@ -217,6 +273,12 @@ std::vector<uint8_t> EncodeStoreRequest(const StoreRequest& req) {
   switch (req.op) {
     case StoreOp::kPutStart:
       return EncodePutStart(req.keys, req.sizes, req.place, req.upsert, req.promote_id);
+    case StoreOp::kPutInline: {
+      std::vector<std::vector<Span>> values;
+      values.reserve(req.values.size());
+      for (const auto& v : req.values) values.push_back({Span{v.data(), v.size()}});
+      return EncodePutInline(req.keys, values, req.place, req.upsert);
+    }
     case StoreOp::kRemoveRegex:
       return EncodeRemoveRegex(req.pattern, req.force);
     case StoreOp::kRemoveAll:
@@ -275,6 +337,15 @@ Result<std::vector<KeyResult>> DecodeDescribeResults(std::span<const uint8_t> by
   return results;
 }
 
+Result<std::vector<KeyResult>> DecodePutInlineResults(std::span<const uint8_t> bytes, size_t expected) {
+  WEFT_ASSIGN_OR_RETURN(std::vector<KeyResult> results, DecodeKeyResults(bytes, expected));
+  for (size_t i = 0; i < results.size(); ++i) {
+    Status s = CheckInlinePut(results[i]);
+    if (!s.ok()) return Error(Code::kProtocol, "inline put result {}: {}", i, s.message());
+  }
+  return results;
+}
+
 std::vector<uint8_t> EncodeCount(uint64_t count) {
   wire::Writer w;
   w.U64(count);
@@ -299,8 +370,11 @@ Result<MasterStats> DecodeStats(std::span<const uint8_t> bytes) {
   wire::Reader r(bytes);
   MasterStats stats;
   Status status;
+  const bool v1 = bytes.size() == kStatsV1Fields * sizeof(uint64_t);  // an older master's reply
+  size_t field = 0;
   ForEachStat(stats, [&](uint64_t& v) {
-    if (status.ok()) status = r.U64(v);
+    if (status.ok() && !(v1 && field >= kStatsV1Fields)) status = r.U64(v);
+    ++field;
   });
   WEFT_RETURN_IF_ERROR(status);
   WEFT_RETURN_IF_ERROR(r.ExpectEnd());

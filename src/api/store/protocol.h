@@ -36,14 +36,21 @@ enum class StoreOp : uint8_t {
   kPutEndOnDisk = 10,  // keys: ended, and the writer also holds a copy on its disk (SSD tier)
   kPing = 11,          //                            -> count 0 (the master answers; no work)
   kDescribe = 12,      // keys -> KeyResult{status, size, replicas, id, disk_rank}: no lease, not an access
+  // keys, values (the bytes), place, upsert -> KeyResult{status, replicas, id, exists}: the master
+  // places each value as kPutStart does and writes it itself; `exists` true: written and ended
+  // (visible; nothing left to do); false with an OK status: placed and pending, the writer copies
+  // and ends it as after kPutStart. Values of at most kMaxInlineValueBytes, kMaxInlineCallBytes
+  // in all. A master older than op 13 answers it with PROTOCOL.
+  kPutInline = 13,
 };
 
 struct StoreRequest {
   StoreOp op = StoreOp::kGet;
   std::vector<std::string> keys;   // the per-key ops (1..kMaxBatch keys of 1..kMaxKeyBytes bytes)
   std::vector<uint64_t> sizes;     // kPutStart: one per key
-  PlaceOptions place;              // kPutStart
-  bool upsert = false;             // kPutStart
+  std::vector<std::vector<uint8_t>> values;  // kPutInline: one per key
+  PlaceOptions place;              // kPutStart, kPutInline
+  bool upsert = false;             // kPutStart, kPutInline
   uint64_t promote_id = 0;         // kPutStart: bring the on-disk object of this id back into memory
   bool force = false;              // kRemove, kRemoveRegex, kRemoveAll
   std::string pattern;             // kRemoveRegex (at most kMaxKeyBytes)
@@ -55,7 +62,7 @@ struct KeyResult {
   uint64_t size = 0;               // kGet
   std::vector<Replica> replicas;   // kPutStart, kGet (at most kMaxReplicas)
   uint32_t lease_ms = 0;           // kGet
-  bool exists = false;             // kExists
+  bool exists = false;             // kExists; kPutInline: the master wrote and ended the put
   uint64_t id = 0;                 // kPutStart, kGet, kDescribe: the object's id (names its SSD file)
   int32_t disk_rank = -1;          // kGet, kDescribe: the peer whose disk holds a copy; -1: none
 };
@@ -64,6 +71,10 @@ bool IsStoreCall(std::span<const uint8_t> request);
 
 std::vector<uint8_t> EncodePutStart(std::span<const std::string> keys, std::span<const uint64_t> sizes,
                                     const PlaceOptions& place, bool upsert, uint64_t promote_id = 0);
+// values[k]: the parts of key k's value, laid end to end in the request (each value at most
+// kMaxInlineValueBytes, kMaxInlineCallBytes in all: the caller checks).
+std::vector<uint8_t> EncodePutInline(std::span<const std::string> keys, std::span<const std::vector<Span>> values,
+                                     const PlaceOptions& place, bool upsert);
 // kPutEnd, kPutEndOnDisk, kPutRevoke, kGet, kExists, kRemove, kDescribe (force only for kRemove).
 std::vector<uint8_t> EncodeKeysCall(StoreOp op, std::span<const std::string> keys, bool force = false);
 std::vector<uint8_t> EncodeRemoveRegex(std::string_view pattern, bool force);
@@ -81,16 +92,23 @@ Result<std::vector<KeyResult>> DecodeKeyResults(std::span<const uint8_t> bytes, 
 // otherwise): no lease and no `exists`; a found object lives somewhere (a replica, or a disk);
 // a failed one names no place, size or id.
 Result<std::vector<KeyResult>> DecodeDescribeResults(std::span<const uint8_t> bytes, size_t expected);
+// The reply to kPutInline: key results that also say nothing an inline put cannot mean
+// (PROTOCOL otherwise): no lease, size or disk; a placed value (OK) has 1..kMaxReplicas replicas;
+// a failed one names no replica, id or completion.
+Result<std::vector<KeyResult>> DecodePutInlineResults(std::span<const uint8_t> bytes, size_t expected);
 std::vector<uint8_t> EncodeCount(uint64_t count);
 Result<uint64_t> DecodeCount(std::span<const uint8_t> bytes);
 std::vector<uint8_t> EncodeStats(const MasterStats& stats);
+// Also the shorter reply of a master older than inline puts (their counters are then 0).
 Result<MasterStats> DecodeStats(std::span<const uint8_t> bytes);
 
 // The coordinator's handler for store calls: decodes, applies to the master (on behalf of the
 // peer of `from_rank`), encodes the reply. A malformed request is PROTOCOL (the call fails);
 // per-key failures travel inside the reply. metrics (optional): counts the keys of each op and
 // their failures by code (weft_store_keys_total, weft_store_key_errors_total; docs/ops.md).
+// write (optional): how the master writes inline puts' values into replicas (the hosting peer's
+// mapped slices); without it every inline put is left to its writer to copy and end.
 Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std::span<const uint8_t> request,
-                                        MetricsRegistry* metrics = nullptr);
+                                        MetricsRegistry* metrics = nullptr, const ReplicaWriter& write = {});
 
 }  // namespace weft::store

@@ -31,12 +31,26 @@ KeyResult ViewResult(Result<ObjectView> view) {
   return r;
 }
 
-std::vector<KeyResult> ServeKeys(Master& master, uint32_t from_rank, const StoreRequest& req) {
+std::vector<KeyResult> ServeKeys(Master& master, uint32_t from_rank, const StoreRequest& req,
+                                 const ReplicaWriter& write) {
   std::vector<KeyResult> out;
   out.reserve(req.keys.size());
   for (size_t i = 0; i < req.keys.size(); ++i) {
     const std::string& key = req.keys[i];
     switch (req.op) {
+      case StoreOp::kPutInline: {
+        // The decoder bounds the values (kMaxInlineCallBytes a call), and so the memcpy this
+        // holds the coordinator thread for.
+        auto put = master.PutInline(from_rank, key, req.values[i], req.place, req.upsert, write);
+        KeyResult r = StatusOnly(put.status());
+        if (put.ok()) {
+          r.replicas = std::move(put->placed.replicas);
+          r.id = put->placed.id;
+          r.exists = put->complete;
+        }
+        out.push_back(std::move(r));
+        break;
+      }
       case StoreOp::kPutStart: {
         auto placed = master.PutStart(from_rank, key, req.sizes[i], req.place, req.upsert, req.promote_id);
         KeyResult r = StatusOnly(placed.status());
@@ -90,6 +104,7 @@ std::string_view OpName(StoreOp op) {
     case StoreOp::kPutEndOnDisk: return "put_end_on_disk";
     case StoreOp::kPing: return "ping";
     case StoreOp::kDescribe: return "describe";
+    case StoreOp::kPutInline: return "put_inline";
   }
   return "unknown";
 }
@@ -113,7 +128,7 @@ void CountKeys(MetricsRegistry& m, StoreOp op, const std::vector<KeyResult>& res
 }  // namespace
 
 Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std::span<const uint8_t> request,
-                                        MetricsRegistry* metrics) {
+                                        MetricsRegistry* metrics, const ReplicaWriter& write) {
   WEFT_ASSIGN_OR_RETURN(StoreRequest req, DecodeStoreRequest(request));
   if (metrics != nullptr && (req.op == StoreOp::kRemoveRegex || req.op == StoreOp::kRemoveAll || req.op == StoreOp::kStats ||
                              req.op == StoreOp::kPing)) {
@@ -132,7 +147,7 @@ Result<std::vector<uint8_t>> ServeStore(Master& master, uint32_t from_rank, std:
     case StoreOp::kPing:  // Health: the master answers, and walks nothing (Stats walks every object)
       return EncodeCount(0);
     default: {
-      std::vector<KeyResult> results = ServeKeys(master, from_rank, req);
+      std::vector<KeyResult> results = ServeKeys(master, from_rank, req, write);
       if (metrics != nullptr) CountKeys(*metrics, req.op, results);
       return EncodeKeyResults(results);
     }

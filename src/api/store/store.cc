@@ -67,6 +67,9 @@ struct Store::Impl {
   std::unique_ptr<bm::Pool> pool;
   std::unique_ptr<SsdTier> ssd;             // store_ssd_path; null: none
   std::atomic<bool> ssd_failed_once{false};
+  // Whether the master takes inline puts (kPutInline); cleared the first time it refuses the op
+  // (a master older than it), and puts then take two calls as before.
+  std::atomic<bool> inline_puts{true};
   std::mutex mu;
   std::map<uint64_t, uint64_t> registered;  // start -> size, non-overlapping
 
@@ -96,6 +99,11 @@ struct Store::Impl {
 
   std::vector<Status> Put(std::span<const std::string> keys, const std::vector<PutItem>& items,
                           const PlaceOptions& place, bool upsert);
+  // The first call of a put: kPutInline (the values in the request; the master writes and ends
+  // what it can) when every value is small and they fit one call and no SSD tier needs the id
+  // first, else kPutStart. Either answers each key's placement; an inline one may be complete.
+  Result<std::vector<KeyResult>> StartPut(std::span<const std::string> keys, const std::vector<PutItem>& items,
+                                          const PlaceOptions& place, bool upsert);
   // How a started put finishes: its bytes did not all land, they did, they did and the SSD tier
   // holds a copy too.
   enum class Finish { kNone, kRevoke, kEnd, kEndOnDisk };
@@ -140,16 +148,15 @@ std::vector<Status> Store::Impl::Put(std::span<const std::string> keys, const st
     return std::vector<Status>(
         keys.size(), Error(Code::kInvalidArgument, "{} replicas asked for: 1..{} are allowed", place.replicas, kMaxReplicas));
   }
-  std::vector<uint64_t> sizes;
-  for (const PutItem& item : items) sizes.push_back(item.size);
-  auto started = Call(EncodePutStart(keys, sizes, place, upsert), keys.size());
+  auto started = StartPut(keys, items, place, upsert);
   if (!started.ok()) return std::vector<Status>(keys.size(), started.status());
-  // Every part into every replica, all in one batch; `owner[i]` is the key of request i.
+  // Every part into every replica, all in one batch; `owner[i]` is the key of request i. Puts
+  // the master completed itself (inline) are done.
   std::vector<CopyRequest> copies;
   std::vector<size_t> owner;
   for (size_t k = 0; k < keys.size(); ++k) {
     out[k] = (*started)[k].status;
-    if (!out[k].ok()) continue;
+    if (!out[k].ok() || (*started)[k].exists) continue;
     for (const Replica& r : (*started)[k].replicas) {
       uint64_t offset = 0;
       for (const Span& part : items[k].parts) {
@@ -164,7 +171,7 @@ std::vector<Status> Store::Impl::Put(std::span<const std::string> keys, const st
   for (size_t i = 0; i < copied.size(); ++i) Fold(out[owner[i]], copied[i].ok() ? OkStatus() : copied[i].Annotate("writing the value"));
   std::vector<Finish> finish(keys.size(), Finish::kNone);
   for (size_t k = 0; k < keys.size(); ++k) {
-    if (!(*started)[k].status.ok()) continue;
+    if (!(*started)[k].status.ok() || (*started)[k].exists) continue;
     if (!out[k].ok()) {
       finish[k] = Finish::kRevoke;
     } else {
@@ -174,6 +181,32 @@ std::vector<Status> Store::Impl::Put(std::span<const std::string> keys, const st
   }
   EndPuts(keys, finish, out);
   return out;
+}
+
+Result<std::vector<KeyResult>> Store::Impl::StartPut(std::span<const std::string> keys,
+                                                     const std::vector<PutItem>& items, const PlaceOptions& place,
+                                                     bool upsert) {
+  uint64_t total = 0;
+  bool small = true;
+  for (const PutItem& item : items) {
+    small = small && item.size <= kMaxInlineValueBytes;
+    total += item.size;
+  }
+  if (small && total <= kMaxInlineCallBytes && !ssd && inline_puts.load(std::memory_order_relaxed)) {
+    std::vector<std::vector<Span>> values;
+    values.reserve(items.size());
+    for (const PutItem& item : items) values.push_back(item.parts);
+    auto reply = bm::PoolAccess::Call(*pool, EncodePutInline(keys, values, place, upsert));
+    if (reply.ok()) return DecodePutInlineResults(*reply, keys.size());
+    // A master that does not know the op refused the whole call (nothing was placed); any other
+    // failure is the put's.
+    if (reply.status().code() != Code::kProtocol) return reply.status();
+    if (inline_puts.exchange(false))
+      WEFT_LOG_INFO("store: the master does not take inline puts ({}); puts take two calls", reply.status().ToString());
+  }
+  std::vector<uint64_t> sizes;
+  for (const PutItem& item : items) sizes.push_back(item.size);
+  return Call(EncodePutStart(keys, sizes, place, upsert), keys.size());
 }
 
 void Store::Impl::EndPuts(std::span<const std::string> keys, const std::vector<Finish>& finish,

@@ -15,6 +15,16 @@ namespace weft::store {
 inline constexpr size_t kMaxKeyBytes = 4096;
 inline constexpr uint32_t kMaxReplicas = 8;
 inline constexpr uint32_t kMaxBatch = 4096;  // keys in one service call
+// Inline puts (kPutInline): a value of at most kMaxInlineValueBytes travels in the put request
+// itself, and the values of one such call sum to at most kMaxInlineCallBytes; larger puts take
+// two calls (kPutStart, kPutEnd). The master writes an inline call's values into every replica
+// on the coordinator thread, which serves every peer: at most kMaxInlineCallBytes x
+// kMaxReplicas (256 KiB) of memcpy a call. The figures come from `weft bench-store` on the 2-core
+// dev VM (docs/performance.md): one call instead of two wins up to ~16 KiB and breaks even near
+// 32 KiB; past that the bytes' trips through the control channel (encode, socket, frame,
+// decode: several copies and fresh pages) cost more than a round trip (64 KiB: 3x slower).
+inline constexpr uint64_t kMaxInlineValueBytes = 16 << 10;
+inline constexpr uint64_t kMaxInlineCallBytes = 32 << 10;
 
 // One copy of an object: `size` bytes at `gva` in the slice of `rank`.
 struct Replica {

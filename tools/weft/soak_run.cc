@@ -1,5 +1,6 @@
 #include "tools/weft/soak_run.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -314,6 +315,10 @@ void EndWithDriver() {
 
 int RunSoakPeer(uint32_t slot, uint64_t seed) {
   EndWithDriver();
+  // A frozen peer (SIGSTOP, a chaos fault) gets SIGHUP from the kernel if the driver's process
+  // group becomes orphaned meanwhile (its shell went away): that is no fault of the peer's, and
+  // counted as a crash it failed a run. The driver ends peers with SIGKILL, or they see it gone.
+  signal(SIGHUP, SIG_IGN);
   auto bm = BoardMapping::Map(kBoardFd);
   if (!bm.ok()) {
     fmt::print(stderr, "weft soak-peer {}: {}\n", slot, bm.status().ToString());

@@ -328,22 +328,28 @@ Result<std::vector<KeyResult>> DecodeKeyResults(std::span<const uint8_t> bytes, 
   return results;
 }
 
-Result<std::vector<KeyResult>> DecodeDescribeResults(std::span<const uint8_t> bytes, size_t expected) {
+namespace {
+
+// Key results whose every entry must also pass `check` (what an op's reply may hold); PROTOCOL
+// naming the entry and `what` otherwise.
+Result<std::vector<KeyResult>> DecodeCheckedResults(std::span<const uint8_t> bytes, size_t expected,
+                                                    Status (*check)(const KeyResult&), const char* what) {
   WEFT_ASSIGN_OR_RETURN(std::vector<KeyResult> results, DecodeKeyResults(bytes, expected));
   for (size_t i = 0; i < results.size(); ++i) {
-    Status s = CheckDescribed(results[i]);
-    if (!s.ok()) return Error(Code::kProtocol, "describe result {}: {}", i, s.message());
+    Status s = check(results[i]);
+    if (!s.ok()) return Error(Code::kProtocol, "{} result {}: {}", what, i, s.message());
   }
   return results;
 }
 
+}  // namespace
+
+Result<std::vector<KeyResult>> DecodeDescribeResults(std::span<const uint8_t> bytes, size_t expected) {
+  return DecodeCheckedResults(bytes, expected, CheckDescribed, "describe");
+}
+
 Result<std::vector<KeyResult>> DecodePutInlineResults(std::span<const uint8_t> bytes, size_t expected) {
-  WEFT_ASSIGN_OR_RETURN(std::vector<KeyResult> results, DecodeKeyResults(bytes, expected));
-  for (size_t i = 0; i < results.size(); ++i) {
-    Status s = CheckInlinePut(results[i]);
-    if (!s.ok()) return Error(Code::kProtocol, "inline put result {}: {}", i, s.message());
-  }
-  return results;
+  return DecodeCheckedResults(bytes, expected, CheckInlinePut, "inline put");
 }
 
 std::vector<uint8_t> EncodeCount(uint64_t count) {

@@ -46,6 +46,8 @@ class StoreStats:
     evicted: int        # objects evicted from memory since the master started
     parked_bytes: int   # memory of removed objects still leased to readers
     on_disk: int        # evicted objects whose writer keeps them in its SSD tier
+    inline_puts: int = 0      # small puts the master wrote and ended itself (one round trip)
+    inline_deferred: int = 0  # small puts it placed but left to their writer to copy and end
 
 
 @dataclass(frozen=True)

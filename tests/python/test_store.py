@@ -596,6 +596,8 @@ def test_health_and_life(tmp_path):
     stats = mc.weft_store.stats()
     assert stats.objects == 1 and stats.bytes == len(value) and stats.capacity >= 8 << 20
     assert stats.used >= len(value) and stats.pending_puts == 0
+    # The master runs in this process and the value is small: it wrote it itself, one round trip.
+    assert stats.inline_puts == 1 and stats.inline_deferred == 0, stats
     assert mc.close() == 0
     assert mc.health_check() == 1
     assert mc.get("solo") == b""

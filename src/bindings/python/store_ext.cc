@@ -533,6 +533,8 @@ class PyStore {
     d["evicted"] = r->evicted;
     d["parked_bytes"] = r->parked_bytes;
     d["on_disk"] = r->on_disk;
+    d["inline_puts"] = r->inline_puts;
+    d["inline_deferred"] = r->inline_deferred;
     return d;
   }
 

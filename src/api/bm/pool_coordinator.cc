@@ -113,15 +113,14 @@ void PoolCoordinator::RefreshMetrics() {
   SetGauge(m, "weft_store_capacity_bytes", "Host bytes of every slice of the pool", st.capacity);
   SetGauge(m, "weft_store_used_bytes", "Of which allocated (the store's and anyone else's)", st.used);
   SetGauge(m, "weft_store_parked_bytes", "Memory of removed objects still leased to readers", st.parked_bytes);
-  Counter* evicted = m.counter("weft_store_evicted_total", "Objects evicted from memory since the master started");
-  if (st.evicted > evicted->value()) evicted->Add(st.evicted - evicted->value());
-  Counter* inline_puts = m.counter("weft_store_inline_puts_total",
-                                   "Small puts the master wrote and ended itself: one round trip for the writer");
-  if (st.inline_puts > inline_puts->value()) inline_puts->Add(st.inline_puts - inline_puts->value());
-  Counter* deferred = m.counter("weft_store_inline_deferred_total",
-                                "Small puts the master placed but left to their writer to copy (a slice not mapped "
-                                "in its process, or no pool handle)");
-  if (st.inline_deferred > deferred->value()) deferred->Add(st.inline_deferred - deferred->value());
+  // The master's totals, mirrored (Counter::SetTotal): they only grow while it lives.
+  m.counter("weft_store_evicted_total", "Objects evicted from memory since the master started")->SetTotal(st.evicted);
+  m.counter("weft_store_inline_puts_total", "Small puts the master wrote and ended itself: one round trip for the writer")
+      ->SetTotal(st.inline_puts);
+  m.counter("weft_store_inline_deferred_total",
+            "Small puts the master placed but left to their writer to copy (a slice not mapped in its process, or no "
+            "pool handle)")
+      ->SetTotal(st.inline_deferred);
   ExportSlices(m, "host", AllocatorStats(gva::Medium::kHost));
   ExportSlices(m, "device", AllocatorStats(gva::Medium::kDevice));
 }

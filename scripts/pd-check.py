@@ -160,6 +160,7 @@ def prefill(a, seed, device_index, conn, results):
     # The same lists again, back to back: every byte of them was just checked, and the decoder is
     # idle, so this is the call's own cost with warm caches.
     hot = []
+    before = stage_totals(te._te.metrics_text())
     for _ in range(a.hot):
         t0 = time.perf_counter()
         rc = te.batch_transfer_sync_write(peer["session"], buffers, peers, lengths)
@@ -167,19 +168,51 @@ def prefill(a, seed, device_index, conn, results):
         if rc != 0:
             raise RuntimeError(f"back-to-back call: batch_transfer_sync_write returned {rc}")
     # The same through the native binding alone (what weft.mooncake calls: its own layer excluded).
+    hot_stages = stage_means(before, stage_totals(te._te.metrics_text()))
     native = []
     handle = te._segment(te._te, peer["session"])
+    before = stage_totals(te._te.metrics_text())
     for _ in range(a.hot):
         t0 = time.perf_counter()
         res = te._te._native.transfer_lists(1, handle, buffers, peers, lengths, None, 30.0, False)
         native.append(time.perf_counter() - t0)
         if res.count(None) != len(res):
             raise RuntimeError(f"back-to-back native call failed: {[r for r in res if r is not None][:1]}")
+    native_stages = stage_means(before, stage_totals(te._te.metrics_text()))
     conn.send("done")
     paths = path_counters(te._te.metrics_text())
     te.close()
     results.put({"times": times, "calls": calls, "hot": hot, "native": native, "mismatched_elements": bad,
-                 "paths": paths})
+                 "paths": paths, "hot_stages": hot_stages, "native_stages": native_stages})
+
+
+# Where one call's time goes: the transfer engine's and the engine's stage histograms (sums and
+# counts in nanoseconds; docs/ops.md), as `weft bench-trans` prints them for the C++ call.
+STAGES = (("call", "weft_trans_sync_call_ns"), ("validate", "weft_trans_validate_ns"),
+          ("plan", "weft_remote_batch_plan_ns"), ("copy", "weft_remote_batch_copy_ns"),
+          ("finish", "weft_remote_batch_finish_ns"))
+
+
+def stage_totals(metrics_text):
+    values = {}
+    for line in metrics_text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.endswith(("_sum", "_count")):
+            values[name] = float(value)
+    return {stage: (values.get(h + "_sum", 0.0), values.get(h + "_count", 0.0)) for stage, h in STAGES}
+
+
+def stage_means(before, after):
+    """Microseconds per call of each stage between two stage_totals (0 where none ran)."""
+    out = {}
+    for stage, _ in STAGES:
+        n = after[stage][1] - before[stage][1]
+        out[stage] = (after[stage][0] - before[stage][0]) / n / 1e3 if n > 0 else 0.0
+    return out
+
+
+def stage_line(means):
+    return "stages, us/call: " + " ".join(f"{k} {v:.1f}" for k, v in means.items())
 
 
 def path_counters(metrics_text):
@@ -316,6 +349,9 @@ def main(argv=None):
     ok = weft_run["mismatched_elements"] == 0
     print(f"bytes: {'every byte matched' if ok else str(weft_run['mismatched_elements']) + ' elements differ'} "
           f"({a.requests + 3} requests, untouched blocks still poison)")
+    if weft_run["hot"]:
+        print(f"back to back through weft.mooncake, {stage_line(weft_run['hot_stages'])}")
+        print(f"back to back through transfer_lists, {stage_line(weft_run['native_stages'])}")
     print(f"paths of the prefiller ({a.requests + 3} requests):")
     for line in weft_run["paths"]:
         print(f"  {line}")
@@ -325,7 +361,8 @@ def main(argv=None):
                        "blocks_per_request": a.layers * a.blocks_per_request, "block_bytes": block_bytes(a),
                        "weft_s": t_weft, "weft_call_s": t_call,
                        "weft_hot_call_s": median(weft_run["hot"]) if weft_run["hot"] else None, "memcpy_peer_s": t_peer, "nccl_s": t_nccl, "exact": ok,
-                       "seed": seed, "paths": weft_run["paths"]}, f, indent=1)
+                       "seed": seed, "paths": weft_run["paths"], "hot_stages_us": weft_run["hot_stages"],
+                       "native_stages_us": weft_run["native_stages"]}, f, indent=1)
     return 0 if ok else 1
 
 

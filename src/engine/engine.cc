@@ -142,6 +142,10 @@ Engine::Engine(EngineOptions options, const gva::SegmentTable* table, MetricsReg
   bytes_ = metrics.counter("weft_copy_bytes_total", "Bytes copied by the engine");
   failures_ = std::make_unique<CopyFailures>(metrics);
   latency_ns_ = metrics.histogram("weft_copy_latency_ns", "Latency of synchronous copies in nanoseconds (copies below split_bytes: 1 in 16 sampled)");
+  batch_stages_ = {
+      metrics.histogram("weft_remote_batch_plan_ns", "Remote batches (2+ requests): choosing paths, splitting into pieces"),
+      metrics.histogram("weft_remote_batch_copy_ns", "Remote batches (2+ requests): the copies, start to last piece done"),
+      metrics.histogram("weft_remote_batch_finish_ns", "Remote batches (2+ requests): releasing regions, collecting results")};
 }
 
 bool Engine::HasCapability(uint32_t caps) const {

@@ -234,6 +234,14 @@ class Engine {
     return s;
   }  // by code too (weft_copy_errors_total)
   Histogram* latency_ns_;
+  // Where a TransferRemote of two or more requests spends its time (weft_remote_batch_*_ns):
+  // choosing paths and splitting into pieces, the copies, releasing regions and collecting
+  // results. Single requests are left out, so that a small copy pays no clock reads for it.
+  struct BatchStages {
+    Histogram* plan;
+    Histogram* copy;
+    Histogram* finish;
+  } batch_stages_;
   // Copies and bytes by path and by the kinds of their ends (weft_copy_path_*; docs/ops.md).
   struct PathMetrics;
   std::unique_ptr<PathMetrics> path_metrics_;

@@ -7,6 +7,7 @@
 #include <set>
 #include <span>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "engine/engine.h"
 
@@ -291,6 +292,8 @@ transport::RouteKey RemoteKey(const RemoteRequest& r, bool remote_device) {
 }  // namespace
 
 std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> requests, Deadline deadline) {
+  const bool timed = requests.size() > 1;
+  const uint64_t t_start = timed ? NowNanos() : 0;
   std::vector<Status> results(requests.size());
   auto job = std::make_shared<CopyJob>(requests.size(), deadline);
   // Posted ops grouped by (transport, peer): one Post each.
@@ -338,6 +341,7 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
   }
   for (auto& [id, p] : peers)
     if (p) job->KeepAlive(p);
+  const uint64_t t_planned = timed ? NowNanos() : 0;
   // With nothing to post the caller copies too (no hand-off for a small op); else it posts.
   Start(job, /*caller_helps=*/posted.empty());
   for (auto& [key, idx] : posted) {
@@ -348,6 +352,7 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
     for (size_t k = 0; k < idx.size(); ++k) results[idx[k]] = std::move(got[k]);
   }
   job->WaitUntil(Deadline::Never());  // pieces check the deadline before they start
+  const uint64_t t_copied = timed ? NowNanos() : 0;
   for (const ImportedRegion* region : mapped)
     if (region) region->Exit();
   const auto& copied = job->results();
@@ -357,6 +362,11 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
     if (mapped[i] && results[i].ok())
       if (auto it = gone.find(mapped[i]); it != gone.end()) results[i] = it->second;
     failures_->Count(results[i]);
+  }
+  if (timed) {
+    batch_stages_.plan->Observe(t_planned - t_start);
+    batch_stages_.copy->Observe(t_copied - t_planned);
+    batch_stages_.finish->Observe(NowNanos() - t_copied);
   }
   return results;
 }

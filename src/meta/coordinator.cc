@@ -147,6 +147,12 @@ struct CoordinatorMetrics {
   Counter* ByCode(std::string_view family, const char* help, Code code) {
     return registry.counter(fmt::format("{}{{code=\"{}\"}}", family, CodeName(code)), help);
   }
+  // 1 while the rank is in the pool, 0 once it left or was declared down: a series per rank
+  // ever used (ranks are reused, so at most max_ranks series), for alerts on a peer going away.
+  Gauge* PeerUp(uint32_t rank) {
+    return registry.gauge(fmt::format("weft_coordinator_peer_up{{rank=\"{}\"}}", rank),
+                          "1 while the rank is in the pool, 0 after it left or was declared down");
+  }
   Counter* Refused(std::string_view reason) {
     return registry.counter(fmt::format("weft_coordinator_connections_refused_total{{reason=\"{}\"}}", reason),
                             "Connections closed before they joined, by reason");
@@ -709,6 +715,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   c.desc.transports = std::move(join.transports);
   peers[rank] = &c;
   m->joins->Add();
+  m->PeerUp(rank)->Set(1);
   PublishSummary();
   WEFT_LOG_INFO("coordinator: {} joined pool '{}'", Who(c), opt.pool_name);
 
@@ -1165,6 +1172,7 @@ void Coordinator::Impl::Reap() {
     (c->clean ? m->peers_left : m->peers_down)->Add();
     const uint32_t rank = c->rank;
     peers.erase(rank);
+    m->PeerUp(rank)->Set(0);
     PublishSummary();
     RememberDeparted(*c);
     if (!c->clean) {

@@ -1,5 +1,6 @@
 // The coordinator and its clients in one process: real memfds travel between peers, and raw
 // sockets play the peers that crash, go silent or speak garbage.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <fcntl.h>
@@ -411,6 +412,12 @@ TEST(Coordinator, CountsWhatHappensToItsPeers) {
   EXPECT_EQ(value("weft_coordinator_heartbeat_timeouts_total"), 1u);
   EXPECT_GT(value("weft_coordinator_heartbeats_total"), 0u);  // a beats every 50 ms
   EXPECT_EQ(metrics.gauge("weft_coordinator_peers_up")->value(), 1);
+  auto up = [&](uint32_t rank) { return metrics.gauge(fmt::format("weft_coordinator_peer_up{{rank=\"{}\"}}", rank))->value(); };
+  const uint32_t a_rank = (*a)->client->rank();
+  EXPECT_EQ(up(a_rank), 1);
+  EXPECT_EQ(up(raw->rank), 0);  // declared down
+  EXPECT_NE(metrics.PrometheusText().find(fmt::format("weft_coordinator_peer_up{{rank=\"{}\"}} 0", raw->rank)),
+            std::string::npos);
 
   ASSERT_TRUE((*a)->client->Leave().ok());
   const auto until = std::chrono::steady_clock::now() + 30s;
@@ -419,6 +426,7 @@ TEST(Coordinator, CountsWhatHappensToItsPeers) {
   }
   EXPECT_EQ(value("weft_coordinator_peers_left_total"), 1u);
   EXPECT_EQ(metrics.gauge("weft_coordinator_peers_up")->value(), 0);
+  EXPECT_EQ(up(a_rank), 0);  // left
 }
 
 TEST(Coordinator, MismatchedPoolNameOrRankSize) {

@@ -3,6 +3,7 @@
 // stalled server) and the "tcp" transport. Fresh random data for every check, destinations
 // poisoned first, every byte compared.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -330,6 +331,57 @@ TEST_F(TcpTest, IdleLanesCloseAndReconnectOnNextUse) {
   EXPECT_GT(c.stats().idle_closes, closes_before);
   EXPECT_EQ(c.stats().open_lanes, c.ConnectedLanes(PeerAddr{"127.0.0.1", (*other)->port()}));
   (*other)->Stop();
+}
+
+// With max_open_lanes, a call that starts at the cap first closes the least recently used idle
+// lanes (to any peer); the peer whose lane went reconnects on its next use.
+TEST_F(TcpTest, LaneCapClosesTheLeastRecentlyUsedIdleLanes) {
+  TcpClientOptions o;
+  o.auth.cluster_secret = kSecret;
+  o.lanes = 1;
+  o.max_open_lanes = 2;
+  TcpClient c(o);
+  std::vector<std::unique_ptr<TcpServer>> others;
+  std::vector<PeerAddr> addrs = {peer_};
+  for (int i = 0; i < 2; ++i) {
+    TcpServerOptions so;
+    so.host = "127.0.0.1";
+    so.auth.cluster_secret = kSecret;
+    auto started = TcpServer::Start(so, &table_);
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    addrs.push_back(PeerAddr{"127.0.0.1", (*started)->port()});
+    others.push_back(std::move(*started));
+  }
+  auto read_from = [&](const PeerAddr& at) {
+    const uint64_t seed = FreshSeed();
+    FillRandom(big_->data, 4096, seed);
+    std::vector<uint8_t> dst(4096, 0xee);
+    ASSERT_TRUE(c.Read(at, kSeg, kKey, 0, dst.data(), dst.size(), Soon()).ok());
+    EXPECT_FALSE(FirstMismatch(dst.data(), dst.size(), seed).has_value());
+  };
+  ASSERT_NO_FATAL_FAILURE(read_from(addrs[0]));
+  ASSERT_NO_FATAL_FAILURE(read_from(addrs[1]));
+  EXPECT_EQ(c.stats().open_lanes, 2u);
+  EXPECT_EQ(c.stats().cap_closes, 0u);
+  ASSERT_NO_FATAL_FAILURE(read_from(addrs[2]));  // at the cap: the lane to addrs[0] goes first
+  EXPECT_EQ(c.ConnectedLanes(addrs[0]), 0u);
+  EXPECT_EQ(c.ConnectedLanes(addrs[1]), 1u);
+  EXPECT_EQ(c.ConnectedLanes(addrs[2]), 1u);
+  EXPECT_EQ(c.stats().cap_closes, 1u);
+  ASSERT_NO_FATAL_FAILURE(read_from(addrs[0]));  // reconnects; now addrs[1]'s lane is the oldest
+  EXPECT_EQ(c.ConnectedLanes(addrs[1]), 0u);
+  EXPECT_EQ(c.ConnectedLanes(addrs[0]), 1u);
+  EXPECT_EQ(c.stats().open_lanes, 2u);
+  EXPECT_EQ(c.stats().cap_closes, 2u);
+  for (auto& s : others) s->Stop();
+}
+
+TEST_F(TcpTest, DefaultLaneCapIsHalfTheOpenFileLimit) {
+  rlimit lim{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &lim), 0);
+  TcpClient c(TcpClientOptions{});
+  if (lim.rlim_cur == RLIM_INFINITY) EXPECT_EQ(c.options().max_open_lanes, 0);
+  else EXPECT_EQ(static_cast<rlim_t>(c.options().max_open_lanes), std::max<rlim_t>(1, lim.rlim_cur / 2));
 }
 
 TEST_F(TcpTest, SmallSlicesAcrossManyLanes) {

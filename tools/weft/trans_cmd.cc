@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -745,9 +746,31 @@ std::optional<double> PeerCopySeconds(const Case& c, const std::string& remote_l
 #endif
 }
 
+// Where a call's time goes: the means, over the timed calls, of the transfer engine's and the
+// engine's stage histograms (weft_trans_*_ns, weft_remote_batch_*_ns; docs/ops.md).
+constexpr std::array<std::pair<const char*, const char*>, 5> kStages = {{{"call", "weft_trans_sync_call_ns"},
+                                                                        {"validate", "weft_trans_validate_ns"},
+                                                                        {"plan", "weft_remote_batch_plan_ns"},
+                                                                        {"copy", "weft_remote_batch_copy_ns"},
+                                                                        {"finish", "weft_remote_batch_finish_ns"}}};
+struct StageTotals {
+  std::array<uint64_t, kStages.size()> sum{}, count{};
+};
+StageTotals ReadStages(TransferEngine& engine) {
+  MetricsRegistry& registry = trans::TransferEngineAccess::Metrics(engine);
+  StageTotals t;
+  for (size_t i = 0; i < kStages.size(); ++i) {
+    const Histogram* h = registry.histogram(kStages[i].second);
+    t.sum[i] = h->sum();
+    t.count[i] = h->count();
+  }
+  return t;
+}
+
 struct Timing {
   double seconds = 0;
   double gbps = 0;
+  std::array<double, kStages.size()> stage_us{};  // mean per call between two ReadStages; 0: none ran
 };
 
 Result<Timing> TimeTransfers(const Case& c, bool write, int rounds) {
@@ -757,16 +780,33 @@ Result<Timing> TimeTransfers(const Case& c, bool write, int rounds) {
   std::vector<double> secs;
   // Round -1 warms up, untimed: the first case of a run otherwise carries the engine's and the
   // peer's first-use costs (threads waking, pages first touched in this process's mapping).
+  StageTotals before;
   for (int r = -1; r < std::max(1, rounds); ++r) {
+    if (r == 0) before = ReadStages(*c.engine);
     auto t0 = std::chrono::steady_clock::now();
     for (int k = 0; k < calls; ++k)
       if (!AllOk(c.engine->Transfer(reqs))) return Error(Code::kInternal, "a timed transfer failed");
     if (r >= 0) secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / calls);
   }
+  const StageTotals after = ReadStages(*c.engine);
   Timing t;
+  for (size_t i = 0; i < kStages.size(); ++i) {
+    const uint64_t n = after.count[i] - before.count[i];
+    if (n > 0) t.stage_us[i] = static_cast<double>(after.sum[i] - before.sum[i]) / static_cast<double>(n) / 1e3;
+  }
   t.seconds = Median(secs);
   t.gbps = static_cast<double>(c.bytes) / t.seconds / 1e9;
   return t;
+}
+
+// Under a batch row: the stages of one call, in microseconds (also into its JSON row).
+void PrintStages(const Timing& t, nlohmann::json& row) {
+  std::string line = "  stages, us/call:";
+  for (size_t i = 0; i < kStages.size(); ++i) {
+    line += fmt::format(" {} {:.1f}", kStages[i].first, t.stage_us[i]);
+    row["stage_us"][kStages[i].first] = t.stage_us[i];
+  }
+  fmt::print("{}\n", line);
 }
 
 // Times every case both ways next to its memcpy baseline; prints a table row each and adds a
@@ -803,6 +843,7 @@ bool TimeCases(const std::vector<Case>& cases, int rounds, MemcpyBaseline& basel
                             {"memcpy_gbps", base_gbps}, {"ratio_to_memcpy", t->gbps / base_gbps}};
       if (vs_host > 0) row["ratio_to_host"] = vs_host;
       if (vs_peer > 0) row["ratio_to_memcpy_peer"] = vs_peer;
+      if (reqs.size() > 1) PrintStages(*t, row);
       rows.push_back(row);
     }
   }

@@ -21,6 +21,7 @@
 
 #include "api/trans/device_query.h"
 #include "api/trans/segment_descriptor.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/node_identity.h"
 #if WEFT_HAVE_UCX
@@ -151,6 +152,10 @@ struct TransferEngine::Impl {
   Gauge* notifications_queued = nullptr;  // received and not yet taken
   Gauge* batches_running = nullptr;
   Histogram* batch_latency_ns = nullptr;
+  // A synchronous Transfer from entry to return, and its checks before any copy starts; with the
+  // engine's weft_remote_batch_*_ns they show where a call's time goes (scripts/pd-check.py).
+  Histogram* call_ns = nullptr;
+  Histogram* validate_ns = nullptr;
 
   std::unique_ptr<meta::Directory> directory;
   // Orders descriptor writes and guards `lease` and `published`. Held across the directory call,
@@ -731,6 +736,8 @@ Result<std::unique_ptr<TransferEngine>> TransferEngineAccess::Create(const Trans
                                            "Notifications received and not yet taken (TakeNotifications, get_notifies)");
   m.batches_running = m.metrics.gauge("weft_trans_batches_running", "Batches submitted and not yet done");
   m.batch_latency_ns = m.metrics.histogram("weft_trans_batch_latency_ns", "Submit to completion of a batch");
+  m.call_ns = m.metrics.histogram("weft_trans_sync_call_ns", "A synchronous Transfer, entry to return");
+  m.validate_ns = m.metrics.histogram("weft_trans_validate_ns", "Checking and recording a batch before its copies start");
 
   // Device memory: as given, else CUDA where this build and this machine have it.
   m.device = options.device;
@@ -956,6 +963,7 @@ Result<BatchId> TransferEngine::Impl::Start(std::span<const TransferRequest> req
                                             std::optional<Notification> notify, std::optional<Deadline> deadline,
                                             bool run_one_here) {
   Impl& m = *this;
+  const uint64_t t_start = NowNanos();
   if (requests.empty()) return Error(Code::kInvalidArgument, "submit: the batch has no requests");
   if (notify && 4 + notify->name.size() + notify->message.size() > wire::kMaxNotifyPayload)
     return Error(Code::kInvalidArgument, "submit: the notification is {} bytes, the limit is {}",
@@ -991,6 +999,7 @@ Result<BatchId> TransferEngine::Impl::Start(std::span<const TransferRequest> req
     m.batches_running->Set(static_cast<int64_t>(++m.running));
   }
   m.batches_total->Add();
+  m.validate_ns->Observe(NowNanos() - t_start);
   std::optional<std::pair<SegmentHandle, std::vector<size_t>>> here;
   if (run_one_here) {
     here.emplace(groups.begin()->first, std::move(groups.begin()->second));
@@ -1046,6 +1055,7 @@ Status TransferEngine::FreeBatch(BatchId id) {
 
 std::vector<Status> TransferEngine::Transfer(std::span<const TransferRequest> requests,
                                              std::optional<Notification> notify, std::optional<Deadline> deadline) {
+  const uint64_t t_start = NowNanos();
   auto id = impl_->Start(requests, std::move(notify), deadline, /*run_one_here=*/true);
   if (!id.ok()) return std::vector<Status>(std::max<size_t>(requests.size(), 1), id.status());
   auto st = Wait(*id);
@@ -1057,6 +1067,7 @@ std::vector<Status> TransferEngine::Transfer(std::span<const TransferRequest> re
     for (auto& s : out)
       if (s.ok()) s = st->notification;
   }
+  impl_->call_ns->Observe(NowNanos() - t_start);
   return out;
 }
 

@@ -6,11 +6,13 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <algorithm>
 #include <latch>
+#include <limits>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -114,6 +116,13 @@ bool IdleLaneHealthy(int fd) {
   return false;  // EOF, an error, or bytes nobody asked for
 }
 
+// Half the open-file limit: the other half stays for the process's other descriptors.
+int DefaultMaxOpenLanes() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return 0;
+  return static_cast<int>(std::clamp<rlim_t>(lim.rlim_cur / 2, 1, std::numeric_limits<int>::max()));
+}
+
 }  // namespace
 
 TcpClient::TcpClient(TcpClientOptions options) : options_(std::move(options)) {
@@ -123,6 +132,7 @@ TcpClient::TcpClient(TcpClientOptions options) : options_(std::move(options)) {
   if (options_.max_inflight_bytes_per_lane < options_.slice_bytes)
     options_.max_inflight_bytes_per_lane = options_.slice_bytes;
   if (options_.lanes > 1) parallel_ = std::make_unique<WorkerPool>(static_cast<unsigned>(options_.lanes - 1));
+  if (options_.max_open_lanes < 0) options_.max_open_lanes = DefaultMaxOpenLanes();
 }
 
 TcpClient::~TcpClient() = default;
@@ -224,6 +234,37 @@ size_t TcpClient::CloseIdleLanes() {
   return closed;
 }
 
+size_t TcpClient::CloseLanesOverCap() {
+  if (options_.max_open_lanes <= 0) return 0;
+  std::vector<std::shared_ptr<Peer>> peers;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [addr, p] : peers_) peers.push_back(p);
+  }
+  // Idle connected lanes, least recently used first (last_used is read under each lane's lock).
+  std::vector<std::pair<Clock::time_point, Lane*>> idle;
+  for (const auto& p : peers) {
+    for (auto& l : p->lanes) {
+      if (!l->mu.try_lock()) continue;  // in use
+      if (l->fd.valid()) idle.emplace_back(l->last_used, l.get());
+      l->mu.unlock();
+    }
+  }
+  std::sort(idle.begin(), idle.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  size_t closed = 0;
+  for (const auto& [when, l] : idle) {
+    if (open_lanes_.load() < options_.max_open_lanes) break;
+    if (!l->mu.try_lock()) continue;  // taken meanwhile
+    if (l->fd.valid()) {
+      l->Close();
+      ++closed;
+    }
+    l->mu.unlock();
+  }
+  cap_closes_.fetch_add(closed);
+  return closed;
+}
+
 TcpClientStats TcpClient::stats() const {
   TcpClientStats s;
   s.connects = connects_.load();
@@ -233,6 +274,7 @@ TcpClientStats TcpClient::stats() const {
   s.bytes_read = bytes_read_.load();
   s.open_lanes = static_cast<uint64_t>(std::max<int64_t>(0, open_lanes_.load()));
   s.idle_closes = idle_closes_.load();
+  s.cap_closes = cap_closes_.load();
   return s;
 }
 
@@ -815,6 +857,9 @@ std::vector<Status> TcpClient::TransferOnLanes(const PeerAddr& peer_addr, std::s
     // One caller runs the check per period; the others go on.
     if (now >= due && next_idle_check_ns_.compare_exchange_strong(due, now + period)) CloseIdleLanes();
   }
+  // Here, before this thread holds any lane (its try_lock of one it held would be undefined).
+  if (options_.max_open_lanes > 0 && open_lanes_.load(std::memory_order_relaxed) >= options_.max_open_lanes)
+    CloseLanesOverCap();
   std::shared_ptr<Peer> peer = GetPeer(peer_addr);
   auto held = TakeLanes(*peer, slices.size(), max_lanes, deadline);
   if (!held.ok()) {

@@ -62,6 +62,12 @@ struct TcpClientOptions {
   // a socket to each: checked at most every quarter of it, when a call to any peer starts (the
   // client has no thread of its own). It reconnects on its next use. 0: lanes stay open.
   int idle_close_ms = 120000;
+  // At most about this many lanes open to all peers together, so a process that talks to many
+  // peers runs out of neither descriptors nor server slots: a call that starts with this many
+  // open first closes the least recently used idle ones (a lane in use is never closed, so a
+  // burst of calls may pass the cap until the next call starts). -1: half the process's
+  // open-file limit (RLIMIT_NOFILE) at construction; 0: no cap.
+  int max_open_lanes = -1;
   net::TcpOptions tcp;                          // NODELAY, socket buffers
 };
 
@@ -83,6 +89,7 @@ struct TcpClientStats {
   uint64_t bytes_read = 0;
   uint64_t open_lanes = 0;    // connections open now, to every peer
   uint64_t idle_closes = 0;   // lanes closed for being unused idle_close_ms
+  uint64_t cap_closes = 0;    // idle lanes closed to stay under max_open_lanes
 };
 
 class TcpClient {
@@ -121,6 +128,9 @@ class TcpClient {
   // Closes every lane not in use that has been unused for idle_close_ms (none when it is 0);
   // returns how many. Calls do this themselves, at most every idle_close_ms / 4.
   size_t CloseIdleLanes();
+  // Closes least recently used idle lanes until fewer than max_open_lanes are open (or none is
+  // idle); returns how many. Calls do this themselves when they start at the cap.
+  size_t CloseLanesOverCap();
 
   TcpClientStats stats() const;
   const TcpClientOptions& options() const { return options_; }
@@ -143,7 +153,7 @@ class TcpClient {
   std::mutex mu_;
   std::map<PeerAddr, std::shared_ptr<Peer>> peers_;
   std::atomic<uint64_t> connects_{0}, lane_resets_{0}, requests_{0}, bytes_written_{0}, bytes_read_{0},
-      idle_closes_{0};
+      idle_closes_{0}, cap_closes_{0};
   std::atomic<int64_t> next_idle_check_ns_{0};  // steady clock: when a call next runs CloseIdleLanes
   // The parts of a large call beyond the caller's own (TransferInParallel): lanes - 1 threads
   // made once, not a thread per call. Declared last: it finishes its tasks before the rest goes.

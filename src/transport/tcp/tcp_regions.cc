@@ -27,11 +27,12 @@ struct TcpRegion final : ImportedRegion {
 std::function<void()> TcpScrapeHook(MetricsRegistry& m, TcpClient& client, TcpServer* server) {
   struct Client {
     Gauge* lanes;
-    Counter *connects, *resets, *idle_closes, *requests, *written, *read;
+    Counter *connects, *resets, *idle_closes, *cap_closes, *requests, *written, *read;
   } c{m.gauge("weft_tcp_client_lanes_open", "Connections (lanes) open to peers' data servers"),
       m.counter("weft_tcp_client_connects_total", "Lanes connected and authenticated"),
       m.counter("weft_tcp_client_lane_resets_total", "Lanes closed after an error or a timeout"),
       m.counter("weft_tcp_client_idle_closes_total", "Lanes closed for being unused (idle_close_ms)"),
+      m.counter("weft_tcp_client_cap_closes_total", "Idle lanes closed to stay under max_open_lanes"),
       m.counter("weft_tcp_client_requests_total", "Request slices sent"),
       m.counter("weft_tcp_client_bytes_total{dir=\"write\"}", "Payload bytes moved by this process's requests"),
       m.counter("weft_tcp_client_bytes_total{dir=\"read\"}")};
@@ -62,6 +63,7 @@ std::function<void()> TcpScrapeHook(MetricsRegistry& m, TcpClient& client, TcpSe
     c.connects->SetTotal(cs.connects);
     c.resets->SetTotal(cs.lane_resets);
     c.idle_closes->SetTotal(cs.idle_closes);
+    c.cap_closes->SetTotal(cs.cap_closes);
     c.requests->SetTotal(cs.requests);
     c.written->SetTotal(cs.bytes_written);
     c.read->SetTotal(cs.bytes_read);

@@ -178,6 +178,7 @@ struct Coordinator::Impl {
   CoordinatorOptions opt;
   ServiceHandler on_call;
   PeerGoneHandler on_gone;
+  PeerJoinedHandler on_joined;
   MetricsRegistry own_metrics;  // when opt.metrics is null
   std::unique_ptr<CoordinatorMetrics> m;
 
@@ -718,6 +719,11 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   m->PeerUp(rank)->Set(1);
   PublishSummary();
   WEFT_LOG_INFO("coordinator: {} joined pool '{}'", Who(c), opt.pool_name);
+  if (on_joined) {
+    std::vector<int> raw;
+    for (const auto& fd : c.fds) raw.push_back(fd.get());
+    on_joined(rank, c.desc.transports, raw);
+  }
 
   ack.rank = rank;
   ack.barrier_epoch = barrier_epoch;
@@ -1251,7 +1257,7 @@ void Coordinator::Impl::PublishSummary() {
 }
 
 Result<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions options, ServiceHandler on_call,
-                                                        PeerGoneHandler on_gone) {
+                                                        PeerGoneHandler on_gone, PeerJoinedHandler on_joined) {
   if (options.max_ranks == 0) return Error(Code::kInvalidArgument, "max_ranks must be at least 1");
   if (options.peer_timeout.count() <= 0) return Error(Code::kInvalidArgument, "peer_timeout must be positive");
   if (options.join_timeout.count() <= 0) return Error(Code::kInvalidArgument, "join_timeout must be positive");
@@ -1264,6 +1270,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions optio
   impl->opt = std::move(options);
   impl->on_call = std::move(on_call);
   impl->on_gone = std::move(on_gone);
+  impl->on_joined = std::move(on_joined);
   impl->m = std::make_unique<CoordinatorMetrics>(impl->opt.metrics ? *impl->opt.metrics : impl->own_metrics);
   WEFT_RETURN_IF_ERROR(impl->Init().Annotate("starting the coordinator"));
   Impl* raw = impl.get();

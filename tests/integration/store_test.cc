@@ -96,7 +96,8 @@ class StoreTest : public ::testing::Test {
     for (auto& e : extra) argv.push_back(std::move(e));
     master_ = std::make_unique<Spawned>(argv);
     ASSERT_TRUE(master_->started());
-    ASSERT_NE(master_->WaitFor("listening on", seconds(20)), "") << master_->output();
+    listening_ = master_->WaitFor("listening on", seconds(20));
+    ASSERT_NE(listening_, "") << master_->output();
   }
   Config ClientConfig(const std::string& name, uint64_t rank_size = 32 << 20) {
     Config c = testing::TestConfig(name, rank_size);
@@ -104,6 +105,7 @@ class StoreTest : public ::testing::Test {
     return c;
   }
   std::unique_ptr<Spawned> master_;
+  std::string listening_;  // the master's "listening on <address>" line
 };
 
 // The writer's side of EveryCallCarriesExactBytes: keys and values derived from `seed`.
@@ -586,12 +588,30 @@ TEST_P(StoreCalls, InlinePutsAreReadBackExactlyByAnotherProcessAndFailuresLeaveN
   EXPECT_EQ(clients.Wait(1), 0) << "the reader's checks (stderr above)";
 }
 
-// A master running alone (`weft store-master`) has no pool handle: it places inline puts and
-// leaves every copy to the writer, which ends them (two calls, as before inline puts).
-TEST_F(StoreTest, AMasterAloneLeavesInlinePutsToTheirWriters) {
-  const Config config = ClientConfig("store-inline-alone");
-  StartMaster(config);
+// A master running alone (`weft store-master`) has no pool handle. On a unix socket it maps the
+// host slices its peers send with their Joins and writes small values itself (one master call),
+// as a master hosted by a peer does; on tcp no slice comes, so it places inline puts and leaves
+// every copy to the writer, which ends them (two calls). Either way the other process reads
+// every byte.
+class StoreAlone : public StoreTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(StoreAlone, AMasterAloneWritesSmallValuesWhereItMapsTheSlice) {
+  const bool tcp = std::string(GetParam()) == "tcp";
+  Config config = ClientConfig(std::string("store-inline-alone-") + GetParam());
+  std::vector<std::string> extra;
+  if (tcp) {
+    config.coordinator = "tcp://127.0.0.1:0";
+    config.cluster_secret = "store-test-" + std::to_string(FreshSeed());
+    config.transport = "tcp";
+    extra = {"--set", "cluster_secret=" + config.cluster_secret};
+  }
+  StartMaster(config, extra);
   if (HasFatalFailure()) return;
+  if (tcp) {  // the port it took
+    ASSERT_NE(listening_.find("tcp://"), std::string::npos) << listening_;
+    config.coordinator = listening_.substr(listening_.find("tcp://"));
+    config.coordinator.erase(config.coordinator.find_last_not_of(" \r\n") + 1);
+  }
   const uint64_t seed = FreshSeed();
   Flags flags;
   PeerProcesses clients(2, [&](int i) {
@@ -601,16 +621,24 @@ TEST_F(StoreTest, AMasterAloneLeavesInlinePutsToTheirWriters) {
     Store& s = **store;
     if (i == 0) {
       check.That(s.Put("k", Value(4096, seed)).ok(), "put");
+      check.That(s.Put("big", Value(kMaxInlineValueBytes + 1, seed + 1)).ok(), "put one byte over the inline limit");
       auto st = s.Stats();
-      check.That(st.ok() && st->inline_puts == 0 && st->inline_deferred == 1 && st->pending_puts == 0,
-                 "placed by the master, written and ended by the writer");
+      if (tcp) {
+        check.That(st.ok() && st->inline_puts == 0 && st->inline_deferred == 1 && st->pending_puts == 0,
+                   "placed by the master, written and ended by the writer");
+      } else {
+        check.That(st.ok() && st->inline_puts == 1 && st->inline_deferred == 0 && st->pending_puts == 0,
+                   "written and ended by the master in the writer's mapped slice");
+      }
       flags.Raise(0);
-      check.That(flags.Wait(1), "the reader read");  // the value lives in this client's slice
+      check.That(flags.Wait(1), "the reader read");  // the values live in this client's slice
       return check.failures();
     }
     if (!check.That(flags.Wait(0), "the writer put")) return check.failures();
     auto got = s.Get("k");
     check.That(got.ok() && *got == Value(4096, seed), "get exact");
+    auto big = s.Get("big");
+    check.That(big.ok() && *big == Value(kMaxInlineValueBytes + 1, seed + 1), "get big exact");
     flags.Raise(1);
     return check.failures();
   });
@@ -618,6 +646,8 @@ TEST_F(StoreTest, AMasterAloneLeavesInlinePutsToTheirWriters) {
   EXPECT_EQ(clients.Wait(0), 0) << "the writer's checks (stderr above)";
   EXPECT_EQ(clients.Wait(1), 0) << "the reader's checks (stderr above)";
 }
+
+INSTANTIATE_TEST_SUITE_P(Coordinators, StoreAlone, ::testing::Values("unix", "tcp"));
 
 // A client SIGKILLed: its objects (in its own memory) are reported gone once the pool declares
 // it down; the other client's objects are untouched and exact.
@@ -814,9 +844,12 @@ TEST_F(StoreTest, TheMasterServesItsMetrics) {
   ASSERT_TRUE((*store)->Remove("m/0").ok());
   bytes -= 1000;
   EXPECT_EQ((*store)->Put("m/1", Value(10, seed)).code(), Code::kAlreadyExists);
+  // Over the inline limit: placed by put_start, copied by the client, ended by put_end.
+  ASSERT_TRUE((*store)->Put("m/big", Value(kMaxInlineValueBytes + 1, seed + 9)).ok());
+  bytes += kMaxInlineValueBytes + 1;
 
   text = Scrape(address);
-  EXPECT_EQ(MetricValue(text, "weft_store_objects"), 4) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_objects"), 5) << text;
   EXPECT_EQ(MetricValue(text, "weft_store_bytes"), static_cast<int64_t>(bytes)) << text;
   EXPECT_EQ(MetricValue(text, "weft_store_pending_puts"), 0) << text;
   EXPECT_EQ(MetricValue(text, "weft_store_on_disk_objects"), 0) << text;
@@ -825,14 +858,15 @@ TEST_F(StoreTest, TheMasterServesItsMetrics) {
   EXPECT_EQ(MetricValue(text, "weft_alloc_host_capacity_bytes"), static_cast<int64_t>(config.rank_size)) << text;
   EXPECT_EQ(MetricValue(text, "weft_coordinator_peers_up"), 1) << text;
   EXPECT_EQ(MetricValue(text, "weft_coordinator_joins_total"), 1) << text;
-  EXPECT_GE(MetricValue(text, "weft_coordinator_service_calls_total").value_or(0), 6) << text;  // a call per put at least, and the remove
-  // Small values travel inline; a master alone places them and leaves the copies to the writer.
+  EXPECT_GE(MetricValue(text, "weft_coordinator_service_calls_total").value_or(0), 9) << text;  // a call per put at least, and the remove
+  // Small values travel inline; a master alone on a unix socket maps the writer's slice and
+  // writes and ends them itself: put_end only for the large one.
   EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"put_inline\"}"), 6) << text;
-  EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"put_end\"}"), 5) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"put_end\"}"), 1) << text;
   EXPECT_EQ(MetricValue(text, "weft_store_keys_total{op=\"remove\"}"), 1) << text;
   EXPECT_EQ(MetricValue(text, "weft_store_key_errors_total{op=\"put_inline\",code=\"ALREADY_EXISTS\"}"), 1) << text;
-  EXPECT_EQ(MetricValue(text, "weft_store_inline_puts_total"), 0) << text;
-  EXPECT_EQ(MetricValue(text, "weft_store_inline_deferred_total"), 5) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_inline_puts_total"), 5) << text;
+  EXPECT_EQ(MetricValue(text, "weft_store_inline_deferred_total"), 0) << text;
 
   const std::string peer = (*store)->pool().metrics_address();
   ASSERT_NE(peer, "");

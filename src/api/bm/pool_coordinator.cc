@@ -3,6 +3,7 @@
 #include "api/bm/alloc_service.h"
 #include "api/store/protocol.h"
 #include "base/clock.h"
+#include "net/control_stream.h"
 
 #include <algorithm>
 #include <mutex>
@@ -38,6 +39,13 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
   gva::Allocator* allocator = pc->allocator_.get();
   pc->master_ = std::make_unique<store::Master>(*allocator, StoreOptions(config));
   store::Master* master = pc->master_.get();
+  WEFT_ASSIGN_OR_RETURN(net::ControlAddress control, net::ParseControlAddress(config.CoordinatorPath()));
+  MappedPeerSlices* mapped = nullptr;
+  if (!write && !control.tcp) {
+    pc->mapped_ = std::make_unique<MappedPeerSlices>(layout);
+    mapped = pc->mapped_.get();
+    write = [mapped](const store::Replica& r, std::span<const uint8_t> value) { return mapped->Write(r, value); };
+  }
   meta::CoordinatorOptions options;
   options.socket_path = config.CoordinatorPath();
   options.pool_name = config.pool_name;
@@ -64,10 +72,14 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
             return ServeAllocator(*allocator, from, request);
           },
           // A peer that is gone takes its allocations with it, and the store its objects there.
-          [allocator, master](uint32_t rank, bool) {
+          [allocator, master, mapped](uint32_t rank, bool) {
             master->DropRank(rank);
             allocator->RemoveSlice(rank, gva::Medium::kHost);
             allocator->RemoveSlice(rank, gva::Medium::kDevice);
+            if (mapped) mapped->OnGone(rank);
+          },
+          [mapped](uint32_t rank, const wire::TransportBlobs& transports, std::span<const int> fds) {
+            if (mapped) mapped->OnJoined(rank, transports, fds);
           }));
   return pc;
 }

@@ -11,6 +11,7 @@
 
 #include "base/metrics.h"
 #include "base/status.h"
+#include "api/bm/mapped_slices.h"
 #include "api/store/master.h"
 #include "gva/allocator.h"
 #include "meta/coordinator.h"
@@ -24,9 +25,10 @@ class PoolCoordinator {
   // metrics: where the coordinator's counters go and what MetricsText() renders (the hosting
   // pool's registry); a registry of its own when null.
   // write: how the store's master writes small values itself (kPutInline) into the slices this
-  // process maps (the hosting peer passes one; a coordinator alone has none, and its store's
-  // inline puts are then copied by their writers). It runs on the coordinator thread and must
-  // stay valid as long as the coordinator.
+  // process maps (the hosting peer passes one). It runs on the coordinator thread and must stay
+  // valid as long as the coordinator. A coordinator alone passes none: on a unix socket it then
+  // maps the host slices its peers send with their Joins (MappedPeerSlices); on tcp nothing is
+  // mapped and inline puts are copied by their writers.
   static Result<std::unique_ptr<PoolCoordinator>> Start(const Config& config, MetricsRegistry* metrics = nullptr,
                                                         store::ReplicaWriter write = {});
   // Where peers join: the unix path, or tcp://host:port with the port actually bound.
@@ -48,6 +50,7 @@ class PoolCoordinator {
   std::mutex refresh_mu_;
   std::unique_ptr<gva::Allocator> allocator_;          // outlives the coordinator that calls it
   std::unique_ptr<store::Master> master_;              // likewise
+  std::unique_ptr<MappedPeerSlices> mapped_;           // likewise; alone on a unix socket only
   std::unique_ptr<meta::Coordinator> coordinator_;
 };
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <optional>
 #include <set>
 #include <span>
 
@@ -291,6 +292,77 @@ transport::RouteKey RemoteKey(const RemoteRequest& r, bool remote_device) {
 
 }  // namespace
 
+namespace {
+
+// Per-batch bookkeeping of TransferRemote that would otherwise cost an atomic or a lookup per op.
+class BatchTally {
+ public:
+  // A batch's ops mostly go to one region with one length (a KV layer's blocks): the previous
+  // op's choice serves the next one when its peer, region, length and local end are the same.
+  struct Choice {
+    const void* peer = nullptr;
+    const void* region = nullptr;
+    uint64_t region_addr = 0, region_len = 0;
+    uint64_t len = 0;
+    bool local_device = false;
+    size_t path = 0;
+  };
+  const Choice* Reuse(const void* peer, const RemoteRequest& r) const {
+    const Choice& c = last_;
+    if (c.peer != peer || c.len != r.len || c.local_device != r.local_device || r.remote_addr < c.region_addr)
+      return nullptr;
+    const uint64_t off = r.remote_addr - c.region_addr;
+    if (off >= c.region_len || r.len > c.region_len - off) return nullptr;
+    return &c;
+  }
+  void Remember(const Choice& c) { last_ = c; }
+
+  // A mapped region is entered once per batch (a withdrawal waits until the batch is done with it)
+  // and left once after the copies.
+  Status Enter(const transport::ImportedRegion* region) {
+    if (!entered_.empty() && entered_.back() == region) return OkStatus();
+    if (std::find(entered_.begin(), entered_.end(), region) != entered_.end()) return OkStatus();
+    WEFT_RETURN_IF_ERROR(region->Enter());
+    entered_.push_back(region);
+    return OkStatus();
+  }
+  void ExitAll() {
+    for (const auto* region : entered_) region->Exit();
+    entered_.clear();
+  }
+
+  // Path counters added per run of ops with the same path and ends, not per op.
+  template <typename CountFn>
+  void Count(const Transport* path, const transport::RouteKey& key, uint64_t len, CountFn&& flush) {
+    if (run_.path != path || !(run_.key == key)) {
+      Flush(flush);
+      run_ = {path, key, 0, 0};
+    }
+    ++run_.copies;
+    run_.bytes += len;
+    bytes_ += len;
+  }
+  template <typename CountFn>
+  void Flush(CountFn&& flush) {
+    if (run_.copies > 0) flush(run_.path, run_.key, run_.copies, run_.bytes);
+    run_.copies = 0;
+    run_.bytes = 0;
+  }
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  Choice last_;
+  std::vector<const transport::ImportedRegion*> entered_;
+  struct Run {
+    const Transport* path = nullptr;
+    transport::RouteKey key{};
+    uint64_t copies = 0, bytes = 0;
+  } run_;
+  uint64_t bytes_ = 0;
+};
+
+}  // namespace
+
 std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> requests, Deadline deadline) {
   const bool timed = requests.size() > 1;
   const uint64_t t_start = timed ? NowNanos() : 0;
@@ -300,31 +372,51 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
   std::map<std::pair<Transport*, PeerId>, std::vector<size_t>> posted;
   std::map<PeerId, std::shared_ptr<const PeerState>> peers;
   std::vector<transport::RemoteOp> ops(requests.size());
-  // The mapped region each op copies to or from (Enter done; Exit after the copies); null: posted.
+  // The mapped region each op copies to or from (entered; left after the copies); null: posted.
   std::vector<const ImportedRegion*> mapped(requests.size(), nullptr);
+  BatchTally tally;
+  auto count_path = [this](const Transport* t, const transport::RouteKey& key, uint64_t copies, uint64_t bytes) {
+    CountPath(t, key, copies, bytes);
+  };
+  copies_->Add(requests.size());
+  const PeerState* peer = nullptr;
+  PeerId peer_id = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     const RemoteRequest& r = requests[i];
-    copies_->Add();
-    auto& peer = peers[r.peer];
-    if (!peer) peer = FindPeer(r.peer);
-    auto choice = peer ? ChooseRemote(*peer, r, options_.log_paths) : Result<RemoteChoice>(Error(Code::kNotFound, "peer {} is not attached", r.peer));
-    if (!choice.ok()) {
-      results[i] = choice.status();
-      job->Fail(i, choice.status());
-      continue;
+    if (!peer || r.peer != peer_id) {
+      auto& held = peers[r.peer];
+      if (!held) held = FindPeer(r.peer);
+      peer = held.get();
+      peer_id = r.peer;
     }
-    Transport* t = peer->paths[choice->path].transport;
-    const auto& import = choice->region->imports[choice->path];
-    const uint64_t offset = r.remote_addr - choice->region->addr;
-    if (options_.log_paths)
-      WEFT_LOG_INFO("{} {} B {:#x} of '{}' via {}{}", r.kind == transport::RemoteOpKind::kRead ? "read" : "write",
-                    r.len, r.remote_addr, peer->name, t->name(),
-                    choice->passed_over.empty() ? "" : " (passed over: " + choice->passed_over + ")");
-    bytes_->Add(r.len);
-    CountPath(t, RemoteKey(r, choice->region->device), 1, r.len);
+    size_t path = 0;
+    const PeerState::Region* region = nullptr;
+    if (const auto* same = options_.log_paths || !peer ? nullptr : tally.Reuse(peer, r)) {
+      path = same->path;
+      region = static_cast<const PeerState::Region*>(same->region);
+    } else {
+      auto choice = peer ? ChooseRemote(*peer, r, options_.log_paths)
+                         : Result<RemoteChoice>(Error(Code::kNotFound, "peer {} is not attached", r.peer));
+      if (!choice.ok()) {
+        results[i] = choice.status();
+        job->Fail(i, choice.status());
+        continue;
+      }
+      path = choice->path;
+      region = choice->region;
+      tally.Remember({peer, region, region->addr, region->len, r.len, r.local_device, path});
+      if (options_.log_paths)
+        WEFT_LOG_INFO("{} {} B {:#x} of '{}' via {}{}", r.kind == transport::RemoteOpKind::kRead ? "read" : "write",
+                      r.len, r.remote_addr, peer->name, peer->paths[path].transport->name(),
+                      choice->passed_over.empty() ? "" : " (passed over: " + choice->passed_over + ")");
+    }
+    Transport* t = peer->paths[path].transport;
+    const auto& import = region->imports[path];
+    const uint64_t offset = r.remote_addr - region->addr;
+    tally.Count(t, RemoteKey(r, region->device), r.len, count_path);
     if (import->mapped) {
-      // Counted in the owner's control page until the copy is done (a withdrawal waits for it).
-      if (Status in = import->Enter(); !in.ok()) {
+      // Counted in the owner's control page until the copies are done (a withdrawal waits for it).
+      if (Status in = tally.Enter(import.get()); !in.ok()) {
         results[i] = in;
         job->Fail(i, in);
         continue;
@@ -335,10 +427,12 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
       mapped[i] = import.get();
       continue;
     }
-    ops[i] = transport::RemoteOp{r.kind, r.local, r.local_device, peer->paths[choice->path].link.get(),
-                                 import.get(), offset, r.len};
+    ops[i] = transport::RemoteOp{r.kind, r.local, r.local_device, peer->paths[path].link.get(), import.get(), offset,
+                                 r.len};
     posted[{t, r.peer}].push_back(i);
   }
+  tally.Flush(count_path);
+  bytes_->Add(tally.bytes());
   for (auto& [id, p] : peers)
     if (p) job->KeepAlive(p);
   const uint64_t t_planned = timed ? NowNanos() : 0;
@@ -353,8 +447,7 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
   }
   job->WaitUntil(Deadline::Never());  // pieces check the deadline before they start
   const uint64_t t_copied = timed ? NowNanos() : 0;
-  for (const ImportedRegion* region : mapped)
-    if (region) region->Exit();
+  tally.ExitAll();
   const auto& copied = job->results();
   const auto gone = DeadOwners(mapped);
   for (size_t i = 0; i < requests.size(); ++i) {

@@ -30,6 +30,7 @@ struct RouteKey {
   EndKind src;
   EndKind dst;
   Locality locality;
+  bool operator==(const RouteKey&) const = default;
 };
 
 // One end of a resolved copy: `mapped` is where the bytes are reachable by load/store in this

@@ -281,6 +281,57 @@ TEST(TransPaths, AWithdrawnMappedBufferIsNeverWrittenAgain) {
   EXPECT_EQ(b->FreeManagedBuffer(*mb).code(), Code::kOk);
 }
 
+// A batch whose ops the engine plans in runs (the previous op's path reused for the next one in
+// the same region with the same length): an op of the same length that leaves the region is
+// still refused, ops to another region and of other lengths still go, every byte lands where it
+// should and nowhere else, and the path counters count each op that went.
+TEST(TransPaths, ABatchRefusesTheOneOpThatLeavesItsRegionAndCarriesTheRest) {
+  auto a = Make(Opts());
+  auto b = Make(Opts());
+  ASSERT_TRUE(a && b);
+  constexpr uint64_t kBuf = 1 << 20, kPage = 16384;
+  auto ma = a->AllocateManagedBuffer(kBuf);
+  auto mb1 = b->AllocateManagedBuffer(kBuf);
+  auto mb2 = b->AllocateManagedBuffer(kBuf);
+  ASSERT_TRUE(ma.ok() && mb1.ok() && mb2.ok());
+  auto h = a->OpenSegment(b->name());
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  auto* src = static_cast<uint8_t*>(*ma);
+  auto* dst1 = static_cast<uint8_t*>(*mb1);
+  auto* dst2 = static_cast<uint8_t*>(*mb2);
+  const uint64_t seed = FreshSeed();
+  FillRandom(src, kBuf, seed);
+  std::memset(dst1, 0xEE, kBuf);
+  std::memset(dst2, 0xEE, kBuf);
+  const auto r1 = reinterpret_cast<uint64_t>(dst1), r2 = reinterpret_cast<uint64_t>(dst2);
+  std::vector<TransferRequest> batch;
+  for (uint64_t k = 0; k < 16; ++k) batch.push_back({Opcode::kWrite, src + k * kPage, *h, r1 + k * kPage, kPage});
+  batch.push_back({Opcode::kWrite, src, *h, r1 + kBuf - kPage / 2, kPage});         // crosses mb1's end
+  batch.push_back({Opcode::kWrite, src + 16 * kPage, *h, r1 + 20 * kPage, kPage});  // back inside
+  batch.push_back({Opcode::kWrite, src + 17 * kPage, *h, r2, 4096});               // another region and length
+  batch.push_back({Opcode::kWrite, src + 18 * kPage, *h, r2 + kPage, kPage});
+  auto res = a->Transfer(batch);
+  ASSERT_EQ(res.size(), batch.size());
+  for (size_t i = 0; i < res.size(); ++i) {
+    if (i == 16) {
+      EXPECT_EQ(res[i].code(), Code::kInvalidAddress) << res[i].ToString();
+    } else {
+      EXPECT_TRUE(res[i].ok()) << i << ": " << res[i].ToString();
+    }
+  }
+  EXPECT_EQ(std::memcmp(dst1, src, 16 * kPage), 0);
+  EXPECT_EQ(std::memcmp(dst1 + 20 * kPage, src + 16 * kPage, kPage), 0);
+  EXPECT_EQ(std::memcmp(dst2, src + 17 * kPage, 4096), 0);
+  EXPECT_EQ(std::memcmp(dst2 + kPage, src + 18 * kPage, kPage), 0);
+  // Nothing else was written: the refused op's bytes stay poison at mb1's end and mb2's start.
+  for (uint64_t off : {kBuf - kPage / 2, kBuf - 1, uint64_t{16} * kPage, uint64_t{20} * kPage - 1})
+    EXPECT_EQ(dst1[off], 0xEE) << off;
+  EXPECT_EQ(dst2[4096], 0xEE);
+  const std::string text = TransferEngineAccess::Metrics(*a).PrometheusText();
+  const std::string series = "weft_copy_path_copies_total{path=\"shm\",dir=\"LH2GH\"} 19\n";
+  EXPECT_NE(text.find(series), std::string::npos) << series << " not in\n" << text;
+}
+
 // A descriptor with a transport this build lacks and a corrupt shm blob: the peer is still
 // reached (tcp), shm is disabled for it alone, and the route says why.
 TEST(TransPaths, UnknownBlobsAreIgnoredAndACorruptOneDisablesOnlyItsTransport) {

@@ -26,6 +26,7 @@ the reason (:func:`device_status`).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import _ucx, _weft
@@ -415,10 +416,22 @@ class TransferEngine:
 class MetadataServer:
     """A directory server in this process: weft's JSON API and Mooncake's HTTP metadata protocol
     (``GET|PUT|DELETE /metadata?key=``) on one port, so engines can use
-    ``metadata=f"http://{server.address}/metadata"``. ``bind`` is "host:port" (port 0: any)."""
+    ``metadata=f"http://{server.address}/metadata"``. ``bind`` is "host:port" (port 0: any).
 
-    def __init__(self, bind: str = "127.0.0.1:0") -> None:
-        self._native = _weft.MetadataServer(bind)
+    ``cluster_secret`` (default: env WEFT_CLUSTER_SECRET): every request that changes the
+    directory must prove it (engines given the same secret do); others are refused with 401 and
+    reads stay open. Without one anybody who reaches the port can rewrite every descriptor, as
+    with Mooncake's metadata server: a warning says so unless ``allow_unauthenticated``."""
+
+    def __init__(self, bind: str = "127.0.0.1:0", *, cluster_secret: Optional[str] = None,
+                 allow_unauthenticated: bool = False) -> None:
+        if cluster_secret is None:
+            cluster_secret = os.environ.get("WEFT_CLUSTER_SECRET", "")
+        if not cluster_secret and not allow_unauthenticated:
+            warnings.warn("weft.MetadataServer: no cluster_secret (nor WEFT_CLUSTER_SECRET): anybody who reaches "
+                          f"{bind} can change the descriptors it serves; pass cluster_secret=..., or "
+                          "allow_unauthenticated=True to say this is intended", stacklevel=2)
+        self._native = _weft.MetadataServer(bind, cluster_secret)
 
     @property
     def host(self) -> str:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import warnings
+import urllib.error
+import urllib.request
 import subprocess
 import sys
 import time
@@ -350,8 +353,44 @@ def test_authentication_between_engines():
             e.close()
 
 
+def test_metadata_server_with_a_secret_refuses_unsigned_writes():
+    secret = "meta-" + os.urandom(8).hex()
+    with weft.MetadataServer(cluster_secret=secret) as server:
+        a = open_engine(local_name="127.0.0.1:40011", metadata=server.url, cluster_secret=secret)
+        b = open_engine(local_name="127.0.0.1:40012", metadata=server.url, cluster_secret=secret)
+        try:
+            sink = np.zeros(1 << 16, np.uint8)
+            sink_addr = b.register_memory(sink)
+            src = np.frombuffer(os.urandom(1 << 16), np.uint8).copy()
+            a.register_memory(src)
+            a.write(b.name, sink_addr, src)
+            assert np.array_equal(sink, src)
+            # Reads stay open; an unsigned write is refused and changes nothing.
+            before = urllib.request.urlopen(f"{server.url}?key=mooncake/ram/127.0.0.1:40012", timeout=10).read()
+            put = urllib.request.Request(f"{server.url}?key=mooncake/ram/127.0.0.1:40012", data=b"{}", method="PUT")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(put, timeout=10)
+            assert refused.value.code == 401
+            after = urllib.request.urlopen(f"{server.url}?key=mooncake/ram/127.0.0.1:40012", timeout=10).read()
+            assert after == before
+            # An engine with another secret cannot publish its descriptor there.
+            with pytest.raises(weft.Unauthenticated):
+                open_engine(local_name="127.0.0.1:40013", metadata=server.url, cluster_secret="not-" + secret)
+        finally:
+            a.close()
+            b.close()
+
+
+def test_metadata_server_without_a_secret_warns_unless_told():
+    with pytest.warns(UserWarning, match="cluster_secret"):
+        weft.MetadataServer(cluster_secret="").stop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        weft.MetadataServer(cluster_secret="", allow_unauthenticated=True).stop()
+
+
 def test_metadata_server_in_process_and_as_process():
-    with weft.MetadataServer() as server:
+    with weft.MetadataServer(allow_unauthenticated=True) as server:
         assert server.port > 0 and server.url == f"http://127.0.0.1:{server.port}/metadata"
         a = open_engine(local_name="127.0.0.1:40001", metadata=server.url)
         b = open_engine(local_name="127.0.0.1:40002", metadata=server.url)

@@ -121,7 +121,7 @@ class MetadataProcess(Process):
     """A weft.MetadataServer (Mooncake's HTTP metadata protocol) in its own process."""
 
     def __init__(self):
-        code = ("import sys, weft; s = weft.MetadataServer('127.0.0.1:0'); print(s.port, flush=True); "
+        code = ("import sys, weft; s = weft.MetadataServer('127.0.0.1:0', allow_unauthenticated=True); print(s.port, flush=True); "
                 "sys.stdin.read(); s.stop()")
         super().__init__([sys.executable, "-c", code], env=env_without_secret())
         self.port = int(self.readline())

@@ -559,9 +559,10 @@ class PyTransferEngine {
 
 class PyMetadataServer {
  public:
-  explicit PyMetadataServer(const std::string& bind) {
+  PyMetadataServer(const std::string& bind, const std::string& cluster_secret) {
     weft::meta::DirectoryServerOptions o;
     o.bind = bind;
+    o.cluster_secret = cluster_secret;  // empty: writes go unsigned (the Python layer says so)
     auto r = weft::meta::DirectoryServer::Start(o);
     if (!r.ok()) Raise(r.status());
     server_ = std::move(*r);
@@ -643,7 +644,7 @@ void BindTrans(nb::module_& m) {
       .def("probe", &PyTransferEngine::Probe, "name"_a, "timeout"_a.none());
 
   nb::class_<PyMetadataServer>(m, "MetadataServer")
-      .def(nb::init<const std::string&>(), "bind"_a)
+      .def(nb::init<const std::string&, const std::string&>(), "bind"_a, "cluster_secret"_a)
       .def("stop", &PyMetadataServer::Stop)
       .def_prop_ro("host", &PyMetadataServer::host)
       .def_prop_ro("port", &PyMetadataServer::port)

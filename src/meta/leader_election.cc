@@ -1,6 +1,9 @@
 #include "meta/leader_election.h"
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <csignal>
 #include <utility>
 
 #include "base/log.h"
@@ -20,6 +23,16 @@ Deadline Sooner(Deadline a, Deadline b) { return a.at() < b.at() ? a : b; }
 // (so a Never deadline still gets an answer from an unreachable backend).
 Deadline CallDeadline(const Directory& directory, Deadline deadline) {
   return Sooner(deadline, Deadline::After(directory.options().timeout));
+}
+
+// The directory's HTTP client writes without MSG_NOSIGNAL: etcd closing a connection while a
+// renewal is being written would raise SIGPIPE, which ends the process by default. Blocked in
+// the keep-alive thread, the write fails with EPIPE and the renewal is retried.
+void BlockSigpipe() {
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
 }
 
 // Errors that say "not now" rather than "never": a campaign keeps trying after them.
@@ -91,7 +104,10 @@ Result<bool> LeaderElection::TryOnce(Deadline deadline) {
     lease_ = lease;
     leading_ = true;
     quitting_ = false;
-    keeper_ = std::thread([this, granted_at] { KeepLeading(granted_at); });
+    keeper_ = std::thread([this, granted_at] {
+      BlockSigpipe();
+      KeepLeading(granted_at);
+    });
     return true;
   }
   // Not ours (or not known to be): give the lease back so it cannot hold the key later. If even
@@ -222,6 +238,9 @@ LeaseId LeaderElection::lease() const {
 }
 
 Result<std::string> ResolveLeader(Directory& directory, const std::string& key, Deadline deadline) {
+  // The usual case, a leader that has published, needs no watch.
+  auto now = directory.Get(key, CallDeadline(directory, deadline));
+  if (now.ok() && !now->empty()) return *now;
   // Declared before the watch, so the watch (and its callback) goes first.
   std::mutex mu;
   std::condition_variable cv;

@@ -187,6 +187,24 @@ TEST_F(HaMasterTest, RefusesSettingsAStandbyCouldNotServe) {
     EXPECT_EQ(m.Wait(kPatience), 2) << m.output();
     EXPECT_NE(m.output().find(c.why), std::string::npos) << m.output();
   }
+  // `weft meta --ha` elects a coordinator: serving only a directory has nothing to lead.
+  Spawned meta({WEFT_BINARY, "meta", "--ha", etcd_url_, "--directory-only", "--directory", "127.0.0.1:0", "--set",
+                "pool_name=" + pool_, "--set", "coordinator=tcp://127.0.0.1:0"},
+               {std::string("WEFT_CLUSTER_SECRET=") + kSecret});
+  EXPECT_EQ(meta.Wait(kPatience), 2) << meta.output();
+  EXPECT_NE(meta.output().find("--directory-only"), std::string::npos) << meta.output();
+}
+
+// `weft meta --ha` campaigns and leads as `weft store-master --ha` does.
+TEST_F(HaMasterTest, MetaCampaignsToo) {
+  Spawned meta({WEFT_BINARY, "meta", "--ha", etcd_url_, "--set", "pool_name=" + pool_, "--set", "rank_size=8MiB",
+                "--set", "coordinator=tcp://127.0.0.1:0"},
+               {std::string("WEFT_CLUSTER_SECRET=") + kSecret});
+  std::string line = meta.WaitFor("leads pool", kPatience);
+  ASSERT_NE(line, "") << meta.output();
+  EXPECT_EQ(Published(), LeaderAddress(line));
+  ::kill(meta.pid(), SIGTERM);
+  EXPECT_EQ(meta.Wait(kPatience), 0) << meta.output();
 }
 
 }  // namespace

@@ -16,7 +16,8 @@ namespace weft {
 struct Config {
   std::string pool_name = "weft";
   uint64_t rank_size = 256ull << 20;
-  std::string coordinator;  // unix socket path or tcp://host:port; empty means /tmp/weft-<pool_name>.sock
+  std::string coordinator;  // unix socket path, tcp://host:port, or etcd://h1:2379;h2:2379 (HA masters: join the
+                            // elected one); empty means /tmp/weft-<pool_name>.sock
   std::string coordinator_listen;  // host:port a tcp:// coordinator binds; empty: the URL's own
   std::string peer_name;           // stable name for rejoining; empty: a fresh name per join
   int32_t numa_node = -1;

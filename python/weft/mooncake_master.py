@@ -10,12 +10,18 @@ booleans) are translated into ``weft store-master --set key=value`` overrides:
 - ``--eviction_ratio`` (0..1): ``store_eviction_pct`` (integer percent);
 - ``--client_ttl`` (s): ``peer_timeout_ms`` (a client silent that long is dropped);
 - ``--enable_http_metadata_server`` with ``--http_metadata_server_port`` (8080): ``--directory
-  <rpc_address>:<port>``, weft's directory, which serves Mooncake's HTTP metadata protocol.
+  <rpc_address>:<port>``, weft's directory, which serves Mooncake's HTTP metadata protocol;
+- ``--enable_ha`` with ``--ha_backend_connstring etcd://h1:2379;h2:2379`` (or ``--etcd_endpoints``;
+  endpoints without a scheme are etcd's): ``--ha etcd://...``, one of several masters elected
+  leader through etcd; the others stand by (docs/store.md, "High availability"). Clients name the
+  same ``etcd://`` address as their master. With the default (wildcard) ``--rpc_address`` the
+  coordinator is published as this host's name (``coordinator=tcp://<hostname>:<port>``) and
+  binds the wildcard (``coordinator_listen``): peers on other machines cannot dial 0.0.0.0.
+  Only etcd backends; ``--enable_ha`` without a connstring, or a redis/k8s one, is refused.
 
 Only flags given are translated; the rest keep weft's defaults, which equal Mooncake's.
-``--enable_ha``, ``--ha_backend_connstring`` and ``--metrics_port`` have no weft equivalent
-yet: a note says so and they are ignored. Other flags are warned about and ignored. weft's own overrides pass
-through as ``--set key=value`` (e.g. ``--set rank_size=1GiB``, which must match the clients'
+``--metrics_port`` has no weft equivalent yet: a note says so and it is ignored. Other flags are
+warned about and ignored. weft's own overrides pass through as ``--set key=value`` (e.g. ``--set rank_size=1GiB``, which must match the clients'
 global_segment_size). The ``weft`` executable is ``$WEFT_BIN`` or ``weft`` on PATH.
 """
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -30,16 +37,16 @@ __all__ = ["translate", "main"]
 
 # Flags that take a value, with the weft override each becomes (None: handled specially).
 _VALUE_FLAGS = ("rpc_port", "port", "rpc_address", "default_kv_lease_ttl", "eviction_high_watermark_ratio",
-                "eviction_ratio", "client_ttl", "ha_backend_connstring", "http_metadata_server_port", "metrics_port")
+                "eviction_ratio", "client_ttl", "ha_backend_connstring", "etcd_endpoints", "http_metadata_server_port",
+                "metrics_port")
 _BOOL_FLAGS = ("enable_ha", "enable_http_metadata_server")
 _NOT_YET = {
-    "enable_ha": "master HA (weft's coordinator is a single process)",
-    "ha_backend_connstring": "master HA backends (etcd/redis/k8s)",
     "metrics_port": "the Prometheus/admin HTTP endpoint",
 }
 DEFAULT_PORT = 50051
 DEFAULT_HTTP_METADATA_PORT = 8080
 DEFAULT_ADDRESS = "0.0.0.0"
+_WILDCARDS = ("0.0.0.0", "::", "[::]")
 _TRUE = ("", "1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -112,7 +119,13 @@ def translate(argv: List[str], warn: Callable[[str], None] = lambda message: Non
         raise ValueError(f"port {port!r} is not in 1..65535")
     address = flags.get("rpc_address", DEFAULT_ADDRESS)
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
+    ha = _ha(flags, warn)
     sets = [f"coordinator=tcp://{host}:{port}"]
+    if ha and address in _WILDCARDS:
+        # The elected master publishes its coordinator's address for clients on other machines.
+        published = socket.gethostname()
+        note(f"--enable_ha: the coordinator is published as tcp://{published}:{port} and binds {host}:{port}")
+        sets = [f"coordinator=tcp://{published}:{port}", f"coordinator_listen={host}:{port}"]
     if "default_kv_lease_ttl" in flags:
         sets.append(f"store_lease_ttl_ms={_non_negative_int('default_kv_lease_ttl', flags['default_kv_lease_ttl'])}")
     if "eviction_high_watermark_ratio" in flags:
@@ -129,7 +142,25 @@ def translate(argv: List[str], warn: Callable[[str], None] = lambda message: Non
     args = ["store-master"]
     for item in sets:
         args += ["--set", item]
-    return args + _directory(flags, host, warn)
+    return args + (["--ha", ha] if ha else []) + _directory(flags, host, warn)
+
+
+def _ha(flags: Dict[str, str], warn: Callable[[str], None]) -> str:
+    """The etcd connstring of HA masters, or "" without --enable_ha. ValueError for an HA
+    setting weft cannot serve."""
+    connstring = flags.get("ha_backend_connstring", flags.get("etcd_endpoints", ""))
+    if flags.get("enable_ha") != "true":
+        if connstring:
+            warn("--ha_backend_connstring / --etcd_endpoints are ignored without --enable_ha")
+        return ""
+    if not connstring:
+        raise ValueError("--enable_ha needs --ha_backend_connstring etcd://host:port[;host:port]")
+    if "://" not in connstring:
+        connstring = "etcd://" + connstring  # Mooncake's etcd endpoints are written without a scheme
+    if not connstring.startswith("etcd://"):
+        raise ValueError(f"--ha_backend_connstring={connstring}: weft elects masters through etcd only "
+                         "(etcd://host:port[;host:port])")
+    return connstring
 
 
 def _directory(flags: Dict[str, str], host: str, warn: Callable[[str], None]) -> List[str]:

@@ -23,8 +23,10 @@ How ``setup`` maps onto weft's configuration (docs/api.md, "weft.mooncake_store"
 - ``master_server_addr``: "ip:port" becomes the pool's coordinator ``tcp://ip:port``, which a
   master must serve (``mooncake_master`` or ``weft store-master``): setup only joins it (-900
   when none answers). A unix socket path ("/tmp/kv.sock", "unix:/tmp/kv.sock") is a one-machine
-  pool whose first client hosts the master itself. ``etcd://``, ``redis://`` and ``k8s://``
-  masters (HA) are not supported (-600).
+  pool whose first client hosts the master itself. ``etcd://h1:2379;h2:2379`` names HA masters
+  (``mooncake_master --enable_ha``): setup joins the one elected leader at that moment (an
+  existing client does not follow a later leader; docs/store.md, "High availability").
+  ``redis://`` and ``k8s://`` masters are not supported (-600).
 - ``global_segment_size`` becomes ``rank_size``: every peer of a weft pool contributes the same
   size, so every client (and the master) must pass the same value.
 - ``local_hostname``: its host becomes the host of ``data_address`` (any free port).
@@ -154,14 +156,20 @@ def weft_settings(local_hostname: str, global_segment_size: Union[int, str], pro
     module doc; ``ssd_offload_path`` only when SSD offload is enabled). ValueError for what weft
     cannot serve."""
     master = master_server_addr.strip()
-    if re.match(r"^(etcd|redis|k8s)://", master):
-        raise ValueError(f"master {master!r}: HA masters (etcd/redis/k8s) are not supported by weft; give ip:port")
+    if re.match(r"^(redis|k8s)://", master):
+        raise ValueError(f"master {master!r}: HA masters through redis or k8s are not supported by weft; give "
+                         "etcd://host:port[;host:port] or ip:port")
     protocol = (protocol or DEFAULT_PROTOCOL).strip().lower()
     if protocol not in ("tcp", "rdma"):
         raise ValueError(f"protocol {protocol!r} is not 'tcp' or 'rdma'")
     settings = {"rank_size": str(parse_size(global_segment_size))}
     path = _unix_path(master)
-    if path is not None:
+    if master.startswith("etcd://"):
+        # HA masters (mooncake_master --enable_ha): setup joins whichever leads, as it finds it
+        # in etcd at join time.
+        settings["coordinator"] = master
+        mode = "join"
+    elif path is not None:
         settings["coordinator"] = path
         mode = "auto"  # one machine: the first client hosts the master
     else:

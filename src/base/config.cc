@@ -176,7 +176,8 @@ const std::vector<KeyDef>& Defs() {
       Def("coordinator", "string", "/tmp/weft-<pool_name>.sock",
           "Where the pool's coordinator is (hosted by the first peer or by `weft meta`): a unix socket path "
           "(one machine; segments are mapped, path shm) or `tcp://host:port` (peers on many machines; needs "
-          "`cluster_secret`, and every peer then uses transport=tcp). A host of `tcp://host:0` takes any free port.",
+          "`cluster_secret`, and every peer then uses transport=tcp). A host of `tcp://host:0` takes any free port. "
+          "`etcd://h1:2379;h2:2379`: HA masters (`weft store-master --ha`); a peer joins the elected one.",
           StringSetter(&Config::coordinator),
           TextRange(&Config::coordinator, 0, 4096)),
       Def("coordinator_listen", "string", "(empty: the host:port of `coordinator`)",

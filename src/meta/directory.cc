@@ -58,10 +58,12 @@ Result<std::unique_ptr<Directory>> OpenDirectory(const std::string& url, Directo
     return std::unique_ptr<Directory>(std::make_unique<EmbeddedDirectory>(hp.first, hp.second, std::move(options)));
   }
   if (auto rest = strip("etcd://")) {
+    // Endpoints are separated by ',' or by ';' (Mooncake's and etcd's own clients write
+    // "etcd://h1:2379;h2:2379" for HA masters).
     std::vector<std::pair<std::string, uint16_t>> eps;
     size_t start = 0;
     while (start <= rest->size()) {
-      size_t comma = rest->find(',', start);
+      size_t comma = rest->find_first_of(",;", start);
       if (comma == std::string::npos) comma = rest->size();
       WEFT_ASSIGN_OR_RETURN(auto hp, endpoint(rest->substr(start, comma - start)));
       eps.push_back(std::move(hp));
@@ -86,7 +88,7 @@ Result<std::unique_ptr<Directory>> OpenDirectory(const std::string& url, Directo
     return std::unique_ptr<Directory>(std::move(p2p));
   }
   return Error(Code::kInvalidArgument,
-               "unknown directory URL '{}': use local, embedded://host:port, etcd://host:port[,host:port], "
+               "unknown directory URL '{}': use local, embedded://host:port, etcd://host:port[,host:port] (or ;), "
                "http://host:port/metadata (Mooncake's metadata protocol) or p2p[://host:port]",
                url);
 }

@@ -6,6 +6,7 @@
 //   embedded://host:port        a client of a weft DirectoryServer (`weft meta`, or one embedded
 //                               in a peer); also serves Mooncake's /metadata HTTP protocol
 //   etcd://host:port            etcd v3 through its JSON gateway (production, HA)
+//                               (several endpoints: etcd://h1:2379,h2:2379 or h1:2379;h2:2379)
 //   http://host:port/metadata   Mooncake's HTTP metadata protocol: get/put/delete only
 //   p2p, p2p://host:port        no directory: each peer serves its own keys (like Mooncake's
 //                               P2PHANDSHAKE); see "P2P key convention" below

@@ -1,6 +1,9 @@
 #include "meta/http_call.h"
 
 #include <httplib.h>
+#include <pthread.h>
+
+#include <csignal>
 
 #include "base/log.h"
 
@@ -95,6 +98,13 @@ void WatchThreadState::SetClient(httplib::Client* c) {
 WatchHandle StartWatchThread(std::function<void(WatchThreadState&)> loop) {
   auto st = std::make_shared<WatchThreadState>();
   auto th = std::make_shared<std::thread>([st, loop = std::move(loop)] {
+    // httplib writes without MSG_NOSIGNAL: a stream that Cancel shuts down (or the server closes)
+    // while its request is being written would raise SIGPIPE, whose default action ends the
+    // process. Blocked in this thread, that write fails with EPIPE instead.
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
     try {
       loop(*st);
     } catch (const std::exception& e) {  // a throwing callback must not take the process down

@@ -713,13 +713,17 @@ def test_setup_mapping():
     assert mcs.weft_settings("h", "8MB", "tcp", "", "tcp://h:7")[0]["coordinator"] == "tcp://h:7"
     assert mcs.weft_settings("h", "8MB", "tcp", "", "h:7", "/ssd/kv")[0]["store_ssd_path"] == "/ssd/kv"
     assert "store_ssd_path" not in mcs.weft_settings("h", "8MB", "tcp", "", "h:7")[0]
-    for master in ("etcd://a:2379;b:2379", "redis://r:6379", "k8s://ns/lease", "nohost", "h:port"):
+    # HA masters elected through etcd: the etcd address is the coordinator, resolved at join.
+    settings, mode = mcs.weft_settings("h", "8MB", "tcp", "", "etcd://a:2379;b:2379")
+    assert mode == "join"
+    assert settings["coordinator"] == "etcd://a:2379;b:2379" and settings["transport"] == "tcp"
+    for master in ("redis://r:6379", "k8s://ns/lease", "nohost", "h:port"):
         with pytest.raises(ValueError):
             mcs.weft_settings("h", "8MB", "tcp", "", master)
     with pytest.raises(ValueError):
         mcs.weft_settings("h", "8MB", "nvlink", "", "h:1")
     mc = MooncakeDistributedStore()
-    assert mc.setup({"master_server_addr": "etcd://a:2379"}) == -600
+    assert mc.setup({"master_server_addr": "redis://a:6379"}) == -600
     assert mc.setup({"protocol": "carrier-pigeon"}) == -600
     assert mc.health_check() == 1
 
@@ -788,17 +792,13 @@ def test_mooncake_master_translation():
         ["--rpc_port=50052", "--rpc_address", "10.0.0.9", "--default_kv_lease_ttl=500",
          "--eviction_high_watermark_ratio=0.95", "--eviction_ratio", "0.1", "--client_ttl=20",
          "--enable_http_metadata_server", "--http_metadata_server_port=8081", "--metrics_port=9003",
-         "--enable_ha=true", "--ha_backend_connstring=h1:2379;h2:2379", "--max_kv_soft_pin_ttl=5", "--bogus", "7",
-         "--set", "rank_size=1GiB"],
+         "--max_kv_soft_pin_ttl=5", "--bogus", "7", "--set", "rank_size=1GiB"],
         warn=warnings.append, note=notes.append)
     assert args[-2:] == ["--directory", "10.0.0.9:8081"]  # Mooncake's HTTP metadata, served by weft's directory
     assert sets(args[:-2]) == ["coordinator=tcp://10.0.0.9:50052", "store_lease_ttl_ms=500",
                                "store_high_watermark_pct=95", "store_eviction_pct=10", "peer_timeout_ms=20000",
                                "rank_size=1GiB"]
-    noted = " ".join(notes)
-    for flag in ("enable_ha", "ha_backend_connstring", "metrics_port"):
-        assert f"--{flag}" in noted
-    assert len(notes) == 3 and all("not supported" in n for n in notes)
+    assert len(notes) == 1 and "--metrics_port" in notes[0] and "not supported" in notes[0]
     assert any("max_kv_soft_pin_ttl" in w for w in warnings) and any("bogus" in w for w in warnings)
     assert mooncake_master.translate(["--enable_http_metadata_server=1"])[-2:] == ["--directory", "0.0.0.0:8080"]
     warnings.clear()
@@ -812,6 +812,32 @@ def test_mooncake_master_translation():
     for bad in (["--rpc_port=0"], ["--rpc_port=x"], ["--eviction_ratio=1.5"], ["--client_ttl=-1"],
                 ["--default_kv_lease_ttl"], ["--enable_ha=maybe"],
                 ["--enable_http_metadata_server", "--http_metadata_server_port=70000"]):
+        with pytest.raises(ValueError):
+            mooncake_master.translate(bad)
+
+
+def test_mooncake_master_ha_flags():
+    # An address of this host: published as given, with --ha and the etcd endpoints.
+    args = mooncake_master.translate(["--rpc_address=10.0.0.9", "--enable_ha",
+                                      "--ha_backend_connstring=etcd://h1:2379;h2:2379"])
+    assert args[-2:] == ["--ha", "etcd://h1:2379;h2:2379"]
+    assert sets(args[:-2]) == ["coordinator=tcp://10.0.0.9:50051"]
+    # Mooncake's endpoints without a scheme are etcd's; --etcd_endpoints is the older spelling.
+    for flag in ("--ha_backend_connstring=h1:2379;h2:2379", "--etcd_endpoints=h1:2379;h2:2379"):
+        args = mooncake_master.translate(["--rpc_address=10.0.0.9", "--enable_ha=true", flag])
+        assert args[-2:] == ["--ha", "etcd://h1:2379;h2:2379"], flag
+    # The wildcard address is bound, and this host's name published: peers elsewhere dial it.
+    notes = []
+    args = mooncake_master.translate(["--port=6000", "--enable_ha", "--ha_backend_connstring=etcd://e:2379"],
+                                     note=notes.append)
+    assert sets(args[:-2]) == [f"coordinator=tcp://{socket.gethostname()}:6000", "coordinator_listen=0.0.0.0:6000"]
+    assert len(notes) == 1 and "published" in notes[0]
+    # Without --enable_ha the connstring is only warned about.
+    warnings = []
+    args = mooncake_master.translate(["--ha_backend_connstring=etcd://e:2379"], warn=warnings.append)
+    assert "--ha" not in args and any("ha_backend_connstring" in w for w in warnings)
+    for bad in (["--enable_ha"], ["--enable_ha", "--ha_backend_connstring=redis://r:6379"],
+                ["--enable_ha", "--ha_backend_connstring=k8s://ns/lease"]):
         with pytest.raises(ValueError):
             mooncake_master.translate(bad)
 

@@ -33,6 +33,7 @@
 #include "meta/etcd_directory.h"
 #include "meta/memory_store.h"
 #include "meta/p2p_directory.h"
+#include "support/etcd_process.h"
 
 namespace weft::meta {
 namespace {
@@ -83,121 +84,10 @@ struct EventSink {
   }
 };
 
-uint16_t FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof a;
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (fd >= 0) close(fd);
-    return 0;
-  }
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-std::string FindEtcd() {
-  for (const char* p : {"/usr/bin/etcd", "/usr/local/bin/etcd"}) {
-    if (access(p, X_OK) == 0) return p;
-  }
-  return {};
-}
-
-bool InCi() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && std::string(ci) == "true";
-}
-
-// A private etcd on loopback. Stop() kills exactly the child it started (pid > 0 checked).
-class EtcdProcess {
- public:
-  Status Start() {
-    std::string bin = FindEtcd();
-    if (bin.empty()) return Error(Code::kNotFound, "etcd binary not found");
-    char dir_template[] = "/tmp/weft-etcd-XXXXXX";
-    if (mkdtemp(dir_template) == nullptr) return ErrnoStatus("mkdtemp", errno);
-    dir_ = dir_template;
-    client_port_ = FreePort();
-    uint16_t peer_port = FreePort();
-    if (client_port_ == 0 || peer_port == 0) return Error(Code::kIo, "no free port");
-    std::string client = fmt::format("http://127.0.0.1:{}", client_port_);
-    std::string peer = fmt::format("http://127.0.0.1:{}", peer_port);
-    std::vector<std::string> args = {bin,
-                                     "--name=weft-test",
-                                     "--data-dir=" + dir_ + "/data",
-                                     "--listen-client-urls=" + client,
-                                     "--advertise-client-urls=" + client,
-                                     "--listen-peer-urls=" + peer,
-                                     "--initial-advertise-peer-urls=" + peer,
-                                     "--initial-cluster=weft-test=" + peer,
-                                     "--log-outputs=stderr"};
-    std::string log = dir_ + "/etcd.log";
-    pid_t pid = fork();
-    if (pid < 0) return ErrnoStatus("fork", errno);
-    if (pid == 0) {
-      int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-      }
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    pid_ = pid;
-    // Healthy when /health says so; give up if the child died or after kPatience.
-    auto until = Clock::now() + kPatience;
-    while (Clock::now() < until) {
-      int st = 0;
-      if (waitpid(pid_, &st, WNOHANG) == pid_) {
-        pid_ = -1;
-        return Error(Code::kUnavailable, "etcd exited at start; see {}", log);
-      }
-      httplib::Client c("127.0.0.1", client_port_);
-      c.set_connection_timeout(1s);
-      c.set_read_timeout(2s);
-      auto r = c.Get("/health");
-      if (r && r->status == 200 && r->body.find("true") != std::string::npos) return OkStatus();
-      std::this_thread::sleep_for(100ms);
-    }
-    return Error(Code::kTimeout, "etcd did not become healthy; see {}", log);
-  }
-
-  void Stop() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int st = 0;
-      auto until = Clock::now() + 10s;
-      while (waitpid(pid_, &st, WNOHANG) == 0) {
-        if (Clock::now() > until) {
-          kill(pid_, SIGKILL);
-          waitpid(pid_, &st, 0);
-          break;
-        }
-        std::this_thread::sleep_for(20ms);
-      }
-      pid_ = -1;
-    }
-    if (!dir_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-      dir_.clear();
-    }
-  }
-
-  ~EtcdProcess() { Stop(); }
-  uint16_t port() const { return client_port_; }
-
- private:
-  pid_t pid_ = -1;
-  uint16_t client_port_ = 0;
-  std::string dir_;
-};
+using etcd_test::EtcdProcess;
+using etcd_test::FindEtcd;
+using etcd_test::FreePort;
+using etcd_test::InCi;
 
 enum class Backend { kLocal, kEmbedded, kEtcd };
 
@@ -773,8 +663,14 @@ TEST(OpenDirectoryTest, UrlForms) {
   EXPECT_TRUE(OpenDirectory("local").ok());
   EXPECT_TRUE(OpenDirectory("embedded://").ok());
   EXPECT_TRUE(OpenDirectory("etcd://127.0.0.1:2379,127.0.0.1:22379").ok());
+  // ';' separates endpoints too, as Mooncake's HA masters write them; both read the same.
+  for (const char* list : {"etcd://127.0.0.1:2379;127.0.0.1:22379", "etcd://127.0.0.1:2379;127.0.0.1:22379,h:3"}) {
+    auto d = OpenDirectory(list);
+    ASSERT_TRUE(d.ok()) << list << ": " << d.status().ToString();
+    EXPECT_EQ(d.value()->Describe().substr(0, 37), "etcd://127.0.0.1:2379,127.0.0.1:22379") << list;
+  }
   for (const char* bad : {"", "redis://x:1", "embedded://nohost", "embedded://h:99999", "etcd://h:0", "etcd://",
-                          "embedded://h:1/x", "etcd://a:1,"}) {
+                          "embedded://h:1/x", "etcd://a:1,", "etcd://a:1;", "etcd://;a:1"}) {
     EXPECT_EQ(OpenDirectory(bad).status().code(), Code::kInvalidArgument) << bad;
   }
   auto hp = ParseHostPort("[::1]:80");

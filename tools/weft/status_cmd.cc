@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "meta/leader_election.h"
 #include "meta/status_client.h"
 #include "tools/weft/cli_config.h"
 #include "tools/weft/commands.h"
@@ -197,6 +198,16 @@ int RunStatus(const StatusOptions& o) {
   if (!config) return 2;
   meta::StatusQuery query;
   query.address = config->CoordinatorPath();
+  if (meta::IsElectedCoordinator(query.address)) {  // HA masters: ask the one that leads now
+    auto leader = meta::ResolveCoordinator(
+        query.address, config->pool_name,
+        Deadline::After(std::chrono::duration_cast<Millis>(std::chrono::duration<double>(o.timeout_s))));
+    if (!leader.ok()) {
+      fmt::print(stderr, "{}\n", leader.status().ToString());
+      return 1;
+    }
+    query.address = *leader;
+  }
   query.auth.cluster_secret = config->cluster_secret;
   // Redraw in place only for a person watching a terminal; a pipe gets one view after another.
   const bool redraw = o.watch_s > 0 && !o.json && ::isatty(STDOUT_FILENO) == 1;

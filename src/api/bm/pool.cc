@@ -29,6 +29,7 @@
 #endif
 #include "api/bm/pool_coordinator.h"
 #include "meta/coordinator_client.h"
+#include "meta/leader_election.h"
 #include "meta/metrics_server.h"
 
 namespace weft::bm {
@@ -98,7 +99,7 @@ struct Pool::Impl {
   void ReserveUnifiedVa();
   Status CreateEngine(const transport::Registry& registry);
   Status ExportOwnSlices();
-  Status JoinCoordinator(JoinMode mode, bool coordinator_on_tcp, int device_fd);
+  Status JoinCoordinator(std::string address, JoinMode mode, bool coordinator_on_tcp, int device_fd);
   Result<std::string> HostCoordinator();
   Result<std::unique_ptr<meta::CoordinatorClient>> JoinAt(const std::string& address, bool coordinator_on_tcp,
                                                           int device_fd);
@@ -322,6 +323,34 @@ void WarnIfDataAddressIsLoopbackOnly(const Config& config, const net::ControlAdd
   }
 }
 
+// The coordinator address a peer dials, and how it may join there.
+struct CoordinatorDial {
+  std::string address;
+  JoinMode mode;
+};
+
+// An etcd:// coordinator names HA masters (`weft store-master --ha`): the elected one publishes
+// its tcp:// address there, read once at join. A peer only joins it: hosting a coordinator of
+// its own would make a second, unelected master.
+Result<CoordinatorDial> CoordinatorToDial(const Config& config, JoinMode mode) {
+  std::string configured = config.CoordinatorPath();
+  if (!meta::IsElectedCoordinator(configured)) return CoordinatorDial{std::move(configured), mode};
+  if (mode == JoinMode::kHost) {
+    return Error(Code::kInvalidArgument,
+                 "coordinator {} names elected masters (weft store-master --ha): a peer cannot host the coordinator "
+                 "there; join it, or host at a tcp:// address or unix path",
+                 configured);
+  }
+  WEFT_ASSIGN_OR_RETURN(std::string leader, meta::ResolveCoordinator(configured, config.pool_name,
+                                                                      Deadline::After(Millis(config.deadline_ms))));
+  if (!leader.starts_with(net::kTcpScheme)) {
+    return Error(Code::kProtocol, "the leader of pool '{}' in {} published '{}', not a tcp:// address",
+                 config.pool_name, configured, leader);
+  }
+  WEFT_LOG_INFO("pool '{}': the elected coordinator in {} is {}", config.pool_name, configured, leader);
+  return CoordinatorDial{std::move(leader), JoinMode::kJoin};
+}
+
 // Peers of a tcp:// coordinator may be on other machines, and no memfd crosses tcp: their
 // memory is reached over the tcp data plane, which the secret also protects.
 Status FitConfigToTcpCoordinator(Config& config, const net::ControlAddress& control) {
@@ -527,10 +556,9 @@ OwnSlices Pool::Impl::OwnSlicesToAdvertise(bool coordinator_on_tcp, int device_f
   return own;
 }
 
-// Joins the coordinator at the configured address, hosting it first (kHost) or when none answers
-// (kAuto); sets client, rank and coordinator_address.
-Status Pool::Impl::JoinCoordinator(JoinMode mode, bool coordinator_on_tcp, int device_fd) {
-  std::string address = config.CoordinatorPath();
+// Joins the coordinator at `address` (the configured one, or the elected master's), hosting it
+// first (kHost) or when none answers (kAuto); sets client, rank and coordinator_address.
+Status Pool::Impl::JoinCoordinator(std::string address, JoinMode mode, bool coordinator_on_tcp, int device_fd) {
   if (mode == JoinMode::kHost) {
     WEFT_ASSIGN_OR_RETURN(address, HostCoordinator());
   }
@@ -591,7 +619,8 @@ Result<std::unique_ptr<Pool>> PoolAccess::Join(const Config& given, JoinMode mod
   impl->config = given;
   Config& config = impl->config;
   if (config.log_level != "warn") log::SetLevel(config.log_level);
-  WEFT_ASSIGN_OR_RETURN(net::ControlAddress control, net::ParseControlAddress(config.CoordinatorPath()));
+  WEFT_ASSIGN_OR_RETURN(CoordinatorDial dial, CoordinatorToDial(config, mode));
+  WEFT_ASSIGN_OR_RETURN(net::ControlAddress control, net::ParseControlAddress(dial.address));
   if (control.tcp) WEFT_RETURN_IF_ERROR(FitConfigToTcpCoordinator(config, control));
   WEFT_ASSIGN_OR_RETURN(impl->network, CheckPoolTransport(config, registry));
   WEFT_ASSIGN_OR_RETURN(impl->layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
@@ -609,7 +638,7 @@ Result<std::unique_ptr<Pool>> PoolAccess::Join(const Config& given, JoinMode mod
     WEFT_ASSIGN_OR_RETURN(int fd, ExportDeviceSlice(impl->own_device));
     device_fd = net::UniqueFd(fd);
   }
-  WEFT_RETURN_IF_ERROR(impl->JoinCoordinator(mode, control.tcp, device_fd.get()));
+  WEFT_RETURN_IF_ERROR(impl->JoinCoordinator(std::move(dial.address), dial.mode, control.tcp, device_fd.get()));
 
   WEFT_RETURN_IF_ERROR(impl->AttachOwnHostSlice());
   WEFT_RETURN_IF_ERROR(impl->AttachOwnDeviceSlice());

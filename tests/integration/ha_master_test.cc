@@ -1,0 +1,211 @@
+// HA masters: two `weft store-master --ha etcd://...` processes on a private etcd. Exactly one
+// leads and publishes its coordinator's address; peers configured with coordinator=etcd://...
+// join whichever leads; when the leader dies (SIGKILL) or stops (SIGTERM) the standby takes over
+// and fresh peers join it; a leader that loses etcd stops serving with its own exit status.
+//
+// Waits are bounded (kPatience) and nothing asserts how fast anything happened. Without the etcd
+// binary these tests skip with a message, except under CI=true, where they fail.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <weft/config.h>
+#include <weft/pool.h>
+
+#include "integration/netns_hosts.h"
+#include "meta/directory.h"
+#include "meta/leader_election.h"
+#include "support/etcd_process.h"
+
+namespace weft {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using weft::testing::Spawned;
+
+constexpr auto kPatience = seconds(30);
+constexpr const char* kSecret = "ha-test-secret";
+constexpr int kExitLostLeadership = 3;  // tools/weft/meta_cmd.cc
+
+class HaMasterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (etcd_test::FindEtcd().empty()) {
+      if (etcd_test::InCi()) FAIL() << "etcd is not installed; scripts/install-deps.sh installs etcd-server";
+      GTEST_SKIP() << "etcd is not installed (apt-get install etcd-server, or scripts/install-deps.sh); skipping "
+                      "the HA master tests";
+    }
+    Status s = etcd_.Start();
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    etcd_url_ = fmt::format("etcd://127.0.0.1:{}", etcd_.port());
+    pool_ = fmt::format("ha-{}-{}", ::testing::UnitTest::GetInstance()->current_test_info()->name(), getpid());
+  }
+
+  std::unique_ptr<Spawned> StartMaster() {
+    auto m = std::make_unique<Spawned>(
+        std::vector<std::string>{WEFT_BINARY, "store-master", "--ha", etcd_url_, "--ha-lease-ms", "2000", "--set",
+                                 "pool_name=" + pool_, "--set", "rank_size=8MiB", "--set",
+                                 "coordinator=tcp://127.0.0.1:0"},
+        std::vector<std::string>{std::string("WEFT_CLUSTER_SECRET=") + kSecret});
+    EXPECT_TRUE(m->started());
+    return m;
+  }
+
+  // The address in "... leads pool 'x' at tcp://host:port (published ...)", or "".
+  static std::string LeaderAddress(const std::string& line) {
+    size_t at = line.find("tcp://");
+    if (at == std::string::npos) return "";
+    return line.substr(at, line.find(' ', at) - at);
+  }
+
+  // Waits until one of `masters` says it leads; its index and address, or -1.
+  static std::pair<int, std::string> WhichLeads(const std::vector<Spawned*>& masters) {
+    auto until = std::chrono::steady_clock::now() + kPatience;
+    while (std::chrono::steady_clock::now() < until) {
+      for (size_t i = 0; i < masters.size(); ++i) {
+        std::string line = masters[i]->WaitFor("leads pool", milliseconds(100));
+        if (!line.empty()) return {static_cast<int>(i), LeaderAddress(line)};
+      }
+    }
+    return {-1, ""};
+  }
+
+  Config PeerConfig() const {
+    Config c;
+    c.pool_name = pool_;
+    c.rank_size = 8 << 20;
+    c.coordinator = etcd_url_;
+    c.cluster_secret = kSecret;
+    c.heartbeat_ms = 100;
+    c.peer_timeout_ms = 1500;
+    c.deadline_ms = 20000;
+    return c;
+  }
+
+  // What the leader key holds now, read as peers do.
+  std::string Published() const {
+    auto r = meta::ResolveCoordinator(etcd_url_, pool_, Deadline::After(kPatience));
+    return r.ok() ? *r : r.status().ToString();
+  }
+
+  etcd_test::EtcdProcess etcd_;
+  std::string etcd_url_;
+  std::string pool_;
+};
+
+TEST_F(HaMasterTest, OneLeadsPeersFollowItAndTheStandbyTakesOverAfterAKill) {
+  auto a = StartMaster();
+  auto b = StartMaster();
+  ASSERT_NE(a->WaitFor("standby for pool", kPatience), "") << a->output();
+  ASSERT_NE(b->WaitFor("standby for pool", kPatience), "") << b->output();
+  auto [leader, address] = WhichLeads({a.get(), b.get()});
+  ASSERT_NE(leader, -1) << "no leader\n" << a->output() << "\n---\n" << b->output();
+  ASSERT_NE(address, "");
+  Spawned* lead = leader == 0 ? a.get() : b.get();
+  Spawned* standby = leader == 0 ? b.get() : a.get();
+  EXPECT_EQ(standby->WaitFor("leads pool", seconds(3)), "") << "two leaders\n" << standby->output();
+  EXPECT_EQ(Published(), address);
+
+  {
+    auto pool = bm::Pool::Join(PeerConfig(), bm::JoinMode::kAuto);
+    ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+    EXPECT_EQ((*pool)->coordinator_address(), address);
+    EXPECT_FALSE((*pool)->hosts_coordinator());
+    EXPECT_EQ((*pool)->config().coordinator, etcd_url_) << "the configured address stays as given";
+    EXPECT_TRUE((*pool)->Leave().ok());
+  }
+  // `weft status` given the etcd:// address asks the leader.
+  std::string status_out;
+  int status_rc = weft::testing::Sh(fmt::format("WEFT_CLUSTER_SECRET={} {} status --set pool_name={} --set "
+                                                "'coordinator={}'",
+                                                kSecret, WEFT_BINARY, pool_, etcd_url_),
+                                    &status_out);
+  EXPECT_EQ(status_rc, 0) << status_out;
+  EXPECT_NE(status_out.find(address), std::string::npos) << status_out;
+  // A peer never hosts a coordinator at an etcd:// address.
+  auto host = bm::Pool::Join(PeerConfig(), bm::JoinMode::kHost);
+  EXPECT_EQ(host.status().code(), Code::kInvalidArgument) << host.status().ToString();
+
+  lead->Kill();  // SIGKILL: no resignation; the standby waits out the lease
+  std::string line = standby->WaitFor("leads pool", kPatience);
+  ASSERT_NE(line, "") << "the standby did not take over\n" << standby->output();
+  std::string next = LeaderAddress(line);
+  EXPECT_EQ(Published(), next);
+  auto pool = bm::Pool::Join(PeerConfig(), bm::JoinMode::kJoin);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  EXPECT_EQ((*pool)->coordinator_address(), next);
+  EXPECT_TRUE((*pool)->Leave().ok());
+}
+
+TEST_F(HaMasterTest, TerminatedLeaderResignsAndTheStandbyTakesOver) {
+  auto a = StartMaster();
+  ASSERT_NE(a->WaitFor("leads pool", kPatience), "") << a->output();
+  auto b = StartMaster();
+  ASSERT_NE(b->WaitFor("standby for pool", kPatience), "") << b->output();
+  ::kill(a->pid(), SIGTERM);
+  EXPECT_EQ(a->Wait(kPatience), 0) << a->output();
+  EXPECT_NE(a->output().find("resigning"), std::string::npos) << a->output();
+  std::string line = b->WaitFor("leads pool", kPatience);
+  ASSERT_NE(line, "") << b->output();
+  EXPECT_EQ(Published(), LeaderAddress(line));
+  // A standby stops on a signal too, with status 0.
+  auto c = StartMaster();
+  ASSERT_NE(c->WaitFor("standby for pool", kPatience), "") << c->output();
+  ::kill(c->pid(), SIGTERM);
+  EXPECT_EQ(c->Wait(kPatience), 0) << c->output();
+}
+
+TEST_F(HaMasterTest, LeaderThatLosesEtcdStopsServing) {
+  auto a = StartMaster();
+  std::string line = a->WaitFor("leads pool", kPatience);
+  ASSERT_NE(line, "") << a->output();
+  etcd_.Stop();  // its lease can no longer be proven
+  EXPECT_EQ(a->Wait(kPatience), kExitLostLeadership) << a->output();
+  EXPECT_NE(a->output().find("lost the leadership"), std::string::npos) << a->output();
+}
+
+TEST_F(HaMasterTest, RefusesSettingsAStandbyCouldNotServe) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string why;
+  };
+  const std::vector<Case> cases = {
+      {{"--ha", etcd_url_, "--set", "coordinator=/tmp/weft-ha-unix.sock"}, "tcp://"},
+      {{"--ha", "embedded://127.0.0.1:1", "--set", "coordinator=tcp://127.0.0.1:0"}, "etcd://"},
+      {{"--ha", etcd_url_, "--set", "coordinator=tcp://0.0.0.0:0"}, "coordinator_listen"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> argv = {WEFT_BINARY, "store-master", "--set", "pool_name=" + pool_};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    Spawned m(argv, {std::string("WEFT_CLUSTER_SECRET=") + kSecret});
+    EXPECT_EQ(m.Wait(kPatience), 2) << m.output();
+    EXPECT_NE(m.output().find(c.why), std::string::npos) << m.output();
+  }
+  // `weft meta --ha` elects a coordinator: serving only a directory has nothing to lead.
+  Spawned meta({WEFT_BINARY, "meta", "--ha", etcd_url_, "--directory-only", "--directory", "127.0.0.1:0", "--set",
+                "pool_name=" + pool_, "--set", "coordinator=tcp://127.0.0.1:0"},
+               {std::string("WEFT_CLUSTER_SECRET=") + kSecret});
+  EXPECT_EQ(meta.Wait(kPatience), 2) << meta.output();
+  EXPECT_NE(meta.output().find("--directory-only"), std::string::npos) << meta.output();
+}
+
+// `weft meta --ha` campaigns and leads as `weft store-master --ha` does.
+TEST_F(HaMasterTest, MetaCampaignsToo) {
+  Spawned meta({WEFT_BINARY, "meta", "--ha", etcd_url_, "--set", "pool_name=" + pool_, "--set", "rank_size=8MiB",
+                "--set", "coordinator=tcp://127.0.0.1:0"},
+               {std::string("WEFT_CLUSTER_SECRET=") + kSecret});
+  std::string line = meta.WaitFor("leads pool", kPatience);
+  ASSERT_NE(line, "") << meta.output();
+  EXPECT_EQ(Published(), LeaderAddress(line));
+  ::kill(meta.pid(), SIGTERM);
+  EXPECT_EQ(meta.Wait(kPatience), 0) << meta.output();
+}
+
+}  // namespace
+}  // namespace weft

@@ -79,6 +79,14 @@ class TcpTest : public ::testing::Test {
     server_.reset();
   }
 
+  // Another data server over the same segments (another peer, as a client sees it).
+  Result<std::unique_ptr<TcpServer>> StartAnotherServer() {
+    TcpServerOptions so;
+    so.host = "127.0.0.1";
+    so.auth.cluster_secret = kSecret;
+    return TcpServer::Start(so, &table_);
+  }
+
   std::unique_ptr<TcpClient> MakeClient(std::string secret, bool allow_empty = false, uint64_t slice = 1 << 20) {
     TcpClientOptions o;
     o.auth.cluster_secret = std::move(secret);
@@ -316,10 +324,7 @@ TEST_F(TcpTest, IdleLanesCloseAndReconnectOnNextUse) {
   EXPECT_GE(c.ConnectedLanes(peer_), 1u);
 
   // The next call to another peer closes the lanes to this one once they are idle.
-  TcpServerOptions so;
-  so.host = "127.0.0.1";
-  so.auth.cluster_secret = kSecret;
-  auto other = TcpServer::Start(so, &table_);
+  auto other = StartAnotherServer();
   ASSERT_TRUE(other.ok()) << other.status().ToString();
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const uint64_t closes_before = c.stats().idle_closes;
@@ -344,10 +349,7 @@ TEST_F(TcpTest, LaneCapClosesTheLeastRecentlyUsedIdleLanes) {
   std::vector<std::unique_ptr<TcpServer>> others;
   std::vector<PeerAddr> addrs = {peer_};
   for (int i = 0; i < 2; ++i) {
-    TcpServerOptions so;
-    so.host = "127.0.0.1";
-    so.auth.cluster_secret = kSecret;
-    auto started = TcpServer::Start(so, &table_);
+    auto started = StartAnotherServer();
     ASSERT_TRUE(started.ok()) << started.status().ToString();
     addrs.push_back(PeerAddr{"127.0.0.1", (*started)->port()});
     others.push_back(std::move(*started));

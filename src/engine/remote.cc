@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <array>
 #include <map>
-#include <optional>
 #include <set>
 #include <span>
 
@@ -295,24 +294,26 @@ transport::RouteKey RemoteKey(const RemoteRequest& r, bool remote_device) {
 namespace {
 
 // Per-batch bookkeeping of TransferRemote that would otherwise cost an atomic or a lookup per op.
+// Peer and Region are the engine's (private) PeerState and PeerState::Region.
+template <typename Peer, typename Region>
 class BatchTally {
  public:
   // A batch's ops mostly go to one region with one length (a KV layer's blocks): the previous
   // op's choice serves the next one when its peer, region, length and local end are the same.
   struct Choice {
-    const void* peer = nullptr;
-    const void* region = nullptr;
-    uint64_t region_addr = 0, region_len = 0;
+    const Peer* peer = nullptr;
+    const Region* region = nullptr;
     uint64_t len = 0;
     bool local_device = false;
     size_t path = 0;
   };
-  const Choice* Reuse(const void* peer, const RemoteRequest& r) const {
+  const Choice* Reuse(const Peer* peer, const RemoteRequest& r) const {
     const Choice& c = last_;
-    if (c.peer != peer || c.len != r.len || c.local_device != r.local_device || r.remote_addr < c.region_addr)
+    if (!c.region || c.peer != peer || c.len != r.len || c.local_device != r.local_device ||
+        r.remote_addr < c.region->addr)
       return nullptr;
-    const uint64_t off = r.remote_addr - c.region_addr;
-    if (off >= c.region_len || r.len > c.region_len - off) return nullptr;
+    const uint64_t off = r.remote_addr - c.region->addr;
+    if (off >= c.region->len || r.len > c.region->len - off) return nullptr;
     return &c;
   }
   void Remember(const Choice& c) { last_ = c; }
@@ -374,7 +375,7 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
   std::vector<transport::RemoteOp> ops(requests.size());
   // The mapped region each op copies to or from (entered; left after the copies); null: posted.
   std::vector<const ImportedRegion*> mapped(requests.size(), nullptr);
-  BatchTally tally;
+  BatchTally<PeerState, PeerState::Region> tally;
   auto count_path = [this](const Transport* t, const transport::RouteKey& key, uint64_t copies, uint64_t bytes) {
     CountPath(t, key, copies, bytes);
   };
@@ -393,7 +394,7 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
     const PeerState::Region* region = nullptr;
     if (const auto* same = options_.log_paths || !peer ? nullptr : tally.Reuse(peer, r)) {
       path = same->path;
-      region = static_cast<const PeerState::Region*>(same->region);
+      region = same->region;
     } else {
       auto choice = peer ? ChooseRemote(*peer, r, options_.log_paths)
                          : Result<RemoteChoice>(Error(Code::kNotFound, "peer {} is not attached", r.peer));
@@ -404,7 +405,7 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
       }
       path = choice->path;
       region = choice->region;
-      tally.Remember({peer, region, region->addr, region->len, r.len, r.local_device, path});
+      tally.Remember({peer, region, r.len, r.local_device, path});
       if (options_.log_paths)
         WEFT_LOG_INFO("{} {} B {:#x} of '{}' via {}{}", r.kind == transport::RemoteOpKind::kRead ? "read" : "write",
                       r.len, r.remote_addr, peer->name, peer->paths[path].transport->name(),

@@ -95,16 +95,17 @@ void WatchThreadState::SetClient(httplib::Client* c) {
   client = c;
 }
 
+void BlockSigpipeInThisThread() {
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+}
+
 WatchHandle StartWatchThread(std::function<void(WatchThreadState&)> loop) {
   auto st = std::make_shared<WatchThreadState>();
   auto th = std::make_shared<std::thread>([st, loop = std::move(loop)] {
-    // httplib writes without MSG_NOSIGNAL: a stream that Cancel shuts down (or the server closes)
-    // while its request is being written would raise SIGPIPE, whose default action ends the
-    // process. Blocked in this thread, that write fails with EPIPE instead.
-    sigset_t pipe;
-    sigemptyset(&pipe);
-    sigaddset(&pipe, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+    BlockSigpipeInThisThread();
     try {
       loop(*st);
     } catch (const std::exception& e) {  // a throwing callback must not take the process down

@@ -72,4 +72,10 @@ struct WatchThreadState {
 // Called from the loop's own thread (a callback cancelling its watch) it just detaches.
 WatchHandle StartWatchThread(std::function<void(WatchThreadState&)> loop);
 
+// cpp-httplib writes without MSG_NOSIGNAL: a connection the server closes (or a watch that
+// Cancel shuts down) while a request is being written would raise SIGPIPE, whose default action
+// ends the process. A thread that makes directory calls blocks it here, so the write fails with
+// EPIPE, an error to retry. Watch threads do this themselves.
+void BlockSigpipeInThisThread();
+
 }  // namespace weft::meta

@@ -1,12 +1,10 @@
 #include "meta/leader_election.h"
 
-#include <pthread.h>
-
 #include <algorithm>
-#include <csignal>
 #include <utility>
 
 #include "base/log.h"
+#include "meta/http_call.h"
 
 namespace weft::meta {
 namespace {
@@ -23,16 +21,6 @@ Deadline Sooner(Deadline a, Deadline b) { return a.at() < b.at() ? a : b; }
 // (so a Never deadline still gets an answer from an unreachable backend).
 Deadline CallDeadline(const Directory& directory, Deadline deadline) {
   return Sooner(deadline, Deadline::After(directory.options().timeout));
-}
-
-// The directory's HTTP client writes without MSG_NOSIGNAL: etcd closing a connection while a
-// renewal is being written would raise SIGPIPE, which ends the process by default. Blocked in
-// the keep-alive thread, the write fails with EPIPE and the renewal is retried.
-void BlockSigpipe() {
-  sigset_t pipe;
-  sigemptyset(&pipe);
-  sigaddset(&pipe, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
 }
 
 // Errors that say "not now" rather than "never": a campaign keeps trying after them.
@@ -105,7 +93,7 @@ Result<bool> LeaderElection::TryOnce(Deadline deadline) {
     leading_ = true;
     quitting_ = false;
     keeper_ = std::thread([this, granted_at] {
-      BlockSigpipe();
+      BlockSigpipeInThisThread();  // renewals over HTTP (http_call.h)
       KeepLeading(granted_at);
     });
     return true;

@@ -17,6 +17,7 @@
 #include "api/bm/pool_coordinator.h"
 #include "base/clock.h"
 #include "meta/directory_server.h"
+#include "meta/http_call.h"
 #include "meta/leader_election.h"
 #include "meta/metrics_server.h"
 #include "net/control_stream.h"
@@ -235,12 +236,9 @@ std::unique_ptr<Services> StartLeading(const std::string& name, const Config& co
 int ServeElected(const std::string& name, const Config& config, const std::string& directory, const std::string& ha,
                  std::chrono::milliseconds ttl) {
   sigset_t set = BlockStopSignals(true);
-  // etcd's HTTP client writes without MSG_NOSIGNAL: a connection etcd closes mid-request must be
-  // an error to retry (EPIPE), not a SIGPIPE that ends a standby or, worse, a leader.
-  sigset_t pipe;
-  sigemptyset(&pipe);
-  sigaddset(&pipe, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+  // Before any thread starts (they inherit it): a connection etcd closes mid-request is then an
+  // error to retry, not a SIGPIPE that ends a standby or a leader.
+  meta::BlockSigpipeInThisThread();
   if (std::string why = CheckHaSettings(config, ha); !why.empty()) {
     fmt::print(stderr, "{}: {}\n", name, why);
     return 2;

@@ -14,25 +14,21 @@ namespace weft::bm {
 void MappedPeerSlices::OnJoined(uint32_t rank, const wire::TransportBlobs& transports, std::span<const int> fds) {
   auto it = transports.find(std::string(kShmBlob));
   if (it == transports.end()) return;  // a peer reached over the network only
-  auto blob = DecodeShmBlob(it->second, fds.size());
-  if (!blob.ok()) {
-    WEFT_LOG_WARN("store master: rank {}'s slice is not mapped ({}); its small puts take two calls", rank,
-                  blob.status().ToString());
-    return;
-  }
-  const int fd = ::dup(fds[blob->fd_index]);
-  if (fd < 0) {
-    WEFT_LOG_WARN("store master: rank {}'s slice is not mapped (dup: {}); its small puts take two calls", rank,
-                  std::strerror(errno));
-    return;
-  }
-  auto mapped = mem::HostSegment::Import(fd, layout_.rank_size());  // takes the fd
+  auto mapped = MapSlice(it->second, fds);
   if (!mapped.ok()) {
     WEFT_LOG_WARN("store master: rank {}'s slice is not mapped ({}); its small puts take two calls", rank,
                   mapped.status().ToString());
     return;
   }
   slices_[rank] = std::move(*mapped);
+}
+
+Result<std::unique_ptr<mem::HostSegment>> MappedPeerSlices::MapSlice(std::string_view shm_blob,
+                                                                     std::span<const int> fds) const {
+  WEFT_ASSIGN_OR_RETURN(ShmSliceBlob blob, DecodeShmBlob(shm_blob, fds.size()));
+  const int fd = ::dup(fds[blob.fd_index]);
+  if (fd < 0) return Error(Code::kIo, "dup: {}", std::strerror(errno));
+  return mem::HostSegment::Import(fd, layout_.rank_size());  // takes the fd
 }
 
 Status MappedPeerSlices::Write(const store::Replica& replica, std::span<const uint8_t> value) const {

@@ -11,8 +11,10 @@
 #include <map>
 #include <memory>
 #include <span>
+#include <string_view>
 
 #include "api/store/types.h"
+#include "base/result.h"
 #include "base/status.h"
 #include "gva/layout.h"
 #include "mem/host_segment.h"
@@ -35,6 +37,9 @@ class MappedPeerSlices {
   size_t mapped() const { return slices_.size(); }
 
  private:
+  // The memfd that the "shm" blob names among the Join's descriptors, mapped.
+  Result<std::unique_ptr<mem::HostSegment>> MapSlice(std::string_view shm_blob, std::span<const int> fds) const;
+
   gva::Layout layout_;
   std::map<uint32_t, std::unique_ptr<mem::HostSegment>> slices_;
 };

@@ -211,13 +211,16 @@ size_t TcpClient::ConnectedLanes(const PeerAddr& addr) {
   return n;
 }
 
+std::vector<std::shared_ptr<TcpClient::Peer>> TcpClient::Peers() {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<Peer>> out;
+  for (const auto& [addr, p] : peers_) out.push_back(p);
+  return out;
+}
+
 size_t TcpClient::CloseIdleLanes() {
   if (options_.idle_close_ms <= 0) return 0;
-  std::vector<std::shared_ptr<Peer>> peers;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& [addr, p] : peers_) peers.push_back(p);
-  }
+  const std::vector<std::shared_ptr<Peer>> peers = Peers();
   const auto unused_since = Clock::now() - Millis(options_.idle_close_ms);
   size_t closed = 0;
   for (const auto& p : peers) {
@@ -236,11 +239,7 @@ size_t TcpClient::CloseIdleLanes() {
 
 size_t TcpClient::CloseLanesOverCap() {
   if (options_.max_open_lanes <= 0) return 0;
-  std::vector<std::shared_ptr<Peer>> peers;
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& [addr, p] : peers_) peers.push_back(p);
-  }
+  const std::vector<std::shared_ptr<Peer>> peers = Peers();
   // Idle connected lanes, least recently used first (last_used is read under each lane's lock).
   std::vector<std::pair<Clock::time_point, Lane*>> idle;
   for (const auto& p : peers) {

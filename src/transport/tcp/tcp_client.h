@@ -142,6 +142,7 @@ class TcpClient {
   struct Call;  // one call of TransferOnLanes: its slices and the lanes it drives
 
   std::shared_ptr<Peer> GetPeer(const PeerAddr& peer);
+  std::vector<std::shared_ptr<Peer>> Peers();  // every peer known now (lanes are walked outside mu_)
   // The call driven by this thread over at most max_lanes lanes.
   std::vector<Status> TransferOnLanes(const PeerAddr& peer, std::span<const TcpRequest> requests, Deadline deadline,
                                       size_t max_lanes);

@@ -722,7 +722,7 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   if (on_joined) {
     std::vector<int> raw;
     for (const auto& fd : c.fds) raw.push_back(fd.get());
-    on_joined(rank, c.desc.transports, raw);
+    on_joined(rank, c.desc.peer_name, c.desc.transports, raw);
   }
 
   ack.rank = rank;

@@ -67,11 +67,11 @@ struct CoordinatorOptions {
 using ServiceHandler = std::function<Result<std::vector<uint8_t>>(uint32_t from_rank, std::span<const uint8_t> request)>;
 // Told when a peer leaves (clean) or is declared down (dead); runs on the coordinator thread.
 using PeerGoneHandler = std::function<void(uint32_t rank, bool clean)>;
-// Told when a peer has joined, with its transport blobs and the descriptors that came with its
-// Join (unix only; empty over tcp). The descriptors stay the coordinator's (it passes them to
-// later joiners): dup what you keep. Runs on the coordinator thread, before the peer's ack.
-using PeerJoinedHandler =
-    std::function<void(uint32_t rank, const wire::TransportBlobs& transports, std::span<const int> fds)>;
+// Told when a peer has joined, with its name, its transport blobs and the descriptors that came
+// with its Join (unix only; empty over tcp). The descriptors stay the coordinator's (it passes
+// them to later joiners): dup what you keep. Runs on the coordinator thread, before the peer's ack.
+using PeerJoinedHandler = std::function<void(uint32_t rank, const std::string& peer_name,
+                                             const wire::TransportBlobs& transports, std::span<const int> fds)>;
 
 struct PeerSummary {
   uint32_t rank;

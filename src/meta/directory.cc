@@ -10,6 +10,20 @@
 
 namespace weft::meta {
 
+Status Directory::Commit(std::span<const DirectoryWrite> writes, const WriteGuard& guard, OptDeadline d) {
+  if (writes.size() > kMaxCommitWrites) {
+    return Error(Code::kInvalidArgument, "{} writes in one commit, at most {}: split the batch", writes.size(),
+                 kMaxCommitWrites);
+  }
+  if (writes.empty()) return OkStatus();
+  return DoCommit(writes, guard, Pick(d));
+}
+
+Status Directory::DoCommit(std::span<const DirectoryWrite>, const WriteGuard&, Deadline) {
+  return Error(Code::kNotSupported, "{} cannot commit guarded batches: use etcd:// (or the in-process store)",
+               Describe());
+}
+
 Result<std::pair<std::string, uint16_t>> ParseHostPort(const std::string& text) {
   auto bad = [&](const char* why) {
     return Error(Code::kInvalidArgument, "'{}' is not host:port ({})", text, why);

@@ -39,6 +39,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -111,6 +112,20 @@ class WatchHandle {
 
 using KeyValues = std::vector<std::pair<std::string, std::string>>;
 
+// One write of a guarded batch (Directory::Commit): a put (under no lease) when value is set, a
+// delete otherwise (a missing key is fine).
+struct DirectoryWrite {
+  std::string key;
+  std::optional<std::string> value;
+};
+
+// What a guarded batch requires: `key` exists and is held under `lease` (e.g. the leader key of an
+// election, so that a master that lost its leadership can no longer write).
+struct WriteGuard {
+  std::string key;
+  LeaseId lease = 0;
+};
+
 // The interface. Public calls fill in the default deadline and forward to the Do* methods that
 // each backend implements (so the default lives in one place). Thread-safe.
 class Directory {
@@ -148,6 +163,13 @@ class Directory {
     return DoWatch(prefix, std::move(callback), Pick(d));
   }
 
+  // Applies every write in one atomic step if `guard` holds, none otherwise: PERMISSION_DENIED
+  // (naming the guard key) when the key is gone or under another lease. A key may appear once a
+  // batch; at most kMaxCommitWrites writes a call (etcd's default limit of operations in one
+  // transaction). etcd and the in-process store; NOT_SUPPORTED on the other backends.
+  static constexpr size_t kMaxCommitWrites = 128;
+  Status Commit(std::span<const DirectoryWrite> writes, const WriteGuard& guard, OptDeadline d = {});
+
   const DirectoryOptions& options() const { return options_; }
   // The URL this directory was opened with, for messages.
   virtual std::string Describe() const = 0;
@@ -163,6 +185,8 @@ class Directory {
   virtual Status DoKeepAlive(LeaseId lease, Deadline d) = 0;
   virtual Status DoRevoke(LeaseId lease, Deadline d) = 0;
   virtual Result<WatchHandle> DoWatch(const std::string& prefix, WatchCallback callback, Deadline d) = 0;
+  // Called with at most kMaxCommitWrites writes, each key once.
+  virtual Status DoCommit(std::span<const DirectoryWrite> writes, const WriteGuard& guard, Deadline d);
 
  private:
   Deadline Pick(const OptDeadline& d) const { return d ? *d : Deadline::After(options_.timeout); }

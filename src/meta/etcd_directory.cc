@@ -183,6 +183,31 @@ Result<bool> EtcdDirectory::DoPutIfAbsent(const std::string& key, const std::str
   return it != j.end() && it->is_boolean() && it->get<bool>();
 }
 
+// One transaction: the writes apply only while the guard key is under the guard lease (a key
+// that is gone compares as lease 0, which no grant returns).
+Status EtcdDirectory::DoCommit(std::span<const DirectoryWrite> writes, const WriteGuard& guard, Deadline d) {
+  json ops = json::array();
+  for (const DirectoryWrite& w : writes) {
+    if (w.value) {
+      ops.push_back({{"request_put", {{"key", Base64Encode(w.key)}, {"value", Base64Encode(*w.value)}}}});
+    } else {
+      ops.push_back({{"request_delete_range", {{"key", Base64Encode(w.key)}}}});
+    }
+  }
+  json txn = {
+      {"compare", json::array({{{"key", Base64Encode(guard.key)},
+                                {"result", "EQUAL"},
+                                {"target", "LEASE"},
+                                {"lease", std::to_string(guard.lease)}}})},
+      {"success", std::move(ops)},
+  };
+  WEFT_ASSIGN_OR_RETURN(json j, impl_->Call("/v3/kv/txn", txn, d));
+  auto it = j.find("succeeded");
+  if (it != j.end() && it->is_boolean() && it->get<bool>()) return OkStatus();
+  return Error(Code::kPermissionDenied, "'{}' is not held under lease {} any more: nothing written", guard.key,
+               guard.lease);
+}
+
 Result<LeaseId> EtcdDirectory::DoGrant(std::chrono::milliseconds ttl, Deadline d) {
   if (ttl.count() <= 0) return Error(Code::kInvalidArgument, "lease ttl must be positive, got {} ms", ttl.count());
   int64_t seconds = (ttl.count() + 999) / 1000;  // etcd counts whole seconds: round up, never shorten

@@ -162,6 +162,24 @@ Result<bool> MemoryStore::DoPutIfAbsent(const std::string& key, const std::strin
   return true;
 }
 
+Status MemoryStore::DoCommit(std::span<const DirectoryWrite> writes, const WriteGuard& guard, Deadline) {
+  std::lock_guard lk(mu_);
+  ExpireLocked(Clock::now());
+  auto held = kv_.find(guard.key);
+  if (held == kv_.end() || held->second.lease != guard.lease) {
+    return Error(Code::kPermissionDenied, "'{}' is not held under lease {} any more: nothing written", guard.key,
+                 guard.lease);
+  }
+  for (const DirectoryWrite& w : writes) {
+    if (w.value) {
+      WEFT_RETURN_IF_ERROR(PutLocked(w.key, *w.value, 0));
+    } else if (auto it = kv_.find(w.key); it != kv_.end()) {
+      EraseLocked(it);
+    }
+  }
+  return OkStatus();
+}
+
 Result<LeaseId> MemoryStore::DoGrant(std::chrono::milliseconds ttl, Deadline) {
   if (ttl.count() <= 0) return Error(Code::kInvalidArgument, "lease ttl must be positive, got {} ms", ttl.count());
   std::lock_guard lk(mu_);

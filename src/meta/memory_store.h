@@ -76,6 +76,7 @@ class MemoryStore : public Directory {
   Status DoKeepAlive(LeaseId lease, Deadline d) override;
   Status DoRevoke(LeaseId lease, Deadline d) override;
   Result<WatchHandle> DoWatch(const std::string& prefix, WatchCallback callback, Deadline d) override;
+  Status DoCommit(std::span<const DirectoryWrite> writes, const WriteGuard& guard, Deadline d) override;
 
  private:
   struct Entry {

@@ -15,7 +15,7 @@
 #include "base/random.h"
 #include "meta/directory.h"
 #include "meta/leader_election.h"
-#include "support/etcd_process.h"
+#include "support/test_directory.h"
 
 namespace weft::meta {
 namespace {
@@ -37,11 +37,8 @@ bool Eventually(F done) {
   return done();
 }
 
-enum class Backend { kLocal, kEtcd };
-
-std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
-  return info.param == Backend::kLocal ? "Local" : "Etcd";
-}
+using etcd_test::Backend;
+using etcd_test::BackendName;
 
 class LeaderElectionTest : public ::testing::TestWithParam<Backend> {
  protected:
@@ -53,27 +50,9 @@ class LeaderElectionTest : public ::testing::TestWithParam<Backend> {
   void SetUp() override {
     DirectoryOptions options;
     options.timeout = 10s;
-    if (GetParam() == Backend::kEtcd) {
-      if (etcd_test::FindEtcd().empty()) {
-        if (etcd_test::InCi()) FAIL() << "etcd is not installed; scripts/install-deps.sh installs etcd-server";
-        GTEST_SKIP() << "etcd is not installed (apt-get install etcd-server, or scripts/install-deps.sh); "
-                        "skipping the etcd backend";
-      }
-      if (etcd_ == nullptr) {
-        etcd_ = new etcd_test::EtcdProcess;
-        Status s = etcd_->Start();
-        if (!s.ok()) {
-          delete etcd_;
-          etcd_ = nullptr;
-          FAIL() << "could not start etcd: " << s.ToString();
-        }
-      }
-      url_ = fmt::format("etcd://127.0.0.1:{}", etcd_->port());
-      ttl_ = 2s;  // etcd's minimum
-    } else {
-      url_ = "local";
-      ttl_ = 600ms;
-    }
+    url_ = etcd_test::TestDirectoryUrl(GetParam(), etcd_);
+    if (url_.empty()) return;
+    ttl_ = GetParam() == Backend::kEtcd ? 2s : 600ms;  // etcd's minimum; short in process
     auto d = OpenDirectory(url_, options);
     ASSERT_TRUE(d.ok()) << d.status().ToString();
     dir_ = std::move(d).value();

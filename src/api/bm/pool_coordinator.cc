@@ -78,7 +78,7 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
             allocator->RemoveSlice(rank, gva::Medium::kDevice);
             if (mapped) mapped->OnGone(rank);
           },
-          [mapped](uint32_t rank, const wire::TransportBlobs& transports, std::span<const int> fds) {
+          [mapped](uint32_t rank, const std::string&, const wire::TransportBlobs& transports, std::span<const int> fds) {
             if (mapped) mapped->OnJoined(rank, transports, fds);
           }));
   return pc;

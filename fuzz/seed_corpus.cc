@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "api/bm/slice_blobs.h"
+#include "api/store/object_record.h"
 #include "api/store/protocol.h"
 #include "wire/control.h"
 #include "wire/data.h"
@@ -158,6 +159,21 @@ int main(int argc, char** argv) {
   std::vector<uint8_t> old_stats = store::EncodeStats({5, 1, 20480, 1u << 30, 1u << 20, 2, 4096, 1});
   old_stats.resize(8 * sizeof(uint64_t));  // a master older than inline puts
   reply(2, old_stats);
+  // Object records of the failover journal: a pending put, and an object evicted to a disk.
+  store::ObjectRecord record;
+  record.key = "layer0/block7";
+  record.complete = false;
+  record.writer = 1;
+  record.size = 4096;
+  record.id = 12;
+  record.replicas = {{1, 0x200100000000ull}, {0, 0x200000001000ull}};
+  record.soft_pin = true;
+  w.Put("store_record_fuzz", store::EncodeObjectRecord(record));
+  record.complete = true;
+  record.replicas.clear();
+  record.disk_rank = 1;
+  record.hard_pin = true;
+  w.Put("store_record_fuzz", store::EncodeObjectRecord(record));
   // HTTP heads as the directory's clients send them (first byte: the limits, 0x03 = 512 bytes).
   for (std::string head : {std::string("GET /metadata?key=mooncake%2Fram%2Fa HTTP/1.1\r\nHost: h\r\n\r\n"),
                            std::string("POST /v1/kv/put HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n{}"),

@@ -67,6 +67,22 @@ struct Allocator::Slice {
     return off;
   }
 
+  // Takes [off, off + rounded) out of the free block holding all of it, leaving what is free on
+  // either side free. false when no single free block holds it (some of it is live).
+  bool TakeAt(uint64_t off, uint64_t requested, uint64_t rounded) {
+    auto it = free_by_offset.upper_bound(off);
+    if (it == free_by_offset.begin()) return false;
+    --it;
+    const uint64_t start = it->first, end = it->first + it->second;
+    if (off + rounded > end) return false;
+    EraseFree(it);
+    if (start < off) InsertFree(start, off - start);
+    if (off + rounded < end) InsertFree(off + rounded, end - off - rounded);
+    live.emplace(off, Live{requested, rounded});
+    used += rounded;
+    return true;
+  }
+
   // Returns the live block at `it` to the free list, merging with free neighbours.
   void Release(std::map<uint64_t, Live>::iterator it) {
     uint64_t off = it->first;
@@ -203,6 +219,31 @@ Result<uint64_t> Allocator::Alloc(uint64_t size, Placement placement, uint32_t c
                  size, rank, MediumName(medium), slice->LargestFree(), slice->FreeBytes(), slice->capacity,
                  slice->free_by_offset.size());
   return layout_.Encode({medium, rank, *off});
+}
+
+Status Allocator::Reserve(uint64_t gva, uint64_t size) {
+  if (size == 0) return Error(Code::kInvalidArgument, "cannot reserve 0 bytes at {:#x}", gva);
+  auto loc = layout_.Decode(gva);
+  if (!loc) return Error(Code::kInvalidAddress, "reserve: {:#x} is not an address of this pool", gva);
+  std::lock_guard lock(mu_);
+  auto sit = slices_.find({loc->rank, loc->medium});
+  if (sit == slices_.end())
+    return Error(Code::kInvalidAddress, "reserve: {:#x} lies in the {} slice of rank {}, which has no memory", gva,
+                 MediumName(loc->medium), loc->rank);
+  Slice& slice = *sit->second;
+  if (loc->offset % alignment_ != 0)
+    return Error(Code::kInvalidAddress, "reserve: {:#x} is not aligned to {} bytes as allocations are", gva,
+                 alignment_);
+  // Checked before rounding so that the rounding cannot overflow (capacity <= rank_size < 2^47).
+  if (loc->offset >= slice.capacity || size > slice.capacity - loc->offset)
+    return Error(Code::kInvalidAddress, "reserve: {} bytes at {:#x} run past the end of rank {} {} ({} bytes)", size,
+                 gva, loc->rank, MediumName(loc->medium), slice.capacity);
+  // Blocks are multiples of the alignment and so is capacity: the rounded block fits too.
+  const uint64_t rounded = (size + alignment_ - 1) / alignment_ * alignment_;
+  if (!slice.TakeAt(loc->offset, size, rounded))
+    return Error(Code::kAlreadyExists, "reserve: {} bytes at {:#x} (rank {} {}) overlap a live allocation", size, gva,
+                 loc->rank, MediumName(loc->medium));
+  return OkStatus();
 }
 
 namespace {

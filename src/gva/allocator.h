@@ -42,6 +42,13 @@ class Allocator {
   // size > 0. INVALID_ARGUMENT for size 0; PEER_DOWN/NOT_FOUND for a rank without a slice;
   // POOL_FULL (message: requested size, largest free block, slice) when nothing fits.
   Result<uint64_t> Alloc(uint64_t size, Placement placement, uint32_t caller_rank);
+  // Marks [gva, gva + size) as one live allocation exactly as if Alloc had returned gva for
+  // `size` (the same rounding up to the alignment; Free and AllocationSize then work on it): a
+  // new leader rebuilding its allocation map from the store's journal. INVALID_ARGUMENT for
+  // size 0; INVALID_ADDRESS when gva is not in a live slice, the block would run past the
+  // slice's end, or gva is not aligned as Alloc aligns; ALREADY_EXISTS when any byte of the
+  // rounded block is allocated already.
+  Status Reserve(uint64_t gva, uint64_t size);
   // INVALID_ADDRESS if gva is outside the pool or inside a live block but not its start;
   // DOUBLE_FREE if it lies in free space; PEER_DOWN if its slice was removed.
   Status Free(uint64_t gva);
@@ -52,6 +59,7 @@ class Allocator {
   // Every live slice of `medium`, by rank.
   std::vector<std::pair<uint32_t, SliceStats>> Slices(Medium medium) const;
   const Layout& layout() const { return layout_; }
+  uint64_t alignment() const { return alignment_; }
 
  private:
   struct Slice;

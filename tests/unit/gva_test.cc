@@ -561,6 +561,90 @@ TEST(Allocator, RemovedSliceIsPeerDownAndCanRejoin) {
   EXPECT_EQ(a.Free(*n).code(), Code::kPeerDown);
 }
 
+TEST(Allocator, ReserveErrors) {
+  const Layout l = MakeLayout(64 * kMiB, 4);
+  Allocator a(l);  // alignment 64
+  ASSERT_TRUE(a.AddSlice(1, Medium::kHost, 4 * kMiB).ok());
+  const uint64_t base = l.SliceBase(Medium::kHost, 1);
+  EXPECT_EQ(a.Reserve(base, 0).code(), Code::kInvalidArgument);
+  EXPECT_EQ(a.Reserve(kBase - 64, 64).code(), Code::kInvalidAddress) << "below the pool";
+  EXPECT_EQ(a.Reserve(l.SliceBase(Medium::kHost, 0), 64).code(), Code::kInvalidAddress) << "rank without a slice";
+  EXPECT_EQ(a.Reserve(l.SliceBase(Medium::kDevice, 1), 64).code(), Code::kInvalidAddress) << "medium without one";
+  EXPECT_EQ(a.Reserve(base + 32, 64).code(), Code::kInvalidAddress) << "not aligned as Alloc aligns";
+  EXPECT_EQ(a.Reserve(base + 4 * kMiB, 64).code(), Code::kInvalidAddress) << "past the slice's end";
+  EXPECT_EQ(a.Reserve(base + 4 * kMiB - 64, 65).code(), Code::kInvalidAddress) << "runs past the end";
+  EXPECT_EQ(a.Reserve(base, std::numeric_limits<uint64_t>::max()).code(), Code::kInvalidAddress);
+  EXPECT_EQ(a.Stats(1, Medium::kHost)->used, 0u) << "a refused reserve takes nothing";
+  a.RemoveSlice(1, Medium::kHost);
+  EXPECT_EQ(a.Reserve(base, 64).code(), Code::kInvalidAddress) << "a removed slice";
+}
+
+TEST(Allocator, ReserveIsAnAllocationAtTheGivenAddress) {
+  const Layout l = MakeLayout(64 * kMiB, 4);
+  Allocator a(l);
+  ASSERT_TRUE(a.AddSlice(1, Medium::kHost, kMiB).ok());
+  const uint64_t base = l.SliceBase(Medium::kHost, 1);
+  // In the middle of the free slice: the free space on both sides stays free.
+  ASSERT_TRUE(a.Reserve(base + 4096, 1000).ok());
+  auto st = a.Stats(1, Medium::kHost);
+  EXPECT_EQ(st->used, 1024u) << "rounded up to the alignment, as Alloc rounds";
+  EXPECT_EQ(st->allocations, 1u);
+  EXPECT_EQ(st->free_blocks, 2u);
+  EXPECT_EQ(st->largest_free, kMiB - 4096 - 1024);
+  EXPECT_EQ(a.AllocationSize(base + 4096).value_or(0), 1000u);
+  // Any overlap with it is refused, whatever the side.
+  EXPECT_EQ(a.Reserve(base + 4096, 1).code(), Code::kAlreadyExists);
+  EXPECT_EQ(a.Reserve(base + 4096 - 64, 65).code(), Code::kAlreadyExists);
+  EXPECT_EQ(a.Reserve(base + 4096 + 960, 64).code(), Code::kAlreadyExists) << "the rounded tail is taken too";
+  EXPECT_EQ(a.Reserve(base, 8192).code(), Code::kAlreadyExists);
+  // Touching it is fine on both sides.
+  ASSERT_TRUE(a.Reserve(base + 4096 + 1024, 64).ok());
+  ASSERT_TRUE(a.Reserve(base + 4096 - 64, 64).ok());
+  EXPECT_EQ(a.Stats(1, Medium::kHost)->used, 1024u + 128u);
+  // Free of a reserved block coalesces as any free does: back to one free block.
+  EXPECT_EQ(a.Free(base + 4096 + 64).code(), Code::kInvalidAddress) << "inside, not its start";
+  ASSERT_TRUE(a.Free(base + 4096).ok());
+  EXPECT_EQ(a.Free(base + 4096).code(), Code::kDoubleFree);
+  ASSERT_TRUE(a.Free(base + 4096 + 1024).ok());
+  ASSERT_TRUE(a.Free(base + 4096 - 64).ok());
+  st = a.Stats(1, Medium::kHost);
+  EXPECT_EQ(st->used, 0u);
+  EXPECT_EQ(st->allocations, 0u);
+  EXPECT_EQ(st->free_blocks, 1u);
+  EXPECT_EQ(st->largest_free, kMiB);
+  // The whole slice, at its end: exactly.
+  ASSERT_TRUE(a.Reserve(base + kMiB - 64, 64).ok());
+  ASSERT_TRUE(a.Reserve(base, kMiB - 64).ok());
+  EXPECT_EQ(a.Stats(1, Medium::kHost)->used, kMiB);
+  EXPECT_EQ(a.Alloc(1, Placement::OnRank(1), 0).status().code(), Code::kPoolFull);
+}
+
+TEST(Allocator, AllocNeverOverlapsReservedBlocks) {
+  const Layout l = MakeLayout(64 * kMiB, 4);
+  Allocator a(l);
+  ASSERT_TRUE(a.AddSlice(2, Medium::kHost, 64 * kKiB).ok());
+  const uint64_t base = l.SliceBase(Medium::kHost, 2);
+  std::vector<std::pair<uint64_t, uint64_t>> blocks;  // [start, end), rounded
+  for (uint64_t off : {0ull, 640ull, 5 * 1024ull, 33 * 1024ull, 64 * 1024ull - 128}) {
+    ASSERT_TRUE(a.Reserve(base + off, 100).ok()) << off;
+    blocks.emplace_back(base + off, base + off + 128);
+  }
+  uint64_t allocated = 0;
+  for (;;) {  // until full
+    auto g = a.Alloc(96, Placement::OnRank(2), 0);
+    if (!g.ok()) {
+      EXPECT_EQ(g.status().code(), Code::kPoolFull);
+      break;
+    }
+    blocks.emplace_back(*g, *g + 128);
+    ++allocated;
+  }
+  std::sort(blocks.begin(), blocks.end());
+  for (size_t i = 1; i < blocks.size(); ++i) EXPECT_LE(blocks[i - 1].second, blocks[i].first) << i;
+  EXPECT_EQ(allocated, 64 * kKiB / 128 - 5) << "every other 128-byte block of the slice was handed out";
+  EXPECT_EQ(a.Stats(2, Medium::kHost)->used, 64 * kKiB);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Allocator: threads
 

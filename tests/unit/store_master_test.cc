@@ -1,7 +1,10 @@
 // The store's master on its own: an allocator over a few slices and a clock the test moves.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <utility>
 #include <set>
 #include <string>
 
@@ -477,6 +480,392 @@ TEST_F(StoreMasterInline, AReplicasPeerDyingDuringTheWriteFailsThePutAndFreesThe
   EXPECT_EQ(master_->Get("k").status().code(), Code::kNotFound);
   EXPECT_EQ(Used(), 0u) << "the surviving replica's memory went back";
   EXPECT_EQ(master_->Stats().pending_puts, 0u);
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Failover: the observer's records, their codec, and a master rebuilt from them.
+
+// What an observer was told: a log of one line per call, and the journal a follower keeps (the
+// last record of each (key, complete) not erased since).
+struct Journal {
+  std::vector<std::string> log;
+  std::map<std::pair<std::string, bool>, ObjectRecord> records;
+
+  MasterObserver Observer() {
+    MasterObserver o;
+    o.on_record = [this](const ObjectRecord& r) {
+      log.push_back(fmt::format("{} {} r{} d{}", r.complete ? "complete" : "pending", r.key, r.replicas.size(),
+                                r.disk_rank));
+      records[{r.key, r.complete}] = r;
+    };
+    o.on_erased = [this](std::string_view key, bool complete) {
+      log.push_back(fmt::format("erased {} {}", complete ? "complete" : "pending", key));
+      records.erase({std::string(key), complete});
+    };
+    return o;
+  }
+  std::vector<std::string> Take() { return std::exchange(log, {}); }
+  // The log sorted: for calls made while walking a hash map, whose order is not defined.
+  std::vector<std::string> TakeSorted() {
+    auto lines = Take();
+    std::sort(lines.begin(), lines.end());
+    return lines;
+  }
+  // Through the codec, as a journal in etcd would hold them.
+  std::vector<ObjectRecord> Records() const {
+    std::vector<ObjectRecord> out;
+    for (const auto& [key, r] : records) {
+      auto decoded = DecodeObjectRecord(EncodeObjectRecord(r));
+      EXPECT_TRUE(decoded.ok()) << decoded.status().ToString();
+      if (decoded.ok()) out.push_back(*decoded);
+    }
+    return out;
+  }
+};
+
+using Lines = std::vector<std::string>;
+
+class StoreMasterJournal : public StoreMaster {
+ protected:
+  StoreMasterJournal() { master_->SetObserver(journal_.Observer()); }
+
+  // A fresh master over a fresh allocator with the same slices, as a new leader has.
+  Master& Fresh() {
+    allocator_b_ = std::make_unique<gva::Allocator>(allocator_.layout());
+    for (uint32_t r = 0; r < 4; ++r) EXPECT_TRUE(allocator_b_->AddSlice(r, gva::Medium::kHost, kSlice).ok());
+    master_b_ = std::make_unique<Master>(*allocator_b_, MasterOptions{}, [this] { return now_; });
+    return *master_b_;
+  }
+  uint64_t Used(const gva::Allocator& a) const {
+    uint64_t used = 0;
+    for (const auto& [rank, stats] : a.Slices(gva::Medium::kHost)) used += stats.used;
+    return used;
+  }
+
+  Journal journal_;
+  std::unique_ptr<gva::Allocator> allocator_b_;
+  std::unique_ptr<Master> master_b_;
+};
+
+TEST_F(StoreMasterJournal, PutEndRevokeTimeoutAndUpsertAreJournaledInOrder) {
+  auto placed = master_->PutStart(2, "a", 100, {.replicas = 2, .soft_pin = true}, false);
+  ASSERT_TRUE(placed.ok());
+  EXPECT_EQ(journal_.Take(), (Lines{"pending a r2 d-1"}));
+  const ObjectRecord pending = journal_.records.at({"a", false});
+  EXPECT_EQ(pending.writer, 2u);
+  EXPECT_EQ(pending.size, 100u);
+  EXPECT_EQ(pending.id, placed->id);
+  EXPECT_EQ(pending.replicas, placed->replicas);
+  EXPECT_TRUE(pending.soft_pin);
+  EXPECT_FALSE(pending.hard_pin);
+  ASSERT_TRUE(master_->PutEnd(2, "a", true).ok());
+  EXPECT_EQ(journal_.Take(), (Lines{"erased pending a", "complete a r2 d2"}));
+  ASSERT_TRUE(master_->PutStart(0, "b", 10, {.hard_pin = true}, false).ok());
+  EXPECT_TRUE(journal_.records.at({"b", false}).hard_pin);
+  ASSERT_TRUE(master_->PutRevoke(0, "b").ok());
+  EXPECT_EQ(journal_.Take(), (Lines{"pending b r1 d-1", "erased pending b"}));
+  ASSERT_TRUE(master_->PutStart(1, "c", 10, {}, false).ok());
+  Advance(milliseconds(30000));
+  master_->Expire();
+  EXPECT_EQ(journal_.Take(), (Lines{"pending c r1 d-1", "erased pending c"}));
+  // An upsert: the new value's pending record, then the complete record replaces the old one.
+  auto next = master_->PutStart(0, "a", 300, {}, true);
+  ASSERT_TRUE(next.ok());
+  ASSERT_TRUE(master_->PutEnd(0, "a").ok());
+  EXPECT_EQ(journal_.Take(), (Lines{"pending a r1 d-1", "erased pending a", "complete a r1 d-1"}));
+  EXPECT_EQ(journal_.records.at({"a", true}).size, 300u);
+  EXPECT_EQ(journal_.records.at({"a", true}).id, next->id);
+  EXPECT_EQ(journal_.records.size(), 1u);
+  // Reads, leases and failures change nothing durable and say nothing.
+  ASSERT_TRUE(master_->Get("a").ok());
+  EXPECT_TRUE(master_->Exists("a"));
+  ASSERT_TRUE(master_->Describe("a").ok());
+  EXPECT_EQ(master_->PutEnd(0, "a").code(), Code::kNotFound);
+  EXPECT_EQ(master_->PutRevoke(0, "a").code(), Code::kNotFound);
+  EXPECT_EQ(master_->Remove("a", false).code(), Code::kBusy);
+  EXPECT_EQ(master_->Remove("zz", true).code(), Code::kNotFound);
+  EXPECT_EQ(master_->PutStart(0, "a", 10, {}, false).status().code(), Code::kAlreadyExists);
+  EXPECT_EQ(journal_.Take(), Lines{});
+}
+
+TEST_F(StoreMasterJournal, InlinePutsAreJournaledAsTheirStartAndEnd) {
+  const std::vector<uint8_t> value(100, 7);
+  auto write = [](const Replica&, std::span<const uint8_t>) { return OkStatus(); };
+  ASSERT_TRUE(master_->PutInline(1, "w", value, {}, false, write).ok());
+  EXPECT_EQ(journal_.Take(), (Lines{"pending w r1 d-1", "erased pending w", "complete w r1 d-1"}));
+  auto deferred = master_->PutInline(1, "d", value, {}, false, {});
+  ASSERT_TRUE(deferred.ok());
+  EXPECT_FALSE(deferred->complete);
+  EXPECT_EQ(journal_.Take(), (Lines{"pending d r1 d-1"}));
+}
+
+TEST_F(StoreMasterJournal, RemovalsAreJournaledAsErasedObjects) {
+  for (const char* key : {"x", "y/1", "y/2", "z"}) ASSERT_TRUE(Put(key, 10).ok());
+  ASSERT_TRUE(master_->PutStart(0, "y/3", 10, {}, false).ok());  // pending: no regex takes it
+  journal_.Take();
+  ASSERT_TRUE(master_->Remove("x", false).ok());
+  EXPECT_EQ(journal_.Take(), (Lines{"erased complete x"}));
+  ASSERT_EQ(master_->RemoveByRegex("^y/", false).value_or(0), 2u);
+  EXPECT_EQ(journal_.TakeSorted(), (Lines{"erased complete y/1", "erased complete y/2"}));
+  ASSERT_TRUE(master_->Get("z").ok());
+  EXPECT_EQ(master_->RemoveAll(false), 0u);
+  EXPECT_EQ(journal_.Take(), Lines{}) << "a leased object skipped is not erased";
+  EXPECT_EQ(master_->RemoveAll(true), 1u);
+  EXPECT_EQ(journal_.Take(), (Lines{"erased complete z"}));
+  ASSERT_EQ(journal_.records.size(), 1u);
+  EXPECT_TRUE(journal_.records.count({"y/3", false}));
+}
+
+// Evicted: erased; evicted but kept on its writer's disk: the record without replicas; the end
+// of a promotion: the record with its replica again (the pending promotion itself is not journaled).
+TEST_F(StoreMasterJournal, EvictionAndPromotionAreJournaled) {
+  const uint64_t size = 256 << 10;
+  auto placed = master_->PutStart(1, "disk", size, {.preferred_rank = 0}, false);
+  ASSERT_TRUE(placed.ok());
+  ASSERT_TRUE(master_->PutEnd(1, "disk", true).ok());
+  Advance(milliseconds(1));
+  ASSERT_TRUE(Put("plain", size).ok());
+  Advance(milliseconds(1));
+  journal_.Take();
+  for (int i = 0; i < 20; ++i) {  // 5.5 MiB into 4 MiB: "disk" and "plain" are the oldest
+    ASSERT_TRUE(Put("o" + std::to_string(i), size).ok()) << i;
+    Advance(milliseconds(1));
+  }
+  Lines about;  // what was said of the two oldest
+  for (const std::string& line : journal_.Take())
+    if (line.find(" disk") != std::string::npos || line.find(" plain") != std::string::npos) about.push_back(line);
+  EXPECT_EQ(about, (Lines{"complete disk r0 d1", "erased complete plain"}));
+  EXPECT_TRUE(journal_.records.at({"disk", true}).replicas.empty());
+  EXPECT_FALSE(journal_.records.count({"plain", true}));
+  auto promoted = master_->PutStart(1, "disk", 0, {}, false, placed->id);
+  ASSERT_TRUE(promoted.ok()) << promoted.status().ToString();
+  Lines promoted_lines;
+  for (const std::string& line : journal_.Take())
+    if (line.find(" disk") != std::string::npos) promoted_lines.push_back(line);
+  EXPECT_EQ(promoted_lines, Lines{}) << "a pending promotion is not journaled";
+  ASSERT_TRUE(master_->PutEnd(1, "disk").ok());
+  EXPECT_EQ(journal_.Take(), (Lines{"complete disk r1 d1"}));
+  EXPECT_EQ(journal_.records.at({"disk", true}).replicas, promoted->replicas);
+  ASSERT_TRUE(master_->Remove("disk", true).ok());
+  EXPECT_EQ(journal_.Take(), (Lines{"erased complete disk"}));
+}
+
+TEST_F(StoreMasterJournal, ADeadPeerIsJournaledAsTheRecordsItChanged) {
+  ASSERT_TRUE(Put("on1", 100, 1).ok());
+  ASSERT_TRUE(Put("on2", 100, 2).ok());
+  ASSERT_TRUE(Put("both", 100, 1, {.replicas = 2}).ok());
+  ASSERT_TRUE(master_->PutStart(2, "kept", 100, {.preferred_rank = 0}, false).ok());
+  ASSERT_TRUE(master_->PutEnd(2, "kept", true).ok());
+  ASSERT_TRUE(master_->PutStart(1, "pending-by-1", 100, {.preferred_rank = 2}, false).ok());
+  ASSERT_TRUE(master_->PutStart(2, "pending-on-1", 100, {.preferred_rank = 1}, false).ok());
+  ASSERT_TRUE(master_->PutStart(3, "pending-elsewhere", 100, {}, false).ok());
+  journal_.Take();
+  master_->DropRank(1);
+  EXPECT_EQ(journal_.TakeSorted(), (Lines{"complete both r1 d-1", "erased complete on1", "erased pending pending-by-1",
+                                          "erased pending pending-on-1"}));
+  master_->DropRank(2);  // "kept" loses its disk copy, keeps its replica on rank 0
+  EXPECT_EQ(journal_.TakeSorted(), (Lines{"complete kept r1 d-1", "erased complete on2"}));
+  master_->DropRank(1);
+  EXPECT_EQ(journal_.Take(), Lines{}) << "nothing left of rank 1";
+}
+
+TEST(ObjectRecordCodec, RoundTripsEveryField) {
+  ObjectRecord r;
+  r.key = std::string(kMaxKeyBytes, 'k');
+  r.complete = false;
+  r.writer = 7;
+  r.size = 123456789;
+  r.id = 0x0102030405060708ull;
+  r.disk_rank = 3;
+  r.replicas = {{1, 0x200000001000ull}, {2, 0x200000102000ull}, {6, 0x2000006ff000ull}};
+  r.hard_pin = true;
+  r.soft_pin = true;
+  const auto bytes = EncodeObjectRecord(r);
+  auto back = DecodeObjectRecord(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, r);
+  EXPECT_EQ(EncodeObjectRecord(*back), bytes);
+  ObjectRecord on_disk{.key = "d", .complete = true, .size = 1, .disk_rank = 0, .replicas = {}};  // evicted, on a disk only
+  ASSERT_TRUE(DecodeObjectRecord(EncodeObjectRecord(on_disk)).ok());
+  EXPECT_EQ(*DecodeObjectRecord(EncodeObjectRecord(on_disk)), on_disk);
+}
+
+TEST(ObjectRecordCodec, MalformedRecordsAreProtocolErrors) {
+  const ObjectRecord r{.key = "key", .writer = 1, .size = 10, .id = 4, .replicas = {{0, 64}, {1, 128}}};
+  const auto bytes = EncodeObjectRecord(r);
+  auto code = [](const ObjectRecord& rec) { return DecodeObjectRecord(EncodeObjectRecord(rec)).status().code(); };
+  for (size_t cut = 0; cut < bytes.size(); ++cut)
+    EXPECT_EQ(DecodeObjectRecord({bytes.data(), cut}).status().code(), Code::kProtocol) << "cut at " << cut;
+  auto longer = bytes;
+  longer.push_back(0);
+  EXPECT_EQ(DecodeObjectRecord(longer).status().code(), Code::kProtocol) << "a trailing byte";
+  auto version = bytes;
+  version[0] = 2;
+  EXPECT_EQ(DecodeObjectRecord(version).status().code(), Code::kProtocol);
+  auto flag = bytes;
+  flag[1 + 4 + 3] = 2;  // `complete`, after the version and the key: a bool is 0 or 1
+  EXPECT_EQ(DecodeObjectRecord(flag).status().code(), Code::kProtocol);
+  ObjectRecord bad = r;
+  bad.key = std::string(kMaxKeyBytes + 1, 'k');
+  EXPECT_EQ(code(bad), Code::kProtocol) << "a key over kMaxKeyBytes";
+  bad.key = "";
+  EXPECT_EQ(code(bad), Code::kProtocol);
+  bad = r;
+  bad.replicas.assign(kMaxReplicas + 1, Replica{0, 64});
+  EXPECT_EQ(code(bad), Code::kProtocol);
+  bad.replicas.assign(kMaxReplicas, Replica{0, 64});
+  EXPECT_TRUE(DecodeObjectRecord(EncodeObjectRecord(bad)).ok()) << "kMaxReplicas is allowed";
+  bad = r;
+  bad.size = 0;
+  EXPECT_EQ(code(bad), Code::kProtocol);
+  bad = r;
+  bad.disk_rank = -2;
+  EXPECT_EQ(code(bad), Code::kProtocol);
+  bad = r;
+  bad.replicas.clear();
+  EXPECT_EQ(code(bad), Code::kProtocol) << "complete, neither in memory nor on a disk";
+  bad.complete = false;
+  bad.disk_rank = 1;
+  EXPECT_EQ(code(bad), Code::kProtocol) << "a pending put without replicas";
+}
+
+// The new leader: every complete object as it was, pending puts its writers may still end,
+// leases for readers of the old leader, and no reuse of a restored replica's memory.
+TEST_F(StoreMasterJournal, AMasterRestoredFromTheJournalServesTheSameObjects) {
+  ASSERT_TRUE(Put("one", 1000, 1).ok());
+  ASSERT_TRUE(Put("two", 5000, 2, {.replicas = 3}).ok());
+  ASSERT_TRUE(Put("pinned", 64, 0, {.hard_pin = true}).ok());
+  ASSERT_TRUE(master_->PutStart(3, "disk", 777, {}, false).ok());
+  ASSERT_TRUE(master_->PutEnd(3, "disk", true).ok());
+  ASSERT_TRUE(Put("gone", 100).ok());
+  ASSERT_TRUE(master_->Remove("gone", true).ok());
+  ASSERT_TRUE(Put("up", 100, 1).ok());
+  auto upsert = master_->PutStart(1, "up", 2000, {}, true);  // pending beside its complete object
+  ASSERT_TRUE(upsert.ok());
+  auto pending = master_->PutStart(2, "pend", 4096, {.replicas = 2}, false);
+  ASSERT_TRUE(pending.ok());
+  const uint64_t used = Used(allocator_);
+  Master& b = Fresh();
+  b.SetObserver(journal_.Observer());
+  journal_.Take();
+  const auto records = journal_.Records();
+  ASSERT_EQ(records.size(), 7u);
+  auto report = b.Restore(records);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->restored, 7u);
+  EXPECT_EQ(report->skipped, 0u);
+  EXPECT_EQ(journal_.Take(), Lines{}) << "a restore journals nothing";
+  EXPECT_EQ(Used(*allocator_b_), used) << "every replica, and nothing else, is reserved";
+  for (const char* key : {"one", "two", "pinned", "disk", "up"}) {
+    auto was = master_->Describe(key);
+    auto is = b.Describe(key);
+    ASSERT_TRUE(was.ok() && is.ok()) << key;
+    EXPECT_EQ(is->size, was->size) << key;
+    EXPECT_EQ(is->replicas, was->replicas) << key;
+    EXPECT_EQ(is->id, was->id) << key;
+    EXPECT_EQ(is->disk_rank, was->disk_rank) << key;
+  }
+  EXPECT_EQ(b.Describe("gone").status().code(), Code::kNotFound);
+  EXPECT_EQ(b.Describe("pend").status().code(), Code::kNotFound) << "pending: not visible";
+  EXPECT_EQ(b.Stats().pending_puts, 2u);
+  // A restored replica's memory is the object's: freeing it through the allocator works once.
+  EXPECT_EQ(allocator_b_->AllocationSize(b.Describe("one")->replicas[0].gva).value_or(0), 1000u);
+  // The writers end (or revoke) their puts on the new leader; no one else may.
+  EXPECT_EQ(b.PutEnd(1, "pend").code(), Code::kNotFound);
+  ASSERT_TRUE(b.PutEnd(2, "pend").ok());
+  EXPECT_EQ(b.Describe("pend")->replicas, pending->replicas);
+  EXPECT_EQ(b.Describe("pend")->id, pending->id);
+  ASSERT_TRUE(b.PutEnd(1, "up").ok());
+  EXPECT_EQ(b.Describe("up")->size, 2000u);
+  EXPECT_EQ(b.Describe("up")->replicas, upsert->replicas);
+  EXPECT_EQ(journal_.Take(), (Lines{"erased pending pend", "complete pend r2 d-1", "erased pending up",
+                                    "complete up r1 d-1"}));
+  // Restored objects are leased for lease_ttl from the restore.
+  EXPECT_EQ(b.Remove("one", false).code(), Code::kBusy);
+  Advance(milliseconds(10000));
+  EXPECT_TRUE(b.Remove("one", false).ok());
+  EXPECT_EQ(b.Restore(records).status().code(), Code::kAlreadyExists) << "only a fresh master restores";
+}
+
+TEST_F(StoreMasterJournal, ARestoredPendingPutTimesOutAFullPutTimeoutAfterTheRestore) {
+  ASSERT_TRUE(master_->PutStart(2, "pend", 100, {}, false).ok());
+  Advance(milliseconds(29000));
+  Master& b = Fresh();
+  ASSERT_EQ(b.Restore(journal_.Records()).value_or(RestoreReport{}).restored, 1u);
+  Advance(milliseconds(29000));
+  b.Expire();
+  EXPECT_EQ(b.Stats().pending_puts, 1u) << "the timeout runs from the restore";
+  Advance(milliseconds(1000));
+  b.Expire();
+  EXPECT_EQ(b.Stats().pending_puts, 0u);
+  EXPECT_EQ(Used(*allocator_b_), 0u) << "its replicas went back";
+}
+
+TEST_F(StoreMasterJournal, PutsAfterARestoreNeverOverlapRestoredReplicasAndGetNewIds) {
+  for (int i = 0; i < 20; ++i)
+    ASSERT_TRUE(Put("old" + std::to_string(i), 4000 + 512 * i, i % 4, {.replicas = static_cast<uint32_t>(1 + i % 3)}).ok());
+  ASSERT_TRUE(master_->PutStart(1, "old-pending", 30000, {.replicas = 2}, false).ok());
+  uint64_t max_id = 0;
+  for (const auto& [key, r] : journal_.records) max_id = std::max(max_id, r.id);
+  Master& b = Fresh();
+  ASSERT_EQ(b.Restore(journal_.Records()).value_or(RestoreReport{}).restored, 21u);
+  // Fill the pool with hard-pinned puts: the restored objects are leased, so nothing is evicted.
+  std::vector<std::string> keys;
+  for (int i = 0;; ++i) {
+    const std::string key = "new" + std::to_string(i);
+    auto placed = b.PutStart(i % 4, key, 16 << 10, {.hard_pin = true}, false);
+    if (!placed.ok()) {
+      EXPECT_EQ(placed.status().code(), Code::kPoolFull) << placed.status().ToString();
+      break;
+    }
+    EXPECT_GT(placed->id, max_id) << key;
+    ASSERT_TRUE(b.PutEnd(i % 4, key).ok());
+    keys.push_back(key);
+  }
+  EXPECT_GT(keys.size(), 200u);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // every live replica, [gva, gva + size)
+  auto add = [&](const std::vector<Replica>& replicas, uint64_t size) {
+    for (const Replica& r : replicas) ranges.emplace_back(r.gva, r.gva + size);
+  };
+  for (const auto& [key, r] : journal_.records) add(r.replicas, r.size);  // the restored ones, pending too
+  for (const std::string& key : keys) add(b.Describe(key)->replicas, 16 << 10);
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i)
+    EXPECT_LE(ranges[i - 1].second, ranges[i].first) << "replicas " << i - 1 << " and " << i << " overlap";
+  EXPECT_EQ(b.Stats().evicted, 0u);
+}
+
+// Records that cannot be restored are skipped whole (no replica of theirs stays reserved) and
+// counted; the rest are restored.
+TEST_F(StoreMasterJournal, RecordsThatCannotBeReservedAreSkippedWholeAndCounted) {
+  ASSERT_TRUE(Put("a", 1000, 0).ok());
+  ASSERT_TRUE(Put("b", 1000, 1).ok());
+  auto records = journal_.Records();
+  ASSERT_EQ(records.size(), 2u);
+  const gva::Layout& layout = allocator_.layout();
+  const uint64_t free_on_2 = layout.SliceBase(gva::Medium::kHost, 2) + 8192;
+  // Its first replica is free, its second overlaps "a": neither may stay reserved.
+  ObjectRecord overlap{.key = "overlap", .size = 100, .id = 50, .replicas = {{2, free_on_2}, records[0].replicas[0]}};
+  ObjectRecord no_slice{.key = "no-slice", .size = 100, .id = 51,
+                        .replicas = {{5, layout.SliceBase(gva::Medium::kHost, 5)}}};
+  ObjectRecord wrong_rank{.key = "wrong-rank", .size = 100, .id = 52, .replicas = {{3, free_on_2}}};
+  ObjectRecord twice = records[1];  // the same key again, elsewhere
+  twice.replicas = {{2, free_on_2 + 4096}};
+  records.insert(records.end(), {overlap, no_slice, wrong_rank, twice});
+  Master& b = Fresh();
+  auto report = b.Restore(records);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->restored, 2u);
+  EXPECT_EQ(report->skipped, 4u);
+  EXPECT_EQ(allocator_b_->Stats(2, gva::Medium::kHost)->used, 0u) << "nothing half-done";
+  EXPECT_EQ(Used(*allocator_b_), 2048u);
+  EXPECT_EQ(b.Describe("overlap").status().code(), Code::kNotFound);
+  EXPECT_EQ(b.Describe("b")->replicas, journal_.records.at({"b", true}).replicas);
+  // Ids stay above every record's, restored or not (a skipped object's file may be on a disk).
+  auto placed = b.PutStart(0, "next", 10, {}, false);
+  ASSERT_TRUE(placed.ok());
+  EXPECT_GT(placed->id, 52u);
 }
 
 }  // namespace

@@ -90,25 +90,44 @@ Result<uint64_t> DecodeAllocReply(std::span<const uint8_t> bytes) {
   return gva;
 }
 
+namespace {
+
+// The slice is there already: the same capacity is a re-add (OK, nothing changes), another one
+// an error. The allocator keeps the capacity rounded down to its alignment: compare that way.
+Status AddSliceOnce(gva::Allocator& allocator, const AllocServiceRequest& req) {
+  Status added = allocator.AddSlice(req.rank, req.medium, req.size);
+  if (added.code() != Code::kAlreadyExists) return added;
+  auto existing = allocator.Stats(req.rank, req.medium);
+  const uint64_t usable = req.size / allocator.alignment() * allocator.alignment();
+  if (existing.ok() && existing->capacity == usable) return OkStatus();
+  return Error(Code::kAlreadyExists, "rank {} already has a {} slice of {} usable bytes, not {}", req.rank,
+               gva::MediumName(req.medium), existing.ok() ? existing->capacity : 0, req.size);
+}
+
+}  // namespace
+
 Result<std::vector<uint8_t>> ServeAllocator(gva::Allocator& allocator, uint32_t from_rank,
-                                            std::span<const uint8_t> request) {
+                                            std::span<const uint8_t> request, const AllocObserver* observer) {
   WEFT_ASSIGN_OR_RETURN(auto req, DecodeAllocServiceRequest(request));
   switch (req.op) {
     case AllocOp::kAlloc: {
       WEFT_ASSIGN_OR_RETURN(uint64_t gva, allocator.Alloc(req.size, req.placement, from_rank));
+      if (observer && observer->on_alloc) observer->on_alloc(gva, req.size);
       wire::Writer w;
       w.U64(gva);
       return w.Take();
     }
     case AllocOp::kFree:
       WEFT_RETURN_IF_ERROR(allocator.Free(req.gva));
+      if (observer && observer->on_free) observer->on_free(req.gva);
       return std::vector<uint8_t>{};
     case AllocOp::kAddSlice:
       if (req.rank != from_rank)
         return Error(Code::kPermissionDenied, "rank {} may not add the slice of rank {}", from_rank, req.rank);
-      // A rank reused after a peer died still has the old slice: start it afresh.
-      allocator.RemoveSlice(req.rank, req.medium);
-      WEFT_RETURN_IF_ERROR(allocator.AddSlice(req.rank, req.medium, req.size));
+      // A rank reused after its peer died finds no slice: the coordinator's peer-gone handler
+      // removed it before the rank could be handed out again.
+      WEFT_RETURN_IF_ERROR(AddSliceOnce(allocator, req));
+      if (observer && observer->on_add_slice) observer->on_add_slice(req.rank, req.medium, req.size);
       return std::vector<uint8_t>{};
   }
   return Error(Code::kProtocol, "unknown allocator operation");

@@ -34,6 +34,7 @@ struct Master::Object {
   TimePoint lease_until{};
   TimePoint last_access{};
   bool hard_pin = false;
+  bool soft_pin = false;        // as put (journaled: soft_pin_until is this leader's clock)
   TimePoint soft_pin_until{};   // in the past when not soft-pinned
   uint64_t id = 0;              // unique per put (promotions keep it)
   int32_t disk_rank = -1;       // the writer keeping a copy on its disk; -1: none
@@ -56,10 +57,21 @@ struct Master::Impl {
   uint64_t next_id = 1;
   uint64_t inline_puts = 0;      // under mu
   uint64_t inline_deferred = 0;  // under mu
+  MasterObserver observer;       // under mu
 
   Impl(gva::Allocator& a, MasterOptions o, Clock c) : allocator(a), options(o), clock(std::move(c)) {}
 
   TimePoint Now() const { return clock(); }
+
+  // The observer's two calls. Pending promotions are not journaled, so nothing is said of them.
+  void Recorded(std::string_view key, const Object& o, bool complete) const {
+    if (!observer.on_record || (!complete && o.promote)) return;
+    observer.on_record(ObjectRecord{std::string(key), complete, o.writer, o.size, o.id, o.disk_rank, o.replicas,
+                                    o.hard_pin, o.soft_pin});
+  }
+  void Erased(std::string_view key, const Object& o, bool complete) const {
+    if (observer.on_erased && (complete || !o.promote)) observer.on_erased(key, complete);
+  }
 
   void FreeReplicas(const std::vector<Replica>& replicas) {
     // PEER_DOWN when the slice went meanwhile: its memory went with it.
@@ -86,6 +98,7 @@ struct Master::Impl {
     std::erase_if(pending, [&](auto& entry) {
       if (now - entry.second.started < options.put_timeout) return false;
       FreeReplicas(entry.second.replicas);
+      Erased(entry.first, entry.second, false);
       return true;
     });
   }
@@ -127,6 +140,47 @@ struct Master::Impl {
     return order;
   }
 
+  // Reserves every replica of `rec` in the allocator, or none: false when any cannot be (no
+  // such slice, out of it, overlapping, or a replica whose rank is not its address's).
+  bool ReserveAll(const ObjectRecord& rec) {
+    std::vector<uint64_t> done;
+    for (const Replica& r : rec.replicas) {
+      auto loc = allocator.layout().Decode(r.gva);
+      const bool ok = loc && loc->rank == r.rank && loc->medium == gva::Medium::kHost &&
+                      allocator.Reserve(r.gva, rec.size).ok();
+      if (!ok) {
+        for (uint64_t gva : done) (void)allocator.Free(gva);
+        return false;
+      }
+      done.push_back(r.gva);
+    }
+    return true;
+  }
+
+  // One record back in the master, as it was and with a fresh lease or put timeout; false
+  // (nothing done) when it cannot be.
+  bool RestoreOne(const ObjectRecord& rec, TimePoint now) {
+    auto& into = rec.complete ? objects : pending;
+    const bool lives = !rec.replicas.empty() || (rec.complete && rec.disk_rank >= 0);
+    if (!CheckKey(rec.key).ok() || rec.size == 0 || !lives || rec.replicas.size() > kMaxReplicas ||
+        into.count(rec.key) || !ReserveAll(rec))
+      return false;
+    Object o;
+    o.size = rec.size;
+    o.replicas = rec.replicas;
+    o.writer = rec.writer;
+    o.started = now;
+    o.last_access = now;
+    if (rec.complete) o.lease_until = now + options.lease_ttl;
+    o.hard_pin = rec.hard_pin;
+    o.soft_pin = rec.soft_pin;
+    if (rec.soft_pin) o.soft_pin_until = now + options.soft_pin_ttl;
+    o.id = rec.id;
+    o.disk_rank = rec.disk_rank;
+    into.emplace(rec.key, std::move(o));
+    return true;
+  }
+
   // Unleased: its memory is freed at once. Kept, on disk only, when its writer has a copy.
   // The replicas of a promotion go to the object, if it is still the one on disk.
   Status EndPromotion(Object& promoted, std::string_view key, TimePoint now) {
@@ -137,6 +191,7 @@ struct Master::Impl {
     }
     it->second.replicas = std::move(promoted.replicas);
     it->second.last_access = now;
+    Recorded(key, it->second, true);
     return OkStatus();
   }
 
@@ -144,7 +199,12 @@ struct Master::Impl {
     auto it = objects.find(key);
     if (it == objects.end()) return;
     Retire(it->second, now);
-    if (it->second.disk_rank < 0) objects.erase(it);
+    if (it->second.disk_rank < 0) {
+      Erased(key, it->second, true);
+      objects.erase(it);
+    } else {
+      Recorded(key, it->second, true);  // on disk only
+    }
     ++evicted;
   }
 
@@ -250,10 +310,12 @@ Result<Placed> Master::PutStart(uint32_t writer, std::string_view key, uint64_t 
   object.started = now;
   object.last_access = now;
   object.hard_pin = place.hard_pin;
+  object.soft_pin = place.soft_pin;
   if (place.soft_pin) object.soft_pin_until = now + m.options.soft_pin_ttl;
   object.id = m.next_id++;
   const uint64_t id = object.id;
-  m.pending.emplace(std::string(key), std::move(object));
+  auto entry = m.pending.emplace(std::string(key), std::move(object)).first;
+  m.Recorded(key, entry->second, false);
   return Placed{replicas, id};
 }
 
@@ -295,6 +357,8 @@ Status Master::PutEnd(uint32_t writer, std::string_view key, bool on_disk) {
     m.Retire(old->second, now);
     m.objects.erase(old);
   }
+  m.Erased(key, node.mapped(), false);
+  m.Recorded(key, node.mapped(), true);  // also replaces an upserted object's record
   m.objects.insert(std::move(node));
   return OkStatus();
 }
@@ -307,6 +371,7 @@ Status Master::PutRevoke(uint32_t writer, std::string_view key) {
   if (it == m.pending.end() || it->second.writer != writer)
     return Error(Code::kNotFound, "no put of '{}' by this peer is pending", key);
   m.FreeReplicas(it->second.replicas);
+  m.Erased(key, it->second, false);
   m.pending.erase(it);
   return OkStatus();
 }
@@ -374,6 +439,7 @@ Status Master::Remove(std::string_view key, bool force) {
   if (!force && it->second.lease_until > now)
     return Error(Code::kBusy, "'{}' is leased to a reader; remove it after the lease ends, or force", key);
   m.Retire(it->second, now);
+  m.Erased(key, it->second, true);
   m.objects.erase(it);
   return OkStatus();
 }
@@ -397,6 +463,7 @@ Result<uint64_t> Master::RemoveByRegex(std::string_view pattern, bool force) {
       continue;
     }
     m.Retire(it->second, now);
+    m.Erased(it->first, it->second, true);
     it = m.objects.erase(it);
     ++removed;
   }
@@ -414,9 +481,17 @@ void Master::DropRank(uint32_t rank) {
   auto on_rank = [rank](const Replica& r) { return r.rank == rank; };
   for (auto it = m.objects.begin(); it != m.objects.end();) {
     Object& o = it->second;
+    const size_t before = o.replicas.size();
+    const int32_t disk_before = o.disk_rank;
     std::erase_if(o.replicas, on_rank);  // that memory went with the slice, its disk copy with the peer
     if (o.disk_rank == static_cast<int32_t>(rank)) o.disk_rank = -1;
-    it = o.replicas.empty() && o.disk_rank < 0 ? m.objects.erase(it) : std::next(it);
+    if (o.replicas.empty() && o.disk_rank < 0) {
+      m.Erased(it->first, o, true);
+      it = m.objects.erase(it);
+      continue;
+    }
+    if (o.replicas.size() != before || o.disk_rank != disk_before) m.Recorded(it->first, o, true);
+    ++it;
   }
   // A pending put by the dead peer, or one that lost a replica, is revoked: a put that ended
   // with a replica missing would be visible and unreadable there.
@@ -429,6 +504,7 @@ void Master::DropRank(uint32_t rank) {
     }
     std::erase_if(replicas, on_rank);
     m.FreeReplicas(replicas);
+    m.Erased(it->first, it->second, false);
     it = m.pending.erase(it);
   }
   for (auto& p : m.parked) std::erase_if(p.replicas, on_rank);
@@ -437,6 +513,26 @@ void Master::DropRank(uint32_t rank) {
 void Master::Expire() {
   std::lock_guard lock(impl_->mu);
   impl_->ExpireLocked(impl_->Now());
+}
+
+void Master::SetObserver(MasterObserver observer) {
+  std::lock_guard lock(impl_->mu);
+  impl_->observer = std::move(observer);
+}
+
+Result<RestoreReport> Master::Restore(std::span<const ObjectRecord> records) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (!m.objects.empty() || !m.pending.empty())
+    return Error(Code::kAlreadyExists, "restore needs a fresh master; this one holds {} objects and {} pending puts",
+                 m.objects.size(), m.pending.size());
+  const TimePoint now = m.Now();
+  RestoreReport report;
+  for (const ObjectRecord& rec : records) {
+    m.next_id = std::max(m.next_id, rec.id + 1);
+    (m.RestoreOne(rec, now) ? report.restored : report.skipped) += 1;
+  }
+  return report;
 }
 
 MasterStats Master::Stats() const {

@@ -16,6 +16,10 @@
 // the put fits. POOL_FULL when nothing more can go. An evicted object whose writer keeps it on
 // its disk (PutEnd on_disk) stays known, without replicas; its writer serves it from there and
 // may promote it back into memory (PutStart with promote_id).
+//
+// Failover (HA): an observer (SetObserver) is told of every change of durable state as an
+// ObjectRecord (object_record.h), and a new leader's master is rebuilt from the records
+// (Restore). Leases, LRU order, parked memory and pending promotions are not durable.
 #pragma once
 
 #include <chrono>
@@ -28,6 +32,7 @@
 #include <string_view>
 #include <vector>
 
+#include "api/store/object_record.h"
 #include "api/store/types.h"
 #include "base/result.h"
 #include "gva/allocator.h"
@@ -65,6 +70,14 @@ using ReplicaWriter = std::function<Status(const Replica& replica, std::span<con
 struct InlinePut {
   Placed placed;
   bool complete = false;
+};
+
+// What Restore did: records restored, and records left out (their replicas could not be
+// reserved: no such slice, a range past its end or overlapping another; or a key already
+// restored with the same completeness; or a record no master writes).
+struct RestoreReport {
+  uint64_t restored = 0;
+  uint64_t skipped = 0;
 };
 
 class Master {
@@ -127,6 +140,27 @@ class Master {
   void Expire();
 
   MasterStats Stats() const;
+
+  // Call before serving (it replaces any earlier observer). Every change of durable state calls
+  // it, under the master's lock, in the order the changes happen: PutStart (pending record),
+  // PutEnd (pending erased, then the complete record, which also replaces an upserted object),
+  // PutRevoke and put timeouts (pending erased), Remove / RemoveByRegex / RemoveAll (complete
+  // erased), eviction (erased, or a complete record without replicas when kept on disk), the end
+  // of a promotion (the complete record with its replicas again), DropRank (records that lost a
+  // replica or their disk copy, erased objects and pending puts). Reads, leases and LRU order
+  // are not durable and call nothing. Pending promotions are not journaled: a new leader does
+  // not know them, and their writer's PutEnd gets NOT_FOUND there (it promotes again).
+  void SetObserver(MasterObserver observer);
+
+  // Rebuilds a fresh master from the records an observer was told (the last record of each
+  // (key, complete) not erased since): reserves every replica's range in the allocator, which
+  // already has the slices of the records' ranks. Complete objects are granted a lease of
+  // lease_ttl from now (a reader copying during the failover is not overtaken by eviction or
+  // reuse); pending puts get a fresh put_timeout, and their writer may end or revoke them.
+  // Records whose replicas cannot all be reserved are skipped whole and counted. Later puts get
+  // ids above every record's id (restored or not: a skipped object's file may still be on
+  // disk). The observer is not called. ALREADY_EXISTS when the master holds objects already.
+  Result<RestoreReport> Restore(std::span<const ObjectRecord> records);
 
  private:
   Result<Placed> Promote(uint32_t writer, std::string_view key, const PlaceOptions& place, uint64_t id);

@@ -30,6 +30,8 @@ inline constexpr uint64_t kMaxInlineCallBytes = 32 << 10;
 struct Replica {
   uint32_t rank = 0;
   uint64_t gva = 0;
+
+  bool operator==(const Replica&) const = default;
 };
 
 // The master's tunables (Mooncake's master flags, in weft's units).

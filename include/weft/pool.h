@@ -54,7 +54,9 @@ class Pool {
   bool unified_va() const;  // GVAs of same-node slices can be dereferenced directly
   bool hosts_coordinator() const;
   // The coordinator this peer joined: a unix path, or tcp://host:port (with the port actually
-  // bound when this peer hosts it on port 0); what other peers set as `coordinator`.
+  // bound when this peer hosts it on port 0); what other peers set as `coordinator`. With an
+  // etcd:// coordinator: the elected one joined last (it changes when the peer follows a new
+  // leader after a failover; a reference returned earlier stays valid, naming the older one).
   const std::string& coordinator_address() const;
   // Where this peer serves GET /metrics (config metrics_address, with the port actually bound
   // for port 0); empty when it serves none.

@@ -39,6 +39,7 @@
 #include <mutex>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -70,6 +71,8 @@ constexpr auto kStrangerLogInterval = std::chrono::seconds(10);
 constexpr uint32_t kMaxPreJoinFrame = 256u << 10;
 // Names of peers that were in the pool, kept so a restarted peer gets its rank back; bounded.
 constexpr size_t kMaxRememberedNamesSlack = 1024;
+
+std::string Clip(std::string_view text, size_t max);  // status texts cut to the wire's limits
 
 // Where a tcp connection is in the cluster-secret handshake (unix connections start at kDone).
 enum class AuthStage { kDone, kHello, kProof, kRefused };
@@ -203,6 +206,10 @@ struct Coordinator::Impl {
   };
   std::map<std::string, Remembered> names;  // peer name -> the rank it had last
   uint64_t name_seq = 0;
+  // Ranks held for the peers of a previous coordinator (opt.reserved_ranks) until
+  // reservations_end: a rank leaves the map when its peer joins or when the hold ends.
+  std::map<uint32_t, std::string> reserved;  // rank -> peer name
+  Clock::time_point reservations_end;
 
   // For status replies: the last peer of each rank that is not live now, the recent errors, and
   // the figures the metrics registry keeps only by code.
@@ -259,6 +266,11 @@ struct Coordinator::Impl {
   void OnAuthReadable(Conn& c);
   void SendBytes(Conn& c, std::vector<uint8_t> bytes);
   uint32_t PickRank(const std::string& name) const;
+  bool Taken(uint32_t rank) const { return peers.count(rank) != 0 || reserved.count(rank) != 0; }
+  void ReserveRanks();
+  void ExpireReservations();
+  void TellGone(uint32_t rank, bool clean);
+  void CallGoneHandler(uint32_t rank, bool clean);
   void Remember(const std::string& name, uint32_t rank);
   void OnFrame(Conn& c, net::ReceivedFrame frame);
   Status OnJoin(Conn& c, net::ReceivedFrame& frame);
@@ -349,6 +361,7 @@ std::chrono::milliseconds Coordinator::Impl::Tick() {
     CheckTimeouts();
     next_scan = now + ScanPeriod();
   }
+  if (!reserved.empty() && Clock::now() >= reservations_end) ExpireReservations();
   Settle();
   if (!accepting && Clock::now() >= resume_accepting_at) WatchListener(true);
   eviction_log.Flush();
@@ -702,6 +715,9 @@ Status Coordinator::Impl::OnJoin(Conn& c, net::ReceivedFrame& frame) {
   c.joined = true;
   c.joined_at = Clock::now();
   departed.erase(rank);
+  if (reserved.erase(rank) != 0) {
+    WEFT_LOG_INFO("coordinator: '{}' returned to its reserved rank {}", join.peer_name, rank);
+  }
   c.reader.set_max_payload(wire::kMaxFramePayload);  // admitted: service calls may be large
   c.rank = rank;
   if (!join.peer_name.empty()) Remember(join.peer_name, rank);
@@ -763,18 +779,59 @@ std::pair<wire::PeerJoined, std::vector<net::UniqueFd>> Coordinator::Impl::Descr
   return {std::move(about), std::move(fds)};
 }
 
-// A peer that was here before under the same name gets its old rank back when that is free
-// (rejoin after a restart); everyone else gets the lowest free rank. max_ranks if none is free.
+// A peer whose rank is reserved (it was in the previous coordinator's pool) gets exactly that
+// rank. A peer that was here before under the same name gets its old rank back when that is free
+// (rejoin after a restart); everyone else gets the lowest rank neither live nor reserved.
+// max_ranks if none is free.
 uint32_t Coordinator::Impl::PickRank(const std::string& name) const {
   if (!name.empty()) {
+    auto held = opt.reserved_ranks.find(name);
+    if (held != opt.reserved_ranks.end() && reserved.count(held->second) != 0) return held->second;
     auto it = names.find(name);
-    if (it != names.end() && it->second.rank < opt.max_ranks && peers.count(it->second.rank) == 0) {
-      return it->second.rank;
-    }
+    if (it != names.end() && it->second.rank < opt.max_ranks && !Taken(it->second.rank)) return it->second.rank;
   }
   uint32_t rank = 0;
-  while (rank < opt.max_ranks && peers.count(rank) != 0) ++rank;
+  while (rank < opt.max_ranks && Taken(rank)) ++rank;
   return rank;
+}
+
+// Held ranks show in `weft status` as down rows naming whom they wait for, until their peer
+// joins (which erases the row) or the hold ends. Called before the loop thread starts.
+void Coordinator::Impl::ReserveRanks() {
+  reservations_end = Clock::now() + opt.reservation_ttl;
+  for (const auto& [name, rank] : opt.reserved_ranks) {
+    reserved[rank] = name;
+    Departed d;
+    d.row.rank = rank;
+    d.row.peer_name = name;
+    d.row.state = wire::PeerState::kDown;
+    d.row.reason = Clip(fmt::format("reserved for '{}' (a peer of the previous coordinator) for {} ms", name,
+                                    opt.reservation_ttl.count()),
+                        wire::kMaxStatusText);
+    d.joined_at = d.gone_at = started_at;
+    departed[rank] = std::move(d);
+  }
+  if (!reserved.empty()) {
+    WEFT_LOG_INFO("coordinator: {} ranks of pool '{}' held for the previous coordinator's peers for {} ms",
+                  reserved.size(), opt.pool_name, opt.reservation_ttl.count());
+  }
+}
+
+// The peers that did not come back within reservation_ttl are down, for everyone: the pool
+// (its PeerGoneHandler frees what they held) and every live peer (PeerGone). Their ranks are free.
+void Coordinator::Impl::ExpireReservations() {
+  auto expired = std::exchange(reserved, {});
+  for (const auto& [rank, name] : expired) {
+    WEFT_LOG_WARN("coordinator: rank {} ('{}') did not return within its reservation ({} ms): it is down", rank,
+                  name, opt.reservation_ttl.count());
+    RecordEvent(Code::kPeerDown, fmt::format("rank {} ('{}') did not return within its reservation", rank, name));
+    m->peers_down->Add();
+    if (auto d = departed.find(rank); d != departed.end()) {
+      d->second.gone_at = Clock::now();
+      d->second.row.reason = "did not return to the new coordinator within its reservation";
+    }
+    TellGone(rank, false);
+  }
 }
 
 void Coordinator::Impl::Remember(const std::string& name, uint32_t rank) {
@@ -1186,7 +1243,8 @@ void Coordinator::Impl::Reap() {
       RecordEvent(Code::kPeerDown, fmt::format("{} is down: {}", Who(*c), c->dead_reason));
     }
     for (auto& [r, p] : peers) Send(*p, wire::PeerGone{rank, c->clean});
-    if (c->clean) {
+    const bool clean = c->clean;
+    if (clean) {
       // The leaver no longer counts; the rest may now all be in.
       TryCompleteBarrier();
       TryCompleteAllgather();
@@ -1204,16 +1262,24 @@ void Coordinator::Impl::Reap() {
       if (any(&Conn::in_allgather)) FailAllgather(fmt::format("allgather epoch {} failed: {}", allgather_epoch, why));
       else TryCompleteAllgather();
     }
-    if (on_gone) {
-      try {
-        on_gone(rank, c->clean);
-      } catch (const std::exception& e) {
-        WEFT_LOG_ERROR("coordinator: PeerGoneHandler threw: {}", e.what());
-      } catch (...) {
-        WEFT_LOG_ERROR("coordinator: PeerGoneHandler threw");
-      }
-    }
+    if (on_gone) CallGoneHandler(rank, clean);
   }
+}
+
+void Coordinator::Impl::CallGoneHandler(uint32_t rank, bool clean) {
+  try {
+    on_gone(rank, clean);
+  } catch (const std::exception& e) {
+    WEFT_LOG_ERROR("coordinator: PeerGoneHandler threw: {}", e.what());
+  } catch (...) {
+    WEFT_LOG_ERROR("coordinator: PeerGoneHandler threw");
+  }
+}
+
+// A rank that no live peer holds is gone: live peers are told, then the handler.
+void Coordinator::Impl::TellGone(uint32_t rank, bool clean) {
+  for (auto& [r, p] : peers) Send(*p, wire::PeerGone{rank, clean});
+  if (on_gone) CallGoneHandler(rank, clean);
 }
 
 // A peer must be heard from every peer_timeout, a stranger must join within join_timeout of its
@@ -1244,6 +1310,7 @@ int Coordinator::Impl::NextTimeoutMs() const {
   const auto now = Clock::now();
   auto wait = next_scan - now;
   if (!accepting) wait = std::min(wait, resume_accepting_at - now);
+  if (!reserved.empty()) wait = std::min(wait, reservations_end - now);
   auto ms = std::chrono::duration_cast<Millis>(wait).count() + 1;  // +1: past the deadline, not at it
   return static_cast<int>(std::clamp<int64_t>(ms, 1, 1000));
 }
@@ -1256,6 +1323,26 @@ void Coordinator::Impl::PublishSummary() {
   summary = std::move(s);
 }
 
+// Reserved ranks must be ranks of the pool, one name each, held for some time.
+static Status CheckReservations(const CoordinatorOptions& o) {
+  std::map<uint32_t, std::string_view> by_rank;
+  for (const auto& [name, rank] : o.reserved_ranks) {
+    if (name.empty()) return Error(Code::kInvalidArgument, "reserved rank {} has no peer name", rank);
+    if (rank >= o.max_ranks) {
+      return Error(Code::kInvalidArgument, "rank {} is reserved for '{}' but max_ranks is {}", rank, name,
+                   o.max_ranks);
+    }
+    auto [it, fresh] = by_rank.emplace(rank, name);
+    if (!fresh) {
+      return Error(Code::kInvalidArgument, "rank {} is reserved for both '{}' and '{}'", rank, it->second, name);
+    }
+  }
+  if (!o.reserved_ranks.empty() && o.reservation_ttl.count() <= 0) {
+    return Error(Code::kInvalidArgument, "reservation_ttl must be positive when ranks are reserved");
+  }
+  return OkStatus();
+}
+
 Result<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions options, ServiceHandler on_call,
                                                         PeerGoneHandler on_gone, PeerJoinedHandler on_joined) {
   if (options.max_ranks == 0) return Error(Code::kInvalidArgument, "max_ranks must be at least 1");
@@ -1266,6 +1353,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions optio
     return Error(Code::kInvalidArgument, "pool name is {} bytes; the limit is {}", options.pool_name.size(),
                  wire::kMaxNameLength);
   }
+  WEFT_RETURN_IF_ERROR(CheckReservations(options));
   auto impl = std::make_unique<Impl>();
   impl->opt = std::move(options);
   impl->on_call = std::move(on_call);
@@ -1273,6 +1361,7 @@ Result<std::unique_ptr<Coordinator>> Coordinator::Start(CoordinatorOptions optio
   impl->on_joined = std::move(on_joined);
   impl->m = std::make_unique<CoordinatorMetrics>(impl->opt.metrics ? *impl->opt.metrics : impl->own_metrics);
   WEFT_RETURN_IF_ERROR(impl->Init().Annotate("starting the coordinator"));
+  impl->ReserveRanks();
   Impl* raw = impl.get();
   try {
     impl->thread = std::thread([raw] { raw->Run(); });

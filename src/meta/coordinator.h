@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -61,6 +62,14 @@ struct CoordinatorOptions {
   MetricsRegistry* metrics = nullptr;
   // Allocator usage per rank for status replies; rows show zeros when null.
   UsageProvider usage;
+  // Ranks held for peers of a previous coordinator (a new HA leader restoring the old one's pool): only the peer
+  // of that name gets that rank (others get another free rank; a reserved rank is never handed out to anyone else).
+  std::map<std::string, uint32_t> reserved_ranks;  // peer name -> rank
+  // How long the reservations hold from Start. A reserved rank whose peer has not joined by then is given up:
+  // the coordinator calls its PeerGoneHandler(rank, /*clean=*/false) on its thread and tells every live peer that
+  // the rank is down (the PeerGone message peers already handle), then the rank is free. Until then `weft status`
+  // lists the rank as down with the reason "reserved for '<name>'".
+  std::chrono::milliseconds reservation_ttl{10000};
 };
 
 // Handles a service call from a peer (runs on the coordinator thread; keep it short).

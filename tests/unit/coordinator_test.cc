@@ -1722,5 +1722,128 @@ TEST(CoordinatorStatus, UnreachableOrSilentCoordinatorFailsByTheDeadline) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
 }
 
+// ---- Reserved ranks (a new HA leader holding the previous coordinator's ranks) ----
+
+Result<std::unique_ptr<Coordinator>> StartReserving(const std::string& path, std::map<std::string, uint32_t> held,
+                                                    std::chrono::milliseconds ttl, CoordinatorEvents* events,
+                                                    uint32_t max_ranks = 64) {
+  CoordinatorOptions o;
+  o.socket_path = path;
+  o.pool_name = "pool";
+  o.rank_size = kRankSize;
+  o.max_ranks = max_ranks;
+  o.peer_timeout = 10s;
+  o.reserved_ranks = std::move(held);
+  o.reservation_ttl = ttl;
+  return StartRecording(std::move(o), events, {});
+}
+
+size_t CountGone(CoordinatorEvents& ev, uint32_t rank) {
+  std::lock_guard lock(ev.mu);
+  return static_cast<size_t>(std::count(ev.gone.begin(), ev.gone.end(), std::make_pair(rank, false)));
+}
+
+TEST(CoordinatorReserved, ReservedPeerGetsItsRankThoughALowerOneIsFree) {
+  TempDir dir;
+  auto coord = StartReserving(dir.File("c.sock"), {{"returning", 3}}, 60s, nullptr);
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  auto p = JoinPeer(dir.File("c.sock"), "returning");
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ((*p)->client->rank(), 3u);
+  // Its reservation is used up: the next stranger gets the lowest free rank.
+  auto q = JoinPeer(dir.File("c.sock"), "stranger");
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  EXPECT_EQ((*q)->client->rank(), 0u);
+}
+
+TEST(CoordinatorReserved, AStrangerNeverGetsAReservedRank) {
+  TempDir dir;
+  auto coord = StartReserving(dir.File("c.sock"), {{"held-0", 0}, {"held-2", 2}}, 60s, nullptr, /*max_ranks=*/4);
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  auto a = JoinPeer(dir.File("c.sock"), "a");
+  auto b = JoinPeer(dir.File("c.sock"), "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ((*a)->client->rank(), 1u);
+  EXPECT_EQ((*b)->client->rank(), 3u);
+  auto c = JoinPeer(dir.File("c.sock"), "c");
+  EXPECT_EQ(c.status().code(), Code::kPoolFull) << c.status().ToString();
+  // The held ones still fit, each at its own rank.
+  auto h2 = JoinPeer(dir.File("c.sock"), "held-2");
+  auto h0 = JoinPeer(dir.File("c.sock"), "held-0");
+  ASSERT_TRUE(h2.ok() && h0.ok());
+  EXPECT_EQ((*h2)->client->rank(), 2u);
+  EXPECT_EQ((*h0)->client->rank(), 0u);
+}
+
+TEST(CoordinatorReserved, ExpiryTellsTheHandlerAndLivePeersOncePerMissingRank) {
+  TempDir dir;
+  CoordinatorEvents events;
+  auto coord = StartReserving(dir.File("c.sock"), {{"back", 1}, {"lost-2", 2}, {"lost-4", 4}}, 1500ms, &events);
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  auto back = JoinPeer(dir.File("c.sock"), "back");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ((*back)->client->rank(), 1u);
+  // Before the expiry, status shows the held ranks as down, naming whom they wait for.
+  auto held = QueryPoolStatus(Query(dir.File("c.sock")));
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  const wire::StatusPeer* row = RowOf(*held, 2);
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->peer_name, "lost-2");
+  EXPECT_EQ(row->state, wire::PeerState::kDown);
+  EXPECT_NE(row->reason.find("reserved"), std::string::npos) << row->reason;
+  ASSERT_NE(RowOf(*held, 1), nullptr);
+  EXPECT_EQ(RowOf(*held, 1)->state, wire::PeerState::kUp);
+
+  Events& ev = *(*back)->events;
+  ASSERT_TRUE(ev.WaitFor([&] { return HasGone(ev, 2, false) && HasGone(ev, 4, false); }));
+  {
+    std::unique_lock lock(events.mu);
+    ASSERT_TRUE(events.cv.wait_for(lock, 30s, [&] { return events.gone.size() >= 2; }));
+  }
+  std::this_thread::sleep_for(300ms);  // a second expiry, were there one, would have run by now
+  EXPECT_EQ(CountGone(events, 2), 1u);
+  EXPECT_EQ(CountGone(events, 4), 1u);
+  EXPECT_EQ(CountGone(events, 1), 0u) << "the peer that came back is not gone";
+  {
+    std::lock_guard lock(events.mu);
+    EXPECT_EQ(events.gone.size(), 2u);
+  }
+  // The freed ranks go to strangers again.
+  auto stranger = JoinPeer(dir.File("c.sock"), "stranger");
+  ASSERT_TRUE(stranger.ok());
+  EXPECT_EQ((*stranger)->client->rank(), 0u);
+  auto next = JoinPeer(dir.File("c.sock"), "next");
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ((*next)->client->rank(), 2u);
+}
+
+TEST(CoordinatorReserved, PeersThatReturnInTimeNeverExpire) {
+  TempDir dir;
+  CoordinatorEvents events;
+  auto coord = StartReserving(dir.File("c.sock"), {{"x", 0}, {"y", 5}}, 500ms, &events);
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  auto x = JoinPeer(dir.File("c.sock"), "x");
+  auto y = JoinPeer(dir.File("c.sock"), "y");
+  ASSERT_TRUE(x.ok() && y.ok());
+  EXPECT_EQ((*y)->client->rank(), 5u);
+  std::this_thread::sleep_for(1s);  // past the ttl
+  std::lock_guard lock(events.mu);
+  EXPECT_TRUE(events.gone.empty());
+  std::lock_guard peer_lock((*x)->events->mu);
+  EXPECT_TRUE((*x)->events->gone.empty());
+}
+
+TEST(CoordinatorReserved, BadReservationsAreRefused) {
+  TempDir dir;
+  auto past_end = StartReserving(dir.File("a.sock"), {{"p", 4}}, 1s, nullptr, /*max_ranks=*/4);
+  EXPECT_EQ(past_end.status().code(), Code::kInvalidArgument) << past_end.status().ToString();
+  auto twice = StartReserving(dir.File("b.sock"), {{"p", 1}, {"q", 1}}, 1s, nullptr);
+  EXPECT_EQ(twice.status().code(), Code::kInvalidArgument) << twice.status().ToString();
+  auto no_ttl = StartReserving(dir.File("c.sock"), {{"p", 1}}, 0ms, nullptr);
+  EXPECT_EQ(no_ttl.status().code(), Code::kInvalidArgument) << no_ttl.status().ToString();
+  auto nameless = StartReserving(dir.File("d.sock"), {{"", 1}}, 1s, nullptr);
+  EXPECT_EQ(nameless.status().code(), Code::kInvalidArgument) << nameless.status().ToString();
+}
+
 }  // namespace
 }  // namespace weft::meta

@@ -8,9 +8,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <thread>
 
 #include "api/bm/alloc_service.h"
 #include "api/bm/device_slice.h"
@@ -50,9 +54,29 @@ struct Pool::Impl {
   PathSliceBlob own_path;
   // Present in the peer that hosts the coordinator (and the pool allocator).
   std::unique_ptr<PoolCoordinator> coordinator;
-  std::unique_ptr<meta::CoordinatorClient> client;
+  // The connection to the coordinator. With an elected (etcd://) coordinator the follower thread
+  // replaces it after a failover, so calls take a snapshot under client_mu (Client()) and never
+  // use one being destroyed. Null between coordinators, and then client_gone says why.
+  mutable std::mutex client_mu;
+  std::shared_ptr<meta::CoordinatorClient> client;  // under client_mu
+  Status client_gone;                               // under client_mu
   std::string coordinator_address;  // the one we joined (with the real port when we host on tcp)
+  // Every address joined, for Pool::coordinator_address(): a deque keeps the references it
+  // handed out valid while the follower appends the next leader's (under client_mu).
+  std::deque<std::string> joined_addresses;
   uint32_t rank = 0;
+  std::string peer_name;  // the name we joined under: a rejoin must use it to get our rank back
+  // Bumped (under attach_mu) whenever another client takes over: the peer callbacks of an older
+  // one are then ignored, and attach_mu keeps two clients' callbacks from interleaving.
+  std::mutex attach_mu;
+  uint64_t generation = 0;  // under attach_mu
+  // Following an elected coordinator (etcd://): one thread, started after the first join.
+  std::thread follower;
+  std::mutex follow_mu;
+  std::condition_variable follow_cv;
+  bool follow_stop = false;  // under follow_mu: Leave wakes the follower and waits for it
+  Counter* rejoins = nullptr;
+  Counter* rejoin_failures = nullptr;
   // The engine's peer of each rank reached over `network`, so that a rank declared down can be
   // failed in the engine (its copies in flight end with PEER_DOWN) before its pins drain.
   std::mutex remote_mu;
@@ -94,6 +118,30 @@ struct Pool::Impl {
   std::function<void()> RegisterWithGpu(void* ptr, uint64_t len, std::function<void()> release);
   void OnPeerGone(uint32_t rank, bool clean);
   void FailCopiesTo(uint32_t rank, const std::string& peer_name);
+  // The client callbacks: applied only while their client (`gen`) is the current one.
+  void OnClientPeerJoined(uint64_t gen, meta::SegmentDescriptor desc, std::vector<net::UniqueFd> fds);
+  void OnClientPeerGone(uint64_t gen, uint32_t rank, bool clean);
+  uint64_t NextGeneration();
+
+  // The coordinator client to call through now: UNAVAILABLE during a failover, MISMATCH once the
+  // pool gave up following the elected coordinator, CANCELLED after Leave.
+  Result<std::shared_ptr<meta::CoordinatorClient>> Client() const;
+  void InstallClient(std::shared_ptr<meta::CoordinatorClient> fresh, const std::string& address);
+  void DropClient(Status why);
+
+  // Following an elected coordinator (see the comment above StartFollowing).
+  void StartFollowing();
+  void StopFollowing();
+  void FollowLeader();
+  bool SleepUnlessStopping(Millis how_long);
+  bool Stopping();
+  bool LeaderMoved();
+  bool Rejoin(const Status& why_lost);
+  Status RejoinOnce();
+  Result<std::string> ResolveLeader(Deadline deadline) const;
+  Status AddOwnSlices(meta::CoordinatorClient& to, Deadline deadline);
+  void GiveUp(const Status& why);
+  Deadline AttemptDeadline() const;
 
   // The steps of Pool::Join, in order.
   void ReserveUnifiedVa();
@@ -102,7 +150,7 @@ struct Pool::Impl {
   Status JoinCoordinator(std::string address, JoinMode mode, bool coordinator_on_tcp, int device_fd);
   Result<std::string> HostCoordinator();
   Result<std::unique_ptr<meta::CoordinatorClient>> JoinAt(const std::string& address, bool coordinator_on_tcp,
-                                                          int device_fd);
+                                                          int device_fd, uint64_t gen);
   OwnSlices OwnSlicesToAdvertise(bool coordinator_on_tcp, int device_fd) const;
   Status AttachOwnHostSlice();
   Status AttachOwnDeviceSlice();
@@ -515,17 +563,21 @@ Result<std::string> Pool::Impl::HostCoordinator() {
 // Our Join frame to the coordinator at `address`: our descriptor (our slices, and in transport
 // blobs how a peer reaches them: memfds for a same-node coordinator, our network path's blobs).
 Result<std::unique_ptr<meta::CoordinatorClient>> Pool::Impl::JoinAt(const std::string& address,
-                                                                     bool coordinator_on_tcp, int device_fd) {
+                                                                     bool coordinator_on_tcp, int device_fd,
+                                                                     uint64_t gen) {
   meta::JoinOptions jopts;
   jopts.socket_path = address;
   jopts.cluster_secret = config.cluster_secret;
   jopts.pool_name = config.pool_name;
   jopts.rank_size = config.rank_size;
-  // The default name is fresh per join (several pools may live in one process), so only an
-  // explicit peer_name makes a restart rejoin as the same peer.
-  jopts.peer_name = config.peer_name.empty()
-                        ? fmt::format("{}:{}.{:04x}", config.pool_name, getpid(), FreshSeed() & 0xffff)
-                        : config.peer_name;
+  // The default name is fresh per pool (several pools may live in one process), so only an
+  // explicit peer_name makes a restart rejoin as the same peer; a failover rejoin reuses ours.
+  if (peer_name.empty()) {
+    peer_name = config.peer_name.empty()
+                    ? fmt::format("{}:{}.{:04x}", config.pool_name, getpid(), FreshSeed() & 0xffff)
+                    : config.peer_name;
+  }
+  jopts.peer_name = peer_name;
   jopts.segment.peer_name = jopts.peer_name;
   jopts.segment.pid = getpid();
   jopts.segment.size = config.rank_size;
@@ -538,8 +590,41 @@ Result<std::unique_ptr<meta::CoordinatorClient>> Pool::Impl::JoinAt(const std::s
   jopts.deadline = DefaultDeadline();
   return meta::CoordinatorClient::Join(
       jopts,
-      [this](meta::SegmentDescriptor d, std::vector<net::UniqueFd> fds) { AttachPeer(std::move(d), std::move(fds)); },
-      [this](uint32_t rank, bool clean) { OnPeerGone(rank, clean); });
+      [this, gen](meta::SegmentDescriptor d, std::vector<net::UniqueFd> fds) {
+        OnClientPeerJoined(gen, std::move(d), std::move(fds));
+      },
+      [this, gen](uint32_t rank, bool clean) { OnClientPeerGone(gen, rank, clean); });
+}
+
+uint64_t Pool::Impl::NextGeneration() {
+  std::lock_guard lock(attach_mu);
+  return ++generation;
+}
+
+// A peer the coordinator announces. After a failover the new coordinator announces the peers
+// we already have: the same peer (rank and name) keeps its attachment, so copies to it never
+// stop; another peer on that rank replaces the old one.
+void Pool::Impl::OnClientPeerJoined(uint64_t gen, meta::SegmentDescriptor desc, std::vector<net::UniqueFd> fds) {
+  std::lock_guard lock(attach_mu);
+  if (gen != generation) return;
+  const gva::Location host{Medium::kHost, desc.rank, 0};
+  if (table->IsUp(host)) {
+    const std::string attached = table->PeerName(host);
+    if (attached == desc.peer_name) {
+      WEFT_LOG_INFO("rank {} ({}) is in the new coordinator's pool too: its attachment is kept", desc.rank,
+                    desc.peer_name);
+      return;
+    }
+    WEFT_LOG_WARN("rank {} is now '{}', no longer '{}': detaching the old peer", desc.rank, desc.peer_name,
+                  attached);
+    OnPeerGone(desc.rank, /*clean=*/false);
+  }
+  AttachPeer(std::move(desc), std::move(fds));
+}
+
+void Pool::Impl::OnClientPeerGone(uint64_t gen, uint32_t rank, bool clean) {
+  std::lock_guard lock(attach_mu);
+  if (gen == generation) OnPeerGone(rank, clean);
 }
 
 // Our slices and the ways to them that we can offer: descriptors only through a unix-socket
@@ -562,18 +647,17 @@ Status Pool::Impl::JoinCoordinator(std::string address, JoinMode mode, bool coor
   if (mode == JoinMode::kHost) {
     WEFT_ASSIGN_OR_RETURN(address, HostCoordinator());
   }
-  auto joined = JoinAt(address, coordinator_on_tcp, device_fd);
+  auto joined = JoinAt(address, coordinator_on_tcp, device_fd, 0);
   if (!joined.ok() && mode == JoinMode::kAuto && joined.status().code() == Code::kUnavailable) {
     auto hosted = HostCoordinator();
     // Another peer may have won the race to host; joining it is as good.
     if (hosted.ok()) address = *hosted;
     else if (hosted.status().code() != Code::kAlreadyExists) return hosted.status();
-    joined = JoinAt(address, coordinator_on_tcp, device_fd);
+    joined = JoinAt(address, coordinator_on_tcp, device_fd, 0);
   }
   if (!joined.ok()) return joined.status().Annotate("joining pool '" + config.pool_name + "' at " + address);
-  client = std::move(*joined);
-  rank = client->rank();
-  coordinator_address = address;
+  rank = (*joined)->rank();
+  InstallClient(std::move(*joined), address);
   return OkStatus();
 }
 
@@ -590,22 +674,212 @@ Status Pool::Impl::AttachOwnHostSlice() {
     std::shared_ptr<mem::HostSegment> held = std::move(*fixed);
     release = [held]() mutable { held.reset(); };
   }
-  WEFT_RETURN_IF_ERROR(table->Attach({Medium::kHost, rank, 0}, own, config.rank_size, /*local=*/true, "self",
-                                     RegisterWithGpu(own, config.rank_size, std::move(release))));
-  auto added = client->Call(EncodeAddSlice(rank, Medium::kHost, config.rank_size), DefaultDeadline());
-  if (!added.ok()) return added.status().Annotate("registering our slice with the pool allocator");
-  return OkStatus();
+  return table->Attach({Medium::kHost, rank, 0}, own, config.rank_size, /*local=*/true, "self",
+                       RegisterWithGpu(own, config.rank_size, std::move(release)));
 }
 
-// Our device slice, if we have one: attached, then registered with the pool allocator.
+// Our device slice, if we have one, attached.
 Status Pool::Impl::AttachOwnDeviceSlice() {
   if (own_device.size == 0) return OkStatus();
   // The table holds the slice's mapping from here; own_device keeps it for a later export.
-  WEFT_RETURN_IF_ERROR(table->Attach({Medium::kDevice, rank, 0}, own_device.data, own_device.size, /*local=*/true,
-                                     "self", [hold = own_device.hold]() mutable { hold.reset(); }, own_device.gpu));
-  auto added = client->Call(EncodeAddSlice(rank, Medium::kDevice, own_device.size), DefaultDeadline());
+  return table->Attach({Medium::kDevice, rank, 0}, own_device.data, own_device.size, /*local=*/true, "self",
+                       [hold = own_device.hold]() mutable { hold.reset(); }, own_device.gpu);
+}
+
+// Our slices registered with the pool allocator of the coordinator `to`: after the join, and
+// again after each failover (a new leader that restored our slice takes the same-size re-add as
+// a no-op).
+Status Pool::Impl::AddOwnSlices(meta::CoordinatorClient& to, Deadline deadline) {
+  auto added = to.Call(EncodeAddSlice(rank, Medium::kHost, config.rank_size), deadline);
+  if (!added.ok()) return added.status().Annotate("registering our slice with the pool allocator");
+  if (own_device.size == 0) return OkStatus();
+  added = to.Call(EncodeAddSlice(rank, Medium::kDevice, own_device.size), deadline);
   if (!added.ok()) return added.status().Annotate("registering our device slice with the pool allocator");
   return OkStatus();
+}
+
+// ---- The coordinator connection, and following an elected coordinator ----
+
+Result<std::shared_ptr<meta::CoordinatorClient>> Pool::Impl::Client() const {
+  std::lock_guard lock(client_mu);
+  if (client) return client;
+  if (client_gone.ok()) return Error(Code::kUnavailable, "not joined to a coordinator");
+  return client_gone;
+}
+
+void Pool::Impl::InstallClient(std::shared_ptr<meta::CoordinatorClient> fresh, const std::string& address) {
+  std::lock_guard lock(client_mu);
+  client = std::move(fresh);
+  client_gone = OkStatus();
+  coordinator_address = address;
+  joined_addresses.push_back(address);
+}
+
+// The old client is destroyed (it leaves, and its threads stop) once the last call holding a
+// snapshot of it returns, never under client_mu.
+void Pool::Impl::DropClient(Status why) {
+  std::shared_ptr<meta::CoordinatorClient> old;
+  {
+    std::lock_guard lock(client_mu);
+    old = std::move(client);
+    client.reset();
+    client_gone = std::move(why);
+  }
+}
+
+namespace {
+// How often the follower looks at the connection: cheap (two mutexes), and a failover is
+// noticed well within the heartbeat-based peer timeout anyway.
+constexpr Millis kWatchPeriod{50};
+constexpr Millis kFirstBackoff{100};
+constexpr Millis kMaxBackoff{2000};
+// One attempt's resolve or join waits at most this (or deadline_ms, if shorter), so that Leave,
+// which waits for the attempt in flight, is not held for long.
+constexpr Millis kMaxAttempt{5000};
+}  // namespace
+
+Deadline Pool::Impl::AttemptDeadline() const {
+  return Deadline::After(std::min<Millis>(Millis(config.deadline_ms), kMaxAttempt));
+}
+
+// Only pools of an elected (etcd://) coordinator follow it: there, the new leader restores the
+// old one's pool and holds our rank for us. A unix or plain tcp:// coordinator that restarts has
+// lost every allocation, so rejoining it would hand out live memory twice: those pools stay
+// disconnected (control calls fail with UNAVAILABLE) as before. One thread does the watching and
+// every attempt in turn, with backoff, rather than a thread per attempt or a callback on the
+// client's receive thread (which a rejoin destroys).
+void Pool::Impl::StartFollowing() {
+  rejoins = metrics.counter("weft_pool_coordinator_rejoins_total",
+                            "Times this peer rejoined a new elected coordinator at its rank after a failover");
+  rejoin_failures = metrics.counter("weft_pool_coordinator_rejoin_failures_total",
+                                    "Failed attempts to rejoin the elected coordinator (no leader yet, join refused "
+                                    "or timed out, another rank given)");
+  follower = std::thread([this] { FollowLeader(); });
+}
+
+void Pool::Impl::StopFollowing() {
+  {
+    std::lock_guard lock(follow_mu);
+    follow_stop = true;
+  }
+  follow_cv.notify_all();
+  if (follower.joinable()) follower.join();
+}
+
+bool Pool::Impl::Stopping() {
+  std::lock_guard lock(follow_mu);
+  return follow_stop;
+}
+
+// False when Leave asked the follower to stop.
+bool Pool::Impl::SleepUnlessStopping(Millis how_long) {
+  std::unique_lock lock(follow_mu);
+  return !follow_cv.wait_for(lock, how_long, [&] { return follow_stop; });
+}
+
+void Pool::Impl::FollowLeader() {
+  while (SleepUnlessStopping(kWatchPeriod)) {
+    std::shared_ptr<meta::CoordinatorClient> current;
+    {
+      std::lock_guard lock(client_mu);
+      current = client;
+    }
+    if (!current) return;  // given up
+    if (current->reachable()) continue;
+    // A coordinator that is only silent may still lead (stopped for a moment): leaving it would
+    // free our allocations there, so it is left only once another master leads.
+    const bool closed = !current->connected();
+    if (!closed && !LeaderMoved()) continue;
+    current.reset();
+    const char* why = closed ? "the connection closed" : "it stopped answering and another master leads now";
+    if (!Rejoin(Status(Code::kUnavailable, why))) return;
+  }
+}
+
+bool Pool::Impl::LeaderMoved() {
+  auto leader = ResolveLeader(Deadline::After(Millis(config.peer_timeout_ms)));
+  return leader.ok() && *leader != coordinator_address;
+}
+
+// The elected master's tcp:// address, waiting for one to lead and publish it.
+Result<std::string> Pool::Impl::ResolveLeader(Deadline deadline) const {
+  WEFT_ASSIGN_OR_RETURN(std::string leader,
+                        meta::ResolveCoordinator(config.CoordinatorPath(), config.pool_name, deadline));
+  if (!leader.starts_with(net::kTcpScheme)) {
+    return Error(Code::kProtocol, "the leader of pool '{}' published '{}', not a tcp:// address", config.pool_name,
+                 leader);
+  }
+  return leader;
+}
+
+// Rejoins until it works, the pool leaves (false) or the rank cannot be had back within
+// deadline_ms (false: given up). Meanwhile control calls fail with UNAVAILABLE at once rather
+// than wait: the failover takes about the leader's lease, longer than most calls' deadlines,
+// and a caller that retries sees when it is over.
+bool Pool::Impl::Rejoin(const Status& why_lost) {
+  WEFT_LOG_WARN("pool '{}' rank {}: lost the coordinator {} ({}); following the elected leader in {}",
+                config.pool_name, rank, coordinator_address, why_lost.message(), config.CoordinatorPath());
+  DropClient(Error(Code::kUnavailable,
+                   "pool '{}' is failing over to a new coordinator (the connection to {} was lost); control calls "
+                   "work again once this peer has rejoined (copies between live peers work meanwhile)",
+                   config.pool_name, coordinator_address));
+  std::optional<Clock::time_point> wrong_rank_since;
+  for (Millis backoff = kFirstBackoff; !Stopping(); backoff = std::min(backoff * 2, kMaxBackoff)) {
+    Status s = RejoinOnce();
+    if (s.ok()) {
+      rejoins->Add();
+      WEFT_LOG_INFO("pool '{}': rejoined the coordinator {} as rank {}", config.pool_name, coordinator_address, rank);
+      return true;
+    }
+    rejoin_failures->Add();
+    if (s.code() == Code::kMismatch) {
+      if (!wrong_rank_since) wrong_rank_since = Clock::now();
+      if (Clock::now() - *wrong_rank_since >= Millis(config.deadline_ms)) {
+        GiveUp(s);
+        return false;
+      }
+    }
+    WEFT_LOG_WARN("pool '{}' rank {}: rejoining failed, retrying in {} ms: {}", config.pool_name, rank,
+                  backoff.count(), s.ToString());
+    if (!SleepUnlessStopping(backoff)) break;
+  }
+  return false;
+}
+
+// One attempt: the leader resolved, joined as ourselves (same name, same slices and blobs), our
+// rank checked, our slices re-added. A client given another rank is left at once (destroyed):
+// with another rank our slice would sit at another GVA, and every GVA handed out so far would
+// name someone else's memory.
+Status Pool::Impl::RejoinOnce() {
+  WEFT_ASSIGN_OR_RETURN(std::string leader, ResolveLeader(AttemptDeadline()));
+  WEFT_LOG_INFO("pool '{}' rank {}: the elected coordinator is {}; rejoining as '{}'", config.pool_name, rank, leader,
+                peer_name);
+  const uint64_t gen = NextGeneration();
+  auto joined = JoinAt(leader, /*coordinator_on_tcp=*/true, /*device_fd=*/-1, gen);
+  if (!joined.ok()) return joined.status().Annotate("joining " + leader);
+  std::shared_ptr<meta::CoordinatorClient> fresh = std::move(*joined);
+  if (fresh->rank() != rank) {
+    NextGeneration();  // what it announced is not ours to apply
+    WEFT_LOG_ERROR("pool '{}': the coordinator {} gave this peer ('{}') rank {}, not its rank {}; leaving it (our "
+                   "slice's GVAs would change)",
+                   config.pool_name, leader, peer_name, fresh->rank(), rank);
+    return Error(Code::kMismatch, "the coordinator {} gave rank {} instead of rank {}", leader, fresh->rank(), rank);
+  }
+  WEFT_RETURN_IF_ERROR(AddOwnSlices(*fresh, AttemptDeadline()));
+  InstallClient(std::move(fresh), leader);
+  return OkStatus();
+}
+
+// The pool cannot go on at another rank: control calls fail with MISMATCH from now on (copies
+// between still-attached peers go on until they leave).
+void Pool::Impl::GiveUp(const Status& why) {
+  Status failed = Error(Code::kMismatch,
+                        "pool '{}' gave up following its elected coordinator: rank {} was not given back to '{}' "
+                        "within deadline_ms ({} ms) ({}); leave this pool and join again",
+                        config.pool_name, rank, peer_name, config.deadline_ms, why.message());
+  WEFT_LOG_ERROR("{}", failed.message());
+  std::lock_guard lock(client_mu);
+  client_gone = std::move(failed);
 }
 
 Result<std::unique_ptr<Pool>> Pool::Join(const Config& given, JoinMode mode) {
@@ -642,7 +916,11 @@ Result<std::unique_ptr<Pool>> PoolAccess::Join(const Config& given, JoinMode mod
 
   WEFT_RETURN_IF_ERROR(impl->AttachOwnHostSlice());
   WEFT_RETURN_IF_ERROR(impl->AttachOwnDeviceSlice());
+  WEFT_ASSIGN_OR_RETURN(auto joined, impl->Client());
+  WEFT_RETURN_IF_ERROR(impl->AddOwnSlices(*joined, impl->DefaultDeadline()));
+  joined.reset();
   WEFT_RETURN_IF_ERROR(impl->ServeMetrics());
+  if (meta::IsElectedCoordinator(config.CoordinatorPath())) impl->StartFollowing();
   return std::unique_ptr<Pool>(new Pool(std::move(impl)));  // PoolAccess is a friend
 }
 
@@ -663,11 +941,13 @@ Status Pool::Leave() {
   if (impl_->left) return OkStatus();
   impl_->left = true;  // new calls return CANCELLED from here on
   if (impl_->metrics_server) impl_->metrics_server->Stop();
+  impl_->StopFollowing();  // no rejoin races the teardown below
   // Leaving the coordinator first wakes calls blocked in it (barrier, allgather, waits) with an
   // error, so the exclusive lock below does not wait for their deadlines.
-  Status s = impl_->client ? impl_->client->Leave() : OkStatus();
+  Status s = OkStatus();
+  if (auto current = impl_->Client(); current.ok()) s = (*current)->Leave();
   std::unique_lock gate(impl_->api_mu);  // calls in flight on other threads finish first
-  impl_->client.reset();
+  impl_->DropClient(Status(Code::kCancelled, "this peer has left the pool"));
   impl_->coordinator.reset();
   // Finishes queued copies before their memory goes away, and stops serving our slices (peers
   // then get PEER_DOWN from us).
@@ -683,7 +963,10 @@ uint32_t Pool::rank() const { return impl_->rank; }
 uint64_t Pool::local_size() const { return impl_->config.rank_size; }
 bool Pool::unified_va() const { return impl_->window != nullptr; }
 bool Pool::hosts_coordinator() const { return impl_->coordinator != nullptr; }
-const std::string& Pool::coordinator_address() const { return impl_->coordinator_address; }
+const std::string& Pool::coordinator_address() const {
+  std::lock_guard lock(impl_->client_mu);
+  return impl_->joined_addresses.back();
+}
 const std::string& Pool::metrics_address() const { return impl_->metrics_address; }
 const Config& Pool::config() const { return impl_->config; }
 std::string Pool::MetricsText() { return impl_->metrics.PrometheusText(); }
@@ -708,7 +991,8 @@ Result<gva::SegmentTable::Pin> PoolAccess::PinRange(const Pool& pool, uint64_t g
 Result<std::vector<uint8_t>> PoolAccess::Call(Pool& pool, std::span<const uint8_t> request) {
   Pool::Impl* impl_ = pool.impl_.get();  // the name WEFT_REQUIRE_JOINED reads
   WEFT_REQUIRE_JOINED();
-  return impl_->client->Call(request, impl_->DefaultDeadline());
+  WEFT_ASSIGN_OR_RETURN(auto client, impl_->Client());
+  return client->Call(request, impl_->DefaultDeadline());
 }
 
 Result<uint64_t> Pool::SliceAddress(uint32_t rank, Medium medium) const {
@@ -755,13 +1039,15 @@ std::vector<uint32_t> Pool::LiveRanks() const {
 Result<uint64_t> Pool::Alloc(uint64_t size, Placement placement) {
   WEFT_REQUIRE_JOINED();
   if (size == 0) return Error(Code::kInvalidArgument, "cannot allocate 0 bytes");
-  WEFT_ASSIGN_OR_RETURN(auto reply, impl_->client->Call(EncodeAlloc(size, placement), impl_->DefaultDeadline()));
+  WEFT_ASSIGN_OR_RETURN(auto client, impl_->Client());
+  WEFT_ASSIGN_OR_RETURN(auto reply, client->Call(EncodeAlloc(size, placement), impl_->DefaultDeadline()));
   return DecodeAllocReply(reply);
 }
 
 Status Pool::Free(uint64_t gva) {
   WEFT_REQUIRE_JOINED();
-  auto reply = impl_->client->Call(EncodeFree(gva), impl_->DefaultDeadline());
+  WEFT_ASSIGN_OR_RETURN(auto client, impl_->Client());
+  auto reply = client->Call(EncodeFree(gva), impl_->DefaultDeadline());
   return reply.ok() ? OkStatus() : reply.status();
 }
 
@@ -823,18 +1109,21 @@ Result<RouteInfo> Pool::Route(uint64_t dst, uint64_t src, uint64_t len, Directio
 
 Result<std::vector<uint32_t>> Pool::WaitForPeers(uint32_t count, Deadline deadline) {
   WEFT_REQUIRE_JOINED();
-  return impl_->client->WaitForPeers(count, deadline);
+  WEFT_ASSIGN_OR_RETURN(auto client, impl_->Client());
+  return client->WaitForPeers(count, deadline);
 }
 
 Status Pool::Barrier(Deadline deadline) {
   WEFT_REQUIRE_JOINED();
-  return impl_->client->Barrier(deadline);
+  WEFT_ASSIGN_OR_RETURN(auto client, impl_->Client());
+  return client->Barrier(deadline);
 }
 
 Result<std::vector<std::pair<uint32_t, std::vector<uint8_t>>>> Pool::Allgather(std::span<const uint8_t> mine,
                                                                               Deadline deadline) {
   WEFT_REQUIRE_JOINED();
-  return impl_->client->Allgather(mine, deadline);
+  WEFT_ASSIGN_OR_RETURN(auto client, impl_->Client());
+  return client->Allgather(mine, deadline);
 }
 
 }  // namespace weft::bm

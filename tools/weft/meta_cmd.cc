@@ -18,6 +18,7 @@
 #include "base/clock.h"
 #include "meta/directory_server.h"
 #include "meta/http_call.h"
+#include "meta/journal_writer.h"
 #include "meta/leader_election.h"
 #include "meta/metrics_server.h"
 #include "net/control_stream.h"
@@ -28,28 +29,30 @@ namespace weft::tools {
 
 namespace {
 
-// Serves the coordinator's metrics (its counters, the store's and the allocator's gauges), if
-// there is one (not with --directory-only), and the directory server's (`directory`).
-Result<std::unique_ptr<meta::MetricsServer>> StartMetrics(const std::string& address,
-                                                         bm::PoolCoordinator* coordinator,
-                                                         const MetricsRegistry* directory) {
-  meta::MetricsServerOptions o;
-  o.bind = address;
-  return meta::MetricsServer::Start(o, [coordinator, directory] {
-    std::string text = coordinator != nullptr ? coordinator->MetricsText() : std::string();
-    return text + directory->PrometheusText();
-  });
-}
-
 // What a coordinator process serves, each part optional: the directory server, the coordinator
 // (with the allocator and the store's master) and the metrics endpoint. Not movable: the
-// metrics server reads directory_metrics in place.
+// metrics server reads the registries in place.
 struct Services {
   MetricsRegistry directory_metrics;  // the directory server's refusals and timeouts
   std::unique_ptr<meta::DirectoryServer> dir;
+  MetricsRegistry ha_metrics;         // an elected master's journal (weft_ha_journal_*)
+  std::unique_ptr<meta::JournalWriter> journal;  // an elected master's; outlives the coordinator
   std::unique_ptr<bm::PoolCoordinator> coordinator;
   std::unique_ptr<meta::MetricsServer> metrics;
 };
+
+// Serves the coordinator's metrics (its counters, the store's and the allocator's gauges), if
+// there is one (not with --directory-only), the directory server's, and an elected master's
+// journal's.
+Result<std::unique_ptr<meta::MetricsServer>> StartMetrics(const std::string& address,
+                                                         bm::PoolCoordinator* coordinator, const Services& s) {
+  meta::MetricsServerOptions o;
+  o.bind = address;
+  return meta::MetricsServer::Start(o, [coordinator, &s] {
+    std::string text = coordinator != nullptr ? coordinator->MetricsText() : std::string();
+    return text + s.directory_metrics.PrometheusText() + s.ha_metrics.PrometheusText();
+  });
+}
 
 Status StartDirectory(const std::string& name, const Config& config, const std::string& directory, Services& s) {
   meta::DirectoryServerOptions so;
@@ -71,17 +74,21 @@ Status StartDirectory(const std::string& name, const Config& config, const std::
 }
 
 // Starts what `config` and the flags ask for, printing each part's address.
+// `s`: services made already (an elected master's, holding its journal), or null;
+// `durable`: an elected master's state.
 Result<std::unique_ptr<Services>> StartServices(const std::string& name, const Config& config,
-                                                const std::string& directory, bool directory_only) {
-  auto s = std::make_unique<Services>();
+                                                const std::string& directory, bool directory_only,
+                                                std::unique_ptr<Services> s = nullptr,
+                                                const bm::Durability* durable = nullptr) {
+  if (!s) s = std::make_unique<Services>();
   if (!directory.empty()) WEFT_RETURN_IF_ERROR(StartDirectory(name, config, directory, *s));
   if (!directory_only) {
-    WEFT_ASSIGN_OR_RETURN(s->coordinator, bm::PoolCoordinator::Start(config));
+    WEFT_ASSIGN_OR_RETURN(s->coordinator, bm::PoolCoordinator::Start(config, nullptr, {}, durable));
     fmt::print("{}: pool '{}' ({} per rank) listening on {}\n", name, config.pool_name, FormatBytes(config.rank_size),
                s->coordinator->socket_path());
   }
   if (!config.metrics_address.empty()) {
-    WEFT_ASSIGN_OR_RETURN(s->metrics, StartMetrics(config.metrics_address, s->coordinator.get(), &s->directory_metrics));
+    WEFT_ASSIGN_OR_RETURN(s->metrics, StartMetrics(config.metrics_address, s->coordinator.get(), *s));
     fmt::print("{}: metrics on http://{}/metrics\n", name, s->metrics->address());
   }
   return s;
@@ -214,11 +221,63 @@ std::string CheckHaSettings(const Config& config, const std::string& ha) {
   return {};
 }
 
-// Leads once elected: starts the services, then publishes the coordinator's address. Returns
-// them, or null after printing why (having resigned).
+// The flags both commands share for HA.
+struct HaFlags {
+  std::string ha;
+  uint32_t lease_ms = 5000;
+  uint32_t rejoin_ms = 15000;
+
+  void Register(CLI::App& cmd) {
+    cmd.add_option("--ha", ha,
+                   "Stand by for leadership of the pool, elected through etcd (etcd://h1:2379;h2:2379); serve once "
+                   "elected. Peers name the same etcd:// address as their coordinator (docs/store.md)");
+    cmd.add_option("--ha-lease-ms", lease_ms,
+                   "With --ha: the leader's lease; a dead leader is replaced after about this long")
+        ->check(CLI::Range(1000u, 600000u));
+    cmd.add_option("--ha-rejoin-ms", rejoin_ms,
+                   "With --ha: how long a new leader holds the previous leader's members' ranks for them to rejoin; "
+                   "a member not back by then is dropped, with its allocations and objects")
+        ->check(CLI::Range(100u, 3600000u));
+  }
+};
+
+// What the previous leader left in etcd, and a journal that records this leader's changes there
+// for as long as it holds the leader key under its lease.
+Result<bm::Durability> LoadDurability(const Config& config, meta::Directory& dir, meta::LeaderElection& election,
+                                      const HaFlags& ha, Services& services) {
+  bm::Durability d;
+  d.prefix = bm::StatePrefix(config.pool_name);
+  d.rejoin_grace = Millis(ha.rejoin_ms);
+  WEFT_ASSIGN_OR_RETURN(d.restored, bm::LoadPoolState(dir, d.prefix, Deadline::After(std::chrono::seconds(30))));
+  meta::JournalWriterOptions jo;
+  jo.guard = {election.key(), election.lease()};
+  jo.metrics = &services.ha_metrics;
+  services.journal = std::make_unique<meta::JournalWriter>(dir, jo);
+  d.journal = services.journal.get();
+  return d;
+}
+
+void PrintRestored(const std::string& name, const bm::RestoreSummary& r, uint64_t unreadable) {
+  fmt::print("{}: restored {} members, {} allocations and {} store objects from the previous leader", name,
+             r.members, r.allocations, r.objects);
+  const uint64_t skipped = r.skipped_slices + r.skipped_allocations + r.skipped_objects + unreadable;
+  if (skipped != 0) {
+    fmt::print(" ({} slices, {} allocations, {} objects and {} unreadable records skipped: see the log)",
+               r.skipped_slices, r.skipped_allocations, r.skipped_objects, unreadable);
+  }
+  fmt::print("\n");
+}
+
+// Leads once elected: restores the previous leader's state, starts the services, then publishes
+// the coordinator's address. Returns them, or null after printing why (having resigned).
 std::unique_ptr<Services> StartLeading(const std::string& name, const Config& config, const std::string& directory,
-                                       meta::LeaderElection& election) {
-  auto services = StartServices(name, config, directory, false);
+                                       meta::Directory& dir, meta::LeaderElection& election, const HaFlags& ha) {
+  auto made = std::make_unique<Services>();
+  auto durable = LoadDurability(config, dir, election, ha, *made);
+  Result<std::unique_ptr<Services>> services =
+      durable.ok() ? StartServices(name, config, directory, false, std::move(made), &*durable)
+                   : Result<std::unique_ptr<Services>>(durable.status().Annotate("loading the previous leader's state"));
+  if (services.ok()) PrintRestored(name, (*services)->coordinator->restored(), durable->restored.unreadable);
   Status s = services.ok() ? election.Publish((*services)->coordinator->socket_path()) : services.status();
   if (!s.ok()) {
     fmt::print(stderr, "{}: elected, but could not serve: {}; resigning\n", name, s.ToString());
@@ -233,8 +292,9 @@ std::unique_ptr<Services> StartLeading(const std::string& name, const Config& co
 // another master leads, stands by; once elected, serves and publishes the coordinator's
 // address. A lost lease stops serving at once (exit kExitLostLeadership); SIGINT/SIGTERM stops
 // serving, then resigns so that a standby takes over without waiting for the ttl.
-int ServeElected(const std::string& name, const Config& config, const std::string& directory, const std::string& ha,
-                 std::chrono::milliseconds ttl) {
+int ServeElected(const std::string& name, const Config& config, const std::string& directory, const HaFlags& flags) {
+  const std::string& ha = flags.ha;
+  const std::chrono::milliseconds ttl = Millis(flags.lease_ms);
   sigset_t set = BlockStopSignals(true);
   // Before any thread starts (they inherit it): a connection etcd closes mid-request is then an
   // error to retry, not a SIGPIPE that ends a standby or a leader.
@@ -277,7 +337,7 @@ int ServeElected(const std::string& name, const Config& config, const std::strin
     return 0;
   }
   fmt::print("{}: elected leader of pool '{}'\n", name, config.pool_name);
-  std::unique_ptr<Services> services = StartLeading(name, config, directory, election);
+  std::unique_ptr<Services> services = StartLeading(name, config, directory, **dir, election, flags);
   if (!services) return 1;
   fmt::print("{}: leads pool '{}' at {} (published under {} in {})\n", name, config.pool_name,
              services->coordinator->socket_path(), eo.key, (*dir)->Describe());
@@ -296,20 +356,6 @@ int ServeElected(const std::string& name, const Config& config, const std::strin
   return 0;
 }
 
-// The flags both commands share for HA.
-struct HaFlags {
-  std::string ha;
-  uint32_t lease_ms = 5000;
-
-  void Register(CLI::App& cmd) {
-    cmd.add_option("--ha", ha,
-                   "Stand by for leadership of the pool, elected through etcd (etcd://h1:2379;h2:2379); serve once "
-                   "elected. Peers name the same etcd:// address as their coordinator (docs/store.md)");
-    cmd.add_option("--ha-lease-ms", lease_ms,
-                   "With --ha: the leader's lease; a dead leader is replaced after about this long")
-        ->check(CLI::Range(1000u, 600000u));
-  }
-};
 
 }  // namespace
 
@@ -333,7 +379,7 @@ void AddMeta(CLI::App& app, Runner* run) {
         fmt::print(stderr, "weft meta: --ha elects a pool coordinator; --directory-only serves none\n");
         return 2;
       }
-      return ServeElected("weft meta", *config, *directory, ha->ha, Millis(ha->lease_ms));
+      return ServeElected("weft meta", *config, *directory, *ha);
     };
   });
 }
@@ -355,7 +401,7 @@ void AddStoreMaster(CLI::App& app, Runner* run) {
       auto config = flags->Load();
       if (!config) return 2;
       if (ha->ha.empty()) return ServeUntilSignal("weft store-master", *config, *directory, false);
-      return ServeElected("weft store-master", *config, *directory, ha->ha, Millis(ha->lease_ms));
+      return ServeElected("weft store-master", *config, *directory, *ha);
     };
   });
 }

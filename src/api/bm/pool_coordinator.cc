@@ -31,7 +31,8 @@ wire::StatusUsage UsageOf(const gva::Allocator& allocator, uint32_t rank, gva::M
 }  // namespace
 
 Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& config, MetricsRegistry* metrics,
-                                                                store::ReplicaWriter write) {
+                                                                store::ReplicaWriter write,
+                                                                const Durability* durable) {
   WEFT_ASSIGN_OR_RETURN(auto layout, gva::Layout::Make(config.gva_base, config.rank_size, config.max_ranks));
   std::unique_ptr<PoolCoordinator> pc(new PoolCoordinator());
   if (metrics != nullptr) pc->metrics_ = metrics;
@@ -61,27 +62,52 @@ Result<std::unique_ptr<PoolCoordinator>> PoolCoordinator::Start(const Config& co
     return meta::RankUsage{UsageOf(*allocator, rank, gva::Medium::kHost),
                            UsageOf(*allocator, rank, gva::Medium::kDevice)};
   };
+  if (durable != nullptr) pc->BecomeDurable(*durable, layout, options);
+  PoolStateRecorder* recorder = pc->recorder_.get();
+  const AllocObserver* alloc_observer = recorder ? &pc->alloc_observer_ : nullptr;
   WEFT_ASSIGN_OR_RETURN(
       pc->coordinator_,
       meta::Coordinator::Start(
           options,
           // One handler, two services: a store call says so in its first byte.
-          [allocator, master, metrics = pc->metrics_, write = std::move(write)](uint32_t from,
-                                                                                std::span<const uint8_t> request) {
+          [allocator, master, alloc_observer, metrics = pc->metrics_, write = std::move(write)](
+              uint32_t from, std::span<const uint8_t> request) {
             if (store::IsStoreCall(request)) return store::ServeStore(*master, from, request, metrics, write);
-            return ServeAllocator(*allocator, from, request);
+            return ServeAllocator(*allocator, from, request, alloc_observer);
           },
           // A peer that is gone takes its allocations with it, and the store its objects there.
-          [allocator, master, mapped](uint32_t rank, bool) {
+          [allocator, master, mapped, recorder](uint32_t rank, bool) {
             master->DropRank(rank);
             allocator->RemoveSlice(rank, gva::Medium::kHost);
             allocator->RemoveSlice(rank, gva::Medium::kDevice);
             if (mapped) mapped->OnGone(rank);
+            if (recorder) recorder->OnGone(rank);
           },
-          [mapped](uint32_t rank, const std::string&, const wire::TransportBlobs& transports, std::span<const int> fds) {
+          [mapped, recorder](uint32_t rank, const std::string& peer_name, const wire::TransportBlobs& transports,
+                             std::span<const int> fds) {
             if (mapped) mapped->OnJoined(rank, transports, fds);
+            if (recorder) recorder->OnJoined(rank, peer_name);
           }));
   return pc;
+}
+
+// Restores what the previous master left, holds the members' ranks for them, and from then on
+// records every change: the store's through its observer, the allocator's through the service's.
+void PoolCoordinator::BecomeDurable(const Durability& durable, const gva::Layout& layout,
+                                    meta::CoordinatorOptions& options) {
+  restored_ = RestorePoolState(durable.restored, *allocator_, *master_);
+  recorder_ = std::make_unique<PoolStateRecorder>(*durable.journal, durable.prefix, layout, durable.restored);
+  master_->SetObserver(recorder_->MasterObserver());
+  PoolStateRecorder* recorder = recorder_.get();
+  alloc_observer_.on_alloc = [recorder](uint64_t gva, uint64_t size) { recorder->OnAlloc(gva, size); };
+  alloc_observer_.on_free = [recorder](uint64_t gva) { recorder->OnFree(gva); };
+  alloc_observer_.on_add_slice = [recorder](uint32_t rank, gva::Medium medium, uint64_t capacity) {
+    recorder->OnAddSlice(rank, medium, capacity);
+  };
+  for (const auto& [rank, member] : durable.restored.members) {
+    if (!member.peer_name.empty()) options.reserved_ranks.emplace(member.peer_name, rank);
+  }
+  options.reservation_ttl = durable.rejoin_grace;
 }
 
 gva::SliceStats PoolCoordinator::AllocatorStats(gva::Medium medium) const {

@@ -38,6 +38,7 @@ struct Options {
   double seconds = 0.3;
   int rounds = 3;
   std::string transport = "auto";
+  std::string master;  // join this master (tcp:// or etcd://) instead of hosting one
   std::string json;
 };
 
@@ -197,14 +198,22 @@ int Run(const Options& o, const ConfigFlags& flags) {
     return 2;
   }
   const uint64_t largest = std::max(*std::max_element(sizes.begin(), sizes.end()), *batch_count * *batch_size);
-  config->pool_name = fmt::format("bench-store-{}", ::getpid());
-  config->coordinator = fmt::format("/tmp/weft-{}.sock", config->pool_name);
+  bm::JoinMode writer_mode = bm::JoinMode::kHost;
+  if (o.master.empty()) {
+    config->pool_name = fmt::format("bench-store-{}", ::getpid());
+    config->coordinator = fmt::format("/tmp/weft-{}.sock", config->pool_name);
+  } else {  // the pool of a master running alone (its pool_name and rank_size come from --set)
+    config->coordinator = o.master;
+    writer_mode = bm::JoinMode::kJoin;
+  }
   config->transport = o.transport;
   if (o.transport == "tcp" && config->cluster_secret.empty()) config->cluster_secret = "bench-store-" + std::to_string(FreshSeed());
   // Room for every timed put of the largest case without eviction at the watermark.
-  config->rank_size = std::max<uint64_t>(config->rank_size, largest * 64);
-  config->store_high_watermark_pct = 100;
-  auto writer = Store::Open(*config, bm::JoinMode::kHost);
+  if (o.master.empty()) {
+    config->rank_size = std::max<uint64_t>(config->rank_size, largest * 64);
+    config->store_high_watermark_pct = 100;
+  }
+  auto writer = Store::Open(*config, writer_mode);
   auto reader = writer.ok() ? Store::Open(*config, bm::JoinMode::kJoin) : writer.status();
   if (!writer.ok() || !reader.ok()) {
     fmt::print(stderr, "weft bench-store: {}\n", (writer.ok() ? reader.status() : writer.status()).ToString());
@@ -220,14 +229,15 @@ int Run(const Options& o, const ConfigFlags& flags) {
   if (!bench.Case(*batch_count, *batch_size, rows)) return 1;
   const double rtt = bench.RoundTripUs();
   const auto machine = bench::ReadMachineInfo();
-  fmt::print("weft bench-store: the C++ store API, writer and reader peers in one process, transport {}\n",
-             o.transport);
+  fmt::print("weft bench-store: the C++ store API, writer and reader peers in one process, transport {}, master {}\n",
+             o.transport, o.master.empty() ? "hosted by the writer" : o.master);
   fmt::print("master round trip (exists of a missing key): {:.1f} us; figures: median of {} rounds of >= {} s\n", rtt, o.rounds,
              o.seconds);
   fmt::print("{:<16} {:>12} {:>12} {:>10} {:>12} {:>14}\n", "call", "values", "us/call", "GB/s", "memcpy us",
              "memcpy/weft");
   nlohmann::json json = bench::RunJson("bench-store", machine);
   json["transport"] = o.transport;
+  json["master"] = o.master.empty() ? "hosted by the writer" : o.master;
   json["master_round_trip_us"] = rtt;
   for (const Row& r : rows) {
     const double gbps = static_cast<double>(r.count * r.bytes) / (r.us * 1e3);
@@ -257,6 +267,9 @@ void AddBenchStore(CLI::App& app, Runner* run) {
   cmd->add_option("--seconds", o->seconds, "Least time of one round of a case (default 0.3)");
   cmd->add_option("--rounds", o->rounds, "Rounds per case; the median is reported (default 3)")->check(CLI::Range(1, 100));
   cmd->add_option("--transport", o->transport, "How the reader reaches the writer's slice: auto (shm) or tcp");
+  cmd->add_option("--master", o->master,
+                  "Join the store master running alone at this address (tcp://host:port, or etcd://... for HA "
+                  "masters) instead of hosting one; --set pool_name and rank_size as it has them, transport tcp");
   cmd->add_option("--json", o->json, "Also write the figures to this JSON file");
   cmd->callback([=] { *run = [=] { return Run(*o, *flags); }; });
 }

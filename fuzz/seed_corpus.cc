@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "api/bm/pool_state.h"
 #include "api/bm/slice_blobs.h"
 #include "api/store/object_record.h"
 #include "api/store/protocol.h"
@@ -174,6 +175,16 @@ int main(int argc, char** argv) {
   record.disk_rank = 1;
   record.hard_pin = true;
   w.Put("store_record_fuzz", store::EncodeObjectRecord(record));
+  // HA journal entries: a key length byte, the key relative to the state prefix, the value.
+  auto entry = [&](const std::string& key, const std::vector<uint8_t>& value) {
+    std::vector<uint8_t> bytes{static_cast<uint8_t>(key.size())};
+    bytes.insert(bytes.end(), key.begin(), key.end());
+    bytes.insert(bytes.end(), value.begin(), value.end());
+    w.Put("pool_state_entry_fuzz", bytes);
+  };
+  entry("o/layer0/block7", store::EncodeObjectRecord(record));
+  const std::string member = bm::EncodeMember({"node-1", 1ull << 30, 0});
+  entry("m/00000001", std::vector<uint8_t>(member.begin(), member.end()));
   // HTTP heads as the directory's clients send them (first byte: the limits, 0x03 = 512 bytes).
   for (std::string head : {std::string("GET /metadata?key=mooncake%2Fram%2Fa HTTP/1.1\r\nHost: h\r\n\r\n"),
                            std::string("POST /v1/kv/put HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n{}"),

@@ -55,32 +55,33 @@ Result<T> ParseHex(std::string_view text, size_t digits) {
   return v;
 }
 
-// One directory entry into `state`; PROTOCOL for what does not decode.
-Status AddEntry(PoolState& state, std::string_view rel, std::string_view value, std::vector<store::ObjectRecord>& pending) {
-  if (rel.size() < 2 || rel[1] != '/') return Error(Code::kProtocol, "unknown state key");
-  const char kind = rel[0];
-  rel.remove_prefix(2);
+}  // namespace
+
+std::string StatePrefix(const std::string& pool_name) { return fmt::format("/weft/{}/state/", pool_name); }
+
+Status AddStateEntry(PoolState& state, std::string_view relative_key, std::string_view value) {
+  if (relative_key.size() < 2 || relative_key[1] != '/') return Error(Code::kProtocol, "unknown state key");
+  const char kind = relative_key[0];
+  std::string_view rest = relative_key.substr(2);
   if (kind == 'm') {
-    WEFT_ASSIGN_OR_RETURN(uint32_t rank, ParseHex<uint32_t>(rel, 8));
-    WEFT_ASSIGN_OR_RETURN(state.members[rank], DecodeMember(value));
+    WEFT_ASSIGN_OR_RETURN(uint32_t rank, ParseHex<uint32_t>(rest, 8));
+    WEFT_ASSIGN_OR_RETURN(MemberRecord member, DecodeMember(value));
+    state.members[rank] = std::move(member);
     return OkStatus();
   }
   if (kind == 'a') {
-    WEFT_ASSIGN_OR_RETURN(uint64_t gva, ParseHex<uint64_t>(rel, 16));
-    WEFT_ASSIGN_OR_RETURN(state.allocations[gva], DecodeAllocation(value));
+    WEFT_ASSIGN_OR_RETURN(uint64_t gva, ParseHex<uint64_t>(rest, 16));
+    WEFT_ASSIGN_OR_RETURN(uint64_t size, DecodeAllocation(value));
+    state.allocations[gva] = size;
     return OkStatus();
   }
   if (kind != 'o' && kind != 'p') return Error(Code::kProtocol, "unknown state key kind '{}'", kind);
   WEFT_ASSIGN_OR_RETURN(store::ObjectRecord record, store::DecodeObjectRecord(AsBytes(value)));
-  if (record.key != rel || record.complete != (kind == 'o'))
+  if (record.key != rest || record.complete != (kind == 'o'))
     return Error(Code::kProtocol, "the record names another key or state than its directory key");
-  (record.complete ? state.objects : pending).push_back(std::move(record));
+  state.objects.push_back(std::move(record));
   return OkStatus();
 }
-
-}  // namespace
-
-std::string StatePrefix(const std::string& pool_name) { return fmt::format("/weft/{}/state/", pool_name); }
 
 std::string EncodeMember(const MemberRecord& m) {
   wire::Writer w;
@@ -107,18 +108,19 @@ Result<MemberRecord> DecodeMember(std::string_view bytes) {
 Result<PoolState> LoadPoolState(meta::Directory& directory, const std::string& prefix, Deadline deadline) {
   WEFT_ASSIGN_OR_RETURN(meta::KeyValues entries, directory.List(prefix, deadline));
   PoolState state;
-  std::vector<store::ObjectRecord> pending;
   for (const auto& [key, value] : entries) {
-    Status s = AddEntry(state, std::string_view(key).substr(prefix.size()), value, pending);
+    Status s = AddStateEntry(state, std::string_view(key).substr(prefix.size()), value);
     if (s.ok()) continue;
     ++state.unreadable;
     WEFT_LOG_ERROR("HA state: skipping '{}': {}", key, s.ToString());
   }
-  std::set<std::pair<std::string_view, uint64_t>> ended;
-  for (const auto& o : state.objects) ended.insert({o.key, o.id});
-  for (auto& p : pending) {
-    if (ended.count({p.key, p.id}) == 0) state.objects.push_back(std::move(p));
+  // Complete objects first; a pending put that ended (same key and id) is dropped.
+  std::stable_partition(state.objects.begin(), state.objects.end(), [](const auto& o) { return o.complete; });
+  std::set<std::pair<std::string, uint64_t>> ended;
+  for (const auto& o : state.objects) {
+    if (o.complete) ended.insert({o.key, o.id});
   }
+  std::erase_if(state.objects, [&](const auto& o) { return !o.complete && ended.count({o.key, o.id}) != 0; });
   return state;
 }
 

@@ -42,6 +42,10 @@ struct PoolState {
 // "/weft/<pool>/state/".
 std::string StatePrefix(const std::string& pool_name);
 
+// One directory entry (its key relative to the prefix) into `state`; PROTOCOL for a key or a
+// value that does not decode, with `state` unchanged.
+Status AddStateEntry(PoolState& state, std::string_view relative_key, std::string_view value);
+
 // Everything under `prefix`. A pending put whose key has a complete object of the same id is one
 // that ended (its two keys landed in different batches): it is dropped.
 Result<PoolState> LoadPoolState(meta::Directory& directory, const std::string& prefix, Deadline deadline);

@@ -17,7 +17,9 @@ booleans) are translated into ``weft store-master --set key=value`` overrides:
   same ``etcd://`` address as their master. With the default (wildcard) ``--rpc_address`` the
   coordinator is published as this host's name (``coordinator=tcp://<hostname>:<port>``) and
   binds the wildcard (``coordinator_listen``): peers on other machines cannot dial 0.0.0.0.
-  Only etcd backends; ``--enable_ha`` without a connstring, or a redis/k8s one, is refused.
+  Only etcd backends; ``--enable_ha`` without a connstring, or a redis/k8s one, is refused. The
+  leader's lease and the time a new leader holds ranks for returning clients keep weft's defaults
+  (5 s and 15 s); to tune them run ``weft store-master --ha ... --ha-lease-ms N --ha-rejoin-ms N``.
 
 Only flags given are translated; the rest keep weft's defaults, which equal Mooncake's.
 ``--metrics_port`` has no weft equivalent yet: a note says so and it is ignored. Other flags are

@@ -24,8 +24,9 @@ How ``setup`` maps onto weft's configuration (docs/api.md, "weft.mooncake_store"
   master must serve (``mooncake_master`` or ``weft store-master``): setup only joins it (-900
   when none answers). A unix socket path ("/tmp/kv.sock", "unix:/tmp/kv.sock") is a one-machine
   pool whose first client hosts the master itself. ``etcd://h1:2379;h2:2379`` names HA masters
-  (``mooncake_master --enable_ha``): setup joins the one elected leader at that moment (an
-  existing client does not follow a later leader; docs/store.md, "High availability").
+  (``mooncake_master --enable_ha``): setup joins the elected leader, and the client follows the
+  next leader by itself after a failover, with every object the old one had (docs/store.md,
+  "High availability"); calls made during the failover fail as Mooncake's do (retry them).
   ``redis://`` and ``k8s://`` masters are not supported (-600).
 - ``global_segment_size`` becomes ``rank_size``: every peer of a weft pool contributes the same
   size, so every client (and the master) must pass the same value.

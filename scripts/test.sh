@@ -29,12 +29,14 @@ build-py/venv/bin/pip install -q --disable-pip-version-check libucx-cu13 ||
 # No build isolation: the build tools above have stable paths, so build-py/ rebuilds incrementally.
 # One CUDA architecture is enough to test the CUDA-enabled package (what runs here never launches
 # a kernel); a release wheel (plain `pip install .`) carries every one pyproject.toml names.
+test_cuda_archs="${WEFT_TEST_CUDA_ARCHS:-90-real}"
 CMAKE_BUILD_PARALLEL_LEVEL="$jobs" build-py/venv/bin/pip install -q --disable-pip-version-check \
   --no-build-isolation --force-reinstall --no-deps \
-  --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES="${WEFT_TEST_CUDA_ARCHS:-90-real}" .
+  --config-settings=cmake.define.CMAKE_CUDA_ARCHITECTURES="$test_cuda_archs" .
 build-py/venv/bin/python -c 'import weft; print("weft.cuda_status():", weft.cuda_status())'  # with CUDA where nvcc is
 # WEFT_BIN: the release build's CLI, which test_store.py's mooncake_master test runs as the master.
-WEFT_BIN="$PWD/build/weft" build-py/venv/bin/python -m pytest -q -rs tests/python
+# WEFT_EXPECT_CUDA_ARCHS: what test_cuda_package.py must find in the package built above.
+WEFT_BIN="$PWD/build/weft" WEFT_EXPECT_CUDA_ARCHS="${test_cuda_archs//;/,}" build-py/venv/bin/python -m pytest -q -rs tests/python
 
 echo "== GPU tests"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then

@@ -2,7 +2,8 @@
 # Builds every libFuzzer target with clang in build-fuzz/ and runs each for $1 seconds
 # (default 10). Exits non-zero if any target finds a crash; the reproducer is left under
 # build-fuzz/fuzz-artifacts/<target>/ and the log next to it.
-#   scripts/fuzz.sh [seconds]        JOBS=n to change the build parallelism (default 2)
+#   scripts/fuzz.sh [seconds]        JOBS=n to change the build parallelism (default 2),
+#                                    FUZZ_PARALLEL=n the targets run at once (default: one per core)
 set -euo pipefail
 
 seconds=${1:-10}
@@ -19,17 +20,34 @@ rm -rf "$corpus"
 "$build/fuzz/weft_fuzz_seeds" "$corpus"
 mkdir -p "$artifacts"
 
-failed=()
-for bin in "$build"/fuzz/*_fuzz; do
+# One target per core at a time: each libFuzzer run is single-threaded.
+run_target() {
+  local bin=$1 name log
   name=$(basename "$bin")
-  mkdir -p "$corpus/$name" "$artifacts/$name"
   log=$artifacts/$name.log
+  mkdir -p "$corpus/$name" "$artifacts/$name"
   if "$bin" -max_total_time="$seconds" -print_final_stats=1 -artifact_prefix="$artifacts/$name/" \
        "$corpus/$name" >"$log" 2>&1; then
-    echo "ok    $name ($(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$') runs)"
+    echo "ok    $name ($(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$') runs)" >"$log.result"
   else
-    echo "FAIL  $name (log: $log)"
-    tail -n 40 "$log"
+    echo "FAIL  $name (log: $log)" >"$log.result"
+  fi
+}
+parallel=${FUZZ_PARALLEL:-$(nproc)}
+targets=("$build"/fuzz/*_fuzz)
+for bin in "${targets[@]}"; do
+  while (($(jobs -rp | wc -l) >= parallel)); do wait -n || true; done
+  run_target "$bin" &
+done
+wait
+
+failed=()
+for bin in "${targets[@]}"; do
+  name=$(basename "$bin")
+  result=$(cat "$artifacts/$name.log.result" 2>/dev/null || echo "FAIL  $name (no result: the runner died)")
+  echo "$result"
+  if [[ $result != ok* ]]; then
+    tail -n 40 "$artifacts/$name.log" 2>/dev/null || true
     failed+=("$name")
   fi
 done

@@ -3,24 +3,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
+# Each phase header shows the minutes spent so far, so a slow phase shows in the CI log.
+phase() { printf '== %s  [%dm%02ds]\n' "$1" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 scripts/install-deps.sh
 
-echo "== release build"
+phase "release build"
 make --no-print-directory build
-echo "== tests (release)"
+phase "tests (release)"
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600
 
-echo "== sanitizer build (ASAN + UBSAN)"
+phase "sanitizer build (ASAN + UBSAN)"
 make --no-print-directory build-asan
-echo "== tests (ASAN + UBSAN)"
+phase "tests (ASAN + UBSAN)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900
 
-echo "== fuzz targets (brief)"
+phase "fuzz targets (brief)"
 scripts/fuzz.sh "${WEFT_FUZZ_SECONDS:-10}"
 
-echo "== Python package (pip install . into build-py/venv) and tests/python"
+phase "Python package (pip install . into build-py/venv) and tests/python"
 [ -x build-py/venv/bin/python ] || python3 -m venv build-py/venv
 build-py/venv/bin/pip install -q --disable-pip-version-check scikit-build-core nanobind pytest numpy
 # PyPI's UCX (with CUDA, no InfiniBand): the ucx transport must also run on it (test_trans.py).
@@ -38,10 +40,10 @@ build-py/venv/bin/python -c 'import weft; print("weft.cuda_status():", weft.cuda
 # WEFT_EXPECT_CUDA_ARCHS: what test_cuda_package.py must find in the package built above.
 WEFT_BIN="$PWD/build/weft" WEFT_EXPECT_CUDA_ARCHS="${test_cuda_archs//;/,}" build-py/venv/bin/python -m pytest -q -rs tests/python
 
-echo "== GPU tests"
+phase "GPU tests"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "a GPU is present: run scripts/gpu-check.sh for the GPU tests"
 else
   echo "SKIPPED: no GPU on this machine (GPU tests run through scripts/gpu-check.sh on a GPU machine)"
 fi
-echo "== all tests passed"
+phase "all tests passed"

@@ -17,6 +17,7 @@ Baselines in the same run:
     python3 scripts/pd-check.py                 # one GPU: both processes on cuda:0
     python3 scripts/pd-check.py --gpus 2        # prefill on cuda:0, decode on cuda:1
     python3 scripts/pd-check.py --json out.json --layers 32 --blocks-per-request 32
+    python3 scripts/pd-check.py --via pd        # the decoder pulls with weft.pd (weft.vllm's path)
 
 Exit status 0 only when every byte matched. Needs torch with CUDA and the weft package.
 """
@@ -45,6 +46,9 @@ def parse_args(argv=None):
                    help="after the checked requests, time the last one again this many times back to back "
                         "(no decoder work in between: the host-side cost of the call alone)")
     p.add_argument("--json", default="", help="also write the results here")
+    p.add_argument("--via", choices=("mooncake", "pd"), default="mooncake",
+                   help="mooncake: the prefiller writes with weft.mooncake (vLLM's MooncakeConnector); "
+                        "pd: the decoder reads with weft.pd (weft.vllm's connector)")
     return p.parse_args(argv)
 
 
@@ -111,6 +115,78 @@ def decode(a, seed, device_index, conn):
             mismatches += int((t.view(torch.int16) != POISON).sum().item())
         conn.send({"request": r, "mismatched_elements": mismatches})
     te.close()
+
+
+def pd_decode(a, seed, device_index, conn, results):
+    """--via pd: the decoder pulls each request's blocks with weft.pd (what weft.vllm's connector
+    does), times start_read to finished, and checks every byte as decode() does."""
+    import torch
+    from weft.pd import KVPeer
+    torch.cuda.set_device(device_index)
+    dev = f"cuda:{device_index}"
+    cache = make_cache(a, dev)
+    for t in cache:
+        t.view(torch.int16).fill_(POISON)
+    torch.cuda.synchronize()
+    peer = KVPeer(cache, num_blocks=a.num_blocks, local_name="127.0.0.1", allow_unauthenticated=True)
+    remote = conn.recv()["name"]
+    times, mismatches, failures = [], 0, []
+    while True:
+        msg = conn.recv()
+        if msg == "done":
+            break
+        r = msg["request"]
+        src, dst = request_plan(a, seed, r)
+        t0 = time.perf_counter()
+        peer.start_read(f"r{r}", remote, f"r{r}", dst, src)
+        received, failed = set(), set()
+        while f"r{r}" not in received:
+            _, got, bad = peer.finished()
+            received |= got
+            failed |= bad
+        elapsed = time.perf_counter() - t0
+        if failed:
+            failures.append(peer.errors())
+        want = request_data(a, seed, r, dev)
+        idx = torch.tensor(dst, device=dev)
+        for layer, t in enumerate(cache):
+            mismatches += int((t.view(torch.int16).index_select(0, idx) != want[layer]).sum().item())
+            t.view(torch.int16).index_fill_(0, idx, POISON)
+        for t in cache:
+            mismatches += int((t.view(torch.int16) != POISON).sum().item())
+        if r >= 3:
+            times.append(elapsed)
+        conn.send({"request": r})
+    peer.close()
+    results.put({"times": times, "mismatched_elements": mismatches, "failures": failures})
+
+
+def pd_prefill(a, seed, device_index, conn, results):
+    """--via pd: the prefiller fills each request's blocks, holds them and waits until they are read."""
+    import torch
+    from weft.pd import KVPeer
+    torch.cuda.set_device(device_index)
+    dev = f"cuda:{device_index}"
+    cache = make_cache(a, dev)
+    peer = KVPeer(cache, num_blocks=a.num_blocks, local_name="127.0.0.1", allow_unauthenticated=True)
+    conn.send({"name": peer.name})
+    for r in range(3 + a.requests):
+        src, _ = request_plan(a, seed, r)
+        data = request_data(a, seed, r, dev)
+        idx = torch.tensor(src, device=dev)
+        for layer, t in enumerate(cache):
+            t.view(torch.int16).index_copy_(0, idx, data[layer])
+        torch.cuda.synchronize()
+        peer.expect_read(f"r{r}", 60)
+        conn.send({"request": r})
+        conn.recv()
+        deadline, sent = time.monotonic() + 60, set()
+        while f"r{r}" not in sent and time.monotonic() < deadline:
+            sent |= peer.finished()[0]
+        if f"r{r}" not in sent:
+            raise RuntimeError(f"request {r}: the prefiller never heard that its blocks were read")
+    conn.send("done")
+    peer.close()
 
 
 def request_lists(a, cache, bases, src, dst):
@@ -313,6 +389,37 @@ def run_nccl(ctx, a, seed):
     return out
 
 
+def main_pd(ctx, a, seed, gpus, per_request):
+    """--via pd: weft.pd's pull against cudaMemcpyPeer of the same bytes."""
+    import torch
+    parent, child = ctx.Pipe()
+    results = ctx.Queue()
+    dec = ctx.Process(target=pd_decode, args=(a, seed, 1 if gpus == 2 else 0, child, results))
+    pre = ctx.Process(target=pd_prefill, args=(a, seed, 0, parent, results))
+    dec.start()
+    pre.start()
+    run = results.get(timeout=600)
+    pre.join(60)
+    dec.join(60)
+    if pre.exitcode != 0 or dec.exitcode != 0:
+        raise RuntimeError(f"prefill exited {pre.exitcode}, decode {dec.exitcode}")
+    t_pd = median(run["times"])
+    t_peer = memcpy_peer_baseline(a, "cuda:0", "cuda:1" if gpus == 2 else "cuda:0")
+    print(f"{'case':44} {'ms/request':>10} {'GB/s':>8} {'weft vs it':>10}")
+    for name, t, ratio in (("weft.pd read (decoder pulls, start to done)", t_pd, None),
+                           ("cudaMemcpyPeer, one large copy", t_peer, t_peer / t_pd)):
+        print(f"{name:44} {t * 1e3:10.3f} {per_request / t / 1e9:8.2f} {'' if ratio is None else f'{ratio:10.3f}x'}")
+    ok = run["mismatched_elements"] == 0 and not run["failures"]
+    print(f"bytes: {'every byte matched' if ok else str(run['mismatched_elements']) + ' elements differ'} "
+          f"({a.requests + 3} requests, untouched blocks still poison){'; failures: ' + str(run['failures'][:2]) if run['failures'] else ''}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"via": "pd", "gpus": gpus, "device": torch.cuda.get_device_name(0),
+                       "bytes_per_request": per_request, "pd_s": t_pd, "memcpy_peer_s": t_peer, "exact": ok,
+                       "seed": seed}, f, indent=1)
+    return 0 if ok else 1
+
+
 def main(argv=None):
     a = parse_args(argv)
     import torch
@@ -329,6 +436,8 @@ def main(argv=None):
     print(f"pd-check: {gpus} GPU(s) ({torch.cuda.get_device_name(0)}), {a.layers} layers, "
           f"{a.blocks_per_request} blocks of {block_bytes(a) >> 10} KiB per layer per request "
           f"({per_request / 2**20:.1f} MiB, {a.layers * a.blocks_per_request} blocks), seed {seed}", flush=True)
+    if a.via == "pd":
+        return main_pd(ctx, a, seed, gpus, per_request)
     weft_run = run_pair(ctx, a, seed, gpus)
     t_weft = median(weft_run["times"])
     t_peer = memcpy_peer_baseline(a, "cuda:0", "cuda:1" if gpus == 2 else "cuda:0")

@@ -420,10 +420,11 @@ class KVPeer:
 
 
 def _merged_spans(spans: Any) -> List[Tuple[int, int]]:
-    """Overlapping or touching [start, end) spans merged (layers may share one allocation)."""
+    """Overlapping [start, end) spans merged (layers may share one allocation). Spans that only
+    touch stay apart: they may be two allocations that happen to be adjacent."""
     out: List[Tuple[int, int]] = []
     for start, end in sorted(spans):
-        if out and start <= out[-1][1]:
+        if out and start < out[-1][1]:
             out[-1] = (out[-1][0], max(out[-1][1], end))
         else:
             out.append((start, end))

@@ -62,6 +62,9 @@ class RecvRequest:
     remote_host: str
     remote_port: int
     local_only: List[int] = field(default_factory=list)
+    # Whether vLLM waits for it (parked in WAITING_FOR_REMOTE_KVS): a notify-only request (aborted,
+    # or a full local prefix hit) must not be reported received, vLLM's scheduler asserts on it.
+    awaited: bool = True
 
 
 class WeftConnectorMetadata(KVConnectorMetadata):
@@ -221,7 +224,7 @@ class _Scheduler:
             return
         local = list(blocks.get_unhashed_block_ids()) if num_external_tokens > 0 else []
         remote = [int(b) for b in params["remote_block_ids"]]
-        self._recv[request.request_id] = _pair_tails(local, remote, params)
+        self._recv[request.request_id] = _pair_tails(local, remote, params, awaited=num_external_tokens > 0)
 
     def build_connector_meta(self) -> WeftConnectorMetadata:
         meta = WeftConnectorMetadata(self._recv, self._send)
@@ -236,7 +239,7 @@ class _Scheduler:
             # Finished (aborted) before its blocks were allocated: only tell the prefiller to free its own.
             params["do_remote_prefill"] = False
             if all(k in params for k in REMOTE_KEYS):
-                self._recv[request.request_id] = _pair_tails([], [], params)
+                self._recv[request.request_id] = _pair_tails([], [], params, awaited=False)
             return False, None
         if not params.get("do_remote_decode"):
             return False, None
@@ -251,13 +254,13 @@ class _Scheduler:
                                 tp_size=self.settings.tp_size)
 
 
-def _pair_tails(local: List[int], remote: List[int], params: Dict[str, Any]) -> RecvRequest:
+def _pair_tails(local: List[int], remote: List[int], params: Dict[str, Any], awaited: bool) -> RecvRequest:
     """Local blocks the prefix cache did not cover are the prompt's last ones: they pair with the
     prefiller's last blocks. Local blocks beyond what the prefiller has cannot be filled."""
     n = min(len(local), len(remote))
     return RecvRequest(local_block_ids=local[len(local) - n:], remote_block_ids=remote[len(remote) - n:],
                        remote_request_id=str(params["remote_request_id"]), remote_host=str(params["remote_host"]),
-                       remote_port=int(params["remote_port"]), local_only=local[:len(local) - n])
+                       remote_port=int(params["remote_port"]), local_only=local[:len(local) - n], awaited=awaited)
 
 
 class _Worker:
@@ -271,6 +274,7 @@ class _Worker:
         self._load_errors: Set[int] = set()
         self._finished_seen: Dict[str, float] = {}  # finished on this worker -> when (for the send contract)
         self._sent_held: Set[str] = set()
+        self._unawaited: Set[str] = set()  # notify-only reads: never reported received
 
     def register(self, kv_caches: Dict[str, Any]) -> None:
         s = self.settings
@@ -292,6 +296,8 @@ class _Worker:
             self.peer.expect_read(rid, timeout)
         for rid, r in meta.reqs_to_recv.items():
             self._load_errors.update(r.local_only)
+            if not r.awaited:
+                self._unawaited.add(rid)
             remote = f"{r.remote_host}:{r.remote_port + self.settings.tp_rank}"
             self.peer.start_read(rid, remote, r.remote_request_id, r.local_block_ids, r.remote_block_ids)
 
@@ -303,6 +309,9 @@ class _Worker:
             self._finished_seen[rid] = now
         sent, received, failed = self.peer.finished()
         self._load_errors |= failed
+        quiet = received & self._unawaited
+        self._unawaited -= quiet
+        received -= quiet
         for rid, why in self.peer.errors().items():
             logger.warning("weft: request %s: its KV could not be read (%s); vLLM recomputes it", rid, why)
         # vLLM frees a sent request's blocks only once the worker has seen it finish.

@@ -154,3 +154,23 @@ def test_an_unreachable_prefiller_becomes_load_errors_and_aborts_free_nothing():
         assert meta.reqs_to_recv == {} and meta.reqs_to_send == {}
     finally:
         d_worker.shutdown()
+
+
+def test_a_decode_request_aborted_before_its_blocks_only_frees_the_prefillers():
+    p_sched, p_worker, _ = instance("prefill", free_port())
+    d_sched, d_worker, _ = instance("decode", free_port(), fill=POISON)
+    try:
+        pre = request("p-3", {"do_remote_decode": True}, 2 * BLOCK_SIZE, RequestStatus.FINISHED_LENGTH_CAPPED)
+        delay, params = p_sched.request_finished(pre, [4, 5])
+        step(p_sched, p_worker, {"p-3"})
+        dec = request("d-4", dict(params), 2 * BLOCK_SIZE, RequestStatus.FINISHED_ABORTED)
+        assert d_sched.request_finished(dec, []) == (False, None)
+        # The decoder never reports it received (vLLM's scheduler no longer knows it) ...
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert step(d_sched, d_worker)[1] is None
+        # ... and the prefiller frees its blocks at once, not at the abort timeout.
+        assert until(lambda: step(p_sched, p_worker)[0]) == {"p-3"}
+    finally:
+        p_worker.shutdown()
+        d_worker.shutdown()

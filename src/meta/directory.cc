@@ -1,5 +1,7 @@
 #include "meta/directory.h"
 
+#include <cstdlib>
+
 #include <charconv>
 
 #include "meta/embedded_directory.h"
@@ -82,6 +84,12 @@ Result<std::unique_ptr<Directory>> OpenDirectory(const std::string& url, Directo
       WEFT_ASSIGN_OR_RETURN(auto hp, endpoint(rest->substr(start, comma - start)));
       eps.push_back(std::move(hp));
       start = comma + 1;
+    }
+    if (options.etcd_user.empty()) {
+      const char* user = std::getenv("WEFT_ETCD_USER");
+      const char* password = std::getenv("WEFT_ETCD_PASSWORD");
+      if (user != nullptr) options.etcd_user = user;
+      if (password != nullptr) options.etcd_password = password;
     }
     return std::unique_ptr<Directory>(std::make_unique<EtcdDirectory>(std::move(eps), std::move(options)));
   }

@@ -70,6 +70,12 @@ struct DirectoryOptions {
   // changes the directory, as a server started with a secret requires (meta/directory_auth.h).
   // Empty: requests go unsigned, which only a server without a secret accepts. Never logged.
   std::string cluster_secret;
+  // etcd:// only: etcd's own authentication (a server with `auth enable`). With a user, every
+  // call carries a token from POST /v3/auth/authenticate, fetched again when etcd says it expired.
+  // Empty: OpenDirectory takes WEFT_ETCD_USER / WEFT_ETCD_PASSWORD from the environment. The
+  // password is never logged; etcd's gateway is plain HTTP here, so keep it on a trusted network.
+  std::string etcd_user;
+  std::string etcd_password;
 };
 
 struct WatchEvent {

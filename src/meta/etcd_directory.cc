@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 
 #include <nlohmann/json.hpp>
 
@@ -65,8 +66,56 @@ Status ErrorOf(const json& j, int http_status, const std::string& address) {
     if (e->contains("code") && (*e)["code"].is_number_integer()) grpc = (*e)["code"].get<int>();
   }
   if (message.empty()) message = fmt::format("HTTP {}", http_status);
+  if (message.find("user name is empty") != std::string::npos ||
+      message.find("authentication failed") != std::string::npos ||
+      message.find("invalid auth token") != std::string::npos) {
+    return Error(Code::kUnauthenticated, "etcd at {}: {} (set WEFT_ETCD_USER and WEFT_ETCD_PASSWORD to a user of "
+                 "this etcd)", address, message);
+  }
+  if (message.find("permission denied") != std::string::npos) {
+    return Error(Code::kPermissionDenied, "etcd at {}: {} (the etcd user needs read and write on weft's keys)",
+                 address, message);
+  }
   return Error(CodeFromGrpc(grpc), "etcd at {}: {}", address, message);
 }
+
+// Whether etcd refused a call because its token is stale (expired, or the server restarted).
+bool StaleToken(const Status& s) {
+  return s.code() == Code::kUnauthenticated && s.message().find("invalid auth token") != std::string::npos;
+}
+
+}  // namespace
+
+// etcd's authentication: a user's token, shared by the calls and the watch threads.
+struct EtcdAuth {
+  std::string user;
+  std::string password;
+  std::mutex mu;
+  std::string token;  // guarded by mu; empty until the first call
+
+  bool enabled() const { return !user.empty(); }
+
+  // The headers of a call to `ep`: none without a user; else the token, fetched when there is
+  // none yet or when `fresh` (the last one was refused as stale).
+  Result<HttpHeaders> Headers(const HttpTarget& ep, Deadline d, bool fresh) {
+    if (!enabled()) return HttpHeaders{};
+    std::lock_guard lk(mu);
+    if (token.empty() || fresh) {
+      json body = {{"name", user}, {"password", password}};
+      WEFT_ASSIGN_OR_RETURN(HttpReply reply, HttpCall(ep, "POST", "/v3/auth/authenticate", body.dump(), d, "etcd"));
+      json j = json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
+      if (reply.status != 200 || !j.is_object() || j.contains("error")) return ErrorOf(j, reply.status, ep.Address());
+      if (!j.contains("token") || !j["token"].is_string() || j["token"].get<std::string>().empty()) {
+        return Error(Code::kUnauthenticated, "etcd at {}: authenticating user '{}' gave no token: is auth enabled "
+                     "on this etcd?", ep.Address(), user);
+      }
+      token = j["token"].get<std::string>();
+    }
+    return HttpHeaders{{"Authorization", token}};
+  }
+};
+
+namespace {
 
 }  // namespace
 
@@ -86,6 +135,7 @@ std::string PrefixRangeEnd(const std::string& prefix) {
 struct EtcdDirectory::Impl {
   std::vector<HttpTarget> endpoints;
   std::atomic<size_t> current{0};
+  std::shared_ptr<EtcdAuth> auth = std::make_shared<EtcdAuth>();
 
   std::string Names() const {
     std::string s;
@@ -93,7 +143,8 @@ struct EtcdDirectory::Impl {
     return s;
   }
 
-  // One gateway call, trying the endpoints in turn while they are unreachable.
+  // One gateway call, trying the endpoints in turn while they are unreachable; a call refused
+  // for a stale token is made once more with a fresh one.
   Result<json> Call(const std::string& path, const json& body, Deadline d) {
     std::string text = body.dump();
     Status last;
@@ -101,33 +152,45 @@ struct EtcdDirectory::Impl {
     for (size_t i = 0; i < endpoints.size(); ++i) {
       size_t idx = (start + i) % endpoints.size();
       const HttpTarget& ep = endpoints[idx];
-      auto reply = HttpCall(ep, "POST", path, text, d, "etcd");
-      if (!reply.ok()) {
-        last = reply.status();
+      auto j = CallOne(ep, path, text, d, /*fresh_token=*/false);
+      if (!j.ok() && StaleToken(j.status())) j = CallOne(ep, path, text, d, /*fresh_token=*/true);
+      if (!j.ok()) {
+        last = j.status();
         if (last.code() == Code::kUnavailable && !d.expired()) continue;
         return last;
       }
       current = idx;
-      json j = json::parse(reply->body, nullptr, /*allow_exceptions=*/false);
-      if (reply->status != 200) return ErrorOf(j, reply->status, ep.Address());
-      if (j.is_discarded() || !j.is_object()) {
-        return Error(Code::kProtocol, "etcd at {}: {} answered something that is not a JSON object", ep.Address(), path);
-      }
-      if (j.contains("error")) return ErrorOf(j, reply->status, ep.Address());
       return j;
     }
     return last;
+  }
+
+  Result<json> CallOne(const HttpTarget& ep, const std::string& path, const std::string& text, Deadline d,
+                       bool fresh_token) {
+    WEFT_ASSIGN_OR_RETURN(HttpHeaders headers, auth->Headers(ep, d, fresh_token));
+    WEFT_ASSIGN_OR_RETURN(HttpReply reply, HttpCall(ep, "POST", path, text, d, "etcd", headers));
+    json j = json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
+    if (reply.status != 200) return ErrorOf(j, reply.status, ep.Address());
+    if (j.is_discarded() || !j.is_object()) {
+      return Error(Code::kProtocol, "etcd at {}: {} answered something that is not a JSON object", ep.Address(), path);
+    }
+    if (j.contains("error")) return ErrorOf(j, reply.status, ep.Address());
+    return j;
   }
 };
 
 EtcdDirectory::EtcdDirectory(std::vector<std::pair<std::string, uint16_t>> endpoints, DirectoryOptions options)
     : Directory(std::move(options)), impl_(std::make_unique<Impl>()) {
   for (auto& [h, p] : endpoints) impl_->endpoints.push_back(HttpTarget{h, p});
+  impl_->auth->user = this->options().etcd_user;
+  impl_->auth->password = this->options().etcd_password;
 }
 
 EtcdDirectory::~EtcdDirectory() = default;
 
-std::string EtcdDirectory::Describe() const { return "etcd://" + impl_->Names(); }
+std::string EtcdDirectory::Describe() const {
+  return "etcd://" + impl_->Names() + (impl_->auth->enabled() ? " as user " + impl_->auth->user : "");
+}
 
 Result<std::string> EtcdDirectory::DoGet(const std::string& key, Deadline d) {
   WEFT_ASSIGN_OR_RETURN(json j, impl_->Call("/v3/kv/range", {{"key", Base64Encode(key)}}, d));
@@ -245,14 +308,25 @@ Result<WatchHandle> EtcdDirectory::DoWatch(const std::string& prefix, WatchCallb
   int64_t revision = j.contains("header") ? JsonInt(j["header"], "revision") : 0;
   std::vector<HttpTarget> endpoints = impl_->endpoints;
   size_t first = impl_->current.load();
+  std::shared_ptr<EtcdAuth> auth = impl_->auth;
 
-  return StartWatchThread([endpoints, first, prefix, from, range_end, revision,
+  return StartWatchThread([endpoints, first, auth, prefix, from, range_end, revision,
                            cb = std::move(callback)](WatchThreadState& st) {
     int64_t next = revision + 1;
     size_t idx = first;
     bool warned = false;
+    bool fresh_token = false;
     while (!st.cancelled) {
       const HttpTarget& ep = endpoints[idx % endpoints.size()];
+      auto headers = auth->Headers(ep, Deadline::After(std::chrono::seconds(5)), fresh_token);
+      fresh_token = false;
+      if (!headers.ok()) {
+        if (!warned) WEFT_LOG_WARN("watch of '{}' on etcd {}: {}; retrying", prefix, ep.Address(), headers.status().ToString());
+        warned = true;
+        ++idx;
+        if (!st.SleepFor(std::chrono::milliseconds(200))) return;
+        continue;
+      }
       json create = {{"create_request",
                       {{"key", Base64Encode(from)}, {"range_end", Base64Encode(range_end)},
                        {"start_revision", std::to_string(next)}}}};
@@ -265,6 +339,7 @@ Result<WatchHandle> EtcdDirectory::DoWatch(const std::string& prefix, WatchCallb
       req.path = "/v3/watch";
       req.body = create.dump();
       req.set_header("Content-Type", "application/json");
+      for (const auto& [name, value] : *headers) req.set_header(name, value);
       std::string buffer;
       bool restart = false;  // the stream told us to start over (compaction, cancel)
       req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
@@ -277,6 +352,7 @@ Result<WatchHandle> EtcdDirectory::DoWatch(const std::string& prefix, WatchCallb
           if (m.is_discarded() || !m.is_object()) continue;
           if (!m.contains("result") || !m["result"].is_object()) {
             WEFT_LOG_WARN("watch of '{}' on etcd {}: {}", prefix, ep.Address(), line.substr(0, 200));
+            fresh_token = line.find("auth token") != std::string::npos;
             restart = true;
             return false;
           }

@@ -58,7 +58,8 @@ inline bool InCi() {
 // A private etcd on loopback. Stop() kills exactly the child it started (pid > 0 checked).
 class EtcdProcess {
  public:
-  Status Start() {
+  // extra: more etcd flags ("--auth-token-ttl=1").
+  Status Start(const std::vector<std::string>& extra = {}) {
     std::string bin = FindEtcd();
     if (bin.empty()) return Error(Code::kNotFound, "etcd binary not found");
     char dir_template[] = "/tmp/weft-etcd-XXXXXX";
@@ -78,6 +79,7 @@ class EtcdProcess {
                                      "--initial-advertise-peer-urls=" + peer,
                                      "--initial-cluster=weft-test=" + peer,
                                      "--log-outputs=stderr"};
+    args.insert(args.end(), extra.begin(), extra.end());
     std::string log = dir_ + "/etcd.log";
     pid_t pid = fork();
     if (pid < 0) return ErrnoStatus("fork", errno);

@@ -82,7 +82,35 @@ def request_data(a, seed, r, device):
 POISON = -21846  # 0xAAAA: a bf16 NaN pattern nobody writes by chance
 
 
-def decode(a, seed, device_index, conn):
+def fill_request(a, seed, r, cache, dev):
+    """The prefiller's side of request r: its source blocks hold the request's data. Returns (src, dst)."""
+    import torch
+    src, dst = request_plan(a, seed, r)
+    data = request_data(a, seed, r, dev)
+    idx = torch.tensor(src, device=dev)
+    for layer, t in enumerate(cache):
+        t.view(torch.int16).index_copy_(0, idx, data[layer])
+    torch.cuda.synchronize()
+    return src, dst
+
+
+def check_request(a, seed, r, cache, dev):
+    """The decoder's side of request r: the elements of its destination blocks that differ from the
+    request's data, plus every element elsewhere that is not poison; its blocks are poisoned again."""
+    import torch
+    _, dst = request_plan(a, seed, r)
+    want = request_data(a, seed, r, dev)
+    idx = torch.tensor(dst, device=dev)
+    mismatches = 0
+    for layer, t in enumerate(cache):
+        mismatches += int((t.view(torch.int16).index_select(0, idx) != want[layer]).sum().item())
+        t.view(torch.int16).index_fill_(0, idx, POISON)  # poisoned again for the next request
+    for t in cache:
+        mismatches += int((t.view(torch.int16) != POISON).sum().item())
+    return mismatches
+
+
+def decode(a, seed, device_index, conn, results):
     """The decoder: owns the destination caches, publishes block addresses, checks every byte."""
     import torch
     import weft.mooncake as mc
@@ -103,16 +131,7 @@ def decode(a, seed, device_index, conn):
         if msg == "done":
             break
         r = msg["request"]
-        src, dst = request_plan(a, seed, r)
-        want = request_data(a, seed, r, f"cuda:{device_index}")
-        idx = torch.tensor(dst, device=f"cuda:{device_index}")
-        for layer, t in enumerate(cache):
-            got = t.view(torch.int16).index_select(0, idx)
-            mismatches += int((got != want[layer]).sum().item())
-            t.view(torch.int16).index_fill_(0, idx, POISON)  # poisoned again for the next request
-        # every other block must still be poison
-        for t in cache:
-            mismatches += int((t.view(torch.int16) != POISON).sum().item())
+        mismatches += check_request(a, seed, r, cache, f"cuda:{device_index}")
         conn.send({"request": r, "mismatched_elements": mismatches})
     te.close()
 
@@ -147,13 +166,7 @@ def pd_decode(a, seed, device_index, conn, results):
         elapsed = time.perf_counter() - t0
         if failed:
             failures.append(peer.errors())
-        want = request_data(a, seed, r, dev)
-        idx = torch.tensor(dst, device=dev)
-        for layer, t in enumerate(cache):
-            mismatches += int((t.view(torch.int16).index_select(0, idx) != want[layer]).sum().item())
-            t.view(torch.int16).index_fill_(0, idx, POISON)
-        for t in cache:
-            mismatches += int((t.view(torch.int16) != POISON).sum().item())
+        mismatches += check_request(a, seed, r, cache, dev)
         if r >= 3:
             times.append(elapsed)
         conn.send({"request": r})
@@ -171,12 +184,7 @@ def pd_prefill(a, seed, device_index, conn, results):
     peer = KVPeer(cache, num_blocks=a.num_blocks, local_name="127.0.0.1", allow_unauthenticated=True)
     conn.send({"name": peer.name})
     for r in range(3 + a.requests):
-        src, _ = request_plan(a, seed, r)
-        data = request_data(a, seed, r, dev)
-        idx = torch.tensor(src, device=dev)
-        for layer, t in enumerate(cache):
-            t.view(torch.int16).index_copy_(0, idx, data[layer])
-        torch.cuda.synchronize()
+        fill_request(a, seed, r, cache, dev)
         peer.expect_read(f"r{r}", 60)
         conn.send({"request": r})
         conn.recv()
@@ -215,12 +223,7 @@ def prefill(a, seed, device_index, conn, results):
     peer = conn.recv()
     times, calls, bad = [], [], 0
     for r in range(3 + a.requests):
-        src, dst = request_plan(a, seed, r)
-        data = request_data(a, seed, r, dev)
-        idx = torch.tensor(src, device=dev)
-        for layer, t in enumerate(cache):
-            t.view(torch.int16).index_copy_(0, idx, data[layer])
-        torch.cuda.synchronize()
+        src, dst = fill_request(a, seed, r, cache, dev)
         t0 = time.perf_counter()
         buffers, peers, lengths = request_lists(a, cache, peer["bases"], src, dst)
         t1 = time.perf_counter()
@@ -362,11 +365,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_pair(ctx, a, seed, gpus):
+def run_pair(ctx, a, seed, gpus, decode_fn=None, prefill_fn=None):
+    """Runs a decoder and a prefiller process; one of them puts its results on the queue."""
     parent, child = ctx.Pipe()
     results = ctx.Queue()
-    dec = ctx.Process(target=decode, args=(a, seed, 1 if gpus == 2 else 0, child))
-    pre = ctx.Process(target=prefill, args=(a, seed, 0, parent, results))
+    dec = ctx.Process(target=decode_fn or decode, args=(a, seed, 1 if gpus == 2 else 0, child, results))
+    pre = ctx.Process(target=prefill_fn or prefill, args=(a, seed, 0, parent, results))
     dec.start()
     pre.start()
     out = results.get(timeout=600)
@@ -392,17 +396,7 @@ def run_nccl(ctx, a, seed):
 def main_pd(ctx, a, seed, gpus, per_request):
     """--via pd: weft.pd's pull against cudaMemcpyPeer of the same bytes."""
     import torch
-    parent, child = ctx.Pipe()
-    results = ctx.Queue()
-    dec = ctx.Process(target=pd_decode, args=(a, seed, 1 if gpus == 2 else 0, child, results))
-    pre = ctx.Process(target=pd_prefill, args=(a, seed, 0, parent, results))
-    dec.start()
-    pre.start()
-    run = results.get(timeout=600)
-    pre.join(60)
-    dec.join(60)
-    if pre.exitcode != 0 or dec.exitcode != 0:
-        raise RuntimeError(f"prefill exited {pre.exitcode}, decode {dec.exitcode}")
+    run = run_pair(ctx, a, seed, gpus, pd_decode, pd_prefill)
     t_pd = median(run["times"])
     t_peer = memcpy_peer_baseline(a, "cuda:0", "cuda:1" if gpus == 2 else "cuda:0")
     print(f"{'case':44} {'ms/request':>10} {'GB/s':>8} {'weft vs it':>10}")

@@ -35,7 +35,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from . import InvalidArgument, Mismatch, NotSupported, Timeout, Error
 from .trans import READ, TransferEngine

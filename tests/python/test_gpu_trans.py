@@ -68,13 +68,7 @@ class GpuPeer(Process):
         return answer.split()[1]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send("exit")
-                self.proc.wait(timeout=30)
-            except Exception:
-                pass
-        self.kill()
+        self.exit()
 
 
 @pytest.fixture

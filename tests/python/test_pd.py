@@ -45,13 +45,7 @@ class Prefiller(Process):
         return set(filter(None, answer[5:].split(",")))
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send("exit")
-                self.proc.wait(timeout=30)
-            except Exception:
-                pass
-        self.kill()
+        self.exit()
 
 
 def decoder(layers: int, blocks: int, block_elems: int, split_kv: bool = True, **kw) -> tuple:

@@ -6,7 +6,6 @@ errors. Needs vLLM (and torch); skipped with the reason where they are not insta
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from types import SimpleNamespace

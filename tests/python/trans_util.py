@@ -75,6 +75,16 @@ class Process:
             self.proc.kill()
         self.proc.wait(timeout=60)
 
+    def exit(self) -> None:
+        """Asks the child to exit ("exit" on its stdin), then kills it if it has not."""
+        if self.proc.poll() is None:
+            try:
+                self.send("exit")
+                self.proc.wait(timeout=30)
+            except Exception:
+                pass
+        self.kill()
+
     def pause(self) -> None:
         os.kill(self.proc.pid, signal.SIGSTOP)
 

@@ -16,6 +16,10 @@ ninja -C "$BUILD" "${TARGETS[@]}"
 # The Python package for the GPU machine's CPython 3.12 (torch there, no -dev packages to build
 # with): a wheel built here by a 3.12 venv, with CUDA (the archs of pyproject.toml) and the C++
 # runtime linked in (WEFT_GPU_BUNDLE). Left out, with a note, where no CPython 3.12 is found.
+# Its CUDA archs: Hopper (H100/H200) machine code only unless WEFT_BUNDLE_CUDA_ARCHS names others
+# (a release wheel carries pyproject.toml's list; each arch adds minutes to this build). Written to
+# bundle/cuda_archs, where gpu-check.sh tells test_cuda_package.py what to expect.
+BUNDLE_ARCHS=${WEFT_BUNDLE_CUDA_ARCHS:-90-real}
 PY312=${WEFT_BUNDLE_PYTHON:-/root/.pyenv/versions/3.12.1/bin/python3.12}
 PY_WHEEL="$BUILD/py-wheel"
 rm -rf "$PY_WHEEL"
@@ -26,7 +30,8 @@ if [ -x "$PY312" ]; then
   # No build isolation and a fixed build folder (build-gpu/py312): rebuilds only what changed.
   CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" "$PY_VENV/bin/pip" wheel -q \
     --disable-pip-version-check --no-build-isolation --no-deps -w "$PY_WHEEL" \
-    -C build-dir="$BUILD/py312" -C cmake.define.WEFT_GPU_BUNDLE=ON .
+    -C build-dir="$BUILD/py312" -C cmake.define.WEFT_GPU_BUNDLE=ON \
+    -C cmake.define.CMAKE_CUDA_ARCHITECTURES="$BUNDLE_ARCHS" .
 else
   echo "gpu-bundle: no CPython 3.12 at $PY312 (set WEFT_BUNDLE_PYTHON): the Python package is left out"
 fi
@@ -35,6 +40,7 @@ mkdir -p "$BUILD/bundle/bin" "$BUILD/bundle/lib"
 if compgen -G "$PY_WHEEL/weft-*.whl" >/dev/null; then
   mkdir -p "$BUILD/bundle/python"
   python3 -m zipfile -e "$PY_WHEEL"/weft-*.whl "$BUILD/bundle/python"
+  echo "${BUNDLE_ARCHS//;/,}" >"$BUILD/bundle/cuda_archs"
   rm -rf "$BUILD"/bundle/python/weft-*.dist-info
   strip --strip-unneeded "$BUILD"/bundle/python/weft/_weft*.so
   # Its own NEEDED entries (ldd also lists spdlog's libstdc++, which the binaries share).

@@ -38,17 +38,24 @@ void WorkerPool::Submit(std::function<void()> task) {
   cv_.notify_one();
 }
 
+WorkerPool::Load WorkerPool::load() const {
+  std::lock_guard lock(mu_);
+  return Load{queue_.size(), running_};
+}
+
 void WorkerPool::Run() {
+  std::unique_lock lock(mu_);
   for (;;) {
-    std::function<void()> task;
-    {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;
-      task = std::move(queue_.front());
-      queue_.pop_front();
-    }
+    cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;
+    std::function<void()> task = std::move(queue_.front());
+    queue_.pop_front();
+    ++running_;
+    lock.unlock();
     task();
+    task = nullptr;  // what the task holds goes before it counts as done
+    lock.lock();
+    --running_;
   }
 }
 

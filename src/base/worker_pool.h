@@ -21,11 +21,20 @@ class WorkerPool {
   void Submit(std::function<void()> task);
   unsigned size() const { return static_cast<unsigned>(threads_.size()); }
 
+  // Tasks waiting for a thread, and threads running one: the pool's queue depth and use, for
+  // the metrics (a queue that stays long says the threads are too few for the work).
+  struct Load {
+    size_t queued = 0;
+    unsigned running = 0;
+  };
+  Load load() const;
+
  private:
   void Run();
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
+  unsigned running_ = 0;  // under mu_
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

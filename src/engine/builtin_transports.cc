@@ -102,7 +102,9 @@ RegistryEntry UcxEntry() {
                   {},
                   [](const TransportContext& c) -> Made {
 #if WEFT_HAVE_UCX
-                    WEFT_ASSIGN_OR_RETURN(auto t, transport::ucx::UcxTransport::Create(c.ucx ? *c.ucx : transport::ucx::UcxOptions{}));
+                    transport::ucx::UcxOptions o = c.ucx ? *c.ucx : transport::ucx::UcxOptions{};
+                    o.metrics = c.metrics;
+                    WEFT_ASSIGN_OR_RETURN(auto t, transport::ucx::UcxTransport::Create(o));
                     return std::unique_ptr<Transport>(std::move(t));
 #else
                     return Error(Code::kNotSupported, "this weft was built without UCX's headers (libucx-dev)");

@@ -146,6 +146,15 @@ Engine::Engine(EngineOptions options, const gva::SegmentTable* table, MetricsReg
       metrics.histogram("weft_remote_batch_plan_ns", "Remote batches (2+ requests): choosing paths, splitting into pieces"),
       metrics.histogram("weft_remote_batch_copy_ns", "Remote batches (2+ requests): the copies, start to last piece done"),
       metrics.histogram("weft_remote_batch_finish_ns", "Remote batches (2+ requests): releasing regions, collecting results")};
+  metrics.gauge("weft_engine_copy_threads", "Threads that copy pieces of split copies and remote batches")
+      ->Set(static_cast<int64_t>(pool_.size()));
+  Gauge* queued = metrics.gauge("weft_engine_copy_tasks_queued", "Pieces waiting for one of the engine's copy threads");
+  Gauge* busy = metrics.gauge("weft_engine_copy_threads_busy", "Copy threads running a piece");
+  load_hook_ = metrics.OnScrape([this, queued, busy] {
+    const WorkerPool::Load load = pool_.load();
+    queued->Set(static_cast<int64_t>(load.queued));
+    busy->Set(static_cast<int64_t>(load.running));
+  });
 }
 
 bool Engine::HasCapability(uint32_t caps) const {

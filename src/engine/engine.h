@@ -246,6 +246,9 @@ class Engine {
   struct PathMetrics;
   std::unique_ptr<PathMetrics> path_metrics_;
   void CountPath(const transport::Transport* path, const transport::RouteKey& key, uint64_t copies, uint64_t bytes);
+  // Publishes pool_'s queue depth and busy threads when the metrics are read; last, so that it
+  // goes before what it reads.
+  MetricsRegistry::ScrapeHook load_hook_;
 };
 
 }  // namespace weft::engine

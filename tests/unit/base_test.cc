@@ -19,7 +19,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <system_error>
 #include <thread>
 
@@ -209,6 +212,45 @@ TEST(WorkerPool, AThreadThatCannotStartIsAnExceptionNotTermination) {
   ASSERT_TRUE(WIFEXITED(status)) << "the child was killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
   EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the limit did not bite, 3: another exception, 4/5: setup";
 #endif
+}
+
+// The load the metrics publish: tasks waiting for a thread and threads running one, both back
+// to zero once the work is done. Two threads held by latches, three tasks queued behind them.
+TEST(WorkerPool, LoadCountsQueuedTasksAndBusyThreads) {
+  WorkerPool pool(2);
+  EXPECT_EQ(pool.load().queued, 0u);
+  EXPECT_EQ(pool.load().running, 0u);
+  std::mutex mu;
+  std::condition_variable cv;
+  unsigned started = 0;
+  bool release = false;
+  std::atomic<unsigned> done{0};
+  for (int i = 0; i < 5; ++i) {
+    pool.Submit([&] {
+      std::unique_lock lock(mu);
+      ++started;
+      cv.notify_all();
+      cv.wait(lock, [&] { return release; });
+      ++done;
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return started == 2; }));
+  }
+  const WorkerPool::Load held = pool.load();
+  EXPECT_EQ(held.running, 2u);
+  EXPECT_EQ(held.queued, 3u);
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (int i = 0; i < 30000 && (done.load() < 5 || pool.load().running != 0); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(done.load(), 5u);
+  EXPECT_EQ(pool.load().queued, 0u);
+  EXPECT_EQ(pool.load().running, 0u);
 }
 
 TEST(Metrics, CountsAndRendersPrometheusText) {

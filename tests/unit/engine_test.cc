@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <thread>
 
@@ -130,6 +131,29 @@ TEST_F(EngineTest, BatchFailuresAreCountedByCode) {
   EXPECT_EQ(metrics_.counter("weft_copy_failures_total")->value(), 2u);
   EXPECT_EQ(metrics_.counter("weft_copy_errors_total{code=\"INVALID_ADDRESS\"}")->value(), 1u);
   EXPECT_EQ(metrics_.counter("weft_copy_errors_total{code=\"OUT_OF_RANGE\"}")->value(), 1u);
+}
+
+// The copy threads' load is published when the metrics are read: the thread count (threads - 1,
+// the caller copies too), and, once the helpers a split copy queued have found its pieces taken
+// (a copy returns when its pieces are done, not when every helper has run), nothing queued or
+// running. (WorkerPool.LoadCountsQueuedTasksAndBusyThreads counts a held pool.)
+TEST_F(EngineTest, CopyThreadLoadIsPublishedWhenMetricsAreRead) {
+  std::vector<uint8_t> buf(2 << 20, 7);
+  ASSERT_TRUE(engine_->Copy(Gva(1, 0), Addr(buf.data()), buf.size()).ok());
+  Gauge* queued = metrics_.gauge("weft_engine_copy_tasks_queued");
+  Gauge* busy = metrics_.gauge("weft_engine_copy_threads_busy");
+  bool idle = false;
+  for (int i = 0; i < 10000 && !idle; ++i) {
+    queued->Set(-1);  // what a scrape that ran no hook would leave
+    busy->Set(-1);
+    (void)metrics_.PrometheusText();
+    idle = queued->value() == 0 && busy->value() == 0;
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(idle) << "queued " << queued->value() << ", busy " << busy->value();
+  EXPECT_EQ(metrics_.gauge("weft_engine_copy_threads")->value(), 3);
+  const std::string text = metrics_.PrometheusText();
+  EXPECT_NE(text.find("# TYPE weft_engine_copy_tasks_queued gauge"), std::string::npos) << text;
 }
 
 TEST_F(EngineTest, BatchReportsOneResultPerCopy) {

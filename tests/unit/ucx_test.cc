@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "base/metrics.h"
 #include "base/random.h"
 #include "engine/builtin_transports.h"
 #include "transport/registry.h"
@@ -166,6 +167,8 @@ class UcxPairTest : public ::testing::TestWithParam<const char*> {
 
   static constexpr uint64_t kRegion = 24 << 20;
   static constexpr uint64_t kImportBase = 0x7e0000000000ull;
+  // Registries a test may give the transports: declared before p_, so they outlive them.
+  MetricsRegistry owner_metrics_, peer_metrics_;
   Pair p_;
   std::string blob_;
 };
@@ -247,6 +250,65 @@ TEST_P(UcxPairTest, BadInputAndADeadPeer) {
   p_.peer->Post({&ok, 1}, results, Deadline::After(std::chrono::seconds(30)));
   EXPECT_FALSE(results[0].ok());
   EXPECT_EQ(results[0].code(), Code::kPeerDown) << results[0].ToString();
+}
+
+// What the transport publishes (weft_ucx_*): regions at the owner; at the peer, the endpoint made
+// on the first op, each completed op and its bytes by kind, nothing left waiting on the worker,
+// and an op to a peer that went away counted as failed.
+TEST_P(UcxPairTest, MetricsCountRegionsEndpointsOpsAndFailures) {
+  MetricsRegistry& owner_metrics = owner_metrics_;
+  MetricsRegistry& peer_metrics = peer_metrics_;
+  p_.region.reset();
+  p_.link.reset();
+  std::string why;
+  UcxOptions o;
+  o.metrics = &owner_metrics;
+  p_.owner = MakeOrSkip(GetParam(), &why, o);
+  ASSERT_TRUE(p_.owner) << why;
+  o.metrics = &peer_metrics;
+  p_.peer = MakeOrSkip(GetParam(), &why, o);
+  ASSERT_TRUE(p_.peer) << why;
+  auto blob = p_.owner->ExportRegion({1, p_.memory.data(), kRegion, false, -1, -1, 0});
+  ASSERT_TRUE(blob.ok()) << blob.status().ToString();
+  blob_ = *blob;
+  Link();
+  auto gauge = [](MetricsRegistry& m, const char* name) {
+    (void)m.PrometheusText();  // runs the scrape hooks
+    return m.gauge(name)->value();
+  };
+  auto counter = [](MetricsRegistry& m, const std::string& name) {
+    (void)m.PrometheusText();
+    return m.counter(name)->value();
+  };
+  EXPECT_EQ(gauge(owner_metrics, "weft_ucx_regions_exported"), 1);
+  EXPECT_EQ(gauge(peer_metrics, "weft_ucx_endpoints_open"), 0) << "endpoints are made on first use";
+
+  const uint64_t write_len = 12345, read_len = 777;
+  std::vector<uint8_t> src(write_len, 0x3C), back(read_len, 0);
+  RemoteOp put = Op(RemoteOpKind::kWrite, src.data(), 100, write_len);
+  RemoteOp gets[2] = {Op(RemoteOpKind::kRead, back.data(), 0, read_len), Op(RemoteOpKind::kRead, back.data(), 5, read_len)};
+  ASSERT_TRUE(Post({&put, 1})[0].ok());
+  for (const Status& s : Post(gets)) ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(counter(peer_metrics, "weft_ucx_ops_total{op=\"write\"}"), 1u);
+  EXPECT_EQ(counter(peer_metrics, "weft_ucx_ops_total{op=\"read\"}"), 2u);
+  EXPECT_EQ(counter(peer_metrics, "weft_ucx_bytes_total{op=\"write\"}"), write_len);
+  EXPECT_EQ(counter(peer_metrics, "weft_ucx_bytes_total{op=\"read\"}"), 2 * read_len);
+  EXPECT_EQ(counter(peer_metrics, "weft_ucx_ops_failed_total"), 0u);
+  EXPECT_EQ(counter(peer_metrics, "weft_ucx_endpoints_created_total"), 1u);
+  EXPECT_EQ(gauge(peer_metrics, "weft_ucx_endpoints_open"), 1);
+  EXPECT_EQ(gauge(peer_metrics, "weft_ucx_posts_waiting"), 0);
+  const std::string text = peer_metrics.PrometheusText();
+  EXPECT_NE(text.find("# TYPE weft_ucx_posts_waiting gauge"), std::string::npos) << text;
+
+  p_.owner->WithdrawRegion(1);
+  EXPECT_EQ(gauge(owner_metrics, "weft_ucx_regions_exported"), 0);
+  p_.owner.reset();  // the peer's process is gone
+  std::vector<Status> results(1);
+  p_.peer->Post({&put, 1}, results, Deadline::After(std::chrono::seconds(30)));
+  ASSERT_FALSE(results[0].ok());
+  EXPECT_EQ(counter(peer_metrics, "weft_ucx_ops_failed_total"), 1u);
+  EXPECT_EQ(counter(peer_metrics, "weft_ucx_ops_total{op=\"write\"}"), 1u) << "a failed op is not a completed one";
+  EXPECT_EQ(gauge(peer_metrics, "weft_ucx_posts_waiting"), 0);
 }
 
 // Without CUDA in UCX, local device ends go through the staging pipeline's bounce buffers: here

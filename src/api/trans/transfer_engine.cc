@@ -165,6 +165,7 @@ struct TransferEngine::Impl {
   std::string published;  // the descriptor as last written: what the directory should hold
   std::unique_ptr<engine::Engine> engine;  // every data path; its tcp transport serves peers
   std::unique_ptr<WorkerPool> workers;
+  MetricsRegistry::ScrapeHook workers_hook;  // after workers: it goes first
 
   mutable std::mutex mu;  // buffers, segments, batches
   std::map<uint64_t, LocalBuffer> buffers;  // by address
@@ -759,6 +760,12 @@ Result<std::unique_ptr<TransferEngine>> TransferEngineAccess::Create(const Trans
   m.host = options.advertise_host.empty() ? HostPart(options.local_name) : options.advertise_host;
   WEFT_RETURN_IF_ERROR(m.CreateEngine(bounce_alloc));
   m.workers = std::make_unique<WorkerPool>(static_cast<unsigned>(options.worker_threads));
+  m.workers_hook = m.metrics.OnScrape(
+      [workers = m.workers.get(),
+       queued = m.metrics.gauge("weft_trans_batch_groups_queued",
+                                 "Parts of submitted batches (one per target segment) waiting for a worker thread")] {
+        queued->Set(static_cast<int64_t>(workers->load().queued));
+      });
   WEFT_RETURN_IF_ERROR(m.StartDirectory());
   Impl* raw = &m;
   // p2p keeps its record in-process, behind a read-only endpoint: nothing to keep or check.

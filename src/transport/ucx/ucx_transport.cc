@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
+#include <span>
 #include <mutex>
 #include <vector>
 
@@ -65,7 +67,11 @@ struct UcxPeer final : PeerLink {
     Close();
   }
 
-  static void OnError(void* arg, ucp_ep_h, ucs_status_t status) { static_cast<const UcxPeer*>(arg)->failure = status; }
+  static void OnError(void* arg, ucp_ep_h, ucs_status_t status) {
+    const auto* peer = static_cast<const UcxPeer*>(arg);
+    peer->failure = status;
+    peer->w->stats.endpoint_failures.fetch_add(1, std::memory_order_relaxed);
+  }
 
   // mu held: an endpoint that has not failed.
   Status Ensure() const {
@@ -88,6 +94,8 @@ struct UcxPeer final : PeerLink {
       return w->Failed(s, "connecting to the peer");
     }
     ++generation;
+    w->stats.endpoints_created.fetch_add(1, std::memory_order_relaxed);
+    w->stats.endpoints_open.fetch_add(1, std::memory_order_relaxed);
     return OkStatus();
   }
 
@@ -99,6 +107,7 @@ struct UcxPeer final : PeerLink {
     p.flags = UCP_EP_CLOSE_FLAG_FORCE;
     (void)WaitRequest(*w, w->lib->ep_close_nbx(ep, &p), Deadline::After(kCloseWait));
     ep = nullptr;
+    w->stats.endpoints_open.fetch_sub(1, std::memory_order_relaxed);
   }
 };
 
@@ -131,6 +140,65 @@ struct UcxRegion final : ImportedRegion {
   }
 };
 
+// A PostDirect call for the metrics: counted as waiting on the worker from before it takes mu
+// until it returns, then its ops by outcome, kind and bytes.
+class WaitingPost {
+ public:
+  WaitingPost(Worker::Stats& stats, std::span<const RemoteOp> ops, std::span<const Status> results)
+      : stats_(stats), ops_(ops), results_(results) {
+    stats_.posts_waiting.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~WaitingPost() {
+    stats_.posts_waiting.fetch_sub(1, std::memory_order_relaxed);
+    for (size_t i = 0; i < ops_.size(); ++i) {
+      if (!results_[i].ok()) {
+        stats_.ops_failed.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      const int kind = ops_[i].kind == RemoteOpKind::kWrite ? 1 : 0;
+      stats_.ops[kind].fetch_add(1, std::memory_order_relaxed);
+      stats_.bytes[kind].fetch_add(ops_[i].len, std::memory_order_relaxed);
+    }
+  }
+  WaitingPost(const WaitingPost&) = delete;
+  WaitingPost& operator=(const WaitingPost&) = delete;
+
+ private:
+  Worker::Stats& stats_;
+  std::span<const RemoteOp> ops_;
+  std::span<const Status> results_;
+};
+
+// Sets the weft_ucx_* series from the worker's counts when the metrics are read.
+std::function<void()> ScrapeHook(MetricsRegistry& m, const Worker::Stats& stats) {
+  struct Series {
+    Gauge *endpoints_open, *regions, *waiting;
+    Counter *created, *failures, *ops[2], *bytes[2], *failed;
+  } s{m.gauge("weft_ucx_endpoints_open", "UCP endpoints open to peers"),
+      m.gauge("weft_ucx_regions_exported", "Regions registered with UCX (ucp_mem_map) and exported to peers"),
+      m.gauge("weft_ucx_posts_waiting", "Calls waiting for the UCX worker or progressing it: the transport's queue"),
+      m.counter("weft_ucx_endpoints_created_total", "UCP endpoints created (lazily, on a peer's first op)"),
+      m.counter("weft_ucx_endpoint_failures_total", "Endpoints UCX reported failed (the peer died or was cut off)"),
+      {m.counter("weft_ucx_ops_total{op=\"read\"}", "One-sided ops completed, by kind"),
+       m.counter("weft_ucx_ops_total{op=\"write\"}")},
+      {m.counter("weft_ucx_bytes_total{op=\"read\"}", "Bytes moved by completed one-sided ops, by kind"),
+       m.counter("weft_ucx_bytes_total{op=\"write\"}")},
+      m.counter("weft_ucx_ops_failed_total", "One-sided ops that ended in an error")};
+  return [s, &stats] {
+    auto get = [](const auto& v) { return v.load(std::memory_order_relaxed); };
+    s.endpoints_open->Set(get(stats.endpoints_open));
+    s.regions->Set(get(stats.regions_exported));
+    s.waiting->Set(get(stats.posts_waiting));
+    s.created->SetTotal(get(stats.endpoints_created));
+    s.failures->SetTotal(get(stats.endpoint_failures));
+    for (int k = 0; k < 2; ++k) {
+      s.ops[k]->SetTotal(get(stats.ops[k]));
+      s.bytes[k]->SetTotal(get(stats.bytes[k]));
+    }
+    s.failed->SetTotal(get(stats.ops_failed));
+  };
+}
+
 Result<wire::Reader> Open(std::string_view blob, std::string_view what) {
   return OpenBlob(blob, kBlobVersion, kPath, what);
 }
@@ -140,7 +208,9 @@ Result<wire::Reader> Open(std::string_view blob, std::string_view what) {
 Result<std::unique_ptr<UcxTransport>> UcxTransport::Create(const UcxOptions& options) {
   WEFT_ASSIGN_OR_RETURN(auto lib, UcpLibrary::Load());
   WEFT_ASSIGN_OR_RETURN(auto worker, Worker::Create(std::move(lib), options));
-  return std::unique_ptr<UcxTransport>(new UcxTransport(std::move(worker), options));
+  auto t = std::unique_ptr<UcxTransport>(new UcxTransport(std::move(worker), options));
+  if (options.metrics) t->scrape_hook_ = options.metrics->OnScrape(ScrapeHook(*options.metrics, t->worker_->stats));
+  return t;
 }
 
 namespace {
@@ -199,6 +269,7 @@ UcxTransport::~UcxTransport() {
   std::lock_guard lock(worker_->mu);
   for (auto& [id, memh] : worker_->exported) worker_->lib->mem_unmap(worker_->context, memh);
   worker_->exported.clear();
+  worker_->stats.regions_exported.store(0, std::memory_order_relaxed);
 }
 
 void UcxTransport::PeerDown(const PeerLink& peer, const Status& why) {
@@ -254,6 +325,7 @@ Result<std::string> UcxTransport::ExportRegion(const LocalRegion& region) {
     return Error(Code::kNotSupported, "ucx: the region's rkey has {} bytes, more than a blob carries", size);
   }
   worker_->exported[region.id] = memh;
+  worker_->stats.regions_exported.fetch_add(1, std::memory_order_relaxed);
   return BlobText(w);
 }
 
@@ -263,6 +335,7 @@ void UcxTransport::WithdrawRegion(uint64_t region_id) {
   if (it == worker_->exported.end()) return;
   worker_->lib->mem_unmap(worker_->context, it->second);
   worker_->exported.erase(it);
+  worker_->stats.regions_exported.fetch_sub(1, std::memory_order_relaxed);
 }
 
 Result<std::unique_ptr<PeerLink>> UcxTransport::Connect(std::string_view endpoint_blob) {
@@ -344,6 +417,7 @@ void UcxTransport::PostStaged(std::span<const RemoteOp> ops, std::span<Status> r
 void UcxTransport::PostDirect(std::span<const RemoteOp> ops, std::span<Status> results, Deadline deadline) {
   const auto& peer = static_cast<const UcxPeer&>(*ops[0].peer);
   Worker& w = *worker_;
+  WaitingPost waiting(w.stats, ops, results);
   std::lock_guard lock(w.mu);
   if (Status ready = peer.Ensure(); !ready.ok()) {
     for (auto& r : results) r = ready;

@@ -25,6 +25,7 @@
 #include <memory>
 #include <string>
 
+#include "base/metrics.h"
 #include "transport/staging/staging_pipeline.h"
 #include "transport/transport.h"
 
@@ -43,6 +44,9 @@ struct UcxOptions {
   // tcp wherever both reach a region. Chosen by "auto" (an RDMA NIC is present) it ranks by the
   // resources UCX found: ahead of tcp with an RDMA one, behind it with only UCX's tcp.
   bool named = false;
+  // Where the transport publishes its endpoints, ops and callers waiting on the worker
+  // (weft_ucx_*; docs/ops.md). Unset: nothing is published.
+  MetricsRegistry* metrics = nullptr;
 };
 
 class UcxTransport final : public Transport {
@@ -98,6 +102,7 @@ class UcxTransport final : public Transport {
   const bool ahead_of_tcp_;  // named by the user, or UCX has an RDMA resource
   std::unique_ptr<StagingPipeline> staging_;  // only when the engine gave staging ops
   std::string explain_[2];  // for routes, by device_direct(): the library, its version and the device path
+  MetricsRegistry::ScrapeHook scrape_hook_;  // last: it reads worker_ and goes first
 };
 
 }  // namespace weft::transport::ucx

@@ -4,6 +4,7 @@
 // progress thread wakes for the next event (a target's side of software RMA runs there).
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <string_view>
 #include <memory>
@@ -32,6 +33,18 @@ struct UcxTransport::Worker {
   std::string rdma_resources;
   std::mutex mu;
   std::map<uint64_t, ucp_mem_h> exported;  // region id -> its registration (under mu)
+  // What the metrics publish (UcxTransport's scrape hook): atomics, so that a scrape never waits
+  // for mu, which a caller holds while it progresses towards its deadline.
+  struct Stats {
+    std::atomic<int64_t> endpoints_open{0};
+    std::atomic<int64_t> regions_exported{0};
+    std::atomic<int64_t> posts_waiting{0};  // Post calls waiting for mu or progressing under it
+    std::atomic<uint64_t> endpoints_created{0};
+    std::atomic<uint64_t> endpoint_failures{0};  // reported by UCX's error callback
+    std::atomic<uint64_t> ops[2]{};              // completed, by RemoteOpKind: [0] read, [1] write
+    std::atomic<uint64_t> bytes[2]{};
+    std::atomic<uint64_t> ops_failed{0};
+  } stats;
   std::unique_ptr<net::EventLoop> loop;
   std::thread progress_thread;
 

@@ -17,8 +17,12 @@ $(BUILD)/build.ninja:
 build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD) -j$(JOBS)
 
+# The sanitizer build is clang's, with the libFuzzer targets in it: the one instrumented build of
+# the libraries serves the ASAN+UBSAN tests and the brief fuzz runs of `make test` (a separate
+# fuzz build was a fourth compile of the whole library in CI).
 $(ASAN_BUILD)/build.ninja:
-	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DWEFT_SANITIZE=ON -DWEFT_ENABLE_CUDA=OFF $(CMAKE_FLAGS)
+	CC=clang CXX=clang++ cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DWEFT_SANITIZE=ON \
+	  -DWEFT_BUILD_FUZZ=ON -DWEFT_ENABLE_CUDA=OFF $(CMAKE_FLAGS)
 
 build-asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD) -j$(JOBS)

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # Builds every libFuzzer target with clang in build-fuzz/ and runs each for $1 seconds
 # (default 10). Exits non-zero if any target finds a crash; the reproducer is left under
-# build-fuzz/fuzz-artifacts/<target>/ and the log next to it.
+# <build>/fuzz-artifacts/<target>/ and the log next to it.
 #   scripts/fuzz.sh [seconds]        JOBS=n to change the build parallelism (default 2),
-#                                    FUZZ_PARALLEL=n the targets run at once (default: one per core)
+#                                    FUZZ_PARALLEL=n the targets run at once (default: one per core),
+#                                    FUZZ_BUILD=dir an existing build configured with WEFT_BUILD_FUZZ=ON
+#                                    (make test uses its sanitizer build) instead of build-fuzz/
 set -euo pipefail
 
 seconds=${1:-10}
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=$root/build-fuzz
+build=${FUZZ_BUILD:-$root/build-fuzz}
 corpus=$build/fuzz-corpus
 artifacts=$build/fuzz-artifacts
 
-CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DWEFT_BUILD_FUZZ=ON -DWEFT_BUILD_TESTS=OFF -DWEFT_ENABLE_CUDA=OFF >/dev/null
+if [ -z "${FUZZ_BUILD:-}" ]; then
+  CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DWEFT_BUILD_FUZZ=ON -DWEFT_BUILD_TESTS=OFF -DWEFT_ENABLE_CUDA=OFF >/dev/null
+elif ! grep -q '^WEFT_BUILD_FUZZ:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  echo "fuzz.sh: $build is not a build configured with -DWEFT_BUILD_FUZZ=ON (clang)" >&2
+  exit 2
+fi
 ninja -C "$build" -j"${JOBS:-2}" weft_fuzz_all
 
 rm -rf "$corpus"

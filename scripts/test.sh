@@ -13,14 +13,14 @@ make --no-print-directory build
 phase "tests (release)"
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 600
 
-phase "sanitizer build (ASAN + UBSAN)"
+phase "sanitizer build (ASAN + UBSAN, clang; the fuzz targets too)"
 make --no-print-directory build-asan
 phase "tests (ASAN + UBSAN)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900
 
-phase "fuzz targets (brief)"
-scripts/fuzz.sh "${WEFT_FUZZ_SECONDS:-10}"
+phase "fuzz targets (brief, from the sanitizer build)"
+FUZZ_BUILD="$PWD/build-asan" scripts/fuzz.sh "${WEFT_FUZZ_SECONDS:-10}"
 
 phase "Python package (pip install . into build-py/venv) and tests/python"
 [ -x build-py/venv/bin/python ] || python3 -m venv build-py/venv

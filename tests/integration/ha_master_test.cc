@@ -214,7 +214,8 @@ TEST_F(HaMasterTest, AKilledLeadersObjectsAllReadBackThroughTheNextLeader) {
 
   // Both clients follow the new leader by themselves, under their old ranks; every object reads
   // back with its bytes, from either client.
-  for (const auto& [key, value] : written) {
+  for (const auto& [name, value] : written) {
+    const std::string& key = name;  // clang before 16 cannot capture a structured binding (C++20 allows it)
     for (auto& client : clients) {
       Result<std::vector<uint8_t>> got = Error(Code::kUnavailable, "not asked yet");
       EXPECT_TRUE(Eventually([&] {

@@ -85,6 +85,21 @@ class HaMasterTest : public ::testing::Test {
     return {-1, ""};
   }
 
+  // Two masters, one of which leads.
+  struct TwoMasters {
+    std::unique_ptr<Spawned> a, b;
+    Spawned* lead = nullptr;
+    Spawned* standby = nullptr;
+  };
+  void StartTwoMasters(TwoMasters* m) {
+    m->a = StartMaster();
+    m->b = StartMaster();
+    auto [leader, address] = WhichLeads({m->a.get(), m->b.get()});
+    ASSERT_NE(leader, -1) << m->a->output() << "\n---\n" << m->b->output();
+    m->lead = leader == 0 ? m->a.get() : m->b.get();
+    m->standby = leader == 0 ? m->b.get() : m->a.get();
+  }
+
   Config PeerConfig() const {
     Config c;
     c.pool_name = pool_;
@@ -170,12 +185,10 @@ std::vector<uint8_t> RandomBytes(size_t n) {
 }
 
 TEST_F(HaMasterTest, AKilledLeadersObjectsAllReadBackThroughTheNextLeader) {
-  auto a = StartMaster();
-  auto b = StartMaster();
-  auto [leader, address] = WhichLeads({a.get(), b.get()});
-  ASSERT_NE(leader, -1) << a->output() << "\n---\n" << b->output();
-  Spawned* lead = leader == 0 ? a.get() : b.get();
-  Spawned* standby = leader == 0 ? b.get() : a.get();
+  TwoMasters masters;
+  ASSERT_NO_FATAL_FAILURE(StartTwoMasters(&masters));
+  Spawned* lead = masters.lead;
+  Spawned* standby = masters.standby;
 
   std::vector<std::unique_ptr<store::Store>> clients;
   for (const char* name : {"client-a", "client-b"}) {
@@ -246,12 +259,10 @@ TEST_F(HaMasterTest, AKilledLeadersObjectsAllReadBackThroughTheNextLeader) {
 // from before the leader is killed until both have rejoined the next leader: every copy
 // succeeds and every byte matches, and copies ran while no coordinator led.
 TEST_F(HaMasterTest, CopiesBetweenLivePeersGoOnThroughAFailover) {
-  auto a = StartMaster();
-  auto b = StartMaster();
-  auto [leader, address] = WhichLeads({a.get(), b.get()});
-  ASSERT_NE(leader, -1) << a->output() << "\n---\n" << b->output();
-  Spawned* lead = leader == 0 ? a.get() : b.get();
-  Spawned* standby = leader == 0 ? b.get() : a.get();
+  TwoMasters masters;
+  ASSERT_NO_FATAL_FAILURE(StartTwoMasters(&masters));
+  Spawned* lead = masters.lead;
+  Spawned* standby = masters.standby;
 
   std::vector<std::unique_ptr<bm::Pool>> peers;
   for (const char* transport : {"auto", "tcp"}) {

@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "base/log.h"
 #include "base/random.h"
 
 namespace weft::tools::soak {
@@ -198,6 +199,9 @@ class Worker {
         slot_, thread_, OpKindName(kind), rec_.op_seq.load(), q.len, EndName(q.src, pool_.rank()),
         EndName(q.dst, pool_.rank()), q.off, &q - reqs.data() + 1, reqs.size(), at, got,
         got == kPoison ? " (the poison: never written)" : got == kReadback ? " (never read back)" : "");
+    // Logged at once as well (peer logs are kept after a failing run): a process that aborts
+    // takes the board, and the report's copy of this note, with it.
+    WEFT_LOG_ERROR("soak: MISMATCH: {}", text);
     const size_t n = std::min(text.size(), sizeof rec_.note - 1);
     std::memcpy(rec_.note, text.data(), n);
     rec_.note[n] = '\0';

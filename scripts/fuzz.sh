@@ -18,7 +18,8 @@ if [ -z "${FUZZ_BUILD:-}" ]; then
   CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DWEFT_BUILD_FUZZ=ON -DWEFT_BUILD_TESTS=OFF -DWEFT_ENABLE_CUDA=OFF >/dev/null
 elif ! grep -q '^WEFT_BUILD_FUZZ:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
-  echo "fuzz.sh: $build is not a build configured with -DWEFT_BUILD_FUZZ=ON (clang)" >&2
+  echo "fuzz.sh: $build is not a build configured with -DWEFT_BUILD_FUZZ=ON (clang). If it is a sanitizer" \
+       "build made before make build-asan used clang, remove it and run make test again." >&2
   exit 2
 fi
 ninja -C "$build" -j"${JOBS:-2}" weft_fuzz_all

@@ -95,12 +95,13 @@ struct EtcdAuth {
 
   bool enabled() const { return !user.empty(); }
 
-  // The headers of a call to `ep`: none without a user; else the token, fetched when there is
-  // none yet or when `fresh` (the last one was refused as stale).
-  Result<HttpHeaders> Headers(const HttpTarget& ep, Deadline d, bool fresh) {
-    if (!enabled()) return HttpHeaders{};
+  // The token for a call to `ep` ("" without a user): fetched when there is none yet, or when it
+  // is still `stale`, the one etcd just refused. mu is held across the fetch so that threads
+  // that need a token wait for one authentication instead of each making their own.
+  Result<std::string> Token(const HttpTarget& ep, Deadline d, const std::string& stale = "") {
+    if (!enabled()) return std::string();
     std::lock_guard lk(mu);
-    if (token.empty() || fresh) {
+    if (token.empty() || token == stale) {
       json body = {{"name", user}, {"password", password}};
       WEFT_ASSIGN_OR_RETURN(HttpReply reply, HttpCall(ep, "POST", "/v3/auth/authenticate", body.dump(), d, "etcd"));
       json j = json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
@@ -111,11 +112,16 @@ struct EtcdAuth {
       }
       token = j["token"].get<std::string>();
     }
-    return HttpHeaders{{"Authorization", token}};
+    return token;
   }
 };
 
 namespace {
+
+HttpHeaders AuthHeaders(const std::string& token) {
+  if (token.empty()) return {};
+  return {{"Authorization", token}};
+}
 
 }  // namespace
 
@@ -152,8 +158,9 @@ struct EtcdDirectory::Impl {
     for (size_t i = 0; i < endpoints.size(); ++i) {
       size_t idx = (start + i) % endpoints.size();
       const HttpTarget& ep = endpoints[idx];
-      auto j = CallOne(ep, path, text, d, /*fresh_token=*/false);
-      if (!j.ok() && StaleToken(j.status())) j = CallOne(ep, path, text, d, /*fresh_token=*/true);
+      std::string used;
+      auto j = CallOne(ep, path, text, d, "", &used);
+      if (!j.ok() && StaleToken(j.status())) j = CallOne(ep, path, text, d, used, &used);
       if (!j.ok()) {
         last = j.status();
         if (last.code() == Code::kUnavailable && !d.expired()) continue;
@@ -165,10 +172,11 @@ struct EtcdDirectory::Impl {
     return last;
   }
 
+  // One call to `ep` with a token that is not `stale`; `used` gets the token it carried.
   Result<json> CallOne(const HttpTarget& ep, const std::string& path, const std::string& text, Deadline d,
-                       bool fresh_token) {
-    WEFT_ASSIGN_OR_RETURN(HttpHeaders headers, auth->Headers(ep, d, fresh_token));
-    WEFT_ASSIGN_OR_RETURN(HttpReply reply, HttpCall(ep, "POST", path, text, d, "etcd", headers));
+                       const std::string& stale, std::string* used) {
+    WEFT_ASSIGN_OR_RETURN(*used, auth->Token(ep, d, stale));
+    WEFT_ASSIGN_OR_RETURN(HttpReply reply, HttpCall(ep, "POST", path, text, d, "etcd", AuthHeaders(*used)));
     json j = json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
     if (reply.status != 200) return ErrorOf(j, reply.status, ep.Address());
     if (j.is_discarded() || !j.is_object()) {
@@ -315,13 +323,13 @@ Result<WatchHandle> EtcdDirectory::DoWatch(const std::string& prefix, WatchCallb
     int64_t next = revision + 1;
     size_t idx = first;
     bool warned = false;
-    bool fresh_token = false;
+    std::string stale_token;  // the token the last stream was refused for
     while (!st.cancelled) {
       const HttpTarget& ep = endpoints[idx % endpoints.size()];
-      auto headers = auth->Headers(ep, Deadline::After(std::chrono::seconds(5)), fresh_token);
-      fresh_token = false;
-      if (!headers.ok()) {
-        if (!warned) WEFT_LOG_WARN("watch of '{}' on etcd {}: {}; retrying", prefix, ep.Address(), headers.status().ToString());
+      auto token = auth->Token(ep, Deadline::After(std::chrono::seconds(5)), stale_token);
+      stale_token.clear();
+      if (!token.ok()) {
+        if (!warned) WEFT_LOG_WARN("watch of '{}' on etcd {}: {}; retrying", prefix, ep.Address(), token.status().ToString());
         warned = true;
         ++idx;
         if (!st.SleepFor(std::chrono::milliseconds(200))) return;
@@ -339,7 +347,7 @@ Result<WatchHandle> EtcdDirectory::DoWatch(const std::string& prefix, WatchCallb
       req.path = "/v3/watch";
       req.body = create.dump();
       req.set_header("Content-Type", "application/json");
-      for (const auto& [name, value] : *headers) req.set_header(name, value);
+      for (const auto& [name, value] : AuthHeaders(*token)) req.set_header(name, value);
       std::string buffer;
       bool restart = false;  // the stream told us to start over (compaction, cancel)
       req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
@@ -352,7 +360,7 @@ Result<WatchHandle> EtcdDirectory::DoWatch(const std::string& prefix, WatchCallb
           if (m.is_discarded() || !m.is_object()) continue;
           if (!m.contains("result") || !m["result"].is_object()) {
             WEFT_LOG_WARN("watch of '{}' on etcd {}: {}", prefix, ep.Address(), line.substr(0, 200));
-            fresh_token = line.find("auth token") != std::string::npos;
+            if (line.find("auth token") != std::string::npos) stale_token = *token;
             restart = true;
             return false;
           }

@@ -17,6 +17,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       return 0;
     }
     if (r->length > wire::kMaxDataLength || r->flags != 0) __builtin_trap();
+    if (r->op == wire::DataOp::kFence && (r->segment_id != 0 || r->length != 0 || r->access_key == 0 || r->offset == 0))
+      __builtin_trap();
     auto again = wire::EncodeDataRequest(*r);
     if (again.size() != in.size() || std::memcmp(again.data(), in.data(), in.size()) != 0) __builtin_trap();
     auto twice = wire::DecodeDataRequest(again);

@@ -14,8 +14,7 @@ void Put(uint8_t*& p, T v) {
 }
 
 Status CheckOp(uint8_t op) {
-  if (op != static_cast<uint8_t>(DataOp::kRead) && op != static_cast<uint8_t>(DataOp::kWrite) &&
-      op != static_cast<uint8_t>(DataOp::kNotify))
+  if (op < static_cast<uint8_t>(DataOp::kRead) || op > static_cast<uint8_t>(DataOp::kFence))
     return Error(Code::kProtocol, "unknown data op {}", op);
   return OkStatus();
 }
@@ -34,6 +33,7 @@ std::string_view DataOpName(DataOp op) {
     case DataOp::kRead: return "READ";
     case DataOp::kWrite: return "WRITE";
     case DataOp::kNotify: return "NOTIFY";
+    case DataOp::kFence: return "FENCE";
   }
   return "?";
 }
@@ -104,6 +104,9 @@ Result<DataRequest> DecodeDataRequest(std::span<const uint8_t> bytes) {
     if (r.length > kMaxNotifyPayload)
       return Error(Code::kProtocol, "a NOTIFY of {} bytes exceeds the limit of {}", r.length, kMaxNotifyPayload);
   }
+  if (r.op == DataOp::kFence && (r.segment_id != 0 || r.length != 0 || r.access_key == 0 || r.offset == 0))
+    return Error(Code::kProtocol, "a FENCE names segment {} or {} payload bytes (must be 0), or a zero client id or "
+                 "generation", r.segment_id, r.length);
   WEFT_RETURN_IF_ERROR(in.ExpectEnd());
   return r;
 }

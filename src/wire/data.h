@@ -17,6 +17,16 @@
 // follow as for WRITE, encoded by EncodeNotification; its response is like a WRITE's. A NOTIFY
 // with no payload is a probe: answered OK, delivered to nobody.
 //
+// FENCE (op 4) opens a connection's session before its first WRITE: access_key carries the
+// client's id (random, never 0) and offset its generation for this server (never 0); segment_id
+// and length are 0, no payload; answered like a WRITE. A client raises its generation after a
+// failure that may leave a WRITE of its in flight (a deadline, a reset lane); once the server has
+// seen a newer generation of a client, the WRITEs and NOTIFYs of that client's older connections
+// are refused (CANCELLED) and their payload bytes discarded, so a write reported failed can never
+// land over a later one (bytes retransmitted when a link comes back, or read late by a frozen
+// server). An older generation than the newest seen is refused (CANCELLED). Connections without a
+// session are not fenced.
+//
 // Decoders are bounds-checked and never trust a length: a length over kMaxDataLength, a message
 // over kMaxDataMessage, an unknown op, flag, status code or version, a non-zero reserved field,
 // or an inconsistent response (payload on an error, message on OK) is PROTOCOL. A receiver
@@ -45,7 +55,7 @@ inline constexpr uint64_t kMaxDataLength = 64ull << 20;  // per request (one sli
 inline constexpr uint32_t kMaxDataMessage = 1024;        // error text in a response
 inline constexpr uint64_t kMaxNotifyPayload = (64u << 10) + 4;  // a NOTIFY's payload
 
-enum class DataOp : uint8_t { kRead = 1, kWrite = 2, kNotify = 3 };
+enum class DataOp : uint8_t { kRead = 1, kWrite = 2, kNotify = 3, kFence = 4 };
 std::string_view DataOpName(DataOp op);
 
 struct DataRequest {

@@ -247,6 +247,43 @@ TEST_F(NetnsTcpTest, LinkDownMidTransferFailsWithinDeadlineThenRecovers) {
   });
 }
 
+// A write that failed (its deadline passed while the link was down) must never land after a
+// later write to the same bytes was reported done: the failed one's frames sit in the kernel's
+// send queue and are retransmitted when the link comes back.
+TEST_F(NetnsTcpTest, AWriteThatTimedOutNeverLandsOverALaterOne) {
+  StartServer();
+  if (HasFatalFailure()) return;
+  InNetns(2, [&] {
+    auto c = Client();
+    const uint64_t len = 2 << 20;
+    std::vector<uint8_t> a(len, 0xAA), b(len), got(len);
+    WriteReadBack(*c, peer_, 0, len);
+    if (::testing::Test::HasFatalFailure()) return;
+    std::string out;
+    ASSERT_EQ(Sh("ip netns exec " + Ns(1) + " ip link set " + If(1) + " down", &out), 0) << out;
+    Status failed = c->Write(peer_, kSeg, kKey, 0, a.data(), len, Deadline::After(Millis(600)));
+    ASSERT_FALSE(failed.ok());
+    ASSERT_EQ(Sh("ip netns exec " + Ns(1) + " ip link set " + If(1) + " up", &out), 0) << out;
+    const uint64_t seed = FreshSeed();
+    FillRandom(b.data(), len, seed);
+    Status w;
+    for (int i = 0; i < 100; ++i) {
+      w = c->Write(peer_, kSeg, kKey, 0, b.data(), len, Deadline::After(Millis(1000)));
+      if (w.ok()) break;
+      std::this_thread::sleep_for(Millis(50));
+    }
+    ASSERT_TRUE(w.ok()) << w.ToString();
+    for (int round = 0; round < 8; ++round) {
+      std::this_thread::sleep_for(Millis(500));
+      Status r = c->Read(peer_, kSeg, kKey, 0, got.data(), len, Deadline::After(Millis(5000)));
+      ASSERT_TRUE(r.ok()) << r.ToString();
+      auto bad = FirstMismatch(got.data(), len, seed);
+      ASSERT_FALSE(bad.has_value()) << "round " << round << ": byte " << *bad << " is " << int(got[*bad])
+                                    << " (failed: " << failed.ToString() << ")";
+    }
+  });
+}
+
 TEST_F(NetnsTcpTest, LossAndDelayStillExact) {
   std::string out;
   if (Sh("ip netns exec " + Ns(1) + " tc qdisc add dev " + If(1) + " root netem loss 5% delay 20ms", &out) != 0)

@@ -41,6 +41,16 @@ constexpr uint64_t kRoSize = 4ull << 20;
 
 Deadline Soon(int ms = 20000) { return Deadline::After(Millis(ms)); }
 
+// What a hand-written server does after the handshake: takes the client's FENCE and accepts it.
+Status AnswerFence(int fd) {
+  uint8_t h[wire::kDataRequestSize];
+  WEFT_RETURN_IF_ERROR(net::RecvAllTcp(fd, h, sizeof h, Soon(), "c"));
+  WEFT_ASSIGN_OR_RETURN(wire::DataRequest r, wire::DecodeDataRequest(h));
+  if (r.op != wire::DataOp::kFence) return Error(Code::kProtocol, "expected a FENCE, got {}", wire::DataOpName(r.op));
+  auto rb = wire::EncodeDataResponse({r.op, 0, r.request_id, Code::kOk, 0, 0});
+  return net::SendAllTcp(fd, rb.data(), rb.size(), Soon(), "c");
+}
+
 struct Buffer {
   explicit Buffer(uint64_t n) : size(n), data(static_cast<uint8_t*>(std::aligned_alloc(4096, (n + 4095) / 4096 * 4096))) {}
   ~Buffer() { std::free(data); }
@@ -194,6 +204,28 @@ TEST(DataFrameTest, NotifyFramesAndPayloads) {
   EXPECT_EQ(wire::DecodeNotification(std::vector<uint8_t>{1, 2}).status().code(), Code::kProtocol);
   EXPECT_EQ(wire::EncodeNotification("", std::string(wire::kMaxNotifyPayload, 'x')).status().code(),
             Code::kInvalidArgument);
+}
+
+// FENCE (wire/data.h): a client id and a generation, neither 0; no segment, no payload.
+TEST(DataFrameTest, FenceFrames) {
+  wire::DataRequest r{wire::DataOp::kFence, 0, 0, 0, 0xC11E47ull, 3, 0};
+  auto d = wire::DecodeDataRequest(wire::EncodeDataRequest(r));
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(*d, r);
+  EXPECT_EQ(wire::DataOpName(d->op), "FENCE");
+  for (auto broken : {+[](wire::DataRequest& f) { f.segment_id = 1; }, +[](wire::DataRequest& f) { f.length = 8; },
+                      +[](wire::DataRequest& f) { f.access_key = 0; }, +[](wire::DataRequest& f) { f.offset = 0; }}) {
+    auto bad = r;
+    broken(bad);
+    EXPECT_EQ(wire::DecodeDataRequest(wire::EncodeDataRequest(bad)).status().code(), Code::kProtocol);
+  }
+  auto past = wire::EncodeDataRequest(r);
+  past[6] = 5;  // the op after FENCE
+  EXPECT_EQ(wire::DecodeDataRequest(past).status().code(), Code::kProtocol);
+  wire::DataResponse resp{wire::DataOp::kFence, 0, 0, Code::kOk, 0, 4};  // payload on a FENCE answer
+  EXPECT_EQ(wire::DecodeDataResponse(wire::EncodeDataResponse(resp)).status().code(), Code::kProtocol);
+  resp.length = 0;
+  EXPECT_TRUE(wire::DecodeDataResponse(wire::EncodeDataResponse(resp)).ok());
 }
 
 TEST(HostPortTest, Parse) {
@@ -723,6 +755,112 @@ TEST_F(TcpTest, GarbageAndTruncatedFramesCloseOnlyThatConnection) {
   RoundTrip(*client_, 1, 1);
 }
 
+// A raw connection to the server: authenticated, speaking data frames by hand.
+struct RawLane {
+  net::UniqueFd fd;
+  uint64_t next_id = 1;
+
+  static Result<RawLane> Open(uint16_t port) {
+    RawLane l;
+    WEFT_ASSIGN_OR_RETURN(l.fd, net::ConnectTcp({"127.0.0.1", port}, Soon()));
+    WEFT_RETURN_IF_ERROR(net::AuthenticateClient(l.fd.get(), {kSecret, false}, Soon(), "server"));
+    return l;
+  }
+  Status Send(const wire::DataRequest& r, const void* payload = nullptr, size_t n = 0) {
+    auto hdr = wire::EncodeDataRequest(r);
+    WEFT_RETURN_IF_ERROR(net::SendAllTcp(fd.get(), hdr.data(), hdr.size(), Soon(), "server"));
+    return n ? net::SendAllTcp(fd.get(), payload, n, Soon(), "server") : OkStatus();
+  }
+  // The answer to a request without payload in its response (WRITE, FENCE): its status.
+  Status Answer() {
+    wire::DataResponseBytes b;
+    WEFT_RETURN_IF_ERROR(net::RecvAllTcp(fd.get(), b.data(), b.size(), Soon(), "server"));
+    WEFT_ASSIGN_OR_RETURN(wire::DataResponse r, wire::DecodeDataResponse(b));
+    std::string text(r.message_length, '\0');
+    WEFT_RETURN_IF_ERROR(net::RecvAllTcp(fd.get(), text.data(), text.size(), Soon(), "server"));
+    return Status(r.status, text);
+  }
+  Status Fence(uint64_t client, uint64_t generation) {
+    WEFT_RETURN_IF_ERROR(Send({wire::DataOp::kFence, 0, 0, 0, client, generation, 0}));
+    return Answer();
+  }
+  wire::DataRequest Write(uint64_t off, uint64_t len) {
+    return {wire::DataOp::kWrite, 0, next_id++, kSeg, kKey, off, len};
+  }
+};
+
+// The server side of fencing (wire/data.h, FENCE): once a newer session of a client opened, the
+// bytes of its older connections' writes stop entering memory, even mid-payload; their answer is
+// CANCELLED. Older generations and second FENCEs are refused; sessionless connections are not fenced.
+TEST_F(TcpTest, ANewerSessionFencesOffTheWritesOfOlderOnes) {
+  const uint64_t client = 0xC11E47;
+  auto old_lane = RawLane::Open(server_->port());
+  ASSERT_TRUE(old_lane.ok()) << old_lane.status().ToString();
+  ASSERT_TRUE(old_lane->Fence(client, 3).ok());
+  EXPECT_EQ(old_lane->Fence(client, 4).code(), Code::kInvalidArgument);  // one session per connection
+  auto plain = RawLane::Open(server_->port());  // no session: never fenced
+  ASSERT_TRUE(plain.ok());
+
+  // Half a WRITE's payload arrives and lands; then the newer session opens.
+  const uint64_t off = 1 << 20, len = 2 << 20;
+  std::memset(big_->data + off, 0xA5, len);
+  std::vector<uint8_t> stale(len, 0x11);
+  ASSERT_TRUE(old_lane->Send(old_lane->Write(off, len), stale.data(), len / 2).ok());
+  const auto until = Clock::now() + std::chrono::seconds(20);
+  while (!AllBytes(big_->data + off, len / 2, 0x11) && Clock::now() < until) std::this_thread::sleep_for(Millis(2));
+  ASSERT_TRUE(AllBytes(big_->data + off, len / 2, 0x11)) << "the first half never landed";
+  auto new_lane = RawLane::Open(server_->port());
+  ASSERT_TRUE(new_lane.ok());
+  ASSERT_TRUE(new_lane->Fence(client, 4).ok());
+
+  // The rest of the old WRITE is taken off the wire and dropped; it is answered CANCELLED.
+  ASSERT_TRUE(net::SendAllTcp(old_lane->fd.get(), stale.data() + len / 2, len - len / 2, Soon(), "server").ok());
+  Status cut = old_lane->Answer();
+  EXPECT_EQ(cut.code(), Code::kCancelled) << cut.ToString();
+  EXPECT_TRUE(AllBytes(big_->data + off + len / 2, len - len / 2, 0xA5)) << "the superseded write's bytes landed";
+  // A later WRITE on the old connection is refused whole.
+  ASSERT_TRUE(old_lane->Send(old_lane->Write(off, 4096), stale.data(), 4096).ok());
+  EXPECT_EQ(old_lane->Answer().code(), Code::kCancelled);
+  EXPECT_TRUE(AllBytes(big_->data + off + len / 2, len - len / 2, 0xA5));
+  EXPECT_EQ(server_->stats().fenced, 2u);
+
+  // The newer session writes; a sessionless connection too.
+  std::vector<uint8_t> fresh(len);
+  FillRandom(fresh.data(), len, FreshSeed());
+  ASSERT_TRUE(new_lane->Send(new_lane->Write(off, len), fresh.data(), len).ok());
+  ASSERT_TRUE(new_lane->Answer().ok());
+  EXPECT_EQ(std::memcmp(big_->data + off, fresh.data(), len), 0);
+  ASSERT_TRUE(plain->Send(plain->Write(off, 4096), stale.data(), 4096).ok());
+  EXPECT_TRUE(plain->Answer().ok());
+  EXPECT_TRUE(AllBytes(big_->data + off, 4096, 0x11));
+
+  // An older generation than the newest is refused; the client's entry lives while a session does.
+  auto late = RawLane::Open(server_->port());
+  ASSERT_TRUE(late.ok());
+  EXPECT_EQ(late->Fence(client, 3).code(), Code::kCancelled);
+  EXPECT_TRUE(late->Fence(client, 4).ok());  // the refused FENCE opened nothing: this one may
+}
+
+// The client's side: a WRITE that timed out with its lanes up raises the peer's generation, so
+// the next call opens lanes of a newer session (and the server refuses the old lanes' bytes).
+TEST_F(TcpTest, AClientOpensANewerSessionAfterAWriteTimedOut) {
+  auto c = MakeClient(kSecret);
+  std::vector<uint8_t> src(64 << 20, 0x22);
+  ASSERT_TRUE(c->Write(peer_, kSeg, kKey, 0, src.data(), src.size(), Soon()).ok());  // every lane up
+  const uint64_t connects = c->stats().connects;
+  EXPECT_EQ(c->stats().superseded, 0u);
+  // 64 MiB are not taken in half a millisecond: the deadline passes with the WRITE in flight.
+  Status timed_out = c->Write(peer_, kSeg, kKey, 0, src.data(), src.size(), Deadline::After(std::chrono::microseconds(500)));
+  ASSERT_EQ(timed_out.code(), Code::kTimeout) << timed_out.ToString();
+  EXPECT_EQ(c->stats().superseded, 1u);
+  std::vector<uint8_t> fresh(1 << 20);
+  FillRandom(fresh.data(), fresh.size(), FreshSeed());
+  ASSERT_TRUE(c->Write(peer_, kSeg, kKey, 0, fresh.data(), fresh.size(), Soon()).ok());
+  EXPECT_GT(c->stats().connects, connects) << "no lane of the newer session was opened";
+  std::this_thread::sleep_for(Millis(100));  // anything of the old lanes still arriving
+  EXPECT_EQ(std::memcmp(big_->data, fresh.data(), fresh.size()), 0);
+}
+
 TEST_F(TcpTest, ServerStoppedMidTransfer) {
   const uint64_t len = 64ull << 20;
   Buffer src(len);
@@ -803,7 +941,7 @@ TEST(TcpDeadlineTest, LateResponseIsNeverMistakenForANewOne) {
           if (!net::RecvAllTcp(f->get(), h, sizeof h, Soon(5000), "c").ok()) return;
           auto r = wire::DecodeDataRequest(h);
           if (!r.ok()) return;
-          if (index == 0) std::this_thread::sleep_for(Millis(600));  // late
+          if (index == 0 && r->op != wire::DataOp::kFence) std::this_thread::sleep_for(Millis(600));  // late
           wire::DataResponse resp{r->op, 0, r->request_id, Code::kOk, 0, r->length};
           auto rb = wire::EncodeDataResponse(resp);
           // The late answer carries different bytes, so a mix-up would show.
@@ -1050,7 +1188,7 @@ TEST(TcpAbortTest, PeerDeclaredDownEndsTransfersInFlight) {
   const PeerAddr peer{"127.0.0.1", *net::LocalPort(lfd->get())};
   net::AuthOptions auth{kSecret, false};
   std::atomic<bool> done{false};
-  std::thread server([&] {  // authenticates every lane, then never reads or answers again
+  std::thread server([&] {  // authenticates every lane and opens its session, then never reads or answers again
     std::vector<net::UniqueFd> conns;
     while (!done) {
       auto fd = net::AcceptTcp(lfd->get());
@@ -1058,7 +1196,8 @@ TEST(TcpAbortTest, PeerDeclaredDownEndsTransfersInFlight) {
         std::this_thread::sleep_for(Millis(2));
         continue;
       }
-      if (net::AuthenticateServer(fd->get(), auth, Soon(), "c").ok()) conns.push_back(std::move(*fd));
+      if (!net::AuthenticateServer(fd->get(), auth, Soon(), "c").ok()) continue;
+      if (AnswerFence(fd->get()).ok()) conns.push_back(std::move(*fd));
     }
   });
   TcpClientOptions o;

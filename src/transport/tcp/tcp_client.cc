@@ -19,6 +19,7 @@
 #include <set>
 
 #include "base/log.h"
+#include "base/random.h"
 
 namespace weft::transport::tcp {
 
@@ -68,6 +69,7 @@ struct TcpClient::Lane {
   net::UniqueFd fd;
   Clock::time_point last_used = Clock::now();  // when a call last released it (under mu)
   uint64_t next_id = 1;
+  uint64_t generation = 0;  // the peer's generation this connection's session opened with
   std::unique_ptr<uint8_t[]> stage{new uint8_t[kStageBytes]};
 };
 
@@ -76,6 +78,17 @@ struct TcpClient::Peer {
   std::string name;
   std::vector<std::unique_ptr<Lane>> lanes;
   std::atomic<uint32_t> rr{0};
+  // Raised past a lane's generation when that lane is reset with a WRITE or NOTIFY outstanding:
+  // lanes of older generations are not used again, and the server refuses their writes once a
+  // lane of the newer one opened its session (wire/data.h, FENCE).
+  std::atomic<uint64_t> generation{1};
+  // Whether this call raised it (another lane of the same generation may have done so first).
+  bool Supersede(uint64_t lane_generation) {
+    uint64_t now = generation.load();
+    while (now <= lane_generation)
+      if (generation.compare_exchange_weak(now, lane_generation + 1)) return true;
+    return false;
+  }
   // Abort: `down` is set after `down_why`, and `wake` (an eventfd every call polls with its
   // sockets) turns readable, so a call blocked on a frozen peer's sockets returns at once.
   std::atomic<bool> aborting{false};  // the first Abort writes down_why
@@ -125,7 +138,10 @@ int DefaultMaxOpenLanes() {
 
 }  // namespace
 
-TcpClient::TcpClient(TcpClientOptions options) : options_(std::move(options)) {
+TcpClient::TcpClient(TcpClientOptions options)
+    : options_(std::move(options)),
+      id_((FreshSeed() ^ (static_cast<uint64_t>(::getpid()) << 32) ^
+           static_cast<uint64_t>(Clock::now().time_since_epoch().count())) | 1) {
   if (options_.lanes < 1) options_.lanes = 1;
   options_.slice_bytes = std::clamp<uint64_t>(options_.slice_bytes, 4096, wire::kMaxDataLength);
   if (options_.max_inflight_per_lane < 1) options_.max_inflight_per_lane = 1;
@@ -274,6 +290,7 @@ TcpClientStats TcpClient::stats() const {
   s.open_lanes = static_cast<uint64_t>(std::max<int64_t>(0, open_lanes_.load()));
   s.idle_closes = idle_closes_.load();
   s.cap_closes = cap_closes_.load();
+  s.superseded = superseded_.load();
   return s;
 }
 
@@ -502,27 +519,53 @@ struct TcpClient::Call {
     const TcpClientOptions& o = client.options_;
     Deadline cd = Sooner(deadline, Deadline::After(Millis(o.connect_timeout_ms)));
     WEFT_ASSIGN_OR_RETURN(net::UniqueFd fd, net::ConnectTcp(peer_addr, cd, o.tcp));
-    WEFT_RETURN_IF_ERROR(Authenticate(fd.get(), cd));
+    WEFT_ASSIGN_OR_RETURN(l.generation, Authenticate(fd.get(), cd));
     l.Adopt(std::move(fd));
     l.next_id = 1;
     client.connects_.fetch_add(1);
     return OkStatus();
   }
 
-  // The handshake, in the peer's `connecting` set so that an Abort cuts it short.
-  Status Authenticate(int fd, Deadline cd) {
+  // The FENCE that opens the connection's session at the peer's generation (wire/data.h); tried
+  // again if another lane raised the generation meanwhile. Returns the generation.
+  Result<uint64_t> OpenSession(int fd, Deadline cd) {
+    for (int attempt = 0;; ++attempt) {
+      const uint64_t generation = peer.generation.load();
+      wire::DataRequest h;
+      h.op = wire::DataOp::kFence;
+      h.access_key = client.id_;
+      h.offset = generation;
+      const auto hdr = wire::EncodeDataRequest(h);
+      WEFT_RETURN_IF_ERROR(net::SendAllTcp(fd, hdr.data(), hdr.size(), cd, name));
+      wire::DataResponseBytes got;
+      WEFT_RETURN_IF_ERROR(net::RecvAllTcp(fd, got.data(), got.size(), cd, name));
+      WEFT_ASSIGN_OR_RETURN(wire::DataResponse resp, wire::DecodeDataResponse(got));
+      if (resp.op != wire::DataOp::kFence || resp.request_id != 0 || resp.length != 0)
+        return Error(Code::kProtocol, "{} answered a FENCE with a {} response", name, wire::DataOpName(resp.op));
+      std::string text(resp.message_length, '\0');
+      WEFT_RETURN_IF_ERROR(net::RecvAllTcp(fd, text.data(), text.size(), cd, name));
+      if (resp.status == Code::kOk) return generation;
+      if (resp.status != Code::kCancelled || attempt == 2)
+        return Status(resp.status, fmt::format("{} refused this connection's session: {}", name, text));
+    }
+  }
+
+  // The handshake and the session's FENCE, in the peer's `connecting` set so that an Abort cuts
+  // them short. Returns the session's generation.
+  Result<uint64_t> Authenticate(int fd, Deadline cd) {
     {
       std::lock_guard lock(peer.connecting_mu);
       if (Status down = peer.DownStatus(); !down.ok()) return down;
       peer.connecting.insert(fd);
     }
-    Status s = net::AuthenticateClient(fd, client.options_.auth, cd, name);
+    Status authenticated = net::AuthenticateClient(fd, client.options_.auth, cd, name);
+    Result<uint64_t> generation = authenticated.ok() ? OpenSession(fd, cd) : Result<uint64_t>(authenticated);
     {
       std::lock_guard lock(peer.connecting_mu);
       peer.connecting.erase(fd);
     }
     if (Status down = peer.DownStatus(); !down.ok()) return down;
-    return s;
+    return generation;
   }
 
   // Connects (or reconnects) the lanes we hold. false when none is up: every slice failed then.
@@ -532,6 +575,7 @@ struct TcpClient::Call {
         WEFT_LOG_DEBUG("tcp client: idle lane to {} went away; reconnecting", name);
         l->Close();
       }
+      if (l->fd.valid() && l->generation != peer.generation.load()) l->Close();  // superseded: never used again
       if (!l->fd.valid()) {
         if (!last_error.ok()) continue;  // another lane just failed to connect: don't wait twice
         if (Status s = OpenLane(*l, peer_addr); !s.ok()) {
@@ -569,6 +613,12 @@ struct TcpClient::Call {
   // Fails what the lane has outstanding with `s` and closes it: a late response must never be
   // taken for the answer to a later request (the lane reconnects on next use).
   void ResetLane(Active& a, const Status& s) {
+    const bool writes_outstanding = std::any_of(a.inflight.begin(), a.inflight.end(), [&](const Pending& p) {
+      return requests[slices[p.slice].entry].op != wire::DataOp::kRead;
+    });
+    // Their bytes may still reach the server (queued in a socket, or retransmitted once a link
+    // is back): the next lane opens a newer session, which fences this one off at the server.
+    if (writes_outstanding && peer.Supersede(a.lane->generation)) client.superseded_.fetch_add(1);
     while (!a.inflight.empty()) FinishSlice(a, s);
     a.out.clear();
     a.lane->Close();

@@ -25,6 +25,10 @@
 // poll) and later ones, since a frozen peer's sockets never close by themselves; the call's
 // deadline passing -> TIMEOUT, and every lane that still had requests outstanding is closed, so a
 // late response can never be taken for the answer to a later request (lanes reconnect on next use).
+// Fencing: each lane opens a session (wire/data.h, FENCE) with the peer's generation; a lane reset
+// with a WRITE outstanding raises it, older lanes are not used again, and the server refuses the
+// writes of older sessions once a newer one opened, so a write reported failed never lands over a
+// later one.
 // A refused request (NOT_FOUND, PERMISSION_DENIED, OUT_OF_RANGE) fails only its own entry and the
 // lane stays up.
 #pragma once
@@ -90,6 +94,7 @@ struct TcpClientStats {
   uint64_t open_lanes = 0;    // connections open now, to every peer
   uint64_t idle_closes = 0;   // lanes closed for being unused idle_close_ms
   uint64_t cap_closes = 0;    // idle lanes closed to stay under max_open_lanes
+  uint64_t superseded = 0;    // peers' generations raised after a lane reset with a WRITE outstanding (FENCE)
 };
 
 class TcpClient {
@@ -150,11 +155,12 @@ class TcpClient {
                                          Deadline deadline, uint64_t parts, uint64_t total);
 
   TcpClientOptions options_;
+  const uint64_t id_;  // this client's id in its lanes' sessions (FENCE): random, never 0
   std::atomic<int64_t> open_lanes_{0};  // before peers_: their lanes count themselves out as they go
   std::mutex mu_;
   std::map<PeerAddr, std::shared_ptr<Peer>> peers_;
   std::atomic<uint64_t> connects_{0}, lane_resets_{0}, requests_{0}, bytes_written_{0}, bytes_read_{0},
-      idle_closes_{0}, cap_closes_{0};
+      idle_closes_{0}, cap_closes_{0}, superseded_{0};
   std::atomic<int64_t> next_idle_check_ns_{0};  // steady clock: when a call next runs CloseIdleLanes
   // The parts of a large call beyond the caller's own (TransferInParallel): lanes - 1 threads
   // made once, not a thread per call. Declared last: it finishes its tasks before the rest goes.

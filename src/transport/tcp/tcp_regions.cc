@@ -27,10 +27,12 @@ struct TcpRegion final : ImportedRegion {
 std::function<void()> TcpScrapeHook(MetricsRegistry& m, TcpClient& client, TcpServer* server) {
   struct Client {
     Gauge* lanes;
-    Counter *connects, *resets, *idle_closes, *cap_closes, *requests, *written, *read;
+    Counter *connects, *resets, *superseded, *idle_closes, *cap_closes, *requests, *written, *read;
   } c{m.gauge("weft_tcp_client_lanes_open", "Connections (lanes) open to peers' data servers"),
       m.counter("weft_tcp_client_connects_total", "Lanes connected and authenticated"),
       m.counter("weft_tcp_client_lane_resets_total", "Lanes closed after an error or a timeout"),
+      m.counter("weft_tcp_client_sessions_superseded_total",
+                "Peers' lane generations raised after a lane reset with a write outstanding"),
       m.counter("weft_tcp_client_idle_closes_total", "Lanes closed for being unused (idle_close_ms)"),
       m.counter("weft_tcp_client_cap_closes_total", "Idle lanes closed to stay under max_open_lanes"),
       m.counter("weft_tcp_client_requests_total", "Request slices sent"),
@@ -38,8 +40,8 @@ std::function<void()> TcpScrapeHook(MetricsRegistry& m, TcpClient& client, TcpSe
       m.counter("weft_tcp_client_bytes_total{dir=\"read\"}")};
   struct Server {
     Gauge *connections, *bounce_in_use;
-    Counter *accepted, *auth_failures, *protocol_errors, *reads, *writes, *notifies, *refused, *read, *written,
-        *staged, *unpooled;
+    Counter *accepted, *auth_failures, *protocol_errors, *reads, *writes, *notifies, *refused, *fenced, *read,
+        *written, *staged, *unpooled;
   } s{};
   if (server) {
     s = Server{m.gauge("weft_tcp_server_connections", "Connections open to this process's data server"),
@@ -51,6 +53,8 @@ std::function<void()> TcpScrapeHook(MetricsRegistry& m, TcpClient& client, TcpSe
                m.counter("weft_tcp_server_requests_total{op=\"write\"}"),
                m.counter("weft_tcp_server_requests_total{op=\"notify\"}"),
                m.counter("weft_tcp_server_refused_total", "Requests answered with an error status"),
+               m.counter("weft_tcp_server_fenced_total",
+                         "Writes and notifications refused because a newer connection of their client superseded theirs"),
                m.counter("weft_tcp_server_bytes_total{dir=\"read\"}", "Payload bytes served to peers' requests"),
                m.counter("weft_tcp_server_bytes_total{dir=\"write\"}"),
                m.counter("weft_tcp_server_device_requests_total{buffer=\"pooled\"}",
@@ -62,6 +66,7 @@ std::function<void()> TcpScrapeHook(MetricsRegistry& m, TcpClient& client, TcpSe
     c.lanes->Set(static_cast<int64_t>(cs.open_lanes));
     c.connects->SetTotal(cs.connects);
     c.resets->SetTotal(cs.lane_resets);
+    c.superseded->SetTotal(cs.superseded);
     c.idle_closes->SetTotal(cs.idle_closes);
     c.cap_closes->SetTotal(cs.cap_closes);
     c.requests->SetTotal(cs.requests);
@@ -78,6 +83,7 @@ std::function<void()> TcpScrapeHook(MetricsRegistry& m, TcpClient& client, TcpSe
     s.writes->SetTotal(ss.writes);
     s.notifies->SetTotal(ss.notifies);
     s.refused->SetTotal(ss.refused);
+    s.fenced->SetTotal(ss.fenced);
     s.read->SetTotal(ss.bytes_read);
     s.written->SetTotal(ss.bytes_written);
     s.staged->SetTotal(ss.device_staged);

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <shared_mutex>
 #include <unordered_map>
 
 #include "base/log.h"
@@ -34,6 +35,17 @@ struct TcpServer::Shared {
   std::atomic<uint64_t> accepted{0}, auth_failures{0}, protocol_errors{0}, reads{0}, writes{0}, refused{0},
       bytes_read{0}, bytes_written{0}, notifies{0}, device_staged{0}, device_unpooled{0};
   std::unique_ptr<BouncePool> bounce;  // device requests' staging (only with a device_copy)
+  // Fencing (wire/data.h, FENCE): each client's newest generation, and how many of its
+  // connections hold a session (the entry goes with the last). A WRITE's bytes enter memory only
+  // under a shared lock after checking that their connection's generation is still the newest;
+  // a FENCE that raises it takes the lock exclusively, so no older write lands after it.
+  struct Session {
+    uint64_t generation = 0;
+    uint32_t conns = 0;
+  };
+  std::shared_mutex sessions_mu;
+  std::unordered_map<uint64_t, Session> sessions;
+  std::atomic<uint64_t> fenced{0};  // writes and notifications refused because their session was superseded
 };
 
 namespace {
@@ -80,6 +92,8 @@ struct Conn {
   bool close_after_flush = false;
   Clock::time_point last_progress = Clock::now();
   uint32_t events = 0;
+  // The session (FENCE) this connection opened: its client's id and generation; 0 without one.
+  uint64_t client = 0, generation = 0;
   size_t staged() const { return in_end - in_begin; }
   bool busy() const { return phase != Phase::kServing || in_payload || !out.empty() || staged() > 0; }
 };
@@ -200,6 +214,7 @@ struct TcpServer::Worker {
       if (o.bounce) shared->bounce->Release(o.bounce);
     }
     c->out.clear();
+    EndSession(c);
     [[maybe_unused]] Status unwatched = loop->Remove(c->fd.get());  // NOT_FOUND only if never watched
     shared->open.fetch_sub(1);
     conns.erase(c);  // closes the socket
@@ -330,7 +345,10 @@ struct TcpServer::Worker {
       }
       if (c->in_payload) {
         uint64_t done_before = c->req.length - c->left;
-        auto n = Take(c, c->target ? c->target + done_before : nullptr, c->left);
+        Result<size_t> n = [&] {
+          auto fence = HoldSession(c);  // held while the bytes go into memory, and no longer
+          return Take(c, c->target ? c->target + done_before : nullptr, c->left);
+        }();
         if (!n.ok()) return EndOfStream(c, n.status());
         if (*n == 0) return true;
         c->left -= *n;
@@ -413,7 +431,9 @@ struct TcpServer::Worker {
     c->last_progress = Clock::now();
     const uint64_t filled = in_piece + *n;
     if (filled == c->chunk_cap || c->left == 0) {
+      auto fence = HoldSession(c);  // released before FinishWrite, which may close the connection
       if (c->refusal.ok()) c->refusal = opts().device_copy(c->device_target + c->chunk_base, c->target, filled);
+      fence = {};
       c->chunk_base += filled;
     }
     if (c->left == 0) FinishWrite(c);
@@ -432,9 +452,61 @@ struct TcpServer::Worker {
     return false;
   }
 
+  // FENCE: the connection's session starts at the client's generation, which becomes the newest
+  // known (fencing the client's older connections off) unless a newer one is known already.
+  Status OpenSession(Conn* c, const wire::DataRequest& r) {
+    if (c->client != 0) return Error(Code::kInvalidArgument, "this connection has a session already");
+    std::unique_lock lock(shared->sessions_mu);
+    Shared::Session& s = shared->sessions[r.access_key];
+    if (r.offset < s.generation) {
+      if (s.conns == 0) shared->sessions.erase(r.access_key);
+      return Error(Code::kCancelled, "generation {} of this client is older than its newest ({}): open the session "
+                   "again with the newest", r.offset, s.generation);
+    }
+    s.generation = r.offset;
+    s.conns++;
+    c->client = r.access_key;
+    c->generation = r.offset;
+    return OkStatus();
+  }
+
+  void EndSession(Conn* c) {
+    if (c->client == 0) return;
+    std::unique_lock lock(shared->sessions_mu);
+    auto it = shared->sessions.find(c->client);
+    if (it != shared->sessions.end() && --it->second.conns == 0) shared->sessions.erase(it);
+    c->client = 0;
+  }
+
+  // sessions_mu held: a newer connection of the same client opened a session.
+  bool Superseded(const Conn* c) const {
+    if (c->client == 0) return false;
+    auto it = shared->sessions.find(c->client);
+    return it != shared->sessions.end() && it->second.generation != c->generation;
+  }
+
+  Status FencedOff(const Conn* c) {
+    shared->fenced.fetch_add(1);
+    return Error(Code::kCancelled, "refused: this connection's session (generation {}) was superseded by a newer one "
+                 "of the same client after a failure; the client retries on a new connection", c->generation);
+  }
+
+  // For a WRITE whose bytes are about to enter memory: a shared hold on the sessions, under which
+  // a superseded connection's WRITE turns into a drain (its bytes discarded, the answer CANCELLED).
+  std::shared_lock<std::shared_mutex> HoldSession(Conn* c) {
+    if (c->client == 0 || !c->refusal.ok()) return {};
+    std::shared_lock lock(shared->sessions_mu);
+    if (Superseded(c)) {
+      c->refusal = FencedOff(c);
+      if (!c->device_target) c->target = nullptr;  // host: drained from now on (device: pieces no longer copied)
+    }
+    return lock;
+  }
+
   void Serve(Conn* c, const wire::DataRequest& r) {
     bool write = r.op == wire::DataOp::kWrite;
     if (r.op == wire::DataOp::kNotify) return ServeNotify(c, r);
+    if (r.op == wire::DataOp::kFence) return QueueResponse(c, r, OpenSession(c, r), nullptr, false);
     auto where = shared->access->Find(r.segment_id, r.access_key, r.offset, r.length, write);
     if (!write) {
       shared->reads.fetch_add(1);
@@ -539,7 +611,11 @@ struct TcpServer::Worker {
   void FinishWrite(Conn* c) {
     c->in_payload = false;
     if (c->req.op == wire::DataOp::kNotify) {
-      c->refusal = Deliver(c->staging);
+      if (c->refusal.ok()) {
+        std::shared_lock lock(shared->sessions_mu);
+        if (Superseded(c)) c->refusal = FencedOff(c);
+      }
+      if (c->refusal.ok()) c->refusal = Deliver(c->staging);
       c->staging.clear();
       c->staging.shrink_to_fit();
     }
@@ -669,6 +745,7 @@ TcpServerStats TcpServer::stats() const {
   s.reads = shared_->reads.load();
   s.writes = shared_->writes.load();
   s.refused = shared_->refused.load();
+  s.fenced = shared_->fenced.load();
   s.bytes_read = shared_->bytes_read.load();
   s.bytes_written = shared_->bytes_written.load();
   s.notifies = shared_->notifies.load();

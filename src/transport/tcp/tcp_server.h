@@ -75,6 +75,7 @@ struct TcpServerStats {
   uint64_t reads = 0;
   uint64_t writes = 0;
   uint64_t refused = 0;  // requests answered with an error status
+  uint64_t fenced = 0;   // writes and notifications refused: a newer session of their client superseded theirs
   uint64_t bytes_read = 0;     // served to READ requests
   uint64_t bytes_written = 0;  // received by WRITE requests
   uint64_t notifies = 0;       // NOTIFY requests (probes included)

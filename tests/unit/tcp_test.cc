@@ -861,6 +861,53 @@ TEST_F(TcpTest, AClientOpensANewerSessionAfterAWriteTimedOut) {
   EXPECT_EQ(std::memcmp(big_->data, fresh.data(), fresh.size()), 0);
 }
 
+// A pool peer declared down: its owner-side PeerDown fences the writer's client (its id travels in
+// the writer's endpoint blob), so what it still sends on the sessions it had is refused. A writer
+// that lives on gets CANCELLED on such a lane once, then writes through a lane of a newer session.
+TEST_F(TcpTest, AnOwnerThatDeclaresAWriterDownRefusesItsWritesUntilANewerSession) {
+  auto serving = [] {
+    TcpTransportOptions o;
+    o.client.auth.cluster_secret = kSecret;
+    o.client.lanes = 1;  // the write after the fence goes out on the lane the fence cut off
+    TcpServerOptions so;
+    so.host = "127.0.0.1";
+    so.auth.cluster_secret = kSecret;
+    o.serve = so;
+    return TcpTransport::Create(o);
+  };
+  auto owner = serving();
+  auto writer = serving();
+  ASSERT_TRUE(owner.ok() && writer.ok());
+  auto region_blob = (*owner)->ExportRegion(LocalRegion{1, big_->data, kBigSize});
+  ASSERT_TRUE(region_blob.ok());
+  auto owner_end = (*owner)->EndpointBlob();
+  auto writer_end = (*writer)->EndpointBlob();
+  ASSERT_TRUE(owner_end.ok() && writer_end.ok());
+  auto to_owner = (*writer)->Connect(*owner_end);
+  ASSERT_TRUE(to_owner.ok());
+  auto region = (*writer)->ImportRegion(**to_owner, 0, kBigSize, *region_blob);
+  ASSERT_TRUE(region.ok());
+  auto write = [&](uint8_t* src, uint64_t len) {
+    RemoteOp op{RemoteOpKind::kWrite, src, false, to_owner->get(), region->get(), 0, len};
+    Status s;
+    (*writer)->Post({&op, 1}, {&s, 1}, Soon());
+    return s;
+  };
+  std::vector<uint8_t> first(64 << 10, 0x11), refused(64 << 10, 0x22), later(64 << 10);
+  FillRandom(later.data(), later.size(), FreshSeed());
+  ASSERT_TRUE(write(first.data(), first.size()).ok());
+
+  auto to_writer = (*owner)->Connect(*writer_end);
+  ASSERT_TRUE(to_writer.ok());
+  (*owner)->PeerDown(**to_writer, Error(Code::kPeerDown, "declared down by the test"));
+  Status s = write(refused.data(), refused.size());
+  EXPECT_EQ(s.code(), Code::kCancelled) << s.ToString();
+  EXPECT_EQ(std::memcmp(big_->data, first.data(), first.size()), 0) << "a fenced write landed";
+  s = write(later.data(), later.size());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(std::memcmp(big_->data, later.data(), later.size()), 0);
+}
+
 TEST_F(TcpTest, ServerStoppedMidTransfer) {
   const uint64_t len = 64ull << 20;
   Buffer src(len);

@@ -547,6 +547,7 @@ struct TcpClient::Call {
       if (resp.status == Code::kOk) return generation;
       if (resp.status != Code::kCancelled || attempt == 2)
         return Status(resp.status, fmt::format("{} refused this connection's session: {}", name, text));
+      peer.Supersede(generation);  // the peer knows a newer one (its owner fenced us): go past it
     }
   }
 
@@ -723,6 +724,9 @@ struct TcpClient::Call {
       std::string text(reinterpret_cast<const char*>(stage + a.in_begin + wire::kDataResponseSize),
                        resp.message_length);
       a.in_begin += wire::kDataResponseSize + resp.message_length;
+      // The server fenced this lane's session off (a newer one, or it declared us down): later
+      // calls open a lane of a newer session instead of being refused on this one.
+      if (resp.status == Code::kCancelled && peer.Supersede(a.lane->generation)) client.superseded_.fetch_add(1);
       FinishSlice(a, Status(resp.status, fmt::format("{} {} bytes at offset {} of segment {} on {}: {}",
                                                      wire::DataOpName(rq.op), sl.len, rq.remote_offset + sl.offset,
                                                      rq.segment_id, name, text)));

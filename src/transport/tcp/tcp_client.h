@@ -139,6 +139,8 @@ class TcpClient {
 
   TcpClientStats stats() const;
   const TcpClientOptions& options() const { return options_; }
+  // This client's id in its lanes' sessions (wire/data.h, FENCE).
+  uint64_t id() const { return id_; }
 
   struct Lane;  // internal
   struct Peer;  // internal

@@ -15,6 +15,7 @@ constexpr uint8_t kBlobVersion = 1;
 
 struct TcpPeer final : PeerLink {
   PeerAddr addr;
+  uint64_t client_id = 0;  // the peer's TcpClient in its lanes' sessions (0: an endpoint blob without it)
 };
 
 struct TcpRegion final : ImportedRegion {
@@ -121,6 +122,7 @@ Result<std::string> TcpTransport::EndpointBlob() const {
   auto w = BlobWriter(kBlobVersion);
   w.String(options_.advertise_host);
   w.U16(server_->port());
+  w.U64(client_.id());  // so that a peer that sees this process declared down fences its writes
   return BlobText(w);
 }
 
@@ -168,6 +170,7 @@ Result<std::unique_ptr<PeerLink>> TcpTransport::Connect(std::string_view endpoin
   auto peer = std::make_unique<TcpPeer>();
   Status s = r.String(peer->addr.host, 1024);
   if (s.ok()) s = r.U16(peer->addr.port);
+  if (s.ok() && r.remaining() > 0) s = r.U64(peer->client_id);  // absent in blobs of older builds
   if (s.ok()) s = r.ExpectEnd();
   if (!s.ok()) return BadBlob(s, "tcp", "endpoint");
   if (peer->addr.host.empty() || peer->addr.port == 0)
@@ -176,8 +179,12 @@ Result<std::unique_ptr<PeerLink>> TcpTransport::Connect(std::string_view endpoin
   return std::unique_ptr<PeerLink>(std::move(peer));
 }
 
-void TcpTransport::PeerDown(const PeerLink& peer, const Status& why) {
-  client_.Abort(static_cast<const TcpPeer&>(peer).addr, why);
+void TcpTransport::PeerDown(const PeerLink& link, const Status& why) {
+  const auto& peer = static_cast<const TcpPeer&>(link);
+  client_.Abort(peer.addr, why);
+  // Its writes to us that are still in flight (a kernel delivers what a killed process had queued,
+  // and a cut link retransmits it once back) are refused from now on.
+  if (server_ && peer.client_id != 0) server_->FenceClient(peer.client_id);
 }
 
 Result<std::unique_ptr<ImportedRegion>> TcpTransport::ImportRegion(const PeerLink&, uint64_t base, uint64_t len,

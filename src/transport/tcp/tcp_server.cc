@@ -734,6 +734,13 @@ void TcpServer::Stop() {
   if (!workers_.empty()) workers_[0]->listen.Reset();
 }
 
+void TcpServer::FenceClient(uint64_t client_id) {
+  if (!shared_) return;
+  std::unique_lock lock(shared_->sessions_mu);
+  auto it = shared_->sessions.find(client_id);
+  if (it != shared_->sessions.end()) it->second.generation++;  // every session it has is older now
+}
+
 size_t TcpServer::connections() const { return shared_ ? shared_->open.load() : 0; }
 
 TcpServerStats TcpServer::stats() const {

@@ -100,6 +100,10 @@ class TcpServer {
   // host:port as given in the options, with the real port.
   net::HostPort address() const { return {options_.host, port_}; }
   size_t connections() const;
+  // The client (its id in its lanes' sessions, wire/data.h FENCE) is declared down: the writes
+  // and notifications of every session it has open here are refused (CANCELLED) from now on,
+  // their bytes dropped, even mid-payload. A client that lives on opens a newer session.
+  void FenceClient(uint64_t client_id);
   TcpServerStats stats() const;
   // The device bounce buffers (allocated, in use); all zero while no device request came.
   BouncePool::Stats staging_stats() const;

@@ -4,11 +4,11 @@
 #include <algorithm>
 #include <array>
 #include <map>
-#include <set>
 #include <span>
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "engine/dead_owners.h"
 #include "engine/engine.h"
 
 namespace weft::engine {
@@ -270,17 +270,6 @@ Result<Engine::RemoteChoice> Engine::ChooseRemote(const PeerState& peer, const R
 
 namespace {
 
-// The mapped regions whose owner's process exited, each with its PEER_DOWN (asked once a region).
-std::map<const ImportedRegion*, Status> DeadOwners(std::span<const ImportedRegion* const> regions) {
-  std::map<const ImportedRegion*, Status> gone;
-  std::set<const ImportedRegion*> asked;
-  for (const ImportedRegion* region : regions) {
-    if (!region || !asked.insert(region).second) continue;
-    if (Status alive = region->OwnerAlive(); !alive.ok()) gone.emplace(region, std::move(alive));
-  }
-  return gone;
-}
-
 // The kinds of a remote op's ends, as the path counters label them (source2destination).
 transport::RouteKey RemoteKey(const RemoteRequest& r, bool remote_device) {
   const auto local = r.local_device ? transport::EndKind::kLD : transport::EndKind::kLH;
@@ -331,6 +320,8 @@ class BatchTally {
     for (const auto* region : entered_) region->Exit();
     entered_.clear();
   }
+  // The mapped regions entered this batch, each once.
+  std::span<const transport::ImportedRegion* const> entered() const { return entered_; }
 
   // Path counters added per run of ops with the same path and ends, not per op.
   template <typename CountFn>
@@ -448,12 +439,12 @@ std::vector<Status> Engine::TransferRemote(std::span<const RemoteRequest> reques
   }
   job->WaitUntil(Deadline::Never());  // pieces check the deadline before they start
   const uint64_t t_copied = timed ? NowNanos() : 0;
+  const auto gone = DeadOwners(tally.entered());
   tally.ExitAll();
   const auto& copied = job->results();
-  const auto gone = DeadOwners(mapped);
   for (size_t i = 0; i < requests.size(); ++i) {
     if (mapped[i]) results[i] = copied[i];
-    if (mapped[i] && results[i].ok())
+    if (mapped[i] && results[i].ok() && !gone.empty())
       if (auto it = gone.find(mapped[i]); it != gone.end()) results[i] = it->second;
     failures_->Count(results[i]);
   }

@@ -63,6 +63,8 @@ class PeerControl {
   // mapping outlives it (the memory is kept for us), so a copy into it would "succeed" into memory
   // nobody will read: the engine asks this after each batch's mapped copies.
   Status OwnerAlive() const;
+  // The owner's process id (regions of one owner share it: their liveness is asked once a batch).
+  uint32_t pid() const { return pid_; }
 
  private:
   PeerControl() = default;

@@ -145,6 +145,9 @@ class ImportedRegion {
   // For a mapped region: PEER_DOWN once the owner's process is gone (a killed owner withdraws
   // nothing, and copies into its mapping would still "succeed"). Asked after each batch.
   virtual Status OwnerAlive() const { return OkStatus(); }
+  // The owner's process where OwnerAlive asks it (0: unknown): the engine asks once per process a
+  // batch, not once per region (a KV cache is one region per layer).
+  virtual uint64_t OwnerProcess() const { return 0; }
   uint64_t base = 0;  // the peer's address of the region
   uint64_t len = 0;
   uint8_t* mapped = nullptr;

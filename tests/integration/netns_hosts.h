@@ -26,7 +26,7 @@ inline bool OnCi() {
 // "ASAN_OPTIONS=...:detect_leaks=0": ours with LeakSanitizer's exit-time check off, for a child
 // that runs UCX. Its tracer now and then crashes (signal 11) in a process that ran UCX's threads and
 // then exits before the child's buffered output is flushed, failing a child whose work was verified.
-// Leaks of the ucx transport stay checked in-process (ucx_test, trans_paths_test under ASAN).
+// In-process, test binaries turn the exit-time check off once UCX is loaded (support/lsan_ucx.cc).
 inline std::string UcxChildAsanOptions() {
   const char* now = std::getenv("ASAN_OPTIONS");
   const std::string base = now && *now ? std::string(now) + ":" : "";

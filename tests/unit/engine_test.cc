@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "base/random.h"
+#include "engine/dead_owners.h"
 #include "engine/engine.h"
 #include "gva/segment_table.h"
 
@@ -51,6 +52,39 @@ class EngineTest : public ::testing::Test {
 };
 
 uint64_t Addr(const void* p) { return reinterpret_cast<uint64_t>(p); }
+
+// A region whose owner process is given, alive or not, counting how often it is asked.
+struct FakeRegion final : transport::ImportedRegion {
+  FakeRegion(uint64_t owner, bool alive, int* asked) : owner(owner), alive(alive), asked(asked) {}
+  Status OwnerAlive() const override {
+    ++*asked;
+    return alive ? OkStatus() : Error(Code::kPeerDown, "owner {} exited", owner);
+  }
+  uint64_t OwnerProcess() const override { return owner; }
+  uint64_t owner;
+  bool alive;
+  int* asked;
+};
+
+// After a batch: an owner process is asked once whatever the number of its regions, each
+// region of a dead owner fails, a live owner's do not, and an unknown owner (0) is asked per region.
+TEST(DeadOwners, AsksEachOwnerProcessOnceAndFailsOnlyTheDeadOnesRegions) {
+  int asked_dead = 0, asked_live = 0, asked_unknown = 0;
+  FakeRegion dead_a(9, false, &asked_dead), dead_b(9, false, &asked_dead), live(7, true, &asked_live);
+  FakeRegion unknown_a(0, true, &asked_unknown), unknown_b(0, false, &asked_unknown);
+  const transport::ImportedRegion* regions[] = {&live, &dead_a, &unknown_a, &dead_b, &unknown_b};
+  auto gone = DeadOwners(regions);
+  EXPECT_EQ(asked_dead, 1);
+  EXPECT_EQ(asked_live, 1);
+  EXPECT_EQ(asked_unknown, 2);
+  ASSERT_EQ(gone.size(), 3u);
+  EXPECT_EQ(gone.count(&live), 0u);
+  EXPECT_EQ(gone.count(&unknown_a), 0u);
+  EXPECT_EQ(gone.at(&dead_a).code(), Code::kPeerDown);
+  EXPECT_EQ(gone.at(&dead_b).code(), Code::kPeerDown);
+  EXPECT_EQ(gone.at(&unknown_b).code(), Code::kPeerDown);
+  EXPECT_TRUE(DeadOwners({}).empty());
+}
 
 TEST_F(EngineTest, EveryDirectionWithRandomSizesAndOffsets) {
   uint64_t state = FreshSeed();

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -844,6 +845,80 @@ TEST(TransEngine, AKilledPeerOnThisNodeIsPeerDownNotASuccess) {
     EXPECT_TRUE(s.code() == Code::kPeerDown || s.code() == Code::kUnavailable) << s.ToString();
   }
   std::printf("after the kill: %s\n", res[0].ToString().c_str());
+}
+
+// A batch over two regions of a killed owner and one of a live owner on this node: the engine asks
+// each owner process once (not each region), and only the killed one's ops fail PEER_DOWN.
+TEST(TransEngine, ABatchOverADeadAndALiveOwnerFailsOnlyTheDeadOnesRegions) {
+  constexpr size_t kLen = 256u << 10;
+  struct Child {
+    pid_t pid = -1;
+    std::string name;
+    std::vector<uint64_t> buffers;
+  };
+  auto spawn = [&](int regions) {  // a peer with `regions` managed buffers, until killed
+    Child c;
+    int to_parent[2];
+    if (::pipe(to_parent) != 0) return c;
+    c.pid = ::fork();
+    if (c.pid == 0) {
+      ::close(to_parent[0]);
+      auto te = TransferEngine::Create(Opts());
+      if (!te.ok()) ::_exit(2);
+      std::string hello = (*te)->name();
+      for (int i = 0; i < regions; ++i) {
+        auto mem = (*te)->AllocateManagedBuffer(kLen);
+        if (!mem.ok()) ::_exit(3);
+        hello += " " + std::to_string(reinterpret_cast<uint64_t>(*mem));
+      }
+      hello += "\n";
+      if (::write(to_parent[1], hello.data(), hello.size()) != static_cast<ssize_t>(hello.size())) ::_exit(4);
+      for (;;) ::pause();
+    }
+    ::close(to_parent[1]);
+    std::string hello;
+    for (char ch; ::read(to_parent[0], &ch, 1) == 1 && ch != '\n';) hello += ch;
+    ::close(to_parent[0]);
+    std::istringstream words(hello);
+    words >> c.name;
+    for (uint64_t b; words >> b;) c.buffers.push_back(b);
+    return c;
+  };
+  Child dead = spawn(2), live = spawn(1);
+  ASSERT_EQ(dead.buffers.size(), 2u);
+  ASSERT_EQ(live.buffers.size(), 1u);
+  auto a = Make(Opts());
+  ASSERT_TRUE(a);
+  Region mine(kLen);
+  ASSERT_TRUE(a->RegisterMemory(mine.data(), kLen).ok());
+  FillRandom(mine.data(), kLen, FreshSeed());
+  auto hd = a->OpenSegment(dead.name);
+  auto hl = a->OpenSegment(live.name);
+  ASSERT_TRUE(hd.ok() && hl.ok());
+  std::vector<TransferRequest> batch;
+  for (uint64_t off = 0; off < kLen; off += 64 << 10) {
+    for (uint64_t b : dead.buffers) batch.push_back({Opcode::kWrite, mine.data() + off, *hd, b + off, 64 << 10});
+    batch.push_back({Opcode::kWrite, mine.data() + off, *hl, live.buffers[0] + off, 64 << 10});
+  }
+  for (const TransferRequest* r : {&batch[0], &batch[1], &batch[2]}) {  // the mapped path is the one under test
+    auto route = a->Route(*r);
+    ASSERT_TRUE(route.ok()) << route.status().ToString();
+    EXPECT_NE(route->find("via shm"), std::string::npos) << *route;
+  }
+  ExpectAllOk(a->Transfer(batch));  // both alive
+  ASSERT_EQ(::kill(dead.pid, SIGKILL), 0);
+  ASSERT_EQ(::waitpid(dead.pid, nullptr, 0), dead.pid);
+  auto res = a->Transfer(batch);
+  ASSERT_EQ(res.size(), batch.size());
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (batch[i].target == *hl) {
+      EXPECT_TRUE(res[i].ok()) << "request " << i << " to the live owner: " << res[i].ToString();
+    } else {
+      EXPECT_EQ(res[i].code(), Code::kPeerDown) << "request " << i << " to the killed owner: " << res[i].ToString();
+    }
+  }
+  ::kill(live.pid, SIGKILL);
+  ::waitpid(live.pid, nullptr, 0);
 }
 
 TEST(SegmentDescriptor, RoundTripsAndRefusesMalformedText) {

@@ -30,6 +30,7 @@ struct ShmRegion final : ImportedRegion {
   Status Enter() const override { return control->Enter(); }
   void Exit() const override { control->Exit(); }
   Status OwnerAlive() const override { return control->OwnerAlive(); }
+  uint64_t OwnerProcess() const override { return control->pid(); }
 };
 
 }  // namespace

@@ -529,6 +529,13 @@ struct TcpClient::Call {
   // The FENCE that opens the connection's session at the peer's generation (wire/data.h); tried
   // again if another lane raised the generation meanwhile. Returns the generation.
   Result<uint64_t> OpenSession(int fd, Deadline cd) {
+    Result<uint64_t> opened = TryOpenSession(fd, cd);
+    if (!opened.ok() && opened.status().code() != Code::kCancelled)
+      return opened.status().Annotate("opening the lane's session (FENCE; a data server of an older weft build, "
+                                      "which does not know it, closes the connection here)");
+    return opened;
+  }
+  Result<uint64_t> TryOpenSession(int fd, Deadline cd) {
     for (int attempt = 0;; ++attempt) {
       const uint64_t generation = peer.generation.load();
       wire::DataRequest h;

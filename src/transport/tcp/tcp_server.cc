@@ -10,6 +10,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <unordered_map>
+#include <utility>
 
 #include "base/log.h"
 #include "net/event_loop.h"
@@ -35,16 +36,20 @@ struct TcpServer::Shared {
   std::atomic<uint64_t> accepted{0}, auth_failures{0}, protocol_errors{0}, reads{0}, writes{0}, refused{0},
       bytes_read{0}, bytes_written{0}, notifies{0}, device_staged{0}, device_unpooled{0};
   std::unique_ptr<BouncePool> bounce;  // device requests' staging (only with a device_copy)
-  // Fencing (wire/data.h, FENCE): each client's newest generation, and how many of its
+  // Fencing (wire/data.h, FENCE): per client, its newest generation and how many of its
   // connections hold a session (the entry goes with the last). A WRITE's bytes enter memory only
-  // under a shared lock after checking that their connection's generation is still the newest;
-  // a FENCE that raises it takes the lock exclusively, so no older write lands after it.
-  struct Session {
-    uint64_t generation = 0;
-    uint32_t conns = 0;
+  // under the client's lock, shared, after checking that their connection's generation is still
+  // the newest; raising it takes that lock exclusively, so no older write lands after it. Only a
+  // client's own connections share its lock.
+  struct ClientSessions {
+    explicit ClientSessions(uint64_t id) : id(id) {}
+    const uint64_t id;  // the client's (its key in `sessions`)
+    std::shared_mutex mu;
+    uint64_t newest = 0;  // under mu
+    uint32_t conns = 0;   // under Shared::sessions_mu
   };
-  std::shared_mutex sessions_mu;
-  std::unordered_map<uint64_t, Session> sessions;
+  std::mutex sessions_mu;  // the map and the conns counts; never held while waiting for a client's mu
+  std::unordered_map<uint64_t, std::shared_ptr<ClientSessions>> sessions;
   std::atomic<uint64_t> fenced{0};  // writes and notifications refused because their session was superseded
 };
 
@@ -92,8 +97,9 @@ struct Conn {
   bool close_after_flush = false;
   Clock::time_point last_progress = Clock::now();
   uint32_t events = 0;
-  // The session (FENCE) this connection opened: its client's id and generation; 0 without one.
-  uint64_t client = 0, generation = 0;
+  // The session (FENCE) this connection opened: its client's and its generation; null without one.
+  std::shared_ptr<TcpServer::Shared::ClientSessions> session;
+  uint64_t generation = 0;
   size_t staged() const { return in_end - in_begin; }
   bool busy() const { return phase != Phase::kServing || in_payload || !out.empty() || staged() > 0; }
 };
@@ -455,35 +461,45 @@ struct TcpServer::Worker {
   // FENCE: the connection's session starts at the client's generation, which becomes the newest
   // known (fencing the client's older connections off) unless a newer one is known already.
   Status OpenSession(Conn* c, const wire::DataRequest& r) {
-    if (c->client != 0) return Error(Code::kInvalidArgument, "this connection has a session already");
-    std::unique_lock lock(shared->sessions_mu);
-    Shared::Session& s = shared->sessions[r.access_key];
-    if (r.offset < s.generation) {
-      if (s.conns == 0) shared->sessions.erase(r.access_key);
-      return Error(Code::kCancelled, "generation {} of this client is older than its newest ({}): open the session "
-                   "again with the newest", r.offset, s.generation);
+    if (c->session) return Error(Code::kInvalidArgument, "this connection has a session already");
+    std::shared_ptr<Shared::ClientSessions> client;
+    {
+      std::lock_guard lock(shared->sessions_mu);
+      auto& slot = shared->sessions[r.access_key];
+      if (!slot) slot = std::make_shared<Shared::ClientSessions>(r.access_key);
+      client = slot;
+      client->conns++;
     }
-    s.generation = r.offset;
-    s.conns++;
-    c->client = r.access_key;
+    uint64_t newest = 0;
+    {
+      std::unique_lock lock(client->mu);
+      if (r.offset >= client->newest) client->newest = r.offset;
+      newest = client->newest;
+    }
+    if (r.offset < newest) {
+      Release(client);
+      return Error(Code::kCancelled, "generation {} of this client is older than its newest ({}): open the session "
+                   "again with the newest", r.offset, newest);
+    }
+    c->session = std::move(client);
     c->generation = r.offset;
     return OkStatus();
   }
 
-  void EndSession(Conn* c) {
-    if (c->client == 0) return;
-    std::unique_lock lock(shared->sessions_mu);
-    auto it = shared->sessions.find(c->client);
-    if (it != shared->sessions.end() && --it->second.conns == 0) shared->sessions.erase(it);
-    c->client = 0;
+  // One connection fewer holds a session of the client; the entry goes with the last.
+  void Release(const std::shared_ptr<Shared::ClientSessions>& client) {
+    std::lock_guard lock(shared->sessions_mu);
+    if (--client->conns > 0) return;
+    if (auto it = shared->sessions.find(client->id); it != shared->sessions.end() && it->second == client)
+      shared->sessions.erase(it);
   }
 
-  // sessions_mu held: a newer connection of the same client opened a session.
-  bool Superseded(const Conn* c) const {
-    if (c->client == 0) return false;
-    auto it = shared->sessions.find(c->client);
-    return it != shared->sessions.end() && it->second.generation != c->generation;
+  void EndSession(Conn* c) {
+    if (c->session) Release(std::exchange(c->session, nullptr));
   }
+
+  // The client's mu held: a newer connection of the same client opened a session.
+  static bool Superseded(const Conn* c) { return c->session && c->session->newest != c->generation; }
 
   Status FencedOff(const Conn* c) {
     shared->fenced.fetch_add(1);
@@ -491,11 +507,12 @@ struct TcpServer::Worker {
                  "of the same client after a failure; the client retries on a new connection", c->generation);
   }
 
-  // For a WRITE whose bytes are about to enter memory: a shared hold on the sessions, under which
-  // a superseded connection's WRITE turns into a drain (its bytes discarded, the answer CANCELLED).
+  // For a WRITE whose bytes are about to enter memory: a shared hold on the client's sessions,
+  // under which a superseded connection's WRITE turns into a drain (its bytes discarded, the
+  // answer CANCELLED).
   std::shared_lock<std::shared_mutex> HoldSession(Conn* c) {
-    if (c->client == 0 || !c->refusal.ok()) return {};
-    std::shared_lock lock(shared->sessions_mu);
+    if (!c->session || !c->refusal.ok()) return {};
+    std::shared_lock lock(c->session->mu);
     if (Superseded(c)) {
       c->refusal = FencedOff(c);
       if (!c->device_target) c->target = nullptr;  // host: drained from now on (device: pieces no longer copied)
@@ -611,8 +628,8 @@ struct TcpServer::Worker {
   void FinishWrite(Conn* c) {
     c->in_payload = false;
     if (c->req.op == wire::DataOp::kNotify) {
-      if (c->refusal.ok()) {
-        std::shared_lock lock(shared->sessions_mu);
+      if (c->refusal.ok() && c->session) {
+        std::shared_lock lock(c->session->mu);
         if (Superseded(c)) c->refusal = FencedOff(c);
       }
       if (c->refusal.ok()) c->refusal = Deliver(c->staging);
@@ -736,9 +753,15 @@ void TcpServer::Stop() {
 
 void TcpServer::FenceClient(uint64_t client_id) {
   if (!shared_) return;
-  std::unique_lock lock(shared_->sessions_mu);
-  auto it = shared_->sessions.find(client_id);
-  if (it != shared_->sessions.end()) it->second.generation++;  // every session it has is older now
+  std::shared_ptr<Shared::ClientSessions> client;
+  {
+    std::lock_guard lock(shared_->sessions_mu);
+    auto it = shared_->sessions.find(client_id);
+    if (it == shared_->sessions.end()) return;  // no connection of it holds a session here
+    client = it->second;
+  }
+  std::unique_lock lock(client->mu);
+  client->newest++;  // every session it has is older now
 }
 
 size_t TcpServer::connections() const { return shared_ ? shared_->open.load() : 0; }

@@ -1,7 +1,8 @@
 # CUDA support (issue 5): built when nvcc is found, skipped otherwise.
 #
 # Result: WEFT_HAVE_CUDA (0/1, also a compile definition everywhere) and, when 1, the static
-# library weft_cuda (src/mem/cuda + src/transport/cuda). weft_cuda links the static CUDA runtime
+# library weft_cuda (src/mem/cuda, src/transport/cuda, and the symmetric heap kernel of
+# src/api/symm/cuda). weft_cuda links the static CUDA runtime
 # only, never libcuda: the driver is reached through cudaGetDriverEntryPointByVersion, so the
 # same binaries start on machines without a GPU or driver and simply skip the device paths.
 include(CheckLanguage)
@@ -42,7 +43,8 @@ if(WEFT_HAVE_CUDA)
   file(GLOB weft_cuda_srcs CONFIGURE_DEPENDS
        ${CMAKE_CURRENT_SOURCE_DIR}/src/mem/cuda/*.cc
        ${CMAKE_CURRENT_SOURCE_DIR}/src/transport/cuda/*.cc
-       ${CMAKE_CURRENT_SOURCE_DIR}/src/transport/cuda/*.cu)
+       ${CMAKE_CURRENT_SOURCE_DIR}/src/transport/cuda/*.cu
+       ${CMAKE_CURRENT_SOURCE_DIR}/src/api/symm/cuda/*.cu)
   add_library(weft_cuda STATIC ${weft_cuda_srcs})
   target_include_directories(weft_cuda PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR}/include)
   # weft_transport is defined later in the top-level file; CMake resolves the name at generation.

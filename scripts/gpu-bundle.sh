@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 BUILD=build-gpu
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DWEFT_GPU_BUNDLE=ON >/dev/null
 TARGETS=(weft cuda_copy_test device_segment_ipc_test pool_device_test trans_device_test trans_ipc_test cuda_plan_test
-         engine_test gva_test)
+         engine_test gva_test symm_device_test)
 ninja -C "$BUILD" "${TARGETS[@]}"
 # The Python package for the GPU machine's CPython 3.12 (torch there, no -dev packages to build
 # with): a wheel built here by a 3.12 venv, with CUDA (the archs of pyproject.toml) and the C++

@@ -80,6 +80,7 @@ else
   record "trans_device_test ucx-cuda" "skip" "-" "libucx-cu13 was not bundled"
 fi
 run_test trans_ipc_test
+run_test symm_device_test
 
 # The Python package (bundle/python: CPython 3.12, with CUDA): it must see this machine's GPUs;
 # then tests/python/test_cuda_package.py (which expects "available" where nvidia-smi lists GPUs) and

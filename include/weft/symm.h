@@ -61,6 +61,10 @@ struct TeamOptions {
   // How long a collective (or Malloc, Free, Split, Barrier) may wait for the other ranks when
   // the call gives no deadline. A rank that never calls makes the others return TIMEOUT.
   uint32_t timeout_ms = 60000;
+  // The device heap each rank contributes from its pool device slice (config device_size), for
+  // collectives on GPU buffers (DeviceMalloc, DeviceLocal). 0: none. Needs every rank on one node
+  // with a GPU, and at most 8 ranks; every rank asks for the same size.
+  uint64_t device_heap_bytes = 0;
 };
 
 // Which algorithm a collective of that size runs and how it reaches each peer (like `weft route`).
@@ -77,6 +81,7 @@ struct CollectivePlan {
 struct TeamStats {
   uint64_t collectives = 0;  // the eight collectives' calls (barriers, Malloc, Free not counted)
   uint64_t heap_path = 0;    // of which read the peers' heaps in place
+  uint64_t device_path = 0;  // of which ran on device heaps (one kernel each)
 };
 
 class Team {
@@ -111,6 +116,19 @@ class Team {
   // A peer's heap at offset, mapped here; NOT_SUPPORTED for a peer on another node.
   Result<void*> PeerAddress(uint32_t team_rank, uint64_t offset) const;
 
+  // The device heap (TeamOptions::device_heap_bytes): the same calls for GPU memory. DeviceLocal
+  // is this rank's device address of an offset (null outside the heap), DevicePeerAddress a
+  // rank's heap mapped here (load and store it from kernels: NVLink, PCIe or the same GPU).
+  uint64_t device_heap_bytes() const;
+  Result<uint64_t> DeviceMalloc(uint64_t bytes, OptDeadline deadline = std::nullopt);
+  Status DeviceFree(uint64_t offset, OptDeadline deadline = std::nullopt);
+  void* DeviceLocal(uint64_t offset) const;
+  Result<void*> DevicePeerAddress(uint32_t team_rank, uint64_t offset) const;
+  // The CUDA stream (a cudaStream_t; null: the legacy default stream) that this team's device
+  // collectives are ordered on: each waits for the work queued there before it, and returns once
+  // its kernel has finished (with the status of every rank's part).
+  void SetStream(void* cuda_stream);
+
   // One-sided. A put or get is complete in both memories when it returns (so Quiet and Fence
   // only order, they never wait for data).
   Status Put(uint32_t team_rank, uint64_t dst_offset, const void* src, uint64_t len);
@@ -130,6 +148,11 @@ class Team {
   // The eight collectives on this rank's local host buffers. Counts are in elements; `count`
   // is what each rank contributes or receives per rank. send may equal recv (in place) where
   // the shapes allow it (broadcast, allreduce, reduce, allgather with send at recv + rank×count).
+  // On device buffers (the root team's device heap): one kernel on the team's stream (SetStream)
+  // reads the peers' device heaps in place. Every rank passes the same heap offsets for the
+  // buffers others read (send; recv too for an allreduce in place or above the one-shot limit); a
+  // recv that only its own rank writes may be any memory of the heap's GPU. MISMATCH on every rank
+  // when they differ; a device buffer next to a host buffer is INVALID_ARGUMENT.
   // Above the one-shot limit, when every rank's buffers that the others read lie in its heap
   // (Malloc, Local) and every peer is mapped, the ranks read each other's buffers in place:
   // two or three rounds whatever the size, each byte copied once (Plan's heap_algorithm).

@@ -14,6 +14,7 @@
 #include "api/symm/reduce.h"
 #include "base/random.h"
 #include "integration/peer_process.h"
+#include "support/symm_reference.h"
 
 namespace weft::symm {
 namespace {
@@ -52,105 +53,6 @@ int RunRanks(int ranks, Config config, const std::function<int(Pool&)>& body) {
   int failed = join_and_run(JoinMode::kHost, &children) ? 1 : 0;
   for (int i = 0; i < ranks - 1; ++i) failed += children.Wait(i) != 0;
   return failed;
-}
-
-// ---- inputs and references -------------------------------------------------------------
-
-// Element i of rank r's input for a call: small values exactly representable in every dtype.
-void Fill(DType dtype, void* out, uint64_t count, uint64_t seed, uint32_t rank) {
-  uint64_t state = seed * 1000003 + rank;
-  for (uint64_t i = 0; i < count; ++i) {
-    uint64_t v = SplitMix64(state);
-    float f = static_cast<float>(static_cast<int>(v % 17) - 8) / 4.0f + (v % 2 ? 0.5f : 0.0f);
-    switch (dtype) {
-      case DType::kF32: static_cast<float*>(out)[i] = f; break;
-      case DType::kBF16: static_cast<uint16_t*>(out)[i] = FloatToBf16(f); break;
-      case DType::kF16: static_cast<uint16_t*>(out)[i] = FloatToF16(f); break;
-      case DType::kI32: static_cast<int32_t*>(out)[i] = static_cast<int32_t>(v); break;
-      case DType::kI64: static_cast<int64_t*>(out)[i] = static_cast<int64_t>(v); break;
-      case DType::kU8: static_cast<uint8_t*>(out)[i] = static_cast<uint8_t>(v); break;
-    }
-  }
-}
-
-std::vector<uint8_t> Input(DType dtype, uint64_t count, uint64_t seed, uint32_t rank) {
-  std::vector<uint8_t> v(count * DTypeSize(dtype) + 1);
-  Fill(dtype, v.data(), count, seed, rank);
-  return v;
-}
-
-template <typename T>
-T Apply(ReduceOp op, T a, T b) {
-  switch (op) {
-    case ReduceOp::kSum: return a + b;
-    case ReduceOp::kProd: return a * b;
-    case ReduceOp::kMax: return std::max(a, b);
-    case ReduceOp::kMin: return std::min(a, b);
-  }
-  return a;
-}
-
-// Element i of the reduction over ranks [0, ranks) in rank order, written into out.
-void ReferenceElement(DType dtype, ReduceOp op, const std::vector<std::vector<uint8_t>>& in, uint64_t i, void* out) {
-  auto f32 = [&](size_t r) { return reinterpret_cast<const float*>(in[r].data())[i]; };
-  auto h16 = [&](size_t r) { return reinterpret_cast<const uint16_t*>(in[r].data())[i]; };
-  switch (dtype) {
-    case DType::kF32: {
-      float acc = f32(0);
-      for (size_t r = 1; r < in.size(); ++r) acc = Apply(op, acc, f32(r));
-      static_cast<float*>(out)[i] = acc;
-      return;
-    }
-    case DType::kBF16: case DType::kF16: {
-      auto load = [&](size_t r) { return dtype == DType::kBF16 ? Bf16ToFloat(h16(r)) : F16ToFloat(h16(r)); };
-      float acc = load(0);
-      for (size_t r = 1; r < in.size(); ++r) acc = Apply(op, acc, load(r));
-      static_cast<uint16_t*>(out)[i] = dtype == DType::kBF16 ? FloatToBf16(acc) : FloatToF16(acc);
-      return;
-    }
-    case DType::kI32: {  // in uint32 so sums and products wrap as the library's do
-      auto load = [&](size_t r) { return reinterpret_cast<const int32_t*>(in[r].data())[i]; };
-      int32_t acc = load(0);
-      for (size_t r = 1; r < in.size(); ++r) {
-        if (op == ReduceOp::kSum) acc = static_cast<int32_t>(static_cast<uint32_t>(acc) + static_cast<uint32_t>(load(r)));
-        else if (op == ReduceOp::kProd) acc = static_cast<int32_t>(static_cast<uint32_t>(acc) * static_cast<uint32_t>(load(r)));
-        else acc = Apply(op, acc, load(r));
-      }
-      static_cast<int32_t*>(out)[i] = acc;
-      return;
-    }
-    case DType::kI64: {
-      auto load = [&](size_t r) { return reinterpret_cast<const int64_t*>(in[r].data())[i]; };
-      int64_t acc = load(0);
-      for (size_t r = 1; r < in.size(); ++r) {
-        if (op == ReduceOp::kSum) acc = static_cast<int64_t>(static_cast<uint64_t>(acc) + static_cast<uint64_t>(load(r)));
-        else if (op == ReduceOp::kProd) acc = static_cast<int64_t>(static_cast<uint64_t>(acc) * static_cast<uint64_t>(load(r)));
-        else acc = Apply(op, acc, load(r));
-      }
-      static_cast<int64_t*>(out)[i] = acc;
-      return;
-    }
-    case DType::kU8: {
-      uint8_t acc = in[0][i];
-      for (size_t r = 1; r < in.size(); ++r) acc = static_cast<uint8_t>(Apply<unsigned>(op, acc, in[r][i]));
-      static_cast<uint8_t*>(out)[i] = acc;
-      return;
-    }
-  }
-}
-
-std::vector<uint8_t> Reference(DType dtype, ReduceOp op, const std::vector<std::vector<uint8_t>>& in, uint64_t first,
-                               uint64_t count) {
-  size_t es = DTypeSize(dtype);
-  std::vector<uint8_t> whole(in[0].size());
-  for (uint64_t i = first; i < first + count; ++i) ReferenceElement(dtype, op, in, i, whole.data());
-  return std::vector<uint8_t>(whole.begin() + first * es, whole.begin() + (first + count) * es);
-}
-
-bool SameBytes(const void* got, const void* want, uint64_t len, const char* what) {
-  if (std::memcmp(got, want, len) == 0) return true;
-  fprintf(stderr, "%s: result differs from the reference\n", what);
-  return false;
 }
 
 // ---- the collectives, every dtype and op ------------------------------------------------
@@ -379,10 +281,12 @@ int HeapCollectives(Pool& pool, uint64_t seed, bool rank0_private) {
       for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax}) {
         failures += c.AllReduce(d, op, count, false, ++salt);
         failures += c.AllReduce(d, op, count, true, ++salt);
-        failures += c.Reduce(d, op, count, static_cast<uint32_t>(salt % c.n()), ++salt);
+        const uint32_t root = static_cast<uint32_t>(salt % c.n());
+        failures += c.Reduce(d, op, count, root, ++salt);
         failures += c.ReduceScatter(d, op, count, ++salt);
       }
-      failures += c.Movement(d, count, static_cast<uint32_t>(salt % c.n()), ++salt);
+      const uint32_t root = static_cast<uint32_t>(salt % c.n());
+      failures += c.Movement(d, count, root, ++salt);
       if (failures) return failures;
     }
   }
@@ -572,6 +476,28 @@ TEST(Symm, UserContextsAreGatheredAtCreate) {
       FAIL_IF(ctx[r] != std::vector<uint8_t>(pr + 1, static_cast<uint8_t>(pr)), "context of rank %u", r);
     }
     return (*team)->Barrier(Soon()).ok() ? 0 : 1;
+  }), 0);
+}
+
+// A device heap needs a device slice (and a GPU): without one every rank is told why, none waits,
+// and a team without a device heap refuses the device calls.
+TEST(Symm, ADeviceHeapWithoutADeviceSliceIsRefusedOnEveryRank) {
+  EXPECT_EQ(RunRanks(2, TestConfig("symm-nodev"), [](Pool& pool) {
+    TeamOptions o;
+    o.heap_bytes = 4096;
+    o.device_heap_bytes = 1 << 20;
+    auto team = Team::Create(pool, o, Soon());
+    FAIL_IF(team.ok(), "a device heap was made without a device slice");
+    FAIL_IF(team.status().code() != Code::kInvalidArgument && team.status().code() != Code::kNotSupported,
+            "create: %s", team.status().ToString().c_str());
+    o.device_heap_bytes = 0;
+    auto plain = Team::Create(pool, o, Soon());
+    FAIL_IF(!plain.ok(), "create without a device heap: %s", plain.status().ToString().c_str());
+    Team& t = **plain;
+    FAIL_IF(t.device_heap_bytes() != 0 || t.DeviceLocal(0) != nullptr, "a device heap that was not asked for");
+    FAIL_IF(t.DeviceMalloc(64, Soon()).status().code() != Code::kNotSupported, "DeviceMalloc without a device heap");
+    FAIL_IF(t.DevicePeerAddress(0, 0).status().code() != Code::kNotSupported, "DevicePeerAddress without one");
+    return t.Barrier(Soon()).ok() ? 0 : 1;
   }), 0);
 }
 

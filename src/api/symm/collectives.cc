@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "api/symm/device_collectives.h"
 #include "api/symm/heap_collectives.h"
 #include "api/symm/reduce.h"
 #include "api/symm/team_impl.h"
@@ -142,6 +143,7 @@ Status TwoPhaseAllReduce(Impl& t, const Call& c, const void* send, void* recv, R
 Status Team::AllReduce(const void* send, void* recv, uint64_t count, DType dtype, ReduceOp op, OptDeadline deadline) {
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
+  if (OnDevice(t, {send, recv})) return DeviceCollective(t, {Kind::kAllReduce, send, recv, count, dtype, op, 0}, dl);
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kAllReduce, count, dtype, op, 0, true, {send, recv}, dl));
   if (!TriesHeapPath(t, count * c.es)) return OneShotAllReduce(t, c, send, recv, op, dl);
   WEFT_ASSIGN_OR_RETURN(bool done, HeapAllReduce(t, c.desc, send, recv, c.es, dl));
@@ -151,6 +153,8 @@ Status Team::AllReduce(const void* send, void* recv, uint64_t count, DType dtype
 Status Team::Broadcast(void* buf, uint64_t count, DType dtype, uint32_t root, OptDeadline deadline) {
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
+  if (OnDevice(t, {buf}))
+    return DeviceCollective(t, {Kind::kBroadcast, buf, nullptr, count, dtype, ReduceOp::kSum, root}, dl);
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kBroadcast, count, dtype, {}, root, false, {buf}, dl));
   if (TriesHeapPath(t, count * c.es)) {
     WEFT_ASSIGN_OR_RETURN(bool done, HeapBroadcast(t, c.desc, buf, c.es, dl));
@@ -171,6 +175,8 @@ Status Team::Broadcast(void* buf, uint64_t count, DType dtype, uint32_t root, Op
 Status Team::Scatter(const void* send, void* recv, uint64_t count, DType dtype, uint32_t root, OptDeadline deadline) {
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
+  if (OnDevice(t, {send, recv}))
+    return DeviceCollective(t, {Kind::kScatter, send, recv, count, dtype, ReduceOp::kSum, root}, dl);
   const void* root_send = impl_->me == root ? send : recv;  // only the root's send is read
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kScatter, count, dtype, {}, root, false, {root_send, recv}, dl));
   if (TriesHeapPath(t, t.size() * count * c.es)) {
@@ -192,6 +198,8 @@ Status Team::Scatter(const void* send, void* recv, uint64_t count, DType dtype, 
 Status Team::Gather(const void* send, void* recv, uint64_t count, DType dtype, uint32_t root, OptDeadline deadline) {
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
+  if (OnDevice(t, {send, recv}))
+    return DeviceCollective(t, {Kind::kGather, send, recv, count, dtype, ReduceOp::kSum, root}, dl);
   const void* root_recv = impl_->me == root ? recv : send;  // only the root's recv is written
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kGather, count, dtype, {}, root, false, {send, root_recv}, dl));
   if (TriesHeapPath(t, t.size() * count * c.es)) {
@@ -214,6 +222,8 @@ Status Team::Gather(const void* send, void* recv, uint64_t count, DType dtype, u
 Status Team::AllGather(const void* send, void* recv, uint64_t count, DType dtype, OptDeadline deadline) {
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
+  if (OnDevice(t, {send, recv}))
+    return DeviceCollective(t, {Kind::kAllGather, send, recv, count, dtype, ReduceOp::kSum, 0}, dl);
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kAllGather, count, dtype, {}, 0, false, {send, recv}, dl));
   if (TriesHeapPath(t, t.size() * count * c.es)) {
     WEFT_ASSIGN_OR_RETURN(bool done, HeapAllGather(t, c.desc, send, recv, c.es, dl));
@@ -235,6 +245,7 @@ Status Team::Reduce(const void* send, void* recv, uint64_t count, DType dtype, R
                     OptDeadline deadline) {
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
+  if (OnDevice(t, {send, recv})) return DeviceCollective(t, {Kind::kReduce, send, recv, count, dtype, op, root}, dl);
   const void* root_recv = impl_->me == root ? recv : send;
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kReduce, count, dtype, op, root, true, {send, root_recv}, dl));
   if (TriesHeapPath(t, count * c.es)) {
@@ -256,6 +267,8 @@ Status Team::ReduceScatter(const void* send, void* recv, uint64_t count, DType d
                            OptDeadline deadline) {
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
+  if (OnDevice(t, {send, recv}))
+    return DeviceCollective(t, {Kind::kReduceScatter, send, recv, count, dtype, op, 0}, dl);
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kReduceScatter, count, dtype, op, 0, true, {send, recv}, dl));
   if (TriesHeapPath(t, t.size() * count * c.es)) {
     WEFT_ASSIGN_OR_RETURN(bool done, HeapReduceScatter(t, c.desc, send, recv, c.es, dl));
@@ -275,6 +288,8 @@ Status Team::ReduceScatter(const void* send, void* recv, uint64_t count, DType d
 Status Team::AllToAll(const void* send, void* recv, uint64_t count, DType dtype, OptDeadline deadline) {
   Impl& t = *impl_;
   Deadline dl = t.DeadlineOf(deadline);
+  if (OnDevice(t, {send, recv}))
+    return DeviceCollective(t, {Kind::kAllToAll, send, recv, count, dtype, ReduceOp::kSum, 0}, dl);
   WEFT_ASSIGN_OR_RETURN(Call c, Prepare(t, Kind::kAllToAll, count, dtype, {}, 0, false, {send, recv}, dl));
   if (TriesHeapPath(t, t.size() * count * c.es)) {
     WEFT_ASSIGN_OR_RETURN(bool done, HeapAllToAll(t, c.desc, send, recv, c.es, dl));

@@ -25,6 +25,7 @@ struct Shape {
   uint64_t heap_bytes = 0;
   uint64_t slot_bytes = 0;
   uint64_t one_shot_max_bytes = 0;
+  uint64_t device_heap_bytes = 0;
   bool operator==(const Shape&) const = default;
 };
 
@@ -34,6 +35,7 @@ std::vector<uint8_t> EncodeShape(const Shape& s, std::span<const uint8_t> contex
   w.U64(s.heap_bytes);
   w.U64(s.slot_bytes);
   w.U64(s.one_shot_max_bytes);
+  w.U64(s.device_heap_bytes);
   w.Bytes(context);
   return w.Take();
 }
@@ -44,7 +46,7 @@ Result<std::pair<Shape, std::vector<uint8_t>>> DecodeShape(std::span<const uint8
   uint32_t magic = 0;
   std::vector<uint8_t> context;
   if (!r.U32(magic).ok() || magic != kCreateMagic || !r.U64(s.heap_bytes).ok() || !r.U64(s.slot_bytes).ok() ||
-      !r.U64(s.one_shot_max_bytes).ok() || !r.Bytes(context, kMaxUserContext).ok() || !r.ExpectEnd().ok())
+      !r.U64(s.one_shot_max_bytes).ok() || !r.U64(s.device_heap_bytes).ok() || !r.Bytes(context, kMaxUserContext).ok() || !r.ExpectEnd().ok())
     return Error(Code::kMismatch, "pool rank {} is not creating a symmetric team (another collective of the pool "
                  "is under way there): every peer must call Team::Create together", pool_rank);
   return std::pair{s, std::move(context)};
@@ -60,6 +62,8 @@ Status CheckOptions(const TeamOptions& o) {
     return Error(Code::kInvalidArgument, "user_context of {} bytes is over {} bytes", o.user_context.size(),
                  kMaxUserContext);
   if (o.timeout_ms == 0) return Error(Code::kInvalidArgument, "timeout_ms must be at least 1");
+  if (o.device_heap_bytes > (uint64_t{1} << 46))
+    return Error(Code::kInvalidArgument, "device_heap_bytes {} is out of range (0 to 64 TiB)", o.device_heap_bytes);
   return OkStatus();
 }
 
@@ -74,15 +78,16 @@ Result<Gathered> AgreeOnShape(bm::Pool& pool, const Shape& mine, const TeamOptio
   for (const auto& entry : all) {
     WEFT_ASSIGN_OR_RETURN(auto decoded, DecodeShape(entry.second, entry.first));
     if (!(decoded.first == mine))
-      differ += fmt::format("{}pool rank {} asked for heap_bytes={} slot_bytes={} one_shot_max_bytes={}",
-                            differ.empty() ? "" : "; ", entry.first, decoded.first.heap_bytes,
-                            decoded.first.slot_bytes, decoded.first.one_shot_max_bytes);
+      differ += fmt::format("{}pool rank {} asked for heap_bytes={} slot_bytes={} one_shot_max_bytes={} "
+                            "device_heap_bytes={}", differ.empty() ? "" : "; ", entry.first,
+                            decoded.first.heap_bytes, decoded.first.slot_bytes, decoded.first.one_shot_max_bytes,
+                            decoded.first.device_heap_bytes);
     contexts.push_back(std::move(decoded.second));
   }
   if (!differ.empty())
     return Error(Code::kMismatch, "team options differ across peers (this peer: heap_bytes={} slot_bytes={} "
-                 "one_shot_max_bytes={}; {}): every peer must create the team with the same ones",
-                 mine.heap_bytes, mine.slot_bytes, mine.one_shot_max_bytes, differ);
+                 "one_shot_max_bytes={} device_heap_bytes={}; {}): every peer must create the team with the same "
+                 "ones", mine.heap_bytes, mine.slot_bytes, mine.one_shot_max_bytes, mine.device_heap_bytes, differ);
   return all;
 }
 
@@ -168,7 +173,8 @@ Result<std::unique_ptr<Team>> Team::Create(bm::Pool& pool, const TeamOptions& op
   WEFT_RETURN_IF_ERROR(CheckOptions(options));
   Deadline dl = deadline ? *deadline : Deadline::After(std::chrono::milliseconds(options.timeout_ms));
   Shape shape{(options.heap_bytes + 63) / 64 * 64, options.slot_bytes,
-              options.one_shot_max_bytes ? options.one_shot_max_bytes : kDefaultOneShotMaxBytes};
+              options.one_shot_max_bytes ? options.one_shot_max_bytes : kDefaultOneShotMaxBytes,
+              (options.device_heap_bytes + 63) / 64 * 64};
   std::vector<std::vector<uint8_t>> contexts;
   WEFT_ASSIGN_OR_RETURN(Gathered all, AgreeOnShape(pool, shape, options, dl, contexts));
   uint32_t n = static_cast<uint32_t>(all.size());
@@ -200,6 +206,11 @@ Result<std::unique_ptr<Team>> Team::Create(bm::Pool& pool, const TeamOptions& op
   }
   auto impl = std::make_unique<Impl>();
   impl->heaps = std::make_shared<Heaps>(pool, shape.heap_bytes, own_gva, *peers, std::move(pins));
+  if (shape.device_heap_bytes > 0) {
+    std::vector<uint32_t> pool_ranks;
+    for (const PeerHeap& p : *peers) pool_ranks.push_back(p.pool_rank);
+    WEFT_ASSIGN_OR_RETURN(impl->device, DeviceHeap::Create(pool, shape.device_heap_bytes, pool_ranks, me, dl));
+  }
   for (uint32_t r = 0; r < n; ++r) impl->members.push_back(r);
   impl->me = me;
   impl->id = (*peers)[0].gva;
@@ -250,6 +261,7 @@ Result<std::unique_ptr<Team>> Team::Split(std::span<const uint32_t> ranks, OptDe
     sub->timeout_ms = t.timeout_ms;
     for (uint32_t r : ranks) sub->contexts.push_back(t.contexts[r]);
     sub->channel = std::make_unique<Channel>(sub->heaps, sub->members, sub->me, offset, t.slot_bytes);
+    sub->device = t.device;
     sub->channel->ResetOwnFlags();
   }
   // No member sends on the new channel before every member has zeroed its flags.
@@ -284,6 +296,42 @@ Status Team::Free(uint64_t offset, OptDeadline deadline) {
   std::lock_guard lock(t.heaps->allocator_mu());
   return t.heaps->allocator().Release(offset);
 }
+
+uint64_t Team::device_heap_bytes() const { return impl_->device ? impl_->device->heap_bytes() : 0; }
+
+Result<uint64_t> Team::DeviceMalloc(uint64_t bytes, OptDeadline deadline) {
+  Impl& t = *impl_;
+  if (!t.device) return Error(Code::kNotSupported, "this team has no device heap: create it with device_heap_bytes");
+  if (!t.root) return Error(Code::kNotSupported, "allocate on the team Team::Create made (sub-teams share its heap)");
+  OpDesc desc{static_cast<uint8_t>(Kind::kMalloc), 1, 0, 0, 0, bytes};
+  WEFT_RETURN_IF_ERROR(t.Round(desc, t.DeadlineOf(deadline), [] { return OkStatus(); }));
+  return t.device->allocator().Allocate(bytes);  // the same answer on every rank: same calls, same order
+}
+
+Status Team::DeviceFree(uint64_t offset, OptDeadline deadline) {
+  Impl& t = *impl_;
+  if (!t.device) return Error(Code::kNotSupported, "this team has no device heap: create it with device_heap_bytes");
+  if (!t.root) return Error(Code::kNotSupported, "free on the team Team::Create made (sub-teams share its heap)");
+  OpDesc desc{static_cast<uint8_t>(Kind::kFree), 1, 0, 0, 0, offset};
+  WEFT_RETURN_IF_ERROR(t.Round(desc, t.DeadlineOf(deadline), [] { return OkStatus(); }));
+  return t.device->allocator().Release(offset);
+}
+
+void* Team::DeviceLocal(uint64_t offset) const {
+  const auto& d = impl_->device;
+  return d && offset < d->heap_bytes() ? d->own() + offset : nullptr;
+}
+
+Result<void*> Team::DevicePeerAddress(uint32_t team_rank, uint64_t offset) const {
+  const auto& d = impl_->device;
+  if (!d) return Error(Code::kNotSupported, "this team has no device heap: create it with device_heap_bytes");
+  if (team_rank >= size()) return Error(Code::kInvalidArgument, "rank {} is not in this team of {}", team_rank, size());
+  if (offset >= d->heap_bytes())
+    return Error(Code::kOutOfRange, "offset {} is past the device heap of {} bytes", offset, d->heap_bytes());
+  return static_cast<void*>(d->block(impl_->members[team_rank]) + offset);
+}
+
+void Team::SetStream(void* cuda_stream) { impl_->stream = cuda_stream; }
 
 void* Team::Local(uint64_t offset) const {
   return offset < heap_bytes() ? impl_->heaps->own() + offset : nullptr;

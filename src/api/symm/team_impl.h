@@ -8,6 +8,7 @@
 #include <weft/symm.h>
 
 #include "api/symm/channel.h"
+#include "api/symm/device_heap.h"
 #include "api/symm/heaps.h"
 
 namespace weft::symm {
@@ -25,6 +26,9 @@ struct Team::Impl {
   uint32_t timeout_ms = 60000;
   std::vector<std::vector<uint8_t>> contexts;
   std::unique_ptr<Channel> channel;
+  // The root team's device heap (null without one); sub-teams share it to refuse device buffers.
+  std::shared_ptr<DeviceHeap> device;
+  void* stream = nullptr;  // cudaStream_t of the device collectives
   TeamStats stats;
   // Set once a round failed half-way (a peer died, a deadline passed): the members' rounds are
   // out of step, so every later call returns this.

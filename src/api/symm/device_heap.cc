@@ -1,0 +1,215 @@
+#include "api/symm/device_heap.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "api/bm/pool_internal.h"
+#include "api/cuda_availability.h"
+#include "base/log.h"
+
+#if WEFT_HAVE_CUDA
+#include "mem/cuda/cuda_api.h"
+#endif
+
+namespace weft::symm {
+namespace {
+
+uint64_t BlockBytes(uint64_t heap_bytes) { return heap_bytes + cuda::kSyncBytes; }
+
+std::vector<uint8_t> EncodeU64(uint64_t v) {
+  std::vector<uint8_t> out(8);
+  std::memcpy(out.data(), &v, 8);
+  return out;
+}
+
+}  // namespace
+
+#if WEFT_HAVE_CUDA
+
+struct DeviceHeap::Control {
+  volatile uint32_t* words = nullptr;  // [0]: cancel (host writes), [1]: status (kernel writes)
+  cudaEvent_t done = nullptr;
+  ~Control() {
+    if (done) cudaEventDestroy(done);
+    if (words) cudaFreeHost(const_cast<uint32_t*>(words));
+  }
+};
+
+namespace {
+
+// This rank's block: allocated in its device slice, its sync area zeroed before any rank can
+// learn where it is (so no flag of an earlier life reads as an arrival).
+Result<uint64_t> MakeOwnBlock(bm::Pool& pool, uint64_t heap_bytes) {
+  if (pool.device_size() == 0)
+    return Error(Code::kInvalidArgument, "device_heap_bytes needs a device slice: join the pool with device_size "
+                 "(at least the heap plus {} bytes)", cuda::kSyncBytes);
+  WEFT_RETURN_IF_ERROR(CudaUsable());
+  WEFT_ASSIGN_OR_RETURN(uint64_t gva, pool.Alloc(BlockBytes(heap_bytes), Placement::Local(Medium::kDevice)));
+  auto local = pool.LocalAddress(gva, BlockBytes(heap_bytes));
+  if (!local.ok()) {
+    (void)pool.Free(gva);
+    return local.status();
+  }
+  mem::cuda::DeviceGuard guard;
+  cudaError_t err = cudaSetDevice(pool.config().device);
+  if (err == cudaSuccess) err = cudaMemset(static_cast<uint8_t*>(*local) + heap_bytes, 0, cuda::kSyncBytes);
+  if (err == cudaSuccess) err = cudaDeviceSynchronize();
+  if (err != cudaSuccess) {
+    (void)pool.Free(gva);
+    return mem::cuda::CudaStatus(err, "zeroing the device heap's sync area");
+  }
+  return gva;
+}
+
+Result<std::shared_ptr<DeviceHeap::Control>> MakeControl(int gpu) {
+  mem::cuda::DeviceGuard guard;
+  auto c = std::make_shared<DeviceHeap::Control>();
+  void* words = nullptr;
+  cudaError_t err = cudaSetDevice(gpu);
+  if (err == cudaSuccess) err = cudaHostAlloc(&words, 64, cudaHostAllocMapped | cudaHostAllocPortable);
+  if (err != cudaSuccess) return mem::cuda::CudaStatus(err, "allocating the device collectives' control words");
+  std::memset(words, 0, 64);
+  c->words = static_cast<volatile uint32_t*>(words);
+  err = cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming);
+  if (err != cudaSuccess) return mem::cuda::CudaStatus(err, "creating the device collectives' event");
+  return c;
+}
+
+}  // namespace
+
+DeviceHeap::Where DeviceHeap::Locate(const void* p) const {
+  if (Contains(p)) return Where::kHeap;
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Where::kHost;
+  }
+  if (a.type != cudaMemoryTypeDevice) return Where::kHost;
+  return a.device == gpu_ ? Where::kThisGpu : Where::kOtherDevice;
+}
+
+Status DeviceHeap::Run(cuda::DeviceLaunch launch, void* stream, Deadline deadline,
+                       const std::function<bool()>& peers_alive) {
+  mem::cuda::DeviceGuard guard;
+  if (cudaError_t err = cudaSetDevice(gpu_); err != cudaSuccess)
+    return mem::cuda::CudaStatus(err, "selecting the device heap's GPU");
+  volatile uint32_t* words = control_->words;
+  words[0] = 0;
+  words[1] = cuda::kKernelOk;
+  std::copy(blocks_.begin(), blocks_.end(), launch.blocks);
+  launch.me = me_;
+  launch.n = static_cast<uint32_t>(blocks_.size());
+  launch.sync_offset = heap_bytes_;
+  launch.epoch = epoch_;
+  // The kernel's own limit is a backstop: the host cancels it at the deadline.
+  auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.left()).count();
+  launch.timeout_ns = static_cast<uint64_t>(std::max<int64_t>(left, 0)) + 2'000'000'000ull;
+  launch.cancel = words;
+  launch.status = words + 1;
+  if (int err = cuda::LaunchDeviceCollective(launch, stream); err != cudaSuccess)
+    return mem::cuda::CudaStatus(static_cast<cudaError_t>(err), "launching a device collective");
+  cudaError_t err = cudaEventRecord(control_->done, static_cast<cudaStream_t>(stream));
+  if (err != cudaSuccess) return mem::cuda::CudaStatus(err, "recording the device collective's event");
+  Code cancelled_for = Code::kOk;
+  auto next_liveness = std::chrono::steady_clock::now();
+  for (uint64_t spin = 0; (err = cudaEventQuery(control_->done)) == cudaErrorNotReady; ++spin) {
+    if (spin > 1000) std::this_thread::yield();
+    if (cancelled_for != Code::kOk || spin % 64 != 0) continue;
+    if (deadline.expired()) cancelled_for = Code::kTimeout;
+    else if (std::chrono::steady_clock::now() >= next_liveness) {
+      if (!peers_alive()) cancelled_for = Code::kPeerDown;
+      next_liveness = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
+    }
+    if (cancelled_for != Code::kOk) words[0] = 1;
+  }
+  if (err != cudaSuccess) return mem::cuda::CudaStatus(err, "running a device collective");
+  const uint32_t failure = words[1];
+  epoch_ += failure == cuda::kKernelMismatch ? 1 : cuda::BarriersOf(launch.work);
+  switch (failure) {
+    case cuda::kKernelOk: return OkStatus();
+    case cuda::kKernelMismatch:
+      return Error(Code::kMismatch, "the ranks called different device collectives (collective, count, dtype, op, "
+                   "root, or heap offsets of the buffers the others read): every rank must make the same call "
+                   "with the same symmetric buffers");
+    case cuda::kKernelCancelled:
+      if (cancelled_for == Code::kPeerDown)
+        return Error(Code::kPeerDown, "a rank of the team left or died during a device collective");
+      [[fallthrough]];
+    default:
+      return Error(Code::kTimeout, "a device collective's ranks did not all arrive before the deadline (a rank that "
+                   "never made the call, or one stopped)");
+  }
+}
+
+#else  // !WEFT_HAVE_CUDA
+
+struct DeviceHeap::Control {};
+
+namespace {
+Result<uint64_t> MakeOwnBlock(bm::Pool&, uint64_t) { return CudaUsable(); }
+Result<std::shared_ptr<DeviceHeap::Control>> MakeControl(int) { return CudaUsable(); }
+}  // namespace
+
+DeviceHeap::Where DeviceHeap::Locate(const void* p) const { return Contains(p) ? Where::kHeap : Where::kHost; }
+
+Status DeviceHeap::Run(cuda::DeviceLaunch, void*, Deadline, const std::function<bool()>&) { return CudaUsable(); }
+
+#endif  // WEFT_HAVE_CUDA
+
+DeviceHeap::DeviceHeap(bm::Pool& pool, uint64_t heap_bytes, uint64_t own_gva, uint32_t me, int gpu)
+    : pool_(pool), heap_bytes_(heap_bytes), own_gva_(own_gva), me_(me), gpu_(gpu), allocator_(heap_bytes) {}
+
+DeviceHeap::~DeviceHeap() {
+  pins_.clear();
+  Status s = pool_.Free(own_gva_);
+  if (!s.ok() && s.code() != Code::kCancelled && s.code() != Code::kUnavailable)
+    WEFT_LOG_WARN("symm: freeing this rank's device heap at {:#x}: {}", own_gva_, s.ToString());
+}
+
+bool DeviceHeap::Contains(const void* p, uint64_t len) const {
+  auto* b = static_cast<const uint8_t*>(p);
+  return b >= own() && b < own() + heap_bytes_ && len <= static_cast<uint64_t>(own() + heap_bytes_ - b);
+}
+
+Result<std::unique_ptr<DeviceHeap>> DeviceHeap::Create(bm::Pool& pool, uint64_t heap_bytes,
+                                                       const std::vector<uint32_t>& pool_ranks, uint32_t me,
+                                                       Deadline deadline) {
+  const uint32_t n = static_cast<uint32_t>(pool_ranks.size());
+  // A rank that cannot make its block still takes part in the exchange (as 0), so none waits.
+  Result<uint64_t> own = n > cuda::kMaxDeviceRanks
+      ? Result<uint64_t>(Error(Code::kNotSupported, "device heaps are for teams of up to {} ranks on one node; this "
+                               "team has {}", cuda::kMaxDeviceRanks, n))
+      : MakeOwnBlock(pool, heap_bytes);
+  const uint64_t own_gva = own.ok() ? *own : 0;
+  auto all = pool.Allgather(EncodeU64(own_gva), deadline);
+  auto fail = [&](Status s) {
+    if (own_gva) (void)pool.Free(own_gva);
+    return s;
+  };
+  if (!all.ok()) return fail(all.status().Annotate("exchanging the device heaps"));
+  if (!own.ok()) return own.status().Annotate("making this rank's device heap");
+  auto heap = std::unique_ptr<DeviceHeap>(new DeviceHeap(pool, heap_bytes, own_gva, me, pool.config().device));
+  for (uint32_t r = 0; r < n; ++r) {
+    uint64_t gva = 0;
+    for (const auto& [rank, data] : *all)
+      if (rank == pool_ranks[r] && data.size() == 8) std::memcpy(&gva, data.data(), 8);
+    if (gva == 0)
+      return Error(Code::kUnavailable, "pool rank {} could not make its device heap (its own call says why): every "
+                   "rank needs a GPU and a device slice with room for device_heap_bytes", pool_ranks[r]);
+    auto pin = bm::PoolAccess::PinRange(pool, gva, BlockBytes(heap_bytes));
+    if (pin.ok() && !pin->ptr())
+      pin = Error(Code::kNotSupported, "its device slice is not mapped here (another node, or a GPU this one cannot "
+                  "reach): device heaps need every rank on one node");
+    if (!pin.ok()) return pin.status().Annotate(fmt::format("reaching pool rank {}'s device heap", pool_ranks[r]));
+    heap->blocks_.push_back(pin->ptr());
+    heap->pins_.push_back(std::move(*pin));
+  }
+  WEFT_ASSIGN_OR_RETURN(heap->control_, MakeControl(heap->gpu_));
+  return heap;
+}
+
+}  // namespace weft::symm

@@ -22,6 +22,20 @@ array) or to reinterpret other bytes. Sizes are in bytes of the buffers: ``count
 (per rank: send for allreduce, reduce, allgather, gather; recv for reduce_scatter, scatter;
 send / size for alltoall). Ops: "sum", "max", "min", "prod".
 
+**GPU buffers.** ``Team(pool, device_heap_bytes=N)`` (the pool joined with ``device_size``, every
+rank on one node with a GPU) adds a device heap: :meth:`Team.device_malloc` returns a
+:class:`DeviceSymmBuffer` at the same offset on every rank, with ``__cuda_array_interface__``
+(``torch.as_tensor(block, device="cuda").view(torch.bfloat16)`` views it in place). The collectives
+then take torch CUDA tensors (or ``__cuda_array_interface__`` / DLPack objects; the dtype from the
+tensor, or ``dtype=``) and run as one kernel that reads the peers' device heaps: what the others
+read (``send``) must lie in the device heap at the same offset on every rank; a ``recv`` only
+this rank writes may be any memory of that GPU. They are ordered on the stream given to
+:meth:`Team.set_stream` (default: the legacy default stream) and return once done.
+
+    team = Team(pool, device_heap_bytes=256 << 20)
+    grad = torch.as_tensor(team.device_malloc(n * 2), device="cuda").view(torch.bfloat16)
+    team.allreduce(grad)                                   # in place, on the GPU
+
 Every rank calls the collectives (and malloc, free, split, barrier) in the same order. A rank
 that passes another size, dtype, op or root raises :class:`weft.Mismatch`, and so do the others;
 a rank whose own arguments are bad (an array of no weft dtype: ``TypeError``; a size that does
@@ -38,12 +52,17 @@ from typing import Any, List, Optional, Sequence, Union
 
 from . import Error, InvalidArgument, Pool, _weft  # noqa: F401  (Error: the base of what is raised)
 
-__all__ = ["Team", "SymmBuffer", "Heap", "DTYPES", "OPS", "CMPS"]
+__all__ = ["Team", "SymmBuffer", "DeviceSymmBuffer", "Heap", "DTYPES", "OPS", "CMPS"]
 
 #: A block of the symmetric heap (:meth:`Team.malloc`): ``offset``, ``nbytes``, ``freed``, and
 #: the buffer protocol over this rank's bytes (``memoryview(block)``, ``numpy.frombuffer(block,
 #: dtype)``). It keeps its team alive.
 SymmBuffer = _weft.SymmBuffer
+
+#: A block of the device heap (:meth:`Team.device_malloc`): ``offset``, ``nbytes``, ``ptr`` (this
+#: rank's device address), ``freed``, and ``__cuda_array_interface__`` over its bytes. It keeps its
+#: team alive.
+DeviceSymmBuffer = _weft.DeviceSymmBuffer
 
 #: Where in the heap: a SymmBuffer, or a heap offset (int).
 Heap = Union[SymmBuffer, int]
@@ -81,15 +100,17 @@ class Team:
     ``slot_bytes``: what one rank sends another per step of a collective (a multiple of 64);
     ``one_shot_max_bytes``: larger allreduces reduce-scatter then allgather (0: 64 KiB);
     ``timeout``: the default deadline of every call, in seconds; ``user_context``: bytes every
-    rank receives (:attr:`user_contexts`). The team (and the pool under it) lives as long as the
+    rank receives (:attr:`user_contexts`); ``device_heap_bytes``: the device heap each rank
+    contributes from its pool device slice (0: none; the same on every rank). The team (and the pool under it) lives as long as the
     Team or any of its SymmBuffers is referenced.
     """
 
     def __init__(self, pool: Pool, heap_bytes: int = 16 << 20, slot_bytes: int = 256 << 10,
-                 one_shot_max_bytes: int = 0, timeout: float = 60.0, user_context: bytes = b"") -> None:
+                 one_shot_max_bytes: int = 0, timeout: float = 60.0, user_context: bytes = b"",
+                 device_heap_bytes: int = 0) -> None:
         native_pool = getattr(pool, "_native", pool)
         self._native = _weft.Team.create(native_pool, heap_bytes, slot_bytes, one_shot_max_bytes, float(timeout),
-                                         bytes(user_context))
+                                         bytes(user_context), device_heap_bytes)
 
     @classmethod
     def _wrap(cls, native: Any) -> "Team":
@@ -110,6 +131,15 @@ class Team:
     @property
     def heap_bytes(self) -> int:
         return self._native.heap_bytes
+
+    @property
+    def device_heap_bytes(self) -> int:
+        return self._native.device_heap_bytes
+
+    def stats(self) -> dict:
+        """How many collectives ran on this rank: ``collectives``, of which ``heap_path`` (host heaps
+        read in place) and ``device_path`` (one kernel on the device heaps)."""
+        return self._native.stats()
 
     @property
     def user_contexts(self) -> List[bytes]:
@@ -142,6 +172,23 @@ class Team:
     def free(self, block: Heap, timeout: Optional[float] = None) -> None:
         """Collective. Views of the block stay valid memory but may be reused by a later malloc."""
         self._native.free(block, timeout)
+
+    def device_malloc(self, nbytes: int, timeout: Optional[float] = None) -> DeviceSymmBuffer:
+        """Collective, like :meth:`malloc`, on the device heap. :class:`weft.NotSupported` on a team
+        made without ``device_heap_bytes``."""
+        return self._native.device_malloc(nbytes, timeout)
+
+    def device_free(self, block: DeviceSymmBuffer, timeout: Optional[float] = None) -> None:
+        """Collective, like :meth:`free`."""
+        self._native.device_free(block, timeout)
+
+    def set_stream(self, stream: Any) -> None:
+        """The CUDA stream the device collectives are ordered on: a ``cudaStream_t`` as an int (0:
+        the legacy default stream), or an object with ``cuda_stream`` (``torch.cuda.current_stream()``)."""
+        value = getattr(stream, "cuda_stream", stream)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise TypeError(f"stream must be a cudaStream_t as an int or an object with cuda_stream, not {stream!r}")
+        self._native.set_stream(value)
 
     # -- one-sided ------------------------------------------------------------------------------
 

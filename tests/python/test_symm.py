@@ -149,3 +149,17 @@ def test_a_team_needs_a_joined_pool():
         Team(pool)
     with pytest.raises(TypeError):
         Team(object())
+
+
+def test_a_device_heap_needs_a_device_slice(solo):
+    pool = weft.Pool(pool_name=unique_name("nodev"), rank_size="16MiB", mode="host").join()
+    # Without device_size every rank is told why (no GPU at all: NotSupported).
+    with pytest.raises((weft.InvalidArgument, weft.NotSupported)):
+        Team(pool, heap_bytes=1 << 20, device_heap_bytes=1 << 20)
+    pool.leave()
+    assert solo.device_heap_bytes == 0
+    with pytest.raises(weft.NotSupported):
+        solo.device_malloc(64)
+    assert solo.stats()["device_path"] == 0
+    with pytest.raises(TypeError):
+        solo.set_stream("the default stream")

@@ -95,6 +95,28 @@ int SymmBufferGetBuffer(PyObject* self, Py_buffer* view, int flags) {
 
 PyType_Slot kSymmBufferSlots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(SymmBufferGetBuffer)}, {0, nullptr}};
 
+// A block of the device heap from Team.device_malloc: this rank's device address, exposed as a
+// __cuda_array_interface__ of bytes (torch.as_tensor(block, device="cuda") views it in place).
+// Holds its team, as SymmBuffer does.
+struct DeviceSymmBuffer {
+  nb::object team;
+  uint64_t offset = 0;
+  uint64_t nbytes = 0;
+  uint64_t ptr = 0;
+  bool freed = false;
+};
+
+nb::dict CudaArrayInterface(const DeviceSymmBuffer& b) {
+  if (b.freed) RaiseCode(Code::kInvalidArgument, "this device buffer was freed (Team.device_free)");
+  nb::dict d;
+  d["shape"] = nb::make_tuple(b.nbytes);
+  d["typestr"] = "|u1";
+  d["data"] = nb::make_tuple(b.ptr, false);
+  d["strides"] = nb::none();
+  d["version"] = 3;
+  return d;
+}
+
 // A heap offset given as a SymmBuffer (its offset) or an int, plus `offset` bytes into it. For a
 // SymmBuffer, `len` bytes from there must lie inside it (OUT_OF_RANGE otherwise).
 uint64_t HeapOffset(nb::handle where, uint64_t offset, uint64_t len, const char* what) {
@@ -115,28 +137,57 @@ uint64_t HeapOffset(nb::handle where, uint64_t offset, uint64_t len, const char*
 
 // ---- collective operands ----------------------------------------------------------------------
 
-// A C-contiguous buffer-protocol view with its format, released on destruction (GIL held).
+// A C-contiguous buffer-protocol view with its format, released on destruction (GIL held); or
+// device memory (a torch CUDA tensor, a __cuda_array_interface__ or DLPack object, a
+// DeviceSymmBuffer), with the dtype its object names where it names one.
 struct View {
   Py_buffer view{};
   bool held = false;
+  MemPtr device;                     // device memory: address and size
+  std::optional<DType> device_dtype;
   View() = default;
   View(const View&) = delete;
   View& operator=(const View&) = delete;
   ~View() {
     if (held) PyBuffer_Release(&view);
   }
-  uint64_t bytes() const { return held ? static_cast<uint64_t>(view.len) : 0; }
-  void* data() const { return held ? view.buf : nullptr; }
+  bool present() const { return held || device; }
+  uint64_t bytes() const { return held ? static_cast<uint64_t>(view.len) : device ? device->size.value_or(0) : 0; }
+  void* data() const {
+    return held ? view.buf : device ? reinterpret_cast<void*>(static_cast<uintptr_t>(device->addr)) : nullptr;
+  }
 };
+
+std::optional<DType> DTypeOfTypeName(std::string name);
+
+// The dtype a device object names: torch's dtype attribute, or the array interface's typestr.
+std::optional<DType> DeviceDTypeOf(nb::handle obj) {
+  if (nb::hasattr(obj, "dtype") && nb::hasattr(obj, "data_ptr")) {
+    std::string name = nb::cast<std::string>(nb::str(obj.attr("dtype")));  // "torch.bfloat16"
+    if (auto dot = name.rfind('.'); dot != std::string::npos) name = name.substr(dot + 1);
+    return DTypeOfTypeName(name);
+  }
+  if (nb::hasattr(obj, "__cuda_array_interface__")) {
+    nb::dict d = nb::borrow<nb::dict>(obj.attr("__cuda_array_interface__"));
+    std::string t = nb::cast<std::string>(d["typestr"]);
+    static const std::pair<const char*, DType> kTypestrs[] = {
+        {"<f4", DType::kF32}, {"<f2", DType::kF16}, {"<i4", DType::kI32}, {"<i8", DType::kI64}, {"|u1", DType::kU8}};
+    for (const auto& [text, dtype] : kTypestrs)
+      if (t == text) return dtype;
+  }
+  return std::nullopt;
+}
 
 std::unique_ptr<View> ViewOf(nb::handle obj, bool writable, const char* what) {
   auto v = std::make_unique<View>();
   if (obj.is_none()) return v;
-  if (!PyObject_CheckBuffer(obj.ptr()))
-    throw nb::type_error(fmt::format("{}: expected an object with the buffer protocol (a numpy array, bytearray, "
-                                     "memoryview, SymmBuffer), not {}",
-                                     what, nb::type_name(obj.type()).c_str())
-                             .c_str());
+  if (!PyObject_CheckBuffer(obj.ptr())) {
+    if (PyLong_Check(obj.ptr()))
+      throw nb::type_error(fmt::format("{}: expected a buffer or a device tensor, not an int", what).c_str());
+    v->device = Resolve(obj, writable, what);  // raises for objects that expose no memory
+    v->device_dtype = DeviceDTypeOf(obj);
+    return v;
+  }
   const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
   if (PyObject_GetBuffer(obj.ptr(), &v->view, flags) != 0) {
     const std::string reason = TakePythonError();
@@ -165,13 +216,19 @@ std::optional<DType> DTypeOfFormat(const Py_buffer& view) {
   }
 }
 
-DType DTypeOfName(const std::string& name) {
+std::optional<DType> DTypeOfTypeName(std::string name) {
   static const std::pair<const char*, DType> kNames[] = {
       {"f32", DType::kF32},  {"float32", DType::kF32}, {"bf16", DType::kBF16}, {"bfloat16", DType::kBF16},
       {"f16", DType::kF16},  {"float16", DType::kF16}, {"i32", DType::kI32},   {"int32", DType::kI32},
-      {"i64", DType::kI64},  {"int64", DType::kI64},   {"u8", DType::kU8},     {"uint8", DType::kU8}};
+      {"i64", DType::kI64},  {"int64", DType::kI64},   {"u8", DType::kU8},     {"uint8", DType::kU8},
+      {"float", DType::kF32}, {"half", DType::kF16},   {"int", DType::kI32},   {"long", DType::kI64}};
   for (const auto& [text, dtype] : kNames)
     if (name == text) return dtype;
+  return std::nullopt;
+}
+
+DType DTypeOfName(const std::string& name) {
+  if (auto d = DTypeOfTypeName(name)) return *d;
   RaiseCode(Code::kInvalidArgument, "dtype '{}' is not one of f32, bf16, f16, i32, i64, u8 (or float32, bfloat16, "
             "float16, int32, int64, uint8)", name);
 }
@@ -190,8 +247,11 @@ DType DTypeOfCall(const std::optional<std::string>& dtype, const View& a, const 
   if (dtype) return DTypeOfName(*dtype);
   std::optional<DType> found;
   for (const View* v : {&a, &b}) {
-    if (!v->held) continue;
-    std::optional<DType> d = DTypeOfFormat(v->view);
+    if (!v->present()) continue;
+    if (v->device && !v->device_dtype)
+      throw nb::type_error("a device buffer of no weft dtype (f32, bf16, f16, i32, i64, u8), or one whose object "
+                           "names none: pass dtype=");
+    std::optional<DType> d = v->device ? v->device_dtype : DTypeOfFormat(v->view);
     if (!d)
       throw nb::type_error(fmt::format("an array of format '{}' has no weft dtype (float32, float16, int32, int64, "
                                        "uint8): convert it, or pass dtype= (e.g. dtype='bf16' for bfloat16 bits in "
@@ -261,10 +321,12 @@ void* Data(const std::unique_ptr<View>& v) { return v ? v->data() : nullptr; }
 class Symm {
  public:
   static std::unique_ptr<PyTeam> Create(nb::handle native_pool, uint64_t heap_bytes, uint64_t slot_bytes,
-                                        uint64_t one_shot_max_bytes, double timeout_s, nb::bytes user_context) {
+                                        uint64_t one_shot_max_bytes, double timeout_s, nb::bytes user_context,
+                                        uint64_t device_heap_bytes) {
     std::shared_ptr<Pool> pool = JoinedPool(native_pool);
     weft::symm::TeamOptions o;
     o.heap_bytes = heap_bytes;
+    o.device_heap_bytes = device_heap_bytes;
     o.slot_bytes = slot_bytes;
     o.one_shot_max_bytes = one_shot_max_bytes;
     if (!(timeout_s > 0) || timeout_s > 4e6) RaiseCode(Code::kInvalidArgument, "timeout {} s is not in (0, 4e6]", timeout_s);
@@ -307,6 +369,28 @@ class Symm {
     }
     if (!r.ok()) Raise(r.status());
     return SymmBuffer{nb::borrow(self), *r, nbytes, static_cast<uint8_t*>(t.T().Local(*r)), false};
+  }
+
+  static DeviceSymmBuffer DeviceMalloc(nb::handle self, uint64_t nbytes, std::optional<double> timeout) {
+    PyTeam& t = nb::cast<PyTeam&>(self);
+    weft::Result<uint64_t> r = Status(Code::kInternal, "not run");
+    {
+      nb::gil_scoped_release release;
+      r = t.T().DeviceMalloc(nbytes, DeadlineOfCall(timeout));
+    }
+    if (!r.ok()) Raise(r.status());
+    return DeviceSymmBuffer{nb::borrow(self), *r, nbytes, reinterpret_cast<uint64_t>(t.T().DeviceLocal(*r)), false};
+  }
+
+  static void DeviceFree(PyTeam& t, DeviceSymmBuffer& block, std::optional<double> timeout) {
+    if (block.freed) RaiseCode(Code::kInvalidArgument, "block: the device buffer was freed already");
+    Status s;
+    {
+      nb::gil_scoped_release release;
+      s = t.T().DeviceFree(block.offset, DeadlineOfCall(timeout));
+    }
+    Check(s);
+    block.freed = true;
   }
 
   static void Free(PyTeam& t, nb::handle block, std::optional<double> timeout) {
@@ -526,9 +610,36 @@ void BindSymm(nb::module_& m) {
         return fmt::format("<weft.symm.SymmBuffer offset {} nbytes {}{}>", b.offset, b.nbytes, b.freed ? " freed" : "");
       });
 
+  nb::class_<DeviceSymmBuffer>(m, "DeviceSymmBuffer")
+      .def_ro("offset", &DeviceSymmBuffer::offset)
+      .def_ro("nbytes", &DeviceSymmBuffer::nbytes)
+      .def_ro("ptr", &DeviceSymmBuffer::ptr)
+      .def_ro("freed", &DeviceSymmBuffer::freed)
+      .def_prop_ro("__cuda_array_interface__", &CudaArrayInterface)
+      .def("__len__", [](const DeviceSymmBuffer& b) { return b.nbytes; })
+      .def("__repr__", [](const DeviceSymmBuffer& b) {
+        return fmt::format("<weft.symm.DeviceSymmBuffer offset {} nbytes {} at {:#x}{}>", b.offset, b.nbytes, b.ptr,
+                           b.freed ? " freed" : "");
+      });
+
   nb::class_<PyTeam>(m, "Team")
       .def_static("create", &Symm::Create, "pool"_a, "heap_bytes"_a, "slot_bytes"_a, "one_shot_max_bytes"_a,
-                  "timeout"_a, "user_context"_a)
+                  "timeout"_a, "user_context"_a, "device_heap_bytes"_a = 0)
+      .def_prop_ro("device_heap_bytes", [](PyTeam& t) { return t.T().device_heap_bytes(); })
+      .def("device_malloc",
+           [](nb::handle self, uint64_t n, OptTimeout timeout) { return Symm::DeviceMalloc(self, n, timeout); },
+           "nbytes"_a, "timeout"_a.none())
+      .def("device_free", &Symm::DeviceFree, "block"_a, "timeout"_a.none())
+      .def("set_stream", [](PyTeam& t, uint64_t stream) { t.T().SetStream(reinterpret_cast<void*>(stream)); },
+           "stream"_a)
+      .def("stats", [](PyTeam& t) {
+        weft::symm::TeamStats st = t.T().stats();
+        nb::dict d;
+        d["collectives"] = st.collectives;
+        d["heap_path"] = st.heap_path;
+        d["device_path"] = st.device_path;
+        return d;
+      })
       .def_prop_ro("rank", [](PyTeam& t) { return t.T().rank(); })
       .def_prop_ro("size", [](PyTeam& t) { return t.T().size(); })
       .def_prop_ro("id", [](PyTeam& t) { return t.T().id(); })

@@ -1,0 +1,36 @@
+"""Collectives on GPU buffers from Python: two processes on one GPU (gpu_symm_peer.py) make a
+team with a device heap and run allreduce and allgather on torch CUDA tensors (bf16, f16, f32),
+every element compared with torch's own result; a host buffer next to a device one fails on
+every rank.
+
+Skipped, with the reason, where torch, a GPU or a CUDA build of weft is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from weft import trans
+
+torch = pytest.importorskip("torch", reason="test_gpu_symm needs torch with CUDA (pip install torch)")
+if not torch.cuda.is_available():
+    pytest.skip("test_gpu_symm needs a CUDA GPU: torch.cuda.is_available() is False", allow_module_level=True)
+_GPU, _WHY_NOT = trans.device_status()
+if not _GPU:
+    pytest.skip(f"test_gpu_symm needs a CUDA build of weft: {_WHY_NOT}", allow_module_level=True)
+
+PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_symm_peer.py")
+
+
+def test_collectives_on_torch_tensors_in_the_device_heap():
+    pool = "gpusymm-" + uuid.uuid4().hex[:8]
+    seed = int.from_bytes(os.urandom(4), "little")
+    ranks = [subprocess.Popen([sys.executable, PEER, pool, str(seed), "2", str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for i, p in enumerate(ranks):
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and "gpu symm ok" in out, f"rank {i}: rc {p.returncode}\n{out}\n{err}"

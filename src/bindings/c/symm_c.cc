@@ -110,6 +110,7 @@ weft::symm::TeamOptions OptionsOf(const weft_team_options* o) {
   options.slot_bytes = o->slot_bytes;
   options.one_shot_max_bytes = o->one_shot_max_bytes;
   options.timeout_ms = o->timeout_ms;
+  options.device_heap_bytes = o->device_heap_bytes;
   if (o->user_context_len > 0) {
     const auto* p = static_cast<const uint8_t*>(o->user_context);
     options.user_context.assign(p, p + o->user_context_len);
@@ -230,6 +231,48 @@ int weft_symm_local(const weft_team* team, uint64_t offset, void** out) {
   }
   *out = p;
   return WEFT_OK;
+}
+
+int weft_symm_device_malloc(weft_team* team, uint64_t bytes, int64_t timeout_ms, uint64_t* out_offset) {
+  WEFT_C_REQUIRE_TEAM(team);
+  WEFT_C_REQUIRE(out_offset);
+  return Guard(__func__, [&]() -> int {
+    auto r = team->team->DeviceMalloc(bytes, DeadlineOfCall(timeout_ms));
+    if (!r.ok()) return Fail(r.status());
+    *out_offset = *r;
+    return WEFT_OK;
+  });
+}
+
+int weft_symm_device_free(weft_team* team, uint64_t offset, int64_t timeout_ms) {
+  WEFT_C_REQUIRE_TEAM(team);
+  return Guard(__func__, [&]() -> int { return Report(team->team->DeviceFree(offset, DeadlineOfCall(timeout_ms))); });
+}
+
+int weft_symm_device_local(const weft_team* team, uint64_t offset, void** out) {
+  WEFT_C_REQUIRE_TEAM(team);
+  WEFT_C_REQUIRE(out);
+  return Guard(__func__, [&]() -> int {
+    auto r = team->team->DevicePeerAddress(team->team->rank(), offset);
+    if (!r.ok()) return Fail(r.status());
+    *out = *r;
+    return WEFT_OK;
+  });
+}
+
+int weft_symm_device_peer_address(const weft_team* team, uint32_t team_rank, uint64_t offset, void** out) {
+  WEFT_C_REQUIRE_TEAM(team);
+  WEFT_C_REQUIRE(out);
+  return Guard(__func__, [&]() -> int {
+    auto r = team->team->DevicePeerAddress(team_rank, offset);
+    if (!r.ok()) return Fail(r.status());
+    *out = *r;
+    return WEFT_OK;
+  });
+}
+
+void weft_team_set_stream(weft_team* team, void* cuda_stream) {
+  if (CheckTeam(__func__, team) == WEFT_OK) team->team->SetStream(cuda_stream);
 }
 
 int weft_symm_peer_address(const weft_team* team, uint32_t team_rank, uint64_t offset, void** out) {

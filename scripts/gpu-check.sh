@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 OUTDIR=${OUT:-/tmp/weft-gpu-check}
 mkdir -p "$OUTDIR"
 B=build-gpu/bundle
+[ -f "$B/bin.tar.gz" ] && tar -xzf "$B/bin.tar.gz" -C "$B"  # gpu-bundle.sh packs the binaries
 export LD_LIBRARY_PATH="$PWD/$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 [ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"  # compute-sanitizer
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # never multicast

@@ -74,6 +74,8 @@ struct CollectivePlan {
   std::vector<std::string> paths;   // per team rank: "self", "mapped", or "copy engine"
   // What it runs instead when every rank's buffers lie in its heap (Malloc): "" when the same.
   std::string heap_algorithm;
+  // What it runs on device heap buffers (a team with a device heap): "" without one.
+  std::string device_algorithm;
   std::string ToString() const;
 };
 

@@ -334,6 +334,13 @@ CollectivePlan Team::Plan(std::string_view collective, uint64_t bytes) const {
   if (all_mapped && TriesHeapPath(t, bytes))
     plan.heap_algorithm = collective == "allreduce" ? "heap: reduce own piece in place, gather (3 rounds)"
                                                     : "heap: read peers in place (2 rounds)";
+  if (t.device && t.root) {
+    plan.device_algorithm = fmt::format("one kernel of {} blocks, ", cuda::kDeviceBlocks);
+    plan.device_algorithm += collective != "allreduce" ? "peers read in place (2 barriers)"
+                             : bytes > t.one_shot_max_bytes
+                                 ? "reduce-scatter+allgather with recv in the heap, else one-shot (3 or 2 barriers)"
+                                 : "one-shot, or reduce-scatter+allgather in place (2 or 3 barriers)";
+  }
   return plan;
 }
 
@@ -342,8 +349,9 @@ TeamStats Team::stats() const { return impl_->stats; }
 std::string CollectivePlan::ToString() const {
   std::string p;
   for (size_t m = 0; m < paths.size(); ++m) p += fmt::format("{}{}: {}", m ? ", " : "", m, paths[m]);
-  return fmt::format("{} in {} round(s){}; peers: {}", algorithm, steps,
-                     heap_algorithm.empty() ? "" : "; with heap buffers: " + heap_algorithm, p);
+  return fmt::format("{} in {} round(s){}{}; peers: {}", algorithm, steps,
+                     heap_algorithm.empty() ? "" : "; with heap buffers: " + heap_algorithm,
+                     device_algorithm.empty() ? "" : "; with device heap buffers: " + device_algorithm, p);
 }
 
 }  // namespace weft::symm

@@ -127,12 +127,15 @@ Result<cuda::DeviceLaunch> Describe(const Impl& t, const DeviceCall& c) {
     if (c.kind == Kind::kAllReduce && (c.send == recv || (bytes > t.one_shot_max_bytes && heap.Contains(recv, bytes))))
       l.work = DeviceWork::kAllReduceTwoPhase;  // in place needs it (a rank must not overwrite what others read)
   }
+  // Not part of the description: a recv that only this rank writes may be aligned otherwise than
+  // the others' (their kernels split the work differently, harmlessly); where the peers read
+  // recv (two-phase) it lies at the same heap offset everywhere, so every rank decides alike.
   l.vector = l.send_offset % 16 == 0 && reinterpret_cast<uintptr_t>(l.recv) % 16 == 0 && bytes % 16 == 0;
   // What every rank must agree on: the call, and the offsets of what the others read.
   const bool peers_read_recv = l.send_in_recv || l.work == DeviceWork::kAllReduceTwoPhase;
   uint64_t d = 1469598103934665603ull;
   for (uint64_t v : {uint64_t(l.work), uint64_t(l.dtype), uint64_t(l.op), uint64_t(l.root), l.count,
-                     l.send_offset, peers_read_recv ? l.recv_offset : 0, uint64_t(l.send_in_recv), uint64_t(l.vector)})
+                     l.send_offset, peers_read_recv ? l.recv_offset : 0, uint64_t(l.send_in_recv)})
     d = Mix(d, v);
   l.desc = d == kRefused ? d + 2 : d;
   return l;

@@ -29,6 +29,7 @@
 #include <weft/deadline.h>
 #include <weft/pool.h>
 #include <weft/status.h>
+#include <weft/symm_device_view.h>
 
 namespace weft::symm {
 
@@ -126,6 +127,10 @@ class Team {
   Status DeviceFree(uint64_t offset, OptDeadline deadline = std::nullopt);
   void* DeviceLocal(uint64_t offset) const;
   Result<void*> DevicePeerAddress(uint32_t team_rank, uint64_t offset) const;
+  // Every rank's device heap as mapped here, for kernels: pass it by value to the device
+  // functions of include/weft/symm_device.cuh (put, get, put_signal, wait from a kernel).
+  // NOT_SUPPORTED without a device heap.
+  Result<DeviceHeapView> DeviceHeaps() const;
   // The CUDA stream (a cudaStream_t; null: the legacy default stream) that this team's device
   // collectives are ordered on: each waits for the work queued there before it, and returns once
   // its kernel has finished (with the status of every rank's part).

@@ -23,6 +23,7 @@
 #include <weft/symm.h>
 
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/gpu/symm_device_ring.h"
 #include "tests/support/symm_reference.h"
 
 namespace weft::symm {
@@ -223,6 +224,42 @@ int BadInput(DeviceChecker& c) {
   return c.AllReduce(DType::kF32, ReduceOp::kSum, 1000, false, false, 999);
 }
 
+// include/weft/symm_device.cuh from a kernel: in each round every rank's kernel puts a fresh block
+// into the next rank's heap and signals it (an atomic add), then waits for its own signal; the host
+// then compares what arrived from the previous rank, every byte.
+int KernelPutsAndSignals(DeviceChecker& c) {
+  const uint32_t me = c.me;
+  Team& t = c.t;
+  auto view = t.DeviceHeaps();
+  RANK_CHECK(view.ok() && view->size == c.n() && view->rank == me, "device heaps view");
+  const uint64_t data = c.send - static_cast<uint8_t*>(t.DeviceLocal(0));
+  const uint64_t sig = c.recv - static_cast<uint8_t*>(t.DeviceLocal(0));
+  const uint64_t len = 64 * 1024 + 13;  // 16-byte copies, then a tail of bytes
+  const uint32_t prev = (me + c.n() - 1) % c.n();
+  RANK_CHECK(cudaMemset(c.recv, 0, 8) == cudaSuccess, "zero the signal");
+  int* arrived = nullptr;
+  RANK_CHECK(cudaMalloc(reinterpret_cast<void**>(&arrived), sizeof(int)) == cudaSuccess, "cudaMalloc");
+  for (uint64_t round = 1; round <= 3; ++round) {
+    Bytes mine(len), theirs(len);
+    FillRandom(mine.data(), len, c.seed * 7 + round * 131 + me);
+    FillRandom(theirs.data(), len, c.seed * 7 + round * 131 + prev);
+    RANK_CHECK(DeviceChecker::Put(c.send + me * len, mine, len), "upload");
+    RANK_CHECK(cudaMemset(c.send + prev * len, 0xA5, len) == cudaSuccess, "poison");
+    RANK_CHECK(cudaDeviceSynchronize() == cudaSuccess && t.Barrier(Long()).ok(), "barrier before round");
+    RANK_CHECK(testing::LaunchRing(*view, data, sig, len, round, arrived, nullptr) == cudaSuccess, "launch");
+    RANK_CHECK(cudaDeviceSynchronize() == cudaSuccess, "ring kernel");
+    int ok = 0;
+    RANK_CHECK(cudaMemcpy(&ok, arrived, sizeof ok, cudaMemcpyDeviceToHost) == cudaSuccess && ok == 1,
+               "round %lu: the signal never reached %lu", static_cast<unsigned long>(round),
+               static_cast<unsigned long>(round));
+    RANK_CHECK(DeviceChecker::Get(c.send + prev * len, len) == theirs, "round %lu: the block from rank %u differs",
+               static_cast<unsigned long>(round), prev);
+    RANK_CHECK(t.Barrier(Long()).ok(), "barrier after round");
+  }
+  cudaFree(arrived);
+  return 0;
+}
+
 // Rank `me` of `ranks` on GPU `device`. Returns 0, 1 (a check failed) or kSkip.
 int Rank(uint32_t me, uint32_t ranks, int device, const std::string& pool_name, uint64_t seed,
          const std::function<int(DeviceChecker&)>& body) {
@@ -296,6 +333,8 @@ TEST(SymmDevice, EveryCollectiveTwoProcessesOneGpu) { ExpectAllPassed(2, 1, Ever
 TEST(SymmDevice, EveryCollectiveThreeProcessesOneGpu) { ExpectAllPassed(3, 1, EveryCollective); }
 TEST(SymmDevice, EveryCollectiveTwoGpus) { ExpectAllPassed(2, 2, EveryCollective); }
 TEST(SymmDevice, BadInputFailsOnEveryRankAndTheTeamGoesOn) { ExpectAllPassed(2, 1, BadInput); }
+TEST(SymmDevice, KernelPutsAndSignalsOneGpu) { ExpectAllPassed(2, 1, KernelPutsAndSignals); }
+TEST(SymmDevice, KernelPutsAndSignalsTwoGpus) { ExpectAllPassed(2, 2, KernelPutsAndSignals); }
 
 // Rank 1 dies instead of calling; rank 0's allreduce returns PEER_DOWN once the pool declares it
 // gone (peer_timeout_ms 2 s), not TIMEOUT at its 60 s deadline.

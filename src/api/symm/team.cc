@@ -331,6 +331,17 @@ Result<void*> Team::DevicePeerAddress(uint32_t team_rank, uint64_t offset) const
   return static_cast<void*>(d->block(impl_->members[team_rank]) + offset);
 }
 
+Result<DeviceHeapView> Team::DeviceHeaps() const {
+  const auto& d = impl_->device;
+  if (!d) return Error(Code::kNotSupported, "this team has no device heap: create it with device_heap_bytes");
+  DeviceHeapView v;
+  for (uint32_t r = 0; r < size(); ++r) v.heap[r] = d->block(impl_->members[r]);
+  v.heap_bytes = d->heap_bytes();
+  v.rank = rank();
+  v.size = size();
+  return v;
+}
+
 void Team::SetStream(void* cuda_stream) { impl_->stream = cuda_stream; }
 
 void* Team::Local(uint64_t offset) const {

@@ -58,8 +58,17 @@ def rank_main(rank: int, ranks: int, gpus: int, pool_name: str, port: int, iters
     device = rank % gpus
     torch.cuda.set_device(device)
     top = max(SIZES)
-    pool = weft.Pool(pool_name=pool_name, rank_size="64MiB", device_size=str((2 + ranks) * top + (64 << 20)),
-                     device=device, mode="host" if rank == 0 else "join").join()
+    slice_bytes = str((2 + ranks) * top + (64 << 20))  # a device slice may not exceed rank_size
+    pool = weft.Pool(pool_name=pool_name, rank_size=slice_bytes, device_size=slice_bytes, device=device,
+                     mode="host" if rank == 0 else "join")
+    for attempt in range(600):  # rank 0's coordinator may not listen yet
+        try:
+            pool.join()
+            break
+        except weft.Unavailable:
+            if rank == 0 or attempt == 599:
+                raise
+            time.sleep(0.05)
     pool.wait_for_peers(ranks, timeout=120)
     team = Team(pool, heap_bytes=1 << 20, device_heap_bytes=(2 + ranks) * top + (1 << 20))
     nccl = gpus >= ranks
@@ -146,7 +155,16 @@ def main() -> int:
              for r in range(ranks)]
     for p in procs:
         p.start()
-    rows = queue.get(timeout=1800)
+    rows = None
+    while rows is None:  # until rank 0 reports, or a rank fails (never wait on a dead one)
+        try:
+            rows = queue.get(timeout=1)
+        except Exception:
+            if any(p.exitcode not in (None, 0) for p in procs) or all(p.exitcode is not None for p in procs):
+                for p in procs:
+                    p.kill()
+                print("bench_coll_gpu: a rank failed (its error is above)", file=sys.stderr)
+                return 1
     for p in procs:
         p.join()
     name = torch.cuda.get_device_name(0)

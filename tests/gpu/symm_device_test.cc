@@ -261,13 +261,13 @@ int KernelPutsAndSignals(DeviceChecker& c) {
 }
 
 // Rank `me` of `ranks` on GPU `device`. Returns 0, 1 (a check failed) or kSkip.
-int Rank(uint32_t me, uint32_t ranks, int device, const std::string& pool_name, uint64_t seed,
+int Rank(uint32_t me, uint32_t ranks, int device, int gpus, const std::string& pool_name, uint64_t seed,
          const std::function<int(DeviceChecker&)>& body) {
   if (auto why = gputest::NoGpuReason()) {
     std::fprintf(stderr, "rank %u: no CUDA GPU: %s\n", me, why->c_str());
     return kSkip;
   }
-  if (gputest::DeviceCount() <= device) return kSkip;
+  if (gputest::DeviceCount() < gpus) return kSkip;  // every rank decides alike: none waits for a skipped one
   Result<std::unique_ptr<bm::Pool>> joined = Error(Code::kUnavailable, "not tried");
   for (int attempt = 0; attempt < 600; ++attempt) {  // the host may not be up yet
     joined = bm::Pool::Join(RankConfig(pool_name, device), me == 0 ? bm::JoinMode::kHost : bm::JoinMode::kJoin);
@@ -300,8 +300,8 @@ int Rank(uint32_t me, uint32_t ranks, int device, const std::string& pool_name, 
   return rc;
 }
 
-// Runs `ranks` ranks as forked processes, rank r on GPU r % gpus. Skips (returns false) when every
-// rank found no GPU or too few.
+// Runs `ranks` ranks as forked processes, rank r on GPU r % gpus. Skips (returns false) when the
+// ranks found no GPU or fewer than `gpus`.
 bool RunRanks(uint32_t ranks, int gpus, const std::function<int(DeviceChecker&)>& body, std::vector<int>* rcs) {
   const std::string pool = "symmdev-" + std::to_string(getpid()) + "-" + std::to_string(ranks) + "-" +
                            std::to_string(gpus);
@@ -309,7 +309,7 @@ bool RunRanks(uint32_t ranks, int gpus, const std::function<int(DeviceChecker&)>
   std::vector<pid_t> pids;
   for (uint32_t r = 0; r < ranks; ++r) {
     pid_t pid = fork();
-    if (pid == 0) _exit(Rank(r, ranks, static_cast<int>(r % gpus), pool, seed, body));
+    if (pid == 0) _exit(Rank(r, ranks, static_cast<int>(r % gpus), gpus, pool, seed, body));
     pids.push_back(pid);
   }
   bool all_skipped = true;

@@ -6,6 +6,7 @@ Prints "gpu symm ok" at the end; any failure raises (exit status 1)."""
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 
@@ -34,7 +35,15 @@ def reference_sum(xs: list) -> torch.Tensor:
 def main() -> int:
     pool_name, seed, ranks = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     mode = "host" if sys.argv[4] == "0" else "join"
-    pool = weft.Pool(pool_name=pool_name, rank_size="16MiB", device_size="64MiB", device=0, mode=mode).join()
+    pool = weft.Pool(pool_name=pool_name, rank_size="64MiB", device_size="64MiB", device=0, mode=mode)
+    for attempt in range(600):  # the host's coordinator may not listen yet
+        try:
+            pool.join()
+            break
+        except weft.Unavailable:
+            if mode == "host" or attempt == 599:
+                raise
+            time.sleep(0.05)
     pool.wait_for_peers(ranks, timeout=60)
     team = Team(pool, heap_bytes=1 << 20, device_heap_bytes=32 << 20)
     me, n = team.rank, team.size

@@ -163,3 +163,28 @@ def test_a_device_heap_needs_a_device_slice(solo):
     assert solo.stats()["device_path"] == 0
     with pytest.raises(TypeError):
         solo.set_stream("the default stream")
+
+
+def test_tensor_likes_name_their_dtype(solo):
+    # torch.Tensor's shape, without torch: data_ptr/numel/element_size and a dtype object whose
+    # str() is "torch.<name>" (host memory here, so the host path runs).
+    from fake_tensors import TorchLike
+
+    class TorchDtype:
+        def __init__(self, name):
+            self.name = name
+
+        def __str__(self):
+            return f"torch.{self.name}"
+
+    class Tensor(TorchLike):
+        def __init__(self, arr, name):
+            super().__init__(arr)
+            self.dtype = TorchDtype(name)
+
+    x = np.random.default_rng(fresh_seed()).integers(-50, 50, 64).astype(np.int32)
+    out = np.zeros_like(x)
+    solo.allreduce(Tensor(x, "int32"), Tensor(out, "int32"), op="max")
+    assert out.tobytes() == x.tobytes()
+    with pytest.raises(TypeError):  # a dtype weft has no name for, and no dtype= given
+        solo.allreduce(Tensor(x.view(np.float32), "complex32"))

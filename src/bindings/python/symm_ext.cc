@@ -163,7 +163,12 @@ std::optional<DType> DTypeOfTypeName(std::string name);
 // The dtype a device object names: torch's dtype attribute, or the array interface's typestr.
 std::optional<DType> DeviceDTypeOf(nb::handle obj) {
   if (nb::hasattr(obj, "dtype") && nb::hasattr(obj, "data_ptr")) {
-    std::string name = nb::cast<std::string>(nb::str(obj.attr("dtype")));  // "torch.bfloat16"
+    PyObject* text = PyObject_Str(obj.attr("dtype").ptr());  // torch.dtype: "torch.bfloat16"
+    if (text == nullptr) {
+      PyErr_Clear();
+      return std::nullopt;
+    }
+    std::string name = nb::steal<nb::str>(text).c_str();
     if (auto dot = name.rfind('.'); dot != std::string::npos) name = name.substr(dot + 1);
     return DTypeOfTypeName(name);
   }

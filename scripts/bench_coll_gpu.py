@@ -129,8 +129,8 @@ def rank_main(rank: int, ranks: int, gpus: int, pool_name: str, port: int, iters
         dist.destroy_process_group()
     if rank == 0:
         queue.put(rows)
-    del team
-    pool.leave()
+    # No pool.leave(): the closures above still hold tensors of the device heap, which hold the
+    # team; the pool leaves when the last of them goes, at exit.
 
 
 def main() -> int:

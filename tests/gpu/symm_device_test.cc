@@ -288,7 +288,7 @@ int Rank(uint32_t me, uint32_t ranks, int device, int gpus, const std::string& p
   auto send = t.DeviceMalloc(kRegion, Long());
   auto recv = t.DeviceMalloc(kRegion, Long());
   RANK_CHECK(send.ok() && recv.ok(), "device malloc");
-  auto peer = t.DevicePeerAddress((me + 1) % ranks, *send);
+  auto peer = t.DevicePeerAddress((t.rank() + 1) % ranks, *send);  // team ranks follow join order, not `me`
   RANK_CHECK(peer.ok() && *peer != t.DeviceLocal(*send), "a peer's device heap is not mapped here");
   DeviceChecker c{t, seed, static_cast<uint8_t*>(t.DeviceLocal(*send)), static_cast<uint8_t*>(t.DeviceLocal(*recv))};
   c.me = t.rank();

@@ -14,6 +14,9 @@ namespace weft::symm::cuda {
 namespace {
 
 constexpr uint64_t kGridThreads = uint64_t{kDeviceBlocks} * kDeviceThreads;
+// symm::ReduceOp and symm::DType values (include/weft/symm.h, stable: the C API's too).
+enum : uint8_t { kOpSum = 0, kOpMax = 1, kOpMin = 2, kOpProd = 3 };
+enum : uint8_t { kF32 = 0, kBf16 = 1, kF16 = 2, kI32 = 3, kI64 = 4, kU8 = 5 };
 
 // ---- barriers ------------------------------------------------------------------------------
 
@@ -117,15 +120,15 @@ template <typename Tr>
 __device__ typename Tr::Acc CombineTyped(uint8_t op, typename Tr::Acc a, typename Tr::Acc b) {
   using E = typename Tr::Elem;
   switch (op) {
-    case 0: return a + b;
-    case 3: return a * b;
+    case kOpSum: return a + b;
+    case kOpProd: return a * b;
     default: break;
   }
   if constexpr (Tr::kSignedInt) {
     E x = static_cast<E>(a), y = static_cast<E>(b);
-    return static_cast<typename Tr::Acc>(op == 1 ? (y > x ? y : x) : (y < x ? y : x));
+    return static_cast<typename Tr::Acc>(op == kOpMax ? (y > x ? y : x) : (y < x ? y : x));
   } else {
-    return op == 1 ? (b > a ? b : a) : (b < a ? b : a);
+    return op == kOpMax ? (b > a ? b : a) : (b < a ? b : a);
   }
 }
 
@@ -277,12 +280,12 @@ __global__ void __launch_bounds__(kDeviceThreads) CollectiveKernel(DeviceLaunch 
   if (!Barrier(p, p.epoch, true)) return;
   bool ok = true;
   switch (p.dtype) {
-    case 0: ok = RunTyped<F32>(p, p.epoch + 1); break;
-    case 1: ok = RunTyped<Bf16>(p, p.epoch + 1); break;
-    case 2: ok = RunTyped<F16>(p, p.epoch + 1); break;
-    case 3: ok = RunTyped<I32>(p, p.epoch + 1); break;
-    case 4: ok = RunTyped<I64>(p, p.epoch + 1); break;
-    default: ok = RunTyped<U8>(p, p.epoch + 1); break;
+    case kF32: ok = RunTyped<F32>(p, p.epoch + 1); break;
+    case kBf16: ok = RunTyped<Bf16>(p, p.epoch + 1); break;
+    case kF16: ok = RunTyped<F16>(p, p.epoch + 1); break;
+    case kI32: ok = RunTyped<I32>(p, p.epoch + 1); break;
+    case kI64: ok = RunTyped<I64>(p, p.epoch + 1); break;
+    default: ok = RunTyped<U8>(p, p.epoch + 1); break;  // kU8 (the host refuses other values)
   }
   if (!ok) return;
   Barrier(p, p.epoch + BarriersOf(p.work) - 1, false);

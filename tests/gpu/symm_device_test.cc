@@ -260,6 +260,32 @@ int KernelPutsAndSignals(DeviceChecker& c) {
   return 0;
 }
 
+// A sub-team of team ranks {2, 0} (three ranks): its members run device collectives on the root's
+// heap with their own barrier flags and ranks; the rank left out waits; then the root team runs one
+// again (its flags untouched by the sub-team's).
+int SubTeam(DeviceChecker& c) {
+  uint32_t me = c.me;
+  const uint32_t members[] = {2, 0};
+  auto sub = c.t.Split(members, Long());
+  RANK_CHECK(sub.ok(), "split: %s", sub.status().ToString().c_str());
+  int failures = 0;
+  if (*sub) {
+    RANK_CHECK(c.me != 1 && (*sub)->size() == 2 && (*sub)->rank() == (c.me == 2 ? 0u : 1u), "sub-team ranks");
+    DeviceChecker s{**sub, c.seed + 1, c.send, c.recv, c.outside, (*sub)->rank()};
+    me = s.me;
+    failures += s.AllReduce(DType::kBF16, ReduceOp::kSum, 1000, false, false, 1);
+    failures += s.AllReduce(DType::kF32, ReduceOp::kMax, 40000, true, false, 2);
+    failures += s.ReduceScatter(DType::kI64, ReduceOp::kSum, 7, false, 3);
+    failures += s.Movement(DType::kI32, 1001, 1, 4);
+    RANK_CHECK(failures == 0, "sub-team collectives failed");
+    RANK_CHECK((*sub)->stats().device_path == (*sub)->stats().collectives, "a sub-team call left the device path");
+  } else {
+    RANK_CHECK(c.me == 1, "rank %u got no sub-team", c.me);
+  }
+  me = c.me;
+  return c.AllReduce(DType::kF32, ReduceOp::kSum, 1000, false, false, 5);
+}
+
 // Rank `me` of `ranks` on GPU `device`. Returns 0, 1 (a check failed) or kSkip.
 int Rank(uint32_t me, uint32_t ranks, int device, int gpus, const std::string& pool_name, uint64_t seed,
          const std::function<int(DeviceChecker&)>& body) {
@@ -333,6 +359,7 @@ TEST(SymmDevice, EveryCollectiveTwoProcessesOneGpu) { ExpectAllPassed(2, 1, Ever
 TEST(SymmDevice, EveryCollectiveThreeProcessesOneGpu) { ExpectAllPassed(3, 1, EveryCollective); }
 TEST(SymmDevice, EveryCollectiveTwoGpus) { ExpectAllPassed(2, 2, EveryCollective); }
 TEST(SymmDevice, BadInputFailsOnEveryRankAndTheTeamGoesOn) { ExpectAllPassed(2, 1, BadInput); }
+TEST(SymmDevice, SubTeamsRunTheirOwnDeviceCollectives) { ExpectAllPassed(3, 1, SubTeam); }
 TEST(SymmDevice, KernelPutsAndSignalsOneGpu) { ExpectAllPassed(2, 1, KernelPutsAndSignals); }
 TEST(SymmDevice, KernelPutsAndSignalsTwoGpus) { ExpectAllPassed(2, 2, KernelPutsAndSignals); }
 

@@ -153,9 +153,6 @@ bool OnDevice(const Impl& t, std::initializer_list<const void*> buffers) {
 Status DeviceCollective(Impl& t, const DeviceCall& call, Deadline deadline) {
   ++t.stats.collectives;
   if (!t.broken.ok()) return t.broken;
-  if (!t.root)
-    return Error(Code::kNotSupported, "device collectives run on the team Team::Create made, not on a sub-team yet: "
-                 "use host buffers on a sub-team");
   auto launch = Describe(t, call);
   cuda::DeviceLaunch l;
   if (launch.ok()) {
@@ -169,7 +166,7 @@ Status DeviceCollective(Impl& t, const DeviceCall& call, Deadline deadline) {
       if (!t.heaps->Alive(t.members[r])) return false;
     return true;
   };
-  Status s = t.device->Run(l, t.stream, deadline, alive);
+  Status s = t.device->Run(l, t.members, t.me, t.device_sync, t.stream, deadline, alive);
   if (!s.ok() && s.code() != Code::kMismatch)
     t.broken = Status(s.code(), "this team is unusable after an earlier failure (" + s.message() + "); make a new team");
   if (!launch.ok()) return s.ok() || s.code() == Code::kMismatch ? launch.status() : s;

@@ -92,19 +92,27 @@ DeviceHeap::Where DeviceHeap::Locate(const void* p) const {
   return a.device == gpu_ ? Where::kThisGpu : Where::kOtherDevice;
 }
 
-Status DeviceHeap::Run(cuda::DeviceLaunch launch, void* stream, Deadline deadline,
-                       const std::function<bool()>& peers_alive) {
+Status DeviceHeap::ZeroOwn(uint64_t offset, uint64_t len) {
+  mem::cuda::DeviceGuard guard;
+  cudaError_t err = cudaSetDevice(gpu_);
+  if (err == cudaSuccess) err = cudaMemset(own() + offset, 0, len);
+  if (err == cudaSuccess) err = cudaDeviceSynchronize();
+  return err == cudaSuccess ? OkStatus() : mem::cuda::CudaStatus(err, "zeroing a sync area of the device heap");
+}
+
+Status DeviceHeap::Run(cuda::DeviceLaunch launch, const std::vector<uint32_t>& members, uint32_t me,
+                       DeviceSync& sync, void* stream, Deadline deadline, const std::function<bool()>& peers_alive) {
   mem::cuda::DeviceGuard guard;
   if (cudaError_t err = cudaSetDevice(gpu_); err != cudaSuccess)
     return mem::cuda::CudaStatus(err, "selecting the device heap's GPU");
   volatile uint32_t* words = control_->words;
   words[0] = 0;
   words[1] = cuda::kKernelOk;
-  std::copy(blocks_.begin(), blocks_.end(), launch.blocks);
-  launch.me = me_;
-  launch.n = static_cast<uint32_t>(blocks_.size());
-  launch.sync_offset = heap_bytes_;
-  launch.epoch = epoch_;
+  for (size_t r = 0; r < members.size(); ++r) launch.blocks[r] = blocks_[members[r]];
+  launch.me = me;
+  launch.n = static_cast<uint32_t>(members.size());
+  launch.sync_offset = sync.offset;
+  launch.epoch = sync.epoch;
   // The kernel's own limit is a backstop: the host cancels it at the deadline.
   auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.left()).count();
   launch.timeout_ns = static_cast<uint64_t>(std::max<int64_t>(left, 0)) + 2'000'000'000ull;
@@ -128,7 +136,7 @@ Status DeviceHeap::Run(cuda::DeviceLaunch launch, void* stream, Deadline deadlin
   }
   if (err != cudaSuccess) return mem::cuda::CudaStatus(err, "running a device collective");
   const uint32_t failure = words[1];
-  epoch_ += failure == cuda::kKernelMismatch ? 1 : cuda::BarriersOf(launch.work);
+  sync.epoch += failure == cuda::kKernelMismatch ? 1 : cuda::BarriersOf(launch.work);
   switch (failure) {
     case cuda::kKernelOk: return OkStatus();
     case cuda::kKernelMismatch:
@@ -156,7 +164,12 @@ Result<std::shared_ptr<DeviceHeap::Control>> MakeControl(int) { return CudaUsabl
 
 DeviceHeap::Where DeviceHeap::Locate(const void* p) const { return Contains(p) ? Where::kHeap : Where::kHost; }
 
-Status DeviceHeap::Run(cuda::DeviceLaunch, void*, Deadline, const std::function<bool()>&) { return CudaUsable(); }
+Status DeviceHeap::ZeroOwn(uint64_t, uint64_t) { return CudaUsable(); }
+
+Status DeviceHeap::Run(cuda::DeviceLaunch, const std::vector<uint32_t>&, uint32_t, DeviceSync&, void*, Deadline,
+                       const std::function<bool()>&) {
+  return CudaUsable();
+}
 
 #endif  // WEFT_HAVE_CUDA
 

@@ -23,6 +23,14 @@
 
 namespace weft::symm {
 
+// A team's own barrier flags in the device heaps: where its sync area lies in every member's block,
+// and the epoch its next launch starts at. The root team's follows its heap; a sub-team's is
+// allocated from the heap at Split.
+struct DeviceSync {
+  uint64_t offset = 0;
+  uint64_t epoch = 1;  // the sync areas start zeroed
+};
+
 class DeviceHeap {
  public:
   // Collective over the pool: every peer calls it in Team::Create, after the host heap, with the
@@ -35,6 +43,8 @@ class DeviceHeap {
   DeviceHeap& operator=(const DeviceHeap&) = delete;
 
   uint64_t heap_bytes() const { return heap_bytes_; }
+  // Where the root team's sync area lies (after the heap).
+  uint64_t root_sync_offset() const { return heap_bytes_; }
   uint8_t* own() const { return blocks_[me_]; }
   uint8_t* block(uint32_t team_rank) const { return blocks_[team_rank]; }
   int gpu() const { return gpu_; }
@@ -47,12 +57,16 @@ class DeviceHeap {
   Where Locate(const void* p) const;
 
   HeapAllocator& allocator() { return allocator_; }
+  // Zeroes [offset, offset + len) of this rank's block (a sub-team's sync area, before use).
+  Status ZeroOwn(uint64_t offset, uint64_t len);
 
-  // Enqueues one launch on `stream` (null: the legacy default stream) and waits for it: the
-  // kernel's barriers end early, and this returns, when the deadline passes (TIMEOUT) or
-  // `peers_alive` turns false (PEER_DOWN). The epochs, blocks and control words are filled in
-  // here. MISMATCH when the ranks described different calls (every rank gets it).
-  Status Run(cuda::DeviceLaunch launch, void* stream, Deadline deadline, const std::function<bool()>& peers_alive);
+  // Enqueues one launch of the team whose members (root-team ranks, by team rank) and sync area
+  // are given, on `stream` (null: the legacy default stream), and waits for it: the kernel's
+  // barriers end early, and this returns, when the deadline passes (TIMEOUT) or `peers_alive`
+  // turns false (PEER_DOWN). Blocks, epochs and control words are filled in here. MISMATCH when
+  // the ranks described different calls (every rank gets it).
+  Status Run(cuda::DeviceLaunch launch, const std::vector<uint32_t>& members, uint32_t me, DeviceSync& sync,
+             void* stream, Deadline deadline, const std::function<bool()>& peers_alive);
 
   struct Control;  // host-mapped words the kernel reads and writes
 
@@ -67,7 +81,6 @@ class DeviceHeap {
   std::vector<uint8_t*> blocks_;
   std::vector<gva::SegmentTable::Pin> pins_;  // every rank's block stays mapped while the team lives
   std::shared_ptr<Control> control_;
-  uint64_t epoch_ = 1;  // the next launch's entry barrier (the sync areas start zeroed)
   HeapAllocator allocator_;
 };
 

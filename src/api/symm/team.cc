@@ -210,6 +210,7 @@ Result<std::unique_ptr<Team>> Team::Create(bm::Pool& pool, const TeamOptions& op
     std::vector<uint32_t> pool_ranks;
     for (const PeerHeap& p : *peers) pool_ranks.push_back(p.pool_rank);
     WEFT_ASSIGN_OR_RETURN(impl->device, DeviceHeap::Create(pool, shape.device_heap_bytes, pool_ranks, me, dl));
+    impl->device_sync.offset = impl->device->root_sync_offset();
   }
   for (uint32_t r = 0; r < n; ++r) impl->members.push_back(r);
   impl->me = me;
@@ -247,8 +248,14 @@ Result<std::unique_ptr<Team>> Team::Split(std::span<const uint32_t> ranks, OptDe
     std::lock_guard lock(t.heaps->allocator_mu());
     WEFT_ASSIGN_OR_RETURN(offset, t.heaps->allocator().Allocate(channel_bytes));
   }
+  // Every rank allocates the sub-team's device sync area too, so the heaps' allocators stay alike.
+  uint64_t device_sync_offset = 0;
+  if (t.device) {
+    WEFT_ASSIGN_OR_RETURN(device_sync_offset, t.device->allocator().Allocate(cuda::kSyncBytes));
+  }
   auto where = std::find(ranks.begin(), ranks.end(), t.me);
   std::unique_ptr<Impl> sub;
+  Status zeroed = OkStatus();
   if (where != ranks.end()) {
     sub = std::make_unique<Impl>();
     sub->heaps = t.heaps;
@@ -262,10 +269,14 @@ Result<std::unique_ptr<Team>> Team::Split(std::span<const uint32_t> ranks, OptDe
     for (uint32_t r : ranks) sub->contexts.push_back(t.contexts[r]);
     sub->channel = std::make_unique<Channel>(sub->heaps, sub->members, sub->me, offset, t.slot_bytes);
     sub->device = t.device;
+    sub->device_sync.offset = device_sync_offset;
+    if (t.device) zeroed = t.device->ZeroOwn(device_sync_offset, cuda::kSyncBytes);
     sub->channel->ResetOwnFlags();
   }
-  // No member sends on the new channel before every member has zeroed its flags.
+  // No member sends on the new channel (or its device flags) before every member has zeroed its
+  // flags; a member that could not still takes part, then says why.
   WEFT_RETURN_IF_ERROR(Barrier(dl));
+  WEFT_RETURN_IF_ERROR(zeroed);
   if (!sub) return std::unique_ptr<Team>();
   return std::unique_ptr<Team>(new Team(std::move(sub)));
 }

@@ -26,8 +26,10 @@ struct Team::Impl {
   uint32_t timeout_ms = 60000;
   std::vector<std::vector<uint8_t>> contexts;
   std::unique_ptr<Channel> channel;
-  // The root team's device heap (null without one); sub-teams share it to refuse device buffers.
+  // The root team's device heap (null without one), shared by its sub-teams, and this team's
+  // barrier flags in it.
   std::shared_ptr<DeviceHeap> device;
+  DeviceSync device_sync;
   void* stream = nullptr;  // cudaStream_t of the device collectives
   TeamStats stats;
   // Set once a round failed half-way (a peer died, a deadline passed): the members' rounds are

@@ -444,21 +444,13 @@ class TransferEngine:
         if not (len(buffers) == len(peers) == len(lengths)):
             return fail(-1, "%s(%r): %d buffers, %d peer addresses, %d lengths: the lists must be as long", what,
                         target, len(buffers), len(peers), len(lengths))
-        if 0 in lengths:
-            buffers, peers, lengths = _without_empty(buffers, peers, lengths)
-        if not buffers:  # nothing to move: success, as in Mooncake (a notification still goes)
-            if notify is None:
-                return 0
-            try:
-                te.notify(self._segment(te, target), notify.name, notify.msg, timeout=self._timeout_base)
-                return 0
-            except Exception as e:
-                return fail(-1, "%s(%r): the notification: %s", what, target, e)
-        timeout = self._timeout(lengths)
+        # One native call: zero-length requests dropped (with none left only the notification goes,
+        # as in Mooncake), the deadline from the bytes, None when every request succeeded.
         for attempt in (0, 1):
             try:
                 handle = self._segment(te, target)
-                results = te._native.transfer_lists(opcode, handle, buffers, peers, lengths, notify, timeout, False)
+                results = te._native.transfer_lists_mooncake(opcode, handle, buffers, peers, lengths, notify,
+                                                             self._timeout_base)
             except Error as e:
                 if attempt == 0 and e.name in _STALE_SEGMENT and target in self._handles:
                     self._evict(te, target)
@@ -466,7 +458,7 @@ class TransferEngine:
                 return fail(_code(e), "%s(%r, %d requests): %s", what, target, len(buffers), e)
             except Exception as e:  # TypeError / OverflowError for bad arguments
                 return fail(-1, "%s(%r): %s", what, target, e)
-            if results.count(None) == len(results):
+            if results is None:
                 return 0
             failed = [r for r in results if r is not None]
             first = failed[0]

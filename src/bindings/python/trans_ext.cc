@@ -381,6 +381,33 @@ class PyTransferEngine {
     return RunBatch(batch, notify, timeout, check);
   }
 
+  // weft.mooncake's synchronous batches in one native call, so the shim touches no per-request
+  // Python object beyond the three lists: zero-length requests are dropped (Mooncake skips them;
+  // with none left only the notification goes), the deadline is timeout_base + 1 ns a byte, and the
+  // answer is None when every request succeeded, else the per-request results of those that ran.
+  nb::object TransferListsMooncake(nb::handle opcode, nb::handle target, nb::handle locals, nb::handle remotes,
+                                   nb::handle lengths, nb::handle notify, double timeout_base_s) {
+    Batch batch = ParseLists(opcode, target, locals, remotes, lengths);
+    std::erase_if(batch.requests, [](const TransferRequest& r) { return r.length == 0; });
+    if (batch.requests.empty()) {
+      if (!notify.is_none()) Notify(target, notify, timeout_base_s);
+      return nb::none();
+    }
+    uint64_t total = 0;
+    for (const TransferRequest& r : batch.requests) total += r.length;
+    std::optional<Notification> n = NotificationOf(notify);
+    TransferEngine& e = E();
+    Use use(this);
+    std::vector<Status> statuses;
+    {
+      nb::gil_scoped_release release;
+      statuses = e.Transfer(batch.requests, std::move(n), OptionalDeadline(timeout_base_s + total * 1e-9));
+    }
+    for (const Status& st : statuses)
+      if (!st.ok()) return ResultList(statuses, /*check=*/false);
+    return nb::none();
+  }
+
   void Notify(nb::handle target, nb::handle notification, std::optional<double> timeout) {
     const SegmentHandle handle = TargetOf(target);
     std::optional<Notification> n = NotificationOf(notification);
@@ -639,6 +666,8 @@ void BindTrans(nb::module_& m) {
       .def("transfer", &PyTransferEngine::Transfer, "requests"_a, "notify"_a.none(), "timeout"_a.none(), "check"_a)
       .def("transfer_lists", &PyTransferEngine::TransferLists, "opcode"_a, "target"_a, "locals"_a, "remotes"_a,
            "lengths"_a, "notify"_a.none(), "timeout"_a.none(), "check"_a)
+      .def("transfer_lists_mooncake", &PyTransferEngine::TransferListsMooncake, "opcode"_a, "target"_a, "locals"_a,
+           "remotes"_a, "lengths"_a, "notify"_a.none(), "timeout_base"_a)
       .def("notify", &PyTransferEngine::Notify, "target"_a, "notification"_a, "timeout"_a.none())
       .def("take_notifications", &PyTransferEngine::TakeNotifications)
       .def("probe", &PyTransferEngine::Probe, "name"_a, "timeout"_a.none());

@@ -131,6 +131,17 @@ def test_batch_sync(peer, driver):
     local.poison()
     assert te.batch_transfer_sync(peer.name, locals_, remotes, sizes, mc.TransferOpcode.Read) == 0
     assert all(local.get(i * stride, len(c)) == c for i, c in enumerate(chunks))
+    # Arrays of 8-byte integers instead of lists (no Python object per request); zero-length
+    # requests still skipped; an array of another item size is refused (-1), nothing moved.
+    import numpy as np
+    local.poison()
+    arrays = [np.array(v, dtype=np.uint64) for v in (locals_, remotes, sizes[:-1] + [0])]
+    assert te.batch_transfer_sync_read(peer.name, *arrays) == 0
+    assert all(local.get(i * stride, len(c)) == c for i, c in enumerate(chunks[:-1]))
+    assert local.get((n - 1) * stride, 16) == b"\xa5" * 16
+    local.poison()
+    assert te.batch_transfer_sync_read(peer.name, arrays[0], arrays[1], np.array(sizes, dtype=np.int32)) == -1
+    assert local.get(0, 16) == b"\xa5" * 16
 
 
 def test_batch_async_and_get_batch_transfer_status(peer, driver):

@@ -20,11 +20,13 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -519,8 +521,28 @@ class PyTransferEngine {
     return b;
   }
 
+  // A list of ints, or (without a Python object per item) a C-contiguous buffer of 8-byte
+  // integers: a numpy uint64/int64 array, array.array('Q').
   static std::vector<uint64_t> U64List(nb::handle seq, const char* what) {
     std::vector<uint64_t> out;
+    if (PyObject_CheckBuffer(seq.ptr())) {
+      Py_buffer view{};
+      if (PyObject_GetBuffer(seq.ptr(), &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) throw nb::python_error();
+      std::string_view f = view.format ? view.format : "B";
+      if (!f.empty() && (f[0] == '@' || f[0] == '=' || f[0] == '<')) f.remove_prefix(1);
+      const bool words = view.itemsize == 8 && f.size() == 1 && std::string_view("QqLl").find(f[0]) != std::string_view::npos;
+      std::string refusal;
+      if (words) {
+        out.resize(static_cast<size_t>(view.len) / 8);
+        std::memcpy(out.data(), view.buf, out.size() * 8);
+      } else {
+        refusal = fmt::format("{}: a buffer of {}-byte items of format '{}'; give a list of ints or an array of "
+                              "8-byte integers", what, view.itemsize, f);
+      }
+      PyBuffer_Release(&view);
+      if (!words) throw nb::type_error(refusal.c_str());
+      return out;
+    }
     nb::object fast = nb::steal(PySequence_Fast(seq.ptr(), what));
     if (!fast.is_valid()) throw nb::python_error();
     const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast.ptr());

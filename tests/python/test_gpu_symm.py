@@ -12,16 +12,9 @@ import subprocess
 import sys
 import uuid
 
-import pytest
+from trans_util import require_gpu
 
-from weft import trans
-
-torch = pytest.importorskip("torch", reason="test_gpu_symm needs torch with CUDA (pip install torch)")
-if not torch.cuda.is_available():
-    pytest.skip("test_gpu_symm needs a CUDA GPU: torch.cuda.is_available() is False", allow_module_level=True)
-_GPU, _WHY_NOT = trans.device_status()
-if not _GPU:
-    pytest.skip(f"test_gpu_symm needs a CUDA build of weft: {_WHY_NOT}", allow_module_level=True)
+torch = require_gpu("test_gpu_symm")
 
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_symm_peer.py")
 

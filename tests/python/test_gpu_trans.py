@@ -20,14 +20,9 @@ import pytest
 import weft
 import weft.mooncake as mc
 from weft import trans
-from trans_util import HERE, Process, env_without_secret
+from trans_util import HERE, Process, env_without_secret, require_gpu
 
-torch = pytest.importorskip("torch", reason="test_gpu_trans needs torch with CUDA (pip install torch)")
-if not torch.cuda.is_available():
-    pytest.skip("test_gpu_trans needs a CUDA GPU: torch.cuda.is_available() is False", allow_module_level=True)
-_GPU, _WHY_NOT = trans.device_status()
-if not _GPU:
-    pytest.skip(f"test_gpu_trans needs a CUDA build of weft: {_WHY_NOT}", allow_module_level=True)
+torch = require_gpu("test_gpu_trans")
 
 PEER = os.path.join(HERE, "gpu_trans_peer.py")
 SIZE = 16 << 20

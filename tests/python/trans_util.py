@@ -144,3 +144,18 @@ class MetadataProcess(Process):
         except (OSError, subprocess.TimeoutExpired):
             pass
         self.kill()
+
+
+def require_gpu(test: str):
+    """torch, for a module of GPU tests; skips the module, with the reason, where torch, a GPU or a
+    CUDA build of weft is missing."""
+    import pytest
+    from weft import trans
+
+    torch = pytest.importorskip("torch", reason=f"{test} needs torch with CUDA (pip install torch)")
+    if not torch.cuda.is_available():
+        pytest.skip(f"{test} needs a CUDA GPU: torch.cuda.is_available() is False", allow_module_level=True)
+    usable, why_not = trans.device_status()
+    if not usable:
+        pytest.skip(f"{test} needs a CUDA build of weft: {why_not}", allow_module_level=True)
+    return torch

@@ -98,7 +98,9 @@ int main(int argc, char** argv) {
     s.next_rank = 4;
     s.events.push_back({900, 1700000000000ull, Code::kPeerDown, "rank 3 ('b', pid 43) is down"});
     w.Message("status_reply_fuzz", s, &stream);
-    w.Message("status_reply_fuzz", wire::StatusReply{{Code::kProtocol, "max_peers 0 is not 1..256"}}, &stream);
+    wire::StatusReply refused;
+    refused.status = {Code::kProtocol, "max_peers 0 is not 1..256"};
+    w.Message("status_reply_fuzz", refused, &stream);
   }
   if (auto n = wire::EncodeNotification("peer-a", "layer 7 done"); n.ok()) w.Put("notification_fuzz", *n);
   std::string descriptor =

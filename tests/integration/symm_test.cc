@@ -273,7 +273,7 @@ int HeapCollectives(Pool& pool, uint64_t seed, bool rank0_private) {
   CollectivePlan plan = t.Plan("allreduce", 1 << 20);
   FAIL_IF(plan.heap_algorithm.empty(), "plan %s", plan.ToString().c_str());
   Checker c{t, seed};
-  if (!(rank0_private && t.rank() == 0)) c.scratch = Scratch{static_cast<uint8_t*>(t.Local(*region)), 3 << 20};
+  if (!(rank0_private && t.rank() == 0)) c.scratch = Scratch{static_cast<uint8_t*>(t.Local(*region)), 3 << 20, 0, {}};
   int failures = 0;
   uint64_t salt = 0;
   for (uint64_t count : {uint64_t{7}, uint64_t{1001}, uint64_t{6000}}) {

@@ -175,44 +175,6 @@ struct DeviceHeap::Control {};
 namespace {
 Result<uint64_t> MakeOwnBlock(bm::Pool&, uint64_t) { return CudaUsable(); }
 Result<std::shared_ptr<DeviceHeap::Control>> MakeControl(int) { return CudaUsable(); }
-// Polls the kernel's event until it completes; at the deadline, or once a rank left the pool
-// (asked at most every millisecond), sets the cancel word that every spinning block reads and says
-// why in cancelled_for. Returns the event's final answer.
-cudaError_t WaitForKernel(cudaEvent_t done, volatile uint32_t* words, Deadline deadline,
-                          const std::function<bool()>& peers_alive, Code& cancelled_for) {
-  cudaError_t err;
-  auto next_liveness = std::chrono::steady_clock::now();
-  for (uint64_t spin = 0; (err = cudaEventQuery(done)) == cudaErrorNotReady; ++spin) {
-    if (spin > 1000) std::this_thread::yield();
-    if (cancelled_for != Code::kOk || spin % 64 != 0) continue;
-    if (deadline.expired()) cancelled_for = Code::kTimeout;
-    else if (std::chrono::steady_clock::now() >= next_liveness) {
-      if (!peers_alive()) cancelled_for = Code::kPeerDown;
-      next_liveness = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
-    }
-    if (cancelled_for != Code::kOk) words[0] = 1;
-  }
-  return err;
-}
-
-// What a finished launch reports: the kernel's failure word, and why the host cancelled it.
-Status StatusOf(uint32_t failure, Code cancelled_for) {
-  switch (failure) {
-    case cuda::kKernelOk: return OkStatus();
-    case cuda::kKernelMismatch:
-      return Error(Code::kMismatch, "the ranks called different device collectives (collective, count, dtype, op, "
-                   "root, or heap offsets of the buffers the others read): every rank must make the same call "
-                   "with the same symmetric buffers");
-    case cuda::kKernelCancelled:
-      if (cancelled_for == Code::kPeerDown)
-        return Error(Code::kPeerDown, "a rank of the team left or died during a device collective");
-      [[fallthrough]];
-    default:
-      return Error(Code::kTimeout, "a device collective's ranks did not all arrive before the deadline (a rank that "
-                   "never made the call, or one stopped)");
-  }
-}
-
 }  // namespace
 
 DeviceHeap::Where DeviceHeap::Locate(const void* p) const { return Contains(p) ? Where::kHeap : Where::kHost; }

@@ -41,6 +41,15 @@ struct DeviceHeap::Control {
 
 namespace {
 
+// Zeroes device memory of `gpu` and waits for it (a sync area before any rank may write into it).
+Status ZeroDeviceMemory(int gpu, void* p, uint64_t len) {
+  mem::cuda::DeviceGuard guard;
+  cudaError_t err = cudaSetDevice(gpu);
+  if (err == cudaSuccess) err = cudaMemset(p, 0, len);
+  if (err == cudaSuccess) err = cudaDeviceSynchronize();
+  return err == cudaSuccess ? OkStatus() : mem::cuda::CudaStatus(err, "zeroing a sync area of the device heap");
+}
+
 // This rank's block: allocated in its device slice, its sync area zeroed before any rank can
 // learn where it is (so no flag of an earlier life reads as an arrival).
 Result<uint64_t> MakeOwnBlock(bm::Pool& pool, uint64_t heap_bytes) {
@@ -54,13 +63,10 @@ Result<uint64_t> MakeOwnBlock(bm::Pool& pool, uint64_t heap_bytes) {
     (void)pool.Free(gva);
     return local.status();
   }
-  mem::cuda::DeviceGuard guard;
-  cudaError_t err = cudaSetDevice(pool.config().device);
-  if (err == cudaSuccess) err = cudaMemset(static_cast<uint8_t*>(*local) + heap_bytes, 0, cuda::kSyncBytes);
-  if (err == cudaSuccess) err = cudaDeviceSynchronize();
-  if (err != cudaSuccess) {
+  Status zeroed = ZeroDeviceMemory(pool.config().device, static_cast<uint8_t*>(*local) + heap_bytes, cuda::kSyncBytes);
+  if (!zeroed.ok()) {
     (void)pool.Free(gva);
-    return mem::cuda::CudaStatus(err, "zeroing the device heap's sync area");
+    return zeroed;
   }
   return gva;
 }
@@ -130,13 +136,7 @@ DeviceHeap::Where DeviceHeap::Locate(const void* p) const {
   return a.device == gpu_ ? Where::kThisGpu : Where::kOtherDevice;
 }
 
-Status DeviceHeap::ZeroOwn(uint64_t offset, uint64_t len) {
-  mem::cuda::DeviceGuard guard;
-  cudaError_t err = cudaSetDevice(gpu_);
-  if (err == cudaSuccess) err = cudaMemset(own() + offset, 0, len);
-  if (err == cudaSuccess) err = cudaDeviceSynchronize();
-  return err == cudaSuccess ? OkStatus() : mem::cuda::CudaStatus(err, "zeroing a sync area of the device heap");
-}
+Status DeviceHeap::ZeroOwn(uint64_t offset, uint64_t len) { return ZeroDeviceMemory(gpu_, own() + offset, len); }
 
 Status DeviceHeap::Run(cuda::DeviceLaunch launch, const std::vector<uint32_t>& members, uint32_t me,
                        DeviceSync& sync, void* stream, Deadline deadline, const std::function<bool()>& peers_alive) {

@@ -225,8 +225,7 @@ std::optional<DType> DTypeOfTypeName(std::string name) {
   static const std::pair<const char*, DType> kNames[] = {
       {"f32", DType::kF32},  {"float32", DType::kF32}, {"bf16", DType::kBF16}, {"bfloat16", DType::kBF16},
       {"f16", DType::kF16},  {"float16", DType::kF16}, {"i32", DType::kI32},   {"int32", DType::kI32},
-      {"i64", DType::kI64},  {"int64", DType::kI64},   {"u8", DType::kU8},     {"uint8", DType::kU8},
-      {"float", DType::kF32}, {"half", DType::kF16},   {"int", DType::kI32},   {"long", DType::kI64}};
+      {"i64", DType::kI64},  {"int64", DType::kI64},   {"u8", DType::kU8},     {"uint8", DType::kU8}};
   for (const auto& [text, dtype] : kNames)
     if (name == text) return dtype;
   return std::nullopt;

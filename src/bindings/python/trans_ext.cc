@@ -397,14 +397,7 @@ class PyTransferEngine {
     }
     uint64_t total = 0;
     for (const TransferRequest& r : batch.requests) total += r.length;
-    std::optional<Notification> n = NotificationOf(notify);
-    TransferEngine& e = E();
-    Use use(this);
-    std::vector<Status> statuses;
-    {
-      nb::gil_scoped_release release;
-      statuses = e.Transfer(batch.requests, std::move(n), OptionalDeadline(timeout_base_s + total * 1e-9));
-    }
+    const std::vector<Status> statuses = RunStatuses(batch, notify, timeout_base_s + total * 1e-9);
     for (const Status& st : statuses)
       if (!st.ok()) return ResultList(statuses, /*check=*/false);
     return nb::none();
@@ -530,7 +523,8 @@ class PyTransferEngine {
       if (PyObject_GetBuffer(seq.ptr(), &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) throw nb::python_error();
       std::string_view f = view.format ? view.format : "B";
       if (!f.empty() && (f[0] == '@' || f[0] == '=' || f[0] == '<')) f.remove_prefix(1);
-      const bool words = view.itemsize == 8 && f.size() == 1 && std::string_view("QqLl").find(f[0]) != std::string_view::npos;
+      const bool words =
+          view.itemsize == 8 && f.size() == 1 && std::string_view("QqLl").find(f[0]) != std::string_view::npos;
       std::string refusal;
       if (words) {
         out.resize(static_cast<size_t>(view.len) / 8);
@@ -585,16 +579,17 @@ class PyTransferEngine {
     return *r;
   }
 
-  nb::list RunBatch(Batch& batch, nb::handle notify, std::optional<double> timeout, bool check) {
+  // Runs a batch to completion without the GIL: one status per request.
+  std::vector<Status> RunStatuses(Batch& batch, nb::handle notify, std::optional<double> timeout) {
     std::optional<Notification> n = NotificationOf(notify);
     TransferEngine& e = E();
     Use use(this);
-    std::vector<Status> statuses;
-    {
-      nb::gil_scoped_release release;
-      statuses = e.Transfer(batch.requests, std::move(n), OptionalDeadline(timeout));
-    }
-    return ResultList(statuses, check);
+    nb::gil_scoped_release release;
+    return e.Transfer(batch.requests, std::move(n), OptionalDeadline(timeout));
+  }
+
+  nb::list RunBatch(Batch& batch, nb::handle notify, std::optional<double> timeout, bool check) {
+    return ResultList(RunStatuses(batch, notify, timeout), check);
   }
 
   std::unique_ptr<TransferEngine> engine_;

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -34,6 +35,12 @@ Status BindToNode(void* addr, uint64_t size, int node) {
 }
 
 }  // namespace
+
+void PopulateWrite(void* p, uint64_t len) {
+  constexpr uint64_t kChunk = 32ull << 20;
+  auto* at = static_cast<uint8_t*>(p);
+  for (uint64_t done = 0; done < len; done += kChunk) madvise(at + done, std::min(kChunk, len - done), MADV_POPULATE_WRITE);
+}
 
 uint64_t RandomAccessKey() {
   uint64_t key = 0;
@@ -89,7 +96,7 @@ Result<std::unique_ptr<HostSegment>> HostSegment::Create(const std::string& name
     close(fd);
     return s;
   }
-  madvise(p, mapped, MADV_POPULATE_WRITE);
+  PopulateWrite(p, mapped);
   auto seg = std::unique_ptr<HostSegment>(new HostSegment(fd, static_cast<uint8_t*>(p), size, false));
   seg->access_key_ = RandomAccessKey();
   return seg;
@@ -114,7 +121,7 @@ Result<std::unique_ptr<HostSegment>> HostSegment::Import(int fd, uint64_t size, 
     close(fd);
     return s;
   }
-  madvise(p, mapped, MADV_POPULATE_WRITE);
+  PopulateWrite(p, mapped);
   return std::unique_ptr<HostSegment>(new HostSegment(fd, static_cast<uint8_t*>(p), size, at != nullptr));
 }
 

@@ -14,6 +14,13 @@ namespace weft::mem {
 // A fresh random 64-bit key from getrandom(2); never 0.
 uint64_t RandomAccessKey();
 
+// Faults every page of the mapping [p, p + len) in for writing (MADV_POPULATE_WRITE), a chunk per
+// call: one call over a whole segment holds the process's mmap lock until the last page is in
+// (seconds for a GiB on a slow VM), and every other thread of the process that maps memory
+// meanwhile (a new malloc arena, a thread stack) waits that long. A heartbeat thread waiting so
+// once got its peer declared dead.
+void PopulateWrite(void* p, uint64_t len);
+
 class HostSegment {
  public:
   // A new memfd of `size` bytes (rounded up to the page size), mapped shared and pre-faulted.

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include <fmt/format.h>
@@ -85,7 +86,9 @@ class Bench {
     for (uint64_t k = 0; k < count; ++k) keys.push_back(fmt::format("{}/{}", prefix, from + k));
     return keys;
   }
-  bool Verify(uint64_t count, uint64_t size);
+  // Why the values did not read back exactly (a call's error, a short read, a differing byte);
+  // nothing when they did.
+  std::optional<std::string> Verify(uint64_t count, uint64_t size);
   // Prints why a timed call failed (the first time) and returns false.
   bool Report(const char* call, const Status& s) {
     if (!reported_) fmt::print(stderr, "weft bench-store: {} failed: {}\n", call, s.ToString());
@@ -100,7 +103,7 @@ class Bench {
   bool reported_ = false;
 };
 
-bool Bench::Verify(uint64_t count, uint64_t size) {
+std::optional<std::string> Bench::Verify(uint64_t count, uint64_t size) {
   const uint64_t seed = FreshSeed();
   std::vector<uint8_t> value(count * size), back(count * size, 0xA5);
   FillRandom(value.data(), value.size(), seed);
@@ -112,18 +115,26 @@ bool Bench::Verify(uint64_t count, uint64_t size) {
     spans.push_back({value.data() + k * size, size});
     buffers.push_back({back.data() + k * size, size});
   }
-  bool ok = r_.RegisterBuffer(back.data(), back.size()).ok();
-  for (const Status& s : w_.PutBatch(keys, spans)) ok = ok && s.ok();
-  for (const auto& n : r_.GetIntoBatch(keys, buffers)) ok = ok && n.ok() && *n == size;
-  ok = ok && !FirstMismatch(back.data(), back.size(), seed).has_value();
+  std::optional<std::string> why;
+  auto failed = [&](const char* call, const Status& s) {
+    if (!why && !s.ok()) why = fmt::format("{}: {}", call, s.ToString());
+  };
+  failed("register_buffer", r_.RegisterBuffer(back.data(), back.size()));
+  for (const Status& s : w_.PutBatch(keys, spans)) failed("put_batch", s);
+  for (const auto& n : r_.GetIntoBatch(keys, buffers)) {
+    failed("get_into_batch", n.status());
+    if (n.ok() && *n != size && !why) why = fmt::format("get_into_batch read {} of {} bytes", *n, size);
+  }
+  if (auto bad = FirstMismatch(back.data(), back.size(), seed); bad && !why)
+    why = fmt::format("byte {} of {} differs", *bad, back.size());
   (void)r_.UnregisterBuffer(back.data());
-  for (const Status& s : w_.RemoveBatch(keys, true)) ok = ok && s.ok();
-  return ok;
+  for (const Status& s : w_.RemoveBatch(keys, true)) failed("remove_batch", s);
+  return why;
 }
 
 bool Bench::Case(uint64_t count, uint64_t size, std::vector<Row>& rows) {
-  if (!Verify(count, size)) {
-    fmt::print(stderr, "weft bench-store: {} x {} did not read back exactly\n", count, FormatBytes(size));
+  if (auto why = Verify(count, size)) {
+    fmt::print(stderr, "weft bench-store: {} x {} did not read back exactly: {}\n", count, FormatBytes(size), *why);
     return false;
   }
   // Enough distinct values that the timed puts never rewrite a key: new bytes, new keys.

@@ -29,6 +29,7 @@
 #endif
 #include "engine/builtin_transports.h"
 #include "engine/engine.h"
+#include "mem/host_segment.h"
 #include "base/worker_pool.h"
 #include "meta/directory.h"
 #include "meta/http_call.h"
@@ -1117,12 +1118,13 @@ Result<void*> TransferEngine::AllocateManagedBuffer(uint64_t length) {
     ::close(fd);
     return Error(Code::kUnavailable, "a managed buffer of {} bytes: {}", length, std::strerror(err));
   }
-  void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) {
     int err = errno;
     ::close(fd);
     return Error(Code::kUnavailable, "mapping a managed buffer of {} bytes: {}", length, std::strerror(err));
   }
+  mem::PopulateWrite(p, length);
   {
     std::lock_guard g(m.mu);
     m.managed[reinterpret_cast<uint64_t>(p)] = ManagedBuffer{fd, length};

@@ -119,6 +119,12 @@ struct CoordinatorClient::Impl {
   std::map<uint64_t, GatherResult> allgather_results;
   uint64_t next_call_id = 1;
   std::map<uint64_t, std::optional<Result<std::vector<uint8_t>>>> calls;
+  // Bumped (after the reply is in `calls`) by each CallReply: a caller polls it for a short
+  // while before it sleeps on cv (WaitForReply).
+  std::atomic<uint64_t> replies{0};
+
+  // Until calls[id] holds the reply, the connection is interrupted or the deadline passes.
+  void WaitForReply(std::unique_lock<std::mutex>& lock, uint64_t id, Deadline deadline);
 
   Status JoinPool(Deadline deadline);
   Result<wire::Join> MakeJoin(bool over_tcp) const;
@@ -455,6 +461,7 @@ Status CoordinatorClient::Impl::OnFrame(net::ReceivedFrame frame) {
       } else {
         it->second.emplace(m.status.ToStatus());
       }
+      replies.fetch_add(1, std::memory_order_release);
       cv.notify_all();
       return OkStatus();
     }
@@ -607,11 +614,37 @@ Result<std::vector<uint8_t>> CoordinatorClient::Call(std::span<const uint8_t> re
     m.calls.erase(id);
     return s.Annotate("service call");
   }
-  WaitUntil(m.cv, lock, deadline, [&] { return m.Interrupting() || m.calls[id].has_value(); });
+  m.WaitForReply(lock, id, deadline);
   auto node = m.calls.extract(id);
   if (node.mapped().has_value()) return std::move(*node.mapped());
   if (m.Interrupting()) return m.Interrupted();
   return Error(Code::kTimeout, "service call {}: no reply before the deadline", id);
+}
+
+void CoordinatorClient::Impl::WaitForReply(std::unique_lock<std::mutex>& lock, uint64_t id, Deadline deadline) {
+  auto done = [&] { return Interrupting() || calls[id].has_value(); };
+  // A reply usually comes within tens of µs (the coordinator answers on its loop thread). Being
+  // woken through cv costs the caller a futex wake and a trip through the scheduler, which on a
+  // small VM was most of a round trip (docs/performance.md, the store section); polling the reply
+  // count first avoids it. Yielding between polls keeps the receive thread runnable where cores
+  // are few.
+  if (opt.reply_spin.count() > 0 && !done()) {
+    uint64_t seen = replies.load(std::memory_order_acquire);
+    lock.unlock();
+    const auto until = Clock::now() + opt.reply_spin;
+    while (Clock::now() < until) {
+      const uint64_t now_seen = replies.load(std::memory_order_acquire);
+      if (now_seen == seen) {
+        std::this_thread::yield();
+        continue;
+      }
+      seen = now_seen;
+      std::lock_guard check(mu);
+      if (calls[id].has_value()) break;
+    }
+    lock.lock();
+  }
+  WaitUntil(cv, lock, deadline, done);
 }
 
 Status CoordinatorClient::Leave() {

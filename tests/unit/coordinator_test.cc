@@ -386,6 +386,37 @@ TEST(Coordinator, CallsRoundTripThroughTheServiceHandler) {
   EXPECT_EQ(good.load(), 8 * 50);
 }
 
+// A caller polls for its reply a short while (JoinOptions::reply_spin) before it sleeps: replies
+// that come after the polling, and clients that never poll, get their own replies all the same,
+// with calls of other threads answered in between.
+TEST(Coordinator, CallsGetTheirRepliesWhetherTheyComeWhilePollingOrAfter) {
+  TempDir dir;
+  ServiceHandler handler = [](uint32_t, std::span<const uint8_t> req) -> Result<std::vector<uint8_t>> {
+    if (!req.empty() && req[0] == 1) std::this_thread::sleep_for(std::chrono::milliseconds(3));  // past the polling
+    return std::vector<uint8_t>(req.rbegin(), req.rend());
+  };
+  auto coord = StartCoordinator(dir.File("c.sock"), nullptr, handler);
+  ASSERT_TRUE(coord.ok());
+  auto polling = JoinPeer(dir.File("c.sock"), "polling");
+  auto sleeping = JoinPeer(dir.File("c.sock"), "sleeping", [](JoinOptions& o) { o.reply_spin = {}; });
+  ASSERT_TRUE(polling.ok() && sleeping.ok());
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      CoordinatorClient& client = *(t % 2 ? (*sleeping)->client : (*polling)->client);
+      for (int i = 0; i < 40; ++i) {
+        auto r = RandomBytes(1 + RandomU64() % 64);
+        r[0] = static_cast<uint8_t>(i % 4 == 0 ? 1 : 2);  // every fourth call is slow
+        auto got = client.Call(r, Long());
+        if (got.ok() && *got == std::vector<uint8_t>(r.rbegin(), r.rend())) ++good;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(good.load(), 4 * 40);
+}
+
 // The coordinator's counters (docs/ops.md) follow joins, refusals, heartbeats, a silent peer
 // declared down and a clean leave.
 TEST(Coordinator, CountsWhatHappensToItsPeers) {

@@ -304,7 +304,7 @@ int Rank(uint32_t me, uint32_t ranks, int device, int gpus, const std::string& p
   bm::Pool& pool = **joined;
   RANK_CHECK(pool.WaitForPeers(ranks, Long()).ok(), "wait for peers");
   TeamOptions o;
-  o.heap_bytes = 1 << 20;
+  o.heap_bytes = 4 << 20;  // room for a sub-team's host channel too (about 1 MiB for two ranks)
   o.device_heap_bytes = 2 * kRegion;
   auto team = Team::Create(pool, o, Long());
   RANK_CHECK(team.ok(), "create: %s", team.status().ToString().c_str());

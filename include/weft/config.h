@@ -30,6 +30,7 @@ struct Config {
   uint32_t copy_threads = 4;
   uint64_t split_bytes = 8ull << 20;
   uint32_t heartbeat_ms = 200;
+  uint32_t reply_spin_us = 100;  // control calls poll this long for their reply before sleeping
   uint32_t peer_timeout_ms = 2000;
   // The coordinator's bounds on connections that have not joined yet (docs/ops.md).
   uint32_t coordinator_join_timeout_ms = 2000;

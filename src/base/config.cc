@@ -226,6 +226,12 @@ const std::vector<KeyDef>& Defs() {
       Def("heartbeat_ms", "int", "200", "Interval between a peer's heartbeats to the coordinator.",
           IntSetter(&Config::heartbeat_ms),
           IntRange(&Config::heartbeat_ms, 1, 3600000)),
+      Def("reply_spin_us", "int", "100",
+          "How long a call to the coordinator or the store master polls for its reply before it sleeps until "
+          "woken. Polling saves a scheduler wake-up on each quick reply (most of a round trip on small VMs) and "
+          "costs a core for at most this long per call; 0 sleeps at once (hosts with more busy threads than cores).",
+          IntSetter(&Config::reply_spin_us),
+          IntRange(&Config::reply_spin_us, 0, 100000)),
       Def("peer_timeout_ms", "int", "2000",
           "A peer silent for this long is declared down (copies to it then fail PEER_DOWN). Over tcp it is also "
           "the TCP_USER_TIMEOUT/keepalive bound of the coordinator connection, so half-open links are noticed. "

@@ -473,6 +473,7 @@ Result<std::unique_ptr<meta::CoordinatorClient>> Pool::Impl::JoinAt(const std::s
   jopts.segment.transports = std::move(advert.blobs);
   jopts.fds = std::move(advert.fds);
   jopts.heartbeat_interval = Millis(config.heartbeat_ms);
+  jopts.reply_spin = std::chrono::microseconds(config.reply_spin_us);
   jopts.deadline = DefaultDeadline();
   return meta::CoordinatorClient::Join(
       jopts,

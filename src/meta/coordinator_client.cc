@@ -631,7 +631,7 @@ void CoordinatorClient::Impl::WaitForReply(std::unique_lock<std::mutex>& lock, u
   if (opt.reply_spin.count() > 0 && !done()) {
     uint64_t seen = replies.load(std::memory_order_acquire);
     lock.unlock();
-    const auto until = Clock::now() + opt.reply_spin;
+    const auto until = std::min(Clock::now() + opt.reply_spin, deadline.at());
     while (Clock::now() < until) {
       const uint64_t now_seen = replies.load(std::memory_order_acquire);
       if (now_seen == seen) {

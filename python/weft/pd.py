@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import threading
+from array import array
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
@@ -178,20 +179,34 @@ def block_runs(local_ids: Sequence[int], remote_ids: Sequence[int]) -> List[Tupl
     return runs
 
 
-def read_requests(local: KVLayout, remote: KVLayout, target: str, local_ids: Sequence[int],
-                  remote_ids: Sequence[int]) -> List[Tuple[int, int, str, int, int]]:
-    """The READs that copy the remote blocks into the local ones, region by region; a run of blocks
-    consecutive on both sides whose stride equals its block size is one request."""
-    out: List[Tuple[int, int, str, int, int]] = []
+def read_spans(local: KVLayout, remote: KVLayout, local_ids: Sequence[int],
+               remote_ids: Sequence[int]) -> Tuple["array[int]", "array[int]", "array[int]"]:
+    """The READs that copy the remote blocks into the local ones, region by region, as three
+    arrays of 8-byte integers (local addresses, remote addresses, lengths), which the engine takes
+    without a Python object per request; a run of blocks consecutive on both sides whose stride
+    equals its block size is one request."""
+    locals_, remotes, lengths = array("Q"), array("Q"), array("Q")
     runs = block_runs(local_ids, remote_ids)
     for lr, rr in zip(local.regions, remote.regions):
-        dense = lr.block_stride == lr.block_bytes and rr.block_stride == rr.block_bytes
-        for lo, ro, n in runs:
-            if dense:
-                out.append((READ, lr.block(lo), target, rr.block(ro), n * lr.block_bytes))
-            else:
-                out.extend((READ, lr.block(lo + i), target, rr.block(ro + i), lr.block_bytes) for i in range(n))
-    return out
+        if lr.block_stride == lr.block_bytes and rr.block_stride == rr.block_bytes:
+            for lo, ro, n in runs:
+                locals_.append(lr.block(lo))
+                remotes.append(rr.block(ro))
+                lengths.append(n * lr.block_bytes)
+        else:
+            for lo, ro, n in runs:
+                for i in range(n):
+                    locals_.append(lr.block(lo + i))
+                    remotes.append(rr.block(ro + i))
+                    lengths.append(lr.block_bytes)
+    return locals_, remotes, lengths
+
+
+def read_requests(local: KVLayout, remote: KVLayout, target: str, local_ids: Sequence[int],
+                  remote_ids: Sequence[int]) -> List[Tuple[int, int, str, int, int]]:
+    """:func:`read_spans` as ``(READ, local, target, remote, length)`` requests."""
+    locals_, remotes, lengths = read_spans(local, remote, local_ids, remote_ids)
+    return [(READ, lo, target, ro, n) for lo, ro, n in zip(locals_, remotes, lengths)]
 
 
 def _check_ids(what: str, ids: Sequence[int], layout: KVLayout) -> None:
@@ -289,14 +304,15 @@ class KVPeer:
             why = self.layout.mismatch(remote_layout)
             if why:
                 raise Mismatch(f"request {request_id}: cannot copy from {remote}: {why}")
-            requests = read_requests(self.layout, remote_layout, remote, local_ids, remote_ids)
+            locals_, remotes, lengths = read_spans(self.layout, remote_layout, local_ids, remote_ids)
             notify = (READ_DONE, remote_request_id.encode())
-            if not requests:  # nothing to copy: only the prefiller is told
+            if not lengths:  # nothing to copy: only the prefiller is told
                 self.engine.notify(remote, *notify, timeout=self.read_timeout)
                 with self._lock:
                     self._received.add(request_id)
                 return
-            batch = self.engine.submit(requests, notify=notify, timeout=self.read_timeout)
+            batch = self.engine.submit_spans(READ, remote, locals_, remotes, lengths, notify=notify,
+                                             timeout=self.read_timeout)
         except Error as e:
             self._fail(request_id, local_ids, str(e))
             return

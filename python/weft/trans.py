@@ -367,6 +367,15 @@ class TransferEngine:
         :class:`weft.InvalidArgument` for a malformed batch (nothing is started then)."""
         return self._native.submit(requests, notify, timeout)
 
+    def submit_spans(self, opcode: Union[str, int], target: Target, locals: Sequence[int], remotes: Sequence[int],
+                     lengths: Sequence[int], notify: Optional[Tuple[str, Union[str, bytes]]] = None,
+                     timeout: Optional[float] = None) -> int:
+        """:meth:`submit` of requests that share one opcode and target, given as three sequences of
+        equal length: local addresses (inside registered buffers), remote addresses, lengths. Arrays
+        of 8-byte integers (``array('Q')``, numpy uint64/int64) are taken with one copy instead of
+        a Python int per request, which is what makes a batch of thousands of blocks cheap."""
+        return self._native.submit_lists(opcode, target, locals, remotes, lengths, notify, timeout)
+
     def poll(self, batch: int) -> BatchStatus:
         """The batch's state now (:class:`weft.NotFound` for an unknown id)."""
         return BatchStatus(*self._native.poll(batch))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from array import array
 import warnings
 import urllib.error
 import urllib.request
@@ -142,6 +143,37 @@ def test_submit_poll_wait_free(peer, te):
     assert [i for i, r in enumerate(info.value.results) if r is not None] == [7]
     results = te.transfer(reqs, check=False)
     assert results[7] is not None and results.count(None) == 63
+
+
+def test_submit_spans_takes_arrays_and_lists(peer, te):
+    local = np.frombuffer(os.urandom(1 << 20), dtype=np.uint8).copy()
+    te.register_memory(local)
+    piece, n = 4096, 256
+    order = np.random.default_rng(int.from_bytes(os.urandom(8), "little")).permutation(n)  # scattered
+    locals_ = array("Q", (local.ctypes.data + int(i) * piece for i in order))
+    remotes = np.array([peer.addr + k * piece for k in range(n)], dtype=np.uint64)
+    peer.fill(0, SIZE, 0xA5)
+    batch = te.submit_spans("write", peer.name, locals_, remotes, [piece] * n, notify=None, timeout=60)
+    status = te.wait(batch)
+    assert status.ok and status.results == [None] * n
+    te.free_batch(batch)
+    expect = b"".join(local.tobytes()[int(i) * piece:(int(i) + 1) * piece] for i in order)
+    assert peer.sha(0, n * piece) == sha(expect)
+    assert peer.sha(n * piece, 4096) == sha(b"\xa5" * 4096)  # nothing past the batch
+
+    back = np.full(n * piece, 0x5A, dtype=np.uint8)
+    te.register_memory(back)
+    batch = te.submit_spans(weft.trans.READ, te.open_segment(peer.name),
+                            np.array([back.ctypes.data + k * piece for k in range(n)], dtype=np.uint64),
+                            list(int(r) for r in remotes), array("Q", [piece] * n))
+    assert te.wait(batch).ok
+    te.free_batch(batch)
+    assert back.tobytes() == expect
+
+    with pytest.raises(weft.InvalidArgument):  # the three sequences must be of one length
+        te.submit_spans("write", peer.name, locals_, remotes[:-1], [piece] * n)
+    with pytest.raises(TypeError):  # 4-byte items would be read as something else
+        te.submit_spans("write", peer.name, array("I", [1]), remotes[:1], [piece])
 
 
 def test_busy_batch_and_timeout(te):

@@ -368,17 +368,20 @@ class KVPeer:
         with self._lock:
             reads = list(self._reads.items())
         for rid, reading in reads:
-            status = self.engine.poll(reading.batch)
-            if not status.done:
+            ok = self.engine.poll_done(reading.batch)  # no per-request lists while it runs
+            if ok is None:
                 continue
+            first = ""
+            if not ok:
+                status = self.engine.poll(reading.batch)
+                first = next((str(r) for r in status.results if r is not None), str(status.notification))
             self.engine.free_batch(reading.batch)
             with self._lock:
                 del self._reads[rid]
-            if status.ok:
+            if ok:
                 with self._lock:
                     self._received.add(rid)
             else:
-                first = next((str(r) for r in status.results if r is not None), str(status.notification))
                 self._fail(rid, reading.local_ids, first)
 
     def _fail(self, request_id: str, local_ids: Sequence[int], why: str) -> None:

@@ -380,6 +380,12 @@ class TransferEngine:
         """The batch's state now (:class:`weft.NotFound` for an unknown id)."""
         return BatchStatus(*self._native.poll(batch))
 
+    def poll_done(self, batch: int) -> Optional[bool]:
+        """None while the batch runs; then True when every request completed (``poll(batch).ok``),
+        False when one failed (:meth:`poll` says which and why). Cheap for large batches: no object
+        per request (:class:`weft.NotFound` for an unknown id)."""
+        return self._native.poll_done(batch)
+
     def wait(self, batch: int, timeout: Optional[float] = None) -> BatchStatus:
         """Blocks until the batch finished; :class:`weft.Timeout` if not within ``timeout``
         seconds (None: until its deadline). Per-request failures are in the result."""

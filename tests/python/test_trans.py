@@ -121,19 +121,21 @@ def test_submit_poll_wait_free(peer, te):
     assert batch != 0
     status = te.wait(batch, timeout=120)
     assert status.done and status.ok and status.states == ["completed"] * 64 and status.results == [None] * 64
-    assert te.poll(batch).done
+    assert te.poll(batch).done and te.poll_done(batch) is True
     te.free_batch(batch)
     with pytest.raises(weft.NotFound):
         te.poll(batch)
     with pytest.raises(weft.NotFound):
         te.free_batch(batch)
+    with pytest.raises(weft.NotFound):
+        te.poll_done(batch)
     assert peer.sha(0, 4 << 20) == sha(local.tobytes())
 
     # One bad request fails alone, with its own result.
     reqs[7] = ("write", local.ctypes.data, peer.name, peer.addr + SIZE - 100, piece)  # runs past the peer's buffer
     batch = te.submit(reqs)
     status = te.wait(batch)
-    assert status.done and not status.ok
+    assert status.done and not status.ok and te.poll_done(batch) is False
     assert [i for i, r in enumerate(status.results) if r is not None] == [7]
     assert isinstance(status.results[7], weft.Error) and status.states[7] == "failed"
     assert "request 7" in str(status.results[7])
@@ -187,6 +189,7 @@ def test_busy_batch_and_timeout(te):
         with pytest.raises(weft.Error) as info:
             te.free_batch(batch)  # still running
         assert isinstance(info.value, weft.Busy) and info.value.name == "BUSY"
+        assert te.poll_done(batch) is None
         with pytest.raises(weft.Timeout):
             te.wait(batch, timeout=0.05)
         status = te.wait(batch)  # ends at the batch's own deadline

@@ -17,6 +17,7 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -355,6 +356,15 @@ class PyTransferEngine {
     return StatusTuple(*r);
   }
 
+  // None while the batch runs, then whether every request completed: what a caller polling many
+  // batches needs, without a Python object per request (Poll's lists cost ~90 us for 1024).
+  std::optional<bool> PollDone(BatchId id) {
+    weft::Result<BatchStatus> r = E().Poll(id);
+    if (!r.ok()) Raise(r.status());
+    if (!r->done) return std::nullopt;
+    return std::all_of(r->results.begin(), r->results.end(), [](const Status& s) { return s.ok(); });
+  }
+
   nb::tuple Wait(BatchId id, std::optional<double> timeout) {
     TransferEngine& e = E();
     Use use(this);
@@ -678,6 +688,7 @@ void BindTrans(nb::module_& m) {
       .def("submit_lists", &PyTransferEngine::SubmitLists, "opcode"_a, "target"_a, "locals"_a, "remotes"_a,
            "lengths"_a, "notify"_a.none(), "timeout"_a.none())
       .def("poll", &PyTransferEngine::Poll, "batch"_a)
+      .def("poll_done", &PyTransferEngine::PollDone, "batch"_a)
       .def("wait", &PyTransferEngine::Wait, "batch"_a, "timeout"_a.none())
       .def("free_batch", &PyTransferEngine::FreeBatch, "batch"_a)
       .def("transfer", &PyTransferEngine::Transfer, "requests"_a, "notify"_a.none(), "timeout"_a.none(), "check"_a)

@@ -31,6 +31,7 @@ namespace {
 
 constexpr int kSkip = 77;
 constexpr uint64_t kRegion = 4 << 20;  // send and recv regions of the device heap, each
+constexpr uint64_t kSpare = 1 << 20;    // and room past them for sub-teams' sync areas (8 KiB each)
 using Bytes = std::vector<uint8_t>;
 
 #define RANK_CHECK(cond, ...)                                                  \
@@ -305,11 +306,11 @@ int Rank(uint32_t me, uint32_t ranks, int device, int gpus, const std::string& p
   RANK_CHECK(pool.WaitForPeers(ranks, Long()).ok(), "wait for peers");
   TeamOptions o;
   o.heap_bytes = 4 << 20;  // room for a sub-team's host channel too (about 1 MiB for two ranks)
-  o.device_heap_bytes = 2 * kRegion;
+  o.device_heap_bytes = 2 * kRegion + kSpare;
   auto team = Team::Create(pool, o, Long());
   RANK_CHECK(team.ok(), "create: %s", team.status().ToString().c_str());
   Team& t = **team;
-  RANK_CHECK(t.device_heap_bytes() == 2 * kRegion, "device heap of %lu bytes",
+  RANK_CHECK(t.device_heap_bytes() == 2 * kRegion + kSpare, "device heap of %lu bytes",
              static_cast<unsigned long>(t.device_heap_bytes()));
   auto send = t.DeviceMalloc(kRegion, Long());
   auto recv = t.DeviceMalloc(kRegion, Long());

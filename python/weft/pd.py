@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import json
 import threading
-from array import array
 import time
+from array import array
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 

@@ -39,7 +39,8 @@ Status BindToNode(void* addr, uint64_t size, int node) {
 void PopulateWrite(void* p, uint64_t len) {
   constexpr uint64_t kChunk = 32ull << 20;
   auto* at = static_cast<uint8_t*>(p);
-  for (uint64_t done = 0; done < len; done += kChunk) madvise(at + done, std::min(kChunk, len - done), MADV_POPULATE_WRITE);
+  for (uint64_t done = 0; done < len; done += kChunk)
+    madvise(at + done, std::min(kChunk, len - done), MADV_POPULATE_WRITE);
 }
 
 uint64_t RandomAccessKey() {

@@ -205,8 +205,9 @@ TEST_F(BenchTest, UcxQuickRunComparesWeftWithUcxPerftest) {
 
 TEST_F(BenchTest, UcxWithoutPerftestStillRunsWeftAndSaysPartial) {
   const std::string json_path = dir_ + "/ucx.json";
-  ShellResult r = Shell(std::string(WEFT_BINARY) + " bench-ucx --quick --sizes 64K --latency-sizes 8 --perftest " +
-                        dir_ + "/no-such-ucx_perftest --json " + json_path);
+  // Three callers at once in the bandwidth rows, each verified on its own part of the buffers.
+  ShellResult r = Shell(std::string(WEFT_BINARY) + " bench-ucx --quick --sizes 64K --latency-sizes 8 --threads 3 " +
+                        "--perftest " + dir_ + "/no-such-ucx_perftest --json " + json_path);
   if (std::string why = UcxSkipReason(r); !why.empty()) GTEST_SKIP() << why;
   ASSERT_EQ(r.status, 3) << r.output;
   EXPECT_NE(r.output.find("not found"), std::string::npos) << r.output;
@@ -214,6 +215,8 @@ TEST_F(BenchTest, UcxWithoutPerftestStillRunsWeftAndSaysPartial) {
   auto doc = nlohmann::json::parse(in, nullptr, false);
   ASSERT_FALSE(doc.is_discarded());
   EXPECT_FALSE(doc["complete"].get<bool>());
+  EXPECT_EQ(doc["settings"]["weft_threads"].get<int>(), 3);
+  EXPECT_EQ(doc["settings"]["perftest_window"].get<int>(), 3) << "ucx_perftest gets as many ops in flight";
   ASSERT_EQ(doc["rows"].size(), 4u);
   for (const auto& row : doc["rows"]) {
     SCOPED_TRACE(row.dump());
@@ -228,9 +231,11 @@ TEST_F(BenchTest, UcxWithoutPerftestStillRunsWeftAndSaysPartial) {
 }
 
 TEST_F(BenchTest, UcxBadOptionsExit2) {
-  ShellResult r = Shell(std::string(WEFT_BINARY) + " bench-ucx --quick --sizes 4 --json " + dir_ + "/x.json");
-  EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_FALSE(Exists(dir_ + "/x.json"));
+  for (const char* bad : {"--sizes 4", "--threads 0", "--threads 65", "--perftest-window -1"}) {
+    ShellResult r = Shell(std::string(WEFT_BINARY) + " bench-ucx --quick " + bad + " --json " + dir_ + "/x.json");
+    EXPECT_EQ(r.status, 2) << bad << ": " << r.output;
+    EXPECT_FALSE(Exists(dir_ + "/x.json")) << bad;
+  }
 }
 
 }  // namespace

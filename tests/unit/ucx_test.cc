@@ -8,6 +8,8 @@
 #include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "base/metrics.h"
@@ -213,6 +215,88 @@ TEST_P(UcxPairTest, ABatchOfScatteredPages) {
     const uint8_t* want = local.data() + i * kPage;
     const uint8_t* got = i % 2 == 0 ? p_.memory.data() + slot[i] : reads.data() + i * kPage;
     ASSERT_EQ(std::memcmp(want, got, kPage), 0) << "page " << i;
+  }
+}
+
+// Calls from several threads to one peer at once (each waits on its own flush while the others
+// issue and progress): every call's bytes exact, both directions, in each thread's own part of
+// the region; the rest of the region untouched.
+TEST_P(UcxPairTest, CallsFromManyThreadsToOnePeerAreExact) {
+  constexpr int kThreads = 6, kCalls = 40;
+  constexpr uint64_t kPart = 1 << 20, kPage = 16 << 10;
+  std::memset(p_.memory.data(), 0xEE, kRegion);
+  std::vector<std::string> failures(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const uint64_t base = t * kPart;
+      std::vector<uint8_t> src(kPart), back(kPart);
+      for (int c = 0; c < kCalls && failures[t].empty(); ++c) {
+        const uint64_t seed = FreshSeed();
+        FillRandom(src.data(), kPart, seed);
+        std::memset(back.data(), 0x5A, kPart);
+        // A batch of scattered pages, or the whole part in one op, taking turns.
+        std::vector<RemoteOp> puts, gets;
+        const uint64_t step = c % 2 == 0 ? kPage : kPart;
+        for (uint64_t off = 0; off < kPart; off += step) {
+          puts.push_back(Op(RemoteOpKind::kWrite, src.data() + off, base + off, step));
+          gets.push_back(Op(RemoteOpKind::kRead, back.data() + off, base + off, step));
+        }
+        for (const Status& s : Post(puts))
+          if (!s.ok()) failures[t] = "put: " + s.ToString();
+        for (const Status& s : Post(gets))
+          if (!s.ok()) failures[t] = "get: " + s.ToString();
+        if (!failures[t].empty()) break;
+        if (auto bad = FirstMismatch(p_.memory.data() + base, kPart, seed))
+          failures[t] = "call " + std::to_string(c) + ": byte " + std::to_string(*bad) + " written wrong";
+        else if (auto bad_back = FirstMismatch(back.data(), kPart, seed))
+          failures[t] = "call " + std::to_string(c) + ": byte " + std::to_string(*bad_back) + " read back wrong";
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_EQ(failures[t], "") << "thread " << t;
+  const uint8_t* rest = p_.memory.data() + kThreads * kPart;
+  EXPECT_TRUE(std::all_of(rest, rest + (kRegion - kThreads * kPart), [](uint8_t b) { return b == 0xEE; }));
+}
+
+// Calls from several threads while the peer goes away: each op either completed (its bytes
+// exact) or failed PEER_DOWN, none hangs past its deadline.
+TEST_P(UcxPairTest, CallsFromManyThreadsWhenThePeerDiesFailPeerDown) {
+  constexpr int kThreads = 4;
+  constexpr uint64_t kPart = 256 << 10;
+  std::atomic<int> calls{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::string> failures(kThreads);
+  std::vector<int> down(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<uint8_t> src(kPart, static_cast<uint8_t>(t + 1));
+      RemoteOp put = Op(RemoteOpKind::kWrite, src.data(), t * kPart, kPart);
+      while (!stop.load() && down[t] < 3) {
+        std::vector<Status> results(1);
+        p_.peer->Post({&put, 1}, results, Deadline::After(std::chrono::seconds(30)));
+        calls.fetch_add(1);
+        if (results[0].code() == Code::kPeerDown) {
+          ++down[t];
+        } else if (!results[0].ok()) {
+          failures[t] = results[0].ToString();
+          return;
+        }
+      }
+    });
+  }
+  for (int i = 0; i < 3000 && calls.load() < 20; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_GE(calls.load(), 20) << "the calls before the owner went away did not come back";
+  p_.owner.reset();  // the owner's process is gone mid-calls
+  for (int i = 0; i < 3000 && std::any_of(down.begin(), down.end(), [](int d) { return d < 3; }); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  stop.store(true);
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(failures[t], "") << "thread " << t;
+    EXPECT_EQ(down[t], 3) << "thread " << t << ": its calls after the owner went away are PEER_DOWN";
   }
 }
 

@@ -10,7 +10,8 @@
 //    chosen from its own pace (an untimed probe first) so that the case takes about --seconds;
 //  - weft-tcp: the same as weft-ucx with transports "tcp".
 // Bandwidth rows: put = `ucp_put_bw`, get = `ucp_get`, both with -O 1 (--perftest-window): one
-// op in flight, as a weft call, which is one op and its completion at the peer (ucp_put_bw's own
+// op in flight, as a weft call, which is one op and its completion at the peer. --threads K runs
+// K weft callers at once, each on its own part of the buffers, against -O K (ucp_put_bw's own
 // default of 32 puts in flight collapses to ~0.03 GB/s at 64 MiB over UCX 1.13's tcp). GB/s is
 // 1e9 bytes/s (ucx_perftest's "MB/s" is 2^20 bytes/s and is converted).
 // Latency rows (one call of a small size, p50): put = `ucp_put_lat`, which reports half a
@@ -35,6 +36,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -83,7 +85,8 @@ struct BenchOptions {
   std::string json;
   std::string perftest = "ucx_perftest";
   double perftest_timeout = 60;
-  int perftest_window = 1;  // ucx_perftest -O for the bandwidth rows
+  int perftest_window = 0;  // ucx_perftest -O for the bandwidth rows; 0: as many as weft's threads
+  int threads = 1;          // weft callers at once in the bandwidth rows, each its own part of the buffers
 };
 
 #if WEFT_HAVE_UCX
@@ -415,10 +418,13 @@ struct Pair {
   std::string route;
 
   uint64_t remote() const { return reinterpret_cast<uint64_t>(target->data); }
-  TransferRequest Request(Opcode op, uint64_t size) const { return {op, local->data, segment, remote(), size}; }
+  // `size` bytes at `offset` in both buffers.
+  TransferRequest Request(Opcode op, uint64_t size, uint64_t offset = 0) const {
+    return {op, local->data + offset, segment, remote() + offset, size};
+  }
 
-  Status Once(Opcode op, uint64_t size) {
-    const TransferRequest r = Request(op, size);
+  Status Once(Opcode op, uint64_t size, uint64_t offset = 0) {
+    const TransferRequest r = Request(op, size, offset);
     auto results = client->Transfer(std::span<const TransferRequest>(&r, 1));
     if (results.size() != 1) return Error(Code::kInternal, "{} results for one request", results.size());
     return results[0];
@@ -449,17 +455,17 @@ Result<std::unique_ptr<Pair>> MakePair(const std::string& path, const std::strin
   return p;
 }
 
-// Fresh random bytes into poisoned memory, every byte compared, and the bytes just past the end
-// still poisoned. The reason when wrong.
-std::optional<std::string> Verify(Pair& p, Opcode op, uint64_t size) {
+// Fresh random bytes into poisoned memory at `offset`, every byte compared, and the bytes just past
+// the end still poisoned. The reason when wrong.
+std::optional<std::string> Verify(Pair& p, Opcode op, uint64_t size, uint64_t offset = 0) {
   const bool write = op == Opcode::kWrite;
-  uint8_t* src = write ? p.local->data : p.target->data;
-  uint8_t* dst = write ? p.target->data : p.local->data;
+  uint8_t* src = (write ? p.local->data : p.target->data) + offset;
+  uint8_t* dst = (write ? p.target->data : p.local->data) + offset;
   const uint8_t poison = write ? 0xA5 : 0x5A;
   const uint64_t seed = FreshSeed();
   FillRandom(src, size, seed);
   std::memset(dst, poison, size + kTail);
-  if (Status s = p.Once(op, size); !s.ok()) return s.ToString();
+  if (Status s = p.Once(op, size, offset); !s.ok()) return s.ToString();
   if (auto bad = FirstMismatch(dst, size, seed)) return fmt::format("byte {} of {} differs", *bad, size);
   for (uint64_t i = size; i < size + kTail; ++i)
     if (dst[i] != poison) return fmt::format("byte {} past the end ({} of {}) was overwritten", i - size, i, size);
@@ -472,19 +478,45 @@ struct WeftFigure {
   uint64_t calls = 0;
 };
 
-// Synchronous calls back to back for at least `seconds` (and 3 calls), after one untimed call.
-Result<WeftFigure> WeftBandwidth(Pair& p, Opcode op, uint64_t size, double seconds) {
-  WEFT_RETURN_IF_ERROR(p.Once(op, size));
+// The offset of thread t's part of the buffers: sizes of a page or more start on a page.
+uint64_t PartOffset(int t, uint64_t size) { return static_cast<uint64_t>(t) * ((size + kTail + 4095) / 4096 * 4096); }
+
+// Synchronous calls back to back for at least `seconds` (and 3 calls each) from `threads` threads
+// at once, each on its own part of the buffers, after one untimed call each; mean_us is the
+// time of one call.
+Result<WeftFigure> WeftBandwidth(Pair& p, Opcode op, uint64_t size, double seconds, int threads) {
+  std::vector<Status> failed(threads);
+  std::vector<uint64_t> calls(threads, 0);
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<double> elapsed(threads, 0);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      const uint64_t offset = PartOffset(t, size);
+      failed[t] = p.Once(op, size, offset);
+      ready.fetch_add(1);
+      while (!go.load()) std::this_thread::yield();
+      const auto t0 = SteadyClock::now();
+      while (failed[t].ok() && (elapsed[t] < seconds || calls[t] < 3)) {
+        failed[t] = p.Once(op, size, offset);
+        ++calls[t];
+        elapsed[t] = Since(t0);
+      }
+    });
+  }
+  while (ready.load() < threads) std::this_thread::yield();
+  go.store(true);
+  for (auto& w : workers) w.join();
   WeftFigure f;
-  const auto t0 = SteadyClock::now();
-  double elapsed = 0;
-  do {
-    WEFT_RETURN_IF_ERROR(p.Once(op, size));
-    ++f.calls;
-    elapsed = Since(t0);
-  } while (elapsed < seconds || f.calls < 3);
-  f.value = static_cast<double>(size) * static_cast<double>(f.calls) / elapsed / 1e9;
-  f.mean_us = elapsed * 1e6 / static_cast<double>(f.calls);
+  double rate = 0;  // bytes a second, summed over the threads
+  for (int t = 0; t < threads; ++t) {
+    WEFT_RETURN_IF_ERROR(failed[t]);
+    f.calls += calls[t];
+    rate += static_cast<double>(size) * static_cast<double>(calls[t]) / elapsed[t];
+  }
+  f.value = rate / 1e9;
+  f.mean_us = static_cast<double>(size) * threads / rate * 1e6;
   return f;
 }
 
@@ -568,7 +600,7 @@ std::string Cell(double v, bool latency) {
   return fmt::format("{:.2f} GB/s", v);
 }
 
-void PrintTable(const std::vector<Row>& rows, int rounds, int window) {
+void PrintTable(const std::vector<Row>& rows, int rounds, int window, int threads) {
   fmt::print("\n{:<8} {:<8} {:>20} {:>12} {:>14} {:>12} {:>8}\n", "size", "op", "ucx_perftest", "weft-ucx",
              "ucx/perftest", "weft-tcp", "ucx/tcp");
   fmt::print("{}\n", std::string(88, '-'));
@@ -587,13 +619,14 @@ void PrintTable(const std::vector<Row>& rows, int rounds, int window) {
   }
   fmt::print(
       "\nmedian of {} round(s) per cell. bw: GB/s = 1e9 B/s (ucx_perftest's MB/s, 2^20 B/s, converted). A weft\n"
-      "  call is one op and its completion at the peer; ucp_put_bw / ucp_get ran with -O {} op(s) in flight\n"
-      "  (ucp_put_bw completes an op locally and waits for the peer at the end only).\n"
+      "  call is one op and its completion at the peer, made by {} thread(s) at once (each its own part of the\n"
+      "  buffers); ucp_put_bw / ucp_get ran with -O {} op(s) in flight (ucp_put_bw completes an op locally and\n"
+      "  waits for the peer at the end only).\n"
       "lat: p50 time of one op and its completion. put: ucp_put_lat reports half a ping-pong round trip, shown\n"
       "  doubled (2x) as one round trip, which a weft put is (it returns once the peer confirmed); get: ucp_get -O 1\n"
       "  (one get at a time, a round trip) against a weft read.\n"
       "ratios: bw weft-ucx/perftest and ucx/tcp; lat perftest/weft-ucx and tcp/ucx: above 1, weft-ucx is faster.\n",
-      rounds, window);
+      rounds, threads, window);
   std::vector<std::string> notes;
   for (const Row& r : rows)
     for (const auto& e : r.perftest_errors) {
@@ -675,14 +708,15 @@ int RunBench(BenchOptions o) {
   auto sizes = ParseSizes(o.sizes, "--sizes");
   auto lat_sizes = ParseSizes(o.latency_sizes, "--latency-sizes");
   if (!sizes.ok() || !lat_sizes.ok() || o.rounds < 1 || o.seconds <= 0 || o.perftest_timeout <= 0 || o.tls.empty() ||
-      o.perftest_window < 1) {
+      o.perftest_window < 0 || o.threads < 1 || o.threads > 64) {
     fmt::print(stderr, "weft bench-ucx: {}\n",
                !sizes.ok()       ? sizes.status().message()
                : !lat_sizes.ok() ? lat_sizes.status().message()
-                                 : "--rounds, --seconds, --perftest-timeout, --perftest-window must be positive and "
-                                   "--tls not empty");
+                                 : "--rounds, --seconds, --perftest-timeout must be positive, --perftest-window "
+                                   "not negative, --threads 1 to 64 and --tls not empty");
     return 2;
   }
+  if (o.perftest_window == 0) o.perftest_window = o.threads;  // as many ops in flight as weft has
   if (sizes->empty() && lat_sizes->empty()) {
     fmt::print(stderr, "weft bench-ucx: no sizes to measure\n");
     return 2;
@@ -710,7 +744,8 @@ int RunBench(BenchOptions o) {
   uint64_t largest = 8;
   for (uint64_t s : *sizes) largest = std::max(largest, s);
   for (uint64_t s : *lat_sizes) largest = std::max(largest, s);
-  const uint64_t bytes = (largest + kTail + 4095) / 4096 * 4096;
+  uint64_t bytes = PartOffset(1, largest);
+  for (uint64_t s : *sizes) bytes = std::max(bytes, PartOffset(o.threads, s));
   uint64_t secret_seed = FreshSeed();
   const std::string secret = fmt::format("bench-ucx-{:016x}", SplitMix64(secret_seed));
   auto ucx = MakePair("ucx", "ucx,tcp", secret, bytes);
@@ -753,12 +788,13 @@ int RunBench(BenchOptions o) {
     const Case& c = r.c;
     const std::string what = fmt::format("{} {}", SizeText(c.size), c.Label());
     for (Pair* p : {ucx->get(), tcp->get()})
-      if (auto bad = Verify(*p, c.op, c.size)) {
-        fmt::print(stderr, "weft bench-ucx: {} over {} failed verification: {}\n", what, p->path, *bad);
-        return 1;
-      }
+      for (int t = 0; t < (c.latency ? 1 : o.threads); ++t)
+        if (auto bad = Verify(*p, c.op, c.size, PartOffset(t, c.size))) {
+          fmt::print(stderr, "weft bench-ucx: {} over {} failed verification: {}\n", what, p->path, *bad);
+          return 1;
+        }
     for (int round = 0; round < o.rounds; ++round) {
-      auto u = c.latency ? WeftLatency(**ucx, c.op, c.size, o.seconds) : WeftBandwidth(**ucx, c.op, c.size, o.seconds);
+      auto u = c.latency ? WeftLatency(**ucx, c.op, c.size, o.seconds) : WeftBandwidth(**ucx, c.op, c.size, o.seconds, o.threads);
       if (!u.ok()) {
         fmt::print(stderr, "weft bench-ucx: {} over ucx: {}\n", what, u.status().ToString());
         return 1;
@@ -839,7 +875,7 @@ int RunBench(BenchOptions o) {
         }
       }
 
-      auto t = c.latency ? WeftLatency(**tcp, c.op, c.size, o.seconds) : WeftBandwidth(**tcp, c.op, c.size, o.seconds);
+      auto t = c.latency ? WeftLatency(**tcp, c.op, c.size, o.seconds) : WeftBandwidth(**tcp, c.op, c.size, o.seconds, o.threads);
       if (!t.ok()) {
         fmt::print(stderr, "weft bench-ucx: {} over tcp: {}\n", what, t.status().ToString());
         return 1;
@@ -853,7 +889,7 @@ int RunBench(BenchOptions o) {
     }
   }
 
-  PrintTable(rows, o.rounds, o.perftest_window);
+  PrintTable(rows, o.rounds, o.perftest_window, o.threads);
   bool complete = true;
   for (const Row& r : rows)
     if (!r.Perftest()) complete = false;
@@ -877,6 +913,7 @@ int RunBench(BenchOptions o) {
                        {"quick", o.quick},
                        {"perftest_timeout_s", o.perftest_timeout},
                        {"perftest_window", o.perftest_window},
+                       {"weft_threads", o.threads},
                        {"statistic", "median over rounds; latency: p50 of single timed calls per round"},
                        {"gbps", "1e9 bytes per second"},
                        {"weft_ucx_route", (*ucx)->route},
@@ -915,8 +952,11 @@ void AddBenchUcx(CLI::App& app, Runner* run) {
   cmd->add_option("--perftest", o->perftest, "The ucx_perftest to run (a path, or a name looked up in PATH)");
   cmd->add_option("--perftest-timeout", o->perftest_timeout, "Seconds one ucx_perftest case may take (then killed)");
   cmd->add_option("--perftest-window", o->perftest_window,
-                  "ucx_perftest -O of the bandwidth rows: ops in flight (default 1, as a weft call; its own "
-                  "default is 32 for ucp_put_bw, 1 for ucp_get)");
+                  "ucx_perftest -O of the bandwidth rows: ops in flight (default: --threads, as many as weft's "
+                  "calls at once; its own default is 32 for ucp_put_bw, 1 for ucp_get)");
+  cmd->add_option("--threads", o->threads,
+                  "weft's callers at once in the bandwidth rows, each with synchronous calls on its own part of the "
+                  "buffers (default 1)");
   cmd->callback([=] {
     *run = [=]() -> int { return RunBench(*o); };
   });

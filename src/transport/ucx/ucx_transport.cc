@@ -5,8 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
-#include <span>
 #include <mutex>
+#include <span>
+#include <thread>
 #include <vector>
 
 #include "base/log.h"
@@ -25,14 +26,22 @@ using Worker = UcxTransport::Worker;
 
 // Waits (mu held, progressing) until `request` is no longer in progress, `until` passes or
 // `abandon` turns true; returns its status (UCS_INPROGRESS when it stopped early) and frees it
-// unless still in progress.
-ucs_status_t WaitRequest(Worker& w, void* request, Deadline until, const std::atomic<bool>* abandon = nullptr) {
+// unless still in progress. Given `share` (the caller's lock on mu), a poll that found nothing
+// lets go of mu while another call waits for the worker, so that calls to the same worker overlap
+// (its ops are issued while ours fly; any caller's progress completes every caller's requests).
+ucs_status_t WaitRequest(Worker& w, void* request, Deadline until, const std::atomic<bool>* abandon = nullptr,
+                         std::unique_lock<std::mutex>* share = nullptr) {
   if (request == nullptr) return UCS_OK;
   if (UCS_PTR_IS_ERR(request)) return UCS_PTR_STATUS(request);
   ucs_status_t s;
   while ((s = w.lib->request_check_status(request)) == UCS_INPROGRESS && !until.expired() &&
-         !(abandon && abandon->load(std::memory_order_acquire)))
-    w.lib->worker_progress(w.worker);
+         !(abandon && abandon->load(std::memory_order_acquire))) {
+    if (w.lib->worker_progress(w.worker) != 0 || !share) continue;
+    if (w.stats.posts_waiting.load(std::memory_order_relaxed) < 2) continue;  // nobody to let in
+    share->unlock();
+    std::this_thread::yield();
+    share->lock();
+  }
   if (s != UCS_INPROGRESS) w.lib->request_free(request);
   return s;
 }
@@ -99,7 +108,8 @@ struct UcxPeer final : PeerLink {
     return OkStatus();
   }
 
-  // mu held: closes the endpoint by force (its requests complete with an error).
+  // mu held (and kept throughout): closes the endpoint by force (its requests complete with an
+  // error).
   void Close() const {
     if (!ep) return;
     ucp_request_param_t p{};
@@ -108,6 +118,11 @@ struct UcxPeer final : PeerLink {
     (void)WaitRequest(*w, w->lib->ep_close_nbx(ep, &p), Deadline::After(kCloseWait));
     ep = nullptr;
     w->stats.endpoints_open.fetch_sub(1, std::memory_order_relaxed);
+  }
+  // mu held: closes the endpoint if it is still `used` (another call may have closed it while
+  // mu was let go, and made a new one that is not ours to close).
+  void CloseIfStill(ucp_ep_h used) const {
+    if (ep == used) Close();
   }
 };
 
@@ -418,7 +433,7 @@ void UcxTransport::PostDirect(std::span<const RemoteOp> ops, std::span<Status> r
   const auto& peer = static_cast<const UcxPeer&>(*ops[0].peer);
   Worker& w = *worker_;
   WaitingPost waiting(w.stats, ops, results);
-  std::lock_guard lock(w.mu);
+  std::unique_lock lock(w.mu);
   if (Status ready = peer.Ensure(); !ready.ok()) {
     for (auto& r : results) r = ready;
     w.DrainAndArm();
@@ -450,13 +465,14 @@ void UcxTransport::PostDirect(std::span<const RemoteOp> ops, std::span<Status> r
     issued[i] = 1;
   }
   ucp_request_param_t fp{};
-  void* flush = w.lib->ep_flush_nbx(peer.ep, &fp);
-  const ucs_status_t flushed = WaitRequest(w, flush, deadline, &peer.declared_down);
+  const ucp_ep_h ep = peer.ep;
+  void* flush = w.lib->ep_flush_nbx(ep, &fp);
+  const ucs_status_t flushed = WaitRequest(w, flush, deadline, &peer.declared_down, &lock);
   const bool abandoned = flushed == UCS_INPROGRESS && peer.declared_down.load(std::memory_order_acquire);
   const bool timed_out = flushed == UCS_INPROGRESS && !abandoned;
   // On the deadline, a failed peer or one declared down, nothing may land in local memory after
   // we return: the forced close completes every request still in flight (the flush too).
-  if (flushed == UCS_INPROGRESS || peer.failure != UCS_OK) peer.Close();
+  if (flushed == UCS_INPROGRESS || peer.failure != UCS_OK) peer.CloseIfStill(ep);
   if (flushed == UCS_INPROGRESS) (void)WaitRequest(w, flush, Deadline::After(kCloseWait));  // ended by the close; freed
   for (size_t i = 0; i < ops.size(); ++i) {
     if (!issued[i]) continue;

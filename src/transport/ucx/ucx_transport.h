@@ -9,7 +9,8 @@
 //    first use, with peer error handling, so a dead peer fails its ops with PEER_DOWN.
 //  - Post: the ops of one peer are issued, then one flush of the endpoint; the calling thread
 //    progresses the worker until all complete or the deadline, when the endpoint is closed by
-//    force so that nothing lands in local memory after Post returned.
+//    force so that nothing lands in local memory after Post returned. While it waits it lets other
+//    calls in between polls, so calls to one worker overlap.
 // One worker per transport (per engine); a progress thread waits on the worker's event fd in an
 // EventLoop and progresses it, which software RMA (tcp, shared memory emulation) needs at the
 // target. Every worker call is made under the worker's mutex (UCS_THREAD_MODE_SERIALIZED).

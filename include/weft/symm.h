@@ -66,6 +66,12 @@ struct TeamOptions {
   // collectives on GPU buffers (DeviceMalloc, DeviceLocal). 0: none. Needs every rank on one node
   // with a GPU, and at most 8 ranks; every rank asks for the same size.
   uint64_t device_heap_bytes = 0;
+  // Device collectives return once their kernel is launched on the team's stream, as NCCL's do:
+  // later work on the stream runs after it, and Team::DeviceSynchronize reports how the launches
+  // ended (MISMATCH, TIMEOUT, PEER_DOWN). A rank's own bad arguments are still refused at the
+  // call. false: each call returns once its kernel finished, with its outcome. Per rank (ranks
+  // may differ); sub-teams take their parent's.
+  bool device_async = false;
 };
 
 // Which algorithm a collective of that size runs and how it reaches each peer (like `weft route`).
@@ -133,8 +139,16 @@ class Team {
   Result<DeviceHeapView> DeviceHeaps() const;
   // The CUDA stream (a cudaStream_t; null: the legacy default stream) that this team's device
   // collectives are ordered on: each waits for the work queued there before it, and returns once
-  // its kernel has finished (with the status of every rank's part).
+  // its kernel has finished (with the status of every rank's part), or once it is launched
+  // (TeamOptions::device_async).
   void SetStream(void* cuda_stream);
+  // Waits for this team's device collectives still in flight (device_async) and returns the
+  // first failure among those that ended since the last call (OK when none failed; the calls
+  // that returned their own error are not counted again). At the deadline, or when a rank left,
+  // the kernels are cancelled: TIMEOUT or PEER_DOWN, and the team is unusable after it (as after
+  // a synchronous call's). NOT_SUPPORTED without a device heap. The destructor and DeviceFree
+  // wait for them too.
+  Status DeviceSynchronize(OptDeadline deadline = std::nullopt);
 
   // One-sided. A put or get is complete in both memories when it returns (so Quiet and Fence
   // only order, they never wait for data).

@@ -477,9 +477,10 @@ typedef struct weft_team_options {
   const void* user_context;    /* bytes given to every rank (weft_team_user_context); may be NULL */
   size_t user_context_len;
   uint64_t device_heap_bytes;  /* the device heap each rank contributes from its pool device slice; 0: none */
+  uint32_t device_async;       /* nonzero: device collectives return once launched (weft_team_device_synchronize) */
 } weft_team_options;
 
-#define WEFT_TEAM_OPTIONS_DEFAULT {16u << 20, 256u << 10, 0, 60000, NULL, 0, 0}
+#define WEFT_TEAM_OPTIONS_DEFAULT {16u << 20, 256u << 10, 0, 60000, NULL, 0, 0, 0}
 
 /* Collective over every live peer of the pool, each with the same heap_bytes and slot_bytes
  * (WEFT_E_MISMATCH on every peer otherwise). options NULL: the defaults. Team ranks follow pool
@@ -521,13 +522,16 @@ int weft_symm_peer_address(const weft_team* team, uint32_t team_rank, uint64_t o
 /* The device heap (weft_team_options.device_heap_bytes; every rank on one node with a GPU): the
  * same allocation calls for GPU memory (WEFT_E_NOT_SUPPORTED on a team without one). The
  * collectives given buffers in it run as one kernel on the stream of weft_team_set_stream (a
- * cudaStream_t; NULL: the legacy default stream) and return once it finished; what the other
- * ranks read must lie in the device heap at the same offset on every rank. */
+ * cudaStream_t; NULL: the legacy default stream) and return once it finished (with device_async:
+ * once it is launched); what the other ranks read must lie in the device heap at the same offset
+ * on every rank. weft_team_device_synchronize waits for the launches still in flight and returns
+ * the first failure among them (WEFT_E_MISMATCH, WEFT_E_TIMEOUT, WEFT_E_PEER_DOWN), or WEFT_OK. */
 int weft_symm_device_malloc(weft_team* team, uint64_t bytes, int64_t timeout_ms, uint64_t* out_offset);
 int weft_symm_device_free(weft_team* team, uint64_t offset, int64_t timeout_ms);
 int weft_symm_device_local(const weft_team* team, uint64_t offset, void** out);
 int weft_symm_device_peer_address(const weft_team* team, uint32_t team_rank, uint64_t offset, void** out);
 void weft_team_set_stream(weft_team* team, void* cuda_stream);
+int weft_team_device_synchronize(weft_team* team, int64_t timeout_ms);
 
 /* One-sided: complete in both memories when they return. WEFT_E_INVALID_ARGUMENT for a rank
  * outside the team, WEFT_E_OUT_OF_RANGE for a range past the heap. */

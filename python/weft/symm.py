@@ -101,16 +101,18 @@ class Team:
     ``one_shot_max_bytes``: larger allreduces reduce-scatter then allgather (0: 64 KiB);
     ``timeout``: the default deadline of every call, in seconds; ``user_context``: bytes every
     rank receives (:attr:`user_contexts`); ``device_heap_bytes``: the device heap each rank
-    contributes from its pool device slice (0: none; the same on every rank). The team (and the pool under it) lives as long as the
-    Team or any of its SymmBuffers is referenced.
+    contributes from its pool device slice (0: none; the same on every rank); ``device_async``:
+    device collectives return once their kernel is launched on the team's stream, as NCCL's do
+    (:meth:`device_synchronize` reports how they ended). The team (and the pool under it) lives
+    as long as the Team or any of its SymmBuffers is referenced.
     """
 
     def __init__(self, pool: Pool, heap_bytes: int = 16 << 20, slot_bytes: int = 256 << 10,
                  one_shot_max_bytes: int = 0, timeout: float = 60.0, user_context: bytes = b"",
-                 device_heap_bytes: int = 0) -> None:
+                 device_heap_bytes: int = 0, device_async: bool = False) -> None:
         native_pool = getattr(pool, "_native", pool)
         self._native = _weft.Team.create(native_pool, heap_bytes, slot_bytes, one_shot_max_bytes, float(timeout),
-                                         bytes(user_context), device_heap_bytes)
+                                         bytes(user_context), device_heap_bytes, bool(device_async))
 
     @classmethod
     def _wrap(cls, native: Any) -> "Team":
@@ -228,6 +230,13 @@ class Team:
     def barrier(self, timeout: Optional[float] = None) -> None:
         """Every rank of the team enters."""
         self._native.barrier(timeout)
+
+    def device_synchronize(self, timeout: Optional[float] = None) -> None:
+        """Waits for the device collectives still in flight (``device_async``) and raises the first
+        failure among those that ended since the last call (:class:`weft.Mismatch`,
+        :class:`weft.Timeout`, :class:`weft.PeerDown`); a call that raised its own error is not
+        counted again. :class:`weft.NotSupported` without a device heap."""
+        self._native.device_synchronize(timeout)
 
     # -- the eight collectives ------------------------------------------------------------------
 

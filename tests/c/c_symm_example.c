@@ -351,6 +351,8 @@ static void check_null_arguments(weft_pool* pool, weft_team* team) {
   EXPECT_CODE(weft_symm_device_local(team, 0, &p), WEFT_E_NOT_SUPPORTED);
   EXPECT_CODE(weft_symm_device_peer_address(team, 0, 0, &p), WEFT_E_NOT_SUPPORTED);
   weft_team_set_stream(NULL, NULL);
+  EXPECT_CODE(weft_team_device_synchronize(team, 0), WEFT_E_NOT_SUPPORTED);
+  EXPECT_CODE(weft_team_device_synchronize(NULL, 0), WEFT_E_INVALID_ARGUMENT);
   EXPECT_CODE(weft_symm_put(NULL, 0, 0, &x, 4), WEFT_E_INVALID_ARGUMENT);
   EXPECT_CODE(weft_symm_get(team, NULL, 0, 0, 4), WEFT_E_INVALID_ARGUMENT);
   EXPECT_CODE(weft_symm_put_signal(NULL, 0, 0, &x, 4, 0, 1, WEFT_SIGNAL_SET), WEFT_E_INVALID_ARGUMENT);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <thread>
@@ -287,9 +288,70 @@ int SubTeam(DeviceChecker& c) {
   return c.AllReduce(DType::kF32, ReduceOp::kSum, 1000, false, false, 5);
 }
 
+// Asynchronous launches (TeamOptions::device_async) on a stream of the test's own: every round
+// uploads its input, runs an allreduce (one-shot, then two-phase above the one-shot limit) and
+// downloads the result, all queued on the stream without waiting; more rounds than a team keeps
+// in flight. Then every round's result is compared with its reference.
+int AsyncStreamOrder(DeviceChecker& c) {
+  const uint32_t me = c.me;
+  Team& t = c.t;
+  constexpr int kRounds = 40;
+  cudaStream_t stream = nullptr;
+  RANK_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess, "stream");
+  t.SetStream(stream);
+  std::vector<Bytes> want(kRounds);
+  std::vector<uint8_t*> staged(kRounds, nullptr);  // pinned: input, then result, per round
+  for (int round = 0; round < kRounds; ++round) {
+    const DType d = round % 2 ? DType::kBF16 : DType::kF32;
+    const uint64_t count = round % 3 == 2 ? 40000 : 1000 + round;
+    const uint64_t len = count * DTypeSize(d);
+    auto in = c.Inputs(d, count, 5000 + round);
+    want[round] = Reference(d, ReduceOp::kSum, in, 0, count);
+    RANK_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&staged[round]), len, cudaHostAllocDefault) == cudaSuccess,
+               "pinned");
+    std::memcpy(staged[round], in[me].data(), len);
+    RANK_CHECK(cudaMemcpyAsync(c.send, staged[round], len, cudaMemcpyHostToDevice, stream) == cudaSuccess, "upload");
+    Status s = t.AllReduce(c.send, c.recv, count, d, ReduceOp::kSum, Long());
+    RANK_CHECK(s.ok(), "round %d: %s", round, s.ToString().c_str());
+    RANK_CHECK(cudaMemcpyAsync(staged[round], c.recv, len, cudaMemcpyDeviceToHost, stream) == cudaSuccess, "download");
+  }
+  Status synced = t.DeviceSynchronize(Long());
+  RANK_CHECK(synced.ok(), "synchronize: %s", synced.ToString().c_str());
+  RANK_CHECK(cudaStreamSynchronize(stream) == cudaSuccess, "stream");
+  for (int round = 0; round < kRounds; ++round) {
+    RANK_CHECK(std::memcmp(staged[round], want[round].data(), want[round].size()) == 0, "round %d differs", round);
+    cudaFreeHost(staged[round]);
+  }
+  t.SetStream(nullptr);
+  cudaStreamDestroy(stream);
+  return 0;
+}
+
+// Asynchronous launches that disagree: each rank's own bad arguments at the call, the kernels'
+// MISMATCH from DeviceSynchronize (once), and the team goes on.
+int AsyncBadInput(DeviceChecker& c) {
+  const uint32_t me = c.me;
+  Team& t = c.t;
+  Status s = t.AllReduce(c.send, c.recv, me == 0 ? 100 : 101, DType::kF32, ReduceOp::kSum, Long());
+  RANK_CHECK(s.ok(), "counts that differ are found by the kernel, not at the call: %s", s.ToString().c_str());
+  s = t.DeviceSynchronize(Long());
+  RANK_CHECK(s.code() == Code::kMismatch, "counts that differ: %s", s.ToString().c_str());
+  RANK_CHECK(t.DeviceSynchronize(Long()).ok(), "a failure is reported once");
+  s = t.AllReduce(me == 0 ? c.outside : c.send, c.recv, 100, DType::kF32, ReduceOp::kSum, Long());
+  RANK_CHECK(s.code() == (me == 0 ? Code::kInvalidArgument : Code::kOk), "send outside the heap: %s",
+             s.ToString().c_str());
+  s = t.DeviceSynchronize(Long());
+  RANK_CHECK(s.code() == (me == 0 ? Code::kOk : Code::kMismatch), "after a rank refused its call: %s",
+             s.ToString().c_str());
+  int failures = c.AllReduce(DType::kF32, ReduceOp::kSum, 1000, false, false, 998);
+  s = t.DeviceSynchronize(Long());
+  RANK_CHECK(s.ok(), "the team goes on: %s", s.ToString().c_str());
+  return failures;
+}
+
 // Rank `me` of `ranks` on GPU `device`. Returns 0, 1 (a check failed) or kSkip.
 int Rank(uint32_t me, uint32_t ranks, int device, int gpus, const std::string& pool_name, uint64_t seed,
-         const std::function<int(DeviceChecker&)>& body) {
+         const std::function<int(DeviceChecker&)>& body, bool async) {
   if (auto why = gputest::NoGpuReason()) {
     std::fprintf(stderr, "rank %u: no CUDA GPU: %s\n", me, why->c_str());
     return kSkip;
@@ -307,6 +369,7 @@ int Rank(uint32_t me, uint32_t ranks, int device, int gpus, const std::string& p
   TeamOptions o;
   o.heap_bytes = 4 << 20;  // room for a sub-team's host channel too (about 1 MiB for two ranks)
   o.device_heap_bytes = 2 * kRegion + kSpare;
+  o.device_async = async;
   auto team = Team::Create(pool, o, Long());
   RANK_CHECK(team.ok(), "create: %s", team.status().ToString().c_str());
   Team& t = **team;
@@ -329,14 +392,15 @@ int Rank(uint32_t me, uint32_t ranks, int device, int gpus, const std::string& p
 
 // Runs `ranks` ranks as forked processes, rank r on GPU r % gpus. Skips (returns false) when the
 // ranks found no GPU or fewer than `gpus`.
-bool RunRanks(uint32_t ranks, int gpus, const std::function<int(DeviceChecker&)>& body, std::vector<int>* rcs) {
+bool RunRanks(uint32_t ranks, int gpus, const std::function<int(DeviceChecker&)>& body, std::vector<int>* rcs,
+              bool async = false) {
   const std::string pool = "symmdev-" + std::to_string(getpid()) + "-" + std::to_string(ranks) + "-" +
                            std::to_string(gpus);
   const uint64_t seed = FreshSeed();
   std::vector<pid_t> pids;
   for (uint32_t r = 0; r < ranks; ++r) {
     pid_t pid = fork();
-    if (pid == 0) _exit(Rank(r, ranks, static_cast<int>(r % gpus), gpus, pool, seed, body));
+    if (pid == 0) _exit(Rank(r, ranks, static_cast<int>(r % gpus), gpus, pool, seed, body, async));
     pids.push_back(pid);
   }
   bool all_skipped = true;
@@ -350,9 +414,9 @@ bool RunRanks(uint32_t ranks, int gpus, const std::function<int(DeviceChecker&)>
   return !all_skipped;
 }
 
-void ExpectAllPassed(uint32_t ranks, int gpus, const std::function<int(DeviceChecker&)>& body) {
+void ExpectAllPassed(uint32_t ranks, int gpus, const std::function<int(DeviceChecker&)>& body, bool async = false) {
   std::vector<int> rcs;
-  if (!RunRanks(ranks, gpus, body, &rcs)) GTEST_SKIP() << "no CUDA GPU, or fewer than " << gpus << " (see stderr)";
+  if (!RunRanks(ranks, gpus, body, &rcs, async)) GTEST_SKIP() << "no CUDA GPU, or fewer than " << gpus << " (see stderr)";
   for (uint32_t r = 0; r < ranks; ++r) EXPECT_EQ(rcs[r], 0) << "rank " << r;
 }
 
@@ -363,6 +427,12 @@ TEST(SymmDevice, BadInputFailsOnEveryRankAndTheTeamGoesOn) { ExpectAllPassed(2, 
 TEST(SymmDevice, SubTeamsRunTheirOwnDeviceCollectives) { ExpectAllPassed(3, 1, SubTeam); }
 TEST(SymmDevice, KernelPutsAndSignalsOneGpu) { ExpectAllPassed(2, 1, KernelPutsAndSignals); }
 TEST(SymmDevice, KernelPutsAndSignalsTwoGpus) { ExpectAllPassed(2, 2, KernelPutsAndSignals); }
+// device_async: every collective (results read back on the legacy stream, after the kernel),
+// queued rounds on a stream of the test's own, disagreements, sub-teams.
+TEST(SymmDevice, AsyncEveryCollectiveTwoProcessesOneGpu) { ExpectAllPassed(2, 1, EveryCollective, true); }
+TEST(SymmDevice, AsyncRoundsQueuedOnAStreamAreExact) { ExpectAllPassed(2, 1, AsyncStreamOrder, true); }
+TEST(SymmDevice, AsyncDisagreementsComeFromDeviceSynchronize) { ExpectAllPassed(2, 1, AsyncBadInput, true); }
+TEST(SymmDevice, AsyncSubTeams) { ExpectAllPassed(3, 1, SubTeam, true); }
 
 // Rank 1 dies instead of calling; rank 0's allreduce returns PEER_DOWN once the pool declares it
 // gone (peer_timeout_ms 2 s), not TIMEOUT at its 60 s deadline.
@@ -378,6 +448,24 @@ TEST(SymmDevice, ARankThatDiesMakesTheOthersReturnPeerDown) {
   };
   std::vector<int> rcs;
   if (!RunRanks(2, 1, body, &rcs)) GTEST_SKIP() << "no CUDA GPU (see stderr)";
+  EXPECT_EQ(rcs[0], 0);
+}
+
+// The same with device_async: the call returns once launched; DeviceSynchronize says PEER_DOWN.
+TEST(SymmDevice, AsyncARankThatDiesMakesDeviceSynchronizeReturnPeerDown) {
+  auto body = [](DeviceChecker& c) -> int {
+    const uint32_t me = c.me;
+    if (me == 1) _exit(0);
+    Status s = c.t.AllReduce(c.send, c.recv, 1000, DType::kF32, ReduceOp::kSum, Long());
+    RANK_CHECK(s.ok(), "the launch itself: %s", s.ToString().c_str());
+    s = c.t.DeviceSynchronize(Long());
+    RANK_CHECK(s.code() == Code::kPeerDown, "synchronize with a dead rank: %s", s.ToString().c_str());
+    s = c.t.AllReduce(c.send, c.recv, 1000, DType::kF32, ReduceOp::kSum, Long());
+    RANK_CHECK(!s.ok(), "the team of a dead rank still launches collectives");
+    return 0;
+  };
+  std::vector<int> rcs;
+  if (!RunRanks(2, 1, body, &rcs, true)) GTEST_SKIP() << "no CUDA GPU (see stderr)";
   EXPECT_EQ(rcs[0], 0);
 }
 

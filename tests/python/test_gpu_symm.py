@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 
+import pytest
 from trans_util import require_gpu
 
 torch = require_gpu("test_gpu_symm")
@@ -19,10 +20,11 @@ torch = require_gpu("test_gpu_symm")
 PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpu_symm_peer.py")
 
 
-def test_collectives_on_torch_tensors_in_the_device_heap():
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_collectives_on_torch_tensors_in_the_device_heap(mode):
     pool = "gpusymm-" + uuid.uuid4().hex[:8]
     seed = int.from_bytes(os.urandom(4), "little")
-    ranks = [subprocess.Popen([sys.executable, PEER, pool, str(seed), "2", str(i)], stdout=subprocess.PIPE,
+    ranks = [subprocess.Popen([sys.executable, PEER, pool, str(seed), "2", str(i), mode], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     for i, p in enumerate(ranks):
         out, err = p.communicate(timeout=300)

@@ -156,10 +156,14 @@ def test_a_device_heap_needs_a_device_slice(solo):
     # Without device_size every rank is told why (no GPU at all: NotSupported).
     with pytest.raises((weft.InvalidArgument, weft.NotSupported)):
         Team(pool, heap_bytes=1 << 20, device_heap_bytes=1 << 20)
+    with pytest.raises((weft.InvalidArgument, weft.NotSupported)):
+        Team(pool, heap_bytes=1 << 20, device_heap_bytes=1 << 20, device_async=True)
     pool.leave()
     assert solo.device_heap_bytes == 0
     with pytest.raises(weft.NotSupported):
         solo.device_malloc(64)
+    with pytest.raises(weft.NotSupported):
+        solo.device_synchronize()
     assert solo.stats()["device_path"] == 0
     with pytest.raises(TypeError):
         solo.set_stream("the default stream")

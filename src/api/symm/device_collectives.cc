@@ -1,5 +1,7 @@
 #include "api/symm/device_collectives.h"
 
+#include <functional>
+
 #include <fmt/format.h>
 
 #include "base/status.h"
@@ -141,6 +143,45 @@ Result<cuda::DeviceLaunch> Describe(const Impl& t, const DeviceCall& c) {
   return l;
 }
 
+std::function<bool()> PeersAlive(const Impl& t) {
+  return [&t] {
+    for (uint32_t r = 0; r < t.size(); ++r)
+      if (!t.heaps->Alive(t.members[r])) return false;
+    return true;
+  };
+}
+
+// Whether a launch's outcome leaves the team usable: a mismatched call ends in step on every rank.
+void BreakUnlessMismatch(Impl& t, const Status& s) {
+  if (!s.ok() && s.code() != Code::kMismatch)
+    t.broken = Status(s.code(), "this team is unusable after an earlier failure (" + s.message() + "); make a new team");
+}
+
+// Waits for the team's oldest launch in flight and keeps its failure for DeviceSynchronize.
+void WaitOldest(Impl& t, Deadline deadline) {
+  const Impl::InFlight f = t.in_flight.front();
+  t.in_flight.pop_front();
+  const Status s = t.device->Wait(f.slot, deadline, PeersAlive(t));
+  BreakUnlessMismatch(t, s);
+  if (!s.ok() && !(f.refused && s.code() == Code::kMismatch) && t.async_failure.ok()) t.async_failure = s;
+}
+
+// The asynchronous form: the finished launches reaped, room made, this one launched.
+Status LaunchAsync(Impl& t, const cuda::DeviceLaunch& l, const Status& described, Deadline deadline) {
+  while (!t.in_flight.empty() && (t.in_flight.size() >= kMaxInFlight || t.device->Finished(t.in_flight.front().slot)))
+    WaitOldest(t, deadline);
+  if (!t.broken.ok()) return t.broken;
+  auto slot = t.device->Launch(l, t.members, t.me, t.device_sync, t.stream, deadline);
+  if (!slot.ok()) {
+    BreakUnlessMismatch(t, slot.status());
+    return slot.status();
+  }
+  t.in_flight.push_back({*slot, !described.ok()});
+  if (!described.ok()) return described;
+  ++t.stats.device_path;
+  return OkStatus();
+}
+
 }  // namespace
 
 bool OnDevice(const Impl& t, std::initializer_list<const void*> buffers) {
@@ -161,17 +202,19 @@ Status DeviceCollective(Impl& t, const DeviceCall& call, Deadline deadline) {
     l.work = DeviceWork::kNone;
     l.desc = kRefused;
   }
-  auto alive = [&t] {
-    for (uint32_t r = 0; r < t.size(); ++r)
-      if (!t.heaps->Alive(t.members[r])) return false;
-    return true;
-  };
-  Status s = t.device->Run(l, t.members, t.me, t.device_sync, t.stream, deadline, alive);
-  if (!s.ok() && s.code() != Code::kMismatch)
-    t.broken = Status(s.code(), "this team is unusable after an earlier failure (" + s.message() + "); make a new team");
+  if (t.device_async) return LaunchAsync(t, l, launch.status(), deadline);
+  Status s = t.device->Run(l, t.members, t.me, t.device_sync, t.stream, deadline, PeersAlive(t));
+  BreakUnlessMismatch(t, s);
   if (!launch.ok()) return s.ok() || s.code() == Code::kMismatch ? launch.status() : s;
   if (s.ok()) ++t.stats.device_path;
   return s;
+}
+
+Status DeviceSynchronize(Impl& t, Deadline deadline) {
+  while (!t.in_flight.empty()) WaitOldest(t, deadline);
+  Status first = t.async_failure;
+  t.async_failure = OkStatus();
+  return first;
 }
 
 }  // namespace weft::symm

@@ -24,7 +24,15 @@ struct DeviceCall {
 };
 
 // Runs the call as one kernel; a rank whose own arguments are bad still takes part (the others
-// get MISMATCH) and returns why.
+// get MISMATCH) and returns why. With t.device_async it returns once the kernel is launched
+// (after waiting for the oldest launch when kMaxInFlight are in flight); the launch's outcome
+// comes from DeviceSynchronize.
 Status DeviceCollective(Team::Impl& t, const DeviceCall& call, Deadline deadline);
+
+// Waits for every launch of the team still in flight; the first failure among the launches
+// waited for since the last call (a rank's own refused call not counted: it was told), or OK.
+Status DeviceSynchronize(Team::Impl& t, Deadline deadline);
+
+inline constexpr size_t kMaxInFlight = 32;  // a team's asynchronous launches at once
 
 }  // namespace weft::symm

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 #include <fmt/format.h>
@@ -30,12 +31,42 @@ std::vector<uint8_t> EncodeU64(uint64_t v) {
 
 #if WEFT_HAVE_CUDA
 
+// The host-mapped words the kernels read and write, and the slots of the launches in flight.
 struct DeviceHeap::Control {
-  volatile uint32_t* words = nullptr;  // [0]: cancel (host writes), [1]: status (kernel writes)
-  cudaEvent_t done = nullptr;
+  static constexpr size_t kWordsBytes = (1 + kSlots) * sizeof(uint32_t);
+  // [0]: cancel (host writes, every launch reads), [1 + slot]: a launch's status (its kernel writes).
+  volatile uint32_t* words = nullptr;
+  std::vector<cudaEvent_t> done = std::vector<cudaEvent_t>(kSlots, nullptr);  // by slot, made on first use
+  std::mutex mu;
+  std::vector<uint32_t> free;  // slots not in flight, under mu
+
   ~Control() {
-    if (done) cudaEventDestroy(done);
+    for (cudaEvent_t e : done)
+      if (e) cudaEventDestroy(e);
     if (words) cudaFreeHost(const_cast<uint32_t*>(words));
+  }
+  // A slot for a launch on the current device, its status word reset; with none in flight the
+  // cancel word too (a cancel ends every launch of its time, and those are all reaped).
+  Result<uint32_t> Take() {
+    std::lock_guard lock(mu);
+    if (free.empty())
+      return Error(Code::kBusy, "{} device collectives of this heap are in flight: call DeviceSynchronize on the "
+                   "teams that launched them", kSlots);
+    const uint32_t slot = free.back();
+    if (!done[slot]) {
+      if (cudaError_t err = cudaEventCreateWithFlags(&done[slot], cudaEventDisableTiming); err != cudaSuccess) {
+        done[slot] = nullptr;
+        return mem::cuda::CudaStatus(err, "creating a device collective's event");
+      }
+    }
+    if (free.size() == kSlots) words[0] = 0;
+    free.pop_back();
+    words[1 + slot] = cuda::kKernelOk;
+    return slot;
+  }
+  void Give(uint32_t slot) {
+    std::lock_guard lock(mu);
+    free.push_back(slot);
   }
 };
 
@@ -76,12 +107,12 @@ Result<std::shared_ptr<DeviceHeap::Control>> MakeControl(int gpu) {
   auto c = std::make_shared<DeviceHeap::Control>();
   void* words = nullptr;
   cudaError_t err = cudaSetDevice(gpu);
-  if (err == cudaSuccess) err = cudaHostAlloc(&words, 64, cudaHostAllocMapped | cudaHostAllocPortable);
+  if (err == cudaSuccess)
+    err = cudaHostAlloc(&words, DeviceHeap::Control::kWordsBytes, cudaHostAllocMapped | cudaHostAllocPortable);
   if (err != cudaSuccess) return mem::cuda::CudaStatus(err, "allocating the device collectives' control words");
-  std::memset(words, 0, 64);
+  std::memset(words, 0, DeviceHeap::Control::kWordsBytes);
   c->words = static_cast<volatile uint32_t*>(words);
-  err = cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming);
-  if (err != cudaSuccess) return mem::cuda::CudaStatus(err, "creating the device collectives' event");
+  for (uint32_t slot = DeviceHeap::kSlots; slot-- > 0;) c->free.push_back(slot);  // slot 0 taken first
   return c;
 }
 
@@ -138,14 +169,13 @@ DeviceHeap::Where DeviceHeap::Locate(const void* p) const {
 
 Status DeviceHeap::ZeroOwn(uint64_t offset, uint64_t len) { return ZeroDeviceMemory(gpu_, own() + offset, len); }
 
-Status DeviceHeap::Run(cuda::DeviceLaunch launch, const std::vector<uint32_t>& members, uint32_t me,
-                       DeviceSync& sync, void* stream, Deadline deadline, const std::function<bool()>& peers_alive) {
+Result<uint32_t> DeviceHeap::Launch(cuda::DeviceLaunch launch, const std::vector<uint32_t>& members, uint32_t me,
+                                    DeviceSync& sync, void* stream, Deadline deadline) {
   mem::cuda::DeviceGuard guard;
   if (cudaError_t err = cudaSetDevice(gpu_); err != cudaSuccess)
     return mem::cuda::CudaStatus(err, "selecting the device heap's GPU");
+  WEFT_ASSIGN_OR_RETURN(const uint32_t slot, control_->Take());
   volatile uint32_t* words = control_->words;
-  words[0] = 0;
-  words[1] = cuda::kKernelOk;
   for (size_t r = 0; r < members.size(); ++r) launch.blocks[r] = blocks_[members[r]];
   launch.me = me;
   launch.n = static_cast<uint32_t>(members.size());
@@ -155,16 +185,27 @@ Status DeviceHeap::Run(cuda::DeviceLaunch launch, const std::vector<uint32_t>& m
   auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.left()).count();
   launch.timeout_ns = static_cast<uint64_t>(std::max<int64_t>(left, 0)) + 2'000'000'000ull;
   launch.cancel = words;
-  launch.status = words + 1;
-  if (int err = cuda::LaunchDeviceCollective(launch, stream); err != cudaSuccess)
+  launch.status = words + 1 + slot;
+  // Every launch takes the same epochs, however it ends (the kernel's waits pass at later ones).
+  sync.epoch += cuda::kEpochsPerLaunch;
+  if (int err = cuda::LaunchDeviceCollective(launch, stream); err != cudaSuccess) {
+    control_->Give(slot);
     return mem::cuda::CudaStatus(static_cast<cudaError_t>(err), "launching a device collective");
-  cudaError_t err = cudaEventRecord(control_->done, static_cast<cudaStream_t>(stream));
-  if (err != cudaSuccess) return mem::cuda::CudaStatus(err, "recording the device collective's event");
+  }
+  // Without its event the slot is never reused (the kernel may still write its word).
+  if (cudaError_t err = cudaEventRecord(control_->done[slot], static_cast<cudaStream_t>(stream)); err != cudaSuccess)
+    return mem::cuda::CudaStatus(err, "recording the device collective's event");
+  return slot;
+}
+
+bool DeviceHeap::Finished(uint32_t slot) const { return cudaEventQuery(control_->done[slot]) != cudaErrorNotReady; }
+
+Status DeviceHeap::Wait(uint32_t slot, Deadline deadline, const std::function<bool()>& peers_alive) {
   Code cancelled_for = Code::kOk;
-  err = WaitForKernel(control_->done, words, deadline, peers_alive, cancelled_for);
+  const cudaError_t err = WaitForKernel(control_->done[slot], control_->words, deadline, peers_alive, cancelled_for);
+  const uint32_t failure = control_->words[1 + slot];
+  control_->Give(slot);
   if (err != cudaSuccess) return mem::cuda::CudaStatus(err, "running a device collective");
-  const uint32_t failure = words[1];
-  sync.epoch += failure == cuda::kKernelMismatch ? 1 : cuda::BarriersOf(launch.work);
   return StatusOf(failure, cancelled_for);
 }
 
@@ -181,12 +222,20 @@ DeviceHeap::Where DeviceHeap::Locate(const void* p) const { return Contains(p) ?
 
 Status DeviceHeap::ZeroOwn(uint64_t, uint64_t) { return CudaUsable(); }
 
-Status DeviceHeap::Run(cuda::DeviceLaunch, const std::vector<uint32_t>&, uint32_t, DeviceSync&, void*, Deadline,
-                       const std::function<bool()>&) {
+Result<uint32_t> DeviceHeap::Launch(cuda::DeviceLaunch, const std::vector<uint32_t>&, uint32_t, DeviceSync&, void*,
+                                    Deadline) {
   return CudaUsable();
 }
+bool DeviceHeap::Finished(uint32_t) const { return true; }
+Status DeviceHeap::Wait(uint32_t, Deadline, const std::function<bool()>&) { return CudaUsable(); }
 
 #endif  // WEFT_HAVE_CUDA
+
+Status DeviceHeap::Run(const cuda::DeviceLaunch& launch, const std::vector<uint32_t>& members, uint32_t me,
+                       DeviceSync& sync, void* stream, Deadline deadline, const std::function<bool()>& peers_alive) {
+  WEFT_ASSIGN_OR_RETURN(const uint32_t slot, Launch(launch, members, me, sync, stream, deadline));
+  return Wait(slot, deadline, peers_alive);
+}
 
 DeviceHeap::DeviceHeap(bm::Pool& pool, uint64_t heap_bytes, uint64_t own_gva, uint32_t me, int gpu)
     : pool_(pool), heap_bytes_(heap_bytes), own_gva_(own_gva), me_(me), gpu_(gpu), allocator_(heap_bytes) {}

@@ -61,12 +61,24 @@ class DeviceHeap {
   Status ZeroOwn(uint64_t offset, uint64_t len);
 
   // Enqueues one launch of the team whose members (root-team ranks, by team rank) and sync area
-  // are given, on `stream` (null: the legacy default stream), and waits for it: the kernel's
-  // barriers end early, and this returns, when the deadline passes (TIMEOUT) or `peers_alive`
-  // turns false (PEER_DOWN). Blocks, epochs and control words are filled in here. MISMATCH when
-  // the ranks described different calls (every rank gets it).
-  Status Run(cuda::DeviceLaunch launch, const std::vector<uint32_t>& members, uint32_t me, DeviceSync& sync,
+  // are given, on `stream` (null: the legacy default stream), and returns at once: the slot of
+  // its status word and event, to be given to Wait exactly once. Blocks, the epoch and the
+  // control words are filled in here; the kernel's own barriers give up at `deadline` (a
+  // backstop: Wait cancels them sooner). BUSY when kSlots launches of this heap are in flight.
+  Result<uint32_t> Launch(cuda::DeviceLaunch launch, const std::vector<uint32_t>& members, uint32_t me,
+                          DeviceSync& sync, void* stream, Deadline deadline);
+  // Whether the launch in `slot` has finished (Wait then returns without waiting).
+  bool Finished(uint32_t slot) const;
+  // Waits for the launch in `slot` and frees the slot: the kernel's barriers end early, and this
+  // returns, when the deadline passes (TIMEOUT) or `peers_alive` turns false (PEER_DOWN); both
+  // cancel every launch of this heap still in flight. MISMATCH when the ranks described
+  // different calls (every rank gets it).
+  Status Wait(uint32_t slot, Deadline deadline, const std::function<bool()>& peers_alive);
+  // Launch, then Wait.
+  Status Run(const cuda::DeviceLaunch& launch, const std::vector<uint32_t>& members, uint32_t me, DeviceSync& sync,
              void* stream, Deadline deadline, const std::function<bool()>& peers_alive);
+
+  static constexpr uint32_t kSlots = 1024;  // launches in flight at once, over the heap's teams
 
   struct Control;  // host-mapped words the kernel reads and writes
 

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "api/bm/pool_internal.h"
+#include "api/symm/device_collectives.h"
 #include "api/symm/team_impl.h"
 #include "base/log.h"
 #include "base/status.h"
@@ -167,7 +168,10 @@ std::string_view ReduceOpName(ReduceOp op) {
 }
 
 Team::Team(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Team::~Team() = default;
+Team::~Team() {
+  // A kernel still in flight reads this rank's heap and the peers'.
+  if (impl_ && !impl_->in_flight.empty()) (void)symm::DeviceSynchronize(*impl_, impl_->DeadlineOf(std::nullopt));
+}
 
 Result<std::unique_ptr<Team>> Team::Create(bm::Pool& pool, const TeamOptions& options, OptDeadline deadline) {
   WEFT_RETURN_IF_ERROR(CheckOptions(options));
@@ -218,6 +222,7 @@ Result<std::unique_ptr<Team>> Team::Create(bm::Pool& pool, const TeamOptions& op
   impl->slot_bytes = shape.slot_bytes;
   impl->one_shot_max_bytes = shape.one_shot_max_bytes;
   impl->timeout_ms = options.timeout_ms;
+  impl->device_async = options.device_async;
   impl->contexts = std::move(contexts);
   impl->channel = std::make_unique<Channel>(impl->heaps, impl->members, me, shape.heap_bytes, shape.slot_bytes);
   std::unique_ptr<Team> team(new Team(std::move(impl)));
@@ -270,6 +275,7 @@ Result<std::unique_ptr<Team>> Team::Split(std::span<const uint32_t> ranks, OptDe
     sub->channel = std::make_unique<Channel>(sub->heaps, sub->members, sub->me, offset, t.slot_bytes);
     sub->device = t.device;
     sub->device_sync.offset = device_sync_offset;
+    sub->device_async = t.device_async;
     if (t.device) zeroed = t.device->ZeroOwn(device_sync_offset, cuda::kSyncBytes);
     sub->channel->ResetOwnFlags();
   }
@@ -323,6 +329,11 @@ Status Team::DeviceFree(uint64_t offset, OptDeadline deadline) {
   Impl& t = *impl_;
   if (!t.device) return Error(Code::kNotSupported, "this team has no device heap: create it with device_heap_bytes");
   if (!t.root) return Error(Code::kNotSupported, "free on the team Team::Create made (sub-teams share its heap)");
+  // The launches in flight may read the block; their failures stay for DeviceSynchronize.
+  if (!t.in_flight.empty()) {
+    t.async_failure = symm::DeviceSynchronize(t, t.DeadlineOf(deadline));
+    if (!t.broken.ok()) return t.broken;
+  }
   OpDesc desc{static_cast<uint8_t>(Kind::kFree), 1, 0, 0, 0, offset};
   WEFT_RETURN_IF_ERROR(t.Round(desc, t.DeadlineOf(deadline), [] { return OkStatus(); }));
   return t.device->allocator().Release(offset);
@@ -354,6 +365,12 @@ Result<DeviceHeapView> Team::DeviceHeaps() const {
 }
 
 void Team::SetStream(void* cuda_stream) { impl_->stream = cuda_stream; }
+
+Status Team::DeviceSynchronize(OptDeadline deadline) {
+  Impl& t = *impl_;
+  if (!t.device) return Error(Code::kNotSupported, "this team has no device heap: create it with device_heap_bytes");
+  return symm::DeviceSynchronize(t, t.DeadlineOf(deadline));
+}
 
 void* Team::Local(uint64_t offset) const {
   return offset < heap_bytes() ? impl_->heaps->own() + offset : nullptr;

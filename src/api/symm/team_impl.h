@@ -2,6 +2,7 @@
 // collectives.cc (the eight collectives on the team's channel).
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -31,6 +32,16 @@ struct Team::Impl {
   std::shared_ptr<DeviceHeap> device;
   DeviceSync device_sync;
   void* stream = nullptr;  // cudaStream_t of the device collectives
+  // TeamOptions::device_async: a device collective returns once launched. Its launches not yet
+  // waited for (oldest first; `refused`: this rank's own arguments were bad and it said so at
+  // the call), and the first failure of one waited for since the last DeviceSynchronize.
+  bool device_async = false;
+  struct InFlight {
+    uint32_t slot;
+    bool refused;
+  };
+  std::deque<InFlight> in_flight;
+  Status async_failure;
   TeamStats stats;
   // Set once a round failed half-way (a peer died, a deadline passed): the members' rounds are
   // out of step, so every later call returns this.

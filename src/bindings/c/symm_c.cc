@@ -111,6 +111,7 @@ weft::symm::TeamOptions OptionsOf(const weft_team_options* o) {
   options.one_shot_max_bytes = o->one_shot_max_bytes;
   options.timeout_ms = o->timeout_ms;
   options.device_heap_bytes = o->device_heap_bytes;
+  options.device_async = o->device_async != 0;
   if (o->user_context_len > 0) {
     const auto* p = static_cast<const uint8_t*>(o->user_context);
     options.user_context.assign(p, p + o->user_context_len);
@@ -273,6 +274,11 @@ int weft_symm_device_peer_address(const weft_team* team, uint32_t team_rank, uin
 
 void weft_team_set_stream(weft_team* team, void* cuda_stream) {
   if (CheckTeam(__func__, team) == WEFT_OK) team->team->SetStream(cuda_stream);
+}
+
+int weft_team_device_synchronize(weft_team* team, int64_t timeout_ms) {
+  WEFT_C_REQUIRE_TEAM(team);
+  return Guard(__func__, [&]() -> int { return Report(team->team->DeviceSynchronize(DeadlineOfCall(timeout_ms))); });
 }
 
 int weft_symm_peer_address(const weft_team* team, uint32_t team_rank, uint64_t offset, void** out) {

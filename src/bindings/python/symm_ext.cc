@@ -326,11 +326,12 @@ class Symm {
  public:
   static std::unique_ptr<PyTeam> Create(nb::handle native_pool, uint64_t heap_bytes, uint64_t slot_bytes,
                                         uint64_t one_shot_max_bytes, double timeout_s, nb::bytes user_context,
-                                        uint64_t device_heap_bytes) {
+                                        uint64_t device_heap_bytes, bool device_async) {
     std::shared_ptr<Pool> pool = JoinedPool(native_pool);
     weft::symm::TeamOptions o;
     o.heap_bytes = heap_bytes;
     o.device_heap_bytes = device_heap_bytes;
+    o.device_async = device_async;
     o.slot_bytes = slot_bytes;
     o.one_shot_max_bytes = one_shot_max_bytes;
     if (!(timeout_s > 0) || timeout_s > 4e6) RaiseCode(Code::kInvalidArgument, "timeout {} s is not in (0, 4e6]", timeout_s);
@@ -473,6 +474,14 @@ class Symm {
     {
       nb::gil_scoped_release release;
       s = t.T().Barrier(DeadlineOfCall(timeout));
+    }
+    Check(s);
+  }
+  static void DeviceSynchronize(PyTeam& t, std::optional<double> timeout) {
+    Status s;
+    {
+      nb::gil_scoped_release release;
+      s = t.T().DeviceSynchronize(DeadlineOfCall(timeout));
     }
     Check(s);
   }
@@ -628,7 +637,7 @@ void BindSymm(nb::module_& m) {
 
   nb::class_<PyTeam>(m, "Team")
       .def_static("create", &Symm::Create, "pool"_a, "heap_bytes"_a, "slot_bytes"_a, "one_shot_max_bytes"_a,
-                  "timeout"_a, "user_context"_a, "device_heap_bytes"_a = 0)
+                  "timeout"_a, "user_context"_a, "device_heap_bytes"_a = 0, "device_async"_a = false)
       .def_prop_ro("device_heap_bytes", [](PyTeam& t) { return t.T().device_heap_bytes(); })
       .def("device_malloc",
            [](nb::handle self, uint64_t n, OptTimeout timeout) { return Symm::DeviceMalloc(self, n, timeout); },
@@ -667,6 +676,7 @@ void BindSymm(nb::module_& m) {
       .def("fence", [](PyTeam& t) { t.T().Fence(); })
       .def("quiet", [](PyTeam& t) { t.T().Quiet(); })
       .def("barrier", &Symm::Barrier, "timeout"_a.none())
+      .def("device_synchronize", &Symm::DeviceSynchronize, "timeout"_a.none())
       .def("broadcast", &Broadcast, "buf"_a, "root"_a, "dtype"_a.none(), "timeout"_a.none())
       .def("scatter", &Scatter, "send"_a.none(), "recv"_a, "root"_a, "dtype"_a.none(), "timeout"_a.none())
       .def("gather", &Gather, "send"_a, "recv"_a.none(), "root"_a, "dtype"_a.none(), "timeout"_a.none())

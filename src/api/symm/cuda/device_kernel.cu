@@ -42,6 +42,10 @@ __device__ SyncSlot* SlotOf(uint8_t* block, const DeviceLaunch& p, uint64_t epoc
 // Thread r < n tells rank r that this block arrived, then waits for rank r's same block. The
 // entry barrier also compares every rank's description with this one's. False: stop (the
 // status word says why).
+// A wait passes once the slot holds this epoch or a later one: a rank may already have passed
+// this barrier and written a later barrier's epoch into the slot of the same parity (it could,
+// because every rank had arrived here). Epochs only grow (kEpochsPerLaunch a launch), so an
+// older value never passes.
 __device__ bool Barrier(const DeviceLaunch& p, uint64_t epoch, bool entry) {
   __shared__ uint32_t failed;
   if (threadIdx.x == 0) failed = kKernelOk;
@@ -55,7 +59,7 @@ __device__ bool Barrier(const DeviceLaunch& p, uint64_t epoch, bool entry) {
     const SyncSlot* in = SlotOf(p.blocks[p.me], p, epoch, r);
     const uint64_t start = GlobalTimerNs();
     uint32_t why = kKernelOk;
-    for (uint32_t spin = 1; LoadAcquire(&in->epoch) != epoch; ++spin) {
+    for (uint32_t spin = 1; LoadAcquire(&in->epoch) < epoch; ++spin) {
       if (spin % 64 != 0) continue;
       if (*p.cancel) why = kKernelCancelled;
       else if (GlobalTimerNs() - start > p.timeout_ns) why = kKernelTimeout;
@@ -288,7 +292,7 @@ __global__ void __launch_bounds__(kDeviceThreads) CollectiveKernel(DeviceLaunch 
     default: ok = RunTyped<U8>(p, p.epoch + 1); break;  // kU8 (the host refuses other values)
   }
   if (!ok) return;
-  Barrier(p, p.epoch + BarriersOf(p.work) - 1, false);
+  Barrier(p, p.epoch + kEpochsPerLaunch - 1, false);
 }
 
 }  // namespace

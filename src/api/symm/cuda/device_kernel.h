@@ -52,7 +52,7 @@ struct DeviceLaunch {
   uint64_t desc = 0;         // this rank's description of the call (all must be equal)
   uint64_t timeout_ns = 0;   // a barrier waits at most this long
   const volatile uint32_t* cancel = nullptr;  // host-mapped: nonzero stops every wait
-  volatile uint32_t* status = nullptr;        // host-mapped: a KernelFailure
+  volatile uint32_t* status = nullptr;        // host-mapped: a KernelFailure (this launch's own word)
   DeviceWork work = DeviceWork::kNone;
   uint8_t dtype = 0;  // symm::DType
   uint8_t op = 0;     // symm::ReduceOp
@@ -65,17 +65,10 @@ struct DeviceLaunch {
   uint64_t count = 0;         // elements per rank, as the collective's count
 };
 
-#ifdef __CUDACC__
-#define WEFT_SYMM_HD __host__ __device__
-#else
-#define WEFT_SYMM_HD
-#endif
-
-// Barriers a launch of this work passes when the ranks agree (the epoch advances by this much);
-// after a mismatch every rank has passed the entry barrier only.
-WEFT_SYMM_HD inline uint32_t BarriersOf(DeviceWork work) {
-  return work == DeviceWork::kAllReduceTwoPhase ? 3 : 2;
-}
+// Epochs a launch takes, whatever it does and however it ends: entry at its epoch, the middle
+// barrier (two-phase allreduce) at +1, exit at +2. Fixed, so that the host knows the next
+// launch's epoch without waiting for this one (asynchronous launches).
+inline constexpr uint64_t kEpochsPerLaunch = 3;
 
 // Enqueues the launch on `stream` (a cudaStream_t). Returns the launch's cudaError_t
 // (configuration errors only).

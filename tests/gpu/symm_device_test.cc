@@ -296,6 +296,8 @@ int AsyncStreamOrder(DeviceChecker& c) {
   const uint32_t me = c.me;
   Team& t = c.t;
   constexpr int kRounds = 40;
+  const std::string plan = t.Plan("allreduce", 4096).device_algorithm;
+  RANK_CHECK(plan.find("asynchronous") != std::string::npos, "the plan does not say so: %s", plan.c_str());
   cudaStream_t stream = nullptr;
   RANK_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess, "stream");
   t.SetStream(stream);

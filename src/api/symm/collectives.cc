@@ -340,6 +340,7 @@ CollectivePlan Team::Plan(std::string_view collective, uint64_t bytes) const {
                              : bytes > t.one_shot_max_bytes
                                  ? "reduce-scatter+allgather with recv in the heap, else one-shot (3 or 2 barriers)"
                                  : "one-shot, or reduce-scatter+allgather in place (2 or 3 barriers)";
+    if (t.device_async) plan.device_algorithm += "; asynchronous: returns once launched, DeviceSynchronize reports";
   }
   return plan;
 }

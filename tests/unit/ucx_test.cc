@@ -268,7 +268,7 @@ TEST_P(UcxPairTest, CallsFromManyThreadsWhenThePeerDiesFailPeerDown) {
   std::atomic<int> calls{0};
   std::atomic<bool> stop{false};
   std::vector<std::string> failures(kThreads);
-  std::vector<int> down(kThreads, 0);
+  std::vector<std::atomic<int>> down(kThreads);  // read by the main thread while they run
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -290,13 +290,13 @@ TEST_P(UcxPairTest, CallsFromManyThreadsWhenThePeerDiesFailPeerDown) {
   for (int i = 0; i < 3000 && calls.load() < 20; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_GE(calls.load(), 20) << "the calls before the owner went away did not come back";
   p_.owner.reset();  // the owner's process is gone mid-calls
-  for (int i = 0; i < 3000 && std::any_of(down.begin(), down.end(), [](int d) { return d < 3; }); ++i)
+  for (int i = 0; i < 3000 && std::any_of(down.begin(), down.end(), [](const auto& d) { return d.load() < 3; }); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   stop.store(true);
   for (auto& th : threads) th.join();
   for (int t = 0; t < kThreads; ++t) {
     EXPECT_EQ(failures[t], "") << "thread " << t;
-    EXPECT_EQ(down[t], 3) << "thread " << t << ": its calls after the owner went away are PEER_DOWN";
+    EXPECT_EQ(down[t].load(), 3) << "thread " << t << ": its calls after the owner went away are PEER_DOWN";
   }
 }
 

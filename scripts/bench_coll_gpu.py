@@ -9,7 +9,9 @@ group. For allreduce (bf16 sum), allgather and reduce-scatter at each size per r
 `iters` calls of each library, each call followed by a stream synchronisation (so both are
 measured as latency per blocking call), after a warm-up, and checks that weft's result equals
 NCCL's (allgather bit for bit; the reductions to bf16 rounding). Prints a table (median µs per
-call, weft/NCCL, bus bandwidth) and, with --json, the rows.
+call, weft/NCCL, bus bandwidth) and, with --json, the rows. `--device-async`: weft's team returns
+once each kernel is launched (TeamOptions::device_async), as NCCL's calls do, so both are timed
+as launch + stream synchronisation; the launches' outcomes are checked with device_synchronize.
 
 With fewer GPUs than ranks NCCL cannot run (it refuses two ranks on one GPU) and the weft
 figures are of processes time-sliced on one GPU: printed for completeness, not a performance
@@ -50,7 +52,8 @@ def timed(call, sync, iters: int) -> float:
     return statistics.median(samples) * 1e6
 
 
-def rank_main(rank: int, ranks: int, gpus: int, pool_name: str, port: int, iters: int, queue) -> None:
+def rank_main(rank: int, ranks: int, gpus: int, pool_name: str, port: int, iters: int, device_async: bool,
+              queue) -> None:
     import torch
     import weft
     from weft.symm import Team
@@ -70,7 +73,7 @@ def rank_main(rank: int, ranks: int, gpus: int, pool_name: str, port: int, iters
                 raise
             time.sleep(0.05)
     pool.wait_for_peers(ranks, timeout=120)
-    team = Team(pool, heap_bytes=1 << 20, device_heap_bytes=(2 + ranks) * top + (1 << 20))
+    team = Team(pool, heap_bytes=1 << 20, device_heap_bytes=(2 + ranks) * top + (1 << 20), device_async=device_async)
     nccl = gpus >= ranks
     if nccl:
         import torch.distributed as dist
@@ -110,7 +113,8 @@ def rank_main(rank: int, ranks: int, gpus: int, pool_name: str, port: int, iters
                 ref = torch.empty_like(out)
                 nccl_call = check = lambda: dist.reduce_scatter_tensor(ref, whole)  # noqa: E731
             weft_us = timed(weft_call, sync, iters)
-            row = {"collective": name, "bytes": size, "ranks": ranks, "weft_us": weft_us}
+            team.device_synchronize()  # raises what an asynchronous launch ran into
+            row = {"collective": name, "bytes": size, "ranks": ranks, "weft_us": weft_us, "device_async": device_async}
             if nccl:
                 nccl_us = timed(nccl_call, sync, iters)
                 weft_call()
@@ -141,6 +145,8 @@ def main() -> int:
     ap.add_argument("--ranks", type=int, default=0, help="ranks (default: the GPUs, at least 2)")
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--device-async", action="store_true",
+                    help="weft's device collectives return once launched (TeamOptions::device_async)")
     a = ap.parse_args()
     gpus = torch.cuda.device_count()
     if gpus == 0:
@@ -151,7 +157,7 @@ def main() -> int:
     queue = ctx.Queue()
     pool_name = "bench-coll-gpu-" + uuid.uuid4().hex[:8]
     port = 29500 + os.getpid() % 1000
-    procs = [ctx.Process(target=rank_main, args=(r, ranks, gpus, pool_name, port, a.iters, queue))
+    procs = [ctx.Process(target=rank_main, args=(r, ranks, gpus, pool_name, port, a.iters, a.device_async, queue))
              for r in range(ranks)]
     for p in procs:
         p.start()
@@ -168,7 +174,8 @@ def main() -> int:
     for p in procs:
         p.join()
     name = torch.cuda.get_device_name(0)
-    print(f"# {ranks} ranks on {gpus} GPU(s) ({name}); median µs per blocking call, {a.iters} calls")
+    mode = "weft launches asynchronous" if a.device_async else "weft calls synchronous"
+    print(f"# {ranks} ranks on {gpus} GPU(s) ({name}); median µs per blocking call, {a.iters} calls; {mode}")
     if gpus < ranks:
         print("# fewer GPUs than ranks: no NCCL, and the weft figures are of time-sliced processes (not a result)")
     print(f"{'collective':<15} {'bytes/rank':>10} {'weft µs':>9} {'NCCL µs':>9} {'weft/NCCL':>9} "
@@ -178,7 +185,8 @@ def main() -> int:
               f"{r.get('ratio', float('nan')):>9.2f} {r['weft_busbw_gbs']:>15.1f} {str(r.get('same_result', '-')):>5}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"gpus": gpus, "gpu": name, "ranks": ranks, "rows": rows}, f, indent=1)
+            json.dump({"gpus": gpus, "gpu": name, "ranks": ranks, "device_async": a.device_async, "rows": rows}, f,
+                      indent=1)
     return 0 if all(r.get("same_result", True) for r in rows) and all(p.exitcode == 0 for p in procs) else 1
 
 

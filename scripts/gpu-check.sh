@@ -214,6 +214,15 @@ PY
     t1=$(date +%s%N)
     record "bench_coll_gpu.py" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" \
       "$(grep -c '^all\|^reduce' "$OUTDIR/bench_coll_gpu.log") rows; $(grep -m1 '^#' "$OUTDIR/bench_coll_gpu.log" | cut -c3-60)"
+    # The same with weft's launches asynchronous (TeamOptions::device_async), timed as NCCL's are.
+    t0=$(date +%s%N)
+    PYTHONPATH="$PWD/$B/python" timeout 600 python3 scripts/bench_coll_gpu.py --device-async \
+      --iters "$([ "$GPUS" -ge 2 ] && echo 50 || echo 10)" --json "$OUTDIR/bench_coll_gpu_async.json" \
+      >"$OUTDIR/bench_coll_gpu_async.log" 2>&1
+    rc=$?
+    t1=$(date +%s%N)
+    record "bench_coll_gpu.py async" "$([ $rc = 0 ] && echo ok || echo FAIL)" "$(secs "$t0" "$t1")" \
+      "$(grep -c '^all\|^reduce' "$OUTDIR/bench_coll_gpu_async.log") rows"
   fi
 fi
 
@@ -222,6 +231,7 @@ fi
   echo "== bench (weft vs baseline in the same run; ratio > 1: weft better)"
   [ -f "$OUTDIR/bench_gpu.log" ] && grep -E '^(GPU|group|pcie|kv|latency|model|kv-16sm|nvlink|ipc|gemm|nccl[a-z-]*) ' "$OUTDIR/bench_gpu.log"
   [ -f "$OUTDIR/bench_coll_gpu.log" ] && cat "$OUTDIR/bench_coll_gpu.log"
+  [ -f "$OUTDIR/bench_coll_gpu_async.log" ] && cat "$OUTDIR/bench_coll_gpu_async.log"
   echo
   echo "== summary ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), $GPUS GPU(s))"
   printf '%-28s %-6s %7s  %s\n' step status time detail

@@ -119,10 +119,10 @@ struct UcxPeer final : PeerLink {
     ep = nullptr;
     w->stats.endpoints_open.fetch_sub(1, std::memory_order_relaxed);
   }
-  // mu held: closes the endpoint if it is still `used` (another call may have closed it while
-  // mu was let go, and made a new one that is not ours to close).
-  void CloseIfStill(ucp_ep_h used) const {
-    if (ep == used) Close();
+  // mu held: closes the endpoint if it is still the one of generation `used` (another call may
+  // have closed it while mu was let go, and made a new one that is not ours to close).
+  void CloseIfStill(uint64_t used) const {
+    if (generation == used) Close();
   }
 };
 
@@ -465,14 +465,14 @@ void UcxTransport::PostDirect(std::span<const RemoteOp> ops, std::span<Status> r
     issued[i] = 1;
   }
   ucp_request_param_t fp{};
-  const ucp_ep_h ep = peer.ep;
-  void* flush = w.lib->ep_flush_nbx(ep, &fp);
+  const uint64_t ep_generation = peer.generation;
+  void* flush = w.lib->ep_flush_nbx(peer.ep, &fp);
   const ucs_status_t flushed = WaitRequest(w, flush, deadline, &peer.declared_down, &lock);
   const bool abandoned = flushed == UCS_INPROGRESS && peer.declared_down.load(std::memory_order_acquire);
   const bool timed_out = flushed == UCS_INPROGRESS && !abandoned;
   // On the deadline, a failed peer or one declared down, nothing may land in local memory after
   // we return: the forced close completes every request still in flight (the flush too).
-  if (flushed == UCS_INPROGRESS || peer.failure != UCS_OK) peer.CloseIfStill(ep);
+  if (flushed == UCS_INPROGRESS || peer.failure != UCS_OK) peer.CloseIfStill(ep_generation);
   if (flushed == UCS_INPROGRESS) (void)WaitRequest(w, flush, Deadline::After(kCloseWait));  // ended by the close; freed
   for (size_t i = 0; i < ops.size(); ++i) {
     if (!issued[i]) continue;
